@@ -1,0 +1,549 @@
+package io.pikv.kv;
+
+import io.pikv.kv.compute.AttentionAccumulator;
+import io.pikv.kv.compute.AttentionKernel;
+import io.pikv.kv.compute.KernelScratch;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLongArray;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+
+/**
+ * One expert shard: the entries of the experts the shard map gives it, in pages from its own budgeted pool.
+ *
+ * <p>It exposes only what a shard in another process could: append, attend-partial, evict, drop a sequence, stats.
+ * It validates its own inputs, so a rejected call leaves it unchanged. Attention calls share a read lock and run
+ * concurrently; appends and evictions take the write lock.
+ */
+public final class KvShard {
+    private static final int LOOKUPS = 0;
+    private static final int HITS = 1;
+    private static final int MISSES = 2;
+    private static final int EVICTIONS = 3;
+
+    private final int id;
+    private final ModelShape shape;
+    private final KvLayout layout;
+    private final int buckets;
+    private final PagePool pool;
+    private final EvictionHook hook;
+    private final AttentionKernel kernel;
+    private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
+    private final Map<Long, LayerState[]> sequences = new HashMap<>();
+    private final AtomicLongArray counters;
+    private final AtomicLongArray residentEntries;
+    private final Context context = new Context();
+    private Page oldest;
+    private Page newest;
+    private long entries;
+
+    /**
+     * @param buckets     in-shard buckets (a power of two), placed by {@link ShardKey}
+     * @param budgetBytes hard limit on the bytes of pages this shard holds
+     */
+    public KvShard(int id, ModelShape shape, KvLayout layout, int buckets, long budgetBytes, EvictionHook hook,
+                   AttentionKernel kernel) {
+        if (layout.kvHeads() != shape.kvHeads() || layout.headDim() != shape.headDim()) {
+            throw new IllegalArgumentException("layout " + layout + " does not match model " + shape);
+        }
+        if (buckets < 1 || Integer.bitCount(buckets) != 1) {
+            throw new IllegalArgumentException("buckets must be a power of two >= 1, got " + buckets);
+        }
+        this.id = id;
+        this.shape = shape;
+        this.layout = layout;
+        this.buckets = buckets;
+        this.pool = new PagePool(layout, budgetBytes);
+        this.hook = hook;
+        this.kernel = kernel;
+        this.counters = new AtomicLongArray(shape.layers() * shape.experts() * 4);
+        this.residentEntries = new AtomicLongArray(shape.layers() * shape.experts());
+    }
+
+    public int id() {
+        return id;
+    }
+
+    public int buckets() {
+        return buckets;
+    }
+
+    public KvLayout layout() {
+        return layout;
+    }
+
+    public AttentionKernel kernel() {
+        return kernel;
+    }
+
+    /**
+     * Stores K and V ({@code kvHeads × headDim} each, head-major) of the token at {@code position} of
+     * (sequence, layer), whose primary expert is {@code expert}.
+     *
+     * @throws IllegalArgumentException  on bad sizes, non-finite values, values outside the storage type's range,
+     *                                   out-of-range layer or expert, or a position already resident
+     * @throws KvBudgetExceededException when no page can be had; the shard is then unchanged
+     */
+    public void append(long sequence, int layer, int position, int expert, float[] k, float[] v) {
+        checkLayer(layer);
+        checkExpert(expert);
+        if (position < 0) {
+            throw new IllegalArgumentException("position must be >= 0, got " + position);
+        }
+        checkValues("K", k);
+        checkValues("V", v);
+        lock.writeLock().lock();
+        try {
+            LayerState ls = layerState(sequence, layer, true);
+            if (ls.location(position) >= 0) {
+                throw new IllegalArgumentException("position " + position + " of sequence " + sequence + " layer "
+                        + layer + " is already stored on shard " + id);
+            }
+            Segment segment = ls.buckets[ShardKey.bucket(position, expert, buckets)];
+            Page page = pageForAppend(segment);
+            int slot = page.count;
+            write(page, slot, k, v);
+            page.position[slot] = position;
+            page.expert[slot] = (short) expert;
+            page.count = slot + 1;
+            ls.setLocation(position, page.id * layout.pageTokens() + slot);
+            ls.residentPerExpert[expert]++;
+            ls.resident++;
+            residentEntries.incrementAndGet(layer * shape.experts() + expert);
+            entries++;
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
+    private void write(Page page, int slot, float[] k, float[] v) {
+        int dim = layout.headDim();
+        for (int h = 0; h < layout.kvHeads(); h++) {
+            for (int i = 0; i < dim; i++) {
+                page.put(layout.keyIndex(h, i, slot), k[h * dim + i]);
+                page.put(layout.valueIndex(h, slot, i), v[h * dim + i]);
+            }
+        }
+    }
+
+    private Page pageForAppend(Segment segment) {
+        Page tail = segment.tail;
+        if (tail != null && tail.count < layout.pageTokens()) {
+            return tail;
+        }
+        Page page = pool.allocate();
+        if (page == null) {
+            hook.makeRoom(context);
+            tail = segment.tail; // the hook may have compacted this very segment
+            if (tail != null && tail.count < layout.pageTokens()) {
+                return tail;
+            }
+            page = pool.allocate();
+            if (page == null) {
+                throw new KvBudgetExceededException("shard " + id + " is at its budget of " + pool.budgetBytes()
+                        + " bytes (" + pool.pagesInUse() + " pages of " + layout.pageBytes()
+                        + " bytes in use) and the eviction hook freed nothing");
+            }
+        }
+        page.segment = segment;
+        segment.add(page);
+        segment.tail = page;
+        page.olderPage = newest;
+        page.newerPage = null;
+        if (newest != null) {
+            newest.newerPage = page;
+        } else {
+            oldest = page;
+        }
+        newest = page;
+        return page;
+    }
+
+    private void free(Page page) {
+        page.segment.remove(page);
+        if (page.olderPage != null) {
+            page.olderPage.newerPage = page.newerPage;
+        } else {
+            oldest = page.newerPage;
+        }
+        if (page.newerPage != null) {
+            page.newerPage.olderPage = page.olderPage;
+        } else {
+            newest = page.olderPage;
+        }
+        page.olderPage = null;
+        page.newerPage = null;
+        pool.release(page);
+    }
+
+    /** Evicts the resident entries at these positions; returns how many were resident here. */
+    public int evict(long sequence, int layer, int[] positions) {
+        checkLayer(layer);
+        lock.writeLock().lock();
+        try {
+            return evictTokens(sequence, layer, positions);
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
+    /** Evicts the page allocated longest ago; returns the entries it held (0 when the shard is empty). */
+    public int evictOldestPage() {
+        lock.writeLock().lock();
+        try {
+            if (oldest == null) {
+                return 0;
+            }
+            int n = oldest.count;
+            evictPage(oldest);
+            return n;
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
+    private int evictTokens(long sequence, int layer, int[] positions) {
+        LayerState[] layers = sequences.get(sequence);
+        LayerState ls = layers == null ? null : layers[layer];
+        if (ls == null) {
+            return 0;
+        }
+        int tokens = layout.pageTokens();
+        int evicted = 0;
+        for (int position : positions) {
+            int loc = ls.location(position);
+            if (loc < 0) {
+                continue;
+            }
+            Page page = pool.byId(loc / tokens);
+            int slot = loc % tokens;
+            Segment segment = page.segment;
+            countEviction(ls, layer, page.expert[slot]);
+            ls.location[position] = -1;
+            Page donor = segment.tail != null ? segment.tail : segment.pages.get(segment.pages.size() - 1);
+            int last = donor.count - 1;
+            if (donor != page || last != slot) {
+                page.copyEntry(donor, last, slot);
+                ls.location[page.position[slot]] = page.id * tokens + slot;
+            }
+            donor.count = last;
+            segment.tail = donor;
+            if (last == 0) {
+                free(donor);
+            }
+            evicted++;
+        }
+        return evicted;
+    }
+
+    private void evictPage(Page page) {
+        LayerState ls = page.segment.layerState;
+        int layer = page.segment.layer;
+        for (int slot = 0; slot < page.count; slot++) {
+            countEviction(ls, layer, page.expert[slot]);
+            ls.location[page.position[slot]] = -1;
+        }
+        free(page);
+    }
+
+    private void countEviction(LayerState ls, int layer, int expert) {
+        ls.residentPerExpert[expert]--;
+        ls.evictedPerExpert[expert]++;
+        ls.resident--;
+        int cell = layer * shape.experts() + expert;
+        residentEntries.decrementAndGet(cell);
+        counters.incrementAndGet(cell * 4 + EVICTIONS);
+        entries--;
+    }
+
+    /** Frees everything this shard holds for the sequence (closing is not counted as eviction). */
+    public void dropSequence(long sequence) {
+        lock.writeLock().lock();
+        try {
+            LayerState[] layers = sequences.remove(sequence);
+            if (layers == null) {
+                return;
+            }
+            for (int layer = 0; layer < layers.length; layer++) {
+                LayerState ls = layers[layer];
+                if (ls == null) {
+                    continue;
+                }
+                for (Segment segment : ls.buckets) {
+                    while (!segment.pages.isEmpty()) {
+                        free(segment.pages.get(segment.pages.size() - 1));
+                    }
+                }
+                for (int e = 0; e < shape.experts(); e++) {
+                    residentEntries.addAndGet(layer * shape.experts() + e, -ls.residentPerExpert[e]);
+                }
+                entries -= ls.resident;
+            }
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
+    /**
+     * Attention of {@code query} ({@code qHeads × headDim}, head-major, unscaled) over this shard's entries of
+     * (sequence, layer) in scope, as a mergeable partial. Counts one lookup per entry in scope.
+     */
+    public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
+                                          boolean weights) {
+        checkLayer(layer);
+        scope.validate(shape.experts());
+        float[] scaled = scaledQuery(shape, query);
+        countLookups(sequence, layer, scope);
+        return attendBuckets(sequence, layer, scaled, scope, weights, 0, buckets);
+    }
+
+    /** Checks a query and returns it scaled by 1/√headDim. */
+    static float[] scaledQuery(ModelShape shape, float[] query) {
+        if (query == null || query.length != shape.queryWidth()) {
+            throw new IllegalArgumentException("query must hold qHeads × headDim = " + shape.queryWidth()
+                    + " floats, got " + (query == null ? "none" : query.length));
+        }
+        float scale = (float) (1.0 / Math.sqrt(shape.headDim()));
+        float[] scaled = new float[query.length];
+        for (int i = 0; i < query.length; i++) {
+            if (!Float.isFinite(query[i])) {
+                throw new IllegalArgumentException("query[" + i + "] is " + query[i] + ": values must be finite");
+            }
+            scaled[i] = query[i] * scale;
+        }
+        return scaled;
+    }
+
+    /** Records the lookups of one attention call over (sequence, layer, scope): hits resident, misses evicted. */
+    void countLookups(long sequence, int layer, AttentionScope scope) {
+        lock.readLock().lock();
+        try {
+            LayerState ls = layerState(sequence, layer, false);
+            if (ls == null) {
+                return;
+            }
+            for (int e = 0; e < shape.experts(); e++) {
+                int hits = ls.residentPerExpert[e];
+                int misses = ls.evictedPerExpert[e];
+                if (hits + misses == 0 || !scope.includes(e)) {
+                    continue;
+                }
+                int cell = (layer * shape.experts() + e) * 4;
+                counters.addAndGet(cell + LOOKUPS, hits + misses);
+                counters.addAndGet(cell + HITS, hits);
+                counters.addAndGet(cell + MISSES, misses);
+            }
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** The partial over buckets {@code [from, to)} for an already scaled query; no counting. */
+    PartialAttention attendBuckets(long sequence, int layer, float[] scaledQuery, AttentionScope scope,
+                                   boolean weights, int from, int to) {
+        int qHeads = shape.qHeads();
+        int dim = shape.headDim();
+        int tokens = layout.pageTokens();
+        lock.readLock().lock();
+        try {
+            LayerState ls = layerState(sequence, layer, false);
+            if (ls == null) {
+                return PartialAttention.empty(qHeads, dim, weights);
+            }
+            int n = 0;
+            for (int b = from; b < to; b++) {
+                for (Page page : ls.buckets[b].pages) {
+                    n += page.count;
+                }
+            }
+            KernelScratch scratch = KernelScratch.get().ensure(0, 0, tokens, 0);
+            float[] bias = scratch.bias;
+            AttentionAccumulator acc = new AttentionAccumulator(qHeads, dim);
+            int[] positions = weights ? new int[n] : null;
+            float[] logits = weights ? new float[qHeads * n] : null;
+            int offset = 0;
+            int visited = 0;
+            for (int b = from; b < to; b++) {
+                for (Page page : ls.buckets[b].pages) {
+                    int count = page.count;
+                    int inScope = 0;
+                    for (int slot = 0; slot < tokens; slot++) {
+                        boolean visit = slot < count && scope.includes(page.expert[slot]);
+                        bias[slot] = visit ? 0f : Float.NEGATIVE_INFINITY;
+                        inScope += visit ? 1 : 0;
+                    }
+                    if (inScope > 0) {
+                        kernel.foldPage(page, bias, scaledQuery, qHeads, acc, scratch, logits, n, offset);
+                    } else if (weights) {
+                        for (int h = 0; h < qHeads; h++) {
+                            Arrays.fill(logits, h * n + offset, h * n + offset + count, Float.NEGATIVE_INFINITY);
+                        }
+                    }
+                    if (weights) {
+                        System.arraycopy(page.position, 0, positions, offset, count);
+                    }
+                    offset += count;
+                    visited += inScope;
+                }
+            }
+            double[] m = new double[qHeads];
+            double[] l = new double[qHeads];
+            double[] o = new double[qHeads * dim];
+            for (int h = 0; h < qHeads; h++) {
+                m[h] = acc.m[h];
+                l[h] = acc.l[h];
+            }
+            for (int i = 0; i < o.length; i++) {
+                o[i] = acc.o[i];
+            }
+            if (weights && visited < n) {
+                int[] keptPositions = new int[visited];
+                float[] keptLogits = new float[qHeads * visited];
+                int j = 0;
+                for (int i = 0; i < n; i++) {
+                    if (logits[i] == Float.NEGATIVE_INFINITY && !scope.isAll()) {
+                        continue; // out of scope (every head has −∞ there)
+                    }
+                    keptPositions[j] = positions[i];
+                    for (int h = 0; h < qHeads; h++) {
+                        keptLogits[h * visited + j] = logits[h * n + i];
+                    }
+                    j++;
+                }
+                positions = keptPositions;
+                logits = keptLogits;
+            }
+            return new PartialAttention(qHeads, dim, m, l, o, visited, positions, logits);
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** Whether this shard holds anything of (sequence, layer). */
+    boolean holds(long sequence, int layer) {
+        lock.readLock().lock();
+        try {
+            LayerState ls = layerState(sequence, layer, false);
+            return ls != null && ls.resident > 0;
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** Resident entries of (sequence, layer) on this shard. */
+    public int resident(long sequence, int layer) {
+        lock.readLock().lock();
+        try {
+            LayerState ls = layerState(sequence, layer, false);
+            return ls == null ? 0 : ls.resident;
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    public ShardStats stats() {
+        lock.readLock().lock();
+        try {
+            List<ExpertLayerCounters> list = new ArrayList<>();
+            for (int layer = 0; layer < shape.layers(); layer++) {
+                for (int e = 0; e < shape.experts(); e++) {
+                    int cell = layer * shape.experts() + e;
+                    long lookups = counters.get(cell * 4 + LOOKUPS);
+                    long evictions = counters.get(cell * 4 + EVICTIONS);
+                    long resident = residentEntries.get(cell);
+                    if (lookups == 0 && evictions == 0 && resident == 0) {
+                        continue;
+                    }
+                    list.add(new ExpertLayerCounters(e, layer, lookups, counters.get(cell * 4 + HITS),
+                            counters.get(cell * 4 + MISSES), evictions, resident * layout.entryBytes()));
+                }
+            }
+            return new ShardStats(id, pool.budgetBytes(), pool.bytesInUse(), pool.bytesAllocated(),
+                    pool.pagesInUse(), pool.maxPages(), entries, List.copyOf(list));
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    private LayerState layerState(long sequence, int layer, boolean create) {
+        LayerState[] layers = sequences.get(sequence);
+        if (layers == null) {
+            if (!create) {
+                return null;
+            }
+            layers = new LayerState[shape.layers()];
+            sequences.put(sequence, layers);
+        }
+        LayerState ls = layers[layer];
+        if (ls == null && create) {
+            ls = new LayerState(layer, buckets, shape.experts());
+            layers[layer] = ls;
+        }
+        return ls;
+    }
+
+    private void checkLayer(int layer) {
+        if (layer < 0 || layer >= shape.layers()) {
+            throw new IllegalArgumentException("layer " + layer + " is out of range: the model has "
+                    + shape.layers() + " layers (0.." + (shape.layers() - 1) + ")");
+        }
+    }
+
+    private void checkExpert(int expert) {
+        if (expert < 0 || expert >= shape.experts()) {
+            throw new IllegalArgumentException("expert " + expert + " is out of range: the model has "
+                    + shape.experts() + " experts (0.." + (shape.experts() - 1) + ")");
+        }
+    }
+
+    private void checkValues(String name, float[] values) {
+        int width = shape.kvWidth();
+        if (values == null || values.length != width) {
+            throw new IllegalArgumentException(name + " must hold kvHeads × headDim = " + width + " floats, got "
+                    + (values == null ? "none" : values.length));
+        }
+        boolean half = layout.type() == StorageType.FP16;
+        for (int i = 0; i < width; i++) {
+            float x = values[i];
+            if (!Float.isFinite(x) || (half && Math.abs(x) > Fp16.MAX)) {
+                throw new IllegalArgumentException(name + "[head " + (i / shape.headDim()) + "][" + (i % shape.headDim())
+                        + "] is " + x + ": values must be finite" + (half ? " and within ±65504 for fp16 storage" : ""));
+            }
+        }
+    }
+
+    /** The context handed to the eviction hook; runs under the write lock the append holds. */
+    private final class Context implements EvictionContext {
+        @Override
+        public int shardId() {
+            return id;
+        }
+
+        @Override
+        public Page oldestPage() {
+            return oldest;
+        }
+
+        @Override
+        public void evictPage(Page page) {
+            if (page.segment == null || pool.byId(page.id) != page) {
+                throw new IllegalArgumentException("page " + page.id + " is not live on shard " + id);
+            }
+            KvShard.this.evictPage(page);
+        }
+
+        @Override
+        public int evictTokens(long sequence, int layer, int[] positions) {
+            return KvShard.this.evictTokens(sequence, layer, positions);
+        }
+
+        @Override
+        public PagePool pool() {
+            return pool;
+        }
+    }
+}

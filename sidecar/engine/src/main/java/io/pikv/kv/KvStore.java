@@ -1,0 +1,281 @@
+package io.pikv.kv;
+
+import io.pikv.kv.compute.AttentionKernel;
+import io.pikv.kv.compute.Kernels;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ForkJoinPool;
+import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * An expert-sharded KV store with all its shards in this process.
+ *
+ * <p>Each token's entry goes to the shard that owns its primary expert under the current {@link ExpertShardMap};
+ * attention fans out over (shard, bucket) pairs on a worker pool and merges the partials exactly. A new shard map
+ * changes where new entries go; entries already stored stay readable on the shard that holds them.
+ */
+public final class KvStore implements AutoCloseable {
+    private static final System.Logger LOG = System.getLogger(KvStore.class.getName());
+
+    private final KvStoreConfig config;
+    private final ModelShape shape;
+    private final KvShard[] shards;
+    private final AttentionKernel kernel;
+    private final ForkJoinPool workers;
+    private final ConcurrentHashMap<Long, SequenceState> sequences = new ConcurrentHashMap<>();
+    private final AtomicLong nextSequence = new AtomicLong();
+    private volatile ExpertShardMap shardMap;
+
+    public KvStore(KvStoreConfig config) {
+        this.config = config;
+        this.shape = config.shape();
+        KvLayout layout = config.layout();
+        this.kernel = Kernels.select(layout, config.kernel());
+        long perShard = config.budgetBytes() / config.shards();
+        this.shards = new KvShard[config.shards()];
+        for (int s = 0; s < shards.length; s++) {
+            shards[s] = new KvShard(s, shape, layout, config.buckets(), perShard, config.eviction(), kernel);
+        }
+        this.shardMap = ExpertShardMap.roundRobin(shape.experts(), config.shards());
+        this.workers = config.threads() > 1 ? new ForkJoinPool(config.threads()) : null;
+        LOG.log(System.Logger.Level.DEBUG, "KV store: {0} shards × {1} buckets, {2}, kernel {3}", shards.length,
+                config.buckets(), layout, kernel.name());
+    }
+
+    public KvStoreConfig config() {
+        return config;
+    }
+
+    public ModelShape shape() {
+        return shape;
+    }
+
+    /** The kernel attention runs with. */
+    public AttentionKernel kernel() {
+        return kernel;
+    }
+
+    public List<KvShard> shards() {
+        return List.of(shards);
+    }
+
+    public ExpertShardMap shardMap() {
+        return shardMap;
+    }
+
+    /**
+     * Installs a newer shard map. New entries follow it; stored entries stay where they are and remain readable.
+     *
+     * @throws IllegalArgumentException when its epoch is not newer or its experts/shards differ from the store's
+     */
+    public synchronized void applyShardMap(ExpertShardMap next) {
+        ExpertShardMap current = shardMap;
+        if (next.experts() != shape.experts() || next.shards() != shards.length) {
+            throw new IllegalArgumentException("shard map covers " + next.experts() + " experts on " + next.shards()
+                    + " shards; this store has " + shape.experts() + " experts on " + shards.length + " shards");
+        }
+        if (next.epoch() <= current.epoch()) {
+            throw new IllegalArgumentException("stale shard map: epoch " + next.epoch()
+                    + " is not newer than the current epoch " + current.epoch());
+        }
+        shardMap = next;
+    }
+
+    /** Opens a sequence and returns its id. */
+    public long createSequence() {
+        long id = nextSequence.incrementAndGet();
+        sequences.put(id, new SequenceState(shape.layers()));
+        return id;
+    }
+
+    /** Closes a sequence and frees its pages on every shard. */
+    public void closeSequence(long sequence) {
+        SequenceState state = sequences.remove(sequence);
+        if (state == null) {
+            throw new UnknownSequenceException(sequence);
+        }
+        synchronized (state) {
+            state.closed = true;
+            for (KvShard shard : shards) {
+                shard.dropSequence(sequence);
+            }
+        }
+    }
+
+    public boolean hasSequence(long sequence) {
+        return sequences.containsKey(sequence);
+    }
+
+    /** Tokens appended so far to (sequence, layer), resident or evicted. */
+    public int length(long sequence, int layer) {
+        checkLayer(layer);
+        return state(sequence).length[layer];
+    }
+
+    /** Resident entries of (sequence, layer) over all shards. */
+    public int resident(long sequence, int layer) {
+        checkLayer(layer);
+        state(sequence);
+        int n = 0;
+        for (KvShard shard : shards) {
+            n += shard.resident(sequence, layer);
+        }
+        return n;
+    }
+
+    /**
+     * Appends the next token of (sequence, layer): K and V are {@code kvHeads × headDim} floats, head-major,
+     * and {@code primaryExpert} is the token's first expert. Returns the token's position.
+     */
+    public int append(long sequence, int layer, int primaryExpert, float[] k, float[] v) {
+        checkLayer(layer);
+        if (primaryExpert < 0 || primaryExpert >= shape.experts()) {
+            throw new IllegalArgumentException("expert " + primaryExpert + " is out of range: the model has "
+                    + shape.experts() + " experts (0.." + (shape.experts() - 1) + ")");
+        }
+        SequenceState state = state(sequence);
+        synchronized (state) {
+            if (state.closed) {
+                throw new UnknownSequenceException(sequence);
+            }
+            int position = state.length[layer];
+            shards[shardMap.shardOf(primaryExpert)].append(sequence, layer, position, primaryExpert, k, v);
+            state.length[layer] = position + 1;
+            return position;
+        }
+    }
+
+    /** Exact attention over every resident entry of (sequence, layer). */
+    public AttentionResult attend(long sequence, int layer, float[] query) {
+        return attend(sequence, layer, query, AttentionScope.all(), false);
+    }
+
+    /** Attention over the entries in {@code scope}; with {@code weights} the result carries each entry's weight. */
+    public AttentionResult attend(long sequence, int layer, float[] query, AttentionScope scope, boolean weights) {
+        return attendPartial(sequence, layer, query, scope, weights).finish();
+    }
+
+    /** The merged partial over all shards (what a gateway would compute from remote shards' partials). */
+    public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
+                                          boolean weights) {
+        checkLayer(layer);
+        state(sequence);
+        scope.validate(shape.experts());
+        float[] scaled = KvShard.scaledQuery(shape, query);
+        List<Callable<PartialAttention>> tasks = new ArrayList<>();
+        for (KvShard shard : shards) {
+            if (!shard.holds(sequence, layer)) {
+                shard.countLookups(sequence, layer, scope);
+                continue;
+            }
+            shard.countLookups(sequence, layer, scope);
+            for (int b = 0; b < shard.buckets(); b++) {
+                int bucket = b;
+                tasks.add(() -> shard.attendBuckets(sequence, layer, scaled, scope, weights, bucket, bucket + 1));
+            }
+        }
+        if (tasks.isEmpty()) {
+            return PartialAttention.empty(shape.qHeads(), shape.headDim(), weights);
+        }
+        List<PartialAttention> parts = new ArrayList<>(tasks.size());
+        if (workers == null || tasks.size() == 1) {
+            for (Callable<PartialAttention> task : tasks) {
+                parts.add(call(task));
+            }
+        } else {
+            for (Future<PartialAttention> f : workers.invokeAll(tasks)) {
+                parts.add(join(f));
+            }
+        }
+        return PartialAttention.merge(parts);
+    }
+
+    /** Evicts the resident entries of (sequence, layer) at these positions, wherever they live. */
+    public int evict(long sequence, int layer, int[] positions) {
+        checkLayer(layer);
+        state(sequence);
+        int n = 0;
+        for (KvShard shard : shards) {
+            n += shard.evict(sequence, layer, positions);
+        }
+        return n;
+    }
+
+    public List<ShardStats> stats() {
+        List<ShardStats> out = new ArrayList<>(shards.length);
+        for (KvShard shard : shards) {
+            out.add(shard.stats());
+        }
+        return out;
+    }
+
+    /** Bytes of pages in use over all shards; never above the budget. */
+    public long bytesInUse() {
+        long n = 0;
+        for (KvShard shard : shards) {
+            n += shard.stats().bytesInUse();
+        }
+        return n;
+    }
+
+    @Override
+    public void close() {
+        if (workers != null) {
+            workers.shutdownNow();
+        }
+    }
+
+    private SequenceState state(long sequence) {
+        SequenceState state = sequences.get(sequence);
+        if (state == null) {
+            throw new UnknownSequenceException(sequence);
+        }
+        return state;
+    }
+
+    private void checkLayer(int layer) {
+        if (layer < 0 || layer >= shape.layers()) {
+            throw new IllegalArgumentException("layer " + layer + " is out of range: the model has "
+                    + shape.layers() + " layers (0.." + (shape.layers() - 1) + ")");
+        }
+    }
+
+    private static PartialAttention call(Callable<PartialAttention> task) {
+        try {
+            return task.call();
+        } catch (RuntimeException e) {
+            throw e;
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static PartialAttention join(Future<PartialAttention> f) {
+        try {
+            return f.get();
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof RuntimeException re) {
+                throw re;
+            }
+            throw new IllegalStateException(e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while attending", e);
+        }
+    }
+
+    /** Per-sequence lengths; appends to one sequence are serialised on it. */
+    private static final class SequenceState {
+        final int[] length;
+        boolean closed;
+
+        SequenceState(int layers) {
+            this.length = new int[layers];
+        }
+    }
+}

@@ -1,0 +1,54 @@
+package io.pikv.kv;
+
+/**
+ * The shape of the model whose KV a store holds.
+ *
+ * @param layers   transformer layers (each has its own KV)
+ * @param qHeads   query heads; a multiple of {@code kvHeads} (grouped-query attention)
+ * @param kvHeads  key/value heads
+ * @param headDim  dimension of one head
+ * @param experts  routed experts per MoE layer
+ * @param topK     experts each token is routed to
+ */
+public record ModelShape(int layers, int qHeads, int kvHeads, int headDim, int experts, int topK) {
+
+    /** Upper bounds that keep every derived size inside an int and catch typos early. */
+    public static final int MAX_LAYERS = 1024;
+    public static final int MAX_HEADS = 1024;
+    public static final int MAX_HEAD_DIM = 1024;
+    public static final int MAX_EXPERTS = 4096;
+
+    public ModelShape {
+        check(layers, 1, MAX_LAYERS, "layers");
+        check(kvHeads, 1, MAX_HEADS, "kvHeads");
+        check(qHeads, 1, MAX_HEADS, "qHeads");
+        check(headDim, 1, MAX_HEAD_DIM, "headDim");
+        check(experts, 1, MAX_EXPERTS, "experts");
+        check(topK, 1, experts, "topK");
+        if (qHeads % kvHeads != 0) {
+            throw new IllegalArgumentException("qHeads (" + qHeads + ") must be a multiple of kvHeads (" + kvHeads
+                    + ") for grouped-query attention");
+        }
+    }
+
+    private static void check(int value, int min, int max, String name) {
+        if (value < min || value > max) {
+            throw new IllegalArgumentException(name + " must be in [" + min + ", " + max + "], got " + value);
+        }
+    }
+
+    /** Query heads per KV head. */
+    public int groupSize() {
+        return qHeads / kvHeads;
+    }
+
+    /** Floats in one token's K (or V) for one layer: {@code kvHeads × headDim}. */
+    public int kvWidth() {
+        return kvHeads * headDim;
+    }
+
+    /** Floats in one query: {@code qHeads × headDim}. */
+    public int queryWidth() {
+        return qHeads * headDim;
+    }
+}

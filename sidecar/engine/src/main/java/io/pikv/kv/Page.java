@@ -1,0 +1,124 @@
+package io.pikv.kv;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
+import java.nio.IntBuffer;
+import java.nio.ShortBuffer;
+
+/**
+ * One off-heap page of {@link KvLayout#pageTokens()} entries plus the small on-heap metadata of its slots.
+ *
+ * <p>Pages are created once by a {@link PagePool} and recycled; the slot arrays are allocated with the page, so
+ * appends allocate nothing. A page is owned by one shard and is not thread-safe on its own: the shard's lock
+ * guards it.
+ */
+public final class Page {
+    final int id;
+    final KvLayout layout;
+    final ByteBuffer bytes;
+    final FloatBuffer floats;
+    final ShortBuffer shorts;
+    final IntBuffer ints;
+    /** Sequence position of the token in each slot. */
+    final int[] position;
+    /** Primary expert of the token in each slot. */
+    final short[] expert;
+    int count;
+
+    // Bookkeeping owned by the shard: which segment holds the page, where in its list, and allocation order.
+    Segment segment;
+    int indexInSegment = -1;
+    Page olderPage;
+    Page newerPage;
+
+    Page(int id, KvLayout layout) {
+        this.id = id;
+        this.layout = layout;
+        this.bytes = ByteBuffer.allocateDirect(layout.pageBytes()).order(ByteOrder.LITTLE_ENDIAN);
+        this.floats = bytes.asFloatBuffer();
+        this.shorts = bytes.asShortBuffer();
+        this.ints = bytes.asIntBuffer();
+        this.position = new int[layout.pageTokens()];
+        this.expert = new short[layout.pageTokens()];
+    }
+
+    /** Pool-local id of this page. */
+    public int id() {
+        return id;
+    }
+
+    /** Entries held. */
+    public int count() {
+        return count;
+    }
+
+    /** The layout of this page. */
+    public KvLayout layout() {
+        return layout;
+    }
+
+    /** Read-only view of the page's fp32 elements (valid when the layout's type is FP32). */
+    public FloatBuffer floats() {
+        return floats.asReadOnlyBuffer();
+    }
+
+    /** Sequence position of the token in {@code slot}. */
+    public int positionAt(int slot) {
+        return position[slot];
+    }
+
+    /** Primary expert of the token in {@code slot}. */
+    public int expertAt(int slot) {
+        return expert[slot];
+    }
+
+    /** Writes one element at element index {@code index}. */
+    void put(int index, float value) {
+        if (layout.type() == StorageType.FP32) {
+            floats.put(index, value);
+        } else {
+            shorts.put(KvLayout.halfSlot(index), Fp16.fromFloat(value));
+        }
+    }
+
+    /** Reads one element at element index {@code index}, widened to float. */
+    public float get(int index) {
+        return layout.type() == StorageType.FP32 ? floats.get(index) : Fp16.toFloat(shorts.get(KvLayout.halfSlot(index)));
+    }
+
+    /** Copies the entry in {@code fromSlot} of {@code from} into {@code toSlot} of this page, bit for bit. */
+    void copyEntry(Page from, int fromSlot, int toSlot) {
+        int heads = layout.kvHeads();
+        int dim = layout.headDim();
+        for (int h = 0; h < heads; h++) {
+            for (int i = 0; i < dim; i++) {
+                copyElement(from, layout.keyIndex(h, i, fromSlot), layout.keyIndex(h, i, toSlot));
+                copyElement(from, layout.valueIndex(h, fromSlot, i), layout.valueIndex(h, toSlot, i));
+            }
+        }
+        position[toSlot] = from.position[fromSlot];
+        expert[toSlot] = from.expert[fromSlot];
+    }
+
+    private void copyElement(Page from, int fromIndex, int toIndex) {
+        if (layout.type() == StorageType.FP32) {
+            floats.put(toIndex, from.floats.get(fromIndex));
+        } else {
+            shorts.put(KvLayout.halfSlot(toIndex), from.shorts.get(KvLayout.halfSlot(fromIndex)));
+        }
+    }
+
+    /** Bulk-reads {@code length} fp32 elements from element {@code index} (memcpy from off-heap). */
+    public void readFloats(int index, float[] dst, int offset, int length) {
+        floats.get(index, dst, offset, length);
+    }
+
+    /**
+     * Bulk-reads the raw 32-bit words holding fp16 elements {@code [index, index + 2·length)}; {@code index} must
+     * be a multiple of 32 (see {@link KvLayout#halfSlot(int)} for where each element sits in a word).
+     */
+    public void readHalfWords(int index, int[] dst, int offset, int length) {
+        ints.get(index >> 1, dst, offset, length);
+    }
+}

@@ -1,0 +1,86 @@
+package io.pikv.kv;
+
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import java.util.stream.Stream;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** Attention through the store against the double-precision reference, for both kernels and both storage types. */
+class AttentionAccuracyTest {
+
+    /** qHeads, kvHeads, headDim, tokens, pageTokens, shards, buckets. */
+    static Stream<Arguments> shapes() {
+        return Stream.of(
+                Arguments.of(8, 8, 64, 1, 16, 1, 1),        // one token
+                Arguments.of(32, 8, 128, 1000, 16, 1, 8),   // GQA group 4, odd length
+                Arguments.of(4, 1, 32, 257, 16, 2, 4),      // multi-query, one past a page boundary
+                Arguments.of(6, 2, 48, 64, 16, 1, 2),       // GQA group 3, exact page multiple
+                Arguments.of(2, 2, 16, 15, 16, 3, 1),       // one short of a page
+                Arguments.of(12, 4, 80, 333, 32, 2, 2),     // head dim 80
+                Arguments.of(3, 3, 20, 77, 8, 1, 4));       // head dim the vector kernel cannot take: scalar
+    }
+
+    static Stream<Arguments> cases() {
+        List<Arguments> out = new ArrayList<>();
+        for (String kernel : List.of("scalar", "auto")) {
+            for (StorageType type : StorageType.values()) {
+                shapes().forEach(a -> {
+                    Object[] x = a.get();
+                    Object[] y = new Object[x.length + 2];
+                    y[0] = kernel;
+                    y[1] = type;
+                    System.arraycopy(x, 0, y, 2, x.length);
+                    out.add(Arguments.of(y));
+                });
+            }
+        }
+        return out.stream();
+    }
+
+    @ParameterizedTest(name = "{0} {1} q{2} kv{3} d{4} n{5} page{6} shards{7} buckets{8}")
+    @MethodSource("cases")
+    void matchesDoublePrecisionReference(String kernel, StorageType type, int qHeads, int kvHeads, int headDim,
+                                         int tokens, int pageTokens, int shards, int buckets) {
+        ModelShape shape = new ModelShape(2, qHeads, kvHeads, headDim, 8, 2);
+        Random rnd = new Random(31L * tokens + headDim + qHeads);
+        List<Reference.Entry> entries = Reference.randomEntries(shape, tokens, rnd);
+        KvStoreConfig config = KvStoreConfig.builder(shape).storageType(type).pageTokens(pageTokens)
+                .shards(shards).buckets(buckets).kernel(kernel).threads(2).build();
+        double tolerance = type == StorageType.FP32 ? 1e-5 : 2e-3;
+        try (KvStore store = new KvStore(config)) {
+            long seq = store.createSequence();
+            Reference.load(store, seq, 1, entries);
+            for (int trial = 0; trial < 3; trial++) {
+                // Larger query norms make attention peakier (logit spread up to ~±25), where precision is tested
+                // hardest.
+                float[] q = Reference.gaussian(shape.queryWidth(), rnd, 1f + trial);
+                AttentionResult result = store.attend(seq, 1, q, AttentionScope.all(), true);
+                double[] expected = Reference.attend(shape, q, entries);
+                assertThat(Reference.relativeError(result.output(), expected))
+                        .as("relative error, %s %s trial %d", store.kernel().name(), type, trial)
+                        .isLessThanOrEqualTo(tolerance);
+                if (type == StorageType.FP16) {
+                    // Against the values as stored, the arithmetic itself is as exact as with fp32 pages.
+                    double[] exact = Reference.attend(shape, q, Reference.roundedToFp16(entries));
+                    assertThat(Reference.relativeError(result.output(), exact))
+                            .as("relative error vs fp16-rounded inputs").isLessThanOrEqualTo(1e-5);
+                }
+                assertThat(result.visited()).isEqualTo(tokens);
+                int[] positions = result.positions();
+                for (int qh = 0; qh < qHeads; qh += Math.max(1, qHeads / 3)) {
+                    double[] w = Reference.weights(shape, q, entries, qh);
+                    for (int j = 0; j < positions.length; j++) {
+                        assertThat((double) result.weight(qh, j)).isCloseTo(w[positions[j]],
+                                org.assertj.core.data.Offset.offset(type == StorageType.FP32 ? 1e-5 : 2e-3));
+                    }
+                }
+            }
+        }
+    }
+}

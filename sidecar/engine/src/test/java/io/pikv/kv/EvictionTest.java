@@ -1,0 +1,75 @@
+package io.pikv.kv;
+
+import org.junit.jupiter.api.Test;
+
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Random;
+import java.util.Set;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+class EvictionTest {
+    private static final ModelShape SHAPE = new ModelShape(1, 4, 2, 16, 4, 2);
+
+    @Test
+    void evictingTokensKeepsTheRestExact() {
+        Random rnd = new Random(8);
+        for (StorageType type : StorageType.values()) {
+            try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).storageType(type).pageTokens(16).shards(2)
+                    .buckets(2).threads(1).build())) {
+                long seq = store.createSequence();
+                List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 203, rnd);
+                Reference.load(store, seq, 0, entries);
+                long pagesBefore = store.stats().stream().mapToLong(ShardStats::pagesInUse).sum();
+                Set<Integer> gone = new HashSet<>();
+                for (int round = 0; round < 4; round++) {
+                    int[] victims = rnd.ints(30, 0, 203).toArray();
+                    int expected = 0;
+                    for (int v : victims) {
+                        expected += gone.add(v) ? 1 : 0;
+                    }
+                    assertThat(store.evict(seq, 0, victims)).isEqualTo(expected);
+                    List<Reference.Entry> kept = new ArrayList<>();
+                    for (Reference.Entry e : entries) {
+                        if (!gone.contains(e.position())) {
+                            kept.add(e);
+                        }
+                    }
+                    float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+                    AttentionResult r = store.attend(seq, 0, q, AttentionScope.all(), true);
+                    assertThat(java.util.Arrays.stream(r.positions()).boxed().toList()).containsExactlyInAnyOrderElementsOf(
+                            kept.stream().map(Reference.Entry::position).toList());
+                    List<Reference.Entry> exact = type == StorageType.FP16 ? Reference.roundedToFp16(kept) : kept;
+                    assertThat(Reference.relativeError(r.output(), Reference.attend(SHAPE, q, exact)))
+                            .isLessThanOrEqualTo(1e-5);
+                }
+                long evictions = store.stats().stream().mapToLong(ShardStats::evictions).sum();
+                assertThat(evictions).isEqualTo(gone.size());
+                assertThat(store.resident(seq, 0)).isEqualTo(203 - gone.size());
+                // Compaction keeps segments dense: pages were freed as entries went.
+                assertThat(store.stats().stream().mapToLong(ShardStats::pagesInUse).sum()).isLessThan(pagesBefore);
+            }
+        }
+    }
+
+    @Test
+    void closingASequenceFreesItsPagesWithoutCountingEvictions() {
+        Random rnd = new Random(10);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).pageTokens(16).threads(1).build())) {
+            long a = store.createSequence();
+            long b = store.createSequence();
+            Reference.load(store, a, 0, Reference.randomEntries(SHAPE, 100, rnd));
+            Reference.load(store, b, 0, Reference.randomEntries(SHAPE, 50, rnd));
+            store.closeSequence(a);
+            assertThat(store.hasSequence(a)).isFalse();
+            assertThat(store.resident(b, 0)).isEqualTo(50);
+            ShardStats stats = store.stats().get(0);
+            assertThat(stats.entries()).isEqualTo(50);
+            assertThat(stats.evictions()).isZero();
+            assertThat(stats.counters().stream().mapToLong(ExpertLayerCounters::bytesResident).sum())
+                    .isEqualTo(50L * store.config().layout().entryBytes());
+        }
+    }
+}

@@ -1,0 +1,94 @@
+package io.pikv.kv;
+
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.assertj.core.api.ThrowableAssert.ThrowingCallable;
+
+import java.util.List;
+import java.util.Random;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/** Every bad input is rejected with a message that names the problem, and leaves the store as it was. */
+class ValidationTest {
+    private static final ModelShape SHAPE = new ModelShape(2, 4, 2, 16, 6, 2);
+    private final Random rnd = new Random(12);
+    private KvStore store;
+    private long seq;
+    private float[] q;
+    private float[] before;
+
+    @BeforeEach
+    void fill() {
+        store = new KvStore(KvStoreConfig.builder(SHAPE).pageTokens(16).shards(2).threads(1).build());
+        seq = store.createSequence();
+        List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 40, rnd);
+        Reference.load(store, seq, 1, entries);
+        q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+        before = store.attend(seq, 1, q).output();
+    }
+
+    @AfterEach
+    void unchanged() {
+        assertThat(store.length(seq, 1)).isEqualTo(40);
+        assertThat(store.length(seq, 0)).isZero();
+        assertThat(store.resident(seq, 1)).isEqualTo(40);
+        assertThat(store.attend(seq, 1, q).output()).containsExactly(before);
+        store.close();
+    }
+
+    private void rejects(ThrowingCallable call, String message) {
+        assertThatThrownBy(call).isInstanceOf(IllegalArgumentException.class).hasMessageContaining(message);
+    }
+
+    @Test
+    void badAppends() {
+        float[] ok = new float[SHAPE.kvWidth()];
+        rejects(() -> store.append(seq, 1, 0, new float[3], ok), "K must hold kvHeads × headDim = 32 floats, got 3");
+        rejects(() -> store.append(seq, 1, 0, ok, null), "V must hold");
+        float[] nan = ok.clone();
+        nan[17] = Float.NaN;
+        rejects(() -> store.append(seq, 1, 0, nan, ok), "K[head 1][1] is NaN: values must be finite");
+        float[] inf = ok.clone();
+        inf[0] = Float.NEGATIVE_INFINITY;
+        rejects(() -> store.append(seq, 1, 0, ok, inf), "V[head 0][0] is -Infinity");
+        float[] big = ok.clone();
+        big[3] = 70000f;
+        rejects(() -> store.append(seq, 1, 0, big, ok), "within ±65504 for fp16 storage");
+        rejects(() -> store.append(seq, 2, 0, ok, ok), "layer 2 is out of range: the model has 2 layers");
+        rejects(() -> store.append(seq, -1, 0, ok, ok), "layer -1 is out of range");
+        rejects(() -> store.append(seq, 1, 6, ok, ok), "expert 6 is out of range: the model has 6 experts");
+        rejects(() -> store.append(999, 1, 0, ok, ok), "unknown sequence 999");
+    }
+
+    @Test
+    void badQueries() {
+        rejects(() -> store.attend(seq, 1, new float[5]), "query must hold qHeads × headDim = 64 floats, got 5");
+        float[] nan = q.clone();
+        nan[63] = Float.NaN;
+        rejects(() -> store.attend(seq, 1, nan), "query[63] is NaN");
+        rejects(() -> store.attend(seq, 1, q, AttentionScope.experts(1, 9), false), "scope names expert 9");
+        rejects(() -> AttentionScope.experts(-1), "expert ids must be >= 0");
+        rejects(() -> store.attend(777, 1, q), "unknown sequence 777");
+        rejects(() -> store.evict(seq, 5, new int[] {1}), "layer 5 is out of range");
+        long closed = store.createSequence();
+        store.closeSequence(closed);
+        rejects(() -> store.attend(closed, 0, q), "unknown sequence " + closed);
+        rejects(() -> store.closeSequence(closed), "unknown sequence " + closed);
+    }
+
+    @Test
+    void badConfigurations() {
+        rejects(() -> new ModelShape(1, 6, 4, 16, 4, 2), "qHeads (6) must be a multiple of kvHeads (4)");
+        rejects(() -> new ModelShape(1, 4, 4, 16, 4, 5), "topK must be in [1, 4], got 5");
+        rejects(() -> new ModelShape(0, 4, 4, 16, 4, 1), "layers must be in [1, 1024], got 0");
+        rejects(() -> KvStoreConfig.builder(SHAPE).pageTokens(24).build(), "pageTokens must be a power of two");
+        rejects(() -> KvStoreConfig.builder(SHAPE).buckets(3).build(), "buckets must be a power of two");
+        rejects(() -> KvStoreConfig.builder(SHAPE).shards(4).budgetBytes(1000).build(), "less than one page");
+        rejects(() -> new KvStore(KvStoreConfig.builder(SHAPE).kernel("gpu").build()),
+                "pikv.kernel must be auto, vector or scalar, got 'gpu'");
+        rejects(() -> StorageType.parse("bf16"), "unknown storage type 'bf16': use fp32 or fp16");
+    }
+}

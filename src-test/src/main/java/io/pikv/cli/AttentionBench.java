@@ -1,0 +1,220 @@
+package io.pikv.cli;
+
+import io.pikv.kv.AttentionResult;
+import io.pikv.kv.Fp16;
+import io.pikv.kv.KvStore;
+import io.pikv.kv.KvStoreConfig;
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.StorageType;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+
+/**
+ * {@code ./pikv bench attention}: decode attention over one sequence × layer, as bandwidth (bytes of K+V read per
+ * second), next to STREAM triad in the same process and NumPy on the same data.
+ */
+@Command(name = "attention", mixinStandardHelpOptions = true,
+        description = "Time decode attention over one sequence x layer and compare its K+V read bandwidth with "
+                + "STREAM triad (same process) and NumPy (same data, when python3 with numpy is present).")
+public final class AttentionBench implements Callable<Integer> {
+
+    @Option(names = "--context", defaultValue = "32768", description = "Tokens in the sequence (default ${DEFAULT-VALUE}).")
+    int context;
+
+    @Option(names = "--q-heads", defaultValue = "32", description = "Query heads (default ${DEFAULT-VALUE}).")
+    int qHeads;
+
+    @Option(names = "--kv-heads", defaultValue = "8", description = "KV heads (default ${DEFAULT-VALUE}).")
+    int kvHeads;
+
+    @Option(names = "--head-dim", defaultValue = "128", description = "Head dimension (default ${DEFAULT-VALUE}).")
+    int headDim;
+
+    @Option(names = "--dtype", defaultValue = "fp16", description = "Storage type: fp16 or fp32 (default ${DEFAULT-VALUE}).")
+    String dtype;
+
+    @Option(names = "--page-tokens", defaultValue = "32", description = "Tokens per page (default ${DEFAULT-VALUE}).")
+    int pageTokens;
+
+    @Option(names = "--threads", description = "Worker threads (default: available processors).")
+    Integer threads;
+
+    @Option(names = "--kernel", defaultValue = "auto", description = "auto, vector or scalar (default ${DEFAULT-VALUE}).")
+    String kernel;
+
+    @Option(names = "--iterations", defaultValue = "30", description = "Timed decode steps (default ${DEFAULT-VALUE}).")
+    int iterations;
+
+    @Option(names = "--no-numpy", description = "Skip the NumPy comparison.")
+    boolean noNumpy;
+
+    @Option(names = "--json", paramLabel = "FILE", description = "Also write the figures as JSON.")
+    Path json;
+
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() throws Exception {
+        int workers = threads == null ? Runtime.getRuntime().availableProcessors() : threads;
+        if (context < 1 || iterations < 1 || workers < 1) {
+            throw new Main.UsageException("--context, --iterations and --threads must be positive.");
+        }
+        StorageType type;
+        ModelShape shape;
+        KvStoreConfig config;
+        try {
+            type = StorageType.parse(dtype);
+            shape = new ModelShape(1, qHeads, kvHeads, headDim, 8, 2);
+            int buckets = Integer.highestOneBit(Math.max(1, workers * 4));
+            KvStoreConfig probe = KvStoreConfig.builder(shape).storageType(type).pageTokens(pageTokens).build();
+            long pages = (context + pageTokens - 1) / pageTokens + buckets + 1;
+            config = KvStoreConfig.builder(shape).storageType(type).pageTokens(pageTokens).buckets(buckets)
+                    .threads(workers).kernel(kernel).budgetBytes(pages * probe.layout().pageBytes()).build();
+        } catch (IllegalArgumentException e) {
+            throw new Main.UsageException(e.getMessage() + ".");
+        }
+        PrintWriter out = spec.commandLine().getOut();
+        Path dir = Files.createTempDirectory("pikv-attention");
+        try (KvStore store = new KvStore(config)) {
+            long seq = store.createSequence();
+            float[] q = fill(store, seq, shape, type, dir, !noNumpy);
+            long bytes = (long) context * kvHeads * headDim * 2 * type.bytes();
+
+            AttentionResult result = null;
+            for (int i = 0; i < 10; i++) {
+                result = store.attend(seq, 0, q);
+            }
+            double[] t = new double[iterations];
+            for (int i = 0; i < iterations; i++) {
+                long t0 = System.nanoTime();
+                result = store.attend(seq, 0, q);
+                t[i] = (System.nanoTime() - t0) / 1e9;
+            }
+            Arrays.sort(t);
+            double best = t[0];
+            double median = t[iterations / 2];
+            double bestWeights = Double.MAX_VALUE;
+            for (int i = 0; i < Math.max(3, iterations / 3); i++) {
+                long t0 = System.nanoTime();
+                store.attend(seq, 0, q, io.pikv.kv.AttentionScope.all(), true);
+                bestWeights = Math.min(bestWeights, (System.nanoTime() - t0) / 1e9);
+            }
+            double triad = StreamTriad.bestGbps(1 << 24, workers, 10);
+            double achieved = bytes / best / 1e9;
+
+            NumpyAttention.Result np = noNumpy
+                    ? new NumpyAttention.Result(null, null, null, null, "skipped (--no-numpy)")
+                    : NumpyAttention.run(dir, dir.resolve("k.npy"), dir.resolve("v.npy"), dir.resolve("q.npy"),
+                    Math.min(iterations, 10), workers);
+
+            BenchReport report = new BenchReport("attention: context " + context + ", " + qHeads + " q heads, "
+                    + kvHeads + " kv heads, head dim " + headDim + ", " + type.name().toLowerCase() + ", kernel "
+                    + store.kernel().name() + ", " + workers + " threads");
+            report.put("context", context).put("q_heads", qHeads).put("kv_heads", kvHeads).put("head_dim", headDim)
+                    .put("dtype", type.name().toLowerCase()).put("page_tokens", pageTokens)
+                    .put("kernel", store.kernel().name()).put("threads", workers)
+                    .put("kv_bytes", bytes)
+                    .put("step_ms_best", BenchReport.round(best * 1e3, 4))
+                    .put("step_ms_median", BenchReport.round(median * 1e3, 4))
+                    .put("achieved_gbps", BenchReport.round(achieved, 4))
+                    .put("achieved_gbps_with_weights", BenchReport.round(bytes / bestWeights / 1e9, 4))
+                    .put("stream_triad_gbps", BenchReport.round(triad, 4))
+                    .put("ratio_to_triad", BenchReport.round(achieved / triad, 3));
+            if (np.unavailable() == null) {
+                double npGbps = bytes / np.bestSeconds() / 1e9;
+                report.put("numpy_gbps", BenchReport.round(npGbps, 4))
+                        .put("numpy_step_ms_best", BenchReport.round(np.bestSeconds() * 1e3, 4))
+                        .put("speedup_vs_numpy", BenchReport.round(np.bestSeconds() / best, 3))
+                        .put("numpy_version", np.version())
+                        .put("numpy_max_rel_diff", BenchReport.round(relDiff(result.output(), np.output()), 3));
+            } else {
+                report.put("numpy_gbps", null).put("numpy_note", np.unavailable());
+            }
+            report.print(out);
+            if (json != null) {
+                report.writeJson(json);
+            }
+            return 0;
+        } finally {
+            deleteTree(dir);
+        }
+    }
+
+    /** Appends {@code context} random tokens (and writes them as .npy when asked); returns a random query. */
+    private float[] fill(KvStore store, long seq, ModelShape shape, StorageType type, Path dir, boolean npy)
+            throws IOException {
+        SplittableRandom rnd = new SplittableRandom(42);
+        int width = shape.kvWidth();
+        float[] k = new float[width];
+        float[] v = new float[width];
+        boolean half = type == StorageType.FP16;
+        Npy.Writer kw = npy ? new Npy.Writer(dir.resolve("k.npy"), half, context, kvHeads, headDim) : null;
+        Npy.Writer vw = npy ? new Npy.Writer(dir.resolve("v.npy"), half, context, kvHeads, headDim) : null;
+        try {
+            for (int t = 0; t < context; t++) {
+                for (int i = 0; i < width; i++) {
+                    k[i] = (float) (rnd.nextDouble() * 2 - 1);
+                    v[i] = (float) (rnd.nextDouble() * 2 - 1);
+                }
+                store.append(seq, 0, rnd.nextInt(shape.experts()), k, v);
+                if (npy) {
+                    for (int i = 0; i < width; i++) {
+                        kw.put(k[i], Fp16.fromFloat(k[i]));
+                        vw.put(v[i], Fp16.fromFloat(v[i]));
+                    }
+                }
+            }
+        } finally {
+            if (kw != null) {
+                kw.close();
+                vw.close();
+            }
+        }
+        float[] q = new float[shape.queryWidth()];
+        for (int i = 0; i < q.length; i++) {
+            q[i] = (float) (rnd.nextDouble() * 4 - 2);
+        }
+        if (npy) {
+            try (Npy.Writer qw = new Npy.Writer(dir.resolve("q.npy"), false, shape.qHeads(), shape.headDim())) {
+                for (float x : q) {
+                    qw.put(x, (short) 0);
+                }
+            }
+        }
+        return q;
+    }
+
+    private static double relDiff(float[] a, float[] b) {
+        double diff = 0;
+        double norm = 0;
+        for (int i = 0; i < a.length; i++) {
+            diff = Math.max(diff, Math.abs(a[i] - b[i]));
+            norm = Math.max(norm, Math.abs(b[i]));
+        }
+        return diff / norm;
+    }
+
+    private static void deleteTree(Path dir) {
+        try (var files = Files.walk(dir)) {
+            files.sorted(java.util.Comparator.reverseOrder()).forEach(p -> {
+                try {
+                    Files.deleteIfExists(p);
+                } catch (IOException e) {
+                    throw new UncheckedIOException(e);
+                }
+            });
+        } catch (IOException | UncheckedIOException e) {
+            // a temp directory left behind is harmless
+        }
+    }
+}

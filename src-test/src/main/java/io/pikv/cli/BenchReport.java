@@ -1,0 +1,134 @@
+package io.pikv.cli;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+
+/** The figures of one benchmark run: printed as aligned tables, written as JSON with the same keys. */
+final class BenchReport {
+    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+
+    private final String title;
+    private final Map<String, Object> json = new LinkedHashMap<>();
+
+    BenchReport(String title) {
+        this.title = title;
+    }
+
+    /** A top-level figure (null values print as "n/a" and are written as JSON null). */
+    BenchReport put(String key, Object value) {
+        json.put(key, value);
+        return this;
+    }
+
+    Object get(String key) {
+        return json.get(key);
+    }
+
+    /** Prints the scalar figures as a two-column table and every list of rows as its own table. */
+    void print(PrintWriter out) {
+        out.println(title);
+        List<String[]> rows = new ArrayList<>();
+        for (Map.Entry<String, Object> e : json.entrySet()) {
+            if (!(e.getValue() instanceof List<?>)) {
+                rows.add(new String[] {e.getKey(), format(e.getValue())});
+            }
+        }
+        table(out, new String[] {"figure", "value"}, rows);
+        for (Map.Entry<String, Object> e : json.entrySet()) {
+            if (e.getValue() instanceof List<?> list && !list.isEmpty() && list.get(0) instanceof Map<?, ?> first) {
+                out.println();
+                out.println(e.getKey() + ":");
+                String[] header = first.keySet().stream().map(String::valueOf).toArray(String[]::new);
+                List<String[]> body = new ArrayList<>();
+                for (Object o : list) {
+                    Map<?, ?> row = (Map<?, ?>) o;
+                    String[] cells = new String[header.length];
+                    for (int i = 0; i < header.length; i++) {
+                        cells[i] = format(row.get(header[i]));
+                    }
+                    body.add(cells);
+                }
+                table(out, header, body);
+            }
+        }
+        out.flush();
+    }
+
+    void writeJson(Path file) {
+        try {
+            Path parent = file.toAbsolutePath().getParent();
+            if (parent != null) {
+                Files.createDirectories(parent);
+            }
+            JSON.writeValue(file.toFile(), json);
+        } catch (IOException e) {
+            throw new Main.UsageException("cannot write " + file + ": " + e.getMessage());
+        }
+    }
+
+    private static void table(PrintWriter out, String[] header, List<String[]> rows) {
+        int[] width = new int[header.length];
+        for (int i = 0; i < header.length; i++) {
+            width[i] = header[i].length();
+            for (String[] r : rows) {
+                width[i] = Math.max(width[i], r[i].length());
+            }
+        }
+        line(out, header, width);
+        StringBuilder rule = new StringBuilder();
+        for (int i = 0; i < width.length; i++) {
+            rule.append(i == 0 ? "" : "  ").append("-".repeat(width[i]));
+        }
+        out.println(rule);
+        for (String[] r : rows) {
+            line(out, r, width);
+        }
+    }
+
+    private static void line(PrintWriter out, String[] cells, int[] width) {
+        StringBuilder b = new StringBuilder();
+        for (int i = 0; i < cells.length; i++) {
+            if (i > 0) {
+                b.append("  ");
+            }
+            b.append(i == 0 ? pad(cells[i], width[i], false) : pad(cells[i], width[i], true));
+        }
+        out.println(b.toString().stripTrailing());
+    }
+
+    private static String pad(String s, int w, boolean right) {
+        String fill = " ".repeat(w - s.length());
+        return right ? fill + s : s + fill;
+    }
+
+    static String format(Object v) {
+        if (v == null) {
+            return "n/a";
+        }
+        if (v instanceof Double || v instanceof Float) {
+            double d = ((Number) v).doubleValue();
+            return Math.abs(d) >= 100 ? String.format(Locale.ROOT, "%.1f", d)
+                    : Math.abs(d) >= 1 ? String.format(Locale.ROOT, "%.3f", d)
+                    : String.format(Locale.ROOT, "%.4g", d);
+        }
+        return String.valueOf(v);
+    }
+
+    /** Rounds to {@code digits} significant digits so JSON stays readable. */
+    static double round(double v, int digits) {
+        if (v == 0 || !Double.isFinite(v)) {
+            return v;
+        }
+        return new java.math.BigDecimal(v).round(new java.math.MathContext(digits)).doubleValue();
+    }
+}

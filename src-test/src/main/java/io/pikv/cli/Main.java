@@ -1,0 +1,65 @@
+package io.pikv.cli;
+
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+import java.io.PrintWriter;
+
+/** Entry point of {@code ./pikv}. */
+@Command(name = "pikv", mixinStandardHelpOptions = true, version = "pikv 0.1.0",
+        description = "PiKV: expert-sharded KV cache for Mixture-of-Experts inference.",
+        subcommands = {BenchCommand.class})
+public final class Main implements Runnable {
+
+    /** Exit code for bad usage: unknown command, bad flag, unreadable input. */
+    public static final int USAGE = 2;
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    public static void main(String[] args) {
+        System.exit(run(args, new PrintWriter(System.out, true), new PrintWriter(System.err, true)));
+    }
+
+    /** Runs the launcher with these streams and returns the exit code (tests call this). */
+    public static int run(String[] args, PrintWriter out, PrintWriter err) {
+        CommandLine cli = new CommandLine(new Main());
+        cli.setOut(out);
+        cli.setErr(err);
+        cli.setParameterExceptionHandler((ex, a) -> {
+            CommandLine cmd = ex.getCommandLine();
+            err.println("pikv: " + oneSentence(ex.getMessage()) + " (see '" + cmd.getCommandSpec().qualifiedName()
+                    + " --help').");
+            return USAGE;
+        });
+        cli.setExecutionExceptionHandler((ex, cmd, parsed) -> {
+            if (ex instanceof UsageException) {
+                err.println("pikv: " + ex.getMessage());
+                return USAGE;
+            }
+            throw ex;
+        });
+        return cli.execute(args);
+    }
+
+    private static String oneSentence(String message) {
+        String m = message.strip();
+        int nl = m.indexOf('\n');
+        if (nl >= 0) {
+            m = m.substring(0, nl);
+        }
+        return m.endsWith(".") ? m.substring(0, m.length() - 1) : m;
+    }
+
+    @Override
+    public void run() {
+        spec.commandLine().usage(spec.commandLine().getOut());
+    }
+
+    /** Bad input the user can fix: printed as one sentence, exit code 2. */
+    public static final class UsageException extends RuntimeException {
+        public UsageException(String message) {
+            super(message);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+package io.pikv.cli;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Times NumPy on the same decode attention over the same K/V (written as .npy in the stored dtype): matmul for
+ * the scores, softmax, matmul for the output, after widening 16-bit data to float32 (NumPy has no fast fp16
+ * matmul; the widening is part of its cost, as staging is part of ours).
+ */
+final class NumpyAttention {
+    private static final String SCRIPT = String.join("\n",
+            "import sys, json, time",
+            "import numpy as np",
+            "K = np.load(sys.argv[1]); V = np.load(sys.argv[2]); q = np.load(sys.argv[3])",
+            "out_file, iters = sys.argv[4], int(sys.argv[5])",
+            "T, H, D = K.shape; QH = q.shape[0]; G = QH // H",
+            "def attend():",
+            "    Kf = K.astype(np.float32, copy=False); Vf = V.astype(np.float32, copy=False)",
+            "    qg = (q / np.float32(np.sqrt(D))).reshape(H, G, D)",
+            "    s = np.matmul(qg, Kf.transpose(1, 2, 0))",
+            "    s -= s.max(axis=-1, keepdims=True)",
+            "    p = np.exp(s); p /= p.sum(axis=-1, keepdims=True)",
+            "    return np.matmul(p, Vf.transpose(1, 0, 2)).reshape(QH, D)",
+            "o = attend(); o = attend()",
+            "times = []",
+            "for _ in range(iters):",
+            "    t0 = time.perf_counter(); o = attend(); times.append(time.perf_counter() - t0)",
+            "np.save(out_file, o.astype(np.float32))",
+            "times.sort()",
+            "print(json.dumps({'best_s': times[0], 'median_s': times[len(times) // 2], 'numpy': np.__version__}))",
+            "");
+
+    /** Result of the NumPy run, or the reason there is none. */
+    record Result(Double bestSeconds, Double medianSeconds, String version, float[] output, String unavailable) {
+    }
+
+    private NumpyAttention() {
+    }
+
+    static Result run(Path dir, Path k, Path v, Path q, int iterations, int threads) {
+        try {
+            Path script = dir.resolve("numpy_attention.py");
+            Path out = dir.resolve("numpy_out.npy");
+            Files.writeString(script, SCRIPT, StandardCharsets.UTF_8);
+            ProcessBuilder pb = new ProcessBuilder(List.of("python3", script.toString(), k.toString(), v.toString(),
+                    q.toString(), out.toString(), Integer.toString(iterations)));
+            Map<String, String> env = pb.environment();
+            // Same thread count as ours; OpenBLAS core-type pins slow a current NumPy, so drop them for this run.
+            env.put("OPENBLAS_NUM_THREADS", Integer.toString(threads));
+            env.put("OMP_NUM_THREADS", Integer.toString(threads));
+            env.remove("OPENBLAS_CORETYPE");
+            env.remove("OPENBLAS_L2_SIZE");
+            pb.redirectErrorStream(true);
+            Process p = pb.start();
+            byte[] text = p.getInputStream().readAllBytes();
+            if (!p.waitFor(10, TimeUnit.MINUTES) || p.exitValue() != 0) {
+                String msg = new String(text, StandardCharsets.UTF_8).strip();
+                String last = msg.lines().reduce((a, b) -> b).orElse("exit " + p.exitValue());
+                return new Result(null, null, null, null, "python3/numpy failed: " + last);
+            }
+            String[] lines = new String(text, StandardCharsets.UTF_8).strip().split("\n");
+            JsonNode r = new ObjectMapper().readTree(lines[lines.length - 1]);
+            return new Result(r.get("best_s").asDouble(), r.get("median_s").asDouble(), r.get("numpy").asText(),
+                    Npy.readFloats(out), null);
+        } catch (IOException e) {
+            return new Result(null, null, null, null, "python3 not available: " + e.getMessage());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return new Result(null, null, null, null, "interrupted");
+        }
+    }
+}

@@ -1,0 +1,105 @@
+package io.pikv.cli;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** The launcher's commands: help, usage errors (exit 2, one sentence), and the benches' tables and JSON. */
+class LauncherTest {
+
+    private record Run(int code, String out, String err) {
+    }
+
+    private static Run run(String... args) {
+        StringWriter out = new StringWriter();
+        StringWriter err = new StringWriter();
+        int code = Main.run(args, new PrintWriter(out, true), new PrintWriter(err, true));
+        return new Run(code, out.toString(), err.toString());
+    }
+
+    @Test
+    void helpListsEveryCommand() {
+        Run top = run("--help");
+        assertThat(top.code()).isZero();
+        assertThat(top.out()).contains("bench");
+        Run bench = run("bench", "--help");
+        assertThat(bench.code()).isZero();
+        assertThat(bench.out()).contains("attention", "cache");
+        assertThat(run("bench", "cache", "--help").out()).contains("--trace", "--capacity", "--json");
+        assertThat(run("bench", "attention", "--help").out()).contains("--context", "--q-heads", "--kv-heads",
+                "--head-dim", "--json");
+    }
+
+    @Test
+    void usageErrorsAreOneSentenceAndExitTwo() {
+        for (String[] args : new String[][] {{"frobnicate"}, {"bench", "nope"}, {"bench"},
+                {"bench", "attention", "--context", "many"}, {"bench", "cache", "--capacity", "10"},
+                {"bench", "cache", "--trace", "/no/such/file.jsonl", "--capacity", "10"},
+                {"bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy"},
+                {"bench", "attention", "--dtype", "int4", "--no-numpy"}}) {
+            Run r = run(args);
+            assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
+            assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")
+                    .doesNotContain("Exception");
+        }
+        assertThat(run("bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy").err())
+                .contains("qHeads (6) must be a multiple of kvHeads (4)");
+    }
+
+    @Test
+    void cacheBenchReportsExactHitRates(@TempDir Path dir) throws Exception {
+        // The trace of PrefixReplayTest, out of timestamp order on disk: 6 hits of 15 lookups at capacity 4.
+        Path trace = dir.resolve("trace.jsonl");
+        Files.writeString(trace, String.join("\n",
+                "{\"timestamp\": 30, \"input_length\": 1024, \"output_length\": 1, \"hash_ids\": [1, 2]}",
+                "{\"timestamp\": 0, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [1, 2, 3]}",
+                "{\"timestamp\": 10, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [1, 2, 4]}",
+                "{\"timestamp\": 20, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [5, 2, 3]}",
+                "{\"timestamp\": 40, \"input_length\": 2048, \"output_length\": 1, \"hash_ids\": [5, 3, 1, 2]}", ""));
+        Path json = dir.resolve("out/cache.json");
+        Run r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4,100", "--json", json.toString());
+        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(r.out()).contains("policy", "capacity", "hit_rate");
+        JsonNode n = new ObjectMapper().readTree(json.toFile());
+        assertThat(n.get("lookups").asLong()).isEqualTo(15);
+        assertThat(n.get("results").get(0).get("policy").asText()).isEqualTo("lru");
+        assertThat(n.get("results").get(0).get("capacity").asInt()).isEqualTo(4);
+        assertThat(n.get("results").get(0).get("hit_rate").asDouble()).isEqualTo(0.4);
+        // Unbounded: every block seen before is reused unless an unseen block precedes it: 2 + 0 + 2 + 4 = 8.
+        assertThat(n.get("results").get(1).get("hit_rate").asDouble()).isCloseTo(8 / 15.0,
+                org.assertj.core.data.Offset.offset(1e-5));
+    }
+
+    @Test
+    void malformedTraceLinesAreNamed(@TempDir Path dir) throws Exception {
+        Path trace = dir.resolve("bad.jsonl");
+        Files.writeString(trace, "{\"timestamp\": 0, \"hash_ids\": [1]}\n{\"timestamp\": 1}\n");
+        Run r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
+        assertThat(r.code()).isEqualTo(2);
+        assertThat(r.err()).contains("line 2 of " + trace + " is not a Mooncake request");
+    }
+
+    @Test
+    void attentionBenchWritesItsFigures(@TempDir Path dir) throws Exception {
+        Path json = dir.resolve("attention.json");
+        Run r = run("bench", "attention", "--context", "300", "--q-heads", "8", "--kv-heads", "2", "--head-dim",
+                "64", "--iterations", "2", "--no-numpy", "--json", json.toString());
+        assertThat(r.code()).as(r.err()).isZero();
+        JsonNode n = new ObjectMapper().readTree(json.toFile());
+        for (String key : new String[] {"achieved_gbps", "stream_triad_gbps", "ratio_to_triad"}) {
+            assertThat(n.get(key).asDouble()).as(key).isPositive();
+            assertThat(r.out()).contains(key);
+        }
+        assertThat(n.get("kv_bytes").asLong()).isEqualTo(300L * 2 * 64 * 2 * 2);
+        assertThat(n.has("numpy_gbps")).isTrue();
+        assertThat(n.get("numpy_gbps").isNull()).isTrue();
+    }
+}
