@@ -1,0 +1,180 @@
+package io.pikv.kv.compute;
+
+import jcuda.CudaException;
+import jcuda.driver.CUcontext;
+import jcuda.driver.CUdevice;
+import jcuda.driver.CUdevice_attribute;
+import jcuda.driver.CUfunction;
+import jcuda.driver.CUmodule;
+import jcuda.driver.JCudaDriver;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+
+/**
+ * A CUDA device driven through the JCuda driver API: its context and the PiKV kernels loaded from the PTX
+ * shipped in this jar ({@code cuModuleLoadData}; the driver compiles PTX for the device). Opening it is the
+ * probe: any {@link LinkageError} (no driver library) or {@link CudaException} becomes a
+ * {@link CudaUnavailableException} with the reason.
+ */
+public final class CudaBackend implements AutoCloseable {
+    static final String PTX_DIR = "/io/pikv/kv/compute/cuda/";
+
+    private final CUcontext context;
+    private final String deviceName;
+    private final int major;
+    private final int minor;
+    private final int multiprocessors;
+    private final long totalMemory;
+    private final String ptxTarget;
+    /** The split-K partial kernel per head dim (32, 64, 128, 256), pipelined and plain variants. */
+    private final java.util.Map<String, CUfunction> partials = new java.util.HashMap<>();
+    final CUfunction merge = new CUfunction();
+    final CUfunction append = new CUfunction();
+
+    private CudaBackend(CUcontext context, String deviceName, int major, int minor, int multiprocessors,
+                        long totalMemory, String ptxTarget) {
+        this.context = context;
+        this.deviceName = deviceName;
+        this.major = major;
+        this.minor = minor;
+        this.multiprocessors = multiprocessors;
+        this.totalMemory = totalMemory;
+        this.ptxTarget = ptxTarget;
+    }
+
+    /** Opens device {@code ordinal}, or explains why it cannot. */
+    public static CudaBackend open(int ordinal) {
+        try {
+            JCudaDriver.setExceptionsEnabled(true);
+            JCudaDriver.cuInit(0);
+            int[] count = new int[1];
+            JCudaDriver.cuDeviceGetCount(count);
+            if (count[0] <= ordinal) {
+                throw new CudaUnavailableException("no CUDA device " + ordinal + " (the driver reports " + count[0]
+                        + ")", null);
+            }
+            CUdevice device = new CUdevice();
+            JCudaDriver.cuDeviceGet(device, ordinal);
+            byte[] name = new byte[256];
+            JCudaDriver.cuDeviceGetName(name, name.length, device);
+            int major = attribute(device, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
+            int minor = attribute(device, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
+            int sms = attribute(device, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+            long[] memory = new long[1];
+            JCudaDriver.cuDeviceTotalMem(memory, device);
+            String target = ptxTarget(major);
+            if (target == null) {
+                throw new CudaUnavailableException("compute capability " + major + "." + minor
+                        + " is below 8.0, the oldest PTX target PiKV ships (sm_80)", null);
+            }
+            CUcontext context = new CUcontext();
+            JCudaDriver.cuCtxCreate(context, 0, device);
+            CudaBackend backend = new CudaBackend(context, cString(name), major, minor, sms, memory[0], target);
+            CUmodule module = new CUmodule();
+            JCudaDriver.cuModuleLoadData(module, ptx(target));
+            for (int dim : new int[] {32, 64, 128, 256}) {
+                for (String suffix : new String[] {"", "_plain"}) {
+                    String kernel = "pikv_decode_partial_d" + dim + suffix;
+                    CUfunction f = new CUfunction();
+                    JCudaDriver.cuModuleGetFunction(f, module, kernel);
+                    backend.partials.put(kernel, f);
+                }
+            }
+            JCudaDriver.cuModuleGetFunction(backend.merge, module, "pikv_decode_merge");
+            JCudaDriver.cuModuleGetFunction(backend.append, module, "pikv_append");
+            return backend;
+        } catch (LinkageError e) {
+            throw new CudaUnavailableException("the CUDA driver library cannot be loaded (" + firstLine(e) + ")", e);
+        } catch (CudaException e) {
+            throw new CudaUnavailableException("CUDA error: " + firstLine(e), e);
+        }
+    }
+
+    /** The PTX target for a compute capability major version (sm_90 for Hopper and newer, sm_80 for Ampere/Ada). */
+    static String ptxTarget(int major) {
+        return major >= 9 ? "sm_90" : major >= 8 ? "sm_80" : null;
+    }
+
+    /** The shipped PTX for {@code target}, NUL-terminated as cuModuleLoadData wants it. */
+    static byte[] ptx(String target) {
+        try (InputStream in = CudaBackend.class.getResourceAsStream(PTX_DIR + "pikv_attention." + target + ".ptx")) {
+            if (in == null) {
+                throw new CudaUnavailableException("PTX for " + target + " is missing from the jar", null);
+            }
+            byte[] text = in.readAllBytes();
+            byte[] out = new byte[text.length + 1];
+            System.arraycopy(text, 0, out, 0, text.length);
+            return out;
+        } catch (IOException e) {
+            throw new CudaUnavailableException("cannot read the PTX for " + target + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static int attribute(CUdevice device, int attribute) {
+        int[] v = new int[1];
+        JCudaDriver.cuDeviceGetAttribute(v, attribute, device);
+        return v[0];
+    }
+
+    private static String cString(byte[] bytes) {
+        int n = 0;
+        while (n < bytes.length && bytes[n] != 0) {
+            n++;
+        }
+        return new String(bytes, 0, n, StandardCharsets.US_ASCII);
+    }
+
+    private static String firstLine(Throwable e) {
+        String m = String.valueOf(e.getMessage());
+        int nl = m.indexOf('\n');
+        return nl < 0 ? m : m.substring(0, nl);
+    }
+
+    /** The partial kernel for this head dim; {@code pipelined} keeps the next page's loads in flight. */
+    CUfunction partial(int headDim, boolean pipelined) {
+        CUfunction f = partials.get("pikv_decode_partial_d" + headDim + (pipelined ? "" : "_plain"));
+        if (f == null) {
+            throw new IllegalArgumentException("no partial kernel for head dim " + headDim);
+        }
+        return f;
+    }
+
+    /** Blocks of {@code threads} threads of {@code f} that fit on one multiprocessor at once. */
+    int residentBlocks(CUfunction f, int threads) {
+        int[] n = new int[1];
+        JCudaDriver.cuOccupancyMaxActiveBlocksPerMultiprocessor(n, f, threads, 0);
+        return Math.max(1, n[0]);
+    }
+
+    /** Makes this device's context current on the calling thread. */
+    void bind() {
+        JCudaDriver.cuCtxSetCurrent(context);
+    }
+
+    public String deviceName() {
+        return deviceName;
+    }
+
+    public String computeCapability() {
+        return major + "." + minor;
+    }
+
+    public int multiprocessors() {
+        return multiprocessors;
+    }
+
+    public long totalMemory() {
+        return totalMemory;
+    }
+
+    public String ptxTarget() {
+        return ptxTarget;
+    }
+
+    @Override
+    public void close() {
+        JCudaDriver.cuCtxDestroy(context);
+    }
+}
