@@ -28,7 +28,7 @@ public final class CudaBackend implements AutoCloseable {
     private final int multiprocessors;
     private final long totalMemory;
     private final String ptxTarget;
-    /** The split-K partial kernel per head dim (32, 64, 128, 256), pipelined and plain variants. */
+    /** The split-K partial kernel per head dim (32, 64, 128, 256). */
     private final java.util.Map<String, CUfunction> partials = new java.util.HashMap<>();
     final CUfunction merge = new CUfunction();
     final CUfunction append = new CUfunction();
@@ -75,12 +75,10 @@ public final class CudaBackend implements AutoCloseable {
             CUmodule module = new CUmodule();
             JCudaDriver.cuModuleLoadData(module, ptx(target));
             for (int dim : new int[] {32, 64, 128, 256}) {
-                for (String suffix : new String[] {"", "_plain"}) {
-                    String kernel = "pikv_decode_partial_d" + dim + suffix;
-                    CUfunction f = new CUfunction();
-                    JCudaDriver.cuModuleGetFunction(f, module, kernel);
-                    backend.partials.put(kernel, f);
-                }
+                String kernel = "pikv_decode_partial_d" + dim;
+                CUfunction f = new CUfunction();
+                JCudaDriver.cuModuleGetFunction(f, module, kernel);
+                backend.partials.put(kernel, f);
             }
             JCudaDriver.cuModuleGetFunction(backend.merge, module, "pikv_decode_merge");
             JCudaDriver.cuModuleGetFunction(backend.append, module, "pikv_append");
@@ -132,9 +130,9 @@ public final class CudaBackend implements AutoCloseable {
         return nl < 0 ? m : m.substring(0, nl);
     }
 
-    /** The partial kernel for this head dim; {@code pipelined} keeps the next page's loads in flight. */
-    CUfunction partial(int headDim, boolean pipelined) {
-        CUfunction f = partials.get("pikv_decode_partial_d" + headDim + (pipelined ? "" : "_plain"));
+    /** The partial kernel for this head dim. */
+    CUfunction partial(int headDim) {
+        CUfunction f = partials.get("pikv_decode_partial_d" + headDim);
         if (f == null) {
             throw new IllegalArgumentException("no partial kernel for head dim " + headDim);
         }

@@ -34,8 +34,6 @@ public final class CudaKvCache implements AutoCloseable {
      * to a whole number of waves from the kernel's occupancy, so no half-empty tail wave runs.
      */
     private static final int WAVES = Math.max(1, Integer.getInteger("pikv.cuda.waves", 1));
-    /** Whether the partial kernel keeps the next page's loads in flight ({@code -Dpikv.cuda.pipeline}). */
-    private static final boolean PIPELINE = Boolean.parseBoolean(System.getProperty("pikv.cuda.pipeline", "true"));
 
     private final CudaBackend cuda;
     private final ModelShape shape;
@@ -231,7 +229,7 @@ public final class CudaKvCache implements AutoCloseable {
             cuda.bind();
             numPages = l.n;
             tokens = l.tokens();
-            partialKernel = cuda.partial(shape.headDim(), PIPELINE);
+            partialKernel = cuda.partial(shape.headDim());
             int slots = cuda.residentBlocks(partialKernel, THREADS) * cuda.multiprocessors();
             int target = Math.max(1, WAVES * slots / shape.kvHeads());
             int s = Math.min(Math.min(numPages, target), MAX_SPLITS);
@@ -336,7 +334,8 @@ public final class CudaKvCache implements AutoCloseable {
             Pointer merge = Pointer.to(Pointer.to(pm), Pointer.to(pl), Pointer.to(po), Pointer.to(new int[] {splits}),
                     Pointer.to(new int[] {shape.qHeads()}), Pointer.to(new int[] {shape.headDim()}), Pointer.to(m),
                     Pointer.to(ls), Pointer.to(o));
-            JCudaDriver.cuLaunchKernel(cuda.merge, shape.qHeads(), 1, 1, 128, 1, 1, 0, null, merge, null);
+            JCudaDriver.cuLaunchKernel(cuda.merge, shape.qHeads(), (shape.headDim() + 31) / 32, 1, 256, 1, 1, 0, null,
+                    merge, null);
         }
 
         @Override
