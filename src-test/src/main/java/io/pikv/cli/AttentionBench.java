@@ -1,5 +1,6 @@
 package io.pikv.cli;
 
+import io.pikv.kv.Accuracy;
 import io.pikv.kv.AttentionResult;
 import io.pikv.kv.Fp16;
 import io.pikv.kv.KvStore;
@@ -136,7 +137,7 @@ public final class AttentionBench implements Callable<Integer> {
                         .put("numpy_step_ms_best", BenchReport.round(np.bestSeconds() * 1e3, 4))
                         .put("speedup_vs_numpy", BenchReport.round(np.bestSeconds() / best, 3))
                         .put("numpy_version", np.version())
-                        .put("numpy_max_rel_diff", BenchReport.round(relDiff(result.output(), np.output()), 3));
+                        .put("numpy_max_rel_diff", BenchReport.round(Accuracy.relativeError(result.output(), np.output()), 3));
             } else {
                 report.put("numpy_gbps", null).put("numpy_note", np.unavailable());
             }
@@ -192,16 +193,6 @@ public final class AttentionBench implements Callable<Integer> {
             }
         }
         return q;
-    }
-
-    private static double relDiff(float[] a, float[] b) {
-        double diff = 0;
-        double norm = 0;
-        for (int i = 0; i < a.length; i++) {
-            diff = Math.max(diff, Math.abs(a[i] - b[i]));
-            norm = Math.max(norm, Math.abs(b[i]));
-        }
-        return diff / norm;
     }
 
     private static void deleteTree(Path dir) {

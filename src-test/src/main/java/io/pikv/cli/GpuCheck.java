@@ -1,5 +1,6 @@
 package io.pikv.cli;
 
+import io.pikv.kv.Accuracy;
 import io.pikv.kv.Fp16;
 import io.pikv.kv.KvLayout;
 import io.pikv.kv.KvStore;
@@ -141,7 +142,7 @@ public final class GpuCheck implements Callable<Integer> {
             double worst = 0;
             for (float scale : new float[] {1, 3}) {
                 float[] q = gaussian(shape.queryWidth(), rnd, scale);
-                worst = Math.max(worst, relativeError(gpu.attendPartial(b, 0, q).finish().output(),
+                worst = Math.max(worst, Accuracy.relativeError(gpu.attendPartial(b, 0, q).finish().output(),
                         cpu.attend(a, 0, q).output()));
             }
             return worst;
@@ -176,7 +177,7 @@ public final class GpuCheck implements Callable<Integer> {
             Map<String, Object> row = new LinkedHashMap<>();
             try (CudaKvCache.Plan plan = gpu.plan(seq, 0)) {
                 float[] output = plan.run(q).finish().output();
-                double err = relativeError(output, reference(shape, layout, distinct, pages, lastCount, q));
+                double err = Accuracy.relativeError(output, reference(shape, layout, distinct, pages, lastCount, q));
                 double[] ms = plan.time(q, iterations);
                 long bytes = (long) context * shape.kvHeads() * shape.headDim() * 2 * 2;
                 double gbps = bytes / (ms[2] / 1e3) / 1e9;
@@ -246,15 +247,5 @@ public final class GpuCheck implements Callable<Integer> {
             x[i] = (float) (rnd.nextGaussian() * sigma);
         }
         return x;
-    }
-
-    private static double relativeError(float[] actual, float[] expected) {
-        double diff = 0;
-        double norm = 0;
-        for (int i = 0; i < expected.length; i++) {
-            diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
-            norm = Math.max(norm, Math.abs(expected[i]));
-        }
-        return diff / norm;
     }
 }

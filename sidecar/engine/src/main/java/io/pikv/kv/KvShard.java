@@ -296,26 +296,9 @@ public final class KvShard {
                                           boolean weights) {
         checkLayer(layer);
         scope.validate(shape.experts());
-        float[] scaled = scaledQuery(shape, query);
+        float[] scaled = shape.scaledQuery(query);
         countLookups(sequence, layer, scope);
         return attendBuckets(sequence, layer, scaled, scope, weights, 0, buckets);
-    }
-
-    /** Checks a query and returns it scaled by 1/√headDim. */
-    static float[] scaledQuery(ModelShape shape, float[] query) {
-        if (query == null || query.length != shape.queryWidth()) {
-            throw new IllegalArgumentException("query must hold qHeads × headDim = " + shape.queryWidth()
-                    + " floats, got " + (query == null ? "none" : query.length));
-        }
-        float scale = (float) (1.0 / Math.sqrt(shape.headDim()));
-        float[] scaled = new float[query.length];
-        for (int i = 0; i < query.length; i++) {
-            if (!Float.isFinite(query[i])) {
-                throw new IllegalArgumentException("query[" + i + "] is " + query[i] + ": values must be finite");
-            }
-            scaled[i] = query[i] * scale;
-        }
-        return scaled;
     }
 
     /** Records the lookups of one attention call over (sequence, layer, scope): hits resident, misses evicted. */

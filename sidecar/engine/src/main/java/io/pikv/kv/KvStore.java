@@ -166,7 +166,7 @@ public final class KvStore implements AutoCloseable {
         checkLayer(layer);
         state(sequence);
         scope.validate(shape.experts());
-        float[] scaled = KvShard.scaledQuery(shape, query);
+        float[] scaled = shape.scaledQuery(query);
         List<Callable<PartialAttention>> tasks = new ArrayList<>();
         for (KvShard shard : shards) {
             if (!shard.holds(sequence, layer)) {

@@ -51,4 +51,24 @@ public record ModelShape(int layers, int qHeads, int kvHeads, int headDim, int e
     public int queryWidth() {
         return qHeads * headDim;
     }
+
+    /**
+     * Checks a query ({@code qHeads × headDim} finite floats, head-major) and returns a copy scaled by
+     * {@code 1/√headDim}, the form every attention kernel takes.
+     */
+    public float[] scaledQuery(float[] query) {
+        if (query == null || query.length != queryWidth()) {
+            throw new IllegalArgumentException("query must hold qHeads × headDim = " + queryWidth()
+                    + " floats, got " + (query == null ? "none" : query.length));
+        }
+        float scale = (float) (1.0 / Math.sqrt(headDim));
+        float[] scaled = new float[query.length];
+        for (int i = 0; i < query.length; i++) {
+            if (!Float.isFinite(query[i])) {
+                throw new IllegalArgumentException("query[" + i + "] is " + query[i] + ": values must be finite");
+            }
+            scaled[i] = query[i] * scale;
+        }
+        return scaled;
+    }
 }

@@ -71,23 +71,12 @@ final class Reference {
         return logits;
     }
 
-    /** max |actual − expected| / max |expected| over the whole output. */
     static double relativeError(float[] actual, double[] expected) {
-        double diff = 0;
-        double norm = 0;
-        for (int i = 0; i < expected.length; i++) {
-            diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
-            norm = Math.max(norm, Math.abs(expected[i]));
-        }
-        return diff / norm;
+        return Accuracy.relativeError(actual, expected);
     }
 
     static double relativeError(float[] actual, float[] expected) {
-        double[] e = new double[expected.length];
-        for (int i = 0; i < e.length; i++) {
-            e[i] = expected[i];
-        }
-        return relativeError(actual, e);
+        return Accuracy.relativeError(actual, expected);
     }
 
     /** Random entries with N(0, σ²) keys and values; a few "sink" keys get larger norms for peaky attention. */

@@ -321,18 +321,7 @@ public final class CudaKvCache implements AutoCloseable {
         }
 
         private void load(float[] query) {
-            if (query.length != shape.queryWidth()) {
-                throw new IllegalArgumentException("query must hold qHeads × headDim = " + shape.queryWidth()
-                        + " floats, got " + query.length);
-            }
-            float scale = (float) (1.0 / Math.sqrt(shape.headDim()));
-            float[] scaled = new float[query.length];
-            for (int i = 0; i < query.length; i++) {
-                if (!Float.isFinite(query[i])) {
-                    throw new IllegalArgumentException("query[" + i + "] is " + query[i] + ": values must be finite");
-                }
-                scaled[i] = query[i] * scale;
-            }
+            float[] scaled = shape.scaledQuery(query);
             cuda.bind();
             JCudaDriver.cuMemcpyHtoD(q, Pointer.to(scaled), 4L * scaled.length);
         }

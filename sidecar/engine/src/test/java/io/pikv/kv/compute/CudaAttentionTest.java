@@ -1,5 +1,6 @@
 package io.pikv.kv.compute;
 
+import io.pikv.kv.Accuracy;
 import io.pikv.kv.KvStore;
 import io.pikv.kv.KvStoreConfig;
 import io.pikv.kv.ModelShape;
@@ -44,7 +45,7 @@ class CudaAttentionTest {
                 float[] q = gaussian(shape.queryWidth(), rnd, scale);
                 float[] expected = cpu.attend(a, 0, q).output();
                 float[] actual = gpu.attendPartial(b, 0, q).finish().output();
-                assertThat(relativeError(actual, expected)).isLessThanOrEqualTo(2e-3);
+                assertThat(Accuracy.relativeError(actual, expected)).isLessThanOrEqualTo(2e-3);
             }
         }
     }
@@ -55,15 +56,5 @@ class CudaAttentionTest {
             x[i] = (float) (rnd.nextGaussian() * sigma);
         }
         return x;
-    }
-
-    static double relativeError(float[] actual, float[] expected) {
-        double diff = 0;
-        double norm = 0;
-        for (int i = 0; i < expected.length; i++) {
-            diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
-            norm = Math.max(norm, Math.abs(expected[i]));
-        }
-        return diff / norm;
     }
 }
