@@ -30,10 +30,6 @@ final class BenchReport {
         return this;
     }
 
-    Object get(String key) {
-        return json.get(key);
-    }
-
     /** Prints the scalar figures as a two-column table and every list of rows as its own table. */
     void print(PrintWriter out) {
         out.println(title);

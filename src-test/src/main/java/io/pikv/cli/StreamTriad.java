@@ -27,7 +27,7 @@ final class StreamTriad {
             for (int from = 0; from < elements; from += step) {
                 chunks.add(new int[] {from, Math.min(elements, from + step)});
             }
-            run(pool, chunks, () -> { }, (from, to) -> {
+            run(pool, chunks, (from, to) -> {
                 for (int i = from; i < to; i++) {
                     b[i] = 1.0 + i % 7;
                     c[i] = 2.0 + i % 5;
@@ -36,7 +36,7 @@ final class StreamTriad {
             double best = Double.MAX_VALUE;
             for (int r = 0; r < repeats + 2; r++) { // two untimed passes let the JIT compile the loop
                 long t0 = System.nanoTime();
-                run(pool, chunks, () -> { }, (from, to) -> {
+                run(pool, chunks, (from, to) -> {
                     for (int i = from; i < to; i++) {
                         a[i] = b[i] + 3.0 * c[i];
                     }
@@ -59,7 +59,7 @@ final class StreamTriad {
         void run(int from, int to);
     }
 
-    private static void run(ExecutorService pool, List<int[]> chunks, Runnable unused, Range body) throws Exception {
+    private static void run(ExecutorService pool, List<int[]> chunks, Range body) throws Exception {
         List<Future<?>> futures = new ArrayList<>();
         for (int[] ch : chunks) {
             futures.add(pool.submit(() -> body.run(ch[0], ch[1])));

@@ -343,7 +343,7 @@ public final class KvShard {
                     n += page.count;
                 }
             }
-            KernelScratch scratch = KernelScratch.get().ensure(0, 0, tokens, 0);
+            KernelScratch scratch = KernelScratch.get().ensure(0, 0, tokens);
             float[] bias = scratch.bias;
             AttentionAccumulator acc = new AttentionAccumulator(qHeads, dim);
             int[] positions = weights ? new int[n] : null;

@@ -169,11 +169,10 @@ public final class KvStore implements AutoCloseable {
         float[] scaled = shape.scaledQuery(query);
         List<Callable<PartialAttention>> tasks = new ArrayList<>();
         for (KvShard shard : shards) {
+            shard.countLookups(sequence, layer, scope);
             if (!shard.holds(sequence, layer)) {
-                shard.countLookups(sequence, layer, scope);
                 continue;
             }
-            shard.countLookups(sequence, layer, scope);
             for (int b = 0; b < shard.buckets(); b++) {
                 int bucket = b;
                 tasks.add(() -> shard.attendBuckets(sequence, layer, scaled, scope, weights, bucket, bucket + 1));

@@ -58,11 +58,6 @@ public final class Page {
         return layout;
     }
 
-    /** Read-only view of the page's fp32 elements (valid when the layout's type is FP32). */
-    public FloatBuffer floats() {
-        return floats.asReadOnlyBuffer();
-    }
-
     /** Sequence position of the token in {@code slot}. */
     public int positionAt(int slot) {
         return position[slot];

@@ -55,6 +55,25 @@ class EvictionTest {
     }
 
     @Test
+    void shardEvictsItsOldestPageOnRequest() {
+        Random rnd = new Random(14);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).pageTokens(16).buckets(1).threads(1).build())) {
+            long seq = store.createSequence();
+            Reference.load(store, seq, 0, Reference.randomEntries(SHAPE, 40, rnd));
+            KvShard shard = store.shards().get(0);
+            assertThat(shard.evictOldestPage()).isEqualTo(16);
+            AttentionResult r = store.attend(seq, 0, Reference.gaussian(SHAPE.queryWidth(), rnd, 1f),
+                    AttentionScope.all(), true);
+            assertThat(java.util.Arrays.stream(r.positions()).min().orElseThrow()).isEqualTo(16);
+            assertThat(shard.evictOldestPage()).isEqualTo(16);
+            assertThat(shard.evictOldestPage()).isEqualTo(8);
+            assertThat(shard.evictOldestPage()).isZero();
+            assertThat(store.resident(seq, 0)).isZero();
+            assertThat(shard.stats().evictions()).isEqualTo(40);
+        }
+    }
+
+    @Test
     void closingASequenceFreesItsPagesWithoutCountingEvictions() {
         Random rnd = new Random(10);
         try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).pageTokens(16).threads(1).build())) {

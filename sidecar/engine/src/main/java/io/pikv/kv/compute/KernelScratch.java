@@ -11,7 +11,6 @@ public final class KernelScratch {
     public int[] halfWords = new int[0];
     public float[] scores = new float[0];
     public float[] bias = new float[0];
-    public float[] query = new float[0];
 
     /** The calling thread's scratch. */
     public static KernelScratch get() {
@@ -19,7 +18,7 @@ public final class KernelScratch {
     }
 
     /** Ensures each buffer holds at least the given number of elements. */
-    public KernelScratch ensure(int tileElems, int scoreElems, int biasElems, int queryElems) {
+    public KernelScratch ensure(int tileElems, int scoreElems, int biasElems) {
         if (tile.length < tileElems) {
             tile = new float[tileElems];
             halfWords = new int[(tileElems + 31) / 2];
@@ -29,9 +28,6 @@ public final class KernelScratch {
         }
         if (bias.length < biasElems) {
             bias = new float[biasElems];
-        }
-        if (query.length < queryElems) {
-            query = new float[queryElems];
         }
         return this;
     }

@@ -26,7 +26,7 @@ public final class ScalarKernel implements AttentionKernel {
         int count = page.count();
         int dim = layout.headDim();
         int group = qHeads / layout.kvHeads();
-        float[] s = scratch.ensure(0, count, 0, 0).scores;
+        float[] s = scratch.ensure(0, count, 0).scores;
         for (int qh = 0; qh < qHeads; qh++) {
             int h = qh / group;
             float pageMax = Float.NEGATIVE_INFINITY;

@@ -53,7 +53,7 @@ public final class VectorKernel implements AttentionKernel {
         int group = qHeads / heads;
         int blocks = (count + L - 1) / L;
         int span = blocks * L;
-        scratch.ensure(dim * tokens, group * tokens + group, 0, 0);
+        scratch.ensure(dim * tokens, group * tokens + group, 0);
         float[] tile = scratch.tile;
         float[] sc = scratch.scores;
         int rescaleAt = group * tokens;
