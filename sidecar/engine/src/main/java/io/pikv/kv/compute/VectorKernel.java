@@ -266,16 +266,23 @@ public final class VectorKernel implements AttentionKernel {
             w0 = v0.fma(p3, w0);
             w1 = v1.fma(p3, w1);
         }
-        fold(o, oAt, rescale[rescaleAt], x0, x1);
-        fold(o, oAt + headStride, rescale[rescaleAt + 1], y0, y1);
-        fold(o, oAt + 2 * headStride, rescale[rescaleAt + 2], z0, z1);
-        fold(o, oAt + 3 * headStride, rescale[rescaleAt + 3], w0, w1);
-    }
-
-    private static void fold(float[] o, int at, float rescale, FloatVector lo, FloatVector hi) {
-        FloatVector r = FloatVector.broadcast(SF, rescale);
-        FloatVector.fromArray(SF, o, at).fma(r, lo).intoArray(o, at);
-        FloatVector.fromArray(SF, o, at + L).fma(r, hi).intoArray(o, at + L);
+        // Written out rather than through a helper: a vector passed to a method that C2 does not inline is boxed,
+        // and whether it inlines varies from run to run (seen as runs 3x slower than others).
+        FloatVector r = FloatVector.broadcast(SF, rescale[rescaleAt]);
+        FloatVector.fromArray(SF, o, oAt).fma(r, x0).intoArray(o, oAt);
+        FloatVector.fromArray(SF, o, oAt + L).fma(r, x1).intoArray(o, oAt + L);
+        int at = oAt + headStride;
+        r = FloatVector.broadcast(SF, rescale[rescaleAt + 1]);
+        FloatVector.fromArray(SF, o, at).fma(r, y0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).fma(r, y1).intoArray(o, at + L);
+        at += headStride;
+        r = FloatVector.broadcast(SF, rescale[rescaleAt + 2]);
+        FloatVector.fromArray(SF, o, at).fma(r, z0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).fma(r, z1).intoArray(o, at + L);
+        at += headStride;
+        r = FloatVector.broadcast(SF, rescale[rescaleAt + 3]);
+        FloatVector.fromArray(SF, o, at).fma(r, w0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).fma(r, w1).intoArray(o, at + L);
     }
 
     private static float max(float[] sc, int row, int span) {
