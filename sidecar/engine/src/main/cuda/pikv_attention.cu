@@ -49,8 +49,10 @@ __device__ __forceinline__ void pikv_partial_impl(const unsigned char* __restric
     constexpr int LPR = WR < 32 ? WR : 32;          // lanes per V row
     constexpr int RPP = 32 / LPR;                   // V rows per pass
     constexpr int WPL = WR / LPR;                   // V words per lane per row
-    __shared__ float qs[PIKV_MAX_GROUP][D];
-    __shared__ float ps[WARPS][PIKV_MAX_GROUP][PIKV_P];
+    // Query and probabilities are stored [row][head] so one 16-byte shared load gives all four heads of a group
+    // (heads past the group are zero).
+    __shared__ float4 qs[D];
+    __shared__ float4 ps[WARPS][PIKV_P];
     __shared__ float wm[WARPS][PIKV_MAX_GROUP];
     __shared__ float wl[WARPS][PIKV_MAX_GROUP];
     __shared__ float wo[WARPS][PIKV_MAX_GROUP][D];
@@ -62,8 +64,11 @@ __device__ __forceinline__ void pikv_partial_impl(const unsigned char* __restric
     const int warp = tid >> 5;
     const int qHeads = kvHeads * group;
 
-    for (int x = tid; x < group * D; x += PIKV_THREADS) {
-        qs[x / D][x % D] = q[(h * group + x / D) * D + x % D];
+    for (int i = tid; i < D; i += PIKV_THREADS) {
+        float v[PIKV_MAX_GROUP];
+#pragma unroll
+        for (int g = 0; g < PIKV_MAX_GROUP; g++) v[g] = g < group ? q[(h * group + g) * D + i] : 0.f;
+        qs[i] = make_float4(v[0], v[1], v[2], v[3]);
     }
     __syncthreads();
 
@@ -99,14 +104,15 @@ __device__ __forceinline__ void pikv_partial_impl(const unsigned char* __restric
         for (int r = 0; r < D / 2; r++) {
             const int row = 2 * r + half;
             float2 k = pikv_word_to_float2(__ldg(kw + row * 16 + w));
-#pragma unroll
-            for (int g = 0; g < PIKV_MAX_GROUP; g++) {
-                if (g < group) {
-                    float qv = qs[g][row];
-                    acc[g][0] = fmaf(qv, k.x, acc[g][0]);
-                    acc[g][1] = fmaf(qv, k.y, acc[g][1]);
-                }
-            }
+            const float4 qv = qs[row];
+            acc[0][0] = fmaf(qv.x, k.x, acc[0][0]);
+            acc[0][1] = fmaf(qv.x, k.y, acc[0][1]);
+            acc[1][0] = fmaf(qv.y, k.x, acc[1][0]);
+            acc[1][1] = fmaf(qv.y, k.y, acc[1][1]);
+            acc[2][0] = fmaf(qv.z, k.x, acc[2][0]);
+            acc[2][1] = fmaf(qv.z, k.y, acc[2][1]);
+            acc[3][0] = fmaf(qv.w, k.x, acc[3][0]);
+            acc[3][1] = fmaf(qv.w, k.y, acc[3][1]);
         }
         const bool lo = w < count;
         const bool hi = w + 16 < count;
@@ -130,25 +136,29 @@ __device__ __forceinline__ void pikv_partial_impl(const unsigned char* __restric
 #pragma unroll
                 for (int x = 0; x < 2 * WPL; x++) o[g][x] *= alpha;
                 if (half == 0) {
-                    ps[warp][g][w] = p0;
-                    ps[warp][g][w + 16] = p1;
+                    reinterpret_cast<float*>(&ps[warp][w])[g] = p0;
+                    reinterpret_cast<float*>(&ps[warp][w + 16])[g] = p1;
                 }
+            } else if (half == 0) {
+                reinterpret_cast<float*>(&ps[warp][w])[g] = 0.f;
+                reinterpret_cast<float*>(&ps[warp][w + 16])[g] = 0.f;
             }
         }
         __syncwarp();
 #pragma unroll 8
         for (int t = vRow0; t < count; t += RPP) {
+            const float4 p = ps[warp][t];
 #pragma unroll
             for (int x = 0; x < WPL; x++) {
                 float2 v = pikv_word_to_float2(__ldg(vw + t * WR + vWord0 + LPR * x));
-#pragma unroll
-                for (int g = 0; g < PIKV_MAX_GROUP; g++) {
-                    if (g < group) {
-                        float p = ps[warp][g][t];
-                        o[g][2 * x] = fmaf(p, v.x, o[g][2 * x]);
-                        o[g][2 * x + 1] = fmaf(p, v.y, o[g][2 * x + 1]);
-                    }
-                }
+                o[0][2 * x] = fmaf(p.x, v.x, o[0][2 * x]);
+                o[0][2 * x + 1] = fmaf(p.x, v.y, o[0][2 * x + 1]);
+                o[1][2 * x] = fmaf(p.y, v.x, o[1][2 * x]);
+                o[1][2 * x + 1] = fmaf(p.y, v.y, o[1][2 * x + 1]);
+                o[2][2 * x] = fmaf(p.z, v.x, o[2][2 * x]);
+                o[2][2 * x + 1] = fmaf(p.z, v.y, o[2][2 * x + 1]);
+                o[3][2 * x] = fmaf(p.w, v.x, o[3][2 * x]);
+                o[3][2 * x + 1] = fmaf(p.w, v.y, o[3][2 * x + 1]);
             }
         }
         __syncwarp();
