@@ -28,8 +28,10 @@ public final class Main implements Runnable {
         cli.setErr(err);
         cli.setParameterExceptionHandler((ex, a) -> {
             CommandLine cmd = ex.getCommandLine();
-            err.println("pikv: " + oneSentence(ex.getMessage()) + " (see '" + cmd.getCommandSpec().qualifiedName()
-                    + " --help').");
+            String what = ex instanceof CommandLine.UnmatchedArgumentException u && !u.getUnmatched().isEmpty()
+                    ? "unknown command or argument '" + u.getUnmatched().get(0) + "'"
+                    : oneSentence(ex.getMessage());
+            err.println("pikv: " + what + " (see '" + cmd.getCommandSpec().qualifiedName() + " --help').");
             return USAGE;
         });
         cli.setExecutionExceptionHandler((ex, cmd, parsed) -> {

@@ -52,6 +52,7 @@ class LauncherTest {
         }
         assertThat(run("bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy").err())
                 .contains("qHeads (6) must be a multiple of kvHeads (4)");
+        assertThat(run("bench", "nope").err()).contains("unknown command or argument 'nope'", "pikv bench --help");
     }
 
     @Test
