@@ -54,71 +54,95 @@ public final class VectorKernel implements AttentionKernel {
         int blocks = (count + L - 1) / L;
         int span = blocks * L;
         scratch.ensure(dim * tokens, group * tokens + group, 0);
-        float[] tile = scratch.tile;
-        float[] sc = scratch.scores;
-        int rescaleAt = group * tokens;
         boolean half = layout.type() == StorageType.FP16;
 
         for (int h = 0; h < heads; h++) {
-            stage(page, layout.keyIndex(h, 0, 0), dim * tokens, tile, half, scratch);
-            int g = 0;
-            for (; g + 4 <= group; g += 4) {
-                int b = 0;
-                for (; b + 2 <= blocks; b += 2) {
-                    scores4x2(tile, tokens, b * L, query, (h * group + g) * dim, dim, bias, sc, g * tokens);
-                }
-                for (; b < blocks; b++) {
-                    scores4(tile, tokens, b * L, query, (h * group + g) * dim, dim, bias, sc, g * tokens);
-                }
-            }
-            for (; g < group; g++) {
-                for (int b = 0; b < blocks; b++) {
-                    scores(tile, tokens, b * L, query, (h * group + g) * dim, dim, bias, sc, g * tokens);
-                }
-            }
-            for (g = 0; g < group; g++) {
-                int qh = h * group + g;
-                int row = g * tokens;
-                if (logits != null) {
-                    System.arraycopy(sc, row, logits, qh * logitsStride + logitsOffset, count);
-                }
-                float pageMax = max(sc, row, span);
-                if (pageMax == Float.NEGATIVE_INFINITY) {
-                    sc[rescaleAt + g] = Float.NaN; // nothing visited for this head in this page
-                    continue;
-                }
-                float newMax = Math.max(acc.m[qh], pageMax);
-                float sum = expInPlace(sc, row, span, newMax);
-                float rescale = newMax == acc.m[qh] ? 1f : (float) Math.exp(acc.m[qh] - newMax);
-                acc.l[qh] = acc.l[qh] * rescale + sum;
-                acc.m[qh] = newMax;
-                sc[rescaleAt + g] = rescale;
-            }
+            keys(page, layout, h, count, group, blocks, span, bias, query, acc, scratch, logits, logitsStride,
+                    logitsOffset, half);
+            values(page, layout, h, count, group, acc, scratch, half);
+        }
+    }
 
-            stage(page, layout.valueIndex(h, 0, 0), count * dim, tile, half, scratch);
-            g = 0;
-            for (; g + 4 <= group; g += 4) {
-                if (live(sc, rescaleAt + g, 4)) {
-                    int c = 0;
-                    for (; c + 2 * L <= dim; c += 2 * L) {
-                        accumulateGroup4(tile, dim, count, sc, g * tokens, tokens, sc, rescaleAt + g, acc.o,
-                                (h * group + g) * dim + c, dim, c);
-                    }
-                    for (int k = 0; k < 4; k++) {
-                        for (int cc = c; cc < dim; cc += L) {
-                            accumulate1(tile, dim, count, sc, (g + k) * tokens, sc[rescaleAt + g + k], acc.o,
-                                    (h * group + g + k) * dim + cc, cc);
-                        }
-                    }
-                    continue;
+    // foldPage, keys and values are kept apart (and each larger than C2's inlining limit for hot methods) so
+    // that each is compiled on its own. As one compilation unit they exceeded C2's node budget: calls inlined
+    // late were left out, and the fp16 widening then ran the Vector API's Java fallback, boxing every vector.
+
+    /** Stages head {@code h}'s K tile, computes the page's logits for the head's query group and folds the softmax state. */
+    private static void keys(Page page, KvLayout layout, int h, int count, int group, int blocks, int span,
+                             float[] bias, float[] query, AttentionAccumulator acc, KernelScratch scratch,
+                             float[] logits, int logitsStride, int logitsOffset, boolean half) {
+        int tokens = layout.pageTokens();
+        int dim = layout.headDim();
+        float[] tile = scratch.tile;
+        float[] sc = scratch.scores;
+        int rescaleAt = group * tokens;
+        stage(page, layout.keyIndex(h, 0, 0), dim * tokens, tile, half, scratch);
+        int g = 0;
+        for (; g + 4 <= group; g += 4) {
+            int b = 0;
+            for (; b + 2 <= blocks; b += 2) {
+                scores4x2(tile, tokens, b * L, query, (h * group + g) * dim, dim, bias, sc, g * tokens);
+            }
+            for (; b < blocks; b++) {
+                scores4(tile, tokens, b * L, query, (h * group + g) * dim, dim, bias, sc, g * tokens);
+            }
+        }
+        for (; g < group; g++) {
+            for (int b = 0; b < blocks; b++) {
+                scores(tile, tokens, b * L, query, (h * group + g) * dim, dim, bias, sc, g * tokens);
+            }
+        }
+        for (g = 0; g < group; g++) {
+            int qh = h * group + g;
+            int row = g * tokens;
+            if (logits != null) {
+                System.arraycopy(sc, row, logits, qh * logitsStride + logitsOffset, count);
+            }
+            float pageMax = max(sc, row, span);
+            if (pageMax == Float.NEGATIVE_INFINITY) {
+                sc[rescaleAt + g] = Float.NaN; // nothing visited for this head in this page
+                continue;
+            }
+            float newMax = Math.max(acc.m[qh], pageMax);
+            float sum = expInPlace(sc, row, span, newMax);
+            float rescale = newMax == acc.m[qh] ? 1f : (float) Math.exp(acc.m[qh] - newMax);
+            acc.l[qh] = acc.l[qh] * rescale + sum;
+            acc.m[qh] = newMax;
+            sc[rescaleAt + g] = rescale;
+        }
+    }
+
+    /** Stages head {@code h}'s V rows and accumulates them, weighted by the probabilities {@link #keys} left. */
+    private static void values(Page page, KvLayout layout, int h, int count, int group, AttentionAccumulator acc,
+                               KernelScratch scratch, boolean half) {
+        int tokens = layout.pageTokens();
+        int dim = layout.headDim();
+        float[] tile = scratch.tile;
+        float[] sc = scratch.scores;
+        int rescaleAt = group * tokens;
+        stage(page, layout.valueIndex(h, 0, 0), count * dim, tile, half, scratch);
+        int g = 0;
+        for (; g + 4 <= group; g += 4) {
+            if (live(sc, rescaleAt + g, 4)) {
+                int c = 0;
+                for (; c + 2 * L <= dim; c += 2 * L) {
+                    accumulateGroup4(tile, dim, count, sc, g * tokens, tokens, sc, rescaleAt + g, acc.o,
+                            (h * group + g) * dim + c, dim, c);
                 }
                 for (int k = 0; k < 4; k++) {
-                    accumulateHead(tile, dim, count, sc, rescaleAt, g + k, tokens, acc.o, (h * group + g + k) * dim);
+                    for (int cc = c; cc < dim; cc += L) {
+                        accumulate1(tile, dim, count, sc, (g + k) * tokens, sc[rescaleAt + g + k], acc.o,
+                                (h * group + g + k) * dim + cc, cc);
+                    }
                 }
+                continue;
             }
-            for (; g < group; g++) {
-                accumulateHead(tile, dim, count, sc, rescaleAt, g, tokens, acc.o, (h * group + g) * dim);
+            for (int k = 0; k < 4; k++) {
+                accumulateHead(tile, dim, count, sc, rescaleAt, g + k, tokens, acc.o, (h * group + g + k) * dim);
             }
+        }
+        for (; g < group; g++) {
+            accumulateHead(tile, dim, count, sc, rescaleAt, g, tokens, acc.o, (h * group + g) * dim);
         }
     }
 
