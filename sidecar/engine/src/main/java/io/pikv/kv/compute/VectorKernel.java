@@ -391,16 +391,15 @@ public final class VectorKernel implements AttentionKernel {
 
     /**
      * Widens the fp16 pairs in words {@code [i, i + L)}: low halves to {@code dst[at ..]}, high halves to
-     * {@code dst[at + 16 ..]} (the block swizzle of {@link KvLayout#halfSlot(int)}). As in {@code Fp16.toFloat},
-     * exponent and mantissa move into float position and are scaled by 2^112, exact for normals and subnormals.
+     * {@code dst[at + 16 ..]} (the block swizzle of {@link KvLayout#halfSlot(int)}). An arithmetic shift right by
+     * 3 moves a half's exponent and mantissa into float position while its sign stays in bit 31; masking
+     * {@code 0x8FFFE000} clears what the shift smeared, and scaling by 2^112 rebiases the exponent — exact for
+     * normals, subnormals and signed zeros, as in {@code Fp16.toFloat}.
      */
-    private static void widen(int[] words, int i, float[] dst, int at) {
+    static void widen(int[] words, int i, float[] dst, int at) {
         IntVector x = IntVector.fromArray(SI, words, i);
-        FloatVector lo = x.and(0x7FFF).lanewise(VectorOperators.LSHL, 13).reinterpretAsFloats().mul(0x1p112f);
-        IntVector loSign = x.lanewise(VectorOperators.LSHL, 16).and(0x80000000);
-        lo.reinterpretAsInts().or(loSign).reinterpretAsFloats().intoArray(dst, at);
-        FloatVector hi = x.lanewise(VectorOperators.LSHR, 3).and(0x0FFFE000).reinterpretAsFloats().mul(0x1p112f);
-        IntVector hiSign = x.and(0x80000000);
-        hi.reinterpretAsInts().or(hiSign).reinterpretAsFloats().intoArray(dst, at + 16);
+        x.lanewise(VectorOperators.LSHL, 16).lanewise(VectorOperators.ASHR, 3).and(0x8FFFE000)
+                .reinterpretAsFloats().mul(0x1p112f).intoArray(dst, at);
+        x.lanewise(VectorOperators.ASHR, 3).and(0x8FFFE000).reinterpretAsFloats().mul(0x1p112f).intoArray(dst, at + 16);
     }
 }
