@@ -76,8 +76,18 @@ public final class VectorKernel implements AttentionKernel {
         float[] tile = scratch.tile;
         float[] sc = scratch.scores;
         int rescaleAt = group * tokens;
-        stage(page, layout.keyIndex(h, 0, 0), dim * tokens, tile, half, scratch);
         int g = 0;
+        if (half && fusedHalf(layout, group)) {
+            // 32-token fp16 pages: a K row is one swizzled block of 16 words whose low halves are tokens 0..15 and
+            // high halves tokens 16..31, so the rows are widened in registers and no float tile is written.
+            int[] words = scratch.halfWords;
+            page.readHalfWords(layout.keyIndex(h, 0, 0), words, 0, dim * tokens / 2);
+            for (; g < group; g += 4) {
+                scores4x2Half(words, query, (h * group + g) * dim, dim, bias, sc, g * tokens);
+            }
+        } else {
+            stage(page, layout.keyIndex(h, 0, 0), dim * tokens, tile, half, scratch);
+        }
         for (; g + 4 <= group; g += 4) {
             int b = 0;
             for (; b + 2 <= blocks; b += 2) {
@@ -120,8 +130,20 @@ public final class VectorKernel implements AttentionKernel {
         float[] tile = scratch.tile;
         float[] sc = scratch.scores;
         int rescaleAt = group * tokens;
-        stage(page, layout.valueIndex(h, 0, 0), count * dim, tile, half, scratch);
         int g = 0;
+        if (half && fusedHalf(layout, group) && live(sc, rescaleAt, group)) {
+            // A 32-dim chunk of a V row is one swizzled block: low halves dims c..c+15, high halves c+16..c+31.
+            int[] words = scratch.halfWords;
+            page.readHalfWords(layout.valueIndex(h, 0, 0), words, 0, ((count * dim + 31) & ~31) / 2);
+            for (; g < group; g += 4) {
+                for (int c = 0; c < dim; c += 32) {
+                    accumulateGroup4Half(words, dim, count, sc, g * tokens, tokens, sc, rescaleAt + g, acc.o,
+                            (h * group + g) * dim + c, dim, c);
+                }
+            }
+            return;
+        }
+        stage(page, layout.valueIndex(h, 0, 0), count * dim, tile, half, scratch);
         for (; g + 4 <= group; g += 4) {
             if (live(sc, rescaleAt + g, 4)) {
                 int c = 0;
@@ -144,6 +166,100 @@ public final class VectorKernel implements AttentionKernel {
         for (; g < group; g++) {
             accumulateHead(tile, dim, count, sc, rescaleAt, g, tokens, acc.o, (h * group + g) * dim);
         }
+    }
+
+    /** Whether the fused fp16 loops apply: 32-token pages, 16 float lanes, 32-multiple head dim, groups of 4. */
+    private static boolean fusedHalf(KvLayout layout, int group) {
+        return L == 16 && layout.pageTokens() == 32 && layout.headDim() % 32 == 0 && group % 4 == 0;
+    }
+
+    /** {@link #scores4x2} for 32-token fp16 pages, widening each K row (16 words) in registers. */
+    private static void scores4x2Half(int[] words, float[] query, int qBase, int dim, float[] bias, float[] sc,
+                                      int row) {
+        FloatVector a0 = FloatVector.zero(SF);
+        FloatVector a1 = FloatVector.zero(SF);
+        FloatVector a2 = FloatVector.zero(SF);
+        FloatVector a3 = FloatVector.zero(SF);
+        FloatVector c0 = FloatVector.zero(SF);
+        FloatVector c1 = FloatVector.zero(SF);
+        FloatVector c2 = FloatVector.zero(SF);
+        FloatVector c3 = FloatVector.zero(SF);
+        for (int i = 0; i < dim; i++) {
+            IntVector x = IntVector.fromArray(SI, words, i * 16);
+            FloatVector k = x.lanewise(VectorOperators.LSHL, 16).lanewise(VectorOperators.ASHR, 3).and(0x8FFFE000)
+                    .reinterpretAsFloats().mul(0x1p112f);
+            FloatVector k1 = x.lanewise(VectorOperators.ASHR, 3).and(0x8FFFE000).reinterpretAsFloats().mul(0x1p112f);
+            FloatVector q0 = FloatVector.broadcast(SF, query[qBase + i]);
+            FloatVector q1 = FloatVector.broadcast(SF, query[qBase + dim + i]);
+            FloatVector q2 = FloatVector.broadcast(SF, query[qBase + 2 * dim + i]);
+            FloatVector q3 = FloatVector.broadcast(SF, query[qBase + 3 * dim + i]);
+            a0 = k.fma(q0, a0);
+            a1 = k.fma(q1, a1);
+            a2 = k.fma(q2, a2);
+            a3 = k.fma(q3, a3);
+            c0 = k1.fma(q0, c0);
+            c1 = k1.fma(q1, c1);
+            c2 = k1.fma(q2, c2);
+            c3 = k1.fma(q3, c3);
+        }
+        FloatVector skip = FloatVector.broadcast(SF, Float.NEGATIVE_INFINITY);
+        VectorMask<Float> v0 = FloatVector.fromArray(SF, bias, 0).compare(VectorOperators.EQ, 0f);
+        VectorMask<Float> v1 = FloatVector.fromArray(SF, bias, 16).compare(VectorOperators.EQ, 0f);
+        skip.blend(a0, v0).intoArray(sc, row);
+        skip.blend(a1, v0).intoArray(sc, row + 32);
+        skip.blend(a2, v0).intoArray(sc, row + 64);
+        skip.blend(a3, v0).intoArray(sc, row + 96);
+        skip.blend(c0, v1).intoArray(sc, row + 16);
+        skip.blend(c1, v1).intoArray(sc, row + 32 + 16);
+        skip.blend(c2, v1).intoArray(sc, row + 64 + 16);
+        skip.blend(c3, v1).intoArray(sc, row + 96 + 16);
+    }
+
+    /** {@link #accumulateGroup4} for fp16 V rows: the 32-dim chunk at {@code c} is one block, widened in registers. */
+    private static void accumulateGroup4Half(int[] words, int dim, int count, float[] p, int row, int tokens,
+                                             float[] rescale, int rescaleAt, float[] o, int oAt, int headStride,
+                                             int c) {
+        FloatVector x0 = FloatVector.zero(SF);
+        FloatVector x1 = FloatVector.zero(SF);
+        FloatVector y0 = FloatVector.zero(SF);
+        FloatVector y1 = FloatVector.zero(SF);
+        FloatVector z0 = FloatVector.zero(SF);
+        FloatVector z1 = FloatVector.zero(SF);
+        FloatVector w0 = FloatVector.zero(SF);
+        FloatVector w1 = FloatVector.zero(SF);
+        for (int t = 0; t < count; t++) {
+            IntVector x = IntVector.fromArray(SI, words, (t * dim + c) >> 1);
+            FloatVector v0 = x.lanewise(VectorOperators.LSHL, 16).lanewise(VectorOperators.ASHR, 3).and(0x8FFFE000)
+                    .reinterpretAsFloats().mul(0x1p112f);
+            FloatVector v1 = x.lanewise(VectorOperators.ASHR, 3).and(0x8FFFE000).reinterpretAsFloats().mul(0x1p112f);
+            FloatVector p0 = FloatVector.broadcast(SF, p[row + t]);
+            FloatVector p1 = FloatVector.broadcast(SF, p[row + tokens + t]);
+            FloatVector p2 = FloatVector.broadcast(SF, p[row + 2 * tokens + t]);
+            FloatVector p3 = FloatVector.broadcast(SF, p[row + 3 * tokens + t]);
+            x0 = v0.fma(p0, x0);
+            x1 = v1.fma(p0, x1);
+            y0 = v0.fma(p1, y0);
+            y1 = v1.fma(p1, y1);
+            z0 = v0.fma(p2, z0);
+            z1 = v1.fma(p2, z1);
+            w0 = v0.fma(p3, w0);
+            w1 = v1.fma(p3, w1);
+        }
+        FloatVector r = FloatVector.broadcast(SF, rescale[rescaleAt]);
+        FloatVector.fromArray(SF, o, oAt).fma(r, x0).intoArray(o, oAt);
+        FloatVector.fromArray(SF, o, oAt + L).fma(r, x1).intoArray(o, oAt + L);
+        int at = oAt + headStride;
+        r = FloatVector.broadcast(SF, rescale[rescaleAt + 1]);
+        FloatVector.fromArray(SF, o, at).fma(r, y0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).fma(r, y1).intoArray(o, at + L);
+        at += headStride;
+        r = FloatVector.broadcast(SF, rescale[rescaleAt + 2]);
+        FloatVector.fromArray(SF, o, at).fma(r, z0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).fma(r, z1).intoArray(o, at + L);
+        at += headStride;
+        r = FloatVector.broadcast(SF, rescale[rescaleAt + 3]);
+        FloatVector.fromArray(SF, o, at).fma(r, w0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).fma(r, w1).intoArray(o, at + L);
     }
 
     /** Whether all {@code n} heads from {@code at} visited something in this page (their rescale is not NaN). */
