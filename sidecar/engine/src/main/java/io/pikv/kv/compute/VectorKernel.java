@@ -83,7 +83,7 @@ public final class VectorKernel implements AttentionKernel {
             int[] words = scratch.halfWords;
             page.readHalfWords(layout.keyIndex(h, 0, 0), words, 0, dim * tokens / 2);
             for (; g < group; g += 4) {
-                scores4x2Half(words, query, (h * group + g) * dim, dim, bias, sc, g * tokens);
+                scores4x2Half(words, query, (h * group + g) * dim, dim, sc, g * tokens);
             }
         } else {
             stage(page, layout.keyIndex(h, 0, 0), dim * tokens, tile, half, scratch);
@@ -91,20 +91,21 @@ public final class VectorKernel implements AttentionKernel {
         for (; g + 4 <= group; g += 4) {
             int b = 0;
             for (; b + 2 <= blocks; b += 2) {
-                scores4x2(tile, tokens, b * L, query, (h * group + g) * dim, dim, bias, sc, g * tokens);
+                scores4x2(tile, tokens, b * L, query, (h * group + g) * dim, dim, sc, g * tokens);
             }
             for (; b < blocks; b++) {
-                scores4(tile, tokens, b * L, query, (h * group + g) * dim, dim, bias, sc, g * tokens);
+                scores4(tile, tokens, b * L, query, (h * group + g) * dim, dim, sc, g * tokens);
             }
         }
         for (; g < group; g++) {
             for (int b = 0; b < blocks; b++) {
-                scores(tile, tokens, b * L, query, (h * group + g) * dim, dim, bias, sc, g * tokens);
+                scores(tile, tokens, b * L, query, (h * group + g) * dim, dim, sc, g * tokens);
             }
         }
         for (g = 0; g < group; g++) {
             int qh = h * group + g;
             int row = g * tokens;
+            skip(sc, row, span, bias);
             if (logits != null) {
                 System.arraycopy(sc, row, logits, qh * logitsStride + logitsOffset, count);
             }
@@ -130,6 +131,13 @@ public final class VectorKernel implements AttentionKernel {
         float[] tile = scratch.tile;
         float[] sc = scratch.scores;
         int rescaleAt = group * tokens;
+        // Rescale each head's output to the page's new running max once, so the loops below only add.
+        for (int g = 0; g < group; g++) {
+            float rescale = sc[rescaleAt + g];
+            if (rescale != 1f && !Float.isNaN(rescale)) {
+                scale(acc.o, (h * group + g) * dim, dim, rescale);
+            }
+        }
         int g = 0;
         if (half && fusedHalf(layout, group) && live(sc, rescaleAt, group)) {
             // A 32-dim chunk of a V row is one swizzled block: low halves dims c..c+15, high halves c+16..c+31.
@@ -137,7 +145,7 @@ public final class VectorKernel implements AttentionKernel {
             page.readHalfWords(layout.valueIndex(h, 0, 0), words, 0, ((count * dim + 31) & ~31) / 2);
             for (; g < group; g += 4) {
                 for (int c = 0; c < dim; c += 32) {
-                    accumulateGroup4Half(words, dim, count, sc, g * tokens, tokens, sc, rescaleAt + g, acc.o,
+                    accumulateGroup4Half(words, dim, count, sc, g * tokens, tokens, acc.o,
                             (h * group + g) * dim + c, dim, c);
                 }
             }
@@ -148,12 +156,12 @@ public final class VectorKernel implements AttentionKernel {
             if (live(sc, rescaleAt + g, 4)) {
                 int c = 0;
                 for (; c + 2 * L <= dim; c += 2 * L) {
-                    accumulateGroup4(tile, dim, count, sc, g * tokens, tokens, sc, rescaleAt + g, acc.o,
+                    accumulateGroup4(tile, dim, count, sc, g * tokens, tokens, acc.o,
                             (h * group + g) * dim + c, dim, c);
                 }
                 for (int k = 0; k < 4; k++) {
                     for (int cc = c; cc < dim; cc += L) {
-                        accumulate1(tile, dim, count, sc, (g + k) * tokens, sc[rescaleAt + g + k], acc.o,
+                        accumulate1(tile, dim, count, sc, (g + k) * tokens, acc.o,
                                 (h * group + g + k) * dim + cc, cc);
                     }
                 }
@@ -174,8 +182,7 @@ public final class VectorKernel implements AttentionKernel {
     }
 
     /** {@link #scores4x2} for 32-token fp16 pages, widening each K row (16 words) in registers. */
-    private static void scores4x2Half(int[] words, float[] query, int qBase, int dim, float[] bias, float[] sc,
-                                      int row) {
+    private static void scores4x2Half(int[] words, float[] query, int qBase, int dim, float[] sc, int row) {
         FloatVector a0 = FloatVector.zero(SF);
         FloatVector a1 = FloatVector.zero(SF);
         FloatVector a2 = FloatVector.zero(SF);
@@ -202,23 +209,19 @@ public final class VectorKernel implements AttentionKernel {
             c2 = k1.fma(q2, c2);
             c3 = k1.fma(q3, c3);
         }
-        FloatVector skip = FloatVector.broadcast(SF, Float.NEGATIVE_INFINITY);
-        VectorMask<Float> v0 = FloatVector.fromArray(SF, bias, 0).compare(VectorOperators.EQ, 0f);
-        VectorMask<Float> v1 = FloatVector.fromArray(SF, bias, 16).compare(VectorOperators.EQ, 0f);
-        skip.blend(a0, v0).intoArray(sc, row);
-        skip.blend(a1, v0).intoArray(sc, row + 32);
-        skip.blend(a2, v0).intoArray(sc, row + 64);
-        skip.blend(a3, v0).intoArray(sc, row + 96);
-        skip.blend(c0, v1).intoArray(sc, row + 16);
-        skip.blend(c1, v1).intoArray(sc, row + 32 + 16);
-        skip.blend(c2, v1).intoArray(sc, row + 64 + 16);
-        skip.blend(c3, v1).intoArray(sc, row + 96 + 16);
+        a0.intoArray(sc, row);
+        a1.intoArray(sc, row + 32);
+        a2.intoArray(sc, row + 64);
+        a3.intoArray(sc, row + 96);
+        c0.intoArray(sc, row + 16);
+        c1.intoArray(sc, row + 32 + 16);
+        c2.intoArray(sc, row + 64 + 16);
+        c3.intoArray(sc, row + 96 + 16);
     }
 
     /** {@link #accumulateGroup4} for fp16 V rows: the 32-dim chunk at {@code c} is one block, widened in registers. */
     private static void accumulateGroup4Half(int[] words, int dim, int count, float[] p, int row, int tokens,
-                                             float[] rescale, int rescaleAt, float[] o, int oAt, int headStride,
-                                             int c) {
+                                             float[] o, int oAt, int headStride, int c) {
         FloatVector x0 = FloatVector.zero(SF);
         FloatVector x1 = FloatVector.zero(SF);
         FloatVector y0 = FloatVector.zero(SF);
@@ -245,21 +248,24 @@ public final class VectorKernel implements AttentionKernel {
             w0 = v0.fma(p3, w0);
             w1 = v1.fma(p3, w1);
         }
-        FloatVector r = FloatVector.broadcast(SF, rescale[rescaleAt]);
-        FloatVector.fromArray(SF, o, oAt).fma(r, x0).intoArray(o, oAt);
-        FloatVector.fromArray(SF, o, oAt + L).fma(r, x1).intoArray(o, oAt + L);
+        FloatVector.fromArray(SF, o, oAt).add(x0).intoArray(o, oAt);
+        FloatVector.fromArray(SF, o, oAt + L).add(x1).intoArray(o, oAt + L);
         int at = oAt + headStride;
-        r = FloatVector.broadcast(SF, rescale[rescaleAt + 1]);
-        FloatVector.fromArray(SF, o, at).fma(r, y0).intoArray(o, at);
-        FloatVector.fromArray(SF, o, at + L).fma(r, y1).intoArray(o, at + L);
+        FloatVector.fromArray(SF, o, at).add(y0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).add(y1).intoArray(o, at + L);
         at += headStride;
-        r = FloatVector.broadcast(SF, rescale[rescaleAt + 2]);
-        FloatVector.fromArray(SF, o, at).fma(r, z0).intoArray(o, at);
-        FloatVector.fromArray(SF, o, at + L).fma(r, z1).intoArray(o, at + L);
+        FloatVector.fromArray(SF, o, at).add(z0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).add(z1).intoArray(o, at + L);
         at += headStride;
-        r = FloatVector.broadcast(SF, rescale[rescaleAt + 3]);
-        FloatVector.fromArray(SF, o, at).fma(r, w0).intoArray(o, at);
-        FloatVector.fromArray(SF, o, at + L).fma(r, w1).intoArray(o, at + L);
+        FloatVector.fromArray(SF, o, at).add(w0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).add(w1).intoArray(o, at + L);
+    }
+
+    private static void scale(float[] o, int from, int n, float factor) {
+        FloatVector f = FloatVector.broadcast(SF, factor);
+        for (int i = 0; i < n; i += L) {
+            FloatVector.fromArray(SF, o, from + i).mul(f).intoArray(o, from + i);
+        }
     }
 
     /** Whether all {@code n} heads from {@code at} visited something in this page (their rescale is not NaN). */
@@ -274,9 +280,8 @@ public final class VectorKernel implements AttentionKernel {
 
     private static void accumulateHead(float[] tile, int dim, int count, float[] sc, int rescaleAt, int g, int tokens,
                                        float[] o, int oBase) {
-        float rescale = sc[rescaleAt + g];
-        if (!Float.isNaN(rescale)) {
-            accumulate(tile, dim, count, sc, g * tokens, rescale, o, oBase);
+        if (!Float.isNaN(sc[rescaleAt + g])) {
+            accumulate(tile, dim, count, sc, g * tokens, o, oBase);
         }
     }
 
@@ -285,8 +290,8 @@ public final class VectorKernel implements AttentionKernel {
     // boxes them and runs 20-50x slower. Hence one small method per hot loop.
 
     /** Logits of the L tokens from column {@code col} of the staged K tile into {@code sc[row + col ..]}. */
-    private static void scores(float[] tile, int tokens, int col, float[] query, int qBase, int dim, float[] bias,
-                               float[] sc, int row) {
+    private static void scores(float[] tile, int tokens, int col, float[] query, int qBase, int dim, float[] sc,
+                                int row) {
         FloatVector a0 = FloatVector.zero(SF);
         FloatVector a1 = FloatVector.zero(SF);
         FloatVector a2 = FloatVector.zero(SF);
@@ -301,13 +306,12 @@ public final class VectorKernel implements AttentionKernel {
                     .fma(FloatVector.broadcast(SF, query[qBase + i + 3]), a3);
         }
         FloatVector s = a0.add(a1).add(a2.add(a3));
-        VectorMask<Float> visit = FloatVector.fromArray(SF, bias, col).compare(VectorOperators.EQ, 0f);
-        FloatVector.broadcast(SF, Float.NEGATIVE_INFINITY).blend(s, visit).intoArray(sc, row + col);
+        s.intoArray(sc, row + col);
     }
 
     /** {@link #scores} for four query heads sharing one KV head: each staged K row is loaded once for all four. */
-    private static void scores4(float[] tile, int tokens, int col, float[] query, int qBase, int dim, float[] bias,
-                                float[] sc, int row) {
+    private static void scores4(float[] tile, int tokens, int col, float[] query, int qBase, int dim, float[] sc,
+                                int row) {
         FloatVector a0 = FloatVector.zero(SF);
         FloatVector a1 = FloatVector.zero(SF);
         FloatVector a2 = FloatVector.zero(SF);
@@ -328,17 +332,15 @@ public final class VectorKernel implements AttentionKernel {
             c2 = k1.fma(FloatVector.broadcast(SF, query[qBase + 2 * dim + i + 1]), c2);
             c3 = k1.fma(FloatVector.broadcast(SF, query[qBase + 3 * dim + i + 1]), c3);
         }
-        VectorMask<Float> visit = FloatVector.fromArray(SF, bias, col).compare(VectorOperators.EQ, 0f);
-        FloatVector skip = FloatVector.broadcast(SF, Float.NEGATIVE_INFINITY);
-        skip.blend(a0.add(c0), visit).intoArray(sc, row + col);
-        skip.blend(a1.add(c1), visit).intoArray(sc, row + tokens + col);
-        skip.blend(a2.add(c2), visit).intoArray(sc, row + 2 * tokens + col);
-        skip.blend(a3.add(c3), visit).intoArray(sc, row + 3 * tokens + col);
+        a0.add(c0).intoArray(sc, row + col);
+        a1.add(c1).intoArray(sc, row + tokens + col);
+        a2.add(c2).intoArray(sc, row + 2 * tokens + col);
+        a3.add(c3).intoArray(sc, row + 3 * tokens + col);
     }
 
     /** {@link #scores4} over two token blocks at once: each query broadcast feeds two blocks. */
-    private static void scores4x2(float[] tile, int tokens, int col, float[] query, int qBase, int dim, float[] bias,
-                                  float[] sc, int row) {
+    private static void scores4x2(float[] tile, int tokens, int col, float[] query, int qBase, int dim, float[] sc,
+                                int row) {
         FloatVector a0 = FloatVector.zero(SF);
         FloatVector a1 = FloatVector.zero(SF);
         FloatVector a2 = FloatVector.zero(SF);
@@ -363,17 +365,14 @@ public final class VectorKernel implements AttentionKernel {
             c2 = k1.fma(q2, c2);
             c3 = k1.fma(q3, c3);
         }
-        FloatVector skip = FloatVector.broadcast(SF, Float.NEGATIVE_INFINITY);
-        VectorMask<Float> v0 = FloatVector.fromArray(SF, bias, col).compare(VectorOperators.EQ, 0f);
-        VectorMask<Float> v1 = FloatVector.fromArray(SF, bias, col + L).compare(VectorOperators.EQ, 0f);
-        skip.blend(a0, v0).intoArray(sc, row + col);
-        skip.blend(a1, v0).intoArray(sc, row + tokens + col);
-        skip.blend(a2, v0).intoArray(sc, row + 2 * tokens + col);
-        skip.blend(a3, v0).intoArray(sc, row + 3 * tokens + col);
-        skip.blend(c0, v1).intoArray(sc, row + col + L);
-        skip.blend(c1, v1).intoArray(sc, row + tokens + col + L);
-        skip.blend(c2, v1).intoArray(sc, row + 2 * tokens + col + L);
-        skip.blend(c3, v1).intoArray(sc, row + 3 * tokens + col + L);
+        a0.intoArray(sc, row + col);
+        a1.intoArray(sc, row + tokens + col);
+        a2.intoArray(sc, row + 2 * tokens + col);
+        a3.intoArray(sc, row + 3 * tokens + col);
+        c0.intoArray(sc, row + col + L);
+        c1.intoArray(sc, row + tokens + col + L);
+        c2.intoArray(sc, row + 2 * tokens + col + L);
+        c3.intoArray(sc, row + 3 * tokens + col + L);
     }
 
     /**
@@ -381,7 +380,7 @@ public final class VectorKernel implements AttentionKernel {
      * loaded once and feeds eight independent accumulators.
      */
     private static void accumulateGroup4(float[] tile, int dim, int count, float[] p, int row, int tokens,
-                                         float[] rescale, int rescaleAt, float[] o, int oAt, int headStride, int c) {
+                                         float[] o, int oAt, int headStride, int c) {
         FloatVector x0 = FloatVector.zero(SF);
         FloatVector x1 = FloatVector.zero(SF);
         FloatVector y0 = FloatVector.zero(SF);
@@ -406,23 +405,26 @@ public final class VectorKernel implements AttentionKernel {
             w0 = v0.fma(p3, w0);
             w1 = v1.fma(p3, w1);
         }
-        // Written out rather than through a helper: a vector passed to a method that C2 does not inline is boxed,
-        // and whether it inlines varies from run to run (seen as runs 3x slower than others).
-        FloatVector r = FloatVector.broadcast(SF, rescale[rescaleAt]);
-        FloatVector.fromArray(SF, o, oAt).fma(r, x0).intoArray(o, oAt);
-        FloatVector.fromArray(SF, o, oAt + L).fma(r, x1).intoArray(o, oAt + L);
+        FloatVector.fromArray(SF, o, oAt).add(x0).intoArray(o, oAt);
+        FloatVector.fromArray(SF, o, oAt + L).add(x1).intoArray(o, oAt + L);
         int at = oAt + headStride;
-        r = FloatVector.broadcast(SF, rescale[rescaleAt + 1]);
-        FloatVector.fromArray(SF, o, at).fma(r, y0).intoArray(o, at);
-        FloatVector.fromArray(SF, o, at + L).fma(r, y1).intoArray(o, at + L);
+        FloatVector.fromArray(SF, o, at).add(y0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).add(y1).intoArray(o, at + L);
         at += headStride;
-        r = FloatVector.broadcast(SF, rescale[rescaleAt + 2]);
-        FloatVector.fromArray(SF, o, at).fma(r, z0).intoArray(o, at);
-        FloatVector.fromArray(SF, o, at + L).fma(r, z1).intoArray(o, at + L);
+        FloatVector.fromArray(SF, o, at).add(z0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).add(z1).intoArray(o, at + L);
         at += headStride;
-        r = FloatVector.broadcast(SF, rescale[rescaleAt + 3]);
-        FloatVector.fromArray(SF, o, at).fma(r, w0).intoArray(o, at);
-        FloatVector.fromArray(SF, o, at + L).fma(r, w1).intoArray(o, at + L);
+        FloatVector.fromArray(SF, o, at).add(w0).intoArray(o, at);
+        FloatVector.fromArray(SF, o, at + L).add(w1).intoArray(o, at + L);
+    }
+
+    /** Sets the logits of skipped slots ({@code bias} −∞) to −∞; the score loops write raw dot products. */
+    private static void skip(float[] sc, int row, int span, float[] bias) {
+        FloatVector none = FloatVector.broadcast(SF, Float.NEGATIVE_INFINITY);
+        for (int c = 0; c < span; c += L) {
+            VectorMask<Float> visit = FloatVector.fromArray(SF, bias, c).compare(VectorOperators.EQ, 0f);
+            none.blend(FloatVector.fromArray(SF, sc, row + c), visit).intoArray(sc, row + c);
+        }
     }
 
     private static float max(float[] sc, int row, int span) {
@@ -444,21 +446,20 @@ public final class VectorKernel implements AttentionKernel {
         return sum.reduceLanes(VectorOperators.ADD);
     }
 
-    /** {@code o ← o·rescale + Σ_t p_t·V[t]} over the staged V rows. */
-    private static void accumulate(float[] tile, int dim, int count, float[] sc, int row, float rescale, float[] o,
-                                   int oBase) {
+    /** {@code o ← o + Σ_t p_t·V[t]} over the staged V rows ({@code o} is already rescaled). */
+    private static void accumulate(float[] tile, int dim, int count, float[] sc, int row, float[] o, int oBase) {
         int c = 0;
         for (; c + 4 * L <= dim; c += 4 * L) {
-            accumulate4(tile, dim, count, sc, row, rescale, o, oBase + c, c);
+            accumulate4(tile, dim, count, sc, row, o, oBase + c, c);
         }
         for (; c < dim; c += L) {
-            accumulate1(tile, dim, count, sc, row, rescale, o, oBase + c, c);
+            accumulate1(tile, dim, count, sc, row, o, oBase + c, c);
         }
     }
 
     /** Four L-wide column chunks from {@code c}: four independent accumulators, one broadcast per token. */
-    private static void accumulate4(float[] tile, int dim, int count, float[] sc, int row, float rescale, float[] o,
-                                    int oAt, int c) {
+    private static void accumulate4(float[] tile, int dim, int count, float[] sc, int row, float[] o, int oAt,
+                                    int c) {
         FloatVector b0 = FloatVector.zero(SF);
         FloatVector b1 = FloatVector.zero(SF);
         FloatVector b2 = FloatVector.zero(SF);
@@ -471,21 +472,20 @@ public final class VectorKernel implements AttentionKernel {
             b2 = FloatVector.fromArray(SF, tile, at + 2 * L).fma(p, b2);
             b3 = FloatVector.fromArray(SF, tile, at + 3 * L).fma(p, b3);
         }
-        FloatVector r = FloatVector.broadcast(SF, rescale);
-        FloatVector.fromArray(SF, o, oAt).fma(r, b0).intoArray(o, oAt);
-        FloatVector.fromArray(SF, o, oAt + L).fma(r, b1).intoArray(o, oAt + L);
-        FloatVector.fromArray(SF, o, oAt + 2 * L).fma(r, b2).intoArray(o, oAt + 2 * L);
-        FloatVector.fromArray(SF, o, oAt + 3 * L).fma(r, b3).intoArray(o, oAt + 3 * L);
+        FloatVector.fromArray(SF, o, oAt).add(b0).intoArray(o, oAt);
+        FloatVector.fromArray(SF, o, oAt + L).add(b1).intoArray(o, oAt + L);
+        FloatVector.fromArray(SF, o, oAt + 2 * L).add(b2).intoArray(o, oAt + 2 * L);
+        FloatVector.fromArray(SF, o, oAt + 3 * L).add(b3).intoArray(o, oAt + 3 * L);
     }
 
     /** One L-wide column chunk {@code c}. */
-    private static void accumulate1(float[] tile, int dim, int count, float[] sc, int row, float rescale, float[] o,
-                                    int oAt, int c) {
+    private static void accumulate1(float[] tile, int dim, int count, float[] sc, int row, float[] o, int oAt,
+                                    int c) {
         FloatVector b0 = FloatVector.zero(SF);
         for (int t = 0; t < count; t++) {
             b0 = FloatVector.fromArray(SF, tile, t * dim + c).fma(FloatVector.broadcast(SF, sc[row + t]), b0);
         }
-        FloatVector.fromArray(SF, o, oAt).fma(FloatVector.broadcast(SF, rescale), b0).intoArray(o, oAt);
+        FloatVector.fromArray(SF, o, oAt).add(b0).intoArray(o, oAt);
     }
 
     /**
