@@ -3,8 +3,6 @@ package io.pikv.cli;
 import io.pikv.kv.Accuracy;
 import io.pikv.kv.Fp16;
 import io.pikv.kv.KvLayout;
-import io.pikv.kv.KvStore;
-import io.pikv.kv.KvStoreConfig;
 import io.pikv.kv.ModelShape;
 import io.pikv.kv.StorageType;
 import io.pikv.kv.compute.ComputeBackends;
@@ -86,7 +84,8 @@ public final class GpuCheck implements Callable<Integer> {
             row.put("tokens", s[3]);
             boolean ok;
             try {
-                double err = compareWithCpu(cuda, s[0], s[1], s[2], s[3]);
+                double err = CudaKvCache.errorAgainstCpu(cuda, new ModelShape(1, s[0], s[1], s[2], 8, 2), s[3],
+                        s[3] * 31L + s[2]);
                 ok = err <= 2e-3;
                 row.put("rel_error_vs_cpu", BenchReport.round(err, 3));
             } catch (RuntimeException e) {
@@ -123,30 +122,6 @@ public final class GpuCheck implements Callable<Integer> {
             report.writeJson(json);
         }
         return allOk ? 0 : 1;
-    }
-
-    /** Appends the same random tokens to a CPU store and a CUDA cache; relative error of the GPU output. */
-    private static double compareWithCpu(CudaBackend cuda, int qHeads, int kvHeads, int headDim, int tokens) {
-        ModelShape shape = new ModelShape(1, qHeads, kvHeads, headDim, 8, 2);
-        Random rnd = new Random(tokens * 31L + headDim);
-        try (KvStore cpu = new KvStore(KvStoreConfig.builder(shape).pageTokens(32).threads(1).build());
-             CudaKvCache gpu = new CudaKvCache(cuda, shape, 64L << 20)) {
-            long a = cpu.createSequence();
-            long b = gpu.createSequence();
-            for (int t = 0; t < tokens; t++) {
-                float[] k = gaussian(shape.kvWidth(), rnd, t % 17 == 0 ? 3 : 1);
-                float[] v = gaussian(shape.kvWidth(), rnd, 1);
-                cpu.append(a, 0, rnd.nextInt(8), k, v);
-                gpu.append(b, 0, k, v);
-            }
-            double worst = 0;
-            for (float scale : new float[] {1, 3}) {
-                float[] q = gaussian(shape.queryWidth(), rnd, scale);
-                worst = Math.max(worst, Accuracy.relativeError(gpu.attendPartial(b, 0, q).finish().output(),
-                        cpu.attend(a, 0, q).output()));
-            }
-            return worst;
-        }
     }
 
     /**

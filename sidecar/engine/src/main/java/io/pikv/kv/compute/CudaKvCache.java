@@ -1,6 +1,9 @@
 package io.pikv.kv.compute;
 
+import io.pikv.kv.Accuracy;
 import io.pikv.kv.Fp16;
+import io.pikv.kv.KvStore;
+import io.pikv.kv.KvStoreConfig;
 import io.pikv.kv.KvLayout;
 import io.pikv.kv.ModelShape;
 import io.pikv.kv.PartialAttention;
@@ -15,6 +18,7 @@ import java.nio.ByteBuffer;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.Map;
+import java.util.Random;
 
 /**
  * Device-resident KV pages for sequences, with decode attention on the GPU. Pages use the engine's fp16 page
@@ -346,6 +350,42 @@ public final class CudaKvCache implements AutoCloseable {
                 JCudaDriver.cuMemFree(p);
             }
         }
+    }
+
+    /**
+     * Appends the same random tokens (N(0,1), every 17th key ×3 for peaky attention) to a CPU store and to a
+     * device cache of {@code shape} and returns the worst relative error ({@link Accuracy}) of the device's
+     * attention over two queries (scales 1 and 3). Used by the GPU tests and {@code ./pikv gpu-check}.
+     */
+    public static double errorAgainstCpu(CudaBackend cuda, ModelShape shape, int tokens, long seed) {
+        Random rnd = new Random(seed);
+        try (KvStore cpu = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP16)
+                .pageTokens(PAGE_TOKENS).threads(1).build());
+             CudaKvCache gpu = new CudaKvCache(cuda, shape, 64L << 20)) {
+            long a = cpu.createSequence();
+            long b = gpu.createSequence();
+            for (int t = 0; t < tokens; t++) {
+                float[] k = gaussian(shape.kvWidth(), rnd, t % 17 == 0 ? 3 : 1);
+                float[] v = gaussian(shape.kvWidth(), rnd, 1);
+                cpu.append(a, 0, rnd.nextInt(shape.experts()), k, v);
+                gpu.append(b, 0, k, v);
+            }
+            double worst = 0;
+            for (float scale : new float[] {1, 3}) {
+                float[] q = gaussian(shape.queryWidth(), rnd, scale);
+                worst = Math.max(worst, Accuracy.relativeError(gpu.attendPartial(b, 0, q).finish().output(),
+                        cpu.attend(a, 0, q).output()));
+            }
+            return worst;
+        }
+    }
+
+    private static float[] gaussian(int n, Random rnd, float sigma) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) {
+            x[i] = (float) (rnd.nextGaussian() * sigma);
+        }
+        return x;
     }
 
     /** Device-to-device copy bandwidth (bytes read plus written per second, GB/s), best of {@code iterations}. */
