@@ -16,6 +16,10 @@ package io.pikv.kv;
  * same-width integer passes over 16 words (low halves, high halves) that land in natural order, with no lane
  * shuffles; scalar code goes through {@link #halfSlot(int)}. A region's element count is a multiple of 32 because
  * {@code headDim × pageTokens} is even and heads start on block boundaries (checked here).
+ *
+ * <p>int8 pages keep the same element order (no swizzle: element {@code x} is byte {@code x}) and append their
+ * scales after the two regions: {@code float keyScale[kvHeads][headDim]} (per channel, over the page's tokens)
+ * then {@code float valueScale[kvHeads][pageTokens]} (per token). An element's value is its byte times its scale.
  */
 public record KvLayout(int kvHeads, int headDim, int pageTokens, StorageType type) {
 
@@ -26,6 +30,9 @@ public record KvLayout(int kvHeads, int headDim, int pageTokens, StorageType typ
         if (type == StorageType.FP16 && (headDim * pageTokens) % 32 != 0) {
             throw new IllegalArgumentException("fp16 pages need headDim × pageTokens to be a multiple of 32, got "
                     + headDim + " × " + pageTokens);
+        }
+        if (type == StorageType.INT8 && headDim % 4 != 0) {
+            throw new IllegalArgumentException("int8 pages need headDim to be a multiple of 4, got " + headDim);
         }
     }
 
@@ -39,14 +46,28 @@ public record KvLayout(int kvHeads, int headDim, int pageTokens, StorageType typ
         return kvHeads * headDim * pageTokens;
     }
 
-    /** Bytes of one page. */
+    /** Bytes of one page (for int8: both regions plus the key and value scales). */
     public int pageBytes() {
-        return 2 * regionElements() * type.bytes();
+        int payload = 2 * regionElements() * type.bytes();
+        return type == StorageType.INT8 ? payload + Float.BYTES * kvHeads * (headDim + pageTokens) : payload;
     }
 
-    /** Payload bytes of one entry (K and V of one token in one layer). */
+    /**
+     * Bytes one entry (K and V of one token in one layer) occupies: for fp32/fp16 its payload, for int8 the page's
+     * bytes per slot rounded up (payload, its value scales and its share of the page's key scales).
+     */
     public int entryBytes() {
-        return 2 * kvHeads * headDim * type.bytes();
+        return (pageBytes() + pageTokens - 1) / pageTokens;
+    }
+
+    /** Byte offset of the int8 key scale of channel (head, dim). */
+    public int keyScaleOffset(int head, int dim) {
+        return 2 * regionElements() + Float.BYTES * (head * headDim + dim);
+    }
+
+    /** Byte offset of the int8 value scale of the token in {@code slot} of {@code head}. */
+    public int valueScaleOffset(int head, int slot) {
+        return 2 * regionElements() + Float.BYTES * (kvHeads * headDim + head * pageTokens + slot);
     }
 
     /** Element index of K[head][dim] of the token in {@code slot}. */

@@ -35,6 +35,9 @@ public final class KvShard {
     private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
     private final Map<Long, LayerState[]> sequences = new HashMap<>();
     private final AtomicLongArray counters;
+    /** Scratch for moving an int8 entry between pages (used under the write lock). */
+    private final float[] moveK;
+    private final float[] moveV;
     private final AtomicLongArray residentEntries;
     private final Context context = new Context();
     private Page oldest;
@@ -56,6 +59,8 @@ public final class KvShard {
         this.id = id;
         this.shape = shape;
         this.layout = layout;
+        this.moveK = new float[shape.kvWidth()];
+        this.moveV = new float[shape.kvWidth()];
         this.buckets = buckets;
         this.pool = new PagePool(layout, budgetBytes);
         this.hook = hook;
@@ -106,7 +111,7 @@ public final class KvShard {
             Segment segment = ls.buckets[ShardKey.bucket(position, expert, buckets)];
             Page page = pageForAppend(segment);
             int slot = page.count;
-            write(page, slot, k, v);
+            page.writeEntry(slot, k, 0, v, 0);
             page.position[slot] = position;
             page.expert[slot] = (short) expert;
             page.count = slot + 1;
@@ -117,16 +122,6 @@ public final class KvShard {
             entries++;
         } finally {
             lock.writeLock().unlock();
-        }
-    }
-
-    private void write(Page page, int slot, float[] k, float[] v) {
-        int dim = layout.headDim();
-        for (int h = 0; h < layout.kvHeads(); h++) {
-            for (int i = 0; i < dim; i++) {
-                page.put(layout.keyIndex(h, i, slot), k[h * dim + i]);
-                page.put(layout.valueIndex(h, slot, i), v[h * dim + i]);
-            }
         }
     }
 
@@ -227,7 +222,7 @@ public final class KvShard {
             Page donor = segment.tail != null ? segment.tail : segment.pages.get(segment.pages.size() - 1);
             int last = donor.count - 1;
             if (donor != page || last != slot) {
-                page.copyEntry(donor, last, slot);
+                page.copyEntry(donor, last, slot, moveK, moveV);
                 ls.location[page.position[slot]] = page.id * tokens + slot;
             }
             donor.count = last;

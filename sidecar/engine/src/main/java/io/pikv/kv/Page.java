@@ -1,5 +1,7 @@
 package io.pikv.kv;
 
+import io.pikv.kv.compression.Int8Codec;
+
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
@@ -68,8 +70,25 @@ public final class Page {
         return expert[slot];
     }
 
-    /** Writes one element at element index {@code index}. */
-    void put(int index, float value) {
+    /**
+     * Writes K and V ({@code kvHeads × headDim} each, head-major) into {@code slot}; slots {@code [0, count)} other
+     * than {@code slot} keep their values (for int8 they may be requantized to a wider channel scale).
+     */
+    void writeEntry(int slot, float[] k, int kOffset, float[] v, int vOffset) {
+        if (layout.type() == StorageType.INT8) {
+            Int8Codec.writeEntry(bytes, layout, slot, count, k, kOffset, v, vOffset);
+            return;
+        }
+        int dim = layout.headDim();
+        for (int h = 0; h < layout.kvHeads(); h++) {
+            for (int i = 0; i < dim; i++) {
+                put(layout.keyIndex(h, i, slot), k[kOffset + h * dim + i]);
+                put(layout.valueIndex(h, slot, i), v[vOffset + h * dim + i]);
+            }
+        }
+    }
+
+    private void put(int index, float value) {
         if (layout.type() == StorageType.FP32) {
             floats.put(index, value);
         } else {
@@ -77,19 +96,40 @@ public final class Page {
         }
     }
 
-    /** Reads one element at element index {@code index}, widened to float. */
+    /** Reads one element at element index {@code index}, widened (fp16) or dequantized (int8) to float. */
     public float get(int index) {
-        return layout.type() == StorageType.FP32 ? floats.get(index) : Fp16.toFloat(shorts.get(KvLayout.halfSlot(index)));
+        switch (layout.type()) {
+            case FP32:
+                return floats.get(index);
+            case FP16:
+                return Fp16.toFloat(shorts.get(KvLayout.halfSlot(index)));
+            default:
+                return Int8Codec.get(bytes, layout, index);
+        }
     }
 
-    /** Copies the entry in {@code fromSlot} of {@code from} into {@code toSlot} of this page, bit for bit. */
-    void copyEntry(Page from, int fromSlot, int toSlot) {
+    /**
+     * Copies the entry in {@code fromSlot} of {@code from} into {@code toSlot} of this page: bit for bit for fp32
+     * and fp16; for int8 through its float values (the two pages have their own key scales), using the
+     * {@code kvHeads × headDim} scratch arrays.
+     */
+    void copyEntry(Page from, int fromSlot, int toSlot, float[] kScratch, float[] vScratch) {
         int heads = layout.kvHeads();
         int dim = layout.headDim();
-        for (int h = 0; h < heads; h++) {
-            for (int i = 0; i < dim; i++) {
-                copyElement(from, layout.keyIndex(h, i, fromSlot), layout.keyIndex(h, i, toSlot));
-                copyElement(from, layout.valueIndex(h, fromSlot, i), layout.valueIndex(h, toSlot, i));
+        if (layout.type() == StorageType.INT8) {
+            for (int h = 0; h < heads; h++) {
+                for (int i = 0; i < dim; i++) {
+                    kScratch[h * dim + i] = from.get(layout.keyIndex(h, i, fromSlot));
+                    vScratch[h * dim + i] = from.get(layout.valueIndex(h, fromSlot, i));
+                }
+            }
+            writeEntry(toSlot, kScratch, 0, vScratch, 0);
+        } else {
+            for (int h = 0; h < heads; h++) {
+                for (int i = 0; i < dim; i++) {
+                    copyElement(from, layout.keyIndex(h, i, fromSlot), layout.keyIndex(h, i, toSlot));
+                    copyElement(from, layout.valueIndex(h, fromSlot, i), layout.valueIndex(h, toSlot, i));
+                }
             }
         }
         position[toSlot] = from.position[fromSlot];
@@ -102,6 +142,21 @@ public final class Page {
         } else {
             shorts.put(KvLayout.halfSlot(toIndex), from.shorts.get(KvLayout.halfSlot(fromIndex)));
         }
+    }
+
+    /** Bulk-reads {@code length} int8 elements from element {@code index}. */
+    public void readBytes(int index, byte[] dst, int offset, int length) {
+        bytes.get(index, dst, offset, length);
+    }
+
+    /** The int8 key scale of channel (head, dim). */
+    public float keyScale(int head, int dim) {
+        return bytes.getFloat(layout.keyScaleOffset(head, dim));
+    }
+
+    /** The int8 value scale of the token in {@code slot} of {@code head}. */
+    public float valueScale(int head, int slot) {
+        return bytes.getFloat(layout.valueScaleOffset(head, slot));
     }
 
     /** Bulk-reads {@code length} fp32 elements from element {@code index} (memcpy from off-heap). */

@@ -13,6 +13,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 /** Attention through the store against the double-precision reference, for both kernels and both storage types. */
 class AttentionAccuracyTest {
+    static final double INT8_TOLERANCE = 3e-2;
 
     /** qHeads, kvHeads, headDim, tokens, pageTokens, shards, buckets. */
     static Stream<Arguments> shapes() {
@@ -52,7 +53,9 @@ class AttentionAccuracyTest {
         List<Reference.Entry> entries = Reference.randomEntries(shape, tokens, rnd);
         KvStoreConfig config = KvStoreConfig.builder(shape).storageType(type).pageTokens(pageTokens)
                 .shards(shards).buckets(buckets).kernel(kernel).threads(2).build();
-        double tolerance = type == StorageType.FP32 ? 1e-5 : 2e-3;
+        // int8 is the lossy compressed format: its arithmetic is held to 1e-5 against the stored values in
+        // Int8PageTest; here it is held to what 8 bits of per-channel/per-token scale give on these inputs.
+        double tolerance = type == StorageType.FP32 ? 1e-5 : type == StorageType.FP16 ? 2e-3 : INT8_TOLERANCE;
         try (KvStore store = new KvStore(config)) {
             long seq = store.createSequence();
             Reference.load(store, seq, 1, entries);
@@ -77,7 +80,8 @@ class AttentionAccuracyTest {
                     double[] w = Reference.weights(shape, q, entries, qh);
                     for (int j = 0; j < positions.length; j++) {
                         assertThat((double) result.weight(qh, j)).isCloseTo(w[positions[j]],
-                                org.assertj.core.data.Offset.offset(type == StorageType.FP32 ? 1e-5 : 2e-3));
+                                org.assertj.core.data.Offset.offset(type == StorageType.INT8 ? INT8_TOLERANCE
+                                        : type == StorageType.FP32 ? 1e-5 : 2e-3));
                     }
                 }
             }

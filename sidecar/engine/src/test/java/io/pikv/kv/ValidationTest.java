@@ -89,6 +89,6 @@ class ValidationTest {
         rejects(() -> KvStoreConfig.builder(SHAPE).shards(4).budgetBytes(1000).build(), "less than one page");
         rejects(() -> new KvStore(KvStoreConfig.builder(SHAPE).kernel("gpu").build()),
                 "pikv.kernel must be auto, vector or scalar, got 'gpu'");
-        rejects(() -> StorageType.parse("bf16"), "unknown storage type 'bf16': use fp32 or fp16");
+        rejects(() -> StorageType.parse("bf16"), "unknown storage type 'bf16': use fp32, fp16 or int8");
     }
 }

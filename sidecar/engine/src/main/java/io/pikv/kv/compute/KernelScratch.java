@@ -11,10 +11,24 @@ public final class KernelScratch {
     public int[] halfWords = new int[0];
     public float[] scores = new float[0];
     public float[] bias = new float[0];
+    /** int8 pages: one head's K and V bytes, and its scales with the scaled query. */
+    public byte[] bytes = new byte[0];
+    public float[] aux = new float[0];
 
     /** The calling thread's scratch. */
     public static KernelScratch get() {
         return LOCAL.get();
+    }
+
+    /** Ensures the int8 buffers hold at least the given number of elements. */
+    public KernelScratch ensureInt8(int byteElems, int auxElems) {
+        if (bytes.length < byteElems) {
+            bytes = new byte[byteElems];
+        }
+        if (aux.length < auxElems) {
+            aux = new float[auxElems];
+        }
+        return this;
     }
 
     /** Ensures each buffer holds at least the given number of elements. */
