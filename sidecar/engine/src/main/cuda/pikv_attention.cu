@@ -4,8 +4,12 @@
 // swizzled in blocks of 32 elements: 32-bit word w of a block holds element w (low half) and element w + 16
 // (high half). Pages live in one device pool; a page is addressed by its index.
 //
+// int8 pages (the compressed format, io.pikv.kv.compression.Int8Codec): K region [kvHeads][headDim][P] int8, V
+// region [kvHeads][P][headDim] int8, natural order, then float keyScale[kvHeads][headDim] (per channel) and float
+// valueScale[kvHeads][P] (per token); an element is its byte times its scale.
+//
 // Limits of these kernels (checked by the host): P == 32, headDim in {32, 64, 128, 256} (one partial kernel
-// per head dim), group = qHeads / kvHeads <= 4, 128 threads per block.
+// per page type and head dim), group = qHeads / kvHeads <= 4, 128 threads per block.
 #include <cuda_fp16.h>
 
 #define PIKV_P 32
@@ -25,6 +29,36 @@ __device__ __forceinline__ float pikv_warp_max(float v) {
 __device__ __forceinline__ float pikv_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
+}
+
+// Merges the four warps' states of a block and writes the split's partial (m, l, o relative to m).
+template <int D>
+__device__ __forceinline__ void pikv_write_split(const float (*wm)[PIKV_MAX_GROUP], const float (*wl)[PIKV_MAX_GROUP],
+                                                 const float (*wo)[PIKV_MAX_GROUP][D], int split, int h, int group,
+                                                 int qHeads, float* __restrict__ outM, float* __restrict__ outL,
+                                                 float* __restrict__ outO) {
+    constexpr int WARPS = PIKV_THREADS / 32;
+    for (int x = threadIdx.x; x < group * D; x += PIKV_THREADS) {
+        const int g = x / D;
+        const int d = x % D;
+        float mx = -INFINITY;
+        for (int v = 0; v < WARPS; v++) mx = fmaxf(mx, wm[v][g]);
+        float sum = 0.f;
+        float acc = 0.f;
+        for (int v = 0; v < WARPS; v++) {
+            if (wm[v][g] != -INFINITY) {
+                float e = __expf(wm[v][g] - mx);
+                sum += wl[v][g] * e;
+                acc += wo[v][g][d] * e;
+            }
+        }
+        const int qh = h * group + g;
+        outO[((size_t) split * qHeads + qh) * D + d] = acc;
+        if (d == 0) {
+            outM[split * qHeads + qh] = mx;
+            outL[split * qHeads + qh] = sum;
+        }
+    }
 }
 
 // One block = (split blockIdx.x, KV head blockIdx.y) over the pages [split * pagesPerSplit, ...) of the list.
@@ -188,42 +222,220 @@ __device__ __forceinline__ void pikv_partial_impl(const unsigned char* __restric
         }
     }
     __syncthreads();
-    for (int x = tid; x < group * D; x += PIKV_THREADS) {
-        const int g = x / D;
-        const int d = x % D;
-        float mx = -INFINITY;
-        for (int v = 0; v < WARPS; v++) mx = fmaxf(mx, wm[v][g]);
-        float sum = 0.f;
-        float acc = 0.f;
-        for (int v = 0; v < WARPS; v++) {
-            if (wm[v][g] != -INFINITY) {
-                float e = __expf(wm[v][g] - mx);
-                sum += wl[v][g] * e;
-                acc += wo[v][g][d] * e;
-            }
-        }
-        const int qh = h * group + g;
-        outO[((size_t) split * qHeads + qh) * D + d] = acc;
-        if (d == 0) {
-            outM[split * qHeads + qh] = mx;
-            outL[split * qHeads + qh] = sum;
-        }
-    }
+    pikv_write_split<D>(wm, wl, wo, split, h, group, qHeads, outM, outL, outO);
 }
 
-#define PIKV_PARTIAL(D)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(PIKV_THREADS) pikv_decode_partial_d##D(                        \
+// int8 pages, dequantized on read: the same split-K scheme as pikv_partial_impl. A key channel's scale folds into
+// the query (q_i * ks_i, computed once per page into the warp's shared row) and a token's value scale into its
+// probability (p_t * vs_t), so the inner loops multiply widened bytes directly.
+//
+// Per page, K: a dim row is 32 bytes = 8 words, word w holding tokens 4w..4w+3; lane (w = lane % 8,
+// rg = lane / 8) reads word w of rows rg, rg + 4, ..., and two shuffles join the four row groups. V: a token row
+// is D / 4 words; lanes take whole words (four dims each) of rows.
+//
+// Widening: byte j of a word, offset to unsigned (x ^ 0x80), is placed by one byte permute as the low mantissa
+// byte of the float 2^23 (0x4B0000uu), and one subtraction of 2^23 + 128 gives the signed value exactly: two
+// full-rate instructions instead of a quarter-rate integer-to-float conversion.
+__device__ __forceinline__ float pikv_i8_at(unsigned int biased, unsigned int selector) {
+    return __int_as_float((int) __byte_perm(biased, 0x4B000000u, selector)) - 8388736.f;
+}
+
+__device__ __forceinline__ float4 pikv_i8x4(unsigned int word) {
+    const unsigned int b = word ^ 0x80808080u;
+    return make_float4(pikv_i8_at(b, 0x7540u), pikv_i8_at(b, 0x7541u), pikv_i8_at(b, 0x7542u),
+                       pikv_i8_at(b, 0x7543u));
+}
+
+template <int D>
+__device__ __forceinline__ void pikv_partial_i8_impl(const unsigned char* __restrict__ pool,
+                                                     unsigned long long pageBytes, const int* __restrict__ pageIds,
+                                                     const int* __restrict__ counts, int numPages, int pagesPerSplit,
+                                                     const float* __restrict__ q, int kvHeads, int group,
+                                                     float* __restrict__ outM, float* __restrict__ outL,
+                                                     float* __restrict__ outO) {
+    constexpr int WARPS = PIKV_THREADS / 32;
+    constexpr int WR = D / 4;                       // words per V row
+    constexpr int LPR = WR < 32 ? WR : 32;          // lanes per V row
+    constexpr int RPP = 32 / LPR;                   // V rows per pass
+    constexpr int WPL = WR / LPR;                   // V words per lane per row
+    __shared__ float4 qs[D];
+    __shared__ float4 qk[WARPS][D];                 // the query times the current page's key scales, per warp
+    __shared__ float4 ps[WARPS][PIKV_P];
+    __shared__ float wm[WARPS][PIKV_MAX_GROUP];
+    __shared__ float wl[WARPS][PIKV_MAX_GROUP];
+    __shared__ float wo[WARPS][PIKV_MAX_GROUP][D];
+
+    const int split = blockIdx.x;
+    const int h = blockIdx.y;
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int qHeads = kvHeads * group;
+    const int first = split * pagesPerSplit;
+    const int last = min(numPages, first + pagesPerSplit);
+    const size_t regionWords = (size_t) D * PIKV_P / 4;   // one head's K (or V) words
+
+    for (int i = tid; i < D; i += PIKV_THREADS) {
+        float v[PIKV_MAX_GROUP];
+#pragma unroll
+        for (int g = 0; g < PIKV_MAX_GROUP; g++) v[g] = g < group ? q[(h * group + g) * D + i] : 0.f;
+        qs[i] = make_float4(v[0], v[1], v[2], v[3]);
+    }
+    __syncthreads();
+
+    const int w = lane & 7;
+    const int rg = lane >> 3;
+    const int vRow0 = lane / LPR;
+    const int vWord0 = lane % LPR;
+
+    float m[PIKV_MAX_GROUP];
+    float l[PIKV_MAX_GROUP];
+    float o[PIKV_MAX_GROUP][4 * WPL];
+#pragma unroll
+    for (int g = 0; g < PIKV_MAX_GROUP; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.f;
+#pragma unroll
+        for (int x = 0; x < 4 * WPL; x++) o[g][x] = 0.f;
+    }
+
+    for (int pi = first + warp; pi < last; pi += WARPS) {
+        const unsigned int* page = reinterpret_cast<const unsigned int*>(pool + (unsigned long long) pageIds[pi] * pageBytes);
+        const int count = counts[pi];
+        const unsigned int* kw = page + (size_t) h * regionWords;
+        const unsigned int* vw = page + (size_t) kvHeads * regionWords + (size_t) h * regionWords;
+        const float* scales = reinterpret_cast<const float*>(page + 2 * (size_t) kvHeads * regionWords);
+        const float* ks = scales + h * D;
+        const float* vs = scales + kvHeads * D + h * PIKV_P;
+
+        __syncwarp();   // the previous page's reads of qk are done
+        for (int i = lane; i < D; i += 32) {
+            const float sc = __ldg(ks + i);
+            const float4 qv = qs[i];
+            qk[warp][i] = make_float4(qv.x * sc, qv.y * sc, qv.z * sc, qv.w * sc);
+        }
+        __syncwarp();
+
+        float acc[PIKV_MAX_GROUP][4];
+#pragma unroll
+        for (int g = 0; g < PIKV_MAX_GROUP; g++) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) acc[g][j] = 0.f;
+        }
+#pragma unroll 8
+        for (int r = 0; r < D / 4; r++) {
+            const int row = 4 * r + rg;
+            const float4 k = pikv_i8x4(__ldg(kw + row * 8 + w));
+            const float4 qv = qk[warp][row];
+            const float qg[4] = {qv.x, qv.y, qv.z, qv.w};
+#pragma unroll
+            for (int g = 0; g < PIKV_MAX_GROUP; g++) {
+                acc[g][0] = fmaf(qg[g], k.x, acc[g][0]);
+                acc[g][1] = fmaf(qg[g], k.y, acc[g][1]);
+                acc[g][2] = fmaf(qg[g], k.z, acc[g][2]);
+                acc[g][3] = fmaf(qg[g], k.w, acc[g][3]);
+            }
+        }
+        const float4 vsc = __ldg(reinterpret_cast<const float4*>(vs) + w);
+        const float vsj[4] = {vsc.x, vsc.y, vsc.z, vsc.w};
+#pragma unroll
+        for (int g = 0; g < PIKV_MAX_GROUP; g++) {
+            if (g < group) {
+                float s[4];
+                float mx = -INFINITY;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    float x = acc[g][j];
+                    x += __shfl_xor_sync(0xffffffffu, x, 8);
+                    x += __shfl_xor_sync(0xffffffffu, x, 16);
+                    s[j] = 4 * w + j < count ? x : -INFINITY;
+                    mx = fmaxf(mx, s[j]);
+                }
+                for (int x = 4; x > 0; x >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, x));
+                const float next = fmaxf(m[g], mx);
+                float p[4];
+                float sum = 0.f;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    p[j] = 4 * w + j < count ? __expf(s[j] - next) : 0.f;
+                    sum += p[j];
+                }
+                for (int x = 4; x > 0; x >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, x);
+                const float alpha = m[g] == -INFINITY ? 0.f : __expf(m[g] - next);
+                l[g] = l[g] * alpha + sum;
+                m[g] = next;
+#pragma unroll
+                for (int x = 0; x < 4 * WPL; x++) o[g][x] *= alpha;
+                if (rg == 0) {
+#pragma unroll
+                    for (int j = 0; j < 4; j++) reinterpret_cast<float*>(&ps[warp][4 * w + j])[g] = p[j] * vsj[j];
+                }
+            } else if (rg == 0) {
+#pragma unroll
+                for (int j = 0; j < 4; j++) reinterpret_cast<float*>(&ps[warp][4 * w + j])[g] = 0.f;
+            }
+        }
+        __syncwarp();
+#pragma unroll 4
+        for (int t = vRow0; t < count; t += RPP) {
+            const float4 pt = ps[warp][t];
+            const float pg[4] = {pt.x, pt.y, pt.z, pt.w};
+#pragma unroll
+            for (int x = 0; x < WPL; x++) {
+                const float4 v = pikv_i8x4(__ldg(vw + t * WR + vWord0 + LPR * x));
+#pragma unroll
+                for (int g = 0; g < PIKV_MAX_GROUP; g++) {
+                    o[g][4 * x] = fmaf(pg[g], v.x, o[g][4 * x]);
+                    o[g][4 * x + 1] = fmaf(pg[g], v.y, o[g][4 * x + 1]);
+                    o[g][4 * x + 2] = fmaf(pg[g], v.z, o[g][4 * x + 2]);
+                    o[g][4 * x + 3] = fmaf(pg[g], v.w, o[g][4 * x + 3]);
+                }
+            }
+        }
+        __syncwarp();
+    }
+
+#pragma unroll
+    for (int g = 0; g < PIKV_MAX_GROUP; g++) {
+        if (g < group) {
+#pragma unroll
+            for (int x = 0; x < 4 * WPL; x++) {
+                for (int mask = LPR; mask < 32; mask <<= 1) o[g][x] += __shfl_xor_sync(0xffffffffu, o[g][x], mask);
+            }
+            if (lane < LPR) {
+#pragma unroll
+                for (int x = 0; x < WPL; x++) {
+                    const int dim = 4 * (vWord0 + LPR * x);
+#pragma unroll
+                    for (int j = 0; j < 4; j++) wo[warp][g][dim + j] = o[g][4 * x + j];
+                }
+            }
+            if (lane == 0) {
+                wm[warp][g] = m[g];
+                wl[warp][g] = l[g];
+            }
+        }
+    }
+    __syncthreads();
+    pikv_write_split<D>(wm, wl, wo, split, h, group, qHeads, outM, outL, outO);
+}
+
+// Entry points: one per (page type, head dim).
+#define PIKV_PARTIAL(NAME, IMPL, D)                                                                             \
+    extern "C" __global__ void __launch_bounds__(PIKV_THREADS) NAME##D(                                         \
         const unsigned char* __restrict__ pool, unsigned long long pageBytes, const int* __restrict__ pageIds, \
         const int* __restrict__ counts, int numPages, int pagesPerSplit, const float* __restrict__ q,          \
         int kvHeads, int group, float* __restrict__ outM, float* __restrict__ outL, float* __restrict__ outO) { \
-        pikv_partial_impl<D>(pool, pageBytes, pageIds, counts, numPages, pagesPerSplit, q, kvHeads, group,      \
-                             outM, outL, outO);                                                                 \
+        IMPL<D>(pool, pageBytes, pageIds, counts, numPages, pagesPerSplit, q, kvHeads, group, outM, outL, outO); \
     }
+#define PIKV_PARTIALS(D)                                                    \
+    PIKV_PARTIAL(pikv_decode_partial_d, pikv_partial_impl, D)               \
+    PIKV_PARTIAL(pikv_decode_partial_i8_d, pikv_partial_i8_impl, D)
 
-PIKV_PARTIAL(32)
-PIKV_PARTIAL(64)
-PIKV_PARTIAL(128)
-PIKV_PARTIAL(256)
+PIKV_PARTIALS(32)
+PIKV_PARTIALS(64)
+PIKV_PARTIALS(128)
+PIKV_PARTIALS(256)
 
 // Merges the splits of pikv_decode_partial_d* with the log-sum-exp rule. One block per (query head
 // blockIdx.x, 32-dim chunk blockIdx.y), 256 threads: the split weights e^(m_s - M) go to shared memory once

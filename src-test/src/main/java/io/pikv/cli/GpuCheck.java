@@ -5,6 +5,7 @@ import io.pikv.kv.Fp16;
 import io.pikv.kv.KvLayout;
 import io.pikv.kv.ModelShape;
 import io.pikv.kv.StorageType;
+import io.pikv.kv.compression.Int8Codec;
 import io.pikv.kv.compute.ComputeBackends;
 import io.pikv.kv.compute.CudaBackend;
 import io.pikv.kv.compute.CudaKvCache;
@@ -25,8 +26,9 @@ import java.util.stream.IntStream;
 
 /**
  * {@code ./pikv gpu-check}: proves the CUDA path on a machine with an NVIDIA GPU — device, correctness against the
- * CPU backend on several shapes, and attention bandwidth against device-to-device copy bandwidth measured in the
- * same run. Without a usable GPU it says why in one line and exits 0.
+ * CPU backend on several shapes (fp16 and int8 pages), and attention bandwidth against device-to-device copy
+ * bandwidth measured in the same run, for the default launch and every launch variant, and for int8 pages. Without a
+ * usable GPU it says why in one line and exits 0.
  */
 @Command(name = "gpu-check", mixinStandardHelpOptions = true,
         description = "Check the CUDA backend on this machine: correctness against the CPU backend and attention "
@@ -78,13 +80,15 @@ public final class GpuCheck implements Callable<Integer> {
 
         boolean allOk = true;
         List<Map<String, Object>> correctness = new ArrayList<>();
+        for (StorageType type : new StorageType[] {StorageType.FP16, StorageType.INT8}) {
         for (int[] s : SHAPES) {
             Map<String, Object> row = new LinkedHashMap<>();
+            row.put("type", type.name().toLowerCase(java.util.Locale.ROOT));
             row.put("shape", "q" + s[0] + " kv" + s[1] + " d" + s[2]);
             row.put("tokens", s[3]);
             boolean ok;
             try {
-                double err = CudaKvCache.errorAgainstCpu(cuda, new ModelShape(1, s[0], s[1], s[2], 8, 2), s[3],
+                double err = CudaKvCache.errorAgainstCpu(cuda, new ModelShape(1, s[0], s[1], s[2], 8, 2), type, s[3],
                         s[3] * 31L + s[2]);
                 ok = err <= 2e-3;
                 row.put("rel_error_vs_cpu", BenchReport.round(err, 3));
@@ -97,25 +101,35 @@ public final class GpuCheck implements Callable<Integer> {
             allOk &= ok;
             correctness.add(row);
         }
+        }
         report.put("correctness", correctness);
 
         double copy = CudaKvCache.copyBandwidthGbps(cuda, 1L << 30, 10);
         report.put("copy_gbps", BenchReport.round(copy, 4));
+        CudaKvCache.Launch standard = CudaKvCache.Launch.fromSystemProperties();
+        report.put("launch", standard.toString());
         List<Map<String, Object>> bandwidth = new ArrayList<>();
+        List<Map<String, Object>> variants = new ArrayList<>();
+        List<Map<String, Object>> int8 = new ArrayList<>();
         for (int context : contexts) {
-            Map<String, Object> row;
-            try {
-                row = bandwidth(cuda, context, copy);
-            } catch (RuntimeException e) {
-                row = new LinkedHashMap<>();
-                row.put("context", context);
-                row.put("error", String.valueOf(e.getMessage()));
-                row.put("ok", false);
-            }
+            Map<String, Object> row = bandwidthRow(cuda, context, copy, StorageType.FP16, standard);
             allOk &= (Boolean) row.get("ok");
             bandwidth.add(row);
+            for (boolean graph : new boolean[] {false, true}) {
+                CudaKvCache.Launch launch = new CudaKvCache.Launch(graph);
+                if (!launch.equals(standard)) {
+                    Map<String, Object> v = bandwidthRow(cuda, context, copy, StorageType.FP16, launch);
+                    allOk &= (Boolean) v.get("ok");
+                    variants.add(v);
+                }
+                Map<String, Object> i8 = bandwidthRow(cuda, context, copy, StorageType.INT8, launch);
+                allOk &= (Boolean) i8.get("ok");
+                int8.add(i8);
+            }
         }
         report.put("bandwidth", bandwidth);
+        report.put("launch_variants", variants);
+        report.put("int8_bandwidth", int8);
         report.put("all_ok", allOk);
         report.print(out);
         if (json != null) {
@@ -124,25 +138,49 @@ public final class GpuCheck implements Callable<Integer> {
         return allOk ? 0 : 1;
     }
 
+    private Map<String, Object> bandwidthRow(CudaBackend cuda, int context, double copyGbps, StorageType type,
+                                             CudaKvCache.Launch launch) {
+        try {
+            return bandwidth(cuda, context, copyGbps, type, launch);
+        } catch (RuntimeException e) {
+            Map<String, Object> row = new LinkedHashMap<>();
+            row.put("context", context);
+            row.put("type", type.name().toLowerCase(java.util.Locale.ROOT));
+            row.put("launch", launch.toString());
+            row.put("error", String.valueOf(e.getMessage()));
+            row.put("ok", false);
+            return row;
+        }
+    }
+
     /**
-     * Attention over {@code context} tokens (q32 kv8 d128, fp16) from uploaded pages: time, bandwidth, error.
-     * Bandwidth is K+V bytes over the mean time of steps enqueued back to back; the single-step figures (each
-     * step timed alone, host launch gap included) are reported beside it.
+     * Attention over {@code context} tokens (q32 kv8 d128) from uploaded pages of {@code type}: time, bandwidth,
+     * error. Bandwidth is the bytes the kernel reads (K and V, plus the scales of int8 pages) over the mean time of
+     * steps enqueued back to back; the single-step figures (each step timed alone, host launch gap included) are
+     * reported beside it.
      */
-    private Map<String, Object> bandwidth(CudaBackend cuda, int context, double copyGbps) {
+    private Map<String, Object> bandwidth(CudaBackend cuda, int context, double copyGbps, StorageType type,
+                                          CudaKvCache.Launch launch) {
         ModelShape shape = new ModelShape(1, 32, 8, 128, 8, 2);
-        KvLayout layout = new KvLayout(8, 128, CudaKvCache.PAGE_TOKENS, StorageType.FP16);
+        KvLayout layout = new KvLayout(8, 128, CudaKvCache.PAGE_TOKENS, type);
         int pages = (context + CudaKvCache.PAGE_TOKENS - 1) / CudaKvCache.PAGE_TOKENS;
         Random rnd = new Random(context);
         ByteBuffer[] distinct = new ByteBuffer[Math.min(pages, 64)];
         for (int i = 0; i < distinct.length; i++) {
             distinct[i] = ByteBuffer.allocateDirect(layout.pageBytes()).order(ByteOrder.LITTLE_ENDIAN);
-            for (int e = 0; e < layout.pageBytes() / 2; e++) {
-                distinct[i].putShort(e * 2, Fp16.fromFloat((float) rnd.nextGaussian()));
+            if (type == StorageType.FP16) {
+                for (int e = 0; e < layout.pageBytes() / 2; e++) {
+                    distinct[i].putShort(e * 2, Fp16.fromFloat((float) rnd.nextGaussian()));
+                }
+            } else {
+                for (int t = 0; t < CudaKvCache.PAGE_TOKENS; t++) {
+                    Int8Codec.writeEntry(distinct[i], layout, t, t, gaussian(shape.kvWidth(), rnd, 1), 0,
+                            gaussian(shape.kvWidth(), rnd, 1), 0);
+                }
             }
         }
         int lastCount = context - (pages - 1) * CudaKvCache.PAGE_TOKENS;
-        try (CudaKvCache gpu = new CudaKvCache(cuda, shape, (long) pages * layout.pageBytes())) {
+        try (CudaKvCache gpu = new CudaKvCache(cuda, shape, type, (long) pages * layout.pageBytes())) {
             long seq = gpu.createSequence();
             for (int p = 0; p < pages; p++) {
                 gpu.uploadPage(seq, 0, distinct[p % distinct.length].duplicate(),
@@ -150,13 +188,18 @@ public final class GpuCheck implements Callable<Integer> {
             }
             float[] q = gaussian(shape.queryWidth(), rnd, 1);
             Map<String, Object> row = new LinkedHashMap<>();
-            try (CudaKvCache.Plan plan = gpu.plan(seq, 0)) {
+            try (CudaKvCache.Plan plan = gpu.plan(seq, 0, launch)) {
                 float[] output = plan.run(q).finish().output();
                 double err = Accuracy.relativeError(output, reference(shape, layout, distinct, pages, lastCount, q));
                 double[] ms = plan.time(q, iterations);
-                long bytes = (long) context * shape.kvHeads() * shape.headDim() * 2 * 2;
+                long bytes = (long) context * shape.kvHeads() * shape.headDim() * 2 * type.bytes();
+                if (type == StorageType.INT8) {
+                    bytes += (long) pages * (layout.pageBytes() - 2L * layout.regionElements()); // scales
+                }
                 double gbps = bytes / (ms[2] / 1e3) / 1e9;
                 row.put("context", context);
+                row.put("type", type.name().toLowerCase(java.util.Locale.ROOT));
+                row.put("launch", launch.toString());
                 row.put("splits", plan.splits());
                 row.put("step_ms", BenchReport.round(ms[2], 4));
                 row.put("single_step_ms_best", BenchReport.round(ms[0], 4));
@@ -189,7 +232,7 @@ public final class GpuCheck implements Callable<Integer> {
                 int slot = t % CudaKvCache.PAGE_TOKENS;
                 double dot = 0;
                 for (int i = 0; i < d; i++) {
-                    dot += q[qh * d + i] * half(page, layout.keyIndex(h, i, slot));
+                    dot += q[qh * d + i] * element(page, layout, layout.keyIndex(h, i, slot));
                 }
                 logits[t] = dot * scale;
                 max = Math.max(max, logits[t]);
@@ -202,7 +245,7 @@ public final class GpuCheck implements Callable<Integer> {
                 double w = Math.exp(logits[t] - max);
                 sum += w;
                 for (int i = 0; i < d; i++) {
-                    o[i] += w * half(page, layout.valueIndex(h, slot, i));
+                    o[i] += w * element(page, layout, layout.valueIndex(h, slot, i));
                 }
             }
             for (int i = 0; i < d; i++) {
@@ -210,6 +253,10 @@ public final class GpuCheck implements Callable<Integer> {
             }
         });
         return out;
+    }
+
+    private static float element(ByteBuffer page, KvLayout layout, int element) {
+        return layout.type() == StorageType.INT8 ? Int8Codec.get(page, layout, element) : half(page, element);
     }
 
     private static float half(ByteBuffer page, int element) {

@@ -28,7 +28,9 @@ public final class CudaBackend implements AutoCloseable {
     private final int multiprocessors;
     private final long totalMemory;
     private final String ptxTarget;
-    /** The split-K partial kernel per head dim (32, 64, 128, 256). */
+    /** Entry points of the split-K partial kernels: page type and merge, then the head dim (32, 64, 128, 256). */
+    private static final String[] PARTIAL_PREFIXES = {"pikv_decode_partial_d", "pikv_decode_partial_i8_d"};
+    /** The split-K partial kernels by entry-point name. */
     private final java.util.Map<String, CUfunction> partials = new java.util.HashMap<>();
     final CUfunction merge = new CUfunction();
     final CUfunction append = new CUfunction();
@@ -75,10 +77,12 @@ public final class CudaBackend implements AutoCloseable {
             CUmodule module = new CUmodule();
             JCudaDriver.cuModuleLoadData(module, ptx(target));
             for (int dim : new int[] {32, 64, 128, 256}) {
-                String kernel = "pikv_decode_partial_d" + dim;
-                CUfunction f = new CUfunction();
-                JCudaDriver.cuModuleGetFunction(f, module, kernel);
-                backend.partials.put(kernel, f);
+                for (String prefix : PARTIAL_PREFIXES) {
+                    String kernel = prefix + dim;
+                    CUfunction f = new CUfunction();
+                    JCudaDriver.cuModuleGetFunction(f, module, kernel);
+                    backend.partials.put(kernel, f);
+                }
             }
             JCudaDriver.cuModuleGetFunction(backend.merge, module, "pikv_decode_merge");
             JCudaDriver.cuModuleGetFunction(backend.append, module, "pikv_append");
@@ -130,9 +134,10 @@ public final class CudaBackend implements AutoCloseable {
         return nl < 0 ? m : m.substring(0, nl);
     }
 
-    /** The partial kernel for this head dim. */
-    CUfunction partial(int headDim) {
-        CUfunction f = partials.get("pikv_decode_partial_d" + headDim);
+    /** The partial kernel for this page type (fp16 or int8) and head dim. */
+    CUfunction partial(io.pikv.kv.StorageType type, int headDim) {
+        String name = "pikv_decode_partial_" + (type == io.pikv.kv.StorageType.INT8 ? "i8_" : "") + "d" + headDim;
+        CUfunction f = partials.get(name);
         if (f == null) {
             throw new IllegalArgumentException("no partial kernel for head dim " + headDim);
         }

@@ -11,33 +11,61 @@ import io.pikv.kv.StorageType;
 import io.pikv.kv.UnknownSequenceException;
 import jcuda.Pointer;
 import jcuda.driver.CUdeviceptr;
+import io.pikv.kv.compression.Int8Codec;
 import jcuda.driver.CUevent;
+import jcuda.driver.CUfunction;
+import jcuda.driver.CUgraph;
+import jcuda.driver.CUgraphExec;
+import jcuda.driver.CUstream;
 import jcuda.driver.JCudaDriver;
 
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.Random;
 
 /**
- * Device-resident KV pages for sequences, with decode attention on the GPU. Pages use the engine's fp16 page
- * format with 32-token pages (docs/engine.md), allocated from one device slab under a byte budget
- * ({@link DevicePagePool}); appends are copied host→device and written by the append kernel; attention runs the
- * split-K partial kernel and the merge kernel and returns a {@link PartialAttention} in the same form as the CPU
- * backend. Not thread-safe.
+ * Device-resident KV pages for sequences, with decode attention on the GPU. Pages use the engine's page formats
+ * with 32-token pages (docs/engine.md): fp16, or the compressed int8 format, which the kernels dequantize on read.
+ * They are allocated from one device slab under a byte budget ({@link DevicePagePool}). fp16 appends are copied
+ * host→device and written by the append kernel; int8 appends are quantized on the host by {@link Int8Codec} (the
+ * CPU store's codec, so both backends hold the same bytes) into a host copy of the sequence's last page, which is
+ * then copied to the device. Attention runs the split-K partial kernel and the merge kernel ({@link Launch} says
+ * how) and returns a {@link PartialAttention} in the same form as the CPU backend. Not thread-safe.
  */
 public final class CudaKvCache implements AutoCloseable {
     /** The kernels' page size. */
     public static final int PAGE_TOKENS = 32;
     private static final int THREADS = 128;
-    /** The merge kernel keeps one weight per split in shared memory (PIKV_MAX_SPLITS in the .cu source). */
+    /** Upper bound on splits (bounds the partial buffers; one wave of blocks never comes near it). */
     private static final int MAX_SPLITS = 4096;
     /**
      * Waves of resident blocks the split-K grid fills ({@code -Dpikv.cuda.waves}, default 1): the grid is sized
      * to a whole number of waves from the kernel's occupancy, so no half-empty tail wave runs.
      */
     private static final int WAVES = Math.max(1, Integer.getInteger("pikv.cuda.waves", 1));
+
+    /**
+     * How a {@link Plan} launches a decode step: its two kernels enqueued one by one, or replayed as a CUDA graph
+     * captured once when the plan is made (a plan serves repeated steps over one fixed page list, so the capture
+     * is paid once; one-shot {@link #attendPartial} enqueues directly). Default {@code -Dpikv.cuda.graph=true}.
+     */
+    public record Launch(boolean graph) {
+        public static Launch fromSystemProperties() {
+            String value = System.getProperty("pikv.cuda.graph", "true");
+            if (!value.equals("true") && !value.equals("false")) {
+                throw new IllegalArgumentException("pikv.cuda.graph must be true or false, got '" + value + "'");
+            }
+            return new Launch(Boolean.parseBoolean(value));
+        }
+
+        @Override
+        public String toString() {
+            return graph ? "graph" : "stream";
+        }
+    }
 
     private final CudaBackend cuda;
     private final ModelShape shape;
@@ -53,17 +81,28 @@ public final class CudaKvCache implements AutoCloseable {
         int[] pages = new int[8];
         int n;
         int lastCount;
+        /** int8: host copy of the last page, quantized here and copied to the device after each append. */
+        ByteBuffer lastPage;
 
         int tokens() {
             return n == 0 ? 0 : (n - 1) * PAGE_TOKENS + lastCount;
         }
     }
 
+    /** An fp16 cache. */
     public CudaKvCache(CudaBackend cuda, ModelShape shape, long budgetBytes) {
+        this(cuda, shape, StorageType.FP16, budgetBytes);
+    }
+
+    /** A cache of fp16 or int8 pages. */
+    public CudaKvCache(CudaBackend cuda, ModelShape shape, StorageType type, long budgetBytes) {
         checkShape(shape);
+        if (type != StorageType.FP16 && type != StorageType.INT8) {
+            throw new IllegalArgumentException("the CUDA kernels read fp16 or int8 pages, not " + type);
+        }
         this.cuda = cuda;
         this.shape = shape;
-        this.layout = new KvLayout(shape.kvHeads(), shape.headDim(), PAGE_TOKENS, StorageType.FP16);
+        this.layout = new KvLayout(shape.kvHeads(), shape.headDim(), PAGE_TOKENS, type);
         this.pool = new DevicePagePool(layout.pageBytes(), budgetBytes);
         cuda.bind();
         JCudaDriver.cuMemAlloc(slab, pool.slabBytes());
@@ -115,16 +154,21 @@ public final class CudaKvCache implements AutoCloseable {
         return l.tokens();
     }
 
-    /** Appends one token (K and V: kvHeads × headDim floats each), through the append kernel. */
+    /**
+     * Appends one token (K and V: kvHeads × headDim floats each): fp16 through the append kernel, int8 quantized
+     * on the host into the last page, which is copied to the device.
+     */
     public void append(long sequence, int layer, float[] k, float[] v) {
         int width = shape.kvWidth();
         if (k.length != width || v.length != width) {
             throw new IllegalArgumentException("K and V must hold kvHeads × headDim = " + width + " floats each");
         }
+        boolean half = layout.type() == StorageType.FP16;
         for (int i = 0; i < width; i++) {
-            if (!Float.isFinite(k[i]) || !Float.isFinite(v[i]) || Math.abs(k[i]) > Fp16.MAX || Math.abs(v[i]) > Fp16.MAX) {
-                throw new IllegalArgumentException("K and V must be finite and within ±65504 (fp16), element " + i
-                        + " is " + k[i] + " / " + v[i]);
+            if (!Float.isFinite(k[i]) || !Float.isFinite(v[i])
+                    || (half && (Math.abs(k[i]) > Fp16.MAX || Math.abs(v[i]) > Fp16.MAX))) {
+                throw new IllegalArgumentException("K and V must be finite" + (half ? " and within ±65504 (fp16)" : "")
+                        + ", element " + i + " is " + k[i] + " / " + v[i]);
             }
         }
         Layer l = layer(sequence, layer);
@@ -132,6 +176,16 @@ public final class CudaKvCache implements AutoCloseable {
             addPage(l);
         }
         cuda.bind();
+        if (!half) {
+            if (l.lastPage == null) {
+                l.lastPage = ByteBuffer.allocateDirect(layout.pageBytes()).order(ByteOrder.LITTLE_ENDIAN);
+            }
+            Int8Codec.writeEntry(l.lastPage, layout, l.lastCount, l.lastCount, k, 0, v, 0);
+            JCudaDriver.cuMemcpyHtoD(slab.withByteOffset(pool.offset(l.pages[l.n - 1])), Pointer.to(l.lastPage),
+                    layout.pageBytes());
+            l.lastCount++;
+            return;
+        }
         float[] kv = new float[2 * width];
         System.arraycopy(k, 0, kv, 0, width);
         System.arraycopy(v, 0, kv, width, width);
@@ -166,6 +220,14 @@ public final class CudaKvCache implements AutoCloseable {
         JCudaDriver.cuMemcpyHtoD(slab.withByteOffset(pool.offset(l.pages[l.n - 1])), Pointer.to(page),
                 layout.pageBytes());
         l.lastCount = count;
+        if (layout.type() == StorageType.INT8 && count < PAGE_TOKENS) {
+            // Later appends quantize into the host copy of this page.
+            if (l.lastPage == null) {
+                l.lastPage = ByteBuffer.allocateDirect(layout.pageBytes()).order(ByteOrder.LITTLE_ENDIAN);
+            }
+            l.lastPage.clear();
+            l.lastPage.put(page.duplicate()).clear();
+        }
     }
 
     private void addPage(Layer l) {
@@ -198,23 +260,32 @@ public final class CudaKvCache implements AutoCloseable {
 
     /** Attention over all of (sequence, layer) on the device, as a mergeable partial. */
     public PartialAttention attendPartial(long sequence, int layer, float[] query) {
-        try (Plan plan = plan(sequence, layer)) {
+        try (Plan plan = plan(sequence, layer, new Launch(false))) {
             return plan.run(query);
         }
     }
 
-    /** Device buffers for repeated attention over one (sequence, layer); close it to free them. */
+    /** Device buffers for repeated attention over one (sequence, layer), launched the default way. */
     public Plan plan(long sequence, int layer) {
+        return plan(sequence, layer, Launch.fromSystemProperties());
+    }
+
+    /** Device buffers for repeated attention over one (sequence, layer); close it to free them. */
+    public Plan plan(long sequence, int layer, Launch launch) {
         Layer l = layer(sequence, layer);
         if (l.n == 0) {
             throw new IllegalArgumentException("sequence " + sequence + " layer " + layer + " holds no tokens");
         }
-        return new Plan(l);
+        return new Plan(l, launch);
     }
 
     /** Launches of the partial and merge kernels over a fixed page list. */
     public final class Plan implements AutoCloseable {
-        private final jcuda.driver.CUfunction partialKernel;
+        private final Launch launchMode;
+        private final CUfunction partialKernel;
+        private final CUstream stream = new CUstream();
+        private CUgraph graph;
+        private CUgraphExec graphExec;
         private final int numPages;
         private final int pagesPerSplit;
         private final int splits;
@@ -229,11 +300,12 @@ public final class CudaKvCache implements AutoCloseable {
         private final CUdeviceptr ls = new CUdeviceptr();
         private final CUdeviceptr o = new CUdeviceptr();
 
-        private Plan(Layer l) {
+        private Plan(Layer l, Launch launch) {
             cuda.bind();
+            launchMode = launch;
             numPages = l.n;
             tokens = l.tokens();
-            partialKernel = cuda.partial(shape.headDim());
+            partialKernel = cuda.partial(layout.type(), shape.headDim());
             int slots = cuda.residentBlocks(partialKernel, THREADS) * cuda.multiprocessors();
             int target = Math.max(1, WAVES * slots / shape.kvHeads());
             int s = Math.min(Math.min(numPages, target), MAX_SPLITS);
@@ -255,10 +327,23 @@ public final class CudaKvCache implements AutoCloseable {
             JCudaDriver.cuMemAlloc(m, 4L * qh);
             JCudaDriver.cuMemAlloc(ls, 4L * qh);
             JCudaDriver.cuMemAlloc(o, 4L * qh * d);
+            JCudaDriver.cuStreamCreate(stream, 0);
+            if (launch.graph()) {
+                graph = new CUgraph();
+                graphExec = new CUgraphExec();
+                JCudaDriver.cuStreamBeginCapture(stream, 1); // CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+                enqueue();
+                JCudaDriver.cuStreamEndCapture(stream, graph);
+                JCudaDriver.cuGraphInstantiate(graphExec, graph, 0);
+            }
         }
 
         public int splits() {
             return splits;
+        }
+
+        public Launch launchMode() {
+            return launchMode;
         }
 
         /** Uploads the query (unscaled, qHeads × headDim), runs both kernels and reads the partial back. */
@@ -304,18 +389,18 @@ public final class CudaKvCache implements AutoCloseable {
             double[] ms = new double[iterations];
             float[] elapsed = new float[1];
             for (int i = 0; i < iterations; i++) {
-                JCudaDriver.cuEventRecord(start, null);
+                JCudaDriver.cuEventRecord(start, stream);
                 launch();
-                JCudaDriver.cuEventRecord(stop, null);
+                JCudaDriver.cuEventRecord(stop, stream);
                 JCudaDriver.cuEventSynchronize(stop);
                 JCudaDriver.cuEventElapsedTime(elapsed, start, stop);
                 ms[i] = elapsed[0];
             }
-            JCudaDriver.cuEventRecord(start, null);
+            JCudaDriver.cuEventRecord(start, stream);
             for (int i = 0; i < iterations; i++) {
                 launch();
             }
-            JCudaDriver.cuEventRecord(stop, null);
+            JCudaDriver.cuEventRecord(stop, stream);
             JCudaDriver.cuEventSynchronize(stop);
             JCudaDriver.cuEventElapsedTime(elapsed, start, stop);
             JCudaDriver.cuEventDestroy(start);
@@ -331,37 +416,59 @@ public final class CudaKvCache implements AutoCloseable {
         }
 
         private void launch() {
+            if (graphExec != null) {
+                JCudaDriver.cuGraphLaunch(graphExec, stream);
+            } else {
+                enqueue();
+            }
+        }
+
+        private void enqueue() {
             Pointer partial = Pointer.to(Pointer.to(slab), Pointer.to(new long[] {pool.pageBytes()}), Pointer.to(ids),
                     Pointer.to(counts), Pointer.to(new int[] {numPages}), Pointer.to(new int[] {pagesPerSplit}),
                     Pointer.to(q), Pointer.to(new int[] {shape.kvHeads()}), Pointer.to(new int[] {shape.groupSize()}),
                     Pointer.to(pm), Pointer.to(pl), Pointer.to(po));
-            JCudaDriver.cuLaunchKernel(partialKernel, splits, shape.kvHeads(), 1, THREADS, 1, 1, 0, null, partial, null);
+            JCudaDriver.cuLaunchKernel(partialKernel, splits, shape.kvHeads(), 1, THREADS, 1, 1, 0, stream, partial,
+                    null);
             Pointer merge = Pointer.to(Pointer.to(pm), Pointer.to(pl), Pointer.to(po), Pointer.to(new int[] {splits}),
                     Pointer.to(new int[] {shape.qHeads()}), Pointer.to(new int[] {shape.headDim()}), Pointer.to(m),
                     Pointer.to(ls), Pointer.to(o));
-            JCudaDriver.cuLaunchKernel(cuda.merge, shape.qHeads(), (shape.headDim() + 31) / 32, 1, 256, 1, 1, 0, null,
+            JCudaDriver.cuLaunchKernel(cuda.merge, shape.qHeads(), (shape.headDim() + 31) / 32, 1, 256, 1, 1, 0, stream,
                     merge, null);
         }
 
         @Override
         public void close() {
             cuda.bind();
+            if (graphExec != null) {
+                JCudaDriver.cuGraphExecDestroy(graphExec);
+                JCudaDriver.cuGraphDestroy(graph);
+            }
+            JCudaDriver.cuStreamSynchronize(stream);
+            JCudaDriver.cuStreamDestroy(stream);
             for (CUdeviceptr p : new CUdeviceptr[] {ids, counts, q, pm, pl, po, m, ls, o}) {
                 JCudaDriver.cuMemFree(p);
             }
         }
     }
 
+    /** {@link #errorAgainstCpu(CudaBackend, ModelShape, StorageType, int, long)} for fp16 pages. */
+    public static double errorAgainstCpu(CudaBackend cuda, ModelShape shape, int tokens, long seed) {
+        return errorAgainstCpu(cuda, shape, StorageType.FP16, tokens, seed);
+    }
+
     /**
      * Appends the same random tokens (N(0,1), every 17th key ×3 for peaky attention) to a CPU store and to a
-     * device cache of {@code shape} and returns the worst relative error ({@link Accuracy}) of the device's
-     * attention over two queries (scales 1 and 3). Used by the GPU tests and {@code ./pikv gpu-check}.
+     * device cache of {@code shape} with pages of {@code type} and returns the worst relative error
+     * ({@link Accuracy}) of the device's attention over two queries (scales 1 and 3) against the CPU's. The CPU
+     * store has one bucket, so both fill the same pages in the same order and, for int8, quantize them to the same
+     * bytes. Used by the GPU tests and {@code ./pikv gpu-check}.
      */
-    public static double errorAgainstCpu(CudaBackend cuda, ModelShape shape, int tokens, long seed) {
+    public static double errorAgainstCpu(CudaBackend cuda, ModelShape shape, StorageType type, int tokens, long seed) {
         Random rnd = new Random(seed);
-        try (KvStore cpu = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP16)
-                .pageTokens(PAGE_TOKENS).threads(1).build());
-             CudaKvCache gpu = new CudaKvCache(cuda, shape, 64L << 20)) {
+        try (KvStore cpu = new KvStore(KvStoreConfig.builder(shape).storageType(type)
+                .pageTokens(PAGE_TOKENS).buckets(1).threads(1).build());
+             CudaKvCache gpu = new CudaKvCache(cuda, shape, type, 64L << 20)) {
             long a = cpu.createSequence();
             long b = gpu.createSequence();
             for (int t = 0; t < tokens; t++) {
