@@ -17,9 +17,9 @@ import io.pikv.kv.ExpertShardMap;
  * <p>With {@code nullRatio ρ > 0} the router may also drop experts: a null expert (as in AdaMoE's null experts) scores
  * {@code max logit + ln ρ}, i.e. a gate weight of {@code ρ} times the token's strongest expert, and lives on no shard.
  * An expert that would open a new shard and scores at or below it is not chosen, and the token keeps fewer than k
- * experts; an expert on a shard the token already reaches is never dropped, since dropping it saves no shard. This is what a
- * replayed log that holds only each token's top-k can exercise: the router keeps or drops those experts, it cannot
- * pick others. With {@code ρ = 0} the router only reorders and replaces within the routable experts, and with
+ * experts; an expert on a shard the token already reaches is never dropped, since dropping it saves no shard. This
+ * is what a replayed log that holds only each token's top-k can exercise: the router keeps or drops those experts, it
+ * cannot pick others. With {@code ρ = 0} the router only reorders and replaces within the routable experts, and with
  * {@code λ = 0} as well it is the plain top-k.
  *
  * <p>Not thread-safe: one router per routing thread (the miss counts are its state).

@@ -32,7 +32,7 @@ final class Gate {
         }
     }
 
-    /** The {@code k} experts with the highest logits (fewer if fewer are routable), highest first, ties to the lower id. */
+    /** The {@code k} routable experts with the highest logits (fewer if fewer are routable), ties to the lower id. */
     static int[] topK(double[] logits, int k) {
         int[] top = new int[Math.min(k, logits.length)];
         int n = 0;

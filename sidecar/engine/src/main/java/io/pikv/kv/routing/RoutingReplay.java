@@ -31,8 +31,8 @@ public final class RoutingReplay {
     public record Token(int[] experts, double[] weights) {
         public Token {
             if (experts.length == 0 || experts.length != weights.length) {
-                throw new IllegalArgumentException("a token needs as many gate weights as experts, and at least one; got "
-                        + experts.length + " experts and " + weights.length + " weights");
+                throw new IllegalArgumentException("a token needs as many gate weights as experts, and at least one; "
+                        + "got " + experts.length + " experts and " + weights.length + " weights");
             }
             for (double w : weights) {
                 if (!(w > 0) || Double.isInfinite(w)) {

@@ -113,7 +113,8 @@ class RoutersTest {
         assertThat(d.massMovedFraction()).isCloseTo(0.2, offset(1e-12));
         assertThat(d.massMoved()).isCloseTo(0.2, offset(1e-12));
         // Expert 2 next to expert 1: no shard to save, so the penalty does not apply.
-        RoutingDecision warm = router.route(ln(0.4, 0.24, 0.12, 0.04), new ExpertShardMap(0, 4, new int[] {0, 1, 1, 3}));
+        ExpertShardMap nextToOne = new ExpertShardMap(0, 4, new int[] {0, 1, 1, 3});
+        RoutingDecision warm = router.route(ln(0.4, 0.24, 0.12, 0.04), nextToOne);
         assertThat(warm.experts()).containsExactly(0, 1, 2);
         assertThat(warm.shards()).isEqualTo(2);
     }
@@ -156,7 +157,8 @@ class RoutersTest {
                 .hasMessage("no expert has a finite logit");
         assertThatThrownBy(() -> new CacheAwareRouter(3, 2, -1, 4, 0)).hasMessageContaining("lambda must be");
         assertThatThrownBy(() -> new CacheAwareRouter(3, 2, 0, 0, 0)).hasMessage("window must be >= 1 token, got 0");
-        assertThatThrownBy(() -> new CacheAwareRouter(3, 2, 0, 4, 1.0)).hasMessage("nullRatio must be in [0, 1), got 1.0");
+        assertThatThrownBy(() -> new CacheAwareRouter(3, 2, 0, 4, 1.0))
+                .hasMessage("nullRatio must be in [0, 1), got 1.0");
         assertThatThrownBy(() -> new CacheAwareRouter(3, 2, 0, 4, 0).recordMiss(3))
                 .hasMessage("expert 3 is outside [0, 3)");
         assertThatThrownBy(() -> new CacheAwareRouter(4, 2, 0, 4, 0).route(new double[] {1, 2, 3}, map))
