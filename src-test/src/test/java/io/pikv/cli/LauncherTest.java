@@ -32,8 +32,9 @@ class LauncherTest {
         assertThat(top.out()).contains("bench");
         Run bench = run("bench", "--help");
         assertThat(bench.code()).isZero();
-        assertThat(bench.out()).contains("attention", "cache");
+        assertThat(bench.out()).contains("attention", "cache", "routing");
         assertThat(run("bench", "cache", "--help").out()).contains("--trace", "--capacity", "--json");
+        assertThat(run("bench", "routing", "--help").out()).contains("--trace", "--shards", "--window", "--json");
         assertThat(run("bench", "attention", "--help").out()).contains("--context", "--q-heads", "--kv-heads",
                 "--head-dim", "--json");
     }
@@ -44,7 +45,9 @@ class LauncherTest {
                 {"bench", "attention", "--context", "many"}, {"bench", "cache", "--capacity", "10"},
                 {"bench", "cache", "--trace", "/no/such/file.jsonl", "--capacity", "10"},
                 {"bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy"},
-                {"bench", "attention", "--dtype", "int4", "--no-numpy"}}) {
+                {"bench", "attention", "--dtype", "int4", "--no-numpy"},
+                {"bench", "routing", "--trace", "/no/such/file.jsonl", "--shards", "4"},
+                {"bench", "routing", "--shards", "4"}}) {
             Run r = run(args);
             assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
             assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")
@@ -53,6 +56,65 @@ class LauncherTest {
         assertThat(run("bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy").err())
                 .contains("qHeads (6) must be a multiple of kvHeads (4)");
         assertThat(run("bench", "nope").err()).contains("unknown command or argument 'nope'", "pikv bench --help");
+    }
+
+    @Test
+    void routingBenchRejectsABadShardCount(@TempDir Path dir) throws Exception {
+        Path trace = routingTrace(dir);
+        String file = trace.toString();
+        for (String[] args : new String[][] {{"bench", "routing", "--trace", file, "--shards", "0"},
+                {"bench", "routing", "--trace", file, "--shards", "2", "--window", "0"},
+                {"bench", "routing", "--trace", file, "--shards", "2", "--skip", "-1"}}) {
+            Run r = run(args);
+            assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
+            assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")
+                    .doesNotContain("Exception").endsWith(".");
+        }
+        assertThat(run("bench", "routing", "--trace", file, "--shards", "0").err().strip())
+                .isEqualTo("pikv: --shards must be at least 1, got 0.");
+        assertThat(run("bench", "routing", "--trace", file, "--shards", "2", "--window", "5", "--skip", "2").err())
+                .contains("fewer than two windows of 5");
+    }
+
+    /** A meta line, two warm-up records, then experts 0+1 and 2+3 firing in pairs for three windows of two tokens. */
+    private static Path routingTrace(Path dir) throws Exception {
+        StringBuilder b = new StringBuilder("{\"type\": \"meta\", \"top_k\": 2}\n");
+        String route = "{\"type\": \"route\", \"req_id\": \"r1\", \"token_idx\": 0, \"layer\": 0, "
+                + "\"topk_ids\": [%s], \"topk_weights\": [%s]}\n";
+        b.append(String.format(route, "0, 2", "0.5, 0.5")).append(String.format(route, "0, 2", "0.5, 0.5"));
+        for (int w = 0; w < 3; w++) {
+            b.append(String.format(route, "0, 1", "0.95, 0.05")).append(String.format(route, "2, 3", "0.6, 0.4"));
+        }
+        Path trace = dir.resolve("routing.jsonl");
+        Files.writeString(trace, b.toString());
+        return trace;
+    }
+
+    @Test
+    void routingBenchReportsExactFigures(@TempDir Path dir) throws Exception {
+        Path json = dir.resolve("routing.json");
+        Run r = run("bench", "routing", "--trace", routingTrace(dir).toString(), "--shards", "2", "--window", "2",
+                "--skip", "2", "--max-moved", "0.5", "--json", json.toString());
+        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(r.out()).contains("fanout_cache_aware", "per_window");
+        JsonNode n = new ObjectMapper().readTree(json.toFile());
+        assertThat(n.get("shards").asInt()).isEqualTo(2);
+        assertThat(n.get("experts").asInt()).isEqualTo(4);
+        assertThat(n.get("tokens").asInt()).isEqualTo(6);
+        assertThat(n.get("windows").asInt()).isEqualTo(3);
+        // Round-robin splits both pairs; the plan after the first window joins them with one swap (2 of 4 experts).
+        assertThat(n.get("fanout_hash").asDouble()).isEqualTo(2.0);
+        assertThat(n.get("fanout_planned").asDouble()).isEqualTo(1.0);
+        assertThat(n.get("fanout_cache_aware").asDouble()).isEqualTo(1.0);
+        assertThat(n.get("gate_mass_moved").asDouble()).isZero();
+        assertThat(n.get("moved_fraction_max").asDouble()).isEqualTo(0.5);
+        assertThat(n.get("round_robin_max_over_mean_p95").asDouble()).isEqualTo(1.0);
+        assertThat(n.get("planned_max_over_mean_p95").asDouble()).isEqualTo(1.0);
+        // In the first window, on round-robin, expert 1 (0.05 of its token) would open a second shard and is dropped.
+        JsonNode first = n.get("per_window").get(0);
+        assertThat(first.get("fanout_cache_aware").asDouble()).isEqualTo(1.5);
+        assertThat(first.get("gate_mass_moved").asDouble()).isEqualTo(0.025);
+        assertThat(n.get("per_window").get(1).get("moved").asInt()).isEqualTo(2);
     }
 
     @Test

@@ -1,0 +1,139 @@
+package io.pikv.kv.routing;
+
+import io.pikv.kv.ExpertShardMap;
+
+/**
+ * Top-k of {@code logit_e − λ·ln(1 + miss_e)}: experts that have been missing recently lose to ones whose shard is
+ * already warm.
+ *
+ * <p>{@code miss_e} is the count of misses recorded for expert {@code e} ({@link #recordMiss}), decayed by
+ * {@code exp(−1/window)} per routed token, so a miss {@code window} tokens ago weighs {@code 1/e}. Where the misses
+ * come from is the caller's choice: the store's per-expert miss counters, or a replay's model of cold shards.
+ *
+ * <p>The experts are chosen one at a time, highest adjusted score first. The penalty applies only to an expert that
+ * would open a shard the token does not reach yet: the token's first expert (it has to go somewhere) and an expert on
+ * a shard the token's chosen experts already touch cost no extra shard, so their score is their logit.
+ *
+ * <p>With {@code nullRatio ρ > 0} the router may also drop experts: a null expert (as in AdaMoE's null experts) scores
+ * {@code max logit + ln ρ}, i.e. a gate weight of {@code ρ} times the token's strongest expert, and lives on no shard.
+ * An expert that would open a new shard and scores at or below it is not chosen, and the token keeps fewer than k
+ * experts; an expert on a shard the token already reaches is never dropped, since dropping it saves no shard. This
+ * is what a replayed log that holds only each token's top-k can exercise: the router keeps or drops those experts, it
+ * cannot pick others. With {@code ρ = 0} the router only reorders and replaces within the routable experts, and with
+ * {@code λ = 0} as well it is the plain top-k.
+ *
+ * <p>Not thread-safe: one router per routing thread (the miss counts are its state).
+ */
+public final class CacheAwareRouter implements Router {
+    private final int k;
+    private final double lambda;
+    private final int window;
+    private final double nullRatio;
+    private final double decay;
+    private final double[] miss;
+
+    /**
+     * @param experts   number of experts (the size of the miss table)
+     * @param k         experts per token at most
+     * @param lambda    weight of the miss penalty, {@code >= 0}
+     * @param window    tokens over which miss counts decay by {@code 1/e}, {@code >= 1}
+     * @param nullRatio gate weight of the null expert relative to the token's strongest expert, in {@code [0, 1)};
+     *                  0 disables dropping
+     */
+    public CacheAwareRouter(int experts, int k, double lambda, int window, double nullRatio) {
+        Gate.checkK(k);
+        if (experts < 1) {
+            throw new IllegalArgumentException("experts must be >= 1, got " + experts);
+        }
+        if (!(lambda >= 0) || Double.isInfinite(lambda)) {
+            throw new IllegalArgumentException("lambda must be a finite number >= 0, got " + lambda);
+        }
+        if (window < 1) {
+            throw new IllegalArgumentException("window must be >= 1 token, got " + window);
+        }
+        if (!(nullRatio >= 0 && nullRatio < 1)) {
+            throw new IllegalArgumentException("nullRatio must be in [0, 1), got " + nullRatio);
+        }
+        this.k = k;
+        this.lambda = lambda;
+        this.window = window;
+        this.nullRatio = nullRatio;
+        this.decay = Math.exp(-1.0 / window);
+        this.miss = new double[experts];
+    }
+
+    public int k() {
+        return k;
+    }
+
+    public double lambda() {
+        return lambda;
+    }
+
+    public int window() {
+        return window;
+    }
+
+    public double nullRatio() {
+        return nullRatio;
+    }
+
+    /** Counts one miss for {@code expert} (a lookup of its KV that was not resident, or a replay's cold shard). */
+    public void recordMiss(int expert) {
+        checkExpert(expert);
+        miss[expert] += 1;
+    }
+
+    /** The decayed miss count of {@code expert} as the next token will see it before its own decay step. */
+    public double missCount(int expert) {
+        checkExpert(expert);
+        return miss[expert];
+    }
+
+    @Override
+    public RoutingDecision route(double[] logits, ExpertShardMap map) {
+        Gate.check(logits, map);
+        if (map.experts() != miss.length) {
+            throw new IllegalArgumentException("the shard map names " + map.experts()
+                    + " experts but this router counts misses for " + miss.length);
+        }
+        for (int e = 0; e < miss.length; e++) {
+            miss[e] *= decay;
+        }
+        int[] plain = Gate.topK(logits, k);
+        double nullScore = nullRatio == 0 ? Double.NEGATIVE_INFINITY : logits[plain[0]] + Math.log(nullRatio);
+        boolean[] chosen = new boolean[logits.length];
+        boolean[] touched = new boolean[map.shards()];
+        int[] picks = new int[plain.length];
+        int n = 0;
+        while (n < picks.length) {
+            // The best expert the null expert does not beat: it beats only experts that would open a new shard.
+            int best = -1;
+            double bestScore = Double.NEGATIVE_INFINITY;
+            for (int e = 0; e < logits.length; e++) {
+                if (chosen[e] || logits[e] == Double.NEGATIVE_INFINITY) {
+                    continue;
+                }
+                boolean free = n == 0 || touched[map.shardOf(e)];
+                double score = free ? logits[e] : logits[e] - lambda * Math.log1p(miss[e]);
+                if ((free || score > nullScore) && (best < 0 || score > bestScore)) {
+                    best = e;
+                    bestScore = score;
+                }
+            }
+            if (best < 0) {
+                break;
+            }
+            chosen[best] = true;
+            touched[map.shardOf(best)] = true;
+            picks[n++] = best;
+        }
+        return Gate.decision(java.util.Arrays.copyOf(picks, n), plain, Gate.probabilities(logits), map);
+    }
+
+    private void checkExpert(int expert) {
+        if (expert < 0 || expert >= miss.length) {
+            throw new IllegalArgumentException("expert " + expert + " is outside [0, " + miss.length + ")");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+package io.pikv.kv.routing;
+
+import io.pikv.kv.ExpertShardMap;
+import org.junit.jupiter.api.Test;
+
+import java.util.Random;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.assertj.core.data.Offset.offset;
+
+class RoutersTest {
+    private static final double NONE = Double.NEGATIVE_INFINITY;
+
+    private static double[] ln(double... p) {
+        double[] l = new double[p.length];
+        for (int i = 0; i < p.length; i++) {
+            l[i] = p[i] == 0 ? NONE : Math.log(p[i]);
+        }
+        return l;
+    }
+
+    /** Expert e on shard e: every expert opens its own shard. */
+    private static ExpertShardMap ownShards(int experts) {
+        return ExpertShardMap.roundRobin(experts, experts);
+    }
+
+    @Test
+    void hashRouterIsThePlainTopKWithTiesToTheLowerId() {
+        ExpertShardMap map = new ExpertShardMap(7, 3, new int[] {0, 1, 2, 0, 1, 2});
+        RoutingDecision d = new HashRouter(3).route(new double[] {1, 3, 2, 3, NONE, 0}, map);
+        assertThat(d.experts()).containsExactly(1, 3, 2);
+        assertThat(d.plainTopK()).containsExactly(1, 3, 2);
+        assertThat(d.shards()).isEqualTo(3);
+        assertThat(d.epoch()).isEqualTo(7);
+        assertThat(d.massMoved()).isZero();
+        assertThat(d.massMovedFraction()).isZero();
+        double z = Math.exp(1) + 2 * Math.exp(3) + Math.exp(2) + Math.exp(0);
+        assertThat(d.weights()).containsExactly(new double[] {Math.exp(3) / z, Math.exp(3) / z, Math.exp(2) / z},
+                offset(1e-15));
+        // Experts 0 and 3 share shard 0.
+        assertThat(new HashRouter(2).route(new double[] {5, 0, 0, 4, NONE, NONE}, map).shards()).isEqualTo(1);
+    }
+
+    @Test
+    void hashRouterChoosesOnlyRoutableExperts() {
+        RoutingDecision d = new HashRouter(4).route(ln(0, 0.7, 0, 0.3), ownShards(4));
+        assertThat(d.experts()).containsExactly(1, 3);
+        assertThat(d.weights()).containsExactly(new double[] {0.7, 0.3}, offset(1e-15));
+    }
+
+    @Test
+    void withoutPenaltyOrNullExpertTheCacheAwareRouterIsThePlainTopK() {
+        Random rnd = new Random(11);
+        ExpertShardMap map = ExpertShardMap.roundRobin(12, 4);
+        CacheAwareRouter router = new CacheAwareRouter(12, 3, 0.0, 8, 0.0);
+        HashRouter hash = new HashRouter(3);
+        for (int i = 0; i < 200; i++) {
+            double[] logits = new double[12];
+            for (int e = 0; e < 12; e++) {
+                logits[e] = rnd.nextInt(5) == 0 ? NONE : Math.round(rnd.nextGaussian() * 4) / 2.0;
+            }
+            logits[rnd.nextInt(12)] = 1;
+            router.recordMiss(rnd.nextInt(12));
+            RoutingDecision plain = hash.route(logits, map);
+            RoutingDecision d = router.route(logits, map);
+            assertThat(d.experts()).containsExactly(plain.experts());
+            assertThat(d.massMoved()).isZero();
+        }
+    }
+
+    @Test
+    void missCountsDecayByOneOverEPerWindow() {
+        CacheAwareRouter router = new CacheAwareRouter(3, 2, 1.0, 4, 0.0);
+        router.recordMiss(2);
+        router.recordMiss(2);
+        assertThat(router.missCount(2)).isEqualTo(2.0);
+        for (int i = 0; i < 4; i++) {
+            router.route(ln(0.5, 0.3, 0.2), ownShards(3));
+        }
+        assertThat(router.missCount(2)).isCloseTo(2 / Math.E, offset(1e-15));
+        assertThat(router.missCount(0)).isZero();
+    }
+
+    @Test
+    void nullExpertDropsACheapExpertOnAColdShardAndReportsTheMassMoved() {
+        // Null expert at 0.2 × 0.5 = 0.1: expert 3 (0.05) would open a shard of its own, so it is dropped.
+        CacheAwareRouter router = new CacheAwareRouter(4, 4, 0.0, 100, 0.2);
+        RoutingDecision d = router.route(ln(0.5, 0.3, 0.15, 0.05), ownShards(4));
+        assertThat(d.experts()).containsExactly(0, 1, 2);
+        assertThat(d.plainTopK()).containsExactly(0, 1, 2, 3);
+        assertThat(d.massMoved()).isCloseTo(0.05, offset(1e-15));
+        assertThat(d.massMovedFraction()).isCloseTo(0.05, offset(1e-15));
+        assertThat(d.shards()).isEqualTo(3);
+        // On expert 0's shard it costs nothing, so it stays.
+        ExpertShardMap shared = new ExpertShardMap(0, 4, new int[] {0, 1, 2, 0});
+        RoutingDecision kept = router.route(ln(0.5, 0.3, 0.15, 0.05), shared);
+        assertThat(kept.experts()).containsExactly(0, 1, 2, 3);
+        assertThat(kept.massMoved()).isZero();
+        assertThat(kept.shards()).isEqualTo(3);
+    }
+
+    @Test
+    void missPenaltyPushesAnExpertBelowTheNullExpertOnlyWhenItsShardIsCold() {
+        CacheAwareRouter router = new CacheAwareRouter(4, 4, 1.0, Integer.MAX_VALUE, 0.2);
+        for (int i = 0; i < 9; i++) {
+            router.recordMiss(2);
+        }
+        // Gate probabilities 0.5, 0.3, 0.15, 0.05; null expert at 0.1. Expert 2 scores as 0.15 / (1 + 9) = 0.015:
+        // dropped, and so is expert 3 (0.05, no misses but below the null expert).
+        RoutingDecision d = router.route(ln(0.4, 0.24, 0.12, 0.04), ownShards(4));
+        assertThat(d.experts()).containsExactly(0, 1);
+        assertThat(d.massMovedFraction()).isCloseTo(0.2, offset(1e-12));
+        assertThat(d.massMoved()).isCloseTo(0.2, offset(1e-12));
+        // Expert 2 next to expert 1: no shard to save, so the penalty does not apply.
+        ExpertShardMap nextToOne = new ExpertShardMap(0, 4, new int[] {0, 1, 1, 3});
+        RoutingDecision warm = router.route(ln(0.4, 0.24, 0.12, 0.04), nextToOne);
+        assertThat(warm.experts()).containsExactly(0, 1, 2);
+        assertThat(warm.shards()).isEqualTo(2);
+    }
+
+    @Test
+    void aPenalisedExpertIsReplacedByOneOnAWarmShard() {
+        // Replacement only (no null expert): the top-2 of four, expert 1 missing a lot and on a cold shard.
+        CacheAwareRouter router = new CacheAwareRouter(4, 2, 1.0, Integer.MAX_VALUE, 0.0);
+        for (int i = 0; i < 9; i++) {
+            router.recordMiss(1);
+        }
+        ExpertShardMap map = new ExpertShardMap(3, 2, new int[] {0, 1, 0, 1});
+        RoutingDecision d = router.route(ln(0.4, 0.3, 0.2, 0.1), map);
+        assertThat(d.plainTopK()).containsExactly(0, 1);
+        assertThat(d.experts()).containsExactly(0, 2);
+        assertThat(d.shards()).isEqualTo(1);
+        assertThat(d.massMoved()).isCloseTo(0.3, offset(1e-12));
+        assertThat(d.massMovedFraction()).isCloseTo(0.3 / 0.7, offset(1e-12));
+        assertThat(d.epoch()).isEqualTo(3);
+    }
+
+    @Test
+    void theFirstExpertIsNeverDropped() {
+        CacheAwareRouter router = new CacheAwareRouter(2, 2, 5.0, Integer.MAX_VALUE, 0.9);
+        for (int i = 0; i < 1000; i++) {
+            router.recordMiss(0);
+        }
+        assertThat(router.route(ln(0.6, 0.4), ownShards(2)).experts()).containsExactly(0);
+    }
+
+    @Test
+    void badInputIsRejectedWithItsReason() {
+        ExpertShardMap map = ownShards(3);
+        assertThatThrownBy(() -> new HashRouter(0)).hasMessage("k must be >= 1, got 0");
+        assertThatThrownBy(() -> new HashRouter(2).route(new double[] {1, 2}, map))
+                .hasMessage("logits has 2 entries but the shard map names 3 experts");
+        assertThatThrownBy(() -> new HashRouter(2).route(new double[] {1, Double.NaN, 0}, map))
+                .hasMessage("logit of expert 1 is NaN; logits must be finite or -Infinity (not routable)");
+        assertThatThrownBy(() -> new HashRouter(2).route(new double[] {NONE, NONE, NONE}, map))
+                .hasMessage("no expert has a finite logit");
+        assertThatThrownBy(() -> new CacheAwareRouter(3, 2, -1, 4, 0)).hasMessageContaining("lambda must be");
+        assertThatThrownBy(() -> new CacheAwareRouter(3, 2, 0, 0, 0)).hasMessage("window must be >= 1 token, got 0");
+        assertThatThrownBy(() -> new CacheAwareRouter(3, 2, 0, 4, 1.0))
+                .hasMessage("nullRatio must be in [0, 1), got 1.0");
+        assertThatThrownBy(() -> new CacheAwareRouter(3, 2, 0, 4, 0).recordMiss(3))
+                .hasMessage("expert 3 is outside [0, 3)");
+        assertThatThrownBy(() -> new CacheAwareRouter(4, 2, 0, 4, 0).route(new double[] {1, 2, 3}, map))
+                .hasMessage("the shard map names 3 experts but this router counts misses for 4");
+    }
+}
