@@ -186,6 +186,22 @@ public final class KvShard {
         }
     }
 
+    /**
+     * Takes back entries this shard just stored, as if they had never been appended: unlike {@link #evict}, nothing
+     * is counted as an eviction (no miss will be charged for them). Used to undo the already applied part of a
+     * multi-entry request that failed, so that a rejected request leaves the shard unchanged. Returns how many were
+     * resident.
+     */
+    public int withdraw(long sequence, int layer, int[] positions) {
+        checkLayer(layer);
+        lock.writeLock().lock();
+        try {
+            return removeTokens(sequence, layer, positions, false);
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
     /** Evicts the page allocated longest ago; returns the entries it held (0 when the shard is empty). */
     public int evictOldestPage() {
         lock.writeLock().lock();
@@ -202,6 +218,10 @@ public final class KvShard {
     }
 
     private int evictTokens(long sequence, int layer, int[] positions) {
+        return removeTokens(sequence, layer, positions, true);
+    }
+
+    private int removeTokens(long sequence, int layer, int[] positions, boolean counted) {
         LayerState[] layers = sequences.get(sequence);
         LayerState ls = layers == null ? null : layers[layer];
         if (ls == null) {
@@ -217,7 +237,11 @@ public final class KvShard {
             Page page = pool.byId(loc / tokens);
             int slot = loc % tokens;
             Segment segment = page.segment;
-            countEviction(ls, layer, page.expert[slot]);
+            if (counted) {
+                countEviction(ls, layer, page.expert[slot]);
+            } else {
+                uncount(ls, layer, page.expert[slot]);
+            }
             ls.location[position] = -1;
             Page donor = segment.tail != null ? segment.tail : segment.pages.get(segment.pages.size() - 1);
             int last = donor.count - 1;
@@ -243,6 +267,13 @@ public final class KvShard {
             ls.location[page.position[slot]] = -1;
         }
         free(page);
+    }
+
+    private void uncount(LayerState ls, int layer, int expert) {
+        ls.residentPerExpert[expert]--;
+        ls.resident--;
+        residentEntries.decrementAndGet(layer * shape.experts() + expert);
+        entries--;
     }
 
     private void countEviction(LayerState ls, int layer, int expert) {

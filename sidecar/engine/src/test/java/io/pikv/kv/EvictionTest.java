@@ -91,4 +91,29 @@ class EvictionTest {
                     .isEqualTo(50L * store.config().layout().entryBytes());
         }
     }
+
+    @Test
+    void withdrawingEntriesUndoesAppendsWithoutCountingEvictions() {
+        Random rnd = new Random(12);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).pageTokens(16).buckets(2).threads(1).build())) {
+            long seq = store.createSequence();
+            List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 20, rnd);
+            Reference.load(store, seq, 0, entries);
+            KvShard shard = store.shards().get(0);
+            assertThat(shard.withdraw(seq, 0, new int[] {19, 18, 5, 99})).isEqualTo(3);
+            ShardStats stats = shard.stats();
+            assertThat(stats.evictions()).isZero();
+            assertThat(stats.entries()).isEqualTo(17);
+            assertThat(stats.counters().stream().mapToLong(ExpertLayerCounters::bytesResident).sum())
+                    .isEqualTo(17L * store.config().layout().entryBytes());
+            float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+            AttentionResult r = store.attend(seq, 0, q, AttentionScope.all(), false);
+            List<Reference.Entry> kept = new ArrayList<>(entries);
+            kept.removeIf(e -> e.position() == 19 || e.position() == 18 || e.position() == 5);
+            assertThat(Reference.relativeError(r.output(),
+                    Reference.attend(SHAPE, q, Reference.roundedToFp16(kept)))).isLessThanOrEqualTo(1e-5);
+            // Nothing was evicted, so the lookups of that attention are all hits.
+            assertThat(shard.stats().misses()).isZero();
+        }
+    }
 }
