@@ -1,0 +1,27 @@
+package io.pikv.api.events;
+
+import com.fasterxml.jackson.annotation.JsonIgnoreProperties;
+
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The desired state the operator publishes for a cluster on the compacted topic {@code pikv.control}, keyed by
+ * cluster name: the expert→shard map (with its epoch), the active eviction policy and the budgets. A sidecar
+ * applies a record whose epoch is newer than the one it runs and ignores older ones.
+ *
+ * @param version       schema version ({@link #VERSION})
+ * @param cluster       the PiKVCluster this state is for
+ * @param epoch         monotonically increasing version of this state
+ * @param shardOfExpert the shard owning each expert (index = expert id)
+ * @param shards        the number of shards
+ * @param policy        the eviction policy every shard runs
+ * @param parameters    the policy's parameters (policy-specific names)
+ * @param budgetBytes   the per-shard byte budget
+ */
+@JsonIgnoreProperties(ignoreUnknown = true)
+public record ControlState(int version, String cluster, long epoch, List<Integer> shardOfExpert, int shards, String policy,
+                           Map<String, Double> parameters, long budgetBytes) {
+
+    public static final int VERSION = 1;
+}

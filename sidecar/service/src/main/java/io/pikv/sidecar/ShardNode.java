@@ -1,0 +1,235 @@
+package io.pikv.sidecar;
+
+import io.pikv.kv.AttentionScope;
+import io.pikv.kv.EvictionHook;
+import io.pikv.kv.ExpertShardMap;
+import io.pikv.kv.KvLayout;
+import io.pikv.kv.KvShard;
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.PartialAttention;
+import io.pikv.kv.ShardStats;
+import io.pikv.kv.StorageType;
+import io.pikv.kv.UnknownSequenceException;
+import io.pikv.kv.compute.Kernels;
+import io.pikv.kv.routing.HashRouter;
+import io.pikv.sidecar.wire.Wire;
+
+import java.util.Arrays;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * The KV of one shard: the engine's {@link KvShard} plus the sequences it knows and, per (sequence, layer), the next
+ * position. Requests that carry several entries are atomic: when one entry fails (bad value, budget), the entries
+ * already stored are withdrawn and the shard is as before. Thread-safe; a sequence's writes are serialized.
+ */
+public final class ShardNode implements AutoCloseable {
+    private final int id;
+    private final ModelShape shape;
+    private final KvShard shard;
+    private final HashRouter router;
+    private final ExpertShardMap localMap;
+    private final Map<Long, SequenceState> sequences = new ConcurrentHashMap<>();
+    private final AtomicLong nextId = new AtomicLong();
+
+    /** Next position per layer; the object is also the sequence's write lock. */
+    private static final class SequenceState {
+        final int[] length;
+
+        SequenceState(int layers) {
+            this.length = new int[layers];
+        }
+    }
+
+    public ShardNode(int id, ModelShape shape, StorageType type, int pageTokens, int buckets, long budgetBytes,
+                     EvictionHook hook) {
+        KvLayout layout = new KvLayout(shape.kvHeads(), shape.headDim(), pageTokens, type);
+        if (budgetBytes < layout.pageBytes()) {
+            throw new IllegalArgumentException("the budget (" + budgetBytes + " bytes) is less than one page of "
+                    + layout.pageBytes() + " bytes");
+        }
+        this.id = id;
+        this.shape = shape;
+        this.shard = new KvShard(id, shape, layout, buckets, budgetBytes, hook, Kernels.select(layout));
+        this.router = new HashRouter(shape.topK());
+        this.localMap = ExpertShardMap.roundRobin(shape.experts(), 1);
+    }
+
+    public int id() {
+        return id;
+    }
+
+    public ModelShape shape() {
+        return shape;
+    }
+
+    public KvLayout layout() {
+        return shard.layout();
+    }
+
+    /** Registers a sequence: with {@code requested} (a gateway's id) or a fresh one. */
+    public long create(Long requested) {
+        if (requested == null) {
+            long fresh;
+            do {
+                fresh = nextId.incrementAndGet();
+            } while (sequences.putIfAbsent(fresh, new SequenceState(shape.layers())) != null);
+            return fresh;
+        }
+        if (requested < 1) {
+            throw new IllegalArgumentException("a sequence id must be >= 1, got " + requested);
+        }
+        if (sequences.putIfAbsent(requested, new SequenceState(shape.layers())) != null) {
+            throw new SequenceExistsException(requested);
+        }
+        return requested;
+    }
+
+    public void close(long sequence) {
+        SequenceState state = sequences.remove(sequence);
+        if (state == null) {
+            throw new UnknownSequenceException(sequence);
+        }
+        synchronized (state) {
+            shard.dropSequence(sequence);
+        }
+    }
+
+    public boolean has(long sequence) {
+        return sequences.containsKey(sequence);
+    }
+
+    public int sequenceCount() {
+        return sequences.size();
+    }
+
+    /** Next position of each layer (one past the highest position stored). */
+    public int[] lengths(long sequence) {
+        SequenceState state = state(sequence);
+        synchronized (state) {
+            return state.length.clone();
+        }
+    }
+
+    /** Entries of (sequence, layer) resident on this shard. */
+    public int resident(long sequence, int layer) {
+        state(sequence);
+        checkLayer(layer);
+        return shard.resident(sequence, layer);
+    }
+
+    /** Stores the entries, all or none; returns the positions they got. */
+    public int[] append(long sequence, Wire.AppendRequest request) {
+        checkLayer(request.layer());
+        SequenceState state = state(sequence);
+        Wire.AppendRequest.Entry[] entries = request.entries();
+        int[] positions = new int[entries.length];
+        synchronized (state) {
+            int layer = request.layer();
+            int lengthBefore = state.length[layer];
+            int done = 0;
+            try {
+                for (; done < entries.length; done++) {
+                    Wire.AppendRequest.Entry e = entries[done];
+                    int position = e.position() == Wire.NEXT_POSITION ? state.length[layer] : e.position();
+                    if (position < 0) {
+                        throw new IllegalArgumentException("entry " + done + ": position must be >= 0 or -1 (next), got "
+                                + e.position());
+                    }
+                    shard.append(sequence, layer, position, e.expert(), e.k(), e.v());
+                    positions[done] = position;
+                    state.length[layer] = Math.max(state.length[layer], position + 1);
+                }
+            } catch (RuntimeException failure) {
+                shard.withdraw(sequence, layer, Arrays.copyOf(positions, done));
+                state.length[layer] = lengthBefore;
+                throw entries.length == 1 ? failure : withEntry(failure, done);
+            }
+        }
+        return positions;
+    }
+
+    /** This shard's partial attention over (sequence, layer) for a query, all entries or those of some experts. */
+    public PartialAttention attend(long sequence, Wire.AttendRequest request) {
+        checkLayer(request.layer());
+        state(sequence);
+        AttentionScope scope = request.allExperts() ? AttentionScope.all() : AttentionScope.experts(request.experts());
+        return shard.attendPartial(sequence, request.layer(), request.query(), scope, false);
+    }
+
+    /**
+     * One decode step with everything on this shard (a single-shard deployment): route with plain top-k (or take
+     * the given experts), store the token at the next position, attend.
+     */
+    public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
+        checkLayer(request.layer());
+        int[] experts = chooseExperts(request);
+        int[] position = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, experts[0], request.k(), request.v())}));
+        PartialAttention partial = attend(sequence, new Wire.AttendRequest(request.layer(),
+                request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query()));
+        return new Wire.StepResponse(position[0], experts, partial.finish().output());
+    }
+
+    /** The step's experts: the plain top-k of its logits, or its chosen experts after checking them. */
+    public int[] chooseExperts(Wire.StepRequest request) {
+        if (request.mode() == Wire.GATE_LOGITS) {
+            double[] logits = new double[request.logits().length];
+            for (int i = 0; i < logits.length; i++) {
+                logits[i] = request.logits()[i];
+            }
+            return router.route(logits, localMap).experts();
+        }
+        int[] experts = request.experts();
+        boolean[] seen = new boolean[shape.experts()];
+        for (int e : experts) {
+            if (e < 0 || e >= shape.experts()) {
+                throw new IllegalArgumentException("expert " + e + " is out of range: the model has " + shape.experts()
+                        + " experts");
+            }
+            if (seen[e]) {
+                throw new IllegalArgumentException("expert " + e + " is chosen twice");
+            }
+            seen[e] = true;
+        }
+        return experts.clone();
+    }
+
+    public ShardStats stats() {
+        return shard.stats();
+    }
+
+    private SequenceState state(long sequence) {
+        SequenceState state = sequences.get(sequence);
+        if (state == null) {
+            throw new UnknownSequenceException(sequence);
+        }
+        return state;
+    }
+
+    private void checkLayer(int layer) {
+        if (layer < 0 || layer >= shape.layers()) {
+            throw new IllegalArgumentException("layer " + layer + " is out of range: the model has " + shape.layers()
+                    + " layers");
+        }
+    }
+
+    private static RuntimeException withEntry(RuntimeException failure, int entry) {
+        String message = "entry " + entry + ": " + failure.getMessage() + " (no entry of the request was stored)";
+        if (failure instanceof io.pikv.kv.KvBudgetExceededException) {
+            return new io.pikv.kv.KvBudgetExceededException(message);
+        }
+        if (failure instanceof UnknownSequenceException || !(failure instanceof IllegalArgumentException)) {
+            return failure;
+        }
+        return new IllegalArgumentException(message, failure);
+    }
+
+    @Override
+    public void close() {
+        for (Long sequence : sequences.keySet()) {
+            close(sequence);
+        }
+    }
+}

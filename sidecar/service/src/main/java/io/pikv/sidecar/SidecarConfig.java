@@ -1,0 +1,120 @@
+package io.pikv.sidecar;
+
+import io.smallrye.config.ConfigMapping;
+import io.smallrye.config.WithDefault;
+
+import java.util.List;
+import java.util.Optional;
+
+/**
+ * Every setting of the sidecar, under {@code pikv.*} in {@code application.properties}; each can be overridden by
+ * an environment variable named after it ({@code pikv.store.budget-bytes} → {@code PIKV_STORE_BUDGET_BYTES}).
+ */
+@ConfigMapping(prefix = "pikv")
+public interface SidecarConfig {
+
+    /** {@code shard}: stores and attends; {@code gateway}: routes and fans steps out to shards. */
+    @WithDefault("shard")
+    Role role();
+
+    /** The PiKVCluster this sidecar belongs to (telemetry key, control topic key). */
+    @WithDefault("local")
+    String cluster();
+
+    /** This shard's index in the cluster's shard map. */
+    @WithDefault("0")
+    int shardId();
+
+    Model model();
+
+    Store store();
+
+    Api api();
+
+    Blocks blocks();
+
+    Gateway gateway();
+
+    /** The model whose KV this cluster holds; sequences must be created with this shape. */
+    interface Model {
+        @WithDefault("2")
+        int layers();
+
+        @WithDefault("8")
+        int qHeads();
+
+        @WithDefault("2")
+        int kvHeads();
+
+        @WithDefault("64")
+        int headDim();
+
+        @WithDefault("8")
+        int experts();
+
+        @WithDefault("2")
+        int topK();
+    }
+
+    /** The shard's KV store. */
+    interface Store {
+        /** Page element type: fp16 (default), fp32 or int8 (compressed). */
+        @WithDefault("fp16")
+        String dtype();
+
+        /** Tokens per page (a power of two). */
+        @WithDefault("32")
+        int pageTokens();
+
+        /** Hard limit on the bytes of KV pages this shard holds. */
+        @WithDefault("1073741824")
+        long budgetBytes();
+
+        /** In-shard buckets, placed by s(t,e) = (t mod N_tok) xor (e mod N_exp). */
+        @WithDefault("8")
+        int buckets();
+
+        /**
+         * What a full store does: {@code oldest-page} evicts the page allocated longest ago; {@code reject} never
+         * evicts, so appends beyond the budget are refused (409).
+         */
+        @WithDefault("oldest-page")
+        String eviction();
+    }
+
+    /** The HTTP API. */
+    interface Api {
+        /** Largest request body accepted; larger ones get 413. */
+        @WithDefault("67108864")
+        int maxBodyBytes();
+    }
+
+    /** The prefix-block cache (block put/lookup by hash). */
+    interface Blocks {
+        /** Bytes of block payloads held; least recently used blocks go first beyond it. */
+        @WithDefault("268435456")
+        long capacityBytes();
+    }
+
+    /** The gateway role. */
+    interface Gateway {
+        /** Base URLs of the shards, in shard-index order (e.g. {@code http://shard-0:8080}). */
+        Optional<List<String>> shards();
+
+        /** {@code hash} (plain top-k) or {@code cache-aware}. */
+        @WithDefault("hash")
+        String routing();
+
+        /** Cache-aware routing: weight of the miss penalty λ. */
+        @WithDefault("0.1")
+        double lambda();
+
+        /** Cache-aware routing: tokens over which miss counts decay. */
+        @WithDefault("512")
+        int window();
+
+        /** Cache-aware routing: an expert on a new shard below this fraction of the top weight is dropped. */
+        @WithDefault("0.15")
+        double nullRatio();
+    }
+}

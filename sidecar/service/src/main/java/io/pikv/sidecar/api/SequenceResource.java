@@ -1,0 +1,125 @@
+package io.pikv.sidecar.api;
+
+import io.pikv.kv.ModelShape;
+import io.pikv.sidecar.Sidecar;
+import io.pikv.sidecar.ShardNode;
+import io.pikv.sidecar.wire.Wire;
+import jakarta.ws.rs.Consumes;
+import jakarta.ws.rs.DELETE;
+import jakarta.ws.rs.GET;
+import jakarta.ws.rs.POST;
+import jakarta.ws.rs.Path;
+import jakarta.ws.rs.PathParam;
+import jakarta.ws.rs.Produces;
+import jakarta.ws.rs.core.MediaType;
+import jakarta.ws.rs.core.Response;
+import org.eclipse.microprofile.openapi.annotations.Operation;
+
+import java.net.URI;
+import java.util.ArrayList;
+import java.util.List;
+
+/** Sequences and their KV: create/close (JSON), append entries, partial attention and decode steps (binary). */
+@Path("/v1/sequences")
+public class SequenceResource {
+
+    /** Body of a create: the model shape (must equal the sidecar's) and, from a gateway, the id to use. */
+    public record CreateRequest(ModelJson model, Long id) {
+    }
+
+    /** A sequence: its id, the model, and per layer the next position and the entries resident here. */
+    public record SequenceJson(long id, ModelJson model, List<LayerJson> layers) {
+    }
+
+    public record LayerJson(int layer, int length, int resident) {
+    }
+
+    /** Positions given to appended entries, in request order. */
+    public record AppendedJson(int[] positions) {
+    }
+
+    private final Sidecar sidecar;
+    private final BodyLimit limit;
+
+    public SequenceResource(Sidecar sidecar, BodyLimit limit) {
+        this.sidecar = sidecar;
+        this.limit = limit;
+    }
+
+    @POST
+    @Consumes(MediaType.APPLICATION_JSON)
+    @Produces(MediaType.APPLICATION_JSON)
+    @Operation(summary = "Create a sequence", description = "The model shape must equal the sidecar's; a gateway "
+            + "passes the id its shards must use.")
+    public Response create(CreateRequest request) {
+        if (request == null || request.model() == null) {
+            throw new IllegalArgumentException("the body must name the model: {\"model\": {\"layers\": …}}");
+        }
+        ModelShape asked = request.model().toShape();
+        if (!asked.equals(sidecar.shape())) {
+            throw new ModelMismatchException(asked, sidecar.shape());
+        }
+        long id = node().create(request.id());
+        return Response.created(URI.create("/v1/sequences/" + id)).entity(describe(id)).build();
+    }
+
+    @GET
+    @Path("/{id}")
+    @Produces(MediaType.APPLICATION_JSON)
+    @Operation(summary = "Describe a sequence: per layer its length and the entries resident on this shard")
+    public SequenceJson get(@PathParam("id") long id) {
+        return describe(id);
+    }
+
+    @DELETE
+    @Path("/{id}")
+    @Operation(summary = "Close a sequence and free its KV")
+    public Response close(@PathParam("id") long id) {
+        node().close(id);
+        return Response.noContent().build();
+    }
+
+    @POST
+    @Path("/{id}/entries")
+    @Consumes(MediaType.APPLICATION_OCTET_STREAM)
+    @Produces(MediaType.APPLICATION_JSON)
+    @Operation(summary = "Append K/V entries (binary, all or none)")
+    public AppendedJson append(@PathParam("id") long id, byte[] body) {
+        limit.check(body);
+        return new AppendedJson(node().append(id, Wire.decodeAppend(body, sidecar.shape())));
+    }
+
+    @POST
+    @Path("/{id}/attention")
+    @Consumes(MediaType.APPLICATION_OCTET_STREAM)
+    @Produces(MediaType.APPLICATION_OCTET_STREAM)
+    @Operation(summary = "Partial attention of a query over this shard's entries (binary, mergeable)")
+    public byte[] attend(@PathParam("id") long id, byte[] body) {
+        limit.check(body);
+        return Wire.encodePartial(node().attend(id, Wire.decodeAttend(body, sidecar.shape())));
+    }
+
+    @POST
+    @Path("/{id}/steps")
+    @Consumes(MediaType.APPLICATION_OCTET_STREAM)
+    @Produces(MediaType.APPLICATION_OCTET_STREAM)
+    @Operation(summary = "One decode step: route, store the token's K/V, attend (binary)")
+    public byte[] step(@PathParam("id") long id, byte[] body) {
+        limit.check(body);
+        return Wire.encodeStepResponse(node().step(id, Wire.decodeStep(body, sidecar.shape())));
+    }
+
+    private SequenceJson describe(long id) {
+        ShardNode node = node();
+        int[] lengths = node.lengths(id);
+        List<LayerJson> layers = new ArrayList<>(lengths.length);
+        for (int layer = 0; layer < lengths.length; layer++) {
+            layers.add(new LayerJson(layer, lengths[layer], node.resident(id, layer)));
+        }
+        return new SequenceJson(id, ModelJson.of(sidecar.shape()), layers);
+    }
+
+    private ShardNode node() {
+        return sidecar.shard();
+    }
+}

@@ -1,0 +1,52 @@
+package io.pikv.sidecar.client;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+
+import java.net.http.HttpRequest;
+import java.nio.charset.StandardCharsets;
+
+/** A sidecar answered with an error status; carries the status, the problem type and its detail. */
+public final class SidecarException extends RuntimeException {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private final int status;
+    private final String type;
+    private final String detail;
+
+    public SidecarException(int status, String type, String detail, String message) {
+        super(message);
+        this.status = status;
+        this.type = type;
+        this.detail = detail;
+    }
+
+    static SidecarException of(HttpRequest request, int status, byte[] body) {
+        String type = null;
+        String detail = new String(body, StandardCharsets.UTF_8);
+        try {
+            JsonNode problem = JSON.readTree(body);
+            if (problem != null && problem.has("detail")) {
+                type = problem.path("type").asText(null);
+                detail = problem.get("detail").asText();
+            }
+        } catch (java.io.IOException ignored) {
+            // not problem+json: keep the raw body as the detail
+        }
+        return new SidecarException(status, type, detail, request.method() + " " + request.uri() + " → " + status
+                + ": " + detail);
+    }
+
+    public int status() {
+        return status;
+    }
+
+    /** The problem type URI ({@code urn:pikv:problem:…}), or null when the body was not problem+json. */
+    public String type() {
+        return type;
+    }
+
+    public String detail() {
+        return detail;
+    }
+}

@@ -1,0 +1,269 @@
+package io.pikv.sidecar.wire;
+
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.PartialAttention;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+
+/**
+ * The binary bodies of the KV API ({@code application/octet-stream}, little-endian; layouts in
+ * {@code docs/sidecar-api.md}). Decoding checks the exact length against the model shape and that every float is
+ * finite, and says what was wrong in a {@link WireException}; encoding is its mirror, used by the client.
+ */
+public final class Wire {
+    /** {@link StepRequest#mode()}: the gate's logits over all experts follow. */
+    public static final int GATE_LOGITS = 0;
+    /** {@link StepRequest#mode()}: the chosen experts (top-k ids) follow. */
+    public static final int CHOSEN_EXPERTS = 1;
+    /** {@link StepRequest#scope()} and attention: every entry of the layer (exact). */
+    public static final int SCOPE_ALL = 0;
+    /** {@link StepRequest#scope()}: only entries routed to the step's experts (PiKV's sparse mode). */
+    public static final int SCOPE_CHOSEN = 1;
+    /** {@link AppendRequest.Entry#position()}: the next position of the sequence's layer. */
+    public static final int NEXT_POSITION = -1;
+
+    private Wire() {
+    }
+
+    /** Tokens to store: K and V ({@code kvHeads × headDim} floats each) with position and primary expert. */
+    public record AppendRequest(int layer, Entry[] entries) {
+        public record Entry(int position, int expert, float[] k, float[] v) {
+        }
+    }
+
+    /** Partial attention of a query over one layer, all entries or those of some experts. */
+    public record AttendRequest(int layer, int[] experts, float[] query) {
+        public boolean allExperts() {
+            return experts.length == 0;
+        }
+    }
+
+    /** One decode step: route the token, store its K/V, attend with its query. */
+    public record StepRequest(int layer, int mode, int scope, float[] logits, int[] experts, float[] query, float[] k,
+                              float[] v) {
+    }
+
+    /** The answer of a step: the token's position, its experts and the attention output. */
+    public record StepResponse(int position, int[] experts, float[] output) {
+    }
+
+    public static AppendRequest decodeAppend(byte[] body, ModelShape shape) {
+        ByteBuffer in = wrap(body);
+        need(in, 8, "append header (layer, count)");
+        int layer = in.getInt();
+        int count = in.getInt();
+        int width = shape.kvWidth();
+        long entryBytes = 8L + 8L * width;
+        if (count < 1 || count > 1 << 20) {
+            throw new WireException("append count must be in [1, 1048576], got " + count);
+        }
+        exact(body.length, 8 + count * entryBytes, "an append of " + count + " entries (8 + count × (8 + 8 × "
+                + width + ") bytes)");
+        AppendRequest.Entry[] entries = new AppendRequest.Entry[count];
+        for (int i = 0; i < count; i++) {
+            int position = in.getInt();
+            int expert = in.getInt();
+            float[] k = floats(in, width, "entry " + i + " K");
+            float[] v = floats(in, width, "entry " + i + " V");
+            entries[i] = new AppendRequest.Entry(position, expert, k, v);
+        }
+        return new AppendRequest(layer, entries);
+    }
+
+    public static byte[] encodeAppend(AppendRequest request) {
+        int width = request.entries()[0].k().length;
+        ByteBuffer out = allocate(8 + request.entries().length * (8 + 8 * width));
+        out.putInt(request.layer()).putInt(request.entries().length);
+        for (AppendRequest.Entry e : request.entries()) {
+            out.putInt(e.position()).putInt(e.expert());
+            putFloats(out, e.k());
+            putFloats(out, e.v());
+        }
+        return out.array();
+    }
+
+    public static AttendRequest decodeAttend(byte[] body, ModelShape shape) {
+        ByteBuffer in = wrap(body);
+        need(in, 8, "attend header (layer, expert count)");
+        int layer = in.getInt();
+        int n = in.getInt();
+        if (n < 0 || n > shape.experts()) {
+            throw new WireException("expert count must be in [0, " + shape.experts() + "], got " + n);
+        }
+        exact(body.length, 8 + 4L * n + 4L * shape.queryWidth(), "an attend request with " + n
+                + " experts (8 + 4 × experts + 4 × qHeads × headDim bytes)");
+        int[] experts = new int[n];
+        for (int i = 0; i < n; i++) {
+            experts[i] = in.getInt();
+        }
+        return new AttendRequest(layer, experts, floats(in, shape.queryWidth(), "query"));
+    }
+
+    public static byte[] encodeAttend(AttendRequest request) {
+        ByteBuffer out = allocate(8 + 4 * request.experts().length + 4 * request.query().length);
+        out.putInt(request.layer()).putInt(request.experts().length);
+        for (int e : request.experts()) {
+            out.putInt(e);
+        }
+        putFloats(out, request.query());
+        return out.array();
+    }
+
+    public static byte[] encodePartial(PartialAttention p) {
+        int qh = p.qHeads();
+        int d = p.headDim();
+        ByteBuffer out = allocate(12 + 16 * qh + 8 * qh * d);
+        out.putInt(qh).putInt(d).putInt(p.visited());
+        for (int h = 0; h < qh; h++) {
+            out.putDouble(p.max(h));
+        }
+        for (int h = 0; h < qh; h++) {
+            out.putDouble(p.sumExp(h));
+        }
+        for (int h = 0; h < qh; h++) {
+            for (int i = 0; i < d; i++) {
+                out.putDouble(p.weightedV(h, i));
+            }
+        }
+        return out.array();
+    }
+
+    public static PartialAttention decodePartial(byte[] body) {
+        ByteBuffer in = wrap(body);
+        need(in, 12, "partial header");
+        int qh = in.getInt();
+        int d = in.getInt();
+        int visited = in.getInt();
+        exact(body.length, 12 + 16L * qh + 8L * qh * d, "a partial of " + qh + " heads of dim " + d);
+        double[] m = new double[qh];
+        double[] l = new double[qh];
+        double[] o = new double[qh * d];
+        for (int h = 0; h < qh; h++) {
+            m[h] = in.getDouble();
+        }
+        for (int h = 0; h < qh; h++) {
+            l[h] = in.getDouble();
+        }
+        for (int i = 0; i < o.length; i++) {
+            o[i] = in.getDouble();
+        }
+        return new PartialAttention(qh, d, m, l, o, visited, null, null);
+    }
+
+    public static StepRequest decodeStep(byte[] body, ModelShape shape) {
+        ByteBuffer in = wrap(body);
+        need(in, 12, "step header (layer, mode, scope)");
+        int layer = in.getInt();
+        int mode = in.getInt();
+        int scope = in.getInt();
+        if (mode != GATE_LOGITS && mode != CHOSEN_EXPERTS) {
+            throw new WireException("step mode must be 0 (gate logits) or 1 (chosen experts), got " + mode);
+        }
+        if (scope != SCOPE_ALL && scope != SCOPE_CHOSEN) {
+            throw new WireException("step scope must be 0 (all entries) or 1 (the step's experts), got " + scope);
+        }
+        int routing = mode == GATE_LOGITS ? shape.experts() : shape.topK();
+        exact(body.length, 12 + 4L * routing + 4L * shape.queryWidth() + 8L * shape.kvWidth(),
+                "a step with " + (mode == GATE_LOGITS ? shape.experts() + " gate logits" : shape.topK()
+                        + " chosen experts") + " (12 + 4 × " + routing + " + 4 × qHeads × headDim + 8 × kvHeads × "
+                        + "headDim bytes)");
+        float[] logits = null;
+        int[] experts = null;
+        if (mode == GATE_LOGITS) {
+            logits = floats(in, routing, "gate logits");
+        } else {
+            experts = new int[routing];
+            for (int i = 0; i < routing; i++) {
+                experts[i] = in.getInt();
+            }
+        }
+        float[] q = floats(in, shape.queryWidth(), "query");
+        float[] k = floats(in, shape.kvWidth(), "K");
+        float[] v = floats(in, shape.kvWidth(), "V");
+        return new StepRequest(layer, mode, scope, logits, experts, q, k, v);
+    }
+
+    public static byte[] encodeStep(StepRequest r) {
+        int routing = r.mode() == GATE_LOGITS ? r.logits().length : r.experts().length;
+        ByteBuffer out = allocate(12 + 4 * routing + 4 * r.query().length + 8 * r.k().length);
+        out.putInt(r.layer()).putInt(r.mode()).putInt(r.scope());
+        if (r.mode() == GATE_LOGITS) {
+            putFloats(out, r.logits());
+        } else {
+            for (int e : r.experts()) {
+                out.putInt(e);
+            }
+        }
+        putFloats(out, r.query());
+        putFloats(out, r.k());
+        putFloats(out, r.v());
+        return out.array();
+    }
+
+    public static byte[] encodeStepResponse(StepResponse r) {
+        ByteBuffer out = allocate(8 + 4 * r.experts().length + 4 * r.output().length);
+        out.putInt(r.position()).putInt(r.experts().length);
+        for (int e : r.experts()) {
+            out.putInt(e);
+        }
+        putFloats(out, r.output());
+        return out.array();
+    }
+
+    public static StepResponse decodeStepResponse(byte[] body, ModelShape shape) {
+        ByteBuffer in = wrap(body);
+        need(in, 8, "step response header");
+        int position = in.getInt();
+        int k = in.getInt();
+        exact(body.length, 8 + 4L * k + 4L * shape.queryWidth(), "a step response");
+        int[] experts = new int[k];
+        for (int i = 0; i < k; i++) {
+            experts[i] = in.getInt();
+        }
+        float[] output = new float[shape.queryWidth()];
+        in.asFloatBuffer().get(output);
+        return new StepResponse(position, experts, output);
+    }
+
+    private static ByteBuffer wrap(byte[] body) {
+        if (body == null) {
+            throw new WireException("the request has no body");
+        }
+        return ByteBuffer.wrap(body).order(ByteOrder.LITTLE_ENDIAN);
+    }
+
+    private static ByteBuffer allocate(int bytes) {
+        return ByteBuffer.allocate(bytes).order(ByteOrder.LITTLE_ENDIAN);
+    }
+
+    private static void need(ByteBuffer in, int bytes, String what) {
+        if (in.remaining() < bytes) {
+            throw new WireException("body too short for the " + what + ": " + in.remaining() + " bytes");
+        }
+    }
+
+    private static void exact(long actual, long expected, String what) {
+        if (actual != expected) {
+            throw new WireException("body is " + actual + " bytes, but " + what + " is " + expected + " bytes");
+        }
+    }
+
+    private static float[] floats(ByteBuffer in, int n, String what) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) {
+            float f = in.getFloat();
+            if (!Float.isFinite(f)) {
+                throw new WireException(what + "[" + i + "] is " + f + ": values must be finite");
+            }
+            x[i] = f;
+        }
+        return x;
+    }
+
+    private static void putFloats(ByteBuffer out, float[] x) {
+        for (float f : x) {
+            out.putFloat(f);
+        }
+    }
+}

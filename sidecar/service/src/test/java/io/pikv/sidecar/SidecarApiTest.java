@@ -1,0 +1,235 @@
+package io.pikv.sidecar;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import io.pikv.kv.EvictionHook;
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.StorageType;
+import io.pikv.sidecar.client.SidecarClient;
+import io.pikv.sidecar.client.SidecarException;
+import io.pikv.sidecar.wire.Wire;
+import io.quarkus.test.common.http.TestHTTPResource;
+import io.quarkus.test.junit.QuarkusTest;
+import io.restassured.http.ContentType;
+import org.junit.jupiter.api.Test;
+
+import java.net.URI;
+import java.net.URL;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.Random;
+
+import static io.restassured.RestAssured.given;
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.hamcrest.Matchers.containsString;
+import static org.hamcrest.Matchers.equalTo;
+
+/** The /v1 API of a shard-role sidecar (test profile: a small model, 8 pages of budget, no eviction). */
+@QuarkusTest
+class SidecarApiTest {
+    static final ModelShape SHAPE = new ModelShape(2, 4, 2, 16, 4, 2);
+    static final String MODEL = "{\"layers\":2,\"qHeads\":4,\"kvHeads\":2,\"headDim\":16,\"experts\":4,\"topK\":2}";
+    static final String PROBLEM = "application/problem+json";
+
+    @TestHTTPResource("/")
+    URL url;
+
+    SidecarClient client() throws Exception {
+        return new SidecarClient(url.toURI(), SHAPE);
+    }
+
+    static Wire.AppendRequest.Entry entry(int position, int expert, Random rnd) {
+        return new Wire.AppendRequest.Entry(position, expert, gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd));
+    }
+
+    static float[] gaussian(int n, Random rnd) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) {
+            x[i] = (float) rnd.nextGaussian();
+        }
+        return x;
+    }
+
+    static Wire.AppendRequest entries(int layer, int n, Random rnd) {
+        Wire.AppendRequest.Entry[] e = new Wire.AppendRequest.Entry[n];
+        for (int i = 0; i < n; i++) {
+            e[i] = entry(Wire.NEXT_POSITION, rnd.nextInt(SHAPE.experts()), rnd);
+        }
+        return new Wire.AppendRequest(layer, e);
+    }
+
+    @Test
+    void sequenceLifecycle() {
+        int id = given().contentType(ContentType.JSON).body("{\"model\":" + MODEL + "}")
+                .post("/v1/sequences").then().statusCode(201)
+                .header("Location", containsString("/v1/sequences/"))
+                .body("model.experts", equalTo(4)).body("layers.size()", equalTo(2))
+                .extract().path("id");
+        given().get("/v1/sequences/" + id).then().statusCode(200).body("layers[0].length", equalTo(0));
+        given().delete("/v1/sequences/" + id).then().statusCode(204);
+        given().delete("/v1/sequences/" + id).then().statusCode(404).contentType(PROBLEM)
+                .body("type", equalTo("urn:pikv:problem:unknown-sequence"))
+                .body("detail", containsString("unknown sequence " + id));
+        // A gateway's id is honoured once; a second create with it conflicts.
+        given().contentType(ContentType.JSON).body("{\"model\":" + MODEL + ",\"id\":777}").post("/v1/sequences")
+                .then().statusCode(201).body("id", equalTo(777));
+        given().contentType(ContentType.JSON).body("{\"model\":" + MODEL + ",\"id\":777}").post("/v1/sequences")
+                .then().statusCode(409).contentType(PROBLEM).body("detail", equalTo("sequence 777 already exists"));
+        given().delete("/v1/sequences/777").then().statusCode(204);
+    }
+
+    @Test
+    void badControlRequestsGetProblems() {
+        given().contentType(ContentType.JSON).body("{\"model\":" + MODEL.replace("\"experts\":4", "\"experts\":5") + "}")
+                .post("/v1/sequences").then().statusCode(422).contentType(PROBLEM)
+                .body("detail", containsString("experts=5"));
+        given().contentType(ContentType.JSON).body("{\"model\":{\"layers\":2}}").post("/v1/sequences")
+                .then().statusCode(400).contentType(PROBLEM).body("detail", equalTo("model.qHeads is required"));
+        given().contentType(ContentType.JSON).body("{\"model\": [").post("/v1/sequences")
+                .then().statusCode(400).contentType(PROBLEM);
+        given().contentType(ContentType.TEXT).body("hello").post("/v1/sequences")
+                .then().statusCode(415).contentType(PROBLEM).body("detail", containsString("unsupported content type"));
+        given().get("/v1/nothing-here").then().statusCode(404).contentType(PROBLEM);
+        given().get("/v1/sequences/not-a-number").then().statusCode(404).contentType(PROBLEM);
+    }
+
+    @Test
+    void attentionOverHttpEqualsTheEngineInProcess() throws Exception {
+        SidecarClient client = client();
+        long seq = client.createSequence(null);
+        Random rnd = new Random(5);
+        Wire.AppendRequest first = entries(1, 20, rnd);
+        Wire.AppendRequest second = entries(1, 7, rnd);
+        assertThat(client.append(seq, first)).containsExactly(java.util.stream.IntStream.range(0, 20).toArray());
+        assertThat(client.append(seq, second)[0]).isEqualTo(20);
+        float[] q = gaussian(SHAPE.queryWidth(), rnd);
+        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, EvictionHook.REJECT)) {
+            long ref = local.create(null);
+            local.append(ref, first);
+            local.append(ref, second);
+            for (int[] scope : new int[][] {{}, {1, 3}}) {
+                Wire.AttendRequest attend = new Wire.AttendRequest(1, scope, q);
+                float[] over = client.attend(seq, attend).finish().output();
+                float[] in = local.attend(ref, attend).finish().output();
+                assertThat(over).as("scope %s", java.util.Arrays.toString(scope)).containsExactly(in);
+            }
+        }
+        client.closeSequence(seq);
+    }
+
+    @Test
+    void stepsRouteStoreAndAttend() throws Exception {
+        SidecarClient client = client();
+        long seq = client.createSequence(null);
+        Random rnd = new Random(9);
+        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, EvictionHook.REJECT)) {
+            long ref = local.create(null);
+            for (int t = 0; t < 12; t++) {
+                float[] logits = {t < 6 ? -2f : 3f, 2f, -1f, 1f};
+                Wire.StepRequest step = new Wire.StepRequest(0, Wire.GATE_LOGITS, t % 2, logits, null,
+                        gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd),
+                        gaussian(SHAPE.kvWidth(), rnd));
+                Wire.StepResponse over = client.step(seq, step);
+                Wire.StepResponse in = local.step(ref, step);
+                assertThat(over.position()).isEqualTo(t);
+                assertThat(over.experts()).containsExactly(t < 6 ? new int[] {1, 3} : new int[] {0, 1});
+                assertThat(over.output()).containsExactly(in.output());
+            }
+        }
+        given().get("/v1/sequences/" + seq).then().statusCode(200).body("layers[0].length", equalTo(12))
+                .body("layers[0].resident", equalTo(12));
+        client.closeSequence(seq);
+    }
+
+    @Test
+    void badBinaryRequestsLeaveTheStoreUnchanged() throws Exception {
+        SidecarClient client = client();
+        long seq = client.createSequence(null);
+        Random rnd = new Random(2);
+        client.append(seq, entries(0, 5, rnd));
+        JsonNode before = client.stats();
+
+        // Wrong size: one float missing.
+        byte[] good = Wire.encodeAppend(entries(0, 2, rnd));
+        rejects(seq, "entries", java.util.Arrays.copyOf(good, good.length - 4), 400, "body is " + (good.length - 4)
+                + " bytes");
+        // NaN in the second entry's V.
+        Wire.AppendRequest nan = entries(0, 2, rnd);
+        nan.entries()[1].v()[3] = Float.NaN;
+        rejects(seq, "entries", Wire.encodeAppend(nan), 400, "entry 1 V[3] is NaN");
+        // Expert out of range in the second entry: the first entry, already stored, is withdrawn.
+        Wire.AppendRequest expert = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
+            entry(Wire.NEXT_POSITION, 0, rnd), entry(Wire.NEXT_POSITION, 4, rnd)});
+        rejects(seq, "entries", Wire.encodeAppend(expert), 400, "entry 1: expert 4 is out of range");
+        // Position already stored.
+        Wire.AppendRequest dup = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {entry(2, 0, rnd)});
+        rejects(seq, "entries", Wire.encodeAppend(dup), 400, "position 2 of sequence " + seq + " layer 0 is already stored");
+        // Layer out of range.
+        rejects(seq, "entries", Wire.encodeAppend(entries(2, 1, rnd)), 400, "layer 2 is out of range");
+        // More than the budget (8 pages of 16 tokens, 2 buckets, no eviction): nothing of it is kept.
+        rejects(seq, "entries", Wire.encodeAppend(entries(0, 200, rnd)), 409, "no entry of the request was stored");
+        // Unknown sequence.
+        rejects(seq + 1000, "entries", Wire.encodeAppend(entries(0, 1, rnd)), 404, "unknown sequence");
+        // Attention with a bad expert scope and with a wrong query size.
+        byte[] attend = Wire.encodeAttend(new Wire.AttendRequest(0, new int[] {7}, gaussian(SHAPE.queryWidth(), rnd)));
+        rejects(seq, "attention", attend, 400, "expert");
+        rejects(seq, "attention", new byte[] {0, 0, 0, 0, 0, 0, 0, 0, 1}, 400, "body is 9 bytes");
+        // Step with chosen experts repeated.
+        byte[] step = Wire.encodeStep(new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, 0, null, new int[] {1, 1},
+                gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd)));
+        rejects(seq, "steps", step, 400, "expert 1 is chosen twice");
+        // Body over pikv.api.max-body-bytes (65536 in tests).
+        rejects(seq, "entries", new byte[70_000], 413, "over the limit of 65536 bytes");
+        // Wrong content type on a binary endpoint.
+        given().contentType(ContentType.JSON).body("{}").post("/v1/sequences/" + seq + "/entries")
+                .then().statusCode(415).contentType(PROBLEM);
+
+        JsonNode after = client.stats();
+        assertThat(after.get("entries")).isEqualTo(before.get("entries"));
+        assertThat(after.get("bytesInUse")).isEqualTo(before.get("bytesInUse"));
+        assertThat(after.get("evictions").asLong()).isZero();
+        given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(5))
+                .body("layers[0].resident", equalTo(5));
+        client.closeSequence(seq);
+    }
+
+    private static void rejects(long seq, String endpoint, byte[] body, int status, String detail) {
+        given().contentType("application/octet-stream").body(body).post("/v1/sequences/" + seq + "/" + endpoint)
+                .then().statusCode(status).contentType(PROBLEM).body("status", equalTo(status))
+                .body("detail", containsString(detail));
+    }
+
+    @Test
+    void prefixBlocks() throws Exception {
+        SidecarClient client = client();
+        client.putBlock("00ff", new byte[] {1, 2, 3});
+        assertThat(client.getBlock("ff")).containsExactly(1, 2, 3);
+        assertThat(client.getBlock("abc")).isNull();
+        client.putBlock("1", new byte[600]);
+        client.putBlock("2", new byte[600]); // capacity 1000 bytes: block 1 goes
+        assertThat(client.getBlock("1")).isNull();
+        assertThat(client.getBlock("2")).hasSize(600);
+        assertThatThrownBy(() -> client.putBlock("3", new byte[1001])).isInstanceOf(SidecarException.class)
+                .hasMessageContaining("413").hasMessageContaining("exceeds the block cache capacity of 1000 bytes");
+        given().get("/v1/blocks/xyz").then().statusCode(400).contentType(PROBLEM)
+                .body("detail", equalTo("a block hash is 1 to 16 hex digits, got 'xyz'"));
+    }
+
+    @Test
+    void configStatsAndOperability() {
+        given().get("/v1/config").then().statusCode(200).body("role", equalTo("shard")).body("pageTokens", equalTo(16))
+                .body("budgetBytes", equalTo(16384));
+        given().get("/v1/shard-map").then().statusCode(200).body("shardOfExpert.size()", equalTo(4));
+        given().get("/v1/stats").then().statusCode(200).body("budgetBytes", equalTo(16384));
+        given().get("/q/health/ready").then().statusCode(200);
+        given().get("/q/openapi").then().statusCode(200).body(containsString("/v1/sequences/{id}/steps"));
+    }
+
+    static ByteBuffer le(int bytes) {
+        return ByteBuffer.allocate(bytes).order(ByteOrder.LITTLE_ENDIAN);
+    }
+
+    static URI uri(URL url) throws Exception {
+        return url.toURI();
+    }
+}
