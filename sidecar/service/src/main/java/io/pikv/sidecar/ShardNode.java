@@ -24,7 +24,7 @@ import java.util.concurrent.atomic.AtomicLong;
  * position. Requests that carry several entries are atomic: when one entry fails (bad value, budget), the entries
  * already stored are withdrawn and the shard is as before. Thread-safe; a sequence's writes are serialized.
  */
-public final class ShardNode implements AutoCloseable {
+public final class ShardNode implements KvApi, AutoCloseable {
     private final int id;
     private final ModelShape shape;
     private final KvShard shard;
@@ -69,6 +69,7 @@ public final class ShardNode implements AutoCloseable {
     }
 
     /** Registers a sequence: with {@code requested} (a gateway's id) or a fresh one. */
+    @Override
     public long create(Long requested) {
         if (requested == null) {
             long fresh;
@@ -86,6 +87,7 @@ public final class ShardNode implements AutoCloseable {
         return requested;
     }
 
+    @Override
     public void close(long sequence) {
         SequenceState state = sequences.remove(sequence);
         if (state == null) {
@@ -105,6 +107,7 @@ public final class ShardNode implements AutoCloseable {
     }
 
     /** Next position of each layer (one past the highest position stored). */
+    @Override
     public int[] lengths(long sequence) {
         SequenceState state = state(sequence);
         synchronized (state) {
@@ -113,6 +116,7 @@ public final class ShardNode implements AutoCloseable {
     }
 
     /** Entries of (sequence, layer) resident on this shard. */
+    @Override
     public int resident(long sequence, int layer) {
         state(sequence);
         checkLayer(layer);
@@ -120,6 +124,7 @@ public final class ShardNode implements AutoCloseable {
     }
 
     /** Stores the entries, all or none; returns the positions they got. */
+    @Override
     public int[] append(long sequence, Wire.AppendRequest request) {
         checkLayer(request.layer());
         SequenceState state = state(sequence);
@@ -150,7 +155,17 @@ public final class ShardNode implements AutoCloseable {
         return positions;
     }
 
+    @Override
+    public int withdraw(long sequence, int layer, int[] positions) {
+        checkLayer(layer);
+        SequenceState state = state(sequence);
+        synchronized (state) {
+            return shard.withdraw(sequence, layer, positions);
+        }
+    }
+
     /** This shard's partial attention over (sequence, layer) for a query, all entries or those of some experts. */
+    @Override
     public PartialAttention attend(long sequence, Wire.AttendRequest request) {
         checkLayer(request.layer());
         state(sequence);
@@ -162,6 +177,7 @@ public final class ShardNode implements AutoCloseable {
      * One decode step with everything on this shard (a single-shard deployment): route with plain top-k (or take
      * the given experts), store the token at the next position, attend.
      */
+    @Override
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
         checkLayer(request.layer());
         int[] experts = chooseExperts(request);

@@ -7,7 +7,15 @@ import io.quarkus.runtime.ShutdownEvent;
 import io.quarkus.runtime.StartupEvent;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.event.Observes;
+import io.pikv.kv.routing.CacheAwareRouter;
+import io.pikv.kv.routing.HashRouter;
+import io.pikv.kv.routing.Router;
+import io.pikv.sidecar.client.SidecarClient;
 import org.jboss.logging.Logger;
+
+import java.net.URI;
+import java.util.ArrayList;
+import java.util.List;
 
 /**
  * The sidecar's engine state, built once from {@link SidecarConfig}: the model shape every request is checked
@@ -22,6 +30,7 @@ public class Sidecar {
     private final ModelShape shape;
     private final ShardNode shard;
     private final BlockStore blocks;
+    private final Gateway gateway;
 
     public Sidecar(SidecarConfig config) {
         this.config = config;
@@ -33,12 +42,47 @@ public class Sidecar {
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
                 hook));
         this.blocks = setting("pikv.blocks.capacity-bytes", () -> new BlockStore(config.blocks().capacityBytes()));
+        this.gateway = config.role() == Role.gateway ? setting("pikv.gateway.*", () -> gateway(config, shape)) : null;
+    }
+
+    private static Gateway gateway(SidecarConfig config, ModelShape shape) {
+        List<String> urls = config.gateway().shards().orElse(List.of());
+        if (urls.isEmpty()) {
+            throw new IllegalArgumentException("pikv.gateway.shards must list the shards' base URLs");
+        }
+        List<SidecarClient> clients = new ArrayList<>();
+        for (String url : urls) {
+            URI uri;
+            try {
+                uri = URI.create(url.trim());
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("'" + url + "' is not a URL: " + e.getMessage());
+            }
+            if (uri.getScheme() == null || uri.getHost() == null) {
+                throw new IllegalArgumentException("'" + url + "' is not an http(s) URL with a host");
+            }
+            clients.add(new SidecarClient(uri, shape));
+        }
+        Router router = switch (config.gateway().routing()) {
+            case "hash" -> new HashRouter(shape.topK());
+            case "cache-aware" -> new CacheAwareRouter(shape.experts(), shape.topK(), config.gateway().lambda(),
+                    config.gateway().window(), config.gateway().nullRatio());
+            default -> throw new IllegalArgumentException("routing must be hash or cache-aware, got '"
+                    + config.gateway().routing() + "'");
+        };
+        return new Gateway(shape, clients, router);
     }
 
     void started(@Observes StartupEvent event) {
-        LOG.infof("PiKV sidecar: role %s, cluster %s, shard %d, model %s, %s pages of %d tokens, budget %d bytes",
-                config.role(), config.cluster(), config.shardId(), shape, shard.layout().type(),
-                shard.layout().pageTokens(), config.store().budgetBytes());
+        if (gateway != null) {
+            LOG.infof("PiKV sidecar: role gateway, cluster %s, model %s, %d shards %s, %s routing", config.cluster(),
+                    shape, config.gateway().shards().orElse(List.of()).size(), config.gateway().shards().orElse(List.of()),
+                    config.gateway().routing());
+        } else {
+            LOG.infof("PiKV sidecar: role shard, cluster %s, shard %d, model %s, %s pages of %d tokens, budget %d bytes",
+                    config.cluster(), config.shardId(), shape, shard.layout().type(), shard.layout().pageTokens(),
+                    config.store().budgetBytes());
+        }
     }
 
     void stopped(@Observes ShutdownEvent event) {
@@ -59,6 +103,16 @@ public class Sidecar {
 
     public BlockStore blocks() {
         return blocks;
+    }
+
+    /** The KV operations as this role serves them: from the local shard, or through the shards (gateway). */
+    public KvApi kv() {
+        return gateway != null ? gateway : shard;
+    }
+
+    /** The gateway, or null in the shard role. */
+    public Gateway gateway() {
+        return gateway;
     }
 
     private static EvictionHook eviction(String name) {

@@ -5,7 +5,11 @@ import io.pikv.kv.ShardStats;
 import io.pikv.sidecar.BlockStore;
 import io.pikv.sidecar.Sidecar;
 import io.pikv.sidecar.SidecarConfig;
+import io.pikv.kv.ExpertShardMap;
+import io.pikv.sidecar.Gateway;
+import jakarta.ws.rs.Consumes;
 import jakarta.ws.rs.GET;
+import jakarta.ws.rs.PUT;
 import jakarta.ws.rs.Path;
 import jakarta.ws.rs.Produces;
 import jakarta.ws.rs.core.MediaType;
@@ -66,7 +70,49 @@ public class InfoResource {
     @Path("/shard-map")
     @Operation(summary = "The expert-to-shard map in effect, with its epoch")
     public ShardMapJson shardMap() {
+        if (sidecar.gateway() != null) {
+            ExpertShardMap map = sidecar.gateway().shardMap();
+            return new ShardMapJson(map.epoch(), map.shards(), map.assignment());
+        }
         int experts = sidecar.shape().experts();
         return new ShardMapJson(0, 1, new int[experts]);
+    }
+
+    @PUT
+    @Path("/shard-map")
+    @Consumes(MediaType.APPLICATION_JSON)
+    @Operation(summary = "Gateway: route new entries by a newer shard map (stored entries stay readable where they are)")
+    public ShardMapJson applyShardMap(ShardMapJson next) {
+        Gateway gateway = sidecar.gateway();
+        if (gateway == null) {
+            throw new WrongRoleException("only a gateway routes by the shard map; this sidecar is a shard");
+        }
+        if (next == null || next.shardOfExpert() == null) {
+            throw new IllegalArgumentException("the body must hold epoch, shards and shardOfExpert");
+        }
+        ExpertShardMap map = new ExpertShardMap(next.epoch(), next.shards(), next.shardOfExpert());
+        synchronized (gateway) {
+            long current = gateway.shardMap().epoch();
+            if (map.epoch() <= current) {
+                throw new StaleEpochException("epoch " + map.epoch() + " is not newer than the map in effect (epoch "
+                        + current + ")");
+            }
+            gateway.applyShardMap(map);
+        }
+        return shardMap();
+    }
+
+    /** A request only another role serves. */
+    public static final class WrongRoleException extends RuntimeException {
+        WrongRoleException(String message) {
+            super(message);
+        }
+    }
+
+    /** A shard map that is not newer than the one in effect. */
+    public static final class StaleEpochException extends RuntimeException {
+        StaleEpochException(String message) {
+            super(message);
+        }
     }
 }

@@ -61,6 +61,22 @@ public class ProblemMappers {
     }
 
     @ServerExceptionMapper
+    public RestResponse<Problem> role(InfoResource.WrongRoleException e, UriInfo uri) {
+        return problem(409, "wrong-role", "Not served by this role", e.getMessage(), uri);
+    }
+
+    @ServerExceptionMapper
+    public RestResponse<Problem> stale(InfoResource.StaleEpochException e, UriInfo uri) {
+        return problem(409, "stale-epoch", "Stale shard map", e.getMessage(), uri);
+    }
+
+    @ServerExceptionMapper
+    public RestResponse<Problem> shard(io.pikv.sidecar.ShardFailure e, UriInfo uri) {
+        return problem(e.status(), e.status() == 502 ? "shard-unavailable" : "shard-refused",
+                e.status() == 502 ? "Shard unavailable" : "Refused by a shard", e.getMessage(), uri);
+    }
+
+    @ServerExceptionMapper
     public RestResponse<Problem> json(JsonProcessingException e, UriInfo uri) {
         return problem(400, "malformed-json", "Malformed JSON", e.getOriginalMessage(), uri);
     }

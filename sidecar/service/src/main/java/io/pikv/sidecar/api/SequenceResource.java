@@ -2,7 +2,7 @@ package io.pikv.sidecar.api;
 
 import io.pikv.kv.ModelShape;
 import io.pikv.sidecar.Sidecar;
-import io.pikv.sidecar.ShardNode;
+import io.pikv.sidecar.KvApi;
 import io.pikv.sidecar.wire.Wire;
 import jakarta.ws.rs.Consumes;
 import jakarta.ws.rs.DELETE;
@@ -36,6 +36,13 @@ public class SequenceResource {
 
     /** Positions given to appended entries, in request order. */
     public record AppendedJson(int[] positions) {
+    }
+
+    /** Entries of one layer to take back (a gateway undoing a request that failed on another shard). */
+    public record WithdrawRequest(Integer layer, int[] positions) {
+    }
+
+    public record WithdrawnJson(int withdrawn) {
     }
 
     private final Sidecar sidecar;
@@ -90,6 +97,19 @@ public class SequenceResource {
     }
 
     @POST
+    @Path("/{id}/withdrawals")
+    @Consumes(MediaType.APPLICATION_JSON)
+    @Produces(MediaType.APPLICATION_JSON)
+    @Operation(summary = "Take back just-stored entries without counting evictions (undo of a failed request)")
+    public WithdrawnJson withdraw(@PathParam("id") long id, WithdrawRequest request) {
+        if (request == null || request.layer() == null || request.positions() == null) {
+            throw new IllegalArgumentException("the body must name the layer and the positions: "
+                    + "{\"layer\": 0, \"positions\": [..]}");
+        }
+        return new WithdrawnJson(node().withdraw(id, request.layer(), request.positions()));
+    }
+
+    @POST
     @Path("/{id}/attention")
     @Consumes(MediaType.APPLICATION_OCTET_STREAM)
     @Produces(MediaType.APPLICATION_OCTET_STREAM)
@@ -110,7 +130,7 @@ public class SequenceResource {
     }
 
     private SequenceJson describe(long id) {
-        ShardNode node = node();
+        KvApi node = node();
         int[] lengths = node.lengths(id);
         List<LayerJson> layers = new ArrayList<>(lengths.length);
         for (int layer = 0; layer < lengths.length; layer++) {
@@ -119,7 +139,7 @@ public class SequenceResource {
         return new SequenceJson(id, ModelJson.of(sidecar.shape()), layers);
     }
 
-    private ShardNode node() {
-        return sidecar.shard();
+    private KvApi node() {
+        return sidecar.kv();
     }
 }

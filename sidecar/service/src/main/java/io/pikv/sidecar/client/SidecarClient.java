@@ -14,6 +14,8 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 
 /**
  * A small client of one sidecar's {@code /v1} API over HTTP/1.1 (JDK {@link HttpClient}): what the gateway uses to
@@ -74,8 +76,44 @@ public final class SidecarClient {
     }
 
     public PartialAttention attend(long sequence, Wire.AttendRequest request) {
-        return Wire.decodePartial(send(binary("/v1/sequences/" + sequence + "/attention", Wire.encodeAttend(request)),
-                200));
+        return join(attendAsync(sequence, request));
+    }
+
+    public CompletableFuture<PartialAttention> attendAsync(long sequence, Wire.AttendRequest request) {
+        return sendAsync(binary("/v1/sequences/" + sequence + "/attention", Wire.encodeAttend(request)), 200)
+                .thenApply(Wire::decodePartial);
+    }
+
+    public CompletableFuture<int[]> appendAsync(long sequence, Wire.AppendRequest request) {
+        return sendAsync(binary("/v1/sequences/" + sequence + "/entries", Wire.encodeAppend(request)), 200)
+                .thenApply(body -> {
+                    JsonNode positions = json(body).get("positions");
+                    int[] out = new int[positions.size()];
+                    for (int i = 0; i < out.length; i++) {
+                        out[i] = positions.get(i).asInt();
+                    }
+                    return out;
+                });
+    }
+
+    /** Takes back just-stored entries of (sequence, layer) without counting evictions. */
+    public int withdraw(long sequence, int layer, int[] positions) {
+        ObjectNode body = JSON.createObjectNode().put("layer", layer);
+        positions(body.putArray("positions"), positions);
+        return json(send(request("/v1/sequences/" + sequence + "/withdrawals")
+                .POST(HttpRequest.BodyPublishers.ofString(body.toString())).header("Content-Type", "application/json"),
+                200)).get("withdrawn").asInt();
+    }
+
+    /** {@code GET /v1/sequences/{id}} as a JSON tree. */
+    public JsonNode describe(long sequence) {
+        return json(send(request("/v1/sequences/" + sequence).GET(), 200));
+    }
+
+    private static void positions(com.fasterxml.jackson.databind.node.ArrayNode array, int[] positions) {
+        for (int p : positions) {
+            array.add(p);
+        }
     }
 
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
@@ -112,6 +150,34 @@ public final class SidecarClient {
     private HttpRequest.Builder binary(String path, byte[] body) {
         return request(path).POST(HttpRequest.BodyPublishers.ofByteArray(body)).header("Content-Type", OCTETS)
                 .header("Accept", OCTETS + ", application/json, application/problem+json");
+    }
+
+    private CompletableFuture<byte[]> sendAsync(HttpRequest.Builder builder, int expected) {
+        HttpRequest request = builder.build();
+        return http.sendAsync(request, HttpResponse.BodyHandlers.ofByteArray()).handle((response, failure) -> {
+            if (failure != null) {
+                Throwable cause = failure instanceof CompletionException && failure.getCause() != null
+                        ? failure.getCause() : failure;
+                throw new UncheckedIOException(request.method() + " " + request.uri() + " failed: " + cause,
+                        cause instanceof IOException io ? io : new IOException(cause));
+            }
+            if (response.statusCode() != expected) {
+                throw SidecarException.of(request, response.statusCode(), response.body());
+            }
+            return response.body();
+        });
+    }
+
+    /** The future's value, with a failure rethrown as it was raised (SidecarException, UncheckedIOException). */
+    public static <T> T join(CompletableFuture<T> future) {
+        try {
+            return future.join();
+        } catch (CompletionException e) {
+            if (e.getCause() instanceof RuntimeException r) {
+                throw r;
+            }
+            throw e;
+        }
     }
 
     private byte[] send(HttpRequest.Builder builder, int expected) {

@@ -1,0 +1,345 @@
+package io.pikv.sidecar;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import io.pikv.kv.ExpertShardMap;
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.PartialAttention;
+import io.pikv.kv.UnknownSequenceException;
+import io.pikv.kv.routing.CacheAwareRouter;
+import io.pikv.kv.routing.Router;
+import io.pikv.sidecar.client.SidecarClient;
+import io.pikv.sidecar.client.SidecarException;
+import io.pikv.sidecar.wire.Wire;
+
+import java.util.ArrayList;
+import java.util.BitSet;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ThreadLocalRandom;
+
+/**
+ * The gateway role: routes each token, sends its K/V to the shard that owns its primary expert (per the current
+ * expert→shard map), fans attention out to exactly the shards that hold entries in scope, and merges their partials
+ * with the log-sum-exp rule, so the answer is the one a single store would give.
+ *
+ * <p>Which shards hold what is tracked per (sequence, layer, shard) as the set of experts whose entries were sent
+ * there, so entries stay readable on the shard that holds them after their expert moves to another shard. A request
+ * with several entries is all or none across shards: when one shard refuses its part, the parts already stored on
+ * other shards are withdrawn.
+ */
+public final class Gateway implements KvApi {
+    private final ModelShape shape;
+    private final List<SidecarClient> shards;
+    private final Router router;
+    private volatile ExpertShardMap map;
+    private final Map<Long, State> sequences = new ConcurrentHashMap<>();
+
+    /** Per layer: the next position, and per shard the experts whose entries it holds. The object is the lock. */
+    private static final class State {
+        final int[] length;
+        final BitSet[][] experts;
+
+        State(int layers, int shards) {
+            length = new int[layers];
+            experts = new BitSet[layers][shards];
+            for (BitSet[] row : experts) {
+                for (int s = 0; s < shards; s++) {
+                    row[s] = new BitSet();
+                }
+            }
+        }
+    }
+
+    public Gateway(ModelShape shape, List<SidecarClient> shards, Router router) {
+        if (shards.isEmpty()) {
+            throw new IllegalArgumentException("a gateway needs at least one shard (pikv.gateway.shards)");
+        }
+        this.shape = shape;
+        this.shards = List.copyOf(shards);
+        this.router = router;
+        this.map = ExpertShardMap.roundRobin(shape.experts(), shards.size());
+    }
+
+    public ExpertShardMap shardMap() {
+        return map;
+    }
+
+    /** Routes new entries by {@code next} from now on; entries already stored stay where they are, readable. */
+    public void applyShardMap(ExpertShardMap next) {
+        if (next.shards() != shards.size() || next.experts() != shape.experts()) {
+            throw new IllegalArgumentException("the shard map has " + next.shards() + " shards and " + next.experts()
+                    + " experts; this gateway has " + shards.size() + " shards and the model " + shape.experts()
+                    + " experts");
+        }
+        map = next;
+    }
+
+    @Override
+    public long create(Long requested) {
+        long id = requested != null ? requested : ThreadLocalRandom.current().nextLong(1, Long.MAX_VALUE);
+        if (sequences.putIfAbsent(id, new State(shape.layers(), shards.size())) != null) {
+            throw new SequenceExistsException(id);
+        }
+        List<SidecarClient> created = new ArrayList<>();
+        try {
+            for (SidecarClient shard : shards) {
+                shard.createSequence(id);
+                created.add(shard);
+            }
+        } catch (RuntimeException e) {
+            sequences.remove(id);
+            for (SidecarClient shard : created) {
+                shard.closeSequence(id);
+            }
+            throw ShardFailure.of(e);
+        }
+        return id;
+    }
+
+    @Override
+    public void close(long sequence) {
+        if (sequences.remove(sequence) == null) {
+            throw new UnknownSequenceException(sequence);
+        }
+        RuntimeException first = null;
+        for (SidecarClient shard : shards) {
+            try {
+                shard.closeSequence(sequence);
+            } catch (RuntimeException e) {
+                if (!(e instanceof SidecarException se && se.status() == 404) && first == null) {
+                    first = e;
+                }
+            }
+        }
+        if (first != null) {
+            throw ShardFailure.of(first);
+        }
+    }
+
+    @Override
+    public int[] lengths(long sequence) {
+        State state = state(sequence);
+        synchronized (state) {
+            return state.length.clone();
+        }
+    }
+
+    @Override
+    public int resident(long sequence, int layer) {
+        checkLayer(layer);
+        State state = state(sequence);
+        int total = 0;
+        for (int s = 0; s < shards.size(); s++) {
+            boolean any;
+            synchronized (state) {
+                any = !state.experts[layer][s].isEmpty();
+            }
+            if (any) {
+                SidecarClient shard = shards.get(s);
+                JsonNode described = call(() -> shard.describe(sequence));
+                total += described.get("layers").get(layer).get("resident").asInt();
+            }
+        }
+        return total;
+    }
+
+    @Override
+    public int[] append(long sequence, Wire.AppendRequest request) {
+        checkLayer(request.layer());
+        State state = state(sequence);
+        Wire.AppendRequest.Entry[] entries = request.entries();
+        int layer = request.layer();
+        synchronized (state) {
+            int lengthBefore = state.length[layer];
+            int[] positions = new int[entries.length];
+            List<List<Wire.AppendRequest.Entry>> parts = new ArrayList<>();
+            for (int s = 0; s < shards.size(); s++) {
+                parts.add(new ArrayList<>());
+            }
+            ExpertShardMap current = map;
+            int next = state.length[layer];
+            java.util.Set<Integer> used = new java.util.HashSet<>();
+            for (int i = 0; i < entries.length; i++) {
+                Wire.AppendRequest.Entry e = entries[i];
+                checkExpert(e.expert(), "entry " + i + ": ");
+                int position = e.position() == Wire.NEXT_POSITION ? next : e.position();
+                if (position < 0) {
+                    throw new IllegalArgumentException("entry " + i + ": position must be >= 0 or -1 (next), got "
+                            + e.position());
+                }
+                // Through a gateway positions are append-only: the shards that could hold an earlier one are not
+                // asked, so an explicit position must be new.
+                if (position < lengthBefore || !used.add(position)) {
+                    throw new IllegalArgumentException("entry " + i + ": position " + position + " of sequence "
+                            + sequence + " layer " + layer + " is already stored or used (through a gateway positions"
+                            + " are append-only; the layer's length is " + lengthBefore + ")");
+                }
+                next = Math.max(next, position + 1);
+                positions[i] = position;
+                parts.get(current.shardOf(e.expert())).add(new Wire.AppendRequest.Entry(position, e.expert(), e.k(), e.v()));
+            }
+            List<CompletableFuture<int[]>> sent = new ArrayList<>();
+            for (int s = 0; s < shards.size(); s++) {
+                List<Wire.AppendRequest.Entry> part = parts.get(s);
+                sent.add(part.isEmpty() ? CompletableFuture.completedFuture(new int[0])
+                        : shards.get(s).appendAsync(sequence, new Wire.AppendRequest(layer,
+                                part.toArray(new Wire.AppendRequest.Entry[0]))));
+            }
+            RuntimeException failure = null;
+            for (CompletableFuture<int[]> f : sent) {
+                try {
+                    SidecarClient.join(f);
+                } catch (RuntimeException e) {
+                    failure = failure == null ? e : failure;
+                }
+            }
+            if (failure != null) {
+                for (int s = 0; s < shards.size(); s++) {
+                    if (!parts.get(s).isEmpty() && !sent.get(s).isCompletedExceptionally()) {
+                        int[] stored = parts.get(s).stream().mapToInt(Wire.AppendRequest.Entry::position).toArray();
+                        shards.get(s).withdraw(sequence, layer, stored);
+                    }
+                }
+                state.length[layer] = lengthBefore;
+                throw ShardFailure.of(failure);
+            }
+            for (int s = 0; s < shards.size(); s++) {
+                for (Wire.AppendRequest.Entry e : parts.get(s)) {
+                    state.experts[layer][s].set(e.expert());
+                }
+            }
+            state.length[layer] = next;
+            return positions;
+        }
+    }
+
+    @Override
+    public int withdraw(long sequence, int layer, int[] positions) {
+        checkLayer(layer);
+        State state = state(sequence);
+        int total = 0;
+        for (int s = 0; s < shards.size(); s++) {
+            boolean any;
+            synchronized (state) {
+                any = !state.experts[layer][s].isEmpty();
+            }
+            if (any) {
+                SidecarClient shard = shards.get(s);
+                total += call(() -> shard.withdraw(sequence, layer, positions));
+            }
+        }
+        return total;
+    }
+
+    @Override
+    public PartialAttention attend(long sequence, Wire.AttendRequest request) {
+        checkLayer(request.layer());
+        State state = state(sequence);
+        BitSet scope = new BitSet();
+        if (request.allExperts()) {
+            scope.set(0, shape.experts());
+        } else {
+            for (int e : request.experts()) {
+                checkExpert(e, "scope: ");
+                scope.set(e);
+            }
+        }
+        List<CompletableFuture<PartialAttention>> parts = new ArrayList<>();
+        for (int s = 0; s < shards.size(); s++) {
+            boolean holds;
+            synchronized (state) {
+                holds = state.experts[request.layer()][s].intersects(scope);
+            }
+            if (holds) {
+                parts.add(shards.get(s).attendAsync(sequence, request));
+            }
+        }
+        if (parts.isEmpty()) {
+            return PartialAttention.empty(shape.qHeads(), shape.headDim(), false);
+        }
+        List<PartialAttention> partials = new ArrayList<>(parts.size());
+        for (CompletableFuture<PartialAttention> f : parts) {
+            partials.add(call(() -> SidecarClient.join(f)));
+        }
+        return PartialAttention.merge(partials);
+    }
+
+    @Override
+    public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
+        checkLayer(request.layer());
+        state(sequence);
+        int[] experts = route(request);
+        int[] position = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, experts[0], request.k(), request.v())}));
+        PartialAttention partial = attend(sequence, new Wire.AttendRequest(request.layer(),
+                request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query()));
+        return new Wire.StepResponse(position[0], experts, partial.finish().output());
+    }
+
+    /** The step's experts: the router's choice from the gate logits, or the given experts after checking them. */
+    private int[] route(Wire.StepRequest request) {
+        ExpertShardMap current = map;
+        if (request.mode() == Wire.CHOSEN_EXPERTS) {
+            BitSet seen = new BitSet();
+            for (int e : request.experts()) {
+                checkExpert(e, "");
+                if (seen.get(e)) {
+                    throw new IllegalArgumentException("expert " + e + " is chosen twice");
+                }
+                seen.set(e);
+            }
+            return request.experts().clone();
+        }
+        double[] logits = new double[request.logits().length];
+        for (int i = 0; i < logits.length; i++) {
+            logits[i] = request.logits()[i];
+        }
+        synchronized (router) {
+            int[] chosen = router.route(logits, current).experts();
+            if (router instanceof CacheAwareRouter cacheAware) {
+                // A chosen expert that makes the token reach one more shard is a miss (docs/routing.md).
+                BitSet touched = new BitSet();
+                for (int i = 0; i < chosen.length; i++) {
+                    int shard = current.shardOf(chosen[i]);
+                    if (i > 0 && !touched.get(shard)) {
+                        cacheAware.recordMiss(chosen[i]);
+                    }
+                    touched.set(shard);
+                }
+            }
+            return chosen;
+        }
+    }
+
+    private State state(long sequence) {
+        State state = sequences.get(sequence);
+        if (state == null) {
+            throw new UnknownSequenceException(sequence);
+        }
+        return state;
+    }
+
+    private void checkLayer(int layer) {
+        if (layer < 0 || layer >= shape.layers()) {
+            throw new IllegalArgumentException("layer " + layer + " is out of range: the model has " + shape.layers()
+                    + " layers");
+        }
+    }
+
+    private void checkExpert(int expert, String where) {
+        if (expert < 0 || expert >= shape.experts()) {
+            throw new IllegalArgumentException(where + "expert " + expert + " is out of range: the model has "
+                    + shape.experts() + " experts");
+        }
+    }
+
+    private static <T> T call(java.util.function.Supplier<T> shardCall) {
+        try {
+            return shardCall.get();
+        } catch (RuntimeException e) {
+            throw ShardFailure.of(e);
+        }
+    }
+}

@@ -1,0 +1,34 @@
+package io.pikv.sidecar;
+
+import io.pikv.kv.PartialAttention;
+import io.pikv.sidecar.wire.Wire;
+
+/**
+ * The KV operations of the {@code /v1/sequences} API, as a shard serves them from its own store
+ * ({@link ShardNode}) and as a gateway serves them by fanning out to its shards ({@link Gateway}).
+ */
+public interface KvApi {
+
+    /** Registers a sequence with {@code requested} as its id (null: pick one); returns the id. */
+    long create(Long requested);
+
+    void close(long sequence);
+
+    /** Per layer, one past the highest position stored. */
+    int[] lengths(long sequence);
+
+    /** Entries of (sequence, layer) resident (on this shard, or on all shards for a gateway). */
+    int resident(long sequence, int layer);
+
+    /** Stores the entries, all or none; returns their positions. */
+    int[] append(long sequence, Wire.AppendRequest request);
+
+    /** Takes back just-stored entries without counting evictions; returns how many were resident. */
+    int withdraw(long sequence, int layer, int[] positions);
+
+    /** Partial attention over (sequence, layer), mergeable with other shards' partials. */
+    PartialAttention attend(long sequence, Wire.AttendRequest request);
+
+    /** One decode step: route, store the token, attend. */
+    Wire.StepResponse step(long sequence, Wire.StepRequest request);
+}
