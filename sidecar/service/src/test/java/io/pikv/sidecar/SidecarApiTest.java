@@ -221,7 +221,10 @@ class SidecarApiTest {
                 .body("budgetBytes", equalTo(16384));
         given().get("/v1/shard-map").then().statusCode(200).body("shardOfExpert.size()", equalTo(4));
         given().get("/v1/stats").then().statusCode(200).body("budgetBytes", equalTo(16384));
-        given().get("/q/health/ready").then().statusCode(200);
+        given().get("/q/health/ready").then().statusCode(200).body("checks[0].data.budgetBytes", equalTo(16384));
+        given().accept("text/plain").get("/q/metrics").then().statusCode(200)
+                .body(containsString("pikv_kv_budget_bytes")).body(containsString("pikv_kv_hit_ratio"))
+                .body(containsString("pikv_request_seconds_bucket"));
         given().get("/q/openapi").then().statusCode(200).body(containsString("/v1/sequences/{id}/steps"));
     }
 

@@ -2,6 +2,7 @@ package io.pikv.sidecar.api;
 
 import io.pikv.kv.ModelShape;
 import io.pikv.sidecar.Sidecar;
+import io.pikv.sidecar.SidecarMetrics;
 import io.pikv.sidecar.KvApi;
 import io.pikv.sidecar.wire.Wire;
 import jakarta.ws.rs.Consumes;
@@ -47,10 +48,12 @@ public class SequenceResource {
 
     private final Sidecar sidecar;
     private final BodyLimit limit;
+    private final SidecarMetrics metrics;
 
-    public SequenceResource(Sidecar sidecar, BodyLimit limit) {
+    public SequenceResource(Sidecar sidecar, BodyLimit limit, SidecarMetrics metrics) {
         this.sidecar = sidecar;
         this.limit = limit;
+        this.metrics = metrics;
     }
 
     @POST
@@ -93,7 +96,8 @@ public class SequenceResource {
     @Operation(summary = "Append K/V entries (binary, all or none)")
     public AppendedJson append(@PathParam("id") long id, byte[] body) {
         limit.check(body);
-        return new AppendedJson(node().append(id, Wire.decodeAppend(body, sidecar.shape())));
+        Wire.AppendRequest request = Wire.decodeAppend(body, sidecar.shape());
+        return new AppendedJson(metrics.append().record(() -> node().append(id, request)));
     }
 
     @POST
@@ -116,7 +120,8 @@ public class SequenceResource {
     @Operation(summary = "Partial attention of a query over this shard's entries (binary, mergeable)")
     public byte[] attend(@PathParam("id") long id, byte[] body) {
         limit.check(body);
-        return Wire.encodePartial(node().attend(id, Wire.decodeAttend(body, sidecar.shape())));
+        Wire.AttendRequest request = Wire.decodeAttend(body, sidecar.shape());
+        return Wire.encodePartial(metrics.attention().record(() -> node().attend(id, request)));
     }
 
     @POST
@@ -126,7 +131,8 @@ public class SequenceResource {
     @Operation(summary = "One decode step: route, store the token's K/V, attend (binary)")
     public byte[] step(@PathParam("id") long id, byte[] body) {
         limit.check(body);
-        return Wire.encodeStepResponse(node().step(id, Wire.decodeStep(body, sidecar.shape())));
+        Wire.StepRequest request = Wire.decodeStep(body, sidecar.shape());
+        return Wire.encodeStepResponse(metrics.step().record(() -> node().step(id, request)));
     }
 
     private SequenceJson describe(long id) {

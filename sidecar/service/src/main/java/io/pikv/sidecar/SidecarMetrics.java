@@ -1,0 +1,72 @@
+package io.pikv.sidecar;
+
+import io.micrometer.core.instrument.FunctionCounter;
+import io.micrometer.core.instrument.Gauge;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.Timer;
+import io.pikv.kv.ShardStats;
+import jakarta.enterprise.context.ApplicationScoped;
+
+import java.time.Duration;
+import java.util.function.ToDoubleFunction;
+
+/**
+ * The sidecar's Prometheus metrics ({@code /q/metrics}): the shard's hit ratio, lookups, hits, misses, evictions,
+ * bytes resident against the budget, and a latency histogram per KV operation. Shard figures are read from the
+ * engine's counters when scraped, so the data plane pays nothing for them.
+ */
+@ApplicationScoped
+public class SidecarMetrics {
+    private final MeterRegistry registry;
+    private final Timer step;
+    private final Timer attention;
+    private final Timer append;
+
+    public SidecarMetrics(MeterRegistry registry, Sidecar sidecar) {
+        this.registry = registry;
+        ShardNode shard = sidecar.shard();
+        String role = sidecar.config().role().name();
+        String id = String.valueOf(sidecar.config().shardId());
+        gauge("pikv.kv.bytes.resident", "Bytes of KV pages held", shard, s -> s.stats().bytesInUse());
+        gauge("pikv.kv.budget.bytes", "The shard's byte budget", shard, s -> s.stats().budgetBytes());
+        gauge("pikv.kv.entries", "Entries resident", shard, s -> s.stats().entries());
+        gauge("pikv.kv.sequences", "Open sequences", shard, ShardNode::sequenceCount);
+        gauge("pikv.kv.hit.ratio", "Hits / lookups since start (lookups: entries attention asked for)", shard, s -> {
+            ShardStats st = s.stats();
+            return st.lookups() == 0 ? Double.NaN : (double) st.hits() / st.lookups();
+        });
+        counter("pikv.kv.lookups", "Entries attention asked for", shard, s -> s.stats().lookups());
+        counter("pikv.kv.hits", "Lookups of resident entries", shard, s -> s.stats().hits());
+        counter("pikv.kv.misses", "Lookups of evicted entries", shard, s -> s.stats().misses());
+        counter("pikv.kv.evictions", "Entries evicted", shard, s -> s.stats().evictions());
+        step = timer("step", role, id);
+        attention = timer("attention", role, id);
+        append = timer("append", role, id);
+    }
+
+    private void gauge(String name, String help, ShardNode shard, ToDoubleFunction<ShardNode> f) {
+        Gauge.builder(name, shard, f).description(help).register(registry);
+    }
+
+    private void counter(String name, String help, ShardNode shard, ToDoubleFunction<ShardNode> f) {
+        FunctionCounter.builder(name, shard, f).description(help).register(registry);
+    }
+
+    private Timer timer(String op, String role, String shard) {
+        return Timer.builder("pikv.request").description("Latency of KV operations").tag("op", op).tag("role", role)
+                .publishPercentileHistogram().minimumExpectedValue(Duration.ofNanos(10_000))
+                .maximumExpectedValue(Duration.ofSeconds(10)).register(registry);
+    }
+
+    public Timer step() {
+        return step;
+    }
+
+    public Timer attention() {
+        return attention;
+    }
+
+    public Timer append() {
+        return append;
+    }
+}
