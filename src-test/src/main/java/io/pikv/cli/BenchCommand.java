@@ -6,7 +6,7 @@ import picocli.CommandLine.Command;
 /** {@code ./pikv bench NAME}: benchmarks that print a table and, with {@code --json FILE}, write the same figures. */
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = "Run a benchmark; each prints a table and writes JSON with --json FILE.",
-        subcommands = {AttentionBench.class, CacheBench.class, RoutingBench.class})
+        subcommands = {AttentionBench.class, CacheBench.class, ServiceBench.class, RoutingBench.class})
 public final class BenchCommand implements Runnable {
 
     @CommandLine.Spec

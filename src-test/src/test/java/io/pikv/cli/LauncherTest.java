@@ -35,6 +35,7 @@ class LauncherTest {
         assertThat(bench.out()).contains("attention", "cache", "routing");
         assertThat(run("bench", "cache", "--help").out()).contains("--trace", "--capacity", "--json");
         assertThat(run("bench", "routing", "--help").out()).contains("--trace", "--shards", "--window", "--json");
+        assertThat(run("bench", "service", "--help").out()).contains("--context", "--shards", "--steps", "--json");
         assertThat(run("bench", "attention", "--help").out()).contains("--context", "--q-heads", "--kv-heads",
                 "--head-dim", "--json");
     }
@@ -47,7 +48,8 @@ class LauncherTest {
                 {"bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy"},
                 {"bench", "attention", "--dtype", "int4", "--no-numpy"},
                 {"bench", "routing", "--trace", "/no/such/file.jsonl", "--shards", "4"},
-                {"bench", "routing", "--shards", "4"}}) {
+                {"bench", "routing", "--shards", "4"},
+                {"bench", "service", "--shards", "0"}, {"bench", "service", "--q-heads", "6", "--kv-heads", "4"}}) {
             Run r = run(args);
             assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
             assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")

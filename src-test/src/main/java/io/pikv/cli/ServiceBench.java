@@ -1,0 +1,239 @@
+package io.pikv.cli;
+
+import io.pikv.kv.KvStore;
+import io.pikv.kv.KvStoreConfig;
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.StorageType;
+import io.pikv.kv.routing.HashRouter;
+import io.pikv.kv.ExpertShardMap;
+import io.pikv.sidecar.client.SidecarClient;
+import io.pikv.sidecar.wire.Wire;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CompletableFuture;
+
+/**
+ * {@code ./pikv bench service}: decode steps through a gateway and its shards over loopback HTTP (each a child JVM
+ * of the packaged sidecar) against the same steps on the engine in this process, with the same shards and routing.
+ */
+@Command(name = "service", mixinStandardHelpOptions = true,
+        description = "Decode steps per second and latency through gateway -> shards over loopback HTTP, against the "
+                + "engine in process on the same shapes and context.")
+public final class ServiceBench implements Callable<Integer> {
+
+    @Option(names = "--context", defaultValue = "32768", description = "Tokens already in the sequence (default ${DEFAULT-VALUE}).")
+    int context;
+
+    @Option(names = "--shards", defaultValue = "2", description = "Shard processes behind the gateway (default ${DEFAULT-VALUE}).")
+    int shards;
+
+    @Option(names = "--steps", defaultValue = "60", description = "Timed steps per side, over 3 alternating rounds (default ${DEFAULT-VALUE}).")
+    int steps;
+
+    @Option(names = "--q-heads", defaultValue = "32", description = "Query heads (default ${DEFAULT-VALUE}).")
+    int qHeads;
+
+    @Option(names = "--kv-heads", defaultValue = "8", description = "KV heads (default ${DEFAULT-VALUE}).")
+    int kvHeads;
+
+    @Option(names = "--head-dim", defaultValue = "128", description = "Head dimension (default ${DEFAULT-VALUE}).")
+    int headDim;
+
+    @Option(names = "--experts", defaultValue = "60", description = "Routed experts (default ${DEFAULT-VALUE}).")
+    int experts;
+
+    @Option(names = "--top-k", defaultValue = "4", description = "Experts per token (default ${DEFAULT-VALUE}).")
+    int topK;
+
+    @Option(names = "--json", paramLabel = "FILE", description = "Also write the figures as JSON.")
+    Path json;
+
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
+    private static final int ROUNDS = 3;
+    private static final int PAGE_TOKENS = 32;
+
+    @Override
+    public Integer call() {
+        if (context < 1 || shards < 1 || shards > 16 || steps < ROUNDS) {
+            throw new Main.UsageException("--context must be positive, --shards in [1, 16] and --steps at least "
+                    + ROUNDS + ".");
+        }
+        ModelShape shape;
+        try {
+            shape = new ModelShape(1, qHeads, kvHeads, headDim, experts, topK);
+        } catch (IllegalArgumentException e) {
+            throw new Main.UsageException("bad model shape: " + e.getMessage() + ".");
+        }
+        long entryBytes = 4L * shape.kvWidth();  // fp16 K and V
+        long budget = Math.max(64L << 20, 2 * (context + steps * 2L + 1024) * entryBytes / shards + (8L << 20));
+        Path root = SidecarProcess.projectRoot();
+        Path jar = SidecarProcess.appJar(root);
+        Path logs = root.resolve("src-test/target/bench-service");
+        PrintWriter out = spec.commandLine().getOut();
+        out.println("starting " + shards + " shard(s) and a gateway (logs in " + logs + ") ...");
+        out.flush();
+        List<SidecarProcess> processes = new ArrayList<>();
+        try (KvStore local = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP16).pageTokens(PAGE_TOKENS)
+                .shards(shards).threads(shards).budgetBytes(budget * shards).build())) {
+            List<CompletableFuture<SidecarProcess>> starting = new ArrayList<>();
+            for (int s = 0; s < shards; s++) {
+                Map<String, String> settings = settings(shape, "shard", budget);
+                settings.put("pikv.shard-id", String.valueOf(s));
+                String name = "shard-" + s;
+                starting.add(CompletableFuture.supplyAsync(() -> SidecarProcess.start(jar, name, settings, logs,
+                        Duration.ofSeconds(120))));
+            }
+            List<String> urls = new ArrayList<>();
+            for (CompletableFuture<SidecarProcess> f : starting) {
+                SidecarProcess p = SidecarClient.join(f);
+                processes.add(p);
+                urls.add(p.uri().toString());
+            }
+            Map<String, String> g = settings(shape, "gateway", budget);
+            g.put("pikv.gateway.shards", String.join(",", urls));
+            SidecarProcess gateway = SidecarProcess.start(jar, "gateway", g, logs, Duration.ofSeconds(120));
+            processes.add(gateway);
+            SidecarClient client = new SidecarClient(gateway.uri(), shape);
+
+            SplittableRandom rnd = new SplittableRandom(7);
+            long remote = client.createSequence(null);
+            long inProcess = local.createSequence();
+            fill(shape, client, remote, local, inProcess, rnd);
+
+            HashRouter router = new HashRouter(topK);
+            ExpertShardMap map = ExpertShardMap.roundRobin(experts, shards);
+            // Warm-up of both paths (JIT, connections), then alternating timed rounds.
+            for (int i = 0; i < 10; i++) {
+                Wire.StepRequest step = step(shape, rnd);
+                client.step(remote, step);
+                localStep(local, inProcess, step, router, map);
+            }
+            double[] httpMs = new double[steps];
+            double[] localMs = new double[steps];
+            long httpNanos = 0;
+            long localNanos = 0;
+            int perRound = steps / ROUNDS;
+            int done = 0;
+            for (int round = 0; round < ROUNDS; round++) {
+                int n = round == ROUNDS - 1 ? steps - done : perRound;
+                for (int i = 0; i < n; i++) {
+                    Wire.StepRequest step = step(shape, rnd);
+                    long t0 = System.nanoTime();
+                    client.step(remote, step);
+                    long t1 = System.nanoTime();
+                    localStep(local, inProcess, step, router, map);
+                    long t2 = System.nanoTime();
+                    httpMs[done + i] = (t1 - t0) / 1e6;
+                    localMs[done + i] = (t2 - t1) / 1e6;
+                    httpNanos += t1 - t0;
+                    localNanos += t2 - t1;
+                }
+                done += n;
+            }
+            double httpRate = steps / (httpNanos / 1e9);
+            double localRate = steps / (localNanos / 1e9);
+            Arrays.sort(httpMs);
+            Arrays.sort(localMs);
+            BenchReport report = new BenchReport("service: " + shards + " shard process(es) behind a gateway, loopback "
+                    + "HTTP, vs the engine in process; " + shape + ", context " + context + " tokens, fp16");
+            report.put("context", context);
+            report.put("shards", shards);
+            report.put("steps", steps);
+            report.put("inprocess_steps_per_s", BenchReport.round(localRate, 4));
+            report.put("http_steps_per_s", BenchReport.round(httpRate, 4));
+            report.put("http_overhead_ratio", BenchReport.round(localRate / httpRate, 4));
+            report.put("p50_ms", BenchReport.round(percentile(httpMs, 0.50), 4));
+            report.put("p99_ms", BenchReport.round(percentile(httpMs, 0.99), 4));
+            report.put("inprocess_p50_ms", BenchReport.round(percentile(localMs, 0.50), 4));
+            report.put("inprocess_p99_ms", BenchReport.round(percentile(localMs, 0.99), 4));
+            report.print(out);
+            if (json != null) {
+                report.writeJson(json);
+            }
+            return 0;
+        } finally {
+            for (SidecarProcess p : processes) {
+                p.close();
+            }
+        }
+    }
+
+    private static Map<String, String> settings(ModelShape shape, String role, long budget) {
+        Map<String, String> s = new HashMap<>();
+        s.put("pikv.role", role);
+        s.put("pikv.model.layers", String.valueOf(shape.layers()));
+        s.put("pikv.model.q-heads", String.valueOf(shape.qHeads()));
+        s.put("pikv.model.kv-heads", String.valueOf(shape.kvHeads()));
+        s.put("pikv.model.head-dim", String.valueOf(shape.headDim()));
+        s.put("pikv.model.experts", String.valueOf(shape.experts()));
+        s.put("pikv.model.top-k", String.valueOf(shape.topK()));
+        s.put("pikv.store.page-tokens", String.valueOf(PAGE_TOKENS));
+        s.put("pikv.store.budget-bytes", String.valueOf(budget));
+        s.put("quarkus.log.level", "WARN");
+        return s;
+    }
+
+    /** The context: the same tokens appended through the gateway (in chunks) and to the local store. */
+    private void fill(ModelShape shape, SidecarClient client, long remote, KvStore local, long inProcess,
+                      SplittableRandom rnd) {
+        int chunk = Math.max(1, (16 << 20) / (8 + 8 * shape.kvWidth()));
+        for (int start = 0; start < context; start += chunk) {
+            int n = Math.min(chunk, context - start);
+            Wire.AppendRequest.Entry[] entries = new Wire.AppendRequest.Entry[n];
+            for (int i = 0; i < n; i++) {
+                int expert = rnd.nextInt(experts);
+                float[] k = gaussian(shape.kvWidth(), rnd);
+                float[] v = gaussian(shape.kvWidth(), rnd);
+                entries[i] = new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, expert, k, v);
+                local.append(inProcess, 0, expert, k, v);
+            }
+            client.append(remote, new Wire.AppendRequest(0, entries));
+        }
+    }
+
+    /** The in-process step: route with plain top-k, append to the primary expert's shard, attend over all. */
+    private static void localStep(KvStore store, long sequence, Wire.StepRequest step, HashRouter router,
+                                  ExpertShardMap map) {
+        double[] logits = new double[step.logits().length];
+        for (int i = 0; i < logits.length; i++) {
+            logits[i] = step.logits()[i];
+        }
+        int[] chosen = router.route(logits, map).experts();
+        store.append(sequence, step.layer(), chosen[0], step.k(), step.v());
+        store.attend(sequence, step.layer(), step.query());
+    }
+
+    private static Wire.StepRequest step(ModelShape shape, SplittableRandom rnd) {
+        return new Wire.StepRequest(0, Wire.GATE_LOGITS, Wire.SCOPE_ALL, gaussian(shape.experts(), rnd), null,
+                gaussian(shape.queryWidth(), rnd), gaussian(shape.kvWidth(), rnd), gaussian(shape.kvWidth(), rnd));
+    }
+
+    private static float[] gaussian(int n, SplittableRandom rnd) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) {
+            // Box-Muller from two uniforms; SplittableRandom has no nextGaussian on JDK 17.
+            double u = rnd.nextDouble(1e-12, 1.0);
+            double v = rnd.nextDouble();
+            x[i] = (float) (Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v));
+        }
+        return x;
+    }
+
+    private static double percentile(double[] sorted, double p) {
+        int i = (int) Math.ceil(p * sorted.length) - 1;
+        return sorted[Math.max(0, Math.min(sorted.length - 1, i))];
+    }
+}
