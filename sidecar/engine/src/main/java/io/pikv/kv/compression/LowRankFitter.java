@@ -17,6 +17,14 @@ import java.util.List;
  * {@link Grouping#EXPERT}, an expert gets its own basis only when it had at least {@code minExpertTokens} entries in
  * the layer (fewer cannot pin down a rank-r subspace); its entries otherwise use the layer's shared basis.
  * Observations are kept as float copies until {@link #fit} (the calibration set's size); not thread-safe.
+ *
+ * <p>Outlier directions: principal components minimise the total squared error, so a rare entry far from the rest
+ * — an attention sink's key, which every query attends to — can be almost entirely discarded although its error
+ * matters most. {@link #fit(int, int, int)} can reserve {@code o} of the {@code r} directions for the largest
+ * residuals left by the top {@code r − o} components, which it keeps (greedily: the entry with the largest residual
+ * gives one direction, then residuals are updated). This is the
+ * basis-form of what KV quantizers do for outliers (KVQuant keeps them sparse and dense-precision, ShadowKV keeps
+ * outlier chunks whole).
  */
 public final class LowRankFitter {
     private final ModelShape shape;
@@ -80,6 +88,19 @@ public final class LowRankFitter {
      * @throws IllegalStateException when a layer has no observations
      */
     public LowRankBases fit(int keyRank, int valueRank) {
+        return fit(keyRank, valueRank, 0);
+    }
+
+    /**
+     * Fits bases of {@code keyRank} and {@code valueRank}, each with up to {@code outlierDirections} directions kept
+     * for the entries with the largest residuals, for every layer, and releases the observations.
+     *
+     * @throws IllegalStateException when a layer has no observations
+     */
+    public LowRankBases fit(int keyRank, int valueRank, int outlierDirections) {
+        if (outlierDirections < 0) {
+            throw new IllegalArgumentException("outlierDirections must be >= 0, got " + outlierDirections);
+        }
         int d = shape.headDim();
         if (keyRank < 1 || keyRank > d || valueRank < 1 || valueRank > d) {
             throw new IllegalArgumentException("ranks must be in [1, headDim = " + d + "], got " + keyRank + " and "
@@ -125,8 +146,8 @@ public final class LowRankFitter {
             for (int g = 0; g < members.size(); g++) {
                 for (int h = 0; h < heads; h++) {
                     int base = (g * heads + h) * stride;
-                    double kept = principal(keys[l], members.get(g), h, keyRank, out, base);
-                    double keptV = principal(values[l], members.get(g), h, valueRank, out,
+                    double kept = principal(keys[l], members.get(g), h, keyRank, outlierDirections, out, base);
+                    double keptV = principal(values[l], members.get(g), h, valueRank, outlierDirections, out,
                             base + (1 + keyRank) * d);
                     fits.add(new Fit(l, g, owners.get(g), h, members.get(g).length, kept, keptV));
                 }
@@ -150,10 +171,11 @@ public final class LowRankFitter {
     }
 
     /**
-     * Writes the mean of head {@code h} over the tokens {@code idx} of {@code data} at {@code out[at..]}, then the
-     * {@code rank} leading principal directions as rows; returns the fraction of variance they keep.
+     * Writes the mean of head {@code h} over the tokens {@code idx} of {@code data} at {@code out[at..]}, then
+     * {@code rank} orthonormal rows: up to {@code outliers} outlier directions and the leading principal directions;
+     * returns the fraction of the variance (around the mean) they keep.
      */
-    private double principal(float[] data, int[] idx, int h, int rank, float[] out, int at) {
+    private double principal(float[] data, int[] idx, int h, int rank, int outliers, float[] out, int at) {
         int d = shape.headDim();
         int w = shape.kvWidth();
         double[] mean = new double[d];
@@ -185,23 +207,103 @@ public final class LowRankFitter {
             }
         }
         SymmetricEigen eig = SymmetricEigen.of(cov);
-        double[] lambda = eig.values();
-        double total = 0;
-        double kept = 0;
-        for (int i = 0; i < d; i++) {
-            double l = Math.max(0, lambda[i]);
-            total += l;
-            kept += i < rank ? l : 0;
+        List<double[]> rows = new ArrayList<>();
+        for (double[] u : outlierDirections(data, idx, h, mean, eig, rank, Math.min(outliers, rank))) {
+            rows.add(u);
+        }
+        for (int j = 0; rows.size() < rank; j++) {
+            rows.add(eig.vector(j)); // orthogonal to the outlier directions, which lie in these rows' complement
         }
         for (int i = 0; i < d; i++) {
             out[at + i] = (float) mean[i];
         }
         for (int j = 0; j < rank; j++) {
-            double[] v = eig.vector(j);
             for (int i = 0; i < d; i++) {
-                out[at + (1 + j) * d + i] = (float) v[i];
+                out[at + (1 + j) * d + i] = (float) rows.get(j)[i];
+            }
+        }
+        double total = 0;
+        double kept = 0;
+        for (int t : idx) {
+            for (int i = 0; i < d; i++) {
+                x[i] = data[t * w + h * d + i] - mean[i];
+                total += x[i] * x[i];
+            }
+            for (double[] u : rows) {
+                double c = 0;
+                for (int i = 0; i < d; i++) {
+                    c += u[i] * x[i];
+                }
+                kept += c * c;
             }
         }
         return total == 0 ? 1 : kept / total;
+    }
+
+    /**
+     * Greedy outlier directions: residuals against the top {@code rank − count} principal components (those the
+     * basis keeps), then repeatedly the largest remaining residual (normalised) and the residuals with it projected
+     * out.
+     */
+    private List<double[]> outlierDirections(float[] data, int[] idx, int h, double[] mean, SymmetricEigen eig,
+                                             int rank, int count) {
+        List<double[]> found = new ArrayList<>();
+        if (count == 0) {
+            return found;
+        }
+        int d = shape.headDim();
+        int w = shape.kvWidth();
+        double[][] top = new double[rank - count][];
+        for (int j = 0; j < top.length; j++) {
+            top[j] = eig.vector(j);
+        }
+        double[][] residual = new double[idx.length][d];
+        for (int n = 0; n < idx.length; n++) {
+            double[] r = residual[n];
+            for (int i = 0; i < d; i++) {
+                r[i] = data[idx[n] * w + h * d + i] - mean[i];
+            }
+            for (double[] p : top) {
+                project(r, p);
+            }
+        }
+        for (int k = 0; k < count; k++) {
+            int best = -1;
+            double bestNorm = 0;
+            for (int n = 0; n < idx.length; n++) {
+                double norm = 0;
+                for (double v : residual[n]) {
+                    norm += v * v;
+                }
+                if (norm > bestNorm) {
+                    bestNorm = norm;
+                    best = n;
+                }
+            }
+            if (best < 0) {
+                break;
+            }
+            double[] u = residual[best].clone();
+            double len = Math.sqrt(bestNorm);
+            for (int i = 0; i < d; i++) {
+                u[i] /= len;
+            }
+            found.add(u);
+            for (double[] r : residual) {
+                project(r, u);
+            }
+        }
+        return found;
+    }
+
+    /** Removes from {@code r} its component along the unit vector {@code u}. */
+    private static void project(double[] r, double[] u) {
+        double c = 0;
+        for (int i = 0; i < r.length; i++) {
+            c += r[i] * u[i];
+        }
+        for (int i = 0; i < r.length; i++) {
+            r[i] -= c * u[i];
+        }
     }
 }
