@@ -6,7 +6,7 @@ import picocli.CommandLine.Command;
 /** {@code ./pikv bench NAME}: benchmarks that print a table and, with {@code --json FILE}, write the same figures. */
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = "Run a benchmark; each prints a table and writes JSON with --json FILE.",
-        subcommands = {AttentionBench.class, CacheBench.class})
+        subcommands = {AttentionBench.class, CacheBench.class, CompressionBench.class})
 public final class BenchCommand implements Runnable {
 
     @CommandLine.Spec
@@ -14,6 +14,6 @@ public final class BenchCommand implements Runnable {
 
     @Override
     public void run() {
-        throw new CommandLine.ParameterException(spec.commandLine(), "name a benchmark: attention or cache");
+        throw new CommandLine.ParameterException(spec.commandLine(), "name a benchmark: attention, cache or compression");
     }
 }
