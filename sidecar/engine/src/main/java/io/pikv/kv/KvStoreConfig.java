@@ -43,6 +43,12 @@ public record KvStoreConfig(ModelShape shape, StorageType storageType, int pageT
         }
     }
 
+    /** Settings of a plain (not low-rank) store. */
+    public KvStoreConfig(ModelShape shape, StorageType storageType, int pageTokens, int shards, int buckets,
+                         long budgetBytes, EvictionHook eviction, String kernel, int threads) {
+        this(shape, storageType, pageTokens, shards, buckets, budgetBytes, eviction, kernel, threads, null);
+    }
+
     /** The page layout these settings give. */
     public KvLayout layout() {
         return layout(shape, pageTokens, storageType, lowRank);
