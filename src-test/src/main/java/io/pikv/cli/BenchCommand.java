@@ -6,7 +6,8 @@ import picocli.CommandLine.Command;
 /** {@code ./pikv bench NAME}: benchmarks that print a table and, with {@code --json FILE}, write the same figures. */
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = "Run a benchmark; each prints a table and writes JSON with --json FILE.",
-        subcommands = {AttentionBench.class, CacheBench.class, ServiceBench.class, RoutingBench.class})
+        subcommands = {AttentionBench.class, CacheBench.class, CompressionBench.class, RoutingBench.class,
+            ServiceBench.class})
 public final class BenchCommand implements Runnable {
 
     @CommandLine.Spec
@@ -14,6 +15,7 @@ public final class BenchCommand implements Runnable {
 
     @Override
     public void run() {
-        throw new CommandLine.ParameterException(spec.commandLine(), "name a benchmark: attention, cache or routing");
+        throw new CommandLine.ParameterException(spec.commandLine(),
+                "name a benchmark: attention, cache, compression, routing or service");
     }
 }

@@ -61,6 +61,73 @@ final class Npy {
         }
     }
 
+    /** A C-order array read from a {@code .npy} file, widened to float. */
+    record Array(int[] shape, float[] data) {
+    }
+
+    /**
+     * Reads a little-endian float32 or float16 array in C order (format 1.0, 2.0 or 3.0).
+     *
+     * @throws IOException when the file is not such an array; the message names what is wrong
+     */
+    static Array read(Path file) throws IOException {
+        ByteBuffer b = ByteBuffer.wrap(Files.readAllBytes(file)).order(ByteOrder.LITTLE_ENDIAN);
+        if (b.limit() < 10 || b.get(0) != (byte) 0x93 || b.get(1) != 'N' || b.get(2) != 'U' || b.get(3) != 'M'
+                || b.get(4) != 'P' || b.get(5) != 'Y') {
+            throw new IOException(file + " is not a NumPy .npy file");
+        }
+        int major = b.get(6);
+        int headerLen = major == 1 ? Short.toUnsignedInt(b.getShort(8)) : b.getInt(8);
+        int start = (major == 1 ? 10 : 12) + headerLen;
+        if (headerLen < 0 || start > b.limit()) {
+            throw new IOException(file + " has a truncated .npy header");
+        }
+        String header = new String(b.array(), major == 1 ? 10 : 12, headerLen, StandardCharsets.UTF_8);
+        boolean half;
+        if (header.contains("'<f4'")) {
+            half = false;
+        } else if (header.contains("'<f2'")) {
+            half = true;
+        } else {
+            throw new IOException(file + " holds " + field(header, "descr") + ", not float32 or float16");
+        }
+        if (!header.contains("'fortran_order': False")) {
+            throw new IOException(file + " is in Fortran order; save it in C order");
+        }
+        String dims = field(header, "shape").replaceAll("[()\\s]", "");
+        int[] shape = dims.isEmpty() ? new int[0]
+                : Arrays.stream(dims.split(",")).filter(x -> !x.isEmpty()).mapToInt(Integer::parseInt).toArray();
+        long n = 1;
+        for (int d : shape) {
+            n *= d;
+        }
+        int bytes = half ? 2 : 4;
+        if (n > Integer.MAX_VALUE || (long) b.limit() - start != n * bytes) {
+            throw new IOException(file + " holds " + (b.limit() - start) + " data bytes, not the " + n * bytes
+                    + " its shape " + Arrays.toString(shape) + " needs");
+        }
+        float[] out = new float[(int) n];
+        b.position(start);
+        for (int i = 0; i < out.length; i++) {
+            out[i] = half ? io.pikv.kv.Fp16.toFloat(b.getShort()) : b.getFloat();
+        }
+        return new Array(shape, out);
+    }
+
+    /** The text of a header dictionary entry's value (up to the next top-level comma for scalars). */
+    private static String field(String header, String key) {
+        int at = header.indexOf("'" + key + "':");
+        if (at < 0) {
+            return "no " + key;
+        }
+        String rest = header.substring(at + key.length() + 3).strip();
+        if (rest.startsWith("(")) {
+            return rest.substring(0, rest.indexOf(')') + 1);
+        }
+        int end = rest.indexOf(',');
+        return end < 0 ? rest : rest.substring(0, end);
+    }
+
     /** Reads a float32 array's elements (any shape). */
     static float[] readFloats(Path file) throws IOException {
         ByteBuffer b = ByteBuffer.wrap(Files.readAllBytes(file)).order(ByteOrder.LITTLE_ENDIAN);

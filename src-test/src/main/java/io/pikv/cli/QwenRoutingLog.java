@@ -23,6 +23,11 @@ final class QwenRoutingLog {
     record Log(List<RoutingReplay.Token> tokens, int experts, int skipped) {
     }
 
+    /** Route records of vLLM's warm-up at the head of each shared log (token_idx 0..8191, then 0..255). */
+    static final int WARM_UP_RECORDS = 8448;
+    /** Routed experts of Qwen1.5-MoE-A2.7B. */
+    static final int EXPERTS = 60;
+
     private QwenRoutingLog() {
     }
 
@@ -94,5 +99,19 @@ final class QwenRoutingLog {
 
     private static Main.UsageException bad(Path file, int line, String why) {
         return new Main.UsageException("line " + line + " of " + file + " is not a routing record: " + why + ".");
+    }
+
+    /** The real tokens' top-k expert ids, in file order (the warm-up records skipped). */
+    static List<int[]> read(Path file) {
+        Log log = read(file, WARM_UP_RECORDS);
+        if (log.tokens().isEmpty()) {
+            throw new Main.UsageException(file + " has no route records after the " + WARM_UP_RECORDS
+                    + " warm-up records.");
+        }
+        List<int[]> out = new ArrayList<>(log.tokens().size());
+        for (RoutingReplay.Token t : log.tokens()) {
+            out.add(t.experts());
+        }
+        return out;
     }
 }

@@ -32,7 +32,9 @@ class LauncherTest {
         assertThat(top.out()).contains("bench");
         Run bench = run("bench", "--help");
         assertThat(bench.code()).isZero();
-        assertThat(bench.out()).contains("attention", "cache", "routing");
+        assertThat(bench.out()).contains("attention", "cache", "compression", "routing", "service");
+        assertThat(run("bench", "compression", "--help").out()).contains("--keys", "--values", "--queries",
+                "--routing", "--methods", "--json");
         assertThat(run("bench", "cache", "--help").out()).contains("--trace", "--capacity", "--json");
         assertThat(run("bench", "routing", "--help").out()).contains("--trace", "--shards", "--window", "--json");
         assertThat(run("bench", "service", "--help").out()).contains("--context", "--shards", "--steps", "--json");
@@ -150,6 +152,127 @@ class LauncherTest {
         Run r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
         assertThat(r.code()).isEqualTo(2);
         assertThat(r.err()).contains("line 2 of " + trace + " is not a Mooncake request");
+    }
+
+    /** A routing log shaped like the shared Qwen one: meta line, the warm-up records, then {@code real} tokens. */
+    private static Path routing(Path dir, int real) throws Exception {
+        StringBuilder b = new StringBuilder("{\"type\": \"meta\", \"top_k\": 4}\n");
+        for (int i = 0; i < QwenRoutingLog.WARM_UP_RECORDS; i++) {
+            b.append("{\"type\": \"route\", \"token_idx\": ").append(i).append(", \"topk_ids\": [1, 2, 3, 4], \"topk_weights\": [0.4, 0.3, 0.2, 0.1]}\n");
+        }
+        for (int i = 0; i < real; i++) {
+            b.append("{\"type\": \"route\", \"token_idx\": ").append(i).append(", \"topk_ids\": [").append(i % 60)
+                    .append(", ").append((i + 7) % 60).append(", ").append((i + 13) % 60).append(", ")
+                    .append((i + 29) % 60).append("], \"topk_weights\": [0.4, 0.3, 0.2, 0.1]}\n");
+        }
+        Path file = dir.resolve("route.jsonl");
+        Files.writeString(file, b);
+        return file;
+    }
+
+    private static String fixture(String name) throws Exception {
+        return Path.of(LauncherTest.class.getResource("/compression/" + name).toURI()).toString();
+    }
+
+    private static JsonNode method(JsonNode report, String name, String scope) {
+        for (JsonNode m : report.get("methods")) {
+            if (m.get("name").asText().equals(name) && m.get("scope").asText().equals(scope)) {
+                return m;
+            }
+        }
+        throw new AssertionError("no method " + name + " " + scope + " in " + report.get("methods"));
+    }
+
+    /**
+     * The .npy fixtures were written by NumPy: k.npy [64, 2, 16] float16 with an outlier channel, v.npy float32,
+     * q.npy [4, 4, 16] float32 (see docs/compression.md). NumPy's exact attention against attention over the values
+     * rounded to fp16 gives a mean relative error of 1.5308e-4 over the last two queries, which the fp16 store must
+     * reproduce; page bytes are exact.
+     */
+    @Test
+    void compressionBenchOnSuppliedTensors(@TempDir Path dir) throws Exception {
+        Path json = dir.resolve("compression.json");
+        Run r = run("bench", "compression", "--keys", fixture("k.npy"), "--values", fixture("v.npy"), "--queries",
+                fixture("q.npy"), "--routing", routing(dir, 100).toString(), "--key-rank", "8", "--value-rank", "8",
+                "--sinks", "2", "--window", "8", "--budget", "0.5", "--json", json.toString());
+        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(r.out()).contains("memory_ratio", "rel_error", "pyramid+lowrank+int8");
+        JsonNode n = new ObjectMapper().readTree(json.toFile());
+        assertThat(n.get("methods")).hasSize(16);
+        JsonNode fp16 = method(n, "fp16", "all");
+        assertThat(fp16.get("memory_ratio").asDouble()).isEqualTo(1.0);
+        assertThat(fp16.get("bytes").asLong()).isEqualTo(2 * (2 * 2 * 16 * 32 * 2));
+        assertThat(fp16.get("rel_error").asDouble()).isCloseTo(1.5308e-4, org.assertj.core.data.Offset.offset(1e-6));
+        // int8 pages: 2 × 2·16·32 bytes + float scales 2 × (16 + 32) per page: 8192 / 4864.
+        assertThat(method(n, "int8", "all").get("memory_ratio").asDouble()).isEqualTo(1.684);
+        assertThat(method(n, "pyramid", "all").get("visited").asDouble()).isEqualTo(0.5);
+        assertThat(method(n, "lowrank", "all").get("bases_bytes").asLong()).isEqualTo(2L * ((1 + 8) + (1 + 8)) * 16 * 4);
+        assertThat(method(n, "fp16", "experts").get("visited").asDouble()).isLessThan(1);
+        assertThat(n.get("per_layer")).hasSize(1);
+    }
+
+    @Test
+    void compressionBenchOnGeneratedKv(@TempDir Path dir) throws Exception {
+        Path json = dir.resolve("generated.json");
+        Run r = run("bench", "compression", "--routing", routing(dir, 300).toString(), "--context", "96", "--layers",
+                "2", "--q-heads", "4", "--kv-heads", "2", "--head-dim", "32", "--decode-queries", "2",
+                "--calibration-tokens", "128", "--window", "8", "--sinks", "2", "--key-rank", "8", "--value-rank", "8",
+                "--methods", "int8,pyramid+lowrank+int8", "--json", json.toString());
+        assertThat(r.code()).as(r.err()).isZero();
+        JsonNode n = new ObjectMapper().readTree(json.toFile());
+        assertThat(n.get("source").asText()).isEqualTo("generator");
+        assertThat(n.get("methods")).hasSize(2 + 3); // fp16 is measured as the baseline, shown only in sparse mode
+        assertThat(method(n, "fp16", "experts").get("memory_ratio").asDouble()).isEqualTo(1.0);
+        assertThat(method(n, "int8", "all").get("rel_error").asDouble()).isBetween(0.0, 0.05);
+        assertThat(n.get("per_layer")).hasSize(2);
+        // PyramidKV schedule over 2 layers, average 24 of 96, minimum 10: 38 and 10.
+        assertThat(n.get("pyramid_budgets").asText()).isEqualTo("38,10");
+    }
+
+    @Test
+    void compressionBenchRejectsBadTensorsInOneSentence(@TempDir Path dir) throws Exception {
+        String route = routing(dir, 50).toString();
+        Path flat = dir.resolve("flat.npy");
+        try (Npy.Writer w = new Npy.Writer(flat, false, 64, 32)) {
+            for (int i = 0; i < 64 * 32; i++) {
+                w.put(i, (short) 0);
+            }
+        }
+        Path doubles = dir.resolve("f8.npy");
+        Files.write(doubles, (new String(new byte[] {(byte) 0x93}, java.nio.charset.StandardCharsets.ISO_8859_1)
+                + "NUMPY\u0001\u0000F\u0000{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 1), }          \n")
+                .getBytes(java.nio.charset.StandardCharsets.ISO_8859_1));
+        String k = fixture("k.npy");
+        String v = fixture("v.npy");
+        String q = fixture("q.npy");
+        String[][] cases = {
+                {"--keys", flat.toString(), "--values", v},
+                {"--keys", k, "--values", flat.toString()},
+                {"--keys", k, "--values", v, "--queries", k},
+                {"--keys", k},
+                {"--keys", doubles.toString(), "--values", v},
+                {"--keys", dir.resolve("missing.npy").toString(), "--values", v},
+                {"--keys", k, "--values", v, "--methods", "int4"},
+                {"--keys", k, "--values", v, "--key-rank", "17"},
+                {"--keys", k, "--values", v, "--budget", "0.1"}};
+        for (String[] c : cases) {
+            String[] args = new String[c.length + 4];
+            args[0] = "bench";
+            args[1] = "compression";
+            args[2] = "--routing";
+            args[3] = route;
+            System.arraycopy(c, 0, args, 4, c.length);
+            Run r = run(args);
+            assertThat(r.code()).as(String.join(" ", c)).isEqualTo(2);
+            assertThat(r.err().strip()).as(String.join(" ", c)).startsWith("pikv: ").doesNotContain("\n")
+                    .doesNotContain("Exception");
+        }
+        assertThat(run("bench", "compression", "--routing", route, "--keys", flat.toString(), "--values", v).err())
+                .contains("has shape [64, 32]; --keys must be [tokens, kv_heads, head_dim]");
+        assertThat(run("bench", "compression", "--routing", route, "--keys", doubles.toString(), "--values", v).err())
+                .contains("holds '<f8', not float32 or float16");
+        assertThat(run("bench", "compression", "--routing", dir.resolve("none.jsonl").toString()).err())
+                .contains("none.jsonl does not exist");
     }
 
     @Test

@@ -1,5 +1,6 @@
 package io.pikv.kv;
 
+import io.pikv.kv.compression.LowRankBases;
 import io.pikv.kv.compute.AttentionAccumulator;
 import io.pikv.kv.compute.AttentionKernel;
 import io.pikv.kv.compute.KernelScratch;
@@ -32,6 +33,11 @@ public final class KvShard {
     private final PagePool pool;
     private final EvictionHook hook;
     private final AttentionKernel kernel;
+    /** Bases of a low-rank layout (entries are stored as their coefficients); null for a plain layout. */
+    private final LowRankBases projection;
+    /** Coefficient scratch for appends (used under the write lock; apart from moveK/V, which eviction uses). */
+    private final float[] projK;
+    private final float[] projV;
     private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
     private final Map<Long, LayerState[]> sequences = new HashMap<>();
     private final AtomicLongArray counters;
@@ -50,9 +56,31 @@ public final class KvShard {
      */
     public KvShard(int id, ModelShape shape, KvLayout layout, int buckets, long budgetBytes, EvictionHook hook,
                    AttentionKernel kernel) {
+        this(id, shape, layout, buckets, budgetBytes, hook, kernel, null);
+    }
+
+    /**
+     * A shard whose pages may be low-rank: with {@code projection} not null, the layout's key and value widths are
+     * its ranks, appends store each entry's coefficients, and {@code kernel} must read such pages.
+     */
+    public KvShard(int id, ModelShape shape, KvLayout layout, int buckets, long budgetBytes, EvictionHook hook,
+                   AttentionKernel kernel, LowRankBases projection) {
         if (layout.kvHeads() != shape.kvHeads() || layout.headDim() != shape.headDim()) {
             throw new IllegalArgumentException("layout " + layout + " does not match model " + shape);
         }
+        if (projection == null ? layout.projected()
+                : projection.keyRank() != layout.keyWidth() || projection.valueRank() != layout.valueWidth()
+                || projection.layers() != shape.layers() || projection.experts() != shape.experts()
+                || projection.kvHeads() != shape.kvHeads() || projection.headDim() != shape.headDim()) {
+            throw new IllegalArgumentException("layout " + layout + " needs low-rank bases of its ranks fitted for "
+                    + shape + (projection == null ? "; none were given" : ""));
+        }
+        if (!kernel.supports(layout)) {
+            throw new IllegalArgumentException("kernel " + kernel.name() + " cannot read pages of " + layout);
+        }
+        this.projection = projection;
+        this.projK = new float[shape.kvWidth()];
+        this.projV = new float[shape.kvWidth()];
         if (buckets < 1 || Integer.bitCount(buckets) != 1) {
             throw new IllegalArgumentException("buckets must be a power of two >= 1, got " + buckets);
         }
@@ -108,10 +136,19 @@ public final class KvShard {
                 throw new IllegalArgumentException("position " + position + " of sequence " + sequence + " layer "
                         + layer + " is already stored on shard " + id);
             }
+            float[] sk = k;
+            float[] sv = v;
+            if (projection != null) {
+                projection.project(layer, expert, k, v, projK, projV);
+                checkCoefficients(projK, layout.kvHeads() * layout.keyWidth());
+                checkCoefficients(projV, layout.kvHeads() * layout.valueWidth());
+                sk = projK;
+                sv = projV;
+            }
             Segment segment = ls.buckets[ShardKey.bucket(position, expert, buckets)];
             Page page = pageForAppend(segment);
             int slot = page.count;
-            page.writeEntry(slot, k, 0, v, 0);
+            page.writeEntry(slot, sk, 0, sv, 0);
             page.position[slot] = position;
             page.expert[slot] = (short) expert;
             page.count = slot + 1;
@@ -122,6 +159,15 @@ public final class KvShard {
             entries++;
         } finally {
             lock.writeLock().unlock();
+        }
+    }
+
+    private void checkCoefficients(float[] c, int n) {
+        for (int i = 0; i < n; i++) {
+            if (!Float.isFinite(c[i]) || (layout.type() == StorageType.FP16 && Math.abs(c[i]) > Fp16.MAX)) {
+                throw new IllegalArgumentException("low-rank coefficient " + c[i] + " is outside the range of "
+                        + layout.type() + " storage");
+            }
         }
     }
 
@@ -372,6 +418,7 @@ public final class KvShard {
             KernelScratch scratch = KernelScratch.get().ensure(0, 0, tokens);
             float[] bias = scratch.bias;
             AttentionAccumulator acc = new AttentionAccumulator(qHeads, dim);
+            kernel.begin(acc, layer);
             int[] positions = weights ? new int[n] : null;
             float[] logits = weights ? new float[qHeads * n] : null;
             int offset = 0;
@@ -399,6 +446,7 @@ public final class KvShard {
                     visited += inScope;
                 }
             }
+            kernel.finish(acc);
             double[] m = new double[qHeads];
             double[] l = new double[qHeads];
             double[] o = new double[qHeads * dim];
@@ -438,6 +486,28 @@ public final class KvShard {
         try {
             LayerState ls = layerState(sequence, layer, false);
             return ls != null && ls.resident > 0;
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** Positions of the resident entries of (sequence, layer) on this shard, ascending. */
+    public int[] residentPositions(long sequence, int layer) {
+        checkLayer(layer);
+        lock.readLock().lock();
+        try {
+            LayerState ls = layerState(sequence, layer, false);
+            if (ls == null) {
+                return new int[0];
+            }
+            int[] out = new int[ls.resident];
+            int n = 0;
+            for (int p = 0; p < ls.location.length && n < out.length; p++) {
+                if (ls.location[p] >= 0) {
+                    out[n++] = p;
+                }
+            }
+            return out;
         } finally {
             lock.readLock().unlock();
         }

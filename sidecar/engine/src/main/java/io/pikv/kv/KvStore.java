@@ -2,6 +2,7 @@ package io.pikv.kv;
 
 import io.pikv.kv.compute.AttentionKernel;
 import io.pikv.kv.compute.Kernels;
+import io.pikv.kv.compute.LowRankKernel;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -35,11 +36,13 @@ public final class KvStore implements AutoCloseable {
         this.config = config;
         this.shape = config.shape();
         KvLayout layout = config.layout();
-        this.kernel = Kernels.select(layout, config.kernel());
+        this.kernel = config.lowRank() != null ? new LowRankKernel(config.lowRank())
+                : Kernels.select(layout, config.kernel());
         long perShard = config.budgetBytes() / config.shards();
         this.shards = new KvShard[config.shards()];
         for (int s = 0; s < shards.length; s++) {
-            shards[s] = new KvShard(s, shape, layout, config.buckets(), perShard, config.eviction(), kernel);
+            shards[s] = new KvShard(s, shape, layout, config.buckets(), perShard, config.eviction(), kernel,
+                    config.lowRank());
         }
         this.shardMap = ExpertShardMap.roundRobin(shape.experts(), config.shards());
         this.workers = config.threads() > 1 ? new ForkJoinPool(config.threads()) : null;
@@ -126,6 +129,26 @@ public final class KvStore implements AutoCloseable {
             n += shard.resident(sequence, layer);
         }
         return n;
+    }
+
+    /** Positions of the resident entries of (sequence, layer) over all shards, ascending. */
+    public int[] residentPositions(long sequence, int layer) {
+        checkLayer(layer);
+        state(sequence);
+        int[][] parts = new int[shards.length][];
+        int n = 0;
+        for (int s = 0; s < shards.length; s++) {
+            parts[s] = shards[s].residentPositions(sequence, layer);
+            n += parts[s].length;
+        }
+        int[] out = new int[n];
+        int at = 0;
+        for (int[] part : parts) {
+            System.arraycopy(part, 0, out, at, part.length);
+            at += part.length;
+        }
+        java.util.Arrays.sort(out);
+        return out;
     }
 
     /**
@@ -220,6 +243,14 @@ public final class KvStore implements AutoCloseable {
             n += shard.stats().bytesInUse();
         }
         return n;
+    }
+
+    /**
+     * Off-heap bytes this store's entries need beyond their pages: the low-rank bases (shared by every sequence and
+     * shard, outside the page budget), 0 for a plain store.
+     */
+    public long projectionBytes() {
+        return config.lowRank() == null ? 0 : config.lowRank().bytes();
     }
 
     @Override

@@ -1,5 +1,7 @@
 package io.pikv.kv;
 
+import io.pikv.kv.compression.LowRankBases;
+
 /**
  * Settings of an in-process {@link KvStore}. Build with {@link #builder(ModelShape)}; every value is checked
  * when built.
@@ -8,9 +10,12 @@ package io.pikv.kv;
  * @param buckets     in-shard buckets per shard (a power of two): the unit of attention parallelism
  * @param kernel      {@code auto}, {@code vector} or {@code scalar}
  * @param threads     attention worker threads (1 = run on the caller's thread)
+ * @param lowRank     fitted bases when pages store low-rank coefficients (in {@code storageType}) instead of the
+ *                    entries, else null
  */
 public record KvStoreConfig(ModelShape shape, StorageType storageType, int pageTokens, int shards, int buckets,
-                            long budgetBytes, EvictionHook eviction, String kernel, int threads) {
+                            long budgetBytes, EvictionHook eviction, String kernel, int threads,
+                            LowRankBases lowRank) {
 
     public KvStoreConfig {
         if (shape == null || storageType == null || eviction == null || kernel == null) {
@@ -25,16 +30,34 @@ public record KvStoreConfig(ModelShape shape, StorageType storageType, int pageT
         if (threads < 1 || threads > 1024) {
             throw new IllegalArgumentException("threads must be in [1, 1024], got " + threads);
         }
-        KvLayout layout = new KvLayout(shape.kvHeads(), shape.headDim(), pageTokens, storageType);
+        if (lowRank != null && (lowRank.layers() != shape.layers() || lowRank.kvHeads() != shape.kvHeads()
+                || lowRank.headDim() != shape.headDim() || lowRank.experts() != shape.experts())) {
+            throw new IllegalArgumentException("low-rank bases fitted for " + lowRank.layers() + " layers, "
+                    + lowRank.kvHeads() + " kv heads of dim " + lowRank.headDim() + " and " + lowRank.experts()
+                    + " experts do not match " + shape);
+        }
+        KvLayout layout = layout(shape, pageTokens, storageType, lowRank);
         if (budgetBytes / shards < layout.pageBytes()) {
             throw new IllegalArgumentException("budget of " + budgetBytes + " bytes gives each of the " + shards
                     + " shards less than one page of " + layout.pageBytes() + " bytes");
         }
     }
 
+    /** Settings of a plain (not low-rank) store. */
+    public KvStoreConfig(ModelShape shape, StorageType storageType, int pageTokens, int shards, int buckets,
+                         long budgetBytes, EvictionHook eviction, String kernel, int threads) {
+        this(shape, storageType, pageTokens, shards, buckets, budgetBytes, eviction, kernel, threads, null);
+    }
+
     /** The page layout these settings give. */
     public KvLayout layout() {
-        return new KvLayout(shape.kvHeads(), shape.headDim(), pageTokens, storageType);
+        return layout(shape, pageTokens, storageType, lowRank);
+    }
+
+    private static KvLayout layout(ModelShape shape, int pageTokens, StorageType type, LowRankBases lowRank) {
+        return lowRank == null ? new KvLayout(shape.kvHeads(), shape.headDim(), pageTokens, type)
+                : new KvLayout(shape.kvHeads(), shape.headDim(), pageTokens, type, lowRank.keyRank(),
+                lowRank.valueRank());
     }
 
     public static Builder builder(ModelShape shape) {
@@ -52,6 +75,7 @@ public record KvStoreConfig(ModelShape shape, StorageType storageType, int pageT
         private EvictionHook eviction = EvictionHook.OLDEST_PAGE_FIRST;
         private String kernel = System.getProperty("pikv.kernel", "auto");
         private int threads = Runtime.getRuntime().availableProcessors();
+        private LowRankBases lowRank;
 
         private Builder(ModelShape shape) {
             this.shape = shape;
@@ -97,9 +121,15 @@ public record KvStoreConfig(ModelShape shape, StorageType storageType, int pageT
             return this;
         }
 
+        /** Store entries as coefficients in these bases (pages of {@code storageType} coefficients). */
+        public Builder lowRank(LowRankBases v) {
+            lowRank = v;
+            return this;
+        }
+
         public KvStoreConfig build() {
             return new KvStoreConfig(shape, storageType, pageTokens, shards, buckets, budgetBytes, eviction, kernel,
-                    threads);
+                    threads, lowRank);
         }
     }
 }

@@ -71,19 +71,23 @@ public final class Page {
     }
 
     /**
-     * Writes K and V ({@code kvHeads × headDim} each, head-major) into {@code slot}; slots {@code [0, count)} other
-     * than {@code slot} keep their values (for int8 they may be requantized to a wider channel scale).
+     * Writes K and V ({@code kvHeads × keyWidth} and {@code kvHeads × valueWidth}, head-major: the entry, or its
+     * coefficients on a low-rank page) into {@code slot}; slots {@code [0, count)} other than {@code slot} keep
+     * their values (for int8 they may be requantized to a wider channel scale).
      */
     void writeEntry(int slot, float[] k, int kOffset, float[] v, int vOffset) {
         if (layout.type() == StorageType.INT8) {
             Int8Codec.writeEntry(bytes, layout, slot, count, k, kOffset, v, vOffset);
             return;
         }
-        int dim = layout.headDim();
+        int kw = layout.keyWidth();
+        int vw = layout.valueWidth();
         for (int h = 0; h < layout.kvHeads(); h++) {
-            for (int i = 0; i < dim; i++) {
-                put(layout.keyIndex(h, i, slot), k[kOffset + h * dim + i]);
-                put(layout.valueIndex(h, slot, i), v[vOffset + h * dim + i]);
+            for (int i = 0; i < kw; i++) {
+                put(layout.keyIndex(h, i, slot), k[kOffset + h * kw + i]);
+            }
+            for (int i = 0; i < vw; i++) {
+                put(layout.valueIndex(h, slot, i), v[vOffset + h * vw + i]);
             }
         }
     }
@@ -110,24 +114,29 @@ public final class Page {
 
     /**
      * Copies the entry in {@code fromSlot} of {@code from} into {@code toSlot} of this page: bit for bit for fp32
-     * and fp16; for int8 through its float values (the two pages have their own key scales), using the
-     * {@code kvHeads × headDim} scratch arrays.
+     * and fp16; for int8 through its float values (the two pages have their own key scales), using scratch arrays
+     * of at least {@code kvHeads × headDim} floats.
      */
     void copyEntry(Page from, int fromSlot, int toSlot, float[] kScratch, float[] vScratch) {
         int heads = layout.kvHeads();
-        int dim = layout.headDim();
+        int kw = layout.keyWidth();
+        int vw = layout.valueWidth();
         if (layout.type() == StorageType.INT8) {
             for (int h = 0; h < heads; h++) {
-                for (int i = 0; i < dim; i++) {
-                    kScratch[h * dim + i] = from.get(layout.keyIndex(h, i, fromSlot));
-                    vScratch[h * dim + i] = from.get(layout.valueIndex(h, fromSlot, i));
+                for (int i = 0; i < kw; i++) {
+                    kScratch[h * kw + i] = from.get(layout.keyIndex(h, i, fromSlot));
+                }
+                for (int i = 0; i < vw; i++) {
+                    vScratch[h * vw + i] = from.get(layout.valueIndex(h, fromSlot, i));
                 }
             }
             writeEntry(toSlot, kScratch, 0, vScratch, 0);
         } else {
             for (int h = 0; h < heads; h++) {
-                for (int i = 0; i < dim; i++) {
+                for (int i = 0; i < kw; i++) {
                     copyElement(from, layout.keyIndex(h, i, fromSlot), layout.keyIndex(h, i, toSlot));
+                }
+                for (int i = 0; i < vw; i++) {
                     copyElement(from, layout.valueIndex(h, fromSlot, i), layout.valueIndex(h, toSlot, i));
                 }
             }

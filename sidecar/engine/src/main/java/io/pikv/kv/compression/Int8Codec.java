@@ -28,7 +28,8 @@ public final class Int8Codec {
     }
 
     /**
-     * Writes K and V ({@code kvHeads × headDim} each, head-major) into {@code slot} of an int8 page whose slots
+     * Writes K and V ({@code kvHeads × keyWidth} and {@code kvHeads × valueWidth}, head-major: the entry itself on
+     * a plain page, its coefficients on a low-rank one) into {@code slot} of an int8 page whose slots
      * {@code [0, count)} hold entries (one of them may be {@code slot} itself, which is overwritten). With
      * {@code count == 0} the page is taken as empty and its key scales are reset.
      */
@@ -36,25 +37,26 @@ public final class Int8Codec {
                                   float[] v, int vOffset) {
         check(layout);
         int heads = layout.kvHeads();
-        int dim = layout.headDim();
+        int kw = layout.keyWidth();
+        int vw = layout.valueWidth();
         if (count == 0) {
-            for (int c = 0; c < heads * dim; c++) {
+            for (int c = 0; c < heads * kw; c++) {
                 page.putFloat(layout.keyScaleOffset(0, c), 0f);
             }
         }
         for (int h = 0; h < heads; h++) {
-            int base = h * dim;
+            int base = h * vw;
             float max = 0f;
-            for (int i = 0; i < dim; i++) {
+            for (int i = 0; i < vw; i++) {
                 max = Math.max(max, Math.abs(v[vOffset + base + i]));
             }
             float vScale = max / LEVELS;
             page.putFloat(layout.valueScaleOffset(h, slot), vScale);
-            for (int i = 0; i < dim; i++) {
+            for (int i = 0; i < vw; i++) {
                 page.put(layout.valueIndex(h, slot, i), quantize(v[vOffset + base + i], vScale));
             }
-            for (int i = 0; i < dim; i++) {
-                float x = k[kOffset + base + i];
+            for (int i = 0; i < kw; i++) {
+                float x = k[kOffset + h * kw + i];
                 int scaleAt = layout.keyScaleOffset(h, i);
                 float scale = page.getFloat(scaleAt);
                 if (Math.abs(x) > scale * LEVELS) {
@@ -78,10 +80,10 @@ public final class Int8Codec {
         int region = layout.regionElements();
         float scale;
         if (index < region) {
-            int channel = index / layout.pageTokens(); // head · headDim + dim
+            int channel = index / layout.pageTokens(); // head · keyWidth + dim
             scale = page.getFloat(layout.keyScaleOffset(0, channel));
         } else {
-            int row = (index - region) / layout.headDim(); // head · pageTokens + slot
+            int row = (index - region) / layout.valueWidth(); // head · pageTokens + slot
             scale = page.getFloat(layout.valueScaleOffset(0, row));
         }
         return page.get(index) * scale;

@@ -13,6 +13,8 @@ public final class AttentionAccumulator {
     public final float[] m;
     public final float[] l;
     public final float[] o;
+    /** Per-call state of a kernel that folds in another space (see {@link AttentionKernel#begin}); null otherwise. */
+    public Object kernelState;
 
     public AttentionAccumulator(int qHeads, int headDim) {
         this.qHeads = qHeads;
@@ -28,5 +30,6 @@ public final class AttentionAccumulator {
         Arrays.fill(m, Float.NEGATIVE_INFINITY);
         Arrays.fill(l, 0f);
         Arrays.fill(o, 0f);
+        kernelState = null;
     }
 }

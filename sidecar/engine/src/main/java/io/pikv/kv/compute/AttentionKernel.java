@@ -23,4 +23,16 @@ public interface AttentionKernel {
 
     void foldPage(Page page, float[] bias, float[] query, int qHeads, AttentionAccumulator acc,
                   KernelScratch scratch, float[] logits, int logitsStride, int logitsOffset);
+
+    /**
+     * Called once before the pages of one attention call over {@code layer} are folded into a fresh {@code acc}.
+     * Kernels that fold in another space (the low-rank kernel folds values as basis coefficients) set up their
+     * per-call state here.
+     */
+    default void begin(AttentionAccumulator acc, int layer) {
+    }
+
+    /** Called once after the last page: leaves {@code acc.m}, {@code acc.l} and {@code acc.o} as the contract says. */
+    default void finish(AttentionAccumulator acc) {
+    }
 }

@@ -17,7 +17,7 @@ public final class ScalarKernel implements AttentionKernel {
 
     @Override
     public boolean supports(KvLayout layout) {
-        return true;
+        return !layout.projected(); // low-rank pages: LowRankKernel
     }
 
     @Override

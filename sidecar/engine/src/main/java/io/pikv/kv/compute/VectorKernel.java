@@ -36,7 +36,7 @@ public final class VectorKernel implements AttentionKernel {
 
     @Override
     public boolean supports(KvLayout layout) {
-        return layout.type() != io.pikv.kv.StorageType.INT8
+        return layout.type() != io.pikv.kv.StorageType.INT8 && !layout.projected()
                 && layout.pageTokens() % L == 0 && layout.headDim() % L == 0 && L <= 16;
     }
 

@@ -1,0 +1,309 @@
+package io.pikv.kv.compression;
+
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.compression.LowRankBases.Fit;
+import io.pikv.kv.compression.LowRankBases.Grouping;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+/**
+ * Fits {@link LowRankBases} on observed keys and values: principal components (eigenvectors of the covariance
+ * around the mean, {@link SymmetricEigen}) per (layer, basis group, KV head).
+ *
+ * <p>Fitting is an explicit step: feed calibration entries with {@link #observe}, then call {@link #fit}; the
+ * result reports, per basis, how many entries it saw and the fraction of variance its rank keeps. With
+ * {@link Grouping#EXPERT}, an expert gets its own basis only when it had at least {@code minExpertTokens} entries in
+ * the layer (fewer cannot pin down a rank-r subspace); its entries otherwise use the layer's shared basis.
+ * Observations are kept as float copies until {@link #fit} (the calibration set's size); not thread-safe.
+ *
+ * <p>Outlier directions: principal components minimise the total squared error, so a rare entry far from the rest
+ * — an attention sink's key, which every query attends to — can be almost entirely discarded although its error
+ * matters most. {@link #fit(int, int, int)} can reserve {@code o} of the {@code r} directions for the largest
+ * residuals left by the top {@code r − o} components, which it keeps (greedily: the entry with the largest residual
+ * gives one direction, then residuals are updated). This is the
+ * basis-form of what KV quantizers do for outliers (KVQuant keeps them sparse and dense-precision, ShadowKV keeps
+ * outlier chunks whole).
+ */
+public final class LowRankFitter {
+    private final ModelShape shape;
+    private final Grouping grouping;
+    private final int minExpertTokens;
+    private final float[][] keys;
+    private final float[][] values;
+    private final int[][] expertOf;
+    private final int[] count;
+
+    public LowRankFitter(ModelShape shape, Grouping grouping, int minExpertTokens) {
+        if (minExpertTokens < 1) {
+            throw new IllegalArgumentException("minExpertTokens must be >= 1, got " + minExpertTokens);
+        }
+        this.shape = shape;
+        this.grouping = grouping;
+        this.minExpertTokens = minExpertTokens;
+        int layers = shape.layers();
+        this.keys = new float[layers][0];
+        this.values = new float[layers][0];
+        this.expertOf = new int[layers][0];
+        this.count = new int[layers];
+    }
+
+    /** Records one calibration entry of {@code layer}: K and V are {@code kvHeads × headDim}, head-major. */
+    public void observe(int layer, int expert, float[] k, float[] v) {
+        if (layer < 0 || layer >= shape.layers()) {
+            throw new IllegalArgumentException("layer " + layer + " is out of range [0, " + shape.layers() + ")");
+        }
+        if (expert < 0 || expert >= shape.experts()) {
+            throw new IllegalArgumentException("expert " + expert + " is out of range [0, " + shape.experts() + ")");
+        }
+        int w = shape.kvWidth();
+        if (k.length != w || v.length != w) {
+            throw new IllegalArgumentException("K and V must hold kvHeads × headDim = " + w + " floats");
+        }
+        int n = count[layer];
+        if ((long) (n + 1) * w > Integer.MAX_VALUE - 8) {
+            throw new IllegalArgumentException("too many calibration entries for layer " + layer);
+        }
+        if ((n + 1) * w > keys[layer].length) {
+            int grown = Math.max((n + 1) * w, Math.min(Integer.MAX_VALUE - 8, keys[layer].length * 2));
+            keys[layer] = Arrays.copyOf(keys[layer], grown);
+            values[layer] = Arrays.copyOf(values[layer], grown);
+            expertOf[layer] = Arrays.copyOf(expertOf[layer], grown / w);
+        }
+        System.arraycopy(k, 0, keys[layer], n * w, w);
+        System.arraycopy(v, 0, values[layer], n * w, w);
+        expertOf[layer][n] = expert;
+        count[layer] = n + 1;
+    }
+
+    /** Entries observed for {@code layer}. */
+    public int observed(int layer) {
+        return count[layer];
+    }
+
+    /**
+     * Fits bases of {@code keyRank} and {@code valueRank} for every layer and releases the observations.
+     *
+     * @throws IllegalStateException when a layer has no observations
+     */
+    public LowRankBases fit(int keyRank, int valueRank) {
+        return fit(keyRank, valueRank, 0);
+    }
+
+    /**
+     * Fits bases of {@code keyRank} and {@code valueRank}, each with up to {@code outlierDirections} directions kept
+     * for the entries with the largest residuals, for every layer, and releases the observations.
+     *
+     * @throws IllegalStateException when a layer has no observations
+     */
+    public LowRankBases fit(int keyRank, int valueRank, int outlierDirections) {
+        if (outlierDirections < 0) {
+            throw new IllegalArgumentException("outlierDirections must be >= 0, got " + outlierDirections);
+        }
+        int d = shape.headDim();
+        if (keyRank < 1 || keyRank > d || valueRank < 1 || valueRank > d) {
+            throw new IllegalArgumentException("ranks must be in [1, headDim = " + d + "], got " + keyRank + " and "
+                    + valueRank);
+        }
+        int layers = shape.layers();
+        int heads = shape.kvHeads();
+        int stride = (1 + keyRank) * d + (1 + valueRank) * d;
+        int[][] groupOf = new int[layers][shape.experts()];
+        float[][] layerData = new float[layers][];
+        List<Fit> fits = new ArrayList<>();
+        for (int l = 0; l < layers; l++) {
+            int n = count[l];
+            if (n == 0) {
+                throw new IllegalStateException("no calibration entries were observed for layer " + l);
+            }
+            // Group 0: the layer's shared basis over every entry; then one per expert with enough entries.
+            List<int[]> members = new ArrayList<>();
+            List<Integer> owners = new ArrayList<>();
+            members.add(range(n));
+            owners.add(-1);
+            if (grouping == Grouping.EXPERT) {
+                int[] perExpert = new int[shape.experts()];
+                for (int t = 0; t < n; t++) {
+                    perExpert[expertOf[l][t]]++;
+                }
+                for (int e = 0; e < shape.experts(); e++) {
+                    if (perExpert[e] >= minExpertTokens) {
+                        groupOf[l][e] = members.size();
+                        owners.add(e);
+                        int[] idx = new int[perExpert[e]];
+                        int j = 0;
+                        for (int t = 0; t < n; t++) {
+                            if (expertOf[l][t] == e) {
+                                idx[j++] = t;
+                            }
+                        }
+                        members.add(idx);
+                    }
+                }
+            }
+            float[] out = new float[members.size() * heads * stride];
+            for (int g = 0; g < members.size(); g++) {
+                for (int h = 0; h < heads; h++) {
+                    int base = (g * heads + h) * stride;
+                    double kept = principal(keys[l], members.get(g), h, keyRank, outlierDirections, out, base);
+                    double keptV = principal(values[l], members.get(g), h, valueRank, outlierDirections, out,
+                            base + (1 + keyRank) * d);
+                    fits.add(new Fit(l, g, owners.get(g), h, members.get(g).length, kept, keptV));
+                }
+            }
+            layerData[l] = out;
+            keys[l] = new float[0];
+            values[l] = new float[0];
+            expertOf[l] = new int[0];
+            count[l] = 0;
+        }
+        return new LowRankBases(grouping, layers, heads, d, shape.experts(), keyRank, valueRank, groupOf, layerData,
+                fits);
+    }
+
+    private static int[] range(int n) {
+        int[] r = new int[n];
+        for (int i = 0; i < n; i++) {
+            r[i] = i;
+        }
+        return r;
+    }
+
+    /**
+     * Writes the mean of head {@code h} over the tokens {@code idx} of {@code data} at {@code out[at..]}, then
+     * {@code rank} orthonormal rows: up to {@code outliers} outlier directions and the leading principal directions;
+     * returns the fraction of the variance (around the mean) they keep.
+     */
+    private double principal(float[] data, int[] idx, int h, int rank, int outliers, float[] out, int at) {
+        int d = shape.headDim();
+        int w = shape.kvWidth();
+        double[] mean = new double[d];
+        for (int t : idx) {
+            for (int i = 0; i < d; i++) {
+                mean[i] += data[t * w + h * d + i];
+            }
+        }
+        for (int i = 0; i < d; i++) {
+            mean[i] /= idx.length;
+        }
+        double[][] cov = new double[d][d];
+        double[] x = new double[d];
+        for (int t : idx) {
+            for (int i = 0; i < d; i++) {
+                x[i] = data[t * w + h * d + i] - mean[i];
+            }
+            for (int i = 0; i < d; i++) {
+                double xi = x[i];
+                double[] row = cov[i];
+                for (int j = i; j < d; j++) {
+                    row[j] += xi * x[j];
+                }
+            }
+        }
+        for (int i = 0; i < d; i++) {
+            for (int j = 0; j < i; j++) {
+                cov[i][j] = cov[j][i];
+            }
+        }
+        SymmetricEigen eig = SymmetricEigen.of(cov);
+        List<double[]> rows = new ArrayList<>();
+        for (double[] u : outlierDirections(data, idx, h, mean, eig, rank, Math.min(outliers, rank))) {
+            rows.add(u);
+        }
+        for (int j = 0; rows.size() < rank; j++) {
+            rows.add(eig.vector(j)); // orthogonal to the outlier directions, which lie in these rows' complement
+        }
+        for (int i = 0; i < d; i++) {
+            out[at + i] = (float) mean[i];
+        }
+        for (int j = 0; j < rank; j++) {
+            for (int i = 0; i < d; i++) {
+                out[at + (1 + j) * d + i] = (float) rows.get(j)[i];
+            }
+        }
+        double total = 0;
+        double kept = 0;
+        for (int t : idx) {
+            for (int i = 0; i < d; i++) {
+                x[i] = data[t * w + h * d + i] - mean[i];
+                total += x[i] * x[i];
+            }
+            for (double[] u : rows) {
+                double c = 0;
+                for (int i = 0; i < d; i++) {
+                    c += u[i] * x[i];
+                }
+                kept += c * c;
+            }
+        }
+        return total == 0 ? 1 : kept / total;
+    }
+
+    /**
+     * Greedy outlier directions: residuals against the top {@code rank − count} principal components (those the
+     * basis keeps), then repeatedly the largest remaining residual (normalised) and the residuals with it projected
+     * out.
+     */
+    private List<double[]> outlierDirections(float[] data, int[] idx, int h, double[] mean, SymmetricEigen eig,
+                                             int rank, int count) {
+        List<double[]> found = new ArrayList<>();
+        if (count == 0) {
+            return found;
+        }
+        int d = shape.headDim();
+        int w = shape.kvWidth();
+        double[][] top = new double[rank - count][];
+        for (int j = 0; j < top.length; j++) {
+            top[j] = eig.vector(j);
+        }
+        double[][] residual = new double[idx.length][d];
+        for (int n = 0; n < idx.length; n++) {
+            double[] r = residual[n];
+            for (int i = 0; i < d; i++) {
+                r[i] = data[idx[n] * w + h * d + i] - mean[i];
+            }
+            for (double[] p : top) {
+                project(r, p);
+            }
+        }
+        for (int k = 0; k < count; k++) {
+            int best = -1;
+            double bestNorm = 0;
+            for (int n = 0; n < idx.length; n++) {
+                double norm = 0;
+                for (double v : residual[n]) {
+                    norm += v * v;
+                }
+                if (norm > bestNorm) {
+                    bestNorm = norm;
+                    best = n;
+                }
+            }
+            if (best < 0) {
+                break;
+            }
+            double[] u = residual[best].clone();
+            double len = Math.sqrt(bestNorm);
+            for (int i = 0; i < d; i++) {
+                u[i] /= len;
+            }
+            found.add(u);
+            for (double[] r : residual) {
+                project(r, u);
+            }
+        }
+        return found;
+    }
+
+    /** Removes from {@code r} its component along the unit vector {@code u}. */
+    private static void project(double[] r, double[] u) {
+        double c = 0;
+        for (int i = 0; i < r.length; i++) {
+            c += r[i] * u[i];
+        }
+        for (int i = 0; i < r.length; i++) {
+            r[i] -= c * u[i];
+        }
+    }
+}

@@ -1,0 +1,298 @@
+package io.pikv.kv.compression;
+
+import io.pikv.kv.AttentionResult;
+import io.pikv.kv.EvictionContext;
+import io.pikv.kv.EvictionHook;
+import io.pikv.kv.KvStore;
+import io.pikv.kv.Page;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.BitSet;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * PyramidKV's layer-wise token budgets (Cai et al. 2024, arXiv 2406.02069) with an H2O-style choice of which tokens
+ * fill them: each (sequence, layer) keeps at most {@code budget(layer)} entries, and budgets shrink with depth
+ * because attention in deeper layers concentrates on fewer tokens.
+ *
+ * <p>Which entries stay: the {@code sinks} first positions (attention sinks, StreamingLLM), the {@code window}
+ * most recent resident positions, and then the highest accumulated attention — the mean weight over query heads
+ * that {@link #observe} added from attention results (H2O's heavy hitters; PyramidKV scores with the attention of an
+ * observation window of recent queries, which is what observing those queries' results gives). Ties go to the more
+ * recent position. Selection is per token for all heads at once, because the store evicts whole entries.
+ *
+ * <p>Applied two ways: {@link #enforce} evicts every layer of a sequence down to its budget through
+ * {@link KvStore#evict} (after prefill, or after each decode step); as an {@link EvictionHook}, when a shard's pool is
+ * full, it evicts over-budget entries of the most over-budget (sequence, layer) it knows of through
+ * {@link EvictionContext#evictTokens}, and falls back to the oldest page when nothing is over budget. This class is
+ * self-contained so that it can later sit behind the scheduling policies' interface ({@code io.pikv.kv.scheduling}).
+ * Thread-safe; never holds its own lock while calling into the store.
+ */
+public final class PyramidBudget implements EvictionHook {
+    private final int[] budgets;
+    private final int sinks;
+    private final int window;
+    private final Map<Long, Scores[]> sequences = new HashMap<>();
+
+    /** Accumulated attention per position of one (sequence, layer), and what this policy knows is resident. */
+    private static final class Scores {
+        float[] score = new float[64];
+        final BitSet seen = new BitSet();
+        final BitSet evicted = new BitSet();
+
+        void add(int position, float w) {
+            if (position >= score.length) {
+                score = Arrays.copyOf(score, Math.max(score.length * 2, position + 1));
+            }
+            score[position] += w;
+            seen.set(position);
+        }
+
+        float get(int position) {
+            return position < score.length ? score[position] : 0f;
+        }
+    }
+
+    /**
+     * @param budgets per-layer token budgets, each at least {@code sinks + window}
+     * @param sinks   leading positions always kept
+     * @param window  most recent resident positions always kept
+     */
+    public PyramidBudget(int[] budgets, int sinks, int window) {
+        if (sinks < 0 || window < 0) {
+            throw new IllegalArgumentException("sinks and window must be >= 0, got " + sinks + " and " + window);
+        }
+        if (budgets.length == 0) {
+            throw new IllegalArgumentException("budgets must name at least one layer");
+        }
+        for (int l = 0; l < budgets.length; l++) {
+            if (budgets[l] < sinks + window || budgets[l] < 1) {
+                throw new IllegalArgumentException("layer " + l + " budget " + budgets[l] + " is below sinks + window = "
+                        + (sinks + window) + " (and must be >= 1)");
+            }
+        }
+        this.budgets = budgets.clone();
+        this.sinks = sinks;
+        this.window = window;
+    }
+
+    /**
+     * PyramidKV's schedule: budgets fall linearly from layer 0 to the last layer, the last layer gets
+     * {@code average / beta} (but at least {@code minimum}), layer 0 gets {@code 2·average − last}, and the budgets
+     * sum to exactly {@code layers × average} (rounding goes to the layers with the largest fractions).
+     */
+    public static int[] linear(int layers, int average, double beta, int minimum) {
+        if (layers < 1 || average < 1 || !(beta >= 1) || minimum < 0) {
+            throw new IllegalArgumentException("need layers >= 1, average >= 1, beta >= 1 and minimum >= 0, got "
+                    + layers + ", " + average + ", " + beta + ", " + minimum);
+        }
+        if (average < minimum) {
+            throw new IllegalArgumentException("an average budget of " + average + " tokens is below the minimum of "
+                    + minimum + " every layer keeps (sinks + window)");
+        }
+        if (layers == 1) {
+            return new int[] {average};
+        }
+        double top = Math.max(average / beta, minimum);
+        double bottom = 2.0 * average - top;
+        double[] real = new double[layers];
+        int[] out = new int[layers];
+        long sum = 0;
+        for (int l = 0; l < layers; l++) {
+            real[l] = bottom - (bottom - top) * l / (layers - 1);
+            out[l] = (int) Math.floor(real[l] + 1e-9);
+            sum += out[l];
+        }
+        long left = (long) layers * average - sum;
+        Integer[] order = new Integer[layers];
+        for (int l = 0; l < layers; l++) {
+            order[l] = l;
+        }
+        Arrays.sort(order, (a, b) -> Double.compare(real[b] - out[b], real[a] - out[a]));
+        for (int i = 0; i < left; i++) {
+            out[order[i % layers]]++;
+        }
+        return out;
+    }
+
+    public int budget(int layer) {
+        return budgets[layer];
+    }
+
+    public int[] budgets() {
+        return budgets.clone();
+    }
+
+    public int sinks() {
+        return sinks;
+    }
+
+    public int window() {
+        return window;
+    }
+
+    /** Adds each visited entry's mean weight over query heads to its score (needs a result with weights). */
+    public synchronized void observe(long sequence, int layer, AttentionResult result) {
+        Scores s = scores(sequence, layer);
+        int[] positions = result.positions();
+        for (int j = 0; j < positions.length; j++) {
+            s.add(positions[j], result.meanWeight(j));
+        }
+    }
+
+    /** Accumulated attention of a position (0 when never observed). */
+    public synchronized float score(long sequence, int layer, int position) {
+        Scores[] layers = sequences.get(sequence);
+        return layers == null || layers[layer] == null ? 0f : layers[layer].get(position);
+    }
+
+    /** Drops what is known of a closed sequence. */
+    public synchronized void forget(long sequence) {
+        sequences.remove(sequence);
+    }
+
+    /**
+     * The positions to evict from {@code resident} (ascending positions of one (sequence, layer)) to meet the layer's
+     * budget: none when within it, else the lowest-scored ones outside the sinks and the recent window.
+     */
+    public synchronized int[] victims(long sequence, int layer, int[] resident) {
+        return select(scoresOrNull(sequence, layer), budgets[layer], resident);
+    }
+
+    private int[] select(Scores s, int budget, int[] resident) {
+        int excess = resident.length - budget;
+        if (excess <= 0) {
+            return new int[0];
+        }
+        int recentFrom = resident.length - window; // resident[recentFrom..] is the window
+        List<Integer> candidates = new ArrayList<>();
+        for (int i = 0; i < recentFrom; i++) {
+            if (resident[i] >= sinks) {
+                candidates.add(resident[i]);
+            }
+        }
+        candidates.sort((a, b) -> {
+            float sa = s == null ? 0f : s.get(a);
+            float sb = s == null ? 0f : s.get(b);
+            return sa != sb ? Float.compare(sa, sb) : Integer.compare(a, b); // lowest score, then oldest, first
+        });
+        int n = Math.min(excess, candidates.size());
+        int[] out = new int[n];
+        for (int i = 0; i < n; i++) {
+            out[i] = candidates.get(i);
+        }
+        Arrays.sort(out);
+        return out;
+    }
+
+    /** Evicts every layer of {@code sequence} in {@code store} down to its budget; returns the entries evicted. */
+    public int enforce(KvStore store, long sequence) {
+        int layers = Math.min(budgets.length, store.shape().layers());
+        int evicted = 0;
+        for (int layer = 0; layer < layers; layer++) {
+            int[] victims = victims(sequence, layer, store.residentPositions(sequence, layer));
+            if (victims.length > 0) {
+                evicted += store.evict(sequence, layer, victims);
+                markEvicted(sequence, layer, victims);
+            }
+        }
+        return evicted;
+    }
+
+    private synchronized void markEvicted(long sequence, int layer, int[] positions) {
+        Scores s = scores(sequence, layer);
+        for (int p : positions) {
+            s.evicted.set(p);
+        }
+    }
+
+    /**
+     * Frees room in a full shard: evicts over-budget entries of the (sequence, layer) most over its budget by what this
+     * policy has observed (seen and not evicted), until the shard frees a page; the oldest page when nothing it knows of
+     * is over budget.
+     */
+    @Override
+    public void makeRoom(EvictionContext ctx) {
+        int pagesBefore = ctx.pool().pagesInUse();
+        List<long[]> tried = new ArrayList<>();
+        while (ctx.pool().pagesInUse() >= pagesBefore) {
+            long[] pick;
+            int[] victims;
+            synchronized (this) {
+                pick = mostOverBudget(tried);
+                if (pick == null) {
+                    break;
+                }
+                tried.add(pick);
+                Scores s = sequences.get(pick[0])[(int) pick[1]];
+                victims = select(s, budgets[(int) pick[1]], known(s));
+            }
+            for (int p : victims) {
+                if (ctx.evictTokens(pick[0], (int) pick[1], new int[] {p}) > 0) {
+                    markEvicted(pick[0], (int) pick[1], new int[] {p});
+                }
+            }
+        }
+        if (ctx.pool().pagesInUse() >= pagesBefore) {
+            Page oldest = ctx.oldestPage();
+            if (oldest != null) {
+                ctx.evictPage(oldest);
+            }
+        }
+    }
+
+    /** {sequence, layer} with the largest excess of known-resident entries over its budget, not yet tried. */
+    private long[] mostOverBudget(List<long[]> tried) {
+        long[] best = null;
+        int bestExcess = 0;
+        for (Map.Entry<Long, Scores[]> e : sequences.entrySet()) {
+            Scores[] layers = e.getValue();
+            for (int l = 0; l < layers.length; l++) {
+                if (layers[l] == null) {
+                    continue;
+                }
+                long seq = e.getKey();
+                int layer = l;
+                if (tried.stream().anyMatch(t -> t[0] == seq && t[1] == layer)) {
+                    continue;
+                }
+                int excess = known(layers[l]).length - budgets[l];
+                if (excess > bestExcess) {
+                    bestExcess = excess;
+                    best = new long[] {seq, layer};
+                }
+            }
+        }
+        return best;
+    }
+
+    private static int[] known(Scores s) {
+        BitSet live = (BitSet) s.seen.clone();
+        live.andNot(s.evicted);
+        return live.stream().toArray();
+    }
+
+    private Scores scores(long sequence, int layer) {
+        if (layer < 0 || layer >= budgets.length) {
+            throw new IllegalArgumentException("layer " + layer + " has no budget (budgets cover " + budgets.length
+                    + " layers)");
+        }
+        Scores[] layers = sequences.computeIfAbsent(sequence, k -> new Scores[budgets.length]);
+        if (layers[layer] == null) {
+            layers[layer] = new Scores();
+        }
+        return layers[layer];
+    }
+
+    private Scores scoresOrNull(long sequence, int layer) {
+        if (layer < 0 || layer >= budgets.length) {
+            throw new IllegalArgumentException("layer " + layer + " has no budget (budgets cover " + budgets.length
+                    + " layers)");
+        }
+        Scores[] layers = sequences.get(sequence);
+        return layers == null ? null : layers[layer];
+    }
+}

@@ -1,0 +1,140 @@
+package io.pikv.kv;
+
+import io.pikv.kv.compression.PyramidBudget;
+import org.junit.jupiter.api.Test;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Random;
+import java.util.Set;
+import java.util.TreeSet;
+import java.util.stream.IntStream;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/** PyramidKV budgets: the linear schedule, and which entries the selection keeps through evict and the hook. */
+class PyramidBudgetTest {
+    private static final ModelShape SHAPE = new ModelShape(2, 4, 2, 16, 4, 2);
+
+    @Test
+    void linearScheduleShrinksWithDepthAndKeepsTheTotal() {
+        // top = 100/20 = 5, bottom = 195, step 63.33: 195, 131.67, 68.33, 5 → the extra token goes to 131.67.
+        assertThat(PyramidBudget.linear(4, 100, 20, 0)).containsExactly(195, 132, 68, 5);
+        // The last layer is held at the minimum; the first takes what it gives up.
+        assertThat(PyramidBudget.linear(3, 40, 20, 36)).containsExactly(44, 40, 36);
+        assertThat(PyramidBudget.linear(1, 50, 20, 8)).containsExactly(50);
+        assertThat(PyramidBudget.linear(2, 10, 1, 0)).containsExactly(10, 10);
+        for (int layers = 2; layers < 30; layers += 3) {
+            int[] b = PyramidBudget.linear(layers, 517, 7.5, 40);
+            assertThat(IntStream.of(b).sum()).isEqualTo(layers * 517);
+            for (int l = 1; l < layers; l++) {
+                assertThat(b[l]).isLessThanOrEqualTo(b[l - 1]);
+            }
+            assertThat(b[layers - 1]).isGreaterThanOrEqualTo(68); // 517 / 7.5
+        }
+        assertThatThrownBy(() -> PyramidBudget.linear(4, 30, 20, 36)).hasMessageContaining("below the minimum of 36");
+        assertThatThrownBy(() -> new PyramidBudget(new int[] {40, 20}, 4, 32))
+                .hasMessageContaining("layer 1 budget 20 is below sinks + window = 36");
+    }
+
+    /** Positions the selection should keep: sinks, the recent window, then the highest scores (recent on ties). */
+    private static Set<Integer> expectedKept(int[] resident, float[] score, int budget, int sinks, int window) {
+        Set<Integer> kept = new TreeSet<>();
+        List<Integer> rest = new ArrayList<>();
+        for (int i = 0; i < resident.length; i++) {
+            if (resident[i] < sinks || i >= resident.length - window) {
+                kept.add(resident[i]);
+            } else {
+                rest.add(resident[i]);
+            }
+        }
+        rest.sort(Comparator.comparingDouble((Integer p) -> -score[p]).thenComparing(p -> -p));
+        for (int i = 0; kept.size() < budget && i < rest.size(); i++) {
+            kept.add(rest.get(i));
+        }
+        return kept;
+    }
+
+    @Test
+    void enforceKeepsSinksWindowAndHeavyHittersPerLayerBudget() {
+        Random rnd = new Random(17);
+        int[] budgets = {60, 25};
+        PyramidBudget policy = new PyramidBudget(budgets, 2, 8);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP32).pageTokens(8)
+                .shards(2).buckets(2).threads(1).build())) {
+            long seq = store.createSequence();
+            List<List<Reference.Entry>> layers = new ArrayList<>();
+            for (int layer = 0; layer < 2; layer++) {
+                List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 100, rnd);
+                Reference.load(store, seq, layer, entries);
+                layers.add(entries);
+            }
+            float[][] score = new float[2][100];
+            for (int layer = 0; layer < 2; layer++) {
+                for (int obs = 0; obs < 4; obs++) {
+                    AttentionResult r = store.attend(seq, layer, Reference.gaussian(SHAPE.queryWidth(), rnd, 2f),
+                            AttentionScope.all(), true);
+                    policy.observe(seq, layer, r);
+                    int[] pos = r.positions();
+                    for (int j = 0; j < pos.length; j++) {
+                        score[layer][pos[j]] += r.meanWeight(j);
+                    }
+                }
+            }
+            int[] all = IntStream.range(0, 100).toArray();
+            Set<Integer> keep0 = expectedKept(all, score[0], 60, 2, 8);
+            Set<Integer> keep1 = expectedKept(all, score[1], 25, 2, 8);
+            assertThat(policy.enforce(store, seq)).isEqualTo(40 + 75);
+            assertThat(store.residentPositions(seq, 0)).containsExactly(keep0.stream().mapToInt(i -> i).toArray());
+            assertThat(store.residentPositions(seq, 1)).containsExactly(keep1.stream().mapToInt(i -> i).toArray());
+            assertThat(keep1).contains(0, 1, 92, 93, 94, 95, 96, 97, 98, 99);
+            assertThat(policy.score(seq, 1, 50)).isEqualTo(score[1][50]);
+            // Within budget now: nothing more to evict; attention is exact over what is left.
+            assertThat(policy.enforce(store, seq)).isZero();
+            List<Reference.Entry> kept = new ArrayList<>(layers.get(1));
+            kept.removeIf(e -> !keep1.contains(e.position()));
+            float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+            assertThat(Reference.relativeError(store.attend(seq, 1, q).output(), Reference.attend(SHAPE, q, kept)))
+                    .isLessThanOrEqualTo(1e-5);
+        }
+    }
+
+    @Test
+    void asTheEvictionHookItTrimsTheMostOverBudgetLayerWhenThePoolIsFull() {
+        Random rnd = new Random(23);
+        ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);
+        PyramidBudget policy = new PyramidBudget(new int[] {24}, 1, 4);
+        KvLayout layout = new KvLayout(2, 16, 8, StorageType.FP32);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP32).pageTokens(8)
+                .buckets(1).threads(1).budgetBytes(6L * layout.pageBytes()).eviction(policy).build())) {
+            long seq = store.createSequence();
+            List<Reference.Entry> entries = Reference.randomEntries(shape, 49, rnd);
+            Reference.load(store, seq, 0, entries.subList(0, 48)); // exactly the 6 pages
+            AttentionResult r = store.attend(seq, 0, Reference.gaussian(shape.queryWidth(), rnd, 2f),
+                    AttentionScope.all(), true);
+            policy.observe(seq, 0, r);
+            float[] score = new float[48];
+            int[] pos = r.positions();
+            for (int j = 0; j < pos.length; j++) {
+                score[pos[j]] = r.meanWeight(j);
+            }
+            Set<Integer> keep = expectedKept(IntStream.range(0, 48).toArray(), score, 24, 1, 4);
+            keep.add(48);
+            Reference.Entry last = entries.get(48);
+            store.append(seq, 0, last.expert(), last.k(), last.v()); // needs a 7th page: the hook makes room
+            assertThat(store.residentPositions(seq, 0)).containsExactly(keep.stream().mapToInt(i -> i).toArray());
+            assertThat(store.stats().get(0).pagesInUse()).isEqualTo(4);
+
+            // A sequence the policy never observed is not over budget as far as it knows: oldest page goes.
+            long other = store.createSequence();
+            for (Reference.Entry e : Reference.randomEntries(shape, 17, rnd)) {
+                store.append(other, 0, e.expert(), e.k(), e.v());
+            }
+            assertThat(store.resident(seq, 0) + store.resident(other, 0)).isEqualTo(25 + 17 - 8);
+            assertThat(Arrays.stream(store.residentPositions(seq, 0)).min().getAsInt()).isGreaterThan(0);
+        }
+    }
+}

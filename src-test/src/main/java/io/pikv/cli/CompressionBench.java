@@ -1,0 +1,846 @@
+package io.pikv.cli;
+
+import io.pikv.kv.Accuracy;
+import io.pikv.kv.AttentionResult;
+import io.pikv.kv.AttentionScope;
+import io.pikv.kv.KvStore;
+import io.pikv.kv.KvStoreConfig;
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.StorageType;
+import io.pikv.kv.compression.LowRankBases;
+import io.pikv.kv.compression.LowRankBases.Grouping;
+import io.pikv.kv.compression.LowRankFitter;
+import io.pikv.kv.compression.PyramidBudget;
+import io.pikv.kv.compression.SymmetricEigen;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.EnumMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import java.util.stream.Collectors;
+
+/**
+ * {@code ./pikv bench compression}: memory and attention error of each compression method, measured from the store.
+ *
+ * <p>KV comes from {@link SyntheticKv} (several layers) or from {@code --keys/--values [--queries]} .npy files (one
+ * layer). Every method stores the same context in its own {@link KvStore}; its memory is the store's bytes of pages in
+ * use (plus low-rank bases), against an fp16 store of the same context; its error is
+ * {@link Accuracy#relativeError} of decode attention against exact attention in double over the uncompressed
+ * float32 tensors, for every query, over all entries and in PiKV's sparse mode (only entries whose primary expert is
+ * among the query's top-k experts, from the shared Qwen routing log).
+ */
+@Command(name = "compression", mixinStandardHelpOptions = true,
+        description = "Memory ratio (vs fp16) and attention error (vs exact, uncompressed) of each KV compression "
+                + "method, on generated KV that imitates real models or on .npy tensors, over all entries and in the "
+                + "sparse expert-scoped mode.")
+public final class CompressionBench implements Callable<Integer> {
+
+    static final String ALL_METHODS = "fp16,int8,lowrank,lowrank+int8,lowrank-expert,pyramid,pyramid+int8,"
+            + "pyramid+lowrank+int8";
+
+    @Option(names = "--keys", paramLabel = "K.npy",
+            description = "Keys [tokens, kv_heads, head_dim] (float32 or float16) instead of the generator; needs --values.")
+    Path keysFile;
+
+    @Option(names = "--values", paramLabel = "V.npy", description = "Values, the same shape as --keys.")
+    Path valuesFile;
+
+    @Option(names = "--queries", paramLabel = "Q.npy",
+            description = "Queries [queries, q_heads, head_dim]: the first half score pyramid selection, the rest are "
+                    + "measured (default: random queries scaled to a logit spread of 1.5).")
+    Path queriesFile;
+
+    @Option(names = "--routing", defaultValue = "../shared/data/qwen15moe_layer12.jsonl", paramLabel = "FILE",
+            description = "Qwen routing log giving each token's experts (default ${DEFAULT-VALUE}).")
+    Path routing;
+
+    @Option(names = "--methods", defaultValue = ALL_METHODS, split = ",", paramLabel = "M[,M...]",
+            description = "Methods, each fp16|int8 optionally joined with lowrank|lowrank-expert and pyramid by '+' "
+                    + "(default ${DEFAULT-VALUE}).")
+    List<String> methods;
+
+    @Option(names = "--context", defaultValue = "2048", description = "Generated tokens per layer (default ${DEFAULT-VALUE}).")
+    int context;
+
+    @Option(names = "--layers", defaultValue = "8", description = "Generated layers (default ${DEFAULT-VALUE}).")
+    int layers;
+
+    @Option(names = "--q-heads", defaultValue = "16", description = "Generated query heads (default ${DEFAULT-VALUE}).")
+    int qHeads;
+
+    @Option(names = "--kv-heads", defaultValue = "4", description = "Generated KV heads (default ${DEFAULT-VALUE}).")
+    int kvHeads;
+
+    @Option(names = "--head-dim", defaultValue = "128", description = "Generated head dim (default ${DEFAULT-VALUE}).")
+    int headDim;
+
+    @Option(names = "--calibration-tokens", defaultValue = "4096",
+            description = "Generated tokens per layer the low-rank bases are fitted on, from another sequence of the "
+                    + "same model (default ${DEFAULT-VALUE}).")
+    int calibrationTokens;
+
+    @Option(names = "--decode-queries", defaultValue = "16",
+            description = "Generated decode queries measured per layer (default ${DEFAULT-VALUE}).")
+    int decodeQueries;
+
+    @Option(names = "--seed", defaultValue = "1", description = "Generator seed (default ${DEFAULT-VALUE}).")
+    long seed;
+
+    @Option(names = "--key-rank", defaultValue = "32", description = "Low-rank key coefficients (default ${DEFAULT-VALUE}).")
+    int keyRank;
+
+    @Option(names = "--value-rank", defaultValue = "64", description = "Low-rank value coefficients (default ${DEFAULT-VALUE}).")
+    int valueRank;
+
+    @Option(names = "--outlier-directions", defaultValue = "2",
+            description = "Low-rank: basis directions kept for the largest calibration residuals, such as an "
+                    + "attention sink's key (default ${DEFAULT-VALUE}).")
+    int outlierDirections;
+
+    @Option(names = "--min-expert-tokens", defaultValue = "128",
+            description = "Calibration tokens an expert needs for its own basis (default ${DEFAULT-VALUE}).")
+    int minExpertTokens;
+
+    @Option(names = "--budget", defaultValue = "0.25",
+            description = "Pyramid: average share of the context each layer keeps (default ${DEFAULT-VALUE}).")
+    double budget;
+
+    @Option(names = "--beta", defaultValue = "20",
+            description = "Pyramid: the last layer keeps average/beta tokens (default ${DEFAULT-VALUE}).")
+    double beta;
+
+    @Option(names = "--sinks", defaultValue = "4", description = "Pyramid: leading tokens always kept (default ${DEFAULT-VALUE}).")
+    int sinks;
+
+    @Option(names = "--window", defaultValue = "32",
+            description = "Pyramid: recent tokens always kept, and observation queries that score (default ${DEFAULT-VALUE}).")
+    int window;
+
+    @Option(names = "--page-tokens", defaultValue = "32", description = "Tokens per page (default ${DEFAULT-VALUE}).")
+    int pageTokens;
+
+    @Option(names = "--json", paramLabel = "FILE", description = "Also write the figures as JSON.")
+    Path json;
+
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
+    /** Target of the issue: some method at ≥ 4× memory with ≤ 1 % error. */
+    static final double TARGET_RATIO = 4;
+    static final double TARGET_ERROR = 0.01;
+
+    /** One method: storage type of pages (or of coefficients), optional low-rank grouping, optional pyramid budgets. */
+    record Method(String name, StorageType type, Grouping lowRank, boolean pyramid) {
+        static Method parse(String text) {
+            String name = text.strip().toLowerCase(Locale.ROOT);
+            StorageType type = StorageType.FP16;
+            Grouping lowRank = null;
+            boolean pyramid = false;
+            boolean typed = false;
+            for (String part : name.split("\\+")) {
+                switch (part) {
+                    case "fp16", "fp32", "int8" -> {
+                        if (typed) {
+                            throw new Main.UsageException("method '" + text + "' names two storage types.");
+                        }
+                        typed = true;
+                        type = StorageType.parse(part);
+                    }
+                    case "lowrank" -> lowRank = Grouping.SHARED;
+                    case "lowrank-expert" -> lowRank = Grouping.EXPERT;
+                    case "pyramid" -> pyramid = true;
+                    default -> throw new Main.UsageException("unknown method part '" + part + "' in '" + text
+                            + "': join fp16, fp32 or int8 with lowrank, lowrank-expert and pyramid by '+'.");
+                }
+            }
+            return new Method(name, type, lowRank, pyramid);
+        }
+    }
+
+    /** The tensors of one layer as the bench uses them. */
+    private record LayerData(float[][] keys, float[][] values, int[] experts, float[][] observation,
+                             float[][] queries, int[][] scopes) {
+    }
+
+    /** Where KV comes from: the generator or supplied tensors. */
+    private interface Source {
+        ModelShape shape();
+
+        /** Context tokens per layer. */
+        int tokens();
+
+        LayerData layer(int layer);
+
+        /** Calibration entries for fitting low-rank bases, and their experts. */
+        LayerData calibration(int layer);
+
+        String describe();
+    }
+
+    @Override
+    public Integer call() {
+        long start = System.nanoTime();
+        List<Method> list = parseMethods();
+        checkOptions();
+        List<int[]> route = QwenRoutingLog.read(routing);
+        Source source = keysFile != null ? supplied(route) : synthetic(route);
+        ModelShape shape = source.shape();
+        PrintWriter out = spec.commandLine().getOut();
+        int tokens = source.tokens();
+        int average = (int) Math.round(budget * tokens);
+        int[] budgets;
+        try {
+            budgets = PyramidBudget.linear(shape.layers(), average, beta, sinks + window);
+        } catch (IllegalArgumentException e) {
+            throw new Main.UsageException("--budget " + budget + " keeps " + average + " of " + tokens
+                    + " tokens, below --sinks + --window = " + (sinks + window) + ".");
+        }
+
+        // Fit the low-rank bases the methods need (an explicit, reported step).
+        Map<Grouping, LowRankBases> bases = new EnumMap<>(Grouping.class);
+        List<Map<String, Object>> fits = new ArrayList<>();
+        for (Method m : list) {
+            if (m.lowRank() != null && !bases.containsKey(m.lowRank())) {
+                long t0 = System.nanoTime();
+                LowRankFitter fitter = new LowRankFitter(shape, m.lowRank(), minExpertTokens);
+                int observed = 0;
+                for (int l = 0; l < shape.layers(); l++) {
+                    LayerData cal = source.calibration(l);
+                    for (int t = 0; t < cal.keys().length; t++) {
+                        fitter.observe(l, cal.experts()[t], cal.keys()[t], cal.values()[t]);
+                    }
+                    observed += cal.keys().length;
+                }
+                LowRankBases b = fitter.fit(keyRank, valueRank, outlierDirections);
+                bases.put(m.lowRank(), b);
+                fits.add(fitRow(b, observed, (System.nanoTime() - t0) / 1e9));
+            }
+        }
+
+        // One store per method (and the fp16 baseline, always measured).
+        List<Method> run = new ArrayList<>();
+        run.add(Method.parse("fp16"));
+        for (Method m : list) {
+            if (!m.name().equals("fp16")) {
+                run.add(m);
+            }
+        }
+        List<Run> runs = new ArrayList<>();
+        for (Method m : run) {
+            runs.add(new Run(m, shape, m.lowRank() == null ? null : bases.get(m.lowRank()),
+                    m.pyramid() ? new PyramidBudget(budgets, sinks, window) : null));
+        }
+        List<Map<String, Object>> layerRows = new ArrayList<>();
+        try {
+            for (int l = 0; l < shape.layers(); l++) {
+                LayerData data = source.layer(l);
+                List<Exact> exact = new ArrayList<>();
+                for (float[] q : data.queries()) {
+                    exact.add(Exact.attend(shape, data.keys(), data.values(), q));
+                }
+                List<Exact> observed = new ArrayList<>();
+                for (float[] q : data.observation()) {
+                    observed.add(Exact.attend(shape, data.keys(), data.values(), q));
+                }
+                layerRows.add(layerRow(l, data, exact, observed, budgets[l], shape));
+                for (Run r : runs) {
+                    r.measure(l, data, exact);
+                }
+            }
+            long baseline = runs.get(0).bytes();
+            List<Map<String, Object>> rows = new ArrayList<>();
+            List<String> met = new ArrayList<>();
+            for (String scope : List.of("all", "experts")) {
+                for (Run r : runs) {
+                    if (r.method.name().equals("fp16") && !list.contains(r.method) && scope.equals("all")) {
+                        continue; // measured as the baseline only
+                    }
+                    Map<String, Object> row = new LinkedHashMap<>();
+                    double ratio = (double) baseline / r.bytes();
+                    double[] err = scope.equals("all") ? r.errors() : r.sparseErrors();
+                    double mean = Arrays.stream(err).average().orElse(0);
+                    row.put("name", r.method.name());
+                    row.put("scope", scope);
+                    row.put("memory_ratio", BenchReport.round(ratio, 4));
+                    row.put("rel_error", BenchReport.round(mean, 3));
+                    row.put("rel_error_max", BenchReport.round(Arrays.stream(err).max().orElse(0), 3));
+                    row.put("bytes", r.bytes());
+                    row.put("bases_bytes", r.store.projectionBytes());
+                    row.put("visited", BenchReport.round(scope.equals("all") ? r.visitedShare() : r.sparseVisitedShare(), 3));
+                    row.put("rel_error_by_layer", perLayer(err, shape.layers()));
+                    rows.add(row);
+                    if (ratio >= TARGET_RATIO && mean <= TARGET_ERROR) {
+                        met.add(r.method.name() + " (" + scope + ")");
+                    }
+                }
+            }
+            BenchReport report = new BenchReport("compression: " + source.describe());
+            report.put("source", keysFile != null ? "npy" : "generator")
+                    .put("layers", shape.layers()).put("tokens", tokens).put("q_heads", shape.qHeads())
+                    .put("kv_heads", shape.kvHeads()).put("head_dim", shape.headDim())
+                    .put("queries_per_layer", runs.get(0).queriesPerLayer)
+                    .put("page_tokens", pageTokens)
+                    .put("key_rank", keyRank).put("value_rank", valueRank)
+                    .put("pyramid_average_tokens", average)
+                    .put("pyramid_budgets", Arrays.stream(budgets).mapToObj(Integer::toString)
+                            .collect(Collectors.joining(",")))
+                    .put("baseline_fp16_bytes", baseline)
+                    .put("routing", routing.toString())
+                    .put("target", "memory_ratio >= " + TARGET_RATIO + " and mean rel_error <= " + TARGET_ERROR)
+                    .put("target_met_by", met.isEmpty() ? "none" : String.join(", ", met))
+                    .put("elapsed_s", BenchReport.round((System.nanoTime() - start) / 1e9, 3))
+                    .put("methods", rows)
+                    .put("per_layer", layerRows)
+                    .put("fits", fits);
+            report.print(out);
+            if (json != null) {
+                report.writeJson(json);
+            }
+            return 0;
+        } finally {
+            for (Run r : runs) {
+                r.store.close();
+            }
+        }
+    }
+
+    /** Mean error per layer (errors are in layer order, the same number per layer), as "e0 e1 ...". */
+    private static String perLayer(double[] err, int layers) {
+        int per = err.length / layers;
+        StringBuilder b = new StringBuilder();
+        for (int l = 0; l < layers; l++) {
+            double sum = 0;
+            for (int j = 0; j < per; j++) {
+                sum += err[l * per + j];
+            }
+            b.append(l == 0 ? "" : " ").append(String.format(Locale.ROOT, "%.2g", sum / per));
+        }
+        return b.toString();
+    }
+
+    private List<Method> parseMethods() {
+        List<Method> list = new ArrayList<>();
+        for (String m : methods) {
+            Method parsed = Method.parse(m);
+            if (list.stream().noneMatch(x -> x.name().equals(parsed.name()))) {
+                list.add(parsed);
+            }
+        }
+        return list;
+    }
+
+    private void checkOptions() {
+        if ((keysFile == null) != (valuesFile == null)) {
+            throw new Main.UsageException("--keys and --values go together.");
+        }
+        if (queriesFile != null && keysFile == null) {
+            throw new Main.UsageException("--queries needs --keys and --values.");
+        }
+        if (context < 1 || layers < 1 || decodeQueries < 1 || window < 1 || sinks < 0 || calibrationTokens < 1) {
+            throw new Main.UsageException("--context, --layers, --decode-queries, --window and --calibration-tokens "
+                    + "must be positive, --sinks at least 0.");
+        }
+        if (!(budget > 0 && budget <= 1) || !(beta >= 1)) {
+            throw new Main.UsageException("--budget must be in (0, 1] and --beta at least 1.");
+        }
+        if (keyRank < 1 || valueRank < 1 || minExpertTokens < 1) {
+            throw new Main.UsageException("--key-rank, --value-rank and --min-expert-tokens must be positive.");
+        }
+        if (outlierDirections < 0 || outlierDirections > Math.min(keyRank, valueRank)) {
+            throw new Main.UsageException("--outlier-directions must be between 0 and the smaller rank.");
+        }
+    }
+
+    private Source synthetic(List<int[]> route) {
+        ModelShape shape;
+        SyntheticKv gen;
+        try {
+            shape = new ModelShape(layers, qHeads, kvHeads, headDim, QwenRoutingLog.EXPERTS, route.get(0).length);
+            gen = new SyntheticKv(layers, qHeads, kvHeads, headDim, seed);
+        } catch (IllegalArgumentException e) {
+            throw new Main.UsageException(e.getMessage() + ".");
+        }
+        checkRanks(shape);
+        return new Source() {
+            @Override
+            public ModelShape shape() {
+                return shape;
+            }
+
+            @Override
+            public int tokens() {
+                return context;
+            }
+
+            @Override
+            public LayerData layer(int layer) {
+                // Context tokens take the log's first records; the decode queries' scopes the records after them.
+                SyntheticKv.Layer g = gen.layer(layer, context, window, decodeQueries, seed);
+                return new LayerData(g.keys(), g.values(), primary(route, 0, context), g.observation(),
+                        g.decode(), scopes(route, context, decodeQueries));
+            }
+
+            @Override
+            public LayerData calibration(int layer) {
+                // Another sequence of the same model, routed by the records after the measured ones.
+                SyntheticKv.Layer g = gen.layer(layer, calibrationTokens, 1, 1, seed + 1_000);
+                return new LayerData(g.keys(), g.values(),
+                        primary(route, context + decodeQueries, calibrationTokens), null, null, null);
+            }
+
+            @Override
+            public String describe() {
+                return "generator (seed " + seed + "), " + layers + " layers x " + context + " tokens, " + qHeads
+                        + " q heads, " + kvHeads + " kv heads, head dim " + headDim;
+            }
+        };
+    }
+
+    private Source supplied(List<int[]> route) {
+        Npy.Array k = readNpy(keysFile, "--keys");
+        Npy.Array v = readNpy(valuesFile, "--values");
+        if (k.shape().length != 3) {
+            throw new Main.UsageException(keysFile + " has shape " + Arrays.toString(k.shape())
+                    + "; --keys must be [tokens, kv_heads, head_dim].");
+        }
+        if (!Arrays.equals(k.shape(), v.shape())) {
+            throw new Main.UsageException(valuesFile + " has shape " + Arrays.toString(v.shape()) + "; --values must "
+                    + "have the shape of --keys, " + Arrays.toString(k.shape()) + ".");
+        }
+        int tokens = k.shape()[0];
+        int heads = k.shape()[1];
+        int dim = k.shape()[2];
+        if (tokens < 2 || heads < 1 || dim < 1) {
+            throw new Main.UsageException(keysFile + " has shape " + Arrays.toString(k.shape())
+                    + "; it needs at least 2 tokens.");
+        }
+        float[][] keys = rows(k.data(), tokens, heads * dim);
+        float[][] values = rows(v.data(), tokens, heads * dim);
+        float[][] observation;
+        float[][] queries;
+        int qh;
+        if (queriesFile != null) {
+            Npy.Array q = readNpy(queriesFile, "--queries");
+            if (q.shape().length != 3 || q.shape()[2] != dim || q.shape()[1] < 1 || q.shape()[1] % heads != 0
+                    || q.shape()[0] < 1) {
+                throw new Main.UsageException(queriesFile + " has shape " + Arrays.toString(q.shape())
+                        + "; --queries must be [queries, q_heads, " + dim + "] with q_heads a multiple of " + heads + ".");
+            }
+            qh = q.shape()[1];
+            float[][] all = rows(q.data(), q.shape()[0], qh * dim);
+            int half = all.length / 2;
+            observation = half == 0 ? all : Arrays.copyOfRange(all, 0, half);
+            queries = half == 0 ? all : Arrays.copyOfRange(all, half, all.length);
+        } else {
+            qh = heads;
+            observation = randomQueries(keys, heads, dim, window, seed);
+            queries = randomQueries(keys, heads, dim, decodeQueries, seed + 1);
+        }
+        ModelShape shape;
+        try {
+            shape = new ModelShape(1, qh, heads, dim, QwenRoutingLog.EXPERTS, route.get(0).length);
+        } catch (IllegalArgumentException e) {
+            throw new Main.UsageException(e.getMessage() + ".");
+        }
+        checkRanks(shape);
+        LayerData data = new LayerData(keys, values, primary(route, 0, tokens), observation, queries,
+                scopes(route, tokens, queries.length));
+        return new Source() {
+            @Override
+            public ModelShape shape() {
+                return shape;
+            }
+
+            @Override
+            public int tokens() {
+                return tokens;
+            }
+
+            @Override
+            public LayerData layer(int layer) {
+                return data;
+            }
+
+            @Override
+            public LayerData calibration(int layer) {
+                return data; // in-sample: the bases are fitted on the tensors they compress
+            }
+
+            @Override
+            public String describe() {
+                return keysFile + " + " + valuesFile + (queriesFile == null ? " (random queries)" : " + " + queriesFile)
+                        + ", " + tokens + " tokens, " + qh + " q heads, " + heads + " kv heads, head dim " + dim;
+            }
+        };
+    }
+
+    private void checkRanks(ModelShape shape) {
+        if (keyRank > shape.headDim() || valueRank > shape.headDim()) {
+            throw new Main.UsageException("--key-rank and --value-rank must be at most the head dim, "
+                    + shape.headDim() + ".");
+        }
+    }
+
+    private static Npy.Array readNpy(Path file, String option) {
+        try {
+            return Npy.read(file);
+        } catch (java.nio.file.NoSuchFileException e) {
+            throw new Main.UsageException(option + " file " + file + " does not exist.");
+        } catch (IOException e) {
+            throw new Main.UsageException(option + ": " + e.getMessage() + ".");
+        }
+    }
+
+    private static float[][] rows(float[] data, int n, int width) {
+        float[][] out = new float[n][];
+        for (int i = 0; i < n; i++) {
+            out[i] = Arrays.copyOfRange(data, i * width, (i + 1) * width);
+        }
+        for (float[] row : out) {
+            for (float x : row) {
+                if (!Float.isFinite(x)) {
+                    throw new Main.UsageException("the supplied tensors hold a non-finite value (" + x + ").");
+                }
+            }
+        }
+        return out;
+    }
+
+    /**
+     * Gaussian queries (one per KV head, so q_heads = kv_heads) scaled per head so that their logits over the keys
+     * have a standard deviation of 1.5: moderately peaky attention, for tensors supplied without queries.
+     */
+    private static float[][] randomQueries(float[][] keys, int heads, int dim, int n, long seed) {
+        SplittableRandom rnd = new SplittableRandom(seed * 31 + 7);
+        float[][] out = new float[n][heads * dim];
+        for (float[] q : out) {
+            for (int h = 0; h < heads; h++) {
+                double sum = 0;
+                double sq = 0;
+                for (int i = 0; i < dim; i++) {
+                    q[h * dim + i] = (float) (rnd.nextDouble() * 2 - 1);
+                }
+                for (float[] k : keys) {
+                    double s = 0;
+                    for (int i = 0; i < dim; i++) {
+                        s += q[h * dim + i] * k[h * dim + i];
+                    }
+                    s /= Math.sqrt(dim);
+                    sum += s;
+                    sq += s * s;
+                }
+                double var = sq / keys.length - Math.pow(sum / keys.length, 2);
+                double scale = var > 0 ? 1.5 / Math.sqrt(var) : 1;
+                for (int i = 0; i < dim; i++) {
+                    q[h * dim + i] *= (float) scale;
+                }
+            }
+        }
+        return out;
+    }
+
+    /** Primary experts of {@code n} tokens from record {@code from} of the routing log (wrapping around). */
+    private static int[] primary(List<int[]> route, int from, int n) {
+        int[] out = new int[n];
+        for (int t = 0; t < n; t++) {
+            out[t] = route.get((from + t) % route.size())[0];
+        }
+        return out;
+    }
+
+    private static int[][] scopes(List<int[]> route, int from, int n) {
+        int[][] out = new int[n][];
+        for (int j = 0; j < n; j++) {
+            out[j] = route.get((from + j) % route.size()).clone();
+        }
+        return out;
+    }
+
+    /** Exact decode attention in double over uncompressed float32 tensors, with the mean weight per token. */
+    private record Exact(double[] output, double[] weights) {
+        static Exact attend(ModelShape shape, float[][] keys, float[][] values, float[] q) {
+            int d = shape.headDim();
+            int g = shape.groupSize();
+            int n = keys.length;
+            double[] out = new double[shape.queryWidth()];
+            double[] mean = new double[n];
+            double[] s = new double[n];
+            double scale = 1 / Math.sqrt(d);
+            for (int qh = 0; qh < shape.qHeads(); qh++) {
+                int h = qh / g;
+                double max = Double.NEGATIVE_INFINITY;
+                for (int t = 0; t < n; t++) {
+                    double dot = 0;
+                    for (int i = 0; i < d; i++) {
+                        dot += (double) q[qh * d + i] * keys[t][h * d + i];
+                    }
+                    s[t] = dot * scale;
+                    max = Math.max(max, s[t]);
+                }
+                double sum = 0;
+                for (int t = 0; t < n; t++) {
+                    s[t] = Math.exp(s[t] - max);
+                    sum += s[t];
+                }
+                for (int t = 0; t < n; t++) {
+                    double w = s[t] / sum;
+                    mean[t] += w / shape.qHeads();
+                    for (int i = 0; i < d; i++) {
+                        out[qh * d + i] += w * values[t][h * d + i];
+                    }
+                }
+            }
+            return new Exact(out, mean);
+        }
+    }
+
+    /** One method's store and its measurements. */
+    private final class Run {
+        final Method method;
+        final KvStore store;
+        final PyramidBudget pyramid;
+        final long sequence;
+        final List<Double> errors = new ArrayList<>();
+        final List<Double> sparseErrors = new ArrayList<>();
+        long visited;
+        long sparseVisited;
+        long possible;
+        int queriesPerLayer;
+
+        Run(Method method, ModelShape shape, LowRankBases bases, PyramidBudget pyramid) {
+            this.method = method;
+            this.pyramid = pyramid;
+            KvStoreConfig config;
+            try {
+                config = KvStoreConfig.builder(shape).storageType(method.type()).pageTokens(pageTokens).shards(1)
+                        .buckets(1).threads(1).budgetBytes(1L << 36).lowRank(bases).build();
+            } catch (IllegalArgumentException e) {
+                throw new Main.UsageException("method " + method.name() + ": " + e.getMessage() + ".");
+            }
+            this.store = new KvStore(config);
+            this.sequence = store.createSequence();
+        }
+
+        void measure(int layer, LayerData data, List<Exact> exact) {
+            for (int t = 0; t < data.keys().length; t++) {
+                store.append(sequence, layer, data.experts()[t], data.keys()[t], data.values()[t]);
+            }
+            if (pyramid != null) {
+                for (float[] q : data.observation()) {
+                    pyramid.observe(sequence, layer, store.attend(sequence, layer, q, AttentionScope.all(), true));
+                }
+                pyramid.enforce(store, sequence);
+            }
+            queriesPerLayer = data.queries().length;
+            for (int j = 0; j < data.queries().length; j++) {
+                float[] q = data.queries()[j];
+                AttentionResult all = store.attend(sequence, layer, q);
+                errors.add(Accuracy.relativeError(all.output(), exact.get(j).output()));
+                AttentionResult sparse = store.attend(sequence, layer, q, AttentionScope.experts(data.scopes()[j]),
+                        false);
+                sparseErrors.add(Accuracy.relativeError(sparse.output(), exact.get(j).output()));
+                visited += all.visited();
+                sparseVisited += sparse.visited();
+                possible += data.keys().length;
+            }
+        }
+
+        long bytes() {
+            return store.bytesInUse() + store.projectionBytes();
+        }
+
+        double[] errors() {
+            return errors.stream().mapToDouble(Double::doubleValue).toArray();
+        }
+
+        double[] sparseErrors() {
+            return sparseErrors.stream().mapToDouble(Double::doubleValue).toArray();
+        }
+
+        double visitedShare() {
+            return (double) visited / possible;
+        }
+
+        double sparseVisitedShare() {
+            return (double) sparseVisited / possible;
+        }
+    }
+
+    /** What the layer's exact attention and tensors look like: the properties the generator imitates. */
+    private Map<String, Object> layerRow(int layer, LayerData data, List<Exact> exact, List<Exact> observed,
+                                         int budgetTokens, ModelShape shape) {
+        int n = data.keys().length;
+        int recent = Math.min(window, n);
+        double sink = 0;
+        double recentMass = 0;
+        double top = 0;
+        double effective = 0;
+        int topCount = Math.max(1, n / 20);
+        for (Exact e : exact) {
+            double[] w = e.weights();
+            sink += w[0];
+            for (int t = n - recent; t < n; t++) {
+                recentMass += w[t];
+            }
+            double[] sorted = w.clone();
+            Arrays.sort(sorted);
+            for (int i = 0; i < topCount; i++) {
+                top += sorted[n - 1 - i];
+            }
+            double entropy = 0;
+            for (double x : w) {
+                entropy -= x > 0 ? x * Math.log(x) : 0;
+            }
+            effective += Math.exp(entropy);
+        }
+        int q = exact.size();
+        Map<String, Object> row = new LinkedHashMap<>();
+        row.put("layer", layer);
+        row.put("sink_mass", BenchReport.round(sink / q, 3));
+        row.put("recent_mass", BenchReport.round(recentMass / q, 3));
+        row.put("top5pct_mass", BenchReport.round(top / q, 3));
+        row.put("effective_tokens", BenchReport.round(effective / q, 3));
+        row.put("heavy_overlap", BenchReport.round(heavyOverlap(observed, exact, n, recent), 3));
+        row.put("key_rank90", rank90(data.keys(), shape));
+        row.put("value_rank90", rank90(data.values(), shape));
+        row.put("key_outlier_ratio", BenchReport.round(outlierRatio(data.keys(), shape), 3));
+        row.put("value_mean_share", BenchReport.round(meanShare(data.values(), shape), 3));
+        row.put("pyramid_budget", budgetTokens);
+        return row;
+    }
+
+    /**
+     * How persistent heavy hitters are (SnapKV's observation): the share of the top 5 % of tokens by the decode
+     * queries' summed attention that are also in the top 5 % by the observation window's, sink and recent window
+     * excluded.
+     */
+    private double heavyOverlap(List<Exact> observed, List<Exact> decode, int n, int recent) {
+        int from = Math.min(sinks, n);
+        int to = n - recent;
+        if (to - from < 20) {
+            return Double.NaN;
+        }
+        int k = Math.max(1, (to - from) / 20);
+        java.util.Set<Integer> a = top(observed, from, to, k);
+        java.util.Set<Integer> b = top(decode, from, to, k);
+        a.retainAll(b);
+        return (double) a.size() / k;
+    }
+
+    private static java.util.Set<Integer> top(List<Exact> results, int from, int to, int k) {
+        double[] sum = new double[to];
+        for (Exact e : results) {
+            for (int t = from; t < to; t++) {
+                sum[t] += e.weights()[t];
+            }
+        }
+        return java.util.stream.IntStream.range(from, to).boxed()
+                .sorted((x, y) -> Double.compare(sum[y], sum[x])).limit(k)
+                .collect(Collectors.toCollection(java.util.HashSet::new));
+    }
+
+    /** Mean over KV heads of the components needed for 90 % of the variance around the mean. */
+    private static double rank90(float[][] rows, ModelShape shape) {
+        int d = shape.headDim();
+        double total = 0;
+        for (int h = 0; h < shape.kvHeads(); h++) {
+            double[] mean = new double[d];
+            for (float[] r : rows) {
+                for (int i = 0; i < d; i++) {
+                    mean[i] += r[h * d + i] / rows.length;
+                }
+            }
+            double[][] cov = new double[d][d];
+            double[] x = new double[d];
+            for (float[] r : rows) {
+                for (int i = 0; i < d; i++) {
+                    x[i] = r[h * d + i] - mean[i];
+                }
+                for (int i = 0; i < d; i++) {
+                    for (int j = i; j < d; j++) {
+                        cov[i][j] += x[i] * x[j];
+                    }
+                }
+            }
+            for (int i = 0; i < d; i++) {
+                for (int j = 0; j < i; j++) {
+                    cov[i][j] = cov[j][i];
+                }
+            }
+            double[] lambda = SymmetricEigen.of(cov).values();
+            double sum = Arrays.stream(lambda).map(l -> Math.max(0, l)).sum();
+            double acc = 0;
+            int r = 0;
+            while (r < d && acc < 0.9 * sum) {
+                acc += Math.max(0, lambda[r++]);
+            }
+            total += r;
+        }
+        return BenchReport.round(total / shape.kvHeads(), 3);
+    }
+
+    /** Energy of the mean vector over the mean energy of a row, averaged over KV heads (anisotropy). */
+    private static double meanShare(float[][] rows, ModelShape shape) {
+        int d = shape.headDim();
+        double total = 0;
+        for (int h = 0; h < shape.kvHeads(); h++) {
+            double[] mean = new double[d];
+            double energy = 0;
+            for (float[] r : rows) {
+                for (int i = 0; i < d; i++) {
+                    mean[i] += r[h * d + i] / rows.length;
+                    energy += (double) r[h * d + i] * r[h * d + i] / rows.length;
+                }
+            }
+            double m = 0;
+            for (double x : mean) {
+                m += x * x;
+            }
+            total += energy == 0 ? 0 : m / energy;
+        }
+        return total / shape.kvHeads();
+    }
+
+    /** Largest channel's mean |K| over the median channel's, averaged over KV heads (KIVI's outlier channels). */
+    private static double outlierRatio(float[][] rows, ModelShape shape) {
+        int d = shape.headDim();
+        double total = 0;
+        for (int h = 0; h < shape.kvHeads(); h++) {
+            double[] mag = new double[d];
+            for (float[] r : rows) {
+                for (int i = 0; i < d; i++) {
+                    mag[i] += Math.abs(r[h * d + i]);
+                }
+            }
+            Arrays.sort(mag);
+            total += mag[d / 2] == 0 ? 0 : mag[d - 1] / mag[d / 2];
+        }
+        return total / shape.kvHeads();
+    }
+
+    private static Map<String, Object> fitRow(LowRankBases b, int observed, double seconds) {
+        Map<String, Object> row = new LinkedHashMap<>();
+        row.put("grouping", b.grouping().name().toLowerCase(Locale.ROOT));
+        row.put("calibration_tokens", observed);
+        long bases = b.fits().size();
+        row.put("bases", bases);
+        row.put("expert_bases", b.fits().stream().filter(f -> f.expert() >= 0).count());
+        row.put("key_retained", BenchReport.round(b.fits().stream().mapToDouble(LowRankBases.Fit::keyRetained)
+                .average().orElse(0), 4));
+        row.put("value_retained", BenchReport.round(b.fits().stream().mapToDouble(LowRankBases.Fit::valueRetained)
+                .average().orElse(0), 4));
+        row.put("bytes", b.bytes());
+        row.put("fit_s", BenchReport.round(seconds, 3));
+        return row;
+    }
+}
