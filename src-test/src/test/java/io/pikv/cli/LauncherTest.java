@@ -35,7 +35,7 @@ class LauncherTest {
         assertThat(bench.out()).contains("attention", "cache", "compression", "routing", "service");
         assertThat(run("bench", "compression", "--help").out()).contains("--keys", "--values", "--queries",
                 "--routing", "--methods", "--json");
-        assertThat(run("bench", "cache", "--help").out()).contains("--trace", "--capacity", "--json");
+        assertThat(run("bench", "cache", "--help").out()).contains("--trace", "--capacity", "--policies", "--json");
         assertThat(run("bench", "routing", "--help").out()).contains("--trace", "--shards", "--window", "--json");
         assertThat(run("bench", "service", "--help").out()).contains("--context", "--shards", "--steps", "--json");
         assertThat(run("bench", "attention", "--help").out()).contains("--context", "--q-heads", "--kv-heads",
@@ -51,7 +51,8 @@ class LauncherTest {
                 {"bench", "attention", "--dtype", "int4", "--no-numpy"},
                 {"bench", "routing", "--trace", "/no/such/file.jsonl", "--shards", "4"},
                 {"bench", "routing", "--shards", "4"},
-                {"bench", "service", "--shards", "0"}, {"bench", "service", "--q-heads", "6", "--kv-heads", "4"}}) {
+                {"bench", "service", "--shards", "0"}, {"bench", "service", "--q-heads", "6", "--kv-heads", "4"},
+                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock"}}) {
             Run r = run(args);
             assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
             assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")
@@ -60,6 +61,8 @@ class LauncherTest {
         assertThat(run("bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy").err())
                 .contains("qHeads (6) must be a multiple of kvHeads (4)");
         assertThat(run("bench", "nope").err()).contains("unknown command or argument 'nope'", "pikv bench --help");
+        assertThat(run("bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock").err())
+                .contains("unknown policy 'clock' in --policies; known: lru, streaming, h2o, utility, lrfu, adaptive.");
     }
 
     @Test
@@ -123,7 +126,7 @@ class LauncherTest {
 
     @Test
     void cacheBenchReportsExactHitRates(@TempDir Path dir) throws Exception {
-        // The trace of PrefixReplayTest, out of timestamp order on disk: 6 hits of 15 lookups at capacity 4.
+        // The trace of PrefixBlockCacheTest, out of timestamp order on disk; 15 lookups.
         Path trace = dir.resolve("trace.jsonl");
         Files.writeString(trace, String.join("\n",
                 "{\"timestamp\": 30, \"input_length\": 1024, \"output_length\": 1, \"hash_ids\": [1, 2]}",
@@ -132,17 +135,36 @@ class LauncherTest {
                 "{\"timestamp\": 20, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [5, 2, 3]}",
                 "{\"timestamp\": 40, \"input_length\": 2048, \"output_length\": 1, \"hash_ids\": [5, 3, 1, 2]}", ""));
         Path json = dir.resolve("out/cache.json");
-        Run r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4,100", "--json", json.toString());
+        Run r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "2,4", "--policies", "lru",
+                "--json", json.toString());
         assertThat(r.code()).as(r.err()).isZero();
-        assertThat(r.out()).contains("policy", "capacity", "hit_rate");
+        assertThat(r.out()).contains("policy", "capacity", "hit_rate", "ratio_to_belady", "belady");
         JsonNode n = new ObjectMapper().readTree(json.toFile());
         assertThat(n.get("lookups").asLong()).isEqualTo(15);
-        assertThat(n.get("results").get(0).get("policy").asText()).isEqualTo("lru");
-        assertThat(n.get("results").get(0).get("capacity").asInt()).isEqualTo(4);
-        assertThat(n.get("results").get(0).get("hit_rate").asDouble()).isEqualTo(0.4);
-        // Unbounded: every block seen before is reused unless an unseen block precedes it: 2 + 0 + 2 + 4 = 8.
-        assertThat(n.get("results").get(1).get("hit_rate").asDouble()).isCloseTo(8 / 15.0,
-                org.assertj.core.data.Offset.offset(1e-5));
+        JsonNode results = n.get("results");
+        assertThat(results).hasSize(4);
+        // Capacity 2. LRU: the two blocks in use fill the cache, so only r2 reuses anything (1, 2): 2 hits.
+        // Belady leaves out blocks needed later than both residents: r2 and r4 reuse 1, 2: 4 hits.
+        assertRow(results.get(0), "lru", 2, 2 / 15.0, 0.5);
+        assertRow(results.get(1), "belady", 2, 4 / 15.0, 1.0);
+        // Capacity 4: leaf-first LRU reaches what an unbounded cache would: 2 + 0 + 2 + 4 = 8.
+        assertRow(results.get(2), "lru", 4, 8 / 15.0, 1.0);
+        assertRow(results.get(3), "belady", 4, 8 / 15.0, 1.0);
+
+        Path all = dir.resolve("all.json");
+        assertThat(run("bench", "cache", "--trace", trace.toString(), "--capacity", "3", "--json", all.toString())
+                .code()).isZero();
+        JsonNode every = new ObjectMapper().readTree(all.toFile());
+        assertThat(every.get("results").findValuesAsText("policy")).containsExactly("lru", "streaming", "h2o",
+                "utility", "lrfu", "adaptive", "belady");
+        assertThat(every.get("adaptive").get(0).get("active").asText()).isEqualTo("lru");
+    }
+
+    private static void assertRow(JsonNode row, String policy, int capacity, double hitRate, double ratio) {
+        assertThat(row.get("policy").asText()).isEqualTo(policy);
+        assertThat(row.get("capacity").asInt()).isEqualTo(capacity);
+        assertThat(row.get("hit_rate").asDouble()).isCloseTo(hitRate, org.assertj.core.data.Offset.offset(1e-5));
+        assertThat(row.get("ratio_to_belady").asDouble()).isEqualTo(ratio);
     }
 
     @Test

@@ -1,0 +1,31 @@
+package io.pikv.kv.scheduling;
+
+import java.util.List;
+
+/** The policies by name, with the settings the block-cache benchmark uses for a cache of a given capacity. */
+public final class BlockPolicies {
+    /** Every policy name, in report order. */
+    public static final List<String> NAMES = List.of("lru", "streaming", "h2o", "utility", "lrfu", "adaptive");
+
+    /** Half-life of a use in {@link Lrfu}, in lookups. */
+    public static final double LRFU_HALF_LIFE = 32_768;
+
+    private BlockPolicies() {
+    }
+
+    /** The policy called {@code name} for a cache of {@code capacity} blocks. */
+    public static EvictionPolicy create(String name, int capacity) {
+        return switch (name) {
+            case "lru" -> new Lru();
+            case "streaming" -> new StreamingLlm(1, capacity / 4);
+            case "h2o" -> new HeavyHitter(0, capacity / 4);
+            case "utility" -> new Utility(1, 1, 1, capacity);
+            case "lrfu" -> new Lrfu(LRFU_HALF_LIFE, 8 * capacity, true);
+            case "adaptive" -> new Adaptive(capacity, List.of(create("lru", capacity), create("streaming", capacity),
+                    create("h2o", capacity), create("utility", capacity), create("lrfu", capacity)),
+                    Math.max(4096, capacity), 0.005);
+            default -> throw new IllegalArgumentException("unknown policy '" + name + "'; known: "
+                    + String.join(", ", NAMES));
+        };
+    }
+}

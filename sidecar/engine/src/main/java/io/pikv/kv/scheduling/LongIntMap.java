@@ -1,0 +1,115 @@
+package io.pikv.kv.scheduling;
+
+/**
+ * Open-addressing map from long keys to non-negative ints (linear probing, backward-shift deletion), so that a
+ * lookup on the replay path allocates nothing: a boxed {@code HashMap<Long, …>} costs a key object per block.
+ */
+final class LongIntMap {
+    private static final int MISSING = -1;
+    private long[] keys;
+    private int[] values;
+    private boolean[] used;
+    private int size;
+    private int mask;
+
+    LongIntMap(int expected) {
+        int cap = Integer.highestOneBit(Math.max(4, expected * 2 - 1)) << 1;
+        alloc(cap);
+    }
+
+    private void alloc(int cap) {
+        keys = new long[cap];
+        values = new int[cap];
+        used = new boolean[cap];
+        mask = cap - 1;
+    }
+
+    private static int mix(long key) {
+        long h = key * 0x9E3779B97F4A7C15L;
+        return (int) (h ^ (h >>> 29) ^ (h >>> 47));
+    }
+
+    int size() {
+        return size;
+    }
+
+    /** The value of {@code key}, or -1 when absent. */
+    int get(long key) {
+        int i = mix(key) & mask;
+        while (used[i]) {
+            if (keys[i] == key) {
+                return values[i];
+            }
+            i = (i + 1) & mask;
+        }
+        return MISSING;
+    }
+
+    void put(long key, int value) {
+        if (value < 0) {
+            throw new IllegalArgumentException("values must be >= 0, got " + value);
+        }
+        if ((size + 1) * 2 > keys.length) {
+            grow();
+        }
+        int i = mix(key) & mask;
+        while (used[i]) {
+            if (keys[i] == key) {
+                values[i] = value;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+        used[i] = true;
+        keys[i] = key;
+        values[i] = value;
+        size++;
+    }
+
+    /** Removes {@code key}; returns its value, or -1 when absent. */
+    int remove(long key) {
+        int i = mix(key) & mask;
+        while (used[i]) {
+            if (keys[i] == key) {
+                int value = values[i];
+                shiftBack(i);
+                size--;
+                return value;
+            }
+            i = (i + 1) & mask;
+        }
+        return MISSING;
+    }
+
+    private void shiftBack(int hole) {
+        int i = hole;
+        while (true) {
+            i = (i + 1) & mask;
+            if (!used[i]) {
+                break;
+            }
+            int home = mix(keys[i]) & mask;
+            // Move the entry at i into the hole when the hole lies on its probe path (cyclically from home to i).
+            boolean onPath = hole <= i ? home <= hole || home > i : home <= hole && home > i;
+            if (onPath) {
+                keys[hole] = keys[i];
+                values[hole] = values[i];
+                hole = i;
+            }
+        }
+        used[hole] = false;
+    }
+
+    private void grow() {
+        long[] oldKeys = keys;
+        int[] oldValues = values;
+        boolean[] oldUsed = used;
+        alloc(keys.length * 2);
+        size = 0;
+        for (int i = 0; i < oldKeys.length; i++) {
+            if (oldUsed[i]) {
+                put(oldKeys[i], oldValues[i]);
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+package io.pikv.kv.scheduling;
+
+import io.pikv.kv.AttentionResult;
+import io.pikv.kv.EvictionContext;
+import io.pikv.kv.EvictionHook;
+import io.pikv.kv.PagePool;
+
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Token retention inside sequences: per (sequence, layer) it tracks each resident token's features (position,
+ * accumulated attention mass, heavy steps, generation order) and, given a number of tokens to free, returns which
+ * positions the policy evicts — StreamingLLM keeps the sinks and the recent window, H2O the heavy hitters and the
+ * window, and so on. {@link #evictionHook()} plugs it into a {@code KvStore}.
+ *
+ * <p>The caller reports what the store does: {@link #appended} after each append, {@link #attended} with each
+ * attention result that carries weights. A token counts as used at a step ({@link Entries#accesses}) when it gets
+ * at least {@code heavyShare} times the uniform share {@code 1/visited} of the mean weight over query heads.
+ * Thread-safe: the hook runs under a shard's lock while attention results may arrive from other threads.
+ */
+public final class TokenRetention {
+    private final EvictionPolicy prototype;
+    private final double heavyShare;
+    private final Map<TrackKey, Track> tracks = new HashMap<>();
+
+    private record TrackKey(long sequence, int layer) {
+    }
+
+    private static final class Track {
+        final TrackKey key;
+        final Entries entries = new Entries(64);
+        final EvictionPolicy policy;
+
+        Track(TrackKey key, EvictionPolicy policy) {
+            this.key = key;
+            this.policy = policy;
+        }
+    }
+
+    /** Retention by {@code policy} (each (sequence, layer) gets a fresh copy), heavy share 1. */
+    public TokenRetention(EvictionPolicy policy) {
+        this(policy, 1.0);
+    }
+
+    public TokenRetention(EvictionPolicy policy, double heavyShare) {
+        if (!(heavyShare > 0) || Double.isInfinite(heavyShare)) {
+            throw new IllegalArgumentException("heavyShare must be positive and finite, got " + heavyShare);
+        }
+        this.prototype = policy;
+        this.heavyShare = heavyShare;
+    }
+
+    /** The token at {@code position} of (sequence, layer) is now resident. */
+    public synchronized void appended(long sequence, int layer, int position) {
+        if (position < 0) {
+            throw new IllegalArgumentException("position must be >= 0, got " + position);
+        }
+        Track t = tracks.computeIfAbsent(new TrackKey(sequence, layer), k -> new Track(k, prototype.fresh()));
+        if (t.entries.id(position) >= 0) {
+            throw new IllegalArgumentException("position " + position + " of sequence " + sequence + " layer "
+                    + layer + " is already tracked");
+        }
+        t.entries.setNow(Math.max(t.entries.now(), position));
+        int id = t.entries.add(position, position, -1, false, 0);
+        t.policy.accessed(t.entries, id);
+        t.policy.offer(t.entries, id);
+    }
+
+    /** Adds the mean weight (over query heads) each visited token received in {@code result}. */
+    public void attended(long sequence, int layer, AttentionResult result) {
+        int[] positions = result.positions();
+        float[] weights = new float[positions.length];
+        for (int j = 0; j < positions.length; j++) {
+            weights[j] = result.meanWeight(j);
+        }
+        attended(sequence, layer, positions, weights);
+    }
+
+    /** Adds {@code weights[j]} to the token at {@code positions[j]}; untracked positions are ignored. */
+    public synchronized void attended(long sequence, int layer, int[] positions, float[] weights) {
+        if (positions.length != weights.length) {
+            throw new IllegalArgumentException("positions and weights differ in length: " + positions.length
+                    + " and " + weights.length);
+        }
+        Track t = tracks.get(new TrackKey(sequence, layer));
+        if (t == null || positions.length == 0) {
+            return;
+        }
+        double heavy = heavyShare / positions.length;
+        for (int j = 0; j < positions.length; j++) {
+            int id = t.entries.id(positions[j]);
+            if (id < 0) {
+                continue;
+            }
+            boolean isHeavy = weights[j] >= heavy;
+            t.entries.attend(id, weights[j], isHeavy);
+            if (isHeavy) {
+                t.policy.accessed(t.entries, id);
+            }
+            t.policy.updated(t.entries, id);
+        }
+    }
+
+    /**
+     * Chooses up to {@code count} tokens of (sequence, layer) to evict, in the policy's order, and stops tracking
+     * them: the caller evicts them from the store.
+     */
+    public synchronized int[] evict(long sequence, int layer, int count) {
+        Track t = tracks.get(new TrackKey(sequence, layer));
+        if (t == null || count <= 0) {
+            return new int[0];
+        }
+        int n = Math.min(count, t.entries.size());
+        int[] out = new int[n];
+        for (int i = 0; i < n; i++) {
+            int id = t.policy.victim(t.entries);
+            out[i] = (int) t.entries.key(id);
+            remove(t, id);
+        }
+        return out;
+    }
+
+    /** Stops tracking these positions (the store evicted them another way). */
+    public synchronized void forget(long sequence, int layer, int[] positions) {
+        Track t = tracks.get(new TrackKey(sequence, layer));
+        if (t == null) {
+            return;
+        }
+        for (int p : positions) {
+            int id = t.entries.id(p);
+            if (id >= 0) {
+                remove(t, id);
+            }
+        }
+    }
+
+    /** Stops tracking every layer of the sequence (it was closed). */
+    public synchronized void drop(long sequence) {
+        tracks.keySet().removeIf(k -> k.sequence() == sequence);
+    }
+
+    /** Tokens tracked for (sequence, layer). */
+    public synchronized int tracked(long sequence, int layer) {
+        Track t = tracks.get(new TrackKey(sequence, layer));
+        return t == null ? 0 : t.entries.size();
+    }
+
+    /**
+     * A store hook that frees a page by evicting tracked tokens, lowest-ranked first, from the (sequence, layer)
+     * that holds the most tracked tokens, until the shard's pool has a free page. A token the shard does not hold
+     * (it lives on another shard) is skipped for this call.
+     */
+    public EvictionHook evictionHook() {
+        return this::makeRoom;
+    }
+
+    private synchronized void makeRoom(EvictionContext ctx) {
+        PagePool pool = ctx.pool();
+        List<Track> skippedTracks = new ArrayList<>();
+        List<Integer> skippedIds = new ArrayList<>();
+        while (pool.pagesInUse() >= pool.maxPages()) {
+            Track from = null;
+            int victim = -1;
+            for (Track t : tracks.values()) {
+                if (from != null && t.entries.size() < from.entries.size()) {
+                    continue;
+                }
+                int v = t.policy.victim(t.entries);
+                if (v >= 0 && (from == null || t.entries.size() > from.entries.size() || before(t.key, from.key))) {
+                    from = t;
+                    victim = v;
+                }
+            }
+            if (from == null) {
+                break;
+            }
+            from.policy.withdraw(from.entries, victim);
+            int position = (int) from.entries.key(victim);
+            if (ctx.evictTokens(from.key.sequence(), from.key.layer(), new int[] {position}) > 0) {
+                from.policy.evicted(from.entries, victim);
+                from.entries.remove(victim);
+            } else {
+                skippedTracks.add(from);
+                skippedIds.add(victim);
+            }
+        }
+        for (int i = 0; i < skippedIds.size(); i++) {
+            Track t = skippedTracks.get(i);
+            t.policy.offer(t.entries, skippedIds.get(i));
+        }
+    }
+
+    private static boolean before(TrackKey a, TrackKey b) {
+        return a.sequence() != b.sequence() ? a.sequence() < b.sequence() : a.layer() < b.layer();
+    }
+
+    private static void remove(Track t, int id) {
+        t.policy.withdraw(t.entries, id);
+        t.policy.evicted(t.entries, id);
+        t.entries.remove(id);
+    }
+}

@@ -1,0 +1,130 @@
+package io.pikv.kv.scheduling;
+
+import io.pikv.kv.AttentionResult;
+import io.pikv.kv.AttentionScope;
+import io.pikv.kv.KvStore;
+import io.pikv.kv.KvStoreConfig;
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.StorageType;
+import org.junit.jupiter.api.Test;
+
+import java.util.Arrays;
+import java.util.stream.IntStream;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/** Which positions each policy evicts, on handmade attention weights, and H2O through a real store. */
+class TokenRetentionTest {
+    private static final long SEQ = 7;
+    // Exact binary fractions, so sums and ties are exact.
+    private static final float[] WEIGHTS = {0.125f, 0.5f, 0.0625f, 0.25f, 0.125f, 0.0625f};
+
+    private static TokenRetention sixTokens(EvictionPolicy policy) {
+        TokenRetention r = new TokenRetention(policy);
+        for (int p = 0; p < 6; p++) {
+            r.appended(SEQ, 0, p);
+        }
+        r.attended(SEQ, 0, new int[] {0, 1, 2, 3, 4, 5}, WEIGHTS);
+        return r;
+    }
+
+    @Test
+    void streamingLlmKeepsSinksAndTheRecentWindow() {
+        TokenRetention r = new TokenRetention(new StreamingLlm(2, 3));
+        for (int p = 0; p < 10; p++) {
+            r.appended(SEQ, 0, p);
+        }
+        // Sinks 0, 1 and the window 7, 8, 9 stay; the oldest of the rest go first.
+        assertThat(r.evict(SEQ, 0, 4)).containsExactly(2, 3, 4, 5);
+        assertThat(r.tracked(SEQ, 0)).isEqualTo(6);
+        // Then the window shrinks, oldest first, and the sinks go last.
+        assertThat(r.evict(SEQ, 0, 6)).containsExactly(6, 7, 8, 9, 0, 1);
+    }
+
+    @Test
+    void heavyHitterKeepsTheMostAttendedOutsideTheWindow() {
+        TokenRetention r = sixTokens(new HeavyHitter(0, 2));
+        // Window: 4, 5. Mass: 0 → .125, 1 → .5, 2 → .0625, 3 → .25.
+        assertThat(r.evict(SEQ, 0, 2)).containsExactly(2, 0);
+        assertThat(r.evict(SEQ, 0, 3)).containsExactly(3, 1, 4);
+        // Attention accumulates over steps: a second step makes 5 the heaviest, but it is in the window anyway.
+        TokenRetention again = sixTokens(new HeavyHitter(0, 0));
+        again.attended(SEQ, 0, new int[] {0, 2}, new float[] {0.5f, 0.0625f});
+        assertThat(again.evict(SEQ, 0, 3)).containsExactly(5, 2, 4);
+    }
+
+    @Test
+    void utilityAddsAttentionRecencyAndFrequency() {
+        // u = mass + position/8: 0 → .125, 1 → .625, 2 → .3125, 3 → .625, 4 → .625, 5 → .6875; the ties of
+        // 1, 3, 4 go oldest first.
+        assertThat(sixTokens(new Utility(1, 1, 0, 8)).evict(SEQ, 0, 5)).containsExactly(0, 2, 1, 3, 4);
+        // Frequency alone: a step counts for tokens given at least the uniform share 1/6, here 1 (.5) and 3 (.25).
+        assertThat(sixTokens(new Utility(0, 0, 1, 1)).evict(SEQ, 0, 4)).containsExactly(0, 2, 4, 5);
+    }
+
+    @Test
+    void lruEvictsInGenerationOrder() {
+        assertThat(sixTokens(new Lru()).evict(SEQ, 0, 3)).containsExactly(0, 1, 2);
+    }
+
+    @Test
+    void tracksEachLayerOnItsOwnAndForgets() {
+        TokenRetention r = new TokenRetention(new Lru());
+        r.appended(SEQ, 0, 0);
+        r.appended(SEQ, 0, 1);
+        r.appended(SEQ, 1, 0);
+        r.appended(SEQ + 1, 0, 0);
+        r.forget(SEQ, 0, new int[] {0, 5});
+        assertThat(r.tracked(SEQ, 0)).isEqualTo(1);
+        assertThat(r.evict(SEQ, 0, 3)).containsExactly(1);
+        r.drop(SEQ);
+        assertThat(r.tracked(SEQ, 1)).isZero();
+        assertThat(r.tracked(SEQ + 1, 0)).isEqualTo(1);
+        assertThatThrownBy(() -> r.appended(SEQ + 1, 0, 0)).hasMessageContaining("already tracked");
+    }
+
+    @Test
+    void heavyHitterThroughTheStoreKeepsTheHeavyTokens() {
+        // One shard, one bucket, fp32, 16-token pages and a budget of two pages. Keys are zero except at positions
+        // 12 and 20, which align with the query (logit 4 against 0), so every step gives them most of the weight.
+        ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);
+        int[] heavy = {12, 20};
+        assertThat(storeRun(shape, new HeavyHitter(0, 8), heavy))
+                // Appending 32 needs a page. Window 24..31 stays; outside it the non-heavy tokens have less mass
+                // the newer they are (fewer steps attended them), so the 16 newest non-heavy ones go, which empties
+                // a page: 23..13, 11..6.
+                .containsExactly(IntStream.concat(IntStream.of(0, 1, 2, 3, 4, 5, 12, 20), IntStream.rangeClosed(24, 32))
+                        .toArray());
+        // LRU (generation order) frees the page with the 16 oldest tokens, heavy 12 among them.
+        assertThat(storeRun(shape, new Lru(), heavy)).containsExactly(IntStream.rangeClosed(16, 32).toArray());
+    }
+
+    private static int[] storeRun(ModelShape shape, EvictionPolicy policy, int[] heavy) {
+        TokenRetention retention = new TokenRetention(policy);
+        KvStoreConfig config = KvStoreConfig.builder(shape).storageType(StorageType.FP32).pageTokens(16).shards(1)
+                .buckets(1).threads(1).budgetBytes(2L * 2 * shape.kvWidth() * 16 * 4)
+                .eviction(retention.evictionHook()).build();
+        float[] q = new float[shape.queryWidth()];
+        Arrays.fill(q, 1f);
+        float[] zero = new float[shape.kvWidth()];
+        float[] aligned = new float[shape.kvWidth()];
+        Arrays.fill(aligned, 1f);
+        try (KvStore store = new KvStore(config)) {
+            long seq = store.createSequence();
+            for (int p = 0; p <= 32; p++) {
+                int next = p;
+                boolean isHeavy = Arrays.stream(heavy).anyMatch(h -> h == next);
+                int position = store.append(seq, 0, 0, isHeavy ? aligned : zero, zero);
+                assertThat(position).isEqualTo(p);
+                retention.appended(seq, 0, position);
+                AttentionResult result = store.attend(seq, 0, q, AttentionScope.all(), true);
+                retention.attended(seq, 0, result);
+            }
+            assertThat(retention.tracked(seq, 0)).isEqualTo(store.resident(seq, 0));
+            int[] resident = store.attend(seq, 0, q, AttentionScope.all(), true).positions();
+            Arrays.sort(resident);
+            return resident;
+        }
+    }
+}
