@@ -266,16 +266,58 @@ public final class Gateway implements KvApi {
         return PartialAttention.merge(partials);
     }
 
+    /**
+     * One step in one round trip per shard: the shard that owns the token's primary expert stores it and answers its
+     * partial attention in the same call, while the other shards that hold entries in scope answer theirs.
+     */
     @Override
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
         checkLayer(request.layer());
-        state(sequence);
+        State state = state(sequence);
         int[] experts = route(request);
-        int[] position = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
-            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, experts[0], request.k(), request.v())}));
-        PartialAttention partial = attend(sequence, new Wire.AttendRequest(request.layer(),
-                request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query()));
-        return new Wire.StepResponse(position[0], experts, partial.finish().output());
+        int layer = request.layer();
+        Wire.StepRequest routed = new Wire.StepRequest(layer, Wire.CHOSEN_EXPERTS, request.scope(), null, experts,
+                request.query(), request.k(), request.v());
+        BitSet scope = new BitSet();
+        if (request.scope() == Wire.SCOPE_ALL) {
+            scope.set(0, shape.experts());
+        } else {
+            for (int e : experts) {
+                scope.set(e);
+            }
+        }
+        synchronized (state) {
+            int position = state.length[layer];
+            int owner = map.shardOf(experts[0]);
+            List<CompletableFuture<PartialAttention>> parts = new ArrayList<>();
+            parts.add(shards.get(owner).stepPartialAsync(sequence, routed, position));
+            Wire.AttendRequest attend = new Wire.AttendRequest(layer,
+                    request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query());
+            for (int s = 0; s < shards.size(); s++) {
+                if (s != owner && state.experts[layer][s].intersects(scope)) {
+                    parts.add(shards.get(s).attendAsync(sequence, attend));
+                }
+            }
+            List<PartialAttention> partials = new ArrayList<>(parts.size());
+            RuntimeException failure = null;
+            for (CompletableFuture<PartialAttention> f : parts) {
+                try {
+                    partials.add(SidecarClient.join(f));
+                } catch (RuntimeException e) {
+                    failure = failure == null ? e : failure;
+                }
+            }
+            if (failure != null) {
+                if (!parts.get(0).isCompletedExceptionally()) {
+                    // The owner stored the token but another shard failed: take it back, the step did not happen.
+                    shards.get(owner).withdraw(sequence, layer, new int[] {position});
+                }
+                throw ShardFailure.of(failure);
+            }
+            state.experts[layer][owner].set(experts[0]);
+            state.length[layer] = position + 1;
+            return new Wire.StepResponse(position, experts, PartialAttention.merge(partials).finish().output());
+        }
     }
 
     /** The step's experts: the router's choice from the gate logits, or the given experts after checking them. */

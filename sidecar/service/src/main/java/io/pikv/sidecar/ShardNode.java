@@ -188,6 +188,24 @@ public final class ShardNode implements KvApi, AutoCloseable {
         return new Wire.StepResponse(position[0], experts, partial.finish().output());
     }
 
+    /**
+     * A gateway's step on the shard that owns the token's primary expert: store the token at the gateway's
+     * {@code position} with its chosen experts, then return this shard's partial attention (one round trip for both;
+     * the gateway merges it with the other shards' partials).
+     */
+    public PartialAttention stepPartial(long sequence, Wire.StepRequest request, int position) {
+        checkLayer(request.layer());
+        if (request.mode() != Wire.CHOSEN_EXPERTS) {
+            throw new IllegalArgumentException("a step at a given position carries the chosen experts (mode 1): the "
+                    + "gateway routes");
+        }
+        int[] experts = chooseExperts(request);
+        append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
+            new Wire.AppendRequest.Entry(position, experts[0], request.k(), request.v())}));
+        return attend(sequence, new Wire.AttendRequest(request.layer(),
+                request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query()));
+    }
+
     /** The step's experts: the plain top-k of its logits, or its chosen experts after checking them. */
     public int[] chooseExperts(Wire.StepRequest request) {
         if (request.mode() == Wire.GATE_LOGITS) {

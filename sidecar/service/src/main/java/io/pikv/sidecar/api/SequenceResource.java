@@ -11,6 +11,7 @@ import jakarta.ws.rs.GET;
 import jakarta.ws.rs.POST;
 import jakarta.ws.rs.Path;
 import jakarta.ws.rs.PathParam;
+import jakarta.ws.rs.QueryParam;
 import jakarta.ws.rs.Produces;
 import jakarta.ws.rs.core.MediaType;
 import jakarta.ws.rs.core.Response;
@@ -128,10 +129,22 @@ public class SequenceResource {
     @Path("/{id}/steps")
     @Consumes(MediaType.APPLICATION_OCTET_STREAM)
     @Produces(MediaType.APPLICATION_OCTET_STREAM)
-    @Operation(summary = "One decode step: route, store the token's K/V, attend (binary)")
-    public byte[] step(@PathParam("id") long id, byte[] body) {
+    @Operation(summary = "One decode step: route, store the token's K/V, attend (binary)", description = "With "
+            + "?position=P (shard role, chosen experts): store the token at P and answer this shard's partial "
+            + "attention instead of the output — the gateway's one round trip to the owning shard.")
+    public byte[] step(@PathParam("id") long id, @QueryParam("position") Integer position, byte[] body) {
         limit.check(body);
         Wire.StepRequest request = Wire.decodeStep(body, sidecar.shape());
+        if (position != null) {
+            if (sidecar.gateway() != null) {
+                throw new IllegalArgumentException("a gateway assigns positions itself; send the step without "
+                        + "?position");
+            }
+            if (position < 0) {
+                throw new IllegalArgumentException("position must be >= 0, got " + position);
+            }
+            return Wire.encodePartial(metrics.step().record(() -> sidecar.shard().stepPartial(id, request, position)));
+        }
         return Wire.encodeStepResponse(metrics.step().record(() -> node().step(id, request)));
     }
 

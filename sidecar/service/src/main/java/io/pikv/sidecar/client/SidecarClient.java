@@ -121,6 +121,12 @@ public final class SidecarClient {
                 200), shape);
     }
 
+    /** A gateway's step on the owning shard: store the token at {@code position}, answer the shard's partial. */
+    public CompletableFuture<PartialAttention> stepPartialAsync(long sequence, Wire.StepRequest request, int position) {
+        return sendAsync(binary("/v1/sequences/" + sequence + "/steps?position=" + position, Wire.encodeStep(request)),
+                200).thenApply(Wire::decodePartial);
+    }
+
     public void putBlock(String hash, byte[] payload) {
         send(request("/v1/blocks/" + hash).PUT(HttpRequest.BodyPublishers.ofByteArray(payload))
                 .header("Content-Type", OCTETS), 204);
