@@ -122,8 +122,8 @@ public final class KvShard {
      * @throws KvBudgetExceededException when no page can be had; the shard is then unchanged
      */
     public void append(long sequence, int layer, int position, int expert, float[] k, float[] v) {
-        checkLayer(layer);
-        checkExpert(expert);
+        shape.checkLayer(layer);
+        shape.checkExpert(expert);
         if (position < 0) {
             throw new IllegalArgumentException("position must be >= 0, got " + position);
         }
@@ -223,7 +223,7 @@ public final class KvShard {
 
     /** Evicts the resident entries at these positions; returns how many were resident here. */
     public int evict(long sequence, int layer, int[] positions) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         lock.writeLock().lock();
         try {
             return evictTokens(sequence, layer, positions);
@@ -239,7 +239,7 @@ public final class KvShard {
      * resident.
      */
     public int withdraw(long sequence, int layer, int[] positions) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         lock.writeLock().lock();
         try {
             return removeTokens(sequence, layer, positions, false);
@@ -366,7 +366,7 @@ public final class KvShard {
      */
     public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
                                           boolean weights) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         scope.validate(shape.experts());
         float[] scaled = shape.scaledQuery(query);
         countLookups(sequence, layer, scope);
@@ -493,7 +493,7 @@ public final class KvShard {
 
     /** Positions of the resident entries of (sequence, layer) on this shard, ascending. */
     public int[] residentPositions(long sequence, int layer) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         lock.readLock().lock();
         try {
             LayerState ls = layerState(sequence, layer, false);
@@ -565,19 +565,7 @@ public final class KvShard {
         return ls;
     }
 
-    private void checkLayer(int layer) {
-        if (layer < 0 || layer >= shape.layers()) {
-            throw new IllegalArgumentException("layer " + layer + " is out of range: the model has "
-                    + shape.layers() + " layers (0.." + (shape.layers() - 1) + ")");
-        }
-    }
 
-    private void checkExpert(int expert) {
-        if (expert < 0 || expert >= shape.experts()) {
-            throw new IllegalArgumentException("expert " + expert + " is out of range: the model has "
-                    + shape.experts() + " experts (0.." + (shape.experts() - 1) + ")");
-        }
-    }
 
     private void checkValues(String name, float[] values) {
         int width = shape.kvWidth();

@@ -116,13 +116,13 @@ public final class KvStore implements AutoCloseable {
 
     /** Tokens appended so far to (sequence, layer), resident or evicted. */
     public int length(long sequence, int layer) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         return state(sequence).length[layer];
     }
 
     /** Resident entries of (sequence, layer) over all shards. */
     public int resident(long sequence, int layer) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         state(sequence);
         int n = 0;
         for (KvShard shard : shards) {
@@ -133,7 +133,7 @@ public final class KvStore implements AutoCloseable {
 
     /** Positions of the resident entries of (sequence, layer) over all shards, ascending. */
     public int[] residentPositions(long sequence, int layer) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         state(sequence);
         int[][] parts = new int[shards.length][];
         int n = 0;
@@ -156,7 +156,7 @@ public final class KvStore implements AutoCloseable {
      * and {@code primaryExpert} is the token's first expert. Returns the token's position.
      */
     public int append(long sequence, int layer, int primaryExpert, float[] k, float[] v) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         if (primaryExpert < 0 || primaryExpert >= shape.experts()) {
             throw new IllegalArgumentException("expert " + primaryExpert + " is out of range: the model has "
                     + shape.experts() + " experts (0.." + (shape.experts() - 1) + ")");
@@ -186,7 +186,7 @@ public final class KvStore implements AutoCloseable {
     /** The merged partial over all shards (what a gateway would compute from remote shards' partials). */
     public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
                                           boolean weights) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         state(sequence);
         scope.validate(shape.experts());
         float[] scaled = shape.scaledQuery(query);
@@ -219,7 +219,7 @@ public final class KvStore implements AutoCloseable {
 
     /** Evicts the resident entries of (sequence, layer) at these positions, wherever they live. */
     public int evict(long sequence, int layer, int[] positions) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         state(sequence);
         int n = 0;
         for (KvShard shard : shards) {
@@ -268,12 +268,6 @@ public final class KvStore implements AutoCloseable {
         return state;
     }
 
-    private void checkLayer(int layer) {
-        if (layer < 0 || layer >= shape.layers()) {
-            throw new IllegalArgumentException("layer " + layer + " is out of range: the model has "
-                    + shape.layers() + " layers (0.." + (shape.layers() - 1) + ")");
-        }
-    }
 
     private static PartialAttention call(Callable<PartialAttention> task) {
         try {

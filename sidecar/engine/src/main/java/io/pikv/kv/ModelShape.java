@@ -71,4 +71,20 @@ public record ModelShape(int layers, int qHeads, int kvHeads, int headDim, int e
         }
         return scaled;
     }
+
+    /** @throws IllegalArgumentException naming the model's range when {@code layer} is not one of its layers */
+    public void checkLayer(int layer) {
+        if (layer < 0 || layer >= layers) {
+            throw new IllegalArgumentException("layer " + layer + " is out of range: the model has " + layers
+                    + " layers (0.." + (layers - 1) + ")");
+        }
+    }
+
+    /** @throws IllegalArgumentException naming the model's range when {@code expert} is not one of its experts */
+    public void checkExpert(int expert) {
+        if (expert < 0 || expert >= experts) {
+            throw new IllegalArgumentException("expert " + expert + " is out of range: the model has " + experts
+                    + " experts (0.." + (experts - 1) + ")");
+        }
+    }
 }

@@ -128,7 +128,7 @@ public final class Gateway implements KvApi {
 
     @Override
     public int resident(long sequence, int layer) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         State state = state(sequence);
         int total = 0;
         for (int s = 0; s < shards.size(); s++) {
@@ -147,7 +147,7 @@ public final class Gateway implements KvApi {
 
     @Override
     public int[] append(long sequence, Wire.AppendRequest request) {
-        checkLayer(request.layer());
+        shape.checkLayer(request.layer());
         State state = state(sequence);
         Wire.AppendRequest.Entry[] entries = request.entries();
         int layer = request.layer();
@@ -217,7 +217,7 @@ public final class Gateway implements KvApi {
 
     @Override
     public int withdraw(long sequence, int layer, int[] positions) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         State state = state(sequence);
         int total = 0;
         for (int s = 0; s < shards.size(); s++) {
@@ -235,7 +235,7 @@ public final class Gateway implements KvApi {
 
     @Override
     public PartialAttention attend(long sequence, Wire.AttendRequest request) {
-        checkLayer(request.layer());
+        shape.checkLayer(request.layer());
         State state = state(sequence);
         BitSet scope = new BitSet();
         if (request.allExperts()) {
@@ -272,7 +272,7 @@ public final class Gateway implements KvApi {
      */
     @Override
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
-        checkLayer(request.layer());
+        shape.checkLayer(request.layer());
         State state = state(sequence);
         int[] experts = route(request);
         int layer = request.layer();
@@ -363,17 +363,12 @@ public final class Gateway implements KvApi {
         return state;
     }
 
-    private void checkLayer(int layer) {
-        if (layer < 0 || layer >= shape.layers()) {
-            throw new IllegalArgumentException("layer " + layer + " is out of range: the model has " + shape.layers()
-                    + " layers");
-        }
-    }
 
     private void checkExpert(int expert, String where) {
-        if (expert < 0 || expert >= shape.experts()) {
-            throw new IllegalArgumentException(where + "expert " + expert + " is out of range: the model has "
-                    + shape.experts() + " experts");
+        try {
+            shape.checkExpert(expert);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(where + e.getMessage(), e);
         }
     }
 

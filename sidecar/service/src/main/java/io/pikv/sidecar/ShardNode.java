@@ -119,14 +119,14 @@ public final class ShardNode implements KvApi, AutoCloseable {
     @Override
     public int resident(long sequence, int layer) {
         state(sequence);
-        checkLayer(layer);
+        shape.checkLayer(layer);
         return shard.resident(sequence, layer);
     }
 
     /** Stores the entries, all or none; returns the positions they got. */
     @Override
     public int[] append(long sequence, Wire.AppendRequest request) {
-        checkLayer(request.layer());
+        shape.checkLayer(request.layer());
         SequenceState state = state(sequence);
         Wire.AppendRequest.Entry[] entries = request.entries();
         int[] positions = new int[entries.length];
@@ -157,7 +157,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
 
     @Override
     public int withdraw(long sequence, int layer, int[] positions) {
-        checkLayer(layer);
+        shape.checkLayer(layer);
         SequenceState state = state(sequence);
         synchronized (state) {
             return shard.withdraw(sequence, layer, positions);
@@ -167,7 +167,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
     /** This shard's partial attention over (sequence, layer) for a query, all entries or those of some experts. */
     @Override
     public PartialAttention attend(long sequence, Wire.AttendRequest request) {
-        checkLayer(request.layer());
+        shape.checkLayer(request.layer());
         state(sequence);
         AttentionScope scope = request.allExperts() ? AttentionScope.all() : AttentionScope.experts(request.experts());
         return shard.attendPartial(sequence, request.layer(), request.query(), scope, false);
@@ -179,7 +179,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
      */
     @Override
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
-        checkLayer(request.layer());
+        shape.checkLayer(request.layer());
         int[] experts = chooseExperts(request);
         int[] position = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, experts[0], request.k(), request.v())}));
@@ -194,7 +194,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
      * the gateway merges it with the other shards' partials).
      */
     public PartialAttention stepPartial(long sequence, Wire.StepRequest request, int position) {
-        checkLayer(request.layer());
+        shape.checkLayer(request.layer());
         if (request.mode() != Wire.CHOSEN_EXPERTS) {
             throw new IllegalArgumentException("a step at a given position carries the chosen experts (mode 1): the "
                     + "gateway routes");
@@ -218,10 +218,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
         int[] experts = request.experts();
         boolean[] seen = new boolean[shape.experts()];
         for (int e : experts) {
-            if (e < 0 || e >= shape.experts()) {
-                throw new IllegalArgumentException("expert " + e + " is out of range: the model has " + shape.experts()
-                        + " experts");
-            }
+            shape.checkExpert(e);
             if (seen[e]) {
                 throw new IllegalArgumentException("expert " + e + " is chosen twice");
             }
@@ -242,12 +239,6 @@ public final class ShardNode implements KvApi, AutoCloseable {
         return state;
     }
 
-    private void checkLayer(int layer) {
-        if (layer < 0 || layer >= shape.layers()) {
-            throw new IllegalArgumentException("layer " + layer + " is out of range: the model has " + shape.layers()
-                    + " layers");
-        }
-    }
 
     private static RuntimeException withEntry(RuntimeException failure, int entry) {
         String message = "entry " + entry + ": " + failure.getMessage() + " (no entry of the request was stored)";
