@@ -3,10 +3,12 @@ package io.pikv.kv.compute;
 import io.pikv.kv.KvLayout;
 import io.pikv.kv.Page;
 import io.pikv.kv.StorageType;
+import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -23,6 +25,9 @@ public final class VectorKernel implements AttentionKernel {
     private static final VectorSpecies<Float> SF = FloatVector.SPECIES_PREFERRED;
     private static final VectorSpecies<Integer> SI = SF.withLanes(int.class);
     private static final int L = SF.length();
+    /** Bytes of one float vector's worth of int8 lanes (none below 8 lanes: the smallest byte vector is 64 bits). */
+    private static final VectorSpecies<Byte> SB = L >= 8 ? VectorSpecies.of(byte.class, VectorShape.forBitSize(L * 8))
+            : null;
 
     @Override
     public String name() {
@@ -36,7 +41,7 @@ public final class VectorKernel implements AttentionKernel {
 
     @Override
     public boolean supports(KvLayout layout) {
-        return layout.type() != io.pikv.kv.StorageType.INT8 && !layout.projected()
+        return !layout.projected() && (layout.type() != StorageType.INT8 || SB != null)
                 && layout.pageTokens() % L == 0 && layout.headDim() % L == 0 && L <= 16;
     }
 
@@ -86,6 +91,8 @@ public final class VectorKernel implements AttentionKernel {
             for (; g < group; g += 4) {
                 scores4x2Half(words, query, (h * group + g) * dim, dim, sc, g * tokens);
             }
+        } else if (layout.type() == StorageType.INT8) {
+            stageInt8Keys(page, layout, h, tile, scratch);
         } else {
             stage(page, layout.keyIndex(h, 0, 0), dim * tokens, tile, half, scratch);
         }
@@ -152,7 +159,11 @@ public final class VectorKernel implements AttentionKernel {
             }
             return;
         }
-        stage(page, layout.valueIndex(h, 0, 0), count * dim, tile, half, scratch);
+        if (layout.type() == StorageType.INT8) {
+            stageInt8Values(page, layout, h, count, tile, scratch);
+        } else {
+            stage(page, layout.valueIndex(h, 0, 0), count * dim, tile, half, scratch);
+        }
         for (; g + 4 <= group; g += 4) {
             if (live(sc, rescaleAt + g, 4)) {
                 int c = 0;
@@ -518,5 +529,35 @@ public final class VectorKernel implements AttentionKernel {
         x.lanewise(VectorOperators.LSHL, 16).lanewise(VectorOperators.ASHR, 3).and(0x8FFFE000)
                 .reinterpretAsFloats().mul(0x1p112f).intoArray(dst, at);
         x.lanewise(VectorOperators.ASHR, 3).and(0x8FFFE000).reinterpretAsFloats().mul(0x1p112f).intoArray(dst, at + 16);
+    }
+
+    /** Head {@code h}'s int8 K tile as floats: each channel's row of bytes times the channel's key scale. */
+    private static void stageInt8Keys(Page page, KvLayout layout, int h, float[] dst, KernelScratch scratch) {
+        int tokens = layout.pageTokens();
+        int dim = layout.headDim();
+        byte[] b = scratch.ensureInt8(dim * tokens, 0).bytes;
+        page.readBytes(layout.keyIndex(h, 0, 0), b, 0, dim * tokens);
+        for (int i = 0; i < dim; i++) {
+            widenBytes(b, i * tokens, tokens, page.keyScale(h, i), dst, i * tokens);
+        }
+    }
+
+    /** Head {@code h}'s int8 V rows as floats: each token's row of bytes times the token's value scale. */
+    private static void stageInt8Values(Page page, KvLayout layout, int h, int count, float[] dst,
+                                        KernelScratch scratch) {
+        int dim = layout.headDim();
+        byte[] b = scratch.ensureInt8(layout.pageTokens() * dim, 0).bytes;
+        page.readBytes(layout.valueIndex(h, 0, 0), b, 0, count * dim);
+        for (int t = 0; t < count; t++) {
+            widenBytes(b, t * dim, dim, page.valueScale(h, t), dst, t * dim);
+        }
+    }
+
+    /** {@code dst[at + j] = src[from + j] · scale} for {@code j < n} ({@code n} a multiple of the lanes). */
+    private static void widenBytes(byte[] src, int from, int n, float scale, float[] dst, int at) {
+        for (int j = 0; j < n; j += L) {
+            ((FloatVector) ByteVector.fromArray(SB, src, from + j).convertShape(VectorOperators.B2F, SF, 0))
+                    .mul(scale).intoArray(dst, at + j);
+        }
     }
 }
