@@ -1,10 +1,13 @@
 package io.pikv.sidecar.api;
 
 import io.pikv.kv.ExpertLayerCounters;
+import io.pikv.kv.ExpertShardMap;
 import io.pikv.kv.ShardStats;
 import io.pikv.sidecar.BlockStore;
 import io.pikv.sidecar.Sidecar;
+import io.pikv.sidecar.ShardPolicy;
 import io.pikv.sidecar.SidecarConfig;
+import io.pikv.sidecar.control.ShardControl;
 import jakarta.ws.rs.GET;
 import jakarta.ws.rs.Path;
 import jakarta.ws.rs.Produces;
@@ -12,6 +15,7 @@ import jakarta.ws.rs.core.MediaType;
 import org.eclipse.microprofile.openapi.annotations.Operation;
 
 import java.util.List;
+import java.util.Map;
 
 /** Read-only views: stats per expert and layer, the effective configuration, the shard map. */
 @Path("/v1")
@@ -19,9 +23,24 @@ import java.util.List;
 public class InfoResource {
 
     /** A shard's figures, with counters per (expert, layer) that saw any activity. */
-    public record StatsJson(int shard, String policy, long budgetBytes, long bytesInUse, long entries,
-                            long sequences, long lookups, long hits, long misses, long evictions,
-                            List<ExpertLayerCounters> experts, BlockStore.Stats blocks) {
+    public record StatsJson(int shard, String policy, Map<String, Double> ghostHitRates, long budgetBytes,
+                            long bytesInUse, long entries, long sequences, long lookups, long hits, long misses,
+                            long evictions, List<ExpertLayerCounters> experts, BlockStore.Stats blocks,
+                            ControlJson control) {
+    }
+
+    /**
+     * The desired state in effect and what of it is not: {@code epoch} -1 and {@code source} config until a control
+     * record is applied; {@code warnings} say what of the applied state does not run (unknown policy, budget that
+     * needs a restart); {@code lastRejected} names the last control record rejected as invalid.
+     */
+    public record ControlJson(long epoch, String source, String requestedPolicy, Map<String, Double> parameters,
+                              long desiredBudgetBytes, long budgetBytes, List<String> warnings, String lastRejected,
+                              String appliedAt) {
+        static ControlJson of(ShardControl.State s) {
+            return new ControlJson(s.epoch(), s.source(), s.requestedPolicy(), s.parameters(), s.desiredBudgetBytes(),
+                    s.budgetBytes(), s.warnings(), s.lastRejected(), s.appliedAt().toString());
+        }
     }
 
     /** The settings in effect (defaults, application.properties and PIKV_* environment merged). */
@@ -30,8 +49,11 @@ public class InfoResource {
                              List<String> gatewayShards, String routing) {
     }
 
-    /** Which shard owns each expert, with the map's epoch. */
-    public record ShardMapJson(long epoch, int shards, int[] shardOfExpert) {
+    /**
+     * Which shard owns each expert, with the map's epoch ({@code source} config: the map the sidecar started with,
+     * epoch 0; control: the operator's, with the record's epoch).
+     */
+    public record ShardMapJson(long epoch, int shards, int[] shardOfExpert, String source) {
     }
 
     private final Sidecar sidecar;
@@ -45,9 +67,10 @@ public class InfoResource {
     @Operation(summary = "Hits, misses, evictions and bytes per expert and layer on this shard")
     public StatsJson stats() {
         ShardStats s = sidecar.shard().stats();
-        return new StatsJson(s.shard(), sidecar.config().store().eviction(), s.budgetBytes(), s.bytesInUse(), s.entries(),
-                sidecar.shard().sequenceCount(), s.lookups(), s.hits(), s.misses(), s.evictions(), s.counters(),
-                sidecar.blocks().stats());
+        ShardPolicy policy = sidecar.shard().policy();
+        return new StatsJson(s.shard(), policy.activePolicy(), policy.ghostHitRates(), s.budgetBytes(), s.bytesInUse(),
+                s.entries(), sidecar.shard().sequenceCount(), s.lookups(), s.hits(), s.misses(), s.evictions(),
+                s.counters(), sidecar.blocks().stats(), ControlJson.of(sidecar.control().state()));
     }
 
     @GET
@@ -66,7 +89,8 @@ public class InfoResource {
     @Path("/shard-map")
     @Operation(summary = "The expert-to-shard map in effect, with its epoch")
     public ShardMapJson shardMap() {
-        int experts = sidecar.shape().experts();
-        return new ShardMapJson(0, 1, new int[experts]);
+        ShardControl.State state = sidecar.control().state();
+        ExpertShardMap map = state.shardMap();
+        return new ShardMapJson(map.epoch(), map.shards(), map.assignment(), state.source());
     }
 }
