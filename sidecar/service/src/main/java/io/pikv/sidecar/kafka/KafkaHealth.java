@@ -11,6 +11,8 @@ import org.eclipse.microprofile.health.HealthCheckResponse;
 import org.eclipse.microprofile.health.HealthCheckResponseBuilder;
 import org.eclipse.microprofile.health.Readiness;
 
+import java.util.Locale;
+
 /**
  * Health of the sidecar's Kafka side.
  *
@@ -46,7 +48,7 @@ public class KafkaHealth {
                 return b.withData("control", "disabled").up().build();
             }
             ControlListener listener = kafka.control().get();
-            b.withData("topic", listener.topic()).withData("phase", listener.phase().name().toLowerCase());
+            b.withData("topic", listener.topic()).withData("phase", listener.phase().name().toLowerCase(Locale.ROOT));
             if (listener.problem() != null) {
                 b.withData("problem", listener.problem());
             }

@@ -126,7 +126,10 @@ class TelemetryKafkaTest {
                 .body(containsString("pikv_telemetry_records_dropped_total 0.0"))
                 .body(containsString("pikv_telemetry_buffer_depth"))
                 .body(containsString("pikv_telemetry_buffer_capacity 600.0"))
+                .body(containsString("pikv_telemetry_windows_total"))
+                .body(containsString("pikv_telemetry_send_failures_total 0.0"))
                 .body(containsString("pikv_kafka_up 1.0"))
+                .body(containsString("pikv_control_epoch"))
                 .body(containsString("pikv_control_records_total{outcome=\"applied\"}"));
     }
 
