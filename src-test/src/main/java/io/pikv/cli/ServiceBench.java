@@ -183,6 +183,8 @@ public final class ServiceBench implements Callable<Integer> {
         s.put("pikv.store.page-tokens", String.valueOf(PAGE_TOKENS));
         s.put("pikv.store.budget-bytes", String.valueOf(budget));
         s.put("quarkus.log.level", "WARN");
+        s.put("pikv.telemetry.enabled", "false");
+        s.put("pikv.control.enabled", "false");
         return s;
     }
 

@@ -2,7 +2,7 @@ package io.pikv.e2e;
 
 import io.pikv.cli.SidecarProcess;
 import io.pikv.kv.Accuracy;
-import io.pikv.kv.EvictionHook;
+import io.pikv.sidecar.ShardPolicy;
 import io.pikv.kv.ModelShape;
 import io.pikv.kv.PartialAttention;
 import io.pikv.kv.StorageType;
@@ -53,6 +53,9 @@ class GatewayE2E {
         s.put("pikv.store.page-tokens", "16");
         s.put("pikv.store.buckets", "2");
         s.put("pikv.store.budget-bytes", "1048576");
+        // No Kafka in this suite: no telemetry, and the configured state instead of the control topic.
+        s.put("pikv.telemetry.enabled", "false");
+        s.put("pikv.control.enabled", "false");
         return s;
     }
 
@@ -109,7 +112,7 @@ class GatewayE2E {
     void stepsThroughTheGatewayEqualTheEngineInOneProcess() {
         long seq = client.createSequence(null);
         Random rnd = new Random(1);
-        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, EvictionHook.REJECT)) {
+        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, ShardPolicy.of("reject"))) {
             long ref = local.create(null);
             for (int t = 0; t < 40; t++) {
                 Wire.StepRequest step = step(t % 2, rnd);

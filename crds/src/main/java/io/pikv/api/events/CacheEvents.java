@@ -17,24 +17,35 @@ import java.util.Map;
  * @param sequence       per-producer record number, from 0, so a consumer can drop duplicates and see gaps
  * @param windowStartMs  window start, epoch milliseconds
  * @param windowEndMs    window end, epoch milliseconds
- * @param policy         the active eviction policy
- * @param ghostHitRates  hit rate each candidate policy would have had on this shard's stream (ghost copies)
- * @param budgetBytes    the shard's byte budget
- * @param bytesResident  bytes of KV held at the end of the window
+ * @param policy         the eviction policy that ran at the end of the window
+ * @param epoch          the control epoch the shard ran at the end of the window (-1: none applied yet, the shard
+ *                       runs its configured state)
+ * @param ghostHitRates  hit rate (0..1) each candidate policy would have had on this shard's stream (ghost copies);
+ *                       empty when the policy runs no ghosts
+ * @param budgetBytes    the byte budget the shard enforces
+ * @param bytesResident  bytes of KV pages in use at the end of the window (what the budget bounds; at least the sum
+ *                       of the experts' entry bytes, the rest being partly filled pages)
  * @param dropped        records this producer dropped (buffer full while Kafka was unreachable) since the last
- *                       record it published
- * @param experts        per-expert counters of the window
+ *                       record it published; the sequence numbers it skipped are those records
+ * @param experts        per-expert counters of the window, one per expert of the model, by expert id
  */
 @JsonIgnoreProperties(ignoreUnknown = true)
 public record CacheEvents(int version, String cluster, int shard, String producerId, long sequence,
-                          long windowStartMs, long windowEndMs, String policy, Map<String, Double> ghostHitRates,
-                          long budgetBytes, long bytesResident, long dropped, List<ExpertCounters> experts) {
+                          long windowStartMs, long windowEndMs, String policy, long epoch,
+                          Map<String, Double> ghostHitRates, long budgetBytes, long bytesResident, long dropped,
+                          List<ExpertCounters> experts) {
 
     public static final int VERSION = 1;
 
     /** The record key: {@code <cluster>/<shard>}. */
     public static String key(String cluster, int shard) {
         return cluster + "/" + shard;
+    }
+
+    /** The same record reporting {@code dropped} records dropped before it. */
+    public CacheEvents withDropped(long dropped) {
+        return new CacheEvents(version, cluster, shard, producerId, sequence, windowStartMs, windowEndMs, policy, epoch,
+                ghostHitRates, budgetBytes, bytesResident, dropped, experts);
     }
 
     /** Lookups of the window over all experts. */

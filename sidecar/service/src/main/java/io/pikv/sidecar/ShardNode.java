@@ -1,7 +1,6 @@
 package io.pikv.sidecar;
 
 import io.pikv.kv.AttentionScope;
-import io.pikv.kv.EvictionHook;
 import io.pikv.kv.ExpertShardMap;
 import io.pikv.kv.KvLayout;
 import io.pikv.kv.KvShard;
@@ -27,6 +26,8 @@ import java.util.concurrent.atomic.AtomicLong;
 public final class ShardNode implements KvApi, AutoCloseable {
     private final int id;
     private final ModelShape shape;
+    private final ShardPolicy policy;
+    private final long budgetBytes;
     private final KvShard shard;
     private final HashRouter router;
     private final ExpertShardMap localMap;
@@ -43,7 +44,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
     }
 
     public ShardNode(int id, ModelShape shape, StorageType type, int pageTokens, int buckets, long budgetBytes,
-                     EvictionHook hook) {
+                     ShardPolicy policy) {
         KvLayout layout = new KvLayout(shape.kvHeads(), shape.headDim(), pageTokens, type);
         if (budgetBytes < layout.pageBytes()) {
             throw new IllegalArgumentException("the budget (" + budgetBytes + " bytes) is less than one page of "
@@ -51,7 +52,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
         }
         this.id = id;
         this.shape = shape;
-        this.shard = new KvShard(id, shape, layout, buckets, budgetBytes, hook, Kernels.select(layout));
+        this.policy = policy;
+        this.budgetBytes = budgetBytes;
+        this.shard = new KvShard(id, shape, layout, buckets, budgetBytes, policy, Kernels.select(layout));
         this.router = new HashRouter(shape.topK());
         this.localMap = ExpertShardMap.roundRobin(shape.experts(), 1);
     }
@@ -66,6 +69,16 @@ public final class ShardNode implements KvApi, AutoCloseable {
 
     public KvLayout layout() {
         return shard.layout();
+    }
+
+    /** The byte budget the shard enforces; fixed for the shard's life. */
+    public long budgetBytes() {
+        return budgetBytes;
+    }
+
+    /** The eviction policy in charge, switchable while serving. */
+    public ShardPolicy policy() {
+        return policy;
     }
 
     /** Registers a sequence: with {@code requested} (a gateway's id) or a fresh one. */

@@ -1,8 +1,9 @@
 package io.pikv.sidecar;
 
-import io.pikv.kv.EvictionHook;
+import io.pikv.kv.ExpertShardMap;
 import io.pikv.kv.ModelShape;
 import io.pikv.kv.StorageType;
+import io.pikv.sidecar.control.ShardControl;
 import io.quarkus.runtime.ShutdownEvent;
 import io.quarkus.runtime.StartupEvent;
 import jakarta.enterprise.context.ApplicationScoped;
@@ -19,7 +20,8 @@ import java.util.List;
 
 /**
  * The sidecar's engine state, built once from {@link SidecarConfig}: the model shape every request is checked
- * against, this process's shard and its block cache. A configuration the engine rejects stops start-up with the
+ * against, this process's shard and its block cache, and the desired state the operator controls (shard map,
+ * policy, budget) starting from the configuration. A configuration the engine rejects stops start-up with the
  * engine's message, naming the setting.
  */
 @ApplicationScoped
@@ -31,18 +33,25 @@ public class Sidecar {
     private final ShardNode shard;
     private final BlockStore blocks;
     private final Gateway gateway;
+    private final ShardControl control;
 
     public Sidecar(SidecarConfig config) {
         this.config = config;
         this.shape = setting("pikv.model.*", () -> new ModelShape(config.model().layers(), config.model().qHeads(),
                 config.model().kvHeads(), config.model().headDim(), config.model().experts(), config.model().topK()));
         StorageType type = setting("pikv.store.dtype", () -> StorageType.parse(config.store().dtype()));
-        EvictionHook hook = setting("pikv.store.eviction", () -> eviction(config.store().eviction()));
+        ShardPolicy policy = setting("pikv.store.eviction", () -> ShardPolicy.of(config.store().eviction()));
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
-                hook));
+                policy));
         this.blocks = setting("pikv.blocks.capacity-bytes", () -> new BlockStore(config.blocks().capacityBytes()));
         this.gateway = config.role() == Role.gateway ? setting("pikv.gateway.*", () -> gateway(config, shape)) : null;
+        // Until the operator publishes a map: experts round-robin over the gateway's shards, or all on this one. A
+        // gateway routes by every map control applies (a map for another number of shards is rejected).
+        ExpertShardMap initial = gateway != null ? gateway.shardMap() : ExpertShardMap.roundRobin(shape.experts(), 1);
+        this.control = new ShardControl(config.cluster(), config.shardId(), initial, policy,
+                config.store().budgetBytes(), shard::budgetBytes, gateway != null ? gateway::applyShardMap : map -> {
+                });
     }
 
     private static Gateway gateway(SidecarConfig config, ModelShape shape) {
@@ -115,12 +124,9 @@ public class Sidecar {
         return gateway;
     }
 
-    private static EvictionHook eviction(String name) {
-        return switch (name) {
-            case "oldest-page" -> EvictionHook.OLDEST_PAGE_FIRST;
-            case "reject" -> EvictionHook.REJECT;
-            default -> throw new IllegalArgumentException("use oldest-page or reject, got '" + name + "'");
-        };
+    /** The desired state in effect (shard map, policy, budget) and the control records applied to it. */
+    public ShardControl control() {
+        return control;
     }
 
     private static <T> T setting(String name, java.util.function.Supplier<T> build) {

@@ -3,6 +3,7 @@ package io.pikv.sidecar;
 import io.smallrye.config.ConfigMapping;
 import io.smallrye.config.WithDefault;
 
+import java.time.Duration;
 import java.util.List;
 import java.util.Optional;
 
@@ -34,6 +35,10 @@ public interface SidecarConfig {
     Blocks blocks();
 
     Gateway gateway();
+
+    Telemetry telemetry();
+
+    Control control();
 
     /** The model whose KV this cluster holds; sequences must be created with this shape. */
     interface Model {
@@ -116,5 +121,51 @@ public interface SidecarConfig {
         /** Cache-aware routing: an expert on a new shard below this fraction of the top weight is dropped. */
         @WithDefault("0.15")
         double nullRatio();
+    }
+
+    /**
+     * Telemetry out: one {@code CacheEvents} record per window to Kafka. The broker comes from
+     * {@code kafka.bootstrap.servers} ({@code KAFKA_BOOTSTRAP_SERVERS}); every other {@code kafka.*} client setting
+     * (TLS, SASL) applies too.
+     */
+    interface Telemetry {
+        /** Off: no producer is created and nothing is published. */
+        @WithDefault("true")
+        boolean enabled();
+
+        @WithDefault("pikv.cache-events")
+        String topic();
+
+        /** Length of a window: one record per window. */
+        @WithDefault("1s")
+        Duration window();
+
+        /** Records held while Kafka is unreachable; beyond it the oldest are dropped (and counted). */
+        @WithDefault("600")
+        int bufferRecords();
+
+        /**
+         * How long one record may take to reach Kafka before it counts as failed and is retried (bounds the
+         * producer's {@code delivery.timeout.ms} and {@code max.block.ms}).
+         */
+        @WithDefault("10s")
+        Duration sendTimeout();
+    }
+
+    /** Control in: the operator's desired state, read from a compacted Kafka topic keyed by cluster. */
+    interface Control {
+        /** Off: the sidecar runs on its configured state and is ready at once. */
+        @WithDefault("true")
+        boolean enabled();
+
+        @WithDefault("pikv.control")
+        String topic();
+
+        /**
+         * Readiness waits for the control topic to be read to its end; when it cannot be read (broker unreachable,
+         * topic missing) the sidecar becomes ready after this long on its configured state.
+         */
+        @WithDefault("30s")
+        Duration startupWait();
     }
 }

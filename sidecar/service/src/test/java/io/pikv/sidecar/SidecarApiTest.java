@@ -1,7 +1,6 @@
 package io.pikv.sidecar;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import io.pikv.kv.EvictionHook;
 import io.pikv.kv.ModelShape;
 import io.pikv.kv.StorageType;
 import io.pikv.sidecar.client.SidecarClient;
@@ -16,15 +15,20 @@ import java.net.URI;
 import java.net.URL;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.time.Duration;
 import java.util.Random;
 
 import static io.restassured.RestAssured.given;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
 import static org.hamcrest.Matchers.containsString;
 import static org.hamcrest.Matchers.equalTo;
 
-/** The /v1 API of a shard-role sidecar (test profile: a small model, 8 pages of budget, no eviction). */
+/**
+ * The /v1 API of a shard-role sidecar (test profile: a small model, 8 pages of budget, no eviction; Kafka clients
+ * on the suite's test broker).
+ */
 @QuarkusTest
 class SidecarApiTest {
     static final ModelShape SHAPE = new ModelShape(2, 4, 2, 16, 4, 2);
@@ -103,7 +107,7 @@ class SidecarApiTest {
         assertThat(client.append(seq, first)).containsExactly(java.util.stream.IntStream.range(0, 20).toArray());
         assertThat(client.append(seq, second)[0]).isEqualTo(20);
         float[] q = gaussian(SHAPE.queryWidth(), rnd);
-        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, EvictionHook.REJECT)) {
+        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, ShardPolicy.of("reject"))) {
             long ref = local.create(null);
             local.append(ref, first);
             local.append(ref, second);
@@ -122,7 +126,7 @@ class SidecarApiTest {
         SidecarClient client = client();
         long seq = client.createSequence(null);
         Random rnd = new Random(9);
-        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, EvictionHook.REJECT)) {
+        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, ShardPolicy.of("reject"))) {
             long ref = local.create(null);
             for (int t = 0; t < 12; t++) {
                 float[] logits = {t < 6 ? -2f : 3f, 2f, -1f, 1f};
@@ -221,7 +225,10 @@ class SidecarApiTest {
                 .body("budgetBytes", equalTo(16384));
         given().get("/v1/shard-map").then().statusCode(200).body("shardOfExpert.size()", equalTo(4));
         given().get("/v1/stats").then().statusCode(200).body("budgetBytes", equalTo(16384));
-        given().get("/q/health/ready").then().statusCode(200).body("checks[0].data.budgetBytes", equalTo(16384));
+        // Ready once the control topic has been read (the suite's broker serves it).
+        await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> given().get("/q/health/ready").then().statusCode(200));
+        given().get("/q/health/ready").then().statusCode(200)
+                .body("checks.find { it.name == 'kv' }.data.budgetBytes", equalTo(16384));
         given().accept("text/plain").get("/q/metrics").then().statusCode(200)
                 .body(containsString("pikv_kv_budget_bytes")).body(containsString("pikv_kv_hit_ratio"))
                 .body(containsString("pikv_request_seconds_bucket"));

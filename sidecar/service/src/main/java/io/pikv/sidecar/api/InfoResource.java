@@ -1,12 +1,14 @@
 package io.pikv.sidecar.api;
 
 import io.pikv.kv.ExpertLayerCounters;
+import io.pikv.kv.ExpertShardMap;
 import io.pikv.kv.ShardStats;
 import io.pikv.sidecar.BlockStore;
 import io.pikv.sidecar.Sidecar;
+import io.pikv.sidecar.ShardPolicy;
 import io.pikv.sidecar.SidecarConfig;
-import io.pikv.kv.ExpertShardMap;
-import io.pikv.sidecar.Gateway;
+import io.pikv.sidecar.control.ShardControl;
+import io.pikv.api.events.ControlState;
 import jakarta.ws.rs.Consumes;
 import jakarta.ws.rs.GET;
 import jakarta.ws.rs.PUT;
@@ -16,6 +18,7 @@ import jakarta.ws.rs.core.MediaType;
 import org.eclipse.microprofile.openapi.annotations.Operation;
 
 import java.util.List;
+import java.util.Map;
 
 /** Read-only views: stats per expert and layer, the effective configuration, the shard map. */
 @Path("/v1")
@@ -23,9 +26,24 @@ import java.util.List;
 public class InfoResource {
 
     /** A shard's figures, with counters per (expert, layer) that saw any activity. */
-    public record StatsJson(int shard, String policy, long budgetBytes, long bytesInUse, long entries,
-                            long sequences, long lookups, long hits, long misses, long evictions,
-                            List<ExpertLayerCounters> experts, BlockStore.Stats blocks) {
+    public record StatsJson(int shard, String policy, Map<String, Double> ghostHitRates, long budgetBytes,
+                            long bytesInUse, long entries, long sequences, long lookups, long hits, long misses,
+                            long evictions, List<ExpertLayerCounters> experts, BlockStore.Stats blocks,
+                            ControlJson control) {
+    }
+
+    /**
+     * The desired state in effect and what of it is not: {@code epoch} -1 and {@code source} config until a control
+     * record is applied; {@code warnings} say what of the applied state does not run (unknown policy, budget that
+     * needs a restart); {@code lastRejected} names the last control record rejected as invalid.
+     */
+    public record ControlJson(long epoch, String source, String requestedPolicy, Map<String, Double> parameters,
+                              long desiredBudgetBytes, long budgetBytes, List<String> warnings, String lastRejected,
+                              String appliedAt) {
+        static ControlJson of(ShardControl.State s) {
+            return new ControlJson(s.epoch(), s.source(), s.requestedPolicy(), s.parameters(), s.desiredBudgetBytes(),
+                    s.budgetBytes(), s.warnings(), s.lastRejected(), s.appliedAt().toString());
+        }
     }
 
     /** The settings in effect (defaults, application.properties and PIKV_* environment merged). */
@@ -34,8 +52,11 @@ public class InfoResource {
                              List<String> gatewayShards, String routing) {
     }
 
-    /** Which shard owns each expert, with the map's epoch. */
-    public record ShardMapJson(long epoch, int shards, int[] shardOfExpert) {
+    /**
+     * Which shard owns each expert, with the map's epoch ({@code source} config: the map the sidecar started with,
+     * epoch 0; control: the operator's, with the record's epoch).
+     */
+    public record ShardMapJson(long epoch, int shards, int[] shardOfExpert, String source) {
     }
 
     private final Sidecar sidecar;
@@ -49,9 +70,10 @@ public class InfoResource {
     @Operation(summary = "Hits, misses, evictions and bytes per expert and layer on this shard")
     public StatsJson stats() {
         ShardStats s = sidecar.shard().stats();
-        return new StatsJson(s.shard(), sidecar.config().store().eviction(), s.budgetBytes(), s.bytesInUse(), s.entries(),
-                sidecar.shard().sequenceCount(), s.lookups(), s.hits(), s.misses(), s.evictions(), s.counters(),
-                sidecar.blocks().stats());
+        ShardPolicy policy = sidecar.shard().policy();
+        return new StatsJson(s.shard(), policy.activePolicy(), policy.ghostHitRates(), s.budgetBytes(), s.bytesInUse(),
+                s.entries(), sidecar.shard().sequenceCount(), s.lookups(), s.hits(), s.misses(), s.evictions(),
+                s.counters(), sidecar.blocks().stats(), ControlJson.of(sidecar.control().state()));
     }
 
     @GET
@@ -70,43 +92,33 @@ public class InfoResource {
     @Path("/shard-map")
     @Operation(summary = "The expert-to-shard map in effect, with its epoch")
     public ShardMapJson shardMap() {
-        if (sidecar.gateway() != null) {
-            ExpertShardMap map = sidecar.gateway().shardMap();
-            return new ShardMapJson(map.epoch(), map.shards(), map.assignment());
-        }
-        int experts = sidecar.shape().experts();
-        return new ShardMapJson(0, 1, new int[experts]);
+        ShardControl.State state = sidecar.control().state();
+        ExpertShardMap map = state.shardMap();
+        return new ShardMapJson(map.epoch(), map.shards(), map.assignment(), state.source());
     }
 
     @PUT
     @Path("/shard-map")
     @Consumes(MediaType.APPLICATION_JSON)
-    @Operation(summary = "Gateway: route new entries by a newer shard map (stored entries stay readable where they are)")
+    @Operation(summary = "Apply a newer shard map by hand (what a control record does): a gateway routes new entries "
+            + "by it; stored entries stay readable where they are")
     public ShardMapJson applyShardMap(ShardMapJson next) {
-        Gateway gateway = sidecar.gateway();
-        if (gateway == null) {
-            throw new WrongRoleException("only a gateway routes by the shard map; this sidecar is a shard");
-        }
         if (next == null || next.shardOfExpert() == null) {
             throw new IllegalArgumentException("the body must hold epoch, shards and shardOfExpert");
         }
-        ExpertShardMap map = new ExpertShardMap(next.epoch(), next.shards(), next.shardOfExpert());
-        synchronized (gateway) {
-            long current = gateway.shardMap().epoch();
-            if (map.epoch() <= current) {
-                throw new StaleEpochException("epoch " + map.epoch() + " is not newer than the map in effect (epoch "
-                        + current + ")");
+        ShardControl control = sidecar.control();
+        java.util.List<Integer> assignment = java.util.Arrays.stream(next.shardOfExpert()).boxed().toList();
+        ControlState record = new ControlState(ControlState.VERSION, control.cluster(), next.epoch(), assignment,
+                next.shards(), null, null, 0);
+        switch (control.apply(record)) {
+            case STALE -> throw new StaleEpochException("epoch " + next.epoch() + " is not newer than the map in "
+                    + "effect (epoch " + control.epoch() + ")");
+            case INVALID -> throw new IllegalArgumentException(control.state().lastRejected());
+            default -> {
+                // applied
             }
-            gateway.applyShardMap(map);
         }
         return shardMap();
-    }
-
-    /** A request only another role serves. */
-    public static final class WrongRoleException extends RuntimeException {
-        WrongRoleException(String message) {
-            super(message);
-        }
     }
 
     /** A shard map that is not newer than the one in effect. */

@@ -61,11 +61,6 @@ public class ProblemMappers {
     }
 
     @ServerExceptionMapper
-    public RestResponse<Problem> role(InfoResource.WrongRoleException e, UriInfo uri) {
-        return problem(409, "wrong-role", "Not served by this role", e.getMessage(), uri);
-    }
-
-    @ServerExceptionMapper
     public RestResponse<Problem> stale(InfoResource.StaleEpochException e, UriInfo uri) {
         return problem(409, "stale-epoch", "Stale shard map", e.getMessage(), uri);
     }

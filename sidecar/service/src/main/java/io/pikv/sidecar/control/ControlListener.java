@@ -1,0 +1,306 @@
+package io.pikv.sidecar.control;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.Gauge;
+import io.micrometer.core.instrument.Meter;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.pikv.api.events.ControlState;
+import io.pikv.sidecar.kafka.KafkaLink;
+import org.apache.kafka.clients.consumer.Consumer;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.common.KafkaException;
+import org.apache.kafka.common.PartitionInfo;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.WakeupException;
+import org.jboss.logging.Logger;
+
+import java.io.IOException;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.EnumMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.function.Supplier;
+
+/**
+ * Reads the compacted control topic into {@link ShardControl}: from its start, every partition (no consumer group:
+ * each sidecar reads everything), then follows it. {@link #ready()} turns true once the topic has been read up to
+ * the end it had when reading began — the latest record of this cluster, if any, is applied by then — or, when
+ * the topic cannot be read (broker unreachable, topic missing), once the start-up wait has passed; the listener
+ * keeps trying and applies records whenever they come.
+ */
+public final class ControlListener implements AutoCloseable {
+    private static final Logger LOG = Logger.getLogger(ControlListener.class);
+    private static final Duration CALL_TIMEOUT = Duration.ofSeconds(2);
+    private static final long LINK_CHECK_MS = 5000;
+
+    /** Where reading stands. */
+    public enum Phase {
+        /** Looking for the topic's partitions. */
+        STARTING,
+        /** Reading up to the end offsets taken at start. */
+        READING,
+        /** Read to the end once; following. */
+        CAUGHT_UP
+    }
+
+    private final String topic;
+    private final ShardControl control;
+    private final Supplier<Consumer<String, byte[]>> consumers;
+    private volatile Consumer<String, byte[]> consumer;
+    private final ObjectMapper json;
+    private final KafkaLink link;
+    private final MeterRegistry registry;
+    private final Instant deadline;
+    private final Thread thread;
+    private final Map<ShardControl.Outcome, Counter> outcomes = new EnumMap<>(ShardControl.Outcome.class);
+    private final List<Meter> meters = new ArrayList<>();
+    private volatile Phase phase = Phase.STARTING;
+    private volatile boolean running;
+    private volatile long recordsRead;
+    private volatile String problem;
+    private volatile boolean started;
+
+    /**
+     * @param consumers makes the consumer, on the listener's thread; retried while it fails (a broker name that
+     *                  does not resolve yet fails the construction), so that no Kafka problem can stop the sidecar
+     */
+    public ControlListener(String topic, ShardControl control, Duration startupWait,
+                           Supplier<Consumer<String, byte[]>> consumers, ObjectMapper json, MeterRegistry registry,
+                           KafkaLink link) {
+        this.topic = topic;
+        this.control = control;
+        this.consumers = consumers;
+        this.json = json;
+        this.link = link;
+        this.registry = registry;
+        this.deadline = Instant.now().plus(startupWait);
+        this.thread = new Thread(this::run, "pikv-control");
+        thread.setDaemon(true);
+        for (ShardControl.Outcome o : ShardControl.Outcome.values()) {
+            Counter c = Counter.builder("pikv.control.records").tag("outcome", o.name().toLowerCase(Locale.ROOT))
+                    .description("Control records read, by what became of them").register(registry);
+            outcomes.put(o, c);
+            meters.add(c);
+        }
+        meters.add(Gauge.builder("pikv.control.epoch", control, ShardControl::epoch)
+                .description("The control epoch applied (-1: none, running the configured state)")
+                .strongReference(true).register(registry));
+    }
+
+    public void start() {
+        started = true;
+        running = true;
+        link.enabled(KafkaLink.Client.CONTROL);
+        thread.start();
+    }
+
+    /** Whether the sidecar may report ready: the topic was read to its end, or the start-up wait is over. */
+    public boolean ready() {
+        return phase == Phase.CAUGHT_UP || Instant.now().isAfter(deadline);
+    }
+
+    public Phase phase() {
+        return phase;
+    }
+
+    /** Why the topic is not being read yet, or null. */
+    public String problem() {
+        return problem;
+    }
+
+    /** When the start-up wait ends (or ended). */
+    public Instant deadline() {
+        return deadline;
+    }
+
+    public String topic() {
+        return topic;
+    }
+
+    private void run() {
+        try {
+            if (!connect()) {
+                return;
+            }
+            List<TopicPartition> partitions = partitions();
+            if (partitions == null) {
+                return;
+            }
+            consumer.assign(partitions);
+            consumer.seekToBeginning(partitions);
+            phase = Phase.READING;
+            Map<TopicPartition, Long> end = null;
+            long lastCheck = System.currentTimeMillis();
+            while (running) {
+                try {
+                    if (end == null) {
+                        end = consumer.endOffsets(partitions, CALL_TIMEOUT);
+                    }
+                    for (ConsumerRecord<String, byte[]> r : consumer.poll(Duration.ofMillis(500))) {
+                        handle(r);
+                    }
+                    if (phase == Phase.READING && caughtUp(partitions, end)) {
+                        phase = Phase.CAUGHT_UP;
+                        link.up(KafkaLink.Client.CONTROL);
+                        LOG.infof("control: read %s to its end (%d records); running epoch %d", topic, recordsRead,
+                                control.epoch());
+                    }
+                    if (System.currentTimeMillis() - lastCheck >= LINK_CHECK_MS) {
+                        lastCheck = System.currentTimeMillis();
+                        consumer.endOffsets(partitions, CALL_TIMEOUT);
+                        link.up(KafkaLink.Client.CONTROL);
+                    }
+                } catch (WakeupException e) {
+                    throw e;
+                } catch (KafkaException e) {
+                    lost(e);
+                    pause();
+                }
+            }
+        } catch (WakeupException e) {
+            // close() asked us to stop
+        } finally {
+            Consumer<String, byte[]> made = consumer;
+            if (made != null) {
+                made.close(Duration.ofSeconds(1));
+            }
+        }
+    }
+
+    /** Makes the consumer, retried until it works; false when closed first. */
+    private boolean connect() {
+        boolean logged = false;
+        while (running) {
+            try {
+                consumer = consumers.get();
+                return running;
+            } catch (KafkaException e) {
+                problem = "cannot create the Kafka consumer: " + KafkaLink.describe(e);
+                link.down(KafkaLink.Client.CONTROL, e);
+                if (!logged) {
+                    LOG.warnf("control: %s; retrying, running the configured state, ready at %s", problem, deadline);
+                    logged = true;
+                }
+                pause();
+            }
+        }
+        return false;
+    }
+
+    /** The topic's partitions, retried until found; null when closed first. */
+    private List<TopicPartition> partitions() {
+        boolean logged = false;
+        while (running) {
+            try {
+                List<PartitionInfo> infos = consumer.partitionsFor(topic, CALL_TIMEOUT);
+                if (infos != null && !infos.isEmpty()) {
+                    problem = null;
+                    return infos.stream().map(p -> new TopicPartition(p.topic(), p.partition())).toList();
+                }
+                link.up(KafkaLink.Client.CONTROL);
+                problem = "topic " + topic + " does not exist";
+                if (!logged) {
+                    LOG.warnf("control: topic %s does not exist (yet); running the configured state, ready at %s",
+                            topic, deadline);
+                    logged = true;
+                }
+            } catch (WakeupException e) {
+                return null;
+            } catch (KafkaException e) {
+                problem = "cannot read topic " + topic + ": " + e.getMessage();
+                if (!logged) {
+                    LOG.warnf("control: cannot read %s (%s); running the configured state, ready at %s", topic, e,
+                            deadline);
+                    logged = true;
+                }
+                link.down(KafkaLink.Client.CONTROL, e);
+            }
+            pause();
+        }
+        return null;
+    }
+
+    private boolean caughtUp(List<TopicPartition> partitions, Map<TopicPartition, Long> end) {
+        for (TopicPartition p : partitions) {
+            if (consumer.position(p, CALL_TIMEOUT) < end.getOrDefault(p, 0L)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private void handle(ConsumerRecord<String, byte[]> r) {
+        recordsRead++;
+        if (r.key() != null && !r.key().equals(control.cluster())) {
+            outcomes.get(ShardControl.Outcome.OTHER_CLUSTER).increment();
+            return;
+        }
+        if (r.value() == null) {
+            // A tombstone: the operator deleted the cluster; the shard keeps running its last state.
+            LOG.infof("control: tombstone for cluster %s at offset %d ignored", r.key(), r.offset());
+            return;
+        }
+        ControlState state;
+        try {
+            state = json.readValue(r.value(), ControlState.class);
+        } catch (IOException e) {
+            outcomes.get(ShardControl.Outcome.INVALID).increment();
+            LOG.warnf("control: record at %s-%d offset %d is not a control state: %s", r.topic(), r.partition(),
+                    r.offset(), e.getMessage());
+            return;
+        }
+        if (state.cluster() != null && !state.cluster().equals(control.cluster()) && r.key() != null) {
+            outcomes.get(ShardControl.Outcome.INVALID).increment();
+            LOG.warnf("control: record keyed %s names cluster %s (offset %d); ignored", r.key(), state.cluster(),
+                    r.offset());
+            return;
+        }
+        outcomes.get(control.apply(state)).increment();
+    }
+
+    private void lost(KafkaException e) {
+        if (!"down".equals(link.status(KafkaLink.Client.CONTROL).state())) {
+            LOG.warnf("control: lost %s (%s); keeping epoch %d", topic, e, control.epoch());
+        }
+        link.down(KafkaLink.Client.CONTROL, e);
+    }
+
+    private void pause() {
+        synchronized (this) {
+            try {
+                if (running) {
+                    wait(1000);
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                running = false;
+            }
+        }
+    }
+
+    @Override
+    public void close() {
+        running = false;
+        synchronized (this) {
+            notifyAll();
+        }
+        if (!started) {
+            meters.forEach(registry::remove);
+            return;
+        }
+        Consumer<String, byte[]> made = consumer;
+        if (made != null) {
+            made.wakeup();
+        }
+        try {
+            thread.join(3000);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        meters.forEach(registry::remove);
+    }
+}

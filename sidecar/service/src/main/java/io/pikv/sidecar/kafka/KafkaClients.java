@@ -1,0 +1,69 @@
+package io.pikv.sidecar.kafka;
+
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * Client settings of the sidecar's producer and consumer: the shared {@code kafka.*} settings (bootstrap servers,
+ * TLS, SASL — Quarkus hands them over without the prefix), kept to the keys each client knows, plus what PiKV
+ * requires of each.
+ */
+public final class KafkaClients {
+
+    private KafkaClients() {
+    }
+
+    /**
+     * The telemetry producer: idempotent, {@code acks=all}, and no call that blocks longer than
+     * {@code sendTimeout}.
+     */
+    public static Map<String, Object> producer(Map<String, Object> shared, String clientId, Duration sendTimeout) {
+        Map<String, Object> p = known(shared, ProducerConfig.configNames());
+        long timeout = Math.max(1000, sendTimeout.toMillis());
+        p.put(ProducerConfig.CLIENT_ID_CONFIG, clientId);
+        p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, true);
+        p.put(ProducerConfig.ACKS_CONFIG, "all");
+        p.put(ProducerConfig.LINGER_MS_CONFIG, 0);
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, timeout);
+        p.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, (int) Math.max(500, timeout / 2));
+        p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, (int) timeout);
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        return p;
+    }
+
+    /**
+     * The control consumer: assigned partitions, no group and no commits (every sidecar reads the whole compacted
+     * topic from its start), and it never creates the topic (the operator creates it compacted).
+     */
+    public static Map<String, Object> consumer(Map<String, Object> shared, String clientId) {
+        Map<String, Object> c = known(shared, ConsumerConfig.configNames());
+        c.remove(ConsumerConfig.GROUP_ID_CONFIG);
+        c.remove(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG);
+        c.put(ConsumerConfig.CLIENT_ID_CONFIG, clientId);
+        c.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
+        c.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        c.put(ConsumerConfig.ALLOW_AUTO_CREATE_TOPICS_CONFIG, false);
+        c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        return c;
+    }
+
+    private static Map<String, Object> known(Map<String, Object> shared, java.util.Set<String> names) {
+        Map<String, Object> out = new HashMap<>();
+        shared.forEach((k, v) -> {
+            if (names.contains(k)) {
+                out.put(k, v);
+            }
+        });
+        return out;
+    }
+}

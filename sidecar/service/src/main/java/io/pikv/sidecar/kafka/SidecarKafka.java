@@ -1,0 +1,102 @@
+package io.pikv.sidecar.kafka;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.micrometer.core.instrument.Gauge;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.pikv.kv.ShardStats;
+import io.pikv.sidecar.PolicyReport;
+import io.pikv.sidecar.Sidecar;
+import io.pikv.sidecar.SidecarConfig;
+import io.pikv.sidecar.control.ControlListener;
+import io.pikv.sidecar.telemetry.TelemetryPublisher;
+import io.quarkus.runtime.ShutdownEvent;
+import io.quarkus.runtime.StartupEvent;
+import io.smallrye.common.annotation.Identifier;
+import jakarta.enterprise.context.ApplicationScoped;
+import jakarta.enterprise.event.Observes;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+
+import java.util.Map;
+import java.util.Optional;
+
+/**
+ * The sidecar's two Kafka clients, started with the application when enabled: the telemetry publisher (out) and
+ * the control listener (in), both on the shared {@code kafka.*} settings, and the link state they report.
+ */
+@ApplicationScoped
+public class SidecarKafka {
+    private final SidecarConfig config;
+    private final Sidecar sidecar;
+    private final MeterRegistry registry;
+    private final ObjectMapper json;
+    private final Map<String, Object> kafka;
+    private final KafkaLink link = new KafkaLink();
+    private TelemetryPublisher telemetry;
+    private ControlListener control;
+
+    public SidecarKafka(SidecarConfig config, Sidecar sidecar, MeterRegistry registry, ObjectMapper json,
+                        @Identifier("default-kafka-broker") Map<String, Object> kafka) {
+        this.config = config;
+        this.sidecar = sidecar;
+        this.registry = registry;
+        this.json = json;
+        this.kafka = kafka;
+    }
+
+    void start(@Observes StartupEvent event) {
+        Gauge.builder("pikv.kafka.up", link, l -> !l.used() ? Double.NaN : l.down() ? 0 : 1)
+                .description("1 when every enabled Kafka client's last attempt succeeded, 0 when one failed")
+                .strongReference(true).register(registry);
+        String client = "pikv-" + config.cluster() + "-" + config.shardId();
+        if (config.control().enabled()) {
+            control = new ControlListener(config.control().topic(), sidecar.control(), config.control().startupWait(),
+                    () -> new KafkaConsumer<>(KafkaClients.consumer(kafka, client + "-control")), json, registry, link);
+            control.start();
+        }
+        if (config.telemetry().enabled()) {
+            SidecarConfig.Telemetry t = config.telemetry();
+            TelemetryPublisher.Settings settings = new TelemetryPublisher.Settings(t.topic(), config.cluster(),
+                    config.shardId(), sidecar.shape().experts(), t.window(), t.bufferRecords(), t.sendTimeout());
+            telemetry = new TelemetryPublisher(settings, new TelemetryPublisher.Source() {
+                @Override
+                public ShardStats stats() {
+                    return sidecar.shard().stats();
+                }
+
+                @Override
+                public PolicyReport policy() {
+                    return sidecar.shard().policy();
+                }
+
+                @Override
+                public long epoch() {
+                    return sidecar.control().epoch();
+                }
+            }, () -> new KafkaProducer<>(KafkaClients.producer(kafka, client + "-telemetry", t.sendTimeout())), json,
+                    registry, link);
+            telemetry.start();
+        }
+    }
+
+    void stop(@Observes ShutdownEvent event) {
+        if (telemetry != null) {
+            telemetry.close();
+        }
+        if (control != null) {
+            control.close();
+        }
+    }
+
+    public KafkaLink link() {
+        return link;
+    }
+
+    public Optional<TelemetryPublisher> telemetry() {
+        return Optional.ofNullable(telemetry);
+    }
+
+    public Optional<ControlListener> control() {
+        return Optional.ofNullable(control);
+    }
+}

@@ -1,0 +1,89 @@
+package io.pikv.sidecar.telemetry;
+
+import io.pikv.api.events.CacheEvents;
+
+import java.util.ArrayDeque;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Records waiting for Kafka, oldest first, at most {@code capacity}: a new record beyond it drops the oldest. Drops
+ * are counted so that the next published record can report them ({@link #unreported()}, {@link #reported(long)}).
+ * Adding never blocks, so the window task keeps its pace whatever Kafka does. Thread-safe.
+ */
+public final class TelemetryBuffer {
+    private final int capacity;
+    private final ArrayDeque<CacheEvents> queue;
+    private long dropped;
+    private long droppedReported;
+
+    public TelemetryBuffer(int capacity) {
+        if (capacity < 1) {
+            throw new IllegalArgumentException("the buffer must hold at least one record, got " + capacity);
+        }
+        this.capacity = capacity;
+        this.queue = new ArrayDeque<>(Math.min(capacity, 1024));
+    }
+
+    public int capacity() {
+        return capacity;
+    }
+
+    /** Appends {@code record}, dropping the oldest when full. */
+    public synchronized void add(CacheEvents record) {
+        if (queue.size() == capacity) {
+            queue.pollFirst();
+            dropped++;
+        }
+        queue.addLast(record);
+        notifyAll();
+    }
+
+    /** Takes the oldest record, waiting up to {@code timeoutMs} for one; null when none came. */
+    public synchronized CacheEvents take(long timeoutMs) throws InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
+        while (queue.isEmpty()) {
+            long left = deadline - System.nanoTime();
+            if (left <= 0) {
+                return null;
+            }
+            TimeUnit.NANOSECONDS.timedWait(this, left);
+        }
+        return queue.pollFirst();
+    }
+
+    /**
+     * Puts back a record taken but not published, in front: it is still the oldest. When newer records filled the
+     * buffer meanwhile, it is the one dropped.
+     */
+    public synchronized void putBack(CacheEvents record) {
+        if (queue.size() == capacity) {
+            dropped++;
+        } else {
+            queue.addFirst(record);
+        }
+    }
+
+    /** Counts a taken record as dropped (Kafka refused it for good). */
+    public synchronized void drop(CacheEvents record) {
+        dropped++;
+    }
+
+    /** Records dropped that no published record has reported yet. */
+    public synchronized long unreported() {
+        return dropped - droppedReported;
+    }
+
+    /** A published record reported {@code count} drops. */
+    public synchronized void reported(long count) {
+        droppedReported += count;
+    }
+
+    public synchronized int depth() {
+        return queue.size();
+    }
+
+    /** Records dropped since start. */
+    public synchronized long dropped() {
+        return dropped;
+    }
+}

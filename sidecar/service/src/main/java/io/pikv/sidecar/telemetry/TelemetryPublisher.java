@@ -1,0 +1,288 @@
+package io.pikv.sidecar.telemetry;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.FunctionCounter;
+import io.micrometer.core.instrument.Gauge;
+import io.micrometer.core.instrument.Meter;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.pikv.api.events.CacheEvents;
+import io.pikv.kv.ShardStats;
+import io.pikv.sidecar.PolicyReport;
+import io.pikv.sidecar.kafka.KafkaLink;
+import org.apache.kafka.clients.producer.Producer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.KafkaException;
+import org.apache.kafka.common.errors.InterruptException;
+import org.apache.kafka.common.errors.RetriableException;
+import org.jboss.logging.Logger;
+
+import java.time.Duration;
+import java.util.List;
+import java.util.UUID;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.function.Supplier;
+
+/**
+ * Publishes a shard's telemetry to Kafka: a scheduled task closes one window per period into a bounded
+ * {@link TelemetryBuffer}; a sender thread moves the oldest buffered record to Kafka, one at a time, and takes it
+ * out of the buffer only once Kafka acknowledged it. Nothing here runs on a request thread, and the window task
+ * only reads the shard's statistics, so an unreachable broker costs the data plane nothing: records wait in the
+ * buffer, the oldest are dropped beyond its bound, and the next published record says how many.
+ *
+ * <p>A record that timed out may still have reached Kafka and is sent again: consumers drop duplicates by
+ * (producerId, sequence). The producer is idempotent with {@code acks=all} (see {@code KafkaClients}).
+ */
+public final class TelemetryPublisher implements AutoCloseable {
+    private static final Logger LOG = Logger.getLogger(TelemetryPublisher.class);
+
+    /**
+     * @param window        period of a window
+     * @param bufferRecords records held while Kafka does not take them
+     * @param sendTimeout   how long one send may take before it is retried
+     */
+    public record Settings(String topic, String cluster, int shard, int experts, Duration window, int bufferRecords,
+                           Duration sendTimeout) {
+    }
+
+    /** What the publisher reads of the shard at the end of each window. */
+    public interface Source {
+        ShardStats stats();
+
+        PolicyReport policy();
+
+        /** The control epoch the shard runs (-1: none). */
+        long epoch();
+    }
+
+    private final Settings settings;
+    private final Source source;
+    private final Supplier<Producer<String, byte[]>> producers;
+    private volatile Producer<String, byte[]> producer;
+    private final ObjectMapper json;
+    private final KafkaLink link;
+    private final MeterRegistry registry;
+    private final String key;
+    private final TelemetryBuffer buffer;
+    private final TelemetryWindow window;
+    private final ScheduledExecutorService ticker;
+    private final Thread sender;
+    private final Counter published;
+    private final Counter failures;
+    private final List<Meter> meters;
+    private final Object pause = new Object();
+    private volatile boolean running;
+    private volatile boolean draining;
+
+    /**
+     * @param producers makes the producer, on the sender thread; retried while it fails (a broker name that does
+     *                  not resolve yet fails the construction), so that no Kafka problem can stop the sidecar
+     */
+    public TelemetryPublisher(Settings settings, Source source, Supplier<Producer<String, byte[]>> producers,
+                              ObjectMapper json, MeterRegistry registry, KafkaLink link) {
+        if (settings.window().toMillis() < 1) {
+            throw new IllegalArgumentException("the telemetry window must be at least 1 ms, got " + settings.window());
+        }
+        this.settings = settings;
+        this.source = source;
+        this.producers = producers;
+        this.json = json;
+        this.link = link;
+        this.registry = registry;
+        this.key = CacheEvents.key(settings.cluster(), settings.shard());
+        this.buffer = new TelemetryBuffer(settings.bufferRecords());
+        this.window = new TelemetryWindow(settings.cluster(), settings.shard(), settings.experts(),
+                UUID.randomUUID().toString(), source.stats(), System.currentTimeMillis());
+        this.ticker = Executors.newSingleThreadScheduledExecutor(r -> daemon(r, "pikv-telemetry-window"));
+        this.sender = daemon(this::sendLoop, "pikv-telemetry-send");
+        this.published = Counter.builder("pikv.telemetry.records.published")
+                .description("Telemetry records Kafka acknowledged").register(registry);
+        this.failures = Counter.builder("pikv.telemetry.send.failures")
+                .description("Telemetry sends that failed (the record is retried or, when Kafka refused it for good, dropped)")
+                .register(registry);
+        this.meters = List.of(published, failures,
+                FunctionCounter.builder("pikv.telemetry.records.dropped", buffer, TelemetryBuffer::dropped)
+                        .description("Telemetry records dropped: the buffer was full while Kafka was unreachable")
+                        .register(registry),
+                FunctionCounter.builder("pikv.telemetry.windows", window, TelemetryWindow::closed)
+                        .description("Telemetry windows closed (records built)").register(registry),
+                Gauge.builder("pikv.telemetry.buffer.depth", buffer, TelemetryBuffer::depth)
+                        .description("Telemetry records waiting for Kafka").strongReference(true).register(registry),
+                Gauge.builder("pikv.telemetry.buffer.capacity", buffer, TelemetryBuffer::capacity)
+                        .description("Telemetry records the buffer holds at most").strongReference(true)
+                        .register(registry));
+    }
+
+    public void start() {
+        running = true;
+        link.enabled(KafkaLink.Client.TELEMETRY);
+        long period = settings.window().toMillis();
+        ticker.scheduleAtFixedRate(this::tick, period, period, TimeUnit.MILLISECONDS);
+        sender.start();
+        LOG.infof("telemetry: a record per %d ms to topic %s, key %s, buffer of %d records", period, settings.topic(),
+                key, buffer.capacity());
+    }
+
+    /** Ends the current window now and queues its record (the scheduled task does this each period). */
+    public CacheEvents closeWindow() {
+        synchronized (window) {
+            PolicyReport policy = source.policy();
+            CacheEvents record = window.close(source.stats(), System.currentTimeMillis(), policy.activePolicy(),
+                    policy.ghostHitRates(), source.epoch());
+            buffer.add(record);
+            return record;
+        }
+    }
+
+    public TelemetryBuffer buffer() {
+        return buffer;
+    }
+
+    /** Records Kafka acknowledged. */
+    public long published() {
+        return (long) published.count();
+    }
+
+    public String topic() {
+        return settings.topic();
+    }
+
+    private void tick() {
+        try {
+            closeWindow();
+        } catch (RuntimeException e) {
+            LOG.warnf(e, "telemetry: could not close a window");
+        }
+    }
+
+    private void sendLoop() {
+        boolean wasDown = false;
+        while (running && producer == null) {
+            try {
+                producer = producers.get();
+            } catch (KafkaException e) {
+                link.down(KafkaLink.Client.TELEMETRY, e);
+                if (!wasDown) {
+                    LOG.warnf("telemetry: cannot create the Kafka producer (%s); retrying, buffering up to %d records",
+                            KafkaLink.describe(e), buffer.capacity());
+                    wasDown = true;
+                }
+                pause(1000);
+            }
+        }
+        while (running) {
+            CacheEvents next;
+            try {
+                next = buffer.take(100);
+            } catch (InterruptedException e) {
+                break;
+            }
+            if (next == null) {
+                if (draining) {
+                    break;
+                }
+                continue;
+            }
+            long drops = buffer.unreported();
+            try {
+                byte[] value = json.writeValueAsBytes(next.withDropped(drops));
+                producer.send(new ProducerRecord<>(settings.topic(), key, value))
+                        .get(settings.sendTimeout().toMillis() + 1000, TimeUnit.MILLISECONDS);
+                buffer.reported(drops);
+                published.increment();
+                link.up(KafkaLink.Client.TELEMETRY);
+                if (wasDown) {
+                    LOG.infof("telemetry: Kafka takes records again; %d dropped meanwhile reported in record %d",
+                            drops, next.sequence());
+                    wasDown = false;
+                }
+            } catch (InterruptedException | InterruptException e) {
+                buffer.putBack(next);
+                break;
+            } catch (ExecutionException | TimeoutException | KafkaException e) {
+                Throwable cause = e instanceof ExecutionException ? e.getCause() : e;
+                failures.increment();
+                link.down(KafkaLink.Client.TELEMETRY, cause);
+                boolean retry = cause instanceof RetriableException || cause instanceof TimeoutException;
+                if (retry) {
+                    buffer.putBack(next);
+                } else {
+                    buffer.drop(next);
+                    LOG.errorf("telemetry: Kafka refused record %d for good (dropped): %s", next.sequence(), cause);
+                }
+                if (!wasDown) {
+                    LOG.warnf("telemetry: cannot publish to %s (%s); buffering up to %d records, oldest dropped beyond",
+                            settings.topic(), cause, buffer.capacity());
+                    wasDown = true;
+                }
+                if (draining) {
+                    break;
+                }
+                pause(Math.min(1000, settings.window().toMillis()));
+            } catch (JsonProcessingException e) {
+                buffer.drop(next);
+                LOG.errorf(e, "telemetry: cannot write record %d as JSON (dropped)", next.sequence());
+            }
+        }
+    }
+
+    private void pause(long millis) {
+        synchronized (pause) {
+            try {
+                if (running) {
+                    pause.wait(millis);
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                running = false;
+            }
+        }
+    }
+
+    /**
+     * Stops the windows, queues the last (partial) window and gives the sender a moment to deliver what is
+     * buffered; what Kafka has not taken then is lost.
+     */
+    @Override
+    public void close() {
+        ticker.shutdownNow();
+        if (running) {
+            try {
+                ticker.awaitTermination(1, TimeUnit.SECONDS);
+                closeWindow();
+                draining = true;
+                sender.join(Math.min(2000, settings.sendTimeout().toMillis()));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            running = false;
+            synchronized (pause) {
+                pause.notifyAll();
+            }
+            sender.interrupt();
+            try {
+                sender.join(2000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        Producer<String, byte[]> made = producer;
+        if (made != null) {
+            made.close(Duration.ofSeconds(1));
+        }
+        meters.forEach(registry::remove);
+        LOG.infof("telemetry: stopped after %d windows, %d published, %d dropped, %d left unsent", window.closed(),
+                published(), buffer.dropped(), buffer.depth());
+    }
+
+    private static Thread daemon(Runnable r, String name) {
+        Thread t = new Thread(r, name);
+        t.setDaemon(true);
+        return t;
+    }
+}

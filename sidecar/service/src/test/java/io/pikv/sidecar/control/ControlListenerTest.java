@@ -1,0 +1,140 @@
+package io.pikv.sidecar.control;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
+import io.pikv.api.events.ControlState;
+import io.pikv.kv.ExpertShardMap;
+import io.pikv.sidecar.ShardPolicy;
+import io.pikv.sidecar.kafka.KafkaClients;
+import io.pikv.sidecar.kafka.KafkaLink;
+import io.pikv.sidecar.kafka.TestKafka;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+import java.time.Duration;
+import java.time.Instant;
+import java.util.List;
+import java.util.Map;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+/** The control listener on a real broker: what readiness waits for, and which records it applies. */
+class ControlListenerTest {
+    final ObjectMapper json = new ObjectMapper();
+    final MeterRegistry registry = new SimpleMeterRegistry();
+    final KafkaLink link = new KafkaLink();
+    final ShardPolicy policy = ShardPolicy.of("reject");
+    final ShardControl control = new ShardControl("c1", 0, ExpertShardMap.roundRobin(4, 1), policy, 4096, () -> 4096);
+    ControlListener listener;
+
+    @AfterEach
+    void close() {
+        if (listener != null) {
+            listener.close();
+        }
+    }
+
+    ControlListener listener(String topic, Duration startupWait) {
+        return listener(TestKafka.bootstrap(), topic, startupWait);
+    }
+
+    ControlListener listener(String bootstrap, String topic, Duration startupWait) {
+        Map<String, Object> config = KafkaClients.consumer(Map.of(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap,
+                ConsumerConfig.GROUP_ID_CONFIG, "ignored"), "test-control");
+        listener = new ControlListener(topic, control, startupWait, () -> new KafkaConsumer<>(config), json, registry,
+                link);
+        return listener;
+    }
+
+    void publish(KafkaProducer<String, String> producer, String topic, String key, ControlState state) throws Exception {
+        producer.send(new ProducerRecord<>(topic, key, json.writeValueAsString(state))).get();
+    }
+
+    static ControlState state(String cluster, long epoch, String policy, int... map) {
+        return new ControlState(ControlState.VERSION, cluster, epoch,
+                java.util.Arrays.stream(map).boxed().toList(), 2, policy, Map.of(), 4096);
+    }
+
+    double count(String outcome) {
+        return registry.get("pikv.control.records").tag("outcome", outcome).counter().count();
+    }
+
+    @Test
+    void readyOnlyOnceTheTopicIsReadToItsEndWithTheLatestEpochApplied() throws Exception {
+        String topic = TestKafka.uniqueTopic("control");
+        TestKafka.createTopic(topic, true);
+        try (KafkaProducer<String, String> producer = TestKafka.producer()) {
+            publish(producer, topic, "c1", state("c1", 3, "reject", 0, 1, 0, 1));
+            publish(producer, topic, "c2", state("c2", 9, "reject", 1, 1, 1, 1));
+            publish(producer, topic, "c1", state("c1", 5, "oldest-page", 1, 0, 1, 0));
+            publish(producer, topic, "c1", state("c1", 4, "reject", 0, 0, 0, 0));
+            producer.send(new ProducerRecord<>(topic, "c1", "not json")).get();
+
+            ControlListener l = listener(topic, Duration.ofMinutes(5));
+            assertThat(l.ready()).isFalse();
+            l.start();
+            await().atMost(Duration.ofSeconds(20)).until(l::ready);
+            // Ready implies the whole topic was read: the latest epoch is in effect, older and foreign ones are not.
+            assertThat(l.phase()).isEqualTo(ControlListener.Phase.CAUGHT_UP);
+            assertThat(control.epoch()).isEqualTo(5);
+            assertThat(control.state().shardMap().assignment()).containsExactly(1, 0, 1, 0);
+            assertThat(policy.activePolicy()).isEqualTo("oldest-page");
+            assertThat(count("applied")).isEqualTo(2);
+            assertThat(count("stale")).isEqualTo(1);
+            assertThat(count("other_cluster")).isEqualTo(1);
+            assertThat(count("invalid")).isEqualTo(1);
+            assertThat(registry.get("pikv.control.epoch").gauge().value()).isEqualTo(5);
+
+            // While following: a newer epoch applies at once, an older one never.
+            publish(producer, topic, "c1", state("c1", 2, "oldest-page", 0, 0, 0, 0));
+            publish(producer, topic, "c1", state("c1", 6, "reject", 0, 0, 1, 1));
+            await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 6);
+            assertThat(count("stale")).isEqualTo(2);
+            assertThat(policy.activePolicy()).isEqualTo("reject");
+            assertThat(control.state().shardMap().assignment()).containsExactly(0, 0, 1, 1);
+            assertThat(link.status(KafkaLink.Client.CONTROL).state()).isEqualTo("up");
+        }
+    }
+
+    @Test
+    void aMissingTopicDelaysReadinessByTheStartupWaitOnly() throws Exception {
+        String topic = TestKafka.uniqueTopic("control-missing");
+        ControlListener l = listener(topic, Duration.ofSeconds(3));
+        Instant started = Instant.now();
+        l.start();
+        assertThat(l.ready()).isFalse();
+        await().atMost(Duration.ofSeconds(15)).until(l::ready);
+        assertThat(Duration.between(started, Instant.now())).isGreaterThanOrEqualTo(Duration.ofMillis(2900));
+        assertThat(l.phase()).isEqualTo(ControlListener.Phase.STARTING);
+        assertThat(l.problem()).isEqualTo("topic " + topic + " does not exist");
+        assertThat(control.state().source()).isEqualTo("config");
+
+        // The topic appears later: the listener finds it and applies what it carries.
+        TestKafka.createTopic(topic, true);
+        try (KafkaProducer<String, String> producer = TestKafka.producer()) {
+            publish(producer, topic, "c1", state("c1", 0, "oldest-page", 1, 1, 0, 0));
+        }
+        await().atMost(Duration.ofSeconds(20)).until(() -> control.epoch() == 0);
+        assertThat(control.state().source()).isEqualTo("control");
+        assertThat(policy.activePolicy()).isEqualTo("oldest-page");
+        await().atMost(Duration.ofSeconds(10)).until(() -> l.phase() == ControlListener.Phase.CAUGHT_UP);
+        assertThat(l.problem()).isNull();
+    }
+
+    @Test
+    void anUnreachableBrokerDelaysReadinessByTheStartupWaitOnly() {
+        ControlListener l = listener("no-such-broker.invalid:9092", "pikv.control", Duration.ofSeconds(1));
+        l.start();
+        await().atMost(Duration.ofSeconds(10)).until(l::ready);
+        assertThat(l.phase()).isEqualTo(ControlListener.Phase.STARTING);
+        assertThat(l.problem()).contains("cannot create the Kafka consumer").contains("No resolvable bootstrap urls");
+        assertThat(link.down()).isTrue();
+        assertThat(control.state().source()).isEqualTo("config");
+    }
+}

@@ -1,0 +1,216 @@
+package io.pikv.sidecar.telemetry;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
+import io.pikv.api.events.CacheEvents;
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.ShardStats;
+import io.pikv.kv.StorageType;
+import io.pikv.sidecar.PolicyReport;
+import io.pikv.sidecar.ShardNode;
+import io.pikv.sidecar.ShardPolicy;
+import io.pikv.sidecar.kafka.KafkaClients;
+import io.pikv.sidecar.kafka.KafkaLink;
+import io.pikv.sidecar.kafka.TestKafka;
+import io.pikv.sidecar.wire.Wire;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.test.KafkaClusterTestKit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+import java.net.ServerSocket;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+/** The publisher against an unreachable Kafka: the data plane keeps its pace, the buffer stays bounded. */
+class TelemetryPublisherTest {
+    static final ModelShape SHAPE = new ModelShape(2, 4, 2, 16, 4, 2);
+    final ObjectMapper json = new ObjectMapper();
+    final MeterRegistry registry = new SimpleMeterRegistry();
+    final KafkaLink link = new KafkaLink();
+    final ShardNode node = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 16, ShardPolicy.of("oldest-page"));
+    TelemetryPublisher publisher;
+
+    @AfterEach
+    void close() {
+        if (publisher != null) {
+            publisher.close();
+        }
+        node.close();
+    }
+
+    TelemetryPublisher publisher(String bootstrap, String topic, Duration window, int buffer, Duration sendTimeout) {
+        TelemetryPublisher.Settings settings = new TelemetryPublisher.Settings(topic, "c", 0, SHAPE.experts(), window,
+                buffer, sendTimeout);
+        Map<String, Object> config = KafkaClients.producer(Map.of(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap),
+                "test-telemetry", sendTimeout);
+        publisher = new TelemetryPublisher(settings, new TelemetryPublisher.Source() {
+            @Override
+            public ShardStats stats() {
+                return node.stats();
+            }
+
+            @Override
+            public PolicyReport policy() {
+                return node.policy();
+            }
+
+            @Override
+            public long epoch() {
+                return -1;
+            }
+        }, () -> new KafkaProducer<>(config), json, registry, link);
+        return publisher;
+    }
+
+    @Test
+    void appendsKeepTheirPaceAndTheBufferStaysBoundedWhileKafkaIsUnreachable() throws Exception {
+        int deadPort;
+        try (ServerSocket socket = new ServerSocket(0)) {
+            deadPort = socket.getLocalPort();
+        }
+        TelemetryPublisher p = publisher("127.0.0.1:" + deadPort, "pikv.cache-events", Duration.ofMillis(20), 5,
+                Duration.ofSeconds(2));
+        p.start();
+        long seq = node.create(null);
+        Random rnd = new Random(1);
+        long[] nanos = new long[200_000];
+        int n = 0;
+        long end = System.nanoTime() + 1_000_000_000L;
+        while (System.nanoTime() < end && n < nanos.length) {
+            Wire.AppendRequest request = new Wire.AppendRequest(n % 2, new Wire.AppendRequest.Entry[] {
+                new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, rnd.nextInt(4), gaussian(rnd), gaussian(rnd))});
+            long t0 = System.nanoTime();
+            node.append(seq, request);
+            nanos[n++] = System.nanoTime() - t0;
+        }
+        long[] sorted = Arrays.copyOf(nanos, n);
+        Arrays.sort(sorted);
+        System.out.printf("appends with Kafka unreachable: %d in 1 s, p50 %.1f us, p99 %.1f us, max %.1f ms%n", n,
+                sorted[n / 2] / 1e3, sorted[(int) (n * 0.99)] / 1e3, sorted[n - 1] / 1e6);
+        // A send blocks up to 2 s for the dead broker; no append waited for one.
+        assertThat(sorted[n - 1]).isLessThan(500_000_000L);
+        assertThat(p.published()).isZero();
+
+        await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> {
+            assertThat(link.status(KafkaLink.Client.TELEMETRY).state()).isEqualTo("down");
+            assertThat(link.status(KafkaLink.Client.TELEMETRY).error()).contains("TimeoutException");
+        });
+        await().atMost(Duration.ofSeconds(5)).untilAsserted(() -> {
+            double windows = registry.get("pikv.telemetry.windows").functionCounter().count();
+            double dropped = registry.get("pikv.telemetry.records.dropped").functionCounter().count();
+            double depth = registry.get("pikv.telemetry.buffer.depth").gauge().value();
+            assertThat(depth).isEqualTo(5);
+            assertThat(dropped).isGreaterThan(10);
+            // Every record built is dropped, buffered, or the one the sender holds.
+            assertThat(windows - dropped - depth).isBetween(0.0, 1.0);
+        });
+        assertThat(registry.get("pikv.telemetry.send.failures").counter().count()).isPositive();
+        assertThat(link.down()).isTrue();
+    }
+
+    @Test
+    void aBrokerNameThatDoesNotResolveIsRetriedNotFatal() {
+        TelemetryPublisher p = publisher("no-such-broker.invalid:9092", "pikv.cache-events", Duration.ofMillis(20), 3,
+                Duration.ofSeconds(1));
+        p.start();
+        await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> {
+            assertThat(link.status(KafkaLink.Client.TELEMETRY).error()).contains("No resolvable bootstrap urls");
+            assertThat(p.buffer().depth()).isEqualTo(3);
+            assertThat(p.buffer().dropped()).isPositive();
+        });
+    }
+
+    @Test
+    void theFirstRecordKafkaTakesReportsTheDropsAndSequencesShowTheGap() {
+        String topic = TestKafka.uniqueTopic("telemetry-outage");
+        TelemetryPublisher p = publisher(TestKafka.bootstrap(), topic, Duration.ofMillis(50), 4, Duration.ofSeconds(1));
+        p.start();
+        // The topic does not exist (the broker creates none by itself): Kafka takes nothing.
+        await().atMost(Duration.ofSeconds(10)).until(() -> p.buffer().dropped() >= 6 && link.down());
+        assertThat(p.published()).isZero();
+        TestKafka.createTopic(topic, false);
+
+        List<CacheEvents> records = new ArrayList<>();
+        try (KafkaConsumer<String, String> consumer = TestKafka.consumer()) {
+            TopicPartition partition = new TopicPartition(topic, 0);
+            consumer.assign(List.of(partition));
+            consumer.seekToBeginning(List.of(partition));
+            await().atMost(Duration.ofSeconds(20)).until(() -> {
+                for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(200))) {
+                    assertThat(r.key()).isEqualTo("c/0");
+                    records.add(json.readValue(r.value(), CacheEvents.class));
+                }
+                return records.size() >= 5;
+            });
+        }
+        CacheEvents first = records.get(0);
+        assertThat(first.dropped()).isGreaterThanOrEqualTo(2);
+        assertThat(first.sequence()).isEqualTo(first.dropped()); // every record before it was dropped
+        for (int i = 1; i < records.size(); i++) {
+            CacheEvents r = records.get(i);
+            CacheEvents before = records.get(i - 1);
+            assertThat(r.producerId()).isEqualTo(first.producerId());
+            assertThat(r.sequence() - before.sequence() - 1).as("gap before %d", r.sequence()).isEqualTo(r.dropped());
+            if (r.dropped() == 0) {
+                assertThat(r.windowStartMs()).isEqualTo(before.windowEndMs());
+            }
+        }
+        assertThat(link.down()).isFalse();
+        assertThat(registry.get("pikv.telemetry.records.published").counter().count()).isGreaterThanOrEqualTo(5);
+    }
+
+    @Test
+    void aBrokerLostWhileServingIsBufferedAround() throws Exception {
+        KafkaClusterTestKit broker = TestKafka.startBroker();
+        boolean stopped = false;
+        try {
+            TestKafka.createTopic(broker.bootstrapServers(), "pikv.cache-events", false);
+            TelemetryPublisher p = publisher(broker.bootstrapServers(), "pikv.cache-events", Duration.ofMillis(50), 4,
+                    Duration.ofSeconds(1));
+            p.start();
+            await().atMost(Duration.ofSeconds(20)).until(() -> p.published() >= 3);
+            assertThat(link.status(KafkaLink.Client.TELEMETRY).state()).isEqualTo("up");
+            broker.close();
+            stopped = true;
+
+            // Sends now fail after the delivery timeout (the producer knew the broker): records wait, the oldest go.
+            long seq = node.create(null);
+            Random rnd = new Random(2);
+            await().atMost(Duration.ofSeconds(20)).untilAsserted(() -> {
+                node.append(seq, new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
+                    new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 1, gaussian(rnd), gaussian(rnd))}));
+                assertThat(link.status(KafkaLink.Client.TELEMETRY).state()).isEqualTo("down");
+                assertThat(p.buffer().depth()).isEqualTo(4);
+                assertThat(p.buffer().dropped()).isGreaterThanOrEqualTo(3);
+            });
+            // The next record Kafka takes will report these.
+            assertThat(p.buffer().unreported()).isGreaterThanOrEqualTo(3);
+            assertThat(link.down()).isTrue();
+        } finally {
+            if (!stopped) {
+                broker.close();
+            }
+        }
+    }
+
+    static float[] gaussian(Random rnd) {
+        float[] x = new float[SHAPE.kvWidth()];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = (float) rnd.nextGaussian();
+        }
+        return x;
+    }
+}
