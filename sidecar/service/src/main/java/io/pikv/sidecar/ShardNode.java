@@ -108,6 +108,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
         }
         synchronized (state) {
             shard.dropSequence(sequence);
+            policy.closed(sequence);
         }
     }
 
@@ -136,6 +137,15 @@ public final class ShardNode implements KvApi, AutoCloseable {
         return shard.resident(sequence, layer);
     }
 
+    /** Positions of (sequence, layer) resident on this shard, ascending. */
+    public int[] residentPositions(long sequence, int layer) {
+        state(sequence);
+        shape.checkLayer(layer);
+        int[] positions = shard.residentPositions(sequence, layer);
+        Arrays.sort(positions);
+        return positions;
+    }
+
     /** Stores the entries, all or none; returns the positions they got. */
     @Override
     public int[] append(long sequence, Wire.AppendRequest request) {
@@ -156,11 +166,14 @@ public final class ShardNode implements KvApi, AutoCloseable {
                                 + e.position());
                     }
                     shard.append(sequence, layer, position, e.expert(), e.k(), e.v());
+                    policy.appended(sequence, layer, position);
                     positions[done] = position;
                     state.length[layer] = Math.max(state.length[layer], position + 1);
                 }
             } catch (RuntimeException failure) {
-                shard.withdraw(sequence, layer, Arrays.copyOf(positions, done));
+                int[] stored = Arrays.copyOf(positions, done);
+                shard.withdraw(sequence, layer, stored);
+                policy.withdrawn(sequence, layer, stored);
                 state.length[layer] = lengthBefore;
                 throw entries.length == 1 ? failure : withEntry(failure, done);
             }
@@ -173,7 +186,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
         shape.checkLayer(layer);
         SequenceState state = state(sequence);
         synchronized (state) {
-            return shard.withdraw(sequence, layer, positions);
+            int withdrawn = shard.withdraw(sequence, layer, positions);
+            policy.withdrawn(sequence, layer, positions);
+            return withdrawn;
         }
     }
 
@@ -183,7 +198,13 @@ public final class ShardNode implements KvApi, AutoCloseable {
         shape.checkLayer(request.layer());
         state(sequence);
         AttentionScope scope = request.allExperts() ? AttentionScope.all() : AttentionScope.experts(request.experts());
-        return shard.attendPartial(sequence, request.layer(), request.query(), scope, false);
+        if (!policy.wantsAttention()) {
+            return shard.attendPartial(sequence, request.layer(), request.query(), scope, false);
+        }
+        // A token policy ranks tokens by the attention they get: report the weights (this shard's share).
+        PartialAttention partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, true);
+        policy.attended(sequence, request.layer(), partial.finish());
+        return partial;
     }
 
     /**

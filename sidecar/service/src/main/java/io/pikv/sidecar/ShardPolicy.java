@@ -1,58 +1,168 @@
 package io.pikv.sidecar;
 
+import io.pikv.kv.AttentionResult;
 import io.pikv.kv.EvictionContext;
 import io.pikv.kv.EvictionHook;
+import io.pikv.kv.scheduling.EvictionPolicy;
+import io.pikv.kv.scheduling.HeavyHitter;
+import io.pikv.kv.scheduling.Lrfu;
+import io.pikv.kv.scheduling.Lru;
+import io.pikv.kv.scheduling.StreamingLlm;
+import io.pikv.kv.scheduling.TokenRetention;
+import io.pikv.kv.scheduling.Utility;
 
+import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
-import java.util.TreeMap;
+import java.util.TreeSet;
 
 /**
  * The shard's eviction policy, switchable while the shard serves: the engine's shard holds this hook for life, and
- * the hook delegates to the policy chosen last (by {@code pikv.store.eviction}, then by control records). A switch
- * takes effect at the next eviction; entries already stored stay.
+ * the hook delegates to the policy chosen last (by {@code pikv.store.eviction}, then by control records).
+ *
+ * <p>Page policies: {@code oldest-page} (evict the page allocated longest ago) and {@code reject} (never evict: a
+ * full store refuses appends). Token policies ({@code lru}, {@code streaming}, {@code h2o}, {@code utility},
+ * {@code lrfu}, docs/policies.md) rank the tokens of each (sequence, layer) by what attention did with them and evict
+ * the lowest-ranked: the shard reports every append and every attention result (with weights) here. A switch takes
+ * effect at the next eviction; a new token policy tracks the tokens stored from then on, and while it has nothing
+ * tracked to evict the shard falls back to its oldest page, so a switch never makes a full store refuse appends.
  */
 public final class ShardPolicy implements EvictionHook, PolicyReport {
-    private static final Map<String, EvictionHook> KNOWN = new TreeMap<>(Map.of(
-            "oldest-page", EvictionHook.OLDEST_PAGE_FIRST,
-            "reject", EvictionHook.REJECT));
+    private static final List<String> PAGE = List.of("oldest-page", "reject");
+    private static final List<String> TOKEN = List.of("lru", "streaming", "h2o", "utility", "lrfu");
+    /** Defaults of the token policies' parameters (docs/policies.md). */
+    private static final Map<String, Map<String, Double>> DEFAULTS = Map.of(
+            "streaming", Map.of("sinks", 4.0, "window", 256.0),
+            "h2o", Map.of("sinks", 4.0, "window", 64.0),
+            "utility", Map.of("attention", 1.0, "recency", 1.0, "frequency", 1.0, "recencyScale", 1024.0));
 
-    private record Active(String name, EvictionHook hook) {
+    private record Active(String name, EvictionHook hook, TokenRetention retention) {
     }
 
     private volatile Active active;
 
-    private ShardPolicy(String name) {
-        this.active = new Active(name, KNOWN.get(name));
+    private ShardPolicy(Active active) {
+        this.active = active;
     }
 
-    /** The policy named {@code name}; unknown names are a configuration error. */
+    /** The policy named {@code name} with default parameters; unknown names are a configuration error. */
     public static ShardPolicy of(String name) {
-        if (!KNOWN.containsKey(name)) {
-            throw new IllegalArgumentException(unknown(name));
-        }
-        return new ShardPolicy(name);
+        return new ShardPolicy(build(name, Map.of()));
     }
 
     /** Names this sidecar can run. */
     public static Set<String> known() {
-        return KNOWN.keySet();
+        Set<String> names = new TreeSet<>(PAGE);
+        names.addAll(TOKEN);
+        return names;
     }
 
-    /** Whether the policy reads parameters (none of the current ones does). */
+    /** Whether the policy reads parameters ({@code streaming}, {@code h2o}: sinks, window; {@code utility}: weights). */
     public static boolean takesParameters(String name) {
-        return false;
+        return DEFAULTS.containsKey(name);
     }
 
-    /** Switches to {@code name}; when the name is unknown, keeps the current policy and says why. */
+    /** Switches to {@code name} with default parameters; when the name is unknown, keeps the current one and says why. */
     public Optional<String> use(String name) {
-        EvictionHook hook = KNOWN.get(name);
-        if (hook == null) {
-            return Optional.of(unknown(name) + "; keeping " + active.name());
+        return use(name, Map.of());
+    }
+
+    /**
+     * Switches to {@code name} with {@code parameters} (unnamed ones keep their defaults); when the name or a
+     * parameter is not known, keeps the current policy and says why.
+     */
+    public Optional<String> use(String name, Map<String, Double> parameters) {
+        try {
+            active = build(name, parameters);
+            return Optional.empty();
+        } catch (IllegalArgumentException e) {
+            return Optional.of(e.getMessage() + "; keeping " + active.name());
         }
-        active = new Active(name, hook);
-        return Optional.empty();
+    }
+
+    private static Active build(String name, Map<String, Double> parameters) {
+        if (PAGE.contains(name)) {
+            if (!parameters.isEmpty()) {
+                throw new IllegalArgumentException("policy " + name + " takes no parameters, got " + parameters.keySet());
+            }
+            return new Active(name, name.equals("reject") ? EvictionHook.REJECT : EvictionHook.OLDEST_PAGE_FIRST, null);
+        }
+        if (!TOKEN.contains(name)) {
+            throw new IllegalArgumentException("unknown eviction policy '" + name + "' (this sidecar knows "
+                    + String.join(", ", known()) + ")");
+        }
+        Map<String, Double> defaults = DEFAULTS.getOrDefault(name, Map.of());
+        for (String key : parameters.keySet()) {
+            if (!defaults.containsKey(key)) {
+                throw new IllegalArgumentException("policy " + name + " has no parameter '" + key + "'"
+                        + (defaults.isEmpty() ? " (it takes none)" : " (it takes " + String.join(", ",
+                        new TreeSet<>(defaults.keySet())) + ")"));
+            }
+        }
+        java.util.function.ToDoubleFunction<String> p = key -> parameters.getOrDefault(key, defaults.get(key));
+        EvictionPolicy policy = switch (name) {
+            case "lru" -> new Lru();
+            case "streaming" -> new StreamingLlm(count(p, "sinks"), count(p, "window"));
+            case "h2o" -> new HeavyHitter(count(p, "sinks"), count(p, "window"));
+            case "utility" -> new Utility(p.applyAsDouble("attention"), p.applyAsDouble("recency"),
+                    p.applyAsDouble("frequency"), p.applyAsDouble("recencyScale"));
+            default -> new Lrfu(io.pikv.kv.scheduling.BlockPolicies.LRFU_HALF_LIFE, 0, false);
+        };
+        TokenRetention retention = new TokenRetention(policy);
+        EvictionHook tokens = retention.evictionHook();
+        EvictionHook hook = ctx -> {
+            tokens.makeRoom(ctx);
+            if (ctx.pool().pagesInUse() >= ctx.pool().maxPages()) {
+                EvictionHook.OLDEST_PAGE_FIRST.makeRoom(ctx); // nothing tracked to evict (e.g. just switched)
+            }
+        };
+        return new Active(name, hook, retention);
+    }
+
+    private static int count(java.util.function.ToDoubleFunction<String> p, String key) {
+        double v = p.applyAsDouble(key);
+        if (!(v >= 0) || v > Integer.MAX_VALUE || v != Math.rint(v)) {
+            throw new IllegalArgumentException("parameter " + key + " must be a whole number >= 0, got " + v);
+        }
+        return (int) v;
+    }
+
+    /** Whether the active policy ranks tokens by attention, so attention must report its weights here. */
+    public boolean wantsAttention() {
+        return active.retention() != null;
+    }
+
+    /** A token was stored. */
+    public void appended(long sequence, int layer, int position) {
+        TokenRetention r = active.retention();
+        if (r != null) {
+            r.appended(sequence, layer, position);
+        }
+    }
+
+    /** Attention visited these entries with these weights. */
+    public void attended(long sequence, int layer, AttentionResult result) {
+        TokenRetention r = active.retention();
+        if (r != null && result.hasWeights()) {
+            r.attended(sequence, layer, result);
+        }
+    }
+
+    /** Entries were taken back (not evicted). */
+    public void withdrawn(long sequence, int layer, int[] positions) {
+        TokenRetention r = active.retention();
+        if (r != null) {
+            r.forget(sequence, layer, positions);
+        }
+    }
+
+    /** The sequence was closed. */
+    public void closed(long sequence) {
+        TokenRetention r = active.retention();
+        if (r != null) {
+            r.drop(sequence);
+        }
     }
 
     @Override
@@ -68,9 +178,5 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
     @Override
     public Map<String, Double> ghostHitRates() {
         return Map.of();
-    }
-
-    private static String unknown(String name) {
-        return "unknown eviction policy '" + name + "' (this sidecar knows " + String.join(", ", KNOWN.keySet()) + ")";
     }
 }

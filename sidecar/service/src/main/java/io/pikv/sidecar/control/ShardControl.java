@@ -126,15 +126,12 @@ public final class ShardControl {
         }
         List<String> warnings = new ArrayList<>();
         String requested = record.policy() == null || record.policy().isBlank() ? policy.activePolicy() : record.policy();
-        Optional<String> refused = policy.use(requested);
+        Map<String, Double> parameters = record.parameters() == null ? Map.of() : new TreeMap<>(record.parameters());
+        Optional<String> refused = policy.use(requested, parameters);
         refused.ifPresent(reason -> {
             warnings.add(reason);
             LOG.warnf("control: epoch %d: %s", record.epoch(), reason);
         });
-        Map<String, Double> parameters = record.parameters() == null ? Map.of() : new TreeMap<>(record.parameters());
-        if (!parameters.isEmpty() && !ShardPolicy.takesParameters(policy.activePolicy())) {
-            warnings.add("policy " + policy.activePolicy() + " takes no parameters; ignored " + parameters.keySet());
-        }
         long effective = effectiveBudget.getAsLong();
         long desired = record.budgetBytes() > 0 ? record.budgetBytes() : current.desiredBudgetBytes();
         if (desired != effective) {

@@ -100,7 +100,8 @@ class ControlKafkaTest {
                 .body("control.requestedPolicy", equalTo("lru-9000"))
                 .body("control.parameters.alpha", equalTo(0.3f))
                 .body("control.warnings", hasItem(
-                        "unknown eviction policy 'lru-9000' (this sidecar knows oldest-page, reject); keeping reject"));
+                        "unknown eviction policy 'lru-9000' (this sidecar knows h2o, lrfu, lru, oldest-page, reject, streaming, "
+                                + "utility); keeping reject"));
         given().get("/q/health/ready").then().statusCode(200)
                 .body("checks.find { it.name == 'pikv-control' }.data.epoch", equalTo((int) next))
                 .body("checks.find { it.name == 'pikv-control' }.data.source", equalTo("control"));

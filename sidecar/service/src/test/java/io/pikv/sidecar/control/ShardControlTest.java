@@ -82,10 +82,28 @@ class ShardControlTest {
         assertThat(s.desiredBudgetBytes()).isEqualTo(8192);
         assertThat(s.budgetBytes()).isEqualTo(4096);
         assertThat(s.warnings()).containsExactly(
-                "unknown eviction policy 'lru-9000' (this sidecar knows oldest-page, reject); keeping oldest-page",
-                "policy oldest-page takes no parameters; ignored [alpha]",
+                "unknown eviction policy 'lru-9000' (this sidecar knows h2o, lrfu, lru, oldest-page, reject, streaming,"
+                        + " utility); keeping oldest-page",
                 "budget 8192 bytes is desired but 4096 bytes are enforced: a shard's budget is fixed when it is built;"
                         + " it takes effect when the sidecar restarts with pikv.store.budget-bytes=8192",
                 "this shard (1) is outside the map's 1 shards: it owns no expert");
+    }
+
+    @Test
+    void tokenPoliciesTakeTheirParametersAndRefuseOthers() {
+        assertThat(control.apply(new ControlState(1, "c1", 6, List.of(0, 0, 0, 1), 2, "h2o",
+                Map.of("sinks", 2.0, "window", 16.0), 4096))).isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(policy.activePolicy()).isEqualTo("h2o");
+        assertThat(policy.wantsAttention()).isTrue();
+        assertThat(control.state().warnings()).isEmpty();
+        assertThat(control.apply(new ControlState(1, "c1", 7, List.of(0, 0, 0, 1), 2, "streaming",
+                Map.of("sinks", 1.5), 4096))).isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(policy.activePolicy()).isEqualTo("h2o");
+        assertThat(control.state().warnings()).containsExactly(
+                "parameter sinks must be a whole number >= 0, got 1.5; keeping h2o");
+        assertThat(control.apply(new ControlState(1, "c1", 8, List.of(0, 0, 0, 1), 2, "lru",
+                Map.of("window", 4.0), 4096))).isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(control.state().warnings()).containsExactly(
+                "policy lru has no parameter 'window' (it takes none); keeping h2o");
     }
 }

@@ -1,0 +1,80 @@
+package io.pikv.sidecar;
+
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.StorageType;
+import io.pikv.sidecar.wire.Wire;
+import org.junit.jupiter.api.Test;
+
+import java.util.Map;
+import java.util.Random;
+import java.util.stream.IntStream;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** Token policies on a live shard: what a full shard evicts follows the attention its tokens got. */
+class ShardPolicyTest {
+    static final ModelShape SHAPE = new ModelShape(1, 2, 1, 16, 2, 1);
+
+    static Wire.AppendRequest.Entry entry(float[] k, Random rnd) {
+        float[] v = new float[SHAPE.kvWidth()];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = (float) rnd.nextGaussian();
+        }
+        return new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, k, v);
+    }
+
+    static void append(ShardNode node, long seq, int n, Random rnd, float[] heavyKey, int... heavy) {
+        int start = node.lengths(seq)[0];
+        for (int t = start; t < start + n; t++) {
+            int position = t;
+            float[] k = IntStream.of(heavy).anyMatch(h -> h == position) ? heavyKey : small(rnd);
+            node.append(seq, new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {entry(k, rnd)}));
+        }
+    }
+
+    static float[] small(Random rnd) {
+        float[] k = new float[SHAPE.kvWidth()];
+        for (int i = 0; i < k.length; i++) {
+            k[i] = (float) (0.1 * rnd.nextGaussian());
+        }
+        return k;
+    }
+
+    @Test
+    void heavyHittersSinksAndTheRecentWindowSurviveEviction() {
+        ShardPolicy policy = ShardPolicy.of("reject");
+        assertThat(policy.use("h2o", Map.of("sinks", 1.0, "window", 8.0))).isEmpty();
+        Random rnd = new Random(4);
+        float[] direction = new float[SHAPE.kvWidth()];
+        java.util.Arrays.fill(direction, 3f);
+        // 4 pages of 16 tokens, one bucket: the 65th token needs a page, so 16 tokens are evicted.
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 4L * 2 * 16 * 16 * 4, policy)) {
+            long seq = node.create(null);
+            append(node, seq, 64, rnd, direction, 10, 20);
+            float[] q = new float[SHAPE.queryWidth()];
+            java.util.Arrays.fill(q, 1f);
+            for (int i = 0; i < 3; i++) {
+                node.attend(seq, new Wire.AttendRequest(0, new int[0], q));
+            }
+            append(node, seq, 1, rnd, direction);
+            int[] resident = node.residentPositions(seq, 0);
+            assertThat(resident).hasSize(49);
+            assertThat(resident).contains(0, 10, 20, 64);
+            assertThat(resident).contains(IntStream.range(56, 64).toArray());
+            assertThat(node.stats().evictions()).isEqualTo(16);
+        }
+    }
+
+    @Test
+    void oldestPageStillRunsWhenATokenPolicyHasNothingTracked() {
+        ShardPolicy policy = ShardPolicy.of("reject");
+        Random rnd = new Random(5);
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2L * 2 * 16 * 16 * 4, policy)) {
+            long seq = node.create(null);
+            append(node, seq, 32, rnd, small(rnd));
+            policy.use("lru");
+            append(node, seq, 1, rnd, small(rnd));
+            assertThat(node.residentPositions(seq, 0)).containsExactly(IntStream.range(16, 33).toArray());
+        }
+    }
+}
