@@ -25,7 +25,9 @@ import java.util.concurrent.CompletableFuture;
 
 /**
  * {@code ./pikv bench service}: decode steps through a gateway and its shards over loopback HTTP (each a child JVM
- * of the packaged sidecar) against the same steps on the engine in this process, with the same shards and routing.
+ * of the packaged sidecar) against the same steps on the engine in this process, with the same shards and routing;
+ * and the cost of telemetry: the same steps through a second gateway and shards that publish their windows to a
+ * local Kafka broker, step by step alternating with the first.
  */
 @Command(name = "service", mixinStandardHelpOptions = true,
         description = "Decode steps per second and latency through gateway -> shards over loopback HTTP, against the "
@@ -38,7 +40,7 @@ public final class ServiceBench implements Callable<Integer> {
     @Option(names = "--shards", defaultValue = "2", description = "Shard processes behind the gateway (default ${DEFAULT-VALUE}).")
     int shards;
 
-    @Option(names = "--steps", defaultValue = "60", description = "Timed steps per side, over 3 alternating rounds (default ${DEFAULT-VALUE}).")
+    @Option(names = "--steps", defaultValue = "60", description = "Timed steps per path, alternating the paths step by step (default ${DEFAULT-VALUE}).")
     int steps;
 
     @Option(names = "--q-heads", defaultValue = "32", description = "Query heads (default ${DEFAULT-VALUE}).")
@@ -65,6 +67,14 @@ public final class ServiceBench implements Callable<Integer> {
     private static final int ROUNDS = 3;
     private static final int PAGE_TOKENS = 32;
 
+    @Option(names = "--no-telemetry", description = "Skip the telemetry run (a second gateway and shards "
+            + "publishing to a local Kafka broker).")
+    boolean noTelemetry;
+
+    /** One gateway and its shards, as child processes. */
+    private record Cluster(List<SidecarProcess> processes, SidecarClient client, long sequence) {
+    }
+
     @Override
     public Integer call() {
         if (context < 1 || shards < 1 || shards > 16 || steps < ROUNDS) {
@@ -78,73 +88,64 @@ public final class ServiceBench implements Callable<Integer> {
             throw new Main.UsageException("bad model shape: " + e.getMessage() + ".");
         }
         long entryBytes = 4L * shape.kvWidth();  // fp16 K and V
-        long budget = Math.max(64L << 20, 2 * (context + steps * 2L + 1024) * entryBytes / shards + (8L << 20));
+        long budget = Math.max(64L << 20, 2 * (context + steps * 3L + 1024) * entryBytes / shards + (8L << 20));
         Path root = SidecarProcess.projectRoot();
         Path jar = SidecarProcess.appJar(root);
         Path logs = root.resolve("src-test/target/bench-service");
         PrintWriter out = spec.commandLine().getOut();
-        out.println("starting " + shards + " shard(s) and a gateway (logs in " + logs + ") ...");
-        out.flush();
-        List<SidecarProcess> processes = new ArrayList<>();
+        List<SidecarProcess> all = new ArrayList<>();
+        LocalKafka kafka = null;
         try (KvStore local = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP16).pageTokens(PAGE_TOKENS)
                 .shards(shards).threads(shards).budgetBytes(budget * shards).build())) {
-            List<CompletableFuture<SidecarProcess>> starting = new ArrayList<>();
-            for (int s = 0; s < shards; s++) {
-                Map<String, String> settings = settings(shape, "shard", budget);
-                settings.put("pikv.shard-id", String.valueOf(s));
-                String name = "shard-" + s;
-                starting.add(CompletableFuture.supplyAsync(() -> SidecarProcess.start(jar, name, settings, logs,
-                        Duration.ofSeconds(120))));
+            out.println("starting " + shards + " shard(s) and a gateway" + (noTelemetry ? "" : ", twice (telemetry off "
+                    + "and on, with a local Kafka broker)") + "; logs in " + logs + " ...");
+            out.flush();
+            Cluster plain = start(jar, shape, budget, logs, "", Map.of(), all);
+            Cluster published = null;
+            if (!noTelemetry) {
+                kafka = LocalKafka.start();
+                published = start(jar, shape, budget, logs, "telemetry-", Map.of(
+                        "kafka.bootstrap.servers", kafka.bootstrapServers(), "pikv.telemetry.enabled", "true",
+                        "pikv.cluster", "bench"), all);
             }
-            List<String> urls = new ArrayList<>();
-            for (CompletableFuture<SidecarProcess> f : starting) {
-                SidecarProcess p = SidecarClient.join(f);
-                processes.add(p);
-                urls.add(p.uri().toString());
-            }
-            Map<String, String> g = settings(shape, "gateway", budget);
-            g.put("pikv.gateway.shards", String.join(",", urls));
-            SidecarProcess gateway = SidecarProcess.start(jar, "gateway", g, logs, Duration.ofSeconds(120));
-            processes.add(gateway);
-            SidecarClient client = new SidecarClient(gateway.uri(), shape);
-
             SplittableRandom rnd = new SplittableRandom(7);
-            long remote = client.createSequence(null);
             long inProcess = local.createSequence();
-            fill(shape, client, remote, local, inProcess, rnd);
+            fill(shape, List.of(plain, published == null ? plain : published), local, inProcess, rnd);
 
             HashRouter router = new HashRouter(topK);
             ExpertShardMap map = ExpertShardMap.roundRobin(experts, shards);
-            // Warm-up of both paths (JIT, connections), then alternating timed rounds.
+            // Warm-up of every path (JIT, connections), then rounds alternating the paths step by step.
             for (int i = 0; i < 10; i++) {
                 Wire.StepRequest step = step(shape, rnd);
-                client.step(remote, step);
+                plain.client().step(plain.sequence(), step);
+                if (published != null) {
+                    published.client().step(published.sequence(), step);
+                }
                 localStep(local, inProcess, step, router, map);
             }
             double[] httpMs = new double[steps];
             double[] localMs = new double[steps];
-            long httpNanos = 0;
-            long localNanos = 0;
-            int perRound = steps / ROUNDS;
-            int done = 0;
-            for (int round = 0; round < ROUNDS; round++) {
-                int n = round == ROUNDS - 1 ? steps - done : perRound;
-                for (int i = 0; i < n; i++) {
-                    Wire.StepRequest step = step(shape, rnd);
-                    long t0 = System.nanoTime();
-                    client.step(remote, step);
-                    long t1 = System.nanoTime();
-                    localStep(local, inProcess, step, router, map);
-                    long t2 = System.nanoTime();
-                    httpMs[done + i] = (t1 - t0) / 1e6;
-                    localMs[done + i] = (t2 - t1) / 1e6;
-                    httpNanos += t1 - t0;
-                    localNanos += t2 - t1;
+            double[] telemetryMs = new double[steps];
+            long recordsBefore = kafka == null ? 0 : kafka.records(LocalKafka.TELEMETRY_TOPIC);
+            long wallStart = System.nanoTime();
+            for (int i = 0; i < steps; i++) {
+                Wire.StepRequest step = step(shape, rnd);
+                long t0 = System.nanoTime();
+                plain.client().step(plain.sequence(), step);
+                long t1 = System.nanoTime();
+                localStep(local, inProcess, step, router, map);
+                long t2 = System.nanoTime();
+                httpMs[i] = (t1 - t0) / 1e6;
+                localMs[i] = (t2 - t1) / 1e6;
+                if (published != null) {
+                    long t3 = System.nanoTime();
+                    published.client().step(published.sequence(), step);
+                    telemetryMs[i] = (System.nanoTime() - t3) / 1e6;
                 }
-                done += n;
             }
-            double httpRate = steps / (httpNanos / 1e9);
-            double localRate = steps / (localNanos / 1e9);
+            double wallS = (System.nanoTime() - wallStart) / 1e9;
+            double httpRate = steps / (sum(httpMs) / 1e3);
+            double localRate = steps / (sum(localMs) / 1e3);
             Arrays.sort(httpMs);
             Arrays.sort(localMs);
             BenchReport report = new BenchReport("service: " + shards + " shard process(es) behind a gateway, loopback "
@@ -159,16 +160,65 @@ public final class ServiceBench implements Callable<Integer> {
             report.put("p99_ms", BenchReport.round(percentile(httpMs, 0.99), 4));
             report.put("inprocess_p50_ms", BenchReport.round(percentile(localMs, 0.50), 4));
             report.put("inprocess_p99_ms", BenchReport.round(percentile(localMs, 0.99), 4));
+            if (published != null) {
+                double telemetryRate = steps / (sum(telemetryMs) / 1e3);
+                long records = kafka.records(LocalKafka.TELEMETRY_TOPIC) - recordsBefore;
+                report.put("http_telemetry_steps_per_s", BenchReport.round(telemetryRate, 4));
+                report.put("telemetry_cost", BenchReport.round(1 - telemetryRate / httpRate, 4));
+                report.put("telemetry_records", records);
+                report.put("telemetry_records_per_s", BenchReport.round(records / wallS, 4));
+            }
             report.print(out);
             if (json != null) {
                 report.writeJson(json);
             }
             return 0;
         } finally {
-            for (SidecarProcess p : processes) {
+            for (SidecarProcess p : all) {
                 p.close();
             }
+            if (kafka != null) {
+                kafka.close();
+            }
         }
+    }
+
+    /** Starts the shards and then their gateway, with {@code extra} settings on each, and opens a sequence. */
+    private Cluster start(Path jar, ModelShape shape, long budget, Path logs, String prefix, Map<String, String> extra,
+                          List<SidecarProcess> all) {
+        List<CompletableFuture<SidecarProcess>> starting = new ArrayList<>();
+        for (int s = 0; s < shards; s++) {
+            Map<String, String> settings = settings(shape, "shard", budget);
+            settings.putAll(extra);
+            settings.put("pikv.shard-id", String.valueOf(s));
+            String name = prefix + "shard-" + s;
+            starting.add(CompletableFuture.supplyAsync(() -> SidecarProcess.start(jar, name, settings, logs,
+                    Duration.ofSeconds(120))));
+        }
+        List<SidecarProcess> processes = new ArrayList<>();
+        List<String> urls = new ArrayList<>();
+        for (CompletableFuture<SidecarProcess> f : starting) {
+            SidecarProcess p = SidecarClient.join(f);
+            processes.add(p);
+            all.add(p);
+            urls.add(p.uri().toString());
+        }
+        Map<String, String> g = settings(shape, "gateway", budget);
+        g.putAll(extra);
+        g.put("pikv.gateway.shards", String.join(",", urls));
+        SidecarProcess gateway = SidecarProcess.start(jar, prefix + "gateway", g, logs, Duration.ofSeconds(120));
+        processes.add(gateway);
+        all.add(gateway);
+        SidecarClient client = new SidecarClient(gateway.uri(), shape);
+        return new Cluster(processes, client, client.createSequence(null));
+    }
+
+    private static double sum(double[] x) {
+        double s = 0;
+        for (double v : x) {
+            s += v;
+        }
+        return s;
     }
 
     private static Map<String, String> settings(ModelShape shape, String role, long budget) {
@@ -185,12 +235,12 @@ public final class ServiceBench implements Callable<Integer> {
         s.put("quarkus.log.level", "WARN");
         s.put("pikv.telemetry.enabled", "false");
         s.put("pikv.control.enabled", "false");
+        s.put("quarkus.log.category.\"org.apache.kafka\".level", "ERROR");
         return s;
     }
 
-    /** The context: the same tokens appended through the gateway (in chunks) and to the local store. */
-    private void fill(ModelShape shape, SidecarClient client, long remote, KvStore local, long inProcess,
-                      SplittableRandom rnd) {
+    /** The context: the same tokens appended through each gateway (in chunks) and to the local store. */
+    private void fill(ModelShape shape, List<Cluster> clusters, KvStore local, long inProcess, SplittableRandom rnd) {
         int chunk = Math.max(1, (16 << 20) / (8 + 8 * shape.kvWidth()));
         for (int start = 0; start < context; start += chunk) {
             int n = Math.min(chunk, context - start);
@@ -202,7 +252,10 @@ public final class ServiceBench implements Callable<Integer> {
                 entries[i] = new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, expert, k, v);
                 local.append(inProcess, 0, expert, k, v);
             }
-            client.append(remote, new Wire.AppendRequest(0, entries));
+            Wire.AppendRequest request = new Wire.AppendRequest(0, entries);
+            for (Cluster c : new java.util.LinkedHashSet<>(clusters)) {
+                c.client().append(c.sequence(), request);
+            }
         }
     }
 

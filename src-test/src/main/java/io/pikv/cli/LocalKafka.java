@@ -1,0 +1,86 @@
+package io.pikv.cli;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.config.TopicConfig;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.test.KafkaClusterTestKit;
+import org.apache.kafka.common.test.TestKitNodes;
+
+import java.util.List;
+import java.util.Map;
+
+/**
+ * A real Kafka broker (KRaft, one combined broker + controller) inside this JVM, on a loopback port, with the
+ * sidecar's two topics: {@code pikv.cache-events} and the compacted {@code pikv.control}. For the benchmarks.
+ */
+public final class LocalKafka implements AutoCloseable {
+    public static final String TELEMETRY_TOPIC = "pikv.cache-events";
+    public static final String CONTROL_TOPIC = "pikv.control";
+
+    private final KafkaClusterTestKit cluster;
+
+    private LocalKafka(KafkaClusterTestKit cluster) {
+        this.cluster = cluster;
+    }
+
+    public static LocalKafka start() {
+        try {
+            KafkaClusterTestKit kit = new KafkaClusterTestKit.Builder(new TestKitNodes.Builder()
+                    .setCombined(true).setNumBrokerNodes(1).setNumControllerNodes(1).build())
+                    .setConfigProp("offsets.topic.replication.factor", "1")
+                    .setConfigProp("transaction.state.log.replication.factor", "1")
+                    .setConfigProp("transaction.state.log.min.isr", "1")
+                    .setConfigProp("group.initial.rebalance.delay.ms", "0")
+                    .setConfigProp("auto.create.topics.enable", "false")
+                    .build();
+            kit.format();
+            kit.startup();
+            kit.waitForReadyBrokers();
+            LocalKafka kafka = new LocalKafka(kit);
+            kafka.createTopic(TELEMETRY_TOPIC, false);
+            kafka.createTopic(CONTROL_TOPIC, true);
+            return kafka;
+        } catch (Exception e) {
+            throw new IllegalStateException("cannot start a local Kafka broker: " + e.getMessage(), e);
+        }
+    }
+
+    public String bootstrapServers() {
+        return cluster.bootstrapServers();
+    }
+
+    private void createTopic(String name, boolean compacted) throws Exception {
+        try (Admin admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers()))) {
+            NewTopic topic = new NewTopic(name, 1, (short) 1);
+            if (compacted) {
+                topic.configs(Map.of(TopicConfig.CLEANUP_POLICY_CONFIG, TopicConfig.CLEANUP_POLICY_COMPACT));
+            }
+            admin.createTopics(List.of(topic)).all().get();
+        }
+    }
+
+    /** Records in the topic's single partition (its end offset). */
+    public long records(String topic) {
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(Map.of(
+                ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers(),
+                ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName(),
+                ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName()))) {
+            TopicPartition partition = new TopicPartition(topic, 0);
+            return consumer.endOffsets(List.of(partition)).get(partition);
+        }
+    }
+
+    @Override
+    public void close() {
+        try {
+            cluster.close();
+        } catch (Exception e) {
+            throw new IllegalStateException("cannot stop the local Kafka broker: " + e.getMessage(), e);
+        }
+    }
+}
