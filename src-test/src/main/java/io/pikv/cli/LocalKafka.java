@@ -29,6 +29,11 @@ public final class LocalKafka implements AutoCloseable {
     }
 
     public static LocalKafka start() {
+        // The broker lives inside the benchmark: a broker failure must not halt the benchmark's JVM.
+        org.apache.kafka.common.utils.Exit.setHaltProcedure((code, message) ->
+                System.err.printf("local Kafka broker asked to halt (%d): %s%n", code, message));
+        org.apache.kafka.common.utils.Exit.setExitProcedure((code, message) ->
+                System.err.printf("local Kafka broker asked to exit (%d): %s%n", code, message));
         try {
             KafkaClusterTestKit kit = new KafkaClusterTestKit.Builder(new TestKitNodes.Builder()
                     .setCombined(true).setNumBrokerNodes(1).setNumControllerNodes(1).build())

@@ -56,6 +56,12 @@ public final class TestKafka {
             ClassLoader context = thread.getContextClassLoader();
             thread.setContextClassLoader(TestKafka.class.getClassLoader());
             try {
+                // A broker that fails while the test JVM shuts down must not halt it with a non-zero code (Surefire
+                // would call the fork broken although every test passed): log instead.
+                org.apache.kafka.common.utils.Exit.setHaltProcedure((code, message) ->
+                        System.err.printf("test Kafka broker asked to halt (%d): %s%n", code, message));
+                org.apache.kafka.common.utils.Exit.setExitProcedure((code, message) ->
+                        System.err.printf("test Kafka broker asked to exit (%d): %s%n", code, message));
                 long start = System.nanoTime();
                 KafkaClusterTestKit kit = startBroker();
                 cluster = kit;
