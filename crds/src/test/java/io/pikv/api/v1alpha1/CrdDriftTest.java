@@ -17,12 +17,15 @@ import java.util.Set;
 import static org.assertj.core.api.Assertions.assertThat;
 
 /**
- * The committed CRD ({@code crds/pikvclusters.pikv.io-v1.yml}, what {@code manifests/} installs) must be the one the
- * build generates from the Java model. {@code -Dpikv.crd.update=true} rewrites the committed copy instead.
+ * The committed CRD ({@code crds/pikvclusters.pikv.io-v1.yml}, and its copy {@code manifests/010-crd-pikvclusters.yaml}
+ * that the install applies) must be the one the build generates from the Java model. {@code -Dpikv.crd.update=true}
+ * rewrites both committed copies instead.
  */
 class CrdDriftTest {
     static final Path GENERATED = Path.of("target/classes/META-INF/fabric8/" + PiKVCluster.CRD_NAME + "-v1.yml");
     static final Path COMMITTED = Path.of(PiKVCluster.CRD_NAME + "-v1.yml");
+    /** The install manifests carry the same CRD, second in apply order. */
+    static final Path MANIFEST = Path.of("../manifests/010-crd-pikvclusters.yaml");
     /** Kubernetes' own types, whose fields fabric8 leaves undescribed. */
     static final Set<String> FOREIGN = Set.of("resources", "conditions");
 
@@ -32,12 +35,15 @@ class CrdDriftTest {
         String generated = Files.readString(GENERATED);
         if (Boolean.getBoolean("pikv.crd.update")) {
             Files.writeString(COMMITTED, generated);
+            Files.writeString(MANIFEST, generated);
         }
-        assertThat(COMMITTED).as("crds/" + COMMITTED + " is committed").isRegularFile();
-        assertThat(Files.readString(COMMITTED))
-                .as("crds/%s differs from the CRD generated from io.pikv.api.v1alpha1; run "
-                        + "./mvnw -pl crds test -Dpikv.crd.update=true and commit the file", COMMITTED)
-                .isEqualTo(generated);
+        for (Path committed : new Path[] {COMMITTED, MANIFEST}) {
+            assertThat(committed).as(committed + " is committed").isRegularFile();
+            assertThat(Files.readString(committed))
+                    .as("%s differs from the CRD generated from io.pikv.api.v1alpha1; run "
+                            + "./mvnw -pl crds test -Dpikv.crd.update=true and commit the files", committed)
+                    .isEqualTo(generated);
+        }
     }
 
     @Test
