@@ -5,6 +5,7 @@ import io.fabric8.kubernetes.api.model.EventBuilder;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.fabric8.kubernetes.client.KubernetesClientException;
 import io.pikv.api.v1alpha1.PiKVCluster;
+import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
 import org.jboss.logging.Logger;
 
@@ -13,12 +14,16 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.time.Instant;
 import java.util.HexFormat;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
 
 /**
  * Records the operator's decisions as Kubernetes Events on the PiKVCluster. An event with the same reason and
  * message as an existing one is counted on it (count, lastTimestamp) rather than created again, the way kubectl
- * shows repeated events; its name derives from the cluster, reason and message. A failure to record is logged and
- * never fails a reconcile.
+ * shows repeated events; its name derives from the cluster, reason and message. Events are written in order by one
+ * background thread, so recording costs a reconcile no API round trips; a failure to record is logged and never
+ * fails a reconcile.
  */
 @ApplicationScoped
 public class EventRecorder {
@@ -28,9 +33,19 @@ public class EventRecorder {
     public static final String WARNING = "Warning";
 
     private final KubernetesClient client;
+    private final ExecutorService writer = Executors.newSingleThreadExecutor(r -> {
+        Thread t = new Thread(r, "pikv-events");
+        t.setDaemon(true);
+        return t;
+    });
 
     public EventRecorder(KubernetesClient client) {
         this.client = client;
+    }
+
+    @PreDestroy
+    void close() {
+        writer.shutdown();
     }
 
     public void normal(PiKVCluster cluster, String reason, String message) {
@@ -43,7 +58,19 @@ public class EventRecorder {
 
     public void record(PiKVCluster cluster, String type, String reason, String message) {
         String namespace = cluster.getMetadata().getNamespace();
-        String name = eventName(cluster.getMetadata().getName(), type, reason, message);
+        String clusterName = cluster.getMetadata().getName();
+        String uid = cluster.getMetadata().getUid();
+        String resourceVersion = cluster.getMetadata().getResourceVersion();
+        try {
+            writer.execute(() -> write(namespace, clusterName, uid, resourceVersion, type, reason, message));
+        } catch (RejectedExecutionException e) {
+            LOG.debugf("operator stopping; event %s for %s/%s dropped", reason, namespace, clusterName);
+        }
+    }
+
+    private void write(String namespace, String clusterName, String uid, String resourceVersion, String type,
+                       String reason, String message) {
+        String name = eventName(clusterName, type, reason, message);
         String now = Instant.now().toString();
         try {
             var events = client.v1().events().inNamespace(namespace);
@@ -58,9 +85,8 @@ public class EventRecorder {
                     .withNewMetadata().withName(name).withNamespace(namespace).endMetadata()
                     .withNewInvolvedObject()
                     .withApiVersion(PiKVCluster.GROUP + "/" + PiKVCluster.VERSION).withKind(PiKVCluster.KIND)
-                    .withName(cluster.getMetadata().getName()).withNamespace(namespace)
-                    .withUid(cluster.getMetadata().getUid())
-                    .withResourceVersion(cluster.getMetadata().getResourceVersion())
+                    .withName(clusterName).withNamespace(namespace).withUid(uid)
+                    .withResourceVersion(resourceVersion)
                     .endInvolvedObject()
                     .withType(type).withReason(reason).withMessage(truncate(message))
                     .withCount(1).withFirstTimestamp(now).withLastTimestamp(now)
@@ -68,8 +94,7 @@ public class EventRecorder {
                     .withReportingComponent(COMPONENT)
                     .build()).create();
         } catch (KubernetesClientException e) {
-            LOG.warnf("could not record event %s/%s %s: %s", namespace, cluster.getMetadata().getName(), reason,
-                    e.getMessage());
+            LOG.warnf("could not record event %s/%s %s: %s", namespace, clusterName, reason, e.getMessage());
         }
     }
 
