@@ -229,7 +229,7 @@ public final class ReconcileBench {
                     long start = System.nanoTime();
                     driver.resources(PiKVCluster.class).inNamespace(NS).withName(name).patch(
                             PatchContext.of(PatchType.JSON_MERGE), "{\"spec\":{\"memoryPerShard\":\"" + budget + "\"}}");
-                    e2e.add(f.get(60, TimeUnit.SECONDS) - start);
+                    e2e.add(await(f, driver, name, generation) - start);
                 }
             }
             List<Long> reconciles = new ArrayList<>(metrics.nanos);
@@ -250,6 +250,20 @@ public final class ReconcileBench {
             server.destroy();
         }
         return figures;
+    }
+
+    /** The time the watch saw the status of {@code generation}, or a failure that shows where the cluster is. */
+    private static long await(CompletableFuture<Long> f, KubernetesClient client, String name, long generation)
+            throws Exception {
+        try {
+            return f.get(60, TimeUnit.SECONDS);
+        } catch (java.util.concurrent.TimeoutException e) {
+            PiKVCluster c = client.resources(PiKVCluster.class).inNamespace(NS).withName(name).get();
+            throw new IllegalStateException("no status for generation " + generation + " of " + name + " within 60 s; "
+                    + "the cluster is at generation " + c.getMetadata().getGeneration() + ", memoryPerShard "
+                    + c.getSpec().getMemoryPerShard() + ", status " + client.getKubernetesSerialization()
+                    .asJson(c.getStatus()), e);
+        }
     }
 
     private static void markReady(KubernetesClient client, String cluster) {

@@ -4,9 +4,11 @@ import io.fabric8.kubernetes.api.model.Quantity;
 import io.fabric8.kubernetes.api.model.ResourceRequirementsBuilder;
 import io.pikv.api.v1alpha1.KafkaSpec;
 import io.pikv.api.v1alpha1.KvDtype;
+import io.pikv.api.v1alpha1.ModelSpec;
 import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.api.v1alpha1.SchedulingPolicy;
 import io.pikv.api.v1alpha1.SecretRef;
+import io.pikv.kv.ModelShape;
 import io.pikv.kv.scheduling.BlockPolicies;
 import io.pikv.operator.TestClusters;
 import org.junit.jupiter.api.Test;
@@ -204,5 +206,14 @@ class PiKVClusterValidatorTest {
         assertThat(Arrays.stream(SchedulingPolicy.values()).map(SchedulingPolicy::value))
                 .containsExactlyElementsOf(BlockPolicies.NAMES);
         assertThat(PiKVClusterValidator.POLICY_PARAMETERS.keySet()).containsExactlyInAnyOrder(SchedulingPolicy.values());
+    }
+
+    @Test
+    void modelBoundsAreTheEngines() {
+        // The CRD (crds/ may not depend on the engine) repeats ModelShape's bounds; they must not drift apart.
+        assertThat(ModelSpec.MAX_LAYERS).isEqualTo(ModelShape.MAX_LAYERS);
+        assertThat(ModelSpec.MAX_HEADS).isEqualTo(ModelShape.MAX_HEADS);
+        assertThat(ModelSpec.MAX_HEAD_DIM).isEqualTo(ModelShape.MAX_HEAD_DIM);
+        assertThat(ModelSpec.MAX_EXPERTS).isEqualTo(ModelShape.MAX_EXPERTS);
     }
 }
