@@ -271,6 +271,27 @@ class PiKVClusterReconcilerTest {
     }
 
     @Test
+    void deleteIsNotBlockedAndLeavesCleanUpToTheGarbageCollector() {
+        PiKVCluster created = create(TestClusters.small("gone", NS));
+        awaitStatus("gone", s -> s.getObservedGeneration() != null);
+        List<HasMetadata> owned = List.of(awaitObject(StatefulSet.class, "gone-shard", s -> true),
+                awaitObject(ConfigMap.class, "gone-config", c -> true), awaitObject(Service.class, "gone-shards", s -> true),
+                awaitObject(PodDisruptionBudget.class, "gone-shard", p -> true));
+        assertThat(get("gone").getMetadata().getFinalizers()).as("no finalizer holds the deletion").isEmpty();
+
+        client.resource(created).delete();
+        await().atMost(WAIT).until(() -> get("gone") == null);
+        // The mock server has no garbage collector; a real one deletes exactly the objects whose controller
+        // reference names the deleted cluster's uid.
+        for (HasMetadata o : owned) {
+            assertThat(o.getMetadata().getOwnerReferences()).as(o.getKind()).singleElement().satisfies(r -> {
+                assertThat(r.getUid()).isEqualTo(created.getMetadata().getUid());
+                assertThat(r.getBlockOwnerDeletion()).isTrue();
+            });
+        }
+    }
+
+    @Test
     void invalidFirstSpecCreatesNothing() {
         PiKVCluster bad = TestClusters.small("never", NS);
         bad.getSpec().setMemoryPerShard(new Quantity("1Ki"));
