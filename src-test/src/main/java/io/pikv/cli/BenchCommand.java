@@ -7,7 +7,7 @@ import picocli.CommandLine.Command;
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = "Run a benchmark; each prints a table and writes JSON with --json FILE.",
         subcommands = {AttentionBench.class, CacheBench.class, CompressionBench.class, RoutingBench.class,
-            ServiceBench.class})
+            ServiceBench.class, OperatorBench.class})
 public final class BenchCommand implements Runnable {
 
     @CommandLine.Spec
@@ -16,6 +16,6 @@ public final class BenchCommand implements Runnable {
     @Override
     public void run() {
         throw new CommandLine.ParameterException(spec.commandLine(),
-                "name a benchmark: attention, cache, compression, routing or service");
+                "name a benchmark: attention, cache, compression, routing, service or operator");
     }
 }

@@ -11,6 +11,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /** The launcher's commands: help, usage errors (exit 2, one sentence), and the benches' tables and JSON. */
 class LauncherTest {
@@ -32,7 +33,8 @@ class LauncherTest {
         assertThat(top.out()).contains("bench");
         Run bench = run("bench", "--help");
         assertThat(bench.code()).isZero();
-        assertThat(bench.out()).contains("attention", "cache", "compression", "routing", "service");
+        assertThat(bench.out()).contains("attention", "cache", "compression", "routing", "service", "operator");
+        assertThat(run("bench", "operator", "--help").out()).contains("--clusters", "--rounds", "--warmup", "--json");
         assertThat(run("bench", "compression", "--help").out()).contains("--keys", "--values", "--queries",
                 "--routing", "--methods", "--json");
         assertThat(run("bench", "cache", "--help").out()).contains("--trace", "--capacity", "--policies", "--json");
@@ -52,6 +54,7 @@ class LauncherTest {
                 {"bench", "routing", "--trace", "/no/such/file.jsonl", "--shards", "4"},
                 {"bench", "routing", "--shards", "4"},
                 {"bench", "service", "--shards", "0"}, {"bench", "service", "--q-heads", "6", "--kv-heads", "4"},
+                {"bench", "operator", "--clusters", "0"}, {"bench", "operator", "--rounds", "0"},
                 {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock"}}) {
             Run r = run(args);
             assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
@@ -63,6 +66,22 @@ class LauncherTest {
         assertThat(run("bench", "nope").err()).contains("unknown command or argument 'nope'", "pikv bench --help");
         assertThat(run("bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock").err())
                 .contains("unknown policy 'clock' in --policies; known: lru, streaming, h2o, utility, lrfu, adaptive.");
+    }
+
+    @Test
+    void operatorBenchReportsReconcileLatencies(@TempDir Path dir) throws Exception {
+        Path built = SidecarProcess.projectRoot().resolve("operator/target/test-classpath.txt");
+        assumeTrue(Files.isRegularFile(built), "the operator module is built (the reactor builds it before this one)");
+        Path json = dir.resolve("operator.json");
+        Run r = run("bench", "operator", "--clusters", "3", "--rounds", "1", "--warmup", "0", "--json",
+                json.toString());
+        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(r.out()).contains("p50_ms", "p99_ms", "reconcile_p99_ms");
+        JsonNode n = new ObjectMapper().readTree(json.toFile());
+        assertThat(n.get("clusters").asInt()).isEqualTo(3);
+        assertThat(n.get("updates").asInt()).isEqualTo(3);
+        assertThat(n.get("p50_ms").asDouble()).isPositive().isLessThanOrEqualTo(n.get("p99_ms").asDouble());
+        assertThat(n.get("reconciles").asInt()).isGreaterThanOrEqualTo(3);
     }
 
     @Test

@@ -1,0 +1,54 @@
+package io.pikv.api.v1alpha1;
+
+import com.fasterxml.jackson.annotation.JsonInclude;
+import com.fasterxml.jackson.annotation.JsonPropertyDescription;
+import com.fasterxml.jackson.annotation.JsonPropertyOrder;
+import io.fabric8.generator.annotation.Default;
+import io.fabric8.generator.annotation.Max;
+import io.fabric8.generator.annotation.Min;
+import io.fabric8.generator.annotation.Pattern;
+
+/** GPUs for the shards (the sidecar falls back to its CPU kernels when none can be used). */
+@JsonInclude(JsonInclude.Include.NON_NULL)
+@JsonPropertyOrder({"enabled", "resourceName", "perShard"})
+public class GpuSpec {
+
+    @Default("false")
+    @JsonPropertyDescription("Request GPUs for every shard pod.")
+    private Boolean enabled = false;
+
+    @Default("nvidia.com/gpu")
+    @Pattern("^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
+    @JsonPropertyDescription("Extended resource name of the GPU device plugin.")
+    private String resourceName = "nvidia.com/gpu";
+
+    @Default("1")
+    @Min(1)
+    @Max(16)
+    @JsonPropertyDescription("GPUs per shard pod.")
+    private Integer perShard = 1;
+
+    public Boolean getEnabled() {
+        return enabled;
+    }
+
+    public void setEnabled(Boolean enabled) {
+        this.enabled = enabled;
+    }
+
+    public String getResourceName() {
+        return resourceName;
+    }
+
+    public void setResourceName(String resourceName) {
+        this.resourceName = resourceName;
+    }
+
+    public Integer getPerShard() {
+        return perShard;
+    }
+
+    public void setPerShard(Integer perShard) {
+        this.perShard = perShard;
+    }
+}

@@ -1,0 +1,48 @@
+package io.pikv.api.v1alpha1;
+
+import com.fasterxml.jackson.annotation.JsonInclude;
+import com.fasterxml.jackson.annotation.JsonPropertyDescription;
+import com.fasterxml.jackson.annotation.JsonPropertyOrder;
+import io.fabric8.generator.annotation.Default;
+import io.fabric8.kubernetes.api.model.ResourceRequirements;
+
+/** The sidecar container the shard pods run. */
+@JsonInclude(JsonInclude.Include.NON_NULL)
+@JsonPropertyOrder({"image", "imagePullPolicy", "resources"})
+public class SidecarSpec {
+
+    @JsonPropertyDescription("Sidecar image; the operator's default (pikv.operator.sidecar-image) when unset.")
+    private String image;
+
+    @Default("IfNotPresent")
+    @JsonPropertyDescription("Always, IfNotPresent or Never.")
+    private PullPolicy imagePullPolicy = PullPolicy.IF_NOT_PRESENT;
+
+    @JsonPropertyDescription("CPU and memory of the sidecar container. When memory is not given, the request and "
+            + "limit are memoryPerShard plus the operator's JVM overhead (pikv.operator.memory-overhead).")
+    private ResourceRequirements resources;
+
+    public String getImage() {
+        return image;
+    }
+
+    public void setImage(String image) {
+        this.image = image;
+    }
+
+    public PullPolicy getImagePullPolicy() {
+        return imagePullPolicy;
+    }
+
+    public void setImagePullPolicy(PullPolicy imagePullPolicy) {
+        this.imagePullPolicy = imagePullPolicy;
+    }
+
+    public ResourceRequirements getResources() {
+        return resources;
+    }
+
+    public void setResources(ResourceRequirements resources) {
+        this.resources = resources;
+    }
+}

@@ -1,0 +1,116 @@
+package io.pikv.operator.controller;
+
+import io.fabric8.kubernetes.api.model.Event;
+import io.fabric8.kubernetes.api.model.EventBuilder;
+import io.fabric8.kubernetes.client.KubernetesClient;
+import io.fabric8.kubernetes.client.KubernetesClientException;
+import io.pikv.api.v1alpha1.PiKVCluster;
+import jakarta.annotation.PreDestroy;
+import jakarta.enterprise.context.ApplicationScoped;
+import org.jboss.logging.Logger;
+
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.time.Instant;
+import java.util.HexFormat;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
+
+/**
+ * Records the operator's decisions as Kubernetes Events on the PiKVCluster. An event with the same reason and
+ * message as an existing one is counted on it (count, lastTimestamp) rather than created again, the way kubectl
+ * shows repeated events; its name derives from the cluster, reason and message. Events are written in order by one
+ * background thread, so recording costs a reconcile no API round trips; a failure to record is logged and never
+ * fails a reconcile.
+ */
+@ApplicationScoped
+public class EventRecorder {
+    private static final Logger LOG = Logger.getLogger(EventRecorder.class);
+    public static final String COMPONENT = "pikv-operator";
+    public static final String NORMAL = "Normal";
+    public static final String WARNING = "Warning";
+
+    private final KubernetesClient client;
+    private final ExecutorService writer = Executors.newSingleThreadExecutor(r -> {
+        Thread t = new Thread(r, "pikv-events");
+        t.setDaemon(true);
+        return t;
+    });
+
+    public EventRecorder(KubernetesClient client) {
+        this.client = client;
+    }
+
+    @PreDestroy
+    void close() {
+        writer.shutdown();
+    }
+
+    public void normal(PiKVCluster cluster, String reason, String message) {
+        record(cluster, NORMAL, reason, message);
+    }
+
+    public void warning(PiKVCluster cluster, String reason, String message) {
+        record(cluster, WARNING, reason, message);
+    }
+
+    public void record(PiKVCluster cluster, String type, String reason, String message) {
+        String namespace = cluster.getMetadata().getNamespace();
+        String clusterName = cluster.getMetadata().getName();
+        String uid = cluster.getMetadata().getUid();
+        String resourceVersion = cluster.getMetadata().getResourceVersion();
+        try {
+            writer.execute(() -> write(namespace, clusterName, uid, resourceVersion, type, reason, message));
+        } catch (RejectedExecutionException e) {
+            LOG.debugf("operator stopping; event %s for %s/%s dropped", reason, namespace, clusterName);
+        }
+    }
+
+    private void write(String namespace, String clusterName, String uid, String resourceVersion, String type,
+                       String reason, String message) {
+        String name = eventName(clusterName, type, reason, message);
+        String now = Instant.now().toString();
+        try {
+            var events = client.v1().events().inNamespace(namespace);
+            Event existing = events.withName(name).get();
+            if (existing != null) {
+                existing.setCount(existing.getCount() == null ? 2 : existing.getCount() + 1);
+                existing.setLastTimestamp(now);
+                events.resource(existing).update();
+                return;
+            }
+            events.resource(new EventBuilder()
+                    .withNewMetadata().withName(name).withNamespace(namespace).endMetadata()
+                    .withNewInvolvedObject()
+                    .withApiVersion(PiKVCluster.GROUP + "/" + PiKVCluster.VERSION).withKind(PiKVCluster.KIND)
+                    .withName(clusterName).withNamespace(namespace).withUid(uid)
+                    .withResourceVersion(resourceVersion)
+                    .endInvolvedObject()
+                    .withType(type).withReason(reason).withMessage(truncate(message))
+                    .withCount(1).withFirstTimestamp(now).withLastTimestamp(now)
+                    .withNewSource().withComponent(COMPONENT).endSource()
+                    .withReportingComponent(COMPONENT)
+                    .build()).create();
+        } catch (KubernetesClientException e) {
+            LOG.warnf("could not record event %s/%s %s: %s", namespace, clusterName, reason, e.getMessage());
+        }
+    }
+
+    /** {@code <cluster>.<16 hex digits of SHA-256(type, reason, message)>}: the same decision maps to one Event. */
+    static String eventName(String cluster, String type, String reason, String message) {
+        try {
+            byte[] digest = MessageDigest.getInstance("SHA-256")
+                    .digest((type + "\n" + reason + "\n" + message).getBytes(StandardCharsets.UTF_8));
+            return cluster + "." + HexFormat.of().formatHex(digest).substring(0, 16);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** The API server refuses event messages over 1 KiB. */
+    private static String truncate(String message) {
+        return message.length() <= 1024 ? message : message.substring(0, 1021) + "...";
+    }
+}

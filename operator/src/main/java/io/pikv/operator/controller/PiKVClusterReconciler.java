@@ -1,0 +1,220 @@
+package io.pikv.operator.controller;
+
+import io.fabric8.kubernetes.api.model.ConfigMap;
+import io.fabric8.kubernetes.api.model.apps.StatefulSet;
+import io.javaoperatorsdk.operator.api.config.informer.Informer;
+import io.javaoperatorsdk.operator.api.reconciler.Context;
+import io.javaoperatorsdk.operator.api.reconciler.ControllerConfiguration;
+import io.javaoperatorsdk.operator.api.reconciler.ErrorStatusUpdateControl;
+import io.javaoperatorsdk.operator.api.reconciler.Reconciler;
+import io.javaoperatorsdk.operator.api.reconciler.UpdateControl;
+import io.javaoperatorsdk.operator.api.reconciler.Workflow;
+import io.javaoperatorsdk.operator.api.reconciler.dependent.Dependent;
+import io.micrometer.core.instrument.Timer;
+import io.pikv.api.v1alpha1.Decision;
+import io.pikv.api.v1alpha1.PiKVCluster;
+import io.pikv.api.v1alpha1.PiKVClusterSpec;
+import io.pikv.api.v1alpha1.PiKVClusterStatus;
+import io.pikv.operator.config.OperatorConfig;
+import io.pikv.operator.dependent.ShardConfigMapDependent;
+import io.pikv.operator.dependent.ShardHeadlessServiceDependent;
+import io.pikv.operator.dependent.ShardPodDisruptionBudgetDependent;
+import io.pikv.operator.dependent.ShardStatefulSetDependent;
+import io.pikv.operator.model.OperatorSettings;
+import io.pikv.operator.model.PiKVClusterValidator;
+import io.pikv.operator.model.ShardCluster;
+import io.pikv.operator.status.Conditions;
+import io.pikv.operator.status.Reasons;
+import io.pikv.operator.status.StatusAggregator;
+import io.pikv.operator.status.StatusJson;
+import org.jboss.logging.Logger;
+
+import java.time.Duration;
+import java.time.Instant;
+import java.time.temporal.ChronoUnit;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Objects;
+
+/**
+ * Reconciles a PiKVCluster into its shards: observe, validate, build the desired objects, apply them, patch the
+ * status when it changed, and come back later. It reconciles the whole state every time, whatever woke it.
+ *
+ * <p>An invalid spec is never applied: the cluster gets {@code Degraded=True} and a Warning event, and the dependents
+ * are reconciled from the last valid spec, which status keeps as JSON ({@code status.lastValidSpec}) so that it
+ * survives operator restarts. The dependents run only when this reconciler invokes them (explicit workflow), after
+ * the spec that drives them has been chosen.
+ *
+ * <p>The primary informer does not compare resource versions: with that comparison (the SDK's default) a spec change
+ * that lands while a reconcile is patching status was dropped as older than the status patch's answer, and waited
+ * for the next resync (seen as a lost update in {@code ./pikv bench operator} about one run in two).
+ */
+@ControllerConfiguration(name = PiKVClusterReconciler.NAME, informer = @Informer(comparableResourceVersions = false))
+@Workflow(explicitInvocation = true, dependents = {
+    @Dependent(name = "config", type = ShardConfigMapDependent.class),
+    @Dependent(name = "service", type = ShardHeadlessServiceDependent.class),
+    @Dependent(name = "shards", type = ShardStatefulSetDependent.class, dependsOn = {"config", "service"}),
+    @Dependent(name = "pdb", type = ShardPodDisruptionBudgetDependent.class)})
+public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
+    private static final Logger LOG = Logger.getLogger(PiKVClusterReconciler.class);
+    public static final String NAME = "pikvcluster";
+
+    private final OperatorSettings settings;
+    private final OperatorConfig config;
+    private final EventRecorder events;
+    private final ReconcileMetrics metrics;
+
+    public PiKVClusterReconciler(OperatorSettings settings, OperatorConfig config, EventRecorder events,
+                                 ReconcileMetrics metrics) {
+        this.settings = settings;
+        this.config = config;
+        this.events = events;
+        this.metrics = metrics;
+    }
+
+    @Override
+    public UpdateControl<PiKVCluster> reconcile(PiKVCluster cluster, Context<PiKVCluster> context) {
+        Timer.Sample sample = metrics.start();
+        String namespace = cluster.getMetadata().getNamespace();
+        String name = cluster.getMetadata().getName();
+        try {
+            Outcome outcome = reconcileCluster(cluster, context);
+            metrics.finished(sample, namespace, name, outcome.valid ? "applied" : "invalid");
+            return outcome.control;
+        } catch (RuntimeException e) {
+            metrics.failed(sample, namespace, name);
+            throw e;
+        }
+    }
+
+    private record Outcome(UpdateControl<PiKVCluster> control, boolean valid) {
+    }
+
+    private Outcome reconcileCluster(PiKVCluster cluster, Context<PiKVCluster> context) {
+        String now = Instant.now().truncatedTo(ChronoUnit.SECONDS).toString();
+        long generation = generation(cluster);
+        PiKVClusterStatus previous = cluster.getStatus() == null ? new PiKVClusterStatus() : cluster.getStatus();
+
+        // 1. Validate, and choose the spec to run: the current one when valid, else the last valid one.
+        PiKVClusterValidator.Result validation = PiKVClusterValidator.validate(cluster);
+        PiKVClusterSpec runningSpec;
+        long runningGeneration;
+        if (validation.valid()) {
+            runningSpec = cluster.getSpec();
+            runningGeneration = generation;
+        } else {
+            runningSpec = StatusJson.read(previous.getLastValidSpec(), PiKVClusterSpec.class);
+            runningGeneration = previous.getLastValidGeneration() == null ? -1 : previous.getLastValidGeneration();
+        }
+
+        // 2. Build the desired state and apply it through the dependents.
+        ShardCluster running = null;
+        if (runningSpec != null) {
+            ConfigMap current = context.getSecondaryResource(ConfigMap.class).orElse(null);
+            long knownEpoch = previous.getShardMapEpoch() == null ? -1 : previous.getShardMapEpoch();
+            running = ShardCluster.fromCrd(cluster, runningSpec, ShardCluster.readShardMap(current), knownEpoch,
+                    settings);
+            context.managedWorkflowAndDependentResourceContext().put(ShardCluster.CONTEXT_KEY, running);
+            context.managedWorkflowAndDependentResourceContext().reconcileManagedWorkflow();
+        }
+
+        // 3. Decide what to tell: events for every decision, the last one into status.
+        List<Decision> decisions = decisions(cluster, previous, validation, running, runningGeneration,
+                generation, now);
+
+        // 4. Aggregate the status; patch it only when it changed.
+        StatefulSet sts = running == null ? null : context.getSecondaryResource(StatefulSet.class).orElse(null);
+        PiKVClusterStatus next = StatusAggregator.next(previous, new StatusAggregator.Snapshot(
+                cluster.getMetadata().getName(), generation, validation, running, runningGeneration,
+                running == null ? null : StatusJson.write(runningSpec), sts, decisions, now));
+        Duration after = Conditions.isTrue(next.getConditions(), PiKVClusterStatus.READY) || running == null
+                ? config.resyncInterval() : config.progressInterval();
+        if (!StatusAggregator.changed(cluster.getStatus(), next)) {
+            return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(after), validation.valid());
+        }
+        cluster.setStatus(next);
+        return new Outcome(UpdateControl.patchStatus(cluster).rescheduleAfter(after), validation.valid());
+    }
+
+    /** The decisions this reconcile takes, each recorded as an Event (once: status remembers what was applied). */
+    private List<Decision> decisions(PiKVCluster cluster, PiKVClusterStatus previous,
+                                     PiKVClusterValidator.Result validation, ShardCluster running,
+                                     long runningGeneration, long generation, String now) {
+        List<Decision> out = new ArrayList<>();
+        if (!validation.valid()) {
+            String message = StatusAggregator.invalidMessage(generation, validation, running != null,
+                    runningGeneration);
+            // Once per distinct verdict: after the first time the Degraded condition carries the same text.
+            if (!Conditions.is(previous.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID,
+                    message)) {
+                events.warning(cluster, Reasons.SPEC_REJECTED, message);
+                out.add(new Decision(now, Reasons.SPEC_REJECTED, message));
+            }
+            return out;
+        }
+        if (Objects.equals(previous.getLastValidGeneration(), generation)) {
+            return out;
+        }
+        if (previous.getLastValidGeneration() == null) {
+            String message = "Created " + running.shards() + " shards for a model of " + running.spec().getModel()
+                    .getLayers() + " layers and " + running.spec().getModel().getExperts() + " experts, "
+                    + running.budgetBytes() + " bytes each, policy " + running.activePolicy().value()
+                    + ", shard map epoch " + running.shardMap().epoch() + ", config " + running.configHash() + ".";
+            out.add(decide(cluster, Reasons.SPEC_APPLIED, message, now));
+            return out;
+        }
+        if (!Objects.equals(previous.getDesiredShards(), running.shards())) {
+            out.add(decide(cluster, Reasons.SCALED, "Shards " + previous.getDesiredShards() + " → " + running.shards()
+                    + " (generation " + generation + ").", now));
+        }
+        if (previous.getShardMapEpoch() != null && previous.getShardMapEpoch() != running.shardMap().epoch()) {
+            out.add(decide(cluster, Reasons.REBALANCED, "Shard map epoch " + previous.getShardMapEpoch() + " → "
+                    + running.shardMap().epoch() + ": " + running.shardMap().experts() + " experts round-robin over "
+                    + running.shards() + " shards.", now));
+        }
+        if (!Objects.equals(previous.getConfigHash(), running.configHash())) {
+            out.add(decide(cluster, Reasons.CONFIG_CHANGED, "Config " + previous.getConfigHash() + " → "
+                    + running.configHash() + " (generation " + generation + "): rolling the shard pods.", now));
+        }
+        if (out.isEmpty()) {
+            out.add(decide(cluster, Reasons.SPEC_APPLIED, "Applied generation " + generation
+                    + "; the shard pods' settings are unchanged, so they keep running.", now));
+        }
+        return out;
+    }
+
+    private Decision decide(PiKVCluster cluster, String reason, String message, String now) {
+        LOG.infof("%s/%s: %s", cluster.getMetadata().getNamespace(), cluster.getMetadata().getName(), message);
+        events.normal(cluster, reason, message);
+        return new Decision(now, reason, message);
+    }
+
+    @Override
+    public ErrorStatusUpdateControl<PiKVCluster> updateErrorStatus(PiKVCluster cluster, Context<PiKVCluster> context,
+                                                                   Exception e) {
+        String message = "Reconcile failed (retrying with backoff): " + rootMessage(e);
+        PiKVClusterStatus status = cluster.getStatus() == null ? new PiKVClusterStatus() : cluster.getStatus();
+        if (Conditions.is(status.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.RECONCILE_FAILED,
+                message)) {
+            return ErrorStatusUpdateControl.noStatusUpdate();
+        }
+        events.warning(cluster, Reasons.RECONCILE_FAILED, message);
+        status.setConditions(Conditions.set(status.getConditions(), PiKVClusterStatus.DEGRADED, true,
+                Reasons.RECONCILE_FAILED, message, generation(cluster),
+                Instant.now().truncatedTo(ChronoUnit.SECONDS).toString()));
+        cluster.setStatus(status);
+        return ErrorStatusUpdateControl.patchStatus(cluster);
+    }
+
+    private static String rootMessage(Throwable e) {
+        Throwable t = e;
+        while (t.getCause() != null && t.getCause() != t) {
+            t = t.getCause();
+        }
+        return t.getMessage() == null ? t.getClass().getSimpleName() : t.getMessage();
+    }
+
+    private static long generation(PiKVCluster cluster) {
+        return cluster.getMetadata().getGeneration() == null ? 0 : cluster.getMetadata().getGeneration();
+    }
+}

@@ -1,0 +1,53 @@
+package io.pikv.operator.controller;
+
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.Tags;
+import io.micrometer.core.instrument.Timer;
+import jakarta.enterprise.context.ApplicationScoped;
+
+import java.time.Duration;
+
+/**
+ * Per-cluster reconcile metrics (Prometheus at {@code /q/metrics}): {@code pikv_operator_reconciles_total} by result
+ * (applied, invalid, failed), {@code pikv_operator_reconcile_failures_total}, and
+ * {@code pikv_operator_reconcile_duration_seconds} (a histogram with buckets from 5 ms to 10 s). QOSDK adds JOSDK's own
+ * {@code operator_sdk_*} metrics beside them.
+ */
+@ApplicationScoped
+public class ReconcileMetrics {
+    public static final String RECONCILES = "pikv.operator.reconciles";
+    public static final String FAILURES = "pikv.operator.reconcile.failures";
+    public static final String DURATION = "pikv.operator.reconcile.duration";
+
+    /** Few, fixed histogram buckets: the series are per cluster, so percentile histograms would multiply them. */
+    static final Duration[] BUCKETS = {Duration.ofMillis(5), Duration.ofMillis(10), Duration.ofMillis(25),
+        Duration.ofMillis(50), Duration.ofMillis(100), Duration.ofMillis(250), Duration.ofMillis(500),
+        Duration.ofSeconds(1), Duration.ofMillis(2500), Duration.ofSeconds(10)};
+
+    private final MeterRegistry registry;
+
+    public ReconcileMetrics(MeterRegistry registry) {
+        this.registry = registry;
+    }
+
+    public Timer.Sample start() {
+        return Timer.start(registry);
+    }
+
+    /** A finished reconcile: {@code result} is applied (the current spec runs), invalid (the last valid one runs). */
+    public void finished(Timer.Sample sample, String namespace, String cluster, String result) {
+        Tags tags = Tags.of("namespace", namespace, "cluster", cluster);
+        sample.stop(Timer.builder(DURATION).description("Time of one PiKVCluster reconcile").tags(tags)
+                .serviceLevelObjectives(BUCKETS).register(registry));
+        Counter.builder(RECONCILES).description("PiKVCluster reconciles by result").tags(tags.and("result", result))
+                .register(registry).increment();
+    }
+
+    /** A reconcile that threw (it is retried with backoff). */
+    public void failed(Timer.Sample sample, String namespace, String cluster) {
+        finished(sample, namespace, cluster, "failed");
+        Counter.builder(FAILURES).description("PiKVCluster reconciles that failed")
+                .tags(Tags.of("namespace", namespace, "cluster", cluster)).register(registry).increment();
+    }
+}

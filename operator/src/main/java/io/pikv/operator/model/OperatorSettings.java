@@ -1,0 +1,24 @@
+package io.pikv.operator.model;
+
+/**
+ * The operator-wide settings the desired-state builders need (from {@code pikv.operator.*}, see
+ * {@code io.pikv.operator.config.OperatorConfig}); a plain record so that the model stays free of framework code.
+ *
+ * @param sidecarImage         image of the shard pods when a cluster does not name one
+ * @param memoryOverheadBytes  container memory on top of the KV budget when a cluster gives no memory: the JVM heap
+ *                             (half of it), metaspace, threads and the HTTP server's buffers
+ */
+public record OperatorSettings(String sidecarImage, long memoryOverheadBytes) {
+
+    public static final OperatorSettings DEFAULTS = new OperatorSettings("pikv/sidecar:0.1.0", 1L << 30);
+
+    public OperatorSettings {
+        if (sidecarImage == null || sidecarImage.isBlank()) {
+            throw new IllegalArgumentException("pikv.operator.sidecar-image must name an image");
+        }
+        if (memoryOverheadBytes < (256L << 20)) {
+            throw new IllegalArgumentException("pikv.operator.memory-overhead must be at least 256Mi, got "
+                    + memoryOverheadBytes + " bytes");
+        }
+    }
+}

@@ -1,0 +1,578 @@
+package io.pikv.operator.model;
+
+import io.fabric8.kubernetes.api.model.Quantity;
+import io.fabric8.kubernetes.api.model.ResourceRequirements;
+import io.pikv.api.v1alpha1.AutoscalingSpec;
+import io.pikv.api.v1alpha1.CompressionSpec;
+import io.pikv.api.v1alpha1.GpuSpec;
+import io.pikv.api.v1alpha1.KafkaSpec;
+import io.pikv.api.v1alpha1.ModelSpec;
+import io.pikv.api.v1alpha1.PiKVCluster;
+import io.pikv.api.v1alpha1.PiKVClusterSpec;
+import io.pikv.api.v1alpha1.RoutingSpec;
+import io.pikv.api.v1alpha1.SchedulingPolicy;
+import io.pikv.api.v1alpha1.SchedulingSpec;
+import io.pikv.api.v1alpha1.SidecarSpec;
+import io.pikv.kv.KvLayout;
+import io.pikv.kv.ModelShape;
+
+import java.math.BigDecimal;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.regex.Pattern;
+import java.util.stream.Collectors;
+
+/**
+ * The one validator of a PiKVCluster: the reconciler runs it on every reconcile, the manifest tests run every example
+ * through it, and the admission webhook will too. It repeats the CRD's OpenAPI bounds and CEL rules (so a cluster
+ * whose CRD is older, or an API server that skipped them, still gets the same answer) and adds what the schema cannot
+ * say: the engine's own rules for the model and its pages ({@link ModelShape}, {@link KvLayout}), the budget against
+ * the page size, parameter names per policy and compression method, resources against the budget.
+ *
+ * <p>Every message names the field, the value, the rule and what to change.
+ */
+public final class PiKVClusterValidator {
+
+    /** Tokens per page the shards run with (the sidecar's {@code pikv.store.page-tokens} default). */
+    public static final int PAGE_TOKENS = 32;
+    /** Largest budget accepted per shard. */
+    public static final long MAX_BUDGET_BYTES = 4L << 40;
+
+    private static final Pattern DNS_1035 = Pattern.compile("^[a-z]([-a-z0-9]*[a-z0-9])?$");
+    private static final Pattern DNS_1123_SUBDOMAIN = Pattern.compile("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$");
+    private static final Pattern RESOURCE_NAME =
+            Pattern.compile("^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$");
+    private static final Pattern TOPIC = Pattern.compile("^[a-zA-Z0-9._-]{1,249}$");
+    private static final Pattern HOST_PORT = Pattern.compile("^(\\[[0-9a-fA-F:.]+]|[A-Za-z0-9.-]+):([0-9]{1,5})$");
+
+    /** Knobs each policy takes (see io.pikv.kv.scheduling). */
+    static final Map<SchedulingPolicy, Set<String>> POLICY_PARAMETERS = Map.of(
+            SchedulingPolicy.LRU, Set.of(),
+            SchedulingPolicy.STREAMING, Set.of("sinks", "window"),
+            SchedulingPolicy.H2O, Set.of("sinks", "window"),
+            SchedulingPolicy.UTILITY, Set.of("attention", "recency", "frequency", "recencyScale"),
+            SchedulingPolicy.LRFU, Set.of("halfLife", "historyLimit"),
+            SchedulingPolicy.ADAPTIVE, Set.of("window", "margin"));
+
+    /** Knobs each compression part takes (see docs/compression.md). */
+    static final Map<String, Set<String>> COMPRESSION_PARAMETERS = Map.of(
+            "int8", Set.of(),
+            "lowrank", Set.of("keyRank", "valueRank", "outlierDirections"),
+            "lowrank-expert", Set.of("keyRank", "valueRank", "outlierDirections", "minExpertTokens"),
+            "pyramid", Set.of("budget", "beta", "sinks", "window"));
+
+    private PiKVClusterValidator() {
+    }
+
+    /** One broken rule: the field (a JSON path from the resource root) and what is wrong with it. */
+    public record Violation(String field, String message) {
+        @Override
+        public String toString() {
+            return field + ": " + message;
+        }
+    }
+
+    /** The outcome: valid when there is no violation. */
+    public record Result(List<Violation> violations) {
+        public Result {
+            violations = List.copyOf(violations);
+        }
+
+        public boolean valid() {
+            return violations.isEmpty();
+        }
+
+        /** All violations in one line, for a condition message or an event. */
+        public String summary() {
+            return violations.stream().map(Violation::toString).collect(Collectors.joining("; "));
+        }
+    }
+
+    /** Validates a whole resource: its name (names of the objects derive from it) and its spec. */
+    public static Result validate(PiKVCluster cluster) {
+        List<Violation> out = new ArrayList<>();
+        String name = cluster.getMetadata() == null ? null : cluster.getMetadata().getName();
+        if (name == null || name.isEmpty()) {
+            out.add(new Violation("metadata.name", "is required"));
+        } else {
+            if (name.length() > PiKVCluster.MAX_NAME_LENGTH) {
+                out.add(new Violation("metadata.name", "'" + name + "' has " + name.length() + " characters, more than "
+                        + PiKVCluster.MAX_NAME_LENGTH + ": shard pod names and labels derive from it; use a shorter name"));
+            }
+            if (!DNS_1035.matcher(name).matches()) {
+                out.add(new Violation("metadata.name", "'" + name + "' must be lower-case letters, digits and '-', "
+                        + "starting with a letter: the headless Service is named after it"));
+            }
+        }
+        out.addAll(validate(cluster.getSpec()).violations());
+        return new Result(out);
+    }
+
+    /** Validates a spec on its own. */
+    public static Result validate(PiKVClusterSpec spec) {
+        List<Violation> out = new ArrayList<>();
+        if (spec == null) {
+            out.add(new Violation("spec", "is required: give at least spec.model"));
+            return new Result(out);
+        }
+        ModelShape shape = model(spec.getModel(), out);
+        int shards = shards(spec, shape, out);
+        Compression compression = compression(spec.getCompression(), shape, out);
+        budget(spec, shape, compression, out);
+        routing(spec.getRouting(), out);
+        scheduling(spec.getScheduling(), out);
+        kafka(spec.getKafka(), out);
+        autoscaling(spec.getAutoscaling(), shards, shape, out);
+        gpu(spec.getGpu(), out);
+        sidecar(spec.getSidecar(), spec.getMemoryPerShard(), out);
+        return new Result(out);
+    }
+
+    private static ModelShape model(ModelSpec m, List<Violation> out) {
+        if (m == null) {
+            out.add(new Violation("spec.model", "is required: give layers, qHeads, kvHeads, headDim, experts and topK"));
+            return null;
+        }
+        int before = out.size();
+        range(out, "spec.model.layers", m.getLayers(), 1, ModelSpec.MAX_LAYERS);
+        range(out, "spec.model.qHeads", m.getQHeads(), 1, ModelSpec.MAX_HEADS);
+        range(out, "spec.model.kvHeads", m.getKvHeads(), 1, ModelSpec.MAX_HEADS);
+        range(out, "spec.model.headDim", m.getHeadDim(), 1, ModelSpec.MAX_HEAD_DIM);
+        range(out, "spec.model.experts", m.getExperts(), 1, ModelSpec.MAX_EXPERTS);
+        range(out, "spec.model.topK", m.getTopK(), 1, ModelSpec.MAX_EXPERTS);
+        if (out.size() > before) {
+            return null;
+        }
+        if (m.getTopK() > m.getExperts()) {
+            out.add(new Violation("spec.model.topK", "is " + m.getTopK() + " but spec.model.experts is "
+                    + m.getExperts() + ": a token cannot be routed to more experts than the model has; lower topK or "
+                    + "raise experts"));
+            return null;
+        }
+        if (m.getQHeads() % m.getKvHeads() != 0) {
+            out.add(new Violation("spec.model.qHeads", "is " + m.getQHeads() + ", not a multiple of spec.model.kvHeads ("
+                    + m.getKvHeads() + "): grouped-query attention shares each KV head among a whole number of query "
+                    + "heads"));
+            return null;
+        }
+        try {
+            return new ModelShape(m.getLayers(), m.getQHeads(), m.getKvHeads(), m.getHeadDim(), m.getExperts(),
+                    m.getTopK());
+        } catch (IllegalArgumentException e) {
+            out.add(new Violation("spec.model", e.getMessage()));
+            return null;
+        }
+    }
+
+    private static int shards(PiKVClusterSpec spec, ModelShape shape, List<Violation> out) {
+        Integer shards = spec.getShards();
+        if (!range(out, "spec.shards", shards, 1, PiKVClusterSpec.MAX_SHARDS)) {
+            return -1;
+        }
+        if (shape != null && shards > shape.experts()) {
+            out.add(new Violation("spec.shards", "is " + shards + " but the model has " + shape.experts()
+                    + " experts: every shard owns at least one expert; use at most " + shape.experts() + " shards"));
+        }
+        return shards;
+    }
+
+    /** The parsed compression method. */
+    record Compression(boolean int8, String lowRank, boolean pyramid) {
+        static final Compression NONE = new Compression(false, null, false);
+    }
+
+    private static Compression compression(CompressionSpec c, ModelShape shape, List<Violation> out) {
+        if (c == null) {
+            return Compression.NONE;
+        }
+        Compression parsed = parseCompression(c.getMethod(), out);
+        if (parsed == null) {
+            return Compression.NONE;
+        }
+        Set<String> allowed = new HashSet<>();
+        if (parsed.int8()) {
+            allowed.addAll(COMPRESSION_PARAMETERS.get("int8"));
+        }
+        if (parsed.lowRank() != null) {
+            allowed.addAll(COMPRESSION_PARAMETERS.get(parsed.lowRank()));
+        }
+        if (parsed.pyramid()) {
+            allowed.addAll(COMPRESSION_PARAMETERS.get("pyramid"));
+        }
+        Map<String, Double> p = c.getParameters() == null ? Map.of() : c.getParameters();
+        for (Map.Entry<String, Double> e : p.entrySet()) {
+            String field = "spec.compression.parameters." + e.getKey();
+            if (!allowed.contains(e.getKey())) {
+                out.add(new Violation(field, "is not a knob of '" + c.getMethod() + "'; it takes "
+                        + (allowed.isEmpty() ? "none" : String.join(", ", new java.util.TreeSet<>(allowed)))));
+                continue;
+            }
+            double v = e.getValue() == null ? Double.NaN : e.getValue();
+            int headDim = shape == null ? ModelSpec.MAX_HEAD_DIM : shape.headDim();
+            switch (e.getKey()) {
+                case "keyRank", "valueRank" -> integer(out, field, v, 1, headDim);
+                case "outlierDirections" -> integer(out, field, v, 0, headDim);
+                case "minExpertTokens", "window" -> integer(out, field, v, 1, Integer.MAX_VALUE);
+                case "sinks" -> integer(out, field, v, 0, Integer.MAX_VALUE);
+                case "budget" -> {
+                    if (!(v > 0 && v <= 1)) {
+                        out.add(new Violation(field, "is " + v + "; the fraction of tokens kept must be in (0, 1]"));
+                    }
+                }
+                case "beta" -> {
+                    if (!(v >= 1)) {
+                        out.add(new Violation(field, "is " + v + "; PyramidKV's beta must be at least 1"));
+                    }
+                }
+                default -> throw new IllegalStateException(e.getKey());
+            }
+        }
+        if (parsed.lowRank() != null && p.containsKey("outlierDirections")) {
+            double rank = Math.min(p.getOrDefault("keyRank", Double.MAX_VALUE), p.getOrDefault("valueRank",
+                    Double.MAX_VALUE));
+            if (p.get("outlierDirections") != null && p.get("outlierDirections") > rank) {
+                out.add(new Violation("spec.compression.parameters.outlierDirections", "exceeds the smaller rank ("
+                        + (long) rank + "): outlier directions are taken from the basis"));
+            }
+        }
+        return parsed;
+    }
+
+    /** Parses {@code none} or parts joined by {@code +}; null (after adding a violation) when it is not a method. */
+    static Compression parseCompression(String method, List<Violation> out) {
+        String field = "spec.compression.method";
+        if (method == null || method.equals("none")) {
+            return Compression.NONE;
+        }
+        boolean int8 = false;
+        boolean pyramid = false;
+        String lowRank = null;
+        for (String part : method.split("\\+", -1)) {
+            switch (part) {
+                case "int8" -> {
+                    if (int8) {
+                        out.add(new Violation(field, "'" + method + "' names int8 twice"));
+                        return null;
+                    }
+                    int8 = true;
+                }
+                case "pyramid" -> {
+                    if (pyramid) {
+                        out.add(new Violation(field, "'" + method + "' names pyramid twice"));
+                        return null;
+                    }
+                    pyramid = true;
+                }
+                case "lowrank", "lowrank-expert" -> {
+                    if (lowRank != null) {
+                        out.add(new Violation(field, "'" + method + "' names two low-rank methods; choose lowrank "
+                                + "(one basis per layer and head) or lowrank-expert (one per expert)"));
+                        return null;
+                    }
+                    lowRank = part;
+                }
+                default -> {
+                    out.add(new Violation(field, "'" + method + "' has the unknown part '" + part + "'; use none, or "
+                            + "join int8, lowrank, lowrank-expert and pyramid with '+' (e.g. pyramid+lowrank+int8)"));
+                    return null;
+                }
+            }
+        }
+        return new Compression(int8, lowRank, pyramid);
+    }
+
+    /** The storage type of the shard's pages for this spec: int8 when compression says so, else the model's dtype. */
+    public static io.pikv.kv.StorageType storageType(PiKVClusterSpec spec) {
+        String method = spec.getCompression() == null ? null : spec.getCompression().getMethod();
+        if (method != null && List.of(method.split("\\+")).contains("int8")) {
+            return io.pikv.kv.StorageType.INT8;
+        }
+        return spec.getModel() != null && spec.getModel().getDtype() != null
+                ? io.pikv.kv.StorageType.parse(spec.getModel().getDtype().value()) : io.pikv.kv.StorageType.FP16;
+    }
+
+    private static void budget(PiKVClusterSpec spec, ModelShape shape, Compression compression, List<Violation> out) {
+        Quantity q = spec.getMemoryPerShard();
+        if (q == null) {
+            out.add(new Violation("spec.memoryPerShard", "is required: the byte budget of one shard, e.g. 4Gi"));
+            return;
+        }
+        long bytes;
+        try {
+            bytes = bytes(q);
+        } catch (IllegalArgumentException | ArithmeticException e) {
+            out.add(new Violation("spec.memoryPerShard", "'" + q + "' is not a quantity of bytes (e.g. 512Mi, 16Gi)"));
+            return;
+        }
+        if (bytes <= 0 || bytes > MAX_BUDGET_BYTES) {
+            out.add(new Violation("spec.memoryPerShard", "is " + q + "; it must be positive and at most 4Ti"));
+            return;
+        }
+        if (shape == null) {
+            return;
+        }
+        io.pikv.kv.StorageType type = compression.int8() ? io.pikv.kv.StorageType.INT8 : storageType(spec);
+        KvLayout layout;
+        try {
+            layout = new KvLayout(shape.kvHeads(), shape.headDim(), PAGE_TOKENS, type);
+        } catch (IllegalArgumentException e) {
+            out.add(new Violation(type == io.pikv.kv.StorageType.INT8 ? "spec.compression.method" : "spec.model",
+                    e.getMessage() + " (with " + PAGE_TOKENS + "-token pages)"));
+            return;
+        }
+        long floor = (long) layout.pageBytes() * shape.layers();
+        if (bytes < floor) {
+            out.add(new Violation("spec.memoryPerShard", "is " + q + " (" + bytes + " bytes), less than one "
+                    + type.name().toLowerCase() + " page per layer (" + shape.layers() + " × " + layout.pageBytes()
+                    + " = " + floor + " bytes): raise it to at least " + mebibytesCeil(floor) + "Mi"));
+        }
+    }
+
+    private static void routing(RoutingSpec r, List<Violation> out) {
+        if (r == null) {
+            return;
+        }
+        if (r.getLambda() != null && !(r.getLambda() >= 0 && r.getLambda() <= 10)) {
+            out.add(new Violation("spec.routing.lambda", "is " + r.getLambda() + "; the miss-penalty weight must be in "
+                    + "[0, 10] (0 is plain top-k)"));
+        }
+        range(out, "spec.routing.window", r.getWindow(), 1, 1 << 20, true);
+    }
+
+    private static void scheduling(SchedulingSpec s, List<Violation> out) {
+        if (s == null) {
+            return;
+        }
+        SchedulingPolicy policy = s.getPolicy() == null ? SchedulingPolicy.LRU : s.getPolicy();
+        Set<String> knobs = POLICY_PARAMETERS.get(policy);
+        Map<String, Double> p = s.getParameters() == null ? Map.of() : s.getParameters();
+        for (Map.Entry<String, Double> e : p.entrySet()) {
+            String field = "spec.scheduling.parameters." + e.getKey();
+            if (!knobs.contains(e.getKey())) {
+                out.add(new Violation(field, "is not a knob of policy " + policy.value() + "; it takes "
+                        + (knobs.isEmpty() ? "none" : String.join(", ", new java.util.TreeSet<>(knobs)))));
+                continue;
+            }
+            double v = e.getValue() == null ? Double.NaN : e.getValue();
+            switch (e.getKey()) {
+                case "sinks", "historyLimit" -> integer(out, field, v, 0, Integer.MAX_VALUE);
+                case "window" -> integer(out, field, v, 1, Integer.MAX_VALUE);
+                case "attention", "recency", "frequency" -> {
+                    if (!(v >= 0) || Double.isInfinite(v)) {
+                        out.add(new Violation(field, "is " + v + "; utility weights must be finite and at least 0"));
+                    }
+                }
+                case "recencyScale", "halfLife" -> {
+                    if (!(v > 0) || Double.isInfinite(v)) {
+                        out.add(new Violation(field, "is " + v + "; it must be finite and positive"));
+                    }
+                }
+                case "margin" -> {
+                    if (!(v >= 0 && v < 1)) {
+                        out.add(new Violation(field, "is " + v + "; the switching margin must be in [0, 1)"));
+                    }
+                }
+                default -> throw new IllegalStateException(e.getKey());
+            }
+        }
+        if (policy == SchedulingPolicy.UTILITY && p.keySet().containsAll(Set.of("attention", "recency", "frequency"))
+                && p.get("attention") == 0 && p.get("recency") == 0 && p.get("frequency") == 0) {
+            out.add(new Violation("spec.scheduling.parameters", "utility weights attention, recency and frequency are "
+                    + "all 0: give at least one a positive weight"));
+        }
+        List<SchedulingPolicy> candidates = s.getCandidates() == null ? List.of() : s.getCandidates();
+        Set<SchedulingPolicy> seen = new HashSet<>();
+        for (SchedulingPolicy c : candidates) {
+            if (c == null) {
+                out.add(new Violation("spec.scheduling.candidates", "holds an empty entry"));
+            } else if (c == SchedulingPolicy.ADAPTIVE) {
+                out.add(new Violation("spec.scheduling.candidates", "lists adaptive, which chooses between candidates "
+                        + "and cannot be one; list the policies it may switch to"));
+            } else if (!seen.add(c)) {
+                out.add(new Violation("spec.scheduling.candidates", "lists " + c.value() + " twice"));
+            }
+        }
+        if (policy == SchedulingPolicy.ADAPTIVE && candidates.size() == 1) {
+            out.add(new Violation("spec.scheduling.candidates", "has one policy; adaptive needs at least two to choose "
+                    + "between (or none for all of them)"));
+        }
+        if (policy != SchedulingPolicy.ADAPTIVE && !candidates.isEmpty() && !candidates.contains(policy)) {
+            out.add(new Violation("spec.scheduling.policy", "is " + policy.value() + ", which is not among "
+                    + "spec.scheduling.candidates " + candidates.stream().map(c -> c == null ? "?" : c.value()).toList()
+                    + ": adaptation starts from the policy, so add it to the candidates"));
+        }
+    }
+
+    private static void kafka(KafkaSpec k, List<Violation> out) {
+        if (k == null) {
+            return;
+        }
+        String servers = k.getBootstrapServers();
+        if (servers == null || servers.isBlank()) {
+            out.add(new Violation("spec.kafka.bootstrapServers", "is required when spec.kafka is given "
+                    + "(host:port[,host:port...]); remove spec.kafka to run without telemetry"));
+        } else {
+            for (String server : servers.split(",", -1)) {
+                var m = HOST_PORT.matcher(server.strip());
+                int port = m.matches() ? Integer.parseInt(m.group(2)) : -1;
+                if (!m.matches() || port < 1 || port > 65535) {
+                    out.add(new Violation("spec.kafka.bootstrapServers", "'" + server + "' is not host:port"));
+                }
+            }
+        }
+        if (k.getTopics() != null) {
+            String events = k.getTopics().getEvents();
+            String control = k.getTopics().getControl();
+            topic(out, "spec.kafka.topics.events", events);
+            topic(out, "spec.kafka.topics.control", control);
+            if (events != null && events.equals(control)) {
+                out.add(new Violation("spec.kafka.topics.control", "equals spec.kafka.topics.events ('" + events
+                        + "'): telemetry and the compacted control topic must be different topics"));
+            }
+        }
+        if (k.getCredentialsSecret() != null) {
+            String name = k.getCredentialsSecret().getName();
+            if (name == null || !DNS_1123_SUBDOMAIN.matcher(name).matches()) {
+                out.add(new Violation("spec.kafka.credentialsSecret.name", "'" + name + "' is not a Secret name"));
+            }
+        }
+    }
+
+    private static void topic(List<Violation> out, String field, String topic) {
+        if (topic != null && (!TOPIC.matcher(topic).matches() || topic.equals(".") || topic.equals(".."))) {
+            out.add(new Violation(field, "'" + topic + "' is not a Kafka topic name (letters, digits, '.', '_', '-', "
+                    + "at most 249)"));
+        }
+    }
+
+    private static void autoscaling(AutoscalingSpec a, int shards, ModelShape shape, List<Violation> out) {
+        if (a == null) {
+            return;
+        }
+        boolean ok = range(out, "spec.autoscaling.minShards", a.getMinShards(), 1, PiKVClusterSpec.MAX_SHARDS, true)
+                & range(out, "spec.autoscaling.maxShards", a.getMaxShards(), 1, PiKVClusterSpec.MAX_SHARDS, true);
+        int min = a.getMinShards() == null ? 1 : a.getMinShards();
+        int max = a.getMaxShards() == null ? 8 : a.getMaxShards();
+        if (ok && min > max) {
+            out.add(new Violation("spec.autoscaling.minShards", "is " + min + ", more than spec.autoscaling.maxShards ("
+                    + max + "); lower minShards or raise maxShards"));
+        }
+        if (a.getTargetMemoryUtilization() != null
+                && !(a.getTargetMemoryUtilization() >= 0.05 && a.getTargetMemoryUtilization() <= 1)) {
+            out.add(new Violation("spec.autoscaling.targetMemoryUtilization", "is " + a.getTargetMemoryUtilization()
+                    + "; it must be in [0.05, 1]"));
+        }
+        if (a.getTargetHitRate() != null && !(a.getTargetHitRate() >= 0 && a.getTargetHitRate() <= 1)) {
+            out.add(new Violation("spec.autoscaling.targetHitRate", "is " + a.getTargetHitRate()
+                    + "; a hit rate is in [0, 1]"));
+        }
+        range(out, "spec.autoscaling.cooldownSeconds", a.getCooldownSeconds(), 0, 86400, true);
+        if (Boolean.TRUE.equals(a.getEnabled()) && ok && min <= max) {
+            if (shards > 0 && (shards < min || shards > max)) {
+                out.add(new Violation("spec.shards", "is " + shards + ", outside the autoscaling range [" + min + ", "
+                        + max + "]; set shards within it or widen the range"));
+            }
+            if (shape != null && max > shape.experts()) {
+                out.add(new Violation("spec.autoscaling.maxShards", "is " + max + " but the model has "
+                        + shape.experts() + " experts; every shard owns at least one, so use at most "
+                        + shape.experts()));
+            }
+        }
+    }
+
+    private static void gpu(GpuSpec g, List<Violation> out) {
+        if (g == null) {
+            return;
+        }
+        if (g.getResourceName() != null && !RESOURCE_NAME.matcher(g.getResourceName()).matches()) {
+            out.add(new Violation("spec.gpu.resourceName", "'" + g.getResourceName() + "' is not an extended resource "
+                    + "name (e.g. nvidia.com/gpu)"));
+        }
+        range(out, "spec.gpu.perShard", g.getPerShard(), 1, 16, true);
+    }
+
+    private static void sidecar(SidecarSpec s, Quantity budget, List<Violation> out) {
+        if (s == null) {
+            return;
+        }
+        if (s.getImage() != null && (s.getImage().isBlank() || s.getImage().chars().anyMatch(Character::isWhitespace))) {
+            out.add(new Violation("spec.sidecar.image", "'" + s.getImage() + "' is not an image reference; remove it "
+                    + "to use the operator's default"));
+        }
+        ResourceRequirements r = s.getResources();
+        if (r == null) {
+            return;
+        }
+        Map<String, Quantity> limits = r.getLimits() == null ? Map.of() : r.getLimits();
+        Map<String, Quantity> requests = r.getRequests() == null ? Map.of() : r.getRequests();
+        for (String kind : new java.util.TreeSet<>(limits.keySet())) {
+            Long limit = bytesOrViolation(out, "spec.sidecar.resources.limits." + kind, limits.get(kind));
+            Long request = requests.containsKey(kind)
+                    ? bytesOrViolation(out, "spec.sidecar.resources.requests." + kind, requests.get(kind)) : null;
+            if (limit != null && request != null && request > limit) {
+                out.add(new Violation("spec.sidecar.resources.requests." + kind, requests.get(kind) + " exceeds the "
+                        + "limit " + limits.get(kind)));
+            }
+        }
+        Quantity memory = limits.getOrDefault("memory", requests.get("memory"));
+        if (memory != null && budget != null) {
+            try {
+                if (bytes(memory) <= bytes(budget)) {
+                    out.add(new Violation("spec.sidecar.resources", "memory " + memory + " does not exceed "
+                            + "spec.memoryPerShard (" + budget + "): the KV pages live in the container's memory next "
+                            + "to the JVM; give more memory or leave it unset"));
+                }
+            } catch (IllegalArgumentException | ArithmeticException e) {
+                // reported above or by the budget check
+            }
+        }
+    }
+
+    private static Long bytesOrViolation(List<Violation> out, String field, Quantity q) {
+        try {
+            return bytes(q);
+        } catch (IllegalArgumentException | ArithmeticException e) {
+            out.add(new Violation(field, "'" + q + "' is not a quantity"));
+            return null;
+        }
+    }
+
+    /** Bytes of a quantity (fractions rounded up). */
+    public static long bytes(Quantity q) {
+        BigDecimal amount = Quantity.getAmountInBytes(q);
+        return amount.setScale(0, java.math.RoundingMode.CEILING).longValueExact();
+    }
+
+    private static long mebibytesCeil(long bytes) {
+        return (bytes + (1L << 20) - 1) >> 20;
+    }
+
+    private static boolean range(List<Violation> out, String field, Integer value, int min, int max) {
+        return range(out, field, value, min, max, false);
+    }
+
+    /** Checks an integer field; a null value is a violation unless the field has a default ({@code optional}). */
+    private static boolean range(List<Violation> out, String field, Integer value, int min, int max, boolean optional) {
+        if (value == null) {
+            if (!optional) {
+                out.add(new Violation(field, "is required (an integer in [" + min + ", " + max + "])"));
+            }
+            return optional;
+        }
+        if (value < min || value > max) {
+            out.add(new Violation(field, "is " + value + "; it must be in [" + min + ", " + max + "]"));
+            return false;
+        }
+        return true;
+    }
+
+    private static void integer(List<Violation> out, String field, double v, long min, long max) {
+        if (Double.isNaN(v) || v != Math.rint(v) || v < min || v > max) {
+            out.add(new Violation(field, "is " + v + "; it must be a whole number in [" + min + ", "
+                    + (max == Integer.MAX_VALUE ? "∞" : String.valueOf(max)) + "]"));
+        }
+    }
+}

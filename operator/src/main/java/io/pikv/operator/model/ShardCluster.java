@@ -1,0 +1,448 @@
+package io.pikv.operator.model;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import io.fabric8.kubernetes.api.model.ConfigMap;
+import io.fabric8.kubernetes.api.model.ConfigMapBuilder;
+import io.fabric8.kubernetes.api.model.Container;
+import io.fabric8.kubernetes.api.model.ContainerBuilder;
+import io.fabric8.kubernetes.api.model.EnvFromSource;
+import io.fabric8.kubernetes.api.model.EnvFromSourceBuilder;
+import io.fabric8.kubernetes.api.model.EnvVar;
+import io.fabric8.kubernetes.api.model.EnvVarBuilder;
+import io.fabric8.kubernetes.api.model.IntOrString;
+import io.fabric8.kubernetes.api.model.ObjectMeta;
+import io.fabric8.kubernetes.api.model.ObjectMetaBuilder;
+import io.fabric8.kubernetes.api.model.OwnerReference;
+import io.fabric8.kubernetes.api.model.OwnerReferenceBuilder;
+import io.fabric8.kubernetes.api.model.Probe;
+import io.fabric8.kubernetes.api.model.ProbeBuilder;
+import io.fabric8.kubernetes.api.model.Quantity;
+import io.fabric8.kubernetes.api.model.ResourceRequirements;
+import io.fabric8.kubernetes.api.model.Service;
+import io.fabric8.kubernetes.api.model.ServiceBuilder;
+import io.fabric8.kubernetes.api.model.Toleration;
+import io.fabric8.kubernetes.api.model.TolerationBuilder;
+import io.fabric8.kubernetes.api.model.apps.StatefulSet;
+import io.fabric8.kubernetes.api.model.apps.StatefulSetBuilder;
+import io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudget;
+import io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudgetBuilder;
+import io.pikv.api.events.ControlState;
+import io.pikv.api.v1alpha1.PiKVCluster;
+import io.pikv.api.v1alpha1.PiKVClusterSpec;
+import io.pikv.api.v1alpha1.SchedulingPolicy;
+import io.pikv.api.v1alpha1.SidecarSpec;
+import io.pikv.kv.ExpertShardMap;
+import io.pikv.kv.StorageType;
+
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.stream.Collectors;
+
+/**
+ * The desired state of one cluster's shards, computed once per reconcile from a valid spec, and the pure functions
+ * that turn it into Kubernetes objects ({@link #generateConfigMap()}, {@link #generateStatefulSet()},
+ * {@link #generateHeadlessService()}, {@link #generatePodDisruptionBudget()}). Nothing here talks to the API server.
+ *
+ * <p>Settings reach the sidecar as environment variables ({@code pikv.store.budget-bytes} →
+ * {@code PIKV_STORE_BUDGET_BYTES}) that reference the ConfigMap key of the same name; the hash of exactly those
+ * settings is the pod template's {@code pikv.io/config-hash}, so changing one rolls the shards, and changing anything
+ * else (the gateway's routing, the shard map, the policy — all applied online later) does not.
+ */
+public final class ShardCluster {
+
+    /** Key under which the reconciler hands the model to the dependents. */
+    public static final String CONTEXT_KEY = ShardCluster.class.getName();
+    /** ConfigMap key of the control state (shard map, policy, budget) in {@code pikv.control}'s record format. */
+    public static final String CONTROL_STATE_KEY = "control-state.json";
+    /** Where the ConfigMap is mounted in the shard pods. */
+    public static final String CONFIG_MOUNT = "/etc/pikv";
+
+    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.ORDER_MAP_ENTRIES_BY_KEYS);
+
+    private final String name;
+    private final String namespace;
+    private final OwnerReference owner;
+    private final PiKVClusterSpec spec;
+    private final OperatorSettings settings;
+    private final StorageType storageType;
+    private final long budgetBytes;
+    private final long containerMemoryBytes;
+    private final Map<String, String> shardSettings;
+    private final Map<String, String> otherSettings;
+    private final ExpertShardMap shardMap;
+    private final String configHash;
+
+    private ShardCluster(PiKVCluster cluster, PiKVClusterSpec spec, ExpertShardMap currentMap, long knownEpoch,
+                         OperatorSettings settings) {
+        this.name = cluster.getMetadata().getName();
+        this.namespace = cluster.getMetadata().getNamespace();
+        this.owner = new OwnerReferenceBuilder().withApiVersion(PiKVCluster.GROUP + "/" + PiKVCluster.VERSION)
+                .withKind(PiKVCluster.KIND).withName(name).withUid(cluster.getMetadata().getUid())
+                .withController(true).withBlockOwnerDeletion(true).build();
+        this.spec = spec;
+        this.settings = settings;
+        this.storageType = PiKVClusterValidator.storageType(spec);
+        this.budgetBytes = PiKVClusterValidator.bytes(spec.getMemoryPerShard());
+        this.containerMemoryBytes = containerMemory(spec, budgetBytes, settings);
+        this.shardMap = ShardMaps.next(currentMap, knownEpoch, spec.getModel().getExperts(), spec.getShards());
+        this.shardSettings = renderShardSettings();
+        this.otherSettings = renderOtherSettings();
+        this.configHash = hash(shardSettings);
+    }
+
+    /**
+     * The model of a cluster running {@code spec}, which must have passed {@link PiKVClusterValidator} (it may be
+     * the last valid spec rather than the resource's current one).
+     *
+     * @param currentMap the shard map the shards run now (see {@link #readShardMap(ConfigMap)}), or null
+     * @param knownEpoch the highest shard-map epoch in status, or -1
+     */
+    public static ShardCluster fromCrd(PiKVCluster cluster, PiKVClusterSpec spec, ExpertShardMap currentMap,
+                                       long knownEpoch, OperatorSettings settings) {
+        return new ShardCluster(cluster, spec, currentMap, knownEpoch, settings);
+    }
+
+    private Map<String, String> renderShardSettings() {
+        Map<String, String> s = new LinkedHashMap<>();
+        s.put("pikv.cluster", name);
+        s.put("pikv.model.layers", String.valueOf(spec.getModel().getLayers()));
+        s.put("pikv.model.q-heads", String.valueOf(spec.getModel().getQHeads()));
+        s.put("pikv.model.kv-heads", String.valueOf(spec.getModel().getKvHeads()));
+        s.put("pikv.model.head-dim", String.valueOf(spec.getModel().getHeadDim()));
+        s.put("pikv.model.experts", String.valueOf(spec.getModel().getExperts()));
+        s.put("pikv.model.top-k", String.valueOf(spec.getModel().getTopK()));
+        s.put("pikv.store.dtype", storageType.name().toLowerCase(Locale.ROOT));
+        s.put("pikv.store.budget-bytes", String.valueOf(budgetBytes));
+        if (spec.getKafka() != null) {
+            s.put("kafka.bootstrap.servers", spec.getKafka().getBootstrapServers());
+        }
+        return s;
+    }
+
+    /** Settings for gateways and for the control loop, in the ConfigMap but not read by the shards at start-up. */
+    private Map<String, String> renderOtherSettings() {
+        Map<String, String> s = new LinkedHashMap<>();
+        if (spec.getRouting() != null) {
+            s.put("pikv.gateway.routing", spec.getRouting().getStrategy() == null ? "hash"
+                    : spec.getRouting().getStrategy().value());
+            if (spec.getRouting().getLambda() != null) {
+                s.put("pikv.gateway.lambda", String.valueOf(spec.getRouting().getLambda()));
+            }
+            if (spec.getRouting().getWindow() != null) {
+                s.put("pikv.gateway.window", String.valueOf(spec.getRouting().getWindow()));
+            }
+        }
+        if (spec.getScheduling() != null && spec.getScheduling().getCandidates() != null
+                && !spec.getScheduling().getCandidates().isEmpty()) {
+            s.put("pikv.scheduling.candidates", spec.getScheduling().getCandidates().stream()
+                    .map(SchedulingPolicy::value).collect(Collectors.joining(",")));
+        }
+        if (spec.getCompression() != null) {
+            s.put("pikv.compression.method", spec.getCompression().getMethod() == null ? "none"
+                    : spec.getCompression().getMethod());
+            if (spec.getCompression().getParameters() != null) {
+                new TreeMap<>(spec.getCompression().getParameters()).forEach((k, v) ->
+                        s.put("pikv.compression." + k, number(v)));
+            }
+        }
+        if (spec.getKafka() != null && spec.getKafka().getTopics() != null) {
+            s.put("pikv.kafka.events-topic", spec.getKafka().getTopics().getEvents());
+            s.put("pikv.kafka.control-topic", spec.getKafka().getTopics().getControl());
+        }
+        return s;
+    }
+
+    private static String number(Double v) {
+        return v == Math.rint(v) && Math.abs(v) < 1e15 ? String.valueOf(v.longValue()) : String.valueOf(v);
+    }
+
+    /** The control state the shards start from: the record the control loop will publish on {@code pikv.control}. */
+    public ControlState controlState() {
+        SchedulingPolicy policy = activePolicy();
+        Map<String, Double> parameters = spec.getScheduling() == null || spec.getScheduling().getParameters() == null
+                ? Map.of() : new TreeMap<>(spec.getScheduling().getParameters());
+        return new ControlState(ControlState.VERSION, name, shardMap.epoch(),
+                Arrays.stream(shardMap.assignment()).boxed().toList(), shardMap.shards(), policy.value(), parameters,
+                budgetBytes);
+    }
+
+    public SchedulingPolicy activePolicy() {
+        return spec.getScheduling() == null || spec.getScheduling().getPolicy() == null ? SchedulingPolicy.LRU
+                : spec.getScheduling().getPolicy();
+    }
+
+    /** The shard map carried by a ConfigMap this operator wrote, or null when it has none or cannot be read. */
+    public static ExpertShardMap readShardMap(ConfigMap configMap) {
+        if (configMap == null || configMap.getData() == null || !configMap.getData().containsKey(CONTROL_STATE_KEY)) {
+            return null;
+        }
+        try {
+            ControlState state = JSON.readValue(configMap.getData().get(CONTROL_STATE_KEY), ControlState.class);
+            return new ExpertShardMap(state.epoch(), state.shards(),
+                    state.shardOfExpert().stream().mapToInt(Integer::intValue).toArray());
+        } catch (JsonProcessingException | RuntimeException e) {
+            return null;
+        }
+    }
+
+    // ---- objects ----
+
+    private ObjectMeta metadata(String objectName) {
+        return new ObjectMetaBuilder().withName(objectName).withNamespace(namespace)
+                .withLabels(PiKVClusterResources.labels(name)).withOwnerReferences(owner).build();
+    }
+
+    public ConfigMap generateConfigMap() {
+        Map<String, String> data = new TreeMap<>();
+        data.putAll(shardSettings);
+        data.putAll(otherSettings);
+        try {
+            data.put(CONTROL_STATE_KEY, JSON.writeValueAsString(controlState()));
+        } catch (JsonProcessingException e) {
+            throw new IllegalStateException("cannot render the control state", e);
+        }
+        return new ConfigMapBuilder().withMetadata(metadata(PiKVClusterResources.configMapName(name)))
+                .withData(data).build();
+    }
+
+    public Service generateHeadlessService() {
+        return new ServiceBuilder().withMetadata(metadata(PiKVClusterResources.headlessServiceName(name)))
+                .withNewSpec()
+                .withClusterIP("None")
+                // Shards resolve by name as soon as they exist, so gateways listing every shard can start early.
+                .withPublishNotReadyAddresses(true)
+                .withSelector(PiKVClusterResources.selectorLabels(name))
+                .addNewPort().withName(PiKVClusterResources.HTTP_PORT_NAME).withPort(PiKVClusterResources.HTTP_PORT)
+                .withTargetPort(new IntOrString(PiKVClusterResources.HTTP_PORT_NAME)).withProtocol("TCP").endPort()
+                .endSpec().build();
+    }
+
+    public PodDisruptionBudget generatePodDisruptionBudget() {
+        // One shard at a time: a drained shard loses its resident KV, so voluntary disruptions go one by one.
+        return new PodDisruptionBudgetBuilder()
+                .withMetadata(metadata(PiKVClusterResources.podDisruptionBudgetName(name)))
+                .withNewSpec()
+                .withMaxUnavailable(new IntOrString(1))
+                .withNewSelector().withMatchLabels(PiKVClusterResources.selectorLabels(name)).endSelector()
+                .endSpec().build();
+    }
+
+    public StatefulSet generateStatefulSet() {
+        Map<String, String> podLabels = PiKVClusterResources.labels(name);
+        Map<String, String> podAnnotations = new LinkedHashMap<>();
+        podAnnotations.put(PiKVClusterResources.ANNOTATION_CONFIG_HASH, configHash);
+        podAnnotations.put("prometheus.io/scrape", "true");
+        podAnnotations.put("prometheus.io/port", String.valueOf(PiKVClusterResources.HTTP_PORT));
+        podAnnotations.put("prometheus.io/path", "/q/metrics");
+        List<Toleration> tolerations = new ArrayList<>();
+        if (gpuEnabled()) {
+            tolerations.add(new TolerationBuilder().withKey(spec.getGpu().getResourceName()).withOperator("Exists")
+                    .withEffect("NoSchedule").build());
+        }
+        return new StatefulSetBuilder()
+                .withMetadata(metadata(PiKVClusterResources.shardStatefulSetName(name)))
+                .withNewSpec()
+                .withReplicas(spec.getShards())
+                .withServiceName(PiKVClusterResources.headlessServiceName(name))
+                // Shards are independent: start and stop them together rather than one after another.
+                .withPodManagementPolicy("Parallel")
+                .withNewUpdateStrategy().withType("RollingUpdate").endUpdateStrategy()
+                .withRevisionHistoryLimit(5)
+                .withNewSelector().withMatchLabels(PiKVClusterResources.selectorLabels(name)).endSelector()
+                .withNewTemplate()
+                .withNewMetadata().withLabels(podLabels).withAnnotations(podAnnotations).endMetadata()
+                .withNewSpec()
+                .withAutomountServiceAccountToken(false)
+                .withEnableServiceLinks(false)
+                .withTerminationGracePeriodSeconds(30L)
+                .withNewSecurityContext()
+                .withRunAsNonRoot(true).withRunAsUser(185L).withRunAsGroup(185L).withFsGroup(185L)
+                .withNewSeccompProfile().withType("RuntimeDefault").endSeccompProfile()
+                .endSecurityContext()
+                .withContainers(container())
+                .withTolerations(tolerations)
+                .addNewVolume().withName("config").withNewConfigMap()
+                .withName(PiKVClusterResources.configMapName(name)).endConfigMap().endVolume()
+                // The root filesystem is read-only; the JVM (and JCuda, which unpacks its native library) need /tmp.
+                .addNewVolume().withName("tmp").withNewEmptyDir().endEmptyDir().endVolume()
+                .endSpec()
+                .endTemplate()
+                .endSpec().build();
+    }
+
+    private Container container() {
+        SidecarSpec sidecar = spec.getSidecar() == null ? new SidecarSpec() : spec.getSidecar();
+        return new ContainerBuilder()
+                .withName(PiKVClusterResources.CONTAINER_NAME)
+                .withImage(sidecar.getImage() != null ? sidecar.getImage() : settings.sidecarImage())
+                .withImagePullPolicy(sidecar.getImagePullPolicy() == null ? "IfNotPresent"
+                        : sidecar.getImagePullPolicy().value())
+                .addNewPort().withName(PiKVClusterResources.HTTP_PORT_NAME)
+                .withContainerPort(PiKVClusterResources.HTTP_PORT).withProtocol("TCP").endPort()
+                .withEnv(env())
+                .withEnvFrom(envFrom())
+                .withResources(resources(sidecar))
+                .withStartupProbe(probe("/q/health/started", 2, 60))
+                .withReadinessProbe(probe("/q/health/ready", 5, 3))
+                .withLivenessProbe(probe("/q/health/live", 10, 3))
+                .withNewSecurityContext()
+                .withAllowPrivilegeEscalation(false).withReadOnlyRootFilesystem(true).withPrivileged(false)
+                .withRunAsNonRoot(true)
+                .withNewCapabilities().withDrop("ALL").endCapabilities()
+                .endSecurityContext()
+                .addNewVolumeMount().withName("config").withMountPath(CONFIG_MOUNT).withReadOnly(true).endVolumeMount()
+                .addNewVolumeMount().withName("tmp").withMountPath("/tmp").endVolumeMount()
+                .build();
+    }
+
+    private List<EnvVar> env() {
+        List<EnvVar> env = new ArrayList<>();
+        env.add(new EnvVar("PIKV_ROLE", "shard", null));
+        // The shard id is the pod's ordinal, which the StatefulSet controller puts in this label (Kubernetes 1.28+).
+        env.add(new EnvVarBuilder().withName("PIKV_SHARD_ID").withNewValueFrom().withNewFieldRef()
+                .withFieldPath("metadata.labels['" + PiKVClusterResources.LABEL_POD_INDEX + "']").endFieldRef()
+                .endValueFrom().build());
+        for (String key : shardSettings.keySet()) {
+            env.add(new EnvVarBuilder().withName(envName(key)).withNewValueFrom().withNewConfigMapKeyRef()
+                    .withName(PiKVClusterResources.configMapName(name)).withKey(key).endConfigMapKeyRef()
+                    .endValueFrom().build());
+        }
+        long headroom = containerMemoryBytes - budgetBytes;
+        env.add(new EnvVar("JDK_JAVA_OPTIONS", "--add-modules=jdk.incubator.vector -Xmx" + mebibytes(headroom / 2)
+                + "m -XX:MaxDirectMemorySize=" + mebibytes(budgetBytes + headroom / 8) + "m", null));
+        return env;
+    }
+
+    private List<EnvFromSource> envFrom() {
+        if (spec.getKafka() == null || spec.getKafka().getCredentialsSecret() == null) {
+            return List.of();
+        }
+        return List.of(new EnvFromSourceBuilder().withNewSecretRef()
+                .withName(spec.getKafka().getCredentialsSecret().getName()).endSecretRef().build());
+    }
+
+    private ResourceRequirements resources(SidecarSpec sidecar) {
+        ResourceRequirements given = sidecar.getResources();
+        Map<String, Quantity> requests = new TreeMap<>();
+        Map<String, Quantity> limits = new TreeMap<>();
+        if (given != null && given.getRequests() != null) {
+            requests.putAll(given.getRequests());
+        }
+        if (given != null && given.getLimits() != null) {
+            limits.putAll(given.getLimits());
+        }
+        if (!requests.containsKey("memory") && !limits.containsKey("memory")) {
+            Quantity memory = new Quantity(mebibytes(containerMemoryBytes) + "Mi");
+            requests.put("memory", memory);
+            limits.put("memory", memory);
+        }
+        if (given == null || (given.getRequests() == null && given.getLimits() == null)) {
+            requests.putIfAbsent("cpu", new Quantity("1"));
+        }
+        if (gpuEnabled()) {
+            // Extended resources are given as limits; Kubernetes sets the request to the same value.
+            limits.put(spec.getGpu().getResourceName(), new Quantity(String.valueOf(spec.getGpu().getPerShard())));
+        }
+        ResourceRequirements r = new ResourceRequirements();
+        r.setRequests(requests);
+        r.setLimits(limits);
+        return r;
+    }
+
+    private static Probe probe(String path, int periodSeconds, int failureThreshold) {
+        return new ProbeBuilder().withNewHttpGet().withPath(path)
+                .withPort(new IntOrString(PiKVClusterResources.HTTP_PORT_NAME)).endHttpGet()
+                .withPeriodSeconds(periodSeconds).withFailureThreshold(failureThreshold).withTimeoutSeconds(2)
+                .build();
+    }
+
+    private boolean gpuEnabled() {
+        return spec.getGpu() != null && Boolean.TRUE.equals(spec.getGpu().getEnabled());
+    }
+
+    /** Memory of the sidecar container: what the spec gives, else the budget plus the operator's overhead. */
+    static long containerMemory(PiKVClusterSpec spec, long budgetBytes, OperatorSettings settings) {
+        ResourceRequirements r = spec.getSidecar() == null ? null : spec.getSidecar().getResources();
+        Quantity memory = null;
+        if (r != null && r.getLimits() != null) {
+            memory = r.getLimits().get("memory");
+        }
+        if (memory == null && r != null && r.getRequests() != null) {
+            memory = r.getRequests().get("memory");
+        }
+        return memory != null ? PiKVClusterValidator.bytes(memory) : budgetBytes + settings.memoryOverheadBytes();
+    }
+
+    /** The sidecar's environment name of a setting: upper case, '.' and '-' as '_'. */
+    public static String envName(String key) {
+        return key.toUpperCase(Locale.ROOT).replace('.', '_').replace('-', '_');
+    }
+
+    /** SHA-256 over the sorted settings, first 16 hex digits. */
+    static String hash(Map<String, String> values) {
+        try {
+            MessageDigest sha = MessageDigest.getInstance("SHA-256");
+            for (Map.Entry<String, String> e : new TreeMap<>(values).entrySet()) {
+                sha.update((e.getKey() + "=" + e.getValue() + "\n").getBytes(StandardCharsets.UTF_8));
+            }
+            return HexFormat.of().formatHex(sha.digest()).substring(0, 16);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static long mebibytes(long bytes) {
+        return Math.max(1, bytes >> 20);
+    }
+
+    // ---- accessors ----
+
+    public String name() {
+        return name;
+    }
+
+    public String namespace() {
+        return namespace;
+    }
+
+    public PiKVClusterSpec spec() {
+        return spec;
+    }
+
+    public int shards() {
+        return spec.getShards();
+    }
+
+    public String configHash() {
+        return configHash;
+    }
+
+    public ExpertShardMap shardMap() {
+        return shardMap;
+    }
+
+    public long budgetBytes() {
+        return budgetBytes;
+    }
+
+    /** The settings the shards read at start-up (environment variables), in rendering order. */
+    public Map<String, String> shardSettings() {
+        return java.util.Collections.unmodifiableMap(shardSettings);
+    }
+
+    /** Gateway and control-loop settings carried by the ConfigMap. */
+    public Map<String, String> otherSettings() {
+        return java.util.Collections.unmodifiableMap(otherSettings);
+    }
+}

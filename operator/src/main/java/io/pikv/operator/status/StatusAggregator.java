@@ -1,0 +1,160 @@
+package io.pikv.operator.status;
+
+import io.fabric8.kubernetes.api.model.Condition;
+import io.fabric8.kubernetes.api.model.apps.StatefulSet;
+import io.fabric8.kubernetes.api.model.apps.StatefulSetStatus;
+import io.pikv.api.v1alpha1.Decision;
+import io.pikv.api.v1alpha1.PiKVClusterStatus;
+import io.pikv.operator.model.PiKVClusterResources;
+import io.pikv.operator.model.PiKVClusterValidator;
+import io.pikv.operator.model.ShardCluster;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Computes the next status from the previous one and what a reconcile saw; pure, so the same inputs give an equal
+ * status (timestamps included) and an unchanged cluster costs no status write.
+ */
+public final class StatusAggregator {
+
+    private StatusAggregator() {
+    }
+
+    /**
+     * What one reconcile knows.
+     *
+     * @param name              the cluster's name
+     * @param generation        the resource's metadata.generation
+     * @param validation        the verdict on the current spec
+     * @param running           the model of the spec being run (the current one when valid, else the last valid one),
+     *                          or null when no spec was ever valid
+     * @param runningGeneration the generation of that spec
+     * @param runningSpecJson   that spec as JSON
+     * @param statefulSet       the shard StatefulSet as last observed, or null
+     * @param decisions         decisions taken in this reconcile, in order (the last becomes status.lastDecision)
+     * @param now               the reconcile's time, RFC 3339
+     */
+    public record Snapshot(String name, long generation, PiKVClusterValidator.Result validation, ShardCluster running,
+                           long runningGeneration, String runningSpecJson, StatefulSet statefulSet,
+                           List<Decision> decisions, String now) {
+    }
+
+    public static PiKVClusterStatus next(PiKVClusterStatus previous, Snapshot s) {
+        PiKVClusterStatus prev = previous == null ? new PiKVClusterStatus() : previous;
+        PiKVClusterStatus next = new PiKVClusterStatus();
+        next.setObservedGeneration(s.generation());
+        next.setSelector(PiKVClusterResources.selector(s.name()));
+        next.setHitRate(prev.getHitRate());
+        next.setLastDecision(s.decisions().isEmpty() ? prev.getLastDecision()
+                : s.decisions().get(s.decisions().size() - 1));
+
+        StatefulSetStatus sts = s.statefulSet() == null ? null : s.statefulSet().getStatus();
+        int exist = sts == null || sts.getReplicas() == null ? 0 : sts.getReplicas();
+        int ready = sts == null || sts.getReadyReplicas() == null ? 0 : sts.getReadyReplicas();
+        next.setShards(exist);
+        next.setReadyShards(ready);
+
+        List<Condition> c = new ArrayList<>(prev.getConditions() == null ? List.of() : prev.getConditions());
+        long g = s.generation();
+        String now = s.now();
+        if (s.validation().valid()) {
+            c = Conditions.set(c, PiKVClusterStatus.DEGRADED, false, Reasons.SPEC_VALID, "The spec is valid.", g, now);
+        } else {
+            c = Conditions.set(c, PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID,
+                    invalidMessage(g, s.validation(), s.running() != null, s.runningGeneration()), g, now);
+        }
+
+        if (s.running() == null) {
+            c = Conditions.set(c, PiKVClusterStatus.PROGRESSING, false, Reasons.NO_VALID_SPEC,
+                    "Nothing to roll out until the spec is valid.", g, now);
+            c = Conditions.set(c, PiKVClusterStatus.READY, false, Reasons.NO_VALID_SPEC,
+                    "No valid spec has been applied.", g, now);
+            c = Conditions.set(c, PiKVClusterStatus.REBALANCING, false, Reasons.SHARD_MAP_SETTLED,
+                    "No shard map yet.", g, now);
+            next.setConditions(c);
+            next.setShardMapEpoch(prev.getShardMapEpoch());
+            next.setLastRebalance(prev.getLastRebalance());
+            next.setActivePolicy(prev.getActivePolicy());
+            return next;
+        }
+
+        ShardCluster run = s.running();
+        int desired = run.shards();
+        next.setDesiredShards(desired);
+        next.setActivePolicy(run.activePolicy().value());
+        next.setConfigHash(run.configHash());
+        next.setLastValidGeneration(s.runningGeneration());
+        next.setLastValidSpec(s.runningSpecJson());
+        long epoch = run.shardMap().epoch();
+        boolean newMap = prev.getShardMapEpoch() == null || prev.getShardMapEpoch() != epoch;
+        next.setShardMapEpoch(epoch);
+        next.setLastRebalance(newMap ? now : prev.getLastRebalance());
+
+        String progressReason;
+        String progressMessage;
+        if (s.statefulSet() == null) {
+            progressReason = Reasons.CREATING;
+            progressMessage = "Creating the shard StatefulSet.";
+        } else if (!rolledOut(s.statefulSet())) {
+            int updated = sts == null || sts.getUpdatedReplicas() == null ? 0 : sts.getUpdatedReplicas();
+            progressReason = Reasons.ROLLING_OUT;
+            progressMessage = updated + " of " + desired + " shard pods run config " + run.configHash() + ".";
+        } else if (exist != desired) {
+            progressReason = Reasons.SCALING;
+            progressMessage = exist + " shard pods exist, " + desired + " desired.";
+        } else {
+            progressReason = null;
+            progressMessage = null;
+        }
+        boolean progressing = progressReason != null;
+        c = progressing
+                ? Conditions.set(c, PiKVClusterStatus.PROGRESSING, true, progressReason, progressMessage, g, now)
+                : Conditions.set(c, PiKVClusterStatus.PROGRESSING, false, Reasons.STABLE,
+                "All " + desired + " shard pods run config " + run.configHash() + ".", g, now);
+        boolean allReady = !progressing && ready == desired;
+        c = allReady
+                ? Conditions.set(c, PiKVClusterStatus.READY, true, Reasons.ALL_SHARDS_READY,
+                ready + "/" + desired + " shards ready.", g, now)
+                : Conditions.set(c, PiKVClusterStatus.READY, false, Reasons.SHARDS_NOT_READY,
+                ready + "/" + desired + " shards ready.", g, now);
+        boolean rebalancing = !allReady && (newMap || Conditions.isTrue(c, PiKVClusterStatus.REBALANCING));
+        c = rebalancing
+                ? Conditions.set(c, PiKVClusterStatus.REBALANCING, true, Reasons.SHARD_MAP_CHANGED,
+                "Shard map epoch " + epoch + " spreads " + run.shardMap().experts() + " experts over " + desired
+                        + " shards; waiting for all shards to be ready.", g, now)
+                : Conditions.set(c, PiKVClusterStatus.REBALANCING, false, Reasons.SHARD_MAP_SETTLED,
+                "All shards run shard map epoch " + epoch + ".", g, now);
+        next.setConditions(c);
+        return next;
+    }
+
+    /** The Degraded message (and Warning event) for an invalid spec: what is wrong and what keeps running. */
+    public static String invalidMessage(long generation, PiKVClusterValidator.Result validation, boolean running,
+                                        long runningGeneration) {
+        return "Generation " + generation + " is invalid: " + validation.summary() + ". " + (running
+                ? "The shards keep running the spec of generation " + runningGeneration + "."
+                : "No valid spec has been applied yet, so no shards run.");
+    }
+
+    /** Whether the StatefulSet controller has rolled out the latest template to every replica. */
+    static boolean rolledOut(StatefulSet sts) {
+        StatefulSetStatus st = sts.getStatus();
+        if (st == null || st.getObservedGeneration() == null) {
+            return false;
+        }
+        Long generation = sts.getMetadata().getGeneration();
+        if (generation != null && st.getObservedGeneration() < generation) {
+            return false;
+        }
+        int replicas = sts.getSpec() == null || sts.getSpec().getReplicas() == null ? 1 : sts.getSpec().getReplicas();
+        int updated = st.getUpdatedReplicas() == null ? 0 : st.getUpdatedReplicas();
+        return updated >= replicas && (st.getUpdateRevision() == null
+                || st.getUpdateRevision().equals(st.getCurrentRevision()));
+    }
+
+    /** Whether two statuses differ (both are built with preserved timestamps, so equal JSON means no change). */
+    public static boolean changed(PiKVClusterStatus a, PiKVClusterStatus b) {
+        return !StatusJson.tree(a).equals(StatusJson.tree(b));
+    }
+}

@@ -1,0 +1,120 @@
+package io.pikv.operator;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import io.fabric8.kubernetes.api.model.HasMetadata;
+import io.fabric8.kubernetes.api.model.rbac.PolicyRule;
+import io.fabric8.kubernetes.api.model.apps.Deployment;
+import io.fabric8.kubernetes.api.model.rbac.ClusterRole;
+import io.fabric8.kubernetes.api.model.rbac.Role;
+import io.fabric8.kubernetes.client.utils.KubernetesSerialization;
+import io.pikv.api.v1alpha1.PiKVCluster;
+import io.pikv.operator.model.OperatorSettings;
+import io.pikv.operator.model.PiKVClusterValidator;
+import io.pikv.operator.model.ShardCluster;
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Stream;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** Every install manifest parses, the kustomization lists them in order, RBAC covers the operator, examples validate. */
+class ManifestsTest {
+    static final Path MANIFESTS = Path.of("../manifests");
+    static final KubernetesSerialization SERIALIZATION = new KubernetesSerialization();
+
+    private static List<Path> yamlIn(Path dir) throws IOException {
+        try (Stream<Path> files = Files.list(dir)) {
+            return files.filter(p -> p.toString().endsWith(".yaml") && !p.getFileName().toString()
+                    .equals("kustomization.yaml")).sorted().toList();
+        }
+    }
+
+    private static List<HasMetadata> parse(Path file) throws IOException {
+        List<HasMetadata> out = new ArrayList<>();
+        for (String doc : Files.readString(file).split("(?m)^---\\s*$")) {
+            if (!doc.strip().isEmpty() && !doc.lines().allMatch(l -> l.isBlank() || l.startsWith("#"))) {
+                out.add(SERIALIZATION.unmarshal(doc, HasMetadata.class));
+            }
+        }
+        return out;
+    }
+
+    @Test
+    void everyManifestParsesAndIsNumberedInApplyOrder() throws IOException {
+        List<Path> files = yamlIn(MANIFESTS);
+        assertThat(files).extracting(p -> p.getFileName().toString()).allMatch(n -> n.matches("\\d{3}-[a-z0-9-]+\\.yaml"));
+        List<String> kinds = new ArrayList<>();
+        for (Path f : files) {
+            List<HasMetadata> objects = parse(f);
+            assertThat(objects).as(f.toString()).isNotEmpty();
+            objects.forEach(o -> {
+                assertThat(o.getMetadata().getName()).as(f + " names its object").isNotBlank();
+                kinds.add(o.getKind());
+            });
+        }
+        // Namespace first, then the CRD, then what refers to them.
+        assertThat(kinds.subList(0, 2)).containsExactly("Namespace", "CustomResourceDefinition");
+        assertThat(kinds).contains("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                "Deployment", "Service");
+
+        JsonNode kustomization = new ObjectMapper(new YAMLFactory()).readTree(MANIFESTS.resolve("kustomization.yaml")
+                .toFile());
+        List<String> listed = new ArrayList<>();
+        kustomization.get("resources").forEach(r -> listed.add(r.asText()));
+        assertThat(listed).containsExactlyElementsOf(files.stream().map(p -> p.getFileName().toString()).toList());
+    }
+
+    @Test
+    void rbacGrantsWhatTheOperatorUsesAndNoDeletes() throws IOException {
+        ClusterRole role = (ClusterRole) parse(MANIFESTS.resolve("030-clusterrole.yaml")).get(0);
+        assertGrants(role.getRules(), "pikv.io", "pikvclusters", "get", "list", "watch");
+        assertGrants(role.getRules(), "pikv.io", "pikvclusters/status", "patch");
+        for (String[] owned : new String[][] {{"apps", "statefulsets"}, {"", "services"}, {"", "configmaps"},
+            {"policy", "poddisruptionbudgets"}}) {
+            assertGrants(role.getRules(), owned[0], owned[1], "get", "list", "watch", "create", "update", "patch");
+        }
+        assertGrants(role.getRules(), "", "events", "get", "create", "update");
+        assertThat(role.getRules()).allSatisfy(r -> {
+            assertThat(r.getVerbs()).doesNotContain("delete", "*", "deletecollection");
+            assertThat(r.getResources()).doesNotContain("*", "secrets", "pods");
+        });
+        Role leases = (Role) parse(MANIFESTS.resolve("050-leader-election-role.yaml")).get(0);
+        assertGrants(leases.getRules(), "coordination.k8s.io", "leases", "get", "create", "update");
+
+        Deployment d = (Deployment) parse(MANIFESTS.resolve("070-deployment.yaml")).get(0);
+        assertThat(d.getSpec().getTemplate().getSpec().getServiceAccountName()).isEqualTo("pikv-operator");
+        var c = d.getSpec().getTemplate().getSpec().getContainers().get(0);
+        assertThat(c.getReadinessProbe().getHttpGet().getPath()).isEqualTo("/q/health/ready");
+        assertThat(c.getLivenessProbe().getHttpGet().getPath()).isEqualTo("/q/health/live");
+        assertThat(c.getSecurityContext().getReadOnlyRootFilesystem()).isTrue();
+    }
+
+    private static void assertGrants(List<PolicyRule> rules, String group, String resource, String... verbs) {
+        assertThat(rules).as(group + "/" + resource).anySatisfy(r -> {
+            assertThat(r.getApiGroups()).contains(group);
+            assertThat(r.getResources()).contains(resource);
+            assertThat(r.getVerbs()).contains(verbs);
+        });
+    }
+
+    @Test
+    void everyExampleIsValidAndBuildsItsShards() throws IOException {
+        List<Path> examples = yamlIn(MANIFESTS.resolve("examples"));
+        assertThat(examples).hasSizeGreaterThanOrEqualTo(2);
+        for (Path f : examples) {
+            PiKVCluster cluster = SERIALIZATION.unmarshal(Files.readString(f), PiKVCluster.class);
+            assertThat(PiKVClusterValidator.validate(cluster).violations()).as(f.toString()).isEmpty();
+            cluster.getMetadata().setUid("00000000-0000-0000-0000-000000000000");
+            ShardCluster model = ShardCluster.fromCrd(cluster, cluster.getSpec(), null, -1, OperatorSettings.DEFAULTS);
+            assertThat(model.generateStatefulSet().getSpec().getReplicas()).isEqualTo(cluster.getSpec().getShards());
+            assertThat(model.shardMap().experts()).isEqualTo(cluster.getSpec().getModel().getExperts());
+        }
+    }
+}

@@ -1,0 +1,308 @@
+package io.pikv.operator.bench;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import io.fabric8.kubernetes.api.model.apiextensions.v1.CustomResourceDefinition;
+import io.fabric8.kubernetes.api.model.apps.StatefulSet;
+import io.fabric8.kubernetes.api.model.apps.StatefulSetStatusBuilder;
+import io.fabric8.kubernetes.client.KubernetesClient;
+import io.fabric8.kubernetes.client.dsl.base.PatchContext;
+import io.fabric8.kubernetes.client.dsl.base.PatchType;
+import io.fabric8.kubernetes.client.informers.ResourceEventHandler;
+import io.fabric8.kubernetes.client.informers.SharedIndexInformer;
+import io.fabric8.kubernetes.client.server.mock.KubernetesCrudDispatcher;
+import io.fabric8.kubernetes.client.server.mock.KubernetesMockServer;
+import io.fabric8.mockwebserver.Context;
+import io.fabric8.mockwebserver.MockWebServer;
+import io.javaoperatorsdk.operator.Operator;
+import io.micrometer.core.instrument.Timer;
+import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
+import io.pikv.api.v1alpha1.PiKVCluster;
+import io.pikv.operator.TestClusters;
+import io.pikv.operator.config.OperatorConfig;
+import io.pikv.operator.controller.EventRecorder;
+import io.pikv.operator.controller.PiKVClusterReconciler;
+import io.pikv.operator.controller.ReconcileMetrics;
+import io.pikv.operator.model.OperatorSettings;
+import io.pikv.operator.model.PiKVClusterResources;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Reconcile latency with many PiKVClusters against the fabric8 mock API server (CRUD mode), the operator's real
+ * reconciler and dependents running under the Java Operator SDK in this JVM (QOSDK's Quarkus wiring aside: the
+ * same classes, SSA off as the mock server needs). Run by {@code ./pikv bench operator} as a child JVM on the
+ * operator module's test class path, so the launcher's own class path stays free of the operator and the mock
+ * server.
+ *
+ * <p>Phases: create N clusters at once (time to each one's first status); play the StatefulSet controller (all shards
+ * ready); then, one cluster at a time, change a setting the shards read at start-up (the heaviest reconcile: new
+ * ConfigMap, new StatefulSet template, status, events) and time from the spec patch to the status that reports its
+ * generation, as a watch on the PiKVClusters sees it, after unmeasured warm-up rounds. Writes the figures as JSON to
+ * the file named by {@code --out}.
+ */
+public final class ReconcileBench {
+    static final String NS = "bench";
+
+    /** Times every reconcile, from entry to return (the status patch follows it, in the SDK). */
+    static final class TimingMetrics extends ReconcileMetrics {
+        final List<Long> nanos = Collections.synchronizedList(new ArrayList<>());
+        private final ThreadLocal<Long> started = new ThreadLocal<>();
+
+        TimingMetrics() {
+            super(new SimpleMeterRegistry());
+        }
+
+        @Override
+        public Timer.Sample start() {
+            started.set(System.nanoTime());
+            return super.start();
+        }
+
+        @Override
+        public void finished(Timer.Sample sample, String namespace, String cluster, String result) {
+            nanos.add(System.nanoTime() - started.get());
+            super.finished(sample, namespace, cluster, result);
+        }
+    }
+
+    static final OperatorConfig CONFIG = new OperatorConfig() {
+        public String sidecarImage() {
+            return OperatorSettings.DEFAULTS.sidecarImage();
+        }
+
+        public String memoryOverhead() {
+            return "1Gi";
+        }
+
+        public Duration resyncInterval() {
+            return Duration.ofMinutes(5);
+        }
+
+        public Duration progressInterval() {
+            return Duration.ofSeconds(10);
+        }
+
+        public String leaseName() {
+            return "unused";
+        }
+    };
+
+    public static void main(String[] args) throws Exception {
+        int clusters = 100;
+        int rounds = 3;
+        int warmup = 1;
+        Path out = null;
+        for (int i = 0; i < args.length; i++) {
+            switch (args[i]) {
+                case "--clusters" -> clusters = Integer.parseInt(args[++i]);
+                case "--rounds" -> rounds = Integer.parseInt(args[++i]);
+                case "--warmup" -> warmup = Integer.parseInt(args[++i]);
+                case "--out" -> out = Path.of(args[++i]);
+                default -> throw new IllegalArgumentException("unknown argument " + args[i]);
+            }
+        }
+        try {
+            Map<String, Object> figures = run(clusters, rounds, warmup, Path.of("").toAbsolutePath());
+            String json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValueAsString(figures);
+            if (out != null) {
+                Files.writeString(out, json);
+            } else {
+                System.out.println(json);
+            }
+        } catch (Exception | Error e) {
+            e.printStackTrace();
+            System.exit(1);
+        }
+        // The SDK's and the mock server's threads are not daemons.
+        System.exit(0);
+    }
+
+    static Map<String, Object> run(int clusters, int rounds, int warmup, Path cwd) throws Exception {
+        KubernetesMockServer server = new KubernetesMockServer(new Context(), new MockWebServer(), new HashMap<>(),
+                new KubernetesCrudDispatcher(), false);
+        server.init();
+        KubernetesClient driver = server.createClient();
+        KubernetesClient operatorClient = server.createClient();
+        try (InputStream crd = Files.newInputStream(crdFile(cwd))) {
+            driver.resource(driver.getKubernetesSerialization().unmarshal(crd, CustomResourceDefinition.class))
+                    .create();
+        }
+        TimingMetrics metrics = new TimingMetrics();
+        Operator operator = new Operator(o -> o.withKubernetesClient(operatorClient)
+                .withSSABasedCreateUpdateMatchForDependentResources(false)
+                .withUseSSAToPatchPrimaryResource(false)
+                .withDefaultNonSSAResource(java.util.Set.of(StatefulSet.class,
+                        io.fabric8.kubernetes.api.model.ConfigMap.class, io.fabric8.kubernetes.api.model.Service.class,
+                        io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudget.class))
+                .withCloseClientOnStop(false));
+        operator.register(new PiKVClusterReconciler(OperatorSettings.DEFAULTS, CONFIG,
+                new EventRecorder(operatorClient), metrics));
+        operator.start();
+
+        // The driver's view: a watch that completes a future when a cluster's status reports a generation.
+        Map<String, CompletableFuture<Long>> waiting = new ConcurrentHashMap<>();
+        Map<String, Long> target = new ConcurrentHashMap<>();
+        SharedIndexInformer<PiKVCluster> informer = driver.resources(PiKVCluster.class).inNamespace(NS)
+                .inform(new ResourceEventHandler<>() {
+                    public void onAdd(PiKVCluster c) {
+                        seen(c);
+                    }
+
+                    public void onUpdate(PiKVCluster o, PiKVCluster c) {
+                        seen(c);
+                    }
+
+                    public void onDelete(PiKVCluster c, boolean unknown) {
+                    }
+
+                    private void seen(PiKVCluster c) {
+                        long now = System.nanoTime();
+                        String name = c.getMetadata().getName();
+                        Long want = target.get(name);
+                        if (want != null && c.getStatus() != null && c.getStatus().getObservedGeneration() != null
+                                && c.getStatus().getObservedGeneration() >= want) {
+                            CompletableFuture<Long> f = waiting.get(name);
+                            if (f != null) {
+                                f.complete(now);
+                            }
+                        }
+                    }
+                });
+
+        Map<String, Object> figures = new LinkedHashMap<>();
+        figures.put("clusters", clusters);
+        figures.put("rounds", rounds);
+        figures.put("warmup_rounds", warmup);
+        try {
+            // 1. Create all clusters at once.
+            List<Long> createMs = new ArrayList<>();
+            Map<String, Long> createdAt = new LinkedHashMap<>();
+            long t0 = System.nanoTime();
+            for (int i = 0; i < clusters; i++) {
+                String name = name(i);
+                target.put(name, 1L);
+                waiting.put(name, new CompletableFuture<>());
+                createdAt.put(name, System.nanoTime());
+                driver.resource(TestClusters.small(name, NS)).create();
+            }
+            for (Map.Entry<String, Long> e : createdAt.entrySet()) {
+                long done = waiting.get(e.getKey()).get(120, TimeUnit.SECONDS);
+                createMs.add(done - e.getValue());
+            }
+            figures.put("create_all_s", round((System.nanoTime() - t0) / 1e9));
+            figures.put("create_p50_ms", ms(percentile(createMs, 0.50)));
+            figures.put("create_p99_ms", ms(percentile(createMs, 0.99)));
+
+            // 2. The StatefulSet controller's part: every shard ready.
+            for (int i = 0; i < clusters; i++) {
+                markReady(driver, name(i));
+            }
+
+            // 3. One change at a time, each cluster in turn; the warm-up rounds (JIT, connections) are not counted.
+            List<Long> e2e = new ArrayList<>();
+            for (int r = 0; r < warmup + rounds; r++) {
+                if (r == warmup) {
+                    metrics.nanos.clear();
+                    e2e.clear();
+                }
+                String budget = (r % 2 == 0 ? 96 : 64) + "Mi";
+                for (int i = 0; i < clusters; i++) {
+                    String name = name(i);
+                    long generation = 2L + r;
+                    CompletableFuture<Long> f = new CompletableFuture<>();
+                    waiting.put(name, f);
+                    target.put(name, generation);
+                    long start = System.nanoTime();
+                    driver.resources(PiKVCluster.class).inNamespace(NS).withName(name).patch(
+                            PatchContext.of(PatchType.JSON_MERGE), "{\"spec\":{\"memoryPerShard\":\"" + budget + "\"}}");
+                    e2e.add(await(f, driver, name, generation) - start);
+                }
+            }
+            List<Long> reconciles = new ArrayList<>(metrics.nanos);
+            figures.put("updates", e2e.size());
+            figures.put("p50_ms", ms(percentile(e2e, 0.50)));
+            figures.put("p99_ms", ms(percentile(e2e, 0.99)));
+            figures.put("max_ms", ms(percentile(e2e, 1.0)));
+            figures.put("reconciles", reconciles.size());
+            figures.put("reconcile_p50_ms", ms(percentile(reconciles, 0.50)));
+            figures.put("reconcile_p99_ms", ms(percentile(reconciles, 0.99)));
+            figures.put("target_p99_ms", 50);
+            figures.put("met", percentile(e2e, 0.99) <= 50e6);
+        } finally {
+            informer.close();
+            operator.stop();
+            operatorClient.close();
+            driver.close();
+            server.destroy();
+        }
+        return figures;
+    }
+
+    /** The time the watch saw the status of {@code generation}, or a failure that shows where the cluster is. */
+    private static long await(CompletableFuture<Long> f, KubernetesClient client, String name, long generation)
+            throws Exception {
+        try {
+            return f.get(60, TimeUnit.SECONDS);
+        } catch (java.util.concurrent.TimeoutException e) {
+            PiKVCluster c = client.resources(PiKVCluster.class).inNamespace(NS).withName(name).get();
+            throw new IllegalStateException("no status for generation " + generation + " of " + name + " within 60 s; "
+                    + "the cluster is at generation " + c.getMetadata().getGeneration() + ", memoryPerShard "
+                    + c.getSpec().getMemoryPerShard() + ", status " + client.getKubernetesSerialization()
+                    .asJson(c.getStatus()), e);
+        }
+    }
+
+    private static void markReady(KubernetesClient client, String cluster) {
+        var resource = client.apps().statefulSets().inNamespace(NS)
+                .withName(PiKVClusterResources.shardStatefulSetName(cluster));
+        StatefulSet sts = resource.get();
+        int n = sts.getSpec().getReplicas();
+        sts.setStatus(new StatefulSetStatusBuilder().withObservedGeneration(sts.getMetadata().getGeneration())
+                .withReplicas(n).withReadyReplicas(n).withUpdatedReplicas(n).withCurrentRevision("r")
+                .withUpdateRevision("r").build());
+        client.apps().statefulSets().inNamespace(NS).resource(sts).updateStatus();
+    }
+
+    private static Path crdFile(Path cwd) throws IOException {
+        for (Path d = cwd; d != null; d = d.getParent()) {
+            Path f = d.resolve("crds/" + PiKVCluster.CRD_NAME + "-v1.yml");
+            if (Files.isRegularFile(f)) {
+                return f;
+            }
+        }
+        throw new IOException("no crds/" + PiKVCluster.CRD_NAME + "-v1.yml at or above " + cwd);
+    }
+
+    private static String name(int i) {
+        return String.format("c%03d", i);
+    }
+
+    private static long percentile(List<Long> values, double q) {
+        List<Long> sorted = new ArrayList<>(values);
+        Collections.sort(sorted);
+        int index = (int) Math.ceil(q * sorted.size()) - 1;
+        return sorted.get(Math.max(0, Math.min(sorted.size() - 1, index)));
+    }
+
+    private static double ms(long nanos) {
+        return round(nanos / 1e6);
+    }
+
+    private static double round(double v) {
+        return Math.round(v * 100) / 100.0;
+    }
+}

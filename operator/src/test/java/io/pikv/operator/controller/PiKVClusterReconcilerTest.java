@@ -1,0 +1,318 @@
+package io.pikv.operator.controller;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import io.fabric8.kubernetes.api.model.ConfigMap;
+import io.fabric8.kubernetes.api.model.Condition;
+import io.fabric8.kubernetes.api.model.Event;
+import io.fabric8.kubernetes.api.model.HasMetadata;
+import io.fabric8.kubernetes.api.model.Quantity;
+import io.fabric8.kubernetes.api.model.Service;
+import io.fabric8.kubernetes.api.model.apps.StatefulSet;
+import io.fabric8.kubernetes.api.model.apps.StatefulSetStatusBuilder;
+import io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudget;
+import io.fabric8.kubernetes.client.KubernetesClient;
+import io.fabric8.kubernetes.client.dsl.base.PatchContext;
+import io.fabric8.kubernetes.client.dsl.base.PatchType;
+import io.pikv.api.v1alpha1.PiKVCluster;
+import io.pikv.api.v1alpha1.PiKVClusterStatus;
+import io.pikv.operator.TestClusters;
+import io.pikv.operator.model.PiKVClusterResources;
+import io.pikv.operator.status.Conditions;
+import io.quarkus.test.junit.QuarkusTest;
+import io.quarkus.test.kubernetes.client.WithKubernetesTestServer;
+import jakarta.inject.Inject;
+import org.junit.jupiter.api.Test;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.function.Predicate;
+
+import static io.restassured.RestAssured.given;
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+import static org.hamcrest.Matchers.containsString;
+
+/** The operator in Quarkus against the fabric8 mock API server in CRUD mode (no controllers, no GC, no SSA). */
+@QuarkusTest
+@WithKubernetesTestServer(crud = true)
+class PiKVClusterReconcilerTest {
+    static final String NS = "llm";
+    static final Duration WAIT = Duration.ofSeconds(20);
+
+    @Inject
+    KubernetesClient client;
+
+    private PiKVCluster create(PiKVCluster cluster) {
+        return client.resource(cluster).create();
+    }
+
+    private PiKVCluster get(String name) {
+        return client.resources(PiKVCluster.class).inNamespace(NS).withName(name).get();
+    }
+
+    private PiKVClusterStatus awaitStatus(String name, Predicate<PiKVClusterStatus> until) {
+        return await().atMost(WAIT).until(() -> {
+            PiKVCluster c = get(name);
+            return c == null ? null : c.getStatus();
+        }, s -> s != null && until.test(s));
+    }
+
+    private <T extends HasMetadata> T awaitObject(Class<T> type, String name, Predicate<T> until) {
+        return await().atMost(WAIT).until(() -> client.resources(type).inNamespace(NS).withName(name).get(),
+                o -> o != null && until.test(o));
+    }
+
+    private static Condition condition(PiKVClusterStatus s, String type) {
+        return Conditions.find(s.getConditions(), type);
+    }
+
+    private List<Event> events(String cluster, String reason) {
+        return client.v1().events().inNamespace(NS).list().getItems().stream()
+                .filter(e -> cluster.equals(e.getInvolvedObject().getName()) && reason.equals(e.getReason())).toList();
+    }
+
+    /** Plays the StatefulSet controller: all replicas updated and ready. */
+    private void markShardsReady(String cluster) {
+        String name = PiKVClusterResources.shardStatefulSetName(cluster);
+        StatefulSet sts = client.apps().statefulSets().inNamespace(NS).withName(name).get();
+        int replicas = sts.getSpec().getReplicas();
+        sts.setStatus(new StatefulSetStatusBuilder().withObservedGeneration(sts.getMetadata().getGeneration())
+                .withReplicas(replicas).withReadyReplicas(replicas).withUpdatedReplicas(replicas)
+                .withCurrentRevision("r").withUpdateRevision("r").build());
+        client.apps().statefulSets().inNamespace(NS).resource(sts).updateStatus();
+    }
+
+    private String configHash(StatefulSet sts) {
+        return sts.getSpec().getTemplate().getMetadata().getAnnotations().get(PiKVClusterResources.ANNOTATION_CONFIG_HASH);
+    }
+
+    @Test
+    void createBuildsTheShardObjects() {
+        PiKVCluster created = create(TestClusters.small("create", NS));
+        PiKVClusterStatus status = awaitStatus("create", s -> s.getObservedGeneration() != null);
+
+        StatefulSet sts = awaitObject(StatefulSet.class, "create-shard", s -> true);
+        assertThat(sts.getSpec().getReplicas()).isEqualTo(2);
+        assertThat(configHash(sts)).isEqualTo(status.getConfigHash()).isNotBlank();
+        assertThat(sts.getSpec().getTemplate().getSpec().getContainers().get(0).getEnv())
+                .anySatisfy(e -> assertThat(e.getName()).isEqualTo("PIKV_ROLE"));
+        ConfigMap cm = awaitObject(ConfigMap.class, "create-config", c -> true);
+        assertThat(cm.getData()).containsEntry("pikv.model.layers", "4").containsEntry("pikv.cluster", "create")
+                .containsKey("control-state.json");
+        Service svc = awaitObject(Service.class, "create-shards", s -> true);
+        assertThat(svc.getSpec().getClusterIP()).isEqualTo("None");
+        PodDisruptionBudget pdb = awaitObject(PodDisruptionBudget.class, "create-shard", p -> true);
+        assertThat(pdb.getSpec().getMaxUnavailable().getIntVal()).isEqualTo(1);
+
+        for (HasMetadata owned : List.of(sts, cm, svc, pdb)) {
+            assertThat(owned.getMetadata().getOwnerReferences()).as(owned.getKind()).singleElement().satisfies(r -> {
+                assertThat(r.getUid()).isEqualTo(created.getMetadata().getUid());
+                assertThat(r.getKind()).isEqualTo("PiKVCluster");
+                assertThat(r.getController()).isTrue();
+            });
+        }
+        assertThat(status.getDesiredShards()).isEqualTo(2);
+        assertThat(status.getActivePolicy()).isEqualTo("lru");
+        assertThat(status.getShardMapEpoch()).isZero();
+        assertThat(status.getLastValidGeneration()).isEqualTo(1);
+        assertThat(condition(status, "Degraded").getStatus()).isEqualTo("False");
+        assertThat(condition(status, "Ready").getStatus()).isEqualTo("False");
+        assertThat(status.getLastDecision().getReason()).isEqualTo("SpecApplied");
+        await().atMost(WAIT).until(() -> events("create", "SpecApplied").size() == 1);
+
+        // The StatefulSet controller reports the pods ready: the cluster becomes Ready.
+        markShardsReady("create");
+        PiKVClusterStatus ready = awaitStatus("create", s -> Conditions.isTrue(s.getConditions(), "Ready"));
+        assertThat(ready.getReadyShards()).isEqualTo(2);
+        assertThat(condition(ready, "Progressing").getReason()).isEqualTo("Stable");
+        assertThat(condition(ready, "Rebalancing").getStatus()).isEqualTo("False");
+    }
+
+    @Test
+    void specChangeRollsThePodsThroughANewConfigHash() {
+        create(TestClusters.small("change", NS));
+        PiKVClusterStatus before = awaitStatus("change", s -> s.getConfigHash() != null);
+        String oldHash = configHash(awaitObject(StatefulSet.class, "change-shard", s -> true));
+
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("change")
+                .edit(c -> {
+                    c.getSpec().setMemoryPerShard(new Quantity("128Mi"));
+                    return c;
+                });
+        PiKVClusterStatus after = awaitStatus("change", s -> s.getObservedGeneration() == 2);
+        assertThat(after.getConfigHash()).isNotEqualTo(before.getConfigHash());
+        StatefulSet sts = awaitObject(StatefulSet.class, "change-shard", s -> !configHash(s).equals(oldHash));
+        assertThat(configHash(sts)).isEqualTo(after.getConfigHash());
+        assertThat(awaitObject(ConfigMap.class, "change-config", c -> true).getData())
+                .containsEntry("pikv.store.budget-bytes", String.valueOf(128L << 20));
+        assertThat(after.getLastDecision().getReason()).isEqualTo("ConfigChanged");
+        await().atMost(WAIT).until(() -> events("change", "ConfigChanged").size() == 1);
+    }
+
+    @Test
+    void invalidSpecDegradesWithAnEventAndLeavesTheShardsAlone() {
+        create(TestClusters.small("invalid", NS));
+        awaitStatus("invalid", s -> s.getObservedGeneration() != null && s.getLastValidGeneration() != null);
+        StatefulSet stsBefore = awaitObject(StatefulSet.class, "invalid-shard", s -> true);
+        ConfigMap cmBefore = awaitObject(ConfigMap.class, "invalid-config", c -> true);
+
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("invalid").edit(c -> {
+            c.getSpec().getModel().setTopK(9);
+            c.getSpec().setShards(3);
+            return c;
+        });
+        PiKVClusterStatus status = awaitStatus("invalid", s -> Conditions.isTrue(s.getConditions(), "Degraded"));
+        Condition degraded = condition(status, "Degraded");
+        assertThat(degraded.getReason()).isEqualTo("SpecInvalid");
+        assertThat(degraded.getMessage()).contains("Generation 2 is invalid", "spec.model.topK",
+                "lower topK or raise experts", "keep running the spec of generation 1");
+        assertThat(status.getObservedGeneration()).isEqualTo(2);
+        assertThat(status.getLastValidGeneration()).isEqualTo(1);
+        assertThat(status.getDesiredShards()).isEqualTo(2);
+        List<Event> warnings = await().atMost(WAIT).until(() -> events("invalid", "SpecRejected"), l -> !l.isEmpty());
+        assertThat(warnings).singleElement().satisfies(e -> {
+            assertThat(e.getType()).isEqualTo("Warning");
+            assertThat(e.getMessage()).contains("spec.model.topK");
+        });
+        // The last valid spec keeps running: the objects are the ones from before, untouched.
+        assertThat(client.apps().statefulSets().inNamespace(NS).withName("invalid-shard").get().getMetadata()
+                .getResourceVersion()).isEqualTo(stsBefore.getMetadata().getResourceVersion());
+        assertThat(client.configMaps().inNamespace(NS).withName("invalid-config").get().getMetadata()
+                .getResourceVersion()).isEqualTo(cmBefore.getMetadata().getResourceVersion());
+
+        // Fixed: Degraded clears and the new spec runs.
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("invalid").edit(c -> {
+            c.getSpec().getModel().setTopK(2);
+            return c;
+        });
+        PiKVClusterStatus fixed = awaitStatus("invalid", s -> s.getLastValidGeneration() == 3);
+        assertThat(condition(fixed, "Degraded").getStatus()).isEqualTo("False");
+        assertThat(awaitObject(StatefulSet.class, "invalid-shard", s -> s.getSpec().getReplicas() == 3)).isNotNull();
+        assertThat(events("invalid", "SpecRejected")).hasSize(1);
+    }
+
+    @Test
+    void scaleSubresourceChangesTheShards() throws Exception {
+        // What the API server does for `kubectl scale pikv scale --replicas 4` with this CRD: it writes the count
+        // to specReplicasPath, and reads statusReplicasPath and labelSelectorPath back.
+        JsonNode scale = new ObjectMapper(new YAMLFactory()).readTree(Path.of("../crds/pikvclusters.pikv.io-v1.yml")
+                .toFile()).at("/spec/versions/0/subresources/scale");
+        String specPath = scale.get("specReplicasPath").asText();
+        assertThat(specPath).isEqualTo(".spec.shards");
+
+        create(TestClusters.small("scale", NS));
+        awaitStatus("scale", s -> s.getShardMapEpoch() != null);
+        markShardsReady("scale");
+        awaitStatus("scale", s -> Conditions.isTrue(s.getConditions(), "Ready"));
+
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("scale").patch(
+                PatchContext.of(PatchType.JSON), "[{\"op\":\"replace\",\"path\":\"" + specPath.replace('.', '/')
+                        + "\",\"value\":4}]");
+        StatefulSet sts = awaitObject(StatefulSet.class, "scale-shard", s -> s.getSpec().getReplicas() == 4);
+        PiKVClusterStatus status = awaitStatus("scale", s -> s.getDesiredShards() == 4);
+        assertThat(status.getShardMapEpoch()).isEqualTo(1);
+        assertThat(condition(status, "Rebalancing").getStatus()).isEqualTo("True");
+        assertThat(condition(status, "Ready").getStatus()).isEqualTo("False");
+        // The scale subresource's selector selects exactly the shard pods.
+        String selector = status.getSelector();
+        assertThat(selector).isEqualTo(PiKVClusterResources.selector("scale"));
+        for (String pair : selector.split(",")) {
+            String[] kv = pair.split("=");
+            assertThat(sts.getSpec().getTemplate().getMetadata().getLabels()).containsEntry(kv[0], kv[1]);
+        }
+        assertThat(sts.getSpec().getTemplate().getMetadata().getAnnotations()
+                .get(PiKVClusterResources.ANNOTATION_CONFIG_HASH)).as("scaling does not roll the pods")
+                .isEqualTo(status.getConfigHash());
+        await().atMost(WAIT).until(() -> events("scale", "Scaled").size() == 1
+                && events("scale", "Rebalanced").size() == 1);
+        ConfigMap cm = awaitObject(ConfigMap.class, "scale-config", c -> c.getData().get("control-state.json")
+                .contains("\"epoch\":1"));
+        assertThat(cm.getData().get("control-state.json")).contains("\"shards\":4");
+
+        markShardsReady("scale");
+        PiKVClusterStatus settled = awaitStatus("scale", s -> Conditions.isTrue(s.getConditions(), "Ready"));
+        assertThat(settled.getShards()).isEqualTo(4);
+        assertThat(condition(settled, "Rebalancing").getStatus()).isEqualTo("False");
+    }
+
+    @Test
+    void unchangedClusterKeepsTransitionTimesAndIsNotRewritten() {
+        create(TestClusters.small("steady", NS));
+        awaitStatus("steady", s -> s.getObservedGeneration() != null);
+        markShardsReady("steady");
+        PiKVClusterStatus ready = awaitStatus("steady", s -> Conditions.isTrue(s.getConditions(), "Ready"));
+        String readySince = condition(ready, "Ready").getLastTransitionTime();
+        String degradedSince = condition(ready, "Degraded").getLastTransitionTime();
+
+        // A change applied online: a reconcile with a new decision, but the conditions keep their times.
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("steady").edit(c -> {
+            c.getSpec().getRouting().setLambda(0.5);
+            return c;
+        });
+        PiKVClusterStatus after = awaitStatus("steady", s -> s.getObservedGeneration() == 2
+                && s.getLastValidGeneration() == 2);
+        assertThat(condition(after, "Ready").getLastTransitionTime()).isEqualTo(readySince);
+        assertThat(condition(after, "Degraded").getLastTransitionTime()).isEqualTo(degradedSince);
+        assertThat(condition(after, "Ready").getObservedGeneration()).isEqualTo(2);
+        assertThat(after.getLastDecision().getReason()).isEqualTo("SpecApplied");
+
+        // Nothing new: reconciles (rescheduled every 2 s in tests while not ready) write nothing.
+        client.apps().statefulSets().inNamespace(NS).withName("steady-shard").editStatus(s -> {
+            s.getStatus().setReadyReplicas(1);
+            return s;
+        });
+        awaitStatus("steady", s -> s.getReadyShards() == 1);
+        String rv = get("steady").getMetadata().getResourceVersion();
+        await().during(Duration.ofSeconds(5)).atMost(Duration.ofSeconds(8))
+                .until(() -> get("steady").getMetadata().getResourceVersion(), rv::equals);
+    }
+
+    @Test
+    void deleteIsNotBlockedAndLeavesCleanUpToTheGarbageCollector() {
+        PiKVCluster created = create(TestClusters.small("gone", NS));
+        awaitStatus("gone", s -> s.getObservedGeneration() != null);
+        List<HasMetadata> owned = List.of(awaitObject(StatefulSet.class, "gone-shard", s -> true),
+                awaitObject(ConfigMap.class, "gone-config", c -> true), awaitObject(Service.class, "gone-shards", s -> true),
+                awaitObject(PodDisruptionBudget.class, "gone-shard", p -> true));
+        assertThat(get("gone").getMetadata().getFinalizers()).as("no finalizer holds the deletion").isEmpty();
+
+        client.resource(created).delete();
+        await().atMost(WAIT).until(() -> get("gone") == null);
+        // The mock server has no garbage collector; a real one deletes exactly the objects whose controller
+        // reference names the deleted cluster's uid.
+        for (HasMetadata o : owned) {
+            assertThat(o.getMetadata().getOwnerReferences()).as(o.getKind()).singleElement().satisfies(r -> {
+                assertThat(r.getUid()).isEqualTo(created.getMetadata().getUid());
+                assertThat(r.getBlockOwnerDeletion()).isTrue();
+            });
+        }
+    }
+
+    @Test
+    void invalidFirstSpecCreatesNothing() {
+        PiKVCluster bad = TestClusters.small("never", NS);
+        bad.getSpec().setMemoryPerShard(new Quantity("1Ki"));
+        create(bad);
+        PiKVClusterStatus status = awaitStatus("never", s -> Conditions.isTrue(s.getConditions(), "Degraded"));
+        assertThat(condition(status, "Degraded").getMessage()).contains("spec.memoryPerShard", "raise it to at least");
+        assertThat(condition(status, "Ready").getReason()).isEqualTo("NoValidSpec");
+        assertThat(status.getLastValidSpec()).isNull();
+        assertThat(client.apps().statefulSets().inNamespace(NS).withName("never-shard").get()).isNull();
+        assertThat(client.configMaps().inNamespace(NS).withName("never-config").get()).isNull();
+    }
+
+    @Test
+    void exposesMetricsAndHealth() {
+        create(TestClusters.small("metrics", NS));
+        awaitStatus("metrics", s -> s.getObservedGeneration() != null);
+        given().get("/q/health/ready").then().statusCode(200);
+        given().get("/q/health/live").then().statusCode(200);
+        given().get("/q/metrics").then().statusCode(200)
+                .body(containsString("pikv_operator_reconciles_total{cluster=\"metrics\",namespace=\"llm\","
+                        + "result=\"applied\"}"))
+                .body(containsString("pikv_operator_reconcile_duration_seconds_bucket{cluster=\"metrics\""));
+    }
+}

@@ -1,0 +1,219 @@
+package io.pikv.operator.model;
+
+import io.fabric8.kubernetes.api.model.Quantity;
+import io.fabric8.kubernetes.api.model.ResourceRequirementsBuilder;
+import io.pikv.api.v1alpha1.KafkaSpec;
+import io.pikv.api.v1alpha1.KvDtype;
+import io.pikv.api.v1alpha1.ModelSpec;
+import io.pikv.api.v1alpha1.PiKVCluster;
+import io.pikv.api.v1alpha1.SchedulingPolicy;
+import io.pikv.api.v1alpha1.SecretRef;
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.scheduling.BlockPolicies;
+import io.pikv.operator.TestClusters;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Consumer;
+import java.util.stream.Stream;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** Table of specs: each case breaks one rule and expects the field it names and words of the message. */
+class PiKVClusterValidatorTest {
+
+    static Stream<Arguments> invalid() {
+        return Stream.of(
+                bad("topK above experts", c -> c.getSpec().getModel().setTopK(9),
+                        "spec.model.topK", "cannot be routed to more experts"),
+                bad("qHeads not a multiple of kvHeads", c -> c.getSpec().getModel().setQHeads(7),
+                        "spec.model.qHeads", "not a multiple of spec.model.kvHeads"),
+                bad("layers missing", c -> c.getSpec().getModel().setLayers(null),
+                        "spec.model.layers", "is required"),
+                bad("headDim over the engine's bound", c -> c.getSpec().getModel().setHeadDim(4096),
+                        "spec.model.headDim", "[1, 1024]"),
+                bad("model missing", c -> c.getSpec().setModel(null), "spec.model", "is required"),
+                bad("more shards than experts", c -> c.getSpec().setShards(9),
+                        "spec.shards", "every shard owns at least one expert"),
+                bad("zero shards", c -> c.getSpec().setShards(0), "spec.shards", "[1, 256]"),
+                bad("budget not a quantity", c -> c.getSpec().setMemoryPerShard(new Quantity("lots")),
+                        "spec.memoryPerShard", "not a quantity"),
+                bad("budget under one page per layer", c -> c.getSpec().setMemoryPerShard(new Quantity("32Ki")),
+                        "spec.memoryPerShard", "less than one fp16 page per layer"),
+                bad("int8 with a head dim the int8 pages cannot hold", c -> {
+                    c.getSpec().getModel().setHeadDim(66);
+                    c.getSpec().getCompression().setMethod("int8");
+                }, "spec.compression.method", "multiple of 4"),
+                bad("unknown compression part", c -> c.getSpec().getCompression().setMethod("int4"),
+                        "spec.compression.method", "unknown part 'int4'"),
+                bad("two low-rank methods", c -> c.getSpec().getCompression().setMethod("lowrank+lowrank-expert"),
+                        "spec.compression.method", "two low-rank methods"),
+                bad("knob of another method", c -> {
+                    c.getSpec().getCompression().setMethod("int8");
+                    c.getSpec().getCompression().setParameters(Map.of("keyRank", 32.0));
+                }, "spec.compression.parameters.keyRank", "not a knob of 'int8'"),
+                bad("pyramid budget above 1", c -> {
+                    c.getSpec().getCompression().setMethod("pyramid");
+                    c.getSpec().getCompression().setParameters(Map.of("budget", 1.5));
+                }, "spec.compression.parameters.budget", "(0, 1]"),
+                bad("rank above head dim", c -> {
+                    c.getSpec().getCompression().setMethod("lowrank");
+                    c.getSpec().getCompression().setParameters(Map.of("keyRank", 65.0));
+                }, "spec.compression.parameters.keyRank", "whole number in [1, 64]"),
+                bad("policy knob lru does not have", c -> c.getSpec().getScheduling()
+                        .setParameters(Map.of("window", 10.0)), "spec.scheduling.parameters.window",
+                        "not a knob of policy lru"),
+                bad("fractional window", c -> {
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.STREAMING);
+                    c.getSpec().getScheduling().setParameters(Map.of("window", 10.5));
+                }, "spec.scheduling.parameters.window", "whole number"),
+                bad("adaptive among candidates", c -> c.getSpec().getScheduling()
+                        .setCandidates(List.of(SchedulingPolicy.LRU, SchedulingPolicy.ADAPTIVE)),
+                        "spec.scheduling.candidates", "cannot be one"),
+                bad("adaptive with one candidate", c -> {
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.ADAPTIVE);
+                    c.getSpec().getScheduling().setCandidates(List.of(SchedulingPolicy.LRU));
+                }, "spec.scheduling.candidates", "at least two"),
+                bad("policy outside its candidates", c -> {
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.H2O);
+                    c.getSpec().getScheduling().setCandidates(List.of(SchedulingPolicy.LRU, SchedulingPolicy.UTILITY));
+                }, "spec.scheduling.policy", "not among"),
+                bad("lambda out of range", c -> c.getSpec().getRouting().setLambda(-1.0),
+                        "spec.routing.lambda", "[0, 10]"),
+                bad("min above max shards", c -> {
+                    c.getSpec().getAutoscaling().setMinShards(5);
+                    c.getSpec().getAutoscaling().setMaxShards(3);
+                }, "spec.autoscaling.minShards", "more than spec.autoscaling.maxShards"),
+                bad("shards outside the autoscaling range", c -> {
+                    c.getSpec().getAutoscaling().setEnabled(true);
+                    c.getSpec().getAutoscaling().setMinShards(3);
+                    c.getSpec().getAutoscaling().setMaxShards(6);
+                }, "spec.shards", "outside the autoscaling range [3, 6]"),
+                bad("autoscaling beyond the experts", c -> {
+                    c.getSpec().getAutoscaling().setEnabled(true);
+                    c.getSpec().getAutoscaling().setMaxShards(16);
+                }, "spec.autoscaling.maxShards", "at most 8"),
+                bad("kafka without servers", c -> c.getSpec().setKafka(new KafkaSpec()),
+                        "spec.kafka.bootstrapServers", "is required"),
+                bad("kafka server without port", c -> {
+                    KafkaSpec k = new KafkaSpec();
+                    k.setBootstrapServers("kafka:9092,broker");
+                    c.getSpec().setKafka(k);
+                }, "spec.kafka.bootstrapServers", "'broker' is not host:port"),
+                bad("same topic twice", c -> {
+                    KafkaSpec k = new KafkaSpec();
+                    k.setBootstrapServers("kafka:9092");
+                    k.getTopics().setControl("pikv.cache-events");
+                    c.getSpec().setKafka(k);
+                }, "spec.kafka.topics.control", "must be different topics"),
+                bad("secret name with capitals", c -> {
+                    KafkaSpec k = new KafkaSpec();
+                    k.setBootstrapServers("kafka:9092");
+                    k.setCredentialsSecret(new SecretRef("Kafka_Creds"));
+                    c.getSpec().setKafka(k);
+                }, "spec.kafka.credentialsSecret.name", "not a Secret name"),
+                bad("gpu resource name", c -> c.getSpec().getGpu().setResourceName("NVIDIA GPU"),
+                        "spec.gpu.resourceName", "not an extended resource name"),
+                bad("memory limit below the budget", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToLimits("memory", new Quantity("32Mi")).build()),
+                        "spec.sidecar.resources", "does not exceed spec.memoryPerShard"),
+                bad("request above limit", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToLimits("cpu", new Quantity("1"))
+                                .addToRequests("cpu", new Quantity("2")).build()),
+                        "spec.sidecar.resources.requests.cpu", "exceeds the limit"),
+                bad("image with a space", c -> c.getSpec().getSidecar().setImage("pikv/sidecar :1"),
+                        "spec.sidecar.image", "not an image reference"),
+                bad("name too long", c -> c.getMetadata().setName("a".repeat(41)), "metadata.name", "more than 40"),
+                bad("name starting with a digit", c -> c.getMetadata().setName("1pikv"),
+                        "metadata.name", "starting with a letter"));
+    }
+
+    private static Arguments bad(String rule, Consumer<PiKVCluster> breakIt, String field, String words) {
+        return Arguments.of(rule, breakIt, field, words);
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("invalid")
+    void rejectsWithAnActionableMessage(String rule, Consumer<PiKVCluster> breakIt, String field, String words) {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        breakIt.accept(c);
+        PiKVClusterValidator.Result result = PiKVClusterValidator.validate(c);
+        assertThat(result.valid()).as(rule).isFalse();
+        assertThat(result.violations()).as(rule)
+                .anySatisfy(v -> {
+                    assertThat(v.field()).isEqualTo(field);
+                    assertThat(v.message()).contains(words);
+                });
+        assertThat(result.summary()).contains(field + ": ");
+    }
+
+    static Stream<Arguments> valid() {
+        return Stream.of(
+                Arguments.of("the small fixture", (Consumer<PiKVCluster>) c -> { }),
+                Arguments.of("fp32 pages", (Consumer<PiKVCluster>) c -> c.getSpec().getModel().setDtype(KvDtype.FP32)),
+                Arguments.of("every compression combination the engine names", (Consumer<PiKVCluster>) c ->
+                        c.getSpec().getCompression().setMethod("pyramid+lowrank+int8")),
+                Arguments.of("lowrank-expert knobs", (Consumer<PiKVCluster>) c -> {
+                    c.getSpec().getCompression().setMethod("lowrank-expert+int8");
+                    c.getSpec().getCompression().setParameters(Map.of("keyRank", 32.0, "valueRank", 48.0,
+                            "outlierDirections", 2.0, "minExpertTokens", 128.0));
+                }),
+                Arguments.of("adaptive over three candidates", (Consumer<PiKVCluster>) c -> {
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.ADAPTIVE);
+                    c.getSpec().getScheduling().setCandidates(List.of(SchedulingPolicy.LRU, SchedulingPolicy.H2O,
+                            SchedulingPolicy.UTILITY));
+                    c.getSpec().getScheduling().setParameters(Map.of("window", 4096.0, "margin", 0.005));
+                }),
+                Arguments.of("kafka with credentials", (Consumer<PiKVCluster>) c -> {
+                    KafkaSpec k = new KafkaSpec();
+                    k.setBootstrapServers("kafka-0.kafka:9092,[::1]:9093");
+                    k.setCredentialsSecret(new SecretRef("kafka-creds"));
+                    c.getSpec().setKafka(k);
+                }),
+                Arguments.of("autoscaling around the shard count", (Consumer<PiKVCluster>) c -> {
+                    c.getSpec().getAutoscaling().setEnabled(true);
+                    c.getSpec().getAutoscaling().setMinShards(1);
+                    c.getSpec().getAutoscaling().setMaxShards(8);
+                }),
+                Arguments.of("one shard per expert", (Consumer<PiKVCluster>) c -> c.getSpec().setShards(8)));
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("valid")
+    void accepts(String what, Consumer<PiKVCluster> change) {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        change.accept(c);
+        assertThat(PiKVClusterValidator.validate(c).violations()).as(what).isEmpty();
+    }
+
+    @Test
+    void reportsEveryViolationNotJustTheFirst() {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        c.getSpec().getModel().setTopK(9);
+        c.getSpec().getRouting().setLambda(11.0);
+        c.getSpec().getGpu().setPerShard(0);
+        assertThat(PiKVClusterValidator.validate(c).violations()).extracting(PiKVClusterValidator.Violation::field)
+                .containsExactlyInAnyOrder("spec.model.topK", "spec.routing.lambda", "spec.gpu.perShard");
+    }
+
+    @Test
+    void policiesAreTheEngines() {
+        assertThat(Arrays.stream(SchedulingPolicy.values()).map(SchedulingPolicy::value))
+                .containsExactlyElementsOf(BlockPolicies.NAMES);
+        assertThat(PiKVClusterValidator.POLICY_PARAMETERS.keySet()).containsExactlyInAnyOrder(SchedulingPolicy.values());
+    }
+
+    @Test
+    void modelBoundsAreTheEngines() {
+        // The CRD (crds/ may not depend on the engine) repeats ModelShape's bounds; they must not drift apart.
+        assertThat(ModelSpec.MAX_LAYERS).isEqualTo(ModelShape.MAX_LAYERS);
+        assertThat(ModelSpec.MAX_HEADS).isEqualTo(ModelShape.MAX_HEADS);
+        assertThat(ModelSpec.MAX_HEAD_DIM).isEqualTo(ModelShape.MAX_HEAD_DIM);
+        assertThat(ModelSpec.MAX_EXPERTS).isEqualTo(ModelShape.MAX_EXPERTS);
+    }
+}

@@ -1,0 +1,233 @@
+package io.pikv.operator.model;
+
+import io.fabric8.kubernetes.api.model.ConfigMap;
+import io.fabric8.kubernetes.api.model.Container;
+import io.fabric8.kubernetes.api.model.EnvVar;
+import io.fabric8.kubernetes.api.model.HasMetadata;
+import io.fabric8.kubernetes.api.model.Quantity;
+import io.fabric8.kubernetes.api.model.ResourceRequirementsBuilder;
+import io.fabric8.kubernetes.api.model.Service;
+import io.fabric8.kubernetes.api.model.apps.StatefulSet;
+import io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudget;
+import io.pikv.api.events.ControlState;
+import io.pikv.api.v1alpha1.KafkaSpec;
+import io.pikv.api.v1alpha1.PiKVCluster;
+import io.pikv.api.v1alpha1.SchedulingPolicy;
+import io.pikv.api.v1alpha1.SecretRef;
+import io.pikv.kv.ExpertShardMap;
+import io.pikv.operator.TestClusters;
+import org.junit.jupiter.api.Test;
+
+import java.util.List;
+import java.util.Map;
+import java.util.function.Consumer;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** The desired-state builders, on objects built in memory. */
+class ShardClusterTest {
+    static final OperatorSettings SETTINGS = OperatorSettings.DEFAULTS;
+
+    private static ShardCluster model(PiKVCluster c) {
+        assertThat(PiKVClusterValidator.validate(c).violations()).isEmpty();
+        return ShardCluster.fromCrd(c, c.getSpec(), null, -1, SETTINGS);
+    }
+
+    private static String hashAfter(Consumer<PiKVCluster> change) {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        change.accept(c);
+        return model(c).configHash();
+    }
+
+    @Test
+    void everyObjectIsNamedLabelledAndOwnedByTheCluster() {
+        ShardCluster m = model(TestClusters.small("demo", "ns"));
+        List<HasMetadata> objects = List.of(m.generateConfigMap(), m.generateHeadlessService(),
+                m.generateStatefulSet(), m.generatePodDisruptionBudget());
+        assertThat(objects).extracting(o -> o.getMetadata().getName())
+                .containsExactly("demo-config", "demo-shards", "demo-shard", "demo-shard");
+        for (HasMetadata o : objects) {
+            assertThat(o.getMetadata().getNamespace()).isEqualTo("ns");
+            assertThat(o.getMetadata().getLabels()).containsEntry("app.kubernetes.io/managed-by", "pikv-operator")
+                    .containsEntry("app.kubernetes.io/instance", "demo").containsEntry("pikv.io/cluster", "demo");
+            assertThat(o.getMetadata().getOwnerReferences()).singleElement().satisfies(r -> {
+                assertThat(r.getKind()).isEqualTo("PiKVCluster");
+                assertThat(r.getApiVersion()).isEqualTo("pikv.io/v1alpha1");
+                assertThat(r.getName()).isEqualTo("demo");
+                assertThat(r.getController()).isTrue();
+            });
+        }
+    }
+
+    @Test
+    void statefulSetRunsTheSidecarInTheShardRole() {
+        ShardCluster m = model(TestClusters.small("demo", "ns"));
+        StatefulSet sts = m.generateStatefulSet();
+        assertThat(sts.getSpec().getReplicas()).isEqualTo(2);
+        assertThat(sts.getSpec().getServiceName()).isEqualTo("demo-shards");
+        assertThat(sts.getSpec().getSelector().getMatchLabels())
+                .isEqualTo(PiKVClusterResources.selectorLabels("demo"));
+        assertThat(sts.getSpec().getTemplate().getMetadata().getLabels())
+                .containsAllEntriesOf(PiKVClusterResources.selectorLabels("demo"));
+        assertThat(sts.getSpec().getTemplate().getMetadata().getAnnotations())
+                .containsEntry(PiKVClusterResources.ANNOTATION_CONFIG_HASH, m.configHash());
+        Container c = sts.getSpec().getTemplate().getSpec().getContainers().get(0);
+        assertThat(c.getImage()).isEqualTo("pikv/sidecar:0.1.0");
+        Map<String, EnvVar> env = c.getEnv().stream().collect(Collectors.toMap(EnvVar::getName, e -> e));
+        assertThat(env.get("PIKV_ROLE").getValue()).isEqualTo("shard");
+        assertThat(env.get("PIKV_SHARD_ID").getValueFrom().getFieldRef().getFieldPath())
+                .isEqualTo("metadata.labels['apps.kubernetes.io/pod-index']");
+        assertThat(env.get("PIKV_STORE_BUDGET_BYTES").getValueFrom().getConfigMapKeyRef().getKey())
+                .isEqualTo("pikv.store.budget-bytes");
+        assertThat(env.get("PIKV_MODEL_Q_HEADS").getValueFrom().getConfigMapKeyRef().getName())
+                .isEqualTo("demo-config");
+        // Every setting the shards read has its variable, and the ConfigMap has every key they reference.
+        ConfigMap cm = m.generateConfigMap();
+        for (String key : m.shardSettings().keySet()) {
+            assertThat(env).containsKey(ShardCluster.envName(key));
+            assertThat(cm.getData()).containsKey(key);
+        }
+        assertThat(env.get("JDK_JAVA_OPTIONS").getValue())
+                .contains("--add-modules=jdk.incubator.vector", "-Xmx512m", "-XX:MaxDirectMemorySize=192m");
+        assertThat(c.getReadinessProbe().getHttpGet().getPath()).isEqualTo("/q/health/ready");
+        assertThat(c.getLivenessProbe().getHttpGet().getPath()).isEqualTo("/q/health/live");
+        assertThat(c.getSecurityContext().getRunAsNonRoot()).isTrue();
+        assertThat(c.getSecurityContext().getReadOnlyRootFilesystem()).isTrue();
+        assertThat(c.getSecurityContext().getAllowPrivilegeEscalation()).isFalse();
+        assertThat(c.getSecurityContext().getCapabilities().getDrop()).containsExactly("ALL");
+        assertThat(c.getVolumeMounts()).extracting(v -> v.getMountPath()).containsExactly("/etc/pikv", "/tmp");
+        // 64 MiB budget + 1 GiB overhead, requested and limited alike; no GPU by default.
+        assertThat(c.getResources().getLimits()).containsOnlyKeys("memory")
+                .containsEntry("memory", new Quantity("1088Mi"));
+        assertThat(c.getResources().getRequests()).containsEntry("memory", new Quantity("1088Mi"))
+                .containsEntry("cpu", new Quantity("1"));
+        assertThat(sts.getSpec().getTemplate().getSpec().getTolerations()).isEmpty();
+    }
+
+    @Test
+    void gpuShardsRequestTheDeviceAndTolerateItsTaint() {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        c.getSpec().getGpu().setEnabled(true);
+        c.getSpec().getGpu().setResourceName("amd.com/gpu");
+        c.getSpec().getGpu().setPerShard(2);
+        StatefulSet sts = model(c).generateStatefulSet();
+        Container container = sts.getSpec().getTemplate().getSpec().getContainers().get(0);
+        assertThat(container.getResources().getLimits()).containsEntry("amd.com/gpu", new Quantity("2"));
+        assertThat(sts.getSpec().getTemplate().getSpec().getTolerations()).singleElement()
+                .satisfies(t -> assertThat(t.getKey()).isEqualTo("amd.com/gpu"));
+    }
+
+    @Test
+    void givenResourcesWinAndTheHeapFollowsThem() {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                .addToLimits("memory", new Quantity("576Mi")).addToRequests("cpu", new Quantity("250m")).build());
+        Container container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
+        assertThat(container.getResources().getLimits()).containsEntry("memory", new Quantity("576Mi"));
+        assertThat(container.getResources().getRequests()).containsOnlyKeys("cpu");
+        EnvVar opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
+                .orElseThrow();
+        assertThat(opts.getValue()).contains("-Xmx256m", "-XX:MaxDirectMemorySize=128m");
+    }
+
+    @Test
+    void kafkaCredentialsArePassedByReferenceOnly() {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        KafkaSpec k = new KafkaSpec();
+        k.setBootstrapServers("kafka:9092");
+        k.setCredentialsSecret(new SecretRef("kafka-creds"));
+        c.getSpec().setKafka(k);
+        ShardCluster m = model(c);
+        Container container = m.generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
+        assertThat(container.getEnvFrom()).singleElement()
+                .satisfies(e -> assertThat(e.getSecretRef().getName()).isEqualTo("kafka-creds"));
+        assertThat(m.generateConfigMap().getData()).containsEntry("kafka.bootstrap.servers", "kafka:9092")
+                .containsEntry("pikv.kafka.events-topic", "pikv.cache-events")
+                .doesNotContainKey("kafka-creds");
+    }
+
+    @Test
+    void configMapCarriesSettingsAndTheControlState() throws Exception {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        c.getSpec().getScheduling().setPolicy(SchedulingPolicy.H2O);
+        c.getSpec().getScheduling().setParameters(Map.of("window", 256.0));
+        c.getSpec().getCompression().setMethod("pyramid+int8");
+        c.getSpec().getCompression().setParameters(Map.of("budget", 0.25));
+        ConfigMap cm = model(c).generateConfigMap();
+        assertThat(cm.getData()).containsEntry("pikv.cluster", "demo").containsEntry("pikv.model.layers", "4")
+                .containsEntry("pikv.model.q-heads", "8").containsEntry("pikv.store.dtype", "int8")
+                .containsEntry("pikv.store.budget-bytes", String.valueOf(64L << 20))
+                .containsEntry("pikv.gateway.routing", "hash").containsEntry("pikv.compression.method", "pyramid+int8")
+                .containsEntry("pikv.compression.budget", "0.25");
+        ControlState state = new com.fasterxml.jackson.databind.ObjectMapper()
+                .readValue(cm.getData().get(ShardCluster.CONTROL_STATE_KEY), ControlState.class);
+        assertThat(state.cluster()).isEqualTo("demo");
+        assertThat(state.epoch()).isZero();
+        assertThat(state.shards()).isEqualTo(2);
+        assertThat(state.shardOfExpert()).containsExactly(0, 1, 0, 1, 0, 1, 0, 1);
+        assertThat(state.policy()).isEqualTo("h2o");
+        assertThat(state.parameters()).containsEntry("window", 256.0);
+        assertThat(state.budgetBytes()).isEqualTo(64L << 20);
+        assertThat(ShardCluster.readShardMap(cm)).isEqualTo(new ExpertShardMap(0, 2, new int[] {0, 1, 0, 1, 0, 1, 0, 1}));
+    }
+
+    @Test
+    void configHashFollowsWhatTheShardsReadAtStartUpOnly() {
+        String base = hashAfter(c -> { });
+        assertThat(hashAfter(c -> { })).isEqualTo(base);
+        // Read at start-up: a change rolls the pods.
+        Stream.<Consumer<PiKVCluster>>of(
+                c -> c.getSpec().setMemoryPerShard(new Quantity("128Mi")),
+                c -> c.getSpec().getModel().setLayers(8),
+                c -> c.getSpec().getCompression().setMethod("int8"),
+                c -> {
+                    KafkaSpec k = new KafkaSpec();
+                    k.setBootstrapServers("kafka:9092");
+                    c.getSpec().setKafka(k);
+                }).forEach(change -> assertThat(hashAfter(change)).isNotEqualTo(base));
+        // Applied online (gateway routing, policy, shard count): the pods keep running.
+        Stream.<Consumer<PiKVCluster>>of(
+                c -> c.getSpec().getRouting().setLambda(0.5),
+                c -> c.getSpec().getScheduling().setPolicy(SchedulingPolicy.UTILITY),
+                c -> c.getSpec().setShards(4),
+                c -> c.getSpec().getCompression().setMethod("pyramid")).forEach(change ->
+                assertThat(hashAfter(change)).isEqualTo(base));
+    }
+
+    @Test
+    void serviceIsHeadlessAndPdbTakesOneShardAtATime() {
+        ShardCluster m = model(TestClusters.small("demo", "ns"));
+        Service svc = m.generateHeadlessService();
+        assertThat(svc.getSpec().getClusterIP()).isEqualTo("None");
+        assertThat(svc.getSpec().getSelector()).isEqualTo(PiKVClusterResources.selectorLabels("demo"));
+        assertThat(svc.getSpec().getPorts()).singleElement().satisfies(p -> assertThat(p.getPort()).isEqualTo(8080));
+        PodDisruptionBudget pdb = m.generatePodDisruptionBudget();
+        assertThat(pdb.getSpec().getMaxUnavailable().getIntVal()).isEqualTo(1);
+        assertThat(pdb.getSpec().getSelector().getMatchLabels()).isEqualTo(PiKVClusterResources.selectorLabels("demo"));
+    }
+
+    @Test
+    void buildersArePure() {
+        PiKVCluster c = TestClusters.mixtral("mixtral", "llm");
+        ShardCluster a = model(c);
+        ShardCluster b = model(c);
+        assertThat(a.generateStatefulSet()).isEqualTo(b.generateStatefulSet());
+        assertThat(a.generateConfigMap()).isEqualTo(b.generateConfigMap());
+        assertThat(a.generateHeadlessService()).isEqualTo(b.generateHeadlessService());
+        assertThat(a.generatePodDisruptionBudget()).isEqualTo(b.generatePodDisruptionBudget());
+    }
+
+    @Test
+    void shardMapKeepsItsEpochUntilTheShapeChanges() {
+        ExpertShardMap rebalanced = new ExpertShardMap(7, 2, new int[] {1, 1, 0, 0, 1, 0, 1, 0});
+        assertThat(ShardMaps.next(rebalanced, 7, 8, 2)).isSameAs(rebalanced);
+        ExpertShardMap scaled = ShardMaps.next(rebalanced, 7, 8, 4);
+        assertThat(scaled.epoch()).isEqualTo(8);
+        assertThat(scaled.assignment()).containsExactly(0, 1, 2, 3, 0, 1, 2, 3);
+        // A lost ConfigMap must not reset epochs the shards already accepted.
+        assertThat(ShardMaps.next(null, 7, 8, 2).epoch()).isEqualTo(8);
+        assertThat(ShardMaps.next(null, -1, 8, 2).epoch()).isZero();
+    }
+}

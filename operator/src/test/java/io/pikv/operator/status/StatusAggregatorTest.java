@@ -1,0 +1,132 @@
+package io.pikv.operator.status;
+
+import io.fabric8.kubernetes.api.model.Condition;
+import io.fabric8.kubernetes.api.model.apps.StatefulSet;
+import io.fabric8.kubernetes.api.model.apps.StatefulSetStatusBuilder;
+import io.pikv.api.v1alpha1.PiKVCluster;
+import io.pikv.api.v1alpha1.PiKVClusterStatus;
+import io.pikv.operator.TestClusters;
+import io.pikv.operator.model.OperatorSettings;
+import io.pikv.operator.model.PiKVClusterValidator;
+import io.pikv.operator.model.ShardCluster;
+import org.junit.jupiter.api.Test;
+
+import java.util.List;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+class StatusAggregatorTest {
+    static final String T0 = "2026-01-01T00:00:00Z";
+    static final String T1 = "2026-01-01T00:01:00Z";
+    static final String T2 = "2026-01-01T00:02:00Z";
+
+    private final PiKVCluster cluster = TestClusters.small("demo", "ns");
+    private final ShardCluster model = ShardCluster.fromCrd(cluster, cluster.getSpec(), null, -1,
+            OperatorSettings.DEFAULTS);
+    private static final PiKVClusterValidator.Result VALID = new PiKVClusterValidator.Result(List.of());
+
+    private StatefulSet sts(int replicas, int ready) {
+        StatefulSet sts = model.generateStatefulSet();
+        sts.getMetadata().setGeneration(1L);
+        sts.setStatus(new StatefulSetStatusBuilder().withObservedGeneration(1L).withReplicas(replicas)
+                .withReadyReplicas(ready).withUpdatedReplicas(replicas).withCurrentRevision("r1")
+                .withUpdateRevision("r1").build());
+        return sts;
+    }
+
+    private PiKVClusterStatus next(PiKVClusterStatus prev, StatefulSet sts, String now) {
+        return StatusAggregator.next(prev, new StatusAggregator.Snapshot("demo", 1, VALID, model, 1, "{}", sts,
+                List.of(), now));
+    }
+
+    private static Condition condition(PiKVClusterStatus s, String type) {
+        return Conditions.find(s.getConditions(), type);
+    }
+
+    @Test
+    void readyWhenEveryShardIsReady() {
+        PiKVClusterStatus s = next(null, sts(2, 2), T0);
+        assertThat(condition(s, "Ready").getStatus()).isEqualTo("True");
+        assertThat(condition(s, "Ready").getReason()).isEqualTo("AllShardsReady");
+        assertThat(condition(s, "Progressing").getStatus()).isEqualTo("False");
+        assertThat(condition(s, "Degraded").getStatus()).isEqualTo("False");
+        assertThat(s.getDesiredShards()).isEqualTo(2);
+        assertThat(s.getReadyShards()).isEqualTo(2);
+        assertThat(s.getShards()).isEqualTo(2);
+        assertThat(s.getSelector()).isEqualTo("app.kubernetes.io/name=pikv,app.kubernetes.io/instance=demo,"
+                + "app.kubernetes.io/component=shard");
+        assertThat(s.getActivePolicy()).isEqualTo("lru");
+        assertThat(s.getShardMapEpoch()).isZero();
+        assertThat(s.getConfigHash()).isEqualTo(model.configHash());
+        assertThat(s.getObservedGeneration()).isEqualTo(1);
+    }
+
+    @Test
+    void progressingWhileCreatingOrRollingOut() {
+        PiKVClusterStatus creating = next(null, null, T0);
+        assertThat(condition(creating, "Progressing").getReason()).isEqualTo("Creating");
+        assertThat(condition(creating, "Ready").getStatus()).isEqualTo("False");
+        StatefulSet rolling = sts(2, 1);
+        rolling.getStatus().setUpdatedReplicas(1);
+        rolling.getStatus().setUpdateRevision("r2");
+        PiKVClusterStatus s = next(null, rolling, T0);
+        assertThat(condition(s, "Progressing").getReason()).isEqualTo("RollingOut");
+        assertThat(condition(s, "Progressing").getMessage()).isEqualTo("1 of 2 shard pods run config "
+                + model.configHash() + ".");
+        assertThat(condition(s, "Ready").getMessage()).isEqualTo("1/2 shards ready.");
+        assertThat(condition(s, "Rebalancing").getStatus()).isEqualTo("True");
+    }
+
+    @Test
+    void unchangedObservationsGiveAnEqualStatusAndKeepTransitionTimes() {
+        PiKVClusterStatus first = next(null, sts(2, 2), T0);
+        PiKVClusterStatus again = next(first, sts(2, 2), T1);
+        assertThat(StatusAggregator.changed(first, again)).isFalse();
+        assertThat(condition(again, "Ready").getLastTransitionTime()).isEqualTo(T0);
+        // A flip moves the transition time of that condition only.
+        PiKVClusterStatus degraded = next(again, sts(2, 1), T2);
+        assertThat(StatusAggregator.changed(again, degraded)).isTrue();
+        assertThat(condition(degraded, "Ready").getLastTransitionTime()).isEqualTo(T2);
+        assertThat(condition(degraded, "Degraded").getLastTransitionTime()).isEqualTo(T0);
+        // Same status, new message: the message changes, the time does not.
+        PiKVClusterStatus fewer = next(degraded, sts(2, 0), T2.replace("02", "03"));
+        assertThat(condition(fewer, "Ready").getMessage()).isEqualTo("0/2 shards ready.");
+        assertThat(condition(fewer, "Ready").getLastTransitionTime()).isEqualTo(T2);
+    }
+
+    @Test
+    void invalidSpecDegradesAndKeepsTheRunningSpec() {
+        PiKVClusterStatus running = next(null, sts(2, 2), T0);
+        PiKVClusterValidator.Result invalid = new PiKVClusterValidator.Result(List.of(
+                new PiKVClusterValidator.Violation("spec.model.topK", "is 9 but spec.model.experts is 8")));
+        PiKVClusterStatus s = StatusAggregator.next(running, new StatusAggregator.Snapshot("demo", 2, invalid, model,
+                1, "{}", sts(2, 2), List.of(), T1));
+        Condition degraded = condition(s, "Degraded");
+        assertThat(degraded.getStatus()).isEqualTo("True");
+        assertThat(degraded.getReason()).isEqualTo("SpecInvalid");
+        assertThat(degraded.getMessage()).isEqualTo("Generation 2 is invalid: spec.model.topK: is 9 but "
+                + "spec.model.experts is 8. The shards keep running the spec of generation 1.");
+        assertThat(condition(s, "Ready").getStatus()).isEqualTo("True");
+        assertThat(s.getLastValidGeneration()).isEqualTo(1);
+        assertThat(s.getObservedGeneration()).isEqualTo(2);
+
+        PiKVClusterStatus never = StatusAggregator.next(null, new StatusAggregator.Snapshot("demo", 1, invalid, null,
+                -1, null, null, List.of(), T1));
+        assertThat(condition(never, "Ready").getReason()).isEqualTo("NoValidSpec");
+        assertThat(condition(never, "Degraded").getMessage()).endsWith("No valid spec has been applied yet, so no "
+                + "shards run.");
+        assertThat(never.getLastValidSpec()).isNull();
+    }
+
+    @Test
+    void conditionsKeepTheirOrderAndOthers() {
+        List<Condition> c = Conditions.set(List.of(), "A", true, "R", "m", 1, T0);
+        c = Conditions.set(c, "B", false, "R", "m", 1, T0);
+        c = Conditions.set(c, "A", true, "R2", "m2", 2, T1);
+        assertThat(c).extracting(Condition::getType).containsExactly("A", "B");
+        assertThat(c.get(0).getLastTransitionTime()).isEqualTo(T0);
+        assertThat(c.get(0).getReason()).isEqualTo("R2");
+        assertThat(c.get(0).getObservedGeneration()).isEqualTo(2);
+        assertThat(Conditions.set(c, "A", false, "R", "m", 2, T2).get(0).getLastTransitionTime()).isEqualTo(T2);
+    }
+}

@@ -1,0 +1,96 @@
+package io.pikv.cli;
+
+import com.fasterxml.jackson.core.type.TypeReference;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * {@code ./pikv bench operator}: reconcile latency with many PiKVClusters against the fabric8 mock API server.
+ *
+ * <p>The operator, the SDK and the mock server are not on the launcher's class path: the benchmark runs as a child
+ * JVM ({@code io.pikv.operator.bench.ReconcileBench}) on the operator module's test class path, which the build
+ * writes to {@code operator/target/test-classpath.txt}; this command starts it, waits, and reports its figures.
+ */
+@Command(name = "operator", mixinStandardHelpOptions = true,
+        description = "Reconcile latency (spec change -> status, p50/p99) with many PiKVClusters against the mock "
+                + "API server, the operator's reconciler and dependents in a child JVM.")
+public final class OperatorBench implements Callable<Integer> {
+
+    @Option(names = "--clusters", defaultValue = "100", description = "PiKVClusters to create (default ${DEFAULT-VALUE}).")
+    int clusters;
+
+    @Option(names = "--rounds", defaultValue = "3", description = "Measured rounds of one spec change per cluster (default ${DEFAULT-VALUE}).")
+    int rounds;
+
+    @Option(names = "--warmup", defaultValue = "1", description = "Unmeasured rounds first (default ${DEFAULT-VALUE}).")
+    int warmup;
+
+    @Option(names = "--json", paramLabel = "FILE", description = "Also write the figures as JSON.")
+    Path json;
+
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
+    static final String MAIN = "io.pikv.operator.bench.ReconcileBench";
+
+    @Override
+    public Integer call() throws IOException, InterruptedException {
+        if (clusters < 1 || clusters > 2000 || rounds < 1 || warmup < 0) {
+            throw new Main.UsageException("--clusters must be in [1, 2000], --rounds positive and --warmup at least 0.");
+        }
+        Path root = SidecarProcess.projectRoot();
+        Path operator = root.resolve("operator/target");
+        Path classpathFile = operator.resolve("test-classpath.txt");
+        if (!Files.isRegularFile(classpathFile) || !Files.isDirectory(operator.resolve("test-classes"))) {
+            throw new IllegalStateException("the operator is not built (" + classpathFile + " or its test classes are "
+                    + "missing): run ./mvnw -DskipTests package first");
+        }
+        String classpath = operator.resolve("test-classes") + java.io.File.pathSeparator + operator.resolve("classes")
+                + java.io.File.pathSeparator + Files.readString(classpathFile).strip();
+        Path dir = root.resolve("src-test/target/bench-operator");
+        Files.createDirectories(dir);
+        Path out = dir.resolve("figures.json");
+        Path log = dir.resolve("bench.log");
+        Files.deleteIfExists(out);
+        List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-Xmx2g", "-Djava.util.logging.manager=org.jboss.logmanager.LogManager", "-cp", classpath, MAIN,
+                "--clusters", String.valueOf(clusters), "--rounds", String.valueOf(rounds),
+                "--warmup", String.valueOf(warmup), "--out", out.toString()));
+        PrintWriter pw = spec.commandLine().getOut();
+        pw.println("creating " + clusters + " PiKVClusters against the mock API server (log in " + log + ") ...");
+        pw.flush();
+        Process p = new ProcessBuilder(cmd).directory(root.toFile()).redirectErrorStream(true)
+                .redirectOutput(log.toFile()).start();
+        if (!p.waitFor(30, TimeUnit.MINUTES)) {
+            p.destroyForcibly();
+            throw new IllegalStateException("the operator benchmark did not finish within 30 minutes; see " + log);
+        }
+        if (p.exitValue() != 0 || !Files.isRegularFile(out)) {
+            List<String> lines = Files.readAllLines(log);
+            throw new IllegalStateException("the operator benchmark failed (exit " + p.exitValue() + "):\n"
+                    + String.join("\n", lines.subList(Math.max(0, lines.size() - 30), lines.size())));
+        }
+        Map<String, Object> figures = new ObjectMapper().readValue(out.toFile(),
+                new TypeReference<LinkedHashMap<String, Object>>() { });
+        BenchReport report = new BenchReport("Operator reconcile latency: " + clusters + " PiKVClusters, mock API "
+                + "server (CRUD), p50/p99 from a spec change to the status that reports it");
+        figures.forEach(report::put);
+        report.print(pw);
+        if (json != null) {
+            report.writeJson(json);
+        }
+        return 0;
+    }
+}
