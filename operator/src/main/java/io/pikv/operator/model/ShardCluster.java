@@ -126,6 +126,14 @@ public final class ShardCluster {
         s.put("pikv.store.budget-bytes", String.valueOf(budgetBytes));
         if (spec.getKafka() != null) {
             s.put("kafka.bootstrap.servers", spec.getKafka().getBootstrapServers());
+            if (spec.getKafka().getTopics() != null) {
+                s.put("pikv.telemetry.topic", spec.getKafka().getTopics().getEvents());
+                s.put("pikv.control.topic", spec.getKafka().getTopics().getControl());
+            }
+        } else {
+            // No Kafka: the shards publish nothing and run the configured state instead of waiting for control.
+            s.put("pikv.telemetry.enabled", "false");
+            s.put("pikv.control.enabled", "false");
         }
         return s;
     }
@@ -155,10 +163,6 @@ public final class ShardCluster {
                 new TreeMap<>(spec.getCompression().getParameters()).forEach((k, v) ->
                         s.put("pikv.compression." + k, number(v)));
             }
-        }
-        if (spec.getKafka() != null && spec.getKafka().getTopics() != null) {
-            s.put("pikv.kafka.events-topic", spec.getKafka().getTopics().getEvents());
-            s.put("pikv.kafka.control-topic", spec.getKafka().getTopics().getControl());
         }
         return s;
     }

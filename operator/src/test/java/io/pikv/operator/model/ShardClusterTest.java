@@ -144,7 +144,9 @@ class ShardClusterTest {
         assertThat(container.getEnvFrom()).singleElement()
                 .satisfies(e -> assertThat(e.getSecretRef().getName()).isEqualTo("kafka-creds"));
         assertThat(m.generateConfigMap().getData()).containsEntry("kafka.bootstrap.servers", "kafka:9092")
-                .containsEntry("pikv.kafka.events-topic", "pikv.cache-events")
+                .containsEntry("pikv.telemetry.topic", "pikv.cache-events")
+                .containsEntry("pikv.control.topic", "pikv.control")
+                .doesNotContainKey("pikv.telemetry.enabled")
                 .doesNotContainKey("kafka-creds");
     }
 
