@@ -1,12 +1,8 @@
 package io.pikv.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import io.pikv.kv.routing.RoutingReplay;
 
-import java.io.BufferedReader;
-import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -17,8 +13,6 @@ import java.util.List;
  * route records are dropped (vLLM's start-up warm-up on dummy tokens).
  */
 final class QwenRoutingLog {
-    private static final ObjectMapper JSON = new ObjectMapper();
-
     /** The tokens after the warm-up, and the highest expert id seen plus one. */
     record Log(List<RoutingReplay.Token> tokens, int experts, int skipped) {
     }
@@ -32,73 +26,54 @@ final class QwenRoutingLog {
     }
 
     static Log read(Path file, int skip) {
-        if (!Files.isRegularFile(file)) {
-            throw new Main.UsageException("trace file " + file + " does not exist or is not a file.");
-        }
         List<RoutingReplay.Token> tokens = new ArrayList<>();
-        int routes = 0;
-        int experts = 0;
-        try (BufferedReader in = Files.newBufferedReader(file)) {
-            String text;
-            int line = 0;
-            while ((text = in.readLine()) != null) {
-                line++;
-                if (text.isBlank()) {
-                    continue;
-                }
-                JsonNode node;
-                try {
-                    node = JSON.readTree(text);
-                } catch (IOException e) {
-                    throw bad(file, line, "it is not JSON");
-                }
-                String type = node.path("type").asText("");
-                if (type.equals("meta")) {
-                    continue;
-                }
-                if (!type.equals("route")) {
-                    throw bad(file, line, "its \"type\" is neither \"meta\" nor \"route\"");
-                }
-                if (routes++ < skip) {
-                    continue;
-                }
-                JsonNode ids = node.get("topk_ids");
-                JsonNode weights = node.get("topk_weights");
-                if (ids == null || !ids.isArray() || weights == null || !weights.isArray()
-                        || ids.size() != weights.size() || ids.isEmpty()) {
-                    throw bad(file, line, "it lacks \"topk_ids\" and \"topk_weights\" arrays of one length");
-                }
-                int[] e = new int[ids.size()];
-                double[] w = new double[ids.size()];
-                for (int i = 0; i < e.length; i++) {
-                    if (!ids.get(i).canConvertToInt() || ids.get(i).asInt() < 0 || !weights.get(i).isNumber()
-                            || !(weights.get(i).asDouble() > 0)) {
-                        throw bad(file, line, "topk entry " + i + " is not a non-negative expert id with a positive "
-                                + "weight");
-                    }
-                    e[i] = ids.get(i).asInt();
-                    w[i] = weights.get(i).asDouble();
-                    experts = Math.max(experts, e[i] + 1);
-                    for (int j = 0; j < i; j++) {
-                        if (e[j] == e[i]) {
-                            throw bad(file, line, "expert " + e[i] + " appears twice");
-                        }
-                    }
-                }
-                tokens.add(new RoutingReplay.Token(e, w));
+        int[] routes = {0};
+        int[] experts = {0};
+        JsonLines.read(file, "a routing record", (line, node) -> {
+            String type = node.path("type").asText("");
+            if (type.equals("meta")) {
+                return;
             }
-        } catch (IOException e) {
-            throw new Main.UsageException("cannot read trace file " + file + ": " + e.getMessage());
-        }
+            if (!type.equals("route")) {
+                throw bad(file, line, "its \"type\" is neither \"meta\" nor \"route\"");
+            }
+            if (routes[0]++ < skip) {
+                return;
+            }
+            JsonNode ids = node.get("topk_ids");
+            JsonNode weights = node.get("topk_weights");
+            if (ids == null || !ids.isArray() || weights == null || !weights.isArray()
+                    || ids.size() != weights.size() || ids.isEmpty()) {
+                throw bad(file, line, "it lacks \"topk_ids\" and \"topk_weights\" arrays of one length");
+            }
+            int[] e = new int[ids.size()];
+            double[] w = new double[ids.size()];
+            for (int i = 0; i < e.length; i++) {
+                if (!ids.get(i).canConvertToInt() || ids.get(i).asInt() < 0 || !weights.get(i).isNumber()
+                        || !(weights.get(i).asDouble() > 0)) {
+                    throw bad(file, line, "topk entry " + i + " is not a non-negative expert id with a positive "
+                            + "weight");
+                }
+                e[i] = ids.get(i).asInt();
+                w[i] = weights.get(i).asDouble();
+                experts[0] = Math.max(experts[0], e[i] + 1);
+                for (int j = 0; j < i; j++) {
+                    if (e[j] == e[i]) {
+                        throw bad(file, line, "expert " + e[i] + " appears twice");
+                    }
+                }
+            }
+            tokens.add(new RoutingReplay.Token(e, w));
+        });
         if (tokens.isEmpty()) {
             throw new Main.UsageException("trace file " + file + " holds no route records after the " + skip
                     + " skipped warm-up records.");
         }
-        return new Log(tokens, experts, Math.min(skip, routes));
+        return new Log(tokens, experts[0], Math.min(skip, routes[0]));
     }
 
     private static Main.UsageException bad(Path file, int line, String why) {
-        return new Main.UsageException("line " + line + " of " + file + " is not a routing record: " + why + ".");
+        return JsonLines.bad(file, line, "a routing record", why);
     }
 
     /** The real tokens' top-k expert ids, in file order (the warm-up records skipped). */
