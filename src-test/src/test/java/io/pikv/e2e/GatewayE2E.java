@@ -14,14 +14,12 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
-import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashMap;
-import java.util.List;
 import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
@@ -231,11 +229,4 @@ class GatewayE2E {
         assertThat(r.statusCode()).as(r.body()).isEqualTo(status);
     }
 
-    static URI uri(String s) {
-        return URI.create(s);
-    }
-
-    static List<Integer> list(int... x) {
-        return java.util.Arrays.stream(x).boxed().toList();
-    }
 }

@@ -11,10 +11,7 @@ import io.quarkus.test.junit.QuarkusTest;
 import io.restassured.http.ContentType;
 import org.junit.jupiter.api.Test;
 
-import java.net.URI;
 import java.net.URL;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.time.Duration;
 import java.util.Random;
 
@@ -233,13 +230,5 @@ class SidecarApiTest {
                 .body(containsString("pikv_kv_budget_bytes")).body(containsString("pikv_kv_hit_ratio"))
                 .body(containsString("pikv_request_seconds_bucket"));
         given().get("/q/openapi").then().statusCode(200).body(containsString("/v1/sequences/{id}/steps"));
-    }
-
-    static ByteBuffer le(int bytes) {
-        return ByteBuffer.allocate(bytes).order(ByteOrder.LITTLE_ENDIAN);
-    }
-
-    static URI uri(URL url) throws Exception {
-        return url.toURI();
     }
 }
