@@ -129,20 +129,25 @@ public final class Gateway implements KvApi {
     @Override
     public int resident(long sequence, int layer) {
         shape.checkLayer(layer);
-        State state = state(sequence);
         int total = 0;
-        for (int s = 0; s < shards.size(); s++) {
-            boolean any;
-            synchronized (state) {
-                any = !state.experts[layer][s].isEmpty();
-            }
-            if (any) {
-                SidecarClient shard = shards.get(s);
-                JsonNode described = call(() -> shard.describe(sequence));
-                total += described.get("layers").get(layer).get("resident").asInt();
-            }
+        for (SidecarClient shard : holding(state(sequence), layer)) {
+            JsonNode described = call(() -> shard.describe(sequence));
+            total += described.get("layers").get(layer).get("resident").asInt();
         }
         return total;
+    }
+
+    /** The shards that hold entries of (the state's sequence, layer). */
+    private List<SidecarClient> holding(State state, int layer) {
+        List<SidecarClient> out = new ArrayList<>();
+        synchronized (state) {
+            for (int s = 0; s < shards.size(); s++) {
+                if (!state.experts[layer][s].isEmpty()) {
+                    out.add(shards.get(s));
+                }
+            }
+        }
+        return out;
     }
 
     @Override
@@ -218,17 +223,9 @@ public final class Gateway implements KvApi {
     @Override
     public int withdraw(long sequence, int layer, int[] positions) {
         shape.checkLayer(layer);
-        State state = state(sequence);
         int total = 0;
-        for (int s = 0; s < shards.size(); s++) {
-            boolean any;
-            synchronized (state) {
-                any = !state.experts[layer][s].isEmpty();
-            }
-            if (any) {
-                SidecarClient shard = shards.get(s);
-                total += call(() -> shard.withdraw(sequence, layer, positions));
-            }
+        for (SidecarClient shard : holding(state(sequence), layer)) {
+            total += call(() -> shard.withdraw(sequence, layer, positions));
         }
         return total;
     }
