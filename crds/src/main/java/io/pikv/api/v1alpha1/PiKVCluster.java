@@ -25,10 +25,10 @@ import io.fabric8.kubernetes.model.annotation.Version;
 @ValidationRule(value = "self.metadata.name.size() <= " + PiKVCluster.MAX_NAME_LENGTH,
         message = "metadata.name must be at most " + PiKVCluster.MAX_NAME_LENGTH
                 + " characters: shard pod names and their labels are derived from it")
-@AdditionalPrinterColumn(name = "Shards", type = AdditionalPrinterColumn.Type.INTEGER, jsonPath = ".status.desiredShards",
-        getDescription = "Shards of the spec being run")
 @AdditionalPrinterColumn(name = "Ready Shards", type = AdditionalPrinterColumn.Type.INTEGER,
         jsonPath = ".status.readyShards", getDescription = "Shard pods that pass their readiness probe")
+@AdditionalPrinterColumn(name = "Shards", type = AdditionalPrinterColumn.Type.INTEGER, jsonPath = ".status.desiredShards",
+        getDescription = "Shards of the spec being run")
 @AdditionalPrinterColumn(name = "Hit Rate", type = AdditionalPrinterColumn.Type.NUMBER, jsonPath = ".status.hitRate",
         getDescription = "KV lookups that found their entry resident, over the last telemetry window")
 @AdditionalPrinterColumn(name = "Policy", type = AdditionalPrinterColumn.Type.STRING, jsonPath = ".status.activePolicy",
