@@ -221,6 +221,49 @@ public final class KvShard {
         pool.release(page);
     }
 
+    /** The byte budget this shard enforces now. */
+    public long budgetBytes() {
+        lock.readLock().lock();
+        try {
+            return pool.budgetBytes();
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /**
+     * Changes the budget while the shard serves. A larger budget takes effect at once. A smaller one that the pages
+     * in use exceed evicts through the shard's eviction hook, as a full shard does for an append, until they fit
+     * (a hook that makes room for one page at a time is asked again).
+     *
+     * @return the pages evicted to fit
+     * @throws IllegalArgumentException   when the budget is below one page; nothing changes
+     * @throws KvBudgetExceededException  when the hook stops freeing pages before they fit (e.g.
+     *                                    {@link EvictionHook#REJECT}); the budget stays as it was, and what the hook
+     *                                    evicted before it stopped stays evicted
+     */
+    public int resizeBudget(long budgetBytes) {
+        lock.writeLock().lock();
+        try {
+            long previous = pool.budgetBytes();
+            int before = pool.pagesInUse();
+            pool.resize(budgetBytes);
+            while (pool.pagesInUse() > pool.maxPages()) {
+                int inUse = pool.pagesInUse();
+                hook.makeRoom(context);
+                if (pool.pagesInUse() >= inUse) {
+                    pool.resize(previous);
+                    throw new KvBudgetExceededException("shard " + id + " cannot shrink to " + budgetBytes
+                            + " bytes: " + pool.pagesInUse() + " pages of " + layout.pageBytes() + " bytes are in use"
+                            + " and the eviction policy freed nothing; the budget stays at " + previous + " bytes");
+                }
+            }
+            return before - pool.pagesInUse();
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
     /** Evicts the resident entries at these positions; returns how many were resident here. */
     public int evict(long sequence, int layer, int[] positions) {
         shape.checkLayer(layer);

@@ -6,7 +6,8 @@ import java.util.List;
  * A snapshot of one shard: its pool and the non-zero per-(expert, layer) counters.
  *
  * @param bytesInUse     bytes of pages in use (what the budget bounds)
- * @param bytesAllocated off-heap bytes ever taken by the pool (in use plus free-listed), never above the budget
+ * @param bytesAllocated off-heap bytes the pool holds (in use plus free-listed pages), never above the budget once a
+ *                       shrink ({@link KvShard#resizeBudget}) has returned
  * @param entries        resident entries
  */
 public record ShardStats(int shard, long budgetBytes, long bytesInUse, long bytesAllocated, int pagesInUse,

@@ -27,7 +27,6 @@ public final class ShardNode implements KvApi, AutoCloseable {
     private final int id;
     private final ModelShape shape;
     private final ShardPolicy policy;
-    private final long budgetBytes;
     private final KvShard shard;
     private final HashRouter router;
     private final ExpertShardMap localMap;
@@ -53,7 +52,6 @@ public final class ShardNode implements KvApi, AutoCloseable {
         this.id = id;
         this.shape = shape;
         this.policy = policy;
-        this.budgetBytes = budgetBytes;
         this.shard = new KvShard(id, shape, layout, buckets, budgetBytes, policy, Kernels.select(layout));
         this.router = new HashRouter(shape.topK());
         this.localMap = ExpertShardMap.roundRobin(shape.experts(), 1);
@@ -71,9 +69,21 @@ public final class ShardNode implements KvApi, AutoCloseable {
         return shard.layout();
     }
 
-    /** The byte budget the shard enforces; fixed for the shard's life. */
+    /** The byte budget the shard enforces now. */
     public long budgetBytes() {
-        return budgetBytes;
+        return shard.budgetBytes();
+    }
+
+    /**
+     * Changes the budget while serving: a larger one at once; a smaller one evicts through the active policy
+     * ({@link KvShard#resizeBudget}) until the pages in use fit.
+     *
+     * @return the pages evicted
+     * @throws IllegalArgumentException          below one page (nothing changes)
+     * @throws io.pikv.kv.KvBudgetExceededException the policy evicts nothing ({@code reject}); the budget stays
+     */
+    public int resizeBudget(long budgetBytes) {
+        return shard.resizeBudget(budgetBytes);
     }
 
     /** The eviction policy in charge, switchable while serving. */

@@ -50,7 +50,7 @@ public class Sidecar {
         // gateway routes by every map control applies (a map for another number of shards is rejected).
         ExpertShardMap initial = gateway != null ? gateway.shardMap() : ExpertShardMap.roundRobin(shape.experts(), 1);
         this.control = new ShardControl(config.cluster(), config.shardId(), initial, policy,
-                config.store().budgetBytes(), shard::budgetBytes, gateway != null ? gateway::applyShardMap : map -> {
+                ShardControl.Budget.of(shard), gateway != null ? gateway::applyShardMap : map -> {
                 });
     }
 

@@ -2,6 +2,8 @@ package io.pikv.sidecar.control;
 
 import io.pikv.api.events.ControlState;
 import io.pikv.kv.ExpertShardMap;
+import io.pikv.kv.KvBudgetExceededException;
+import io.pikv.sidecar.ShardNode;
 import io.pikv.sidecar.ShardPolicy;
 import org.jboss.logging.Logger;
 
@@ -11,7 +13,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.TreeMap;
-import java.util.function.LongSupplier;
 
 /**
  * The desired state this sidecar runs: the expert→shard map with its epoch, the eviction policy and its
@@ -20,9 +21,10 @@ import java.util.function.LongSupplier;
  * epochs and other clusters are ignored, so replays and duplicates are harmless.
  *
  * <p>A record is applied whole or not at all when its shard map is invalid. Parts this sidecar cannot honour are
- * applied as far as they go and said so in {@link State#warnings()}: an unknown policy keeps the current one; the
- * budget is fixed when the engine's shard is built, so a different budget is kept as the desired one next to the
- * effective one (it takes effect when the pod restarts with it). Thread-safe.
+ * applied as far as they go and said so in {@link State#warnings()}: an unknown policy keeps the current one; a
+ * budget is applied to the running shard after the policy (a smaller one evicts through that policy until the pages
+ * in use fit), and one the shard cannot take — below one page, or below what is in use under {@code reject} — keeps
+ * the budget in force next to the desired one. Thread-safe.
  */
 public final class ShardControl {
     private static final Logger LOG = Logger.getLogger(ShardControl.class);
@@ -60,33 +62,68 @@ public final class ShardControl {
     private final int shardId;
     private final int experts;
     private final ShardPolicy policy;
-    private final LongSupplier effectiveBudget;
+    private final Budget budget;
     private final java.util.function.Consumer<ExpertShardMap> routing;
     private volatile State state;
 
+    /** The shard's byte budget, as control reads and sets it. */
+    public interface Budget {
+        /** The budget the shard enforces now. */
+        long enforced();
+
+        /**
+         * Sets the budget the shard enforces.
+         *
+         * @return why it could not, the budget in force then unchanged; empty when it now enforces {@code bytes}
+         */
+        Optional<String> resize(long bytes);
+
+        /** The budget of {@code shard}: {@link ShardNode#resizeBudget}, its refusals as reasons. */
+        static Budget of(ShardNode shard) {
+            return new Budget() {
+                @Override
+                public long enforced() {
+                    return shard.budgetBytes();
+                }
+
+                @Override
+                public Optional<String> resize(long bytes) {
+                    long before = shard.budgetBytes();
+                    try {
+                        int evicted = shard.resizeBudget(bytes);
+                        LOG.infof("control: budget %d -> %d bytes (%d pages evicted to fit)", before, bytes, evicted);
+                        return Optional.empty();
+                    } catch (IllegalArgumentException | KvBudgetExceededException e) {
+                        return Optional.of("budget " + bytes + " bytes not applied, " + before + " bytes stay in force: "
+                                + e.getMessage());
+                    }
+                }
+            };
+        }
+    }
+
     /**
-     * @param initialMap      the map served until the operator publishes one
-     * @param effectiveBudget the budget the shard enforces now
-     * @param routing         takes each newly applied map (a gateway routes by it); an IllegalArgumentException from
-     *                        it rejects the record as invalid
+     * @param initialMap the map served until the operator publishes one
+     * @param budget     the shard's budget, which records may change
+     * @param routing    takes each newly applied map (a gateway routes by it); an IllegalArgumentException from it
+     *                   rejects the record as invalid
      */
-    public ShardControl(String cluster, int shardId, ExpertShardMap initialMap, ShardPolicy policy,
-                        long configuredBudgetBytes, LongSupplier effectiveBudget,
+    public ShardControl(String cluster, int shardId, ExpertShardMap initialMap, ShardPolicy policy, Budget budget,
                         java.util.function.Consumer<ExpertShardMap> routing) {
         this.cluster = cluster;
         this.shardId = shardId;
         this.experts = initialMap.experts();
         this.policy = policy;
-        this.effectiveBudget = effectiveBudget;
+        this.budget = budget;
         this.routing = routing;
+        long configured = budget.enforced();
         this.state = new State(-1, "config", initialMap, policy.activePolicy(), policy.activePolicy(), Map.of(),
-                configuredBudgetBytes, effectiveBudget.getAsLong(), List.of(), null, Instant.now());
+                configured, configured, List.of(), null, Instant.now());
     }
 
     /** A shard's control: applied maps are only served (a shard routes nothing). */
-    public ShardControl(String cluster, int shardId, ExpertShardMap initialMap, ShardPolicy policy,
-                        long configuredBudgetBytes, LongSupplier effectiveBudget) {
-        this(cluster, shardId, initialMap, policy, configuredBudgetBytes, effectiveBudget, map -> {
+    public ShardControl(String cluster, int shardId, ExpertShardMap initialMap, ShardPolicy policy, Budget budget) {
+        this(cluster, shardId, initialMap, policy, budget, map -> {
         });
     }
 
@@ -132,13 +169,14 @@ public final class ShardControl {
             warnings.add(reason);
             LOG.warnf("control: epoch %d: %s", record.epoch(), reason);
         });
-        long effective = effectiveBudget.getAsLong();
         long desired = record.budgetBytes() > 0 ? record.budgetBytes() : current.desiredBudgetBytes();
-        if (desired != effective) {
-            warnings.add("budget " + desired + " bytes is desired but " + effective + " bytes are enforced: a shard's "
-                    + "budget is fixed when it is built; it takes effect when the sidecar restarts with "
-                    + "pikv.store.budget-bytes=" + desired);
+        if (desired != budget.enforced()) {
+            budget.resize(desired).ifPresent(reason -> {
+                warnings.add(reason);
+                LOG.warnf("control: epoch %d: %s", record.epoch(), reason);
+            });
         }
+        long effective = budget.enforced();
         if (shardId >= map.shards()) {
             warnings.add("this shard (" + shardId + ") is outside the map's " + map.shards() + " shards: it owns no expert");
         }

@@ -5,6 +5,8 @@ import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
 import io.pikv.api.events.ControlState;
 import io.pikv.kv.ExpertShardMap;
+import io.pikv.kv.StorageType;
+import io.pikv.sidecar.ShardNode;
 import io.pikv.sidecar.ShardPolicy;
 import io.pikv.sidecar.kafka.KafkaClients;
 import io.pikv.sidecar.kafka.KafkaLink;
@@ -30,7 +32,9 @@ class ControlListenerTest {
     final MeterRegistry registry = new SimpleMeterRegistry();
     final KafkaLink link = new KafkaLink();
     final ShardPolicy policy = ShardPolicy.of("reject");
-    final ShardControl control = new ShardControl("c1", 0, ExpertShardMap.roundRobin(4, 1), policy, 4096, () -> 4096);
+    final ShardNode node = new ShardNode(0, ShardControlTest.SHAPE, StorageType.FP32, 16, 1, 4096, policy);
+    final ShardControl control = new ShardControl("c1", 0, ExpertShardMap.roundRobin(4, 1), policy,
+            ShardControl.Budget.of(node));
     ControlListener listener;
 
     @AfterEach
@@ -38,6 +42,7 @@ class ControlListenerTest {
         if (listener != null) {
             listener.close();
         }
+        node.close();
     }
 
     ControlListener listener(String topic, Duration startupWait) {

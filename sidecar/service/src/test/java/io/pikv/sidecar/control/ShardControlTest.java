@@ -2,7 +2,12 @@ package io.pikv.sidecar.control;
 
 import io.pikv.api.events.ControlState;
 import io.pikv.kv.ExpertShardMap;
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.StorageType;
+import io.pikv.sidecar.ShardNode;
 import io.pikv.sidecar.ShardPolicy;
+import io.pikv.sidecar.wire.Wire;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 import java.util.List;
@@ -12,8 +17,30 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 /** Which control records a shard applies, and what it says about the parts it cannot honour. */
 class ShardControlTest {
+    /** One KV head of dim 16, fp32, 16-token pages: 2,048 bytes a page; the budget starts at two pages. */
+    static final ModelShape SHAPE = new ModelShape(1, 2, 1, 16, 4, 2);
     final ShardPolicy policy = ShardPolicy.of("reject");
-    final ShardControl control = new ShardControl("c1", 1, ExpertShardMap.roundRobin(4, 1), policy, 4096, () -> 4096);
+    final ShardNode node = new ShardNode(1, SHAPE, StorageType.FP32, 16, 1, 4096, policy);
+    final ShardControl control = new ShardControl("c1", 1, ExpertShardMap.roundRobin(4, 1), policy,
+            ShardControl.Budget.of(node));
+
+    @AfterEach
+    void closeNode() {
+        node.close();
+    }
+
+    /** Appends {@code n} entries (positions 0..n-1) to a new sequence; returns it. */
+    long fill(int n) {
+        long seq = node.create(null);
+        Wire.AppendRequest.Entry[] entries = new Wire.AppendRequest.Entry[n];
+        for (int t = 0; t < n; t++) {
+            float[] kv = new float[SHAPE.kvWidth()];
+            java.util.Arrays.fill(kv, t);
+            entries[t] = new Wire.AppendRequest.Entry(t, t % 4, kv, kv);
+        }
+        node.append(seq, new Wire.AppendRequest(0, entries));
+        return seq;
+    }
 
     static ControlState state(String cluster, long epoch, List<Integer> map, int shards, String policy, long budget) {
         return new ControlState(ControlState.VERSION, cluster, epoch, map, shards, policy, Map.of(), budget);
@@ -80,13 +107,53 @@ class ShardControlTest {
         assertThat(s.requestedPolicy()).isEqualTo("lru-9000");
         assertThat(s.parameters()).containsEntry("alpha", 0.5);
         assertThat(s.desiredBudgetBytes()).isEqualTo(8192);
-        assertThat(s.budgetBytes()).isEqualTo(4096);
+        assertThat(s.budgetBytes()).isEqualTo(8192);
         assertThat(s.warnings()).containsExactly(
                 "unknown eviction policy 'lru-9000' (this sidecar knows h2o, lrfu, lru, oldest-page, reject, streaming,"
                         + " utility); keeping oldest-page",
-                "budget 8192 bytes is desired but 4096 bytes are enforced: a shard's budget is fixed when it is built;"
-                        + " it takes effect when the sidecar restarts with pikv.store.budget-bytes=8192",
                 "this shard (1) is outside the map's 1 shards: it owns no expert");
+    }
+
+    @Test
+    void aSmallerBudgetEvictsThroughTheRecordsPolicyUntilThePagesInUseFit() {
+        control.apply(state("c1", 1, List.of(0, 1, 0, 1), 2, "reject", 4 * 2048));
+        long seq = fill(4 * 16);
+        assertThat(node.stats().pagesInUse()).isEqualTo(4);
+
+        assertThat(control.apply(state("c1", 2, List.of(0, 1, 0, 1), 2, "oldest-page", 2048)))
+                .isEqualTo(ShardControl.Outcome.APPLIED);
+        ShardControl.State s = control.state();
+        assertThat(s.budgetBytes()).isEqualTo(2048);
+        assertThat(s.desiredBudgetBytes()).isEqualTo(2048);
+        assertThat(s.warnings()).isEmpty();
+        assertThat(node.budgetBytes()).isEqualTo(2048);
+        assertThat(node.stats().pagesInUse()).isEqualTo(1);
+        assertThat(node.residentPositions(seq, 0)).containsExactlyInAnyOrder(
+                java.util.stream.IntStream.range(48, 64).toArray());
+    }
+
+    @Test
+    void aBudgetTheShardCannotTakeKeepsTheOneInForceAndSaysWhy() {
+        control.apply(state("c1", 1, List.of(0, 1, 0, 1), 2, "reject", 3 * 2048));
+        long seq = fill(3 * 16);
+
+        // reject evicts nothing, so the pages in use cannot shrink to one page.
+        assertThat(control.apply(state("c1", 2, List.of(0, 1, 0, 1), 2, "reject", 2048)))
+                .isEqualTo(ShardControl.Outcome.APPLIED);
+        ShardControl.State s = control.state();
+        assertThat(s.desiredBudgetBytes()).isEqualTo(2048);
+        assertThat(s.budgetBytes()).isEqualTo(3 * 2048);
+        assertThat(s.warnings()).containsExactly("budget 2048 bytes not applied, 6144 bytes stay in force: shard 1 "
+                + "cannot shrink to 2048 bytes: 3 pages of 2048 bytes are in use and the eviction policy freed nothing;"
+                + " the budget stays at 6144 bytes");
+        assertThat(node.resident(seq, 0)).isEqualTo(48);
+
+        assertThat(control.apply(state("c1", 3, List.of(0, 1, 0, 1), 2, "reject", 100))).isEqualTo(
+                ShardControl.Outcome.APPLIED);
+        assertThat(control.state().warnings()).singleElement().asString()
+                .startsWith("budget 100 bytes not applied, 6144 bytes stay in force: budget of 100 bytes is below one "
+                        + "page of 2048 bytes");
+        assertThat(node.resident(seq, 0)).isEqualTo(48);
     }
 
     @Test
