@@ -20,20 +20,23 @@ import java.util.Map;
  * @param policy         the eviction policy that ran at the end of the window
  * @param epoch          the control epoch the shard ran at the end of the window (-1: none applied yet, the shard
  *                       runs its configured state)
- * @param ghostHitRates  hit rate (0..1) each candidate policy would have had on this shard's stream (ghost copies);
- *                       empty when the policy runs no ghosts
+ * @param ghostHitRates  hit rate (0..1) each candidate of the block cache's adaptive policy would have had on this
+ *                       shard's block lookups (ghost copies, smoothed over the policy's evidence windows); empty when
+ *                       the block cache runs a fixed policy. The KV eviction policies keep no ghosts: attention looks
+ *                       up every entry of a sequence, so a ghost's hit count would not tell them apart
  * @param budgetBytes    the byte budget the shard enforces
  * @param bytesResident  bytes of KV pages in use at the end of the window (what the budget bounds; at least the sum
  *                       of the experts' entry bytes, the rest being partly filled pages)
  * @param dropped        records this producer dropped (buffer full while Kafka was unreachable) since the last
  *                       record it published; the sequence numbers it skipped are those records
  * @param experts        per-expert counters of the window, one per expert of the model, by expert id
+ * @param blocks         the prefix block cache over the window (null from producers that predate it)
  */
 @JsonIgnoreProperties(ignoreUnknown = true)
 public record CacheEvents(int version, String cluster, int shard, String producerId, long sequence,
                           long windowStartMs, long windowEndMs, String policy, long epoch,
                           Map<String, Double> ghostHitRates, long budgetBytes, long bytesResident, long dropped,
-                          List<ExpertCounters> experts) {
+                          List<ExpertCounters> experts, BlockCacheCounters blocks) {
 
     public static final int VERSION = 1;
 
@@ -45,7 +48,7 @@ public record CacheEvents(int version, String cluster, int shard, String produce
     /** The same record reporting {@code dropped} records dropped before it. */
     public CacheEvents withDropped(long dropped) {
         return new CacheEvents(version, cluster, shard, producerId, sequence, windowStartMs, windowEndMs, policy, epoch,
-                ghostHitRates, budgetBytes, bytesResident, dropped, experts);
+                ghostHitRates, budgetBytes, bytesResident, dropped, experts, blocks);
     }
 
     /** Lookups of the window over all experts. */

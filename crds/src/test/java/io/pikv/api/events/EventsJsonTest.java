@@ -17,15 +17,22 @@ class EventsJsonTest {
     void cacheEventsRoundTripWithTheDocumentedFields() throws Exception {
         CacheEvents record = new CacheEvents(CacheEvents.VERSION, "demo", 2, "7f0c", 41, 1_700_000_000_000L,
                 1_700_000_001_000L, "oldest-page", 12, Map.of("lru", 0.61), 1_073_741_824L, 52_428_800L, 3,
-                List.of(new ExpertCounters(0, 120, 96, 24, 10, 1_048_576)));
+                List.of(new ExpertCounters(0, 120, 96, 24, 10, 1_048_576)),
+                new BlockCacheCounters("adaptive/lrfu", 40, 31, 2, 4_194_304, 268_435_456));
         String text = json.writeValueAsString(record);
         JsonNode tree = json.readTree(text);
         assertThat(tree.fieldNames()).toIterable().containsExactly("version", "cluster", "shard", "producerId",
                 "sequence", "windowStartMs", "windowEndMs", "policy", "epoch", "ghostHitRates", "budgetBytes",
-                "bytesResident", "dropped", "experts");
+                "bytesResident", "dropped", "experts", "blocks");
         assertThat(tree.get("experts").get(0).fieldNames()).toIterable().containsExactly("expert", "lookups", "hits",
                 "misses", "evictions", "bytesResident");
+        assertThat(tree.get("blocks").fieldNames()).toIterable().containsExactly("policy", "lookups", "hits",
+                "evictions", "bytes", "capacityBytes");
         assertThat(json.readValue(text, CacheEvents.class)).isEqualTo(record);
+        // A record from a producer without the block cache still reads.
+        String older = text.replaceFirst(",\"blocks\":\\{[^}]*\\}", "");
+        assertThat(older).doesNotContain("blocks");
+        assertThat(json.readValue(older, CacheEvents.class).blocks()).isNull();
         assertThat(CacheEvents.key("demo", 2)).isEqualTo("demo/2");
         assertThat(record.withDropped(0).dropped()).isZero();
     }

@@ -233,30 +233,43 @@ public final class KvShard {
 
     /**
      * Changes the budget while the shard serves. A larger budget takes effect at once. A smaller one that the pages
-     * in use exceed evicts through the shard's eviction hook, as a full shard does for an append, until they fit
-     * (a hook that makes room for one page at a time is asked again).
+     * in use exceed evicts through the shard's eviction hook, as a full shard does for an append, until they fit.
+     * A hook makes room for one more page under the pool's limit, so while it is asked the limit is one page above
+     * the new budget's: the pages in use end at the new budget's, not one below.
      *
      * @return the pages evicted to fit
      * @throws IllegalArgumentException   when the budget is below one page; nothing changes
      * @throws KvBudgetExceededException  when the hook stops freeing pages before they fit (e.g.
      *                                    {@link EvictionHook#REJECT}); the budget stays as it was, and what the hook
-     *                                    evicted before it stopped stays evicted
+     *                                    evicted before it stopped stays evicted (so with any other failure of the
+     *                                    hook, which is rethrown)
      */
     public int resizeBudget(long budgetBytes) {
         lock.writeLock().lock();
         try {
             long previous = pool.budgetBytes();
             int before = pool.pagesInUse();
-            pool.resize(budgetBytes);
-            while (pool.pagesInUse() > pool.maxPages()) {
-                int inUse = pool.pagesInUse();
-                hook.makeRoom(context);
-                if (pool.pagesInUse() >= inUse) {
-                    pool.resize(previous);
-                    throw new KvBudgetExceededException("shard " + id + " cannot shrink to " + budgetBytes
-                            + " bytes: " + pool.pagesInUse() + " pages of " + layout.pageBytes() + " bytes are in use"
-                            + " and the eviction policy freed nothing; the budget stays at " + previous + " bytes");
+            pool.resize(budgetBytes); // validates, and drops free-listed pages beyond it
+            int target = pool.maxPages();
+            if (before <= target) {
+                return 0;
+            }
+            try {
+                pool.resize((target + 1L) * layout.pageBytes());
+                while (pool.pagesInUse() > target) {
+                    int inUse = pool.pagesInUse();
+                    hook.makeRoom(context);
+                    if (pool.pagesInUse() >= inUse) {
+                        throw new KvBudgetExceededException("shard " + id + " cannot shrink to " + budgetBytes
+                                + " bytes: " + pool.pagesInUse() + " pages of " + layout.pageBytes()
+                                + " bytes are in use and the eviction policy freed nothing; the budget stays at "
+                                + previous + " bytes");
+                    }
                 }
+                pool.resize(budgetBytes);
+            } catch (RuntimeException e) {
+                pool.resize(previous);
+                throw e;
             }
             return before - pool.pagesInUse();
         } finally {

@@ -1,26 +1,53 @@
 package io.pikv.sidecar;
 
-import java.util.Iterator;
-import java.util.LinkedHashMap;
+import io.pikv.kv.scheduling.BlockIndex;
+import io.pikv.kv.scheduling.BlockPolicies;
+
+import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 
 /**
  * Prefix blocks for cross-request reuse: opaque payloads (a block's KV, as the model server packs it) named by the
- * hash of the block's token prefix, within a byte capacity; the least recently used block goes first. Thread-safe.
+ * hash of the block's token prefix, within a byte capacity. Which block goes when a new one needs room is the choice
+ * of an engine block policy ({@link BlockPolicies}): {@code lru}, {@code h2o}, {@code utility}, {@code lrfu}, or
+ * {@code adaptive}, which runs ghost copies of those four on the lookups and stores and follows the one that would
+ * have hit most. ({@code streaming} is left out: its sinks are a request's first blocks, and blocks stored one by
+ * one have no request.) The policies count blocks, so the store also holds at most a number of blocks, fixed at the
+ * first put as the byte capacity over that block's size (a model server's blocks have one size) and at most
+ * {@link #MAX_BLOCKS}. Thread-safe.
  */
 public final class BlockStore {
+    /** Policies the store runs. */
+    public static final List<String> POLICIES = List.of("lru", "h2o", "utility", "lrfu", "adaptive");
+    /** The most blocks the store holds, whatever their size: bounds the policies' bookkeeping. */
+    public static final int MAX_BLOCKS = 16_384;
+
     private final long capacityBytes;
-    private final LinkedHashMap<Long, byte[]> blocks = new LinkedHashMap<>(1024, 0.75f, true);
+    private final String policy;
+    private final Map<Long, byte[]> payloads = new HashMap<>();
+    /** Created at the first put, when the block size is known. */
+    private BlockIndex index;
+    private int capacityBlocks;
     private long bytes;
     private long hits;
     private long misses;
     private long evictions;
 
-    public BlockStore(long capacityBytes) {
+    /**
+     * @param capacityBytes payload bytes the store may hold
+     * @param policy        a block policy name ({@link BlockPolicies#NAMES})
+     */
+    public BlockStore(long capacityBytes, String policy) {
         if (capacityBytes < 1) {
             throw new IllegalArgumentException("the block capacity must be >= 1 byte, got " + capacityBytes);
         }
+        if (!POLICIES.contains(policy)) {
+            throw new IllegalArgumentException("unknown block policy '" + policy + "' (known: "
+                    + String.join(", ", POLICIES) + ")");
+        }
         this.capacityBytes = capacityBytes;
+        this.policy = policy;
     }
 
     /** Parses a block hash: 1 to 16 hex digits (an unsigned 64-bit value). */
@@ -31,7 +58,7 @@ public final class BlockStore {
         return Long.parseUnsignedLong(text, 16);
     }
 
-    /** Stores or replaces a block; evicts the least recently used ones to make room. */
+    /** Stores or replaces a block; evicts the blocks the policy ranks lowest to make room. */
     public synchronized void put(long hash, byte[] payload) {
         if (payload.length == 0) {
             throw new IllegalArgumentException("a block payload must not be empty");
@@ -39,37 +66,56 @@ public final class BlockStore {
         if (payload.length > capacityBytes) {
             throw new BlockTooLargeException(payload.length, capacityBytes);
         }
-        byte[] old = blocks.remove(hash);
+        if (index == null) {
+            capacityBlocks = (int) Math.min(MAX_BLOCKS, capacityBytes / payload.length);
+            index = new BlockIndex(policy.equals("adaptive")
+                    ? BlockPolicies.adaptive(capacityBlocks, POLICIES.subList(0, POLICIES.size() - 1))
+                    : BlockPolicies.create(policy, capacityBlocks), Math.min(capacityBlocks, 4096));
+        }
+        byte[] old = payloads.get(hash);
         if (old != null) {
             bytes -= old.length;
         }
-        Iterator<Map.Entry<Long, byte[]>> oldest = blocks.entrySet().iterator();
-        while (bytes + payload.length > capacityBytes) {
-            bytes -= oldest.next().getValue().length;
-            oldest.remove();
-            evictions++;
-        }
-        blocks.put(hash, payload);
+        int others = payloads.size() - (old == null ? 0 : 1);
+        index.put(hash, () -> {
+            // The block itself is not a candidate here; others go until its payload fits. With no other block left
+            // the loop has ended: bytes are then 0 and the payload is within the capacity.
+            int count = others;
+            while (bytes + payload.length > capacityBytes || count >= capacityBlocks) {
+                bytes -= payloads.remove(index.evict()).length;
+                count--;
+                evictions++;
+            }
+        });
+        payloads.put(hash, payload);
         bytes += payload.length;
     }
 
     /** The block, or null (counted as a miss). */
     public synchronized byte[] get(long hash) {
-        byte[] payload = blocks.get(hash);
-        if (payload == null) {
+        if (index == null || !index.lookup(hash)) {
             misses++;
-        } else {
-            hits++;
+            return null;
         }
-        return payload;
+        hits++;
+        return payloads.get(hash);
     }
 
     public synchronized Stats stats() {
-        return new Stats(blocks.size(), bytes, capacityBytes, hits, misses, evictions);
+        return new Stats(payloads.size(), bytes, capacityBytes, capacityBlocks, hits, misses, evictions,
+                index == null ? policy : index.activePolicy(), index == null ? Map.of() : index.ghostHitRates());
     }
 
-    /** Block cache figures: blocks and bytes held, capacity, lookups that hit and missed, evictions. */
-    public record Stats(int blocks, long bytes, long capacityBytes, long hits, long misses, long evictions) {
+    /**
+     * Block cache figures: blocks and bytes held, capacity in bytes and (0 before the first put) in blocks, lookups
+     * that hit and missed, evictions, the policy that evicts now ({@code adaptive/<candidate>} for the adaptive one),
+     * and with the adaptive policy each candidate's ghost hit rate (smoothed over its evidence windows).
+     */
+    public record Stats(int blocks, long bytes, long capacityBytes, int capacityBlocks, long hits, long misses,
+                        long evictions, String policy, Map<String, Double> ghostHitRates) {
+        public long lookups() {
+            return hits + misses;
+        }
     }
 
     /** A block larger than the whole capacity. */

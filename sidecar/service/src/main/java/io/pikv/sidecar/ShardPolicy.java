@@ -174,9 +174,4 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
     public String activePolicy() {
         return active.name();
     }
-
-    @Override
-    public Map<String, Double> ghostHitRates() {
-        return Map.of();
-    }
 }

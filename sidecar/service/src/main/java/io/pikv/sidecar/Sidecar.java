@@ -44,7 +44,8 @@ public class Sidecar {
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
                 policy));
-        this.blocks = setting("pikv.blocks.capacity-bytes", () -> new BlockStore(config.blocks().capacityBytes()));
+        this.blocks = setting("pikv.blocks.*", () -> new BlockStore(config.blocks().capacityBytes(),
+                config.blocks().policy()));
         this.gateway = config.role() == Role.gateway ? setting("pikv.gateway.*", () -> gateway(config, shape)) : null;
         // Until the operator publishes a map: experts round-robin over the gateway's shards, or all on this one. A
         // gateway routes by every map control applies (a map for another number of shards is rejected).

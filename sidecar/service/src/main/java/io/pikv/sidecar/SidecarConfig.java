@@ -96,9 +96,16 @@ public interface SidecarConfig {
 
     /** The prefix-block cache (block put/lookup by hash). */
     interface Blocks {
-        /** Bytes of block payloads held; least recently used blocks go first beyond it. */
+        /** Bytes of block payloads held; beyond it the policy chooses which blocks go. */
         @WithDefault("268435456")
         long capacityBytes();
+
+        /**
+         * Which block goes first: {@code lru}, {@code h2o}, {@code utility}, {@code lrfu}, or {@code adaptive}
+         * (ghost copies of those four on the lookups and stores; it follows the best).
+         */
+        @WithDefault("adaptive")
+        String policy();
     }
 
     /** The gateway role. */

@@ -20,6 +20,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 import static org.hamcrest.Matchers.containsString;
+import static org.hamcrest.Matchers.containsInAnyOrder;
 import static org.hamcrest.Matchers.equalTo;
 
 /**
@@ -210,6 +211,14 @@ class SidecarApiTest {
         client.putBlock("2", new byte[600]); // capacity 1000 bytes: block 1 goes
         assertThat(client.getBlock("1")).isNull();
         assertThat(client.getBlock("2")).hasSize(600);
+        // The block cache runs the adaptive policy (LRU active at first) with ghosts of its four candidates, sized
+        // from the first block: 1000 bytes / 3 bytes = 333 blocks. Blocks of other sizes make the ghosts approximate:
+        // they still hold block 1, so their LRU hits 3 of the 4 lookups where the live cache hit 2.
+        given().get("/v1/stats").then().statusCode(200).body("blocks.policy", equalTo("adaptive/lru"))
+                .body("blocks.capacityBlocks", equalTo(333)).body("blocks.evictions", equalTo(2))
+                .body("blocks.hits", equalTo(2)).body("blocks.misses", equalTo(2))
+                .body("blocks.ghostHitRates.lru", equalTo(0.75f))
+                .body("blocks.ghostHitRates.keySet()", containsInAnyOrder("lru", "h2o", "utility", "lrfu"));
         assertThatThrownBy(() -> client.putBlock("3", new byte[1001])).isInstanceOf(SidecarException.class)
                 .hasMessageContaining("413").hasMessageContaining("exceeds the block cache capacity of 1000 bytes");
         given().get("/v1/blocks/xyz").then().statusCode(400).contentType(PROBLEM)

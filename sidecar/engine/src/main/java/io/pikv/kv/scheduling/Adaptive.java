@@ -109,6 +109,27 @@ public final class Adaptive implements EvictionPolicy {
         }
     }
 
+    /**
+     * One lookup of a cache whose caller stores blocks separately ({@link BlockIndex}): counted as evidence; each
+     * ghost uses the block if it holds it and inserts nothing otherwise ({@link PrefixBlockCache#lookup}).
+     */
+    public void observeLookup(long block) {
+        for (int i = 0; i < ghosts.length; i++) {
+            windowHits[i] += ghosts[i].lookup(block) ? 1 : 0;
+        }
+        windowLookups++;
+        if (windowLookups >= window) {
+            endWindow();
+        }
+    }
+
+    /** One block stored by such a cache: every ghost stores it too (no lookup is counted). */
+    public void observeStore(long block) {
+        for (PrefixBlockCache ghost : ghosts) {
+            ghost.store(block);
+        }
+    }
+
     private void endWindow() {
         smoothedLookups = smoothedLookups / 2 + windowLookups;
         windowLookups = 0;

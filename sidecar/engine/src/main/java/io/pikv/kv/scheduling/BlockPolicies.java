@@ -13,6 +13,21 @@ public final class BlockPolicies {
     private BlockPolicies() {
     }
 
+    /**
+     * {@link Adaptive} over the named candidates ({@link #create}'s settings), with the benchmark's evidence window
+     * (max(4096, capacity) lookups) and margin (0.005).
+     */
+    public static Adaptive adaptive(int capacity, List<String> candidates) {
+        List<EvictionPolicy> policies = new java.util.ArrayList<>();
+        for (String name : candidates) {
+            if (name.equals("adaptive")) {
+                throw new IllegalArgumentException("adaptive cannot be a candidate of adaptive");
+            }
+            policies.add(create(name, capacity));
+        }
+        return new Adaptive(capacity, policies, Math.max(4096, capacity), 0.005);
+    }
+
     /** The policy called {@code name} for a cache of {@code capacity} blocks. */
     public static EvictionPolicy create(String name, int capacity) {
         return switch (name) {
@@ -21,9 +36,7 @@ public final class BlockPolicies {
             case "h2o" -> new HeavyHitter(0, capacity / 4);
             case "utility" -> new Utility(1, 1, 1, capacity);
             case "lrfu" -> new Lrfu(LRFU_HALF_LIFE, 8 * capacity, true);
-            case "adaptive" -> new Adaptive(capacity, List.of(create("lru", capacity), create("streaming", capacity),
-                    create("h2o", capacity), create("utility", capacity), create("lrfu", capacity)),
-                    Math.max(4096, capacity), 0.005);
+            case "adaptive" -> adaptive(capacity, List.of("lru", "streaming", "h2o", "utility", "lrfu"));
             default -> throw new IllegalArgumentException("unknown policy '" + name + "'; known: "
                     + String.join(", ", NAMES));
         };

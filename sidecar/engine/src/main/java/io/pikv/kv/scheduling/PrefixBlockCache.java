@@ -31,7 +31,7 @@ public final class PrefixBlockCache implements BlockCache {
         }
         this.capacity = capacity;
         this.policy = policy;
-        this.entries = new Entries(Math.min(capacity, 1 << 20));
+        this.entries = new Entries(Math.min(capacity, 1 << 12)); // grows with use: a ghost holds only what it saw
     }
 
     @Override
@@ -61,6 +61,25 @@ public final class PrefixBlockCache implements BlockCache {
     /** Lookups served so far (the clock policies see). */
     public long lookups() {
         return clock;
+    }
+
+    /**
+     * A lookup of one block that inserts nothing (a cache whose caller stores blocks separately, {@link #store}):
+     * a resident block is used as by a one-block request; a missing one changes nothing.
+     *
+     * @return whether it was resident
+     */
+    public boolean lookup(long block) {
+        if (entries.id(block) < 0) {
+            return false;
+        }
+        request(new long[] {block});
+        return true;
+    }
+
+    /** Stores one block, or uses it when it is resident: a one-block request whose hit is not counted. */
+    public void store(long block) {
+        request(new long[] {block});
     }
 
     @Override

@@ -26,7 +26,7 @@ import java.util.Map;
 public class InfoResource {
 
     /** A shard's figures, with counters per (expert, layer) that saw any activity. */
-    public record StatsJson(int shard, String policy, Map<String, Double> ghostHitRates, long budgetBytes,
+    public record StatsJson(int shard, String policy, long budgetBytes,
                             long bytesInUse, long entries, long sequences, long lookups, long hits, long misses,
                             long evictions, List<ExpertLayerCounters> experts, BlockStore.Stats blocks,
                             ControlJson control) {
@@ -48,7 +48,7 @@ public class InfoResource {
 
     /** The settings in effect (defaults, application.properties and PIKV_* environment merged). */
     public record ConfigJson(String role, String cluster, int shardId, ModelJson model, String dtype, int pageTokens,
-                             long budgetBytes, int buckets, int maxBodyBytes, long blockCapacityBytes,
+                             long budgetBytes, int buckets, int maxBodyBytes, long blockCapacityBytes, String blockPolicy,
                              List<String> gatewayShards, String routing) {
     }
 
@@ -71,7 +71,7 @@ public class InfoResource {
     public StatsJson stats() {
         ShardStats s = sidecar.shard().stats();
         ShardPolicy policy = sidecar.shard().policy();
-        return new StatsJson(s.shard(), policy.activePolicy(), policy.ghostHitRates(), s.budgetBytes(), s.bytesInUse(),
+        return new StatsJson(s.shard(), policy.activePolicy(), s.budgetBytes(), s.bytesInUse(),
                 s.entries(), sidecar.shard().sequenceCount(), s.lookups(), s.hits(), s.misses(), s.evictions(),
                 s.counters(), sidecar.blocks().stats(), ControlJson.of(sidecar.control().state()));
     }
@@ -84,7 +84,7 @@ public class InfoResource {
         return new ConfigJson(c.role().name(), c.cluster(), c.shardId(), ModelJson.of(sidecar.shape()),
                 sidecar.shard().layout().type().name().toLowerCase(java.util.Locale.ROOT),
                 sidecar.shard().layout().pageTokens(), c.store().budgetBytes(), c.store().buckets(),
-                c.api().maxBodyBytes(), c.blocks().capacityBytes(), c.gateway().shards().orElse(List.of()),
+                c.api().maxBodyBytes(), c.blocks().capacityBytes(), c.blocks().policy(), c.gateway().shards().orElse(List.of()),
                 c.gateway().routing());
     }
 

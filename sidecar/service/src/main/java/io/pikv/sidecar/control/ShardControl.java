@@ -96,6 +96,10 @@ public final class ShardControl {
                     } catch (IllegalArgumentException | KvBudgetExceededException e) {
                         return Optional.of("budget " + bytes + " bytes not applied, " + before + " bytes stay in force: "
                                 + e.getMessage());
+                    } catch (RuntimeException e) {
+                        LOG.errorf(e, "control: the shard failed to take a budget of %d bytes", bytes);
+                        return Optional.of("budget " + bytes + " bytes not applied, " + shard.budgetBytes()
+                                + " bytes stay in force: the shard failed (" + e + ")");
                     }
                 }
             };

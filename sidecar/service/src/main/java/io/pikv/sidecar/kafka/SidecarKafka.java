@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.pikv.kv.ShardStats;
+import io.pikv.sidecar.BlockStore;
 import io.pikv.sidecar.PolicyReport;
 import io.pikv.sidecar.Sidecar;
 import io.pikv.sidecar.SidecarConfig;
@@ -67,6 +68,11 @@ public class SidecarKafka {
                 @Override
                 public PolicyReport policy() {
                     return sidecar.shard().policy();
+                }
+
+                @Override
+                public BlockStore.Stats blocks() {
+                    return sidecar.blocks().stats();
                 }
 
                 @Override

@@ -9,6 +9,7 @@ import io.micrometer.core.instrument.Meter;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.pikv.api.events.CacheEvents;
 import io.pikv.kv.ShardStats;
+import io.pikv.sidecar.BlockStore;
 import io.pikv.sidecar.PolicyReport;
 import io.pikv.sidecar.kafka.KafkaLink;
 import org.apache.kafka.clients.producer.Producer;
@@ -56,6 +57,9 @@ public final class TelemetryPublisher implements AutoCloseable {
 
         PolicyReport policy();
 
+        /** The prefix block cache's statistics (cumulative). */
+        BlockStore.Stats blocks();
+
         /** The control epoch the shard runs (-1: none). */
         long epoch();
     }
@@ -97,7 +101,7 @@ public final class TelemetryPublisher implements AutoCloseable {
         this.key = CacheEvents.key(settings.cluster(), settings.shard());
         this.buffer = new TelemetryBuffer(settings.bufferRecords());
         this.window = new TelemetryWindow(settings.cluster(), settings.shard(), settings.experts(),
-                UUID.randomUUID().toString(), source.stats(), System.currentTimeMillis());
+                UUID.randomUUID().toString(), source.stats(), source.blocks(), System.currentTimeMillis());
         this.ticker = Executors.newSingleThreadScheduledExecutor(r -> daemon(r, "pikv-telemetry-window"));
         this.sender = daemon(this::sendLoop, "pikv-telemetry-send");
         this.published = Counter.builder("pikv.telemetry.records.published")
@@ -132,8 +136,8 @@ public final class TelemetryPublisher implements AutoCloseable {
     public CacheEvents closeWindow() {
         synchronized (window) {
             PolicyReport policy = source.policy();
-            CacheEvents record = window.close(source.stats(), System.currentTimeMillis(), policy.activePolicy(),
-                    policy.ghostHitRates(), source.epoch());
+            CacheEvents record = window.close(source.stats(), source.blocks(), System.currentTimeMillis(),
+                    policy.activePolicy(), source.epoch());
             buffer.add(record);
             return record;
         }

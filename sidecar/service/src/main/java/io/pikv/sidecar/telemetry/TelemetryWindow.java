@@ -1,17 +1,20 @@
 package io.pikv.sidecar.telemetry;
 
+import io.pikv.api.events.BlockCacheCounters;
 import io.pikv.api.events.CacheEvents;
 import io.pikv.api.events.ExpertCounters;
 import io.pikv.kv.ExpertLayerCounters;
 import io.pikv.kv.ShardStats;
+import io.pikv.sidecar.BlockStore;
 
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 
 /**
- * Turns a shard's cumulative statistics into one {@link CacheEvents} record per window: counters are the
- * difference between the snapshots at the window's ends, summed over layers; bytes are the values at the end.
+ * Turns a shard's cumulative statistics (its KV shard's and its block cache's) into one {@link CacheEvents} record
+ * per window: counters are the difference between the snapshots at the window's ends, summed over layers; bytes are
+ * the values at the end, and so are the block cache's policy and ghost hit rates.
  * Sequence numbers count from 0 per window closer (per producer incarnation). Not thread-safe: one closer per
  * publisher, called under its lock.
  */
@@ -21,28 +24,40 @@ public final class TelemetryWindow {
     private final int experts;
     private final String producerId;
     private ShardStats previous;
+    private BlockStore.Stats previousBlocks;
     private long startMs;
     private volatile long nextSequence;
 
     /**
-     * @param initial the statistics at the start of the first window
-     * @param startMs the start of the first window, epoch milliseconds
+     * @param initial       the statistics at the start of the first window
+     * @param initialBlocks the block cache's at the same moment
+     * @param startMs       the start of the first window, epoch milliseconds
      */
-    public TelemetryWindow(String cluster, int shard, int experts, String producerId, ShardStats initial, long startMs) {
+    public TelemetryWindow(String cluster, int shard, int experts, String producerId, ShardStats initial,
+                           BlockStore.Stats initialBlocks, long startMs) {
         this.cluster = cluster;
         this.shard = shard;
         this.experts = experts;
         this.producerId = producerId;
         this.previous = initial;
+        this.previousBlocks = initialBlocks;
         this.startMs = startMs;
     }
 
-    /** Ends the window at {@code nowMs} with statistics {@code now}; the next window starts there. */
-    public CacheEvents close(ShardStats now, long nowMs, String policy, Map<String, Double> ghostHitRates, long epoch) {
+    /**
+     * Ends the window at {@code nowMs} with statistics {@code now} and {@code blocks}; the next window starts there.
+     *
+     * @param policy the KV eviction policy running
+     */
+    public CacheEvents close(ShardStats now, BlockStore.Stats blocks, long nowMs, String policy, long epoch) {
+        BlockCacheCounters blockCounters = new BlockCacheCounters(blocks.policy(),
+                blocks.lookups() - previousBlocks.lookups(), blocks.hits() - previousBlocks.hits(),
+                blocks.evictions() - previousBlocks.evictions(), blocks.bytes(), blocks.capacityBytes());
         CacheEvents record = new CacheEvents(CacheEvents.VERSION, cluster, shard, producerId, nextSequence++, startMs,
-                nowMs, policy, epoch, Map.copyOf(ghostHitRates), now.budgetBytes(), now.bytesInUse(), 0,
-                deltas(previous, now, experts));
+                nowMs, policy, epoch, Map.copyOf(blocks.ghostHitRates()), now.budgetBytes(), now.bytesInUse(), 0,
+                deltas(previous, now, experts), blockCounters);
         previous = now;
+        previousBlocks = blocks;
         startMs = nowMs;
         return record;
     }

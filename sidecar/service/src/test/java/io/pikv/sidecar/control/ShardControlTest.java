@@ -133,6 +133,23 @@ class ShardControlTest {
     }
 
     @Test
+    void aTokenPolicyShrinksToTheNewBudgetNotBelowIt() {
+        control.apply(state("c1", 1, List.of(0, 1, 0, 1), 2, "lru", 4 * 2048));
+        long seq = fill(4 * 16);
+        assertThat(node.stats().pagesInUse()).isEqualTo(4);
+
+        assertThat(control.apply(state("c1", 2, List.of(0, 1, 0, 1), 2, "lru", 2 * 2048)))
+                .isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(control.state().warnings()).isEmpty();
+        assertThat(node.budgetBytes()).isEqualTo(2 * 2048);
+        // LRU evicts the oldest tokens, and only until two pages are in use (a hook makes room for one more page
+        // under the pool's limit, so the limit is one page higher while it runs).
+        assertThat(node.stats().pagesInUse()).isEqualTo(2);
+        assertThat(node.residentPositions(seq, 0)).containsExactlyInAnyOrder(
+                java.util.stream.IntStream.range(32, 64).toArray());
+    }
+
+    @Test
     void aBudgetTheShardCannotTakeKeepsTheOneInForceAndSaysWhy() {
         control.apply(state("c1", 1, List.of(0, 1, 0, 1), 2, "reject", 3 * 2048));
         long seq = fill(3 * 16);

@@ -12,7 +12,7 @@ class TelemetryBufferTest {
 
     static CacheEvents record(long sequence) {
         return new CacheEvents(CacheEvents.VERSION, "c", 0, "p", sequence, 0, 1, "reject", -1, Map.of(), 1, 0, 0,
-                List.of());
+                List.of(), null);
     }
 
     @Test

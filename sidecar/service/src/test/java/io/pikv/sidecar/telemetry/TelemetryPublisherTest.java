@@ -7,6 +7,7 @@ import io.pikv.api.events.CacheEvents;
 import io.pikv.kv.ModelShape;
 import io.pikv.kv.ShardStats;
 import io.pikv.kv.StorageType;
+import io.pikv.sidecar.BlockStore;
 import io.pikv.sidecar.PolicyReport;
 import io.pikv.sidecar.ShardNode;
 import io.pikv.sidecar.ShardPolicy;
@@ -41,6 +42,7 @@ class TelemetryPublisherTest {
     final MeterRegistry registry = new SimpleMeterRegistry();
     final KafkaLink link = new KafkaLink();
     final ShardNode node = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 16, ShardPolicy.of("oldest-page"));
+    final BlockStore blocks = new BlockStore(1 << 16, "adaptive");
     TelemetryPublisher publisher;
 
     @AfterEach
@@ -65,6 +67,11 @@ class TelemetryPublisherTest {
             @Override
             public PolicyReport policy() {
                 return node.policy();
+            }
+
+            @Override
+            public BlockStore.Stats blocks() {
+                return blocks.stats();
             }
 
             @Override

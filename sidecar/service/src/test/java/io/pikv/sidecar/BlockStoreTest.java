@@ -1,0 +1,90 @@
+package io.pikv.sidecar;
+
+import org.junit.jupiter.api.Test;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/** The prefix block store: byte and block bounds, replacement, the policy's choice, bad settings. */
+class BlockStoreTest {
+
+    @Test
+    void holdsAtMostTheCapacityInBytesAndInBlocks() {
+        BlockStore store = new BlockStore(1000, "lru");
+        for (int i = 0; i < 10; i++) {
+            store.put(i, new byte[100]);
+        }
+        store.get(0); // block 0 is now the most recently used
+        store.put(10, new byte[250]); // needs 250 bytes: blocks 1, 2 and 3 go
+        BlockStore.Stats s = store.stats();
+        assertThat(s.capacityBlocks()).isEqualTo(10); // 1000 bytes / the first block's 100
+        assertThat(s.bytes()).isEqualTo(950);
+        assertThat(s.blocks()).isEqualTo(8);
+        assertThat(s.evictions()).isEqualTo(3);
+        assertThat(store.get(0)).hasSize(100);
+        assertThat(store.get(1)).isNull();
+        assertThat(store.get(3)).isNull();
+        assertThat(store.get(4)).hasSize(100);
+
+        // Small blocks: bytes would allow 19 more, the block count stops at 10.
+        for (int i = 20; i < 30; i++) {
+            store.put(i, new byte[5]);
+        }
+        assertThat(store.stats().blocks()).isEqualTo(10);
+        assertThat(store.stats().bytes()).isLessThanOrEqualTo(1000);
+    }
+
+    @Test
+    void aTinyFirstBlockIsBoundedByTheBlockLimit() {
+        BlockStore store = new BlockStore(256L << 20, "adaptive");
+        store.put(1, new byte[1]);
+        assertThat(store.stats().capacityBlocks()).isEqualTo(BlockStore.MAX_BLOCKS);
+        for (int i = 2; i <= BlockStore.MAX_BLOCKS + 100; i++) {
+            store.put(i, new byte[1]);
+        }
+        assertThat(store.stats().blocks()).isEqualTo(BlockStore.MAX_BLOCKS);
+        assertThat(store.stats().evictions()).isEqualTo(100);
+    }
+
+    @Test
+    void aReplacedBlockIsNeverItsOwnVictim() {
+        BlockStore store = new BlockStore(1000, "lru");
+        store.put(1, new byte[400]);
+        store.put(2, new byte[400]);
+        store.get(2);
+        // Block 1 is the least recently used, yet growing it evicts block 2, the only other block.
+        store.put(1, new byte[700]);
+        assertThat(store.get(1)).hasSize(700);
+        assertThat(store.get(2)).isNull();
+        assertThat(store.stats().bytes()).isEqualTo(700);
+        assertThat(store.stats().evictions()).isEqualTo(1);
+        // Shrinking it needs no room.
+        store.put(1, new byte[10]);
+        assertThat(store.stats().bytes()).isEqualTo(10);
+        assertThat(store.stats().evictions()).isEqualTo(1);
+    }
+
+    @Test
+    void adaptiveRunsGhostsOfFourCandidates() {
+        BlockStore store = new BlockStore(300, "adaptive");
+        assertThat(store.stats().policy()).isEqualTo("adaptive");
+        store.put(7, new byte[100]);
+        assertThat(store.get(7)).hasSize(100);
+        assertThat(store.stats().policy()).isEqualTo("adaptive/lru");
+        assertThat(store.stats().ghostHitRates()).containsOnlyKeys("lru", "h2o", "utility", "lrfu")
+                .containsEntry("lru", 1.0);
+    }
+
+    @Test
+    void badSettingsAreRefusedWithTheReason() {
+        assertThatThrownBy(() -> new BlockStore(1000, "streaming")).isInstanceOf(IllegalArgumentException.class)
+                .hasMessage("unknown block policy 'streaming' (known: lru, h2o, utility, lrfu, adaptive)");
+        assertThatThrownBy(() -> new BlockStore(0, "lru")).isInstanceOf(IllegalArgumentException.class)
+                .hasMessage("the block capacity must be >= 1 byte, got 0");
+        BlockStore store = new BlockStore(100, "lru");
+        assertThatThrownBy(() -> store.put(1, new byte[101])).isInstanceOf(BlockStore.BlockTooLargeException.class);
+        assertThatThrownBy(() -> store.put(1, new byte[0])).isInstanceOf(IllegalArgumentException.class);
+        assertThat(store.stats().blocks()).isZero();
+        assertThat(store.stats().bytes()).isZero();
+    }
+}
