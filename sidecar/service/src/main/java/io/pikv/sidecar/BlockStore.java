@@ -102,8 +102,11 @@ public final class BlockStore {
     }
 
     public synchronized Stats stats() {
-        return new Stats(payloads.size(), bytes, capacityBytes, capacityBlocks, hits, misses, evictions,
-                index == null ? policy : index.activePolicy(), index == null ? Map.of() : index.ghostHitRates());
+        // Before the first put no policy exists yet; report the one that will evict first.
+        String active = index != null ? index.activePolicy()
+                : policy.equals("adaptive") ? "adaptive/" + POLICIES.get(0) : policy;
+        return new Stats(payloads.size(), bytes, capacityBytes, capacityBlocks, hits, misses, evictions, active,
+                index == null ? Map.of() : index.ghostHitRates());
     }
 
     /**

@@ -67,7 +67,8 @@ class BlockStoreTest {
     @Test
     void adaptiveRunsGhostsOfFourCandidates() {
         BlockStore store = new BlockStore(300, "adaptive");
-        assertThat(store.stats().policy()).isEqualTo("adaptive");
+        assertThat(store.stats().policy()).isEqualTo("adaptive/lru");
+        assertThat(store.stats().ghostHitRates()).isEmpty();
         store.put(7, new byte[100]);
         assertThat(store.get(7)).hasSize(100);
         assertThat(store.stats().policy()).isEqualTo("adaptive/lru");
