@@ -103,10 +103,7 @@ public final class Adaptive implements EvictionPolicy {
         for (int i = 0; i < ghosts.length; i++) {
             windowHits[i] += ghosts[i].request(blocks);
         }
-        windowLookups += blocks.length;
-        if (windowLookups >= window) {
-            endWindow();
-        }
+        counted(blocks.length);
     }
 
     /**
@@ -117,16 +114,21 @@ public final class Adaptive implements EvictionPolicy {
         for (int i = 0; i < ghosts.length; i++) {
             windowHits[i] += ghosts[i].lookup(block) ? 1 : 0;
         }
-        windowLookups++;
-        if (windowLookups >= window) {
-            endWindow();
-        }
+        counted(1);
     }
 
     /** One block stored by such a cache: every ghost stores it too (no lookup is counted). */
     public void observeStore(long block) {
         for (PrefixBlockCache ghost : ghosts) {
             ghost.store(block);
+        }
+    }
+
+    /** Adds lookups to the evidence window, and ends the window when it is full. */
+    private void counted(int lookups) {
+        windowLookups += lookups;
+        if (windowLookups >= window) {
+            endWindow();
         }
     }
 
