@@ -2,6 +2,7 @@ package io.pikv.sidecar;
 
 import io.pikv.kv.scheduling.BlockIndex;
 import io.pikv.kv.scheduling.BlockPolicies;
+import org.jboss.logging.Logger;
 
 import java.util.HashMap;
 import java.util.List;
@@ -18,6 +19,7 @@ import java.util.Map;
  * {@link #MAX_BLOCKS}. Thread-safe.
  */
 public final class BlockStore {
+    private static final Logger LOG = Logger.getLogger(BlockStore.class);
     /** Policies the store runs. */
     public static final List<String> POLICIES = List.of("lru", "h2o", "utility", "lrfu", "adaptive");
     /** The most blocks the store holds, whatever their size: bounds the policies' bookkeeping. */
@@ -67,7 +69,16 @@ public final class BlockStore {
             throw new BlockTooLargeException(payload.length, capacityBytes);
         }
         if (index == null) {
-            capacityBlocks = (int) Math.min(MAX_BLOCKS, capacityBytes / payload.length);
+            long fit = capacityBytes / payload.length;
+            capacityBlocks = (int) Math.min(MAX_BLOCKS, fit);
+            if (fit > MAX_BLOCKS) {
+                LOG.warnf("block cache: blocks of %d bytes, capacity %d bytes: at most %d blocks are kept (%d bytes of"
+                        + " the capacity); larger blocks or a smaller pikv.blocks.capacity-bytes use it whole",
+                        payload.length, capacityBytes, MAX_BLOCKS, (long) MAX_BLOCKS * payload.length);
+            } else {
+                LOG.infof("block cache: blocks of %d bytes, %d fit in %d bytes; policy %s", payload.length,
+                        capacityBlocks, capacityBytes, policy);
+            }
             index = new BlockIndex(policy.equals("adaptive")
                     ? BlockPolicies.adaptive(capacityBlocks, POLICIES.subList(0, POLICIES.size() - 1))
                     : BlockPolicies.create(policy, capacityBlocks), Math.min(capacityBlocks, 4096));
