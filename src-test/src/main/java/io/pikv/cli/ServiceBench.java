@@ -95,8 +95,11 @@ public final class ServiceBench implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         List<SidecarProcess> all = new ArrayList<>();
         LocalKafka kafka = null;
+        // Both sides use the machine's processors: the store in process, and each shard process for its attention
+        // (pikv.store.attention-threads defaults to one per processor).
+        int processors = Runtime.getRuntime().availableProcessors();
         try (KvStore local = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP16).pageTokens(PAGE_TOKENS)
-                .shards(shards).threads(shards).budgetBytes(budget * shards).build())) {
+                .shards(shards).threads(processors).budgetBytes(budget * shards).build())) {
             out.println("starting " + shards + " shard(s) and a gateway" + (noTelemetry ? "" : ", twice (telemetry off "
                     + "and on, with a local Kafka broker)") + "; logs in " + logs + " ...");
             out.flush();

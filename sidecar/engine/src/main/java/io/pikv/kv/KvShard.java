@@ -10,6 +10,9 @@ import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Future;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
 
@@ -427,6 +430,43 @@ public final class KvShard {
         float[] scaled = shape.scaledQuery(query);
         countLookups(sequence, layer, scope);
         return attendBuckets(sequence, layer, scaled, scope, weights, 0, buckets);
+    }
+
+    /**
+     * {@link #attendPartial(long, int, float[], AttentionScope, boolean)} with the buckets split into up to
+     * {@code parallelism} contiguous ranges: the first runs on the calling thread, the others on {@code pool}, and
+     * their partials merge (log-sum-exp, in bucket order, so weights come in the same order). The result equals the
+     * one-pass result up to the rounding of the merge.
+     */
+    public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
+                                          boolean weights, ExecutorService pool, int parallelism) {
+        int ranges = Math.min(parallelism, buckets);
+        if (pool == null || ranges <= 1) {
+            return attendPartial(sequence, layer, query, scope, weights);
+        }
+        shape.checkLayer(layer);
+        scope.validate(shape.experts());
+        float[] scaled = shape.scaledQuery(query);
+        countLookups(sequence, layer, scope);
+        List<Future<PartialAttention>> others = new ArrayList<>(ranges - 1);
+        for (int r = 1; r < ranges; r++) {
+            int from = r * buckets / ranges;
+            int to = (r + 1) * buckets / ranges;
+            others.add(pool.submit(() -> attendBuckets(sequence, layer, scaled, scope, weights, from, to)));
+        }
+        List<PartialAttention> parts = new ArrayList<>(ranges);
+        parts.add(attendBuckets(sequence, layer, scaled, scope, weights, 0, buckets / ranges));
+        for (Future<PartialAttention> f : others) {
+            try {
+                parts.add(f.get());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted while attending", e);
+            } catch (ExecutionException e) {
+                throw e.getCause() instanceof RuntimeException r ? r : new IllegalStateException(e.getCause());
+            }
+        }
+        return PartialAttention.merge(parts);
     }
 
     /** Records the lookups of one attention call over (sequence, layer, scope): hits resident, misses evicted. */

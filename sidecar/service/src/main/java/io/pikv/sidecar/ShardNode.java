@@ -16,6 +16,8 @@ import io.pikv.sidecar.wire.Wire;
 import java.util.Arrays;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -30,6 +32,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
     private final KvShard shard;
     private final HashRouter router;
     private final ExpertShardMap localMap;
+    /** Threads one attention call uses (the request's own plus {@link #attentionPool}'s); 1: the request's only. */
+    private final int attentionThreads;
+    private final ExecutorService attentionPool;
     private final Map<Long, SequenceState> sequences = new ConcurrentHashMap<>();
     private final AtomicLong nextId = new AtomicLong();
 
@@ -42,8 +47,21 @@ public final class ShardNode implements KvApi, AutoCloseable {
         }
     }
 
+    /** A shard whose attention runs on the calling thread only. */
     public ShardNode(int id, ModelShape shape, StorageType type, int pageTokens, int buckets, long budgetBytes,
                      ShardPolicy policy) {
+        this(id, shape, type, pageTokens, buckets, budgetBytes, policy, 1);
+    }
+
+    /**
+     * @param attentionThreads threads one attention call splits the buckets over (the caller's and
+     *                         {@code attentionThreads - 1} pool threads), at most the buckets
+     */
+    public ShardNode(int id, ModelShape shape, StorageType type, int pageTokens, int buckets, long budgetBytes,
+                     ShardPolicy policy, int attentionThreads) {
+        if (attentionThreads < 1) {
+            throw new IllegalArgumentException("attention threads must be >= 1, got " + attentionThreads);
+        }
         KvLayout layout = new KvLayout(shape.kvHeads(), shape.headDim(), pageTokens, type);
         if (budgetBytes < layout.pageBytes()) {
             throw new IllegalArgumentException("the budget (" + budgetBytes + " bytes) is less than one page of "
@@ -55,6 +73,19 @@ public final class ShardNode implements KvApi, AutoCloseable {
         this.shard = new KvShard(id, shape, layout, buckets, budgetBytes, policy, Kernels.select(layout));
         this.router = new HashRouter(shape.topK());
         this.localMap = ExpertShardMap.roundRobin(shape.experts(), 1);
+        this.attentionThreads = Math.min(attentionThreads, buckets);
+        this.attentionPool = this.attentionThreads > 1 ? Executors.newFixedThreadPool(this.attentionThreads - 1, r -> {
+            Thread t = new Thread(r, "pikv-attention-" + THREADS.incrementAndGet());
+            t.setDaemon(true);
+            return t;
+        }) : null;
+    }
+
+    private static final AtomicLong THREADS = new AtomicLong();
+
+    /** Threads one attention call uses. */
+    public int attentionThreads() {
+        return attentionThreads;
     }
 
     public int id() {
@@ -209,10 +240,12 @@ public final class ShardNode implements KvApi, AutoCloseable {
         state(sequence);
         AttentionScope scope = request.allExperts() ? AttentionScope.all() : AttentionScope.experts(request.experts());
         if (!policy.wantsAttention()) {
-            return shard.attendPartial(sequence, request.layer(), request.query(), scope, false);
+            return shard.attendPartial(sequence, request.layer(), request.query(), scope, false, attentionPool,
+                    attentionThreads);
         }
         // A token policy ranks tokens by the attention they get: report the weights (this shard's share).
-        PartialAttention partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, true);
+        PartialAttention partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, true,
+                attentionPool, attentionThreads);
         policy.attended(sequence, request.layer(), partial.finish());
         return partial;
     }
@@ -299,6 +332,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
     public void close() {
         for (Long sequence : sequences.keySet()) {
             close(sequence);
+        }
+        if (attentionPool != null) {
+            attentionPool.shutdownNow();
         }
     }
 }

@@ -43,7 +43,7 @@ public class Sidecar {
         ShardPolicy policy = setting("pikv.store.eviction", () -> ShardPolicy.of(config.store().eviction()));
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
-                policy));
+                policy, attentionThreads(config.store().attentionThreads())));
         this.blocks = setting("pikv.blocks.*", () -> new BlockStore(config.blocks().capacityBytes(),
                 config.blocks().policy()));
         this.gateway = config.role() == Role.gateway ? setting("pikv.gateway.*", () -> gateway(config, shape)) : null;
@@ -53,6 +53,15 @@ public class Sidecar {
         this.control = new ShardControl(config.cluster(), config.shardId(), initial, policy,
                 ShardControl.Budget.of(shard), gateway != null ? gateway::applyShardMap : map -> {
                 });
+    }
+
+    /** {@code pikv.store.attention-threads}: 0 is one per available processor. */
+    private static int attentionThreads(int configured) {
+        if (configured < 0) {
+            throw new IllegalArgumentException("pikv.store.attention-threads must be >= 0 (0: one per processor), got "
+                    + configured);
+        }
+        return configured == 0 ? Runtime.getRuntime().availableProcessors() : configured;
     }
 
     private static Gateway gateway(SidecarConfig config, ModelShape shape) {
@@ -89,9 +98,9 @@ public class Sidecar {
                     shape, config.gateway().shards().orElse(List.of()).size(), config.gateway().shards().orElse(List.of()),
                     config.gateway().routing());
         } else {
-            LOG.infof("PiKV sidecar: role shard, cluster %s, shard %d, model %s, %s pages of %d tokens, budget %d bytes",
-                    config.cluster(), config.shardId(), shape, shard.layout().type(), shard.layout().pageTokens(),
-                    config.store().budgetBytes());
+            LOG.infof("PiKV sidecar: role shard, cluster %s, shard %d, model %s, %s pages of %d tokens, budget %d bytes,"
+                    + " attention on %d thread(s)", config.cluster(), config.shardId(), shape, shard.layout().type(),
+                    shard.layout().pageTokens(), config.store().budgetBytes(), shard.attentionThreads());
         }
     }
 

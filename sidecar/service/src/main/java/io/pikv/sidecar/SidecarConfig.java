@@ -85,6 +85,13 @@ public interface SidecarConfig {
          */
         @WithDefault("oldest-page")
         String eviction();
+
+        /**
+         * Threads one attention call splits the shard's buckets over (at most the buckets); 0: one per available
+         * processor. Steps of one long sequence then use the pod's cores; 1 keeps each call on its request thread.
+         */
+        @WithDefault("0")
+        int attentionThreads();
     }
 
     /** The HTTP API. */

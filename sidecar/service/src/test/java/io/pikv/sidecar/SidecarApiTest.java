@@ -24,8 +24,9 @@ import static org.hamcrest.Matchers.containsInAnyOrder;
 import static org.hamcrest.Matchers.equalTo;
 
 /**
- * The /v1 API of a shard-role sidecar (test profile: a small model, 8 pages of budget, no eviction; Kafka clients
- * on the suite's test broker).
+ * The /v1 API of a shard-role sidecar (test profile: a small model, 8 pages of budget, no eviction, attention split
+ * over its 2 buckets on 2 threads, so the in-process references below split the same way; Kafka clients on the
+ * suite's test broker).
  */
 @QuarkusTest
 class SidecarApiTest {
@@ -105,7 +106,7 @@ class SidecarApiTest {
         assertThat(client.append(seq, first)).containsExactly(java.util.stream.IntStream.range(0, 20).toArray());
         assertThat(client.append(seq, second)[0]).isEqualTo(20);
         float[] q = gaussian(SHAPE.queryWidth(), rnd);
-        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, ShardPolicy.of("reject"))) {
+        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, ShardPolicy.of("reject"), 2)) {
             long ref = local.create(null);
             local.append(ref, first);
             local.append(ref, second);
@@ -124,7 +125,7 @@ class SidecarApiTest {
         SidecarClient client = client();
         long seq = client.createSequence(null);
         Random rnd = new Random(9);
-        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, ShardPolicy.of("reject"))) {
+        try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, ShardPolicy.of("reject"), 2)) {
             long ref = local.create(null);
             for (int t = 0; t < 12; t++) {
                 float[] logits = {t < 6 ? -2f : 3f, 2f, -1f, 1f};
