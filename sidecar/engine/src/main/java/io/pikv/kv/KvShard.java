@@ -425,29 +425,26 @@ public final class KvShard {
      */
     public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
                                           boolean weights) {
-        shape.checkLayer(layer);
-        scope.validate(shape.experts());
-        float[] scaled = shape.scaledQuery(query);
-        countLookups(sequence, layer, scope);
-        return attendBuckets(sequence, layer, scaled, scope, weights, 0, buckets);
+        return attendPartial(sequence, layer, query, scope, weights, null, 1);
     }
 
     /**
      * {@link #attendPartial(long, int, float[], AttentionScope, boolean)} with the buckets split into up to
      * {@code parallelism} contiguous ranges: the first runs on the calling thread, the others on {@code pool}, and
      * their partials merge (log-sum-exp, in bucket order, so weights come in the same order). The result equals the
-     * one-pass result up to the rounding of the merge.
+     * one-pass result up to float rounding (each range accumulates on its own). Without a pool, or with one range,
+     * it is the one-pass call.
      */
     public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
                                           boolean weights, ExecutorService pool, int parallelism) {
-        int ranges = Math.min(parallelism, buckets);
-        if (pool == null || ranges <= 1) {
-            return attendPartial(sequence, layer, query, scope, weights);
-        }
         shape.checkLayer(layer);
         scope.validate(shape.experts());
         float[] scaled = shape.scaledQuery(query);
         countLookups(sequence, layer, scope);
+        int ranges = pool == null ? 1 : Math.min(parallelism, buckets);
+        if (ranges <= 1) {
+            return attendBuckets(sequence, layer, scaled, scope, weights, 0, buckets);
+        }
         List<Future<PartialAttention>> others = new ArrayList<>(ranges - 1);
         for (int r = 1; r < ranges; r++) {
             int from = r * buckets / ranges;
