@@ -116,37 +116,33 @@ class ShardControlTest {
 
     @Test
     void aSmallerBudgetEvictsThroughTheRecordsPolicyUntilThePagesInUseFit() {
-        control.apply(state("c1", 1, List.of(0, 1, 0, 1), 2, "reject", 4 * 2048));
-        long seq = fill(4 * 16);
-        assertThat(node.stats().pagesInUse()).isEqualTo(4);
-
-        assertThat(control.apply(state("c1", 2, List.of(0, 1, 0, 1), 2, "oldest-page", 2048)))
-                .isEqualTo(ShardControl.Outcome.APPLIED);
-        ShardControl.State s = control.state();
-        assertThat(s.budgetBytes()).isEqualTo(2048);
-        assertThat(s.desiredBudgetBytes()).isEqualTo(2048);
-        assertThat(s.warnings()).isEmpty();
-        assertThat(node.budgetBytes()).isEqualTo(2048);
-        assertThat(node.stats().pagesInUse()).isEqualTo(1);
-        assertThat(node.residentPositions(seq, 0)).containsExactlyInAnyOrder(
-                java.util.stream.IntStream.range(48, 64).toArray());
+        // oldest-page evicts whole pages, the oldest first, one at a time.
+        shrinkFromFourPages("oldest-page", 1);
     }
 
     @Test
     void aTokenPolicyShrinksToTheNewBudgetNotBelowIt() {
-        control.apply(state("c1", 1, List.of(0, 1, 0, 1), 2, "lru", 4 * 2048));
+        // LRU evicts the oldest tokens, and only until two pages are in use (a hook makes room for one more page
+        // under the pool's limit, so the limit is one page higher while it runs).
+        shrinkFromFourPages("lru", 2);
+    }
+
+    /** Fills four pages under {@code policy}, shrinks the budget to {@code pages}: the newest tokens stay. */
+    private void shrinkFromFourPages(String policy, int pages) {
+        control.apply(state("c1", 1, List.of(0, 1, 0, 1), 2, policy, 4 * 2048));
         long seq = fill(4 * 16);
         assertThat(node.stats().pagesInUse()).isEqualTo(4);
 
-        assertThat(control.apply(state("c1", 2, List.of(0, 1, 0, 1), 2, "lru", 2 * 2048)))
+        assertThat(control.apply(state("c1", 2, List.of(0, 1, 0, 1), 2, policy, pages * 2048L)))
                 .isEqualTo(ShardControl.Outcome.APPLIED);
-        assertThat(control.state().warnings()).isEmpty();
-        assertThat(node.budgetBytes()).isEqualTo(2 * 2048);
-        // LRU evicts the oldest tokens, and only until two pages are in use (a hook makes room for one more page
-        // under the pool's limit, so the limit is one page higher while it runs).
-        assertThat(node.stats().pagesInUse()).isEqualTo(2);
+        ShardControl.State s = control.state();
+        assertThat(s.budgetBytes()).isEqualTo(pages * 2048L);
+        assertThat(s.desiredBudgetBytes()).isEqualTo(pages * 2048L);
+        assertThat(s.warnings()).isEmpty();
+        assertThat(node.budgetBytes()).isEqualTo(pages * 2048L);
+        assertThat(node.stats().pagesInUse()).isEqualTo(pages);
         assertThat(node.residentPositions(seq, 0)).containsExactlyInAnyOrder(
-                java.util.stream.IntStream.range(32, 64).toArray());
+                java.util.stream.IntStream.range(64 - pages * 16, 64).toArray());
     }
 
     @Test
