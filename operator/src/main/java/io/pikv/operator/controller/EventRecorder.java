@@ -12,18 +12,26 @@ import org.jboss.logging.Logger;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
+import java.time.Duration;
 import java.time.Instant;
 import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 
 /**
  * Records the operator's decisions as Kubernetes Events on the PiKVCluster. An event with the same reason and
  * message as an existing one is counted on it (count, lastTimestamp) rather than created again, the way kubectl
  * shows repeated events; its name derives from the cluster, reason and message. Events are written in order by one
  * background thread, so recording costs a reconcile no API round trips; a failure to record is logged and never
- * fails a reconcile.
+ * fails a reconcile. The recorder remembers the events it wrote (the last 4,096), so a new event or a repeat of one it
+ * wrote costs one request; only when the server's copy differs (a conflict, or an event gone or written by an
+ * earlier operator) does it read that copy first.
  */
 @ApplicationScoped
 public class EventRecorder {
@@ -31,8 +39,18 @@ public class EventRecorder {
     public static final String COMPONENT = "pikv-operator";
     public static final String NORMAL = "Normal";
     public static final String WARNING = "Warning";
+    private static final int WRITTEN_LIMIT = 4096;
+    private static final int HTTP_NOT_FOUND = 404;
+    private static final int HTTP_CONFLICT = 409;
 
     private final KubernetesClient client;
+    /** The events this recorder wrote, as the server answered (the writer thread's only), newest last. */
+    private final Map<String, Event> written = new LinkedHashMap<>(64, 0.75f, true) {
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<String, Event> eldest) {
+            return size() > WRITTEN_LIMIT;
+        }
+    };
     private final ExecutorService writer = Executors.newSingleThreadExecutor(r -> {
         Thread t = new Thread(r, "pikv-events");
         t.setDaemon(true);
@@ -46,6 +64,11 @@ public class EventRecorder {
     @PreDestroy
     void close() {
         writer.shutdown();
+    }
+
+    /** Waits until every event recorded before this call has been written (or failed): for tests. */
+    void awaitWritten(Duration timeout) throws InterruptedException, ExecutionException, TimeoutException {
+        writer.submit(() -> { }).get(timeout.toMillis(), TimeUnit.MILLISECONDS);
     }
 
     public void normal(PiKVCluster cluster, String reason, String message) {
@@ -72,30 +95,55 @@ public class EventRecorder {
                        String reason, String message) {
         String name = eventName(clusterName, type, reason, message);
         String now = Instant.now().toString();
+        var events = client.v1().events().inNamespace(namespace);
+        String key = namespace + "/" + name;
         try {
-            var events = client.v1().events().inNamespace(namespace);
-            Event existing = events.withName(name).get();
-            if (existing != null) {
-                existing.setCount(existing.getCount() == null ? 2 : existing.getCount() + 1);
-                existing.setLastTimestamp(now);
-                events.resource(existing).update();
+            // One request when this recorder knows the server's copy (it wrote it) or that there is none.
+            Event known = written.get(key);
+            try {
+                if (known != null) {
+                    written.put(key, events.resource(counted(known, now)).update());
+                } else {
+                    written.put(key, events.resource(newEvent(namespace, name, clusterName, uid, resourceVersion, type,
+                            reason, message, now)).create());
+                }
                 return;
+            } catch (KubernetesClientException e) {
+                if (e.getCode() != HTTP_CONFLICT && e.getCode() != HTTP_NOT_FOUND) {
+                    throw e;
+                }
+                written.remove(key); // changed, expired or written by an earlier operator: read the server's copy
             }
-            events.resource(new EventBuilder()
-                    .withNewMetadata().withName(name).withNamespace(namespace).endMetadata()
-                    .withNewInvolvedObject()
-                    .withApiVersion(PiKVCluster.GROUP + "/" + PiKVCluster.VERSION).withKind(PiKVCluster.KIND)
-                    .withName(clusterName).withNamespace(namespace).withUid(uid)
-                    .withResourceVersion(resourceVersion)
-                    .endInvolvedObject()
-                    .withType(type).withReason(reason).withMessage(truncate(message))
-                    .withCount(1).withFirstTimestamp(now).withLastTimestamp(now)
-                    .withNewSource().withComponent(COMPONENT).endSource()
-                    .withReportingComponent(COMPONENT)
-                    .build()).create();
+            Event existing = events.withName(name).get();
+            written.put(key, existing != null ? events.resource(counted(existing, now)).update()
+                    : events.resource(newEvent(namespace, name, clusterName, uid, resourceVersion, type, reason,
+                            message, now)).create());
         } catch (KubernetesClientException e) {
+            written.remove(key);
             LOG.warnf("could not record event %s/%s %s: %s", namespace, clusterName, reason, e.getMessage());
         }
+    }
+
+    private static Event counted(Event event, String now) {
+        event.setCount(event.getCount() == null ? 2 : event.getCount() + 1);
+        event.setLastTimestamp(now);
+        return event;
+    }
+
+    private static Event newEvent(String namespace, String name, String clusterName, String uid,
+                                  String resourceVersion, String type, String reason, String message, String now) {
+        return new EventBuilder()
+                .withNewMetadata().withName(name).withNamespace(namespace).endMetadata()
+                .withNewInvolvedObject()
+                .withApiVersion(PiKVCluster.GROUP + "/" + PiKVCluster.VERSION).withKind(PiKVCluster.KIND)
+                .withName(clusterName).withNamespace(namespace).withUid(uid)
+                .withResourceVersion(resourceVersion)
+                .endInvolvedObject()
+                .withType(type).withReason(reason).withMessage(truncate(message))
+                .withCount(1).withFirstTimestamp(now).withLastTimestamp(now)
+                .withNewSource().withComponent(COMPONENT).endSource()
+                .withReportingComponent(COMPONENT)
+                .build();
     }
 
     /** {@code <cluster>.<16 hex digits of SHA-256(type, reason, message)>}: the same decision maps to one Event. */

@@ -1,7 +1,11 @@
 package io.pikv.operator.controller;
 
 import io.fabric8.kubernetes.api.model.ConfigMap;
+import io.fabric8.kubernetes.api.model.ObjectMetaBuilder;
 import io.fabric8.kubernetes.api.model.apps.StatefulSet;
+import io.fabric8.kubernetes.client.KubernetesClient;
+import io.fabric8.kubernetes.client.dsl.base.PatchContext;
+import io.fabric8.kubernetes.client.dsl.base.PatchType;
 import io.javaoperatorsdk.operator.api.config.informer.Informer;
 import io.javaoperatorsdk.operator.api.reconciler.Context;
 import io.javaoperatorsdk.operator.api.reconciler.ControllerConfiguration;
@@ -118,7 +122,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             context.managedWorkflowAndDependentResourceContext().reconcileManagedWorkflow();
         }
 
-        // 3. Decide what to tell: events for every decision, the last one into status.
+        // 3. Decide what to tell: an event for every decision (after the status write), the last one into status.
         List<Decision> decisions = decisions(cluster, previous, validation, running, runningGeneration,
                 generation, now);
 
@@ -129,11 +133,38 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                 running == null ? null : StatusJson.write(runningSpec), sts, decisions, now));
         Duration after = Conditions.isTrue(next.getConditions(), PiKVClusterStatus.READY) || running == null
                 ? config.resyncInterval() : config.progressInterval();
-        if (!StatusAggregator.changed(cluster.getStatus(), next)) {
-            return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(after), validation.valid());
+        if (StatusAggregator.changed(cluster.getStatus(), next)) {
+            writeStatus(cluster, next, context);
         }
-        cluster.setStatus(next);
-        return new Outcome(UpdateControl.patchStatus(cluster).rescheduleAfter(after), validation.valid());
+        // After the status that reports them: a reconcile retried after a failed write decides again from the status
+        // it reads, so nothing is told twice.
+        for (Decision d : decisions) {
+            events.record(cluster, Reasons.SPEC_REJECTED.equals(d.getReason()) ? EventRecorder.WARNING
+                    : EventRecorder.NORMAL, d.getReason(), d.getMessage());
+        }
+        return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(after), validation.valid());
+    }
+
+    /**
+     * Writes the whole status in one request: a JSON Patch that sets {@code /status} (the reconciler owns all of it,
+     * so neither a read first nor a resource version is needed, with or without server-side apply), and hands the
+     * answer to the SDK's primary cache so that the next reconcile starts from this status, not the one it read.
+     */
+    static void writeStatus(PiKVCluster cluster, PiKVClusterStatus status, Context<PiKVCluster> context) {
+        KubernetesClient client = context.getClient();
+        String patch = "[{\"op\":\"add\",\"path\":\"/status\",\"value\":"
+                + client.getKubernetesSerialization().asJson(status) + "}]";
+        context.resourceOperations().resourcePatch(cluster,
+                c -> client.resource(addressOf(c)).subresource("status").patch(PatchContext.of(PatchType.JSON), patch),
+                context.eventSourceRetriever().getControllerEventSource());
+    }
+
+    /** Only what addresses {@code cluster}: the client copies the object it patches, and the patch needs no more. */
+    private static PiKVCluster addressOf(PiKVCluster cluster) {
+        PiKVCluster address = new PiKVCluster();
+        address.setMetadata(new ObjectMetaBuilder().withName(cluster.getMetadata().getName())
+                .withNamespace(cluster.getMetadata().getNamespace()).build());
+        return address;
     }
 
     /** The decisions this reconcile takes, each recorded as an Event (once: status remembers what was applied). */
@@ -147,7 +178,6 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             // Once per distinct verdict: after the first time the Degraded condition carries the same text.
             if (!Conditions.is(previous.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID,
                     message)) {
-                events.warning(cluster, Reasons.SPEC_REJECTED, message);
                 out.add(new Decision(now, Reasons.SPEC_REJECTED, message));
             }
             return out;
@@ -185,7 +215,6 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
 
     private Decision decide(PiKVCluster cluster, String reason, String message, String now) {
         LOG.infof("%s/%s: %s", cluster.getMetadata().getNamespace(), cluster.getMetadata().getName(), message);
-        events.normal(cluster, reason, message);
         return new Decision(now, reason, message);
     }
 

@@ -1,0 +1,115 @@
+package io.pikv.operator.controller;
+
+import io.fabric8.kubernetes.api.model.Event;
+import io.fabric8.kubernetes.client.KubernetesClient;
+import io.fabric8.kubernetes.client.server.mock.KubernetesCrudDispatcher;
+import io.fabric8.kubernetes.client.server.mock.KubernetesMockServer;
+import io.fabric8.mockwebserver.Context;
+import io.fabric8.mockwebserver.MockWebServer;
+import io.pikv.api.v1alpha1.PiKVCluster;
+import io.pikv.operator.TestClusters;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.time.Duration;
+import java.util.HashMap;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** Events against the mock API server in CRUD mode: counted repeats, one request each, and recovery from a stale copy. */
+class EventRecorderTest {
+    static final String NS = "events";
+
+    KubernetesMockServer server;
+    KubernetesClient client;
+    EventRecorder recorder;
+    PiKVCluster cluster;
+
+    @BeforeEach
+    void start() {
+        server = new KubernetesMockServer(new Context(), new MockWebServer(), new HashMap<>(),
+                new KubernetesCrudDispatcher(), false);
+        server.init();
+        client = server.createClient();
+        recorder = new EventRecorder(client);
+        cluster = TestClusters.small("ev", NS);
+        cluster.getMetadata().setUid("uid-ev");
+    }
+
+    @AfterEach
+    void stop() {
+        recorder.close();
+        client.close();
+        server.destroy();
+    }
+
+    private String name(String reason, String message) {
+        return EventRecorder.eventName("ev", EventRecorder.NORMAL, reason, message);
+    }
+
+    private Event event(String name) {
+        return client.v1().events().inNamespace(NS).withName(name).get();
+    }
+
+    /** Records once and returns the requests the recorder made for it. */
+    private int record(EventRecorder r, String reason, String message) throws Exception {
+        int before = server.getRequestCount();
+        r.normal(cluster, reason, message);
+        r.awaitWritten(Duration.ofSeconds(10));
+        return server.getRequestCount() - before;
+    }
+
+    @Test
+    void aNewEventAndItsRepeatsCostOneRequestEach() throws Exception {
+        String name = name("Scaled", "Shards 2 → 3.");
+        assertThat(record(recorder, "Scaled", "Shards 2 → 3.")).as("a create, no read first").isEqualTo(1);
+        assertThat(event(name).getCount()).isEqualTo(1);
+        assertThat(record(recorder, "Scaled", "Shards 2 → 3.")).as("an update, no read first").isEqualTo(1);
+        assertThat(record(recorder, "Scaled", "Shards 2 → 3.")).isEqualTo(1);
+
+        Event e = event(name);
+        assertThat(e.getCount()).isEqualTo(3);
+        assertThat(e.getType()).isEqualTo(EventRecorder.NORMAL);
+        assertThat(e.getReason()).isEqualTo("Scaled");
+        assertThat(e.getMessage()).isEqualTo("Shards 2 → 3.");
+        assertThat(e.getInvolvedObject().getUid()).isEqualTo("uid-ev");
+        assertThat(client.v1().events().inNamespace(NS).list().getItems()).hasSize(1);
+    }
+
+    @Test
+    void anEventWrittenByAnEarlierOperatorIsCountedOn() throws Exception {
+        String name = name("ConfigChanged", "Config a → b.");
+        record(recorder, "ConfigChanged", "Config a → b.");
+        // A fresh recorder (an operator restart) does not know the event: its create conflicts, it reads and counts.
+        EventRecorder restarted = new EventRecorder(client);
+        try {
+            assertThat(record(restarted, "ConfigChanged", "Config a → b.")).as("create, read, update").isEqualTo(3);
+            assertThat(event(name).getCount()).isEqualTo(2);
+            assertThat(record(restarted, "ConfigChanged", "Config a → b.")).isEqualTo(1);
+            assertThat(event(name).getCount()).isEqualTo(3);
+        } finally {
+            restarted.close();
+        }
+    }
+
+    @Test
+    void aStaleOrMissingCopyIsReadAgain() throws Exception {
+        String name = name("Rebalanced", "Epoch 1 → 2.");
+        record(recorder, "Rebalanced", "Epoch 1 → 2.");
+
+        // Another writer counted on it: the recorder's copy is stale, its update conflicts, it reads and counts on.
+        Event theirs = event(name);
+        theirs.setCount(10);
+        client.v1().events().inNamespace(NS).resource(theirs).update();
+        assertThat(record(recorder, "Rebalanced", "Epoch 1 → 2.")).as("update, read, update").isEqualTo(3);
+        assertThat(event(name).getCount()).isEqualTo(11);
+
+        // Gone (expired): created again from one.
+        client.v1().events().inNamespace(NS).withName(name).delete();
+        assertThat(record(recorder, "Rebalanced", "Epoch 1 → 2.")).as("update, read, create").isEqualTo(3);
+        Event again = event(name);
+        assertThat(again.getCount()).isEqualTo(1);
+        assertThat(again.getFirstTimestamp()).isNotBlank();
+    }
+}
