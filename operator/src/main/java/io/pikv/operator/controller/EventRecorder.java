@@ -44,7 +44,7 @@ public class EventRecorder {
     private static final int HTTP_CONFLICT = 409;
 
     private final KubernetesClient client;
-    /** The events this recorder wrote, as the server answered (the writer thread's only), newest last. */
+    /** The events this recorder wrote, as the server answered; touched only by {@link #write}, on the writer thread. */
     private final Map<String, Event> written = new LinkedHashMap<>(64, 0.75f, true) {
         @Override
         protected boolean removeEldestEntry(Map.Entry<String, Event> eldest) {

@@ -4,6 +4,7 @@ import io.fabric8.kubernetes.api.model.ConfigMap;
 import io.fabric8.kubernetes.api.model.ObjectMetaBuilder;
 import io.fabric8.kubernetes.api.model.apps.StatefulSet;
 import io.fabric8.kubernetes.client.KubernetesClient;
+import io.fabric8.kubernetes.client.KubernetesClientException;
 import io.fabric8.kubernetes.client.dsl.base.PatchContext;
 import io.fabric8.kubernetes.client.dsl.base.PatchType;
 import io.javaoperatorsdk.operator.api.config.informer.Informer;
@@ -62,11 +63,13 @@ import java.util.Objects;
 public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
     private static final Logger LOG = Logger.getLogger(PiKVClusterReconciler.class);
     public static final String NAME = "pikvcluster";
+    private static final int WRITTEN_LIMIT = 4096;
 
     private final OperatorSettings settings;
     private final OperatorConfig config;
     private final EventRecorder events;
     private final ReconcileMetrics metrics;
+    private final WrittenStatuses written = new WrittenStatuses(WRITTEN_LIMIT);
 
     public PiKVClusterReconciler(OperatorSettings settings, OperatorConfig config, EventRecorder events,
                                  ReconcileMetrics metrics) {
@@ -97,7 +100,8 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
     private Outcome reconcileCluster(PiKVCluster cluster, Context<PiKVCluster> context) {
         String now = Instant.now().truncatedTo(ChronoUnit.SECONDS).toString();
         long generation = generation(cluster);
-        PiKVClusterStatus previous = cluster.getStatus() == null ? new PiKVClusterStatus() : cluster.getStatus();
+        PiKVClusterStatus known = statusOf(cluster);
+        PiKVClusterStatus previous = known == null ? new PiKVClusterStatus() : known;
 
         // 1. Validate, and choose the spec to run: the current one when valid, else the last valid one.
         PiKVClusterValidator.Result validation = PiKVClusterValidator.validate(cluster);
@@ -133,11 +137,11 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                 running == null ? null : StatusJson.write(runningSpec), sts, decisions, now));
         Duration after = Conditions.isTrue(next.getConditions(), PiKVClusterStatus.READY) || running == null
                 ? config.resyncInterval() : config.progressInterval();
-        if (StatusAggregator.changed(cluster.getStatus(), next)) {
+        if (StatusAggregator.changed(known, next)) {
             writeStatus(cluster, next, context);
         }
         // After the status that reports them: a reconcile retried after a failed write decides again from the status
-        // it reads, so nothing is told twice.
+        // it knows (statusOf), so nothing is told twice.
         for (Decision d : decisions) {
             events.record(cluster, Reasons.SPEC_REJECTED.equals(d.getReason()) ? EventRecorder.WARNING
                     : EventRecorder.NORMAL, d.getReason(), d.getMessage());
@@ -147,16 +151,20 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
 
     /**
      * Writes the whole status in one request: a JSON Patch that sets {@code /status} (the reconciler owns all of it,
-     * so neither a read first nor a resource version is needed, with or without server-side apply), and hands the
-     * answer to the SDK's primary cache so that the next reconcile starts from this status, not the one it read.
+     * so neither a read first nor a resource version is needed, with or without server-side apply), and remembers it
+     * until the informer brings it back ({@link WrittenStatuses}).
      */
-    static void writeStatus(PiKVCluster cluster, PiKVClusterStatus status, Context<PiKVCluster> context) {
+    private void writeStatus(PiKVCluster cluster, PiKVClusterStatus status, Context<PiKVCluster> context) {
         KubernetesClient client = context.getClient();
         String patch = "[{\"op\":\"add\",\"path\":\"/status\",\"value\":"
                 + client.getKubernetesSerialization().asJson(status) + "}]";
-        context.resourceOperations().resourcePatch(cluster,
-                c -> client.resource(addressOf(c)).subresource("status").patch(PatchContext.of(PatchType.JSON), patch),
-                context.eventSourceRetriever().getControllerEventSource());
+        client.resource(addressOf(cluster)).subresource("status").patch(PatchContext.of(PatchType.JSON), patch);
+        written.remember(cluster, status);
+    }
+
+    /** The cluster's status as this operator last knew it ({@link WrittenStatuses#current}); null when none. */
+    PiKVClusterStatus statusOf(PiKVCluster cluster) {
+        return written.current(cluster);
     }
 
     /** Only what addresses {@code cluster}: the client copies the object it patches, and the patch needs no more. */
@@ -222,17 +230,26 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
     public ErrorStatusUpdateControl<PiKVCluster> updateErrorStatus(PiKVCluster cluster, Context<PiKVCluster> context,
                                                                    Exception e) {
         String message = "Reconcile failed (retrying with backoff): " + rootMessage(e);
-        PiKVClusterStatus status = cluster.getStatus() == null ? new PiKVClusterStatus() : cluster.getStatus();
+        PiKVClusterStatus current = statusOf(cluster);
+        PiKVClusterStatus status = current == null ? new PiKVClusterStatus()
+                : context.getClient().getKubernetesSerialization().clone(current); // the remembered one stays as written
         if (Conditions.is(status.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.RECONCILE_FAILED,
                 message)) {
             return ErrorStatusUpdateControl.noStatusUpdate();
         }
-        events.warning(cluster, Reasons.RECONCILE_FAILED, message);
         status.setConditions(Conditions.set(status.getConditions(), PiKVClusterStatus.DEGRADED, true,
                 Reasons.RECONCILE_FAILED, message, generation(cluster),
                 Instant.now().truncatedTo(ChronoUnit.SECONDS).toString()));
-        cluster.setStatus(status);
-        return ErrorStatusUpdateControl.patchStatus(cluster);
+        // The same one-request write as a reconcile's, then the event; the SDK retries with backoff either way.
+        try {
+            writeStatus(cluster, status, context);
+        } catch (KubernetesClientException failure) {
+            LOG.warnf("%s/%s: could not write the Degraded status: %s", cluster.getMetadata().getNamespace(),
+                    cluster.getMetadata().getName(), failure.getMessage());
+            return ErrorStatusUpdateControl.noStatusUpdate();
+        }
+        events.warning(cluster, Reasons.RECONCILE_FAILED, message);
+        return ErrorStatusUpdateControl.noStatusUpdate();
     }
 
     private static String rootMessage(Throwable e) {

@@ -12,6 +12,7 @@ import io.fabric8.kubernetes.api.model.Service;
 import io.fabric8.kubernetes.api.model.apps.StatefulSet;
 import io.fabric8.kubernetes.api.model.apps.StatefulSetStatusBuilder;
 import io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudget;
+import io.fabric8.kubernetes.api.model.StatusBuilder;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.fabric8.kubernetes.client.dsl.base.PatchContext;
 import io.fabric8.kubernetes.client.dsl.base.PatchType;
@@ -21,6 +22,8 @@ import io.pikv.operator.TestClusters;
 import io.pikv.operator.model.PiKVClusterResources;
 import io.pikv.operator.status.Conditions;
 import io.quarkus.test.junit.QuarkusTest;
+import io.quarkus.test.kubernetes.client.KubernetesServer;
+import io.quarkus.test.kubernetes.client.KubernetesTestServer;
 import io.quarkus.test.kubernetes.client.WithKubernetesTestServer;
 import jakarta.inject.Inject;
 import org.junit.jupiter.api.Test;
@@ -44,6 +47,9 @@ class PiKVClusterReconcilerTest {
 
     @Inject
     KubernetesClient client;
+
+    @KubernetesTestServer
+    KubernetesServer server;
 
     private PiKVCluster create(PiKVCluster cluster) {
         return client.resource(cluster).create();
@@ -192,6 +198,36 @@ class PiKVClusterReconcilerTest {
         assertThat(condition(fixed, "Degraded").getStatus()).isEqualTo("False");
         assertThat(awaitObject(StatefulSet.class, "invalid-shard", s -> s.getSpec().getReplicas() == 3)).isNotNull();
         assertThat(events("invalid", "SpecRejected")).hasSize(1);
+    }
+
+    @Test
+    void failedReconcileDegradesWithAWarningAndRecovers() {
+        create(TestClusters.small("failing", NS));
+        awaitStatus("failing", s -> s.getLastValidGeneration() != null);
+        // The API server refuses the next two StatefulSet updates; the reconciles that need them fail.
+        server.expect().put().withPath("/apis/apps/v1/namespaces/" + NS + "/statefulsets/failing-shard")
+                .andReturn(422, new StatusBuilder().withStatus("Failure").withCode(422).withReason("Invalid")
+                        .withMessage("forced refusal").build()).times(2);
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("failing")
+                .edit(c -> {
+                    c.getSpec().setMemoryPerShard(new Quantity("96Mi"));
+                    return c;
+                });
+        PiKVClusterStatus failed = awaitStatus("failing", s -> Conditions.isTrue(s.getConditions(), "Degraded")
+                && "ReconcileFailed".equals(condition(s, "Degraded").getReason()));
+        assertThat(condition(failed, "Degraded").getMessage()).startsWith("Reconcile failed (retrying with backoff):")
+                .contains("forced refusal");
+        assertThat(failed.getLastValidGeneration()).as("generation 2 not applied yet").isEqualTo(1);
+        List<Event> warnings = await().atMost(WAIT).until(() -> events("failing", "ReconcileFailed"),
+                l -> !l.isEmpty());
+        assertThat(warnings).allSatisfy(e -> assertThat(e.getType()).isEqualTo("Warning"));
+
+        // The SDK retries; once the server takes the update, generation 2 runs and Degraded clears.
+        PiKVClusterStatus recovered = awaitStatus("failing", s -> s.getLastValidGeneration() == 2);
+        assertThat(condition(recovered, "Degraded").getStatus()).isEqualTo("False");
+        assertThat(awaitObject(StatefulSet.class, "failing-shard", s -> configHash(s).equals(recovered.getConfigHash())))
+                .isNotNull();
+        assertThat(events("failing", "ConfigChanged")).hasSize(1);
     }
 
     @Test

@@ -1,0 +1,69 @@
+package io.pikv.operator.controller;
+
+import io.pikv.api.v1alpha1.PiKVCluster;
+import io.pikv.api.v1alpha1.PiKVClusterStatus;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * The status the operator last wrote per cluster (by uid), kept until the informer's copy reports the same
+ * generation. A reconcile that starts before the watch has brought a write back (a spec change queued behind the
+ * reconcile that wrote it) reads the written status from here, so it neither decides again what it already told nor
+ * writes an older status over a newer one. The controller's informer does not compare resource versions (see
+ * {@link PiKVClusterReconciler}), which turns the SDK's own cache of writes off; generations are comparable.
+ *
+ * <p>Thread-safe (reconciles of different clusters run in parallel). Bounded: an entry leaves when the informer
+ * catches up, and the oldest go beyond {@code limit} (clusters deleted before their write came back).
+ */
+final class WrittenStatuses {
+    private final Map<String, PiKVClusterStatus> byUid;
+
+    WrittenStatuses(int limit) {
+        if (limit < 1) {
+            throw new IllegalArgumentException("limit must be >= 1, got " + limit);
+        }
+        this.byUid = new LinkedHashMap<>(16, 0.75f, false) {
+            @Override
+            protected boolean removeEldestEntry(Map.Entry<String, PiKVClusterStatus> eldest) {
+                return size() > limit;
+            }
+        };
+    }
+
+    /** {@code status} was written to {@code cluster}; it must not be changed afterwards. */
+    synchronized void remember(PiKVCluster cluster, PiKVClusterStatus status) {
+        String uid = cluster.getMetadata().getUid();
+        if (uid != null) {
+            byUid.remove(uid); // newest last, for the bound
+            byUid.put(uid, status);
+        }
+    }
+
+    /**
+     * The cluster's status as the operator last knew it: the informer's copy, unless a status of a later generation
+     * was written that the informer has not shown yet (then that one, which the caller must not change). Null when
+     * there is none.
+     */
+    synchronized PiKVClusterStatus current(PiKVCluster cluster) {
+        PiKVClusterStatus cached = cluster.getStatus();
+        String uid = cluster.getMetadata().getUid();
+        PiKVClusterStatus mine = uid == null ? null : byUid.get(uid);
+        if (mine == null) {
+            return cached;
+        }
+        if (cached != null && observed(cached) >= observed(mine)) {
+            byUid.remove(uid); // the informer caught up
+            return cached;
+        }
+        return mine;
+    }
+
+    synchronized int size() {
+        return byUid.size();
+    }
+
+    private static long observed(PiKVClusterStatus status) {
+        return status.getObservedGeneration() == null ? -1 : status.getObservedGeneration();
+    }
+}
