@@ -440,137 +440,176 @@ public final class KvShard {
         shape.checkLayer(layer);
         scope.validate(shape.experts());
         float[] scaled = shape.scaledQuery(query);
-        countLookups(sequence, layer, scope);
         int ranges = pool == null ? 1 : Math.min(parallelism, buckets);
-        if (ranges <= 1) {
-            return attendBuckets(sequence, layer, scaled, scope, weights, 0, buckets);
-        }
-        List<Future<PartialAttention>> others = new ArrayList<>(ranges - 1);
-        for (int r = 1; r < ranges; r++) {
-            int from = r * buckets / ranges;
-            int to = (r + 1) * buckets / ranges;
-            others.add(pool.submit(() -> attendBuckets(sequence, layer, scaled, scope, weights, from, to)));
-        }
-        List<PartialAttention> parts = new ArrayList<>(ranges);
-        parts.add(attendBuckets(sequence, layer, scaled, scope, weights, 0, buckets / ranges));
-        for (Future<PartialAttention> f : others) {
-            try {
-                parts.add(f.get());
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new IllegalStateException("interrupted while attending", e);
-            } catch (ExecutionException e) {
-                throw e.getCause() instanceof RuntimeException r ? r : new IllegalStateException(e.getCause());
+        // One read lock for the whole call, counting included: every range reads the same state. The ranges on the
+        // pool take no lock of their own (a reader queued behind a waiting writer would never run while this thread
+        // waits for it); they run under this one, which is released only after every range has finished.
+        lock.readLock().lock();
+        try {
+            countLookupsLocked(sequence, layer, scope);
+            if (ranges <= 1) {
+                return attendBucketsLocked(sequence, layer, scaled, scope, weights, 0, buckets);
             }
+            List<Future<PartialAttention>> others = new ArrayList<>(ranges - 1);
+            List<PartialAttention> parts = new ArrayList<>(ranges);
+            RuntimeException failure = null;
+            try {
+                for (int r = 1; r < ranges; r++) {
+                    int from = r * buckets / ranges;
+                    int to = (r + 1) * buckets / ranges;
+                    others.add(pool.submit(() -> attendBucketsLocked(sequence, layer, scaled, scope, weights, from,
+                            to)));
+                }
+                parts.add(attendBucketsLocked(sequence, layer, scaled, scope, weights, 0, buckets / ranges));
+            } catch (RuntimeException e) {
+                failure = e; // a refused submission or a failed first range: the submitted ones still finish
+            }
+            boolean interrupted = false;
+            for (Future<PartialAttention> f : others) {
+                while (true) {
+                    try {
+                        PartialAttention part = f.get();
+                        parts.add(part);
+                        break;
+                    } catch (InterruptedException e) {
+                        interrupted = true; // the range still reads under this thread's lock: wait for it
+                    } catch (ExecutionException e) {
+                        if (failure == null) {
+                            failure = e.getCause() instanceof RuntimeException r ? r
+                                    : new IllegalStateException(e.getCause());
+                        }
+                        break;
+                    }
+                }
+            }
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
+            if (failure != null) {
+                throw failure;
+            }
+            return PartialAttention.merge(parts);
+        } finally {
+            lock.readLock().unlock();
         }
-        return PartialAttention.merge(parts);
     }
 
     /** Records the lookups of one attention call over (sequence, layer, scope): hits resident, misses evicted. */
     void countLookups(long sequence, int layer, AttentionScope scope) {
         lock.readLock().lock();
         try {
-            LayerState ls = layerState(sequence, layer, false);
-            if (ls == null) {
-                return;
-            }
-            for (int e = 0; e < shape.experts(); e++) {
-                int hits = ls.residentPerExpert[e];
-                int misses = ls.evictedPerExpert[e];
-                if (hits + misses == 0 || !scope.includes(e)) {
-                    continue;
-                }
-                int cell = (layer * shape.experts() + e) * 4;
-                counters.addAndGet(cell + LOOKUPS, hits + misses);
-                counters.addAndGet(cell + HITS, hits);
-                counters.addAndGet(cell + MISSES, misses);
-            }
+            countLookupsLocked(sequence, layer, scope);
         } finally {
             lock.readLock().unlock();
+        }
+    }
+
+    /** {@link #countLookups} for a caller that holds the lock. */
+    private void countLookupsLocked(long sequence, int layer, AttentionScope scope) {
+        LayerState ls = layerState(sequence, layer, false);
+        if (ls == null) {
+            return;
+        }
+        for (int e = 0; e < shape.experts(); e++) {
+            int hits = ls.residentPerExpert[e];
+            int misses = ls.evictedPerExpert[e];
+            if (hits + misses == 0 || !scope.includes(e)) {
+                continue;
+            }
+            int cell = (layer * shape.experts() + e) * 4;
+            counters.addAndGet(cell + LOOKUPS, hits + misses);
+            counters.addAndGet(cell + HITS, hits);
+            counters.addAndGet(cell + MISSES, misses);
         }
     }
 
     /** The partial over buckets {@code [from, to)} for an already scaled query; no counting. */
     PartialAttention attendBuckets(long sequence, int layer, float[] scaledQuery, AttentionScope scope,
                                    boolean weights, int from, int to) {
-        int qHeads = shape.qHeads();
-        int dim = shape.headDim();
-        int tokens = layout.pageTokens();
         lock.readLock().lock();
         try {
-            LayerState ls = layerState(sequence, layer, false);
-            if (ls == null) {
-                return PartialAttention.empty(qHeads, dim, weights);
-            }
-            int n = 0;
-            for (int b = from; b < to; b++) {
-                for (Page page : ls.buckets[b].pages) {
-                    n += page.count;
-                }
-            }
-            KernelScratch scratch = KernelScratch.get().ensure(0, 0, tokens);
-            float[] bias = scratch.bias;
-            AttentionAccumulator acc = new AttentionAccumulator(qHeads, dim);
-            kernel.begin(acc, layer);
-            int[] positions = weights ? new int[n] : null;
-            float[] logits = weights ? new float[qHeads * n] : null;
-            int offset = 0;
-            int visited = 0;
-            for (int b = from; b < to; b++) {
-                for (Page page : ls.buckets[b].pages) {
-                    int count = page.count;
-                    int inScope = 0;
-                    for (int slot = 0; slot < tokens; slot++) {
-                        boolean visit = slot < count && scope.includes(page.expert[slot]);
-                        bias[slot] = visit ? 0f : Float.NEGATIVE_INFINITY;
-                        inScope += visit ? 1 : 0;
-                    }
-                    if (inScope > 0) {
-                        kernel.foldPage(page, bias, scaledQuery, qHeads, acc, scratch, logits, n, offset);
-                    } else if (weights) {
-                        for (int h = 0; h < qHeads; h++) {
-                            Arrays.fill(logits, h * n + offset, h * n + offset + count, Float.NEGATIVE_INFINITY);
-                        }
-                    }
-                    if (weights) {
-                        System.arraycopy(page.position, 0, positions, offset, count);
-                    }
-                    offset += count;
-                    visited += inScope;
-                }
-            }
-            kernel.finish(acc);
-            double[] m = new double[qHeads];
-            double[] l = new double[qHeads];
-            double[] o = new double[qHeads * dim];
-            for (int h = 0; h < qHeads; h++) {
-                m[h] = acc.m[h];
-                l[h] = acc.l[h];
-            }
-            for (int i = 0; i < o.length; i++) {
-                o[i] = acc.o[i];
-            }
-            if (weights && visited < n) {
-                int[] keptPositions = new int[visited];
-                float[] keptLogits = new float[qHeads * visited];
-                int j = 0;
-                for (int i = 0; i < n; i++) {
-                    if (logits[i] == Float.NEGATIVE_INFINITY && !scope.isAll()) {
-                        continue; // out of scope (every head has −∞ there)
-                    }
-                    keptPositions[j] = positions[i];
-                    for (int h = 0; h < qHeads; h++) {
-                        keptLogits[h * visited + j] = logits[h * n + i];
-                    }
-                    j++;
-                }
-                positions = keptPositions;
-                logits = keptLogits;
-            }
-            return new PartialAttention(qHeads, dim, m, l, o, visited, positions, logits);
+            return attendBucketsLocked(sequence, layer, scaledQuery, scope, weights, from, to);
         } finally {
             lock.readLock().unlock();
         }
+    }
+
+    /** {@link #attendBuckets} for a caller that holds the read lock (or runs under a thread that does). */
+    private PartialAttention attendBucketsLocked(long sequence, int layer, float[] scaledQuery, AttentionScope scope,
+                                                 boolean weights, int from, int to) {
+        int qHeads = shape.qHeads();
+        int dim = shape.headDim();
+        int tokens = layout.pageTokens();
+        LayerState ls = layerState(sequence, layer, false);
+        if (ls == null) {
+            return PartialAttention.empty(qHeads, dim, weights);
+        }
+        int n = 0;
+        for (int b = from; b < to; b++) {
+            for (Page page : ls.buckets[b].pages) {
+                n += page.count;
+            }
+        }
+        KernelScratch scratch = KernelScratch.get().ensure(0, 0, tokens);
+        float[] bias = scratch.bias;
+        AttentionAccumulator acc = new AttentionAccumulator(qHeads, dim);
+        kernel.begin(acc, layer);
+        int[] positions = weights ? new int[n] : null;
+        float[] logits = weights ? new float[qHeads * n] : null;
+        int offset = 0;
+        int visited = 0;
+        for (int b = from; b < to; b++) {
+            for (Page page : ls.buckets[b].pages) {
+                int count = page.count;
+                int inScope = 0;
+                for (int slot = 0; slot < tokens; slot++) {
+                    boolean visit = slot < count && scope.includes(page.expert[slot]);
+                    bias[slot] = visit ? 0f : Float.NEGATIVE_INFINITY;
+                    inScope += visit ? 1 : 0;
+                }
+                if (inScope > 0) {
+                    kernel.foldPage(page, bias, scaledQuery, qHeads, acc, scratch, logits, n, offset);
+                } else if (weights) {
+                    for (int h = 0; h < qHeads; h++) {
+                        Arrays.fill(logits, h * n + offset, h * n + offset + count, Float.NEGATIVE_INFINITY);
+                    }
+                }
+                if (weights) {
+                    System.arraycopy(page.position, 0, positions, offset, count);
+                }
+                offset += count;
+                visited += inScope;
+            }
+        }
+        kernel.finish(acc);
+        double[] m = new double[qHeads];
+        double[] l = new double[qHeads];
+        double[] o = new double[qHeads * dim];
+        for (int h = 0; h < qHeads; h++) {
+            m[h] = acc.m[h];
+            l[h] = acc.l[h];
+        }
+        for (int i = 0; i < o.length; i++) {
+            o[i] = acc.o[i];
+        }
+        if (weights && visited < n) {
+            int[] keptPositions = new int[visited];
+            float[] keptLogits = new float[qHeads * visited];
+            int j = 0;
+            for (int i = 0; i < n; i++) {
+                if (logits[i] == Float.NEGATIVE_INFINITY && !scope.isAll()) {
+                    continue; // out of scope (every head has −∞ there)
+                }
+                keptPositions[j] = positions[i];
+                for (int h = 0; h < qHeads; h++) {
+                    keptLogits[h * visited + j] = logits[h * n + i];
+                }
+                j++;
+            }
+            positions = keptPositions;
+            logits = keptLogits;
+        }
+        return new PartialAttention(qHeads, dim, m, l, o, visited, positions, logits);
     }
 
     /** Whether this shard holds anything of (sequence, layer). */

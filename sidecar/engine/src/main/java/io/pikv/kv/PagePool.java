@@ -65,8 +65,13 @@ public final class PagePool {
         }
         Page page = free.pollFirst();
         if (page == null) {
-            int id = freeIdCount > 0 ? freeIds[--freeIdCount] : created++;
-            page = new Page(id, layout);
+            int id = freeIdCount > 0 ? freeIds[freeIdCount - 1] : created;
+            page = new Page(id, layout); // may throw (direct memory exhausted): then no id is taken
+            if (freeIdCount > 0) {
+                freeIdCount--;
+            } else {
+                created++;
+            }
             if (id >= byId.length) {
                 byId = Arrays.copyOf(byId, Math.max(id + 1, byId.length * 2));
             }

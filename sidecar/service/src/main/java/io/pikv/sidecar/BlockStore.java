@@ -4,7 +4,7 @@ import io.pikv.kv.scheduling.BlockIndex;
 import io.pikv.kv.scheduling.BlockPolicies;
 import org.jboss.logging.Logger;
 
-import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -14,9 +14,9 @@ import java.util.Map;
  * of an engine block policy ({@link BlockPolicies}): {@code lru}, {@code h2o}, {@code utility}, {@code lrfu}, or
  * {@code adaptive}, which runs ghost copies of those four on the lookups and stores and follows the one that would
  * have hit most. ({@code streaming} is left out: its sinks are a request's first blocks, and blocks stored one by
- * one have no request.) The policies count blocks, so the store also holds at most a number of blocks, fixed at the
- * first put as the byte capacity over that block's size (a model server's blocks have one size) and at most
- * {@link #MAX_BLOCKS}. Thread-safe.
+ * one have no request.) The policies count blocks, so the store also holds at most a number of blocks: the byte
+ * capacity over the block size (a model server's blocks have one size), at most {@link #MAX_BLOCKS}, computed at the
+ * first put and again when a block less than half that size arrives. Thread-safe.
  */
 public final class BlockStore {
     private static final Logger LOG = Logger.getLogger(BlockStore.class);
@@ -27,10 +27,13 @@ public final class BlockStore {
 
     private final long capacityBytes;
     private final String policy;
-    private final Map<Long, byte[]> payloads = new HashMap<>();
+    /** Resident payloads, in the order they were first stored. */
+    private final Map<Long, byte[]> payloads = new LinkedHashMap<>();
     /** Created at the first put, when the block size is known. */
     private BlockIndex index;
     private int capacityBlocks;
+    /** The block size the count was computed from: the smallest seen, within a factor of two. */
+    private int sizingBytes;
     private long bytes;
     private long hits;
     private long misses;
@@ -54,10 +57,32 @@ public final class BlockStore {
 
     /** Parses a block hash: 1 to 16 hex digits (an unsigned 64-bit value). */
     public static long parseHash(String text) {
-        if (text == null || text.isEmpty() || text.length() > 16 || !text.chars().allMatch(c -> Character.digit(c, 16) >= 0)) {
+        if (text == null || text.isEmpty() || text.length() > 16 || !text.chars().allMatch(BlockStore::isHexDigit)) {
             throw new IllegalArgumentException("a block hash is 1 to 16 hex digits, got '" + text + "'");
         }
         return Long.parseUnsignedLong(text, 16);
+    }
+
+    /** Sizes the policies for blocks of {@code blockBytes}: a fresh index of capacity ÷ size blocks, at most MAX_BLOCKS. */
+    private void sizeFor(int blockBytes) {
+        long fit = capacityBytes / blockBytes;
+        capacityBlocks = (int) Math.min(MAX_BLOCKS, fit);
+        sizingBytes = blockBytes;
+        if (fit > MAX_BLOCKS) {
+            LOG.warnf("block cache: blocks of %d bytes, capacity %d bytes: at most %d blocks are kept (%d bytes of"
+                    + " the capacity); larger blocks or a smaller pikv.blocks.capacity-bytes use it whole",
+                    blockBytes, capacityBytes, MAX_BLOCKS, (long) MAX_BLOCKS * blockBytes);
+        } else {
+            LOG.infof("block cache: blocks of %d bytes, %d fit in %d bytes; policy %s", blockBytes, capacityBlocks,
+                    capacityBytes, policy);
+        }
+        index = new BlockIndex(policy.equals("adaptive")
+                ? BlockPolicies.adaptive(capacityBlocks, POLICIES.subList(0, POLICIES.size() - 1))
+                : BlockPolicies.create(policy, capacityBlocks), Math.min(capacityBlocks, 4096));
+    }
+
+    private static boolean isHexDigit(int c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
     }
 
     /** Stores or replaces a block; evicts the blocks the policy ranks lowest to make room. */
@@ -69,19 +94,18 @@ public final class BlockStore {
             throw new BlockTooLargeException(payload.length, capacityBytes);
         }
         if (index == null) {
-            long fit = capacityBytes / payload.length;
-            capacityBlocks = (int) Math.min(MAX_BLOCKS, fit);
-            if (fit > MAX_BLOCKS) {
-                LOG.warnf("block cache: blocks of %d bytes, capacity %d bytes: at most %d blocks are kept (%d bytes of"
-                        + " the capacity); larger blocks or a smaller pikv.blocks.capacity-bytes use it whole",
-                        payload.length, capacityBytes, MAX_BLOCKS, (long) MAX_BLOCKS * payload.length);
-            } else {
-                LOG.infof("block cache: blocks of %d bytes, %d fit in %d bytes; policy %s", payload.length,
-                        capacityBlocks, capacityBytes, policy);
+            sizeFor(payload.length);
+        } else if (payload.length < sizingBytes / 2 && capacityBlocks < MAX_BLOCKS) {
+            // Blocks of another size: the count the policies work with follows the smallest (the byte capacity
+            // still bounds the whole); the policies' history restarts with the residents, oldest first.
+            int before = capacityBlocks;
+            sizeFor(payload.length);
+            LOG.warnf("block cache: a block of %d bytes, smaller than the %d bytes the cache was sized for: up to %d"
+                    + " blocks instead of %d (the policy's history restarts)", payload.length, sizingBytes,
+                    capacityBlocks, before);
+            for (long resident : payloads.keySet()) {
+                index.put(resident);
             }
-            index = new BlockIndex(policy.equals("adaptive")
-                    ? BlockPolicies.adaptive(capacityBlocks, POLICIES.subList(0, POLICIES.size() - 1))
-                    : BlockPolicies.create(policy, capacityBlocks), Math.min(capacityBlocks, 4096));
         }
         byte[] old = payloads.get(hash);
         if (old != null) {

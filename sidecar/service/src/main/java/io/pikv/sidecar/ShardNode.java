@@ -48,6 +48,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
     }
 
     /** A shard whose attention runs on the calling thread only. */
+    /** Direct memory kept for the HTTP server's and clients' own buffers when a budget grows at runtime. */
+    static final long SERVER_DIRECT_MEMORY = 64L << 20;
+
     public ShardNode(int id, ModelShape shape, StorageType type, int pageTokens, int buckets, long budgetBytes,
                      ShardPolicy policy) {
         this(id, shape, type, pageTokens, buckets, budgetBytes, policy, 1);
@@ -114,7 +117,38 @@ public final class ShardNode implements KvApi, AutoCloseable {
      * @throws io.pikv.kv.KvBudgetExceededException the policy evicts nothing ({@code reject}); the budget stays
      */
     public int resizeBudget(long budgetBytes) {
+        return resizeBudget(budgetBytes, pageMemoryLimit());
+    }
+
+    /**
+     * {@link #resizeBudget(long)} with {@code pageMemoryLimit} the most the pages may take: a larger budget than
+     * the one in force is refused above it (pages live in direct memory, whose limit the JVM fixed at start).
+     */
+    int resizeBudget(long budgetBytes, long pageMemoryLimit) {
+        if (budgetBytes > shard.budgetBytes() && budgetBytes > pageMemoryLimit) {
+            throw new IllegalArgumentException("a budget of " + budgetBytes + " bytes exceeds the " + pageMemoryLimit
+                    + " bytes of direct memory this JVM may give pages (-XX:MaxDirectMemorySize less "
+                    + (SERVER_DIRECT_MEMORY >> 20) + " MiB for the server's own buffers); it takes effect when the "
+                    + "shard restarts with it");
+        }
         return shard.resizeBudget(budgetBytes);
+    }
+
+    /** Direct memory the JVM may allocate ({@code -XX:MaxDirectMemorySize}, by default the heap's maximum). */
+    static long maxDirectMemory() {
+        long configured = 0;
+        try {
+            var hotspot = java.lang.management.ManagementFactory.getPlatformMXBean(
+                    com.sun.management.HotSpotDiagnosticMXBean.class);
+            configured = hotspot == null ? 0 : Long.parseLong(hotspot.getVMOption("MaxDirectMemorySize").getValue());
+        } catch (RuntimeException | LinkageError e) {
+            configured = 0; // no jdk.management module: the JVM's default applies
+        }
+        return configured > 0 ? configured : Runtime.getRuntime().maxMemory();
+    }
+
+    private static long pageMemoryLimit() {
+        return Math.max(0, maxDirectMemory() - SERVER_DIRECT_MEMORY);
     }
 
     /** The eviction policy in charge, switchable while serving. */
@@ -211,12 +245,17 @@ public final class ShardNode implements KvApi, AutoCloseable {
                     positions[done] = position;
                     state.length[layer] = Math.max(state.length[layer], position + 1);
                 }
-            } catch (RuntimeException failure) {
+            } catch (RuntimeException | Error failure) {
+                // Also on an Error (direct memory exhausted while a page was allocated): all or none.
                 int[] stored = Arrays.copyOf(positions, done);
                 shard.withdraw(sequence, layer, stored);
                 policy.withdrawn(sequence, layer, stored);
                 state.length[layer] = lengthBefore;
-                throw entries.length == 1 ? failure : withEntry(failure, done);
+                if (failure instanceof Error error) {
+                    throw error;
+                }
+                RuntimeException runtime = (RuntimeException) failure;
+                throw entries.length == 1 ? runtime : withEntry(runtime, done);
             }
         }
         return positions;
@@ -330,11 +369,18 @@ public final class ShardNode implements KvApi, AutoCloseable {
 
     @Override
     public void close() {
-        for (Long sequence : sequences.keySet()) {
-            close(sequence);
-        }
-        if (attentionPool != null) {
-            attentionPool.shutdownNow();
+        try {
+            for (Long sequence : sequences.keySet()) {
+                try {
+                    close(sequence);
+                } catch (UnknownSequenceException closedMeanwhile) {
+                    // a request closed it while this ran
+                }
+            }
+        } finally {
+            if (attentionPool != null) {
+                attentionPool.shutdownNow();
+            }
         }
     }
 }

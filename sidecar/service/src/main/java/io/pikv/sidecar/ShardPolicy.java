@@ -37,7 +37,8 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
             "h2o", Map.of("sinks", 4.0, "window", 64.0),
             "utility", Map.of("attention", 1.0, "recency", 1.0, "frequency", 1.0, "recencyScale", 1024.0));
 
-    private record Active(String name, EvictionHook hook, TokenRetention retention) {
+    /** The policy in charge: its name, its parameters with the defaults filled in, and its state. */
+    private record Active(String name, Map<String, Double> parameters, EvictionHook hook, TokenRetention retention) {
     }
 
     private volatile Active active;
@@ -74,7 +75,10 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
      */
     public Optional<String> use(String name, Map<String, Double> parameters) {
         try {
-            active = build(name, parameters);
+            Active next = build(name, parameters);
+            if (!(next.name().equals(active.name()) && next.parameters().equals(active.parameters()))) {
+                active = next; // the same policy with the same parameters keeps what it tracked
+            }
             return Optional.empty();
         } catch (IllegalArgumentException e) {
             return Optional.of(e.getMessage() + "; keeping " + active.name());
@@ -86,7 +90,8 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
             if (!parameters.isEmpty()) {
                 throw new IllegalArgumentException("policy " + name + " takes no parameters, got " + parameters.keySet());
             }
-            return new Active(name, name.equals("reject") ? EvictionHook.REJECT : EvictionHook.OLDEST_PAGE_FIRST, null);
+            return new Active(name, Map.of(), name.equals("reject") ? EvictionHook.REJECT : EvictionHook.OLDEST_PAGE_FIRST,
+                    null);
         }
         if (!TOKEN.contains(name)) {
             throw new IllegalArgumentException("unknown eviction policy '" + name + "' (this sidecar knows "
@@ -101,6 +106,8 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
             }
         }
         java.util.function.ToDoubleFunction<String> p = key -> parameters.getOrDefault(key, defaults.get(key));
+        Map<String, Double> resolved = new java.util.TreeMap<>(defaults);
+        resolved.putAll(parameters);
         EvictionPolicy policy = switch (name) {
             case "lru" -> new Lru();
             case "streaming" -> new StreamingLlm(count(p, "sinks"), count(p, "window"));
@@ -117,7 +124,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
                 EvictionHook.OLDEST_PAGE_FIRST.makeRoom(ctx); // nothing tracked to evict (e.g. just switched)
             }
         };
-        return new Active(name, hook, retention);
+        return new Active(name, Map.copyOf(resolved), hook, retention);
     }
 
     private static int count(java.util.function.ToDoubleFunction<String> p, String key) {

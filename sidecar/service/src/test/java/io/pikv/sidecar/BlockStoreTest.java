@@ -26,12 +26,44 @@ class BlockStoreTest {
         assertThat(store.get(3)).isNull();
         assertThat(store.get(4)).hasSize(100);
 
-        // Small blocks: bytes would allow 19 more, the block count stops at 10.
+        // Blocks of a twentieth of the size: the count follows them (1000 / 5), so ten more fit in the bytes left.
         for (int i = 20; i < 30; i++) {
             store.put(i, new byte[5]);
         }
-        assertThat(store.stats().blocks()).isEqualTo(10);
-        assertThat(store.stats().bytes()).isLessThanOrEqualTo(1000);
+        assertThat(store.stats().capacityBlocks()).isEqualTo(200);
+        assertThat(store.stats().blocks()).isEqualTo(18);
+        assertThat(store.stats().bytes()).isEqualTo(1000);
+        assertThat(store.stats().evictions()).isEqualTo(3);
+        assertThat(store.get(0)).hasSize(100);
+        assertThat(store.get(29)).hasSize(5);
+        // Blocks somewhat smaller (more than half the size the count was computed from) change nothing.
+        store.put(40, new byte[3]);
+        assertThat(store.stats().capacityBlocks()).isEqualTo(200);
+    }
+
+    @Test
+    void aLargeFirstBlockDoesNotFixTheCountForever() {
+        BlockStore store = new BlockStore(1 << 20, "adaptive");
+        store.put(1, new byte[256 << 10]);
+        assertThat(store.stats().capacityBlocks()).isEqualTo(4);
+        for (int i = 2; i <= 101; i++) {
+            store.put(i, new byte[1 << 10]);
+        }
+        BlockStore.Stats s = store.stats();
+        assertThat(s.capacityBlocks()).isEqualTo(1024);
+        assertThat(s.blocks()).isEqualTo(101);
+        assertThat(s.evictions()).isZero();
+        assertThat(s.bytes()).isEqualTo((256 << 10) + 100 * 1024);
+    }
+
+    @Test
+    void aHashIsOneToSixteenAsciiHexDigits() {
+        assertThat(BlockStore.parseHash("ff")).isEqualTo(255);
+        assertThat(BlockStore.parseHash("FFFFFFFFFFFFFFFF")).isEqualTo(-1L);
+        for (String bad : new String[] {"", "0x1f", "12345678901234567", "g1", "\u0663", "\uff21", " 1"}) {
+            assertThatThrownBy(() -> BlockStore.parseHash(bad)).as(bad).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageStartingWith("a block hash is 1 to 16 hex digits");
+        }
     }
 
     @Test

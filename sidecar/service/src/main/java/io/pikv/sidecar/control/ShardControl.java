@@ -168,18 +168,22 @@ public final class ShardControl {
         List<String> warnings = new ArrayList<>();
         String requested = record.policy() == null || record.policy().isBlank() ? policy.activePolicy() : record.policy();
         Map<String, Double> parameters = record.parameters() == null ? Map.of() : new TreeMap<>(record.parameters());
+        long desired = record.budgetBytes() > 0 ? record.budgetBytes() : current.desiredBudgetBytes();
+        // A smaller budget first, through the policy in charge: it knows the tokens (a policy switched to has tracked
+        // nothing yet). A larger one, or a shrink that policy refused, after the switch.
+        Optional<String> budgetRefused = desired < budget.enforced() ? budget.resize(desired) : Optional.empty();
         Optional<String> refused = policy.use(requested, parameters);
         refused.ifPresent(reason -> {
             warnings.add(reason);
             LOG.warnf("control: epoch %d: %s", record.epoch(), reason);
         });
-        long desired = record.budgetBytes() > 0 ? record.budgetBytes() : current.desiredBudgetBytes();
         if (desired != budget.enforced()) {
-            budget.resize(desired).ifPresent(reason -> {
-                warnings.add(reason);
-                LOG.warnf("control: epoch %d: %s", record.epoch(), reason);
-            });
+            budgetRefused = budget.resize(desired);
         }
+        budgetRefused.ifPresent(reason -> {
+            warnings.add(reason);
+            LOG.warnf("control: epoch %d: %s", record.epoch(), reason);
+        });
         long effective = budget.enforced();
         if (shardId >= map.shards()) {
             warnings.add("this shard (" + shardId + ") is outside the map's " + map.shards() + " shards: it owns no expert");

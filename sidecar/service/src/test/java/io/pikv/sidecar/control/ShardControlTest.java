@@ -146,6 +146,30 @@ class ShardControlTest {
     }
 
     @Test
+    void aShrinkEvictsThroughTheTokensThePolicyTracked() {
+        // streaming keeps 16 sinks and a window of 16: shrinking four pages to two drops the middle, tokens 16..47.
+        // The record repeats the policy and its parameters, so the policy keeps what it tracked.
+        ControlState streaming = new ControlState(ControlState.VERSION, "c1", 1, List.of(0, 1, 0, 1), 2, "streaming",
+                Map.of("sinks", 16.0, "window", 16.0), 4 * 2048);
+        control.apply(streaming);
+        long seq = fill(4 * 16);
+        assertThat(control.apply(new ControlState(ControlState.VERSION, "c1", 2, List.of(0, 1, 0, 1), 2, "streaming",
+                Map.of("sinks", 16.0, "window", 16.0), 2 * 2048))).isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(control.state().warnings()).isEmpty();
+        assertThat(node.residentPositions(seq, 0)).containsExactlyInAnyOrder(java.util.stream.IntStream
+                .concat(java.util.stream.IntStream.range(0, 16), java.util.stream.IntStream.range(48, 64)).toArray());
+
+        // A record that switches policy and shrinks: the shrink goes through the policy in charge (it knows the
+        // tokens; the new one has tracked nothing), then lru takes over.
+        assertThat(control.apply(state("c1", 3, List.of(0, 1, 0, 1), 2, "lru", 2048)))
+                .isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(control.state().warnings()).isEmpty();
+        assertThat(policy.activePolicy()).isEqualTo("lru");
+        assertThat(node.residentPositions(seq, 0)).as("the window stays, the sinks go last")
+                .containsExactlyInAnyOrder(java.util.stream.IntStream.range(0, 16).toArray());
+    }
+
+    @Test
     void aBudgetTheShardCannotTakeKeepsTheOneInForceAndSaysWhy() {
         control.apply(state("c1", 1, List.of(0, 1, 0, 1), 2, "reject", 3 * 2048));
         long seq = fill(3 * 16);

@@ -1,0 +1,42 @@
+package io.pikv.sidecar;
+
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.StorageType;
+import org.junit.jupiter.api.Test;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/** A budget that grows at runtime stays within the direct memory the JVM may give pages. */
+class ShardNodeBudgetTest {
+    /** One KV head of dim 16, fp32, 16-token pages: 2,048 bytes a page. */
+    static final ModelShape SHAPE = new ModelShape(1, 2, 1, 16, 4, 2);
+
+    @Test
+    void growthAboveThePageMemoryLimitIsRefusedAndChangesNothing() {
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048, ShardPolicy.of("lru"))) {
+            assertThatThrownBy(() -> node.resizeBudget(4 * 2048, 3 * 2048))
+                    .isInstanceOf(IllegalArgumentException.class)
+                    .hasMessage("a budget of 8192 bytes exceeds the 6144 bytes of direct memory this JVM may give "
+                            + "pages (-XX:MaxDirectMemorySize less 64 MiB for the server's own buffers); it takes "
+                            + "effect when the shard restarts with it");
+            assertThat(node.budgetBytes()).isEqualTo(2 * 2048);
+
+            node.resizeBudget(3 * 2048, 3 * 2048); // up to the limit
+            assertThat(node.budgetBytes()).isEqualTo(3 * 2048);
+            node.resizeBudget(2048, 0); // a shrink needs no memory
+            assertThat(node.budgetBytes()).isEqualTo(2048);
+        }
+    }
+
+    @Test
+    void theLimitComesFromTheJvm() {
+        assertThat(ShardNode.maxDirectMemory()).isPositive();
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048, ShardPolicy.of("lru"))) {
+            long tooMuch = ShardNode.maxDirectMemory();
+            assertThatThrownBy(() -> node.resizeBudget(tooMuch)).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("exceeds the " + (tooMuch - ShardNode.SERVER_DIRECT_MEMORY) + " bytes");
+            assertThat(node.budgetBytes()).isEqualTo(2 * 2048);
+        }
+    }
+}
