@@ -18,8 +18,9 @@ public class GpuSpec {
     private Boolean enabled = false;
 
     @Default("nvidia.com/gpu")
-    @Pattern("^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
-    @JsonPropertyDescription("Extended resource name of the GPU device plugin.")
+    @Pattern("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
+    @JsonPropertyDescription("Extended resource name of the GPU device plugin: domain/name, as nvidia.com/gpu or "
+            + "amd.com/gpu (not a kubernetes.io name).")
     private String resourceName = "nvidia.com/gpu";
 
     @Default("1")

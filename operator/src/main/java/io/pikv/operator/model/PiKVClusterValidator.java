@@ -43,8 +43,11 @@ public final class PiKVClusterValidator {
 
     private static final Pattern DNS_1035 = Pattern.compile("^[a-z]([-a-z0-9]*[a-z0-9])?$");
     private static final Pattern DNS_1123_SUBDOMAIN = Pattern.compile("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$");
+    /** An extended resource name: domain/name (an unprefixed name such as memory or cpu is not one). */
     private static final Pattern RESOURCE_NAME =
-            Pattern.compile("^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$");
+            Pattern.compile("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$");
+    /** Memory a shard pod needs beyond its budget at least: the JVM's heap and the server (see OperatorSettings). */
+    public static final long MIN_MEMORY_OVERHEAD_BYTES = 256L << 20;
     private static final Pattern TOPIC = Pattern.compile("^[a-zA-Z0-9._-]{1,249}$");
     private static final Pattern HOST_PORT = Pattern.compile("^(\\[[0-9a-fA-F:.]+]|[A-Za-z0-9.-]+):([0-9]{1,5})$");
 
@@ -487,9 +490,12 @@ public final class PiKVClusterValidator {
         if (g == null) {
             return;
         }
-        if (g.getResourceName() != null && !RESOURCE_NAME.matcher(g.getResourceName()).matches()) {
-            out.add(new Violation("spec.gpu.resourceName", "'" + g.getResourceName() + "' is not an extended resource "
-                    + "name (e.g. nvidia.com/gpu)"));
+        String name = g.getResourceName();
+        if (name != null && (!RESOURCE_NAME.matcher(name).matches() || name.startsWith("requests.")
+                || name.contains("kubernetes.io/"))) {
+            out.add(new Violation("spec.gpu.resourceName", "'" + name + "' is not an extended resource name: use "
+                    + "the device plugin's domain/name, e.g. nvidia.com/gpu (kubernetes.io names, requests.* and "
+                    + "unprefixed names such as memory or cpu are not)"));
         }
         range(out, "spec.gpu.perShard", g.getPerShard(), 1, 16, true);
     }
@@ -520,10 +526,10 @@ public final class PiKVClusterValidator {
         Quantity memory = limits.getOrDefault("memory", requests.get("memory"));
         if (memory != null && budget != null) {
             try {
-                if (bytes(memory) <= bytes(budget)) {
-                    out.add(new Violation("spec.sidecar.resources", "memory " + memory + " does not exceed "
-                            + "spec.memoryPerShard (" + budget + "): the KV pages live in the container's memory next "
-                            + "to the JVM; give more memory or leave it unset"));
+                if (bytes(memory) < bytes(budget) + MIN_MEMORY_OVERHEAD_BYTES) {
+                    out.add(new Violation("spec.sidecar.resources", "memory " + memory + " leaves less than 256Mi "
+                            + "above spec.memoryPerShard (" + budget + "): the KV pages live in the container's memory "
+                            + "next to the JVM's heap; give at least the budget plus 256Mi, or leave it unset"));
                 }
             } catch (IllegalArgumentException | ArithmeticException e) {
                 // reported above or by the budget check

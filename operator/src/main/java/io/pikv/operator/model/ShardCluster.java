@@ -124,6 +124,13 @@ public final class ShardCluster {
         s.put("pikv.model.top-k", String.valueOf(spec.getModel().getTopK()));
         s.put("pikv.store.dtype", storageType.name().toLowerCase(Locale.ROOT));
         s.put("pikv.store.budget-bytes", String.valueOf(budgetBytes));
+        // The eviction policy the shards start with (a control record may switch it later).
+        s.put("pikv.store.eviction", activePolicy().value());
+        Map<String, Double> parameters = activePolicyParameters();
+        if (!parameters.isEmpty()) {
+            s.put("pikv.store.eviction-parameters", parameters.entrySet().stream()
+                    .map(e -> e.getKey() + "=" + number(e.getValue())).collect(Collectors.joining(",")));
+        }
         if (spec.getKafka() != null) {
             s.put("kafka.bootstrap.servers", spec.getKafka().getBootstrapServers());
             if (spec.getKafka().getTopics() != null) {
@@ -174,16 +181,33 @@ public final class ShardCluster {
     /** The control state the shards start from: the record the control loop will publish on {@code pikv.control}. */
     public ControlState controlState() {
         SchedulingPolicy policy = activePolicy();
-        Map<String, Double> parameters = spec.getScheduling() == null || spec.getScheduling().getParameters() == null
-                ? Map.of() : new TreeMap<>(spec.getScheduling().getParameters());
+        Map<String, Double> parameters = activePolicyParameters();
         return new ControlState(ControlState.VERSION, name, shardMap.epoch(),
                 Arrays.stream(shardMap.assignment()).boxed().toList(), shardMap.shards(), policy.value(), parameters,
                 budgetBytes);
     }
 
+    /**
+     * The eviction policy the shards run: the spec's, or for {@code adaptive} its first candidate ({@code lru} when it
+     * lists none), which the shards start from until the policy tuner switches between the candidates.
+     */
     public SchedulingPolicy activePolicy() {
-        return spec.getScheduling() == null || spec.getScheduling().getPolicy() == null ? SchedulingPolicy.LRU
-                : spec.getScheduling().getPolicy();
+        SchedulingPolicy policy = spec.getScheduling() == null || spec.getScheduling().getPolicy() == null
+                ? SchedulingPolicy.LRU : spec.getScheduling().getPolicy();
+        if (policy == SchedulingPolicy.ADAPTIVE) {
+            List<SchedulingPolicy> candidates = spec.getScheduling().getCandidates();
+            return candidates == null || candidates.isEmpty() ? SchedulingPolicy.LRU : candidates.get(0);
+        }
+        return policy;
+    }
+
+    /** The parameters of {@link #activePolicy()}: the spec's, none for an adaptive cluster's starting candidate. */
+    public Map<String, Double> activePolicyParameters() {
+        if (spec.getScheduling() == null || spec.getScheduling().getParameters() == null
+                || spec.getScheduling().getPolicy() == SchedulingPolicy.ADAPTIVE) {
+            return Map.of(); // adaptive's window and margin are the tuner's, not a shard policy's
+        }
+        return new TreeMap<>(spec.getScheduling().getParameters());
     }
 
     /** The shard map carried by a ConfigMap this operator wrote, or null when it has none or cannot be read. */

@@ -119,9 +119,18 @@ class PiKVClusterValidatorTest {
                 }, "spec.kafka.credentialsSecret.name", "not a Secret name"),
                 bad("gpu resource name", c -> c.getSpec().getGpu().setResourceName("NVIDIA GPU"),
                         "spec.gpu.resourceName", "not an extended resource name"),
+                bad("gpu resource name without a domain", c -> c.getSpec().getGpu().setResourceName("memory"),
+                        "spec.gpu.resourceName", "use the device plugin's domain/name"),
+                bad("gpu resource name of kubernetes.io", c -> c.getSpec().getGpu()
+                        .setResourceName("kubernetes.io/gpu"), "spec.gpu.resourceName", "not an extended resource"),
                 bad("memory limit below the budget", c -> c.getSpec().getSidecar().setResources(
                         new ResourceRequirementsBuilder().addToLimits("memory", new Quantity("32Mi")).build()),
-                        "spec.sidecar.resources", "does not exceed spec.memoryPerShard"),
+                        "spec.sidecar.resources", "leaves less than 256Mi above spec.memoryPerShard"),
+                bad("memory limit just above the budget (no room for the JVM)", c -> {
+                    c.getSpec().setMemoryPerShard(new Quantity("1Gi"));
+                    c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                            .addToLimits("memory", new Quantity("1025Mi")).build());
+                }, "spec.sidecar.resources", "give at least the budget plus 256Mi"),
                 bad("request above limit", c -> c.getSpec().getSidecar().setResources(
                         new ResourceRequirementsBuilder().addToLimits("cpu", new Quantity("1"))
                                 .addToRequests("cpu", new Quantity("2")).build()),

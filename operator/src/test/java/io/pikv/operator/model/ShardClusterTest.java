@@ -176,6 +176,36 @@ class ShardClusterTest {
     }
 
     @Test
+    void theShardsStartWithTheSpecsEvictionPolicy() {
+        PiKVCluster streaming = TestClusters.small("demo", "ns");
+        streaming.getSpec().getScheduling().setPolicy(SchedulingPolicy.STREAMING);
+        streaming.getSpec().getScheduling().setParameters(Map.of("window", 16.0, "sinks", 2.0));
+        ShardCluster m = model(streaming);
+        assertThat(m.generateConfigMap().getData()).containsEntry("pikv.store.eviction", "streaming")
+                .containsEntry("pikv.store.eviction-parameters", "sinks=2,window=16");
+        assertThat(m.generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0).getEnv())
+                .extracting(EnvVar::getName).contains("PIKV_STORE_EVICTION", "PIKV_STORE_EVICTION_PARAMETERS");
+        assertThat(m.controlState().policy()).isEqualTo("streaming");
+        assertThat(m.controlState().parameters()).containsEntry("sinks", 2.0).containsEntry("window", 16.0);
+
+        // Adaptive: the shards start with its first candidate, without adaptive's own knobs (the tuner's).
+        PiKVCluster adaptive = TestClusters.small("demo", "ns");
+        adaptive.getSpec().getScheduling().setPolicy(SchedulingPolicy.ADAPTIVE);
+        adaptive.getSpec().getScheduling().setCandidates(List.of(SchedulingPolicy.H2O, SchedulingPolicy.LRU));
+        adaptive.getSpec().getScheduling().setParameters(Map.of("window", 4096.0, "margin", 0.01));
+        ShardCluster a = model(adaptive);
+        assertThat(a.activePolicy()).isEqualTo(SchedulingPolicy.H2O);
+        assertThat(a.generateConfigMap().getData()).containsEntry("pikv.store.eviction", "h2o")
+                .doesNotContainKey("pikv.store.eviction-parameters");
+        assertThat(a.controlState().parameters()).isEmpty();
+
+        // Without a scheduling section: lru.
+        PiKVCluster plain = TestClusters.small("demo", "ns");
+        plain.getSpec().setScheduling(null);
+        assertThat(model(plain).generateConfigMap().getData()).containsEntry("pikv.store.eviction", "lru");
+    }
+
+    @Test
     void configHashFollowsWhatTheShardsReadAtStartUpOnly() {
         String base = hashAfter(c -> { });
         assertThat(hashAfter(c -> { })).isEqualTo(base);
@@ -184,15 +214,16 @@ class ShardClusterTest {
                 c -> c.getSpec().setMemoryPerShard(new Quantity("128Mi")),
                 c -> c.getSpec().getModel().setLayers(8),
                 c -> c.getSpec().getCompression().setMethod("int8"),
+                // The eviction policy: until the operator publishes control records, the shards take it at start.
+                c -> c.getSpec().getScheduling().setPolicy(SchedulingPolicy.UTILITY),
                 c -> {
                     KafkaSpec k = new KafkaSpec();
                     k.setBootstrapServers("kafka:9092");
                     c.getSpec().setKafka(k);
                 }).forEach(change -> assertThat(hashAfter(change)).isNotEqualTo(base));
-        // Applied online (gateway routing, policy, shard count): the pods keep running.
+        // Applied online (gateway routing, shard count): the pods keep running.
         Stream.<Consumer<PiKVCluster>>of(
                 c -> c.getSpec().getRouting().setLambda(0.5),
-                c -> c.getSpec().getScheduling().setPolicy(SchedulingPolicy.UTILITY),
                 c -> c.getSpec().setShards(4),
                 c -> c.getSpec().getCompression().setMethod("pyramid")).forEach(change ->
                 assertThat(hashAfter(change)).isEqualTo(base));

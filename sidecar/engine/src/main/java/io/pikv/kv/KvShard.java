@@ -41,6 +41,8 @@ public final class KvShard {
     /** Coefficient scratch for appends (used under the write lock; apart from moveK/V, which eviction uses). */
     private final float[] projK;
     private final float[] projV;
+    /** The largest token position a sequence may use (2^24 − 1: a context of 16,777,216 tokens). */
+    public static final int MAX_POSITION = (1 << 24) - 1;
     private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
     private final Map<Long, LayerState[]> sequences = new HashMap<>();
     private final AtomicLongArray counters;
@@ -121,14 +123,15 @@ public final class KvShard {
      * (sequence, layer), whose primary expert is {@code expert}.
      *
      * @throws IllegalArgumentException  on bad sizes, non-finite values, values outside the storage type's range,
-     *                                   out-of-range layer or expert, or a position already resident
+     *                                   out-of-range layer, expert or position ({@link #MAX_POSITION}), or a position
+     *                                   already resident
      * @throws KvBudgetExceededException when no page can be had; the shard is then unchanged
      */
     public void append(long sequence, int layer, int position, int expert, float[] k, float[] v) {
         shape.checkLayer(layer);
         shape.checkExpert(expert);
-        if (position < 0) {
-            throw new IllegalArgumentException("position must be >= 0, got " + position);
+        if (position < 0 || position > MAX_POSITION) {
+            throw new IllegalArgumentException("position must be in [0, " + MAX_POSITION + "], got " + position);
         }
         checkValues("K", k);
         checkValues("V", v);
@@ -148,6 +151,7 @@ public final class KvShard {
                 sk = projK;
                 sv = projV;
             }
+            ls.reserve(position); // may fail (memory): nothing is written yet
             Segment segment = ls.buckets[ShardKey.bucket(position, expert, buckets)];
             Page page = pageForAppend(segment);
             int slot = page.count;

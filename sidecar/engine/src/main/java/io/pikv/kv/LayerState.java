@@ -22,15 +22,21 @@ final class LayerState {
     }
 
     int location(int position) {
-        return position < location.length ? location[position] : -1;
+        return position >= 0 && position < location.length ? location[position] : -1;
+    }
+
+    /** Grows the index to hold {@code position}: before anything else changes, so a failure here changes nothing. */
+    void reserve(int position) {
+        if (position >= location.length) {
+            int old = location.length;
+            location = Arrays.copyOf(location, (int) Math.min(Math.max(old * 2L, position + 1L),
+                    KvShard.MAX_POSITION + 1L));
+            Arrays.fill(location, old, location.length, -1);
+        }
     }
 
     void setLocation(int position, int value) {
-        if (position >= location.length) {
-            int old = location.length;
-            location = Arrays.copyOf(location, Math.max(old * 2, position + 1));
-            Arrays.fill(location, old, location.length, -1);
-        }
+        reserve(position);
         location[position] = value;
     }
 }

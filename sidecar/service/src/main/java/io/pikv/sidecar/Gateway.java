@@ -2,6 +2,7 @@ package io.pikv.sidecar;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.pikv.kv.ExpertShardMap;
+import io.pikv.kv.KvShard;
 import io.pikv.kv.ModelShape;
 import io.pikv.kv.PartialAttention;
 import io.pikv.kv.UnknownSequenceException;
@@ -170,9 +171,9 @@ public final class Gateway implements KvApi {
                 Wire.AppendRequest.Entry e = entries[i];
                 checkExpert(e.expert(), "entry " + i + ": ");
                 int position = e.position() == Wire.NEXT_POSITION ? next : e.position();
-                if (position < 0) {
-                    throw new IllegalArgumentException("entry " + i + ": position must be >= 0 or -1 (next), got "
-                            + e.position());
+                if (position < 0 || position > KvShard.MAX_POSITION) {
+                    throw new IllegalArgumentException("entry " + i + ": position must be in [0, "
+                            + KvShard.MAX_POSITION + "] or -1 (next), got " + e.position());
                 }
                 // Through a gateway positions are append-only: the shards that could hold an earlier one are not
                 // asked, so an explicit position must be new.

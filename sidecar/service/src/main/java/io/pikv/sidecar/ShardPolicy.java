@@ -15,6 +15,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
+import java.util.TreeMap;
 import java.util.TreeSet;
 
 /**
@@ -35,7 +36,8 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
     private static final Map<String, Map<String, Double>> DEFAULTS = Map.of(
             "streaming", Map.of("sinks", 4.0, "window", 256.0),
             "h2o", Map.of("sinks", 4.0, "window", 64.0),
-            "utility", Map.of("attention", 1.0, "recency", 1.0, "frequency", 1.0, "recencyScale", 1024.0));
+            "utility", Map.of("attention", 1.0, "recency", 1.0, "frequency", 1.0, "recencyScale", 1024.0),
+            "lrfu", Map.of("halfLife", io.pikv.kv.scheduling.BlockPolicies.LRFU_HALF_LIFE, "historyLimit", 0.0));
 
     /** The policy in charge: its name, its parameters with the defaults filled in, and its state. */
     private record Active(String name, Map<String, Double> parameters, EvictionHook hook, TokenRetention retention) {
@@ -49,7 +51,38 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
 
     /** The policy named {@code name} with default parameters; unknown names are a configuration error. */
     public static ShardPolicy of(String name) {
-        return new ShardPolicy(build(name, Map.of()));
+        return of(name, Map.of());
+    }
+
+    /** The policy {@code name} with {@code parameters} (unnamed ones keep their defaults). */
+    public static ShardPolicy of(String name, Map<String, Double> parameters) {
+        return new ShardPolicy(build(name, parameters));
+    }
+
+    /**
+     * Parameters written as {@code name=value} pairs separated by commas ({@code pikv.store.eviction-parameters});
+     * blank: none.
+     */
+    public static Map<String, Double> parseParameters(String text) {
+        Map<String, Double> out = new TreeMap<>();
+        if (text == null || text.isBlank()) {
+            return out;
+        }
+        for (String pair : text.split(",")) {
+            int eq = pair.indexOf('=');
+            String key = eq < 0 ? "" : pair.substring(0, eq).trim();
+            if (key.isEmpty()) {
+                throw new IllegalArgumentException("eviction parameters are name=value pairs separated by commas, got '"
+                        + pair.trim() + "' in '" + text + "'");
+            }
+            try {
+                out.put(key, Double.parseDouble(pair.substring(eq + 1).trim()));
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException("eviction parameter " + key + " must be a number, got '"
+                        + pair.substring(eq + 1).trim() + "'");
+            }
+        }
+        return out;
     }
 
     /** Names this sidecar can run. */
@@ -59,7 +92,10 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         return names;
     }
 
-    /** Whether the policy reads parameters ({@code streaming}, {@code h2o}: sinks, window; {@code utility}: weights). */
+    /**
+     * Whether the policy reads parameters ({@code streaming}, {@code h2o}: sinks, window; {@code utility}: weights;
+     * {@code lrfu}: halfLife, historyLimit).
+     */
     public static boolean takesParameters(String name) {
         return DEFAULTS.containsKey(name);
     }
@@ -98,6 +134,12 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
                     + String.join(", ", known()) + ")");
         }
         Map<String, Double> defaults = DEFAULTS.getOrDefault(name, Map.of());
+        for (Map.Entry<String, Double> e : parameters.entrySet()) {
+            if (e.getValue() == null || !Double.isFinite(e.getValue())) {
+                throw new IllegalArgumentException("parameter " + e.getKey() + " must be a finite number, got "
+                        + e.getValue());
+            }
+        }
         for (String key : parameters.keySet()) {
             if (!defaults.containsKey(key)) {
                 throw new IllegalArgumentException("policy " + name + " has no parameter '" + key + "'"
@@ -114,7 +156,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
             case "h2o" -> new HeavyHitter(count(p, "sinks"), count(p, "window"));
             case "utility" -> new Utility(p.applyAsDouble("attention"), p.applyAsDouble("recency"),
                     p.applyAsDouble("frequency"), p.applyAsDouble("recencyScale"));
-            default -> new Lrfu(io.pikv.kv.scheduling.BlockPolicies.LRFU_HALF_LIFE, 0, false);
+            default -> new Lrfu(p.applyAsDouble("halfLife"), count(p, "historyLimit"), false);
         };
         TokenRetention retention = new TokenRetention(policy);
         EvictionHook tokens = retention.evictionHook();

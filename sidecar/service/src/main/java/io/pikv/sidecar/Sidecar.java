@@ -40,7 +40,8 @@ public class Sidecar {
         this.shape = setting("pikv.model.*", () -> new ModelShape(config.model().layers(), config.model().qHeads(),
                 config.model().kvHeads(), config.model().headDim(), config.model().experts(), config.model().topK()));
         StorageType type = setting("pikv.store.dtype", () -> StorageType.parse(config.store().dtype()));
-        ShardPolicy policy = setting("pikv.store.eviction", () -> ShardPolicy.of(config.store().eviction()));
+        ShardPolicy policy = setting("pikv.store.eviction", () -> ShardPolicy.of(config.store().eviction(),
+                ShardPolicy.parseParameters(config.store().evictionParameters().orElse(""))));
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
                 policy, attentionThreads(config.store().attentionThreads())));

@@ -87,6 +87,12 @@ public interface SidecarConfig {
         String eviction();
 
         /**
+         * Parameters of the eviction policy, {@code name=value} pairs separated by commas (for example
+         * {@code sinks=4,window=256}); the ones not given keep their defaults.
+         */
+        Optional<String> evictionParameters();
+
+        /**
          * Threads one attention call splits the shard's buckets over (at most the buckets); 0: one per available
          * processor. Steps of one long sequence then use the pod's cores; 1 keeps each call on its request thread.
          */

@@ -77,4 +77,26 @@ class ShardPolicyTest {
             assertThat(node.residentPositions(seq, 0)).containsExactly(IntStream.range(16, 33).toArray());
         }
     }
+
+    @Test
+    void parametersFromSettingsAndTheirRefusals() {
+        assertThat(ShardPolicy.parseParameters(" sinks=4, window = 256 ")).containsExactly(
+                Map.entry("sinks", 4.0), Map.entry("window", 256.0));
+        assertThat(ShardPolicy.parseParameters("")).isEmpty();
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> ShardPolicy.parseParameters("sinks"))
+                .hasMessage("eviction parameters are name=value pairs separated by commas, got 'sinks' in 'sinks'");
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> ShardPolicy.parseParameters("window=wide"))
+                .hasMessage("eviction parameter window must be a number, got 'wide'");
+
+        ShardPolicy lrfu = ShardPolicy.of("lrfu", Map.of("halfLife", 512.0, "historyLimit", 64.0));
+        assertThat(lrfu.activePolicy()).isEqualTo("lrfu");
+        assertThat(lrfu.use("lrfu", Map.of("halfLife", 0.0))).get().asString()
+                .contains("halfLife must be > 0").endsWith("; keeping lrfu");
+        java.util.Map<String, Double> withNull = new java.util.HashMap<>();
+        withNull.put("sinks", null);
+        assertThat(lrfu.use("h2o", withNull)).contains("parameter sinks must be a finite number, got null; keeping lrfu");
+        assertThat(lrfu.use("h2o", Map.of("window", Double.POSITIVE_INFINITY))).contains(
+                "parameter window must be a finite number, got Infinity; keeping lrfu");
+        assertThat(lrfu.activePolicy()).isEqualTo("lrfu");
+    }
 }

@@ -167,6 +167,16 @@ class SidecarApiTest {
         // Position already stored.
         Wire.AppendRequest dup = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {entry(2, 0, rnd)});
         rejects(seq, "entries", Wire.encodeAppend(dup), 400, "position 2 of sequence " + seq + " layer 0 is already stored");
+        // Positions beyond the largest a sequence may use (one where position + 1 overflows, one 2^28): refused
+        // before anything is written, and the shard keeps working.
+        for (int far : new int[] {Integer.MAX_VALUE, 1 << 28}) {
+            Wire.AppendRequest beyond = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {entry(far, 0, rnd)});
+            rejects(seq, "entries", Wire.encodeAppend(beyond), 400, "position must be in [0, 16777215]");
+        }
+        // Withdrawals of negative positions.
+        given().contentType(ContentType.JSON).body("{\"layer\":0,\"positions\":[-1]}")
+                .post("/v1/sequences/" + seq + "/withdrawals").then().statusCode(400).contentType(PROBLEM)
+                .body("detail", containsString("positions must be in [0, 16777215], got -1"));
         // Layer out of range.
         rejects(seq, "entries", Wire.encodeAppend(entries(2, 1, rnd)), 400, "layer 2 is out of range");
         // More than the budget (8 pages of 16 tokens, 2 buckets, no eviction): nothing of it is kept.

@@ -259,7 +259,16 @@ public final class ControlListener implements AutoCloseable {
                     r.offset());
             return;
         }
-        outcomes.get(control.apply(state)).increment();
+        ShardControl.Outcome outcome;
+        try {
+            outcome = control.apply(state);
+        } catch (RuntimeException e) {
+            // A record the shard cannot take must not stop the listener: later records still apply.
+            outcome = ShardControl.Outcome.INVALID;
+            LOG.errorf(e, "control: record at %s-%d offset %d (epoch %d) failed to apply; ignored", r.topic(),
+                    r.partition(), r.offset(), state.epoch());
+        }
+        outcomes.get(outcome).increment();
     }
 
     private void lost(KafkaException e) {
