@@ -141,6 +141,17 @@ class SidecarApiTest {
         }
         given().get("/v1/sequences/" + seq).then().statusCode(200).body("layers[0].length", equalTo(12))
                 .body("layers[0].resident", equalTo(12));
+        // Chosen experts: fewer than topK (what cache-aware routing may keep) is a step too; none or more are not.
+        Wire.StepResponse one = client.step(seq, new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, 0, null, new int[] {2},
+                gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd)));
+        assertThat(one.position()).isEqualTo(12);
+        assertThat(one.experts()).containsExactly(2);
+        for (int[] experts : new int[][] {{}, {0, 1, 2}}) {
+            rejects(seq, "steps", Wire.encodeStep(new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, 0, null, experts,
+                    gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd),
+                    gaussian(SHAPE.kvWidth(), rnd))), 400, "k from 1 to 2");
+        }
+        given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(13));
         client.closeSequence(seq);
     }
 

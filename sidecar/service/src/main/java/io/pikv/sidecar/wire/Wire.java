@@ -163,11 +163,22 @@ public final class Wire {
         if (scope != SCOPE_ALL && scope != SCOPE_CHOSEN) {
             throw new WireException("step scope must be 0 (all entries) or 1 (the step's experts), got " + scope);
         }
-        int routing = mode == GATE_LOGITS ? shape.experts() : shape.topK();
-        exact(body.length, 12 + 4L * routing + 4L * shape.queryWidth() + 8L * shape.kvWidth(),
-                "a step with " + (mode == GATE_LOGITS ? shape.experts() + " gate logits" : shape.topK()
-                        + " chosen experts") + " (12 + 4 × " + routing + " + 4 × qHeads × headDim + 8 × kvHeads × "
-                        + "headDim bytes)");
+        long fixed = 12 + 4L * shape.queryWidth() + 8L * shape.kvWidth();
+        int routing;
+        if (mode == GATE_LOGITS) {
+            routing = shape.experts();
+            exact(body.length, fixed + 4L * routing, "a step with " + routing + " gate logits (12 + 4 × " + routing
+                    + " + 4 × qHeads × headDim + 8 × kvHeads × headDim bytes)");
+        } else {
+            // 1 to topK chosen experts (cache-aware routing may keep fewer): their count follows from the size.
+            long rest = body.length - fixed;
+            if (rest < 4 || rest % 4 != 0 || rest / 4 > shape.topK()) {
+                throw new WireException("body is " + body.length + " bytes, but a step with k chosen experts is 12 + "
+                        + "4 × k + 4 × qHeads × headDim + 8 × kvHeads × headDim bytes, k from 1 to " + shape.topK()
+                        + " (" + (fixed + 4) + " to " + (fixed + 4L * shape.topK()) + " bytes)");
+            }
+            routing = (int) (rest / 4);
+        }
         float[] logits = null;
         int[] experts = null;
         if (mode == GATE_LOGITS) {
