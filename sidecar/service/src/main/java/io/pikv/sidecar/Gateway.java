@@ -12,6 +12,8 @@ import io.pikv.sidecar.client.SidecarClient;
 import io.pikv.sidecar.client.SidecarException;
 import io.pikv.sidecar.wire.Wire;
 
+import org.jboss.logging.Logger;
+
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.List;
@@ -31,6 +33,7 @@ import java.util.concurrent.ThreadLocalRandom;
  * other shards are withdrawn.
  */
 public final class Gateway implements KvApi {
+    private static final Logger LOG = Logger.getLogger(Gateway.class);
     private final ModelShape shape;
     private final List<SidecarClient> shards;
     private final Router router;
@@ -92,7 +95,12 @@ public final class Gateway implements KvApi {
         } catch (RuntimeException e) {
             sequences.remove(id);
             for (SidecarClient shard : created) {
-                shard.closeSequence(id);
+                try {
+                    shard.closeSequence(id);
+                } catch (RuntimeException closeFailure) {
+                    LOG.warnf("gateway: sequence %d stays open on %s after a failed create: %s", id, shard.base(),
+                            closeFailure.getMessage());
+                }
             }
             throw ShardFailure.of(e);
         }
@@ -101,8 +109,14 @@ public final class Gateway implements KvApi {
 
     @Override
     public void close(long sequence) {
-        if (sequences.remove(sequence) == null) {
+        State state = sequences.get(sequence);
+        if (state == null) {
             throw new UnknownSequenceException(sequence);
+        }
+        synchronized (state) { // after any step or append of the sequence in flight, which may still undo
+            if (sequences.remove(sequence) == null) {
+                throw new UnknownSequenceException(sequence);
+            }
         }
         RuntimeException first = null;
         for (SidecarClient shard : shards) {
@@ -202,13 +216,26 @@ public final class Gateway implements KvApi {
                 }
             }
             if (failure != null) {
+                // Take back what any shard may have stored, even one whose answer failed (a timeout after it
+                // stored): withdrawing what is not there changes nothing.
+                boolean undone = true;
                 for (int s = 0; s < shards.size(); s++) {
-                    if (!parts.get(s).isEmpty() && !sent.get(s).isCompletedExceptionally()) {
+                    if (!parts.get(s).isEmpty()) {
                         int[] stored = parts.get(s).stream().mapToInt(Wire.AppendRequest.Entry::position).toArray();
-                        shards.get(s).withdraw(sequence, layer, stored);
+                        undone &= undo(s, sequence, layer, stored);
                     }
                 }
-                state.length[layer] = lengthBefore;
+                if (undone) {
+                    state.length[layer] = lengthBefore;
+                } else {
+                    // Entries may remain: their positions are never given again, and attention visits their shards.
+                    for (int s = 0; s < shards.size(); s++) {
+                        for (Wire.AppendRequest.Entry e : parts.get(s)) {
+                            state.experts[layer][s].set(e.expert());
+                        }
+                    }
+                    state.length[layer] = next;
+                }
                 throw ShardFailure.of(failure);
             }
             for (int s = 0; s < shards.size(); s++) {
@@ -306,15 +333,29 @@ public final class Gateway implements KvApi {
                 }
             }
             if (failure != null) {
-                if (!parts.get(0).isCompletedExceptionally()) {
-                    // The owner stored the token but another shard failed: take it back, the step did not happen.
-                    shards.get(owner).withdraw(sequence, layer, new int[] {position});
+                // The owner may have stored the token (even if its answer failed): take it back, the step did not
+                // happen. When that cannot be confirmed the position is not given again.
+                if (!undo(owner, sequence, layer, new int[] {position})) {
+                    state.experts[layer][owner].set(experts[0]);
+                    state.length[layer] = position + 1;
                 }
                 throw ShardFailure.of(failure);
             }
             state.experts[layer][owner].set(experts[0]);
             state.length[layer] = position + 1;
             return new Wire.StepResponse(position, experts, PartialAttention.merge(partials).finish().output());
+        }
+    }
+
+    /** Withdraws {@code positions} from shard {@code s}; false (logged) when the shard did not confirm it. */
+    private boolean undo(int s, long sequence, int layer, int[] positions) {
+        try {
+            shards.get(s).withdraw(sequence, layer, positions);
+            return true;
+        } catch (RuntimeException e) {
+            LOG.warnf("gateway: could not take back positions %s of sequence %d layer %d from %s: %s",
+                    java.util.Arrays.toString(positions), sequence, layer, shards.get(s).base(), e.getMessage());
+            return false;
         }
     }
 

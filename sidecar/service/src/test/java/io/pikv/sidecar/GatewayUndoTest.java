@@ -1,0 +1,128 @@
+package io.pikv.sidecar;
+
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpServer;
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.routing.HashRouter;
+import io.pikv.sidecar.client.SidecarClient;
+import io.pikv.sidecar.wire.Wire;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.URI;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/**
+ * What a gateway does when an append fails on one shard and taking back another shard's part fails too: its
+ * positions are not given again (so no entry can ever share a position with one that stayed), against two fake shards
+ * whose answers the test chooses.
+ */
+class GatewayUndoTest {
+    /** Two experts, one per shard (round-robin): expert 0 on shard 0, expert 1 on shard 1. */
+    static final ModelShape SHAPE = new ModelShape(1, 2, 1, 4, 2, 1);
+
+    /** A shard that answers each path with a fixed status and body, and records the requests. */
+    static final class FakeShard implements AutoCloseable {
+        final HttpServer server;
+        final List<String> requests = new CopyOnWriteArrayList<>();
+        volatile int appendStatus = 200;
+        volatile int withdrawStatus = 200;
+
+        FakeShard() throws IOException {
+            server = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 0);
+            server.createContext("/v1/sequences", this::handle);
+            server.start();
+        }
+
+        URI uri() {
+            return URI.create("http://127.0.0.1:" + server.getAddress().getPort());
+        }
+
+        private void handle(HttpExchange x) throws IOException {
+            String path = x.getRequestURI().getPath();
+            x.getRequestBody().readAllBytes();
+            requests.add(x.getRequestMethod() + " " + path);
+            if (x.getRequestMethod().equals("POST") && path.equals("/v1/sequences")) {
+                reply(x, 201, "{\"id\":7}");
+            } else if (path.endsWith("/entries")) {
+                reply(x, appendStatus, appendStatus == 200 ? "{\"positions\":[0]}"
+                        : "{\"type\":\"about:blank\",\"status\":409,\"title\":\"budget-exceeded\",\"detail\":\"full\"}");
+            } else if (path.endsWith("/withdrawals")) {
+                reply(x, withdrawStatus, withdrawStatus == 200 ? "{\"withdrawn\":1}"
+                        : "{\"type\":\"about:blank\",\"status\":404,\"title\":\"not-found\",\"detail\":\"gone\"}");
+            } else {
+                reply(x, 204, "");
+            }
+        }
+
+        private static void reply(HttpExchange x, int status, String body) throws IOException {
+            byte[] b = body.getBytes(StandardCharsets.UTF_8);
+            x.getResponseHeaders().add("Content-Type", status >= 400 ? "application/problem+json" : "application/json");
+            x.sendResponseHeaders(status, b.length == 0 ? -1 : b.length);
+            if (b.length > 0) {
+                x.getResponseBody().write(b);
+            }
+            x.close();
+        }
+
+        @Override
+        public void close() {
+            server.stop(0);
+        }
+    }
+
+    final List<FakeShard> fakes = new ArrayList<>();
+
+    @AfterEach
+    void stop() {
+        fakes.forEach(FakeShard::close);
+    }
+
+    private Gateway gateway() throws IOException {
+        List<SidecarClient> clients = new ArrayList<>();
+        for (int i = 0; i < 2; i++) {
+            FakeShard f = new FakeShard();
+            fakes.add(f);
+            clients.add(new SidecarClient(f.uri(), SHAPE));
+        }
+        return new Gateway(SHAPE, clients, new HashRouter(SHAPE.topK()));
+    }
+
+    private static Wire.AppendRequest twoEntries() {
+        float[] kv = new float[SHAPE.kvWidth()];
+        return new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv),
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 1, kv, kv)});
+    }
+
+    @Test
+    void aConfirmedUndoGivesThePositionsAgain() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        fakes.get(1).appendStatus = 409; // shard 1 refuses its part; shard 0 stored its own
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full");
+        assertThat(g.lengths(seq)).containsExactly(0);
+        // Both shards were asked to take their part back: withdrawing what a shard does not hold changes nothing.
+        assertThat(fakes.get(0).requests).contains("POST /v1/sequences/" + seq + "/withdrawals");
+        assertThat(fakes.get(1).requests).contains("POST /v1/sequences/" + seq + "/withdrawals");
+    }
+
+    @Test
+    void anUnconfirmedUndoBurnsThePositions() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        fakes.get(1).appendStatus = 409;
+        fakes.get(0).withdrawStatus = 404; // shard 0 cannot confirm it took its entry back
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full");
+        // The entry at position 0 may still be on shard 0: positions 0 and 1 are not given again.
+        assertThat(g.lengths(seq)).containsExactly(2);
+    }
+}
