@@ -514,16 +514,18 @@ public final class PiKVClusterValidator {
         }
         Map<String, Quantity> limits = r.getLimits() == null ? Map.of() : r.getLimits();
         Map<String, Quantity> requests = r.getRequests() == null ? Map.of() : r.getRequests();
-        for (String kind : new java.util.TreeSet<>(limits.keySet())) {
-            Long limit = bytesOrViolation(out, "spec.sidecar.resources.limits." + kind, limits.get(kind));
-            Long request = requests.containsKey(kind)
-                    ? bytesOrViolation(out, "spec.sidecar.resources.requests." + kind, requests.get(kind)) : null;
-            if (limit != null && request != null && request > limit) {
-                out.add(new Violation("spec.sidecar.resources.requests." + kind, requests.get(kind) + " exceeds the "
-                        + "limit " + limits.get(kind)));
+        // Every quantity parsed and not negative; requests within limits, compared exactly (1500m > 1200m).
+        Map<String, BigDecimal> limitAmounts = amounts(out, "spec.sidecar.resources.limits.", limits);
+        Map<String, BigDecimal> requestAmounts = amounts(out, "spec.sidecar.resources.requests.", requests);
+        for (Map.Entry<String, BigDecimal> request : requestAmounts.entrySet()) {
+            BigDecimal limit = limitAmounts.get(request.getKey());
+            if (limit != null && request.getValue().compareTo(limit) > 0) {
+                out.add(new Violation("spec.sidecar.resources.requests." + request.getKey(), requests.get(
+                        request.getKey()) + " exceeds the limit " + limits.get(request.getKey())));
             }
         }
-        Quantity memory = limits.getOrDefault("memory", requests.get("memory"));
+        Quantity memory = limitAmounts.containsKey("memory") ? limits.get("memory")
+                : requestAmounts.containsKey("memory") ? requests.get("memory") : null;
         if (memory != null && budget != null) {
             try {
                 if (bytes(memory) < bytes(budget) + MIN_MEMORY_OVERHEAD_BYTES) {
@@ -537,13 +539,23 @@ public final class PiKVClusterValidator {
         }
     }
 
-    private static Long bytesOrViolation(List<Violation> out, String field, Quantity q) {
-        try {
-            return bytes(q);
-        } catch (IllegalArgumentException | ArithmeticException e) {
-            out.add(new Violation(field, "'" + q + "' is not a quantity"));
-            return null;
+    /** The quantities that parse and are not negative, by resource name, sorted; a violation for each other one. */
+    private static Map<String, BigDecimal> amounts(List<Violation> out, String prefix, Map<String, Quantity> given) {
+        Map<String, BigDecimal> amounts = new java.util.TreeMap<>();
+        for (String kind : new java.util.TreeSet<>(given.keySet())) {
+            Quantity q = given.get(kind);
+            try {
+                BigDecimal amount = Quantity.getAmountInBytes(q);
+                if (amount.signum() < 0) {
+                    out.add(new Violation(prefix + kind, q + " is negative"));
+                } else {
+                    amounts.put(kind, amount);
+                }
+            } catch (RuntimeException e) {
+                out.add(new Violation(prefix + kind, "'" + q + "' is not a quantity (e.g. 500m, 2, 4Gi)"));
+            }
         }
+        return amounts;
     }
 
     /** Bytes of a quantity (fractions rounded up). */

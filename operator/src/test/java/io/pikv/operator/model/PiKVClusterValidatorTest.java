@@ -135,6 +135,19 @@ class PiKVClusterValidatorTest {
                         new ResourceRequirementsBuilder().addToLimits("cpu", new Quantity("1"))
                                 .addToRequests("cpu", new Quantity("2")).build()),
                         "spec.sidecar.resources.requests.cpu", "exceeds the limit"),
+                bad("cpu request above the limit by less than a core", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToLimits("cpu", new Quantity("1200m"))
+                                .addToRequests("cpu", new Quantity("1500m")).build()),
+                        "spec.sidecar.resources.requests.cpu", "1500m exceeds the limit 1200m"),
+                bad("request that is not a quantity", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToRequests("cpu", new Quantity("abc")).build()),
+                        "spec.sidecar.resources.requests.cpu", "not a quantity"),
+                bad("memory request that is not a quantity, no limits", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToRequests("memory", new Quantity("abc")).build()),
+                        "spec.sidecar.resources.requests.memory", "not a quantity"),
+                bad("negative limit", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToLimits("cpu", new Quantity("-2")).build()),
+                        "spec.sidecar.resources.limits.cpu", "is negative"),
                 bad("image with a space", c -> c.getSpec().getSidecar().setImage("pikv/sidecar :1"),
                         "spec.sidecar.image", "not an image reference"),
                 bad("name too long", c -> c.getMetadata().setName("a".repeat(41)), "metadata.name", "more than 40"),
