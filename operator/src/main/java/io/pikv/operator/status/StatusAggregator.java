@@ -107,24 +107,27 @@ public final class StatusAggregator {
             progressReason = null;
             progressMessage = null;
         }
+        // Progressing, Ready and Rebalancing describe the spec that runs: its generation, which is older than the
+        // resource's while a newer one is invalid (Degraded carries that one).
+        long rg = s.runningGeneration();
         boolean progressing = progressReason != null;
         c = progressing
-                ? Conditions.set(c, PiKVClusterStatus.PROGRESSING, true, progressReason, progressMessage, g, now)
+                ? Conditions.set(c, PiKVClusterStatus.PROGRESSING, true, progressReason, progressMessage, rg, now)
                 : Conditions.set(c, PiKVClusterStatus.PROGRESSING, false, Reasons.STABLE,
-                "All " + desired + " shard pods run config " + run.configHash() + ".", g, now);
+                "All " + desired + " shard pods run config " + run.configHash() + ".", rg, now);
         boolean allReady = !progressing && ready == desired;
         c = allReady
                 ? Conditions.set(c, PiKVClusterStatus.READY, true, Reasons.ALL_SHARDS_READY,
-                ready + "/" + desired + " shards ready.", g, now)
+                ready + "/" + desired + " shards ready.", rg, now)
                 : Conditions.set(c, PiKVClusterStatus.READY, false, Reasons.SHARDS_NOT_READY,
-                ready + "/" + desired + " shards ready.", g, now);
+                ready + "/" + desired + " shards ready.", rg, now);
         boolean rebalancing = !allReady && (newMap || Conditions.isTrue(c, PiKVClusterStatus.REBALANCING));
         c = rebalancing
                 ? Conditions.set(c, PiKVClusterStatus.REBALANCING, true, Reasons.SHARD_MAP_CHANGED,
                 "Shard map epoch " + epoch + " spreads " + run.shardMap().experts() + " experts over " + desired
-                        + " shards; waiting for all shards to be ready.", g, now)
+                        + " shards; waiting for all shards to be ready.", rg, now)
                 : Conditions.set(c, PiKVClusterStatus.REBALANCING, false, Reasons.SHARD_MAP_SETTLED,
-                "All shards run shard map epoch " + epoch + ".", g, now);
+                "All shards run shard map epoch " + epoch + ".", rg, now);
         next.setConditions(c);
         return next;
     }

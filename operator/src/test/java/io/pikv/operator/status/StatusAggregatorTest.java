@@ -109,6 +109,11 @@ class StatusAggregatorTest {
         assertThat(condition(s, "Ready").getStatus()).isEqualTo("True");
         assertThat(s.getLastValidGeneration()).isEqualTo(1);
         assertThat(s.getObservedGeneration()).isEqualTo(2);
+        // Ready, Progressing and Rebalancing describe what runs (generation 1), Degraded the resource's generation 2.
+        assertThat(degraded.getObservedGeneration()).isEqualTo(2);
+        for (String type : List.of("Ready", "Progressing", "Rebalancing")) {
+            assertThat(condition(s, type).getObservedGeneration()).as(type).isEqualTo(1);
+        }
 
         PiKVClusterStatus never = StatusAggregator.next(null, new StatusAggregator.Snapshot("demo", 1, invalid, null,
                 -1, null, null, List.of(), T1));
