@@ -29,6 +29,10 @@ public final class ShardFailure extends RuntimeException {
         if (e instanceof java.io.UncheckedIOException) {
             return new ShardFailure(502, "a shard is unreachable: " + e.getMessage(), e);
         }
+        if (e instanceof io.pikv.sidecar.wire.WireException) {
+            // Raised while reading a shard's answer (the gateway checked the client's request before sending).
+            return new ShardFailure(502, "a shard answered with a malformed body: " + e.getMessage(), e);
+        }
         return e;
     }
 }

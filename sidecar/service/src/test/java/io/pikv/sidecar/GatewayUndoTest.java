@@ -21,8 +21,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 /**
- * What a gateway does when an append fails on one shard and taking back another shard's part fails too: its
- * positions are not given again (so no entry can ever share a position with one that stayed), against two fake shards
+ * What a gateway does when shards fail: an append refused by one shard is taken back from the others, and when that
+ * cannot be confirmed its positions are not given again; a malformed answer is a 502. Against two fake shards
  * whose answers the test chooses.
  */
 class GatewayUndoTest {
@@ -55,6 +55,14 @@ class GatewayUndoTest {
             } else if (path.endsWith("/entries")) {
                 reply(x, appendStatus, appendStatus == 200 ? "{\"positions\":[0]}"
                         : "{\"type\":\"about:blank\",\"status\":409,\"title\":\"budget-exceeded\",\"detail\":\"full\"}");
+            } else if (path.endsWith("/attention")) {
+                // A malformed partial: negative heads and dim.
+                byte[] b = java.nio.ByteBuffer.allocate(12).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(-5).putInt(-2)
+                        .putInt(0).array();
+                x.getResponseHeaders().add("Content-Type", "application/octet-stream");
+                x.sendResponseHeaders(200, b.length);
+                x.getResponseBody().write(b);
+                x.close();
             } else if (path.endsWith("/withdrawals")) {
                 reply(x, withdrawStatus, withdrawStatus == 200 ? "{\"withdrawn\":1}"
                         : "{\"type\":\"about:blank\",\"status\":404,\"title\":\"not-found\",\"detail\":\"gone\"}");
@@ -124,5 +132,15 @@ class GatewayUndoTest {
         assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full");
         // The entry at position 0 may still be on shard 0: positions 0 and 1 are not given again.
         assertThat(g.lengths(seq)).containsExactly(2);
+    }
+
+    @Test
+    void aMalformedShardAnswerIsABadGateway() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        g.append(seq, twoEntries()); // both shards now hold entries, so attention asks them
+        assertThatThrownBy(() -> g.attend(seq, new Wire.AttendRequest(0, new int[0], new float[SHAPE.queryWidth()])))
+                .isInstanceOfSatisfying(ShardFailure.class, f -> assertThat(f.status()).isEqualTo(502))
+                .hasMessageContaining("malformed body").hasMessageContaining("heads and dim >= 1");
     }
 }

@@ -135,6 +135,10 @@ public final class Wire {
         int qh = in.getInt();
         int d = in.getInt();
         int visited = in.getInt();
+        if (qh < 1 || d < 1 || visited < 0) {
+            throw new WireException("a partial needs heads and dim >= 1 and visited >= 0, got " + qh + ", " + d + " and "
+                    + visited);
+        }
         exact(body.length, 12 + 16L * qh + 8L * qh * d, "a partial of " + qh + " heads of dim " + d);
         double[] m = new double[qh];
         double[] l = new double[qh];
@@ -227,6 +231,9 @@ public final class Wire {
         need(in, 8, "step response header");
         int position = in.getInt();
         int k = in.getInt();
+        if (k < 0 || k > shape.topK()) {
+            throw new WireException("a step response names 0 to " + shape.topK() + " experts, got " + k);
+        }
         exact(body.length, 8 + 4L * k + 4L * shape.queryWidth(), "a step response");
         int[] experts = new int[k];
         for (int i = 0; i < k; i++) {
