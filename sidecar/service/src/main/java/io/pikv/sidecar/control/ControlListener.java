@@ -100,7 +100,12 @@ public final class ControlListener implements AutoCloseable {
 
     /** Whether the sidecar may report ready: the topic was read to its end, or the start-up wait is over. */
     public boolean ready() {
-        return phase == Phase.CAUGHT_UP || Instant.now().isAfter(deadline);
+        if (phase == Phase.CAUGHT_UP) {
+            return true;
+        }
+        // Past the start-up wait, ready only when the topic cannot be read: not while it is being read.
+        return Instant.now().isAfter(deadline)
+                && (phase == Phase.STARTING || "down".equals(link.status(KafkaLink.Client.CONTROL).state()));
     }
 
     public Phase phase() {

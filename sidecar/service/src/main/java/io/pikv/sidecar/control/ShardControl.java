@@ -154,6 +154,14 @@ public final class ShardControl {
         }
         ExpertShardMap map;
         try {
+            if (record.parameters() != null) {
+                for (Map.Entry<String, Double> p : record.parameters().entrySet()) {
+                    if (p.getValue() == null || !Double.isFinite(p.getValue())) {
+                        throw new IllegalArgumentException("policy parameter " + p.getKey()
+                                + " must be a finite number, got " + p.getValue());
+                    }
+                }
+            }
             map = shardMap(record);
             routing.accept(map);
         } catch (IllegalArgumentException e) {

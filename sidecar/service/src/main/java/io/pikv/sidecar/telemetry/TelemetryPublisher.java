@@ -231,6 +231,11 @@ public final class TelemetryPublisher implements AutoCloseable {
             } catch (JsonProcessingException e) {
                 buffer.drop(next);
                 LOG.errorf(e, "telemetry: cannot write record %d as JSON (dropped)", next.sequence());
+            } catch (RuntimeException e) {
+                // Anything else must not stop the sender: the record goes, the next ones are still published.
+                buffer.drop(next);
+                failures.increment();
+                LOG.errorf(e, "telemetry: record %d failed unexpectedly (dropped)", next.sequence());
             }
         }
     }

@@ -108,6 +108,28 @@ class ControlListenerTest {
     }
 
     @Test
+    void aRecordThatCannotRunIsSaidAndLaterOnesStillApply() throws Exception {
+        String topic = TestKafka.uniqueTopic("control");
+        TestKafka.createTopic(topic, true);
+        try (KafkaProducer<String, String> producer = TestKafka.producer()) {
+            // A null parameter: the record is refused whole, with the reason, before anything of it applies.
+            producer.send(new ProducerRecord<>(topic, "c1", "{\"version\":1,\"cluster\":\"c1\",\"epoch\":2,"
+                    + "\"shardOfExpert\":[0,0,0,0],\"shards\":1,\"policy\":\"h2o\",\"parameters\":{\"sinks\":null},"
+                    + "\"budgetBytes\":4096}")).get();
+            ControlListener l = listener(topic, Duration.ofSeconds(30));
+            l.start();
+            await().atMost(Duration.ofSeconds(20)).until(l::ready);
+            assertThat(control.epoch()).isEqualTo(-1);
+            assertThat(control.state().lastRejected())
+                    .isEqualTo("epoch 2: policy parameter sinks must be a finite number, got null");
+            assertThat(count("invalid")).isEqualTo(1);
+            publish(producer, topic, "c1", state("c1", 3, "oldest-page", 0, 0, 0, 0));
+            await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 3);
+            assertThat(policy.activePolicy()).isEqualTo("oldest-page");
+        }
+    }
+
+    @Test
     void aMissingTopicDelaysReadinessByTheStartupWaitOnly() throws Exception {
         String topic = TestKafka.uniqueTopic("control-missing");
         ControlListener l = listener(topic, Duration.ofSeconds(3));
