@@ -85,6 +85,16 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         return out;
     }
 
+    /** Refuses a parameter without a finite value (a control record's JSON may carry null). */
+    public static void requireFinite(Map<String, Double> parameters) {
+        for (Map.Entry<String, Double> e : parameters.entrySet()) {
+            if (e.getValue() == null || !Double.isFinite(e.getValue())) {
+                throw new IllegalArgumentException("parameter " + e.getKey() + " must be a finite number, got "
+                        + e.getValue());
+            }
+        }
+    }
+
     /** Names this sidecar can run. */
     public static Set<String> known() {
         Set<String> names = new TreeSet<>(PAGE);
@@ -134,12 +144,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
                     + String.join(", ", known()) + ")");
         }
         Map<String, Double> defaults = DEFAULTS.getOrDefault(name, Map.of());
-        for (Map.Entry<String, Double> e : parameters.entrySet()) {
-            if (e.getValue() == null || !Double.isFinite(e.getValue())) {
-                throw new IllegalArgumentException("parameter " + e.getKey() + " must be a finite number, got "
-                        + e.getValue());
-            }
-        }
+        requireFinite(parameters);
         for (String key : parameters.keySet()) {
             if (!defaults.containsKey(key)) {
                 throw new IllegalArgumentException("policy " + name + " has no parameter '" + key + "'"
@@ -147,9 +152,9 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
                         new TreeSet<>(defaults.keySet())) + ")"));
             }
         }
-        java.util.function.ToDoubleFunction<String> p = key -> parameters.getOrDefault(key, defaults.get(key));
-        Map<String, Double> resolved = new java.util.TreeMap<>(defaults);
+        Map<String, Double> resolved = new TreeMap<>(defaults);
         resolved.putAll(parameters);
+        java.util.function.ToDoubleFunction<String> p = resolved::get;
         EvictionPolicy policy = switch (name) {
             case "lru" -> new Lru();
             case "streaming" -> new StreamingLlm(count(p, "sinks"), count(p, "window"));

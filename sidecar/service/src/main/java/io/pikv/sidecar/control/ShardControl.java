@@ -155,12 +155,7 @@ public final class ShardControl {
         ExpertShardMap map;
         try {
             if (record.parameters() != null) {
-                for (Map.Entry<String, Double> p : record.parameters().entrySet()) {
-                    if (p.getValue() == null || !Double.isFinite(p.getValue())) {
-                        throw new IllegalArgumentException("policy parameter " + p.getKey()
-                                + " must be a finite number, got " + p.getValue());
-                    }
-                }
+                ShardPolicy.requireFinite(record.parameters()); // before anything of the record applies
             }
             map = shardMap(record);
             routing.accept(map);

@@ -121,7 +121,7 @@ class ControlListenerTest {
             await().atMost(Duration.ofSeconds(20)).until(l::ready);
             assertThat(control.epoch()).isEqualTo(-1);
             assertThat(control.state().lastRejected())
-                    .isEqualTo("epoch 2: policy parameter sinks must be a finite number, got null");
+                    .isEqualTo("epoch 2: parameter sinks must be a finite number, got null");
             assertThat(count("invalid")).isEqualTo(1);
             publish(producer, topic, "c1", state("c1", 3, "oldest-page", 0, 0, 0, 0));
             await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 3);
