@@ -217,10 +217,10 @@ public final class Gateway implements KvApi {
             }
             if (failure != null) {
                 // Take back what any shard may have stored, even one whose answer failed (a timeout after it
-                // stored): withdrawing what is not there changes nothing.
+                // stored); not from one that refused its part, which stored none of it.
                 boolean undone = true;
                 for (int s = 0; s < shards.size(); s++) {
-                    if (!parts.get(s).isEmpty()) {
+                    if (!parts.get(s).isEmpty() && !refused(sent.get(s))) {
                         int[] stored = parts.get(s).stream().mapToInt(Wire.AppendRequest.Entry::position).toArray();
                         undone &= undo(s, sequence, layer, stored);
                     }
@@ -335,7 +335,7 @@ public final class Gateway implements KvApi {
             if (failure != null) {
                 // The owner may have stored the token (even if its answer failed): take it back, the step did not
                 // happen. When that cannot be confirmed the position is not given again.
-                if (!undo(owner, sequence, layer, new int[] {position})) {
+                if (!refused(parts.get(0)) && !undo(owner, sequence, layer, new int[] {position})) {
                     state.experts[layer][owner].set(experts[0]);
                     state.length[layer] = position + 1;
                 }
@@ -344,6 +344,20 @@ public final class Gateway implements KvApi {
             state.experts[layer][owner].set(experts[0]);
             state.length[layer] = position + 1;
             return new Wire.StepResponse(position, experts, PartialAttention.merge(partials).finish().output());
+        }
+    }
+
+    /** Whether a shard refused the call (4xx): a shard's request is all or none, so it stored nothing of it. */
+    private static boolean refused(CompletableFuture<?> call) {
+        if (!call.isCompletedExceptionally()) {
+            return false;
+        }
+        try {
+            call.join();
+            return false;
+        } catch (java.util.concurrent.CompletionException | java.util.concurrent.CancellationException e) {
+            Throwable cause = e instanceof java.util.concurrent.CompletionException ? e.getCause() : e;
+            return cause instanceof SidecarException se && se.status() >= 400 && se.status() < 500;
         }
     }
 
