@@ -130,9 +130,7 @@ public final class KvShard {
     public void append(long sequence, int layer, int position, int expert, float[] k, float[] v) {
         shape.checkLayer(layer);
         shape.checkExpert(expert);
-        if (position < 0 || position > MAX_POSITION) {
-            throw new IllegalArgumentException("position must be in [0, " + MAX_POSITION + "], got " + position);
-        }
+        checkPosition(position);
         checkValues("K", k);
         checkValues("V", v);
         lock.writeLock().lock();
@@ -166,6 +164,24 @@ public final class KvShard {
             entries++;
         } finally {
             lock.writeLock().unlock();
+        }
+    }
+
+    private static void checkPosition(int position) {
+        if (position < 0 || position > MAX_POSITION) {
+            throw new IllegalArgumentException("position must be in [0, " + MAX_POSITION + "], got " + position);
+        }
+    }
+
+    /**
+     * Refuses a position outside [0, {@link #MAX_POSITION}] before a caller (a shard node checking a request before it
+     * takes its locks) or this shard acts on any of them.
+     */
+    public static void checkPositions(int[] positions) {
+        for (int p : positions) {
+            if (p < 0 || p > MAX_POSITION) {
+                throw new IllegalArgumentException("positions must be in [0, " + MAX_POSITION + "], got " + p);
+            }
         }
     }
 
@@ -303,6 +319,7 @@ public final class KvShard {
      */
     public int withdraw(long sequence, int layer, int[] positions) {
         shape.checkLayer(layer);
+        checkPositions(positions);
         lock.writeLock().lock();
         try {
             return removeTokens(sequence, layer, positions, false);

@@ -15,10 +15,13 @@ import io.pikv.sidecar.wire.Wire;
 import org.jboss.logging.Logger;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.BitSet;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CancellationException;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ThreadLocalRandom;
 
@@ -355,8 +358,8 @@ public final class Gateway implements KvApi {
         try {
             call.join();
             return false;
-        } catch (java.util.concurrent.CompletionException | java.util.concurrent.CancellationException e) {
-            Throwable cause = e instanceof java.util.concurrent.CompletionException ? e.getCause() : e;
+        } catch (CompletionException | CancellationException e) {
+            Throwable cause = e instanceof CompletionException ? e.getCause() : e;
             return cause instanceof SidecarException se && se.status() >= 400 && se.status() < 500;
         }
     }
@@ -368,7 +371,7 @@ public final class Gateway implements KvApi {
             return true;
         } catch (RuntimeException e) {
             LOG.warnf("gateway: could not take back positions %s of sequence %d layer %d from %s: %s",
-                    java.util.Arrays.toString(positions), sequence, layer, shards.get(s).base(), e.getMessage());
+                    Arrays.toString(positions), sequence, layer, shards.get(s).base(), e.getMessage());
             return false;
         }
     }

@@ -264,11 +264,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
     @Override
     public int withdraw(long sequence, int layer, int[] positions) {
         shape.checkLayer(layer);
-        for (int p : positions) {
-            if (p < 0 || p > KvShard.MAX_POSITION) {
-                throw new IllegalArgumentException("positions must be in [0, " + KvShard.MAX_POSITION + "], got " + p);
-            }
-        }
+        KvShard.checkPositions(positions);
         SequenceState state = state(sequence);
         synchronized (state) {
             int withdrawn = shard.withdraw(sequence, layer, positions);
