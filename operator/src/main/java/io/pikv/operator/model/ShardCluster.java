@@ -55,9 +55,11 @@ import java.util.stream.Collectors;
  * {@link #generateHeadlessService()}, {@link #generatePodDisruptionBudget()}). Nothing here talks to the API server.
  *
  * <p>Settings reach the sidecar as environment variables ({@code pikv.store.budget-bytes} →
- * {@code PIKV_STORE_BUDGET_BYTES}) that reference the ConfigMap key of the same name; the hash of exactly those
- * settings is the pod template's {@code pikv.io/config-hash}, so changing one rolls the shards, and changing anything
- * else (the gateway's routing, the shard map, the policy — all applied online later) does not.
+ * {@code PIKV_STORE_BUDGET_BYTES}) with literal values in the pod template (the ConfigMap holds the same keys for
+ * reading, but pods do not reference it, so a pod of an older revision restarting mid-rollout keeps its own
+ * settings); the hash of exactly those settings is the pod template's {@code pikv.io/config-hash}, so changing one
+ * rolls the shards, and changing anything else (the gateway's routing, the shard map, the policy — all applied
+ * online later) does not.
  */
 public final class ShardCluster {
 
@@ -341,11 +343,9 @@ public final class ShardCluster {
         env.add(new EnvVarBuilder().withName("PIKV_SHARD_ID").withNewValueFrom().withNewFieldRef()
                 .withFieldPath("metadata.labels['" + PiKVClusterResources.LABEL_POD_INDEX + "']").endFieldRef()
                 .endValueFrom().build());
-        for (String key : shardSettings.keySet()) {
-            env.add(new EnvVarBuilder().withName(envName(key)).withNewValueFrom().withNewConfigMapKeyRef()
-                    .withName(PiKVClusterResources.configMapName(name)).withKey(key).endConfigMapKeyRef()
-                    .endValueFrom().build());
-        }
+        // Literal values, not references to the ConfigMap: a pod of the previous revision that restarts during a
+        // rollout must come back with the settings of its own revision, not with the ConfigMap's newer ones.
+        shardSettings.forEach((key, value) -> env.add(new EnvVar(envName(key), value, null)));
         long headroom = containerMemoryBytes - budgetBytes;
         env.add(new EnvVar("JDK_JAVA_OPTIONS", "--add-modules=jdk.incubator.vector -Xmx" + mebibytes(headroom / 2)
                 + "m -XX:MaxDirectMemorySize=" + mebibytes(budgetBytes + headroom / 8) + "m", null));
