@@ -166,20 +166,21 @@ public final class TelemetryPublisher implements AutoCloseable {
 
     private void sendLoop() {
         boolean wasDown = false;
-        while (running && producer == null) {
-            try {
-                producer = producers.get();
-            } catch (KafkaException e) {
-                link.down(KafkaLink.Client.TELEMETRY, e);
-                if (!wasDown) {
-                    LOG.warnf("telemetry: cannot create the Kafka producer (%s); retrying, buffering up to %d records",
-                            KafkaLink.describe(e), buffer.capacity());
-                    wasDown = true;
-                }
-                pause(1000);
-            }
-        }
         while (running) {
+            if (producer == null) {
+                try {
+                    producer = producers.get();
+                } catch (KafkaException e) {
+                    link.down(KafkaLink.Client.TELEMETRY, e);
+                    if (!wasDown) {
+                        LOG.warnf("telemetry: cannot create the Kafka producer (%s); retrying, buffering up to %d records",
+                                KafkaLink.describe(e), buffer.capacity());
+                        wasDown = true;
+                    }
+                    pause(1000);
+                    continue;
+                }
+            }
             CacheEvents next;
             try {
                 next = buffer.take(100);
@@ -216,8 +217,14 @@ public final class TelemetryPublisher implements AutoCloseable {
                 if (retry) {
                     buffer.putBack(next);
                 } else {
+                    // Refused for good. The error may have left the producer unusable (an idempotent producer's
+                    // fatal errors do), so it is closed and the next record goes through a new one.
                     buffer.drop(next);
-                    LOG.errorf("telemetry: Kafka refused record %d for good (dropped): %s", next.sequence(), cause);
+                    LOG.errorf("telemetry: Kafka refused record %d for good (dropped): %s; the producer is rebuilt",
+                            next.sequence(), cause);
+                    Producer<String, byte[]> failed = producer;
+                    producer = null;
+                    closeQuietly(failed);
                 }
                 if (!wasDown) {
                     LOG.warnf("telemetry: cannot publish to %s (%s); buffering up to %d records, oldest dropped beyond",
@@ -237,6 +244,14 @@ public final class TelemetryPublisher implements AutoCloseable {
                 failures.increment();
                 LOG.errorf(e, "telemetry: record %d failed unexpectedly (dropped)", next.sequence());
             }
+        }
+    }
+
+    private static void closeQuietly(Producer<String, byte[]> failed) {
+        try {
+            failed.close(Duration.ZERO);
+        } catch (RuntimeException e) {
+            LOG.debugf(e, "telemetry: closing the failed producer");
         }
     }
 

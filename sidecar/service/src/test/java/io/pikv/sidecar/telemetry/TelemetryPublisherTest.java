@@ -18,19 +18,28 @@ import io.pikv.sidecar.wire.Wire;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.MockProducer;
+import org.apache.kafka.clients.producer.Producer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.ClusterAuthorizationException;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+import org.apache.kafka.common.serialization.StringSerializer;
 import org.apache.kafka.common.test.KafkaClusterTestKit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 import java.net.ServerSocket;
 import java.time.Duration;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Deque;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.Supplier;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
@@ -58,6 +67,10 @@ class TelemetryPublisherTest {
                 buffer, sendTimeout);
         Map<String, Object> config = KafkaClients.producer(Map.of(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap),
                 "test-telemetry", sendTimeout);
+        return publisher(settings, () -> new KafkaProducer<>(config));
+    }
+
+    TelemetryPublisher publisher(TelemetryPublisher.Settings settings, Supplier<Producer<String, byte[]>> producers) {
         publisher = new TelemetryPublisher(settings, new TelemetryPublisher.Source() {
             @Override
             public ShardStats stats() {
@@ -78,8 +91,42 @@ class TelemetryPublisherTest {
             public long epoch() {
                 return -1;
             }
-        }, () -> new KafkaProducer<>(config), json, registry, link);
+        }, producers, json, registry, link);
         return publisher;
+    }
+
+    @Test
+    void aProducerWhoseSendKafkaRefusedForGoodIsReplaced() throws Exception {
+        // An idempotent producer's fatal errors leave it unusable: every later send would fail the same way.
+        MockProducer<String, byte[]> broken = new MockProducer<>(true, null, new StringSerializer(),
+                new ByteArraySerializer());
+        broken.sendException = new ClusterAuthorizationException("not authorized to write idempotently");
+        MockProducer<String, byte[]> healthy = new MockProducer<>(true, null, new StringSerializer(),
+                new ByteArraySerializer());
+        Deque<MockProducer<String, byte[]>> made = new ArrayDeque<>(List.of(broken, healthy));
+        AtomicInteger calls = new AtomicInteger();
+        TelemetryPublisher p = publisher(new TelemetryPublisher.Settings("pikv.cache-events", "c", 0, SHAPE.experts(),
+                Duration.ofMillis(20), 8, Duration.ofSeconds(1)), () -> {
+                    calls.incrementAndGet();
+                    return made.size() > 1 ? made.poll() : made.peek();
+                });
+        p.start();
+        await().atMost(Duration.ofSeconds(10)).until(() -> healthy.history().size() >= 3);
+        assertThat(calls).hasValue(2);
+        assertThat(broken.closed()).isTrue();
+        assertThat(broken.history()).isEmpty();
+        assertThat(registry.get("pikv.telemetry.send.failures").counter().count()).isEqualTo(1.0);
+        List<CacheEvents> records = new ArrayList<>();
+        for (var r : healthy.history()) {
+            assertThat(r.key()).isEqualTo("c/0");
+            records.add(json.readValue(r.value(), CacheEvents.class));
+        }
+        // The refused record is the only one lost, and the next one says so.
+        assertThat(records.get(0).sequence()).isEqualTo(1);
+        assertThat(records.get(0).dropped()).isEqualTo(1);
+        assertThat(records.get(1).sequence()).isEqualTo(2);
+        assertThat(records.get(1).dropped()).isZero();
+        assertThat(link.status(KafkaLink.Client.TELEMETRY).state()).isEqualTo("up");
     }
 
     @Test
