@@ -61,6 +61,21 @@ __device__ __forceinline__ void pikv_write_split(const float (*wm)[PIKV_MAX_GROU
     }
 }
 
+// A warp's walk over its pages (every fourth of the split): the next page's id and count are loaded one page
+// ahead (the first with the query), so the page list's load latency is not on each page's dependency chain.
+struct PikvPageCursor {
+    int id = 0;
+    int count = 0;
+
+    __device__ __forceinline__ void load(const int* __restrict__ pageIds, const int* __restrict__ counts, int at,
+                                         int last) {
+        if (at < last) {
+            id = pageIds[at];
+            count = counts[at];
+        }
+    }
+};
+
 // One block = (split blockIdx.x, KV head blockIdx.y) over the pages [split * pagesPerSplit, ...) of the list.
 // Its four warps work independently, each on every fourth page, with a running (m, l, o) per query head of
 // the group; no block-wide barrier is taken per page. At the end the warps' states are merged with the
@@ -102,14 +117,8 @@ __device__ __forceinline__ void pikv_partial_impl(const unsigned char* __restric
     const int qHeads = kvHeads * group;
     const int first = split * pagesPerSplit;
     const int last = min(numPages, first + pagesPerSplit);
-    // The warp's next page id and count are loaded one page ahead (the first with the query), so the page
-    // list's load latency is not on each page's dependency chain.
-    int nextId = 0;
-    int nextCount = 0;
-    if (first + warp < last) {
-        nextId = pageIds[first + warp];
-        nextCount = counts[first + warp];
-    }
+    PikvPageCursor next;
+    next.load(pageIds, counts, first + warp, last);
 
     for (int i = tid; i < D; i += PIKV_THREADS) {
         float v[PIKV_MAX_GROUP];
@@ -137,12 +146,9 @@ __device__ __forceinline__ void pikv_partial_impl(const unsigned char* __restric
 
     const size_t regionWords = (size_t) D * PIKV_P / 2;
     for (int pi = first + warp; pi < last; pi += WARPS) {
-        const int id = nextId;
-        const int count = nextCount;
-        if (pi + WARPS < last) {
-            nextId = pageIds[pi + WARPS];
-            nextCount = counts[pi + WARPS];
-        }
+        const int id = next.id;
+        const int count = next.count;
+        next.load(pageIds, counts, pi + WARPS, last);
         const unsigned int* page = reinterpret_cast<const unsigned int*>(pool + (unsigned long long) id * pageBytes);
         const unsigned int* kw = page + (size_t) h * regionWords;
         const unsigned int* vw = page + (size_t) kvHeads * regionWords + (size_t) h * regionWords;
@@ -292,12 +298,8 @@ __device__ __forceinline__ void pikv_partial_i8_impl(const unsigned char* __rest
     const int first = split * pagesPerSplit;
     const int last = min(numPages, first + pagesPerSplit);
     const size_t regionWords = (size_t) D * PIKV_P / 4;   // one head's K (or V) words
-    int nextId = 0;
-    int nextCount = 0;
-    if (first + warp < last) {
-        nextId = pageIds[first + warp];
-        nextCount = counts[first + warp];
-    }
+    PikvPageCursor next;
+    next.load(pageIds, counts, first + warp, last);
 
     for (int i = tid; i < D; i += PIKV_THREADS) {
         float v[PIKV_MAX_GROUP];
@@ -324,12 +326,9 @@ __device__ __forceinline__ void pikv_partial_i8_impl(const unsigned char* __rest
     }
 
     for (int pi = first + warp; pi < last; pi += WARPS) {
-        const int id = nextId;
-        const int count = nextCount;
-        if (pi + WARPS < last) {
-            nextId = pageIds[pi + WARPS];
-            nextCount = counts[pi + WARPS];
-        }
+        const int id = next.id;
+        const int count = next.count;
+        next.load(pageIds, counts, pi + WARPS, last);
         const unsigned int* page = reinterpret_cast<const unsigned int*>(pool + (unsigned long long) id * pageBytes);
         const unsigned int* kw = page + (size_t) h * regionWords;
         const unsigned int* vw = page + (size_t) kvHeads * regionWords + (size_t) h * regionWords;
