@@ -368,12 +368,12 @@ public final class KvShard {
             } else {
                 uncount(ls, layer, page.expert[slot]);
             }
-            ls.location[position] = -1;
+            ls.clearLocation(position);
             Page donor = segment.tail != null ? segment.tail : segment.pages.get(segment.pages.size() - 1);
             int last = donor.count - 1;
             if (donor != page || last != slot) {
                 page.copyEntry(donor, last, slot, moveK, moveV);
-                ls.location[page.position[slot]] = page.id * tokens + slot;
+                ls.setLocation(page.position[slot], page.id * tokens + slot);
             }
             donor.count = last;
             segment.tail = donor;
@@ -390,7 +390,7 @@ public final class KvShard {
         int layer = page.segment.layer;
         for (int slot = 0; slot < page.count; slot++) {
             countEviction(ls, layer, page.expert[slot]);
-            ls.location[page.position[slot]] = -1;
+            ls.clearLocation(page.position[slot]);
         }
         free(page);
     }
@@ -654,12 +654,7 @@ public final class KvShard {
                 return new int[0];
             }
             int[] out = new int[ls.resident];
-            int n = 0;
-            for (int p = 0; p < ls.location.length && n < out.length; p++) {
-                if (ls.location[p] >= 0) {
-                    out[n++] = p;
-                }
-            }
+            ls.positions(out);
             return out;
         } finally {
             lock.readLock().unlock();

@@ -4,9 +4,19 @@ import java.util.Arrays;
 
 /** One shard's state for one (sequence, layer): its buckets, where each position lives, per-expert counts. */
 final class LayerState {
+    /** Positions per leaf of the index, and leaves per middle node (both 2^8). */
+    private static final int BITS = 8;
+    private static final int FAN = 1 << BITS;
+    private static final int MASK = FAN - 1;
+
     final Segment[] buckets;
-    /** Position → {@code pageId · pageTokens + slot}, or −1 when not resident on this shard. */
-    int[] location = new int[64];
+    /**
+     * Position → {@code pageId · pageTokens + slot}, or −1 when not resident on this shard: a three-level radix index
+     * (root → middle nodes of 256 leaves → leaves of 256 positions) whose nodes are allocated as positions are
+     * stored, so its memory follows the positions held rather than the highest one (a single entry at position
+     * 2^24 − 1 costs three small arrays, not a 64 MiB table). The root grows to the highest middle node in use.
+     */
+    private int[][][] root = new int[1][][];
     final int[] residentPerExpert;
     final int[] evictedPerExpert;
     int resident;
@@ -18,25 +28,63 @@ final class LayerState {
         }
         this.residentPerExpert = new int[experts];
         this.evictedPerExpert = new int[experts];
-        Arrays.fill(location, -1);
     }
 
     int location(int position) {
-        return position >= 0 && position < location.length ? location[position] : -1;
+        if (position < 0 || position > KvShard.MAX_POSITION) {
+            return -1;
+        }
+        int top = position >>> (2 * BITS);
+        if (top >= root.length || root[top] == null) {
+            return -1;
+        }
+        int[] leaf = root[top][(position >>> BITS) & MASK];
+        return leaf == null ? -1 : leaf[position & MASK];
     }
 
-    /** Grows the index to hold {@code position}: before anything else changes, so a failure here changes nothing. */
+    /** Allocates the index nodes for {@code position}: before anything else changes, so a failure here changes nothing. */
     void reserve(int position) {
-        if (position >= location.length) {
-            int old = location.length;
-            location = Arrays.copyOf(location, (int) Math.min(Math.max(old * 2L, position + 1L),
-                    KvShard.MAX_POSITION + 1L));
-            Arrays.fill(location, old, location.length, -1);
+        int top = position >>> (2 * BITS);
+        if (top >= root.length) {
+            root = Arrays.copyOf(root, top + 1);
+        }
+        int[][] middle = root[top];
+        if (middle == null) {
+            middle = new int[FAN][];
+            root[top] = middle;
+        }
+        int at = (position >>> BITS) & MASK;
+        if (middle[at] == null) {
+            int[] leaf = new int[FAN];
+            Arrays.fill(leaf, -1);
+            middle[at] = leaf;
         }
     }
 
     void setLocation(int position, int value) {
         reserve(position);
-        location[position] = value;
+        root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = value;
+    }
+
+    /** Marks a resident position as no longer resident. */
+    void clearLocation(int position) {
+        root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = -1;
+    }
+
+    /** Up to {@code out.length} resident positions, ascending, into {@code out}; returns how many. */
+    int positions(int[] out) {
+        int n = 0;
+        for (int top = 0; top < root.length && n < out.length; top++) {
+            int[][] middle = root[top];
+            for (int m = 0; middle != null && m < FAN && n < out.length; m++) {
+                int[] leaf = middle[m];
+                for (int i = 0; leaf != null && i < FAN && n < out.length; i++) {
+                    if (leaf[i] >= 0) {
+                        out[n++] = (top << (2 * BITS)) | (m << BITS) | i;
+                    }
+                }
+            }
+        }
+        return n;
     }
 }

@@ -1,0 +1,63 @@
+package io.pikv.kv;
+
+import io.pikv.kv.compute.Kernels;
+import org.junit.jupiter.api.Test;
+
+import java.lang.management.ManagementFactory;
+import java.util.Random;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** A shard's position index costs memory for the positions it holds, not for the highest one. */
+class PositionIndexTest {
+    private static final ModelShape SHAPE = new ModelShape(1, 4, 2, 32, 8, 2);
+    private static final KvLayout LAYOUT = new KvLayout(2, 32, 16, StorageType.FP32);
+
+    private static KvShard shard() {
+        return new KvShard(0, SHAPE, LAYOUT, 1, 64L * LAYOUT.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
+                Kernels.select(LAYOUT));
+    }
+
+    private static long allocatedBytes() {
+        return ((com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean()).getCurrentThreadAllocatedBytes();
+    }
+
+    @Test
+    void anEntryAtTheLastPositionAllocatesLittle() {
+        Random rnd = new Random(3);
+        KvShard shard = shard();
+        {
+            float[] k = Reference.gaussian(SHAPE.kvWidth(), rnd, 1f);
+            float[] v = Reference.gaussian(SHAPE.kvWidth(), rnd, 1f);
+            shard.append(1, 0, 0, 1, k, v); // first page and sequence state out of the way
+            long before = allocatedBytes();
+            shard.append(1, 0, KvShard.MAX_POSITION, 2, k, v);
+            long allocated = allocatedBytes() - before;
+            // A dense table up to 2^24 - 1 would be 64 MiB; the index's nodes are a few KB.
+            assertThat(allocated).isLessThan(64 * 1024);
+            assertThat(shard.residentPositions(1, 0)).containsExactly(0, KvShard.MAX_POSITION);
+        }
+    }
+
+    @Test
+    void sparsePositionsAreFoundMovedAndRemovedLikeDenseOnes() {
+        Random rnd = new Random(4);
+        int[] positions = {0, 1, 255, 256, 65535, 65536, 70000, 1 << 20, KvShard.MAX_POSITION - 1, KvShard.MAX_POSITION};
+        KvShard shard = shard();
+        {
+            for (int p : positions) {
+                shard.append(7, 0, p, rnd.nextInt(SHAPE.experts()), Reference.gaussian(SHAPE.kvWidth(), rnd, 1f),
+                        Reference.gaussian(SHAPE.kvWidth(), rnd, 1f));
+            }
+            assertThat(shard.residentPositions(7, 0)).containsExactly(positions);
+            // Removing entries moves others into their slots; each must still be found at its position.
+            assertThat(shard.withdraw(7, 0, new int[] {1, 65536, KvShard.MAX_POSITION - 1})).isEqualTo(3);
+            assertThat(shard.residentPositions(7, 0))
+                    .containsExactly(0, 255, 256, 65535, 70000, 1 << 20, KvShard.MAX_POSITION);
+            assertThat(shard.withdraw(7, 0, new int[] {1, 65536})).isZero();
+            assertThat(shard.evict(7, 0, new int[] {KvShard.MAX_POSITION, 0, 2})).isEqualTo(2);
+            assertThat(shard.residentPositions(7, 0)).containsExactly(255, 256, 65535, 70000, 1 << 20);
+            assertThat(shard.resident(7, 0)).isEqualTo(5);
+        }
+    }
+}
