@@ -128,18 +128,11 @@ public final class KvShard {
      * @throws KvBudgetExceededException when no page can be had; the shard is then unchanged
      */
     public void append(long sequence, int layer, int position, int expert, float[] k, float[] v) {
-        shape.checkLayer(layer);
-        shape.checkExpert(expert);
-        checkPosition(position);
-        checkValues("K", k);
-        checkValues("V", v);
+        checkEntry(layer, position, expert, k, v);
         lock.writeLock().lock();
         try {
             LayerState ls = layerState(sequence, layer, true);
-            if (ls.location(position) >= 0) {
-                throw new IllegalArgumentException("position " + position + " of sequence " + sequence + " layer "
-                        + layer + " is already stored on shard " + id);
-            }
+            checkFree(ls, sequence, layer, position);
             float[] sk = k;
             float[] sv = v;
             if (projection != null) {
@@ -164,6 +157,37 @@ public final class KvShard {
             entries++;
         } finally {
             lock.writeLock().unlock();
+        }
+    }
+
+    /**
+     * The checks {@link #append} makes before it changes anything (range of layer, expert and position, the values,
+     * the position not stored yet), for a caller that must refuse a batch of entries before storing any of them: an
+     * append can evict other entries to make room, so a batch checked entry by entry while it is stored would change
+     * the shard even when a later entry is refused.
+     */
+    public void checkAppend(long sequence, int layer, int position, int expert, float[] k, float[] v) {
+        checkEntry(layer, position, expert, k, v);
+        lock.readLock().lock();
+        try {
+            checkFree(layerState(sequence, layer, false), sequence, layer, position);
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    private void checkEntry(int layer, int position, int expert, float[] k, float[] v) {
+        shape.checkLayer(layer);
+        shape.checkExpert(expert);
+        checkPosition(position);
+        checkValues("K", k);
+        checkValues("V", v);
+    }
+
+    private void checkFree(LayerState ls, long sequence, int layer, int position) {
+        if (ls != null && ls.location(position) >= 0) {
+            throw new IllegalArgumentException("position " + position + " of sequence " + sequence + " layer "
+                    + layer + " is already stored on shard " + id);
         }
     }
 

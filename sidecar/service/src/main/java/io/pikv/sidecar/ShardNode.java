@@ -229,17 +229,15 @@ public final class ShardNode implements KvApi, AutoCloseable {
         Wire.AppendRequest.Entry[] entries = request.entries();
         int[] positions = new int[entries.length];
         synchronized (state) {
+            checkOpen(sequence, state);
             int layer = request.layer();
             int lengthBefore = state.length[layer];
+            int[] planned = plan(sequence, layer, lengthBefore, entries);
             int done = 0;
             try {
                 for (; done < entries.length; done++) {
                     Wire.AppendRequest.Entry e = entries[done];
-                    int position = e.position() == Wire.NEXT_POSITION ? state.length[layer] : e.position();
-                    if (position < 0) {
-                        throw new IllegalArgumentException("entry " + done + ": position must be >= 0 or -1 (next), got "
-                                + e.position());
-                    }
+                    int position = planned[done];
                     shard.append(sequence, layer, position, e.expert(), e.k(), e.v());
                     policy.appended(sequence, layer, position);
                     positions[done] = position;
@@ -261,12 +259,54 @@ public final class ShardNode implements KvApi, AutoCloseable {
         return positions;
     }
 
+    /**
+     * The positions the entries will take, after every check that storing them would make: a refused entry is
+     * refused before any entry is stored (storing one can evict others to make room).
+     */
+    private int[] plan(long sequence, int layer, int length, Wire.AppendRequest.Entry[] entries) {
+        int[] planned = new int[entries.length];
+        int next = length;
+        for (int i = 0; i < entries.length; i++) {
+            Wire.AppendRequest.Entry e = entries[i];
+            int position = e.position() == Wire.NEXT_POSITION ? next : e.position();
+            try {
+                if (position < 0) {
+                    throw new IllegalArgumentException("position must be >= 0 or -1 (next), got " + e.position());
+                }
+                shard.checkAppend(sequence, layer, position, e.expert(), e.k(), e.v());
+            } catch (IllegalArgumentException refused) {
+                throw entries.length == 1 ? refused : withEntry(refused, i);
+            }
+            planned[i] = position;
+            next = Math.max(next, position + 1);
+        }
+        if (entries.length > 1) {
+            int[] sorted = planned.clone();
+            Arrays.sort(sorted);
+            for (int i = 1; i < sorted.length; i++) {
+                if (sorted[i] == sorted[i - 1]) {
+                    throw new IllegalArgumentException("position " + sorted[i] + " appears twice in the request "
+                            + "(no entry of the request was stored)");
+                }
+            }
+        }
+        return planned;
+    }
+
+    /** A sequence closed while its caller waited for its lock is gone: nothing may be stored into it again. */
+    private void checkOpen(long sequence, SequenceState state) {
+        if (sequences.get(sequence) != state) {
+            throw new UnknownSequenceException(sequence);
+        }
+    }
+
     @Override
     public int withdraw(long sequence, int layer, int[] positions) {
         shape.checkLayer(layer);
         KvShard.checkPositions(positions);
         SequenceState state = state(sequence);
         synchronized (state) {
+            checkOpen(sequence, state);
             int withdrawn = shard.withdraw(sequence, layer, positions);
             policy.withdrawn(sequence, layer, positions);
             return withdrawn;

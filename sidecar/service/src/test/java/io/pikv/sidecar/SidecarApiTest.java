@@ -171,7 +171,7 @@ class SidecarApiTest {
         Wire.AppendRequest nan = entries(0, 2, rnd);
         nan.entries()[1].v()[3] = Float.NaN;
         rejects(seq, "entries", Wire.encodeAppend(nan), 400, "entry 1 V[3] is NaN");
-        // Expert out of range in the second entry: the first entry, already stored, is withdrawn.
+        // Expert out of range in the second entry: refused before the first is stored.
         Wire.AppendRequest expert = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
             entry(Wire.NEXT_POSITION, 0, rnd), entry(Wire.NEXT_POSITION, 4, rnd)});
         rejects(seq, "entries", Wire.encodeAppend(expert), 400, "entry 1: expert 4 is out of range");
@@ -196,7 +196,12 @@ class SidecarApiTest {
         rejects(seq + 1000, "entries", Wire.encodeAppend(entries(0, 1, rnd)), 404, "unknown sequence");
         // Attention with a bad expert scope and with a wrong query size.
         byte[] attend = Wire.encodeAttend(new Wire.AttendRequest(0, new int[] {7}, gaussian(SHAPE.queryWidth(), rnd)));
-        rejects(seq, "attention", attend, 400, "expert");
+        rejects(seq, "attention", attend, 400, "scope expert 0 is 7: experts are 0..3");
+        // An id far out of range is refused before anything is sized from it; a repeated one too.
+        rejects(seq, "attention", Wire.encodeAttend(new Wire.AttendRequest(0, new int[] {0, Integer.MAX_VALUE},
+                gaussian(SHAPE.queryWidth(), rnd))), 400, "scope expert 1 is 2147483647");
+        rejects(seq, "attention", Wire.encodeAttend(new Wire.AttendRequest(0, new int[] {2, 2},
+                gaussian(SHAPE.queryWidth(), rnd))), 400, "scope expert 2 appears twice");
         rejects(seq, "attention", new byte[] {0, 0, 0, 0, 0, 0, 0, 0, 1}, 400, "body is 9 bytes");
         // Step with chosen experts repeated.
         byte[] step = Wire.encodeStep(new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, 0, null, new int[] {1, 1},

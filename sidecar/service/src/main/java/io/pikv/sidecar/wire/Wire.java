@@ -94,8 +94,17 @@ public final class Wire {
         exact(body.length, 8 + 4L * n + 4L * shape.queryWidth(), "an attend request with " + n
                 + " experts (8 + 4 × experts + 4 × qHeads × headDim bytes)");
         int[] experts = new int[n];
+        boolean[] seen = new boolean[shape.experts()];
         for (int i = 0; i < n; i++) {
-            experts[i] = in.getInt();
+            int e = in.getInt();
+            if (e < 0 || e >= shape.experts()) {
+                throw new WireException("scope expert " + i + " is " + e + ": experts are 0.." + (shape.experts() - 1));
+            }
+            if (seen[e]) {
+                throw new WireException("scope expert " + e + " appears twice");
+            }
+            seen[e] = true;
+            experts[i] = e;
         }
         return new AttendRequest(layer, experts, floats(in, shape.queryWidth(), "query"));
     }
