@@ -228,4 +228,9 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
     public String activePolicy() {
         return active.name();
     }
+
+    /** The parameters of the policy in charge, defaults filled in (none for page policies). */
+    public Map<String, Double> activeParameters() {
+        return active.parameters();
+    }
 }

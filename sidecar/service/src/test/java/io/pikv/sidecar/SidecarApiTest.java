@@ -257,6 +257,12 @@ class SidecarApiTest {
         given().get("/v1/config").then().statusCode(200).body("role", equalTo("shard")).body("pageTokens", equalTo(16))
                 .body("budgetBytes", equalTo(16384));
         given().get("/v1/shard-map").then().statusCode(200).body("shardOfExpert.size()", equalTo(4));
+        // A hand-applied map may not jump the epoch far ahead (control records up to it would be ignored).
+        long epoch = given().get("/v1/shard-map").then().extract().jsonPath().getLong("epoch");
+        given().contentType(ContentType.JSON).body("{\"epoch\":1000000000000,\"shards\":1,\"shardOfExpert\":[0,0,0,0]}")
+                .put("/v1/shard-map").then().statusCode(400).contentType(PROBLEM)
+                .body("detail", containsString("epoch 1000000000000 jumps more than 1000 past the map in effect"));
+        given().get("/v1/shard-map").then().body("epoch", equalTo((int) epoch));
         given().get("/v1/stats").then().statusCode(200).body("budgetBytes", equalTo(16384));
         // Ready once the control topic has been read (the suite's broker serves it).
         await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> given().get("/q/health/ready").then().statusCode(200));

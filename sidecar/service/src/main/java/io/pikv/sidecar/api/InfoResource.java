@@ -97,6 +97,9 @@ public class InfoResource {
         return new ShardMapJson(map.epoch(), map.shards(), map.assignment(), state.source());
     }
 
+    /** Largest epoch step a hand-applied map may take past the one in effect. */
+    static final long MAX_EPOCH_STEP = 1000;
+
     @PUT
     @Path("/shard-map")
     @Consumes(MediaType.APPLICATION_JSON)
@@ -107,9 +110,14 @@ public class InfoResource {
             throw new IllegalArgumentException("the body must hold epoch, shards and shardOfExpert");
         }
         ShardControl control = sidecar.control();
+        ShardControl.State current = control.state();
+        if (next.epoch() > Math.max(current.epoch(), 0) + MAX_EPOCH_STEP) {
+            throw new IllegalArgumentException("epoch " + next.epoch() + " jumps more than " + MAX_EPOCH_STEP
+                    + " past the map in effect (epoch " + current.epoch() + "): a hand-applied map continues the "
+                    + "epoch sequence, since control records up to its epoch would then be ignored as stale");
+        }
         java.util.List<Integer> assignment = java.util.Arrays.stream(next.shardOfExpert()).boxed().toList();
-        ControlState record = new ControlState(ControlState.VERSION, control.cluster(), next.epoch(), assignment,
-                next.shards(), null, null, 0);
+        ControlState record = control.mapOnly(next.epoch(), assignment, next.shards());
         switch (control.apply(record)) {
             case STALE -> throw new StaleEpochException("epoch " + next.epoch() + " is not newer than the map in "
                     + "effect (epoch " + control.epoch() + ")");

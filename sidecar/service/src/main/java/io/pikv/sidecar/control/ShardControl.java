@@ -144,6 +144,12 @@ public final class ShardControl {
         return state.epoch();
     }
 
+    /** A record that changes only the shard map: the policy in charge and its parameters go in as they are. */
+    public ControlState mapOnly(long epoch, List<Integer> shardOfExpert, int shards) {
+        return new ControlState(ControlState.VERSION, cluster, epoch, shardOfExpert, shards, policy.activePolicy(),
+                policy.activeParameters(), 0);
+    }
+
     public synchronized Outcome apply(ControlState record) {
         if (!cluster.equals(record.cluster())) {
             return Outcome.OTHER_CLUSTER;
