@@ -93,7 +93,7 @@ public class EventRecorder {
 
     private void write(String namespace, String clusterName, String uid, String resourceVersion, String type,
                        String reason, String message) {
-        String name = eventName(clusterName, type, reason, message);
+        String name = eventName(clusterName, uid, type, reason, message);
         String now = Instant.now().toString();
         var events = client.v1().events().inNamespace(namespace);
         String key = namespace + "/" + name;
@@ -146,11 +146,15 @@ public class EventRecorder {
                 .build();
     }
 
-    /** {@code <cluster>.<16 hex digits of SHA-256(type, reason, message)>}: the same decision maps to one Event. */
-    static String eventName(String cluster, String type, String reason, String message) {
+    /**
+     * {@code <cluster>.<16 hex digits of SHA-256(uid, type, reason, message)>}: the same decision about the same
+     * object maps to one Event, and a cluster deleted and created again under its name starts new Events (an event
+     * of the old object, which {@code kubectl describe} no longer shows, is never counted up for the new one).
+     */
+    static String eventName(String cluster, String uid, String type, String reason, String message) {
         try {
             byte[] digest = MessageDigest.getInstance("SHA-256")
-                    .digest((type + "\n" + reason + "\n" + message).getBytes(StandardCharsets.UTF_8));
+                    .digest((uid + "\n" + type + "\n" + reason + "\n" + message).getBytes(StandardCharsets.UTF_8));
             return cluster + "." + HexFormat.of().formatHex(digest).substring(0, 16);
         } catch (NoSuchAlgorithmException e) {
             throw new IllegalStateException(e);

@@ -46,6 +46,10 @@ public final class PiKVClusterValidator {
     /** An extended resource name: domain/name (an unprefixed name such as memory or cpu is not one). */
     private static final Pattern RESOURCE_NAME =
             Pattern.compile("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$");
+    /** Largest sidecar container memory accepted (the budget's maximum with room to spare). */
+    public static final long MAX_CONTAINER_MEMORY_BYTES = 8L << 40;
+    private static final java.util.Set<String> STANDARD_RESOURCES = java.util.Set.of("cpu", "memory",
+            "ephemeral-storage");
     /** Memory a shard pod needs beyond its budget at least: the JVM's heap and the server (see OperatorSettings). */
     public static final long MIN_MEMORY_OVERHEAD_BYTES = 256L << 20;
     private static final Pattern TOPIC = Pattern.compile("^[a-zA-Z0-9._-]{1,249}$");
@@ -130,7 +134,7 @@ public final class PiKVClusterValidator {
         kafka(spec.getKafka(), out);
         autoscaling(spec.getAutoscaling(), shards, shape, out);
         gpu(spec.getGpu(), out);
-        sidecar(spec.getSidecar(), spec.getMemoryPerShard(), out);
+        sidecar(spec.getSidecar(), spec.getMemoryPerShard(), spec.getGpu(), out);
         return new Result(out);
     }
 
@@ -491,8 +495,7 @@ public final class PiKVClusterValidator {
             return;
         }
         String name = g.getResourceName();
-        if (name != null && (!RESOURCE_NAME.matcher(name).matches() || name.startsWith("requests.")
-                || name.contains("kubernetes.io/"))) {
+        if (name != null && !extendedResourceName(name)) {
             out.add(new Violation("spec.gpu.resourceName", "'" + name + "' is not an extended resource name: use "
                     + "the device plugin's domain/name, e.g. nvidia.com/gpu (kubernetes.io names, requests.* and "
                     + "unprefixed names such as memory or cpu are not)"));
@@ -500,7 +503,7 @@ public final class PiKVClusterValidator {
         range(out, "spec.gpu.perShard", g.getPerShard(), 1, 16, true);
     }
 
-    private static void sidecar(SidecarSpec s, Quantity budget, List<Violation> out) {
+    private static void sidecar(SidecarSpec s, Quantity budget, GpuSpec gpu, List<Violation> out) {
         if (s == null) {
             return;
         }
@@ -517,6 +520,8 @@ public final class PiKVClusterValidator {
         // Every quantity parsed and not negative; requests within limits, compared exactly (1500m > 1200m).
         Map<String, BigDecimal> limitAmounts = amounts(out, "spec.sidecar.resources.limits.", limits);
         Map<String, BigDecimal> requestAmounts = amounts(out, "spec.sidecar.resources.requests.", requests);
+        resourceNames(out, limits.keySet(), requests.keySet(), gpu);
+        extendedResources(out, limitAmounts, requestAmounts, limits, requests);
         for (Map.Entry<String, BigDecimal> request : requestAmounts.entrySet()) {
             BigDecimal limit = limitAmounts.get(request.getKey());
             if (limit != null && request.getValue().compareTo(limit) > 0) {
@@ -526,7 +531,10 @@ public final class PiKVClusterValidator {
         }
         Quantity memory = limitAmounts.containsKey("memory") ? limits.get("memory")
                 : requestAmounts.containsKey("memory") ? requests.get("memory") : null;
-        if (memory != null && budget != null) {
+        if (memory != null && !fitsContainerMemory(memory)) {
+            out.add(new Violation("spec.sidecar.resources", "memory " + memory + " is too large: a shard container "
+                    + "takes at most 8Ti"));
+        } else if (memory != null && budget != null) {
             try {
                 if (bytes(memory) < bytes(budget) + MIN_MEMORY_OVERHEAD_BYTES) {
                     out.add(new Violation("spec.sidecar.resources", "memory " + memory + " leaves less than 256Mi "
@@ -535,6 +543,82 @@ public final class PiKVClusterValidator {
                 }
             } catch (IllegalArgumentException | ArithmeticException e) {
                 // reported above or by the budget check
+            }
+        }
+    }
+
+    /**
+     * An extended resource name as the API server takes it: a DNS subdomain (at most 253 characters, no empty label),
+     * '/', and a name of at most 63 characters; not in a kubernetes.io domain, not requests.*.
+     */
+    static boolean extendedResourceName(String name) {
+        if (!RESOURCE_NAME.matcher(name).matches() || name.startsWith("requests.") || name.contains("kubernetes.io/")) {
+            return false;
+        }
+        int slash = name.indexOf('/');
+        String domain = name.substring(0, slash);
+        return domain.length() <= 253 && !domain.contains("..") && name.length() - slash - 1 <= 63;
+    }
+
+    /** Whether a memory quantity that parses is at most {@link #MAX_CONTAINER_MEMORY_BYTES} bytes. */
+    private static boolean fitsContainerMemory(Quantity memory) {
+        try {
+            return Quantity.getAmountInBytes(memory).compareTo(BigDecimal.valueOf(MAX_CONTAINER_MEMORY_BYTES)) <= 0;
+        } catch (RuntimeException e) {
+            return true; // not a quantity: reported with the others
+        }
+    }
+
+    /**
+     * Container resource names the API server accepts: cpu, memory, ephemeral-storage, hugepages-*, or an extended
+     * resource (domain/name, not in a kubernetes.io domain); the GPU of {@code spec.gpu} is set there, not here.
+     */
+    private static void resourceNames(List<Violation> out, java.util.Set<String> limits, java.util.Set<String> requests,
+                                      GpuSpec gpu) {
+        boolean gpuEnabled = gpu != null && Boolean.TRUE.equals(gpu.getEnabled());
+        String gpuName = gpu == null ? null : gpu.getResourceName();
+        java.util.Set<String> names = new java.util.TreeSet<>(limits);
+        names.addAll(requests);
+        for (String name : names) {
+            boolean standard = STANDARD_RESOURCES.contains(name) || name.startsWith("hugepages-");
+            boolean extended = extendedResourceName(name);
+            if (!standard && !extended) {
+                out.add(new Violation("spec.sidecar.resources", "'" + name + "' is not a container resource: use cpu, "
+                        + "memory, ephemeral-storage, hugepages-<size> or an extended resource domain/name"));
+            } else if (gpuEnabled && name.equals(gpuName)) {
+                out.add(new Violation("spec.sidecar.resources", name + " is set by spec.gpu (perShard); remove it "
+                        + "from spec.sidecar.resources"));
+            }
+        }
+    }
+
+    /** Extended resources cannot be overcommitted: whole numbers, and a request needs an equal limit. */
+    private static void extendedResources(List<Violation> out, Map<String, BigDecimal> limitAmounts,
+                                          Map<String, BigDecimal> requestAmounts, Map<String, Quantity> limits,
+                                          Map<String, Quantity> requests) {
+        java.util.Set<String> names = new java.util.TreeSet<>(limitAmounts.keySet());
+        names.addAll(requestAmounts.keySet());
+        for (String name : names) {
+            if (!name.contains("/")) {
+                continue;
+            }
+            BigDecimal limit = limitAmounts.get(name);
+            BigDecimal request = requestAmounts.get(name);
+            for (BigDecimal amount : java.util.Arrays.asList(limit, request)) {
+                if (amount != null && amount.stripTrailingZeros().scale() > 0) {
+                    out.add(new Violation("spec.sidecar.resources", name + " must be a whole number, got " + amount
+                            .stripTrailingZeros().toPlainString()));
+                    return;
+                }
+            }
+            if (request != null && limit == null) {
+                out.add(new Violation("spec.sidecar.resources.limits." + name, "is required with the request "
+                        + requests.get(name) + ": an extended resource cannot be overcommitted, so set the limit (the "
+                        + "request then defaults to it)"));
+            } else if (request != null && request.compareTo(limit) != 0) {
+                out.add(new Violation("spec.sidecar.resources.requests." + name, requests.get(name)
+                        + " differs from the limit " + limits.get(name) + ": an extended resource's request must "
+                        + "equal its limit"));
             }
         }
     }

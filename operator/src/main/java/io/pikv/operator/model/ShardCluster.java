@@ -117,7 +117,7 @@ public final class ShardCluster {
 
     private Map<String, String> renderShardSettings() {
         Map<String, String> s = new LinkedHashMap<>();
-        s.put("pikv.cluster", name);
+        s.put("pikv.cluster", clusterId());
         s.put("pikv.model.layers", String.valueOf(spec.getModel().getLayers()));
         s.put("pikv.model.q-heads", String.valueOf(spec.getModel().getQHeads()));
         s.put("pikv.model.kv-heads", String.valueOf(spec.getModel().getKvHeads()));
@@ -126,6 +126,11 @@ public final class ShardCluster {
         s.put("pikv.model.top-k", String.valueOf(spec.getModel().getTopK()));
         s.put("pikv.store.dtype", storageType.name().toLowerCase(Locale.ROOT));
         s.put("pikv.store.budget-bytes", String.valueOf(budgetBytes));
+        // The JVM heap is half the memory above the budget (see env()); the prefix block cache and request bodies
+        // live on it, so they are sized from it rather than left at the sidecar's defaults (256 MiB and 64 MiB).
+        long heap = heapBytes();
+        s.put("pikv.blocks.capacity-bytes", String.valueOf(heap / 4));
+        s.put("pikv.api.max-body-bytes", String.valueOf(Math.min(64L << 20, heap / 8)));
         // The eviction policy the shards start with (a control record may switch it later).
         s.put("pikv.store.eviction", activePolicy().value());
         Map<String, Double> parameters = activePolicyParameters();
@@ -180,11 +185,20 @@ public final class ShardCluster {
         return v == Math.rint(v) && Math.abs(v) < 1e15 ? String.valueOf(v.longValue()) : String.valueOf(v);
     }
 
+    /**
+     * The cluster's identity on Kafka ({@code pikv.cluster}: telemetry keys {@code <id>/<shard>}, control records'
+     * {@code cluster}): {@code <namespace>/<name>}, so that same-named clusters of two namespaces sharing a broker
+     * never read each other's records.
+     */
+    public String clusterId() {
+        return namespace + "/" + name;
+    }
+
     /** The control state the shards start from: the record the control loop will publish on {@code pikv.control}. */
     public ControlState controlState() {
         SchedulingPolicy policy = activePolicy();
         Map<String, Double> parameters = activePolicyParameters();
-        return new ControlState(ControlState.VERSION, name, shardMap.epoch(),
+        return new ControlState(ControlState.VERSION, clusterId(), shardMap.epoch(),
                 Arrays.stream(shardMap.assignment()).boxed().toList(), shardMap.shards(), policy.value(), parameters,
                 budgetBytes);
     }
@@ -347,7 +361,7 @@ public final class ShardCluster {
         // rollout must come back with the settings of its own revision, not with the ConfigMap's newer ones.
         shardSettings.forEach((key, value) -> env.add(new EnvVar(envName(key), value, null)));
         long headroom = containerMemoryBytes - budgetBytes;
-        env.add(new EnvVar("JDK_JAVA_OPTIONS", "--add-modules=jdk.incubator.vector -Xmx" + mebibytes(headroom / 2)
+        env.add(new EnvVar("JDK_JAVA_OPTIONS", "--add-modules=jdk.incubator.vector -Xmx" + mebibytes(heapBytes())
                 + "m -XX:MaxDirectMemorySize=" + mebibytes(budgetBytes + headroom / 8) + "m", null));
         return env;
     }
@@ -397,6 +411,11 @@ public final class ShardCluster {
 
     private boolean gpuEnabled() {
         return spec.getGpu() != null && Boolean.TRUE.equals(spec.getGpu().getEnabled());
+    }
+
+    /** The shard JVM's heap: half the container memory above the KV budget. */
+    private long heapBytes() {
+        return (containerMemoryBytes - budgetBytes) / 2;
     }
 
     /** Memory of the sidecar container: what the spec gives, else the budget plus the operator's overhead. */

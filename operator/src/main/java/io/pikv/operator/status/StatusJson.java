@@ -7,7 +7,12 @@ import com.fasterxml.jackson.databind.node.NullNode;
 
 /** JSON form of status and spec values, for comparison and for status.lastValidSpec. */
 public final class StatusJson {
-    static final ObjectMapper MAPPER = new ObjectMapper().setSerializationInclusion(JsonInclude.Include.NON_NULL);
+    /**
+     * Unknown properties are skipped when reading: a spec saved in status by another operator version (a field added
+     * or renamed since) still reads, rather than being taken for no saved spec at all.
+     */
+    static final ObjectMapper MAPPER = new ObjectMapper().setSerializationInclusion(JsonInclude.Include.NON_NULL)
+            .configure(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES, false);
 
     private StatusJson() {
     }

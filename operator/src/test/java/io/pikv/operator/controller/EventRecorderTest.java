@@ -45,7 +45,7 @@ class EventRecorderTest {
     }
 
     private String name(String reason, String message) {
-        return EventRecorder.eventName("ev", EventRecorder.NORMAL, reason, message);
+        return EventRecorder.eventName("ev", "uid-ev", EventRecorder.NORMAL, reason, message);
     }
 
     private Event event(String name) {
@@ -75,6 +75,16 @@ class EventRecorderTest {
         assertThat(e.getMessage()).isEqualTo("Shards 2 → 3.");
         assertThat(e.getInvolvedObject().getUid()).isEqualTo("uid-ev");
         assertThat(client.v1().events().inNamespace(NS).list().getItems()).hasSize(1);
+    }
+
+    @Test
+    void aClusterCreatedAgainUnderItsNameGetsItsOwnEvents() throws Exception {
+        record(recorder, "Created", "Created 2 shards.");
+        cluster.getMetadata().setUid("uid-ev-2"); // deleted and applied again
+        assertThat(record(recorder, "Created", "Created 2 shards.")).isEqualTo(1);
+        assertThat(client.v1().events().inNamespace(NS).list().getItems())
+                .extracting(e -> e.getInvolvedObject().getUid() + " " + e.getCount())
+                .containsExactlyInAnyOrder("uid-ev 1", "uid-ev-2 1");
     }
 
     @Test

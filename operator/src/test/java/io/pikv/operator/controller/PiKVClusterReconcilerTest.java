@@ -106,7 +106,7 @@ class PiKVClusterReconcilerTest {
         assertThat(sts.getSpec().getTemplate().getSpec().getContainers().get(0).getEnv())
                 .anySatisfy(e -> assertThat(e.getName()).isEqualTo("PIKV_ROLE"));
         ConfigMap cm = awaitObject(ConfigMap.class, "create-config", c -> true);
-        assertThat(cm.getData()).containsEntry("pikv.model.layers", "4").containsEntry("pikv.cluster", "create")
+        assertThat(cm.getData()).containsEntry("pikv.model.layers", "4").containsEntry("pikv.cluster", NS + "/create")
                 .containsKey("control-state.json");
         Service svc = awaitObject(Service.class, "create-shards", s -> true);
         assertThat(svc.getSpec().getClusterIP()).isEqualTo("None");

@@ -148,6 +148,30 @@ class PiKVClusterValidatorTest {
                 bad("negative limit", c -> c.getSpec().getSidecar().setResources(
                         new ResourceRequirementsBuilder().addToLimits("cpu", new Quantity("-2")).build()),
                         "spec.sidecar.resources.limits.cpu", "is negative"),
+                bad("memory limit beyond any machine (overflows a long)", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToLimits("memory", new Quantity("10Ei")).build()),
+                        "spec.sidecar.resources", "memory 10Ei is too large: a shard container takes at most 8Ti"),
+                bad("a resource the API server does not know", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToLimits("gpu", new Quantity("1")).build()),
+                        "spec.sidecar.resources", "'gpu' is not a container resource"),
+                bad("an extended resource requested without a limit", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToRequests("example.com/fpga", new Quantity("1")).build()),
+                        "spec.sidecar.resources.limits.example.com/fpga", "cannot be overcommitted"),
+                bad("an extended resource with request and limit apart", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToRequests("example.com/fpga", new Quantity("1"))
+                                .addToLimits("example.com/fpga", new Quantity("2")).build()),
+                        "spec.sidecar.resources.requests.example.com/fpga", "must equal its limit"),
+                bad("a fractional extended resource", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToLimits("example.com/fpga", new Quantity("500m")).build()),
+                        "spec.sidecar.resources", "example.com/fpga must be a whole number, got 0.5"),
+                bad("the GPU given in resources as well as by spec.gpu", c -> {
+                    c.getSpec().getGpu().setEnabled(true);
+                    c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                            .addToLimits("nvidia.com/gpu", new Quantity("1")).build());
+                }, "spec.sidecar.resources", "nvidia.com/gpu is set by spec.gpu (perShard)"),
+                bad("gpu resource name longer than 63 after the domain", c -> c.getSpec().getGpu()
+                        .setResourceName("example.com/" + "g".repeat(64)), "spec.gpu.resourceName",
+                        "not an extended resource name"),
                 bad("image with a space", c -> c.getSpec().getSidecar().setImage("pikv/sidecar :1"),
                         "spec.sidecar.image", "not an image reference"),
                 bad("name too long", c -> c.getMetadata().setName("a".repeat(41)), "metadata.name", "more than 40"),

@@ -91,6 +91,9 @@ class ShardClusterTest {
         }
         assertThat(env.get("JDK_JAVA_OPTIONS").getValue())
                 .contains("--add-modules=jdk.incubator.vector", "-Xmx512m", "-XX:MaxDirectMemorySize=192m");
+        // What lives on that heap is sized from it: a quarter for prefix blocks, an eighth (at most 64 MiB) a body.
+        assertThat(env.get("PIKV_BLOCKS_CAPACITY_BYTES").getValue()).isEqualTo(String.valueOf(128L << 20));
+        assertThat(env.get("PIKV_API_MAX_BODY_BYTES").getValue()).isEqualTo(String.valueOf(64L << 20));
         assertThat(c.getReadinessProbe().getHttpGet().getPath()).isEqualTo("/q/health/ready");
         assertThat(c.getLivenessProbe().getHttpGet().getPath()).isEqualTo("/q/health/live");
         assertThat(c.getSecurityContext().getRunAsNonRoot()).isTrue();
@@ -158,14 +161,14 @@ class ShardClusterTest {
         c.getSpec().getCompression().setMethod("pyramid+int8");
         c.getSpec().getCompression().setParameters(Map.of("budget", 0.25));
         ConfigMap cm = model(c).generateConfigMap();
-        assertThat(cm.getData()).containsEntry("pikv.cluster", "demo").containsEntry("pikv.model.layers", "4")
+        assertThat(cm.getData()).containsEntry("pikv.cluster", "ns/demo").containsEntry("pikv.model.layers", "4")
                 .containsEntry("pikv.model.q-heads", "8").containsEntry("pikv.store.dtype", "int8")
                 .containsEntry("pikv.store.budget-bytes", String.valueOf(64L << 20))
                 .containsEntry("pikv.gateway.routing", "hash").containsEntry("pikv.compression.method", "pyramid+int8")
                 .containsEntry("pikv.compression.budget", "0.25");
         ControlState state = new com.fasterxml.jackson.databind.ObjectMapper()
                 .readValue(cm.getData().get(ShardCluster.CONTROL_STATE_KEY), ControlState.class);
-        assertThat(state.cluster()).isEqualTo("demo");
+        assertThat(state.cluster()).isEqualTo("ns/demo");
         assertThat(state.epoch()).isZero();
         assertThat(state.shards()).isEqualTo(2);
         assertThat(state.shardOfExpert()).containsExactly(0, 1, 0, 1, 0, 1, 0, 1);
