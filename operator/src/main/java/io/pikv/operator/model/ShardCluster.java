@@ -17,6 +17,8 @@ import io.fabric8.kubernetes.api.model.ObjectMetaBuilder;
 import io.fabric8.kubernetes.api.model.OwnerReference;
 import io.fabric8.kubernetes.api.model.OwnerReferenceBuilder;
 import io.fabric8.kubernetes.api.model.Probe;
+import io.fabric8.kubernetes.api.model.PodSpec;
+import io.fabric8.kubernetes.api.model.PodSpecBuilder;
 import io.fabric8.kubernetes.api.model.ProbeBuilder;
 import io.fabric8.kubernetes.api.model.Quantity;
 import io.fabric8.kubernetes.api.model.ResourceRequirements;
@@ -57,9 +59,9 @@ import java.util.stream.Collectors;
  * <p>Settings reach the sidecar as environment variables ({@code pikv.store.budget-bytes} →
  * {@code PIKV_STORE_BUDGET_BYTES}) with literal values in the pod template (the ConfigMap holds the same keys for
  * reading, but pods do not reference it, so a pod of an older revision restarting mid-rollout keeps its own
- * settings); the hash of exactly those settings is the pod template's {@code pikv.io/config-hash}, so changing one
- * rolls the shards, and changing anything else (the gateway's routing, the shard map, the policy — all applied
- * online later) does not.
+ * settings). The hash of the whole pod spec (those settings, the image, resources, GPU, credentials) is the pod
+ * template's {@code pikv.io/config-hash}: it changes exactly when the StatefulSet rolls the shards, and changing
+ * anything the shards apply online (the gateway's routing, the shard map) leaves it alone.
  */
 public final class ShardCluster {
 
@@ -100,7 +102,7 @@ public final class ShardCluster {
         this.shardMap = ShardMaps.next(currentMap, knownEpoch, spec.getModel().getExperts(), spec.getShards());
         this.shardSettings = renderShardSettings();
         this.otherSettings = renderOtherSettings();
-        this.configHash = hash(shardSettings);
+        this.configHash = hash(Map.of("podSpec", podSpecJson()));
     }
 
     /**
@@ -289,11 +291,6 @@ public final class ShardCluster {
         podAnnotations.put("prometheus.io/scrape", "true");
         podAnnotations.put("prometheus.io/port", String.valueOf(PiKVClusterResources.HTTP_PORT));
         podAnnotations.put("prometheus.io/path", "/q/metrics");
-        List<Toleration> tolerations = new ArrayList<>();
-        if (gpuEnabled()) {
-            tolerations.add(new TolerationBuilder().withKey(spec.getGpu().getResourceName()).withOperator("Exists")
-                    .withEffect("NoSchedule").build());
-        }
         return new StatefulSetBuilder()
                 .withMetadata(metadata(PiKVClusterResources.shardStatefulSetName(name)))
                 .withNewSpec()
@@ -306,7 +303,28 @@ public final class ShardCluster {
                 .withNewSelector().withMatchLabels(PiKVClusterResources.selectorLabels(name)).endSelector()
                 .withNewTemplate()
                 .withNewMetadata().withLabels(podLabels).withAnnotations(podAnnotations).endMetadata()
-                .withNewSpec()
+                .withSpec(podSpec())
+                .endTemplate()
+                .endSpec().build();
+    }
+
+    /** The pod spec as JSON with sorted map keys: the input of the config hash. */
+    private String podSpecJson() {
+        try {
+            return JSON.writeValueAsString(podSpec());
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalStateException("cannot write the shard pod spec as JSON", e);
+        }
+    }
+
+    /** The shard pods' spec: everything of the pod template but its labels and annotations. */
+    private PodSpec podSpec() {
+        List<Toleration> tolerations = new ArrayList<>();
+        if (gpuEnabled()) {
+            tolerations.add(new TolerationBuilder().withKey(spec.getGpu().getResourceName()).withOperator("Exists")
+                    .withEffect("NoSchedule").build());
+        }
+        return new PodSpecBuilder()
                 .withAutomountServiceAccountToken(false)
                 .withEnableServiceLinks(false)
                 .withTerminationGracePeriodSeconds(30L)
@@ -320,9 +338,7 @@ public final class ShardCluster {
                 .withName(PiKVClusterResources.configMapName(name)).endConfigMap().endVolume()
                 // The root filesystem is read-only; the JVM (and JCuda, which unpacks its native library) need /tmp.
                 .addNewVolume().withName("tmp").withNewEmptyDir().endEmptyDir().endVolume()
-                .endSpec()
-                .endTemplate()
-                .endSpec().build();
+                .build();
     }
 
     private Container container() {

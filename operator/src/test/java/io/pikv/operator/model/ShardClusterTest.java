@@ -209,7 +209,7 @@ class ShardClusterTest {
     }
 
     @Test
-    void configHashFollowsWhatTheShardsReadAtStartUpOnly() {
+    void configHashChangesExactlyWhenThePodTemplateDoes() {
         String base = hashAfter(c -> { });
         assertThat(hashAfter(c -> { })).isEqualTo(base);
         // Read at start-up: a change rolls the pods.
@@ -223,7 +223,13 @@ class ShardClusterTest {
                     KafkaSpec k = new KafkaSpec();
                     k.setBootstrapServers("kafka:9092");
                     c.getSpec().setKafka(k);
-                }).forEach(change -> assertThat(hashAfter(change)).isNotEqualTo(base));
+                },
+                // Anything else of the pod template rolls the pods as well, so it changes the hash too.
+                c -> c.getSpec().getSidecar().setImage("registry.example/pikv/sidecar:0.2.0"),
+                c -> c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                        .addToRequests("cpu", new Quantity("2")).build()),
+                c -> c.getSpec().getGpu().setEnabled(true)).forEach(change ->
+                assertThat(hashAfter(change)).isNotEqualTo(base));
         // Applied online (gateway routing, shard count): the pods keep running.
         Stream.<Consumer<PiKVCluster>>of(
                 c -> c.getSpec().getRouting().setLambda(0.5),
