@@ -127,7 +127,8 @@ public final class StatusAggregator {
                 "Shard map epoch " + epoch + " spreads " + run.shardMap().experts() + " experts over " + desired
                         + " shards; waiting for all shards to be ready.", rg, now)
                 : Conditions.set(c, PiKVClusterStatus.REBALANCING, false, Reasons.SHARD_MAP_SETTLED,
-                "All shards run shard map epoch " + epoch + ".", rg, now);
+                "All " + desired + " shards are ready for shard map epoch " + epoch + " (the desired map, in the "
+                        + "ConfigMap's control state; shards and gateways apply it from control records).", rg, now);
         next.setConditions(c);
         return next;
     }
