@@ -132,7 +132,10 @@ public final class ShardCluster {
         // live on it, so they are sized from it rather than left at the sidecar's defaults (256 MiB and 64 MiB).
         long heap = heapBytes();
         s.put("pikv.blocks.capacity-bytes", String.valueOf(heap / 4));
-        s.put("pikv.api.max-body-bytes", String.valueOf(Math.min(64L << 20, heap / 8)));
+        long maxBody = Math.min(64L << 20, heap / 8);
+        s.put("pikv.api.max-body-bytes", String.valueOf(maxBody));
+        // The HTTP layer's own bound, which also caps bodies sent without a Content-Length (read before checked).
+        s.put("quarkus.http.limits.max-body-size", String.valueOf(2 * maxBody));
         // The eviction policy the shards start with (a control record may switch it later).
         s.put("pikv.store.eviction", activePolicy().value());
         Map<String, Double> parameters = activePolicyParameters();

@@ -94,6 +94,7 @@ class ShardClusterTest {
         // What lives on that heap is sized from it: a quarter for prefix blocks, an eighth (at most 64 MiB) a body.
         assertThat(env.get("PIKV_BLOCKS_CAPACITY_BYTES").getValue()).isEqualTo(String.valueOf(128L << 20));
         assertThat(env.get("PIKV_API_MAX_BODY_BYTES").getValue()).isEqualTo(String.valueOf(64L << 20));
+        assertThat(env.get("QUARKUS_HTTP_LIMITS_MAX_BODY_SIZE").getValue()).isEqualTo(String.valueOf(128L << 20));
         assertThat(c.getReadinessProbe().getHttpGet().getPath()).isEqualTo("/q/health/ready");
         assertThat(c.getLivenessProbe().getHttpGet().getPath()).isEqualTo("/q/health/live");
         assertThat(c.getSecurityContext().getRunAsNonRoot()).isTrue();
