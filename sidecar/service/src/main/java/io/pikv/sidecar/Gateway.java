@@ -86,26 +86,30 @@ public final class Gateway implements KvApi {
     @Override
     public long create(Long requested) {
         long id = requested != null ? requested : ThreadLocalRandom.current().nextLong(1, Long.MAX_VALUE);
-        if (sequences.putIfAbsent(id, new State(shape.layers(), shards.size())) != null) {
-            throw new SequenceExistsException(id);
-        }
-        List<SidecarClient> created = new ArrayList<>();
-        try {
-            for (SidecarClient shard : shards) {
-                shard.createSequence(id);
-                created.add(shard);
+        State state = new State(shape.layers(), shards.size());
+        // Held until every shard answered: a close, append or step of the id waits for the create to finish.
+        synchronized (state) {
+            if (sequences.putIfAbsent(id, state) != null) {
+                throw new SequenceExistsException(id);
             }
-        } catch (RuntimeException e) {
-            sequences.remove(id);
-            for (SidecarClient shard : created) {
-                try {
-                    shard.closeSequence(id);
-                } catch (RuntimeException closeFailure) {
-                    LOG.warnf("gateway: sequence %d stays open on %s after a failed create: %s", id, shard.base(),
-                            closeFailure.getMessage());
+            List<SidecarClient> created = new ArrayList<>();
+            try {
+                for (SidecarClient shard : shards) {
+                    shard.createSequence(id);
+                    created.add(shard);
                 }
+            } catch (RuntimeException e) {
+                sequences.remove(id);
+                for (SidecarClient shard : created) {
+                    try {
+                        shard.closeSequence(id);
+                    } catch (RuntimeException closeFailure) {
+                        LOG.warnf("gateway: sequence %d stays open on %s after a failed create: %s", id, shard.base(),
+                                closeFailure.getMessage());
+                    }
+                }
+                throw ShardFailure.of(e);
             }
-            throw ShardFailure.of(e);
         }
         return id;
     }
@@ -133,6 +137,13 @@ public final class Gateway implements KvApi {
         }
         if (first != null) {
             throw ShardFailure.of(first);
+        }
+    }
+
+    /** A sequence closed (or whose create failed) while its caller waited for its lock is gone. */
+    private void checkOpen(long sequence, State state) {
+        if (sequences.get(sequence) != state) {
+            throw new UnknownSequenceException(sequence);
         }
     }
 
@@ -175,6 +186,7 @@ public final class Gateway implements KvApi {
         Wire.AppendRequest.Entry[] entries = request.entries();
         int layer = request.layer();
         synchronized (state) {
+            checkOpen(sequence, state);
             int lengthBefore = state.length[layer];
             int[] positions = new int[entries.length];
             List<List<Wire.AppendRequest.Entry>> parts = new ArrayList<>();
@@ -315,6 +327,7 @@ public final class Gateway implements KvApi {
             }
         }
         synchronized (state) {
+            checkOpen(sequence, state);
             int position = state.length[layer];
             int owner = map.shardOf(experts[0]);
             List<CompletableFuture<PartialAttention>> parts = new ArrayList<>();

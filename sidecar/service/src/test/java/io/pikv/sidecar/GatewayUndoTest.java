@@ -35,6 +35,8 @@ class GatewayUndoTest {
         final List<String> requests = new CopyOnWriteArrayList<>();
         volatile int appendStatus = 200;
         volatile int withdrawStatus = 200;
+        /** When set, a create waits for it before it answers. */
+        volatile java.util.concurrent.CountDownLatch createGate;
 
         FakeShard() throws IOException {
             server = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 0);
@@ -51,6 +53,14 @@ class GatewayUndoTest {
             x.getRequestBody().readAllBytes();
             requests.add(x.getRequestMethod() + " " + path);
             if (x.getRequestMethod().equals("POST") && path.equals("/v1/sequences")) {
+                java.util.concurrent.CountDownLatch gate = createGate;
+                if (gate != null) {
+                    try {
+                        gate.await(10, java.util.concurrent.TimeUnit.SECONDS);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                }
                 reply(x, 201, "{\"id\":7}");
             } else if (path.endsWith("/entries")) {
                 reply(x, appendStatus, appendStatus == 200 ? "{\"positions\":[0]}"
@@ -133,6 +143,29 @@ class GatewayUndoTest {
         assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full");
         // The entry at position 0 may still be on shard 0: positions 0 and 1 are not given again.
         assertThat(g.lengths(seq)).containsExactly(2);
+    }
+
+    @Test
+    void aCloseDuringTheCreateWaitsForItAndThenClosesOnEveryShard() throws Exception {
+        Gateway g = gateway();
+        java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
+        fakes.get(1).createGate = gate; // shard 0 has answered, shard 1 holds its answer back
+        java.util.concurrent.CompletableFuture<Long> create =
+                java.util.concurrent.CompletableFuture.supplyAsync(() -> g.create(42L));
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
+                .until(() -> fakes.get(1).requests.contains("POST /v1/sequences"));
+        java.util.concurrent.CompletableFuture<Void> close =
+                java.util.concurrent.CompletableFuture.runAsync(() -> g.close(42L));
+        Thread.sleep(300);
+        assertThat(close).as("the close waits for the create").isNotDone();
+        assertThat(fakes.get(0).requests).as("nothing closed while the create runs").containsExactly("POST /v1/sequences");
+        gate.countDown();
+        assertThat(create.get(10, java.util.concurrent.TimeUnit.SECONDS)).isEqualTo(42L);
+        close.get(10, java.util.concurrent.TimeUnit.SECONDS);
+        for (FakeShard f : fakes) {
+            assertThat(f.requests).containsExactly("POST /v1/sequences", "DELETE /v1/sequences/42");
+        }
+        assertThatThrownBy(() -> g.lengths(42L)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
     }
 
     @Test
