@@ -63,6 +63,8 @@ public final class ControlListener implements AutoCloseable {
     private volatile long recordsRead;
     private volatile String problem;
     private volatile boolean started;
+    /** Set the first time {@link #ready()} is true; readiness never goes back. */
+    private volatile boolean ready;
 
     /**
      * @param consumers makes the consumer, on the listener's thread; retried while it fails (a broker name that
@@ -100,12 +102,16 @@ public final class ControlListener implements AutoCloseable {
 
     /** Whether the sidecar may report ready: the topic was read to its end, or the start-up wait is over. */
     public boolean ready() {
-        if (phase == Phase.CAUGHT_UP) {
+        if (ready) {
             return true;
         }
         // Past the start-up wait, ready only when the topic cannot be read: not while it is being read.
-        return Instant.now().isAfter(deadline)
+        boolean now = phase == Phase.CAUGHT_UP || Instant.now().isAfter(deadline)
                 && (phase == Phase.STARTING || "down".equals(link.status(KafkaLink.Client.CONTROL).state()));
+        if (now) {
+            ready = true; // once ready, it stays so: control gates the start only, not serving afterwards
+        }
+        return now;
     }
 
     public Phase phase() {
@@ -146,7 +152,14 @@ public final class ControlListener implements AutoCloseable {
                         end = consumer.endOffsets(partitions, CALL_TIMEOUT);
                     }
                     for (ConsumerRecord<String, byte[]> r : consumer.poll(Duration.ofMillis(500))) {
-                        handle(r);
+                        try {
+                            handle(r);
+                        } catch (RuntimeException e) {
+                            // No record may end the listener: it is counted invalid, later records still apply.
+                            outcomes.get(ShardControl.Outcome.INVALID).increment();
+                            LOG.errorf(e, "control: record at %s-%d offset %d could not be handled; ignored",
+                                    r.topic(), r.partition(), r.offset());
+                        }
                     }
                     if (phase == Phase.READING && caughtUp(partitions, end)) {
                         phase = Phase.CAUGHT_UP;
@@ -204,6 +217,7 @@ public final class ControlListener implements AutoCloseable {
                 List<PartitionInfo> infos = consumer.partitionsFor(topic, CALL_TIMEOUT);
                 if (infos != null && !infos.isEmpty()) {
                     problem = null;
+                    link.up(KafkaLink.Client.CONTROL); // readable: readiness now waits for the read
                     return infos.stream().map(p -> new TopicPartition(p.topic(), p.partition())).toList();
                 }
                 link.up(KafkaLink.Client.CONTROL);
@@ -258,7 +272,14 @@ public final class ControlListener implements AutoCloseable {
                     r.offset(), e.getMessage());
             return;
         }
-        if (state.cluster() != null && !state.cluster().equals(control.cluster()) && r.key() != null) {
+        if (state == null || state.cluster() == null) {
+            // The JSON literal null, or a state that does not name its cluster: nothing to apply.
+            outcomes.get(ShardControl.Outcome.INVALID).increment();
+            LOG.warnf("control: record at %s-%d offset %d %s; ignored", r.topic(), r.partition(), r.offset(),
+                    state == null ? "is JSON null" : "names no cluster");
+            return;
+        }
+        if (!state.cluster().equals(control.cluster()) && r.key() != null) {
             outcomes.get(ShardControl.Outcome.INVALID).increment();
             LOG.warnf("control: record keyed %s names cluster %s (offset %d); ignored", r.key(), state.cluster(),
                     r.offset());

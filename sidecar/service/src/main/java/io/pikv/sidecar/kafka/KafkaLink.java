@@ -61,6 +61,11 @@ public class KafkaLink {
         return status.values().stream().anyMatch(s -> "down".equals(s.state()));
     }
 
+    /** Whether every enabled client's last attempt succeeded (none still connecting, none down). */
+    public synchronized boolean up() {
+        return used() && status.values().stream().allMatch(s -> "up".equals(s.state()) || "disabled".equals(s.state()));
+    }
+
     /** Whether any client is enabled. */
     public synchronized boolean used() {
         return status.values().stream().anyMatch(s -> !"disabled".equals(s.state()));
@@ -69,7 +74,7 @@ public class KafkaLink {
     /** Health-check data: {@code kafka} (up, down or disabled) and each client's state and last error. */
     public synchronized Map<String, String> data() {
         Map<String, String> data = new LinkedHashMap<>();
-        data.put("kafka", !used() ? "disabled" : down() ? "down" : "up");
+        data.put("kafka", !used() ? "disabled" : down() ? "down" : up() ? "up" : "connecting");
         for (Map.Entry<Client, Status> e : status.entrySet()) {
             String name = e.getKey().name().toLowerCase(java.util.Locale.ROOT);
             data.put(name, e.getValue().state());

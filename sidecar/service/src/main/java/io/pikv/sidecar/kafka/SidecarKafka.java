@@ -17,6 +17,7 @@ import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.event.Observes;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
+import org.jboss.logging.Logger;
 
 import java.util.Map;
 import java.util.Optional;
@@ -32,6 +33,7 @@ public class SidecarKafka {
     private final MeterRegistry registry;
     private final ObjectMapper json;
     private final Map<String, Object> kafka;
+    private static final Logger LOG = Logger.getLogger(SidecarKafka.class);
     private final KafkaLink link = new KafkaLink();
     private TelemetryPublisher telemetry;
     private ControlListener control;
@@ -46,8 +48,9 @@ public class SidecarKafka {
     }
 
     void start(@Observes StartupEvent event) {
-        Gauge.builder("pikv.kafka.up", link, l -> !l.used() ? Double.NaN : l.down() ? 0 : 1)
-                .description("1 when every enabled Kafka client's last attempt succeeded, 0 when one failed")
+        Gauge.builder("pikv.kafka.up", link, l -> !l.used() ? Double.NaN : l.up() ? 1 : 0)
+                .description("1 when every enabled Kafka client's last attempt succeeded, 0 when one failed or has "
+                        + "not finished its first")
                 .strongReference(true).register(registry);
         String client = "pikv-" + config.cluster() + "-" + config.shardId();
         if (config.control().enabled()) {
@@ -55,7 +58,11 @@ public class SidecarKafka {
                     () -> new KafkaConsumer<>(KafkaClients.consumer(kafka, client + "-control")), json, registry, link);
             control.start();
         }
-        if (config.telemetry().enabled()) {
+        if (config.telemetry().enabled() && config.role() == io.pikv.sidecar.Role.gateway) {
+            // A gateway stores nothing: its shards publish the cluster's telemetry (a gateway's records would take
+            // the key of the shard whose id it happens to have).
+            LOG.infof("telemetry: off on a gateway; its shards publish telemetry");
+        } else if (config.telemetry().enabled()) {
             SidecarConfig.Telemetry t = config.telemetry();
             TelemetryPublisher.Settings settings = new TelemetryPublisher.Settings(t.topic(), config.cluster(),
                     config.shardId(), sidecar.shape().experts(), t.window(), t.bufferRecords(), t.sendTimeout());
@@ -85,7 +92,8 @@ public class SidecarKafka {
         }
     }
 
-    void stop(@Observes ShutdownEvent event) {
+    /** Before the shard closes (observers of a lower priority run first), so the last window sees its contents. */
+    void stop(@Observes @jakarta.annotation.Priority(1000) ShutdownEvent event) {
         if (telemetry != null) {
             telemetry.close();
         }

@@ -15,6 +15,8 @@ public final class TelemetryBuffer {
     private final ArrayDeque<CacheEvents> queue;
     private long dropped;
     private long droppedReported;
+    /** Whether the oldest record was put back after a try: it is never the one dropped. */
+    private boolean headTried;
 
     public TelemetryBuffer(int capacity) {
         if (capacity < 1) {
@@ -28,11 +30,23 @@ public final class TelemetryBuffer {
         return capacity;
     }
 
-    /** Appends {@code record}, dropping the oldest when full. */
+    /**
+     * Appends {@code record}, dropping the oldest when full: the oldest never sent, that is, not a record put back
+     * after a try (which may already be in Kafka and is sent again); with only such a record held, the new one.
+     */
     public synchronized void add(CacheEvents record) {
         if (queue.size() == capacity) {
-            queue.pollFirst();
             dropped++;
+            if (headTried) {
+                if (capacity == 1) {
+                    return;
+                }
+                CacheEvents tried = queue.pollFirst();
+                queue.pollFirst();
+                queue.addFirst(tried);
+            } else {
+                queue.pollFirst();
+            }
         }
         queue.addLast(record);
         notifyAll();
@@ -48,19 +62,23 @@ public final class TelemetryBuffer {
             }
             TimeUnit.NANOSECONDS.timedWait(this, left);
         }
+        headTried = false;
         return queue.pollFirst();
     }
 
     /**
-     * Puts back a record taken but not published, in front: it is still the oldest. When newer records filled the
-     * buffer meanwhile, it is the one dropped.
+     * Puts back a record taken but not published, in front: it is still the oldest, and it is sent again. When newer
+     * records filled the buffer meanwhile, the oldest of those is dropped instead: it was never sent, while the record
+     * put back may already be in Kafka (a send that timed out can still have arrived), so only a drop of a record
+     * never sent keeps the reported drops equal to the gaps in the sequence.
      */
     public synchronized void putBack(CacheEvents record) {
         if (queue.size() == capacity) {
+            queue.pollFirst();
             dropped++;
-        } else {
-            queue.addFirst(record);
         }
+        queue.addFirst(record);
+        headTried = true;
     }
 
     /** Counts a taken record as dropped (Kafka refused it for good). */

@@ -82,6 +82,9 @@ public final class TelemetryPublisher implements AutoCloseable {
     private final Object pause = new Object();
     private volatile boolean running;
     private volatile boolean draining;
+    /** The record being sent (its sequence, -1 for none) and the drops it reports, fixed at its first try. */
+    private long pendingSequence = -1;
+    private long pendingDrops;
 
     /**
      * @param producers makes the producer, on the sender thread; retried while it fails (a broker name that does
@@ -193,11 +196,18 @@ public final class TelemetryPublisher implements AutoCloseable {
                 }
                 continue;
             }
-            long drops = buffer.unreported();
+            // A record reports the drops before it when it is first sent, and every retry sends the same value: a
+            // try that timed out may have reached Kafka, and consumers keep the first copy of a sequence.
+            if (next.sequence() != pendingSequence) {
+                pendingSequence = next.sequence();
+                pendingDrops = buffer.unreported();
+            }
+            long drops = pendingDrops;
             try {
                 byte[] value = json.writeValueAsBytes(next.withDropped(drops));
                 producer.send(new ProducerRecord<>(settings.topic(), key, value))
                         .get(settings.sendTimeout().toMillis() + 1000, TimeUnit.MILLISECONDS);
+                pendingSequence = -1;
                 buffer.reported(drops);
                 published.increment();
                 link.up(KafkaLink.Client.TELEMETRY);
@@ -220,6 +230,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                     // Refused for good. The error may have left the producer unusable (an idempotent producer's
                     // fatal errors do), so it is closed and the next record goes through a new one.
                     buffer.drop(next);
+                    pendingSequence = -1;
                     LOG.errorf("telemetry: Kafka refused record %d for good (dropped): %s; the producer is rebuilt",
                             next.sequence(), cause);
                     Producer<String, byte[]> failed = producer;
@@ -237,10 +248,12 @@ public final class TelemetryPublisher implements AutoCloseable {
                 pause(Math.min(1000, settings.window().toMillis()));
             } catch (JsonProcessingException e) {
                 buffer.drop(next);
+                pendingSequence = -1;
                 LOG.errorf(e, "telemetry: cannot write record %d as JSON (dropped)", next.sequence());
             } catch (RuntimeException e) {
                 // Anything else must not stop the sender: the record goes, the next ones are still published.
                 buffer.drop(next);
+                pendingSequence = -1;
                 failures.increment();
                 LOG.errorf(e, "telemetry: record %d failed unexpectedly (dropped)", next.sequence());
             }

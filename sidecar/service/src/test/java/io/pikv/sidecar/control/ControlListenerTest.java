@@ -122,9 +122,15 @@ class ControlListenerTest {
             assertThat(control.state().lastRejected())
                     .isEqualTo("epoch 2: parameter sinks must be a finite number, got null");
             assertThat(count("invalid")).isEqualTo(1);
+            // The JSON literal null and a state naming no cluster: counted invalid, the listener goes on.
+            producer.send(new ProducerRecord<>(topic, "c1", "null")).get();
+            producer.send(new ProducerRecord<>(topic, "c1", "{\"version\":1,\"epoch\":7,\"shardOfExpert\":[0,0,0,0],"
+                    + "\"shards\":1,\"budgetBytes\":4096}")).get();
             publish(producer, topic, "c1", state("c1", 3, "oldest-page", 0, 0, 0, 0));
             await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 3);
             assertThat(policy.activePolicy()).isEqualTo("oldest-page");
+            assertThat(count("invalid")).isEqualTo(3);
+            assertThat(l.ready()).isTrue();
         }
     }
 

@@ -26,7 +26,8 @@ class TelemetryBufferTest {
         assertThat(buffer.unreported()).isEqualTo(2);
         assertThat(buffer.take(0).sequence()).isEqualTo(2);
 
-        // Sent but not acknowledged: back in front, unless newer records filled the buffer meanwhile.
+        // Sent but not acknowledged: back in front. When newer records filled the buffer meanwhile, the oldest of
+        // those goes instead (never sent), and the record put back (perhaps already in Kafka) is sent again.
         CacheEvents inFlight = buffer.take(0);
         buffer.putBack(inFlight);
         assertThat(buffer.take(0).sequence()).isEqualTo(3);
@@ -39,9 +40,34 @@ class TelemetryBufferTest {
         // A published record reports the drops it carried; later drops stay unreported.
         buffer.reported(2);
         assertThat(buffer.unreported()).isEqualTo(1);
-        assertThat(buffer.take(0).sequence()).isEqualTo(4);
+        assertThat(buffer.take(0).sequence()).isEqualTo(3);
         assertThat(buffer.take(0).sequence()).isEqualTo(5);
         assertThat(buffer.take(0).sequence()).isEqualTo(6);
         assertThat(buffer.take(10)).isNull();
+    }
+
+    @Test
+    void aRecordPutBackAfterATryIsNotTheOneNewRecordsPushOut() throws Exception {
+        TelemetryBuffer buffer = new TelemetryBuffer(2);
+        buffer.add(record(0));
+        CacheEvents tried = buffer.take(0);
+        buffer.add(record(1));
+        buffer.putBack(tried);           // [0, 1], 0 perhaps already in Kafka
+        buffer.add(record(2));           // full: 1 goes, never sent
+        buffer.add(record(3));           // full: 2 goes
+        assertThat(buffer.dropped()).isEqualTo(2);
+        assertThat(buffer.take(0).sequence()).isZero();
+        assertThat(buffer.take(0).sequence()).isEqualTo(3);
+        buffer.add(record(4));
+        buffer.add(record(5));
+        buffer.add(record(6));           // nothing put back now: the oldest, 4, goes
+        assertThat(buffer.take(0).sequence()).isEqualTo(5);
+
+        TelemetryBuffer one = new TelemetryBuffer(1);
+        one.add(record(0));
+        one.putBack(one.take(0));
+        one.add(record(1));              // only a tried record held: the new one is dropped
+        assertThat(one.dropped()).isEqualTo(1);
+        assertThat(one.take(0).sequence()).isZero();
     }
 }
