@@ -71,8 +71,10 @@ public final class AttentionBench implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         int workers = threads == null ? Runtime.getRuntime().availableProcessors() : threads;
-        if (context < 1 || iterations < 1 || workers < 1) {
-            throw new Main.UsageException("--context, --iterations and --threads must be positive.");
+        if (context < 1 || context > (1 << 24) || iterations < 1 || iterations > 100_000 || workers < 1
+                || workers > 1024) {
+            throw new Main.UsageException("--context must be in [1, 16777216], --iterations in [1, 100000] and "
+                    + "--threads in [1, 1024].");
         }
         StorageType type;
         ModelShape shape;
@@ -82,10 +84,20 @@ public final class AttentionBench implements Callable<Integer> {
             shape = new ModelShape(1, qHeads, kvHeads, headDim, 8, 2);
             int buckets = Integer.highestOneBit(Math.max(1, workers * 4));
             KvStoreConfig probe = KvStoreConfig.builder(shape).storageType(type).pageTokens(pageTokens).build();
-            long pages = (context + pageTokens - 1) / pageTokens + buckets + 1;
+            long pages = (context + pageTokens - 1L) / pageTokens + buckets + 1;
+            long bytes = pages * probe.layout().pageBytes();
+            long room = Math.max(0, io.pikv.kv.DirectMemory.limit() - (256L << 20));
+            if (bytes > room) {
+                throw new Main.UsageException("--context " + context + " needs " + (bytes >> 20) + " MiB of KV pages, "
+                        + "more than the " + (room >> 20) + " MiB of direct memory this JVM may use; use a shorter "
+                        + "context or raise the heap (PIKV_JAVA_OPTS=-Xmx…).");
+            }
+            if (!kernel.equals("auto")) {
+                io.pikv.kv.compute.Kernels.select(probe.layout(), kernel); // refused here, before anything is built
+            }
             config = KvStoreConfig.builder(shape).storageType(type).pageTokens(pageTokens).buckets(buckets)
-                    .threads(workers).kernel(kernel).budgetBytes(pages * probe.layout().pageBytes()).build();
-        } catch (IllegalArgumentException e) {
+                    .threads(workers).kernel(kernel).budgetBytes(bytes).build();
+        } catch (IllegalArgumentException | IllegalStateException e) {
             throw new Main.UsageException(e.getMessage() + ".");
         }
         PrintWriter out = spec.commandLine().getOut();

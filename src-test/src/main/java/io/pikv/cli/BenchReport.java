@@ -44,7 +44,12 @@ final class BenchReport {
             if (e.getValue() instanceof List<?> list && !list.isEmpty() && list.get(0) instanceof Map<?, ?> first) {
                 out.println();
                 out.println(e.getKey() + ":");
-                String[] header = first.keySet().stream().map(String::valueOf).toArray(String[]::new);
+                // Every key of every row (in first-seen order): a later row may carry one the first lacks.
+                java.util.Set<String> keys = new java.util.LinkedHashSet<>();
+                for (Object o : list) {
+                    ((Map<?, ?>) o).keySet().forEach(k -> keys.add(String.valueOf(k)));
+                }
+                String[] header = keys.toArray(String[]::new);
                 List<String[]> body = new ArrayList<>();
                 for (Object o : list) {
                     Map<?, ?> row = (Map<?, ?>) o;
@@ -66,10 +71,28 @@ final class BenchReport {
             if (parent != null) {
                 Files.createDirectories(parent);
             }
-            JSON.writeValue(file.toFile(), json);
+            JSON.writeValue(file.toFile(), finite(json));
         } catch (IOException e) {
             throw new Main.UsageException("cannot write " + file + ": " + e.getMessage());
         }
+    }
+
+    /** The figures with every NaN or infinite number as null (JSON has no such numbers). */
+    private static Object finite(Object value) {
+        if (value instanceof Double d && !Double.isFinite(d) || value instanceof Float f && !Float.isFinite(f)) {
+            return null;
+        }
+        if (value instanceof Map<?, ?> map) {
+            Map<Object, Object> out = new LinkedHashMap<>();
+            map.forEach((k, v) -> out.put(k, finite(v)));
+            return out;
+        }
+        if (value instanceof List<?> list) {
+            List<Object> out = new ArrayList<>(list.size());
+            list.forEach(v -> out.add(finite(v)));
+            return out;
+        }
+        return value;
     }
 
     private static void table(PrintWriter out, String[] header, List<String[]> rows) {

@@ -48,8 +48,9 @@ public final class CacheBench implements Callable<Integer> {
     @Override
     public Integer call() {
         for (int c : capacities) {
-            if (c < 1) {
-                throw new Main.UsageException("--capacity values must be positive block counts, got " + c + ".");
+            if (c < 1 || c > 100_000_000) {
+                throw new Main.UsageException("--capacity values must be block counts in [1, 100000000], got " + c
+                        + ".");
             }
         }
         List<String> names = policies == null ? BlockPolicies.NAMES : policies;
@@ -60,7 +61,7 @@ public final class CacheBench implements Callable<Integer> {
             }
         }
         long start = System.nanoTime();
-        List<long[]> requests = MooncakeTrace.read(trace);
+        List<long[]> requests = MooncakeTrace.read(Main.input(trace));
         BenchReport report = new BenchReport("cache replay: " + trace.getFileName() + ", " + requests.size()
                 + " requests, prefix semantics");
         List<Map<String, Object>> results = new ArrayList<>();

@@ -192,7 +192,7 @@ public final class CompressionBench implements Callable<Integer> {
         long start = System.nanoTime();
         List<Method> list = parseMethods();
         checkOptions();
-        List<int[]> route = QwenRoutingLog.read(routing);
+        List<int[]> route = QwenRoutingLog.read(Main.input(routing));
         Source source = keysFile != null ? supplied(route) : synthetic(route);
         ModelShape shape = source.shape();
         PrintWriter out = spec.commandLine().getOut();
@@ -202,8 +202,13 @@ public final class CompressionBench implements Callable<Integer> {
         try {
             budgets = PyramidBudget.linear(shape.layers(), average, beta, sinks + window);
         } catch (IllegalArgumentException e) {
-            throw new Main.UsageException("--budget " + budget + " keeps " + average + " of " + tokens
-                    + " tokens, below --sinks + --window = " + (sinks + window) + ".");
+            if (list.stream().anyMatch(Method::pyramid)) {
+                throw new Main.UsageException("--budget " + budget + " keeps " + average + " of " + tokens
+                        + " tokens, below --sinks + --window = " + (sinks + window) + ".");
+            }
+            // No pyramid method asked for: every layer keeps its whole context.
+            budgets = new int[shape.layers()];
+            Arrays.fill(budgets, tokens);
         }
 
         // Fit the low-rank bases the methods need (an explicit, reported step).
@@ -349,6 +354,11 @@ public final class CompressionBench implements Callable<Integer> {
         if (context < 1 || layers < 1 || decodeQueries < 1 || window < 1 || sinks < 0 || calibrationTokens < 1) {
             throw new Main.UsageException("--context, --layers, --decode-queries, --window and --calibration-tokens "
                     + "must be positive, --sinks at least 0.");
+        }
+        if (context > (1 << 20) || layers > 256 || decodeQueries > 10_000 || calibrationTokens > (1 << 20)
+                || window > (1 << 20) || sinks > (1 << 20)) {
+            throw new Main.UsageException("--context, --calibration-tokens, --window and --sinks must be at most "
+                    + "1048576, --layers at most 256 and --decode-queries at most 10000.");
         }
         if (!(budget > 0 && budget <= 1) || !(beta >= 1)) {
             throw new Main.UsageException("--budget must be in (0, 1] and --beta at least 1.");

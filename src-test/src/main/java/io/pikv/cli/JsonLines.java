@@ -10,7 +10,9 @@ import java.nio.file.Path;
 
 /** Reads a JSON-lines file for a benchmark, turning every problem into a one-sentence usage error. */
 final class JsonLines {
-    private static final ObjectMapper JSON = new ObjectMapper();
+    /** One JSON value per line: anything after it on the line makes the line malformed. */
+    private static final ObjectMapper JSON = new ObjectMapper()
+            .enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
     /** Takes one record: its 1-based line number and its JSON. */
     @FunctionalInterface

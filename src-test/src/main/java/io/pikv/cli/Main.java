@@ -4,6 +4,7 @@ import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
 import java.io.PrintWriter;
+import java.nio.file.Path;
 
 /** Entry point of {@code ./pikv}. */
 @Command(name = "pikv", mixinStandardHelpOptions = true, version = "pikv 0.1.0",
@@ -56,6 +57,20 @@ public final class Main implements Runnable {
     @Override
     public void run() {
         spec.commandLine().usage(spec.commandLine().getOut());
+    }
+
+    /**
+     * An input file as given, or, when a relative path does not exist from the working directory, the same path from
+     * the project root ({@code -Dpikv.root}, set by the launcher): the documented {@code ../shared/data/...} paths
+     * then work from any directory.
+     */
+    public static Path input(Path given) {
+        String root = System.getProperty("pikv.root");
+        if (given == null || given.isAbsolute() || java.nio.file.Files.exists(given) || root == null) {
+            return given;
+        }
+        Path fromRoot = Path.of(root).resolve(given).normalize();
+        return java.nio.file.Files.exists(fromRoot) ? fromRoot : given;
     }
 
     /** Bad input the user can fix: printed as one sentence, exit code 2. */

@@ -77,6 +77,9 @@ final class Npy {
             throw new IOException(file + " is not a NumPy .npy file");
         }
         int major = b.get(6);
+        if (major != 1 && b.limit() < 12) {
+            throw new IOException(file + " has a truncated .npy header");
+        }
         int headerLen = major == 1 ? Short.toUnsignedInt(b.getShort(8)) : b.getInt(8);
         int start = (major == 1 ? 10 : 12) + headerLen;
         if (headerLen < 0 || start > b.limit()) {
@@ -95,8 +98,18 @@ final class Npy {
             throw new IOException(file + " is in Fortran order; save it in C order");
         }
         String dims = field(header, "shape").replaceAll("[()\\s]", "");
-        int[] shape = dims.isEmpty() ? new int[0]
-                : Arrays.stream(dims.split(",")).filter(x -> !x.isEmpty()).mapToInt(Integer::parseInt).toArray();
+        int[] shape;
+        try {
+            shape = dims.isEmpty() ? new int[0]
+                    : Arrays.stream(dims.split(",")).filter(x -> !x.isEmpty()).mapToInt(Integer::parseInt).toArray();
+        } catch (NumberFormatException e) {
+            throw new IOException(file + " has a shape that is not a list of sizes below 2^31: " + field(header, "shape"));
+        }
+        for (int d : shape) {
+            if (d < 0) {
+                throw new IOException(file + " has a negative size in its shape " + Arrays.toString(shape));
+            }
+        }
         long n = 1;
         for (int d : shape) {
             n *= d;
@@ -132,6 +145,9 @@ final class Npy {
     static float[] readFloats(Path file) throws IOException {
         ByteBuffer b = ByteBuffer.wrap(Files.readAllBytes(file)).order(ByteOrder.LITTLE_ENDIAN);
         int major = b.get(6);
+        if (major != 1 && b.limit() < 12) {
+            throw new IOException(file + " has a truncated .npy header");
+        }
         int headerLen = major == 1 ? Short.toUnsignedInt(b.getShort(8)) : b.getInt(8);
         int start = (major == 1 ? 10 : 12) + headerLen;
         String header = new String(b.array(), major == 1 ? 10 : 12, headerLen, StandardCharsets.US_ASCII);

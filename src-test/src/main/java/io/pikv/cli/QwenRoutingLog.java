@@ -21,6 +21,8 @@ final class QwenRoutingLog {
     static final int WARM_UP_RECORDS = 8448;
     /** Routed experts of Qwen1.5-MoE-A2.7B. */
     static final int EXPERTS = 60;
+    /** Largest expert id + 1 a log may name (the replay keeps experts × experts co-activation counts). */
+    static final int MAX_EXPERTS = 4096;
 
     private QwenRoutingLog() {
     }
@@ -49,10 +51,11 @@ final class QwenRoutingLog {
             int[] e = new int[ids.size()];
             double[] w = new double[ids.size()];
             for (int i = 0; i < e.length; i++) {
-                if (!ids.get(i).canConvertToInt() || ids.get(i).asInt() < 0 || !weights.get(i).isNumber()
-                        || !(weights.get(i).asDouble() > 0)) {
-                    throw bad(file, line, "topk entry " + i + " is not a non-negative expert id with a positive "
-                            + "weight");
+                if (!ids.get(i).canConvertToInt() || ids.get(i).asInt() < 0 || ids.get(i).asInt() >= MAX_EXPERTS
+                        || !weights.get(i).isNumber() || !(weights.get(i).asDouble() > 0)
+                        || !Double.isFinite(weights.get(i).asDouble())) {
+                    throw bad(file, line, "topk entry " + i + " is not an expert id in [0, " + MAX_EXPERTS
+                            + ") with a positive finite weight");
                 }
                 e[i] = ids.get(i).asInt();
                 w[i] = weights.get(i).asDouble();
@@ -82,6 +85,10 @@ final class QwenRoutingLog {
         if (log.tokens().isEmpty()) {
             throw new Main.UsageException(file + " has no route records after the " + WARM_UP_RECORDS
                     + " warm-up records.");
+        }
+        if (log.experts() > EXPERTS) {
+            throw new Main.UsageException(file + " routes to expert " + (log.experts() - 1) + ", but this bench "
+                    + "models Qwen1.5-MoE's " + EXPERTS + " experts (ids 0.." + (EXPERTS - 1) + ").");
         }
         List<int[]> out = new ArrayList<>(log.tokens().size());
         for (RoutingReplay.Token t : log.tokens()) {

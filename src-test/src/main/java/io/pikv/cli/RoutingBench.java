@@ -68,8 +68,8 @@ public final class RoutingBench implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (shards < 1) {
-            throw new Main.UsageException("--shards must be at least 1, got " + shards + ".");
+        if (shards < 1 || shards > 4096) {
+            throw new Main.UsageException("--shards must be in [1, 4096], got " + shards + ".");
         }
         if (window < 1) {
             throw new Main.UsageException("--window must be at least 1 token, got " + window + ".");
@@ -78,8 +78,12 @@ public final class RoutingBench implements Callable<Integer> {
             throw new Main.UsageException("--skip must not be negative, got " + skip + ".");
         }
         long start = System.nanoTime();
-        QwenRoutingLog.Log log = QwenRoutingLog.read(trace, skip);
+        QwenRoutingLog.Log log = QwenRoutingLog.read(Main.input(trace), skip);
         int n = experts != null ? experts : log.experts();
+        if (n > QwenRoutingLog.MAX_EXPERTS) {
+            throw new Main.UsageException("--experts must be at most " + QwenRoutingLog.MAX_EXPERTS + ", got " + n
+                    + ".");
+        }
         if (n < log.experts()) {
             throw new Main.UsageException("--experts " + n + " is too few: the log names expert "
                     + (log.experts() - 1) + ".");

@@ -75,11 +75,14 @@ public final class ServiceBench implements Callable<Integer> {
     private record Cluster(List<SidecarProcess> processes, SidecarClient client, long sequence) {
     }
 
+    /** Longest context the bench fills (its shards hold it in fp16 within their budgets). */
+    private static final int MAX_CONTEXT = 1 << 20;
+
     @Override
     public Integer call() {
-        if (context < 1 || shards < 1 || shards > 16 || steps < ROUNDS) {
-            throw new Main.UsageException("--context must be positive, --shards in [1, 16] and --steps at least "
-                    + ROUNDS + ".");
+        if (context < 1 || context > MAX_CONTEXT || shards < 1 || shards > 16 || steps < ROUNDS || steps > 100_000) {
+            throw new Main.UsageException("--context must be in [1, " + MAX_CONTEXT + "], --shards in [1, 16] and "
+                    + "--steps in [" + ROUNDS + ", 100000].");
         }
         ModelShape shape;
         try {

@@ -38,21 +38,29 @@ public final class SidecarProcess implements AutoCloseable {
     public static Path appJar(Path root) {
         Path jar = root.resolve("sidecar/service/target/quarkus-app/quarkus-run.jar");
         if (!Files.isRegularFile(jar)) {
-            throw new IllegalStateException("the sidecar is not built (" + jar + " is missing): run ./mvnw -DskipTests "
-                    + "package first");
+            throw new Main.UsageException("the sidecar is not built (" + jar + " is missing): run ./mvnw -DskipTests "
+                    + "package first.");
         }
         return jar;
     }
 
-    /** The project root: the nearest directory at or above the working directory that holds sidecar/service. */
+    /**
+     * The project root: {@code -Dpikv.root} (the launcher passes its own directory), else the nearest directory at or
+     * above the working directory that holds sidecar/service.
+     */
     public static Path projectRoot() {
+        String given = System.getProperty("pikv.root");
+        if (given != null && Files.isDirectory(Path.of(given).resolve("sidecar/service"))) {
+            return Path.of(given).toAbsolutePath();
+        }
         Path dir = Path.of("").toAbsolutePath();
         for (Path d = dir; d != null; d = d.getParent()) {
             if (Files.isDirectory(d.resolve("sidecar/service"))) {
                 return d;
             }
         }
-        throw new IllegalStateException("no PiKV project at or above " + dir);
+        throw new Main.UsageException("no PiKV project at or above " + dir + ": run the command through ./pikv or "
+                + "from the project.");
     }
 
     /** Starts a sidecar and waits until it is ready (or fails with the tail of its log). */

@@ -89,6 +89,8 @@ class LauncherTest {
         Path trace = routingTrace(dir);
         String file = trace.toString();
         for (String[] args : new String[][] {{"bench", "routing", "--trace", file, "--shards", "0"},
+                {"bench", "routing", "--trace", file, "--shards", "2000000000"},
+                {"bench", "routing", "--trace", file, "--shards", "2", "--experts", "30000"},
                 {"bench", "routing", "--trace", file, "--shards", "2", "--window", "0"},
                 {"bench", "routing", "--trace", file, "--shards", "2", "--skip", "-1"}}) {
             Run r = run(args);
@@ -97,7 +99,7 @@ class LauncherTest {
                     .doesNotContain("Exception").endsWith(".");
         }
         assertThat(run("bench", "routing", "--trace", file, "--shards", "0").err().strip())
-                .isEqualTo("pikv: --shards must be at least 1, got 0.");
+                .isEqualTo("pikv: --shards must be in [1, 4096], got 0.");
         assertThat(run("bench", "routing", "--trace", file, "--shards", "2", "--window", "5", "--skip", "2").err())
                 .contains("fewer than two windows of 5");
     }
@@ -193,6 +195,21 @@ class LauncherTest {
         Run r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
         assertThat(r.code()).isEqualTo(2);
         assertThat(r.err()).contains("line 2 of " + trace + " is not a Mooncake request");
+        // Something after the JSON value on a line.
+        Files.writeString(trace, "{\"timestamp\": 0, \"hash_ids\": [1]} {\"x\": 1}\n");
+        r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
+        assertThat(r.code()).isEqualTo(2);
+        assertThat(r.err()).contains("line 1 of " + trace + " is not a Mooncake request");
+        // Routing records with an infinite weight or an expert id no replay could hold.
+        Path routes = dir.resolve("routes.jsonl");
+        for (String record : new String[] {"{\"type\": \"route\", \"topk_ids\": [1, 2], \"topk_weights\": [1e400, 0.5]}",
+                "{\"type\": \"route\", \"topk_ids\": [100000, 1], \"topk_weights\": [0.5, 0.5]}"}) {
+            Files.writeString(routes, record + "\n");
+            r = run("bench", "routing", "--trace", routes.toString(), "--shards", "2", "--skip", "0", "--window", "1");
+            assertThat(r.code()).as(record).isEqualTo(2);
+            assertThat(r.err()).as(record).contains("line 1 of " + routes + " is not a routing record: topk entry 0 is "
+                    + "not an expert id in [0, 4096) with a positive finite weight");
+        }
     }
 
     /** A routing log shaped like the shared Qwen one: meta line, the warm-up records, then {@code real} tokens. */
@@ -283,6 +300,18 @@ class LauncherTest {
         Files.write(doubles, (new String(new byte[] {(byte) 0x93}, java.nio.charset.StandardCharsets.ISO_8859_1)
                 + "NUMPY\u0001\u0000F\u0000{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 1), }          \n")
                 .getBytes(java.nio.charset.StandardCharsets.ISO_8859_1));
+        Path badShape = dir.resolve("shape.npy");
+        Files.write(badShape, (new String(new byte[] {(byte) 0x93}, java.nio.charset.StandardCharsets.ISO_8859_1)
+                + "NUMPY\u0001\u0000F\u0000{'descr': '<f4', 'fortran_order': False, 'shape': (a, 1, 1), }          \n")
+                .getBytes(java.nio.charset.StandardCharsets.ISO_8859_1));
+        Path shortHeader = dir.resolve("short.npy");
+        Files.write(shortHeader, new byte[] {(byte) 0x93, 'N', 'U', 'M', 'P', 'Y', 2, 0, 16, 0});
+        StringBuilder wide = new StringBuilder();
+        for (int i = 0; i < QwenRoutingLog.WARM_UP_RECORDS + 4; i++) {
+            wide.append("{\"type\": \"route\", \"topk_ids\": [70, 1], \"topk_weights\": [0.5, 0.5]}\n");
+        }
+        Path wideRoute = dir.resolve("wide.jsonl");
+        Files.writeString(wideRoute, wide);
         String k = fixture("k.npy");
         String v = fixture("v.npy");
         String q = fixture("q.npy");
@@ -295,7 +324,9 @@ class LauncherTest {
                 {"--keys", dir.resolve("missing.npy").toString(), "--values", v},
                 {"--keys", k, "--values", v, "--methods", "int4"},
                 {"--keys", k, "--values", v, "--key-rank", "17"},
-                {"--keys", k, "--values", v, "--budget", "0.1"}};
+                {"--keys", k, "--values", v, "--budget", "0.1"},
+                {"--keys", badShape.toString(), "--values", v},
+                {"--keys", shortHeader.toString(), "--values", v}};
         for (String[] c : cases) {
             String[] args = new String[c.length + 4];
             args[0] = "bench";
@@ -314,6 +345,11 @@ class LauncherTest {
                 .contains("holds '<f8', not float32 or float16");
         assertThat(run("bench", "compression", "--routing", dir.resolve("none.jsonl").toString()).err())
                 .contains("none.jsonl does not exist");
+        Run wideRun = run("bench", "compression", "--routing", wideRoute.toString(), "--keys", k, "--values", v);
+        assertThat(wideRun.code()).isEqualTo(2);
+        assertThat(wideRun.err()).contains("routes to expert 70, but this bench models Qwen1.5-MoE's 60 experts");
+        assertThat(run("bench", "compression", "--routing", route, "--keys", badShape.toString(), "--values", v).err())
+                .contains("has a shape that is not a list of sizes below 2^31: (a, 1, 1)");
     }
 
     @Test

@@ -136,15 +136,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
 
     /** Direct memory the JVM may allocate ({@code -XX:MaxDirectMemorySize}, by default the heap's maximum). */
     static long maxDirectMemory() {
-        long configured = 0;
-        try {
-            var hotspot = java.lang.management.ManagementFactory.getPlatformMXBean(
-                    com.sun.management.HotSpotDiagnosticMXBean.class);
-            configured = hotspot == null ? 0 : Long.parseLong(hotspot.getVMOption("MaxDirectMemorySize").getValue());
-        } catch (RuntimeException | LinkageError e) {
-            configured = 0; // no jdk.management module: the JVM's default applies
-        }
-        return configured > 0 ? configured : Runtime.getRuntime().maxMemory();
+        return io.pikv.kv.DirectMemory.limit();
     }
 
     private static long pageMemoryLimit() {
