@@ -292,4 +292,50 @@ class LowRankStoreTest {
         assertThatThrownBy(() -> new KvLayout(2, 32, 16, StorageType.FP16, 3, 8))
                 .hasMessageContaining("rank × pageTokens to be a multiple of 32");
     }
+
+    /** Rows j, k of the key or value basis of (layer 0, group 0, head 0): their dot product. */
+    private static double dot(LowRankBases b, boolean keys, int j, int k) {
+        double c = 0;
+        for (int i = 0; i < b.headDim(); i++) {
+            c += keys ? (double) b.keyBasis(0, 0, 0, j, i) * b.keyBasis(0, 0, 0, k, i)
+                    : (double) b.valueBasis(0, 0, 0, j, i) * b.valueBasis(0, 0, 0, k, i);
+        }
+        return c;
+    }
+
+    @Test
+    void basesStayOrthonormalWhenTheDataSpanLessThanTheRank() {
+        ModelShape shape = new ModelShape(1, 2, 1, 8, 2, 1);
+        Random rnd = new Random(7);
+        // Three samples for rank 3 with two outlier directions; and many samples whose channels 3..7 are always zero.
+        LowRankFitter few = new LowRankFitter(shape, Grouping.SHARED, 1);
+        for (int t = 0; t < 3; t++) {
+            few.observe(0, 0, Reference.gaussian(8, rnd, 1f), Reference.gaussian(8, rnd, 1f));
+        }
+        LowRankFitter flat = new LowRankFitter(shape, Grouping.SHARED, 1);
+        for (int t = 0; t < 200; t++) {
+            float[] k = Reference.gaussian(8, rnd, 1f);
+            float[] v = Reference.gaussian(8, rnd, 1f);
+            for (int i = 3; i < 8; i++) {
+                k[i] = 0;
+                v[i] = 0;
+            }
+            flat.observe(0, 0, k, v);
+        }
+        for (LowRankBases b : List.of(few.fit(3, 3, 2), flat.fit(5, 5, 2))) {
+            for (boolean keys : new boolean[] {true, false}) {
+                int rank = keys ? b.keyRank() : b.valueRank();
+                for (int j = 0; j < rank; j++) {
+                    for (int k = 0; k < rank; k++) {
+                        assertThat(dot(b, keys, j, k)).as("rows %d, %d", j, k).isCloseTo(j == k ? 1 : 0,
+                                org.assertj.core.data.Offset.offset(1e-5));
+                    }
+                }
+            }
+            for (LowRankBases.Fit fit : b.fits()) {
+                assertThat(fit.keyRetained()).isLessThanOrEqualTo(1 + 1e-6);
+                assertThat(fit.valueRetained()).isLessThanOrEqualTo(1 + 1e-6);
+            }
+        }
+    }
 }

@@ -207,12 +207,32 @@ public final class LowRankFitter {
             }
         }
         SymmetricEigen eig = SymmetricEigen.of(cov);
+        // Outlier directions first, then principal directions in order, each made orthogonal to the rows before it
+        // (Gram-Schmidt, twice for rounding) and kept only when something of it is left: the rows stay orthonormal
+        // even when fewer outlier directions were found than asked, or when data span fewer dimensions than the rank.
         List<double[]> rows = new ArrayList<>();
-        for (double[] u : outlierDirections(data, idx, h, mean, eig, rank, Math.min(outliers, rank))) {
-            rows.add(u);
+        List<double[]> candidates = new ArrayList<>(outlierDirections(data, idx, h, mean, eig, rank,
+                Math.min(outliers, rank)));
+        for (int j = 0; j < d; j++) {
+            candidates.add(eig.vector(j));
         }
-        for (int j = 0; rows.size() < rank; j++) {
-            rows.add(eig.vector(j)); // orthogonal to the outlier directions, which lie in these rows' complement
+        for (double[] c : candidates) {
+            if (rows.size() == rank) {
+                break;
+            }
+            double[] u = c.clone();
+            for (int pass = 0; pass < 2; pass++) {
+                for (double[] r : rows) {
+                    project(u, r);
+                }
+            }
+            double norm = Math.sqrt(dot(u, u));
+            if (norm > 1e-6) { // candidates are unit vectors: a remainder this small lies in the rows' span
+                for (int i = 0; i < d; i++) {
+                    u[i] /= norm;
+                }
+                rows.add(u);
+            }
         }
         for (int i = 0; i < d; i++) {
             out[at + i] = (float) mean[i];
@@ -267,9 +287,20 @@ public final class LowRankFitter {
                 project(r, p);
             }
         }
+        // Residuals at rounding level are no directions: stop below this share of the largest squared deviation.
+        double largest = 0;
+        for (int n = 0; n < idx.length; n++) {
+            double norm = 0;
+            for (int i = 0; i < d; i++) {
+                double v = data[idx[n] * w + h * d + i] - mean[i];
+                norm += v * v;
+            }
+            largest = Math.max(largest, norm);
+        }
+        double floor = 1e-20 * largest;
         for (int k = 0; k < count; k++) {
             int best = -1;
-            double bestNorm = 0;
+            double bestNorm = floor;
             for (int n = 0; n < idx.length; n++) {
                 double norm = 0;
                 for (double v : residual[n]) {
@@ -294,6 +325,14 @@ public final class LowRankFitter {
             }
         }
         return found;
+    }
+
+    private static double dot(double[] a, double[] b) {
+        double c = 0;
+        for (int i = 0; i < a.length; i++) {
+            c += a[i] * b[i];
+        }
+        return c;
     }
 
     /** Removes from {@code r} its component along the unit vector {@code u}. */
