@@ -731,7 +731,7 @@ public final class KvShard {
         }
         LayerState ls = layers[layer];
         if (ls == null && create) {
-            ls = new LayerState(layer, buckets, shape.experts());
+            ls = new LayerState(sequence, layer, buckets, shape.experts());
             layers[layer] = ls;
         }
         return ls;

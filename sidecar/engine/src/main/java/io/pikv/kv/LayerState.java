@@ -9,6 +9,8 @@ final class LayerState {
     private static final int FAN = 1 << BITS;
     private static final int MASK = FAN - 1;
 
+    /** The sequence whose layer this is. */
+    final long sequence;
     final Segment[] buckets;
     /**
      * Position → {@code pageId · pageTokens + slot}, or −1 when not resident on this shard: a three-level radix index
@@ -21,7 +23,8 @@ final class LayerState {
     final int[] evictedPerExpert;
     int resident;
 
-    LayerState(int layer, int buckets, int experts) {
+    LayerState(long sequence, int layer, int buckets, int experts) {
+        this.sequence = sequence;
         this.buckets = new Segment[buckets];
         for (int b = 0; b < buckets; b++) {
             this.buckets[b] = new Segment(this, layer);

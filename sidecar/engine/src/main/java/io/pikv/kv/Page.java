@@ -60,6 +60,16 @@ public final class Page {
         return layout;
     }
 
+    /** The sequence whose entries this page holds (pages in use only). */
+    public long sequence() {
+        return segment.layerState.sequence;
+    }
+
+    /** The layer whose entries this page holds (pages in use only). */
+    public int layer() {
+        return segment.layer;
+    }
+
     /** Sequence position of the token in {@code slot}. */
     public int positionAt(int slot) {
         return position[slot];

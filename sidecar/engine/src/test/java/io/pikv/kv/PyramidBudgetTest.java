@@ -137,4 +137,45 @@ class PyramidBudgetTest {
             assertThat(Arrays.stream(store.residentPositions(seq, 0)).min().getAsInt()).isGreaterThan(0);
         }
     }
+
+    @Test
+    void entriesOfAPageEvictedAsTheFallbackAreNotCountedAgainstTheBudget() {
+        // One layer with a budget of 24 tokens (1 sink, window 4), 8-token pages, a pool of six pages.
+        ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);
+        PyramidBudget pyramid = new PyramidBudget(new int[] {24}, 1, 4);
+        KvLayout layout = new KvLayout(2, 16, 8, StorageType.FP32);
+        Random rnd = new Random(1);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP32).pageTokens(8)
+                .buckets(1).threads(1).budgetBytes(6L * layout.pageBytes()).eviction(pyramid).build())) {
+            long a = store.createSequence();
+            long b = store.createSequence();
+            for (int i = 0; i < 24; i++) {
+                store.append(a, 0, 0, Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f));
+            }
+            int[] all = IntStream.range(0, 24).toArray();
+            float[] uniform = new float[4 * all.length];
+            Arrays.fill(uniform, 1f / 24);
+            pyramid.observe(a, 0, new AttentionResult(4, 16, new float[64], all.length, all, uniform));
+            // B fills the pool: A is within its budget, so the hook falls back to the oldest page (A's 0..7), and
+            // then to A's 8..15 when A grows.
+            for (int i = 0; i < 25; i++) {
+                store.append(b, 0, 1, Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f));
+            }
+            for (int i = 0; i < 8; i++) {
+                store.append(a, 0, 0, Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f));
+            }
+            int[] resident = store.residentPositions(a, 0);
+            assertThat(resident).hasSize(16);
+            float[] small = new float[4 * resident.length];
+            Arrays.fill(small, 0.01f);
+            pyramid.observe(a, 0, new AttentionResult(4, 16, new float[64], resident.length, resident, small));
+            assertThat(pyramid.victims(a, 0, store.residentPositions(a, 0))).isEmpty();
+            // B needs a page again: A holds 16 of its 24, so nothing of A is over budget; only a page goes.
+            for (int i = 0; i < 8; i++) {
+                store.append(b, 0, 1, Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f));
+            }
+            assertThat(store.resident(a, 0)).isGreaterThanOrEqualTo(8);
+            assertThat(store.resident(a, 0) % 8).as("whole pages of A, no tokens trimmed as over budget").isZero();
+        }
+    }
 }

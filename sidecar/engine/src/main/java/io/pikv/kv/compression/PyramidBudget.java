@@ -239,7 +239,22 @@ public final class PyramidBudget implements EvictionHook {
         if (ctx.pool().pagesInUse() >= pagesBefore) {
             Page oldest = ctx.oldestPage();
             if (oldest != null) {
+                // What the page holds is evicted too: it must not count as known-resident later (a layer would then
+                // look over budget and lose tokens it may keep).
+                long sequence = oldest.sequence();
+                int layer = oldest.layer();
+                int[] positions = new int[oldest.count()];
+                for (int slot = 0; slot < positions.length; slot++) {
+                    positions[slot] = oldest.positionAt(slot);
+                }
                 ctx.evictPage(oldest);
+                if (layer < budgets.length) {
+                    synchronized (this) {
+                        if (scoresOrNull(sequence, layer) != null) {
+                            markEvicted(sequence, layer, positions);
+                        }
+                    }
+                }
             }
         }
     }

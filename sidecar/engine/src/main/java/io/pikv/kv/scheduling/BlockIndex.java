@@ -72,7 +72,8 @@ public final class BlockIndex {
     /**
      * Stores {@code key} as used now, or refreshes it when it is already resident. After the clock ticks and before
      * the block is (re)inserted, {@code makeRoom} may call {@link #evict()} as often as the caller's budget needs;
-     * a resident {@code key} is not a candidate meanwhile, so it is never its own victim.
+     * a resident {@code key} is not a candidate meanwhile, so it is never its own victim. When {@code makeRoom}
+     * throws, nothing is stored or refreshed and a resident {@code key} stays as it was.
      */
     public void put(long key, Runnable makeRoom) {
         if (policy instanceof Adaptive a) {
@@ -82,7 +83,12 @@ public final class BlockIndex {
         int id = entries.id(key);
         if (id >= 0) {
             policy.withdraw(entries, id);
-            makeRoom.run();
+            try {
+                makeRoom.run();
+            } catch (RuntimeException | Error e) {
+                policy.offer(entries, id); // not refreshed, but a candidate again: the index stays consistent
+                throw e;
+            }
             entries.touch(id, 1);
         } else {
             makeRoom.run();

@@ -10,6 +10,18 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 class BlockIndexTest {
 
     @Test
+    void aPutWhoseMakeRoomFailsLeavesTheIndexAsItWas() {
+        BlockIndex index = new BlockIndex(new Lru(), 4);
+        index.put(1);
+        // Refreshing block 1 asks for room; the only other candidate is none, so evicting fails.
+        assertThatThrownBy(() -> index.put(1, index::evict)).isInstanceOf(IllegalStateException.class)
+                .hasMessage("no block to evict (1 resident)");
+        assertThat(index.lookup(1)).isTrue();
+        assertThat(index.evict()).isEqualTo(1);
+        assertThat(index.size()).isZero();
+    }
+
+    @Test
     void lruEvictsTheBlockUsedLongestAgo() {
         BlockIndex index = new BlockIndex(new Lru(), 4);
         index.put(1);
