@@ -36,6 +36,8 @@ public final class KvShard {
     private final PagePool pool;
     private final EvictionHook hook;
     private final AttentionKernel kernel;
+    /** Attention on another device (a GPU) for whole-sequence scopes, or null: see {@link #useDevice}. */
+    private volatile DeviceAttention device;
     /** Bases of a low-rank layout (entries are stored as their coefficients); null for a plain layout. */
     private final LowRankBases projection;
     /** Coefficient scratch for appends (used under the write lock; apart from moveK/V, which eviction uses). */
@@ -114,6 +116,28 @@ public final class KvShard {
         return layout;
     }
 
+    /**
+     * Attends over this shard's pages on {@code device} from now on, for whole-sequence scopes without per-entry
+     * weights (expert-scoped attention and attention with weights stay on the CPU kernel); null: the CPU only. The
+     * shard tells the device of every page whose bytes change.
+     */
+    public void useDevice(DeviceAttention device) {
+        if (device != null && !device.supports(layout)) {
+            throw new IllegalArgumentException(device.describe() + " cannot attend over pages of " + layout);
+        }
+        lock.writeLock().lock();
+        try {
+            this.device = device;
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
+    /** The device this shard attends on, or null. */
+    public DeviceAttention device() {
+        return device;
+    }
+
     public AttentionKernel kernel() {
         return kernel;
     }
@@ -147,6 +171,7 @@ public final class KvShard {
             Page page = pageForAppend(segment);
             int slot = page.count;
             page.writeEntry(slot, sk, 0, sv, 0);
+            changed(page);
             page.position[slot] = position;
             page.expert[slot] = (short) expert;
             page.count = slot + 1;
@@ -249,6 +274,14 @@ public final class KvShard {
         }
         newest = page;
         return page;
+    }
+
+    /** A page's bytes changed: its device copy, if any, is stale. */
+    private void changed(Page page) {
+        DeviceAttention d = device;
+        if (d != null) {
+            d.pageChanged(page);
+        }
     }
 
     private void free(Page page) {
@@ -397,6 +430,7 @@ public final class KvShard {
             int last = donor.count - 1;
             if (donor != page || last != slot) {
                 page.copyEntry(donor, last, slot, moveK, moveV);
+                changed(page);
                 ls.setLocation(page.position[slot], page.id * tokens + slot);
             }
             donor.count = last;
@@ -492,6 +526,13 @@ public final class KvShard {
         lock.readLock().lock();
         try {
             countLookupsLocked(sequence, layer, scope);
+            DeviceAttention d = device;
+            if (d != null && !weights && scope.isAll()) {
+                PartialAttention onDevice = attendOnDeviceLocked(d, sequence, layer, query);
+                if (onDevice != null) {
+                    return onDevice;
+                }
+            }
             if (ranges <= 1) {
                 return attendBucketsLocked(sequence, layer, scaled, scope, weights, 0, buckets);
             }
@@ -537,6 +578,23 @@ public final class KvShard {
         } finally {
             lock.readLock().unlock();
         }
+    }
+
+    /** The device's partial over every page of (sequence, layer), or null to attend on the CPU instead. */
+    private PartialAttention attendOnDeviceLocked(DeviceAttention d, long sequence, int layer, float[] query) {
+        LayerState ls = layerState(sequence, layer, false);
+        if (ls == null) {
+            return null;
+        }
+        List<Page> pages = new ArrayList<>();
+        for (Segment segment : ls.buckets) {
+            for (Page page : segment.pages) {
+                if (page.count > 0) {
+                    pages.add(page);
+                }
+            }
+        }
+        return pages.isEmpty() ? null : d.attend(pages, query);
     }
 
     /** Records the lookups of one attention call over (sequence, layer, scope): hits resident, misses evicted. */

@@ -70,6 +70,11 @@ public final class Page {
         return segment.layer;
     }
 
+    /** A view of the page's bytes (a direct buffer in the layout's page format) for copying it elsewhere; read only. */
+    public java.nio.ByteBuffer bytes() {
+        return bytes.duplicate().order(java.nio.ByteOrder.LITTLE_ENDIAN).clear();
+    }
+
     /** Sequence position of the token in {@code slot}. */
     public int positionAt(int slot) {
         return position[slot];

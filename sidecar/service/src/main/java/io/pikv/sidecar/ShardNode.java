@@ -26,6 +26,8 @@ import java.util.concurrent.atomic.AtomicLong;
  * already stored are withdrawn and the shard is as before. Thread-safe; a sequence's writes are serialized.
  */
 public final class ShardNode implements KvApi, AutoCloseable {
+    /** The JDK's logger: a shard node also runs outside the Quarkus app (benches, in-process tests). */
+    private static final System.Logger LOG = System.getLogger(ShardNode.class.getName());
     private final int id;
     private final ModelShape shape;
     private final ShardPolicy policy;
@@ -85,6 +87,43 @@ public final class ShardNode implements KvApi, AutoCloseable {
     }
 
     private static final AtomicLong THREADS = new AtomicLong();
+
+    /**
+     * Attends on {@code cuda} from now on (whole-sequence attention; expert-scoped attention and attention whose
+     * weights a token policy needs stay on the CPU), with device memory for as many pages as the budget holds, at
+     * most 90 % of the device's. When the device cannot hold this shard's pages (their shape), {@code required}
+     * makes that a start-up failure; otherwise the shard stays on the CPU and logs why.
+     */
+    public void attendOn(io.pikv.kv.compute.CudaBackend cuda, boolean required) {
+        String refused;
+        try {
+            long bytes = Math.min(shard.budgetBytes(), (long) (cuda.totalMemory() * 0.9));
+            io.pikv.kv.compute.CudaDeviceAttention device = new io.pikv.kv.compute.CudaDeviceAttention(cuda, shape,
+                    shard.layout().type(), bytes);
+            if (device.supports(shard.layout())) {
+                shard.useDevice(device);
+                LOG.log(System.Logger.Level.INFO, "shard {0}: attention on {1} ({2} MiB of device memory for page "
+                        + "copies)", id, device.describe(), bytes >> 20);
+                return;
+            }
+            device.close();
+            refused = "the CUDA kernels take 32-token pages of this shard's layout, not " + shard.layout();
+        } catch (IllegalArgumentException e) {
+            refused = e.getMessage();
+        }
+        if (required) {
+            throw new IllegalStateException("pikv.compute=cuda but " + cuda.deviceName() + " cannot attend over this "
+                    + "shard's pages: " + refused);
+        }
+        LOG.log(System.Logger.Level.INFO, "shard {0}: attention on the CPU: {1}", id, refused);
+    }
+
+    /** Where attention runs, for logs. */
+    public String attentionPlace() {
+        io.pikv.kv.DeviceAttention device = shard.device();
+        return device != null ? device.describe() + " (expert-scoped and weighted attention on the CPU)"
+                : attentionThreads + " CPU thread(s)";
+    }
 
     /** Threads one attention call uses. */
     public int attentionThreads() {
@@ -413,6 +452,11 @@ public final class ShardNode implements KvApi, AutoCloseable {
         } finally {
             if (attentionPool != null) {
                 attentionPool.shutdownNow();
+            }
+            io.pikv.kv.DeviceAttention device = shard.device();
+            if (device != null) {
+                shard.useDevice(null);
+                device.close();
             }
         }
     }

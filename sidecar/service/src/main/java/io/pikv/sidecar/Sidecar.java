@@ -2,6 +2,7 @@ package io.pikv.sidecar;
 
 import io.pikv.kv.ExpertShardMap;
 import io.pikv.kv.ModelShape;
+import io.pikv.kv.compute.ComputeBackends;
 import io.pikv.kv.StorageType;
 import io.pikv.kv.routing.CacheAwareRouter;
 import io.pikv.kv.routing.HashRouter;
@@ -45,6 +46,13 @@ public class Sidecar {
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
                 policy, attentionThreads(config.store().attentionThreads())));
+        if (config.role() == Role.shard) {
+            // pikv.compute: a cuda choice that cannot be kept stops start-up with the reason; auto falls back.
+            ComputeBackends.Selection compute = setting("pikv.compute", () -> ComputeBackends.select(config.compute()));
+            if (compute.cuda() != null) {
+                shard.attendOn(compute.cuda(), config.compute().equals("cuda"));
+            }
+        }
         this.blocks = setting("pikv.blocks.*", () -> new BlockStore(config.blocks().capacityBytes(),
                 config.blocks().policy()));
         this.gateway = config.role() == Role.gateway ? setting("pikv.gateway.*", () -> gateway(config, shape)) : null;
@@ -100,8 +108,8 @@ public class Sidecar {
                     config.gateway().routing());
         } else {
             LOG.infof("PiKV sidecar: role shard, cluster %s, shard %d, model %s, %s pages of %d tokens, budget %d bytes,"
-                    + " attention on %d thread(s)", config.cluster(), config.shardId(), shape, shard.layout().type(),
-                    shard.layout().pageTokens(), config.store().budgetBytes(), shard.attentionThreads());
+                    + " attention on %s", config.cluster(), config.shardId(), shape, shard.layout().type(),
+                    shard.layout().pageTokens(), config.store().budgetBytes(), shard.attentionPlace());
         }
     }
 

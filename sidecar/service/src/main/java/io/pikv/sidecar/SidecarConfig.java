@@ -26,6 +26,13 @@ public interface SidecarConfig {
     @WithDefault("0")
     int shardId();
 
+    /**
+     * Where a shard attends: {@code auto} (a usable CUDA device if there is one, else the CPU, saying why),
+     * {@code cuda} (start-up fails without one) or {@code cpu}.
+     */
+    @WithDefault("auto")
+    String compute();
+
     Model model();
 
     Store store();

@@ -279,6 +279,41 @@ public final class CudaKvCache implements AutoCloseable {
         return new Plan(l, launch);
     }
 
+    /** Token counts of a layer's pages: all full but the last. */
+    private static int[] lastPartial(Layer l) {
+        int[] c = new int[l.n];
+        Arrays.fill(c, PAGE_TOKENS);
+        c[l.n - 1] = l.lastCount;
+        return c;
+    }
+
+    /**
+     * Attention over device pages given by id (pages written with {@link #writePage}) holding the given token counts,
+     * as a mergeable partial: for a caller that keeps its own page lists (a shard's device copy of its pool).
+     */
+    PartialAttention attendPages(int[] pageIds, int[] pageCounts, float[] query) {
+        if (pageIds.length == 0 || pageIds.length != pageCounts.length) {
+            throw new IllegalArgumentException("pages and counts must be non-empty and of one length");
+        }
+        try (Plan plan = new Plan(pageIds, pageCounts, new Launch(false))) {
+            return plan.run(query);
+        }
+    }
+
+    /** A device page from this cache's pool, or -1 when the pool is at its budget. */
+    int allocatePage() {
+        return pool.allocate();
+    }
+
+    /** Copies a host page (a direct buffer in this cache's page format) into device page {@code id}. */
+    void writePage(int id, ByteBuffer page) {
+        if (page.remaining() != layout.pageBytes() || !page.isDirect()) {
+            throw new IllegalArgumentException("a page is a direct buffer of " + layout.pageBytes() + " bytes");
+        }
+        cuda.bind();
+        JCudaDriver.cuMemcpyHtoD(slab.withByteOffset(pool.offset(id)), Pointer.to(page), layout.pageBytes());
+    }
+
     /** Launches of the partial and merge kernels over a fixed page list. */
     public final class Plan implements AutoCloseable {
         private final Launch launchMode;
@@ -301,25 +336,27 @@ public final class CudaKvCache implements AutoCloseable {
         private final CUdeviceptr o = new CUdeviceptr();
 
         private Plan(Layer l, Launch launch) {
+            this(Arrays.copyOf(l.pages, l.n), lastPartial(l), launch);
+        }
+
+        /** Over device pages {@code pageIds} holding {@code pageCounts} tokens each (1 to 32). */
+        private Plan(int[] pageIds, int[] pageCounts, Launch launch) {
             cuda.bind();
             launchMode = launch;
-            numPages = l.n;
-            tokens = l.tokens();
+            numPages = pageIds.length;
+            tokens = Arrays.stream(pageCounts).sum();
             partialKernel = cuda.partial(layout.type(), shape.headDim());
             int slots = cuda.residentBlocks(partialKernel, THREADS) * cuda.multiprocessors();
             int target = Math.max(1, WAVES * slots / shape.kvHeads());
             int s = Math.min(Math.min(numPages, target), MAX_SPLITS);
             pagesPerSplit = (numPages + s - 1) / s;
             splits = (numPages + pagesPerSplit - 1) / pagesPerSplit;
-            int[] c = new int[numPages];
-            Arrays.fill(c, PAGE_TOKENS);
-            c[numPages - 1] = l.lastCount;
             int qh = shape.qHeads();
             int d = shape.headDim();
             JCudaDriver.cuMemAlloc(ids, 4L * numPages);
             JCudaDriver.cuMemAlloc(counts, 4L * numPages);
-            JCudaDriver.cuMemcpyHtoD(ids, Pointer.to(Arrays.copyOf(l.pages, numPages)), 4L * numPages);
-            JCudaDriver.cuMemcpyHtoD(counts, Pointer.to(c), 4L * numPages);
+            JCudaDriver.cuMemcpyHtoD(ids, Pointer.to(pageIds), 4L * numPages);
+            JCudaDriver.cuMemcpyHtoD(counts, Pointer.to(pageCounts), 4L * numPages);
             JCudaDriver.cuMemAlloc(q, 4L * qh * d);
             JCudaDriver.cuMemAlloc(pm, 4L * splits * qh);
             JCudaDriver.cuMemAlloc(pl, 4L * splits * qh);

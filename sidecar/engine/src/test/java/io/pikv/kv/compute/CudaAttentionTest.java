@@ -29,4 +29,53 @@ class CudaAttentionTest {
                 tokens * 31L + headDim);
         assertThat(error).isLessThanOrEqualTo(2e-3);
     }
+
+    /**
+     * A shard attending on the device (its pages copied there as they change) gives its CPU answer after appends,
+     * compaction, evictions and page reuse, for fp16 and int8 pages.
+     */
+    @ParameterizedTest(name = "{0}")
+    @CsvSource({"FP16", "INT8"})
+    void aShardAttendingOnTheDeviceMatchesItsCpuAnswer(StorageType type) {
+        ModelShape shape = new ModelShape(1, 16, 4, 128, 8, 2);
+        io.pikv.kv.KvLayout layout = new io.pikv.kv.KvLayout(4, 128, 32, type);
+        io.pikv.kv.KvShard shard = new io.pikv.kv.KvShard(0, shape, layout, 4, 24L * layout.pageBytes(),
+                io.pikv.kv.EvictionHook.OLDEST_PAGE_FIRST, Kernels.select(layout));
+        try (CudaDeviceAttention device = new CudaDeviceAttention(ComputeBackends.probe().backend(), shape, type,
+                24L * layout.pageBytes())) {
+            shard.useDevice(device);
+            java.util.Random rnd = new java.util.Random(type.ordinal() + 5);
+            java.util.function.IntConsumer fill = n -> {
+                for (int i = 0; i < n; i++) {
+                    float[] k = new float[shape.kvWidth()];
+                    float[] v = new float[shape.kvWidth()];
+                    for (int j = 0; j < k.length; j++) {
+                        k[j] = (float) rnd.nextGaussian();
+                        v[j] = (float) rnd.nextGaussian();
+                    }
+                    shard.append(1, 0, next[0]++, rnd.nextInt(8), k, v);
+                }
+            };
+            fill.accept(300);
+            agree(shard, shape, rnd);
+            shard.withdraw(1, 0, new int[] {0, 7, 100, 299});
+            shard.evict(1, 0, new int[] {3, 50, 51, 52, 200});
+            agree(shard, shape, rnd);
+            fill.accept(700); // beyond the budget: the oldest pages go and are reused
+            agree(shard, shape, rnd);
+        }
+    }
+
+    private final int[] next = {0};
+
+    private static void agree(io.pikv.kv.KvShard shard, ModelShape shape, java.util.Random rnd) {
+        float[] q = new float[shape.queryWidth()];
+        for (int i = 0; i < q.length; i++) {
+            q[i] = (float) rnd.nextGaussian();
+        }
+        float[] onDevice = shard.attendPartial(1, 0, q, io.pikv.kv.AttentionScope.all(), false).finish().output();
+        float[] onCpu = shard.attendPartial(1, 0, q, io.pikv.kv.AttentionScope.experts(0, 1, 2, 3, 4, 5, 6, 7), false)
+                .finish().output();
+        assertThat(io.pikv.kv.Accuracy.relativeError(onDevice, onCpu)).isLessThanOrEqualTo(2e-3);
+    }
 }

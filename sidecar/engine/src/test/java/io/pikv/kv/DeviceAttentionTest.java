@@ -1,0 +1,150 @@
+package io.pikv.kv;
+
+import io.pikv.kv.compute.AttentionAccumulator;
+import io.pikv.kv.compute.AttentionKernel;
+import io.pikv.kv.compute.KernelScratch;
+import io.pikv.kv.compute.Kernels;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+import java.nio.ByteBuffer;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * A shard attending on a device keeps the device's page copies in step: a stand-in device that attends only over
+ * the copies it took when told a page changed must give the shard's own answer after appends, compaction (entries
+ * withdrawn and moved), evictions and page reuse. A page changed without the shard saying so would make it differ.
+ */
+class DeviceAttentionTest {
+    static final ModelShape SHAPE = new ModelShape(1, 4, 2, 16, 4, 2);
+
+    /** Attends over its own copies of the pages, taken when a page is first seen or after it was said to change. */
+    static final class CopyingDevice implements DeviceAttention {
+        final KvLayout layout;
+        final AttentionKernel kernel;
+        final Map<Integer, Page> copies = new HashMap<>();
+        int calls;
+        int uploads;
+
+        CopyingDevice(KvLayout layout) {
+            this.layout = layout;
+            this.kernel = Kernels.select(layout, "scalar");
+        }
+
+        @Override
+        public boolean supports(KvLayout l) {
+            return l.equals(layout);
+        }
+
+        @Override
+        public synchronized void pageChanged(Page page) {
+            copies.remove(page.id());
+        }
+
+        @Override
+        public synchronized PartialAttention attend(List<Page> pages, float[] query) {
+            calls++;
+            int qHeads = SHAPE.qHeads();
+            float[] scaled = SHAPE.scaledQuery(query);
+            AttentionAccumulator acc = new AttentionAccumulator(qHeads, SHAPE.headDim());
+            KernelScratch scratch = KernelScratch.get().ensure(0, 0, layout.pageTokens());
+            float[] bias = new float[layout.pageTokens()];
+            int visited = 0;
+            for (Page page : pages) {
+                Page copy = copies.get(page.id());
+                if (copy == null) {
+                    copy = new Page(page.id(), layout);
+                    ByteBuffer from = page.bytes();
+                    copy.bytes.clear();
+                    copy.bytes.put(from);
+                    copies.put(page.id(), copy);
+                    uploads++;
+                }
+                copy.count = page.count(); // counts travel with every call, bytes only when changed
+                Arrays.fill(bias, 0f);
+                Arrays.fill(bias, copy.count, bias.length, Float.NEGATIVE_INFINITY);
+                kernel.foldPage(copy, bias, scaled, qHeads, acc, scratch, null, 0, 0);
+                visited += copy.count;
+            }
+            kernel.finish(acc);
+            double[] m = new double[qHeads];
+            double[] l = new double[qHeads];
+            double[] o = new double[acc.o.length];
+            for (int h = 0; h < qHeads; h++) {
+                m[h] = acc.m[h];
+                l[h] = acc.l[h];
+            }
+            for (int i = 0; i < o.length; i++) {
+                o[i] = acc.o[i];
+            }
+            return new PartialAttention(qHeads, SHAPE.headDim(), m, l, o, visited, null, null);
+        }
+
+        @Override
+        public String describe() {
+            return "copying test device";
+        }
+
+        @Override
+        public void close() {
+        }
+    }
+
+    /** The device's answer against the shard's own CPU answer (an expert scope naming every expert stays on the CPU). */
+    private static void agree(KvShard shard, CopyingDevice device, long seq, Random rnd) {
+        float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+        int before = device.calls;
+        float[] onDevice = shard.attendPartial(seq, 0, q, AttentionScope.all(), false).finish().output();
+        assertThat(device.calls).isEqualTo(before + 1);
+        float[] onCpu = shard.attendPartial(seq, 0, q, AttentionScope.experts(0, 1, 2, 3), false).finish().output();
+        assertThat(Accuracy.relativeError(onDevice, onCpu)).isLessThan(1e-6);
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = StorageType.class, names = {"FP16", "INT8", "FP32"})
+    void theDevicesCopiesFollowAppendsCompactionEvictionAndReuse(StorageType type) {
+        KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, type);
+        KvShard shard = new KvShard(0, SHAPE, layout, 2, 8L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
+                Kernels.select(layout));
+        CopyingDevice device = new CopyingDevice(layout);
+        shard.useDevice(device);
+        Random rnd = new Random(type.ordinal());
+        for (int p = 0; p < 40; p++) {
+            shard.append(1, 0, p, rnd.nextInt(SHAPE.experts()), Reference.gaussian(SHAPE.kvWidth(), rnd, 1f),
+                    Reference.gaussian(SHAPE.kvWidth(), rnd, 1f));
+        }
+        agree(shard, device, 1, rnd);
+        int uploads = device.uploads;
+        agree(shard, device, 1, rnd);
+        assertThat(device.uploads).as("nothing changed: nothing copied again").isEqualTo(uploads);
+
+        // Withdrawals and evictions fill holes with the tail's last entry: the pages written to are stale.
+        shard.withdraw(1, 0, new int[] {0, 5, 17, 33});
+        shard.evict(1, 0, new int[] {2, 9, 38});
+        agree(shard, device, 1, rnd);
+        // Appends after the tail shrank write into slots the device had copied.
+        for (int p = 40; p < 48; p++) {
+            shard.append(1, 0, p, rnd.nextInt(SHAPE.experts()), Reference.gaussian(SHAPE.kvWidth(), rnd, 1f),
+                    Reference.gaussian(SHAPE.kvWidth(), rnd, 1f));
+        }
+        agree(shard, device, 1, rnd);
+        // Another sequence fills the budget: sequence 1 loses its oldest pages, which come back as sequence 2's.
+        for (int p = 0; p < 100; p++) {
+            shard.append(2, 0, p, rnd.nextInt(SHAPE.experts()), Reference.gaussian(SHAPE.kvWidth(), rnd, 1f),
+                    Reference.gaussian(SHAPE.kvWidth(), rnd, 1f));
+        }
+        agree(shard, device, 1, rnd);
+        agree(shard, device, 2, rnd);
+        // Weights and expert scopes stay on the CPU.
+        int calls = device.calls;
+        shard.attendPartial(2, 0, Reference.gaussian(SHAPE.queryWidth(), rnd, 1f), AttentionScope.all(), true);
+        shard.attendPartial(2, 0, Reference.gaussian(SHAPE.queryWidth(), rnd, 1f), AttentionScope.experts(1), false);
+        assertThat(device.calls).isEqualTo(calls);
+    }
+}

@@ -1,0 +1,45 @@
+package io.pikv.sidecar;
+
+import io.pikv.kv.compute.ComputeBackends;
+import io.smallrye.config.PropertiesConfigSource;
+import io.smallrye.config.SmallRyeConfig;
+import io.smallrye.config.SmallRyeConfigBuilder;
+import org.junit.jupiter.api.Test;
+
+import java.util.HashMap;
+import java.util.Map;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.junit.jupiter.api.Assumptions.assumeFalse;
+
+/** pikv.compute at start-up: cuda without a usable device stops start-up with the reason; auto and cpu run. */
+class ComputeSelectionTest {
+    static SidecarConfig config(String compute) {
+        Map<String, String> values = new HashMap<>();
+        values.put("pikv.compute", compute);
+        values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
+        SmallRyeConfig config = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
+                .withConverter(java.time.Duration.class, 200, new io.quarkus.runtime.configuration.DurationConverter())
+                .withSources(new PropertiesConfigSource(values, "test", 500)).build();
+        return config.getConfigMapping(SidecarConfig.class);
+    }
+
+    @Test
+    void cudaWithoutADeviceStopsStartUpWithTheReason() {
+        ComputeBackends.Probe probe = ComputeBackends.probe();
+        assumeFalse(probe.available(), "a CUDA device is usable here");
+        assertThatThrownBy(() -> new Sidecar(config("cuda"))).isInstanceOf(IllegalStateException.class)
+                .hasMessage("pikv.compute=cuda but no CUDA device can be used: " + probe.reason());
+        for (String compute : new String[] {"auto", "cpu"}) {
+            Sidecar sidecar = new Sidecar(config(compute));
+            try {
+                assertThat(sidecar.shard().attentionPlace()).endsWith("CPU thread(s)");
+            } finally {
+                sidecar.shard().close();
+            }
+        }
+        assertThatThrownBy(() -> new Sidecar(config("gpu"))).isInstanceOf(IllegalStateException.class)
+                .hasMessage("invalid configuration pikv.compute: pikv.compute must be auto, cpu or cuda, got 'gpu'");
+    }
+}
