@@ -156,9 +156,10 @@ class GatewayUndoTest {
                 .until(() -> fakes.get(1).requests.contains("POST /v1/sequences"));
         java.util.concurrent.CompletableFuture<Void> close =
                 java.util.concurrent.CompletableFuture.runAsync(() -> g.close(42L));
-        Thread.sleep(300);
-        assertThat(close).as("the close waits for the create").isNotDone();
-        assertThat(fakes.get(0).requests).as("nothing closed while the create runs").containsExactly("POST /v1/sequences");
+        // The close waits for the create: for as long as shard 1 holds its answer back, nothing is closed anywhere.
+        org.awaitility.Awaitility.await().during(java.time.Duration.ofMillis(300))
+                .atMost(java.time.Duration.ofSeconds(5))
+                .until(() -> !close.isDone() && !fakes.get(0).requests.contains("DELETE /v1/sequences/42"));
         gate.countDown();
         assertThat(create.get(10, java.util.concurrent.TimeUnit.SECONDS)).isEqualTo(42L);
         close.get(10, java.util.concurrent.TimeUnit.SECONDS);
