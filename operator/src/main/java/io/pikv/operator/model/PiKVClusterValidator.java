@@ -45,7 +45,7 @@ public final class PiKVClusterValidator {
     private static final Pattern DNS_1123_SUBDOMAIN = Pattern.compile("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$");
     /** An extended resource name: domain/name (an unprefixed name such as memory or cpu is not one). */
     private static final Pattern RESOURCE_NAME =
-            Pattern.compile("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$");
+            Pattern.compile("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$");
     /** Largest sidecar container memory accepted (the budget's maximum with room to spare). */
     public static final long MAX_CONTAINER_MEMORY_BYTES = 8L << 40;
     private static final java.util.Set<String> STANDARD_RESOURCES = java.util.Set.of("cpu", "memory",
@@ -604,14 +604,11 @@ public final class PiKVClusterValidator {
             }
             BigDecimal limit = limitAmounts.get(name);
             BigDecimal request = requestAmounts.get(name);
-            for (BigDecimal amount : java.util.Arrays.asList(limit, request)) {
-                if (amount != null && amount.stripTrailingZeros().scale() > 0) {
-                    out.add(new Violation("spec.sidecar.resources", name + " must be a whole number, got " + amount
-                            .stripTrailingZeros().toPlainString()));
-                    return;
-                }
-            }
-            if (request != null && limit == null) {
+            BigDecimal fraction = fractional(limit) ? limit : fractional(request) ? request : null;
+            if (fraction != null) {
+                out.add(new Violation("spec.sidecar.resources", name + " must be a whole number, got "
+                        + fraction.stripTrailingZeros().toPlainString()));
+            } else if (request != null && limit == null) {
                 out.add(new Violation("spec.sidecar.resources.limits." + name, "is required with the request "
                         + requests.get(name) + ": an extended resource cannot be overcommitted, so set the limit (the "
                         + "request then defaults to it)"));
@@ -621,6 +618,10 @@ public final class PiKVClusterValidator {
                         + "equal its limit"));
             }
         }
+    }
+
+    private static boolean fractional(BigDecimal amount) {
+        return amount != null && amount.stripTrailingZeros().scale() > 0;
     }
 
     /** The quantities that parse and are not negative, by resource name, sorted; a violation for each other one. */

@@ -70,7 +70,10 @@ public final class Page {
         return segment.layer;
     }
 
-    /** A view of the page's bytes (a direct buffer in the layout's page format) for copying it elsewhere; read only. */
+    /**
+     * A view of the page's bytes (a direct buffer in the layout's page format) for copying them elsewhere. Callers
+     * must not write through it: the shard tracks every change of a page's bytes ({@link DeviceAttention}).
+     */
     public java.nio.ByteBuffer bytes() {
         return bytes.duplicate().order(java.nio.ByteOrder.LITTLE_ENDIAN).clear();
     }

@@ -90,14 +90,17 @@ public final class ShardNode implements KvApi, AutoCloseable {
 
     /**
      * Attends on {@code cuda} from now on (whole-sequence attention; expert-scoped attention and attention whose
-     * weights a token policy needs stay on the CPU), with device memory for as many pages as the budget holds, at
-     * most 90 % of the device's. When the device cannot hold this shard's pages (their shape), {@code required}
-     * makes that a start-up failure; otherwise the shard stays on the CPU and logs why.
+     * weights a token policy needs stay on the CPU), with device memory for a copy of every page this JVM's direct
+     * memory could hold, at most 90 % of the device's free memory. When the device cannot take this shard's pages
+     * (their shape, or too little free memory), {@code required} makes that a start-up failure; otherwise the shard
+     * stays on the CPU and logs why.
      */
     public void attendOn(io.pikv.kv.compute.CudaBackend cuda, boolean required) {
         String refused;
         try {
-            long bytes = Math.min(shard.budgetBytes(), (long) (cuda.totalMemory() * 0.9));
+            // Room for a copy of every page the host could ever hold (its direct memory bounds any budget a control
+            // record may set), at most 90 % of the device memory free now.
+            long bytes = Math.min(io.pikv.kv.DirectMemory.limit(), (long) (cuda.freeMemory() * 0.9));
             io.pikv.kv.compute.CudaDeviceAttention device = new io.pikv.kv.compute.CudaDeviceAttention(cuda, shape,
                     shard.layout().type(), bytes);
             if (device.supports(shard.layout())) {
@@ -108,7 +111,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
             }
             device.close();
             refused = "the CUDA kernels take 32-token pages of this shard's layout, not " + shard.layout();
-        } catch (IllegalArgumentException e) {
+        } catch (RuntimeException e) { // a shape the kernels do not take, or device memory short (CudaException)
             refused = e.getMessage();
         }
         if (required) {

@@ -172,6 +172,15 @@ public final class CudaBackend implements AutoCloseable {
         return totalMemory;
     }
 
+    /** Device memory free now (other processes and this one's allocations taken). */
+    public long freeMemory() {
+        bind();
+        long[] free = new long[1];
+        long[] total = new long[1];
+        JCudaDriver.cuMemGetInfo(free, total);
+        return free[0];
+    }
+
     public String ptxTarget() {
         return ptxTarget;
     }

@@ -28,6 +28,8 @@ public final class CudaDeviceAttention implements DeviceAttention {
     /** Host page ids whose device copy is current. */
     private final BitSet current = new BitSet();
     private boolean fullSaid;
+    /** Set after a CUDA error: attention then stays on the CPU (the device may be in an unusable state). */
+    private boolean failed;
 
     /**
      * @param deviceBytes device memory for page copies: at least the shard's page budget for all of them to fit
@@ -52,6 +54,20 @@ public final class CudaDeviceAttention implements DeviceAttention {
 
     @Override
     public synchronized PartialAttention attend(List<Page> list, float[] query) {
+        if (failed) {
+            return null;
+        }
+        try {
+            return attendOnDevice(list, query);
+        } catch (jcuda.CudaException e) {
+            failed = true;
+            LOG.log(System.Logger.Level.ERROR, describe() + " failed (" + e.getMessage() + "); this shard attends on "
+                    + "the CPU from now on", e);
+            return null;
+        }
+    }
+
+    private PartialAttention attendOnDevice(List<Page> list, float[] query) {
         int n = list.size();
         int[] ids = new int[n];
         int[] counts = new int[n];

@@ -22,6 +22,8 @@ import jcuda.driver.JCudaDriver;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.Arrays;
+import java.util.List;
+import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.Random;
@@ -106,7 +108,12 @@ public final class CudaKvCache implements AutoCloseable {
         this.pool = new DevicePagePool(layout.pageBytes(), budgetBytes);
         cuda.bind();
         JCudaDriver.cuMemAlloc(slab, pool.slabBytes());
-        JCudaDriver.cuMemAlloc(staging, 2L * shape.kvWidth() * Float.BYTES);
+        try {
+            JCudaDriver.cuMemAlloc(staging, 2L * shape.kvWidth() * Float.BYTES);
+        } catch (RuntimeException e) {
+            JCudaDriver.cuMemFree(slab);
+            throw e;
+        }
     }
 
     /** The shapes the kernels take: head dim 32, 64, 128 or 256 and at most four query heads per KV head. */
@@ -279,6 +286,11 @@ public final class CudaKvCache implements AutoCloseable {
         return new Plan(l, launch);
     }
 
+    private static void allocate(List<CUdeviceptr> allocated, CUdeviceptr p, long bytes) {
+        JCudaDriver.cuMemAlloc(p, bytes);
+        allocated.add(p);
+    }
+
     /** Token counts of a layer's pages: all full but the last. */
     private static int[] lastPartial(Layer l) {
         int[] c = new int[l.n];
@@ -353,18 +365,31 @@ public final class CudaKvCache implements AutoCloseable {
             splits = (numPages + pagesPerSplit - 1) / pagesPerSplit;
             int qh = shape.qHeads();
             int d = shape.headDim();
-            JCudaDriver.cuMemAlloc(ids, 4L * numPages);
-            JCudaDriver.cuMemAlloc(counts, 4L * numPages);
-            JCudaDriver.cuMemcpyHtoD(ids, Pointer.to(pageIds), 4L * numPages);
-            JCudaDriver.cuMemcpyHtoD(counts, Pointer.to(pageCounts), 4L * numPages);
-            JCudaDriver.cuMemAlloc(q, 4L * qh * d);
-            JCudaDriver.cuMemAlloc(pm, 4L * splits * qh);
-            JCudaDriver.cuMemAlloc(pl, 4L * splits * qh);
-            JCudaDriver.cuMemAlloc(po, 4L * splits * qh * d);
-            JCudaDriver.cuMemAlloc(m, 4L * qh);
-            JCudaDriver.cuMemAlloc(ls, 4L * qh);
-            JCudaDriver.cuMemAlloc(o, 4L * qh * d);
-            JCudaDriver.cuStreamCreate(stream, 0);
+            List<CUdeviceptr> allocated = new ArrayList<>();
+            try {
+                allocate(allocated, ids, 4L * numPages);
+                allocate(allocated, counts, 4L * numPages);
+                JCudaDriver.cuMemcpyHtoD(ids, Pointer.to(pageIds), 4L * numPages);
+                JCudaDriver.cuMemcpyHtoD(counts, Pointer.to(pageCounts), 4L * numPages);
+                allocate(allocated, q, 4L * qh * d);
+                allocate(allocated, pm, 4L * splits * qh);
+                allocate(allocated, pl, 4L * splits * qh);
+                allocate(allocated, po, 4L * splits * qh * d);
+                allocate(allocated, m, 4L * qh);
+                allocate(allocated, ls, 4L * qh);
+                allocate(allocated, o, 4L * qh * d);
+                JCudaDriver.cuStreamCreate(stream, 0);
+            } catch (RuntimeException e) {
+                // Device memory short (or another CUDA error): what was allocated goes back before the error does.
+                for (CUdeviceptr p : allocated) {
+                    try {
+                        JCudaDriver.cuMemFree(p);
+                    } catch (RuntimeException ignored) {
+                        // the first error is the one to report
+                    }
+                }
+                throw e;
+            }
             if (launch.graph()) {
                 graph = new CUgraph();
                 graphExec = new CUgraphExec();

@@ -117,8 +117,7 @@ public class InfoResource {
                     + "epoch sequence, since control records up to its epoch would then be ignored as stale");
         }
         java.util.List<Integer> assignment = java.util.Arrays.stream(next.shardOfExpert()).boxed().toList();
-        ControlState record = control.mapOnly(next.epoch(), assignment, next.shards());
-        switch (control.apply(record)) {
+        switch (control.applyMap(next.epoch(), assignment, next.shards())) {
             case STALE -> throw new StaleEpochException("epoch " + next.epoch() + " is not newer than the map in "
                     + "effect (epoch " + control.epoch() + ")");
             case INVALID -> throw new IllegalArgumentException(control.state().lastRejected());

@@ -144,10 +144,13 @@ public final class ShardControl {
         return state.epoch();
     }
 
-    /** A record that changes only the shard map: the policy in charge and its parameters go in as they are. */
-    public ControlState mapOnly(long epoch, List<Integer> shardOfExpert, int shards) {
-        return new ControlState(ControlState.VERSION, cluster, epoch, shardOfExpert, shards, policy.activePolicy(),
-                policy.activeParameters(), 0);
+    /**
+     * Applies a record that changes only the shard map: the policy in charge and its parameters go in as they are,
+     * read under the same lock as the apply, so a record applied meanwhile is not undone.
+     */
+    public synchronized Outcome applyMap(long epoch, List<Integer> shardOfExpert, int shards) {
+        return apply(new ControlState(ControlState.VERSION, cluster, epoch, shardOfExpert, shards,
+                policy.activePolicy(), policy.activeParameters(), 0));
     }
 
     public synchronized Outcome apply(ControlState record) {

@@ -172,7 +172,12 @@ public final class TelemetryPublisher implements AutoCloseable {
         while (running) {
             if (producer == null) {
                 try {
-                    producer = producers.get();
+                    Producer<String, byte[]> made = producers.get();
+                    if (!running) {
+                        closeQuietly(made); // close() ran while it was being made: nobody else would close it
+                        break;
+                    }
+                    producer = made;
                 } catch (KafkaException e) {
                     link.down(KafkaLink.Client.TELEMETRY, e);
                     if (!wasDown) {

@@ -46,7 +46,7 @@ class ShardControlTest {
     void aMapOnlyRecordKeepsThePolicyAndItsParameters() {
         ShardPolicy h2o = ShardPolicy.of("h2o", Map.of("window", 128.0));
         ShardControl c = new ShardControl("c1", 1, ExpertShardMap.roundRobin(4, 1), h2o, ShardControl.Budget.of(node));
-        assertThat(c.apply(c.mapOnly(3, List.of(1, 0, 1, 0), 2))).isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(c.applyMap(3, List.of(1, 0, 1, 0), 2)).isEqualTo(ShardControl.Outcome.APPLIED);
         assertThat(h2o.activePolicy()).isEqualTo("h2o");
         assertThat(h2o.activeParameters()).containsEntry("window", 128.0).containsEntry("sinks", 4.0);
         assertThat(c.state().shardMap().epoch()).isEqualTo(3);
