@@ -307,10 +307,20 @@ public final class CudaKvCache implements AutoCloseable {
         if (pageIds.length == 0 || pageIds.length != pageCounts.length) {
             throw new IllegalArgumentException("pages and counts must be non-empty and of one length");
         }
-        try (Plan plan = new Plan(pageIds, pageCounts, new Launch(false))) {
-            return plan.run(query);
+        // One plan kept between calls and pointed at each call's pages; replaced by a larger one when a list
+        // outgrows it (twice the pages, so growth costs few reallocations).
+        if (pagesPlan == null || !pagesPlan.retarget(pageIds, pageCounts)) {
+            if (pagesPlan != null) {
+                pagesPlan.close();
+                pagesPlan = null;
+            }
+            pagesPlan = new Plan(pageIds, pageCounts, Math.max(64, 2 * pageIds.length), new Launch(false));
         }
+        return pagesPlan.run(query);
     }
+
+    /** The plan {@link #attendPages} reuses (one caller at a time), or null. */
+    private Plan pagesPlan;
 
     /** A device page from this cache's pool, or -1 when the pool is at its budget. */
     int allocatePage() {
@@ -333,10 +343,13 @@ public final class CudaKvCache implements AutoCloseable {
         private final CUstream stream = new CUstream();
         private CUgraph graph;
         private CUgraphExec graphExec;
-        private final int numPages;
-        private final int pagesPerSplit;
-        private final int splits;
-        private final int tokens;
+        private int numPages;
+        private int pagesPerSplit;
+        private int splits;
+        private int tokens;
+        /** Pages the page-list buffers hold, and splits the partial buffers hold (for {@link #retarget}). */
+        private final int pageCapacity;
+        private final int splitCapacity;
         private final CUdeviceptr ids = new CUdeviceptr();
         private final CUdeviceptr counts = new CUdeviceptr();
         private final CUdeviceptr q = new CUdeviceptr();
@@ -348,33 +361,31 @@ public final class CudaKvCache implements AutoCloseable {
         private final CUdeviceptr o = new CUdeviceptr();
 
         private Plan(Layer l, Launch launch) {
-            this(Arrays.copyOf(l.pages, l.n), lastPartial(l), launch);
+            this(Arrays.copyOf(l.pages, l.n), lastPartial(l), l.n, launch);
         }
 
-        /** Over device pages {@code pageIds} holding {@code pageCounts} tokens each (1 to 32). */
-        private Plan(int[] pageIds, int[] pageCounts, Launch launch) {
+        /**
+         * Over device pages {@code pageIds} holding {@code pageCounts} tokens each (1 to 32), with page-list buffers
+         * for {@code pageCapacity} pages and partial buffers for as many splits as one wave takes, so that
+         * {@link #retarget} can point it at other page lists without allocating.
+         */
+        private Plan(int[] pageIds, int[] pageCounts, int pageCapacity, Launch launch) {
             cuda.bind();
             launchMode = launch;
-            numPages = pageIds.length;
-            tokens = Arrays.stream(pageCounts).sum();
             partialKernel = cuda.partial(layout.type(), shape.headDim());
-            int slots = cuda.residentBlocks(partialKernel, THREADS) * cuda.multiprocessors();
-            int target = Math.max(1, WAVES * slots / shape.kvHeads());
-            int s = Math.min(Math.min(numPages, target), MAX_SPLITS);
-            pagesPerSplit = (numPages + s - 1) / s;
-            splits = (numPages + pagesPerSplit - 1) / pagesPerSplit;
+            this.pageCapacity = Math.max(pageCapacity, pageIds.length);
+            this.splitCapacity = Math.min(Math.min(this.pageCapacity, waveSplits()), MAX_SPLITS);
             int qh = shape.qHeads();
             int d = shape.headDim();
             List<CUdeviceptr> allocated = new ArrayList<>();
             try {
-                allocate(allocated, ids, 4L * numPages);
-                allocate(allocated, counts, 4L * numPages);
-                JCudaDriver.cuMemcpyHtoD(ids, Pointer.to(pageIds), 4L * numPages);
-                JCudaDriver.cuMemcpyHtoD(counts, Pointer.to(pageCounts), 4L * numPages);
+                allocate(allocated, ids, 4L * this.pageCapacity);
+                allocate(allocated, counts, 4L * this.pageCapacity);
+                setPages(pageIds, pageCounts);
                 allocate(allocated, q, 4L * qh * d);
-                allocate(allocated, pm, 4L * splits * qh);
-                allocate(allocated, pl, 4L * splits * qh);
-                allocate(allocated, po, 4L * splits * qh * d);
+                allocate(allocated, pm, 4L * splitCapacity * qh);
+                allocate(allocated, pl, 4L * splitCapacity * qh);
+                allocate(allocated, po, 4L * splitCapacity * qh * d);
                 allocate(allocated, m, 4L * qh);
                 allocate(allocated, ls, 4L * qh);
                 allocate(allocated, o, 4L * qh * d);
@@ -402,6 +413,36 @@ public final class CudaKvCache implements AutoCloseable {
 
         public int splits() {
             return splits;
+        }
+
+        /** Splits of one wave of resident blocks (the grid this plan aims at). */
+        private int waveSplits() {
+            int slots = cuda.residentBlocks(partialKernel, THREADS) * cuda.multiprocessors();
+            return Math.max(1, WAVES * slots / shape.kvHeads());
+        }
+
+        /** Points the plan at these pages: the page list and counts are copied, the grid is sized for them. */
+        private void setPages(int[] pageIds, int[] pageCounts) {
+            numPages = pageIds.length;
+            tokens = Arrays.stream(pageCounts).sum();
+            int s = Math.min(Math.min(numPages, waveSplits()), MAX_SPLITS);
+            pagesPerSplit = (numPages + s - 1) / s;
+            splits = (numPages + pagesPerSplit - 1) / pagesPerSplit;
+            JCudaDriver.cuMemcpyHtoD(ids, Pointer.to(pageIds), 4L * numPages);
+            JCudaDriver.cuMemcpyHtoD(counts, Pointer.to(pageCounts), 4L * numPages);
+        }
+
+        /**
+         * Points a plan enqueued stream by stream (not a graph) at another page list; false when its buffers are too
+         * small for it (then a larger plan is needed).
+         */
+        boolean retarget(int[] pageIds, int[] pageCounts) {
+            if (graphExec != null || pageIds.length > pageCapacity) {
+                return false;
+            }
+            cuda.bind();
+            setPages(pageIds, pageCounts);
+            return splits <= splitCapacity;
         }
 
         public Launch launchMode() {
@@ -592,6 +633,10 @@ public final class CudaKvCache implements AutoCloseable {
 
     @Override
     public void close() {
+        if (pagesPlan != null) {
+            pagesPlan.close();
+            pagesPlan = null;
+        }
         cuda.bind();
         JCudaDriver.cuMemFree(slab);
         JCudaDriver.cuMemFree(staging);
