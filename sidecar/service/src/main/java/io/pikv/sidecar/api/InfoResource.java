@@ -49,7 +49,7 @@ public class InfoResource {
     /** The settings in effect (defaults, application.properties and PIKV_* environment merged). */
     public record ConfigJson(String role, String cluster, int shardId, ModelJson model, String dtype, int pageTokens,
                              long budgetBytes, int buckets, int maxBodyBytes, long blockCapacityBytes, String blockPolicy,
-                             List<String> gatewayShards, String routing) {
+                             List<String> gatewayShards, String routing, String compute, String attention) {
     }
 
     /**
@@ -85,7 +85,7 @@ public class InfoResource {
                 sidecar.shard().layout().type().name().toLowerCase(java.util.Locale.ROOT),
                 sidecar.shard().layout().pageTokens(), c.store().budgetBytes(), c.store().buckets(),
                 c.api().maxBodyBytes(), c.blocks().capacityBytes(), c.blocks().policy(), c.gateway().shards().orElse(List.of()),
-                c.gateway().routing());
+                c.gateway().routing(), c.compute(), sidecar.shard().attentionPlace());
     }
 
     @GET
