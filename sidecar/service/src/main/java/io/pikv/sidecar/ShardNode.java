@@ -90,29 +90,28 @@ public final class ShardNode implements KvApi, AutoCloseable {
 
     /**
      * Attends on {@code cuda} from now on (whole-sequence attention; expert-scoped attention and attention whose
-     * weights a token policy needs stay on the CPU), with device memory for a copy of every page this JVM's direct
-     * memory could hold, at most 90 % of the device's free memory. When the device cannot take this shard's pages
-     * (their shape, or too little free memory), {@code required} makes that a start-up failure; otherwise the shard
-     * stays on the CPU and logs why.
+     * weights a token policy needs stay on the CPU), with device memory for a copy of every page of the budget, at
+     * most 90 % of the device's free memory. When the device cannot take this shard's pages (their shape, or too
+     * little free memory), {@code required} makes that a start-up failure; otherwise the shard stays on the CPU and
+     * logs why.
      */
     public void attendOn(io.pikv.kv.compute.CudaBackend cuda, boolean required) {
-        String refused;
-        try {
-            // Room for a copy of every page the host could ever hold (its direct memory bounds any budget a control
-            // record may set), at most 90 % of the device memory free now.
-            long bytes = Math.min(io.pikv.kv.DirectMemory.limit(), (long) (cuda.freeMemory() * 0.9));
-            io.pikv.kv.compute.CudaDeviceAttention device = new io.pikv.kv.compute.CudaDeviceAttention(cuda, shape,
-                    shard.layout().type(), bytes);
-            if (device.supports(shard.layout())) {
+        String refused = io.pikv.kv.compute.CudaDeviceAttention.refusal(shard.layout(), shape);
+        if (refused == null) {
+            try {
+                // Room for a copy of every page of the budget, at most 90 % of the device memory free now: a shard
+                // shares its device with nothing by design, but must not take what it cannot use. Pages beyond it
+                // (a budget raised later) are attended on the CPU, with a warning.
+                long bytes = Math.min(shard.budgetBytes(), (long) (cuda.freeMemory() * 0.9));
+                io.pikv.kv.compute.CudaDeviceAttention device = new io.pikv.kv.compute.CudaDeviceAttention(cuda, shape,
+                        shard.layout().type(), bytes);
                 shard.useDevice(device);
                 LOG.log(System.Logger.Level.INFO, "shard {0}: attention on {1} ({2} MiB of device memory for page "
                         + "copies)", id, device.describe(), bytes >> 20);
                 return;
+            } catch (RuntimeException e) { // device memory short (CudaException), or a budget below one page
+                refused = e.getMessage();
             }
-            device.close();
-            refused = "the CUDA kernels take 32-token pages of this shard's layout, not " + shard.layout();
-        } catch (RuntimeException e) { // a shape the kernels do not take, or device memory short (CudaException)
-            refused = e.getMessage();
         }
         if (required) {
             throw new IllegalStateException("pikv.compute=cuda but " + cuda.deviceName() + " cannot attend over this "

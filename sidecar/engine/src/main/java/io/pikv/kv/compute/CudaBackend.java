@@ -75,7 +75,12 @@ public final class CudaBackend implements AutoCloseable {
             JCudaDriver.cuCtxCreate(context, 0, device);
             CudaBackend backend = new CudaBackend(context, cString(name), major, minor, sms, memory[0], target);
             CUmodule module = new CUmodule();
-            JCudaDriver.cuModuleLoadData(module, ptx(target));
+            try {
+                JCudaDriver.cuModuleLoadData(module, ptx(target));
+            } catch (RuntimeException e) {
+                JCudaDriver.cuCtxDestroy(context); // a driver too old for the PTX: give the context's memory back
+                throw e;
+            }
             for (int dim : new int[] {32, 64, 128, 256}) {
                 for (String prefix : PARTIAL_PREFIXES) {
                     String kernel = prefix + dim;

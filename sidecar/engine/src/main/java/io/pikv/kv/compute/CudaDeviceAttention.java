@@ -28,8 +28,9 @@ public final class CudaDeviceAttention implements DeviceAttention {
     /** Host page ids whose device copy is current. */
     private final BitSet current = new BitSet();
     private boolean fullSaid;
-    /** Set after a CUDA error: attention then stays on the CPU (the device may be in an unusable state). */
+    /** Set after a CUDA error other than memory short: attention then stays on the CPU, the device memory freed. */
     private boolean failed;
+    private boolean closed;
 
     /**
      * @param deviceBytes device memory for page copies: at least the shard's page budget for all of them to fit
@@ -54,15 +55,22 @@ public final class CudaDeviceAttention implements DeviceAttention {
 
     @Override
     public synchronized PartialAttention attend(List<Page> list, float[] query) {
-        if (failed) {
+        if (failed || closed) {
             return null;
         }
         try {
             return attendOnDevice(list, query);
         } catch (jcuda.CudaException e) {
+            if (String.valueOf(e.getMessage()).contains("CUDA_ERROR_OUT_OF_MEMORY")) {
+                // Device memory short for this call's buffers (others share the device): this call on the CPU.
+                LOG.log(System.Logger.Level.WARNING, "{0}: device memory short for an attention call; it runs on "
+                        + "the CPU", describe());
+                return null;
+            }
             failed = true;
             LOG.log(System.Logger.Level.ERROR, describe() + " failed (" + e.getMessage() + "); this shard attends on "
                     + "the CPU from now on", e);
+            close();
             return null;
         }
     }
@@ -107,6 +115,31 @@ public final class CudaDeviceAttention implements DeviceAttention {
 
     @Override
     public synchronized void close() {
-        pages.close();
+        if (!closed) {
+            closed = true;
+            pages.close();
+        }
+    }
+
+    /**
+     * Why pages of {@code layout} for {@code shape} cannot be attended on a CUDA device, or null when they can: checked
+     * before any device memory is taken.
+     */
+    public static String refusal(KvLayout layout, ModelShape shape) {
+        if (layout.projected()) {
+            return "low-rank pages are attended on the CPU";
+        }
+        if (layout.type() != StorageType.FP16 && layout.type() != StorageType.INT8) {
+            return "the CUDA kernels read fp16 or int8 pages, not " + layout.type();
+        }
+        if (layout.pageTokens() != CudaKvCache.PAGE_TOKENS) {
+            return "the CUDA kernels take " + CudaKvCache.PAGE_TOKENS + "-token pages, not " + layout.pageTokens();
+        }
+        try {
+            CudaKvCache.checkShape(shape);
+        } catch (IllegalArgumentException e) {
+            return e.getMessage();
+        }
+        return null;
     }
 }

@@ -542,15 +542,16 @@ public final class CudaKvCache implements AutoCloseable {
 
         @Override
         public void close() {
+            // Each resource freed on its own: after a lasting CUDA error one failing call must not keep the others.
             cuda.bind();
             if (graphExec != null) {
-                JCudaDriver.cuGraphExecDestroy(graphExec);
-                JCudaDriver.cuGraphDestroy(graph);
+                quietly(() -> JCudaDriver.cuGraphExecDestroy(graphExec));
+                quietly(() -> JCudaDriver.cuGraphDestroy(graph));
             }
-            JCudaDriver.cuStreamSynchronize(stream);
-            JCudaDriver.cuStreamDestroy(stream);
+            quietly(() -> JCudaDriver.cuStreamSynchronize(stream));
+            quietly(() -> JCudaDriver.cuStreamDestroy(stream));
             for (CUdeviceptr p : new CUdeviceptr[] {ids, counts, q, pm, pl, po, m, ls, o}) {
-                JCudaDriver.cuMemFree(p);
+                quietly(() -> JCudaDriver.cuMemFree(p));
             }
         }
     }
@@ -638,7 +639,16 @@ public final class CudaKvCache implements AutoCloseable {
             pagesPlan = null;
         }
         cuda.bind();
-        JCudaDriver.cuMemFree(slab);
-        JCudaDriver.cuMemFree(staging);
+        quietly(() -> JCudaDriver.cuMemFree(slab));
+        quietly(() -> JCudaDriver.cuMemFree(staging));
+    }
+
+    /** Runs a release call; a failure (the device already in an error state) is logged, not thrown. */
+    private static void quietly(Runnable release) {
+        try {
+            release.run();
+        } catch (RuntimeException e) {
+            System.getLogger(CudaKvCache.class.getName()).log(System.Logger.Level.DEBUG, "CUDA release failed", e);
+        }
     }
 }
