@@ -89,6 +89,30 @@ public final class ShardNode implements KvApi, AutoCloseable {
     private static final AtomicLong THREADS = new AtomicLong();
 
     /**
+     * Applies {@code pikv.compute} ({@code auto}, {@code cpu} or {@code cuda}): a layout the CUDA kernels cannot take
+     * is decided before CUDA is probed (no device context is made for a shard that could not use it); {@code cuda}
+     * then stops start-up with the reason, {@code auto} logs it and stays on the CPU.
+     */
+    public void useCompute(String compute) {
+        io.pikv.kv.compute.ComputeBackends.checkPreference(compute);
+        if (compute.equals("cpu")) {
+            return;
+        }
+        String refused = io.pikv.kv.compute.CudaDeviceAttention.refusal(shard.layout(), shape);
+        if (refused == null) {
+            io.pikv.kv.compute.ComputeBackends.Selection selection = io.pikv.kv.compute.ComputeBackends.select(compute);
+            if (selection.cuda() != null) {
+                attendOn(selection.cuda(), compute.equals("cuda"));
+            }
+        } else if (compute.equals("cuda")) {
+            throw new IllegalStateException("pikv.compute=cuda but this shard's pages cannot be attended on a CUDA "
+                    + "device: " + refused);
+        } else {
+            LOG.log(System.Logger.Level.INFO, "shard {0}: attention on the CPU: {1}", id, refused);
+        }
+    }
+
+    /**
      * Attends on {@code cuda} from now on (whole-sequence attention; expert-scoped attention and attention whose
      * weights a token policy needs stay on the CPU), with device memory for a copy of every page of the budget, at
      * most 90 % of the device's free memory. When the device cannot take this shard's pages (their shape, or too

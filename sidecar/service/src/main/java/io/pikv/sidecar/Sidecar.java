@@ -2,7 +2,6 @@ package io.pikv.sidecar;
 
 import io.pikv.kv.ExpertShardMap;
 import io.pikv.kv.ModelShape;
-import io.pikv.kv.compute.ComputeBackends;
 import io.pikv.kv.StorageType;
 import io.pikv.kv.routing.CacheAwareRouter;
 import io.pikv.kv.routing.HashRouter;
@@ -48,10 +47,10 @@ public class Sidecar {
                 policy, attentionThreads(config.store().attentionThreads())));
         if (config.role() == Role.shard) {
             // pikv.compute: a cuda choice that cannot be kept stops start-up with the reason; auto falls back.
-            ComputeBackends.Selection compute = setting("pikv.compute", () -> ComputeBackends.select(config.compute()));
-            if (compute.cuda() != null) {
-                shard.attendOn(compute.cuda(), config.compute().equals("cuda"));
-            }
+            setting("pikv.compute", () -> {
+                shard.useCompute(config.compute());
+                return null;
+            });
         }
         this.blocks = setting("pikv.blocks.*", () -> new BlockStore(config.blocks().capacityBytes(),
                 config.blocks().policy()));

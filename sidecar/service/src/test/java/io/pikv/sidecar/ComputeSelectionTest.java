@@ -16,8 +16,13 @@ import static org.junit.jupiter.api.Assumptions.assumeFalse;
 /** pikv.compute at start-up: cuda without a usable device stops start-up with the reason; auto and cpu run. */
 class ComputeSelectionTest {
     static SidecarConfig config(String compute) {
+        return config(compute, 32);
+    }
+
+    static SidecarConfig config(String compute, int pageTokens) {
         Map<String, String> values = new HashMap<>();
         values.put("pikv.compute", compute);
+        values.put("pikv.store.page-tokens", String.valueOf(pageTokens));
         values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
         SmallRyeConfig config = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
                 .withConverter(java.time.Duration.class, 200, new io.quarkus.runtime.configuration.DurationConverter())
@@ -41,5 +46,19 @@ class ComputeSelectionTest {
         }
         assertThatThrownBy(() -> new Sidecar(config("gpu"))).isInstanceOf(IllegalStateException.class)
                 .hasMessage("invalid configuration pikv.compute: pikv.compute must be auto, cpu or cuda, got 'gpu'");
+    }
+
+    @Test
+    void aLayoutTheKernelsCannotTakeIsDecidedBeforeAnyProbe() {
+        // Refused for its pages whether or not a device is present: cuda stops start-up, auto stays on the CPU.
+        assertThatThrownBy(() -> new Sidecar(config("cuda", 16))).isInstanceOf(IllegalStateException.class)
+                .hasMessage("pikv.compute=cuda but this shard's pages cannot be attended on a CUDA device: the CUDA "
+                        + "kernels take 32-token pages, not 16");
+        Sidecar sidecar = new Sidecar(config("auto", 16));
+        try {
+            assertThat(sidecar.shard().attentionPlace()).endsWith("CPU thread(s)");
+        } finally {
+            sidecar.shard().close();
+        }
     }
 }

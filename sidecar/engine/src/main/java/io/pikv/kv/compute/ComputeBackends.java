@@ -63,7 +63,15 @@ public final class ComputeBackends {
                 return new Selection("cpu", null, p.reason());
             }
             default:
-                throw new IllegalArgumentException("pikv.compute must be auto, cpu or cuda, got '" + preference + "'");
+                checkPreference(preference);
+                throw new AssertionError(preference);
+        }
+    }
+
+    /** Refuses a {@code pikv.compute} value other than auto, cpu or cuda. */
+    public static void checkPreference(String preference) {
+        if (!preference.equals("auto") && !preference.equals("cpu") && !preference.equals("cuda")) {
+            throw new IllegalArgumentException("pikv.compute must be auto, cpu or cuda, got '" + preference + "'");
         }
     }
 }

@@ -433,8 +433,9 @@ public final class CudaKvCache implements AutoCloseable {
         }
 
         /**
-         * Points a plan enqueued stream by stream (not a graph) at another page list; false when its buffers are too
-         * small for it (then a larger plan is needed).
+         * Points a plan enqueued stream by stream (not a graph) at another page list; false when its page-list
+         * buffers are too small for it (then a larger plan is needed). The partial buffers always fit: a list of at
+         * most {@code pageCapacity} pages takes at most {@code splitCapacity} splits.
          */
         boolean retarget(int[] pageIds, int[] pageCounts) {
             if (graphExec != null || pageIds.length > pageCapacity) {
@@ -442,7 +443,7 @@ public final class CudaKvCache implements AutoCloseable {
             }
             cuda.bind();
             setPages(pageIds, pageCounts);
-            return splits <= splitCapacity;
+            return true;
         }
 
         public Launch launchMode() {
