@@ -98,8 +98,9 @@ public final class ServiceBench implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         List<SidecarProcess> all = new ArrayList<>();
         LocalKafka kafka = null;
-        // Both sides use the machine's processors: the store in process, and each shard process for its attention
-        // (pikv.store.attention-threads defaults to one per processor).
+        // Both sides use the machine's processors: the store in process on one thread per processor, the shard
+        // processes on their share of them (as shard pods on their own nodes would use theirs), so that neither side
+        // runs more attention threads than there are processors.
         int processors = Runtime.getRuntime().availableProcessors();
         try (KvStore local = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP16).pageTokens(PAGE_TOKENS)
                 .shards(shards).threads(processors).budgetBytes(budget * shards).build())) {
@@ -133,6 +134,7 @@ public final class ServiceBench implements Callable<Integer> {
             double[] localMs = new double[steps];
             double[] telemetryMs = new double[steps];
             long recordsBefore = kafka == null ? 0 : kafka.records(LocalKafka.TELEMETRY_TOPIC);
+            Map<String, double[]> timersBefore = timers(plain);
             long wallStart = System.nanoTime();
             for (int i = 0; i < steps; i++) {
                 Wire.StepRequest step = step(shape, rnd);
@@ -150,6 +152,7 @@ public final class ServiceBench implements Callable<Integer> {
                 }
             }
             double wallS = (System.nanoTime() - wallStart) / 1e9;
+            Map<String, double[]> timersAfter = timers(plain);
             double httpRate = steps / (sum(httpMs) / 1e3);
             double localRate = steps / (sum(localMs) / 1e3);
             Arrays.sort(httpMs);
@@ -166,6 +169,10 @@ public final class ServiceBench implements Callable<Integer> {
             report.put("p99_ms", BenchReport.round(percentile(httpMs, 0.99), 4));
             report.put("inprocess_p50_ms", BenchReport.round(percentile(localMs, 0.50), 4));
             report.put("inprocess_p99_ms", BenchReport.round(percentile(localMs, 0.99), 4));
+            // Where the HTTP time goes: each process's own time per call (pikv_request_seconds), from /q/metrics.
+            report.put("gateway_step_ms", meanMs(timersBefore, timersAfter, "gateway step"));
+            report.put("shard_step_ms", meanMs(timersBefore, timersAfter, "shard step"));
+            report.put("shard_attention_ms", meanMs(timersBefore, timersAfter, "shard attention"));
             if (published != null) {
                 double telemetryRate = steps / (sum(telemetryMs) / 1e3);
                 long records = kafka.records(LocalKafka.TELEMETRY_TOPIC) - recordsBefore;
@@ -193,21 +200,33 @@ public final class ServiceBench implements Callable<Integer> {
     private Cluster start(Path jar, ModelShape shape, long budget, Path logs, String prefix, Map<String, String> extra,
                           List<SidecarProcess> all) {
         List<CompletableFuture<SidecarProcess>> starting = new ArrayList<>();
+        int shardThreads = Math.max(1, Runtime.getRuntime().availableProcessors() / shards);
         for (int s = 0; s < shards; s++) {
             Map<String, String> settings = settings(shape, "shard", budget);
             settings.putAll(extra);
             settings.put("pikv.shard-id", String.valueOf(s));
+            settings.put("pikv.store.attention-threads", String.valueOf(shardThreads));
             String name = prefix + "shard-" + s;
             starting.add(CompletableFuture.supplyAsync(() -> SidecarProcess.start(jar, name, settings, logs,
                     Duration.ofSeconds(120))));
         }
         List<SidecarProcess> processes = new ArrayList<>();
         List<String> urls = new ArrayList<>();
+        RuntimeException failed = null;
         for (CompletableFuture<SidecarProcess> f : starting) {
-            SidecarProcess p = SidecarClient.join(f);
-            processes.add(p);
-            all.add(p);
-            urls.add(p.uri().toString());
+            try {
+                SidecarProcess p = f.join();
+                processes.add(p);
+                all.add(p); // stopped by the caller, also when another shard failed to start
+                urls.add(p.uri().toString());
+            } catch (java.util.concurrent.CompletionException e) {
+                if (failed == null) {
+                    failed = e.getCause() instanceof RuntimeException r ? r : e;
+                }
+            }
+        }
+        if (failed != null) {
+            throw failed;
         }
         Map<String, String> g = settings(shape, "gateway", budget);
         g.putAll(extra);
@@ -217,6 +236,51 @@ public final class ServiceBench implements Callable<Integer> {
         all.add(gateway);
         SidecarClient client = new SidecarClient(gateway.uri(), shape);
         return new Cluster(processes, client, client.createSequence(null));
+    }
+
+    /** Per "role op": the sum of seconds and the count of pikv_request_seconds over the cluster's processes. */
+    private static Map<String, double[]> timers(Cluster cluster) {
+        Map<String, double[]> out = new HashMap<>();
+        java.net.http.HttpClient http = java.net.http.HttpClient.newHttpClient();
+        for (SidecarProcess p : cluster.processes()) {
+            String text;
+            try {
+                text = http.send(java.net.http.HttpRequest.newBuilder(p.uri().resolve("/q/metrics")).build(),
+                        java.net.http.HttpResponse.BodyHandlers.ofString()).body();
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException("cannot read the metrics of " + p.uri(), e);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted", e);
+            }
+            for (String line : text.split("\n")) {
+                boolean sum = line.startsWith("pikv_request_seconds_sum{");
+                if (!sum && !line.startsWith("pikv_request_seconds_count{")) {
+                    continue;
+                }
+                String key = label(line, "role") + " " + label(line, "op");
+                double value = Double.parseDouble(line.substring(line.lastIndexOf(' ') + 1));
+                out.computeIfAbsent(key, k -> new double[2])[sum ? 0 : 1] += value;
+            }
+        }
+        return out;
+    }
+
+    private static String label(String line, String name) {
+        int i = line.indexOf(name + "=\"");
+        if (i < 0) {
+            return "";
+        }
+        int from = i + name.length() + 2;
+        return line.substring(from, line.indexOf('"', from));
+    }
+
+    /** Mean milliseconds per call of one timer between two readings, or null when it was not called. */
+    private static Double meanMs(Map<String, double[]> before, Map<String, double[]> after, String key) {
+        double[] a = after.getOrDefault(key, new double[2]);
+        double[] b = before.getOrDefault(key, new double[2]);
+        double calls = a[1] - b[1];
+        return calls <= 0 ? null : BenchReport.round((a[0] - b[0]) * 1000 / calls, 4);
     }
 
     private static double sum(double[] x) {

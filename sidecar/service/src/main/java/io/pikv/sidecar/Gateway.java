@@ -19,9 +19,6 @@ import java.util.Arrays;
 import java.util.BitSet;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.CancellationException;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CompletionException;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ThreadLocalRandom;
 
@@ -67,6 +64,13 @@ public final class Gateway implements KvApi {
         this.shards = List.copyOf(shards);
         this.router = router;
         this.map = ExpertShardMap.roundRobin(shape.experts(), shards.size());
+    }
+
+    /** Closes the idle connections to the shards (on shutdown). */
+    public void shutdown() {
+        for (SidecarClient shard : shards) {
+            shard.close();
+        }
     }
 
     public ExpertShardMap shardMap() {
@@ -215,17 +219,17 @@ public final class Gateway implements KvApi {
                 positions[i] = position;
                 parts.get(current.shardOf(e.expert())).add(new Wire.AppendRequest.Entry(position, e.expert(), e.k(), e.v()));
             }
-            List<CompletableFuture<int[]>> sent = new ArrayList<>();
+            List<SidecarClient.Pending<int[]>> sent = new ArrayList<>();
             for (int s = 0; s < shards.size(); s++) {
                 List<Wire.AppendRequest.Entry> part = parts.get(s);
-                sent.add(part.isEmpty() ? CompletableFuture.completedFuture(new int[0])
-                        : shards.get(s).appendAsync(sequence, new Wire.AppendRequest(layer,
+                sent.add(part.isEmpty() ? SidecarClient.Pending.of(new int[0])
+                        : shards.get(s).startAppend(sequence, new Wire.AppendRequest(layer,
                                 part.toArray(new Wire.AppendRequest.Entry[0]))));
             }
             RuntimeException failure = null;
-            for (CompletableFuture<int[]> f : sent) {
+            for (SidecarClient.Pending<int[]> f : sent) {
                 try {
-                    SidecarClient.join(f);
+                    f.await();
                 } catch (RuntimeException e) {
                     failure = failure == null ? e : failure;
                 }
@@ -235,7 +239,7 @@ public final class Gateway implements KvApi {
                 // stored); not from one that refused its part, which stored none of it.
                 boolean undone = true;
                 for (int s = 0; s < shards.size(); s++) {
-                    if (!parts.get(s).isEmpty() && !refused(sent.get(s))) {
+                    if (!parts.get(s).isEmpty() && !sent.get(s).refused()) {
                         int[] stored = parts.get(s).stream().mapToInt(Wire.AppendRequest.Entry::position).toArray();
                         undone &= undo(s, sequence, layer, stored);
                     }
@@ -286,22 +290,30 @@ public final class Gateway implements KvApi {
                 scope.set(e);
             }
         }
-        List<CompletableFuture<PartialAttention>> parts = new ArrayList<>();
+        List<SidecarClient.Pending<PartialAttention>> parts = new ArrayList<>();
         for (int s = 0; s < shards.size(); s++) {
             boolean holds;
             synchronized (state) {
                 holds = state.experts[request.layer()][s].intersects(scope);
             }
             if (holds) {
-                parts.add(shards.get(s).attendAsync(sequence, request));
+                parts.add(shards.get(s).startAttend(sequence, request));
             }
         }
         if (parts.isEmpty()) {
             return PartialAttention.empty(shape.qHeads(), shape.headDim(), false);
         }
         List<PartialAttention> partials = new ArrayList<>(parts.size());
-        for (CompletableFuture<PartialAttention> f : parts) {
-            partials.add(call(() -> SidecarClient.join(f)));
+        RuntimeException failure = null;
+        for (SidecarClient.Pending<PartialAttention> f : parts) {
+            try {
+                partials.add(f.await()); // every answer is read, so that every connection is left clean
+            } catch (RuntimeException e) {
+                failure = failure == null ? e : failure;
+            }
+        }
+        if (failure != null) {
+            throw ShardFailure.of(failure);
         }
         return PartialAttention.merge(partials);
     }
@@ -330,20 +342,20 @@ public final class Gateway implements KvApi {
             checkOpen(sequence, state);
             int position = state.length[layer];
             int owner = map.shardOf(experts[0]);
-            List<CompletableFuture<PartialAttention>> parts = new ArrayList<>();
-            parts.add(shards.get(owner).stepPartialAsync(sequence, routed, position));
+            List<SidecarClient.Pending<PartialAttention>> parts = new ArrayList<>();
+            parts.add(shards.get(owner).startStepPartial(sequence, routed, position));
             Wire.AttendRequest attend = new Wire.AttendRequest(layer,
                     request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query());
             for (int s = 0; s < shards.size(); s++) {
                 if (s != owner && state.experts[layer][s].intersects(scope)) {
-                    parts.add(shards.get(s).attendAsync(sequence, attend));
+                    parts.add(shards.get(s).startAttend(sequence, attend));
                 }
             }
             List<PartialAttention> partials = new ArrayList<>(parts.size());
             RuntimeException failure = null;
-            for (CompletableFuture<PartialAttention> f : parts) {
+            for (SidecarClient.Pending<PartialAttention> f : parts) {
                 try {
-                    partials.add(SidecarClient.join(f));
+                    partials.add(f.await());
                 } catch (RuntimeException e) {
                     failure = failure == null ? e : failure;
                 }
@@ -351,7 +363,7 @@ public final class Gateway implements KvApi {
             if (failure != null) {
                 // The owner may have stored the token (even if its answer failed): take it back, the step did not
                 // happen. When that cannot be confirmed the position is not given again.
-                if (!refused(parts.get(0)) && !undo(owner, sequence, layer, new int[] {position})) {
+                if (!parts.get(0).refused() && !undo(owner, sequence, layer, new int[] {position})) {
                     state.experts[layer][owner].set(experts[0]);
                     state.length[layer] = position + 1;
                 }
@@ -360,20 +372,6 @@ public final class Gateway implements KvApi {
             state.experts[layer][owner].set(experts[0]);
             state.length[layer] = position + 1;
             return new Wire.StepResponse(position, experts, PartialAttention.merge(partials).finish().output());
-        }
-    }
-
-    /** Whether a shard refused the call (4xx): a shard's request is all or none, so it stored nothing of it. */
-    private static boolean refused(CompletableFuture<?> call) {
-        if (!call.isCompletedExceptionally()) {
-            return false;
-        }
-        try {
-            call.join();
-            return false;
-        } catch (CompletionException | CancellationException e) {
-            Throwable cause = e instanceof CompletionException ? e.getCause() : e;
-            return cause instanceof SidecarException se && se.status() >= 400 && se.status() < 500;
         }
     }
 

@@ -113,6 +113,9 @@ public class Sidecar {
     }
 
     void stopped(@Observes ShutdownEvent event) {
+        if (gateway != null) {
+            gateway.shutdown();
+        }
         shard.close();
     }
 

@@ -10,41 +10,116 @@ import io.pikv.sidecar.wire.Wire;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
 import java.time.Duration;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CompletionException;
+import java.util.function.Function;
 
 /**
- * A small client of one sidecar's {@code /v1} API over HTTP/1.1 (JDK {@link HttpClient}): what the gateway uses to
- * reach its shards, and what the tests and benchmarks drive. Binary bodies go through {@link Wire}; an error answer
- * becomes a {@link SidecarException} carrying the status and the problem's detail. Thread-safe.
+ * A small client of one sidecar's {@code /v1} API over HTTP/1.1 ({@link Http1Client}: kept-alive connections, the
+ * calling thread does the I/O): what the gateway uses to reach its shards, and what the tests and benchmarks drive.
+ * Binary bodies go through {@link Wire}; an error answer becomes a {@link SidecarException} carrying the status and
+ * the problem's detail, a transport failure an {@link UncheckedIOException}. The {@code start…} calls send a request
+ * and return a {@link Pending} whose answer is read later, so that one thread can have several shards working at
+ * once. Thread-safe; {@link #close} closes its idle connections.
  */
-public final class SidecarClient {
+public final class SidecarClient implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final String OCTETS = "application/octet-stream";
+    private static final String JSON_TYPE = "application/json";
+    private static final String ACCEPT_BINARY = OCTETS + ", application/json, application/problem+json";
+    /** Largest answer read (a sidecar's largest answers are stats and partials, far below it). */
+    private static final long MAX_ANSWER_BYTES = 256L << 20;
+    private static final int MAX_IDLE_CONNECTIONS = 16;
 
     private final URI base;
     private final ModelShape shape;
-    private final HttpClient http;
-    private final Duration timeout;
+    private final Http1Client http;
 
     public SidecarClient(URI base, ModelShape shape) {
-        this(base, shape, HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1)
-                .connectTimeout(Duration.ofSeconds(5)).build(), Duration.ofSeconds(30));
+        this(base, shape, Duration.ofSeconds(5), Duration.ofSeconds(30));
     }
 
-    public SidecarClient(URI base, ModelShape shape, HttpClient http, Duration timeout) {
+    /**
+     * @param connectTimeout longest wait for a connection
+     * @param timeout        longest wait for any byte of an answer (a read that waits longer fails the call)
+     */
+    public SidecarClient(URI base, ModelShape shape, Duration connectTimeout, Duration timeout) {
         this.base = base;
         this.shape = shape;
-        this.http = http;
-        this.timeout = timeout;
+        this.http = new Http1Client(base, connectTimeout, timeout, MAX_ANSWER_BYTES, MAX_IDLE_CONNECTIONS);
     }
 
     public URI base() {
         return base;
+    }
+
+    @Override
+    public void close() {
+        http.close();
+    }
+
+    /** A request sent whose answer is read (once) by {@link #await}. */
+    public static final class Pending<T> {
+        private final Http1Client.Exchange exchange;
+        private final String what;
+        private final int expected;
+        private final Function<byte[], T> decode;
+        private boolean done;
+        private T result;
+        private RuntimeException failure;
+
+        private Pending(Http1Client.Exchange exchange, String what, int expected, Function<byte[], T> decode) {
+            this.exchange = exchange;
+            this.what = what;
+            this.expected = expected;
+            this.decode = decode;
+        }
+
+        private Pending(T value) {
+            this.exchange = null;
+            this.what = null;
+            this.expected = 0;
+            this.decode = null;
+            this.done = true;
+            this.result = value;
+        }
+
+        /** An answer known without asking. */
+        public static <T> Pending<T> of(T value) {
+            return new Pending<>(value);
+        }
+
+        /** Reads the answer (blocking) and returns it decoded; a failure is thrown again on every call. */
+        public T await() {
+            if (!done) {
+                done = true;
+                try {
+                    Http1Client.Response r = exchange.await();
+                    if (r.status() != expected) {
+                        throw SidecarException.of(what, r.status(), r.body());
+                    }
+                    result = decode.apply(r.body());
+                } catch (RuntimeException e) {
+                    failure = e;
+                }
+            }
+            if (failure != null) {
+                throw failure;
+            }
+            return result;
+        }
+
+        /** Whether the sidecar refused the call with a 4xx: its requests are all or none, so it changed nothing. */
+        public boolean refused() {
+            if (!done) {
+                try {
+                    await();
+                } catch (RuntimeException ignored) {
+                    // looked at below
+                }
+            }
+            return failure instanceof SidecarException se && se.status() >= 400 && se.status() < 500;
+        }
     }
 
     /** Creates a sequence ({@code id} null: the sidecar picks one) and returns its id. */
@@ -56,86 +131,73 @@ public final class SidecarClient {
         if (id != null) {
             body.put("id", id);
         }
-        return json(send(request("/v1/sequences").POST(HttpRequest.BodyPublishers.ofString(body.toString()))
-                .header("Content-Type", "application/json"), 201)).get("id").asLong();
+        return json(send("POST", "/v1/sequences", JSON_TYPE, utf8(body.toString()), 201)).get("id").asLong();
     }
 
     public void closeSequence(long id) {
-        send(request("/v1/sequences/" + id).DELETE(), 204);
+        send("DELETE", "/v1/sequences/" + id, null, null, 204);
     }
 
     /** Stores the entries (all or none) and returns their positions. */
     public int[] append(long sequence, Wire.AppendRequest request) {
-        JsonNode positions = json(send(binary("/v1/sequences/" + sequence + "/entries", Wire.encodeAppend(request)),
-                200)).get("positions");
-        int[] out = new int[positions.size()];
-        for (int i = 0; i < out.length; i++) {
-            out[i] = positions.get(i).asInt();
-        }
-        return out;
+        return startAppend(sequence, request).await();
+    }
+
+    public Pending<int[]> startAppend(long sequence, Wire.AppendRequest request) {
+        return start("POST", "/v1/sequences/" + sequence + "/entries", Wire.encodeAppend(request), 200, body -> {
+            JsonNode positions = json(body).get("positions");
+            int[] out = new int[positions.size()];
+            for (int i = 0; i < out.length; i++) {
+                out[i] = positions.get(i).asInt();
+            }
+            return out;
+        });
     }
 
     public PartialAttention attend(long sequence, Wire.AttendRequest request) {
-        return join(attendAsync(sequence, request));
+        return startAttend(sequence, request).await();
     }
 
-    public CompletableFuture<PartialAttention> attendAsync(long sequence, Wire.AttendRequest request) {
-        return sendAsync(binary("/v1/sequences/" + sequence + "/attention", Wire.encodeAttend(request)), 200)
-                .thenApply(Wire::decodePartial);
-    }
-
-    public CompletableFuture<int[]> appendAsync(long sequence, Wire.AppendRequest request) {
-        return sendAsync(binary("/v1/sequences/" + sequence + "/entries", Wire.encodeAppend(request)), 200)
-                .thenApply(body -> {
-                    JsonNode positions = json(body).get("positions");
-                    int[] out = new int[positions.size()];
-                    for (int i = 0; i < out.length; i++) {
-                        out[i] = positions.get(i).asInt();
-                    }
-                    return out;
-                });
+    public Pending<PartialAttention> startAttend(long sequence, Wire.AttendRequest request) {
+        return start("POST", "/v1/sequences/" + sequence + "/attention", Wire.encodeAttend(request), 200,
+                Wire::decodePartial);
     }
 
     /** Takes back just-stored entries of (sequence, layer) without counting evictions. */
     public int withdraw(long sequence, int layer, int[] positions) {
         ObjectNode body = JSON.createObjectNode().put("layer", layer);
-        positions(body.putArray("positions"), positions);
-        return json(send(request("/v1/sequences/" + sequence + "/withdrawals")
-                .POST(HttpRequest.BodyPublishers.ofString(body.toString())).header("Content-Type", "application/json"),
-                200)).get("withdrawn").asInt();
+        com.fasterxml.jackson.databind.node.ArrayNode array = body.putArray("positions");
+        for (int p : positions) {
+            array.add(p);
+        }
+        return json(send("POST", "/v1/sequences/" + sequence + "/withdrawals", JSON_TYPE, utf8(body.toString()), 200))
+                .get("withdrawn").asInt();
     }
 
     /** {@code GET /v1/sequences/{id}} as a JSON tree. */
     public JsonNode describe(long sequence) {
-        return json(send(request("/v1/sequences/" + sequence).GET(), 200));
-    }
-
-    private static void positions(com.fasterxml.jackson.databind.node.ArrayNode array, int[] positions) {
-        for (int p : positions) {
-            array.add(p);
-        }
+        return json(send("GET", "/v1/sequences/" + sequence, null, null, 200));
     }
 
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
-        return Wire.decodeStepResponse(send(binary("/v1/sequences/" + sequence + "/steps", Wire.encodeStep(request)),
-                200), shape);
+        return start("POST", "/v1/sequences/" + sequence + "/steps", Wire.encodeStep(request), 200,
+                body -> Wire.decodeStepResponse(body, shape)).await();
     }
 
     /** A gateway's step on the owning shard: store the token at {@code position}, answer the shard's partial. */
-    public CompletableFuture<PartialAttention> stepPartialAsync(long sequence, Wire.StepRequest request, int position) {
-        return sendAsync(binary("/v1/sequences/" + sequence + "/steps?position=" + position, Wire.encodeStep(request)),
-                200).thenApply(Wire::decodePartial);
+    public Pending<PartialAttention> startStepPartial(long sequence, Wire.StepRequest request, int position) {
+        return start("POST", "/v1/sequences/" + sequence + "/steps?position=" + position, Wire.encodeStep(request),
+                200, Wire::decodePartial);
     }
 
     public void putBlock(String hash, byte[] payload) {
-        send(request("/v1/blocks/" + hash).PUT(HttpRequest.BodyPublishers.ofByteArray(payload))
-                .header("Content-Type", OCTETS), 204);
+        send("PUT", "/v1/blocks/" + hash, OCTETS, payload, 204);
     }
 
     /** The block, or null when it is not cached. */
     public byte[] getBlock(String hash) {
         try {
-            return send(request("/v1/blocks/" + hash).GET(), 200);
+            return send("GET", "/v1/blocks/" + hash, null, null, 200);
         } catch (SidecarException e) {
             if (e.status() == 404) {
                 return null;
@@ -146,61 +208,21 @@ public final class SidecarClient {
 
     /** {@code GET /v1/stats} as a JSON tree. */
     public JsonNode stats() {
-        return json(send(request("/v1/stats").GET(), 200));
+        return json(send("GET", "/v1/stats", null, null, 200));
     }
 
-    private HttpRequest.Builder request(String path) {
-        return HttpRequest.newBuilder(base.resolve(path)).timeout(timeout);
+    private <T> Pending<T> start(String method, String path, byte[] body, int expected, Function<byte[], T> decode) {
+        return new Pending<>(http.start(method, path, OCTETS, ACCEPT_BINARY, body), method + " " + base.resolve(path),
+                expected, decode);
     }
 
-    private HttpRequest.Builder binary(String path, byte[] body) {
-        return request(path).POST(HttpRequest.BodyPublishers.ofByteArray(body)).header("Content-Type", OCTETS)
-                .header("Accept", OCTETS + ", application/json, application/problem+json");
+    private byte[] send(String method, String path, String contentType, byte[] body, int expected) {
+        return new Pending<>(http.start(method, path, contentType, "application/json, application/problem+json, */*",
+                body), method + " " + base.resolve(path), expected, Function.identity()).await();
     }
 
-    private CompletableFuture<byte[]> sendAsync(HttpRequest.Builder builder, int expected) {
-        HttpRequest request = builder.build();
-        return http.sendAsync(request, HttpResponse.BodyHandlers.ofByteArray()).handle((response, failure) -> {
-            if (failure != null) {
-                Throwable cause = failure instanceof CompletionException && failure.getCause() != null
-                        ? failure.getCause() : failure;
-                throw new UncheckedIOException(request.method() + " " + request.uri() + " failed: " + cause,
-                        cause instanceof IOException io ? io : new IOException(cause));
-            }
-            if (response.statusCode() != expected) {
-                throw SidecarException.of(request, response.statusCode(), response.body());
-            }
-            return response.body();
-        });
-    }
-
-    /** The future's value, with a failure rethrown as it was raised (SidecarException, UncheckedIOException). */
-    public static <T> T join(CompletableFuture<T> future) {
-        try {
-            return future.join();
-        } catch (CompletionException e) {
-            if (e.getCause() instanceof RuntimeException r) {
-                throw r;
-            }
-            throw e;
-        }
-    }
-
-    private byte[] send(HttpRequest.Builder builder, int expected) {
-        HttpRequest request = builder.build();
-        HttpResponse<byte[]> response;
-        try {
-            response = http.send(request, HttpResponse.BodyHandlers.ofByteArray());
-        } catch (IOException e) {
-            throw new UncheckedIOException(request.method() + " " + request.uri() + " failed: " + e.getMessage(), e);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IllegalStateException("interrupted during " + request.method() + " " + request.uri(), e);
-        }
-        if (response.statusCode() != expected) {
-            throw SidecarException.of(request, response.statusCode(), response.body());
-        }
-        return response.body();
+    private static byte[] utf8(String s) {
+        return s.getBytes(StandardCharsets.UTF_8);
     }
 
     private static JsonNode json(byte[] body) {

@@ -3,7 +3,6 @@ package io.pikv.sidecar.client;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 
-import java.net.http.HttpRequest;
 import java.nio.charset.StandardCharsets;
 
 /** A sidecar answered with an error status; carries the status, the problem type and its detail. */
@@ -21,7 +20,7 @@ public final class SidecarException extends RuntimeException {
         this.detail = detail;
     }
 
-    static SidecarException of(HttpRequest request, int status, byte[] body) {
+    static SidecarException of(String call, int status, byte[] body) {
         String type = null;
         String detail = new String(body, StandardCharsets.UTF_8);
         try {
@@ -33,7 +32,7 @@ public final class SidecarException extends RuntimeException {
         } catch (java.io.IOException ignored) {
             // not problem+json: keep the raw body as the detail
         }
-        return new SidecarException(status, type, detail, request.method() + " " + request.uri() + " → " + status
+        return new SidecarException(status, type, detail, call + " → " + status
                 + ": " + detail);
     }
 

@@ -1,0 +1,474 @@
+package io.pikv.sidecar.client;
+
+import javax.net.ssl.SSLParameters;
+import javax.net.ssl.SSLSocket;
+import javax.net.ssl.SSLSocketFactory;
+import java.io.BufferedInputStream;
+import java.io.BufferedOutputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.io.UncheckedIOException;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
+import java.net.URI;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayDeque;
+import java.util.Locale;
+
+/**
+ * A blocking HTTP/1.1 client of one origin with kept-alive connections, where the calling thread does its own I/O.
+ *
+ * <p>Why not the JDK's {@code HttpClient}: it hands every exchange to its selector thread and completes it on an
+ * executor, three thread wake-ups per call that cost 1.5–3 ms per hop on the 2-core machines this was measured on
+ * (docs/sidecar-api.md, Benchmark); here a call is a write and a read on the caller's thread. {@link #start} sends a
+ * request and returns at once, so a caller fans out to several shards by starting every call and then reading each
+ * answer ({@link Exchange#await}), with no thread per call.
+ *
+ * <p>Requests carry {@code Content-Length}; answers may use {@code Content-Length}, chunked transfer coding, or
+ * close-delimited bodies. A connection goes back to the idle pool after a complete answer unless either side asked
+ * to close it. A call on a kept-alive connection that fails before any byte of the answer arrived is sent once more on
+ * a new connection: that is how a connection the server closed while idle shows (the server never read the request).
+ * {@code https} origins use the JDK's default TLS socket factory with host name verification.
+ */
+final class Http1Client implements AutoCloseable {
+    /** Longest status line plus headers accepted in an answer. */
+    static final int MAX_HEAD_BYTES = 64 * 1024;
+
+    private final URI origin;
+    private final String host;
+    private final int port;
+    private final boolean tls;
+    private final String hostHeader;
+    private final int connectTimeoutMs;
+    private final int readTimeoutMs;
+    private final long maxBodyBytes;
+    private final int maxIdle;
+    private final ArrayDeque<Connection> idle = new ArrayDeque<>();
+    private boolean closed;
+
+    /** An answer: status, content type (null if none) and the whole body. */
+    record Response(int status, String contentType, byte[] body) {
+    }
+
+    Http1Client(URI origin, Duration connectTimeout, Duration readTimeout, long maxBodyBytes, int maxIdle) {
+        String scheme = origin.getScheme() == null ? "" : origin.getScheme().toLowerCase(Locale.ROOT);
+        if (!scheme.equals("http") && !scheme.equals("https")) {
+            throw new IllegalArgumentException("'" + origin + "' is not an http or https URL");
+        }
+        if (origin.getHost() == null) {
+            throw new IllegalArgumentException("'" + origin + "' has no host");
+        }
+        this.origin = origin;
+        this.tls = scheme.equals("https");
+        this.host = origin.getHost();
+        this.port = origin.getPort() >= 0 ? origin.getPort() : tls ? 443 : 80;
+        String h = host.contains(":") && !host.startsWith("[") ? "[" + host + "]" : host;
+        this.hostHeader = origin.getPort() >= 0 ? h + ":" + port : h;
+        this.connectTimeoutMs = millis(connectTimeout);
+        this.readTimeoutMs = millis(readTimeout);
+        this.maxBodyBytes = maxBodyBytes;
+        this.maxIdle = maxIdle;
+    }
+
+    private static int millis(Duration d) {
+        return (int) Math.max(1, Math.min(Integer.MAX_VALUE, d.toMillis()));
+    }
+
+    URI origin() {
+        return origin;
+    }
+
+    /** Sends the request and returns the exchange whose answer {@link Exchange#await} reads. */
+    Exchange start(String method, String target, String contentType, String accept, byte[] body) {
+        return new Exchange(method, target, contentType, accept, body);
+    }
+
+    /** Sends the request and reads its answer. */
+    Response send(String method, String target, String contentType, String accept, byte[] body) {
+        return start(method, target, contentType, accept, body).await();
+    }
+
+    /** Closes the idle connections; exchanges in flight finish and close theirs. */
+    @Override
+    public void close() {
+        synchronized (idle) {
+            closed = true;
+            for (Connection c : idle) {
+                c.closeQuietly();
+            }
+            idle.clear();
+        }
+    }
+
+    /** Idle connections held (for tests). */
+    int idleConnections() {
+        synchronized (idle) {
+            return idle.size();
+        }
+    }
+
+    private Connection pooled() {
+        synchronized (idle) {
+            return idle.pollFirst();
+        }
+    }
+
+    private void release(Connection c) {
+        synchronized (idle) {
+            if (!closed && idle.size() < maxIdle) {
+                idle.addFirst(c);
+                return;
+            }
+        }
+        c.closeQuietly();
+    }
+
+    private Connection connect() throws IOException {
+        Socket socket = new Socket();
+        try {
+            socket.setTcpNoDelay(true);
+            socket.connect(new InetSocketAddress(host, port), connectTimeoutMs);
+            if (tls) {
+                SSLSocket ssl = (SSLSocket) ((SSLSocketFactory) SSLSocketFactory.getDefault())
+                        .createSocket(socket, host, port, true);
+                SSLParameters params = ssl.getSSLParameters();
+                params.setEndpointIdentificationAlgorithm("HTTPS");
+                ssl.setSSLParameters(params);
+                socket = ssl;
+            }
+            socket.setSoTimeout(readTimeoutMs);
+            return new Connection(socket);
+        } catch (IOException | RuntimeException e) {
+            try {
+                socket.close();
+            } catch (IOException ignored) {
+                // already failing
+            }
+            throw e;
+        }
+    }
+
+    /** One request on one connection; its answer is read once, by {@link #await}. */
+    final class Exchange {
+        private final String method;
+        private final String target;
+        private final String contentType;
+        private final String accept;
+        private final byte[] body;
+        private Connection connection;
+        private boolean reused;
+        private IOException sendFailure;
+        private Response response;
+        private RuntimeException failure;
+        private boolean done;
+
+        private Exchange(String method, String target, String contentType, String accept, byte[] body) {
+            this.method = method;
+            this.target = target;
+            this.contentType = contentType;
+            this.accept = accept;
+            this.body = body;
+            Connection c = pooled();
+            reused = c != null;
+            try {
+                connection = c != null ? c : connect();
+                connection.write(request(), body);
+            } catch (IOException e) {
+                sendFailure = e;
+            }
+        }
+
+        private byte[] request() {
+            StringBuilder head = new StringBuilder(160).append(method).append(' ').append(target)
+                    .append(" HTTP/1.1\r\nHost: ").append(hostHeader).append("\r\n");
+            if (accept != null) {
+                head.append("Accept: ").append(accept).append("\r\n");
+            }
+            if (body != null) {
+                if (contentType != null) {
+                    head.append("Content-Type: ").append(contentType).append("\r\n");
+                }
+                head.append("Content-Length: ").append(body.length).append("\r\n");
+            } else if (method.equals("POST") || method.equals("PUT")) {
+                head.append("Content-Length: 0\r\n");
+            }
+            return head.append("\r\n").toString().getBytes(StandardCharsets.ISO_8859_1);
+        }
+
+        /** The answer (read on the first call); a transport failure is an {@link UncheckedIOException}. */
+        Response await() {
+            if (!done) {
+                done = true;
+                try {
+                    response = exchange();
+                } catch (IOException e) {
+                    failure = new UncheckedIOException(method + " " + origin.resolve(target) + " failed: "
+                            + e.getMessage(), e);
+                } catch (RuntimeException e) {
+                    failure = e;
+                }
+            }
+            if (failure != null) {
+                throw failure;
+            }
+            return response;
+        }
+
+        private Response exchange() throws IOException {
+            try {
+                return attempt();
+            } catch (IOException e) {
+                if (!reused || connection == null || connection.answerBytes > 0 || e instanceof SocketTimeoutException) {
+                    throw e;
+                }
+                // A kept-alive connection the server had closed: nothing of the request was read. Once more, anew.
+                connection.closeQuietly();
+                reused = false;
+                sendFailure = null;
+                connection = connect();
+                try {
+                    connection.write(request(), body);
+                } catch (IOException again) {
+                    sendFailure = again;
+                }
+                return attempt();
+            }
+        }
+
+        private Response attempt() throws IOException {
+            if (connection == null) {
+                throw sendFailure;
+            }
+            Response r;
+            try {
+                r = connection.readResponse(method);
+            } catch (IOException | RuntimeException e) {
+                connection.closeQuietly();
+                if (sendFailure != null) {
+                    throw sendFailure; // not sent whole and no answer: the send's failure says why
+                }
+                throw e;
+            }
+            if (sendFailure != null || connection.mustClose) {
+                connection.closeQuietly();
+            } else {
+                release(connection);
+            }
+            return r;
+        }
+    }
+
+    /** A socket with its buffered streams and what the last answer said about keeping it. */
+    private final class Connection {
+        private final Socket socket;
+        private final InputStream in;
+        private final OutputStream out;
+        private long answerBytes;
+        private boolean mustClose;
+
+        Connection(Socket socket) throws IOException {
+            this.socket = socket;
+            this.in = new BufferedInputStream(socket.getInputStream(), 64 * 1024);
+            this.out = new BufferedOutputStream(socket.getOutputStream(), 64 * 1024);
+        }
+
+        void write(byte[] head, byte[] body) throws IOException {
+            answerBytes = 0;
+            mustClose = false;
+            out.write(head);
+            if (body != null) {
+                out.write(body);
+            }
+            out.flush();
+        }
+
+        void closeQuietly() {
+            try {
+                socket.close();
+            } catch (IOException ignored) {
+                // closing anyway
+            }
+        }
+
+        Response readResponse(String method) throws IOException {
+            while (true) {
+                String status = line();
+                if (!status.startsWith("HTTP/1.")) {
+                    throw new IOException("not an HTTP/1.x answer: '" + abbreviate(status) + "'");
+                }
+                int code = statusCode(status);
+                boolean http10 = status.startsWith("HTTP/1.0");
+                long length = -1;
+                boolean chunked = false;
+                String contentType = null;
+                boolean close = http10;
+                int headBytes = status.length();
+                while (true) {
+                    String h = line();
+                    headBytes += h.length() + 2;
+                    if (headBytes > MAX_HEAD_BYTES) {
+                        throw new IOException("the answer's headers exceed " + MAX_HEAD_BYTES + " bytes");
+                    }
+                    if (h.isEmpty()) {
+                        break;
+                    }
+                    int colon = h.indexOf(':');
+                    if (colon <= 0) {
+                        throw new IOException("malformed header line '" + abbreviate(h) + "'");
+                    }
+                    String name = h.substring(0, colon).trim().toLowerCase(Locale.ROOT);
+                    String value = h.substring(colon + 1).trim();
+                    switch (name) {
+                        case "content-length" -> length = contentLength(value);
+                        case "transfer-encoding" -> chunked = value.toLowerCase(Locale.ROOT).endsWith("chunked");
+                        case "content-type" -> contentType = value;
+                        case "connection" -> {
+                            String v = value.toLowerCase(Locale.ROOT);
+                            if (v.contains("close")) {
+                                close = true;
+                            } else if (v.contains("keep-alive")) {
+                                close = false;
+                            }
+                        }
+                        default -> {
+                        }
+                    }
+                }
+                if (code >= 100 && code < 200) {
+                    continue; // informational (e.g. 100 Continue): the real answer follows
+                }
+                byte[] body;
+                if (method.equals("HEAD") || code == 204 || code == 304) {
+                    body = new byte[0];
+                } else if (chunked) {
+                    body = chunkedBody();
+                } else if (length >= 0) {
+                    body = fixedBody(length);
+                } else {
+                    body = untilClose();
+                    close = true;
+                }
+                mustClose = close;
+                return new Response(code, contentType, body);
+            }
+        }
+
+        private int statusCode(String status) throws IOException {
+            int space = status.indexOf(' ');
+            if (space < 0 || status.length() < space + 4) {
+                throw new IOException("malformed status line '" + abbreviate(status) + "'");
+            }
+            try {
+                return Integer.parseInt(status.substring(space + 1, space + 4));
+            } catch (NumberFormatException e) {
+                throw new IOException("malformed status line '" + abbreviate(status) + "'");
+            }
+        }
+
+        private long contentLength(String value) throws IOException {
+            try {
+                long n = Long.parseLong(value);
+                if (n < 0) {
+                    throw new NumberFormatException();
+                }
+                return n;
+            } catch (NumberFormatException e) {
+                throw new IOException("malformed Content-Length '" + abbreviate(value) + "'");
+            }
+        }
+
+        private byte[] fixedBody(long length) throws IOException {
+            checkSize(length);
+            byte[] body = new byte[(int) length];
+            int off = 0;
+            while (off < body.length) {
+                int n = in.read(body, off, body.length - off);
+                if (n < 0) {
+                    throw new EOFException("the answer ended after " + off + " of " + length + " body bytes");
+                }
+                off += n;
+            }
+            return body;
+        }
+
+        private byte[] chunkedBody() throws IOException {
+            ByteArrayOutputStream body = new ByteArrayOutputStream();
+            while (true) {
+                String sizeLine = line();
+                int semi = sizeLine.indexOf(';');
+                String hex = (semi >= 0 ? sizeLine.substring(0, semi) : sizeLine).trim();
+                long size;
+                try {
+                    size = Long.parseLong(hex, 16);
+                } catch (NumberFormatException e) {
+                    throw new IOException("malformed chunk size '" + abbreviate(sizeLine) + "'");
+                }
+                if (size < 0) {
+                    throw new IOException("malformed chunk size '" + abbreviate(sizeLine) + "'");
+                }
+                if (size == 0) {
+                    while (!line().isEmpty()) {
+                        // trailers: ignored
+                    }
+                    return body.toByteArray();
+                }
+                checkSize(body.size() + size);
+                body.write(fixedBody(size));
+                if (!line().isEmpty()) {
+                    throw new IOException("a chunk is not followed by CRLF");
+                }
+            }
+        }
+
+        private byte[] untilClose() throws IOException {
+            ByteArrayOutputStream body = new ByteArrayOutputStream();
+            byte[] buf = new byte[16 * 1024];
+            int n;
+            while ((n = in.read(buf)) >= 0) {
+                answerBytes += n;
+                checkSize(body.size() + (long) n);
+                body.write(buf, 0, n);
+            }
+            return body.toByteArray();
+        }
+
+        private void checkSize(long size) throws IOException {
+            if (size > maxBodyBytes) {
+                throw new IOException("the answer's body is over " + maxBodyBytes + " bytes");
+            }
+        }
+
+        /** One line of the head, without its CRLF (a bare LF is accepted). */
+        private String line() throws IOException {
+            StringBuilder s = new StringBuilder(64);
+            while (true) {
+                int b = in.read();
+                if (b < 0) {
+                    throw new EOFException(answerBytes == 0 ? "the connection closed before an answer"
+                            : "the connection closed in the middle of the answer");
+                }
+                answerBytes++;
+                if (b == '\n') {
+                    int len = s.length();
+                    if (len > 0 && s.charAt(len - 1) == '\r') {
+                        s.setLength(len - 1);
+                    }
+                    return s.toString();
+                }
+                if (s.length() >= MAX_HEAD_BYTES) {
+                    throw new IOException("a header line exceeds " + MAX_HEAD_BYTES + " bytes");
+                }
+                s.append((char) b);
+            }
+        }
+    }
+
+    private static String abbreviate(String s) {
+        return s.length() <= 80 ? s : s.substring(0, 80) + "…";
+    }
+}

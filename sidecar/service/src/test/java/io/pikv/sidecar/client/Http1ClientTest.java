@@ -1,0 +1,309 @@
+package io.pikv.sidecar.client;
+
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.io.UncheckedIOException;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
+import java.net.URI;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/**
+ * {@link Http1Client} against a scripted server on loopback: each accepted connection runs a script that reads
+ * requests and writes raw answers, so framing, connection reuse and failures are exact.
+ */
+class Http1ClientTest {
+    /** What one connection does: reads requests from {@code in}, writes answers to {@code out}. */
+    interface Script {
+        void run(int connection, InputStream in, OutputStream out) throws IOException;
+    }
+
+    private ServerSocket server;
+    private final List<Socket> accepted = new ArrayList<>();
+    private final BlockingQueue<String> requests = new LinkedBlockingQueue<>();
+    private final AtomicInteger connections = new AtomicInteger();
+    private Http1Client client;
+
+    private URI serve(Script script) throws IOException {
+        server = new ServerSocket(0, 50, InetAddress.getLoopbackAddress());
+        Thread acceptor = new Thread(() -> {
+            while (!server.isClosed()) {
+                try {
+                    Socket s = server.accept();
+                    synchronized (accepted) {
+                        accepted.add(s);
+                    }
+                    int n = connections.getAndIncrement();
+                    Thread t = new Thread(() -> {
+                        try (s) {
+                            script.run(n, s.getInputStream(), s.getOutputStream());
+                        } catch (IOException ignored) {
+                            // the client went away
+                        }
+                    });
+                    t.setDaemon(true);
+                    t.start();
+                } catch (IOException e) {
+                    return;
+                }
+            }
+        });
+        acceptor.setDaemon(true);
+        acceptor.start();
+        return URI.create("http://127.0.0.1:" + server.getLocalPort());
+    }
+
+    private Http1Client client(URI origin, Duration timeout) {
+        client = new Http1Client(origin, Duration.ofSeconds(2), timeout, 1 << 20, 4);
+        return client;
+    }
+
+    @AfterEach
+    void stop() throws IOException {
+        if (client != null) {
+            client.close();
+        }
+        if (server != null) {
+            server.close();
+        }
+        synchronized (accepted) {
+            for (Socket s : accepted) {
+                s.close();
+            }
+        }
+    }
+
+    /** Reads one request (head and Content-Length body), records "METHOD target body" and returns it. */
+    private String readRequest(InputStream in) throws IOException {
+        ByteArrayOutputStream head = new ByteArrayOutputStream();
+        int matched = 0;
+        while (matched < 4) {
+            int b = in.read();
+            if (b < 0) {
+                return null;
+            }
+            head.write(b);
+            matched = (b == '\r' && matched % 2 == 0) || (b == '\n' && matched % 2 == 1) ? matched + 1 : 0;
+        }
+        String[] lines = head.toString(StandardCharsets.ISO_8859_1).split("\r\n");
+        int length = 0;
+        for (String line : lines) {
+            if (line.toLowerCase().startsWith("content-length:")) {
+                length = Integer.parseInt(line.substring(15).trim());
+            }
+        }
+        String body = new String(in.readNBytes(length), StandardCharsets.ISO_8859_1);
+        String[] first = lines[0].split(" ");
+        String request = first[0] + " " + first[1] + " " + body;
+        requests.add(request);
+        return request;
+    }
+
+    private static void write(OutputStream out, String raw) throws IOException {
+        out.write(raw.getBytes(StandardCharsets.ISO_8859_1));
+        out.flush();
+    }
+
+    @Test
+    void readsLengthChunkedAndCloseDelimitedBodiesAndReusesTheConnection() throws Exception {
+        URI origin = serve((n, in, out) -> {
+            readRequest(in);
+            write(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\nhello");
+            readRequest(in);
+            write(out, "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n4\r\ndefg\r\n0\r\n"
+                    + "X-Trailer: t\r\n\r\n");
+            readRequest(in);
+            write(out, "HTTP/1.1 204 No Content\r\n\r\n");
+            readRequest(in);
+            write(out, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end");
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+
+        Http1Client.Response a = c.send("POST", "/a?x=1", "application/octet-stream", null, new byte[] {'q'});
+        assertThat(a.status()).isEqualTo(200);
+        assertThat(a.contentType()).isEqualTo("application/json");
+        assertThat(new String(a.body(), StandardCharsets.UTF_8)).isEqualTo("hello");
+        assertThat(c.idleConnections()).isEqualTo(1);
+
+        Http1Client.Response b = c.send("PUT", "/b", null, null, "xyz".getBytes(StandardCharsets.UTF_8));
+        assertThat(b.status()).isEqualTo(201);
+        assertThat(new String(b.body(), StandardCharsets.UTF_8)).isEqualTo("abcdefg");
+
+        assertThat(c.send("DELETE", "/c", null, null, null).body()).isEmpty();
+        Http1Client.Response d = c.send("GET", "/d", null, null, null);
+        assertThat(new String(d.body(), StandardCharsets.UTF_8)).isEqualTo("until the end");
+        // All four on one connection; the last answer asked to close it, so nothing is kept.
+        assertThat(connections.get()).isEqualTo(1);
+        assertThat(c.idleConnections()).isZero();
+        assertThat(requests).containsExactly("POST /a?x=1 q", "PUT /b xyz", "DELETE /c ", "GET /d ");
+    }
+
+    @Test
+    void startedExchangesRunAtOnceOnTheirOwnConnections() throws Exception {
+        // Each connection answers only after a second request has arrived on another connection: the client must
+        // have sent both before reading either answer.
+        java.util.concurrent.CountDownLatch both = new java.util.concurrent.CountDownLatch(2);
+        URI origin = serve((n, in, out) -> {
+            String r = readRequest(in);
+            both.countDown();
+            boolean together;
+            try {
+                together = both.await(2, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                return;
+            }
+            String body = together ? r.substring(r.lastIndexOf(' ') + 1) : "late";
+            write(out, "HTTP/1.1 200 OK\r\nContent-Length: " + body.length() + "\r\n\r\n" + body);
+            readRequest(in);
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+        Http1Client.Exchange one = c.start("POST", "/1", null, null, "one".getBytes(StandardCharsets.UTF_8));
+        Http1Client.Exchange two = c.start("POST", "/2", null, null, "two".getBytes(StandardCharsets.UTF_8));
+        assertThat(new String(two.await().body(), StandardCharsets.UTF_8)).isEqualTo("two");
+        assertThat(new String(one.await().body(), StandardCharsets.UTF_8)).isEqualTo("one");
+        assertThat(connections.get()).isEqualTo(2);
+        assertThat(c.idleConnections()).isEqualTo(2);
+    }
+
+    @Test
+    void aKeptConnectionTheServerClosedIsReplacedOnce() throws Exception {
+        URI origin = serve((n, in, out) -> {
+            readRequest(in);
+            write(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nc" + n);
+            // connection 0 then closes while the client keeps it idle; later connections serve on
+            if (n > 0) {
+                while (readRequest(in) != null) {
+                    write(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nc" + n);
+                }
+            }
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+        assertThat(new String(c.send("GET", "/x", null, null, null).body(), StandardCharsets.UTF_8)).isEqualTo("c0");
+        awaitClosedByServer();
+        assertThat(new String(c.send("POST", "/y", null, null, "p".getBytes(StandardCharsets.UTF_8)).body(),
+                StandardCharsets.UTF_8)).isEqualTo("c1");
+        // The request reached the server once only: on the new connection.
+        assertThat(requests).containsExactly("GET /x ", "POST /y p");
+    }
+
+    private void awaitClosedByServer() {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+        while (System.nanoTime() < deadline) {
+            synchronized (accepted) {
+                if (!accepted.isEmpty() && accepted.get(0).isClosed()) {
+                    return;
+                }
+            }
+            Thread.onSpinWait();
+        }
+        throw new AssertionError("the server did not close its first connection");
+    }
+
+    @Test
+    void aNewConnectionThatFailsIsNotRetried() throws Exception {
+        URI origin = serve((n, in, out) -> {
+            readRequest(in); // and close without an answer: the server may have acted on it
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+        assertThatThrownBy(() -> c.send("POST", "/z", null, null, "once".getBytes(StandardCharsets.UTF_8)))
+                .isInstanceOf(UncheckedIOException.class)
+                .hasMessageContaining("POST " + origin + "/z failed")
+                .hasMessageContaining("closed before an answer");
+        assertThat(requests).containsExactly("POST /z once");
+        assertThat(connections.get()).isEqualTo(1);
+    }
+
+    @Test
+    void aSilentServerTimesOutWithoutARetry() throws Exception {
+        URI origin = serve((n, in, out) -> {
+            readRequest(in);
+            write(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            readRequest(in);
+            in.read(); // never answers the second request
+        });
+        Http1Client c = client(origin, Duration.ofMillis(300));
+        c.send("GET", "/warm", null, null, null);
+        assertThatThrownBy(() -> c.send("POST", "/slow", null, null, "s".getBytes(StandardCharsets.UTF_8)))
+                .isInstanceOf(UncheckedIOException.class)
+                .hasCauseInstanceOf(SocketTimeoutException.class);
+        assertThat(requests).containsExactly("GET /warm ", "POST /slow s");
+        assertThat(c.idleConnections()).isZero();
+    }
+
+    @Test
+    void anAnswerSentBeforeTheBodyWasReadIsReturned() throws Exception {
+        URI origin = serve((n, in, out) -> {
+            // Reads only the head, answers 413 and closes: the client's large body may not get through.
+            int matched = 0;
+            while (matched < 4) {
+                int b = in.read();
+                matched = (b == '\r' && matched % 2 == 0) || (b == '\n' && matched % 2 == 1) ? matched + 1 : 0;
+            }
+            write(out, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/problem+json\r\n"
+                    + "Content-Length: 15\r\nConnection: close\r\n\r\n{\"detail\":\"no\"}");
+            in.transferTo(OutputStream.nullOutputStream()); // then discards the body until the client closes
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+        Http1Client.Response r = c.send("POST", "/big", "application/octet-stream", null, new byte[8 << 20]);
+        assertThat(r.status()).isEqualTo(413);
+        assertThat(new String(r.body(), StandardCharsets.UTF_8)).isEqualTo("{\"detail\":\"no\"}");
+        assertThat(c.idleConnections()).isZero();
+    }
+
+    @Test
+    void malformedAnswersFailWithTheReason() throws Exception {
+        String[] answers = {
+            "SSH-2.0-OpenSSH\r\n\r\n",
+            "HTTP/1.1 2x0 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n",
+        };
+        String[] reasons = {"not an HTTP/1.x answer", "malformed status line", "malformed Content-Length",
+            "malformed header line", "malformed chunk size", "ended after 5 of 10 body bytes", "over 1048576 bytes"};
+        URI origin = serve((n, in, out) -> {
+            readRequest(in);
+            write(out, answers[n]);
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+        for (int i = 0; i < answers.length; i++) {
+            assertThatThrownBy(() -> c.send("GET", "/m", null, null, null))
+                    .isInstanceOf(UncheckedIOException.class).hasMessageContaining(reasons[i]);
+            assertThat(c.idleConnections()).isZero();
+        }
+    }
+
+    @Test
+    void refusedConnectionAndBadOriginsAreClearErrors() throws Exception {
+        int port;
+        try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            port = s.getLocalPort();
+        }
+        Http1Client c = client(URI.create("http://127.0.0.1:" + port), Duration.ofSeconds(1));
+        assertThatThrownBy(() -> c.send("GET", "/", null, null, null))
+                .isInstanceOf(UncheckedIOException.class).hasMessageContaining("GET http://127.0.0.1:" + port + "/ failed");
+        assertThatThrownBy(() -> new Http1Client(URI.create("ftp://h/"), Duration.ofSeconds(1), Duration.ofSeconds(1),
+                1, 1)).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("not an http or https URL");
+        assertThatThrownBy(() -> new Http1Client(URI.create("http:/nohost"), Duration.ofSeconds(1),
+                Duration.ofSeconds(1), 1, 1)).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("no host");
+    }
+}
