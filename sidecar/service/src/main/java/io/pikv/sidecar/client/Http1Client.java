@@ -14,11 +14,16 @@ import java.io.UncheckedIOException;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.net.SocketTimeoutException;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
 import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.Locale;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.ScheduledThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
 
 /**
  * A blocking HTTP/1.1 client of one origin with kept-alive connections, where the calling thread does its own I/O.
@@ -31,8 +36,10 @@ import java.util.Locale;
  *
  * <p>Requests carry {@code Content-Length}; answers may use {@code Content-Length}, chunked transfer coding, or
  * close-delimited bodies. A connection goes back to the idle pool after a complete answer unless either side asked
- * to close it. A call on a kept-alive connection that fails before any byte of the answer arrived is sent once more on
- * a new connection: that is how a connection the server closed while idle shows (the server never read the request).
+ * to close it, and is taken from it only if it is still open with nothing unread on it. Each exchange has one
+ * deadline (the timeout) for connecting, sending and reading its whole answer; past it the connection is closed and
+ * the call fails as timed out. An idempotent request (not a POST) whose kept connection fails before any byte of an
+ * answer arrived is sent once more on a new connection; a POST never is, since the server may have acted on it.
  * {@code https} origins use the JDK's default TLS socket factory with host name verification.
  */
 final class Http1Client implements AutoCloseable {
@@ -45,17 +52,19 @@ final class Http1Client implements AutoCloseable {
     private final boolean tls;
     private final String hostHeader;
     private final int connectTimeoutMs;
-    private final int readTimeoutMs;
+    private final int timeoutMs;
     private final long maxBodyBytes;
     private final int maxIdle;
     private final ArrayDeque<Connection> idle = new ArrayDeque<>();
+    /** Closes the connection of an exchange that runs past its deadline (one thread for every client). */
+    private static final ScheduledThreadPoolExecutor DEADLINES = deadlines();
     private boolean closed;
 
     /** An answer: status, content type (null if none) and the whole body. */
     record Response(int status, String contentType, byte[] body) {
     }
 
-    Http1Client(URI origin, Duration connectTimeout, Duration readTimeout, long maxBodyBytes, int maxIdle) {
+    Http1Client(URI origin, Duration connectTimeout, Duration timeout, long maxBodyBytes, int maxIdle) {
         String scheme = origin.getScheme() == null ? "" : origin.getScheme().toLowerCase(Locale.ROOT);
         if (!scheme.equals("http") && !scheme.equals("https")) {
             throw new IllegalArgumentException("'" + origin + "' is not an http or https URL");
@@ -70,9 +79,19 @@ final class Http1Client implements AutoCloseable {
         String h = host.contains(":") && !host.startsWith("[") ? "[" + host + "]" : host;
         this.hostHeader = origin.getPort() >= 0 ? h + ":" + port : h;
         this.connectTimeoutMs = millis(connectTimeout);
-        this.readTimeoutMs = millis(readTimeout);
+        this.timeoutMs = millis(timeout);
         this.maxBodyBytes = maxBodyBytes;
         this.maxIdle = maxIdle;
+    }
+
+    private static ScheduledThreadPoolExecutor deadlines() {
+        ScheduledThreadPoolExecutor e = new ScheduledThreadPoolExecutor(1, r -> {
+            Thread t = new Thread(r, "pikv-http-deadlines");
+            t.setDaemon(true);
+            return t;
+        });
+        e.setRemoveOnCancelPolicy(true);
+        return e;
     }
 
     private static int millis(Duration d) {
@@ -129,23 +148,26 @@ final class Http1Client implements AutoCloseable {
     }
 
     private Connection connect() throws IOException {
-        Socket socket = new Socket();
+        SocketChannel channel = SocketChannel.open();
+        Socket socket = channel.socket();
         try {
             socket.setTcpNoDelay(true);
             socket.connect(new InetSocketAddress(host, port), connectTimeoutMs);
+            socket.setSoTimeout(timeoutMs);
+            Socket stream = socket;
             if (tls) {
                 SSLSocket ssl = (SSLSocket) ((SSLSocketFactory) SSLSocketFactory.getDefault())
                         .createSocket(socket, host, port, true);
                 SSLParameters params = ssl.getSSLParameters();
                 params.setEndpointIdentificationAlgorithm("HTTPS");
                 ssl.setSSLParameters(params);
-                socket = ssl;
+                ssl.setSoTimeout(timeoutMs);
+                stream = ssl;
             }
-            socket.setSoTimeout(readTimeoutMs);
-            return new Connection(socket);
+            return new Connection(channel, stream);
         } catch (IOException | RuntimeException e) {
             try {
-                socket.close();
+                channel.close();
             } catch (IOException ignored) {
                 // already failing
             }
@@ -160,12 +182,16 @@ final class Http1Client implements AutoCloseable {
         private final String contentType;
         private final String accept;
         private final byte[] body;
+        private final ScheduledFuture<?> deadline;
         private Connection connection;
         private boolean reused;
         private IOException sendFailure;
         private Response response;
         private RuntimeException failure;
         private boolean done;
+        // Guarded by this: the deadline closes the connection only while the exchange has not finished with it.
+        private boolean finished;
+        private volatile boolean expired;
 
         private Exchange(String method, String target, String contentType, String accept, byte[] body) {
             this.method = method;
@@ -173,13 +199,43 @@ final class Http1Client implements AutoCloseable {
             this.contentType = contentType;
             this.accept = accept;
             this.body = body;
-            Connection c = pooled();
+            this.deadline = DEADLINES.schedule(this::expire, timeoutMs, TimeUnit.MILLISECONDS);
+            send(live());
+        }
+
+        /** Writes the request on {@code c} (a kept connection) or on a new one; a failure is kept for await. */
+        private void send(Connection c) {
             reused = c != null;
+            sendFailure = null;
+            synchronized (this) {
+                connection = null;
+            }
             try {
-                connection = c != null ? c : connect();
-                connection.write(request(), body);
+                Connection chosen = c != null ? c : connect();
+                synchronized (this) {
+                    connection = chosen;
+                    if (expired) {
+                        chosen.closeQuietly();
+                    }
+                }
+                chosen.write(request(), body);
             } catch (IOException e) {
                 sendFailure = e;
+            } catch (RuntimeException e) {
+                sendFailure = new IOException(e.toString(), e); // e.g. an unresolvable host from the channel
+            }
+        }
+
+        /** Closes the connection when the exchange is still running at its deadline (write, read or connect). */
+        private void expire() {
+            synchronized (this) {
+                if (finished) {
+                    return;
+                }
+                expired = true;
+                if (connection != null) {
+                    connection.closeQuietly();
+                }
             }
         }
 
@@ -211,6 +267,11 @@ final class Http1Client implements AutoCloseable {
                             + e.getMessage(), e);
                 } catch (RuntimeException e) {
                     failure = e;
+                } catch (Error e) {
+                    failure = new IllegalStateException(method + " " + origin.resolve(target) + " failed: " + e, e);
+                    throw e;
+                } finally {
+                    deadline.cancel(false);
                 }
             }
             if (failure != null) {
@@ -223,58 +284,106 @@ final class Http1Client implements AutoCloseable {
             try {
                 return attempt();
             } catch (IOException e) {
-                if (!reused || connection == null || connection.answerBytes > 0 || e instanceof SocketTimeoutException) {
+                boolean idempotent = !method.equals("POST");
+                if (!reused || !idempotent || connection == null || connection.answerBytes > 0 || expired) {
                     throw e;
                 }
-                // A kept-alive connection the server had closed: nothing of the request was read. Once more, anew.
-                connection.closeQuietly();
-                reused = false;
-                sendFailure = null;
-                connection = connect();
-                try {
-                    connection.write(request(), body);
-                } catch (IOException again) {
-                    sendFailure = again;
-                }
+                // A kept connection that the server closed after the check that it was open, without an answer:
+                // sent once more on a new connection, which is harmless for an idempotent request (POSTs are not
+                // sent twice: the server may have acted on the first one).
+                send(null);
                 return attempt();
             }
         }
 
         private Response attempt() throws IOException {
-            if (connection == null) {
-                throw sendFailure;
+            Connection c = connection;
+            if (c == null) {
+                throw timedOut(sendFailure);
             }
             Response r;
             try {
-                r = connection.readResponse(method);
-            } catch (IOException | RuntimeException e) {
-                connection.closeQuietly();
-                if (sendFailure != null) {
-                    throw sendFailure; // not sent whole and no answer: the send's failure says why
+                r = c.readResponse(method);
+            } catch (Throwable e) {
+                c.closeQuietly();
+                if (e instanceof IOException io) {
+                    // Not sent whole and no answer: the send's failure says why.
+                    throw timedOut(sendFailure != null ? sendFailure : io);
                 }
                 throw e;
             }
-            if (sendFailure != null || connection.mustClose) {
-                connection.closeQuietly();
+            boolean keep;
+            synchronized (this) {
+                finished = true;
+                keep = !expired;
+            }
+            if (keep && sendFailure == null && !c.mustClose) {
+                release(c);
             } else {
-                release(connection);
+                c.closeQuietly();
             }
             return r;
         }
+
+        /** {@code e}, or a timeout saying so when the deadline closed the connection under it. */
+        private IOException timedOut(IOException e) {
+            if (!expired || e instanceof SocketTimeoutException) {
+                return e;
+            }
+            SocketTimeoutException t = new SocketTimeoutException("no answer within " + timeoutMs + " ms");
+            t.initCause(e);
+            return t;
+        }
+    }
+
+    /** A pooled connection still open with nothing unread on it, or null (stale ones are closed). */
+    private Connection live() {
+        Connection c;
+        while ((c = pooled()) != null) {
+            if (c.idleAndOpen()) {
+                return c;
+            }
+            c.closeQuietly();
+        }
+        return null;
     }
 
     /** A socket with its buffered streams and what the last answer said about keeping it. */
     private final class Connection {
+        private final SocketChannel channel;
         private final Socket socket;
         private final InputStream in;
         private final OutputStream out;
+        private final ByteBuffer probe = ByteBuffer.allocate(1);
         private long answerBytes;
         private boolean mustClose;
 
-        Connection(Socket socket) throws IOException {
+        Connection(SocketChannel channel, Socket socket) throws IOException {
+            this.channel = channel;
             this.socket = socket;
             this.in = new BufferedInputStream(socket.getInputStream(), 64 * 1024);
             this.out = new BufferedOutputStream(socket.getOutputStream(), 64 * 1024);
+        }
+
+        /**
+         * Whether a kept connection can carry the next request: still open, and nothing arrived on it while idle
+         * (an answer to no request, e.g. a server's 408 before it closes, must not be read as the next one's).
+         */
+        boolean idleAndOpen() {
+            try {
+                if (in.available() > 0) {
+                    return false;
+                }
+                channel.configureBlocking(false);
+                try {
+                    probe.clear();
+                    return channel.read(probe) == 0;
+                } finally {
+                    channel.configureBlocking(true);
+                }
+            } catch (IOException | RuntimeException e) {
+                return false;
+            }
         }
 
         void write(byte[] head, byte[] body) throws IOException {
@@ -290,6 +399,7 @@ final class Http1Client implements AutoCloseable {
         void closeQuietly() {
             try {
                 socket.close();
+                channel.close();
             } catch (IOException ignored) {
                 // closing anyway
             }

@@ -41,7 +41,7 @@ public final class SidecarClient implements AutoCloseable {
 
     /**
      * @param connectTimeout longest wait for a connection
-     * @param timeout        longest wait for any byte of an answer (a read that waits longer fails the call)
+     * @param timeout        longest a call may take, from sending its request to the end of its answer
      */
     public SidecarClient(URI base, ModelShape shape, Duration connectTimeout, Duration timeout) {
         this.base = base;
@@ -89,6 +89,13 @@ public final class SidecarClient implements AutoCloseable {
             return new Pending<>(value);
         }
 
+        /** A call that failed before its request could be sent. */
+        private static <T> Pending<T> failed(RuntimeException e) {
+            Pending<T> p = new Pending<>(null);
+            p.failure = e;
+            return p;
+        }
+
         /** Reads the answer (blocking) and returns it decoded; a failure is thrown again on every call. */
         public T await() {
             if (!done) {
@@ -101,6 +108,9 @@ public final class SidecarClient implements AutoCloseable {
                     result = decode.apply(r.body());
                 } catch (RuntimeException e) {
                     failure = e;
+                } catch (Error e) {
+                    failure = new IllegalStateException(what + " failed: " + e, e);
+                    throw e;
                 }
             }
             if (failure != null) {
@@ -144,7 +154,8 @@ public final class SidecarClient implements AutoCloseable {
     }
 
     public Pending<int[]> startAppend(long sequence, Wire.AppendRequest request) {
-        return start("POST", "/v1/sequences/" + sequence + "/entries", Wire.encodeAppend(request), 200, body -> {
+        return start("POST", "/v1/sequences/" + sequence + "/entries", () -> Wire.encodeAppend(request), 200,
+                body -> {
             JsonNode positions = json(body).get("positions");
             int[] out = new int[positions.size()];
             for (int i = 0; i < out.length; i++) {
@@ -159,7 +170,7 @@ public final class SidecarClient implements AutoCloseable {
     }
 
     public Pending<PartialAttention> startAttend(long sequence, Wire.AttendRequest request) {
-        return start("POST", "/v1/sequences/" + sequence + "/attention", Wire.encodeAttend(request), 200,
+        return start("POST", "/v1/sequences/" + sequence + "/attention", () -> Wire.encodeAttend(request), 200,
                 Wire::decodePartial);
     }
 
@@ -180,13 +191,14 @@ public final class SidecarClient implements AutoCloseable {
     }
 
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
-        return start("POST", "/v1/sequences/" + sequence + "/steps", Wire.encodeStep(request), 200,
+        return start("POST", "/v1/sequences/" + sequence + "/steps", () -> Wire.encodeStep(request), 200,
                 body -> Wire.decodeStepResponse(body, shape)).await();
     }
 
     /** A gateway's step on the owning shard: store the token at {@code position}, answer the shard's partial. */
     public Pending<PartialAttention> startStepPartial(long sequence, Wire.StepRequest request, int position) {
-        return start("POST", "/v1/sequences/" + sequence + "/steps?position=" + position, Wire.encodeStep(request),
+        return start("POST", "/v1/sequences/" + sequence + "/steps?position=" + position,
+                () -> Wire.encodeStep(request),
                 200, Wire::decodePartial);
     }
 
@@ -211,9 +223,19 @@ public final class SidecarClient implements AutoCloseable {
         return json(send("GET", "/v1/stats", null, null, 200));
     }
 
-    private <T> Pending<T> start(String method, String path, byte[] body, int expected, Function<byte[], T> decode) {
-        return new Pending<>(http.start(method, path, OCTETS, ACCEPT_BINARY, body), method + " " + base.resolve(path),
-                expected, decode);
+    /**
+     * Sends a binary request; the body is encoded by {@code body} here, so that any failure before the request is
+     * out (a request that cannot be encoded) comes back from {@link Pending#await} like every other: a caller that
+     * started several calls reads them all.
+     */
+    private <T> Pending<T> start(String method, String path, java.util.function.Supplier<byte[]> body, int expected,
+                                 Function<byte[], T> decode) {
+        try {
+            return new Pending<>(http.start(method, path, OCTETS, ACCEPT_BINARY, body.get()),
+                    method + " " + base.resolve(path), expected, decode);
+        } catch (RuntimeException e) {
+            return Pending.failed(e);
+        }
     }
 
     private byte[] send(String method, String path, String contentType, byte[] body, int expected) {
