@@ -39,6 +39,8 @@ class Http1ClientTest {
     private final List<Socket> accepted = new ArrayList<>();
     private final BlockingQueue<String> requests = new LinkedBlockingQueue<>();
     private final AtomicInteger connections = new AtomicInteger();
+    /** Released when a test ends: scripted servers that stall or pace wait on it. */
+    private final java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
     private Http1Client client;
 
     private URI serve(Script script) throws IOException {
@@ -77,6 +79,7 @@ class Http1ClientTest {
 
     @AfterEach
     void stop() throws IOException {
+        stopped.countDown();
         if (client != null) {
             client.close();
         }
@@ -281,7 +284,7 @@ class Http1ClientTest {
     void aServerThatReadsNothingTimesOutTheSend() throws Exception {
         URI origin = serve((n, in, out) -> {
             try {
-                Thread.sleep(10_000); // accepts, never reads: the client's large body fills the buffers
+                stopped.await(10, TimeUnit.SECONDS); // accepts, never reads: the client's large body fills the buffers
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             }
@@ -302,7 +305,9 @@ class Http1ClientTest {
             for (int i = 0; i < 100; i++) {
                 write(out, "x");
                 try {
-                    Thread.sleep(50);
+                    if (stopped.await(50, TimeUnit.MILLISECONDS)) {
+                        return; // one byte every 50 ms until the test ends
+                    }
                 } catch (InterruptedException e) {
                     return;
                 }
