@@ -43,6 +43,11 @@ public final class ServiceBench implements Callable<Integer> {
     @Option(names = "--steps", defaultValue = "60", description = "Timed steps per path, alternating the paths step by step (default ${DEFAULT-VALUE}).")
     int steps;
 
+    @Option(names = "--warmup", defaultValue = "2000", description = "Steps through every path on a second, "
+            + "256-token sequence before timing, so that each process runs its request handling compiled rather than "
+            + "interpreted (default ${DEFAULT-VALUE}).")
+    int warmup;
+
     @Option(names = "--q-heads", defaultValue = "32", description = "Query heads (default ${DEFAULT-VALUE}).")
     int qHeads;
 
@@ -77,12 +82,15 @@ public final class ServiceBench implements Callable<Integer> {
 
     /** Longest context the bench fills (its shards hold it in fp16 within their budgets). */
     private static final int MAX_CONTEXT = 1 << 20;
+    /** Tokens of the short sequence the warm-up steps run on. */
+    private static final int WARM_CONTEXT = 256;
 
     @Override
     public Integer call() {
-        if (context < 1 || context > MAX_CONTEXT || shards < 1 || shards > 16 || steps < ROUNDS || steps > 100_000) {
-            throw new Main.UsageException("--context must be in [1, " + MAX_CONTEXT + "], --shards in [1, 16] and "
-                    + "--steps in [" + ROUNDS + ", 100000].");
+        if (context < 1 || context > MAX_CONTEXT || shards < 1 || shards > 16 || steps < ROUNDS || steps > 100_000
+                || warmup < 0 || warmup > 100_000) {
+            throw new Main.UsageException("--context must be in [1, " + MAX_CONTEXT + "], --shards in [1, 16], "
+                    + "--steps in [" + ROUNDS + ", 100000] and --warmup in [0, 100000].");
         }
         ModelShape shape;
         try {
@@ -91,7 +99,8 @@ public final class ServiceBench implements Callable<Integer> {
             throw new Main.UsageException("bad model shape: " + e.getMessage() + ".");
         }
         long entryBytes = 4L * shape.kvWidth();  // fp16 K and V
-        long budget = Math.max(64L << 20, 2 * (context + steps * 3L + 1024) * entryBytes / shards + (8L << 20));
+        long budget = Math.max(64L << 20, 2 * (context + steps * 3L + WARM_CONTEXT + warmup + 1024) * entryBytes / shards
+                + (8L << 20));
         Path root = SidecarProcess.projectRoot();
         Path jar = SidecarProcess.appJar(root);
         Path logs = root.resolve("src-test/target/bench-service");
@@ -121,7 +130,9 @@ public final class ServiceBench implements Callable<Integer> {
 
             HashRouter router = new HashRouter(topK);
             ExpertShardMap map = ExpertShardMap.roundRobin(experts, shards);
-            // Warm-up of every path (JIT, connections), then rounds alternating the paths step by step.
+            warmUp(shape, plain, published, local, router, map, rnd, out);
+            // Then the long sequence's own first steps (its pages, connections), then the timed steps, alternating
+            // the paths step by step.
             for (int i = 0; i < 10; i++) {
                 Wire.StepRequest step = step(shape, rnd);
                 plain.client().step(plain.sequence(), step);
@@ -162,6 +173,7 @@ public final class ServiceBench implements Callable<Integer> {
             report.put("context", context);
             report.put("shards", shards);
             report.put("steps", steps);
+            report.put("warmup_steps", warmup);
             report.put("inprocess_steps_per_s", BenchReport.round(localRate, 4));
             report.put("http_steps_per_s", BenchReport.round(httpRate, 4));
             report.put("http_overhead_ratio", BenchReport.round(localRate / httpRate, 4));
@@ -327,6 +339,50 @@ public final class ServiceBench implements Callable<Integer> {
                 c.client().append(c.sequence(), request);
             }
         }
+    }
+
+    /**
+     * JIT warm-up: a service handles a step in code that C2 compiles only after thousands of calls, which the timed
+     * steps alone (tens per second) would not give it. The warm-up runs on its own short sequence, closed afterwards.
+     */
+    private void warmUp(ModelShape shape, Cluster plain, Cluster published, KvStore local, HashRouter router,
+                        ExpertShardMap map, SplittableRandom rnd, PrintWriter out) {
+        if (warmup == 0) {
+            return;
+        }
+        out.println("warming up: " + warmup + " steps on a " + WARM_CONTEXT + "-token sequence through each path ...");
+        out.flush();
+        List<Cluster> clusters = published == null ? List.of(plain) : List.of(plain, published);
+        long[] warm = new long[clusters.size()];
+        for (int c = 0; c < warm.length; c++) {
+            warm[c] = clusters.get(c).client().createSequence(null);
+        }
+        long localWarm = local.createSequence();
+        Wire.AppendRequest.Entry[] entries = new Wire.AppendRequest.Entry[WARM_CONTEXT];
+        for (int i = 0; i < entries.length; i++) {
+            int expert = rnd.nextInt(experts);
+            float[] k = gaussian(shape.kvWidth(), rnd);
+            float[] v = gaussian(shape.kvWidth(), rnd);
+            entries[i] = new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, expert, k, v);
+            local.append(localWarm, 0, expert, k, v);
+        }
+        for (int c = 0; c < warm.length; c++) {
+            clusters.get(c).client().append(warm[c], new Wire.AppendRequest(0, entries));
+        }
+        for (int i = 0; i < warmup; i++) {
+            Wire.StepRequest step = step(shape, rnd);
+            for (int c = 0; c < warm.length; c++) {
+                clusters.get(c).client().step(warm[c], step);
+            }
+            localStep(local, localWarm, step, router, map);
+            if (i % 500 == 0) {
+                timers(plain); // the metrics read around the timed steps: compiled now, not while they run
+            }
+        }
+        for (int c = 0; c < warm.length; c++) {
+            clusters.get(c).client().closeSequence(warm[c]);
+        }
+        local.closeSequence(localWarm);
     }
 
     /** The in-process step: route with plain top-k, append to the primary expert's shard, attend over all. */
