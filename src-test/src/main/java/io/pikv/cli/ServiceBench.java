@@ -145,6 +145,7 @@ public final class ServiceBench implements Callable<Integer> {
             double[] localMs = new double[steps];
             double[] telemetryMs = new double[steps];
             long recordsBefore = kafka == null ? 0 : kafka.records(LocalKafka.TELEMETRY_TOPIC);
+            long telemetryCpuBefore = published == null ? -1 : telemetryCpu(published);
             Map<String, double[]> timersBefore = timers(plain);
             long wallStart = System.nanoTime();
             for (int i = 0; i < steps; i++) {
@@ -164,6 +165,7 @@ public final class ServiceBench implements Callable<Integer> {
             }
             double wallS = (System.nanoTime() - wallStart) / 1e9;
             Map<String, double[]> timersAfter = timers(plain);
+            long telemetryCpuAfter = published == null ? -1 : telemetryCpu(published);
             double httpRate = steps / (sum(httpMs) / 1e3);
             double localRate = steps / (sum(localMs) / 1e3);
             Arrays.sort(httpMs);
@@ -192,6 +194,11 @@ public final class ServiceBench implements Callable<Integer> {
                 report.put("telemetry_cost", BenchReport.round(1 - telemetryRate / httpRate, 4));
                 report.put("telemetry_records", records);
                 report.put("telemetry_records_per_s", BenchReport.round(records / wallS, 4));
+                // The direct measure: the publishing threads' CPU time as a share of the processors' time over the
+                // timed steps (clock ticks of 1/100 s, Linux's USER_HZ). On shards that keep every processor busy
+                // this is the share of their throughput that telemetry takes.
+                report.put("telemetry_cpu_share", telemetryCpuBefore < 0 ? null : BenchReport.round(
+                        (telemetryCpuAfter - telemetryCpuBefore) / (wallS * 100.0 * processors), 4));
             }
             report.print(out);
             if (json != null) {
@@ -248,6 +255,39 @@ public final class ServiceBench implements Callable<Integer> {
         all.add(gateway);
         SidecarClient client = new SidecarClient(gateway.uri(), shape);
         return new Cluster(processes, client, client.createSequence(null));
+    }
+
+    /**
+     * CPU clock ticks spent by the telemetry threads of the cluster's shard processes (the window, the sender and the
+     * Kafka producer's network thread), from Linux's {@code /proc}; -1 where it is not there.
+     */
+    private static long telemetryCpu(Cluster cluster) {
+        long ticks = 0;
+        for (SidecarProcess p : cluster.processes()) {
+            if (p.name().endsWith("gateway")) {
+                continue; // gateways publish no telemetry
+            }
+            Path tasks = Path.of("/proc", String.valueOf(p.pid()), "task");
+            try (java.util.stream.Stream<Path> threads = java.nio.file.Files.list(tasks)) {
+                for (Path t : (Iterable<Path>) threads::iterator) {
+                    String stat;
+                    try {
+                        stat = java.nio.file.Files.readString(t.resolve("stat"));
+                    } catch (java.io.IOException e) {
+                        continue; // the thread ended
+                    }
+                    int close = stat.lastIndexOf(')');
+                    String name = stat.substring(stat.indexOf('(') + 1, close);
+                    if (name.startsWith("pikv-telemetry") || name.startsWith("kafka-producer")) {
+                        String[] f = stat.substring(close + 2).split(" ");
+                        ticks += Long.parseLong(f[11]) + Long.parseLong(f[12]); // utime + stime
+                    }
+                }
+            } catch (java.io.IOException e) {
+                return -1;
+            }
+        }
+        return ticks;
     }
 
     /** Per "role op": the sum of seconds and the count of pikv_request_seconds over the cluster's processes. */

@@ -124,6 +124,15 @@ public final class SidecarProcess implements AutoCloseable {
         return uri;
     }
 
+    public String name() {
+        return name;
+    }
+
+    /** The sidecar's process id. */
+    public long pid() {
+        return process.pid();
+    }
+
     public Path log() {
         return log;
     }
