@@ -82,6 +82,8 @@ public final class ServiceBench implements Callable<Integer> {
 
     /** Longest context the bench fills (its shards hold it in fp16 within their budgets). */
     private static final int MAX_CONTEXT = 1 << 20;
+    /** Reads the processes' /q/metrics (not on the timed path). */
+    private static final java.net.http.HttpClient METRICS_HTTP = java.net.http.HttpClient.newHttpClient();
     /** Tokens of the short sequence the warm-up steps run on. */
     private static final int WARM_CONTEXT = 256;
 
@@ -293,11 +295,10 @@ public final class ServiceBench implements Callable<Integer> {
     /** Per "role op": the sum of seconds and the count of pikv_request_seconds over the cluster's processes. */
     private static Map<String, double[]> timers(Cluster cluster) {
         Map<String, double[]> out = new HashMap<>();
-        java.net.http.HttpClient http = java.net.http.HttpClient.newHttpClient();
         for (SidecarProcess p : cluster.processes()) {
             String text;
             try {
-                text = http.send(java.net.http.HttpRequest.newBuilder(p.uri().resolve("/q/metrics")).build(),
+                text = METRICS_HTTP.send(java.net.http.HttpRequest.newBuilder(p.uri().resolve("/q/metrics")).build(),
                         java.net.http.HttpResponse.BodyHandlers.ofString()).body();
             } catch (java.io.IOException e) {
                 throw new java.io.UncheckedIOException("cannot read the metrics of " + p.uri(), e);
