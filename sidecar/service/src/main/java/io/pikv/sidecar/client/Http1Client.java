@@ -55,6 +55,7 @@ final class Http1Client implements AutoCloseable {
     private final int timeoutMs;
     private final long maxBodyBytes;
     private final int maxIdle;
+    private final SSLSocketFactory tlsFactory;
     private final ArrayDeque<Connection> idle = new ArrayDeque<>();
     /** Closes the connection of an exchange that runs past its deadline (one thread for every client). */
     private static final ScheduledThreadPoolExecutor DEADLINES = deadlines();
@@ -65,6 +66,12 @@ final class Http1Client implements AutoCloseable {
     }
 
     Http1Client(URI origin, Duration connectTimeout, Duration timeout, long maxBodyBytes, int maxIdle) {
+        this(origin, connectTimeout, timeout, maxBodyBytes, maxIdle, (SSLSocketFactory) SSLSocketFactory.getDefault());
+    }
+
+    /** With the TLS socket factory for {@code https} origins (tests pass one that trusts their own certificate). */
+    Http1Client(URI origin, Duration connectTimeout, Duration timeout, long maxBodyBytes, int maxIdle,
+                SSLSocketFactory tlsFactory) {
         String scheme = origin.getScheme() == null ? "" : origin.getScheme().toLowerCase(Locale.ROOT);
         if (!scheme.equals("http") && !scheme.equals("https")) {
             throw new IllegalArgumentException("'" + origin + "' is not an http or https URL");
@@ -82,6 +89,7 @@ final class Http1Client implements AutoCloseable {
         this.timeoutMs = millis(timeout);
         this.maxBodyBytes = maxBodyBytes;
         this.maxIdle = maxIdle;
+        this.tlsFactory = tlsFactory;
     }
 
     private static ScheduledThreadPoolExecutor deadlines() {
@@ -102,7 +110,11 @@ final class Http1Client implements AutoCloseable {
         return origin;
     }
 
-    /** Sends the request and returns the exchange whose answer {@link Exchange#await} reads. */
+    /**
+     * Sends the request on the caller's thread (connecting first when no kept connection is free) and returns the
+     * exchange whose answer {@link Exchange#await} reads. The request is out when this returns, unless a server does
+     * not take its body: then this waits, at most until the exchange's deadline.
+     */
     Exchange start(String method, String target, String contentType, String accept, byte[] body) {
         return new Exchange(method, target, contentType, accept, body);
     }
@@ -147,17 +159,16 @@ final class Http1Client implements AutoCloseable {
         c.closeQuietly();
     }
 
-    private Connection connect() throws IOException {
+    private Connection connect(int timeout) throws IOException {
         SocketChannel channel = SocketChannel.open();
         Socket socket = channel.socket();
         try {
             socket.setTcpNoDelay(true);
-            socket.connect(new InetSocketAddress(host, port), connectTimeoutMs);
+            socket.connect(new InetSocketAddress(host, port), timeout);
             socket.setSoTimeout(timeoutMs);
             Socket stream = socket;
             if (tls) {
-                SSLSocket ssl = (SSLSocket) ((SSLSocketFactory) SSLSocketFactory.getDefault())
-                        .createSocket(socket, host, port, true);
+                SSLSocket ssl = (SSLSocket) tlsFactory.createSocket(socket, host, port, true);
                 SSLParameters params = ssl.getSSLParameters();
                 params.setEndpointIdentificationAlgorithm("HTTPS");
                 ssl.setSSLParameters(params);
@@ -182,6 +193,7 @@ final class Http1Client implements AutoCloseable {
         private final String contentType;
         private final String accept;
         private final byte[] body;
+        private final long started;
         private final ScheduledFuture<?> deadline;
         private Connection connection;
         private boolean reused;
@@ -199,6 +211,7 @@ final class Http1Client implements AutoCloseable {
             this.contentType = contentType;
             this.accept = accept;
             this.body = body;
+            this.started = System.nanoTime();
             this.deadline = DEADLINES.schedule(this::expire, timeoutMs, TimeUnit.MILLISECONDS);
             send(live());
         }
@@ -211,11 +224,11 @@ final class Http1Client implements AutoCloseable {
                 connection = null;
             }
             try {
-                Connection chosen = c != null ? c : connect();
+                Connection chosen = c != null ? c : connect(connectBudget());
                 synchronized (this) {
                     connection = chosen;
                     if (expired) {
-                        chosen.closeQuietly();
+                        chosen.abort();
                     }
                 }
                 chosen.write(request(), body);
@@ -226,6 +239,15 @@ final class Http1Client implements AutoCloseable {
             }
         }
 
+        /** Milliseconds a connect may take: the connect timeout, within what is left of the deadline. */
+        private int connectBudget() throws SocketTimeoutException {
+            long left = timeoutMs - (System.nanoTime() - started) / 1_000_000;
+            if (left <= 0 || expired) {
+                throw new SocketTimeoutException("no answer within " + timeoutMs + " ms");
+            }
+            return (int) Math.min(connectTimeoutMs, left);
+        }
+
         /** Closes the connection when the exchange is still running at its deadline (write, read or connect). */
         private void expire() {
             synchronized (this) {
@@ -234,7 +256,7 @@ final class Http1Client implements AutoCloseable {
                 }
                 expired = true;
                 if (connection != null) {
-                    connection.closeQuietly();
+                    connection.abort();
                 }
             }
         }
@@ -398,9 +420,21 @@ final class Http1Client implements AutoCloseable {
 
         void closeQuietly() {
             try {
-                socket.close();
+                socket.close(); // a TLS socket says close_notify first
+            } catch (IOException | RuntimeException ignored) {
+                // closing anyway
+            }
+            abort();
+        }
+
+        /**
+         * Closes the channel under the socket, which unblocks a thread reading or writing it. Unlike closing a TLS
+         * socket, it takes no lock that such a thread holds, so another thread (the deadline) can always do it.
+         */
+        void abort() {
+            try {
                 channel.close();
-            } catch (IOException ignored) {
+            } catch (IOException | RuntimeException ignored) {
                 // closing anyway
             }
         }

@@ -432,4 +432,91 @@ class Http1ClientTest {
         assertThatThrownBy(() -> new Http1Client(URI.create("http:/nohost"), Duration.ofSeconds(1),
                 Duration.ofSeconds(1), 1, 1)).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("no host");
     }
+
+    /** A key store with a self-signed certificate for 127.0.0.1, made by the JDK's keytool. */
+    private static java.security.KeyStore selfSigned(java.nio.file.Path dir) throws Exception {
+        java.nio.file.Path store = dir.resolve("server.p12");
+        Process keytool = new ProcessBuilder(java.nio.file.Path.of(System.getProperty("java.home"), "bin", "keytool")
+                .toString(), "-genkeypair", "-alias", "server", "-keyalg", "EC", "-dname", "CN=127.0.0.1",
+                "-ext", "SAN=ip:127.0.0.1", "-validity", "2", "-storetype", "PKCS12", "-keystore", store.toString(),
+                "-storepass", "secret", "-keypass", "secret").redirectErrorStream(true).start();
+        String out = new String(keytool.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertThat(keytool.waitFor()).as(out).isZero();
+        java.security.KeyStore ks = java.security.KeyStore.getInstance("PKCS12");
+        try (InputStream in = java.nio.file.Files.newInputStream(store)) {
+            ks.load(in, "secret".toCharArray());
+        }
+        return ks;
+    }
+
+    @Test
+    void overTlsKeptConnectionsWorkAndTheDeadlineEndsABlockedSend(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+            throws Exception {
+        java.security.KeyStore ks = selfSigned(dir);
+        javax.net.ssl.KeyManagerFactory kmf = javax.net.ssl.KeyManagerFactory.getInstance(
+                javax.net.ssl.KeyManagerFactory.getDefaultAlgorithm());
+        kmf.init(ks, "secret".toCharArray());
+        javax.net.ssl.TrustManagerFactory tmf = javax.net.ssl.TrustManagerFactory.getInstance(
+                javax.net.ssl.TrustManagerFactory.getDefaultAlgorithm());
+        tmf.init(ks);
+        javax.net.ssl.SSLContext serverContext = javax.net.ssl.SSLContext.getInstance("TLS");
+        serverContext.init(kmf.getKeyManagers(), null, null);
+        javax.net.ssl.SSLContext clientContext = javax.net.ssl.SSLContext.getInstance("TLS");
+        clientContext.init(null, tmf.getTrustManagers(), null);
+
+        server = serverContext.getServerSocketFactory().createServerSocket(0, 50, InetAddress.getLoopbackAddress());
+        Thread acceptor = new Thread(() -> {
+            while (!server.isClosed()) {
+                try {
+                    Socket s = server.accept();
+                    synchronized (accepted) {
+                        accepted.add(s);
+                    }
+                    int n = connections.getAndIncrement();
+                    Thread t = new Thread(() -> {
+                        try (s) {
+                            ((javax.net.ssl.SSLSocket) s).startHandshake();
+                            if (n == 0) {
+                                for (int i = 0; i < 2; i++) {
+                                    readRequest(s.getInputStream());
+                                    write(s.getOutputStream(), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                                }
+                            }
+                            stopped.await(10, TimeUnit.SECONDS); // connection 1 reads nothing
+                        } catch (IOException | InterruptedException ignored) {
+                            // the client went away
+                        }
+                    });
+                    t.setDaemon(true);
+                    t.start();
+                } catch (IOException e) {
+                    return;
+                }
+            }
+        });
+        acceptor.setDaemon(true);
+        acceptor.start();
+        URI origin = URI.create("https://127.0.0.1:" + server.getLocalPort());
+        client = new Http1Client(origin, Duration.ofSeconds(2), Duration.ofMillis(500), 1 << 20, 4,
+                clientContext.getSocketFactory());
+
+        assertThat(new String(client.send("GET", "/a", null, null, null).body(), StandardCharsets.UTF_8))
+                .isEqualTo("ok");
+        assertThat(new String(client.send("GET", "/b", null, null, null).body(), StandardCharsets.UTF_8))
+                .isEqualTo("ok");
+        assertThat(connections.get()).isEqualTo(1);
+
+        // Keep connection 0 busy with a call it never answers, so the POST takes a new connection whose server
+        // completes the handshake and then reads nothing: the client blocks in a TLS write until the deadline.
+        Http1Client.Exchange kept = client.start("GET", "/c", null, null, null);
+        long t0 = System.nanoTime();
+        assertThatThrownBy(() -> client.send("POST", "/big", null, null, new byte[64 << 20]))
+                .isInstanceOf(UncheckedIOException.class).hasMessageContaining("no answer within 500 ms");
+        assertThat((System.nanoTime() - t0) / 1e9).isLessThan(5);
+        assertThatThrownBy(kept::await).isInstanceOf(UncheckedIOException.class);
+        // The deadline thread is free: a plain exchange afterwards still times out on time.
+        long t1 = System.nanoTime();
+        assertThatThrownBy(() -> client.send("GET", "/d", null, null, null)).isInstanceOf(UncheckedIOException.class);
+        assertThat((System.nanoTime() - t1) / 1e9).isLessThan(5);
+    }
 }
