@@ -44,7 +44,12 @@ class Http1ClientTest {
     private Http1Client client;
 
     private URI serve(Script script) throws IOException {
-        server = new ServerSocket(0, 50, InetAddress.getLoopbackAddress());
+        return serve(new ServerSocket(0, 50, InetAddress.getLoopbackAddress()), script, "http");
+    }
+
+    /** Serves {@code script} on each connection {@code socket} accepts (a TLS one after its handshake). */
+    private URI serve(ServerSocket socket, Script script, String scheme) {
+        server = socket;
         Thread acceptor = new Thread(() -> {
             while (!server.isClosed()) {
                 try {
@@ -55,6 +60,9 @@ class Http1ClientTest {
                     int n = connections.getAndIncrement();
                     Thread t = new Thread(() -> {
                         try (s) {
+                            if (s instanceof javax.net.ssl.SSLSocket tls) {
+                                tls.startHandshake();
+                            }
                             script.run(n, s.getInputStream(), s.getOutputStream());
                         } catch (IOException ignored) {
                             // the client went away
@@ -69,7 +77,7 @@ class Http1ClientTest {
         });
         acceptor.setDaemon(true);
         acceptor.start();
-        return URI.create("http://127.0.0.1:" + server.getLocalPort());
+        return URI.create(scheme + "://127.0.0.1:" + server.getLocalPort());
     }
 
     private Http1Client client(URI origin, Duration timeout) {
@@ -464,39 +472,20 @@ class Http1ClientTest {
         javax.net.ssl.SSLContext clientContext = javax.net.ssl.SSLContext.getInstance("TLS");
         clientContext.init(null, tmf.getTrustManagers(), null);
 
-        server = serverContext.getServerSocketFactory().createServerSocket(0, 50, InetAddress.getLoopbackAddress());
-        Thread acceptor = new Thread(() -> {
-            while (!server.isClosed()) {
-                try {
-                    Socket s = server.accept();
-                    synchronized (accepted) {
-                        accepted.add(s);
-                    }
-                    int n = connections.getAndIncrement();
-                    Thread t = new Thread(() -> {
-                        try (s) {
-                            ((javax.net.ssl.SSLSocket) s).startHandshake();
-                            if (n == 0) {
-                                for (int i = 0; i < 2; i++) {
-                                    readRequest(s.getInputStream());
-                                    write(s.getOutputStream(), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                                }
-                            }
-                            stopped.await(10, TimeUnit.SECONDS); // connection 1 reads nothing
-                        } catch (IOException | InterruptedException ignored) {
-                            // the client went away
+        URI origin = serve(serverContext.getServerSocketFactory().createServerSocket(0, 50,
+                InetAddress.getLoopbackAddress()), (n, in, out) -> {
+                    if (n == 0) {
+                        for (int i = 0; i < 2; i++) {
+                            readRequest(in);
+                            write(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
                         }
-                    });
-                    t.setDaemon(true);
-                    t.start();
-                } catch (IOException e) {
-                    return;
-                }
-            }
-        });
-        acceptor.setDaemon(true);
-        acceptor.start();
-        URI origin = URI.create("https://127.0.0.1:" + server.getLocalPort());
+                    }
+                    try {
+                        stopped.await(10, TimeUnit.SECONDS); // then reads nothing
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                }, "https");
         client = new Http1Client(origin, Duration.ofSeconds(2), Duration.ofMillis(500), 1 << 20, 4,
                 clientContext.getSocketFactory());
 
