@@ -14,9 +14,9 @@ import java.io.UncheckedIOException;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.net.SocketTimeoutException;
+import java.net.URI;
 import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
-import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayDeque;
@@ -31,8 +31,8 @@ import java.util.concurrent.TimeUnit;
  * <p>Why not the JDK's {@code HttpClient}: it hands every exchange to its selector thread and completes it on an
  * executor, three thread wake-ups per call that cost 1.5–3 ms per hop on the 2-core machines this was measured on
  * (docs/sidecar-api.md, Benchmark); here a call is a write and a read on the caller's thread. {@link #start} sends a
- * request and returns at once, so a caller fans out to several shards by starting every call and then reading each
- * answer ({@link Exchange#await}), with no thread per call.
+ * request without waiting for its answer, so a caller fans out to several shards by starting every call and then
+ * reading each answer ({@link Exchange#await}), with no thread per call.
  *
  * <p>Requests carry {@code Content-Length}; answers may use {@code Content-Length}, chunked transfer coding, or
  * close-delimited bodies. A connection goes back to the idle pool after a complete answer unless either side asked
@@ -40,7 +40,7 @@ import java.util.concurrent.TimeUnit;
  * deadline (the timeout) for connecting, sending and reading its whole answer; past it the connection is closed and
  * the call fails as timed out. An idempotent request (not a POST) whose kept connection fails before any byte of an
  * answer arrived is sent once more on a new connection; a POST never is, since the server may have acted on it.
- * {@code https} origins use the JDK's default TLS socket factory with host name verification.
+ * {@code https} origins use the JDK's default TLS socket factory (or the one given) with host name verification.
  */
 final class Http1Client implements AutoCloseable {
     /** Longest status line plus headers accepted in an answer. */
