@@ -15,8 +15,10 @@ import java.util.Map;
  * {@code adaptive}, which runs ghost copies of those four on the lookups and stores and follows the one that would
  * have hit most. ({@code streaming} is left out: its sinks are a request's first blocks, and blocks stored one by
  * one have no request.) The policies count blocks, so the store also holds at most a number of blocks: the byte
- * capacity over the block size (a model server's blocks have one size), at most {@link #MAX_BLOCKS}, computed at the
- * first put and again when a block less than half that size arrives. Thread-safe.
+ * capacity over the block size (a model server's blocks have one size), at most {@link #MAX_BLOCKS}. The size is the
+ * first block's, then the median of the last {@link #SIZE_SAMPLES} blocks stored whenever that median moves by a
+ * factor of two or more either way (one stray block does not move it); the policies' history then restarts with the
+ * residents, least recently used first. Thread-safe.
  */
 public final class BlockStore {
     private static final Logger LOG = Logger.getLogger(BlockStore.class);
@@ -24,15 +26,20 @@ public final class BlockStore {
     public static final List<String> POLICIES = List.of("lru", "h2o", "utility", "lrfu", "adaptive");
     /** The most blocks the store holds, whatever their size: bounds the policies' bookkeeping. */
     public static final int MAX_BLOCKS = 16_384;
+    /** Recent block sizes the count follows (their median). */
+    static final int SIZE_SAMPLES = 64;
 
     private final long capacityBytes;
     private final String policy;
-    /** Resident payloads, in the order they were first stored. */
-    private final Map<Long, byte[]> payloads = new LinkedHashMap<>();
+    /** Resident payloads, least recently stored or read first. */
+    private final Map<Long, byte[]> payloads = new LinkedHashMap<>(16, 0.75f, true);
+    /** The sizes of the last blocks stored (a ring), for the count's block size. */
+    private final int[] sizes = new int[SIZE_SAMPLES];
+    private long stored;
     /** Created at the first put, when the block size is known. */
     private BlockIndex index;
     private int capacityBlocks;
-    /** The block size the count was computed from: the smallest seen, within a factor of two. */
+    /** The block size the count was computed from. */
     private int sizingBytes;
     private long bytes;
     private long hits;
@@ -93,37 +100,63 @@ public final class BlockStore {
         if (payload.length > capacityBytes) {
             throw new BlockTooLargeException(payload.length, capacityBytes);
         }
+        sizes[(int) (stored++ % SIZE_SAMPLES)] = payload.length;
         if (index == null) {
             sizeFor(payload.length);
-        } else if (payload.length < sizingBytes / 2 && capacityBlocks < MAX_BLOCKS) {
-            // Blocks of another size: the count the policies work with follows the smallest (the byte capacity
-            // still bounds the whole); the policies' history restarts with the residents, oldest first.
-            int before = capacityBlocks;
-            sizeFor(payload.length);
-            LOG.warnf("block cache: a block of %d bytes, smaller than the %d bytes the cache was sized for: up to %d"
-                    + " blocks instead of %d (the policy's history restarts)", payload.length, sizingBytes,
-                    capacityBlocks, before);
-            for (long resident : payloads.keySet()) {
-                index.put(resident);
+        } else {
+            int typical = medianSize();
+            if (typical <= sizingBytes / 2 || typical >= 2L * sizingBytes) {
+                int before = capacityBlocks;
+                int beforeBytes = sizingBytes;
+                sizeFor(typical);
+                if (capacityBlocks != before) {
+                    LOG.warnf("block cache: blocks are now of about %d bytes (median of the last %d), against the %d"
+                            + " bytes the cache was sized for: up to %d blocks instead of %d (the policy's history"
+                            + " restarts)", typical, Math.min(stored, SIZE_SAMPLES), beforeBytes, capacityBlocks,
+                            before);
+                }
+                for (long resident : payloads.keySet()) {
+                    index.put(resident); // least recently used first, so the policy's recency order carries over
+                }
             }
         }
-        byte[] old = payloads.get(hash);
+        int others = payloads.size();
+        byte[] old = payloads.put(hash, payload);
+        long oldLength = old == null ? 0 : old.length;
         if (old != null) {
-            bytes -= old.length;
+            others--;
         }
-        int others = payloads.size() - (old == null ? 0 : 1);
-        index.put(hash, () -> {
-            // The block itself is not a candidate here; others go until its payload fits. With no other block left
-            // the loop has ended: bytes are then 0 and the payload is within the capacity.
-            int count = others;
-            while (bytes + payload.length > capacityBytes || count >= capacityBlocks) {
-                bytes -= payloads.remove(index.evict()).length;
-                count--;
-                evictions++;
+        int othersBefore = others;
+        try {
+            index.put(hash, () -> {
+                // The block itself is not a candidate here; others go until its payload fits (and, after a smaller
+                // count, until the count is kept). With no other block left the loop has ended: the payload alone
+                // is within the capacity.
+                int count = othersBefore;
+                while (bytes - oldLength + payload.length > capacityBytes || count >= capacityBlocks) {
+                    bytes -= payloads.remove(index.evict()).length;
+                    count--;
+                    evictions++;
+                }
+            });
+        } catch (RuntimeException | Error e) {
+            // Nothing stored: the payload map goes back to what the index holds.
+            if (old != null) {
+                payloads.put(hash, old);
+            } else {
+                payloads.remove(hash);
             }
-        });
-        payloads.put(hash, payload);
-        bytes += payload.length;
+            throw e;
+        }
+        bytes += payload.length - oldLength;
+    }
+
+    /** The median of the recent block sizes. */
+    private int medianSize() {
+        int n = (int) Math.min(stored, SIZE_SAMPLES);
+        int[] recent = java.util.Arrays.copyOf(sizes, n);
+        java.util.Arrays.sort(recent);
+        return recent[n / 2];
     }
 
     /** The block, or null (counted as a miss). */

@@ -26,19 +26,57 @@ class BlockStoreTest {
         assertThat(store.get(3)).isNull();
         assertThat(store.get(4)).hasSize(100);
 
-        // Blocks of a twentieth of the size: the count follows them (1000 / 5), so ten more fit in the bytes left.
-        for (int i = 20; i < 30; i++) {
+        // Blocks of a twentieth of the size: the count follows them (1000 / 5) once they are most of the recent
+        // blocks (the median of the sizes stored). Until then the count of 10 binds: from the third small block on,
+        // each evicts the least recently used (4, 5, ..., 9, 0, 10, then the first small one).
+        for (int i = 20; i < 50; i++) {
             store.put(i, new byte[5]);
         }
-        assertThat(store.stats().capacityBlocks()).isEqualTo(200);
-        assertThat(store.stats().blocks()).isEqualTo(18);
-        assertThat(store.stats().bytes()).isEqualTo(1000);
-        assertThat(store.stats().evictions()).isEqualTo(3);
-        assertThat(store.get(0)).hasSize(100);
-        assertThat(store.get(29)).hasSize(5);
+        BlockStore.Stats after = store.stats();
+        assertThat(after.capacityBlocks()).isEqualTo(200);
+        assertThat(after.evictions()).isEqualTo(3 + 9);
+        assertThat(after.blocks()).isEqualTo(29);
+        assertThat(after.bytes()).isEqualTo(29 * 5);
+        assertThat(store.get(0)).isNull();
+        assertThat(store.get(20)).isNull();
+        assertThat(store.get(21)).hasSize(5);
         // Blocks somewhat smaller (more than half the size the count was computed from) change nothing.
-        store.put(40, new byte[3]);
+        store.put(60, new byte[3]);
         assertThat(store.stats().capacityBlocks()).isEqualTo(200);
+    }
+
+    @Test
+    void oneStrayBlockDoesNotSetTheCount() {
+        BlockStore store = new BlockStore(1 << 20, "adaptive");
+        store.put(1, new byte[1]); // a probe
+        assertThat(store.stats().capacityBlocks()).isEqualTo(BlockStore.MAX_BLOCKS);
+        for (int i = 2; i < 40; i++) {
+            store.put(i, new byte[8 << 10]);
+        }
+        assertThat(store.stats().capacityBlocks()).isEqualTo(128); // 1 MiB / 8 KiB
+        // ... and one stray small block among them does not undo it.
+        store.put(100, new byte[1]);
+        assertThat(store.stats().capacityBlocks()).isEqualTo(128);
+    }
+
+    @Test
+    void aResizeKeepsTheRecencyOrder() {
+        BlockStore store = new BlockStore(100_000, "lru");
+        for (int i = 0; i < 5; i++) {
+            store.put(i, new byte[1000]); // sized for 1000-byte blocks: 100 of them
+        }
+        store.get(0); // block 0 is now more recent than 1..4
+        for (int i = 100; i < 106; i++) {
+            store.put(i, new byte[100]); // the sixth makes 100 bytes the median: sized anew, history restarts
+        }
+        assertThat(store.stats().capacityBlocks()).isEqualTo(1000);
+        // A large block: the median is 1000 again (sized anew once more), and 600 bytes must go: the least
+        // recently used block, 1 (not 0, the first stored).
+        store.put(200, new byte[95_000]);
+        assertThat(store.stats().evictions()).isEqualTo(1);
+        assertThat(store.get(1)).isNull();
+        assertThat(store.get(0)).hasSize(1000);
+        assertThat(store.stats().bytes()).isLessThanOrEqualTo(100_000);
     }
 
     @Test
