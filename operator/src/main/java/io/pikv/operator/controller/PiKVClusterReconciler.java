@@ -207,8 +207,8 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         }
         if (previous.getShardMapEpoch() != null && previous.getShardMapEpoch() != running.shardMap().epoch()) {
             out.add(decide(cluster, Reasons.REBALANCED, "Shard map epoch " + previous.getShardMapEpoch() + " → "
-                    + running.shardMap().epoch() + ": " + running.shardMap().experts() + " experts round-robin over "
-                    + running.shards() + " shards.", now));
+                    + running.shardMap().epoch() + ": the desired map puts " + running.shardMap().experts()
+                    + " experts round-robin over " + running.shards() + " shards (not yet published to them).", now));
         }
         if (!Objects.equals(previous.getConfigHash(), running.configHash())) {
             out.add(decide(cluster, Reasons.CONFIG_CHANGED, "Config " + previous.getConfigHash() + " → "

@@ -522,6 +522,7 @@ public final class PiKVClusterValidator {
         Map<String, BigDecimal> requestAmounts = amounts(out, "spec.sidecar.resources.requests.", requests);
         resourceNames(out, limits.keySet(), requests.keySet(), gpu);
         extendedResources(out, limitAmounts, requestAmounts, limits, requests);
+        hugePages(out, limitAmounts, requestAmounts, limits, requests);
         for (Map.Entry<String, BigDecimal> request : requestAmounts.entrySet()) {
             BigDecimal limit = limitAmounts.get(request.getKey());
             if (limit != null && request.getValue().compareTo(limit) > 0) {
@@ -616,6 +617,53 @@ public final class PiKVClusterValidator {
                 out.add(new Violation("spec.sidecar.resources.requests." + name, requests.get(name)
                         + " differs from the limit " + limits.get(name) + ": an extended resource's request must "
                         + "equal its limit"));
+            }
+        }
+    }
+
+    /**
+     * Huge pages, as the API server checks them: the name carries a page size ({@code hugepages-2Mi}), the amount is
+     * a whole number of pages, and they cannot be overcommitted (a request needs an equal limit).
+     */
+    private static void hugePages(List<Violation> out, Map<String, BigDecimal> limitAmounts,
+                                  Map<String, BigDecimal> requestAmounts, Map<String, Quantity> limits,
+                                  Map<String, Quantity> requests) {
+        java.util.Set<String> names = new java.util.TreeSet<>(limitAmounts.keySet());
+        names.addAll(requestAmounts.keySet());
+        for (String name : names) {
+            if (!name.startsWith("hugepages-")) {
+                continue;
+            }
+            BigDecimal page;
+            try {
+                page = Quantity.getAmountInBytes(new Quantity(name.substring("hugepages-".length())));
+            } catch (RuntimeException e) {
+                page = null;
+            }
+            if (page == null || page.signum() <= 0 || fractional(page)) {
+                out.add(new Violation("spec.sidecar.resources", "'" + name + "' names no page size: use "
+                        + "hugepages-<size>, e.g. hugepages-2Mi or hugepages-1Gi"));
+                continue;
+            }
+            BigDecimal limit = limitAmounts.get(name);
+            BigDecimal request = requestAmounts.get(name);
+            for (Map.Entry<String, BigDecimal> amount : new java.util.TreeMap<>(Map.of("limits",
+                    limit == null ? BigDecimal.ZERO : limit, "requests", request == null ? BigDecimal.ZERO : request))
+                    .entrySet()) {
+                if (amount.getValue().remainder(page).signum() != 0) {
+                    out.add(new Violation("spec.sidecar.resources." + amount.getKey() + "." + name, (amount.getKey()
+                            .equals("limits") ? limits : requests).get(name) + " is not a whole number of "
+                            + name.substring("hugepages-".length()) + " pages"));
+                }
+            }
+            if (request != null && limit == null) {
+                out.add(new Violation("spec.sidecar.resources.limits." + name, "is required with the request "
+                        + requests.get(name) + ": huge pages cannot be overcommitted, so set the limit (the request "
+                        + "then defaults to it)"));
+            } else if (request != null && request.compareTo(limit) != 0) {
+                out.add(new Violation("spec.sidecar.resources.requests." + name, requests.get(name)
+                        + " differs from the limit " + limits.get(name) + ": a huge pages request must equal its "
+                        + "limit"));
             }
         }
     }

@@ -127,8 +127,9 @@ public final class StatusAggregator {
                 "Shard map epoch " + epoch + " spreads " + run.shardMap().experts() + " experts over " + desired
                         + " shards; waiting for all shards to be ready.", rg, now)
                 : Conditions.set(c, PiKVClusterStatus.REBALANCING, false, Reasons.SHARD_MAP_SETTLED,
-                "All " + desired + " shards are ready for shard map epoch " + epoch + " (the desired map, in the "
-                        + "ConfigMap's control state; shards and gateways apply it from control records).", rg, now);
+                "All " + desired + " shards are ready; shard map epoch " + epoch + " is the desired map (in the "
+                        + "ConfigMap's control state), not yet published to the shards: they run the map they were "
+                        + "started with until control records carry it.", rg, now);
         next.setConditions(c);
         return next;
     }

@@ -164,6 +164,19 @@ class PiKVClusterValidatorTest {
                 bad("a fractional extended resource", c -> c.getSpec().getSidecar().setResources(
                         new ResourceRequirementsBuilder().addToLimits("example.com/fpga", new Quantity("500m")).build()),
                         "spec.sidecar.resources", "example.com/fpga must be a whole number, got 0.5"),
+                bad("huge pages requested without a limit", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToRequests("hugepages-2Mi", new Quantity("1Gi")).build()),
+                        "spec.sidecar.resources.limits.hugepages-2Mi", "huge pages cannot be overcommitted"),
+                bad("huge pages with request and limit apart", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToRequests("hugepages-2Mi", new Quantity("1Gi"))
+                                .addToLimits("hugepages-2Mi", new Quantity("2Gi")).build()),
+                        "spec.sidecar.resources.requests.hugepages-2Mi", "must equal its limit"),
+                bad("huge pages without a page size", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToLimits("hugepages-x", new Quantity("1Gi")).build()),
+                        "spec.sidecar.resources", "'hugepages-x' names no page size"),
+                bad("huge pages not a whole number of pages", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToLimits("hugepages-1Gi", new Quantity("1536Mi")).build()),
+                        "spec.sidecar.resources.limits.hugepages-1Gi", "not a whole number of 1Gi pages"),
                 bad("the GPU given in resources as well as by spec.gpu", c -> {
                     c.getSpec().getGpu().setEnabled(true);
                     c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
@@ -226,6 +239,9 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getAutoscaling().setMinShards(1);
                     c.getSpec().getAutoscaling().setMaxShards(8);
                 }),
+                Arguments.of("huge pages as a limit", (Consumer<PiKVCluster>) c -> c.getSpec().getSidecar()
+                        .setResources(new ResourceRequirementsBuilder().addToLimits("hugepages-2Mi",
+                                new Quantity("512Mi")).build())),
                 Arguments.of("one shard per expert", (Consumer<PiKVCluster>) c -> c.getSpec().setShards(8)));
     }
 
