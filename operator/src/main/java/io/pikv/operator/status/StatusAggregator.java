@@ -11,6 +11,7 @@ import io.pikv.operator.model.ShardCluster;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Objects;
 
 /**
  * Computes the next status from the previous one and what a reconcile saw; pure, so the same inputs give an equal
@@ -103,6 +104,10 @@ public final class StatusAggregator {
         } else if (exist != desired) {
             progressReason = Reasons.SCALING;
             progressMessage = exist + " shard pods exist, " + desired + " desired.";
+        } else if (ready < desired && (!Objects.equals(prev.getDesiredShards(), desired) || scaling(prev))) {
+            // The StatefulSet counts new pods as soon as they are created: a scale is done when they are ready.
+            progressReason = Reasons.SCALING;
+            progressMessage = ready + " of " + desired + " shard pods ready after scaling to " + desired + ".";
         } else {
             progressReason = null;
             progressMessage = null;
@@ -156,6 +161,12 @@ public final class StatusAggregator {
         int updated = st.getUpdatedReplicas() == null ? 0 : st.getUpdatedReplicas();
         return updated >= replicas && (st.getUpdateRevision() == null
                 || st.getUpdateRevision().equals(st.getCurrentRevision()));
+    }
+
+    /** Whether the previous status said a scale was in progress. */
+    private static boolean scaling(PiKVClusterStatus prev) {
+        Condition p = Conditions.find(prev.getConditions(), PiKVClusterStatus.PROGRESSING);
+        return p != null && Conditions.TRUE.equals(p.getStatus()) && Reasons.SCALING.equals(p.getReason());
     }
 
     /** Whether two statuses differ (both are built with preserved timestamps, so equal JSON means no change). */

@@ -62,6 +62,29 @@ class StatusAggregatorTest {
     }
 
     @Test
+    void progressingUntilTheShardsAddedByAScaleAreReady() {
+        PiKVClusterStatus before = next(null, sts(2, 2), T0);
+        before.setDesiredShards(1); // the spec asked for one shard before
+        // The StatefulSet already counts both pods as created and updated; one is not ready yet.
+        PiKVClusterStatus s = next(before, sts(2, 1), T1);
+        assertThat(condition(s, "Progressing").getStatus()).isEqualTo("True");
+        assertThat(condition(s, "Progressing").getReason()).isEqualTo("Scaling");
+        assertThat(condition(s, "Progressing").getMessage()).isEqualTo("1 of 2 shard pods ready after scaling to 2.");
+        assertThat(condition(s, "Ready").getStatus()).isEqualTo("False");
+        // Still scaling on the next look (the desired count no longer differs), done once the pod is ready.
+        PiKVClusterStatus still = next(s, sts(2, 1), T2);
+        assertThat(condition(still, "Progressing").getReason()).isEqualTo("Scaling");
+        PiKVClusterStatus done = next(still, sts(2, 2), T2);
+        assertThat(condition(done, "Progressing").getStatus()).isEqualTo("False");
+        assertThat(condition(done, "Progressing").getReason()).isEqualTo("Stable");
+        assertThat(condition(done, "Ready").getStatus()).isEqualTo("True");
+        // A pod that fails later, with no scale, is not "Scaling": Ready says it.
+        PiKVClusterStatus failing = next(done, sts(2, 1), T2);
+        assertThat(condition(failing, "Progressing").getReason()).isEqualTo("Stable");
+        assertThat(condition(failing, "Ready").getMessage()).isEqualTo("1/2 shards ready.");
+    }
+
+    @Test
     void progressingWhileCreatingOrRollingOut() {
         PiKVClusterStatus creating = next(null, null, T0);
         assertThat(condition(creating, "Progressing").getReason()).isEqualTo("Creating");
