@@ -59,24 +59,36 @@ public final class StatusAggregator {
         List<Condition> c = new ArrayList<>(prev.getConditions() == null ? List.of() : prev.getConditions());
         long g = s.generation();
         String now = s.now();
+        // A last valid spec in status that could not be read back (e.g. written by another operator version): its
+        // shards run on, unmanaged, and what status knows of them is kept for when the spec is valid again.
+        boolean unreadable = s.running() == null && prev.getLastValidSpec() != null;
         if (s.validation().valid()) {
             c = Conditions.set(c, PiKVClusterStatus.DEGRADED, false, Reasons.SPEC_VALID, "The spec is valid.", g, now);
         } else {
-            c = Conditions.set(c, PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID,
-                    invalidMessage(g, s.validation(), s.running() != null, s.runningGeneration()), g, now);
+            c = Conditions.set(c, PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID, unreadable
+                    ? "Generation " + g + " is invalid: " + s.validation().summary() + ". The last valid spec "
+                    + "(generation " + prev.getLastValidGeneration() + ") could not be read back from status, so "
+                    + "the shard pods keep running as they are, unmanaged, until the spec is valid again."
+                    : invalidMessage(g, s.validation(), s.running() != null, s.runningGeneration()), g, now);
         }
 
         if (s.running() == null) {
             c = Conditions.set(c, PiKVClusterStatus.PROGRESSING, false, Reasons.NO_VALID_SPEC,
                     "Nothing to roll out until the spec is valid.", g, now);
-            c = Conditions.set(c, PiKVClusterStatus.READY, false, Reasons.NO_VALID_SPEC,
-                    "No valid spec has been applied.", g, now);
+            c = Conditions.set(c, PiKVClusterStatus.READY, false, Reasons.NO_VALID_SPEC, unreadable
+                    ? "The last valid spec could not be read back; the shards are not managed until the spec is "
+                    + "valid." : "No valid spec has been applied.", g, now);
             c = Conditions.set(c, PiKVClusterStatus.REBALANCING, false, Reasons.SHARD_MAP_SETTLED,
-                    "No shard map yet.", g, now);
+                    unreadable ? "The shard map is not managed until the spec is valid." : "No shard map yet.", g,
+                    now);
             next.setConditions(c);
             next.setShardMapEpoch(prev.getShardMapEpoch());
             next.setLastRebalance(prev.getLastRebalance());
             next.setActivePolicy(prev.getActivePolicy());
+            next.setLastValidGeneration(prev.getLastValidGeneration());
+            next.setLastValidSpec(prev.getLastValidSpec());
+            next.setConfigHash(prev.getConfigHash());
+            next.setDesiredShards(prev.getDesiredShards());
             return next;
         }
 

@@ -85,6 +85,24 @@ class StatusAggregatorTest {
     }
 
     @Test
+    void anUnreadableLastValidSpecKeepsWhatStatusKnowsOfTheRunningShards() {
+        PiKVClusterStatus before = next(null, sts(2, 2), T0);
+        before.setLastValidSpec("{\"model\": {\"dtype\": \"fp8\"}}"); // e.g. written by another operator version
+        PiKVClusterValidator.Result invalid = new PiKVClusterValidator.Result(List.of(
+                new PiKVClusterValidator.Violation("spec.shards", "is 0: at least 1")));
+        PiKVClusterStatus s = StatusAggregator.next(before, new StatusAggregator.Snapshot("demo", 2, invalid, null,
+                -1, null, sts(2, 2), List.of(), T1));
+        assertThat(condition(s, "Degraded").getStatus()).isEqualTo("True");
+        assertThat(condition(s, "Degraded").getMessage()).contains("Generation 2 is invalid: spec.shards: is 0",
+                "last valid spec (generation 1) could not be read back", "keep running as they are");
+        assertThat(condition(s, "Ready").getMessage()).contains("could not be read back");
+        assertThat(s.getLastValidSpec()).isEqualTo(before.getLastValidSpec());
+        assertThat(s.getLastValidGeneration()).isEqualTo(1);
+        assertThat(s.getConfigHash()).isEqualTo(model.configHash());
+        assertThat(s.getDesiredShards()).isEqualTo(2);
+    }
+
+    @Test
     void progressingWhileCreatingOrRollingOut() {
         PiKVClusterStatus creating = next(null, null, T0);
         assertThat(condition(creating, "Progressing").getReason()).isEqualTo("Creating");
