@@ -609,15 +609,24 @@ public final class PiKVClusterValidator {
             if (fraction != null) {
                 out.add(new Violation("spec.sidecar.resources", name + " must be a whole number, got "
                         + fraction.stripTrailingZeros().toPlainString()));
-            } else if (request != null && limit == null) {
-                out.add(new Violation("spec.sidecar.resources.limits." + name, "is required with the request "
-                        + requests.get(name) + ": an extended resource cannot be overcommitted, so set the limit (the "
-                        + "request then defaults to it)"));
-            } else if (request != null && request.compareTo(limit) != 0) {
-                out.add(new Violation("spec.sidecar.resources.requests." + name, requests.get(name)
-                        + " differs from the limit " + limits.get(name) + ": an extended resource's request must "
-                        + "equal its limit"));
+            } else {
+                requestEqualsLimit(out, name, "an extended resource", request, limit, requests, limits);
             }
+        }
+    }
+
+    /** A resource that cannot be overcommitted: a request needs a limit, and must equal it. */
+    private static void requestEqualsLimit(List<Violation> out, String name, String what, BigDecimal request,
+                                           BigDecimal limit, Map<String, Quantity> requests,
+                                           Map<String, Quantity> limits) {
+        if (request != null && limit == null) {
+            out.add(new Violation("spec.sidecar.resources.limits." + name, "is required with the request "
+                    + requests.get(name) + ": " + what + " cannot be overcommitted, so set the limit (the request "
+                    + "then defaults to it)"));
+        } else if (request != null && request.compareTo(limit) != 0) {
+            out.add(new Violation("spec.sidecar.resources.requests." + name, requests.get(name)
+                    + " differs from the limit " + limits.get(name) + ": for " + what + ", a request must equal its "
+                    + "limit"));
         }
     }
 
@@ -656,15 +665,7 @@ public final class PiKVClusterValidator {
                             + name.substring("hugepages-".length()) + " pages"));
                 }
             }
-            if (request != null && limit == null) {
-                out.add(new Violation("spec.sidecar.resources.limits." + name, "is required with the request "
-                        + requests.get(name) + ": huge pages cannot be overcommitted, so set the limit (the request "
-                        + "then defaults to it)"));
-            } else if (request != null && request.compareTo(limit) != 0) {
-                out.add(new Violation("spec.sidecar.resources.requests." + name, requests.get(name)
-                        + " differs from the limit " + limits.get(name) + ": a huge pages request must equal its "
-                        + "limit"));
-            }
+            requestEqualsLimit(out, name, "huge pages", request, limit, requests, limits);
         }
     }
 
