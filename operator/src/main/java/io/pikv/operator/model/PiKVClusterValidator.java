@@ -521,8 +521,7 @@ public final class PiKVClusterValidator {
         Map<String, BigDecimal> limitAmounts = amounts(out, "spec.sidecar.resources.limits.", limits);
         Map<String, BigDecimal> requestAmounts = amounts(out, "spec.sidecar.resources.requests.", requests);
         resourceNames(out, limits.keySet(), requests.keySet(), gpu);
-        extendedResources(out, limitAmounts, requestAmounts, limits, requests);
-        hugePages(out, limitAmounts, requestAmounts, limits, requests);
+        notOvercommitted(out, limitAmounts, requestAmounts, limits, requests);
         for (Map.Entry<String, BigDecimal> request : requestAmounts.entrySet()) {
             BigDecimal limit = limitAmounts.get(request.getKey());
             if (limit != null && request.getValue().compareTo(limit) > 0) {
@@ -593,25 +592,52 @@ public final class PiKVClusterValidator {
         }
     }
 
-    /** Extended resources cannot be overcommitted: whole numbers, and a request needs an equal limit. */
-    private static void extendedResources(List<Violation> out, Map<String, BigDecimal> limitAmounts,
-                                          Map<String, BigDecimal> requestAmounts, Map<String, Quantity> limits,
-                                          Map<String, Quantity> requests) {
+    /**
+     * Resources the API server does not let a pod overcommit, checked as it does: extended resources ({@code
+     * domain/name}) are whole numbers; huge pages name their page size ({@code hugepages-2Mi}) and come in whole
+     * pages; for both a request needs a limit, and must equal it.
+     */
+    private static void notOvercommitted(List<Violation> out, Map<String, BigDecimal> limitAmounts,
+                                         Map<String, BigDecimal> requestAmounts, Map<String, Quantity> limits,
+                                         Map<String, Quantity> requests) {
         java.util.Set<String> names = new java.util.TreeSet<>(limitAmounts.keySet());
         names.addAll(requestAmounts.keySet());
         for (String name : names) {
-            if (!name.contains("/")) {
-                continue;
-            }
             BigDecimal limit = limitAmounts.get(name);
             BigDecimal request = requestAmounts.get(name);
-            BigDecimal fraction = fractional(limit) ? limit : fractional(request) ? request : null;
-            if (fraction != null) {
-                out.add(new Violation("spec.sidecar.resources", name + " must be a whole number, got "
-                        + fraction.stripTrailingZeros().toPlainString()));
-            } else {
-                requestEqualsLimit(out, name, "an extended resource", request, limit, requests, limits);
+            if (name.contains("/")) {
+                BigDecimal fraction = fractional(limit) ? limit : fractional(request) ? request : null;
+                if (fraction != null) {
+                    out.add(new Violation("spec.sidecar.resources", name + " must be a whole number, got "
+                            + fraction.stripTrailingZeros().toPlainString()));
+                } else {
+                    requestEqualsLimit(out, name, "an extended resource", request, limit, requests, limits);
+                }
+            } else if (name.startsWith("hugepages-")) {
+                String size = name.substring("hugepages-".length());
+                BigDecimal page;
+                try {
+                    page = Quantity.getAmountInBytes(new Quantity(size));
+                } catch (RuntimeException ex) {
+                    page = null;
+                }
+                if (page == null || page.signum() <= 0 || fractional(page)) {
+                    out.add(new Violation("spec.sidecar.resources", "'" + name + "' names no page size: use "
+                            + "hugepages-<size>, e.g. hugepages-2Mi or hugepages-1Gi"));
+                    continue;
+                }
+                wholePages(out, "limits", name, limit, page, limits);
+                wholePages(out, "requests", name, request, page, requests);
+                requestEqualsLimit(out, name, "huge pages", request, limit, requests, limits);
             }
+        }
+    }
+
+    private static void wholePages(List<Violation> out, String kind, String name, BigDecimal amount, BigDecimal page,
+                                   Map<String, Quantity> given) {
+        if (amount != null && amount.remainder(page).signum() != 0) {
+            out.add(new Violation("spec.sidecar.resources." + kind + "." + name, given.get(name) + " is not a whole "
+                    + "number of " + name.substring("hugepages-".length()) + " pages"));
         }
     }
 
@@ -627,45 +653,6 @@ public final class PiKVClusterValidator {
             out.add(new Violation("spec.sidecar.resources.requests." + name, requests.get(name)
                     + " differs from the limit " + limits.get(name) + ": for " + what + ", a request must equal its "
                     + "limit"));
-        }
-    }
-
-    /**
-     * Huge pages, as the API server checks them: the name carries a page size ({@code hugepages-2Mi}), the amount is
-     * a whole number of pages, and they cannot be overcommitted (a request needs an equal limit).
-     */
-    private static void hugePages(List<Violation> out, Map<String, BigDecimal> limitAmounts,
-                                  Map<String, BigDecimal> requestAmounts, Map<String, Quantity> limits,
-                                  Map<String, Quantity> requests) {
-        java.util.Set<String> names = new java.util.TreeSet<>(limitAmounts.keySet());
-        names.addAll(requestAmounts.keySet());
-        for (String name : names) {
-            if (!name.startsWith("hugepages-")) {
-                continue;
-            }
-            BigDecimal page;
-            try {
-                page = Quantity.getAmountInBytes(new Quantity(name.substring("hugepages-".length())));
-            } catch (RuntimeException e) {
-                page = null;
-            }
-            if (page == null || page.signum() <= 0 || fractional(page)) {
-                out.add(new Violation("spec.sidecar.resources", "'" + name + "' names no page size: use "
-                        + "hugepages-<size>, e.g. hugepages-2Mi or hugepages-1Gi"));
-                continue;
-            }
-            BigDecimal limit = limitAmounts.get(name);
-            BigDecimal request = requestAmounts.get(name);
-            for (Map.Entry<String, BigDecimal> amount : new java.util.TreeMap<>(Map.of("limits",
-                    limit == null ? BigDecimal.ZERO : limit, "requests", request == null ? BigDecimal.ZERO : request))
-                    .entrySet()) {
-                if (amount.getValue().remainder(page).signum() != 0) {
-                    out.add(new Violation("spec.sidecar.resources." + amount.getKey() + "." + name, (amount.getKey()
-                            .equals("limits") ? limits : requests).get(name) + " is not a whole number of "
-                            + name.substring("hugepages-".length()) + " pages"));
-                }
-            }
-            requestEqualsLimit(out, name, "huge pages", request, limit, requests, limits);
         }
     }
 
