@@ -76,9 +76,6 @@ public final class BlockIndex {
      * throws, nothing is stored or refreshed and a resident {@code key} stays as it was.
      */
     public void put(long key, Runnable makeRoom) {
-        if (policy instanceof Adaptive a) {
-            a.observeStore(key);
-        }
         entries.setNow(++clock);
         int id = entries.id(key);
         if (id >= 0) {
@@ -93,6 +90,9 @@ public final class BlockIndex {
         } else {
             makeRoom.run();
             id = entries.add(key, 0, -1, true, 1);
+        }
+        if (policy instanceof Adaptive a) {
+            a.observeStore(key); // the ghosts store it too, once the live store did
         }
         policy.accessed(entries, id);
         policy.offer(entries, id);

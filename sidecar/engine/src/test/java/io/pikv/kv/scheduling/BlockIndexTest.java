@@ -22,6 +22,21 @@ class BlockIndexTest {
     }
 
     @Test
+    void aPutWhoseMakeRoomFailsReachesNoGhost() {
+        BlockIndex index = new BlockIndex(new Adaptive(10, List.of(new Lru(), BlockPolicies.create("lrfu", 10)),
+                1 << 20, 0.01), 4);
+        index.put(1);
+        assertThatThrownBy(() -> index.put(2, () -> {
+            throw new IllegalStateException("over the caller's budget");
+        })).hasMessage("over the caller's budget");
+        for (int i = 0; i < 10; i++) {
+            assertThat(index.lookup(2)).isFalse();
+        }
+        // Block 2 was stored nowhere: the ghosts miss it as the live index does.
+        assertThat(index.ghostHitRates()).containsEntry("lru", 0.0).containsEntry("lrfu", 0.0);
+    }
+
+    @Test
     void lruEvictsTheBlockUsedLongestAgo() {
         BlockIndex index = new BlockIndex(new Lru(), 4);
         index.put(1);
