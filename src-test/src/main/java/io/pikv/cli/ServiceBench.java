@@ -128,7 +128,7 @@ public final class ServiceBench implements Callable<Integer> {
             }
             SplittableRandom rnd = new SplittableRandom(7);
             long inProcess = local.createSequence();
-            fill(shape, List.of(plain, published == null ? plain : published), local, inProcess, rnd);
+            fill(shape, published == null ? List.of(plain) : List.of(plain, published), local, inProcess, context, rnd);
 
             HashRouter router = new HashRouter(topK);
             ExpertShardMap map = ExpertShardMap.roundRobin(experts, shards);
@@ -366,11 +366,12 @@ public final class ServiceBench implements Callable<Integer> {
         return s;
     }
 
-    /** The context: the same tokens appended through each gateway (in chunks) and to the local store. */
-    private void fill(ModelShape shape, List<Cluster> clusters, KvStore local, long inProcess, SplittableRandom rnd) {
+    /** {@code tokens} entries appended through each gateway (in chunks) and to the local store. */
+    private void fill(ModelShape shape, List<Cluster> clusters, KvStore local, long inProcess, int tokens,
+                      SplittableRandom rnd) {
         int chunk = Math.max(1, (16 << 20) / (8 + 8 * shape.kvWidth()));
-        for (int start = 0; start < context; start += chunk) {
-            int n = Math.min(chunk, context - start);
+        for (int start = 0; start < tokens; start += chunk) {
+            int n = Math.min(chunk, tokens - start);
             Wire.AppendRequest.Entry[] entries = new Wire.AppendRequest.Entry[n];
             for (int i = 0; i < n; i++) {
                 int expert = rnd.nextInt(experts);
@@ -380,7 +381,7 @@ public final class ServiceBench implements Callable<Integer> {
                 local.append(inProcess, 0, expert, k, v);
             }
             Wire.AppendRequest request = new Wire.AppendRequest(0, entries);
-            for (Cluster c : new java.util.LinkedHashSet<>(clusters)) {
+            for (Cluster c : clusters) {
                 c.client().append(c.sequence(), request);
             }
         }
@@ -397,35 +398,24 @@ public final class ServiceBench implements Callable<Integer> {
         }
         out.println("warming up: " + warmup + " steps on a " + WARM_CONTEXT + "-token sequence through each path ...");
         out.flush();
-        List<Cluster> clusters = published == null ? List.of(plain) : List.of(plain, published);
-        long[] warm = new long[clusters.size()];
-        for (int c = 0; c < warm.length; c++) {
-            warm[c] = clusters.get(c).client().createSequence(null);
+        List<Cluster> warm = new ArrayList<>();
+        for (Cluster c : published == null ? List.of(plain) : List.of(plain, published)) {
+            warm.add(new Cluster(c.processes(), c.client(), c.client().createSequence(null)));
         }
         long localWarm = local.createSequence();
-        Wire.AppendRequest.Entry[] entries = new Wire.AppendRequest.Entry[WARM_CONTEXT];
-        for (int i = 0; i < entries.length; i++) {
-            int expert = rnd.nextInt(experts);
-            float[] k = gaussian(shape.kvWidth(), rnd);
-            float[] v = gaussian(shape.kvWidth(), rnd);
-            entries[i] = new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, expert, k, v);
-            local.append(localWarm, 0, expert, k, v);
-        }
-        for (int c = 0; c < warm.length; c++) {
-            clusters.get(c).client().append(warm[c], new Wire.AppendRequest(0, entries));
-        }
+        fill(shape, warm, local, localWarm, WARM_CONTEXT, rnd);
         for (int i = 0; i < warmup; i++) {
             Wire.StepRequest step = step(shape, rnd);
-            for (int c = 0; c < warm.length; c++) {
-                clusters.get(c).client().step(warm[c], step);
+            for (Cluster c : warm) {
+                c.client().step(c.sequence(), step);
             }
             localStep(local, localWarm, step, router, map);
             if (i % 500 == 0) {
                 timers(plain); // the metrics read around the timed steps: compiled now, not while they run
             }
         }
-        for (int c = 0; c < warm.length; c++) {
-            clusters.get(c).client().closeSequence(warm[c]);
+        for (Cluster c : warm) {
+            c.client().closeSequence(c.sequence());
         }
         local.closeSequence(localWarm);
     }

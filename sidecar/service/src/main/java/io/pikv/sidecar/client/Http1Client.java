@@ -106,10 +106,6 @@ final class Http1Client implements AutoCloseable {
         return (int) Math.max(1, Math.min(Integer.MAX_VALUE, d.toMillis()));
     }
 
-    URI origin() {
-        return origin;
-    }
-
     /**
      * Sends the request on the caller's thread (connecting first when no kept connection is free) and returns the
      * exchange whose answer {@link Exchange#await} reads. The request is out when this returns, unless a server does
