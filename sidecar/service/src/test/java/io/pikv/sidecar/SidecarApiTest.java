@@ -222,6 +222,51 @@ class SidecarApiTest {
         client.closeSequence(seq);
     }
 
+    /**
+     * The step and attention requests are served on routes of their own ahead of the REST layer
+     * ({@code BinaryRoutes}): each refusal of the transport gets the same problem+json as the other endpoints, and
+     * none reaches the store.
+     */
+    @Test
+    void binaryRoutesRefuseLikeTheRestOfTheApi() throws Exception {
+        SidecarClient client = client();
+        long seq = client.createSequence(null);
+        Random rnd = new Random(4);
+        client.append(seq, entries(0, 3, rnd));
+        byte[] step = Wire.encodeStep(new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, 0, null, new int[] {1},
+                gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd)));
+        String steps = "/v1/sequences/" + seq + "/steps";
+        // Over pikv.api.max-body-bytes (65536 in tests).
+        given().contentType("application/octet-stream").body(new byte[70_000]).post(steps)
+                .then().statusCode(413).contentType(PROBLEM).body("type", equalTo("urn:pikv:problem:body-too-large"))
+                .body("detail", equalTo("the request body is 70000 bytes, over the limit of 65536 bytes "
+                        + "(pikv.api.max-body-bytes); send fewer entries per request"))
+                .body("instance", equalTo(steps));
+        given().contentType("application/octet-stream").body(new byte[65_537])
+                .post("/v1/sequences/" + seq + "/attention").then().statusCode(413).contentType(PROBLEM)
+                .body("detail", containsString("65537 bytes, over the limit of 65536 bytes"));
+        // Content type, accepted answer types, the id, the position, the method.
+        given().contentType(ContentType.JSON).body("{}").post(steps).then().statusCode(415).contentType(PROBLEM)
+                .body("detail", containsString("KV payloads are application/octet-stream"));
+        given().contentType("Application/Octet-Stream; foo=bar").accept("application/json").body(step).post(steps)
+                .then().statusCode(406).contentType(PROBLEM);
+        given().contentType("application/octet-stream").body(step).post("/v1/sequences/abc/steps")
+                .then().statusCode(404).contentType(PROBLEM).body("detail", equalTo("no such resource: /v1/sequences/abc/steps"));
+        given().contentType("application/octet-stream").body(step).post(steps + "?position=x")
+                .then().statusCode(400).contentType(PROBLEM).body("detail", equalTo("position must be an integer, got 'x'"));
+        given().contentType("application/octet-stream").body(step).post(steps + "?position=-1")
+                .then().statusCode(400).contentType(PROBLEM).body("detail", equalTo("position must be >= 0, got -1"));
+        given().contentType("application/octet-stream").post(steps).then().statusCode(400).contentType(PROBLEM)
+                .body("detail", containsString("0 bytes"));
+        given().get(steps).then().statusCode(405).contentType(PROBLEM);
+        given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(3));
+        // Then a good step at the position the gateway gives, with parameters in the content type.
+        given().contentType("application/octet-stream; charset=binary").accept("application/octet-stream, */*")
+                .body(step).post(steps + "?position=3").then().statusCode(200).contentType("application/octet-stream");
+        given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(4));
+        client.closeSequence(seq);
+    }
+
     private static void rejects(long seq, String endpoint, byte[] body, int status, String detail) {
         given().contentType("application/octet-stream").body(body).post("/v1/sequences/" + seq + "/" + endpoint)
                 .then().statusCode(status).contentType(PROBLEM).body("status", equalTo(status))

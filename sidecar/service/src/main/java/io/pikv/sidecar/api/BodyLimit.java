@@ -45,5 +45,12 @@ public class BodyLimit {
             super("the request body is " + size + " bytes, over the limit of " + limit
                     + " bytes (pikv.api.max-body-bytes); send fewer entries per request");
         }
+
+        /** A body whose length was declared as {@code declared} (null when it was not declared). */
+        BodyTooLargeException(String declared, int limit) {
+            super("the request body is " + (declared == null ? "more than " + limit : declared.trim())
+                    + " bytes, over the limit of " + limit
+                    + " bytes (pikv.api.max-body-bytes); send fewer entries per request");
+        }
     }
 }
