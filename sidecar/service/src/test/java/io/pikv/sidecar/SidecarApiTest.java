@@ -259,11 +259,38 @@ class SidecarApiTest {
         given().contentType("application/octet-stream").post(steps).then().statusCode(400).contentType(PROBLEM)
                 .body("detail", containsString("0 bytes"));
         given().get(steps).then().statusCode(405).contentType(PROBLEM);
+        // Forms and multipart bodies are refused for their type before anything reads them.
+        given().contentType(ContentType.URLENC).formParam("a", "1").post(steps).then().statusCode(415)
+                .contentType(PROBLEM);
+        given().multiPart("part", "abc").post(steps).then().statusCode(415).contentType(PROBLEM);
         given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(3));
+        // What the REST layer takes, these routes take: no content type (octets), an Accept over two headers, an
+        // expectation other than 100-continue (ignored), an empty position (none: the shard routes the step itself).
+        given().header("Expect", "something").header("Accept", "application/json").header("Accept", "*/*")
+                .body(step).post(steps + "?position=").then().statusCode(200);
+        given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(4));
+        java.net.http.HttpClient http = java.net.http.HttpClient.newBuilder()
+                .version(java.net.http.HttpClient.Version.HTTP_1_1).build();
+        java.net.URI at = url.toURI().resolve(steps.substring(1));
+        java.net.http.HttpResponse<String> untyped = http.send(java.net.http.HttpRequest.newBuilder(at)
+                .POST(java.net.http.HttpRequest.BodyPublishers.ofByteArray(step)).build(),
+                java.net.http.HttpResponse.BodyHandlers.ofString());
+        assertThat(untyped.statusCode()).as(untyped.body()).isEqualTo(200);
+        assertThat(untyped.request().headers().firstValue("Content-Type")).isEmpty();
+        given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(5));
+        // A body without a declared length is counted as it is read, and refused once it passes the limit.
+        java.net.http.HttpResponse<String> chunked = http.send(java.net.http.HttpRequest.newBuilder(at)
+                .header("Content-Type", "application/octet-stream")
+                .POST(java.net.http.HttpRequest.BodyPublishers.ofInputStream(
+                        () -> new java.io.ByteArrayInputStream(new byte[70_000]))).build(),
+                java.net.http.HttpResponse.BodyHandlers.ofString());
+        assertThat(chunked.statusCode()).isEqualTo(413);
+        assertThat(chunked.headers().firstValue("Content-Type")).contains(PROBLEM);
+        assertThat(chunked.body()).contains("more than 65536 bytes, over the limit of 65536 bytes");
         // Then a good step at the position the gateway gives, with parameters in the content type.
         given().contentType("application/octet-stream; charset=binary").accept("application/octet-stream, */*")
-                .body(step).post(steps + "?position=3").then().statusCode(200).contentType("application/octet-stream");
-        given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(4));
+                .body(step).post(steps + "?position=5").then().statusCode(200).contentType("application/octet-stream");
+        given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(6));
         client.closeSequence(seq);
     }
 

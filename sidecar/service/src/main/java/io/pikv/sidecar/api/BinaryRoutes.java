@@ -2,33 +2,40 @@ package io.pikv.sidecar.api;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.netty.handler.codec.http.HttpResponseStatus;
 import io.pikv.sidecar.SidecarConfig;
 import io.quarkus.vertx.http.runtime.RouteConstants;
 import io.vertx.core.buffer.Buffer;
+import io.vertx.core.http.HttpClosedException;
 import io.vertx.core.http.HttpHeaders;
+import io.vertx.core.http.HttpServerRequest;
 import io.vertx.ext.web.Router;
 import io.vertx.ext.web.RoutingContext;
-import io.vertx.ext.web.handler.BodyHandler;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.event.Observes;
 import jakarta.ws.rs.core.MediaType;
+import org.jboss.logging.Logger;
 
 /**
  * The two binary requests of every decode step, {@code POST /v1/sequences/{id}/steps} and
- * {@code POST /v1/sequences/{id}/attention}, served on Vert.x routes ahead of the REST layer: the body is read on the
- * event loop into one buffer of its declared size and handed to a worker thread that runs {@link SequenceResource}'s
- * own method, so the checks, the work and the answer are the resource's. What this skips is the REST layer's
- * per-request machinery (filters, parameter conversion, body readers, writers), which measured about 0.5 ms on each
- * hop of a step on a 2-core machine (docs/sidecar-api.md, Transport). The resource methods remain the documented
- * contract (OpenAPI) and serve requests these routes do not match (a non-POST method).
+ * {@code POST /v1/sequences/{id}/attention}, served on Vert.x routes ahead of the REST layer: the request is checked
+ * (content type, accepted answer types, id), its body is read on the event loop into one buffer, and a worker thread
+ * runs {@link SequenceResource}'s own method, so the checks of the body, the work and the answer are the resource's.
+ * What this skips is the REST layer's per-request machinery (filters, parameter conversion, body readers and writers),
+ * which measured about 0.5 ms on each hop of a step on a 2-core machine (docs/sidecar-api.md, Transport). The resource
+ * methods remain the documented contract (OpenAPI) and serve what these routes do not take (another method).
  *
- * <p>Errors are the REST layer's: {@link Problems} maps them to the same {@code application/problem+json} bodies,
- * a body over {@code pikv.api.max-body-bytes} is refused with 413 before it is read when its length is declared, a
- * content type other than {@code application/octet-stream} gets 415, an {@code Accept} that excludes it 406, and
- * an id that is not a number 404.
+ * <p>The answers are the REST layer's: errors go through {@link Problems}, the same table as its exception mappers; a
+ * missing content type is taken as octets (as the REST layer does), another than octets gets 415 before the body is
+ * read (forms and multipart bodies included), an {@code Accept} that excludes octets 406, an id that is not a number
+ * 404, a body over {@code pikv.api.max-body-bytes} 413 (on its declared length before it is read, otherwise as soon as
+ * the bytes read pass the limit). {@code Expect: 100-continue} is answered once the request is found acceptable; other
+ * expectations are ignored, as the REST layer ignores them.
  */
 @ApplicationScoped
 public class BinaryRoutes {
+    private static final Logger LOG = Logger.getLogger(BinaryRoutes.class);
+
     private final SequenceResource sequences;
     private final int maxBodyBytes;
     private final ObjectMapper json;
@@ -39,44 +46,104 @@ public class BinaryRoutes {
         this.json = json;
     }
 
-    /** What one route serves, given the sequence id and the body; runs on a worker thread. */
+    /** What one route serves, given the sequence id, the query's {@code position} (or null) and the body. */
     @FunctionalInterface
     interface Call {
-        byte[] serve(RoutingContext rc, long id, byte[] body);
+        byte[] serve(long id, String position, byte[] body);
     }
 
     void register(@Observes Router router) {
-        add(router, "attention", (rc, id, body) -> sequences.attend(id, body));
-        add(router, "steps", (rc, id, body) -> sequences.step(id, position(rc), body));
+        add(router, "attention", (id, position, body) -> sequences.attend(id, body));
+        add(router, "steps", sequences::step);
     }
 
     private void add(Router router, String operation, Call call) {
         router.post("/v1/sequences/:id/" + operation).order(RouteConstants.ROUTE_ORDER_BEFORE_DEFAULT)
-                .handler(BodyHandler.create(false).setBodyLimit(maxBodyBytes).setPreallocateBodyBuffer(true))
-                .handler(rc -> serve(rc, call))
-                .failureHandler(this::failed);
+                .handler(rc -> accept(rc, call));
     }
 
-    private void serve(RoutingContext rc, Call call) {
-        String path = rc.request().path();
-        if (!octets(rc.request().getHeader(HttpHeaders.CONTENT_TYPE))) {
-            send(rc, Problems.http(415, "Unsupported Media Type", null, path));
+    /** Checks what can be checked before the body, then reads it. */
+    private void accept(RoutingContext rc, Call call) {
+        HttpServerRequest request = rc.request();
+        String path = rc.normalizedPath();
+        if (!octets(request.getHeader(HttpHeaders.CONTENT_TYPE))) {
+            send(rc, Problems.http(415, reason(415), null, path));
             return;
         }
-        if (!acceptsOctets(rc.request().getHeader(HttpHeaders.ACCEPT))) {
-            send(rc, Problems.http(406, "Not Acceptable", null, path));
+        if (!acceptsOctets(request.headers().getAll(HttpHeaders.ACCEPT))) {
+            send(rc, Problems.http(406, reason(406), null, path));
             return;
         }
         long id;
         try {
-            id = Long.parseLong(rc.pathParam("id"));
+            String segment = rc.pathParam("id");
+            int matrix = segment.indexOf(';'); // matrix parameters are not part of the id, as in the REST layer
+            id = Long.parseLong(matrix < 0 ? segment : segment.substring(0, matrix));
         } catch (NumberFormatException e) {
-            send(rc, Problems.http(404, "Not Found", null, path));
+            send(rc, Problems.http(404, reason(404), null, path));
             return;
         }
-        Buffer received = rc.body().buffer();
-        byte[] body = received == null ? new byte[0] : received.getBytes();
-        rc.vertx().executeBlocking(() -> call.serve(rc, id, body), false).onComplete(done -> {
+        String position = request.getParam("position");
+        String declared = request.getHeader(HttpHeaders.CONTENT_LENGTH);
+        long length = -1;
+        if (declared != null) {
+            try {
+                length = Long.parseLong(declared.trim());
+            } catch (NumberFormatException e) {
+                send(rc, Problems.of(new IllegalArgumentException("Content-Length must be a number, got '"
+                        + declared + "'"), path));
+                return;
+            }
+            if (length > maxBodyBytes) {
+                send(rc, Problems.of(new BodyLimit.BodyTooLargeException(length, maxBodyBytes), path));
+                return;
+            }
+        }
+        if (request.headers().contains(HttpHeaders.EXPECT, HttpHeaders.CONTINUE, true)) {
+            rc.response().writeContinue();
+        }
+        read(rc, path, length, body -> work(rc, path, () -> call.serve(id, position, body.getBytes())));
+    }
+
+    /** Reads the body into one buffer (sized by its declared length), refusing it once it passes the limit. */
+    private void read(RoutingContext rc, String path, long length, java.util.function.Consumer<Buffer> then) {
+        HttpServerRequest request = rc.request();
+        Buffer body = Buffer.buffer((int) Math.max(0, Math.min(length, maxBodyBytes)));
+        if (request.isEnded()) {
+            then.accept(body);
+            return;
+        }
+        boolean[] refused = {false};
+        request.handler(chunk -> {
+            if (refused[0]) {
+                return;
+            }
+            if ((long) body.length() + chunk.length() > maxBodyBytes) {
+                refused[0] = true;
+                send(rc, Problems.of(new BodyLimit.BodyTooLargeException(maxBodyBytes), path));
+                return;
+            }
+            body.appendBuffer(chunk);
+        });
+        request.exceptionHandler(e -> {
+            refused[0] = true;
+            if (e instanceof HttpClosedException) {
+                LOG.debugf("%s: the client closed the connection before the body was read", path);
+            } else {
+                send(rc, Problems.of(e, path));
+            }
+        });
+        request.endHandler(v -> {
+            if (!refused[0]) {
+                then.accept(body);
+            }
+        });
+        request.resume(); // the HTTP layer hands the request over paused
+    }
+
+    /** Runs {@code work} on a worker thread and answers with its octets or its problem. */
+    private void work(RoutingContext rc, String path, java.util.concurrent.Callable<byte[]> work) {
+        rc.vertx().executeBlocking(work, false).onComplete(done -> {
             if (done.succeeded()) {
                 rc.response().putHeader(HttpHeaders.CONTENT_TYPE, MediaType.APPLICATION_OCTET_STREAM)
                         .end(Buffer.buffer(done.result()));
@@ -84,21 +151,6 @@ public class BinaryRoutes {
                 send(rc, Problems.of(done.cause(), path));
             }
         });
-    }
-
-    /** A failure before the work started: the body limit (413 from the body handler) or an unexpected exception. */
-    private void failed(RoutingContext rc) {
-        String path = rc.request().path();
-        if (rc.failure() != null) {
-            send(rc, Problems.of(rc.failure(), path));
-        } else if (rc.statusCode() == 413) {
-            String declared = rc.request().getHeader(HttpHeaders.CONTENT_LENGTH);
-            send(rc, Problems.of(new BodyLimit.BodyTooLargeException(declared, maxBodyBytes), path));
-        } else {
-            int status = rc.statusCode() > 0 ? rc.statusCode() : 500;
-            send(rc, Problems.http(status, rc.response().getStatusMessage(), "the request failed with " + status,
-                    path));
-        }
     }
 
     private void send(RoutingContext rc, Problem problem) {
@@ -115,41 +167,45 @@ public class BinaryRoutes {
                 .end(Buffer.buffer(body));
     }
 
-    private static Integer position(RoutingContext rc) {
-        String position = rc.request().getParam("position");
-        if (position == null) {
-            return null;
-        }
-        try {
-            return Integer.valueOf(position.trim());
-        } catch (NumberFormatException e) {
-            throw new IllegalArgumentException("position must be an integer, got '" + position + "'");
-        }
+    private static String reason(int status) {
+        return HttpResponseStatus.valueOf(status).reasonPhrase();
     }
 
-    /** {@code application/octet-stream}, parameters and case aside. */
+    /**
+     * Whether a request with this content type is octets: {@code application/octet-stream} (parameters and case
+     * aside), a wildcard, or none at all (the REST layer reads a body without a type as octets).
+     */
     static boolean octets(String contentType) {
-        if (contentType == null) {
-            return false;
-        }
-        int semicolon = contentType.indexOf(';');
-        String type = (semicolon < 0 ? contentType : contentType.substring(0, semicolon)).trim();
-        return type.equalsIgnoreCase(MediaType.APPLICATION_OCTET_STREAM);
-    }
-
-    /** No {@code Accept}, or one that lists {@code application/octet-stream}, {@code application/*} or {@code *}{@code /*}. */
-    static boolean acceptsOctets(String accept) {
-        if (accept == null || accept.isBlank()) {
+        if (contentType == null || contentType.isBlank()) {
             return true;
         }
-        for (String range : accept.split(",")) {
-            int semicolon = range.indexOf(';');
-            String type = (semicolon < 0 ? range : range.substring(0, semicolon)).trim();
-            if (type.equals("*/*") || type.equalsIgnoreCase("application/*")
-                    || type.equalsIgnoreCase(MediaType.APPLICATION_OCTET_STREAM)) {
+        String type = mediaType(contentType);
+        return type.equalsIgnoreCase(MediaType.APPLICATION_OCTET_STREAM) || type.equals("*/*")
+                || type.equalsIgnoreCase("application/*");
+    }
+
+    /** No {@code Accept}, or one whose ranges include {@code application/octet-stream}, over all its headers. */
+    static boolean acceptsOctets(java.util.List<String> accept) {
+        if (accept.isEmpty()) {
+            return true;
+        }
+        for (String header : accept) {
+            if (header.isBlank()) {
                 return true;
+            }
+            for (String range : header.split(",")) {
+                String type = mediaType(range);
+                if (type.equals("*") || type.equals("*/*") || type.equalsIgnoreCase("application/*")
+                        || type.equalsIgnoreCase(MediaType.APPLICATION_OCTET_STREAM)) {
+                    return true;
+                }
             }
         }
         return false;
+    }
+
+    private static String mediaType(String value) {
+        int semicolon = value.indexOf(';');
+        return (semicolon < 0 ? value : value.substring(0, semicolon)).trim();
     }
 }

@@ -46,10 +46,9 @@ public class BodyLimit {
                     + " bytes (pikv.api.max-body-bytes); send fewer entries per request");
         }
 
-        /** A body whose length was declared as {@code declared} (null when it was not declared). */
-        BodyTooLargeException(String declared, int limit) {
-            super("the request body is " + (declared == null ? "more than " + limit : declared.trim())
-                    + " bytes, over the limit of " + limit
+        /** A body without a declared length, refused once the bytes read passed the limit. */
+        BodyTooLargeException(int limit) {
+            super("the request body is more than " + limit + " bytes, over the limit of " + limit
                     + " bytes (pikv.api.max-body-bytes); send fewer entries per request");
         }
     }

@@ -132,8 +132,9 @@ public class SequenceResource {
     @Operation(summary = "One decode step: route, store the token's K/V, attend (binary)", description = "With "
             + "?position=P (shard role, chosen experts): store the token at P and answer this shard's partial "
             + "attention instead of the output — the gateway's one round trip to the owning shard.")
-    public byte[] step(@PathParam("id") long id, @QueryParam("position") Integer position, byte[] body) {
+    public byte[] step(@PathParam("id") long id, @QueryParam("position") String positionParam, byte[] body) {
         limit.check(body);
+        Integer position = position(positionParam);
         Wire.StepRequest request = Wire.decodeStep(body, sidecar.shape());
         if (position != null) {
             if (sidecar.gateway() != null) {
@@ -146,6 +147,18 @@ public class SequenceResource {
             return Wire.encodePartial(metrics.step().record(() -> sidecar.shard().stepPartial(id, request, position)));
         }
         return Wire.encodeStepResponse(metrics.step().record(() -> node().step(id, request)));
+    }
+
+    /** The {@code position} query parameter: none (absent or empty) or an integer. */
+    private static Integer position(String value) {
+        if (value == null || value.isEmpty()) {
+            return null;
+        }
+        try {
+            return Integer.valueOf(value);
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("position must be an integer, got '" + value + "'");
+        }
     }
 
     private SequenceJson describe(long id) {
