@@ -13,6 +13,7 @@ import java.util.Map;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
 
@@ -508,21 +509,22 @@ public final class KvShard {
     }
 
     /**
-     * {@link #attendPartial(long, int, float[], AttentionScope, boolean)} with the buckets split into up to
-     * {@code parallelism} contiguous ranges: the first runs on the calling thread, the others on {@code pool}, and
-     * their partials merge (log-sum-exp, in bucket order, so weights come in the same order). The result equals the
-     * one-pass result up to float rounding (each range accumulates on its own). Without a pool, or with one range,
-     * it is the one-pass call.
+     * {@link #attendPartial(long, int, float[], AttentionScope, boolean)} on up to {@code parallelism} threads: the
+     * calling thread and {@code parallelism - 1} tasks on {@code pool} take buckets one at a time until none is left,
+     * so a thread that runs slower (its processor shared with other work) takes fewer; each bucket's partial is
+     * computed on its own and they merge (log-sum-exp) in bucket order, so the result, weights included, does not
+     * depend on which thread took which bucket or on how many threads there were. Without a pool, or with one
+     * thread, it is the one-pass call (one accumulator over every bucket: equal up to float rounding).
      */
     public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
                                           boolean weights, ExecutorService pool, int parallelism) {
         shape.checkLayer(layer);
         scope.validate(shape.experts());
         float[] scaled = shape.scaledQuery(query);
-        int ranges = pool == null ? 1 : Math.min(parallelism, buckets);
-        // One read lock for the whole call, counting included: every range reads the same state. The ranges on the
-        // pool take no lock of their own (a reader queued behind a waiting writer would never run while this thread
-        // waits for it); they run under this one, which is released only after every range has finished.
+        int threads = pool == null ? 1 : Math.min(parallelism, buckets);
+        // One read lock for the whole call, counting included: every bucket is read in the same state. The tasks on
+        // the pool take no lock of their own (a reader queued behind a waiting writer would never run while this
+        // thread waits for it); they run under this one, which is released only after every task has finished.
         lock.readLock().lock();
         try {
             countLookupsLocked(sequence, layer, scope);
@@ -533,37 +535,42 @@ public final class KvShard {
                     return onDevice;
                 }
             }
-            if (ranges <= 1) {
+            if (threads <= 1) {
                 return attendBucketsLocked(sequence, layer, scaled, scope, weights, 0, buckets);
             }
-            List<Future<PartialAttention>> others = new ArrayList<>(ranges - 1);
-            List<PartialAttention> parts = new ArrayList<>(ranges);
-            RuntimeException failure = null;
-            try {
-                for (int r = 1; r < ranges; r++) {
-                    int from = r * buckets / ranges;
-                    int to = (r + 1) * buckets / ranges;
-                    others.add(pool.submit(() -> attendBucketsLocked(sequence, layer, scaled, scope, weights, from,
-                            to)));
+            PartialAttention[] perBucket = new PartialAttention[buckets];
+            AtomicInteger next = new AtomicInteger();
+            Runnable take = () -> {
+                try {
+                    for (int b = next.getAndIncrement(); b < buckets; b = next.getAndIncrement()) {
+                        perBucket[b] = attendBucketsLocked(sequence, layer, scaled, scope, weights, b, b + 1);
+                    }
+                } catch (RuntimeException | Error e) {
+                    next.set(buckets); // the others stop at their next bucket
+                    throw e;
                 }
-                parts.add(attendBucketsLocked(sequence, layer, scaled, scope, weights, 0, buckets / ranges));
-            } catch (RuntimeException e) {
-                failure = e; // a refused submission or a failed first range: the submitted ones still finish
+            };
+            List<Future<?>> others = new ArrayList<>(threads - 1);
+            Throwable failure = null;
+            try {
+                for (int t = 1; t < threads; t++) {
+                    others.add(pool.submit(take));
+                }
+                take.run();
+            } catch (RuntimeException | Error e) {
+                failure = e; // a refused submission or a failed bucket here: the submitted tasks still finish
+                next.set(buckets);
             }
             boolean interrupted = false;
-            for (Future<PartialAttention> f : others) {
+            for (Future<?> f : others) {
                 while (true) {
                     try {
-                        PartialAttention part = f.get();
-                        parts.add(part);
+                        f.get();
                         break;
                     } catch (InterruptedException e) {
-                        interrupted = true; // the range still reads under this thread's lock: wait for it
+                        interrupted = true; // the task still reads under this thread's lock: wait for it
                     } catch (ExecutionException e) {
-                        if (failure == null) {
-                            failure = e.getCause() instanceof RuntimeException r ? r
-                                    : new IllegalStateException(e.getCause());
-                        }
+                        failure = failure != null ? failure : e.getCause();
                         break;
                     }
                 }
@@ -571,10 +578,16 @@ public final class KvShard {
             if (interrupted) {
                 Thread.currentThread().interrupt();
             }
-            if (failure != null) {
-                throw failure;
+            if (failure instanceof RuntimeException r) {
+                throw r;
             }
-            return PartialAttention.merge(parts);
+            if (failure instanceof Error e) {
+                throw e;
+            }
+            if (failure != null) {
+                throw new IllegalStateException(failure);
+            }
+            return PartialAttention.merge(Arrays.asList(perBucket));
         } finally {
             lock.readLock().unlock();
         }

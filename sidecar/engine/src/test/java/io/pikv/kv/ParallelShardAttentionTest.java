@@ -59,6 +59,28 @@ class ParallelShardAttentionTest {
         }
     }
 
+    /**
+     * Threads take buckets one at a time and each bucket is merged in bucket order, so any number of threads (and any
+     * assignment of buckets to them) gives the same bits: what lets a shard balance its buckets over whichever
+     * threads get a processor without changing its answers.
+     */
+    @Test
+    void theAnswerDoesNotDependOnTheNumberOfThreads() {
+        Random rnd = new Random(13);
+        List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 1_500, rnd);
+        KvShard shard = filled(8, entries);
+        for (int round = 0; round < 3; round++) {
+            float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+            AttentionResult two = shard.attendPartial(1, 0, q, AttentionScope.all(), true, POOL, 2).finish();
+            for (int parallelism : new int[] {3, 4, 8, 16}) {
+                AttentionResult more = shard.attendPartial(1, 0, q, AttentionScope.all(), true, POOL, parallelism)
+                        .finish();
+                assertThat(more.output()).as("p%d", parallelism).containsExactly(two.output());
+                assertThat(more.positions()).containsExactly(two.positions());
+            }
+        }
+    }
+
     @Test
     void scopeAndCountersAreThoseOfOneCall() {
         Random rnd = new Random(12);
