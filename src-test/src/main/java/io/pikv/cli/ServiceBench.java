@@ -72,6 +72,10 @@ public final class ServiceBench implements Callable<Integer> {
     private static final int ROUNDS = 3;
     private static final int PAGE_TOKENS = 32;
 
+    @Option(names = "--shard-threads", paramLabel = "N", description = "Attention threads per shard process "
+            + "(default: the processors divided among the shards, at least 1).")
+    Integer shardThreads;
+
     @Option(names = "--no-telemetry", description = "Skip the telemetry run (a second gateway and shards "
             + "publishing to a local Kafka broker).")
     boolean noTelemetry;
@@ -90,9 +94,9 @@ public final class ServiceBench implements Callable<Integer> {
     @Override
     public Integer call() {
         if (context < 1 || context > MAX_CONTEXT || shards < 1 || shards > 16 || steps < ROUNDS || steps > 100_000
-                || warmup < 0 || warmup > 100_000) {
+                || warmup < 0 || warmup > 100_000 || shardThreads != null && (shardThreads < 1 || shardThreads > 256)) {
             throw new Main.UsageException("--context must be in [1, " + MAX_CONTEXT + "], --shards in [1, 16], "
-                    + "--steps in [" + ROUNDS + ", 100000] and --warmup in [0, 100000].");
+                    + "--steps in [" + ROUNDS + ", 100000], --warmup in [0, 100000] and --shard-threads in [1, 256].");
         }
         ModelShape shape;
         try {
@@ -178,6 +182,7 @@ public final class ServiceBench implements Callable<Integer> {
             report.put("shards", shards);
             report.put("steps", steps);
             report.put("warmup_steps", warmup);
+            report.put("shard_threads", threadsPerShard());
             report.put("inprocess_steps_per_s", BenchReport.round(localRate, 4));
             report.put("http_steps_per_s", BenchReport.round(httpRate, 4));
             report.put("http_overhead_ratio", BenchReport.round(localRate / httpRate, 4));
@@ -217,16 +222,21 @@ public final class ServiceBench implements Callable<Integer> {
         }
     }
 
+    /** Attention threads of each shard process: {@code --shard-threads}, else the processors divided among the shards. */
+    private int threadsPerShard() {
+        return shardThreads != null ? shardThreads : Math.max(1, Runtime.getRuntime().availableProcessors() / shards);
+    }
+
     /** Starts the shards and then their gateway, with {@code extra} settings on each, and opens a sequence. */
     private Cluster start(Path jar, ModelShape shape, long budget, Path logs, String prefix, Map<String, String> extra,
                           List<SidecarProcess> all) {
         List<CompletableFuture<SidecarProcess>> starting = new ArrayList<>();
-        int shardThreads = Math.max(1, Runtime.getRuntime().availableProcessors() / shards);
+        int threads = threadsPerShard();
         for (int s = 0; s < shards; s++) {
             Map<String, String> settings = settings(shape, "shard", budget);
             settings.putAll(extra);
             settings.put("pikv.shard-id", String.valueOf(s));
-            settings.put("pikv.store.attention-threads", String.valueOf(shardThreads));
+            settings.put("pikv.store.attention-threads", String.valueOf(threads));
             String name = prefix + "shard-" + s;
             starting.add(CompletableFuture.supplyAsync(() -> SidecarProcess.start(jar, name, settings, logs,
                     Duration.ofSeconds(120))));

@@ -40,7 +40,7 @@ class LauncherTest {
         assertThat(run("bench", "cache", "--help").out()).contains("--trace", "--capacity", "--policies", "--json");
         assertThat(run("bench", "routing", "--help").out()).contains("--trace", "--shards", "--window", "--json");
         assertThat(run("bench", "service", "--help").out()).contains("--context", "--shards", "--steps", "--warmup",
-                "--json");
+                "--shard-threads", "--json");
         assertThat(run("bench", "attention", "--help").out()).contains("--context", "--q-heads", "--kv-heads",
                 "--head-dim", "--json");
     }
@@ -55,7 +55,7 @@ class LauncherTest {
                 {"bench", "routing", "--trace", "/no/such/file.jsonl", "--shards", "4"},
                 {"bench", "routing", "--shards", "4"},
                 {"bench", "service", "--shards", "0"}, {"bench", "service", "--q-heads", "6", "--kv-heads", "4"},
-                {"bench", "service", "--warmup", "-1"},
+                {"bench", "service", "--warmup", "-1"}, {"bench", "service", "--shard-threads", "0"},
                 {"bench", "operator", "--clusters", "0"}, {"bench", "operator", "--rounds", "0"},
                 {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock"}}) {
             Run r = run(args);
