@@ -290,15 +290,19 @@ public final class Gateway implements KvApi {
                 scope.set(e);
             }
         }
-        List<SidecarClient.Pending<PartialAttention>> parts = new ArrayList<>();
+        List<SidecarClient.Prepared<PartialAttention>> prepared = new ArrayList<>();
         for (int s = 0; s < shards.size(); s++) {
             boolean holds;
             synchronized (state) {
                 holds = state.experts[request.layer()][s].intersects(scope);
             }
             if (holds) {
-                parts.add(shards.get(s).startAttend(sequence, request));
+                prepared.add(shards.get(s).prepareAttend(sequence, request));
             }
+        }
+        List<SidecarClient.Pending<PartialAttention>> parts = new ArrayList<>(prepared.size());
+        for (SidecarClient.Prepared<PartialAttention> call : prepared) {
+            parts.add(call.start()); // every body encoded first: the sends go out back to back
         }
         if (parts.isEmpty()) {
             return PartialAttention.empty(shape.qHeads(), shape.headDim(), false);
@@ -342,14 +346,19 @@ public final class Gateway implements KvApi {
             checkOpen(sequence, state);
             int position = state.length[layer];
             int owner = map.shardOf(experts[0]);
-            List<SidecarClient.Pending<PartialAttention>> parts = new ArrayList<>();
-            parts.add(shards.get(owner).startStepPartial(sequence, routed, position));
+            // Every body is encoded before the first is sent, so the sends go out back to back.
+            List<SidecarClient.Prepared<PartialAttention>> prepared = new ArrayList<>();
+            prepared.add(shards.get(owner).prepareStepPartial(sequence, routed, position));
             Wire.AttendRequest attend = new Wire.AttendRequest(layer,
                     request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query());
             for (int s = 0; s < shards.size(); s++) {
                 if (s != owner && state.experts[layer][s].intersects(scope)) {
-                    parts.add(shards.get(s).startAttend(sequence, attend));
+                    prepared.add(shards.get(s).prepareAttend(sequence, attend));
                 }
+            }
+            List<SidecarClient.Pending<PartialAttention>> parts = new ArrayList<>(prepared.size());
+            for (SidecarClient.Prepared<PartialAttention> call : prepared) {
+                parts.add(call.start());
             }
             List<PartialAttention> partials = new ArrayList<>(parts.size());
             RuntimeException failure = null;

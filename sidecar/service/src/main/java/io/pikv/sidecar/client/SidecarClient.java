@@ -166,11 +166,12 @@ public final class SidecarClient implements AutoCloseable {
     }
 
     public PartialAttention attend(long sequence, Wire.AttendRequest request) {
-        return startAttend(sequence, request).await();
+        return prepareAttend(sequence, request).start().await();
     }
 
-    public Pending<PartialAttention> startAttend(long sequence, Wire.AttendRequest request) {
-        return start("POST", "/v1/sequences/" + sequence + "/attention", () -> Wire.encodeAttend(request), 200,
+    /** The attention request with its body encoded now, sent by {@link Prepared#start}. */
+    public Prepared<PartialAttention> prepareAttend(long sequence, Wire.AttendRequest request) {
+        return prepare("/v1/sequences/" + sequence + "/attention", () -> Wire.encodeAttend(request),
                 Wire::decodePartial);
     }
 
@@ -195,11 +196,48 @@ public final class SidecarClient implements AutoCloseable {
                 body -> Wire.decodeStepResponse(body, shape)).await();
     }
 
-    /** A gateway's step on the owning shard: store the token at {@code position}, answer the shard's partial. */
-    public Pending<PartialAttention> startStepPartial(long sequence, Wire.StepRequest request, int position) {
-        return start("POST", "/v1/sequences/" + sequence + "/steps?position=" + position,
-                () -> Wire.encodeStep(request),
-                200, Wire::decodePartial);
+    /**
+     * A gateway's step on the owning shard (store the token at {@code position}, answer the shard's partial), its body
+     * encoded now, sent by {@link Prepared#start}.
+     */
+    public Prepared<PartialAttention> prepareStepPartial(long sequence, Wire.StepRequest request, int position) {
+        return prepare("/v1/sequences/" + sequence + "/steps?position=" + position, () -> Wire.encodeStep(request),
+                Wire::decodePartial);
+    }
+
+    /**
+     * A binary POST whose body is encoded and not yet sent: a caller that fans one step out to several sidecars
+     * encodes every body first and then sends them back to back, so that no sidecar starts working (and takes a
+     * processor) while the caller still encodes the next one's request.
+     */
+    public final class Prepared<T> {
+        private final String path;
+        private final byte[] body;
+        private final RuntimeException failure;
+        private final Function<byte[], T> decode;
+
+        private Prepared(String path, byte[] body, RuntimeException failure, Function<byte[], T> decode) {
+            this.path = path;
+            this.body = body;
+            this.failure = failure;
+            this.decode = decode;
+        }
+
+        /** Sends the request; its answer is read by {@link Pending#await}. An encoding failure is thrown there. */
+        public Pending<T> start() {
+            if (failure != null) {
+                return Pending.failed(failure);
+            }
+            return SidecarClient.this.start("POST", path, () -> body, 200, decode);
+        }
+    }
+
+    private <T> Prepared<T> prepare(String path, java.util.function.Supplier<byte[]> body, Function<byte[], T> decode) {
+        try {
+            return new Prepared<>(path, body.get(), null, decode);
+        } catch (RuntimeException e) {
+            return new Prepared<>(path, null, e, decode);
+        }
     }
 
     public void putBlock(String hash, byte[] payload) {
