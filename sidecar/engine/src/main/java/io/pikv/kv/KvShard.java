@@ -13,6 +13,8 @@ import java.util.Map;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Future;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
@@ -512,9 +514,9 @@ public final class KvShard {
      * {@link #attendPartial(long, int, float[], AttentionScope, boolean)} on up to {@code parallelism} threads: the
      * calling thread and {@code parallelism - 1} tasks on {@code pool} take buckets one at a time until none is left,
      * so a thread that runs slower (its processor shared with other work) takes fewer; each bucket's partial is
-     * computed on its own and they merge (log-sum-exp) in bucket order, so the result, weights included, does not
-     * depend on which thread took which bucket or on how many threads there were. Without a pool, or with one
-     * thread, it is the one-pass call (one accumulator over every bucket: equal up to float rounding).
+     * computed on its own and they merge (log-sum-exp) in bucket order, so neither the number of threads nor which
+     * thread took which bucket changes the order of any sum, and weights come in bucket order. Without a pool, or
+     * with one thread, it is the one-pass call (one accumulator over every bucket: equal up to float rounding).
      */
     public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
                                           boolean weights, ExecutorService pool, int parallelism) {
@@ -550,22 +552,39 @@ public final class KvShard {
                     throw e;
                 }
             };
+            // A pool task runs only if it claims its slot first; the caller claims the slots of tasks that have not
+            // started once its own loop is done (every bucket is then taken), so it never waits for a task that is
+            // still queued (behind other calls' tasks, or dropped by a pool shut down) and would find nothing to do.
+            AtomicBoolean[] claimed = new AtomicBoolean[threads - 1];
             List<Future<?>> others = new ArrayList<>(threads - 1);
             Throwable failure = null;
             try {
-                for (int t = 1; t < threads; t++) {
-                    others.add(pool.submit(take));
+                for (int t = 0; t < threads - 1; t++) {
+                    AtomicBoolean slot = new AtomicBoolean();
+                    try {
+                        others.add(pool.submit(() -> {
+                            if (slot.compareAndSet(false, true)) {
+                                take.run();
+                            }
+                        }));
+                    } catch (RejectedExecutionException e) {
+                        break; // a pool that takes no more tasks: the threads already going take every bucket
+                    }
+                    claimed[t] = slot;
                 }
                 take.run();
             } catch (RuntimeException | Error e) {
-                failure = e; // a refused submission or a failed bucket here: the submitted tasks still finish
+                failure = e; // a failed bucket here: the started tasks still finish
                 next.set(buckets);
             }
             boolean interrupted = false;
-            for (Future<?> f : others) {
+            for (int t = 0; t < others.size(); t++) {
+                if (claimed[t].compareAndSet(false, true)) {
+                    continue; // never started, and now never will: nothing of this call runs there
+                }
                 while (true) {
                     try {
-                        f.get();
+                        others.get(t).get();
                         break;
                     } catch (InterruptedException e) {
                         interrupted = true; // the task still reads under this thread's lock: wait for it
