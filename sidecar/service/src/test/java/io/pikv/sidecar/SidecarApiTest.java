@@ -238,7 +238,8 @@ class SidecarApiTest {
         String steps = "/v1/sequences/" + seq + "/steps";
         // Over pikv.api.max-body-bytes (65536 in tests).
         given().contentType("application/octet-stream").body(new byte[70_000]).post(steps)
-                .then().statusCode(413).contentType(PROBLEM).body("type", equalTo("urn:pikv:problem:body-too-large"))
+                .then().statusCode(413).contentType(PROBLEM).header("Connection", "close")
+                .body("type", equalTo("urn:pikv:problem:body-too-large"))
                 .body("detail", equalTo("the request body is 70000 bytes, over the limit of 65536 bytes "
                         + "(pikv.api.max-body-bytes); send fewer entries per request"))
                 .body("instance", equalTo(steps));
@@ -287,6 +288,8 @@ class SidecarApiTest {
         assertThat(chunked.statusCode()).isEqualTo(413);
         assertThat(chunked.headers().firstValue("Content-Type")).contains(PROBLEM);
         assertThat(chunked.body()).contains("more than 65536 bytes, over the limit of 65536 bytes");
+        assertThat(chunked.headers().firstValue("Connection")).as("the unread rest would be taken for a request")
+                .contains("close");
         // Then a good step at the position the gateway gives, with parameters in the content type.
         given().contentType("application/octet-stream; charset=binary").accept("application/octet-stream, */*")
                 .body(step).post(steps + "?position=5").then().statusCode(200).contentType("application/octet-stream");
@@ -346,5 +349,8 @@ class SidecarApiTest {
                 .body(containsString("pikv_kv_budget_bytes")).body(containsString("pikv_kv_hit_ratio"))
                 .body(containsString("pikv_request_seconds_bucket"));
         given().get("/q/openapi").then().statusCode(200).body(containsString("/v1/sequences/{id}/steps"));
+        given().accept("application/json").get("/q/openapi").then().statusCode(200)
+                .body("paths.'/v1/sequences/{id}/steps'.post.parameters.find { it.name == 'position' }.schema.type",
+                        equalTo("integer"));
     }
 }

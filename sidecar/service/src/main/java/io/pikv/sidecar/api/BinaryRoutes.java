@@ -6,7 +6,6 @@ import io.netty.handler.codec.http.HttpResponseStatus;
 import io.pikv.sidecar.SidecarConfig;
 import io.quarkus.vertx.http.runtime.RouteConstants;
 import io.vertx.core.buffer.Buffer;
-import io.vertx.core.http.HttpClosedException;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpServerRequest;
 import io.vertx.ext.web.Router;
@@ -35,6 +34,11 @@ import org.jboss.logging.Logger;
 @ApplicationScoped
 public class BinaryRoutes {
     private static final Logger LOG = Logger.getLogger(BinaryRoutes.class);
+    /**
+     * Most bytes reserved for a body before they arrive: a declared length is a claim, not data, so a client that
+     * declares 64 MiB and sends nothing holds no more than this (a step or attention body is tens of kilobytes).
+     */
+    private static final int MAX_RESERVED_BODY_BYTES = 1 << 16;
 
     private final SequenceResource sequences;
     private final int maxBodyBytes;
@@ -108,7 +112,7 @@ public class BinaryRoutes {
     /** Reads the body into one buffer (sized by its declared length), refusing it once it passes the limit. */
     private void read(RoutingContext rc, String path, long length, java.util.function.Consumer<Buffer> then) {
         HttpServerRequest request = rc.request();
-        Buffer body = Buffer.buffer((int) Math.max(0, Math.min(length, maxBodyBytes)));
+        Buffer body = Buffer.buffer((int) Math.max(0, Math.min(length, Math.min(maxBodyBytes, MAX_RESERVED_BODY_BYTES))));
         if (request.isEnded()) {
             then.accept(body);
             return;
@@ -126,11 +130,17 @@ public class BinaryRoutes {
             body.appendBuffer(chunk);
         });
         request.exceptionHandler(e -> {
+            // The request stream failed: the client went away (closed, reset, its HTTP/2 stream reset) or sent
+            // framing the HTTP layer could not decode. Either way the body is incomplete and nothing reached the
+            // store; there is no one to answer, or nothing more to read on this connection.
             refused[0] = true;
-            if (e instanceof HttpClosedException) {
-                LOG.debugf("%s: the client closed the connection before the body was read", path);
+            if (e instanceof io.netty.handler.codec.DecoderException) {
+                send(rc, Problems.of(new IllegalArgumentException("malformed request body: " + e.getMessage()), path));
             } else {
-                send(rc, Problems.of(e, path));
+                LOG.debugf("%s: the request stream ended before its body was read: %s", path, e);
+                if (!rc.response().closed()) {
+                    rc.response().reset();
+                }
             }
         });
         request.endHandler(v -> {
@@ -138,7 +148,7 @@ public class BinaryRoutes {
                 then.accept(body);
             }
         });
-        request.resume(); // the HTTP layer hands the request over paused
+        request.resume(); // the handlers are set: let the body flow (harmless when the HTTP layer resumed it already)
     }
 
     /** Runs {@code work} on a worker thread and answers with its octets or its problem. */
@@ -153,6 +163,11 @@ public class BinaryRoutes {
         });
     }
 
+    /**
+     * Answers with {@code problem}. A refusal sent before the whole body was read also ends the connection (HTTP/1.x:
+     * {@code Connection: close}; HTTP/2 ends the stream): otherwise the unread rest of the body, or a body the client
+     * never sends after a refused {@code Expect: 100-continue}, would be read as the connection's next request.
+     */
     private void send(RoutingContext rc, Problem problem) {
         if (rc.response().ended() || rc.response().closed()) {
             return;
@@ -163,8 +178,17 @@ public class BinaryRoutes {
         } catch (JsonProcessingException e) {
             throw new IllegalStateException("a problem record did not serialize", e);
         }
+        boolean unread = !rc.request().isEnded();
+        boolean http1 = rc.request().version() != io.vertx.core.http.HttpVersion.HTTP_2;
+        if (unread && http1) {
+            rc.response().putHeader(HttpHeaders.CONNECTION, HttpHeaders.CLOSE);
+        }
         rc.response().setStatusCode(problem.status()).putHeader(HttpHeaders.CONTENT_TYPE, Problem.MEDIA_TYPE)
-                .end(Buffer.buffer(body));
+                .end(Buffer.buffer(body)).onComplete(done -> {
+                    if (unread && http1) {
+                        rc.request().connection().close();
+                    }
+                });
     }
 
     private static String reason(int status) {

@@ -16,6 +16,9 @@ import jakarta.ws.rs.Produces;
 import jakarta.ws.rs.core.MediaType;
 import jakarta.ws.rs.core.Response;
 import org.eclipse.microprofile.openapi.annotations.Operation;
+import org.eclipse.microprofile.openapi.annotations.enums.SchemaType;
+import org.eclipse.microprofile.openapi.annotations.media.Schema;
+import org.eclipse.microprofile.openapi.annotations.parameters.Parameter;
 
 import java.net.URI;
 import java.util.ArrayList;
@@ -132,7 +135,10 @@ public class SequenceResource {
     @Operation(summary = "One decode step: route, store the token's K/V, attend (binary)", description = "With "
             + "?position=P (shard role, chosen experts): store the token at P and answer this shard's partial "
             + "attention instead of the output — the gateway's one round trip to the owning shard.")
-    public byte[] step(@PathParam("id") long id, @QueryParam("position") String positionParam, byte[] body) {
+    public byte[] step(@PathParam("id") long id,
+                       @Parameter(description = "shard role: the position the gateway gives the token",
+                               schema = @Schema(type = SchemaType.INTEGER, minimum = "0"))
+                       @QueryParam("position") String positionParam, byte[] body) {
         limit.check(body);
         Integer position = position(positionParam);
         Wire.StepRequest request = Wire.decodeStep(body, sidecar.shape());
