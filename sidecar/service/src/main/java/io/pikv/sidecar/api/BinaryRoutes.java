@@ -2,18 +2,23 @@ package io.pikv.sidecar.api;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.netty.handler.codec.DecoderException;
 import io.netty.handler.codec.http.HttpResponseStatus;
-import io.pikv.sidecar.SidecarConfig;
 import io.quarkus.vertx.http.runtime.RouteConstants;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpServerRequest;
+import io.vertx.core.http.HttpVersion;
 import io.vertx.ext.web.Router;
 import io.vertx.ext.web.RoutingContext;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.event.Observes;
 import jakarta.ws.rs.core.MediaType;
 import org.jboss.logging.Logger;
+
+import java.util.List;
+import java.util.concurrent.Callable;
+import java.util.function.Consumer;
 
 /**
  * The two binary requests of every decode step, {@code POST /v1/sequences/{id}/steps} and
@@ -41,12 +46,12 @@ public class BinaryRoutes {
     private static final int MAX_RESERVED_BODY_BYTES = 1 << 16;
 
     private final SequenceResource sequences;
-    private final int maxBodyBytes;
+    private final BodyLimit limit;
     private final ObjectMapper json;
 
-    public BinaryRoutes(SequenceResource sequences, SidecarConfig config, ObjectMapper json) {
+    public BinaryRoutes(SequenceResource sequences, BodyLimit limit, ObjectMapper json) {
         this.sequences = sequences;
-        this.maxBodyBytes = config.api().maxBodyBytes();
+        this.limit = limit;
         this.json = json;
     }
 
@@ -88,20 +93,12 @@ public class BinaryRoutes {
             return;
         }
         String position = request.getParam("position");
-        String declared = request.getHeader(HttpHeaders.CONTENT_LENGTH);
-        long length = -1;
-        if (declared != null) {
-            try {
-                length = Long.parseLong(declared.trim());
-            } catch (NumberFormatException e) {
-                send(rc, Problems.of(new IllegalArgumentException("Content-Length must be a number, got '"
-                        + declared + "'"), path));
-                return;
-            }
-            if (length > maxBodyBytes) {
-                send(rc, Problems.of(new BodyLimit.BodyTooLargeException(length, maxBodyBytes), path));
-                return;
-            }
+        long length;
+        try {
+            length = limit.declaredLength(request.getHeader(HttpHeaders.CONTENT_LENGTH));
+        } catch (RuntimeException e) {
+            send(rc, Problems.of(e, path));
+            return;
         }
         if (request.headers().contains(HttpHeaders.EXPECT, HttpHeaders.CONTINUE, true)) {
             rc.response().writeContinue();
@@ -110,9 +107,10 @@ public class BinaryRoutes {
     }
 
     /** Reads the body into one buffer (sized by its declared length), refusing it once it passes the limit. */
-    private void read(RoutingContext rc, String path, long length, java.util.function.Consumer<Buffer> then) {
+    private void read(RoutingContext rc, String path, long length, Consumer<Buffer> then) {
         HttpServerRequest request = rc.request();
-        Buffer body = Buffer.buffer((int) Math.max(0, Math.min(length, Math.min(maxBodyBytes, MAX_RESERVED_BODY_BYTES))));
+        int maxBodyBytes = limit.maxBytes();
+        Buffer body = Buffer.buffer((int) Math.max(0, Math.min(length, MAX_RESERVED_BODY_BYTES)));
         if (request.isEnded()) {
             then.accept(body);
             return;
@@ -134,7 +132,7 @@ public class BinaryRoutes {
             // framing the HTTP layer could not decode. Either way the body is incomplete and nothing reached the
             // store; there is no one to answer, or nothing more to read on this connection.
             refused[0] = true;
-            if (e instanceof io.netty.handler.codec.DecoderException) {
+            if (e instanceof DecoderException) {
                 send(rc, Problems.of(new IllegalArgumentException("malformed request body: " + e.getMessage()), path));
             } else {
                 LOG.debugf("%s: the request stream ended before its body was read: %s", path, e);
@@ -152,7 +150,7 @@ public class BinaryRoutes {
     }
 
     /** Runs {@code work} on a worker thread and answers with its octets or its problem. */
-    private void work(RoutingContext rc, String path, java.util.concurrent.Callable<byte[]> work) {
+    private void work(RoutingContext rc, String path, Callable<byte[]> work) {
         rc.vertx().executeBlocking(work, false).onComplete(done -> {
             if (done.succeeded()) {
                 rc.response().putHeader(HttpHeaders.CONTENT_TYPE, MediaType.APPLICATION_OCTET_STREAM)
@@ -179,7 +177,7 @@ public class BinaryRoutes {
             throw new IllegalStateException("a problem record did not serialize", e);
         }
         boolean unread = !rc.request().isEnded();
-        boolean http1 = rc.request().version() != io.vertx.core.http.HttpVersion.HTTP_2;
+        boolean http1 = rc.request().version() != HttpVersion.HTTP_2;
         if (unread && http1) {
             rc.response().putHeader(HttpHeaders.CONNECTION, HttpHeaders.CLOSE);
         }
@@ -209,7 +207,7 @@ public class BinaryRoutes {
     }
 
     /** No {@code Accept}, or one whose ranges include {@code application/octet-stream}, over all its headers. */
-    static boolean acceptsOctets(java.util.List<String> accept) {
+    static boolean acceptsOctets(List<String> accept) {
         if (accept.isEmpty()) {
             return true;
         }

@@ -20,17 +20,29 @@ public class BodyLimit {
 
     @ServerRequestFilter(preMatching = true)
     public void declared(ContainerRequestContext request) {
-        String length = request.getHeaderString("Content-Length");
-        if (length != null) {
-            try {
-                long declared = Long.parseLong(length.trim());
-                if (declared > maxBytes) {
-                    throw new BodyTooLargeException(declared, maxBytes);
-                }
-            } catch (NumberFormatException e) {
-                throw new IllegalArgumentException("Content-Length must be a number, got '" + length + "'");
-            }
+        declaredLength(request.getHeaderString("Content-Length"));
+    }
+
+    /** The length a {@code Content-Length} header declares (-1 without one), refused when it is over the limit. */
+    long declaredLength(String contentLength) {
+        if (contentLength == null) {
+            return -1;
         }
+        long declared;
+        try {
+            declared = Long.parseLong(contentLength.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("Content-Length must be a number, got '" + contentLength + "'");
+        }
+        if (declared > maxBytes) {
+            throw new BodyTooLargeException(declared, maxBytes);
+        }
+        return declared;
+    }
+
+    /** The limit, {@code pikv.api.max-body-bytes}. */
+    int maxBytes() {
+        return maxBytes;
     }
 
     void check(byte[] body) {
