@@ -44,6 +44,10 @@ public class BinaryRoutes {
      * declares 64 MiB and sends nothing holds no more than this (a step or attention body is tens of kilobytes).
      */
     private static final int MAX_RESERVED_BODY_BYTES = 1 << 16;
+    /** Bytes of a refused body read and dropped before the connection is closed instead (an endless chunked body). */
+    private static final long DRAIN_BYTES = 256L << 20;
+    /** Routing-context key: a {@code 100 Continue} was sent, so the client is sending its body. */
+    private static final String CONTINUED = "pikv.continued";
 
     private final SequenceResource sequences;
     private final BodyLimit limit;
@@ -100,8 +104,9 @@ public class BinaryRoutes {
             send(rc, Problems.of(e, path));
             return;
         }
-        if (request.headers().contains(HttpHeaders.EXPECT, HttpHeaders.CONTINUE, true)) {
+        if (expectsContinue(rc)) {
             rc.response().writeContinue();
+            rc.put(CONTINUED, Boolean.TRUE);
         }
         read(rc, path, length, body -> work(rc, path, () -> call.serve(id, position, body.getBytes())));
     }
@@ -162,9 +167,11 @@ public class BinaryRoutes {
     }
 
     /**
-     * Answers with {@code problem}. A refusal sent before the whole body was read also ends the connection (HTTP/1.x:
-     * {@code Connection: close}; HTTP/2 ends the stream): otherwise the unread rest of the body, or a body the client
-     * never sends after a refused {@code Expect: 100-continue}, would be read as the connection's next request.
+     * Answers with {@code problem}. A refusal sent before the whole body was read keeps the connection in step: a
+     * client that waits for {@code 100 Continue} gets the refusal instead and the connection is closed after it (on
+     * HTTP/1.x it will not send the body, so nothing would mark where the next request starts); a client that is
+     * sending its body has the rest read and dropped, so that it can finish writing and read the answer, and the
+     * connection is closed only if more than {@link #DRAIN_BYTES} beyond the limit keep coming.
      */
     private void send(RoutingContext rc, Problem problem) {
         if (rc.response().ended() || rc.response().closed()) {
@@ -176,17 +183,35 @@ public class BinaryRoutes {
         } catch (JsonProcessingException e) {
             throw new IllegalStateException("a problem record did not serialize", e);
         }
-        boolean unread = !rc.request().isEnded();
-        boolean http1 = rc.request().version() != HttpVersion.HTTP_2;
-        if (unread && http1) {
+        HttpServerRequest request = rc.request();
+        boolean unread = !request.isEnded();
+        boolean http1 = request.version() != HttpVersion.HTTP_2;
+        boolean close = unread && http1 && expectsContinue(rc) && rc.get(CONTINUED) == null;
+        if (close) {
             rc.response().putHeader(HttpHeaders.CONNECTION, HttpHeaders.CLOSE);
+        } else if (unread) {
+            long[] dropped = {0};
+            request.handler(chunk -> {
+                dropped[0] += chunk.length();
+                if (dropped[0] > DRAIN_BYTES && http1) {
+                    LOG.debugf("%s: closing the connection after %d bytes of a refused body", rc.normalizedPath(),
+                            dropped[0]);
+                    request.connection().close();
+                }
+            });
+            request.endHandler(v -> { });
+            request.resume();
         }
         rc.response().setStatusCode(problem.status()).putHeader(HttpHeaders.CONTENT_TYPE, Problem.MEDIA_TYPE)
                 .end(Buffer.buffer(body)).onComplete(done -> {
-                    if (unread && http1) {
-                        rc.request().connection().close();
+                    if (close) {
+                        request.connection().close();
                     }
                 });
+    }
+
+    private static boolean expectsContinue(RoutingContext rc) {
+        return rc.request().headers().contains(HttpHeaders.EXPECT, HttpHeaders.CONTINUE, true);
     }
 
     private static String reason(int status) {
