@@ -80,11 +80,11 @@ public class BinaryRoutes {
         HttpServerRequest request = rc.request();
         String path = rc.normalizedPath();
         if (!octets(request.getHeader(HttpHeaders.CONTENT_TYPE))) {
-            send(rc, Problems.http(415, reason(415), null, path));
+            refuse(rc, 415, path);
             return;
         }
         if (!acceptsOctets(request.headers().getAll(HttpHeaders.ACCEPT))) {
-            send(rc, Problems.http(406, reason(406), null, path));
+            refuse(rc, 406, path);
             return;
         }
         long id;
@@ -93,7 +93,7 @@ public class BinaryRoutes {
             int matrix = segment.indexOf(';'); // matrix parameters are not part of the id, as in the REST layer
             id = Long.parseLong(matrix < 0 ? segment : segment.substring(0, matrix));
         } catch (NumberFormatException e) {
-            send(rc, Problems.http(404, reason(404), null, path));
+            refuse(rc, 404, path);
             return;
         }
         String position = request.getParam("position");
@@ -121,10 +121,7 @@ public class BinaryRoutes {
             return;
         }
         boolean[] refused = {false};
-        request.handler(chunk -> {
-            if (refused[0]) {
-                return;
-            }
+        request.handler(chunk -> { // replaced by send's drain once a refusal is sent
             if ((long) body.length() + chunk.length() > maxBodyBytes) {
                 refused[0] = true;
                 send(rc, Problems.of(new BodyLimit.BodyTooLargeException(maxBodyBytes), path));
@@ -214,8 +211,9 @@ public class BinaryRoutes {
         return rc.request().headers().contains(HttpHeaders.EXPECT, HttpHeaders.CONTINUE, true);
     }
 
-    private static String reason(int status) {
-        return HttpResponseStatus.valueOf(status).reasonPhrase();
+    /** A refusal of the HTTP layer's kind (type, accepted types, no such resource), titled by its reason phrase. */
+    private void refuse(RoutingContext rc, int status, String path) {
+        send(rc, Problems.http(status, HttpResponseStatus.valueOf(status).reasonPhrase(), null, path));
     }
 
     /**
