@@ -173,6 +173,11 @@ public final class ShardNode implements KvApi, AutoCloseable {
         return shard.budgetBytes();
     }
 
+    /** Bytes of one page: the smallest budget a shard can run with. */
+    public long pageBytes() {
+        return shard.layout().pageBytes();
+    }
+
     /**
      * Changes the budget while serving: a larger one at once; a smaller one evicts through the active policy
      * ({@link KvShard#resizeBudget}) until the pages in use fit.

@@ -110,6 +110,15 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         return DEFAULTS.containsKey(name);
     }
 
+    /**
+     * Checks that {@code name} with {@code parameters} could run, without switching to it.
+     *
+     * @throws IllegalArgumentException an unknown name, or a parameter the policy does not take or out of its range
+     */
+    public static void check(String name, Map<String, Double> parameters) {
+        build(name, parameters);
+    }
+
     /** Switches to {@code name} with default parameters; when the name is unknown, keeps the current one and says why. */
     public Optional<String> use(String name) {
         return use(name, Map.of());

@@ -265,8 +265,8 @@ public final class ControlListener implements AutoCloseable {
         }
         ControlState state;
         try {
-            state = json.readValue(r.value(), ControlState.class);
-        } catch (IOException e) {
+            state = read(r.value());
+        } catch (IOException | IllegalArgumentException e) {
             outcomes.get(ShardControl.Outcome.INVALID).increment();
             LOG.warnf("control: record at %s-%d offset %d is not a control state: %s", r.topic(), r.partition(),
                     r.offset(), e.getMessage());
@@ -295,6 +295,30 @@ public final class ControlListener implements AutoCloseable {
                     r.partition(), r.offset(), state.epoch());
         }
         outcomes.get(outcome).increment();
+    }
+
+    /**
+     * A record's value as a control state: {@code version} and {@code epoch} must be there as whole numbers (a
+     * missing one would read as 0), and no whole-number field takes a fraction.
+     */
+    private ControlState read(byte[] value) throws IOException {
+        com.fasterxml.jackson.databind.JsonNode tree = json.readTree(value);
+        if (tree == null || tree.isNull()) {
+            return null;
+        }
+        if (!tree.isObject()) {
+            throw new IllegalArgumentException("it is JSON " + tree.getNodeType().name().toLowerCase(Locale.ROOT)
+                    + ", not an object");
+        }
+        for (String field : List.of("version", "epoch")) {
+            if (!tree.path(field).isIntegralNumber()) {
+                throw new IllegalArgumentException("'" + field + "' must be a whole number, got "
+                        + (tree.has(field) ? tree.get(field) : "none"));
+            }
+        }
+        return json.readerFor(ControlState.class)
+                .without(com.fasterxml.jackson.databind.DeserializationFeature.ACCEPT_FLOAT_AS_INT)
+                .readValue(tree);
     }
 
     private void lost(KafkaException e) {

@@ -17,14 +17,19 @@ import java.util.TreeMap;
 /**
  * The desired state this sidecar runs: the expert→shard map with its epoch, the eviction policy and its
  * parameters, the budget. It starts from the configuration (source {@code config}, no epoch) and takes control
- * records ({@link ControlState}) of its own cluster whose epoch is newer than the one applied; older or equal
- * epochs and other clusters are ignored, so replays and duplicates are harmless.
+ * records ({@link ControlState}) of its own cluster whose epoch is newer than the one applied; older epochs, repeats of
+ * the applied record and other clusters are ignored, so replays and duplicates are harmless. A different record with
+ * the applied epoch is a conflict: ignored, logged and counted (a change needs a new epoch).
  *
- * <p>A record is applied whole or not at all when its shard map is invalid. Parts this sidecar cannot honour are
- * applied as far as they go and said so in {@link State#warnings()}: an unknown policy keeps the current one; a
- * budget is applied to the running shard after the policy (a smaller one evicts through that policy until the pages
- * in use fit), and one the shard cannot take — below one page, or below what is in use under {@code reject} — keeps
- * the budget in force next to the desired one. Thread-safe.
+ * <p>Each record is the whole state, read against the configuration only (the topic is compacted, so a record must
+ * not depend on the ones before it): a missing policy means the configured policy with its configured parameters, a
+ * budget of 0 or less the configured budget. A record is checked whole before any of it applies — schema version,
+ * shard map, policy name and parameters, a budget of at least one page — and refused whole when any part is wrong.
+ * What depends on the running shard is applied as far as it goes and said in {@link State#warnings()}: a budget is
+ * applied after the policy (a smaller one evicts through the policy in charge until the pages in use fit), and one the
+ * shard cannot take now — below what is in use under {@code reject}, or above its page memory — keeps the budget in
+ * force next to the desired one. A map applied by hand ({@link #applyMap}, source {@code manual}) changes only the
+ * map; a control record with the same epoch replaces it. Thread-safe.
  */
 public final class ShardControl {
     private static final Logger LOG = Logger.getLogger(ShardControl.class);
@@ -32,8 +37,10 @@ public final class ShardControl {
     /** What became of a control record. */
     public enum Outcome {
         APPLIED,
-        /** Epoch not newer than the applied one. */
+        /** Epoch older than the applied one, or the applied record again. */
         STALE,
+        /** A record other than the applied one with the same epoch: ignored. */
+        CONFLICT,
         OTHER_CLUSTER,
         INVALID
     }
@@ -42,7 +49,8 @@ public final class ShardControl {
      * The state in effect.
      *
      * @param epoch              epoch of the control record applied, -1 before any
-     * @param source             {@code config} (no record applied yet) or {@code control}
+     * @param source             {@code config} (no record applied yet), {@code control} (a control record) or
+     *                           {@code manual} (a map applied by hand over the last of those)
      * @param shardMap           the expert→shard map served at {@code /v1/shard-map} (epoch 0 while from config)
      * @param policy             the eviction policy that runs
      * @param requestedPolicy    the policy the last applied record asked for (the configured one before)
@@ -50,7 +58,7 @@ public final class ShardControl {
      * @param desiredBudgetBytes the budget asked for
      * @param budgetBytes        the budget the shard enforces
      * @param warnings           what of the applied state is not in effect, and why
-     * @param lastRejected       the last record rejected as invalid and why, or null
+     * @param lastRejected       the last record refused (invalid, or in conflict with the applied one) and why, or null
      * @param appliedAt          when the state was set
      */
     public record State(long epoch, String source, ExpertShardMap shardMap, String policy, String requestedPolicy,
@@ -64,7 +72,13 @@ public final class ShardControl {
     private final ShardPolicy policy;
     private final Budget budget;
     private final java.util.function.Consumer<ExpertShardMap> routing;
+    /** What a record without a policy or a budget asks for: the configured policy, parameters and budget. */
+    private final String configuredPolicy;
+    private final Map<String, Double> configuredParameters;
+    private final long configuredBudget;
     private volatile State state;
+    /** The control record in effect (null before any), to tell a repeat from a conflict. */
+    private ControlState applied;
 
     /** The shard's byte budget, as control reads and sets it. */
     public interface Budget {
@@ -78,12 +92,25 @@ public final class ShardControl {
          */
         Optional<String> resize(long bytes);
 
+        /** Why {@code bytes} can never be this shard's budget (whatever it holds), or empty. */
+        default Optional<String> check(long bytes) {
+            return Optional.empty();
+        }
+
         /** The budget of {@code shard}: {@link ShardNode#resizeBudget}, its refusals as reasons. */
         static Budget of(ShardNode shard) {
             return new Budget() {
                 @Override
                 public long enforced() {
                     return shard.budgetBytes();
+                }
+
+                @Override
+                public Optional<String> check(long bytes) {
+                    return bytes < shard.pageBytes()
+                            ? Optional.of("a budget of " + bytes + " bytes is below one page of " + shard.pageBytes()
+                            + " bytes")
+                            : Optional.empty();
                 }
 
                 @Override
@@ -120,9 +147,11 @@ public final class ShardControl {
         this.policy = policy;
         this.budget = budget;
         this.routing = routing;
-        long configured = budget.enforced();
-        this.state = new State(-1, "config", initialMap, policy.activePolicy(), policy.activePolicy(), Map.of(),
-                configured, configured, List.of(), null, Instant.now());
+        this.configuredPolicy = policy.activePolicy();
+        this.configuredParameters = policy.activeParameters();
+        this.configuredBudget = budget.enforced();
+        this.state = new State(-1, "config", initialMap, configuredPolicy, configuredPolicy, configuredParameters,
+                configuredBudget, configuredBudget, List.of(), null, Instant.now());
     }
 
     /** A shard's control: applied maps are only served (a shard routes nothing). */
@@ -145,12 +174,31 @@ public final class ShardControl {
     }
 
     /**
-     * Applies a record that changes only the shard map: the policy in charge and its parameters go in as they are,
-     * read under the same lock as the apply, so a record applied meanwhile is not undone.
+     * Applies a shard map by hand (source {@code manual}): only the map and its epoch change; the policy, its
+     * parameters, the budget and their warnings stay as the last record left them. The epoch must be newer than the
+     * applied one.
      */
     public synchronized Outcome applyMap(long epoch, List<Integer> shardOfExpert, int shards) {
-        return apply(new ControlState(ControlState.VERSION, cluster, epoch, shardOfExpert, shards,
-                policy.activePolicy(), policy.activeParameters(), 0));
+        State current = state;
+        if (epoch <= current.epoch()) {
+            return Outcome.STALE;
+        }
+        ExpertShardMap map;
+        try {
+            map = shardMap(epoch, shardOfExpert, shards);
+            routing.accept(map);
+        } catch (IllegalArgumentException e) {
+            reject(current, "epoch " + epoch + " (by hand): " + e.getMessage());
+            return Outcome.INVALID;
+        }
+        List<String> warnings = new ArrayList<>(current.warnings());
+        warnings.removeIf(w -> w.startsWith(OUTSIDE_MAP));
+        outside(map).ifPresent(warnings::add);
+        state = new State(epoch, "manual", map, current.policy(), current.requestedPolicy(), current.parameters(),
+                current.desiredBudgetBytes(), current.budgetBytes(), List.copyOf(warnings), current.lastRejected(),
+                Instant.now());
+        LOG.infof("control: applied a shard map by hand at epoch %d: %d shards", epoch, map.shards());
+        return Outcome.APPLIED;
     }
 
     public synchronized Outcome apply(ControlState record) {
@@ -158,29 +206,51 @@ public final class ShardControl {
             return Outcome.OTHER_CLUSTER;
         }
         State current = state;
-        if (record.epoch() <= current.epoch()) {
+        if (record.epoch() >= 0 && record.epoch() < current.epoch()) {
             return Outcome.STALE;
         }
-        ExpertShardMap map;
-        try {
-            if (record.parameters() != null) {
-                ShardPolicy.requireFinite(record.parameters()); // before anything of the record applies
+        if (record.epoch() >= 0 && record.epoch() == current.epoch() && !current.source().equals("manual")) {
+            if (record.equals(applied)) {
+                return Outcome.STALE;
             }
-            map = shardMap(record);
-            routing.accept(map);
+            reject(current, "epoch " + record.epoch() + ": a record other than the one applied carries the applied "
+                    + "epoch; it is ignored (a change needs a newer epoch)");
+            return Outcome.CONFLICT;
+        }
+        // Everything the record asks for is checked before any of it applies.
+        ExpertShardMap map;
+        String requested;
+        Map<String, Double> parameters;
+        long desired;
+        try {
+            if (record.version() != ControlState.VERSION) {
+                throw new IllegalArgumentException("schema version " + record.version() + " is not one this sidecar "
+                        + "reads (version " + ControlState.VERSION + ")");
+            }
+            map = shardMap(record.epoch(), record.shardOfExpert(), record.shards());
+            if (record.policy() == null || record.policy().isBlank()) {
+                if (record.parameters() != null && !record.parameters().isEmpty()) {
+                    throw new IllegalArgumentException("parameters " + record.parameters().keySet() + " without a "
+                            + "policy (a record without one runs the configured " + configuredPolicy + ")");
+                }
+                requested = configuredPolicy;
+                parameters = configuredParameters;
+            } else {
+                requested = record.policy();
+                parameters = record.parameters() == null ? Map.of() : new TreeMap<>(record.parameters());
+                ShardPolicy.check(requested, parameters);
+            }
+            desired = record.budgetBytes() > 0 ? record.budgetBytes() : configuredBudget;
+            Optional<String> unusable = budget.check(desired);
+            if (unusable.isPresent()) {
+                throw new IllegalArgumentException(unusable.get());
+            }
+            routing.accept(map); // last: the first thing that changes (a gateway routes by it from now on)
         } catch (IllegalArgumentException e) {
-            String reason = "epoch " + record.epoch() + ": " + e.getMessage();
-            LOG.warnf("control: rejected the record of epoch %d (kept epoch %d): %s", record.epoch(), current.epoch(),
-                    e.getMessage());
-            state = new State(current.epoch(), current.source(), current.shardMap(), current.policy(),
-                    current.requestedPolicy(), current.parameters(), current.desiredBudgetBytes(),
-                    current.budgetBytes(), current.warnings(), reason, current.appliedAt());
+            reject(current, "epoch " + record.epoch() + ": " + e.getMessage());
             return Outcome.INVALID;
         }
         List<String> warnings = new ArrayList<>();
-        String requested = record.policy() == null || record.policy().isBlank() ? policy.activePolicy() : record.policy();
-        Map<String, Double> parameters = record.parameters() == null ? Map.of() : new TreeMap<>(record.parameters());
-        long desired = record.budgetBytes() > 0 ? record.budgetBytes() : current.desiredBudgetBytes();
         // A smaller budget first, through the policy in charge: it knows the tokens (a policy switched to has tracked
         // nothing yet). A larger one, or a shrink that policy refused, after the switch.
         Optional<String> budgetRefused = desired < budget.enforced() ? budget.resize(desired) : Optional.empty();
@@ -197,9 +267,8 @@ public final class ShardControl {
             LOG.warnf("control: epoch %d: %s", record.epoch(), reason);
         });
         long effective = budget.enforced();
-        if (shardId >= map.shards()) {
-            warnings.add("this shard (" + shardId + ") is outside the map's " + map.shards() + " shards: it owns no expert");
-        }
+        outside(map).ifPresent(warnings::add);
+        applied = record;
         state = new State(record.epoch(), "control", map, policy.activePolicy(), requested, Map.copyOf(parameters),
                 desired, effective, List.copyOf(warnings), current.lastRejected(), Instant.now());
         LOG.infof("control: applied epoch %d: %d shards, policy %s, budget %d bytes desired / %d enforced%s",
@@ -208,11 +277,27 @@ public final class ShardControl {
         return Outcome.APPLIED;
     }
 
-    private ExpertShardMap shardMap(ControlState record) {
-        if (record.epoch() < 0) {
-            throw new IllegalArgumentException("epoch must be >= 0, got " + record.epoch());
+    private static final String OUTSIDE_MAP = "this shard (";
+
+    /** The warning for a shard the map leaves out, if it does. */
+    private Optional<String> outside(ExpertShardMap map) {
+        return shardId >= map.shards()
+                ? Optional.of(OUTSIDE_MAP + shardId + ") is outside the map's " + map.shards() + " shards: it owns no expert")
+                : Optional.empty();
+    }
+
+    /** Keeps the state in effect and records why a record was refused. */
+    private void reject(State current, String reason) {
+        LOG.warnf("control: refused %s (kept epoch %d)", reason, current.epoch());
+        state = new State(current.epoch(), current.source(), current.shardMap(), current.policy(),
+                current.requestedPolicy(), current.parameters(), current.desiredBudgetBytes(), current.budgetBytes(),
+                current.warnings(), reason, current.appliedAt());
+    }
+
+    private ExpertShardMap shardMap(long epoch, List<Integer> assignment, int shards) {
+        if (epoch < 0) {
+            throw new IllegalArgumentException("epoch must be >= 0, got " + epoch);
         }
-        List<Integer> assignment = record.shardOfExpert();
         if (assignment == null || assignment.size() != experts) {
             throw new IllegalArgumentException("the shard map names " + (assignment == null ? 0 : assignment.size())
                     + " experts, the model has " + experts);
@@ -225,6 +310,6 @@ public final class ShardControl {
             }
             shardOf[e] = s;
         }
-        return new ExpertShardMap(record.epoch(), record.shards(), shardOf);
+        return new ExpertShardMap(epoch, shards, shardOf);
     }
 }

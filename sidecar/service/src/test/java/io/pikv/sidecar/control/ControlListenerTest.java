@@ -126,10 +126,25 @@ class ControlListenerTest {
             producer.send(new ProducerRecord<>(topic, "c1", "null")).get();
             producer.send(new ProducerRecord<>(topic, "c1", "{\"version\":1,\"epoch\":7,\"shardOfExpert\":[0,0,0,0],"
                     + "\"shards\":1,\"budgetBytes\":4096}")).get();
+            // No epoch (it would read as 0), a fractional epoch, a fractional shard, a JSON array: refused too.
+            producer.send(new ProducerRecord<>(topic, "c1", "{\"version\":1,\"cluster\":\"c1\","
+                    + "\"shardOfExpert\":[0,0,0,0],\"shards\":1,\"policy\":\"reject\"}")).get();
+            producer.send(new ProducerRecord<>(topic, "c1", "{\"version\":1,\"cluster\":\"c1\",\"epoch\":7.5,"
+                    + "\"shardOfExpert\":[0,0,0,0],\"shards\":1,\"policy\":\"reject\"}")).get();
+            producer.send(new ProducerRecord<>(topic, "c1", "{\"version\":1,\"cluster\":\"c1\",\"epoch\":8,"
+                    + "\"shardOfExpert\":[0,0.5,0,0],\"shards\":1,\"policy\":\"reject\"}")).get();
+            producer.send(new ProducerRecord<>(topic, "c1", "[1, 2]")).get();
             publish(producer, topic, "c1", state("c1", 3, "oldest-page", 0, 0, 0, 0));
             await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 3);
             assertThat(policy.activePolicy()).isEqualTo("oldest-page");
-            assertThat(count("invalid")).isEqualTo(3);
+            assertThat(count("invalid")).isEqualTo(7);
+            // The same epoch again: the same record is stale, another one a conflict; neither changes anything.
+            publish(producer, topic, "c1", state("c1", 3, "oldest-page", 0, 0, 0, 0));
+            publish(producer, topic, "c1", state("c1", 3, "reject", 1, 1, 1, 1));
+            await().atMost(Duration.ofSeconds(10)).until(() -> count("conflict") == 1);
+            assertThat(count("stale")).isEqualTo(1);
+            assertThat(policy.activePolicy()).isEqualTo("oldest-page");
+            assertThat(control.state().shardMap().assignment()).containsExactly(0, 0, 0, 0);
             assertThat(l.ready()).isTrue();
         }
     }

@@ -43,14 +43,56 @@ class ShardControlTest {
     }
 
     @Test
-    void aMapOnlyRecordKeepsThePolicyAndItsParameters() {
+    void aMapAppliedByHandChangesOnlyTheMap() {
         ShardPolicy h2o = ShardPolicy.of("h2o", Map.of("window", 128.0));
         ShardControl c = new ShardControl("c1", 1, ExpertShardMap.roundRobin(4, 1), h2o, ShardControl.Budget.of(node));
+        assertThat(c.apply(state("c1", 2, List.of(0, 0, 0, 0), 1, "reject", 8192)))
+                .isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(c.state().warnings()).containsExactly("this shard (1) is outside the map's 1 shards: it owns no expert");
+
         assertThat(c.applyMap(3, List.of(1, 0, 1, 0), 2)).isEqualTo(ShardControl.Outcome.APPLIED);
-        assertThat(h2o.activePolicy()).isEqualTo("h2o");
-        assertThat(h2o.activeParameters()).containsEntry("window", 128.0).containsEntry("sinks", 4.0);
-        assertThat(c.state().shardMap().epoch()).isEqualTo(3);
-        assertThat(c.state().warnings()).isEmpty();
+        ShardControl.State s = c.state();
+        assertThat(s.source()).isEqualTo("manual");
+        assertThat(s.shardMap()).isEqualTo(new ExpertShardMap(3, 2, new int[] {1, 0, 1, 0}));
+        assertThat(s.policy()).isEqualTo("reject");
+        assertThat(s.desiredBudgetBytes()).isEqualTo(8192);
+        assertThat(node.budgetBytes()).isEqualTo(8192);
+        assertThat(s.warnings()).as("the new map holds shard 1").isEmpty();
+        assertThat(c.applyMap(3, List.of(0, 0, 0, 0), 1)).isEqualTo(ShardControl.Outcome.STALE);
+
+        // The operator's record of the same epoch replaces the hand-applied map; a repeat of it is then stale.
+        ControlState operator = state("c1", 3, List.of(0, 1, 0, 1), 2, "h2o", 4096);
+        assertThat(c.apply(operator)).isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(c.state().source()).isEqualTo("control");
+        assertThat(c.state().shardMap().assignment()).containsExactly(0, 1, 0, 1);
+        assertThat(h2o.activeParameters()).containsEntry("window", 64.0);
+        assertThat(c.apply(operator)).isEqualTo(ShardControl.Outcome.STALE);
+    }
+
+    @Test
+    void aRecordWithoutPolicyOrBudgetRunsTheConfiguredOnes() {
+        // Each record is the whole state: what it leaves out is the configuration's, not what ran before it (a
+        // compacted topic may have dropped the record that set that).
+        ShardPolicy h2o = ShardPolicy.of("h2o", Map.of("window", 128.0));
+        ShardControl c = new ShardControl("c1", 1, ExpertShardMap.roundRobin(4, 1), h2o, ShardControl.Budget.of(node));
+        assertThat(c.apply(state("c1", 1, List.of(0, 1, 0, 1), 2, "lru", 8192))).isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(h2o.activePolicy()).isEqualTo("lru");
+        assertThat(node.budgetBytes()).isEqualTo(8192);
+
+        assertThat(c.apply(state("c1", 2, List.of(1, 0, 1, 0), 2, null, 0))).isEqualTo(ShardControl.Outcome.APPLIED);
+        ShardControl.State s = c.state();
+        assertThat(s.policy()).isEqualTo("h2o");
+        assertThat(s.requestedPolicy()).isEqualTo("h2o");
+        assertThat(s.parameters()).containsEntry("window", 128.0).containsEntry("sinks", 4.0);
+        assertThat(h2o.activeParameters()).containsEntry("window", 128.0);
+        assertThat(s.desiredBudgetBytes()).isEqualTo(4096);
+        assertThat(node.budgetBytes()).isEqualTo(4096);
+
+        // Parameters without a policy name say nothing this sidecar can run: refused.
+        assertThat(c.apply(new ControlState(ControlState.VERSION, "c1", 3, List.of(1, 0, 1, 0), 2, " ",
+                Map.of("window", 8.0), 0))).isEqualTo(ShardControl.Outcome.INVALID);
+        assertThat(c.state().lastRejected()).isEqualTo(
+                "epoch 3: parameters [window] without a policy (a record without one runs the configured h2o)");
     }
 
     static ControlState state(String cluster, long epoch, List<Integer> map, int shards, String policy, long budget) {
@@ -79,8 +121,12 @@ class ShardControlTest {
 
         assertThat(control.apply(state("c1", 3, List.of(1, 1, 0, 0), 2, "reject", 4096)))
                 .isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(control.apply(state("c1", 3, List.of(1, 1, 0, 0), 2, "reject", 4096)))
+                .as("the applied record again").isEqualTo(ShardControl.Outcome.STALE);
         assertThat(control.apply(state("c1", 3, List.of(0, 0, 0, 0), 2, "oldest-page", 4096)))
-                .isEqualTo(ShardControl.Outcome.STALE);
+                .as("another record with the applied epoch").isEqualTo(ShardControl.Outcome.CONFLICT);
+        assertThat(control.state().lastRejected()).isEqualTo("epoch 3: a record other than the one applied carries "
+                + "the applied epoch; it is ignored (a change needs a newer epoch)");
         assertThat(control.apply(state("c1", 2, List.of(0, 0, 0, 0), 2, "oldest-page", 4096)))
                 .isEqualTo(ShardControl.Outcome.STALE);
         assertThat(control.apply(state("c2", 9, List.of(0, 0, 0, 0), 1, "oldest-page", 4096)))
@@ -101,27 +147,51 @@ class ShardControlTest {
         assertThat(policy.activePolicy()).isEqualTo("reject");
         assertThat(control.state().lastRejected()).isEqualTo("epoch 3: expert 1 is mapped to shard 5, outside [0, 2)");
         // A valid record with a newer epoch still applies.
-        assertThat(control.apply(state("c1", 2, List.of(0, 1, 0, 1), 2, null, 0)))
+        assertThat(control.apply(state("c1", 2, List.of(0, 1, 0, 1), 2, "oldest-page", 8192)))
                 .isEqualTo(ShardControl.Outcome.APPLIED);
-        assertThat(control.state().desiredBudgetBytes()).isEqualTo(4096); // 0: unchanged
-        assertThat(control.state().policy()).isEqualTo("reject"); // null: unchanged
+        assertThat(control.state().policy()).isEqualTo("oldest-page");
     }
 
     @Test
-    void whatCannotRunIsKeptAndSaid() {
-        policy.use("oldest-page");
-        assertThat(control.apply(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "lru-9000",
-                Map.of("alpha", 0.5), 8192))).isEqualTo(ShardControl.Outcome.APPLIED);
-        ShardControl.State s = control.state();
-        assertThat(s.epoch()).isEqualTo(5);
-        assertThat(s.policy()).isEqualTo("oldest-page");
-        assertThat(s.requestedPolicy()).isEqualTo("lru-9000");
-        assertThat(s.parameters()).containsEntry("alpha", 0.5);
-        assertThat(s.desiredBudgetBytes()).isEqualTo(8192);
-        assertThat(s.budgetBytes()).isEqualTo(8192);
-        assertThat(s.warnings()).containsExactly(
-                "unknown eviction policy 'lru-9000' (this sidecar knows h2o, lrfu, lru, oldest-page, reject, streaming,"
-                        + " utility); keeping oldest-page",
+    void aRecordThisSidecarCannotRunIsRefusedWhole() {
+        assertThat(control.apply(state("c1", 1, List.of(0, 1, 0, 1), 2, "oldest-page", 8192)))
+                .isEqualTo(ShardControl.Outcome.APPLIED);
+        long seq = fill(3 * 16);
+        ShardControl.State before = control.state();
+        record Bad(ControlState record, String reason) {
+        }
+        List<Bad> bad = List.of(
+                new Bad(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "lru-9000", Map.of("alpha", 0.5), 4096),
+                        "epoch 5: unknown eviction policy 'lru-9000' (this sidecar knows h2o, lrfu, lru, oldest-page, "
+                                + "reject, streaming, utility)"),
+                new Bad(new ControlState(2, "c1", 5, List.of(0, 0, 0, 0), 1, "reject", Map.of(), 4096),
+                        "epoch 5: schema version 2 is not one this sidecar reads (version 1)"),
+                new Bad(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "streaming", Map.of("sinks", 1.5), 4096),
+                        "epoch 5: parameter sinks must be a whole number >= 0, got 1.5"),
+                new Bad(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "h2o", Map.of("window", -1.0), 4096),
+                        "epoch 5: parameter window must be a whole number >= 0, got -1.0"),
+                new Bad(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "lru", Map.of("window", 4.0), 4096),
+                        "epoch 5: policy lru has no parameter 'window' (it takes none)"),
+                new Bad(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "reject", Map.of(), 100),
+                        "epoch 5: a budget of 100 bytes is below one page of 2048 bytes"),
+                new Bad(new ControlState(1, "c1", -2, List.of(0, 0, 0, 0), 1, "reject", Map.of(), 4096),
+                        "epoch -2: epoch must be >= 0, got -2"));
+        for (Bad b : bad) {
+            assertThat(control.apply(b.record())).as(b.reason()).isEqualTo(ShardControl.Outcome.INVALID);
+            ShardControl.State s = control.state();
+            assertThat(s.lastRejected()).isEqualTo(b.reason());
+            assertThat(s.epoch()).isEqualTo(1);
+            assertThat(s.shardMap()).isEqualTo(before.shardMap());
+            assertThat(s.policy()).isEqualTo("oldest-page");
+            assertThat(policy.activePolicy()).isEqualTo("oldest-page");
+            assertThat(s.budgetBytes()).isEqualTo(8192);
+            assertThat(node.budgetBytes()).isEqualTo(8192);
+            assertThat(node.resident(seq, 0)).isEqualTo(48);
+        }
+        // The refused epoch is still free: a valid record with it applies.
+        assertThat(control.apply(state("c1", 5, List.of(0, 0, 0, 0), 1, "reject", 8192)))
+                .isEqualTo(ShardControl.Outcome.APPLIED);
+        assertThat(control.state().warnings()).containsExactly(
                 "this shard (1) is outside the map's 1 shards: it owns no expert");
     }
 
@@ -195,30 +265,15 @@ class ShardControlTest {
                 + "cannot shrink to 2048 bytes: 3 pages of 2048 bytes are in use and the eviction policy freed nothing;"
                 + " the budget stays at 6144 bytes");
         assertThat(node.resident(seq, 0)).isEqualTo(48);
-
-        assertThat(control.apply(state("c1", 3, List.of(0, 1, 0, 1), 2, "reject", 100))).isEqualTo(
-                ShardControl.Outcome.APPLIED);
-        assertThat(control.state().warnings()).singleElement().asString()
-                .startsWith("budget 100 bytes not applied, 6144 bytes stay in force: budget of 100 bytes is below one "
-                        + "page of 2048 bytes");
-        assertThat(node.resident(seq, 0)).isEqualTo(48);
     }
 
     @Test
-    void tokenPoliciesTakeTheirParametersAndRefuseOthers() {
+    void tokenPoliciesTakeTheirParameters() {
         assertThat(control.apply(new ControlState(1, "c1", 6, List.of(0, 0, 0, 1), 2, "h2o",
                 Map.of("sinks", 2.0, "window", 16.0), 4096))).isEqualTo(ShardControl.Outcome.APPLIED);
         assertThat(policy.activePolicy()).isEqualTo("h2o");
+        assertThat(policy.activeParameters()).containsEntry("sinks", 2.0).containsEntry("window", 16.0);
         assertThat(policy.wantsAttention()).isTrue();
         assertThat(control.state().warnings()).isEmpty();
-        assertThat(control.apply(new ControlState(1, "c1", 7, List.of(0, 0, 0, 1), 2, "streaming",
-                Map.of("sinks", 1.5), 4096))).isEqualTo(ShardControl.Outcome.APPLIED);
-        assertThat(policy.activePolicy()).isEqualTo("h2o");
-        assertThat(control.state().warnings()).containsExactly(
-                "parameter sinks must be a whole number >= 0, got 1.5; keeping h2o");
-        assertThat(control.apply(new ControlState(1, "c1", 8, List.of(0, 0, 0, 1), 2, "lru",
-                Map.of("window", 4.0), 4096))).isEqualTo(ShardControl.Outcome.APPLIED);
-        assertThat(control.state().warnings()).containsExactly(
-                "policy lru has no parameter 'window' (it takes none); keeping h2o");
     }
 }
