@@ -5,6 +5,7 @@ import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.Timer;
 import io.pikv.kv.ShardStats;
+import io.quarkus.runtime.Startup;
 import jakarta.enterprise.context.ApplicationScoped;
 
 import java.time.Duration;
@@ -13,9 +14,11 @@ import java.util.function.ToDoubleFunction;
 /**
  * The sidecar's Prometheus metrics ({@code /q/metrics}): the shard's hit ratio, lookups, hits, misses, evictions,
  * bytes resident against the budget, and a latency histogram per KV operation. Shard figures are read from the
- * engine's counters when scraped, so the data plane pays nothing for them.
+ * engine's counters when scraped, so the data plane pays nothing for them. Made at start-up, so every series is there
+ * from the first scrape. A gateway holds no KV: it exports the latency histograms only.
  */
 @ApplicationScoped
+@Startup
 public class SidecarMetrics {
     private final MeterRegistry registry;
     private final Timer step;
@@ -27,6 +30,12 @@ public class SidecarMetrics {
         ShardNode shard = sidecar.shard();
         String role = sidecar.config().role().name();
         String id = String.valueOf(sidecar.config().shardId());
+        step = timer("step", role, id);
+        attention = timer("attention", role, id);
+        append = timer("append", role, id);
+        if (sidecar.config().role() != Role.shard) {
+            return;
+        }
         gauge("pikv.kv.bytes.resident", "Bytes of KV pages held", shard, s -> s.stats().bytesInUse());
         gauge("pikv.kv.budget.bytes", "The shard's byte budget", shard, s -> s.stats().budgetBytes());
         gauge("pikv.kv.entries", "Entries resident", shard, s -> s.stats().entries());
@@ -39,9 +48,6 @@ public class SidecarMetrics {
         counter("pikv.kv.hits", "Lookups of resident entries", shard, s -> s.stats().hits());
         counter("pikv.kv.misses", "Lookups of evicted entries", shard, s -> s.stats().misses());
         counter("pikv.kv.evictions", "Entries evicted", shard, s -> s.stats().evictions());
-        step = timer("step", role, id);
-        attention = timer("attention", role, id);
-        append = timer("append", role, id);
     }
 
     private void gauge(String name, String help, ShardNode shard, ToDoubleFunction<ShardNode> f) {

@@ -95,6 +95,10 @@ public final class TelemetryPublisher implements AutoCloseable {
         if (settings.window().toMillis() < 1) {
             throw new IllegalArgumentException("the telemetry window must be at least 1 ms, got " + settings.window());
         }
+        if (settings.sendTimeout().toMillis() < 1000) {
+            throw new IllegalArgumentException("pikv.telemetry.send-timeout must be at least 1s, got "
+                    + settings.sendTimeout());
+        }
         this.settings = settings;
         this.source = source;
         this.producers = producers;
