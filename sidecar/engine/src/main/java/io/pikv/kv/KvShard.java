@@ -152,7 +152,8 @@ public final class KvShard {
      * @throws IllegalArgumentException  on bad sizes, non-finite values, values outside the storage type's range,
      *                                   out-of-range layer, expert or position ({@link #MAX_POSITION}), or a position
      *                                   already resident
-     * @throws KvBudgetExceededException when no page can be had; the shard is then unchanged
+     * @throws KvBudgetExceededException when no page can be had; nothing of the entry is stored, while entries the
+     *                                   eviction hook evicted trying to make room stay evicted
      */
     public void append(long sequence, int layer, int position, int expert, float[] k, float[] v) {
         checkEntry(layer, position, expert, k, v);

@@ -287,6 +287,15 @@ class LowRankStoreTest {
         fitter.observe(0, 0, entries.get(0).k(), entries.get(0).v());
         assertThatThrownBy(() -> fitter.fit(4, 4)).isInstanceOf(IllegalStateException.class)
                 .hasMessage("no calibration entries were observed for layer 1");
+        assertThat(fitter.observed(0)).as("a refused fit keeps what was observed").isEqualTo(1);
+        float[] bad = entries.get(1).k().clone();
+        bad[3] = Float.NaN;
+        assertThatThrownBy(() -> fitter.observe(1, 0, bad, entries.get(1).v()))
+                .hasMessage("K[3] is NaN: calibration entries must be finite");
+        assertThat(fitter.observed(1)).isZero();
+        fitter.observe(1, 0, entries.get(1).k(), entries.get(1).v());
+        assertThat(fitter.fit(1, 1).layers()).isEqualTo(2);
+        assertThat(fitter.observed(0)).as("released after the fit").isZero();
         assertThatThrownBy(() -> new LowRankFitter(SHAPE, Grouping.SHARED, 1).fit(33, 4))
                 .hasMessageContaining("ranks must be in [1, headDim = 32]");
         assertThatThrownBy(() -> new KvLayout(2, 32, 16, StorageType.FP16, 3, 8))

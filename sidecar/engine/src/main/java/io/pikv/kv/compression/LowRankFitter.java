@@ -61,6 +61,12 @@ public final class LowRankFitter {
         if (k.length != w || v.length != w) {
             throw new IllegalArgumentException("K and V must hold kvHeads × headDim = " + w + " floats");
         }
+        for (int i = 0; i < w; i++) {
+            if (!Float.isFinite(k[i]) || !Float.isFinite(v[i])) {
+                throw new IllegalArgumentException((Float.isFinite(k[i]) ? "V" : "K") + "[" + i + "] is "
+                        + (Float.isFinite(k[i]) ? v[i] : k[i]) + ": calibration entries must be finite");
+            }
+        }
         int n = count[layer];
         if ((long) (n + 1) * w > Integer.MAX_VALUE - 8) {
             throw new IllegalArgumentException("too many calibration entries for layer " + layer);
@@ -113,10 +119,13 @@ public final class LowRankFitter {
         float[][] layerData = new float[layers][];
         List<Fit> fits = new ArrayList<>();
         for (int l = 0; l < layers; l++) {
-            int n = count[l];
-            if (n == 0) {
+            if (count[l] == 0) {
+                // Before any layer is fitted: a refused fit keeps every observation, so more can be added and retried.
                 throw new IllegalStateException("no calibration entries were observed for layer " + l);
             }
+        }
+        for (int l = 0; l < layers; l++) {
+            int n = count[l];
             // Group 0: the layer's shared basis over every entry; then one per expert with enough entries.
             List<int[]> members = new ArrayList<>();
             List<Integer> owners = new ArrayList<>();
@@ -153,6 +162,9 @@ public final class LowRankFitter {
                 }
             }
             layerData[l] = out;
+        }
+        // Released only once every layer is fitted, so that a fit that fails keeps what was observed.
+        for (int l = 0; l < layers; l++) {
             keys[l] = new float[0];
             values[l] = new float[0];
             expertOf[l] = new int[0];

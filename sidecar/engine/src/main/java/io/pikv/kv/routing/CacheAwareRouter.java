@@ -17,7 +17,8 @@ import io.pikv.kv.ExpertShardMap;
  * <p>With {@code nullRatio ρ > 0} the router may also drop experts: a null expert (as in AdaMoE's null experts) scores
  * {@code max logit + ln ρ}, i.e. a gate weight of {@code ρ} times the token's strongest expert, and lives on no shard.
  * An expert that would open a new shard and scores at or below it is not chosen, and the token keeps fewer than k
- * experts; an expert on a shard the token already reaches is never dropped, since dropping it saves no shard. This
+ * experts; a plain top-k expert on a shard the token already reaches is never dropped, since dropping it saves no
+ * shard, and an expert outside the plain top-k is chosen in place of a dropped one only if it beats the null expert. This
  * is what a replayed log that holds only each token's top-k can exercise: the router keeps or drops those experts, it
  * cannot pick others. With {@code ρ = 0} the router only reorders and replaces within the routable experts, and with
  * {@code λ = 0} as well it is the plain top-k.
@@ -102,12 +103,18 @@ public final class CacheAwareRouter implements Router {
         }
         int[] plain = Gate.topK(logits, k);
         double nullScore = nullRatio == 0 ? Double.NEGATIVE_INFINITY : logits[plain[0]] + Math.log(nullRatio);
+        boolean[] inPlain = new boolean[logits.length];
+        for (int e : plain) {
+            inPlain[e] = true;
+        }
         boolean[] chosen = new boolean[logits.length];
         boolean[] touched = new boolean[map.shards()];
         int[] picks = new int[plain.length];
         int n = 0;
         while (n < picks.length) {
-            // The best expert the null expert does not beat: it beats only experts that would open a new shard.
+            // The best expert the null expert does not beat. It beats no plain top-k expert on a shard the token
+            // already reaches (dropping that one would save no shard), and every other expert that scores below it:
+            // a slot the null expert wins stays empty rather than going to a weaker expert outside the top-k.
             int best = -1;
             double bestScore = Double.NEGATIVE_INFINITY;
             for (int e = 0; e < logits.length; e++) {
@@ -116,7 +123,7 @@ public final class CacheAwareRouter implements Router {
                 }
                 boolean free = n == 0 || touched[map.shardOf(e)];
                 double score = free ? logits[e] : logits[e] - lambda * Math.log1p(miss[e]);
-                if ((free || score > nullScore) && (best < 0 || score > bestScore)) {
+                if (((free && inPlain[e]) || score > nullScore) && (best < 0 || score > bestScore)) {
                     best = e;
                     bestScore = score;
                 }

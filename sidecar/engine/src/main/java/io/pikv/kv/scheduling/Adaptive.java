@@ -135,10 +135,13 @@ public final class Adaptive implements EvictionPolicy {
     private void endWindow() {
         smoothedLookups = smoothedLookups / 2 + windowLookups;
         windowLookups = 0;
-        int best = active;
         for (int i = 0; i < live.length; i++) {
             smoothedHits[i] = smoothedHits[i] / 2 + windowHits[i];
             windowHits[i] = 0;
+        }
+        // Every candidate's evidence is this window's before any is compared (the active one's too).
+        int best = active;
+        for (int i = 0; i < live.length; i++) {
             if (smoothedHits[i] > smoothedHits[best]) {
                 best = i;
             }

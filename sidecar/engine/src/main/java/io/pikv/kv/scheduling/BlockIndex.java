@@ -80,15 +80,20 @@ public final class BlockIndex {
         int id = entries.id(key);
         if (id >= 0) {
             policy.withdraw(entries, id);
-            try {
-                makeRoom.run();
-            } catch (RuntimeException | Error e) {
+        }
+        try {
+            makeRoom.run();
+        } catch (RuntimeException | Error e) {
+            if (id >= 0) {
                 policy.offer(entries, id); // not refreshed, but a candidate again: the index stays consistent
-                throw e;
             }
+            // The put did not happen: the clock goes back, so it stays in step with the ghosts, which never saw it.
+            entries.setNow(--clock);
+            throw e;
+        }
+        if (id >= 0) {
             entries.touch(id, 1);
         } else {
-            makeRoom.run();
             id = entries.add(key, 0, -1, true, 1);
         }
         if (policy instanceof Adaptive a) {

@@ -79,11 +79,21 @@ public final class TokenRetention {
         attended(sequence, layer, positions, weights);
     }
 
-    /** Adds {@code weights[j]} to the token at {@code positions[j]}; untracked positions are ignored. */
+    /**
+     * Adds {@code weights[j]} to the token at {@code positions[j]}; untracked positions are ignored.
+     *
+     * @throws IllegalArgumentException when the lengths differ or a weight is negative or not finite (nothing is added)
+     */
     public synchronized void attended(long sequence, int layer, int[] positions, float[] weights) {
         if (positions.length != weights.length) {
             throw new IllegalArgumentException("positions and weights differ in length: " + positions.length
                     + " and " + weights.length);
+        }
+        for (int j = 0; j < weights.length; j++) {
+            if (!(weights[j] >= 0) || weights[j] == Float.POSITIVE_INFINITY) {
+                throw new IllegalArgumentException("the weight of position " + positions[j] + " is " + weights[j]
+                        + ": attention weights are finite and >= 0");
+            }
         }
         Track t = tracks.get(new TrackKey(sequence, layer));
         if (t == null || positions.length == 0) {
@@ -115,12 +125,16 @@ public final class TokenRetention {
         }
         int n = Math.min(count, t.entries.size());
         int[] out = new int[n];
-        for (int i = 0; i < n; i++) {
+        int i = 0;
+        for (; i < n; i++) {
             int id = t.policy.victim(t.entries);
+            if (id < 0) {
+                break; // tracked, but withdrawn from the policy (only while makeRoom runs)
+            }
             out[i] = (int) t.entries.key(id);
             remove(t, id);
         }
-        return out;
+        return i == n ? out : java.util.Arrays.copyOf(out, i);
     }
 
     /** Stops tracking these positions (the store evicted them another way). */
@@ -161,6 +175,18 @@ public final class TokenRetention {
         PagePool pool = ctx.pool();
         List<Track> skippedTracks = new ArrayList<>();
         List<Integer> skippedIds = new ArrayList<>();
+        try {
+            makeRoom(ctx, pool, skippedTracks, skippedIds);
+        } finally {
+            // Skipped tokens are candidates again, also when the store failed mid-way.
+            for (int i = 0; i < skippedIds.size(); i++) {
+                Track t = skippedTracks.get(i);
+                t.policy.offer(t.entries, skippedIds.get(i));
+            }
+        }
+    }
+
+    private void makeRoom(EvictionContext ctx, PagePool pool, List<Track> skippedTracks, List<Integer> skippedIds) {
         while (pool.pagesInUse() >= pool.maxPages()) {
             Track from = null;
             int victim = -1;
@@ -179,17 +205,20 @@ public final class TokenRetention {
             }
             from.policy.withdraw(from.entries, victim);
             int position = (int) from.entries.key(victim);
-            if (ctx.evictTokens(from.key.sequence(), from.key.layer(), new int[] {position}) > 0) {
+            int evicted;
+            try {
+                evicted = ctx.evictTokens(from.key.sequence(), from.key.layer(), new int[] {position});
+            } catch (RuntimeException | Error e) {
+                from.policy.offer(from.entries, victim); // still tracked, so still a candidate
+                throw e;
+            }
+            if (evicted > 0) {
                 from.policy.evicted(from.entries, victim);
                 from.entries.remove(victim);
             } else {
                 skippedTracks.add(from);
                 skippedIds.add(victim);
             }
-        }
-        for (int i = 0; i < skippedIds.size(); i++) {
-            Track t = skippedTracks.get(i);
-            t.policy.offer(t.entries, skippedIds.get(i));
         }
     }
 

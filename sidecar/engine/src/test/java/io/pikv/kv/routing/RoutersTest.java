@@ -101,6 +101,24 @@ class RoutersTest {
     }
 
     @Test
+    void aSlotTheNullExpertWinsStaysEmptyWithTheFullGate() {
+        // The whole gate is known (a gateway passes every logit): top-2 of three is {0, 1}; null expert at
+        // 0.2 × 0.8 = 0.16. Expert 1 (0.15) would open shard 1: dropped. Expert 2 sits on expert 0's shard but scores
+        // 0.05, below the null expert, and is outside the top-k: it does not take the slot.
+        ExpertShardMap map = new ExpertShardMap(0, 2, new int[] {0, 1, 0});
+        RoutingDecision d = new CacheAwareRouter(3, 2, 0.0, 100, 0.2).route(ln(0.80, 0.15, 0.05), map);
+        assertThat(d.experts()).containsExactly(0);
+        assertThat(d.massMoved()).isCloseTo(0.15, offset(1e-15));
+        // One above the null expert does take it: 0.17 on expert 0's shard replaces expert 1 (0.18, cold shard, which
+        // the null expert at 0.2 × 0.65 = 0.13 does not beat, but a miss penalty does).
+        CacheAwareRouter penalised = new CacheAwareRouter(3, 2, 1.0, Integer.MAX_VALUE, 0.2);
+        penalised.recordMiss(1);
+        RoutingDecision r = penalised.route(ln(0.65, 0.18, 0.17), map);
+        assertThat(r.experts()).containsExactly(0, 2);
+        assertThat(r.shards()).isEqualTo(1);
+    }
+
+    @Test
     void missPenaltyPushesAnExpertBelowTheNullExpertOnlyWhenItsShardIsCold() {
         CacheAwareRouter router = new CacheAwareRouter(4, 4, 1.0, Integer.MAX_VALUE, 0.2);
         for (int i = 0; i < 9; i++) {

@@ -54,6 +54,23 @@ class AdaptiveTest {
     }
 
     @Test
+    void switchesBackToAnEarlierCandidateOnThisWindowsEvidence() {
+        Adaptive policy = adaptive(0.1);
+        PrefixBlockCache cache = serve(policy, STREAM);
+        assertThat(policy.active()).isEqualTo("h2o");
+        // Window 3: 8 9 8 9 10. LRU's ghost hits the second 8 and 9 (2); H2O's keeps block 1 and misses all five.
+        // Smoothed: LRU 3/2 + 2 = 3.5, H2O 4/2 + 0 = 2 over 7.5/2 + 5 = 8.75 lookups: LRU better by 0.171 >= 0.1.
+        // (Against H2O's evidence before this window, 4, LRU's 3.5 would not even look better.)
+        for (long b : new long[] {8, 9, 8, 9, 10}) {
+            cache.access(b);
+        }
+        assertThat(policy.ghostHitRates().get("lru")).isCloseTo(3.5 / 8.75, within(1e-12));
+        assertThat(policy.ghostHitRates().get("h2o")).isCloseTo(2 / 8.75, within(1e-12));
+        assertThat(policy.active()).isEqualTo("lru");
+        assertThat(policy.switches()).isEqualTo(2);
+    }
+
+    @Test
     void staysWhenTheGainIsBelowTheMargin() {
         Adaptive policy = adaptive(0.2);
         PrefixBlockCache cache = serve(policy, STREAM);

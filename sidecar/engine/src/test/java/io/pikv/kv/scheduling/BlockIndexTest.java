@@ -100,6 +100,13 @@ class BlockIndexTest {
                     if (rnd.nextInt(15) == 0) {
                         store(index, key, 10); // a resident block stored again
                     }
+                    if (rnd.nextInt(12) == 0) {
+                        // A store the caller could not make room for: it happened nowhere, the clock included.
+                        long refused = rnd.nextBoolean() ? key : 3_000 + i;
+                        assertThatThrownBy(() -> index.put(refused, () -> {
+                            throw new IllegalStateException("over the caller's budget");
+                        })).hasMessage("over the caller's budget");
+                    }
                 }
                 assertThat(index.activePolicy()).isEqualTo("adaptive/" + active);
                 assertThat(index.ghostHitRates().get(active)).as("%s, seed %d", active, seed)

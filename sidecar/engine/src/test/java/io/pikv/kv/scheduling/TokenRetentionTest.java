@@ -55,6 +55,17 @@ class TokenRetentionTest {
     }
 
     @Test
+    void weightsThatAreNotFiniteOrNegativeAddNothing() {
+        TokenRetention r = sixTokens(new HeavyHitter(0, 0));
+        for (float bad : new float[] {Float.NaN, Float.POSITIVE_INFINITY, -0.25f}) {
+            assertThatThrownBy(() -> r.attended(SEQ, 0, new int[] {2, 0}, new float[] {1f, bad}))
+                    .hasMessage("the weight of position 0 is " + bad + ": attention weights are finite and >= 0");
+        }
+        // Position 2 got nothing of the refused calls either: the order is that of the first step.
+        assertThat(r.evict(SEQ, 0, 6)).containsExactly(2, 5, 0, 4, 3, 1);
+    }
+
+    @Test
     void utilityAddsAttentionRecencyAndFrequency() {
         // u = mass + position/8: 0 → .125, 1 → .625, 2 → .3125, 3 → .625, 4 → .625, 5 → .6875; the ties of
         // 1, 3, 4 go oldest first.
