@@ -168,6 +168,14 @@ public final class ShardControl {
         return state;
     }
 
+    /**
+     * Runs {@code read} while no record can apply (a record's map, policy, budget and epoch change together under this
+     * object's lock), so what it reads of them is all from before or all from after one record.
+     */
+    public synchronized <T> T consistent(java.util.function.Supplier<T> read) {
+        return read.get();
+    }
+
     /** The applied epoch, -1 before any control record. */
     public long epoch() {
         return state.epoch();

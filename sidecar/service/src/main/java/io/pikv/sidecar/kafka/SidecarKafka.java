@@ -86,6 +86,11 @@ public class SidecarKafka {
                 public long epoch() {
                     return sidecar.control().epoch();
                 }
+
+                @Override
+                public <T> T consistent(java.util.function.Supplier<T> read) {
+                    return sidecar.control().consistent(read);
+                }
             }, () -> new KafkaProducer<>(KafkaClients.producer(kafka, client + "-telemetry", t.sendTimeout())), json,
                     registry, link);
             telemetry.start();

@@ -62,6 +62,14 @@ public final class TelemetryPublisher implements AutoCloseable {
 
         /** The control epoch the shard runs (-1: none). */
         long epoch();
+
+        /**
+         * Runs {@code read} so that no control record applies meanwhile: the stats (budget), policy and epoch a record
+         * carries are then all from before or all from after a record.
+         */
+        default <T> T consistent(java.util.function.Supplier<T> read) {
+            return read.get();
+        }
     }
 
     private final Settings settings;
@@ -142,9 +150,8 @@ public final class TelemetryPublisher implements AutoCloseable {
     /** Ends the current window now and queues its record (the scheduled task does this each period). */
     public CacheEvents closeWindow() {
         synchronized (window) {
-            PolicyReport policy = source.policy();
-            CacheEvents record = window.close(source.stats(), source.blocks(), System.currentTimeMillis(),
-                    policy.activePolicy(), source.epoch());
+            CacheEvents record = source.consistent(() -> window.close(source.stats(), source.blocks(),
+                    System.currentTimeMillis(), source.policy().activePolicy(), source.epoch()));
             buffer.add(record);
             return record;
         }
