@@ -12,6 +12,7 @@ import io.javaoperatorsdk.operator.api.reconciler.Context;
 import io.javaoperatorsdk.operator.api.reconciler.ControllerConfiguration;
 import io.javaoperatorsdk.operator.api.reconciler.ErrorStatusUpdateControl;
 import io.javaoperatorsdk.operator.api.reconciler.Reconciler;
+import io.javaoperatorsdk.operator.api.reconciler.RetryInfo;
 import io.javaoperatorsdk.operator.api.reconciler.UpdateControl;
 import io.javaoperatorsdk.operator.api.reconciler.Workflow;
 import io.javaoperatorsdk.operator.api.reconciler.dependent.Dependent;
@@ -120,7 +121,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         if (runningSpec != null) {
             ConfigMap current = context.getSecondaryResource(ConfigMap.class).orElse(null);
             long knownEpoch = previous.getShardMapEpoch() == null ? -1 : previous.getShardMapEpoch();
-            running = ShardCluster.fromCrd(cluster, runningSpec, ShardCluster.readShardMap(current), knownEpoch,
+            running = ShardCluster.fromCrd(cluster, runningSpec, ShardCluster.readControlState(current), knownEpoch,
                     settings);
             context.managedWorkflowAndDependentResourceContext().put(ShardCluster.CONTEXT_KEY, running);
             context.managedWorkflowAndDependentResourceContext().reconcileManagedWorkflow();
@@ -131,7 +132,8 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                 generation, now);
 
         // 4. Aggregate the status; patch it only when it changed.
-        StatefulSet sts = running == null ? null : context.getSecondaryResource(StatefulSet.class).orElse(null);
+        // Read even without a spec to run: shards left running unmanaged are still counted.
+        StatefulSet sts = context.getSecondaryResource(StatefulSet.class).orElse(null);
         PiKVClusterStatus next = StatusAggregator.next(previous, new StatusAggregator.Snapshot(
                 cluster.getMetadata().getName(), generation, validation, running, runningGeneration,
                 running == null ? null : StatusJson.write(runningSpec), sts, decisions, now));
@@ -182,7 +184,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         List<Decision> out = new ArrayList<>();
         if (!validation.valid()) {
             String message = StatusAggregator.invalidMessage(generation, validation, running != null,
-                    runningGeneration);
+                    runningGeneration, previous);
             // Once per distinct verdict: after the first time the Degraded condition carries the same text.
             if (!Conditions.is(previous.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID,
                     message)) {
@@ -206,9 +208,10 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                     + " (generation " + generation + ").", now));
         }
         if (previous.getShardMapEpoch() != null && previous.getShardMapEpoch() != running.shardMap().epoch()) {
-            out.add(decide(cluster, Reasons.REBALANCED, "Shard map epoch " + previous.getShardMapEpoch() + " → "
-                    + running.shardMap().epoch() + ": the desired map puts " + running.shardMap().experts()
-                    + " experts round-robin over " + running.shards() + " shards (not yet published to them).", now));
+            out.add(decide(cluster, Reasons.REBALANCED, "Control state epoch " + previous.getShardMapEpoch() + " → "
+                    + running.shardMap().epoch() + ": " + running.shardMap().experts() + " experts over "
+                    + running.shards() + " shards, policy " + running.activePolicy().value() + ", "
+                    + running.budgetBytes() + " bytes per shard (not yet published to them).", now));
         }
         if (!Objects.equals(previous.getConfigHash(), running.configHash())) {
             out.add(decide(cluster, Reasons.CONFIG_CHANGED, "Config " + previous.getConfigHash() + " → "
@@ -229,13 +232,22 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
     @Override
     public ErrorStatusUpdateControl<PiKVCluster> updateErrorStatus(PiKVCluster cluster, Context<PiKVCluster> context,
                                                                    Exception e) {
-        String message = "Reconcile failed (retrying with backoff): " + rootMessage(e);
+        // Past the last retry the SDK would wait for the next event (or its 10-hour maximum interval): then this
+        // control asks for the progress interval instead, so a cluster whose API calls failed for a while recovers.
+        boolean lastAttempt = context.getRetryInfo().map(RetryInfo::isLastAttempt).orElse(false);
+        String message = (lastAttempt ? "Reconcile failed (retries used up, trying again every "
+                + config.progressInterval().toSeconds() + " s): " : "Reconcile failed (retrying with backoff): ")
+                + rootMessage(e);
+        ErrorStatusUpdateControl<PiKVCluster> after = lastAttempt
+                ? ErrorStatusUpdateControl.<PiKVCluster>noStatusUpdate().withNoRetry()
+                .rescheduleAfter(config.progressInterval())
+                : ErrorStatusUpdateControl.noStatusUpdate();
         PiKVClusterStatus current = statusOf(cluster);
         PiKVClusterStatus status = current == null ? new PiKVClusterStatus()
                 : context.getClient().getKubernetesSerialization().clone(current); // the remembered one stays as written
         if (Conditions.is(status.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.RECONCILE_FAILED,
                 message)) {
-            return ErrorStatusUpdateControl.noStatusUpdate();
+            return after;
         }
         status.setConditions(Conditions.set(status.getConditions(), PiKVClusterStatus.DEGRADED, true,
                 Reasons.RECONCILE_FAILED, message, generation(cluster),
@@ -246,10 +258,10 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         } catch (KubernetesClientException failure) {
             LOG.warnf("%s/%s: could not write the Degraded status: %s", cluster.getMetadata().getNamespace(),
                     cluster.getMetadata().getName(), failure.getMessage());
-            return ErrorStatusUpdateControl.noStatusUpdate();
+            return after;
         }
         events.warning(cluster, Reasons.RECONCILE_FAILED, message);
-        return ErrorStatusUpdateControl.noStatusUpdate();
+        return after;
     }
 
     private static String rootMessage(Throwable e) {

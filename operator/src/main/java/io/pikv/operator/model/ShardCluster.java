@@ -48,6 +48,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Objects;
 import java.util.TreeMap;
 import java.util.stream.Collectors;
 
@@ -87,7 +88,7 @@ public final class ShardCluster {
     private final ExpertShardMap shardMap;
     private final String configHash;
 
-    private ShardCluster(PiKVCluster cluster, PiKVClusterSpec spec, ExpertShardMap currentMap, long knownEpoch,
+    private ShardCluster(PiKVCluster cluster, PiKVClusterSpec spec, ControlState current, long knownEpoch,
                          OperatorSettings settings) {
         this.name = cluster.getMetadata().getName();
         this.namespace = cluster.getMetadata().getNamespace();
@@ -99,7 +100,12 @@ public final class ShardCluster {
         this.storageType = PiKVClusterValidator.storageType(spec);
         this.budgetBytes = PiKVClusterValidator.bytes(spec.getMemoryPerShard());
         this.containerMemoryBytes = containerMemory(spec, budgetBytes, settings);
-        this.shardMap = ShardMaps.next(currentMap, knownEpoch, spec.getModel().getExperts(), spec.getShards());
+        // The policy, its parameters and the budget travel with the map: a change of any of them is a new epoch.
+        boolean restChanged = current != null && !(Objects.equals(current.policy(), activePolicy().value())
+                && Objects.equals(current.parameters() == null ? Map.of() : current.parameters(),
+                activePolicyParameters()) && current.budgetBytes() == budgetBytes);
+        this.shardMap = ShardMaps.next(shardMap(current), knownEpoch, spec.getModel().getExperts(), spec.getShards(),
+                restChanged);
         this.shardSettings = renderShardSettings();
         this.otherSettings = renderOtherSettings();
         this.configHash = hash(Map.of("podSpec", podSpecJson()));
@@ -109,12 +115,12 @@ public final class ShardCluster {
      * The model of a cluster running {@code spec}, which must have passed {@link PiKVClusterValidator} (it may be
      * the last valid spec rather than the resource's current one).
      *
-     * @param currentMap the shard map the shards run now (see {@link #readShardMap(ConfigMap)}), or null
+     * @param current    the control state the shards run now (see {@link #readControlState(ConfigMap)}), or null
      * @param knownEpoch the highest shard-map epoch in status, or -1
      */
-    public static ShardCluster fromCrd(PiKVCluster cluster, PiKVClusterSpec spec, ExpertShardMap currentMap,
+    public static ShardCluster fromCrd(PiKVCluster cluster, PiKVClusterSpec spec, ControlState current,
                                        long knownEpoch, OperatorSettings settings) {
-        return new ShardCluster(cluster, spec, currentMap, knownEpoch, settings);
+        return new ShardCluster(cluster, spec, current, knownEpoch, settings);
     }
 
     private Map<String, String> renderShardSettings() {
@@ -231,16 +237,32 @@ public final class ShardCluster {
         return new TreeMap<>(spec.getScheduling().getParameters());
     }
 
-    /** The shard map carried by a ConfigMap this operator wrote, or null when it has none or cannot be read. */
-    public static ExpertShardMap readShardMap(ConfigMap configMap) {
+    /** The control state carried by a ConfigMap this operator wrote, or null when it has none or cannot be read. */
+    public static ControlState readControlState(ConfigMap configMap) {
         if (configMap == null || configMap.getData() == null || !configMap.getData().containsKey(CONTROL_STATE_KEY)) {
             return null;
         }
         try {
             ControlState state = JSON.readValue(configMap.getData().get(CONTROL_STATE_KEY), ControlState.class);
+            return shardMap(state) == null ? null : state;
+        } catch (JsonProcessingException | RuntimeException e) {
+            return null;
+        }
+    }
+
+    /** The shard map carried by a ConfigMap this operator wrote, or null when it has none or cannot be read. */
+    public static ExpertShardMap readShardMap(ConfigMap configMap) {
+        return shardMap(readControlState(configMap));
+    }
+
+    private static ExpertShardMap shardMap(ControlState state) {
+        if (state == null || state.shardOfExpert() == null) {
+            return null;
+        }
+        try {
             return new ExpertShardMap(state.epoch(), state.shards(),
                     state.shardOfExpert().stream().mapToInt(Integer::intValue).toArray());
-        } catch (JsonProcessingException | RuntimeException e) {
+        } catch (RuntimeException e) {
             return null;
         }
     }
@@ -278,11 +300,14 @@ public final class ShardCluster {
     }
 
     public PodDisruptionBudget generatePodDisruptionBudget() {
-        // One shard at a time: a drained shard loses its resident KV, so voluntary disruptions go one by one.
+        // One shard at a time: a drained shard loses its resident KV, so voluntary disruptions go one by one. A shard
+        // that is not ready serves nothing, so it may always be evicted: otherwise one crash-looping shard would
+        // leave no disruption allowed and block every node drain.
         return new PodDisruptionBudgetBuilder()
                 .withMetadata(metadata(PiKVClusterResources.podDisruptionBudgetName(name)))
                 .withNewSpec()
                 .withMaxUnavailable(new IntOrString(1))
+                .withUnhealthyPodEvictionPolicy("AlwaysAllow")
                 .withNewSelector().withMatchLabels(PiKVClusterResources.selectorLabels(name)).endSelector()
                 .endSpec().build();
     }

@@ -65,11 +65,8 @@ public final class StatusAggregator {
         if (s.validation().valid()) {
             c = Conditions.set(c, PiKVClusterStatus.DEGRADED, false, Reasons.SPEC_VALID, "The spec is valid.", g, now);
         } else {
-            c = Conditions.set(c, PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID, unreadable
-                    ? "Generation " + g + " is invalid: " + s.validation().summary() + ". The last valid spec "
-                    + "(generation " + prev.getLastValidGeneration() + ") could not be read back from status, so "
-                    + "the shard pods keep running as they are, unmanaged, until the spec is valid again."
-                    : invalidMessage(g, s.validation(), s.running() != null, s.runningGeneration()), g, now);
+            c = Conditions.set(c, PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID,
+                    invalidMessage(g, s.validation(), s.running() != null, s.runningGeneration(), prev), g, now);
         }
 
         if (s.running() == null) {
@@ -153,7 +150,13 @@ public final class StatusAggregator {
 
     /** The Degraded message (and Warning event) for an invalid spec: what is wrong and what keeps running. */
     public static String invalidMessage(long generation, PiKVClusterValidator.Result validation, boolean running,
-                                        long runningGeneration) {
+                                        long runningGeneration, PiKVClusterStatus prev) {
+        if (!running && prev.getLastValidSpec() != null) {
+            // A last valid spec in status that could not be read back: its shards run on, unmanaged.
+            return "Generation " + generation + " is invalid: " + validation.summary() + ". The last valid spec "
+                    + "(generation " + prev.getLastValidGeneration() + ") could not be read back from status, so "
+                    + "the shard pods keep running as they are, unmanaged, until the spec is valid again.";
+        }
         return "Generation " + generation + " is invalid: " + validation.summary() + ". " + (running
                 ? "The shards keep running the spec of generation " + runningGeneration + "."
                 : "No valid spec has been applied yet, so no shards run.");

@@ -25,6 +25,9 @@ import io.quarkus.test.junit.QuarkusTest;
 import io.quarkus.test.kubernetes.client.KubernetesServer;
 import io.quarkus.test.kubernetes.client.KubernetesTestServer;
 import io.quarkus.test.kubernetes.client.WithKubernetesTestServer;
+import io.javaoperatorsdk.operator.api.reconciler.Context;
+import io.javaoperatorsdk.operator.api.reconciler.ErrorStatusUpdateControl;
+import io.javaoperatorsdk.operator.api.reconciler.RetryInfo;
 import jakarta.inject.Inject;
 import org.junit.jupiter.api.Test;
 
@@ -198,6 +201,52 @@ class PiKVClusterReconcilerTest {
         assertThat(condition(fixed, "Degraded").getStatus()).isEqualTo("False");
         assertThat(awaitObject(StatefulSet.class, "invalid-shard", s -> s.getSpec().getReplicas() == 3)).isNotNull();
         assertThat(events("invalid", "SpecRejected")).hasSize(1);
+    }
+
+    @Inject
+    PiKVClusterReconciler reconciler;
+
+    /** A reconcile context that answers only what the error path asks: its retry state and the client. */
+    @SuppressWarnings("unchecked")
+    private Context<PiKVCluster> retryContext(boolean lastAttempt) {
+        RetryInfo retry = new RetryInfo() {
+            @Override
+            public int getAttemptCount() {
+                return lastAttempt ? 10 : 1;
+            }
+
+            @Override
+            public boolean isLastAttempt() {
+                return lastAttempt;
+            }
+        };
+        return (Context<PiKVCluster>) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {Context.class}, (proxy, method, args) -> switch (method.getName()) {
+                    case "getRetryInfo" -> java.util.Optional.of(retry);
+                    case "getClient" -> client;
+                    default -> throw new UnsupportedOperationException(method.getName());
+                });
+    }
+
+    @Test
+    void pastTheLastRetryAFailedClusterIsTriedAgainAtTheProgressInterval() {
+        create(TestClusters.small("exhausted", NS));
+        awaitStatus("exhausted", s -> s.getLastValidGeneration() != null);
+        ErrorStatusUpdateControl<PiKVCluster> retrying = reconciler.updateErrorStatus(get("exhausted"),
+                retryContext(false), new IllegalStateException("forced refusal"));
+        assertThat(retrying.isNoRetry()).isFalse();
+        assertThat(retrying.getScheduleDelay()).isEmpty();
+
+        // The SDK's last retry: without a reschedule it would wait for the next event or its 10-hour maximum.
+        ErrorStatusUpdateControl<PiKVCluster> exhausted = reconciler.updateErrorStatus(get("exhausted"),
+                retryContext(true), new IllegalStateException("forced refusal"));
+        assertThat(exhausted.isNoRetry()).isTrue();
+        assertThat(exhausted.getScheduleDelay()).contains(2000L);
+        // What each said (the Degraded condition, and its Warning event; the next reconcile clears the condition).
+        assertThat(await().atMost(WAIT).until(() -> events("exhausted", "ReconcileFailed"), l -> l.size() == 2))
+                .extracting(Event::getMessage).containsExactlyInAnyOrder(
+                        "Reconcile failed (retrying with backoff): forced refusal",
+                        "Reconcile failed (retries used up, trying again every 2 s): forced refusal");
     }
 
     @Test

@@ -248,6 +248,7 @@ class ShardClusterTest {
         assertThat(svc.getSpec().getPorts()).singleElement().satisfies(p -> assertThat(p.getPort()).isEqualTo(8080));
         PodDisruptionBudget pdb = m.generatePodDisruptionBudget();
         assertThat(pdb.getSpec().getMaxUnavailable().getIntVal()).isEqualTo(1);
+        assertThat(pdb.getSpec().getUnhealthyPodEvictionPolicy()).isEqualTo("AlwaysAllow");
         assertThat(pdb.getSpec().getSelector().getMatchLabels()).isEqualTo(PiKVClusterResources.selectorLabels("demo"));
     }
 
@@ -263,12 +264,90 @@ class ShardClusterTest {
     }
 
     @Test
+    void scalingMovesOnlyTheExpertsThatMust() {
+        // 4 -> 3 shards: only shard 3's experts (3 and 7) move, each to a remaining shard with the fewest.
+        ExpertShardMap four = new ExpertShardMap(2, 4, new int[] {0, 1, 2, 3, 0, 1, 2, 3});
+        ExpertShardMap three = ShardMaps.next(four, 2, 8, 3);
+        assertThat(three.assignment()).containsExactly(0, 1, 2, 0, 0, 1, 2, 1);
+        assertThat(three.epoch()).isEqualTo(3);
+        // Random maps and counts: what stays on a kept shard stays; every shard is within one of the mean, or as
+        // close as the experts that stay allow; the moves are exactly the removed shards' experts, or what the new
+        // shards need.
+        java.util.Random rnd = new java.util.Random(5);
+        for (int trial = 0; trial < 500; trial++) {
+            int experts = 1 + rnd.nextInt(64);
+            int from = 1 + rnd.nextInt(Math.min(experts, 8));
+            int to = 1 + rnd.nextInt(Math.min(experts, 8));
+            int[] before = ExpertShardMap.roundRobin(experts, from).assignment();
+            for (int i = 0; i < experts; i++) { // shuffle, so the map is not round-robin
+                int j = rnd.nextInt(experts);
+                int t = before[i];
+                before[i] = before[j];
+                before[j] = t;
+            }
+            int[] after = ShardMaps.next(new ExpertShardMap(0, from, before), 0, experts, to).assignment();
+            int moved = 0;
+            int[] count = new int[to];
+            for (int e = 0; e < experts; e++) {
+                assertThat(after[e]).isBetween(0, to - 1);
+                count[after[e]]++;
+                if (after[e] != before[e]) {
+                    moved++;
+                    assertThat(before[e] >= to || after[e] >= from).as("expert %d moved between kept shards", e)
+                            .isTrue();
+                }
+            }
+            int removed = 0;
+            for (int e = 0; e < experts; e++) {
+                removed += before[e] >= to ? 1 : 0;
+            }
+            assertThat(moved).isEqualTo(to < from ? removed : (to - from) * (experts / to));
+            for (int sh = from; sh < to; sh++) {
+                assertThat(count[sh]).isEqualTo(experts / to);
+            }
+        }
+    }
+
+    @Test
+    void aChangeBesideTheMapIsANewControlEpoch() throws Exception {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        ShardCluster first = model(c);
+        ControlState running = first.controlState();
+        // The same spec over the state it rendered: nothing changes, no new epoch (no churn).
+        assertThat(ShardCluster.fromCrd(c, c.getSpec(), running, running.epoch(), SETTINGS).controlState())
+                .isEqualTo(running);
+        // Parameters read back from the ConfigMap's JSON compare equal too.
+        ControlState readBack = ShardCluster.readControlState(first.generateConfigMap());
+        assertThat(ShardCluster.fromCrd(c, c.getSpec(), readBack, running.epoch(), SETTINGS).controlState().epoch())
+                .isEqualTo(running.epoch());
+        // A new budget, a new policy, new parameters: each a newer epoch, with the map kept.
+        c.getSpec().setMemoryPerShard(new io.fabric8.kubernetes.api.model.Quantity("128Mi"));
+        ControlState budget = ShardCluster.fromCrd(c, c.getSpec(), running, running.epoch(), SETTINGS).controlState();
+        assertThat(budget.epoch()).isEqualTo(running.epoch() + 1);
+        assertThat(budget.shardOfExpert()).isEqualTo(running.shardOfExpert());
+        c.getSpec().getScheduling().setPolicy(SchedulingPolicy.STREAMING);
+        ControlState policy = ShardCluster.fromCrd(c, c.getSpec(), budget, budget.epoch(), SETTINGS).controlState();
+        assertThat(policy.epoch()).isEqualTo(budget.epoch() + 1);
+        c.getSpec().getScheduling().setParameters(Map.of("sinks", 2.0));
+        ControlState parameters = ShardCluster.fromCrd(c, c.getSpec(), policy, policy.epoch(), SETTINGS)
+                .controlState();
+        assertThat(parameters.epoch()).isEqualTo(policy.epoch() + 1);
+        assertThat(ShardCluster.fromCrd(c, c.getSpec(), parameters, parameters.epoch(), SETTINGS).controlState())
+                .isEqualTo(parameters);
+    }
+
+    @Test
     void shardMapKeepsItsEpochUntilTheShapeChanges() {
         ExpertShardMap rebalanced = new ExpertShardMap(7, 2, new int[] {1, 1, 0, 0, 1, 0, 1, 0});
         assertThat(ShardMaps.next(rebalanced, 7, 8, 2)).isSameAs(rebalanced);
         ExpertShardMap scaled = ShardMaps.next(rebalanced, 7, 8, 4);
         assertThat(scaled.epoch()).isEqualTo(8);
-        assertThat(scaled.assignment()).containsExactly(0, 1, 2, 3, 0, 1, 2, 3);
+        // Shards 2 and 3 take two experts each, the highest of the fullest shard first; the other four stay.
+        assertThat(scaled.assignment()).containsExactly(1, 1, 0, 0, 3, 3, 2, 2);
+        // A change beside the map (policy, parameters, budget) is a new epoch with the same map.
+        ExpertShardMap same = ShardMaps.next(rebalanced, 7, 8, 2, true);
+        assertThat(same.epoch()).isEqualTo(8);
+        assertThat(same.assignment()).containsExactly(rebalanced.assignment());
         // A lost ConfigMap must not reset epochs the shards already accepted.
         assertThat(ShardMaps.next(null, 7, 8, 2).epoch()).isEqualTo(8);
         assertThat(ShardMaps.next(null, -1, 8, 2).epoch()).isZero();
