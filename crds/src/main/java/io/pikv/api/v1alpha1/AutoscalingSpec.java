@@ -8,14 +8,18 @@ import io.fabric8.generator.annotation.Max;
 import io.fabric8.generator.annotation.Min;
 import io.fabric8.generator.annotation.ValidationRule;
 
-/** Bounds and targets for changing the shard count from telemetry (the operator's shard autoscaler). */
+/**
+ * Bounds and targets for changing the shard count from telemetry (the operator's shard autoscaler). The autoscaler
+ * is not built yet: the bounds are validated against {@code spec.shards}, and nothing changes the shard count.
+ */
 @JsonInclude(JsonInclude.Include.NON_NULL)
 @JsonPropertyOrder({"enabled", "minShards", "maxShards", "targetMemoryUtilization", "targetHitRate", "cooldownSeconds"})
 @ValidationRule(value = "self.minShards <= self.maxShards", message = "minShards must not exceed maxShards")
 public class AutoscalingSpec {
 
     @Default("false")
-    @JsonPropertyDescription("Let the operator change spec.shards from memory pressure and miss rate.")
+    @JsonPropertyDescription("Let the operator change spec.shards from memory pressure and miss rate. Not acted on "
+            + "yet: the bounds are validated against spec.shards, and the shard count changes only with spec.shards.")
     private Boolean enabled = false;
 
     @Default("1")
