@@ -24,8 +24,9 @@ public final class AttentionScope {
     public static AttentionScope experts(int... ids) {
         BitSet set = new BitSet();
         for (int id : ids) {
-            if (id < 0) {
-                throw new IllegalArgumentException("expert ids must be >= 0, got " + id);
+            if (id < 0 || id >= ModelShape.MAX_EXPERTS) {
+                throw new IllegalArgumentException("expert ids must be in [0, " + ModelShape.MAX_EXPERTS + "), got "
+                        + id);
             }
             set.set(id);
         }

@@ -66,6 +66,9 @@ public final class ExpertShardMap {
 
     /** The same map with {@code expert} moved to {@code shard} and the epoch advanced by one. */
     public ExpertShardMap withMove(int expert, int shard) {
+        if (expert < 0 || expert >= shardOfExpert.length) {
+            throw new IllegalArgumentException("expert " + expert + " is outside [0, " + shardOfExpert.length + ")");
+        }
         int[] next = shardOfExpert.clone();
         next[expert] = shard;
         return new ExpertShardMap(epoch + 1, shards, next);

@@ -42,6 +42,14 @@ public record KvLayout(int kvHeads, int headDim, int pageTokens, StorageType typ
                     : "fp16 low-rank pages need rank × pageTokens to be a multiple of 32, got ranks " + keyWidth
                     + " and " + valueWidth + " with " + pageTokens + " tokens");
         }
+        long bytes = (long) kvHeads * (keyWidth + valueWidth) * pageTokens * type.bytes()
+                + (type == StorageType.INT8 ? (long) Float.BYTES * kvHeads * (keyWidth + pageTokens) : 0);
+        if (kvHeads < 1 || bytes > MAX_PAGE_BYTES) {
+            throw new IllegalArgumentException(kvHeads < 1 ? "kvHeads must be >= 1, got " + kvHeads
+                    : "a page of " + pageTokens + " tokens × " + kvHeads + " KV heads × (" + keyWidth + " + "
+                    + valueWidth + ") " + type + " elements would take " + bytes + " bytes, more than "
+                    + MAX_PAGE_BYTES + ": use fewer tokens per page");
+        }
         if (type == StorageType.INT8 && (headDim % 4 != 0 || keyWidth % 4 != 0 || valueWidth % 4 != 0)) {
             throw new IllegalArgumentException(keyWidth == headDim && valueWidth == headDim
                     ? "int8 pages need headDim to be a multiple of 4, got " + headDim
@@ -49,6 +57,9 @@ public record KvLayout(int kvHeads, int headDim, int pageTokens, StorageType typ
                     + keyWidth + " and " + valueWidth);
         }
     }
+
+    /** Largest page: 1 GiB, so that every size and offset inside a page is an int. */
+    public static final long MAX_PAGE_BYTES = 1L << 30;
 
     /** A plain page layout: entries stored whole ({@code keyWidth = valueWidth = headDim}). */
     public KvLayout(int kvHeads, int headDim, int pageTokens, StorageType type) {

@@ -179,6 +179,10 @@ public final class KvShard {
             page.position[slot] = position;
             page.expert[slot] = (short) expert;
             page.count = slot + 1;
+            int evictedAs = ls.evictedExpert(position);
+            if (evictedAs >= 0) {
+                ls.evictedPerExpert[evictedAs]--; // stored again: no longer a miss
+            }
             ls.setLocation(position, page.id * layout.pageTokens() + slot);
             ls.residentPerExpert[expert]++;
             ls.resident++;
@@ -231,6 +235,9 @@ public final class KvShard {
      * takes its locks) or this shard acts on any of them.
      */
     public static void checkPositions(int[] positions) {
+        if (positions == null) {
+            throw new IllegalArgumentException("positions are missing");
+        }
         for (int p : positions) {
             if (p < 0 || p > MAX_POSITION) {
                 throw new IllegalArgumentException("positions must be in [0, " + MAX_POSITION + "], got " + p);
@@ -364,6 +371,7 @@ public final class KvShard {
     /** Evicts the resident entries at these positions; returns how many were resident here. */
     public int evict(long sequence, int layer, int[] positions) {
         shape.checkLayer(layer);
+        checkPositions(positions);
         lock.writeLock().lock();
         try {
             return evictTokens(sequence, layer, positions);
@@ -419,6 +427,12 @@ public final class KvShard {
         for (int position : positions) {
             int loc = ls.location(position);
             if (loc < 0) {
+                int evictedAs = ls.evictedExpert(position);
+                if (!counted && evictedAs >= 0) {
+                    // Withdrawing an entry that was evicted meanwhile: it never happened, so it is no miss either.
+                    ls.evictedPerExpert[evictedAs]--;
+                    ls.clearLocation(position);
+                }
                 continue;
             }
             Page page = pool.byId(loc / tokens);
@@ -426,10 +440,11 @@ public final class KvShard {
             Segment segment = page.segment;
             if (counted) {
                 countEviction(ls, layer, page.expert[slot]);
+                ls.markEvicted(position, page.expert[slot]);
             } else {
                 uncount(ls, layer, page.expert[slot]);
+                ls.clearLocation(position);
             }
-            ls.clearLocation(position);
             Page donor = segment.tail != null ? segment.tail : segment.pages.get(segment.pages.size() - 1);
             int last = donor.count - 1;
             if (donor != page || last != slot) {
@@ -452,7 +467,7 @@ public final class KvShard {
         int layer = page.segment.layer;
         for (int slot = 0; slot < page.count; slot++) {
             countEviction(ls, layer, page.expert[slot]);
-            ls.clearLocation(page.position[slot]);
+            ls.markEvicted(page.position[slot], page.expert[slot]);
         }
         free(page);
     }
@@ -837,11 +852,13 @@ public final class KvShard {
                     + (values == null ? "none" : values.length));
         }
         boolean half = layout.type() == StorageType.FP16;
+        float limit = half ? Fp16.MAX : ModelShape.MAX_ABS_VALUE;
         for (int i = 0; i < width; i++) {
             float x = values[i];
-            if (!Float.isFinite(x) || (half && Math.abs(x) > Fp16.MAX)) {
+            if (!(Math.abs(x) <= limit)) {
                 throw new IllegalArgumentException(name + "[head " + (i / shape.headDim()) + "][" + (i % shape.headDim())
-                        + "] is " + x + ": values must be finite" + (half ? " and within ±65504 for fp16 storage" : ""));
+                        + "] is " + x + ": values must be finite" + (!Float.isFinite(x) ? ""
+                        : half ? " and within ±65504 for fp16 storage" : " and within ±2^50 (about 1.1e15)"));
             }
         }
     }

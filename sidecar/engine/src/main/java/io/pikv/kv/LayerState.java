@@ -69,9 +69,23 @@ final class LayerState {
         root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = value;
     }
 
-    /** Marks a resident position as no longer resident. */
+    /** Marks a resident position as no longer resident, or an evicted one as never stored. */
     void clearLocation(int position) {
         root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = -1;
+    }
+
+    /**
+     * Marks a resident position as evicted, remembering its expert: a lookup counts it as a miss of that expert until
+     * the position is stored again or withdrawn. Any negative location is not resident.
+     */
+    void markEvicted(int position, int expert) {
+        root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = -2 - expert;
+    }
+
+    /** The expert of an evicted position ({@link #markEvicted}), or -1 when it is resident or was never stored. */
+    int evictedExpert(int position) {
+        int loc = location(position);
+        return loc <= -2 ? -2 - loc : -1;
     }
 
     /** Up to {@code out.length} resident positions, ascending, into {@code out}; returns how many. */

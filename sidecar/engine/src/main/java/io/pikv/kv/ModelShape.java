@@ -17,6 +17,12 @@ public record ModelShape(int layers, int qHeads, int kvHeads, int headDim, int e
     public static final int MAX_HEADS = 1024;
     public static final int MAX_HEAD_DIM = 1024;
     public static final int MAX_EXPERTS = 4096;
+    /**
+     * Largest magnitude of a query, key or value element: 2^50 (about 1.1e15), far beyond any activation. A logit of
+     * {@link #MAX_HEAD_DIM} such products stays below 2^110, so no dot product can overflow to infinity (which would
+     * turn the softmax, and every later answer over that sequence, into NaN).
+     */
+    public static final float MAX_ABS_VALUE = 0x1p50f;
 
     public ModelShape {
         check(layers, 1, MAX_LAYERS, "layers");
@@ -53,7 +59,8 @@ public record ModelShape(int layers, int qHeads, int kvHeads, int headDim, int e
     }
 
     /**
-     * Checks a query ({@code qHeads × headDim} finite floats, head-major) and returns a copy scaled by
+     * Checks a query ({@code qHeads × headDim} finite floats within {@link #MAX_ABS_VALUE}, head-major) and returns a
+     * copy scaled by
      * {@code 1/√headDim}, the form every attention kernel takes.
      */
     public float[] scaledQuery(float[] query) {
@@ -64,8 +71,9 @@ public record ModelShape(int layers, int qHeads, int kvHeads, int headDim, int e
         float scale = (float) (1.0 / Math.sqrt(headDim));
         float[] scaled = new float[query.length];
         for (int i = 0; i < query.length; i++) {
-            if (!Float.isFinite(query[i])) {
-                throw new IllegalArgumentException("query[" + i + "] is " + query[i] + ": values must be finite");
+            if (!(Math.abs(query[i]) <= MAX_ABS_VALUE)) {
+                throw new IllegalArgumentException("query[" + i + "] is " + query[i] + ": values must be finite"
+                        + (Float.isFinite(query[i]) ? " and within ±2^50 (about 1.1e15)" : ""));
             }
             scaled[i] = query[i] * scale;
         }

@@ -40,7 +40,8 @@ public final class PagePool {
             throw new IllegalArgumentException("budget of " + budgetBytes + " bytes is below one page of "
                     + layout.pageBytes() + " bytes (" + layout + "): raise the budget or shrink pageTokens");
         }
-        return (int) Math.min(pages, Integer.MAX_VALUE - 8);
+        // A location is page id × pageTokens + slot, an int: no more pages than that can name.
+        return (int) Math.min(pages, Integer.MAX_VALUE / layout.pageTokens() - 1);
     }
 
     /**

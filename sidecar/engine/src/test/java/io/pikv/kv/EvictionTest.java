@@ -92,6 +92,44 @@ class EvictionTest {
         }
     }
 
+    /** The lookup counters of expert {@code e} (layer 0) on {@code shard}: lookups, hits, misses. */
+    private static long[] counted(KvShard shard, int e) {
+        ExpertLayerCounters c = shard.stats().counters().stream().filter(x -> x.expert() == e && x.layer() == 0)
+                .findFirst().orElseThrow();
+        return new long[] {c.lookups(), c.hits(), c.misses()};
+    }
+
+    @Test
+    void aPositionStoredAgainAfterItsEvictionIsOneLookup() {
+        Random rnd = new Random(21);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).pageTokens(16).buckets(1).threads(1).build())) {
+            KvShard shard = store.shards().get(0);
+            long seq = store.createSequence();
+            float[] k = Reference.gaussian(SHAPE.kvWidth(), rnd, 1f);
+            float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+            shard.append(seq, 0, 5, 2, k, k);
+            assertThat(shard.evict(seq, 0, new int[] {5})).isEqualTo(1);
+            shard.append(seq, 0, 6, 1, k, k);
+            store.attend(seq, 0, q);
+            assertThat(counted(shard, 2)).containsExactly(1, 0, 1); // position 5: evicted
+            // Stored again under another expert: one lookup of expert 3, a hit; expert 2 has nothing missing now.
+            shard.append(seq, 0, 5, 3, k, k);
+            store.attend(seq, 0, q);
+            assertThat(counted(shard, 2)).containsExactly(1, 0, 1);
+            assertThat(counted(shard, 3)).containsExactly(1, 1, 0);
+            assertThat(counted(shard, 1)).containsExactly(2, 2, 0);
+            assertThat(shard.stats().evictions()).isEqualTo(1);
+            // Evicted, then withdrawn (the step it belonged to was undone): no longer a miss either.
+            assertThat(shard.evict(seq, 0, new int[] {6})).isEqualTo(1);
+            store.attend(seq, 0, q);
+            assertThat(counted(shard, 1)).containsExactly(3, 2, 1);
+            shard.withdraw(seq, 0, new int[] {6});
+            store.attend(seq, 0, q);
+            assertThat(counted(shard, 1)).containsExactly(3, 2, 1);
+            assertThat(counted(shard, 3)).containsExactly(3, 3, 0);
+        }
+    }
+
     @Test
     void withdrawingEntriesUndoesAppendsWithoutCountingEvictions() {
         Random rnd = new Random(12);

@@ -57,6 +57,19 @@ class ValidationTest {
         float[] big = ok.clone();
         big[3] = 70000f;
         rejects(() -> store.append(seq, 1, 0, big, ok), "within ±65504 for fp16 storage");
+        // fp32 takes far larger values, but none whose products could overflow a logit (every answer would be NaN).
+        try (KvStore fp32 = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP32).pageTokens(16)
+                .threads(1).build())) {
+            long s32 = fp32.createSequence();
+            float[] large = ok.clone();
+            large[3] = 1e15f;
+            fp32.append(s32, 1, 0, large, large);
+            float[] huge = ok.clone();
+            huge[5] = 3e38f;
+            rejects(() -> fp32.append(s32, 1, 0, huge, ok), "K[head 0][5] is 3.0E38: values must be finite and within "
+                    + "±2^50 (about 1.1e15)");
+            assertThat(fp32.resident(s32, 1)).isEqualTo(1);
+        }
         rejects(() -> store.append(seq, 2, 0, ok, ok), "layer 2 is out of range: the model has 2 layers");
         rejects(() -> store.append(seq, -1, 0, ok, ok), "layer -1 is out of range");
         rejects(() -> store.append(seq, 1, 6, ok, ok), "expert 6 is out of range: the model has 6 experts");
@@ -69,8 +82,17 @@ class ValidationTest {
         float[] nan = q.clone();
         nan[63] = Float.NaN;
         rejects(() -> store.attend(seq, 1, nan), "query[63] is NaN");
+        float[] huge = q.clone();
+        huge[2] = 3e38f;
+        rejects(() -> store.attend(seq, 1, huge), "query[2] is 3.0E38: values must be finite and within ±2^50");
         rejects(() -> store.attend(seq, 1, q, AttentionScope.experts(1, 9), false), "scope names expert 9");
-        rejects(() -> AttentionScope.experts(-1), "expert ids must be >= 0");
+        rejects(() -> AttentionScope.experts(-1), "expert ids must be in [0, 4096), got -1");
+        rejects(() -> AttentionScope.experts(Integer.MAX_VALUE), "expert ids must be in [0, 4096), got 2147483647");
+        rejects(() -> store.evict(seq, 1, null), "positions are missing");
+        rejects(() -> ExpertShardMap.roundRobin(6, 2).withMove(6, 0), "expert 6 is outside [0, 6)");
+        // A page whose size would not fit an int (it used to wrap to 0 bytes and divide by zero).
+        rejects(() -> new KvLayout(1024, 1024, 1024, StorageType.FP32), "a page of 1024 tokens × 1024 KV heads × "
+                + "(1024 + 1024) FP32 elements would take 8589934592 bytes, more than 1073741824");
         rejects(() -> store.attend(777, 1, q), "unknown sequence 777");
         rejects(() -> store.evict(seq, 5, new int[] {1}), "layer 5 is out of range");
         long closed = store.createSequence();
