@@ -40,7 +40,8 @@ public final class AttentionBench implements Callable<Integer> {
     @Option(names = "--head-dim", defaultValue = "128", description = "Head dimension (default ${DEFAULT-VALUE}).")
     int headDim;
 
-    @Option(names = "--dtype", defaultValue = "fp16", description = "Storage type: fp16 or fp32 (default ${DEFAULT-VALUE}).")
+    @Option(names = "--dtype", defaultValue = "fp16", description = "Storage type: fp16, fp32 or int8 (int8: bytes "
+            + "read include the scales; no NumPy comparison) (default ${DEFAULT-VALUE}).")
     String dtype;
 
     @Option(names = "--page-tokens", defaultValue = "32", description = "Tokens per page (default ${DEFAULT-VALUE}).")
@@ -59,7 +60,8 @@ public final class AttentionBench implements Callable<Integer> {
     @Option(names = "--no-numpy", description = "Skip the NumPy comparison.")
     boolean noNumpy;
 
-    @Option(names = "--json", paramLabel = "FILE", description = "Also write the figures as JSON.")
+    @Option(names = "--json", paramLabel = "FILE", converter = BenchReport.JsonFile.class,
+            description = "Also write the figures as JSON.")
     Path json;
 
     @picocli.CommandLine.Spec
@@ -102,10 +104,17 @@ public final class AttentionBench implements Callable<Integer> {
         }
         PrintWriter out = spec.commandLine().getOut();
         Path dir = Files.createTempDirectory("pikv-attention");
+        dir.toFile().deleteOnExit(); // with the files below: also on Ctrl-C, when the finally block does not run
         try (KvStore store = new KvStore(config)) {
             long seq = store.createSequence();
-            float[] q = fill(store, seq, shape, type, dir, !noNumpy);
+            // NumPy gets the exact values the pages hold for fp16 and fp32; int8 pages hold quantized ones.
+            boolean numpy = !noNumpy && type != StorageType.INT8;
+            float[] q = fill(store, seq, shape, type, dir, numpy);
             long bytes = (long) context * kvHeads * headDim * 2 * type.bytes();
+            if (type == StorageType.INT8) {
+                // Each page's key scales (per channel) and value scales (per token) are read too.
+                bytes += (long) Math.ceil((double) context / pageTokens) * Float.BYTES * kvHeads * (headDim + pageTokens);
+            }
 
             // Warm up by time, not count: small contexts need many calls before the JIT compiles the kernel loops.
             AttentionResult result = null;
@@ -146,8 +155,9 @@ public final class AttentionBench implements Callable<Integer> {
             double triad = median(roundTriad);
             double achieved = bytes / best / 1e9;
 
-            NumpyAttention.Result np = noNumpy
-                    ? new NumpyAttention.Result(null, null, null, null, "skipped (--no-numpy)")
+            NumpyAttention.Result np = !numpy
+                    ? new NumpyAttention.Result(null, null, null, null, noNumpy ? "skipped (--no-numpy)"
+                    : "skipped for int8 pages (NumPy would attend over other values than the quantized ones)")
                     : NumpyAttention.run(dir, dir.resolve("k.npy"), dir.resolve("v.npy"), dir.resolve("q.npy"),
                     Math.min(iterations, 10), workers);
 
@@ -195,6 +205,12 @@ public final class AttentionBench implements Callable<Integer> {
         float[] k = new float[width];
         float[] v = new float[width];
         boolean half = type == StorageType.FP16;
+        if (npy) {
+            for (String name : new String[] {"q.npy", "numpy_out.npy", "numpy_attention.py", "numpy_log.txt", "v.npy",
+                    "k.npy"}) {
+                dir.resolve(name).toFile().deleteOnExit(); // deleted in reverse order, before the directory
+            }
+        }
         Npy.Writer kw = npy ? new Npy.Writer(dir.resolve("k.npy"), half, context, kvHeads, headDim) : null;
         Npy.Writer vw = npy ? new Npy.Writer(dir.resolve("v.npy"), half, context, kvHeads, headDim) : null;
         try {

@@ -65,6 +65,32 @@ final class BenchReport {
         out.flush();
     }
 
+    /**
+     * {@code --json FILE}: refused while the command line is read (exit 2) when it could not be written, so a run of
+     * minutes does not end by failing to save its figures.
+     */
+    static final class JsonFile implements picocli.CommandLine.ITypeConverter<Path> {
+        @Override
+        public Path convert(String value) {
+            Path file = Path.of(value).toAbsolutePath();
+            if (Files.exists(file)) {
+                if (!Files.isRegularFile(file) || !Files.isWritable(file)) {
+                    throw new picocli.CommandLine.TypeConversionException("'" + value + "' is not a writable file");
+                }
+                return Path.of(value);
+            }
+            Path dir = file.getParent();
+            while (dir != null && !Files.exists(dir)) {
+                dir = dir.getParent(); // written with its missing parent directories
+            }
+            if (dir == null || !Files.isDirectory(dir) || !Files.isWritable(dir)) {
+                throw new picocli.CommandLine.TypeConversionException("'" + value + "' cannot be created: "
+                        + (dir == null ? "no directory above it exists" : dir + " is not a writable directory"));
+            }
+            return Path.of(value);
+        }
+    }
+
     void writeJson(Path file) {
         try {
             Path parent = file.toAbsolutePath().getParent();

@@ -39,7 +39,8 @@ public final class CacheBench implements Callable<Integer> {
                     + "belady is always reported.")
     List<String> policies;
 
-    @Option(names = "--json", paramLabel = "FILE", description = "Also write the figures as JSON.")
+    @Option(names = "--json", paramLabel = "FILE", converter = BenchReport.JsonFile.class,
+            description = "Also write the figures as JSON.")
     Path json;
 
     @picocli.CommandLine.Spec

@@ -129,7 +129,8 @@ public final class CompressionBench implements Callable<Integer> {
     @Option(names = "--page-tokens", defaultValue = "32", description = "Tokens per page (default ${DEFAULT-VALUE}).")
     int pageTokens;
 
-    @Option(names = "--json", paramLabel = "FILE", description = "Also write the figures as JSON.")
+    @Option(names = "--json", paramLabel = "FILE", converter = BenchReport.JsonFile.class,
+            description = "Also write the figures as JSON.")
     Path json;
 
     @picocli.CommandLine.Spec

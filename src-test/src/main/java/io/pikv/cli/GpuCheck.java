@@ -44,7 +44,8 @@ public final class GpuCheck implements Callable<Integer> {
     @Option(names = "--iterations", defaultValue = "30", description = "Timed launches per context (default ${DEFAULT-VALUE}).")
     int iterations;
 
-    @Option(names = "--json", paramLabel = "FILE", description = "Also write the figures as JSON.")
+    @Option(names = "--json", paramLabel = "FILE", converter = BenchReport.JsonFile.class,
+            description = "Also write the figures as JSON.")
     Path json;
 
     @picocli.CommandLine.Spec

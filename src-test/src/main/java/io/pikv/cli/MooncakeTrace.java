@@ -27,7 +27,7 @@ final class MooncakeTrace {
             }
             long[] blocks = new long[ids.size()];
             for (int i = 0; i < blocks.length; i++) {
-                if (!ids.get(i).canConvertToLong()) {
+                if (!ids.get(i).isIntegralNumber() || !ids.get(i).canConvertToLong()) {
                     throw bad(file, line, "hash_ids[" + i + "] is not an integer");
                 }
                 blocks[i] = ids.get(i).asLong();

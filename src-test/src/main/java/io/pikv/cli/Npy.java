@@ -81,7 +81,7 @@ final class Npy {
             throw new IOException(file + " has a truncated .npy header");
         }
         int headerLen = major == 1 ? Short.toUnsignedInt(b.getShort(8)) : b.getInt(8);
-        int start = (major == 1 ? 10 : 12) + headerLen;
+        long start = (major == 1 ? 10 : 12) + (long) headerLen;
         if (headerLen < 0 || start > b.limit()) {
             throw new IOException(file + " has a truncated .npy header");
         }
@@ -120,7 +120,7 @@ final class Npy {
                     + " its shape " + Arrays.toString(shape) + " needs");
         }
         float[] out = new float[(int) n];
-        b.position(start);
+        b.position((int) start);
         for (int i = 0; i < out.length; i++) {
             out[i] = half ? io.pikv.kv.Fp16.toFloat(b.getShort()) : b.getFloat();
         }

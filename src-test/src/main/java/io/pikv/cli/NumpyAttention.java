@@ -59,15 +59,22 @@ final class NumpyAttention {
             env.put("OMP_NUM_THREADS", Integer.toString(threads));
             env.remove("OPENBLAS_CORETYPE");
             env.remove("OPENBLAS_L2_SIZE");
-            pb.redirectErrorStream(true);
+            Path log = dir.resolve("numpy_log.txt");
+            pb.redirectErrorStream(true).redirectOutput(log.toFile());
             Process p = pb.start();
-            byte[] text = p.getInputStream().readAllBytes();
-            if (!p.waitFor(10, TimeUnit.MINUTES) || p.exitValue() != 0) {
-                String msg = new String(text, StandardCharsets.UTF_8).strip();
-                String last = msg.lines().reduce((a, b) -> b).orElse("exit " + p.exitValue());
+            try {
+                if (!p.waitFor(10, TimeUnit.MINUTES)) {
+                    return new Result(null, null, null, null, "python3/numpy did not finish within 10 minutes");
+                }
+            } finally {
+                p.destroyForcibly(); // a no-op once it exited; ends it on a timeout or an interrupt
+            }
+            String text = Files.readString(log, StandardCharsets.UTF_8).strip();
+            if (p.exitValue() != 0) {
+                String last = text.lines().reduce((a, b) -> b).orElseGet(() -> "exit " + p.exitValue());
                 return new Result(null, null, null, null, "python3/numpy failed: " + last);
             }
-            String[] lines = new String(text, StandardCharsets.UTF_8).strip().split("\n");
+            String[] lines = text.split("\n");
             JsonNode r = new ObjectMapper().readTree(lines[lines.length - 1]);
             return new Result(r.get("best_s").asDouble(), r.get("median_s").asDouble(), r.get("numpy").asText(),
                     Npy.readFloats(out), null);

@@ -37,7 +37,8 @@ public final class OperatorBench implements Callable<Integer> {
     @Option(names = "--warmup", defaultValue = "1", description = "Unmeasured rounds first (default ${DEFAULT-VALUE}).")
     int warmup;
 
-    @Option(names = "--json", paramLabel = "FILE", description = "Also write the figures as JSON.")
+    @Option(names = "--json", paramLabel = "FILE", converter = BenchReport.JsonFile.class,
+            description = "Also write the figures as JSON.")
     Path json;
 
     @picocli.CommandLine.Spec
@@ -54,13 +55,14 @@ public final class OperatorBench implements Callable<Integer> {
         Path operator = root.resolve("operator/target");
         Path classpathFile = operator.resolve("test-classpath.txt");
         if (!Files.isRegularFile(classpathFile) || !Files.isDirectory(operator.resolve("test-classes"))) {
-            throw new IllegalStateException("the operator is not built (" + classpathFile + " or its test classes are "
-                    + "missing): run ./mvnw -DskipTests package first");
+            throw new Main.UsageException("the operator is not built (" + classpathFile + " or its test classes are "
+                    + "missing): run ./mvnw -DskipTests package first.");
         }
         String classpath = operator.resolve("test-classes") + java.io.File.pathSeparator + operator.resolve("classes")
                 + java.io.File.pathSeparator + Files.readString(classpathFile).strip();
-        Path dir = root.resolve("src-test/target/bench-operator");
-        Files.createDirectories(dir);
+        // A directory of this run's own: two runs at once (the test suite's and a user's) never read each other's figures.
+        Files.createDirectories(root.resolve("src-test/target"));
+        Path dir = Files.createTempDirectory(root.resolve("src-test/target"), "bench-operator-");
         Path out = dir.resolve("figures.json");
         Path log = dir.resolve("bench.log");
         Files.deleteIfExists(out);
@@ -73,9 +75,19 @@ public final class OperatorBench implements Callable<Integer> {
         pw.flush();
         Process p = new ProcessBuilder(cmd).directory(root.toFile()).redirectErrorStream(true)
                 .redirectOutput(log.toFile()).start();
-        if (!p.waitFor(30, TimeUnit.MINUTES)) {
+        Thread reaper = new Thread(p::destroyForcibly, "pikv-operator-bench-child"); // on Ctrl-C or a kill
+        Runtime.getRuntime().addShutdownHook(reaper);
+        try {
+            if (!p.waitFor(30, TimeUnit.MINUTES)) {
+                throw new IllegalStateException("the operator benchmark did not finish within 30 minutes; see " + log);
+            }
+        } finally {
             p.destroyForcibly();
-            throw new IllegalStateException("the operator benchmark did not finish within 30 minutes; see " + log);
+            try {
+                Runtime.getRuntime().removeShutdownHook(reaper);
+            } catch (IllegalStateException shuttingDown) {
+                // the hook runs anyway
+            }
         }
         if (p.exitValue() != 0 || !Files.isRegularFile(out)) {
             List<String> lines = Files.readAllLines(log);

@@ -51,7 +51,7 @@ final class QwenRoutingLog {
             int[] e = new int[ids.size()];
             double[] w = new double[ids.size()];
             for (int i = 0; i < e.length; i++) {
-                if (!ids.get(i).canConvertToInt() || ids.get(i).asInt() < 0 || ids.get(i).asInt() >= MAX_EXPERTS
+                if (!ids.get(i).isIntegralNumber() || !ids.get(i).canConvertToInt() || ids.get(i).asInt() < 0 || ids.get(i).asInt() >= MAX_EXPERTS
                         || !weights.get(i).isNumber() || !(weights.get(i).asDouble() > 0)
                         || !Double.isFinite(weights.get(i).asDouble())) {
                     throw bad(file, line, "topk entry " + i + " is not an expert id in [0, " + MAX_EXPERTS

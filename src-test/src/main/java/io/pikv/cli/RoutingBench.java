@@ -60,7 +60,8 @@ public final class RoutingBench implements Callable<Integer> {
             description = "Planner: smallest predicted gain worth a re-plan (default ${DEFAULT-VALUE}).")
     double minGain;
 
-    @Option(names = "--json", paramLabel = "FILE", description = "Also write the figures as JSON.")
+    @Option(names = "--json", paramLabel = "FILE", converter = BenchReport.JsonFile.class,
+            description = "Also write the figures as JSON.")
     Path json;
 
     @picocli.CommandLine.Spec

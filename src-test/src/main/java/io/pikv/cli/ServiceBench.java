@@ -63,7 +63,8 @@ public final class ServiceBench implements Callable<Integer> {
     @Option(names = "--top-k", defaultValue = "4", description = "Experts per token (default ${DEFAULT-VALUE}).")
     int topK;
 
-    @Option(names = "--json", paramLabel = "FILE", description = "Also write the figures as JSON.")
+    @Option(names = "--json", paramLabel = "FILE", converter = BenchReport.JsonFile.class,
+            description = "Also write the figures as JSON.")
     Path json;
 
     @picocli.CommandLine.Spec

@@ -2,7 +2,6 @@ package io.pikv.cli;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.net.ServerSocket;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -13,11 +12,15 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
- * A sidecar running as a child JVM from the packaged app ({@code sidecar/service/target/quarkus-app}), on a free
- * loopback port, with {@code pikv.*} settings as system properties; ready when {@code /q/health/ready} answers 200.
+ * A sidecar running as a child JVM from the packaged app ({@code sidecar/service/target/quarkus-app}), on a loopback
+ * port it picks itself, with {@code pikv.*} settings as system properties; ready when {@code /q/health/ready} answers 200.
  * Its output goes to a log file, whose tail is quoted when it fails to start. Used by the service benchmark and the
  * end-to-end suites.
  */
@@ -63,36 +66,98 @@ public final class SidecarProcess implements AutoCloseable {
                 + "from the project.");
     }
 
-    /** Starts a sidecar and waits until it is ready (or fails with the tail of its log). */
+    /** Children still running, ended by a shutdown hook if the JVM exits without closing them (a signal). */
+    private static final Set<Process> RUNNING = ConcurrentHashMap.newKeySet();
+
+    static {
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            RUNNING.forEach(Process::destroy);
+            for (Process p : RUNNING) {
+                try {
+                    if (!p.waitFor(5, TimeUnit.SECONDS)) {
+                        p.destroyForcibly();
+                    }
+                } catch (InterruptedException e) {
+                    p.destroyForcibly();
+                }
+            }
+        }, "pikv-sidecar-children"));
+    }
+
+    /** The line Quarkus logs once its HTTP server listens, with the port it bound. */
+    private static final Pattern LISTENING = Pattern.compile("Listening on: http://127\\.0\\.0\\.1:(\\d+)");
+
+    /**
+     * Starts a sidecar on a port it picks itself (read back from its log, so no other process can take it between a
+     * probe and the bind) and waits until it is ready (or fails with the tail of its log). With a
+     * {@code pikv.store.budget-bytes} setting, the JVM may give pages that much direct memory plus the server's own.
+     */
     public static SidecarProcess start(Path jar, String name, Map<String, String> settings, Path logDir,
                                        Duration timeout) {
-        int port = freePort();
         List<String> cmd = new ArrayList<>();
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         cmd.add("-Xmx512m");
+        String budget = settings.get("pikv.store.budget-bytes");
+        if (budget != null) {
+            cmd.add("-XX:MaxDirectMemorySize=" + (Long.parseLong(budget) + (128L << 20)));
+        }
         cmd.add("--add-modules");
         cmd.add("jdk.incubator.vector");
-        cmd.add("-Dquarkus.http.port=" + port);
+        cmd.add("-Dquarkus.http.port=0");
         cmd.add("-Dquarkus.http.host=127.0.0.1");
+        // The start-up line that names the port is Quarkus' own, at INFO: kept whatever level the settings ask for.
+        cmd.add("-Dquarkus.log.category.\"io.quarkus\".level=INFO");
         settings.forEach((k, v) -> cmd.add("-D" + k + "=" + v));
         cmd.add("-jar");
         cmd.add(jar.toString());
+        Process process;
+        Path log = logDir.resolve(name + ".log");
         try {
             Files.createDirectories(logDir);
-            Path log = logDir.resolve(name + ".log");
-            Process process = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-            SidecarProcess sidecar = new SidecarProcess(name, process, URI.create("http://127.0.0.1:" + port), log);
-            sidecar.awaitReady(timeout);
-            return sidecar;
+            process = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
         } catch (IOException e) {
             throw new UncheckedIOException("cannot start sidecar " + name + ": " + e.getMessage(), e);
         }
+        RUNNING.add(process);
+        long deadline = System.nanoTime() + timeout.toNanos();
+        try {
+            int port = awaitPort(name, process, log, deadline);
+            SidecarProcess sidecar = new SidecarProcess(name, process, URI.create("http://127.0.0.1:" + port), log);
+            sidecar.awaitReady(deadline, timeout);
+            return sidecar;
+        } catch (RuntimeException e) {
+            stop(process);
+            throw e;
+        }
     }
 
-    private void awaitReady(Duration timeout) {
+    /** The port the sidecar logs once it listens. */
+    private static int awaitPort(String name, Process process, Path log, long deadline) {
+        while (System.nanoTime() < deadline) {
+            try {
+                Matcher m = LISTENING.matcher(Files.readString(log, java.nio.charset.StandardCharsets.ISO_8859_1));
+                if (m.find()) {
+                    return Integer.parseInt(m.group(1));
+                }
+                if (!process.isAlive()) {
+                    throw new IllegalStateException("sidecar " + name + " exited with " + process.exitValue() + ":\n"
+                            + tail(log));
+                }
+                process.waitFor(100, TimeUnit.MILLISECONDS);
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot read the log of sidecar " + name + ": " + e.getMessage(), e);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
+        }
+        throw new IllegalStateException("sidecar " + name + " did not listen within the start-up timeout:\n"
+                + tail(log));
+    }
+
+    private void awaitReady(long deadline, Duration timeout) {
         HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(1)).build();
         HttpRequest ready = HttpRequest.newBuilder(uri.resolve("/q/health/ready")).timeout(Duration.ofSeconds(2)).build();
-        long deadline = System.nanoTime() + timeout.toNanos();
         while (System.nanoTime() < deadline) {
             if (!process.isAlive()) {
                 throw new IllegalStateException("sidecar " + name + " exited with " + process.exitValue() + ":\n"
@@ -139,6 +204,10 @@ public final class SidecarProcess implements AutoCloseable {
 
     /** The last lines of the sidecar's log. */
     public String tail() {
+        return tail(log);
+    }
+
+    private static String tail(Path log) {
         try {
             List<String> lines = Files.readAllLines(log);
             return String.join("\n", lines.subList(Math.max(0, lines.size() - 30), lines.size()));
@@ -147,16 +216,12 @@ public final class SidecarProcess implements AutoCloseable {
         }
     }
 
-    private static int freePort() {
-        try (ServerSocket socket = new ServerSocket(0)) {
-            return socket.getLocalPort();
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
-    }
-
     @Override
     public void close() {
+        stop(process);
+    }
+
+    private static void stop(Process process) {
         process.destroy();
         try {
             if (!process.waitFor(10, TimeUnit.SECONDS)) {
@@ -166,5 +231,6 @@ public final class SidecarProcess implements AutoCloseable {
             Thread.currentThread().interrupt();
             process.destroyForcibly();
         }
+        RUNNING.remove(process);
     }
 }

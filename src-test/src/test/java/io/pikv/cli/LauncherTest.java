@@ -57,7 +57,8 @@ class LauncherTest {
                 {"bench", "service", "--shards", "0"}, {"bench", "service", "--q-heads", "6", "--kv-heads", "4"},
                 {"bench", "service", "--warmup", "-1"}, {"bench", "service", "--shard-threads", "0"},
                 {"bench", "operator", "--clusters", "0"}, {"bench", "operator", "--rounds", "0"},
-                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock"}}) {
+                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock"},
+                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--json", "pom.xml/out.json"}}) {
             Run r = run(args);
             assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
             assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")
@@ -66,6 +67,8 @@ class LauncherTest {
         assertThat(run("bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy").err())
                 .contains("qHeads (6) must be a multiple of kvHeads (4)");
         assertThat(run("bench", "nope").err()).contains("unknown command or argument 'nope'", "pikv bench --help");
+        assertThat(run("bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--json", "pom.xml/out.json").err())
+                .contains("'pom.xml/out.json' cannot be created", "is not a writable directory");
         assertThat(run("bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock").err())
                 .contains("unknown policy 'clock' in --policies; known: lru, streaming, h2o, utility, lrfu, adaptive.");
     }
@@ -202,10 +205,16 @@ class LauncherTest {
         r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
         assertThat(r.code()).isEqualTo(2);
         assertThat(r.err()).contains("line 1 of " + trace + " is not a Mooncake request");
-        // Routing records with an infinite weight or an expert id no replay could hold.
+        // A block id with a fraction (it used to be read as 1).
+        Files.writeString(trace, "{\"timestamp\": 0, \"hash_ids\": [1.5]}\n");
+        r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
+        assertThat(r.code()).isEqualTo(2);
+        assertThat(r.err()).contains("hash_ids[0] is not an integer");
+        // Routing records with an infinite weight, an expert id no replay could hold, or a fractional id.
         Path routes = dir.resolve("routes.jsonl");
         for (String record : new String[] {"{\"type\": \"route\", \"topk_ids\": [1, 2], \"topk_weights\": [1e400, 0.5]}",
-                "{\"type\": \"route\", \"topk_ids\": [100000, 1], \"topk_weights\": [0.5, 0.5]}"}) {
+                "{\"type\": \"route\", \"topk_ids\": [100000, 1], \"topk_weights\": [0.5, 0.5]}",
+                "{\"type\": \"route\", \"topk_ids\": [3.9, 1], \"topk_weights\": [0.5, 0.5]}"}) {
             Files.writeString(routes, record + "\n");
             r = run("bench", "routing", "--trace", routes.toString(), "--shards", "2", "--skip", "0", "--window", "1");
             assertThat(r.code()).as(record).isEqualTo(2);

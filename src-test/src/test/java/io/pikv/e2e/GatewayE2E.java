@@ -76,8 +76,12 @@ class GatewayE2E {
             s.put("pikv.store.eviction", "reject");
             return SidecarProcess.start(jar, "shard-1", s, logs, timeout);
         });
-        shard0 = a.join();
-        shard1 = b.join();
+        try {
+            shard0 = a.join();
+        } finally {
+            shard1 = b.handle((started, failure) -> started).join(); // whatever started is closed by stop()
+        }
+        b.join(); // its failure, if it had one
         Map<String, String> g = settings("gateway");
         g.put("pikv.gateway.shards", shard0.uri() + "," + shard1.uri());
         gateway = SidecarProcess.start(jar, "gateway", g, logs, timeout);
