@@ -233,11 +233,10 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
     public ErrorStatusUpdateControl<PiKVCluster> updateErrorStatus(PiKVCluster cluster, Context<PiKVCluster> context,
                                                                    Exception e) {
         // Past the last retry the SDK would wait for the next event (or its 10-hour maximum interval): then this
-        // control asks for the progress interval instead, so a cluster whose API calls failed for a while recovers.
+        // control asks for the progress interval instead, which starts a new round of retries, so a cluster whose API
+        // calls failed for a while recovers. The message is the same either way (no status write or event per round).
         boolean lastAttempt = context.getRetryInfo().map(RetryInfo::isLastAttempt).orElse(false);
-        String message = (lastAttempt ? "Reconcile failed (retries used up, trying again every "
-                + config.progressInterval().toSeconds() + " s): " : "Reconcile failed (retrying with backoff): ")
-                + rootMessage(e);
+        String message = "Reconcile failed (retrying with backoff): " + rootMessage(e);
         ErrorStatusUpdateControl<PiKVCluster> after = lastAttempt
                 ? ErrorStatusUpdateControl.<PiKVCluster>noStatusUpdate().withNoRetry()
                 .rescheduleAfter(config.progressInterval())
