@@ -182,6 +182,10 @@ public final class KvShard {
             int evictedAs = ls.evictedExpert(position);
             if (evictedAs >= 0) {
                 ls.evictedPerExpert[evictedAs]--; // stored again: no longer a miss
+                if (ls.restoredAfterEviction == null) {
+                    ls.restoredAfterEviction = new java.util.HashMap<>();
+                }
+                ls.restoredAfterEviction.put(position, evictedAs);
             }
             ls.setLocation(position, page.id * layout.pageTokens() + slot);
             ls.residentPerExpert[expert]++;
@@ -438,12 +442,19 @@ public final class KvShard {
             Page page = pool.byId(loc / tokens);
             int slot = loc % tokens;
             Segment segment = page.segment;
+            Integer before = ls.restoredAfterEviction == null ? null : ls.restoredAfterEviction.remove(position);
             if (counted) {
                 countEviction(ls, layer, page.expert[slot]);
                 ls.markEvicted(position, page.expert[slot]);
             } else {
                 uncount(ls, layer, page.expert[slot]);
-                ls.clearLocation(position);
+                if (before != null) {
+                    // Withdrawing a re-store: the entry is back to evicted, as it was before that append.
+                    ls.markEvicted(position, before);
+                    ls.evictedPerExpert[before]++;
+                } else {
+                    ls.clearLocation(position);
+                }
             }
             Page donor = segment.tail != null ? segment.tail : segment.pages.get(segment.pages.size() - 1);
             int last = donor.count - 1;
@@ -468,6 +479,9 @@ public final class KvShard {
         for (int slot = 0; slot < page.count; slot++) {
             countEviction(ls, layer, page.expert[slot]);
             ls.markEvicted(page.position[slot], page.expert[slot]);
+            if (ls.restoredAfterEviction != null) {
+                ls.restoredAfterEviction.remove(page.position[slot]);
+            }
         }
         free(page);
     }

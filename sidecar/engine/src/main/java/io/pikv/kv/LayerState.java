@@ -21,6 +21,11 @@ final class LayerState {
     private int[][][] root = new int[1][][];
     final int[] residentPerExpert;
     final int[] evictedPerExpert;
+    /**
+     * Resident positions stored again after an eviction, with the expert they were evicted as: withdrawing one puts its
+     * eviction back (the append that re-stored it did not happen). Made on first use; bounded by the resident entries.
+     */
+    java.util.Map<Integer, Integer> restoredAfterEviction;
     int resident;
 
     LayerState(long sequence, int layer, int buckets, int experts) {

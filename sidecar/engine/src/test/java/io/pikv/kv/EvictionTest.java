@@ -127,6 +127,14 @@ class EvictionTest {
             store.attend(seq, 0, q);
             assertThat(counted(shard, 1)).containsExactly(3, 2, 1);
             assertThat(counted(shard, 3)).containsExactly(3, 3, 0);
+            // A re-store withdrawn (its request failed): position 5 is evicted again, a miss of expert 2 as before.
+            shard.withdraw(seq, 0, new int[] {5});
+            store.attend(seq, 0, q);
+            assertThat(counted(shard, 2)).containsExactly(2, 0, 2);
+            assertThat(counted(shard, 3)).containsExactly(3, 3, 0);
+            shard.append(seq, 0, 5, 2, k, k);
+            store.attend(seq, 0, q);
+            assertThat(counted(shard, 2)).containsExactly(3, 1, 2);
         }
     }
 
