@@ -160,7 +160,7 @@ public final class KvShard {
         lock.writeLock().lock();
         try {
             LayerState ls = layerState(sequence, layer, true);
-            checkFree(ls, sequence, layer, position);
+            int before = checkFree(ls, sequence, layer, position);
             float[] sk = k;
             float[] sv = v;
             if (projection != null) {
@@ -179,7 +179,7 @@ public final class KvShard {
             page.position[slot] = position;
             page.expert[slot] = (short) expert;
             page.count = slot + 1;
-            int evictedAs = ls.evictedExpert(position);
+            int evictedAs = LayerState.evictedExpertOf(before);
             if (evictedAs >= 0) {
                 ls.evictedPerExpert[evictedAs]--; // stored again: no longer a miss
                 if (ls.restoredAfterEviction == null) {
@@ -221,11 +221,14 @@ public final class KvShard {
         checkValues("V", v);
     }
 
-    private void checkFree(LayerState ls, long sequence, int layer, int position) {
-        if (ls != null && ls.location(position) >= 0) {
+    /** Refuses a position already stored; returns its location (negative: not resident, see LayerState). */
+    private int checkFree(LayerState ls, long sequence, int layer, int position) {
+        int loc = ls == null ? -1 : ls.location(position);
+        if (loc >= 0) {
             throw new IllegalArgumentException("position " + position + " of sequence " + sequence + " layer "
                     + layer + " is already stored on shard " + id);
         }
+        return loc;
     }
 
     private static void checkPosition(int position) {
@@ -431,7 +434,7 @@ public final class KvShard {
         for (int position : positions) {
             int loc = ls.location(position);
             if (loc < 0) {
-                int evictedAs = ls.evictedExpert(position);
+                int evictedAs = LayerState.evictedExpertOf(loc);
                 if (!counted && evictedAs >= 0) {
                     // Withdrawing an entry that was evicted meanwhile: it never happened, so it is no miss either.
                     ls.evictedPerExpert[evictedAs]--;

@@ -87,10 +87,9 @@ final class LayerState {
         root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = -2 - expert;
     }
 
-    /** The expert of an evicted position ({@link #markEvicted}), or -1 when it is resident or was never stored. */
-    int evictedExpert(int position) {
-        int loc = location(position);
-        return loc <= -2 ? -2 - loc : -1;
+    /** The expert an evicted position's location names ({@link #markEvicted}), or -1 for any other location. */
+    static int evictedExpertOf(int location) {
+        return location <= -2 ? -2 - location : -1;
     }
 
     /** Up to {@code out.length} resident positions, ascending, into {@code out}; returns how many. */
