@@ -48,8 +48,9 @@ public final class OperatorBench implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException, InterruptedException {
-        if (clusters < 1 || clusters > 2000 || rounds < 1 || warmup < 0) {
-            throw new Main.UsageException("--clusters must be in [1, 2000], --rounds positive and --warmup at least 0.");
+        if (clusters < 1 || clusters > 2000 || rounds < 1 || rounds > 1000 || warmup < 0 || warmup > 1000) {
+            throw new Main.UsageException("--clusters must be in [1, 2000], --rounds in [1, 1000] and --warmup in "
+                    + "[0, 1000].");
         }
         Path root = SidecarProcess.projectRoot();
         Path operator = root.resolve("operator/target");

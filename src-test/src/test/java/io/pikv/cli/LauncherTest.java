@@ -57,6 +57,7 @@ class LauncherTest {
                 {"bench", "service", "--shards", "0"}, {"bench", "service", "--q-heads", "6", "--kv-heads", "4"},
                 {"bench", "service", "--warmup", "-1"}, {"bench", "service", "--shard-threads", "0"},
                 {"bench", "operator", "--clusters", "0"}, {"bench", "operator", "--rounds", "0"},
+                {"bench", "operator", "--warmup", "100000"},
                 {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock"},
                 {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--json", "pom.xml/out.json"}}) {
             Run r = run(args);
