@@ -329,6 +329,7 @@ public final class Gateway implements KvApi {
     @Override
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
         shape.checkLayer(request.layer());
+        shape.scaledQuery(request.query()); // refused here, before any shard stores the token
         State state = state(sequence);
         int[] experts = route(request);
         int layer = request.layer();
@@ -384,10 +385,20 @@ public final class Gateway implements KvApi {
         }
     }
 
-    /** Withdraws {@code positions} from shard {@code s}; false (logged) when the shard did not confirm it. */
+    /**
+     * Withdraws {@code positions} from shard {@code s}; false (logged) unless the shard confirms it took back every one.
+     * Fewer means a request that timed out may still be on its way (queued on the shard): it could store them after
+     * this withdraw, so they count as not taken back.
+     */
     private boolean undo(int s, long sequence, int layer, int[] positions) {
         try {
-            shards.get(s).withdraw(sequence, layer, positions);
+            int withdrawn = shards.get(s).withdraw(sequence, layer, positions);
+            if (withdrawn != positions.length) {
+                LOG.warnf("gateway: %s took back %d of positions %s of sequence %d layer %d: the rest may still be "
+                        + "stored by a request still on its way; their positions are not given again",
+                        shards.get(s).base(), withdrawn, Arrays.toString(positions), sequence, layer);
+                return false;
+            }
             return true;
         } catch (RuntimeException e) {
             LOG.warnf("gateway: could not take back positions %s of sequence %d layer %d from %s: %s",

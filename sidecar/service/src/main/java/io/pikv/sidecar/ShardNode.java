@@ -296,18 +296,20 @@ public final class ShardNode implements KvApi, AutoCloseable {
             int lengthBefore = state.length[layer];
             int[] planned = plan(sequence, layer, lengthBefore, entries);
             int done = 0;
+            int storedCount = 0;
             try {
                 for (; done < entries.length; done++) {
                     Wire.AppendRequest.Entry e = entries[done];
                     int position = planned[done];
                     shard.append(sequence, layer, position, e.expert(), e.k(), e.v());
-                    policy.appended(sequence, layer, position);
                     positions[done] = position;
+                    storedCount = done + 1; // stored, so withdrawn on a failure from here on (the policy's too)
+                    policy.appended(sequence, layer, position);
                     state.length[layer] = Math.max(state.length[layer], position + 1);
                 }
             } catch (RuntimeException | Error failure) {
                 // Also on an Error (direct memory exhausted while a page was allocated): all or none.
-                int[] stored = Arrays.copyOf(positions, done);
+                int[] stored = Arrays.copyOf(positions, storedCount);
                 shard.withdraw(sequence, layer, stored);
                 policy.withdrawn(sequence, layer, stored);
                 state.length[layer] = lengthBefore;
@@ -399,6 +401,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
     @Override
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
         shape.checkLayer(request.layer());
+        shape.scaledQuery(request.query()); // a query the attention would refuse is refused before the token is stored
         int[] experts = chooseExperts(request);
         int[] position = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, experts[0], request.k(), request.v())}));
@@ -418,6 +421,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
             throw new IllegalArgumentException("a step at a given position carries the chosen experts (mode 1): the "
                     + "gateway routes");
         }
+        shape.scaledQuery(request.query()); // a query the attention would refuse is refused before the token is stored
         int[] experts = chooseExperts(request);
         append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
             new Wire.AppendRequest.Entry(position, experts[0], request.k(), request.v())}));

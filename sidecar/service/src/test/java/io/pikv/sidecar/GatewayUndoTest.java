@@ -35,6 +35,8 @@ class GatewayUndoTest {
         final List<String> requests = new CopyOnWriteArrayList<>();
         volatile int appendStatus = 200;
         volatile int withdrawStatus = 200;
+        /** How many entries a withdrawal says it took back (0: the request it undoes has not landed yet). */
+        volatile int withdrawn = 1;
         /** When set, a create waits for it before it answers. */
         volatile java.util.concurrent.CountDownLatch createGate;
 
@@ -74,7 +76,7 @@ class GatewayUndoTest {
                 x.getResponseBody().write(b);
                 x.close();
             } else if (path.endsWith("/withdrawals")) {
-                reply(x, withdrawStatus, withdrawStatus == 200 ? "{\"withdrawn\":1}"
+                reply(x, withdrawStatus, withdrawStatus == 200 ? "{\"withdrawn\":" + withdrawn + "}"
                         : "{\"type\":\"about:blank\",\"status\":404,\"title\":\"not-found\",\"detail\":\"gone\"}");
             } else {
                 reply(x, 204, "");
@@ -142,6 +144,17 @@ class GatewayUndoTest {
         fakes.get(0).withdrawStatus = 404; // shard 0 cannot confirm it took its entry back
         assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full");
         // The entry at position 0 may still be on shard 0: positions 0 and 1 are not given again.
+        assertThat(g.lengths(seq)).containsExactly(2);
+    }
+
+    @Test
+    void anUndoThatTookBackLessBurnsThePositions() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        fakes.get(1).appendStatus = 409;
+        // Shard 0 answers the withdrawal but took back nothing: its append (timed out, say) may still land after it.
+        fakes.get(0).withdrawn = 0;
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full");
         assertThat(g.lengths(seq)).containsExactly(2);
     }
 

@@ -151,7 +151,13 @@ class SidecarApiTest {
                     gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd),
                     gaussian(SHAPE.kvWidth(), rnd))), 400, "k from 1 to 2");
         }
-        given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(13));
+        // A query the attention refuses (finite, but beyond ±2^50) is refused before the token is stored.
+        float[] huge = gaussian(SHAPE.queryWidth(), rnd);
+        huge[0] = 1e20f;
+        rejects(seq, "steps", Wire.encodeStep(new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, 0, null, new int[] {2},
+                huge, gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd))), 400, "query[0] is 1.0E20");
+        given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(13))
+                .body("layers[0].resident", equalTo(13));
         client.closeSequence(seq);
     }
 
