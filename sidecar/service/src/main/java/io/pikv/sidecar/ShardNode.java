@@ -239,13 +239,13 @@ public final class ShardNode implements KvApi, AutoCloseable {
 
     @Override
     public void close(long sequence) {
-        SequenceState state = sequences.remove(sequence);
-        if (state == null) {
-            throw new UnknownSequenceException(sequence);
-        }
+        SequenceState state = state(sequence);
         synchronized (state) {
+            checkOpen(sequence, state);
+            // Dropped before the id is freed: a create of the same id in between would have its entries dropped too.
             shard.dropSequence(sequence);
             policy.closed(sequence);
+            sequences.remove(sequence, state);
         }
     }
 
