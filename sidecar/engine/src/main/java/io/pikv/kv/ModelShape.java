@@ -64,20 +64,31 @@ public record ModelShape(int layers, int qHeads, int kvHeads, int headDim, int e
      * {@code 1/√headDim}, the form every attention kernel takes.
      */
     public float[] scaledQuery(float[] query) {
+        checkQuery(query);
+        float scale = (float) (1.0 / Math.sqrt(headDim));
+        float[] scaled = new float[query.length];
+        for (int i = 0; i < query.length; i++) {
+            scaled[i] = query[i] * scale;
+        }
+        return scaled;
+    }
+
+    /**
+     * @throws IllegalArgumentException unless {@code query} is {@code qHeads × headDim} finite floats within
+     *                                  {@link #MAX_ABS_VALUE}: what attention takes (a caller that stores something
+     *                                  first checks the query before it does)
+     */
+    public void checkQuery(float[] query) {
         if (query == null || query.length != queryWidth()) {
             throw new IllegalArgumentException("query must hold qHeads × headDim = " + queryWidth()
                     + " floats, got " + (query == null ? "none" : query.length));
         }
-        float scale = (float) (1.0 / Math.sqrt(headDim));
-        float[] scaled = new float[query.length];
         for (int i = 0; i < query.length; i++) {
             if (!(Math.abs(query[i]) <= MAX_ABS_VALUE)) {
                 throw new IllegalArgumentException("query[" + i + "] is " + query[i] + ": values must be finite"
                         + (Float.isFinite(query[i]) ? " and within ±2^50 (about 1.1e15)" : ""));
             }
-            scaled[i] = query[i] * scale;
         }
-        return scaled;
     }
 
     /** @throws IllegalArgumentException naming the model's range when {@code layer} is not one of its layers */

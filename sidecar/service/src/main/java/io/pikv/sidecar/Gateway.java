@@ -329,7 +329,7 @@ public final class Gateway implements KvApi {
     @Override
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
         shape.checkLayer(request.layer());
-        shape.scaledQuery(request.query()); // refused here, before any shard stores the token
+        shape.checkQuery(request.query()); // refused here, before any shard stores the token
         State state = state(sequence);
         int[] experts = route(request);
         int layer = request.layer();

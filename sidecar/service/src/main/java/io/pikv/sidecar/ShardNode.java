@@ -401,7 +401,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
     @Override
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
         shape.checkLayer(request.layer());
-        shape.scaledQuery(request.query()); // a query the attention would refuse is refused before the token is stored
+        shape.checkQuery(request.query()); // a query the attention would refuse is refused before the token is stored
         int[] experts = chooseExperts(request);
         int[] position = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, experts[0], request.k(), request.v())}));
@@ -421,7 +421,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
             throw new IllegalArgumentException("a step at a given position carries the chosen experts (mode 1): the "
                     + "gateway routes");
         }
-        shape.scaledQuery(request.query()); // a query the attention would refuse is refused before the token is stored
+        shape.checkQuery(request.query()); // a query the attention would refuse is refused before the token is stored
         int[] experts = chooseExperts(request);
         append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
             new Wire.AppendRequest.Entry(position, experts[0], request.k(), request.v())}));
