@@ -164,29 +164,17 @@ public final class ServiceBench implements Callable<Integer> {
                 // in-process step, and measured 3-9 % slower for it.
                 boolean swapped = published != null && i % 2 == 1;
                 if (swapped) {
-                    long t3 = System.nanoTime();
-                    published.client().step(published.sequence(), step);
-                    telemetryMs[i] = (System.nanoTime() - t3) / 1e6;
-                }
-                long t0 = System.nanoTime();
-                if (!swapped) {
-                    plain.client().step(plain.sequence(), step);
+                    telemetryMs[i] = timedStep(published, step);
+                } else {
+                    httpMs[i] = timedStep(plain, step);
                 }
                 long t1 = System.nanoTime();
                 localStep(local, inProcess, step, router, map);
-                long t2 = System.nanoTime();
-                localMs[i] = (t2 - t1) / 1e6;
+                localMs[i] = (System.nanoTime() - t1) / 1e6;
                 if (swapped) {
-                    long t4 = System.nanoTime();
-                    plain.client().step(plain.sequence(), step);
-                    httpMs[i] = (System.nanoTime() - t4) / 1e6;
-                } else {
-                    httpMs[i] = (t1 - t0) / 1e6;
-                    if (published != null) {
-                        long t3 = System.nanoTime();
-                        published.client().step(published.sequence(), step);
-                        telemetryMs[i] = (System.nanoTime() - t3) / 1e6;
-                    }
+                    httpMs[i] = timedStep(plain, step);
+                } else if (published != null) {
+                    telemetryMs[i] = timedStep(published, step);
                 }
             }
             long telemetryCpuAfter = published == null ? -1 : telemetryCpu(published);
@@ -245,6 +233,13 @@ public final class ServiceBench implements Callable<Integer> {
     /** Attention threads of each shard process: {@code --shard-threads}, else the processors divided among the shards. */
     private int threadsPerShard() {
         return shardThreads != null ? shardThreads : Math.max(1, Runtime.getRuntime().availableProcessors() / shards);
+    }
+
+    /** One step through {@code cluster}'s gateway; returns its milliseconds. */
+    private static double timedStep(Cluster cluster, Wire.StepRequest step) {
+        long t0 = System.nanoTime();
+        cluster.client().step(cluster.sequence(), step);
+        return (System.nanoTime() - t0) / 1e6;
     }
 
     /** Starts the shards and then their gateway, with {@code extra} settings on each, and opens a sequence. */

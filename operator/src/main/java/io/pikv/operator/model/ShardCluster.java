@@ -250,11 +250,6 @@ public final class ShardCluster {
         }
     }
 
-    /** The shard map carried by a ConfigMap this operator wrote, or null when it has none or cannot be read. */
-    public static ExpertShardMap readShardMap(ConfigMap configMap) {
-        return shardMap(readControlState(configMap));
-    }
-
     private static ExpertShardMap shardMap(ControlState state) {
         if (state == null || state.shardOfExpert() == null) {
             return null;
