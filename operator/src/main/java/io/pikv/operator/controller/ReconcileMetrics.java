@@ -1,6 +1,7 @@
 package io.pikv.operator.controller;
 
 import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.Meter;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.Tags;
 import io.micrometer.core.instrument.Timer;
@@ -11,8 +12,9 @@ import java.time.Duration;
 /**
  * Per-cluster reconcile metrics (Prometheus at {@code /q/metrics}): {@code pikv_operator_reconciles_total} by result
  * (applied, invalid, failed), {@code pikv_operator_reconcile_failures_total}, and
- * {@code pikv_operator_reconcile_duration_seconds} (a histogram with buckets from 5 ms to 10 s). QOSDK adds JOSDK's own
- * {@code operator_sdk_*} metrics beside them.
+ * {@code pikv_operator_reconcile_duration_seconds} (a histogram with buckets from 5 ms to 10 s). JOSDK's own
+ * ({@code reconciliations_*}, per controller) come beside them through {@link SdkMetrics}, which also removes a
+ * deleted cluster's series ({@link #forget}) on the SDK's delete event.
  */
 @ApplicationScoped
 public class ReconcileMetrics {
@@ -42,6 +44,18 @@ public class ReconcileMetrics {
                 .serviceLevelObjectives(BUCKETS).register(registry));
         Counter.builder(RECONCILES).description("PiKVCluster reconciles by result").tags(tags.and("result", result))
                 .register(registry).increment();
+    }
+
+    /** Removes every series of one cluster; returns how many. */
+    public int forget(String namespace, String cluster) {
+        int removed = 0;
+        for (String name : new String[] {RECONCILES, FAILURES, DURATION}) {
+            for (Meter meter : registry.find(name).tags("namespace", namespace, "cluster", cluster).meters()) {
+                registry.remove(meter);
+                removed++;
+            }
+        }
+        return removed;
     }
 
     /** A reconcile that threw (it is retried with backoff). */

@@ -354,7 +354,7 @@ class PiKVClusterReconcilerTest {
     }
 
     @Test
-    void deleteIsNotBlockedAndLeavesCleanUpToTheGarbageCollector() {
+    void deleteIsNotBlockedLeavesCleanUpToTheGarbageCollectorAndDropsTheClusterMetrics() {
         PiKVCluster created = create(TestClusters.small("gone", NS));
         awaitStatus("gone", s -> s.getObservedGeneration() != null);
         List<HasMetadata> owned = List.of(awaitObject(StatefulSet.class, "gone-shard", s -> true),
@@ -362,8 +362,14 @@ class PiKVClusterReconcilerTest {
                 awaitObject(PodDisruptionBudget.class, "gone-shard", p -> true));
         assertThat(get("gone").getMetadata().getFinalizers()).as("no finalizer holds the deletion").isEmpty();
 
+        String series = "cluster=\"gone\",namespace=\"" + NS + "\"";
+        given().get("/q/metrics").then().statusCode(200).body(containsString(series));
+
         client.resource(created).delete();
         await().atMost(WAIT).until(() -> get("gone") == null);
+        // The operator's per-cluster series leave with the cluster (on the SDK's delete event, no finalizer).
+        await().atMost(WAIT).alias("no series of the deleted cluster on /q/metrics")
+                .until(() -> !given().get("/q/metrics").then().statusCode(200).extract().asString().contains(series));
         // The mock server has no garbage collector; a real one deletes exactly the objects whose controller
         // reference names the deleted cluster's uid.
         for (HasMetadata o : owned) {
