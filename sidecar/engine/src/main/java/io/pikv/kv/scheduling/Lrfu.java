@@ -16,8 +16,6 @@ import java.util.Arrays;
  * knob.
  */
 public final class Lrfu extends RankedPolicy {
-    private static final double TAIL_PENALTY = 1e9;
-
     private final double halfLife;
     private final int historyLimit;
     private final boolean tailFirst;
@@ -94,8 +92,12 @@ public final class Lrfu extends RankedPolicy {
 
     @Override
     protected double score(Entries entries, int id) {
-        double s = Math.log(crf[id]) / Math.log(2) + at[id] / halfLife;
-        return tailFirst && entries.tail(id) ? s - TAIL_PENALTY : s;
+        return Math.log(crf[id]) / Math.log(2) + at[id] / halfLife;
+    }
+
+    @Override
+    protected boolean evictFirst(Entries entries, int id) {
+        return tailFirst && entries.tail(id);
     }
 
     @Override

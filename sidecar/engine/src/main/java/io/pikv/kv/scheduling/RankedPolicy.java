@@ -7,12 +7,15 @@ package io.pikv.kv.scheduling;
  * evicted only when nothing else is left: first the least recently used of the window, then of the sinks.
  *
  * <p>A score must depend only on the entry's features and the policy's own state for that entry, never on the
- * clock, so that a candidate's rank changes only when it is touched; each operation is then O(log n).
+ * clock, so that a candidate's rank changes only when it is touched; each operation is then O(log n). A policy may
+ * also name entries that go before every other unprotected one ({@link #evictFirst}), ranked among themselves by the
+ * same score: a tier, not a score offset, so it holds whatever values the scores take.
  */
 public abstract class RankedPolicy implements EvictionPolicy {
     private final int sinks;
     private final long window;
     private final IdHeap ranked = new IdHeap();
+    private final IdHeap first = new IdHeap();
     private final IdHeap recent = new IdHeap();
     private final IdHeap sinkHeap = new IdHeap();
 
@@ -37,6 +40,18 @@ public abstract class RankedPolicy implements EvictionPolicy {
     /** The value of keeping {@code id}: the candidate with the lowest score is evicted first. */
     protected abstract double score(Entries entries, int id);
 
+    /**
+     * Whether {@code id}, once outside the protections, is evicted before every entry for which this is false. Like
+     * the score, it must depend only on the entry's features and the policy's state for it. None by default.
+     */
+    protected boolean evictFirst(Entries entries, int id) {
+        return false;
+    }
+
+    private void rank(Entries entries, int id) {
+        (evictFirst(entries, id) ? first : ranked).add(entries, id, score(entries, id));
+    }
+
     @Override
     public void offer(Entries entries, int id) {
         if (entries.position(id) < sinks) {
@@ -44,7 +59,7 @@ public abstract class RankedPolicy implements EvictionPolicy {
         } else if (inWindow(entries, id)) {
             recent.add(entries, id, entries.lastAccess(id));
         } else {
-            ranked.add(entries, id, score(entries, id));
+            rank(entries, id);
         }
     }
 
@@ -52,6 +67,8 @@ public abstract class RankedPolicy implements EvictionPolicy {
     public void withdraw(Entries entries, int id) {
         if (ranked.contains(id)) {
             ranked.remove(entries, id);
+        } else if (first.contains(id)) {
+            first.remove(entries, id);
         } else if (recent.contains(id)) {
             recent.remove(entries, id);
         } else {
@@ -64,7 +81,10 @@ public abstract class RankedPolicy implements EvictionPolicy {
         while (recent.size() > 0 && !inWindow(entries, recent.min())) {
             int id = recent.min();
             recent.remove(entries, id);
-            ranked.add(entries, id, score(entries, id));
+            rank(entries, id);
+        }
+        if (first.size() > 0) {
+            return first.min();
         }
         if (ranked.size() > 0) {
             return ranked.min();

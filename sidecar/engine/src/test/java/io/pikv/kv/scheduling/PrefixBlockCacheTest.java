@@ -126,14 +126,18 @@ class PrefixBlockCacheTest {
     void lrfuEvictsANewPartialTailBlockFirst() {
         // Half-life 1 tick: recency dominates. 2 is used at clock 2 and 4 (CRF 1.25), tail 4 comes in at 7.
         // Plain LRFU evicts 2 (score log2 1.25 + 4 < 7); tail-first evicts 4, which no follow-up would reuse.
-        for (boolean tailFirst : new boolean[] {false, true}) {
-            PrefixBlockCache c = new PrefixBlockCache(4, new Lrfu(1, 8, tailFirst));
-            c.request(r(1, 2));
-            c.request(r(1, 2));
-            c.request(r(1, 3, 4));
-            c.request(r(5));
-            assertThat(c.contains(2)).as("tailFirst=%s", tailFirst).isEqualTo(tailFirst);
-            assertThat(c.contains(4)).as("tailFirst=%s", tailFirst).isEqualTo(!tailFirst);
+        // Tail-first is a tier, not a score offset: it holds when a tiny half-life makes the scores huge (1e-9: the
+        // clock over the half-life is about 7e9).
+        for (double halfLife : new double[] {1, 1e-9}) {
+            for (boolean tailFirst : new boolean[] {false, true}) {
+                PrefixBlockCache c = new PrefixBlockCache(4, new Lrfu(halfLife, 8, tailFirst));
+                c.request(r(1, 2));
+                c.request(r(1, 2));
+                c.request(r(1, 3, 4));
+                c.request(r(5));
+                assertThat(c.contains(2)).as("halfLife=%s tailFirst=%s", halfLife, tailFirst).isEqualTo(tailFirst);
+                assertThat(c.contains(4)).as("halfLife=%s tailFirst=%s", halfLife, tailFirst).isEqualTo(!tailFirst);
+            }
         }
     }
 }
