@@ -11,7 +11,10 @@ import io.pikv.sidecar.wire.Wire;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
+import java.io.IOException;
 import java.io.PrintWriter;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -110,7 +113,15 @@ public final class ServiceBench implements Callable<Integer> {
                 + (8L << 20));
         Path root = SidecarProcess.projectRoot();
         Path jar = SidecarProcess.appJar(root);
-        Path logs = root.resolve("src-test/target/bench-service");
+        // A directory of this run's own: two runs at once never write to each other's logs.
+        Path logs;
+        try {
+            Files.createDirectories(root.resolve("src-test/target"));
+            logs = Files.createTempDirectory(root.resolve("src-test/target"), "bench-service-");
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot create the log directory under " + root.resolve("src-test/target")
+                    + ": " + e.getMessage(), e);
+        }
         PrintWriter out = spec.commandLine().getOut();
         List<SidecarProcess> all = new ArrayList<>();
         LocalKafka kafka = null;
