@@ -79,6 +79,12 @@ final class Http1Client implements AutoCloseable {
         if (origin.getHost() == null) {
             throw new IllegalArgumentException("'" + origin + "' has no host");
         }
+        String path = origin.getRawPath();
+        if (path != null && !path.isEmpty() && !path.equals("/") || origin.getRawQuery() != null
+                || origin.getRawFragment() != null) {
+            throw new IllegalArgumentException("'" + origin + "' must be an origin (scheme, host and port): the sidecar "
+                    + "serves its API at the root, so a path, query or fragment would be ignored");
+        }
         this.origin = origin;
         this.tls = scheme.equals("https");
         this.host = origin.getHost();
@@ -112,6 +118,12 @@ final class Http1Client implements AutoCloseable {
      * not take its body: then this waits, at most until the exchange's deadline.
      */
     Exchange start(String method, String target, String contentType, String accept, byte[] body) {
+        // The target goes into the request line as it is: anything but visible ASCII (a space, CR or LF) would end
+        // it early or start another request on the same connection.
+        if (target.isEmpty() || target.charAt(0) != '/' || !target.chars().allMatch(c -> c > 0x20 && c < 0x7f)) {
+            throw new IllegalArgumentException("a request target is '/' and visible ASCII characters only, got '"
+                    + target + "'");
+        }
         return new Exchange(method, target, contentType, accept, body);
     }
 

@@ -240,20 +240,34 @@ public final class SidecarClient implements AutoCloseable {
         }
     }
 
+    /** Stores a block under {@code hash} (1 to 16 hex digits, else IllegalArgumentException before anything is sent). */
     public void putBlock(String hash, byte[] payload) {
-        send("PUT", "/v1/blocks/" + hash, OCTETS, payload, 204);
+        send("PUT", blockPath(hash), OCTETS, payload, 204);
     }
 
-    /** The block, or null when it is not cached. */
+    /**
+     * The block, or null when it is not cached (the sidecar's {@code unknown-block} problem; any other 404 is an
+     * error). {@code hash}: 1 to 16 hex digits, else IllegalArgumentException before anything is sent.
+     */
     public byte[] getBlock(String hash) {
         try {
-            return send("GET", "/v1/blocks/" + hash, null, null, 200);
+            return send("GET", blockPath(hash), null, null, 200);
         } catch (SidecarException e) {
-            if (e.status() == 404) {
+            if (e.status() == 404 && UNKNOWN_BLOCK.equals(e.type())) {
                 return null;
             }
             throw e;
         }
+    }
+
+    private static final String UNKNOWN_BLOCK = "urn:pikv:problem:unknown-block";
+
+    private static String blockPath(String hash) {
+        if (hash == null || hash.isEmpty() || hash.length() > 16
+                || !hash.chars().allMatch(c -> c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F')) {
+            throw new IllegalArgumentException("a block hash is 1 to 16 hex digits, got '" + hash + "'");
+        }
+        return "/v1/blocks/" + hash;
     }
 
     /** {@code GET /v1/stats} as a JSON tree. */

@@ -439,6 +439,23 @@ class Http1ClientTest {
                 1, 1)).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("not an http or https URL");
         assertThatThrownBy(() -> new Http1Client(URI.create("http:/nohost"), Duration.ofSeconds(1),
                 Duration.ofSeconds(1), 1, 1)).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("no host");
+        for (String notAnOrigin : new String[] {"http://h:1/pikv", "http://h:1/pikv/", "http://h:1/?a=b", "http://h:1/#f"}) {
+            assertThatThrownBy(() -> new Http1Client(URI.create(notAnOrigin), Duration.ofSeconds(1),
+                    Duration.ofSeconds(1), 1, 1)).as(notAnOrigin).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("must be an origin");
+        }
+    }
+
+    @Test
+    void aTargetThatWouldSplitTheRequestLineIsRefusedBeforeAnythingIsSent() throws Exception {
+        URI origin = serve((n, in, out) -> in.readAllBytes());
+        Http1Client c = client(origin, Duration.ofSeconds(1));
+        for (String target : new String[] {"/v1/blocks/a b", "/v1/blocks/0 HTTP/1.1\r\nHost: x\r\n\r\nDELETE /v1/x",
+            "/v1/\n", "v1/stats", "", "/\u00e9"}) {
+            assertThatThrownBy(() -> c.send("GET", target, null, null, null)).as(target)
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("request target");
+        }
+        assertThat(connections.get()).as("no connection was opened").isZero();
     }
 
     /** A key store with a self-signed certificate for 127.0.0.1, made by the JDK's keytool. */
