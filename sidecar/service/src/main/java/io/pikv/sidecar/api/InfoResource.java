@@ -111,19 +111,15 @@ public class InfoResource {
         }
         ShardControl control = sidecar.control();
         ShardControl.State current = control.state();
-        if (next.epoch() > Math.max(current.epoch(), 0) + MAX_EPOCH_STEP) {
+        if (next.epoch() > current.shardMap().epoch() + MAX_EPOCH_STEP) {
             throw new IllegalArgumentException("epoch " + next.epoch() + " jumps more than " + MAX_EPOCH_STEP
-                    + " past the map in effect (epoch " + current.epoch() + "): a hand-applied map continues the "
+                    + " past the map in effect (epoch " + current.shardMap().epoch() + "): a hand-applied map continues the "
                     + "epoch sequence, since control records up to its epoch would then be ignored as stale");
         }
         java.util.List<Integer> assignment = java.util.Arrays.stream(next.shardOfExpert()).boxed().toList();
-        switch (control.applyMap(next.epoch(), assignment, next.shards())) {
-            case STALE -> throw new StaleEpochException("epoch " + next.epoch() + " is not newer than the map in "
-                    + "effect (epoch " + control.epoch() + ")");
-            case INVALID -> throw new IllegalArgumentException(control.state().lastRejected());
-            default -> {
-                // applied
-            }
+        if (control.applyMap(next.epoch(), assignment, next.shards()) == ShardControl.Outcome.STALE) {
+            throw new StaleEpochException("epoch " + next.epoch() + " is not newer than the map in effect (epoch "
+                    + control.state().shardMap().epoch() + ")");
         }
         return shardMap();
     }

@@ -184,11 +184,13 @@ public final class ShardControl {
     /**
      * Applies a shard map by hand (source {@code manual}): only the map and its epoch change; the policy, its
      * parameters, the budget and their warnings stay as the last record left them. The epoch must be newer than the
-     * applied one.
+     * map in effect (the configured map's is 0), else {@link Outcome#STALE}. A map that cannot apply throws
+     * IllegalArgumentException with the reason and changes nothing, {@code lastRejected} included (that tells of
+     * control records; the caller of this method gets its own answer).
      */
     public synchronized Outcome applyMap(long epoch, List<Integer> shardOfExpert, int shards) {
         State current = state;
-        if (epoch <= current.epoch()) {
+        if (epoch <= Math.max(current.epoch(), current.shardMap().epoch())) {
             return Outcome.STALE;
         }
         ExpertShardMap map;
@@ -196,8 +198,8 @@ public final class ShardControl {
             map = shardMap(epoch, shardOfExpert, shards);
             routing.accept(map);
         } catch (IllegalArgumentException e) {
-            reject(current, "epoch " + epoch + " (by hand): " + e.getMessage());
-            return Outcome.INVALID;
+            LOG.warnf("control: refused a shard map by hand at epoch %d: %s", epoch, e.getMessage());
+            throw new IllegalArgumentException("epoch " + epoch + " (by hand): " + e.getMessage(), e);
         }
         List<String> warnings = new ArrayList<>(current.warnings());
         warnings.removeIf(w -> w.startsWith(OUTSIDE_MAP));

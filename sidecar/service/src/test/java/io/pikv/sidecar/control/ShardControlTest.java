@@ -14,6 +14,7 @@ import java.util.List;
 import java.util.Map;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 /** Which control records a shard applies, and what it says about the parts it cannot honour. */
 class ShardControlTest {
@@ -67,6 +68,25 @@ class ShardControlTest {
         assertThat(c.state().shardMap().assignment()).containsExactly(0, 1, 0, 1);
         assertThat(h2o.activeParameters()).containsEntry("window", 64.0);
         assertThat(c.apply(operator)).isEqualTo(ShardControl.Outcome.STALE);
+    }
+
+    @Test
+    void aMapByHandMustBeNewerThanTheServedOneAndItsRefusalIsOnlyTheCallersAnswer() {
+        ShardPolicy lru = ShardPolicy.of("lru", Map.of());
+        ShardControl c = new ShardControl("c1", 0, ExpertShardMap.roundRobin(4, 1), lru, ShardControl.Budget.of(node));
+        // Before any record the configured map is served with epoch 0: a map by hand at epoch 0 is not newer.
+        assertThat(c.state().shardMap().epoch()).isZero();
+        assertThat(c.applyMap(0, List.of(0, 0, 0, 0), 1)).isEqualTo(ShardControl.Outcome.STALE);
+        assertThat(c.state().source()).isEqualTo("config");
+
+        assertThat(c.apply(state("c1", 2, List.of(0, 0, 0), 1, "lru", 8192))).isEqualTo(ShardControl.Outcome.INVALID);
+        String refusedRecord = c.state().lastRejected();
+        assertThat(refusedRecord).contains("epoch 2");
+        assertThatThrownBy(() -> c.applyMap(5, List.of(0, 0, 0, 7), 1)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("epoch 5 (by hand)");
+        assertThat(c.state().lastRejected()).as("a record's refusal stays on show").isEqualTo(refusedRecord);
+        assertThat(c.state().source()).isEqualTo("config");
+        assertThat(c.applyMap(1, List.of(0, 0, 0, 0), 1)).isEqualTo(ShardControl.Outcome.APPLIED);
     }
 
     @Test
