@@ -194,7 +194,7 @@ public final class CompressionBench implements Callable<Integer> {
         List<Method> list = parseMethods();
         checkOptions();
         List<int[]> route = QwenRoutingLog.read(Main.input(routing));
-        Source source = keysFile != null ? supplied(route) : synthetic(route);
+        Source source = keysFile != null ? supplied(route, list.stream().anyMatch(Method::pyramid)) : synthetic(route);
         ModelShape shape = source.shape();
         PrintWriter out = spec.commandLine().getOut();
         int tokens = source.tokens();
@@ -269,7 +269,9 @@ public final class CompressionBench implements Callable<Integer> {
             for (String scope : List.of("all", "experts")) {
                 for (Run r : runs) {
                     if (r.method.name().equals("fp16") && !list.contains(r.method) && scope.equals("all")) {
-                        continue; // measured as the baseline only
+                        // Measured as the baseline. Its sparse row stays: the error of expert scoping alone, which
+                        // every method's sparse row includes.
+                        continue;
                     }
                     Map<String, Object> row = new LinkedHashMap<>();
                     double ratio = (double) baseline / r.bytes();
@@ -417,7 +419,7 @@ public final class CompressionBench implements Callable<Integer> {
         };
     }
 
-    private Source supplied(List<int[]> route) {
+    private Source supplied(List<int[]> route, boolean pyramid) {
         Npy.Array k = readNpy(keysFile, "--keys");
         Npy.Array v = readNpy(valuesFile, "--values");
         if (k.shape().length != 3) {
@@ -450,6 +452,10 @@ public final class CompressionBench implements Callable<Integer> {
             qh = q.shape()[1];
             float[][] all = rows(q.data(), q.shape()[0], qh * dim);
             int half = all.length / 2;
+            if (half == 0 && pyramid) {
+                throw new Main.UsageException(queriesFile + " holds one query; pyramid methods need at least 2: the "
+                        + "first half scores the budgets, the second half is measured (one query would do both).");
+            }
             observation = half == 0 ? all : Arrays.copyOfRange(all, 0, half);
             queries = half == 0 ? all : Arrays.copyOfRange(all, half, all.length);
         } else {
@@ -842,7 +848,7 @@ public final class CompressionBench implements Callable<Integer> {
     private static Map<String, Object> fitRow(LowRankBases b, int observed, double seconds) {
         Map<String, Object> row = new LinkedHashMap<>();
         row.put("grouping", b.grouping().name().toLowerCase(Locale.ROOT));
-        row.put("calibration_tokens", observed);
+        row.put("calibration_tokens_total", observed);
         long bases = b.fits().size();
         row.put("bases", bases);
         row.put("expert_bases", b.fits().stream().filter(f -> f.expert() >= 0).count());

@@ -868,7 +868,8 @@ public final class KvShard {
             throw new IllegalArgumentException(name + " must hold kvHeads × headDim = " + width + " floats, got "
                     + (values == null ? "none" : values.length));
         }
-        boolean half = layout.type() == StorageType.FP16;
+        // Low-rank pages store coefficients, checked against the storage type on their own (checkCoefficients).
+        boolean half = layout.type() == StorageType.FP16 && !layout.projected();
         float limit = half ? Fp16.MAX : ModelShape.MAX_ABS_VALUE;
         for (int i = 0; i < width; i++) {
             float x = values[i];

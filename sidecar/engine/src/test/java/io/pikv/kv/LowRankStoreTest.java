@@ -254,6 +254,30 @@ class LowRankStoreTest {
     }
 
     @Test
+    void fp16CoefficientsBoundTheStoreNotTheRawEntries() {
+        // Every key has a component of 70,000 (beyond fp16) in dimension 0: the mean carries it, the coefficients
+        // stay small, so an fp16 low-rank store takes the entries; a plain fp16 store refuses them.
+        Random rnd = new Random(13);
+        List<Reference.Entry> entries = lowRankEntries(SHAPE, 64, 4, rnd);
+        for (Reference.Entry e : entries) {
+            e.k()[0] += 70_000f;
+        }
+        LowRankBases bases = fit(SHAPE, entries, Grouping.SHARED, 1, 8, 16);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP16).pageTokens(16)
+                .buckets(1).threads(1).lowRank(bases).build());
+             KvStore plain = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP16).pageTokens(16)
+                     .buckets(1).threads(1).build())) {
+            long seq = store.createSequence();
+            Reference.load(store, seq, 0, entries);
+            assertThat(store.residentPositions(seq, 0)).hasSize(entries.size());
+            long p = plain.createSequence();
+            Reference.Entry first = entries.get(0);
+            assertThatThrownBy(() -> plain.append(p, 0, first.expert(), first.k(), first.v()))
+                    .hasMessageContaining("within ±65504 for fp16 storage");
+        }
+    }
+
+    @Test
     void evictionMovesCoefficientsAndKeepsAttentionRight() {
         Random rnd = new Random(30);
         List<Reference.Entry> entries = lowRankEntries(SHAPE, 150, 6, rnd);
@@ -298,6 +322,10 @@ class LowRankStoreTest {
         assertThat(fitter.observed(0)).as("released after the fit").isZero();
         assertThatThrownBy(() -> new LowRankFitter(SHAPE, Grouping.SHARED, 1).fit(33, 4))
                 .hasMessageContaining("ranks must be in [1, headDim = 32]");
+        LowRankFitter full = new LowRankFitter(SHAPE, Grouping.SHARED, 1);
+        full.observe(0, 0, entries.get(1).k(), entries.get(1).v());
+        assertThatThrownBy(() -> full.fit(32, 32)).hasMessageContaining("that is a plain store");
+        assertThat(full.observed(0)).as("kept for another fit").isEqualTo(1);
         assertThatThrownBy(() -> new KvLayout(2, 32, 16, StorageType.FP16, 3, 8))
                 .hasMessageContaining("rank × pageTokens to be a multiple of 32");
     }

@@ -99,6 +99,10 @@ class PyramidBudgetTest {
             float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
             assertThat(Reference.relativeError(store.attend(seq, 1, q).output(), Reference.attend(SHAPE, q, kept)))
                     .isLessThanOrEqualTo(1e-5);
+            // A layer without a budget is refused, before anything is evicted.
+            PyramidBudget short1 = new PyramidBudget(new int[] {10}, 2, 8);
+            assertThatThrownBy(() -> short1.enforce(store, seq)).hasMessageContaining("every layer needs a budget");
+            assertThat(store.residentPositions(seq, 0)).hasSize(60);
         }
     }
 

@@ -72,7 +72,7 @@ public final class LowRankFitter {
             throw new IllegalArgumentException("too many calibration entries for layer " + layer);
         }
         if ((n + 1) * w > keys[layer].length) {
-            int grown = Math.max((n + 1) * w, Math.min(Integer.MAX_VALUE - 8, keys[layer].length * 2));
+            int grown = (int) Math.max((n + 1L) * w, Math.min(Integer.MAX_VALUE - 8L, keys[layer].length * 2L));
             keys[layer] = Arrays.copyOf(keys[layer], grown);
             values[layer] = Arrays.copyOf(values[layer], grown);
             expertOf[layer] = Arrays.copyOf(expertOf[layer], grown / w);
@@ -111,6 +111,12 @@ public final class LowRankFitter {
         if (keyRank < 1 || keyRank > d || valueRank < 1 || valueRank > d) {
             throw new IllegalArgumentException("ranks must be in [1, headDim = " + d + "], got " + keyRank + " and "
                     + valueRank);
+        }
+        if (keyRank == d && valueRank == d) {
+            // Such pages would have a plain page's layout while holding coefficients: kernels that read plain pages
+            // (the device's, a shard built with a plain kernel) could not tell them apart.
+            throw new IllegalArgumentException("ranks " + d + " and " + d + " keep every dimension of keys and values: "
+                    + "that is a plain store (build it without low-rank bases)");
         }
         int layers = shape.layers();
         int heads = shape.kvHeads();

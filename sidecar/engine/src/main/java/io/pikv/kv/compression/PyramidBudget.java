@@ -190,7 +190,11 @@ public final class PyramidBudget implements EvictionHook {
 
     /** Evicts every layer of {@code sequence} in {@code store} down to its budget; returns the entries evicted. */
     public int enforce(KvStore store, long sequence) {
-        int layers = Math.min(budgets.length, store.shape().layers());
+        int layers = store.shape().layers();
+        if (layers > budgets.length) {
+            throw new IllegalArgumentException("the store has " + layers + " layers but budgets cover " + budgets.length
+                    + ": every layer needs a budget");
+        }
         int evicted = 0;
         for (int layer = 0; layer < layers; layer++) {
             int[] victims = victims(sequence, layer, store.residentPositions(sequence, layer));
