@@ -24,6 +24,14 @@ public interface DeviceAttention extends AutoCloseable {
     /** A description for logs, e.g. the device's name. */
     String describe();
 
+    /**
+     * Whether the device failed for good (an error it cannot recover from): every call then answers null, so the
+     * shard attends on the CPU, and what reports where attention runs must say so. False by default.
+     */
+    default boolean failed() {
+        return false;
+    }
+
     @Override
     void close();
 }

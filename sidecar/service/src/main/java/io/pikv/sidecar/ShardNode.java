@@ -144,11 +144,19 @@ public final class ShardNode implements KvApi, AutoCloseable {
         LOG.log(System.Logger.Level.INFO, "shard {0}: attention on the CPU: {1}", id, refused);
     }
 
-    /** Where attention runs, for logs. */
+    /** Where attention runs, for logs and {@code /v1/config}: a device that failed for good is said to have. */
     public String attentionPlace() {
         io.pikv.kv.DeviceAttention device = shard.device();
-        return device != null ? device.describe() + " (expert-scoped and weighted attention on the CPU)"
-                : attentionThreads + " CPU thread(s)";
+        if (device == null) {
+            return attentionThreads + " CPU thread(s)";
+        }
+        return device.failed() ? attentionThreads + " CPU thread(s) (" + device.describe() + " failed; see the log)"
+                : device.describe() + " (expert-scoped and weighted attention on the CPU)";
+    }
+
+    /** Attends whole-sequence scopes on {@code device} (null: on the CPU). */
+    void attendOn(io.pikv.kv.DeviceAttention device) {
+        shard.useDevice(device);
     }
 
     /** Threads one attention call uses. */

@@ -49,6 +49,49 @@ class ComputeSelectionTest {
     }
 
     @Test
+    void aDeviceThatFailedForGoodIsNotReportedAsWhereAttentionRuns() {
+        Sidecar sidecar = new Sidecar(config("cpu"));
+        boolean[] failed = {false};
+        io.pikv.kv.DeviceAttention device = new io.pikv.kv.DeviceAttention() {
+            @Override
+            public boolean supports(io.pikv.kv.KvLayout layout) {
+                return true;
+            }
+
+            @Override
+            public void pageChanged(io.pikv.kv.Page page) {
+            }
+
+            @Override
+            public io.pikv.kv.PartialAttention attend(java.util.List<io.pikv.kv.Page> pages, float[] query) {
+                return null;
+            }
+
+            @Override
+            public String describe() {
+                return "test device";
+            }
+
+            @Override
+            public boolean failed() {
+                return failed[0];
+            }
+
+            @Override
+            public void close() {
+            }
+        };
+        try {
+            sidecar.shard().attendOn(device);
+            assertThat(sidecar.shard().attentionPlace()).startsWith("test device");
+            failed[0] = true;
+            assertThat(sidecar.shard().attentionPlace()).endsWith("CPU thread(s) (test device failed; see the log)");
+        } finally {
+            sidecar.shard().close();
+        }
+    }
+
+    @Test
     void aLayoutTheKernelsCannotTakeIsDecidedBeforeAnyProbe() {
         // Refused for its pages whether or not a device is present: cuda stops start-up, auto stays on the CPU.
         assertThatThrownBy(() -> new Sidecar(config("cuda", 16))).isInstanceOf(IllegalStateException.class)

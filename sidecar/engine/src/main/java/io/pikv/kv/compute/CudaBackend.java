@@ -77,20 +77,22 @@ public final class CudaBackend implements AutoCloseable {
             CUmodule module = new CUmodule();
             try {
                 JCudaDriver.cuModuleLoadData(module, ptx(target));
+                for (int dim : new int[] {32, 64, 128, 256}) {
+                    for (String prefix : PARTIAL_PREFIXES) {
+                        String kernel = prefix + dim;
+                        CUfunction f = new CUfunction();
+                        JCudaDriver.cuModuleGetFunction(f, module, kernel);
+                        backend.partials.put(kernel, f);
+                    }
+                }
+                JCudaDriver.cuModuleGetFunction(backend.merge, module, "pikv_decode_merge");
+                JCudaDriver.cuModuleGetFunction(backend.append, module, "pikv_append");
             } catch (RuntimeException e) {
-                JCudaDriver.cuCtxDestroy(context); // a driver too old for the PTX: give the context's memory back
+                // A driver too old for the PTX, or a kernel missing from it: give the context (and with it the
+                // module) back, since the caller then runs on the CPU without this backend.
+                JCudaDriver.cuCtxDestroy(context);
                 throw e;
             }
-            for (int dim : new int[] {32, 64, 128, 256}) {
-                for (String prefix : PARTIAL_PREFIXES) {
-                    String kernel = prefix + dim;
-                    CUfunction f = new CUfunction();
-                    JCudaDriver.cuModuleGetFunction(f, module, kernel);
-                    backend.partials.put(kernel, f);
-                }
-            }
-            JCudaDriver.cuModuleGetFunction(backend.merge, module, "pikv_decode_merge");
-            JCudaDriver.cuModuleGetFunction(backend.append, module, "pikv_append");
             return backend;
         } catch (LinkageError e) {
             throw new CudaUnavailableException("the CUDA driver library cannot be loaded (" + firstLine(e) + ")", e);

@@ -29,7 +29,9 @@ public final class CudaDeviceAttention implements DeviceAttention {
     private final BitSet current = new BitSet();
     private boolean fullSaid;
     /** Set after a CUDA error other than memory short: attention then stays on the CPU, the device memory freed. */
-    private boolean failed;
+    private volatile boolean failed;
+    private long shortCalls;
+    private long lastShortWarning;
     private boolean closed;
 
     /**
@@ -62,9 +64,15 @@ public final class CudaDeviceAttention implements DeviceAttention {
             return attendOnDevice(list, query);
         } catch (jcuda.CudaException e) {
             if (String.valueOf(e.getMessage()).contains("CUDA_ERROR_OUT_OF_MEMORY")) {
-                // Device memory short for this call's buffers (others share the device): this call on the CPU.
-                LOG.log(System.Logger.Level.WARNING, "{0}: device memory short for an attention call; it runs on "
-                        + "the CPU", describe());
+                // Device memory short for this call's buffers (others share the device): this call on the CPU. Once
+                // a minute at most in the log, since every call of that size meets it again while memory is short.
+                shortCalls++;
+                long now = System.nanoTime();
+                if (lastShortWarning == 0 || now - lastShortWarning > 60_000_000_000L) {
+                    LOG.log(System.Logger.Level.WARNING, "{0}: device memory short for an attention call; it runs on "
+                            + "the CPU ({1} such calls so far)", describe(), shortCalls);
+                    lastShortWarning = now;
+                }
                 return null;
             }
             failed = true;
@@ -119,6 +127,11 @@ public final class CudaDeviceAttention implements DeviceAttention {
             closed = true;
             pages.close();
         }
+    }
+
+    @Override
+    public boolean failed() {
+        return failed;
     }
 
     /**

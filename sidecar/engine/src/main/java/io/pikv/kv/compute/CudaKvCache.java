@@ -77,6 +77,7 @@ public final class CudaKvCache implements AutoCloseable {
     private final CUdeviceptr staging = new CUdeviceptr();
     private final Map<Long, Layer[]> sequences = new HashMap<>();
     private long nextSequence;
+    private boolean closed;
 
     /** Pages of one (sequence, layer): ids and token counts; only the last page may be partial. */
     private static final class Layer {
@@ -137,12 +138,20 @@ public final class CudaKvCache implements AutoCloseable {
     }
 
     public long createSequence() {
+        checkOpen();
         long id = ++nextSequence;
         sequences.put(id, new Layer[shape.layers()]);
         return id;
     }
 
+    private void checkOpen() {
+        if (closed) {
+            throw new IllegalStateException("the device KV cache is closed");
+        }
+    }
+
     public void closeSequence(long sequence) {
+        checkOpen();
         Layer[] layers = sequences.remove(sequence);
         if (layers == null) {
             throw new UnknownSequenceException(sequence);
@@ -251,6 +260,7 @@ public final class CudaKvCache implements AutoCloseable {
     }
 
     private Layer layer(long sequence, int layer) {
+        checkOpen();
         Layer[] layers = sequences.get(sequence);
         if (layers == null) {
             throw new UnknownSequenceException(sequence);
@@ -310,11 +320,12 @@ public final class CudaKvCache implements AutoCloseable {
         // One plan kept between calls and pointed at each call's pages; replaced by a larger one when a list
         // outgrows it (twice the pages, so growth costs few reallocations).
         if (pagesPlan == null || !pagesPlan.retarget(pageIds, pageCounts)) {
+            // The larger plan first: when the device cannot hold it, the kept one still serves the lists it fits.
+            Plan larger = new Plan(pageIds, pageCounts, Math.max(64, 2 * pageIds.length), new Launch(false));
             if (pagesPlan != null) {
                 pagesPlan.close();
-                pagesPlan = null;
             }
-            pagesPlan = new Plan(pageIds, pageCounts, Math.max(64, 2 * pageIds.length), new Launch(false));
+            pagesPlan = larger;
         }
         return pagesPlan.run(query);
     }
@@ -343,6 +354,7 @@ public final class CudaKvCache implements AutoCloseable {
         private final CUstream stream = new CUstream();
         private CUgraph graph;
         private CUgraphExec graphExec;
+        private boolean closed;
         private int numPages;
         private int pagesPerSplit;
         private int splits;
@@ -378,6 +390,7 @@ public final class CudaKvCache implements AutoCloseable {
             int qh = shape.qHeads();
             int d = shape.headDim();
             List<CUdeviceptr> allocated = new ArrayList<>();
+            boolean streamMade = false;
             try {
                 allocate(allocated, ids, 4L * this.pageCapacity);
                 allocate(allocated, counts, 4L * this.pageCapacity);
@@ -390,24 +403,30 @@ public final class CudaKvCache implements AutoCloseable {
                 allocate(allocated, ls, 4L * qh);
                 allocate(allocated, o, 4L * qh * d);
                 JCudaDriver.cuStreamCreate(stream, 0);
+                streamMade = true;
+                if (launch.graph()) {
+                    CUgraph captured = new CUgraph();
+                    CUgraphExec instance = new CUgraphExec();
+                    JCudaDriver.cuStreamBeginCapture(stream, 1); // CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+                    enqueue();
+                    JCudaDriver.cuStreamEndCapture(stream, captured);
+                    graph = captured;
+                    JCudaDriver.cuGraphInstantiate(instance, captured, 0);
+                    graphExec = instance;
+                }
             } catch (RuntimeException e) {
-                // Device memory short (or another CUDA error): what was allocated goes back before the error does.
+                // Device memory short (or another CUDA error, the graph's capture included): what was made goes back
+                // before the error does, since no plan reaches a caller who could close it.
+                if (graph != null) {
+                    quietly(() -> JCudaDriver.cuGraphDestroy(graph));
+                }
+                if (streamMade) {
+                    quietly(() -> JCudaDriver.cuStreamDestroy(stream));
+                }
                 for (CUdeviceptr p : allocated) {
-                    try {
-                        JCudaDriver.cuMemFree(p);
-                    } catch (RuntimeException ignored) {
-                        // the first error is the one to report
-                    }
+                    quietly(() -> JCudaDriver.cuMemFree(p));
                 }
                 throw e;
-            }
-            if (launch.graph()) {
-                graph = new CUgraph();
-                graphExec = new CUgraphExec();
-                JCudaDriver.cuStreamBeginCapture(stream, 1); // CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
-                enqueue();
-                JCudaDriver.cuStreamEndCapture(stream, graph);
-                JCudaDriver.cuGraphInstantiate(graphExec, graph, 0);
             }
         }
 
@@ -488,27 +507,33 @@ public final class CudaKvCache implements AutoCloseable {
             launch();
             CUevent start = new CUevent();
             CUevent stop = new CUevent();
-            JCudaDriver.cuEventCreate(start, 0);
-            JCudaDriver.cuEventCreate(stop, 0);
             double[] ms = new double[iterations];
             float[] elapsed = new float[1];
-            for (int i = 0; i < iterations; i++) {
-                JCudaDriver.cuEventRecord(start, stream);
-                launch();
-                JCudaDriver.cuEventRecord(stop, stream);
-                JCudaDriver.cuEventSynchronize(stop);
-                JCudaDriver.cuEventElapsedTime(elapsed, start, stop);
-                ms[i] = elapsed[0];
+            JCudaDriver.cuEventCreate(start, 0);
+            try {
+                JCudaDriver.cuEventCreate(stop, 0);
+                try {
+                    for (int i = 0; i < iterations; i++) {
+                        JCudaDriver.cuEventRecord(start, stream);
+                        launch();
+                        JCudaDriver.cuEventRecord(stop, stream);
+                        JCudaDriver.cuEventSynchronize(stop);
+                        JCudaDriver.cuEventElapsedTime(elapsed, start, stop);
+                        ms[i] = elapsed[0];
+                    }
+                    JCudaDriver.cuEventRecord(start, stream);
+                    for (int i = 0; i < iterations; i++) {
+                        launch();
+                    }
+                    JCudaDriver.cuEventRecord(stop, stream);
+                    JCudaDriver.cuEventSynchronize(stop);
+                    JCudaDriver.cuEventElapsedTime(elapsed, start, stop);
+                } finally {
+                    quietly(() -> JCudaDriver.cuEventDestroy(stop));
+                }
+            } finally {
+                quietly(() -> JCudaDriver.cuEventDestroy(start));
             }
-            JCudaDriver.cuEventRecord(start, stream);
-            for (int i = 0; i < iterations; i++) {
-                launch();
-            }
-            JCudaDriver.cuEventRecord(stop, stream);
-            JCudaDriver.cuEventSynchronize(stop);
-            JCudaDriver.cuEventElapsedTime(elapsed, start, stop);
-            JCudaDriver.cuEventDestroy(start);
-            JCudaDriver.cuEventDestroy(stop);
             Arrays.sort(ms);
             return new double[] {ms[0], ms[iterations / 2], elapsed[0] / iterations};
         }
@@ -543,6 +568,10 @@ public final class CudaKvCache implements AutoCloseable {
 
         @Override
         public void close() {
+            if (closed) {
+                return; // freeing twice could free another allocation that took the same address
+            }
+            closed = true;
             // Each resource freed on its own: after a lasting CUDA error one failing call must not keep the others.
             cuda.bind();
             if (graphExec != null) {
@@ -605,36 +634,50 @@ public final class CudaKvCache implements AutoCloseable {
         cuda.bind();
         CUdeviceptr a = new CUdeviceptr();
         CUdeviceptr b = new CUdeviceptr();
+        CUevent start = new CUevent();
+        CUevent stop = new CUevent();
+        // Each resource is released in its own finally: a failure (memory short for the second buffer) frees the first.
         JCudaDriver.cuMemAlloc(a, bytes);
-        JCudaDriver.cuMemAlloc(b, bytes);
         try {
-            JCudaDriver.cuMemsetD8(a, (byte) 1, bytes);
-            JCudaDriver.cuMemcpyDtoD(b, a, bytes);
-            CUevent start = new CUevent();
-            CUevent stop = new CUevent();
-            JCudaDriver.cuEventCreate(start, 0);
-            JCudaDriver.cuEventCreate(stop, 0);
-            float[] elapsed = new float[1];
-            double best = Double.MAX_VALUE;
-            for (int i = 0; i < iterations; i++) {
-                JCudaDriver.cuEventRecord(start, null);
+            JCudaDriver.cuMemAlloc(b, bytes);
+            try {
+                JCudaDriver.cuMemsetD8(a, (byte) 1, bytes);
                 JCudaDriver.cuMemcpyDtoD(b, a, bytes);
-                JCudaDriver.cuEventRecord(stop, null);
-                JCudaDriver.cuEventSynchronize(stop);
-                JCudaDriver.cuEventElapsedTime(elapsed, start, stop);
-                best = Math.min(best, elapsed[0]);
+                JCudaDriver.cuEventCreate(start, 0);
+                try {
+                    JCudaDriver.cuEventCreate(stop, 0);
+                    try {
+                        float[] elapsed = new float[1];
+                        double best = Double.MAX_VALUE;
+                        for (int i = 0; i < iterations; i++) {
+                            JCudaDriver.cuEventRecord(start, null);
+                            JCudaDriver.cuMemcpyDtoD(b, a, bytes);
+                            JCudaDriver.cuEventRecord(stop, null);
+                            JCudaDriver.cuEventSynchronize(stop);
+                            JCudaDriver.cuEventElapsedTime(elapsed, start, stop);
+                            best = Math.min(best, elapsed[0]);
+                        }
+                        return 2.0 * bytes / (best / 1e3) / 1e9;
+                    } finally {
+                        quietly(() -> JCudaDriver.cuEventDestroy(stop));
+                    }
+                } finally {
+                    quietly(() -> JCudaDriver.cuEventDestroy(start));
+                }
+            } finally {
+                quietly(() -> JCudaDriver.cuMemFree(b));
             }
-            JCudaDriver.cuEventDestroy(start);
-            JCudaDriver.cuEventDestroy(stop);
-            return 2.0 * bytes / (best / 1e3) / 1e9;
         } finally {
-            JCudaDriver.cuMemFree(a);
-            JCudaDriver.cuMemFree(b);
+            quietly(() -> JCudaDriver.cuMemFree(a));
         }
     }
 
     @Override
     public void close() {
+        if (closed) {
+            return; // freeing twice could free another allocation that took the same address
+        }
+        closed = true;
         if (pagesPlan != null) {
             pagesPlan.close();
             pagesPlan = null;

@@ -1,6 +1,7 @@
 package io.pikv.kv.compute;
 
 import java.util.ArrayDeque;
+import java.util.BitSet;
 
 /**
  * Bookkeeping of device pages: a slab of {@code maxPages} pages of {@code pageBytes} (one device allocation sized
@@ -11,6 +12,8 @@ public final class DevicePagePool {
     private final long pageBytes;
     private final int maxPages;
     private final ArrayDeque<Integer> free = new ArrayDeque<>();
+    /** Pages handed out and not released: release checks here in O(1) (closing a sequence releases page by page). */
+    private final BitSet allocated = new BitSet();
     private int next;
     private int inUse;
 
@@ -37,13 +40,15 @@ public final class DevicePagePool {
             id = next++;
         }
         inUse++;
+        allocated.set(id);
         return id;
     }
 
     public void release(int id) {
-        if (id < 0 || id >= next || free.contains(id)) {
+        if (id < 0 || !allocated.get(id)) {
             throw new IllegalArgumentException("page " + id + " is not allocated");
         }
+        allocated.clear(id);
         inUse--;
         free.addFirst(id);
     }
