@@ -411,11 +411,16 @@ public final class ShardNode implements KvApi, AutoCloseable {
         shape.checkLayer(request.layer());
         shape.checkQuery(request.query()); // a query the attention would refuse is refused before the token is stored
         int[] experts = chooseExperts(request);
-        int[] position = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
-            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, experts[0], request.k(), request.v())}));
-        PartialAttention partial = attend(sequence, new Wire.AttendRequest(request.layer(),
-                request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query()));
-        return new Wire.StepResponse(position[0], experts, partial.finish().output());
+        // Store and attend under the sequence's lock, as one: a concurrent step's token, stored after this one,
+        // must not enter this step's attention.
+        SequenceState state = state(sequence);
+        synchronized (state) {
+            int[] position = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
+                new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, experts[0], request.k(), request.v())}));
+            PartialAttention partial = attend(sequence, new Wire.AttendRequest(request.layer(),
+                    request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query()));
+            return new Wire.StepResponse(position[0], experts, partial.finish().output());
+        }
     }
 
     /**
@@ -431,10 +436,13 @@ public final class ShardNode implements KvApi, AutoCloseable {
         }
         shape.checkQuery(request.query()); // a query the attention would refuse is refused before the token is stored
         int[] experts = chooseExperts(request);
-        append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
-            new Wire.AppendRequest.Entry(position, experts[0], request.k(), request.v())}));
-        return attend(sequence, new Wire.AttendRequest(request.layer(),
-                request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query()));
+        SequenceState state = state(sequence);
+        synchronized (state) { // as in step: no other append between this token's and its attention
+            append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
+                new Wire.AppendRequest.Entry(position, experts[0], request.k(), request.v())}));
+            return attend(sequence, new Wire.AttendRequest(request.layer(),
+                    request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query()));
+        }
     }
 
     /** The step's experts: the plain top-k of its logits, or its chosen experts after checking them. */

@@ -1,0 +1,120 @@
+package io.pikv.sidecar;
+
+import io.pikv.kv.ModelShape;
+import io.pikv.kv.StorageType;
+import io.pikv.sidecar.wire.Wire;
+import org.junit.jupiter.api.Test;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CountDownLatch;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** A single-shard step stores its token and attends as one: concurrent steps never see each other's later tokens. */
+class ShardNodeStepTest {
+    static final ModelShape SHAPE = new ModelShape(1, 2, 1, 16, 4, 2);
+
+    record Step(int position, float[] query, float[] output) {
+    }
+
+    @Test
+    void concurrentStepsOnOneSequenceEachAttendUpToTheirOwnPosition() throws Exception {
+        int threads = 2;
+        int steps = 400;
+        Map<Integer, float[][]> kv = new ConcurrentHashMap<>();
+        List<Step> done = java.util.Collections.synchronizedList(new ArrayList<>());
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 1L << 22, ShardPolicy.of("oldest-page"))) {
+            long seq = node.create(null);
+            CountDownLatch start = new CountDownLatch(1);
+            List<Thread> workers = new ArrayList<>();
+            List<Throwable> failures = java.util.Collections.synchronizedList(new ArrayList<>());
+            for (int t = 0; t < threads; t++) {
+                Random rnd = new Random(t);
+                Thread w = new Thread(() -> {
+                    try {
+                        start.await();
+                        for (int i = 0; i < steps; i++) {
+                            float[] q = gaussian(SHAPE.queryWidth(), rnd);
+                            float[] k = gaussian(SHAPE.kvWidth(), rnd);
+                            float[] v = gaussian(SHAPE.kvWidth(), rnd);
+                            Wire.StepResponse r = node.step(seq, new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS,
+                                    Wire.SCOPE_ALL, null, new int[] {rnd.nextInt(4)}, q, k, v));
+                            kv.put(r.position(), new float[][] {k, v});
+                            done.add(new Step(r.position(), q, r.output()));
+                        }
+                    } catch (Throwable e) {
+                        failures.add(e);
+                    }
+                });
+                w.start();
+                workers.add(w);
+            }
+            start.countDown();
+            for (Thread w : workers) {
+                w.join();
+            }
+            assertThat(failures).isEmpty();
+        }
+        assertThat(kv).hasSize(threads * steps);
+        int wrong = 0;
+        for (Step s : done) {
+            double[] ref = reference(s.query(), kv, s.position());
+            double err = 0;
+            double max = 0;
+            for (int i = 0; i < ref.length; i++) {
+                err = Math.max(err, Math.abs(s.output()[i] - ref[i]));
+                max = Math.max(max, Math.abs(ref[i]));
+            }
+            if (err > 1e-4 * max) {
+                wrong++;
+            }
+        }
+        assertThat(wrong).as("steps whose attention saw tokens stored after their own").isZero();
+    }
+
+    /** softmax(q·k/√d)·v per query head over positions 0..last, in double. */
+    private static double[] reference(float[] q, Map<Integer, float[][]> kv, int last) {
+        int d = SHAPE.headDim();
+        int group = SHAPE.qHeads() / SHAPE.kvHeads();
+        double[] out = new double[SHAPE.queryWidth()];
+        for (int h = 0; h < SHAPE.qHeads(); h++) {
+            int kvh = h / group;
+            double[] logits = new double[last + 1];
+            double m = Double.NEGATIVE_INFINITY;
+            for (int p = 0; p <= last; p++) {
+                float[] k = kv.get(p)[0];
+                double dot = 0;
+                for (int i = 0; i < d; i++) {
+                    dot += (double) q[h * d + i] * k[kvh * d + i];
+                }
+                logits[p] = dot / Math.sqrt(d);
+                m = Math.max(m, logits[p]);
+            }
+            double sum = 0;
+            for (int p = 0; p <= last; p++) {
+                double w = Math.exp(logits[p] - m);
+                sum += w;
+                float[] v = kv.get(p)[1];
+                for (int i = 0; i < d; i++) {
+                    out[h * d + i] += w * v[kvh * d + i];
+                }
+            }
+            for (int i = 0; i < d; i++) {
+                out[h * d + i] /= sum;
+            }
+        }
+        return out;
+    }
+
+    private static float[] gaussian(int n, Random rnd) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) {
+            x[i] = (float) rnd.nextGaussian();
+        }
+        return x;
+    }
+}
