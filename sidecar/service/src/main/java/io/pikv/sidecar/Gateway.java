@@ -44,6 +44,11 @@ public final class Gateway implements KvApi {
     private static final class State {
         final int[] length;
         final BitSet[][] experts;
+        /**
+         * A close is under way or was not confirmed by every shard: the sequence takes nothing more and answers as
+         * unknown, but keeps its id until a close succeeds (a repeated DELETE asks the shards again).
+         */
+        volatile boolean closing;
 
         State(int layers, int shards) {
             length = new int[layers];
@@ -118,6 +123,11 @@ public final class Gateway implements KvApi {
         return id;
     }
 
+    /**
+     * Closes the sequence on every shard. The gateway forgets it only once every shard confirmed (or did not know
+     * it): when one cannot be reached, the sequence stays closing — unknown to every other call, its id taken — and a
+     * repeated close asks the shards again, so no shard keeps entries that nothing could close any more.
+     */
     @Override
     public void close(long sequence) {
         State state = sequences.get(sequence);
@@ -125,9 +135,10 @@ public final class Gateway implements KvApi {
             throw new UnknownSequenceException(sequence);
         }
         synchronized (state) { // after any step or append of the sequence in flight, which may still undo
-            if (sequences.remove(sequence) == null) {
+            if (sequences.get(sequence) != state) {
                 throw new UnknownSequenceException(sequence);
             }
+            state.closing = true;
         }
         RuntimeException first = null;
         for (SidecarClient shard : shards) {
@@ -140,13 +151,16 @@ public final class Gateway implements KvApi {
             }
         }
         if (first != null) {
+            LOG.warnf("sequence %d: a shard did not confirm its close (%s); it stays closing until a close succeeds",
+                    sequence, first.getMessage());
             throw ShardFailure.of(first);
         }
+        sequences.remove(sequence, state);
     }
 
     /** A sequence closed (or whose create failed) while its caller waited for its lock is gone. */
     private void checkOpen(long sequence, State state) {
-        if (sequences.get(sequence) != state) {
+        if (sequences.get(sequence) != state || state.closing) {
             throw new UnknownSequenceException(sequence);
         }
     }
@@ -444,7 +458,7 @@ public final class Gateway implements KvApi {
 
     private State state(long sequence) {
         State state = sequences.get(sequence);
-        if (state == null) {
+        if (state == null || state.closing) {
             throw new UnknownSequenceException(sequence);
         }
         return state;

@@ -35,6 +35,7 @@ class GatewayUndoTest {
         final List<String> requests = new CopyOnWriteArrayList<>();
         volatile int appendStatus = 200;
         volatile int withdrawStatus = 200;
+        volatile int closeStatus = 204;
         /** How many entries a withdrawal says it took back (0: the request it undoes has not landed yet). */
         volatile int withdrawn = 1;
         /** When set, a create waits for it before it answers. */
@@ -78,6 +79,9 @@ class GatewayUndoTest {
             } else if (path.endsWith("/withdrawals")) {
                 reply(x, withdrawStatus, withdrawStatus == 200 ? "{\"withdrawn\":" + withdrawn + "}"
                         : "{\"type\":\"about:blank\",\"status\":404,\"title\":\"not-found\",\"detail\":\"gone\"}");
+            } else if (x.getRequestMethod().equals("DELETE")) {
+                reply(x, closeStatus, closeStatus == 204 ? ""
+                        : "{\"type\":\"about:blank\",\"status\":" + closeStatus + ",\"title\":\"down\"}");
             } else {
                 reply(x, 204, "");
             }
@@ -121,6 +125,26 @@ class GatewayUndoTest {
         return new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv),
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 1, kv, kv)});
+    }
+
+    @Test
+    void aCloseAShardDidNotConfirmKeepsTheIdUntilARepeatedCloseSucceeds() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        fakes.get(1).closeStatus = 503;
+        assertThatThrownBy(() -> g.close(seq)).isInstanceOf(ShardFailure.class);
+        // Closing: unknown to everything but a close, and its id is not free.
+        assertThatThrownBy(() -> g.lengths(seq)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
+        assertThatThrownBy(() -> g.create(seq)).isInstanceOf(SequenceExistsException.class);
+        assertThat(fakes.get(0).requests).doesNotContain("POST /v1/sequences/" + seq + "/entries");
+
+        fakes.get(1).closeStatus = 204;
+        g.close(seq); // asks both shards again (shard 0 may answer 404 by now: fine)
+        String delete = "DELETE /v1/sequences/" + seq;
+        assertThat(fakes.get(1).requests.stream().filter(delete::equals)).hasSize(2);
+        assertThat(fakes.get(0).requests.stream().filter(delete::equals)).hasSize(2);
+        assertThatThrownBy(() -> g.close(seq)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
     }
 
     @Test
