@@ -18,8 +18,8 @@ import java.util.Map;
  * @param windowStartMs  window start, epoch milliseconds
  * @param windowEndMs    window end, epoch milliseconds
  * @param policy         the eviction policy that ran at the end of the window
- * @param epoch          the control epoch the shard ran at the end of the window (-1: none applied yet, the shard
- *                       runs its configured state)
+ * @param epoch          the epoch of the shard map the shard ran at the end of the window: a control record's or a
+ *                       map's applied by hand (-1: none applied yet, the shard runs its configured state)
  * @param ghostHitRates  hit rate (0..1) each candidate of the block cache's adaptive policy would have had on this
  *                       shard's block lookups (ghost copies, smoothed over the policy's evidence windows); empty when
  *                       the block cache runs a fixed policy. The KV eviction policies keep no ghosts: attention looks
@@ -27,8 +27,8 @@ import java.util.Map;
  * @param budgetBytes    the byte budget the shard enforces
  * @param bytesResident  bytes of KV pages in use at the end of the window (what the budget bounds; at least the sum
  *                       of the experts' entry bytes, the rest being partly filled pages)
- * @param dropped        records this producer dropped (buffer full while Kafka was unreachable) since the last
- *                       record it published; the sequence numbers it skipped are those records
+ * @param dropped        records this producer dropped (beyond its buffer while Kafka was unreachable, refused by
+ *                       Kafka for good, or failed to serialise) since the last record it published; the sequence numbers it skipped are those records
  * @param experts        per-expert counters of the window, one per expert of the model, by expert id
  * @param blocks         the prefix block cache over the window (null from producers that predate it)
  */

@@ -27,7 +27,7 @@ import java.util.concurrent.locks.ReentrantReadWriteLock;
  * concurrently; appends and evictions take the write lock.
  */
 public final class KvShard {
-    private static final int LOOKUPS = 0;
+    // Counter slots per (layer, expert) cell; slot 0 is unused (lookups are hits + misses).
     private static final int HITS = 1;
     private static final int MISSES = 2;
     private static final int EVICTIONS = 3;
@@ -685,7 +685,8 @@ public final class KvShard {
                 continue;
             }
             int cell = (layer * shape.experts() + e) * 4;
-            counters.addAndGet(cell + LOOKUPS, hits + misses);
+            // Lookups are not counted apart: stats() reads them as hits + misses, so a snapshot taken while
+            // attention counts (both under the read lock) never shows a call's hits without its lookups.
             counters.addAndGet(cell + HITS, hits);
             counters.addAndGet(cell + MISSES, misses);
         }
@@ -826,14 +827,15 @@ public final class KvShard {
             for (int layer = 0; layer < shape.layers(); layer++) {
                 for (int e = 0; e < shape.experts(); e++) {
                     int cell = layer * shape.experts() + e;
-                    long lookups = counters.get(cell * 4 + LOOKUPS);
+                    long hits = counters.get(cell * 4 + HITS);
+                    long misses = counters.get(cell * 4 + MISSES);
                     long evictions = counters.get(cell * 4 + EVICTIONS);
                     long resident = residentEntries.get(cell);
-                    if (lookups == 0 && evictions == 0 && resident == 0) {
+                    if (hits + misses == 0 && evictions == 0 && resident == 0) {
                         continue;
                     }
-                    list.add(new ExpertLayerCounters(e, layer, lookups, counters.get(cell * 4 + HITS),
-                            counters.get(cell * 4 + MISSES), evictions, resident * layout.entryBytes()));
+                    list.add(new ExpertLayerCounters(e, layer, hits + misses, hits, misses, evictions,
+                            resident * layout.entryBytes()));
                 }
             }
             return new ShardStats(id, pool.budgetBytes(), pool.bytesInUse(), pool.bytesAllocated(),

@@ -17,6 +17,8 @@ public final class TelemetryBuffer {
     private long droppedReported;
     /** Whether the oldest record was put back after a try: it is never the one dropped. */
     private boolean headTried;
+    /** A record taken and not yet put back, dropped or sent: it still waits for Kafka. */
+    private boolean inFlight;
 
     public TelemetryBuffer(int capacity) {
         if (capacity < 1) {
@@ -63,6 +65,7 @@ public final class TelemetryBuffer {
             TimeUnit.NANOSECONDS.timedWait(this, left);
         }
         headTried = false;
+        inFlight = true;
         return queue.pollFirst();
     }
 
@@ -79,11 +82,18 @@ public final class TelemetryBuffer {
         }
         queue.addFirst(record);
         headTried = true;
+        inFlight = false;
+    }
+
+    /** The record taken last is done with: Kafka took it (or may have). */
+    public synchronized void sent() {
+        inFlight = false;
     }
 
     /** Counts a taken record as dropped (Kafka refused it for good). */
     public synchronized void drop(CacheEvents record) {
         dropped++;
+        inFlight = false;
     }
 
     /** Records dropped that no published record has reported yet. */
@@ -96,8 +106,9 @@ public final class TelemetryBuffer {
         droppedReported += count;
     }
 
+    /** Records waiting for Kafka: those queued and the one being sent (so at most the capacity plus one). */
     public synchronized int depth() {
-        return queue.size();
+        return queue.size() + (inFlight ? 1 : 0);
     }
 
     /** Records dropped since start. */

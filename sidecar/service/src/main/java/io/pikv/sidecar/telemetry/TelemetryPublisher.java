@@ -93,6 +93,8 @@ public final class TelemetryPublisher implements AutoCloseable {
     /** The record being sent (its sequence, -1 for none) and the drops it reports, fixed at its first try. */
     private long pendingSequence = -1;
     private long pendingDrops;
+    /** A try of the pending record timed out: that copy may be in Kafka. */
+    private boolean pendingMaybeSent;
 
     /**
      * @param producers makes the producer, on the sender thread; retried while it fails (a broker name that does
@@ -126,7 +128,8 @@ public final class TelemetryPublisher implements AutoCloseable {
                 .register(registry);
         this.meters = List.of(published, failures,
                 FunctionCounter.builder("pikv.telemetry.records.dropped", buffer, TelemetryBuffer::dropped)
-                        .description("Telemetry records dropped: the buffer was full while Kafka was unreachable")
+                        .description("Telemetry records dropped: beyond the buffer while Kafka was unreachable, "
+                                + "refused by Kafka for good, or failed to serialise")
                         .register(registry),
                 FunctionCounter.builder("pikv.telemetry.windows", window, TelemetryWindow::closed)
                         .description("Telemetry windows closed (records built)").register(registry),
@@ -217,6 +220,7 @@ public final class TelemetryPublisher implements AutoCloseable {
             if (next.sequence() != pendingSequence) {
                 pendingSequence = next.sequence();
                 pendingDrops = buffer.unreported();
+                pendingMaybeSent = false;
             }
             long drops = pendingDrops;
             try {
@@ -225,6 +229,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                         .get(settings.sendTimeout().toMillis() + 1000, TimeUnit.MILLISECONDS);
                 pendingSequence = -1;
                 buffer.reported(drops);
+                buffer.sent();
                 published.increment();
                 link.up(KafkaLink.Client.TELEMETRY);
                 if (wasDown) {
@@ -241,14 +246,25 @@ public final class TelemetryPublisher implements AutoCloseable {
                 link.down(KafkaLink.Client.TELEMETRY, cause);
                 boolean retry = cause instanceof RetriableException || cause instanceof TimeoutException;
                 if (retry) {
+                    pendingMaybeSent |= cause instanceof TimeoutException
+                            || cause instanceof org.apache.kafka.common.errors.TimeoutException;
                     buffer.putBack(next);
                 } else {
                     // Refused for good. The error may have left the producer unusable (an idempotent producer's
                     // fatal errors do), so it is closed and the next record goes through a new one.
-                    buffer.drop(next);
+                    if (pendingMaybeSent) {
+                        // An earlier try timed out and may have landed, carrying the drops before it: they count
+                        // as reported and the record not as dropped, so that nothing is reported twice.
+                        buffer.reported(pendingDrops);
+                        buffer.sent();
+                        LOG.errorf("telemetry: Kafka refused record %d for good after a try that timed out: it may "
+                                + "or may not be on the topic: %s; the producer is rebuilt", next.sequence(), cause);
+                    } else {
+                        buffer.drop(next);
+                        LOG.errorf("telemetry: Kafka refused record %d for good (dropped): %s; the producer is "
+                                + "rebuilt", next.sequence(), cause);
+                    }
                     pendingSequence = -1;
-                    LOG.errorf("telemetry: Kafka refused record %d for good (dropped): %s; the producer is rebuilt",
-                            next.sequence(), cause);
                     Producer<String, byte[]> failed = producer;
                     producer = null;
                     closeQuietly(failed);

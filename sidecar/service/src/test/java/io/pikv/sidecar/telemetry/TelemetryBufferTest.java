@@ -16,6 +16,22 @@ class TelemetryBufferTest {
     }
 
     @Test
+    void theRecordBeingSentStillCountsAsWaiting() throws Exception {
+        TelemetryBuffer buffer = new TelemetryBuffer(2);
+        buffer.add(record(0));
+        buffer.add(record(1));
+        CacheEvents sending = buffer.take(0);
+        assertThat(buffer.depth()).isEqualTo(2);
+        buffer.putBack(sending); // a try failed: back in the queue, counted once
+        assertThat(buffer.depth()).isEqualTo(2);
+        buffer.take(0);
+        buffer.sent();
+        assertThat(buffer.depth()).isEqualTo(1);
+        buffer.drop(buffer.take(0));
+        assertThat(buffer.depth()).isZero();
+    }
+
+    @Test
     void beyondItsBoundTheOldestGoAndAreCounted() throws Exception {
         TelemetryBuffer buffer = new TelemetryBuffer(3);
         for (int s = 0; s < 5; s++) {

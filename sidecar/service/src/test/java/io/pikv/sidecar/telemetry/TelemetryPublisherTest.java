@@ -137,6 +137,33 @@ class TelemetryPublisherTest {
     }
 
     @Test
+    void aRecordRefusedForGoodAfterATryThatTimedOutIsNotCountedTwice() throws Exception {
+        // Record k carries drops D; its first try times out (it may have landed, with D), the retry is refused for
+        // good. Counting k as dropped and reporting D again would make the next record report more than its gap.
+        MockProducer<String, byte[]> first = new MockProducer<>(false, null, new StringSerializer(),
+                new ByteArraySerializer());
+        MockProducer<String, byte[]> healthy = new MockProducer<>(true, null, new StringSerializer(),
+                new ByteArraySerializer());
+        Deque<MockProducer<String, byte[]>> made = new ArrayDeque<>(List.of(first, healthy));
+        TelemetryPublisher p = publisher(new TelemetryPublisher.Settings("pikv.cache-events", "c", 0, SHAPE.experts(),
+                Duration.ofMillis(20), 2, Duration.ofSeconds(5)), () -> made.size() > 1 ? made.poll() : made.peek());
+        p.start();
+        await().atMost(Duration.ofSeconds(10)).until(() -> first.history().size() == 1 && p.buffer().dropped() >= 3);
+        assertThat(first.completeNext()).isTrue(); // record 0 lands; the next one carries the drops meanwhile
+        await().atMost(Duration.ofSeconds(10)).until(() -> first.history().size() == 2);
+        CacheEvents k = json.readValue(first.history().get(1).value(), CacheEvents.class);
+        assertThat(k.dropped()).isPositive();
+        assertThat(first.errorNext(new org.apache.kafka.common.errors.TimeoutException("no answer"))).isTrue();
+        await().atMost(Duration.ofSeconds(10)).until(() -> first.history().size() == 3);
+        assertThat(json.readValue(first.history().get(2).value(), CacheEvents.class)).isEqualTo(k);
+        assertThat(first.errorNext(new ClusterAuthorizationException("not authorized any more"))).isTrue();
+        await().atMost(Duration.ofSeconds(10)).until(() -> healthy.history().size() >= 2);
+        CacheEvents after = json.readValue(healthy.history().get(0).value(), CacheEvents.class);
+        assertThat(after.dropped()).as("the gap between record %d and record %d", k.sequence(), after.sequence())
+                .isEqualTo(after.sequence() - k.sequence() - 1);
+    }
+
+    @Test
     void aProducerWhoseSendKafkaRefusedForGoodIsReplaced() throws Exception {
         // An idempotent producer's fatal errors leave it unusable: every later send would fail the same way.
         MockProducer<String, byte[]> broken = new MockProducer<>(true, null, new StringSerializer(),
@@ -207,10 +234,11 @@ class TelemetryPublisherTest {
             double windows = registry.get("pikv.telemetry.windows").functionCounter().count();
             double dropped = registry.get("pikv.telemetry.records.dropped").functionCounter().count();
             double depth = registry.get("pikv.telemetry.buffer.depth").gauge().value();
-            assertThat(depth).isEqualTo(5);
+            assertThat(depth).isBetween(5.0, 6.0); // the buffer's five, and the one the sender holds
             assertThat(dropped).isGreaterThan(10);
-            // Every record built is dropped, buffered, or the one the sender holds.
-            assertThat(windows - dropped - depth).isBetween(0.0, 1.0);
+            // Every record built is dropped or waiting (the depth counts the one being sent); read one after the
+            // other, a window closing in between can add one to the later readings.
+            assertThat(windows - dropped - depth).isBetween(-1.0, 0.0);
         });
         assertThat(registry.get("pikv.telemetry.send.failures").counter().count()).isPositive();
         assertThat(link.down()).isTrue();
