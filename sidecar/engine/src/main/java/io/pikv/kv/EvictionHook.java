@@ -10,6 +10,15 @@ public interface EvictionHook {
 
     void makeRoom(EvictionContext context);
 
+    /**
+     * The entry of (sequence, layer) at {@code position} left the shard as an eviction, whoever evicted it (this hook,
+     * {@code KvStore.evict}, a budget resize), so that a hook that tracks what is resident never counts it again.
+     * Called with the shard's write lock held: it must not call back into the shard. Closing a sequence is not
+     * eviction and is not told here. Nothing by default.
+     */
+    default void evicted(long sequence, int layer, int position) {
+    }
+
     /** Evicts the page allocated longest ago (the default). */
     EvictionHook OLDEST_PAGE_FIRST = ctx -> {
         Page oldest = ctx.oldestPage();

@@ -101,6 +101,9 @@ public final class KvShard {
         this.moveV = new float[shape.kvWidth()];
         this.buckets = buckets;
         this.pool = new PagePool(layout, budgetBytes);
+        if (hook == null) {
+            throw new IllegalArgumentException("a shard needs an eviction hook (EvictionHook.REJECT never evicts)");
+        }
         this.hook = hook;
         this.kernel = kernel;
         this.counters = new AtomicLongArray(shape.layers() * shape.experts() * 4);
@@ -449,6 +452,7 @@ public final class KvShard {
             if (counted) {
                 countEviction(ls, layer, page.expert[slot]);
                 ls.markEvicted(position, page.expert[slot]);
+                hook.evicted(sequence, layer, position);
             } else {
                 uncount(ls, layer, page.expert[slot]);
                 if (before != null) {
@@ -482,6 +486,7 @@ public final class KvShard {
         for (int slot = 0; slot < page.count; slot++) {
             countEviction(ls, layer, page.expert[slot]);
             ls.markEvicted(page.position[slot], page.expert[slot]);
+            hook.evicted(page.sequence(), layer, page.position[slot]);
             if (ls.restoredAfterEviction != null) {
                 ls.restoredAfterEviction.remove(page.position[slot]);
             }

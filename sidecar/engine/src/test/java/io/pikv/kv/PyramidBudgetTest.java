@@ -143,6 +143,30 @@ class PyramidBudgetTest {
     }
 
     @Test
+    void entriesEvictedByAnotherPathNoLongerCountAsResident() {
+        // As the store's hook, the policy hears of every eviction: one through KvStore.evict leaves its view too, so
+        // the layer does not look over budget (24) for entries it no longer holds.
+        ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);
+        PyramidBudget pyramid = new PyramidBudget(new int[] {24}, 1, 4);
+        Random rnd = new Random(3);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP32).pageTokens(8)
+                .buckets(1).threads(1).eviction(pyramid).build())) {
+            long seq = store.createSequence();
+            for (int i = 0; i < 40; i++) {
+                store.append(seq, 0, i % 4, Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f));
+            }
+            pyramid.observe(seq, 0, store.attend(seq, 0, Reference.gaussian(shape.queryWidth(), rnd, 1f),
+                    AttentionScope.all(), true));
+            assertThat(pyramid.knownResident(seq, 0)).hasSize(40);
+            int[] gone = IntStream.range(5, 21).toArray();
+            assertThat(store.evict(seq, 0, gone)).isEqualTo(16);
+            assertThat(pyramid.knownResident(seq, 0)).hasSize(24).doesNotContain(gone);
+            assertThat(pyramid.enforce(store, seq)).as("within budget now").isZero();
+            assertThat(store.residentPositions(seq, 0)).hasSize(24);
+        }
+    }
+
+    @Test
     void entriesOfAPageEvictedAsTheFallbackAreNotCountedAgainstTheBudget() {
         // One layer with a budget of 24 tokens (1 sink, window 4), 8-token pages, a pool of six pages.
         ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);

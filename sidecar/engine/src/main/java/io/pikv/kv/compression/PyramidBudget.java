@@ -149,6 +149,26 @@ public final class PyramidBudget implements EvictionHook {
         return layers == null || layers[layer] == null ? 0f : layers[layer].get(position);
     }
 
+    /**
+     * As the store's hook: an entry evicted by any path (this policy, {@code KvStore.evict}, a budget resize) no longer
+     * counts as resident, so a layer never looks over budget for entries it no longer holds.
+     */
+    @Override
+    public synchronized void evicted(long sequence, int layer, int position) {
+        if (layer < budgets.length) {
+            Scores s = scoresOrNull(sequence, layer);
+            if (s != null) {
+                s.evicted.set(position);
+            }
+        }
+    }
+
+    /** The positions of (sequence, layer) this policy counts as resident: observed and not known to be evicted. */
+    public synchronized int[] knownResident(long sequence, int layer) {
+        Scores s = scoresOrNull(sequence, layer);
+        return s == null ? new int[0] : known(s);
+    }
+
     /** Drops what is known of a closed sequence. */
     public synchronized void forget(long sequence) {
         sequences.remove(sequence);
