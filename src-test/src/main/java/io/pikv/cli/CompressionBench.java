@@ -506,6 +506,11 @@ public final class CompressionBench implements Callable<Integer> {
             throw new Main.UsageException("--key-rank and --value-rank must be at most the head dim, "
                     + shape.headDim() + ".");
         }
+        if (keyRank == shape.headDim() && valueRank == shape.headDim()
+                && parseMethods().stream().anyMatch(m -> m.lowRank() != null)) {
+            throw new Main.UsageException("--key-rank and --value-rank both at the head dim, " + shape.headDim()
+                    + ", keep everything: lower one of them for the low-rank methods.");
+        }
     }
 
     private static Npy.Array readNpy(Path file, String option) {

@@ -336,6 +336,7 @@ class LauncherTest {
                 {"--keys", dir.resolve("missing.npy").toString(), "--values", v},
                 {"--keys", k, "--values", v, "--methods", "int4"},
                 {"--keys", k, "--values", v, "--key-rank", "17"},
+                {"--keys", k, "--values", v, "--key-rank", "16", "--value-rank", "16", "--methods", "lowrank"},
                 {"--keys", k, "--values", v, "--budget", "0.1"},
                 {"--keys", badShape.toString(), "--values", v},
                 {"--keys", shortHeader.toString(), "--values", v}};
@@ -355,6 +356,8 @@ class LauncherTest {
                 .contains("has shape [64, 32]; --keys must be [tokens, kv_heads, head_dim]");
         assertThat(run("bench", "compression", "--routing", route, "--keys", doubles.toString(), "--values", v).err())
                 .contains("holds '<f8', not float32 or float16");
+        assertThat(run("bench", "compression", "--routing", route, "--keys", k, "--values", v, "--key-rank", "16",
+                "--value-rank", "16", "--methods", "fp16,lowrank+int8").err()).contains("keep everything");
         assertThat(run("bench", "compression", "--routing", dir.resolve("none.jsonl").toString()).err())
                 .contains("none.jsonl does not exist");
         Run wideRun = run("bench", "compression", "--routing", wideRoute.toString(), "--keys", k, "--values", v);

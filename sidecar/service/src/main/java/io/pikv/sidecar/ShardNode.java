@@ -415,6 +415,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
         // must not enter this step's attention.
         SequenceState state = state(sequence);
         synchronized (state) {
+            checkOpen(sequence, state); // not closed and made again meanwhile: append must lock this very state
             int[] position = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
                 new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, experts[0], request.k(), request.v())}));
             PartialAttention partial = attend(sequence, new Wire.AttendRequest(request.layer(),
@@ -438,6 +439,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
         int[] experts = chooseExperts(request);
         SequenceState state = state(sequence);
         synchronized (state) { // as in step: no other append between this token's and its attention
+            checkOpen(sequence, state);
             append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
                 new Wire.AppendRequest.Entry(position, experts[0], request.k(), request.v())}));
             return attend(sequence, new Wire.AttendRequest(request.layer(),

@@ -314,6 +314,7 @@ public final class CudaKvCache implements AutoCloseable {
      * as a mergeable partial: for a caller that keeps its own page lists (a shard's device copy of its pool).
      */
     PartialAttention attendPages(int[] pageIds, int[] pageCounts, float[] query) {
+        checkOpen();
         if (pageIds.length == 0 || pageIds.length != pageCounts.length) {
             throw new IllegalArgumentException("pages and counts must be non-empty and of one length");
         }
@@ -335,11 +336,13 @@ public final class CudaKvCache implements AutoCloseable {
 
     /** A device page from this cache's pool, or -1 when the pool is at its budget. */
     int allocatePage() {
+        checkOpen();
         return pool.allocate();
     }
 
     /** Copies a host page (a direct buffer in this cache's page format) into device page {@code id}. */
     void writePage(int id, ByteBuffer page) {
+        checkOpen();
         if (page.remaining() != layout.pageBytes() || !page.isDirect()) {
             throw new IllegalArgumentException("a page is a direct buffer of " + layout.pageBytes() + " bytes");
         }
@@ -471,6 +474,10 @@ public final class CudaKvCache implements AutoCloseable {
 
         /** Uploads the query (unscaled, qHeads × headDim), runs both kernels and reads the partial back. */
         public PartialAttention run(float[] query) {
+            if (closed) {
+                throw new IllegalStateException("this attention plan is closed");
+            }
+            checkOpen();
             load(query);
             launch();
             JCudaDriver.cuCtxSynchronize();
