@@ -667,17 +667,7 @@ public final class KvShard {
         return pages.isEmpty() ? null : d.attend(pages, query);
     }
 
-    /** Records the lookups of one attention call over (sequence, layer, scope): hits resident, misses evicted. */
-    void countLookups(long sequence, int layer, AttentionScope scope) {
-        lock.readLock().lock();
-        try {
-            countLookupsLocked(sequence, layer, scope);
-        } finally {
-            lock.readLock().unlock();
-        }
-    }
-
-    /** {@link #countLookups} for a caller that holds the lock. */
+    /** Counts one attention call's lookups over (sequence, layer, scope), lock held: hits resident, misses evicted. */
     private void countLookupsLocked(long sequence, int layer, AttentionScope scope) {
         LayerState ls = layerState(sequence, layer, false);
         if (ls == null) {
@@ -697,18 +687,37 @@ public final class KvShard {
         }
     }
 
-    /** The partial over buckets {@code [from, to)} for an already scaled query; no counting. */
-    PartialAttention attendBuckets(long sequence, int layer, float[] scaledQuery, AttentionScope scope,
-                                   boolean weights, int from, int to) {
+    /**
+     * For a caller that attends over several shards in one state ({@link KvStore#attendPartial}): takes this shard's
+     * read lock, to be released with {@link #unlockRead}; while held, the {@code ...Held} methods below may run on
+     * any thread (they take no lock: a pool thread queued behind a waiting writer would never run).
+     */
+    void lockRead() {
         lock.readLock().lock();
-        try {
-            return attendBucketsLocked(sequence, layer, scaledQuery, scope, weights, from, to);
-        } finally {
-            lock.readLock().unlock();
-        }
     }
 
-    /** {@link #attendBuckets} for a caller that holds the read lock (or runs under a thread that does). */
+    void unlockRead() {
+        lock.readLock().unlock();
+    }
+
+    /** Counts one attention call's lookups while {@link #lockRead} is held. */
+    void countLookupsHeld(long sequence, int layer, AttentionScope scope) {
+        countLookupsLocked(sequence, layer, scope);
+    }
+
+    /** Whether this shard holds entries of (sequence, layer), while {@link #lockRead} is held. */
+    boolean holdsHeld(long sequence, int layer) {
+        LayerState ls = layerState(sequence, layer, false);
+        return ls != null && ls.resident > 0;
+    }
+
+    /** The partial over buckets {@code [from, to)} for an already scaled query, while {@link #lockRead} is held. */
+    PartialAttention attendBucketsHeld(long sequence, int layer, float[] scaledQuery, AttentionScope scope,
+                                       boolean weights, int from, int to) {
+        return attendBucketsLocked(sequence, layer, scaledQuery, scope, weights, from, to);
+    }
+
+    /** The partial over buckets {@code [from, to)}, the read lock held (by this thread or the one it runs for). */
     private PartialAttention attendBucketsLocked(long sequence, int layer, float[] scaledQuery, AttentionScope scope,
                                                  boolean weights, int from, int to) {
         int qHeads = shape.qHeads();
@@ -784,17 +793,6 @@ public final class KvShard {
             logits = keptLogits;
         }
         return new PartialAttention(qHeads, dim, m, l, o, visited, positions, logits);
-    }
-
-    /** Whether this shard holds anything of (sequence, layer). */
-    boolean holds(long sequence, int layer) {
-        lock.readLock().lock();
-        try {
-            LayerState ls = layerState(sequence, layer, false);
-            return ls != null && ls.resident > 0;
-        } finally {
-            lock.readLock().unlock();
-        }
     }
 
     /** Positions of the resident entries of (sequence, layer) on this shard, ascending. */

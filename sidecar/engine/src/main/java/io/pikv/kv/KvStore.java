@@ -190,31 +190,46 @@ public final class KvStore implements AutoCloseable {
         state(sequence);
         scope.validate(shape.experts());
         float[] scaled = shape.scaledQuery(query);
-        List<Callable<PartialAttention>> tasks = new ArrayList<>();
-        for (KvShard shard : shards) {
-            shard.countLookups(sequence, layer, scope);
-            if (!shard.holds(sequence, layer)) {
-                continue;
+        // Every shard's read lock for the whole call, so that every bucket of every shard is read in one state even
+        // while other threads append or evict. Taken in shard order; a writer holds one shard's lock at a time, so no
+        // cycle can form. The tasks take no lock of their own (see KvShard#lockRead).
+        int locked = 0;
+        try {
+            for (KvShard shard : shards) {
+                shard.lockRead();
+                locked++;
             }
-            for (int b = 0; b < shard.buckets(); b++) {
-                int bucket = b;
-                tasks.add(() -> shard.attendBuckets(sequence, layer, scaled, scope, weights, bucket, bucket + 1));
+            List<Callable<PartialAttention>> tasks = new ArrayList<>();
+            for (KvShard shard : shards) {
+                shard.countLookupsHeld(sequence, layer, scope);
+                if (!shard.holdsHeld(sequence, layer)) {
+                    continue;
+                }
+                for (int b = 0; b < shard.buckets(); b++) {
+                    int bucket = b;
+                    tasks.add(() -> shard.attendBucketsHeld(sequence, layer, scaled, scope, weights, bucket,
+                            bucket + 1));
+                }
+            }
+            if (tasks.isEmpty()) {
+                return PartialAttention.empty(shape.qHeads(), shape.headDim(), weights);
+            }
+            List<PartialAttention> parts = new ArrayList<>(tasks.size());
+            if (workers == null || tasks.size() == 1) {
+                for (Callable<PartialAttention> task : tasks) {
+                    parts.add(call(task));
+                }
+            } else {
+                for (Future<PartialAttention> f : workers.invokeAll(tasks)) {
+                    parts.add(join(f));
+                }
+            }
+            return PartialAttention.merge(parts);
+        } finally {
+            for (int s = locked - 1; s >= 0; s--) {
+                shards[s].unlockRead();
             }
         }
-        if (tasks.isEmpty()) {
-            return PartialAttention.empty(shape.qHeads(), shape.headDim(), weights);
-        }
-        List<PartialAttention> parts = new ArrayList<>(tasks.size());
-        if (workers == null || tasks.size() == 1) {
-            for (Callable<PartialAttention> task : tasks) {
-                parts.add(call(task));
-            }
-        } else {
-            for (Future<PartialAttention> f : workers.invokeAll(tasks)) {
-                parts.add(join(f));
-            }
-        }
-        return PartialAttention.merge(parts);
     }
 
     /** Evicts the resident entries of (sequence, layer) at these positions, wherever they live. */

@@ -1,0 +1,53 @@
+package io.pikv.kv;
+
+import org.junit.jupiter.api.Test;
+
+import java.util.Random;
+import java.util.concurrent.atomic.AtomicBoolean;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * KvStore.attend reads every bucket of every shard in one state: while another thread appends, each call sees the
+ * entries of a prefix of the positions, never a later entry without an earlier one.
+ */
+class ConsistentAttentionTest {
+    static final ModelShape SHAPE = new ModelShape(1, 4, 2, 16, 8, 2);
+
+    @Test
+    void attentionDuringAppendsSeesAPrefixOfThePositions() throws Exception {
+        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP32).pageTokens(8)
+                .shards(2).buckets(4).threads(2).build())) {
+            long seq = store.createSequence();
+            AtomicBoolean done = new AtomicBoolean();
+            Thread appender = new Thread(() -> {
+                Random rnd = new Random(1);
+                for (int i = 0; i < 20_000; i++) {
+                    store.append(seq, 0, rnd.nextInt(SHAPE.experts()), Reference.gaussian(SHAPE.kvWidth(), rnd, 1f),
+                            Reference.gaussian(SHAPE.kvWidth(), rnd, 1f));
+                }
+                done.set(true);
+            });
+            appender.start();
+            Random rnd = new Random(2);
+            int calls = 0;
+            int torn = 0;
+            while (!done.get()) {
+                AttentionResult r = store.attend(seq, 0, Reference.gaussian(SHAPE.queryWidth(), rnd, 1f),
+                        AttentionScope.all(), true);
+                int[] positions = r.positions().clone();
+                java.util.Arrays.sort(positions);
+                for (int j = 0; j < positions.length; j++) {
+                    if (positions[j] != j) {
+                        torn++;
+                        break;
+                    }
+                }
+                calls++;
+            }
+            appender.join();
+            assertThat(calls).isPositive();
+            assertThat(torn).as("calls (of %d) that saw an entry without an earlier one", calls).isZero();
+        }
+    }
+}
