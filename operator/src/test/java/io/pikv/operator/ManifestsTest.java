@@ -86,7 +86,7 @@ class ManifestsTest {
             assertThat(r.getResources()).doesNotContain("*", "secrets", "pods");
         });
         Role leases = (Role) parse(MANIFESTS.resolve("050-leader-election-role.yaml")).get(0);
-        assertGrants(leases.getRules(), "coordination.k8s.io", "leases", "get", "create", "update");
+        assertGrants(leases.getRules(), "coordination.k8s.io", "leases", "get", "create", "update", "patch");
 
         Deployment d = (Deployment) parse(MANIFESTS.resolve("070-deployment.yaml")).get(0);
         assertThat(d.getSpec().getTemplate().getSpec().getServiceAccountName()).isEqualTo("pikv-operator");
@@ -94,6 +94,57 @@ class ManifestsTest {
         assertThat(c.getReadinessProbe().getHttpGet().getPath()).isEqualTo("/q/health/ready");
         assertThat(c.getLivenessProbe().getHttpGet().getPath()).isEqualTo("/q/health/live");
         assertThat(c.getSecurityContext().getReadOnlyRootFilesystem()).isTrue();
+    }
+
+    /**
+     * The client's own Lease election (what the SDK runs in the prod profile) against a mock API server: every verb it
+     * uses on the Lease, taking it and renewing it, is one the leader-election Role grants. (Renewals are JSON merge
+     * patches: a Role without {@code patch} loses leadership at the first renewal.)
+     */
+    @Test
+    void theLeaderElectionRoleGrantsEveryVerbTheLeaseElectionUses() throws Exception {
+        io.fabric8.kubernetes.client.server.mock.KubernetesMockServer server =
+                new io.fabric8.kubernetes.client.server.mock.KubernetesMockServer(new io.fabric8.mockwebserver.Context(),
+                        new io.fabric8.mockwebserver.MockWebServer(), new java.util.HashMap<>(),
+                        new io.fabric8.kubernetes.client.server.mock.KubernetesCrudDispatcher(), false);
+        server.init();
+        java.util.Set<String> verbs = new java.util.TreeSet<>();
+        try (io.fabric8.kubernetes.client.KubernetesClient client = server.createClient()) {
+            java.util.concurrent.CountDownLatch leading = new java.util.concurrent.CountDownLatch(1);
+            var elector = client.leaderElector().withConfig(
+                    new io.fabric8.kubernetes.client.extended.leaderelection.LeaderElectionConfigBuilder()
+                            .withName("pikv-operator")
+                            .withLock(new io.fabric8.kubernetes.client.extended.leaderelection.resourcelock.LeaseLock(
+                                    "pikv-system", "pikv-operator-lease", "replica-1"))
+                            .withLeaseDuration(java.time.Duration.ofSeconds(2))
+                            .withRenewDeadline(java.time.Duration.ofMillis(1500))
+                            .withRetryPeriod(java.time.Duration.ofMillis(100))
+                            .withLeaderCallbacks(new io.fabric8.kubernetes.client.extended.leaderelection.LeaderCallbacks(
+                                    leading::countDown, () -> { }, id -> { }))
+                            .build()).build();
+            var running = elector.start();
+            assertThat(leading.await(10, java.util.concurrent.TimeUnit.SECONDS)).as("elected").isTrue();
+            Thread.sleep(600); // a few renewals
+            running.cancel(true);
+        } finally {
+            for (var r = server.takeRequest(1, java.util.concurrent.TimeUnit.SECONDS); r != null;
+                 r = server.takeRequest(100, java.util.concurrent.TimeUnit.MILLISECONDS)) {
+                if (r.getPath().contains("/leases")) {
+                    verbs.add(switch (r.getMethod()) {
+                        case "GET" -> "get";
+                        case "POST" -> "create";
+                        case "PUT" -> "update";
+                        case "PATCH" -> "patch";
+                        case "DELETE" -> "delete";
+                        default -> r.getMethod();
+                    });
+                }
+            }
+            server.destroy();
+        }
+        assertThat(verbs).contains("create", "patch");
+        Role leases = (Role) parse(MANIFESTS.resolve("050-leader-election-role.yaml")).get(0);
+        assertGrants(leases.getRules(), "coordination.k8s.io", "leases", verbs.toArray(String[]::new));
     }
 
     private static void assertGrants(List<PolicyRule> rules, String group, String resource, String... verbs) {
