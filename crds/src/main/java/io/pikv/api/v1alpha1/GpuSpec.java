@@ -18,7 +18,7 @@ public class GpuSpec {
     private Boolean enabled = false;
 
     @Default("nvidia.com/gpu")
-    @Pattern("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
+    @Pattern("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
     @JsonPropertyDescription("Extended resource name of the GPU device plugin: domain/name, as nvidia.com/gpu or "
             + "amd.com/gpu (not a kubernetes.io name).")
     private String resourceName = "nvidia.com/gpu";

@@ -515,6 +515,10 @@ public final class PiKVClusterValidator {
         if (r == null) {
             return;
         }
+        if (r.getClaims() != null && !r.getClaims().isEmpty()) {
+            out.add(new Violation("spec.sidecar.resources.claims", "resource claims (dynamic resource allocation) are "
+                    + "not passed to the shard pods; remove them (a GPU is asked for with spec.gpu)"));
+        }
         Map<String, Quantity> limits = r.getLimits() == null ? Map.of() : r.getLimits();
         Map<String, Quantity> requests = r.getRequests() == null ? Map.of() : r.getRequests();
         // Every quantity parsed and not negative; requests within limits, compared exactly (1500m > 1200m).

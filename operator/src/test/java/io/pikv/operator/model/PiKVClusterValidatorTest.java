@@ -131,6 +131,9 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
                             .addToLimits("memory", new Quantity("1025Mi")).build());
                 }, "spec.sidecar.resources", "give at least the budget plus 256Mi"),
+                bad("resource claims", c -> c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                        .addNewClaim().withName("gpu").endClaim().build()),
+                        "spec.sidecar.resources.claims", "not passed to the shard pods"),
                 bad("request above limit", c -> c.getSpec().getSidecar().setResources(
                         new ResourceRequirementsBuilder().addToLimits("cpu", new Quantity("1"))
                                 .addToRequests("cpu", new Quantity("2")).build()),
