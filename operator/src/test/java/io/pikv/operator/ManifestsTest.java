@@ -88,6 +88,18 @@ class ManifestsTest {
         Role leases = (Role) parse(MANIFESTS.resolve("050-leader-election-role.yaml")).get(0);
         assertGrants(leases.getRules(), "coordination.k8s.io", "leases", "get", "create", "update", "patch");
 
+        // Users: editors and viewers of a namespace get PiKVClusters through the built-in roles' aggregation.
+        List<HasMetadata> users = parse(MANIFESTS.resolve("090-user-clusterroles.yaml"));
+        ClusterRole edit = (ClusterRole) users.get(0);
+        ClusterRole view = (ClusterRole) users.get(1);
+        assertThat(edit.getMetadata().getLabels()).containsEntry("rbac.authorization.k8s.io/aggregate-to-edit", "true")
+                .containsEntry("rbac.authorization.k8s.io/aggregate-to-admin", "true");
+        assertGrants(edit.getRules(), "pikv.io", "pikvclusters", "create", "update", "patch", "delete");
+        assertGrants(edit.getRules(), "pikv.io", "pikvclusters/scale", "get", "update", "patch");
+        assertThat(view.getMetadata().getLabels()).containsEntry("rbac.authorization.k8s.io/aggregate-to-view", "true");
+        assertGrants(view.getRules(), "pikv.io", "pikvclusters", "get", "list", "watch");
+        assertThat(view.getRules()).allSatisfy(r -> assertThat(r.getVerbs()).containsOnly("get", "list", "watch"));
+
         Deployment d = (Deployment) parse(MANIFESTS.resolve("070-deployment.yaml")).get(0);
         assertThat(d.getSpec().getTemplate().getSpec().getServiceAccountName()).isEqualTo("pikv-operator");
         var c = d.getSpec().getTemplate().getSpec().getContainers().get(0);
