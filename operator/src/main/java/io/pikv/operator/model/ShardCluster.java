@@ -59,8 +59,8 @@ import java.util.stream.Collectors;
  *
  * <p>Settings reach the sidecar as environment variables ({@code pikv.store.budget-bytes} →
  * {@code PIKV_STORE_BUDGET_BYTES}) with literal values in the pod template (the ConfigMap holds the same keys for
- * reading, but pods do not reference it, so a pod of an older revision restarting mid-rollout keeps its own
- * settings). The hash of the whole pod spec (those settings, the image, resources, GPU, credentials) is the pod
+ * reading; pods mount it at {@link #CONFIG_MOUNT} but take no setting from it, so a pod of an older revision
+ * restarting mid-rollout keeps its own settings). The hash of the whole pod spec (those settings, the image, resources, GPU, credentials) is the pod
  * template's {@code pikv.io/config-hash}: it changes exactly when the StatefulSet rolls the shards, and changing
  * anything the shards apply online (the gateway's routing, the shard map) leaves it alone.
  */

@@ -31,6 +31,18 @@ class ComputeSelectionTest {
     }
 
     @Test
+    void anEmptyShardIdStopsStartUpInsteadOfFallingBackToShardZero() {
+        // What a shard pod gets on a cluster without the pod-index label (docs/operator.md): PIKV_SHARD_ID="".
+        Map<String, String> values = new HashMap<>();
+        values.put("pikv.shard-id", "");
+        SmallRyeConfigBuilder builder = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
+                .withConverter(java.time.Duration.class, 200, new io.quarkus.runtime.configuration.DurationConverter())
+                .withSources(new PropertiesConfigSource(values, "test", 500));
+        assertThatThrownBy(() -> builder.build().getConfigMapping(SidecarConfig.class))
+                .hasMessageContaining("pikv.shard-id");
+    }
+
+    @Test
     void cudaWithoutADeviceStopsStartUpWithTheReason() {
         ComputeBackends.Probe probe = ComputeBackends.probe();
         assumeFalse(probe.available(), "a CUDA device is usable here");

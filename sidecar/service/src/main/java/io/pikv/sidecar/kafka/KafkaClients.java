@@ -42,7 +42,7 @@ public final class KafkaClients {
 
     /**
      * The control consumer: assigned partitions, no group and no commits (every sidecar reads the whole compacted
-     * topic from its start), and it never creates the topic (the operator creates it compacted).
+     * topic from its start), and it never creates the topic (it is created compacted with the install: docs/install.md).
      */
     public static Map<String, Object> consumer(Map<String, Object> shared, String clientId) {
         Map<String, Object> c = known(shared, ConsumerConfig.configNames());
