@@ -134,6 +134,7 @@ public final class PiKVClusterValidator {
         kafka(spec.getKafka(), out);
         autoscaling(spec.getAutoscaling(), shards, shape, out);
         gpu(spec.getGpu(), out);
+        gpuUse(spec, shape, compression, out);
         sidecar(spec.getSidecar(), spec.getMemoryPerShard(), spec.getGpu(), out);
         return new Result(out);
     }
@@ -501,6 +502,55 @@ public final class PiKVClusterValidator {
                     + "unprefixed names such as memory or cpu are not)"));
         }
         range(out, "spec.gpu.perShard", g.getPerShard(), 1, 16, true);
+    }
+
+    /**
+     * With GPUs asked for, that the shards can attend on them: pages the CUDA kernels take (fp16 or int8, no low-rank
+     * coefficients, a head dim and group size they handle), and eviction policies that need no per-entry attention
+     * weights (the device computes none; a policy ranking by them keeps attention on the CPU and the GPU idle).
+     */
+    private static void gpuUse(PiKVClusterSpec spec, ModelShape shape, Compression compression, List<Violation> out) {
+        GpuSpec g = spec.getGpu();
+        if (g == null || !Boolean.TRUE.equals(g.getEnabled()) || shape == null) {
+            return;
+        }
+        String refused;
+        if (compression.lowRank() != null) {
+            refused = "low-rank pages are attended on the CPU";
+        } else {
+            try {
+                io.pikv.kv.StorageType type = compression.int8() ? io.pikv.kv.StorageType.INT8 : storageType(spec);
+                refused = io.pikv.kv.compute.CudaDeviceAttention.refusal(
+                        new KvLayout(shape.kvHeads(), shape.headDim(), PAGE_TOKENS, type), shape);
+            } catch (IllegalArgumentException e) {
+                refused = null; // a layout the shards cannot take at all is reported by the budget check
+            }
+        }
+        if (refused != null) {
+            out.add(new Violation("spec.gpu.enabled", "the shards could not attend on the GPU (" + refused + "): they "
+                    + "would hold it unused; turn spec.gpu off or change the model or compression"));
+        }
+        SchedulingSpec s = spec.getScheduling();
+        SchedulingPolicy policy = s == null || s.getPolicy() == null ? SchedulingPolicy.LRU : s.getPolicy();
+        Map<String, Double> parameters = s == null || s.getParameters() == null ? Map.of() : s.getParameters();
+        // The policy the shards start with and every candidate adaptation may switch them to.
+        List<SchedulingPolicy> policies = new ArrayList<>();
+        if (policy != SchedulingPolicy.ADAPTIVE) {
+            policies.add(policy);
+        }
+        if (s != null && s.getCandidates() != null) {
+            policies.addAll(s.getCandidates());
+        }
+        for (SchedulingPolicy p : policies) {
+            if (p != null && io.pikv.kv.scheduling.TokenRetention.ranksByAttention(p.value(),
+                    p == policy ? parameters : Map.of())) {
+                out.add(new Violation("spec.gpu.enabled", "policy " + p.value() + (p == policy ? "" : " (a candidate)")
+                        + " ranks tokens by attention weights, which the GPU does not compute: the shards would "
+                        + "attend on the CPU and hold the GPU unused; with spec.gpu use lru or streaming (or utility "
+                        + "with attention and frequency 0), or turn spec.gpu off"));
+                break;
+            }
+        }
     }
 
     private static void sidecar(SidecarSpec s, Quantity budget, GpuSpec gpu, List<Violation> out) {

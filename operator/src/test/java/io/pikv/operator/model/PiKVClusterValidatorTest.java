@@ -117,6 +117,23 @@ class PiKVClusterValidatorTest {
                     k.setCredentialsSecret(new SecretRef("Kafka_Creds"));
                     c.getSpec().setKafka(k);
                 }, "spec.kafka.credentialsSecret.name", "not a Secret name"),
+                bad("gpu with a policy that ranks by attention", c -> {
+                    c.getSpec().getGpu().setEnabled(true);
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.H2O);
+                }, "spec.gpu.enabled", "policy h2o ranks tokens by attention weights, which the GPU does not compute"),
+                bad("gpu with an attention-ranked candidate", c -> {
+                    c.getSpec().getGpu().setEnabled(true);
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.LRU);
+                    c.getSpec().getScheduling().setCandidates(List.of(SchedulingPolicy.LRU, SchedulingPolicy.UTILITY));
+                }, "spec.gpu.enabled", "policy utility (a candidate) ranks tokens by attention weights"),
+                bad("gpu with fp32 pages", c -> {
+                    c.getSpec().getGpu().setEnabled(true);
+                    c.getSpec().getModel().setDtype(KvDtype.FP32);
+                }, "spec.gpu.enabled", "the CUDA kernels read fp16 or int8 pages"),
+                bad("gpu with low-rank pages", c -> {
+                    c.getSpec().getGpu().setEnabled(true);
+                    c.getSpec().getCompression().setMethod("lowrank");
+                }, "spec.gpu.enabled", "low-rank pages are attended on the CPU"),
                 bad("gpu resource name", c -> c.getSpec().getGpu().setResourceName("NVIDIA GPU"),
                         "spec.gpu.resourceName", "not an extended resource name"),
                 bad("gpu resource name without a domain", c -> c.getSpec().getGpu().setResourceName("memory"),
@@ -245,7 +262,18 @@ class PiKVClusterValidatorTest {
                 Arguments.of("huge pages as a limit", (Consumer<PiKVCluster>) c -> c.getSpec().getSidecar()
                         .setResources(new ResourceRequirementsBuilder().addToLimits("hugepages-2Mi",
                                 new Quantity("512Mi")).build())),
-                Arguments.of("one shard per expert", (Consumer<PiKVCluster>) c -> c.getSpec().setShards(8)));
+                Arguments.of("one shard per expert", (Consumer<PiKVCluster>) c -> c.getSpec().setShards(8)),
+                Arguments.of("gpu with streaming and int8 pages", (Consumer<PiKVCluster>) c -> {
+                    c.getSpec().getGpu().setEnabled(true);
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.STREAMING);
+                    c.getSpec().getCompression().setMethod("int8");
+                }),
+                Arguments.of("gpu with utility by recency only", (Consumer<PiKVCluster>) c -> {
+                    c.getSpec().getGpu().setEnabled(true);
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.UTILITY);
+                    c.getSpec().getScheduling().setParameters(Map.of("attention", 0.0, "frequency", 0.0,
+                            "recency", 1.0));
+                }));
     }
 
     @ParameterizedTest(name = "{0}")

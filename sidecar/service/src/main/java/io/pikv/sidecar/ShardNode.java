@@ -132,6 +132,11 @@ public final class ShardNode implements KvApi, AutoCloseable {
                 shard.useDevice(device);
                 LOG.log(System.Logger.Level.INFO, "shard {0}: attention on {1} ({2} MiB of device memory for page "
                         + "copies)", id, device.describe(), bytes >> 20);
+                if (policy.wantsAttention()) {
+                    LOG.log(System.Logger.Level.WARNING, "shard {0}: eviction policy {1} ranks tokens by attention "
+                            + "weights, which only the CPU computes: {2} stays unused while it is active (lru and "
+                            + "streaming need no weights)", id, policy.activePolicy(), device.describe());
+                }
                 return;
             } catch (RuntimeException e) { // device memory short (CudaException), or a budget below one page
                 refused = e.getMessage();
@@ -150,8 +155,14 @@ public final class ShardNode implements KvApi, AutoCloseable {
         if (device == null) {
             return attentionThreads + " CPU thread(s)";
         }
-        return device.failed() ? attentionThreads + " CPU thread(s) (" + device.describe() + " failed; see the log)"
-                : device.describe() + " (expert-scoped and weighted attention on the CPU)";
+        if (device.failed()) {
+            return attentionThreads + " CPU thread(s) (" + device.describe() + " failed; see the log)";
+        }
+        if (policy.wantsAttention()) {
+            return attentionThreads + " CPU thread(s) (" + device.describe() + " unused while eviction policy "
+                    + policy.activePolicy() + " ranks tokens by attention weights, which only the CPU computes)";
+        }
+        return device.describe() + " (expert-scoped and weighted attention on the CPU)";
     }
 
     /** Attends whole-sequence scopes on {@code device} (null: on the CPU). */

@@ -40,7 +40,8 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
             "lrfu", Map.of("halfLife", io.pikv.kv.scheduling.BlockPolicies.LRFU_HALF_LIFE, "historyLimit", 0.0));
 
     /** The policy in charge: its name, its parameters with the defaults filled in, and its state. */
-    private record Active(String name, Map<String, Double> parameters, EvictionHook hook, TokenRetention retention) {
+    private record Active(String name, Map<String, Double> parameters, EvictionHook hook, TokenRetention retention,
+                          boolean weights) {
     }
 
     private volatile Active active;
@@ -146,7 +147,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
                 throw new IllegalArgumentException("policy " + name + " takes no parameters, got " + parameters.keySet());
             }
             return new Active(name, Map.of(), name.equals("reject") ? EvictionHook.REJECT : EvictionHook.OLDEST_PAGE_FIRST,
-                    null);
+                    null, false);
         }
         if (!TOKEN.contains(name)) {
             throw new IllegalArgumentException("unknown eviction policy '" + name + "' (this sidecar knows "
@@ -180,7 +181,8 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
                 EvictionHook.OLDEST_PAGE_FIRST.makeRoom(ctx); // nothing tracked to evict (e.g. just switched)
             }
         };
-        return new Active(name, Map.copyOf(resolved), hook, retention);
+        return new Active(name, Map.copyOf(resolved), hook, retention,
+                TokenRetention.ranksByAttention(name, resolved));
     }
 
     private static int count(java.util.function.ToDoubleFunction<String> p, String key) {
@@ -191,9 +193,12 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         return (int) v;
     }
 
-    /** Whether the active policy ranks tokens by attention, so attention must report its weights here. */
+    /**
+     * Whether the active policy ranks tokens by attention, so attention must report its weights here (and runs on the
+     * CPU, which computes them); lru and streaming rank by generation order and need none.
+     */
     public boolean wantsAttention() {
-        return active.retention() != null;
+        return active.weights();
     }
 
     /** A token was stored. */

@@ -93,9 +93,14 @@ class ComputeSelectionTest {
             public void close() {
             }
         };
-        try {
+        try (ShardNode weighted = new ShardNode(1, new io.pikv.kv.ModelShape(1, 2, 1, 32, 4, 2),
+                io.pikv.kv.StorageType.FP16, 32, 1, 1 << 20, ShardPolicy.of("h2o"))) {
             sidecar.shard().attendOn(device);
             assertThat(sidecar.shard().attentionPlace()).startsWith("test device");
+            // A policy that ranks by attention needs weights, which only the CPU computes: the device sits idle.
+            weighted.attendOn(device);
+            assertThat(weighted.attentionPlace()).contains("CPU thread(s) (test device unused while eviction policy "
+                    + "h2o ranks tokens by attention weights");
             failed[0] = true;
             assertThat(sidecar.shard().attentionPlace()).endsWith("CPU thread(s) (test device failed; see the log)");
         } finally {

@@ -41,6 +41,20 @@ class ShardPolicyTest {
     }
 
     @Test
+    void onlyPoliciesThatRankByAttentionAskForWeights() {
+        // Weights keep attention on the CPU (a GPU computes none): asked for only where the ranking uses them.
+        assertThat(ShardPolicy.of("lru").wantsAttention()).isFalse();
+        assertThat(ShardPolicy.of("streaming").wantsAttention()).isFalse();
+        assertThat(ShardPolicy.of("oldest-page").wantsAttention()).isFalse();
+        assertThat(ShardPolicy.of("h2o").wantsAttention()).isTrue();
+        assertThat(ShardPolicy.of("lrfu").wantsAttention()).isTrue();
+        assertThat(ShardPolicy.of("utility").wantsAttention()).isTrue();
+        assertThat(ShardPolicy.of("utility", Map.of("attention", 0.0, "frequency", 0.0)).wantsAttention()).isFalse();
+        assertThat(ShardPolicy.of("utility", Map.of("attention", 0.0)).wantsAttention()).as("frequency 1 by default")
+                .isTrue();
+    }
+
+    @Test
     void heavyHittersSinksAndTheRecentWindowSurviveEviction() {
         ShardPolicy policy = ShardPolicy.of("reject");
         assertThat(policy.use("h2o", Map.of("sinks", 1.0, "window", 8.0))).isEmpty();

@@ -22,6 +22,22 @@ import java.util.Map;
  * Thread-safe: the hook runs under a shard's lock while attention results may arrive from other threads.
  */
 public final class TokenRetention {
+    /**
+     * Whether the policy named {@code policy} ranks tokens by the attention they receive, so that every attention call
+     * must report per-entry weights ({@link #attended}): {@code h2o} (accumulated mass) and {@code lrfu} (its uses
+     * are the heavy steps) always, {@code utility} unless its {@code attention} and {@code frequency} weights are
+     * both 0 (absent: their default, 1); {@code lru} and {@code streaming} (generation order) and page policies
+     * never. Attention without weights can run where weights are not computed (a GPU).
+     */
+    public static boolean ranksByAttention(String policy, Map<String, Double> parameters) {
+        return switch (policy) {
+            case "h2o", "lrfu" -> true;
+            case "utility" -> parameters.getOrDefault("attention", 1.0) != 0
+                    || parameters.getOrDefault("frequency", 1.0) != 0;
+            default -> false;
+        };
+    }
+
     private final EvictionPolicy prototype;
     private final double heavyShare;
     private final Map<TrackKey, Track> tracks = new HashMap<>();
