@@ -72,6 +72,8 @@ public final class ShardCluster {
     public static final String CONTROL_STATE_KEY = "control-state.json";
     /** Where the ConfigMap is mounted in the shard pods. */
     public static final String CONFIG_MOUNT = "/etc/pikv";
+    /** Direct memory beyond the pages the sidecar keeps for its own buffers (its ShardNode.SERVER_DIRECT_MEMORY). */
+    static final long SERVER_DIRECT_MEMORY = 64L << 20;
 
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.ORDER_MAP_ENTRIES_BY_KEYS);
 
@@ -399,9 +401,12 @@ public final class ShardCluster {
         // Literal values, not references to the ConfigMap: a pod of the previous revision that restarts during a
         // rollout must come back with the settings of its own revision, not with the ConfigMap's newer ones.
         shardSettings.forEach((key, value) -> env.add(new EnvVar(envName(key), value, null)));
+        // Direct memory: the pages' budget, plus an eighth of the headroom and never less than the 64 MiB the sidecar
+        // keeps for its HTTP server's and clients' own buffers (ShardNode.SERVER_DIRECT_MEMORY).
         long headroom = containerMemoryBytes - budgetBytes;
+        long serverDirect = Math.max(SERVER_DIRECT_MEMORY, headroom / 8);
         env.add(new EnvVar("JDK_JAVA_OPTIONS", "--add-modules=jdk.incubator.vector -Xmx" + mebibytes(heapBytes())
-                + "m -XX:MaxDirectMemorySize=" + mebibytes(budgetBytes + headroom / 8) + "m", null));
+                + "m -XX:MaxDirectMemorySize=" + mebibytes(budgetBytes + serverDirect) + "m", null));
         return env;
     }
 

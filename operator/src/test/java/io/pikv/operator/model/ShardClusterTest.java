@@ -134,6 +134,14 @@ class ShardClusterTest {
         EnvVar opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
                 .orElseThrow();
         assertThat(opts.getValue()).contains("-Xmx256m", "-XX:MaxDirectMemorySize=128m");
+
+        // The least memory the validator takes (budget + 256Mi): the server's 64 MiB of direct memory still fit.
+        c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                .addToLimits("memory", new Quantity("320Mi")).build());
+        container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
+        opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
+                .orElseThrow();
+        assertThat(opts.getValue()).contains("-Xmx128m", "-XX:MaxDirectMemorySize=128m");
     }
 
     @Test
