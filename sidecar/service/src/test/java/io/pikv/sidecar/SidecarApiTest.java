@@ -194,6 +194,22 @@ class SidecarApiTest {
         given().contentType(ContentType.JSON).body("{\"layer\":0,\"positions\":[-1]}")
                 .post("/v1/sequences/" + seq + "/withdrawals").then().statusCode(400).contentType(PROBLEM)
                 .body("detail", containsString("positions must be in [0, 16777215], got -1"));
+        // A fraction or a null where a whole number goes is refused, not truncated (3.7 is not position 3, null not 0);
+        // the detail names the field.
+        int residentBefore = given().get("/v1/sequences/" + seq).then().extract().jsonPath().getInt("layers[0].resident");
+        given().contentType(ContentType.JSON).body("{\"layer\":0,\"positions\":[1.7]}")
+                .post("/v1/sequences/" + seq + "/withdrawals").then().statusCode(400).contentType(PROBLEM)
+                .body("type", equalTo("urn:pikv:problem:malformed-json")).body("detail", containsString("at positions[0]"));
+        given().contentType(ContentType.JSON).body("{\"layer\":0,\"positions\":[null]}")
+                .post("/v1/sequences/" + seq + "/withdrawals").then().statusCode(400).contentType(PROBLEM)
+                .body("type", equalTo("urn:pikv:problem:malformed-json"));
+        given().contentType(ContentType.JSON).body("{\"layer\":0.9,\"positions\":[0]}")
+                .post("/v1/sequences/" + seq + "/withdrawals").then().statusCode(400).contentType(PROBLEM)
+                .body("detail", containsString("at layer"));
+        given().contentType(ContentType.JSON).body("{\"layer\":0,\"positions\":[0}")
+                .post("/v1/sequences/" + seq + "/withdrawals").then().statusCode(400).contentType(PROBLEM)
+                .body("detail", containsString("at positions[1]: Unexpected close marker '}'"));
+        given().get("/v1/sequences/" + seq).then().body("layers[0].resident", equalTo(residentBefore));
         // Layer out of range.
         rejects(seq, "entries", Wire.encodeAppend(entries(2, 1, rnd)), 400, "layer 2 is out of range");
         // More than the budget (8 pages of 16 tokens, 2 buckets, no eviction): nothing of it is kept.

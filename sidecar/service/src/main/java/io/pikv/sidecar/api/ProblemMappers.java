@@ -31,6 +31,10 @@ public class ProblemMappers {
 
     @ServerExceptionMapper
     public RestResponse<Problem> web(WebApplicationException e, UriInfo uri) {
+        if (e.getCause() instanceof JsonProcessingException json) {
+            // The JSON reader wraps what Jackson found (a syntax error) in a bare 400: say what and where.
+            return json(json, uri);
+        }
         Response r = e.getResponse();
         return respond(Problems.http(r.getStatus(), r.getStatusInfo().getReasonPhrase(), e.getMessage(),
                 uri.getPath()));

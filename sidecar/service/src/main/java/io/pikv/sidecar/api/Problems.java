@@ -56,10 +56,31 @@ public final class Problems {
             return problem(400, "invalid-request", "Invalid request", e.getMessage(), path);
         }
         if (e instanceof JsonProcessingException json) {
-            return problem(400, "malformed-json", "Malformed JSON", json.getOriginalMessage(), path);
+            return problem(400, "malformed-json", "Malformed JSON", jsonDetail(json), path);
         }
         LOG.error("unexpected failure on " + path, e);
         return problem(500, "internal", "Internal error", "the sidecar failed unexpectedly: " + e, path);
+    }
+
+    /** What Jackson found wrong, with where: the field's path (e.g. {@code model.layers}) or the line and column. */
+    static String jsonDetail(JsonProcessingException json) {
+        String what = json.getOriginalMessage();
+        if (json instanceof com.fasterxml.jackson.databind.JsonMappingException mapping && !mapping.getPath().isEmpty()) {
+            StringBuilder field = new StringBuilder();
+            for (com.fasterxml.jackson.databind.JsonMappingException.Reference r : mapping.getPath()) {
+                if (r.getFieldName() != null) {
+                    field.append(field.length() == 0 ? "" : ".").append(r.getFieldName());
+                } else if (r.getIndex() >= 0) {
+                    field.append('[').append(r.getIndex()).append(']');
+                }
+            }
+            if (field.length() > 0) {
+                return "at " + field + ": " + what;
+            }
+        }
+        com.fasterxml.jackson.core.JsonLocation at = json.getLocation();
+        return at != null && at.getLineNr() > 0 ? "at line " + at.getLineNr() + ", column " + at.getColumnNr() + ": "
+                + what : what;
     }
 
     /**
