@@ -43,6 +43,8 @@ public final class ShardNode implements KvApi, AutoCloseable {
     /** Next position per layer; the object is also the sequence's write lock. */
     private static final class SequenceState {
         final int[] length;
+        /** Set (under this object's lock) before a close drops the entries: a reader that took no lock checks it. */
+        volatile boolean closed;
 
         SequenceState(int layers) {
             this.length = new int[layers];
@@ -261,6 +263,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
         SequenceState state = state(sequence);
         synchronized (state) {
             checkOpen(sequence, state);
+            state.closed = true;
             // Dropped before the id is freed: a create of the same id in between would have its entries dropped too.
             shard.dropSequence(sequence);
             policy.closed(sequence);
@@ -400,16 +403,24 @@ public final class ShardNode implements KvApi, AutoCloseable {
     @Override
     public PartialAttention attend(long sequence, Wire.AttendRequest request) {
         shape.checkLayer(request.layer());
-        state(sequence);
+        SequenceState state = state(sequence);
         AttentionScope scope = request.allExperts() ? AttentionScope.all() : AttentionScope.experts(request.experts());
+        PartialAttention partial;
         if (!policy.wantsAttention()) {
-            return shard.attendPartial(sequence, request.layer(), request.query(), scope, false, attentionPool,
+            partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, false, attentionPool,
                     attentionThreads);
+        } else {
+            // A token policy ranks tokens by the attention they get: report the weights (this shard's share).
+            partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, true, attentionPool,
+                    attentionThreads);
+            if (!state.closed) {
+                policy.attended(sequence, request.layer(), partial.finish());
+            }
         }
-        // A token policy ranks tokens by the attention they get: report the weights (this shard's share).
-        PartialAttention partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, true,
-                attentionPool, attentionThreads);
-        policy.attended(sequence, request.layer(), partial.finish());
+        if (state.closed) {
+            // Closed while this call read (no lock taken here): what it saw may be nothing, not the sequence.
+            throw new UnknownSequenceException(sequence);
+        }
         return partial;
     }
 

@@ -76,6 +76,48 @@ class ShardNodeStepTest {
         assertThat(wrong).as("steps whose attention saw tokens stored after their own").isZero();
     }
 
+    @Test
+    void attentionWhileTheSequenceClosesIsUnknownNeverEmpty() throws Exception {
+        Random rnd = new Random(9);
+        int empty = 0;
+        int calls = 0;
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 4, 1L << 24, ShardPolicy.of("oldest-page"))) {
+            for (int round = 0; round < 200; round++) {
+                long seq = node.create(null);
+                for (int t = 0; t < 256; t++) {
+                    node.append(seq, new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
+                        new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, t % 4, gaussian(SHAPE.kvWidth(), rnd),
+                                gaussian(SHAPE.kvWidth(), rnd))}));
+                }
+                float[] q = gaussian(SHAPE.queryWidth(), rnd);
+                CountDownLatch going = new CountDownLatch(1);
+                int[] seen = new int[2];
+                Thread reader = new Thread(() -> {
+                    going.countDown();
+                    while (true) {
+                        try {
+                            io.pikv.kv.PartialAttention p = node.attend(seq, new Wire.AttendRequest(0, new int[0], q));
+                            seen[0]++;
+                            if (p.finish().visited() == 0) {
+                                seen[1]++;
+                            }
+                        } catch (io.pikv.kv.UnknownSequenceException gone) {
+                            return;
+                        }
+                    }
+                });
+                reader.start();
+                going.await();
+                node.close(seq);
+                reader.join();
+                calls += seen[0];
+                empty += seen[1];
+            }
+        }
+        assertThat(calls).isPositive();
+        assertThat(empty).as("answers of %d that read a closing sequence as empty", calls).isZero();
+    }
+
     /** softmax(q·k/√d)·v per query head over positions 0..last, in double. */
     private static double[] reference(float[] q, Map<Integer, float[][]> kv, int last) {
         int d = SHAPE.headDim();
