@@ -37,6 +37,11 @@ public class Sidecar {
 
     public Sidecar(SidecarConfig config) {
         this.config = config;
+        check("pikv.shard-id", config.shardId() >= 0, "a shard id is >= 0, got " + config.shardId());
+        check("pikv.api.max-body-bytes", config.api().maxBodyBytes() >= 1,
+                "the largest request body must be at least 1 byte, got " + config.api().maxBodyBytes());
+        check("pikv.control.startup-wait", !config.control().startupWait().isNegative(),
+                "the start-up wait must not be negative, got " + config.control().startupWait());
         this.shape = setting("pikv.model.*", () -> new ModelShape(config.model().layers(), config.model().qHeads(),
                 config.model().kvHeads(), config.model().headDim(), config.model().experts(), config.model().topK()));
         StorageType type = setting("pikv.store.dtype", () -> StorageType.parse(config.store().dtype()));
@@ -148,6 +153,12 @@ public class Sidecar {
     /** The desired state in effect (shard map, policy, budget) and the control records applied to it. */
     public ShardControl control() {
         return control;
+    }
+
+    private static void check(String name, boolean holds, String why) {
+        if (!holds) {
+            throw new IllegalStateException("invalid configuration " + name + ": " + why);
+        }
     }
 
     private static <T> T setting(String name, java.util.function.Supplier<T> build) {

@@ -31,6 +31,27 @@ class ComputeSelectionTest {
     }
 
     @Test
+    void settingsOutOfRangeStopStartUpWithTheReason() {
+        String[][] cases = {
+            {"pikv.shard-id", "-1", "invalid configuration pikv.shard-id: a shard id is >= 0, got -1"},
+            {"pikv.api.max-body-bytes", "0", "invalid configuration pikv.api.max-body-bytes: the largest request "
+                + "body must be at least 1 byte, got 0"},
+            {"pikv.control.startup-wait", "-5s", "invalid configuration pikv.control.startup-wait: the start-up "
+                + "wait must not be negative"}};
+        for (String[] c : cases) {
+            Map<String, String> values = new HashMap<>();
+            values.put(c[0], c[1]);
+            SidecarConfig config = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
+                    .withConverter(java.time.Duration.class, 200,
+                            new io.quarkus.runtime.configuration.DurationConverter())
+                    .withSources(new PropertiesConfigSource(values, "test", 500)).build()
+                    .getConfigMapping(SidecarConfig.class);
+            assertThatThrownBy(() -> new Sidecar(config)).as(c[0]).isInstanceOf(IllegalStateException.class)
+                    .hasMessageStartingWith(c[2]);
+        }
+    }
+
+    @Test
     void anEmptyShardIdStopsStartUpInsteadOfFallingBackToShardZero() {
         // What a shard pod gets on a cluster without the pod-index label (docs/operator.md): PIKV_SHARD_ID="".
         Map<String, String> values = new HashMap<>();

@@ -161,11 +161,16 @@ public final class ControlListener implements AutoCloseable {
                                     r.topic(), r.partition(), r.offset());
                         }
                     }
-                    if (phase == Phase.READING && caughtUp(partitions, end)) {
-                        phase = Phase.CAUGHT_UP;
+                    if (phase == Phase.READING) {
+                        if (caughtUp(partitions, end)) {
+                            phase = Phase.CAUGHT_UP;
+                            LOG.infof("control: read %s to its end (%d records); running epoch %d", topic,
+                                    recordsRead, control.epoch());
+                        }
+                        // The offsets answered: the topic is readable again, so a failure that is over no longer
+                        // counts as "cannot be read" (which, past the start-up wait, would make the shard ready
+                        // before it has read the topic).
                         link.up(KafkaLink.Client.CONTROL);
-                        LOG.infof("control: read %s to its end (%d records); running epoch %d", topic, recordsRead,
-                                control.epoch());
                     }
                     if (System.currentTimeMillis() - lastCheck >= LINK_CHECK_MS) {
                         lastCheck = System.currentTimeMillis();

@@ -15,11 +15,13 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.TopicPartition;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 import java.time.Duration;
 import java.time.Instant;
+import java.util.List;
 import java.util.Map;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -172,6 +174,41 @@ class ControlListenerTest {
         assertThat(policy.activePolicy()).isEqualTo("oldest-page");
         await().atMost(Duration.ofSeconds(10)).until(() -> l.phase() == ControlListener.Phase.CAUGHT_UP);
         assertThat(l.problem()).isNull();
+    }
+
+    @Test
+    void aFailureThatIsOverDoesNotMakeTheShardReadyBeforeItHasReadTheTopic() throws Exception {
+        // The topic holds one record the consumer cannot fetch yet; one offsets call times out, the next ones answer.
+        // Past the start-up wait the shard must still wait for the record: the topic is readable, only slow.
+        TopicPartition p0 = new TopicPartition("pikv.control", 0);
+        java.util.concurrent.atomic.AtomicInteger positions = new java.util.concurrent.atomic.AtomicInteger();
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
+                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest") {
+                    @Override
+                    public synchronized long position(TopicPartition partition, Duration timeout) {
+                        if (positions.getAndIncrement() == 0) {
+                            throw new org.apache.kafka.common.errors.TimeoutException("no answer in time");
+                        }
+                        return super.position(partition, timeout);
+                    }
+                };
+        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
+                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
+        consumer.updateBeginningOffsets(Map.of(p0, 0L));
+        consumer.updateEndOffsets(Map.of(p0, 1L));
+        listener = new ControlListener("pikv.control", control, Duration.ofMillis(300), () -> consumer, json, registry,
+                link);
+        listener.start();
+        await().atMost(Duration.ofSeconds(10)).until(() -> positions.get() >= 3);
+        Thread.sleep(400); // past the start-up wait
+        assertThat(listener.phase()).isEqualTo(ControlListener.Phase.READING);
+        assertThat(listener.ready()).as("ready while the topic is readable and not read").isFalse();
+
+        byte[] record = json.writeValueAsBytes(state("c1", 0, "oldest-page", 1, 1, 0, 0));
+        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
+                "pikv.control", 0, 0L, "c1", record)));
+        await().atMost(Duration.ofSeconds(10)).until(listener::ready);
+        assertThat(control.epoch()).isZero();
     }
 
     @Test
