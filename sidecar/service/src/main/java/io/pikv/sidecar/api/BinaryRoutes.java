@@ -240,9 +240,25 @@ public class BinaryRoutes {
             }
             for (String range : header.split(",")) {
                 String type = mediaType(range);
-                if (type.equals("*") || type.equals("*/*") || type.equalsIgnoreCase("application/*")
-                        || type.equalsIgnoreCase(MediaType.APPLICATION_OCTET_STREAM)) {
+                if ((type.equals("*") || type.equals("*/*") || type.equalsIgnoreCase("application/*")
+                        || type.equalsIgnoreCase(MediaType.APPLICATION_OCTET_STREAM)) && !refused(range)) {
                     return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    /** Whether a range carries {@code q=0}: "not acceptable" (RFC 9110, 12.4.2). */
+    private static boolean refused(String range) {
+        String[] parts = range.split(";");
+        for (int i = 1; i < parts.length; i++) {
+            String p = parts[i].trim();
+            if (p.regionMatches(true, 0, "q=", 0, 2)) {
+                try {
+                    return Double.parseDouble(p.substring(2).trim()) == 0;
+                } catch (NumberFormatException e) {
+                    return false; // a malformed weight is read as the default, 1
                 }
             }
         }
