@@ -514,17 +514,14 @@ public final class PiKVClusterValidator {
         if (g == null || !Boolean.TRUE.equals(g.getEnabled()) || shape == null) {
             return;
         }
+        // The pages the shards run with: the storage type only (low-rank and pyramid are not shard settings yet).
         String refused;
-        if (compression.lowRank() != null) {
-            refused = "low-rank pages are attended on the CPU";
-        } else {
-            try {
-                io.pikv.kv.StorageType type = compression.int8() ? io.pikv.kv.StorageType.INT8 : storageType(spec);
-                refused = io.pikv.kv.compute.CudaDeviceAttention.refusal(
-                        new KvLayout(shape.kvHeads(), shape.headDim(), PAGE_TOKENS, type), shape);
-            } catch (IllegalArgumentException e) {
-                refused = null; // a layout the shards cannot take at all is reported by the budget check
-            }
+        try {
+            io.pikv.kv.StorageType type = compression.int8() ? io.pikv.kv.StorageType.INT8 : storageType(spec);
+            refused = io.pikv.kv.compute.CudaDeviceAttention.refusal(
+                    new KvLayout(shape.kvHeads(), shape.headDim(), PAGE_TOKENS, type), shape);
+        } catch (IllegalArgumentException e) {
+            refused = null; // a layout the shards cannot take at all is reported by the budget check
         }
         if (refused != null) {
             out.add(new Violation("spec.gpu.enabled", "the shards could not attend on the GPU (" + refused + "): they "
@@ -538,8 +535,15 @@ public final class PiKVClusterValidator {
         if (policy != SchedulingPolicy.ADAPTIVE) {
             policies.add(policy);
         }
-        if (s != null && s.getCandidates() != null) {
+        if (s != null && s.getCandidates() != null && !s.getCandidates().isEmpty()) {
             policies.addAll(s.getCandidates());
+        } else if (policy == SchedulingPolicy.ADAPTIVE) {
+            // No candidates: adaptation may choose any policy.
+            for (SchedulingPolicy p : SchedulingPolicy.values()) {
+                if (p != SchedulingPolicy.ADAPTIVE) {
+                    policies.add(p);
+                }
+            }
         }
         for (SchedulingPolicy p : policies) {
             if (p != null && io.pikv.kv.scheduling.TokenRetention.ranksByAttention(p.value(),

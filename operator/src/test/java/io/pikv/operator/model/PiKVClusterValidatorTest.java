@@ -130,10 +130,11 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getGpu().setEnabled(true);
                     c.getSpec().getModel().setDtype(KvDtype.FP32);
                 }, "spec.gpu.enabled", "the CUDA kernels read fp16 or int8 pages"),
-                bad("gpu with low-rank pages", c -> {
+                bad("gpu with adaptive over every policy (no candidates)", c -> {
                     c.getSpec().getGpu().setEnabled(true);
-                    c.getSpec().getCompression().setMethod("lowrank");
-                }, "spec.gpu.enabled", "low-rank pages are attended on the CPU"),
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.ADAPTIVE);
+                    c.getSpec().getScheduling().setCandidates(List.of());
+                }, "spec.gpu.enabled", "policy h2o (a candidate) ranks tokens by attention weights"),
                 bad("gpu resource name", c -> c.getSpec().getGpu().setResourceName("NVIDIA GPU"),
                         "spec.gpu.resourceName", "not an extended resource name"),
                 bad("gpu resource name without a domain", c -> c.getSpec().getGpu().setResourceName("memory"),

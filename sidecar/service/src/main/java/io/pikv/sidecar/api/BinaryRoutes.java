@@ -229,24 +229,33 @@ public class BinaryRoutes {
                 || type.equalsIgnoreCase("application/*");
     }
 
-    /** No {@code Accept}, or one whose ranges include {@code application/octet-stream}, over all its headers. */
+    /**
+     * No {@code Accept}, or one under which {@code application/octet-stream} is acceptable, over all its headers: the
+     * most specific range that matches it decides (RFC 9110, 12.5.1), and a weight of 0 refuses.
+     */
     static boolean acceptsOctets(List<String> accept) {
         if (accept.isEmpty()) {
             return true;
         }
+        int best = -1; // specificity of the best match so far: 0 */*, 1 application/*, 2 application/octet-stream
+        boolean acceptable = false;
         for (String header : accept) {
             if (header.isBlank()) {
                 return true;
             }
             for (String range : header.split(",")) {
                 String type = mediaType(range);
-                if ((type.equals("*") || type.equals("*/*") || type.equalsIgnoreCase("application/*")
-                        || type.equalsIgnoreCase(MediaType.APPLICATION_OCTET_STREAM)) && !refused(range)) {
-                    return true;
+                int specificity = type.equalsIgnoreCase(MediaType.APPLICATION_OCTET_STREAM) ? 2
+                        : type.equalsIgnoreCase("application/*") ? 1 : type.equals("*/*") || type.equals("*") ? 0 : -1;
+                if (specificity > best) {
+                    best = specificity;
+                    acceptable = !refused(range);
+                } else if (specificity == best && specificity >= 0) {
+                    acceptable |= !refused(range);
                 }
             }
         }
-        return false;
+        return best >= 0 && acceptable;
     }
 
     /** Whether a range carries {@code q=0}: "not acceptable" (RFC 9110, 12.4.2). */

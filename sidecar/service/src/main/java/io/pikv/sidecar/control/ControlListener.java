@@ -36,6 +36,10 @@ public final class ControlListener implements AutoCloseable {
     private static final Logger LOG = Logger.getLogger(ControlListener.class);
     private static final Duration CALL_TIMEOUT = Duration.ofSeconds(2);
     private static final long LINK_CHECK_MS = 5000;
+    /** While reading, how long the broker may stay silent before the topic counts as unreadable (two link checks). */
+    private static final long SILENT_NANOS = 2 * LINK_CHECK_MS * 1_000_000L;
+    /** When the broker last answered while reading (partitions, end offsets, records). */
+    private volatile long lastAnswer = System.nanoTime();
 
     /** Where reading stands. */
     public enum Phase {
@@ -105,9 +109,10 @@ public final class ControlListener implements AutoCloseable {
         if (ready) {
             return true;
         }
-        // Past the start-up wait, ready only when the topic cannot be read: not while it is being read.
+        // Past the start-up wait, ready only when the topic cannot be read: not found or not connected yet, or the
+        // broker silent for a while during the read. Not while it is being read, even after a failure that is over.
         boolean now = phase == Phase.CAUGHT_UP || Instant.now().isAfter(deadline)
-                && (phase == Phase.STARTING || "down".equals(link.status(KafkaLink.Client.CONTROL).state()));
+                && (phase == Phase.STARTING || System.nanoTime() - lastAnswer > SILENT_NANOS);
         if (now) {
             ready = true; // once ready, it stays so: control gates the start only, not serving afterwards
         }
@@ -143,6 +148,7 @@ public final class ControlListener implements AutoCloseable {
             }
             consumer.assign(partitions);
             consumer.seekToBeginning(partitions);
+            lastAnswer = System.nanoTime(); // the partitions came from the broker
             phase = Phase.READING;
             Map<TopicPartition, Long> end = null;
             long lastCheck = System.currentTimeMillis();
@@ -150,8 +156,13 @@ public final class ControlListener implements AutoCloseable {
                 try {
                     if (end == null) {
                         end = consumer.endOffsets(partitions, CALL_TIMEOUT);
+                        lastAnswer = System.nanoTime();
                     }
-                    for (ConsumerRecord<String, byte[]> r : consumer.poll(Duration.ofMillis(500))) {
+                    var records = consumer.poll(Duration.ofMillis(500));
+                    if (!records.isEmpty()) {
+                        lastAnswer = System.nanoTime();
+                    }
+                    for (ConsumerRecord<String, byte[]> r : records) {
                         try {
                             handle(r);
                         } catch (RuntimeException e) {
@@ -161,20 +172,16 @@ public final class ControlListener implements AutoCloseable {
                                     r.topic(), r.partition(), r.offset());
                         }
                     }
-                    if (phase == Phase.READING) {
-                        if (caughtUp(partitions, end)) {
-                            phase = Phase.CAUGHT_UP;
-                            LOG.infof("control: read %s to its end (%d records); running epoch %d", topic,
-                                    recordsRead, control.epoch());
-                        }
-                        // The offsets answered: the topic is readable again, so a failure that is over no longer
-                        // counts as "cannot be read" (which, past the start-up wait, would make the shard ready
-                        // before it has read the topic).
+                    if (phase == Phase.READING && caughtUp(partitions, end)) {
+                        phase = Phase.CAUGHT_UP;
                         link.up(KafkaLink.Client.CONTROL);
+                        LOG.infof("control: read %s to its end (%d records); running epoch %d", topic, recordsRead,
+                                control.epoch());
                     }
                     if (System.currentTimeMillis() - lastCheck >= LINK_CHECK_MS) {
                         lastCheck = System.currentTimeMillis();
                         consumer.endOffsets(partitions, CALL_TIMEOUT);
+                        lastAnswer = System.nanoTime();
                         link.up(KafkaLink.Client.CONTROL);
                     }
                 } catch (WakeupException e) {
@@ -321,8 +328,11 @@ public final class ControlListener implements AutoCloseable {
                         + (tree.has(field) ? tree.get(field) : "none"));
             }
         }
+        // A field left out (a primitive such as budgetBytes) means the configured value, whatever the application's
+        // mapper does with missing primitives (it refuses them in request bodies).
         return json.readerFor(ControlState.class)
                 .without(com.fasterxml.jackson.databind.DeserializationFeature.ACCEPT_FLOAT_AS_INT)
+                .without(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)
                 .readValue(tree);
     }
 

@@ -19,5 +19,9 @@ class AcceptHeaderTest {
         assertThat(BinaryRoutes.acceptsOctets(List.of("application/octet-stream;q=0, application/json"))).isFalse();
         assertThat(BinaryRoutes.acceptsOctets(List.of("*/*; q=0.0"))).isFalse();
         assertThat(BinaryRoutes.acceptsOctets(List.of("application/octet-stream;q=0.5"))).isTrue();
+        // The most specific matching range decides: a refused octet-stream is not rescued by */*, nor the reverse.
+        assertThat(BinaryRoutes.acceptsOctets(List.of("application/octet-stream;q=0, */*"))).isFalse();
+        assertThat(BinaryRoutes.acceptsOctets(List.of("*/*;q=0", "application/octet-stream"))).isTrue();
+        assertThat(BinaryRoutes.acceptsOctets(List.of("application/*;q=0, */*"))).isFalse();
     }
 }

@@ -29,7 +29,14 @@ import static org.awaitility.Awaitility.await;
 
 /** The control listener on a real broker: what readiness waits for, and which records it applies. */
 class ControlListenerTest {
-    final ObjectMapper json = new ObjectMapper();
+    /** The application's mapper as the sidecar customizes it (strict about request bodies). */
+    final ObjectMapper json = strict();
+
+    static ObjectMapper strict() {
+        ObjectMapper m = new ObjectMapper();
+        new io.pikv.sidecar.api.StrictJson().customize(m);
+        return m;
+    }
     final MeterRegistry registry = new SimpleMeterRegistry();
     final KafkaLink link = new KafkaLink();
     final ShardPolicy policy = ShardPolicy.of("reject");
@@ -209,6 +216,28 @@ class ControlListenerTest {
                 "pikv.control", 0, 0L, "c1", record)));
         await().atMost(Duration.ofSeconds(10)).until(listener::ready);
         assertThat(control.epoch()).isZero();
+    }
+
+    @Test
+    void aRecordThatLeavesOutPolicyAndBudgetAppliesWithTheConfiguredOnes() throws Exception {
+        TopicPartition p0 = new TopicPartition("pikv.control", 0);
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
+                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
+        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
+                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
+        consumer.updateBeginningOffsets(Map.of(p0, 0L));
+        consumer.updateEndOffsets(Map.of(p0, 1L));
+        byte[] record = "{\"version\":1,\"cluster\":\"c1\",\"epoch\":3,\"shardOfExpert\":[0,0,0,0],\"shards\":1}"
+                .getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
+                "pikv.control", 0, 0L, "c1", record)));
+        listener = new ControlListener("pikv.control", control, Duration.ofSeconds(30), () -> consumer, json, registry,
+                link);
+        listener.start();
+        await().atMost(Duration.ofSeconds(10)).until(listener::ready);
+        assertThat(control.epoch()).isEqualTo(3);
+        assertThat(control.state().policy()).isEqualTo("reject");
+        assertThat(control.state().budgetBytes()).isEqualTo(4096);
     }
 
     @Test
