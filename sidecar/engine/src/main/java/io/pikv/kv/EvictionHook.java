@@ -13,8 +13,9 @@ public interface EvictionHook {
     /**
      * The entry of (sequence, layer) at {@code position} left the shard as an eviction, whoever evicted it (this hook,
      * {@code KvStore.evict}, a budget resize), so that a hook that tracks what is resident never counts it again.
-     * Called with the shard's write lock held: it must not call back into the shard. Closing a sequence is not
-     * eviction and is not told here. Nothing by default.
+     * Called with the shard's write lock held: it must not call back into the shard. It is called for the evictions
+     * this hook makes from {@link #makeRoom} too, while makeRoom runs, so it must tolerate hearing of an entry it is
+     * evicting itself. Closing a sequence is not eviction and is not told here. Nothing by default.
      */
     default void evicted(long sequence, int layer, int position) {
     }
