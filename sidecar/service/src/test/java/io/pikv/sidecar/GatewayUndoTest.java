@@ -36,6 +36,11 @@ class GatewayUndoTest {
         volatile int appendStatus = 200;
         volatile int withdrawStatus = 200;
         volatile int closeStatus = 204;
+        /** The body a create answers with. */
+        volatile String createAnswer = "{\"id\":7}";
+        /** The partial an attention call answers with (default: negative heads and dim). */
+        volatile byte[] partial = java.nio.ByteBuffer.allocate(12).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(-5)
+                .putInt(-2).putInt(0).array();
         /** How many entries a withdrawal says it took back (0: the request it undoes has not landed yet). */
         volatile int withdrawn = 1;
         /** When set, a create waits for it before it answers. */
@@ -64,14 +69,12 @@ class GatewayUndoTest {
                         Thread.currentThread().interrupt();
                     }
                 }
-                reply(x, 201, "{\"id\":7}");
+                reply(x, 201, createAnswer);
             } else if (path.endsWith("/entries")) {
                 reply(x, appendStatus, appendStatus == 200 ? "{\"positions\":[0]}"
                         : "{\"type\":\"about:blank\",\"status\":409,\"title\":\"budget-exceeded\",\"detail\":\"full\"}");
             } else if (path.endsWith("/attention")) {
-                // A malformed partial: negative heads and dim.
-                byte[] b = java.nio.ByteBuffer.allocate(12).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(-5).putInt(-2)
-                        .putInt(0).array();
+                byte[] b = partial;
                 x.getResponseHeaders().add("Content-Type", "application/octet-stream");
                 x.sendResponseHeaders(200, b.length);
                 x.getResponseBody().write(b);
@@ -213,6 +216,37 @@ class GatewayUndoTest {
         g.append(seq, twoEntries()); // both shards now hold entries, so attention asks them
         assertThatThrownBy(() -> g.attend(seq, new Wire.AttendRequest(0, new int[0], new float[SHAPE.queryWidth()])))
                 .isInstanceOfSatisfying(ShardFailure.class, f -> assertThat(f.status()).isEqualTo(502))
-                .hasMessageContaining("malformed body").hasMessageContaining("heads and dim >= 1");
+                .hasMessageContaining("malformed body").hasMessageContaining("a partial for this model has 2 heads of dim 4");
+
+        // Heads and dim whose size arithmetic wraps to the body's length: refused before anything is sized from them.
+        java.util.function.Function<double[], byte[]> partial = values -> {
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(12 + 8 * values.length)
+                    .order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(SHAPE.qHeads()).putInt(SHAPE.headDim()).putInt(1);
+            for (double v : values) {
+                b.putDouble(v);
+            }
+            return b.array();
+        };
+        byte[][] bad = {
+            java.nio.ByteBuffer.allocate(12).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(1 << 30)
+                    .putInt(Integer.MAX_VALUE - 1).putInt(0).array(),
+            partial.apply(new double[] {Double.NaN, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0}), // a NaN running max
+            partial.apply(new double[] {0, 0, 1, Double.POSITIVE_INFINITY, 0, 0, 0, 0, 0, 0, 0, 0}), // infinite sum
+            partial.apply(new double[] {0, 0, 1, 1, 0, 0, 0, Double.NaN, 0, 0, 0, 0})}; // a NaN value
+        for (byte[] b : bad) {
+            fakes.get(0).partial = b;
+            fakes.get(1).partial = b;
+            assertThatThrownBy(() -> g.attend(seq, new Wire.AttendRequest(0, new int[0], new float[SHAPE.queryWidth()])))
+                    .isInstanceOfSatisfying(ShardFailure.class, f -> assertThat(f.status()).isEqualTo(502))
+                    .hasMessageContaining("malformed body");
+        }
+    }
+
+    @Test
+    void aShardAnswerWithoutItsFieldsIsABadGatewayNotAnInternalError() throws IOException {
+        Gateway g = gateway();
+        fakes.get(1).createAnswer = "{}";
+        assertThatThrownBy(() -> g.create(null)).isInstanceOfSatisfying(ShardFailure.class,
+                f -> assertThat(f.status()).isEqualTo(502)).hasMessageContaining("without the fields expected");
     }
 }

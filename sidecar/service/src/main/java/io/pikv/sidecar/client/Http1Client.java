@@ -46,6 +46,8 @@ final class Http1Client implements AutoCloseable {
     /** Longest status line plus headers accepted in an answer. */
     static final int MAX_HEAD_BYTES = 64 * 1024;
 
+    /** Most of an answer's body reserved before its bytes arrive. */
+    static final int INITIAL_BODY_BYTES = 64 << 10;
     private final URI origin;
     private final String host;
     private final int port;
@@ -536,9 +538,14 @@ final class Http1Client implements AutoCloseable {
 
         private byte[] fixedBody(long length) throws IOException {
             checkSize(length);
-            byte[] body = new byte[(int) length];
+            // At most 64 KiB before any byte arrives, doubling as they come: a declared length alone (a server that
+            // then sends nothing) holds no more memory than that until the deadline.
+            byte[] body = new byte[(int) Math.min(length, INITIAL_BODY_BYTES)];
             int off = 0;
-            while (off < body.length) {
+            while (off < length) {
+                if (off == body.length) {
+                    body = java.util.Arrays.copyOf(body, (int) Math.min(length, 2L * body.length));
+                }
                 int n = in.read(body, off, body.length - off);
                 if (n < 0) {
                     throw new EOFException("the answer ended after " + off + " of " + length + " body bytes");

@@ -172,7 +172,7 @@ public final class SidecarClient implements AutoCloseable {
     /** The attention request with its body encoded now, sent by {@link Prepared#start}. */
     public Prepared<PartialAttention> prepareAttend(long sequence, Wire.AttendRequest request) {
         return prepare("/v1/sequences/" + sequence + "/attention", () -> Wire.encodeAttend(request),
-                Wire::decodePartial);
+                body -> Wire.decodePartial(body, shape));
     }
 
     /** Takes back just-stored entries of (sequence, layer) without counting evictions. */
@@ -202,7 +202,7 @@ public final class SidecarClient implements AutoCloseable {
      */
     public Prepared<PartialAttention> prepareStepPartial(long sequence, Wire.StepRequest request, int position) {
         return prepare("/v1/sequences/" + sequence + "/steps?position=" + position, () -> Wire.encodeStep(request),
-                Wire::decodePartial);
+                body -> Wire.decodePartial(body, shape));
     }
 
     /**

@@ -138,15 +138,20 @@ public final class Wire {
         return out.array();
     }
 
-    public static PartialAttention decodePartial(byte[] body) {
+    /**
+     * A shard's partial for a model of {@code shape}: its heads and dim must be the model's (checked before anything
+     * is sized from them, so a malformed answer cannot make the reader allocate), and its numbers finite (a running
+     * max may be -infinity: that head saw nothing).
+     */
+    public static PartialAttention decodePartial(byte[] body, ModelShape shape) {
         ByteBuffer in = wrap(body);
         need(in, 12, "partial header");
         int qh = in.getInt();
         int d = in.getInt();
         int visited = in.getInt();
-        if (qh < 1 || d < 1 || visited < 0) {
-            throw new WireException("a partial needs heads and dim >= 1 and visited >= 0, got " + qh + ", " + d + " and "
-                    + visited);
+        if (qh != shape.qHeads() || d != shape.headDim() || visited < 0) {
+            throw new WireException("a partial for this model has " + shape.qHeads() + " heads of dim "
+                    + shape.headDim() + " and visited >= 0, got " + qh + ", " + d + " and " + visited);
         }
         exact(body.length, 12 + 16L * qh + 8L * qh * d, "a partial of " + qh + " heads of dim " + d);
         double[] m = new double[qh];
@@ -154,12 +159,21 @@ public final class Wire {
         double[] o = new double[qh * d];
         for (int h = 0; h < qh; h++) {
             m[h] = in.getDouble();
+            if (Double.isNaN(m[h]) || m[h] == Double.POSITIVE_INFINITY) {
+                throw new WireException("a partial's running max of head " + h + " is " + m[h]);
+            }
         }
         for (int h = 0; h < qh; h++) {
             l[h] = in.getDouble();
+            if (!(l[h] >= 0) || Double.isInfinite(l[h])) {
+                throw new WireException("a partial's sum of head " + h + " is " + l[h] + ": finite and >= 0 expected");
+            }
         }
         for (int i = 0; i < o.length; i++) {
             o[i] = in.getDouble();
+            if (!Double.isFinite(o[i])) {
+                throw new WireException("a partial's weighted value " + i + " is " + o[i]);
+            }
         }
         return new PartialAttention(qh, d, m, l, o, visited, null, null);
     }

@@ -167,6 +167,23 @@ class Http1ClientTest {
     }
 
     @Test
+    void aLargeBodyArrivingInPiecesIsReadWhole() throws Exception {
+        // Larger than the 64 KiB reserved up front: the buffer grows as the bytes come, and the body is exact.
+        byte[] big = new byte[300_000];
+        new java.util.Random(3).nextBytes(big);
+        URI origin = serve((n, in, out) -> {
+            readRequest(in);
+            out.write(("HTTP/1.1 200 OK\r\nContent-Length: " + big.length + "\r\n\r\n").getBytes(StandardCharsets.ISO_8859_1));
+            for (int off = 0; off < big.length; off += 7_000) {
+                out.write(big, off, Math.min(7_000, big.length - off));
+                out.flush();
+            }
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+        assertThat(c.send("GET", "/big", null, null, null).body()).isEqualTo(big);
+    }
+
+    @Test
     void startedExchangesRunAtOnceOnTheirOwnConnections() throws Exception {
         // Each connection answers only after a second request has arrived on another connection: the client must
         // have sent both before reading either answer.
