@@ -71,7 +71,7 @@ final class Npy {
      * @throws IOException when the file is not such an array; the message names what is wrong
      */
     static Array read(Path file) throws IOException {
-        ByteBuffer b = ByteBuffer.wrap(Files.readAllBytes(file)).order(ByteOrder.LITTLE_ENDIAN);
+        ByteBuffer b = bytes(file);
         if (b.limit() < 10 || b.get(0) != (byte) 0x93 || b.get(1) != 'N' || b.get(2) != 'U' || b.get(3) != 'M'
                 || b.get(4) != 'P' || b.get(5) != 'Y') {
             throw new IOException(file + " is not a NumPy .npy file");
@@ -113,6 +113,10 @@ final class Npy {
         long n = 1;
         for (int d : shape) {
             n *= d;
+            if (n > Integer.MAX_VALUE) { // checked as it grows: a long product of several large sizes wraps
+                throw new IOException(file + " has the shape " + Arrays.toString(shape) + ", more than 2^31 - 1 "
+                        + "elements");
+            }
         }
         int bytes = half ? 2 : 4;
         if (n > Integer.MAX_VALUE || (long) b.limit() - start != n * bytes) {
@@ -143,20 +147,16 @@ final class Npy {
 
     /** Reads a float32 array's elements (any shape). */
     static float[] readFloats(Path file) throws IOException {
-        ByteBuffer b = ByteBuffer.wrap(Files.readAllBytes(file)).order(ByteOrder.LITTLE_ENDIAN);
-        int major = b.get(6);
-        if (major != 1 && b.limit() < 12) {
-            throw new IOException(file + " has a truncated .npy header");
+        Array a = read(file); // the same checks: magic, header, C order, size against the shape
+        return a.data();
+    }
+
+    /** The file's bytes, little-endian; refused with a sentence when it is too large to hold in one array. */
+    private static ByteBuffer bytes(Path file) throws IOException {
+        long size = Files.size(file);
+        if (size > Integer.MAX_VALUE - 8) {
+            throw new IOException(file + " is " + size + " bytes, more than this reader takes (2 GiB)");
         }
-        int headerLen = major == 1 ? Short.toUnsignedInt(b.getShort(8)) : b.getInt(8);
-        int start = (major == 1 ? 10 : 12) + headerLen;
-        String header = new String(b.array(), major == 1 ? 10 : 12, headerLen, StandardCharsets.US_ASCII);
-        if (!header.contains("'<f4'")) {
-            throw new IOException(file + " is not a little-endian float32 array: " + header.strip());
-        }
-        b.position(start);
-        float[] out = new float[b.remaining() / 4];
-        b.asFloatBuffer().get(out);
-        return out;
+        return ByteBuffer.wrap(Files.readAllBytes(file)).order(ByteOrder.LITTLE_ENDIAN);
     }
 }

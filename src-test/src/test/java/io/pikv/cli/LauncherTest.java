@@ -316,6 +316,10 @@ class LauncherTest {
         Files.write(badShape, (new String(new byte[] {(byte) 0x93}, java.nio.charset.StandardCharsets.ISO_8859_1)
                 + "NUMPY\u0001\u0000F\u0000{'descr': '<f4', 'fortran_order': False, 'shape': (a, 1, 1), }          \n")
                 .getBytes(java.nio.charset.StandardCharsets.ISO_8859_1));
+        Path huge = dir.resolve("huge.npy"); // a shape whose element count wraps a long product to 0, and no data
+        Files.write(huge, (new String(new byte[] {(byte) 0x93}, java.nio.charset.StandardCharsets.ISO_8859_1)
+                + "NUMPY\u0001\u0000Q\u0000{'descr': '<f4', 'fortran_order': False, 'shape': (4194304, 2097152, 2097152), }\n")
+                .getBytes(java.nio.charset.StandardCharsets.ISO_8859_1));
         Path shortHeader = dir.resolve("short.npy");
         Files.write(shortHeader, new byte[] {(byte) 0x93, 'N', 'U', 'M', 'P', 'Y', 2, 0, 16, 0});
         StringBuilder wide = new StringBuilder();
@@ -339,7 +343,8 @@ class LauncherTest {
                 {"--keys", k, "--values", v, "--key-rank", "16", "--value-rank", "16", "--methods", "lowrank"},
                 {"--keys", k, "--values", v, "--budget", "0.1"},
                 {"--keys", badShape.toString(), "--values", v},
-                {"--keys", shortHeader.toString(), "--values", v}};
+                {"--keys", shortHeader.toString(), "--values", v},
+                {"--keys", huge.toString(), "--values", huge.toString()}};
         for (String[] c : cases) {
             String[] args = new String[c.length + 4];
             args[0] = "bench";
@@ -365,6 +370,8 @@ class LauncherTest {
         assertThat(wideRun.err()).contains("routes to expert 70, but this bench models Qwen1.5-MoE's 60 experts");
         assertThat(run("bench", "compression", "--routing", route, "--keys", badShape.toString(), "--values", v).err())
                 .contains("has a shape that is not a list of sizes below 2^31: (a, 1, 1)");
+        assertThat(run("bench", "compression", "--routing", route, "--keys", huge.toString(), "--values",
+                huge.toString()).err()).contains("more than 2^31 - 1 elements");
     }
 
     @Test
