@@ -136,7 +136,10 @@ class ManifestsTest {
                             .build()).build();
             var running = elector.start();
             assertThat(leading.await(10, java.util.concurrent.TimeUnit.SECONDS)).as("elected").isTrue();
-            Thread.sleep(600); // a few renewals
+            int afterElection = server.getRequestCount();
+            // A few renewals (one every retry period of 100 ms).
+            org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
+                    .until(() -> server.getRequestCount() >= afterElection + 6);
             running.cancel(true);
         } finally {
             for (var r = server.takeRequest(1, java.util.concurrent.TimeUnit.SECONDS); r != null;

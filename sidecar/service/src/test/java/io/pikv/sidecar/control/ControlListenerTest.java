@@ -207,9 +207,9 @@ class ControlListenerTest {
                 link);
         listener.start();
         await().atMost(Duration.ofSeconds(10)).until(() -> positions.get() >= 3);
-        Thread.sleep(400); // past the start-up wait
-        assertThat(listener.phase()).isEqualTo(ControlListener.Phase.READING);
-        assertThat(listener.ready()).as("ready while the topic is readable and not read").isFalse();
+        // Not ready through and past the start-up wait (300 ms): the topic is readable, only not read yet.
+        await().during(Duration.ofMillis(700)).atMost(Duration.ofSeconds(3))
+                .until(() -> !listener.ready() && listener.phase() == ControlListener.Phase.READING);
 
         byte[] record = json.writeValueAsBytes(state("c1", 0, "oldest-page", 1, 1, 0, 0));
         consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
