@@ -97,28 +97,48 @@ class Int8PageTest {
 
     @Test
     void kernelArithmeticIsExactAgainstTheStoredValues() {
-        ModelShape shape = new ModelShape(1, 6, 2, 16, 4, 2);
+        exactAgainstStoredValues(LAYOUT, tokens(LAYOUT, 7, new Random(3)), new ScalarKernel());
+    }
+
+    @Test
+    void vectorKernelArithmeticIsExactAgainstTheStoredValuesPaddingIncluded() {
+        // 20 of 32 slots filled and a bias of 0 on the empty ones too: the kernel visits slots below the count only.
+        KvLayout layout = new KvLayout(2, 16, 32, StorageType.INT8);
+        io.pikv.kv.compute.AttentionKernel vector = io.pikv.kv.compute.Kernels.select(layout, "auto");
+        org.junit.jupiter.api.Assumptions.assumeTrue(vector.name().startsWith("vector"),
+                "the Vector API kernel takes this layout here");
+        // Keys of one scale (not growing): the empty slots' logit of 0 is then near the largest, where counting it
+        // would show.
         Random rnd = new Random(3);
-        List<float[][]> tokens = tokens(LAYOUT, 7, rnd);
-        Page page = page(LAYOUT, tokens);
+        List<float[][]> tokens = new ArrayList<>();
+        for (int t = 0; t < 20; t++) {
+            tokens.add(new float[][] {Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f)});
+        }
+        exactAgainstStoredValues(layout, tokens, vector);
+    }
+
+    private static void exactAgainstStoredValues(KvLayout layout, List<float[][]> tokens,
+                                                 io.pikv.kv.compute.AttentionKernel kernel) {
+        ModelShape shape = new ModelShape(1, 6, 2, 16, 4, 2);
+        Random rnd = new Random(4);
+        Page page = page(layout, tokens);
         List<Reference.Entry> stored = new ArrayList<>();
         for (int t = 0; t < page.count; t++) {
             float[] k = new float[shape.kvWidth()];
             float[] v = new float[shape.kvWidth()];
             for (int h = 0; h < 2; h++) {
                 for (int i = 0; i < 16; i++) {
-                    k[h * 16 + i] = page.get(LAYOUT.keyIndex(h, i, t));
-                    v[h * 16 + i] = page.get(LAYOUT.valueIndex(h, t, i));
+                    k[h * 16 + i] = page.get(layout.keyIndex(h, i, t));
+                    v[h * 16 + i] = page.get(layout.valueIndex(h, t, i));
                 }
             }
             stored.add(new Reference.Entry(t, 0, k, v));
         }
         float[] q = Reference.gaussian(shape.queryWidth(), rnd, 2f);
-        float[] bias = new float[LAYOUT.pageTokens()];
+        float[] bias = new float[layout.pageTokens()];
         bias[3] = Float.NEGATIVE_INFINITY; // skipped slot
         AttentionAccumulator acc = new AttentionAccumulator(shape.qHeads(), shape.headDim());
-        new ScalarKernel().foldPage(page, bias, shape.scaledQuery(q), shape.qHeads(), acc, KernelScratch.get(),
-                null, 0, 0);
+        kernel.foldPage(page, bias, shape.scaledQuery(q), shape.qHeads(), acc, KernelScratch.get(), null, 0, 0);
         float[] out = new float[acc.o.length];
         for (int qh = 0; qh < shape.qHeads(); qh++) {
             for (int i = 0; i < 16; i++) {

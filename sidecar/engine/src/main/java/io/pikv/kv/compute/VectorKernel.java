@@ -113,7 +113,7 @@ public final class VectorKernel implements AttentionKernel {
         for (g = 0; g < group; g++) {
             int qh = h * group + g;
             int row = g * tokens;
-            skip(sc, row, span, bias);
+            skip(sc, row, span, count, bias);
             if (logits != null) {
                 System.arraycopy(sc, row, logits, qh * logitsStride + logitsOffset, count);
             }
@@ -430,11 +430,12 @@ public final class VectorKernel implements AttentionKernel {
         FloatVector.fromArray(SF, o, at + L).add(w1).intoArray(o, at + L);
     }
 
-    /** Sets the logits of skipped slots ({@code bias} −∞) to −∞; the score loops write raw dot products. */
-    private static void skip(float[] sc, int row, int span, float[] bias) {
+    /** Sets to −∞ the logits of slots skipped by the bias and of the padding past {@code count} (whatever its bias). */
+    private static void skip(float[] sc, int row, int span, int count, float[] bias) {
         FloatVector none = FloatVector.broadcast(SF, Float.NEGATIVE_INFINITY);
         for (int c = 0; c < span; c += L) {
-            VectorMask<Float> visit = FloatVector.fromArray(SF, bias, c).compare(VectorOperators.EQ, 0f);
+            VectorMask<Float> visit = FloatVector.fromArray(SF, bias, c).compare(VectorOperators.EQ, 0f)
+                    .and(SF.indexInRange(c, count));
             none.blend(FloatVector.fromArray(SF, sc, row + c), visit).intoArray(sc, row + c);
         }
     }
