@@ -108,7 +108,9 @@ public final class PartialAttention {
             visited += p.visited;
             n += weights ? p.positions.length : 0;
             for (int h = 0; h < heads; h++) {
-                if (p.max[h] == Double.NEGATIVE_INFINITY) {
+                if (p.max[h] == Double.NEGATIVE_INFINITY || p.sumExp[h] == 0) {
+                    // Nothing visited for this head (a running max with no mass, e.g. from a peer, is nothing
+                    // too: taken as the max it would wipe out the other parts' mass).
                     continue;
                 }
                 double next = Math.max(m[h], p.max[h]);

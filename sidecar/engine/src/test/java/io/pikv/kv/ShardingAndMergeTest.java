@@ -98,6 +98,11 @@ class ShardingAndMergeTest {
         assertThat((double) r.output(0, 0)).isCloseTo(4.0, org.assertj.core.data.Offset.offset(1e-6));
         assertThat(r.visited()).isEqualTo(2);
         assertThat(PartialAttention.merge(List.of(none)).finish().output(0, 0)).isZero();
+        // A part with a large running max but no mass (nothing it visited counts) changes nothing.
+        PartialAttention massless = new PartialAttention(1, 1, new double[] {1e4}, new double[] {0},
+                new double[] {0}, 0, null, null);
+        assertThat((double) PartialAttention.merge(List.of(a, massless, b)).finish().output(0, 0))
+                .isCloseTo(4.0, org.assertj.core.data.Offset.offset(1e-6));
     }
 
     @Test
