@@ -112,6 +112,9 @@ public final class LowRankKernel implements AttentionKernel {
                     if (logits != null) {
                         logits[qh * logitsStride + logitsOffset + t] = s;
                     }
+                    if (s == Float.NEGATIVE_INFINITY) {
+                        continue; // no weight (and e^(−∞ − (−∞)) would be NaN while the cell has seen nothing)
+                    }
                     float[] c = st.coefficients[cell];
                     if (s > st.m[cell]) {
                         float rescale = st.m[cell] == Float.NEGATIVE_INFINITY ? 0f : (float) Math.exp(st.m[cell] - s);
