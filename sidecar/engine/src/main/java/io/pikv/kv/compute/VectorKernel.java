@@ -42,7 +42,8 @@ public final class VectorKernel implements AttentionKernel {
     @Override
     public boolean supports(KvLayout layout) {
         return !layout.projected() && (layout.type() != StorageType.INT8 || SB != null)
-                && layout.pageTokens() % L == 0 && layout.headDim() % L == 0 && L <= 16;
+                && layout.pageTokens() % L == 0 && layout.headDim() % L == 0 && L <= 16
+                && layout.headDim() % 4 == 0; // the one-head score loop takes four dimensions a step
     }
 
     @Override
