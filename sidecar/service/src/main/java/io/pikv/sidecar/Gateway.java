@@ -1,6 +1,5 @@
 package io.pikv.sidecar;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import io.pikv.kv.ExpertShardMap;
 import io.pikv.kv.KvShard;
 import io.pikv.kv.ModelShape;
@@ -178,8 +177,7 @@ public final class Gateway implements KvApi {
         shape.checkLayer(layer);
         int total = 0;
         for (SidecarClient shard : holding(state(sequence), layer)) {
-            JsonNode described = call(() -> shard.describe(sequence));
-            total += described.get("layers").get(layer).get("resident").asInt();
+            total += call(() -> shard.resident(sequence, layer));
         }
         return total;
     }

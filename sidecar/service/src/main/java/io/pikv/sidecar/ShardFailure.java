@@ -33,10 +33,6 @@ public final class ShardFailure extends RuntimeException {
             // Raised while reading a shard's answer (the gateway checked the client's request before sending).
             return new ShardFailure(502, "a shard answered with a malformed body: " + e.getMessage(), e);
         }
-        if (e instanceof NullPointerException || e instanceof ClassCastException) {
-            // A JSON answer without the fields it must have (e.g. {} for a create): the shard's fault, not a 500.
-            return new ShardFailure(502, "a shard answered without the fields expected: " + e.getMessage(), e);
-        }
         return e;
     }
 }

@@ -247,6 +247,6 @@ class GatewayUndoTest {
         Gateway g = gateway();
         fakes.get(1).createAnswer = "{}";
         assertThatThrownBy(() -> g.create(null)).isInstanceOfSatisfying(ShardFailure.class,
-                f -> assertThat(f.status()).isEqualTo(502)).hasMessageContaining("without the fields expected");
+                f -> assertThat(f.status()).isEqualTo(502)).hasMessageContaining("has no whole number 'id'");
     }
 }

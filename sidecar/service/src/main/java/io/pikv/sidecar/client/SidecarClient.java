@@ -141,7 +141,7 @@ public final class SidecarClient implements AutoCloseable {
         if (id != null) {
             body.put("id", id);
         }
-        return json(send("POST", "/v1/sequences", JSON_TYPE, utf8(body.toString()), 201)).get("id").asLong();
+        return whole(json(send("POST", "/v1/sequences", JSON_TYPE, utf8(body.toString()), 201)), "id");
     }
 
     public void closeSequence(long id) {
@@ -156,10 +156,14 @@ public final class SidecarClient implements AutoCloseable {
     public Pending<int[]> startAppend(long sequence, Wire.AppendRequest request) {
         return start("POST", "/v1/sequences/" + sequence + "/entries", () -> Wire.encodeAppend(request), 200,
                 body -> {
-            JsonNode positions = json(body).get("positions");
+            JsonNode positions = json(body).path("positions");
+            if (!positions.isArray() || positions.size() != request.entries().length) {
+                throw new io.pikv.sidecar.wire.WireException("the answer to an append of " + request.entries().length
+                        + " entries has no 'positions' array of that length");
+            }
             int[] out = new int[positions.size()];
             for (int i = 0; i < out.length; i++) {
-                out[i] = positions.get(i).asInt();
+                out[i] = (int) whole(positions.get(i), "positions[" + i + "]");
             }
             return out;
         });
@@ -182,8 +186,29 @@ public final class SidecarClient implements AutoCloseable {
         for (int p : positions) {
             array.add(p);
         }
-        return json(send("POST", "/v1/sequences/" + sequence + "/withdrawals", JSON_TYPE, utf8(body.toString()), 200))
-                .get("withdrawn").asInt();
+        return (int) whole(json(send("POST", "/v1/sequences/" + sequence + "/withdrawals", JSON_TYPE,
+                utf8(body.toString()), 200)), "withdrawn");
+    }
+
+    /** The entries of (sequence, layer) the sidecar holds ({@code GET /v1/sequences/{id}}, {@code layers[layer]}). */
+    public int resident(long sequence, int layer) {
+        JsonNode layers = describe(sequence).path("layers");
+        if (!layers.isArray() || layers.size() <= layer) {
+            throw new io.pikv.sidecar.wire.WireException("the sequence's description has no layer " + layer);
+        }
+        return (int) whole(layers.get(layer), "resident");
+    }
+
+    /**
+     * The whole number a sidecar's JSON answer holds under {@code name} (or, for a bare number node, itself); a
+     * WireException saying what is missing otherwise, which a gateway answers as a bad gateway.
+     */
+    private static long whole(JsonNode answer, String name) {
+        JsonNode n = answer != null && answer.isObject() ? answer.path(name) : answer;
+        if (n == null || !n.isIntegralNumber()) {
+            throw new io.pikv.sidecar.wire.WireException("the sidecar's answer has no whole number '" + name + "'");
+        }
+        return n.asLong();
     }
 
     /** {@code GET /v1/sequences/{id}} as a JSON tree. */
