@@ -668,7 +668,7 @@ public final class KvShard {
     }
 
     /** Counts one attention call's lookups over (sequence, layer, scope), lock held: hits resident, misses evicted. */
-    private void countLookupsLocked(long sequence, int layer, AttentionScope scope) {
+    void countLookupsLocked(long sequence, int layer, AttentionScope scope) {
         LayerState ls = layerState(sequence, layer, false);
         if (ls == null) {
             return;
@@ -689,8 +689,8 @@ public final class KvShard {
 
     /**
      * For a caller that attends over several shards in one state ({@link KvStore#attendPartial}): takes this shard's
-     * read lock, to be released with {@link #unlockRead}; while held, the {@code ...Held} methods below may run on
-     * any thread (they take no lock: a pool thread queued behind a waiting writer would never run).
+     * read lock, to be released with {@link #unlockRead}; while held, the {@code ...Locked} methods may run on any
+     * thread (they take no lock: a pool thread queued behind a waiting writer would never run).
      */
     void lockRead() {
         lock.readLock().lock();
@@ -700,25 +700,14 @@ public final class KvShard {
         lock.readLock().unlock();
     }
 
-    /** Counts one attention call's lookups while {@link #lockRead} is held. */
-    void countLookupsHeld(long sequence, int layer, AttentionScope scope) {
-        countLookupsLocked(sequence, layer, scope);
-    }
-
     /** Whether this shard holds entries of (sequence, layer), while {@link #lockRead} is held. */
-    boolean holdsHeld(long sequence, int layer) {
+    boolean holdsLocked(long sequence, int layer) {
         LayerState ls = layerState(sequence, layer, false);
         return ls != null && ls.resident > 0;
     }
 
-    /** The partial over buckets {@code [from, to)} for an already scaled query, while {@link #lockRead} is held. */
-    PartialAttention attendBucketsHeld(long sequence, int layer, float[] scaledQuery, AttentionScope scope,
-                                       boolean weights, int from, int to) {
-        return attendBucketsLocked(sequence, layer, scaledQuery, scope, weights, from, to);
-    }
-
     /** The partial over buckets {@code [from, to)}, the read lock held (by this thread or the one it runs for). */
-    private PartialAttention attendBucketsLocked(long sequence, int layer, float[] scaledQuery, AttentionScope scope,
+    PartialAttention attendBucketsLocked(long sequence, int layer, float[] scaledQuery, AttentionScope scope,
                                                  boolean weights, int from, int to) {
         int qHeads = shape.qHeads();
         int dim = shape.headDim();

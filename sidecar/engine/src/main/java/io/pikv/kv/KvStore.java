@@ -201,13 +201,13 @@ public final class KvStore implements AutoCloseable {
             }
             List<Callable<PartialAttention>> tasks = new ArrayList<>();
             for (KvShard shard : shards) {
-                shard.countLookupsHeld(sequence, layer, scope);
-                if (!shard.holdsHeld(sequence, layer)) {
+                shard.countLookupsLocked(sequence, layer, scope);
+                if (!shard.holdsLocked(sequence, layer)) {
                     continue;
                 }
                 for (int b = 0; b < shard.buckets(); b++) {
                     int bucket = b;
-                    tasks.add(() -> shard.attendBucketsHeld(sequence, layer, scaled, scope, weights, bucket,
+                    tasks.add(() -> shard.attendBucketsLocked(sequence, layer, scaled, scope, weights, bucket,
                             bucket + 1));
                 }
             }

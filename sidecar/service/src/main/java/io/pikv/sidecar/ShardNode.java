@@ -433,16 +433,25 @@ public final class ShardNode implements KvApi, AutoCloseable {
         shape.checkLayer(request.layer());
         shape.checkQuery(request.query()); // a query the attention would refuse is refused before the token is stored
         int[] experts = chooseExperts(request);
-        // Store and attend under the sequence's lock, as one: a concurrent step's token, stored after this one,
-        // must not enter this step's attention.
+        Stored stored = storeAndAttend(sequence, request, experts, Wire.NEXT_POSITION);
+        return new Wire.StepResponse(stored.position(), experts, stored.partial().finish().output());
+    }
+
+    private record Stored(int position, PartialAttention partial) {
+    }
+
+    /**
+     * Stores the step's token at {@code position} ({@link Wire#NEXT_POSITION}: the next) and attends, as one under the
+     * sequence's lock: a concurrent step's token, stored after this one, must not enter this step's attention.
+     */
+    private Stored storeAndAttend(long sequence, Wire.StepRequest request, int[] experts, int position) {
         SequenceState state = state(sequence);
         synchronized (state) {
             checkOpen(sequence, state); // not closed and made again meanwhile: append must lock this very state
-            int[] position = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
-                new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, experts[0], request.k(), request.v())}));
-            PartialAttention partial = attend(sequence, new Wire.AttendRequest(request.layer(),
-                    request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query()));
-            return new Wire.StepResponse(position[0], experts, partial.finish().output());
+            int[] at = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
+                new Wire.AppendRequest.Entry(position, experts[0], request.k(), request.v())}));
+            return new Stored(at[0], attend(sequence, new Wire.AttendRequest(request.layer(),
+                    request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query())));
         }
     }
 
@@ -458,15 +467,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
                     + "gateway routes");
         }
         shape.checkQuery(request.query()); // a query the attention would refuse is refused before the token is stored
-        int[] experts = chooseExperts(request);
-        SequenceState state = state(sequence);
-        synchronized (state) { // as in step: no other append between this token's and its attention
-            checkOpen(sequence, state);
-            append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
-                new Wire.AppendRequest.Entry(position, experts[0], request.k(), request.v())}));
-            return attend(sequence, new Wire.AttendRequest(request.layer(),
-                    request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query()));
-        }
+        return storeAndAttend(sequence, request, chooseExperts(request), position).partial();
     }
 
     /** The step's experts: the plain top-k of its logits, or its chosen experts after checking them. */
