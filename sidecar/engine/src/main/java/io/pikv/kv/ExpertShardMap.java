@@ -69,6 +69,9 @@ public final class ExpertShardMap {
         if (expert < 0 || expert >= shardOfExpert.length) {
             throw new IllegalArgumentException("expert " + expert + " is outside [0, " + shardOfExpert.length + ")");
         }
+        if (epoch == Long.MAX_VALUE) {
+            throw new IllegalStateException("the shard map's epoch is at its maximum (" + epoch + "): no later map");
+        }
         int[] next = shardOfExpert.clone();
         next[expert] = shard;
         return new ExpertShardMap(epoch + 1, shards, next);

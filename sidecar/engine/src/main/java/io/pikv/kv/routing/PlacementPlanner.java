@@ -18,6 +18,8 @@ import java.util.Locale;
  *   <li><b>co-location</b>: apply the move or swap that removes the most co-activation from the cut while no shard
  *       exceeds {@code max((1 + balanceSlack)·mean, max after step 1)}, until none removes any.</li>
  * </ol>
+ * Co-location judges moves by the cut alone, so the plan is the better of the two states by
+ * {@code (max/mean − 1) + cut}: after step 1, or after step 2.
  * The co-activation <em>cut</em> is the share of co-activation counts between experts on different shards: a pair
  * that fires together on split shards sends the token to one more shard. The plan is applied only when it lowers
  * {@code (max/mean − 1) + cut} by at least {@code minGain}: re-sharding moves KV entries, so a small predicted gain is
@@ -85,13 +87,23 @@ public final class PlacementPlanner {
         }
         Search s = new Search(load, co, from, shards, budget, total / shards);
         s.balance(config.balanceSlack());
+        int[] balanced = s.assign.clone();
         s.coLocate(config.balanceSlack());
-        double after = maxOverMean(load, s.assign, shards);
-        double cutAfter = cut(co, s.assign);
+        int[] chosen = s.assign;
+        double after = maxOverMean(load, chosen, shards);
+        double cutAfter = cut(co, chosen);
+        // Co-location picks by cut alone and may raise max/mean by more than it saves: keep the better of the two.
+        double balancedAfter = maxOverMean(load, balanced, shards);
+        double balancedCut = cut(co, balanced);
+        if (balancedAfter + balancedCut < after + cutAfter) {
+            chosen = balanced;
+            after = balancedAfter;
+            cutAfter = balancedCut;
+        }
         List<PlacementPlan.Move> moves = new ArrayList<>();
         for (int e = 0; e < experts; e++) {
-            if (s.assign[e] != from[e]) {
-                moves.add(new PlacementPlan.Move(e, from[e], s.assign[e]));
+            if (chosen[e] != from[e]) {
+                moves.add(new PlacementPlan.Move(e, from[e], chosen[e]));
             }
         }
         double gain = (before - 1 + cutBefore) - (after - 1 + cutAfter);
@@ -104,7 +116,11 @@ public final class PlacementPlanner {
                     "the best plan found (%d %s) gains %.4g, below the threshold %s", moves.size(),
                     moves.size() == 1 ? "move" : "moves", gain, config.minGain()));
         }
-        return new PlacementPlan(new ExpertShardMap(current.epoch() + 1, shards, s.assign), moves, before, after,
+        if (current.epoch() == Long.MAX_VALUE) {
+            return noop(current, before, cutBefore, gain, "the shard map's epoch is at its maximum: no later map can "
+                    + "be published");
+        }
+        return new PlacementPlan(new ExpertShardMap(current.epoch() + 1, shards, chosen), moves, before, after,
                 cutBefore, cutAfter, gain, "");
     }
 

@@ -52,6 +52,34 @@ class PlacementPlannerTest {
     }
 
     @Test
+    void coLocationThatCostsMoreBalanceThanItSavesInCutIsNotKept() {
+        // 2 shards, loads 3 1 6 5 on 0 0 0 1: balance moves expert 0 over (max/mean 1.333 -> 1.067, cut 0.5 -> 0.714,
+        // gain 0.052); co-location would then swap 0 and 1 (cut 0.643, max/mean 1.2), a net loss of 0.062.
+        double[][] co = new double[4][4];
+        co[0][1] = co[1][0] = 5;
+        co[0][3] = co[3][0] = 2;
+        co[1][2] = co[2][1] = 2;
+        co[1][3] = co[3][1] = 5;
+        PlacementPlan plan = new PlacementPlanner(new PlacementPlanner.Config(0.2, 0.25, 0.01))
+                .plan(new double[] {3, 1, 6, 5}, co, new ExpertShardMap(0, 2, new int[] {0, 0, 0, 1}));
+        assertThat(plan.changed()).isTrue();
+        assertThat(plan.map().assignment()).containsExactly(1, 0, 0, 1);
+        assertThat(plan.maxOverMean()).isCloseTo(16.0 / 15, offset(1e-12));
+        assertThat(plan.cut()).isCloseTo(10.0 / 14, offset(1e-12));
+        assertThat(plan.gain()).isCloseTo((4.0 / 3 - 1 + 0.5) - (16.0 / 15 - 1 + 10.0 / 14), offset(1e-12));
+    }
+
+    @Test
+    void aMapAtTheLastEpochIsKeptWithItsReason() {
+        PlacementPlan plan = new PlacementPlanner(new PlacementPlanner.Config(0.0, 1.0, 0.0))
+                .plan(new double[] {4, 3, 2, 1}, new double[4][4],
+                        new ExpertShardMap(Long.MAX_VALUE, 2, new int[] {0, 0, 1, 1}));
+        assertThat(plan.changed()).isFalse();
+        assertThat(plan.map().epoch()).isEqualTo(Long.MAX_VALUE);
+        assertThat(plan.reason()).contains("epoch is at its maximum");
+    }
+
+    @Test
     void theMoveCapHoldsEvenWhenMoreMovesWouldHelp() {
         // The pairing above needs two moves; a cap of one expert leaves no move that keeps the load within slack.
         double[][] c = co(4, new double[] {0, 1, 10}, new double[] {2, 3, 10});
