@@ -14,13 +14,16 @@ public class RoutingSpec {
 
     @Default("hash")
     @JsonPropertyDescription("hash: plain top-k of the gate; cache-aware: top-k of logit - lambda*log(1 + misses), "
-            + "which prefers experts whose KV is resident at the cost of some gate mass.")
+            + "a miss being an expert that made a token reach one more shard, and a weak expert on a shard the token "
+            + "does not reach yet may be dropped (null ratio 0.15): fewer shards per token at the cost of some gate "
+            + "mass.")
     private RoutingStrategy strategy = RoutingStrategy.HASH;
 
     @Default("0.1")
     @Min(0)
     @Max(10)
-    @JsonPropertyDescription("Cache-aware routing: weight lambda of the miss penalty (0 = plain top-k).")
+    @JsonPropertyDescription("Cache-aware routing: weight lambda of the miss penalty (0: no penalty; weak "
+            + "experts on shards the token does not reach yet are still dropped).")
     private Double lambda = 0.1;
 
     @Default("512")

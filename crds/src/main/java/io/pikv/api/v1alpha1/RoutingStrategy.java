@@ -7,7 +7,7 @@ public enum RoutingStrategy {
     /** Plain top-k of the gate logits. */
     @JsonProperty("hash")
     HASH("hash"),
-    /** Top-k of {@code logit − λ·log(1 + misses)}: prefers experts whose KV is resident. */
+    /** Top-k of {@code logit − λ·log(1 + misses)}: prefers shards the token already reaches (docs/routing.md). */
     @JsonProperty("cache-aware")
     CACHE_AWARE("cache-aware");
 

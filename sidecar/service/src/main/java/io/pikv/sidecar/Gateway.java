@@ -20,6 +20,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ThreadLocalRandom;
+import java.util.function.Supplier;
 
 /**
  * The gateway role: routes each token, sends its K/V to the shard that owns its primary expert (per the current
@@ -35,7 +36,8 @@ public final class Gateway implements KvApi {
     private static final Logger LOG = Logger.getLogger(Gateway.class);
     private final ModelShape shape;
     private final List<SidecarClient> shards;
-    private final Router router;
+    /** One router per layer: a cache-aware router's miss counts are per layer and decay once per token. */
+    private final Router[] routers;
     private volatile ExpertShardMap map;
     private final Map<Long, State> sequences = new ConcurrentHashMap<>();
 
@@ -60,14 +62,31 @@ public final class Gateway implements KvApi {
         }
     }
 
-    public Gateway(ModelShape shape, List<SidecarClient> shards, Router router) {
+    /**
+     * @param routers makes the router of each layer (called once per layer): a router that keeps state, as the
+     *                cache-aware one's miss counts, must not be shared between layers
+     */
+    public Gateway(ModelShape shape, List<SidecarClient> shards, Supplier<Router> routers) {
         if (shards.isEmpty()) {
             throw new IllegalArgumentException("a gateway needs at least one shard (pikv.gateway.shards)");
         }
         this.shape = shape;
         this.shards = List.copyOf(shards);
-        this.router = router;
+        this.routers = new Router[shape.layers()];
+        for (int l = 0; l < this.routers.length; l++) {
+            this.routers[l] = routers.get();
+            for (int m = 0; m < l; m++) {
+                if (this.routers[m] == this.routers[l]) {
+                    throw new IllegalArgumentException("the router supplier gave one router to two layers");
+                }
+            }
+        }
         this.map = ExpertShardMap.roundRobin(shape.experts(), shards.size());
+    }
+
+    /** The router of {@code layer}. */
+    Router router(int layer) {
+        return routers[layer];
     }
 
     /** Closes the idle connections to the shards (on shutdown). */
@@ -420,7 +439,7 @@ public final class Gateway implements KvApi {
     }
 
     /** The step's experts: the router's choice from the gate logits, or the given experts after checking them. */
-    private int[] route(Wire.StepRequest request) {
+    int[] route(Wire.StepRequest request) {
         ExpertShardMap current = map;
         if (request.mode() == Wire.CHOSEN_EXPERTS) {
             BitSet seen = new BitSet();
@@ -437,6 +456,7 @@ public final class Gateway implements KvApi {
         for (int i = 0; i < logits.length; i++) {
             logits[i] = request.logits()[i];
         }
+        Router router = routers[request.layer()];
         synchronized (router) {
             int[] chosen = router.route(logits, current).experts();
             if (router instanceof CacheAwareRouter cacheAware) {

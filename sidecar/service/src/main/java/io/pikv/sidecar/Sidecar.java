@@ -17,6 +17,7 @@ import org.jboss.logging.Logger;
 import java.net.URI;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.Supplier;
 
 /**
  * The sidecar's engine state, built once from {@link SidecarConfig}: the model shape every request is checked
@@ -95,14 +96,14 @@ public class Sidecar {
             }
             clients.add(new SidecarClient(uri, shape));
         }
-        Router router = switch (config.gateway().routing()) {
-            case "hash" -> new HashRouter(shape.topK());
-            case "cache-aware" -> new CacheAwareRouter(shape.experts(), shape.topK(), config.gateway().lambda(),
+        Supplier<Router> routers = switch (config.gateway().routing()) {
+            case "hash" -> () -> new HashRouter(shape.topK());
+            case "cache-aware" -> () -> new CacheAwareRouter(shape.experts(), shape.topK(), config.gateway().lambda(),
                     config.gateway().window(), config.gateway().nullRatio());
             default -> throw new IllegalArgumentException("routing must be hash or cache-aware, got '"
                     + config.gateway().routing() + "'");
         };
-        return new Gateway(shape, clients, router);
+        return new Gateway(shape, clients, routers);
     }
 
     void started(@Observes StartupEvent event) {

@@ -3,6 +3,7 @@ package io.pikv.sidecar;
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
 import io.pikv.kv.ModelShape;
+import io.pikv.kv.routing.CacheAwareRouter;
 import io.pikv.kv.routing.HashRouter;
 import io.pikv.sidecar.client.SidecarClient;
 import io.pikv.sidecar.wire.Wire;
@@ -120,7 +121,7 @@ class GatewayUndoTest {
             fakes.add(f);
             clients.add(new SidecarClient(f.uri(), SHAPE));
         }
-        return new Gateway(SHAPE, clients, new HashRouter(SHAPE.topK()));
+        return new Gateway(SHAPE, clients, () -> new HashRouter(SHAPE.topK()));
     }
 
     private static Wire.AppendRequest twoEntries() {
@@ -248,5 +249,44 @@ class GatewayUndoTest {
         fakes.get(1).createAnswer = "{}";
         assertThatThrownBy(() -> g.create(null)).isInstanceOfSatisfying(ShardFailure.class,
                 f -> assertThat(f.status()).isEqualTo(502)).hasMessageContaining("has no whole number 'id'");
+    }
+
+    @Test
+    void eachLayerRoutesWithItsOwnMissCounts() throws IOException {
+        // Four experts on two shards (0 and 2 on shard 0, 1 and 3 on shard 1), top-2, two layers.
+        ModelShape shape = new ModelShape(2, 2, 1, 4, 4, 2);
+        List<SidecarClient> clients = new ArrayList<>();
+        for (int i = 0; i < 2; i++) {
+            FakeShard f = new FakeShard();
+            fakes.add(f);
+            clients.add(new SidecarClient(f.uri(), shape));
+        }
+        Gateway g = new Gateway(shape, clients, () -> new CacheAwareRouter(4, 2, 0.1, 4, 0));
+        float[] logits = {2, 1, 0, -1};
+        float[] q = new float[shape.queryWidth()];
+        Wire.StepRequest layer0 = new Wire.StepRequest(0, Wire.GATE_LOGITS, 0, logits, null, q, null, null);
+        Wire.StepRequest layer1 = new Wire.StepRequest(1, Wire.GATE_LOGITS, 0, logits, null, q, null, null);
+        // Expert 1 opens shard 1 for the token: a miss, counted by layer 0's router only.
+        assertThat(g.route(layer0)).containsExactly(0, 1);
+        CacheAwareRouter r0 = (CacheAwareRouter) g.router(0);
+        CacheAwareRouter r1 = (CacheAwareRouter) g.router(1);
+        assertThat(r0.missCount(1)).isEqualTo(1.0);
+        assertThat(r1.missCount(1)).isZero();
+        // A token routed on layer 1 decays layer 1's counts, not layer 0's.
+        assertThat(g.route(layer1)).containsExactly(0, 1);
+        assertThat(r0.missCount(1)).isEqualTo(1.0);
+        assertThat(r1.missCount(1)).isEqualTo(1.0);
+        assertThat(g.route(layer0)).containsExactly(0, 1);
+        assertThat(r0.missCount(1)).isCloseTo(1 + Math.exp(-1.0 / 4), org.assertj.core.api.Assertions.offset(1e-12));
+    }
+
+    @Test
+    void aRouterSharedBetweenLayersIsRefused() throws IOException {
+        ModelShape shape = new ModelShape(2, 2, 1, 4, 4, 2);
+        FakeShard f = new FakeShard();
+        fakes.add(f);
+        CacheAwareRouter shared = new CacheAwareRouter(4, 2, 0.1, 4, 0);
+        assertThatThrownBy(() -> new Gateway(shape, List.of(new SidecarClient(f.uri(), shape)), () -> shared))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("one router to two layers");
     }
 }

@@ -18,7 +18,9 @@ import io.pikv.kv.ExpertShardMap;
  * {@code max logit + ln ρ}, i.e. a gate weight of {@code ρ} times the token's strongest expert, and lives on no shard.
  * An expert that would open a new shard and scores at or below it is not chosen, and the token keeps fewer than k
  * experts; a plain top-k expert on a shard the token already reaches is never dropped, since dropping it saves no
- * shard, and an expert outside the plain top-k is chosen in place of a dropped one only if it beats the null expert. This
+ * shard, and an expert outside the plain top-k is chosen in place of a dropped one only if it beats the null expert. An
+ * expert outside the plain top-k never keeps a slot that an unchosen top-k expert of the same shard could take (the
+ * token would reach the same shards with less of its gate mass). This
  * is what a replayed log that holds only each token's top-k can exercise: the router keeps or drops those experts, it
  * cannot pick others. With {@code ρ = 0} the router only reorders and replaces within the routable experts, and with
  * {@code λ = 0} as well it is the plain top-k.
@@ -134,6 +136,26 @@ public final class CacheAwareRouter implements Router {
             chosen[best] = true;
             touched[map.shardOf(best)] = true;
             picks[n++] = best;
+        }
+        // The penalty is per expert, the cost it stands for per shard: an expert outside the plain top-k may have won
+        // a slot over a top-k expert whose misses made it lose, on a shard the token reaches anyway. Such a slot goes
+        // back to the strongest unchosen top-k expert of that shard: the same shards, more of the gate's mass.
+        for (int i = 1; i < n; i++) {
+            int e = picks[i];
+            if (inPlain[e]) {
+                continue;
+            }
+            int back = -1;
+            for (int p : plain) {
+                if (!chosen[p] && map.shardOf(p) == map.shardOf(e) && (back < 0 || logits[p] > logits[back])) {
+                    back = p;
+                }
+            }
+            if (back >= 0 && logits[back] > logits[e]) {
+                chosen[e] = false;
+                chosen[back] = true;
+                picks[i] = back;
+            }
         }
         return Gate.decision(java.util.Arrays.copyOf(picks, n), plain, Gate.probabilities(logits), map);
     }

@@ -43,6 +43,49 @@ class RoutersTest {
     }
 
     @Test
+    void aWeakerExpertNeverKeepsASlotOnAShardATopKExpertOfItCouldTake() {
+        // Experts 1 and 2 share shard 1; expert 1 (top-2) has missed nine times, expert 2 (outside it) never. The
+        // penalty made expert 2 win the second slot, yet the token reaches shard 1 either way: the slot goes to 1.
+        CacheAwareRouter router = new CacheAwareRouter(3, 2, 1.0, Integer.MAX_VALUE, 0.0);
+        for (int i = 0; i < 9; i++) {
+            router.recordMiss(1);
+        }
+        ExpertShardMap map = new ExpertShardMap(0, 2, new int[] {0, 1, 1});
+        RoutingDecision d = router.route(ln(0.5, 0.3, 0.2), map);
+        assertThat(d.experts()).containsExactly(0, 1);
+        assertThat(d.shards()).isEqualTo(2);
+        assertThat(d.massMoved()).isZero();
+        // Random gates: no chosen expert outside the plain top-k sits on the shard of an unchosen top-k expert.
+        Random rnd = new Random(5);
+        ExpertShardMap four = ExpertShardMap.roundRobin(16, 4);
+        CacheAwareRouter r = new CacheAwareRouter(16, 4, 0.5, 64, 0.1);
+        for (int t = 0; t < 5000; t++) {
+            double[] logits = new double[16];
+            for (int e = 0; e < 16; e++) {
+                logits[e] = rnd.nextGaussian() * 2;
+            }
+            if (rnd.nextInt(3) == 0) {
+                r.recordMiss(rnd.nextInt(16));
+            }
+            RoutingDecision cd = r.route(logits, four);
+            java.util.Set<Integer> chosen = new java.util.HashSet<>();
+            for (int e : cd.experts()) {
+                chosen.add(e);
+            }
+            java.util.Set<Integer> plain = new java.util.HashSet<>();
+            for (int e : cd.plainTopK()) {
+                plain.add(e);
+            }
+            for (int e : cd.experts()) {
+                for (int p : cd.plainTopK()) {
+                    assertThat(plain.contains(e) || chosen.contains(p) || four.shardOf(p) != four.shardOf(e))
+                            .as("token %d: %d chosen over top-k %d on shard %d", t, e, p, four.shardOf(e)).isTrue();
+                }
+            }
+        }
+    }
+
+    @Test
     void hashRouterChoosesOnlyRoutableExperts() {
         RoutingDecision d = new HashRouter(4).route(ln(0, 0.7, 0, 0.3), ownShards(4));
         assertThat(d.experts()).containsExactly(1, 3);
