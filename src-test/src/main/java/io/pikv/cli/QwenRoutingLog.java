@@ -31,6 +31,7 @@ final class QwenRoutingLog {
         List<RoutingReplay.Token> tokens = new ArrayList<>();
         int[] routes = {0};
         int[] experts = {0};
+        int[] layer = {-1};
         JsonLines.read(file, "a routing record", (line, node) -> {
             String type = node.path("type").asText("");
             if (type.equals("meta")) {
@@ -38,6 +39,16 @@ final class QwenRoutingLog {
             }
             if (!type.equals("route")) {
                 throw bad(file, line, "its \"type\" is neither \"meta\" nor \"route\"");
+            }
+            JsonNode l = node.get("layer");
+            if (l != null && l.canConvertToInt()) {
+                // One layer's stream: records of two layers would interleave as if they were tokens, and the
+                // warm-up to skip is counted per layer.
+                if (layer[0] >= 0 && l.asInt() != layer[0]) {
+                    throw bad(file, line, "its layer " + l.asInt() + " differs from layer " + layer[0]
+                            + " of the records before; the replay takes one layer's log");
+                }
+                layer[0] = l.asInt();
             }
             if (routes[0]++ < skip) {
                 return;

@@ -108,6 +108,12 @@ class LauncherTest {
                 .isEqualTo("pikv: --shards must be in [1, 4096], got 0.");
         assertThat(run("bench", "routing", "--trace", file, "--shards", "2", "--window", "5", "--skip", "2").err())
                 .contains("fewer than two windows of 5");
+        Path twoLayers = dir.resolve("two-layers.jsonl");
+        Files.writeString(twoLayers, Files.readString(trace) + "{\"type\": \"route\", \"layer\": 12, "
+                + "\"topk_ids\": [0, 1], \"topk_weights\": [0.5, 0.5]}\n");
+        Run mixed = run("bench", "routing", "--trace", twoLayers.toString(), "--shards", "2", "--window", "2");
+        assertThat(mixed.code()).isEqualTo(2);
+        assertThat(mixed.err()).contains("line 10", "its layer 12 differs from layer 0");
     }
 
     /** A meta line, two warm-up records, then experts 0+1 and 2+3 firing in pairs for three windows of two tokens. */
