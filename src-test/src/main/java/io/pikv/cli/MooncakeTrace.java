@@ -5,7 +5,10 @@ import com.fasterxml.jackson.databind.JsonNode;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
+import java.util.Objects;
 
 /**
  * Reads a Mooncake-format request trace: one JSON object per line with {@code timestamp} (ms) and
@@ -18,7 +21,12 @@ final class MooncakeTrace {
     static List<long[]> read(Path file) {
         record Request(long timestamp, int line, long[] blocks) {
         }
+        record Seen(Long parent, int line) {
+        }
         List<Request> requests = new ArrayList<>();
+        // hash_ids are prefix-block hashes: an id names its whole prefix, so it always follows the same parent. The
+        // replay's prefix hits and Belady's bound rest on that; a trace that breaks it is refused, not replayed.
+        Map<Long, Seen> seen = new HashMap<>();
         JsonLines.read(file, "a Mooncake request", (line, node) -> {
             JsonNode ts = node.get("timestamp");
             JsonNode ids = node.get("hash_ids");
@@ -31,6 +39,15 @@ final class MooncakeTrace {
                     throw bad(file, line, "hash_ids[" + i + "] is not an integer");
                 }
                 blocks[i] = ids.get(i).asLong();
+                Long parent = i == 0 ? null : blocks[i - 1];
+                Seen before = seen.putIfAbsent(blocks[i], new Seen(parent, line));
+                if (before != null && !Objects.equals(before.parent(), parent)) {
+                    throw bad(file, line, "hash_ids[" + i + "] = " + blocks[i] + " follows "
+                            + (parent == null ? "nothing (it starts the prompt)" : "block " + parent)
+                            + " here but " + (before.parent() == null ? "started the prompt"
+                            : "followed block " + before.parent()) + " on line " + before.line()
+                            + "; hash_ids must be prefix-block hashes, each id always after the same parent");
+                }
             }
             requests.add(new Request(ts.asLong(), line, blocks));
         });

@@ -159,16 +159,16 @@ class LauncherTest {
 
     @Test
     void cacheBenchReportsExactHitRates(@TempDir Path dir) throws Exception {
-        // The trace of PrefixBlockCacheTest, out of timestamp order on disk; 15 lookups.
+        // Prefix chains 1-2-3, 1-2-4, 5-6-7, 1-2, 5-6-7-8, out of timestamp order on disk; 15 lookups.
         Path trace = dir.resolve("trace.jsonl");
         Files.writeString(trace, String.join("\n",
                 "{\"timestamp\": 30, \"input_length\": 1024, \"output_length\": 1, \"hash_ids\": [1, 2]}",
                 "{\"timestamp\": 0, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [1, 2, 3]}",
                 "{\"timestamp\": 10, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [1, 2, 4]}",
-                "{\"timestamp\": 20, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [5, 2, 3]}",
-                "{\"timestamp\": 40, \"input_length\": 2048, \"output_length\": 1, \"hash_ids\": [5, 3, 1, 2]}", ""));
+                "{\"timestamp\": 20, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [5, 6, 7]}",
+                "{\"timestamp\": 40, \"input_length\": 2048, \"output_length\": 1, \"hash_ids\": [5, 6, 7, 8]}", ""));
         Path json = dir.resolve("out/cache.json");
-        Run r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "2,4", "--policies", "lru",
+        Run r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "2,8", "--policies", "lru",
                 "--json", json.toString());
         assertThat(r.code()).as(r.err()).isZero();
         assertThat(r.out()).contains("policy", "capacity", "hit_rate", "ratio_to_belady", "belady");
@@ -176,13 +176,21 @@ class LauncherTest {
         assertThat(n.get("lookups").asLong()).isEqualTo(15);
         JsonNode results = n.get("results");
         assertThat(results).hasSize(4);
-        // Capacity 2. LRU: the two blocks in use fill the cache, so only r2 reuses anything (1, 2): 2 hits.
-        // Belady leaves out blocks needed later than both residents: r2 and r4 reuse 1, 2: 4 hits.
+        // Capacity 2. LRU: the two blocks in use fill the cache, so only 1-2-4 reuses anything (1, 2): 2 hits; 5-6-7
+        // and 1-2 then evict each other's blocks. Belady keeps 1 and 2 for 1-2-4 and 1-2: 4 hits.
         assertRow(results.get(0), "lru", 2, 2 / 15.0, 0.5);
         assertRow(results.get(1), "belady", 2, 4 / 15.0, 1.0);
-        // Capacity 4: leaf-first LRU reaches what an unbounded cache would: 2 + 0 + 2 + 4 = 8.
-        assertRow(results.get(2), "lru", 4, 8 / 15.0, 1.0);
-        assertRow(results.get(3), "belady", 4, 8 / 15.0, 1.0);
+        // Capacity 8 holds every block: 2 + 0 + 2 + 3 = 7 hits for both.
+        assertRow(results.get(2), "lru", 8, 7 / 15.0, 1.0);
+        assertRow(results.get(3), "belady", 8, 7 / 15.0, 1.0);
+
+        // An id after two different parents is not a prefix-block hash: refused with both lines.
+        Path broken = dir.resolve("broken.jsonl");
+        Files.writeString(broken, "{\"timestamp\": 0, \"hash_ids\": [1, 2, 3]}\n"
+                + "{\"timestamp\": 1, \"hash_ids\": [5, 2, 3]}\n");
+        Run refused = run("bench", "cache", "--trace", broken.toString(), "--capacity", "2");
+        assertThat(refused.code()).isEqualTo(2);
+        assertThat(refused.err()).contains("line 2", "hash_ids[1] = 2 follows block 5 here but followed block 1 on line 1");
 
         Path all = dir.resolve("all.json");
         assertThat(run("bench", "cache", "--trace", trace.toString(), "--capacity", "3", "--json", all.toString())
