@@ -48,7 +48,7 @@ final class IdHeap {
     }
 
     void remove(Entries e, int id) {
-        int i = slot[id];
+        int i = id >= 0 && id < slot.length ? slot[id] : -1;
         if (i < 0) {
             throw new IllegalStateException("entry " + id + " is not ranked");
         }

@@ -13,7 +13,8 @@ final class LongIntMap {
     private int mask;
 
     LongIntMap(int expected) {
-        int cap = Integer.highestOneBit(Math.max(4, expected * 2 - 1)) << 1;
+        // Sized for up to 2^29 entries up front; beyond that it grows as entries arrive.
+        int cap = Integer.highestOneBit(Math.max(4, Math.min(expected, 1 << 29) * 2 - 1)) << 1;
         alloc(cap);
     }
 

@@ -23,9 +23,10 @@ public final class Lrfu extends RankedPolicy {
     private long[] at = new long[16];
     // History of evicted entries: a ring of the last historyLimit evictions, indexed by key.
     private final LongIntMap historyIndex;
-    private final long[] historyKey;
-    private final double[] historyCrf;
-    private final long[] historyAt;
+    // Grown as evictions arrive (up to historyLimit), so a large limit costs only what the stream fills.
+    private long[] historyKey;
+    private double[] historyCrf;
+    private long[] historyAt;
     private int historyNext;
     private int historyCount;
 
@@ -43,10 +44,11 @@ public final class Lrfu extends RankedPolicy {
         this.halfLife = halfLife;
         this.historyLimit = historyLimit;
         this.tailFirst = tailFirst;
-        this.historyIndex = new LongIntMap(Math.max(16, historyLimit));
-        this.historyKey = new long[historyLimit];
-        this.historyCrf = new double[historyLimit];
-        this.historyAt = new long[historyLimit];
+        int initial = Math.min(historyLimit, 1024);
+        this.historyIndex = new LongIntMap(Math.max(16, initial));
+        this.historyKey = new long[initial];
+        this.historyCrf = new double[initial];
+        this.historyAt = new long[initial];
     }
 
     public double halfLife() {
@@ -113,6 +115,12 @@ public final class Lrfu extends RankedPolicy {
             }
         } else {
             historyCount++;
+            if (h == historyKey.length) { // still filling: the ring is the first historyCount slots
+                int n = (int) Math.min(historyLimit, 2L * h);
+                historyKey = Arrays.copyOf(historyKey, n);
+                historyCrf = Arrays.copyOf(historyCrf, n);
+                historyAt = Arrays.copyOf(historyAt, n);
+            }
         }
         long k = entries.key(id);
         historyKey[h] = k;

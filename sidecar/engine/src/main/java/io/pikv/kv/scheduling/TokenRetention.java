@@ -159,11 +159,25 @@ public final class TokenRetention {
         if (t == null) {
             return;
         }
+        boolean newest = false;
         for (int p : positions) {
             int id = t.entries.id(p);
             if (id >= 0) {
+                newest |= t.entries.lastAccess(id) == t.entries.now();
                 remove(t, id);
             }
+        }
+        if (newest) {
+            // The clock is the newest resident token: with the newest gone (a withdrawn append), it goes back, so
+            // the tokens now newest are the recent window again and tokens stored at the freed positions later keep
+            // generation order. (An entry a victim search already moved out of the window stays out.)
+            long clock = -1;
+            for (int id = 0; id < t.entries.idLimit(); id++) {
+                if (t.entries.id(t.entries.key(id)) == id) {
+                    clock = Math.max(clock, t.entries.lastAccess(id));
+                }
+            }
+            t.entries.setNow(Math.max(clock, 0));
         }
     }
 

@@ -123,6 +123,37 @@ class PrefixBlockCacheTest {
     }
 
     @Test
+    void lrfuHistoryGrowsWithTheEvictionsUpToItsLimit() {
+        // As lrfuRemembersEvictedBlocks, with 3,000 one-use blocks between 7's eviction and its return (each evicts
+        // the one before it): a history of 5,000 still holds 7 (its ring grew past its first 1,024 slots), one of
+        // 1,000 has dropped it. A limit of 2^30 costs nothing up front.
+        long[] stream = new long[3010];
+        long[] head = {7, 7, 8, 8, 8, 9, 9, 12};
+        System.arraycopy(head, 0, stream, 0, head.length);
+        for (int i = 0; i < 3000; i++) {
+            stream[head.length + i] = 1000 + i;
+        }
+        stream[3008] = 7;
+        stream[3009] = 13;
+        for (int limit : new int[] {5000, 1 << 30}) {
+            PrefixBlockCache remembering = replay(new Lrfu(1e6, limit, false), 3, stream);
+            assertThat(remembering.contains(7)).as("limit %d", limit).isTrue();
+            assertThat(remembering.contains(9)).as("limit %d", limit).isFalse();
+        }
+        PrefixBlockCache forgetting = replay(new Lrfu(1e6, 1000, false), 3, stream);
+        assertThat(forgetting.contains(7)).isFalse();
+        assertThat(forgetting.contains(9)).isTrue();
+    }
+
+    @Test
+    void withdrawingAnIdNoPolicyRanksSaysSo() {
+        for (EvictionPolicy p : new EvictionPolicy[] {new Lru(), new Lrfu(1, 8, true), new HeavyHitter(1, 2)}) {
+            assertThatThrownBy(() -> p.withdraw(new Entries(16), 10_000)).as(p.name())
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("entry 10000 is not ranked");
+        }
+    }
+
+    @Test
     void lrfuEvictsANewPartialTailBlockFirst() {
         // Half-life 1 tick: recency dominates. 2 is used at clock 2 and 4 (CRF 1.25), tail 4 comes in at 7.
         // Plain LRFU evicts 2 (score log2 1.25 + 4 < 7); tail-first evicts 4, which no follow-up would reuse.

@@ -55,6 +55,30 @@ class TokenRetentionTest {
     }
 
     @Test
+    void forgettingTheNewestTokensGivesTheWindowBackToTheTokensNowNewest() {
+        // Window 2: after 6 and 7 are appended and withdrawn, 4 and 5 are the newest again and protected; the least
+        // attended of the rest (all 0.25; the oldest first) goes.
+        TokenRetention r = new TokenRetention(new HeavyHitter(0, 2));
+        for (int p = 0; p < 6; p++) {
+            r.appended(SEQ, 0, p);
+        }
+        r.attended(SEQ, 0, new int[] {0, 1, 2, 3}, new float[] {.25f, .25f, .25f, .25f});
+        r.appended(SEQ, 0, 6);
+        r.appended(SEQ, 0, 7);
+        r.forget(SEQ, 0, new int[] {6, 7});
+        assertThat(r.evict(SEQ, 0, 1)).containsExactly(0);
+        // LRU: positions stored again after a withdrawal keep generation order.
+        TokenRetention lru = new TokenRetention(new Lru());
+        for (int p = 0; p < 6; p++) {
+            lru.appended(SEQ, 0, p);
+        }
+        lru.forget(SEQ, 0, new int[] {4, 5});
+        lru.appended(SEQ, 0, 4);
+        lru.appended(SEQ, 0, 5);
+        assertThat(lru.evict(SEQ, 0, 6)).containsExactly(0, 1, 2, 3, 4, 5);
+    }
+
+    @Test
     void weightsThatAreNotFiniteOrNegativeAddNothing() {
         TokenRetention r = sixTokens(new HeavyHitter(0, 0));
         for (float bad : new float[] {Float.NaN, Float.POSITIVE_INFINITY, -0.25f}) {
