@@ -158,7 +158,12 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
      */
     private void writeStatus(PiKVCluster cluster, PiKVClusterStatus status, Context<PiKVCluster> context) {
         KubernetesClient client = context.getClient();
-        String patch = "[{\"op\":\"add\",\"path\":\"/status\",\"value\":"
+        // Addressed by name, so the patch first tests the uid: a reconcile of a cluster deleted and created again
+        // under the same name (kubectl replace --force) must not write the old object's status into the new one.
+        String uid = cluster.getMetadata().getUid();
+        String test = uid == null ? "" : "{\"op\":\"test\",\"path\":\"/metadata/uid\",\"value\":"
+                + client.getKubernetesSerialization().asJson(uid) + "},";
+        String patch = "[" + test + "{\"op\":\"add\",\"path\":\"/status\",\"value\":"
                 + client.getKubernetesSerialization().asJson(status) + "}]";
         client.resource(addressOf(cluster)).subresource("status").patch(PatchContext.of(PatchType.JSON), patch);
         written.remember(cluster, status);

@@ -2,13 +2,14 @@ package io.pikv.operator.controller;
 
 import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.api.v1alpha1.PiKVClusterStatus;
+import io.pikv.operator.status.StatusAggregator;
 
 import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
- * The status the operator last wrote per cluster (by uid), kept until the informer's copy reports the same
- * generation. A reconcile that starts before the watch has brought a write back (a spec change queued behind the
+ * The status the operator last wrote per cluster (by uid), kept until the informer's copy shows it (or a later
+ * generation). A reconcile that starts before the watch has brought a write back (a spec change queued behind the
  * reconcile that wrote it) reads the written status from here, so it neither decides again what it already told nor
  * writes an older status over a newer one. The controller's informer does not compare resource versions (see
  * {@link PiKVClusterReconciler}), which turns the SDK's own cache of writes off; generations are comparable.
@@ -52,8 +53,11 @@ final class WrittenStatuses {
         if (mine == null) {
             return cached;
         }
-        if (cached != null && observed(cached) >= observed(mine)) {
-            byUid.remove(uid); // the informer caught up
+        // The informer caught up when it shows this write, or a status of a later generation. A copy of the same
+        // generation that differs is taken for one from before the write: the operator writes several statuses per
+        // generation (readiness changes, a reconcile's failure), and the watch may not have brought the last back.
+        if (cached != null && (observed(cached) > observed(mine) || !StatusAggregator.changed(cached, mine))) {
+            byUid.remove(uid);
             return cached;
         }
         return mine;

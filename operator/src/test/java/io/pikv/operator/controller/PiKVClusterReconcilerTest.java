@@ -243,8 +243,32 @@ class PiKVClusterReconcilerTest {
         assertThat(exhausted.isNoRetry()).isTrue();
         assertThat(exhausted.getScheduleDelay()).contains(2000L);
         // One message for both (a new round of retries writes no status and sends no event of its own).
-        assertThat(await().atMost(WAIT).until(() -> events("exhausted", "ReconcileFailed"), l -> !l.isEmpty()))
-                .extracting(Event::getMessage).containsOnly("Reconcile failed (retrying with backoff): forced refusal");
+        List<Event> failed = await().atMost(WAIT).until(() -> events("exhausted", "ReconcileFailed"),
+                l -> !l.isEmpty());
+        assertThat(failed).extracting(Event::getMessage)
+                .containsOnly("Reconcile failed (retrying with backoff): forced refusal");
+        assertThat(failed).extracting(Event::getCount).containsOnly(1);
+    }
+
+    @Test
+    void aLateStatusOfADeletedClusterIsNotWrittenIntoOneCreatedUnderItsName() {
+        create(TestClusters.small("again", NS));
+        awaitStatus("again", s -> s.getLastValidSpec() != null);
+        PiKVCluster old = get("again");
+        client.resource(old).delete();
+        await().atMost(WAIT).until(() -> get("again") == null);
+        PiKVCluster fresh = TestClusters.small("again", NS);
+        fresh.getSpec().getModel().setTopK(9); // never valid: nothing of the old spec may run for it
+        create(fresh);
+        awaitStatus("again", s -> Conditions.isTrue(s.getConditions(), "Degraded"));
+        assertThat(get("again").getMetadata().getUid()).isNotEqualTo(old.getMetadata().getUid());
+
+        // The old object's reconcile fails late: its status (with the old spec as the one to run) must not land.
+        reconciler.updateErrorStatus(old, retryContext(false), new IllegalStateException("late failure"));
+        PiKVClusterStatus now = get("again").getStatus();
+        assertThat(now.getLastValidSpec()).isNull();
+        assertThat(condition(now, "Degraded").getReason()).isEqualTo("SpecInvalid");
+        assertThat(events("again", "ReconcileFailed")).isEmpty();
     }
 
     @Test
