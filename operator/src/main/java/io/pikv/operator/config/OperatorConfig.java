@@ -28,6 +28,13 @@ public interface OperatorConfig {
     @WithDefault("10S")
     Duration progressInterval();
 
+    /**
+     * How long creating, rolling out or scaling the shards may take (from when it began, or from the last decision)
+     * before the cluster is {@code Degraded} with reason {@code RolloutStalled}, until it finishes.
+     */
+    @WithDefault("10M")
+    Duration progressDeadline();
+
     /** Name of the Lease that elects the active operator replica (in the operator's namespace). */
     @WithDefault("pikv-operator-lease")
     String leaseName();

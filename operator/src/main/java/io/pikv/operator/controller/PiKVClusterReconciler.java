@@ -1,5 +1,6 @@
 package io.pikv.operator.controller;
 
+import io.fabric8.kubernetes.api.model.Condition;
 import io.fabric8.kubernetes.api.model.ConfigMap;
 import io.fabric8.kubernetes.api.model.ObjectMetaBuilder;
 import io.fabric8.kubernetes.api.model.apps.StatefulSet;
@@ -136,7 +137,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         StatefulSet sts = context.getSecondaryResource(StatefulSet.class).orElse(null);
         PiKVClusterStatus next = StatusAggregator.next(previous, new StatusAggregator.Snapshot(
                 cluster.getMetadata().getName(), generation, validation, running, runningGeneration,
-                running == null ? null : StatusJson.write(runningSpec), sts, decisions, now));
+                running == null ? null : StatusJson.write(runningSpec), sts, decisions, now), config.progressDeadline());
         Duration after = Conditions.isTrue(next.getConditions(), PiKVClusterStatus.READY) || running == null
                 ? config.resyncInterval() : config.progressInterval();
         if (StatusAggregator.changed(known, next)) {
@@ -147,6 +148,12 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         for (Decision d : decisions) {
             events.record(cluster, Reasons.SPEC_REJECTED.equals(d.getReason()) ? EventRecorder.WARNING
                     : EventRecorder.NORMAL, d.getReason(), d.getMessage());
+        }
+        Condition degraded = Conditions.find(next.getConditions(), PiKVClusterStatus.DEGRADED);
+        Condition wasDegraded = Conditions.find(previous.getConditions(), PiKVClusterStatus.DEGRADED);
+        if (degraded != null && Reasons.ROLLOUT_STALLED.equals(degraded.getReason())
+                && (wasDegraded == null || !Reasons.ROLLOUT_STALLED.equals(wasDegraded.getReason()))) {
+            events.warning(cluster, Reasons.ROLLOUT_STALLED, degraded.getMessage());
         }
         return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(after), validation.valid());
     }

@@ -9,6 +9,8 @@ import io.pikv.operator.model.PiKVClusterResources;
 import io.pikv.operator.model.PiKVClusterValidator;
 import io.pikv.operator.model.ShardCluster;
 
+import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
@@ -41,7 +43,17 @@ public final class StatusAggregator {
                            List<Decision> decisions, String now) {
     }
 
+    /** {@link #next(PiKVClusterStatus, Snapshot, Duration)} without a progress deadline. */
     public static PiKVClusterStatus next(PiKVClusterStatus previous, Snapshot s) {
+        return next(previous, s, null);
+    }
+
+    /**
+     * @param progressDeadline how long the shards may take to be created, rolled out or scaled (counted from when the
+     *                         cluster began progressing or from the last decision, whichever is later) before the
+     *                         cluster is {@code Degraded} with reason {@code RolloutStalled}; null: no deadline
+     */
+    public static PiKVClusterStatus next(PiKVClusterStatus previous, Snapshot s, Duration progressDeadline) {
         PiKVClusterStatus prev = previous == null ? new PiKVClusterStatus() : previous;
         PiKVClusterStatus next = new PiKVClusterStatus();
         next.setObservedGeneration(s.generation());
@@ -62,14 +74,17 @@ public final class StatusAggregator {
         // A last valid spec in status that could not be read back (e.g. written by another operator version): its
         // shards run on, unmanaged, and what status knows of them is kept for when the spec is valid again.
         boolean unreadable = s.running() == null && prev.getLastValidSpec() != null;
-        if (s.validation().valid()) {
-            c = Conditions.set(c, PiKVClusterStatus.DEGRADED, false, Reasons.SPEC_VALID, "The spec is valid.", g, now);
-        } else {
+        // A valid spec's Degraded is set below, once it is known whether its rollout is past the progress deadline.
+        if (!s.validation().valid()) {
             c = Conditions.set(c, PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID,
                     invalidMessage(g, s.validation(), s.running() != null, s.runningGeneration(), prev), g, now);
         }
 
         if (s.running() == null) {
+            if (s.validation().valid()) {
+                c = Conditions.set(c, PiKVClusterStatus.DEGRADED, false, Reasons.SPEC_VALID, "The spec is valid.", g,
+                        now);
+            }
             c = Conditions.set(c, PiKVClusterStatus.PROGRESSING, false, Reasons.NO_VALID_SPEC,
                     "Nothing to roll out until the spec is valid.", g, now);
             c = Conditions.set(c, PiKVClusterStatus.READY, false, Reasons.NO_VALID_SPEC, unreadable
@@ -129,6 +144,21 @@ public final class StatusAggregator {
                 ? Conditions.set(c, PiKVClusterStatus.PROGRESSING, true, progressReason, progressMessage, rg, now)
                 : Conditions.set(c, PiKVClusterStatus.PROGRESSING, false, Reasons.STABLE,
                 "All " + desired + " shard pods run config " + run.configHash() + ".", rg, now);
+        if (s.validation().valid()) {
+            String since = progressing && progressDeadline != null ? stalledSince(c, next, progressDeadline, now) : null;
+            if (since == null) {
+                c = Conditions.set(c, PiKVClusterStatus.DEGRADED, false, Reasons.SPEC_VALID, "The spec is valid.", g,
+                        now);
+            } else {
+                c = Conditions.set(c, PiKVClusterStatus.DEGRADED, true, Reasons.ROLLOUT_STALLED,
+                        progressMessage + " The shards have not finished since " + since + " (progress deadline "
+                                + progressDeadline.toString().substring(2).toLowerCase(java.util.Locale.ROOT)
+                                + "): see the shard pods' events and logs (kubectl describe pods -l "
+                                + PiKVClusterResources.selector(s.name()) + "), e.g. for an image that cannot be "
+                                + "pulled, a container that does not start or become ready, or no node with room.",
+                        g, now);
+            }
+        }
         boolean allReady = !progressing && ready == desired;
         c = allReady
                 ? Conditions.set(c, PiKVClusterStatus.READY, true, Reasons.ALL_SHARDS_READY,
@@ -176,6 +206,35 @@ public final class StatusAggregator {
         int updated = st.getUpdatedReplicas() == null ? 0 : st.getUpdatedReplicas();
         return updated >= replicas && (st.getUpdateRevision() == null
                 || st.getUpdateRevision().equals(st.getCurrentRevision()));
+    }
+
+    /**
+     * When the progress now under way began — the later of Progressing turning true and the last decision (a new
+     * spec restarts the clock) — if that is at least {@code deadline} before {@code now}; else null.
+     */
+    private static String stalledSince(List<Condition> c, PiKVClusterStatus next, Duration deadline, String now) {
+        Condition p = Conditions.find(c, PiKVClusterStatus.PROGRESSING);
+        Instant since = instant(p == null ? null : p.getLastTransitionTime());
+        Instant decided = next.getLastDecision() == null ? null : instant(next.getLastDecision().getTime());
+        Instant at = instant(now);
+        if (since == null || at == null) {
+            return null;
+        }
+        if (decided != null && decided.isAfter(since)) {
+            since = decided;
+        }
+        return Duration.between(since, at).compareTo(deadline) >= 0 ? since.toString() : null;
+    }
+
+    private static Instant instant(String rfc3339) {
+        if (rfc3339 == null) {
+            return null;
+        }
+        try {
+            return Instant.parse(rfc3339);
+        } catch (java.time.format.DateTimeParseException e) {
+            return null; // a hand-edited time: no deadline rather than a failed reconcile
+        }
     }
 
     /** Whether the previous status said a scale was in progress. */

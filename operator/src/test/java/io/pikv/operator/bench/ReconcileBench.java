@@ -97,6 +97,10 @@ public final class ReconcileBench {
             return Duration.ofSeconds(10);
         }
 
+        public Duration progressDeadline() {
+            return Duration.ofMinutes(10);
+        }
+
         public String leaseName() {
             return "unused";
         }

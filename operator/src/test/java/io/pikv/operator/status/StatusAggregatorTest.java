@@ -3,6 +3,7 @@ package io.pikv.operator.status;
 import io.fabric8.kubernetes.api.model.Condition;
 import io.fabric8.kubernetes.api.model.apps.StatefulSet;
 import io.fabric8.kubernetes.api.model.apps.StatefulSetStatusBuilder;
+import io.pikv.api.v1alpha1.Decision;
 import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.api.v1alpha1.PiKVClusterStatus;
 import io.pikv.operator.TestClusters;
@@ -82,6 +83,56 @@ class StatusAggregatorTest {
         PiKVClusterStatus failing = next(done, sts(2, 1), T2);
         assertThat(condition(failing, "Progressing").getReason()).isEqualTo("Stable");
         assertThat(condition(failing, "Ready").getMessage()).isEqualTo("1/2 shards ready.");
+    }
+
+    /** A rollout stuck at its first pod: 1 of 2 updated, revisions differ, 1 ready. */
+    private StatefulSet stuck() {
+        StatefulSet sts = sts(2, 1);
+        sts.getStatus().setUpdatedReplicas(1);
+        sts.getStatus().setUpdateRevision("r2");
+        return sts;
+    }
+
+    @Test
+    void aRolloutPastTheProgressDeadlineDegradesTheClusterUntilItFinishes() {
+        java.time.Duration deadline = java.time.Duration.ofMinutes(10);
+        PiKVClusterStatus started = StatusAggregator.next(null, new StatusAggregator.Snapshot("demo", 1, VALID, model,
+                1, "{}", stuck(), List.of(), T0), deadline);
+        assertThat(condition(started, "Progressing").getReason()).isEqualTo("RollingOut");
+        assertThat(condition(started, "Degraded").getStatus()).isEqualTo("False");
+        // Nine minutes on: within the deadline.
+        PiKVClusterStatus nine = StatusAggregator.next(started, new StatusAggregator.Snapshot("demo", 1, VALID, model,
+                1, "{}", stuck(), List.of(), "2026-01-01T00:09:00Z"), deadline);
+        assertThat(condition(nine, "Degraded").getStatus()).isEqualTo("False");
+        // Ten minutes on: Degraded, saying since when and where to look; Progressing still tells the rollout.
+        PiKVClusterStatus ten = StatusAggregator.next(nine, new StatusAggregator.Snapshot("demo", 1, VALID, model,
+                1, "{}", stuck(), List.of(), "2026-01-01T00:10:00Z"), deadline);
+        Condition degraded = condition(ten, "Degraded");
+        assertThat(degraded.getStatus()).isEqualTo("True");
+        assertThat(degraded.getReason()).isEqualTo("RolloutStalled");
+        assertThat(degraded.getMessage()).startsWith("1 of 2 shard pods run config " + model.configHash() + ".")
+                .contains("have not finished since 2026-01-01T00:00:00Z (progress deadline 10m)",
+                        "kubectl describe pods -l app.kubernetes.io/name=pikv,app.kubernetes.io/instance=demo");
+        assertThat(condition(ten, "Progressing").getReason()).isEqualTo("RollingOut");
+        // The same look later changes nothing (no status write per reconcile).
+        PiKVClusterStatus later = StatusAggregator.next(ten, new StatusAggregator.Snapshot("demo", 1, VALID, model,
+                1, "{}", stuck(), List.of(), "2026-01-01T00:30:00Z"), deadline);
+        assertThat(StatusAggregator.changed(ten, later)).isFalse();
+        // A decision (a new spec) restarts the clock.
+        Decision applied = new Decision();
+        applied.setTime("2026-01-01T00:25:00Z");
+        applied.setReason("ConfigChanged");
+        applied.setMessage("new config");
+        PiKVClusterStatus renewed = StatusAggregator.next(ten, new StatusAggregator.Snapshot("demo", 1, VALID, model,
+                1, "{}", stuck(), List.of(applied), "2026-01-01T00:30:00Z"), deadline);
+        assertThat(condition(renewed, "Degraded").getStatus()).isEqualTo("False");
+        // Finished: no longer degraded.
+        PiKVClusterStatus done = StatusAggregator.next(ten, new StatusAggregator.Snapshot("demo", 1, VALID, model,
+                1, "{}", sts(2, 2), List.of(), "2026-01-01T00:31:00Z"), deadline);
+        assertThat(condition(done, "Degraded").getStatus()).isEqualTo("False");
+        assertThat(condition(done, "Ready").getStatus()).isEqualTo("True");
+        // Without a deadline nothing of this happens.
+        assertThat(condition(next(nine, stuck(), "2026-01-01T05:00:00Z"), "Degraded").getStatus()).isEqualTo("False");
     }
 
     @Test
