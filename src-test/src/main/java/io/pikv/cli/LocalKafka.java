@@ -51,7 +51,7 @@ public final class LocalKafka implements AutoCloseable {
             kafka.createTopic(CONTROL_TOPIC, true);
             return kafka;
         } catch (Exception e) {
-            throw new IllegalStateException("cannot start a local Kafka broker: " + e.getMessage(), e);
+            throw new Main.RunFailure("cannot start a local Kafka broker: " + e.getMessage(), e);
         }
     }
 
@@ -85,7 +85,7 @@ public final class LocalKafka implements AutoCloseable {
         try {
             cluster.close();
         } catch (Exception e) {
-            throw new IllegalStateException("cannot stop the local Kafka broker: " + e.getMessage(), e);
+            throw new Main.RunFailure("cannot stop the local Kafka broker: " + e.getMessage(), e);
         }
     }
 }

@@ -14,6 +14,8 @@ public final class Main implements Runnable {
 
     /** Exit code for bad usage: unknown command, bad flag, unreadable input. */
     public static final int USAGE = 2;
+    /** Exit code of a run that failed for a reason outside its arguments ({@link RunFailure}). */
+    public static final int FAILED = 1;
 
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
@@ -25,6 +27,7 @@ public final class Main implements Runnable {
     /** Runs the launcher with these streams and returns the exit code (tests call this). */
     public static int run(String[] args, PrintWriter out, PrintWriter err) {
         CommandLine cli = new CommandLine(new Main());
+        inheritVersion(cli, cli.getCommandSpec().version()); // every subcommand's -V says the launcher's version
         cli.setOut(out);
         cli.setErr(err);
         cli.setParameterExceptionHandler((ex, a) -> {
@@ -40,9 +43,20 @@ public final class Main implements Runnable {
                 err.println("pikv: " + ex.getMessage());
                 return USAGE;
             }
+            if (ex instanceof RunFailure) {
+                err.println("pikv: " + ex.getMessage());
+                return FAILED;
+            }
             throw ex;
         });
         return cli.execute(args);
+    }
+
+    private static void inheritVersion(CommandLine cli, String[] version) {
+        for (CommandLine sub : cli.getSubcommands().values()) {
+            sub.getCommandSpec().version(version);
+            inheritVersion(sub, version);
+        }
     }
 
     private static String oneSentence(String message) {
@@ -77,6 +91,21 @@ public final class Main implements Runnable {
     public static final class UsageException extends RuntimeException {
         public UsageException(String message) {
             super(message);
+        }
+    }
+
+    /**
+     * A run that could not finish for a reason outside its arguments (a child process failed or did not start, a
+     * broker would not start, a file could not be written): its message, with the details it carries (a log tail, the
+     * log's path), and exit code 1, without a stack trace.
+     */
+    public static final class RunFailure extends RuntimeException {
+        public RunFailure(String message) {
+            super(message);
+        }
+
+        public RunFailure(String message, Throwable cause) {
+            super(message, cause);
         }
     }
 }

@@ -80,7 +80,7 @@ public final class OperatorBench implements Callable<Integer> {
         Runtime.getRuntime().addShutdownHook(reaper);
         try {
             if (!p.waitFor(30, TimeUnit.MINUTES)) {
-                throw new IllegalStateException("the operator benchmark did not finish within 30 minutes; see " + log);
+                throw new Main.RunFailure("the operator benchmark did not finish within 30 minutes; see " + log);
             }
         } finally {
             p.destroyForcibly();
@@ -91,8 +91,10 @@ public final class OperatorBench implements Callable<Integer> {
             }
         }
         if (p.exitValue() != 0 || !Files.isRegularFile(out)) {
-            List<String> lines = Files.readAllLines(log);
-            throw new IllegalStateException("the operator benchmark failed (exit " + p.exitValue() + "):\n"
+            // Malformed bytes (a child killed mid-write) become replacement characters rather than hide the failure.
+            List<String> lines = new String(Files.readAllBytes(log), java.nio.charset.StandardCharsets.UTF_8).lines()
+                    .toList();
+            throw new Main.RunFailure("the operator benchmark failed (exit " + p.exitValue() + "):\n"
                     + String.join("\n", lines.subList(Math.max(0, lines.size() - 30), lines.size())));
         }
         Map<String, Object> figures = new ObjectMapper().readValue(out.toFile(),

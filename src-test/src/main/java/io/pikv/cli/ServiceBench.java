@@ -13,7 +13,6 @@ import picocli.CommandLine.Option;
 
 import java.io.IOException;
 import java.io.PrintWriter;
-import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -119,10 +118,11 @@ public final class ServiceBench implements Callable<Integer> {
             Files.createDirectories(root.resolve("src-test/target"));
             logs = Files.createTempDirectory(root.resolve("src-test/target"), "bench-service-");
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot create the log directory under " + root.resolve("src-test/target")
+            throw new Main.RunFailure("cannot create the log directory under " + root.resolve("src-test/target")
                     + ": " + e.getMessage(), e);
         }
         PrintWriter out = spec.commandLine().getOut();
+        boolean finished = false;
         List<SidecarProcess> all = new ArrayList<>();
         LocalKafka kafka = null;
         // Both sides use the machine's processors: the store in process on one thread per processor, the shard
@@ -230,6 +230,7 @@ public final class ServiceBench implements Callable<Integer> {
             if (json != null) {
                 report.writeJson(json);
             }
+            finished = true;
             return 0;
         } finally {
             for (SidecarProcess p : all) {
@@ -237,6 +238,14 @@ public final class ServiceBench implements Callable<Integer> {
             }
             if (kafka != null) {
                 kafka.close();
+            }
+            if (finished) {
+                // A run that worked leaves nothing behind; a failed one keeps its logs, named in its error.
+                try (java.util.stream.Stream<Path> files = Files.walk(logs)) {
+                    files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
+                } catch (IOException e) {
+                    out.println("(could not remove " + logs + ": " + e.getMessage() + ")");
+                }
             }
         }
     }
@@ -341,7 +350,7 @@ public final class ServiceBench implements Callable<Integer> {
                 text = METRICS_HTTP.send(java.net.http.HttpRequest.newBuilder(p.uri().resolve("/q/metrics")).build(),
                         java.net.http.HttpResponse.BodyHandlers.ofString()).body();
             } catch (java.io.IOException e) {
-                throw new java.io.UncheckedIOException("cannot read the metrics of " + p.uri(), e);
+                throw new Main.RunFailure("cannot read the metrics of " + p.uri(), e);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 throw new IllegalStateException("interrupted", e);

@@ -1,7 +1,6 @@
 package io.pikv.cli;
 
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -116,7 +115,7 @@ public final class SidecarProcess implements AutoCloseable {
             Files.createDirectories(logDir);
             process = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
         } catch (IOException e) {
-            throw new UncheckedIOException("cannot start sidecar " + name + ": " + e.getMessage(), e);
+            throw new Main.RunFailure("cannot start sidecar " + name + ": " + e.getMessage(), e);
         }
         RUNNING.add(process);
         long deadline = System.nanoTime() + timeout.toNanos();
@@ -140,18 +139,18 @@ public final class SidecarProcess implements AutoCloseable {
                     return Integer.parseInt(m.group(1));
                 }
                 if (!process.isAlive()) {
-                    throw new IllegalStateException("sidecar " + name + " exited with " + process.exitValue() + ":\n"
+                    throw new Main.RunFailure("sidecar " + name + " exited with " + process.exitValue() + ":\n"
                             + tail(log));
                 }
                 process.waitFor(100, TimeUnit.MILLISECONDS);
             } catch (IOException e) {
-                throw new UncheckedIOException("cannot read the log of sidecar " + name + ": " + e.getMessage(), e);
+                throw new Main.RunFailure("cannot read the log of sidecar " + name + ": " + e.getMessage(), e);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 break;
             }
         }
-        throw new IllegalStateException("sidecar " + name + " did not listen within the start-up timeout:\n"
+        throw new Main.RunFailure("sidecar " + name + " did not listen within the start-up timeout:\n"
                 + tail(log));
     }
 
@@ -160,7 +159,7 @@ public final class SidecarProcess implements AutoCloseable {
         HttpRequest ready = HttpRequest.newBuilder(uri.resolve("/q/health/ready")).timeout(Duration.ofSeconds(2)).build();
         while (System.nanoTime() < deadline) {
             if (!process.isAlive()) {
-                throw new IllegalStateException("sidecar " + name + " exited with " + process.exitValue() + ":\n"
+                throw new Main.RunFailure("sidecar " + name + " exited with " + process.exitValue() + ":\n"
                         + tail());
             }
             try {
@@ -181,7 +180,7 @@ public final class SidecarProcess implements AutoCloseable {
             }
         }
         close();
-        throw new IllegalStateException("sidecar " + name + " was not ready within " + timeout.toSeconds() + " s:\n"
+        throw new Main.RunFailure("sidecar " + name + " was not ready within " + timeout.toSeconds() + " s:\n"
                 + tail());
     }
 

@@ -39,6 +39,8 @@ class LauncherTest {
                 "--routing", "--methods", "--json");
         assertThat(run("bench", "cache", "--help").out()).contains("--trace", "--capacity", "--policies", "--json");
         assertThat(run("bench", "routing", "--help").out()).contains("--trace", "--shards", "--window", "--json");
+        assertThat(run("bench", "cache", "--version").out()).contains("pikv 0.1.0");
+        assertThat(run("gpu-check", "-V").out()).contains("pikv 0.1.0");
         assertThat(run("bench", "service", "--help").out()).contains("--context", "--shards", "--steps", "--warmup",
                 "--shard-threads", "--json");
         assertThat(run("bench", "attention", "--help").out()).contains("--context", "--q-heads", "--kv-heads",
@@ -88,6 +90,28 @@ class LauncherTest {
         assertThat(n.get("updates").asInt()).isEqualTo(3);
         assertThat(n.get("p50_ms").asDouble()).isPositive().isLessThanOrEqualTo(n.get("p99_ms").asDouble());
         assertThat(n.get("reconciles").asInt()).isGreaterThanOrEqualTo(3);
+    }
+
+    @Test
+    void aChildThatFailsIsReportedInASentenceWithItsLogNotAStackTrace(@TempDir Path root) throws Exception {
+        // A project whose operator build names a class path that does not exist: the child JVM cannot start.
+        Files.createDirectories(root.resolve("sidecar/service"));
+        Files.createDirectories(root.resolve("operator/target/test-classes"));
+        Files.writeString(root.resolve("operator/target/test-classpath.txt"), "/no/such/operator.jar");
+        String before = System.getProperty("pikv.root");
+        System.setProperty("pikv.root", root.toString());
+        try {
+            Run r = run("bench", "operator", "--clusters", "1", "--rounds", "1", "--warmup", "0");
+            assertThat(r.code()).isEqualTo(1);
+            assertThat(r.err()).startsWith("pikv: the operator benchmark failed (exit 1):")
+                    .contains("ReconcileBench").doesNotContain("\tat io.pikv");
+        } finally {
+            if (before == null) {
+                System.clearProperty("pikv.root");
+            } else {
+                System.setProperty("pikv.root", before);
+            }
+        }
     }
 
     @Test

@@ -19,8 +19,9 @@ import io.pikv.kv.ExpertShardMap;
  * An expert that would open a new shard and scores at or below it is not chosen, and the token keeps fewer than k
  * experts; a plain top-k expert on a shard the token already reaches is never dropped, since dropping it saves no
  * shard, and an expert outside the plain top-k is chosen in place of a dropped one only if it beats the null expert. An
- * expert outside the plain top-k never keeps a slot that an unchosen top-k expert of the same shard could take (the
- * token would reach the same shards with less of its gate mass). This
+ * expert outside the plain top-k never keeps a slot that an unchosen, stronger top-k expert could take without the
+ * token reaching another shard (on the expert's own shard, or one the other picks reach): that would cost gate mass
+ * and save no shard. This
  * is what a replayed log that holds only each token's top-k can exercise: the router keeps or drops those experts, it
  * cannot pick others. With {@code ρ = 0} the router only reorders and replaces within the routable experts, and with
  * {@code λ = 0} as well it is the plain top-k.
@@ -137,24 +138,39 @@ public final class CacheAwareRouter implements Router {
             touched[map.shardOf(best)] = true;
             picks[n++] = best;
         }
-        // The penalty is per expert, the cost it stands for per shard: an expert outside the plain top-k may have won
-        // a slot over a top-k expert whose misses made it lose, on a shard the token reaches anyway. Such a slot goes
-        // back to the strongest unchosen top-k expert of that shard: the same shards, more of the gate's mass.
-        for (int i = 1; i < n; i++) {
-            int e = picks[i];
-            if (inPlain[e]) {
-                continue;
-            }
-            int back = -1;
-            for (int p : plain) {
-                if (!chosen[p] && map.shardOf(p) == map.shardOf(e) && (back < 0 || logits[p] > logits[back])) {
-                    back = p;
+        // The penalty is per expert, the cost it stands for per shard: an expert outside the plain top-k may hold a
+        // slot that an unchosen top-k expert could take without reaching any shard the others do not reach (its own
+        // shard is the expert's, or one the other picks reach anyway) — a slot the top-k expert lost to its misses
+        // before its shard was reached. Such a slot goes back to the strongest such top-k expert: no more shards,
+        // more of the gate's mass. Repeated until no slot changes (each change adds a top-k expert, so at most k).
+        boolean changed = true;
+        while (changed) {
+            changed = false;
+            for (int i = 1; i < n && !changed; i++) {
+                int e = picks[i];
+                if (inPlain[e]) {
+                    continue;
                 }
-            }
-            if (back >= 0 && logits[back] > logits[e]) {
-                chosen[e] = false;
-                chosen[back] = true;
-                picks[i] = back;
+                int back = -1;
+                for (int p : plain) {
+                    if (chosen[p] || !(logits[p] > logits[e]) || (back >= 0 && logits[p] <= logits[back])) {
+                        continue;
+                    }
+                    int shard = map.shardOf(p);
+                    boolean reached = shard == map.shardOf(e);
+                    for (int j = 0; j < n && !reached; j++) {
+                        reached = j != i && map.shardOf(picks[j]) == shard;
+                    }
+                    if (reached) {
+                        back = p;
+                    }
+                }
+                if (back >= 0) {
+                    chosen[e] = false;
+                    chosen[back] = true;
+                    picks[i] = back;
+                    changed = true;
+                }
             }
         }
         return Gate.decision(java.util.Arrays.copyOf(picks, n), plain, Gate.probabilities(logits), map);

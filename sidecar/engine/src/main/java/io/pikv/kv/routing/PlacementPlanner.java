@@ -95,7 +95,8 @@ public final class PlacementPlanner {
         // Co-location picks by cut alone and may raise max/mean by more than it saves: keep the better of the two.
         double balancedAfter = maxOverMean(load, balanced, shards);
         double balancedCut = cut(co, balanced);
-        if (balancedAfter + balancedCut < after + cutAfter) {
+        boolean coLocationDropped = balancedAfter + balancedCut < after + cutAfter;
+        if (coLocationDropped) {
             chosen = balanced;
             after = balancedAfter;
             cutAfter = balancedCut;
@@ -108,8 +109,11 @@ public final class PlacementPlanner {
         }
         double gain = (before - 1 + cutBefore) - (after - 1 + cutAfter);
         if (moves.isEmpty()) {
-            return noop(current, before, cutBefore, 0, "no move within the balance slack and the move cap lowers "
-                    + "the predicted max/mean or the co-activation cut");
+            return noop(current, before, cutBefore, 0, coLocationDropped
+                    ? "balancing found no move, and co-location's moves would raise the predicted max/mean by more "
+                    + "than they lower the co-activation cut"
+                    : "no move within the balance slack and the move cap lowers the predicted max/mean or the "
+                    + "co-activation cut");
         }
         if (gain < config.minGain()) {
             return noop(current, before, cutBefore, gain, String.format(Locale.ROOT,

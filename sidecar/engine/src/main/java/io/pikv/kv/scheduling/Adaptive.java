@@ -73,6 +73,11 @@ public final class Adaptive implements EvictionPolicy {
         this.windowHits = new long[n];
     }
 
+    /** The capacity its ghosts run at: the live cache's. */
+    public int capacity() {
+        return capacity;
+    }
+
     @Override
     public String name() {
         return "adaptive";

@@ -21,7 +21,7 @@ final class IdHeap {
     }
 
     boolean contains(int id) {
-        return id < slot.length && slot[id] >= 0;
+        return id >= 0 && id < slot.length && slot[id] >= 0;
     }
 
     int min() {

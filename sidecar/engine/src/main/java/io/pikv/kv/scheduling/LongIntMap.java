@@ -13,7 +13,7 @@ final class LongIntMap {
     private int mask;
 
     LongIntMap(int expected) {
-        // Sized for up to 2^29 entries up front; beyond that it grows as entries arrive.
+        // Sized up front for at most 2^29 entries (the most it holds), then grown as entries arrive.
         int cap = Integer.highestOneBit(Math.max(4, Math.min(expected, 1 << 29) * 2 - 1)) << 1;
         alloc(cap);
     }
@@ -102,6 +102,9 @@ final class LongIntMap {
     }
 
     private void grow() {
+        if (keys.length >= 1 << 30) {
+            throw new IllegalStateException("a map of more than 2^29 entries is not supported");
+        }
         long[] oldKeys = keys;
         int[] oldValues = values;
         boolean[] oldUsed = used;

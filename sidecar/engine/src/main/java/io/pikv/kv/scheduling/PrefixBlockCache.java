@@ -29,6 +29,10 @@ public final class PrefixBlockCache implements BlockCache {
         if (capacity < 1) {
             throw new IllegalArgumentException("capacity must be >= 1 block, got " + capacity);
         }
+        if (policy instanceof Adaptive a && a.capacity() != capacity) {
+            throw new IllegalArgumentException("an adaptive policy built for " + a.capacity() + " blocks cannot serve "
+                    + "a cache of " + capacity + ": its ghosts would compare the candidates at another capacity");
+        }
         this.capacity = capacity;
         this.policy = policy;
         this.entries = new Entries(Math.min(capacity, 1 << 12)); // grows with use: a ghost holds only what it saw

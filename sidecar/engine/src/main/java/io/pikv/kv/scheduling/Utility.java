@@ -12,6 +12,8 @@ public final class Utility extends RankedPolicy {
     private final double recency;
     private final double frequency;
     private final double recencyScale;
+    /** Largest magnitude of a weight, and of the recency weight over its scale. */
+    public static final double MAX_WEIGHT = 1e12;
 
     /**
      * @param attention    α_attn
@@ -24,6 +26,14 @@ public final class Utility extends RankedPolicy {
         if (!(recencyScale > 0) || !Double.isFinite(attention) || !Double.isFinite(recency)
                 || !Double.isFinite(frequency)) {
             throw new IllegalArgumentException("utility weights must be finite and the recency scale positive");
+        }
+        // Only the weights' ratios matter; bounding them keeps every score finite (a score of ±∞, or ∞ − ∞ = NaN,
+        // would break the ranking's order), whatever the clock, the mass or the use count reach.
+        if (Math.abs(attention) > MAX_WEIGHT || Math.abs(frequency) > MAX_WEIGHT
+                || Math.abs(recency / recencyScale) > MAX_WEIGHT) {
+            throw new IllegalArgumentException("utility weights (and the recency weight over its scale) must be "
+                    + "within ±" + MAX_WEIGHT + ", got attention " + attention + ", recency " + recency + " / scale "
+                    + recencyScale + ", frequency " + frequency + "; only their ratios matter");
         }
         this.attention = attention;
         this.recency = recency;

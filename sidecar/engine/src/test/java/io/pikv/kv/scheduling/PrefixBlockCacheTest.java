@@ -109,6 +109,23 @@ class PrefixBlockCacheTest {
     }
 
     @Test
+    void utilityWeightsThatCouldMakeAScoreInfiniteAreRefused() {
+        for (double[] w : new double[][] {{1e13, 1, 1, 1}, {1, 1, 1e13, 1}, {0, 1, 1, 1e-300}, {0, -1e308, 1, 1e-8}}) {
+            assertThatThrownBy(() -> new Utility(w[0], w[1], w[2], w[3])).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("only their ratios matter");
+        }
+        assertThat(new Utility(1e12, -1e12, 0, 1).name()).isEqualTo("utility");
+    }
+
+    @Test
+    void anAdaptivePolicyServesOnlyACacheOfItsCapacity() {
+        Adaptive tenBlocks = new Adaptive(10, java.util.List.of(new Lru(), new Lrfu(1, 8, true)), 100, 0.01);
+        assertThatThrownBy(() -> new PrefixBlockCache(100, tenBlocks)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("built for 10 blocks cannot serve a cache of 100");
+        assertThat(new PrefixBlockCache(10, tenBlocks).name()).isEqualTo("adaptive");
+    }
+
+    @Test
     void lrfuRemembersEvictedBlocks() {
         // Half-life 10^6 ticks: CRF is about the use count. Capacity 3: 7 ×2, 8 ×3, 9 ×2, then 12 evicts 7
         // (CRF 2, older than 9). 7 comes back: with history its CRF is about 3, so the next newcomers evict 12
