@@ -371,6 +371,9 @@ public final class PiKVClusterValidator {
                 case "attention", "recency", "frequency" -> {
                     if (!(v >= 0) || Double.isInfinite(v)) {
                         out.add(new Violation(field, "is " + v + "; utility weights must be finite and at least 0"));
+                    } else if (v > io.pikv.kv.scheduling.Utility.MAX_WEIGHT) {
+                        out.add(new Violation(field, "is " + v + "; utility weights must be at most "
+                                + io.pikv.kv.scheduling.Utility.MAX_WEIGHT + " (only their ratios matter)"));
                     }
                 }
                 case "recencyScale", "halfLife" -> {
@@ -385,6 +388,14 @@ public final class PiKVClusterValidator {
                 }
                 default -> throw new IllegalStateException(e.getKey());
             }
+        }
+        Double recency = p.get("recency");
+        Double scale = p.get("recencyScale");
+        if (policy == SchedulingPolicy.UTILITY && recency != null && scale != null && recency >= 0 && scale > 0
+                && Double.isFinite(recency) && recency / scale > io.pikv.kv.scheduling.Utility.MAX_WEIGHT) {
+            out.add(new Violation("spec.scheduling.parameters.recencyScale", "is " + scale + "; recency " + recency
+                    + " over it exceeds " + io.pikv.kv.scheduling.Utility.MAX_WEIGHT + ": raise recencyScale or "
+                    + "lower recency"));
         }
         if (policy == SchedulingPolicy.UTILITY && p.keySet().containsAll(Set.of("attention", "recency", "frequency"))
                 && p.get("attention") == 0 && p.get("recency") == 0 && p.get("frequency") == 0) {

@@ -38,6 +38,14 @@ class PiKVClusterValidatorTest {
                 bad("headDim over the engine's bound", c -> c.getSpec().getModel().setHeadDim(4096),
                         "spec.model.headDim", "[1, 1024]"),
                 bad("model missing", c -> c.getSpec().setModel(null), "spec.model", "is required"),
+                bad("a utility weight past its bound", c -> {
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.UTILITY);
+                    c.getSpec().getScheduling().setParameters(Map.of("attention", 1e13));
+                }, "spec.scheduling.parameters.attention", "at most 1.0E12"),
+                bad("a recency weight over a tiny scale", c -> {
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.UTILITY);
+                    c.getSpec().getScheduling().setParameters(Map.of("recency", 1.0, "recencyScale", 1e-300));
+                }, "spec.scheduling.parameters.recencyScale", "raise recencyScale or lower recency"),
                 bad("more shards than experts", c -> c.getSpec().setShards(9),
                         "spec.shards", "every shard owns at least one expert"),
                 bad("zero shards", c -> c.getSpec().setShards(0), "spec.shards", "[1, 256]"),
