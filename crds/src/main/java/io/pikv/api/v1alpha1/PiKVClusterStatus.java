@@ -12,9 +12,9 @@ import java.util.List;
 
 /** What the operator observed and decided for a PiKV cluster. */
 @JsonInclude(JsonInclude.Include.NON_NULL)
-@JsonPropertyOrder({"observedGeneration", "conditions", "desiredShards", "shards", "readyShards", "selector",
-    "hitRate", "activePolicy", "shardMapEpoch", "lastRebalance", "lastDecision", "configHash",
-    "lastValidGeneration", "lastValidSpec"})
+@JsonPropertyOrder({"observedGeneration", "conditions", "desiredShards", "shards", "readyShards", "updatedShards",
+    "lastProgressTime", "selector", "hitRate", "activePolicy", "shardMapEpoch", "lastRebalance", "lastDecision",
+    "configHash", "lastValidGeneration", "lastValidSpec"})
 public class PiKVClusterStatus {
 
     /** Condition types. */
@@ -27,7 +27,8 @@ public class PiKVClusterStatus {
     private Long observedGeneration;
 
     @JsonPropertyDescription("Ready (all shards of the running spec ready), Progressing (a rollout or scaling is "
-            + "under way), Degraded (the spec is invalid or a reconcile failed; the last valid spec keeps running), "
+            + "under way), Degraded (the spec is invalid or a reconcile failed, and the last valid spec keeps running; "
+            + "or the shards have not all been ready and none has progressed for the operator's progress deadline), "
             + "Rebalancing (the shard map changed and shards are catching up).")
     private List<Condition> conditions = new ArrayList<>();
 
@@ -40,6 +41,13 @@ public class PiKVClusterStatus {
 
     @JsonPropertyDescription("Shard pods that pass their readiness probe.")
     private Integer readyShards;
+
+    @JsonPropertyDescription("Shard pods that run the current pod template (the StatefulSet's updatedReplicas).")
+    private Integer updatedShards;
+
+    @JsonPropertyDescription("When the shards last progressed (RFC 3339): the running config, the shard count, or the "
+            + "pods that exist, run the current template or are ready changed.")
+    private String lastProgressTime;
 
     @LabelSelector
     @JsonPropertyDescription("Label selector of the shard pods, for the scale subresource (HPA, KEDA).")
@@ -110,6 +118,22 @@ public class PiKVClusterStatus {
 
     public void setReadyShards(Integer readyShards) {
         this.readyShards = readyShards;
+    }
+
+    public Integer getUpdatedShards() {
+        return updatedShards;
+    }
+
+    public void setUpdatedShards(Integer updatedShards) {
+        this.updatedShards = updatedShards;
+    }
+
+    public String getLastProgressTime() {
+        return lastProgressTime;
+    }
+
+    public void setLastProgressTime(String lastProgressTime) {
+        this.lastProgressTime = lastProgressTime;
     }
 
     public String getSelector() {

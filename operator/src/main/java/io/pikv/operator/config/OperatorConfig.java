@@ -29,8 +29,9 @@ public interface OperatorConfig {
     Duration progressInterval();
 
     /**
-     * How long creating, rolling out or scaling the shards may take (from when it began, or from the last decision)
-     * before the cluster is {@code Degraded} with reason {@code RolloutStalled}, until it finishes.
+     * How long the shards may go without all being ready and without progress (a pod created, updated or becoming
+     * ready, a new config or shard count) before the cluster is {@code Degraded} with reason
+     * {@code ProgressDeadlineExceeded}, until they are all ready; 0 turns it off.
      */
     @WithDefault("10M")
     Duration progressDeadline();

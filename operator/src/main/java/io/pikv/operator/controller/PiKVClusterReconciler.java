@@ -151,9 +151,9 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         }
         Condition degraded = Conditions.find(next.getConditions(), PiKVClusterStatus.DEGRADED);
         Condition wasDegraded = Conditions.find(previous.getConditions(), PiKVClusterStatus.DEGRADED);
-        if (degraded != null && Reasons.ROLLOUT_STALLED.equals(degraded.getReason())
-                && (wasDegraded == null || !Reasons.ROLLOUT_STALLED.equals(wasDegraded.getReason()))) {
-            events.warning(cluster, Reasons.ROLLOUT_STALLED, degraded.getMessage());
+        if (degraded != null && Reasons.PROGRESS_DEADLINE_EXCEEDED.equals(degraded.getReason())
+                && (wasDegraded == null || !Reasons.PROGRESS_DEADLINE_EXCEEDED.equals(wasDegraded.getReason()))) {
+            events.warning(cluster, Reasons.PROGRESS_DEADLINE_EXCEEDED, degraded.getMessage());
         }
         return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(after), validation.valid());
     }

@@ -15,7 +15,7 @@ public final class Reasons {
     public static final String SPEC_VALID = "SpecValid";
     public static final String SPEC_INVALID = "SpecInvalid";
     public static final String RECONCILE_FAILED = "ReconcileFailed";
-    public static final String ROLLOUT_STALLED = "RolloutStalled";
+    public static final String PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded";
     // Rebalancing
     public static final String SHARD_MAP_CHANGED = "ShardMapChanged";
     public static final String SHARD_MAP_SETTLED = "ShardMapSettled";

@@ -49,9 +49,10 @@ public final class StatusAggregator {
     }
 
     /**
-     * @param progressDeadline how long the shards may take to be created, rolled out or scaled (counted from when the
-     *                         cluster began progressing or from the last decision, whichever is later) before the
-     *                         cluster is {@code Degraded} with reason {@code RolloutStalled}; null: no deadline
+     * @param progressDeadline how long the running spec's shards may go without all being ready and without any
+     *                         progress ({@code lastProgressTime}: the config, the shard count, or the pods that exist,
+     *                         are updated or are ready changed) before the cluster is {@code Degraded} with reason
+     *                         {@code ProgressDeadlineExceeded}; null, zero or negative: no deadline
      */
     public static PiKVClusterStatus next(PiKVClusterStatus previous, Snapshot s, Duration progressDeadline) {
         PiKVClusterStatus prev = previous == null ? new PiKVClusterStatus() : previous;
@@ -65,8 +66,10 @@ public final class StatusAggregator {
         StatefulSetStatus sts = s.statefulSet() == null ? null : s.statefulSet().getStatus();
         int exist = sts == null || sts.getReplicas() == null ? 0 : sts.getReplicas();
         int ready = sts == null || sts.getReadyReplicas() == null ? 0 : sts.getReadyReplicas();
+        int updated = sts == null || sts.getUpdatedReplicas() == null ? 0 : sts.getUpdatedReplicas();
         next.setShards(exist);
         next.setReadyShards(ready);
+        next.setUpdatedShards(updated);
 
         List<Condition> c = new ArrayList<>(prev.getConditions() == null ? List.of() : prev.getConditions());
         long g = s.generation();
@@ -101,6 +104,7 @@ public final class StatusAggregator {
             next.setLastValidSpec(prev.getLastValidSpec());
             next.setConfigHash(prev.getConfigHash());
             next.setDesiredShards(prev.getDesiredShards());
+            next.setLastProgressTime(prev.getLastProgressTime());
             return next;
         }
 
@@ -109,6 +113,10 @@ public final class StatusAggregator {
         next.setDesiredShards(desired);
         next.setActivePolicy(run.activePolicy().value());
         next.setConfigHash(run.configHash());
+        boolean progressed = prev.getLastProgressTime() == null || !Objects.equals(prev.getConfigHash(), run.configHash())
+                || !Objects.equals(prev.getDesiredShards(), desired) || !Objects.equals(prev.getShards(), exist)
+                || !Objects.equals(prev.getUpdatedShards(), updated) || !Objects.equals(prev.getReadyShards(), ready);
+        next.setLastProgressTime(progressed ? now : prev.getLastProgressTime());
         next.setLastValidGeneration(s.runningGeneration());
         next.setLastValidSpec(s.runningSpecJson());
         long epoch = run.shardMap().epoch();
@@ -122,7 +130,6 @@ public final class StatusAggregator {
             progressReason = Reasons.CREATING;
             progressMessage = "Creating the shard StatefulSet.";
         } else if (!rolledOut(s.statefulSet())) {
-            int updated = sts == null || sts.getUpdatedReplicas() == null ? 0 : sts.getUpdatedReplicas();
             progressReason = Reasons.ROLLING_OUT;
             progressMessage = updated + " of " + desired + " shard pods run config " + run.configHash() + ".";
         } else if (exist != desired) {
@@ -144,27 +151,26 @@ public final class StatusAggregator {
                 ? Conditions.set(c, PiKVClusterStatus.PROGRESSING, true, progressReason, progressMessage, rg, now)
                 : Conditions.set(c, PiKVClusterStatus.PROGRESSING, false, Reasons.STABLE,
                 "All " + desired + " shard pods run config " + run.configHash() + ".", rg, now);
+        boolean allReady = !progressing && ready == desired;
+        String readyMessage = ready + "/" + desired + " shards ready.";
+        c = allReady
+                ? Conditions.set(c, PiKVClusterStatus.READY, true, Reasons.ALL_SHARDS_READY, readyMessage, rg, now)
+                : Conditions.set(c, PiKVClusterStatus.READY, false, Reasons.SHARDS_NOT_READY, readyMessage, rg, now);
         if (s.validation().valid()) {
-            String since = progressing && progressDeadline != null ? stalledSince(c, next, progressDeadline, now) : null;
-            if (since == null) {
-                c = Conditions.set(c, PiKVClusterStatus.DEGRADED, false, Reasons.SPEC_VALID, "The spec is valid.", g,
-                        now);
-            } else {
-                c = Conditions.set(c, PiKVClusterStatus.DEGRADED, true, Reasons.ROLLOUT_STALLED,
-                        progressMessage + " The shards have not finished since " + since + " (progress deadline "
+            if (!allReady && pastDeadline(next.getLastProgressTime(), progressDeadline, now)) {
+                c = Conditions.set(c, PiKVClusterStatus.DEGRADED, true, Reasons.PROGRESS_DEADLINE_EXCEEDED,
+                        (progressing ? progressMessage : readyMessage) + " No shard pod has been created, updated or "
+                                + "become ready since " + next.getLastProgressTime() + " (progress deadline "
                                 + progressDeadline.toString().substring(2).toLowerCase(java.util.Locale.ROOT)
                                 + "): see the shard pods' events and logs (kubectl describe pods -l "
                                 + PiKVClusterResources.selector(s.name()) + "), e.g. for an image that cannot be "
                                 + "pulled, a container that does not start or become ready, or no node with room.",
                         g, now);
+            } else {
+                c = Conditions.set(c, PiKVClusterStatus.DEGRADED, false, Reasons.SPEC_VALID, "The spec is valid.", g,
+                        now);
             }
         }
-        boolean allReady = !progressing && ready == desired;
-        c = allReady
-                ? Conditions.set(c, PiKVClusterStatus.READY, true, Reasons.ALL_SHARDS_READY,
-                ready + "/" + desired + " shards ready.", rg, now)
-                : Conditions.set(c, PiKVClusterStatus.READY, false, Reasons.SHARDS_NOT_READY,
-                ready + "/" + desired + " shards ready.", rg, now);
         boolean rebalancing = !allReady && (newMap || Conditions.isTrue(c, PiKVClusterStatus.REBALANCING));
         c = rebalancing
                 ? Conditions.set(c, PiKVClusterStatus.REBALANCING, true, Reasons.SHARD_MAP_CHANGED,
@@ -208,22 +214,14 @@ public final class StatusAggregator {
                 || st.getUpdateRevision().equals(st.getCurrentRevision()));
     }
 
-    /**
-     * When the progress now under way began — the later of Progressing turning true and the last decision (a new
-     * spec restarts the clock) — if that is at least {@code deadline} before {@code now}; else null.
-     */
-    private static String stalledSince(List<Condition> c, PiKVClusterStatus next, Duration deadline, String now) {
-        Condition p = Conditions.find(c, PiKVClusterStatus.PROGRESSING);
-        Instant since = instant(p == null ? null : p.getLastTransitionTime());
-        Instant decided = next.getLastDecision() == null ? null : instant(next.getLastDecision().getTime());
+    /** Whether {@code deadline} (when positive) has passed since {@code since}; false when a time does not parse. */
+    private static boolean pastDeadline(String since, Duration deadline, String now) {
+        if (deadline == null || deadline.isZero() || deadline.isNegative()) {
+            return false;
+        }
+        Instant from = instant(since);
         Instant at = instant(now);
-        if (since == null || at == null) {
-            return null;
-        }
-        if (decided != null && decided.isAfter(since)) {
-            since = decided;
-        }
-        return Duration.between(since, at).compareTo(deadline) >= 0 ? since.toString() : null;
+        return from != null && at != null && Duration.between(from, at).compareTo(deadline) >= 0;
     }
 
     private static Instant instant(String rfc3339) {

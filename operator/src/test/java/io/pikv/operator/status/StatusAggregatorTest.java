@@ -3,7 +3,6 @@ package io.pikv.operator.status;
 import io.fabric8.kubernetes.api.model.Condition;
 import io.fabric8.kubernetes.api.model.apps.StatefulSet;
 import io.fabric8.kubernetes.api.model.apps.StatefulSetStatusBuilder;
-import io.pikv.api.v1alpha1.Decision;
 import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.api.v1alpha1.PiKVClusterStatus;
 import io.pikv.operator.TestClusters;
@@ -93,46 +92,81 @@ class StatusAggregatorTest {
         return sts;
     }
 
+    private static final java.time.Duration DEADLINE = java.time.Duration.ofMinutes(10);
+
+    private PiKVClusterStatus at(PiKVClusterStatus prev, StatefulSet sts, String now) {
+        return StatusAggregator.next(prev, new StatusAggregator.Snapshot("demo", 1, VALID, model, 1, "{}", sts,
+                List.of(), now), DEADLINE);
+    }
+
+    private static String minute(int m) {
+        return String.format("2026-01-01T%02d:%02d:00Z", m / 60, m % 60);
+    }
+
     @Test
-    void aRolloutPastTheProgressDeadlineDegradesTheClusterUntilItFinishes() {
-        java.time.Duration deadline = java.time.Duration.ofMinutes(10);
-        PiKVClusterStatus started = StatusAggregator.next(null, new StatusAggregator.Snapshot("demo", 1, VALID, model,
-                1, "{}", stuck(), List.of(), T0), deadline);
+    void noProgressPastTheDeadlineDegradesTheClusterUntilItProgresses() {
+        PiKVClusterStatus started = at(null, stuck(), T0);
         assertThat(condition(started, "Progressing").getReason()).isEqualTo("RollingOut");
-        assertThat(condition(started, "Degraded").getStatus()).isEqualTo("False");
-        // Nine minutes on: within the deadline.
-        PiKVClusterStatus nine = StatusAggregator.next(started, new StatusAggregator.Snapshot("demo", 1, VALID, model,
-                1, "{}", stuck(), List.of(), "2026-01-01T00:09:00Z"), deadline);
+        assertThat(started.getUpdatedShards()).isEqualTo(1);
+        assertThat(started.getLastProgressTime()).isEqualTo(T0);
+        PiKVClusterStatus nine = at(started, stuck(), minute(9));
         assertThat(condition(nine, "Degraded").getStatus()).isEqualTo("False");
-        // Ten minutes on: Degraded, saying since when and where to look; Progressing still tells the rollout.
-        PiKVClusterStatus ten = StatusAggregator.next(nine, new StatusAggregator.Snapshot("demo", 1, VALID, model,
-                1, "{}", stuck(), List.of(), "2026-01-01T00:10:00Z"), deadline);
+        // Ten minutes without a pod created, updated or ready: Degraded, saying since when and where to look.
+        PiKVClusterStatus ten = at(nine, stuck(), minute(10));
         Condition degraded = condition(ten, "Degraded");
         assertThat(degraded.getStatus()).isEqualTo("True");
-        assertThat(degraded.getReason()).isEqualTo("RolloutStalled");
+        assertThat(degraded.getReason()).isEqualTo("ProgressDeadlineExceeded");
         assertThat(degraded.getMessage()).startsWith("1 of 2 shard pods run config " + model.configHash() + ".")
-                .contains("have not finished since 2026-01-01T00:00:00Z (progress deadline 10m)",
+                .contains("since 2026-01-01T00:00:00Z (progress deadline 10m)",
                         "kubectl describe pods -l app.kubernetes.io/name=pikv,app.kubernetes.io/instance=demo");
         assertThat(condition(ten, "Progressing").getReason()).isEqualTo("RollingOut");
-        // The same look later changes nothing (no status write per reconcile).
-        PiKVClusterStatus later = StatusAggregator.next(ten, new StatusAggregator.Snapshot("demo", 1, VALID, model,
-                1, "{}", stuck(), List.of(), "2026-01-01T00:30:00Z"), deadline);
-        assertThat(StatusAggregator.changed(ten, later)).isFalse();
-        // A decision (a new spec) restarts the clock.
-        Decision applied = new Decision();
-        applied.setTime("2026-01-01T00:25:00Z");
-        applied.setReason("ConfigChanged");
-        applied.setMessage("new config");
-        PiKVClusterStatus renewed = StatusAggregator.next(ten, new StatusAggregator.Snapshot("demo", 1, VALID, model,
-                1, "{}", stuck(), List.of(applied), "2026-01-01T00:30:00Z"), deadline);
-        assertThat(condition(renewed, "Degraded").getStatus()).isEqualTo("False");
-        // Finished: no longer degraded.
-        PiKVClusterStatus done = StatusAggregator.next(ten, new StatusAggregator.Snapshot("demo", 1, VALID, model,
-                1, "{}", sts(2, 2), List.of(), "2026-01-01T00:31:00Z"), deadline);
+        // Looking again later changes nothing (no status write per reconcile).
+        assertThat(StatusAggregator.changed(ten, at(ten, stuck(), minute(30)))).isFalse();
+        // A pod updated is progress: the clock restarts.
+        StatefulSet moved = stuck();
+        moved.getStatus().setUpdatedReplicas(2);
+        PiKVClusterStatus progressed = at(ten, moved, minute(31));
+        assertThat(condition(progressed, "Degraded").getStatus()).isEqualTo("False");
+        assertThat(progressed.getLastProgressTime()).isEqualTo(minute(31));
+        // Finished: Ready, not Degraded.
+        PiKVClusterStatus done = at(ten, sts(2, 2), minute(32));
         assertThat(condition(done, "Degraded").getStatus()).isEqualTo("False");
         assertThat(condition(done, "Ready").getStatus()).isEqualTo("True");
-        // Without a deadline nothing of this happens.
-        assertThat(condition(next(nine, stuck(), "2026-01-01T05:00:00Z"), "Degraded").getStatus()).isEqualTo("False");
+        // No deadline (null or zero): never.
+        assertThat(condition(next(nine, stuck(), minute(300)), "Degraded").getStatus()).isEqualTo("False");
+        assertThat(condition(StatusAggregator.next(nine, new StatusAggregator.Snapshot("demo", 1, VALID, model, 1,
+                "{}", stuck(), List.of(), minute(300)), java.time.Duration.ZERO), "Degraded").getStatus())
+                .isEqualTo("False");
+    }
+
+    @Test
+    void aNewClusterWhosePodsNeverBecomeReadyPassesTheDeadline() {
+        // Pods created in parallel count as updated at once: after Creating, Progressing ends; Ready stays false.
+        PiKVClusterStatus creating = at(null, null, T0);
+        assertThat(condition(creating, "Progressing").getReason()).isEqualTo("Creating");
+        PiKVClusterStatus created = at(creating, sts(2, 0), "2026-01-01T00:00:20Z");
+        assertThat(condition(created, "Progressing").getStatus()).isEqualTo("False");
+        assertThat(condition(created, "Ready").getStatus()).isEqualTo("False");
+        assertThat(created.getLastProgressTime()).isEqualTo("2026-01-01T00:00:20Z");
+        assertThat(condition(at(created, sts(2, 0), minute(10)), "Degraded").getStatus()).isEqualTo("False");
+        PiKVClusterStatus later = at(created, sts(2, 0), minute(11));
+        assertThat(condition(later, "Degraded").getReason()).isEqualTo("ProgressDeadlineExceeded");
+        assertThat(condition(later, "Degraded").getMessage()).startsWith("0/2 shards ready. No shard pod has been");
+    }
+
+    @Test
+    void aSlowRolloutThatKeepsProgressingIsNotDegraded() {
+        PiKVClusterStatus s = null;
+        for (int m = 0; m <= 24; m++) {
+            StatefulSet sts = stuck();
+            sts.getSpec().setReplicas(40);
+            sts.getStatus().setReplicas(40);
+            sts.getStatus().setReadyReplicas(39);
+            sts.getStatus().setUpdatedReplicas(1 + m / 2); // a pod every two minutes
+            s = at(s, sts, minute(m));
+            assertThat(condition(s, "Degraded").getStatus()).as("minute %d", m).isEqualTo("False");
+        }
+        assertThat(condition(s, "Progressing").getReason()).isEqualTo("RollingOut");
     }
 
     @Test
