@@ -94,7 +94,7 @@ public final class OperatorBench implements Callable<Integer> {
             // Malformed bytes (a child killed mid-write) become replacement characters rather than hide the failure.
             List<String> lines = new String(Files.readAllBytes(log), java.nio.charset.StandardCharsets.UTF_8).lines()
                     .toList();
-            throw new Main.RunFailure("the operator benchmark failed (exit " + p.exitValue() + "):\n"
+            throw new Main.RunFailure("the operator benchmark failed (exit " + p.exitValue() + "; log " + log + "):\n"
                     + String.join("\n", lines.subList(Math.max(0, lines.size() - 30), lines.size())));
         }
         Map<String, Object> figures = new ObjectMapper().readValue(out.toFile(),

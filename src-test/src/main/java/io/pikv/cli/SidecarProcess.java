@@ -139,7 +139,8 @@ public final class SidecarProcess implements AutoCloseable {
                     return Integer.parseInt(m.group(1));
                 }
                 if (!process.isAlive()) {
-                    throw new Main.RunFailure("sidecar " + name + " exited with " + process.exitValue() + ":\n"
+                    throw new Main.RunFailure("sidecar " + name + " exited with " + process.exitValue()
+                            + " (log " + log + "):\n"
                             + tail(log));
                 }
                 process.waitFor(100, TimeUnit.MILLISECONDS);
@@ -150,7 +151,7 @@ public final class SidecarProcess implements AutoCloseable {
                 break;
             }
         }
-        throw new Main.RunFailure("sidecar " + name + " did not listen within the start-up timeout:\n"
+        throw new Main.RunFailure("sidecar " + name + " did not listen within the start-up timeout (log " + log + "):\n"
                 + tail(log));
     }
 
@@ -159,7 +160,8 @@ public final class SidecarProcess implements AutoCloseable {
         HttpRequest ready = HttpRequest.newBuilder(uri.resolve("/q/health/ready")).timeout(Duration.ofSeconds(2)).build();
         while (System.nanoTime() < deadline) {
             if (!process.isAlive()) {
-                throw new Main.RunFailure("sidecar " + name + " exited with " + process.exitValue() + ":\n"
+                throw new Main.RunFailure("sidecar " + name + " exited with " + process.exitValue()
+                        + " (log " + log + "):\n"
                         + tail());
             }
             try {
@@ -180,7 +182,7 @@ public final class SidecarProcess implements AutoCloseable {
             }
         }
         close();
-        throw new Main.RunFailure("sidecar " + name + " was not ready within " + timeout.toSeconds() + " s:\n"
+        throw new Main.RunFailure("sidecar " + name + " was not ready within " + timeout.toSeconds() + " s (log " + log + "):\n"
                 + tail());
     }
 

@@ -103,8 +103,8 @@ class LauncherTest {
         try {
             Run r = run("bench", "operator", "--clusters", "1", "--rounds", "1", "--warmup", "0");
             assertThat(r.code()).isEqualTo(1);
-            assertThat(r.err()).startsWith("pikv: the operator benchmark failed (exit 1):")
-                    .contains("ReconcileBench").doesNotContain("\tat io.pikv");
+            assertThat(r.err()).startsWith("pikv: the operator benchmark failed (exit 1; log ")
+                    .contains("bench.log):", "ReconcileBench").doesNotContain("\tat io.pikv");
         } finally {
             if (before == null) {
                 System.clearProperty("pikv.root");

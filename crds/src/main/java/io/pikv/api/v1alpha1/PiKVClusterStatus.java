@@ -45,8 +45,8 @@ public class PiKVClusterStatus {
     @JsonPropertyDescription("Shard pods that run the current pod template (the StatefulSet's updatedReplicas).")
     private Integer updatedShards;
 
-    @JsonPropertyDescription("When the shards last progressed (RFC 3339): the running config, the shard count, or the "
-            + "pods that exist, run the current template or are ready changed.")
+    @JsonPropertyDescription("When the shards last progressed (RFC 3339): a new running config or shard count, or "
+            + "more pods that exist, run the current template or are ready.")
     private String lastProgressTime;
 
     @LabelSelector

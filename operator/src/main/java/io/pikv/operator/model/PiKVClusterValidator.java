@@ -389,8 +389,10 @@ public final class PiKVClusterValidator {
                 default -> throw new IllegalStateException(e.getKey());
             }
         }
-        Double recency = p.get("recency");
-        Double scale = p.get("recencyScale");
+        // A missing weight or scale is the sidecar's default (recency 1, recencyScale 1024).
+        Double recency = p.get("recency") == null && !p.containsKey("recency") ? Double.valueOf(1.0) : p.get("recency");
+        Double scale = p.get("recencyScale") == null && !p.containsKey("recencyScale") ? Double.valueOf(1024.0)
+                : p.get("recencyScale");
         if (policy == SchedulingPolicy.UTILITY && recency != null && scale != null && recency >= 0 && scale > 0
                 && Double.isFinite(recency) && recency / scale > io.pikv.kv.scheduling.Utility.MAX_WEIGHT) {
             out.add(new Violation("spec.scheduling.parameters.recencyScale", "is " + scale + "; recency " + recency

@@ -113,9 +113,11 @@ public final class StatusAggregator {
         next.setDesiredShards(desired);
         next.setActivePolicy(run.activePolicy().value());
         next.setConfigHash(run.configHash());
+        // Progress: a new config or shard count, or more pods created, updated or ready (a count that falls — a pod
+        // lost — is not progress).
         boolean progressed = prev.getLastProgressTime() == null || !Objects.equals(prev.getConfigHash(), run.configHash())
-                || !Objects.equals(prev.getDesiredShards(), desired) || !Objects.equals(prev.getShards(), exist)
-                || !Objects.equals(prev.getUpdatedShards(), updated) || !Objects.equals(prev.getReadyShards(), ready);
+                || !Objects.equals(prev.getDesiredShards(), desired) || grew(prev.getShards(), exist)
+                || grew(prev.getUpdatedShards(), updated) || grew(prev.getReadyShards(), ready);
         next.setLastProgressTime(progressed ? now : prev.getLastProgressTime());
         next.setLastValidGeneration(s.runningGeneration());
         next.setLastValidSpec(s.runningSpecJson());
@@ -212,6 +214,10 @@ public final class StatusAggregator {
         int updated = st.getUpdatedReplicas() == null ? 0 : st.getUpdatedReplicas();
         return updated >= replicas && (st.getUpdateRevision() == null
                 || st.getUpdateRevision().equals(st.getCurrentRevision()));
+    }
+
+    private static boolean grew(Integer before, int now) {
+        return before == null || now > before;
     }
 
     /** Whether {@code deadline} (when positive) has passed since {@code since}; false when a time does not parse. */

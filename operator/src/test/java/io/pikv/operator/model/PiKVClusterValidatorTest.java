@@ -46,6 +46,10 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getScheduling().setPolicy(SchedulingPolicy.UTILITY);
                     c.getSpec().getScheduling().setParameters(Map.of("recency", 1.0, "recencyScale", 1e-300));
                 }, "spec.scheduling.parameters.recencyScale", "raise recencyScale or lower recency"),
+                bad("a tiny recency scale under the default recency weight", c -> {
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.UTILITY);
+                    c.getSpec().getScheduling().setParameters(Map.of("recencyScale", 1e-13));
+                }, "spec.scheduling.parameters.recencyScale", "raise recencyScale or lower recency"),
                 bad("more shards than experts", c -> c.getSpec().setShards(9),
                         "spec.shards", "every shard owns at least one expert"),
                 bad("zero shards", c -> c.getSpec().setShards(0), "spec.shards", "[1, 256]"),

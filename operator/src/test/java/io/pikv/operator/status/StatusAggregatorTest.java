@@ -109,6 +109,10 @@ class StatusAggregatorTest {
         assertThat(condition(started, "Progressing").getReason()).isEqualTo("RollingOut");
         assertThat(started.getUpdatedShards()).isEqualTo(1);
         assertThat(started.getLastProgressTime()).isEqualTo(T0);
+        // A pod lost is not progress: the clock keeps running.
+        StatefulSet lost = stuck();
+        lost.getStatus().setReadyReplicas(0);
+        assertThat(at(started, lost, minute(5)).getLastProgressTime()).isEqualTo(T0);
         PiKVClusterStatus nine = at(started, stuck(), minute(9));
         assertThat(condition(nine, "Degraded").getStatus()).isEqualTo("False");
         // Ten minutes without a pod created, updated or ready: Degraded, saying since when and where to look.

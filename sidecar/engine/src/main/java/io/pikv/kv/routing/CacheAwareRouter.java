@@ -20,8 +20,8 @@ import io.pikv.kv.ExpertShardMap;
  * experts; a plain top-k expert on a shard the token already reaches is never dropped, since dropping it saves no
  * shard, and an expert outside the plain top-k is chosen in place of a dropped one only if it beats the null expert. An
  * expert outside the plain top-k never keeps a slot that an unchosen, stronger top-k expert could take without the
- * token reaching another shard (on the expert's own shard, or one the other picks reach): that would cost gate mass
- * and save no shard. This
+ * token reaching another shard — on the expert's own shard, or on one the other picks reach when no other pick shares
+ * the expert's shard: that would cost gate mass and save no shard. This
  * is what a replayed log that holds only each token's top-k can exercise: the router keeps or drops those experts, it
  * cannot pick others. With {@code ρ = 0} the router only reorders and replaces within the routable experts, and with
  * {@code λ = 0} as well it is the plain top-k.
@@ -139,10 +139,12 @@ public final class CacheAwareRouter implements Router {
             picks[n++] = best;
         }
         // The penalty is per expert, the cost it stands for per shard: an expert outside the plain top-k may hold a
-        // slot that an unchosen top-k expert could take without reaching any shard the others do not reach (its own
-        // shard is the expert's, or one the other picks reach anyway) — a slot the top-k expert lost to its misses
-        // before its shard was reached. Such a slot goes back to the strongest such top-k expert: no more shards,
-        // more of the gate's mass. Repeated until no slot changes (each change adds a top-k expert, so at most k).
+        // slot that an unchosen top-k expert could take without reaching any shard the others do not reach — a slot
+        // the top-k expert lost to its misses before its shard was reached. Such a slot goes back to the strongest
+        // such top-k expert when that keeps every pick's standing: the top-k expert is on the expert's own shard, or
+        // on a shard another pick reaches while no other pick shares the expert's shard (a pick that came in free on
+        // the expert's shard must not be left alone on it). No more shards, more of the gate's mass. Repeated until
+        // no slot changes (each change adds a top-k expert, so at most k times).
         boolean changed = true;
         while (changed) {
             changed = false;
@@ -157,11 +159,16 @@ public final class CacheAwareRouter implements Router {
                         continue;
                     }
                     int shard = map.shardOf(p);
-                    boolean reached = shard == map.shardOf(e);
-                    for (int j = 0; j < n && !reached; j++) {
-                        reached = j != i && map.shardOf(picks[j]) == shard;
+                    boolean sameShard = shard == map.shardOf(e);
+                    boolean reached = false;
+                    boolean eShared = false;
+                    for (int j = 0; j < n; j++) {
+                        if (j != i) {
+                            reached |= map.shardOf(picks[j]) == shard;
+                            eShared |= map.shardOf(picks[j]) == map.shardOf(e);
+                        }
                     }
-                    if (reached) {
+                    if (sameShard || (reached && !eShared)) {
                         back = p;
                     }
                 }

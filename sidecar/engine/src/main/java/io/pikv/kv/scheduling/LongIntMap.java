@@ -50,7 +50,7 @@ final class LongIntMap {
         if (value < 0) {
             throw new IllegalArgumentException("values must be >= 0, got " + value);
         }
-        if ((size + 1) * 2 > keys.length) {
+        if ((size + 1) * 2 > keys.length && get(key) < 0) { // an update of a key held needs no room
             grow();
         }
         int i = mix(key) & mask;

@@ -12,6 +12,8 @@ public final class Utility extends RankedPolicy {
     private final double recency;
     private final double frequency;
     private final double recencyScale;
+    /** α_rec/τ, bounded: the score multiplies the clock by it (dividing the clock by a tiny τ first could overflow). */
+    private final double recencyPerTick;
     /** Largest magnitude of a weight, and of the recency weight over its scale. */
     public static final double MAX_WEIGHT = 1e12;
 
@@ -29,7 +31,7 @@ public final class Utility extends RankedPolicy {
         }
         // Only the weights' ratios matter; bounding them keeps every score finite (a score of ±∞, or ∞ − ∞ = NaN,
         // would break the ranking's order), whatever the clock, the mass or the use count reach.
-        if (Math.abs(attention) > MAX_WEIGHT || Math.abs(frequency) > MAX_WEIGHT
+        if (Math.abs(attention) > MAX_WEIGHT || Math.abs(recency) > MAX_WEIGHT || Math.abs(frequency) > MAX_WEIGHT
                 || Math.abs(recency / recencyScale) > MAX_WEIGHT) {
             throw new IllegalArgumentException("utility weights (and the recency weight over its scale) must be "
                     + "within ±" + MAX_WEIGHT + ", got attention " + attention + ", recency " + recency + " / scale "
@@ -39,6 +41,7 @@ public final class Utility extends RankedPolicy {
         this.recency = recency;
         this.frequency = frequency;
         this.recencyScale = recencyScale;
+        this.recencyPerTick = recency / recencyScale;
     }
 
     @Override
@@ -49,7 +52,7 @@ public final class Utility extends RankedPolicy {
     @Override
     protected double score(Entries entries, int id) {
         return attention * entries.mass(id) + frequency * entries.accesses(id)
-                + recency * (entries.lastAccess(id) / recencyScale);
+                + recencyPerTick * entries.lastAccess(id);
     }
 
     @Override

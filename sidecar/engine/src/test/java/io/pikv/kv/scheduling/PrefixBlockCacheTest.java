@@ -110,11 +110,14 @@ class PrefixBlockCacheTest {
 
     @Test
     void utilityWeightsThatCouldMakeAScoreInfiniteAreRefused() {
-        for (double[] w : new double[][] {{1e13, 1, 1, 1}, {1, 1, 1e13, 1}, {0, 1, 1, 1e-300}, {0, -1e308, 1, 1e-8}}) {
+        for (double[] w : new double[][] {{1e13, 1, 1, 1}, {1, 1, 1e13, 1}, {0, 1, 1, 1e-300}, {0, -1e308, 1, 1e-8},
+            {1, 2e12, 1, 1024}}) {
             assertThatThrownBy(() -> new Utility(w[0], w[1], w[2], w[3])).isInstanceOf(IllegalArgumentException.class)
                     .hasMessageContaining("only their ratios matter");
         }
         assertThat(new Utility(1e12, -1e12, 0, 1).name()).isEqualTo("utility");
+        // No recency weight over a scale so small that the clock divided by it would overflow: frequency ranks alone.
+        assertThat(replay(new Utility(0, 0, 1, Double.MIN_VALUE), 2, 1, 1, 1, 2, 3).contains(2)).isFalse();
     }
 
     @Test
