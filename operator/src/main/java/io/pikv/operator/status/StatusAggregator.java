@@ -50,8 +50,8 @@ public final class StatusAggregator {
 
     /**
      * @param progressDeadline how long the running spec's shards may go without all being ready and without any
-     *                         progress ({@code lastProgressTime}: the config, the shard count, or the pods that exist,
-     *                         are updated or are ready changed) before the cluster is {@code Degraded} with reason
+     *                         progress ({@code lastProgressTime}: a new config or shard count, or more pods that
+     *                         exist, are updated or are ready) before the cluster is {@code Degraded} with reason
      *                         {@code ProgressDeadlineExceeded}; null, zero or negative: no deadline
      */
     public static PiKVClusterStatus next(PiKVClusterStatus previous, Snapshot s, Duration progressDeadline) {
