@@ -12,15 +12,23 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 
 /**
- * Readiness of the KV path: a shard is ready when its store is (reported with its fill level); a gateway when every
- * shard it fans out to answers its own readiness within a second, since a step may need any of them.
+ * Readiness of the KV path: a shard is ready when its store is (reported with its fill level). A gateway asks all its
+ * shards for their readiness at once and waits a second and a half at most; it is ready while at least one shard is,
+ * and its data say which are not: a step that needs a shard that is down gets a 502, but one shard restarting (a
+ * rolling update, a node drain) must not take every model server beside a gateway out of its Service.
  */
 @Readiness
 @ApplicationScoped
 public class SidecarHealth implements HealthCheck {
+    private static final Duration WAIT = Duration.ofMillis(1500);
     private final Sidecar sidecar;
     private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(1)).build();
 
@@ -38,25 +46,32 @@ public class SidecarHealth implements HealthCheck {
                     .build();
         }
         List<String> shards = sidecar.config().gateway().shards().orElse(List.of());
-        boolean all = true;
-        for (int i = 0; i < shards.size(); i++) {
-            boolean ready = ready(URI.create(shards.get(i).trim()));
-            r.withData("shard-" + i, ready ? "ready" : "unreachable or not ready");
-            all &= ready;
+        List<CompletableFuture<Boolean>> answers = new ArrayList<>();
+        for (String shard : shards) {
+            answers.add(ready(URI.create(shard.trim())));
         }
-        return r.status(all).build();
-    }
-
-    private boolean ready(URI shard) {
         try {
-            HttpRequest request = HttpRequest.newBuilder(shard.resolve("/q/health/ready")).timeout(Duration.ofSeconds(1))
-                    .build();
-            return http.send(request, HttpResponse.BodyHandlers.discarding()).statusCode() == 200;
-        } catch (java.io.IOException e) {
-            return false;
+            CompletableFuture.allOf(answers.toArray(CompletableFuture[]::new)).get(WAIT.toMillis(),
+                    TimeUnit.MILLISECONDS);
+        } catch (TimeoutException | ExecutionException e) {
+            // the shards that have not answered by now count as not ready
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            return false;
         }
+        int ready = 0;
+        for (int i = 0; i < answers.size(); i++) {
+            boolean up = answers.get(i).getNow(false);
+            answers.get(i).cancel(true);
+            r.withData("shard-" + i, up ? "ready" : "unreachable or not ready");
+            ready += up ? 1 : 0;
+        }
+        return r.withData("readyShards", ready + "/" + shards.size()).status(ready > 0).build();
+    }
+
+    private CompletableFuture<Boolean> ready(URI shard) {
+        HttpRequest request = HttpRequest.newBuilder(shard.resolve("/q/health/ready")).timeout(Duration.ofSeconds(1))
+                .build();
+        return http.sendAsync(request, HttpResponse.BodyHandlers.discarding())
+                .thenApply(response -> response.statusCode() == 200).exceptionally(failure -> false);
     }
 }
