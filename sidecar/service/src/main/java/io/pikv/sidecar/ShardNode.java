@@ -230,7 +230,8 @@ public final class ShardNode implements KvApi, AutoCloseable {
         return io.pikv.kv.DirectMemory.limit();
     }
 
-    private static long pageMemoryLimit() {
+    /** Direct memory the JVM may give pages: its limit less what the server keeps for its own buffers. */
+    static long pageMemoryLimit() {
         return Math.max(0, maxDirectMemory() - SERVER_DIRECT_MEMORY);
     }
 

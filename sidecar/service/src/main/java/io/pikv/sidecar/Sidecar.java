@@ -43,6 +43,14 @@ public class Sidecar {
                 "the largest request body must be at least 1 byte, got " + config.api().maxBodyBytes());
         check("pikv.control.startup-wait", !config.control().startupWait().isNegative(),
                 "the start-up wait must not be negative, got " + config.control().startupWait());
+        if (config.role() == Role.shard) {
+            // Pages live in direct memory: a budget beyond it would start and then fail its appends once full.
+            check("pikv.store.budget-bytes", config.store().budgetBytes() <= ShardNode.pageMemoryLimit(),
+                    "a budget of " + config.store().budgetBytes() + " bytes exceeds the " + ShardNode.pageMemoryLimit()
+                    + " bytes of direct memory this JVM may give pages (-XX:MaxDirectMemorySize, by default the "
+                    + "heap's maximum, less " + (ShardNode.SERVER_DIRECT_MEMORY >> 20) + " MiB for the server's "
+                    + "buffers): lower the budget or raise -XX:MaxDirectMemorySize");
+        }
         this.shape = setting("pikv.model.*", () -> new ModelShape(config.model().layers(), config.model().qHeads(),
                 config.model().kvHeads(), config.model().headDim(), config.model().experts(), config.model().topK()));
         StorageType type = setting("pikv.store.dtype", () -> StorageType.parse(config.store().dtype()));

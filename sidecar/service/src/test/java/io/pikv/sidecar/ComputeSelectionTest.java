@@ -37,7 +37,9 @@ class ComputeSelectionTest {
             {"pikv.api.max-body-bytes", "0", "invalid configuration pikv.api.max-body-bytes: the largest request "
                 + "body must be at least 1 byte, got 0"},
             {"pikv.control.startup-wait", "-5s", "invalid configuration pikv.control.startup-wait: the start-up "
-                + "wait must not be negative"}};
+                + "wait must not be negative"},
+            {"pikv.store.budget-bytes", String.valueOf(Long.MAX_VALUE / 2), "invalid configuration "
+                + "pikv.store.budget-bytes: a budget of " + Long.MAX_VALUE / 2 + " bytes exceeds the "}};
         for (String[] c : cases) {
             Map<String, String> values = new HashMap<>();
             values.put(c[0], c[1]);
