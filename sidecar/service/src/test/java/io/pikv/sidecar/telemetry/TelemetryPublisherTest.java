@@ -174,7 +174,7 @@ class TelemetryPublisherTest {
         Deque<MockProducer<String, byte[]>> made = new ArrayDeque<>(List.of(broken, healthy));
         AtomicInteger calls = new AtomicInteger();
         TelemetryPublisher p = publisher(new TelemetryPublisher.Settings("pikv.cache-events", "c", 0, SHAPE.experts(),
-                Duration.ofMillis(20), 8, Duration.ofSeconds(1)), () -> {
+                Duration.ofMillis(20), 1000, Duration.ofSeconds(1)), () -> {
                     calls.incrementAndGet();
                     return made.size() > 1 ? made.poll() : made.peek();
                 });
