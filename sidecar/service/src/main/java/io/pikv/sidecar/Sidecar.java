@@ -38,6 +38,10 @@ public class Sidecar {
 
     public Sidecar(SidecarConfig config) {
         this.config = config;
+        for (String unknown : unknownEnvironment(System.getenv())) {
+            LOG.warnf("environment variable %s names no sidecar setting and is ignored (a typo? the settings and "
+                    + "their variables are in docs/sidecar-api.md)", unknown);
+        }
         check("pikv.shard-id", config.shardId() >= 0, "a shard id is >= 0, got " + config.shardId());
         check("pikv.api.max-body-bytes", config.api().maxBodyBytes() >= 1,
                 "the largest request body must be at least 1 byte, got " + config.api().maxBodyBytes());
@@ -75,6 +79,28 @@ public class Sidecar {
         this.control = new ShardControl(config.cluster(), config.shardId(), initial, policy,
                 ShardControl.Budget.of(shard), gateway != null ? gateway::applyShardMap : map -> {
                 });
+    }
+
+    /**
+     * The {@code PIKV_*} names in {@code env} that map to no sidecar setting. SmallRye refuses an unknown
+     * {@code pikv.*} property but passes over environment variables, so a misspelt override would run the default
+     * unnoticed. The launcher's {@code PIKV_JAVA_OPTS} and the operator's {@code PIKV_OPERATOR_*} are not the sidecar's
+     * and not reported.
+     */
+    static List<String> unknownEnvironment(java.util.Map<String, String> env) {
+        java.util.Set<String> known = new java.util.HashSet<>();
+        for (String property : io.smallrye.config.ConfigMappings.getProperties(
+                io.smallrye.config.ConfigMappings.ConfigClass.configClass(SidecarConfig.class, "pikv")).keySet()) {
+            known.add(property.replace("[*]", "").replaceAll("[^A-Za-z0-9]", "_").toUpperCase(java.util.Locale.ROOT));
+        }
+        List<String> unknown = new ArrayList<>();
+        for (String name : new java.util.TreeSet<>(env.keySet())) {
+            if (name.startsWith("PIKV_") && !name.equals("PIKV_JAVA_OPTS") && !name.startsWith("PIKV_OPERATOR_")
+                    && !known.contains(name) && !known.contains(name.replaceFirst("_[0-9]+_?$", ""))) {
+                unknown.add(name);
+            }
+        }
+        return unknown;
     }
 
     /** {@code pikv.store.attention-threads}: 0 is one per available processor. */

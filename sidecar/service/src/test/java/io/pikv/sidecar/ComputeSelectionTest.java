@@ -54,6 +54,23 @@ class ComputeSelectionTest {
     }
 
     @Test
+    void environmentVariablesThatNameNoSettingAreFound() {
+        Map<String, String> env = new HashMap<>();
+        env.put("PIKV_STORE_BUDGET_BYTES", "1");
+        env.put("PIKV_GATEWAY_SHARDS", "http://a");
+        env.put("PIKV_GATEWAY_SHARDS_0_", "http://b");
+        env.put("PIKV_TELEMETRY_SEND_TIMEOUT", "5s");
+        env.put("PIKV_SHARD_ID", "0");
+        env.put("PIKV_JAVA_OPTS", "-Xmx1g");
+        env.put("PIKV_OPERATOR_SIDECAR_IMAGE", "x");
+        env.put("PATH", "/bin");
+        env.put("PIKV_STORE_BUDGETBYTES", "1");
+        env.put("PIKV_TELEMETRY_SEND_TIMEOUTS", "5s");
+        assertThat(Sidecar.unknownEnvironment(env)).containsExactly("PIKV_STORE_BUDGETBYTES",
+                "PIKV_TELEMETRY_SEND_TIMEOUTS");
+    }
+
+    @Test
     void anEmptyShardIdStopsStartUpInsteadOfFallingBackToShardZero() {
         // What a shard pod gets on a cluster without the pod-index label (docs/operator.md): PIKV_SHARD_ID="".
         Map<String, String> values = new HashMap<>();
