@@ -39,7 +39,13 @@ class ComputeSelectionTest {
             {"pikv.control.startup-wait", "-5s", "invalid configuration pikv.control.startup-wait: the start-up "
                 + "wait must not be negative"},
             {"pikv.store.budget-bytes", String.valueOf(Long.MAX_VALUE / 2), "invalid configuration "
-                + "pikv.store.budget-bytes: a budget of " + Long.MAX_VALUE / 2 + " bytes exceeds the "}};
+                + "pikv.store.budget-bytes: a budget of " + Long.MAX_VALUE / 2 + " bytes exceeds the "},
+            {"pikv.telemetry.buffer-records", "0", "invalid configuration pikv.telemetry.buffer-records: the "
+                + "telemetry buffer holds at least one record, got 0"},
+            {"pikv.telemetry.window", "0s", "invalid configuration pikv.telemetry.window: a telemetry window is at "
+                + "least 1 ms"},
+            {"pikv.telemetry.send-timeout", "30d", "invalid configuration pikv.telemetry.send-timeout: a send may "
+                + "take from 1 s to 24 days"}};
         for (String[] c : cases) {
             Map<String, String> values = new HashMap<>();
             values.put(c[0], c[1]);
