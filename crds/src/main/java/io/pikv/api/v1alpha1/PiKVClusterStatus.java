@@ -22,6 +22,9 @@ public class PiKVClusterStatus {
     public static final String PROGRESSING = "Progressing";
     public static final String DEGRADED = "Degraded";
     public static final String REBALANCING = "Rebalancing";
+    /** kstatus's names (Flux, Argo CD, kpt): Progressing and a Degraded that needs a person, restated. */
+    public static final String RECONCILING = "Reconciling";
+    public static final String STALLED = "Stalled";
 
     @JsonPropertyDescription("The metadata.generation this status describes.")
     private Long observedGeneration;
@@ -29,7 +32,9 @@ public class PiKVClusterStatus {
     @JsonPropertyDescription("Ready (all shards of the running spec ready), Progressing (a rollout or scaling is "
             + "under way), Degraded (the spec is invalid or a reconcile failed, and the last valid spec keeps running; "
             + "or the shards have not all been ready and none has progressed for the operator's progress deadline), "
-            + "Rebalancing (the shard map changed and shards are catching up).")
+            + "Rebalancing (the shard map changed and shards are catching up); Reconciling and Stalled restate "
+            + "Progressing and a Degraded that needs a person (an invalid spec, the progress deadline) for kstatus "
+            + "tools.")
     private List<Condition> conditions = new ArrayList<>();
 
     @JsonPropertyDescription("Shards of the spec being run (the last valid one).")

@@ -16,6 +16,8 @@ public final class Reasons {
     public static final String SPEC_INVALID = "SpecInvalid";
     public static final String RECONCILE_FAILED = "ReconcileFailed";
     public static final String PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded";
+    // Stalled
+    public static final String NOT_STALLED = "NotStalled";
     // Rebalancing
     public static final String SHARD_MAP_CHANGED = "ShardMapChanged";
     public static final String SHARD_MAP_SETTLED = "ShardMapSettled";

@@ -96,7 +96,7 @@ public final class StatusAggregator {
             c = Conditions.set(c, PiKVClusterStatus.REBALANCING, false, Reasons.SHARD_MAP_SETTLED,
                     unreadable ? "The shard map is not managed until the spec is valid." : "No shard map yet.", g,
                     now);
-            next.setConditions(c);
+            next.setConditions(kstatus(c, g, now));
             next.setShardMapEpoch(prev.getShardMapEpoch());
             next.setLastRebalance(prev.getLastRebalance());
             next.setActivePolicy(prev.getActivePolicy());
@@ -182,8 +182,27 @@ public final class StatusAggregator {
                 "All " + desired + " shards are ready; shard map epoch " + epoch + " is the desired map (in the "
                         + "ConfigMap's control state), not yet published to the shards: they run the map they were "
                         + "started with until control records carry it.", rg, now);
-        next.setConditions(c);
+        next.setConditions(kstatus(c, g, now));
         return next;
+    }
+
+    /**
+     * The conditions kstatus-based tools (Flux, Argo CD, kpt) read: {@code Reconciling} restates {@code Progressing},
+     * {@code Stalled} a {@code Degraded} that needs a person — an invalid spec or the progress deadline, not a
+     * reconcile failure the operator retries. Without them such a tool takes a rejected spec whose generation the
+     * operator observed for applied.
+     */
+    private static List<Condition> kstatus(List<Condition> c, long g, String now) {
+        Condition p = Conditions.find(c, PiKVClusterStatus.PROGRESSING);
+        Condition d = Conditions.find(c, PiKVClusterStatus.DEGRADED);
+        boolean reconciling = p != null && Conditions.TRUE.equals(p.getStatus());
+        List<Condition> out = Conditions.set(c, PiKVClusterStatus.RECONCILING, reconciling,
+                p == null ? Reasons.STABLE : p.getReason(), p == null ? "" : p.getMessage(), g, now);
+        boolean stalled = d != null && Conditions.TRUE.equals(d.getStatus())
+                && (Reasons.SPEC_INVALID.equals(d.getReason()) || Reasons.PROGRESS_DEADLINE_EXCEEDED.equals(d.getReason()));
+        return Conditions.set(out, PiKVClusterStatus.STALLED, stalled,
+                stalled ? d.getReason() : Reasons.NOT_STALLED,
+                stalled ? d.getMessage() : "Nothing waits for a person.", g, now);
     }
 
     /** The Degraded message (and Warning event) for an invalid spec: what is wrong and what keeps running. */

@@ -50,6 +50,9 @@ class StatusAggregatorTest {
         assertThat(condition(s, "Ready").getReason()).isEqualTo("AllShardsReady");
         assertThat(condition(s, "Progressing").getStatus()).isEqualTo("False");
         assertThat(condition(s, "Degraded").getStatus()).isEqualTo("False");
+        // kstatus's view (Flux, Argo CD): nothing reconciling, nothing stalled.
+        assertThat(condition(s, "Reconciling").getStatus()).isEqualTo("False");
+        assertThat(condition(s, "Stalled").getStatus()).isEqualTo("False");
         assertThat(s.getDesiredShards()).isEqualTo(2);
         assertThat(s.getReadyShards()).isEqualTo(2);
         assertThat(s.getShards()).isEqualTo(2);
@@ -124,6 +127,10 @@ class StatusAggregatorTest {
                 .contains("since 2026-01-01T00:00:00Z (progress deadline 10m)",
                         "kubectl describe pods -l app.kubernetes.io/name=pikv,app.kubernetes.io/instance=demo");
         assertThat(condition(ten, "Progressing").getReason()).isEqualTo("RollingOut");
+        assertThat(condition(ten, "Reconciling").getStatus()).isEqualTo("True");
+        assertThat(condition(ten, "Stalled").getStatus()).isEqualTo("True");
+        assertThat(condition(ten, "Stalled").getReason()).isEqualTo("ProgressDeadlineExceeded");
+        assertThat(condition(nine, "Stalled").getStatus()).isEqualTo("False");
         // Looking again later changes nothing (no status write per reconcile).
         assertThat(StatusAggregator.changed(ten, at(ten, stuck(), minute(30)))).isFalse();
         // A pod updated is progress: the clock restarts.
@@ -233,6 +240,10 @@ class StatusAggregatorTest {
                 1, "{}", sts(2, 2), List.of(), T1));
         Condition degraded = condition(s, "Degraded");
         assertThat(degraded.getStatus()).isEqualTo("True");
+        // A kstatus tool sees the rejected generation as failed, not as applied.
+        assertThat(condition(s, "Stalled").getStatus()).isEqualTo("True");
+        assertThat(condition(s, "Stalled").getReason()).isEqualTo("SpecInvalid");
+        assertThat(condition(s, "Stalled").getObservedGeneration()).isEqualTo(2);
         assertThat(degraded.getReason()).isEqualTo("SpecInvalid");
         assertThat(degraded.getMessage()).isEqualTo("Generation 2 is invalid: spec.model.topK: is 9 but "
                 + "spec.model.experts is 8. The shards keep running the spec of generation 1.");
