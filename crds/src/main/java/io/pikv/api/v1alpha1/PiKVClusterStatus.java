@@ -22,7 +22,7 @@ public class PiKVClusterStatus {
     public static final String PROGRESSING = "Progressing";
     public static final String DEGRADED = "Degraded";
     public static final String REBALANCING = "Rebalancing";
-    /** kstatus's names (Flux, Argo CD, kpt): Progressing and a Degraded that needs a person, restated. */
+    /** kstatus's names (Flux, kpt): Progressing and a Degraded that needs a person, restated. */
     public static final String RECONCILING = "Reconciling";
     public static final String STALLED = "Stalled";
 
@@ -34,7 +34,7 @@ public class PiKVClusterStatus {
             + "or the shards have not all been ready and none has progressed for the operator's progress deadline), "
             + "Rebalancing (the shard map changed and shards are catching up); Reconciling and Stalled restate "
             + "Progressing and a Degraded that needs a person (an invalid spec, the progress deadline) for kstatus "
-            + "tools.")
+            + "tools (never both true).")
     private List<Condition> conditions = new ArrayList<>();
 
     @JsonPropertyDescription("Shards of the spec being run (the last valid one).")

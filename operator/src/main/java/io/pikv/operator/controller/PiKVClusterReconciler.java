@@ -260,9 +260,15 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                 message)) {
             return after;
         }
+        String now = Instant.now().truncatedTo(ChronoUnit.SECONDS).toString();
         status.setConditions(Conditions.set(status.getConditions(), PiKVClusterStatus.DEGRADED, true,
-                Reasons.RECONCILE_FAILED, message, generation(cluster),
-                Instant.now().truncatedTo(ChronoUnit.SECONDS).toString()));
+                Reasons.RECONCILE_FAILED, message, generation(cluster), now));
+        // For kstatus tools the operator is still at work (it retries), unless the cluster already waits for a
+        // person (Stalled, set by the last reconcile that got through).
+        if (!Conditions.isTrue(status.getConditions(), PiKVClusterStatus.STALLED)) {
+            status.setConditions(Conditions.set(status.getConditions(), PiKVClusterStatus.RECONCILING, true,
+                    Reasons.RECONCILE_FAILED, message, generation(cluster), now));
+        }
         // The same one-request write as a reconcile's, then the event; the SDK retries with backoff either way.
         try {
             writeStatus(cluster, status, context);

@@ -406,7 +406,7 @@ public final class ShardCluster {
         long headroom = containerMemoryBytes - budgetBytes;
         long serverDirect = Math.max(SERVER_DIRECT_MEMORY, headroom / 8);
         env.add(new EnvVar("JDK_JAVA_OPTIONS", "--add-modules=jdk.incubator.vector -Xmx" + mebibytes(heapBytes())
-                + "m -XX:MaxDirectMemorySize=" + mebibytes(budgetBytes + serverDirect) + "m", null));
+                + "m -XX:MaxDirectMemorySize=" + mebibytesUp(budgetBytes + serverDirect) + "m", null));
         return env;
     }
 
@@ -495,6 +495,11 @@ public final class ShardCluster {
 
     private static long mebibytes(long bytes) {
         return Math.max(1, bytes >> 20);
+    }
+
+    /** Whole MiB at least {@code bytes}: the shard refuses to start when its pages' budget does not fit. */
+    private static long mebibytesUp(long bytes) {
+        return Math.max(1, (bytes + (1L << 20) - 1) >> 20);
     }
 
     // ---- accessors ----

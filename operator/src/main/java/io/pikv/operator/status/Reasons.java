@@ -18,6 +18,7 @@ public final class Reasons {
     public static final String PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded";
     // Stalled
     public static final String NOT_STALLED = "NotStalled";
+    public static final String STALLED = "Stalled";
     // Rebalancing
     public static final String SHARD_MAP_CHANGED = "ShardMapChanged";
     public static final String SHARD_MAP_SETTLED = "ShardMapSettled";

@@ -187,7 +187,7 @@ public final class StatusAggregator {
     }
 
     /**
-     * The conditions kstatus-based tools (Flux, Argo CD, kpt) read: {@code Reconciling} restates {@code Progressing},
+     * The conditions kstatus-based tools (Flux, kpt, cli-utils) read: {@code Reconciling} restates {@code Progressing},
      * {@code Stalled} a {@code Degraded} that needs a person — an invalid spec or the progress deadline, not a
      * reconcile failure the operator retries. Without them such a tool takes a rejected spec whose generation the
      * operator observed for applied.
@@ -195,11 +195,13 @@ public final class StatusAggregator {
     private static List<Condition> kstatus(List<Condition> c, long g, String now) {
         Condition p = Conditions.find(c, PiKVClusterStatus.PROGRESSING);
         Condition d = Conditions.find(c, PiKVClusterStatus.DEGRADED);
-        boolean reconciling = p != null && Conditions.TRUE.equals(p.getStatus());
-        List<Condition> out = Conditions.set(c, PiKVClusterStatus.RECONCILING, reconciling,
-                p == null ? Reasons.STABLE : p.getReason(), p == null ? "" : p.getMessage(), g, now);
         boolean stalled = d != null && Conditions.TRUE.equals(d.getStatus())
                 && (Reasons.SPEC_INVALID.equals(d.getReason()) || Reasons.PROGRESS_DEADLINE_EXCEEDED.equals(d.getReason()));
+        // kstatus stops at the first of the two that is true: a stalled cluster is not reconciling (Flux's rule).
+        boolean reconciling = !stalled && p != null && Conditions.TRUE.equals(p.getStatus());
+        List<Condition> out = Conditions.set(c, PiKVClusterStatus.RECONCILING, reconciling,
+                stalled ? Reasons.STALLED : p == null ? Reasons.STABLE : p.getReason(),
+                stalled ? "Stalled: waits for a person." : p == null ? "" : p.getMessage(), g, now);
         return Conditions.set(out, PiKVClusterStatus.STALLED, stalled,
                 stalled ? d.getReason() : Reasons.NOT_STALLED,
                 stalled ? d.getMessage() : "Nothing waits for a person.", g, now);

@@ -298,6 +298,10 @@ class PiKVClusterReconcilerTest {
         assertThat(condition(failed, "Degraded").getMessage()).startsWith("Reconcile failed (retrying with backoff):")
                 .contains("forced refusal");
         assertThat(failed.getLastValidGeneration()).as("generation 2 not applied yet").isEqualTo(1);
+        // For kstatus tools the operator is still at work: Reconciling, not Stalled.
+        assertThat(condition(failed, "Reconciling").getStatus()).isEqualTo("True");
+        assertThat(condition(failed, "Reconciling").getReason()).isEqualTo("ReconcileFailed");
+        assertThat(condition(failed, "Stalled").getStatus()).isEqualTo("False");
         List<Event> warnings = await().atMost(WAIT).until(() -> events("failing", "ReconcileFailed"),
                 l -> !l.isEmpty());
         assertThat(warnings).allSatisfy(e -> assertThat(e.getType()).isEqualTo("Warning"));

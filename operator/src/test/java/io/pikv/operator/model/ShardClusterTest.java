@@ -142,6 +142,19 @@ class ShardClusterTest {
         opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
                 .orElseThrow();
         assertThat(opts.getValue()).contains("-Xmx128m", "-XX:MaxDirectMemorySize=128m");
+
+        // A budget of no whole MiB (1G = 10^9 bytes): the direct memory is rounded up, so the pages' budget fits in
+        // it beside the server's 64 MiB (rounded down, the shard would refuse to start).
+        c.getSpec().setMemoryPerShard(new Quantity("1G"));
+        c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                .addToLimits("memory", new Quantity("1400M")).build());
+        container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
+        opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
+                .orElseThrow();
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("MaxDirectMemorySize=(\\d+)m")
+                .matcher(opts.getValue());
+        assertThat(m.find()).isTrue();
+        assertThat((Long.parseLong(m.group(1)) << 20) - (64L << 20)).isGreaterThanOrEqualTo(1_000_000_000L);
     }
 
     @Test

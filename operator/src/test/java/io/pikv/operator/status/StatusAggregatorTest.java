@@ -127,8 +127,10 @@ class StatusAggregatorTest {
                 .contains("since 2026-01-01T00:00:00Z (progress deadline 10m)",
                         "kubectl describe pods -l app.kubernetes.io/name=pikv,app.kubernetes.io/instance=demo");
         assertThat(condition(ten, "Progressing").getReason()).isEqualTo("RollingOut");
-        assertThat(condition(ten, "Reconciling").getStatus()).isEqualTo("True");
+        // kstatus reads the first true one of Reconciling and Stalled: stalled, so not reconciling.
+        assertThat(condition(ten, "Reconciling").getStatus()).isEqualTo("False");
         assertThat(condition(ten, "Stalled").getStatus()).isEqualTo("True");
+        assertThat(condition(nine, "Reconciling").getStatus()).isEqualTo("True");
         assertThat(condition(ten, "Stalled").getReason()).isEqualTo("ProgressDeadlineExceeded");
         assertThat(condition(nine, "Stalled").getStatus()).isEqualTo("False");
         // Looking again later changes nothing (no status write per reconcile).

@@ -98,14 +98,20 @@ public class Sidecar {
      */
     static List<String> unknownEnvironment(java.util.Map<String, String> env) {
         java.util.Set<String> known = new java.util.HashSet<>();
+        java.util.Set<String> lists = new java.util.HashSet<>(); // list settings also take PIKV_…_<index>_
         for (String property : io.smallrye.config.ConfigMappings.getProperties(
                 io.smallrye.config.ConfigMappings.ConfigClass.configClass(SidecarConfig.class, "pikv")).keySet()) {
-            known.add(property.replace("[*]", "").replaceAll("[^A-Za-z0-9]", "_").toUpperCase(java.util.Locale.ROOT));
+            String variable = property.replace("[*]", "").replaceAll("[^A-Za-z0-9]", "_")
+                    .toUpperCase(java.util.Locale.ROOT);
+            known.add(variable);
+            if (property.endsWith("[*]")) {
+                lists.add(variable);
+            }
         }
         List<String> unknown = new ArrayList<>();
         for (String name : new java.util.TreeSet<>(env.keySet())) {
             if (name.startsWith("PIKV_") && !name.equals("PIKV_JAVA_OPTS") && !name.startsWith("PIKV_OPERATOR_")
-                    && !known.contains(name) && !known.contains(name.replaceFirst("_[0-9]+_?$", ""))) {
+                    && !known.contains(name) && !lists.contains(name.replaceFirst("_[0-9]+_?$", ""))) {
                 unknown.add(name);
             }
         }

@@ -72,7 +72,8 @@ class ComputeSelectionTest {
         env.put("PATH", "/bin");
         env.put("PIKV_STORE_BUDGETBYTES", "1");
         env.put("PIKV_TELEMETRY_SEND_TIMEOUTS", "5s");
-        assertThat(Sidecar.unknownEnvironment(env)).containsExactly("PIKV_STORE_BUDGETBYTES",
+        env.put("PIKV_CONTROL_TOPIC_2", "x"); // an index only a list setting takes
+        assertThat(Sidecar.unknownEnvironment(env)).containsExactly("PIKV_CONTROL_TOPIC_2", "PIKV_STORE_BUDGETBYTES",
                 "PIKV_TELEMETRY_SEND_TIMEOUTS");
     }
 
