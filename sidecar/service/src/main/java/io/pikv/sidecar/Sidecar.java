@@ -47,15 +47,13 @@ public class Sidecar {
                 "the largest request body must be at least 1 byte, got " + config.api().maxBodyBytes());
         check("pikv.control.startup-wait", !config.control().startupWait().isNegative(),
                 "the start-up wait must not be negative, got " + config.control().startupWait());
-        // Checked here, in every role, so that a bad value names its setting (the publisher checks them again).
-        check("pikv.telemetry.window", config.telemetry().window().toMillis() >= 1,
-                "a telemetry window is at least 1 ms, got " + config.telemetry().window());
-        check("pikv.telemetry.buffer-records", config.telemetry().bufferRecords() >= 1,
-                "the telemetry buffer holds at least one record, got " + config.telemetry().bufferRecords());
-        check("pikv.telemetry.send-timeout", config.telemetry().sendTimeout().toMillis() >= 1000
-                        && config.telemetry().sendTimeout().toMillis() <= Integer.MAX_VALUE,
-                "a send may take from 1 s to " + Integer.MAX_VALUE / 86_400_000 + " days (the producer's timeouts are "
-                        + "int milliseconds), got " + config.telemetry().sendTimeout());
+        try {
+            // In every role, also where no publisher is made; the publisher's settings hold the rules.
+            io.pikv.sidecar.telemetry.TelemetryPublisher.Settings.check(config.telemetry().window(),
+                    config.telemetry().bufferRecords(), config.telemetry().sendTimeout());
+        } catch (IllegalArgumentException e) {
+            throw new IllegalStateException("invalid configuration " + e.getMessage(), e);
+        }
         if (config.role() == Role.shard) {
             // Pages live in direct memory: a budget beyond it would start and then fail its appends once full.
             check("pikv.store.budget-bytes", config.store().budgetBytes() <= ShardNode.pageMemoryLimit(),

@@ -49,6 +49,31 @@ public final class TelemetryPublisher implements AutoCloseable {
      */
     public record Settings(String topic, String cluster, int shard, int experts, Duration window, int bufferRecords,
                            Duration sendTimeout) {
+        public Settings {
+            check(window, bufferRecords, sendTimeout);
+        }
+
+        /**
+         * The rules of the three knobs, one place for the publisher and the sidecar's start-up check (which runs in
+         * every role, also where no publisher is made).
+         *
+         * @throws IllegalArgumentException naming the setting that breaks its rule ({@code pikv.telemetry.…: why})
+         */
+        public static void check(Duration window, int bufferRecords, Duration sendTimeout) {
+            if (window.toMillis() < 1) {
+                throw new IllegalArgumentException("pikv.telemetry.window: a telemetry window is at least 1 ms, got "
+                        + window);
+            }
+            if (bufferRecords < 1) {
+                throw new IllegalArgumentException("pikv.telemetry.buffer-records: the telemetry buffer holds at "
+                        + "least one record, got " + bufferRecords);
+            }
+            if (sendTimeout.toMillis() < 1000 || sendTimeout.toMillis() > Integer.MAX_VALUE) {
+                throw new IllegalArgumentException("pikv.telemetry.send-timeout: a send may take from 1 s to "
+                        + Integer.MAX_VALUE / 86_400_000 + " days (the producer's timeouts are int milliseconds), got "
+                        + sendTimeout);
+            }
+        }
     }
 
     /** What the publisher reads of the shard at the end of each window. */
@@ -102,14 +127,7 @@ public final class TelemetryPublisher implements AutoCloseable {
      */
     public TelemetryPublisher(Settings settings, Source source, Supplier<Producer<String, byte[]>> producers,
                               ObjectMapper json, MeterRegistry registry, KafkaLink link) {
-        if (settings.window().toMillis() < 1) {
-            throw new IllegalArgumentException("the telemetry window must be at least 1 ms, got " + settings.window());
-        }
-        if (settings.sendTimeout().toMillis() < 1000) {
-            throw new IllegalArgumentException("pikv.telemetry.send-timeout must be at least 1s, got "
-                    + settings.sendTimeout());
-        }
-        this.settings = settings;
+        this.settings = settings; // its knobs checked when it was made
         this.source = source;
         this.producers = producers;
         this.json = json;
