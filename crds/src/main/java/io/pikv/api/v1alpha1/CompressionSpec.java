@@ -20,13 +20,15 @@ public class CompressionSpec {
 
     @Default("none")
     @Pattern(METHOD_PATTERN)
-    @JsonPropertyDescription("none, or the engine's methods joined by '+': int8 (8-bit pages, keys per channel, "
-            + "values per token), lowrank (a shared low-rank basis per layer and head), lowrank-expert (a basis per "
-            + "expert where calibration allows), pyramid (PyramidKV layer budgets); e.g. pyramid+lowrank+int8.")
+    @JsonPropertyDescription("none, or methods joined by '+': int8 (8-bit pages, keys per channel, values per "
+            + "token), pyramid (PyramidKV layer budgets: each layer keeps a share of its tokens, shrinking with "
+            + "depth, the rest chosen by attention), e.g. pyramid+int8. lowrank and lowrank-expert are the engine's "
+            + "low-rank methods; the shards do not fit their bases yet, so a cluster naming them is refused.")
     private String method = "none";
 
     @JsonPropertyDescription("Method knobs by name: keyRank, valueRank, outlierDirections, minExpertTokens (lowrank); "
-            + "budget (fraction of tokens kept, (0, 1]), beta (>= 1), sinks, window (pyramid). "
+            + "budget (fraction of tokens kept, (0, 1], required), beta (>= 1, default 20), sinks (default 4), "
+            + "window (default 32) (pyramid). "
             + "Names the chosen methods do not use are rejected.")
     private Map<String, Double> parameters = new LinkedHashMap<>();
 

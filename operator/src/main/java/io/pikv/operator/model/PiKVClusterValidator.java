@@ -200,6 +200,16 @@ public final class PiKVClusterValidator {
         if (parsed == null) {
             return Compression.NONE;
         }
+        if (parsed.lowRank() != null) {
+            // Parsed for what it names, refused for what the shards do: a cluster must not run without what it asked.
+            out.add(new Violation("spec.compression.method", "'" + c.getMethod() + "': the shards do not apply "
+                    + parsed.lowRank() + " compression (its bases must be fitted on calibration KV, which they do not "
+                    + "do yet; docs/compression.md); use int8, pyramid or pyramid+int8"));
+        }
+        if (parsed.pyramid() && (c.getParameters() == null || c.getParameters().get("budget") == null)) {
+            out.add(new Violation("spec.compression.parameters.budget", "is required by pyramid: the share of each "
+                    + "sequence's tokens the shards keep on average over the layers, in (0, 1] (e.g. 0.25)"));
+        }
         Set<String> allowed = new HashSet<>();
         if (parsed.int8()) {
             allowed.addAll(COMPRESSION_PARAMETERS.get("int8"));
@@ -527,7 +537,7 @@ public final class PiKVClusterValidator {
         if (g == null || !Boolean.TRUE.equals(g.getEnabled()) || shape == null) {
             return;
         }
-        // The pages the shards run with: the storage type only (low-rank and pyramid are not shard settings yet).
+        // The pages the shards run with: the storage type only (low-rank is refused above).
         String refused;
         try {
             io.pikv.kv.StorageType type = compression.int8() ? io.pikv.kv.StorageType.INT8 : storageType(spec);
@@ -539,6 +549,11 @@ public final class PiKVClusterValidator {
         if (refused != null) {
             out.add(new Violation("spec.gpu.enabled", "the shards could not attend on the GPU (" + refused + "): they "
                     + "would hold it unused; turn spec.gpu off or change the model or compression"));
+        }
+        if (compression.pyramid()) {
+            out.add(new Violation("spec.gpu.enabled", "pyramid budgets choose the tokens kept by attention weights, "
+                    + "which the GPU does not compute: the shards would attend on the CPU and hold the GPU unused; "
+                    + "with spec.gpu use int8 alone, or turn spec.gpu off"));
         }
         SchedulingSpec s = spec.getScheduling();
         SchedulingPolicy policy = s == null || s.getPolicy() == null ? SchedulingPolicy.LRU : s.getPolicy();

@@ -144,6 +144,18 @@ public final class ShardCluster {
         s.put("pikv.api.max-body-bytes", String.valueOf(maxBody));
         // The HTTP layer's own bound, which also caps bodies sent without a Content-Length (read before checked).
         s.put("quarkus.http.limits.max-body-size", String.valueOf(2 * maxBody));
+        // PyramidKV budgets, enforced by the shards (int8, the other part a shard applies, is the dtype above).
+        PiKVClusterValidator.Compression compression = spec.getCompression() == null ? null
+                : PiKVClusterValidator.parseCompression(spec.getCompression().getMethod(), new ArrayList<>());
+        if (compression != null && compression.pyramid()) {
+            Map<String, Double> knobs = spec.getCompression().getParameters() == null ? Map.of()
+                    : spec.getCompression().getParameters();
+            for (String knob : List.of("budget", "beta", "sinks", "window")) {
+                if (knobs.get(knob) != null) {
+                    s.put("pikv.store.pyramid." + knob, number(knobs.get(knob)));
+                }
+            }
+        }
         // The eviction policy the shards start with (a control record may switch it later).
         s.put("pikv.store.eviction", activePolicy().value());
         Map<String, Double> parameters = activePolicyParameters();
@@ -182,14 +194,6 @@ public final class ShardCluster {
                 && !spec.getScheduling().getCandidates().isEmpty()) {
             s.put("pikv.scheduling.candidates", spec.getScheduling().getCandidates().stream()
                     .map(SchedulingPolicy::value).collect(Collectors.joining(",")));
-        }
-        if (spec.getCompression() != null) {
-            s.put("pikv.compression.method", spec.getCompression().getMethod() == null ? "none"
-                    : spec.getCompression().getMethod());
-            if (spec.getCompression().getParameters() != null) {
-                new TreeMap<>(spec.getCompression().getParameters()).forEach((k, v) ->
-                        s.put("pikv.compression." + k, number(v)));
-            }
         }
         return s;
     }

@@ -69,6 +69,18 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getCompression().setMethod("int8");
                     c.getSpec().getCompression().setParameters(Map.of("keyRank", 32.0));
                 }, "spec.compression.parameters.keyRank", "not a knob of 'int8'"),
+                bad("low-rank compression, which the shards do not apply", c -> {
+                    c.getSpec().getCompression().setMethod("lowrank-expert+int8");
+                    c.getSpec().getCompression().setParameters(Map.of("keyRank", 32.0, "valueRank", 48.0,
+                            "outlierDirections", 2.0, "minExpertTokens", 128.0));
+                }, "spec.compression.method", "the shards do not apply lowrank-expert compression"),
+                bad("pyramid without a budget", c -> c.getSpec().getCompression().setMethod("pyramid+int8"),
+                        "spec.compression.parameters.budget", "is required by pyramid"),
+                bad("pyramid with a GPU", c -> {
+                    c.getSpec().getCompression().setMethod("pyramid");
+                    c.getSpec().getCompression().setParameters(Map.of("budget", 0.5));
+                    c.getSpec().getGpu().setEnabled(true);
+                }, "spec.gpu.enabled", "pyramid budgets choose the tokens kept by attention weights"),
                 bad("pyramid budget above 1", c -> {
                     c.getSpec().getCompression().setMethod("pyramid");
                     c.getSpec().getCompression().setParameters(Map.of("budget", 1.5));
@@ -248,12 +260,10 @@ class PiKVClusterValidatorTest {
         return Stream.of(
                 Arguments.of("the small fixture", (Consumer<PiKVCluster>) c -> { }),
                 Arguments.of("fp32 pages", (Consumer<PiKVCluster>) c -> c.getSpec().getModel().setDtype(KvDtype.FP32)),
-                Arguments.of("every compression combination the engine names", (Consumer<PiKVCluster>) c ->
-                        c.getSpec().getCompression().setMethod("pyramid+lowrank+int8")),
-                Arguments.of("lowrank-expert knobs", (Consumer<PiKVCluster>) c -> {
-                    c.getSpec().getCompression().setMethod("lowrank-expert+int8");
-                    c.getSpec().getCompression().setParameters(Map.of("keyRank", 32.0, "valueRank", 48.0,
-                            "outlierDirections", 2.0, "minExpertTokens", 128.0));
+                Arguments.of("pyramid budgets on int8 pages", (Consumer<PiKVCluster>) c -> {
+                    c.getSpec().getCompression().setMethod("pyramid+int8");
+                    c.getSpec().getCompression().setParameters(Map.of("budget", 0.25, "beta", 20.0, "sinks", 4.0,
+                            "window", 64.0));
                 }),
                 Arguments.of("adaptive over three candidates", (Consumer<PiKVCluster>) c -> {
                     c.getSpec().getScheduling().setPolicy(SchedulingPolicy.ADAPTIVE);

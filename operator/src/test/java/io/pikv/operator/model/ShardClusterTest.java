@@ -181,13 +181,16 @@ class ShardClusterTest {
         c.getSpec().getScheduling().setPolicy(SchedulingPolicy.H2O);
         c.getSpec().getScheduling().setParameters(Map.of("window", 256.0));
         c.getSpec().getCompression().setMethod("pyramid+int8");
-        c.getSpec().getCompression().setParameters(Map.of("budget", 0.25));
+        c.getSpec().getCompression().setParameters(Map.of("budget", 0.25, "sinks", 4.0));
         ConfigMap cm = model(c).generateConfigMap();
         assertThat(cm.getData()).containsEntry("pikv.cluster", "ns/demo").containsEntry("pikv.model.layers", "4")
                 .containsEntry("pikv.model.q-heads", "8").containsEntry("pikv.store.dtype", "int8")
                 .containsEntry("pikv.store.budget-bytes", String.valueOf(64L << 20))
-                .containsEntry("pikv.gateway.routing", "hash").containsEntry("pikv.compression.method", "pyramid+int8")
-                .containsEntry("pikv.compression.budget", "0.25");
+                .containsEntry("pikv.gateway.routing", "hash")
+                // Shard settings: the sidecar's own defaults stand for the knobs not given (beta 20, window 32).
+                .containsEntry("pikv.store.pyramid.budget", "0.25").containsEntry("pikv.store.pyramid.sinks", "4")
+                .doesNotContainKeys("pikv.store.pyramid.beta", "pikv.store.pyramid.window", "pikv.compression.method");
+        assertThat(model(c).shardSettings()).containsKey("pikv.store.pyramid.budget");
         ControlState state = new com.fasterxml.jackson.databind.ObjectMapper()
                 .readValue(cm.getData().get(ShardCluster.CONTROL_STATE_KEY), ControlState.class);
         assertThat(state.cluster()).isEqualTo("ns/demo");
@@ -239,6 +242,10 @@ class ShardClusterTest {
                 c -> c.getSpec().setMemoryPerShard(new Quantity("128Mi")),
                 c -> c.getSpec().getModel().setLayers(8),
                 c -> c.getSpec().getCompression().setMethod("int8"),
+                c -> {
+                    c.getSpec().getCompression().setMethod("pyramid");
+                    c.getSpec().getCompression().setParameters(Map.of("budget", 0.5));
+                },
                 // The eviction policy: until the operator publishes control records, the shards take it at start.
                 c -> c.getSpec().getScheduling().setPolicy(SchedulingPolicy.UTILITY),
                 c -> {
@@ -255,8 +262,7 @@ class ShardClusterTest {
         // Applied online (gateway routing, shard count): the pods keep running.
         Stream.<Consumer<PiKVCluster>>of(
                 c -> c.getSpec().getRouting().setLambda(0.5),
-                c -> c.getSpec().setShards(4),
-                c -> c.getSpec().getCompression().setMethod("pyramid")).forEach(change ->
+                c -> c.getSpec().setShards(4)).forEach(change ->
                 assertThat(hashAfter(change)).isEqualTo(base));
     }
 

@@ -40,6 +40,42 @@ class PyramidBudgetTest {
                 .hasMessageContaining("layer 1 budget 20 is below sinks + window = 36");
     }
 
+    @Test
+    void layerBudgetFollowsTheContext() {
+        // 4 layers, 400 entries at 25 %: the linear schedule around 100 tokens.
+        for (int l = 0; l < 4; l++) {
+            assertThat(PyramidBudget.layerBudget(4, l, 400, 0.25, 20, 0)).isEqualTo(new int[] {195, 132, 68, 5}[l]);
+        }
+        // 401 entries: an average of 100.25 rounds up to 101.
+        assertThat(PyramidBudget.layerBudget(4, 0, 401, 0.25, 20, 0))
+                .isEqualTo(PyramidBudget.linear(4, 101, 20, 0)[0]);
+        // Few entries: the minimum (sinks + window) holds every layer up, the first layer gets no less.
+        assertThat(PyramidBudget.layerBudget(3, 2, 10, 0.25, 20, 36)).isEqualTo(36);
+        // No entries yet: an average of one token (linear needs at least one).
+        assertThat(PyramidBudget.layerBudget(3, 0, 0, 0.5, 20, 0)).isEqualTo(PyramidBudget.linear(3, 1, 20, 0)[0]);
+        assertThat(PyramidBudget.layerBudget(1, 0, 1000, 1.0, 20, 8)).isEqualTo(1000);
+        assertThatThrownBy(() -> PyramidBudget.layerBudget(4, 0, 10, 0, 20, 0)).hasMessageContaining("(0, 1]");
+        assertThatThrownBy(() -> PyramidBudget.layerBudget(4, 4, 10, 0.5, 20, 0)).hasMessageContaining("layer 4");
+        assertThatThrownBy(() -> PyramidBudget.layerBudget(4, 0, -1, 0.5, 20, 0)).hasMessageContaining(">= 0");
+    }
+
+    @Test
+    void victimsAgainstAGivenBudgetKeepSinksAndWindow() {
+        PyramidBudget policy = new PyramidBudget(new int[] {10}, 1, 2);
+        // Positions 0..9 resident, one sink, a window of two (8 and 9).
+        try (KvStore store = new KvStore(KvStoreConfig.builder(new ModelShape(1, 2, 1, 16, 2, 1))
+                .storageType(StorageType.FP32).pageTokens(8).shards(1).buckets(1).threads(1).build())) {
+            long seq = store.createSequence();
+            int[] resident = IntStream.range(0, 10).toArray();
+            assertThat(policy.victims(seq, 0, resident, 10)).isEmpty();
+            // Nothing observed: every candidate scores 0, so the oldest after the sink go first.
+            assertThat(policy.victims(seq, 0, resident, 6)).containsExactly(1, 2, 3, 4);
+            // Budget below sinks + window: only the candidates can go.
+            assertThat(policy.victims(seq, 0, resident, 0)).containsExactly(1, 2, 3, 4, 5, 6, 7);
+            assertThatThrownBy(() -> policy.victims(seq, 0, resident, -1)).hasMessageContaining(">= 0");
+        }
+    }
+
     /** Positions the selection should keep: sinks, the recent window, then the highest scores (recent on ties). */
     private static Set<Integer> expectedKept(int[] resident, float[] score, int budget, int sinks, int window) {
         Set<Integer> kept = new TreeSet<>();

@@ -31,6 +31,8 @@ public final class ShardNode implements KvApi, AutoCloseable {
     private final int id;
     private final ModelShape shape;
     private final ShardPolicy policy;
+    /** PyramidKV budgets per (sequence, layer), or null (none). */
+    private final ShardPyramid pyramid;
     private final KvShard shard;
     private final HashRouter router;
     private final ExpertShardMap localMap;
@@ -43,11 +45,14 @@ public final class ShardNode implements KvApi, AutoCloseable {
     /** Next position per layer; the object is also the sequence's write lock. */
     private static final class SequenceState {
         final int[] length;
+        /** Entries stored per layer on this shard (evicted ones included, withdrawn ones not): pyramid budgets. */
+        final int[] stored;
         /** Set (under this object's lock) before a close drops the entries: a reader that took no lock checks it. */
         volatile boolean closed;
 
         SequenceState(int layers) {
             this.length = new int[layers];
+            this.stored = new int[layers];
         }
     }
 
@@ -66,6 +71,14 @@ public final class ShardNode implements KvApi, AutoCloseable {
      */
     public ShardNode(int id, ModelShape shape, StorageType type, int pageTokens, int buckets, long budgetBytes,
                      ShardPolicy policy, int attentionThreads) {
+        this(id, shape, type, pageTokens, buckets, budgetBytes, policy, attentionThreads, null);
+    }
+
+    /**
+     * @param pyramid PyramidKV budgets per (sequence, layer), enforced after each attention over it; null: none
+     */
+    public ShardNode(int id, ModelShape shape, StorageType type, int pageTokens, int buckets, long budgetBytes,
+                     ShardPolicy policy, int attentionThreads, ShardPyramid pyramid) {
         if (attentionThreads < 1) {
             throw new IllegalArgumentException("attention threads must be >= 1, got " + attentionThreads);
         }
@@ -77,6 +90,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
         this.id = id;
         this.shape = shape;
         this.policy = policy;
+        this.pyramid = pyramid;
         this.shard = new KvShard(id, shape, layout, buckets, budgetBytes, policy, Kernels.select(layout));
         this.router = new HashRouter(shape.topK());
         this.localMap = ExpertShardMap.roundRobin(shape.experts(), 1);
@@ -134,10 +148,10 @@ public final class ShardNode implements KvApi, AutoCloseable {
                 shard.useDevice(device);
                 LOG.log(System.Logger.Level.INFO, "shard {0}: attention on {1} ({2} MiB of device memory for page "
                         + "copies)", id, device.describe(), bytes >> 20);
-                if (policy.wantsAttention()) {
-                    LOG.log(System.Logger.Level.WARNING, "shard {0}: eviction policy {1} ranks tokens by attention "
-                            + "weights, which only the CPU computes: {2} stays unused while it is active (lru and "
-                            + "streaming need no weights)", id, policy.activePolicy(), device.describe());
+                if (wantsWeights()) {
+                    LOG.log(System.Logger.Level.WARNING, "shard {0}: {1} ranks tokens by attention weights, which only "
+                            + "the CPU computes: {2} stays unused while it is in force (lru and streaming without "
+                            + "pyramid budgets need no weights)", id, weightsReader(), device.describe());
                 }
                 return;
             } catch (RuntimeException e) { // device memory short (CudaException), or a budget below one page
@@ -160,11 +174,26 @@ public final class ShardNode implements KvApi, AutoCloseable {
         if (device.failed()) {
             return attentionThreads + " CPU thread(s) (" + device.describe() + " failed; see the log)";
         }
-        if (policy.wantsAttention()) {
-            return attentionThreads + " CPU thread(s) (" + device.describe() + " unused while eviction policy "
-                    + policy.activePolicy() + " ranks tokens by attention weights, which only the CPU computes)";
+        if (wantsWeights()) {
+            return attentionThreads + " CPU thread(s) (" + device.describe() + " unused while " + weightsReader()
+                    + " ranks tokens by attention weights, which only the CPU computes)";
         }
         return device.describe() + " (expert-scoped and weighted attention on the CPU)";
+    }
+
+    /** Whether attention must report its weights: the eviction policy or the pyramid budgets rank tokens by them. */
+    private boolean wantsWeights() {
+        return pyramid != null || policy.wantsAttention();
+    }
+
+    /** What reads the weights, for logs. */
+    private String weightsReader() {
+        return policy.wantsAttention() ? "eviction policy " + policy.activePolicy() : String.valueOf(pyramid);
+    }
+
+    /** The PyramidKV budgets this shard enforces, or null. */
+    public ShardPyramid pyramid() {
+        return pyramid;
     }
 
     /** Attends whole-sequence scopes on {@code device} (null: on the CPU). */
@@ -268,6 +297,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
             // Dropped before the id is freed: a create of the same id in between would have its entries dropped too.
             shard.dropSequence(sequence);
             policy.closed(sequence);
+            if (pyramid != null) {
+                pyramid.closed(sequence);
+            }
             sequences.remove(sequence, state);
         }
     }
@@ -330,6 +362,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
                     policy.appended(sequence, layer, position);
                     state.length[layer] = Math.max(state.length[layer], position + 1);
                 }
+                state.stored[layer] += entries.length;
             } catch (RuntimeException | Error failure) {
                 // Also on an Error (direct memory exhausted while a page was allocated): all or none.
                 int[] stored = Arrays.copyOf(positions, storedCount);
@@ -396,6 +429,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
             checkOpen(sequence, state);
             int withdrawn = shard.withdraw(sequence, layer, positions);
             policy.withdrawn(sequence, layer, positions);
+            state.stored[layer] = Math.max(0, state.stored[layer] - withdrawn);
             return withdrawn;
         }
     }
@@ -407,15 +441,21 @@ public final class ShardNode implements KvApi, AutoCloseable {
         SequenceState state = state(sequence);
         AttentionScope scope = request.allExperts() ? AttentionScope.all() : AttentionScope.experts(request.experts());
         PartialAttention partial;
-        if (!policy.wantsAttention()) {
+        if (!wantsWeights()) {
             partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, false, attentionPool,
                     attentionThreads);
         } else {
-            // A token policy ranks tokens by the attention they get: report the weights (this shard's share).
+            // A token policy or the pyramid budgets rank tokens by the attention they get: report the weights (this
+            // shard's share).
             partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, true, attentionPool,
                     attentionThreads);
             if (!state.closed) {
-                policy.attended(sequence, request.layer(), partial.finish());
+                io.pikv.kv.AttentionResult weighted = partial.finish();
+                policy.attended(sequence, request.layer(), weighted);
+                if (pyramid != null) {
+                    pyramid.observe(sequence, request.layer(), weighted);
+                    enforcePyramid(sequence, state, request.layer());
+                }
             }
         }
         if (state.closed) {
@@ -423,6 +463,29 @@ public final class ShardNode implements KvApi, AutoCloseable {
             throw new UnknownSequenceException(sequence);
         }
         return partial;
+    }
+
+    /**
+     * Evicts what (sequence, layer) holds beyond its pyramid budget, under the sequence's lock (after the attention
+     * that scored it: the result returned is over the entries before the eviction).
+     */
+    private void enforcePyramid(long sequence, SequenceState state, int layer) {
+        synchronized (state) {
+            if (state.closed || sequences.get(sequence) != state) {
+                return;
+            }
+            int stored = state.stored[layer];
+            if (shard.resident(sequence, layer) <= pyramid.layerBudget(layer, stored)) {
+                return;
+            }
+            int[] resident = shard.residentPositions(sequence, layer);
+            Arrays.sort(resident);
+            int[] victims = pyramid.victims(sequence, layer, stored, resident);
+            if (victims.length > 0) {
+                shard.evict(sequence, layer, victims);
+                policy.withdrawn(sequence, layer, victims); // the token policy stops tracking them
+            }
+        }
     }
 
     /**

@@ -233,6 +233,12 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         }
     }
 
+    /** Tokens of (sequence, layer) the active token policy tracks (0 under a page policy). */
+    int tracked(long sequence, int layer) {
+        TokenRetention r = active.retention();
+        return r == null ? 0 : r.tracked(sequence, layer);
+    }
+
     @Override
     public void makeRoom(EvictionContext context) {
         active.hook().makeRoom(context);

@@ -67,9 +67,12 @@ public class Sidecar {
         StorageType type = setting("pikv.store.dtype", () -> StorageType.parse(config.store().dtype()));
         ShardPolicy policy = setting("pikv.store.eviction", () -> ShardPolicy.of(config.store().eviction(),
                 ShardPolicy.parseParameters(config.store().evictionParameters().orElse(""))));
+        SidecarConfig.Pyramid p = config.store().pyramid();
+        ShardPyramid pyramid = p.budget().isEmpty() ? null : setting("pikv.store.pyramid.*",
+                () -> new ShardPyramid(shape.layers(), p.budget().get(), p.beta(), p.sinks(), p.window()));
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
-                policy, attentionThreads(config.store().attentionThreads())));
+                policy, attentionThreads(config.store().attentionThreads()), pyramid));
         if (config.role() == Role.shard) {
             // pikv.compute: a cuda choice that cannot be kept stops start-up with the reason; auto falls back.
             setting("pikv.compute", () -> {
@@ -160,8 +163,9 @@ public class Sidecar {
                     config.gateway().routing());
         } else {
             LOG.infof("PiKV sidecar: role shard, cluster %s, shard %d, model %s, %s pages of %d tokens, budget %d bytes,"
-                    + " attention on %s", config.cluster(), config.shardId(), shape, shard.layout().type(),
-                    shard.layout().pageTokens(), config.store().budgetBytes(), shard.attentionPlace());
+                    + " %s, attention on %s", config.cluster(), config.shardId(), shape, shard.layout().type(),
+                    shard.layout().pageTokens(), config.store().budgetBytes(),
+                    shard.pyramid() == null ? "no pyramid budgets" : shard.pyramid(), shard.attentionPlace());
         }
     }
 

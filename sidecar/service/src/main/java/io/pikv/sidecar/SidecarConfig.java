@@ -105,6 +105,29 @@ public interface SidecarConfig {
          */
         @WithDefault("0")
         int attentionThreads();
+
+        Pyramid pyramid();
+    }
+
+    /**
+     * PyramidKV budgets (docs/compression.md): each (sequence, layer) keeps at most its layer's share of the entries
+     * stored for it, shrinking with depth; off unless {@code budget} is set.
+     */
+    interface Pyramid {
+        /** Share of the entries kept on average over the layers, in (0, 1]; unset: no pyramid budgets. */
+        Optional<Double> budget();
+
+        /** The last layer keeps {@code 1/beta} of the average (at least {@code sinks + window}). */
+        @WithDefault("20")
+        double beta();
+
+        /** Leading positions every layer keeps (attention sinks). */
+        @WithDefault("4")
+        int sinks();
+
+        /** Most recent positions every layer keeps. */
+        @WithDefault("32")
+        int window();
     }
 
     /** The HTTP API. */

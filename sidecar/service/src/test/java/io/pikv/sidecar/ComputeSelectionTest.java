@@ -45,7 +45,9 @@ class ComputeSelectionTest {
             {"pikv.telemetry.window", "0s", "invalid configuration pikv.telemetry.window: a telemetry window is at "
                 + "least 1 ms"},
             {"pikv.telemetry.send-timeout", "30d", "invalid configuration pikv.telemetry.send-timeout: a send may "
-                + "take from 1 s to 24 days"}};
+                + "take from 1 s to 24 days"},
+            {"pikv.store.pyramid.budget", "1.5", "invalid configuration pikv.store.pyramid.*: pyramid budget is the "
+                + "fraction of tokens kept, in (0, 1], got 1.5"}};
         for (String[] c : cases) {
             Map<String, String> values = new HashMap<>();
             values.put(c[0], c[1]);
@@ -56,6 +58,36 @@ class ComputeSelectionTest {
                     .getConfigMapping(SidecarConfig.class);
             assertThatThrownBy(() -> new Sidecar(config)).as(c[0]).isInstanceOf(IllegalStateException.class)
                     .hasMessageStartingWith(c[2]);
+        }
+    }
+
+    @Test
+    void pyramidBudgetsAreOnWhenABudgetIsSet() {
+        Map<String, String> values = new HashMap<>();
+        values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
+        values.put("pikv.store.pyramid.budget", "0.25");
+        values.put("pikv.store.pyramid.window", "16");
+        SidecarConfig config = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
+                .withConverter(java.time.Duration.class, 200, new io.quarkus.runtime.configuration.DurationConverter())
+                .withSources(new PropertiesConfigSource(values, "test", 500)).build()
+                .getConfigMapping(SidecarConfig.class);
+        Sidecar sidecar = new Sidecar(config);
+        try {
+            ShardPyramid p = sidecar.shard().pyramid();
+            assertThat(p).isNotNull();
+            assertThat(p.budget()).isEqualTo(0.25);
+            assertThat(p.beta()).isEqualTo(20);
+            assertThat(p.sinks()).isEqualTo(4);
+            assertThat(p.window()).isEqualTo(16);
+            assertThat(sidecar.shard().attentionPlace()).endsWith("CPU thread(s)");
+        } finally {
+            sidecar.shard().close();
+        }
+        Sidecar plain = new Sidecar(config("cpu"));
+        try {
+            assertThat(plain.shard().pyramid()).isNull();
+        } finally {
+            plain.shard().close();
         }
     }
 

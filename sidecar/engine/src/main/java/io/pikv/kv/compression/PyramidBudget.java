@@ -118,6 +118,28 @@ public final class PyramidBudget implements EvictionHook {
         return out;
     }
 
+    /**
+     * The budget of {@code layer} when every layer of the (sequence, layer) has had {@code stored} entries: the
+     * {@link #linear} schedule around an average of {@code fraction · stored} tokens (rounded up, at least
+     * {@code minimum}), for budgets that follow a growing context instead of a fixed prompt (a shard that keeps a
+     * fraction of what it was given).
+     *
+     * @param fraction share of the entries kept on average over the layers, in (0, 1]
+     */
+    public static int layerBudget(int layers, int layer, int stored, double fraction, double beta, int minimum) {
+        if (!(fraction > 0 && fraction <= 1)) {
+            throw new IllegalArgumentException("the fraction of tokens kept must be in (0, 1], got " + fraction);
+        }
+        if (layer < 0 || layer >= layers) {
+            throw new IllegalArgumentException("layer " + layer + " is not one of " + layers + " layers");
+        }
+        if (stored < 0) {
+            throw new IllegalArgumentException("stored entries must be >= 0, got " + stored);
+        }
+        int average = (int) Math.max(Math.max(minimum, 1), Math.ceil(fraction * stored - 1e-9));
+        return linear(layers, average, beta, minimum)[layer];
+    }
+
     public int budget(int layer) {
         return budgets[layer];
     }
@@ -180,6 +202,17 @@ public final class PyramidBudget implements EvictionHook {
      */
     public synchronized int[] victims(long sequence, int layer, int[] resident) {
         return select(scoresOrNull(sequence, layer), budgets[layer], resident);
+    }
+
+    /**
+     * {@link #victims(long, int, int[])} against {@code budget} instead of the layer's own (budgets that change with
+     * the context, {@link #layerBudget}); the sinks and the recent window are kept all the same.
+     */
+    public synchronized int[] victims(long sequence, int layer, int[] resident, int budget) {
+        if (budget < 0) {
+            throw new IllegalArgumentException("a budget is >= 0 tokens, got " + budget);
+        }
+        return select(scoresOrNull(sequence, layer), budget, resident);
     }
 
     private int[] select(Scores s, int budget, int[] resident) {

@@ -49,7 +49,15 @@ public class InfoResource {
     /** The settings in effect (defaults, application.properties and PIKV_* environment merged). */
     public record ConfigJson(String role, String cluster, int shardId, ModelJson model, String dtype, int pageTokens,
                              long budgetBytes, int buckets, int maxBodyBytes, long blockCapacityBytes, String blockPolicy,
-                             List<String> gatewayShards, String routing, String compute, String attention) {
+                             List<String> gatewayShards, String routing, String compute, String attention,
+                             PyramidJson pyramid) {
+    }
+
+    /** PyramidKV budgets in force ({@code pikv.store.pyramid.*}); null in {@link ConfigJson} when off. */
+    public record PyramidJson(double budget, double beta, int sinks, int window) {
+        static PyramidJson of(io.pikv.sidecar.ShardPyramid p) {
+            return p == null ? null : new PyramidJson(p.budget(), p.beta(), p.sinks(), p.window());
+        }
     }
 
     /**
@@ -85,7 +93,8 @@ public class InfoResource {
                 sidecar.shard().layout().type().name().toLowerCase(java.util.Locale.ROOT),
                 sidecar.shard().layout().pageTokens(), c.store().budgetBytes(), c.store().buckets(),
                 c.api().maxBodyBytes(), c.blocks().capacityBytes(), c.blocks().policy(), c.gateway().shards().orElse(List.of()),
-                c.gateway().routing(), c.compute(), sidecar.shard().attentionPlace());
+                c.gateway().routing(), c.compute(), sidecar.shard().attentionPlace(),
+                PyramidJson.of(sidecar.shard().pyramid()));
     }
 
     @GET
