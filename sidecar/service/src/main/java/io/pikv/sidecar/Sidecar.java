@@ -65,8 +65,10 @@ public class Sidecar {
         this.shape = setting("pikv.model.*", () -> new ModelShape(config.model().layers(), config.model().qHeads(),
                 config.model().kvHeads(), config.model().headDim(), config.model().experts(), config.model().topK()));
         StorageType type = setting("pikv.store.dtype", () -> StorageType.parse(config.store().dtype()));
+        java.util.Map<String, Double> parameters = setting("pikv.store.eviction-parameters",
+                () -> ShardPolicy.parseParameters(config.store().evictionParameters().orElse("")));
         ShardPolicy policy = setting("pikv.store.eviction", () -> ShardPolicy.of(config.store().eviction(),
-                ShardPolicy.parseParameters(config.store().evictionParameters().orElse(""))));
+                parameters));
         SidecarConfig.Pyramid p = config.store().pyramid();
         ShardPyramid pyramid = p.budget().isEmpty() ? null : setting("pikv.store.pyramid.*",
                 () -> new ShardPyramid(shape.layers(), p.budget().get(), p.beta(), p.sinks(), p.window()));
@@ -157,6 +159,14 @@ public class Sidecar {
     }
 
     void started(@Observes StartupEvent event) {
+        // The HTTP layer's limit is Quarkus's setting, outside SidecarConfig: read where the server runs.
+        org.eclipse.microprofile.config.ConfigProvider.getConfig().getOptionalValue("quarkus.http.limits.max-body-size",
+                io.quarkus.runtime.configuration.MemorySize.class).ifPresent(limit -> {
+                    String refused = bodyLimits(config.api().maxBodyBytes(), limit.asLongValue());
+                    if (refused != null) {
+                        throw new IllegalStateException(refused);
+                    }
+                });
         if (gateway != null) {
             LOG.infof("PiKV sidecar: role gateway, cluster %s, model %s, %d shards %s, %s routing", config.cluster(),
                     shape, config.gateway().shards().orElse(List.of()).size(), config.gateway().shards().orElse(List.of()),
@@ -205,6 +215,21 @@ public class Sidecar {
     /** The desired state in effect (shard map, policy, budget) and the control records applied to it. */
     public ShardControl control() {
         return control;
+    }
+
+    /**
+     * Null when {@code pikv.api.max-body-bytes} fits under the HTTP layer's own limit, else why not: a body between
+     * the two would get the HTTP layer's plain 413 instead of the API's problem+json, and a declared length over the
+     * HTTP limit would not reach the API's check at all.
+     */
+    static String bodyLimits(int maxBodyBytes, long httpMaxBodySize) {
+        if (maxBodyBytes <= httpMaxBodySize) {
+            return null;
+        }
+        return "invalid configuration pikv.api.max-body-bytes: " + maxBodyBytes + " bytes is above the HTTP layer's "
+                + "limit quarkus.http.limits.max-body-size (" + httpMaxBodySize + " bytes), which would refuse such "
+                + "bodies first without saying why; raise QUARKUS_HTTP_LIMITS_MAX_BODY_SIZE with it (twice the API "
+                + "limit is what the operator sets)";
     }
 
     private static void check(String name, boolean holds, String why) {

@@ -46,6 +46,8 @@ class ComputeSelectionTest {
                 + "least 1 ms"},
             {"pikv.telemetry.send-timeout", "30d", "invalid configuration pikv.telemetry.send-timeout: a send may "
                 + "take from 1 s to 24 days"},
+            {"pikv.store.eviction-parameters", "window", "invalid configuration pikv.store.eviction-parameters: "
+                + "eviction parameters are name=value pairs"},
             {"pikv.store.pyramid.budget", "1.5", "invalid configuration pikv.store.pyramid.*: pyramid budget is the "
                 + "fraction of tokens kept, in (0, 1], got 1.5"}};
         for (String[] c : cases) {
@@ -59,6 +61,15 @@ class ComputeSelectionTest {
             assertThatThrownBy(() -> new Sidecar(config)).as(c[0]).isInstanceOf(IllegalStateException.class)
                     .hasMessageStartingWith(c[2]);
         }
+    }
+
+    @Test
+    void anApiBodyLimitAboveTheHttpLayersIsRefused() {
+        assertThat(Sidecar.bodyLimits(64 << 20, 128L << 20)).isNull();
+        assertThat(Sidecar.bodyLimits(128 << 20, 128L << 20)).isNull();
+        assertThat(Sidecar.bodyLimits((128 << 20) + 1, 128L << 20)).startsWith("invalid configuration "
+                + "pikv.api.max-body-bytes: 134217729 bytes is above the HTTP layer's limit "
+                + "quarkus.http.limits.max-body-size (134217728 bytes)");
     }
 
     @Test
