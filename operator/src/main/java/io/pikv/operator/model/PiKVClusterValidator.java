@@ -241,12 +241,17 @@ public final class PiKVClusterValidator {
                     }
                 }
                 case "beta" -> {
-                    if (!(v >= 1)) {
-                        out.add(new Violation(field, "is " + v + "; PyramidKV's beta must be at least 1"));
+                    if (!(v >= 1) || Double.isInfinite(v)) {
+                        out.add(new Violation(field, "is " + v + "; PyramidKV's beta must be a number of at least 1"));
                     }
                 }
                 default -> throw new IllegalStateException(e.getKey());
             }
+        }
+        if (parsed.pyramid() && p.get("sinks") != null && p.get("window") != null
+                && p.get("sinks") + p.get("window") > Integer.MAX_VALUE) {
+            out.add(new Violation("spec.compression.parameters.window", "with sinks it keeps more than "
+                    + Integer.MAX_VALUE + " tokens per layer, more than a shard counts; lower sinks or window"));
         }
         if (parsed.lowRank() != null && p.containsKey("outlierDirections")) {
             double rank = Math.min(p.getOrDefault("keyRank", Double.MAX_VALUE), p.getOrDefault("valueRank",
@@ -294,7 +299,7 @@ public final class PiKVClusterValidator {
                 }
                 default -> {
                     out.add(new Violation(field, "'" + method + "' has the unknown part '" + part + "'; use none, or "
-                            + "join int8, lowrank, lowrank-expert and pyramid with '+' (e.g. pyramid+lowrank+int8)"));
+                            + "join int8, lowrank, lowrank-expert and pyramid with '+' (e.g. pyramid+int8)"));
                     return null;
                 }
             }

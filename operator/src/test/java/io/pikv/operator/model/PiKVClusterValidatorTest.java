@@ -81,6 +81,10 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getCompression().setParameters(Map.of("budget", 0.5));
                     c.getSpec().getGpu().setEnabled(true);
                 }, "spec.gpu.enabled", "pyramid budgets choose the tokens kept by attention weights"),
+                bad("pyramid sinks and window beyond what a shard counts", c -> {
+                    c.getSpec().getCompression().setMethod("pyramid");
+                    c.getSpec().getCompression().setParameters(Map.of("budget", 0.5, "sinks", 2e9, "window", 2e9));
+                }, "spec.compression.parameters.window", "lower sinks or window"),
                 bad("pyramid budget above 1", c -> {
                     c.getSpec().getCompression().setMethod("pyramid");
                     c.getSpec().getCompression().setParameters(Map.of("budget", 1.5));

@@ -59,23 +59,6 @@ class PyramidBudgetTest {
         assertThatThrownBy(() -> PyramidBudget.layerBudget(4, 0, -1, 0.5, 20, 0)).hasMessageContaining(">= 0");
     }
 
-    @Test
-    void victimsAgainstAGivenBudgetKeepSinksAndWindow() {
-        PyramidBudget policy = new PyramidBudget(new int[] {10}, 1, 2);
-        // Positions 0..9 resident, one sink, a window of two (8 and 9).
-        try (KvStore store = new KvStore(KvStoreConfig.builder(new ModelShape(1, 2, 1, 16, 2, 1))
-                .storageType(StorageType.FP32).pageTokens(8).shards(1).buckets(1).threads(1).build())) {
-            long seq = store.createSequence();
-            int[] resident = IntStream.range(0, 10).toArray();
-            assertThat(policy.victims(seq, 0, resident, 10)).isEmpty();
-            // Nothing observed: every candidate scores 0, so the oldest after the sink go first.
-            assertThat(policy.victims(seq, 0, resident, 6)).containsExactly(1, 2, 3, 4);
-            // Budget below sinks + window: only the candidates can go.
-            assertThat(policy.victims(seq, 0, resident, 0)).containsExactly(1, 2, 3, 4, 5, 6, 7);
-            assertThatThrownBy(() -> policy.victims(seq, 0, resident, -1)).hasMessageContaining(">= 0");
-        }
-    }
-
     /** Positions the selection should keep: sinks, the recent window, then the highest scores (recent on ties). */
     private static Set<Integer> expectedKept(int[] resident, float[] score, int budget, int sinks, int window) {
         Set<Integer> kept = new TreeSet<>();

@@ -114,6 +114,16 @@ public final class ShardNode implements KvApi, AutoCloseable {
         if (compute.equals("cpu")) {
             return;
         }
+        if (pyramid != null) {
+            // Fixed for the shard's life (unlike a token policy, which a control record may switch): no device.
+            String why = "pyramid budgets (pikv.store.pyramid.budget) choose the tokens kept by attention weights, "
+                    + "which the CUDA kernels do not compute";
+            if (compute.equals("cuda")) {
+                throw new IllegalStateException("pikv.compute=cuda but " + why + "; turn one of them off");
+            }
+            LOG.log(System.Logger.Level.INFO, "shard {0}: attention on the CPU: {1}", id, why);
+            return;
+        }
         String refused = io.pikv.kv.compute.CudaDeviceAttention.refusal(shard.layout(), shape);
         if (refused == null) {
             io.pikv.kv.compute.ComputeBackends.Selection selection = io.pikv.kv.compute.ComputeBackends.select(compute);
@@ -136,7 +146,8 @@ public final class ShardNode implements KvApi, AutoCloseable {
      * logs why.
      */
     public void attendOn(io.pikv.kv.compute.CudaBackend cuda, boolean required) {
-        String refused = io.pikv.kv.compute.CudaDeviceAttention.refusal(shard.layout(), shape);
+        String refused = pyramid != null ? "pyramid budgets choose the tokens kept by attention weights, which the "
+                + "device does not compute" : io.pikv.kv.compute.CudaDeviceAttention.refusal(shard.layout(), shape);
         if (refused == null) {
             try {
                 // Room for a copy of every page of the budget, at most 90 % of the device memory free now: a shard
@@ -321,6 +332,14 @@ public final class ShardNode implements KvApi, AutoCloseable {
         }
     }
 
+    /** Entries of (sequence, layer) stored on this shard so far, evicted ones included (pyramid budgets follow it). */
+    int stored(long sequence, int layer) {
+        SequenceState state = state(sequence);
+        synchronized (state) {
+            return state.stored[layer];
+        }
+    }
+
     /** Entries of (sequence, layer) resident on this shard. */
     @Override
     public int resident(long sequence, int layer) {
@@ -368,6 +387,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
                 int[] stored = Arrays.copyOf(positions, storedCount);
                 shard.withdraw(sequence, layer, stored);
                 policy.withdrawn(sequence, layer, stored);
+                if (pyramid != null) {
+                    pyramid.removed(sequence, layer, stored);
+                }
                 state.length[layer] = lengthBefore;
                 if (failure instanceof Error error) {
                     throw error;
@@ -429,6 +451,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
             checkOpen(sequence, state);
             int withdrawn = shard.withdraw(sequence, layer, positions);
             policy.withdrawn(sequence, layer, positions);
+            if (pyramid != null) {
+                pyramid.removed(sequence, layer, positions);
+            }
             state.stored[layer] = Math.max(0, state.stored[layer] - withdrawn);
             return withdrawn;
         }
@@ -453,8 +478,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
                 io.pikv.kv.AttentionResult weighted = partial.finish();
                 policy.attended(sequence, request.layer(), weighted);
                 if (pyramid != null) {
-                    pyramid.observe(sequence, request.layer(), weighted);
-                    enforcePyramid(sequence, state, request.layer());
+                    enforcePyramid(sequence, state, request.layer(), weighted);
                 }
             }
         }
@@ -466,24 +490,30 @@ public final class ShardNode implements KvApi, AutoCloseable {
     }
 
     /**
-     * Evicts what (sequence, layer) holds beyond its pyramid budget, under the sequence's lock (after the attention
-     * that scored it: the result returned is over the entries before the eviction).
+     * Adds an attention's weights to the pyramid's scores of (sequence, layer) and, once it holds a page's worth of
+     * entries beyond its budget, evicts it down to the budget, under the sequence's lock (the attention's answer is over
+     * the entries before the eviction). The page of slack lets the selection — a sort of the layer's resident entries
+     * — run once per page of new entries instead of at every step.
      */
-    private void enforcePyramid(long sequence, SequenceState state, int layer) {
+    private void enforcePyramid(long sequence, SequenceState state, int layer, io.pikv.kv.AttentionResult weighted) {
         synchronized (state) {
             if (state.closed || sequences.get(sequence) != state) {
-                return;
+                return; // closed meanwhile: its scores are gone and must not come back
             }
-            int stored = state.stored[layer];
-            if (shard.resident(sequence, layer) <= pyramid.layerBudget(layer, stored)) {
+            pyramid.observe(sequence, layer, weighted);
+            int residentCount = shard.resident(sequence, layer);
+            pyramid.prune(sequence, layer, residentCount, () -> shard.residentPositions(sequence, layer));
+            int budget = pyramid.layerBudget(layer, state.stored[layer]);
+            if (residentCount <= budget + (long) shard.layout().pageTokens()) {
                 return;
             }
             int[] resident = shard.residentPositions(sequence, layer);
             Arrays.sort(resident);
-            int[] victims = pyramid.victims(sequence, layer, stored, resident);
+            int[] victims = pyramid.victims(sequence, layer, budget, resident);
             if (victims.length > 0) {
                 shard.evict(sequence, layer, victims);
-                policy.withdrawn(sequence, layer, victims); // the token policy stops tracking them
+                pyramid.removed(sequence, layer, victims);
+                policy.evictedElsewhere(sequence, layer, victims); // the token policy stops tracking them
             }
         }
     }

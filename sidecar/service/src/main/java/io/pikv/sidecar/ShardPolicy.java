@@ -225,6 +225,17 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         }
     }
 
+    /**
+     * Entries were evicted by something other than this policy (the shard's pyramid budgets): it stops tracking them.
+     * Never the newest token of a (sequence, layer), which stays in the pyramid's recent window.
+     */
+    public void evictedElsewhere(long sequence, int layer, int[] positions) {
+        TokenRetention r = active.retention();
+        if (r != null) {
+            r.forget(sequence, layer, positions);
+        }
+    }
+
     /** The sequence was closed. */
     public void closed(long sequence) {
         TokenRetention r = active.retention();

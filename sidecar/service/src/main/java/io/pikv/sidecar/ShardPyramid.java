@@ -3,45 +3,58 @@ package io.pikv.sidecar;
 import io.pikv.kv.AttentionResult;
 import io.pikv.kv.compression.PyramidBudget;
 
+import java.util.Arrays;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+
 /**
  * PyramidKV budgets on a shard ({@code pikv.store.pyramid.*}, docs/compression.md): each (sequence, layer) keeps at
  * most its layer's share of the entries the shard was given for it — the linear schedule of
  * {@link PyramidBudget#layerBudget} around {@code budget ×} those entries, shrinking with depth — and which entries
- * stay is {@link PyramidBudget}'s choice: the {@code sinks} first positions, the {@code window} most recent, then the
- * most attention received. Budgets are enforced after each attention over the (sequence, layer), whose weights are
- * the evidence. Independent of the eviction policy, which still decides what goes when the byte budget is full.
+ * stay is PyramidKV's (and {@link PyramidBudget}'s) choice: the {@code sinks} first positions, the {@code window}
+ * most recent, then the most attention received. Independent of the eviction policy, which still decides what goes
+ * when the byte budget is full.
+ *
+ * <p>Scores are kept per resident position in a small open-addressing map (positions of a shard are sparse: a
+ * gateway spreads a sequence's positions over its shards). Calls for one sequence must be serialized by the caller
+ * (the shard's per-sequence lock); calls for different sequences may run at once.
  */
 public final class ShardPyramid {
+    public static final double DEFAULT_BETA = 20;
+    public static final int DEFAULT_SINKS = 4;
+    public static final int DEFAULT_WINDOW = 32;
     private final int layers;
     private final double budget;
     private final double beta;
-    private final int minimum;
-    private final PyramidBudget scores;
+    private final int sinks;
+    private final int window;
+    private final Map<Long, Scores[]> sequences = new ConcurrentHashMap<>();
 
     /**
      * @param budget share of the entries kept on average over the layers, in (0, 1]
      * @param beta   the last layer keeps {@code 1/beta} of the average (PyramidKV's β, at least 1)
      * @param sinks  leading positions always kept
-     * @param window most recent positions always kept
+     * @param window most recent positions always kept, at least 1 (a step's own token is never evicted by it)
      */
     public ShardPyramid(int layers, double budget, double beta, int sinks, int window) {
+        if (layers < 1) {
+            throw new IllegalArgumentException("pyramid budgets need at least one layer, got " + layers);
+        }
         if (!(budget > 0 && budget <= 1)) {
             throw new IllegalArgumentException("pyramid budget is the fraction of tokens kept, in (0, 1], got " + budget);
         }
         if (!(beta >= 1) || Double.isInfinite(beta)) {
             throw new IllegalArgumentException("pyramid beta must be a finite number >= 1, got " + beta);
         }
-        if (sinks < 0 || window < 0 || (long) sinks + window > Integer.MAX_VALUE) {
-            throw new IllegalArgumentException("pyramid sinks and window must be >= 0 tokens, got " + sinks + " and "
-                    + window);
+        if (sinks < 0 || window < 1 || (long) sinks + window > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("pyramid sinks must be >= 0 and window >= 1 tokens (the window keeps a "
+                    + "step's own token), together at most " + Integer.MAX_VALUE + ", got " + sinks + " and " + window);
         }
         this.layers = layers;
         this.budget = budget;
         this.beta = beta;
-        this.minimum = sinks + window;
-        int[] floor = new int[layers];
-        java.util.Arrays.fill(floor, Math.max(1, minimum));
-        this.scores = new PyramidBudget(floor, sinks, window); // budgets are given per call
+        this.sinks = sinks;
+        this.window = window;
     }
 
     public double budget() {
@@ -53,43 +66,204 @@ public final class ShardPyramid {
     }
 
     public int sinks() {
-        return scores.sinks();
+        return sinks;
     }
 
     public int window() {
-        return scores.window();
+        return window;
     }
 
     /** The most entries {@code layer} of a (sequence, layer) keeps after {@code stored} entries were stored. */
     public int layerBudget(int layer, int stored) {
-        return PyramidBudget.layerBudget(layers, layer, stored, budget, beta, minimum);
+        return PyramidBudget.layerBudget(layers, layer, stored, budget, beta, sinks + window);
     }
 
-    /** Adds the weights of an attention over (sequence, layer) to its entries' scores. */
+    /** Adds each visited entry's mean weight over query heads to its score (a result with weights). */
     public void observe(long sequence, int layer, AttentionResult weighted) {
-        scores.observe(sequence, layer, weighted);
-    }
-
-    /**
-     * The positions to evict from {@code resident} (ascending) so that (sequence, layer) meets its budget after
-     * {@code stored} entries; none when within it.
-     */
-    public int[] victims(long sequence, int layer, int stored, int[] resident) {
-        return scores.victims(sequence, layer, resident, layerBudget(layer, stored));
+        Scores s = scores(sequence, layer, true);
+        int[] positions = weighted.positions();
+        for (int j = 0; j < positions.length; j++) {
+            s.add(positions[j], weighted.meanWeight(j));
+        }
     }
 
     /** The attention a position of (sequence, layer) accumulated (0 when never observed). */
     public float score(long sequence, int layer, int position) {
-        return scores.score(sequence, layer, position);
+        Scores s = scores(sequence, layer, false);
+        return s == null ? 0f : s.get(position);
+    }
+
+    /** Positions of (sequence, layer) with a score. */
+    int scored(long sequence, int layer) {
+        Scores s = scores(sequence, layer, false);
+        return s == null ? 0 : s.size;
+    }
+
+    /**
+     * The positions to evict from {@code resident} (the resident positions of (sequence, layer), ascending) to bring
+     * it down to {@code budget}: the lowest-scored outside the sinks and the recent window (the oldest on ties),
+     * ascending; none when within the budget.
+     */
+    public int[] victims(long sequence, int layer, int budget, int[] resident) {
+        int excess = resident.length - budget;
+        if (excess <= 0) {
+            return new int[0];
+        }
+        Scores s = scores(sequence, layer, false);
+        int recentFrom = resident.length - window; // resident[recentFrom..] is the window
+        long[] ranked = new long[Math.max(0, recentFrom)];
+        int n = 0;
+        for (int i = 0; i < recentFrom; i++) {
+            int p = resident[i];
+            if (p >= sinks) {
+                // Scores are >= 0, so their bits order as the floats do; then the position (the oldest first).
+                float score = s == null ? 0f : s.get(p) + 0.0f;
+                ranked[n++] = ((long) Float.floatToIntBits(Math.max(score, 0f)) << 32) | p;
+            }
+        }
+        Arrays.sort(ranked, 0, n);
+        int[] out = new int[Math.min(excess, n)];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = (int) ranked[i];
+        }
+        Arrays.sort(out);
+        return out;
+    }
+
+    /** These positions left (sequence, layer) (evicted or withdrawn): their scores go. */
+    public void removed(long sequence, int layer, int[] positions) {
+        Scores s = scores(sequence, layer, false);
+        if (s != null) {
+            for (int p : positions) {
+                s.remove(p);
+            }
+        }
+    }
+
+    /**
+     * Keeps the scores of {@code resident} positions only (entries evicted another way, by the eviction policy or a
+     * budget resize, leave scores behind) once they outnumber the resident entries by far.
+     */
+    public void prune(long sequence, int layer, int residentCount, java.util.function.Supplier<int[]> resident) {
+        Scores s = scores(sequence, layer, false);
+        if (s == null || s.size <= 2L * residentCount + 64) {
+            return;
+        }
+        Scores kept = new Scores();
+        for (int p : resident.get()) {
+            float score = s.get(p);
+            if (score != 0f) {
+                kept.add(p, score);
+            }
+        }
+        sequences.get(sequence)[layer] = kept;
     }
 
     /** Drops the scores of a closed sequence. */
     public void closed(long sequence) {
-        scores.forget(sequence);
+        sequences.remove(sequence);
+    }
+
+    private Scores scores(long sequence, int layer, boolean create) {
+        if (layer < 0 || layer >= layers) {
+            throw new IllegalArgumentException("layer " + layer + " is not one of " + layers + " layers");
+        }
+        Scores[] perLayer = create ? sequences.computeIfAbsent(sequence, k -> new Scores[layers])
+                : sequences.get(sequence);
+        if (perLayer == null) {
+            return null;
+        }
+        if (perLayer[layer] == null && create) {
+            perLayer[layer] = new Scores();
+        }
+        return perLayer[layer];
     }
 
     @Override
     public String toString() {
-        return "pyramid(budget " + budget + ", beta " + beta + ", sinks " + sinks() + ", window " + window() + ")";
+        return "pyramid(budget " + budget + ", beta " + beta + ", sinks " + sinks + ", window " + window + ")";
+    }
+
+    /** Position → accumulated attention: open addressing with linear probing, backward-shift deletion. */
+    static final class Scores {
+        private static final int FREE = -1;
+        int[] keys = filled(16);
+        float[] values = new float[16];
+        int size;
+
+        private static int[] filled(int n) {
+            int[] k = new int[n];
+            Arrays.fill(k, FREE);
+            return k;
+        }
+
+        private int home(int position) {
+            int mix = position * 0x9E3779B9;
+            return (mix ^ (mix >>> 16)) & (keys.length - 1);
+        }
+
+        private int slot(int position) {
+            int mask = keys.length - 1;
+            int i = home(position);
+            while (keys[i] != FREE && keys[i] != position) {
+                i = (i + 1) & mask;
+            }
+            return i;
+        }
+
+        float get(int position) {
+            int i = slot(position);
+            return keys[i] == position ? values[i] : 0f;
+        }
+
+        void add(int position, float w) {
+            int i = slot(position);
+            if (keys[i] == position) {
+                values[i] += w;
+                return;
+            }
+            keys[i] = position;
+            values[i] = w;
+            if (++size * 4 > keys.length * 3) {
+                grow();
+            }
+        }
+
+        void remove(int position) {
+            int mask = keys.length - 1;
+            int i = slot(position);
+            if (keys[i] != position) {
+                return;
+            }
+            size--;
+            // Backward shift: move later entries of the probe run into the hole where their home allows.
+            int hole = i;
+            int j = (i + 1) & mask;
+            while (keys[j] != FREE) {
+                int home = home(keys[j]);
+                boolean movable = hole <= j ? (home <= hole || home > j) : (home <= hole && home > j);
+                if (movable) {
+                    keys[hole] = keys[j];
+                    values[hole] = values[j];
+                    hole = j;
+                }
+                j = (j + 1) & mask;
+            }
+            keys[hole] = FREE;
+            values[hole] = 0f;
+        }
+
+        private void grow() {
+            int[] oldKeys = keys;
+            float[] oldValues = values;
+            keys = filled(oldKeys.length * 2);
+            values = new float[oldKeys.length * 2];
+            size = 0;
+            for (int i = 0; i < oldKeys.length; i++) {
+                if (oldKeys[i] != FREE) {
+                    add(oldKeys[i], oldValues[i]);
+                }
+            }
+        }
     }
 }

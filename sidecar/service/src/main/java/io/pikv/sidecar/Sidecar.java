@@ -70,8 +70,13 @@ public class Sidecar {
         ShardPolicy policy = setting("pikv.store.eviction", () -> ShardPolicy.of(config.store().eviction(),
                 parameters));
         SidecarConfig.Pyramid p = config.store().pyramid();
+        check("pikv.store.pyramid.budget", p.budget().isPresent()
+                        || (p.beta().isEmpty() && p.sinks().isEmpty() && p.window().isEmpty()),
+                "pikv.store.pyramid.beta, sinks or window is set but the budget is not, so no pyramid budgets would "
+                        + "run; set the budget (the fraction of tokens kept) or remove them");
         ShardPyramid pyramid = p.budget().isEmpty() ? null : setting("pikv.store.pyramid.*",
-                () -> new ShardPyramid(shape.layers(), p.budget().get(), p.beta(), p.sinks(), p.window()));
+                () -> new ShardPyramid(shape.layers(), p.budget().get(), p.beta().orElse(ShardPyramid.DEFAULT_BETA),
+                        p.sinks().orElse(ShardPyramid.DEFAULT_SINKS), p.window().orElse(ShardPyramid.DEFAULT_WINDOW)));
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
                 policy, attentionThreads(config.store().attentionThreads()), pyramid));

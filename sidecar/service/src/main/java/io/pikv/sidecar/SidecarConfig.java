@@ -117,17 +117,14 @@ public interface SidecarConfig {
         /** Share of the entries kept on average over the layers, in (0, 1]; unset: no pyramid budgets. */
         Optional<Double> budget();
 
-        /** The last layer keeps {@code 1/beta} of the average (at least {@code sinks + window}). */
-        @WithDefault("20")
-        double beta();
+        /** The last layer keeps {@code 1/beta} of the average (at least {@code sinks + window}); default 20. */
+        Optional<Double> beta();
 
-        /** Leading positions every layer keeps (attention sinks). */
-        @WithDefault("4")
-        int sinks();
+        /** Leading positions every layer keeps (attention sinks); default 4. */
+        Optional<Integer> sinks();
 
-        /** Most recent positions every layer keeps. */
-        @WithDefault("32")
-        int window();
+        /** Most recent positions every layer keeps, at least 1; default 32. */
+        Optional<Integer> window();
     }
 
     /** The HTTP API. */

@@ -49,7 +49,9 @@ class ComputeSelectionTest {
             {"pikv.store.eviction-parameters", "window", "invalid configuration pikv.store.eviction-parameters: "
                 + "eviction parameters are name=value pairs"},
             {"pikv.store.pyramid.budget", "1.5", "invalid configuration pikv.store.pyramid.*: pyramid budget is the "
-                + "fraction of tokens kept, in (0, 1], got 1.5"}};
+                + "fraction of tokens kept, in (0, 1], got 1.5"},
+            {"pikv.store.pyramid.beta", "0.5", "invalid configuration pikv.store.pyramid.budget: "
+                + "pikv.store.pyramid.beta, sinks or window is set but the budget is not"}};
         for (String[] c : cases) {
             Map<String, String> values = new HashMap<>();
             values.put(c[0], c[1]);
@@ -90,10 +92,18 @@ class ComputeSelectionTest {
             assertThat(p.beta()).isEqualTo(20);
             assertThat(p.sinks()).isEqualTo(4);
             assertThat(p.window()).isEqualTo(16);
-            assertThat(sidecar.shard().attentionPlace()).endsWith("CPU thread(s)");
         } finally {
             sidecar.shard().close();
         }
+        // Budgets rank by attention weights, which no device computes: cuda is refused with or without a device.
+        values.put("pikv.compute", "cuda");
+        SidecarConfig onCuda = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
+                .withConverter(java.time.Duration.class, 200, new io.quarkus.runtime.configuration.DurationConverter())
+                .withSources(new PropertiesConfigSource(values, "test", 500)).build()
+                .getConfigMapping(SidecarConfig.class);
+        assertThatThrownBy(() -> new Sidecar(onCuda)).isInstanceOf(IllegalStateException.class)
+                .hasMessage("pikv.compute=cuda but pyramid budgets (pikv.store.pyramid.budget) choose the tokens kept "
+                        + "by attention weights, which the CUDA kernels do not compute; turn one of them off");
         Sidecar plain = new Sidecar(config("cpu"));
         try {
             assertThat(plain.shard().pyramid()).isNull();

@@ -204,17 +204,6 @@ public final class PyramidBudget implements EvictionHook {
         return select(scoresOrNull(sequence, layer), budgets[layer], resident);
     }
 
-    /**
-     * {@link #victims(long, int, int[])} against {@code budget} instead of the layer's own (budgets that change with
-     * the context, {@link #layerBudget}); the sinks and the recent window are kept all the same.
-     */
-    public synchronized int[] victims(long sequence, int layer, int[] resident, int budget) {
-        if (budget < 0) {
-            throw new IllegalArgumentException("a budget is >= 0 tokens, got " + budget);
-        }
-        return select(scoresOrNull(sequence, layer), budget, resident);
-    }
-
     private int[] select(Scores s, int budget, int[] resident) {
         int excess = resident.length - budget;
         if (excess <= 0) {
