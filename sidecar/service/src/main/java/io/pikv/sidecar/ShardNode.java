@@ -512,8 +512,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
             int[] victims = pyramid.victims(sequence, layer, budget, resident);
             if (victims.length > 0) {
                 shard.evict(sequence, layer, victims);
-                pyramid.removed(sequence, layer, victims);
-                policy.evictedElsewhere(sequence, layer, victims); // the token policy stops tracking them
+                pyramid.removed(sequence, layer, victims); // the token policy hears of them through its hook
             }
         }
     }

@@ -45,6 +45,12 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
     }
 
     private volatile Active active;
+    /**
+     * Evictions heard while {@link #makeRoom} runs, forgotten when it returns (the token policy is then mid-way through
+     * its own bookkeeping). Touched only under the shard's write lock, which both calls hold.
+     */
+    private final java.util.ArrayList<long[]> evictedMeanwhile = new java.util.ArrayList<>();
+    private int makingRoom;
 
     private ShardPolicy(Active active) {
         this.active = active;
@@ -225,17 +231,6 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         }
     }
 
-    /**
-     * Entries were evicted by something other than this policy (the shard's pyramid budgets): it stops tracking them.
-     * Never the newest token of a (sequence, layer), which stays in the pyramid's recent window.
-     */
-    public void evictedElsewhere(long sequence, int layer, int[] positions) {
-        TokenRetention r = active.retention();
-        if (r != null) {
-            r.forget(sequence, layer, positions);
-        }
-    }
-
     /** The sequence was closed. */
     public void closed(long sequence) {
         TokenRetention r = active.retention();
@@ -252,7 +247,39 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
 
     @Override
     public void makeRoom(EvictionContext context) {
-        active.hook().makeRoom(context);
+        makingRoom++;
+        try {
+            active.hook().makeRoom(context);
+        } finally {
+            if (--makingRoom == 0 && !evictedMeanwhile.isEmpty()) {
+                // The token policy untracked its own victims; what else went (the oldest-page fallback, a page of a
+                // budget resize) it still tracks.
+                TokenRetention r = active.retention();
+                if (r != null) {
+                    for (long[] e : evictedMeanwhile) {
+                        r.forget(e[0], (int) e[1], new int[] {(int) e[2]});
+                    }
+                }
+                evictedMeanwhile.clear();
+            }
+        }
+    }
+
+    /**
+     * An entry left the shard as an eviction (the token policy's own, the oldest-page fallback, the pyramid budgets,
+     * a budget resize): the token policy stops tracking it, so it never names a victim the shard no longer holds and
+     * its tracking does not outgrow what is resident.
+     */
+    @Override
+    public void evicted(long sequence, int layer, int position) {
+        if (makingRoom > 0) {
+            evictedMeanwhile.add(new long[] {sequence, layer, position});
+            return;
+        }
+        TokenRetention r = active.retention();
+        if (r != null) {
+            r.forget(sequence, layer, new int[] {position});
+        }
     }
 
     @Override

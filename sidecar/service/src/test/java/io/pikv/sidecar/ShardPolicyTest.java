@@ -93,6 +93,26 @@ class ShardPolicyTest {
     }
 
     @Test
+    void anEvictionByAnotherPathLeavesTheTokenPolicysTracking() {
+        ShardPolicy policy = ShardPolicy.of("lru");
+        for (int p = 0; p < 10; p++) {
+            policy.appended(7, 0, p);
+        }
+        policy.evicted(7, 0, 3); // the shard evicted it (a page, a pyramid budget): lru must not name it again
+        policy.evicted(7, 0, 42); // one it never tracked: nothing
+        assertThat(policy.tracked(7, 0)).isEqualTo(9);
+        // Budgets resized under lru: its victims, and any page the fallback takes, leave its tracking.
+        Random rnd = new Random(8);
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 4L * 2 * 16 * 16 * 4, policy)) {
+            long seq = node.create(null);
+            append(node, seq, 64, rnd, small(rnd));
+            node.resizeBudget(2L * 2 * 16 * 16 * 4);
+            assertThat(node.resident(seq, 0)).isEqualTo(32);
+            assertThat(policy.tracked(seq, 0)).isEqualTo(32);
+        }
+    }
+
+    @Test
     void parametersFromSettingsAndTheirRefusals() {
         assertThat(ShardPolicy.parseParameters(" sinks=4, window = 256 ")).containsExactly(
                 Map.entry("sinks", 4.0), Map.entry("window", 256.0));
