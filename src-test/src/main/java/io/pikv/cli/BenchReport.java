@@ -99,7 +99,7 @@ final class BenchReport {
             }
             JSON.writeValue(file.toFile(), finite(json));
         } catch (IOException e) {
-            throw new Main.UsageException("cannot write " + file + ": " + e.getMessage());
+            throw new Main.RunFailure("cannot write " + file + ": " + e, e); // the flag was checked when parsed
         }
     }
 
