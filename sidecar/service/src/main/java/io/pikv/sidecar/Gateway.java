@@ -120,19 +120,29 @@ public final class Gateway implements KvApi {
                 throw new SequenceExistsException(id);
             }
             List<SidecarClient> created = new ArrayList<>();
+            SidecarClient asked = null;
             try {
                 for (SidecarClient shard : shards) {
+                    asked = shard;
                     shard.createSequence(id);
                     created.add(shard);
                 }
             } catch (RuntimeException e) {
                 sequences.remove(id);
+                // A shard that refused (4xx: the id is taken there, a bad shape) made nothing; one that failed or did
+                // not answer may have made the sequence before the answer was lost, so it is closed there too (a 404
+                // then says it made none).
+                if (!(e instanceof SidecarException se && se.status() >= 400 && se.status() < 500)) {
+                    created.add(asked);
+                }
                 for (SidecarClient shard : created) {
                     try {
                         shard.closeSequence(id);
                     } catch (RuntimeException closeFailure) {
-                        LOG.warnf("gateway: sequence %d stays open on %s after a failed create: %s", id, shard.base(),
-                                closeFailure.getMessage());
+                        if (!(closeFailure instanceof SidecarException se && se.status() == 404)) {
+                            LOG.warnf("gateway: sequence %d may stay open on %s after a failed create: %s", id,
+                                    shard.base(), closeFailure.getMessage());
+                        }
                     }
                 }
                 throw ShardFailure.of(e);

@@ -39,6 +39,7 @@ class GatewayUndoTest {
         volatile int closeStatus = 204;
         /** The body a create answers with. */
         volatile String createAnswer = "{\"id\":7}";
+        volatile int createStatus = 201;
         /** The partial an attention call answers with (default: negative heads and dim). */
         volatile byte[] partial = java.nio.ByteBuffer.allocate(12).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(-5)
                 .putInt(-2).putInt(0).array();
@@ -70,7 +71,8 @@ class GatewayUndoTest {
                         Thread.currentThread().interrupt();
                     }
                 }
-                reply(x, 201, createAnswer);
+                reply(x, createStatus, createStatus == 201 ? createAnswer
+                        : "{\"type\":\"about:blank\",\"status\":" + createStatus + ",\"title\":\"x\"}");
             } else if (path.endsWith("/entries")) {
                 reply(x, appendStatus, appendStatus == 200 ? "{\"positions\":[0]}"
                         : "{\"type\":\"about:blank\",\"status\":409,\"title\":\"budget-exceeded\",\"detail\":\"full\"}");
@@ -129,6 +131,22 @@ class GatewayUndoTest {
         return new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv),
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 1, kv, kv)});
+    }
+
+    @Test
+    void aFailedCreateClosesTheSequenceWhereverItMayHaveBeenMade() throws IOException {
+        Gateway g = gateway();
+        // Shard 1 fails (500): it may have made the sequence, so both shards are asked to close it.
+        fakes.get(1).createStatus = 500;
+        assertThatThrownBy(() -> g.create(42L)).isInstanceOf(ShardFailure.class);
+        assertThat(fakes.get(0).requests).containsExactly("POST /v1/sequences", "DELETE /v1/sequences/42");
+        assertThat(fakes.get(1).requests).containsExactly("POST /v1/sequences", "DELETE /v1/sequences/42");
+        // Shard 1 refuses (409: the id is taken there): its sequence is not the gateway's to close.
+        fakes.forEach(f -> f.requests.clear());
+        fakes.get(1).createStatus = 409;
+        assertThatThrownBy(() -> g.create(43L)).isInstanceOf(ShardFailure.class);
+        assertThat(fakes.get(0).requests).containsExactly("POST /v1/sequences", "DELETE /v1/sequences/43");
+        assertThat(fakes.get(1).requests).containsExactly("POST /v1/sequences");
     }
 
     @Test

@@ -296,7 +296,7 @@ final class Http1Client implements AutoCloseable {
                     response = exchange();
                 } catch (IOException e) {
                     failure = new UncheckedIOException(method + " " + origin.resolve(target) + " failed: "
-                            + e.getMessage(), e);
+                            + describe(e), e);
                 } catch (RuntimeException e) {
                     failure = e;
                 } catch (Error e) {
@@ -629,5 +629,13 @@ final class Http1Client implements AutoCloseable {
 
     private static String abbreviate(String s) {
         return s.length() <= 80 ? s : s.substring(0, 80) + "…";
+    }
+
+    /** A transport failure in words: some carry no message (an unknown host on JDK 17, an interrupted channel). */
+    static String describe(IOException e) {
+        if (e instanceof java.net.UnknownHostException) {
+            return "unknown host" + (e.getMessage() == null ? "" : " " + e.getMessage());
+        }
+        return e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
     }
 }

@@ -20,6 +20,9 @@ public final class SidecarException extends RuntimeException {
         this.detail = detail;
     }
 
+    /** Characters of an answer's detail kept in the exception. */
+    static final int MAX_DETAIL = 512;
+
     static SidecarException of(String call, int status, byte[] body) {
         String type = null;
         String detail = new String(body, StandardCharsets.UTF_8);
@@ -31,6 +34,10 @@ public final class SidecarException extends RuntimeException {
             }
         } catch (java.io.IOException ignored) {
             // not problem+json: keep the raw body as the detail
+        }
+        if (detail.length() > MAX_DETAIL) {
+            // A proxy's error page or a stray body must not travel whole into messages, problems and logs.
+            detail = detail.substring(0, MAX_DETAIL) + "… (" + body.length + " bytes)";
         }
         return new SidecarException(status, type, detail, call + " → " + status
                 + ": " + detail);

@@ -133,6 +133,21 @@ class Http1ClientTest {
     }
 
     @Test
+    void failuresAreDescribedEvenWithoutAMessageAndLongBodiesAreCut() {
+        assertThat(Http1Client.describe(new java.net.UnknownHostException())).isEqualTo("unknown host");
+        assertThat(Http1Client.describe(new java.net.UnknownHostException("shard-1"))).isEqualTo("unknown host shard-1");
+        assertThat(Http1Client.describe(new java.nio.channels.ClosedByInterruptException()))
+                .isEqualTo("ClosedByInterruptException");
+        assertThat(Http1Client.describe(new IOException("reset"))).isEqualTo("reset");
+        byte[] page = ("<html>" + "x".repeat(100_000) + "</html>").getBytes(StandardCharsets.UTF_8);
+        SidecarException e = SidecarException.of("GET http://s/v1/stats", 502, page);
+        assertThat(e.detail()).hasSizeLessThan(SidecarException.MAX_DETAIL + 40).endsWith("… (100013 bytes)");
+        assertThat(e.getMessage()).hasSizeLessThan(SidecarException.MAX_DETAIL + 80);
+        assertThat(SidecarException.of("GET x", 409, "{\"detail\":\"taken\"}".getBytes(StandardCharsets.UTF_8))
+                .detail()).isEqualTo("taken");
+    }
+
+    @Test
     void readsLengthChunkedAndCloseDelimitedBodiesAndReusesTheConnection() throws Exception {
         URI origin = serve((n, in, out) -> {
             readRequest(in);
