@@ -137,6 +137,16 @@ public class Sidecar {
 
     private static Gateway gateway(SidecarConfig config, ModelShape shape) {
         List<String> urls = config.gateway().shards().orElse(List.of());
+        for (java.time.Duration d : List.of(config.gateway().connectTimeout(), config.gateway().callTimeout())) {
+            if (d.isNegative() || d.isZero() || d.toMillis() > Integer.MAX_VALUE) {
+                throw new IllegalArgumentException("pikv.gateway.connect-timeout and call-timeout must be from 1 ms to "
+                        + "24 days, got " + config.gateway().connectTimeout() + " and " + config.gateway().callTimeout());
+            }
+        }
+        if (config.gateway().idleConnections() < 0) {
+            throw new IllegalArgumentException("pikv.gateway.idle-connections must be >= 0, got "
+                    + config.gateway().idleConnections());
+        }
         if (urls.isEmpty()) {
             throw new IllegalArgumentException("pikv.gateway.shards must list the shards' base URLs");
         }
@@ -151,7 +161,8 @@ public class Sidecar {
             if (uri.getScheme() == null || uri.getHost() == null) {
                 throw new IllegalArgumentException("'" + url + "' is not an http(s) URL with a host");
             }
-            clients.add(new SidecarClient(uri, shape));
+            clients.add(new SidecarClient(uri, shape, config.gateway().connectTimeout(), config.gateway().callTimeout(),
+                    config.gateway().idleConnections()));
         }
         Supplier<Router> routers = switch (config.gateway().routing()) {
             case "hash" -> () -> new HashRouter(shape.topK());

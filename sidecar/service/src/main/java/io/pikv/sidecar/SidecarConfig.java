@@ -168,6 +168,21 @@ public interface SidecarConfig {
         /** Cache-aware routing: an expert on a new shard below this fraction of the top weight is dropped. */
         @WithDefault("0.15")
         double nullRatio();
+
+        /** Longest wait for a connection to a shard. */
+        @WithDefault("5s")
+        Duration connectTimeout();
+
+        /**
+         * Longest one call to a shard may take, from its request to the end of its answer; a step waits for its
+         * slowest shard, and a shard that does not answer holds the sequence's next call for as long.
+         */
+        @WithDefault("30s")
+        Duration callTimeout();
+
+        /** Connections to each shard kept open between calls; more open under load and close after their call. */
+        @WithDefault("64")
+        int idleConnections();
     }
 
     /**

@@ -66,6 +66,27 @@ class ComputeSelectionTest {
     }
 
     @Test
+    void gatewayTimeoutsOutOfRangeStopStartUp() {
+        for (String[] c : new String[][] {{"pikv.gateway.call-timeout", "0s"}, {"pikv.gateway.connect-timeout", "-1s"},
+            {"pikv.gateway.call-timeout", "30d"}, {"pikv.gateway.idle-connections", "-1"}}) {
+            Map<String, String> values = new HashMap<>();
+            values.put("pikv.role", "gateway");
+            values.put("pikv.gateway.shards", "http://127.0.0.1:1");
+            values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
+            values.put(c[0], c[1]);
+            SidecarConfig config = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
+                    .withConverter(java.time.Duration.class, 200,
+                            new io.quarkus.runtime.configuration.DurationConverter())
+                    .withSources(new PropertiesConfigSource(values, "test", 500)).build()
+                    .getConfigMapping(SidecarConfig.class);
+            assertThatThrownBy(() -> new Sidecar(config)).as(c[0] + "=" + c[1])
+                    .isInstanceOf(IllegalStateException.class).hasMessageStartingWith("invalid configuration "
+                            + "pikv.gateway.*: pikv.gateway." + (c[0].endsWith("idle-connections")
+                            ? "idle-connections must be >= 0" : "connect-timeout and call-timeout must be from 1 ms"));
+        }
+    }
+
+    @Test
     void anApiBodyLimitAboveTheHttpLayersIsRefused() {
         assertThat(Sidecar.bodyLimits(64 << 20, 128L << 20)).isNull();
         assertThat(Sidecar.bodyLimits(128 << 20, 128L << 20)).isNull();

@@ -20,6 +20,8 @@ import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.ScheduledThreadPoolExecutor;
@@ -57,6 +59,10 @@ final class Http1Client implements AutoCloseable {
     private final int timeoutMs;
     private final long maxBodyBytes;
     private final int maxIdle;
+    /** Longest a pooled connection is reused after its last answer: 60 s. */
+    static final long MAX_IDLE_NANOS = 60_000_000_000L;
+    /** {@link #MAX_IDLE_NANOS}, shorter in tests. */
+    volatile long maxIdleNanos = MAX_IDLE_NANOS;
     private final SSLSocketFactory tlsFactory;
     private final ArrayDeque<Connection> idle = new ArrayDeque<>();
     /** Closes the connection of an exchange that runs past its deadline (one thread for every client). */
@@ -153,13 +159,31 @@ final class Http1Client implements AutoCloseable {
         }
     }
 
+    /**
+     * The most recently used idle connection, if one was used within {@link #maxIdleNanos}: a connection idle longer
+     * may have been dropped silently on the way (a load balancer, connection tracking), and a POST sent on it would
+     * wait out the whole timeout and is never sent twice. Older ones are closed.
+     */
     private Connection pooled() {
+        List<Connection> stale = new ArrayList<>();
+        Connection found = null;
+        long now = System.nanoTime();
         synchronized (idle) {
-            return idle.pollFirst();
+            Connection c = idle.pollFirst();
+            if (c != null && now - c.idleSince <= maxIdleNanos) {
+                found = c;
+            } else if (c != null) {
+                stale.add(c);
+                stale.addAll(idle); // the pool is last-in first-out: every other one is older still
+                idle.clear();
+            }
         }
+        stale.forEach(Connection::closeQuietly);
+        return found;
     }
 
     private void release(Connection c) {
+        c.idleSince = System.nanoTime();
         synchronized (idle) {
             if (!closed && idle.size() < maxIdle) {
                 idle.addFirst(c);
@@ -174,6 +198,7 @@ final class Http1Client implements AutoCloseable {
         Socket socket = channel.socket();
         try {
             socket.setTcpNoDelay(true);
+            socket.setKeepAlive(true);
             socket.connect(new InetSocketAddress(host, port), timeout);
             socket.setSoTimeout(timeoutMs);
             Socket stream = socket;
@@ -389,6 +414,8 @@ final class Http1Client implements AutoCloseable {
         private final ByteBuffer probe = ByteBuffer.allocate(1);
         private long answerBytes;
         private boolean mustClose;
+        /** When it last went back to the pool ({@link System#nanoTime}). */
+        private long idleSince;
 
         Connection(SocketChannel channel, Socket socket) throws IOException {
             this.channel = channel;

@@ -44,9 +44,24 @@ public final class SidecarClient implements AutoCloseable {
      * @param timeout        longest a call may take, from sending its request to the end of its answer
      */
     public SidecarClient(URI base, ModelShape shape, Duration connectTimeout, Duration timeout) {
+        this(base, shape, connectTimeout, timeout, MAX_IDLE_CONNECTIONS);
+    }
+
+    /**
+     * @param idleConnections connections kept open for later calls (more may be open at once; those beyond it close
+     *                        after their call)
+     */
+    public SidecarClient(URI base, ModelShape shape, Duration connectTimeout, Duration timeout, int idleConnections) {
+        if (connectTimeout.isNegative() || connectTimeout.isZero() || timeout.isNegative() || timeout.isZero()) {
+            throw new IllegalArgumentException("timeouts must be positive, got " + connectTimeout + " to connect and "
+                    + timeout + " per call");
+        }
+        if (idleConnections < 0) {
+            throw new IllegalArgumentException("idle connections must be >= 0, got " + idleConnections);
+        }
         this.base = base;
         this.shape = shape;
-        this.http = new Http1Client(base, connectTimeout, timeout, MAX_ANSWER_BYTES, MAX_IDLE_CONNECTIONS);
+        this.http = new Http1Client(base, connectTimeout, timeout, MAX_ANSWER_BYTES, idleConnections);
     }
 
     public URI base() {

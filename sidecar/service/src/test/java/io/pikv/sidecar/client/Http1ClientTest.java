@@ -226,6 +226,22 @@ class Http1ClientTest {
     }
 
     @Test
+    void aConnectionIdleTooLongIsClosedRatherThanUsed() throws Exception {
+        URI origin = serve((n, in, out) -> {
+            while (readRequest(in) != null) {
+                write(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nc" + n);
+            }
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+        assertThat(new String(c.send("POST", "/a", null, null, null).body(), StandardCharsets.UTF_8)).isEqualTo("c0");
+        assertThat(new String(c.send("POST", "/b", null, null, null).body(), StandardCharsets.UTF_8)).isEqualTo("c0");
+        c.maxIdleNanos = 0; // every kept connection is now too old: a silently dropped one would hang a POST
+        assertThat(new String(c.send("POST", "/c", null, null, null).body(), StandardCharsets.UTF_8)).isEqualTo("c1");
+        assertThat(connections.get()).isEqualTo(2);
+        assertThat(c.idleConnections()).isEqualTo(1);
+    }
+
+    @Test
     void aKeptConnectionTheServerClosedIsNotUsed() throws Exception {
         URI origin = serve((n, in, out) -> {
             readRequest(in);
