@@ -35,7 +35,7 @@ public class InfoResource {
     /**
      * The desired state in effect and what of it is not: {@code epoch} -1 and {@code source} config until a control
      * record is applied; {@code warnings} say what of the applied state does not run (unknown policy, budget that
-     * the shard cannot take); {@code lastRejected} names the last control record refused (invalid, or in conflict with the applied one) and why.
+     * the shard cannot take); {@code lastRejected} names the last control record refused (invalid) and why.
      */
     public record ControlJson(long epoch, String source, String requestedPolicy, Map<String, Double> parameters,
                               long desiredBudgetBytes, long budgetBytes, List<String> warnings, String lastRejected,

@@ -189,10 +189,23 @@ public final class ControlListener implements AutoCloseable {
                 } catch (KafkaException e) {
                     lost(e);
                     pause();
+                } catch (RuntimeException e) {
+                    // Not the broker's: still no reason to stop following control; said, counted as down, retried.
+                    LOG.errorf(e, "control: reading %s failed; retrying, keeping epoch %d", topic, control.epoch());
+                    link.down(KafkaLink.Client.CONTROL, e);
+                    pause();
                 }
             }
         } catch (WakeupException e) {
             // close() asked us to stop
+        } catch (Throwable e) {
+            // The thread ends (an Error): health must not go on saying control is followed.
+            problem = "the control listener stopped: " + e;
+            link.down(KafkaLink.Client.CONTROL, e);
+            LOG.errorf(e, "control: the listener stopped; no control record applies until the sidecar restarts");
+            if (e instanceof Error error) {
+                throw error;
+            }
         } finally {
             Consumer<String, byte[]> made = consumer;
             if (made != null) {

@@ -19,7 +19,8 @@ import java.util.TreeMap;
  * parameters, the budget. It starts from the configuration (source {@code config}, no epoch) and takes control
  * records ({@link ControlState}) of its own cluster whose epoch is newer than the one applied; older epochs, repeats of
  * the applied record and other clusters are ignored, so replays and duplicates are harmless. A different record with
- * the applied epoch is a conflict: ignored, logged and counted (a change needs a new epoch).
+ * the applied epoch is a conflict: applied (the later record is the one the compacted topic keeps, so every shard
+ * ends on it, restarted or not), logged and counted.
  *
  * <p>Each record is the whole state, read against the configuration only (the topic is compacted, so a record must
  * not depend on the ones before it): a missing policy means the configured policy with its configured parameters, a
@@ -39,7 +40,7 @@ public final class ShardControl {
         APPLIED,
         /** Epoch older than the applied one, or the applied record again. */
         STALE,
-        /** A record other than the applied one with the same epoch: ignored. */
+        /** A record other than the applied one with the same epoch: applied (the later one wins), warned of. */
         CONFLICT,
         OTHER_CLUSTER,
         INVALID
@@ -58,7 +59,7 @@ public final class ShardControl {
      * @param desiredBudgetBytes the budget asked for
      * @param budgetBytes        the budget the shard enforces
      * @param warnings           what of the applied state is not in effect, and why
-     * @param lastRejected       the last record refused (invalid, or in conflict with the applied one) and why, or null
+     * @param lastRejected       the last record refused (invalid) and why, or null
      * @param appliedAt          when the state was set
      */
     public record State(long epoch, String source, ExpertShardMap shardMap, String policy, String requestedPolicy,
@@ -219,13 +220,15 @@ public final class ShardControl {
         if (record.epoch() >= 0 && record.epoch() < current.epoch()) {
             return Outcome.STALE;
         }
+        boolean conflict = false;
         if (record.epoch() >= 0 && record.epoch() == current.epoch() && !current.source().equals("manual")) {
             if (record.equals(applied)) {
                 return Outcome.STALE;
             }
-            reject(current, "epoch " + record.epoch() + ": a record other than the one applied carries the applied "
-                    + "epoch; it is ignored (a change needs a newer epoch)");
-            return Outcome.CONFLICT;
+            // A producer changed the record without raising the epoch. The later record is the one compaction keeps,
+            // so it is what a restarted or added shard reads: applied here too, or shards would run different states
+            // under one epoch.
+            conflict = true;
         }
         // Everything the record asks for is checked before any of it applies.
         ExpertShardMap map;
@@ -284,6 +287,12 @@ public final class ShardControl {
         LOG.infof("control: applied epoch %d: %d shards, policy %s, budget %d bytes desired / %d enforced%s",
                 record.epoch(), map.shards(), policy.activePolicy(), desired, effective,
                 warnings.isEmpty() ? "" : " (" + warnings.size() + " warning(s))");
+        if (conflict) {
+            LOG.warnf("control: epoch %d came again with a different record; applied the later one, as compaction "
+                    + "keeps it (the operator raises the epoch for every change: a second writer to %s?)",
+                    record.epoch(), "the control topic");
+            return Outcome.CONFLICT;
+        }
         return Outcome.APPLIED;
     }
 

@@ -53,9 +53,12 @@ public final class TelemetryWindow {
         BlockCacheCounters blockCounters = new BlockCacheCounters(blocks.policy(),
                 blocks.lookups() - previousBlocks.lookups(), blocks.hits() - previousBlocks.hits(),
                 blocks.evictions() - previousBlocks.evictions(), blocks.bytes(), blocks.capacityBytes());
-        CacheEvents record = new CacheEvents(CacheEvents.VERSION, cluster, shard, producerId, nextSequence++, startMs,
+        // The deltas first: a window that cannot be closed must not use up a sequence number (a gap reads as a drop).
+        var deltas = deltas(previous, now, experts);
+        CacheEvents record = new CacheEvents(CacheEvents.VERSION, cluster, shard, producerId, nextSequence, startMs,
                 nowMs, policy, epoch, Map.copyOf(blocks.ghostHitRates()), now.budgetBytes(), now.bytesInUse(), 0,
-                deltas(previous, now, experts), blockCounters);
+                deltas, blockCounters);
+        nextSequence++;
         previous = now;
         previousBlocks = blocks;
         startMs = nowMs;
