@@ -27,6 +27,7 @@ import java.util.concurrent.locks.ReentrantReadWriteLock;
  * concurrently; appends and evictions take the write lock.
  */
 public final class KvShard {
+    private static final System.Logger LOG = System.getLogger(KvShard.class.getName());
     // Counter slots per (layer, expert) cell; slot 0 is unused (lookups are hits + misses).
     private static final int HITS = 1;
     private static final int MISSES = 2;
@@ -452,7 +453,6 @@ public final class KvShard {
             if (counted) {
                 countEviction(ls, layer, page.expert[slot]);
                 ls.markEvicted(position, page.expert[slot]);
-                hook.evicted(sequence, layer, position);
             } else {
                 uncount(ls, layer, page.expert[slot]);
                 if (before != null) {
@@ -476,22 +476,42 @@ public final class KvShard {
                 free(donor);
             }
             evicted++;
+            if (counted) {
+                tellEvicted(sequence, layer, position); // once the entry is gone from its page
+            }
         }
         return evicted;
+    }
+
+    /**
+     * Tells the hook of an eviction, after the shard's state is whole again: a hook that throws is logged, never left to
+     * leave an entry counted evicted but still in its page.
+     */
+    private void tellEvicted(long sequence, int layer, int position) {
+        try {
+            hook.evicted(sequence, layer, position);
+        } catch (RuntimeException e) {
+            LOG.log(System.Logger.Level.WARNING, "shard " + id + ": the eviction hook failed on the eviction of ("
+                    + sequence + ", " + layer + ", " + position + "); the shard's state is whole", e);
+        }
     }
 
     private void evictPage(Page page) {
         LayerState ls = page.segment.layerState;
         int layer = page.segment.layer;
+        long sequence = page.sequence();
+        int[] positions = Arrays.copyOf(page.position, page.count);
         for (int slot = 0; slot < page.count; slot++) {
             countEviction(ls, layer, page.expert[slot]);
             ls.markEvicted(page.position[slot], page.expert[slot]);
-            hook.evicted(page.sequence(), layer, page.position[slot]);
             if (ls.restoredAfterEviction != null) {
                 ls.restoredAfterEviction.remove(page.position[slot]);
             }
         }
         free(page);
+        for (int position : positions) {
+            tellEvicted(sequence, layer, position);
+        }
     }
 
     private void uncount(LayerState ls, int layer, int expert) {

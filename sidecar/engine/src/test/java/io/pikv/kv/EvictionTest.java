@@ -55,6 +55,43 @@ class EvictionTest {
     }
 
     @Test
+    void aHookThatFailsOnEvictedLeavesTheShardWhole() {
+        // evicted() throws for every entry: the page must still be freed and counted once, the tokens evicted by
+        // position still compacted away, and attention exact over what is left.
+        EvictionHook failing = new EvictionHook() {
+            @Override
+            public void makeRoom(EvictionContext ctx) {
+                OLDEST_PAGE_FIRST.makeRoom(ctx);
+            }
+
+            @Override
+            public void evicted(long sequence, int layer, int position) {
+                throw new IllegalStateException("hook failure");
+            }
+        };
+        KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
+        Random rnd = new Random(21);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP32).pageTokens(16)
+                .shards(1).buckets(1).budgetBytes(3L * layout.pageBytes()).eviction(failing).threads(1).build())) {
+            long seq = store.createSequence();
+            List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 64, rnd);
+            Reference.load(store, seq, 0, entries); // 4 pages of 16 into 3: the oldest page (0..15) goes
+            assertThat(store.resident(seq, 0)).isEqualTo(48);
+            assertThat(store.evict(seq, 0, new int[] {20, 21})).isEqualTo(2);
+            assertThat(store.resident(seq, 0)).isEqualTo(46);
+            assertThat(store.stats().get(0).evictions()).isEqualTo(18);
+            // Evicting the same positions again finds nothing: they are gone, not half-gone.
+            assertThat(store.evict(seq, 0, new int[] {20, 21, 3})).isZero();
+            List<Reference.Entry> kept = new ArrayList<>(entries);
+            kept.removeIf(e -> e.position() < 16 || e.position() == 20 || e.position() == 21);
+            float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+            AttentionResult r = store.attend(seq, 0, q, AttentionScope.all(), true);
+            assertThat(r.positions()).hasSize(46);
+            assertThat(Reference.relativeError(r.output(), Reference.attend(SHAPE, q, kept))).isLessThanOrEqualTo(1e-5);
+        }
+    }
+
+    @Test
     void shardEvictsItsOldestPageOnRequest() {
         Random rnd = new Random(14);
         try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).pageTokens(16).buckets(1).threads(1).build())) {
