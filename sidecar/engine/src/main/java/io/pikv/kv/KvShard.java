@@ -369,8 +369,8 @@ public final class KvShard {
                     }
                 }
                 pool.resize(budgetBytes);
-            } catch (RuntimeException e) {
-                pool.resize(previous);
+            } catch (RuntimeException | Error e) {
+                pool.resize(previous); // also on an Error (direct memory): never left at the temporary limit
                 throw e;
             }
             return before - pool.pagesInUse();

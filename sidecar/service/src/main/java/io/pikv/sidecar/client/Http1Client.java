@@ -540,15 +540,17 @@ final class Http1Client implements AutoCloseable {
         }
 
         private int statusCode(String status) throws IOException {
+            // "HTTP/1.x" SP 3DIGIT [SP reason]: three digits from 100 to 599, then the end or a space.
             int space = status.indexOf(' ');
-            if (space < 0 || status.length() < space + 4) {
+            if (space < 0 || status.length() < space + 4 || status.length() > space + 4 && status.charAt(space + 4) != ' '
+                    || !status.substring(space + 1, space + 4).chars().allMatch(c -> c >= '0' && c <= '9')) {
                 throw new IOException("malformed status line '" + abbreviate(status) + "'");
             }
-            try {
-                return Integer.parseInt(status.substring(space + 1, space + 4));
-            } catch (NumberFormatException e) {
+            int code = Integer.parseInt(status.substring(space + 1, space + 4));
+            if (code < 100 || code > 599) {
                 throw new IOException("malformed status line '" + abbreviate(status) + "'");
             }
+            return code;
         }
 
         private long contentLength(String value) throws IOException {

@@ -454,13 +454,17 @@ class Http1ClientTest {
         String[] answers = {
             "SSH-2.0-OpenSSH\r\n\r\n",
             "HTTP/1.1 2x0 OK\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 -20 OK\r\n\r\n",
+            "HTTP/1.1 099 Low\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n",
             "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
             "HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n",
         };
-        String[] reasons = {"not an HTTP/1.x answer", "malformed status line", "malformed Content-Length",
+        String[] reasons = {"not an HTTP/1.x answer", "malformed status line", "malformed status line",
+            "malformed status line", "malformed status line", "malformed Content-Length",
             "malformed header line", "malformed chunk size", "ended after 5 of 10 body bytes", "over 1048576 bytes"};
         URI origin = serve((n, in, out) -> {
             readRequest(in);
