@@ -201,6 +201,8 @@ public final class TelemetryPublisher implements AutoCloseable {
 
     private void sendLoop() {
         boolean wasDown = false;
+        int refusedInARow = 0;
+        long lastRefusalLog = 0;
         while (running) {
             if (producer == null) {
                 try {
@@ -246,6 +248,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                 producer.send(new ProducerRecord<>(settings.topic(), key, value))
                         .get(settings.sendTimeout().toMillis() + 1000, TimeUnit.MILLISECONDS);
                 pendingSequence = -1;
+                refusedInARow = 0;
                 buffer.reported(drops);
                 buffer.sent();
                 published.increment();
@@ -270,17 +273,30 @@ public final class TelemetryPublisher implements AutoCloseable {
                 } else {
                     // Refused for good. The error may have left the producer unusable (an idempotent producer's
                     // fatal errors do), so it is closed and the next record goes through a new one.
+                    refusedInARow++;
+                    // A refusal that stays (an ACL, a record too large) is said once a minute, not every window.
+                    long now = System.nanoTime();
+                    boolean say = refusedInARow == 1 || now - lastRefusalLog >= TimeUnit.MINUTES.toNanos(1);
+                    if (say) {
+                        lastRefusalLog = now;
+                    }
+                    String inARow = refusedInARow > 1 ? " (" + refusedInARow + " refused in a row)" : "";
                     if (pendingMaybeSent) {
                         // An earlier try timed out and may have landed, carrying the drops before it: they count
                         // as reported and the record not as dropped, so that nothing is reported twice.
                         buffer.reported(pendingDrops);
                         buffer.sent();
-                        LOG.errorf("telemetry: Kafka refused record %d for good after a try that timed out: it may "
-                                + "or may not be on the topic: %s; the producer is rebuilt", next.sequence(), cause);
+                        if (say) {
+                            LOG.errorf("telemetry: Kafka refused record %d for good after a try that timed out: it "
+                                    + "may or may not be on the topic: %s; the producer is rebuilt%s", next.sequence(),
+                                    cause, inARow);
+                        }
                     } else {
                         buffer.drop(next);
-                        LOG.errorf("telemetry: Kafka refused record %d for good (dropped): %s; the producer is "
-                                + "rebuilt", next.sequence(), cause);
+                        if (say) {
+                            LOG.errorf("telemetry: Kafka refused record %d for good (dropped): %s; the producer is "
+                                    + "rebuilt%s", next.sequence(), cause, inARow);
+                        }
                     }
                     pendingSequence = -1;
                     Producer<String, byte[]> failed = producer;
@@ -295,7 +311,9 @@ public final class TelemetryPublisher implements AutoCloseable {
                 if (draining) {
                     break;
                 }
-                pause(Math.min(1000, settings.window().toMillis()));
+                // Refusals in a row back off, doubling to a minute: each one rebuilds a producer (threads, metadata).
+                pause(Math.min(60_000, Math.min(1000, settings.window().toMillis())
+                        << Math.min(Math.max(refusedInARow - 1, 0), 6)));
             } catch (JsonProcessingException e) {
                 buffer.drop(next);
                 pendingSequence = -1;

@@ -164,6 +164,24 @@ class TelemetryPublisherTest {
     }
 
     @Test
+    void refusalsInARowBackOffInsteadOfRebuildingAProducerEveryWindow() throws Exception {
+        AtomicInteger calls = new AtomicInteger();
+        TelemetryPublisher p = publisher(new TelemetryPublisher.Settings("pikv.cache-events", "c", 0, SHAPE.experts(),
+                Duration.ofMillis(20), 1000, Duration.ofSeconds(1)), () -> {
+                    calls.incrementAndGet();
+                    MockProducer<String, byte[]> refusing = new MockProducer<>(true, null, new StringSerializer(),
+                            new ByteArraySerializer());
+                    refusing.sendException = new ClusterAuthorizationException("not authorized");
+                    return refusing;
+                });
+        p.start();
+        // Pauses of 20, 40, 80, ... ms: about 7 producers in 2.5 s, where a pause of one window made over 50.
+        Thread.sleep(2500);
+        assertThat(calls.get()).isBetween(4, 14);
+        assertThat(link.status(KafkaLink.Client.TELEMETRY).state()).isEqualTo("down");
+    }
+
+    @Test
     void aProducerWhoseSendKafkaRefusedForGoodIsReplaced() throws Exception {
         // An idempotent producer's fatal errors leave it unusable: every later send would fail the same way.
         MockProducer<String, byte[]> broken = new MockProducer<>(true, null, new StringSerializer(),
