@@ -24,6 +24,11 @@ class ComputeSelectionTest {
         values.put("pikv.compute", compute);
         values.put("pikv.store.page-tokens", String.valueOf(pageTokens));
         values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
+        return config(values);
+    }
+
+    /** The sidecar's settings from {@code values} (defaults for the rest), as Quarkus would map them. */
+    static SidecarConfig config(Map<String, String> values) {
         SmallRyeConfig config = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
                 .withConverter(java.time.Duration.class, 200, new io.quarkus.runtime.configuration.DurationConverter())
                 .withSources(new PropertiesConfigSource(values, "test", 500)).build();
@@ -55,11 +60,7 @@ class ComputeSelectionTest {
         for (String[] c : cases) {
             Map<String, String> values = new HashMap<>();
             values.put(c[0], c[1]);
-            SidecarConfig config = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
-                    .withConverter(java.time.Duration.class, 200,
-                            new io.quarkus.runtime.configuration.DurationConverter())
-                    .withSources(new PropertiesConfigSource(values, "test", 500)).build()
-                    .getConfigMapping(SidecarConfig.class);
+            SidecarConfig config = config(values);
             assertThatThrownBy(() -> new Sidecar(config)).as(c[0]).isInstanceOf(IllegalStateException.class)
                     .hasMessageStartingWith(c[2]);
         }
@@ -74,11 +75,7 @@ class ComputeSelectionTest {
             values.put("pikv.gateway.shards", "http://127.0.0.1:1");
             values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
             values.put(c[0], c[1]);
-            SidecarConfig config = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
-                    .withConverter(java.time.Duration.class, 200,
-                            new io.quarkus.runtime.configuration.DurationConverter())
-                    .withSources(new PropertiesConfigSource(values, "test", 500)).build()
-                    .getConfigMapping(SidecarConfig.class);
+            SidecarConfig config = config(values);
             assertThatThrownBy(() -> new Sidecar(config)).as(c[0] + "=" + c[1])
                     .isInstanceOf(IllegalStateException.class).hasMessageStartingWith("invalid configuration "
                             + "pikv.gateway.*: pikv.gateway." + (c[0].endsWith("idle-connections")
@@ -101,10 +98,7 @@ class ComputeSelectionTest {
         values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
         values.put("pikv.store.pyramid.budget", "0.25");
         values.put("pikv.store.pyramid.window", "16");
-        SidecarConfig config = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
-                .withConverter(java.time.Duration.class, 200, new io.quarkus.runtime.configuration.DurationConverter())
-                .withSources(new PropertiesConfigSource(values, "test", 500)).build()
-                .getConfigMapping(SidecarConfig.class);
+        SidecarConfig config = config(values);
         Sidecar sidecar = new Sidecar(config);
         try {
             ShardPyramid p = sidecar.shard().pyramid();
@@ -118,10 +112,7 @@ class ComputeSelectionTest {
         }
         // Budgets rank by attention weights, which no device computes: cuda is refused with or without a device.
         values.put("pikv.compute", "cuda");
-        SidecarConfig onCuda = new SmallRyeConfigBuilder().withMapping(SidecarConfig.class)
-                .withConverter(java.time.Duration.class, 200, new io.quarkus.runtime.configuration.DurationConverter())
-                .withSources(new PropertiesConfigSource(values, "test", 500)).build()
-                .getConfigMapping(SidecarConfig.class);
+        SidecarConfig onCuda = config(values);
         assertThatThrownBy(() -> new Sidecar(onCuda)).isInstanceOf(IllegalStateException.class)
                 .hasMessage("pikv.compute=cuda but pyramid budgets (pikv.store.pyramid.budget) choose the tokens kept "
                         + "by attention weights, which the CUDA kernels do not compute; turn one of them off");
