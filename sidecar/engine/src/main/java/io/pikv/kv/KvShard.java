@@ -402,10 +402,36 @@ public final class KvShard {
         checkPositions(positions);
         lock.writeLock().lock();
         try {
-            return removeTokens(sequence, layer, positions, false);
+            return removeTokens(sequence, layer, positions, Removal.WITHDRAW);
         } finally {
             lock.writeLock().unlock();
         }
+    }
+
+    /**
+     * Evicts entries a compression chose to drop (a token budget such as PyramidKV's): counted as evictions and told to
+     * the hook like any, but not remembered as evicted, so later lookups do not count them as misses — the cache was
+     * meant not to hold them, and a larger budget would not bring them back. Returns how many were resident.
+     */
+    public int discard(long sequence, int layer, int[] positions) {
+        shape.checkLayer(layer);
+        checkPositions(positions);
+        lock.writeLock().lock();
+        try {
+            return removeTokens(sequence, layer, positions, Removal.DISCARD);
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
+    /** How entries leave a shard. */
+    private enum Removal {
+        /** Counted as an eviction and remembered as a miss for later lookups. */
+        EVICT,
+        /** As if never stored (undo of a failed request). */
+        WITHDRAW,
+        /** Counted as an eviction, not remembered (a compression's drop). */
+        DISCARD
     }
 
     /** Evicts the page allocated longest ago; returns the entries it held (0 when the shard is empty). */
@@ -424,10 +450,11 @@ public final class KvShard {
     }
 
     private int evictTokens(long sequence, int layer, int[] positions) {
-        return removeTokens(sequence, layer, positions, true);
+        return removeTokens(sequence, layer, positions, Removal.EVICT);
     }
 
-    private int removeTokens(long sequence, int layer, int[] positions, boolean counted) {
+    private int removeTokens(long sequence, int layer, int[] positions, Removal removal) {
+        boolean counted = removal != Removal.WITHDRAW;
         LayerState[] layers = sequences.get(sequence);
         LayerState ls = layers == null ? null : layers[layer];
         if (ls == null) {
@@ -450,9 +477,13 @@ public final class KvShard {
             int slot = loc % tokens;
             Segment segment = page.segment;
             Integer before = ls.restoredAfterEviction == null ? null : ls.restoredAfterEviction.remove(position);
-            if (counted) {
+            if (removal == Removal.EVICT) {
                 countEviction(ls, layer, page.expert[slot]);
                 ls.markEvicted(position, page.expert[slot]);
+            } else if (removal == Removal.DISCARD) {
+                countEviction(ls, layer, page.expert[slot]);
+                ls.evictedPerExpert[page.expert[slot]]--; // an eviction, but no miss to come
+                ls.clearLocation(position);
             } else {
                 uncount(ls, layer, page.expert[slot]);
                 if (before != null) {

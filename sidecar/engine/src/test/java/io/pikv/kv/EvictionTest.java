@@ -55,6 +55,36 @@ class EvictionTest {
     }
 
     @Test
+    void discardedEntriesAreEvictionsButNotMisses() {
+        Random rnd = new Random(31);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP32).pageTokens(16)
+                .shards(1).buckets(2).threads(1).build())) {
+            long seq = store.createSequence();
+            List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 40, rnd);
+            Reference.load(store, seq, 0, entries);
+            KvShard shard = store.shards().get(0);
+            assertThat(shard.discard(seq, 0, new int[] {3, 4, 5, 99})).isEqualTo(3);
+            assertThat(shard.evict(seq, 0, new int[] {6})).isEqualTo(1);
+            float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+            store.attend(seq, 0, q, AttentionScope.all(), true);
+            ShardStats stats = shard.stats();
+            assertThat(stats.evictions()).isEqualTo(4);
+            assertThat(stats.hits()).isEqualTo(36);
+            assertThat(stats.misses()).as("the evicted entry only").isEqualTo(1);
+            // A discarded position is stored again as a new entry (no miss to take back); attention is exact.
+            Reference.Entry again = entries.get(3);
+            shard.append(seq, 0, again.position(), again.expert(), again.k(), again.v());
+            List<Reference.Entry> kept = new ArrayList<>(entries);
+            kept.removeIf(e -> e.position() >= 4 && e.position() <= 6);
+            AttentionResult r = store.attend(seq, 0, q, AttentionScope.all(), true);
+            assertThat(r.positions()).hasSize(37);
+            assertThat(Reference.relativeError(r.output(), Reference.attend(SHAPE, q, kept))).isLessThanOrEqualTo(1e-5);
+            assertThat(shard.stats().misses()).isEqualTo(2);
+            assertThat(shard.stats().hits()).isEqualTo(36 + 37);
+        }
+    }
+
+    @Test
     void aHookThatFailsOnEvictedLeavesTheShardWhole() {
         // evicted() throws for every entry: the page must still be freed and counted once, the tokens evicted by
         // position still compacted away, and attention exact over what is left.

@@ -511,7 +511,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
             Arrays.sort(resident);
             int[] victims = pyramid.victims(sequence, layer, budget, resident);
             if (victims.length > 0) {
-                shard.evict(sequence, layer, victims);
+                shard.discard(sequence, layer, victims); // evictions, not misses: the budget means not to hold them
                 pyramid.removed(sequence, layer, victims); // the token policy hears of them through its hook
             }
         }

@@ -98,6 +98,9 @@ class ShardPyramidTest {
                         IntStream.range(0, 128).toArray(), scores.get(layer), layer == 0 ? 56 : 8, 1, 2));
             }
             assertThat(node.stats().evictions()).isEqualTo(72 + 120);
+            attend(node, seq, 0, rnd);
+            // Evictions, not misses: the later attention over layer 0 finds all it should hold.
+            assertThat(node.stats().misses()).isZero();
             // Up to a page (16 entries) over the budget, nothing goes: the selection runs once per page of entries.
             append(node, seq, 1, 10, rnd);
             accumulate(scores.get(1), attend(node, seq, 1, rnd));
