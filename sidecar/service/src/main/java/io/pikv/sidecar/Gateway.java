@@ -50,6 +50,8 @@ public final class Gateway implements KvApi {
          * unknown, but keeps its id until a close succeeds (a repeated DELETE asks the shards again).
          */
         volatile boolean closing;
+        /** Entries whose take-back no shard confirmed (a timed-out request may store them late), retried. */
+        final List<Unconfirmed> unconfirmed = new ArrayList<>();
 
         State(int layers, int shards) {
             length = new int[layers];
@@ -61,6 +63,17 @@ public final class Gateway implements KvApi {
             }
         }
     }
+
+    /**
+     * Positions of (layer) a shard did not confirm taking back: a request that timed out may still store them, after
+     * which every step would attend over an entry of a step that failed. Withdrawn again before each later call of the
+     * layer until the shard says it took them all back, or {@link #UNCONFIRMED_FOR} has passed.
+     */
+    private record Unconfirmed(int layer, int shard, int[] positions, long untilNanos) {
+    }
+
+    /** How long a gateway keeps asking a shard to take back entries it did not confirm taking back. */
+    static final java.time.Duration UNCONFIRMED_FOR = java.time.Duration.ofMinutes(2);
 
     /**
      * @param routers makes the router of each layer (called once per layer): a router that keeps state, as the
@@ -112,7 +125,24 @@ public final class Gateway implements KvApi {
 
     @Override
     public long create(Long requested) {
-        long id = requested != null ? requested : ThreadLocalRandom.current().nextLong(1, Long.MAX_VALUE);
+        if (requested != null) {
+            return create(requested.longValue());
+        }
+        for (int attempt = 1; ; attempt++) {
+            long id = ThreadLocalRandom.current().nextLong(1, Long.MAX_VALUE);
+            try {
+                return create(id);
+            } catch (SequenceExistsException | ShardFailure e) {
+                // The gateway chose the id: one a shard already has (made there directly) is no client's fault.
+                boolean taken = e instanceof SequenceExistsException || ((ShardFailure) e).status() == 409;
+                if (!taken || attempt == 3) {
+                    throw e;
+                }
+            }
+        }
+    }
+
+    private long create(long id) {
         State state = new State(shape.layers(), shards.size());
         // Held until every shard answered: a close, append or step of the id waits for the create to finish.
         synchronized (state) {
@@ -128,7 +158,6 @@ public final class Gateway implements KvApi {
                     created.add(shard);
                 }
             } catch (RuntimeException e) {
-                sequences.remove(id);
                 // A shard that refused (4xx: the id is taken there, a bad shape) made nothing; one that failed or did
                 // not answer may have made the sequence before the answer was lost, so it is closed there too (a 404
                 // then says it made none).
@@ -145,6 +174,7 @@ public final class Gateway implements KvApi {
                         }
                     }
                 }
+                sequences.remove(id); // only now: a create of the same id meanwhile would have had its sequence closed
                 throw ShardFailure.of(e);
             }
         }
@@ -206,7 +236,7 @@ public final class Gateway implements KvApi {
         shape.checkLayer(layer);
         int total = 0;
         for (SidecarClient shard : holding(state(sequence), layer)) {
-            total += call(() -> shard.resident(sequence, layer));
+            total += call(() -> shard.resident(sequence, layer), sequence);
         }
         return total;
     }
@@ -232,6 +262,7 @@ public final class Gateway implements KvApi {
         int layer = request.layer();
         synchronized (state) {
             checkOpen(sequence, state);
+            settle(state, sequence, layer);
             int lengthBefore = state.length[layer];
             int[] positions = new int[entries.length];
             List<List<Wire.AppendRequest.Entry>> parts = new ArrayList<>();
@@ -282,7 +313,7 @@ public final class Gateway implements KvApi {
                 for (int s = 0; s < shards.size(); s++) {
                     if (!parts.get(s).isEmpty() && !sent.get(s).refused()) {
                         int[] stored = parts.get(s).stream().mapToInt(Wire.AppendRequest.Entry::position).toArray();
-                        undone &= undo(s, sequence, layer, stored);
+                        undone &= undo(state, s, sequence, layer, stored);
                     }
                 }
                 if (undone) {
@@ -296,7 +327,7 @@ public final class Gateway implements KvApi {
                     }
                     state.length[layer] = next;
                 }
-                throw ShardFailure.of(failure);
+                throw ShardFailure.ofKnown(failure, sequence);
             }
             for (int s = 0; s < shards.size(); s++) {
                 for (Wire.AppendRequest.Entry e : parts.get(s)) {
@@ -313,7 +344,7 @@ public final class Gateway implements KvApi {
         shape.checkLayer(layer);
         int total = 0;
         for (SidecarClient shard : holding(state(sequence), layer)) {
-            total += call(() -> shard.withdraw(sequence, layer, positions));
+            total += call(() -> shard.withdraw(sequence, layer, positions), sequence);
         }
         return total;
     }
@@ -330,6 +361,9 @@ public final class Gateway implements KvApi {
                 checkExpert(e, "scope: ");
                 scope.set(e);
             }
+        }
+        synchronized (state) {
+            settle(state, sequence, request.layer());
         }
         List<SidecarClient.Prepared<PartialAttention>> prepared = new ArrayList<>();
         for (int s = 0; s < shards.size(); s++) {
@@ -358,7 +392,7 @@ public final class Gateway implements KvApi {
             }
         }
         if (failure != null) {
-            throw ShardFailure.of(failure);
+            throw ShardFailure.ofKnown(failure, sequence);
         }
         return PartialAttention.merge(partials);
     }
@@ -386,6 +420,7 @@ public final class Gateway implements KvApi {
         }
         synchronized (state) {
             checkOpen(sequence, state);
+            settle(state, sequence, layer);
             int position = state.length[layer];
             int owner = map.shardOf(experts[0]);
             // Every body is encoded before the first is sent, so the sends go out back to back.
@@ -414,11 +449,11 @@ public final class Gateway implements KvApi {
             if (failure != null) {
                 // The owner may have stored the token (even if its answer failed): take it back, the step did not
                 // happen. When that cannot be confirmed the position is not given again.
-                if (!parts.get(0).refused() && !undo(owner, sequence, layer, new int[] {position})) {
+                if (!parts.get(0).refused() && !undo(state, owner, sequence, layer, new int[] {position})) {
                     state.experts[layer][owner].set(experts[0]);
                     state.length[layer] = position + 1;
                 }
-                throw ShardFailure.of(failure);
+                throw ShardFailure.ofKnown(failure, sequence);
             }
             state.experts[layer][owner].set(experts[0]);
             state.length[layer] = position + 1;
@@ -431,21 +466,28 @@ public final class Gateway implements KvApi {
      * Fewer means a request that timed out may still be on its way (queued on the shard): it could store them after
      * this withdraw, so they count as not taken back.
      */
-    private boolean undo(int s, long sequence, int layer, int[] positions) {
+    private boolean undo(State state, int s, long sequence, int layer, int[] positions) {
+        boolean confirmed;
         try {
             int withdrawn = shards.get(s).withdraw(sequence, layer, positions);
-            if (withdrawn != positions.length) {
+            confirmed = withdrawn == positions.length;
+            if (!confirmed) {
                 LOG.warnf("gateway: %s took back %d of positions %s of sequence %d layer %d: the rest may still be "
-                        + "stored by a request still on its way; their positions are not given again",
-                        shards.get(s).base(), withdrawn, Arrays.toString(positions), sequence, layer);
-                return false;
+                        + "stored by a request still on its way; their positions are not given again, and the shard "
+                        + "is asked again before the layer's next call", shards.get(s).base(), withdrawn,
+                        Arrays.toString(positions), sequence, layer);
             }
-            return true;
         } catch (RuntimeException e) {
-            LOG.warnf("gateway: could not take back positions %s of sequence %d layer %d from %s: %s",
-                    Arrays.toString(positions), sequence, layer, shards.get(s).base(), e.getMessage());
-            return false;
+            confirmed = false;
+            LOG.warnf("gateway: could not take back positions %s of sequence %d layer %d from %s: %s; asked again "
+                    + "before the layer's next call", Arrays.toString(positions), sequence, layer, shards.get(s).base(),
+                    e.getMessage());
         }
+        if (!confirmed) {
+            state.unconfirmed.add(new Unconfirmed(layer, s, positions.clone(),
+                    System.nanoTime() + UNCONFIRMED_FOR.toNanos()));
+        }
+        return confirmed;
     }
 
     /** The step's experts: the router's choice from the gate logits, or the given experts after checking them. */
@@ -501,11 +543,47 @@ public final class Gateway implements KvApi {
         }
     }
 
-    private static <T> T call(java.util.function.Supplier<T> shardCall) {
+    private static <T> T call(java.util.function.Supplier<T> shardCall, long sequence) {
         try {
             return shardCall.get();
         } catch (RuntimeException e) {
-            throw ShardFailure.of(e);
+            throw ShardFailure.ofKnown(e, sequence);
         }
+    }
+
+    /**
+     * Asks again for the entries of {@code layer} whose take-back was not confirmed (state's lock held): a shard that
+     * now takes back all of them, or a deadline passed, ends the asking.
+     */
+    private void settle(State state, long sequence, int layer) {
+        if (state.unconfirmed.isEmpty()) {
+            return;
+        }
+        long now = System.nanoTime();
+        state.unconfirmed.removeIf(u -> {
+            if (u.layer() != layer) {
+                return false;
+            }
+            try {
+                int withdrawn = shards.get(u.shard()).withdraw(sequence, layer, u.positions());
+                if (withdrawn > 0) {
+                    LOG.infof("gateway: %s had stored %d entr(ies) of a failed call late (positions %s of sequence %d "
+                            + "layer %d): taken back", shards.get(u.shard()).base(), withdrawn,
+                            Arrays.toString(u.positions()), sequence, layer);
+                }
+                if (withdrawn == u.positions().length) {
+                    return true;
+                }
+            } catch (RuntimeException e) {
+                LOG.debugf("gateway: asking %s again to take back %s failed: %s", shards.get(u.shard()).base(),
+                        Arrays.toString(u.positions()), e.getMessage());
+            }
+            if (now - u.untilNanos() > 0) {
+                LOG.warnf("gateway: %s never confirmed taking back positions %s of sequence %d layer %d; no longer "
+                        + "asked", shards.get(u.shard()).base(), Arrays.toString(u.positions()), sequence, layer);
+                return true;
+            }
+            return false;
+        });
     }
 }

@@ -18,6 +18,18 @@ public final class ShardFailure extends RuntimeException {
         return status;
     }
 
+    /**
+     * A shard's failure on a call about a sequence the gateway knows: a 404 there means the shard lost it (it
+     * restarted, or was closed behind the gateway's back), which is no fault of the client's request: 502.
+     */
+    static RuntimeException ofKnown(RuntimeException e, long sequence) {
+        if (e instanceof SidecarException se && se.status() == 404) {
+            return new ShardFailure(502, "a shard does not know sequence " + sequence + " although the gateway does (the "
+                    + "shard restarted, or the sequence was closed on it directly): " + se.detail(), se);
+        }
+        return of(e);
+    }
+
     static RuntimeException of(RuntimeException e) {
         if (e instanceof ShardFailure) {
             return e;

@@ -541,10 +541,19 @@ public final class ShardNode implements KvApi, AutoCloseable {
         SequenceState state = state(sequence);
         synchronized (state) {
             checkOpen(sequence, state); // not closed and made again meanwhile: append must lock this very state
+            int lengthBefore = state.length[request.layer()];
             int[] at = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
                 new Wire.AppendRequest.Entry(position, experts[0], request.k(), request.v())}));
-            return new Stored(at[0], attend(sequence, new Wire.AttendRequest(request.layer(),
-                    request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query())));
+            try {
+                return new Stored(at[0], attend(sequence, new Wire.AttendRequest(request.layer(),
+                        request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query())));
+            } catch (RuntimeException | Error failure) {
+                // All or none: a step whose attention failed did not happen, so its token goes too (a retry would
+                // store it twice, and a gateway reading a refusal as "nothing stored" would give the position again).
+                withdraw(sequence, request.layer(), at);
+                state.length[request.layer()] = lengthBefore;
+                throw failure;
+            }
         }
     }
 

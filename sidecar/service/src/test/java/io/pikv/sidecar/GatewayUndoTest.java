@@ -205,6 +205,43 @@ class GatewayUndoTest {
     }
 
     @Test
+    void entriesAShardDidNotConfirmTakingBackAreAskedForAgainBeforeTheLayersNextCall() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        fakes.get(1).appendStatus = 409;
+        fakes.get(0).withdrawn = 0; // shard 0's append may still land after the withdrawal
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full");
+        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
+        assertThat(fakes.get(0).requests.stream().filter(withdrawal::equals)).hasSize(1);
+        // It landed meanwhile: the next call of the layer takes it back first, then asks no more.
+        fakes.get(1).appendStatus = 200;
+        fakes.get(0).withdrawn = 1;
+        g.append(seq, twoEntries());
+        g.append(seq, twoEntries());
+        String entries = "POST /v1/sequences/" + seq + "/entries";
+        assertThat(fakes.get(0).requests).containsExactly("POST /v1/sequences", entries, withdrawal, withdrawal,
+                entries, entries);
+    }
+
+    @Test
+    void aShardThatLostAKnownSequenceIsABadGatewayAndATakenIdIsChosenAgain() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        g.append(seq, twoEntries());
+        fakes.get(1).appendStatus = 404; // the shard restarted: it knows no such sequence
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502))
+                .hasMessageContaining("a shard does not know sequence " + seq + " although the gateway does");
+        // A shard that already has the id the gateway chose (made there directly): another id is chosen.
+        fakes.get(1).createStatus = 409;
+        assertThatThrownBy(() -> g.create(null)).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(409));
+        assertThat(fakes.get(1).requests.stream().filter("POST /v1/sequences"::equals)).hasSize(1 + 3);
+        assertThatThrownBy(() -> g.create(77L)).isInstanceOf(ShardFailure.class);
+        assertThat(fakes.get(1).requests.stream().filter("POST /v1/sequences"::equals)).hasSize(1 + 3 + 1);
+    }
+
+    @Test
     void aCloseDuringTheCreateWaitsForItAndThenClosesOnEveryShard() throws Exception {
         Gateway g = gateway();
         java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
