@@ -281,12 +281,40 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         return after;
     }
 
-    private static String rootMessage(Throwable e) {
+    /** Longest failure message put into a condition and an event. */
+    static final int MAX_FAILURE_MESSAGE = 600;
+
+    /**
+     * What failed, in words: the root cause's message; for failed dependents (the SDK's aggregated exception, whose own
+     * message prints every stack trace) each dependent's name and its API server answer. Cut to
+     * {@link #MAX_FAILURE_MESSAGE} characters.
+     */
+    static String rootMessage(Throwable e) {
+        String text;
         Throwable t = e;
-        while (t.getCause() != null && t.getCause() != t) {
+        while (!(t instanceof io.javaoperatorsdk.operator.AggregatedOperatorException) && t.getCause() != null
+                && t.getCause() != t) {
             t = t.getCause();
         }
-        return t.getMessage() == null ? t.getClass().getSimpleName() : t.getMessage();
+        if (t instanceof io.javaoperatorsdk.operator.AggregatedOperatorException aggregated
+                && !aggregated.getAggregatedExceptions().isEmpty()) {
+            text = aggregated.getAggregatedExceptions().entrySet().stream()
+                    .sorted(java.util.Map.Entry.comparingByKey())
+                    .map(f -> shortName(f.getKey()) + ": " + rootMessage(f.getValue()))
+                    .collect(java.util.stream.Collectors.joining("; "));
+        } else if (t instanceof KubernetesClientException k && k.getStatus() != null
+                && k.getStatus().getMessage() != null) {
+            text = k.getCode() + " " + k.getStatus().getMessage();
+        } else {
+            text = t.getMessage() == null ? t.getClass().getSimpleName() : t.getMessage();
+        }
+        return text.length() <= MAX_FAILURE_MESSAGE ? text : text.substring(0, MAX_FAILURE_MESSAGE) + "…";
+    }
+
+    /** A dependent's name without its package (the SDK names them by class). */
+    private static String shortName(String dependent) {
+        int dot = dependent.lastIndexOf('.');
+        return dot < 0 ? dependent : dependent.substring(dot + 1);
     }
 
     private static long generation(PiKVCluster cluster) {

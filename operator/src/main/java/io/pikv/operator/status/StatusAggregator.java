@@ -114,10 +114,14 @@ public final class StatusAggregator {
         next.setActivePolicy(run.activePolicy().value());
         next.setConfigHash(run.configHash());
         // Progress: a new config or shard count, or more pods created, updated or ready (a count that falls — a pod
-        // lost — is not progress).
+        // lost — is not progress). A cluster that was all ready and no longer is starts the clock too: the deadline
+        // measures how long it has been short since then, not since its last pod became ready (maybe days ago).
+        boolean wasAllReady = prev.getReadyShards() != null && prev.getDesiredShards() != null
+                && prev.getReadyShards() >= prev.getDesiredShards() && prev.getDesiredShards() > 0;
         boolean progressed = prev.getLastProgressTime() == null || !Objects.equals(prev.getConfigHash(), run.configHash())
                 || !Objects.equals(prev.getDesiredShards(), desired) || grew(prev.getShards(), exist)
-                || grew(prev.getUpdatedShards(), updated) || grew(prev.getReadyShards(), ready);
+                || grew(prev.getUpdatedShards(), updated) || grew(prev.getReadyShards(), ready)
+                || wasAllReady && ready < desired;
         next.setLastProgressTime(progressed ? now : prev.getLastProgressTime());
         next.setLastValidGeneration(s.runningGeneration());
         next.setLastValidSpec(s.runningSpecJson());

@@ -281,6 +281,23 @@ class PiKVClusterReconcilerTest {
     }
 
     @Test
+    void aFailureIsSaidInWordsWithoutStackTraces() {
+        io.fabric8.kubernetes.client.KubernetesClientException refused = new io.fabric8.kubernetes.client
+                .KubernetesClientException(new StatusBuilder().withCode(422).withMessage("spec.replicas: Invalid")
+                .build());
+        Exception aggregated = new io.javaoperatorsdk.operator.AggregatedOperatorException("Exception(s) during workflow "
+                + "execution.", java.util.Map.of("shards", new IllegalStateException("wrapped", refused),
+                "io.pikv.operator.dependent.ShardConfigMapDependent", new IllegalStateException("no room")));
+        assertThat(aggregated.getMessage()).contains("\tat "); // the SDK's own message: every stack trace
+        assertThat(PiKVClusterReconciler.rootMessage(aggregated))
+                .isEqualTo("ShardConfigMapDependent: no room; shards: 422 spec.replicas: Invalid");
+        assertThat(PiKVClusterReconciler.rootMessage(new io.javaoperatorsdk.operator.OperatorException(aggregated)))
+                .as("wrapped, as the SDK throws it").isEqualTo(PiKVClusterReconciler.rootMessage(aggregated));
+        assertThat(PiKVClusterReconciler.rootMessage(new RuntimeException("x".repeat(5000))))
+                .hasSize(PiKVClusterReconciler.MAX_FAILURE_MESSAGE + 1).endsWith("…");
+    }
+
+    @Test
     void failedReconcileDegradesWithAWarningAndRecovers() throws Exception {
         create(TestClusters.small("failing", NS));
         awaitStatus("failing", s -> s.getLastValidGeneration() != null);
@@ -296,7 +313,8 @@ class PiKVClusterReconcilerTest {
         PiKVClusterStatus failed = awaitStatus("failing", s -> Conditions.isTrue(s.getConditions(), "Degraded")
                 && "ReconcileFailed".equals(condition(s, "Degraded").getReason()));
         assertThat(condition(failed, "Degraded").getMessage()).startsWith("Reconcile failed (retrying with backoff):")
-                .contains("forced refusal");
+                .contains("forced refusal").doesNotContain("\tat ", "Exception:")
+                .hasSizeLessThan(PiKVClusterReconciler.MAX_FAILURE_MESSAGE + 60);
         assertThat(failed.getLastValidGeneration()).as("generation 2 not applied yet").isEqualTo(1);
         // For kstatus tools the operator is still at work: Reconciling, not Stalled.
         assertThat(condition(failed, "Reconciling").getStatus()).isEqualTo("True");

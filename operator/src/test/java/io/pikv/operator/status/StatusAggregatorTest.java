@@ -168,6 +168,24 @@ class StatusAggregatorTest {
     }
 
     @Test
+    void aPodLostLongAfterTheClusterBecameReadyStartsTheClockThen() {
+        PiKVClusterStatus ready = at(null, sts(2, 2), T0);
+        assertThat(condition(ready, "Ready").getStatus()).isEqualTo("True");
+        assertThat(ready.getLastProgressTime()).isEqualTo(T0);
+        // An hour later a shard restarts: not past any deadline yet, the clock starts now.
+        PiKVClusterStatus lost = at(ready, sts(2, 1), minute(60));
+        assertThat(condition(lost, "Ready").getStatus()).isEqualTo("False");
+        assertThat(condition(lost, "Degraded").getStatus()).isEqualTo("False");
+        assertThat(lost.getLastProgressTime()).isEqualTo(minute(60));
+        assertThat(condition(at(lost, sts(2, 1), minute(69)), "Degraded").getStatus()).isEqualTo("False");
+        // Still short ten minutes later: past the deadline.
+        assertThat(condition(at(lost, sts(2, 1), minute(70)), "Degraded").getReason())
+                .isEqualTo("ProgressDeadlineExceeded");
+        // Back to ready in time: nothing to report.
+        assertThat(condition(at(lost, sts(2, 2), minute(65)), "Ready").getStatus()).isEqualTo("True");
+    }
+
+    @Test
     void aSlowRolloutThatKeepsProgressingIsNotDegraded() {
         PiKVClusterStatus s = null;
         for (int m = 0; m <= 24; m++) {
