@@ -244,12 +244,20 @@ public final class ShardCluster {
     }
 
     /** The control state carried by a ConfigMap this operator wrote, or null when it has none or cannot be read. */
+    /** Largest control-state epoch taken from a ConfigMap; far beyond any a cluster reaches (one per change). */
+    static final long MAX_EPOCH = 1L << 53;
+
     public static ControlState readControlState(ConfigMap configMap) {
         if (configMap == null || configMap.getData() == null || !configMap.getData().containsKey(CONTROL_STATE_KEY)) {
             return null;
         }
         try {
             ControlState state = JSON.readValue(configMap.getData().get(CONTROL_STATE_KEY), ControlState.class);
+            // The ConfigMap can be edited by hand: an epoch no operator could have reached (the next one would
+            // overflow, and every reconcile fail before it could repair the ConfigMap) reads as no state at all.
+            if (state.epoch() > MAX_EPOCH) {
+                return null;
+            }
             return shardMap(state) == null ? null : state;
         } catch (JsonProcessingException | RuntimeException e) {
             return null;

@@ -201,6 +201,15 @@ class ShardClusterTest {
         assertThat(state.parameters()).containsEntry("window", 256.0);
         assertThat(state.budgetBytes()).isEqualTo(64L << 20);
         assertThat(ShardCluster.readControlState(cm)).isEqualTo(state);
+        // Edited by hand to an epoch no operator reaches: read as no state (its next epoch would overflow and fail
+        // every reconcile), so the operator renders the map anew from status and repairs the ConfigMap.
+        ControlState edited = new ControlState(state.version(), state.cluster(), Long.MAX_VALUE, state.shardOfExpert(),
+                state.shards(), state.policy(), state.parameters(), state.budgetBytes());
+        cm.getData().put(ShardCluster.CONTROL_STATE_KEY, new com.fasterxml.jackson.databind.ObjectMapper()
+                .writeValueAsString(edited));
+        assertThat(ShardCluster.readControlState(cm)).isNull();
+        assertThat(ShardCluster.fromCrd(c, c.getSpec(), ShardCluster.readControlState(cm), 3,
+                SETTINGS).shardMap().epoch()).isEqualTo(4);
     }
 
     @Test
