@@ -266,8 +266,10 @@ public final class Gateway implements KvApi {
             int lengthBefore = state.length[layer];
             int[] positions = new int[entries.length];
             List<List<Wire.AppendRequest.Entry>> parts = new ArrayList<>();
+            List<List<Integer>> clientIndex = new ArrayList<>(); // per part: each entry's index in the request
             for (int s = 0; s < shards.size(); s++) {
                 parts.add(new ArrayList<>());
+                clientIndex.add(new ArrayList<>());
             }
             ExpertShardMap current = map;
             int next = state.length[layer];
@@ -290,6 +292,7 @@ public final class Gateway implements KvApi {
                 next = Math.max(next, position + 1);
                 positions[i] = position;
                 parts.get(current.shardOf(e.expert())).add(new Wire.AppendRequest.Entry(position, e.expert(), e.k(), e.v()));
+                clientIndex.get(current.shardOf(e.expert())).add(i);
             }
             List<SidecarClient.Pending<int[]>> sent = new ArrayList<>();
             for (int s = 0; s < shards.size(); s++) {
@@ -299,11 +302,15 @@ public final class Gateway implements KvApi {
                                 part.toArray(new Wire.AppendRequest.Entry[0]))));
             }
             RuntimeException failure = null;
-            for (SidecarClient.Pending<int[]> f : sent) {
+            int failedPart = -1;
+            for (int s = 0; s < sent.size(); s++) {
                 try {
-                    f.await();
+                    sent.get(s).await();
                 } catch (RuntimeException e) {
-                    failure = failure == null ? e : failure;
+                    if (failure == null) {
+                        failure = e;
+                        failedPart = s;
+                    }
                 }
             }
             if (failure != null) {
@@ -327,7 +334,8 @@ public final class Gateway implements KvApi {
                     }
                     state.length[layer] = next;
                 }
-                throw ShardFailure.ofKnown(failure, sequence);
+                throw ShardFailure.ofPart(failure, sequence,
+                        clientIndex.get(failedPart).stream().mapToInt(Integer::intValue).toArray());
             }
             for (int s = 0; s < shards.size(); s++) {
                 for (Wire.AppendRequest.Entry e : parts.get(s)) {

@@ -30,6 +30,28 @@ public final class ShardFailure extends RuntimeException {
         return of(e);
     }
 
+    /**
+     * A shard's refusal of its part of a multi-entry append, with the entry it names ("entry i: …", its index within
+     * the part) renumbered to the client's request ({@code clientIndex[i]}).
+     */
+    static RuntimeException ofPart(RuntimeException e, long sequence, int[] clientIndex) {
+        if (e instanceof SidecarException se && se.status() >= 400 && se.status() < 500 && se.status() != 404
+                && se.detail() != null) {
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("^entry (\\d+): ").matcher(se.detail());
+            if (m.find()) {
+                int i = Integer.parseInt(m.group(1));
+                if (i < clientIndex.length) {
+                    return new ShardFailure(se.status(), "entry " + clientIndex[i] + ": "
+                            + se.detail().substring(m.end()), se);
+                }
+            } else if (clientIndex.length == 1) {
+                // A shard names no entry when its part has one: the client's request may have had more.
+                return new ShardFailure(se.status(), "entry " + clientIndex[0] + ": " + se.detail(), se);
+            }
+        }
+        return ofKnown(e, sequence);
+    }
+
     static RuntimeException of(RuntimeException e) {
         if (e instanceof ShardFailure) {
             return e;

@@ -35,6 +35,7 @@ class GatewayUndoTest {
         final HttpServer server;
         final List<String> requests = new CopyOnWriteArrayList<>();
         volatile int appendStatus = 200;
+        volatile String appendDetail = "full";
         volatile int withdrawStatus = 200;
         volatile int closeStatus = 204;
         /** The body a create answers with. */
@@ -75,7 +76,8 @@ class GatewayUndoTest {
                         : "{\"type\":\"about:blank\",\"status\":" + createStatus + ",\"title\":\"x\"}");
             } else if (path.endsWith("/entries")) {
                 reply(x, appendStatus, appendStatus == 200 ? "{\"positions\":[0]}"
-                        : "{\"type\":\"about:blank\",\"status\":409,\"title\":\"budget-exceeded\",\"detail\":\"full\"}");
+                        : "{\"type\":\"about:blank\",\"status\":" + appendStatus + ",\"title\":\"refused\","
+                        + "\"detail\":\"" + appendDetail + "\"}");
             } else if (path.endsWith("/attention")) {
                 byte[] b = partial;
                 x.getResponseHeaders().add("Content-Type", "application/octet-stream");
@@ -239,6 +241,27 @@ class GatewayUndoTest {
         assertThat(fakes.get(1).requests.stream().filter("POST /v1/sequences"::equals)).hasSize(1 + 3);
         assertThatThrownBy(() -> g.create(77L)).isInstanceOf(ShardFailure.class);
         assertThat(fakes.get(1).requests.stream().filter("POST /v1/sequences"::equals)).hasSize(1 + 3 + 1);
+    }
+
+    @Test
+    void aShardsRefusalNamesTheEntryOfTheClientsRequest() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        float[] kv = new float[SHAPE.kvWidth()];
+        // Entries 0 and 2 go to shard 0 (expert 0), entry 1 to shard 1 (expert 1).
+        Wire.AppendRequest three = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv),
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 1, kv, kv),
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv)});
+        fakes.get(0).appendStatus = 422;
+        fakes.get(0).appendDetail = "entry 1: k[3] is NaN (no entry of the request was stored)";
+        assertThatThrownBy(() -> g.append(seq, three)).isInstanceOf(ShardFailure.class)
+                .hasMessage("entry 2: k[3] is NaN (no entry of the request was stored)");
+        fakes.get(0).appendStatus = 200;
+        fakes.get(1).appendStatus = 422; // a one-entry part: the shard names no entry
+        fakes.get(1).appendDetail = "v[0] is Infinity";
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class)
+                .hasMessage("entry 1: v[0] is Infinity");
     }
 
     @Test
