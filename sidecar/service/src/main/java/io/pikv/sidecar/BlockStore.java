@@ -159,6 +159,22 @@ public final class BlockStore {
         return recent[n / 2];
     }
 
+    /**
+     * The length of a cached block, or -1: no lookup is counted, the policy hears nothing and no order changes (an
+     * HTTP HEAD, which only asks). Linear in the blocks held (at most 16,384).
+     */
+    public synchronized int peekLength(long hash) {
+        if (!payloads.containsKey(hash)) {
+            return -1;
+        }
+        for (Map.Entry<Long, byte[]> e : payloads.entrySet()) { // a get would move it in the access order
+            if (e.getKey() == hash) {
+                return e.getValue().length;
+            }
+        }
+        return -1;
+    }
+
     /** The block, or null (counted as a miss). */
     public synchronized byte[] get(long hash) {
         if (index == null || !index.lookup(hash)) {

@@ -350,6 +350,7 @@ public final class Gateway implements KvApi {
     @Override
     public int withdraw(long sequence, int layer, int[] positions) {
         shape.checkLayer(layer);
+        KvShard.checkPositions(positions); // as a shard would, also when no shard holds the layer
         int total = 0;
         for (SidecarClient shard : holding(state(sequence), layer)) {
             total += call(() -> shard.withdraw(sequence, layer, positions), sequence);
@@ -360,6 +361,7 @@ public final class Gateway implements KvApi {
     @Override
     public PartialAttention attend(long sequence, Wire.AttendRequest request) {
         shape.checkLayer(request.layer());
+        shape.checkQuery(request.query()); // the client's mistake, said as such (not a shard's refusal)
         State state = state(sequence);
         BitSet scope = new BitSet();
         if (request.allExperts()) {

@@ -209,6 +209,17 @@ class SidecarApiTest {
         given().contentType(ContentType.JSON).body("{\"layer\":0,\"positions\":[0}")
                 .post("/v1/sequences/" + seq + "/withdrawals").then().statusCode(400).contentType(PROBLEM)
                 .body("detail", containsString("at positions[1]: Unexpected close marker '}'"));
+        // A string where a number goes, a field the request does not have, a field twice, text after the value.
+        for (String body : new String[] {"{\"layer\":\"0\",\"positions\":[0]}",
+            "{\"layer\":0,\"positions\":[0],\"Layer\":1}", "{\"layer\":1,\"layer\":0,\"positions\":[0]}",
+            "{\"layer\":0,\"positions\":[0]}{\"layer\":0,\"positions\":[1]}"}) {
+            given().contentType(ContentType.JSON).body(body).post("/v1/sequences/" + seq + "/withdrawals").then()
+                    .statusCode(400).contentType(PROBLEM).body("type", equalTo("urn:pikv:problem:malformed-json"));
+        }
+        long sequencesBefore = given().get("/v1/stats").then().extract().jsonPath().getLong("sequences");
+        given().contentType(ContentType.JSON).body("{\"model\":" + MODEL + ",\"Id\":7}").post("/v1/sequences")
+                .then().statusCode(400).contentType(PROBLEM).body("detail", containsString("Id"));
+        given().get("/v1/stats").then().body("sequences", equalTo((int) sequencesBefore));
         given().get("/v1/sequences/" + seq).then().body("layers[0].resident", equalTo(residentBefore));
         // Layer out of range.
         rejects(seq, "entries", Wire.encodeAppend(entries(2, 1, rnd)), 400, "layer 2 is out of range");
@@ -352,6 +363,10 @@ class SidecarApiTest {
                 .body("blocks.hits", equalTo(2)).body("blocks.misses", equalTo(2))
                 .body("blocks.ghostHitRates.lru", equalTo(0.5f))
                 .body("blocks.ghostHitRates.keySet()", containsInAnyOrder("lru", "h2o", "utility", "lrfu"));
+        // HEAD asks without looking up: the length of a cached block, 404 for another, and no hit or miss counted.
+        given().head("/v1/blocks/2").then().statusCode(200).header("Content-Length", "600");
+        given().head("/v1/blocks/1").then().statusCode(404);
+        given().get("/v1/stats").then().body("blocks.hits", equalTo(2)).body("blocks.misses", equalTo(2));
         assertThatThrownBy(() -> client.putBlock("3", new byte[1001])).isInstanceOf(SidecarException.class)
                 .hasMessageContaining("413").hasMessageContaining("exceeds the block cache capacity of 1000 bytes");
         given().get("/v1/blocks/xyz").then().statusCode(400).contentType(PROBLEM)

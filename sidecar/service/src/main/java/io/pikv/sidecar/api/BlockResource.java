@@ -44,6 +44,18 @@ public class BlockResource {
         return payload;
     }
 
+    /** Whether a block is cached, with its length: a question only, not a lookup (no hit or miss, no recency). */
+    @jakarta.ws.rs.HEAD
+    @Produces(MediaType.APPLICATION_OCTET_STREAM)
+    @Operation(summary = "Whether a prefix block is cached (its length), without counting a lookup")
+    public Response head(@PathParam("hash") String hash) {
+        int length = blocks.peekLength(BlockStore.parseHash(hash));
+        if (length < 0) {
+            throw new BlockNotFoundException(hash);
+        }
+        return Response.ok().header("Content-Length", length).build();
+    }
+
     /** A lookup of a block that is not cached. */
     public static final class BlockNotFoundException extends RuntimeException {
         BlockNotFoundException(String hash) {

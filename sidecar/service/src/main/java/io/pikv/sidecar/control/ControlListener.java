@@ -346,6 +346,8 @@ public final class ControlListener implements AutoCloseable {
         return json.readerFor(ControlState.class)
                 .without(com.fasterxml.jackson.databind.DeserializationFeature.ACCEPT_FLOAT_AS_INT)
                 .without(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_NULL_FOR_PRIMITIVES)
+                // A field a later operator adds to version 1 is not this sidecar's business.
+                .without(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
                 .readValue(tree);
     }
 
