@@ -147,7 +147,9 @@ public final class ShardCluster {
         // PyramidKV budgets, enforced by the shards (int8, the other part a shard applies, is the dtype above).
         PiKVClusterValidator.Compression compression = spec.getCompression() == null ? null
                 : PiKVClusterValidator.parseCompression(spec.getCompression().getMethod(), new ArrayList<>());
-        if (compression != null && compression.pyramid()) {
+        if (compression != null && compression.pyramid() && spec.getCompression().getParameters() != null
+                && spec.getCompression().getParameters().get("budget") != null) {
+            // Only with a budget: knobs without one stop a shard at start-up (a spec an older operator accepted).
             Map<String, Double> knobs = spec.getCompression().getParameters() == null ? Map.of()
                     : spec.getCompression().getParameters();
             for (String knob : List.of("budget", "beta", "sinks", "window")) {
@@ -243,10 +245,10 @@ public final class ShardCluster {
         return new TreeMap<>(spec.getScheduling().getParameters());
     }
 
-    /** The control state carried by a ConfigMap this operator wrote, or null when it has none or cannot be read. */
     /** Largest control-state epoch taken from a ConfigMap; far beyond any a cluster reaches (one per change). */
     static final long MAX_EPOCH = 1L << 53;
 
+    /** The control state carried by a ConfigMap this operator wrote, or null when it has none or cannot be read. */
     public static ControlState readControlState(ConfigMap configMap) {
         if (configMap == null || configMap.getData() == null || !configMap.getData().containsKey(CONTROL_STATE_KEY)) {
             return null;

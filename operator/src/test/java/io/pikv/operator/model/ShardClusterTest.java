@@ -191,6 +191,11 @@ class ShardClusterTest {
                 .containsEntry("pikv.store.pyramid.budget", "0.25").containsEntry("pikv.store.pyramid.sinks", "4")
                 .doesNotContainKeys("pikv.store.pyramid.beta", "pikv.store.pyramid.window", "pikv.compression.method");
         assertThat(model(c).shardSettings()).containsKey("pikv.store.pyramid.budget");
+        // A pyramid without a budget (a last valid spec an older operator accepted): no knobs, which would stop a
+        // shard at start-up without the budget that turns them on.
+        c.getSpec().getCompression().setParameters(Map.of("window", 64.0));
+        assertThat(ShardCluster.fromCrd(c, c.getSpec(), null, -1, SETTINGS).shardSettings())
+                .doesNotContainKeys("pikv.store.pyramid.budget", "pikv.store.pyramid.window");
         ControlState state = new com.fasterxml.jackson.databind.ObjectMapper()
                 .readValue(cm.getData().get(ShardCluster.CONTROL_STATE_KEY), ControlState.class);
         assertThat(state.cluster()).isEqualTo("ns/demo");

@@ -74,6 +74,8 @@ public final class Gateway implements KvApi {
 
     /** How long a gateway keeps asking a shard to take back entries it did not confirm taking back. */
     static final java.time.Duration UNCONFIRMED_FOR = java.time.Duration.ofMinutes(2);
+    /** Positions asked for again per (layer, shard) at most. */
+    static final int MAX_UNCONFIRMED = 1024;
 
     /**
      * @param routers makes the router of each layer (called once per layer): a router that keeps state, as the
@@ -334,7 +336,8 @@ public final class Gateway implements KvApi {
                     }
                     state.length[layer] = next;
                 }
-                throw ShardFailure.ofPart(failure, sequence,
+                throw closedMeanwhile(state, sequence, failure) ? new UnknownSequenceException(sequence)
+                        : ShardFailure.ofPart(failure, sequence,
                         clientIndex.get(failedPart).stream().mapToInt(Integer::intValue).toArray());
             }
             for (int s = 0; s < shards.size(); s++) {
@@ -402,7 +405,8 @@ public final class Gateway implements KvApi {
             }
         }
         if (failure != null) {
-            throw ShardFailure.ofKnown(failure, sequence);
+            throw closedMeanwhile(state, sequence, failure) ? new UnknownSequenceException(sequence)
+                    : ShardFailure.ofKnown(failure, sequence);
         }
         return PartialAttention.merge(partials);
     }
@@ -494,7 +498,24 @@ public final class Gateway implements KvApi {
                     e.getMessage());
         }
         if (!confirmed) {
-            state.unconfirmed.add(new Unconfirmed(layer, s, positions.clone(),
+            // One record per (layer, shard), so that failures add positions to one withdrawal instead of adding calls.
+            java.util.TreeSet<Integer> merged = new java.util.TreeSet<>();
+            for (int p : positions) {
+                merged.add(p);
+            }
+            state.unconfirmed.removeIf(u -> {
+                if (u.layer() == layer && u.shard() == s) {
+                    for (int p : u.positions()) {
+                        merged.add(p);
+                    }
+                    return true;
+                }
+                return false;
+            });
+            while (merged.size() > MAX_UNCONFIRMED) {
+                merged.pollFirst(); // the oldest positions: the longest past their request
+            }
+            state.unconfirmed.add(new Unconfirmed(layer, s, merged.stream().mapToInt(Integer::intValue).toArray(),
                     System.nanoTime() + UNCONFIRMED_FOR.toNanos()));
         }
         return confirmed;
@@ -551,6 +572,12 @@ public final class Gateway implements KvApi {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(where + e.getMessage(), e);
         }
+    }
+
+    /** Whether a shard's 404 came from a close of the sequence through this gateway, while the call ran. */
+    private boolean closedMeanwhile(State state, long sequence, RuntimeException failure) {
+        return failure instanceof SidecarException se && se.status() == 404
+                && (state.closing || sequences.get(sequence) != state);
     }
 
     private static <T> T call(java.util.function.Supplier<T> shardCall, long sequence) {

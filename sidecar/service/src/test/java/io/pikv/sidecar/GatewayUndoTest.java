@@ -226,6 +226,23 @@ class GatewayUndoTest {
     }
 
     @Test
+    void unconfirmedTakeBacksOfOneShardAndLayerAreAskedForInOneCall() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        fakes.get(1).appendStatus = 409;
+        fakes.get(0).withdrawn = 0; // never confirms
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full"); // position 0 unconfirmed
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full"); // and position 2
+        fakes.get(1).appendStatus = 200;
+        g.append(seq, twoEntries());
+        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
+        String entries = "POST /v1/sequences/" + seq + "/entries";
+        // Undo, ask again, undo; then one call asks for both positions before the third append.
+        assertThat(fakes.get(0).requests).containsExactly("POST /v1/sequences", entries, withdrawal, withdrawal,
+                entries, withdrawal, withdrawal, entries);
+    }
+
+    @Test
     void aShardThatLostAKnownSequenceIsABadGatewayAndATakenIdIsChosenAgain() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);

@@ -267,6 +267,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                 link.down(KafkaLink.Client.TELEMETRY, cause);
                 boolean retry = cause instanceof RetriableException || cause instanceof TimeoutException;
                 if (retry) {
+                    refusedInARow = 0; // a broker that answers again is not refusing: the short pause
                     pendingMaybeSent |= cause instanceof TimeoutException
                             || cause instanceof org.apache.kafka.common.errors.TimeoutException;
                     buffer.putBack(next);
@@ -313,7 +314,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                 }
                 // Refusals in a row back off, doubling to a minute: each one rebuilds a producer (threads, metadata).
                 pause(Math.min(60_000, Math.min(1000, settings.window().toMillis())
-                        << Math.min(Math.max(refusedInARow - 1, 0), 6)));
+                        << Math.min(Math.max(refusedInARow - 1, 0), 16)));
             } catch (JsonProcessingException e) {
                 buffer.drop(next);
                 pendingSequence = -1;
