@@ -777,6 +777,11 @@ public final class KvShard {
         float[] bias = scratch.bias;
         AttentionAccumulator acc = new AttentionAccumulator(qHeads, dim);
         kernel.begin(acc, layer);
+        if (weights && (long) qHeads * n > Integer.MAX_VALUE - 8) {
+            throw new IllegalArgumentException("attention weights for " + n + " entries of " + qHeads + " query heads "
+                    + "would need " + (long) qHeads * n + " values, more than one array holds; attend without weights "
+                    + "or over fewer entries");
+        }
         int[] positions = weights ? new int[n] : null;
         float[] logits = weights ? new float[qHeads * n] : null;
         int offset = 0;

@@ -126,6 +126,10 @@ public final class PartialAttention {
         int[] pos = null;
         float[] lg = null;
         if (weights) {
+            if ((long) heads * n > Integer.MAX_VALUE - 8) {
+                throw new IllegalArgumentException("merged attention weights for " + n + " entries of " + heads
+                        + " query heads exceed one array; attend without weights or over fewer entries");
+            }
             pos = new int[n];
             lg = new float[heads * n];
             int at = 0;

@@ -35,7 +35,14 @@ public final class Kernels {
                     throw new IllegalStateException("pikv.kernel=vector but the JVM was started without "
                             + "--add-modules " + VECTOR_MODULE);
                 }
-                AttentionKernel k = loadVector();
+                AttentionKernel k;
+                try {
+                    k = loadVector();
+                } catch (IllegalStateException e) {
+                    // auto never fails for want of the vector kernel: the scalar one answers the same.
+                    LOG.log(System.Logger.Level.WARNING, "attention kernel: scalar ({0})", e.getMessage());
+                    return new ScalarKernel();
+                }
                 if (!k.supports(layout)) {
                     throw new IllegalStateException("the vector kernel needs pageTokens and headDim to be multiples of "
                             + "the vector length; " + layout + " is not");
