@@ -381,14 +381,7 @@ public final class KvShard {
 
     /** Evicts the resident entries at these positions; returns how many were resident here. */
     public int evict(long sequence, int layer, int[] positions) {
-        shape.checkLayer(layer);
-        checkPositions(positions);
-        lock.writeLock().lock();
-        try {
-            return evictTokens(sequence, layer, positions);
-        } finally {
-            lock.writeLock().unlock();
-        }
+        return remove(sequence, layer, positions, Removal.EVICT);
     }
 
     /**
@@ -398,14 +391,7 @@ public final class KvShard {
      * resident.
      */
     public int withdraw(long sequence, int layer, int[] positions) {
-        shape.checkLayer(layer);
-        checkPositions(positions);
-        lock.writeLock().lock();
-        try {
-            return removeTokens(sequence, layer, positions, Removal.WITHDRAW);
-        } finally {
-            lock.writeLock().unlock();
-        }
+        return remove(sequence, layer, positions, Removal.WITHDRAW);
     }
 
     /**
@@ -414,11 +400,16 @@ public final class KvShard {
      * meant not to hold them, and a larger budget would not bring them back. Returns how many were resident.
      */
     public int discard(long sequence, int layer, int[] positions) {
+        return remove(sequence, layer, positions, Removal.DISCARD);
+    }
+
+    /** Checks the arguments, then removes the entries under the write lock. */
+    private int remove(long sequence, int layer, int[] positions, Removal removal) {
         shape.checkLayer(layer);
         checkPositions(positions);
         lock.writeLock().lock();
         try {
-            return removeTokens(sequence, layer, positions, Removal.DISCARD);
+            return removeTokens(sequence, layer, positions, removal);
         } finally {
             lock.writeLock().unlock();
         }
