@@ -35,14 +35,7 @@ public final class Kernels {
                     throw new IllegalStateException("pikv.kernel=vector but the JVM was started without "
                             + "--add-modules " + VECTOR_MODULE);
                 }
-                AttentionKernel k;
-                try {
-                    k = loadVector();
-                } catch (IllegalStateException e) {
-                    // auto never fails for want of the vector kernel: the scalar one answers the same.
-                    LOG.log(System.Logger.Level.WARNING, "attention kernel: scalar ({0})", e.getMessage());
-                    return new ScalarKernel();
-                }
+                AttentionKernel k = loadVector(); // vector fails loudly when it cannot be honoured
                 if (!k.supports(layout)) {
                     throw new IllegalStateException("the vector kernel needs pageTokens and headDim to be multiples of "
                             + "the vector length; " + layout + " is not");
@@ -55,7 +48,14 @@ public final class Kernels {
                             + VECTOR_MODULE + " for the Vector API kernel)");
                     return new ScalarKernel();
                 }
-                AttentionKernel k = loadVector();
+                AttentionKernel k;
+                try {
+                    k = loadVector();
+                } catch (IllegalStateException e) {
+                    // auto never fails for want of the vector kernel: the scalar one answers the same.
+                    LOG.log(System.Logger.Level.WARNING, "attention kernel: scalar ({0})", e.getMessage());
+                    return new ScalarKernel();
+                }
                 if (!k.supports(layout)) {
                     LOG.log(System.Logger.Level.INFO, "attention kernel: scalar ({0} does not support {1})", k.name(), layout);
                     return new ScalarKernel();
