@@ -176,8 +176,8 @@ class TelemetryPublisherTest {
                 });
         p.start();
         // Pauses of 20, 40, 80, ... ms: about 7 producers in 2.5 s, where a pause of one window made over 50.
-        Thread.sleep(2500);
-        assertThat(calls.get()).isBetween(4, 14);
+        await().atMost(Duration.ofSeconds(5)).until(() -> calls.get() >= 4);
+        await().during(Duration.ofMillis(2000)).atMost(Duration.ofSeconds(4)).until(() -> calls.get() <= 14);
         assertThat(link.status(KafkaLink.Client.TELEMETRY).state()).isEqualTo("down");
     }
 
