@@ -54,6 +54,22 @@ class PyramidBudgetTest {
         // No entries yet: an average of one token (linear needs at least one).
         assertThat(PyramidBudget.layerBudget(3, 0, 0, 0.5, 20, 0)).isEqualTo(PyramidBudget.linear(3, 1, 20, 0)[0]);
         assertThat(PyramidBudget.layerBudget(1, 0, 1000, 1.0, 20, 8)).isEqualTo(1000);
+        // Computed without linear's arrays, it is linear's answer, layer for layer.
+        java.util.Random rnd = new java.util.Random(12);
+        for (int i = 0; i < 3000; i++) {
+            int layers = 1 + rnd.nextInt(40);
+            int stored = rnd.nextInt(200_000);
+            double fraction = (1 + rnd.nextInt(1000)) / 1000.0;
+            double beta = 1 + rnd.nextInt(4) * rnd.nextDouble() * 30;
+            int minimum = rnd.nextInt(3) == 0 ? 0 : rnd.nextInt(200);
+            int average = (int) Math.max(Math.max(minimum, 1), Math.ceil(fraction * stored - 1e-9));
+            int[] expected = PyramidBudget.linear(layers, average, beta, minimum);
+            for (int l = 0; l < layers; l++) {
+                assertThat(PyramidBudget.layerBudget(layers, l, stored, fraction, beta, minimum))
+                        .as("layers %d, layer %d, stored %d, fraction %s, beta %s, minimum %d", layers, l, stored,
+                                fraction, beta, minimum).isEqualTo(expected[l]);
+            }
+        }
         assertThatThrownBy(() -> PyramidBudget.layerBudget(4, 0, 10, 0, 20, 0)).hasMessageContaining("(0, 1]");
         assertThatThrownBy(() -> PyramidBudget.layerBudget(4, 4, 10, 0.5, 20, 0)).hasMessageContaining("layer 4");
         assertThatThrownBy(() -> PyramidBudget.layerBudget(4, 0, -1, 0.5, 20, 0)).hasMessageContaining(">= 0");

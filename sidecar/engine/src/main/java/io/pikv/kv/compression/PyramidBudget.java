@@ -137,7 +137,40 @@ public final class PyramidBudget implements EvictionHook {
             throw new IllegalArgumentException("stored entries must be >= 0, got " + stored);
         }
         int average = (int) Math.max(Math.max(minimum, 1), Math.ceil(fraction * stored - 1e-9));
-        return linear(layers, average, beta, minimum)[layer];
+        if (!(beta >= 1) || minimum < 0) {
+            throw new IllegalArgumentException("need beta >= 1 and minimum >= 0, got " + beta + " and " + minimum);
+        }
+        if (layers == 1) {
+            return average;
+        }
+        // linear(...)[layer] without its arrays (this runs after every attention of a shard with pyramid budgets):
+        // the layer's floor, plus one when its fraction ranks among the `left` largest (ties: the lower layer first,
+        // as linear's stable sort orders them).
+        double top = Math.max(average / beta, minimum);
+        double bottom = 2.0 * average - top;
+        long sum = 0;
+        double real = 0;
+        int floor = 0;
+        for (int l = 0; l < layers; l++) {
+            double r = bottom - (bottom - top) * l / (layers - 1);
+            int f = (int) Math.floor(r + 1e-9);
+            sum += f;
+            if (l == layer) {
+                real = r;
+                floor = f;
+            }
+        }
+        long left = (long) layers * average - sum;
+        double fraction0 = real - floor;
+        int rank = 0;
+        for (int l = 0; l < layers && rank < left; l++) {
+            double r = bottom - (bottom - top) * l / (layers - 1);
+            double frac = r - (int) Math.floor(r + 1e-9);
+            if (frac > fraction0 || frac == fraction0 && l < layer) {
+                rank++;
+            }
+        }
+        return floor + (rank < left ? 1 : 0);
     }
 
     public int budget(int layer) {
