@@ -2,8 +2,8 @@ package io.pikv.sidecar;
 
 import io.pikv.kv.AttentionResult;
 import io.pikv.kv.compression.PyramidBudget;
+import io.pikv.kv.scheduling.LongIntMap;
 
-import java.util.Arrays;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 
@@ -15,8 +15,8 @@ import java.util.concurrent.ConcurrentHashMap;
  * most recent, then the most attention received. Independent of the eviction policy, which still decides what goes
  * when the byte budget is full.
  *
- * <p>Scores are kept per resident position in a small open-addressing map (positions of a shard are sparse: a
- * gateway spreads a sequence's positions over its shards). Calls for one sequence must be serialized by the caller
+ * <p>Scores are kept per resident position in the engine's primitive map (positions of a shard are sparse: a gateway
+ * spreads a sequence's positions over its shards). Calls for one sequence must be serialized by the caller
  * (the shard's per-sequence lock); calls for different sequences may run at once.
  */
 public final class ShardPyramid {
@@ -96,7 +96,7 @@ public final class ShardPyramid {
     /** Positions of (sequence, layer) with a score. */
     int scored(long sequence, int layer) {
         Scores s = scores(sequence, layer, false);
-        return s == null ? 0 : s.size;
+        return s == null ? 0 : s.size();
     }
 
     /**
@@ -105,29 +105,8 @@ public final class ShardPyramid {
      * ascending; none when within the budget.
      */
     public int[] victims(long sequence, int layer, int budget, int[] resident) {
-        int excess = resident.length - budget;
-        if (excess <= 0) {
-            return new int[0];
-        }
         Scores s = scores(sequence, layer, false);
-        int recentFrom = resident.length - window; // resident[recentFrom..] is the window
-        long[] ranked = new long[Math.max(0, recentFrom)];
-        int n = 0;
-        for (int i = 0; i < recentFrom; i++) {
-            int p = resident[i];
-            if (p >= sinks) {
-                // Scores are >= 0, so their bits order as the floats do; then the position (the oldest first).
-                float score = s == null ? 0f : s.get(p) + 0.0f;
-                ranked[n++] = ((long) Float.floatToIntBits(Math.max(score, 0f)) << 32) | p;
-            }
-        }
-        Arrays.sort(ranked, 0, n);
-        int[] out = new int[Math.min(excess, n)];
-        for (int i = 0; i < out.length; i++) {
-            out[i] = (int) ranked[i];
-        }
-        Arrays.sort(out);
-        return out;
+        return PyramidBudget.select(resident, budget, sinks, window, p -> s == null ? 0f : s.get(p));
     }
 
     /** These positions left (sequence, layer) (evicted or withdrawn): their scores go. */
@@ -146,7 +125,7 @@ public final class ShardPyramid {
      */
     public void prune(long sequence, int layer, int residentCount, java.util.function.Supplier<int[]> resident) {
         Scores s = scores(sequence, layer, false);
-        if (s == null || s.size <= 2L * residentCount + 64) {
+        if (s == null || s.size() <= 2L * residentCount + 64) {
             return;
         }
         Scores kept = new Scores();
@@ -184,86 +163,25 @@ public final class ShardPyramid {
         return "pyramid(budget " + budget + ", beta " + beta + ", sinks " + sinks + ", window " + window + ")";
     }
 
-    /** Position → accumulated attention: open addressing with linear probing, backward-shift deletion. */
+    /** Position → accumulated attention, as float bits in the engine's primitive map (scores are >= 0). */
     static final class Scores {
-        private static final int FREE = -1;
-        int[] keys = filled(16);
-        float[] values = new float[16];
-        int size;
+        private final LongIntMap map = new LongIntMap(64);
 
-        private static int[] filled(int n) {
-            int[] k = new int[n];
-            Arrays.fill(k, FREE);
-            return k;
-        }
-
-        private int home(int position) {
-            int mix = position * 0x9E3779B9;
-            return (mix ^ (mix >>> 16)) & (keys.length - 1);
-        }
-
-        private int slot(int position) {
-            int mask = keys.length - 1;
-            int i = home(position);
-            while (keys[i] != FREE && keys[i] != position) {
-                i = (i + 1) & mask;
-            }
-            return i;
+        int size() {
+            return map.size();
         }
 
         float get(int position) {
-            int i = slot(position);
-            return keys[i] == position ? values[i] : 0f;
+            int bits = map.get(position);
+            return bits < 0 ? 0f : Float.intBitsToFloat(bits);
         }
 
         void add(int position, float w) {
-            int i = slot(position);
-            if (keys[i] == position) {
-                values[i] += w;
-                return;
-            }
-            keys[i] = position;
-            values[i] = w;
-            if (++size * 4 > keys.length * 3) {
-                grow();
-            }
+            map.put(position, Float.floatToIntBits(Math.max(0f, get(position) + w))); // +0, never -0 (negative bits)
         }
 
         void remove(int position) {
-            int mask = keys.length - 1;
-            int i = slot(position);
-            if (keys[i] != position) {
-                return;
-            }
-            size--;
-            // Backward shift: move later entries of the probe run into the hole where their home allows.
-            int hole = i;
-            int j = (i + 1) & mask;
-            while (keys[j] != FREE) {
-                int home = home(keys[j]);
-                boolean movable = hole <= j ? (home <= hole || home > j) : (home <= hole && home > j);
-                if (movable) {
-                    keys[hole] = keys[j];
-                    values[hole] = values[j];
-                    hole = j;
-                }
-                j = (j + 1) & mask;
-            }
-            keys[hole] = FREE;
-            values[hole] = 0f;
-        }
-
-        private void grow() {
-            int[] oldKeys = keys;
-            float[] oldValues = values;
-            keys = filled(oldKeys.length * 2);
-            values = new float[oldKeys.length * 2];
-            size = 0;
-            for (int i = 0; i < oldKeys.length; i++) {
-                if (oldKeys[i] != FREE) {
-                    add(oldKeys[i], oldValues[i]);
-                }
-            }
+            map.remove(position);
         }
     }
 }

@@ -219,7 +219,7 @@ class ShardPyramidTest {
                     reference.merge(p, w, Float::sum);
                 }
                 if (op % 250 == 0) {
-                    assertThat(s.size).isEqualTo(reference.size());
+                    assertThat(s.size()).isEqualTo(reference.size());
                     for (int q = 0; q < Math.min(range, 200); q++) {
                         assertThat(s.get(q)).isEqualTo(reference.getOrDefault(q, 0f));
                     }

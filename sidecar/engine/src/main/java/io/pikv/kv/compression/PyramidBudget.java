@@ -238,29 +238,44 @@ public final class PyramidBudget implements EvictionHook {
     }
 
     private int[] select(Scores s, int budget, int[] resident) {
+        return select(resident, budget, sinks, window, p -> s == null ? 0f : s.get(p));
+    }
+
+    /**
+     * PyramidKV's choice: the positions to evict from {@code resident} (ascending positions of one (sequence, layer))
+     * to bring it down to {@code budget} — the lowest-scored outside the first {@code sinks} positions and the
+     * {@code window} most recent, the oldest first on equal scores — ascending; none when within the budget.
+     *
+     * @param score each position's accumulated attention (>= 0)
+     */
+    public static int[] select(int[] resident, int budget, int sinks, int window, PositionScore score) {
         int excess = resident.length - budget;
         if (excess <= 0) {
             return new int[0];
         }
         int recentFrom = resident.length - window; // resident[recentFrom..] is the window
-        List<Integer> candidates = new ArrayList<>();
+        long[] ranked = new long[Math.max(0, recentFrom)];
+        int n = 0;
         for (int i = 0; i < recentFrom; i++) {
-            if (resident[i] >= sinks) {
-                candidates.add(resident[i]);
+            int p = resident[i];
+            if (p >= sinks) {
+                // Scores are >= 0, so their bits order as the floats do; then the position (the oldest first).
+                ranked[n++] = ((long) Float.floatToIntBits(Math.max(score.of(p), 0f)) << 32) | p;
             }
         }
-        candidates.sort((a, b) -> {
-            float sa = s == null ? 0f : s.get(a);
-            float sb = s == null ? 0f : s.get(b);
-            return sa != sb ? Float.compare(sa, sb) : Integer.compare(a, b); // lowest score, then oldest, first
-        });
-        int n = Math.min(excess, candidates.size());
-        int[] out = new int[n];
-        for (int i = 0; i < n; i++) {
-            out[i] = candidates.get(i);
+        java.util.Arrays.sort(ranked, 0, n);
+        int[] out = new int[Math.min(excess, n)];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = (int) ranked[i];
         }
         Arrays.sort(out);
         return out;
+    }
+
+    /** A position's accumulated attention. */
+    @FunctionalInterface
+    public interface PositionScore {
+        float of(int position);
     }
 
     /** Evicts every layer of {@code sequence} in {@code store} down to its budget; returns the entries evicted. */

@@ -2,9 +2,11 @@ package io.pikv.kv.scheduling;
 
 /**
  * Open-addressing map from long keys to non-negative ints (linear probing, backward-shift deletion), so that a
- * lookup on the replay path allocates nothing: a boxed {@code HashMap<Long, …>} costs a key object per block.
+ * lookup on the replay path allocates nothing: a boxed {@code HashMap<Long, …>} costs a key object per block. Also the
+ * sidecar's per-position scores of pyramid budgets (float bits of non-negative scores are non-negative ints).
+ * Not thread-safe.
  */
-final class LongIntMap {
+public final class LongIntMap {
     private static final int MISSING = -1;
     private long[] keys;
     private int[] values;
@@ -12,7 +14,7 @@ final class LongIntMap {
     private int size;
     private int mask;
 
-    LongIntMap(int expected) {
+    public LongIntMap(int expected) {
         // Sized up front for at most 2^29 entries (the most it holds), then grown as entries arrive.
         int cap = Integer.highestOneBit(Math.max(4, Math.min(expected, 1 << 29) * 2 - 1)) << 1;
         alloc(cap);
@@ -30,12 +32,12 @@ final class LongIntMap {
         return (int) (h ^ (h >>> 29) ^ (h >>> 47));
     }
 
-    int size() {
+    public int size() {
         return size;
     }
 
     /** The value of {@code key}, or -1 when absent. */
-    int get(long key) {
+    public int get(long key) {
         int i = mix(key) & mask;
         while (used[i]) {
             if (keys[i] == key) {
@@ -46,7 +48,7 @@ final class LongIntMap {
         return MISSING;
     }
 
-    void put(long key, int value) {
+    public void put(long key, int value) {
         if (value < 0) {
             throw new IllegalArgumentException("values must be >= 0, got " + value);
         }
@@ -68,7 +70,7 @@ final class LongIntMap {
     }
 
     /** Removes {@code key}; returns its value, or -1 when absent. */
-    int remove(long key) {
+    public int remove(long key) {
         int i = mix(key) & mask;
         while (used[i]) {
             if (keys[i] == key) {
