@@ -405,4 +405,26 @@ class SidecarApiTest {
                 .body("paths.'/v1/sequences/{id}/steps'.post.parameters.find { it.name == 'position' }.schema.type",
                         equalTo("integer"));
     }
+
+    @Test
+    void openApiDocumentsEveryOperationsProblems() throws Exception {
+        JsonNode doc = new com.fasterxml.jackson.databind.ObjectMapper().readTree(
+                given().accept("application/json").get("/q/openapi").then().statusCode(200).extract().asString());
+        java.util.Set<String> served = new java.util.TreeSet<>();
+        doc.get("paths").fields().forEachRemaining(path -> path.getValue().fieldNames().forEachRemaining(method -> {
+            if (path.getKey().startsWith("/v1") && java.util.Set.of("get", "put", "post", "delete", "head", "patch")
+                    .contains(method)) {
+                served.add(method.toUpperCase(java.util.Locale.ROOT) + " " + path.getKey());
+            }
+        }));
+        // Every /v1 operation has its errors in the table, and the table names no operation that is not served.
+        assertThat(served).isEqualTo(new java.util.TreeSet<>(io.pikv.sidecar.api.ProblemResponses.TABLE.keySet()));
+        JsonNode steps = doc.at("/paths/~1v1~1sequences~1{id}~1steps/post/responses");
+        assertThat(steps.at("/404/content/application~1problem+json/schema/$ref").asText())
+                .isEqualTo("#/components/schemas/Problem");
+        assertThat(steps.at("/404/description").asText()).contains("unknown-sequence");
+        assertThat(steps.has("200")).isTrue(); // the success answer is still the annotations'
+        assertThat(doc.at("/paths/~1v1~1shard-map/put/responses/409/description").asText()).contains("stale-epoch");
+        assertThat(doc.at("/components/schemas/Problem/properties/detail/type").asText()).isEqualTo("string");
+    }
 }
