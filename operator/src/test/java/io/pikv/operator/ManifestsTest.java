@@ -76,6 +76,9 @@ class ManifestsTest {
         ClusterRole role = (ClusterRole) parse(MANIFESTS.resolve("030-clusterrole.yaml")).get(0);
         assertGrants(role.getRules(), "pikv.io", "pikvclusters", "get", "list", "watch");
         assertGrants(role.getRules(), "pikv.io", "pikvclusters/status", "patch");
+        // The status is written with one JSON Patch only: no read of the subresource, no replace.
+        assertThat(role.getRules()).filteredOn(r -> r.getResources().contains("pikvclusters/status"))
+                .allSatisfy(r -> assertThat(r.getVerbs()).containsExactly("patch"));
         for (String[] owned : new String[][] {{"apps", "statefulsets"}, {"", "services"}, {"", "configmaps"},
             {"policy", "poddisruptionbudgets"}}) {
             assertGrants(role.getRules(), owned[0], owned[1], "get", "list", "watch", "create", "update", "patch");

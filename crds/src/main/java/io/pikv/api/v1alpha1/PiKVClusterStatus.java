@@ -59,13 +59,14 @@ public class PiKVClusterStatus {
     private String selector;
 
     @JsonPropertyDescription("Fraction of KV lookups that found their entry resident over the last telemetry "
-            + "window; absent until telemetry arrives.")
+            + "window. Not yet set: this operator does not consume the shards' telemetry yet.")
     private Double hitRate;
 
     @JsonPropertyDescription("The eviction policy the shards run.")
     private String activePolicy;
 
-    @JsonPropertyDescription("Epoch of the expert-to-shard map the shards were given; it grows with every new map.")
+    @JsonPropertyDescription("Epoch of the control state the shards were given (the expert-to-shard map with "
+            + "the policy, its parameters and the budget); it grows whenever any of them changes.")
     private Long shardMapEpoch;
 
     @JsonPropertyDescription("When the shard map last changed (RFC 3339).")
@@ -74,8 +75,8 @@ public class PiKVClusterStatus {
     @JsonPropertyDescription("The operator's last decision for this cluster.")
     private Decision lastDecision;
 
-    @JsonPropertyDescription("Hash of the rendered sidecar settings; the shard pods carry it as the "
-            + "pikv.io/config-hash annotation, so a change rolls them.")
+    @JsonPropertyDescription("Hash of the shard pod template (the rendered sidecar settings, image, resources and "
+            + "the rest); the shard pods carry it as the pikv.io/config-hash annotation, so a change rolls them.")
     private String configHash;
 
     @JsonPropertyDescription("The generation whose spec is running (the last valid one).")

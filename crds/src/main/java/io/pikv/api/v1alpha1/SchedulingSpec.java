@@ -22,8 +22,8 @@ public class SchedulingSpec {
 
     @Default("lru")
     @JsonPropertyDescription("The eviction policy the shards start with: lru, streaming (sinks + recent window), "
-            + "h2o (heavy hitters), utility (PiKV's score), lrfu, or adaptive (ghost copies of the candidates, "
-            + "switching to the one that would hit most).")
+            + "h2o (heavy hitters), utility (PiKV's score), lrfu, or adaptive (the shards run the "
+            + "first of the candidates; switching between them online is not implemented yet).")
     private SchedulingPolicy policy = SchedulingPolicy.LRU;
 
     @JsonPropertyDescription("Policy knobs by name: sinks and window (streaming, h2o); attention, recency, frequency "

@@ -80,13 +80,16 @@ public class Sidecar {
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
                 policy, attentionThreads(config.store().attentionThreads()), pyramid));
-        if (config.role() == Role.shard) {
-            // pikv.compute: a cuda choice that cannot be kept stops start-up with the reason; auto falls back.
-            setting("pikv.compute", () -> {
+        setting("pikv.compute", () -> {
+            if (config.role() == Role.shard) {
+                // A cuda choice that cannot be kept stops start-up with the reason; auto falls back.
                 shard.useCompute(config.compute());
-                return null;
-            });
-        }
+            } else {
+                // A gateway attends nowhere, but a misspelt value is still refused rather than passed over.
+                io.pikv.kv.compute.ComputeBackends.checkPreference(config.compute());
+            }
+            return null;
+        });
         this.blocks = setting("pikv.blocks.*", () -> new BlockStore(config.blocks().capacityBytes(),
                 config.blocks().policy()));
         this.gateway = config.role() == Role.gateway ? setting("pikv.gateway.*", () -> gateway(config, shape)) : null;

@@ -84,6 +84,19 @@ class ComputeSelectionTest {
     }
 
     @Test
+    void aGatewayRefusesAnUnknownComputeSetting() {
+        Map<String, String> values = new HashMap<>();
+        values.put("pikv.role", "gateway");
+        values.put("pikv.gateway.shards", "http://127.0.0.1:1");
+        values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
+        values.put("pikv.compute", "gpu");
+        SidecarConfig config = config(values);
+        assertThatThrownBy(() -> new Sidecar(config)).isInstanceOf(IllegalStateException.class)
+                .hasMessageStartingWith("invalid configuration pikv.compute: pikv.compute must be auto, cpu or cuda, "
+                        + "got 'gpu'");
+    }
+
+    @Test
     void anApiBodyLimitAboveTheHttpLayersIsRefused() {
         assertThat(Sidecar.bodyLimits(64 << 20, 128L << 20)).isNull();
         assertThat(Sidecar.bodyLimits(128 << 20, 128L << 20)).isNull();
