@@ -125,8 +125,8 @@ public final class AttentionBench implements Callable<Integer> {
             // The machine's memory bandwidth drifts with its neighbours' load, so attention and STREAM triad are
             // measured in alternating rounds and the ratio is taken per round; figures are the rounds' medians.
             int rounds = Math.max(1, Math.min(ROUNDS, iterations));
-            int perRound = Math.max(1, iterations / rounds);
-            double[] t = new double[rounds * perRound];
+            double[] t = new double[iterations]; // every step asked for, the remainder spread over the first rounds
+            int at = 0;
             double[] roundBest = new double[rounds];
             double[] roundTriad = new double[rounds];
             double[] roundRatio = new double[rounds];
@@ -134,11 +134,12 @@ public final class AttentionBench implements Callable<Integer> {
                 for (int r = 0; r < rounds; r++) {
                     roundTriad[r] = triadRun.bestGbps(4);
                     roundBest[r] = Double.MAX_VALUE;
-                    for (int i = 0; i < perRound; i++) {
+                    int steps = iterations / rounds + (r < iterations % rounds ? 1 : 0);
+                    for (int i = 0; i < steps; i++, at++) {
                         long t0 = System.nanoTime();
                         result = store.attend(seq, 0, q);
-                        t[r * perRound + i] = (System.nanoTime() - t0) / 1e9;
-                        roundBest[r] = Math.min(roundBest[r], t[r * perRound + i]);
+                        t[at] = (System.nanoTime() - t0) / 1e9;
+                        roundBest[r] = Math.min(roundBest[r], t[at]);
                     }
                     roundRatio[r] = bytes / roundBest[r] / 1e9 / roundTriad[r];
                 }

@@ -3,6 +3,8 @@ package io.pikv.cli;
 import io.pikv.kv.Accuracy;
 import io.pikv.kv.AttentionResult;
 import io.pikv.kv.AttentionScope;
+import io.pikv.kv.Fp16;
+import io.pikv.kv.KvShard;
 import io.pikv.kv.KvStore;
 import io.pikv.kv.KvStoreConfig;
 import io.pikv.kv.ModelShape;
@@ -64,8 +66,13 @@ public final class CompressionBench implements Callable<Integer> {
             description = "Qwen routing log giving each token's experts (default ${DEFAULT-VALUE}).")
     Path routing;
 
+    @Option(names = "--skip", defaultValue = "8448", paramLabel = "N",
+            description = "Route records of the --routing log to drop first: vLLM's start-up warm-up on dummy tokens "
+                    + "(default ${DEFAULT-VALUE}, the shared logs' warm-up).")
+    int skip;
+
     @Option(names = "--methods", defaultValue = ALL_METHODS, split = ",", paramLabel = "M[,M...]",
-            description = "Methods, each fp16|int8 optionally joined with lowrank|lowrank-expert and pyramid by '+' "
+            description = "Methods, each fp16|fp32|int8 optionally joined with lowrank|lowrank-expert and pyramid by '+' "
                     + "(default ${DEFAULT-VALUE}).")
     List<String> methods;
 
@@ -148,7 +155,15 @@ public final class CompressionBench implements Callable<Integer> {
             Grouping lowRank = null;
             boolean pyramid = false;
             boolean typed = false;
+            if (name.isEmpty() || name.startsWith("+") || name.endsWith("+") || name.contains("++")) {
+                throw new Main.UsageException("method '" + text + "' has an empty part: join fp16, fp32 or int8 with "
+                        + "lowrank, lowrank-expert and pyramid by '+'.");
+            }
+            java.util.Set<String> seen = new java.util.HashSet<>();
             for (String part : name.split("\\+")) {
+                if (!seen.add(part)) {
+                    throw new Main.UsageException("method '" + text + "' names " + part + " twice.");
+                }
                 switch (part) {
                     case "fp16", "fp32", "int8" -> {
                         if (typed) {
@@ -157,14 +172,31 @@ public final class CompressionBench implements Callable<Integer> {
                         typed = true;
                         type = StorageType.parse(part);
                     }
-                    case "lowrank" -> lowRank = Grouping.SHARED;
-                    case "lowrank-expert" -> lowRank = Grouping.EXPERT;
+                    case "lowrank", "lowrank-expert" -> {
+                        if (lowRank != null) {
+                            throw new Main.UsageException("method '" + text + "' names two low-rank groupings; "
+                                    + "take lowrank or lowrank-expert.");
+                        }
+                        lowRank = part.equals("lowrank") ? Grouping.SHARED : Grouping.EXPERT;
+                    }
                     case "pyramid" -> pyramid = true;
                     default -> throw new Main.UsageException("unknown method part '" + part + "' in '" + text
                             + "': join fp16, fp32 or int8 with lowrank, lowrank-expert and pyramid by '+'.");
                 }
             }
-            return new Method(name, type, lowRank, pyramid);
+            // One name per method, whatever the order of its parts (int8+pyramid is pyramid+int8) and with fp16, the
+            // default type, named only alone (lowrank+fp16 is lowrank).
+            List<String> parts = new ArrayList<>();
+            if (type != StorageType.FP16 || (lowRank == null && !pyramid)) {
+                parts.add(type.name().toLowerCase(Locale.ROOT));
+            }
+            if (lowRank != null) {
+                parts.add(0, lowRank == Grouping.SHARED ? "lowrank" : "lowrank-expert");
+            }
+            if (pyramid) {
+                parts.add(0, "pyramid");
+            }
+            return new Method(String.join("+", parts), type, lowRank, pyramid);
         }
     }
 
@@ -193,9 +225,14 @@ public final class CompressionBench implements Callable<Integer> {
         long start = System.nanoTime();
         List<Method> list = parseMethods();
         checkOptions();
-        List<int[]> route = QwenRoutingLog.read(Main.input(routing));
+        if (!java.nio.file.Files.isRegularFile(Main.input(routing))) {
+            throw new Main.UsageException("--routing " + routing + " does not exist or is not a file: every method's "
+                    + "sparse mode needs a Qwen routing log (the shared one is ../shared/data/qwen15moe_layer12.jsonl).");
+        }
+        List<int[]> route = QwenRoutingLog.read(Main.input(routing), skip, "--routing");
         Source source = keysFile != null ? supplied(route, list.stream().anyMatch(Method::pyramid)) : synthetic(route);
         ModelShape shape = source.shape();
+        checkMemory(list, shape, source.tokens());
         PrintWriter out = spec.commandLine().getOut();
         int tokens = source.tokens();
         int average = (int) Math.round(budget * tokens);
@@ -260,7 +297,14 @@ public final class CompressionBench implements Callable<Integer> {
                 }
                 layerRows.add(layerRow(l, data, exact, observed, budgets[l], shape));
                 for (Run r : runs) {
-                    r.measure(l, data, exact);
+                    try {
+                        r.measure(l, data, exact);
+                    } catch (IllegalArgumentException e) {
+                        // Inputs are checked up front; what is left is a method's own range (a low-rank coefficient
+                        // beyond fp16, say): the method cannot store these tensors.
+                        throw new Main.UsageException("method " + r.method.name() + " cannot store layer " + l
+                                + " of these tensors: " + e.getMessage() + ".");
+                    }
                 }
             }
             long baseline = runs.get(0).bytes();
@@ -369,6 +413,9 @@ public final class CompressionBench implements Callable<Integer> {
         if (keyRank < 1 || valueRank < 1 || minExpertTokens < 1) {
             throw new Main.UsageException("--key-rank, --value-rank and --min-expert-tokens must be positive.");
         }
+        if (skip < 0) {
+            throw new Main.UsageException("--skip must not be negative, got " + skip + ".");
+        }
         if (outlierDirections < 0 || outlierDirections > Math.min(keyRank, valueRank)) {
             throw new Main.UsageException("--outlier-directions must be between 0 and the smaller rank.");
         }
@@ -421,6 +468,13 @@ public final class CompressionBench implements Callable<Integer> {
 
     private Source supplied(List<int[]> route, boolean pyramid) {
         Npy.Array k = readNpy(keysFile, "--keys");
+        // K and V are held twice on the heap (as read, and as rows): refuse before reading V what cannot fit.
+        long heapNeed = 4L * 4 * k.data().length;
+        if (heapNeed > Runtime.getRuntime().maxMemory() * 8 / 10) {
+            throw new Main.UsageException("--keys and --values need about " + (heapNeed >> 20) + " MiB of heap, more "
+                    + "than this JVM's " + (Runtime.getRuntime().maxMemory() >> 20) + " MiB allow; use fewer tokens "
+                    + "or raise the heap (PIKV_JAVA_OPTS=-Xmx…).");
+        }
         Npy.Array v = readNpy(valuesFile, "--values");
         if (k.shape().length != 3) {
             throw new Main.UsageException(keysFile + " has shape " + Arrays.toString(k.shape())
@@ -433,12 +487,17 @@ public final class CompressionBench implements Callable<Integer> {
         int tokens = k.shape()[0];
         int heads = k.shape()[1];
         int dim = k.shape()[2];
-        if (tokens < 2 || heads < 1 || dim < 1) {
+        if (heads < 1 || dim < 1) {
             throw new Main.UsageException(keysFile + " has shape " + Arrays.toString(k.shape())
-                    + "; it needs at least 2 tokens.");
+                    + "; its kv_heads and head_dim must not be 0.");
         }
-        float[][] keys = rows(k.data(), tokens, heads * dim);
-        float[][] values = rows(v.data(), tokens, heads * dim);
+        if (tokens < 2 || tokens > KvShard.MAX_POSITION + 1) {
+            throw new Main.UsageException(keysFile + " has shape " + Arrays.toString(k.shape()) + "; it needs from 2 "
+                    + "to " + (KvShard.MAX_POSITION + 1) + " tokens (the positions a sequence's layer can hold).");
+        }
+        // The fp16 baseline is always measured, so K and V must fit fp16 (as a sidecar with fp16 pages requires).
+        float[][] keys = rows(k.data(), tokens, heads * dim, Fp16.MAX, "--keys");
+        float[][] values = rows(v.data(), tokens, heads * dim, Fp16.MAX, "--values");
         float[][] observation;
         float[][] queries;
         int qh;
@@ -450,7 +509,7 @@ public final class CompressionBench implements Callable<Integer> {
                         + "; --queries must be [queries, q_heads, " + dim + "] with q_heads a multiple of " + heads + ".");
             }
             qh = q.shape()[1];
-            float[][] all = rows(q.data(), q.shape()[0], qh * dim);
+            float[][] all = rows(q.data(), q.shape()[0], qh * dim, ModelShape.MAX_ABS_VALUE, "--queries");
             int half = all.length / 2;
             if (half == 0 && pyramid) {
                 throw new Main.UsageException(queriesFile + " holds one query; pyramid methods need at least 2: the "
@@ -502,12 +561,14 @@ public final class CompressionBench implements Callable<Integer> {
     }
 
     private void checkRanks(ModelShape shape) {
+        if (parseMethods().stream().noneMatch(m -> m.lowRank() != null)) {
+            return; // the ranks are the low-rank methods' only
+        }
         if (keyRank > shape.headDim() || valueRank > shape.headDim()) {
             throw new Main.UsageException("--key-rank and --value-rank must be at most the head dim, "
                     + shape.headDim() + ".");
         }
-        if (keyRank == shape.headDim() && valueRank == shape.headDim()
-                && parseMethods().stream().anyMatch(m -> m.lowRank() != null)) {
+        if (keyRank == shape.headDim() && valueRank == shape.headDim()) {
             throw new Main.UsageException("--key-rank and --value-rank both at the head dim, " + shape.headDim()
                     + ", keep everything: lower one of them for the low-rank methods.");
         }
@@ -523,19 +584,48 @@ public final class CompressionBench implements Callable<Integer> {
         }
     }
 
-    private static float[][] rows(float[] data, int n, int width) {
+    /** The rows of a supplied tensor, each value finite and within ±{@code max}. */
+    private static float[][] rows(float[] data, int n, int width, float max, String option) {
         float[][] out = new float[n][];
         for (int i = 0; i < n; i++) {
             out[i] = Arrays.copyOfRange(data, i * width, (i + 1) * width);
         }
-        for (float[] row : out) {
-            for (float x : row) {
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < width; j++) {
+                float x = out[i][j];
                 if (!Float.isFinite(x)) {
-                    throw new Main.UsageException("the supplied tensors hold a non-finite value (" + x + ").");
+                    throw new Main.UsageException(option + " holds a non-finite value (" + x + ") at row " + i
+                            + ", element " + j + ".");
+                }
+                if (Math.abs(x) > max) {
+                    throw new Main.UsageException(option + " holds " + x + " at row " + i + ", element " + j
+                            + ", beyond ±" + max + (max == Fp16.MAX ? ", the range of fp16 pages" : "") + ".");
                 }
             }
         }
         return out;
+    }
+
+    /**
+     * Refuses a run whose stores would not fit the JVM's direct memory: every method's store holds every layer's
+     * context at once (pyramid and low-rank methods hold less; this counts their storage type's full pages).
+     */
+    private void checkMemory(List<Method> list, ModelShape shape, int tokens) {
+        long need = 0;
+        List<Method> all = new ArrayList<>(list);
+        all.add(Method.parse("fp16")); // the baseline, measured whether or not it was asked for
+        for (Method m : all) {
+            long pageBytes = KvStoreConfig.builder(shape).storageType(m.type()).pageTokens(pageTokens).build()
+                    .layout().pageBytes();
+            need += (long) shape.layers() * ((tokens + pageTokens - 1L) / pageTokens + 1) * pageBytes;
+        }
+        long room = Math.max(0, io.pikv.kv.DirectMemory.limit() - (256L << 20));
+        if (need > room) {
+            throw new Main.UsageException("the methods' stores need up to " + (need >> 20) + " MiB of KV pages ("
+                    + shape.layers() + " layers of " + tokens + " tokens, " + (list.size() + 1) + " stores), more than "
+                    + "the " + (room >> 20) + " MiB of direct memory this JVM may use; use fewer --methods, a shorter "
+                    + "--context or fewer --layers, or raise the heap (PIKV_JAVA_OPTS=-Xmx…).");
+        }
     }
 
     /**

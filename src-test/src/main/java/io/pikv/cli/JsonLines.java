@@ -47,8 +47,12 @@ final class JsonLines {
                 }
                 each.accept(line, node);
             }
+        } catch (java.nio.charset.CharacterCodingException e) {
+            // No line number: the reader decodes ahead of the lines it has handed out.
+            throw new Main.UsageException("trace file " + file + " is not UTF-8 JSON-lines text: it holds bytes that "
+                    + "are not UTF-8.");
         } catch (IOException e) {
-            throw new Main.UsageException("cannot read trace file " + file + ": " + e.getMessage());
+            throw new Main.UsageException("cannot read trace file " + file + ": " + e.getMessage() + ".");
         }
     }
 

@@ -33,6 +33,12 @@ final class MooncakeTrace {
             if (ts == null || !ts.isNumber() || ids == null || !ids.isArray()) {
                 throw bad(file, line, "it lacks a numeric \"timestamp\" or a \"hash_ids\" array");
             }
+            for (String length : new String[] {"input_length", "output_length"}) {
+                JsonNode n = node.get(length);
+                if (n != null && !(n.isIntegralNumber() && n.canConvertToLong() && n.asLong() >= 0)) {
+                    throw bad(file, line, "its \"" + length + "\" is not a token count (an integer >= 0)");
+                }
+            }
             long[] blocks = new long[ids.size()];
             for (int i = 0; i < blocks.length; i++) {
                 if (!ids.get(i).isIntegralNumber() || !ids.get(i).canConvertToLong()) {
@@ -53,6 +59,9 @@ final class MooncakeTrace {
         });
         if (requests.isEmpty()) {
             throw new Main.UsageException("trace file " + file + " holds no requests.");
+        }
+        if (requests.stream().allMatch(r -> r.blocks().length == 0)) {
+            throw new Main.UsageException("trace file " + file + " holds no blocks: every request's hash_ids is empty.");
         }
         requests.sort(Comparator.comparingLong(Request::timestamp).thenComparingInt(Request::line));
         List<long[]> out = new ArrayList<>(requests.size());

@@ -77,6 +77,9 @@ final class Npy {
             throw new IOException(file + " is not a NumPy .npy file");
         }
         int major = b.get(6);
+        if (major < 1 || major > 3) {
+            throw new IOException(file + " is .npy format version " + major + "; this reader takes versions 1 to 3");
+        }
         if (major != 1 && b.limit() < 12) {
             throw new IOException(file + " has a truncated .npy header");
         }
@@ -91,6 +94,9 @@ final class Npy {
             half = false;
         } else if (header.contains("'<f2'")) {
             half = true;
+        } else if (header.contains("'>f4'") || header.contains("'>f2'")) {
+            throw new IOException(file + " holds big-endian floats (" + field(header, "descr") + "); save it "
+                    + "little-endian, e.g. with a.astype('<f4')");
         } else {
             throw new IOException(file + " holds " + field(header, "descr") + ", not float32 or float16");
         }
@@ -153,6 +159,16 @@ final class Npy {
 
     /** The file's bytes, little-endian; refused with a sentence when it is too large to hold in one array. */
     private static ByteBuffer bytes(Path file) throws IOException {
+        if (Files.isDirectory(file)) {
+            throw new IOException(file + " is a directory, not a .npy file");
+        }
+        if (!Files.isRegularFile(file)) {
+            // A device or a pipe has no size to check and may never end.
+            throw new IOException(file + " is not a regular file");
+        }
+        if (!Files.isReadable(file)) {
+            throw new IOException(file + " cannot be read (no read permission)");
+        }
         long size = Files.size(file);
         if (size > Integer.MAX_VALUE - 8) {
             throw new IOException(file + " is " + size + " bytes, more than this reader takes (2 GiB)");

@@ -32,6 +32,7 @@ final class QwenRoutingLog {
         int[] routes = {0};
         int[] experts = {0};
         int[] layer = {-1};
+        int[] topK = {0};
         JsonLines.read(file, "a routing record", (line, node) -> {
             String type = node.path("type").asText("");
             if (type.equals("meta")) {
@@ -77,6 +78,13 @@ final class QwenRoutingLog {
                     }
                 }
             }
+            if (topK[0] == 0) {
+                topK[0] = e.length;
+            } else if (e.length != topK[0]) {
+                throw bad(file, line, "it routes to " + e.length + " experts, the records before to " + topK[0]
+                        + "; a log has one top-k");
+            }
+            sortByWeight(e, w);
             tokens.add(new RoutingReplay.Token(e, w));
         });
         if (tokens.isEmpty()) {
@@ -86,19 +94,32 @@ final class QwenRoutingLog {
         return new Log(tokens, experts[0], Math.min(skip, routes[0]));
     }
 
+    /**
+     * Orders a record's experts by descending gate weight (ties by id), as vLLM writes them: the first is the token's
+     * primary expert, which places its KV, whatever order a log lists them in.
+     */
+    static void sortByWeight(int[] e, double[] w) {
+        for (int i = 1; i < e.length; i++) {
+            for (int j = i; j > 0 && (w[j] > w[j - 1] || (w[j] == w[j - 1] && e[j] < e[j - 1])); j--) {
+                int te = e[j];
+                e[j] = e[j - 1];
+                e[j - 1] = te;
+                double tw = w[j];
+                w[j] = w[j - 1];
+                w[j - 1] = tw;
+            }
+        }
+    }
+
     private static Main.UsageException bad(Path file, int line, String why) {
         return JsonLines.bad(file, line, "a routing record", why);
     }
 
-    /** The real tokens' top-k expert ids, in file order (the warm-up records skipped). */
-    static List<int[]> read(Path file) {
-        Log log = read(file, WARM_UP_RECORDS);
-        if (log.tokens().isEmpty()) {
-            throw new Main.UsageException(file + " has no route records after the " + WARM_UP_RECORDS
-                    + " warm-up records.");
-        }
+    /** The real tokens' top-k expert ids, in file order (the first {@code skip} records dropped). */
+    static List<int[]> read(Path file, int skip, String option) {
+        Log log = read(file, skip);
         if (log.experts() > EXPERTS) {
-            throw new Main.UsageException(file + " routes to expert " + (log.experts() - 1) + ", but this bench "
+            throw new Main.UsageException(option + " " + file + " routes to expert " + (log.experts() - 1) + ", but this bench "
                     + "models Qwen1.5-MoE's " + EXPERTS + " experts (ids 0.." + (EXPERTS - 1) + ").");
         }
         List<int[]> out = new ArrayList<>(log.tokens().size());

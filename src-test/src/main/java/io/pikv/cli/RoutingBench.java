@@ -78,6 +78,22 @@ public final class RoutingBench implements Callable<Integer> {
         if (skip < 0) {
             throw new Main.UsageException("--skip must not be negative, got " + skip + ".");
         }
+        // The engine checks these too, under its own names; here they are refused under the flags' names.
+        if (!(lambda >= 0) || !Double.isFinite(lambda)) {
+            throw new Main.UsageException("--lambda must be a finite number >= 0, got " + lambda + ".");
+        }
+        if (!(nullRatio >= 0 && nullRatio < 1)) {
+            throw new Main.UsageException("--null-ratio must be in [0, 1), got " + nullRatio + ".");
+        }
+        if (!(balanceSlack >= 0) || !Double.isFinite(balanceSlack)) {
+            throw new Main.UsageException("--balance-slack must be a finite number >= 0, got " + balanceSlack + ".");
+        }
+        if (!(maxMoved >= 0 && maxMoved <= 1)) {
+            throw new Main.UsageException("--max-moved must be a fraction in [0, 1], got " + maxMoved + ".");
+        }
+        if (!(minGain >= 0) || !Double.isFinite(minGain)) {
+            throw new Main.UsageException("--min-gain must be a finite number >= 0, got " + minGain + ".");
+        }
         long start = System.nanoTime();
         QwenRoutingLog.Log log = QwenRoutingLog.read(Main.input(trace), skip);
         int n = experts != null ? experts : log.experts();

@@ -413,6 +413,86 @@ class LauncherTest {
     }
 
     @Test
+    void benchInputsOutOfRangeAreRefusedInOneSentence(@TempDir Path dir) throws Exception {
+        String route = routing(dir, 50).toString();
+        String k = fixture("k.npy");
+        String v = fixture("v.npy");
+        Path loud = dir.resolve("loud.npy"); // a key beyond fp16's range, which the fp16 baseline cannot store
+        try (Npy.Writer w = new Npy.Writer(loud, false, 64, 2, 16)) {
+            for (int i = 0; i < 64 * 2 * 16; i++) {
+                w.put(i == 100 ? 70000f : 0.5f, (short) 0);
+            }
+        }
+        Path bigEndian = dir.resolve("be.npy");
+        Files.write(bigEndian, (new String(new byte[] {(byte) 0x93}, java.nio.charset.StandardCharsets.ISO_8859_1)
+                + "NUMPY\u0001\u0000F\u0000{'descr': '>f4', 'fortran_order': False, 'shape': (1, 1, 1), }          \n")
+                .getBytes(java.nio.charset.StandardCharsets.ISO_8859_1));
+        Path mixedTopK = dir.resolve("mixed.jsonl");
+        Files.writeString(mixedTopK, "{\"type\": \"route\", \"topk_ids\": [1, 2], \"topk_weights\": [0.6, 0.4]}\n"
+                + "{\"type\": \"route\", \"topk_ids\": [1, 2, 3], \"topk_weights\": [0.5, 0.3, 0.2]}\n");
+        Path negative = dir.resolve("negative.jsonl");
+        Files.writeString(negative, "{\"timestamp\": 0, \"input_length\": -5, \"hash_ids\": [1]}\n");
+        Path empty = dir.resolve("empty.jsonl");
+        Files.writeString(empty, "{\"timestamp\": 0, \"hash_ids\": []}\n{\"timestamp\": 1, \"hash_ids\": []}\n");
+        Path binary = dir.resolve("binary.jsonl");
+        Files.write(binary, new byte[] {'{', '}', '\n', (byte) 0xC3, (byte) 0x28, '\n'});
+        String[][] cases = {
+                {"compression", "--routing", route, "--keys", loud.toString(), "--values", v},
+                {"compression", "--routing", route, "--keys", bigEndian.toString(), "--values", v},
+                {"compression", "--routing", route, "--keys", "/dev/zero", "--values", v},
+                {"compression", "--routing", route, "--keys", dir.toString(), "--values", v},
+                {"compression", "--routing", route, "--keys", k, "--values", v, "--methods", "lowrank+lowrank-expert"},
+                {"compression", "--routing", route, "--keys", k, "--values", v, "--methods", "int8+"},
+                {"compression", "--routing", route, "--keys", k, "--values", v, "--methods", "int8+int8"},
+                {"compression", "--routing", route, "--keys", k, "--values", v, "--skip", "-1"},
+                {"compression", "--routing", mixedTopK.toString(), "--skip", "0", "--keys", k, "--values", v},
+                {"compression", "--routing", route, "--context", "1048576", "--layers", "256"},
+                {"cache", "--trace", negative.toString(), "--capacity", "4"},
+                {"cache", "--trace", empty.toString(), "--capacity", "4"},
+                {"cache", "--trace", binary.toString(), "--capacity", "4"},
+                {"routing", "--trace", route, "--shards", "2", "--max-moved", "2"},
+                {"routing", "--trace", route, "--shards", "2", "--null-ratio", "1"},
+                {"routing", "--trace", route, "--shards", "2", "--lambda", "NaN"}};
+        String[] expected = {
+                "--keys holds 70000.0 at row 3, element 4, beyond ±65504.0, the range of fp16 pages.",
+                "holds big-endian floats ('>f4'); save it little-endian, e.g. with a.astype('<f4').",
+                "/dev/zero is not a regular file.",
+                "is a directory, not a .npy file.",
+                "names two low-rank groupings; take lowrank or lowrank-expert.",
+                "method 'int8+' has an empty part",
+                "method 'int8+int8' names int8 twice.",
+                "--skip must not be negative, got -1.",
+                "line 2 of " + mixedTopK + " is not a routing record: it routes to 3 experts, the records before to 2",
+                "of direct memory this JVM may use; use fewer --methods, a shorter --context or fewer --layers",
+                "is not a Mooncake request: its \"input_length\" is not a token count (an integer >= 0).",
+                "holds no blocks: every request's hash_ids is empty.",
+                "is not UTF-8 JSON-lines text: it holds bytes that are not UTF-8.",
+                "--max-moved must be a fraction in [0, 1], got 2.0.",
+                "--null-ratio must be in [0, 1), got 1.0.",
+                "--lambda must be a finite number >= 0, got NaN."};
+        for (int i = 0; i < cases.length; i++) {
+            String[] args = new String[cases[i].length + 1];
+            args[0] = "bench";
+            System.arraycopy(cases[i], 0, args, 1, cases[i].length);
+            Run r = run(args);
+            assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
+            assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")
+                    .doesNotContain("Exception").contains(expected[i]);
+        }
+        // Ranks are the low-rank methods' only; two spellings of one method are one row; --skip reads a log as it is.
+        Path json = dir.resolve("int8.json");
+        Run r = run("bench", "compression", "--routing", routing(dir, 200).toString(), "--keys", k, "--values", v,
+                "--methods", "int8+pyramid,pyramid+int8,lowrank+fp16", "--key-rank", "8", "--value-rank", "8",
+                "--sinks", "2", "--window", "8", "--json", json.toString());
+        assertThat(r.code()).as(r.err()).isZero();
+        JsonNode n = new ObjectMapper().readTree(json.toFile());
+        assertThat(n.get("methods").findValuesAsText("name")).containsExactly("pyramid+int8", "lowrank", "fp16",
+                "pyramid+int8", "lowrank");
+        Run noRanks = run("bench", "compression", "--routing", route, "--keys", k, "--values", v, "--methods", "int8");
+        assertThat(noRanks.code()).as(noRanks.err()).isZero(); // --value-rank 64 by default, head dim 16
+    }
+
+    @Test
     void attentionBenchWritesItsFigures(@TempDir Path dir) throws Exception {
         Path json = dir.resolve("attention.json");
         Run r = run("bench", "attention", "--context", "300", "--q-heads", "8", "--kv-heads", "2", "--head-dim",
