@@ -388,7 +388,9 @@ public final class KvShard {
      * Takes back entries this shard just stored, as if they had never been appended: unlike {@link #evict}, nothing
      * is counted as an eviction (no miss will be charged for them). Used to undo the already applied part of a
      * multi-entry request that failed, so that a rejected request leaves the shard unchanged. Returns how many were
-     * resident.
+     * taken back: the resident ones, those evicted since they were stored (no miss will be charged for them either)
+     * and those an earlier withdrawal took back (so a caller may ask again); a position the shard never stored is not
+     * counted, and one listed twice is refused.
      */
     public int withdraw(long sequence, int layer, int[] positions) {
         return remove(sequence, layer, positions, Removal.WITHDRAW);
@@ -407,6 +409,16 @@ public final class KvShard {
     private int remove(long sequence, int layer, int[] positions, Removal removal) {
         shape.checkLayer(layer);
         checkPositions(positions);
+        if (removal == Removal.WITHDRAW) {
+            // Twice would undo twice: an entry stored again after its eviction would lose its eviction as well.
+            int[] sorted = positions.clone();
+            Arrays.sort(sorted);
+            for (int i = 1; i < sorted.length; i++) {
+                if (sorted[i] == sorted[i - 1]) {
+                    throw new IllegalArgumentException("position " + sorted[i] + " is listed twice");
+                }
+            }
+        }
         lock.writeLock().lock();
         try {
             return removeTokens(sequence, layer, positions, removal);
@@ -458,9 +470,13 @@ public final class KvShard {
             if (loc < 0) {
                 int evictedAs = LayerState.evictedExpertOf(loc);
                 if (!counted && evictedAs >= 0) {
-                    // Withdrawing an entry that was evicted meanwhile: it never happened, so it is no miss either.
+                    // Withdrawing an entry that was evicted meanwhile: it never happened, so it is no miss either;
+                    // it is taken back all the same (the caller's undo is complete).
                     ls.evictedPerExpert[evictedAs]--;
-                    ls.clearLocation(position);
+                    ls.markWithdrawn(position);
+                    evicted++;
+                } else if (!counted && loc == LayerState.WITHDRAWN) {
+                    evicted++; // taken back before: a caller asking again (its first answer was lost) hears so
                 }
                 continue;
             }
@@ -482,7 +498,7 @@ public final class KvShard {
                     ls.markEvicted(position, before);
                     ls.evictedPerExpert[before]++;
                 } else {
-                    ls.clearLocation(position);
+                    ls.markWithdrawn(position);
                 }
             }
             Page donor = segment.tail != null ? segment.tail : segment.pages.get(segment.pages.size() - 1);

@@ -9,6 +9,7 @@ import java.util.Random;
 import java.util.Set;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 class EvictionTest {
     private static final ModelShape SHAPE = new ModelShape(1, 4, 2, 16, 4, 2);
@@ -190,11 +191,17 @@ class EvictionTest {
             assertThat(shard.evict(seq, 0, new int[] {6})).isEqualTo(1);
             store.attend(seq, 0, q);
             assertThat(counted(shard, 1)).containsExactly(3, 2, 1);
-            shard.withdraw(seq, 0, new int[] {6});
+            // Taken back, so counted as withdrawn (a gateway's undo is then confirmed, not asked again).
+            assertThat(shard.withdraw(seq, 0, new int[] {6})).isEqualTo(1);
             store.attend(seq, 0, q);
             assertThat(counted(shard, 1)).containsExactly(3, 2, 1);
+            assertThat(shard.withdraw(seq, 0, new int[] {6, 40})).as("taken back before; 40 never stored").isEqualTo(1);
             assertThat(counted(shard, 3)).containsExactly(3, 3, 0);
             // A re-store withdrawn (its request failed): position 5 is evicted again, a miss of expert 2 as before.
+            // Listed twice, it would be undone twice (its eviction lost too): refused, nothing changed.
+            assertThatThrownBy(() -> shard.withdraw(seq, 0, new int[] {5, 5}))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessage("position 5 is listed twice");
+            assertThat(counted(shard, 3)).containsExactly(3, 3, 0);
             shard.withdraw(seq, 0, new int[] {5});
             store.attend(seq, 0, q);
             assertThat(counted(shard, 2)).containsExactly(2, 0, 2);
