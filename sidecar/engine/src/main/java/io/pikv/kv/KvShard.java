@@ -279,6 +279,13 @@ public final class KvShard {
             }
             page = pool.allocate();
             if (page == null) {
+                if (pool.memoryExhausted()) {
+                    throw new KvBudgetExceededException("shard " + id + " cannot take another page: the JVM's direct "
+                            + "memory (" + DirectMemory.limit() + " bytes) is exhausted with " + pool.pagesInUse()
+                            + " pages of " + layout.pageBytes() + " bytes in use, below the budget of "
+                            + pool.budgetBytes() + " bytes, and the eviction hook freed nothing; raise "
+                            + "-XX:MaxDirectMemorySize or lower the budget");
+                }
                 throw new KvBudgetExceededException("shard " + id + " is at its budget of " + pool.budgetBytes()
                         + " bytes (" + pool.pagesInUse() + " pages of " + layout.pageBytes()
                         + " bytes in use) and the eviction hook freed nothing");

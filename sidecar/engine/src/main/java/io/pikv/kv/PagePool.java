@@ -27,8 +27,23 @@ public final class PagePool {
     /** Pages that exist: in use plus free-listed. */
     private int live;
     private int inUse;
+    /** Whether {@code bytes} more of direct memory can be taken now ({@link DirectMemory#fits} outside tests). */
+    private final java.util.function.LongPredicate memoryFits;
+    /** The last {@link #allocate} refused for want of direct memory, not for the budget. */
+    private boolean memoryExhausted;
+    /**
+     * Pages in use when direct memory last ran out: until a page can be allocated again (or the budget is set anew),
+     * {@link #maxPages()} is at most this, so eviction hooks, which free pages while the pool is at its maximum,
+     * make room within the memory there is.
+     */
+    private int memoryCap = Integer.MAX_VALUE;
 
     public PagePool(KvLayout layout, long budgetBytes) {
+        this(layout, budgetBytes, DirectMemory::fits);
+    }
+
+    PagePool(KvLayout layout, long budgetBytes, java.util.function.LongPredicate memoryFits) {
+        this.memoryFits = memoryFits;
         this.layout = layout;
         this.maxPages = pagesFor(layout, budgetBytes);
         this.budgetBytes = budgetBytes;
@@ -54,20 +69,34 @@ public final class PagePool {
     void resize(long budgetBytes) {
         this.maxPages = pagesFor(layout, budgetBytes);
         this.budgetBytes = budgetBytes;
+        this.memoryCap = Integer.MAX_VALUE;
         while (live > maxPages && !free.isEmpty()) {
             drop(free.pollLast());
         }
     }
 
-    /** A free page with {@code count == 0}, or {@code null} when the budget is exhausted. */
+    /**
+     * A free page with {@code count == 0}, or {@code null} when the budget is exhausted — or when the JVM's direct
+     * memory is ({@link #memoryExhausted()}): the shard then evicts to reuse its own pages, as at its budget, instead
+     * of failing the append (and instead of the JDK's collect-and-retry, which would stall the shard under its lock).
+     */
     Page allocate() {
+        memoryExhausted = false;
         if (inUse >= maxPages) {
             return null;
         }
         Page page = free.pollFirst();
         if (page == null) {
             int id = freeIdCount > 0 ? freeIds[freeIdCount - 1] : created;
-            page = new Page(id, layout); // may throw (direct memory exhausted): then no id is taken
+            if (!memoryFits.test(layout.pageBytes())) {
+                return outOfMemory();
+            }
+            try {
+                page = new Page(id, layout); // no id is taken if this fails
+            } catch (OutOfMemoryError e) {
+                return outOfMemory(); // reserved between the check and here, by another pool or the server
+            }
+            memoryCap = Integer.MAX_VALUE;
             if (freeIdCount > 0) {
                 freeIdCount--;
             } else {
@@ -82,6 +111,17 @@ public final class PagePool {
         page.count = 0;
         inUse++;
         return page;
+    }
+
+    private Page outOfMemory() {
+        memoryExhausted = true;
+        memoryCap = inUse;
+        return null;
+    }
+
+    /** Whether the last {@link #allocate} returned null because the JVM's direct memory ran out. */
+    boolean memoryExhausted() {
+        return memoryExhausted;
     }
 
     void release(Page page) {
@@ -117,9 +157,9 @@ public final class PagePool {
         return budgetBytes;
     }
 
-    /** Pages the budget allows. */
+    /** Pages the budget allows; fewer, the pages in use then, while direct memory is exhausted (see allocate). */
     public int maxPages() {
-        return maxPages;
+        return Math.min(maxPages, memoryCap);
     }
 
     public int pagesInUse() {

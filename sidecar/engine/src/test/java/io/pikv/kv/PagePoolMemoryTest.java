@@ -1,0 +1,51 @@
+package io.pikv.kv;
+
+import org.junit.jupiter.api.Test;
+
+import java.util.concurrent.atomic.AtomicBoolean;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** A pool whose JVM runs out of direct memory below its budget reuses its own pages instead of failing. */
+class PagePoolMemoryTest {
+    private static final KvLayout LAYOUT = new KvLayout(2, 32, 16, StorageType.FP16);
+
+    @Test
+    void outOfDirectMemoryCapsThePoolAtThePagesItHolds() {
+        AtomicBoolean fits = new AtomicBoolean(true);
+        PagePool pool = new PagePool(LAYOUT, 4L * LAYOUT.pageBytes(), bytes -> fits.get());
+        Page a = pool.allocate();
+        Page b = pool.allocate();
+        assertThat(pool.maxPages()).isEqualTo(4);
+
+        fits.set(false);
+        assertThat(pool.allocate()).isNull();
+        assertThat(pool.memoryExhausted()).isTrue();
+        // Eviction hooks free pages while pagesInUse >= maxPages: now they make room within the memory there is.
+        assertThat(pool.maxPages()).isEqualTo(2);
+        assertThat(pool.pagesInUse()).isEqualTo(2);
+
+        pool.release(b); // what a hook's eviction does
+        Page reused = pool.allocate();
+        assertThat(reused).isSameAs(b);
+        assertThat(pool.memoryExhausted()).isFalse();
+        assertThat(pool.maxPages()).isEqualTo(2);
+
+        fits.set(true); // memory back (collected, or another pool shrank): the budget applies again
+        pool.release(reused);
+        assertThat(pool.allocate()).isSameAs(b);
+        assertThat(pool.allocate()).isNotNull().isNotSameAs(a).isNotSameAs(b);
+        assertThat(pool.maxPages()).isEqualTo(4);
+        assertThat(pool.pagesInUse()).isEqualTo(3);
+    }
+
+    @Test
+    void settingTheBudgetAgainLiftsTheCap() {
+        PagePool pool = new PagePool(LAYOUT, 4L * LAYOUT.pageBytes(), bytes -> false);
+        assertThat(pool.allocate()).isNull();
+        assertThat(pool.maxPages()).isZero();
+        pool.resize(3L * LAYOUT.pageBytes());
+        assertThat(pool.maxPages()).isEqualTo(3);
+        assertThat(DirectMemory.fits(LAYOUT.pageBytes())).isTrue(); // this test JVM has memory to spare
+    }
+}
