@@ -187,7 +187,7 @@ public final class KvStore implements AutoCloseable {
     public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
                                           boolean weights) {
         shape.checkLayer(layer);
-        state(sequence);
+        SequenceState state = state(sequence);
         scope.validate(shape.experts());
         float[] scaled = shape.scaledQuery(query);
         // Every shard's read lock for the whole call, so that every bucket of every shard is read in one state even
@@ -198,6 +198,10 @@ public final class KvStore implements AutoCloseable {
             for (KvShard shard : shards) {
                 shard.lockRead();
                 locked++;
+            }
+            if (state.closed) {
+                // Closed meanwhile: its shards drop it one at a time, so an answer now could cover some of them only.
+                throw new UnknownSequenceException(sequence);
             }
             List<Callable<PartialAttention>> tasks = new ArrayList<>();
             for (KvShard shard : shards) {
@@ -311,7 +315,7 @@ public final class KvStore implements AutoCloseable {
     /** Per-sequence lengths; appends to one sequence are serialised on it. */
     private static final class SequenceState {
         final int[] length;
-        boolean closed;
+        volatile boolean closed;
 
         SequenceState(int layers) {
             this.length = new int[layers];

@@ -195,10 +195,32 @@ public final class TokenRetention {
     /**
      * A store hook that frees a page by evicting tracked tokens, lowest-ranked first, from the (sequence, layer)
      * that holds the most tracked tokens, until the shard's pool has a free page. A token the shard does not hold
-     * (it lives on another shard) is skipped for this call.
+     * (it lives on another shard) is skipped for this call. Tokens the store evicts another way
+     * ({@code KvStore.evict}, a budget shrink) are no longer tracked.
      */
     public EvictionHook evictionHook() {
-        return this::makeRoom;
+        return new EvictionHook() {
+            @Override
+            public void makeRoom(EvictionContext context) {
+                TokenRetention.this.makeRoom(context);
+            }
+
+            @Override
+            public void evicted(long sequence, int layer, int position) {
+                evictedByStore(sequence, layer, position);
+            }
+        };
+    }
+
+    /** The token {@link #makeRoom} is evicting, which it untracks itself: {@code {sequence, layer, position}}. */
+    private long[] evicting;
+
+    private synchronized void evictedByStore(long sequence, int layer, int position) {
+        long[] own = evicting;
+        if (own != null && own[0] == sequence && own[1] == layer && own[2] == position) {
+            return;
+        }
+        forget(sequence, layer, new int[] {position});
     }
 
     private synchronized void makeRoom(EvictionContext ctx) {
@@ -236,11 +258,14 @@ public final class TokenRetention {
             from.policy.withdraw(from.entries, victim);
             int position = (int) from.entries.key(victim);
             int evicted;
+            evicting = new long[] {from.key.sequence(), from.key.layer(), position};
             try {
                 evicted = ctx.evictTokens(from.key.sequence(), from.key.layer(), new int[] {position});
             } catch (RuntimeException | Error e) {
                 from.policy.offer(from.entries, victim); // still tracked, so still a candidate
                 throw e;
+            } finally {
+                evicting = null;
             }
             if (evicted > 0) {
                 from.policy.evicted(from.entries, victim);

@@ -159,6 +159,10 @@ class TokenRetentionTest {
             assertThat(retention.tracked(seq, 0)).isEqualTo(store.resident(seq, 0));
             int[] resident = store.attend(seq, 0, q, AttentionScope.all(), true).positions();
             Arrays.sort(resident);
+            // Evicted by the store's caller, not the hook: no longer tracked either.
+            int tracked = retention.tracked(seq, 0);
+            assertThat(store.evict(seq, 0, new int[] {resident[resident.length - 1]})).isEqualTo(1);
+            assertThat(retention.tracked(seq, 0)).isEqualTo(tracked - 1).isEqualTo(store.resident(seq, 0));
             return resident;
         }
     }
