@@ -907,6 +907,17 @@ public final class KvShard {
         }
     }
 
+    /** Leaves of (sequence, layer)'s position index now allocated (tests of its memory). */
+    int indexLeaves(long sequence, int layer) {
+        lock.readLock().lock();
+        try {
+            LayerState ls = layerState(sequence, layer, false);
+            return ls == null ? 0 : ls.leaves();
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
     private LayerState layerState(long sequence, int layer, boolean create) {
         LayerState[] layers = sequences.get(sequence);
         if (layers == null) {

@@ -16,10 +16,18 @@ final class LayerState {
      * Position → {@code pageId · pageTokens + slot}, or negative when not resident on this shard (−1 never stored or
      * discarded, {@link #markEvicted} evicted, {@link #WITHDRAWN} taken back): a three-level radix index
      * (root → middle nodes of 256 leaves → leaves of 256 positions) whose nodes are allocated as positions are
-     * stored, so its memory follows the positions held rather than the highest one (a single entry at position
-     * 2^24 − 1 costs three small arrays, not a 64 MiB table). The root grows to the highest middle node in use.
+     * stored, so a single entry at position 2^24 − 1 costs three small arrays, not a 64 MiB table. The root grows to
+     * the highest middle node in use. A leaf that holds no resident entry and lies more than {@link #HORIZON}
+     * positions below the highest position stored is freed, with its markers: the index of a long sequence under
+     * eviction stays within its resident leaves plus the horizon's, instead of 4 bytes for every position it ever
+     * stored. Past the horizon an evicted position thus reads as never stored: storing it again does not take back
+     * its miss, and withdrawing it counts nothing (undo and re-store happen to recent positions).
      */
     private int[][][] root = new int[1][][];
+    /** Positions below the highest stored beyond which empty leaves are freed (64 leaves). */
+    static final int HORIZON = 64 * FAN;
+    /** The highest position stored so far, −1 before any. */
+    private int highest = -1;
     final int[] residentPerExpert;
     final int[] evictedPerExpert;
     /**
@@ -76,11 +84,63 @@ final class LayerState {
     void setLocation(int position, int value) {
         reserve(position);
         root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = value;
+        if (position > highest) {
+            int before = highest < 0 ? -1 : (highest - HORIZON) >> BITS;
+            highest = position;
+            // Leaves that just fell past the horizon: free those already empty (others go with their last entry).
+            for (int leaf = Math.max(0, before + 1); leaf <= (highest - HORIZON) >> BITS; leaf++) {
+                release(leaf);
+            }
+        }
     }
 
     /** Marks a resident position as no longer resident, or an evicted one as never stored. */
     void clearLocation(int position) {
         root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = -1;
+        left(position);
+    }
+
+    /** A position stopped being resident: its leaf goes if it is past the horizon and holds no resident entry. */
+    private void left(int position) {
+        if (position < highest - HORIZON) {
+            release(position >>> BITS);
+        }
+    }
+
+    /** Frees leaf {@code leaf} (positions {@code leaf · 256 …}) when it holds no resident entry. */
+    private void release(int leaf) {
+        int top = leaf >>> BITS;
+        if (top >= root.length || root[top] == null) {
+            return;
+        }
+        int[][] middle = root[top];
+        int[] cells = middle[leaf & MASK];
+        if (cells == null) {
+            return;
+        }
+        for (int c : cells) {
+            if (c >= 0) {
+                return;
+            }
+        }
+        middle[leaf & MASK] = null;
+        for (int[] other : middle) {
+            if (other != null) {
+                return;
+            }
+        }
+        root[top] = null;
+    }
+
+    /** Leaves allocated now (for tests of the index's memory). */
+    int leaves() {
+        int n = 0;
+        for (int[][] middle : root) {
+            for (int m = 0; middle != null && m < FAN; m++) {
+                n += middle[m] == null ? 0 : 1;
+            }
+        }
+        return n;
     }
 
     /**
@@ -89,11 +149,13 @@ final class LayerState {
      */
     void markEvicted(int position, int expert) {
         root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = -2 - expert;
+        left(position);
     }
 
     /** Marks a position as taken back ({@link #WITHDRAWN}): a later withdrawal of it counts it as taken back too. */
     void markWithdrawn(int position) {
         root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = WITHDRAWN;
+        left(position);
     }
 
     /** The expert an evicted position's location names ({@link #markEvicted}), or -1 for any other location. */

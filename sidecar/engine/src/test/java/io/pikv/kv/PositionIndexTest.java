@@ -23,6 +23,30 @@ class PositionIndexTest {
     }
 
     @Test
+    void aLongSequenceUnderEvictionKeepsALeanIndex() {
+        Random rnd = new Random(5);
+        KvShard shard = shard(); // 64 pages of 16 tokens: the newest 1,024 entries stay
+        float[] k = Reference.gaussian(SHAPE.kvWidth(), rnd, 1f);
+        int n = 200_000;
+        for (int p = 0; p < n; p++) {
+            shard.append(1, 0, p, p % SHAPE.experts(), k, k);
+        }
+        assertThat(shard.resident(1, 0)).isEqualTo(1024);
+        // 4 leaves of resident entries and at most the horizon's 64 behind them, not the 782 of every position.
+        assertThat(shard.indexLeaves(1, 0)).isBetween(4, 4 + LayerState.HORIZON / 256 + 1);
+        assertThat(shard.residentPositions(1, 0)).hasSize(1024).startsWith(n - 1024).endsWith(n - 1);
+        // Every lookup of the evicted entries is still a miss: the counts per expert survive the freed leaves.
+        long evictedTotal = shard.stats().evictions();
+        assertThat(evictedTotal).isEqualTo(n - 1024);
+        // Recent evictions keep their markers: withdrawing one inside the horizon takes it back (no miss left).
+        assertThat(shard.withdraw(1, 0, new int[] {n - 1025})).isEqualTo(1);
+        // One far behind reads as never stored, and can be stored again.
+        assertThat(shard.withdraw(1, 0, new int[] {5})).isZero();
+        shard.append(1, 0, 5, 1, k, k); // (its page takes the oldest page's place)
+        assertThat(shard.residentPositions(1, 0)).contains(5).hasSize(1024 - 16 + 1);
+    }
+
+    @Test
     void anEntryAtTheLastPositionAllocatesLittle() {
         Random rnd = new Random(3);
         KvShard shard = shard();
@@ -54,8 +78,10 @@ class PositionIndexTest {
             assertThat(shard.withdraw(7, 0, new int[] {1, 65536, KvShard.MAX_POSITION - 1})).isEqualTo(3);
             assertThat(shard.residentPositions(7, 0))
                     .containsExactly(0, 255, 256, 65535, 70000, 1 << 20, KvShard.MAX_POSITION);
-            // Asked again, they count as taken back (a caller whose first answer was lost can confirm its undo).
-            assertThat(shard.withdraw(7, 0, new int[] {1, 65536})).isEqualTo(2);
+            // Asked again, 1 counts as taken back (a caller whose first answer was lost can confirm its undo); 65536
+            // lies past the horizon below the highest position and its leaf held nothing else, so the leaf is gone
+            // and the position reads as never stored.
+            assertThat(shard.withdraw(7, 0, new int[] {1, 65536})).isEqualTo(1);
             assertThat(shard.withdraw(7, 0, new int[] {2, 3})).as("never stored").isZero();
             assertThat(shard.evict(7, 0, new int[] {KvShard.MAX_POSITION, 0, 2})).isEqualTo(2);
             assertThat(shard.residentPositions(7, 0)).containsExactly(255, 256, 65535, 70000, 1 << 20);
