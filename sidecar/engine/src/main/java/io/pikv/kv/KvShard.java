@@ -395,9 +395,9 @@ public final class KvShard {
      * Takes back entries this shard just stored, as if they had never been appended: unlike {@link #evict}, nothing
      * is counted as an eviction (no miss will be charged for them). Used to undo the already applied part of a
      * multi-entry request that failed, so that a rejected request leaves the shard unchanged. Returns how many were
-     * taken back: the resident ones, those evicted since they were stored (no miss will be charged for them either)
-     * and those an earlier withdrawal took back (so a caller may ask again); a position the shard never stored is not
-     * counted, and one listed twice is refused.
+     * taken back: the resident ones and those evicted since they were stored (no miss will be charged for them
+     * either); a position the shard does not hold (never stored, or taken back before) is not counted, and one listed
+     * twice is refused.
      */
     public int withdraw(long sequence, int layer, int[] positions) {
         return remove(sequence, layer, positions, Removal.WITHDRAW);
@@ -480,11 +480,11 @@ public final class KvShard {
                     // Withdrawing an entry that was evicted meanwhile: it never happened, so it is no miss either;
                     // it is taken back all the same (the caller's undo is complete).
                     ls.evictedPerExpert[evictedAs]--;
-                    ls.markWithdrawn(position);
+                    ls.clearLocation(position);
                     evicted++;
-                } else if (!counted && loc == LayerState.WITHDRAWN) {
-                    evicted++; // taken back before: a caller asking again (its first answer was lost) hears so
                 }
+                // A position taken back before reads as never stored, and is not counted: the gateway may give it
+                // again, and a later attempt's undo must not be confirmed by an earlier attempt's.
                 continue;
             }
             Page page = pool.byId(loc / tokens);
@@ -505,7 +505,7 @@ public final class KvShard {
                     ls.markEvicted(position, before);
                     ls.evictedPerExpert[before]++;
                 } else {
-                    ls.markWithdrawn(position);
+                    ls.clearLocation(position);
                 }
             }
             Page donor = segment.tail != null ? segment.tail : segment.pages.get(segment.pages.size() - 1);

@@ -13,8 +13,8 @@ final class LayerState {
     final long sequence;
     final Segment[] buckets;
     /**
-     * Position → {@code pageId · pageTokens + slot}, or negative when not resident on this shard (−1 never stored or
-     * discarded, {@link #markEvicted} evicted, {@link #WITHDRAWN} taken back): a three-level radix index
+     * Position → {@code pageId · pageTokens + slot}, or negative when not resident on this shard (−1 never stored,
+     * discarded or withdrawn, {@link #markEvicted} evicted): a three-level radix index
      * (root → middle nodes of 256 leaves → leaves of 256 positions) whose nodes are allocated as positions are
      * stored, so a single entry at position 2^24 − 1 costs three small arrays, not a 64 MiB table. The root grows to
      * the highest middle node in use. A leaf that holds no resident entry and lies more than {@link #HORIZON}
@@ -46,9 +46,6 @@ final class LayerState {
         this.residentPerExpert = new int[experts];
         this.evictedPerExpert = new int[experts];
     }
-
-    /** The location of a position stored and then withdrawn: not resident, and free to be stored again. */
-    static final int WITHDRAWN = Integer.MIN_VALUE;
 
     int location(int position) {
         if (position < 0 || position > KvShard.MAX_POSITION) {
@@ -152,15 +149,9 @@ final class LayerState {
         left(position);
     }
 
-    /** Marks a position as taken back ({@link #WITHDRAWN}): a later withdrawal of it counts it as taken back too. */
-    void markWithdrawn(int position) {
-        root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = WITHDRAWN;
-        left(position);
-    }
-
     /** The expert an evicted position's location names ({@link #markEvicted}), or -1 for any other location. */
     static int evictedExpertOf(int location) {
-        return location <= -2 && location != WITHDRAWN ? -2 - location : -1;
+        return location <= -2 ? -2 - location : -1;
     }
 
     /** Up to {@code out.length} resident positions, ascending, into {@code out}; returns how many. */

@@ -236,21 +236,23 @@ public final class Gateway implements KvApi {
     @Override
     public int resident(long sequence, int layer) {
         shape.checkLayer(layer);
-        int total = 0;
-        for (SidecarClient shard : holding(state(sequence), layer)) {
-            total += call(() -> shard.resident(sequence, layer), sequence);
+        State state = state(sequence);
+        synchronized (state) { // one state of the sequence: not half of an append or of a step being undone
+            checkOpen(sequence, state);
+            int total = 0;
+            for (SidecarClient shard : holding(state, layer)) {
+                total += call(() -> shard.resident(sequence, layer), state, sequence);
+            }
+            return total;
         }
-        return total;
     }
 
-    /** The shards that hold entries of (the state's sequence, layer). */
+    /** The shards that hold entries of (the state's sequence, layer); the state's lock held. */
     private List<SidecarClient> holding(State state, int layer) {
         List<SidecarClient> out = new ArrayList<>();
-        synchronized (state) {
-            for (int s = 0; s < shards.size(); s++) {
-                if (!state.experts[layer][s].isEmpty()) {
-                    out.add(shards.get(s));
-                }
+        for (int s = 0; s < shards.size(); s++) {
+            if (!state.experts[layer][s].isEmpty()) {
+                out.add(shards.get(s));
             }
         }
         return out;
@@ -304,6 +306,7 @@ public final class Gateway implements KvApi {
                                 part.toArray(new Wire.AppendRequest.Entry[0]))));
             }
             RuntimeException failure = null;
+            Error error = null;
             int failedPart = -1;
             for (int s = 0; s < sent.size(); s++) {
                 try {
@@ -311,6 +314,14 @@ public final class Gateway implements KvApi {
                 } catch (RuntimeException e) {
                     if (failure == null) {
                         failure = e;
+                        failedPart = s;
+                    }
+                } catch (Error e) {
+                    // Reading an answer failed in the gateway itself (out of memory): the shard may have stored, so
+                    // the undo below runs all the same, and the error goes on after it.
+                    error = error == null ? e : error;
+                    if (failure == null) {
+                        failure = new IllegalStateException("the gateway failed reading a shard's answer: " + e, e);
                         failedPart = s;
                     }
                 }
@@ -336,6 +347,9 @@ public final class Gateway implements KvApi {
                     }
                     state.length[layer] = next;
                 }
+                if (error != null) {
+                    throw error;
+                }
                 throw closedMeanwhile(state, sequence, failure) ? new UnknownSequenceException(sequence)
                         : ShardFailure.ofPart(failure, sequence,
                         clientIndex.get(failedPart).stream().mapToInt(Integer::intValue).toArray());
@@ -354,11 +368,15 @@ public final class Gateway implements KvApi {
     public int withdraw(long sequence, int layer, int[] positions) {
         shape.checkLayer(layer);
         KvShard.checkPositions(positions); // as a shard would, also when no shard holds the layer
-        int total = 0;
-        for (SidecarClient shard : holding(state(sequence), layer)) {
-            total += call(() -> shard.withdraw(sequence, layer, positions), sequence);
+        State state = state(sequence);
+        synchronized (state) {
+            checkOpen(sequence, state);
+            int total = 0;
+            for (SidecarClient shard : holding(state, layer)) {
+                total += call(() -> shard.withdraw(sequence, layer, positions), state, sequence);
+            }
+            return total;
         }
-        return total;
     }
 
     @Override
@@ -375,16 +393,19 @@ public final class Gateway implements KvApi {
                 scope.set(e);
             }
         }
+        // Under the sequence's lock for the whole fan-out, as a step: the answer covers one state of the sequence,
+        // never half of an append, nor a step's token that its undo takes back.
         synchronized (state) {
+            checkOpen(sequence, state);
             settle(state, sequence, request.layer());
+            return attendLocked(state, sequence, request, scope);
         }
+    }
+
+    private PartialAttention attendLocked(State state, long sequence, Wire.AttendRequest request, BitSet scope) {
         List<SidecarClient.Prepared<PartialAttention>> prepared = new ArrayList<>();
         for (int s = 0; s < shards.size(); s++) {
-            boolean holds;
-            synchronized (state) {
-                holds = state.experts[request.layer()][s].intersects(scope);
-            }
-            if (holds) {
+            if (state.experts[request.layer()][s].intersects(scope)) {
                 prepared.add(shards.get(s).prepareAttend(sequence, request));
             }
         }
@@ -453,11 +474,17 @@ public final class Gateway implements KvApi {
             }
             List<PartialAttention> partials = new ArrayList<>(parts.size());
             RuntimeException failure = null;
+            Error error = null;
             for (SidecarClient.Pending<PartialAttention> f : parts) {
                 try {
                     partials.add(f.await());
                 } catch (RuntimeException e) {
                     failure = failure == null ? e : failure;
+                } catch (Error e) {
+                    // The gateway itself failed reading an answer: the undo below runs all the same.
+                    error = error == null ? e : error;
+                    failure = failure == null ? new IllegalStateException("the gateway failed reading a shard's "
+                            + "answer: " + e, e) : failure;
                 }
             }
             if (failure != null) {
@@ -466,6 +493,9 @@ public final class Gateway implements KvApi {
                 if (!parts.get(0).refused() && !undo(state, owner, sequence, layer, new int[] {position})) {
                     state.experts[layer][owner].set(experts[0]);
                     state.length[layer] = position + 1;
+                }
+                if (error != null) {
+                    throw error;
                 }
                 throw ShardFailure.ofKnown(failure, sequence);
             }
@@ -580,11 +610,12 @@ public final class Gateway implements KvApi {
                 && (state.closing || sequences.get(sequence) != state);
     }
 
-    private static <T> T call(java.util.function.Supplier<T> shardCall, long sequence) {
+    private <T> T call(java.util.function.Supplier<T> shardCall, State state, long sequence) {
         try {
             return shardCall.get();
         } catch (RuntimeException e) {
-            throw ShardFailure.ofKnown(e, sequence);
+            throw closedMeanwhile(state, sequence, e) ? new UnknownSequenceException(sequence)
+                    : ShardFailure.ofKnown(e, sequence);
         }
     }
 

@@ -3,8 +3,10 @@ package io.pikv.sidecar;
 import io.pikv.sidecar.client.SidecarException;
 
 /**
- * A shard refused or could not answer a gateway's call. A refusal (4xx) is passed on with the shard's status and
- * detail, since it is the client's request that was wrong; an unreachable or failing shard is a 502.
+ * A shard refused or could not answer a gateway's call. A refusal that the client's request caused (a 4xx of the kinds
+ * in {@link #CLIENT_KINDS}) is passed on with the shard's status and detail; any other answer — an unreachable or
+ * failing shard, a model mismatch (a shard configured unlike its gateway), an {@code http-*} refusal of the gateway's
+ * own request (another version), a 4xx from something that is not a sidecar — is a 502.
  */
 public final class ShardFailure extends RuntimeException {
     private final int status;
@@ -16,6 +18,16 @@ public final class ShardFailure extends RuntimeException {
 
     public int status() {
         return status;
+    }
+
+    /** Problem kinds of a shard's 4xx that describe the client's request, which the gateway passed on as it came. */
+    static final java.util.Set<String> CLIENT_KINDS = java.util.Set.of("invalid-request", "malformed-json",
+            "sequence-exists", "budget-exceeded", "body-too-large", "block-too-large", "stale-epoch");
+
+    private static boolean clientsFault(SidecarException se) {
+        return se.status() >= 400 && se.status() < 500 && se.type() != null
+                && se.type().startsWith("urn:pikv:problem:")
+                && CLIENT_KINDS.contains(se.type().substring("urn:pikv:problem:".length()));
     }
 
     /**
@@ -35,8 +47,7 @@ public final class ShardFailure extends RuntimeException {
      * the part) renumbered to the client's request ({@code clientIndex[i]}).
      */
     static RuntimeException ofPart(RuntimeException e, long sequence, int[] clientIndex) {
-        if (e instanceof SidecarException se && se.status() >= 400 && se.status() < 500 && se.status() != 404
-                && se.detail() != null) {
+        if (e instanceof SidecarException se && clientsFault(se) && se.detail() != null) {
             java.util.regex.Matcher m = java.util.regex.Pattern.compile("^entry (\\d+): ").matcher(se.detail());
             if (m.find()) {
                 int i = Integer.parseInt(m.group(1));
@@ -57,8 +68,14 @@ public final class ShardFailure extends RuntimeException {
             return e;
         }
         if (e instanceof SidecarException se) {
-            int status = se.status() >= 400 && se.status() < 500 ? se.status() : 502;
-            return new ShardFailure(status, se.detail(), se);
+            if (clientsFault(se)) {
+                return new ShardFailure(se.status(), se.detail(), se);
+            }
+            return new ShardFailure(502, se.status() >= 400 && se.status() < 500
+                    ? "a shard refused the gateway's call with " + se.status()
+                    + (se.type() == null ? "" : " (" + se.type() + ")") + ", which is no fault of this request (a shard "
+                    + "configured unlike its gateway, or of another version): " + se.detail()
+                    : se.detail(), se);
         }
         if (e instanceof java.io.UncheckedIOException) {
             return new ShardFailure(502, "a shard is unreachable: " + e.getMessage(), e);

@@ -73,10 +73,20 @@ class GatewayUndoTest {
                     }
                 }
                 reply(x, createStatus, createStatus == 201 ? createAnswer
-                        : "{\"type\":\"about:blank\",\"status\":" + createStatus + ",\"title\":\"x\"}");
+                        : "{\"type\":\"" + (createStatus == 409 ? "urn:pikv:problem:sequence-exists" : "about:blank")
+                        + "\",\"status\":" + createStatus + ",\"title\":\"x\"}");
             } else if (path.endsWith("/entries")) {
+                // A sidecar's problem kinds: 409 budget-exceeded, 400 invalid-request, 404 unknown-sequence.
+                String kind = switch (appendStatus) {
+                    case 409 -> "urn:pikv:problem:budget-exceeded";
+                    case 400 -> "urn:pikv:problem:invalid-request";
+                    case 404 -> "urn:pikv:problem:unknown-sequence";
+                    case 422 -> "urn:pikv:problem:model-mismatch";
+                    case 500 -> "urn:pikv:problem:internal";
+                    default -> "about:blank";
+                };
                 reply(x, appendStatus, appendStatus == 200 ? "{\"positions\":[0]}"
-                        : "{\"type\":\"about:blank\",\"status\":" + appendStatus + ",\"title\":\"refused\","
+                        : "{\"type\":\"" + kind + "\",\"status\":" + appendStatus + ",\"title\":\"refused\","
                         + "\"detail\":\"" + appendDetail + "\"}");
             } else if (path.endsWith("/attention")) {
                 byte[] b = partial;
@@ -185,6 +195,35 @@ class GatewayUndoTest {
     }
 
     @Test
+    void aShardsOwnErrorAnswerStoredNothingSoItIsNotAskedToTakeBack() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        fakes.get(1).appendStatus = 500; // the sidecar's own 500 (its problem type): all or none, so none
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502));
+        assertThat(fakes.get(1).requests).doesNotContain("POST /v1/sequences/" + seq + "/withdrawals");
+        assertThat(fakes.get(0).requests).contains("POST /v1/sequences/" + seq + "/withdrawals");
+        assertThat(g.lengths(seq)).containsExactly(0);
+    }
+
+    @Test
+    void aShardsRefusalThatIsNoFaultOfTheRequestIsABadGateway() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        fakes.get(1).appendStatus = 422; // model-mismatch: shard 1 runs another model than its gateway
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502))
+                .hasMessageContaining("a shard refused the gateway's call with 422 (urn:pikv:problem:model-mismatch), "
+                        + "which is no fault of this request");
+        fakes.get(1).appendStatus = 403; // not a sidecar's answer (a proxy's): no fault of the client either
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502));
+        fakes.get(1).appendStatus = 409; // budget-exceeded: the client's to know, as it came
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(409));
+    }
+
+    @Test
     void anUnconfirmedUndoBurnsThePositions() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);
@@ -270,12 +309,12 @@ class GatewayUndoTest {
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv),
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 1, kv, kv),
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv)});
-        fakes.get(0).appendStatus = 422;
+        fakes.get(0).appendStatus = 400;
         fakes.get(0).appendDetail = "entry 1: k[3] is NaN (no entry of the request was stored)";
         assertThatThrownBy(() -> g.append(seq, three)).isInstanceOf(ShardFailure.class)
                 .hasMessage("entry 2: k[3] is NaN (no entry of the request was stored)");
         fakes.get(0).appendStatus = 200;
-        fakes.get(1).appendStatus = 422; // a one-entry part: the shard names no entry
+        fakes.get(1).appendStatus = 400; // a one-entry part: the shard names no entry
         fakes.get(1).appendDetail = "v[0] is Infinity";
         assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class)
                 .hasMessage("entry 1: v[0] is Infinity");

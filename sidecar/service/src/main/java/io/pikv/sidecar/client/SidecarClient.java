@@ -134,7 +134,12 @@ public final class SidecarClient implements AutoCloseable {
             return result;
         }
 
-        /** Whether the sidecar refused the call with a 4xx: its requests are all or none, so it changed nothing. */
+        /**
+         * Whether the sidecar answered the call with an error of its own: a 4xx, or a 5xx carrying its problem type
+         * ({@code urn:pikv:problem:…}, so not a proxy's). Its requests are all or none — a shard whose step fails
+         * after storing the token takes it back before it answers — so it changed nothing. A call that got no answer
+         * (timed out, connection lost) or a 5xx from something else may have been acted on.
+         */
         public boolean refused() {
             if (!done) {
                 try {
@@ -143,7 +148,8 @@ public final class SidecarClient implements AutoCloseable {
                     // looked at below
                 }
             }
-            return failure instanceof SidecarException se && se.status() >= 400 && se.status() < 500;
+            return failure instanceof SidecarException se && se.status() >= 400
+                    && (se.status() < 500 || (se.type() != null && se.type().startsWith("urn:pikv:problem:")));
         }
     }
 

@@ -28,9 +28,12 @@ public final class SidecarException extends RuntimeException {
         String detail = new String(body, StandardCharsets.UTF_8);
         try {
             JsonNode problem = JSON.readTree(body);
-            if (problem != null && problem.has("detail")) {
-                type = problem.path("type").asText(null);
-                detail = problem.get("detail").asText();
+            if (problem != null && problem.isObject()) {
+                JsonNode t = problem.get("type");
+                type = t != null && t.isTextual() ? t.asText() : null;
+                if (problem.has("detail")) {
+                    detail = problem.get("detail").asText();
+                }
             }
         } catch (java.io.IOException ignored) {
             // not problem+json: keep the raw body as the detail
