@@ -47,6 +47,8 @@ import java.util.concurrent.TimeUnit;
 final class Http1Client implements AutoCloseable {
     /** Longest status line plus headers accepted in an answer. */
     static final int MAX_HEAD_BYTES = 64 * 1024;
+    /** Informational (1xx) answers accepted before the real one. */
+    static final int MAX_INFORMATIONAL = 16;
 
     /** Most of an answer's body reserved before its bytes arrive. */
     static final int INITIAL_BODY_BYTES = 64 << 10;
@@ -477,7 +479,10 @@ final class Http1Client implements AutoCloseable {
         }
 
         Response readResponse(String method) throws IOException {
-            while (true) {
+            for (int informational = 0; ; informational++) {
+                if (informational > MAX_INFORMATIONAL) {
+                    throw new IOException("more than " + MAX_INFORMATIONAL + " informational (1xx) answers");
+                }
                 String status = line();
                 if (!status.startsWith("HTTP/1.")) {
                     throw new IOException("not an HTTP/1.x answer: '" + abbreviate(status) + "'");
@@ -486,6 +491,7 @@ final class Http1Client implements AutoCloseable {
                 boolean http10 = status.startsWith("HTTP/1.0");
                 long length = -1;
                 boolean chunked = false;
+                boolean encoded = false;
                 String contentType = null;
                 boolean close = http10;
                 int headBytes = status.length();
@@ -505,8 +511,20 @@ final class Http1Client implements AutoCloseable {
                     String name = h.substring(0, colon).trim().toLowerCase(Locale.ROOT);
                     String value = h.substring(colon + 1).trim();
                     switch (name) {
-                        case "content-length" -> length = contentLength(value);
-                        case "transfer-encoding" -> chunked = value.toLowerCase(Locale.ROOT).endsWith("chunked");
+                        case "content-length" -> {
+                            long n = contentLength(value);
+                            if (length >= 0 && n != length) {
+                                throw new IOException("conflicting Content-Length headers (" + length + " and " + n
+                                        + ")");
+                            }
+                            length = n;
+                        }
+                        case "transfer-encoding" -> {
+                            // The last coding decides how the body ends (RFC 9112 6.3): chunked, or the connection's end.
+                            encoded = true;
+                            String[] codings = value.toLowerCase(Locale.ROOT).split(",");
+                            chunked = codings[codings.length - 1].trim().equals("chunked");
+                        }
                         case "content-type" -> contentType = value;
                         case "connection" -> {
                             String v = value.toLowerCase(Locale.ROOT);
@@ -528,6 +546,12 @@ final class Http1Client implements AutoCloseable {
                     body = new byte[0];
                 } else if (chunked) {
                     body = chunkedBody();
+                    // With a Content-Length as well the framing is ambiguous to whatever else is on the way: the
+                    // connection is not trusted for another request.
+                    close |= length >= 0;
+                } else if (encoded) {
+                    body = untilClose();
+                    close = true;
                 } else if (length >= 0) {
                     body = fixedBody(length);
                 } else {
@@ -590,18 +614,18 @@ final class Http1Client implements AutoCloseable {
                 String sizeLine = line();
                 int semi = sizeLine.indexOf(';');
                 String hex = (semi >= 0 ? sizeLine.substring(0, semi) : sizeLine).trim();
-                long size;
-                try {
-                    size = Long.parseLong(hex, 16);
-                } catch (NumberFormatException e) {
+                if (hex.isEmpty() || hex.length() > 15 || !hex.chars().allMatch(c -> Character.digit(c, 16) >= 0
+                        && c < 128)) {
                     throw new IOException("malformed chunk size '" + abbreviate(sizeLine) + "'");
                 }
-                if (size < 0) {
-                    throw new IOException("malformed chunk size '" + abbreviate(sizeLine) + "'");
-                }
+                long size = Long.parseLong(hex, 16);
                 if (size == 0) {
-                    while (!line().isEmpty()) {
-                        // trailers: ignored
+                    int trailerBytes = 0;
+                    for (String trailer = line(); !trailer.isEmpty(); trailer = line()) {
+                        trailerBytes += trailer.length() + 2; // ignored, within the bound of a head
+                        if (trailerBytes > MAX_HEAD_BYTES) {
+                            throw new IOException("the answer's trailers exceed " + MAX_HEAD_BYTES + " bytes");
+                        }
                     }
                     return body.toByteArray();
                 }

@@ -380,13 +380,16 @@ class Http1ClientTest {
     @Test
     void answersWithoutBodiesAndChunkingOverLengthFrameCorrectly() throws Exception {
         URI origin = serve((n, in, out) -> {
-            readRequest(in);
-            write(out, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"); // HEAD: the length, no body
-            readRequest(in);
-            write(out, "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n");
-            readRequest(in);
-            write(out, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 99\r\n"
-                    + "Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n");
+            if (n == 0) {
+                readRequest(in);
+                write(out, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"); // HEAD: the length, no body
+                readRequest(in);
+                write(out, "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n");
+                readRequest(in);
+                write(out, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 99\r\n"
+                        + "Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n");
+            }
+            // Chunks and a length in one answer: read by the chunks, and the connection is not used again.
             readRequest(in);
             write(out, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlast");
         });
@@ -395,7 +398,7 @@ class Http1ClientTest {
         assertThat(c.send("GET", "/n", null, null, null).status()).isEqualTo(304);
         assertThat(new String(c.send("GET", "/c", null, null, null).body(), StandardCharsets.UTF_8)).isEqualTo("hi");
         assertThat(new String(c.send("GET", "/l", null, null, null).body(), StandardCharsets.UTF_8)).isEqualTo("last");
-        assertThat(connections.get()).isEqualTo(1);
+        assertThat(connections.get()).isEqualTo(2);
     }
 
     @Test
@@ -450,6 +453,28 @@ class Http1ClientTest {
     }
 
     @Test
+    void ambiguousOrUnframedBodiesAreReadWithoutTrustingTheConnectionAgain() throws Exception {
+        String[] answers = {
+            // chunked and a Content-Length: the chunks frame the body (RFC 9112), the connection is not kept
+            "HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            // an encoding that is not chunked last: the body ends with the connection
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzipped",
+        };
+        String[] bodies = {"hi", "zipped"};
+        URI origin = serve((n, in, out) -> {
+            readRequest(in);
+            write(out, answers[n]);
+            out.close();
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+        for (int i = 0; i < answers.length; i++) {
+            Http1Client.Response r = c.send("GET", "/a", null, null, null);
+            assertThat(new String(r.body(), StandardCharsets.UTF_8)).isEqualTo(bodies[i]);
+            assertThat(c.idleConnections()).as(answers[i]).isZero();
+        }
+    }
+
+    @Test
     void malformedAnswersFailWithTheReason() throws Exception {
         String[] answers = {
             "SSH-2.0-OpenSSH\r\n\r\n",
@@ -462,10 +487,15 @@ class Http1ClientTest {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
             "HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\nhi\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n\r\n".replace("200 OK", "100 Continue").repeat(17) + "HTTP/1.1 200 OK\r\n\r\n",
         };
         String[] reasons = {"not an HTTP/1.x answer", "malformed status line", "malformed status line",
             "malformed status line", "malformed status line", "malformed Content-Length",
-            "malformed header line", "malformed chunk size", "ended after 5 of 10 body bytes", "over 1048576 bytes"};
+            "malformed header line", "malformed chunk size", "ended after 5 of 10 body bytes", "over 1048576 bytes",
+            "conflicting Content-Length headers (2 and 3)", "malformed chunk size '+2'",
+            "more than 16 informational (1xx) answers"};
         URI origin = serve((n, in, out) -> {
             readRequest(in);
             write(out, answers[n]);
