@@ -45,8 +45,8 @@ class ComputeSelectionTest {
                 + "wait must not be negative"},
             {"pikv.store.budget-bytes", String.valueOf(Long.MAX_VALUE / 2), "invalid configuration "
                 + "pikv.store.budget-bytes: a budget of " + Long.MAX_VALUE / 2 + " bytes exceeds the "},
-            {"pikv.telemetry.buffer-records", "0", "invalid configuration pikv.telemetry.buffer-records: the "
-                + "telemetry buffer holds at least one record, got 0"},
+            {"pikv.telemetry.buffer-records", "1", "invalid configuration pikv.telemetry.buffer-records: the "
+                + "telemetry buffer holds at least two records (one may wait for a retry), got 1"},
             {"pikv.telemetry.window", "0s", "invalid configuration pikv.telemetry.window: a telemetry window is at "
                 + "least 1 ms"},
             {"pikv.telemetry.send-timeout", "30d", "invalid configuration pikv.telemetry.send-timeout: a send may "

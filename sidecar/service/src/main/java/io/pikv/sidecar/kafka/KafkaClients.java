@@ -27,6 +27,8 @@ public final class KafkaClients {
      */
     public static Map<String, Object> producer(Map<String, Object> shared, String clientId, Duration sendTimeout) {
         Map<String, Object> p = known(shared, ProducerConfig.configNames());
+        // Telemetry is not transactional: a transactional id would make every send fail (never initialised).
+        p.remove(ProducerConfig.TRANSACTIONAL_ID_CONFIG);
         long timeout = Math.max(1000, sendTimeout.toMillis());
         p.put(ProducerConfig.CLIENT_ID_CONFIG, clientId);
         p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, true);

@@ -99,11 +99,14 @@ public class SidecarKafka {
 
     /** Before the shard closes (observers of a lower priority run first), so the last window sees its contents. */
     void stop(@Observes @jakarta.annotation.Priority(1000) ShutdownEvent event) {
-        if (telemetry != null) {
-            telemetry.close();
-        }
-        if (control != null) {
-            control.close();
+        try {
+            if (telemetry != null) {
+                telemetry.close();
+            }
+        } finally {
+            if (control != null) {
+                control.close(); // also when telemetry's close failed: the consumer thread must not outlive the shard
+            }
         }
     }
 

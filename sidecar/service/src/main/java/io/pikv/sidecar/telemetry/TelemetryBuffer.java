@@ -21,8 +21,9 @@ public final class TelemetryBuffer {
     private boolean inFlight;
 
     public TelemetryBuffer(int capacity) {
-        if (capacity < 1) {
-            throw new IllegalArgumentException("the buffer must hold at least one record, got " + capacity);
+        if (capacity < 2) {
+            // A record put back after a try is never the one dropped: with room for one, the newest would go instead.
+            throw new IllegalArgumentException("the buffer must hold at least two records, got " + capacity);
         }
         this.capacity = capacity;
         this.queue = new ArrayDeque<>(Math.min(capacity, 1024));
@@ -40,9 +41,6 @@ public final class TelemetryBuffer {
         if (queue.size() == capacity) {
             dropped++;
             if (headTried) {
-                if (capacity == 1) {
-                    return;
-                }
                 CacheEvents tried = queue.pollFirst();
                 queue.pollFirst();
                 queue.addFirst(tried);

@@ -64,9 +64,11 @@ public final class TelemetryPublisher implements AutoCloseable {
                 throw new IllegalArgumentException("pikv.telemetry.window: a telemetry window is at least 1 ms, got "
                         + window);
             }
-            if (bufferRecords < 1) {
+            if (bufferRecords < 2) {
+                // One may be a record waiting to be sent again, which is never the one dropped: with room for one
+                // only, every newer record would be dropped instead of the oldest.
                 throw new IllegalArgumentException("pikv.telemetry.buffer-records: the telemetry buffer holds at "
-                        + "least one record, got " + bufferRecords);
+                        + "least two records (one may wait for a retry), got " + bufferRecords);
             }
             if (sendTimeout.toMillis() < 1000 || sendTimeout.toMillis() > Integer.MAX_VALUE) {
                 throw new IllegalArgumentException("pikv.telemetry.send-timeout: a send may take from 1 s to "
@@ -138,7 +140,7 @@ public final class TelemetryPublisher implements AutoCloseable {
         this.window = new TelemetryWindow(settings.cluster(), settings.shard(), settings.experts(),
                 UUID.randomUUID().toString(), source.stats(), source.blocks(), System.currentTimeMillis());
         this.ticker = Executors.newSingleThreadScheduledExecutor(r -> daemon(r, "pikv-telemetry-window"));
-        this.sender = daemon(this::sendLoop, "pikv-telemetry-send");
+        this.sender = daemon(this::send, "pikv-telemetry-send");
         this.published = Counter.builder("pikv.telemetry.records.published")
                 .description("Telemetry records Kafka acknowledged").register(registry);
         this.failures = Counter.builder("pikv.telemetry.send.failures")
@@ -196,6 +198,20 @@ public final class TelemetryPublisher implements AutoCloseable {
             closeWindow();
         } catch (RuntimeException e) {
             LOG.warnf(e, "telemetry: could not close a window");
+        } catch (Error e) {
+            // Thrown on, the scheduler would cancel every later window without a word: said, and the next tick tries.
+            LOG.errorf(e, "telemetry: could not close a window");
+        }
+    }
+
+    /** The sender thread: {@link #sendLoop}, and a stop said aloud (health reports the link down) if it fails. */
+    private void send() {
+        try {
+            sendLoop();
+        } catch (Throwable e) {
+            link.down(KafkaLink.Client.TELEMETRY, e);
+            LOG.errorf(e, "telemetry: the sender stopped; no more records are published until the sidecar restarts");
+            throw e;
         }
     }
 
@@ -212,7 +228,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                         break;
                     }
                     producer = made;
-                } catch (KafkaException e) {
+                } catch (RuntimeException e) { // KafkaException (bad settings, no broker), or another failure
                     link.down(KafkaLink.Client.TELEMETRY, e);
                     if (!wasDown) {
                         LOG.warnf("telemetry: cannot create the Kafka producer (%s); retrying, buffering up to %d records",
@@ -261,7 +277,9 @@ public final class TelemetryPublisher implements AutoCloseable {
             } catch (InterruptedException | InterruptException e) {
                 buffer.putBack(next);
                 break;
-            } catch (ExecutionException | TimeoutException | KafkaException e) {
+            } catch (ExecutionException | TimeoutException | RuntimeException e) {
+                // Besides Kafka's errors, any other failure of a send (a client setting that makes every send throw,
+                // say) is a refusal for good: the record goes, the producer is rebuilt, the link is reported down.
                 Throwable cause = e instanceof ExecutionException ? e.getCause() : e;
                 failures.increment();
                 link.down(KafkaLink.Client.TELEMETRY, cause);
@@ -319,19 +337,17 @@ public final class TelemetryPublisher implements AutoCloseable {
                 buffer.drop(next);
                 pendingSequence = -1;
                 LOG.errorf(e, "telemetry: cannot write record %d as JSON (dropped)", next.sequence());
-            } catch (RuntimeException e) {
-                // Anything else must not stop the sender: the record goes, the next ones are still published.
-                buffer.drop(next);
-                pendingSequence = -1;
-                failures.increment();
-                LOG.errorf(e, "telemetry: record %d failed unexpectedly (dropped)", next.sequence());
             }
         }
     }
 
     private static void closeQuietly(Producer<String, byte[]> failed) {
+        closeQuietly(failed, Duration.ZERO);
+    }
+
+    private static void closeQuietly(Producer<String, byte[]> failed, Duration wait) {
         try {
-            failed.close(Duration.ZERO);
+            failed.close(wait);
         } catch (RuntimeException e) {
             LOG.debugf(e, "telemetry: closing the failed producer");
         }
@@ -360,7 +376,12 @@ public final class TelemetryPublisher implements AutoCloseable {
         if (running) {
             try {
                 ticker.awaitTermination(1, TimeUnit.SECONDS);
-                closeWindow();
+                try {
+                    closeWindow();
+                } catch (RuntimeException e) {
+                    // The last window is lost, not the rest of the shutdown: the sender still drains and stops.
+                    LOG.warnf(e, "telemetry: could not close the last window");
+                }
                 draining = true;
                 sender.join(Math.min(2000, settings.sendTimeout().toMillis()));
             } catch (InterruptedException e) {
@@ -379,7 +400,7 @@ public final class TelemetryPublisher implements AutoCloseable {
         }
         Producer<String, byte[]> made = producer;
         if (made != null) {
-            made.close(Duration.ofSeconds(1));
+            closeQuietly(made, Duration.ofSeconds(1));
         }
         meters.forEach(registry::remove);
         LOG.infof("telemetry: stopped after %d windows, %d published, %d dropped, %d left unsent", window.closed(),

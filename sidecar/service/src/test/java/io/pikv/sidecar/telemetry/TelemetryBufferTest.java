@@ -79,11 +79,16 @@ class TelemetryBufferTest {
         buffer.add(record(6));           // nothing put back now: the oldest, 4, goes
         assertThat(buffer.take(0).sequence()).isEqualTo(5);
 
-        TelemetryBuffer one = new TelemetryBuffer(1);
-        one.add(record(0));
-        one.putBack(one.take(0));
-        one.add(record(1));              // only a tried record held: the new one is dropped
-        assertThat(one.dropped()).isEqualTo(1);
-        assertThat(one.take(0).sequence()).isZero();
+        // With room for one, a record put back would make every newer one the drop: two at least.
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> new TelemetryBuffer(1))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("at least two records");
+        TelemetryBuffer two = new TelemetryBuffer(2);
+        two.add(record(0));
+        two.putBack(two.take(0));
+        two.add(record(1));
+        two.add(record(2));              // full: 1 goes, never sent; the tried 0 and the newest stay
+        assertThat(two.dropped()).isEqualTo(1);
+        assertThat(two.take(0).sequence()).isZero();
+        assertThat(two.take(0).sequence()).isEqualTo(2);
     }
 }

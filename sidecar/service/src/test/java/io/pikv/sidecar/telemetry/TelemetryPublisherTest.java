@@ -182,6 +182,24 @@ class TelemetryPublisherTest {
     }
 
     @Test
+    void aSendFailingOutsideKafkasErrorsIsARefusalThatHealthReports() throws Exception {
+        // E.g. a client setting that makes every send throw: not a KafkaException, still never a silent loss.
+        AtomicInteger calls = new AtomicInteger();
+        TelemetryPublisher p = publisher(new TelemetryPublisher.Settings("pikv.cache-events", "c", 0, SHAPE.experts(),
+                Duration.ofMillis(20), 1000, Duration.ofSeconds(1)), () -> {
+                    calls.incrementAndGet();
+                    MockProducer<String, byte[]> broken = new MockProducer<>(true, null, new StringSerializer(),
+                            new ByteArraySerializer());
+                    broken.sendException = new IllegalStateException("cannot send: transactions not initialised");
+                    return broken;
+                });
+        p.start();
+        await().atMost(Duration.ofSeconds(10)).until(() -> calls.get() >= 3); // rebuilt after each refusal
+        assertThat(link.status(KafkaLink.Client.TELEMETRY).state()).isEqualTo("down");
+        assertThat(registry.get("pikv.telemetry.send.failures").counter().count()).isGreaterThanOrEqualTo(2.0);
+    }
+
+    @Test
     void aProducerWhoseSendKafkaRefusedForGoodIsReplaced() throws Exception {
         // An idempotent producer's fatal errors leave it unusable: every later send would fail the same way.
         MockProducer<String, byte[]> broken = new MockProducer<>(true, null, new StringSerializer(),
