@@ -93,12 +93,18 @@ public final class Adaptive implements EvictionPolicy {
         return switches;
     }
 
-    /** Each candidate's smoothed ghost hit rate (hits / lookups, windows weighted as above), in candidate order. */
+    /**
+     * Each candidate's smoothed ghost hit rate (hits / lookups, windows weighted as above), in candidate order; empty
+     * before any lookup (no evidence yet, which a rate of 0 would misstate).
+     */
     public Map<String, Double> ghostHitRates() {
         Map<String, Double> rates = new LinkedHashMap<>();
         double lookups = smoothedLookups + windowLookups;
+        if (lookups == 0) {
+            return rates;
+        }
         for (int i = 0; i < live.length; i++) {
-            rates.put(live[i].name(), lookups == 0 ? 0.0 : (smoothedHits[i] + windowHits[i]) / lookups);
+            rates.put(live[i].name(), (smoothedHits[i] + windowHits[i]) / lookups);
         }
         return rates;
     }
