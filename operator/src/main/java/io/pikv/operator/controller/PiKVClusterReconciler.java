@@ -121,7 +121,9 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         ShardCluster running = null;
         if (runningSpec != null) {
             ConfigMap current = context.getSecondaryResource(ConfigMap.class).orElse(null);
-            long knownEpoch = previous.getShardMapEpoch() == null ? -1 : previous.getShardMapEpoch();
+            // An epoch no operator could have reached (status edited by hand) is no evidence: the next one would overflow.
+            Long inStatus = previous.getShardMapEpoch();
+            long knownEpoch = inStatus == null || inStatus < 0 || inStatus >= ShardCluster.MAX_EPOCH ? -1 : inStatus;
             running = ShardCluster.fromCrd(cluster, runningSpec, ShardCluster.readControlState(current), knownEpoch,
                     settings);
             context.managedWorkflowAndDependentResourceContext().put(ShardCluster.CONTEXT_KEY, running);
@@ -249,6 +251,12 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         // calls failed for a while recovers. The message is the same either way (no status write or event per round).
         boolean lastAttempt = context.getRetryInfo().map(RetryInfo::isLastAttempt).orElse(false);
         String message = "Reconcile failed (retrying with backoff): " + rootMessage(e);
+        PiKVClusterValidator.Result validation = PiKVClusterValidator.validate(cluster);
+        if (!validation.valid()) {
+            // The failure was applying the last valid spec; the spec written last must still say what is wrong with it.
+            message += "; besides, generation " + generation(cluster) + " is invalid and not applied: "
+                    + validation.summary();
+        }
         ErrorStatusUpdateControl<PiKVCluster> after = lastAttempt
                 ? ErrorStatusUpdateControl.<PiKVCluster>noStatusUpdate().withNoRetry()
                 .rescheduleAfter(config.progressInterval())

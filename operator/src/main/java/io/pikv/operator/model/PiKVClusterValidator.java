@@ -42,6 +42,7 @@ public final class PiKVClusterValidator {
     public static final long MAX_BUDGET_BYTES = 4L << 40;
 
     private static final Pattern DNS_1035 = Pattern.compile("^[a-z]([-a-z0-9]*[a-z0-9])?$");
+    private static final Pattern DNS_LABEL = Pattern.compile("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$");
     private static final Pattern DNS_1123_SUBDOMAIN = Pattern.compile("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$");
     /** An extended resource name: domain/name (an unprefixed name such as memory or cpu is not one). */
     private static final Pattern RESOURCE_NAME =
@@ -648,7 +649,17 @@ public final class PiKVClusterValidator {
         }
         int slash = name.indexOf('/');
         String domain = name.substring(0, slash);
-        return domain.length() <= 253 && !domain.contains("..") && name.length() - slash - 1 <= 63;
+        // Kubernetes checks requests.<name> as a qualified name too: the domain is a DNS subdomain of at most 244
+        // characters (253 with "requests."), every label 1 to 63 letters, digits and inner dashes.
+        if (domain.length() > 244 || name.length() - slash - 1 > 63) {
+            return false;
+        }
+        for (String label : domain.split("\\.", -1)) {
+            if (label.isEmpty() || label.length() > 63 || !DNS_LABEL.matcher(label).matches()) {
+                return false;
+            }
+        }
+        return true;
     }
 
     /** Whether a memory quantity that parses is at most {@link #MAX_CONTAINER_MEMORY_BYTES} bytes. */

@@ -246,7 +246,7 @@ public final class ShardCluster {
     }
 
     /** Largest control-state epoch taken from a ConfigMap; far beyond any a cluster reaches (one per change). */
-    static final long MAX_EPOCH = 1L << 53;
+    public static final long MAX_EPOCH = 1L << 53;
 
     /** The control state carried by a ConfigMap this operator wrote, or null when it has none or cannot be read. */
     public static ControlState readControlState(ConfigMap configMap) {
@@ -257,7 +257,7 @@ public final class ShardCluster {
             ControlState state = JSON.readValue(configMap.getData().get(CONTROL_STATE_KEY), ControlState.class);
             // The ConfigMap can be edited by hand: an epoch no operator could have reached (the next one would
             // overflow, and every reconcile fail before it could repair the ConfigMap) reads as no state at all.
-            if (state.epoch() > MAX_EPOCH) {
+            if (state.epoch() >= MAX_EPOCH || state.epoch() < 0) {
                 return null;
             }
             return shardMap(state) == null ? null : state;
@@ -360,7 +360,7 @@ public final class ShardCluster {
     private PodSpec podSpec() {
         List<Toleration> tolerations = new ArrayList<>();
         if (gpuEnabled()) {
-            tolerations.add(new TolerationBuilder().withKey(spec.getGpu().getResourceName()).withOperator("Exists")
+            tolerations.add(new TolerationBuilder().withKey(gpuResource()).withOperator("Exists")
                     .withEffect("NoSchedule").build());
         }
         return new PodSpecBuilder()
@@ -436,28 +436,74 @@ public final class ShardCluster {
         ResourceRequirements given = sidecar.getResources();
         Map<String, Quantity> requests = new TreeMap<>();
         Map<String, Quantity> limits = new TreeMap<>();
+        // In one canonical form (2048Mi and 2Gi alike): the API server stores them so, and the config hash must change
+        // only when a value does, not its spelling (a new hash rolls every shard, dropping their KV).
         if (given != null && given.getRequests() != null) {
-            requests.putAll(given.getRequests());
+            given.getRequests().forEach((k, v) -> requests.put(k, canonical(v)));
         }
         if (given != null && given.getLimits() != null) {
-            limits.putAll(given.getLimits());
+            given.getLimits().forEach((k, v) -> limits.put(k, canonical(v)));
         }
         if (!requests.containsKey("memory") && !limits.containsKey("memory")) {
             Quantity memory = new Quantity(mebibytes(containerMemoryBytes) + "Mi");
             requests.put("memory", memory);
             limits.put("memory", memory);
         }
-        if (given == null || (given.getRequests() == null && given.getLimits() == null)) {
-            requests.putIfAbsent("cpu", new Quantity("1"));
+        if (!requests.containsKey("cpu") && !limits.containsKey("cpu")) {
+            requests.put("cpu", new Quantity("1")); // a shard that asks for no CPU gets the least of it under load
         }
         if (gpuEnabled()) {
             // Extended resources are given as limits; Kubernetes sets the request to the same value.
-            limits.put(spec.getGpu().getResourceName(), new Quantity(String.valueOf(spec.getGpu().getPerShard())));
+            limits.put(gpuResource(), new Quantity(String.valueOf(gpuPerShard())));
         }
         ResourceRequirements r = new ResourceRequirements();
         r.setRequests(requests);
         r.setLimits(limits);
         return r;
+    }
+
+    /** The GPU resource name, the CRD's default when a resource made under an older CRD has none. */
+    private String gpuResource() {
+        String name = spec.getGpu().getResourceName();
+        return name == null ? "nvidia.com/gpu" : name;
+    }
+
+    private int gpuPerShard() {
+        Integer n = spec.getGpu().getPerShard();
+        return n == null ? 1 : n;
+    }
+
+    /**
+     * A quantity in one form per value: whole multiples of a binary unit with its suffix (2Gi, 1536Mi), other whole
+     * numbers plain, fractions in milli-units (500m) or plain decimals. One that does not parse is kept as given (the
+     * validator has reported it).
+     */
+    static Quantity canonical(Quantity q) {
+        java.math.BigDecimal n;
+        try {
+            n = q.getNumericalAmount();
+        } catch (RuntimeException e) {
+            return q;
+        }
+        if (n.signum() == 0) {
+            return new Quantity("0");
+        }
+        if (n.signum() > 0 && n.stripTrailingZeros().scale() <= 0) {
+            java.math.BigInteger whole = n.toBigIntegerExact();
+            String[] suffixes = {"Ei", "Pi", "Ti", "Gi", "Mi", "Ki"};
+            for (int i = 0; i < suffixes.length; i++) {
+                java.math.BigInteger unit = java.math.BigInteger.ONE.shiftLeft(10 * (suffixes.length - i));
+                if (whole.compareTo(unit) >= 0 && whole.mod(unit).signum() == 0) {
+                    return new Quantity(whole.divide(unit) + suffixes[i]);
+                }
+            }
+            return new Quantity(whole.toString());
+        }
+        java.math.BigDecimal milli = n.movePointRight(3);
+        if (milli.stripTrailingZeros().scale() <= 0) {
+            return new Quantity(milli.toBigIntegerExact() + "m");
+        }
+        return new Quantity(n.stripTrailingZeros().toPlainString());
     }
 
     private static Probe probe(String path, int periodSeconds, int failureThreshold) {

@@ -234,6 +234,11 @@ class PiKVClusterValidatorTest {
                 bad("gpu resource name longer than 63 after the domain", c -> c.getSpec().getGpu()
                         .setResourceName("example.com/" + "g".repeat(64)), "spec.gpu.resourceName",
                         "not an extended resource name"),
+                bad("gpu resource domain with a label ending in a dash", c -> c.getSpec().getGpu()
+                        .setResourceName("a-.b/gpu"), "spec.gpu.resourceName", "not an extended resource name"),
+                bad("gpu resource domain longer than requests.<domain> may be", c -> c.getSpec().getGpu()
+                        .setResourceName(("d".repeat(60) + ".").repeat(4) + "abcdefgh.io/gpu"),
+                        "spec.gpu.resourceName", "not an extended resource name"),
                 bad("image with a space", c -> c.getSpec().getSidecar().setImage("pikv/sidecar :1"),
                         "spec.sidecar.image", "not an image reference"),
                 bad("name too long", c -> c.getMetadata().setName("a".repeat(41)), "metadata.name", "more than 40"),

@@ -281,6 +281,47 @@ class ShardClusterTest {
     }
 
     @Test
+    void anotherSpellingOfTheSameQuantitiesRollsNothing() {
+        String twoGi = hashAfter(c -> c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                .addToLimits("memory", new Quantity("2Gi")).addToRequests("cpu", new Quantity("1")).build()));
+        String mebi = hashAfter(c -> c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                .addToLimits("memory", new Quantity("2048Mi")).addToRequests("cpu", new Quantity("1000m")).build()));
+        String bytes = hashAfter(c -> c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                .addToLimits("memory", new Quantity("2147483648")).addToRequests("cpu", new Quantity("1")).build()));
+        assertThat(mebi).isEqualTo(twoGi).isEqualTo(bytes);
+        assertThat(ShardCluster.canonical(new Quantity("1536Mi"))).isEqualTo(new Quantity("1536Mi"));
+        assertThat(ShardCluster.canonical(new Quantity("1.5Gi")).toString()).isEqualTo("1536Mi");
+        assertThat(ShardCluster.canonical(new Quantity("0.5")).toString()).isEqualTo("500m");
+        assertThat(ShardCluster.canonical(new Quantity("1000m")).toString()).isEqualTo("1");
+        assertThat(ShardCluster.canonical(new Quantity("3G")).toString()).isEqualTo("3000000000");
+        assertThat(ShardCluster.canonical(new Quantity("0")).toString()).isEqualTo("0");
+    }
+
+    @Test
+    void aShardAsksForACpuUnlessItsResourcesNameOne() {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                .addToLimits("memory", new Quantity("20Gi")).build());
+        Container container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
+        assertThat(container.getResources().getRequests()).containsEntry("cpu", new Quantity("1"));
+        c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                .addToLimits("memory", new Quantity("20Gi")).addToLimits("cpu", new Quantity("4")).build());
+        container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
+        assertThat(container.getResources().getRequests()).doesNotContainKey("cpu"); // Kubernetes takes the limit
+    }
+
+    @Test
+    void aGpuSpecWithoutItsDefaultsTakesThem() {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        c.getSpec().getGpu().setEnabled(true);
+        c.getSpec().getGpu().setResourceName(null); // a resource made under a CRD without the defaults
+        c.getSpec().getGpu().setPerShard(null);
+        StatefulSet sts = model(c).generateStatefulSet();
+        assertThat(sts.getSpec().getTemplate().getSpec().getContainers().get(0).getResources().getLimits())
+                .containsEntry("nvidia.com/gpu", new Quantity("1"));
+    }
+
+    @Test
     void serviceIsHeadlessAndPdbTakesOneShardAtATime() {
         ShardCluster m = model(TestClusters.small("demo", "ns"));
         Service svc = m.generateHeadlessService();
