@@ -15,7 +15,7 @@ public class Decision {
     private String time;
 
     @JsonPropertyDescription("What kind of decision, CamelCase (the Event's reason): SpecApplied, SpecRejected, "
-            + "Scaled, ConfigChanged, Rebalanced, PolicySwitched.")
+            + "Scaled, ConfigChanged, Rebalanced.")
     private String reason;
 
     @JsonPropertyDescription("What was decided and why.")

@@ -32,7 +32,7 @@ public class PiKVClusterStatus {
     @JsonPropertyDescription("Ready (all shards of the running spec ready), Progressing (a rollout or scaling is "
             + "under way), Degraded (the spec is invalid or a reconcile failed, and the last valid spec keeps running; "
             + "or the shards have not all been ready and none has progressed for the operator's progress deadline), "
-            + "Rebalancing (the shard map changed and shards are catching up); Reconciling and Stalled restate "
+            + "Rebalancing (the shard map changed and not all shards are ready yet); Reconciling and Stalled restate "
             + "Progressing and a Degraded that needs a person (an invalid spec, the progress deadline) for kstatus "
             + "tools (never both true).")
     private List<Condition> conditions = new ArrayList<>();
@@ -65,8 +65,9 @@ public class PiKVClusterStatus {
     @JsonPropertyDescription("The eviction policy the shards run.")
     private String activePolicy;
 
-    @JsonPropertyDescription("Epoch of the control state the shards were given (the expert-to-shard map with "
-            + "the policy, its parameters and the budget); it grows whenever any of them changes.")
+    @JsonPropertyDescription("Epoch of the control state the operator computed (the expert-to-shard map with the "
+            + "policy, its parameters and the budget; kept in the ConfigMap's control-state.json, not yet published "
+            + "to the shards); it grows whenever any of them changes.")
     private Long shardMapEpoch;
 
     @JsonPropertyDescription("When the shard map last changed (RFC 3339).")
