@@ -16,9 +16,9 @@ public record OperatorSettings(String sidecarImage, long memoryOverheadBytes) {
         if (sidecarImage == null || sidecarImage.isBlank()) {
             throw new IllegalArgumentException("pikv.operator.sidecar-image must name an image");
         }
-        if (memoryOverheadBytes < (256L << 20)) {
-            throw new IllegalArgumentException("pikv.operator.memory-overhead must be at least 256Mi, got "
-                    + memoryOverheadBytes + " bytes");
+        if (memoryOverheadBytes < PiKVClusterValidator.MIN_MEMORY_OVERHEAD_BYTES) {
+            throw new IllegalArgumentException("pikv.operator.memory-overhead must be at least "
+                    + (PiKVClusterValidator.MIN_MEMORY_OVERHEAD_BYTES >> 20) + "Mi, got " + memoryOverheadBytes + " bytes");
         }
     }
 }

@@ -52,7 +52,11 @@ public final class PiKVClusterValidator {
     private static final java.util.Set<String> STANDARD_RESOURCES = java.util.Set.of("cpu", "memory",
             "ephemeral-storage");
     /** Memory a shard pod needs beyond its budget at least: the JVM's heap and the server (see OperatorSettings). */
-    public static final long MIN_MEMORY_OVERHEAD_BYTES = 256L << 20;
+    /**
+     * Least container memory above the KV budget: the heap (half of it) and the JVM's own memory — measured at about
+     * 100 MiB idle (GC structures, metaspace, code, symbols) and more under load — beside the server's direct buffers.
+     */
+    public static final long MIN_MEMORY_OVERHEAD_BYTES = 512L << 20;
     private static final Pattern TOPIC = Pattern.compile("^[a-zA-Z0-9._-]{1,249}$");
     private static final Pattern HOST_PORT = Pattern.compile("^(\\[[0-9a-fA-F:.]+]|[A-Za-z0-9.-]+):([0-9]{1,5})$");
 
@@ -629,9 +633,9 @@ public final class PiKVClusterValidator {
         } else if (memory != null && budget != null) {
             try {
                 if (bytes(memory) < bytes(budget) + MIN_MEMORY_OVERHEAD_BYTES) {
-                    out.add(new Violation("spec.sidecar.resources", "memory " + memory + " leaves less than 256Mi "
+                    out.add(new Violation("spec.sidecar.resources", "memory " + memory + " leaves less than 512Mi "
                             + "above spec.memoryPerShard (" + budget + "): the KV pages live in the container's memory "
-                            + "next to the JVM's heap; give at least the budget plus 256Mi, or leave it unset"));
+                            + "next to the JVM's heap and its own memory; give at least the budget plus 512Mi, or leave it unset"));
                 }
             } catch (IllegalArgumentException | ArithmeticException e) {
                 // reported above or by the budget check

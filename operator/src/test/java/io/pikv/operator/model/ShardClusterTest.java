@@ -135,19 +135,20 @@ class ShardClusterTest {
                 .orElseThrow();
         assertThat(opts.getValue()).contains("-Xmx256m", "-XX:MaxDirectMemorySize=128m");
 
-        // The least memory the validator takes (budget + 256Mi): the server's 64 MiB of direct memory still fit.
+        // The least memory the validator takes (budget + 512Mi): a 256 MiB heap, the server's 64 MiB of direct
+        // memory beside the pages, and 192 MiB for the JVM's own memory.
         c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
-                .addToLimits("memory", new Quantity("320Mi")).build());
+                .addToLimits("memory", new Quantity("576Mi")).build());
         container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
         opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
                 .orElseThrow();
-        assertThat(opts.getValue()).contains("-Xmx128m", "-XX:MaxDirectMemorySize=128m");
+        assertThat(opts.getValue()).contains("-Xmx256m", "-XX:MaxDirectMemorySize=128m");
 
         // A budget of no whole MiB (1G = 10^9 bytes): the direct memory is rounded up, so the pages' budget fits in
         // it beside the server's 64 MiB (rounded down, the shard would refuse to start).
         c.getSpec().setMemoryPerShard(new Quantity("1G"));
         c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
-                .addToLimits("memory", new Quantity("1400M")).build());
+                .addToLimits("memory", new Quantity("1600M")).build());
         container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
         opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
                 .orElseThrow();
