@@ -259,10 +259,12 @@ public final class TelemetryPublisher implements AutoCloseable {
                 pendingMaybeSent = false;
             }
             long drops = pendingDrops;
+            boolean handedOver = false; // send() returned: the record is the producer's, and may reach a broker
             try {
                 byte[] value = json.writeValueAsBytes(next.withDropped(drops));
-                producer.send(new ProducerRecord<>(settings.topic(), key, value))
-                        .get(settings.sendTimeout().toMillis() + 1000, TimeUnit.MILLISECONDS);
+                java.util.concurrent.Future<?> sent = producer.send(new ProducerRecord<>(settings.topic(), key, value));
+                handedOver = true;
+                sent.get(settings.sendTimeout().toMillis() + 1000, TimeUnit.MILLISECONDS);
                 pendingSequence = -1;
                 refusedInARow = 0;
                 buffer.reported(drops);
@@ -286,8 +288,12 @@ public final class TelemetryPublisher implements AutoCloseable {
                 boolean retry = cause instanceof RetriableException || cause instanceof TimeoutException;
                 if (retry) {
                     refusedInARow = 0; // a broker that answers again is not refusing: the short pause
-                    pendingMaybeSent |= cause instanceof TimeoutException
-                            || cause instanceof org.apache.kafka.common.errors.TimeoutException;
+                    // Only a record the producer took can be on the topic: a send() that timed out waiting for the
+                    // topic's metadata never left this process, while a request that timed out or a connection
+                    // lost after it was written may have landed.
+                    pendingMaybeSent |= handedOver && (cause instanceof TimeoutException
+                            || cause instanceof org.apache.kafka.common.errors.TimeoutException
+                            || cause instanceof org.apache.kafka.common.errors.NetworkException);
                     buffer.putBack(next);
                 } else {
                     // Refused for good. The error may have left the producer unusable (an idempotent producer's
