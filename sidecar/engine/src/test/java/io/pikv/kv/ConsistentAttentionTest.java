@@ -20,15 +20,24 @@ class ConsistentAttentionTest {
                 .shards(2).buckets(4).threads(2).build())) {
             long seq = store.createSequence();
             AtomicBoolean done = new AtomicBoolean();
+            java.util.concurrent.atomic.AtomicReference<Throwable> failed = new java.util.concurrent.atomic.AtomicReference<>();
+            java.util.concurrent.CountDownLatch started = new java.util.concurrent.CountDownLatch(1);
             Thread appender = new Thread(() -> {
-                Random rnd = new Random(1);
-                for (int i = 0; i < 20_000; i++) {
-                    store.append(seq, 0, rnd.nextInt(SHAPE.experts()), Reference.gaussian(SHAPE.kvWidth(), rnd, 1f),
-                            Reference.gaussian(SHAPE.kvWidth(), rnd, 1f));
+                try {
+                    Random rnd = new Random(1);
+                    started.await();
+                    for (int i = 0; i < 20_000; i++) {
+                        store.append(seq, 0, rnd.nextInt(SHAPE.experts()), Reference.gaussian(SHAPE.kvWidth(), rnd, 1f),
+                                Reference.gaussian(SHAPE.kvWidth(), rnd, 1f));
+                    }
+                } catch (Throwable e) {
+                    failed.set(e);
+                } finally {
+                    done.set(true); // also on a failure: the reader loop below must end
                 }
-                done.set(true);
             });
             appender.start();
+            started.countDown();
             Random rnd = new Random(2);
             int calls = 0;
             int torn = 0;
@@ -46,6 +55,7 @@ class ConsistentAttentionTest {
                 calls++;
             }
             appender.join();
+            assertThat(failed.get()).as("the appender failed").isNull();
             assertThat(calls).isPositive();
             assertThat(torn).as("calls (of %d) that saw an entry without an earlier one", calls).isZero();
         }

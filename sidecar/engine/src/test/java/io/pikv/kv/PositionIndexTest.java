@@ -35,15 +35,27 @@ class PositionIndexTest {
         // 4 leaves of resident entries and at most the horizon's 64 behind them, not the 782 of every position.
         assertThat(shard.indexLeaves(1, 0)).isBetween(4, 4 + LayerState.HORIZON / 256 + 1);
         assertThat(shard.residentPositions(1, 0)).hasSize(1024).startsWith(n - 1024).endsWith(n - 1);
-        // Every lookup of the evicted entries is still a miss: the counts per expert survive the freed leaves.
-        long evictedTotal = shard.stats().evictions();
-        assertThat(evictedTotal).isEqualTo(n - 1024);
+        assertThat(shard.stats().evictions()).isEqualTo(n - 1024);
+        // Every evicted entry is still a miss of an attention: the counts per expert survive the freed leaves.
+        float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+        shard.attendPartial(1, 0, q, AttentionScope.all(), false, null, 1);
+        assertThat(shard.stats().misses()).isEqualTo(n - 1024);
+        assertThat(shard.stats().hits()).isEqualTo(1024);
         // Recent evictions keep their markers: withdrawing one inside the horizon takes it back (no miss left).
         assertThat(shard.withdraw(1, 0, new int[] {n - 1025})).isEqualTo(1);
+        shard.attendPartial(1, 0, q, AttentionScope.all(), false, null, 1);
+        assertThat(shard.stats().misses()).isEqualTo(2L * (n - 1024) - 1);
         // One far behind reads as never stored, and can be stored again.
         assertThat(shard.withdraw(1, 0, new int[] {5})).isZero();
         shard.append(1, 0, 5, 1, k, k); // (its page takes the oldest page's place)
         assertThat(shard.residentPositions(1, 0)).contains(5).hasSize(1024 - 16 + 1);
+        // Past the horizon its eviction is no longer known, so its miss stays beside its hit (as documented); the
+        // 16 entries of the page that made room are misses now.
+        long misses = shard.stats().misses();
+        long hits = shard.stats().hits();
+        shard.attendPartial(1, 0, q, AttentionScope.all(), false, null, 1);
+        assertThat(shard.stats().misses() - misses).isEqualTo(n - 1025 + 16);
+        assertThat(shard.stats().hits() - hits).isEqualTo(1024 - 16 + 1);
     }
 
     @Test

@@ -92,6 +92,7 @@ class ShardNodeStepTest {
                 float[] q = gaussian(SHAPE.queryWidth(), rnd);
                 CountDownLatch going = new CountDownLatch(1);
                 int[] seen = new int[2];
+                java.util.concurrent.atomic.AtomicReference<Throwable> other = new java.util.concurrent.atomic.AtomicReference<>();
                 Thread reader = new Thread(() -> {
                     going.countDown();
                     while (true) {
@@ -103,6 +104,9 @@ class ShardNodeStepTest {
                             }
                         } catch (io.pikv.kv.UnknownSequenceException gone) {
                             return;
+                        } catch (Throwable e) {
+                            other.set(e); // any other ending is a failure, which a silent thread would hide
+                            return;
                         }
                     }
                 });
@@ -110,6 +114,7 @@ class ShardNodeStepTest {
                 going.await();
                 node.close(seq);
                 reader.join();
+                assertThat(other.get()).as("the reader ended with something else than an unknown sequence").isNull();
                 calls += seen[0];
                 empty += seen[1];
             }
