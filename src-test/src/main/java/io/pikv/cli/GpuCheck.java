@@ -64,10 +64,18 @@ public final class GpuCheck implements Callable<Integer> {
         }
         ComputeBackends.Probe probe = ComputeBackends.probe();
         if (!probe.available()) {
-            out.println("gpu-check: no usable CUDA device (" + probe.reason() + "); nothing to check.");
             if (json != null) {
-                new BenchReport("gpu-check").put("gpu", false).put("reason", probe.reason()).writeJson(json);
+                new BenchReport("gpu-check").put("gpu", false).put("device_found", probe.deviceFound())
+                        .put("reason", probe.reason()).writeJson(json);
             }
+            if (probe.deviceFound()) {
+                // A GPU is there and cannot be used (a driver too old for the PTX, say): that is a failed check,
+                // not a machine without one.
+                spec.commandLine().getErr().println("pikv: gpu-check: a CUDA device is present but cannot be used: "
+                        + probe.reason() + ".");
+                return 1;
+            }
+            out.println("gpu-check: no CUDA device (" + probe.reason() + "); nothing to check.");
             return 0;
         }
         CudaBackend cuda = probe.backend();
@@ -105,8 +113,15 @@ public final class GpuCheck implements Callable<Integer> {
         }
         report.put("correctness", correctness);
 
-        double copy = CudaKvCache.copyBandwidthGbps(cuda, 1L << 30, 10);
-        report.put("copy_gbps", BenchReport.round(copy, 4));
+        double copy = Double.NaN;
+        try {
+            copy = CudaKvCache.copyBandwidthGbps(cuda, 1L << 30, 10);
+        } catch (RuntimeException e) {
+            // Too little free device memory for the 1 GiB copy, or a device error: the rows measured stay reported.
+            allOk = false;
+            report.put("copy_error", String.valueOf(e.getMessage()));
+        }
+        report.put("copy_gbps", Double.isNaN(copy) ? null : BenchReport.round(copy, 4));
         CudaKvCache.Launch standard = CudaKvCache.Launch.fromSystemProperties();
         report.put("launch", standard.toString());
         List<Map<String, Object>> bandwidth = new ArrayList<>();
@@ -233,7 +248,7 @@ public final class GpuCheck implements Callable<Integer> {
                 int slot = t % CudaKvCache.PAGE_TOKENS;
                 double dot = 0;
                 for (int i = 0; i < d; i++) {
-                    dot += q[qh * d + i] * element(page, layout, layout.keyIndex(h, i, slot));
+                    dot += (double) q[qh * d + i] * element(page, layout, layout.keyIndex(h, i, slot));
                 }
                 logits[t] = dot * scale;
                 max = Math.max(max, logits[t]);

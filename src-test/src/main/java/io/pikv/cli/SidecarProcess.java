@@ -102,6 +102,7 @@ public final class SidecarProcess implements AutoCloseable {
         }
         cmd.add("--add-modules");
         cmd.add("jdk.incubator.vector");
+        cmd.add("--enable-native-access=ALL-UNNAMED");
         cmd.add("-Dquarkus.http.port=0");
         cmd.add("-Dquarkus.http.host=127.0.0.1");
         // The start-up line that names the port is Quarkus' own, at INFO: kept whatever level the settings ask for.

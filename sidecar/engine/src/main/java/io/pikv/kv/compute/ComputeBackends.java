@@ -13,7 +13,11 @@ public final class ComputeBackends {
     }
 
     /** The outcome of the CUDA probe: a backend, or the reason there is none. */
-    public record Probe(CudaBackend backend, String reason) {
+    public record Probe(CudaBackend backend, String reason, boolean deviceFound) {
+        public Probe(CudaBackend backend, String reason) {
+            this(backend, reason, backend != null);
+        }
+
         public boolean available() {
             return backend != null;
         }
@@ -33,7 +37,7 @@ public final class ComputeBackends {
                     try {
                         p = new Probe(CudaBackend.open(0), null);
                     } catch (CudaUnavailableException e) {
-                        p = new Probe(null, e.getMessage());
+                        p = new Probe(null, e.getMessage(), e.deviceFound());
                     }
                     probe = p;
                 }

@@ -48,6 +48,7 @@ public final class CudaBackend implements AutoCloseable {
 
     /** Opens device {@code ordinal}, or explains why it cannot. */
     public static CudaBackend open(int ordinal) {
+        boolean found = false;
         try {
             JCudaDriver.setExceptionsEnabled(true);
             JCudaDriver.cuInit(0);
@@ -57,6 +58,7 @@ public final class CudaBackend implements AutoCloseable {
                 throw new CudaUnavailableException("no CUDA device " + ordinal + " (the driver reports " + count[0]
                         + ")", null);
             }
+            found = true;
             CUdevice device = new CUdevice();
             JCudaDriver.cuDeviceGet(device, ordinal);
             byte[] name = new byte[256];
@@ -69,14 +71,23 @@ public final class CudaBackend implements AutoCloseable {
             String target = ptxTarget(major);
             if (target == null) {
                 throw new CudaUnavailableException("compute capability " + major + "." + minor
-                        + " is below 8.0, the oldest PTX target PiKV ships (sm_80)", null);
+                        + " is below 8.0, the oldest PTX target PiKV ships (sm_80)", null, true);
             }
             CUcontext context = new CUcontext();
             JCudaDriver.cuCtxCreate(context, 0, device);
             CudaBackend backend = new CudaBackend(context, cString(name), major, minor, sms, memory[0], target);
             CUmodule module = new CUmodule();
             try {
-                JCudaDriver.cuModuleLoadData(module, ptx(target));
+                byte[] ptx = ptx(target);
+                try {
+                    JCudaDriver.cuModuleLoadData(module, ptx);
+                } catch (CudaException e) {
+                    if (String.valueOf(e.getMessage()).contains("UNSUPPORTED_PTX_VERSION")) {
+                        throw new CudaUnavailableException("the driver is too old for the shipped PTX (ISA "
+                                + ptxVersion(ptx) + "; ISA 9.0 needs driver 580 or newer): " + firstLine(e), e, true);
+                    }
+                    throw e;
+                }
                 for (int dim : new int[] {32, 64, 128, 256}) {
                     for (String prefix : PARTIAL_PREFIXES) {
                         String kernel = prefix + dim;
@@ -95,10 +106,41 @@ public final class CudaBackend implements AutoCloseable {
             }
             return backend;
         } catch (LinkageError e) {
-            throw new CudaUnavailableException("the CUDA driver library cannot be loaded (" + firstLine(e) + ")", e);
+            throw new CudaUnavailableException("the CUDA driver library cannot be loaded (" + linkReason(e) + ")", e);
         } catch (CudaException e) {
-            throw new CudaUnavailableException("CUDA error: " + firstLine(e), e);
+            throw new CudaUnavailableException("CUDA error: " + firstLine(e), e, found);
+        } catch (CudaUnavailableException e) {
+            throw found && !e.deviceFound() ? new CudaUnavailableException(e.getMessage(), e.getCause(), true) : e;
         }
+    }
+
+    /** The PTX ISA version a PTX text declares ({@code .version X.Y}), or "unknown". */
+    static String ptxVersion(byte[] ptx) {
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("(?m)^\\s*\\.version\\s+(\\d+\\.\\d+)")
+                .matcher(new String(ptx, 0, Math.min(ptx.length, 4096), java.nio.charset.StandardCharsets.US_ASCII));
+        return m.find() ? m.group(1) : "unknown";
+    }
+
+    /**
+     * Why a native library did not load: JCuda's message starts with its own library's name and gives the system's
+     * reason (a missing libcuda.so.1, a temporary directory it cannot write, …) further down, in the innermost error.
+     */
+    static String linkReason(Throwable e) {
+        Throwable inner = e;
+        while (inner.getCause() != null && inner.getCause() != inner) {
+            inner = inner.getCause();
+        }
+        String best = firstLine(e);
+        for (Throwable t : new Throwable[] {e, inner}) {
+            for (String line : String.valueOf(t.getMessage()).split("\n")) {
+                String l = line.strip();
+                if (l.contains(".so") && (l.contains("cannot open") || l.contains("UnsatisfiedLinkError")
+                        || l.contains("not found") || l.contains("No such file"))) {
+                    best = firstLine(e) + ": " + l.replaceFirst("^.*UnsatisfiedLinkError:\\s*", "");
+                }
+            }
+        }
+        return best;
     }
 
     /** The PTX target for a compute capability major version (sm_90 for Hopper and newer, sm_80 for Ampere/Ada). */

@@ -29,6 +29,34 @@ class ComputeBackendsTest {
     }
 
     @Test
+    void aProbeWithoutADriverFoundNoDevice() {
+        ComputeBackends.Probe probe = ComputeBackends.probe();
+        if (!probe.available() && probe.reason().startsWith("the CUDA driver library cannot be loaded")) {
+            assertThat(probe.deviceFound()).as("no driver: no device found, not an unusable one").isFalse();
+        }
+        if (probe.available()) {
+            assertThat(probe.deviceFound()).isTrue();
+        }
+    }
+
+    @Test
+    void theShippedPtxDeclaresItsIsaAndLinkFailuresSayTheSystemsReason() {
+        for (String target : new String[] {"sm_80", "sm_90"}) {
+            assertThat(CudaBackend.ptxVersion(CudaBackend.ptx(target))).as(target).matches("\\d+\\.\\d+");
+        }
+        assertThat(CudaBackend.ptxVersion("// no version\n".getBytes())).isEqualTo("unknown");
+        UnsatisfiedLinkError jcuda = new UnsatisfiedLinkError("Error while loading native library "
+                + "\"JCudaDriver-12.0.0-linux-x86_64\"\nOperating system name: Linux\nStack trace from the attempt "
+                + "to load the library as a resource:\njava.lang.UnsatisfiedLinkError: /tmp/libJCudaDriver.so: "
+                + "libcuda.so.1: cannot open shared object file: No such file or directory\n\tat java.base/...");
+        assertThat(CudaBackend.linkReason(jcuda)).isEqualTo("Error while loading native library "
+                + "\"JCudaDriver-12.0.0-linux-x86_64\": /tmp/libJCudaDriver.so: libcuda.so.1: cannot open shared "
+                + "object file: No such file or directory");
+        assertThat(CudaBackend.linkReason(new UnsatisfiedLinkError("no jcuda in java.library.path")))
+                .isEqualTo("no jcuda in java.library.path");
+    }
+
+    @Test
     void ptxTargetsByComputeCapability() {
         assertThat(CudaBackend.ptxTarget(9)).isEqualTo("sm_90");
         assertThat(CudaBackend.ptxTarget(10)).isEqualTo("sm_90");
