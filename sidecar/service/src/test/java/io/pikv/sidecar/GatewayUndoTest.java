@@ -44,6 +44,9 @@ class GatewayUndoTest {
         /** The partial an attention call answers with (default: negative heads and dim). */
         volatile byte[] partial = java.nio.ByteBuffer.allocate(12).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(-5)
                 .putInt(-2).putInt(0).array();
+        /** Status of a step (the owner's store-and-attend) and its problem type when it is an error. */
+        volatile int stepStatus = 200;
+        volatile String stepType = "about:blank";
         /** How many entries a withdrawal says it took back (0: the request it undoes has not landed yet). */
         volatile int withdrawn = 1;
         /** When set, a create waits for it before it answers. */
@@ -94,6 +97,18 @@ class GatewayUndoTest {
                 x.sendResponseHeaders(200, b.length);
                 x.getResponseBody().write(b);
                 x.close();
+            } else if (path.endsWith("/steps")) {
+                if (stepStatus != 200) {
+                    reply(x, stepStatus, "{\"type\":\"" + stepType + "\",\"status\":" + stepStatus
+                            + ",\"title\":\"x\",\"detail\":\"step failed\"}");
+                } else {
+                    byte[] b = Wire.encodePartial(io.pikv.kv.PartialAttention.empty(SHAPE.qHeads(), SHAPE.headDim(),
+                            false));
+                    x.getResponseHeaders().add("Content-Type", "application/octet-stream");
+                    x.sendResponseHeaders(200, b.length);
+                    x.getResponseBody().write(b);
+                    x.close();
+                }
             } else if (path.endsWith("/withdrawals")) {
                 reply(x, withdrawStatus, withdrawStatus == 200 ? "{\"withdrawn\":" + withdrawn + "}"
                         : "{\"type\":\"about:blank\",\"status\":404,\"title\":\"not-found\",\"detail\":\"gone\"}");
@@ -221,6 +236,58 @@ class GatewayUndoTest {
         fakes.get(1).appendStatus = 409; // budget-exceeded: the client's to know, as it came
         assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class)
                 .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(409));
+    }
+
+    /** One step routed to expert 0, owned by shard 0 (a scope of that expert only: no other shard is asked). */
+    private static Wire.StepRequest stepOnShard0() {
+        return new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, Wire.SCOPE_CHOSEN, null, new int[] {0},
+                new float[SHAPE.queryWidth()], new float[SHAPE.kvWidth()], new float[SHAPE.kvWidth()]);
+    }
+
+    @Test
+    void aStepTheOwnerRefusedOrFailedItselfIsNotTakenBackAndItsPositionIsGivenAgain() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
+        fakes.get(0).stepStatus = 400;
+        fakes.get(0).stepType = "urn:pikv:problem:invalid-request";
+        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(400));
+        fakes.get(0).stepStatus = 500; // the shard's own failure, after it took its token back
+        fakes.get(0).stepType = "urn:pikv:problem:internal";
+        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502));
+        assertThat(fakes.get(0).requests).doesNotContain(withdrawal);
+        fakes.get(0).stepStatus = 200;
+        assertThat(g.step(seq, stepOnShard0()).position()).isZero();
+    }
+
+    @Test
+    void aStepWhoseOwnerMayHaveStoredIsTakenBackAndUnconfirmedPositionsAreAskedForAgain() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
+        String steps = "POST /v1/sequences/" + seq + "/steps";
+        // A 503 that is not the sidecar's (a proxy's): the owner may be storing the token right now.
+        fakes.get(0).stepStatus = 503;
+        fakes.get(0).withdrawn = 1; // it had: taken back, confirmed, so the position is given again
+        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502));
+        assertThat(fakes.get(0).requests).containsSubsequence(steps, withdrawal);
+        assertThat(g.lengths(seq)).containsExactly(0);
+        // Not confirmed (it has not landed yet): the position is never given again, and asked for before the next.
+        fakes.get(0).withdrawn = 0;
+        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class);
+        assertThat(g.lengths(seq)).containsExactly(1);
+        fakes.get(0).stepStatus = 200;
+        fakes.get(0).withdrawn = 1; // the late token landed, and is taken back by the asking before the next step
+        int before = fakes.get(0).requests.size();
+        assertThat(g.step(seq, stepOnShard0()).position()).isEqualTo(1);
+        assertThat(fakes.get(0).requests.subList(before, fakes.get(0).requests.size()))
+                .containsExactly(withdrawal, steps);
+        before = fakes.get(0).requests.size();
+        g.step(seq, stepOnShard0()); // confirmed: not asked again
+        assertThat(fakes.get(0).requests.subList(before, fakes.get(0).requests.size())).containsExactly(steps);
     }
 
     @Test

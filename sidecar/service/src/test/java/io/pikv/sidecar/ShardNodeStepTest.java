@@ -77,6 +77,57 @@ class ShardNodeStepTest {
     }
 
     @Test
+    void aStepWhoseAttentionFailsLeavesNoTokenBehind() {
+        Random rnd = new Random(5);
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 1L << 22, ShardPolicy.of("oldest-page"))) {
+            long seq = node.create(null);
+            for (int i = 0; i < 3; i++) {
+                node.step(seq, new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, Wire.SCOPE_ALL, null, new int[] {i},
+                        gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd)));
+            }
+            long lookups = node.stats().lookups();
+            long evictions = node.stats().evictions();
+            node.attendOn(new io.pikv.kv.DeviceAttention() { // a device whose attention fails after the store
+                @Override
+                public boolean supports(io.pikv.kv.KvLayout layout) {
+                    return true;
+                }
+
+                @Override
+                public void pageChanged(io.pikv.kv.Page page) {
+                }
+
+                @Override
+                public io.pikv.kv.PartialAttention attend(List<io.pikv.kv.Page> pages, float[] query) {
+                    throw new IllegalStateException("device lost");
+                }
+
+                @Override
+                public String describe() {
+                    return "failing device";
+                }
+
+                @Override
+                public void close() {
+                }
+            });
+            Wire.StepRequest step = new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, Wire.SCOPE_ALL, null, new int[] {1},
+                    gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd));
+            org.assertj.core.api.Assertions.assertThatThrownBy(() -> node.step(seq, step))
+                    .hasMessageContaining("device lost");
+            // All or none: the token is gone, the layer's length is as before, nothing counts as evicted.
+            assertThat(node.lengths(seq)).containsExactly(3);
+            assertThat(node.resident(seq, 0)).isEqualTo(3);
+            assertThat(node.stats().evictions()).isEqualTo(evictions);
+            node.attendOn(null);
+            Wire.StepResponse next = node.step(seq, step);
+            assertThat(next.position()).as("the failed step's position is given again").isEqualTo(3);
+            assertThat(node.resident(seq, 0)).isEqualTo(4);
+            assertThat(node.stats().lookups()).isGreaterThan(lookups);
+        }
+    }
+
+    @Test
     void attentionWhileTheSequenceClosesIsUnknownNeverEmpty() throws Exception {
         Random rnd = new Random(9);
         int empty = 0;

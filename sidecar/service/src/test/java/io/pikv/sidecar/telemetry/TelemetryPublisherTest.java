@@ -258,8 +258,9 @@ class TelemetryPublisherTest {
         Arrays.sort(sorted);
         System.out.printf("appends with Kafka unreachable: %d in 1 s, p50 %.1f us, p99 %.1f us, max %.1f ms%n", n,
                 sorted[n / 2] / 1e3, sorted[(int) (n * 0.99)] / 1e3, sorted[n - 1] / 1e6);
-        // A send blocks up to 2 s for the dead broker; no append waited for one.
-        assertThat(sorted[n - 1]).isLessThan(500_000_000L);
+        // A send blocks up to 2 s for the dead broker; no append waited for one (the bound leaves room for a GC pause
+        // or a busy machine, not for a 2 s wait).
+        assertThat(sorted[n - 1]).isLessThan(1_500_000_000L);
         assertThat(p.published()).isZero();
 
         await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> {
