@@ -83,12 +83,24 @@ class AttentionAccuracyTest {
                 assertThat(result.visited()).isEqualTo(tokens);
                 int[] positions = result.positions();
                 for (int qh = 0; qh < qHeads; qh += Math.max(1, qHeads / 3)) {
-                    double[] w = Reference.weights(shape, q, entries, qh);
+                    // Relative to the head's largest weight (most weights of a long peaky context are tiny, so an
+                    // absolute bound would pass a vector of zeros), and summing to one. fp16 pages against the
+                    // values as stored (a weight moves with its logit, which fp16 rounding of K shifts), so the
+                    // arithmetic is held to fp32's bound.
+                    double[] w = Reference.weights(shape, q,
+                            type == StorageType.FP16 ? Reference.roundedToFp16(entries) : entries, qh);
+                    double maxRef = 0;
+                    double worst = 0;
+                    double sum = 0;
                     for (int j = 0; j < positions.length; j++) {
-                        assertThat((double) result.weight(qh, j)).isCloseTo(w[positions[j]],
-                                org.assertj.core.data.Offset.offset(type == StorageType.INT8 ? INT8_TOLERANCE
-                                        : type == StorageType.FP32 ? 1e-5 : 2e-3));
+                        maxRef = Math.max(maxRef, w[positions[j]]);
+                        worst = Math.max(worst, Math.abs(result.weight(qh, j) - w[positions[j]]));
+                        sum += result.weight(qh, j);
                     }
+                    assertThat(worst / maxRef).as("weights of head %d, %s %s", qh, store.kernel().name(), type)
+                            .isLessThanOrEqualTo(type == StorageType.INT8 ? INT8_TOLERANCE : 1e-5);
+                    assertThat(sum).as("weights of head %d sum to one", qh).isCloseTo(1.0,
+                            org.assertj.core.data.Offset.offset(1e-4));
                 }
             }
         }
