@@ -250,6 +250,10 @@ class SidecarApiTest {
         assertThat(after.get("entries")).isEqualTo(before.get("entries"));
         assertThat(after.get("bytesInUse")).isEqualTo(before.get("bytesInUse"));
         assertThat(after.get("evictions").asLong()).isZero();
+        // Refused before any lookup: nothing is counted either (the docs' "nothing is counted").
+        assertThat(after.get("lookups")).isEqualTo(before.get("lookups"));
+        assertThat(after.get("hits")).isEqualTo(before.get("hits"));
+        assertThat(after.get("misses")).isEqualTo(before.get("misses"));
         given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(5))
                 .body("layers[0].resident", equalTo(5));
         client.closeSequence(seq);
