@@ -107,6 +107,27 @@ class BudgetResizeTest {
     }
 
     @Test
+    void aHookThatFailsMidShrinkRestoresTheOldBudgetAndIsRethrown() {
+        int[] calls = {0};
+        EvictionHook failing = ctx -> {
+            if (calls[0]++ == 0) {
+                ctx.evictPage(ctx.oldestPage()); // frees one page, then fails on the next call
+            } else {
+                throw new IllegalStateException("policy broke");
+            }
+        };
+        KvShard shard = shard(4, failing);
+        load(shard, 1, Reference.randomEntries(SHAPE, 4 * 16, new Random(6)));
+        assertThatThrownBy(() -> shard.resizeBudget(PAGE)).isInstanceOf(IllegalStateException.class)
+                .hasMessage("policy broke");
+        // The old budget, not the temporary one-page-above limit of the shrink; the page it freed stays freed.
+        assertThat(shard.stats().budgetBytes()).isEqualTo(4 * PAGE);
+        assertThat(shard.stats().maxPages()).isEqualTo(4);
+        assertThat(shard.stats().pagesInUse()).isEqualTo(3);
+        assertThat(shard.resident(1, 0)).isEqualTo(3 * 16);
+    }
+
+    @Test
     void aBudgetBelowOnePageIsRefusedAndChangesNothing() {
         KvShard shard = shard(4, EvictionHook.OLDEST_PAGE_FIRST);
         load(shard, 1, Reference.randomEntries(SHAPE, 40, new Random(4)));
