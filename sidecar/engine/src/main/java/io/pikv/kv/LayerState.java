@@ -17,15 +17,16 @@ final class LayerState {
      * discarded or withdrawn, {@link #markEvicted} evicted): a three-level radix index
      * (root → middle nodes of 256 leaves → leaves of 256 positions) whose nodes are allocated as positions are
      * stored, so a single entry at position 2^24 − 1 costs three small arrays, not a 64 MiB table. The root grows to
-     * the highest middle node in use. A leaf that holds no resident entry and lies more than {@link #HORIZON}
+     * the highest middle node in use. A leaf that holds no resident entry and lies wholly more than {@link #HORIZON}
      * positions below the highest position stored is freed, with its markers: the index of a long sequence under
      * eviction stays within its resident leaves plus the horizon's, instead of 4 bytes for every position it ever
      * stored. Past the horizon an evicted position thus reads as never stored: storing it again does not take back
-     * its miss, and withdrawing it counts nothing (undo and re-store happen to recent positions).
+     * its miss, and withdrawing it counts nothing. Undo and re-store happen to the positions of one request, which
+     * the horizon covers up to 131,072 positions (a longer request undone after evictions leaves phantom misses).
      */
     private int[][][] root = new int[1][][];
-    /** Positions below the highest stored beyond which empty leaves are freed (64 leaves). */
-    static final int HORIZON = 64 * FAN;
+    /** Positions below the highest stored beyond which empty leaves are freed (512 leaves, 512 KiB of index). */
+    static final int HORIZON = 512 * FAN;
     /** The highest position stored so far, −1 before any. */
     private int highest = -1;
     final int[] residentPerExpert;
@@ -82,10 +83,10 @@ final class LayerState {
         reserve(position);
         root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = value;
         if (position > highest) {
-            int before = highest < 0 ? -1 : (highest - HORIZON) >> BITS;
+            int before = highest < 0 ? -1 : lastLeafPast(highest);
             highest = position;
             // Leaves that just fell past the horizon: free those already empty (others go with their last entry).
-            for (int leaf = Math.max(0, before + 1); leaf <= (highest - HORIZON) >> BITS; leaf++) {
+            for (int leaf = Math.max(0, before + 1); leaf <= lastLeafPast(highest); leaf++) {
                 release(leaf);
             }
         }
@@ -97,9 +98,15 @@ final class LayerState {
         left(position);
     }
 
+    /** The last leaf wholly more than {@link #HORIZON} positions below {@code high} (negative: none). */
+    private static int lastLeafPast(int high) {
+        int t = high - HORIZON; // leaf L ends below t when (L + 1) · 256 <= t
+        return t < 0 ? -1 : (t >> BITS) - 1;
+    }
+
     /** A position stopped being resident: its leaf goes if it is past the horizon and holds no resident entry. */
     private void left(int position) {
-        if (position < highest - HORIZON) {
+        if ((position >>> BITS) <= lastLeafPast(highest)) {
             release(position >>> BITS);
         }
     }

@@ -37,6 +37,13 @@ public final class PagePool {
      * make room within the memory there is.
      */
     private int memoryCap = Integer.MAX_VALUE;
+    /**
+     * Pages dropped (by a smaller budget) since an allocation last went through the JDK's own reserve: their memory
+     * counts until the collector frees it, so with such pages about, an allocation the counter refuses is tried all the
+     * same — the JDK then collects and retries — rather than capping the pool below its budget for as long as they
+     * linger.
+     */
+    private int droppedSinceReserve;
 
     public PagePool(KvLayout layout, long budgetBytes) {
         this(layout, budgetBytes, DirectMemory::fits);
@@ -88,10 +95,11 @@ public final class PagePool {
         Page page = free.pollFirst();
         if (page == null) {
             int id = freeIdCount > 0 ? freeIds[freeIdCount - 1] : created;
-            if (!memoryFits.test(layout.pageBytes())) {
+            if (!memoryFits.test(layout.pageBytes()) && droppedSinceReserve == 0) {
                 return outOfMemory();
             }
             try {
+                droppedSinceReserve = 0;
                 page = new Page(id, layout); // no id is taken if this fails
             } catch (OutOfMemoryError e) {
                 return outOfMemory(); // reserved between the check and here, by another pool or the server
@@ -137,6 +145,7 @@ public final class PagePool {
     }
 
     private void drop(Page page) {
+        droppedSinceReserve++;
         byId[page.id] = null;
         if (freeIdCount == freeIds.length) {
             freeIds = Arrays.copyOf(freeIds, Math.max(16, freeIds.length * 2));

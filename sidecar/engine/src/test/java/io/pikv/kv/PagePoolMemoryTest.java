@@ -40,6 +40,24 @@ class PagePoolMemoryTest {
     }
 
     @Test
+    void pagesDroppedByASmallerBudgetAreReclaimedByTryingTheAllocation() {
+        AtomicBoolean fits = new AtomicBoolean(true);
+        PagePool pool = new PagePool(LAYOUT, 4L * LAYOUT.pageBytes(), bytes -> fits.get());
+        Page a = pool.allocate();
+        pool.release(pool.allocate());
+        pool.release(pool.allocate());
+        pool.resize(LAYOUT.pageBytes()); // the two free-listed pages are dropped: their memory waits for the collector
+        pool.resize(4L * LAYOUT.pageBytes());
+        fits.set(false); // the counter still counts them
+        assertThat(pool.allocate()).as("tried anyway: the JDK collects the dropped pages and retries").isNotNull();
+        assertThat(pool.memoryExhausted()).isFalse();
+        assertThat(pool.allocate()).as("nothing dropped since: the counter is believed").isNull();
+        assertThat(pool.memoryExhausted()).isTrue();
+        assertThat(pool.maxPages()).isEqualTo(2);
+        pool.release(a);
+    }
+
+    @Test
     void settingTheBudgetAgainLiftsTheCap() {
         PagePool pool = new PagePool(LAYOUT, 4L * LAYOUT.pageBytes(), bytes -> false);
         assertThat(pool.allocate()).isNull();

@@ -27,12 +27,12 @@ class PositionIndexTest {
         Random rnd = new Random(5);
         KvShard shard = shard(); // 64 pages of 16 tokens: the newest 1,024 entries stay
         float[] k = Reference.gaussian(SHAPE.kvWidth(), rnd, 1f);
-        int n = 200_000;
+        int n = 600_000;
         for (int p = 0; p < n; p++) {
             shard.append(1, 0, p, p % SHAPE.experts(), k, k);
         }
         assertThat(shard.resident(1, 0)).isEqualTo(1024);
-        // 4 leaves of resident entries and at most the horizon's 64 behind them, not the 782 of every position.
+        // 4 leaves of resident entries and at most the horizon's 512 behind them, not the 2,344 of every position.
         assertThat(shard.indexLeaves(1, 0)).isBetween(4, 4 + LayerState.HORIZON / 256 + 1);
         assertThat(shard.residentPositions(1, 0)).hasSize(1024).startsWith(n - 1024).endsWith(n - 1);
         assertThat(shard.stats().evictions()).isEqualTo(n - 1024);
@@ -56,6 +56,25 @@ class PositionIndexTest {
         shard.attendPartial(1, 0, q, AttentionScope.all(), false, null, 1);
         assertThat(shard.stats().misses() - misses).isEqualTo(n - 1025 + 16);
         assertThat(shard.stats().hits() - hits).isEqualTo(1024 - 16 + 1);
+    }
+
+    @Test
+    void aLargeRequestUndoneAfterEvictionsIsTakenBackWhole() {
+        Random rnd = new Random(8);
+        KvShard shard = shard(); // room for 1,024 entries: most of the request is evicted while it is stored
+        float[] k = Reference.gaussian(SHAPE.kvWidth(), rnd, 1f);
+        int n = 40_000;
+        int[] all = new int[n];
+        for (int p = 0; p < n; p++) {
+            shard.append(1, 0, p, p % SHAPE.experts(), k, k);
+            all[p] = p;
+        }
+        // The undo of the whole request (a gateway's, after another shard refused its part): every entry counts.
+        assertThat(shard.withdraw(1, 0, all)).isEqualTo(n);
+        assertThat(shard.resident(1, 0)).isZero();
+        shard.append(1, 0, n, 0, k, k);
+        shard.attendPartial(1, 0, Reference.gaussian(SHAPE.queryWidth(), rnd, 1f), AttentionScope.all(), false);
+        assertThat(shard.stats().misses()).as("no miss left of the request that did not happen").isZero();
     }
 
     @Test
