@@ -412,19 +412,26 @@ public final class KvShard {
         return remove(sequence, layer, positions, Removal.DISCARD);
     }
 
+    /**
+     * Refuses a withdrawal that lists a position twice: it would be undone twice (an entry stored again after its
+     * eviction would lose its eviction as well).
+     */
+    public static void checkDistinct(int[] positions) {
+        int[] sorted = positions.clone();
+        Arrays.sort(sorted);
+        for (int i = 1; i < sorted.length; i++) {
+            if (sorted[i] == sorted[i - 1]) {
+                throw new IllegalArgumentException("position " + sorted[i] + " is listed twice");
+            }
+        }
+    }
+
     /** Checks the arguments, then removes the entries under the write lock. */
     private int remove(long sequence, int layer, int[] positions, Removal removal) {
         shape.checkLayer(layer);
         checkPositions(positions);
         if (removal == Removal.WITHDRAW) {
-            // Twice would undo twice: an entry stored again after its eviction would lose its eviction as well.
-            int[] sorted = positions.clone();
-            Arrays.sort(sorted);
-            for (int i = 1; i < sorted.length; i++) {
-                if (sorted[i] == sorted[i - 1]) {
-                    throw new IllegalArgumentException("position " + sorted[i] + " is listed twice");
-                }
-            }
+            checkDistinct(positions);
         }
         lock.writeLock().lock();
         try {

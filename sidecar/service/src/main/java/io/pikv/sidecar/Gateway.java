@@ -368,6 +368,7 @@ public final class Gateway implements KvApi {
     public int withdraw(long sequence, int layer, int[] positions) {
         shape.checkLayer(layer);
         KvShard.checkPositions(positions); // as a shard would, also when no shard holds the layer
+        KvShard.checkDistinct(positions);
         State state = state(sequence);
         synchronized (state) {
             checkOpen(sequence, state);

@@ -552,7 +552,10 @@ public final class ShardNode implements KvApi, AutoCloseable {
                 // store it twice, and a gateway reading a refusal as "nothing stored" would give the position again).
                 withdraw(sequence, request.layer(), at);
                 state.length[request.layer()] = lengthBefore;
-                throw failure;
+                if (failure instanceof IllegalArgumentException || failure instanceof Error) {
+                    throw failure; // the request's own fault (a 400 says so already), or nothing to add to
+                }
+                throw new StepUndoneException(sequence, request.layer(), at[0], (RuntimeException) failure);
             }
         }
     }

@@ -47,6 +47,10 @@ public final class Problems {
         if (e instanceof InfoResource.StaleEpochException) {
             return problem(409, "stale-epoch", "Stale shard map", e.getMessage(), path);
         }
+        if (e instanceof io.pikv.sidecar.StepUndoneException) {
+            LOG.error("step failed on " + path + " and was undone", e);
+            return problem(500, "step-undone", "Step failed and was undone", e.getMessage(), path);
+        }
         if (e instanceof ShardFailure shard) {
             boolean down = shard.status() == 502;
             return problem(shard.status(), down ? "shard-unavailable" : "shard-refused",

@@ -135,10 +135,10 @@ public final class SidecarClient implements AutoCloseable {
         }
 
         /**
-         * Whether the sidecar answered the call with an error of its own: a 4xx, or a 5xx carrying its problem type
-         * ({@code urn:pikv:problem:…}, so not a proxy's). Its requests are all or none — a shard whose step fails
-         * after storing the token takes it back before it answers — so it changed nothing. A call that got no answer
-         * (timed out, connection lost) or a 5xx from something else may have been acted on.
+         * Whether the sidecar refused the call and so changed nothing: a 4xx (its requests are all or none), or the
+         * {@code step-undone} problem (a shard whose step failed after storing the token took it back before it
+         * answered). A call that got no answer (timed out, connection lost) or another 5xx — an internal error may
+         * come after the store, a proxy's from a request still under way — may have been acted on.
          */
         public boolean refused() {
             if (!done) {
@@ -149,7 +149,7 @@ public final class SidecarClient implements AutoCloseable {
                 }
             }
             return failure instanceof SidecarException se && se.status() >= 400
-                    && (se.status() < 500 || (se.type() != null && se.type().startsWith("urn:pikv:problem:")));
+                    && (se.status() < 500 || "urn:pikv:problem:step-undone".equals(se.type()));
         }
     }
 

@@ -288,12 +288,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                 boolean retry = cause instanceof RetriableException || cause instanceof TimeoutException;
                 if (retry) {
                     refusedInARow = 0; // a broker that answers again is not refusing: the short pause
-                    // Only a record the producer took can be on the topic: a send() that timed out waiting for the
-                    // topic's metadata never left this process, while a request that timed out or a connection
-                    // lost after it was written may have landed.
-                    pendingMaybeSent |= handedOver && (cause instanceof TimeoutException
-                            || cause instanceof org.apache.kafka.common.errors.TimeoutException
-                            || cause instanceof org.apache.kafka.common.errors.NetworkException);
+                    pendingMaybeSent |= handedOver && mayHaveLanded(cause);
                     buffer.putBack(next);
                 } else {
                     // Refused for good. The error may have left the producer unusable (an idempotent producer's
@@ -345,6 +340,21 @@ public final class TelemetryPublisher implements AutoCloseable {
                 LOG.errorf(e, "telemetry: cannot write record %d as JSON (dropped)", next.sequence());
             }
         }
+    }
+
+    /**
+     * Whether a send that failed this way may still have put the record on the topic: a wait for an answer that
+     * timed out, a request that expired or a connection lost after it was written may have; a record that timed out
+     * waiting for the topic's metadata never left this process (the producer fails its future that way too).
+     */
+    static boolean mayHaveLanded(Throwable cause) {
+        if (cause instanceof TimeoutException) {
+            return true; // the wait for the future: the request may be on its way
+        }
+        if (cause instanceof org.apache.kafka.common.errors.TimeoutException) {
+            return !String.valueOf(cause.getMessage()).contains("not present in metadata");
+        }
+        return cause instanceof org.apache.kafka.common.errors.NetworkException;
     }
 
     private static void closeQuietly(Producer<String, byte[]> failed) {

@@ -200,6 +200,19 @@ class TelemetryPublisherTest {
     }
 
     @Test
+    void onlyFailuresAfterTheRecordMayHaveLeftCountAsPerhapsLanded() {
+        assertThat(TelemetryPublisher.mayHaveLanded(new java.util.concurrent.TimeoutException())).isTrue();
+        assertThat(TelemetryPublisher.mayHaveLanded(new org.apache.kafka.common.errors.TimeoutException(
+                "Expiring 1 record(s) for pikv.cache-events-0: 10001 ms has passed since batch creation"))).isTrue();
+        assertThat(TelemetryPublisher.mayHaveLanded(new org.apache.kafka.common.errors.NetworkException("gone")))
+                .isTrue();
+        // What kafka-clients 4.1 fails the future with when the topic's metadata never came: nothing was sent.
+        assertThat(TelemetryPublisher.mayHaveLanded(new org.apache.kafka.common.errors.TimeoutException(
+                "Topic pikv.cache-events not present in metadata after 10000 ms."))).isFalse();
+        assertThat(TelemetryPublisher.mayHaveLanded(new ClusterAuthorizationException("no"))).isFalse();
+    }
+
+    @Test
     void aProducerWhoseSendKafkaRefusedForGoodIsReplaced() throws Exception {
         // An idempotent producer's fatal errors leave it unusable: every later send would fail the same way.
         MockProducer<String, byte[]> broken = new MockProducer<>(true, null, new StringSerializer(),
