@@ -613,7 +613,9 @@ public final class CompressionBench implements Callable<Integer> {
     private void checkMemory(List<Method> list, ModelShape shape, int tokens) {
         long need = 0;
         List<Method> all = new ArrayList<>(list);
-        all.add(Method.parse("fp16")); // the baseline, measured whether or not it was asked for
+        if (all.stream().noneMatch(m -> m.name().equals("fp16"))) {
+            all.add(Method.parse("fp16")); // the baseline, measured whether or not it was asked for
+        }
         for (Method m : all) {
             long pageBytes = KvStoreConfig.builder(shape).storageType(m.type()).pageTokens(pageTokens).build()
                     .layout().pageBytes();
@@ -622,7 +624,7 @@ public final class CompressionBench implements Callable<Integer> {
         long room = Math.max(0, io.pikv.kv.DirectMemory.limit() - (256L << 20));
         if (need > room) {
             throw new Main.UsageException("the methods' stores need up to " + (need >> 20) + " MiB of KV pages ("
-                    + shape.layers() + " layers of " + tokens + " tokens, " + (list.size() + 1) + " stores), more than "
+                    + shape.layers() + " layers of " + tokens + " tokens, " + all.size() + " stores), more than "
                     + "the " + (room >> 20) + " MiB of direct memory this JVM may use; use fewer --methods, a shorter "
                     + "--context or fewer --layers, or raise the heap (PIKV_JAVA_OPTS=-Xmx…).");
         }

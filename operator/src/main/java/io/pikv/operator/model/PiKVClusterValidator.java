@@ -682,7 +682,8 @@ public final class PiKVClusterValidator {
     private static void resourceNames(List<Violation> out, java.util.Set<String> limits, java.util.Set<String> requests,
                                       GpuSpec gpu) {
         boolean gpuEnabled = gpu != null && Boolean.TRUE.equals(gpu.getEnabled());
-        String gpuName = gpu == null ? null : gpu.getResourceName();
+        // The name the shards are given: the CRD's default when a resource made under an older CRD has none.
+        String gpuName = gpu == null ? null : gpu.getResourceName() == null ? "nvidia.com/gpu" : gpu.getResourceName();
         java.util.Set<String> names = new java.util.TreeSet<>(limits);
         names.addAll(requests);
         for (String name : names) {
