@@ -95,11 +95,13 @@ public final class PagePool {
         Page page = free.pollFirst();
         if (page == null) {
             int id = freeIdCount > 0 ? freeIds[freeIdCount - 1] : created;
-            if (!memoryFits.test(layout.pageBytes()) && droppedSinceReserve == 0) {
-                return outOfMemory();
+            if (!memoryFits.test(layout.pageBytes())) {
+                if (droppedSinceReserve == 0) {
+                    return outOfMemory();
+                }
+                droppedSinceReserve = 0; // tried once through the JDK's reserve, which collects what it can
             }
             try {
-                droppedSinceReserve = 0;
                 page = new Page(id, layout); // no id is taken if this fails
             } catch (OutOfMemoryError e) {
                 return outOfMemory(); // reserved between the check and here, by another pool or the server

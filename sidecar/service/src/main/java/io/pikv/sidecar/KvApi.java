@@ -23,7 +23,10 @@ public interface KvApi {
     /** Stores the entries, all or none; returns their positions. */
     int[] append(long sequence, Wire.AppendRequest request);
 
-    /** Takes back just-stored entries without counting evictions; returns how many were resident. */
+    /**
+     * Takes back just-stored entries without counting evictions; returns how many were taken back: resident ones and
+     * ones evicted since (not positions never stored, nor ones taken back before).
+     */
     int withdraw(long sequence, int layer, int[] positions);
 
     /** Partial attention over (sequence, layer), mergeable with other shards' partials. */

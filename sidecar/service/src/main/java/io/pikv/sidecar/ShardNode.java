@@ -3,6 +3,7 @@ package io.pikv.sidecar;
 import io.pikv.kv.AttentionScope;
 import io.pikv.kv.ExpertShardMap;
 import io.pikv.kv.KvLayout;
+import io.pikv.kv.KvBudgetExceededException;
 import io.pikv.kv.KvShard;
 import io.pikv.kv.ModelShape;
 import io.pikv.kv.PartialAttention;
@@ -385,17 +386,24 @@ public final class ShardNode implements KvApi, AutoCloseable {
             } catch (RuntimeException | Error failure) {
                 // Also on an Error (direct memory exhausted while a page was allocated): all or none.
                 int[] stored = Arrays.copyOf(positions, storedCount);
-                shard.withdraw(sequence, layer, stored);
+                try {
+                    shard.withdraw(sequence, layer, stored);
+                } catch (RuntimeException | Error undo) {
+                    undo.addSuppressed(failure); // the entries may remain: said as the failure it is, with the cause
+                    throw undo;
+                }
                 policy.withdrawn(sequence, layer, stored);
                 if (pyramid != null) {
                     pyramid.removed(sequence, layer, stored);
                 }
                 state.length[layer] = lengthBefore;
-                if (failure instanceof Error error) {
-                    throw error;
+                if (failure instanceof IllegalArgumentException || failure instanceof KvBudgetExceededException) {
+                    // The request's own fault, or a full store: a 4xx, which already means nothing stored.
+                    RuntimeException runtime = (RuntimeException) failure;
+                    throw entries.length == 1 ? runtime : withEntry(runtime, done);
                 }
-                RuntimeException runtime = (RuntimeException) failure;
-                throw entries.length == 1 ? runtime : withEntry(runtime, done);
+                throw new UndoneException("the append of " + entries.length + " entr(ies) to sequence " + sequence
+                        + " layer " + layer, failure);
             }
         }
         return positions;
@@ -550,12 +558,18 @@ public final class ShardNode implements KvApi, AutoCloseable {
             } catch (RuntimeException | Error failure) {
                 // All or none: a step whose attention failed did not happen, so its token goes too (a retry would
                 // store it twice, and a gateway reading a refusal as "nothing stored" would give the position again).
-                withdraw(sequence, request.layer(), at);
-                state.length[request.layer()] = lengthBefore;
-                if (failure instanceof IllegalArgumentException || failure instanceof Error) {
-                    throw failure; // the request's own fault (a 400 says so already), or nothing to add to
+                try {
+                    withdraw(sequence, request.layer(), at);
+                } catch (RuntimeException | Error undo) {
+                    undo.addSuppressed(failure); // the token may remain: said as the failure it is, with the cause
+                    throw undo;
                 }
-                throw new StepUndoneException(sequence, request.layer(), at[0], (RuntimeException) failure);
+                state.length[request.layer()] = lengthBefore;
+                if (failure instanceof IllegalArgumentException) {
+                    throw failure; // the request's own fault: its 400 says so, and a 4xx already means nothing stored
+                }
+                throw new UndoneException("the step of sequence " + sequence + " layer " + request.layer()
+                        + " at position " + at[0], failure);
             }
         }
     }

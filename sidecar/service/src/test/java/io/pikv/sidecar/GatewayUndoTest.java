@@ -254,7 +254,7 @@ class GatewayUndoTest {
         assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class)
                 .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(400));
         fakes.get(0).stepStatus = 500; // the shard's own failure, after it took its token back
-        fakes.get(0).stepType = "urn:pikv:problem:step-undone";
+        fakes.get(0).stepType = "urn:pikv:problem:undone";
         assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class)
                 .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502));
         assertThat(fakes.get(0).requests).doesNotContain(withdrawal);

@@ -114,8 +114,9 @@ class ShardNodeStepTest {
             Wire.StepRequest step = new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, Wire.SCOPE_ALL, null, new int[] {1},
                     gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd));
             org.assertj.core.api.Assertions.assertThatThrownBy(() -> node.step(seq, step))
-                    .isInstanceOf(StepUndoneException.class).hasMessageContaining("device lost")
-                    .hasMessageContaining("failed after its token was stored at position 3, which was taken back");
+                    .isInstanceOf(UndoneException.class).hasMessageContaining("device lost")
+                    .hasMessageContaining("the step of sequence " + seq + " layer 0 at position 3 failed after storing, "
+                            + "and what it stored was taken back");
             // All or none: the token is gone, the layer's length is as before, nothing counts as evicted.
             assertThat(node.lengths(seq)).containsExactly(3);
             assertThat(node.resident(seq, 0)).isEqualTo(3);

@@ -30,6 +30,8 @@ public class ProblemResponses implements OASFilter {
     private static final String TOO_LARGE = "body-too-large: over pikv.api.max-body-bytes";
     private static final String NOT_ACCEPTABLE = "http-406: an Accept this operation cannot answer";
     private static final String UNSUPPORTED = "http-415: a content type this operation does not read";
+    private static final String UNDONE = "undone: the request failed after the shard stored some of it, and what it "
+            + "stored was taken back (the request did not happen)";
     private static final String GATEWAY = "shard-unavailable: a gateway could not reach a shard it needs, or a shard "
             + "refused it for a reason that is no fault of the request (a refusal the request caused is passed on with "
             + "the shard's 4xx status as shard-refused)";
@@ -61,6 +63,7 @@ public class ProblemResponses implements OASFilter {
                 "409", "budget-exceeded: the store is full and its eviction policy freed nothing",
                 "413", TOO_LARGE,
                 "415", UNSUPPORTED,
+                "500", UNDONE,
                 "502", GATEWAY));
         t.put("POST /v1/sequences/{id}/withdrawals", statuses(
                 "400", INVALID,
@@ -83,8 +86,7 @@ public class ProblemResponses implements OASFilter {
                 "409", "budget-exceeded: the store is full and its eviction policy freed nothing",
                 "413", TOO_LARGE,
                 "415", UNSUPPORTED,
-                "500", "step-undone: the shard's step failed after its token was stored, and the token was taken "
-                        + "back (the step did not happen)",
+                "500", UNDONE,
                 "502", GATEWAY));
         t.put("PUT /v1/blocks/{hash}", statuses(
                 "400", "invalid-request: a hash that is not 1 to 16 hex digits, or an empty block",
