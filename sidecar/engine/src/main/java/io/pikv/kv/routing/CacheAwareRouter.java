@@ -126,7 +126,8 @@ public final class CacheAwareRouter implements Router {
                 }
                 boolean free = n == 0 || touched[map.shardOf(e)];
                 double score = free ? logits[e] : logits[e] - lambda * Math.log1p(miss[e]);
-                if (((free && inPlain[e]) || score > nullScore) && (best < 0 || score > bestScore)) {
+                if (((free && inPlain[e]) || score > nullScore) && (best < 0 || score > bestScore
+                        || (score == bestScore && tieGoesTo(e, best, touched, inPlain, map)))) {
                     best = e;
                     bestScore = score;
                 }
@@ -141,14 +142,16 @@ public final class CacheAwareRouter implements Router {
         // The penalty is per expert, the cost it stands for per shard: an expert outside the plain top-k may hold a
         // slot that an unchosen top-k expert could take without reaching any shard the others do not reach — a slot
         // the top-k expert lost to its misses before its shard was reached. Such a slot goes back to the strongest
-        // such top-k expert when that keeps every pick's standing: the top-k expert is on the expert's own shard, or
-        // on a shard another pick reaches while no other pick shares the expert's shard (a pick that came in free on
-        // the expert's shard must not be left alone on it). No more shards, more of the gate's mass. Repeated until
-        // no slot changes (each change adds a top-k expert, so at most k times).
+        // such top-k expert on the expert's own shard, or on a shard another pick reaches unless that would leave a
+        // pick alone on the expert's shard that came into it free after the expert: no more shards, more of the
+        // gate's mass. Repeated until no slot changes (each change adds a top-k expert, so at most k times).
+        // Each round gives back the slot of the weakest pick that can give one (the most mass won).
         boolean changed = true;
         while (changed) {
             changed = false;
-            for (int i = 1; i < n && !changed; i++) {
+            int outSlot = -1;
+            int outBack = -1;
+            for (int i = 1; i < n; i++) {
                 int e = picks[i];
                 if (inPlain[e]) {
                     continue;
@@ -161,26 +164,49 @@ public final class CacheAwareRouter implements Router {
                     int shard = map.shardOf(p);
                     boolean sameShard = shard == map.shardOf(e);
                     boolean reached = false;
-                    boolean eShared = false;
+                    boolean sharedBefore = false; // another pick was on the expert's shard before it came
+                    boolean cameAfter = false; // a later pick came into the expert's shard, free because of it
                     for (int j = 0; j < n; j++) {
                         if (j != i) {
                             reached |= map.shardOf(picks[j]) == shard;
-                            eShared |= map.shardOf(picks[j]) == map.shardOf(e);
+                            if (map.shardOf(picks[j]) == map.shardOf(e)) {
+                                sharedBefore |= j < i;
+                                cameAfter |= j > i;
+                            }
                         }
                     }
-                    if (sameShard || (reached && !eShared)) {
+                    // A top-k expert on a shard another pick reaches costs no shard: it takes the slot back unless a
+                    // pick came into the expert's shard after it, free only because of it, and would be left alone
+                    // there (a pick sharing the shard from before keeps it reached either way).
+                    if (sameShard || (reached && !(cameAfter && !sharedBefore))) {
                         back = p;
                     }
                 }
-                if (back >= 0) {
-                    chosen[e] = false;
-                    chosen[back] = true;
-                    picks[i] = back;
-                    changed = true;
+                if (back >= 0 && (outSlot < 0 || logits[e] < logits[picks[outSlot]])) {
+                    outSlot = i;
+                    outBack = back;
                 }
+            }
+            if (outSlot >= 0) {
+                chosen[picks[outSlot]] = false;
+                chosen[outBack] = true;
+                picks[outSlot] = outBack;
+                changed = true;
             }
         }
         return Gate.decision(java.util.Arrays.copyOf(picks, n), plain, Gate.probabilities(logits), map);
+    }
+
+    /**
+     * Of two experts with equal scores: a plain top-k one over one outside it (so that without penalty and null
+     * expert the choice is the plain top-k, in its order); of two outside it, the one on a shard the token already
+     * reaches (an equal choice that reaches no new shard); else the first scanned, the lower id.
+     */
+    private static boolean tieGoesTo(int e, int best, boolean[] touched, boolean[] inPlain, ExpertShardMap map) {
+        if (inPlain[e] != inPlain[best]) {
+            return inPlain[e];
+        }
+        return !inPlain[e] && touched[map.shardOf(e)] && !touched[map.shardOf(best)];
     }
 
     private void checkExpert(int expert) {

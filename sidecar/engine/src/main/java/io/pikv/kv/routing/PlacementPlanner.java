@@ -216,6 +216,8 @@ public final class PlacementPlanner {
         private final int[] origin;
         private final int[] assign;
         private final double[] shardLoad;
+        /** Experts on each shard: a move never takes a shard's last one (an empty shard serves nothing). */
+        private final int[] shardExperts;
         /** conn[e][s]: co-activation of expert e with the experts on shard s (itself excluded). */
         private final double[][] conn;
         private final int budget;
@@ -232,10 +234,12 @@ public final class PlacementPlanner {
             this.budget = budget;
             this.mean = mean;
             shardLoad = new double[shards];
+            shardExperts = new int[shards];
             conn = new double[load.length][shards];
             double coTotal = 0;
             for (int e = 0; e < load.length; e++) {
                 shardLoad[assign[e]] += load[e];
+                shardExperts[assign[e]]++;
                 for (int f = 0; f < load.length; f++) {
                     conn[e][assign[f]] += co[e][f];
                     coTotal += co[e][f];
@@ -255,6 +259,8 @@ public final class PlacementPlanner {
             moved += movedDelta(e, to);
             shardLoad[fromShard] -= load[e];
             shardLoad[to] += load[e];
+            shardExperts[fromShard]--;
+            shardExperts[to]++;
             assign[e] = to;
             for (int g = 0; g < load.length; g++) {
                 conn[g][fromShard] -= co[g][e];
@@ -300,8 +306,8 @@ public final class PlacementPlanner {
                         }
                         int cost = movedDelta(e, t);
                         double pairMax = Math.max(shardLoad[s] - load[e], shardLoad[t] + load[e]);
-                        if (moved + cost <= budget && better(pairMax, moveGain(e, t), cost, bestMax, bestGain,
-                                bestCost, bestE < 0)) {
+                        if (shardExperts[s] > 1 && moved + cost <= budget && better(pairMax, moveGain(e, t), cost,
+                                bestMax, bestGain, bestCost, bestE < 0)) {
                             bestE = e;
                             bestT = t;
                             bestF = -1;
@@ -369,6 +375,9 @@ public final class PlacementPlanner {
                 double bestGain = gainTol;
                 int bestCost = Integer.MAX_VALUE;
                 for (int e = 0; e < load.length; e++) {
+                    if (shardExperts[assign[e]] == 1) {
+                        continue; // its shard's last expert: moving it would leave that shard empty
+                    }
                     for (int t = 0; t < shardLoad.length; t++) {
                         if (t == assign[e] || shardLoad[t] + load[e] > cap) {
                             continue;

@@ -81,6 +81,25 @@ class RoutersTest {
                 new ExpertShardMap(0, 4, new int[] {0, 2, 3, 3, 1, 1, 2}));
         assertThat(d4.experts()).containsExactly(0, 4, 5, 1);
         assertThat(d4.shards()).isEqualTo(3);
+        // A pick that shares the expert's shard from before keeps it reached: 0, 3, 1 on shards 0, 0, 1 (3 is free on
+        // shard 0, 1 is penalised but beats the null expert); top-k expert 2 on shard 1 takes 3's slot back: the same
+        // 2 shards, the plain top-k's mass.
+        CacheAwareRouter shared = new CacheAwareRouter(4, 3, 1.0, 1_000_000, 0.0);
+        for (int i = 0; i < 4; i++) {
+            shared.recordMiss(1);
+            shared.recordMiss(2);
+        }
+        RoutingDecision d5 = shared.route(new double[] {3, 2, 1.5, 1}, new ExpertShardMap(0, 2, new int[] {0, 1, 1, 0}));
+        assertThat(d5.experts()).containsExactlyInAnyOrder(0, 1, 2);
+        assertThat(d5.shards()).isEqualTo(2);
+        assertThat(d5.massMoved()).isZero();
+        // Equal logits: an expert outside the top-k on a shard already reached before one on a new shard.
+        CacheAwareRouter ties = new CacheAwareRouter(60, 4, 0.1, 512, 0.15);
+        for (int e = 1; e < 4; e++) {
+            ties.recordMiss(e);
+        }
+        RoutingDecision d6 = ties.route(new double[60], ExpertShardMap.roundRobin(60, 16));
+        assertThat(d6.shards()).isEqualTo(1);
         // Random gates: no chosen expert outside the plain top-k could give its slot to a stronger unchosen top-k
         // expert on its own shard, or on a shard the other picks reach when no other pick shares its shard; and no
         // pick after the first is alone on its shard unless it beat the null expert with its penalty.
