@@ -189,35 +189,7 @@ class ComputeSelectionTest {
     void aDeviceThatFailedForGoodIsNotReportedAsWhereAttentionRuns() {
         Sidecar sidecar = new Sidecar(config("cpu"));
         boolean[] failed = {false};
-        io.pikv.kv.DeviceAttention device = new io.pikv.kv.DeviceAttention() {
-            @Override
-            public boolean supports(io.pikv.kv.KvLayout layout) {
-                return true;
-            }
-
-            @Override
-            public void pageChanged(io.pikv.kv.Page page) {
-            }
-
-            @Override
-            public io.pikv.kv.PartialAttention attend(java.util.List<io.pikv.kv.Page> pages, float[] query) {
-                return null;
-            }
-
-            @Override
-            public String describe() {
-                return "test device";
-            }
-
-            @Override
-            public boolean failed() {
-                return failed[0];
-            }
-
-            @Override
-            public void close() {
-            }
-        };
+        io.pikv.kv.DeviceAttention device = new StubDevice("test device", () -> null, () -> failed[0]);
         try (ShardNode weighted = new ShardNode(1, new io.pikv.kv.ModelShape(1, 2, 1, 32, 4, 2),
                 io.pikv.kv.StorageType.FP16, 32, 1, 1 << 20, ShardPolicy.of("h2o"))) {
             sidecar.shard().attendOn(device);

@@ -87,30 +87,9 @@ class ShardNodeStepTest {
             }
             long lookups = node.stats().lookups();
             long evictions = node.stats().evictions();
-            node.attendOn(new io.pikv.kv.DeviceAttention() { // a device whose attention fails after the store
-                @Override
-                public boolean supports(io.pikv.kv.KvLayout layout) {
-                    return true;
-                }
-
-                @Override
-                public void pageChanged(io.pikv.kv.Page page) {
-                }
-
-                @Override
-                public io.pikv.kv.PartialAttention attend(List<io.pikv.kv.Page> pages, float[] query) {
-                    throw new IllegalStateException("device lost");
-                }
-
-                @Override
-                public String describe() {
-                    return "failing device";
-                }
-
-                @Override
-                public void close() {
-                }
-            });
+            node.attendOn(new StubDevice("failing device", () -> { // its attention fails after the store
+                throw new IllegalStateException("device lost");
+            }, () -> false));
             Wire.StepRequest step = new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, Wire.SCOPE_ALL, null, new int[] {1},
                     gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd));
             org.assertj.core.api.Assertions.assertThatThrownBy(() -> node.step(seq, step))
