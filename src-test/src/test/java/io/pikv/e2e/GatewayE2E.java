@@ -182,6 +182,7 @@ class GatewayE2E {
         // Position 0 is already stored (on some shard): the whole request is refused, nothing of it stays.
         assertThatThrownBy(() -> client.append(seq, bad)).isInstanceOf(SidecarException.class)
                 .satisfies(x -> assertThat(((SidecarException) x).status()).isEqualTo(400))
+                .satisfies(x -> assertThat(((SidecarException) x).type()).isEqualTo("urn:pikv:problem:invalid-request"))
                 .hasMessageContaining("already stored");
         assertThat(client.describe(seq).get("layers").get(0).get("resident").asInt()).isEqualTo(1);
         assertThat(client.describe(seq).get("layers").get(0).get("length").asInt()).isEqualTo(1);
@@ -201,6 +202,7 @@ class GatewayE2E {
         }
         assertThatThrownBy(() -> client.append(seq, new Wire.AppendRequest(1, many))).isInstanceOf(SidecarException.class)
                 .satisfies(x -> assertThat(((SidecarException) x).status()).isEqualTo(409))
+                .satisfies(x -> assertThat(((SidecarException) x).type()).isEqualTo("urn:pikv:problem:shard-refused"))
                 .hasMessageContaining("budget");
         assertThat(client.describe(seq).get("layers").get(1).get("resident").asInt()).isZero();
         assertThat(client.describe(seq).get("layers").get(1).get("length").asInt()).isZero();
