@@ -412,8 +412,20 @@ class PiKVClusterReconcilerTest {
         });
         awaitStatus("steady", s -> s.getReadyShards() == 1);
         String rv = get("steady").getMetadata().getResourceVersion();
+        double reconcilesBefore = reconciles("steady");
         await().during(Duration.ofSeconds(5)).atMost(Duration.ofSeconds(8))
                 .until(() -> get("steady").getMetadata().getResourceVersion(), rv::equals);
+        // ... and reconciles did run meanwhile (else an unchanged version would prove nothing).
+        assertThat(reconciles("steady")).isGreaterThanOrEqualTo(reconcilesBefore + 2);
+    }
+
+    @Inject
+    io.micrometer.core.instrument.MeterRegistry meters;
+
+    /** Reconciles of one cluster so far, by the operator's own metric. */
+    private double reconciles(String cluster) {
+        return meters.find(ReconcileMetrics.RECONCILES).tags("namespace", NS, "cluster", cluster).counters().stream()
+                .mapToDouble(io.micrometer.core.instrument.Counter::count).sum();
     }
 
     @Test
