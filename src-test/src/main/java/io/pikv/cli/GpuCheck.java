@@ -28,7 +28,8 @@ import java.util.stream.IntStream;
  * {@code ./pikv gpu-check}: proves the CUDA path on a machine with an NVIDIA GPU — device, correctness against the
  * CPU backend on several shapes (fp16 and int8 pages), and attention bandwidth against device-to-device copy
  * bandwidth measured in the same run, for the default launch and every launch variant, and for int8 pages. Without a
- * usable GPU it says why in one line and exits 0.
+ * GPU (no driver library, or a driver that reports no device) it says why in one line and exits 0; with a GPU that
+ * cannot be used (the driver fails to start, is too old for the PTX, the GPU is too old) it says why and exits 1.
  */
 @Command(name = "gpu-check", mixinStandardHelpOptions = true,
         description = "Check the CUDA backend on this machine: correctness against the CPU backend and attention "

@@ -85,7 +85,8 @@ public final class PagePool {
     /**
      * A free page with {@code count == 0}, or {@code null} when the budget is exhausted — or when the JVM's direct
      * memory is ({@link #memoryExhausted()}): the shard then evicts to reuse its own pages, as at its budget, instead
-     * of failing the append (and instead of the JDK's collect-and-retry, which would stall the shard under its lock).
+     * of failing the append, and instead of the JDK's collect-and-retry, which would stall the shard under its lock —
+     * except once after a smaller budget dropped pages, whose memory only a collection gives back.
      */
     Page allocate() {
         memoryExhausted = false;

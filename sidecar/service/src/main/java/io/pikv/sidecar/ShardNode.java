@@ -388,13 +388,13 @@ public final class ShardNode implements KvApi, AutoCloseable {
                 int[] stored = Arrays.copyOf(positions, storedCount);
                 try {
                     shard.withdraw(sequence, layer, stored);
+                    policy.withdrawn(sequence, layer, stored);
+                    if (pyramid != null) {
+                        pyramid.removed(sequence, layer, stored);
+                    }
                 } catch (RuntimeException | Error undo) {
                     undo.addSuppressed(failure); // the entries may remain: said as the failure it is, with the cause
                     throw undo;
-                }
-                policy.withdrawn(sequence, layer, stored);
-                if (pyramid != null) {
-                    pyramid.removed(sequence, layer, stored);
                 }
                 state.length[layer] = lengthBefore;
                 if (failure instanceof IllegalArgumentException || failure instanceof KvBudgetExceededException) {
@@ -402,8 +402,8 @@ public final class ShardNode implements KvApi, AutoCloseable {
                     RuntimeException runtime = (RuntimeException) failure;
                     throw entries.length == 1 ? runtime : withEntry(runtime, done);
                 }
-                throw new UndoneException("the append of " + entries.length + " entr(ies) to sequence " + sequence
-                        + " layer " + layer, failure);
+                throw new UndoneException("the append to sequence " + sequence + " layer " + layer + " (" + storedCount
+                        + " of " + entries.length + " entries stored when it failed)", failure);
             }
         }
         return positions;

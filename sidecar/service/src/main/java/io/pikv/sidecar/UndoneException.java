@@ -7,6 +7,6 @@ package io.pikv.sidecar;
  */
 public final class UndoneException extends RuntimeException {
     public UndoneException(String what, Throwable cause) {
-        super(what + " failed after storing, and what it stored was taken back: " + cause, cause);
+        super(what + " failed, and what it had stored was taken back (none remains): " + cause, cause);
     }
 }

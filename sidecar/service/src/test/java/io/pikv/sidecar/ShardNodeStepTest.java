@@ -94,8 +94,8 @@ class ShardNodeStepTest {
                     gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd));
             org.assertj.core.api.Assertions.assertThatThrownBy(() -> node.step(seq, step))
                     .isInstanceOf(UndoneException.class).hasMessageContaining("device lost")
-                    .hasMessageContaining("the step of sequence " + seq + " layer 0 at position 3 failed after storing, "
-                            + "and what it stored was taken back");
+                    .hasMessageContaining("the step of sequence " + seq + " layer 0 at position 3 failed, and what it "
+                            + "had stored was taken back (none remains)");
             // All or none: the token is gone, the layer's length is as before, nothing counts as evicted.
             assertThat(node.lengths(seq)).containsExactly(3);
             assertThat(node.resident(seq, 0)).isEqualTo(3);

@@ -51,7 +51,14 @@ public final class CudaBackend implements AutoCloseable {
         boolean found = false;
         try {
             JCudaDriver.setExceptionsEnabled(true);
-            JCudaDriver.cuInit(0);
+            try {
+                JCudaDriver.cuInit(0);
+            } catch (CudaException e) {
+                // The driver is there: only "no device" means there is no GPU; any other failure (a driver that
+                // does not match its kernel module, say) is a GPU that cannot be used.
+                throw new CudaUnavailableException("CUDA error: " + firstLine(e), e,
+                        !String.valueOf(e.getMessage()).contains("CUDA_ERROR_NO_DEVICE"));
+            }
             int[] count = new int[1];
             JCudaDriver.cuDeviceGetCount(count);
             if (count[0] <= ordinal) {

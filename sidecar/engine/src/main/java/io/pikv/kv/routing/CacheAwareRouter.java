@@ -20,8 +20,10 @@ import io.pikv.kv.ExpertShardMap;
  * experts; a plain top-k expert on a shard the token already reaches is never dropped, since dropping it saves no
  * shard, and an expert outside the plain top-k is chosen in place of a dropped one only if it beats the null expert. An
  * expert outside the plain top-k never keeps a slot that an unchosen, stronger top-k expert could take without the
- * token reaching another shard — on the expert's own shard, or on one the other picks reach when no other pick shares
- * the expert's shard: that would cost gate mass and save no shard. This
+ * token reaching another shard — on the expert's own shard, or on one the other picks reach unless a pick that came
+ * into the expert's shard after it (free because of it) would be left alone there: that would cost gate mass and save
+ * no shard; the weakest such pick gives its slot back first. Equal scores go to a plain top-k expert, then to an
+ * expert on a shard already reached. This
  * is what a replayed log that holds only each token's top-k can exercise: the router keeps or drops those experts, it
  * cannot pick others. With {@code ρ = 0} the router only reorders and replaces within the routable experts, and with
  * {@code λ = 0} as well it is the plain top-k.

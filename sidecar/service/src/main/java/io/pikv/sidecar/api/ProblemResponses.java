@@ -30,7 +30,7 @@ public class ProblemResponses implements OASFilter {
     private static final String TOO_LARGE = "body-too-large: over pikv.api.max-body-bytes";
     private static final String NOT_ACCEPTABLE = "http-406: an Accept this operation cannot answer";
     private static final String UNSUPPORTED = "http-415: a content type this operation does not read";
-    private static final String UNDONE = "undone: the request failed after the shard stored some of it, and what it "
+    private static final String UNDONE = "undone: the request failed once the shard began storing it, and what it had "
             + "stored was taken back (the request did not happen)";
     private static final String GATEWAY = "shard-unavailable: a gateway could not reach a shard it needs, or a shard "
             + "refused it for a reason that is no fault of the request (a refusal the request caused is passed on with "

@@ -12,8 +12,9 @@ import org.jboss.logging.Logger;
  * What each failure tells a caller, as a {@link Problem}: malformed or invalid input 400, unknown sequence or block
  * 404, conflicts (id taken, budget full with nothing evictable, stale shard map) 409, too large 413, wrong content
  * type 415, a model other than the sidecar's 422, a shard's refusal its 4xx and an unreachable shard 502; a request
- * that failed after storing and was undone 500 {@code undone}. Anything else is a defect: 500, logged. One table for both ways in: the REST layer's exception mappers
- * ({@link ProblemMappers}) and the binary step routes ({@link BinaryRoutes}).
+ * that failed once it began storing and was undone 500 {@code undone}. Anything else is a defect: 500, logged. One
+ * table for both ways in: the REST layer's exception mappers ({@link ProblemMappers}) and the binary step routes
+ * ({@link BinaryRoutes}).
  */
 public final class Problems {
     private static final Logger LOG = Logger.getLogger(Problems.class);
