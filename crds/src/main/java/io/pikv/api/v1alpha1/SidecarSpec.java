@@ -19,7 +19,8 @@ public class SidecarSpec {
     private PullPolicy imagePullPolicy = PullPolicy.IF_NOT_PRESENT;
 
     @JsonPropertyDescription("CPU and memory of the sidecar container. When memory is not given, the request and "
-            + "limit are memoryPerShard plus the operator's JVM overhead (pikv.operator.memory-overhead).")
+            + "limit are memoryPerShard plus the operator's JVM overhead (pikv.operator.memory-overhead); memory given "
+            + "must be at least memoryPerShard plus 512Mi. Without cpu, 1 CPU is requested.")
     private ResourceRequirements resources;
 
     public String getImage() {
