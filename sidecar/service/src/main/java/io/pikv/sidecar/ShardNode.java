@@ -93,6 +93,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
         this.policy = policy;
         this.pyramid = pyramid;
         this.shard = new KvShard(id, shape, layout, buckets, budgetBytes, policy, Kernels.select(layout));
+        policy.onSwitch(this::tellResident);
         this.router = new HashRouter(shape.topK());
         this.localMap = ExpertShardMap.roundRobin(shape.experts(), 1);
         this.attentionThreads = Math.min(attentionThreads, buckets);
@@ -318,6 +319,24 @@ public final class ShardNode implements KvApi, AutoCloseable {
 
     public boolean has(long sequence) {
         return sequences.containsKey(sequence);
+    }
+
+    /**
+     * Tells the token policy just switched to of every entry resident, each sequence under its lock (no append of it
+     * in between), in position order: it ranks them by their positions as generation order, with no attention yet.
+     */
+    private void tellResident() {
+        for (Map.Entry<Long, SequenceState> e : sequences.entrySet()) {
+            synchronized (e.getValue()) {
+                for (int layer = 0; layer < shape.layers(); layer++) {
+                    int[] positions = shard.residentPositions(e.getKey(), layer);
+                    Arrays.sort(positions);
+                    for (int p : positions) {
+                        policy.appended(e.getKey(), layer, p);
+                    }
+                }
+            }
+        }
     }
 
     public int sequenceCount() {

@@ -140,6 +140,11 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
             Active next = build(name, parameters);
             if (!(next.name().equals(active.name()) && next.parameters().equals(active.parameters()))) {
                 active = next; // the same policy with the same parameters keeps what it tracked
+                if (next.retention() != null) {
+                    // A new token policy tracks nothing yet: it is told of the entries resident now, else it would
+                    // evict only what is stored from here on, the newest first.
+                    onSwitch.run();
+                }
             }
             return Optional.empty();
         } catch (IllegalArgumentException e) {
@@ -205,6 +210,15 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
      */
     public boolean wantsAttention() {
         return active.weights();
+    }
+
+    /** Runs after a switch to a new token policy: the shard tells it of what it holds (see {@link #use}). */
+    private volatile Runnable onSwitch = () -> {
+    };
+
+    /** What the shard does when a new token policy starts: tell it of the entries resident (one per shard). */
+    void onSwitch(Runnable tellResident) {
+        this.onSwitch = tellResident;
     }
 
     /** A token was stored. */

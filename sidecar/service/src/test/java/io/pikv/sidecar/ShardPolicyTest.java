@@ -80,15 +80,22 @@ class ShardPolicyTest {
     }
 
     @Test
-    void oldestPageStillRunsWhenATokenPolicyHasNothingTracked() {
+    void aTokenPolicySwitchedToRanksTheEntriesAlreadyResident() {
         ShardPolicy policy = ShardPolicy.of("reject");
         Random rnd = new Random(5);
         try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2L * 2 * 16 * 16 * 4, policy)) {
             long seq = node.create(null);
             append(node, seq, 32, rnd, small(rnd));
             policy.use("lru");
+            assertThat(policy.tracked(seq, 0)).as("told of what the shard holds").isEqualTo(32);
             append(node, seq, 1, rnd, small(rnd));
             assertThat(node.residentPositions(seq, 0)).containsExactly(IntStream.range(16, 33).toArray());
+            // Under lru from the switch on, the oldest go first: 16..31, not the 16 stored since (32..47).
+            append(node, seq, 16, rnd, small(rnd));
+            assertThat(node.residentPositions(seq, 0)).containsExactly(IntStream.range(32, 49).toArray());
+            // A parameter change builds a new policy: it too is told of what is resident.
+            policy.use("h2o", Map.of("window", 4.0));
+            assertThat(policy.tracked(seq, 0)).isEqualTo(17);
         }
     }
 

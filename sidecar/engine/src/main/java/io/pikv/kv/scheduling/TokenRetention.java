@@ -69,15 +69,19 @@ public final class TokenRetention {
         this.heavyShare = heavyShare;
     }
 
-    /** The token at {@code position} of (sequence, layer) is now resident. */
+    /**
+     * The token at {@code position} of (sequence, layer) is now resident. A position still tracked is tracked anew: its
+     * earlier entry left the store without the policy hearing of it in time (evicted between its store and the call
+     * that reported it), and the store holds this one.
+     */
     public synchronized void appended(long sequence, int layer, int position) {
         if (position < 0) {
             throw new IllegalArgumentException("position must be >= 0, got " + position);
         }
         Track t = tracks.computeIfAbsent(new TrackKey(sequence, layer), k -> new Track(k, prototype.fresh()));
-        if (t.entries.id(position) >= 0) {
-            throw new IllegalArgumentException("position " + position + " of sequence " + sequence + " layer "
-                    + layer + " is already tracked");
+        int stale = t.entries.id(position);
+        if (stale >= 0) {
+            remove(t, stale);
         }
         t.entries.setNow(Math.max(t.entries.now(), position));
         int id = t.entries.add(position, position, -1, false, 0);
