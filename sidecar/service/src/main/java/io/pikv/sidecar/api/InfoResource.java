@@ -77,11 +77,15 @@ public class InfoResource {
     @Path("/stats")
     @Operation(summary = "Hits, misses, evictions and bytes per expert and layer on this shard")
     public StatsJson stats() {
-        ShardStats s = sidecar.shard().stats();
-        ShardPolicy policy = sidecar.shard().policy();
-        return new StatsJson(s.shard(), policy.activePolicy(), s.budgetBytes(), s.bytesInUse(),
-                s.entries(), sidecar.shard().sequenceCount(), s.lookups(), s.hits(), s.misses(), s.evictions(),
-                s.counters(), sidecar.blocks().stats(), ControlJson.of(sidecar.control().state()));
+        // One state of the control record: the policy and budget in force beside the record that set them, never a
+        // record half applied (as telemetry reads them).
+        return sidecar.control().consistent(() -> {
+            ShardStats s = sidecar.shard().stats();
+            ShardPolicy policy = sidecar.shard().policy();
+            return new StatsJson(s.shard(), policy.activePolicy(), s.budgetBytes(), s.bytesInUse(),
+                    s.entries(), sidecar.shard().sequenceCount(), s.lookups(), s.hits(), s.misses(), s.evictions(),
+                    s.counters(), sidecar.blocks().stats(), ControlJson.of(sidecar.control().state()));
+        });
     }
 
     @GET
