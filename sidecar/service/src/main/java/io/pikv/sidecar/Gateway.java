@@ -502,6 +502,9 @@ public final class Gateway implements KvApi {
             }
             state.experts[layer][owner].set(experts[0]);
             state.length[layer] = position + 1;
+            if (request.mode() != Wire.CHOSEN_EXPERTS) {
+                recordMisses(layer, experts); // a step that happened: one refused opened no shard
+            }
             return new Wire.StepResponse(position, experts, PartialAttention.merge(partials).finish().output());
         }
     }
@@ -572,19 +575,29 @@ public final class Gateway implements KvApi {
         }
         Router router = routers[request.layer()];
         synchronized (router) {
-            int[] chosen = router.route(logits, current).experts();
-            if (router instanceof CacheAwareRouter cacheAware) {
-                // A chosen expert that makes the token reach one more shard is a miss (docs/routing.md).
-                BitSet touched = new BitSet();
-                for (int i = 0; i < chosen.length; i++) {
-                    int shard = current.shardOf(chosen[i]);
-                    if (i > 0 && !touched.get(shard)) {
-                        cacheAware.recordMiss(chosen[i]);
-                    }
-                    touched.set(shard);
+            return router.route(logits, current).experts();
+        }
+    }
+
+    /**
+     * Counts the misses of a step that happened (docs/routing.md): a chosen expert that made the token reach one more
+     * shard. After the step, so that a step a shard refused (or that failed) skews no layer's router.
+     */
+    void recordMisses(int layer, int[] chosen) {
+        Router router = routers[layer];
+        if (!(router instanceof CacheAwareRouter cacheAware)) {
+            return;
+        }
+        ExpertShardMap current = map;
+        synchronized (router) {
+            BitSet touched = new BitSet();
+            for (int i = 0; i < chosen.length; i++) {
+                int shard = current.shardOf(chosen[i]);
+                if (i > 0 && !touched.get(shard)) {
+                    cacheAware.recordMiss(chosen[i]);
                 }
+                touched.set(shard);
             }
-            return chosen;
         }
     }
 

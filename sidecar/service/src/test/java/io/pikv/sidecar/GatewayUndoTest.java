@@ -469,20 +469,28 @@ class GatewayUndoTest {
         Gateway g = new Gateway(shape, clients, () -> new CacheAwareRouter(4, 2, 0.1, 4, 0));
         float[] logits = {2, 1, 0, -1};
         float[] q = new float[shape.queryWidth()];
-        Wire.StepRequest layer0 = new Wire.StepRequest(0, Wire.GATE_LOGITS, 0, logits, null, q, null, null);
-        Wire.StepRequest layer1 = new Wire.StepRequest(1, Wire.GATE_LOGITS, 0, logits, null, q, null, null);
+        float[] kv = new float[shape.kvWidth()];
+        Wire.StepRequest layer0 = new Wire.StepRequest(0, Wire.GATE_LOGITS, 0, logits, null, q, kv, kv);
+        Wire.StepRequest layer1 = new Wire.StepRequest(1, Wire.GATE_LOGITS, 0, logits, null, q, kv, kv);
+        long seq = g.create(null);
         // Expert 1 opens shard 1 for the token: a miss, counted by layer 0's router only.
-        assertThat(g.route(layer0)).containsExactly(0, 1);
+        assertThat(g.step(seq, layer0).experts()).containsExactly(0, 1);
         CacheAwareRouter r0 = (CacheAwareRouter) g.router(0);
         CacheAwareRouter r1 = (CacheAwareRouter) g.router(1);
         assertThat(r0.missCount(1)).isEqualTo(1.0);
         assertThat(r1.missCount(1)).isZero();
         // A token routed on layer 1 decays layer 1's counts, not layer 0's.
-        assertThat(g.route(layer1)).containsExactly(0, 1);
+        assertThat(g.step(seq, layer1).experts()).containsExactly(0, 1);
         assertThat(r0.missCount(1)).isEqualTo(1.0);
         assertThat(r1.missCount(1)).isEqualTo(1.0);
-        assertThat(g.route(layer0)).containsExactly(0, 1);
+        assertThat(g.step(seq, layer0).experts()).containsExactly(0, 1);
         assertThat(r0.missCount(1)).isCloseTo(1 + Math.exp(-1.0 / 4), org.assertj.core.api.Assertions.offset(1e-12));
+        // A step the owner refuses counts no miss (its counts only decay with the token's routing).
+        fakes.get(fakes.size() - 2).stepStatus = 400;
+        fakes.get(fakes.size() - 2).stepType = "urn:pikv:problem:invalid-request";
+        assertThatThrownBy(() -> g.step(seq, layer0)).isInstanceOf(ShardFailure.class);
+        assertThat(r0.missCount(1)).isCloseTo((1 + Math.exp(-1.0 / 4)) * Math.exp(-1.0 / 4),
+                org.assertj.core.api.Assertions.offset(1e-12));
     }
 
     @Test
