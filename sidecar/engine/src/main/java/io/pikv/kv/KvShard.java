@@ -639,87 +639,96 @@ public final class KvShard {
         // thread waits for it); they run under this one, which is released only after every task has finished.
         lock.readLock().lock();
         try {
+            PartialAttention partial = attendLocked(sequence, layer, scaled, query, scope, weights, pool, threads);
+            // Counted once the partial is there: a call that failed looked nothing up (and the lock is still held,
+            // so the counts are of the state the partial read).
             countLookupsLocked(sequence, layer, scope);
-            DeviceAttention d = device;
-            if (d != null && !weights && scope.isAll()) {
-                PartialAttention onDevice = attendOnDeviceLocked(d, sequence, layer, query);
-                if (onDevice != null) {
-                    return onDevice;
-                }
-            }
-            if (threads <= 1) {
-                return attendBucketsLocked(sequence, layer, scaled, scope, weights, 0, buckets);
-            }
-            PartialAttention[] perBucket = new PartialAttention[buckets];
-            AtomicInteger next = new AtomicInteger();
-            Runnable take = () -> {
-                try {
-                    for (int b = next.getAndIncrement(); b < buckets; b = next.getAndIncrement()) {
-                        perBucket[b] = attendBucketsLocked(sequence, layer, scaled, scope, weights, b, b + 1);
-                    }
-                } catch (RuntimeException | Error e) {
-                    next.set(buckets); // the others stop at their next bucket
-                    throw e;
-                }
-            };
-            // A pool task runs only if it claims its slot first; the caller claims the slots of tasks that have not
-            // started once its own loop is done (every bucket is then taken), so it never waits for a task that is
-            // still queued (behind other calls' tasks, or dropped by a pool shut down) and would find nothing to do.
-            AtomicBoolean[] claimed = new AtomicBoolean[threads - 1];
-            List<Future<?>> others = new ArrayList<>(threads - 1);
-            Throwable failure = null;
-            try {
-                for (int t = 0; t < threads - 1; t++) {
-                    AtomicBoolean slot = new AtomicBoolean();
-                    try {
-                        others.add(pool.submit(() -> {
-                            if (slot.compareAndSet(false, true)) {
-                                take.run();
-                            }
-                        }));
-                    } catch (RejectedExecutionException e) {
-                        break; // a pool that takes no more tasks: the threads already going take every bucket
-                    }
-                    claimed[t] = slot;
-                }
-                take.run();
-            } catch (RuntimeException | Error e) {
-                failure = e; // a failed bucket here: the started tasks still finish
-                next.set(buckets);
-            }
-            boolean interrupted = false;
-            for (int t = 0; t < others.size(); t++) {
-                if (claimed[t].compareAndSet(false, true)) {
-                    continue; // never started, and now never will: nothing of this call runs there
-                }
-                while (true) {
-                    try {
-                        others.get(t).get();
-                        break;
-                    } catch (InterruptedException e) {
-                        interrupted = true; // the task still reads under this thread's lock: wait for it
-                    } catch (ExecutionException e) {
-                        failure = failure != null ? failure : e.getCause();
-                        break;
-                    }
-                }
-            }
-            if (interrupted) {
-                Thread.currentThread().interrupt();
-            }
-            if (failure instanceof RuntimeException r) {
-                throw r;
-            }
-            if (failure instanceof Error e) {
-                throw e;
-            }
-            if (failure != null) {
-                throw new IllegalStateException(failure);
-            }
-            return PartialAttention.merge(Arrays.asList(perBucket));
+            return partial;
         } finally {
             lock.readLock().unlock();
         }
+    }
+
+    /** The body of {@link #attendPartial}: the read lock held. */
+    private PartialAttention attendLocked(long sequence, int layer, float[] scaled, float[] query, AttentionScope scope,
+                                          boolean weights, ExecutorService pool, int threads) {
+        DeviceAttention d = device;
+        if (d != null && !weights && scope.isAll()) {
+            PartialAttention onDevice = attendOnDeviceLocked(d, sequence, layer, query);
+            if (onDevice != null) {
+                return onDevice;
+            }
+        }
+        if (threads <= 1) {
+            return attendBucketsLocked(sequence, layer, scaled, scope, weights, 0, buckets);
+        }
+        PartialAttention[] perBucket = new PartialAttention[buckets];
+        AtomicInteger next = new AtomicInteger();
+        Runnable take = () -> {
+            try {
+                for (int b = next.getAndIncrement(); b < buckets; b = next.getAndIncrement()) {
+                    perBucket[b] = attendBucketsLocked(sequence, layer, scaled, scope, weights, b, b + 1);
+                }
+            } catch (RuntimeException | Error e) {
+                next.set(buckets); // the others stop at their next bucket
+                throw e;
+            }
+        };
+        // A pool task runs only if it claims its slot first; the caller claims the slots of tasks that have not
+        // started once its own loop is done (every bucket is then taken), so it never waits for a task that is
+        // still queued (behind other calls' tasks, or dropped by a pool shut down) and would find nothing to do.
+        AtomicBoolean[] claimed = new AtomicBoolean[threads - 1];
+        List<Future<?>> others = new ArrayList<>(threads - 1);
+        Throwable failure = null;
+        try {
+            for (int t = 0; t < threads - 1; t++) {
+                AtomicBoolean slot = new AtomicBoolean();
+                try {
+                    others.add(pool.submit(() -> {
+                        if (slot.compareAndSet(false, true)) {
+                            take.run();
+                        }
+                    }));
+                } catch (RejectedExecutionException e) {
+                    break; // a pool that takes no more tasks: the threads already going take every bucket
+                }
+                claimed[t] = slot;
+            }
+            take.run();
+        } catch (RuntimeException | Error e) {
+            failure = e; // a failed bucket here: the started tasks still finish
+            next.set(buckets);
+        }
+        boolean interrupted = false;
+        for (int t = 0; t < others.size(); t++) {
+            if (claimed[t].compareAndSet(false, true)) {
+                continue; // never started, and now never will: nothing of this call runs there
+            }
+            while (true) {
+                try {
+                    others.get(t).get();
+                    break;
+                } catch (InterruptedException e) {
+                    interrupted = true; // the task still reads under this thread's lock: wait for it
+                } catch (ExecutionException e) {
+                    failure = failure != null ? failure : e.getCause();
+                    break;
+                }
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+        if (failure instanceof RuntimeException r) {
+            throw r;
+        }
+        if (failure instanceof Error e) {
+            throw e;
+        }
+        if (failure != null) {
+            throw new IllegalStateException(failure);
+        }
+        return PartialAttention.merge(Arrays.asList(perBucket));
     }
 
     /** The device's partial over every page of (sequence, layer), or null to attend on the CPU instead. */

@@ -205,7 +205,6 @@ public final class KvStore implements AutoCloseable {
             }
             List<Callable<PartialAttention>> tasks = new ArrayList<>();
             for (KvShard shard : shards) {
-                shard.countLookupsLocked(sequence, layer, scope);
                 if (!shard.holdsLocked(sequence, layer)) {
                     continue;
                 }
@@ -215,20 +214,27 @@ public final class KvStore implements AutoCloseable {
                             bucket + 1));
                 }
             }
+            PartialAttention merged;
             if (tasks.isEmpty()) {
-                return PartialAttention.empty(shape.qHeads(), shape.headDim(), weights);
-            }
-            List<PartialAttention> parts = new ArrayList<>(tasks.size());
-            if (workers == null || tasks.size() == 1) {
-                for (Callable<PartialAttention> task : tasks) {
-                    parts.add(call(task));
-                }
+                merged = PartialAttention.empty(shape.qHeads(), shape.headDim(), weights);
             } else {
-                for (Future<PartialAttention> f : workers.invokeAll(tasks)) {
-                    parts.add(join(f));
+                List<PartialAttention> parts = new ArrayList<>(tasks.size());
+                if (workers == null || tasks.size() == 1) {
+                    for (Callable<PartialAttention> task : tasks) {
+                        parts.add(call(task));
+                    }
+                } else {
+                    for (Future<PartialAttention> f : workers.invokeAll(tasks)) {
+                        parts.add(join(f));
+                    }
                 }
+                merged = PartialAttention.merge(parts);
             }
-            return PartialAttention.merge(parts);
+            // Counted once the answer is there (a call that failed looked nothing up), under the same locks.
+            for (KvShard shard : shards) {
+                shard.countLookupsLocked(sequence, layer, scope);
+            }
+            return merged;
         } finally {
             for (int s = locked - 1; s >= 0; s--) {
                 shards[s].unlockRead();
