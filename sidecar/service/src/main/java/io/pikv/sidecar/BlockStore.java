@@ -105,7 +105,12 @@ public final class BlockStore {
             sizeFor(payload.length);
         } else {
             int typical = medianSize();
-            if (typical <= sizingBytes / 2 || typical >= 2L * sizingBytes) {
+            if ((typical <= sizingBytes / 2 || typical >= 2L * sizingBytes)
+                    && (int) Math.min(MAX_BLOCKS, capacityBytes / typical) == capacityBlocks) {
+                // Another size, the same count of blocks (both at the block limit): nothing to rebuild, and the
+                // policy keeps its history.
+                sizingBytes = typical;
+            } else if (typical <= sizingBytes / 2 || typical >= 2L * sizingBytes) {
                 int before = capacityBlocks;
                 int beforeBytes = sizingBytes;
                 sizeFor(typical);

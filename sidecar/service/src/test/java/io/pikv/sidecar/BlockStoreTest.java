@@ -46,6 +46,25 @@ class BlockStoreTest {
     }
 
     @Test
+    void anotherSizeWithTheSameCountKeepsThePolicysHistory() {
+        // 1 GiB of 16 KiB blocks and then of 64 KiB blocks: both past the 16,384-block limit, so the count stays, and
+        // the adaptive policy keeps what it learnt (its evidence would restart with a new index).
+        BlockStore store = new BlockStore(1L << 30, "adaptive");
+        for (int i = 0; i < 64; i++) {
+            store.put(i, new byte[16 << 10]);
+            store.get(i);
+        }
+        assertThat(store.stats().capacityBlocks()).isEqualTo(BlockStore.MAX_BLOCKS);
+        assertThat(store.stats().ghostHitRates()).isNotEmpty();
+        for (int i = 64; i < 130; i++) {
+            store.put(i, new byte[64 << 10]);
+        }
+        assertThat(store.stats().capacityBlocks()).isEqualTo(BlockStore.MAX_BLOCKS);
+        assertThat(store.stats().ghostHitRates()).as("the same index: its evidence kept").isNotEmpty();
+        assertThat(store.stats().blocks()).isEqualTo(130);
+    }
+
+    @Test
     void oneStrayBlockDoesNotSetTheCount() {
         BlockStore store = new BlockStore(1 << 20, "adaptive");
         store.put(1, new byte[1]); // a probe
