@@ -13,6 +13,9 @@ import io.fabric8.generator.annotation.Pattern;
 @JsonPropertyOrder({"enabled", "resourceName", "perShard"})
 public class GpuSpec {
 
+    /** The resource name a GPU spec defaults to (the CRD's default, and the operator's for a resource without one). */
+    public static final String DEFAULT_RESOURCE_NAME = "nvidia.com/gpu";
+
     @Default("false")
     @JsonPropertyDescription("Request GPUs for every shard pod.")
     private Boolean enabled = false;
@@ -21,7 +24,7 @@ public class GpuSpec {
     @Pattern("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
     @JsonPropertyDescription("Extended resource name of the GPU device plugin: domain/name, as nvidia.com/gpu or "
             + "amd.com/gpu (not a kubernetes.io name).")
-    private String resourceName = "nvidia.com/gpu";
+    private String resourceName = DEFAULT_RESOURCE_NAME;
 
     @Default("1")
     @Min(1)

@@ -683,7 +683,8 @@ public final class PiKVClusterValidator {
                                       GpuSpec gpu) {
         boolean gpuEnabled = gpu != null && Boolean.TRUE.equals(gpu.getEnabled());
         // The name the shards are given: the CRD's default when a resource made under an older CRD has none.
-        String gpuName = gpu == null ? null : gpu.getResourceName() == null ? "nvidia.com/gpu" : gpu.getResourceName();
+        String gpuName = gpu == null ? null : gpu.getResourceName() == null
+                ? GpuSpec.DEFAULT_RESOURCE_NAME : gpu.getResourceName();
         java.util.Set<String> names = new java.util.TreeSet<>(limits);
         names.addAll(requests);
         for (String name : names) {

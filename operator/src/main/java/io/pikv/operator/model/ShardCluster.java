@@ -465,7 +465,7 @@ public final class ShardCluster {
     /** The GPU resource name, the CRD's default when a resource made under an older CRD has none. */
     private String gpuResource() {
         String name = spec.getGpu().getResourceName();
-        return name == null ? "nvidia.com/gpu" : name;
+        return name == null ? io.pikv.api.v1alpha1.GpuSpec.DEFAULT_RESOURCE_NAME : name;
     }
 
     private int gpuPerShard() {

@@ -31,6 +31,8 @@ class DeviceAttentionTest {
         final Map<Integer, Page> copies = new HashMap<>();
         int calls;
         int uploads;
+        /** When set, every attention fails, as a device lost mid-run. */
+        volatile boolean lost;
 
         CopyingDevice(KvLayout layout) {
             this.layout = layout;
@@ -49,6 +51,9 @@ class DeviceAttentionTest {
 
         @Override
         public synchronized PartialAttention attend(List<Page> pages, float[] query) {
+            if (lost) {
+                throw new IllegalStateException("device lost");
+            }
             calls++;
             int qHeads = SHAPE.qHeads();
             float[] scaled = SHAPE.scaledQuery(query);
@@ -104,6 +109,31 @@ class DeviceAttentionTest {
         assertThat(device.calls).isEqualTo(before + 1);
         float[] onCpu = shard.attendPartial(seq, 0, q, AttentionScope.experts(0, 1, 2, 3), false).finish().output();
         assertThat(Accuracy.relativeError(onDevice, onCpu)).isLessThan(1e-6);
+    }
+
+    @org.junit.jupiter.api.Test
+    void anAttentionThatFailsCountsNoLookup() {
+        KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
+        KvShard shard = new KvShard(0, SHAPE, layout, 1, 64L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
+                Kernels.select(layout));
+        CopyingDevice device = new CopyingDevice(layout);
+        shard.useDevice(device);
+        Random rnd = new Random(2);
+        for (int p = 0; p < 20; p++) {
+            shard.append(1, 0, p, p % SHAPE.experts(), Reference.gaussian(SHAPE.kvWidth(), rnd, 1f),
+                    Reference.gaussian(SHAPE.kvWidth(), rnd, 1f));
+        }
+        float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+        shard.attendPartial(1, 0, q, AttentionScope.all(), false);
+        assertThat(shard.stats().lookups()).isEqualTo(20);
+        device.lost = true;
+        org.assertj.core.api.Assertions.assertThatThrownBy(
+                () -> shard.attendPartial(1, 0, q, AttentionScope.all(), false)).hasMessage("device lost");
+        assertThat(shard.stats().lookups()).as("a call that failed looked nothing up").isEqualTo(20);
+        assertThat(shard.stats().hits()).isEqualTo(20);
+        device.lost = false;
+        shard.attendPartial(1, 0, q, AttentionScope.all(), false);
+        assertThat(shard.stats().lookups()).isEqualTo(40);
     }
 
     @ParameterizedTest
