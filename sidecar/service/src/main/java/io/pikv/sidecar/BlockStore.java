@@ -31,8 +31,11 @@ public final class BlockStore {
 
     private final long capacityBytes;
     private final String policy;
-    /** Resident payloads, least recently stored or read first. */
-    private final Map<Long, byte[]> payloads = new LinkedHashMap<>(16, 0.75f, true);
+    /**
+     * Resident payloads, least recently stored or read first. Insertion-ordered, moved to the end by hand on a store
+     * or a hit, so that a HEAD can read a length without changing the order.
+     */
+    private final Map<Long, byte[]> payloads = new LinkedHashMap<>();
     /** The sizes of the last blocks stored (a ring), for the count's block size. */
     private final int[] sizes = new int[SIZE_SAMPLES];
     private long stored;
@@ -126,7 +129,8 @@ public final class BlockStore {
             }
         }
         int others = payloads.size();
-        byte[] old = payloads.put(hash, payload);
+        byte[] old = payloads.remove(hash);
+        payloads.put(hash, payload);
         long oldLength = old == null ? 0 : old.length;
         if (old != null) {
             others--;
@@ -166,18 +170,11 @@ public final class BlockStore {
 
     /**
      * The length of a cached block, or -1: no lookup is counted, the policy hears nothing and no order changes (an
-     * HTTP HEAD, which only asks). Linear in the blocks held (at most 16,384).
+     * HTTP HEAD, which only asks).
      */
     public synchronized int peekLength(long hash) {
-        if (!payloads.containsKey(hash)) {
-            return -1;
-        }
-        for (Map.Entry<Long, byte[]> e : payloads.entrySet()) { // a get would move it in the access order
-            if (e.getKey() == hash) {
-                return e.getValue().length;
-            }
-        }
-        return -1;
+        byte[] payload = payloads.get(hash);
+        return payload == null ? -1 : payload.length;
     }
 
     /** The block, or null (counted as a miss). */
@@ -187,7 +184,11 @@ public final class BlockStore {
             return null;
         }
         hits++;
-        return payloads.get(hash);
+        byte[] payload = payloads.remove(hash);
+        if (payload != null) {
+            payloads.put(hash, payload); // most recently used now
+        }
+        return payload;
     }
 
     public synchronized Stats stats() {

@@ -46,6 +46,26 @@ class BlockStoreTest {
     }
 
     @Test
+    void aPeekChangesNoOrderWhileAHitAndAReplacementDo() {
+        BlockStore store = new BlockStore(300, "lru");
+        store.put(1, new byte[100]);
+        store.put(2, new byte[100]);
+        store.put(3, new byte[100]);
+        assertThat(store.peekLength(1)).isEqualTo(100);
+        assertThat(store.peekLength(9)).isEqualTo(-1);
+        store.put(4, new byte[100]); // 1 is still the least recently used: the peek did not touch it
+        assertThat(store.peekLength(1)).isEqualTo(-1);
+        store.get(2);
+        store.put(3, new byte[100]); // a replacement is a use as well
+        store.put(5, new byte[100]); // so 4 goes, not 2 or 3
+        assertThat(store.peekLength(4)).isEqualTo(-1);
+        assertThat(store.peekLength(2)).isEqualTo(100);
+        assertThat(store.peekLength(3)).isEqualTo(100);
+        assertThat(store.stats().hits()).isEqualTo(1);
+        assertThat(store.stats().misses()).isZero();
+    }
+
+    @Test
     void anotherSizeWithTheSameCountKeepsThePolicysHistory() {
         // 1 GiB of 16 KiB blocks and then of 64 KiB blocks: both past the 16,384-block limit, so the count stays, and
         // the adaptive policy keeps what it learnt (its evidence would restart with a new index).
