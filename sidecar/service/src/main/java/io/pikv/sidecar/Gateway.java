@@ -50,6 +50,8 @@ public final class Gateway implements KvApi {
          * unknown, but keeps its id until a close succeeds (a repeated DELETE asks the shards again).
          */
         volatile boolean closing;
+        /** A close is asking the shards now: another close of the id meanwhile answers unknown, as the shards would. */
+        boolean closeInFlight;
         /** Entries whose take-back no shard confirmed (a timed-out request may store them late), retried. */
         final List<Unconfirmed> unconfirmed = new ArrayList<>();
 
@@ -195,19 +197,31 @@ public final class Gateway implements KvApi {
             throw new UnknownSequenceException(sequence);
         }
         synchronized (state) { // after any step or append of the sequence in flight, which may still undo
-            if (sequences.get(sequence) != state) {
+            if (sequences.get(sequence) != state || state.closeInFlight) {
                 throw new UnknownSequenceException(sequence);
             }
             state.closing = true;
+            state.closeInFlight = true;
         }
         RuntimeException first = null;
-        for (SidecarClient shard : shards) {
-            try {
-                shard.closeSequence(sequence);
-            } catch (RuntimeException e) {
-                if (!(e instanceof SidecarException se && se.status() == 404) && first == null) {
-                    first = e;
+        boolean asked = false;
+        try {
+            for (SidecarClient shard : shards) {
+                try {
+                    shard.closeSequence(sequence);
+                } catch (RuntimeException e) {
+                    if (!(e instanceof SidecarException se && se.status() == 404) && first == null) {
+                        first = e;
+                    }
                 }
+            }
+            asked = true;
+        } finally {
+            if (asked && first == null) {
+                sequences.remove(sequence, state);
+            }
+            synchronized (state) {
+                state.closeInFlight = false;
             }
         }
         if (first != null) {
@@ -215,7 +229,6 @@ public final class Gateway implements KvApi {
                     sequence, first.getMessage());
             throw ShardFailure.of(first);
         }
-        sequences.remove(sequence, state);
     }
 
     /** A sequence closed (or whose create failed) while its caller waited for its lock is gone. */

@@ -51,6 +51,8 @@ class GatewayUndoTest {
         volatile int withdrawn = 1;
         /** When set, a create waits for it before it answers. */
         volatile java.util.concurrent.CountDownLatch createGate;
+        /** When set, a close waits for it before it answers. */
+        volatile java.util.concurrent.CountDownLatch closeGate;
 
         FakeShard() throws IOException {
             server = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 0);
@@ -113,6 +115,14 @@ class GatewayUndoTest {
                 reply(x, withdrawStatus, withdrawStatus == 200 ? "{\"withdrawn\":" + withdrawn + "}"
                         : "{\"type\":\"about:blank\",\"status\":404,\"title\":\"not-found\",\"detail\":\"gone\"}");
             } else if (x.getRequestMethod().equals("DELETE")) {
+                java.util.concurrent.CountDownLatch gate = closeGate;
+                if (gate != null) {
+                    try {
+                        gate.await(10, java.util.concurrent.TimeUnit.SECONDS);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                }
                 reply(x, closeStatus, closeStatus == 204 ? ""
                         : "{\"type\":\"about:blank\",\"status\":" + closeStatus + ",\"title\":\"down\"}");
             } else {
@@ -193,6 +203,26 @@ class GatewayUndoTest {
         String delete = "DELETE /v1/sequences/" + seq;
         assertThat(fakes.get(1).requests.stream().filter(delete::equals)).hasSize(2);
         assertThat(fakes.get(0).requests.stream().filter(delete::equals)).hasSize(2);
+        assertThatThrownBy(() -> g.close(seq)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
+    }
+
+    @Test
+    void aSecondCloseWhileTheFirstAsksTheShardsIsUnknownAsTheShardsWouldSay() throws Exception {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
+        fakes.get(0).closeGate = gate;
+        java.util.concurrent.CompletableFuture<Void> first =
+                java.util.concurrent.CompletableFuture.runAsync(() -> g.close(seq));
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
+                .until(() -> fakes.get(0).requests.contains("DELETE /v1/sequences/" + seq));
+        // Only one of two concurrent closes closes: the other is told the sequence is unknown, and asks no shard.
+        assertThatThrownBy(() -> g.close(seq)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
+        gate.countDown();
+        first.get(10, java.util.concurrent.TimeUnit.SECONDS);
+        for (FakeShard f : fakes) {
+            assertThat(f.requests.stream().filter(("DELETE /v1/sequences/" + seq)::equals)).hasSize(1);
+        }
         assertThatThrownBy(() -> g.close(seq)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
     }
 
