@@ -392,6 +392,9 @@ public final class CompressionBench implements Callable<Integer> {
     }
 
     private void checkOptions() {
+        if (pageTokens < 1 || pageTokens > 1024 || Integer.bitCount(pageTokens) != 1) {
+            throw new Main.UsageException("--page-tokens must be a power of two in [1, 1024], got " + pageTokens + ".");
+        }
         if ((keysFile == null) != (valuesFile == null)) {
             throw new Main.UsageException("--keys and --values go together.");
         }
@@ -617,8 +620,15 @@ public final class CompressionBench implements Callable<Integer> {
             all.add(Method.parse("fp16")); // the baseline, measured whether or not it was asked for
         }
         for (Method m : all) {
-            long pageBytes = KvStoreConfig.builder(shape).storageType(m.type()).pageTokens(pageTokens).build()
-                    .layout().pageBytes();
+            long pageBytes;
+            try {
+                pageBytes = KvStoreConfig.builder(shape).storageType(m.type()).pageTokens(pageTokens).build()
+                        .layout().pageBytes();
+            } catch (IllegalArgumentException e) {
+                // The shape fits no page of this method's storage type (int8 takes head dims that are multiples of 4).
+                throw new Main.UsageException("method " + m.name() + " cannot store KV of " + shape.kvHeads()
+                        + " heads of dimension " + shape.headDim() + ": " + e.getMessage() + ".");
+            }
             need += (long) shape.layers() * ((tokens + pageTokens - 1L) / pageTokens + 1) * pageBytes;
         }
         long room = Math.max(0, io.pikv.kv.DirectMemory.limit() - (256L << 20));

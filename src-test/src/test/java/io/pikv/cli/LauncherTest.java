@@ -427,6 +427,12 @@ class LauncherTest {
         Files.write(bigEndian, (new String(new byte[] {(byte) 0x93}, java.nio.charset.StandardCharsets.ISO_8859_1)
                 + "NUMPY\u0001\u0000F\u0000{'descr': '>f4', 'fortran_order': False, 'shape': (1, 1, 1), }          \n")
                 .getBytes(java.nio.charset.StandardCharsets.ISO_8859_1));
+        Path narrow = dir.resolve("narrow.npy"); // head dim 6: int8 pages take multiples of 4
+        try (Npy.Writer w = new Npy.Writer(narrow, false, 64, 2, 6)) {
+            for (int i = 0; i < 64 * 2 * 6; i++) {
+                w.put(0.5f, (short) 0);
+            }
+        }
         Path mixedTopK = dir.resolve("mixed.jsonl");
         Files.writeString(mixedTopK, "{\"type\": \"route\", \"topk_ids\": [1, 2], \"topk_weights\": [0.6, 0.4]}\n"
                 + "{\"type\": \"route\", \"topk_ids\": [1, 2, 3], \"topk_weights\": [0.5, 0.3, 0.2]}\n");
@@ -447,6 +453,9 @@ class LauncherTest {
                 {"compression", "--routing", route, "--keys", k, "--values", v, "--skip", "-1"},
                 {"compression", "--routing", mixedTopK.toString(), "--skip", "0", "--keys", k, "--values", v},
                 {"compression", "--routing", route, "--context", "1048576", "--layers", "256"},
+                {"compression", "--routing", route, "--keys", k, "--values", v, "--page-tokens", "48"},
+                {"compression", "--routing", route, "--keys", narrow.toString(), "--values", narrow.toString(),
+                    "--methods", "int8"},
                 {"cache", "--trace", negative.toString(), "--capacity", "4"},
                 {"cache", "--trace", empty.toString(), "--capacity", "4"},
                 {"cache", "--trace", binary.toString(), "--capacity", "4"},
@@ -464,6 +473,8 @@ class LauncherTest {
                 "--skip must not be negative, got -1.",
                 "line 2 of " + mixedTopK + " is not a routing record: it routes to 3 experts, the records before to 2",
                 "of direct memory this JVM may use; use fewer --methods, a shorter --context or fewer --layers",
+                "--page-tokens must be a power of two in [1, 1024], got 48.",
+                "method int8 cannot store KV of 2 heads of dimension 6: ",
                 "is not a Mooncake request: its \"input_length\" is not a token count (an integer >= 0).",
                 "holds no blocks: every request's hash_ids is empty.",
                 "is not UTF-8 JSON-lines text: it holds bytes that are not UTF-8.",
