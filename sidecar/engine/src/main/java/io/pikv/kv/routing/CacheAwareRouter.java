@@ -128,7 +128,8 @@ public final class CacheAwareRouter implements Router {
                 }
                 boolean free = n == 0 || touched[map.shardOf(e)];
                 double score = free ? logits[e] : logits[e] - lambda * Math.log1p(miss[e]);
-                if (((free && inPlain[e]) || score > nullScore) && (best < 0 || score > bestScore
+                // With no null expert (ρ = 0) nothing is dropped, even where a huge λ takes a score to -∞.
+                if (((free && inPlain[e]) || nullRatio == 0 || score > nullScore) && (best < 0 || score > bestScore
                         || (score == bestScore && tieGoesTo(e, best, touched, inPlain, map)))) {
                     best = e;
                     bestScore = score;
