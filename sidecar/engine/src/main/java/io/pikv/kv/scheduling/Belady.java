@@ -11,7 +11,8 @@ import java.util.List;
  * prefix stream this is also MIN's count of plain per-block hits: every request that uses a block uses its parent
  * just before it, so a parent's next use never comes after its child's, MIN never keeps a child without its
  * parent, and every resident block of a request lies inside its leading run. MIN maximises plain hits, and prefix
- * hits never exceed plain hits, so no policy can score more prefix hits than this.
+ * hits never exceed plain hits, so no policy can score more prefix hits than this. A stream whose ids do not chain
+ * (a block that follows different blocks in different requests) is refused: there this count is not an optimum.
  */
 public final class Belady {
     private static final long NEVER = Long.MAX_VALUE;
@@ -30,15 +31,30 @@ public final class Belady {
         // Dense ids, then each lookup's next use of the same block.
         LongIntMap ids = new LongIntMap(1024);
         int[] stream = new int[n];
+        int[] parent = new int[Math.min(n, 1024)]; // each dense id's predecessor in its requests (-1: first block)
+        long[] original = new long[parent.length];
         int k = 0;
         for (long[] r : requests) {
+            int before = -1;
             for (long b : r) {
                 int id = ids.get(b);
                 if (id < 0) {
                     id = ids.size();
                     ids.put(b, id);
+                    if (id == parent.length) {
+                        parent = Arrays.copyOf(parent, Math.min(n, 2 * parent.length));
+                        original = Arrays.copyOf(original, parent.length);
+                    }
+                    parent[id] = before;
+                    original[id] = b;
+                } else if (parent[id] != before) {
+                    throw new IllegalArgumentException("block " + b + " follows "
+                            + (parent[id] < 0 ? "nothing" : "block " + original[parent[id]]) + " in one request and "
+                            + (before < 0 ? "nothing" : "block " + original[before]) + " in another: ids must chain"
+                            + " as prefix hashes do for Belady's count to be the optimum");
                 }
                 stream[k++] = id;
+                before = id;
             }
         }
         int distinct = ids.size();

@@ -9,6 +9,7 @@ import java.util.Map;
 import java.util.Random;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 /** Belady's MIN against an exhaustive search over every insert, bypass and eviction choice on tiny traces. */
 class BeladyTest {
@@ -20,6 +21,19 @@ class BeladyTest {
                 new long[] {2});
         assertThat(Belady.replay(requests, 2).hits()).isEqualTo(2);
         assertThat(PrefixReplay.replay(requests, new PrefixBlockCache(2, new Lru())).hits()).isZero();
+    }
+
+    @Test
+    void refusesAStreamWhoseIdsDoNotChain() {
+        // 2 after 1 and after 3: MIN's prefix count (0 at capacity 1) would be below the true optimum (keep 1: one
+        // hit), so it is no optimum there.
+        assertThatThrownBy(() -> Belady.replay(List.of(new long[] {1, 2}, new long[] {3, 2}, new long[] {1, 2}), 1))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageStartingWith("block 2 follows block 1 in one request and block 3 in another");
+        assertThatThrownBy(() -> Belady.replay(List.of(new long[] {1, 2}, new long[] {2}), 1))
+                .hasMessageStartingWith("block 2 follows block 1 in one request and nothing in another");
+        assertThatThrownBy(() -> Belady.replay(List.of(new long[] {1, 1}), 1))
+                .hasMessageStartingWith("block 1 follows nothing in one request and block 1 in another");
     }
 
     @Test
