@@ -35,6 +35,8 @@ public class Sidecar {
     private final BlockStore blocks;
     private final Gateway gateway;
     private final ShardControl control;
+    /** Why KV requests are refused now, or null when they are served (see {@link #servingGate}). */
+    private volatile java.util.function.Supplier<String> notReady;
 
     public Sidecar(SidecarConfig config) {
         this.config = config;
@@ -47,6 +49,15 @@ public class Sidecar {
                 "the largest request body must be at least 1 byte, got " + config.api().maxBodyBytes());
         check("pikv.control.startup-wait", !config.control().startupWait().isNegative(),
                 "the start-up wait must not be negative, got " + config.control().startupWait());
+        check("pikv.control.topic", org.apache.kafka.common.internals.Topic.isValid(config.control().topic()),
+                "a Kafka topic name is 1 to 249 of the characters a-z A-Z 0-9 . _ - (and not . or ..), got '"
+                        + config.control().topic() + "'");
+        check("pikv.telemetry.topic", org.apache.kafka.common.internals.Topic.isValid(config.telemetry().topic()),
+                "a Kafka topic name is 1 to 249 of the characters a-z A-Z 0-9 . _ - (and not . or ..), got '"
+                        + config.telemetry().topic() + "'");
+        // With control on, KV requests wait for the control listener (installed at start-up): until it has read the
+        // topic, the map, policy and budget in effect may be stale.
+        notReady = config.control().enabled() ? () -> "it is starting" : () -> null;
         try {
             // In every role, also where no publisher is made; the publisher's settings hold the rules.
             io.pikv.sidecar.telemetry.TelemetryPublisher.Settings.check(config.telemetry().window(),
@@ -229,6 +240,23 @@ public class Sidecar {
     /** The gateway, or null in the shard role. */
     public Gateway gateway() {
         return gateway;
+    }
+
+    /**
+     * Sets what decides whether KV requests are served: the supplier answers why not, or null. The control listener
+     * installs its readiness here, so that a sidecar serves no KV under a stale shard map, policy or budget even where
+     * traffic reaches it before its readiness probe passes (a headless Service publishes shards that are not ready).
+     */
+    public void servingGate(java.util.function.Supplier<String> why) {
+        notReady = java.util.Objects.requireNonNull(why);
+    }
+
+    /** Refuses a KV request ({@link NotReadyException}) while the sidecar is not ready to serve it. */
+    public void checkServing() {
+        String why = notReady.get();
+        if (why != null) {
+            throw new NotReadyException(why);
+        }
     }
 
     /** The desired state in effect (shard map, policy, budget) and the control records applied to it. */

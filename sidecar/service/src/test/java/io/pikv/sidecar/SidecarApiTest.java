@@ -348,6 +348,42 @@ class SidecarApiTest {
                 .body("detail", containsString(detail));
     }
 
+    @jakarta.inject.Inject
+    Sidecar sidecar;
+
+    @Test
+    void kvRequestsWaitUntilTheSidecarServesWhileRemovalsAndReadsDoNot() throws Exception {
+        SidecarClient client = client();
+        long seq = client.createSequence(null);
+        Random rnd = new Random(4);
+        client.append(seq, entries(0, 3, rnd));
+        JsonNode before = client.stats();
+        sidecar.servingGate(() -> "it is still reading control topic pikv.control");
+        try {
+            String notReady = "the sidecar is not ready to serve KV: it is still reading control topic pikv.control";
+            given().contentType(ContentType.JSON).body("{\"model\":" + MODEL + "}").post("/v1/sequences").then()
+                    .statusCode(503).contentType(PROBLEM).body("type", equalTo("urn:pikv:problem:not-ready"))
+                    .body("detail", containsString(notReady));
+            rejects(seq, "entries", Wire.encodeAppend(entries(0, 2, rnd)), 503, notReady);
+            rejects(seq, "attention", Wire.encodeAttend(new Wire.AttendRequest(0, new int[0],
+                    gaussian(SHAPE.queryWidth(), rnd))), 503, notReady);
+            rejects(seq, "steps", Wire.encodeStep(new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, 0, null,
+                    new int[] {1}, gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd),
+                    gaussian(SHAPE.kvWidth(), rnd))), 503, notReady);
+            // Nothing was stored or counted; reading and removing do not wait.
+            given().get("/v1/sequences/" + seq).then().statusCode(200).body("layers[0].length", equalTo(3));
+            JsonNode after = client.stats();
+            for (String figure : new String[] {"entries", "bytesInUse", "lookups", "hits", "misses", "sequences"}) {
+                assertThat(after.get(figure)).as(figure).isEqualTo(before.get(figure));
+            }
+            given().contentType(ContentType.JSON).body("{\"layer\":0,\"positions\":[2]}")
+                    .post("/v1/sequences/" + seq + "/withdrawals").then().statusCode(200).body("withdrawn", equalTo(1));
+            given().delete("/v1/sequences/" + seq).then().statusCode(204);
+        } finally {
+            sidecar.servingGate(() -> null); // the listener has read the topic (AwaitServing), and stays ready
+        }
+    }
+
     @Test
     void prefixBlocks() throws Exception {
         SidecarClient client = client();

@@ -36,6 +36,9 @@ public class ProblemResponses implements OASFilter {
             + "refused it for a reason that is no fault of the request (a refusal the request caused is passed on with "
             + "the shard's 4xx status as shard-refused)";
 
+    private static final String NOT_READY = "not-ready: the sidecar has not read its control topic to the end yet "
+            + "(nor is its start-up wait over); nothing was done, send it again";
+
     /** Per {@code "METHOD path"}: status → what the problem says. */
     public static final Map<String, Map<String, String>> TABLE = table();
 
@@ -48,7 +51,8 @@ public class ProblemResponses implements OASFilter {
                 "413", TOO_LARGE,
                 "415", UNSUPPORTED,
                 "422", "model-mismatch: the model is not the sidecar's (pikv.model.*)",
-                "502", GATEWAY));
+                "502", GATEWAY,
+                "503", NOT_READY));
         t.put("GET /v1/sequences/{id}", statuses(
                 "404", UNKNOWN_SEQUENCE,
                 "406", NOT_ACCEPTABLE,
@@ -64,7 +68,8 @@ public class ProblemResponses implements OASFilter {
                 "413", TOO_LARGE,
                 "415", UNSUPPORTED,
                 "500", UNDONE,
-                "502", GATEWAY));
+                "502", GATEWAY,
+                "503", NOT_READY));
         t.put("POST /v1/sequences/{id}/withdrawals", statuses(
                 "400", INVALID,
                 "404", UNKNOWN_SEQUENCE,
@@ -78,7 +83,8 @@ public class ProblemResponses implements OASFilter {
                 "406", NOT_ACCEPTABLE,
                 "413", TOO_LARGE,
                 "415", UNSUPPORTED,
-                "502", GATEWAY));
+                "502", GATEWAY,
+                "503", NOT_READY));
         t.put("POST /v1/sequences/{id}/steps", statuses(
                 "400", INVALID + "; a position that is not an integer, or a position given to a gateway",
                 "404", UNKNOWN_SEQUENCE,
@@ -87,7 +93,8 @@ public class ProblemResponses implements OASFilter {
                 "413", TOO_LARGE,
                 "415", UNSUPPORTED,
                 "500", UNDONE,
-                "502", GATEWAY));
+                "502", GATEWAY,
+                "503", NOT_READY));
         t.put("PUT /v1/blocks/{hash}", statuses(
                 "400", "invalid-request: a hash that is not 1 to 16 hex digits, or an empty block",
                 "413", TOO_LARGE + "; block-too-large: larger than the whole block cache",

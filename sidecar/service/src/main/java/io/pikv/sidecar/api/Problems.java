@@ -11,7 +11,8 @@ import org.jboss.logging.Logger;
 /**
  * What each failure tells a caller, as a {@link Problem}: malformed or invalid input 400, unknown sequence or block
  * 404, conflicts (id taken, budget full with nothing evictable, stale shard map) 409, too large 413, wrong content
- * type 415, a model other than the sidecar's 422, a shard's refusal its 4xx and an unreachable shard 502; a request
+ * type 415, a model other than the sidecar's 422, a shard's refusal its 4xx and an unreachable shard 502, KV requests
+ * before the control topic was read 503 {@code not-ready}; a request
  * that failed once it began storing and was undone 500 {@code undone}. Anything else is a defect: 500, logged. One
  * table for both ways in: the REST layer's exception mappers ({@link ProblemMappers}) and the binary step routes
  * ({@link BinaryRoutes}).
@@ -47,6 +48,9 @@ public final class Problems {
         }
         if (e instanceof InfoResource.StaleEpochException) {
             return problem(409, "stale-epoch", "Stale shard map", e.getMessage(), path);
+        }
+        if (e instanceof io.pikv.sidecar.NotReadyException) {
+            return problem(503, "not-ready", "Not ready", e.getMessage(), path);
         }
         if (e instanceof io.pikv.sidecar.UndoneException) {
             LOG.error("a request failed on " + path + " and was undone", e);

@@ -73,6 +73,7 @@ public class SequenceResource {
         if (!asked.equals(sidecar.shape())) {
             throw new ModelMismatchException(asked, sidecar.shape());
         }
+        sidecar.checkServing();
         long id = node().create(request.id());
         return Response.created(URI.create("/v1/sequences/" + id)).entity(describe(id)).build();
     }
@@ -101,6 +102,7 @@ public class SequenceResource {
     public AppendedJson append(@PathParam("id") long id, byte[] body) {
         limit.check(body);
         Wire.AppendRequest request = Wire.decodeAppend(body, sidecar.shape());
+        sidecar.checkServing();
         return new AppendedJson(metrics.append().record(() -> node().append(id, request)));
     }
 
@@ -125,6 +127,7 @@ public class SequenceResource {
     public byte[] attend(@PathParam("id") long id, byte[] body) {
         limit.check(body);
         Wire.AttendRequest request = Wire.decodeAttend(body, sidecar.shape());
+        sidecar.checkServing();
         return Wire.encodePartial(metrics.attention().record(() -> node().attend(id, request)));
     }
 
@@ -142,6 +145,7 @@ public class SequenceResource {
         limit.check(body);
         Integer position = position(positionParam);
         Wire.StepRequest request = Wire.decodeStep(body, sidecar.shape());
+        sidecar.checkServing();
         if (position != null) {
             if (sidecar.gateway() != null) {
                 throw new IllegalArgumentException("a gateway assigns positions itself; send the step without "

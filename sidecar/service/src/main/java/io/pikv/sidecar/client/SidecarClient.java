@@ -137,7 +137,7 @@ public final class SidecarClient implements AutoCloseable {
         /**
          * Whether the sidecar refused the call and so changed nothing: a 4xx (its requests are all or none), or the
          * {@code undone} problem (a shard whose append or step failed after storing took back what it stored before
-         * it answered). A call that got no answer (timed out, connection lost) or another 5xx — an internal error may
+         * it answered), or {@code not-ready} (refused before anything was done). A call that got no answer (timed out, connection lost) or another 5xx — an internal error may
          * come after the store, a proxy's from a request still under way — may have been acted on.
          */
         public boolean refused() {
@@ -149,7 +149,8 @@ public final class SidecarClient implements AutoCloseable {
                 }
             }
             return failure instanceof SidecarException se && se.status() >= 400
-                    && (se.status() < 500 || "urn:pikv:problem:undone".equals(se.type()));
+                    && (se.status() < 500 || "urn:pikv:problem:undone".equals(se.type())
+                    || "urn:pikv:problem:not-ready".equals(se.type()));
         }
     }
 

@@ -56,6 +56,10 @@ public class SidecarKafka {
         if (config.control().enabled()) {
             control = new ControlListener(config.control().topic(), sidecar.control(), config.control().startupWait(),
                     () -> new KafkaConsumer<>(KafkaClients.consumer(kafka, client + "-control")), json, registry, link);
+            ControlListener listener = control;
+            sidecar.servingGate(() -> listener.ready() ? null : "it is still reading control topic "
+                    + listener.topic() + " (it serves once read to its end, or at " + listener.deadline()
+                    + " at the latest)");
             control.start();
         }
         if (config.telemetry().enabled() && config.role() == io.pikv.sidecar.Role.gateway) {
