@@ -43,6 +43,9 @@ class ComputeSelectionTest {
                 + "body must be at least 1 byte, got 0"},
             {"pikv.control.startup-wait", "-5s", "invalid configuration pikv.control.startup-wait: the start-up "
                 + "wait must not be negative"},
+            {"pikv.control.topic", "pikv control", "invalid configuration pikv.control.topic: a Kafka topic name is "
+                + "1 to 249 of the characters a-z A-Z 0-9 . _ - (and not . or ..), got 'pikv control'"},
+            {"pikv.telemetry.topic", "..", "invalid configuration pikv.telemetry.topic: a Kafka topic name is"},
             {"pikv.store.budget-bytes", String.valueOf(Long.MAX_VALUE / 2), "invalid configuration "
                 + "pikv.store.budget-bytes: a budget of " + Long.MAX_VALUE / 2 + " bytes exceeds the "},
             {"pikv.telemetry.buffer-records", "1", "invalid configuration pikv.telemetry.buffer-records: the "
