@@ -292,22 +292,16 @@ public final class ControlListener implements AutoCloseable {
         try {
             state = read(r.value());
         } catch (IOException | IllegalArgumentException e) {
-            outcomes.get(ShardControl.Outcome.INVALID).increment();
-            LOG.warnf("control: record at %s-%d offset %d is not a control state: %s", r.topic(), r.partition(),
-                    r.offset(), e.getMessage());
+            unreadable(r, "is not a control state: " + e.getMessage());
             return;
         }
         if (state == null || state.cluster() == null) {
             // The JSON literal null, or a state that does not name its cluster: nothing to apply.
-            outcomes.get(ShardControl.Outcome.INVALID).increment();
-            LOG.warnf("control: record at %s-%d offset %d %s; ignored", r.topic(), r.partition(), r.offset(),
-                    state == null ? "is JSON null" : "names no cluster");
+            unreadable(r, state == null ? "is JSON null" : "names no cluster");
             return;
         }
         if (!state.cluster().equals(control.cluster()) && r.key() != null) {
-            outcomes.get(ShardControl.Outcome.INVALID).increment();
-            LOG.warnf("control: record keyed %s names cluster %s (offset %d); ignored", r.key(), state.cluster(),
-                    r.offset());
+            unreadable(r, "is keyed " + r.key() + " but names cluster " + state.cluster());
             return;
         }
         ShardControl.Outcome outcome;
@@ -320,6 +314,12 @@ public final class ControlListener implements AutoCloseable {
                     r.partition(), r.offset(), state.epoch());
         }
         outcomes.get(outcome).increment();
+    }
+
+    /** A record of this cluster (or unkeyed) that is no control state: counted invalid and told as lastRejected. */
+    private void unreadable(ConsumerRecord<String, byte[]> r, String why) {
+        outcomes.get(ShardControl.Outcome.INVALID).increment();
+        control.unreadable("record at " + r.topic() + "-" + r.partition() + " offset " + r.offset() + " " + why);
     }
 
     /**

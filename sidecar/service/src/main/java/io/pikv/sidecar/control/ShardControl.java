@@ -305,6 +305,15 @@ public final class ShardControl {
                 : Optional.empty();
     }
 
+    /**
+     * A record of this cluster that could not even be read as a control state (not JSON of its shape, a fraction
+     * where a whole number goes, another cluster named than keyed): nothing applies, and {@code lastRejected} says
+     * why, as for a record read but refused.
+     */
+    public synchronized void unreadable(String reason) {
+        reject(state, reason);
+    }
+
     /** Keeps the state in effect and records why a record was refused. */
     private void reject(State current, String reason) {
         LOG.warnf("control: refused %s (kept epoch %d)", reason, current.epoch());

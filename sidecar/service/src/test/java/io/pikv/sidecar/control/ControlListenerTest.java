@@ -147,6 +147,9 @@ class ControlListenerTest {
             await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 3);
             assertThat(policy.activePolicy()).isEqualTo("oldest-page");
             assertThat(count("invalid")).isEqualTo(7);
+            // Each said as the last rejected record, also the ones that never read as a control state: the last sent.
+            assertThat(control.state().lastRejected()).startsWith("record at " + topic + "-0 offset ")
+                    .endsWith(" is not a control state: it is JSON array, not an object");
             // The same epoch again: the same record is stale; another one is a conflict, and the later record wins
             // (it is the one compaction keeps for a shard that starts later).
             publish(producer, topic, "c1", state("c1", 3, "oldest-page", 0, 0, 0, 0));
