@@ -209,6 +209,14 @@ public final class KvShard {
      */
     public void checkAppend(long sequence, int layer, int position, int expert, float[] k, float[] v) {
         checkEntry(layer, position, expert, k, v);
+        if (projection != null) {
+            // The coefficients must fit the storage type too (append checks them under the write lock).
+            float[] pk = new float[projK.length];
+            float[] pv = new float[projV.length];
+            projection.project(layer, expert, k, v, pk, pv);
+            checkCoefficients(pk, layout.kvHeads() * layout.keyWidth());
+            checkCoefficients(pv, layout.kvHeads() * layout.valueWidth());
+        }
         lock.readLock().lock();
         try {
             checkFree(layerState(sequence, layer, false), sequence, layer, position);

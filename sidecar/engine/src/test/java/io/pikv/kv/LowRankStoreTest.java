@@ -278,6 +278,28 @@ class LowRankStoreTest {
     }
 
     @Test
+    void theBatchCheckRefusesCoefficientsBeyondTheStorageTypeAsTheAppendDoes() {
+        Random rnd = new Random(14);
+        List<Reference.Entry> entries = lowRankEntries(SHAPE, 64, 4, rnd);
+        LowRankBases bases = fit(SHAPE, entries, Grouping.SHARED, 1, 8, 16);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP16).pageTokens(16)
+                .buckets(1).threads(1).lowRank(bases).build())) {
+            long seq = store.createSequence();
+            Reference.Entry e = entries.get(0);
+            float[] loud = e.k().clone();
+            for (int i = 0; i < loud.length; i++) {
+                loud[i] *= 1e5f; // finite and within ±2^50, but its coefficients are beyond ±65504
+            }
+            KvShard shard = store.shards().get(0);
+            assertThatThrownBy(() -> shard.checkAppend(seq, 0, 0, e.expert(), loud, e.v()))
+                    .hasMessageContaining("outside the range of FP16 storage");
+            assertThatThrownBy(() -> shard.append(seq, 0, 0, e.expert(), loud, e.v()))
+                    .hasMessageContaining("outside the range of FP16 storage");
+            shard.checkAppend(seq, 0, 0, e.expert(), e.k(), e.v()); // the entry itself is fine
+        }
+    }
+
+    @Test
     void evictionMovesCoefficientsAndKeepsAttentionRight() {
         Random rnd = new Random(30);
         List<Reference.Entry> entries = lowRankEntries(SHAPE, 150, 6, rnd);
