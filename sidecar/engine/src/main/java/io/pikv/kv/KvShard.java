@@ -897,6 +897,7 @@ public final class KvShard {
 
     /** Resident entries of (sequence, layer) on this shard. */
     public int resident(long sequence, int layer) {
+        shape.checkLayer(layer);
         lock.readLock().lock();
         try {
             LayerState ls = layerState(sequence, layer, false);

@@ -95,6 +95,8 @@ class ValidationTest {
                 + "(1024 + 1024) FP32 elements would take 8589934592 bytes, more than 1073741824");
         rejects(() -> store.attend(777, 1, q), "unknown sequence 777");
         rejects(() -> store.evict(seq, 5, new int[] {1}), "layer 5 is out of range");
+        rejects(() -> store.shards().get(0).resident(seq, 2), "layer 2 is out of range");
+        rejects(() -> store.shards().get(0).resident(seq, -1), "layer -1 is out of range");
         long closed = store.createSequence();
         store.closeSequence(closed);
         rejects(() -> store.attend(closed, 0, q), "unknown sequence " + closed);
