@@ -84,7 +84,7 @@ public final class AttentionBench implements Callable<Integer> {
         try {
             type = StorageType.parse(dtype);
             shape = new ModelShape(1, qHeads, kvHeads, headDim, 8, 2);
-            int buckets = Integer.highestOneBit(Math.max(1, workers * 4));
+            int buckets = Math.min(1024, Integer.highestOneBit(Math.max(1, workers * 4))); // the store takes at most 1,024
             KvStoreConfig probe = KvStoreConfig.builder(shape).storageType(type).pageTokens(pageTokens).build();
             long pages = (context + pageTokens - 1L) / pageTokens + buckets + 1;
             long bytes = pages * probe.layout().pageBytes();

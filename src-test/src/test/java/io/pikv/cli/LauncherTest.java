@@ -517,5 +517,9 @@ class LauncherTest {
         assertThat(n.get("kv_bytes").asLong()).isEqualTo(300L * 2 * 64 * 2 * 2);
         assertThat(n.has("numpy_gbps")).isTrue();
         assertThat(n.get("numpy_gbps").isNull()).isTrue();
+        // Many workers (a host with hundreds of processors): the store's buckets stay within its 1,024.
+        Run many = run("bench", "attention", "--context", "64", "--q-heads", "4", "--kv-heads", "1", "--head-dim",
+                "16", "--threads", "512", "--iterations", "1", "--no-numpy");
+        assertThat(many.code()).as(many.err()).isZero();
     }
 }
