@@ -739,6 +739,16 @@ public final class KvShard {
         return PartialAttention.merge(Arrays.asList(perBucket));
     }
 
+    /**
+     * For a caller holding the read lock ({@link KvStore}): the device's partial when this shard attends on one and
+     * the call is one it takes (whole sequence, no weights), else null (attend over the buckets on the CPU).
+     */
+    PartialAttention attendOnDeviceLocked(long sequence, int layer, float[] query, AttentionScope scope,
+                                          boolean weights) {
+        DeviceAttention d = device;
+        return d != null && !weights && scope.isAll() ? attendOnDeviceLocked(d, sequence, layer, query) : null;
+    }
+
     /** The device's partial over every page of (sequence, layer), or null to attend on the CPU instead. */
     private PartialAttention attendOnDeviceLocked(DeviceAttention d, long sequence, int layer, float[] query) {
         LayerState ls = layerState(sequence, layer, false);

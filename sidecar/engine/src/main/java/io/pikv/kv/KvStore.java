@@ -204,8 +204,15 @@ public final class KvStore implements AutoCloseable {
                 throw new UnknownSequenceException(sequence);
             }
             List<Callable<PartialAttention>> tasks = new ArrayList<>();
+            List<PartialAttention> parts = new ArrayList<>();
             for (KvShard shard : shards) {
                 if (!shard.holdsLocked(sequence, layer)) {
+                    continue;
+                }
+                // A shard on a device (KvShard#useDevice) answers whole-sequence calls without weights there.
+                PartialAttention onDevice = shard.attendOnDeviceLocked(sequence, layer, query, scope, weights);
+                if (onDevice != null) {
+                    parts.add(onDevice);
                     continue;
                 }
                 for (int b = 0; b < shard.buckets(); b++) {
@@ -215,10 +222,9 @@ public final class KvStore implements AutoCloseable {
                 }
             }
             PartialAttention merged;
-            if (tasks.isEmpty()) {
+            if (tasks.isEmpty() && parts.isEmpty()) {
                 merged = PartialAttention.empty(shape.qHeads(), shape.headDim(), weights);
             } else {
-                List<PartialAttention> parts = new ArrayList<>(tasks.size());
                 if (workers == null || tasks.size() == 1) {
                     for (Callable<PartialAttention> task : tasks) {
                         parts.add(call(task));

@@ -112,6 +112,28 @@ class DeviceAttentionTest {
     }
 
     @org.junit.jupiter.api.Test
+    void aStoreAttendsOnItsShardsDevices() {
+        Random rnd = new Random(21);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP32).pageTokens(16)
+                .shards(2).buckets(2).threads(2).build())) {
+            CopyingDevice device = new CopyingDevice(store.shards().get(1).layout());
+            store.shards().get(1).useDevice(device); // shard 0 stays on the CPU
+            long seq = store.createSequence();
+            Reference.load(store, seq, 0, Reference.randomEntries(SHAPE, 70, rnd));
+            float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+            AttentionResult all = store.attend(seq, 0, q);
+            assertThat(device.calls).isEqualTo(1);
+            // Expert-scoped and weighted calls stay on the CPU, and every path gives the same answer.
+            AttentionResult scoped = store.attend(seq, 0, q, AttentionScope.experts(0, 1, 2, 3), false);
+            AttentionResult weighted = store.attend(seq, 0, q, AttentionScope.all(), true);
+            assertThat(device.calls).isEqualTo(1);
+            assertThat(all.visited()).isEqualTo(70);
+            assertThat(Accuracy.relativeError(all.output(), scoped.output())).isLessThan(1e-6);
+            assertThat(Accuracy.relativeError(all.output(), weighted.output())).isLessThan(1e-6);
+        }
+    }
+
+    @org.junit.jupiter.api.Test
     void anAttentionThatFailsCountsNoLookup() {
         KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
         KvShard shard = new KvShard(0, SHAPE, layout, 1, 64L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
