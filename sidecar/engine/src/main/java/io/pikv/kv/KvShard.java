@@ -187,7 +187,7 @@ public final class KvShard {
             if (evictedAs >= 0) {
                 ls.evictedPerExpert[evictedAs]--; // stored again: no longer a miss
                 if (ls.restoredAfterEviction == null) {
-                    ls.restoredAfterEviction = new java.util.HashMap<>();
+                    ls.restoredAfterEviction = new io.pikv.kv.scheduling.LongIntMap(16);
                 }
                 ls.restoredAfterEviction.put(position, evictedAs);
             }
@@ -505,7 +505,7 @@ public final class KvShard {
             Page page = pool.byId(loc / tokens);
             int slot = loc % tokens;
             Segment segment = page.segment;
-            Integer before = ls.restoredAfterEviction == null ? null : ls.restoredAfterEviction.remove(position);
+            int before = ls.restoredAfterEviction == null ? -1 : ls.restoredAfterEviction.remove(position);
             if (removal == Removal.EVICT) {
                 countEviction(ls, layer, page.expert[slot]);
                 ls.markEvicted(position, page.expert[slot]);
@@ -515,7 +515,7 @@ public final class KvShard {
                 ls.clearLocation(position);
             } else {
                 uncount(ls, layer, page.expert[slot]);
-                if (before != null) {
+                if (before >= 0) {
                     // Withdrawing a re-store: the entry is back to evicted, as it was before that append.
                     ls.markEvicted(position, before);
                     ls.evictedPerExpert[before]++;

@@ -34,8 +34,9 @@ final class LayerState {
     /**
      * Resident positions stored again after an eviction, with the expert they were evicted as: withdrawing one puts its
      * eviction back (the append that re-stored it did not happen). Made on first use; bounded by the resident entries.
+     * A primitive map: an eviction looks each evicted position up in it, which must not allocate.
      */
-    java.util.Map<Integer, Integer> restoredAfterEviction;
+    io.pikv.kv.scheduling.LongIntMap restoredAfterEviction;
     int resident;
 
     LayerState(long sequence, int layer, int buckets, int experts) {
