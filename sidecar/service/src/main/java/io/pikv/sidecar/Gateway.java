@@ -108,9 +108,65 @@ public final class Gateway implements KvApi {
 
     /** Closes the idle connections to the shards (on shutdown). */
     public void shutdown() {
+        closeAllOnShards(CLOSE_ON_SHUTDOWN);
         for (SidecarClient shard : shards) {
             shard.close();
         }
+    }
+
+    /** How long a stopping gateway spends closing its open sequences on the shards. */
+    static final java.time.Duration CLOSE_ON_SHUTDOWN = java.time.Duration.ofSeconds(10);
+
+    /**
+     * Closes every sequence this gateway holds on every shard, within {@code within} (a shard that fails a close is
+     * not asked again): what a gateway knows of its sequences (lengths, where each expert's entries are) goes with
+     * it, so no one could use or close them on the shards afterwards, and they would hold shard memory until the
+     * shard restarts. Returns the sequences closed everywhere.
+     */
+    int closeAllOnShards(java.time.Duration within) {
+        long deadline = System.nanoTime() + within.toNanos();
+        java.util.Set<SidecarClient> failed = new java.util.HashSet<>();
+        int closed = 0;
+        int left = 0;
+        for (Long id : List.copyOf(sequences.keySet())) {
+            if (System.nanoTime() > deadline || failed.size() == shards.size()) {
+                left++;
+                continue;
+            }
+            boolean everywhere = true;
+            for (SidecarClient shard : shards) {
+                if (failed.contains(shard)) {
+                    everywhere = false;
+                    continue;
+                }
+                try {
+                    shard.closeSequence(id);
+                } catch (SidecarException e) {
+                    if (e.status() != 404) {
+                        everywhere = false;
+                        failed.add(shard);
+                        LOG.warnf("gateway stopping: %s did not close sequence %d (%s); not asked again",
+                                shard.base(), id, e.getMessage());
+                    }
+                } catch (RuntimeException e) {
+                    everywhere = false;
+                    failed.add(shard);
+                    LOG.warnf("gateway stopping: %s did not close sequence %d (%s); not asked again", shard.base(), id,
+                            e.getMessage());
+                }
+            }
+            if (everywhere) {
+                sequences.remove(id);
+                closed++;
+            } else {
+                left++;
+            }
+        }
+        if (closed + left > 0) {
+            LOG.infof("gateway stopping: closed %d sequence(s) on the shards%s", closed,
+                    left == 0 ? "" : "; " + left + " left open on some shard (unreachable, or out of time)");
+        }
+        return closed;
     }
 
     public ExpertShardMap shardMap() {

@@ -227,6 +227,26 @@ class GatewayUndoTest {
     }
 
     @Test
+    void aStoppingGatewayClosesItsSequencesOnTheShards() throws IOException {
+        Gateway g = gateway();
+        long a = g.create(null);
+        long b = g.create(null);
+        long c = g.create(null);
+        g.close(c); // closed already: not asked again
+        fakes.get(1).closeStatus = 503; // shard 1 fails its first close and is not asked again
+        assertThat(g.closeAllOnShards(java.time.Duration.ofSeconds(10))).isZero();
+        for (long id : new long[] {a, b}) {
+            assertThat(fakes.get(0).requests).contains("DELETE /v1/sequences/" + id);
+        }
+        assertThat(fakes.get(1).requests.stream().filter(r -> r.startsWith("DELETE"))
+                .filter(r -> !r.equals("DELETE /v1/sequences/" + c))).hasSize(1);
+        fakes.get(1).closeStatus = 204;
+        g.shutdown(); // what is left open, on the shard that answers now
+        assertThat(fakes.get(1).requests).contains("DELETE /v1/sequences/" + a, "DELETE /v1/sequences/" + b);
+        assertThat(g.closeAllOnShards(java.time.Duration.ofSeconds(10))).isZero(); // nothing left
+    }
+
+    @Test
     void aConfirmedUndoGivesThePositionsAgain() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);
