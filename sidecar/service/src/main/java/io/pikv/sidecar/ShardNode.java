@@ -348,6 +348,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
     public int[] lengths(long sequence) {
         SequenceState state = state(sequence);
         synchronized (state) {
+            checkOpen(sequence, state); // closed while this call waited for the lock: unknown, not its old lengths
             return state.length.clone();
         }
     }
@@ -363,9 +364,12 @@ public final class ShardNode implements KvApi, AutoCloseable {
     /** Entries of (sequence, layer) resident on this shard. */
     @Override
     public int resident(long sequence, int layer) {
-        state(sequence);
+        SequenceState state = state(sequence);
         shape.checkLayer(layer);
-        return shard.resident(sequence, layer);
+        synchronized (state) {
+            checkOpen(sequence, state); // a sequence closed meanwhile is unknown, not one with nothing resident
+            return shard.resident(sequence, layer);
+        }
     }
 
     /** Positions of (sequence, layer) resident on this shard, ascending. */
