@@ -146,6 +146,7 @@ public final class ControlListener implements AutoCloseable {
             if (partitions == null) {
                 return;
             }
+            partitions = new ArrayList<>(partitions);
             consumer.assign(partitions);
             consumer.seekToBeginning(partitions);
             lastAnswer = System.nanoTime(); // the partitions came from the broker
@@ -180,6 +181,7 @@ public final class ControlListener implements AutoCloseable {
                     }
                     if (System.currentTimeMillis() - lastCheck >= LINK_CHECK_MS) {
                         lastCheck = System.currentTimeMillis();
+                        addNewPartitions(partitions);
                         consumer.endOffsets(partitions, CALL_TIMEOUT);
                         lastAnswer = System.nanoTime();
                         link.up(KafkaLink.Client.CONTROL);
@@ -266,6 +268,32 @@ public final class ControlListener implements AutoCloseable {
             pause();
         }
         return null;
+    }
+
+    /**
+     * Partitions added to the topic since reading began (as the consumer's metadata shows them, refreshed every
+     * {@code metadata.max.age.ms}): assigned and read from their start, so that records keyed to them are not missed.
+     */
+    private void addNewPartitions(List<TopicPartition> partitions) {
+        List<PartitionInfo> infos = consumer.partitionsFor(topic, CALL_TIMEOUT);
+        if (infos == null) {
+            return;
+        }
+        List<TopicPartition> added = new ArrayList<>();
+        for (PartitionInfo info : infos) {
+            TopicPartition p = new TopicPartition(info.topic(), info.partition());
+            if (!partitions.contains(p)) {
+                added.add(p);
+            }
+        }
+        if (added.isEmpty()) {
+            return;
+        }
+        partitions.addAll(added);
+        consumer.assign(partitions); // the partitions read so far keep their positions
+        consumer.seekToBeginning(added);
+        LOG.infof("control: %s has %d partition(s) now; reading the %d new one(s) from their start", topic,
+                partitions.size(), added.size());
     }
 
     private boolean caughtUp(List<TopicPartition> partitions, Map<TopicPartition, Long> end) {

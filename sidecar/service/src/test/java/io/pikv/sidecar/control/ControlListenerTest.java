@@ -58,8 +58,14 @@ class ControlListenerTest {
     }
 
     ControlListener listener(String bootstrap, String topic, Duration startupWait) {
-        Map<String, Object> config = KafkaClients.consumer(Map.of(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap,
-                ConsumerConfig.GROUP_ID_CONFIG, "ignored"), "test-control");
+        return listener(bootstrap, topic, startupWait, Map.of());
+    }
+
+    ControlListener listener(String bootstrap, String topic, Duration startupWait, Map<String, Object> more) {
+        Map<String, Object> settings = new java.util.HashMap<>(more);
+        settings.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        settings.put(ConsumerConfig.GROUP_ID_CONFIG, "ignored");
+        Map<String, Object> config = KafkaClients.consumer(settings, "test-control");
         listener = new ControlListener(topic, control, startupWait, () -> new KafkaConsumer<>(config), json, registry,
                 link);
         return listener;
@@ -159,6 +165,30 @@ class ControlListenerTest {
             assertThat(policy.activePolicy()).isEqualTo("reject");
             assertThat(control.epoch()).isEqualTo(3);
             assertThat(l.ready()).isTrue();
+        }
+    }
+
+    @Test
+    void partitionsAddedToTheTopicAreReadFromTheirStart() throws Exception {
+        String topic = TestKafka.uniqueTopic("control-grown");
+        TestKafka.createTopic(topic, true);
+        try (KafkaProducer<String, String> producer = TestKafka.producer();
+             org.apache.kafka.clients.admin.Admin admin = org.apache.kafka.clients.admin.Admin.create(Map.of(
+                     org.apache.kafka.clients.admin.AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, TestKafka.bootstrap()))) {
+            publish(producer, topic, "c1", state("c1", 1, "reject", 0, 0, 0, 0));
+            // Metadata refreshed every 200 ms here (5 minutes by default), so the new partition shows at the next
+            // check (every 5 s).
+            ControlListener l = listener(TestKafka.bootstrap(), topic, Duration.ofSeconds(30),
+                    Map.of(ConsumerConfig.METADATA_MAX_AGE_CONFIG, 200));
+            l.start();
+            await().atMost(Duration.ofSeconds(20)).until(() -> control.epoch() == 1);
+            admin.createPartitions(Map.of(topic, org.apache.kafka.clients.admin.NewPartitions.increaseTo(2))).all()
+                    .get();
+            producer.send(new ProducerRecord<>(topic, 1, "c1", json.writeValueAsString(
+                    state("c1", 2, "oldest-page", 0, 0, 0, 0)))).get();
+            await().atMost(Duration.ofSeconds(20)).until(() -> control.epoch() == 2);
+            assertThat(policy.activePolicy()).isEqualTo("oldest-page");
+            assertThat(count("stale")).isZero(); // partition 0 was not read again
         }
     }
 
