@@ -134,6 +134,14 @@ class GatewayE2E {
         assertThat(on1).isPositive();
         assertThat(on0 + on1).isEqualTo(20);
         assertThat(client.describe(seq).get("layers").get(0).get("resident").asInt()).isEqualTo(20);
+        // The gateway's stats say what it is: no KV of its own, the sequences it has open; the shards' hold the KV.
+        com.fasterxml.jackson.databind.JsonNode stats = client.stats();
+        assertThat(stats.get("role").asText()).isEqualTo("gateway");
+        assertThat(stats.get("sequences").asLong()).isPositive();
+        assertThat(stats.get("entries").asLong()).isZero();
+        assertThat(direct0.stats().get("role").asText()).isEqualTo("shard");
+        assertThat(direct0.stats().get("entries").asLong() + direct1.stats().get("entries").asLong())
+                .isGreaterThanOrEqualTo(20);
         client.closeSequence(seq);
         assertThatThrownBy(() -> direct0.describe(seq)).isInstanceOf(SidecarException.class).hasMessageContaining("404");
     }

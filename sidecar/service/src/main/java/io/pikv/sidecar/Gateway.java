@@ -169,6 +169,11 @@ public final class Gateway implements KvApi {
         return closed;
     }
 
+    /** Sequences this gateway has open (closing ones included: their ids are still taken). */
+    public int openSequences() {
+        return sequences.size();
+    }
+
     public ExpertShardMap shardMap() {
         return map;
     }

@@ -26,7 +26,7 @@ import java.util.Map;
 public class InfoResource {
 
     /** A shard's figures, with counters per (expert, layer) that saw any activity. */
-    public record StatsJson(int shard, String policy, long budgetBytes,
+    public record StatsJson(String role, int shard, String policy, long budgetBytes,
                             long bytesInUse, long entries, long sequences, long lookups, long hits, long misses,
                             long evictions, List<ExpertLayerCounters> experts, BlockStore.Stats blocks,
                             ControlJson control) {
@@ -79,10 +79,17 @@ public class InfoResource {
     public StatsJson stats() {
         // One state of the control record: the policy and budget in force beside the record that set them, never a
         // record half applied (as telemetry reads them).
+        if (sidecar.gateway() != null) {
+            // A gateway holds no KV (its shards do, in their own /v1/stats): no KV figures, the sequences it has open,
+            // its own block cache.
+            return new StatsJson("gateway", sidecar.config().shardId(), null, 0, 0, 0,
+                    sidecar.gateway().openSequences(), 0, 0, 0, 0, List.of(), sidecar.blocks().stats(),
+                    ControlJson.of(sidecar.control().state()));
+        }
         return sidecar.control().consistent(() -> {
             ShardStats s = sidecar.shard().stats();
             ShardPolicy policy = sidecar.shard().policy();
-            return new StatsJson(s.shard(), policy.activePolicy(), s.budgetBytes(), s.bytesInUse(),
+            return new StatsJson("shard", s.shard(), policy.activePolicy(), s.budgetBytes(), s.bytesInUse(),
                     s.entries(), sidecar.shard().sequenceCount(), s.lookups(), s.hits(), s.misses(), s.evictions(),
                     s.counters(), sidecar.blocks().stats(), ControlJson.of(sidecar.control().state()));
         });
