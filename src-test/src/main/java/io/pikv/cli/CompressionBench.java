@@ -133,6 +133,12 @@ public final class CompressionBench implements Callable<Integer> {
             description = "Pyramid: recent tokens always kept, and observation queries that score (default ${DEFAULT-VALUE}).")
     int window;
 
+    @Option(names = "--pyramid-policy", defaultValue = "pyramidkv", description = "Pyramid: which tokens a layer over "
+            + "its budget gives up: pyramidkv (sinks, window, then the most attention from the observation queries), or "
+            + "an engine eviction policy: h2o (the same ranking, as the engine's H2O), streaming (sinks and the most "
+            + "recent), lru (default ${DEFAULT-VALUE}).")
+    String pyramidPolicy;
+
     @Option(names = "--page-tokens", defaultValue = "32", description = "Tokens per page (default ${DEFAULT-VALUE}).")
     int pageTokens;
 
@@ -281,7 +287,7 @@ public final class CompressionBench implements Callable<Integer> {
         List<Run> runs = new ArrayList<>();
         for (Method m : run) {
             runs.add(new Run(m, shape, m.lowRank() == null ? null : bases.get(m.lowRank()),
-                    m.pyramid() ? new PyramidBudget(budgets, sinks, window) : null));
+                    m.pyramid() ? pyramidBudget(budgets) : null));
         }
         List<Map<String, Object>> layerRows = new ArrayList<>();
         try {
@@ -344,6 +350,7 @@ public final class CompressionBench implements Callable<Integer> {
                     .put("page_tokens", pageTokens)
                     .put("key_rank", keyRank).put("value_rank", valueRank)
                     .put("pyramid_average_tokens", average)
+                    .put("pyramid_policy", pyramidPolicy)
                     .put("pyramid_budgets", Arrays.stream(budgets).mapToObj(Integer::toString)
                             .collect(Collectors.joining(",")))
                     .put("baseline_fp16_bytes", baseline)
@@ -391,9 +398,27 @@ public final class CompressionBench implements Callable<Integer> {
         return list;
     }
 
+    /** The per-layer budgets, choosing victims as --pyramid-policy says. */
+    private PyramidBudget pyramidBudget(int[] budgets) {
+        return switch (pyramidPolicy) {
+            case "pyramidkv" -> new PyramidBudget(budgets, sinks, window);
+            case "h2o" -> new PyramidBudget(budgets, new io.pikv.kv.scheduling.TokenRetention(
+                    new io.pikv.kv.scheduling.HeavyHitter(sinks, window)));
+            case "streaming" -> new PyramidBudget(budgets, new io.pikv.kv.scheduling.TokenRetention(
+                    new io.pikv.kv.scheduling.StreamingLlm(sinks, window)));
+            case "lru" -> new PyramidBudget(budgets, new io.pikv.kv.scheduling.TokenRetention(
+                    new io.pikv.kv.scheduling.Lru()));
+            default -> throw new IllegalStateException("unchecked --pyramid-policy " + pyramidPolicy);
+        };
+    }
+
     private void checkOptions() {
         if (pageTokens < 1 || pageTokens > 1024 || Integer.bitCount(pageTokens) != 1) {
             throw new Main.UsageException("--page-tokens must be a power of two in [1, 1024], got " + pageTokens + ".");
+        }
+        if (!List.of("pyramidkv", "h2o", "streaming", "lru").contains(pyramidPolicy)) {
+            throw new Main.UsageException("--pyramid-policy must be pyramidkv, h2o, streaming or lru, got '"
+                    + pyramidPolicy + "'.");
         }
         if ((keysFile == null) != (valuesFile == null)) {
             throw new Main.UsageException("--keys and --values go together.");

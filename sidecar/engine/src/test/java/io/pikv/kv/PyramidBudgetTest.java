@@ -142,6 +142,40 @@ class PyramidBudgetTest {
     }
 
     @Test
+    void throughAnEvictionPolicyTheBudgetSaysHowManyAndThePolicyWhich() {
+        ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);
+        Random rnd = new Random(29);
+        List<Reference.Entry> entries = Reference.randomEntries(shape, 30, rnd);
+        float[] q = Reference.gaussian(shape.queryWidth(), rnd, 2f);
+        // StreamingLLM (1 sink): the 20 oldest after the sink go, whatever attention they got.
+        // H2O (1 sink, window 4): the least attended outside sink and window, as PyramidKV's own choice.
+        io.pikv.kv.scheduling.EvictionPolicy[] policies = {new io.pikv.kv.scheduling.StreamingLlm(1, 9),
+            new io.pikv.kv.scheduling.HeavyHitter(1, 4)};
+        for (io.pikv.kv.scheduling.EvictionPolicy chosen : policies) {
+            PyramidBudget pyramid = new PyramidBudget(new int[] {10},
+                    new io.pikv.kv.scheduling.TokenRetention(chosen));
+            try (KvStore store = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP32).pageTokens(8)
+                    .buckets(1).threads(1).eviction(pyramid).build())) {
+                long seq = store.createSequence();
+                Reference.load(store, seq, 0, entries);
+                AttentionResult r = store.attend(seq, 0, q, AttentionScope.all(), true);
+                pyramid.observe(seq, 0, r);
+                float[] score = new float[30];
+                for (int j = 0; j < r.positions().length; j++) {
+                    score[r.positions()[j]] = r.meanWeight(j);
+                }
+                assertThat(pyramid.enforce(store, seq)).isEqualTo(20);
+                int[] expected = chosen.name().equals("streaming")
+                        ? IntStream.concat(IntStream.of(0), IntStream.range(21, 30)).toArray()
+                        : expectedKept(IntStream.range(0, 30).toArray(), score, 10, 1, 4).stream()
+                                .mapToInt(i -> i).toArray();
+                assertThat(store.residentPositions(seq, 0)).as(chosen.name()).containsExactly(expected);
+                assertThat(pyramid.enforce(store, seq)).isZero();
+            }
+        }
+    }
+
+    @Test
     void asTheEvictionHookItTrimsTheMostOverBudgetLayerWhenThePoolIsFull() {
         Random rnd = new Random(23);
         ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);

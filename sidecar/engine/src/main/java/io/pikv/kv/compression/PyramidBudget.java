@@ -5,6 +5,7 @@ import io.pikv.kv.EvictionContext;
 import io.pikv.kv.EvictionHook;
 import io.pikv.kv.KvStore;
 import io.pikv.kv.Page;
+import io.pikv.kv.scheduling.TokenRetention;
 
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -24,11 +25,16 @@ import java.util.Map;
  * observation window of recent queries, which is what observing those queries' results gives). Ties go to the more
  * recent position. Selection is per token for all heads at once, because the store evicts whole entries.
  *
+ * <p>Or through an engine eviction policy ({@link #PyramidBudget(int[], TokenRetention)}): the budgets still say how
+ * many entries each layer keeps, and the policy — LRU, StreamingLLM, H2O, utility, LRFU, any
+ * {@link io.pikv.kv.scheduling.EvictionPolicy} in a {@link TokenRetention} — says which go. The budget tells the
+ * retention of every position its attention results visit and of every eviction, so the policy ranks what the layer
+ * holds.
+ *
  * <p>Applied two ways: {@link #enforce} evicts every layer of a sequence down to its budget through
  * {@link KvStore#evict} (after prefill, or after each decode step); as an {@link EvictionHook}, when a shard's pool is
  * full, it evicts over-budget entries of the most over-budget (sequence, layer) it knows of through
- * {@link EvictionContext#evictTokens}, and falls back to the oldest page when nothing is over budget. This class is
- * self-contained so that it can later sit behind the scheduling policies' interface ({@code io.pikv.kv.scheduling}).
+ * {@link EvictionContext#evictTokens}, and falls back to the oldest page when nothing is over budget.
  * Thread-safe; never holds its own lock while calling into the store.
  */
 public final class PyramidBudget implements EvictionHook {
@@ -36,6 +42,8 @@ public final class PyramidBudget implements EvictionHook {
     private final int sinks;
     private final int window;
     private final Map<Long, Scores[]> sequences = new HashMap<>();
+    /** The policy that chooses which entries go, or null: PyramidKV's own choice (sinks, window, attention). */
+    private final TokenRetention chooser;
 
     /** Accumulated attention per position of one (sequence, layer), and what this policy knows is resident. */
     private static final class Scores {
@@ -62,6 +70,20 @@ public final class PyramidBudget implements EvictionHook {
      * @param window  most recent resident positions always kept
      */
     public PyramidBudget(int[] budgets, int sinks, int window) {
+        this(budgets, sinks, window, null);
+    }
+
+    /**
+     * Per-layer budgets whose victims {@code chooser}'s eviction policy picks (its own sinks and window included).
+     *
+     * @param chooser a retention of its own (not shared with another hook): this budget reports to it what it
+     *                observes and every eviction it hears of
+     */
+    public PyramidBudget(int[] budgets, TokenRetention chooser) {
+        this(budgets, 0, 0, java.util.Objects.requireNonNull(chooser, "chooser"));
+    }
+
+    private PyramidBudget(int[] budgets, int sinks, int window, TokenRetention chooser) {
         if (sinks < 0 || window < 0) {
             throw new IllegalArgumentException("sinks and window must be >= 0, got " + sinks + " and " + window);
         }
@@ -77,6 +99,7 @@ public final class PyramidBudget implements EvictionHook {
         this.budgets = budgets.clone();
         this.sinks = sinks;
         this.window = window;
+        this.chooser = chooser;
     }
 
     /**
@@ -196,6 +219,11 @@ public final class PyramidBudget implements EvictionHook {
         for (int j = 0; j < positions.length; j++) {
             s.add(positions[j], result.meanWeight(j));
         }
+        if (chooser != null) {
+            // Known to the policy in position (generation) order; then their attention, for the policies ranking by it.
+            chooser.track(sequence, layer, positions);
+            chooser.attended(sequence, layer, result);
+        }
     }
 
     /** Accumulated attention of a position (0 when never observed). */
@@ -215,6 +243,9 @@ public final class PyramidBudget implements EvictionHook {
             if (s != null) {
                 s.evicted.set(position);
             }
+            if (chooser != null) {
+                chooser.forget(sequence, layer, new int[] {position});
+            }
         }
     }
 
@@ -227,6 +258,9 @@ public final class PyramidBudget implements EvictionHook {
     /** Drops what is known of a closed sequence. */
     public synchronized void forget(long sequence) {
         sequences.remove(sequence);
+        if (chooser != null) {
+            chooser.drop(sequence);
+        }
     }
 
     /**
@@ -234,11 +268,29 @@ public final class PyramidBudget implements EvictionHook {
      * budget: none when within it, else the lowest-scored ones outside the sinks and the recent window.
      */
     public synchronized int[] victims(long sequence, int layer, int[] resident) {
-        return select(scoresOrNull(sequence, layer), budgets[layer], resident);
+        return choose(sequence, layer, scoresOrNull(sequence, layer), budgets[layer], resident);
     }
 
-    private int[] select(Scores s, int budget, int[] resident) {
-        return select(resident, budget, sinks, window, p -> s == null ? 0f : s.get(p));
+    /**
+     * The victims bringing {@code resident} down to {@code budget}: PyramidKV's choice, or the chooser's (which then
+     * stops tracking them; positions it names that are not resident are skipped).
+     */
+    private int[] choose(long sequence, int layer, Scores s, int budget, int[] resident) {
+        if (chooser == null) {
+            return select(resident, budget, sinks, window, p -> s == null ? 0f : s.get(p));
+        }
+        int excess = resident.length - budget;
+        if (excess <= 0) {
+            return new int[0];
+        }
+        // Residents the policy has not heard of yet (never in an observed result) are told of first.
+        chooser.track(sequence, layer, resident);
+        int[] picked = chooser.evict(sequence, layer, excess);
+        int[] sortedResident = resident.clone();
+        Arrays.sort(sortedResident);
+        int[] out = Arrays.stream(picked).filter(p -> Arrays.binarySearch(sortedResident, p) >= 0).toArray();
+        Arrays.sort(out);
+        return out;
     }
 
     /**
@@ -322,7 +374,7 @@ public final class PyramidBudget implements EvictionHook {
                 }
                 tried.add(pick);
                 Scores s = sequences.get(pick[0])[(int) pick[1]];
-                victims = select(s, budgets[(int) pick[1]], known(s));
+                victims = choose(pick[0], (int) pick[1], s, budgets[(int) pick[1]], known(s));
             }
             for (int p : victims) {
                 if (ctx.evictTokens(pick[0], (int) pick[1], new int[] {p}) > 0) {

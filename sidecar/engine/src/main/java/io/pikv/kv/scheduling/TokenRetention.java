@@ -89,6 +89,23 @@ public final class TokenRetention {
         t.policy.offer(t.entries, id);
     }
 
+    /**
+     * Tracks the positions of (sequence, layer) not tracked yet, as {@link #appended} does, in ascending order; tracked
+     * ones keep what the policy knows of them. For a caller that learns of resident tokens from attention results
+     * rather than from each append (PyramidKV budgets choosing through a policy).
+     */
+    public synchronized void track(long sequence, int layer, int[] positions) {
+        int[] sorted = positions.clone();
+        java.util.Arrays.sort(sorted);
+        Track t = tracks.get(new TrackKey(sequence, layer));
+        for (int position : sorted) {
+            if (t == null || t.entries.id(position) < 0) {
+                appended(sequence, layer, position);
+                t = tracks.get(new TrackKey(sequence, layer));
+            }
+        }
+    }
+
     /** Adds the mean weight (over query heads) each visited token received in {@code result}. */
     public void attended(long sequence, int layer, AttentionResult result) {
         int[] positions = result.positions();
