@@ -118,55 +118,53 @@ public final class Gateway implements KvApi {
     static final java.time.Duration CLOSE_ON_SHUTDOWN = java.time.Duration.ofSeconds(10);
 
     /**
-     * Closes every sequence this gateway holds on every shard, within {@code within} (a shard that fails a close is
-     * not asked again): what a gateway knows of its sequences (lengths, where each expert's entries are) goes with
-     * it, so no one could use or close them on the shards afterwards, and they would hold shard memory until the
-     * shard restarts. Returns the sequences closed everywhere.
+     * Closes every sequence this gateway holds on every shard, as {@link #close} does (after the calls of each that
+     * are under way), several at once, and waits at most {@code within} for them: what a gateway knows of its
+     * sequences (lengths, where each expert's entries are) goes with it, so no one could use or close them on the
+     * shards afterwards, and they would hold shard memory until the shard restarts. First every sequence stops taking
+     * new calls. Returns the sequences closed everywhere in time; closes still under way then go on in the background
+     * until the process ends.
      */
     int closeAllOnShards(java.time.Duration within) {
-        long deadline = System.nanoTime() + within.toNanos();
-        java.util.Set<SidecarClient> failed = new java.util.HashSet<>();
-        int closed = 0;
-        int left = 0;
-        for (Long id : List.copyOf(sequences.keySet())) {
-            if (System.nanoTime() > deadline || failed.size() == shards.size()) {
-                left++;
-                continue;
-            }
-            boolean everywhere = true;
-            for (SidecarClient shard : shards) {
-                if (failed.contains(shard)) {
-                    everywhere = false;
-                    continue;
-                }
-                try {
-                    shard.closeSequence(id);
-                } catch (SidecarException e) {
-                    if (e.status() != 404) {
-                        everywhere = false;
-                        failed.add(shard);
-                        LOG.warnf("gateway stopping: %s did not close sequence %d (%s); not asked again",
-                                shard.base(), id, e.getMessage());
+        List<Long> ids = List.copyOf(sequences.keySet());
+        if (ids.isEmpty()) {
+            return 0;
+        }
+        for (State state : sequences.values()) {
+            state.closing = true; // nothing new starts on them
+        }
+        java.util.concurrent.atomic.AtomicInteger closed = new java.util.concurrent.atomic.AtomicInteger();
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(
+                Math.min(8, ids.size()), r -> {
+                    Thread t = new Thread(r, "pikv-gateway-close");
+                    t.setDaemon(true);
+                    return t;
+                });
+        try {
+            for (long id : ids) {
+                pool.execute(() -> {
+                    try {
+                        close(id);
+                        closed.incrementAndGet();
+                    } catch (UnknownSequenceException e) {
+                        // closed meanwhile (by a client's close under way)
+                    } catch (RuntimeException e) {
+                        // said by close(); the sequence stays closing
                     }
-                } catch (RuntimeException e) {
-                    everywhere = false;
-                    failed.add(shard);
-                    LOG.warnf("gateway stopping: %s did not close sequence %d (%s); not asked again", shard.base(), id,
-                            e.getMessage());
-                }
+                });
             }
-            if (everywhere) {
-                sequences.remove(id);
-                closed++;
-            } else {
-                left++;
+            pool.shutdown();
+            if (!pool.awaitTermination(within.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS)) {
+                pool.shutdownNow();
             }
+        } catch (InterruptedException e) {
+            pool.shutdownNow();
+            Thread.currentThread().interrupt();
         }
-        if (closed + left > 0) {
-            LOG.infof("gateway stopping: closed %d sequence(s) on the shards%s", closed,
-                    left == 0 ? "" : "; " + left + " left open on some shard (unreachable, or out of time)");
-        }
-        return closed;
+        int left = sequences.size();
+        LOG.infof("gateway stopping: closed %d of %d sequence(s) on the shards%s", closed.get(), ids.size(),
+                left == 0 ? "" : "; " + left + " left open on some shard (unreachable, or out of time)");
+        return closed.get();
     }
 
     /** Sequences this gateway has open (closing ones included: their ids are still taken). */
