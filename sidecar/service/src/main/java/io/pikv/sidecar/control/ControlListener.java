@@ -156,7 +156,7 @@ public final class ControlListener implements AutoCloseable {
             while (running) {
                 try {
                     if (end == null) {
-                        end = consumer.endOffsets(partitions, CALL_TIMEOUT);
+                        end = new java.util.HashMap<>(consumer.endOffsets(partitions, CALL_TIMEOUT));
                         lastAnswer = System.nanoTime();
                     }
                     var records = consumer.poll(Duration.ofMillis(500));
@@ -181,7 +181,7 @@ public final class ControlListener implements AutoCloseable {
                     }
                     if (System.currentTimeMillis() - lastCheck >= LINK_CHECK_MS) {
                         lastCheck = System.currentTimeMillis();
-                        addNewPartitions(partitions);
+                        addNewPartitions(partitions, phase == Phase.READING ? end : null);
                         consumer.endOffsets(partitions, CALL_TIMEOUT);
                         lastAnswer = System.nanoTime();
                         link.up(KafkaLink.Client.CONTROL);
@@ -272,9 +272,10 @@ public final class ControlListener implements AutoCloseable {
 
     /**
      * Partitions added to the topic since reading began (as the consumer's metadata shows them, refreshed every
-     * {@code metadata.max.age.ms}): assigned and read from their start, so that records keyed to them are not missed.
+     * {@code metadata.max.age.ms}): assigned and read from their start, so that records keyed to them are not missed;
+     * while the first read is under way ({@code end} given), up to their end as well before it counts as caught up.
      */
-    private void addNewPartitions(List<TopicPartition> partitions) {
+    private void addNewPartitions(List<TopicPartition> partitions, Map<TopicPartition, Long> end) {
         List<PartitionInfo> infos = consumer.partitionsFor(topic, CALL_TIMEOUT);
         if (infos == null) {
             return;
@@ -288,6 +289,10 @@ public final class ControlListener implements AutoCloseable {
         }
         if (added.isEmpty()) {
             return;
+        }
+        if (end != null) {
+            // Still reading to the end taken at start: the new partitions' records up to now belong to it too.
+            end.putAll(consumer.endOffsets(added, CALL_TIMEOUT));
         }
         partitions.addAll(added);
         consumer.assign(partitions); // the partitions read so far keep their positions

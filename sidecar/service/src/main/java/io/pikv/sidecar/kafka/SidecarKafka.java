@@ -58,8 +58,8 @@ public class SidecarKafka {
                     () -> new KafkaConsumer<>(KafkaClients.consumer(kafka, client + "-control")), json, registry, link);
             ControlListener listener = control;
             sidecar.servingGate(() -> listener.ready() ? null : "it is still reading control topic "
-                    + listener.topic() + " (it serves once read to its end, or at " + listener.deadline()
-                    + " at the latest)");
+                    + listener.topic() + " (it serves once the topic is read to its end, or from " + listener.deadline()
+                    + " on if the topic cannot be read)");
             control.start();
         }
         if (config.telemetry().enabled() && config.role() == io.pikv.sidecar.Role.gateway) {
