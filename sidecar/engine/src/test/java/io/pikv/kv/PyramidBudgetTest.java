@@ -176,6 +176,60 @@ class PyramidBudgetTest {
     }
 
     @Test
+    void aPolicyLearnsOfUnobservedResidentsInTheirGenerationOrder() {
+        // Only positions 20..29 were in an observed result; 0..19 are told to the policy at the trim, as old as
+        // their positions: StreamingLLM (1 sink) gives up 1..20, not the newest.
+        ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);
+        Random rnd = new Random(31);
+        PyramidBudget pyramid = new PyramidBudget(new int[] {10},
+                new io.pikv.kv.scheduling.TokenRetention(new io.pikv.kv.scheduling.StreamingLlm(1, 4)));
+        try (KvStore store = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP32).pageTokens(8)
+                .buckets(1).threads(1).build())) {
+            long seq = store.createSequence();
+            Reference.load(store, seq, 0, Reference.randomEntries(shape, 30, rnd));
+            int[] late = IntStream.range(20, 30).toArray();
+            float[] w = new float[4 * late.length];
+            Arrays.fill(w, 0.1f);
+            pyramid.observe(seq, 0, new AttentionResult(4, 16, new float[64], late.length, late, w));
+            assertThat(pyramid.enforce(store, seq)).isEqualTo(20);
+            assertThat(store.residentPositions(seq, 0))
+                    .containsExactly(IntStream.concat(IntStream.of(0), IntStream.range(21, 30)).toArray());
+        }
+    }
+
+    @Test
+    void asTheHookThroughAPolicyAShardLeavesOtherShardsEntriesToThePolicy() {
+        // Two shards, one pool page each of room: the hook of the full shard evicts what it holds, in the policy's
+        // order; the entries on the other shard stay tracked (the policy still ranks them), none is lost to it.
+        ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);
+        Random rnd = new Random(37);
+        io.pikv.kv.scheduling.TokenRetention retention =
+                new io.pikv.kv.scheduling.TokenRetention(new io.pikv.kv.scheduling.HeavyHitter(0, 2));
+        PyramidBudget pyramid = new PyramidBudget(new int[] {8}, retention);
+        KvLayout layout = new KvLayout(2, 16, 8, StorageType.FP32);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP32).pageTokens(8)
+                .shards(2).buckets(1).threads(1).budgetBytes(2L * 3 * layout.pageBytes()).eviction(pyramid)
+                .build())) {
+            long seq = store.createSequence();
+            // Experts 0 and 2 live on shard 0, 1 and 3 on shard 1 (round robin): 24 entries each, 3 pages each.
+            for (int i = 0; i < 48; i++) {
+                store.append(seq, 0, i % 2 == 0 ? 0 : 1, Reference.gaussian(32, rnd, 1f),
+                        Reference.gaussian(32, rnd, 1f));
+            }
+            pyramid.observe(seq, 0, store.attend(seq, 0, Reference.gaussian(shape.queryWidth(), rnd, 1f),
+                    AttentionScope.all(), true));
+            assertThat(retention.tracked(seq, 0)).isEqualTo(48);
+            // Shard 0 needs a page: its hook evicts shard-0 entries the policy ranks lowest until a page is free.
+            store.append(seq, 0, 0, Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f));
+            int resident = store.resident(seq, 0);
+            assertThat(resident).isLessThan(49);
+            // Everything still resident is still tracked (the appended 48th position was never observed: not yet).
+            assertThat(retention.tracked(seq, 0)).isEqualTo(resident - 1);
+            assertThat(store.shards().get(1).resident(seq, 0)).isEqualTo(24);
+        }
+    }
+
+    @Test
     void asTheEvictionHookItTrimsTheMostOverBudgetLayerWhenThePoolIsFull() {
         Random rnd = new Random(23);
         ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);

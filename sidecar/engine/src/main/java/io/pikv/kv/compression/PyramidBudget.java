@@ -265,15 +265,16 @@ public final class PyramidBudget implements EvictionHook {
 
     /**
      * The positions to evict from {@code resident} (ascending positions of one (sequence, layer)) to meet the layer's
-     * budget: none when within it, else the lowest-scored ones outside the sinks and the recent window.
+     * budget: none when within it, else the lowest-scored ones outside the sinks and the recent window — or, through
+     * an eviction policy, the policy's victims, which it then no longer tracks: the caller evicts them.
      */
     public synchronized int[] victims(long sequence, int layer, int[] resident) {
         return choose(sequence, layer, scoresOrNull(sequence, layer), budgets[layer], resident);
     }
 
     /**
-     * The victims bringing {@code resident} down to {@code budget}: PyramidKV's choice, or the chooser's (which then
-     * stops tracking them; positions it names that are not resident are skipped).
+     * The victims bringing {@code resident} down to {@code budget}: PyramidKV's choice, or the chooser's, which stops
+     * tracking them (the caller evicts them).
      */
     private int[] choose(long sequence, int layer, Scores s, int budget, int[] resident) {
         if (chooser == null) {
@@ -283,12 +284,12 @@ public final class PyramidBudget implements EvictionHook {
         if (excess <= 0) {
             return new int[0];
         }
-        // Residents the policy has not heard of yet (never in an observed result) are told of first.
+        // Residents the policy has not heard of yet (never in an observed result) are told of first; a position it
+        // tracks that is not resident (evicted without this budget hearing of it) is not a victim.
         chooser.track(sequence, layer, resident);
-        int[] picked = chooser.evict(sequence, layer, excess);
         int[] sortedResident = resident.clone();
         Arrays.sort(sortedResident);
-        int[] out = Arrays.stream(picked).filter(p -> Arrays.binarySearch(sortedResident, p) >= 0).toArray();
+        int[] out = chooser.evict(sequence, layer, excess, p -> Arrays.binarySearch(sortedResident, p) >= 0);
         Arrays.sort(out);
         return out;
     }
@@ -374,6 +375,19 @@ public final class PyramidBudget implements EvictionHook {
                 }
                 tried.add(pick);
                 Scores s = sequences.get(pick[0])[(int) pick[1]];
+                if (chooser != null) {
+                    // The policy's victims, each evicted as it is picked; one this shard does not hold (it lives on
+                    // another shard) stays a candidate. Under this lock (the store's lock is held already: the order
+                    // is store, this, the retention, as everywhere).
+                    long sequence = pick[0];
+                    int layer = (int) pick[1];
+                    int[] known = known(s);
+                    chooser.track(sequence, layer, known);
+                    int[] gone = chooser.evict(sequence, layer, known.length - budgets[layer],
+                            p -> ctx.evictTokens(sequence, layer, new int[] {p}) > 0);
+                    markEvicted(sequence, layer, gone);
+                    continue;
+                }
                 victims = choose(pick[0], (int) pick[1], s, budgets[(int) pick[1]], known(s));
             }
             for (int p : victims) {

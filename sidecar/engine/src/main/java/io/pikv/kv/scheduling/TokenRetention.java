@@ -97,12 +97,23 @@ public final class TokenRetention {
     public synchronized void track(long sequence, int layer, int[] positions) {
         int[] sorted = positions.clone();
         java.util.Arrays.sort(sorted);
-        Track t = tracks.get(new TrackKey(sequence, layer));
         for (int position : sorted) {
-            if (t == null || t.entries.id(position) < 0) {
-                appended(sequence, layer, position);
-                t = tracks.get(new TrackKey(sequence, layer));
+            if (position < 0) {
+                throw new IllegalArgumentException("position must be >= 0, got " + position);
             }
+        }
+        Track t = tracks.computeIfAbsent(new TrackKey(sequence, layer), k -> new Track(k, prototype.fresh()));
+        for (int position : sorted) {
+            if (t.entries.id(position) >= 0) {
+                continue;
+            }
+            // Generation order is the position: a token learnt of late is as old as its position says, not new.
+            long now = t.entries.now();
+            t.entries.setNow(position);
+            int id = t.entries.add(position, position, -1, false, 0);
+            t.policy.accessed(t.entries, id);
+            t.policy.offer(t.entries, id);
+            t.entries.setNow(Math.max(now, position));
         }
     }
 
@@ -174,6 +185,53 @@ public final class TokenRetention {
         return i == n ? out : java.util.Arrays.copyOf(out, i);
     }
 
+    /**
+     * Evicts up to {@code count} tokens of (sequence, layer) in the policy's order through {@code evict}, which
+     * answers whether the token left the store (or may be taken: the caller evicts it next); a token it declines (not
+     * held there, not resident) stays tracked and a candidate. Returns the positions taken, in the policy's order.
+     */
+    public synchronized int[] evict(long sequence, int layer, int count, java.util.function.IntPredicate evict) {
+        Track t = tracks.get(new TrackKey(sequence, layer));
+        if (t == null || count <= 0) {
+            return new int[0];
+        }
+        List<Integer> declined = new ArrayList<>();
+        int[] out = new int[Math.min(count, t.entries.size())];
+        int n = 0;
+        try {
+            while (n < out.length) {
+                int id = t.policy.victim(t.entries);
+                if (id < 0) {
+                    break;
+                }
+                t.policy.withdraw(t.entries, id);
+                int position = (int) t.entries.key(id);
+                boolean taken;
+                evicting = new long[] {sequence, layer, position}; // its eviction reported meanwhile is this one
+                try {
+                    taken = evict.test(position);
+                } catch (RuntimeException | Error e) {
+                    t.policy.offer(t.entries, id); // still tracked, so still a candidate
+                    throw e;
+                } finally {
+                    evicting = null;
+                }
+                if (taken) {
+                    t.policy.evicted(t.entries, id);
+                    t.entries.remove(id);
+                    out[n++] = position;
+                } else {
+                    declined.add(id);
+                }
+            }
+        } finally {
+            for (int id : declined) {
+                t.policy.offer(t.entries, id);
+            }
+        }
+        return n == out.length ? out : java.util.Arrays.copyOf(out, n);
+    }
+
     /** Stops tracking these positions (the store evicted them another way). */
     public synchronized void forget(long sequence, int layer, int[] positions) {
         Track t = tracks.get(new TrackKey(sequence, layer));
@@ -181,7 +239,11 @@ public final class TokenRetention {
             return;
         }
         boolean newest = false;
+        long[] own = evicting;
         for (int p : positions) {
+            if (own != null && own[0] == sequence && own[1] == layer && own[2] == p) {
+                continue; // the token an eviction of this retention is taking out: it untracks it itself
+            }
             int id = t.entries.id(p);
             if (id >= 0) {
                 newest |= t.entries.lastAccess(id) == t.entries.now();
