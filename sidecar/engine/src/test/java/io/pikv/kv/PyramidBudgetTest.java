@@ -199,8 +199,8 @@ class PyramidBudgetTest {
 
     @Test
     void asTheHookThroughAPolicyAShardLeavesOtherShardsEntriesToThePolicy() {
-        // Two shards, one pool page each of room: the hook of the full shard evicts what it holds, in the policy's
-        // order; the entries on the other shard stay tracked (the policy still ranks them), none is lost to it.
+        // Two shards, three pages each: the hook of the full shard evicts its own least attended tokens outside the
+        // window, in the policy's order, until a page is free; the entries on the other shard stay tracked.
         ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);
         Random rnd = new Random(37);
         io.pikv.kv.scheduling.TokenRetention retention =
@@ -211,21 +211,29 @@ class PyramidBudgetTest {
                 .shards(2).buckets(1).threads(1).budgetBytes(2L * 3 * layout.pageBytes()).eviction(pyramid)
                 .build())) {
             long seq = store.createSequence();
-            // Experts 0 and 2 live on shard 0, 1 and 3 on shard 1 (round robin): 24 entries each, 3 pages each.
+            // Expert 0 lives on shard 0 and expert 1 on shard 1 (round robin): even positions on shard 0, 24 each.
             for (int i = 0; i < 48; i++) {
-                store.append(seq, 0, i % 2 == 0 ? 0 : 1, Reference.gaussian(32, rnd, 1f),
-                        Reference.gaussian(32, rnd, 1f));
+                store.append(seq, 0, i % 2, Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f));
             }
-            pyramid.observe(seq, 0, store.attend(seq, 0, Reference.gaussian(shape.queryWidth(), rnd, 1f),
-                    AttentionScope.all(), true));
+            AttentionResult r = store.attend(seq, 0, Reference.gaussian(shape.queryWidth(), rnd, 1f),
+                    AttentionScope.all(), true);
+            pyramid.observe(seq, 0, r);
             assertThat(retention.tracked(seq, 0)).isEqualTo(48);
-            // Shard 0 needs a page: its hook evicts shard-0 entries the policy ranks lowest until a page is free.
+            float[] mass = new float[48];
+            for (int j = 0; j < r.positions().length; j++) {
+                mass[r.positions()[j]] = r.meanWeight(j);
+            }
+            // Shard 0's candidates: its positions outside the window (46 and 47 are the two newest), least mass first.
+            int[] expectedGone = IntStream.range(0, 46).filter(p -> p % 2 == 0).boxed()
+                    .sorted((a, b) -> Float.compare(mass[a], mass[b])).limit(8).mapToInt(i -> i).sorted().toArray();
+            // Shard 0 needs a page for position 48: eight of its tokens go (one page), no more.
             store.append(seq, 0, 0, Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f));
-            int resident = store.resident(seq, 0);
-            assertThat(resident).isLessThan(49);
-            // Everything still resident is still tracked (the appended 48th position was never observed: not yet).
-            assertThat(retention.tracked(seq, 0)).isEqualTo(resident - 1);
+            assertThat(store.resident(seq, 0)).isEqualTo(48 - 8 + 1);
+            int[] resident = store.residentPositions(seq, 0);
+            assertThat(resident).doesNotContain(expectedGone).contains(46, 47, 48);
             assertThat(store.shards().get(1).resident(seq, 0)).isEqualTo(24);
+            // Everything still resident but the new position (never observed yet) is still tracked.
+            assertThat(retention.tracked(seq, 0)).isEqualTo(resident.length - 1);
         }
     }
 

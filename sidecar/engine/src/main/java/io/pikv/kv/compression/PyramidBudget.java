@@ -34,8 +34,10 @@ import java.util.Map;
  * <p>Applied two ways: {@link #enforce} evicts every layer of a sequence down to its budget through
  * {@link KvStore#evict} (after prefill, or after each decode step); as an {@link EvictionHook}, when a shard's pool is
  * full, it evicts over-budget entries of the most over-budget (sequence, layer) it knows of through
- * {@link EvictionContext#evictTokens}, and falls back to the oldest page when nothing is over budget.
- * Thread-safe; never holds its own lock while calling into the store.
+ * {@link EvictionContext#evictTokens} (through a policy, only until a page is free: the layer's excess counts entries
+ * other shards may hold), and falls back to the oldest page when nothing is over budget. Thread-safe. It calls into the store under its own lock only as the store's hook, which the store calls
+ * holding its lock already (the order is always the store's lock, this one, the retention's); {@link #enforce}
+ * calls the store without it.
  */
 public final class PyramidBudget implements EvictionHook {
     private final int[] budgets;
@@ -384,7 +386,8 @@ public final class PyramidBudget implements EvictionHook {
                     int[] known = known(s);
                     chooser.track(sequence, layer, known);
                     int[] gone = chooser.evict(sequence, layer, known.length - budgets[layer],
-                            p -> ctx.evictTokens(sequence, layer, new int[] {p}) > 0);
+                            p -> ctx.evictTokens(sequence, layer, new int[] {p}) > 0,
+                            () -> ctx.pool().pagesInUse() < pagesBefore); // a page is free: enough
                     markEvicted(sequence, layer, gone);
                     continue;
                 }

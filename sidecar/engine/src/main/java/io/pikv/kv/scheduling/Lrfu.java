@@ -88,7 +88,9 @@ public final class Lrfu extends RankedPolicy {
             previous = crf[id];
             previousAt = at[id];
         }
-        crf[id] = 1 + previous * Math.pow(2, -(now - previousAt) / halfLife);
+        // A use dated before the remembered one (a token learnt of late, dated by its position) decays it by nothing,
+        // never inflates it.
+        crf[id] = 1 + previous * Math.pow(2, -Math.max(0, now - previousAt) / halfLife);
         at[id] = now;
     }
 

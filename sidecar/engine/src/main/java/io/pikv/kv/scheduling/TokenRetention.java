@@ -191,6 +191,12 @@ public final class TokenRetention {
      * held there, not resident) stays tracked and a candidate. Returns the positions taken, in the policy's order.
      */
     public synchronized int[] evict(long sequence, int layer, int count, java.util.function.IntPredicate evict) {
+        return evict(sequence, layer, count, evict, () -> false);
+    }
+
+    /** {@link #evict(long, int, int, java.util.function.IntPredicate)}, stopping as soon as {@code enough} says so. */
+    public synchronized int[] evict(long sequence, int layer, int count, java.util.function.IntPredicate evict,
+                                    java.util.function.BooleanSupplier enough) {
         Track t = tracks.get(new TrackKey(sequence, layer));
         if (t == null || count <= 0) {
             return new int[0];
@@ -199,7 +205,7 @@ public final class TokenRetention {
         int[] out = new int[Math.min(count, t.entries.size())];
         int n = 0;
         try {
-            while (n < out.length) {
+            while (n < out.length && !enough.getAsBoolean()) {
                 int id = t.policy.victim(t.entries);
                 if (id < 0) {
                     break;
