@@ -119,20 +119,21 @@ public final class Gateway implements KvApi {
 
     /**
      * Closes every sequence this gateway holds on every shard, as {@link #close} does (after the calls of each that
-     * are under way), several at once, and waits at most {@code within} for them: what a gateway knows of its
+     * are under way; a shard that failed one close is not asked again), several at once, and waits at most {@code within} for them: what a gateway knows of its
      * sequences (lengths, where each expert's entries are) goes with it, so no one could use or close them on the
      * shards afterwards, and they would hold shard memory until the shard restarts. First every sequence stops taking
      * new calls. Returns the sequences closed everywhere in time; closes still under way then go on in the background
      * until the process ends.
      */
     int closeAllOnShards(java.time.Duration within) {
+        for (State state : sequences.values()) {
+            state.closing = true; // nothing new starts on them
+        }
         List<Long> ids = List.copyOf(sequences.keySet());
         if (ids.isEmpty()) {
             return 0;
         }
-        for (State state : sequences.values()) {
-            state.closing = true; // nothing new starts on them
-        }
+        java.util.Set<SidecarClient> failed = ConcurrentHashMap.newKeySet();
         java.util.concurrent.atomic.AtomicInteger closed = new java.util.concurrent.atomic.AtomicInteger();
         java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(
                 Math.min(8, ids.size()), r -> {
@@ -144,7 +145,7 @@ public final class Gateway implements KvApi {
             for (long id : ids) {
                 pool.execute(() -> {
                     try {
-                        close(id);
+                        close(id, failed);
                         closed.incrementAndGet();
                     } catch (UnknownSequenceException e) {
                         // closed meanwhile (by a client's close under way)
@@ -153,12 +154,9 @@ public final class Gateway implements KvApi {
                     }
                 });
             }
-            pool.shutdown();
-            if (!pool.awaitTermination(within.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS)) {
-                pool.shutdownNow();
-            }
+            pool.shutdown(); // not interrupted at the deadline: closes under way go on while the process lasts
+            pool.awaitTermination(within.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
         } catch (InterruptedException e) {
-            pool.shutdownNow();
             Thread.currentThread().interrupt();
         }
         int left = sequences.size();
@@ -251,6 +249,14 @@ public final class Gateway implements KvApi {
      */
     @Override
     public void close(long sequence) {
+        close(sequence, null);
+    }
+
+    /**
+     * {@link #close(long)}; with {@code failed} (shared by a shutdown's closes) a shard that failed one close is not
+     * asked again: the sequence then stays closing, as when the shard fails it.
+     */
+    private void close(long sequence, java.util.Set<SidecarClient> failed) {
         State state = sequences.get(sequence);
         if (state == null) {
             throw new UnknownSequenceException(sequence);
@@ -266,11 +272,22 @@ public final class Gateway implements KvApi {
         boolean asked = false;
         try {
             for (SidecarClient shard : shards) {
+                if (failed != null && failed.contains(shard)) {
+                    if (first == null) {
+                        first = new IllegalStateException(shard.base() + " failed an earlier close of this shutdown");
+                    }
+                    continue;
+                }
                 try {
                     shard.closeSequence(sequence);
                 } catch (RuntimeException e) {
-                    if (!(e instanceof SidecarException se && se.status() == 404) && first == null) {
-                        first = e;
+                    if (!(e instanceof SidecarException se && se.status() == 404)) {
+                        if (first == null) {
+                            first = e;
+                        }
+                        if (failed != null) {
+                            failed.add(shard);
+                        }
                     }
                 }
             }

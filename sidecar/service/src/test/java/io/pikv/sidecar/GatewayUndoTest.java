@@ -237,9 +237,11 @@ class GatewayUndoTest {
         assertThat(g.closeAllOnShards(java.time.Duration.ofSeconds(10))).isZero();
         for (long id : new long[] {a, b}) {
             assertThat(fakes.get(0).requests).contains("DELETE /v1/sequences/" + id);
-            assertThat(fakes.get(1).requests).contains("DELETE /v1/sequences/" + id);
             assertThatThrownBy(() -> g.lengths(id)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
         }
+        // Shard 1 is asked until it fails once (both closes may have asked it at the same time), then not again.
+        assertThat(fakes.get(1).requests.stream().filter(r -> r.startsWith("DELETE"))
+                .filter(r -> !r.equals("DELETE /v1/sequences/" + c))).hasSizeBetween(1, 2);
         fakes.get(1).closeStatus = 204;
         assertThat(g.closeAllOnShards(java.time.Duration.ofSeconds(10))).isEqualTo(2);
         assertThat(g.openSequences()).isZero();
