@@ -540,17 +540,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
             }
             int[] resident = shard.residentPositions(sequence, layer);
             Arrays.sort(resident);
-            // How many go is the pyramid's; which, the token policy's when one is active (its ranking, outside the
-            // pyramid's sinks and recent window, which keep a step's own token for a gateway's undo), else PyramidKV's.
-            int recentFrom = resident.length - pyramid.window();
-            int[] victims = policy.choose(sequence, layer, resident.length - budget, p -> {
-                int at = Arrays.binarySearch(resident, p);
-                return at >= 0 && at < recentFrom && p >= pyramid.sinks();
-            });
-            if (victims == null) {
-                victims = pyramid.victims(sequence, layer, budget, resident);
-            }
-            Arrays.sort(victims);
+            int[] victims = pyramid.victims(sequence, layer, budget, resident);
             if (victims.length > 0) {
                 shard.discard(sequence, layer, victims); // evictions, not misses: the budget means not to hold them
                 pyramid.removed(sequence, layer, victims); // the token policy hears of them through its hook

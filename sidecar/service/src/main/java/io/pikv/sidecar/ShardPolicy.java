@@ -221,17 +221,6 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         this.onSwitch = tellResident;
     }
 
-    /**
-     * The active token policy's victims for a budget that says how many must go (pyramid budgets): up to
-     * {@code count} positions of (sequence, layer) in the policy's order, only ones {@code allowed} takes (others stay
-     * tracked); they are no longer tracked, the caller evicts them. Null when the active policy ranks no tokens (a
-     * page policy): the caller then chooses itself.
-     */
-    public int[] choose(long sequence, int layer, int count, java.util.function.IntPredicate allowed) {
-        TokenRetention r = active.retention();
-        return r == null ? null : r.evict(sequence, layer, count, allowed);
-    }
-
     /** A token was stored. */
     public void appended(long sequence, int layer, int position) {
         TokenRetention r = active.retention();

@@ -10,10 +10,10 @@ import java.util.concurrent.ConcurrentHashMap;
 /**
  * PyramidKV budgets on a shard ({@code pikv.store.pyramid.*}, docs/compression.md): each (sequence, layer) keeps at
  * most its layer's share of the entries the shard was given for it — the linear schedule of
- * {@link PyramidBudget#layerBudget} around {@code budget ×} those entries, shrinking with depth. The {@code sinks} first
- * positions and the {@code window} most recent always stay; of the rest, the shard's token eviction policy chooses
- * what goes when one is active ({@link ShardPolicy#choose}), else PyramidKV's (and {@link PyramidBudget}'s) choice
- * does: the least attention received. The eviction policy also decides what goes when the byte budget is full.
+ * {@link PyramidBudget#layerBudget} around {@code budget ×} those entries, shrinking with depth — and which entries
+ * stay is PyramidKV's (and {@link PyramidBudget}'s) choice: the {@code sinks} first positions, the {@code window}
+ * most recent, then the most attention received. Independent of the eviction policy, which still decides what goes
+ * when the byte budget is full.
  *
  * <p>Scores are kept per resident position in the engine's primitive map (positions of a shard are sparse: a gateway
  * spreads a sequence's positions over its shards). Calls for one sequence must be serialized by the caller

@@ -153,24 +153,6 @@ class ShardPyramidTest {
     }
 
     @Test
-    void withATokenPolicyThePyramidSaysHowManyGoAndThePolicyWhich() {
-        // streaming (1 sink, window 2) over the same budgets as above: layer 0 keeps 56 of 128 — the sink and the 55
-        // newest — whatever attention the others got; the pyramid's own sink and window stay too.
-        ShardPyramid pyramid = new ShardPyramid(2, 0.25, 4, 1, 2);
-        Random rnd = new Random(11);
-        ShardPolicy streaming = ShardPolicy.of("streaming", Map.of("sinks", 1.0, "window", 2.0));
-        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 2, 1L << 20, streaming, 1, pyramid)) {
-            long seq = node.create(null);
-            append(node, seq, 0, 128, rnd);
-            attend(node, seq, 0, rnd);
-            assertThat(node.residentPositions(seq, 0))
-                    .containsExactly(IntStream.concat(IntStream.of(0), IntStream.range(73, 128)).toArray());
-            assertThat(streaming.tracked(seq, 0)).isEqualTo(56);
-            assertThat(node.stats().evictions()).isEqualTo(72);
-        }
-    }
-
-    @Test
     void aTokenPolicyStopsTrackingWhatThePyramidEvicted() {
         // lru tracks every token; the pyramid's victims must leave its tracking, or a full store would ask the
         // policy for them again.
