@@ -253,8 +253,11 @@ public final class PiKVClusterValidator {
                 default -> throw new IllegalStateException(e.getKey());
             }
         }
-        if (parsed.pyramid() && p.get("sinks") != null && p.get("window") != null
-                && p.get("sinks") + p.get("window") > Integer.MAX_VALUE) {
+        // A sinks or window left out is the sidecar's default (pikv.store.pyramid.sinks 4, window 32), which counts too.
+        double sinks = p.get("sinks") != null ? p.get("sinks") : PYRAMID_DEFAULT_SINKS;
+        double window = p.get("window") != null ? p.get("window") : PYRAMID_DEFAULT_WINDOW;
+        if (parsed.pyramid() && (p.containsKey("sinks") || p.containsKey("window"))
+                && sinks + window > Integer.MAX_VALUE) {
             out.add(new Violation("spec.compression.parameters.window", "with sinks it keeps more than "
                     + Integer.MAX_VALUE + " tokens per layer, more than a shard counts; lower sinks or window"));
         }
@@ -268,6 +271,10 @@ public final class PiKVClusterValidator {
         }
         return parsed;
     }
+
+    /** The sidecar's defaults of {@code pikv.store.pyramid.sinks} and {@code .window} (docs/sidecar-api.md). */
+    static final int PYRAMID_DEFAULT_SINKS = 4;
+    static final int PYRAMID_DEFAULT_WINDOW = 32;
 
     /** Parses {@code none} or parts joined by {@code +}; null (after adding a violation) when it is not a method. */
     static Compression parseCompression(String method, List<Violation> out) {

@@ -85,6 +85,10 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getCompression().setMethod("pyramid");
                     c.getSpec().getCompression().setParameters(Map.of("budget", 0.5, "sinks", 2e9, "window", 2e9));
                 }, "spec.compression.parameters.window", "lower sinks or window"),
+                bad("a pyramid window that with the sidecar's default sinks (4) passes what a shard counts", c -> {
+                    c.getSpec().getCompression().setMethod("pyramid");
+                    c.getSpec().getCompression().setParameters(Map.of("budget", 0.25, "window", 2147483647.0));
+                }, "spec.compression.parameters.window", "lower sinks or window"),
                 bad("pyramid budget above 1", c -> {
                     c.getSpec().getCompression().setMethod("pyramid");
                     c.getSpec().getCompression().setParameters(Map.of("budget", 1.5));
