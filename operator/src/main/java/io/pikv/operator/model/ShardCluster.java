@@ -312,8 +312,8 @@ public final class ShardCluster {
 
     public PodDisruptionBudget generatePodDisruptionBudget() {
         // One shard at a time: a drained shard loses its resident KV, so voluntary disruptions go one by one. A shard
-        // that is not ready serves nothing, so it may always be evicted: otherwise one crash-looping shard would
-        // leave no disruption allowed and block every node drain.
+        // that is not ready serves nothing, so it may always be evicted itself (the drain of its node is not held up
+        // by it); while it is not ready, it takes the budget of one, so no ready shard may be evicted meanwhile.
         return new PodDisruptionBudgetBuilder()
                 .withMetadata(metadata(PiKVClusterResources.podDisruptionBudgetName(name)))
                 .withNewSpec()
