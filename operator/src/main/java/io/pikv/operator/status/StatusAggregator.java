@@ -141,8 +141,15 @@ public final class StatusAggregator {
         } else if (exist != desired) {
             progressReason = Reasons.SCALING;
             progressMessage = exist + " shard pods exist, " + desired + " desired.";
-        } else if (ready < desired && (!Objects.equals(prev.getDesiredShards(), desired) || scaling(prev))) {
-            // The StatefulSet counts new pods as soon as they are created: a scale is done when they are ready.
+        } else if (ready < desired && progressingFor(prev, Reasons.CREATING)) {
+            // A new cluster is created when its pods are ready, not when the StatefulSet has made them.
+            progressReason = Reasons.CREATING;
+            progressMessage = ready + " of " + desired + " shard pods ready.";
+        } else if (ready < desired && (!Objects.equals(prev.getDesiredShards(), desired) || scaling(prev)
+                || prev.getShards() != null && prev.getShards() < desired)) {
+            // The StatefulSet counts new pods as soon as they are created: a scale is done when they are ready. Fewer
+            // pods at the last look than desired now is a scale too, also when that look saw the StatefulSet's new
+            // replica count not rolled out yet (RollingOut) and so already took the new desired count.
             progressReason = Reasons.SCALING;
             progressMessage = ready + " of " + desired + " shard pods ready after scaling to " + desired + ".";
         } else {
@@ -268,8 +275,13 @@ public final class StatusAggregator {
 
     /** Whether the previous status said a scale was in progress. */
     private static boolean scaling(PiKVClusterStatus prev) {
+        return progressingFor(prev, Reasons.SCALING);
+    }
+
+    /** Whether the previous status was progressing for {@code reason}. */
+    private static boolean progressingFor(PiKVClusterStatus prev, String reason) {
         Condition p = Conditions.find(prev.getConditions(), PiKVClusterStatus.PROGRESSING);
-        return p != null && Conditions.TRUE.equals(p.getStatus()) && Reasons.SCALING.equals(p.getReason());
+        return p != null && Conditions.TRUE.equals(p.getStatus()) && reason.equals(p.getReason());
     }
 
     /** Whether two statuses differ (both are built with preserved timestamps, so equal JSON means no change). */

@@ -87,6 +87,38 @@ class StatusAggregatorTest {
         assertThat(condition(failing, "Ready").getMessage()).isEqualTo("1/2 shards ready.");
     }
 
+    @Test
+    void aScaleSeenFirstAsARolloutIsScalingUntilTheNewPodsAreReady() {
+        PiKVCluster four = TestClusters.small("demo", "ns");
+        four.getSpec().setShards(4);
+        ShardCluster model4 = ShardCluster.fromCrd(four, four.getSpec(), null, -1, OperatorSettings.DEFAULTS);
+        java.util.function.BiFunction<PiKVClusterStatus, StatefulSet, PiKVClusterStatus> next4 = (prev, sts) ->
+                StatusAggregator.next(prev, new StatusAggregator.Snapshot("demo", 2, VALID, model4, 2, "{}", sts,
+                        List.of(), T2));
+        PiKVClusterStatus two = next(null, sts(2, 2), T0);
+        // The reconcile that scaled reads the StatefulSet back with its new replica count not yet observed.
+        StatefulSet scaled = model4.generateStatefulSet();
+        scaled.getMetadata().setGeneration(2L);
+        scaled.setStatus(new StatefulSetStatusBuilder().withObservedGeneration(1L).withReplicas(2).withReadyReplicas(2)
+                .withUpdatedReplicas(2).withCurrentRevision("r1").withUpdateRevision("r1").build());
+        PiKVClusterStatus rolling = next4.apply(two, scaled);
+        assertThat(condition(rolling, "Progressing").getReason()).isEqualTo("RollingOut");
+        assertThat(rolling.getDesiredShards()).isEqualTo(4);
+        // Next look: four pods made and updated, two ready. Still a scale, and kstatus tools still see it reconciling.
+        StatefulSet made = model4.generateStatefulSet();
+        made.getMetadata().setGeneration(2L);
+        made.setStatus(new StatefulSetStatusBuilder().withObservedGeneration(2L).withReplicas(4).withReadyReplicas(2)
+                .withUpdatedReplicas(4).withCurrentRevision("r1").withUpdateRevision("r1").build());
+        PiKVClusterStatus scaling = next4.apply(rolling, made);
+        assertThat(condition(scaling, "Progressing").getStatus()).isEqualTo("True");
+        assertThat(condition(scaling, "Progressing").getReason()).isEqualTo("Scaling");
+        assertThat(condition(scaling, "Reconciling").getStatus()).isEqualTo("True");
+        made.getStatus().setReadyReplicas(4);
+        PiKVClusterStatus done = next4.apply(scaling, made);
+        assertThat(condition(done, "Progressing").getReason()).isEqualTo("Stable");
+        assertThat(condition(done, "Ready").getStatus()).isEqualTo("True");
+    }
+
     /** A rollout stuck at its first pod: 1 of 2 updated, revisions differ, 1 ready. */
     private StatefulSet stuck() {
         StatefulSet sts = sts(2, 1);
@@ -154,17 +186,21 @@ class StatusAggregatorTest {
 
     @Test
     void aNewClusterWhosePodsNeverBecomeReadyPassesTheDeadline() {
-        // Pods created in parallel count as updated at once: after Creating, Progressing ends; Ready stays false.
+        // Pods created in parallel count as updated at once, but a cluster is created when they are ready: Creating
+        // (and Reconciling, which kstatus tools read) go on until then.
         PiKVClusterStatus creating = at(null, null, T0);
         assertThat(condition(creating, "Progressing").getReason()).isEqualTo("Creating");
         PiKVClusterStatus created = at(creating, sts(2, 0), "2026-01-01T00:00:20Z");
-        assertThat(condition(created, "Progressing").getStatus()).isEqualTo("False");
+        assertThat(condition(created, "Progressing").getStatus()).isEqualTo("True");
+        assertThat(condition(created, "Progressing").getReason()).isEqualTo("Creating");
+        assertThat(condition(created, "Progressing").getMessage()).isEqualTo("0 of 2 shard pods ready.");
+        assertThat(condition(created, "Reconciling").getStatus()).isEqualTo("True");
         assertThat(condition(created, "Ready").getStatus()).isEqualTo("False");
         assertThat(created.getLastProgressTime()).isEqualTo("2026-01-01T00:00:20Z");
         assertThat(condition(at(created, sts(2, 0), minute(10)), "Degraded").getStatus()).isEqualTo("False");
         PiKVClusterStatus later = at(created, sts(2, 0), minute(11));
         assertThat(condition(later, "Degraded").getReason()).isEqualTo("ProgressDeadlineExceeded");
-        assertThat(condition(later, "Degraded").getMessage()).startsWith("0/2 shards ready. No shard pod has been");
+        assertThat(condition(later, "Degraded").getMessage()).startsWith("0 of 2 shard pods ready. No shard pod has been");
     }
 
     @Test
