@@ -271,6 +271,15 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         String now = Instant.now().truncatedTo(ChronoUnit.SECONDS).toString();
         status.setConditions(Conditions.set(status.getConditions(), PiKVClusterStatus.DEGRADED, true,
                 Reasons.RECONCILE_FAILED, message, generation(cluster), now));
+        // A stall over an invalid spec that is valid now (the failure is applying the fix) waits for no person any
+        // more: the operator retries it.
+        io.fabric8.kubernetes.api.model.Condition stall = Conditions.find(status.getConditions(),
+                PiKVClusterStatus.STALLED);
+        if (validation.valid() && stall != null && Conditions.TRUE.equals(stall.getStatus())
+                && Reasons.SPEC_INVALID.equals(stall.getReason())) {
+            status.setConditions(Conditions.set(status.getConditions(), PiKVClusterStatus.STALLED, false,
+                    Reasons.NOT_STALLED, "Nothing waits for a person.", generation(cluster), now));
+        }
         // For kstatus tools the operator is still at work (it retries), unless the cluster already waits for a
         // person (Stalled, set by the last reconcile that got through).
         if (!Conditions.isTrue(status.getConditions(), PiKVClusterStatus.STALLED)) {

@@ -268,6 +268,23 @@ class PiKVClusterReconcilerTest {
     }
 
     @Test
+    void aFailureApplyingTheFixOfAnInvalidSpecIsNoLongerStalledOnIt() {
+        PiKVCluster invalid = TestClusters.small("fixing", NS);
+        invalid.getSpec().getModel().setTopK(9);
+        create(invalid);
+        awaitStatus("fixing", s -> Conditions.isTrue(s.getConditions(), "Stalled"));
+        // The fix (a valid spec) fails to apply: the operator retries it, so kstatus tools see it reconciling, not
+        // stalled on the spec error that is gone.
+        PiKVCluster fixed = get("fixing");
+        fixed.getSpec().getModel().setTopK(2);
+        reconciler.updateErrorStatus(fixed, retryContext(false), new IllegalStateException("forced refusal"));
+        PiKVClusterStatus now = get("fixing").getStatus();
+        assertThat(condition(now, "Stalled").getStatus()).isEqualTo("False");
+        assertThat(condition(now, "Reconciling").getStatus()).isEqualTo("True");
+        assertThat(condition(now, "Degraded").getReason()).isEqualTo("ReconcileFailed");
+    }
+
+    @Test
     void aLateStatusOfADeletedClusterIsNotWrittenIntoOneCreatedUnderItsName() throws Exception {
         create(TestClusters.small("again", NS));
         awaitStatus("again", s -> s.getLastValidSpec() != null);
