@@ -393,8 +393,9 @@ public final class PiKVClusterValidator {
             }
             double v = e.getValue() == null ? Double.NaN : e.getValue();
             switch (e.getKey()) {
+                // A window of 0 is what a shard takes too (h2o: heavy hitters alone; streaming: the sinks alone).
                 case "sinks", "historyLimit" -> integer(out, field, v, 0, Integer.MAX_VALUE);
-                case "window" -> integer(out, field, v, 1, Integer.MAX_VALUE);
+                case "window" -> integer(out, field, v, policy == SchedulingPolicy.ADAPTIVE ? 1 : 0, Integer.MAX_VALUE);
                 case "attention", "recency", "frequency" -> {
                     if (!(v >= 0) || Double.isInfinite(v)) {
                         out.add(new Violation(field, "is " + v + "; utility weights must be finite and at least 0"));

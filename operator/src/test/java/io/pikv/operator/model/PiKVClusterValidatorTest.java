@@ -284,6 +284,11 @@ class PiKVClusterValidatorTest {
                             SchedulingPolicy.UTILITY));
                     c.getSpec().getScheduling().setParameters(Map.of("window", 4096.0, "margin", 0.005));
                 }),
+                Arguments.of("h2o with no recent window (heavy hitters alone), as a shard takes it",
+                        (Consumer<PiKVCluster>) c -> {
+                            c.getSpec().getScheduling().setPolicy(SchedulingPolicy.H2O);
+                            c.getSpec().getScheduling().setParameters(Map.of("sinks", 0.0, "window", 0.0));
+                        }),
                 Arguments.of("kafka with credentials", (Consumer<PiKVCluster>) c -> {
                     KafkaSpec k = new KafkaSpec();
                     k.setBootstrapServers("kafka-0.kafka:9092,[::1]:9093");
