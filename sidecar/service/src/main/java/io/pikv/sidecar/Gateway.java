@@ -119,11 +119,11 @@ public final class Gateway implements KvApi {
 
     /**
      * Closes every sequence this gateway holds on every shard, as {@link #close} does (after the calls of each that
-     * are under way; a shard that failed one close is not asked again), several at once, and waits at most {@code within} for them: what a gateway knows of its
-     * sequences (lengths, where each expert's entries are) goes with it, so no one could use or close them on the
-     * shards afterwards, and they would hold shard memory until the shard restarts. First every sequence stops taking
-     * new calls. Returns the sequences closed everywhere in time; closes still under way then go on in the background
-     * until the process ends.
+     * are under way; a shard that failed one close is not asked again), several at once, and waits at most
+     * {@code within} for them: what a gateway knows of its sequences (lengths, where each expert's entries are) goes
+     * with it, so no one could use or close them on the shards afterwards, and they would hold shard memory until the
+     * shard restarts. First every sequence stops taking new calls. Returns the sequences closed everywhere in time;
+     * closes still under way then go on in the background until the process ends.
      */
     int closeAllOnShards(java.time.Duration within) {
         for (State state : sequences.values()) {

@@ -35,9 +35,9 @@ import java.util.Map;
  * {@link KvStore#evict} (after prefill, or after each decode step); as an {@link EvictionHook}, when a shard's pool is
  * full, it evicts over-budget entries of the most over-budget (sequence, layer) it knows of through
  * {@link EvictionContext#evictTokens} (through a policy, only until a page is free: the layer's excess counts entries
- * other shards may hold), and falls back to the oldest page when nothing is over budget. Thread-safe. It calls into the store under its own lock only as the store's hook, which the store calls
- * holding its lock already (the order is always the store's lock, this one, the retention's); {@link #enforce}
- * calls the store without it.
+ * other shards may hold), and falls back to the oldest page when nothing is over budget. Thread-safe. It calls into
+ * the store under its own lock only as the store's hook, which the store calls holding its lock already (the order is
+ * always the store's lock, this one, the retention's); {@link #enforce} calls the store without it.
  */
 public final class PyramidBudget implements EvictionHook {
     private final int[] budgets;
