@@ -58,7 +58,9 @@ public final class PiKVClusterValidator {
      */
     public static final long MIN_MEMORY_OVERHEAD_BYTES = 512L << 20;
     private static final Pattern TOPIC = Pattern.compile("^[a-zA-Z0-9._-]{1,249}$");
-    private static final Pattern HOST_PORT = Pattern.compile("^(\\[[0-9a-fA-F:.]+]|[A-Za-z0-9.-]+):([0-9]{1,5})$");
+    /** host:port as Kafka's clients read it: an optional listener prefix (SASL_SSL://), underscores in names too. */
+    private static final Pattern HOST_PORT = Pattern.compile(
+            "^(?:[A-Za-z_][A-Za-z0-9_]*://)?(\\[[0-9a-fA-F:.]+]|[A-Za-z0-9._-]+):([0-9]{1,5})$");
 
     /** Knobs each policy takes (see io.pikv.kv.scheduling). */
     static final Map<SchedulingPolicy, Set<String>> POLICY_PARAMETERS = Map.of(

@@ -291,7 +291,7 @@ class PiKVClusterValidatorTest {
                         }),
                 Arguments.of("kafka with credentials", (Consumer<PiKVCluster>) c -> {
                     KafkaSpec k = new KafkaSpec();
-                    k.setBootstrapServers("kafka-0.kafka:9092,[::1]:9093");
+                    k.setBootstrapServers("kafka-0.kafka:9092,[::1]:9093,SASL_SSL://kafka_1.example:9094");
                     k.setCredentialsSecret(new SecretRef("kafka-creds"));
                     c.getSpec().setKafka(k);
                 }),
