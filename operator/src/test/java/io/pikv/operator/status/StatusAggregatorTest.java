@@ -95,20 +95,22 @@ class StatusAggregatorTest {
         java.util.function.BiFunction<PiKVClusterStatus, StatefulSet, PiKVClusterStatus> next4 = (prev, sts) ->
                 StatusAggregator.next(prev, new StatusAggregator.Snapshot("demo", 2, VALID, model4, 2, "{}", sts,
                         List.of(), T2));
+        // A StatefulSet of the four-shard model at generation 2, as its controller has observed it.
+        java.util.function.BiFunction<Long, Integer, StatefulSet> at2 = (observed, replicas) -> {
+            StatefulSet sts = model4.generateStatefulSet();
+            sts.getMetadata().setGeneration(2L);
+            sts.setStatus(new StatefulSetStatusBuilder().withObservedGeneration(observed).withReplicas(replicas)
+                    .withReadyReplicas(2).withUpdatedReplicas(replicas).withCurrentRevision("r1")
+                    .withUpdateRevision("r1").build());
+            return sts;
+        };
         PiKVClusterStatus two = next(null, sts(2, 2), T0);
         // The reconcile that scaled reads the StatefulSet back with its new replica count not yet observed.
-        StatefulSet scaled = model4.generateStatefulSet();
-        scaled.getMetadata().setGeneration(2L);
-        scaled.setStatus(new StatefulSetStatusBuilder().withObservedGeneration(1L).withReplicas(2).withReadyReplicas(2)
-                .withUpdatedReplicas(2).withCurrentRevision("r1").withUpdateRevision("r1").build());
-        PiKVClusterStatus rolling = next4.apply(two, scaled);
+        PiKVClusterStatus rolling = next4.apply(two, at2.apply(1L, 2));
         assertThat(condition(rolling, "Progressing").getReason()).isEqualTo("RollingOut");
         assertThat(rolling.getDesiredShards()).isEqualTo(4);
         // Next look: four pods made and updated, two ready. Still a scale, and kstatus tools still see it reconciling.
-        StatefulSet made = model4.generateStatefulSet();
-        made.getMetadata().setGeneration(2L);
-        made.setStatus(new StatefulSetStatusBuilder().withObservedGeneration(2L).withReplicas(4).withReadyReplicas(2)
-                .withUpdatedReplicas(4).withCurrentRevision("r1").withUpdateRevision("r1").build());
+        StatefulSet made = at2.apply(2L, 4);
         PiKVClusterStatus scaling = next4.apply(rolling, made);
         assertThat(condition(scaling, "Progressing").getStatus()).isEqualTo("True");
         assertThat(condition(scaling, "Progressing").getReason()).isEqualTo("Scaling");
