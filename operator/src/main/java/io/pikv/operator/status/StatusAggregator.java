@@ -141,8 +141,11 @@ public final class StatusAggregator {
         } else if (exist != desired) {
             progressReason = Reasons.SCALING;
             progressMessage = exist + " shard pods exist, " + desired + " desired.";
-        } else if (ready < desired && progressingFor(prev, Reasons.CREATING)) {
-            // A new cluster is created when its pods are ready, not when the StatefulSet has made them.
+        } else if (ready < desired && (progressingFor(prev, Reasons.CREATING)
+                || prev.getShards() != null && prev.getShards() == 0 && Objects.equals(prev.getDesiredShards(), desired)
+                && prev.getReadyShards() != null && prev.getReadyShards() == 0)) {
+            // A new cluster is created when its pods are ready, not when the StatefulSet has made them (the first look
+            // may have seen the StatefulSet just made, with no pods yet: RollingOut, 0 of them).
             progressReason = Reasons.CREATING;
             progressMessage = ready + " of " + desired + " shard pods ready.";
         } else if (ready < desired && (!Objects.equals(prev.getDesiredShards(), desired) || scaling(prev)

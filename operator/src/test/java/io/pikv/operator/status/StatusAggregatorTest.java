@@ -198,6 +198,14 @@ class StatusAggregatorTest {
         assertThat(condition(created, "Progressing").getMessage()).isEqualTo("0 of 2 shard pods ready.");
         assertThat(condition(created, "Reconciling").getStatus()).isEqualTo("True");
         assertThat(condition(created, "Ready").getStatus()).isEqualTo("False");
+        // As a real create goes: the first look already finds the StatefulSet just made, with no status yet.
+        StatefulSet fresh = model.generateStatefulSet();
+        fresh.getMetadata().setGeneration(1L);
+        PiKVClusterStatus made = at(null, fresh, T0);
+        assertThat(condition(made, "Progressing").getReason()).isEqualTo("RollingOut");
+        PiKVClusterStatus starting = at(made, sts(2, 0), "2026-01-01T00:00:20Z");
+        assertThat(condition(starting, "Progressing").getReason()).isEqualTo("Creating");
+        assertThat(condition(starting, "Progressing").getMessage()).isEqualTo("0 of 2 shard pods ready.");
         assertThat(created.getLastProgressTime()).isEqualTo("2026-01-01T00:00:20Z");
         assertThat(condition(at(created, sts(2, 0), minute(10)), "Degraded").getStatus()).isEqualTo("False");
         PiKVClusterStatus later = at(created, sts(2, 0), minute(11));
