@@ -136,7 +136,7 @@ public final class CompressionBench implements Callable<Integer> {
     @Option(names = "--pyramid-policy", defaultValue = "pyramidkv", description = "Pyramid: which tokens a layer over "
             + "its budget gives up: pyramidkv (sinks, window, then the most attention from the observation queries), or "
             + "an engine eviction policy: h2o (the same ranking, as the engine's H2O), streaming (sinks and the most "
-            + "recent), lru (default ${DEFAULT-VALUE}).")
+            + "recent) or lru. Default: ${DEFAULT-VALUE}.")
     String pyramidPolicy;
 
     @Option(names = "--page-tokens", defaultValue = "32", description = "Tokens per page (default ${DEFAULT-VALUE}).")

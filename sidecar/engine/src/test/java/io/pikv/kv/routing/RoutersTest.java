@@ -55,9 +55,6 @@ class RoutersTest {
         assertThat(d.experts()).containsExactly(0, 1);
         assertThat(d.shards()).isEqualTo(2);
         assertThat(d.massMoved()).isZero();
-        // A top-k expert that lost its slot before its shard was reached takes back the slot of a weaker expert
-        // outside the top-k once another pick reaches that shard: 0, 1, 2 on shards 0, 2, 2 (2 shards) rather than
-        // 0, 3, 1 on shards 0, 1, 2.
         // With no null expert nothing is dropped, however large λ is (λ·ln(1 + misses) past the double range).
         CacheAwareRouter huge = new CacheAwareRouter(2, 2, 1e308, 1_000_000, 0.0);
         for (int i = 0; i < 10; i++) {
@@ -66,6 +63,9 @@ class RoutersTest {
         RoutingDecision all = huge.route(new double[] {0, -0.1}, new ExpertShardMap(0, 2, new int[] {0, 1}));
         assertThat(all.experts()).containsExactly(0, 1);
         assertThat(all.massMoved()).isZero();
+        // A top-k expert that lost its slot before its shard was reached takes back the slot of a weaker expert
+        // outside the top-k once another pick reaches that shard: 0, 1, 2 on shards 0, 2, 2 (2 shards) rather than
+        // 0, 3, 1 on shards 0, 1, 2.
         CacheAwareRouter late = new CacheAwareRouter(4, 3, 1.0, Integer.MAX_VALUE, 0.0);
         late.recordMiss(1);
         for (int i = 0; i < 9; i++) {
