@@ -185,6 +185,7 @@ public final class ControlListener implements AutoCloseable {
                         consumer.endOffsets(partitions, CALL_TIMEOUT);
                         lastAnswer = System.nanoTime();
                         link.up(KafkaLink.Client.CONTROL);
+                        control.retryBudget(); // a budget the shard could not take when its record applied
                     }
                 } catch (WakeupException e) {
                     throw e;

@@ -80,6 +80,8 @@ public final class ShardControl {
     private volatile State state;
     /** The control record in effect (null before any), to tell a repeat from a conflict. */
     private ControlState applied;
+    /** The warning of the budget the record in effect asked for and the shard could not take, or null. */
+    private String budgetWarning;
 
     /** The shard's byte budget, as control reads and sets it. */
     public interface Budget {
@@ -279,6 +281,7 @@ public final class ShardControl {
             warnings.add(reason);
             LOG.warnf("control: epoch %d: %s", record.epoch(), reason);
         });
+        budgetWarning = budgetRefused.orElse(null);
         long effective = budget.enforced();
         outside(map).ifPresent(warnings::add);
         applied = record;
@@ -294,6 +297,31 @@ public final class ShardControl {
             return Outcome.CONFLICT;
         }
         return Outcome.APPLIED;
+    }
+
+    /**
+     * Tries again the budget the record in effect asked for and the shard could not take then (pages in use under
+     * {@code reject}, which evicts nothing, until sequences close; or direct memory): called now and then, so the
+     * shard takes it once it can instead of at the next record. Returns whether it now enforces it.
+     */
+    public synchronized boolean retryBudget() {
+        State current = state;
+        String warning = budgetWarning;
+        if (warning == null || current.desiredBudgetBytes() == budget.enforced()) {
+            return false;
+        }
+        if (budget.resize(current.desiredBudgetBytes()).isPresent()) {
+            return false; // still not: the warning stays as it was
+        }
+        List<String> warnings = new ArrayList<>(current.warnings());
+        warnings.remove(warning);
+        budgetWarning = null;
+        state = new State(current.epoch(), current.source(), current.shardMap(), current.policy(),
+                current.requestedPolicy(), current.parameters(), current.desiredBudgetBytes(), budget.enforced(),
+                List.copyOf(warnings), current.lastRejected(), current.appliedAt());
+        LOG.infof("control: epoch %d: the budget of %d bytes refused when the record applied is in force now",
+                current.epoch(), current.desiredBudgetBytes());
+        return true;
     }
 
     private static final String OUTSIDE_MAP = "this shard (";

@@ -292,6 +292,17 @@ class ShardControlTest {
                 + "cannot shrink to 2048 bytes: 3 pages of 2048 bytes are in use and the eviction policy freed nothing;"
                 + " the budget stays at 6144 bytes");
         assertThat(node.resident(seq, 0)).isEqualTo(48);
+
+        // Tried again now and then: not while the pages are in use, and once they are free the shard takes it.
+        assertThat(control.retryBudget()).isFalse();
+        assertThat(control.state().budgetBytes()).isEqualTo(3 * 2048);
+        node.close(seq);
+        assertThat(control.retryBudget()).isTrue();
+        assertThat(control.state().budgetBytes()).isEqualTo(2048);
+        assertThat(node.budgetBytes()).isEqualTo(2048);
+        assertThat(control.state().warnings()).isEmpty();
+        assertThat(control.state().epoch()).isEqualTo(2);
+        assertThat(control.retryBudget()).isFalse(); // nothing left to try
     }
 
     @Test
