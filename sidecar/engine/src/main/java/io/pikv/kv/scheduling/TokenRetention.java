@@ -84,6 +84,11 @@ public final class TokenRetention {
             remove(t, stale);
         }
         t.entries.setNow(Math.max(t.entries.now(), position));
+        add(t, position);
+    }
+
+    /** Tracks {@code position} as used at the clock's time now, and offers it to the policy. */
+    private static void add(Track t, int position) {
         int id = t.entries.add(position, position, -1, false, 0);
         t.policy.accessed(t.entries, id);
         t.policy.offer(t.entries, id);
@@ -110,9 +115,7 @@ public final class TokenRetention {
             // Generation order is the position: a token learnt of late is as old as its position says, not new.
             long now = t.entries.now();
             t.entries.setNow(position);
-            int id = t.entries.add(position, position, -1, false, 0);
-            t.policy.accessed(t.entries, id);
-            t.policy.offer(t.entries, id);
+            add(t, position);
             t.entries.setNow(Math.max(now, position));
         }
     }
