@@ -398,6 +398,9 @@ public final class CompressionBench implements Callable<Integer> {
         return list;
     }
 
+    /** What --pyramid-policy takes. */
+    static final List<String> PYRAMID_POLICIES = List.of("pyramidkv", "h2o", "streaming", "lru");
+
     /** The per-layer budgets, choosing victims as --pyramid-policy says. */
     private PyramidBudget pyramidBudget(int[] budgets) {
         return switch (pyramidPolicy) {
@@ -416,9 +419,9 @@ public final class CompressionBench implements Callable<Integer> {
         if (pageTokens < 1 || pageTokens > 1024 || Integer.bitCount(pageTokens) != 1) {
             throw new Main.UsageException("--page-tokens must be a power of two in [1, 1024], got " + pageTokens + ".");
         }
-        if (!List.of("pyramidkv", "h2o", "streaming", "lru").contains(pyramidPolicy)) {
-            throw new Main.UsageException("--pyramid-policy must be pyramidkv, h2o, streaming or lru, got '"
-                    + pyramidPolicy + "'.");
+        if (!PYRAMID_POLICIES.contains(pyramidPolicy)) {
+            throw new Main.UsageException("--pyramid-policy must be one of " + String.join(", ", PYRAMID_POLICIES)
+                    + "; got '" + pyramidPolicy + "'.");
         }
         if ((keysFile == null) != (valuesFile == null)) {
             throw new Main.UsageException("--keys and --values go together.");

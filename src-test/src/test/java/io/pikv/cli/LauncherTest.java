@@ -475,7 +475,7 @@ class LauncherTest {
                 "line 2 of " + mixedTopK + " is not a routing record: it routes to 3 experts, the records before to 2",
                 "of direct memory this JVM may use; use fewer --methods, a shorter --context or fewer --layers",
                 "--page-tokens must be a power of two in [1, 1024], got 48.",
-                "--pyramid-policy must be pyramidkv, h2o, streaming or lru, got 'fifo'.",
+                "--pyramid-policy must be one of pyramidkv, h2o, streaming, lru; got 'fifo'.",
                 "method int8 cannot store KV of 2 heads of dimension 6: ",
                 "is not a Mooncake request: its \"input_length\" is not a token count (an integer >= 0).",
                 "holds no blocks: every request's hash_ids is empty.",
