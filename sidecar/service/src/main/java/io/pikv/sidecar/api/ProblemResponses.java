@@ -36,6 +36,7 @@ public class ProblemResponses implements OASFilter {
             + "refused it for a reason that is no fault of the request (a refusal the request caused is passed on with "
             + "the shard's 4xx status as shard-refused)";
 
+    private static final String BUDGET_FULL = "budget-exceeded: the store is full and its eviction policy freed nothing";
     private static final String NOT_READY = "not-ready: the sidecar has not read its control topic to the end yet "
             + "(nor is its start-up wait over); nothing was done, send it again";
 
@@ -64,7 +65,7 @@ public class ProblemResponses implements OASFilter {
                 "400", INVALID,
                 "404", UNKNOWN_SEQUENCE,
                 "406", NOT_ACCEPTABLE,
-                "409", "budget-exceeded: the store is full and its eviction policy freed nothing",
+                "409", BUDGET_FULL,
                 "413", TOO_LARGE,
                 "415", UNSUPPORTED,
                 "500", UNDONE,
@@ -89,7 +90,7 @@ public class ProblemResponses implements OASFilter {
                 "400", INVALID + "; a position that is not an integer, or a position given to a gateway",
                 "404", UNKNOWN_SEQUENCE,
                 "406", NOT_ACCEPTABLE,
-                "409", "budget-exceeded: the store is full and its eviction policy freed nothing",
+                "409", BUDGET_FULL,
                 "413", TOO_LARGE,
                 "415", UNSUPPORTED,
                 "500", UNDONE,
