@@ -16,8 +16,9 @@ import java.util.Map;
  * have hit most. ({@code streaming} is left out: its sinks are a request's first blocks, and blocks stored one by
  * one have no request.) The policies count blocks, so the store also holds at most a number of blocks: the byte
  * capacity over the block size (a model server's blocks have one size), at most {@link #MAX_BLOCKS}. The size is the
- * first block's, then the median of the last {@link #SIZE_SAMPLES} blocks stored whenever that median moves by a
- * factor of two or more either way (one stray block does not move it); the policies' history then restarts with the
+ * first block's, then the typical size of the last {@link #SIZE_SAMPLES} blocks stored (the mean of the middle half of
+ * their sizes) whenever it moves by a factor of two or more either way: one stray block does not move it, and a mix
+ * of sizes is counted by its mean, which a median would flip between; the policies' history then restarts with the
  * residents, least recently used first. Thread-safe.
  */
 public final class BlockStore {
@@ -26,7 +27,7 @@ public final class BlockStore {
     public static final List<String> POLICIES = List.of("lru", "h2o", "utility", "lrfu", "adaptive");
     /** The most blocks the store holds, whatever their size: bounds the policies' bookkeeping. */
     public static final int MAX_BLOCKS = 16_384;
-    /** Recent block sizes the count follows (their median). */
+    /** Recent block sizes the count follows (the mean of their middle half). */
     static final int SIZE_SAMPLES = 64;
 
     private final long capacityBytes;
@@ -107,7 +108,7 @@ public final class BlockStore {
         if (index == null) {
             sizeFor(payload.length);
         } else {
-            int typical = medianSize();
+            int typical = typicalSize();
             if ((typical <= sizingBytes / 2 || typical >= 2L * sizingBytes)
                     && (int) Math.min(MAX_BLOCKS, capacityBytes / typical) == capacityBlocks) {
                 // Another size, the same count of blocks (both at the block limit): nothing to rebuild, and the
@@ -118,7 +119,7 @@ public final class BlockStore {
                 int beforeBytes = sizingBytes;
                 sizeFor(typical);
                 if (capacityBlocks != before) {
-                    LOG.warnf("block cache: blocks are now of about %d bytes (median of the last %d), against the %d"
+                    LOG.warnf("block cache: blocks are now of about %d bytes (typical of the last %d), against the %d"
                             + " bytes the cache was sized for: up to %d blocks instead of %d (the policy's history"
                             + " restarts)", typical, Math.min(stored, SIZE_SAMPLES), beforeBytes, capacityBlocks,
                             before);
@@ -160,12 +161,26 @@ public final class BlockStore {
         bytes += payload.length - oldLength;
     }
 
-    /** The median of the recent block sizes. */
-    private int medianSize() {
+    /**
+     * The typical recent block size: the mean of the middle half of the recent sizes (the interquartile mean), so
+     * that strays at either end do not count and a mix of sizes counts by its mean — the size that says how many
+     * blocks fit — rather than by a median, which flips between the sizes of an even mix. Of fewer than four sizes
+     * the middle one (of two, the later's order: the larger), so that a stray first block is outvoted at once.
+     */
+    private int typicalSize() {
         int n = (int) Math.min(stored, SIZE_SAMPLES);
         int[] recent = java.util.Arrays.copyOf(sizes, n);
         java.util.Arrays.sort(recent);
-        return recent[n / 2];
+        if (n < 4) {
+            return recent[n / 2];
+        }
+        int from = n / 4;
+        int to = n - n / 4;
+        long sum = 0;
+        for (int i = from; i < to; i++) {
+            sum += recent[i];
+        }
+        return (int) Math.max(1, Math.round((double) sum / (to - from)));
     }
 
     /**

@@ -395,7 +395,7 @@ class SidecarApiTest {
         assertThat(client.getBlock("1")).isNull();
         assertThat(client.getBlock("2")).hasSize(600);
         // The block cache runs the adaptive policy (LRU active at first) with ghosts of its four candidates. It was
-        // sized from the first block (1000 / 3 = 333 blocks), then from the median of the sizes stored, 600 bytes,
+        // sized from the first block (1000 / 3 = 333 blocks), then from the typical size stored (of two, the larger), 600 bytes,
         // from the second put on: one block (block 00ff went to make room, then block 1). The ghosts restarted
         // with that count and saw the two lookups since: block 1 missed, block 2 hit.
         given().get("/v1/stats").then().statusCode(200).body("blocks.policy", equalTo("adaptive/lru"))
