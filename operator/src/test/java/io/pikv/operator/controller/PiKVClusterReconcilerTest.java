@@ -430,10 +430,10 @@ class PiKVClusterReconcilerTest {
         awaitStatus("steady", s -> s.getReadyShards() == 1);
         String rv = get("steady").getMetadata().getResourceVersion();
         double reconcilesBefore = reconciles("steady");
-        await().during(Duration.ofSeconds(5)).atMost(Duration.ofSeconds(8))
-                .until(() -> get("steady").getMetadata().getResourceVersion(), rv::equals);
-        // ... and reconciles did run meanwhile (else an unchanged version would prove nothing).
-        assertThat(reconciles("steady")).isGreaterThanOrEqualTo(reconcilesBefore + 2);
+        // Two more reconciles (else an unchanged version would prove nothing), however long a loaded machine
+        // takes to run them, and then the resource is still the version they started from.
+        await().atMost(Duration.ofSeconds(30)).until(() -> reconciles("steady") >= reconcilesBefore + 2);
+        assertThat(get("steady").getMetadata().getResourceVersion()).isEqualTo(rv);
     }
 
     @Inject

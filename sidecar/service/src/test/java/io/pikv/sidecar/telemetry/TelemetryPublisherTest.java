@@ -166,9 +166,11 @@ class TelemetryPublisherTest {
     @Test
     void refusalsInARowBackOffInsteadOfRebuildingAProducerEveryWindow() throws Exception {
         AtomicInteger calls = new AtomicInteger();
+        java.util.List<Long> made = new java.util.concurrent.CopyOnWriteArrayList<>();
         TelemetryPublisher p = publisher(new TelemetryPublisher.Settings("pikv.cache-events", "c", 0, SHAPE.experts(),
                 Duration.ofMillis(20), 1000, Duration.ofSeconds(1)), () -> {
                     calls.incrementAndGet();
+                    made.add(System.nanoTime());
                     MockProducer<String, byte[]> refusing = new MockProducer<>(true, null, new StringSerializer(),
                             new ByteArraySerializer());
                     refusing.sendException = new ClusterAuthorizationException("not authorized");
@@ -179,6 +181,10 @@ class TelemetryPublisherTest {
         await().atMost(Duration.ofSeconds(5)).until(() -> calls.get() >= 4);
         await().during(Duration.ofMillis(2000)).atMost(Duration.ofSeconds(4)).until(() -> calls.get() <= 14);
         assertThat(link.status(KafkaLink.Client.TELEMETRY).state()).isEqualTo("down");
+        // The pauses double: the eighth producer comes no sooner than 20 x (1 + 2 + ... + 64) = 2,540 ms after the
+        // first (a load only delays it; a fixed pause of a tenth of that, 254 ms, would make it after 1,778 ms).
+        await().atMost(Duration.ofSeconds(10)).until(() -> made.size() >= 8);
+        assertThat((made.get(7) - made.get(0)) / 1e6).isGreaterThanOrEqualTo(2_540 * 0.95);
     }
 
     @Test
