@@ -25,6 +25,9 @@ import io.fabric8.kubernetes.model.annotation.Version;
 @ValidationRule(value = "self.metadata.name.size() <= " + PiKVCluster.MAX_NAME_LENGTH,
         message = "metadata.name must be at most " + PiKVCluster.MAX_NAME_LENGTH
                 + " characters: shard pod names and their labels are derived from it")
+@ValidationRule(value = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        message = "metadata.name must be lower-case letters, digits and '-', starting with a letter and ending with a"
+                + " letter or digit: the cluster's headless Service is named after it")
 @AdditionalPrinterColumn(name = "Ready Shards", type = AdditionalPrinterColumn.Type.INTEGER,
         jsonPath = ".status.readyShards", getDescription = "Shard pods that pass their readiness probe")
 @AdditionalPrinterColumn(name = "Shards", type = AdditionalPrinterColumn.Type.INTEGER, jsonPath = ".status.desiredShards",
