@@ -889,20 +889,39 @@ public final class KvShard {
     }
 
     /** Positions of the resident entries of (sequence, layer) on this shard, ascending. */
+    /**
+     * Runs {@code action} on the positions of (sequence, layer) resident here, under the shard's read lock: nothing is
+     * stored, evicted or withdrawn on the shard until it returns, so what it learns stays true while it acts on it.
+     * The action must not call back into the shard's writers.
+     */
+    public void withResidentPositions(long sequence, int layer, java.util.function.Consumer<int[]> action) {
+        shape.checkLayer(layer);
+        lock.readLock().lock();
+        try {
+            action.accept(residentPositionsLocked(sequence, layer));
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
     public int[] residentPositions(long sequence, int layer) {
         shape.checkLayer(layer);
         lock.readLock().lock();
         try {
-            LayerState ls = layerState(sequence, layer, false);
-            if (ls == null) {
-                return new int[0];
-            }
-            int[] out = new int[ls.resident];
-            ls.positions(out);
-            return out;
+            return residentPositionsLocked(sequence, layer);
         } finally {
             lock.readLock().unlock();
         }
+    }
+
+    private int[] residentPositionsLocked(long sequence, int layer) {
+        LayerState ls = layerState(sequence, layer, false);
+        if (ls == null) {
+            return new int[0];
+        }
+        int[] out = new int[ls.resident];
+        ls.positions(out);
+        return out;
     }
 
     /** Resident entries of (sequence, layer) on this shard. */

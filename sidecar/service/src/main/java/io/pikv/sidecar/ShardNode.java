@@ -323,17 +323,18 @@ public final class ShardNode implements KvApi, AutoCloseable {
 
     /**
      * Tells the token policy just switched to of every entry resident, each sequence under its lock (no append of it
-     * in between), in position order: it ranks them by their positions as generation order, with no attention yet.
+     * in between) and each layer under the shard's read lock (no eviction by another sequence's append between
+     * reading the positions and telling them, which would leave the policy tracking entries gone for good), in
+     * position order: it ranks them by their positions as generation order, with no attention yet. Entries it already
+     * tracks (stored since the switch) keep what it knows of them.
      */
     private void tellResident() {
         for (Map.Entry<Long, SequenceState> e : sequences.entrySet()) {
             synchronized (e.getValue()) {
                 for (int layer = 0; layer < shape.layers(); layer++) {
-                    int[] positions = shard.residentPositions(e.getKey(), layer);
-                    Arrays.sort(positions);
-                    for (int p : positions) {
-                        policy.appended(e.getKey(), layer, p);
-                    }
+                    int l = layer;
+                    shard.withResidentPositions(e.getKey(), layer, positions -> policy.resident(e.getKey(), l,
+                            positions));
                 }
             }
         }

@@ -229,6 +229,14 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         }
     }
 
+    /** These entries are resident (told after a switch): tracked in position order where not tracked yet. */
+    void resident(long sequence, int layer, int[] positions) {
+        TokenRetention r = active.retention();
+        if (r != null) {
+            r.track(sequence, layer, positions);
+        }
+    }
+
     /** Attention visited these entries with these weights. */
     public void attended(long sequence, int layer, AttentionResult result) {
         TokenRetention r = active.retention();

@@ -100,6 +100,52 @@ class ShardPolicyTest {
     }
 
     @Test
+    void aSwitchUnderConcurrentEvictionTracksExactlyWhatIsResident() throws Exception {
+        // A full shard: one thread switches token policies (each new one is told of the entries resident), another
+        // appends to its own sequence, evicting the others' entries meanwhile. Once both stop, the policy tracks
+        // exactly what the shard holds: an entry evicted while a switch told of its sequence is not tracked for good.
+        ShardPolicy policy = ShardPolicy.of("oldest-page");
+        Random rnd = new Random(9);
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 16L * 2 * 16 * 16 * 4, policy)) {
+            long[] others = new long[12];
+            for (int i = 0; i < others.length; i++) {
+                others[i] = node.create(null);
+                append(node, others[i], 20, rnd, small(rnd));
+            }
+            long writer = node.create(null);
+            java.util.concurrent.atomic.AtomicBoolean done = new java.util.concurrent.atomic.AtomicBoolean();
+            java.util.concurrent.atomic.AtomicReference<Throwable> failed = new java.util.concurrent.atomic.AtomicReference<>();
+            Thread appender = new Thread(() -> {
+                Random r = new Random(10);
+                try {
+                    while (!done.get()) {
+                        append(node, writer, 1, r, small(r));
+                        // Refill the others now and then, so that the switches keep finding entries to tell of.
+                        long other = others[r.nextInt(others.length)];
+                        append(node, other, 1, r, small(r));
+                    }
+                } catch (Throwable e) {
+                    failed.set(e);
+                }
+            });
+            appender.start();
+            try {
+                for (int i = 0; i < 2_000; i++) {
+                    assertThat(policy.use(i % 2 == 0 ? "lru" : "streaming", Map.of())).isEmpty();
+                }
+            } finally {
+                done.set(true);
+                appender.join();
+            }
+            assertThat(failed.get()).isNull();
+            for (long seq : others) {
+                assertThat(policy.tracked(seq, 0)).as("sequence %d", seq).isEqualTo(node.resident(seq, 0));
+            }
+            assertThat(policy.tracked(writer, 0)).isEqualTo(node.resident(writer, 0));
+        }
+    }
+
+    @Test
     void anEvictionByAnotherPathLeavesTheTokenPolicysTracking() {
         ShardPolicy policy = ShardPolicy.of("lru");
         for (int p = 0; p < 10; p++) {
