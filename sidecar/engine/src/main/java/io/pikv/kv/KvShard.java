@@ -357,7 +357,7 @@ public final class KvShard {
      * @return the pages evicted to fit
      * @throws IllegalArgumentException   when the budget is below one page; nothing changes
      * @throws KvBudgetExceededException  when the hook stops freeing pages before they fit (e.g.
-     *                                    {@link EvictionHook#REJECT}); the budget stays as it was, and what the hook
+     *                                    {@link EvictionHook#REJECT}); the budget and the free pages stay as they were, and what the hook
      *                                    evicted before it stopped stays evicted (so with any other failure of the
      *                                    hook, which is rethrown)
      */
@@ -366,13 +366,14 @@ public final class KvShard {
         try {
             long previous = pool.budgetBytes();
             int before = pool.pagesInUse();
-            pool.resize(budgetBytes); // validates, and drops free-listed pages beyond it
+            pool.resize(budgetBytes, false); // validates; free-listed pages go once the shrink cannot be refused
             int target = pool.maxPages();
             if (before <= target) {
+                pool.resize(budgetBytes);
                 return 0;
             }
             try {
-                pool.resize((target + 1L) * layout.pageBytes());
+                pool.resize((target + 1L) * layout.pageBytes(), false);
                 while (pool.pagesInUse() > target) {
                     int inUse = pool.pagesInUse();
                     hook.makeRoom(context);

@@ -74,10 +74,18 @@ public final class PagePool {
      * @throws IllegalArgumentException when the budget is below one page (nothing changes)
      */
     void resize(long budgetBytes) {
+        resize(budgetBytes, true);
+    }
+
+    /**
+     * {@link #resize(long)}, dropping the free-listed pages beyond the new budget only when {@code trimFree}: a shrink
+     * that may still be refused keeps them, so that a refusal leaves the pool as it was.
+     */
+    void resize(long budgetBytes, boolean trimFree) {
         this.maxPages = pagesFor(layout, budgetBytes);
         this.budgetBytes = budgetBytes;
         this.memoryCap = Integer.MAX_VALUE;
-        while (live > maxPages && !free.isEmpty()) {
+        while (trimFree && live > maxPages && !free.isEmpty()) {
             drop(free.pollLast());
         }
     }

@@ -107,6 +107,25 @@ class BudgetResizeTest {
     }
 
     @Test
+    void aRefusedShrinkKeepsTheFreePages() {
+        // Two pages in use and two free (a closed sequence's): a shrink to one page is refused under REJECT, and the
+        // free pages stay for the next appends instead of going back to the JVM (a control record's budget that
+        // cannot apply yet is retried every few seconds, which would drop them each time).
+        Random rnd = new Random(4);
+        KvShard shard = shard(4, EvictionHook.REJECT);
+        load(shard, 1, Reference.randomEntries(SHAPE, 2 * 16, rnd));
+        load(shard, 2, Reference.randomEntries(SHAPE, 2 * 16, rnd));
+        shard.dropSequence(2);
+        assertThat(shard.stats().bytesAllocated()).isEqualTo(4 * PAGE);
+        assertThatThrownBy(() -> shard.resizeBudget(PAGE)).isInstanceOf(KvBudgetExceededException.class);
+        assertThat(shard.stats().bytesAllocated()).as("the free pages kept").isEqualTo(4 * PAGE);
+        assertThat(shard.stats().maxPages()).isEqualTo(4);
+        // A shrink that applies drops them.
+        assertThat(shard.resizeBudget(2 * PAGE)).isZero();
+        assertThat(shard.stats().bytesAllocated()).isEqualTo(2 * PAGE);
+    }
+
+    @Test
     void aHookThatFailsMidShrinkRestoresTheOldBudgetAndIsRethrown() {
         int[] calls = {0};
         EvictionHook failing = ctx -> {
