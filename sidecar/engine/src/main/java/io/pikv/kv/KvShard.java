@@ -357,9 +357,9 @@ public final class KvShard {
      * @return the pages evicted to fit
      * @throws IllegalArgumentException   when the budget is below one page; nothing changes
      * @throws KvBudgetExceededException  when the hook stops freeing pages before they fit (e.g.
-     *                                    {@link EvictionHook#REJECT}); the budget and the free pages stay as they were, and what the hook
-     *                                    evicted before it stopped stays evicted (so with any other failure of the
-     *                                    hook, which is rethrown)
+     *                                    {@link EvictionHook#REJECT}); the budget and the free pages stay as they
+     *                                    were, and what the hook evicted before it stopped stays evicted (so with
+     *                                    any other failure of the hook, which is rethrown)
      */
     public int resizeBudget(long budgetBytes) {
         lock.writeLock().lock();
