@@ -531,7 +531,10 @@ public final class Gateway implements KvApi {
         shape.checkLayer(request.layer());
         shape.checkQuery(request.query()); // refused here, before any shard stores the token
         State state = state(sequence);
-        int[] experts = route(request);
+        // One map for the whole step: the router's choice, the owner and the misses agree even when control
+        // installs another map meanwhile.
+        ExpertShardMap current = map;
+        int[] experts = route(request, current);
         int layer = request.layer();
         Wire.StepRequest routed = new Wire.StepRequest(layer, Wire.CHOSEN_EXPERTS, request.scope(), null, experts,
                 request.query(), request.k(), request.v());
@@ -547,7 +550,7 @@ public final class Gateway implements KvApi {
             checkOpen(sequence, state);
             settle(state, sequence, layer);
             int position = state.length[layer];
-            int owner = map.shardOf(experts[0]);
+            int owner = current.shardOf(experts[0]);
             // Every body is encoded before the first is sent, so the sends go out back to back.
             List<SidecarClient.Prepared<PartialAttention>> prepared = new ArrayList<>();
             prepared.add(shards.get(owner).prepareStepPartial(sequence, routed, position));
@@ -592,7 +595,7 @@ public final class Gateway implements KvApi {
             state.experts[layer][owner].set(experts[0]);
             state.length[layer] = position + 1;
             if (request.mode() != Wire.CHOSEN_EXPERTS) {
-                recordMisses(layer, experts); // a step that happened: one refused opened no shard
+                recordMisses(layer, experts, current); // a step that happened: one refused opened no shard
             }
             return new Wire.StepResponse(position, experts, PartialAttention.merge(partials).finish().output());
         }
@@ -645,8 +648,7 @@ public final class Gateway implements KvApi {
     }
 
     /** The step's experts: the router's choice from the gate logits, or the given experts after checking them. */
-    int[] route(Wire.StepRequest request) {
-        ExpertShardMap current = map;
+    int[] route(Wire.StepRequest request, ExpertShardMap current) {
         if (request.mode() == Wire.CHOSEN_EXPERTS) {
             BitSet seen = new BitSet();
             for (int e : request.experts()) {
@@ -672,12 +674,11 @@ public final class Gateway implements KvApi {
      * Counts the misses of a step that happened (docs/routing.md): a chosen expert that made the token reach one more
      * shard. After the step, so that a step a shard refused (or that failed) skews no layer's router.
      */
-    void recordMisses(int layer, int[] chosen) {
+    void recordMisses(int layer, int[] chosen, ExpertShardMap current) {
         Router router = routers[layer];
         if (!(router instanceof CacheAwareRouter cacheAware)) {
             return;
         }
-        ExpertShardMap current = map;
         synchronized (router) {
             BitSet touched = new BitSet();
             for (int i = 0; i < chosen.length; i++) {
