@@ -166,6 +166,10 @@ public class Sidecar {
         }
         List<SidecarClient> clients = new ArrayList<>();
         for (String url : urls) {
+            if (!url.contains("://")) {
+                throw new IllegalArgumentException("'" + url.trim() + "' has no scheme: list each shard as "
+                        + "http://host:port (or https://host:port)");
+            }
             URI uri;
             try {
                 uri = URI.create(url.trim());

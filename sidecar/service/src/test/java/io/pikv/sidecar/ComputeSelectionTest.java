@@ -87,6 +87,33 @@ class ComputeSelectionTest {
     }
 
     @Test
+    void aGatewaysShardListAndRoutingAreCheckedAtStartUp() {
+        String[][] cases = {
+            {null, null, "pikv.gateway.shards must list the shards' base URLs"},
+            {"http://127.0.0.1:1,http://shard 1:8080", null, "'http://shard 1:8080' is not a URL: "},
+            {"127.0.0.1:8080", null, "'127.0.0.1:8080' has no scheme: list each shard as http://host:port"},
+            {"http://", null, "'http://' is not a URL: "},
+            {"ftp://shard-0:21", null, "'ftp://shard-0:21' is not an http or https URL"},
+            {"http://shard-0:8080/v1", null, "'http://shard-0:8080/v1' must be an origin (scheme, host and port)"},
+            {"http://shard-0:8080", "round-robin", "routing must be hash or cache-aware, got 'round-robin'"}};
+        for (String[] c : cases) {
+            Map<String, String> values = new HashMap<>();
+            values.put("pikv.role", "gateway");
+            values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
+            if (c[0] != null) {
+                values.put("pikv.gateway.shards", c[0]);
+            }
+            if (c[1] != null) {
+                values.put("pikv.gateway.routing", c[1]);
+            }
+            SidecarConfig config = config(values);
+            assertThatThrownBy(() -> new Sidecar(config)).as(c[0] + " / " + c[1])
+                    .isInstanceOf(IllegalStateException.class)
+                    .hasMessageStartingWith("invalid configuration pikv.gateway.*: " + c[2]);
+        }
+    }
+
+    @Test
     void aGatewayRefusesAnUnknownComputeSetting() {
         Map<String, String> values = new HashMap<>();
         values.put("pikv.role", "gateway");
