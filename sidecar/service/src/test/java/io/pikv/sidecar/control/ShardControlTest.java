@@ -71,6 +71,40 @@ class ShardControlTest {
     }
 
     @Test
+    void aGatewayRefusesAMapForAnotherNumberOfShardsByRecordOrByHand() {
+        // A gateway of two shards routes by every map control applies: one for three shards cannot apply, whether
+        // it comes as a record (invalid: said in lastRejected, nothing changes) or by hand (the caller's refusal).
+        List<io.pikv.sidecar.client.SidecarClient> clients = List.of(
+                new io.pikv.sidecar.client.SidecarClient(java.net.URI.create("http://127.0.0.1:1"), SHAPE,
+                        java.time.Duration.ofSeconds(1), java.time.Duration.ofSeconds(1)),
+                new io.pikv.sidecar.client.SidecarClient(java.net.URI.create("http://127.0.0.1:2"), SHAPE,
+                        java.time.Duration.ofSeconds(1), java.time.Duration.ofSeconds(1)));
+        io.pikv.sidecar.Gateway gateway = new io.pikv.sidecar.Gateway(SHAPE, clients,
+                () -> new io.pikv.kv.routing.HashRouter(SHAPE.topK()));
+        try {
+            ShardControl c = new ShardControl("c1", 0, gateway.shardMap(), ShardPolicy.of("lru", Map.of()),
+                    ShardControl.Budget.of(node), gateway::applyShardMap);
+            assertThat(c.apply(state("c1", 5, List.of(0, 1, 2, 0), 3, "lru", 0)))
+                    .isEqualTo(ShardControl.Outcome.INVALID);
+            assertThat(c.state().lastRejected()).contains("epoch 5: the shard map has 3 shards and 4 experts; this "
+                    + "gateway has 2 shards and the model 4 experts");
+            assertThat(c.state().epoch()).isEqualTo(-1);
+            assertThat(gateway.shardMap()).isEqualTo(ExpertShardMap.roundRobin(4, 2));
+            assertThatThrownBy(() -> c.applyMap(6, List.of(0, 1, 2, 0), 3))
+                    .isInstanceOf(IllegalArgumentException.class)
+                    .hasMessage("epoch 6 (by hand): the shard map has 3 shards and 4 experts; this gateway has 2 "
+                            + "shards and the model 4 experts");
+            assertThat(gateway.shardMap()).isEqualTo(ExpertShardMap.roundRobin(4, 2));
+            // One for its two shards applies, and the gateway routes by it.
+            assertThat(c.apply(state("c1", 7, List.of(1, 1, 0, 0), 2, "lru", 0)))
+                    .isEqualTo(ShardControl.Outcome.APPLIED);
+            assertThat(gateway.shardMap()).isEqualTo(new ExpertShardMap(7, 2, new int[] {1, 1, 0, 0}));
+        } finally {
+            gateway.shutdown();
+        }
+    }
+
+    @Test
     void aMapByHandMustBeNewerThanTheServedOneAndItsRefusalIsOnlyTheCallersAnswer() {
         ShardPolicy lru = ShardPolicy.of("lru", Map.of());
         ShardControl c = new ShardControl("c1", 0, ExpertShardMap.roundRobin(4, 1), lru, ShardControl.Budget.of(node));
