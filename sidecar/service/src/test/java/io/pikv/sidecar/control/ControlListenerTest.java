@@ -255,6 +255,54 @@ class ControlListenerTest {
     }
 
     @Test
+    void aLostBrokerOrAFailedPollKeepsTheEpochAndReadingResumes() throws Exception {
+        TopicPartition p0 = new TopicPartition("pikv.control", 0);
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
+                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
+        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
+                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
+        consumer.updateBeginningOffsets(Map.of(p0, 0L));
+        consumer.updateEndOffsets(Map.of(p0, 1L));
+        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
+                "pikv.control", 0, 0L, "c1", bytes(state("c1", 3, "oldest-page", 0, 0, 1, 1)))));
+        listener = new ControlListener("pikv.control", control, Duration.ofSeconds(30), () -> consumer, json, registry,
+                link);
+        listener.start();
+        await().atMost(Duration.ofSeconds(10)).until(listener::ready);
+        assertThat(control.epoch()).isEqualTo(3);
+        assertThat(link.status(KafkaLink.Client.CONTROL).state()).isEqualTo("up");
+
+        // The broker is lost: the link says so, the epoch in effect stays, and the next record applies once a poll
+        // works again; the link is up again by the next check (every 5 s).
+        consumer.setPollException(new org.apache.kafka.common.KafkaException("broker gone"));
+        await().atMost(Duration.ofSeconds(10)).until(() -> link.status(KafkaLink.Client.CONTROL).state().equals("down"));
+        assertThat(control.epoch()).isEqualTo(3);
+        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
+                "pikv.control", 0, 1L, "c1", bytes(state("c1", 4, "oldest-page", 1, 1, 0, 0)))));
+        await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 4);
+        await().atMost(Duration.ofSeconds(10)).until(() -> link.status(KafkaLink.Client.CONTROL).state().equals("up"));
+
+        // A failure that is not Kafka's (a defect, a client setting) is said the same way and retried.
+        consumer.schedulePollTask(() -> {
+            throw new IllegalStateException("a poll that failed");
+        });
+        await().atMost(Duration.ofSeconds(10)).until(() -> link.status(KafkaLink.Client.CONTROL).state().equals("down"));
+        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
+                "pikv.control", 0, 2L, "c1", bytes(state("c1", 5, "reject", 1, 1, 0, 0)))));
+        await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 5);
+        assertThat(control.state().policy()).isEqualTo("reject");
+        assertThat(listener.ready()).isTrue();
+    }
+
+    byte[] bytes(ControlState state) {
+        try {
+            return json.writeValueAsBytes(state);
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    @Test
     void aRecordThatLeavesOutPolicyAndBudgetAppliesWithTheConfiguredOnes() throws Exception {
         TopicPartition p0 = new TopicPartition("pikv.control", 0);
         org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
