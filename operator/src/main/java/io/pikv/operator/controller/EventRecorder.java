@@ -161,8 +161,22 @@ public class EventRecorder {
         }
     }
 
-    /** The API server refuses event messages over 1 KiB. */
-    private static String truncate(String message) {
-        return message.length() <= 1024 ? message : message.substring(0, 1021) + "...";
+    /** The API server refuses event messages over 1 KiB of UTF-8: cut at a character boundary, marked "...". */
+    static String truncate(String message) {
+        if (message.getBytes(StandardCharsets.UTF_8).length <= 1024) {
+            return message;
+        }
+        int bytes = 0;
+        int end = 0;
+        while (end < message.length()) {
+            int cp = message.codePointAt(end);
+            int size = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+            if (bytes + size > 1021) {
+                break;
+            }
+            bytes += size;
+            end += Character.charCount(cp);
+        }
+        return message.substring(0, end) + "...";
     }
 }

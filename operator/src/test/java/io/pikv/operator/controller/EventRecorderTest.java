@@ -61,6 +61,23 @@ class EventRecorderTest {
     }
 
     @Test
+    void aLongMessageIsCutToTheServersLimitInBytes() throws Exception {
+        String ascii = "x".repeat(2000);
+        record(recorder, "Long", ascii);
+        String stored = event(name("Long", ascii)).getMessage();
+        assertThat(stored).hasSize(1024).endsWith("...").startsWith("x".repeat(1021));
+        // Two bytes a character: 1,021 bytes hold 510 of them, never half of one.
+        String accented = "\u00e9".repeat(600);
+        assertThat(EventRecorder.truncate(accented)).isEqualTo("\u00e9".repeat(510) + "...");
+        String emoji = "\ud83d\ude00".repeat(300); // four bytes each, two chars
+        String cut = EventRecorder.truncate(emoji);
+        assertThat(cut.getBytes(java.nio.charset.StandardCharsets.UTF_8).length).isEqualTo(255 * 4 + 3);
+        assertThat(cut).isEqualTo("\ud83d\ude00".repeat(255) + "...");
+        assertThat(EventRecorder.truncate("short")).isEqualTo("short");
+        assertThat(EventRecorder.truncate("y".repeat(1024))).isEqualTo("y".repeat(1024));
+    }
+
+    @Test
     void aNewEventAndItsRepeatsCostOneRequestEach() throws Exception {
         String name = name("Scaled", "Shards 2 → 3.");
         assertThat(record(recorder, "Scaled", "Shards 2 → 3.")).as("a create, no read first").isEqualTo(1);
