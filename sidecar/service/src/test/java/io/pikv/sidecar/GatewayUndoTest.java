@@ -187,6 +187,35 @@ class GatewayUndoTest {
     }
 
     @Test
+    void aWithdrawalAsksOnlyTheShardsHoldingTheLayerAndAddsTheirCounts() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        String withdraw = "POST /v1/sequences/" + seq + "/withdrawals";
+        // Nothing appended yet: no shard holds the layer, none is asked, nothing is taken back.
+        assertThat(g.withdraw(seq, 0, new int[] {0})).isZero();
+        assertThat(fakes.get(0).requests).doesNotContain(withdraw);
+        // One entry on each shard (expert 0 on shard 0, expert 1 on shard 1): both are asked; 2 + 1 taken back.
+        g.append(seq, twoEntries());
+        fakes.get(0).withdrawn = 2;
+        assertThat(g.withdraw(seq, 0, new int[] {0, 1})).isEqualTo(3);
+        assertThat(fakes.get(0).requests).contains(withdraw);
+        assertThat(fakes.get(1).requests).contains(withdraw);
+        // Bad positions are the client's mistake, refused before any shard is asked.
+        fakes.forEach(f -> f.requests.clear());
+        assertThatThrownBy(() -> g.withdraw(seq, 0, new int[] {1, 1})).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> g.withdraw(seq, 0, new int[] {-1})).isInstanceOf(IllegalArgumentException.class);
+        assertThatThrownBy(() -> g.withdraw(seq, 1, new int[] {0})).isInstanceOf(IllegalArgumentException.class);
+        assertThat(fakes.get(0).requests).isEmpty();
+        assertThat(fakes.get(1).requests).isEmpty();
+        // A shard that cannot be asked fails the withdrawal as a bad gateway.
+        fakes.get(1).withdrawStatus = 404;
+        assertThatThrownBy(() -> g.withdraw(seq, 0, new int[] {0})).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502));
+        assertThatThrownBy(() -> g.withdraw(seq + 1, 0, new int[] {0}))
+                .isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
+    }
+
+    @Test
     void aCloseAShardDidNotConfirmKeepsTheIdUntilARepeatedCloseSucceeds() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);
