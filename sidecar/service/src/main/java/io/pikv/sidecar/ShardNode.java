@@ -497,28 +497,26 @@ public final class ShardNode implements KvApi, AutoCloseable {
         shape.checkLayer(request.layer());
         SequenceState state = state(sequence);
         AttentionScope scope = request.allExperts() ? AttentionScope.all() : AttentionScope.experts(request.experts());
-        PartialAttention partial;
-        if (!wantsWeights()) {
-            partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, false, attentionPool,
-                    attentionThreads);
-        } else {
+        // Under the sequence's lock, as appends, steps, withdrawals and closes: the answer covers one state of the
+        // sequence (never part of an append, nor an entry its undo takes back), and the weights it reports reach the
+        // policy and the pyramid's scores while the entries they name are still the ones resident.
+        synchronized (state) {
+            checkOpen(sequence, state);
+            if (!wantsWeights()) {
+                return shard.attendPartial(sequence, request.layer(), request.query(), scope, false, attentionPool,
+                        attentionThreads);
+            }
             // A token policy or the pyramid budgets rank tokens by the attention they get: report the weights (this
             // shard's share).
-            partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, true, attentionPool,
-                    attentionThreads);
-            if (!state.closed) {
-                io.pikv.kv.AttentionResult weighted = partial.finish();
-                policy.attended(sequence, request.layer(), weighted);
-                if (pyramid != null) {
-                    enforcePyramid(sequence, state, request.layer(), weighted);
-                }
+            PartialAttention partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, true,
+                    attentionPool, attentionThreads);
+            io.pikv.kv.AttentionResult weighted = partial.finish();
+            policy.attended(sequence, request.layer(), weighted);
+            if (pyramid != null) {
+                enforcePyramid(sequence, state, request.layer(), weighted);
             }
+            return partial;
         }
-        if (state.closed) {
-            // Closed while this call read (no lock taken here): what it saw may be nothing, not the sequence.
-            throw new UnknownSequenceException(sequence);
-        }
-        return partial;
     }
 
     /**

@@ -31,6 +31,47 @@ class ShardNodeAppendTest {
     }
 
     @Test
+    void anAttentionNeverSeesPartOfAnAppendThatIsTakenBack() throws Exception {
+        // One page of 16 entries under reject, 15 stored: a batch of two stores its first entry in the last slot,
+        // finds no page for the second and takes the first back. Attention running meanwhile sees 15 entries, never
+        // 16 (it takes the sequence's lock, as the append does).
+        Random rnd = new Random(6);
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2048, ShardPolicy.of("reject"))) {
+            long seq = node.create(null);
+            for (int p = 0; p < 15; p++) {
+                node.append(seq, request(entry(Wire.NEXT_POSITION, p % 4, rnd)));
+            }
+            Wire.AppendRequest batch = request(entry(Wire.NEXT_POSITION, 0, rnd), entry(Wire.NEXT_POSITION, 1, rnd));
+            java.util.concurrent.atomic.AtomicBoolean done = new java.util.concurrent.atomic.AtomicBoolean();
+            java.util.concurrent.atomic.AtomicInteger refused = new java.util.concurrent.atomic.AtomicInteger();
+            Thread appender = new Thread(() -> {
+                while (!done.get()) {
+                    try {
+                        node.append(seq, batch);
+                    } catch (io.pikv.kv.KvBudgetExceededException e) {
+                        refused.incrementAndGet();
+                    }
+                }
+            });
+            appender.start();
+            float[] q = new float[SHAPE.queryWidth()];
+            java.util.Arrays.fill(q, 0.5f);
+            java.util.Set<Integer> seen = new java.util.TreeSet<>();
+            try {
+                for (int i = 0; i < 20_000; i++) {
+                    seen.add(node.attend(seq, new Wire.AttendRequest(0, new int[0], q)).visited());
+                }
+            } finally {
+                done.set(true);
+                appender.join();
+            }
+            assertThat(refused.get()).isPositive();
+            assertThat(seen).containsExactly(15);
+            assertThat(node.resident(seq, 0)).isEqualTo(15);
+        }
+    }
+
+    @Test
     void aBatchWithABadEntryEvictsNothingToMakeRoomForTheGoodOnes() {
         Random rnd = new Random(5);
         try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048,
