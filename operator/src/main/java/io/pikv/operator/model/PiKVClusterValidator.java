@@ -57,6 +57,13 @@ public final class PiKVClusterValidator {
      * 100 MiB idle (GC structures, metaspace, code, symbols) and more under load — beside the server's direct buffers.
      */
     public static final long MIN_MEMORY_OVERHEAD_BYTES = 512L << 20;
+    /**
+     * Heap a shard's bookkeeping takes per (token, layer) entry its pages hold: the store's position index and page
+     * objects (about 23 bytes) and the token policy's row and index (110 to 150 bytes), measured with two million
+     * fp16 entries in one and in a hundred sequences (134 and 174 bytes in all), rounded up. Every policy a cluster
+     * runs is a token policy, so a full budget holds that much heap beside its pages.
+     */
+    public static final long HEAP_PER_ENTRY_BYTES = 192;
     private static final Pattern TOPIC = Pattern.compile("^[a-zA-Z0-9._-]{1,249}$");
     /** host:port as Kafka's clients read it: an optional listener prefix (SASL_SSL://), underscores in names too. */
     private static final Pattern HOST_PORT = Pattern.compile(
@@ -142,7 +149,7 @@ public final class PiKVClusterValidator {
         autoscaling(spec.getAutoscaling(), shards, shape, out);
         gpu(spec.getGpu(), out);
         gpuUse(spec, shape, compression, out);
-        sidecar(spec.getSidecar(), spec.getMemoryPerShard(), spec.getGpu(), out);
+        sidecar(spec, out);
         return new Result(out);
     }
 
@@ -319,6 +326,24 @@ public final class PiKVClusterValidator {
             }
         }
         return new Compression(int8, lowRank, pyramid);
+    }
+
+    /**
+     * The heap a shard needs beside its other memory for the bookkeeping of a full budget: {@link #HEAP_PER_ENTRY_BYTES}
+     * per (token, layer) entry that the budget's pages hold. 0 when the model or the budget is not valid (reported
+     * elsewhere).
+     */
+    public static long bookkeepingBytes(PiKVClusterSpec spec, long budgetBytes) {
+        ModelSpec m = spec.getModel();
+        if (m == null || m.getKvHeads() == null || m.getHeadDim() == null || budgetBytes <= 0) {
+            return 0;
+        }
+        try {
+            KvLayout layout = new KvLayout(m.getKvHeads(), m.getHeadDim(), PAGE_TOKENS, storageType(spec));
+            return budgetBytes / layout.pageBytes() * PAGE_TOKENS * HEAP_PER_ENTRY_BYTES;
+        } catch (IllegalArgumentException e) {
+            return 0;
+        }
     }
 
     /** The storage type of the shard's pages for this spec: int8 when compression says so, else the model's dtype. */
@@ -605,7 +630,10 @@ public final class PiKVClusterValidator {
         }
     }
 
-    private static void sidecar(SidecarSpec s, Quantity budget, GpuSpec gpu, List<Violation> out) {
+    private static void sidecar(PiKVClusterSpec spec, List<Violation> out) {
+        SidecarSpec s = spec.getSidecar();
+        Quantity budget = spec.getMemoryPerShard();
+        GpuSpec gpu = spec.getGpu();
         if (s == null) {
             return;
         }
@@ -642,10 +670,16 @@ public final class PiKVClusterValidator {
                     + "takes at most 8Ti"));
         } else if (memory != null && budget != null) {
             try {
-                if (bytes(memory) < bytes(budget) + MIN_MEMORY_OVERHEAD_BYTES) {
-                    out.add(new Violation("spec.sidecar.resources", "memory " + memory + " leaves less than 512Mi "
-                            + "above spec.memoryPerShard (" + budget + "): the KV pages live in the container's memory "
-                            + "next to the JVM's heap and its own memory; give at least the budget plus 512Mi, or leave it unset"));
+                long budgetBytes = bytes(budget);
+                long bookkeeping = bookkeepingBytes(spec, budgetBytes);
+                if (bytes(memory) < budgetBytes + bookkeeping + MIN_MEMORY_OVERHEAD_BYTES) {
+                    out.add(new Violation("spec.sidecar.resources", "memory " + memory + " leaves less than "
+                            + (bookkeeping == 0 ? "512Mi" : mebibytesCeil(bookkeeping + MIN_MEMORY_OVERHEAD_BYTES)
+                            + "Mi (512Mi, and " + mebibytesCeil(bookkeeping) + "Mi of heap for the bookkeeping of "
+                            + "the entries the budget holds)") + " above spec.memoryPerShard (" + budget + "): the KV "
+                            + "pages live in the container's memory next to the JVM's heap and its own memory; give at "
+                            + "least " + mebibytesCeil(budgetBytes + bookkeeping + MIN_MEMORY_OVERHEAD_BYTES)
+                            + "Mi, or leave it unset"));
                 }
             } catch (IllegalArgumentException | ArithmeticException e) {
                 // reported above or by the budget check

@@ -85,6 +85,8 @@ public final class ShardCluster {
     private final StorageType storageType;
     private final long budgetBytes;
     private final long containerMemoryBytes;
+    /** Heap for the bookkeeping of a full budget's entries ({@link PiKVClusterValidator#bookkeepingBytes}). */
+    private final long bookkeepingBytes;
     private final Map<String, String> shardSettings;
     private final Map<String, String> otherSettings;
     private final ExpertShardMap shardMap;
@@ -101,7 +103,8 @@ public final class ShardCluster {
         this.settings = settings;
         this.storageType = PiKVClusterValidator.storageType(spec);
         this.budgetBytes = PiKVClusterValidator.bytes(spec.getMemoryPerShard());
-        this.containerMemoryBytes = containerMemory(spec, budgetBytes, settings);
+        this.bookkeepingBytes = PiKVClusterValidator.bookkeepingBytes(spec, budgetBytes);
+        this.containerMemoryBytes = containerMemory(spec, budgetBytes, bookkeepingBytes, settings);
         // The policy, its parameters and the budget travel with the map: a change of any of them is a new epoch.
         boolean restChanged = current != null && !(Objects.equals(current.policy(), activePolicy().value())
                 && Objects.equals(current.parameters() == null ? Map.of() : current.parameters(),
@@ -136,9 +139,10 @@ public final class ShardCluster {
         s.put("pikv.model.top-k", String.valueOf(spec.getModel().getTopK()));
         s.put("pikv.store.dtype", storageType.name().toLowerCase(Locale.ROOT));
         s.put("pikv.store.budget-bytes", String.valueOf(budgetBytes));
-        // The JVM heap is half the memory above the budget (see env()); the prefix block cache and request bodies
-        // live on it, so they are sized from it rather than left at the sidecar's defaults (256 MiB and 64 MiB).
-        long heap = heapBytes();
+        // The JVM heap beside the entries' bookkeeping is half the memory left above the budget and it (see env());
+        // the prefix block cache and request bodies live on it, so they are sized from it rather than left at the
+        // sidecar's defaults (256 MiB and 64 MiB).
+        long heap = freeHeapBytes();
         s.put("pikv.blocks.capacity-bytes", String.valueOf(heap / 4));
         long maxBody = Math.min(64L << 20, heap / 8);
         s.put("pikv.api.max-body-bytes", String.valueOf(maxBody));
@@ -417,7 +421,7 @@ public final class ShardCluster {
         shardSettings.forEach((key, value) -> env.add(new EnvVar(envName(key), value, null)));
         // Direct memory: the pages' budget, plus an eighth of the headroom and never less than the 64 MiB the sidecar
         // keeps for its HTTP server's and clients' own buffers (ShardNode.SERVER_DIRECT_MEMORY).
-        long headroom = containerMemoryBytes - budgetBytes;
+        long headroom = containerMemoryBytes - budgetBytes - bookkeepingBytes;
         long serverDirect = Math.max(SERVER_DIRECT_MEMORY, headroom / 8);
         env.add(new EnvVar("JDK_JAVA_OPTIONS", "--add-modules=jdk.incubator.vector -Xmx" + mebibytes(heapBytes())
                 + "m -XX:MaxDirectMemorySize=" + mebibytesUp(budgetBytes + serverDirect) + "m", null));
@@ -517,13 +521,22 @@ public final class ShardCluster {
         return spec.getGpu() != null && Boolean.TRUE.equals(spec.getGpu().getEnabled());
     }
 
-    /** The shard JVM's heap: half the container memory above the KV budget. */
+    /**
+     * The shard JVM's heap: the bookkeeping of a full budget's entries, plus half of the container memory left above
+     * the KV budget and that bookkeeping (the rest is the JVM's own memory and the server's direct buffers).
+     */
     private long heapBytes() {
-        return (containerMemoryBytes - budgetBytes) / 2;
+        return bookkeepingBytes + freeHeapBytes();
     }
 
-    /** Memory of the sidecar container: what the spec gives, else the budget plus the operator's overhead. */
-    static long containerMemory(PiKVClusterSpec spec, long budgetBytes, OperatorSettings settings) {
+    /** The heap beside the entries' bookkeeping: for the server, the block cache and everything else. */
+    private long freeHeapBytes() {
+        return (containerMemoryBytes - budgetBytes - bookkeepingBytes) / 2;
+    }
+
+    /** Memory of the sidecar container: what the spec gives, else the budget, its entries' bookkeeping and the operator's overhead. */
+    static long containerMemory(PiKVClusterSpec spec, long budgetBytes, long bookkeepingBytes,
+                                OperatorSettings settings) {
         ResourceRequirements r = spec.getSidecar() == null ? null : spec.getSidecar().getResources();
         Quantity memory = null;
         if (r != null && r.getLimits() != null) {
@@ -532,7 +545,8 @@ public final class ShardCluster {
         if (memory == null && r != null && r.getRequests() != null) {
             memory = r.getRequests().get("memory");
         }
-        return memory != null ? PiKVClusterValidator.bytes(memory) : budgetBytes + settings.memoryOverheadBytes();
+        return memory != null ? PiKVClusterValidator.bytes(memory)
+                : budgetBytes + bookkeepingBytes + settings.memoryOverheadBytes();
     }
 
     /** The sidecar's environment name of a setting: upper case, '.' and '-' as '_'. */

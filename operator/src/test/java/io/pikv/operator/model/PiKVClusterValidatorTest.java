@@ -175,12 +175,13 @@ class PiKVClusterValidatorTest {
                         .setResourceName("kubernetes.io/gpu"), "spec.gpu.resourceName", "not an extended resource"),
                 bad("memory limit below the budget", c -> c.getSpec().getSidecar().setResources(
                         new ResourceRequirementsBuilder().addToLimits("memory", new Quantity("32Mi")).build()),
-                        "spec.sidecar.resources", "leaves less than 512Mi above spec.memoryPerShard"),
+                        "spec.sidecar.resources", "leaves less than 536Mi (512Mi, and 24Mi of heap for the "
+                                + "bookkeeping of the entries the budget holds) above spec.memoryPerShard"),
                 bad("memory limit just above the budget (no room for the JVM)", c -> {
                     c.getSpec().setMemoryPerShard(new Quantity("1Gi"));
                     c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
                             .addToLimits("memory", new Quantity("1535Mi")).build());
-                }, "spec.sidecar.resources", "give at least the budget plus 512Mi"),
+                }, "spec.sidecar.resources", "give at least 1920Mi, or leave it unset"),
                 bad("resource claims", c -> c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
                         .addNewClaim().withName("gpu").endClaim().build()),
                         "spec.sidecar.resources.claims", "not passed to the shard pods"),

@@ -90,7 +90,7 @@ class ShardClusterTest {
             assertThat(cm.getData()).containsEntry(key, m.shardSettings().get(key));
         }
         assertThat(env.get("JDK_JAVA_OPTIONS").getValue())
-                .contains("--add-modules=jdk.incubator.vector", "-Xmx512m", "-XX:MaxDirectMemorySize=192m");
+                .contains("--add-modules=jdk.incubator.vector", "-Xmx536m", "-XX:MaxDirectMemorySize=192m");
         // What lives on that heap is sized from it: a quarter for prefix blocks, an eighth (at most 64 MiB) a body.
         assertThat(env.get("PIKV_BLOCKS_CAPACITY_BYTES").getValue()).isEqualTo(String.valueOf(128L << 20));
         assertThat(env.get("PIKV_API_MAX_BODY_BYTES").getValue()).isEqualTo(String.valueOf(64L << 20));
@@ -102,10 +102,12 @@ class ShardClusterTest {
         assertThat(c.getSecurityContext().getAllowPrivilegeEscalation()).isFalse();
         assertThat(c.getSecurityContext().getCapabilities().getDrop()).containsExactly("ALL");
         assertThat(c.getVolumeMounts()).extracting(v -> v.getMountPath()).containsExactly("/etc/pikv", "/tmp");
-        // 64 MiB budget + 1 GiB overhead, requested and limited alike; no GPU by default.
+        // 64 MiB budget + 24 MiB of heap for its entries' bookkeeping (131,072 entries of 512 bytes, 192 bytes each)
+        // + 1 GiB overhead, requested and limited alike; the heap is that bookkeeping and half the overhead. No GPU
+        // by default.
         assertThat(c.getResources().getLimits()).containsOnlyKeys("memory")
-                .containsEntry("memory", new Quantity("1088Mi"));
-        assertThat(c.getResources().getRequests()).containsEntry("memory", new Quantity("1088Mi"))
+                .containsEntry("memory", new Quantity("1112Mi"));
+        assertThat(c.getResources().getRequests()).containsEntry("memory", new Quantity("1112Mi"))
                 .containsEntry("cpu", new Quantity("1"));
         assertThat(sts.getSpec().getTemplate().getSpec().getTolerations()).isEmpty();
     }
@@ -127,28 +129,30 @@ class ShardClusterTest {
     void givenResourcesWinAndTheHeapFollowsThem() {
         PiKVCluster c = TestClusters.small("demo", "ns");
         c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
-                .addToLimits("memory", new Quantity("576Mi")).addToRequests("cpu", new Quantity("250m")).build());
+                .addToLimits("memory", new Quantity("664Mi")).addToRequests("cpu", new Quantity("250m")).build());
         Container container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
-        assertThat(container.getResources().getLimits()).containsEntry("memory", new Quantity("576Mi"));
+        assertThat(container.getResources().getLimits()).containsEntry("memory", new Quantity("664Mi"));
         assertThat(container.getResources().getRequests()).containsOnlyKeys("cpu");
         EnvVar opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
                 .orElseThrow();
-        assertThat(opts.getValue()).contains("-Xmx256m", "-XX:MaxDirectMemorySize=128m");
+        // 576 MiB above the budget and the entries' 24 MiB: a heap of those 24 MiB and half the 576, direct memory of
+        // the budget and an eighth of the 576.
+        assertThat(opts.getValue()).contains("-Xmx312m", "-XX:MaxDirectMemorySize=136m");
 
-        // The least memory the validator takes (budget + 512Mi): a 256 MiB heap, the server's 64 MiB of direct
-        // memory beside the pages, and 192 MiB for the JVM's own memory.
+        // The least memory the validator takes (budget + bookkeeping + 512Mi): a heap of 24 + 256 MiB, the server's
+        // 64 MiB of direct memory beside the pages, and 192 MiB for the JVM's own memory.
         c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
-                .addToLimits("memory", new Quantity("576Mi")).build());
+                .addToLimits("memory", new Quantity("600Mi")).build());
         container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
         opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
                 .orElseThrow();
-        assertThat(opts.getValue()).contains("-Xmx256m", "-XX:MaxDirectMemorySize=128m");
+        assertThat(opts.getValue()).contains("-Xmx280m", "-XX:MaxDirectMemorySize=128m");
 
         // A budget of no whole MiB (1G = 10^9 bytes): the direct memory is rounded up, so the pages' budget fits in
         // it beside the server's 64 MiB (rounded down, the shard would refuse to start).
         c.getSpec().setMemoryPerShard(new Quantity("1G"));
         c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
-                .addToLimits("memory", new Quantity("1600M")).build());
+                .addToLimits("memory", new Quantity("2000M")).build());
         container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
         opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
                 .orElseThrow();
