@@ -58,12 +58,10 @@ public final class PiKVClusterValidator {
      */
     public static final long MIN_MEMORY_OVERHEAD_BYTES = 512L << 20;
     /**
-     * Heap a shard's bookkeeping takes per (token, layer) entry its pages hold: the store's position index and page
-     * objects (about 23 bytes) and the token policy's row and index (110 to 150 bytes), measured with two million
-     * fp16 entries in one and in a hundred sequences (134 and 174 bytes in all), rounded up. Every policy a cluster
-     * runs is a token policy, so a full budget holds that much heap beside its pages.
+     * Heap a shard's bookkeeping takes per (token, layer) entry its pages hold (the engine's measured figure). Every
+     * policy a cluster runs is a token policy, so a full budget holds that much heap beside its pages.
      */
-    public static final long HEAP_PER_ENTRY_BYTES = 192;
+    public static final long HEAP_PER_ENTRY_BYTES = io.pikv.kv.scheduling.TokenRetention.HEAP_PER_ENTRY_BYTES;
     private static final Pattern TOPIC = Pattern.compile("^[a-zA-Z0-9._-]{1,249}$");
     /** host:port as Kafka's clients read it: an optional listener prefix (SASL_SSL://), underscores in names too. */
     private static final Pattern HOST_PORT = Pattern.compile(

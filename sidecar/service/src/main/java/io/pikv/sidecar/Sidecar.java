@@ -91,6 +91,9 @@ public class Sidecar {
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
                 policy, attentionThreads(config.store().attentionThreads()), pyramid));
+        if (config.role() == Role.shard) {
+            warnIfTheHeapIsShort(shard, Runtime.getRuntime().maxMemory());
+        }
         setting("pikv.compute", () -> {
             if (config.role() == Role.shard) {
                 // A cuda choice that cannot be kept stops start-up with the reason; auto falls back.
@@ -110,6 +113,26 @@ public class Sidecar {
         this.control = new ShardControl(config.cluster(), config.shardId(), initial, policy,
                 ShardControl.Budget.of(shard), gateway != null ? gateway::applyShardMap : map -> {
                 });
+    }
+
+    /**
+     * Says at start-up when a full budget's bookkeeping would take more than half the heap: a token policy keeps
+     * {@link io.pikv.kv.scheduling.TokenRetention#HEAP_PER_ENTRY_BYTES} of heap per entry the pages hold, and control
+     * may switch to one at any time. Returns the warning, or null.
+     */
+    static String warnIfTheHeapIsShort(ShardNode shard, long maxHeap) {
+        io.pikv.kv.KvLayout layout = shard.layout();
+        long entries = shard.budgetBytes() / layout.pageBytes() * layout.pageTokens();
+        long bookkeeping = entries * io.pikv.kv.scheduling.TokenRetention.HEAP_PER_ENTRY_BYTES;
+        if (bookkeeping <= maxHeap / 2) {
+            return null;
+        }
+        String warning = String.format("the budget's pages hold up to %d entries, whose bookkeeping under a token "
+                + "eviction policy takes about %d MiB of heap, more than half the heap's maximum of %d MiB: a full shard "
+                + "may run out of heap; raise -Xmx (or lower pikv.store.budget-bytes)", entries, bookkeeping >> 20,
+                maxHeap >> 20);
+        LOG.warn(warning);
+        return warning;
     }
 
     /**

@@ -30,6 +30,18 @@ class ShardNodeBudgetTest {
     }
 
     @Test
+    void aHeapTooSmallForAFullBudgetsBookkeepingIsSaidAtStartUp() {
+        // fp32, one KV head of 16: 128 bytes an entry; 1 MiB of pages hold 8,192 entries, 1.5 MiB of bookkeeping.
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 1 << 20, ShardPolicy.of("lru"))) {
+            assertThat(Sidecar.warnIfTheHeapIsShort(node, 3L << 20)).isNull();
+            assertThat(Sidecar.warnIfTheHeapIsShort(node, (3L << 20) - 1)).isEqualTo("the budget's pages hold up to "
+                    + "8192 entries, whose bookkeeping under a token eviction policy takes about 1 MiB of heap, more "
+                    + "than half the heap's maximum of 2 MiB: a full shard may run out of heap; raise -Xmx (or lower "
+                    + "pikv.store.budget-bytes)");
+        }
+    }
+
+    @Test
     void theLimitComesFromTheJvm() {
         assertThat(ShardNode.maxDirectMemory()).isPositive();
         try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048, ShardPolicy.of("lru"))) {
