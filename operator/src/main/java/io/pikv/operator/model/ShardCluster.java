@@ -162,6 +162,12 @@ public final class ShardCluster {
                 }
             }
         }
+        // A GPU shard must attend on its GPU: with `cuda` one that cannot (no driver, a library missing) stops at
+        // start-up with the reason, which the progress deadline reports, rather than holding the GPU while it attends
+        // on the CPU (`auto`). Without one, the sidecar's default (`auto`, the CPU on a node without a device).
+        if (gpuEnabled()) {
+            s.put("pikv.compute", "cuda");
+        }
         // The eviction policy the shards start with (a control record may switch it later).
         s.put("pikv.store.eviction", activePolicy().value());
         Map<String, Double> parameters = activePolicyParameters();

@@ -123,6 +123,13 @@ class ShardClusterTest {
         assertThat(container.getResources().getLimits()).containsEntry("amd.com/gpu", new Quantity("2"));
         assertThat(sts.getSpec().getTemplate().getSpec().getTolerations()).singleElement()
                 .satisfies(t -> assertThat(t.getKey()).isEqualTo("amd.com/gpu"));
+        // It must attend on the device: a shard that cannot stops at start-up instead of falling back to the CPU.
+        assertThat(container.getEnv()).anySatisfy(e -> {
+            assertThat(e.getName()).isEqualTo("PIKV_COMPUTE");
+            assertThat(e.getValue()).isEqualTo("cuda");
+        });
+        // Without a GPU the sidecar's default stands.
+        assertThat(model(TestClusters.small("demo", "ns")).shardSettings()).doesNotContainKey("pikv.compute");
     }
 
     @Test
