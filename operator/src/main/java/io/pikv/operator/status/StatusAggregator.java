@@ -178,9 +178,16 @@ public final class StatusAggregator {
                         (progressing ? progressMessage : readyMessage) + " No shard pod has been created, updated or "
                                 + "become ready since " + next.getLastProgressTime() + " (progress deadline "
                                 + progressDeadline.toString().substring(2).toLowerCase(java.util.Locale.ROOT)
-                                + "): see the shard pods' events and logs (kubectl describe pods -l "
+                                + "): " + (exist < desired
+                                ? "fewer shard pods exist than desired (" + exist + " of " + desired + "): see the "
+                                + "StatefulSet's events (kubectl describe statefulset "
+                                + PiKVClusterResources.shardStatefulSetName(s.name()) + "), e.g. for a quota, a "
+                                + "LimitRange or an admission webhook that refuses the pods; and the shard pods' "
+                                + "events and logs (kubectl describe pods -l " + PiKVClusterResources.selector(s.name())
+                                + ")."
+                                : "see the shard pods' events and logs (kubectl describe pods -l "
                                 + PiKVClusterResources.selector(s.name()) + "), e.g. for an image that cannot be "
-                                + "pulled, a container that does not start or become ready, or no node with room.",
+                                + "pulled, a container that does not start or become ready, or no node with room."),
                         g, now);
             } else {
                 c = Conditions.set(c, PiKVClusterStatus.DEGRADED, false, Reasons.SPEC_VALID, "The spec is valid.", g,

@@ -210,7 +210,17 @@ class StatusAggregatorTest {
         assertThat(condition(at(created, sts(2, 0), minute(10)), "Degraded").getStatus()).isEqualTo("False");
         PiKVClusterStatus later = at(created, sts(2, 0), minute(11));
         assertThat(condition(later, "Degraded").getReason()).isEqualTo("ProgressDeadlineExceeded");
-        assertThat(condition(later, "Degraded").getMessage()).startsWith("0 of 2 shard pods ready. No shard pod has been");
+        assertThat(condition(later, "Degraded").getMessage()).startsWith("0 of 2 shard pods ready. No shard pod has been")
+                .endsWith("see the shard pods' events and logs (kubectl describe pods -l "
+                        + "app.kubernetes.io/name=pikv,app.kubernetes.io/instance=demo,app.kubernetes.io/component=shard), "
+                        + "e.g. for an image that cannot "
+                        + "be pulled, a container that does not start or become ready, or no node with room.");
+        // Pods the StatefulSet could not create (a quota, an admission webhook): their reason is in its events.
+        PiKVClusterStatus none = at(creating, sts(0, 0), "2026-01-01T00:00:20Z");
+        PiKVClusterStatus refused = at(none, sts(0, 0), minute(11));
+        assertThat(condition(refused, "Degraded").getReason()).isEqualTo("ProgressDeadlineExceeded");
+        assertThat(condition(refused, "Degraded").getMessage()).contains("fewer shard pods exist than desired (0 of 2): "
+                + "see the StatefulSet's events (kubectl describe statefulset demo-shard)");
     }
 
     @Test
