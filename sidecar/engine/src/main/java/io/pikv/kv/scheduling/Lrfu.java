@@ -17,6 +17,16 @@ import java.util.Arrays;
  */
 public final class Lrfu extends RankedPolicy {
     private final double halfLife;
+    /**
+     * The half-life the arithmetic uses: at least {@link #MIN_HALF_LIFE}, below which {@code at / halfLife} could
+     * overflow to infinity and tie every score (the order then falls to the tie-breaks, not to the last use).
+     */
+    private final double decayHalfLife;
+    /**
+     * Below a thousandth of a tick every earlier use weighs less than 2^-1000 against a new one, which a double does not
+     * hold next to 1: any smaller half-life gives exactly the same CRFs and order.
+     */
+    static final double MIN_HALF_LIFE = 1e-3;
     private final int historyLimit;
     private final boolean tailFirst;
     private double[] crf = new double[16];
@@ -42,6 +52,7 @@ public final class Lrfu extends RankedPolicy {
                     + historyLimit);
         }
         this.halfLife = halfLife;
+        this.decayHalfLife = Math.max(halfLife, MIN_HALF_LIFE);
         this.historyLimit = historyLimit;
         this.tailFirst = tailFirst;
         int initial = Math.min(historyLimit, 1024);
@@ -90,13 +101,13 @@ public final class Lrfu extends RankedPolicy {
         }
         // A use dated before the remembered one (a token learnt of late, dated by its position) decays it by nothing,
         // never inflates it.
-        crf[id] = 1 + previous * Math.pow(2, -Math.max(0, now - previousAt) / halfLife);
+        crf[id] = 1 + previous * Math.pow(2, -Math.max(0, now - previousAt) / decayHalfLife);
         at[id] = now;
     }
 
     @Override
     protected double score(Entries entries, int id) {
-        return Math.log(crf[id]) / Math.log(2) + at[id] / halfLife;
+        return Math.log(crf[id]) / Math.log(2) + at[id] / decayHalfLife;
     }
 
     @Override

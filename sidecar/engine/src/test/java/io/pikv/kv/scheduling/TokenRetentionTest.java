@@ -55,6 +55,26 @@ class TokenRetentionTest {
     }
 
     @Test
+    void lrfuWithATinyHalfLifeStillEvictsByLastUse() {
+        // Token 1 is used again by the step after the sixth append (clock 5). With a half-life so short that each use
+        // counts alone, it ranks as a use at 5 (on a tie with token 5, the older append first); with a half-life of one
+        // tick its earlier use still adds a sixteenth, so it outranks token 5. Below about 1e-303 ticks at / halfLife
+        // overflowed to infinity for every token and the order fell to generation order (0, 1, 2, ...).
+        for (double halfLife : new double[] {1.0, 1e-3, 1e-306, 1e-320, Double.MIN_VALUE}) {
+            TokenRetention r = new TokenRetention(new Lrfu(halfLife, 0, false));
+            for (int p = 0; p < 6; p++) {
+                r.appended(SEQ, 0, p);
+            }
+            r.attended(SEQ, 0, new int[] {1}, new float[] {1f});
+            for (int p = 6; p < 10; p++) {
+                r.appended(SEQ, 0, p);
+            }
+            assertThat(r.evict(SEQ, 0, 10)).as("half-life %s", halfLife).containsExactly(halfLife == 1.0
+                    ? new int[] {0, 2, 3, 4, 5, 1, 6, 7, 8, 9} : new int[] {0, 2, 3, 4, 1, 5, 6, 7, 8, 9});
+        }
+    }
+
+    @Test
     void forgettingTheNewestTokensGivesTheWindowBackToTheTokensNowNewest() {
         // Window 2: after 6 and 7 are appended and withdrawn, 4 and 5 are the newest again and protected; the least
         // attended of the rest (all 0.25; the oldest first) goes.
