@@ -383,6 +383,12 @@ public final class ShardCluster {
                 .endSecurityContext()
                 .withContainers(container())
                 .withTolerations(tolerations)
+                // Shards of one cluster on different nodes where the scheduler can (a node lost takes one shard's KV,
+                // not all of them), but never unschedulable for it: a soft spread over host names.
+                .addNewTopologySpreadConstraint().withMaxSkew(1).withTopologyKey("kubernetes.io/hostname")
+                .withWhenUnsatisfiable("ScheduleAnyway").withNewLabelSelector()
+                .withMatchLabels(PiKVClusterResources.selectorLabels(name)).endLabelSelector()
+                .endTopologySpreadConstraint()
                 .addNewVolume().withName("config").withNewConfigMap()
                 .withName(PiKVClusterResources.configMapName(name)).endConfigMap().endVolume()
                 // The root filesystem is read-only; the JVM (and JCuda, which unpacks its native library) need /tmp.

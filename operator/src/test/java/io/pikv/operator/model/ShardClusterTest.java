@@ -110,6 +110,13 @@ class ShardClusterTest {
         assertThat(c.getResources().getRequests()).containsEntry("memory", new Quantity("1112Mi"))
                 .containsEntry("cpu", new Quantity("1"));
         assertThat(sts.getSpec().getTemplate().getSpec().getTolerations()).isEmpty();
+        // Spread over nodes where the scheduler can, never left pending for it.
+        assertThat(sts.getSpec().getTemplate().getSpec().getTopologySpreadConstraints()).singleElement().satisfies(t -> {
+            assertThat(t.getTopologyKey()).isEqualTo("kubernetes.io/hostname");
+            assertThat(t.getWhenUnsatisfiable()).isEqualTo("ScheduleAnyway");
+            assertThat(t.getMaxSkew()).isEqualTo(1);
+            assertThat(t.getLabelSelector().getMatchLabels()).isEqualTo(sts.getSpec().getSelector().getMatchLabels());
+        });
     }
 
     @Test
