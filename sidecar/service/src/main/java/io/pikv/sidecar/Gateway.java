@@ -52,6 +52,8 @@ public final class Gateway implements KvApi {
         volatile boolean closing;
         /** A close is asking the shards now: another close of the id meanwhile answers unknown, as the shards would. */
         boolean closeInFlight;
+        /** When a call last looked the sequence up ({@link System#nanoTime}): idle sequences are closed. */
+        volatile long lastUsed = System.nanoTime();
         /** Entries whose take-back no shard confirmed (a timed-out request may store them late), retried. */
         final List<Unconfirmed> unconfirmed = new ArrayList<>();
 
@@ -257,6 +259,14 @@ public final class Gateway implements KvApi {
      * asked again: the sequence then stays closing, as when the shard fails it.
      */
     private void close(long sequence, java.util.Set<SidecarClient> failed) {
+        close(sequence, failed, -1);
+    }
+
+    /**
+     * {@link #close(long, java.util.Set)}, only if no call has used the sequence for more than {@code idleNanos}
+     * (when not negative); returns whether it asked the shards and every one confirmed.
+     */
+    private boolean close(long sequence, java.util.Set<SidecarClient> failed, long idleNanos) {
         State state = sequences.get(sequence);
         if (state == null) {
             throw new UnknownSequenceException(sequence);
@@ -264,6 +274,9 @@ public final class Gateway implements KvApi {
         synchronized (state) { // after any step or append of the sequence in flight, which may still undo
             if (sequences.get(sequence) != state || state.closeInFlight) {
                 throw new UnknownSequenceException(sequence);
+            }
+            if (idleNanos >= 0 && System.nanoTime() - state.lastUsed <= idleNanos) {
+                return false;
             }
             state.closing = true;
             state.closeInFlight = true;
@@ -305,6 +318,7 @@ public final class Gateway implements KvApi {
                     sequence, first.getMessage());
             throw ShardFailure.of(first);
         }
+        return true;
     }
 
     /** A sequence closed (or whose create failed) while its caller waited for its lock is gone. */
@@ -696,7 +710,32 @@ public final class Gateway implements KvApi {
         if (state == null || state.closing) {
             throw new UnknownSequenceException(sequence);
         }
+        state.lastUsed = System.nanoTime();
         return state;
+    }
+
+    /**
+     * Closes, on the shards as a DELETE does, the sequences no call has used for more than {@code idleNanos} (checked
+     * again under each one's lock, so a call that just looked it up keeps it), and retries those an earlier close left
+     * closing; returns how many were closed. A shard that fails a close leaves its sequence closing, for the next try.
+     */
+    public int closeIdle(long idleNanos) {
+        int closed = 0;
+        for (Map.Entry<Long, State> e : sequences.entrySet()) {
+            if (System.nanoTime() - e.getValue().lastUsed <= idleNanos) {
+                continue;
+            }
+            try {
+                if (close(e.getKey(), null, idleNanos)) {
+                    closed++;
+                }
+            } catch (UnknownSequenceException gone) {
+                // closed meanwhile, or a close of it under way
+            } catch (RuntimeException failed) {
+                // said by close(); the sequence stays closing, asked again at the next sweep
+            }
+        }
+        return closed;
     }
 
 

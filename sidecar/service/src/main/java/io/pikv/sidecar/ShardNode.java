@@ -50,6 +50,8 @@ public final class ShardNode implements KvApi, AutoCloseable {
         final int[] stored;
         /** Set (under this object's lock) before a close drops the entries: a reader that took no lock checks it. */
         volatile boolean closed;
+        /** When a call last looked the sequence up ({@link System#nanoTime}): idle sequences are closed. */
+        volatile long lastUsed = System.nanoTime();
 
         SequenceState(int layers) {
             this.length = new int[layers];
@@ -306,15 +308,20 @@ public final class ShardNode implements KvApi, AutoCloseable {
         SequenceState state = state(sequence);
         synchronized (state) {
             checkOpen(sequence, state);
-            state.closed = true;
-            // Dropped before the id is freed: a create of the same id in between would have its entries dropped too.
-            shard.dropSequence(sequence);
-            policy.closed(sequence);
-            if (pyramid != null) {
-                pyramid.closed(sequence);
-            }
-            sequences.remove(sequence, state);
+            closeLocked(sequence, state);
         }
+    }
+
+    /** Closes an open sequence; the caller holds its lock. */
+    private void closeLocked(long sequence, SequenceState state) {
+        state.closed = true;
+        // Dropped before the id is freed: a create of the same id in between would have its entries dropped too.
+        shard.dropSequence(sequence);
+        policy.closed(sequence);
+        if (pyramid != null) {
+            pyramid.closed(sequence);
+        }
+        sequences.remove(sequence, state);
     }
 
     public boolean has(long sequence) {
@@ -641,7 +648,29 @@ public final class ShardNode implements KvApi, AutoCloseable {
         if (state == null) {
             throw new UnknownSequenceException(sequence);
         }
+        state.lastUsed = System.nanoTime();
         return state;
+    }
+
+    /**
+     * Closes the sequences no call has used for more than {@code idleNanos} (checked again under each one's lock, so
+     * a call that just looked it up keeps it); returns how many were closed.
+     */
+    public int closeIdle(long idleNanos) {
+        int closed = 0;
+        for (Map.Entry<Long, SequenceState> e : sequences.entrySet()) {
+            SequenceState state = e.getValue();
+            if (System.nanoTime() - state.lastUsed <= idleNanos) {
+                continue;
+            }
+            synchronized (state) {
+                if (sequences.get(e.getKey()) == state && System.nanoTime() - state.lastUsed > idleNanos) {
+                    closeLocked(e.getKey(), state);
+                    closed++;
+                }
+            }
+        }
+        return closed;
     }
 
 

@@ -35,6 +35,8 @@ public class Sidecar {
     private final BlockStore blocks;
     private final Gateway gateway;
     private final ShardControl control;
+    /** Closes idle sequences ({@code pikv.sequence-idle-timeout}); null when they never expire. */
+    private java.util.concurrent.ScheduledExecutorService idleSweeper;
     /** Why KV requests are refused now, or null when they are served (see {@link #servingGate}). */
     private volatile java.util.function.Supplier<String> notReady;
 
@@ -47,6 +49,9 @@ public class Sidecar {
         check("pikv.shard-id", config.shardId() >= 0, "a shard id is >= 0, got " + config.shardId());
         check("pikv.api.max-body-bytes", config.api().maxBodyBytes() >= 1,
                 "the largest request body must be at least 1 byte, got " + config.api().maxBodyBytes());
+        check("pikv.sequence-idle-timeout", !config.sequenceIdleTimeout().isNegative()
+                        && (config.sequenceIdleTimeout().isZero() || config.sequenceIdleTimeout().toMillis() >= 1000),
+                "the idle timeout of a sequence is 0 (never) or at least 1 s, got " + config.sequenceIdleTimeout());
         check("pikv.control.startup-wait", !config.control().startupWait().isNegative(),
                 "the start-up wait must not be negative, got " + config.control().startupWait());
         check("pikv.control.topic", org.apache.kafka.common.internals.Topic.isValid(config.control().topic()),
@@ -224,6 +229,7 @@ public class Sidecar {
                         throw new IllegalStateException(refused);
                     }
                 });
+        startIdleSweeper();
         if (gateway != null) {
             LOG.infof("PiKV sidecar: role gateway, cluster %s, model %s, %d shards %s, %s routing", config.cluster(),
                     shape, config.gateway().shards().orElse(List.of()).size(), config.gateway().shards().orElse(List.of()),
@@ -236,7 +242,39 @@ public class Sidecar {
         }
     }
 
+    /**
+     * Every quarter of the idle timeout (from 1 s to a minute), closes the sequences no call has used for longer: on a
+     * gateway on its shards as a DELETE does, so a model server that went away without closing leaves nothing open; on
+     * a shard, also what a gateway that went away left there.
+     */
+    private void startIdleSweeper() {
+        java.time.Duration timeout = config.sequenceIdleTimeout();
+        if (timeout.isZero()) {
+            return;
+        }
+        long every = Math.max(1000, Math.min(60_000, timeout.toMillis() / 4));
+        idleSweeper = java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r -> {
+            Thread t = new Thread(r, "pikv-idle-sequences");
+            t.setDaemon(true);
+            return t;
+        });
+        idleSweeper.scheduleWithFixedDelay(() -> {
+            try {
+                int closed = gateway != null ? gateway.closeIdle(timeout.toNanos()) : shard.closeIdle(timeout.toNanos());
+                if (closed > 0) {
+                    LOG.infof("closed %d sequence(s) no call had used for %s (pikv.sequence-idle-timeout)", closed,
+                            timeout);
+                }
+            } catch (RuntimeException e) {
+                LOG.warnf(e, "closing idle sequences failed; trying again in %d ms", every);
+            }
+        }, every, every, java.util.concurrent.TimeUnit.MILLISECONDS);
+    }
+
     void stopped(@Observes ShutdownEvent event) {
+        if (idleSweeper != null) {
+            idleSweeper.shutdownNow();
+        }
         if (gateway != null) {
             gateway.shutdown();
         }

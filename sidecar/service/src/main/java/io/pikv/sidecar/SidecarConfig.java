@@ -33,6 +33,13 @@ public interface SidecarConfig {
     @WithDefault("auto")
     String compute();
 
+    /**
+     * A sequence that no call has used for this long is closed and its KV freed (on a gateway: on its shards too);
+     * {@code 0} never. Catches sequences left open by a client or a gateway that went away without closing them.
+     */
+    @WithDefault("1h")
+    Duration sequenceIdleTimeout();
+
     Model model();
 
     Store store();

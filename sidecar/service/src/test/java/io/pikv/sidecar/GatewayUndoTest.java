@@ -187,6 +187,26 @@ class GatewayUndoTest {
     }
 
     @Test
+    void anIdleSequenceIsClosedOnItsShardsAndOneAShardDidNotConfirmIsTriedAgain() throws IOException {
+        Gateway g = gateway();
+        long idle = g.create(null);
+        long used = g.create(null);
+        assertThat(g.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isZero();
+        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(2500)).until(() -> true);
+        g.lengths(used);
+        fakes.get(1).closeStatus = 503;
+        assertThat(g.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isZero(); // shard 1 did not confirm
+        assertThatThrownBy(() -> g.lengths(idle)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
+        fakes.get(1).closeStatus = 204;
+        assertThat(g.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isEqualTo(1);
+        String delete = "DELETE /v1/sequences/" + idle;
+        assertThat(fakes.get(1).requests.stream().filter(delete::equals)).hasSize(2);
+        assertThat(fakes.get(0).requests).doesNotContain("DELETE /v1/sequences/" + used);
+        assertThat(g.lengths(used)).containsExactly(0);
+        assertThat(g.openSequences()).isEqualTo(1);
+    }
+
+    @Test
     void aWithdrawalAsksOnlyTheShardsHoldingTheLayerAndAddsTheirCounts() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);

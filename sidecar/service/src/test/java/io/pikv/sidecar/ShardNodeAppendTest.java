@@ -31,6 +31,27 @@ class ShardNodeAppendTest {
     }
 
     @Test
+    void aSequenceNoCallUsedForTheIdleTimeoutIsClosedAndItsEntriesFreed() {
+        Random rnd = new Random(7);
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048, ShardPolicy.of("lru"))) {
+            long idle = node.create(null);
+            long used = node.create(null);
+            for (int p = 0; p < 8; p++) {
+                node.append(idle, request(entry(Wire.NEXT_POSITION, p % 4, rnd)));
+                node.append(used, request(entry(Wire.NEXT_POSITION, p % 4, rnd)));
+            }
+            assertThat(node.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isZero();
+            org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(2500)).until(() -> true);
+            assertThat(node.lengths(used)).containsExactly(8); // a call: used now
+            assertThat(node.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isEqualTo(1);
+            assertThatThrownBy(() -> node.lengths(idle)).isInstanceOf(UnknownSequenceException.class);
+            assertThat(node.lengths(used)).containsExactly(8);
+            assertThat(node.stats().entries()).isEqualTo(8);
+            assertThat(node.sequenceCount()).isEqualTo(1);
+        }
+    }
+
+    @Test
     void anAttentionNeverSeesPartOfAnAppendThatIsTakenBack() throws Exception {
         // One page of 16 entries under reject, 15 stored: a batch of two stores its first entry in the last slot,
         // finds no page for the second and takes the first back. Attention running meanwhile sees 15 entries, never
