@@ -378,7 +378,7 @@ public final class ShardCluster {
                 .withEnableServiceLinks(false)
                 .withTerminationGracePeriodSeconds(30L)
                 .withNewSecurityContext()
-                .withRunAsNonRoot(true).withRunAsUser(185L).withRunAsGroup(185L).withFsGroup(185L)
+                .withRunAsNonRoot(true) // the image's numeric USER (185); no fixed UID, so a platform may assign one
                 .withNewSeccompProfile().withType("RuntimeDefault").endSeccompProfile()
                 .endSecurityContext()
                 .withContainers(container())

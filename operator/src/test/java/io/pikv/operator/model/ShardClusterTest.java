@@ -98,6 +98,13 @@ class ShardClusterTest {
         assertThat(c.getReadinessProbe().getHttpGet().getPath()).isEqualTo("/q/health/ready");
         assertThat(c.getLivenessProbe().getHttpGet().getPath()).isEqualTo("/q/health/live");
         assertThat(c.getSecurityContext().getRunAsNonRoot()).isTrue();
+        // Non-root by the image's user: no UID, GID or fsGroup fixed, so a platform that assigns them can.
+        io.fabric8.kubernetes.api.model.PodSecurityContext pod = sts.getSpec().getTemplate().getSpec()
+                .getSecurityContext();
+        assertThat(pod.getRunAsNonRoot()).isTrue();
+        assertThat(pod.getRunAsUser()).isNull();
+        assertThat(pod.getRunAsGroup()).isNull();
+        assertThat(pod.getFsGroup()).isNull();
         assertThat(c.getSecurityContext().getReadOnlyRootFilesystem()).isTrue();
         assertThat(c.getSecurityContext().getAllowPrivilegeEscalation()).isFalse();
         assertThat(c.getSecurityContext().getCapabilities().getDrop()).containsExactly("ALL");
