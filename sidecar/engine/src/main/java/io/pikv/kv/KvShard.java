@@ -889,7 +889,6 @@ public final class KvShard {
         return new PartialAttention(qHeads, dim, m, l, o, visited, positions, logits);
     }
 
-    /** Positions of the resident entries of (sequence, layer) on this shard, ascending. */
     /**
      * Runs {@code action} on the positions of (sequence, layer) resident here, under the shard's read lock: nothing is
      * stored, evicted or withdrawn on the shard until it returns, so what it learns stays true while it acts on it.
@@ -905,6 +904,7 @@ public final class KvShard {
         }
     }
 
+    /** Positions of the resident entries of (sequence, layer) on this shard, in no particular order. */
     public int[] residentPositions(long sequence, int layer) {
         shape.checkLayer(layer);
         lock.readLock().lock();

@@ -54,6 +54,8 @@ public final class Gateway implements KvApi {
         boolean closeInFlight;
         /** When a call last looked the sequence up ({@link System#nanoTime}): idle sequences are closed. */
         volatile long lastUsed = System.nanoTime();
+        /** When every shard was last told the sequence is alive ({@link #keepAlive}). */
+        volatile long shardsTold = System.nanoTime();
         /** Entries whose take-back no shard confirmed (a timed-out request may store them late), retried. */
         final List<Unconfirmed> unconfirmed = new ArrayList<>();
 
@@ -712,6 +714,33 @@ public final class Gateway implements KvApi {
         }
         state.lastUsed = System.nanoTime();
         return state;
+    }
+
+    /**
+     * Tells every shard, with a cheap read of the sequence, that each open sequence not told so for {@code everyNanos}
+     * is alive: a shard closes a sequence no call has used for its idle timeout, and a step or an attention reaches
+     * only the shards that own its token or hold entries in its scope, so a shard that took no part in a long session
+     * would otherwise close its share of it while the gateway still uses it. Returns the sequences told.
+     */
+    public int keepAlive(long everyNanos) {
+        int told = 0;
+        for (Map.Entry<Long, State> e : sequences.entrySet()) {
+            State state = e.getValue();
+            if (state.closing || System.nanoTime() - state.shardsTold < everyNanos) {
+                continue;
+            }
+            state.shardsTold = System.nanoTime();
+            for (SidecarClient shard : shards) {
+                try {
+                    shard.describe(e.getKey());
+                } catch (RuntimeException failed) {
+                    LOG.debugf("sequence %d: could not tell %s it is alive: %s", e.getKey(), shard.base(),
+                            failed.getMessage());
+                }
+            }
+            told++;
+        }
+        return told;
     }
 
     /**

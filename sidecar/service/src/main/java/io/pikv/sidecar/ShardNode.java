@@ -338,6 +338,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
     private void tellResident() {
         for (Map.Entry<Long, SequenceState> e : sequences.entrySet()) {
             synchronized (e.getValue()) {
+                if (sequences.get(e.getKey()) != e.getValue() || e.getValue().closed) {
+                    continue; // closed meanwhile: the policy has dropped it and must not track it again
+                }
                 for (int layer = 0; layer < shape.layers(); layer++) {
                     int l = layer;
                     shard.withResidentPositions(e.getKey(), layer, positions -> policy.resident(e.getKey(), l,

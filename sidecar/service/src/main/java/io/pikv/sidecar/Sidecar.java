@@ -49,9 +49,11 @@ public class Sidecar {
         check("pikv.shard-id", config.shardId() >= 0, "a shard id is >= 0, got " + config.shardId());
         check("pikv.api.max-body-bytes", config.api().maxBodyBytes() >= 1,
                 "the largest request body must be at least 1 byte, got " + config.api().maxBodyBytes());
-        check("pikv.sequence-idle-timeout", !config.sequenceIdleTimeout().isNegative()
-                        && (config.sequenceIdleTimeout().isZero() || config.sequenceIdleTimeout().toMillis() >= 1000),
-                "the idle timeout of a sequence is 0 (never) or at least 1 s, got " + config.sequenceIdleTimeout());
+        check("pikv.sequence-idle-timeout", config.sequenceIdleTimeout().isZero()
+                        || config.sequenceIdleTimeout().compareTo(java.time.Duration.ofMinutes(1)) >= 0
+                        && config.sequenceIdleTimeout().compareTo(java.time.Duration.ofDays(36_500)) <= 0,
+                "the idle timeout of a sequence is 0 (never) or from 1 min (longer than a call may take) to 36,500 "
+                        + "days, got " + config.sequenceIdleTimeout());
         check("pikv.control.startup-wait", !config.control().startupWait().isNegative(),
                 "the start-up wait must not be negative, got " + config.control().startupWait());
         check("pikv.control.topic", org.apache.kafka.common.internals.Topic.isValid(config.control().topic()),
@@ -120,22 +122,25 @@ public class Sidecar {
                 });
     }
 
+    /** Heap a shard needs beside its entries' bookkeeping (the server, the block cache): the operator gives at least this. */
+    static final long OTHER_HEAP = 256L << 20;
+
     /**
-     * Says at start-up when a full budget's bookkeeping would take more than half the heap: a token policy keeps
-     * {@link io.pikv.kv.scheduling.TokenRetention#HEAP_PER_ENTRY_BYTES} of heap per entry the pages hold, and control
-     * may switch to one at any time. Returns the warning, or null.
+     * Says at start-up when a full budget's bookkeeping would leave less than {@link #OTHER_HEAP} of the heap: a token
+     * policy keeps {@link io.pikv.kv.scheduling.TokenRetention#HEAP_PER_ENTRY_BYTES} of heap per entry the pages hold,
+     * and control may switch to one at any time. Returns the warning, or null.
      */
     static String warnIfTheHeapIsShort(ShardNode shard, long maxHeap) {
         io.pikv.kv.KvLayout layout = shard.layout();
         long entries = shard.budgetBytes() / layout.pageBytes() * layout.pageTokens();
         long bookkeeping = entries * io.pikv.kv.scheduling.TokenRetention.HEAP_PER_ENTRY_BYTES;
-        if (bookkeeping <= maxHeap / 2) {
+        if (bookkeeping + OTHER_HEAP <= maxHeap) {
             return null;
         }
         String warning = String.format("the budget's pages hold up to %d entries, whose bookkeeping under a token "
-                + "eviction policy takes about %d MiB of heap, more than half the heap's maximum of %d MiB: a full shard "
-                + "may run out of heap; raise -Xmx (or lower pikv.store.budget-bytes)", entries, bookkeeping >> 20,
-                maxHeap >> 20);
+                + "eviction policy takes about %d MiB of heap, which leaves less than %d MiB of the heap's maximum of "
+                + "%d MiB for everything else: a full shard may run out of heap; raise -Xmx (or lower "
+                + "pikv.store.budget-bytes)", entries, bookkeeping >> 20, OTHER_HEAP >> 20, maxHeap >> 20);
         LOG.warn(warning);
         return warning;
     }
@@ -243,16 +248,18 @@ public class Sidecar {
     }
 
     /**
-     * Every quarter of the idle timeout (from 1 s to a minute), closes the sequences no call has used for longer: on a
+     * Every quarter of the idle timeout (at most a minute), closes the sequences no call has used for longer: on a
      * gateway on its shards as a DELETE does, so a model server that went away without closing leaves nothing open; on
-     * a shard, also what a gateway that went away left there.
+     * a shard, also what a gateway that went away left there. A gateway also tells every shard of each open sequence,
+     * every half timeout, that it is alive, so a shard its calls did not reach keeps its share (gateways and shards
+     * of a cluster run the same timeout).
      */
     private void startIdleSweeper() {
         java.time.Duration timeout = config.sequenceIdleTimeout();
         if (timeout.isZero()) {
             return;
         }
-        long every = Math.max(1000, Math.min(60_000, timeout.toMillis() / 4));
+        long every = Math.min(60_000, timeout.toMillis() / 4);
         idleSweeper = java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, "pikv-idle-sequences");
             t.setDaemon(true);
@@ -260,6 +267,9 @@ public class Sidecar {
         });
         idleSweeper.scheduleWithFixedDelay(() -> {
             try {
+                if (gateway != null) {
+                    gateway.keepAlive(timeout.toNanos() / 2); // the shards close a sequence idle there for the timeout
+                }
                 int closed = gateway != null ? gateway.closeIdle(timeout.toNanos()) : shard.closeIdle(timeout.toNanos());
                 if (closed > 0) {
                     LOG.infof("closed %d sequence(s) no call had used for %s (pikv.sequence-idle-timeout)", closed,

@@ -43,10 +43,13 @@ class ComputeSelectionTest {
                 + "body must be at least 1 byte, got 0"},
             {"pikv.control.startup-wait", "-5s", "invalid configuration pikv.control.startup-wait: the start-up "
                 + "wait must not be negative"},
-            {"pikv.sequence-idle-timeout", "500ms", "invalid configuration pikv.sequence-idle-timeout: the idle "
-                + "timeout of a sequence is 0 (never) or at least 1 s, got PT0.5S"},
+            {"pikv.sequence-idle-timeout", "30s", "invalid configuration pikv.sequence-idle-timeout: the idle "
+                + "timeout of a sequence is 0 (never) or from 1 min (longer than a call may take) to 36,500 days, "
+                + "got PT30S"},
             {"pikv.sequence-idle-timeout", "-1h", "invalid configuration pikv.sequence-idle-timeout: the idle "
-                + "timeout of a sequence is 0 (never) or at least 1 s"},
+                + "timeout of a sequence is 0 (never) or from 1 min"},
+            {"pikv.sequence-idle-timeout", "40000d", "invalid configuration pikv.sequence-idle-timeout: the idle "
+                + "timeout of a sequence is 0 (never) or from 1 min"},
             {"pikv.control.topic", "pikv control", "invalid configuration pikv.control.topic: a Kafka topic name is "
                 + "1 to 249 of the characters a-z A-Z 0-9 . _ - (and not . or ..), got 'pikv control'"},
             {"pikv.telemetry.topic", "..", "invalid configuration pikv.telemetry.topic: a Kafka topic name is"},

@@ -191,14 +191,21 @@ class GatewayUndoTest {
         Gateway g = gateway();
         long idle = g.create(null);
         long used = g.create(null);
-        assertThat(g.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isZero();
-        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(2500)).until(() -> true);
+        long twoSeconds = java.time.Duration.ofSeconds(2).toNanos();
+        assertThat(g.closeIdle(twoSeconds)).isZero();
+        // Every shard of an open sequence is told it is alive once per period, whether the calls reached it or not.
+        assertThat(g.keepAlive(twoSeconds)).isZero();
+        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(3000)).until(() -> true);
+        assertThat(g.keepAlive(twoSeconds)).isEqualTo(2);
+        assertThat(fakes.get(0).requests).contains("GET /v1/sequences/" + idle, "GET /v1/sequences/" + used);
+        assertThat(g.keepAlive(twoSeconds)).isZero();
         g.lengths(used);
         fakes.get(1).closeStatus = 503;
-        assertThat(g.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isZero(); // shard 1 did not confirm
+        assertThat(g.closeIdle(twoSeconds)).isZero(); // shard 1 did not confirm
         assertThatThrownBy(() -> g.lengths(idle)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
         fakes.get(1).closeStatus = 204;
-        assertThat(g.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isEqualTo(1);
+        g.lengths(used);
+        assertThat(g.closeIdle(twoSeconds)).isEqualTo(1);
         String delete = "DELETE /v1/sequences/" + idle;
         assertThat(fakes.get(1).requests.stream().filter(delete::equals)).hasSize(2);
         assertThat(fakes.get(0).requests).doesNotContain("DELETE /v1/sequences/" + used);

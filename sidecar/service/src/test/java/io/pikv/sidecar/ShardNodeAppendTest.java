@@ -40,10 +40,10 @@ class ShardNodeAppendTest {
                 node.append(idle, request(entry(Wire.NEXT_POSITION, p % 4, rnd)));
                 node.append(used, request(entry(Wire.NEXT_POSITION, p % 4, rnd)));
             }
-            assertThat(node.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isZero();
-            org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(2500)).until(() -> true);
+            assertThat(node.closeIdle(java.time.Duration.ofSeconds(2).toNanos())).isZero();
+            org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(3000)).until(() -> true);
             assertThat(node.lengths(used)).containsExactly(8); // a call: used now
-            assertThat(node.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isEqualTo(1);
+            assertThat(node.closeIdle(java.time.Duration.ofSeconds(2).toNanos())).isEqualTo(1);
             assertThatThrownBy(() -> node.lengths(idle)).isInstanceOf(UnknownSequenceException.class);
             assertThat(node.lengths(used)).containsExactly(8);
             assertThat(node.stats().entries()).isEqualTo(8);
@@ -78,8 +78,10 @@ class ShardNodeAppendTest {
             float[] q = new float[SHAPE.queryWidth()];
             java.util.Arrays.fill(q, 0.5f);
             java.util.Set<Integer> seen = new java.util.TreeSet<>();
+            long deadline = System.nanoTime() + java.time.Duration.ofSeconds(20).toNanos();
             try {
-                for (int i = 0; i < 20_000; i++) {
+                // Until the appender has been refused often enough to have raced the attention many times.
+                for (int i = 0; i < 20_000 || refused.get() < 200 && System.nanoTime() < deadline; i++) {
                     seen.add(node.attend(seq, new Wire.AttendRequest(0, new int[0], q)).visited());
                 }
             } finally {

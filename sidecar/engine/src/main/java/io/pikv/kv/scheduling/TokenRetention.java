@@ -115,6 +115,9 @@ public final class TokenRetention {
                 throw new IllegalArgumentException("position must be >= 0, got " + position);
             }
         }
+        if (sorted.length == 0) {
+            return; // nothing to track: no empty track is made
+        }
         Track t = tracks.computeIfAbsent(new TrackKey(sequence, layer), k -> new Track(k, prototype.fresh()));
         for (int position : sorted) {
             if (t.entries.id(position) >= 0) {
