@@ -14,7 +14,7 @@ import io.fabric8.kubernetes.model.annotation.SpecReplicas;
 /** The desired state of a PiKV cluster. */
 @JsonInclude(JsonInclude.Include.NON_NULL)
 @JsonPropertyOrder({"model", "shards", "memoryPerShard", "routing", "scheduling", "compression", "kafka",
-    "autoscaling", "gpu", "sidecar"})
+    "autoscaling", "gpu", "placement", "sidecar"})
 @ValidationRule(value = "self.shards <= self.model.experts",
         message = "shards must not exceed model.experts: a shard owns at least one expert")
 @ValidationRule(value = "!has(self.autoscaling) || !self.autoscaling.enabled "
@@ -59,8 +59,19 @@ public class PiKVClusterSpec {
     @JsonPropertyDescription("GPUs for the shards.")
     private GpuSpec gpu = new GpuSpec();
 
+    @JsonPropertyDescription("Where the shard pods may run: node selector, tolerations, priority class.")
+    private PlacementSpec placement = new PlacementSpec();
+
     @JsonPropertyDescription("The sidecar container of the shard pods.")
     private SidecarSpec sidecar = new SidecarSpec();
+
+    public PlacementSpec getPlacement() {
+        return placement;
+    }
+
+    public void setPlacement(PlacementSpec placement) {
+        this.placement = placement;
+    }
 
     public ModelSpec getModel() {
         return model;

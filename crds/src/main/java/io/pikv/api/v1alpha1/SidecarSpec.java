@@ -8,7 +8,7 @@ import io.fabric8.kubernetes.api.model.ResourceRequirements;
 
 /** The sidecar container the shard pods run. */
 @JsonInclude(JsonInclude.Include.NON_NULL)
-@JsonPropertyOrder({"image", "imagePullPolicy", "resources"})
+@JsonPropertyOrder({"image", "imagePullPolicy", "imagePullSecrets", "resources"})
 public class SidecarSpec {
 
     @JsonPropertyDescription("Sidecar image; the operator's default (pikv.operator.sidecar-image) when unset.")
@@ -17,6 +17,11 @@ public class SidecarSpec {
     @Default("IfNotPresent")
     @JsonPropertyDescription("Always, IfNotPresent or Never.")
     private PullPolicy imagePullPolicy = PullPolicy.IF_NOT_PRESENT;
+
+    @JsonPropertyDescription("Secrets (in the cluster's namespace) to pull the image with, besides those of the "
+            + "namespace's default ServiceAccount.")
+    private java.util.List<io.fabric8.kubernetes.api.model.LocalObjectReference> imagePullSecrets =
+            new java.util.ArrayList<>();
 
     @JsonPropertyDescription("CPU and memory of the sidecar container. When memory is not given, the request and "
             + "limit are memoryPerShard plus the operator's JVM overhead (pikv.operator.memory-overhead); memory given "
@@ -37,6 +42,14 @@ public class SidecarSpec {
 
     public void setImagePullPolicy(PullPolicy imagePullPolicy) {
         this.imagePullPolicy = imagePullPolicy;
+    }
+
+    public java.util.List<io.fabric8.kubernetes.api.model.LocalObjectReference> getImagePullSecrets() {
+        return imagePullSecrets;
+    }
+
+    public void setImagePullSecrets(java.util.List<io.fabric8.kubernetes.api.model.LocalObjectReference> secrets) {
+        this.imagePullSecrets = secrets;
     }
 
     public ResourceRequirements getResources() {

@@ -9,6 +9,7 @@ import io.pikv.api.v1alpha1.KafkaSpec;
 import io.pikv.api.v1alpha1.ModelSpec;
 import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.api.v1alpha1.PiKVClusterSpec;
+import io.pikv.api.v1alpha1.PlacementSpec;
 import io.pikv.api.v1alpha1.RoutingSpec;
 import io.pikv.api.v1alpha1.SchedulingPolicy;
 import io.pikv.api.v1alpha1.SchedulingSpec;
@@ -147,6 +148,7 @@ public final class PiKVClusterValidator {
         autoscaling(spec.getAutoscaling(), shards, shape, out);
         gpu(spec.getGpu(), out);
         gpuUse(spec, shape, compression, out);
+        placement(spec.getPlacement(), out);
         sidecar(spec, out);
         return new Result(out);
     }
@@ -557,6 +559,74 @@ public final class PiKVClusterValidator {
         }
     }
 
+    private static final Pattern LABEL_NAME = Pattern.compile("^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$");
+    private static final Pattern LABEL_VALUE = Pattern.compile("^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$");
+    private static final java.util.Set<String> TAINT_EFFECTS = java.util.Set.of("NoSchedule", "PreferNoSchedule",
+            "NoExecute");
+
+    /** A label key as the API server takes it: an optional DNS subdomain prefix and '/', then a name of at most 63. */
+    static boolean labelKey(String key) {
+        int slash = key.indexOf('/');
+        String prefix = slash < 0 ? null : key.substring(0, slash);
+        String name = slash < 0 ? key : key.substring(slash + 1);
+        return LABEL_NAME.matcher(name).matches() && (prefix == null
+                || prefix.length() <= 253 && DNS_1123_SUBDOMAIN.matcher(prefix).matches());
+    }
+
+    private static void placement(PlacementSpec p, List<Violation> out) {
+        if (p == null) {
+            return;
+        }
+        if (p.getNodeSelector() != null) {
+            for (Map.Entry<String, String> e : p.getNodeSelector().entrySet()) {
+                if (e.getKey() == null || !labelKey(e.getKey())) {
+                    out.add(new Violation("spec.placement.nodeSelector", "'" + e.getKey() + "' is not a label key "
+                            + "(an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_', '.')"));
+                } else if (e.getValue() == null || !LABEL_VALUE.matcher(e.getValue()).matches()) {
+                    out.add(new Violation("spec.placement.nodeSelector." + e.getKey(), "'" + e.getValue() + "' is not "
+                            + "a label value (at most 63 letters, digits, '-', '_', '.', starting and ending with a "
+                            + "letter or digit)"));
+                }
+            }
+        }
+        List<io.fabric8.kubernetes.api.model.Toleration> tolerations = p.getTolerations() == null ? List.of()
+                : p.getTolerations();
+        for (int i = 0; i < tolerations.size(); i++) {
+            io.fabric8.kubernetes.api.model.Toleration t = tolerations.get(i);
+            String field = "spec.placement.tolerations[" + i + "]";
+            String operator = t.getOperator() == null || t.getOperator().isEmpty() ? "Equal" : t.getOperator();
+            boolean noKey = t.getKey() == null || t.getKey().isEmpty();
+            if (!operator.equals("Equal") && !operator.equals("Exists")) {
+                out.add(new Violation(field + ".operator", "'" + t.getOperator() + "' is not Exists or Equal"));
+            } else if (noKey && operator.equals("Equal")) {
+                out.add(new Violation(field + ".key", "is required with operator Equal (only Exists may leave it out, "
+                        + "to tolerate every taint)"));
+            } else if (operator.equals("Exists") && t.getValue() != null && !t.getValue().isEmpty()) {
+                out.add(new Violation(field + ".value", "must be empty with operator Exists, got '" + t.getValue()
+                        + "'"));
+            }
+            if (!noKey && !labelKey(t.getKey())) {
+                out.add(new Violation(field + ".key", "'" + t.getKey() + "' is not a taint key (a label key)"));
+            }
+            if (t.getValue() != null && !LABEL_VALUE.matcher(t.getValue()).matches()) {
+                out.add(new Violation(field + ".value", "'" + t.getValue() + "' is not a taint value (a label value)"));
+            }
+            if (t.getEffect() != null && !t.getEffect().isEmpty() && !TAINT_EFFECTS.contains(t.getEffect())) {
+                out.add(new Violation(field + ".effect", "'" + t.getEffect() + "' is not NoSchedule, PreferNoSchedule "
+                        + "or NoExecute (or empty: every effect)"));
+            }
+            if (t.getTolerationSeconds() != null && !"NoExecute".equals(t.getEffect())) {
+                out.add(new Violation(field + ".tolerationSeconds", "applies to the NoExecute effect only; remove it "
+                        + "or set effect NoExecute"));
+            }
+        }
+        String priority = p.getPriorityClassName();
+        if (priority != null && (priority.length() > 253 || !DNS_1123_SUBDOMAIN.matcher(priority).matches())) {
+            out.add(new Violation("spec.placement.priorityClassName", "'" + priority + "' is not a PriorityClass "
+                    + "name (lower-case letters, digits, '-' and '.')"));
+        }
+    }
+
     private static void gpu(GpuSpec g, List<Violation> out) {
         if (g == null) {
             return;
@@ -638,6 +708,15 @@ public final class PiKVClusterValidator {
         if (s.getImage() != null && (s.getImage().isBlank() || s.getImage().chars().anyMatch(Character::isWhitespace))) {
             out.add(new Violation("spec.sidecar.image", "'" + s.getImage() + "' is not an image reference; remove it "
                     + "to use the operator's default"));
+        }
+        List<io.fabric8.kubernetes.api.model.LocalObjectReference> pullSecrets = s.getImagePullSecrets() == null
+                ? List.of() : s.getImagePullSecrets();
+        for (int i = 0; i < pullSecrets.size(); i++) {
+            String name = pullSecrets.get(i) == null ? null : pullSecrets.get(i).getName();
+            if (name == null || name.length() > 253 || !DNS_1123_SUBDOMAIN.matcher(name).matches()) {
+                out.add(new Violation("spec.sidecar.imagePullSecrets[" + i + "].name", "'" + name + "' is not a "
+                        + "Secret name (lower-case letters, digits, '-' and '.')"));
+            }
         }
         ResourceRequirements r = s.getResources();
         if (r == null) {

@@ -33,6 +33,7 @@ import io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudgetBuilder;
 import io.pikv.api.events.ControlState;
 import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.api.v1alpha1.PiKVClusterSpec;
+import io.pikv.api.v1alpha1.PlacementSpec;
 import io.pikv.api.v1alpha1.SchedulingPolicy;
 import io.pikv.api.v1alpha1.SidecarSpec;
 import io.pikv.kv.ExpertShardMap;
@@ -373,7 +374,17 @@ public final class ShardCluster {
             tolerations.add(new TolerationBuilder().withKey(gpuResource()).withOperator("Exists")
                     .withEffect("NoSchedule").build());
         }
+        PlacementSpec placement = spec.getPlacement() == null ? new PlacementSpec() : spec.getPlacement();
+        if (placement.getTolerations() != null) {
+            tolerations.addAll(placement.getTolerations());
+        }
+        SidecarSpec sidecar = spec.getSidecar() == null ? new SidecarSpec() : spec.getSidecar();
         return new PodSpecBuilder()
+                .withNodeSelector(placement.getNodeSelector() == null || placement.getNodeSelector().isEmpty() ? null
+                        : new java.util.TreeMap<>(placement.getNodeSelector()))
+                .withPriorityClassName(placement.getPriorityClassName())
+                .withImagePullSecrets(sidecar.getImagePullSecrets() == null || sidecar.getImagePullSecrets().isEmpty()
+                        ? null : sidecar.getImagePullSecrets())
                 .withAutomountServiceAccountToken(false)
                 .withEnableServiceLinks(false)
                 .withTerminationGracePeriodSeconds(30L)

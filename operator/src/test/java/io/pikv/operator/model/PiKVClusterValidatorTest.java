@@ -167,6 +167,33 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getScheduling().setPolicy(SchedulingPolicy.ADAPTIVE);
                     c.getSpec().getScheduling().setCandidates(List.of());
                 }, "spec.gpu.enabled", "policy h2o (a candidate) ranks tokens by attention weights"),
+                bad("node selector key", c -> c.getSpec().getPlacement().setNodeSelector(Map.of("pool name", "gpu")),
+                        "spec.placement.nodeSelector", "'pool name' is not a label key"),
+                bad("node selector value", c -> c.getSpec().getPlacement().setNodeSelector(
+                        Map.of("cloud.example.com/pool", "gpu pool")), "spec.placement.nodeSelector.cloud.example.com/pool",
+                        "'gpu pool' is not a label value"),
+                bad("toleration operator", c -> c.getSpec().getPlacement().setTolerations(List.of(
+                        new io.fabric8.kubernetes.api.model.TolerationBuilder().withKey("a").withOperator("In")
+                                .build())), "spec.placement.tolerations[0].operator", "'In' is not Exists or Equal"),
+                bad("toleration Equal without a key", c -> c.getSpec().getPlacement().setTolerations(List.of(
+                        new io.fabric8.kubernetes.api.model.TolerationBuilder().withValue("x").build())),
+                        "spec.placement.tolerations[0].key", "is required with operator Equal"),
+                bad("toleration Exists with a value", c -> c.getSpec().getPlacement().setTolerations(List.of(
+                        new io.fabric8.kubernetes.api.model.TolerationBuilder().withKey("a").withOperator("Exists")
+                                .withValue("x").build())), "spec.placement.tolerations[0].value",
+                        "must be empty with operator Exists"),
+                bad("toleration effect", c -> c.getSpec().getPlacement().setTolerations(List.of(
+                        new io.fabric8.kubernetes.api.model.TolerationBuilder().withKey("a").withEffect("NoRun")
+                                .build())), "spec.placement.tolerations[0].effect", "'NoRun' is not NoSchedule"),
+                bad("toleration seconds without NoExecute", c -> c.getSpec().getPlacement().setTolerations(List.of(
+                        new io.fabric8.kubernetes.api.model.TolerationBuilder().withKey("a").withEffect("NoSchedule")
+                                .withTolerationSeconds(60L).build())), "spec.placement.tolerations[0].tolerationSeconds",
+                        "applies to the NoExecute effect only"),
+                bad("priority class name", c -> c.getSpec().getPlacement().setPriorityClassName("High_Priority"),
+                        "spec.placement.priorityClassName", "'High_Priority' is not a PriorityClass name"),
+                bad("image pull secret name", c -> c.getSpec().getSidecar().setImagePullSecrets(List.of(
+                        new io.fabric8.kubernetes.api.model.LocalObjectReference("Registry Creds"))),
+                        "spec.sidecar.imagePullSecrets[0].name", "'Registry Creds' is not a Secret name"),
                 bad("gpu resource name", c -> c.getSpec().getGpu().setResourceName("NVIDIA GPU"),
                         "spec.gpu.resourceName", "not an extended resource name"),
                 bad("gpu resource name without a domain", c -> c.getSpec().getGpu().setResourceName("memory"),

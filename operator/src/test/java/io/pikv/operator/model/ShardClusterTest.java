@@ -147,6 +147,31 @@ class ShardClusterTest {
     }
 
     @Test
+    void placementAndPullSecretsReachThePods() {
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        c.getSpec().getGpu().setEnabled(true);
+        c.getSpec().getPlacement().setNodeSelector(Map.of("cloud.example.com/pool", "gpu-a100"));
+        c.getSpec().getPlacement().setTolerations(List.of(new io.fabric8.kubernetes.api.model.TolerationBuilder()
+                .withKey("dedicated").withOperator("Equal").withValue("kv").withEffect("NoSchedule").build()));
+        c.getSpec().getPlacement().setPriorityClassName("kv-cache");
+        c.getSpec().getSidecar().setImagePullSecrets(List.of(
+                new io.fabric8.kubernetes.api.model.LocalObjectReference("registry-creds")));
+        assertThat(PiKVClusterValidator.validate(c).violations()).isEmpty();
+        io.fabric8.kubernetes.api.model.PodSpec pod = model(c).generateStatefulSet().getSpec().getTemplate().getSpec();
+        assertThat(pod.getNodeSelector()).containsExactly(Map.entry("cloud.example.com/pool", "gpu-a100"));
+        assertThat(pod.getPriorityClassName()).isEqualTo("kv-cache");
+        assertThat(pod.getImagePullSecrets()).extracting(r -> r.getName()).containsExactly("registry-creds");
+        // The GPU resource's toleration first, then the spec's.
+        assertThat(pod.getTolerations()).extracting(t -> t.getKey()).containsExactly("nvidia.com/gpu", "dedicated");
+        // Without placement none of them is set.
+        io.fabric8.kubernetes.api.model.PodSpec plain = model(TestClusters.small("demo", "ns")).generateStatefulSet()
+                .getSpec().getTemplate().getSpec();
+        assertThat(plain.getNodeSelector()).isNullOrEmpty();
+        assertThat(plain.getPriorityClassName()).isNull();
+        assertThat(plain.getImagePullSecrets()).isNullOrEmpty();
+    }
+
+    @Test
     void givenResourcesWinAndTheHeapFollowsThem() {
         PiKVCluster c = TestClusters.small("demo", "ns");
         c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
