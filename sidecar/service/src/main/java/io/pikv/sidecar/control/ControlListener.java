@@ -190,6 +190,10 @@ public final class ControlListener implements AutoCloseable {
                 } catch (WakeupException e) {
                     throw e;
                 } catch (KafkaException e) {
+                    TopicPartition corrupt = corruptPartition(e, partitions);
+                    if (corrupt != null && skipCorrupt(corrupt, e)) {
+                        continue;
+                    }
                     lost(e);
                     pause();
                 } catch (RuntimeException e) {
@@ -383,6 +387,61 @@ public final class ControlListener implements AutoCloseable {
                 // A field a later operator adds to version 1 is not this sidecar's business.
                 .without(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES)
                 .readValue(tree);
+    }
+
+    /** Failures in a row at one position of a corrupt partition before its record is skipped. */
+    static final int CORRUPT_TRIES = 3;
+    private static final java.util.regex.Pattern CORRUPT = java.util.regex.Pattern.compile(
+            "Received exception when fetching the next record from (.+)-(\\d+)\\. If needed, please seek past the record");
+    private TopicPartition corruptAt;
+    private long corruptOffset = -1;
+    private int corruptTries;
+
+    /**
+     * The partition whose next record the consumer cannot read (a batch that fails its checksum: the fetch throws the
+     * same exception at the same position for good), from the exception Kafka's consumer gives then; null otherwise.
+     */
+    static TopicPartition corruptPartition(KafkaException e, List<TopicPartition> assigned) {
+        if (e.getMessage() == null) {
+            return null;
+        }
+        java.util.regex.Matcher m = CORRUPT.matcher(e.getMessage());
+        if (!m.find()) {
+            return null;
+        }
+        TopicPartition p = new TopicPartition(m.group(1), Integer.parseInt(m.group(2)));
+        return assigned.contains(p) ? p : null;
+    }
+
+    /**
+     * A record the consumer cannot read: retried ({@link #CORRUPT_TRIES} in a row at the same position, a second
+     * apart, as a lost broker is), then skipped — counted invalid and told as lastRejected — so that one bad batch
+     * does not stop every later record of its partition from applying. Returns whether it was skipped.
+     */
+    private boolean skipCorrupt(TopicPartition p, KafkaException e) {
+        long offset;
+        try {
+            offset = consumer.position(p, CALL_TIMEOUT);
+        } catch (RuntimeException unknown) {
+            return false; // retried as a lost broker is
+        }
+        if (!p.equals(corruptAt) || offset != corruptOffset) {
+            corruptAt = p;
+            corruptOffset = offset;
+            corruptTries = 0;
+        }
+        if (++corruptTries < CORRUPT_TRIES) {
+            return false;
+        }
+        consumer.seek(p, offset + 1);
+        corruptAt = null;
+        corruptOffset = -1;
+        outcomes.get(ShardControl.Outcome.INVALID).increment();
+        String cause = e.getCause() == null ? e.getMessage() : e.getCause().toString();
+        LOG.errorf("control: the record at %s offset %d cannot be read (%s); skipped after %d tries, the records "
+                + "after it apply", p, offset, cause, CORRUPT_TRIES);
+        control.unreadable("record at " + p + " offset " + offset + " cannot be read (" + cause + "); skipped");
+        return true;
     }
 
     private void lost(KafkaException e) {

@@ -294,6 +294,44 @@ class ControlListenerTest {
         assertThat(listener.ready()).isTrue();
     }
 
+    @Test
+    void aRecordTheConsumerCannotReadIsSkippedAfterRetriesAndTheNextOnesApply() throws Exception {
+        TopicPartition p0 = new TopicPartition("pikv.control", 0);
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
+                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
+        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
+                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
+        consumer.updateBeginningOffsets(Map.of(p0, 0L));
+        consumer.updateEndOffsets(Map.of(p0, 1L));
+        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
+                "pikv.control", 0, 0L, "c1", bytes(state("c1", 3, "oldest-page", 0, 0, 1, 1)))));
+        listener = new ControlListener("pikv.control", control, Duration.ofSeconds(30), () -> consumer, json, registry,
+                link);
+        listener.start();
+        await().atMost(Duration.ofSeconds(10)).until(listener::ready);
+        // The batch at offset 1 fails its checksum: every fetch of it fails the same way, as Kafka's consumer says.
+        for (int i = 0; i < ControlListener.CORRUPT_TRIES; i++) {
+            consumer.schedulePollTask(() -> {
+                throw new org.apache.kafka.common.KafkaException("Received exception when fetching the next record "
+                        + "from pikv.control-0. If needed, please seek past the record to continue consumption.",
+                        new org.apache.kafka.common.errors.CorruptRecordException("Record is corrupt (stored crc = 1)"));
+            });
+        }
+        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
+                "pikv.control", 0, 2L, "c1", bytes(state("c1", 4, "reject", 1, 1, 0, 0)))));
+        await().atMost(Duration.ofSeconds(20)).until(() -> control.epoch() == 4);
+        assertThat(consumer.position(p0)).isEqualTo(3);
+        assertThat(control.state().lastRejected()).isEqualTo("record at pikv.control-0 offset 1 cannot be read "
+                + "(org.apache.kafka.common.errors.CorruptRecordException: Record is corrupt (stored crc = 1)); skipped");
+        assertThat(count("invalid")).isEqualTo(1);
+        // Another failure naming no partition, or one not read, is a lost broker: retried, never skipped.
+        assertThat(ControlListener.corruptPartition(new org.apache.kafka.common.KafkaException("Received exception "
+                + "when fetching the next record from other-0. If needed, please seek past the record to continue "
+                + "consumption."), List.of(p0))).isNull();
+        assertThat(ControlListener.corruptPartition(new org.apache.kafka.common.KafkaException("broker gone"),
+                List.of(p0))).isNull();
+    }
+
     byte[] bytes(ControlState state) {
         try {
             return json.writeValueAsBytes(state);
