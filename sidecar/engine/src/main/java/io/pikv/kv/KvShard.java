@@ -993,20 +993,23 @@ public final class KvShard {
 
 
     private void checkValues(String name, float[] values) {
+        // Low-rank pages store coefficients, checked against the storage type on their own (checkCoefficients).
+        boolean half = layout.type() == StorageType.FP16 && !layout.projected();
+        if (!half) {
+            shape.checkKv(name, values);
+            return;
+        }
         int width = shape.kvWidth();
         if (values == null || values.length != width) {
             throw new IllegalArgumentException(name + " must hold kvHeads × headDim = " + width + " floats, got "
                     + (values == null ? "none" : values.length));
         }
-        // Low-rank pages store coefficients, checked against the storage type on their own (checkCoefficients).
-        boolean half = layout.type() == StorageType.FP16 && !layout.projected();
-        float limit = half ? Fp16.MAX : ModelShape.MAX_ABS_VALUE;
         for (int i = 0; i < width; i++) {
             float x = values[i];
-            if (!(Math.abs(x) <= limit)) {
+            if (!(Math.abs(x) <= Fp16.MAX)) {
                 throw new IllegalArgumentException(name + "[head " + (i / shape.headDim()) + "][" + (i % shape.headDim())
                         + "] is " + x + ": values must be finite" + (!Float.isFinite(x) ? ""
-                        : half ? " and within ±65504 for fp16 storage" : " and within ±2^50 (about 1.1e15)"));
+                        : " and within ±65504 for fp16 storage"));
             }
         }
     }

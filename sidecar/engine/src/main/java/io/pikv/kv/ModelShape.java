@@ -91,6 +91,25 @@ public record ModelShape(int layers, int qHeads, int kvHeads, int headDim, int e
         }
     }
 
+    /**
+     * @throws IllegalArgumentException unless {@code values} are one token's keys or values: {@code kvHeads × headDim}
+     *                                  finite floats within {@link #MAX_ABS_VALUE}, what every page type stores (fp16
+     *                                  pages take a narrower range, which their store checks)
+     */
+    public void checkKv(String name, float[] values) {
+        if (values == null || values.length != kvWidth()) {
+            throw new IllegalArgumentException(name + " must hold kvHeads × headDim = " + kvWidth() + " floats, got "
+                    + (values == null ? "none" : values.length));
+        }
+        for (int i = 0; i < values.length; i++) {
+            if (!(Math.abs(values[i]) <= MAX_ABS_VALUE)) {
+                throw new IllegalArgumentException(name + "[head " + (i / headDim) + "][" + (i % headDim) + "] is "
+                        + values[i] + ": values must be finite" + (Float.isFinite(values[i])
+                        ? " and within ±2^50 (about 1.1e15)" : ""));
+            }
+        }
+    }
+
     /** @throws IllegalArgumentException naming the model's range when {@code layer} is not one of its layers */
     public void checkLayer(int layer) {
         if (layer < 0 || layer >= layers) {

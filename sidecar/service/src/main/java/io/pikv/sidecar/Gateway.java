@@ -386,7 +386,13 @@ public final class Gateway implements KvApi {
             for (int i = 0; i < entries.length; i++) {
                 Wire.AppendRequest.Entry e = entries[i];
                 checkExpert(e.expert(), "entry " + i + ": ");
+                // What every shard refuses, refused here before any shard stores (and maybe evicts for) its part.
+                shape.checkKv("entry " + i + ": k", e.k());
+                shape.checkKv("entry " + i + ": v", e.v());
                 int position = e.position() == Wire.NEXT_POSITION ? next : e.position();
+                if (e.position() == Wire.NEXT_POSITION && position > KvShard.MAX_POSITION) {
+                    throw layerFull(sequence, layer);
+                }
                 if (position < 0 || position > KvShard.MAX_POSITION) {
                     throw new IllegalArgumentException("entry " + i + ": position must be in [0, "
                             + KvShard.MAX_POSITION + "] or -1 (next), got " + e.position());
@@ -545,7 +551,10 @@ public final class Gateway implements KvApi {
     @Override
     public Wire.StepResponse step(long sequence, Wire.StepRequest request) {
         shape.checkLayer(request.layer());
-        shape.checkQuery(request.query()); // refused here, before any shard stores the token
+        // Refused here, before the owner stores the token and the other shards attend (and rank) with the query.
+        shape.checkQuery(request.query());
+        shape.checkKv("k", request.k());
+        shape.checkKv("v", request.v());
         State state = state(sequence);
         // One map for the whole step: the router's choice, the owner and the misses agree even when control
         // installs another map meanwhile.
@@ -566,6 +575,9 @@ public final class Gateway implements KvApi {
             checkOpen(sequence, state);
             settle(state, sequence, layer);
             int position = state.length[layer];
+            if (position > KvShard.MAX_POSITION) {
+                throw layerFull(sequence, layer);
+            }
             int owner = current.shardOf(experts[0]);
             // Every body is encoded before the first is sent, so the sends go out back to back.
             List<SidecarClient.Prepared<PartialAttention>> prepared = new ArrayList<>();
@@ -661,6 +673,11 @@ public final class Gateway implements KvApi {
                     System.nanoTime() + UNCONFIRMED_FOR.toNanos()));
         }
         return confirmed;
+    }
+
+    private static IllegalArgumentException layerFull(long sequence, int layer) {
+        return new IllegalArgumentException("layer " + layer + " of sequence " + sequence + " is full: its positions "
+                + "reach " + KvShard.MAX_POSITION + ", the most a shard stores; close the sequence and start another");
     }
 
     /** The step's experts: the router's choice from the gate logits, or the given experts after checking them. */

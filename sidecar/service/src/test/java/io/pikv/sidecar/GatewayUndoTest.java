@@ -214,6 +214,30 @@ class GatewayUndoTest {
     }
 
     @Test
+    void keysAndValuesNoShardTakesAreRefusedBeforeAnyShardIsAsked() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        fakes.forEach(f -> f.requests.clear());
+        float[] ok = new float[SHAPE.kvWidth()];
+        float[] huge = new float[SHAPE.kvWidth()];
+        huge[1] = 1e16f; // beyond the ±2^50 every page type takes
+        // An append whose second entry no shard could store: the first entry's shard is not asked either.
+        Wire.AppendRequest append = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, ok, ok),
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 1, ok, huge)});
+        assertThatThrownBy(() -> g.append(seq, append)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessage("entry 1: v[head 0][1] is " + 1e16f + ": values must be finite and within ±2^50 (about 1.1e15)");
+        // A step with such a key: neither the owner nor the other shards (which would attend with its query).
+        Wire.StepRequest step = new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, Wire.SCOPE_ALL, null, new int[] {0},
+                new float[SHAPE.queryWidth()], huge, ok);
+        assertThatThrownBy(() -> g.step(seq, step)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessage("k[head 0][1] is " + 1e16f + ": values must be finite and within ±2^50 (about 1.1e15)");
+        assertThat(fakes.get(0).requests).isEmpty();
+        assertThat(fakes.get(1).requests).isEmpty();
+        assertThat(g.lengths(seq)).containsExactly(0);
+    }
+
+    @Test
     void aWithdrawalAsksOnlyTheShardsHoldingTheLayerAndAddsTheirCounts() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);

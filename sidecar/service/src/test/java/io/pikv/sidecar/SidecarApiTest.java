@@ -22,6 +22,7 @@ import static org.awaitility.Awaitility.await;
 import static org.hamcrest.Matchers.containsString;
 import static org.hamcrest.Matchers.containsInAnyOrder;
 import static org.hamcrest.Matchers.equalTo;
+import static org.hamcrest.Matchers.startsWith;
 
 /**
  * The /v1 API of a shard-role sidecar (test profile: a small model, 8 pages of budget, no eviction, attention split
@@ -36,6 +37,20 @@ class SidecarApiTest {
 
     @TestHTTPResource("/")
     URL url;
+
+    /** A POST of octets sent as written (no client re-encodes the target); the answer's head and body as text. */
+    String rawPost(String target, byte[] body) throws Exception {
+        try (java.net.Socket s = new java.net.Socket(url.getHost(), url.getPort())) {
+            s.setSoTimeout(10_000);
+            String head = "POST " + target + " HTTP/1.1\r\nHost: " + url.getHost() + ":" + url.getPort()
+                    + "\r\nContent-Type: application/octet-stream\r\nContent-Length: " + body.length
+                    + "\r\nConnection: close\r\n\r\n";
+            s.getOutputStream().write(head.getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+            s.getOutputStream().write(body);
+            s.getOutputStream().flush();
+            return new String(s.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        }
+    }
 
     SidecarClient client() throws Exception {
         return new SidecarClient(url.toURI(), SHAPE);
@@ -94,6 +109,10 @@ class SidecarApiTest {
                 .then().statusCode(415).contentType(PROBLEM).body("detail", containsString("unsupported content type"));
         given().get("/v1/nothing-here").then().statusCode(404).contentType(PROBLEM);
         given().get("/v1/sequences/not-a-number").then().statusCode(404).contentType(PROBLEM);
+        // Bytes that the JSON reader takes for UTF-32 and finds no text in: a 400, not a failure of the sidecar.
+        given().contentType(ContentType.JSON).body(new byte[] {0, 0x7B, 0, 0}).post("/v1/sequences")
+                .then().statusCode(400).contentType(PROBLEM).body("type", equalTo("urn:pikv:problem:malformed-json"))
+                .body("detail", startsWith("the body is not JSON text in UTF-8, UTF-16 or UTF-32: "));
     }
 
     @Test
@@ -283,6 +302,13 @@ class SidecarApiTest {
         given().contentType("application/octet-stream").body(new byte[65_537])
                 .post("/v1/sequences/" + seq + "/attention").then().statusCode(413).contentType(PROBLEM)
                 .body("detail", containsString("65537 bytes, over the limit of 65536 bytes"));
+        // A request target that does not decode (a bad %-escape) is not HTTP the server takes: it answers 400 itself,
+        // with no body, and closes the connection; nothing reaches the store.
+        for (String target : new String[] {"/v1/sequences/" + seq + "%zz/steps", steps + "?position=%zz"}) {
+            assertThat(rawPost(target, step)).as(target).startsWith("HTTP/1.1 400").containsIgnoringCase(
+                    "connection: close");
+        }
+        assertThat(client.resident(seq, 0)).as("nothing stored").isEqualTo(3);
         // Content type, accepted answer types, the id, the position, the method.
         given().contentType(ContentType.JSON).body("{}").post(steps).then().statusCode(415).contentType(PROBLEM)
                 .body("detail", containsString("KV payloads are application/octet-stream"));

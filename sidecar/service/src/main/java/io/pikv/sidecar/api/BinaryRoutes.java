@@ -96,7 +96,14 @@ public class BinaryRoutes {
             refuse(rc, 404, path);
             return;
         }
-        String position = request.getParam("position");
+        String position;
+        try {
+            position = request.getParam("position");
+        } catch (IllegalArgumentException e) { // a query string that does not decode (a bad %-escape)
+            send(rc, Problems.of(new IllegalArgumentException("the query string does not decode: " + e.getMessage()),
+                    path));
+            return;
+        }
         long length;
         try {
             length = limit.declaredLength(request.getHeader(HttpHeaders.CONTENT_LENGTH));

@@ -131,7 +131,7 @@ public class InfoResource {
         }
         ShardControl control = sidecar.control();
         ShardControl.State current = control.state();
-        if (next.epoch() > current.shardMap().epoch() + MAX_EPOCH_STEP) {
+        if (next.epoch() > current.shardMap().epoch() && next.epoch() - current.shardMap().epoch() > MAX_EPOCH_STEP) {
             throw new IllegalArgumentException("epoch " + next.epoch() + " jumps more than " + MAX_EPOCH_STEP
                     + " past the map in effect (epoch " + current.shardMap().epoch() + "): a hand-applied map continues the "
                     + "epoch sequence, since control records up to its epoch would then be ignored as stale");

@@ -67,6 +67,11 @@ public final class Problems {
         if (e instanceof JsonProcessingException json) {
             return problem(400, "malformed-json", "Malformed JSON", jsonDetail(json), path);
         }
+        if (e instanceof java.io.CharConversionException chars) {
+            // Jackson took the body's first bytes for UTF-16 or UTF-32 and then found no text in them.
+            return problem(400, "malformed-json", "Malformed JSON", "the body is not JSON text in UTF-8, UTF-16 or "
+                    + "UTF-32: " + chars.getMessage(), path);
+        }
         LOG.error("unexpected failure on " + path, e);
         return problem(500, "internal", "Internal error", "the sidecar failed unexpectedly: " + e, path);
     }
