@@ -91,6 +91,33 @@ final class BenchReport {
         }
     }
 
+    /**
+     * Refuses (exit 2) a {@code --json} file that is one of the command's inputs: writing the report would destroy the
+     * trace or tensors it read.
+     */
+    static void notAnInput(Path json, Path... inputs) {
+        if (json == null || !Files.exists(json)) {
+            return;
+        }
+        for (Path input : inputs) {
+            try {
+                if (input != null && Files.exists(input) && Files.isSameFile(json, input)) {
+                    throw new Main.UsageException("--json " + json + " is the input " + input + ": the report would "
+                            + "overwrite it; name another file.");
+                }
+            } catch (java.io.IOException e) {
+                // cannot tell: the input is read before anything is written anyway
+            }
+        }
+    }
+
+    /** Refuses (exit 2) a list flag given with no values ({@code --capacity ,}). */
+    static void notEmpty(java.util.List<?> values, String flag) {
+        if (values != null && values.isEmpty()) {
+            throw new Main.UsageException(flag + " needs at least one value.");
+        }
+    }
+
     void writeJson(Path file) {
         try {
             Path parent = file.toAbsolutePath().getParent();
@@ -162,6 +189,9 @@ final class BenchReport {
         }
         if (v instanceof Double || v instanceof Float) {
             double d = ((Number) v).doubleValue();
+            if (!Double.isFinite(d)) {
+                return "n/a"; // as the JSON says: null
+            }
             return Math.abs(d) >= 100 ? String.format(Locale.ROOT, "%.1f", d)
                     : Math.abs(d) >= 1 ? String.format(Locale.ROOT, "%.3f", d)
                     : String.format(Locale.ROOT, "%.4g", d);

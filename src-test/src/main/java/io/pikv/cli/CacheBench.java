@@ -48,6 +48,9 @@ public final class CacheBench implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        BenchReport.notEmpty(capacities, "--capacity");
+        BenchReport.notEmpty(policies, "--policies");
+        BenchReport.notAnInput(json, Main.input(trace));
         for (int c : capacities) {
             if (c < 1 || c > 100_000_000) {
                 throw new Main.UsageException("--capacity values must be block counts in [1, 100000000], got " + c

@@ -229,6 +229,8 @@ public final class CompressionBench implements Callable<Integer> {
     @Override
     public Integer call() {
         long start = System.nanoTime();
+        BenchReport.notEmpty(methods, "--methods");
+        BenchReport.notAnInput(json, Main.input(routing), keysFile, valuesFile, queriesFile);
         List<Method> list = parseMethods();
         checkOptions();
         if (!java.nio.file.Files.isRegularFile(Main.input(routing))) {

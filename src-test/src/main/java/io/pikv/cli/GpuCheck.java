@@ -55,6 +55,7 @@ public final class GpuCheck implements Callable<Integer> {
     @Override
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
+        BenchReport.notEmpty(contexts, "--contexts");
         for (int c : contexts) {
             if (c < 1) {
                 throw new Main.UsageException("--contexts values must be positive token counts, got " + c + ".");

@@ -47,6 +47,11 @@ public final class Main implements Runnable {
                 err.println("pikv: " + ex.getMessage());
                 return FAILED;
             }
+            if (ex instanceof java.io.IOException || ex instanceof java.io.UncheckedIOException) {
+                // The machine's, not the command line's (a directory not writable, a disk full): said, exit 1.
+                err.println("pikv: " + ex);
+                return FAILED;
+            }
             throw ex;
         });
         return cli.execute(args);
@@ -70,7 +75,7 @@ public final class Main implements Runnable {
 
     @Override
     public void run() {
-        spec.commandLine().usage(spec.commandLine().getOut());
+        throw new UsageException("name a command: bench or gpu-check (./pikv --help lists them).");
     }
 
     /**

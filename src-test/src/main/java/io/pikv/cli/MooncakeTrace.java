@@ -33,6 +33,10 @@ final class MooncakeTrace {
             if (ts == null || !ts.isNumber() || ids == null || !ids.isArray()) {
                 throw bad(file, line, "it lacks a numeric \"timestamp\" or a \"hash_ids\" array");
             }
+            if (!ts.canConvertToLong()) {
+                // A larger number would wrap or saturate and put the request out of its order.
+                throw bad(file, line, "its \"timestamp\" " + ts.asText() + " is beyond a 64-bit millisecond count");
+            }
             for (String length : new String[] {"input_length", "output_length"}) {
                 JsonNode n = node.get(length);
                 if (n != null && !(n.isIntegralNumber() && n.canConvertToLong() && n.asLong() >= 0)) {

@@ -69,6 +69,7 @@ public final class RoutingBench implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        BenchReport.notAnInput(json, Main.input(trace));
         if (shards < 1 || shards > 4096) {
             throw new Main.UsageException("--shards must be in [1, 4096], got " + shards + ".");
         }
@@ -104,6 +105,10 @@ public final class RoutingBench implements Callable<Integer> {
         if (n < log.experts()) {
             throw new Main.UsageException("--experts " + n + " is too few: the log names expert "
                     + (log.experts() - 1) + ".");
+        }
+        if (shards > n) {
+            throw new Main.UsageException("--shards " + shards + " is more than the " + n + " experts: some shards "
+                    + "would hold none.");
         }
         RoutingReplay.Result r;
         try {

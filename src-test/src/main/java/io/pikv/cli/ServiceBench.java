@@ -111,6 +111,12 @@ public final class ServiceBench implements Callable<Integer> {
         long entryBytes = 4L * shape.kvWidth();  // fp16 K and V
         long budget = Math.max(64L << 20, 2 * (context + steps * 3L + WARM_CONTEXT + warmup + 1024) * entryBytes / shards
                 + (8L << 20));
+        long room = Math.max(0, io.pikv.kv.DirectMemory.limit() - (256L << 20));
+        if (budget * shards > room) {
+            throw new Main.UsageException("--context " + context + " needs " + (budget * shards >> 20) + " MiB of KV "
+                    + "pages in process, more than the " + (room >> 20) + " MiB of direct memory this JVM may use; use a "
+                    + "shorter context or raise the heap (PIKV_JAVA_OPTS=-Xmx…).");
+        }
         Path root = SidecarProcess.projectRoot();
         Path jar = SidecarProcess.appJar(root);
         // A directory of this run's own: two runs at once never write to each other's logs.
@@ -216,7 +222,10 @@ public final class ServiceBench implements Callable<Integer> {
             // Where the HTTP time goes: each process's own time per call (pikv_request_seconds), from /q/metrics.
             report.put("gateway_step_ms", meanMs(timersBefore, timersAfter, "gateway step"));
             report.put("shard_step_ms", meanMs(timersBefore, timersAfter, "shard step"));
-            report.put("shard_attention_ms", meanMs(timersBefore, timersAfter, "shard attention"));
+            Double otherShards = meanMs(timersBefore, timersAfter, "shard attention");
+            if (otherShards != null) {
+                report.put("shard_attention_ms", otherShards); // absent with one shard: no other shard attends
+            }
             if (published != null) {
                 double telemetryRate = steps / (sum(telemetryMs) / 1e3);
                 long records = kafka.records(LocalKafka.TELEMETRY_TOPIC) - recordsBefore;
@@ -236,6 +245,14 @@ public final class ServiceBench implements Callable<Integer> {
             }
             finished = true;
             return 0;
+        } catch (io.pikv.sidecar.client.SidecarException | java.io.UncheckedIOException
+                 | io.pikv.kv.KvBudgetExceededException e) {
+            // A sidecar (or the store in process) failed a call mid-run: said with the processes' logs, exit 1.
+            StringBuilder tails = new StringBuilder();
+            for (SidecarProcess p : all) {
+                tails.append("\n--- ").append(p.name()).append(" ---\n").append(p.tail());
+            }
+            throw new Main.RunFailure("the run failed: " + e.getMessage() + " (logs kept in " + logs + ")" + tails, e);
         } finally {
             for (SidecarProcess p : all) {
                 p.close();

@@ -48,7 +48,11 @@ class LauncherTest {
 
     @Test
     void usageErrorsAreOneSentenceAndExitTwo() {
-        for (String[] args : new String[][] {{"frobnicate"}, {"bench", "nope"}, {"bench"},
+        for (String[] args : new String[][] {{}, {"frobnicate"}, {"bench", "nope"}, {"bench"},
+                {"bench", "cache", "--trace", "pom.xml", "--capacity", ","},
+                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", ","},
+                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--json", "pom.xml"},
+                {"bench", "compression", "--methods", ","}, {"gpu-check", "--contexts", ","},
                 {"bench", "attention", "--context", "many"}, {"bench", "cache", "--capacity", "10"},
                 {"bench", "cache", "--trace", "/no/such/file.jsonl", "--capacity", "10"},
                 {"bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy"},
@@ -122,7 +126,9 @@ class LauncherTest {
                 {"bench", "routing", "--trace", file, "--shards", "2000000000"},
                 {"bench", "routing", "--trace", file, "--shards", "2", "--experts", "30000"},
                 {"bench", "routing", "--trace", file, "--shards", "2", "--window", "0"},
-                {"bench", "routing", "--trace", file, "--shards", "2", "--skip", "-1"}}) {
+                {"bench", "routing", "--trace", file, "--shards", "2", "--skip", "-1"},
+                {"bench", "routing", "--trace", file, "--shards", "5", "--skip", "2"},
+                {"bench", "routing", "--trace", file, "--shards", "2", "--skip", "2", "--window", "2", "--json", file}}) {
             Run r = run(args);
             assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
             assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")
@@ -130,6 +136,9 @@ class LauncherTest {
         }
         assertThat(run("bench", "routing", "--trace", file, "--shards", "0").err().strip())
                 .isEqualTo("pikv: --shards must be in [1, 4096], got 0.");
+        assertThat(run("bench", "routing", "--trace", file, "--shards", "5", "--skip", "2").err().strip())
+                .isEqualTo("pikv: --shards 5 is more than the 4 experts: some shards would hold none.");
+        assertThat(Files.readString(trace)).as("the trace, not overwritten by --json").startsWith("{\"type\": \"meta\"");
         assertThat(run("bench", "routing", "--trace", file, "--shards", "2", "--window", "5", "--skip", "2").err())
                 .contains("fewer than two windows of 5");
         Path twoLayers = dir.resolve("two-layers.jsonl");
@@ -235,6 +244,11 @@ class LauncherTest {
     @Test
     void malformedTraceLinesAreNamed(@TempDir Path dir) throws Exception {
         Path trace = dir.resolve("bad.jsonl");
+        // A timestamp beyond 64 bits would wrap and put its request out of order.
+        Files.writeString(trace, "{\"timestamp\": 10000000000000000000, \"hash_ids\": [1]}\n");
+        Run huge = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
+        assertThat(huge.code()).isEqualTo(2);
+        assertThat(huge.err()).contains("line 1 of " + trace, "is beyond a 64-bit millisecond count");
         Files.writeString(trace, "{\"timestamp\": 0, \"hash_ids\": [1]}\n{\"timestamp\": 1}\n");
         Run r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
         assertThat(r.code()).isEqualTo(2);
