@@ -59,6 +59,10 @@ public final class CacheBench implements Callable<Integer> {
         }
         List<String> names = policies == null ? BlockPolicies.NAMES : policies;
         for (String name : names) {
+            if (name.equals("belady")) {
+                throw new Main.UsageException("belady is always reported; --policies names the others: "
+                        + String.join(", ", BlockPolicies.NAMES) + ".");
+            }
             if (!BlockPolicies.NAMES.contains(name)) {
                 throw new Main.UsageException("unknown policy '" + name + "' in --policies; known: "
                         + String.join(", ", BlockPolicies.NAMES) + ".");
