@@ -44,7 +44,9 @@ public final class PiKVClusterValidator {
 
     private static final Pattern DNS_1035 = Pattern.compile("^[a-z]([-a-z0-9]*[a-z0-9])?$");
     private static final Pattern DNS_LABEL = Pattern.compile("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$");
-    private static final Pattern DNS_1123_SUBDOMAIN = Pattern.compile("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$");
+    /** A DNS-1123 subdomain (with the 253-character limit checked beside it): dot-separated DNS labels. */
+    private static final Pattern DNS_1123_SUBDOMAIN = Pattern.compile(
+            "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$");
     /** An extended resource name: domain/name (an unprefixed name such as memory or cpu is not one). */
     private static final Pattern RESOURCE_NAME =
             Pattern.compile("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$");
@@ -511,7 +513,7 @@ public final class PiKVClusterValidator {
         }
         if (k.getCredentialsSecret() != null) {
             String name = k.getCredentialsSecret().getName();
-            if (name == null || !DNS_1123_SUBDOMAIN.matcher(name).matches()) {
+            if (name == null || name.length() > 253 || !DNS_1123_SUBDOMAIN.matcher(name).matches()) {
                 out.add(new Violation("spec.kafka.credentialsSecret.name", "'" + name + "' is not a Secret name"));
             }
         }
@@ -621,7 +623,8 @@ public final class PiKVClusterValidator {
             }
         }
         String priority = p.getPriorityClassName();
-        if (priority != null && (priority.length() > 253 || !DNS_1123_SUBDOMAIN.matcher(priority).matches())) {
+        if (priority != null && !priority.isEmpty()
+                && (priority.length() > 253 || !DNS_1123_SUBDOMAIN.matcher(priority).matches())) {
             out.add(new Violation("spec.placement.priorityClassName", "'" + priority + "' is not a PriorityClass "
                     + "name (lower-case letters, digits, '-' and '.')"));
         }

@@ -382,7 +382,8 @@ public final class ShardCluster {
         return new PodSpecBuilder()
                 .withNodeSelector(placement.getNodeSelector() == null || placement.getNodeSelector().isEmpty() ? null
                         : new java.util.TreeMap<>(placement.getNodeSelector()))
-                .withPriorityClassName(placement.getPriorityClassName())
+                .withPriorityClassName(placement.getPriorityClassName() == null
+                        || placement.getPriorityClassName().isEmpty() ? null : placement.getPriorityClassName())
                 .withImagePullSecrets(sidecar.getImagePullSecrets() == null || sidecar.getImagePullSecrets().isEmpty()
                         ? null : sidecar.getImagePullSecrets())
                 .withAutomountServiceAccountToken(false)

@@ -191,6 +191,10 @@ class PiKVClusterValidatorTest {
                         "applies to the NoExecute effect only"),
                 bad("priority class name", c -> c.getSpec().getPlacement().setPriorityClassName("High_Priority"),
                         "spec.placement.priorityClassName", "'High_Priority' is not a PriorityClass name"),
+                bad("priority class name with an empty label", c -> c.getSpec().getPlacement()
+                        .setPriorityClassName("kv..high"), "spec.placement.priorityClassName", "is not a PriorityClass"),
+                bad("node selector key with a dash after a dot", c -> c.getSpec().getPlacement().setNodeSelector(
+                        Map.of("cloud.-x/pool", "gpu")), "spec.placement.nodeSelector", "is not a label key"),
                 bad("image pull secret name", c -> c.getSpec().getSidecar().setImagePullSecrets(List.of(
                         new io.fabric8.kubernetes.api.model.LocalObjectReference("Registry Creds"))),
                         "spec.sidecar.imagePullSecrets[0].name", "'Registry Creds' is not a Secret name"),

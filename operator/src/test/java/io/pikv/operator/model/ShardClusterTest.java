@@ -169,6 +169,12 @@ class ShardClusterTest {
         assertThat(plain.getNodeSelector()).isNullOrEmpty();
         assertThat(plain.getPriorityClassName()).isNull();
         assertThat(plain.getImagePullSecrets()).isNullOrEmpty();
+        // An empty priority class is none, as the API server takes it (a template may render "").
+        PiKVCluster empty = TestClusters.small("demo", "ns");
+        empty.getSpec().getPlacement().setPriorityClassName("");
+        assertThat(PiKVClusterValidator.validate(empty).violations()).isEmpty();
+        assertThat(model(empty).generateStatefulSet().getSpec().getTemplate().getSpec().getPriorityClassName())
+                .isNull();
     }
 
     @Test
