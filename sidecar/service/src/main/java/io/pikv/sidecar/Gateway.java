@@ -741,6 +741,9 @@ public final class Gateway implements KvApi {
      */
     public int keepAlive(long everyNanos) {
         int told = 0;
+        // A shard that fails once is not asked again in this pass: one down shard (each call waiting out its
+        // timeout) must not hold the pass past the time the others close what they were not told of.
+        java.util.Set<SidecarClient> failed = new java.util.HashSet<>();
         for (Map.Entry<Long, State> e : sequences.entrySet()) {
             State state = e.getValue();
             if (state.closing || System.nanoTime() - state.shardsTold < everyNanos) {
@@ -748,11 +751,17 @@ public final class Gateway implements KvApi {
             }
             state.shardsTold = System.nanoTime();
             for (SidecarClient shard : shards) {
+                if (failed.contains(shard)) {
+                    continue;
+                }
                 try {
                     shard.describe(e.getKey());
-                } catch (RuntimeException failed) {
+                } catch (SidecarException answered) {
+                    // It answered (e.g. 404: it restarted): reachable, nothing to keep alive there.
+                } catch (RuntimeException unreachable) {
+                    failed.add(shard);
                     LOG.debugf("sequence %d: could not tell %s it is alive: %s", e.getKey(), shard.base(),
-                            failed.getMessage());
+                            unreachable.getMessage());
                 }
             }
             told++;
@@ -767,17 +776,18 @@ public final class Gateway implements KvApi {
      */
     public int closeIdle(long idleNanos) {
         int closed = 0;
+        java.util.Set<SidecarClient> failed = new java.util.HashSet<>(); // as in a shutdown: asked once per pass
         for (Map.Entry<Long, State> e : sequences.entrySet()) {
             if (System.nanoTime() - e.getValue().lastUsed <= idleNanos) {
                 continue;
             }
             try {
-                if (close(e.getKey(), null, idleNanos)) {
+                if (close(e.getKey(), failed, idleNanos)) {
                     closed++;
                 }
             } catch (UnknownSequenceException gone) {
                 // closed meanwhile, or a close of it under way
-            } catch (RuntimeException failed) {
+            } catch (RuntimeException notConfirmed) {
                 // said by close(); the sequence stays closing, asked again at the next sweep
             }
         }

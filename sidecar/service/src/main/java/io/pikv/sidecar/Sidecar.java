@@ -54,6 +54,15 @@ public class Sidecar {
                         && config.sequenceIdleTimeout().compareTo(java.time.Duration.ofDays(36_500)) <= 0,
                 "the idle timeout of a sequence is 0 (never) or from 1 min (longer than a call may take) to 36,500 "
                         + "days, got " + config.sequenceIdleTimeout());
+        java.time.Duration call = config.gateway().callTimeout();
+        if (config.role() == Role.gateway && !config.sequenceIdleTimeout().isZero() && !call.isNegative()
+                && !call.isZero() && call.toMillis() <= Integer.MAX_VALUE) { // else the gateway's check says why
+            // A call that holds a sequence longer than its idle timeout would find it closed when it ends.
+            check("pikv.sequence-idle-timeout", config.sequenceIdleTimeout().compareTo(
+                            config.gateway().callTimeout().multipliedBy(2)) >= 0,
+                    "a gateway's idle timeout must be at least twice pikv.gateway.call-timeout ("
+                            + config.gateway().callTimeout() + "), got " + config.sequenceIdleTimeout());
+        }
         check("pikv.control.startup-wait", !config.control().startupWait().isNegative(),
                 "the start-up wait must not be negative, got " + config.control().startupWait());
         check("pikv.control.topic", org.apache.kafka.common.internals.Topic.isValid(config.control().topic()),
@@ -99,7 +108,7 @@ public class Sidecar {
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
                 policy, attentionThreads(config.store().attentionThreads()), pyramid));
         if (config.role() == Role.shard) {
-            warnIfTheHeapIsShort(shard, Runtime.getRuntime().maxMemory());
+            warnIfTheHeapIsShort(shard, configuredMaxHeap());
         }
         setting("pikv.compute", () -> {
             if (config.role() == Role.shard) {
@@ -120,6 +129,23 @@ public class Sidecar {
         this.control = new ShardControl(config.cluster(), config.shardId(), initial, policy,
                 ShardControl.Budget.of(shard), gateway != null ? gateway::applyShardMap : map -> {
                 });
+    }
+
+    /**
+     * The heap's maximum as configured ({@code -Xmx}, {@code MaxHeapSize}): what the operator sized. The runtime's own
+     * figure is smaller under some collectors (ParallelGC leaves a survivor space out: about 11 % less).
+     */
+    static long configuredMaxHeap() {
+        try {
+            var hotspot = java.lang.management.ManagementFactory.getPlatformMXBean(
+                    com.sun.management.HotSpotDiagnosticMXBean.class);
+            if (hotspot != null) {
+                return Long.parseLong(hotspot.getVMOption("MaxHeapSize").getValue());
+            }
+        } catch (RuntimeException | LinkageError e) {
+            // no jdk.management module: the runtime's figure
+        }
+        return Runtime.getRuntime().maxMemory();
     }
 
     /** Heap a shard needs beside its entries' bookkeeping (the server, the block cache): the operator gives at least this. */
@@ -251,8 +277,8 @@ public class Sidecar {
      * Every quarter of the idle timeout (at most a minute), closes the sequences no call has used for longer: on a
      * gateway on its shards as a DELETE does, so a model server that went away without closing leaves nothing open; on
      * a shard, also what a gateway that went away left there. A gateway also tells every shard of each open sequence,
-     * every half timeout, that it is alive, so a shard its calls did not reach keeps its share (gateways and shards
-     * of a cluster run the same timeout).
+     * every quarter of the timeout, that it is alive, so a shard its calls did not reach keeps its share (gateways and
+     * shards of a cluster run the same timeout).
      */
     private void startIdleSweeper() {
         java.time.Duration timeout = config.sequenceIdleTimeout();
@@ -268,7 +294,9 @@ public class Sidecar {
         idleSweeper.scheduleWithFixedDelay(() -> {
             try {
                 if (gateway != null) {
-                    gateway.keepAlive(timeout.toNanos() / 2); // the shards close a sequence idle there for the timeout
+                    // The shards close a sequence idle there for the timeout: told every quarter of it, so that one
+                    // late pass is not yet too late.
+                    gateway.keepAlive(timeout.toNanos() / 4);
                 }
                 int closed = gateway != null ? gateway.closeIdle(timeout.toNanos()) : shard.closeIdle(timeout.toNanos());
                 if (closed > 0) {

@@ -94,6 +94,20 @@ class ComputeSelectionTest {
     }
 
     @Test
+    void aGatewaysIdleTimeoutOutlastsItsCalls() {
+        Map<String, String> values = new HashMap<>();
+        values.put("pikv.role", "gateway");
+        values.put("pikv.gateway.shards", "http://127.0.0.1:1");
+        values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
+        values.put("pikv.gateway.call-timeout", "2m");
+        values.put("pikv.sequence-idle-timeout", "3m");
+        SidecarConfig config = config(values);
+        assertThatThrownBy(() -> new Sidecar(config)).isInstanceOf(IllegalStateException.class)
+                .hasMessage("invalid configuration pikv.sequence-idle-timeout: a gateway's idle timeout must be at "
+                        + "least twice pikv.gateway.call-timeout (PT2M), got PT3M");
+    }
+
+    @Test
     void aGatewaysShardListAndRoutingAreCheckedAtStartUp() {
         String[][] cases = {
             {null, null, "pikv.gateway.shards must list the shards' base URLs"},

@@ -40,7 +40,7 @@ class ShardNodeAppendTest {
                 node.append(idle, request(entry(Wire.NEXT_POSITION, p % 4, rnd)));
                 node.append(used, request(entry(Wire.NEXT_POSITION, p % 4, rnd)));
             }
-            assertThat(node.closeIdle(java.time.Duration.ofSeconds(2).toNanos())).isZero();
+            assertThat(node.closeIdle(java.time.Duration.ofMinutes(1).toNanos())).isZero();
             org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(3000)).until(() -> true);
             assertThat(node.lengths(used)).containsExactly(8); // a call: used now
             assertThat(node.closeIdle(java.time.Duration.ofSeconds(2).toNanos())).isEqualTo(1);
