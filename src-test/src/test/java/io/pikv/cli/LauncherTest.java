@@ -49,9 +49,6 @@ class LauncherTest {
     @Test
     void usageErrorsAreOneSentenceAndExitTwo() {
         for (String[] args : new String[][] {{}, {"frobnicate"}, {"bench", "nope"}, {"bench"},
-                {"bench", "cache", "--trace", "pom.xml", "--capacity", ","},
-                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", ","},
-                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--json", "pom.xml"},
                 {"bench", "compression", "--methods", ","}, {"gpu-check", "--contexts", ","},
                 {"bench", "attention", "--context", "many"}, {"bench", "cache", "--capacity", "10"},
                 {"bench", "cache", "--trace", "/no/such/file.jsonl", "--capacity", "10"},
@@ -239,6 +236,26 @@ class LauncherTest {
         assertThat(row.get("capacity").asInt()).isEqualTo(capacity);
         assertThat(row.get("hit_rate").asDouble()).isCloseTo(hitRate, org.assertj.core.data.Offset.offset(1e-5));
         assertThat(row.get("ratio_to_belady").asDouble()).isEqualTo(ratio);
+    }
+
+    @Test
+    void emptyListsAndAJsonFileThatIsTheInputAreRefusedBeforeAnyWork(@TempDir Path dir) throws Exception {
+        Path trace = dir.resolve("trace.jsonl");
+        String text = "{\"timestamp\": 0, \"hash_ids\": [1, 2]}\n{\"timestamp\": 1, \"hash_ids\": [1, 2]}\n";
+        Files.writeString(trace, text);
+        String file = trace.toString();
+        Run capacity = run("bench", "cache", "--trace", file, "--capacity", ",");
+        assertThat(capacity.code()).isEqualTo(2);
+        assertThat(capacity.err().strip()).isEqualTo("pikv: --capacity needs at least one value.");
+        Run policies = run("bench", "cache", "--trace", file, "--capacity", "4", "--policies", ",");
+        assertThat(policies.code()).isEqualTo(2);
+        assertThat(policies.err().strip()).isEqualTo("pikv: --policies needs at least one value.");
+        Run overwrite = run("bench", "cache", "--trace", file, "--capacity", "4", "--json", file);
+        assertThat(overwrite.code()).isEqualTo(2);
+        assertThat(overwrite.err()).contains("the report would overwrite it");
+        assertThat(Files.readString(trace)).isEqualTo(text);
+        assertThat(run("bench", "cache", "--trace", file, "--capacity", "4", "--policies", "belady").err())
+                .contains("belady is always reported");
     }
 
     @Test
