@@ -10,7 +10,8 @@ import io.fabric8.generator.annotation.Required;
 public class SecretRef {
 
     @Required
-    @Pattern("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    @Pattern("^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    @io.fabric8.generator.annotation.Size(max = 253)
     @JsonPropertyDescription("Name of the Secret.")
     private String name;
 

@@ -257,8 +257,8 @@ public final class Gateway implements KvApi {
     }
 
     /**
-     * {@link #close(long)}; with {@code failed} (shared by a shutdown's closes) a shard that failed one close is not
-     * asked again: the sequence then stays closing, as when the shard fails it.
+     * {@link #close(long)}; with {@code failed} (shared by a shutdown's or an idle pass's closes) a shard that failed
+     * one close is not asked again: the sequence then stays closing, as when the shard fails it.
      */
     private void close(long sequence, java.util.Set<SidecarClient> failed) {
         close(sequence, failed, -1);
@@ -273,11 +273,15 @@ public final class Gateway implements KvApi {
         if (state == null) {
             throw new UnknownSequenceException(sequence);
         }
+        long waitFrom = System.nanoTime();
         synchronized (state) { // after any step or append of the sequence in flight, which may still undo
             if (sequences.get(sequence) != state || state.closeInFlight) {
                 throw new UnknownSequenceException(sequence);
             }
-            if (idleNanos >= 0 && System.nanoTime() - state.lastUsed <= idleNanos) {
+            // Not idle if a call used it lately, or held it while this waited (a call of several shard calls may
+            // outlast the timeout it started within).
+            if (idleNanos >= 0 && (System.nanoTime() - state.lastUsed <= idleNanos
+                    || System.nanoTime() - waitFrom > HELD)) {
                 return false;
             }
             state.closing = true;
@@ -289,7 +293,7 @@ public final class Gateway implements KvApi {
             for (SidecarClient shard : shards) {
                 if (failed != null && failed.contains(shard)) {
                     if (first == null) {
-                        first = new IllegalStateException(shard.base() + " failed an earlier close of this shutdown");
+                        first = new IllegalStateException(shard.base() + " failed an earlier close of this pass");
                     }
                     continue;
                 }
@@ -732,6 +736,9 @@ public final class Gateway implements KvApi {
         state.lastUsed = System.nanoTime();
         return state;
     }
+
+    /** Longer than taking a free lock: an idle close that waited this long for a sequence found it in use. */
+    static final long HELD = java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(5);
 
     /**
      * Tells every shard, with a cheap read of the sequence, that each open sequence not told so for {@code everyNanos}

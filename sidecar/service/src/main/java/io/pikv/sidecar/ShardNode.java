@@ -666,8 +666,11 @@ public final class ShardNode implements KvApi, AutoCloseable {
             if (System.nanoTime() - state.lastUsed <= idleNanos) {
                 continue;
             }
+            long asked = System.nanoTime();
             synchronized (state) {
-                if (sequences.get(e.getKey()) == state && System.nanoTime() - state.lastUsed > idleNanos) {
+                // Not if a call held it while this waited: it was in use to the end of that call.
+                if (sequences.get(e.getKey()) == state && System.nanoTime() - state.lastUsed > idleNanos
+                        && System.nanoTime() - asked <= Gateway.HELD) {
                     closeLocked(e.getKey(), state);
                     closed++;
                 }

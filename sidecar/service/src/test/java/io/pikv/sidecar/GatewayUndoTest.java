@@ -53,6 +53,8 @@ class GatewayUndoTest {
         volatile java.util.concurrent.CountDownLatch createGate;
         /** When set, a close waits for it before it answers. */
         volatile java.util.concurrent.CountDownLatch closeGate;
+        /** When set, an append waits for it before it answers. */
+        volatile java.util.concurrent.CountDownLatch appendGate;
 
         FakeShard() throws IOException {
             server = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 0);
@@ -81,6 +83,14 @@ class GatewayUndoTest {
                         : "{\"type\":\"" + (createStatus == 409 ? "urn:pikv:problem:sequence-exists" : "about:blank")
                         + "\",\"status\":" + createStatus + ",\"title\":\"x\"}");
             } else if (path.endsWith("/entries")) {
+                java.util.concurrent.CountDownLatch gate = appendGate;
+                if (gate != null) {
+                    try {
+                        gate.await(10, java.util.concurrent.TimeUnit.SECONDS);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                }
                 // A sidecar's problem kinds: 409 budget-exceeded, 400 invalid-request, 404 unknown-sequence.
                 String kind = switch (appendStatus) {
                     case 409 -> "urn:pikv:problem:budget-exceeded";
@@ -215,6 +225,29 @@ class GatewayUndoTest {
         assertThat(fakes.get(0).requests).doesNotContain("DELETE /v1/sequences/" + used);
         assertThat(g.lengths(used)).containsExactly(0);
         assertThat(g.openSequences()).isEqualTo(1);
+    }
+
+    @Test
+    void aSequenceACallHoldsPastTheIdleTimeoutIsNotClosedUnderIt() throws Exception {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
+        fakes.get(0).appendGate = gate;
+        float[] kv = new float[SHAPE.kvWidth()];
+        Wire.AppendRequest one = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv)});
+        // An append that starts now and takes 3 s (a slow shard), against an idle timeout of 2 s.
+        java.util.concurrent.CompletableFuture<int[]> append = java.util.concurrent.CompletableFuture.supplyAsync(
+                () -> g.append(seq, one));
+        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(2500)).until(() -> true);
+        java.util.concurrent.CompletableFuture<Integer> sweep = java.util.concurrent.CompletableFuture.supplyAsync(
+                () -> g.closeIdle(java.time.Duration.ofSeconds(2).toNanos()));
+        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(500)).until(() -> true);
+        gate.countDown();
+        assertThat(append.get(10, java.util.concurrent.TimeUnit.SECONDS)).containsExactly(0);
+        // The sweep waited for the append's lock: the sequence was in use to its end, so it stays open.
+        assertThat(sweep.get(10, java.util.concurrent.TimeUnit.SECONDS)).isZero();
+        assertThat(g.lengths(seq)).containsExactly(1);
     }
 
     @Test
