@@ -256,13 +256,7 @@ class ControlListenerTest {
 
     @Test
     void aLostBrokerOrAFailedPollKeepsTheEpochAndReadingResumes() throws Exception {
-        TopicPartition p0 = new TopicPartition("pikv.control", 0);
-        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
-                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
-        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
-                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
-        consumer.updateBeginningOffsets(Map.of(p0, 0L));
-        consumer.updateEndOffsets(Map.of(p0, 1L));
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = mockTopic();
         consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
                 "pikv.control", 0, 0L, "c1", bytes(state("c1", 3, "oldest-page", 0, 0, 1, 1)))));
         listener = new ControlListener("pikv.control", control, Duration.ofSeconds(30), () -> consumer, json, registry,
@@ -297,12 +291,7 @@ class ControlListenerTest {
     @Test
     void aRecordTheConsumerCannotReadIsSkippedAfterRetriesAndTheNextOnesApply() throws Exception {
         TopicPartition p0 = new TopicPartition("pikv.control", 0);
-        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
-                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
-        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
-                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
-        consumer.updateBeginningOffsets(Map.of(p0, 0L));
-        consumer.updateEndOffsets(Map.of(p0, 1L));
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = mockTopic();
         consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
                 "pikv.control", 0, 0L, "c1", bytes(state("c1", 3, "oldest-page", 0, 0, 1, 1)))));
         listener = new ControlListener("pikv.control", control, Duration.ofSeconds(30), () -> consumer, json, registry,
@@ -332,6 +321,18 @@ class ControlListenerTest {
                 List.of(p0))).isNull();
     }
 
+    /** A mock consumer of a one-partition {@code pikv.control} whose end is offset 1 (one record to read). */
+    static org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> mockTopic() {
+        TopicPartition p0 = new TopicPartition("pikv.control", 0);
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
+                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
+        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
+                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
+        consumer.updateBeginningOffsets(Map.of(p0, 0L));
+        consumer.updateEndOffsets(Map.of(p0, 1L));
+        return consumer;
+    }
+
     byte[] bytes(ControlState state) {
         try {
             return json.writeValueAsBytes(state);
@@ -342,13 +343,7 @@ class ControlListenerTest {
 
     @Test
     void aRecordThatLeavesOutPolicyAndBudgetAppliesWithTheConfiguredOnes() throws Exception {
-        TopicPartition p0 = new TopicPartition("pikv.control", 0);
-        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
-                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
-        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
-                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
-        consumer.updateBeginningOffsets(Map.of(p0, 0L));
-        consumer.updateEndOffsets(Map.of(p0, 1L));
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = mockTopic();
         byte[] record = "{\"version\":1,\"cluster\":\"c1\",\"epoch\":3,\"shardOfExpert\":[0,0,0,0],\"shards\":1}"
                 .getBytes(java.nio.charset.StandardCharsets.UTF_8);
         consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
