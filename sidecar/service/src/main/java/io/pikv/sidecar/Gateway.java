@@ -281,7 +281,7 @@ public final class Gateway implements KvApi {
             // Not idle if a call used it lately, or held it while this waited (a call of several shard calls may
             // outlast the timeout it started within).
             if (idleNanos >= 0 && (System.nanoTime() - state.lastUsed <= idleNanos
-                    || System.nanoTime() - waitFrom > HELD)) {
+                    || System.nanoTime() - waitFrom > IDLE_SWEEP_HELD_NANOS)) {
                 return false;
             }
             state.closing = true;
@@ -736,9 +736,6 @@ public final class Gateway implements KvApi {
         state.lastUsed = System.nanoTime();
         return state;
     }
-
-    /** Longer than taking a free lock: an idle close that waited this long for a sequence found it in use. */
-    static final long HELD = java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(5);
 
     /**
      * Tells every shard, with a cheap read of the sequence, that each open sequence not told so for {@code everyNanos}

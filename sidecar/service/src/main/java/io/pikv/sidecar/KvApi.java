@@ -9,6 +9,12 @@ import io.pikv.sidecar.wire.Wire;
  */
 public interface KvApi {
 
+    /**
+     * Longer than taking a free lock: a sweep of idle sequences that waited this long for one found it held by a call,
+     * so in use, and leaves it for the next pass.
+     */
+    long IDLE_SWEEP_HELD_NANOS = java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(5);
+
     /** Registers a sequence with {@code requested} as its id (null: pick one); returns the id. */
     long create(Long requested);
 

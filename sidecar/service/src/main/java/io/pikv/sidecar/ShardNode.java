@@ -670,7 +670,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
             synchronized (state) {
                 // Not if a call held it while this waited: it was in use to the end of that call.
                 if (sequences.get(e.getKey()) == state && System.nanoTime() - state.lastUsed > idleNanos
-                        && System.nanoTime() - asked <= Gateway.HELD) {
+                        && System.nanoTime() - asked <= IDLE_SWEEP_HELD_NANOS) {
                     closeLocked(e.getKey(), state);
                     closed++;
                 }

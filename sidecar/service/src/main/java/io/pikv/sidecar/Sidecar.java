@@ -58,10 +58,9 @@ public class Sidecar {
         if (config.role() == Role.gateway && !config.sequenceIdleTimeout().isZero() && !call.isNegative()
                 && !call.isZero() && call.toMillis() <= Integer.MAX_VALUE) { // else the gateway's check says why
             // A call that holds a sequence longer than its idle timeout would find it closed when it ends.
-            check("pikv.sequence-idle-timeout", config.sequenceIdleTimeout().compareTo(
-                            config.gateway().callTimeout().multipliedBy(2)) >= 0,
-                    "a gateway's idle timeout must be at least twice pikv.gateway.call-timeout ("
-                            + config.gateway().callTimeout() + "), got " + config.sequenceIdleTimeout());
+            check("pikv.sequence-idle-timeout", config.sequenceIdleTimeout().compareTo(call.multipliedBy(2)) >= 0,
+                    "a gateway's idle timeout must be at least twice pikv.gateway.call-timeout (" + call + "), got "
+                            + config.sequenceIdleTimeout());
         }
         check("pikv.control.startup-wait", !config.control().startupWait().isNegative(),
                 "the start-up wait must not be negative, got " + config.control().startupWait());
@@ -148,7 +147,7 @@ public class Sidecar {
         return Runtime.getRuntime().maxMemory();
     }
 
-    /** Heap a shard needs beside its entries' bookkeeping (the server, the block cache): the operator gives at least this. */
+    /** Heap a shard needs beside its entries' bookkeeping (the server, the block cache); the operator gives this. */
     static final long OTHER_HEAP = 256L << 20;
 
     /**
