@@ -20,7 +20,8 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
 /**
- * Readiness of the KV path: a shard is ready when its store is (reported with its fill level). A gateway asks all its
+ * Readiness of the KV path: a shard's store serves from start-up on, so this check is UP there (reporting its fill
+ * level; the shard's readiness also waits for its control topic: {@code pikv-control}). A gateway asks all its
  * shards for their readiness at once and waits 0.8 s at most (inside a probe's default 1 s); it is ready while at
  * least one shard is,
  * and its data say which are not: a step that needs a shard that is down gets a 502, but one shard restarting (a

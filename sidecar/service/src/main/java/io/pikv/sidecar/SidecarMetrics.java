@@ -29,10 +29,9 @@ public class SidecarMetrics {
         this.registry = registry;
         ShardNode shard = sidecar.shard();
         String role = sidecar.config().role().name();
-        String id = String.valueOf(sidecar.config().shardId());
-        step = timer("step", role, id);
-        attention = timer("attention", role, id);
-        append = timer("append", role, id);
+        step = timer("step", role);
+        attention = timer("attention", role);
+        append = timer("append", role);
         if (sidecar.config().role() != Role.shard) {
             return;
         }
@@ -58,7 +57,7 @@ public class SidecarMetrics {
         FunctionCounter.builder(name, shard, f).description(help).register(registry);
     }
 
-    private Timer timer(String op, String role, String shard) {
+    private Timer timer(String op, String role) {
         return Timer.builder("pikv.request").description("Latency of KV operations").tag("op", op).tag("role", role)
                 .publishPercentileHistogram().minimumExpectedValue(Duration.ofNanos(10_000))
                 .maximumExpectedValue(Duration.ofSeconds(10)).register(registry);

@@ -90,7 +90,8 @@ public class KafkaLink {
     public static String describe(Throwable cause) {
         Throwable t = cause;
         Throwable kafka = cause instanceof KafkaException ? cause : null;
-        while (t.getCause() != null && t.getCause() != t) {
+        // At most 32 causes deep: a chain that loops back (A to B to A) must not hold this link's monitor for good.
+        for (int depth = 0; t.getCause() != null && t.getCause() != t && depth < 32; depth++) {
             t = t.getCause();
             if (t instanceof KafkaException) {
                 kafka = t;

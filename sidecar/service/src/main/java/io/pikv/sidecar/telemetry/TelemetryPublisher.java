@@ -99,6 +99,12 @@ public final class TelemetryPublisher implements AutoCloseable {
         }
     }
 
+    /**
+     * Window times: the wall clock read once, then the monotonic clock's progress from there, so that a clock stepped
+     * back (NTP) never makes a window end before it starts.
+     */
+    private final long startMs = System.currentTimeMillis();
+    private final long startNanos = System.nanoTime();
     private final Settings settings;
     private final Source source;
     private final Supplier<Producer<String, byte[]>> producers;
@@ -138,7 +144,7 @@ public final class TelemetryPublisher implements AutoCloseable {
         this.key = CacheEvents.key(settings.cluster(), settings.shard());
         this.buffer = new TelemetryBuffer(settings.bufferRecords());
         this.window = new TelemetryWindow(settings.cluster(), settings.shard(), settings.experts(),
-                UUID.randomUUID().toString(), source.stats(), source.blocks(), System.currentTimeMillis());
+                UUID.randomUUID().toString(), source.stats(), source.blocks(), nowMs());
         this.ticker = Executors.newSingleThreadScheduledExecutor(r -> daemon(r, "pikv-telemetry-window"));
         this.sender = daemon(this::send, "pikv-telemetry-send");
         this.published = Counter.builder("pikv.telemetry.records.published")
@@ -174,7 +180,7 @@ public final class TelemetryPublisher implements AutoCloseable {
     public CacheEvents closeWindow() {
         synchronized (window) {
             CacheEvents record = source.consistent(() -> window.close(source.stats(), source.blocks(),
-                    System.currentTimeMillis(), source.policy().activePolicy(), source.epoch()));
+                    nowMs(), source.policy().activePolicy(), source.epoch()));
             buffer.add(record);
             return record;
         }
@@ -386,6 +392,10 @@ public final class TelemetryPublisher implements AutoCloseable {
      * Stops the windows, queues the last (partial) window and gives the sender a moment to deliver what is
      * buffered; what Kafka has not taken then is lost.
      */
+    private long nowMs() {
+        return startMs + (System.nanoTime() - startNanos) / 1_000_000;
+    }
+
     @Override
     public void close() {
         ticker.shutdownNow();
