@@ -256,13 +256,7 @@ class ControlListenerTest {
 
     @Test
     void aLostBrokerOrAFailedPollKeepsTheEpochAndReadingResumes() throws Exception {
-        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = mockTopic();
-        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
-                "pikv.control", 0, 0L, "c1", bytes(state("c1", 3, "oldest-page", 0, 0, 1, 1)))));
-        listener = new ControlListener("pikv.control", control, Duration.ofSeconds(30), () -> consumer, json, registry,
-                link);
-        listener.start();
-        await().atMost(Duration.ofSeconds(10)).until(listener::ready);
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = readEpochThree();
         assertThat(control.epoch()).isEqualTo(3);
         assertThat(link.status(KafkaLink.Client.CONTROL).state()).isEqualTo("up");
 
@@ -291,13 +285,7 @@ class ControlListenerTest {
     @Test
     void aRecordTheConsumerCannotReadIsSkippedAfterRetriesAndTheNextOnesApply() throws Exception {
         TopicPartition p0 = new TopicPartition("pikv.control", 0);
-        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = mockTopic();
-        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
-                "pikv.control", 0, 0L, "c1", bytes(state("c1", 3, "oldest-page", 0, 0, 1, 1)))));
-        listener = new ControlListener("pikv.control", control, Duration.ofSeconds(30), () -> consumer, json, registry,
-                link);
-        listener.start();
-        await().atMost(Duration.ofSeconds(10)).until(listener::ready);
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = readEpochThree();
         // The batch at offset 1 fails its checksum: every fetch of it fails the same way, as Kafka's consumer says.
         for (int i = 0; i < ControlListener.CORRUPT_TRIES; i++) {
             consumer.schedulePollTask(() -> {
@@ -330,6 +318,18 @@ class ControlListenerTest {
                 null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
         consumer.updateBeginningOffsets(Map.of(p0, 0L));
         consumer.updateEndOffsets(Map.of(p0, 1L));
+        return consumer;
+    }
+
+    /** A listener started on {@link #mockTopic()} whose one record, epoch 3, it has read: ready. */
+    org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> readEpochThree() {
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = mockTopic();
+        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
+                "pikv.control", 0, 0L, "c1", bytes(state("c1", 3, "oldest-page", 0, 0, 1, 1)))));
+        listener = new ControlListener("pikv.control", control, Duration.ofSeconds(30), () -> consumer, json, registry,
+                link);
+        listener.start();
+        await().atMost(Duration.ofSeconds(10)).until(listener::ready);
         return consumer;
     }
 
