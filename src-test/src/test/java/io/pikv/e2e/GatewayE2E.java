@@ -32,6 +32,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
  * answers equal the engine's in one process, an expert moved to another shard loses nothing, and bad requests and
  * a lost shard get problem answers.
  */
+@org.junit.jupiter.api.TestMethodOrder(org.junit.jupiter.api.MethodOrderer.OrderAnnotation.class)
 class GatewayE2E {
     static final ModelShape SHAPE = new ModelShape(2, 4, 2, 16, 4, 2);
     static SidecarProcess shard0;
@@ -218,6 +219,46 @@ class GatewayE2E {
         assertThatThrownBy(() -> client.step(seq + 1, step(0, rnd))).isInstanceOf(SidecarException.class)
                 .satisfies(x -> assertThat(((SidecarException) x).status()).isEqualTo(404));
         client.closeSequence(seq);
+    }
+
+    @Test
+    @org.junit.jupiter.api.Order(Integer.MAX_VALUE) // last: it stops a shard
+    void aLostShardIsABadGatewayAndTheGatewayStaysReadyOnTheOther() throws Exception {
+        long seq = client.createSequence(null);
+        Random rnd = new Random(5);
+        int owner0 = java.util.stream.IntStream.range(0, 4).filter(x -> shardOf(x) == 0).findFirst().orElseThrow();
+        int owner1 = java.util.stream.IntStream.range(0, 4).filter(x -> shardOf(x) == 1).findFirst().orElseThrow();
+        client.append(seq, new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, owner0, gaussian(SHAPE.kvWidth(), rnd),
+                    gaussian(SHAPE.kvWidth(), rnd)),
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, owner1, gaussian(SHAPE.kvWidth(), rnd),
+                    gaussian(SHAPE.kvWidth(), rnd))}));
+        shard1.close();
+        // The step's attention needs shard 1, which holds entries in scope: a 502 that names the shard's failure.
+        Wire.StepRequest step = new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, Wire.SCOPE_ALL, null,
+                new int[] {owner0}, gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd),
+                gaussian(SHAPE.kvWidth(), rnd));
+        assertThatThrownBy(() -> client.step(seq, step)).isInstanceOf(SidecarException.class)
+                .satisfies(x -> assertThat(((SidecarException) x).status()).isEqualTo(502))
+                .satisfies(x -> assertThat(((SidecarException) x).type())
+                        .isEqualTo("urn:pikv:problem:shard-unavailable"));
+        // Nothing of the failed step stays: shard 0 holds the one entry it held.
+        assertThat(new SidecarClient(shard0.uri(), SHAPE).resident(seq, 0)).isEqualTo(1);
+        // Ready while one shard is, saying which is not.
+        HttpResponse<String> ready = HttpClient.newHttpClient().send(HttpRequest.newBuilder(
+                gateway.uri().resolve("/q/health/ready")).build(), HttpResponse.BodyHandlers.ofString());
+        assertThat(ready.statusCode()).as(ready.body()).isEqualTo(200);
+        com.fasterxml.jackson.databind.JsonNode kv = null;
+        for (com.fasterxml.jackson.databind.JsonNode check : new com.fasterxml.jackson.databind.ObjectMapper()
+                .readTree(ready.body()).get("checks")) {
+            if (check.get("name").asText().equals("kv")) {
+                kv = check.get("data");
+            }
+        }
+        assertThat(kv).as(ready.body()).isNotNull();
+        assertThat(kv.get("shard-0").asText()).isEqualTo("ready");
+        assertThat(kv.get("shard-1").asText()).isEqualTo("unreachable or not ready");
+        assertThat(kv.get("readyShards").asText()).isEqualTo("1/2");
     }
 
     static int shardOf(int expert) {
