@@ -26,7 +26,8 @@ public class CompressionSpec {
             + "low-rank methods; the shards do not fit their bases yet, so a cluster naming them is refused.")
     private String method = "none";
 
-    @JsonPropertyDescription("Method knobs by name: keyRank, valueRank, outlierDirections, minExpertTokens (lowrank; minExpertTokens lowrank-expert only); "
+    @JsonPropertyDescription("Method knobs by name: keyRank, valueRank, outlierDirections, minExpertTokens "
+            + "(lowrank; minExpertTokens lowrank-expert only); "
             + "budget (fraction of tokens kept, (0, 1], required), beta (>= 1, default 20), sinks (default 4), "
             + "window (default 32) (pyramid). "
             + "Names the chosen methods do not use are rejected.")

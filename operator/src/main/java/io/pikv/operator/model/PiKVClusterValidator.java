@@ -331,9 +331,9 @@ public final class PiKVClusterValidator {
     }
 
     /**
-     * The heap a shard needs beside its other memory for the bookkeeping of a full budget: {@link #HEAP_PER_ENTRY_BYTES}
-     * per (token, layer) entry that the budget's pages hold. 0 when the model or the budget is not valid (reported
-     * elsewhere).
+     * The heap a shard needs beside its other memory for the bookkeeping of a full budget:
+     * {@link #HEAP_PER_ENTRY_BYTES} per (token, layer) entry that the budget's pages hold. 0 when the model or the
+     * budget is not valid (reported elsewhere).
      */
     public static long bookkeepingBytes(PiKVClusterSpec spec, long budgetBytes) {
         ModelSpec m = spec.getModel();

@@ -558,7 +558,10 @@ public final class ShardCluster {
         return (containerMemoryBytes - budgetBytes - bookkeepingBytes) / 2;
     }
 
-    /** Memory of the sidecar container: what the spec gives, else the budget, its entries' bookkeeping and the operator's overhead. */
+    /**
+     * Memory of the sidecar container: what the spec gives, else the budget, its entries' bookkeeping and the
+     * operator's overhead.
+     */
     static long containerMemory(PiKVClusterSpec spec, long budgetBytes, long bookkeepingBytes,
                                 OperatorSettings settings) {
         ResourceRequirements r = spec.getSidecar() == null ? null : spec.getSidecar().getResources();

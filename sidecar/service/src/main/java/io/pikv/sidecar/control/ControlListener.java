@@ -392,7 +392,8 @@ public final class ControlListener implements AutoCloseable {
     /** Failures in a row at one position of a corrupt partition before its record is skipped. */
     static final int CORRUPT_TRIES = 3;
     private static final java.util.regex.Pattern CORRUPT = java.util.regex.Pattern.compile(
-            "Received exception when fetching the next record from (.+)-(\\d+)\\. If needed, please seek past the record");
+            "Received exception when fetching the next record from (.+)-(\\d+)\\. "
+                    + "If needed, please seek past the record");
     private TopicPartition corruptAt;
     private long corruptOffset = -1;
     private int corruptTries;
