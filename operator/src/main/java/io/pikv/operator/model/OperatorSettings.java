@@ -16,6 +16,10 @@ public record OperatorSettings(String sidecarImage, long memoryOverheadBytes) {
         if (sidecarImage == null || sidecarImage.isBlank()) {
             throw new IllegalArgumentException("pikv.operator.sidecar-image must name an image");
         }
+        if (sidecarImage.chars().anyMatch(Character::isWhitespace)) {
+            throw new IllegalArgumentException("pikv.operator.sidecar-image '" + sidecarImage
+                    + "' is not an image reference (it holds whitespace)");
+        }
         if (memoryOverheadBytes < PiKVClusterValidator.MIN_MEMORY_OVERHEAD_BYTES) {
             throw new IllegalArgumentException("pikv.operator.memory-overhead must be at least "
                     + (PiKVClusterValidator.MIN_MEMORY_OVERHEAD_BYTES >> 20) + "Mi, got " + memoryOverheadBytes + " bytes");

@@ -12,6 +12,12 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 class OperatorBeansTest {
 
     static OperatorConfig config(String image, String overhead) {
+        return config(image, overhead, Duration.ofMinutes(5), Duration.ofSeconds(10), Duration.ofMinutes(10),
+                "pikv-operator-lease");
+    }
+
+    static OperatorConfig config(String image, String overhead, Duration resync, Duration progress, Duration deadline,
+                                 String lease) {
         return new OperatorConfig() {
             @Override
             public String sidecarImage() {
@@ -25,22 +31,22 @@ class OperatorBeansTest {
 
             @Override
             public Duration resyncInterval() {
-                return Duration.ofMinutes(5);
+                return resync;
             }
 
             @Override
             public Duration progressInterval() {
-                return Duration.ofSeconds(10);
+                return progress;
             }
 
             @Override
             public Duration progressDeadline() {
-                return Duration.ofMinutes(10);
+                return deadline;
             }
 
             @Override
             public String leaseName() {
-                return "pikv-operator-lease";
+                return lease;
             }
         };
     }
@@ -65,5 +71,29 @@ class OperatorBeansTest {
         assertThatThrownBy(() -> new OperatorBeans().operatorSettings(config("i", "lots")))
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessage("pikv.operator.memory-overhead 'lots' is not a quantity (e.g. 1Gi)");
+    }
+
+    @Test
+    void intervalsDeadlineAndLeaseNameAreChecked() {
+        Duration m5 = Duration.ofMinutes(5);
+        Duration s10 = Duration.ofSeconds(10);
+        Duration m10 = Duration.ofMinutes(10);
+        OperatorBeans beans = new OperatorBeans();
+        assertThat(beans.operatorSettings(config("i", "1Gi", Duration.ofSeconds(1), Duration.ofDays(1), Duration.ZERO,
+                "a.b-c"))).as("the bounds themselves, and a deadline of 0 (off)").isNotNull();
+        assertThatThrownBy(() -> beans.operatorSettings(config("i", "1Gi", Duration.ZERO, s10, m10, "l")))
+                .hasMessage("pikv.operator.resync-interval must be from 1S to 24H, got PT0S");
+        assertThatThrownBy(() -> beans.operatorSettings(config("i", "1Gi", m5, Duration.ofMillis(-5), m10, "l")))
+                .hasMessage("pikv.operator.progress-interval must be from 1S to 24H, got PT-0.005S");
+        assertThatThrownBy(() -> beans.operatorSettings(config("i", "1Gi", m5, Duration.ofHours(25), m10, "l")))
+                .hasMessage("pikv.operator.progress-interval must be from 1S to 24H, got PT25H");
+        assertThatThrownBy(() -> beans.operatorSettings(config("i", "1Gi", m5, s10, Duration.ofSeconds(-1), "l")))
+                .hasMessage("pikv.operator.progress-deadline must be 0 (off) or from 1S to 365D, got PT-1S");
+        assertThatThrownBy(() -> beans.operatorSettings(config("i", "1Gi", m5, s10, Duration.ofMillis(500), "l")))
+                .hasMessageStartingWith("pikv.operator.progress-deadline must be 0 (off)");
+        assertThatThrownBy(() -> beans.operatorSettings(config("i", "1Gi", m5, s10, m10, "Lease_1")))
+                .hasMessageStartingWith("pikv.operator.lease-name 'Lease_1' is not a Lease name");
+        assertThatThrownBy(() -> beans.operatorSettings(config("reg/pikv:1 ", "1Gi")))
+                .hasMessage("pikv.operator.sidecar-image 'reg/pikv:1 ' is not an image reference (it holds whitespace)");
     }
 }
