@@ -92,8 +92,9 @@ public final class KvShard {
         this.projection = projection;
         this.projK = new float[shape.kvWidth()];
         this.projV = new float[shape.kvWidth()];
-        if (buckets < 1 || Integer.bitCount(buckets) != 1) {
-            throw new IllegalArgumentException("buckets must be a power of two >= 1, got " + buckets);
+        if (buckets < 1 || buckets > 1024 || Integer.bitCount(buckets) != 1) {
+            // Every (sequence, layer) holds a segment per bucket from its first entry on, as in KvStoreConfig.
+            throw new IllegalArgumentException("buckets must be a power of two in [1, 1024], got " + buckets);
         }
         this.id = id;
         this.shape = shape;

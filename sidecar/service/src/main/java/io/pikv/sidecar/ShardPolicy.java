@@ -82,6 +82,10 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
                 throw new IllegalArgumentException("eviction parameters are name=value pairs separated by commas, got '"
                         + pair.trim() + "' in '" + text + "'");
             }
+            if (out.containsKey(key)) {
+                throw new IllegalArgumentException("eviction parameter " + key + " is given twice in '" + text
+                        + "': give each once");
+            }
             try {
                 out.put(key, Double.parseDouble(pair.substring(eq + 1).trim()));
             } catch (NumberFormatException e) {

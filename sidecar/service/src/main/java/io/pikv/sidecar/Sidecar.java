@@ -47,6 +47,10 @@ public class Sidecar {
                     + "their variables are in docs/sidecar-api.md)", unknown);
         }
         check("pikv.shard-id", config.shardId() >= 0, "a shard id is >= 0, got " + config.shardId());
+        // The cluster keys its control records and the shards' telemetry: a blank one would match no operator's.
+        check("pikv.cluster", !config.cluster().isBlank() && config.cluster().chars().noneMatch(Character::isWhitespace),
+                "a cluster name is a non-empty name without whitespace (the operator sets <namespace>/<name>), got '"
+                        + config.cluster() + "'");
         check("pikv.api.max-body-bytes", config.api().maxBodyBytes() >= 1,
                 "the largest request body must be at least 1 byte, got " + config.api().maxBodyBytes());
         check("pikv.sequence-idle-timeout", config.sequenceIdleTimeout().isZero()
@@ -62,14 +66,19 @@ public class Sidecar {
                     "a gateway's idle timeout must be at least twice pikv.gateway.call-timeout (" + call + "), got "
                             + config.sequenceIdleTimeout());
         }
-        check("pikv.control.startup-wait", !config.control().startupWait().isNegative(),
-                "the start-up wait must not be negative, got " + config.control().startupWait());
+        check("pikv.control.startup-wait", !config.control().startupWait().isNegative()
+                        && config.control().startupWait().compareTo(java.time.Duration.ofDays(1)) <= 0,
+                "the start-up wait is from 0 to 1 day, got " + config.control().startupWait());
         check("pikv.control.topic", org.apache.kafka.common.internals.Topic.isValid(config.control().topic()),
                 "a Kafka topic name is 1 to 249 of the characters a-z A-Z 0-9 . _ - (and not . or ..), got '"
                         + config.control().topic() + "'");
         check("pikv.telemetry.topic", org.apache.kafka.common.internals.Topic.isValid(config.telemetry().topic()),
                 "a Kafka topic name is 1 to 249 of the characters a-z A-Z 0-9 . _ - (and not . or ..), got '"
                         + config.telemetry().topic() + "'");
+        check("pikv.telemetry.topic", !(config.telemetry().enabled() && config.control().enabled()
+                        && config.telemetry().topic().equals(config.control().topic())),
+                "telemetry and control need topics of their own (control is a compacted topic of desired states), got '"
+                        + config.telemetry().topic() + "' for both");
         // With control on, KV requests wait for the control listener (installed at start-up): until it has read the
         // topic, the map, policy and budget in effect may be stale.
         notReady = config.control().enabled() ? () -> "it is starting" : () -> null;
@@ -222,7 +231,9 @@ public class Sidecar {
         if (urls.isEmpty()) {
             throw new IllegalArgumentException("pikv.gateway.shards must list the shards' base URLs");
         }
+        checkRoutingKnobs(config.gateway());
         List<SidecarClient> clients = new ArrayList<>();
+        java.util.Map<String, String> origins = new java.util.HashMap<>();
         for (String url : urls) {
             if (!url.contains("://")) {
                 throw new IllegalArgumentException("'" + url.trim() + "' has no scheme: list each shard as "
@@ -237,6 +248,15 @@ public class Sidecar {
             if (uri.getScheme() == null || uri.getHost() == null) {
                 throw new IllegalArgumentException("'" + url + "' is not an http(s) URL with a host");
             }
+            String scheme = uri.getScheme().toLowerCase(java.util.Locale.ROOT);
+            String origin = scheme + "://" + uri.getHost().toLowerCase(java.util.Locale.ROOT) + ":"
+                    + (uri.getPort() >= 0 ? uri.getPort() : "https".equals(scheme) ? 443 : 80);
+            String before = origins.putIfAbsent(origin, url.trim());
+            if (before != null) {
+                // Two "shards" in one process would each be sent a share of every sequence under the same id.
+                throw new IllegalArgumentException("pikv.gateway.shards lists the shard " + origin + " twice ('"
+                        + before + "' and '" + url.trim() + "'): list each shard once");
+            }
             clients.add(new SidecarClient(uri, shape, config.gateway().connectTimeout(), config.gateway().callTimeout(),
                     config.gateway().idleConnections()));
         }
@@ -248,6 +268,19 @@ public class Sidecar {
                     + config.gateway().routing() + "'");
         };
         return new Gateway(shape, clients, routers);
+    }
+
+    /** The cache-aware routing knobs, checked whatever the routing, so a bad value is said before anyone relies on it. */
+    static void checkRoutingKnobs(SidecarConfig.Gateway g) {
+        if (!Double.isFinite(g.lambda()) || g.lambda() < 0) {
+            throw new IllegalArgumentException("pikv.gateway.lambda must be a finite number >= 0, got " + g.lambda());
+        }
+        if (g.window() < 1) {
+            throw new IllegalArgumentException("pikv.gateway.window must be at least 1 token, got " + g.window());
+        }
+        if (!(g.nullRatio() >= 0 && g.nullRatio() < 1)) {
+            throw new IllegalArgumentException("pikv.gateway.null-ratio must be in [0, 1), got " + g.nullRatio());
+        }
     }
 
     void started(@Observes StartupEvent event) {

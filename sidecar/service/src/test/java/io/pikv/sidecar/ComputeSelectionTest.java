@@ -39,10 +39,23 @@ class ComputeSelectionTest {
     void settingsOutOfRangeStopStartUpWithTheReason() {
         String[][] cases = {
             {"pikv.shard-id", "-1", "invalid configuration pikv.shard-id: a shard id is >= 0, got -1"},
+            {"pikv.cluster", "ns/my cluster", "invalid configuration pikv.cluster: a cluster name is a non-empty name "
+                + "without whitespace (the operator sets <namespace>/<name>), got 'ns/my cluster'"},
             {"pikv.api.max-body-bytes", "0", "invalid configuration pikv.api.max-body-bytes: the largest request "
                 + "body must be at least 1 byte, got 0"},
             {"pikv.control.startup-wait", "-5s", "invalid configuration pikv.control.startup-wait: the start-up "
-                + "wait must not be negative"},
+                + "wait is from 0 to 1 day, got PT-5S"},
+            {"pikv.control.startup-wait", "400000000000d", "invalid configuration pikv.control.startup-wait: the "
+                + "start-up wait is from 0 to 1 day"},
+            {"pikv.telemetry.window", "400000000000d", "invalid configuration pikv.telemetry.window: a telemetry "
+                + "window is from 1 ms to 1 h"},
+            {"pikv.telemetry.send-timeout", "400000000000d", "invalid configuration pikv.telemetry.send-timeout: a "
+                + "send may take from 1 s"},
+            {"pikv.control.topic", "pikv.cache-events", "invalid configuration pikv.telemetry.topic: telemetry and "
+                + "control need topics of their own (control is a compacted topic of desired states), got "
+                + "'pikv.cache-events' for both"},
+            {"pikv.store.buckets", "2048", "invalid configuration pikv.store.*: buckets must be a power of two in "
+                + "[1, 1024], got 2048"},
             {"pikv.sequence-idle-timeout", "30s", "invalid configuration pikv.sequence-idle-timeout: the idle "
                 + "timeout of a sequence is 0 (never) or from 1 min (longer than a call may take) to 36,500 days, "
                 + "got PT30S"},
@@ -57,8 +70,8 @@ class ComputeSelectionTest {
                 + "pikv.store.budget-bytes: a budget of " + Long.MAX_VALUE / 2 + " bytes exceeds the "},
             {"pikv.telemetry.buffer-records", "1", "invalid configuration pikv.telemetry.buffer-records: the "
                 + "telemetry buffer holds at least two records (one may wait for a retry), got 1"},
-            {"pikv.telemetry.window", "0s", "invalid configuration pikv.telemetry.window: a telemetry window is at "
-                + "least 1 ms"},
+            {"pikv.telemetry.window", "0s", "invalid configuration pikv.telemetry.window: a telemetry window is from "
+                + "1 ms to 1 h"},
             {"pikv.telemetry.send-timeout", "30d", "invalid configuration pikv.telemetry.send-timeout: a send may "
                 + "take from 1 s to 24 days"},
             {"pikv.store.eviction-parameters", "window", "invalid configuration pikv.store.eviction-parameters: "
@@ -116,7 +129,9 @@ class ComputeSelectionTest {
             {"http://", null, "'http://' is not a URL: "},
             {"ftp://shard-0:21", null, "'ftp://shard-0:21' is not an http or https URL"},
             {"http://shard-0:8080/v1", null, "'http://shard-0:8080/v1' must be an origin (scheme, host and port)"},
-            {"http://shard-0:8080", "round-robin", "routing must be hash or cache-aware, got 'round-robin'"}};
+            {"http://shard-0:8080", "round-robin", "routing must be hash or cache-aware, got 'round-robin'"},
+            {"http://Shard-0:80,http://shard-1:8080,http://shard-0/", null, "pikv.gateway.shards lists the shard "
+                + "http://shard-0:80 twice ('http://Shard-0:80' and 'http://shard-0/'): list each shard once"}};
         for (String[] c : cases) {
             Map<String, String> values = new HashMap<>();
             values.put("pikv.role", "gateway");
@@ -131,6 +146,29 @@ class ComputeSelectionTest {
             assertThatThrownBy(() -> new Sidecar(config)).as(c[0] + " / " + c[1])
                     .isInstanceOf(IllegalStateException.class)
                     .hasMessageStartingWith("invalid configuration pikv.gateway.*: " + c[2]);
+        }
+    }
+
+    @Test
+    void cacheAwareKnobsAreCheckedWhateverTheRouting() {
+        String[][] cases = {
+            {"pikv.gateway.lambda", "-0.5", "pikv.gateway.lambda must be a finite number >= 0, got -0.5"},
+            {"pikv.gateway.lambda", "NaN", "pikv.gateway.lambda must be a finite number >= 0, got NaN"},
+            {"pikv.gateway.window", "0", "pikv.gateway.window must be at least 1 token, got 0"},
+            {"pikv.gateway.null-ratio", "1", "pikv.gateway.null-ratio must be in [0, 1), got 1.0"}};
+        for (String routing : new String[] {"hash", "cache-aware"}) {
+            for (String[] c : cases) {
+                Map<String, String> values = new HashMap<>();
+                values.put("pikv.role", "gateway");
+                values.put("pikv.gateway.shards", "http://127.0.0.1:1");
+                values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
+                values.put("pikv.gateway.routing", routing);
+                values.put(c[0], c[1]);
+                SidecarConfig config = config(values);
+                assertThatThrownBy(() -> new Sidecar(config)).as(routing + ": " + c[0] + "=" + c[1])
+                        .isInstanceOf(IllegalStateException.class)
+                        .hasMessage("invalid configuration pikv.gateway.*: " + c[2]);
+            }
         }
     }
 

@@ -174,6 +174,8 @@ class ShardPolicyTest {
                 .hasMessage("eviction parameters are name=value pairs separated by commas, got 'sinks' in 'sinks'");
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> ShardPolicy.parseParameters("window=wide"))
                 .hasMessage("eviction parameter window must be a number, got 'wide'");
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> ShardPolicy.parseParameters("sinks=4, sinks =8"))
+                .hasMessage("eviction parameter sinks is given twice in 'sinks=4, sinks =8': give each once");
 
         ShardPolicy lrfu = ShardPolicy.of("lrfu", Map.of("halfLife", 512.0, "historyLimit", 64.0));
         assertThat(lrfu.activePolicy()).isEqualTo("lrfu");

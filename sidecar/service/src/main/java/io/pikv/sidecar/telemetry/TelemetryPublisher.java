@@ -60,8 +60,9 @@ public final class TelemetryPublisher implements AutoCloseable {
          * @throws IllegalArgumentException naming the setting that breaks its rule ({@code pikv.telemetry.…: why})
          */
         public static void check(Duration window, int bufferRecords, Duration sendTimeout) {
-            if (window.toMillis() < 1) {
-                throw new IllegalArgumentException("pikv.telemetry.window: a telemetry window is at least 1 ms, got "
+            // Compared as durations: toMillis of a huge one would overflow before saying which setting is wrong.
+            if (window.compareTo(Duration.ofMillis(1)) < 0 || window.compareTo(Duration.ofHours(1)) > 0) {
+                throw new IllegalArgumentException("pikv.telemetry.window: a telemetry window is from 1 ms to 1 h, got "
                         + window);
             }
             if (bufferRecords < 2) {
@@ -70,7 +71,8 @@ public final class TelemetryPublisher implements AutoCloseable {
                 throw new IllegalArgumentException("pikv.telemetry.buffer-records: the telemetry buffer holds at "
                         + "least two records (one may wait for a retry), got " + bufferRecords);
             }
-            if (sendTimeout.toMillis() < 1000 || sendTimeout.toMillis() > Integer.MAX_VALUE) {
+            if (sendTimeout.compareTo(Duration.ofSeconds(1)) < 0
+                    || sendTimeout.compareTo(Duration.ofMillis(Integer.MAX_VALUE)) > 0) {
                 throw new IllegalArgumentException("pikv.telemetry.send-timeout: a send may take from 1 s to "
                         + Integer.MAX_VALUE / 86_400_000 + " days (the producer's timeouts are int milliseconds), got "
                         + sendTimeout);
