@@ -116,6 +116,19 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             runningSpec = StatusJson.read(previous.getLastValidSpec(), PiKVClusterSpec.class);
             runningGeneration = previous.getLastValidGeneration() == null ? -1 : previous.getLastValidGeneration();
         }
+        // A last valid spec is checked again: one an older operator version accepted may fail this version's rules
+        // (an upgrade), and rendering it could roll the shards into settings they refuse. Its shards are left alone.
+        String lastValidRefused = null;
+        if (!validation.valid() && runningSpec != null) {
+            PiKVCluster lastValid = new PiKVCluster();
+            lastValid.setMetadata(cluster.getMetadata());
+            lastValid.setSpec(runningSpec);
+            PiKVClusterValidator.Result again = PiKVClusterValidator.validate(lastValid);
+            if (!again.valid()) {
+                lastValidRefused = again.summary();
+                runningSpec = null;
+            }
+        }
 
         // 2. Build the desired state and apply it through the dependents.
         ShardCluster running = null;
@@ -132,14 +145,15 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
 
         // 3. Decide what to tell: an event for every decision (after the status write), the last one into status.
         List<Decision> decisions = decisions(cluster, previous, validation, running, runningGeneration,
-                generation, now);
+                generation, now, lastValidRefused);
 
         // 4. Aggregate the status; patch it only when it changed.
         // Read even without a spec to run: shards left running unmanaged are still counted.
         StatefulSet sts = context.getSecondaryResource(StatefulSet.class).orElse(null);
         PiKVClusterStatus next = StatusAggregator.next(previous, new StatusAggregator.Snapshot(
                 cluster.getMetadata().getName(), generation, validation, running, runningGeneration,
-                running == null ? null : StatusJson.write(runningSpec), sts, decisions, now), config.progressDeadline());
+                running == null ? null : StatusJson.write(runningSpec), sts, decisions, now, lastValidRefused),
+                config.progressDeadline());
         Duration after = Conditions.isTrue(next.getConditions(), PiKVClusterStatus.READY) || running == null
                 ? config.resyncInterval() : config.progressInterval();
         if (StatusAggregator.changed(known, next)) {
@@ -194,11 +208,12 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
     /** The decisions this reconcile takes, each recorded as an Event (once: status remembers what was applied). */
     private List<Decision> decisions(PiKVCluster cluster, PiKVClusterStatus previous,
                                      PiKVClusterValidator.Result validation, ShardCluster running,
-                                     long runningGeneration, long generation, String now) {
+                                     long runningGeneration, long generation, String now,
+                                     String lastValidRefused) {
         List<Decision> out = new ArrayList<>();
         if (!validation.valid()) {
             String message = StatusAggregator.invalidMessage(generation, validation, running != null,
-                    runningGeneration, previous);
+                    runningGeneration, previous, lastValidRefused);
             // Once per distinct verdict: after the first time the Degraded condition carries the same text.
             if (!Conditions.is(previous.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID,
                     message)) {
@@ -264,11 +279,17 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         PiKVClusterStatus current = statusOf(cluster);
         PiKVClusterStatus status = current == null ? new PiKVClusterStatus()
                 : context.getClient().getKubernetesSerialization().clone(current); // the remembered one stays as written
-        if (Conditions.is(status.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.RECONCILE_FAILED,
-                message)) {
+        String now = Instant.now().truncatedTo(ChronoUnit.SECONDS).toString();
+        // The failed reconcile built no status: the shards' counts and readiness still follow the StatefulSet.
+        StatusAggregator.refreshShards(status, context.getSecondaryResource(StatefulSet.class).orElse(null), now);
+        boolean told = Conditions.is(status.getConditions(), PiKVClusterStatus.DEGRADED, true,
+                Reasons.RECONCILE_FAILED, message);
+        if (told) {
+            if (current != null && StatusAggregator.changed(current, status)) {
+                writeStatusQuietly(cluster, status, context);
+            }
             return after;
         }
-        String now = Instant.now().truncatedTo(ChronoUnit.SECONDS).toString();
         status.setConditions(Conditions.set(status.getConditions(), PiKVClusterStatus.DEGRADED, true,
                 Reasons.RECONCILE_FAILED, message, generation(cluster), now));
         // A stall over an invalid spec that is valid now (the failure is applying the fix) waits for no person any
@@ -286,16 +307,39 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             status.setConditions(Conditions.set(status.getConditions(), PiKVClusterStatus.RECONCILING, true,
                     Reasons.RECONCILE_FAILED, message, generation(cluster), now));
         }
-        // The same one-request write as a reconcile's, then the event; the SDK retries with backoff either way.
+        // The same one-request write as a reconcile's, then the event — also when the write fails for another reason
+        // than the cluster being gone or replaced, so that the failure is told somewhere (a repeat is counted on the
+        // same event); the SDK retries with backoff either way.
+        if (writeStatusQuietly(cluster, status, context)) {
+            events.warning(cluster, Reasons.RECONCILE_FAILED, message);
+        }
+        return after;
+    }
+
+    /**
+     * {@link #writeStatus}, logging a failure; false when the cluster is gone or is another object under its name (the
+     * patch's uid test failed), where nothing more should be said about it.
+     */
+    private boolean writeStatusQuietly(PiKVCluster cluster, PiKVClusterStatus status, Context<PiKVCluster> context) {
         try {
             writeStatus(cluster, status, context);
+            return true;
         } catch (KubernetesClientException failure) {
-            LOG.warnf("%s/%s: could not write the Degraded status: %s", cluster.getMetadata().getNamespace(),
-                    cluster.getMetadata().getName(), failure.getMessage());
-            return after;
+            LOG.warnf("%s/%s: could not write the status of a failed reconcile: %s",
+                    cluster.getMetadata().getNamespace(), cluster.getMetadata().getName(), failure.getMessage());
+            return stillThere(cluster, context);
         }
-        events.warning(cluster, Reasons.RECONCILE_FAILED, message);
-        return after;
+    }
+
+    /** Whether the API server still holds this cluster (same uid); true when it cannot tell. */
+    private static boolean stillThere(PiKVCluster cluster, Context<PiKVCluster> context) {
+        try {
+            PiKVCluster now = context.getClient().resources(PiKVCluster.class)
+                    .inNamespace(cluster.getMetadata().getNamespace()).withName(cluster.getMetadata().getName()).get();
+            return now != null && Objects.equals(now.getMetadata().getUid(), cluster.getMetadata().getUid());
+        } catch (KubernetesClientException e) {
+            return true;
+        }
     }
 
     /** Longest failure message put into a condition and an event. */

@@ -40,7 +40,15 @@ public final class StatusAggregator {
      */
     public record Snapshot(String name, long generation, PiKVClusterValidator.Result validation, ShardCluster running,
                            long runningGeneration, String runningSpecJson, StatefulSet statefulSet,
-                           List<Decision> decisions, String now) {
+                           List<Decision> decisions, String now, String lastValidRefused) {
+
+        /** A snapshot whose last valid spec, if any, was read back and passes this operator's checks. */
+        public Snapshot(String name, long generation, PiKVClusterValidator.Result validation, ShardCluster running,
+                        long runningGeneration, String runningSpecJson, StatefulSet statefulSet,
+                        List<Decision> decisions, String now) {
+            this(name, generation, validation, running, runningGeneration, runningSpecJson, statefulSet, decisions,
+                    now, null);
+        }
     }
 
     /** {@link #next(PiKVClusterStatus, Snapshot, Duration)} without a progress deadline. */
@@ -80,7 +88,8 @@ public final class StatusAggregator {
         // A valid spec's Degraded is set below, once it is known whether its rollout is past the progress deadline.
         if (!s.validation().valid()) {
             c = Conditions.set(c, PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID,
-                    invalidMessage(g, s.validation(), s.running() != null, s.runningGeneration(), prev), g, now);
+                    invalidMessage(g, s.validation(), s.running() != null, s.runningGeneration(), prev,
+                            s.lastValidRefused()), g, now);
         }
 
         if (s.running() == null) {
@@ -91,8 +100,9 @@ public final class StatusAggregator {
             c = Conditions.set(c, PiKVClusterStatus.PROGRESSING, false, Reasons.NO_VALID_SPEC,
                     "Nothing to roll out until the spec is valid.", g, now);
             c = Conditions.set(c, PiKVClusterStatus.READY, false, Reasons.NO_VALID_SPEC, unreadable
-                    ? "The last valid spec could not be read back; the shards are not managed until the spec is "
-                    + "valid." : "No valid spec has been applied.", g, now);
+                    ? "The last valid spec " + (s.lastValidRefused() == null ? "could not be read back"
+                    : "fails this operator's checks") + "; the shards are not managed until the spec is valid."
+                    : "No valid spec has been applied.", g, now);
             c = Conditions.set(c, PiKVClusterStatus.REBALANCING, false, Reasons.SHARD_MAP_SETTLED,
                     unreadable ? "The shard map is not managed until the spec is valid." : "No shard map yet.", g,
                     now);
@@ -230,7 +240,15 @@ public final class StatusAggregator {
 
     /** The Degraded message (and Warning event) for an invalid spec: what is wrong and what keeps running. */
     public static String invalidMessage(long generation, PiKVClusterValidator.Result validation, boolean running,
-                                        long runningGeneration, PiKVClusterStatus prev) {
+                                        long runningGeneration, PiKVClusterStatus prev, String lastValidRefused) {
+        if (!running && prev.getLastValidSpec() != null && lastValidRefused != null) {
+            // Written by an operator version with other rules (an upgrade): rendering it now could roll the shards
+            // into settings they refuse, so they are left as they are.
+            return "Generation " + generation + " is invalid: " + validation.summary() + ". The last valid spec "
+                    + "(generation " + prev.getLastValidGeneration() + ") fails this operator version's checks ("
+                    + lastValidRefused + "), so the shard pods keep running as they are, unmanaged, until the spec is "
+                    + "valid again.";
+        }
         if (!running && prev.getLastValidSpec() != null) {
             // A last valid spec in status that could not be read back: its shards run on, unmanaged.
             return "Generation " + generation + " is invalid: " + validation.summary() + ". The last valid spec "
@@ -240,6 +258,35 @@ public final class StatusAggregator {
         return "Generation " + generation + " is invalid: " + validation.summary() + ". " + (running
                 ? "The shards keep running the spec of generation " + runningGeneration + "."
                 : "No valid spec has been applied yet, so no shards run.");
+    }
+
+    /**
+     * After a failed reconcile, whose own status was never built: the shard counts and {@code Ready} from the
+     * StatefulSet as the informer has it now, so that pods lost while reconciles fail are not reported ready. The rest
+     * of {@code status} stays as the last reconcile that got through left it; {@code Ready} keeps that reconcile's
+     * generation (the spec that runs). Without a desired count (nothing applied yet) only the counts change.
+     */
+    public static void refreshShards(PiKVClusterStatus status, StatefulSet statefulSet, String now) {
+        StatefulSetStatus sts = statefulSet == null ? null : statefulSet.getStatus();
+        int exist = sts == null || sts.getReplicas() == null ? 0 : sts.getReplicas();
+        int ready = sts == null || sts.getReadyReplicas() == null ? 0 : sts.getReadyReplicas();
+        int updated = sts == null || sts.getUpdatedReplicas() == null ? 0 : sts.getUpdatedReplicas();
+        status.setShards(exist);
+        status.setReadyShards(ready);
+        status.setUpdatedShards(updated);
+        Integer desired = status.getDesiredShards();
+        Condition was = Conditions.find(status.getConditions(), PiKVClusterStatus.READY);
+        if (desired == null || was == null) {
+            return;
+        }
+        long rg = was.getObservedGeneration() == null ? -1 : was.getObservedGeneration();
+        boolean allReady = statefulSet != null && rolledOut(statefulSet) && exist == desired && ready == desired;
+        String message = ready + "/" + desired + " shards ready.";
+        status.setConditions(allReady
+                ? Conditions.set(status.getConditions(), PiKVClusterStatus.READY, true, Reasons.ALL_SHARDS_READY,
+                message, rg, now)
+                : Conditions.set(status.getConditions(), PiKVClusterStatus.READY, false, Reasons.SHARDS_NOT_READY,
+                message, rg, now));
     }
 
     /** Whether the StatefulSet controller has rolled out the latest template to every replica. */

@@ -223,9 +223,14 @@ class PiKVClusterReconcilerTest {
         return events(cluster, reason);
     }
 
-    /** A reconcile context that answers only what the error path asks: its retry state and the client. */
-    @SuppressWarnings("unchecked")
+    /** A reconcile context that answers only what the error path asks: its retry state, the client, no StatefulSet. */
     private Context<PiKVCluster> retryContext(boolean lastAttempt) {
+        return retryContext(lastAttempt, null);
+    }
+
+    /** {@link #retryContext(boolean)} whose informer cache holds {@code shards} as the cluster's StatefulSet. */
+    @SuppressWarnings("unchecked")
+    private Context<PiKVCluster> retryContext(boolean lastAttempt, StatefulSet shards) {
         RetryInfo retry = new RetryInfo() {
             @Override
             public int getAttemptCount() {
@@ -241,6 +246,8 @@ class PiKVClusterReconcilerTest {
                 new Class<?>[] {Context.class}, (proxy, method, args) -> switch (method.getName()) {
                     case "getRetryInfo" -> java.util.Optional.of(retry);
                     case "getClient" -> client;
+                    case "getSecondaryResource" -> java.util.Optional.ofNullable(args[0] == StatefulSet.class ? shards
+                            : null);
                     default -> throw new UnsupportedOperationException(method.getName());
                 });
     }
@@ -265,6 +272,55 @@ class PiKVClusterReconcilerTest {
         assertThat(failed).extracting(Event::getMessage)
                 .containsOnly("Reconcile failed (retrying with backoff): forced refusal");
         assertThat(failed).extracting(Event::getCount).containsOnly(1);
+    }
+
+    @Test
+    void whileReconcilesFailReadinessStillFollowsTheShards() throws Exception {
+        create(TestClusters.small("flaky", NS));
+        awaitStatus("flaky", s -> s.getShardMapEpoch() != null);
+        markShardsReady("flaky");
+        awaitStatus("flaky", s -> Conditions.isTrue(s.getConditions(), "Ready"));
+        // Reconciles fail (say an admission policy refuses the PodDisruptionBudget) while a shard pod crashes.
+        StatefulSet sts = client.apps().statefulSets().inNamespace(NS).withName("flaky-shard").get();
+        sts.getStatus().setReadyReplicas(1);
+        reconciler.updateErrorStatus(get("flaky"), retryContext(false, sts), new IllegalStateException("PDB refused"));
+        PiKVClusterStatus down = get("flaky").getStatus();
+        assertThat(condition(down, "Degraded").getReason()).isEqualTo("ReconcileFailed");
+        assertThat(condition(down, "Ready").getStatus()).isEqualTo("False");
+        assertThat(condition(down, "Ready").getMessage()).isEqualTo("1/2 shards ready.");
+        assertThat(down.getReadyShards()).isEqualTo(1);
+
+        // The same failure once the pod is back: Ready follows, and the failure is not told again.
+        sts.getStatus().setReadyReplicas(2);
+        reconciler.updateErrorStatus(get("flaky"), retryContext(false, sts), new IllegalStateException("PDB refused"));
+        PiKVClusterStatus up = get("flaky").getStatus();
+        assertThat(condition(up, "Ready").getStatus()).isEqualTo("True");
+        assertThat(up.getReadyShards()).isEqualTo(2);
+        assertThat(condition(up, "Degraded").getReason()).isEqualTo("ReconcileFailed");
+        assertThat(writtenEvents("flaky", "ReconcileFailed")).singleElement()
+                .satisfies(e -> assertThat(e.getCount()).isEqualTo(1));
+    }
+
+    @Test
+    void aFailureIsToldByAnEventAlsoWhenItsStatusCannotBeWritten() throws Exception {
+        create(TestClusters.small("unwritable", NS));
+        awaitStatus("unwritable", s -> s.getLastValidGeneration() != null);
+        PiKVCluster cluster = get("unwritable");
+        // Only this call's status write fails: the cluster is renamed in the object handed over, so the operator's own
+        // reconciles (of the real name) cannot take the refusal meant for it, and the check that the cluster is still
+        // there finds it under the name it now answers to.
+        cluster.getMetadata().setName("unwritable-twin");
+        PiKVCluster twin = TestClusters.small("unwritable-twin", NS);
+        twin.getMetadata().setUid(cluster.getMetadata().getUid());
+        server.expect().patch().withPath("/apis/pikv.io/v1alpha1/namespaces/" + NS
+                        + "/pikvclusters/unwritable-twin/status")
+                .andReturn(503, new StatusBuilder().withStatus("Failure").withCode(503).withMessage("etcd is slow")
+                        .build()).once();
+        server.expect().get().withPath("/apis/pikv.io/v1alpha1/namespaces/" + NS + "/pikvclusters/unwritable-twin")
+                .andReturn(200, twin).once();
+        reconciler.updateErrorStatus(cluster, retryContext(false), new IllegalStateException("no room"));
+        assertThat(writtenEvents("unwritable-twin", "ReconcileFailed")).singleElement().satisfies(e -> assertThat(
+                e.getMessage()).isEqualTo("Reconcile failed (retrying with backoff): no room"));
     }
 
     @Test
@@ -483,6 +539,39 @@ class PiKVClusterReconcilerTest {
         assertThat(status.getLastValidSpec()).isNull();
         assertThat(client.apps().statefulSets().inNamespace(NS).withName("never-shard").get()).isNull();
         assertThat(client.configMaps().inNamespace(NS).withName("never-config").get()).isNull();
+    }
+
+    @Test
+    void aLastValidSpecThisVersionRefusesIsNotRendered() {
+        // As an older operator left it: a spec it accepted (256Mi above the budget was its rule), kept in status as
+        // the last valid one. Under this version's rule (512Mi plus the bookkeeping) it is invalid.
+        PiKVCluster c = TestClusters.small("upgraded", NS);
+        c.getSpec().getSidecar().setResources(new io.fabric8.kubernetes.api.model.ResourceRequirementsBuilder()
+                .addToLimits("memory", new Quantity("320Mi")).build());
+        String oldSpec = io.pikv.operator.status.StatusJson.write(c.getSpec());
+        create(c);
+        awaitStatus("upgraded", s -> Conditions.isTrue(s.getConditions(), "Degraded"));
+        // The status the older operator wrote (a later observed generation, so that it is the one the operator reads).
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("upgraded").editStatus(x -> {
+            x.getStatus().setLastValidSpec(oldSpec);
+            x.getStatus().setLastValidGeneration(1L);
+            x.getStatus().setObservedGeneration(2L);
+            return x;
+        });
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("upgraded").edit(x -> {
+            x.getSpec().getSidecar().getResources().getLimits().put("memory", new Quantity("330Mi"));
+            return x;
+        });
+        PiKVClusterStatus status = awaitStatus("upgraded", s -> s.getObservedGeneration() == 2
+                && condition(s, "Degraded").getMessage().startsWith("Generation 2"));
+        assertThat(condition(status, "Degraded").getMessage()).contains("Generation 2 is invalid: spec.sidecar.resources",
+                "The last valid spec (generation 1) fails this operator version's checks (spec.sidecar.resources: "
+                        + "memory 320Mi", "the shard pods keep running as they are, unmanaged");
+        assertThat(condition(status, "Ready").getMessage()).contains("fails this operator's checks");
+        assertThat(status.getLastValidSpec()).as("kept for when the spec is valid again").isEqualTo(oldSpec);
+        // Rendering it would roll the shards into settings they refuse to start with: nothing is applied.
+        assertThat(client.apps().statefulSets().inNamespace(NS).withName("upgraded-shard").get()).isNull();
+        assertThat(client.configMaps().inNamespace(NS).withName("upgraded-config").get()).isNull();
     }
 
     @Test

@@ -275,6 +275,23 @@ class StatusAggregatorTest {
     }
 
     @Test
+    void aLastValidSpecThatFailsTodaysChecksIsSaidWithWhatItFails() {
+        PiKVClusterStatus before = next(null, sts(2, 2), T0);
+        PiKVClusterValidator.Result invalid = new PiKVClusterValidator.Result(List.of(
+                new PiKVClusterValidator.Violation("spec.shards", "is 0: at least 1")));
+        PiKVClusterStatus s = StatusAggregator.next(before, new StatusAggregator.Snapshot("demo", 2, invalid, null,
+                -1, null, sts(2, 2), List.of(), T1, "spec.sidecar.resources: memory 320Mi leaves less than 512Mi"));
+        assertThat(condition(s, "Degraded").getMessage()).isEqualTo("Generation 2 is invalid: spec.shards: is 0: at "
+                + "least 1. The last valid spec (generation 1) fails this operator version's checks "
+                + "(spec.sidecar.resources: memory 320Mi leaves less than 512Mi), so the shard pods keep running as "
+                + "they are, unmanaged, until the spec is valid again.");
+        assertThat(condition(s, "Ready").getMessage()).isEqualTo("The last valid spec fails this operator's checks; "
+                + "the shards are not managed until the spec is valid.");
+        assertThat(s.getLastValidSpec()).isEqualTo(before.getLastValidSpec());
+        assertThat(s.getConfigHash()).isEqualTo(model.configHash());
+    }
+
+    @Test
     void progressingWhileCreatingOrRollingOut() {
         PiKVClusterStatus creating = next(null, null, T0);
         assertThat(condition(creating, "Progressing").getReason()).isEqualTo("Creating");
