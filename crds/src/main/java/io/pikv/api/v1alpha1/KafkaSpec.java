@@ -12,8 +12,8 @@ import io.fabric8.generator.annotation.Required;
 public class KafkaSpec {
 
     @Required
-    @Pattern("^[^\\s,]+(,[^\\s,]+)*$")
-    @JsonPropertyDescription("Kafka bootstrap servers, host:port[,host:port...].")
+    @Pattern("^\\s*[^\\s,]+(\\s*,\\s*[^\\s,]+)*\\s*$")
+    @JsonPropertyDescription("Kafka bootstrap servers, host:port[,host:port...] (spaces around the commas are allowed).")
     private String bootstrapServers;
 
     @JsonPropertyDescription("Topic names.")

@@ -38,7 +38,8 @@ public class PiKVClusterSpec {
 
     @Default("1Gi")
     @JsonPropertyDescription("Hard byte budget of one shard's KV pages (a quantity: 512Mi, 16Gi); the container's "
-            + "memory is this plus the JVM overhead unless sidecar.resources says otherwise.")
+            + "memory is this plus the heap for its entries' bookkeeping plus the JVM overhead unless "
+            + "sidecar.resources says otherwise.")
     private Quantity memoryPerShard = new Quantity("1Gi");
 
     @JsonPropertyDescription("Token-to-expert routing of the gateways.")

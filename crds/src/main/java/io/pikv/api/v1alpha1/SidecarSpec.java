@@ -23,9 +23,11 @@ public class SidecarSpec {
     private java.util.List<io.fabric8.kubernetes.api.model.LocalObjectReference> imagePullSecrets =
             new java.util.ArrayList<>();
 
-    @JsonPropertyDescription("CPU and memory of the sidecar container. When memory is not given, the request and "
-            + "limit are memoryPerShard plus the operator's JVM overhead (pikv.operator.memory-overhead); memory given "
-            + "must be at least memoryPerShard plus 512Mi. Without cpu, 1 CPU is requested.")
+    @JsonPropertyDescription("CPU and memory of the sidecar container. The heap for the bookkeeping of the entries "
+            + "the budget holds takes 192 bytes per token and layer. When memory is not given, the request and limit "
+            + "are memoryPerShard plus that bookkeeping plus the operator's JVM overhead "
+            + "(pikv.operator.memory-overhead); memory given must be at least memoryPerShard plus that bookkeeping "
+            + "plus 512Mi. Without cpu, 1 CPU is requested.")
     private ResourceRequirements resources;
 
     public String getImage() {

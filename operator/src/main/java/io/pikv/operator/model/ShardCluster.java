@@ -179,8 +179,9 @@ public final class ShardCluster {
         if (spec.getKafka() != null) {
             s.put("kafka.bootstrap.servers", spec.getKafka().getBootstrapServers());
             if (spec.getKafka().getTopics() != null) {
-                s.put("pikv.telemetry.topic", spec.getKafka().getTopics().getEvents());
-                s.put("pikv.control.topic", spec.getKafka().getTopics().getControl());
+                // A topic left null (the API server defaults it; a client may not) is the sidecar's default, the same.
+                putIfNotNull(s, "pikv.telemetry.topic", spec.getKafka().getTopics().getEvents());
+                putIfNotNull(s, "pikv.control.topic", spec.getKafka().getTopics().getControl());
             }
         } else {
             // No Kafka: the shards publish nothing and run the configured state instead of waiting for control.
@@ -209,6 +210,12 @@ public final class ShardCluster {
                     .map(SchedulingPolicy::value).collect(Collectors.joining(",")));
         }
         return s;
+    }
+
+    private static void putIfNotNull(Map<String, String> settings, String key, String value) {
+        if (value != null) {
+            settings.put(key, value);
+        }
     }
 
     private static String number(Double v) {

@@ -375,6 +375,31 @@ class PiKVClusterValidatorTest {
     }
 
     @Test
+    void bootstrapServersTheSchemaAndTheValidatorAgree() throws Exception {
+        // The API server checks the CRD's pattern before the operator sees the spec: the two must agree, or a user
+        // meets a bare regular expression the docs never mention.
+        String pattern = new com.fasterxml.jackson.databind.ObjectMapper(
+                new com.fasterxml.jackson.dataformat.yaml.YAMLFactory()).readTree(new java.io.File(
+                "../crds/pikvclusters.pikv.io-v1.yml")).at("/spec/versions/0/schema/openAPIV3Schema/properties/spec"
+                + "/properties/kafka/properties/bootstrapServers/pattern").asText();
+        assertThat(pattern).isNotEmpty();
+        // servers, accepted by the schema, accepted by the validator (which also wants a port)
+        Object[][] cases = {{"kafka:9092", true, true}, {"a:9092, b:9093", true, true}, {" a:9092 ,b:9093 ", true, true},
+            {"a:9092,,b:9093", false, false}, {"a:9092 b:9093", false, false}, {"a:9092,", false, false},
+            {"broker", true, false}};
+        for (Object[] t : cases) {
+            String servers = (String) t[0];
+            PiKVCluster c = TestClusters.small("demo", "ns");
+            KafkaSpec k = new KafkaSpec();
+            k.setBootstrapServers(servers);
+            c.getSpec().setKafka(k);
+            assertThat(java.util.regex.Pattern.compile(pattern).matcher(servers).find()).as("schema: '%s'", servers)
+                    .isEqualTo(t[1]);
+            assertThat(PiKVClusterValidator.validate(c).valid()).as("validator: '%s'", servers).isEqualTo(t[2]);
+        }
+    }
+
+    @Test
     void modelBoundsAreTheEngines() {
         // The CRD (crds/ may not depend on the engine) repeats ModelShape's bounds; they must not drift apart.
         assertThat(ModelSpec.MAX_LAYERS).isEqualTo(ModelShape.MAX_LAYERS);

@@ -230,6 +230,12 @@ class ShardClusterTest {
                 .containsEntry("pikv.control.topic", "pikv.control")
                 .doesNotContainKey("pikv.telemetry.enabled")
                 .doesNotContainKey("kafka-creds");
+
+        // A topic a client left null (the API server would have defaulted it) is left to the sidecar's default.
+        k.getTopics().setEvents(null);
+        k.getTopics().setControl("team.control");
+        assertThat(model(c).generateConfigMap().getData()).doesNotContainKey("pikv.telemetry.topic")
+                .containsEntry("pikv.control.topic", "team.control");
     }
 
     @Test
