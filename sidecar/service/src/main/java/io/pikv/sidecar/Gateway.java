@@ -534,12 +534,18 @@ public final class Gateway implements KvApi {
         }
         List<PartialAttention> partials = new ArrayList<>(parts.size());
         RuntimeException failure = null;
+        Error error = null;
         for (SidecarClient.Pending<PartialAttention> f : parts) {
             try {
                 partials.add(f.await()); // every answer is read, so that every connection is left clean
             } catch (RuntimeException e) {
                 failure = failure == null ? e : failure;
+            } catch (Error e) {
+                error = error == null ? e : error; // the gateway's own (out of memory): the other answers still read
             }
+        }
+        if (error != null) {
+            throw error;
         }
         if (failure != null) {
             throw closedMeanwhile(state, sequence, failure) ? new UnknownSequenceException(sequence)

@@ -160,7 +160,12 @@ public final class ShardNode implements KvApi, AutoCloseable {
                 long bytes = Math.min(shard.budgetBytes(), (long) (cuda.freeMemory() * 0.9));
                 io.pikv.kv.compute.CudaDeviceAttention device = new io.pikv.kv.compute.CudaDeviceAttention(cuda, shape,
                         shard.layout().type(), bytes);
-                shard.useDevice(device);
+                try {
+                    shard.useDevice(device);
+                } catch (RuntimeException e) {
+                    device.close(); // its device memory, held for nothing
+                    throw e;
+                }
                 LOG.log(System.Logger.Level.INFO, "shard {0}: attention on {1} ({2} MiB of device memory for page "
                         + "copies)", id, device.describe(), bytes >> 20);
                 if (wantsWeights()) {

@@ -37,6 +37,8 @@ public class Sidecar {
     private final ShardControl control;
     /** Closes idle sequences ({@code pikv.sequence-idle-timeout}); null when they never expire. */
     private java.util.concurrent.ScheduledExecutorService idleSweeper;
+    /** How long shutting down waits for an idle-sequence pass under way. */
+    private static final int SWEEP_STOP_SECONDS = 5;
     /** Why KV requests are refused now, or null when they are served (see {@link #servingGate}). */
     private volatile java.util.function.Supplier<String> notReady;
 
@@ -343,7 +345,17 @@ public class Sidecar {
 
     void stopped(@Observes ShutdownEvent event) {
         if (idleSweeper != null) {
-            idleSweeper.shutdownNow();
+            // A pass under way finishes first: interrupted, its closes would fail and leave their sequences closing,
+            // which the gateway's last close pass below takes as closed already.
+            idleSweeper.shutdown();
+            try {
+                if (!idleSweeper.awaitTermination(SWEEP_STOP_SECONDS, java.util.concurrent.TimeUnit.SECONDS)) {
+                    idleSweeper.shutdownNow();
+                }
+            } catch (InterruptedException e) {
+                idleSweeper.shutdownNow();
+                Thread.currentThread().interrupt();
+            }
         }
         if (gateway != null) {
             gateway.shutdown();

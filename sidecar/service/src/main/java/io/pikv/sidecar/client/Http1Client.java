@@ -154,6 +154,18 @@ final class Http1Client implements AutoCloseable {
         }
     }
 
+    /** Makes the idle connections after the {@code skip} most recent ones {@code nanos} older (for tests). */
+    void ageIdle(int skip, long nanos) {
+        synchronized (idle) {
+            int i = 0;
+            for (Connection c : idle) {
+                if (i++ >= skip) {
+                    c.idleSince -= nanos;
+                }
+            }
+        }
+    }
+
     /** Idle connections held (for tests). */
     int idleConnections() {
         synchronized (idle) {
@@ -185,14 +197,26 @@ final class Http1Client implements AutoCloseable {
     }
 
     private void release(Connection c) {
-        c.idleSince = System.nanoTime();
+        long now = System.nanoTime();
+        c.idleSince = now;
+        List<Connection> stale = new ArrayList<>();
+        boolean kept = false;
         synchronized (idle) {
             if (!closed && idle.size() < maxIdle) {
                 idle.addFirst(c);
-                return;
+                kept = true;
+            }
+            // The pool is last-in first-out: under steady traffic its head is always fresh, so the connections a burst
+            // left behind would otherwise wait at its tail, unused, for as long as the traffic lasts.
+            Connection oldest;
+            while ((oldest = idle.peekLast()) != null && now - oldest.idleSince > maxIdleNanos) {
+                stale.add(idle.pollLast());
             }
         }
-        c.closeQuietly();
+        stale.forEach(Connection::closeQuietly);
+        if (!kept) {
+            c.closeQuietly();
+        }
     }
 
     private Connection connect(int timeout) throws IOException {

@@ -242,6 +242,38 @@ class Http1ClientTest {
     }
 
     @Test
+    void connectionsABurstLeftIdleAreClosedOnceTooOldThoughNewerOnesServe() throws Exception {
+        java.util.concurrent.CountDownLatch burst = new java.util.concurrent.CountDownLatch(3);
+        URI origin = serve((n, in, out) -> {
+            String r = readRequest(in);
+            burst.countDown(); // the burst's three exchanges are all sent before any is answered
+            try {
+                burst.await(2, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                return;
+            }
+            while (r != null) {
+                write(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nc" + n);
+                r = readRequest(in);
+            }
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+        List<Http1Client.Exchange> sent = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            sent.add(c.start("POST", "/" + i, null, null, null));
+        }
+        for (Http1Client.Exchange e : sent) {
+            e.await();
+        }
+        assertThat(c.idleConnections()).isEqualTo(3);
+        // The two least recently used have been idle past the limit; the newest has not and serves the next call.
+        c.ageIdle(1, c.maxIdleNanos + 1);
+        c.send("POST", "/next", null, null, null);
+        assertThat(connections.get()).isEqualTo(3);
+        assertThat(c.idleConnections()).as("the stale ones closed when the serving one went back").isEqualTo(1);
+    }
+
+    @Test
     void aKeptConnectionTheServerClosedIsNotUsed() throws Exception {
         URI origin = serve((n, in, out) -> {
             readRequest(in);
