@@ -29,7 +29,8 @@ final class JsonLines {
      */
     static void read(Path file, String what, Record each) {
         if (!Files.isRegularFile(file)) {
-            throw new Main.UsageException("trace file " + file + " does not exist or is not a file.");
+            throw new Main.UsageException("trace file " + file + " does not exist or is not a file (the shared traces"
+                    + " are kept in ../shared/data/ beside the project; the README says where they come from).");
         }
         try (BufferedReader in = Files.newBufferedReader(file)) {
             String text;
