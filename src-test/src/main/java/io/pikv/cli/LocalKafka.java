@@ -29,6 +29,10 @@ public final class LocalKafka implements AutoCloseable {
     }
 
     public static LocalKafka start() {
+        // The broker logs through SLF4J, which has no provider here: without this it warns of that on every start.
+        if (System.getProperty("slf4j.internal.verbosity") == null) {
+            System.setProperty("slf4j.internal.verbosity", "ERROR");
+        }
         // The broker lives inside the benchmark: a broker failure must not halt the benchmark's JVM.
         org.apache.kafka.common.utils.Exit.setHaltProcedure((code, message) ->
                 System.err.printf("local Kafka broker asked to halt (%d): %s%n", code, message));
@@ -43,7 +47,14 @@ public final class LocalKafka implements AutoCloseable {
                     .setConfigProp("group.initial.rebalance.delay.ms", "0")
                     .setConfigProp("auto.create.topics.enable", "false")
                     .build();
-            kit.format();
+            // The formatter prints its own progress line on standard output, amid the command's table.
+            java.io.PrintStream stdout = System.out;
+            System.setOut(new java.io.PrintStream(java.io.OutputStream.nullOutputStream()));
+            try {
+                kit.format();
+            } finally {
+                System.setOut(stdout);
+            }
             kit.startup();
             kit.waitForReadyBrokers();
             LocalKafka kafka = new LocalKafka(kit);

@@ -9,7 +9,7 @@ import java.nio.file.Path;
 /** Entry point of {@code ./pikv}. */
 @Command(name = "pikv", mixinStandardHelpOptions = true, version = "pikv 0.1.0",
         description = "PiKV: expert-sharded KV cache for Mixture-of-Experts inference.",
-        subcommands = {BenchCommand.class, GpuCheck.class})
+        subcommands = {Playground.class, BenchCommand.class, GpuCheck.class})
 public final class Main implements Runnable {
 
     /** Exit code for bad usage: unknown command, bad flag, unreadable input. */

@@ -204,6 +204,11 @@ public final class SidecarProcess implements AutoCloseable {
         return log;
     }
 
+    /** Whether the sidecar's process is still running. */
+    public boolean alive() {
+        return process.isAlive();
+    }
+
     /** The last lines of the sidecar's log. */
     public String tail() {
         return tail(log);

@@ -29,7 +29,9 @@ class LauncherTest {
     void helpListsEveryCommand() {
         Run top = run("--help");
         assertThat(top.code()).isZero();
-        assertThat(top.out()).contains("bench");
+        assertThat(top.out()).contains("bench", "playground");
+        assertThat(run("playground", "--help").out()).contains("--shards", "--port", "--budget-mib", "--policy",
+                "--steps-per-second", "--duration");
         Run bench = run("bench", "--help");
         assertThat(bench.code()).isZero();
         assertThat(bench.out()).contains("attention", "cache", "compression", "routing", "service", "operator");
@@ -61,7 +63,9 @@ class LauncherTest {
                 {"bench", "operator", "--clusters", "0"}, {"bench", "operator", "--rounds", "0"},
                 {"bench", "operator", "--warmup", "100000"},
                 {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock"},
-                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--json", "pom.xml/out.json"}}) {
+                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--json", "pom.xml/out.json"},
+                {"playground", "--shards", "0"}, {"playground", "--policy", "clock"},
+                {"playground", "--budget-mib", "300"}, {"playground", "--port", "-1"}}) {
             Run r = run(args);
             assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
             assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")
@@ -74,6 +78,27 @@ class LauncherTest {
                 .contains("'pom.xml/out.json' cannot be created", "is not a writable directory");
         assertThat(run("bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock").err())
                 .contains("unknown policy 'clock' in --policies; known: lru, streaming, h2o, utility, lrfu, adaptive.");
+    }
+
+    @Test
+    void thePlaygroundRunsACluster() throws Exception {
+        Run r = run("playground", "--port", "0", "--duration", "12", "--steps-per-second", "200");
+        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(r.out()).contains("PiKV playground (cluster 'playground')", "  gateway  http://127.0.0.1:",
+                "  shard-0  http://127.0.0.1:", "  shard-1  http://127.0.0.1:", "1 MiB of KV pages, policy h2o",
+                "curl -s http://127.0.0.1:", "demo: sequence ", "playground: --duration 12 s passed; stopping");
+        // Both shards published telemetry of the demo's steps: lookups counted in some window of each.
+        for (int shard = 0; shard < 2; shard++) {
+            String prefix = " telemetry: shard " + shard + ": ";
+            assertThat(r.out().lines().filter(l -> l.contains(prefix)).anyMatch(l -> !l.contains(prefix + "0 lookups")))
+                    .as("shard %d saw lookups", shard).isTrue();
+        }
+        // The port a running playground holds is refused to a second one, in a sentence.
+        try (java.net.ServerSocket held = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            Run second = run("playground", "--port", String.valueOf(held.getLocalPort()));
+            assertThat(second.code()).isEqualTo(2);
+            assertThat(second.err()).contains("port " + held.getLocalPort() + " on 127.0.0.1 is in use");
+        }
     }
 
     @Test
