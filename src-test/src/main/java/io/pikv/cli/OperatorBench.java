@@ -46,6 +46,21 @@ public final class OperatorBench implements Callable<Integer> {
 
     static final String MAIN = "io.pikv.operator.bench.ReconcileBench";
 
+    /**
+     * The operator module's test class path (its classes, test classes and dependencies, the mock API server among
+     * them), which its build writes to {@code operator/target/test-classpath.txt}; a clear failure when not built.
+     */
+    static String classpath(Path root) throws IOException {
+        Path operator = root.resolve("operator/target");
+        Path classpathFile = operator.resolve("test-classpath.txt");
+        if (!Files.isRegularFile(classpathFile) || !Files.isDirectory(operator.resolve("test-classes"))) {
+            throw new Main.UsageException("the operator is not built (" + classpathFile + " or its test classes are "
+                    + "missing): run ./mvnw -DskipTests package first.");
+        }
+        return operator.resolve("test-classes") + java.io.File.pathSeparator + operator.resolve("classes")
+                + java.io.File.pathSeparator + Files.readString(classpathFile).strip();
+    }
+
     @Override
     public Integer call() throws IOException, InterruptedException {
         if (clusters < 1 || clusters > 2000 || rounds < 1 || rounds > 1000 || warmup < 0 || warmup > 1000) {
@@ -53,14 +68,7 @@ public final class OperatorBench implements Callable<Integer> {
                     + "[0, 1000].");
         }
         Path root = SidecarProcess.projectRoot();
-        Path operator = root.resolve("operator/target");
-        Path classpathFile = operator.resolve("test-classpath.txt");
-        if (!Files.isRegularFile(classpathFile) || !Files.isDirectory(operator.resolve("test-classes"))) {
-            throw new Main.UsageException("the operator is not built (" + classpathFile + " or its test classes are "
-                    + "missing): run ./mvnw -DskipTests package first.");
-        }
-        String classpath = operator.resolve("test-classes") + java.io.File.pathSeparator + operator.resolve("classes")
-                + java.io.File.pathSeparator + Files.readString(classpathFile).strip();
+        String classpath = classpath(root);
         // A directory of this run's own: two runs at once (the test suite's and a user's) never read each other's figures.
         Files.createDirectories(root.resolve("src-test/target"));
         Path dir = Files.createTempDirectory(root.resolve("src-test/target"), "bench-operator-");

@@ -70,6 +70,10 @@ public final class Playground implements Callable<Integer> {
                     + "(default ${DEFAULT-VALUE}).")
     int stepsPerSecond;
 
+    @Option(names = "--no-operator",
+            description = "Do not run the operator (against a mock API server) beside the cluster.")
+    boolean noOperator;
+
     @Option(names = "--duration", defaultValue = "0",
             description = "Seconds to run once started; 0: until Ctrl-C (default ${DEFAULT-VALUE}).")
     int durationSeconds;
@@ -113,10 +117,13 @@ public final class Playground implements Callable<Integer> {
         out.flush();
 
         List<SidecarProcess> all = new ArrayList<>();
+        Process operator = null;
         CountDownLatch stop = new CountDownLatch(1);
         Thread onSignal = new Thread(stop::countDown, "pikv-playground-stop");
         Runtime.getRuntime().addShutdownHook(onSignal);
-        try (LocalKafka kafka = LocalKafka.start()) {
+        LocalKafka kafka = null;
+        try {
+            kafka = LocalKafka.start();
             Map<String, String> common = new HashMap<>();
             common.put("pikv.cluster", CLUSTER);
             common.put("kafka.bootstrap.servers", kafka.bootstrapServers());
@@ -164,6 +171,9 @@ public final class Playground implements Callable<Integer> {
             all.add(gateway);
 
             printWelcome(out, gateway, all, kafka, logs, budget);
+            if (!noOperator) {
+                operator = startOperator(root, kafka, logs, budget, out);
+            }
             AtomicReference<String> demoFailure = new AtomicReference<>();
             Thread demo = stepsPerSecond == 0 ? null : startDemo(gateway, budget, stop, demoFailure, out);
             Thread telemetry = startTelemetry(kafka, stop, out);
@@ -183,6 +193,11 @@ public final class Playground implements Callable<Integer> {
                                 + p.tail());
                     }
                 }
+                if (operator != null && !operator.isAlive() && stop.getCount() > 0) {
+                    stop.countDown();
+                    throw new Main.RunFailure("the operator stopped (exit " + operator.exitValue() + "; log "
+                            + logs.resolve("operator.log") + "):\n" + tail(logs.resolve("operator.log")));
+                }
             }
             stop.countDown();
             for (Thread t : demo == null ? List.of(telemetry) : List.of(demo, telemetry)) {
@@ -194,8 +209,14 @@ public final class Playground implements Callable<Integer> {
             return 0;
         } finally {
             stop.countDown();
+            if (operator != null) {
+                stopOperator(operator);
+            }
             for (SidecarProcess p : all) {
                 p.close();
+            }
+            if (kafka != null) {
+                kafka.close(); // after the sidecars: their clients would spend their last seconds retrying it
             }
             try {
                 Runtime.getRuntime().removeShutdownHook(onSignal);
@@ -221,6 +242,10 @@ public final class Playground implements Callable<Integer> {
         }
         out.println("  kafka    " + kafka.bootstrapServers() + "   topics " + LocalKafka.TELEMETRY_TOPIC + " (telemetry), "
                 + LocalKafka.CONTROL_TOPIC + " (control)");
+        if (!noOperator) {
+            out.println("  operator against a mock API server, reconciling PiKVCluster " + CLUSTER + "/" + CLUSTER
+                    + " (its status below)");
+        }
         out.println("  logs     " + logs);
         out.println("Try:");
         out.println("  curl -s " + g + "/v1/config");
@@ -235,6 +260,75 @@ public final class Playground implements Callable<Integer> {
         out.println(durationSeconds == 0 ? "Ctrl-C stops everything." : "Stops after " + durationSeconds + " s.");
         out.println();
         out.flush();
+    }
+
+    /**
+     * The operator against a mock API server in a child JVM (the operator module's test class path), given the
+     * PiKVCluster of this playground; its lines are printed as they come, its errors go to {@code operator.log}.
+     */
+    private Process startOperator(Path root, LocalKafka kafka, Path logs, long budget, PrintWriter out)
+            throws IOException {
+        List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-Xmx512m", "-Djava.util.logging.manager=org.jboss.logmanager.LogManager", "-cp",
+                OperatorBench.classpath(root), OPERATOR_MAIN,
+                "--name", CLUSTER, "--shards", String.valueOf(shards), "--memory", (budget >> 20) + "Mi",
+                "--policy", policy, "--kafka", kafka.bootstrapServers(), "--model", SHAPE.layers() + "," + SHAPE.qHeads()
+                        + "," + SHAPE.kvHeads() + "," + SHAPE.headDim() + "," + SHAPE.experts() + "," + SHAPE.topK()));
+        Process p = new ProcessBuilder(cmd).directory(root.toFile())
+                .redirectError(logs.resolve("operator.log").toFile()).start();
+        OPERATORS.add(p);
+        Thread lines = new Thread(() -> {
+            try (java.io.BufferedReader in = new java.io.BufferedReader(new java.io.InputStreamReader(
+                    p.getInputStream(), java.nio.charset.StandardCharsets.UTF_8))) {
+                String line;
+                while ((line = in.readLine()) != null) {
+                    synchronized (out) {
+                        out.println(CLOCK.format(Instant.now()) + " operator: " + line);
+                        out.flush();
+                    }
+                }
+            } catch (IOException e) {
+                // the operator stopped; the main loop says so
+            }
+        }, "pikv-playground-operator");
+        lines.setDaemon(true);
+        lines.start();
+        return p;
+    }
+
+    static final String OPERATOR_MAIN = "io.pikv.operator.bench.PlaygroundOperator";
+
+    /** Operators still running, ended by a shutdown hook if the JVM exits without stopping them (a signal). */
+    private static final java.util.Set<Process> OPERATORS = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+    static {
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> OPERATORS.forEach(Process::destroy),
+                "pikv-playground-operator-stop"));
+    }
+
+    /** Closes the operator's standard input (it stops on that), then ends it if it has not within 10 s. */
+    private static void stopOperator(Process p) {
+        try {
+            p.getOutputStream().close();
+            if (!p.waitFor(10, TimeUnit.SECONDS)) {
+                p.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
+            }
+        } catch (IOException e) {
+            p.destroyForcibly();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            p.destroyForcibly();
+        }
+        OPERATORS.remove(p);
+    }
+
+    private static String tail(Path log) {
+        try {
+            List<String> lines = Files.readAllLines(log);
+            return String.join("\n", lines.subList(Math.max(0, lines.size() - 30), lines.size()));
+        } catch (IOException e) {
+            return "(no log: " + e.getMessage() + ")";
+        }
     }
 
     /**

@@ -31,7 +31,7 @@ class LauncherTest {
         assertThat(top.code()).isZero();
         assertThat(top.out()).contains("bench", "playground");
         assertThat(run("playground", "--help").out()).contains("--shards", "--port", "--budget-mib", "--policy",
-                "--steps-per-second", "--duration");
+                "--steps-per-second", "--duration", "--no-operator");
         Run bench = run("bench", "--help");
         assertThat(bench.code()).isZero();
         assertThat(bench.out()).contains("attention", "cache", "compression", "routing", "service", "operator");
@@ -82,11 +82,15 @@ class LauncherTest {
 
     @Test
     void thePlaygroundRunsACluster() throws Exception {
-        Run r = run("playground", "--port", "0", "--duration", "12", "--steps-per-second", "200");
+        Run r = run("playground", "--port", "0", "--duration", "15", "--steps-per-second", "200");
         assertThat(r.code()).as(r.err()).isZero();
         assertThat(r.out()).contains("PiKV playground (cluster 'playground')", "  gateway  http://127.0.0.1:",
                 "  shard-0  http://127.0.0.1:", "  shard-1  http://127.0.0.1:", "1 MiB of KV pages, policy h2o",
-                "curl -s http://127.0.0.1:", "demo: sequence ", "playground: --duration 12 s passed; stopping");
+                "curl -s http://127.0.0.1:", "demo: sequence ", "playground: --duration 15 s passed; stopping");
+        // The operator reconciled the playground's PiKVCluster in the mock API server, up to Ready.
+        assertThat(r.out()).contains("operator: PiKVCluster playground/playground created in the mock API server",
+                "operator: status: Ready=True (AllShardsReady), Progressing=False (Stable), Degraded=False "
+                        + "(SpecValid); 2/2 shards ready");
         // Both shards published telemetry of the demo's steps: lookups counted in some window of each.
         for (int shard = 0; shard < 2; shard++) {
             String prefix = " telemetry: shard " + shard + ": ";

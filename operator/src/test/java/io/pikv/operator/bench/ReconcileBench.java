@@ -3,38 +3,23 @@ package io.pikv.operator.bench;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import io.fabric8.kubernetes.api.model.ObjectMetaBuilder;
-import io.fabric8.kubernetes.api.model.apiextensions.v1.CustomResourceDefinition;
 import io.fabric8.kubernetes.api.model.apps.StatefulSet;
-import io.fabric8.kubernetes.api.model.apps.StatefulSetStatusBuilder;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.fabric8.kubernetes.client.dsl.base.PatchContext;
 import io.fabric8.kubernetes.client.dsl.base.PatchType;
 import io.fabric8.kubernetes.client.informers.ResourceEventHandler;
 import io.fabric8.kubernetes.client.informers.SharedIndexInformer;
-import io.fabric8.kubernetes.client.server.mock.KubernetesCrudDispatcher;
-import io.fabric8.kubernetes.client.server.mock.KubernetesMockServer;
-import io.fabric8.mockwebserver.Context;
-import io.fabric8.mockwebserver.MockWebServer;
-import io.javaoperatorsdk.operator.Operator;
 import io.micrometer.core.instrument.Timer;
 import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
 import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.operator.TestClusters;
-import io.pikv.operator.config.OperatorConfig;
-import io.pikv.operator.controller.EventRecorder;
-import io.pikv.operator.controller.PiKVClusterReconciler;
 import io.pikv.operator.controller.ReconcileMetrics;
-import io.pikv.operator.model.OperatorSettings;
-import io.pikv.operator.model.PiKVClusterResources;
 
-import java.io.IOException;
-import java.io.InputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collections;
-import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -80,32 +65,6 @@ public final class ReconcileBench {
         }
     }
 
-    static final OperatorConfig CONFIG = new OperatorConfig() {
-        public String sidecarImage() {
-            return OperatorSettings.DEFAULTS.sidecarImage();
-        }
-
-        public String memoryOverhead() {
-            return "1Gi";
-        }
-
-        public Duration resyncInterval() {
-            return Duration.ofMinutes(5);
-        }
-
-        public Duration progressInterval() {
-            return Duration.ofSeconds(10);
-        }
-
-        public Duration progressDeadline() {
-            return Duration.ofMinutes(10);
-        }
-
-        public String leaseName() {
-            return "unused";
-        }
-    };
-
     public static void main(String[] args) throws Exception {
         int clusters = 100;
         int rounds = 3;
@@ -137,26 +96,9 @@ public final class ReconcileBench {
     }
 
     static Map<String, Object> run(int clusters, int rounds, int warmup, Path cwd) throws Exception {
-        KubernetesMockServer server = new KubernetesMockServer(new Context(), new MockWebServer(), new HashMap<>(),
-                new KubernetesCrudDispatcher(), false);
-        server.init();
-        KubernetesClient driver = server.createClient();
-        KubernetesClient operatorClient = server.createClient();
-        try (InputStream crd = Files.newInputStream(crdFile(cwd))) {
-            driver.resource(driver.getKubernetesSerialization().unmarshal(crd, CustomResourceDefinition.class))
-                    .create();
-        }
         TimingMetrics metrics = new TimingMetrics();
-        Operator operator = new Operator(o -> o.withKubernetesClient(operatorClient)
-                .withSSABasedCreateUpdateMatchForDependentResources(false)
-                .withUseSSAToPatchPrimaryResource(false)
-                .withDefaultNonSSAResource(java.util.Set.of(StatefulSet.class,
-                        io.fabric8.kubernetes.api.model.ConfigMap.class, io.fabric8.kubernetes.api.model.Service.class,
-                        io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudget.class))
-                .withCloseClientOnStop(false));
-        operator.register(new PiKVClusterReconciler(OperatorSettings.DEFAULTS, CONFIG,
-                new EventRecorder(operatorClient), metrics));
-        operator.start();
+        MockOperator mock = MockOperator.start(cwd, MockOperator.config(Duration.ofSeconds(10)), metrics);
+        KubernetesClient driver = mock.driver;
 
         // The driver's view: a watch that completes a future when a cluster's status reports a generation.
         Map<String, CompletableFuture<Long>> waiting = new ConcurrentHashMap<>();
@@ -214,7 +156,7 @@ public final class ReconcileBench {
 
             // 2. The StatefulSet controller's part: every shard ready.
             for (int i = 0; i < clusters; i++) {
-                markReady(driver, name(i));
+                mock.markReady(NS, name(i));
             }
 
             // 3. One change at a time, each cluster in turn; the warm-up rounds (JIT, connections) are not counted.
@@ -250,10 +192,7 @@ public final class ReconcileBench {
             figures.put("met", percentile(e2e, 0.99) <= 50e6);
         } finally {
             informer.close();
-            operator.stop();
-            operatorClient.close();
-            driver.close();
-            server.destroy();
+            mock.close();
         }
         return figures;
     }
@@ -270,27 +209,6 @@ public final class ReconcileBench {
                     + c.getSpec().getMemoryPerShard() + ", status " + client.getKubernetesSerialization()
                     .asJson(c.getStatus()), e);
         }
-    }
-
-    private static void markReady(KubernetesClient client, String cluster) {
-        var resource = client.apps().statefulSets().inNamespace(NS)
-                .withName(PiKVClusterResources.shardStatefulSetName(cluster));
-        StatefulSet sts = resource.get();
-        int n = sts.getSpec().getReplicas();
-        sts.setStatus(new StatefulSetStatusBuilder().withObservedGeneration(sts.getMetadata().getGeneration())
-                .withReplicas(n).withReadyReplicas(n).withUpdatedReplicas(n).withCurrentRevision("r")
-                .withUpdateRevision("r").build());
-        client.apps().statefulSets().inNamespace(NS).resource(sts).updateStatus();
-    }
-
-    private static Path crdFile(Path cwd) throws IOException {
-        for (Path d = cwd; d != null; d = d.getParent()) {
-            Path f = d.resolve("crds/" + PiKVCluster.CRD_NAME + "-v1.yml");
-            if (Files.isRegularFile(f)) {
-                return f;
-            }
-        }
-        throw new IOException("no crds/" + PiKVCluster.CRD_NAME + "-v1.yml at or above " + cwd);
     }
 
     /** A PiKVCluster that only names one: what a patch needs to address it. */
