@@ -75,7 +75,7 @@ public final class Main implements Runnable {
 
     @Override
     public void run() {
-        throw new UsageException("name a command: bench or gpu-check (./pikv --help lists them).");
+        throw new UsageException("name a command: playground, bench or gpu-check (./pikv --help lists them).");
     }
 
     /**

@@ -8,6 +8,7 @@ import io.pikv.sidecar.client.SidecarClient;
 import io.pikv.sidecar.wire.Wire;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
@@ -15,10 +16,13 @@ import org.apache.kafka.common.serialization.StringDeserializer;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
+import java.io.BufferedReader;
 import java.io.IOException;
+import java.io.InputStreamReader;
 import java.io.PrintWriter;
 import java.net.InetAddress;
 import java.net.ServerSocket;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -29,13 +33,20 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.SplittableRandom;
 import java.util.concurrent.Callable;
-import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.concurrent.locks.LockSupport;
+
+import static io.pikv.cli.ServiceBench.gaussian;
 
 /**
  * {@code ./pikv playground}: a local PiKV cluster with everything embedded — a Kafka broker (KRaft) in this JVM,
@@ -85,14 +96,104 @@ public final class Playground implements Callable<Integer> {
     static final ModelShape SHAPE = new ModelShape(2, 8, 2, 64, 8, 2);
     static final String CLUSTER = "playground";
     private static final int PAGE_TOKENS = 32;
-    private static final DateTimeFormatter CLOCK = DateTimeFormatter.ofPattern("HH:mm:ss").withZone(ZoneId.systemDefault());
+    private static final DateTimeFormatter CLOCK = DateTimeFormatter.ofPattern("HH:mm:ss")
+            .withZone(ZoneId.systemDefault());
+
+    static final String OPERATOR_MAIN = "io.pikv.operator.bench.PlaygroundOperator";
+
+    /** Operators still running, ended by a shutdown hook if the JVM exits without stopping them (a signal). */
+    private static final Set<Process> OPERATORS = ConcurrentHashMap.newKeySet();
+
+    static {
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> OPERATORS.forEach(Process::destroy),
+                "pikv-playground-operator-stop"));
+    }
+
+    /** The running playground's parts, for the steps that start, watch and stop them. */
+    private static final class Parts {
+        final List<SidecarProcess> sidecars = new ArrayList<>();
+        LocalKafka kafka;
+        Process operator;
+        Thread operatorLines;
+    }
 
     @Override
     public Integer call() throws Exception {
+        checkArguments();
+        Path root = SidecarProcess.projectRoot();
+        Path jar = SidecarProcess.appJar(root);
+        // Before anything starts: a missing operator build is said at once, not after minutes of start-up.
+        String operatorClasspath = noOperator ? null : OperatorBench.classpath(root);
+        Files.createDirectories(root.resolve("src-test/target"));
+        Path logs = Files.createTempDirectory(root.resolve("src-test/target"), "playground-");
+        long budget = (long) budgetMib << 20;
+        PrintWriter out = spec.commandLine().getOut();
+        out.println("starting a Kafka broker, " + shards + " shard(s) and a gateway; logs in " + logs + " ...");
+        out.flush();
+
+        Parts parts = new Parts();
+        CountDownLatch stop = new CountDownLatch(1);
+        CountDownLatch finished = new CountDownLatch(1);
+        // On Ctrl-C or SIGTERM: the main thread stops everything in order and says so before the JVM halts.
+        Thread onSignal = new Thread(() -> {
+            stop.countDown();
+            try {
+                finished.await(30, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }, "pikv-playground-stop");
+        Runtime.getRuntime().addShutdownHook(onSignal);
+        Throwable failure = null;
+        try {
+            parts.kafka = LocalKafka.start();
+            SidecarProcess gateway = startSidecars(jar, logs, budget, parts, stop);
+            printWelcome(out, gateway, parts.sidecars, parts.kafka, logs, budget);
+            if (operatorClasspath != null) {
+                startOperator(root, operatorClasspath, parts, logs, budget, out);
+            }
+            AtomicReference<String> demoFailure = new AtomicReference<>();
+            Thread demo = stepsPerSecond == 0 ? null : startDemo(gateway, budget, stop, demoFailure, out);
+            Thread telemetry = startTelemetry(parts.kafka, stop, out);
+            String ended = watch(parts, stop, logs);
+            stop.countDown();
+            for (Thread t : demo == null ? List.of(telemetry) : List.of(demo, telemetry)) {
+                t.join(TimeUnit.SECONDS.toMillis(10));
+            }
+            stopAll(parts); // the operator's last lines before the closing one
+            out.println("playground: " + ended + (demoFailure.get() == null ? "" : " (the demo client last failed: "
+                    + demoFailure.get() + ")"));
+            out.flush();
+            return 0;
+        } catch (Throwable e) {
+            failure = e;
+            throw e;
+        } finally {
+            stop.countDown();
+            try {
+                stopAll(parts);
+            } catch (RuntimeException e) {
+                if (failure == null) {
+                    throw e;
+                }
+                failure.addSuppressed(e); // the first failure is the one to tell
+            } finally {
+                try {
+                    Runtime.getRuntime().removeShutdownHook(onSignal);
+                } catch (IllegalStateException shuttingDown) {
+                    // Ctrl-C: the hooks are running
+                }
+                finished.countDown();
+            }
+        }
+    }
+
+    private void checkArguments() {
         if (shards < 1 || shards > 8 || port < 0 || port > 65535 || budgetMib < 1 || budgetMib > 256
                 || stepsPerSecond < 0 || stepsPerSecond > 10_000 || durationSeconds < 0) {
             throw new Main.UsageException("--shards must be in [1, 8], --port in [0, 65535], --budget-mib in [1, 256], "
-                    + "--steps-per-second in [0, 10000] and --duration at least 0.");
+                    + "--steps-per-second in [0, 10000] and --duration at least 0; got " + shards + ", " + port + ", "
+                    + budgetMib + ", " + stepsPerSecond + " and " + durationSeconds + ".");
         }
         if (!List.of("lru", "streaming", "h2o", "utility", "lrfu", "oldest-page", "reject").contains(policy)) {
             throw new Main.UsageException("unknown --policy '" + policy + "'; known: lru, streaming, h2o, utility, "
@@ -101,128 +202,123 @@ public final class Playground implements Callable<Integer> {
         if (port != 0) {
             // Said before anything starts, rather than found in the gateway's log.
             try (ServerSocket probe = new ServerSocket(port, 1, InetAddress.getLoopbackAddress())) {
-                probe.setReuseAddress(true);
+                // bound: free
+            } catch (java.net.BindException e) {
+                throw new Main.UsageException("port " + port + " on 127.0.0.1 cannot be bound (" + e.getMessage()
+                        + "; another playground?): stop what holds it, or pass --port 0 for a free one.");
             } catch (IOException e) {
-                throw new Main.UsageException("port " + port + " on 127.0.0.1 is in use (another playground?): stop "
-                        + "what holds it, or pass --port 0 for a free one.");
+                throw new Main.UsageException("port " + port + " on 127.0.0.1 cannot be bound: " + e.getMessage()
+                        + "; pass --port 0 for a free one.");
             }
         }
-        Path root = SidecarProcess.projectRoot();
-        Path jar = SidecarProcess.appJar(root);
-        Files.createDirectories(root.resolve("src-test/target"));
-        Path logs = Files.createTempDirectory(root.resolve("src-test/target"), "playground-");
-        long budget = (long) budgetMib << 20;
-        PrintWriter out = spec.commandLine().getOut();
-        out.println("starting a Kafka broker, " + shards + " shard(s) and a gateway; logs in " + logs + " ...");
-        out.flush();
+    }
 
-        List<SidecarProcess> all = new ArrayList<>();
-        Process operator = null;
-        CountDownLatch stop = new CountDownLatch(1);
-        Thread onSignal = new Thread(stop::countDown, "pikv-playground-stop");
-        Runtime.getRuntime().addShutdownHook(onSignal);
-        LocalKafka kafka = null;
+    /** Starts the shards (at once) and then the gateway; returns the gateway. Each joins {@code parts} as it starts. */
+    private SidecarProcess startSidecars(Path jar, Path logs, long budget, Parts parts, CountDownLatch stop) {
+        Map<String, String> common = ServiceBench.settings(SHAPE, "shard", budget);
+        common.put("pikv.cluster", CLUSTER);
+        common.put("kafka.bootstrap.servers", parts.kafka.bootstrapServers());
+        common.put("pikv.telemetry.enabled", "true");
+        common.put("pikv.control.enabled", "true");
+        // A thread per shard: a start waits up to minutes on its child, which the common pool's few threads would
+        // serialise.
+        ExecutorService starter = Executors.newFixedThreadPool(shards, r -> {
+            Thread t = new Thread(r, "pikv-playground-start");
+            t.setDaemon(true);
+            return t;
+        });
+        List<Future<SidecarProcess>> starting = new ArrayList<>();
         try {
-            kafka = LocalKafka.start();
-            Map<String, String> common = new HashMap<>();
-            common.put("pikv.cluster", CLUSTER);
-            common.put("kafka.bootstrap.servers", kafka.bootstrapServers());
-            common.put("pikv.model.layers", String.valueOf(SHAPE.layers()));
-            common.put("pikv.model.q-heads", String.valueOf(SHAPE.qHeads()));
-            common.put("pikv.model.kv-heads", String.valueOf(SHAPE.kvHeads()));
-            common.put("pikv.model.head-dim", String.valueOf(SHAPE.headDim()));
-            common.put("pikv.model.experts", String.valueOf(SHAPE.experts()));
-            common.put("pikv.model.top-k", String.valueOf(SHAPE.topK()));
-            common.put("pikv.store.page-tokens", String.valueOf(PAGE_TOKENS));
-            common.put("pikv.store.budget-bytes", String.valueOf(budget));
-            common.put("quarkus.log.level", "WARN");
-            common.put("quarkus.log.category.\"org.apache.kafka\".level", "ERROR");
-
-            List<CompletableFuture<SidecarProcess>> starting = new ArrayList<>();
             for (int s = 0; s < shards; s++) {
                 Map<String, String> settings = new HashMap<>(common);
-                settings.put("pikv.role", "shard");
                 settings.put("pikv.shard-id", String.valueOf(s));
                 settings.put("pikv.store.eviction", policy);
                 String name = "shard-" + s;
-                starting.add(CompletableFuture.supplyAsync(() -> SidecarProcess.start(jar, name, settings, logs,
+                starting.add(starter.submit(() -> SidecarProcess.start(jar, name, settings, logs,
                         Duration.ofSeconds(180))));
             }
             List<String> urls = new ArrayList<>();
             RuntimeException failed = null;
-            for (CompletableFuture<SidecarProcess> f : starting) {
+            for (Future<SidecarProcess> f : starting) {
                 try {
-                    SidecarProcess p = f.join();
-                    all.add(p);
+                    SidecarProcess p = f.get();
+                    parts.sidecars.add(p);
                     urls.add(p.uri().toString());
-                } catch (java.util.concurrent.CompletionException e) {
-                    failed = failed != null ? failed : e.getCause() instanceof RuntimeException r ? r : e;
+                } catch (ExecutionException e) {
+                    failed = failed != null ? failed : e.getCause() instanceof RuntimeException r ? r
+                            : new Main.RunFailure("starting a shard failed: " + e.getCause(), e.getCause());
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    failed = failed != null ? failed : new Main.RunFailure("interrupted while starting the shards");
                 }
             }
             if (failed != null) {
                 throw failed;
             }
-            Map<String, String> g = new HashMap<>(common);
-            g.put("pikv.role", "gateway");
-            g.put("pikv.gateway.shards", String.join(",", urls));
-            g.put("pikv.telemetry.enabled", "false"); // a gateway holds no KV: shards publish
-            g.put("quarkus.http.port", String.valueOf(port));
-            SidecarProcess gateway = SidecarProcess.start(jar, "gateway", g, logs, Duration.ofSeconds(180));
-            all.add(gateway);
-
-            printWelcome(out, gateway, all, kafka, logs, budget);
-            if (!noOperator) {
-                operator = startOperator(root, kafka, logs, budget, out);
-            }
-            AtomicReference<String> demoFailure = new AtomicReference<>();
-            Thread demo = stepsPerSecond == 0 ? null : startDemo(gateway, budget, stop, demoFailure, out);
-            Thread telemetry = startTelemetry(kafka, stop, out);
-            long deadline = durationSeconds == 0 ? Long.MAX_VALUE : System.nanoTime()
-                    + TimeUnit.SECONDS.toNanos(durationSeconds);
-            String ended = null;
-            while (ended == null) {
-                if (stop.await(1, TimeUnit.SECONDS)) {
-                    ended = "stopping";
-                } else if (System.nanoTime() >= deadline) {
-                    ended = "--duration " + durationSeconds + " s passed; stopping";
-                }
-                for (SidecarProcess p : all) {
-                    if (!p.alive()) {
-                        stop.countDown();
-                        throw new Main.RunFailure("sidecar " + p.name() + " stopped (log " + p.log() + "):\n"
-                                + p.tail());
-                    }
-                }
-                if (operator != null && !operator.isAlive() && stop.getCount() > 0) {
-                    stop.countDown();
-                    throw new Main.RunFailure("the operator stopped (exit " + operator.exitValue() + "; log "
-                            + logs.resolve("operator.log") + "):\n" + tail(logs.resolve("operator.log")));
-                }
-            }
-            stop.countDown();
-            for (Thread t : demo == null ? List.of(telemetry) : List.of(demo, telemetry)) {
-                t.join(TimeUnit.SECONDS.toMillis(10));
-            }
-            out.println("playground: " + ended + (demoFailure.get() == null ? "" : " (the demo client last failed: "
-                    + demoFailure.get() + ")"));
-            out.flush();
-            return 0;
         } finally {
-            stop.countDown();
-            if (operator != null) {
-                stopOperator(operator);
+            starter.shutdown();
+        }
+        if (stop.getCount() == 0) {
+            throw new Main.RunFailure("stopped while starting"); // a signal came during the shards' start-up
+        }
+        Map<String, String> g = new HashMap<>(common);
+        g.put("pikv.role", "gateway");
+        g.put("pikv.gateway.shards", String.join(",", urls(parts.sidecars)));
+        g.put("pikv.telemetry.enabled", "false"); // a gateway holds no KV: shards publish
+        g.put("quarkus.http.port", String.valueOf(port));
+        SidecarProcess gateway = SidecarProcess.start(jar, "gateway", g, logs, Duration.ofSeconds(180));
+        parts.sidecars.add(gateway);
+        return gateway;
+    }
+
+    private static List<String> urls(List<SidecarProcess> sidecars) {
+        return sidecars.stream().map(p -> p.uri().toString()).toList();
+    }
+
+    /**
+     * Waits for a stop (a signal, or {@code --duration}), checking every second that every child still runs; returns
+     * how the run ended, or fails with the log of a child that stopped by itself.
+     */
+    private String watch(Parts parts, CountDownLatch stop, Path logs) throws InterruptedException {
+        long deadline = durationSeconds == 0 ? Long.MAX_VALUE : System.nanoTime()
+                + TimeUnit.SECONDS.toNanos(durationSeconds);
+        while (true) {
+            if (stop.await(1, TimeUnit.SECONDS)) {
+                return "stopping"; // the children may be going already (a signal reaches them too): not a failure
             }
-            for (SidecarProcess p : all) {
-                p.close();
+            if (System.nanoTime() >= deadline) {
+                return "--duration " + durationSeconds + " s passed; stopping";
             }
-            if (kafka != null) {
-                kafka.close(); // after the sidecars: their clients would spend their last seconds retrying it
+            for (SidecarProcess p : parts.sidecars) {
+                if (!p.alive() && stop.getCount() > 0) {
+                    throw new Main.RunFailure("sidecar " + p.name() + " stopped (log " + p.log() + "):\n" + p.tail());
+                }
             }
-            try {
-                Runtime.getRuntime().removeShutdownHook(onSignal);
-            } catch (IllegalStateException shuttingDown) {
-                // Ctrl-C: the hooks are running
+            if (parts.operator != null && !parts.operator.isAlive() && stop.getCount() > 0) {
+                throw new Main.RunFailure("the operator stopped (exit " + parts.operator.exitValue() + "; log "
+                        + logs.resolve("operator.log") + "):\n" + SidecarProcess.tail(logs.resolve("operator.log")));
             }
+        }
+    }
+
+    /**
+     * Stops what runs: the operator first (its input closed), then every sidecar at once, then the broker, after
+     * the sidecars, whose clients would spend their last seconds retrying it. Idempotent.
+     */
+    private static void stopAll(Parts parts) throws InterruptedException {
+        if (parts.operator != null) {
+            stopOperator(parts.operator);
+            parts.operatorLines.join(TimeUnit.SECONDS.toMillis(5)); // its last lines printed
+            parts.operator = null;
+        }
+        List<SidecarProcess> sidecars = new ArrayList<>(parts.sidecars);
+        parts.sidecars.clear();
+        sidecars.forEach(SidecarProcess::destroy);
+        sidecars.forEach(SidecarProcess::close);
+        if (parts.kafka != null) {
+            LocalKafka kafka = parts.kafka;
+            parts.kafka = null;
+            kafka.close();
         }
     }
 
@@ -240,11 +336,12 @@ public final class Playground implements Callable<Integer> {
                         + " MiB of KV pages, policy " + policy);
             }
         }
-        out.println("  kafka    " + kafka.bootstrapServers() + "   topics " + LocalKafka.TELEMETRY_TOPIC + " (telemetry), "
-                + LocalKafka.CONTROL_TOPIC + " (control)");
+        out.println("  kafka    " + kafka.bootstrapServers() + "   topics " + LocalKafka.TELEMETRY_TOPIC
+                + " (telemetry), " + LocalKafka.CONTROL_TOPIC + " (control)");
         if (!noOperator) {
             out.println("  operator against a mock API server, reconciling PiKVCluster " + CLUSTER + "/" + CLUSTER
-                    + " (its status below)");
+                    + " (its status below" + (PAGE_POLICIES.contains(policy) ? "; its spec names no page policy, so "
+                    + "its status shows its default, lru" : "") + ")");
         }
         out.println("  logs     " + logs);
         out.println("Try:");
@@ -255,55 +352,46 @@ public final class Playground implements Callable<Integer> {
         out.println("  curl -s " + g + "/q/metrics | grep '^pikv_'");
         out.println("  curl -s " + g + "/q/openapi          (the whole API; docs/sidecar-api.md explains it)");
         out.println(stepsPerSecond == 0 ? "No demo traffic (--steps-per-second 0)." : "A demo client steps sequences "
-                + "through the gateway, " + stepsPerSecond + " steps a second; each shard's telemetry follows, one line "
-                + "per window.");
+                + "through the gateway, " + stepsPerSecond + " steps a second; each shard's telemetry follows, one "
+                + "line per window.");
         out.println(durationSeconds == 0 ? "Ctrl-C stops everything." : "Stops after " + durationSeconds + " s.");
         out.println();
         out.flush();
     }
 
+    /** The shards' page policies, which a PiKVCluster's scheduling policy cannot name. */
+    private static final List<String> PAGE_POLICIES = List.of("oldest-page", "reject");
+
     /**
      * The operator against a mock API server in a child JVM (the operator module's test class path), given the
      * PiKVCluster of this playground; its lines are printed as they come, its errors go to {@code operator.log}.
      */
-    private Process startOperator(Path root, LocalKafka kafka, Path logs, long budget, PrintWriter out)
+    private void startOperator(Path root, String classpath, Parts parts, Path logs, long budget, PrintWriter out)
             throws IOException {
         List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                "-Xmx512m", "-Djava.util.logging.manager=org.jboss.logmanager.LogManager", "-cp",
-                OperatorBench.classpath(root), OPERATOR_MAIN,
-                "--name", CLUSTER, "--shards", String.valueOf(shards), "--memory", (budget >> 20) + "Mi",
-                "--policy", policy, "--kafka", kafka.bootstrapServers(), "--model", SHAPE.layers() + "," + SHAPE.qHeads()
-                        + "," + SHAPE.kvHeads() + "," + SHAPE.headDim() + "," + SHAPE.experts() + "," + SHAPE.topK()));
+                "-Xmx512m", "-Djava.util.logging.manager=org.jboss.logmanager.LogManager", "-cp", classpath,
+                OPERATOR_MAIN, "--name", CLUSTER, "--shards", String.valueOf(shards), "--memory",
+                (budget >> 20) + "Mi", "--policy", policy, "--kafka", parts.kafka.bootstrapServers(), "--model",
+                SHAPE.layers() + "," + SHAPE.qHeads() + "," + SHAPE.kvHeads() + "," + SHAPE.headDim() + ","
+                        + SHAPE.experts() + "," + SHAPE.topK()));
         Process p = new ProcessBuilder(cmd).directory(root.toFile())
                 .redirectError(logs.resolve("operator.log").toFile()).start();
         OPERATORS.add(p);
+        parts.operator = p;
         Thread lines = new Thread(() -> {
-            try (java.io.BufferedReader in = new java.io.BufferedReader(new java.io.InputStreamReader(
-                    p.getInputStream(), java.nio.charset.StandardCharsets.UTF_8))) {
+            try (BufferedReader in = new BufferedReader(new InputStreamReader(p.getInputStream(),
+                    StandardCharsets.UTF_8))) {
                 String line;
                 while ((line = in.readLine()) != null) {
-                    synchronized (out) {
-                        out.println(CLOCK.format(Instant.now()) + " operator: " + line);
-                        out.flush();
-                    }
+                    print(out, CLOCK.format(Instant.now()) + " operator: " + line);
                 }
             } catch (IOException e) {
-                // the operator stopped; the main loop says so
+                // the operator stopped; the watch says so
             }
         }, "pikv-playground-operator");
         lines.setDaemon(true);
         lines.start();
-        return p;
-    }
-
-    static final String OPERATOR_MAIN = "io.pikv.operator.bench.PlaygroundOperator";
-
-    /** Operators still running, ended by a shutdown hook if the JVM exits without stopping them (a signal). */
-    private static final java.util.Set<Process> OPERATORS = java.util.concurrent.ConcurrentHashMap.newKeySet();
-
-    static {
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> OPERATORS.forEach(Process::destroy),
-                "pikv-playground-operator-stop"));
+        parts.operatorLines = lines;
     }
 
     /** Closes the operator's standard input (it stops on that), then ends it if it has not within 10 s. */
@@ -320,15 +408,6 @@ public final class Playground implements Callable<Integer> {
             p.destroyForcibly();
         }
         OPERATORS.remove(p);
-    }
-
-    private static String tail(Path log) {
-        try {
-            List<String> lines = Files.readAllLines(log);
-            return String.join("\n", lines.subList(Math.max(0, lines.size() - 30), lines.size()));
-        } catch (IOException e) {
-            return "(no log: " + e.getMessage() + ")";
-        }
     }
 
     /**
@@ -349,11 +428,8 @@ public final class Playground implements Callable<Integer> {
                     long sequence = -1;
                     try {
                         sequence = client.createSequence(null);
-                        synchronized (out) {
-                            out.println(CLOCK.format(Instant.now()) + " demo: sequence " + sequence + ": a " + prompt
-                                    + "-token prompt, then " + decode + " decode tokens");
-                            out.flush();
-                        }
+                        print(out, CLOCK.format(Instant.now()) + " demo: sequence " + sequence + ": a " + prompt
+                                + "-token prompt, then " + decode + " decode tokens");
                         for (int layer = 0; layer < SHAPE.layers(); layer++) {
                             appendPrompt(client, sequence, layer, prompt, rnd);
                         }
@@ -371,7 +447,7 @@ public final class Playground implements Callable<Integer> {
                             }
                         }
                         client.closeSequence(sequence);
-                    } catch (RuntimeException e) {
+                    } catch (RuntimeException | Error e) {
                         if (stop.getCount() == 0) {
                             return; // the cluster is going away under it
                         }
@@ -382,12 +458,8 @@ public final class Playground implements Callable<Integer> {
                                 // the idle timeout closes it
                             }
                         }
-                        failure.set(e.getMessage());
-                        synchronized (out) {
-                            out.println(CLOCK.format(Instant.now()) + " demo: " + e.getMessage() + "; a new sequence "
-                                    + "in 1 s");
-                            out.flush();
-                        }
+                        failure.set(String.valueOf(e.getMessage()));
+                        print(out, CLOCK.format(Instant.now()) + " demo: " + e + "; a new sequence in 1 s");
                         LockSupport.parkNanos(TimeUnit.SECONDS.toNanos(1));
                     }
                 }
@@ -423,8 +495,21 @@ public final class Playground implements Callable<Integer> {
                 consumer.assign(List.of(partition));
                 consumer.seekToBeginning(List.of(partition));
                 Map<Integer, Long> resident = new HashMap<>();
+                String lastFailure = null;
                 while (stop.getCount() > 0) {
-                    for (ConsumerRecord<String, byte[]> r : consumer.poll(Duration.ofMillis(500))) {
+                    ConsumerRecords<String, byte[]> records;
+                    try {
+                        records = consumer.poll(Duration.ofMillis(500));
+                    } catch (RuntimeException e) {
+                        // Said once per kind of failure, then retried: the playground goes on without the lines.
+                        if (!String.valueOf(e.getMessage()).equals(lastFailure) && stop.getCount() > 0) {
+                            lastFailure = String.valueOf(e.getMessage());
+                            print(out, "telemetry: reading the broker failed: " + e.getMessage() + "; retrying");
+                        }
+                        LockSupport.parkNanos(TimeUnit.SECONDS.toNanos(1));
+                        continue;
+                    }
+                    for (ConsumerRecord<String, byte[]> r : records) {
                         String line;
                         try {
                             CacheEvents e = json.readValue(r.value(), CacheEvents.class);
@@ -433,20 +518,11 @@ public final class Playground implements Callable<Integer> {
                                 continue; // an idle shard: a line when something changes
                             }
                             line = describe(e);
-                        } catch (IOException e) {
-                            line = "unreadable record " + r.key() + ": " + e.getMessage();
+                        } catch (IOException | RuntimeException e) {
+                            line = "telemetry: unreadable record " + r.key() + " at offset " + r.offset() + ": "
+                                    + e.getMessage();
                         }
-                        synchronized (out) {
-                            out.println(line);
-                            out.flush();
-                        }
-                    }
-                }
-            } catch (RuntimeException e) {
-                if (stop.getCount() > 0) {
-                    synchronized (out) {
-                        out.println("telemetry: reading the broker failed: " + e.getMessage());
-                        out.flush();
+                        print(out, line);
                     }
                 }
             }
@@ -454,6 +530,13 @@ public final class Playground implements Callable<Integer> {
         t.setDaemon(true);
         t.start();
         return t;
+    }
+
+    private static void print(PrintWriter out, String line) {
+        synchronized (out) {
+            out.println(line);
+            out.flush();
+        }
     }
 
     /** Whether the window saw no lookups and no evictions. */
@@ -476,15 +559,5 @@ public final class Playground implements Callable<Integer> {
                 e.shard(), lookups, lookups == 0 ? "no" : String.format(java.util.Locale.ROOT,
                         "%.1f %%", 100.0 * hits / lookups), evictions, e.bytesResident() / 1048576.0,
                 e.budgetBytes() / 1048576.0, e.policy());
-    }
-
-    private static float[] gaussian(int n, SplittableRandom rnd) {
-        float[] x = new float[n];
-        for (int i = 0; i < n; i++) {
-            double u = rnd.nextDouble(1e-12, 1.0);
-            double v = rnd.nextDouble();
-            x[i] = (float) (Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v));
-        }
-        return x;
     }
 }

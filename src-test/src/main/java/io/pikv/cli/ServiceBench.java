@@ -414,7 +414,8 @@ public final class ServiceBench implements Callable<Integer> {
         return s;
     }
 
-    private static Map<String, String> settings(ModelShape shape, String role, long budget) {
+    /** A sidecar's settings for {@code shape} and {@code role}: telemetry and control off, warnings only. */
+    static Map<String, String> settings(ModelShape shape, String role, long budget) {
         Map<String, String> s = new HashMap<>();
         s.put("pikv.role", role);
         s.put("pikv.model.layers", String.valueOf(shape.layers()));
@@ -503,7 +504,7 @@ public final class ServiceBench implements Callable<Integer> {
                 gaussian(shape.queryWidth(), rnd), gaussian(shape.kvWidth(), rnd), gaussian(shape.kvWidth(), rnd));
     }
 
-    private static float[] gaussian(int n, SplittableRandom rnd) {
+    static float[] gaussian(int n, SplittableRandom rnd) {
         float[] x = new float[n];
         for (int i = 0; i < n; i++) {
             // Box-Muller from two uniforms; SplittableRandom has no nextGaussian on JDK 17.

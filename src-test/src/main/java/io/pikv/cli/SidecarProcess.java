@@ -214,13 +214,19 @@ public final class SidecarProcess implements AutoCloseable {
         return tail(log);
     }
 
-    private static String tail(Path log) {
+    /** The last 30 lines of {@code log}, or a note that it cannot be read. */
+    static String tail(Path log) {
         try {
             List<String> lines = Files.readAllLines(log);
             return String.join("\n", lines.subList(Math.max(0, lines.size() - 30), lines.size()));
         } catch (IOException e) {
             return "(no log: " + e.getMessage() + ")";
         }
+    }
+
+    /** Asks the sidecar to stop (SIGTERM) without waiting: {@link #close} then waits, so many stop at once. */
+    public void destroy() {
+        process.destroy();
     }
 
     @Override

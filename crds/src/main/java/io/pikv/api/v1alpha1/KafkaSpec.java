@@ -13,7 +13,8 @@ public class KafkaSpec {
 
     @Required
     @Pattern("^\\s*[^\\s,]+(\\s*,\\s*[^\\s,]+)*\\s*$")
-    @JsonPropertyDescription("Kafka bootstrap servers, host:port[,host:port...] (spaces around the commas are allowed).")
+    @JsonPropertyDescription("Kafka bootstrap servers, host:port[,host:port...] (spaces around the commas are "
+            + "allowed).")
     private String bootstrapServers;
 
     @JsonPropertyDescription("Topic names.")

@@ -126,8 +126,8 @@ public final class PiKVClusterValidator {
             }
             if (!DNS_1035.matcher(name).matches()) {
                 out.add(new Violation("metadata.name", "'" + name + "' must be lower-case letters, digits and '-', "
-                        + "starting with a letter and ending with a letter or digit: the headless Service is named after "
-                        + "it"));
+                        + "starting with a letter and ending with a letter or digit: the headless Service is named "
+                        + "after it"));
             }
         }
         out.addAll(validate(cluster.getSpec()).violations());

@@ -71,13 +71,10 @@ public final class StatusAggregator {
         next.setLastDecision(s.decisions().isEmpty() ? prev.getLastDecision()
                 : s.decisions().get(s.decisions().size() - 1));
 
-        StatefulSetStatus sts = s.statefulSet() == null ? null : s.statefulSet().getStatus();
-        int exist = sts == null || sts.getReplicas() == null ? 0 : sts.getReplicas();
-        int ready = sts == null || sts.getReadyReplicas() == null ? 0 : sts.getReadyReplicas();
-        int updated = sts == null || sts.getUpdatedReplicas() == null ? 0 : sts.getUpdatedReplicas();
-        next.setShards(exist);
-        next.setReadyShards(ready);
-        next.setUpdatedShards(updated);
+        setCounts(next, s.statefulSet());
+        int exist = next.getShards();
+        int ready = next.getReadyShards();
+        int updated = next.getUpdatedShards();
 
         List<Condition> c = new ArrayList<>(prev.getConditions() == null ? List.of() : prev.getConditions());
         long g = s.generation();
@@ -267,13 +264,9 @@ public final class StatusAggregator {
      * generation (the spec that runs). Without a desired count (nothing applied yet) only the counts change.
      */
     public static void refreshShards(PiKVClusterStatus status, StatefulSet statefulSet, String now) {
-        StatefulSetStatus sts = statefulSet == null ? null : statefulSet.getStatus();
-        int exist = sts == null || sts.getReplicas() == null ? 0 : sts.getReplicas();
-        int ready = sts == null || sts.getReadyReplicas() == null ? 0 : sts.getReadyReplicas();
-        int updated = sts == null || sts.getUpdatedReplicas() == null ? 0 : sts.getUpdatedReplicas();
-        status.setShards(exist);
-        status.setReadyShards(ready);
-        status.setUpdatedShards(updated);
+        setCounts(status, statefulSet);
+        int exist = status.getShards();
+        int ready = status.getReadyShards();
         Integer desired = status.getDesiredShards();
         Condition was = Conditions.find(status.getConditions(), PiKVClusterStatus.READY);
         if (desired == null || was == null) {
@@ -287,6 +280,14 @@ public final class StatusAggregator {
                 message, rg, now)
                 : Conditions.set(status.getConditions(), PiKVClusterStatus.READY, false, Reasons.SHARDS_NOT_READY,
                 message, rg, now));
+    }
+
+    /** The shard pods that exist, are ready and run the latest template, as the StatefulSet counts them (0 without). */
+    private static void setCounts(PiKVClusterStatus status, StatefulSet statefulSet) {
+        StatefulSetStatus sts = statefulSet == null ? null : statefulSet.getStatus();
+        status.setShards(sts == null || sts.getReplicas() == null ? 0 : sts.getReplicas());
+        status.setReadyShards(sts == null || sts.getReadyReplicas() == null ? 0 : sts.getReadyReplicas());
+        status.setUpdatedShards(sts == null || sts.getUpdatedReplicas() == null ? 0 : sts.getUpdatedReplicas());
     }
 
     /** Whether the StatefulSet controller has rolled out the latest template to every replica. */

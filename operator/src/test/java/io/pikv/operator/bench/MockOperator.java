@@ -67,12 +67,12 @@ final class MockOperator implements AutoCloseable {
         return new MockOperator(server, driver, operatorClient, operator);
     }
 
-    /** Plays the StatefulSet controller for {@code cluster}: every replica of its shard StatefulSet updated and ready. */
+    /** Plays the StatefulSet controller for {@code cluster}: every replica of its shard StatefulSet updated, ready. */
     void markReady(String namespace, String cluster) {
         var resource = driver.apps().statefulSets().inNamespace(namespace)
                 .withName(PiKVClusterResources.shardStatefulSetName(cluster));
         StatefulSet sts = resource.get();
-        int n = sts.getSpec().getReplicas();
+        int n = sts.getSpec().getReplicas() == null ? 1 : sts.getSpec().getReplicas(); // the API server's default
         sts.setStatus(new StatefulSetStatusBuilder().withObservedGeneration(sts.getMetadata().getGeneration())
                 .withReplicas(n).withReadyReplicas(n).withUpdatedReplicas(n).withCurrentRevision("r")
                 .withUpdateRevision("r").build());

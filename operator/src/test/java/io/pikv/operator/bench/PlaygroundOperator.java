@@ -160,7 +160,8 @@ public final class PlaygroundOperator {
             return null;
         }
         List<String> parts = new ArrayList<>();
-        for (String type : List.of(PiKVClusterStatus.READY, PiKVClusterStatus.PROGRESSING, PiKVClusterStatus.DEGRADED)) {
+        for (String type : List.of(PiKVClusterStatus.READY, PiKVClusterStatus.PROGRESSING,
+                PiKVClusterStatus.DEGRADED)) {
             Condition c = s.getConditions().stream().filter(x -> type.equals(x.getType())).findFirst().orElse(null);
             if (c != null) {
                 parts.add(type + "=" + c.getStatus() + " (" + c.getReason() + ")");

@@ -94,6 +94,7 @@ class OperatorBeansTest {
         assertThatThrownBy(() -> beans.operatorSettings(config("i", "1Gi", m5, s10, m10, "Lease_1")))
                 .hasMessageStartingWith("pikv.operator.lease-name 'Lease_1' is not a Lease name");
         assertThatThrownBy(() -> beans.operatorSettings(config("reg/pikv:1 ", "1Gi")))
-                .hasMessage("pikv.operator.sidecar-image 'reg/pikv:1 ' is not an image reference (it holds whitespace)");
+                .hasMessage("pikv.operator.sidecar-image 'reg/pikv:1 ' is not an image reference (it holds "
+                        + "whitespace)");
     }
 }

@@ -564,7 +564,8 @@ class PiKVClusterReconcilerTest {
         });
         PiKVClusterStatus status = awaitStatus("upgraded", s -> s.getObservedGeneration() == 2
                 && condition(s, "Degraded").getMessage().startsWith("Generation 2"));
-        assertThat(condition(status, "Degraded").getMessage()).contains("Generation 2 is invalid: spec.sidecar.resources",
+        assertThat(condition(status, "Degraded").getMessage()).contains(
+                "Generation 2 is invalid: spec.sidecar.resources",
                 "The last valid spec (generation 1) fails this operator version's checks (spec.sidecar.resources: "
                         + "memory 320Mi", "the shard pods keep running as they are, unmanaged");
         assertThat(condition(status, "Ready").getMessage()).contains("fails this operator's checks");

@@ -384,7 +384,8 @@ class PiKVClusterValidatorTest {
                 + "/properties/kafka/properties/bootstrapServers/pattern").asText();
         assertThat(pattern).isNotEmpty();
         // servers, accepted by the schema, accepted by the validator (which also wants a port)
-        Object[][] cases = {{"kafka:9092", true, true}, {"a:9092, b:9093", true, true}, {" a:9092 ,b:9093 ", true, true},
+        Object[][] cases = {{"kafka:9092", true, true}, {"a:9092, b:9093", true, true},
+            {" a:9092 ,b:9093 ", true, true},
             {"a:9092,,b:9093", false, false}, {"a:9092 b:9093", false, false}, {"a:9092,", false, false},
             {"broker", true, false}};
         for (Object[] t : cases) {

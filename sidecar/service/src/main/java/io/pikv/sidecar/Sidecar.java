@@ -50,7 +50,8 @@ public class Sidecar {
         }
         check("pikv.shard-id", config.shardId() >= 0, "a shard id is >= 0, got " + config.shardId());
         // The cluster keys its control records and the shards' telemetry: a blank one would match no operator's.
-        check("pikv.cluster", !config.cluster().isBlank() && config.cluster().chars().noneMatch(Character::isWhitespace),
+        check("pikv.cluster", !config.cluster().isBlank()
+                        && config.cluster().chars().noneMatch(Character::isWhitespace),
                 "a cluster name is a non-empty name without whitespace (the operator sets <namespace>/<name>), got '"
                         + config.cluster() + "'");
         check("pikv.api.max-body-bytes", config.api().maxBodyBytes() >= 1,
@@ -272,7 +273,7 @@ public class Sidecar {
         return new Gateway(shape, clients, routers);
     }
 
-    /** The cache-aware routing knobs, checked whatever the routing, so a bad value is said before anyone relies on it. */
+    /** The cache-aware routing knobs, checked whatever the routing: a bad value is said before anyone relies on it. */
     static void checkRoutingKnobs(SidecarConfig.Gateway g) {
         if (!Double.isFinite(g.lambda()) || g.lambda() < 0) {
             throw new IllegalArgumentException("pikv.gateway.lambda must be a finite number >= 0, got " + g.lambda());
