@@ -50,13 +50,15 @@ import static io.pikv.cli.ServiceBench.gaussian;
 
 /**
  * {@code ./pikv playground}: a local PiKV cluster with everything embedded — a Kafka broker (KRaft) in this JVM,
- * shard sidecars and a gateway as child JVMs on loopback, a demo client stepping sequences through the gateway — and
- * each shard's telemetry printed as the broker receives it, until Ctrl-C or {@code --duration}.
+ * shard sidecars and a gateway as child JVMs on loopback, the operator against a mock API server in another, a demo
+ * client stepping sequences through the gateway — with each shard's telemetry printed as the broker receives it and
+ * the cluster's status as the operator writes it, until Ctrl-C or {@code --duration}.
  */
 @Command(name = "playground", mixinStandardHelpOptions = true,
         description = "Start a local PiKV cluster, everything embedded: a Kafka broker (KRaft) in this JVM, shard "
-                + "sidecars and a gateway as child JVMs on loopback, and a demo client stepping sequences through the "
-                + "gateway; print each shard's telemetry as it arrives. Ctrl-C stops it.")
+                + "sidecars and a gateway as child JVMs on loopback, the operator against a mock API server, and a "
+                + "demo client stepping sequences through the gateway; print each shard's telemetry as it arrives and "
+                + "the cluster's status as the operator writes it. Ctrl-C stops it.")
 public final class Playground implements Callable<Integer> {
 
     @Option(names = "--shards", defaultValue = "2", description = "Shard sidecars (default ${DEFAULT-VALUE}).")
@@ -411,8 +413,10 @@ public final class Playground implements Callable<Integer> {
     }
 
     /**
-     * The demo client: conversations of a prompt (appended in one request) and decode steps through the gateway, each
-     * long enough to fill the shards' budgets, so that the policy evicts; one conversation open at a time.
+     * The demo client: conversations of a prompt (appended in requests of 1,024 entries) and decode steps through the
+     * gateway, each long enough to fill the shards' budgets, so that the policy evicts; one conversation open at a time.
+     * A failed request is said and a new conversation starts a second later; an {@link Error} (out of memory) ends the
+     * demo, said once, while the cluster runs on.
      */
     private Thread startDemo(SidecarProcess gateway, long budget, CountDownLatch stop, AtomicReference<String> failure,
                              PrintWriter out) {
@@ -420,9 +424,9 @@ public final class Playground implements Callable<Integer> {
         int budgetTokens = (int) Math.min(1 << 20, budget * shards / entryBytes / SHAPE.layers());
         int prompt = Math.max(PAGE_TOKENS, budgetTokens * 3 / 4);
         int decode = Math.max(PAGE_TOKENS, budgetTokens);
+        long interval = TimeUnit.SECONDS.toNanos(1) / stepsPerSecond;
         Thread t = new Thread(() -> {
             SplittableRandom rnd = new SplittableRandom(42);
-            long interval = TimeUnit.SECONDS.toNanos(1) / stepsPerSecond;
             try (SidecarClient client = new SidecarClient(gateway.uri(), SHAPE)) {
                 while (stop.getCount() > 0) {
                     long sequence = -1;
@@ -431,23 +435,11 @@ public final class Playground implements Callable<Integer> {
                         print(out, CLOCK.format(Instant.now()) + " demo: sequence " + sequence + ": a " + prompt
                                 + "-token prompt, then " + decode + " decode tokens");
                         for (int layer = 0; layer < SHAPE.layers(); layer++) {
-                            appendPrompt(client, sequence, layer, prompt, rnd);
+                            appendPrompt(client, sequence, layer, prompt, rnd, stop);
                         }
-                        long next = System.nanoTime();
-                        for (int token = 0; token < decode && stop.getCount() > 0; token++) {
-                            for (int layer = 0; layer < SHAPE.layers() && stop.getCount() > 0; layer++) {
-                                next += interval;
-                                long wait = next - System.nanoTime();
-                                if (wait > 0) {
-                                    LockSupport.parkNanos(wait);
-                                }
-                                client.step(sequence, new Wire.StepRequest(layer, Wire.GATE_LOGITS, Wire.SCOPE_ALL,
-                                        gaussian(SHAPE.experts(), rnd), null, gaussian(SHAPE.queryWidth(), rnd),
-                                        gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd)));
-                            }
-                        }
+                        decode(client, sequence, decode, interval, rnd, stop);
                         client.closeSequence(sequence);
-                    } catch (RuntimeException | Error e) {
+                    } catch (RuntimeException e) {
                         if (stop.getCount() == 0) {
                             return; // the cluster is going away under it
                         }
@@ -463,6 +455,9 @@ public final class Playground implements Callable<Integer> {
                         LockSupport.parkNanos(TimeUnit.SECONDS.toNanos(1));
                     }
                 }
+            } catch (Error e) {
+                failure.set(String.valueOf(e));
+                print(out, CLOCK.format(Instant.now()) + " demo: stopped by " + e);
             }
         }, "pikv-playground-demo");
         t.setDaemon(true);
@@ -470,9 +465,28 @@ public final class Playground implements Callable<Integer> {
         return t;
     }
 
-    private static void appendPrompt(SidecarClient client, long sequence, int layer, int tokens, SplittableRandom rnd) {
+    /** {@code tokens} decode tokens, a step per layer each, at one step per {@code interval}, until {@code stop}. */
+    private static void decode(SidecarClient client, long sequence, int tokens, long interval, SplittableRandom rnd,
+                               CountDownLatch stop) {
+        long next = System.nanoTime();
+        for (int token = 0; token < tokens && stop.getCount() > 0; token++) {
+            for (int layer = 0; layer < SHAPE.layers() && stop.getCount() > 0; layer++) {
+                next += interval;
+                long wait = next - System.nanoTime();
+                if (wait > 0) {
+                    LockSupport.parkNanos(wait);
+                }
+                client.step(sequence, new Wire.StepRequest(layer, Wire.GATE_LOGITS, Wire.SCOPE_ALL,
+                        gaussian(SHAPE.experts(), rnd), null, gaussian(SHAPE.queryWidth(), rnd),
+                        gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd)));
+            }
+        }
+    }
+
+    private static void appendPrompt(SidecarClient client, long sequence, int layer, int tokens, SplittableRandom rnd,
+                                     CountDownLatch stop) {
         int chunk = 1024;
-        for (int start = 0; start < tokens; start += chunk) {
+        for (int start = 0; start < tokens && stop.getCount() > 0; start += chunk) {
             int n = Math.min(chunk, tokens - start);
             Wire.AppendRequest.Entry[] entries = new Wire.AppendRequest.Entry[n];
             for (int i = 0; i < n; i++) {
@@ -525,6 +539,9 @@ public final class Playground implements Callable<Integer> {
                         print(out, line);
                     }
                 }
+            } catch (RuntimeException e) {
+                // The consumer itself could not be made or assigned: the playground goes on without the lines.
+                print(out, "telemetry: cannot read the broker: " + e.getMessage() + "; no telemetry lines follow");
             }
         }, "pikv-playground-telemetry");
         t.setDaemon(true);

@@ -14,15 +14,19 @@ public class KafkaTopics {
     /** Kafka's legal topic names. */
     public static final String TOPIC_PATTERN = "^[a-zA-Z0-9._-]{1,249}$";
 
-    @Default("pikv.cache-events")
+    /** The sidecar's own defaults ({@code pikv.telemetry.topic}, {@code pikv.control.topic}). */
+    public static final String DEFAULT_EVENTS = "pikv.cache-events";
+    public static final String DEFAULT_CONTROL = "pikv.control";
+
+    @Default(DEFAULT_EVENTS)
     @Pattern(TOPIC_PATTERN)
     @JsonPropertyDescription("Telemetry: one record per shard per window, keyed <cluster>/<shard>.")
-    private String events = "pikv.cache-events";
+    private String events = DEFAULT_EVENTS;
 
-    @Default("pikv.control")
+    @Default(DEFAULT_CONTROL)
     @Pattern(TOPIC_PATTERN)
     @JsonPropertyDescription("Control state (compacted, keyed by cluster): shard map, active policy, budgets.")
-    private String control = "pikv.control";
+    private String control = DEFAULT_CONTROL;
 
     public String getEvents() {
         return events;

@@ -6,6 +6,7 @@ import io.pikv.api.v1alpha1.AutoscalingSpec;
 import io.pikv.api.v1alpha1.CompressionSpec;
 import io.pikv.api.v1alpha1.GpuSpec;
 import io.pikv.api.v1alpha1.KafkaSpec;
+import io.pikv.api.v1alpha1.KafkaTopics;
 import io.pikv.api.v1alpha1.ModelSpec;
 import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.api.v1alpha1.PiKVClusterSpec;
@@ -507,9 +508,13 @@ public final class PiKVClusterValidator {
             String control = k.getTopics().getControl();
             topic(out, "spec.kafka.topics.events", events);
             topic(out, "spec.kafka.topics.control", control);
-            if (events != null && events.equals(control)) {
-                out.add(new Violation("spec.kafka.topics.control", "equals spec.kafka.topics.events ('" + events
-                        + "'): telemetry and the compacted control topic must be different topics"));
+            // A topic left null runs as the shards' default (the operator renders no setting for it).
+            String eventsRun = events == null ? KafkaTopics.DEFAULT_EVENTS : events;
+            String controlRun = control == null ? KafkaTopics.DEFAULT_CONTROL : control;
+            if (eventsRun.equals(controlRun)) {
+                out.add(new Violation("spec.kafka.topics.control", "equals spec.kafka.topics.events ('" + eventsRun
+                        + "'" + (events == null || control == null ? ", the default of the one left unset" : "")
+                        + "): telemetry and the compacted control topic must be different topics"));
             }
         }
         if (k.getCredentialsSecret() != null) {

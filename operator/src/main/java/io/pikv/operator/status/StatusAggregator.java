@@ -261,7 +261,8 @@ public final class StatusAggregator {
      * After a failed reconcile, whose own status was never built: the shard counts and {@code Ready} from the
      * StatefulSet as the informer has it now, so that pods lost while reconciles fail are not reported ready. The rest
      * of {@code status} stays as the last reconcile that got through left it; {@code Ready} keeps that reconcile's
-     * generation (the spec that runs). Without a desired count (nothing applied yet) only the counts change.
+     * generation (the spec that runs). Without a desired count (nothing applied yet), or while no valid spec runs (the
+     * shards are not managed), only the counts change.
      */
     public static void refreshShards(PiKVClusterStatus status, StatefulSet statefulSet, String now) {
         setCounts(status, statefulSet);
@@ -269,8 +270,8 @@ public final class StatusAggregator {
         int ready = status.getReadyShards();
         Integer desired = status.getDesiredShards();
         Condition was = Conditions.find(status.getConditions(), PiKVClusterStatus.READY);
-        if (desired == null || was == null) {
-            return;
+        if (desired == null || was == null || Reasons.NO_VALID_SPEC.equals(was.getReason())) {
+            return; // nothing applied, or shards left unmanaged: Ready says why, whatever the pods do
         }
         long rg = was.getObservedGeneration() == null ? -1 : was.getObservedGeneration();
         boolean allReady = statefulSet != null && rolledOut(statefulSet) && exist == desired && ready == desired;

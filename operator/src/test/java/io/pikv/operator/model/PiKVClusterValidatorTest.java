@@ -143,6 +143,13 @@ class PiKVClusterValidatorTest {
                     k.getTopics().setControl("pikv.cache-events");
                     c.getSpec().setKafka(k);
                 }, "spec.kafka.topics.control", "must be different topics"),
+                bad("a topic left null that the other one's name meets as its default", c -> {
+                    KafkaSpec k = new KafkaSpec();
+                    k.setBootstrapServers("kafka:9092");
+                    k.getTopics().setEvents(null);
+                    k.getTopics().setControl("pikv.cache-events");
+                    c.getSpec().setKafka(k);
+                }, "spec.kafka.topics.control", "('pikv.cache-events', the default of the one left unset)"),
                 bad("secret name with capitals", c -> {
                     KafkaSpec k = new KafkaSpec();
                     k.setBootstrapServers("kafka:9092");

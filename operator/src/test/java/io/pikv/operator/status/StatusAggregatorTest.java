@@ -292,6 +292,30 @@ class StatusAggregatorTest {
     }
 
     @Test
+    void afterAFailedReconcileReadinessFollowsTheShardsOnlyWhereTheyAreManaged() {
+        PiKVClusterStatus ready = next(null, sts(2, 2), T0);
+        assertThat(condition(ready, "Ready").getStatus()).isEqualTo("True");
+        StatusAggregator.refreshShards(ready, sts(2, 1), T1);
+        assertThat(condition(ready, "Ready").getStatus()).isEqualTo("False");
+        assertThat(condition(ready, "Ready").getMessage()).isEqualTo("1/2 shards ready.");
+        assertThat(ready.getReadyShards()).isEqualTo(1);
+        StatusAggregator.refreshShards(ready, sts(2, 2), T1);
+        assertThat(condition(ready, "Ready").getStatus()).isEqualTo("True");
+
+        // Unmanaged (no valid spec runs): the pods' readiness does not make the cluster Ready; the counts follow.
+        PiKVClusterStatus before = next(null, sts(2, 2), T0);
+        before.setLastValidSpec("{\"model\": {\"dtype\": \"fp8\"}}");
+        PiKVClusterValidator.Result invalid = new PiKVClusterValidator.Result(List.of(
+                new PiKVClusterValidator.Violation("spec.shards", "is 0: at least 1")));
+        PiKVClusterStatus unmanaged = StatusAggregator.next(before, new StatusAggregator.Snapshot("demo", 2, invalid,
+                null, -1, null, sts(2, 1), List.of(), T1));
+        StatusAggregator.refreshShards(unmanaged, sts(2, 2), T1);
+        assertThat(condition(unmanaged, "Ready").getStatus()).isEqualTo("False");
+        assertThat(condition(unmanaged, "Ready").getReason()).isEqualTo("NoValidSpec");
+        assertThat(unmanaged.getReadyShards()).isEqualTo(2);
+    }
+
+    @Test
     void progressingWhileCreatingOrRollingOut() {
         PiKVClusterStatus creating = next(null, null, T0);
         assertThat(condition(creating, "Progressing").getReason()).isEqualTo("Creating");

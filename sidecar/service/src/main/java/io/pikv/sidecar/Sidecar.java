@@ -78,8 +78,8 @@ public class Sidecar {
         check("pikv.telemetry.topic", org.apache.kafka.common.internals.Topic.isValid(config.telemetry().topic()),
                 "a Kafka topic name is 1 to 249 of the characters a-z A-Z 0-9 . _ - (and not . or ..), got '"
                         + config.telemetry().topic() + "'");
-        check("pikv.telemetry.topic", !(config.telemetry().enabled() && config.control().enabled()
-                        && config.telemetry().topic().equals(config.control().topic())),
+        check("pikv.telemetry.topic and pikv.control.topic", !(config.telemetry().enabled()
+                        && config.control().enabled() && config.telemetry().topic().equals(config.control().topic())),
                 "telemetry and control need topics of their own (control is a compacted topic of desired states), got '"
                         + config.telemetry().topic() + "' for both");
         // With control on, KV requests wait for the control listener (installed at start-up): until it has read the

@@ -51,9 +51,9 @@ class ComputeSelectionTest {
                 + "window is from 1 ms to 1 h"},
             {"pikv.telemetry.send-timeout", "400000000000d", "invalid configuration pikv.telemetry.send-timeout: a "
                 + "send may take from 1 s"},
-            {"pikv.control.topic", "pikv.cache-events", "invalid configuration pikv.telemetry.topic: telemetry and "
-                + "control need topics of their own (control is a compacted topic of desired states), got "
-                + "'pikv.cache-events' for both"},
+            {"pikv.control.topic", "pikv.cache-events", "invalid configuration pikv.telemetry.topic and "
+                + "pikv.control.topic: telemetry and control need topics of their own (control is a compacted topic "
+                + "of desired states), got 'pikv.cache-events' for both"},
             {"pikv.store.buckets", "2048", "invalid configuration pikv.store.*: buckets must be a power of two in "
                 + "[1, 1024], got 2048"},
             {"pikv.sequence-idle-timeout", "30s", "invalid configuration pikv.sequence-idle-timeout: the idle "
