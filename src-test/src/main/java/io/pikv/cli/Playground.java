@@ -414,7 +414,7 @@ public final class Playground implements Callable<Integer> {
 
     /**
      * The demo client: conversations of a prompt (appended in requests of 1,024 entries) and decode steps through the
-     * gateway, each long enough to fill the shards' budgets, so that the policy evicts; one conversation open at a time.
+     * gateway, each long enough to fill the shards' budgets, so that the policy evicts; one conversation at a time.
      * A failed request is said and a new conversation starts a second later; an {@link Error} (out of memory) ends the
      * demo, said once, while the cluster runs on.
      */
