@@ -109,6 +109,15 @@ class ManifestsTest {
         assertThat(c.getReadinessProbe().getHttpGet().getPath()).isEqualTo("/q/health/ready");
         assertThat(c.getLivenessProbe().getHttpGet().getPath()).isEqualTo("/q/health/live");
         assertThat(c.getSecurityContext().getReadOnlyRootFilesystem()).isTrue();
+        // The standby replica is kept apart from the leader and out of the same drain.
+        assertThat(d.getSpec().getTemplate().getSpec().getTopologySpreadConstraints()).singleElement()
+                .satisfies(t -> assertThat(t.getLabelSelector().getMatchLabels())
+                        .isEqualTo(d.getSpec().getSelector().getMatchLabels()));
+        var pdb = (io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudget) parse(
+                MANIFESTS.resolve("075-poddisruptionbudget.yaml")).get(0);
+        assertThat(pdb.getSpec().getSelector().getMatchLabels()).isEqualTo(d.getSpec().getSelector().getMatchLabels());
+        assertThat(pdb.getSpec().getMinAvailable().getIntVal()).isEqualTo(1);
+        assertThat(pdb.getMetadata().getNamespace()).isEqualTo(d.getMetadata().getNamespace());
     }
 
     /**
