@@ -35,6 +35,9 @@ import java.util.stream.IntStream;
         description = "Check the CUDA backend on this machine: correctness against the CPU backend and attention "
                 + "bandwidth (K+V bytes read per second) against device-to-device copy bandwidth.")
 public final class GpuCheck implements Callable<Integer> {
+    /** Largest relative error accepted against the CPU backend and the double reference (measured: at most 2.2e-6). */
+    static final double MAX_ERROR = 1e-4;
+
     private static final int[][] SHAPES = { // qHeads, kvHeads, headDim, tokens
         {32, 8, 128, 1000}, {16, 16, 128, 77}, {8, 2, 64, 513}, {4, 4, 256, 300}, {12, 4, 32, 65}, {6, 2, 128, 1}};
 
@@ -101,7 +104,7 @@ public final class GpuCheck implements Callable<Integer> {
             try {
                 double err = CudaKvCache.errorAgainstCpu(cuda, new ModelShape(1, s[0], s[1], s[2], 8, 2), type, s[3],
                         s[3] * 31L + s[2]);
-                ok = err <= 2e-3;
+                ok = err <= MAX_ERROR;
                 row.put("rel_error_vs_cpu", BenchReport.round(err, 3));
             } catch (RuntimeException e) {
                 ok = false;
@@ -227,7 +230,7 @@ public final class GpuCheck implements Callable<Integer> {
                 row.put("copy_gbps", BenchReport.round(copyGbps, 4));
                 row.put("ratio_to_copy", BenchReport.round(gbps / copyGbps, 3));
                 row.put("rel_error", BenchReport.round(err, 3));
-                row.put("ok", err <= 2e-3);
+                row.put("ok", err <= MAX_ERROR);
             }
             return row;
         }

@@ -509,6 +509,10 @@ public final class CudaKvCache implements AutoCloseable {
          * own throughput, as in a serving loop that keeps the stream busy).
          */
         public double[] time(float[] query, int iterations) {
+            if (closed) {
+                throw new IllegalStateException("this attention plan is closed");
+            }
+            checkOpen(); // launching on a freed slab would leave the context with a sticky illegal-address error
             load(query);
             launch();
             launch();
@@ -579,8 +583,9 @@ public final class CudaKvCache implements AutoCloseable {
                 return; // freeing twice could free another allocation that took the same address
             }
             closed = true;
-            // Each resource freed on its own: after a lasting CUDA error one failing call must not keep the others.
-            cuda.bind();
+            // Each resource freed on its own: after a lasting CUDA error one failing call must not keep the others
+            // (binding the context included: a close that throws would skip the frees and the caller's fallback).
+            quietly(cuda::bind);
             if (graphExec != null) {
                 quietly(() -> JCudaDriver.cuGraphExecDestroy(graphExec));
                 quietly(() -> JCudaDriver.cuGraphDestroy(graph));
@@ -689,7 +694,7 @@ public final class CudaKvCache implements AutoCloseable {
             pagesPlan.close();
             pagesPlan = null;
         }
-        cuda.bind();
+        quietly(cuda::bind);
         quietly(() -> JCudaDriver.cuMemFree(slab));
         quietly(() -> JCudaDriver.cuMemFree(staging));
     }

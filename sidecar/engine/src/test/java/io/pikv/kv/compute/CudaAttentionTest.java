@@ -27,7 +27,9 @@ class CudaAttentionTest {
         ModelShape shape = new ModelShape(1, qHeads, kvHeads, headDim, 8, 2);
         double error = CudaKvCache.errorAgainstCpu(ComputeBackends.probe().backend(), shape, type, tokens,
                 tokens * 31L + headDim);
-        assertThat(error).isLessThanOrEqualTo(2e-3);
+        // Both sides read the same pages (int8: the same codec), so only the arithmetic differs: measured at most
+        // 2.2e-6 on an H100 (docs/gpu.md); 1e-4 leaves room for other devices and still catches a dropped token.
+        assertThat(error).isLessThanOrEqualTo(1e-4);
     }
 
     /**
@@ -63,6 +65,8 @@ class CudaAttentionTest {
             agree(shard, shape, rnd);
             fill.accept(700); // beyond the budget: the oldest pages go and are reused
             agree(shard, shape, rnd);
+            // A device error would have moved the shard to the CPU, and the answers compared the CPU with itself.
+            assertThat(device.failed()).as("the device answered every call").isFalse();
         }
     }
 
@@ -76,6 +80,6 @@ class CudaAttentionTest {
         float[] onDevice = shard.attendPartial(1, 0, q, io.pikv.kv.AttentionScope.all(), false).finish().output();
         float[] onCpu = shard.attendPartial(1, 0, q, io.pikv.kv.AttentionScope.experts(0, 1, 2, 3, 4, 5, 6, 7), false)
                 .finish().output();
-        assertThat(io.pikv.kv.Accuracy.relativeError(onDevice, onCpu)).isLessThanOrEqualTo(2e-3);
+        assertThat(io.pikv.kv.Accuracy.relativeError(onDevice, onCpu)).isLessThanOrEqualTo(1e-4);
     }
 }

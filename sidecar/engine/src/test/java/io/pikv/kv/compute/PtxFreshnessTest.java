@@ -25,6 +25,9 @@ class PtxFreshnessTest {
         String ptx = new String(CudaBackend.ptx(target), java.nio.charset.StandardCharsets.US_ASCII);
         assertThat(ptx).contains(".target " + target, ".entry pikv_decode_partial_d32",
                 ".entry pikv_decode_partial_d64", ".entry pikv_decode_partial_d128", ".entry pikv_decode_partial_d256",
+                // int8 pages: without these entries CudaBackend.open fails and auto stays on the CPU of a GPU machine
+                ".entry pikv_decode_partial_i8_d32", ".entry pikv_decode_partial_i8_d64",
+                ".entry pikv_decode_partial_i8_d128", ".entry pikv_decode_partial_i8_d256",
                 ".entry pikv_decode_merge",
                 ".entry pikv_append");
         assertThat(ptx).endsWith("\0");
