@@ -36,6 +36,8 @@ public final class CacheAwareRouter implements Router {
     private final int window;
     private final double nullRatio;
     private final double decay;
+    /** Miss counts below this are taken as none (see {@link #route}). */
+    static final double MISS_FLOOR = 1e-30;
     private final double[] miss;
 
     /**
@@ -104,7 +106,9 @@ public final class CacheAwareRouter implements Router {
                     + " experts but this router counts misses for " + miss.length);
         }
         for (int e = 0; e < miss.length; e++) {
-            miss[e] *= decay;
+            // A count this small weighs nothing (λ·ln(1 + 1e-30)); flushed to 0 rather than decayed through
+            // subnormal doubles, which x86 multiplies far more slowly, for tens of windows after its last miss.
+            miss[e] = miss[e] < MISS_FLOOR ? 0 : miss[e] * decay;
         }
         int[] plain = Gate.topK(logits, k);
         double nullScore = nullRatio == 0 ? Double.NEGATIVE_INFINITY : logits[plain[0]] + Math.log(nullRatio);
@@ -161,7 +165,8 @@ public final class CacheAwareRouter implements Router {
                 }
                 int back = -1;
                 for (int p : plain) {
-                    if (chosen[p] || !(logits[p] > logits[e]) || (back >= 0 && logits[p] <= logits[back])) {
+                    // A top-k expert takes back the slot of one outside the top-k it ties with, too (top-k wins ties).
+                    if (chosen[p] || !(logits[p] >= logits[e]) || (back >= 0 && logits[p] <= logits[back])) {
                         continue;
                     }
                     int shard = map.shardOf(p);

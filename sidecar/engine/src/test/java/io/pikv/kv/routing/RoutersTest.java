@@ -55,6 +55,10 @@ class RoutersTest {
         assertThat(d.experts()).containsExactly(0, 1);
         assertThat(d.shards()).isEqualTo(2);
         assertThat(d.massMoved()).isZero();
+        // The same when expert 2's gate weight ties expert 1's exactly (common with bf16 or fp16 logits).
+        RoutingDecision tie = router.route(ln(0.5, 0.25, 0.25), map);
+        assertThat(tie.experts()).containsExactly(0, 1);
+        assertThat(tie.massMoved()).isZero();
         // With no null expert nothing is dropped, however large λ is (λ·ln(1 + misses) past the double range).
         CacheAwareRouter huge = new CacheAwareRouter(2, 2, 1e308, 1_000_000, 0.0);
         for (int i = 0; i < 10; i++) {
@@ -189,6 +193,11 @@ class RoutersTest {
         }
         assertThat(router.missCount(2)).isCloseTo(2 / Math.E, offset(1e-15));
         assertThat(router.missCount(0)).isZero();
+        // A count that has decayed below 1e-30 (4 × 70 tokens here: 2·e^-70 < 1e-30) is none at all, not a subnormal.
+        for (int i = 0; i < 4 * 70; i++) {
+            router.route(ln(0.5, 0.3, 0.2), ownShards(3));
+        }
+        assertThat(router.missCount(2)).isEqualTo(0.0);
     }
 
     @Test
