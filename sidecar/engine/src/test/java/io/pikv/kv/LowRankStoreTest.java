@@ -231,6 +231,11 @@ class LowRankStoreTest {
                 .containsExactly(3);
         // Float32 means and rows per (layer, group, head): (1 + 4) + (1 + 4) rows of 32.
         assertThat(bases.bytes()).isEqualTo(2L * 3 * SHAPE.kvHeads() * 10 * 32 * 4);
+        // However low minExpertTokens is set, an expert gets its own basis only with more entries than the rank:
+        // expert 0's 5 entries span 4 directions, too few for a rank-8 basis, while 25 and 60 are enough.
+        LowRankBases low = fit(SHAPE, entries, Grouping.EXPERT, 1, 8, 8);
+        assertThat(low.group(0, 0)).isZero();
+        assertThat(low.groups(0)).isEqualTo(3);
     }
 
     @Test

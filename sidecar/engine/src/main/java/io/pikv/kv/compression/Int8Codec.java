@@ -13,7 +13,9 @@ import java.nio.ByteBuffer;
  * Keys: a channel's scale covers every token of the page, so it can only be known once the page is full. Writing
  * keeps it tight instead: when a new key exceeds its channel's range, the channel's stored bytes (at most
  * {@code pageTokens}) are requantized to the wider scale. A key thus carries at most half a step of every scale its
- * channel had from its write on (a key that never saw its channel widen: half a step); with keys drawn from one
+ * channel had from its write on (a key that never saw its channel widen: half a step), and of every page it was moved
+ * to: an eviction that fills its hole with another page's entry requantizes that entry at the new page's scales; with
+ * keys drawn from one
  * distribution a channel widens only a few times per page (record maxima among n samples: about ln n). The cost
  * stays O(pageTokens) per widened channel, so an append remains O(1) in sequence length.
  *

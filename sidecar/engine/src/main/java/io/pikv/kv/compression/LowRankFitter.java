@@ -142,8 +142,11 @@ public final class LowRankFitter {
                 for (int t = 0; t < n; t++) {
                     perExpert[expertOf[l][t]]++;
                 }
+                // Its own basis needs more entries than its rank: n entries span n - 1 directions around their mean,
+                // and the rest of a basis fitted on fewer would be arbitrary axes, reported as keeping everything.
+                int enough = Math.max(minExpertTokens, Math.max(keyRank, valueRank) + 1);
                 for (int e = 0; e < shape.experts(); e++) {
-                    if (perExpert[e] >= minExpertTokens) {
+                    if (perExpert[e] >= enough) {
                         groupOf[l][e] = members.size();
                         owners.add(e);
                         int[] idx = new int[perExpert[e]];

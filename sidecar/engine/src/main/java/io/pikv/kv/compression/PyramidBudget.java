@@ -59,6 +59,7 @@ public final class PyramidBudget implements EvictionHook {
             }
             score[position] += w;
             seen.set(position);
+            evicted.clear(position); // attention visited it: resident again (a position may be stored anew)
         }
 
         float get(int position) {
