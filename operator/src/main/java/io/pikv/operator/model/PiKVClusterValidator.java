@@ -395,6 +395,12 @@ public final class PiKVClusterValidator {
                     + type.name().toLowerCase() + " page per layer (" + shape.layers() + " × " + layout.pageBytes()
                     + " = " + floor + " bytes): raise it to at least " + mebibytesCeil(floor) + "Mi"));
         }
+        long ceiling = (long) layout.maxPages() * layout.pageBytes();
+        if (bytes > ceiling) {
+            out.add(new Violation("spec.memoryPerShard", "is " + q + " (" + bytes + " bytes), more than one shard "
+                    + "can address with " + type.name().toLowerCase() + " pages of " + layout.pageBytes() + " bytes ("
+                    + layout.maxPages() + " pages, " + ceiling + " bytes): spread the KV over more shards"));
+        }
     }
 
     private static void routing(RoutingSpec r, List<Violation> out) {

@@ -130,6 +130,9 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getAutoscaling().setEnabled(true);
                     c.getSpec().getAutoscaling().setMaxShards(16);
                 }, "spec.autoscaling.maxShards", "at most 8"),
+                bad("more pages than a shard can address", c -> c.getSpec().setMemoryPerShard(new Quantity("2Ti")),
+                        "spec.memoryPerShard", "more than one shard can address with fp16 pages of 16384 bytes "
+                                + "(67108862 pages, 1099511595008 bytes): spread the KV over more shards"),
                 bad("kafka without servers", c -> c.getSpec().setKafka(new KafkaSpec()),
                         "spec.kafka.bootstrapServers", "is required"),
                 bad("kafka server without port", c -> {

@@ -92,6 +92,14 @@ public record KvLayout(int kvHeads, int headDim, int pageTokens, StorageType typ
         return kvHeads * valueWidth * pageTokens;
     }
 
+    /**
+     * The most pages one shard can address: a location is page id × pageTokens + slot, an int. A budget of more
+     * bytes than this many pages is refused, not silently cut.
+     */
+    public int maxPages() {
+        return Integer.MAX_VALUE / pageTokens - 1;
+    }
+
     /** Bytes of one page (for int8: both regions plus the key and value scales). */
     public int pageBytes() {
         int payload = (regionElements() + valueElements()) * type.bytes();

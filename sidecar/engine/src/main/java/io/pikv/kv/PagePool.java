@@ -62,8 +62,13 @@ public final class PagePool {
             throw new IllegalArgumentException("budget of " + budgetBytes + " bytes is below one page of "
                     + layout.pageBytes() + " bytes (" + layout + "): raise the budget or shrink pageTokens");
         }
-        // A location is page id × pageTokens + slot, an int: no more pages than that can name.
-        return (int) Math.min(pages, Integer.MAX_VALUE / layout.pageTokens() - 1);
+        if (pages > layout.maxPages()) {
+            throw new IllegalArgumentException("budget of " + budgetBytes + " bytes is " + pages + " pages of "
+                    + layout.pageBytes() + " bytes, more than the " + layout.maxPages() + " one shard can address ("
+                    + (long) layout.maxPages() * layout.pageBytes() + " bytes): lower the budget, spread it over more "
+                    + "shards, or use larger pages");
+        }
+        return (int) pages;
     }
 
     /**
