@@ -44,6 +44,12 @@ public final class CudaKvCache implements AutoCloseable {
     /** Upper bound on splits (bounds the partial buffers; one wave of blocks never comes near it). */
     private static final int MAX_SPLITS = 4096;
     /**
+     * Splits a plan may use at most (for tests: a low cap gives each split many pages, which one wave of splits over
+     * a short test sequence never does, so the kernels' rescaling across a split's pages and the merge across warps
+     * get exercised).
+     */
+    static volatile int splitCap = MAX_SPLITS;
+    /**
      * Waves of resident blocks the split-K grid fills ({@code -Dpikv.cuda.waves}, default 1): the grid is sized
      * to a whole number of waves from the kernel's occupancy, so no half-empty tail wave runs.
      */
@@ -447,7 +453,7 @@ public final class CudaKvCache implements AutoCloseable {
         private void setPages(int[] pageIds, int[] pageCounts) {
             numPages = pageIds.length;
             tokens = Arrays.stream(pageCounts).sum();
-            int s = Math.min(Math.min(numPages, waveSplits()), MAX_SPLITS);
+            int s = Math.max(1, Math.min(Math.min(numPages, waveSplits()), Math.min(splitCap, MAX_SPLITS)));
             pagesPerSplit = (numPages + s - 1) / s;
             splits = (numPages + pagesPerSplit - 1) / pagesPerSplit;
             JCudaDriver.cuMemcpyHtoD(ids, Pointer.to(pageIds), 4L * numPages);

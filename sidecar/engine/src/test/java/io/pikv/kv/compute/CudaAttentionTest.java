@@ -33,6 +33,27 @@ class CudaAttentionTest {
     }
 
     /**
+     * With at most two splits, each split reads many pages (1,000 tokens: 32 pages, 16 a split), so a warp
+     * rescales its running softmax across pages and the merge combines warps: paths that one wave of splits over a
+     * short sequence (a page a split) never takes.
+     */
+    @ParameterizedTest(name = "{0} q{1} kv{2} d{3}")
+    @CsvSource({"FP16, 8, 2, 32", "FP16, 8, 2, 64", "FP16, 32, 8, 128", "FP16, 4, 4, 256", "FP16, 6, 2, 128",
+        "INT8, 8, 2, 32", "INT8, 8, 2, 64", "INT8, 32, 8, 128", "INT8, 4, 4, 256"})
+    void manyPagesASplitMatchTheCpuBackend(StorageType type, int qHeads, int kvHeads, int headDim) {
+        ModelShape shape = new ModelShape(1, qHeads, kvHeads, headDim, 8, 2);
+        int cap = CudaKvCache.splitCap;
+        CudaKvCache.splitCap = 2;
+        try {
+            double error = CudaKvCache.errorAgainstCpu(ComputeBackends.probe().backend(), shape, type, 1000,
+                    headDim * 7L + qHeads);
+            assertThat(error).isLessThanOrEqualTo(1e-4);
+        } finally {
+            CudaKvCache.splitCap = cap;
+        }
+    }
+
+    /**
      * A shard attending on the device (its pages copied there as they change) gives its CPU answer after appends,
      * compaction, evictions and page reuse, for fp16 and int8 pages.
      */
