@@ -168,8 +168,12 @@ public final class TelemetryPublisher implements AutoCloseable {
                         .register(registry));
     }
 
+    /** When the last window closed ({@link System#nanoTime}); the first is the one start opens. */
+    private volatile long lastCloseNanos = System.nanoTime();
+
     public void start() {
         running = true;
+        lastCloseNanos = System.nanoTime();
         link.enabled(KafkaLink.Client.TELEMETRY);
         long period = settings.window().toMillis();
         ticker.scheduleAtFixedRate(this::tick, period, period, TimeUnit.MILLISECONDS);
@@ -184,6 +188,7 @@ public final class TelemetryPublisher implements AutoCloseable {
             CacheEvents record = source.consistent(() -> window.close(source.stats(), source.blocks(),
                     nowMs(), source.policy().activePolicy(), source.epoch()));
             buffer.add(record);
+            lastCloseNanos = System.nanoTime();
             return record;
         }
     }
@@ -201,7 +206,13 @@ public final class TelemetryPublisher implements AutoCloseable {
         return settings.topic();
     }
 
-    private void tick() {
+    void tick() {
+        // A fixed-rate timer runs the ticks a stall (a long control record, a pause) held back one after the other: a
+        // window younger than half a period is left to run on, so a stall gives one long window, not a burst of
+        // empty ones, each taking a sequence number and a buffer slot.
+        if (System.nanoTime() - lastCloseNanos < settings.window().toNanos() / 2) {
+            return;
+        }
         try {
             closeWindow();
         } catch (RuntimeException e) {

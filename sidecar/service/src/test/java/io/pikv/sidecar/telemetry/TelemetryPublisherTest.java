@@ -324,6 +324,18 @@ class TelemetryPublisherTest {
     }
 
     @Test
+    void ticksAStallHeldBackCloseNoWindowYoungerThanHalfAPeriod() {
+        // Not started: the test plays the timer. A tick right after a window closed (a fixed-rate timer catching up
+        // after a stall) adds no record.
+        TelemetryPublisher p = publisher("127.0.0.1:1", "pikv.cache-events", Duration.ofSeconds(10), 8,
+                Duration.ofSeconds(1));
+        p.closeWindow();
+        p.tick();
+        p.tick();
+        assertThat(p.buffer().depth()).isEqualTo(1);
+    }
+
+    @Test
     void aBrokerNameThatDoesNotResolveIsRetriedNotFatal() {
         TelemetryPublisher p = publisher("no-such-broker.invalid:9092", "pikv.cache-events", Duration.ofMillis(20), 3,
                 Duration.ofSeconds(1));
