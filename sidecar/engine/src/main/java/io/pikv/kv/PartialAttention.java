@@ -137,7 +137,13 @@ public final class PartialAttention {
                 int k = p.positions.length;
                 System.arraycopy(p.positions, 0, pos, at, k);
                 for (int h = 0; h < heads; h++) {
-                    System.arraycopy(p.logits, h * k, lg, h * n + at, k);
+                    if (p.max[h] == Double.NEGATIVE_INFINITY || p.sumExp[h] == 0) {
+                        // A head the merge left out above (no mass) has no weight on its entries either: its logits,
+                        // against the merged max and sum, could read as weights above 1 or as NaN.
+                        Arrays.fill(lg, h * n + at, h * n + at + k, Float.NEGATIVE_INFINITY);
+                    } else {
+                        System.arraycopy(p.logits, h * k, lg, h * n + at, k);
+                    }
                 }
                 at += k;
             }

@@ -103,6 +103,18 @@ class ShardingAndMergeTest {
                 new double[] {0}, 0, null, null);
         assertThat((double) PartialAttention.merge(List.of(a, massless, b)).finish().output(0, 0))
                 .isCloseTo(4.0, org.assertj.core.data.Offset.offset(1e-6));
+        // With weights: the massless part's entry (a logit at its own large max) weighs nothing, and a and b keep
+        // 1/4 and 3/4 (its logit, taken against the merged max and sum, would read as e^(1e4 - ln 3)).
+        PartialAttention aw = new PartialAttention(1, 1, new double[] {0}, new double[] {1}, new double[] {1}, 1,
+                new int[] {0}, new float[] {0f});
+        PartialAttention bw = new PartialAttention(1, 1, new double[] {Math.log(3)}, new double[] {1},
+                new double[] {5}, 1, new int[] {1}, new float[] {(float) Math.log(3)});
+        PartialAttention masslessW = new PartialAttention(1, 1, new double[] {1e4}, new double[] {0},
+                new double[] {0}, 1, new int[] {2}, new float[] {1e4f});
+        AttentionResult weighted = PartialAttention.merge(List.of(aw, masslessW, bw)).finish();
+        assertThat(weighted.weight(0, 0)).isCloseTo(0.25f, org.assertj.core.data.Offset.offset(1e-6f));
+        assertThat(weighted.weight(0, 1)).isZero();
+        assertThat(weighted.weight(0, 2)).isCloseTo(0.75f, org.assertj.core.data.Offset.offset(1e-6f));
     }
 
     @Test
