@@ -117,6 +117,7 @@ class ManifestsTest {
                 MANIFESTS.resolve("075-poddisruptionbudget.yaml")).get(0);
         assertThat(pdb.getSpec().getSelector().getMatchLabels()).isEqualTo(d.getSpec().getSelector().getMatchLabels());
         assertThat(pdb.getSpec().getMinAvailable().getIntVal()).isEqualTo(1);
+        assertThat(pdb.getSpec().getUnhealthyPodEvictionPolicy()).isEqualTo("AlwaysAllow");
         assertThat(pdb.getMetadata().getNamespace()).isEqualTo(d.getMetadata().getNamespace());
     }
 

@@ -356,7 +356,8 @@ public final class KvShard {
      * the new budget's: the pages in use end at the new budget's, not one below.
      *
      * @return the pages evicted to fit
-     * @throws IllegalArgumentException   when the budget is below one page; nothing changes
+     * @throws IllegalArgumentException   when the budget is below one page or above the pages a shard can address;
+     *                                     nothing changes
      * @throws KvBudgetExceededException  when the hook stops freeing pages before they fit (e.g.
      *                                    {@link EvictionHook#REJECT}); the budget and the free pages stay as they
      *                                    were, and what the hook evicted before it stopped stays evicted (so with

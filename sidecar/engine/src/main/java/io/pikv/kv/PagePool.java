@@ -76,7 +76,8 @@ public final class PagePool {
      * {@link #allocate} returns null until the shard has evicted enough, and the pages it releases meanwhile are
      * dropped rather than free-listed.
      *
-     * @throws IllegalArgumentException when the budget is below one page (nothing changes)
+     * @throws IllegalArgumentException when the budget is below one page or above {@link KvLayout#maxPages()} pages
+     *                                  (nothing changes)
      */
     void resize(long budgetBytes) {
         resize(budgetBytes, true);

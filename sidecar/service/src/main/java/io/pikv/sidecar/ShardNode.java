@@ -253,7 +253,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
      * ({@link KvShard#resizeBudget}) until the pages in use fit.
      *
      * @return the pages evicted
-     * @throws IllegalArgumentException          below one page (nothing changes)
+     * @throws IllegalArgumentException          below one page, or above the pages a shard can address (nothing changes)
      * @throws io.pikv.kv.KvBudgetExceededException the policy evicts nothing ({@code reject}); the budget stays
      */
     public int resizeBudget(long budgetBytes) {

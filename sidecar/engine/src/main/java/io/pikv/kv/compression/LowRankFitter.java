@@ -15,7 +15,8 @@ import java.util.List;
  * <p>Fitting is an explicit step: feed calibration entries with {@link #observe}, then call {@link #fit}; the
  * result reports, per basis, how many entries it saw and the fraction of variance its rank keeps. With
  * {@link Grouping#EXPERT}, an expert gets its own basis only when it had at least {@code minExpertTokens} entries in
- * the layer (fewer cannot pin down a rank-r subspace); its entries otherwise use the layer's shared basis.
+ * the layer, and more than the larger rank (fewer cannot pin down a rank-r subspace); its entries otherwise use the
+ * layer's shared basis.
  * Observations are kept as float copies until {@link #fit} (the calibration set's size); not thread-safe.
  *
  * <p>Outlier directions: principal components minimise the total squared error, so a rare entry far from the rest

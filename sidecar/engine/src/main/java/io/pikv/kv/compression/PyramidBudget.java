@@ -59,7 +59,8 @@ public final class PyramidBudget implements EvictionHook {
             }
             score[position] += w;
             seen.set(position);
-            evicted.clear(position); // attention visited it: resident again (a position may be stored anew)
+            // An evicted position stays evicted here even when a result shows it: the result may predate the
+            // eviction (another thread's), and a KvStore never stores a position again.
         }
 
         float get(int position) {

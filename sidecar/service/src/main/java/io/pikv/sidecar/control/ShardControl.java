@@ -110,9 +110,13 @@ public final class ShardControl {
 
                 @Override
                 public Optional<String> check(long bytes) {
-                    return bytes < shard.pageBytes()
-                            ? Optional.of("a budget of " + bytes + " bytes is below one page of " + shard.pageBytes()
-                            + " bytes")
+                    if (bytes < shard.pageBytes()) {
+                        return Optional.of("a budget of " + bytes + " bytes is below one page of " + shard.pageBytes()
+                                + " bytes");
+                    }
+                    long ceiling = (long) shard.layout().maxPages() * shard.pageBytes();
+                    return bytes > ceiling ? Optional.of("a budget of " + bytes + " bytes is more pages than the "
+                            + shard.layout().maxPages() + " this shard can address (" + ceiling + " bytes)")
                             : Optional.empty();
                 }
 

@@ -185,10 +185,11 @@ public final class TelemetryPublisher implements AutoCloseable {
     /** Ends the current window now and queues its record (the scheduled task does this each period). */
     public CacheEvents closeWindow() {
         synchronized (window) {
+            long closing = System.nanoTime(); // when the window ends, not when its record is built
             CacheEvents record = source.consistent(() -> window.close(source.stats(), source.blocks(),
                     nowMs(), source.policy().activePolicy(), source.epoch()));
             buffer.add(record);
-            lastCloseNanos = System.nanoTime();
+            lastCloseNanos = closing;
             return record;
         }
     }

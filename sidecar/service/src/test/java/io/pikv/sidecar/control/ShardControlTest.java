@@ -221,6 +221,7 @@ class ShardControlTest {
         ShardControl.State before = control.state();
         record Bad(ControlState record, String reason) {
         }
+        long ceiling = (long) node.layout().maxPages() * node.pageBytes(); // a record above it is refused, not retried
         List<Bad> bad = List.of(
                 new Bad(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "lru-9000", Map.of("alpha", 0.5), 4096),
                         "epoch 5: unknown eviction policy 'lru-9000' (this sidecar knows h2o, lrfu, lru, oldest-page, "
@@ -235,6 +236,9 @@ class ShardControlTest {
                         "epoch 5: policy lru has no parameter 'window' (it takes none)"),
                 new Bad(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "reject", Map.of(), 100),
                         "epoch 5: a budget of 100 bytes is below one page of 2048 bytes"),
+                new Bad(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "reject", Map.of(), ceiling + 1),
+                        "epoch 5: a budget of " + (ceiling + 1) + " bytes is more pages than the "
+                                + node.layout().maxPages() + " this shard can address (" + ceiling + " bytes)"),
                 new Bad(new ControlState(1, "c1", -2, List.of(0, 0, 0, 0), 1, "reject", Map.of(), 4096),
                         "epoch -2: epoch must be >= 0, got -2"));
         for (Bad b : bad) {
