@@ -4,6 +4,7 @@ import io.fabric8.kubernetes.api.model.apiextensions.v1.CustomResourceDefinition
 import io.fabric8.kubernetes.api.model.apps.StatefulSet;
 import io.fabric8.kubernetes.api.model.apps.StatefulSetStatusBuilder;
 import io.fabric8.kubernetes.client.KubernetesClient;
+import io.fabric8.kubernetes.client.informers.ResourceEventHandler;
 import io.fabric8.kubernetes.client.server.mock.KubernetesCrudDispatcher;
 import io.fabric8.kubernetes.client.server.mock.KubernetesMockServer;
 import io.fabric8.mockwebserver.Context;
@@ -23,6 +24,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashMap;
+import java.util.function.Consumer;
 
 /**
  * The operator's real reconciler and dependents under the Java Operator SDK, against the fabric8 mock API server in
@@ -65,6 +67,22 @@ final class MockOperator implements AutoCloseable {
                 new EventRecorder(operatorClient), metrics));
         operator.start();
         return new MockOperator(server, driver, operatorClient, operator);
+    }
+
+    /** An informer handler that hands every added or updated object to {@code seen} (deletions are not of interest). */
+    static <T> ResourceEventHandler<T> onChange(Consumer<T> seen) {
+        return new ResourceEventHandler<>() {
+            public void onAdd(T o) {
+                seen.accept(o);
+            }
+
+            public void onUpdate(T old, T o) {
+                seen.accept(o);
+            }
+
+            public void onDelete(T o, boolean unknown) {
+            }
+        };
     }
 
     /** Plays the StatefulSet controller for {@code cluster}: every replica of its shard StatefulSet updated, ready. */

@@ -4,7 +4,6 @@ import io.fabric8.kubernetes.api.model.Condition;
 import io.fabric8.kubernetes.api.model.ObjectMetaBuilder;
 import io.fabric8.kubernetes.api.model.Quantity;
 import io.fabric8.kubernetes.api.model.apps.StatefulSet;
-import io.fabric8.kubernetes.client.informers.ResourceEventHandler;
 import io.fabric8.kubernetes.client.informers.SharedIndexInformer;
 import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
 import io.pikv.api.v1alpha1.KafkaSpec;
@@ -97,50 +96,24 @@ public final class PlaygroundOperator {
         String name = cluster.getMetadata().getName();
         AtomicReference<String> told = new AtomicReference<>("");
         SharedIndexInformer<PiKVCluster> clusters = mock.driver.resources(PiKVCluster.class).inNamespace(NS)
-                .inform(new ResourceEventHandler<>() {
-                    public void onAdd(PiKVCluster c) {
-                        tell(c);
+                .inform(MockOperator.onChange(c -> {
+                    String line = describe(c.getStatus());
+                    if (line != null && !line.equals(told.getAndSet(line))) {
+                        say(line);
                     }
-
-                    public void onUpdate(PiKVCluster o, PiKVCluster c) {
-                        tell(c);
-                    }
-
-                    public void onDelete(PiKVCluster c, boolean unknown) {
-                    }
-
-                    private void tell(PiKVCluster c) {
-                        String line = describe(c.getStatus());
-                        if (line != null && !line.equals(told.getAndSet(line))) {
-                            say(line);
-                        }
-                    }
-                });
+                }));
         // The StatefulSet controller's part: the playground's shard processes are up, so every replica is ready.
         SharedIndexInformer<StatefulSet> sets = mock.driver.apps().statefulSets().inNamespace(NS)
-                .inform(new ResourceEventHandler<>() {
-                    public void onAdd(StatefulSet s) {
-                        ready(s);
+                .inform(MockOperator.onChange(sts -> {
+                    int n = sts.getSpec().getReplicas() == null ? 1 : sts.getSpec().getReplicas();
+                    var st = sts.getStatus();
+                    if (st == null || !Objects.equals(st.getObservedGeneration(), sts.getMetadata().getGeneration())
+                            || !Objects.equals(st.getReadyReplicas(), n)) {
+                        say("StatefulSet " + sts.getMetadata().getName() + " (" + n + " replicas) created or "
+                                + "changed; its pods are the playground's shard processes: marked ready");
+                        mock.markReady(NS, name);
                     }
-
-                    public void onUpdate(StatefulSet o, StatefulSet s) {
-                        ready(s);
-                    }
-
-                    public void onDelete(StatefulSet s, boolean unknown) {
-                    }
-
-                    private void ready(StatefulSet s) {
-                        int n = s.getSpec().getReplicas() == null ? 1 : s.getSpec().getReplicas();
-                        var st = s.getStatus();
-                        if (st == null || !Objects.equals(st.getObservedGeneration(), s.getMetadata().getGeneration())
-                                || !Objects.equals(st.getReadyReplicas(), n)) {
-                            say("StatefulSet " + s.getMetadata().getName() + " (" + n + " replicas) created or "
-                                    + "changed; its pods are the playground's shard processes: marked ready");
-                            mock.markReady(NS, name);
-                        }
-                    }
-                });
+                }));
         mock.driver.resource(cluster).create();
         say("PiKVCluster " + NS + "/" + name + " created in the mock API server at "
                 + mock.driver.getMasterUrl().toString().replaceAll("/$", ""));

@@ -7,7 +7,6 @@ import io.fabric8.kubernetes.api.model.apps.StatefulSet;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.fabric8.kubernetes.client.dsl.base.PatchContext;
 import io.fabric8.kubernetes.client.dsl.base.PatchType;
-import io.fabric8.kubernetes.client.informers.ResourceEventHandler;
 import io.fabric8.kubernetes.client.informers.SharedIndexInformer;
 import io.micrometer.core.instrument.Timer;
 import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
@@ -104,31 +103,18 @@ public final class ReconcileBench {
         Map<String, CompletableFuture<Long>> waiting = new ConcurrentHashMap<>();
         Map<String, Long> target = new ConcurrentHashMap<>();
         SharedIndexInformer<PiKVCluster> informer = driver.resources(PiKVCluster.class).inNamespace(NS)
-                .inform(new ResourceEventHandler<>() {
-                    public void onAdd(PiKVCluster c) {
-                        seen(c);
-                    }
-
-                    public void onUpdate(PiKVCluster o, PiKVCluster c) {
-                        seen(c);
-                    }
-
-                    public void onDelete(PiKVCluster c, boolean unknown) {
-                    }
-
-                    private void seen(PiKVCluster c) {
-                        long now = System.nanoTime();
-                        String name = c.getMetadata().getName();
-                        Long want = target.get(name);
-                        if (want != null && c.getStatus() != null && c.getStatus().getObservedGeneration() != null
-                                && c.getStatus().getObservedGeneration() >= want) {
-                            CompletableFuture<Long> f = waiting.get(name);
-                            if (f != null) {
-                                f.complete(now);
-                            }
+                .inform(MockOperator.onChange(c -> {
+                    long now = System.nanoTime();
+                    String name = c.getMetadata().getName();
+                    Long want = target.get(name);
+                    if (want != null && c.getStatus() != null && c.getStatus().getObservedGeneration() != null
+                            && c.getStatus().getObservedGeneration() >= want) {
+                        CompletableFuture<Long> f = waiting.get(name);
+                        if (f != null) {
+                            f.complete(now);
                         }
                     }
-                });
+                }));
 
         Map<String, Object> figures = new LinkedHashMap<>();
         figures.put("clusters", clusters);

@@ -34,6 +34,11 @@ class StatusAggregatorTest {
         return sts;
     }
 
+    /** A validation that found one violation. */
+    private static PiKVClusterValidator.Result invalid(String field, String message) {
+        return new PiKVClusterValidator.Result(List.of(new PiKVClusterValidator.Violation(field, message)));
+    }
+
     private PiKVClusterStatus next(PiKVClusterStatus prev, StatefulSet sts, String now) {
         return StatusAggregator.next(prev, new StatusAggregator.Snapshot("demo", 1, VALID, model, 1, "{}", sts,
                 List.of(), now));
@@ -260,8 +265,7 @@ class StatusAggregatorTest {
     void anUnreadableLastValidSpecKeepsWhatStatusKnowsOfTheRunningShards() {
         PiKVClusterStatus before = next(null, sts(2, 2), T0);
         before.setLastValidSpec("{\"model\": {\"dtype\": \"fp8\"}}"); // e.g. written by another operator version
-        PiKVClusterValidator.Result invalid = new PiKVClusterValidator.Result(List.of(
-                new PiKVClusterValidator.Violation("spec.shards", "is 0: at least 1")));
+        PiKVClusterValidator.Result invalid = invalid("spec.shards", "is 0: at least 1");
         PiKVClusterStatus s = StatusAggregator.next(before, new StatusAggregator.Snapshot("demo", 2, invalid, null,
                 -1, null, sts(2, 2), List.of(), T1));
         assertThat(condition(s, "Degraded").getStatus()).isEqualTo("True");
@@ -277,8 +281,7 @@ class StatusAggregatorTest {
     @Test
     void aLastValidSpecThatFailsTodaysChecksIsSaidWithWhatItFails() {
         PiKVClusterStatus before = next(null, sts(2, 2), T0);
-        PiKVClusterValidator.Result invalid = new PiKVClusterValidator.Result(List.of(
-                new PiKVClusterValidator.Violation("spec.shards", "is 0: at least 1")));
+        PiKVClusterValidator.Result invalid = invalid("spec.shards", "is 0: at least 1");
         PiKVClusterStatus s = StatusAggregator.next(before, new StatusAggregator.Snapshot("demo", 2, invalid, null,
                 -1, null, sts(2, 2), List.of(), T1, "spec.sidecar.resources: memory 320Mi leaves less than 512Mi"));
         assertThat(condition(s, "Degraded").getMessage()).isEqualTo("Generation 2 is invalid: spec.shards: is 0: at "
@@ -305,8 +308,7 @@ class StatusAggregatorTest {
         // Unmanaged (no valid spec runs): the pods' readiness does not make the cluster Ready; the counts follow.
         PiKVClusterStatus before = next(null, sts(2, 2), T0);
         before.setLastValidSpec("{\"model\": {\"dtype\": \"fp8\"}}");
-        PiKVClusterValidator.Result invalid = new PiKVClusterValidator.Result(List.of(
-                new PiKVClusterValidator.Violation("spec.shards", "is 0: at least 1")));
+        PiKVClusterValidator.Result invalid = invalid("spec.shards", "is 0: at least 1");
         PiKVClusterStatus unmanaged = StatusAggregator.next(before, new StatusAggregator.Snapshot("demo", 2, invalid,
                 null, -1, null, sts(2, 1), List.of(), T1));
         StatusAggregator.refreshShards(unmanaged, sts(2, 2), T1);
@@ -351,8 +353,7 @@ class StatusAggregatorTest {
     @Test
     void invalidSpecDegradesAndKeepsTheRunningSpec() {
         PiKVClusterStatus running = next(null, sts(2, 2), T0);
-        PiKVClusterValidator.Result invalid = new PiKVClusterValidator.Result(List.of(
-                new PiKVClusterValidator.Violation("spec.model.topK", "is 9 but spec.model.experts is 8")));
+        PiKVClusterValidator.Result invalid = invalid("spec.model.topK", "is 9 but spec.model.experts is 8");
         PiKVClusterStatus s = StatusAggregator.next(running, new StatusAggregator.Snapshot("demo", 2, invalid, model,
                 1, "{}", sts(2, 2), List.of(), T1));
         Condition degraded = condition(s, "Degraded");
