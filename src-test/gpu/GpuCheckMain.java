@@ -1,0 +1,10 @@
+package io.pikv.cli;
+
+/** {@code gpu-check} alone, for a class path without the launcher's other commands (Kafka, Quarkus): see bundle.sh. */
+public final class GpuCheckMain {
+    private GpuCheckMain() {}
+
+    public static void main(String[] args) {
+        System.exit(new picocli.CommandLine(new GpuCheck()).execute(args));
+    }
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs on a GPU machine from the .gpu/ that src-test/gpu/bundle.sh made: the engine's whole suite on the device
+# (CudaAttentionTest's shapes and shard tests included), ./pikv gpu-check with its defaults, and CudaAttentionTest
+# under compute-sanitizer memcheck and racecheck. Writes the logs and gpu-check.json to $OUT (default /tmp/out), about
+# 90 s on an H100. Exit 0 only when every step passed.
+set -u
+R="$(cd "$(dirname "$0")/.." && pwd)"; J="$R/.gpu/jre/bin/java"; CP="$R/.gpu/classes:$R/.gpu/lib/*"
+F="--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Dpikv.expect.vector=true"
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"; failed=""
+step() { echo "== $1 ($(date +%T))"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$OUT/device.txt"
+
+step "engine suite on the device"
+(cd "$R/sidecar/engine" && timeout 200 "$J" -Xmx16g $F -cp "$CP" RunTests 'io.pikv.*') >"$OUT/tests.log" 2>&1 \
+  || failed="$failed tests"
+grep -E "^(FAILED|ABORTED)" "$OUT/tests.log" | head -30
+echo "CudaAttentionTest:"; grep -E "^[A-Z]+ io.pikv.kv.compute.CudaAttentionTest" "$OUT/tests.log" | cut -d" " -f1 | sort | uniq -c
+grep -A14 "Test run finished" "$OUT/tests.log"
+
+step "gpu-check"
+timeout 200 "$J" -Xmx16g $F -cp "$CP" io.pikv.cli.GpuCheckMain --json "$OUT/gpu-check.json" >"$OUT/gpu-check.log" 2>&1 \
+  || failed="$failed gpu-check"
+cat "$OUT/gpu-check.log"
+
+for tool in memcheck racecheck; do
+  step "compute-sanitizer $tool over CudaAttentionTest"
+  (cd "$R/sidecar/engine" && timeout 110 compute-sanitizer --tool $tool --error-exitcode 3 "$J" -Xmx8g $F -cp "$CP" \
+    RunTests io.pikv.kv.compute.CudaAttentionTest) >"$OUT/$tool.log" 2>&1 || failed="$failed $tool"
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|tests (successful|failed|aborted)" "$OUT/$tool.log"
+  grep -m5 -E "^========= (Invalid|Error|Race)" "$OUT/$tool.log"
+done
+step "done"
+if [ -n "$failed" ]; then echo "run.sh: failed:$failed (logs in $OUT)"; exit 1; fi
+echo "run.sh: all passed"
