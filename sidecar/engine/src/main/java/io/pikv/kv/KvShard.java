@@ -165,7 +165,7 @@ public final class KvShard {
         lock.writeLock().lock();
         try {
             LayerState ls = layerState(sequence, layer, true);
-            int before = checkFree(ls, sequence, layer, position);
+            checkFree(ls, sequence, layer, position);
             float[] sk = k;
             float[] sv = v;
             if (projection != null) {
@@ -175,28 +175,42 @@ public final class KvShard {
                 sk = projK;
                 sv = projV;
             }
-            ls.reserve(position); // may fail (memory): nothing is written yet
+            ls.reserve(position); // may fail (memory): nothing has changed yet
             Segment segment = ls.buckets[ShardKey.bucket(position, expert, buckets)];
             Page page = pageForAppend(segment);
+            // Everything that allocates happens before the entry is written, so a failure (memory) leaves it unstored
+            // and the shard whole (a page taken for it goes back). The hook that made room may have freed this position's index leaf (past the horizon, with its eviction
+            // marker), so the leaf is reserved again and the marker read anew.
+            int evictedAs;
+            try {
+                ls.reserve(position);
+                evictedAs = LayerState.evictedExpertOf(ls.location(position));
+                if (evictedAs >= 0) {
+                    if (ls.restoredAfterEviction == null) {
+                        ls.restoredAfterEviction = new io.pikv.kv.scheduling.LongIntMap(16);
+                    }
+                    ls.restoredAfterEviction.put(position, evictedAs);
+                }
+            } catch (RuntimeException | Error e) {
+                if (page.count == 0) {
+                    free(page); // a page taken for this entry: back to the pool, no empty tail left behind
+                }
+                throw e;
+            }
             int slot = page.count;
             page.writeEntry(slot, sk, 0, sv, 0);
-            changed(page);
             page.position[slot] = position;
             page.expert[slot] = (short) expert;
             page.count = slot + 1;
-            int evictedAs = LayerState.evictedExpertOf(before);
             if (evictedAs >= 0) {
                 ls.evictedPerExpert[evictedAs]--; // stored again: no longer a miss
-                if (ls.restoredAfterEviction == null) {
-                    ls.restoredAfterEviction = new io.pikv.kv.scheduling.LongIntMap(16);
-                }
-                ls.restoredAfterEviction.put(position, evictedAs);
             }
             ls.setLocation(position, page.id * layout.pageTokens() + slot);
             ls.residentPerExpert[expert]++;
             ls.resident++;
             residentEntries.incrementAndGet(layer * shape.experts() + expert);
             entries++;
+            changed(page);
         } finally {
             lock.writeLock().unlock();
         }
@@ -301,7 +315,12 @@ public final class KvShard {
             }
         }
         page.segment = segment;
-        segment.add(page);
+        try {
+            segment.add(page); // may grow the segment's list
+        } catch (RuntimeException | Error e) {
+            pool.release(page);
+            throw e;
+        }
         segment.tail = page;
         page.olderPage = newest;
         page.newerPage = null;
@@ -314,11 +333,27 @@ public final class KvShard {
         return page;
     }
 
-    /** A page's bytes changed: its device copy, if any, is stale. */
+    /**
+     * A page's bytes changed: its device copy, if any, is stale. Called under the write lock once the shard's own
+     * state is whole. A device that cannot take the news would answer from a stale copy, so it is let go (closed) and
+     * the shard attends on the CPU from then on; the change itself stands.
+     */
     private void changed(Page page) {
         DeviceAttention d = device;
-        if (d != null) {
+        if (d == null) {
+            return;
+        }
+        try {
             d.pageChanged(page);
+        } catch (RuntimeException e) {
+            device = null;
+            LOG.log(System.Logger.Level.ERROR, "shard " + id + ": " + d.describe() + " failed to take a page change; "
+                    + "attention runs on the CPU from now on", e);
+            try {
+                d.close();
+            } catch (RuntimeException closing) {
+                e.addSuppressed(closing);
+            }
         }
     }
 
@@ -1030,15 +1065,28 @@ public final class KvShard {
 
         @Override
         public void evictPage(Page page) {
-            if (page.segment == null || pool.byId(page.id) != page) {
-                throw new IllegalArgumentException("page " + page.id + " is not live on shard " + id);
+            checkHeld();
+            if (page == null || page.segment == null || !pool.holds(page)) {
+                throw new IllegalArgumentException("page " + (page == null ? "null" : String.valueOf(page.id))
+                        + " is not live on shard " + id);
             }
             KvShard.this.evictPage(page);
         }
 
         @Override
         public int evictTokens(long sequence, int layer, int[] positions) {
+            checkHeld();
+            shape.checkLayer(layer);
+            checkPositions(positions);
             return KvShard.this.evictTokens(sequence, layer, positions);
+        }
+
+        /** A hook that kept the context and calls it outside the append that made it would change the shard unlocked. */
+        private void checkHeld() {
+            if (!lock.isWriteLockedByCurrentThread()) {
+                throw new IllegalStateException("shard " + id + ": the eviction context is usable only inside the "
+                        + "eviction hook's makeRoom call");
+            }
         }
 
         @Override

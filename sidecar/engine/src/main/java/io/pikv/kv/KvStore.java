@@ -7,10 +7,12 @@ import io.pikv.kv.compute.LowRankKernel;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
+import java.util.concurrent.CancellationException;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ForkJoinPool;
 import java.util.concurrent.Future;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -28,6 +30,7 @@ public final class KvStore implements AutoCloseable {
     private final KvShard[] shards;
     private final AttentionKernel kernel;
     private final ForkJoinPool workers;
+    private volatile boolean closed;
     private final ConcurrentHashMap<Long, SequenceState> sequences = new ConcurrentHashMap<>();
     private final AtomicLong nextSequence = new AtomicLong();
     private volatile ExpertShardMap shardMap;
@@ -91,6 +94,7 @@ public final class KvStore implements AutoCloseable {
 
     /** Opens a sequence and returns its id. */
     public long createSequence() {
+        checkOpen();
         long id = nextSequence.incrementAndGet();
         sequences.put(id, new SequenceState(shape.layers()));
         return id;
@@ -117,7 +121,10 @@ public final class KvStore implements AutoCloseable {
     /** Tokens appended so far to (sequence, layer), resident or evicted. */
     public int length(long sequence, int layer) {
         shape.checkLayer(layer);
-        return state(sequence).length[layer];
+        SequenceState state = state(sequence);
+        synchronized (state) { // appends to it change it under this monitor
+            return state.length[layer];
+        }
     }
 
     /** Resident entries of (sequence, layer) over all shards. */
@@ -161,12 +168,17 @@ public final class KvStore implements AutoCloseable {
             throw new IllegalArgumentException("expert " + primaryExpert + " is out of range: the model has "
                     + shape.experts() + " experts (0.." + (shape.experts() - 1) + ")");
         }
+        checkOpen();
         SequenceState state = state(sequence);
         synchronized (state) {
             if (state.closed) {
                 throw new UnknownSequenceException(sequence);
             }
             int position = state.length[layer];
+            if (position > KvShard.MAX_POSITION) {
+                throw new IllegalArgumentException("sequence " + sequence + " layer " + layer + " is full: it holds "
+                        + "the most tokens a layer can (" + (KvShard.MAX_POSITION + 1L) + ")");
+            }
             shards[shardMap.shardOf(primaryExpert)].append(sequence, layer, position, primaryExpert, k, v);
             state.length[layer] = position + 1;
             return position;
@@ -186,6 +198,7 @@ public final class KvStore implements AutoCloseable {
     /** The merged partial over all shards (what a gateway would compute from remote shards' partials). */
     public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
                                           boolean weights) {
+        checkOpen();
         shape.checkLayer(layer);
         SequenceState state = state(sequence);
         scope.validate(shape.experts());
@@ -230,7 +243,13 @@ public final class KvStore implements AutoCloseable {
                         parts.add(call(task));
                     }
                 } else {
-                    for (Future<PartialAttention> f : workers.invokeAll(tasks)) {
+                    List<Future<PartialAttention>> futures;
+                    try {
+                        futures = workers.invokeAll(tasks);
+                    } catch (RejectedExecutionException e) {
+                        throw closedNow(e);
+                    }
+                    for (Future<PartialAttention> f : futures) {
                         parts.add(join(f));
                     }
                 }
@@ -250,6 +269,7 @@ public final class KvStore implements AutoCloseable {
 
     /** Evicts the resident entries of (sequence, layer) at these positions, wherever they live. */
     public int evict(long sequence, int layer, int[] positions) {
+        checkOpen();
         shape.checkLayer(layer);
         state(sequence);
         int n = 0;
@@ -284,8 +304,13 @@ public final class KvStore implements AutoCloseable {
         return config.lowRank() == null ? 0 : config.lowRank().bytes();
     }
 
+    /**
+     * Stops the attention threads. The store takes no further appends, attention calls, evictions or sequences: each
+     * throws {@link IllegalStateException}; a call running meanwhile may end the same way.
+     */
     @Override
     public void close() {
+        closed = true;
         if (workers != null) {
             workers.shutdownNow();
         }
@@ -310,12 +335,27 @@ public final class KvStore implements AutoCloseable {
         }
     }
 
+    private void checkOpen() {
+        if (closed) {
+            throw new IllegalStateException("the store is closed");
+        }
+    }
+
+    private static IllegalStateException closedNow(RuntimeException cause) {
+        return new IllegalStateException("the store is closed (its attention threads stopped during the call)", cause);
+    }
+
     private static PartialAttention join(Future<PartialAttention> f) {
         try {
             return f.get();
+        } catch (CancellationException e) {
+            throw closedNow(e); // invokeAll's tasks are cancelled only by close()'s shutdownNow
         } catch (ExecutionException e) {
             if (e.getCause() instanceof RuntimeException re) {
                 throw re;
+            }
+            if (e.getCause() instanceof Error error) {
+                throw error; // as a shard's own attention threads rethrow it
             }
             throw new IllegalStateException(e.getCause());
         } catch (InterruptedException e) {

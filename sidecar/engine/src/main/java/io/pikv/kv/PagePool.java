@@ -122,13 +122,13 @@ public final class PagePool {
                 return outOfMemory(); // reserved between the check and here, by another pool or the server
             }
             memoryCap = Integer.MAX_VALUE;
+            if (id >= byId.length) {
+                byId = Arrays.copyOf(byId, Math.max(id + 1, byId.length * 2)); // before the id is taken
+            }
             if (freeIdCount > 0) {
                 freeIdCount--;
             } else {
                 created++;
-            }
-            if (id >= byId.length) {
-                byId = Arrays.copyOf(byId, Math.max(id + 1, byId.length * 2));
             }
             byId[id] = page;
             live++;
@@ -162,13 +162,18 @@ public final class PagePool {
     }
 
     private void drop(Page page) {
+        if (freeIdCount == freeIds.length) {
+            freeIds = Arrays.copyOf(freeIds, Math.max(16, freeIds.length * 2)); // before anything changes
+        }
         droppedSinceReserve++;
         byId[page.id] = null;
-        if (freeIdCount == freeIds.length) {
-            freeIds = Arrays.copyOf(freeIds, Math.max(16, freeIds.length * 2));
-        }
         freeIds[freeIdCount++] = page.id;
         live--;
+    }
+
+    /** Whether {@code page} is this pool's page of its id (a page of another pool, or one dropped, is not). */
+    boolean holds(Page page) {
+        return page.id >= 0 && page.id < byId.length && byId[page.id] == page;
     }
 
     Page byId(int id) {

@@ -33,6 +33,9 @@ class DeviceAttentionTest {
         int uploads;
         /** When set, every attention fails, as a device lost mid-run. */
         volatile boolean lost;
+        /** When set, a page change is refused (throws), as a device whose bookkeeping broke. */
+        volatile boolean refusesChanges;
+        boolean closed;
 
         CopyingDevice(KvLayout layout) {
             this.layout = layout;
@@ -46,6 +49,9 @@ class DeviceAttentionTest {
 
         @Override
         public synchronized void pageChanged(Page page) {
+            if (refusesChanges) {
+                throw new IllegalStateException("page bookkeeping broke");
+            }
             copies.remove(page.id());
         }
 
@@ -97,8 +103,46 @@ class DeviceAttentionTest {
         }
 
         @Override
-        public void close() {
+        public synchronized void close() {
+            closed = true;
         }
+    }
+
+    /**
+     * A device that cannot take a page change would answer from a stale copy: the shard lets it go (closed) and attends
+     * on the CPU, and the append that changed the page stands, counted once, its entry attended.
+     */
+    @org.junit.jupiter.api.Test
+    void aDeviceThatRefusesAPageChangeIsLetGoAndTheShardStaysWhole() {
+        Random rnd = new Random(8);
+        KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
+        KvShard shard = new KvShard(0, SHAPE, layout, 2, 64L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
+                Kernels.select(layout));
+        KvShard reference = new KvShard(1, SHAPE, layout, 2, 64L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
+                Kernels.select(layout));
+        CopyingDevice device = new CopyingDevice(layout);
+        shard.useDevice(device);
+        List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 41, rnd);
+        for (int i = 0; i < entries.size(); i++) {
+            Reference.Entry e = entries.get(i);
+            if (i == 40) {
+                device.refusesChanges = true;
+            }
+            shard.append(7, 0, i, e.expert(), e.k(), e.v());
+            reference.append(7, 0, i, e.expert(), e.k(), e.v());
+        }
+        assertThat(shard.device()).isNull();
+        assertThat(device.closed).isTrue();
+        assertThat(shard.resident(7, 0)).isEqualTo(41);
+        assertThat(shard.stats().entries()).isEqualTo(41);
+        float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+        PartialAttention got = shard.attendPartial(7, 0, q, AttentionScope.all(), false);
+        assertThat(got.visited()).isEqualTo(41);
+        assertThat(got.finish().output())
+                .containsExactly(reference.attendPartial(7, 0, q, AttentionScope.all(), false).finish().output());
+        // Later changes reach no device, and evictions keep the shard whole as well.
+        assertThat(shard.evict(7, 0, new int[] {3, 17})).isEqualTo(2);
+        assertThat(shard.attendPartial(7, 0, q, AttentionScope.all(), false).visited()).isEqualTo(39);
     }
 
     /** The device's answer against the shard's own CPU answer (an expert scope naming every expert stays on the CPU). */

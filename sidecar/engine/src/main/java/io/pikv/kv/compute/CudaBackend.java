@@ -22,6 +22,7 @@ public final class CudaBackend implements AutoCloseable {
     static final String PTX_DIR = "/io/pikv/kv/compute/cuda/";
 
     private final CUcontext context;
+    private volatile boolean closed;
     private final String deviceName;
     private final int major;
     private final int minor;
@@ -108,7 +109,11 @@ public final class CudaBackend implements AutoCloseable {
             } catch (RuntimeException e) {
                 // A driver too old for the PTX, or a kernel missing from it: give the context (and with it the
                 // module) back, since the caller then runs on the CPU without this backend.
-                JCudaDriver.cuCtxDestroy(context);
+                try {
+                    JCudaDriver.cuCtxDestroy(context);
+                } catch (RuntimeException destroying) {
+                    e.addSuppressed(destroying); // the reason the caller needs is the first one
+                }
                 throw e;
             }
             return backend;
@@ -209,6 +214,9 @@ public final class CudaBackend implements AutoCloseable {
 
     /** Makes this device's context current on the calling thread. */
     void bind() {
+        if (closed) {
+            throw new IllegalStateException("the CUDA backend on " + deviceName + " is closed");
+        }
         JCudaDriver.cuCtxSetCurrent(context);
     }
 
@@ -241,8 +249,13 @@ public final class CudaBackend implements AutoCloseable {
         return ptxTarget;
     }
 
+    /** Destroys the context (and with it every allocation, module and stream made in it); once. */
     @Override
-    public void close() {
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
         JCudaDriver.cuCtxDestroy(context);
     }
 }

@@ -33,6 +33,8 @@ public final class CudaDeviceAttention implements DeviceAttention {
     private long shortCalls;
     private long lastShortWarning;
     private boolean closed;
+    /** Calls answered on the device. */
+    private long answered;
 
     /**
      * @param deviceBytes device memory for page copies: at least the shard's page budget for all of them to fit
@@ -61,7 +63,11 @@ public final class CudaDeviceAttention implements DeviceAttention {
             return null;
         }
         try {
-            return attendOnDevice(list, query);
+            PartialAttention result = attendOnDevice(list, query);
+            if (result != null) {
+                answered++;
+            }
+            return result;
         } catch (jcuda.CudaException e) {
             if (String.valueOf(e.getMessage()).contains("CUDA_ERROR_OUT_OF_MEMORY")) {
                 // Device memory short for this call's buffers (others share the device): this call on the CPU. Once
@@ -114,6 +120,11 @@ public final class CudaDeviceAttention implements DeviceAttention {
             counts[i] = page.count();
         }
         return pages.attendPages(ids, counts, query);
+    }
+
+    /** Attention calls this device answered (a call it gave back to the CPU is not counted). */
+    public synchronized long answered() {
+        return answered;
     }
 
     @Override

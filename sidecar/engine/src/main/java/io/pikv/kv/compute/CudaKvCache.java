@@ -400,6 +400,7 @@ public final class CudaKvCache implements AutoCloseable {
             int d = shape.headDim();
             List<CUdeviceptr> allocated = new ArrayList<>();
             boolean streamMade = false;
+            boolean capturing = false;
             try {
                 allocate(allocated, ids, 4L * this.pageCapacity);
                 allocate(allocated, counts, 4L * this.pageCapacity);
@@ -417,7 +418,9 @@ public final class CudaKvCache implements AutoCloseable {
                     CUgraph captured = new CUgraph();
                     CUgraphExec instance = new CUgraphExec();
                     JCudaDriver.cuStreamBeginCapture(stream, 1); // CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+                    capturing = true;
                     enqueue();
+                    capturing = false; // ended below, whether or not it succeeds
                     JCudaDriver.cuStreamEndCapture(stream, captured);
                     graph = captured;
                     JCudaDriver.cuGraphInstantiate(instance, captured, 0);
@@ -425,7 +428,14 @@ public final class CudaKvCache implements AutoCloseable {
                 }
             } catch (RuntimeException e) {
                 // Device memory short (or another CUDA error, the graph's capture included): what was made goes back
-                // before the error does, since no plan reaches a caller who could close it.
+                // before the error does, since no plan reaches a caller who could close it. A capture the error
+                // interrupted is ended first: a stream still capturing cannot be destroyed cleanly, and while it
+                // captures the legacy stream (every synchronous copy of this process) cannot be used.
+                if (capturing) {
+                    CUgraph partial = new CUgraph();
+                    quietly(() -> JCudaDriver.cuStreamEndCapture(stream, partial));
+                    quietly(() -> JCudaDriver.cuGraphDestroy(partial)); // none made: refused, and quietly so
+                }
                 if (graph != null) {
                     quietly(() -> JCudaDriver.cuGraphDestroy(graph));
                 }

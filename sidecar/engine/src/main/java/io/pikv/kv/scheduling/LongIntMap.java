@@ -20,10 +20,14 @@ public final class LongIntMap {
         alloc(cap);
     }
 
+    /** New empty tables of {@code cap} slots; all allocated before any is replaced, so a failure changes nothing. */
     private void alloc(int cap) {
-        keys = new long[cap];
-        values = new int[cap];
-        used = new boolean[cap];
+        long[] k = new long[cap];
+        int[] v = new int[cap];
+        boolean[] u = new boolean[cap];
+        keys = k;
+        values = v;
+        used = u;
         mask = cap - 1;
     }
 

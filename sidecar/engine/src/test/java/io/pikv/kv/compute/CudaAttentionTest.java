@@ -80,12 +80,13 @@ class CudaAttentionTest {
                 }
             };
             fill.accept(300);
-            agree(shard, shape, rnd);
+            agree(shard, device, shape, rnd);
+            // Withdrawals and evictions fill their holes with entries moved from a segment's tail (compaction).
             shard.withdraw(1, 0, new int[] {0, 7, 100, 299});
             shard.evict(1, 0, new int[] {3, 50, 51, 52, 200});
-            agree(shard, shape, rnd);
+            agree(shard, device, shape, rnd);
             fill.accept(700); // beyond the budget: the oldest pages go and are reused
-            agree(shard, shape, rnd);
+            agree(shard, device, shape, rnd);
             // A device error would have moved the shard to the CPU, and the answers compared the CPU with itself.
             assertThat(device.failed()).as("the device answered every call").isFalse();
         }
@@ -93,12 +94,16 @@ class CudaAttentionTest {
 
     private final int[] next = {0};
 
-    private static void agree(io.pikv.kv.KvShard shard, ModelShape shape, java.util.Random rnd) {
+    /** The device answers (a call it gave back to the CPU would compare the CPU with itself) and agrees with the CPU. */
+    private static void agree(io.pikv.kv.KvShard shard, CudaDeviceAttention device, ModelShape shape,
+                              java.util.Random rnd) {
         float[] q = new float[shape.queryWidth()];
         for (int i = 0; i < q.length; i++) {
             q[i] = (float) rnd.nextGaussian();
         }
+        long before = device.answered();
         float[] onDevice = shard.attendPartial(1, 0, q, io.pikv.kv.AttentionScope.all(), false).finish().output();
+        assertThat(device.answered()).as("the device answered the call").isEqualTo(before + 1);
         float[] onCpu = shard.attendPartial(1, 0, q, io.pikv.kv.AttentionScope.experts(0, 1, 2, 3, 4, 5, 6, 7), false)
                 .finish().output();
         assertThat(io.pikv.kv.Accuracy.relativeError(onDevice, onCpu)).isLessThanOrEqualTo(1e-4);
