@@ -69,6 +69,12 @@ public final class ControlListener implements AutoCloseable {
     private volatile boolean started;
     /** Set the first time {@link #ready()} is true; readiness never goes back. */
     private volatile boolean ready;
+    /**
+     * This cluster's records met during the first read, in the order read: applied when it ends, the latest only (see
+     * {@link #applyLatest}). At most {@link #PENDING_LIMIT}; beyond it the lowest epoch goes, counted stale.
+     */
+    private final List<ControlState> pending = new ArrayList<>();
+    private static final int PENDING_LIMIT = 1024;
 
     /**
      * @param consumers makes the consumer, on the listener's thread; retried while it fails (a broker name that
@@ -109,10 +115,11 @@ public final class ControlListener implements AutoCloseable {
         if (ready) {
             return true;
         }
-        // Past the start-up wait, ready only when the topic cannot be read: not found or not connected yet, or the
-        // broker silent for a while during the read. Not while it is being read, even after a failure that is over.
+        // Past the start-up wait, ready only when the topic cannot be read: not found or not connected (a try has
+        // failed: with a short wait, the first try may still be under way), or the broker silent for a while during
+        // the read. Not while it is being read, even after a failure that is over.
         boolean now = phase == Phase.CAUGHT_UP || Instant.now().isAfter(deadline)
-                && (phase == Phase.STARTING || System.nanoTime() - lastAnswer > SILENT_NANOS);
+                && (phase == Phase.STARTING ? problem != null : System.nanoTime() - lastAnswer > SILENT_NANOS);
         if (now) {
             ready = true; // once ready, it stays so: control gates the start only, not serving afterwards
         }
@@ -174,6 +181,7 @@ public final class ControlListener implements AutoCloseable {
                         }
                     }
                     if (phase == Phase.READING && caughtUp(partitions, end)) {
+                        applyLatest();
                         phase = Phase.CAUGHT_UP;
                         link.up(KafkaLink.Client.CONTROL);
                         LOG.infof("control: read %s to its end (%d records); running epoch %d", topic, recordsRead,
@@ -181,11 +189,11 @@ public final class ControlListener implements AutoCloseable {
                     }
                     if (System.currentTimeMillis() - lastCheck >= LINK_CHECK_MS) {
                         lastCheck = System.currentTimeMillis();
+                        retryBudget(); // first: it needs no broker, and must go on while the broker is away
                         addNewPartitions(partitions, phase == Phase.READING ? end : null);
                         consumer.endOffsets(partitions, CALL_TIMEOUT);
                         lastAnswer = System.nanoTime();
                         link.up(KafkaLink.Client.CONTROL);
-                        control.retryBudget(); // a budget the shard could not take when its record applied
                     }
                 } catch (WakeupException e) {
                     throw e;
@@ -342,16 +350,60 @@ public final class ControlListener implements AutoCloseable {
             unreadable(r, "is keyed " + r.key() + " but names cluster " + state.cluster());
             return;
         }
-        ShardControl.Outcome outcome;
+        if (phase == Phase.READING) {
+            pending.add(state);
+            if (pending.size() > PENDING_LIMIT) {
+                int lowest = 0;
+                for (int i = 1; i < pending.size(); i++) {
+                    if (pending.get(i).epoch() < pending.get(lowest).epoch()) {
+                        lowest = i;
+                    }
+                }
+                pending.remove(lowest);
+                outcomes.get(ShardControl.Outcome.STALE).increment();
+            }
+            return;
+        }
+        outcomes.get(apply(state)).increment();
+    }
+
+    private ShardControl.Outcome apply(ControlState state) {
         try {
-            outcome = control.apply(state);
+            return control.apply(state);
         } catch (RuntimeException e) {
             // A record the shard cannot take must not stop the listener: later records still apply.
-            outcome = ShardControl.Outcome.INVALID;
-            LOG.errorf(e, "control: record at %s-%d offset %d (epoch %d) failed to apply; ignored", r.topic(),
-                    r.partition(), r.offset(), state.epoch());
+            LOG.errorf(e, "control: a record of epoch %d failed to apply; ignored", state.epoch());
+            return ShardControl.Outcome.INVALID;
         }
-        outcomes.get(outcome).increment();
+    }
+
+    /**
+     * The first read is over: of this cluster's records, the one a sidecar that had followed each as it came would
+     * run now is applied, and only that one, so that a shard already serving (ready after the start-up wait) does not
+     * go through every budget and policy the topic still holds. Following them in order applies the valid records of
+     * rising epochs (the later one of an epoch), so that record is the valid one of the highest epoch, the last read
+     * among equals: tried from the highest epoch down until one is not refused. Those a follower would have passed
+     * over count as stale; the refused ones as invalid, as they would have been.
+     */
+    private void applyLatest() {
+        List<ControlState> order = new ArrayList<>(pending);
+        pending.clear();
+        java.util.Collections.reverse(order); // the later of equal epochs first: the stable sort keeps it so
+        order.sort(java.util.Comparator.comparingLong(ControlState::epoch).reversed());
+        boolean settled = false;
+        for (ControlState state : order) {
+            ShardControl.Outcome outcome = settled ? ShardControl.Outcome.STALE : apply(state);
+            settled |= outcome != ShardControl.Outcome.INVALID;
+            outcomes.get(outcome).increment();
+        }
+    }
+
+    private void retryBudget() {
+        try {
+            control.retryBudget(); // a budget the shard could not take when its record applied
+        } catch (RuntimeException e) {
+            LOG.errorf(e, "control: trying the refused budget again failed; trying again later");
+        }
     }
 
     /** A record of this cluster (or unkeyed) that is no control state: counted invalid and told as lastRejected. */

@@ -423,6 +423,9 @@ public final class TelemetryPublisher implements AutoCloseable {
                     LOG.warnf(e, "telemetry: could not close the last window");
                 }
                 draining = true;
+                synchronized (pause) {
+                    pause.notifyAll(); // a sender backing off after refusals tries once more now, not after the drain
+                }
                 sender.join(Math.min(2000, settings.sendTimeout().toMillis()));
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();

@@ -104,8 +104,9 @@ class ControlListenerTest {
             assertThat(control.epoch()).isEqualTo(5);
             assertThat(control.state().shardMap().assignment()).containsExactly(1, 0, 1, 0);
             assertThat(policy.activePolicy()).isEqualTo("oldest-page");
-            assertThat(count("applied")).isEqualTo(2);
-            assertThat(count("stale")).isEqualTo(1);
+            // Only the latest applied: epoch 3 was passed over (a follower would have left it for 5), 4 is older.
+            assertThat(count("applied")).isEqualTo(1);
+            assertThat(count("stale")).isEqualTo(2);
             assertThat(count("other_cluster")).isEqualTo(1);
             assertThat(count("invalid")).isEqualTo(1);
             assertThat(registry.get("pikv.control.epoch").gauge().value()).isEqualTo(5);
@@ -114,10 +115,58 @@ class ControlListenerTest {
             publish(producer, topic, "c1", state("c1", 2, "oldest-page", 0, 0, 0, 0));
             publish(producer, topic, "c1", state("c1", 6, "reject", 0, 0, 1, 1));
             await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 6);
-            assertThat(count("stale")).isEqualTo(2);
+            assertThat(count("stale")).isEqualTo(3);
             assertThat(policy.activePolicy()).isEqualTo("reject");
             assertThat(control.state().shardMap().assignment()).containsExactly(0, 0, 1, 1);
             assertThat(link.status(KafkaLink.Client.CONTROL).state()).isEqualTo("up");
+        }
+    }
+
+    /**
+     * The first read applies one record, the one a follower of every record would run: a shard that was already
+     * serving (ready after the start-up wait) does not pass through each budget and policy the topic still holds.
+     */
+    @Test
+    void theFirstReadAppliesOnlyTheRecordAFollowerWouldRun() throws Exception {
+        String topic = TestKafka.uniqueTopic("control");
+        TestKafka.createTopic(topic, true);
+        try (KafkaProducer<String, String> producer = TestKafka.producer()) {
+            publish(producer, topic, "c1", state("c1", 5, "oldest-page", 0, 0, 0, 0));
+            publish(producer, topic, "c1", state("c1", 6, "reject", 1, 1, 1, 1));
+            publish(producer, topic, "c1", state("c1", 7, "oldest-page", 0, 1, 0, 1));
+            publish(producer, topic, "c1", state("c1", 7, "reject", 1, 0, 1, 0)); // a conflict: the later one runs
+            publish(producer, topic, "c1", state("c1", 8, "no-such-policy", 1, 1, 0, 0)); // refused
+            ControlListener l = listener(topic, Duration.ofMinutes(5));
+            l.start();
+            await().atMost(Duration.ofSeconds(20)).until(l::ready);
+            assertThat(control.epoch()).isEqualTo(7);
+            assertThat(control.state().shardMap().assignment()).containsExactly(1, 0, 1, 0);
+            assertThat(policy.activePolicy()).isEqualTo("reject");
+            assertThat(control.state().lastRejected()).startsWith("epoch 8: ");
+            assertThat(count("applied")).isEqualTo(1);
+            assertThat(count("invalid")).isEqualTo(1);
+            assertThat(count("stale")).isEqualTo(3);
+            assertThat(count("conflict")).isZero();
+        }
+    }
+
+    /** With no start-up wait, a readable topic still decides: ready only once it is read, the latest applied. */
+    @Test
+    void noStartupWaitStillWaitsForAReadableTopic() throws Exception {
+        String topic = TestKafka.uniqueTopic("control");
+        TestKafka.createTopic(topic, true);
+        try (KafkaProducer<String, String> producer = TestKafka.producer()) {
+            publish(producer, topic, "c1", state("c1", 4, "oldest-page", 1, 1, 0, 0));
+            ControlListener l = listener(topic, Duration.ZERO);
+            l.start();
+            long until = System.nanoTime() + Duration.ofSeconds(20).toNanos();
+            while (!l.ready() && System.nanoTime() < until) {
+                java.util.concurrent.locks.LockSupport.parkNanos(200_000);
+            }
+            assertThat(l.ready()).isTrue();
+            // The first moment it was ready, the record was in effect (before: ready at once, on the configured state).
+            assertThat(control.epoch()).isEqualTo(4);
+            assertThat(l.phase()).isEqualTo(ControlListener.Phase.CAUGHT_UP);
         }
     }
 
