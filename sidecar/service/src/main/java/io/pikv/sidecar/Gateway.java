@@ -73,9 +73,12 @@ public final class Gateway implements KvApi {
     /**
      * Positions of (layer) a shard did not confirm taking back: a request that timed out may still store them, after
      * which every step would attend over an entry of a step that failed. Withdrawn again before each later call of the
-     * layer until the shard says it took them all back, or {@link #UNCONFIRMED_FOR} has passed.
+     * layer until the shard has taken them all back, or {@link #UNCONFIRMED_FOR} has passed. {@code taken}: how many
+     * of them the shard has said it took back so far, over every ask (it counts a position once: a position taken back
+     * is stored no more, and positions are never given again), so a late store of some that is taken back later ends
+     * the asking once the last one is.
      */
-    private record Unconfirmed(int layer, int shard, int[] positions, long untilNanos) {
+    private record Unconfirmed(int layer, int shard, int[] positions, int taken, long untilNanos) {
     }
 
     /** How long a gateway keeps asking a shard to take back entries it did not confirm taking back. */
@@ -374,108 +377,114 @@ public final class Gateway implements KvApi {
         Wire.AppendRequest.Entry[] entries = request.entries();
         int layer = request.layer();
         synchronized (state) {
-            checkOpen(sequence, state);
-            settle(state, sequence, layer);
-            int lengthBefore = state.length[layer];
-            int[] positions = new int[entries.length];
-            List<List<Wire.AppendRequest.Entry>> parts = new ArrayList<>();
-            List<List<Integer>> clientIndex = new ArrayList<>(); // per part: each entry's index in the request
-            for (int s = 0; s < shards.size(); s++) {
-                parts.add(new ArrayList<>());
-                clientIndex.add(new ArrayList<>());
-            }
-            ExpertShardMap current = map;
-            int next = state.length[layer];
-            java.util.Set<Integer> used = new java.util.HashSet<>();
-            for (int i = 0; i < entries.length; i++) {
-                Wire.AppendRequest.Entry e = entries[i];
-                checkExpert(e.expert(), "entry " + i + ": ");
-                // What every shard refuses, refused here before any shard stores (and maybe evicts for) its part.
-                shape.checkKv("entry " + i + ": k", e.k());
-                shape.checkKv("entry " + i + ": v", e.v());
-                int position = e.position() == Wire.NEXT_POSITION ? next : e.position();
-                if (e.position() == Wire.NEXT_POSITION && position > KvShard.MAX_POSITION) {
-                    throw layerFull(sequence, layer);
-                }
-                if (position < 0 || position > KvShard.MAX_POSITION) {
-                    throw new IllegalArgumentException("entry " + i + ": position must be in [0, "
-                            + KvShard.MAX_POSITION + "] or -1 (next), got " + e.position());
-                }
-                // Through a gateway positions are append-only: the shards that could hold an earlier one are not
-                // asked, so an explicit position must be new.
-                if (position < lengthBefore || !used.add(position)) {
-                    throw new IllegalArgumentException("entry " + i + ": position " + position + " of sequence "
-                            + sequence + " layer " + layer + " is already stored or used (through a gateway positions"
-                            + " are append-only; the layer's length is " + lengthBefore + ")");
-                }
-                next = Math.max(next, position + 1);
-                positions[i] = position;
-                parts.get(current.shardOf(e.expert())).add(new Wire.AppendRequest.Entry(position, e.expert(), e.k(), e.v()));
-                clientIndex.get(current.shardOf(e.expert())).add(i);
-            }
-            List<SidecarClient.Pending<int[]>> sent = new ArrayList<>();
-            for (int s = 0; s < shards.size(); s++) {
-                List<Wire.AppendRequest.Entry> part = parts.get(s);
-                sent.add(part.isEmpty() ? SidecarClient.Pending.of(new int[0])
-                        : shards.get(s).startAppend(sequence, new Wire.AppendRequest(layer,
-                                part.toArray(new Wire.AppendRequest.Entry[0]))));
-            }
-            RuntimeException failure = null;
-            Error error = null;
-            int failedPart = -1;
-            for (int s = 0; s < sent.size(); s++) {
-                try {
-                    sent.get(s).await();
-                } catch (RuntimeException e) {
-                    if (failure == null) {
-                        failure = e;
-                        failedPart = s;
-                    }
-                } catch (Error e) {
-                    // Reading an answer failed in the gateway itself (out of memory): the shard may have stored, so
-                    // the undo below runs all the same, and the error goes on after it.
-                    error = error == null ? e : error;
-                    if (failure == null) {
-                        failure = new IllegalStateException("the gateway failed reading a shard's answer: " + e, e);
-                        failedPart = s;
-                    }
-                }
-            }
-            if (failure != null) {
-                // Take back what any shard may have stored, even one whose answer failed (a timeout after it
-                // stored); not from one that refused its part, which stored none of it.
-                boolean undone = true;
+            try {
+                checkOpen(sequence, state);
+                settle(state, sequence, layer);
+                int lengthBefore = state.length[layer];
+                int[] positions = new int[entries.length];
+                List<List<Wire.AppendRequest.Entry>> parts = new ArrayList<>();
+                List<List<Integer>> clientIndex = new ArrayList<>(); // per part: each entry's index in the request
                 for (int s = 0; s < shards.size(); s++) {
-                    if (!parts.get(s).isEmpty() && !sent.get(s).refused()) {
-                        int[] stored = parts.get(s).stream().mapToInt(Wire.AppendRequest.Entry::position).toArray();
-                        undone &= undo(state, s, sequence, layer, stored);
-                    }
+                    parts.add(new ArrayList<>());
+                    clientIndex.add(new ArrayList<>());
                 }
-                if (undone) {
-                    state.length[layer] = lengthBefore;
-                } else {
-                    // Entries may remain: their positions are never given again, and attention visits their shards.
-                    for (int s = 0; s < shards.size(); s++) {
-                        for (Wire.AppendRequest.Entry e : parts.get(s)) {
-                            state.experts[layer][s].set(e.expert());
+                ExpertShardMap current = map;
+                int next = state.length[layer];
+                java.util.Set<Integer> used = new java.util.HashSet<>();
+                for (int i = 0; i < entries.length; i++) {
+                    Wire.AppendRequest.Entry e = entries[i];
+                    checkExpert(e.expert(), "entry " + i + ": ");
+                    // What every shard refuses, refused here before any shard stores (and maybe evicts for) its part.
+                    shape.checkKv("entry " + i + ": k", e.k());
+                    shape.checkKv("entry " + i + ": v", e.v());
+                    int position = e.position() == Wire.NEXT_POSITION ? next : e.position();
+                    if (e.position() == Wire.NEXT_POSITION && position > KvShard.MAX_POSITION) {
+                        throw layerFull(sequence, layer);
+                    }
+                    if (position < 0 || position > KvShard.MAX_POSITION) {
+                        throw new IllegalArgumentException("entry " + i + ": position must be in [0, "
+                                + KvShard.MAX_POSITION + "] or -1 (next), got " + e.position());
+                    }
+                    // Through a gateway positions are append-only: the shards that could hold an earlier one are not
+                    // asked, so an explicit position must be new.
+                    if (position < lengthBefore || !used.add(position)) {
+                        throw new IllegalArgumentException("entry " + i + ": position " + position
+                                + " of sequence " + sequence + " layer " + layer + " is already stored or used "
+                                + "(through a gateway positions are append-only; the layer's length is "
+                                + lengthBefore + ")");
+                    }
+                    next = Math.max(next, position + 1);
+                    positions[i] = position;
+                    parts.get(current.shardOf(e.expert()))
+                            .add(new Wire.AppendRequest.Entry(position, e.expert(), e.k(), e.v()));
+                    clientIndex.get(current.shardOf(e.expert())).add(i);
+                }
+                List<SidecarClient.Pending<int[]>> sent = new ArrayList<>();
+                for (int s = 0; s < shards.size(); s++) {
+                    List<Wire.AppendRequest.Entry> part = parts.get(s);
+                    sent.add(part.isEmpty() ? SidecarClient.Pending.of(new int[0])
+                            : shards.get(s).startAppend(sequence, new Wire.AppendRequest(layer,
+                                    part.toArray(new Wire.AppendRequest.Entry[0]))));
+                }
+                RuntimeException failure = null;
+                Error error = null;
+                int failedPart = -1;
+                for (int s = 0; s < sent.size(); s++) {
+                    try {
+                        sent.get(s).await();
+                    } catch (RuntimeException e) {
+                        if (failure == null) {
+                            failure = e;
+                            failedPart = s;
+                        }
+                    } catch (Error e) {
+                        // Reading an answer failed in the gateway itself (out of memory): the shard may have stored, so
+                        // the undo below runs all the same, and the error goes on after it.
+                        error = error == null ? e : error;
+                        if (failure == null) {
+                            failure = new IllegalStateException("the gateway failed reading a shard's answer: " + e, e);
+                            failedPart = s;
                         }
                     }
-                    state.length[layer] = next;
                 }
-                if (error != null) {
-                    throw error;
+                if (failure != null) {
+                    // Take back what any shard may have stored, even one whose answer failed (a timeout after it
+                    // stored); not from one that refused its part, which stored none of it.
+                    boolean undone = true;
+                    for (int s = 0; s < shards.size(); s++) {
+                        if (!parts.get(s).isEmpty() && !sent.get(s).refused()) {
+                            int[] stored = parts.get(s).stream().mapToInt(Wire.AppendRequest.Entry::position).toArray();
+                            undone &= undo(state, s, sequence, layer, stored);
+                        }
+                    }
+                    if (undone) {
+                        state.length[layer] = lengthBefore;
+                    } else {
+                        // Entries may remain: their positions are never given again, and attention visits their shards.
+                        for (int s = 0; s < shards.size(); s++) {
+                            for (Wire.AppendRequest.Entry e : parts.get(s)) {
+                                state.experts[layer][s].set(e.expert());
+                            }
+                        }
+                        state.length[layer] = next;
+                    }
+                    if (error != null) {
+                        throw error;
+                    }
+                    throw closedMeanwhile(state, sequence, failure) ? new UnknownSequenceException(sequence)
+                            : ShardFailure.ofPart(failure, sequence,
+                            clientIndex.get(failedPart).stream().mapToInt(Integer::intValue).toArray());
                 }
-                throw closedMeanwhile(state, sequence, failure) ? new UnknownSequenceException(sequence)
-                        : ShardFailure.ofPart(failure, sequence,
-                        clientIndex.get(failedPart).stream().mapToInt(Integer::intValue).toArray());
+                for (int s = 0; s < shards.size(); s++) {
+                    for (Wire.AppendRequest.Entry e : parts.get(s)) {
+                        state.experts[layer][s].set(e.expert());
+                    }
+                }
+                state.length[layer] = next;
+                return positions;
+            } finally {
+                state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
             }
-            for (int s = 0; s < shards.size(); s++) {
-                for (Wire.AppendRequest.Entry e : parts.get(s)) {
-                    state.experts[layer][s].set(e.expert());
-                }
-            }
-            state.length[layer] = next;
-            return positions;
         }
     }
 
@@ -486,12 +495,16 @@ public final class Gateway implements KvApi {
         KvShard.checkDistinct(positions);
         State state = state(sequence);
         synchronized (state) {
-            checkOpen(sequence, state);
-            int total = 0;
-            for (SidecarClient shard : holding(state, layer)) {
-                total += call(() -> shard.withdraw(sequence, layer, positions), state, sequence);
+            try {
+                checkOpen(sequence, state);
+                int total = 0;
+                for (SidecarClient shard : holding(state, layer)) {
+                    total += call(() -> shard.withdraw(sequence, layer, positions), state, sequence);
+                }
+                return total;
+            } finally {
+                state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
             }
-            return total;
         }
     }
 
@@ -512,9 +525,13 @@ public final class Gateway implements KvApi {
         // Under the sequence's lock for the whole fan-out, as a step: the answer covers one state of the sequence,
         // never half of an append, nor a step's token that its undo takes back.
         synchronized (state) {
-            checkOpen(sequence, state);
-            settle(state, sequence, request.layer());
-            return attendLocked(state, sequence, request, scope);
+            try {
+                checkOpen(sequence, state);
+                settle(state, sequence, request.layer());
+                return attendLocked(state, sequence, request, scope);
+            } finally {
+                state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
+            }
         }
     }
 
@@ -582,60 +599,64 @@ public final class Gateway implements KvApi {
             }
         }
         synchronized (state) {
-            checkOpen(sequence, state);
-            settle(state, sequence, layer);
-            int position = state.length[layer];
-            if (position > KvShard.MAX_POSITION) {
-                throw layerFull(sequence, layer);
-            }
-            int owner = current.shardOf(experts[0]);
-            // Every body is encoded before the first is sent, so the sends go out back to back.
-            List<SidecarClient.Prepared<PartialAttention>> prepared = new ArrayList<>();
-            prepared.add(shards.get(owner).prepareStepPartial(sequence, routed, position));
-            Wire.AttendRequest attend = new Wire.AttendRequest(layer,
-                    request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query());
-            for (int s = 0; s < shards.size(); s++) {
-                if (s != owner && state.experts[layer][s].intersects(scope)) {
-                    prepared.add(shards.get(s).prepareAttend(sequence, attend));
+            try {
+                checkOpen(sequence, state);
+                settle(state, sequence, layer);
+                int position = state.length[layer];
+                if (position > KvShard.MAX_POSITION) {
+                    throw layerFull(sequence, layer);
                 }
-            }
-            List<SidecarClient.Pending<PartialAttention>> parts = new ArrayList<>(prepared.size());
-            for (SidecarClient.Prepared<PartialAttention> call : prepared) {
-                parts.add(call.start());
-            }
-            List<PartialAttention> partials = new ArrayList<>(parts.size());
-            RuntimeException failure = null;
-            Error error = null;
-            for (SidecarClient.Pending<PartialAttention> f : parts) {
-                try {
-                    partials.add(f.await());
-                } catch (RuntimeException e) {
-                    failure = failure == null ? e : failure;
-                } catch (Error e) {
-                    // The gateway itself failed reading an answer: the undo below runs all the same.
-                    error = error == null ? e : error;
-                    failure = failure == null ? new IllegalStateException("the gateway failed reading a shard's "
-                            + "answer: " + e, e) : failure;
+                int owner = current.shardOf(experts[0]);
+                // Every body is encoded before the first is sent, so the sends go out back to back.
+                List<SidecarClient.Prepared<PartialAttention>> prepared = new ArrayList<>();
+                prepared.add(shards.get(owner).prepareStepPartial(sequence, routed, position));
+                Wire.AttendRequest attend = new Wire.AttendRequest(layer,
+                        request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query());
+                for (int s = 0; s < shards.size(); s++) {
+                    if (s != owner && state.experts[layer][s].intersects(scope)) {
+                        prepared.add(shards.get(s).prepareAttend(sequence, attend));
+                    }
                 }
-            }
-            if (failure != null) {
-                // The owner may have stored the token (even if its answer failed): take it back, the step did not
-                // happen. When that cannot be confirmed the position is not given again.
-                if (!parts.get(0).refused() && !undo(state, owner, sequence, layer, new int[] {position})) {
-                    state.experts[layer][owner].set(experts[0]);
-                    state.length[layer] = position + 1;
+                List<SidecarClient.Pending<PartialAttention>> parts = new ArrayList<>(prepared.size());
+                for (SidecarClient.Prepared<PartialAttention> call : prepared) {
+                    parts.add(call.start());
                 }
-                if (error != null) {
-                    throw error;
+                List<PartialAttention> partials = new ArrayList<>(parts.size());
+                RuntimeException failure = null;
+                Error error = null;
+                for (SidecarClient.Pending<PartialAttention> f : parts) {
+                    try {
+                        partials.add(f.await());
+                    } catch (RuntimeException e) {
+                        failure = failure == null ? e : failure;
+                    } catch (Error e) {
+                        // The gateway itself failed reading an answer: the undo below runs all the same.
+                        error = error == null ? e : error;
+                        failure = failure == null ? new IllegalStateException("the gateway failed reading a shard's "
+                                + "answer: " + e, e) : failure;
+                    }
                 }
-                throw ShardFailure.ofKnown(failure, sequence);
+                if (failure != null) {
+                    // The owner may have stored the token (even if its answer failed): take it back, the step did not
+                    // happen. When that cannot be confirmed the position is not given again.
+                    if (!parts.get(0).refused() && !undo(state, owner, sequence, layer, new int[] {position})) {
+                        state.experts[layer][owner].set(experts[0]);
+                        state.length[layer] = position + 1;
+                    }
+                    if (error != null) {
+                        throw error;
+                    }
+                    throw ShardFailure.ofKnown(failure, sequence);
+                }
+                state.experts[layer][owner].set(experts[0]);
+                state.length[layer] = position + 1;
+                if (request.mode() != Wire.CHOSEN_EXPERTS) {
+                    recordMisses(layer, experts, current); // a step that happened: one refused opened no shard
+                }
+                return new Wire.StepResponse(position, experts, PartialAttention.merge(partials).finish().output());
+            } finally {
+                state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
             }
-            state.experts[layer][owner].set(experts[0]);
-            state.length[layer] = position + 1;
-            if (request.mode() != Wire.CHOSEN_EXPERTS) {
-                recordMisses(layer, experts, current); // a step that happened: one refused opened no shard
-            }
-            return new Wire.StepResponse(position, experts, PartialAttention.merge(partials).finish().output());
         }
     }
 
@@ -646,8 +667,9 @@ public final class Gateway implements KvApi {
      */
     private boolean undo(State state, int s, long sequence, int layer, int[] positions) {
         boolean confirmed;
+        int withdrawn = 0;
         try {
-            int withdrawn = shards.get(s).withdraw(sequence, layer, positions);
+            withdrawn = shards.get(s).withdraw(sequence, layer, positions);
             confirmed = withdrawn == positions.length;
             if (!confirmed) {
                 LOG.warnf("gateway: %s took back %d of positions %s of sequence %d layer %d: the rest may still be "
@@ -667,20 +689,23 @@ public final class Gateway implements KvApi {
             for (int p : positions) {
                 merged.add(p);
             }
+            int[] taken = {withdrawn};
             state.unconfirmed.removeIf(u -> {
                 if (u.layer() == layer && u.shard() == s) {
                     for (int p : u.positions()) {
                         merged.add(p);
                     }
+                    taken[0] += u.taken();
                     return true;
                 }
                 return false;
             });
             while (merged.size() > MAX_UNCONFIRMED) {
                 merged.pollFirst(); // the oldest positions: the longest past their request
+                taken[0] = Math.max(0, taken[0] - 1); // which were taken is unknown: ask longer rather than less
             }
             state.unconfirmed.add(new Unconfirmed(layer, s, merged.stream().mapToInt(Integer::intValue).toArray(),
-                    System.nanoTime() + UNCONFIRMED_FOR.toNanos()));
+                    taken[0], System.nanoTime() + UNCONFIRMED_FOR.toNanos()));
         }
         return confirmed;
     }
@@ -837,10 +862,12 @@ public final class Gateway implements KvApi {
             return;
         }
         long now = System.nanoTime();
-        state.unconfirmed.removeIf(u -> {
+        for (java.util.ListIterator<Unconfirmed> it = state.unconfirmed.listIterator(); it.hasNext(); ) {
+            Unconfirmed u = it.next();
             if (u.layer() != layer) {
-                return false;
+                continue;
             }
+            int taken = u.taken();
             try {
                 int withdrawn = shards.get(u.shard()).withdraw(sequence, layer, u.positions());
                 if (withdrawn > 0) {
@@ -848,19 +875,23 @@ public final class Gateway implements KvApi {
                             + "layer %d): taken back", shards.get(u.shard()).base(), withdrawn,
                             Arrays.toString(u.positions()), sequence, layer);
                 }
-                if (withdrawn == u.positions().length) {
-                    return true;
+                taken += withdrawn;
+                if (taken >= u.positions().length) {
+                    it.remove();
+                    continue;
                 }
             } catch (RuntimeException e) {
                 LOG.debugf("gateway: asking %s again to take back %s failed: %s", shards.get(u.shard()).base(),
                         Arrays.toString(u.positions()), e.getMessage());
             }
             if (now - u.untilNanos() > 0) {
-                LOG.warnf("gateway: %s never confirmed taking back positions %s of sequence %d layer %d; no longer "
-                        + "asked", shards.get(u.shard()).base(), Arrays.toString(u.positions()), sequence, layer);
-                return true;
+                LOG.warnf("gateway: %s never confirmed taking back %d of positions %s of sequence %d layer %d; no "
+                        + "longer asked", shards.get(u.shard()).base(), u.positions().length - taken,
+                        Arrays.toString(u.positions()), sequence, layer);
+                it.remove();
+            } else if (taken != u.taken()) {
+                it.set(new Unconfirmed(u.layer(), u.shard(), u.positions(), taken, u.untilNanos()));
             }
-            return false;
-        });
+        }
     }
 }

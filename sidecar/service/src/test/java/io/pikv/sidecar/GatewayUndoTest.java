@@ -227,6 +227,25 @@ class GatewayUndoTest {
         assertThat(g.openSequences()).isEqualTo(1);
     }
 
+    /** A call's end counts as use: a sweep right after a call that took longer than the idle timeout keeps it. */
+    @Test
+    void aCallLongerThanTheIdleTimeoutLeavesTheSequenceFreshWhenItEnds() throws Exception {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
+        fakes.get(0).appendGate = gate;
+        float[] kv = new float[SHAPE.kvWidth()];
+        Wire.AppendRequest one = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv)});
+        java.util.concurrent.CompletableFuture<int[]> append = java.util.concurrent.CompletableFuture.supplyAsync(
+                () -> g.append(seq, one));
+        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(1500)).until(() -> true);
+        gate.countDown();
+        assertThat(append.get(10, java.util.concurrent.TimeUnit.SECONDS)).containsExactly(0);
+        assertThat(g.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isZero();
+        assertThat(g.lengths(seq)).containsExactly(1);
+    }
+
     @Test
     void aSequenceACallHoldsPastTheIdleTimeoutIsNotClosedUnderIt() throws Exception {
         Gateway g = gateway();
@@ -474,6 +493,31 @@ class GatewayUndoTest {
         before = fakes.get(0).requests.size();
         g.step(seq, stepOnShard0()); // confirmed: not asked again
         assertThat(fakes.get(0).requests.subList(before, fakes.get(0).requests.size())).containsExactly(steps);
+    }
+
+    /**
+     * Two failed steps' positions merge into one take-back; the shard takes them back one call at a time (each late
+     * store lands between asks): once it has taken back both, over the asks, it is asked no more.
+     */
+    @Test
+    void takeBacksConfirmedOverSeveralAsksEndTheAsking() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
+        String steps = "POST /v1/sequences/" + seq + "/steps";
+        fakes.get(0).stepStatus = 503;
+        fakes.get(0).withdrawn = 0; // neither late store has landed yet
+        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class);
+        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class);
+        assertThat(g.lengths(seq)).containsExactly(2);
+        fakes.get(0).stepStatus = 200;
+        fakes.get(0).withdrawn = 1; // one lands before each of the next two asks
+        g.step(seq, stepOnShard0());
+        g.step(seq, stepOnShard0());
+        int before = fakes.get(0).requests.size();
+        g.step(seq, stepOnShard0()); // both taken back by now: no third ask
+        assertThat(fakes.get(0).requests.subList(before, fakes.get(0).requests.size())).containsExactly(steps);
+        assertThat(fakes.get(0).requests.stream().filter(withdrawal::equals)).hasSize(5); // 2 undos, 1 + 2 asks
     }
 
     @Test
