@@ -40,6 +40,12 @@ public final class Gateway implements KvApi {
     private final Router[] routers;
     private volatile ExpertShardMap map;
     private final Map<Long, State> sequences = new ConcurrentHashMap<>();
+    /**
+     * Ids closed while a shard had not confirmed taking back a failed call's entries (a request queued there may still
+     * store them, into whatever sequence then has the id), with the time until which they were to be asked for: a
+     * create of such an id is refused until then.
+     */
+    private final Map<Long, Long> closedUnsettled = new ConcurrentHashMap<>();
 
     /** Per layer: the next position, and per shard the experts whose entries it holds. The object is the lock. */
     private static final class State {
@@ -211,6 +217,15 @@ public final class Gateway implements KvApi {
     }
 
     private long create(long id) {
+        Long unsettled = closedUnsettled.get(id);
+        if (unsettled != null) {
+            long left = unsettled - System.nanoTime();
+            if (left > 0) {
+                throw new SequenceExistsException(id, "was closed while a shard may still store entries of a failed "
+                        + "call into it; use another id, or this one in " + (left / 1_000_000_000L + 1) + " s");
+            }
+            closedUnsettled.remove(id, unsettled);
+        }
         State state = new State(shape.layers(), shards.size());
         // Held until every shard answered: a close, append or step of the id waits for the create to finish.
         synchronized (state) {
@@ -315,10 +330,17 @@ public final class Gateway implements KvApi {
             }
             asked = true;
         } finally {
-            if (asked && first == null) {
-                sequences.remove(sequence, state);
-            }
             synchronized (state) {
+                if (asked && first == null) {
+                    long until = Long.MIN_VALUE;
+                    for (Unconfirmed u : state.unconfirmed) {
+                        until = Math.max(until, u.untilNanos());
+                    }
+                    if (!state.unconfirmed.isEmpty()) {
+                        closedUnsettled.put(sequence, until); // before the id is free again
+                    }
+                    sequences.remove(sequence, state);
+                }
                 state.closeInFlight = false;
             }
         }
@@ -810,6 +832,8 @@ public final class Gateway implements KvApi {
      * closing; returns how many were closed. A shard that fails a close leaves its sequence closing, for the next try.
      */
     public int closeIdle(long idleNanos) {
+        long now = System.nanoTime();
+        closedUnsettled.values().removeIf(until -> now - until > 0);
         int closed = 0;
         java.util.Set<SidecarClient> failed = new java.util.HashSet<>(); // as in a shutdown: asked once per pass
         for (Map.Entry<Long, State> e : sequences.entrySet()) {

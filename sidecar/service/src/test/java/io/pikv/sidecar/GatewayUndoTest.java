@@ -520,6 +520,27 @@ class GatewayUndoTest {
         assertThat(fakes.get(0).requests.stream().filter(withdrawal::equals)).hasSize(5); // 2 undos, 1 + 2 asks
     }
 
+    /**
+     * A sequence closed while a shard had not confirmed taking back a failed step's token: the step may still be queued
+     * there and store it into whatever sequence then has the id, so the id is not given again until the asking would
+     * have ended.
+     */
+    @Test
+    void anIdClosedWithAnUnconfirmedTakeBackIsNotCreatedAgainMeanwhile() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(77L);
+        fakes.get(0).stepStatus = 503;
+        fakes.get(0).withdrawn = 0;
+        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class);
+        g.close(seq);
+        assertThatThrownBy(() -> g.create(77L)).isInstanceOf(SequenceExistsException.class)
+                .hasMessageStartingWith("sequence 77 was closed while a shard may still store entries of a failed call")
+                .hasMessageContaining("use another id, or this one in ");
+        assertThat(g.create(78L)).isEqualTo(78L); // other ids, and ids closed with nothing unsettled, are free
+        g.close(78L);
+        assertThat(g.create(78L)).isEqualTo(78L);
+    }
+
     @Test
     void anUnconfirmedUndoBurnsThePositions() throws IOException {
         Gateway g = gateway();
