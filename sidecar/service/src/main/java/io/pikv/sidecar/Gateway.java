@@ -154,16 +154,31 @@ public final class Gateway implements KvApi {
                     t.setDaemon(true);
                     return t;
                 });
+        long deadline = System.nanoTime() + within.toNanos();
         try {
             for (long id : ids) {
                 pool.execute(() -> {
-                    try {
-                        close(id, failed);
-                        closed.incrementAndGet();
-                    } catch (UnknownSequenceException e) {
-                        // closed meanwhile (by a client's close under way)
-                    } catch (RuntimeException e) {
-                        // said by close(); the sequence stays closing
+                    while (true) {
+                        try {
+                            close(id, failed);
+                            closed.incrementAndGet();
+                            return;
+                        } catch (UnknownSequenceException e) {
+                            // Closed meanwhile, or a close of it under way (a client's, or the idle sweep's, which
+                            // the shutdown may have interrupted): while the id is still held that close has not
+                            // succeeded, so this one tries again once it is over, within the time given.
+                            if (!sequences.containsKey(id) || System.nanoTime() - deadline > 0) {
+                                return;
+                            }
+                            try {
+                                Thread.sleep(50);
+                            } catch (InterruptedException stop) {
+                                Thread.currentThread().interrupt();
+                                return;
+                            }
+                        } catch (RuntimeException e) {
+                            return; // said by close(); the sequence stays closing
+                        }
                     }
                 });
             }

@@ -346,8 +346,8 @@ public class Sidecar {
 
     void stopped(@Observes ShutdownEvent event) {
         if (idleSweeper != null) {
-            // A pass under way finishes first: interrupted, its closes would fail and leave their sequences closing,
-            // which the gateway's last close pass below takes as closed already.
+            // A pass under way finishes first (interrupted, its closes would fail, and the gateway's last close pass
+            // below would ask those shards again).
             idleSweeper.shutdown();
             try {
                 if (!idleSweeper.awaitTermination(SWEEP_STOP_SECONDS, java.util.concurrent.TimeUnit.SECONDS)) {

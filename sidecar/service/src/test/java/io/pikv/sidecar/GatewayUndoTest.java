@@ -53,6 +53,8 @@ class GatewayUndoTest {
         volatile java.util.concurrent.CountDownLatch createGate;
         /** When set, a close waits for it before it answers. */
         volatile java.util.concurrent.CountDownLatch closeGate;
+        /** Closes still to answer 503 before {@link #closeStatus} applies. */
+        final java.util.concurrent.atomic.AtomicInteger closeFailuresLeft = new java.util.concurrent.atomic.AtomicInteger();
         /** When set, an append waits for it before it answers. */
         volatile java.util.concurrent.CountDownLatch appendGate;
 
@@ -135,8 +137,9 @@ class GatewayUndoTest {
                         Thread.currentThread().interrupt();
                     }
                 }
-                reply(x, closeStatus, closeStatus == 204 ? ""
-                        : "{\"type\":\"about:blank\",\"status\":" + closeStatus + ",\"title\":\"down\"}");
+                int status = closeFailuresLeft.getAndUpdate(n -> Math.max(0, n - 1)) > 0 ? 503 : closeStatus;
+                reply(x, status, status == 204 ? ""
+                        : "{\"type\":\"about:blank\",\"status\":" + status + ",\"title\":\"down\"}");
             } else {
                 reply(x, 204, "");
             }
@@ -225,6 +228,32 @@ class GatewayUndoTest {
         assertThat(fakes.get(0).requests).doesNotContain("DELETE /v1/sequences/" + used);
         assertThat(g.lengths(used)).containsExactly(0);
         assertThat(g.openSequences()).isEqualTo(1);
+    }
+
+    /**
+     * A shutdown that finds the idle sweep closing a sequence (and that close then failing on a shard) closes it once
+     * that close is over, instead of taking it as closed.
+     */
+    @Test
+    void aShutdownClosesASequenceWhoseIdleCloseWasUnderWayAndFailed() throws Exception {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
+        fakes.get(0).closeGate = gate;
+        fakes.get(1).closeFailuresLeft.set(1);
+        String delete = "DELETE /v1/sequences/" + seq;
+        java.util.concurrent.CompletableFuture<Integer> sweep = java.util.concurrent.CompletableFuture.supplyAsync(
+                () -> g.closeIdle(0));
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
+                .until(() -> fakes.get(0).requests.contains(delete));
+        java.util.concurrent.CompletableFuture<Integer> shutdown = java.util.concurrent.CompletableFuture.supplyAsync(
+                () -> g.closeAllOnShards(java.time.Duration.ofSeconds(10)));
+        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(300)).until(() -> true);
+        gate.countDown(); // the sweep's close: shard 0 closes, shard 1 answers 503, so it stays closing
+        assertThat(sweep.get(10, java.util.concurrent.TimeUnit.SECONDS)).isZero();
+        assertThat(shutdown.get(10, java.util.concurrent.TimeUnit.SECONDS)).isEqualTo(1);
+        assertThat(g.openSequences()).isZero();
+        assertThat(fakes.get(1).requests.stream().filter(delete::equals)).hasSize(2);
     }
 
     /** A call's end counts as use: a sweep right after a call that took longer than the idle timeout keeps it. */
