@@ -137,6 +137,7 @@ public final class BlockStore {
             others--;
         }
         int othersBefore = others;
+        boolean[] roomMade = {false};
         try {
             index.put(hash, () -> {
                 // The block itself is not a candidate here; others go until its payload fits (and, after a smaller
@@ -148,6 +149,7 @@ public final class BlockStore {
                     count--;
                     evictions++;
                 }
+                roomMade[0] = true;
             });
         } catch (RuntimeException | Error e) {
             // Nothing stored: the payload map goes back to what the index holds.
@@ -155,6 +157,15 @@ public final class BlockStore {
                 payloads.put(hash, old);
             } else {
                 payloads.remove(hash);
+            }
+            if (roomMade[0]) {
+                // It failed inserting the key (memory): the index may hold it half-made. Built again from the
+                // payloads, in their order (the policy's history restarts), so the two agree.
+                LOG.warnf(e, "block cache: storing a block failed after room was made; the index is rebuilt");
+                sizeFor(sizingBytes);
+                for (long resident : payloads.keySet()) {
+                    index.put(resident);
+                }
             }
             throw e;
         }
@@ -198,11 +209,13 @@ public final class BlockStore {
             misses++;
             return null;
         }
-        hits++;
         byte[] payload = payloads.remove(hash);
-        if (payload != null) {
-            payloads.put(hash, payload); // most recently used now
+        if (payload == null) {
+            misses++; // the index and the payloads disagree (cannot happen but through a failed rebuild): no hit
+            return null;
         }
+        hits++;
+        payloads.put(hash, payload); // most recently used now
         return payload;
     }
 

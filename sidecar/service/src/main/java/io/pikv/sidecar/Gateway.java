@@ -232,20 +232,24 @@ public final class Gateway implements KvApi {
     }
 
     private long create(long id) {
-        Long unsettled = closedUnsettled.get(id);
-        if (unsettled != null) {
-            long left = unsettled - System.nanoTime();
-            if (left > 0) {
-                throw new SequenceExistsException(id, "was closed while a shard may still store entries of a failed "
-                        + "call into it; use another id, or this one in " + (left / 1_000_000_000L + 1) + " s");
-            }
-            closedUnsettled.remove(id, unsettled);
+        if (!closedUnsettled.isEmpty()) {
+            long now = System.nanoTime();
+            closedUnsettled.values().removeIf(until -> now - until > 0);
         }
+        checkSettled(id);
         State state = new State(shape.layers(), shards.size());
         // Held until every shard answered: a close, append or step of the id waits for the create to finish.
         synchronized (state) {
             if (sequences.putIfAbsent(id, state) != null) {
                 throw new SequenceExistsException(id);
+            }
+            try {
+                // Again: a close of the id may have ended between the check above and taking the id (it marks the id
+                // unsettled before it lets the id go).
+                checkSettled(id);
+            } catch (SequenceExistsException e) {
+                sequences.remove(id, state);
+                throw e;
             }
             List<SidecarClient> created = new ArrayList<>();
             SidecarClient asked = null;
@@ -277,6 +281,20 @@ public final class Gateway implements KvApi {
             }
         }
         return id;
+    }
+
+    /** Refuses an id closed while a shard may still store a failed call's entries into it ({@link #closedUnsettled}). */
+    private void checkSettled(long id) {
+        Long unsettled = closedUnsettled.get(id);
+        if (unsettled == null) {
+            return;
+        }
+        long left = unsettled - System.nanoTime();
+        if (left > 0) {
+            throw new SequenceExistsException(id, "was closed while a shard may still store entries of a failed "
+                    + "call into it; use another id, or this one in " + (left / 1_000_000_000L + 1) + " s");
+        }
+        closedUnsettled.remove(id, unsettled);
     }
 
     /**
@@ -520,7 +538,9 @@ public final class Gateway implements KvApi {
                 state.length[layer] = next;
                 return positions;
             } finally {
-                state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
+                if (!state.closing) {
+                    state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
+                }
             }
         }
     }
@@ -540,7 +560,9 @@ public final class Gateway implements KvApi {
                 }
                 return total;
             } finally {
-                state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
+                if (!state.closing) {
+                    state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
+                }
             }
         }
     }
@@ -567,7 +589,9 @@ public final class Gateway implements KvApi {
                 settle(state, sequence, request.layer());
                 return attendLocked(state, sequence, request, scope);
             } finally {
-                state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
+                if (!state.closing) {
+                    state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
+                }
             }
         }
     }
@@ -692,7 +716,9 @@ public final class Gateway implements KvApi {
                 }
                 return new Wire.StepResponse(position, experts, PartialAttention.merge(partials).finish().output());
             } finally {
-                state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
+                if (!state.closing) {
+                    state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
+                }
             }
         }
     }

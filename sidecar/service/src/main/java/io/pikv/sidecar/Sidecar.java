@@ -118,9 +118,13 @@ public class Sidecar {
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
                 policy, attentionThreads(config.store().attentionThreads()), pyramid));
-        if (config.role() == Role.shard) {
-            warnIfTheHeapIsShort(shard, configuredMaxHeap());
-        }
+        long maxHeap = configuredMaxHeap();
+        setting("pikv.blocks.capacity-bytes", () -> {
+            checkTheBlocksFit(config.blocks().capacityBytes(), config.api().maxBodyBytes(), maxHeap);
+            return null;
+        });
+        warnIfTheHeapIsShort(config.role() == Role.shard ? shard : null, config.blocks().capacityBytes(),
+                config.api().maxBodyBytes(), maxHeap);
         setting("pikv.compute", () -> {
             if (config.role() == Role.shard) {
                 // A cuda choice that cannot be kept stops start-up with the reason; auto falls back.
@@ -159,25 +163,48 @@ public class Sidecar {
         return Runtime.getRuntime().maxMemory();
     }
 
-    /** Heap a shard needs beside its entries' bookkeeping (the server, the block cache); the operator gives this. */
-    static final long OTHER_HEAP = 256L << 20;
+    /**
+     * Heap a sidecar needs beside its entries' bookkeeping, its block cache and a request body in flight: the
+     * server's own. The operator's heaps leave at least this beside what it sizes those from.
+     */
+    static final long SERVER_HEAP = 128L << 20;
+
+    /** Refuses a block cache that, with one request body, could not fit in the heap at all. */
+    static void checkTheBlocksFit(long blockBytes, long maxBodyBytes, long maxHeap) {
+        if (blockBytes + maxBodyBytes >= maxHeap) {
+            throw new IllegalArgumentException("the block cache (" + (blockBytes >> 20) + " MiB) and a request body ("
+                    + (maxBodyBytes >> 20) + " MiB, pikv.api.max-body-bytes) do not fit in the heap's maximum of "
+                    + (maxHeap >> 20) + " MiB; lower it or raise -Xmx");
+        }
+    }
 
     /**
-     * Says at start-up when a full budget's bookkeeping would leave less than {@link #OTHER_HEAP} of the heap: a token
-     * policy keeps {@link io.pikv.kv.scheduling.TokenRetention#HEAP_PER_ENTRY_BYTES} of heap per entry the pages hold,
-     * and control may switch to one at any time. Returns the warning, or null.
+     * Says at start-up when what the sidecar may hold on its heap exceeds the heap's maximum: a full block cache, a
+     * request body, {@link #SERVER_HEAP}, and on a shard the bookkeeping of a full budget under a token policy
+     * ({@link io.pikv.kv.scheduling.TokenRetention#HEAP_PER_ENTRY_BYTES} per entry the pages hold; control may switch
+     * to one at any time). Returns the warning, or null.
+     *
+     * @param shard the shard whose budget counts, or null (a gateway)
      */
-    static String warnIfTheHeapIsShort(ShardNode shard, long maxHeap) {
-        io.pikv.kv.KvLayout layout = shard.layout();
-        long entries = shard.budgetBytes() / layout.pageBytes() * layout.pageTokens();
-        long bookkeeping = entries * io.pikv.kv.scheduling.TokenRetention.HEAP_PER_ENTRY_BYTES;
-        if (bookkeeping + OTHER_HEAP <= maxHeap) {
+    static String warnIfTheHeapIsShort(ShardNode shard, long blockBytes, long maxBodyBytes, long maxHeap) {
+        long entries = 0;
+        long bookkeeping = 0;
+        if (shard != null) {
+            io.pikv.kv.KvLayout layout = shard.layout();
+            entries = shard.budgetBytes() / layout.pageBytes() * layout.pageTokens();
+            bookkeeping = entries * io.pikv.kv.scheduling.TokenRetention.HEAP_PER_ENTRY_BYTES;
+        }
+        long need = bookkeeping + blockBytes + maxBodyBytes + SERVER_HEAP;
+        if (need <= maxHeap) {
             return null;
         }
-        String warning = String.format("the budget's pages hold up to %d entries, whose bookkeeping under a token "
-                + "eviction policy takes about %d MiB of heap, which leaves less than %d MiB of the heap's maximum of "
-                + "%d MiB for everything else: a full shard may run out of heap; raise -Xmx (or lower "
-                + "pikv.store.budget-bytes)", entries, bookkeeping >> 20, OTHER_HEAP >> 20, maxHeap >> 20);
+        String warning = String.format("the heap's maximum of %d MiB is below what this sidecar may hold on it, about "
+                + "%d MiB: %s%d MiB of block cache (pikv.blocks.capacity-bytes), a request body of up to %d MiB "
+                + "(pikv.api.max-body-bytes) and %d MiB for the server; a full sidecar may run out of heap: raise -Xmx "
+                + "or lower those settings", maxHeap >> 20, need >> 20, shard == null ? "" : String.format("the "
+                + "bookkeeping of the %d entries the budget's pages hold under a token eviction policy (%d MiB, "
+                + "pikv.store.budget-bytes), ", entries, bookkeeping >> 20), blockBytes >> 20, maxBodyBytes >> 20,
+                SERVER_HEAP >> 20);
         LOG.warn(warning);
         return warning;
     }

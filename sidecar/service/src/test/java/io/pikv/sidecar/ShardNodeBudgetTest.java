@@ -30,18 +30,33 @@ class ShardNodeBudgetTest {
     }
 
     @Test
-    void aHeapTooSmallForAFullBudgetsBookkeepingIsSaidAtStartUp() {
-        // fp32, one KV head of 16: 128 bytes an entry; 1 MiB of pages hold 8,192 entries, 1.5 MiB of bookkeeping,
-        // which with the 256 MiB every shard needs besides fits a heap of 257.5 MiB. (The operator sizes heaps as
-        // the bookkeeping plus at least that much, so its shards never warn.)
+    void aHeapTooSmallForWhatTheSidecarMayHoldIsSaidAtStartUp() {
+        // fp32, one KV head of 16: 128 bytes an entry; 1 MiB of pages hold 8,192 entries, 1.5 MiB of bookkeeping;
+        // with 64 MiB of blocks, 8 MiB of request body and the server's 128 MiB: a heap of 201.5 MiB. (The operator
+        // sizes heaps so that its shards never warn: blocks a quarter and bodies an eighth of the heap beside the
+        // bookkeeping, which is at least 256 MiB.)
+        long blocks = 64L << 20;
+        long body = 8L << 20;
         try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 1 << 20, ShardPolicy.of("lru"))) {
-            long enough = (256L << 20) + (3L << 19);
-            assertThat(Sidecar.warnIfTheHeapIsShort(node, enough)).isNull();
-            assertThat(Sidecar.warnIfTheHeapIsShort(node, enough - 1)).isEqualTo("the budget's pages hold up to "
-                    + "8192 entries, whose bookkeeping under a token eviction policy takes about 1 MiB of heap, which "
-                    + "leaves less than 256 MiB of the heap's maximum of 257 MiB for everything else: a full shard may "
-                    + "run out of heap; raise -Xmx (or lower pikv.store.budget-bytes)");
+            long enough = (200L << 20) + (3L << 19);
+            assertThat(Sidecar.warnIfTheHeapIsShort(node, blocks, body, enough)).isNull();
+            assertThat(Sidecar.warnIfTheHeapIsShort(node, blocks, body, enough - 1)).isEqualTo("the heap's maximum of "
+                    + "201 MiB is below what this sidecar may hold on it, about 201 MiB: the bookkeeping of the 8192 "
+                    + "entries the budget's pages hold under a token eviction policy (1 MiB, pikv.store.budget-bytes), "
+                    + "64 MiB of block cache (pikv.blocks.capacity-bytes), a request body of up to 8 MiB "
+                    + "(pikv.api.max-body-bytes) and 128 MiB for the server; a full sidecar may run out of heap: raise "
+                    + "-Xmx or lower those settings");
         }
+        // A gateway: no bookkeeping of its own.
+        assertThat(Sidecar.warnIfTheHeapIsShort(null, blocks, body, 200L << 20)).isNull();
+        assertThat(Sidecar.warnIfTheHeapIsShort(null, blocks, body, (200L << 20) - 1)).startsWith("the heap's "
+                + "maximum of 199 MiB is below what this sidecar may hold on it, about 200 MiB: 64 MiB of block cache");
+        // A block cache that could never fit is refused.
+        assertThatThrownBy(() -> Sidecar.checkTheBlocksFit(8L << 30, body, 2L << 30))
+                .isInstanceOf(IllegalArgumentException.class).hasMessage("the block cache (8192 MiB) and a request "
+                        + "body (8 MiB, pikv.api.max-body-bytes) do not fit in the heap's maximum of 2048 MiB; lower it "
+                        + "or raise -Xmx");
+        Sidecar.checkTheBlocksFit(blocks, body, 2L << 30);
     }
 
     @Test

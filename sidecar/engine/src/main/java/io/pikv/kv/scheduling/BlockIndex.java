@@ -7,9 +7,9 @@ import java.util.Map;
  * {@link EvictionPolicy} chooses. It holds keys only: the caller keeps the payloads and decides when to evict (a
  * byte budget, say), and the index says which block goes. Every block that is not being evicted is a candidate.
  *
- * <p>An {@link Adaptive} policy sees every lookup and every store first ({@link Adaptive#observeLookup},
- * {@link Adaptive#observeStore}), so its ghosts go through the same operations, in the same order (clock tick,
- * evictions, insertion), as the live index. While the live index holds what the active candidate chose (no switch
+ * <p>An {@link Adaptive} policy sees every lookup first and every store once the live index made it
+ * ({@link Adaptive#observeLookup}, {@link Adaptive#observeStore}), so its ghosts go through the same operations, in
+ * the same order (clock tick, evictions, insertion), as the live index. While the live index holds what the active candidate chose (no switch
  * yet) and evicts when it holds more than the ghosts' capacity in blocks, the active candidate's ghost hits exactly
  * when the live index does. A block is stored as a tail ({@link Entries#tail}) until it is used again, as a
  * one-block request stores it. Not thread-safe.

@@ -346,8 +346,12 @@ public final class ControlListener implements AutoCloseable {
             unreadable(r, state == null ? "is JSON null" : "names no cluster");
             return;
         }
-        if (!state.cluster().equals(control.cluster()) && r.key() != null) {
-            unreadable(r, "is keyed " + r.key() + " but names cluster " + state.cluster());
+        if (!state.cluster().equals(control.cluster())) {
+            if (r.key() != null) {
+                unreadable(r, "is keyed " + r.key() + " but names cluster " + state.cluster());
+            } else {
+                outcomes.get(ShardControl.Outcome.OTHER_CLUSTER).increment(); // unkeyed, another cluster's
+            }
             return;
         }
         if (phase == Phase.READING) {

@@ -255,6 +255,9 @@ public final class TelemetryPublisher implements AutoCloseable {
                                 KafkaLink.describe(e), buffer.capacity());
                         wasDown = true;
                     }
+                    if (draining) {
+                        break; // no producer to drain with
+                    }
                     pause(1000);
                     continue;
                 }
@@ -389,10 +392,11 @@ public final class TelemetryPublisher implements AutoCloseable {
         }
     }
 
+    /** A back-off; none once the drain has begun (checked under the monitor close() notifies, so no wake-up is lost). */
     private void pause(long millis) {
         synchronized (pause) {
             try {
-                if (running) {
+                if (running && !draining) {
                     pause.wait(millis);
                 }
             } catch (InterruptedException e) {

@@ -129,13 +129,14 @@ class ControlListenerTest {
     @Test
     void theFirstReadAppliesOnlyTheRecordAFollowerWouldRun() throws Exception {
         String topic = TestKafka.uniqueTopic("control");
-        TestKafka.createTopic(topic, true);
+        TestKafka.createTopic(topic, false); // not compacted: it may hold an unkeyed record
         try (KafkaProducer<String, String> producer = TestKafka.producer()) {
             publish(producer, topic, "c1", state("c1", 5, "oldest-page", 0, 0, 0, 0));
             publish(producer, topic, "c1", state("c1", 6, "reject", 1, 1, 1, 1));
             publish(producer, topic, "c1", state("c1", 7, "oldest-page", 0, 1, 0, 1));
             publish(producer, topic, "c1", state("c1", 7, "reject", 1, 0, 1, 0)); // a conflict: the later one runs
             publish(producer, topic, "c1", state("c1", 8, "no-such-policy", 1, 1, 0, 0)); // refused
+            publish(producer, topic, null, state("c2", 9, "oldest-page", 1, 1, 1, 1)); // unkeyed, another cluster's
             ControlListener l = listener(topic, Duration.ofMinutes(5));
             l.start();
             await().atMost(Duration.ofSeconds(20)).until(l::ready);
@@ -147,6 +148,7 @@ class ControlListenerTest {
             assertThat(count("invalid")).isEqualTo(1);
             assertThat(count("stale")).isEqualTo(3);
             assertThat(count("conflict")).isZero();
+            assertThat(count("other_cluster")).isEqualTo(1);
         }
     }
 
