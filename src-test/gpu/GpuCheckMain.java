@@ -5,6 +5,7 @@ public final class GpuCheckMain {
     private GpuCheckMain() {}
 
     public static void main(String[] args) {
-        System.exit(new picocli.CommandLine(new GpuCheck()).execute(args));
+        System.exit(Main.execute(new picocli.CommandLine(new GpuCheck()), args,
+                new java.io.PrintWriter(System.out, true), new java.io.PrintWriter(System.err, true)));
     }
 }

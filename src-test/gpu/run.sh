@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs on a GPU machine from the .gpu/ that src-test/gpu/bundle.sh made: the engine's whole suite on the device
-# (CudaAttentionTest's shapes and shard tests included), ./pikv gpu-check with its defaults, and CudaAttentionTest
-# under compute-sanitizer memcheck and racecheck. Writes the logs and gpu-check.json to $OUT (default /tmp/out), about
-# 90 s on an H100. Exit 0 only when every step passed.
+# Runs on a GPU machine from the .gpu/ that src-test/gpu/bundle.sh made, inside the repository's work tree: the
+# engine's whole suite on the device (CudaAttentionTest's shapes and shard tests included), ./pikv gpu-check with its
+# defaults, and CudaAttentionTest under compute-sanitizer memcheck and racecheck. Writes the logs and gpu-check.json to
+# $OUT (default /tmp/out), about 90 s on an H100. Exit 0 only when every step passed (a GPU test skipped fails it).
 set -u
 R="$(cd "$(dirname "$0")/.." && pwd)"; J="$R/.gpu/jre/bin/java"; CP="$R/.gpu/classes:$R/.gpu/lib/*"
 F="--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Dpikv.expect.vector=true"
@@ -24,9 +24,15 @@ timeout 200 "$J" -Xmx16g $F -cp "$CP" io.pikv.cli.GpuCheckMain --json "$OUT/gpu-
   || failed="$failed gpu-check"
 cat "$OUT/gpu-check.log"
 
+sanitizer="$(command -v compute-sanitizer || true)"
+[ -n "$sanitizer" ] || [ ! -x /usr/local/cuda/bin/compute-sanitizer ] || sanitizer=/usr/local/cuda/bin/compute-sanitizer
 for tool in memcheck racecheck; do
+  if [ -z "$sanitizer" ]; then
+    echo "== compute-sanitizer $tool: no compute-sanitizer on PATH or in /usr/local/cuda/bin"; failed="$failed $tool"
+    continue
+  fi
   step "compute-sanitizer $tool over CudaAttentionTest"
-  (cd "$R/sidecar/engine" && timeout 110 compute-sanitizer --tool $tool --error-exitcode 3 "$J" -Xmx8g $F -cp "$CP" \
+  (cd "$R/sidecar/engine" && timeout 110 "$sanitizer" --tool $tool --error-exitcode 3 "$J" -Xmx8g $F -cp "$CP" \
     RunTests io.pikv.kv.compute.CudaAttentionTest) >"$OUT/$tool.log" 2>&1 || failed="$failed $tool"
   grep -E "ERROR SUMMARY|RACECHECK SUMMARY|tests (successful|failed|aborted)" "$OUT/$tool.log"
   grep -m5 -E "^========= (Invalid|Error|Race)" "$OUT/$tool.log"

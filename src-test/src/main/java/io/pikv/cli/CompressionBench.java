@@ -257,7 +257,19 @@ public final class CompressionBench implements Callable<Integer> {
             Arrays.fill(budgets, tokens);
         }
 
-        // Fit the low-rank bases the methods need (an explicit, reported step).
+        // Fit the low-rank bases the methods need (an explicit, reported step). The fitter keeps every layer's
+        // calibration K and V (8 bytes an element, in arrays that grow by doubling): refused before it runs out of heap.
+        if (list.stream().anyMatch(m -> m.lowRank() != null)) {
+            int calTokens = keysFile != null ? source.tokens() : calibrationTokens;
+            long need = 2L * 8 * shape.layers() * calTokens * shape.kvWidth();
+            if (need > Runtime.getRuntime().maxMemory() / 2) {
+                throw new Main.UsageException("fitting the low-rank bases on " + calTokens + " tokens of "
+                        + shape.layers() + " layers needs about " + (need >> 20) + " MiB of heap, more than half of "
+                        + "this JVM's " + (Runtime.getRuntime().maxMemory() >> 20) + " MiB; use fewer "
+                        + (keysFile != null ? "tokens" : "--calibration-tokens") + ", leave the low-rank methods out, "
+                        + "or raise the heap (PIKV_JAVA_OPTS=-Xmx…).");
+            }
+        }
         Map<Grouping, LowRankBases> bases = new EnumMap<>(Grouping.class);
         List<Map<String, Object>> fits = new ArrayList<>();
         for (Method m : list) {

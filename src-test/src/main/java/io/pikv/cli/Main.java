@@ -28,6 +28,14 @@ public final class Main implements Runnable {
     public static int run(String[] args, PrintWriter out, PrintWriter err) {
         CommandLine cli = new CommandLine(new Main());
         inheritVersion(cli, cli.getCommandSpec().version()); // every subcommand's -V says the launcher's version
+        return execute(cli, args, out, err);
+    }
+
+    /**
+     * Runs {@code cli} with the launcher's streams and its exit codes: bad usage one sentence and 2, a failed run one
+     * sentence and 1 (also for a command run on its own, as the GPU bundle runs gpu-check).
+     */
+    static int execute(CommandLine cli, String[] args, PrintWriter out, PrintWriter err) {
         cli.setOut(out);
         cli.setErr(err);
         cli.setParameterExceptionHandler((ex, a) -> {

@@ -51,9 +51,24 @@ final class QwenRoutingLog {
                 }
                 layer[0] = l.asInt();
             }
-            if (routes[0]++ < skip) {
+            if (routes[0] < skip) {
+                if (skip == WARM_UP_RECORDS) {
+                    // The default skip is vLLM's warm-up: a log without one would lose real tokens unnoticed.
+                    int i = routes[0];
+                    int expected = i < 8192 ? i : i - 8192;
+                    JsonNode index = node.get("token_idx");
+                    if (index == null || !index.canConvertToInt() || index.asInt() != expected) {
+                        throw new Main.UsageException("trace file " + file + " does not start with vLLM's "
+                                + WARM_UP_RECORDS + "-record warm-up (token_idx 0..8191, then 0..255): its route "
+                                + "record " + (i + 1) + " (line " + line + ") has token_idx "
+                                + (index == null ? "none" : index.asText()) + ", not " + expected + "; pass --skip 0, "
+                                + "or the number of warm-up records it holds.");
+                    }
+                }
+                routes[0]++;
                 return;
             }
+            routes[0]++;
             JsonNode ids = node.get("topk_ids");
             JsonNode weights = node.get("topk_weights");
             if (ids == null || !ids.isArray() || weights == null || !weights.isArray()

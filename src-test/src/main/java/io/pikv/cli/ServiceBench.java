@@ -102,6 +102,10 @@ public final class ServiceBench implements Callable<Integer> {
             throw new Main.UsageException("--context must be in [1, " + MAX_CONTEXT + "], --shards in [1, 16], "
                     + "--steps in [" + ROUNDS + ", 100000], --warmup in [0, 100000] and --shard-threads in [1, 256].");
         }
+        if (shards > experts) {
+            throw new Main.UsageException("--shards " + shards + " is more than the " + experts + " experts: some "
+                    + "shards would hold none (and the others more than their budget).");
+        }
         ModelShape shape;
         try {
             shape = new ModelShape(1, qHeads, kvHeads, headDim, experts, topK);

@@ -174,9 +174,16 @@ class LauncherTest {
         Path twoLayers = dir.resolve("two-layers.jsonl");
         Files.writeString(twoLayers, Files.readString(trace) + "{\"type\": \"route\", \"layer\": 12, "
                 + "\"topk_ids\": [0, 1], \"topk_weights\": [0.5, 0.5]}\n");
-        Run mixed = run("bench", "routing", "--trace", twoLayers.toString(), "--shards", "2", "--window", "2");
+        Run mixed = run("bench", "routing", "--trace", twoLayers.toString(), "--shards", "2", "--window", "2",
+                "--skip", "2");
         assertThat(mixed.code()).isEqualTo(2);
         assertThat(mixed.err()).contains("line 10", "its layer 12 differs from layer 0");
+        // The default skip is vLLM's warm-up; a log without it is refused, not read with its real tokens dropped.
+        Run noWarmUp = run("bench", "routing", "--trace", file, "--shards", "2", "--window", "2");
+        assertThat(noWarmUp.code()).isEqualTo(2);
+        assertThat(noWarmUp.err().strip()).isEqualTo("pikv: trace file " + file + " does not start with vLLM's "
+                + "8448-record warm-up (token_idx 0..8191, then 0..255): its route record 2 (line 3) has token_idx 0, "
+                + "not 1; pass --skip 0, or the number of warm-up records it holds.");
     }
 
     /** A meta line, two warm-up records, then experts 0+1 and 2+3 firing in pairs for three windows of two tokens. */
@@ -330,7 +337,8 @@ class LauncherTest {
     private static Path routing(Path dir, int real) throws Exception {
         StringBuilder b = new StringBuilder("{\"type\": \"meta\", \"top_k\": 4}\n");
         for (int i = 0; i < QwenRoutingLog.WARM_UP_RECORDS; i++) {
-            b.append("{\"type\": \"route\", \"token_idx\": ").append(i).append(", \"topk_ids\": [1, 2, 3, 4], \"topk_weights\": [0.4, 0.3, 0.2, 0.1]}\n");
+            b.append("{\"type\": \"route\", \"token_idx\": ").append(i < 8192 ? i : i - 8192)
+                    .append(", \"topk_ids\": [1, 2, 3, 4], \"topk_weights\": [0.4, 0.3, 0.2, 0.1]}\n");
         }
         for (int i = 0; i < real; i++) {
             b.append("{\"type\": \"route\", \"token_idx\": ").append(i).append(", \"topk_ids\": [").append(i % 60)
@@ -426,7 +434,8 @@ class LauncherTest {
         Files.write(shortHeader, new byte[] {(byte) 0x93, 'N', 'U', 'M', 'P', 'Y', 2, 0, 16, 0});
         StringBuilder wide = new StringBuilder();
         for (int i = 0; i < QwenRoutingLog.WARM_UP_RECORDS + 4; i++) {
-            wide.append("{\"type\": \"route\", \"topk_ids\": [70, 1], \"topk_weights\": [0.5, 0.5]}\n");
+            wide.append("{\"type\": \"route\", \"token_idx\": ").append(i < 8192 ? i : i - 8192)
+                    .append(", \"topk_ids\": [70, 1], \"topk_weights\": [0.5, 0.5]}\n");
         }
         Path wideRoute = dir.resolve("wide.jsonl");
         Files.writeString(wideRoute, wide);
