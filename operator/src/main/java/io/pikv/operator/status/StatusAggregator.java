@@ -207,7 +207,8 @@ public final class StatusAggregator {
                 "Shard map epoch " + epoch + " spreads " + run.shardMap().experts() + " experts over " + desired
                         + " shards; waiting for all shards to be ready.", rg, now)
                 : Conditions.set(c, PiKVClusterStatus.REBALANCING, false, Reasons.SHARD_MAP_SETTLED,
-                "All " + desired + " shards are ready; shard map epoch " + epoch + " is the desired map (in the "
+                (allReady ? "All " + desired + " shards are ready" : "The control state has not changed while "
+                        + "shards are not ready") + "; shard map epoch " + epoch + " is the desired map (in the "
                         + "ConfigMap's control state), not yet published to the shards: they run the map they were "
                         + "started with until control records carry it.", rg, now);
         next.setConditions(kstatus(c, g, now));

@@ -69,6 +69,18 @@ class StatusAggregatorTest {
         assertThat(s.getObservedGeneration()).isEqualTo(1);
     }
 
+    /** A ready cluster that loses a pod, its control state unchanged: Rebalancing stays false and says no more. */
+    @Test
+    void rebalancingSaysNothingUntrueWhenAPodIsLost() {
+        PiKVClusterStatus ready = next(null, sts(2, 2), T0);
+        assertThat(condition(ready, "Rebalancing").getMessage()).startsWith("All 2 shards are ready; shard map epoch ");
+        PiKVClusterStatus lost = next(ready, sts(2, 1), T1);
+        assertThat(condition(lost, "Ready").getStatus()).isEqualTo("False");
+        assertThat(condition(lost, "Rebalancing").getStatus()).isEqualTo("False");
+        assertThat(condition(lost, "Rebalancing").getMessage())
+                .startsWith("The control state has not changed while shards are not ready; shard map epoch ");
+    }
+
     @Test
     void progressingUntilTheShardsAddedByAScaleAreReady() {
         PiKVClusterStatus before = next(null, sts(2, 2), T0);
