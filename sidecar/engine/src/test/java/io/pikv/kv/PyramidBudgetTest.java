@@ -36,6 +36,20 @@ class PyramidBudgetTest {
             assertThat(b[layers - 1]).isGreaterThanOrEqualTo(68); // 517 / 7.5
         }
         assertThatThrownBy(() -> PyramidBudget.linear(4, 30, 20, 36)).hasMessageContaining("below the minimum of 36");
+        // Every layer keeps a token at least, even with no minimum and a steep β; an infinite β is refused.
+        int[] steep = PyramidBudget.linear(8, 10, 20, 0);
+        assertThat(IntStream.of(steep).min().getAsInt()).isPositive();
+        assertThat(IntStream.of(steep).sum()).isEqualTo(80);
+        assertThat(PyramidBudget.linear(2, 1, 20, 0)).containsExactly(1, 1);
+        for (int l = 0; l < 8; l++) {
+            assertThat(PyramidBudget.layerBudget(8, l, 10, 1.0, 20, 0)).isEqualTo(PyramidBudget.linear(8, 10, 20, 0)[l]);
+        }
+        assertThat(PyramidBudget.layerBudget(2, 1, 1, 1.0, 20, 0)).isEqualTo(1);
+        new PyramidBudget(PyramidBudget.linear(8, 10, 20, 0), 0, 0); // its own schedule is one it takes
+        assertThatThrownBy(() -> PyramidBudget.linear(3, 5, Double.POSITIVE_INFINITY, 0))
+                .hasMessageContaining("a finite beta >= 1");
+        assertThatThrownBy(() -> PyramidBudget.layerBudget(3, 0, 5, 1.0, Double.POSITIVE_INFINITY, 0))
+                .hasMessageContaining("a finite beta >= 1");
         assertThatThrownBy(() -> new PyramidBudget(new int[] {40, 20}, 4, 32))
                 .hasMessageContaining("layer 1 budget 20 is below sinks + window = 36");
     }

@@ -253,7 +253,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
     public void withdrawn(long sequence, int layer, int[] positions) {
         TokenRetention r = active.retention();
         if (r != null) {
-            r.forget(sequence, layer, positions);
+            r.withdrawn(sequence, layer, positions);
         }
     }
 

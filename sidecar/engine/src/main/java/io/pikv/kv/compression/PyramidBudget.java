@@ -112,9 +112,9 @@ public final class PyramidBudget implements EvictionHook {
      * sum to exactly {@code layers × average} (rounding goes to the layers with the largest fractions).
      */
     public static int[] linear(int layers, int average, double beta, int minimum) {
-        if (layers < 1 || average < 1 || !(beta >= 1) || minimum < 0) {
-            throw new IllegalArgumentException("need layers >= 1, average >= 1, beta >= 1 and minimum >= 0, got "
-                    + layers + ", " + average + ", " + beta + ", " + minimum);
+        if (layers < 1 || average < 1 || !(beta >= 1) || Double.isInfinite(beta) || minimum < 0) {
+            throw new IllegalArgumentException("need layers >= 1, average >= 1, a finite beta >= 1 and minimum >= 0, "
+                    + "got " + layers + ", " + average + ", " + beta + ", " + minimum);
         }
         if (average < minimum) {
             throw new IllegalArgumentException("an average budget of " + average + " tokens is below the minimum of "
@@ -123,7 +123,7 @@ public final class PyramidBudget implements EvictionHook {
         if (layers == 1) {
             return new int[] {average};
         }
-        double top = Math.max(average / beta, minimum);
+        double top = Math.max(average / beta, Math.max(minimum, 1)); // every layer keeps one at least
         double bottom = 2.0 * average - top;
         double[] real = new double[layers];
         int[] out = new int[layers];
@@ -164,8 +164,9 @@ public final class PyramidBudget implements EvictionHook {
             throw new IllegalArgumentException("stored entries must be >= 0, got " + stored);
         }
         int average = (int) Math.max(Math.max(minimum, 1), Math.ceil(fraction * stored - 1e-9));
-        if (!(beta >= 1) || minimum < 0) {
-            throw new IllegalArgumentException("need beta >= 1 and minimum >= 0, got " + beta + " and " + minimum);
+        if (!(beta >= 1) || Double.isInfinite(beta) || minimum < 0) {
+            throw new IllegalArgumentException("need a finite beta >= 1 and minimum >= 0, got " + beta + " and "
+                    + minimum);
         }
         if (layers == 1) {
             return average;
@@ -173,7 +174,7 @@ public final class PyramidBudget implements EvictionHook {
         // linear(...)[layer] without its arrays (this runs after every attention of a shard with pyramid budgets):
         // the layer's floor, plus one when its fraction ranks among the `left` largest (ties: the lower layer first,
         // as linear's stable sort orders them).
-        double top = Math.max(average / beta, minimum);
+        double top = Math.max(average / beta, Math.max(minimum, 1)); // every layer keeps one at least
         double bottom = 2.0 * average - top;
         long sum = 0;
         double real = 0;

@@ -33,7 +33,7 @@ public final class Entries {
     private int[] position;
     private long[] inserted;
     private long[] lastAccess;
-    private int[] accesses;
+    int[] accesses; // package-private for tests of the count's bound
     private double[] mass;
     private int[] parent;
     private int[] children;
@@ -144,7 +144,7 @@ public final class Entries {
     /** Records a use now. */
     void touch(int id, double addedMass) {
         lastAccess[id] = now;
-        accesses[id]++;
+        countUse(id);
         mass[id] += addedMass;
         tail[id] = false;
     }
@@ -153,6 +153,13 @@ public final class Entries {
     void attend(int id, double weight, boolean heavy) {
         mass[id] += weight;
         if (heavy) {
+            countUse(id);
+        }
+    }
+
+    /** One more use; the count stops at Integer.MAX_VALUE (years of a hot block's hits) rather than wrapping. */
+    private void countUse(int id) {
+        if (accesses[id] != Integer.MAX_VALUE) {
             accesses[id]++;
         }
     }

@@ -54,6 +54,10 @@ public abstract class RankedPolicy implements EvictionPolicy {
 
     @Override
     public void offer(Entries entries, int id) {
+        if (ranked.contains(id) || first.contains(id) || recent.contains(id) || sinkHeap.contains(id)) {
+            // Offered twice (a protocol slip): its tiers may differ by now, and a withdraw would then leave it in one.
+            throw new IllegalStateException("entry " + id + " is offered already");
+        }
         if (entries.position(id) < sinks) {
             sinkHeap.add(entries, id, entries.lastAccess(id));
         } else if (inWindow(entries, id)) {

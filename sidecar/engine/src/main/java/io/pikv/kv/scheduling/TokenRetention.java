@@ -252,8 +252,21 @@ public final class TokenRetention {
         return n == out.length ? out : java.util.Arrays.copyOf(out, n);
     }
 
-    /** Stops tracking these positions (the store evicted them another way). */
+    /** Stops tracking these positions (the store evicted them another way): the policy hears of each eviction. */
     public synchronized void forget(long sequence, int layer, int[] positions) {
+        untrack(sequence, layer, positions, true);
+    }
+
+    /**
+     * Stops tracking these positions, taken back (an append undone), not evicted: the policy keeps no history of them
+     * ({@code Lrfu}'s), so a token stored later at such a position starts anew instead of inheriting the score of the
+     * one taken back.
+     */
+    public synchronized void withdrawn(long sequence, int layer, int[] positions) {
+        untrack(sequence, layer, positions, false);
+    }
+
+    private void untrack(long sequence, int layer, int[] positions, boolean evicted) {
         Track t = tracks.get(new TrackKey(sequence, layer));
         if (t == null) {
             return;
@@ -267,7 +280,12 @@ public final class TokenRetention {
             int id = t.entries.id(p);
             if (id >= 0) {
                 newest |= t.entries.lastAccess(id) == t.entries.now();
-                remove(t, id);
+                if (evicted) {
+                    remove(t, id);
+                } else {
+                    t.policy.withdraw(t.entries, id);
+                    t.entries.remove(id);
+                }
             }
         }
         if (newest) {
