@@ -256,18 +256,23 @@ class GatewayUndoTest {
         assertThat(fakes.get(1).requests.stream().filter(delete::equals)).hasSize(2);
     }
 
+    /** Starts a one-entry append whose shard 0 answers only once {@code gate} opens. */
+    private java.util.concurrent.CompletableFuture<int[]> appendHeldBy(java.util.concurrent.CountDownLatch gate,
+                                                                    Gateway g, long seq) {
+        fakes.get(0).appendGate = gate;
+        float[] kv = new float[SHAPE.kvWidth()];
+        Wire.AppendRequest one = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv)});
+        return java.util.concurrent.CompletableFuture.supplyAsync(() -> g.append(seq, one));
+    }
+
     /** A call's end counts as use: a sweep right after a call that took longer than the idle timeout keeps it. */
     @Test
     void aCallLongerThanTheIdleTimeoutLeavesTheSequenceFreshWhenItEnds() throws Exception {
         Gateway g = gateway();
         long seq = g.create(null);
         java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
-        fakes.get(0).appendGate = gate;
-        float[] kv = new float[SHAPE.kvWidth()];
-        Wire.AppendRequest one = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
-            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv)});
-        java.util.concurrent.CompletableFuture<int[]> append = java.util.concurrent.CompletableFuture.supplyAsync(
-                () -> g.append(seq, one));
+        java.util.concurrent.CompletableFuture<int[]> append = appendHeldBy(gate, g, seq);
         org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(1500)).until(() -> true);
         gate.countDown();
         assertThat(append.get(10, java.util.concurrent.TimeUnit.SECONDS)).containsExactly(0);
@@ -280,13 +285,8 @@ class GatewayUndoTest {
         Gateway g = gateway();
         long seq = g.create(null);
         java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
-        fakes.get(0).appendGate = gate;
-        float[] kv = new float[SHAPE.kvWidth()];
-        Wire.AppendRequest one = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
-            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv)});
         // An append that starts now and takes 3 s (a slow shard), against an idle timeout of 2 s.
-        java.util.concurrent.CompletableFuture<int[]> append = java.util.concurrent.CompletableFuture.supplyAsync(
-                () -> g.append(seq, one));
+        java.util.concurrent.CompletableFuture<int[]> append = appendHeldBy(gate, g, seq);
         org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(2500)).until(() -> true);
         java.util.concurrent.CompletableFuture<Integer> sweep = java.util.concurrent.CompletableFuture.supplyAsync(
                 () -> g.closeIdle(java.time.Duration.ofSeconds(2).toNanos()));
