@@ -19,7 +19,7 @@ if ! { ./mvnw -q -B -DskipTests package && ./mvnw -q -B -pl sidecar/engine depen
   echo "bundle: the build failed; see $log" >&2
   exit 1
 fi
-work="$(mktemp -d "$root/.gpu-new.XXXXXX")"; trap 'rm -rf "$work"' EXIT
+work="$(mktemp -d "$root/.gpu-new.XXXXXX")"; trap 'rm -rf "$work"' EXIT; chmod 755 "$work"
 mkdir -p "$work/lib" "$work/classes"
 lib="$root/src-test/target/lib"
 cp src-test/target/pikv-e2e.jar "$lib"/pikv-engine.jar "$lib"/jcuda.jar "$lib"/picocli.jar \

@@ -102,15 +102,15 @@ public final class ServiceBench implements Callable<Integer> {
             throw new Main.UsageException("--context must be in [1, " + MAX_CONTEXT + "], --shards in [1, 16], "
                     + "--steps in [" + ROUNDS + ", 100000], --warmup in [0, 100000] and --shard-threads in [1, 256].");
         }
-        if (shards > experts) {
-            throw new Main.UsageException("--shards " + shards + " is more than the " + experts + " experts: some "
-                    + "shards would hold none (and the others more than their budget).");
-        }
         ModelShape shape;
         try {
             shape = new ModelShape(1, qHeads, kvHeads, headDim, experts, topK);
         } catch (IllegalArgumentException e) {
             throw new Main.UsageException("bad model shape: " + e.getMessage() + ".");
+        }
+        if (shards > experts) {
+            throw new Main.UsageException("--shards " + shards + " is more than the " + experts + " experts: some "
+                    + "shards would hold none (and the others more than their budget).");
         }
         long entryBytes = 4L * shape.kvWidth();  // fp16 K and V
         long budget = Math.max(64L << 20, 2 * (context + steps * 3L + WARM_CONTEXT + warmup + 1024) * entryBytes / shards

@@ -107,6 +107,11 @@ public final class SidecarProcess implements AutoCloseable {
         cmd.add("-Dquarkus.http.host=127.0.0.1");
         // The start-up line that names the port is Quarkus' own, at INFO: kept whatever level the settings ask for.
         cmd.add("-Dquarkus.log.category.\"io.quarkus\".level=INFO");
+        if (!settings.containsKey("pikv.blocks.capacity-bytes")) {
+            // The heap is 512 MiB here: a block cache of the default 256 MiB would leave a shard's bookkeeping too
+            // little of it (the sidecar warns), and these sidecars do not fill one.
+            cmd.add("-Dpikv.blocks.capacity-bytes=" + (64L << 20));
+        }
         settings.forEach((k, v) -> cmd.add("-D" + k + "=" + v));
         cmd.add("-jar");
         cmd.add(jar.toString());

@@ -160,11 +160,19 @@ public final class BlockStore {
             }
             if (roomMade[0]) {
                 // It failed inserting the key (memory): the index may hold it half-made. Built again from the
-                // payloads, in their order (the policy's history restarts), so the two agree.
+                // payloads, in their order (the policy's history restarts), so the two agree; if that fails too
+                // (still no memory), the cache empties rather than keep blocks nothing could read or evict.
                 LOG.warnf(e, "block cache: storing a block failed after room was made; the index is rebuilt");
-                sizeFor(sizingBytes);
-                for (long resident : payloads.keySet()) {
-                    index.put(resident);
+                try {
+                    sizeFor(sizingBytes);
+                    for (long resident : payloads.keySet()) {
+                        index.put(resident);
+                    }
+                } catch (RuntimeException | Error rebuilding) {
+                    e.addSuppressed(rebuilding);
+                    payloads.clear();
+                    bytes = 0;
+                    index = null;
                 }
             }
             throw e;

@@ -171,11 +171,19 @@ public class Sidecar {
 
     /** Refuses a block cache that, with one request body, could not fit in the heap at all. */
     static void checkTheBlocksFit(long blockBytes, long maxBodyBytes, long maxHeap) {
-        if (blockBytes + maxBodyBytes >= maxHeap) {
+        if (blockBytes >= maxHeap - maxBodyBytes) { // not a sum: a capacity of Long.MAX_VALUE must not wrap
             throw new IllegalArgumentException("the block cache (" + (blockBytes >> 20) + " MiB) and a request body ("
                     + (maxBodyBytes >> 20) + " MiB, pikv.api.max-body-bytes) do not fit in the heap's maximum of "
                     + (maxHeap >> 20) + " MiB; lower it or raise -Xmx");
         }
+    }
+
+    private static long saturatedSum(long... parts) {
+        long sum = 0;
+        for (long part : parts) {
+            sum = part > Long.MAX_VALUE - sum ? Long.MAX_VALUE : sum + part;
+        }
+        return sum;
     }
 
     /**
@@ -194,7 +202,7 @@ public class Sidecar {
             entries = shard.budgetBytes() / layout.pageBytes() * layout.pageTokens();
             bookkeeping = entries * io.pikv.kv.scheduling.TokenRetention.HEAP_PER_ENTRY_BYTES;
         }
-        long need = bookkeeping + blockBytes + maxBodyBytes + SERVER_HEAP;
+        long need = saturatedSum(bookkeeping, blockBytes, maxBodyBytes, SERVER_HEAP);
         if (need <= maxHeap) {
             return null;
         }

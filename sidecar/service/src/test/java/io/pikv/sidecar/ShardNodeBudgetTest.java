@@ -57,6 +57,10 @@ class ShardNodeBudgetTest {
                         + "body (8 MiB, pikv.api.max-body-bytes) do not fit in the heap's maximum of 2048 MiB; lower it "
                         + "or raise -Xmx");
         Sidecar.checkTheBlocksFit(blocks, body, 2L << 30);
+        // A capacity meant as "no limit" does not wrap past either check.
+        assertThatThrownBy(() -> Sidecar.checkTheBlocksFit(Long.MAX_VALUE, body, 2L << 30))
+                .isInstanceOf(IllegalArgumentException.class);
+        assertThat(Sidecar.warnIfTheHeapIsShort(null, Long.MAX_VALUE, body, 2L << 30)).isNotNull();
     }
 
     @Test
