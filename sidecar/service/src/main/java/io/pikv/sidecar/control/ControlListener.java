@@ -73,8 +73,12 @@ public final class ControlListener implements AutoCloseable {
      * This cluster's records met during the first read, in the order read: applied when it ends, the latest only (see
      * {@link #applyLatest}). At most {@link #PENDING_LIMIT}; beyond it the lowest epoch goes, counted stale.
      */
-    private final List<ControlState> pending = new ArrayList<>();
+    private final List<Candidate> pending = new ArrayList<>();
     private static final int PENDING_LIMIT = 1024;
+
+    /** A record read during the first read, and where it was read (for the log). */
+    private record Candidate(ControlState state, String where) {
+    }
 
     /**
      * @param consumers makes the consumer, on the listener's thread; retried while it fails (a broker name that
@@ -355,11 +359,11 @@ public final class ControlListener implements AutoCloseable {
             return;
         }
         if (phase == Phase.READING) {
-            pending.add(state);
+            pending.add(new Candidate(state, where(r)));
             if (pending.size() > PENDING_LIMIT) {
                 int lowest = 0;
                 for (int i = 1; i < pending.size(); i++) {
-                    if (pending.get(i).epoch() < pending.get(lowest).epoch()) {
+                    if (pending.get(i).state().epoch() < pending.get(lowest).state().epoch()) {
                         lowest = i;
                     }
                 }
@@ -368,15 +372,19 @@ public final class ControlListener implements AutoCloseable {
             }
             return;
         }
-        outcomes.get(apply(state)).increment();
+        outcomes.get(apply(new Candidate(state, where(r)))).increment();
     }
 
-    private ShardControl.Outcome apply(ControlState state) {
+    private static String where(ConsumerRecord<String, byte[]> r) {
+        return r.topic() + "-" + r.partition() + " offset " + r.offset();
+    }
+
+    private ShardControl.Outcome apply(Candidate c) {
         try {
-            return control.apply(state);
+            return control.apply(c.state());
         } catch (RuntimeException e) {
             // A record the shard cannot take must not stop the listener: later records still apply.
-            LOG.errorf(e, "control: a record of epoch %d failed to apply; ignored", state.epoch());
+            LOG.errorf(e, "control: record at %s (epoch %d) failed to apply; ignored", c.where(), c.state().epoch());
             return ShardControl.Outcome.INVALID;
         }
     }
@@ -390,13 +398,13 @@ public final class ControlListener implements AutoCloseable {
      * over count as stale; the refused ones as invalid, as they would have been.
      */
     private void applyLatest() {
-        List<ControlState> order = new ArrayList<>(pending);
+        List<Candidate> order = new ArrayList<>(pending);
         pending.clear();
         java.util.Collections.reverse(order); // the later of equal epochs first: the stable sort keeps it so
-        order.sort(java.util.Comparator.comparingLong(ControlState::epoch).reversed());
+        order.sort(java.util.Comparator.comparingLong((Candidate c) -> c.state().epoch()).reversed());
         boolean settled = false;
-        for (ControlState state : order) {
-            ShardControl.Outcome outcome = settled ? ShardControl.Outcome.STALE : apply(state);
+        for (Candidate c : order) {
+            ShardControl.Outcome outcome = settled ? ShardControl.Outcome.STALE : apply(c);
             settled |= outcome != ShardControl.Outcome.INVALID;
             outcomes.get(outcome).increment();
         }
