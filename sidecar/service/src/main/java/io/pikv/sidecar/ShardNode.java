@@ -411,7 +411,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
             int[] planned = plan(sequence, layer, lengthBefore, entries);
             int done = 0;
             int storedCount = 0;
-            try {
+            try (ShardPolicy.Hold held = policy.holdSwitches()) {
                 for (; done < entries.length; done++) {
                     Wire.AppendRequest.Entry e = entries[done];
                     int position = planned[done];
@@ -478,8 +478,34 @@ public final class ShardNode implements KvApi, AutoCloseable {
                             + "(no entry of the request was stored)");
                 }
             }
+            checkFits(planned, entries);
         }
         return planned;
+    }
+
+    /**
+     * Refuses a batch whose entries alone need more pages than the budget holds: storing it would evict its own first
+     * entries to make room for its last, and answer as if all were stored. A lower bound (each bucket's entries packed
+     * into whole pages), so no batch that could fit is refused.
+     */
+    private void checkFits(int[] planned, Wire.AppendRequest.Entry[] entries) {
+        int buckets = shard.buckets();
+        int pageTokens = shard.layout().pageTokens();
+        int[] perBucket = new int[buckets];
+        for (int i = 0; i < entries.length; i++) {
+            perBucket[io.pikv.kv.ShardKey.bucket(planned[i], entries[i].expert(), buckets)]++;
+        }
+        long pages = 0;
+        for (int n : perBucket) {
+            pages += (n + pageTokens - 1) / pageTokens;
+        }
+        long budget = shard.budgetBytes();
+        long maxPages = budget / shard.layout().pageBytes();
+        if (pages > maxPages) {
+            throw new KvBudgetExceededException("the request's " + entries.length + " entries need at least " + pages
+                    + " pages by themselves, more than the " + maxPages + " pages of the shard's budget of " + budget
+                    + " bytes; send fewer at a time (no entry of the request was stored)");
+        }
     }
 
     /** A sequence closed while its caller waited for its lock is gone: nothing may be stored into it again. */

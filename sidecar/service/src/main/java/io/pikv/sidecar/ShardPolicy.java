@@ -45,6 +45,15 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
     }
 
     private volatile Active active;
+    /** Held (shared) by a batch of appends, so that no switch lands between two of its entries. */
+    private final java.util.concurrent.locks.ReentrantReadWriteLock switching =
+            new java.util.concurrent.locks.ReentrantReadWriteLock();
+
+    /** What {@link #holdSwitches} returns: closing it lets switches through again. */
+    public interface Hold extends AutoCloseable {
+        @Override
+        void close();
+    }
     /**
      * Evictions heard while {@link #makeRoom} runs, forgotten when it returns (the token policy is then mid-way through
      * its own bookkeeping). Touched only under the shard's write lock, which both calls hold.
@@ -130,6 +139,16 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         build(name, parameters);
     }
 
+    /**
+     * Keeps the policy in charge until the hold is closed: a batch of appends is stored, and makes its room, under one
+     * policy (a switch to {@code reject} between its entries would refuse a later one after an earlier one evicted).
+     * Take it with no lock a switch's re-tracking needs held for long: {@link #use} waits for it.
+     */
+    public Hold holdSwitches() {
+        switching.readLock().lock();
+        return () -> switching.readLock().unlock();
+    }
+
     /** Switches to {@code name} with default parameters; when the name is unknown, keeps the current one and says why. */
     public Optional<String> use(String name) {
         return use(name, Map.of());
@@ -143,7 +162,12 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         try {
             Active next = build(name, parameters);
             if (!(next.name().equals(active.name()) && next.parameters().equals(active.parameters()))) {
-                active = next; // the same policy with the same parameters keeps what it tracked
+                switching.writeLock().lock(); // after the batches under way: one batch, one policy
+                try {
+                    active = next; // the same policy with the same parameters keeps what it tracked
+                } finally {
+                    switching.writeLock().unlock();
+                }
                 if (next.retention() != null) {
                     // A new token policy tracks nothing yet: it is told of the entries resident now, else it would
                     // evict only what is stored from here on, the newest first.

@@ -136,6 +136,33 @@ class ShardNodeAppendTest {
         }
     }
 
+    /** A batch that could not fit even alone is refused before it evicts anything, its own entries included. */
+    @Test
+    void aBatchLargerThanTheBudgetIsRefusedWithoutEvicting() {
+        Random rnd = new Random(9);
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048,
+                ShardPolicy.of("oldest-page"))) {
+            long other = node.create(null);
+            node.append(other, request(entry(Wire.NEXT_POSITION, 0, rnd)));
+            long seq = node.create(null);
+            Wire.AppendRequest.Entry[] many = new Wire.AppendRequest.Entry[33]; // three pages of 16, the budget two
+            for (int i = 0; i < many.length; i++) {
+                many[i] = entry(Wire.NEXT_POSITION, i % 4, rnd);
+            }
+            assertThatThrownBy(() -> node.append(seq, request(many)))
+                    .isInstanceOf(io.pikv.kv.KvBudgetExceededException.class)
+                    .hasMessage("the request's 33 entries need at least 3 pages by themselves, more than the 2 pages "
+                            + "of the shard's budget of 4096 bytes; send fewer at a time (no entry of the request was "
+                            + "stored)");
+            assertThat(node.resident(other, 0)).isEqualTo(1);
+            assertThat(node.resident(seq, 0)).isZero();
+            assertThat(node.stats().evictions()).isZero();
+            // Two pages' worth fits (evicting the other sequence's page).
+            node.append(seq, request(java.util.Arrays.copyOf(many, 32)));
+            assertThat(node.resident(seq, 0)).isEqualTo(32);
+        }
+    }
+
     @Test
     void aClosedSequenceTakesNoEntries() {
         Random rnd = new Random(6);

@@ -40,6 +40,21 @@ class ShardPolicyTest {
         return k;
     }
 
+    /** A switch waits for the batch of appends holding the policy, so a batch runs under one policy. */
+    @Test
+    void aSwitchWaitsForTheBatchThatHoldsThePolicy() throws Exception {
+        ShardPolicy policy = ShardPolicy.of("oldest-page");
+        java.util.concurrent.CompletableFuture<java.util.Optional<String>> switched;
+        try (ShardPolicy.Hold held = policy.holdSwitches()) {
+            switched = java.util.concurrent.CompletableFuture.supplyAsync(() -> policy.use("reject"));
+            org.awaitility.Awaitility.await().during(java.time.Duration.ofMillis(300))
+                    .atMost(java.time.Duration.ofSeconds(2)).until(() -> !switched.isDone());
+            assertThat(policy.activePolicy()).isEqualTo("oldest-page");
+        }
+        assertThat(switched.get(5, java.util.concurrent.TimeUnit.SECONDS)).isEmpty();
+        assertThat(policy.activePolicy()).isEqualTo("reject");
+    }
+
     @Test
     void onlyPoliciesThatRankByAttentionAskForWeights() {
         // Weights keep attention on the CPU (a GPU computes none): asked for only where the ranking uses them.

@@ -458,6 +458,16 @@ class SidecarApiTest {
                 .put("/v1/shard-map").then().statusCode(400).contentType(PROBLEM)
                 .body("detail", containsString("epoch 1000000000000 jumps more than 1000 past the map in effect"));
         given().get("/v1/shard-map").then().body("epoch", equalTo((int) epoch));
+        // A missing or null required field is said by name (not read as 0, not a parse error).
+        for (String[] bad : new String[][] {{"{\"shards\":1,\"shardOfExpert\":[0,0,0,0]}", "epoch"},
+                {"{\"epoch\":null,\"shards\":1,\"shardOfExpert\":[0,0,0,0]}", "epoch"},
+                {"{\"epoch\":5,\"shardOfExpert\":[0,0,0,0]}", "shards"},
+                {"{\"epoch\":5,\"shards\":1}", "shardOfExpert"}}) {
+            given().contentType(ContentType.JSON).body(bad[0]).put("/v1/shard-map").then().statusCode(400)
+                    .contentType(PROBLEM).body("type", equalTo("urn:pikv:problem:invalid-request"))
+                    .body("detail", equalTo(bad[1] + " is required"));
+        }
+        given().get("/v1/shard-map").then().body("epoch", equalTo((int) epoch));
         given().get("/v1/stats").then().statusCode(200).body("budgetBytes", equalTo(16384));
         // Ready once the control topic has been read (the suite's broker serves it).
         await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> given().get("/q/health/ready").then().statusCode(200));

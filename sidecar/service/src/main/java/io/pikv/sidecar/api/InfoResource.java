@@ -64,7 +64,7 @@ public class InfoResource {
      * Which shard owns each expert, with the map's epoch ({@code source} config: the map the sidecar started with,
      * epoch 0; control: the operator's, with the record's epoch).
      */
-    public record ShardMapJson(long epoch, int shards, int[] shardOfExpert, String source) {
+    public record ShardMapJson(Long epoch, Integer shards, int[] shardOfExpert, String source) {
     }
 
     private final Sidecar sidecar;
@@ -126,8 +126,14 @@ public class InfoResource {
     @Operation(summary = "Apply a newer shard map by hand (what a control record does): a gateway routes new entries "
             + "by it; stored entries stay readable where they are")
     public ShardMapJson applyShardMap(ShardMapJson next) {
-        if (next == null || next.shardOfExpert() == null) {
+        if (next == null) {
             throw new IllegalArgumentException("the body must hold epoch, shards and shardOfExpert");
+        }
+        // Required, and said so when missing or null (a primitive would read a missing one as 0).
+        String missing = next.epoch() == null ? "epoch" : next.shards() == null ? "shards"
+                : next.shardOfExpert() == null ? "shardOfExpert" : null;
+        if (missing != null) {
+            throw new IllegalArgumentException(missing + " is required");
         }
         ShardControl control = sidecar.control();
         ShardControl.State current = control.state();
