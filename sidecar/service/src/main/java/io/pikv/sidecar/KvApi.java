@@ -26,6 +26,19 @@ public interface KvApi {
     /** Entries of (sequence, layer) resident (on this shard, or on all shards for a gateway). */
     int resident(long sequence, int layer);
 
+    /**
+     * Per layer its length and its resident entries ({@code [lengths, residents]}), read as one state where the
+     * implementation can; by default one call after the other.
+     */
+    default int[][] layers(long sequence) {
+        int[] lengths = lengths(sequence);
+        int[] resident = new int[lengths.length];
+        for (int layer = 0; layer < lengths.length; layer++) {
+            resident[layer] = resident(sequence, layer);
+        }
+        return new int[][] {lengths, resident};
+    }
+
     /** Stores the entries, all or none; returns their positions. */
     int[] append(long sequence, Wire.AppendRequest request);
 

@@ -388,6 +388,20 @@ public final class ShardNode implements KvApi, AutoCloseable {
         }
     }
 
+    /** Lengths and residents under the sequence's lock: no append or withdrawal lands between them. */
+    @Override
+    public int[][] layers(long sequence) {
+        SequenceState state = state(sequence);
+        synchronized (state) {
+            checkOpen(sequence, state);
+            int[] resident = new int[state.length.length];
+            for (int layer = 0; layer < resident.length; layer++) {
+                resident[layer] = shard.resident(sequence, layer);
+            }
+            return new int[][] {state.length.clone(), resident};
+        }
+    }
+
     /** Positions of (sequence, layer) resident on this shard, ascending. */
     public int[] residentPositions(long sequence, int layer) {
         state(sequence);

@@ -172,11 +172,10 @@ public class SequenceResource {
     }
 
     private SequenceJson describe(long id) {
-        KvApi node = node();
-        int[] lengths = node.lengths(id);
-        List<LayerJson> layers = new ArrayList<>(lengths.length);
-        for (int layer = 0; layer < lengths.length; layer++) {
-            layers.add(new LayerJson(layer, lengths[layer], node.resident(id, layer)));
+        int[][] read = node().layers(id);
+        List<LayerJson> layers = new ArrayList<>(read[0].length);
+        for (int layer = 0; layer < read[0].length; layer++) {
+            layers.add(new LayerJson(layer, read[0][layer], read[1][layer]));
         }
         return new SequenceJson(id, ModelJson.of(sidecar.shape()), layers);
     }
