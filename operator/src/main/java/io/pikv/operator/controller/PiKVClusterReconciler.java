@@ -109,12 +109,23 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         PiKVClusterValidator.Result validation = PiKVClusterValidator.validate(cluster);
         PiKVClusterSpec runningSpec;
         long runningGeneration;
+        ConfigMap current = context.getSecondaryResource(ConfigMap.class).orElse(null);
         if (validation.valid()) {
             runningSpec = cluster.getSpec();
             runningGeneration = generation;
         } else {
             runningSpec = StatusJson.read(previous.getLastValidSpec(), PiKVClusterSpec.class);
             runningGeneration = previous.getLastValidGeneration() == null ? -1 : previous.getLastValidGeneration();
+            // The objects may have been applied from a later valid generation whose status write then failed: that
+            // one is what the shards run, and what keeps running (not the older one status names).
+            ShardCluster.Rendered rendered = ShardCluster.rendered(current);
+            if (rendered != null && rendered.generation() > runningGeneration && rendered.generation() < generation) {
+                PiKVClusterSpec applied = StatusJson.read(rendered.specJson(), PiKVClusterSpec.class);
+                if (applied != null) {
+                    runningSpec = applied;
+                    runningGeneration = rendered.generation();
+                }
+            }
         }
         // A last valid spec is checked again: one an older operator version accepted may fail this version's rules
         // (an upgrade), and rendering it could roll the shards into settings they refuse. Its shards are left alone.
@@ -133,12 +144,11 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         // 2. Build the desired state and apply it through the dependents.
         ShardCluster running = null;
         if (runningSpec != null) {
-            ConfigMap current = context.getSecondaryResource(ConfigMap.class).orElse(null);
             // An epoch no operator could have reached (status edited by hand) is no evidence: the next one would overflow.
             Long inStatus = previous.getShardMapEpoch();
             long knownEpoch = inStatus == null || inStatus < 0 || inStatus >= ShardCluster.MAX_EPOCH ? -1 : inStatus;
             running = ShardCluster.fromCrd(cluster, runningSpec, ShardCluster.readControlState(current), knownEpoch,
-                    settings);
+                    settings).renderedFrom(runningGeneration, StatusJson.write(runningSpec));
             context.managedWorkflowAndDependentResourceContext().put(ShardCluster.CONTEXT_KEY, running);
             context.managedWorkflowAndDependentResourceContext().reconcileManagedWorkflow();
         }

@@ -71,6 +71,17 @@ public final class ShardCluster {
     public static final String CONTEXT_KEY = ShardCluster.class.getName();
     /** ConfigMap key of the control state (shard map, policy, budget) in {@code pikv.control}'s record format. */
     public static final String CONTROL_STATE_KEY = "control-state.json";
+    /**
+     * ConfigMap annotations: the generation and the spec (JSON) the objects were rendered from. Applied with the
+     * objects, before the status that records the same: a status write that fails after them leaves the shards on a
+     * generation status does not name, and an invalid spec then must keep that one, not an older one.
+     */
+    public static final String RENDERED_GENERATION = "pikv.io/rendered-generation";
+    public static final String RENDERED_SPEC = "pikv.io/rendered-spec";
+
+    /** What {@link #RENDERED_GENERATION} and {@link #RENDERED_SPEC} say. */
+    public record Rendered(long generation, String specJson) {
+    }
     /** Where the ConfigMap is mounted in the shard pods. */
     public static final String CONFIG_MOUNT = "/etc/pikv";
     /** Direct memory beyond the pages the sidecar keeps for its own buffers (its ShardNode.SERVER_DIRECT_MEMORY). */
@@ -92,6 +103,7 @@ public final class ShardCluster {
     private final Map<String, String> otherSettings;
     private final ExpertShardMap shardMap;
     private final String configHash;
+    private Rendered rendered;
 
     private ShardCluster(PiKVCluster cluster, PiKVClusterSpec spec, ControlState current, long knownEpoch,
                          OperatorSettings settings) {
@@ -312,8 +324,31 @@ public final class ShardCluster {
         } catch (JsonProcessingException e) {
             throw new IllegalStateException("cannot render the control state", e);
         }
-        return new ConfigMapBuilder().withMetadata(metadata(PiKVClusterResources.configMapName(name)))
-                .withData(data).build();
+        ObjectMeta meta = metadata(PiKVClusterResources.configMapName(name));
+        if (rendered != null) {
+            meta.setAnnotations(new TreeMap<>(Map.of(RENDERED_GENERATION, String.valueOf(rendered.generation()),
+                    RENDERED_SPEC, rendered.specJson())));
+        }
+        return new ConfigMapBuilder().withMetadata(meta).withData(data).build();
+    }
+
+    /** Records on the ConfigMap the generation and spec this is rendered from ({@link #RENDERED_GENERATION}). */
+    public ShardCluster renderedFrom(long generation, String specJson) {
+        this.rendered = new Rendered(generation, specJson);
+        return this;
+    }
+
+    /** The generation and spec a ConfigMap says its objects were rendered from, or null (none, or unreadable). */
+    public static Rendered rendered(ConfigMap configMap) {
+        Map<String, String> a = configMap == null ? null : configMap.getMetadata().getAnnotations();
+        if (a == null || a.get(RENDERED_GENERATION) == null || a.get(RENDERED_SPEC) == null) {
+            return null;
+        }
+        try {
+            return new Rendered(Long.parseLong(a.get(RENDERED_GENERATION)), a.get(RENDERED_SPEC));
+        } catch (NumberFormatException e) {
+            return null; // edited by hand: no evidence
+        }
     }
 
     public Service generateHeadlessService() {

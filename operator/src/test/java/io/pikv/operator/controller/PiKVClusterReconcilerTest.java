@@ -20,6 +20,7 @@ import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.api.v1alpha1.PiKVClusterStatus;
 import io.pikv.operator.TestClusters;
 import io.pikv.operator.model.PiKVClusterResources;
+import io.pikv.operator.model.ShardCluster;
 import io.pikv.operator.status.Conditions;
 import io.quarkus.test.junit.QuarkusTest;
 import io.quarkus.test.kubernetes.client.KubernetesServer;
@@ -209,6 +210,44 @@ class PiKVClusterReconcilerTest {
         assertThat(condition(fixed, "Degraded").getStatus()).isEqualTo("False");
         assertThat(awaitObject(StatefulSet.class, "invalid-shard", s -> s.getSpec().getReplicas() == 3)).isNotNull();
         assertThat(await().atMost(WAIT).until(() -> writtenEvents("invalid", "SpecRejected"), l -> !l.isEmpty())).hasSize(1);
+    }
+
+    /**
+     * A valid generation whose objects were applied but whose status write was lost (status still names the one
+     * before), then an invalid spec before the retry: the shards keep the generation they run — the ConfigMap says
+     * which — and are not rolled back to the one status names.
+     */
+    @Test
+    void anInvalidSpecAfterALostStatusWriteKeepsTheGenerationTheShardsRun() throws Exception {
+        create(TestClusters.small("lost", NS));
+        PiKVClusterStatus first = awaitStatus("lost", s -> s.getLastValidGeneration() != null);
+        String firstSpec = first.getLastValidSpec();
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("lost").edit(c -> {
+            c.getSpec().setShards(3);
+            return c;
+        });
+        awaitStatus("lost", s -> s.getLastValidGeneration() != null && s.getLastValidGeneration() == 2);
+        awaitObject(StatefulSet.class, "lost-shard", s -> s.getSpec().getReplicas() == 3);
+        assertThat(awaitObject(ConfigMap.class, "lost-config", c -> c.getMetadata().getAnnotations() != null)
+                .getMetadata().getAnnotations()).containsEntry(ShardCluster.RENDERED_GENERATION, "2");
+        // Status as a lost write leaves it: generation 1's (observed as the next generation, so that it is read).
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("lost").editStatus(x -> {
+            x.getStatus().setLastValidSpec(firstSpec);
+            x.getStatus().setLastValidGeneration(1L);
+            x.getStatus().setObservedGeneration(3L);
+            return x;
+        });
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("lost").edit(c -> {
+            c.getSpec().getModel().setTopK(9);
+            return c;
+        });
+        PiKVClusterStatus status = awaitStatus("lost", s -> s.getObservedGeneration() == 3
+                && Conditions.isTrue(s.getConditions(), "Degraded"));
+        assertThat(condition(status, "Degraded").getMessage()).contains("Generation 3 is invalid",
+                "keep running the spec of generation 2");
+        assertThat(status.getLastValidGeneration()).isEqualTo(2);
+        assertThat(client.apps().statefulSets().inNamespace(NS).withName("lost-shard").get().getSpec().getReplicas())
+                .isEqualTo(3);
     }
 
     @Inject
