@@ -28,6 +28,7 @@ import io.pikv.operator.dependent.ShardHeadlessServiceDependent;
 import io.pikv.operator.dependent.ShardPodDisruptionBudgetDependent;
 import io.pikv.operator.dependent.ShardStatefulSetDependent;
 import io.pikv.operator.model.OperatorSettings;
+import io.pikv.operator.model.PiKVClusterResources;
 import io.pikv.operator.model.PiKVClusterValidator;
 import io.pikv.operator.model.ShardCluster;
 import io.pikv.operator.status.Conditions;
@@ -117,11 +118,13 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             runningSpec = StatusJson.read(previous.getLastValidSpec(), PiKVClusterSpec.class);
             runningGeneration = previous.getLastValidGeneration() == null ? -1 : previous.getLastValidGeneration();
             // The objects may have been applied from a later valid generation whose status write then failed: that
-            // one is what the shards run, and what keeps running (not the older one status names).
+            // one is what the shards run, and what keeps running (not the older one status names). Taken only when
+            // it renders exactly the StatefulSet that runs (its config hash): a ConfigMap applied whose StatefulSet
+            // then failed, or an annotation edited by hand, is no evidence of what the shards run.
             ShardCluster.Rendered rendered = ShardCluster.rendered(current);
             if (rendered != null && rendered.generation() > runningGeneration && rendered.generation() < generation) {
                 PiKVClusterSpec applied = StatusJson.read(rendered.specJson(), PiKVClusterSpec.class);
-                if (applied != null) {
+                if (applied != null && rendersTheRunningShards(cluster, applied, current, context)) {
                     runningSpec = applied;
                     runningGeneration = rendered.generation();
                 }
@@ -200,6 +203,31 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                 + client.getKubernetesSerialization().asJson(status) + "}]";
         client.resource(addressOf(cluster)).subresource("status").patch(PatchContext.of(PatchType.JSON), patch);
         written.remember(cluster, status);
+    }
+
+    /** Whether {@code spec}, valid now, renders the config hash of the StatefulSet the cluster runs. */
+    private boolean rendersTheRunningShards(PiKVCluster cluster, PiKVClusterSpec spec, ConfigMap current,
+                                            Context<PiKVCluster> context) {
+        StatefulSet sts = context.getSecondaryResource(StatefulSet.class).orElse(null);
+        java.util.Map<String, String> annotations = sts == null || sts.getSpec() == null
+                || sts.getSpec().getTemplate() == null || sts.getSpec().getTemplate().getMetadata() == null ? null
+                : sts.getSpec().getTemplate().getMetadata().getAnnotations();
+        String running = annotations == null ? null : annotations.get(PiKVClusterResources.ANNOTATION_CONFIG_HASH);
+        if (running == null) {
+            return false;
+        }
+        PiKVCluster candidate = new PiKVCluster();
+        candidate.setMetadata(cluster.getMetadata());
+        candidate.setSpec(spec);
+        if (!PiKVClusterValidator.validate(candidate).valid()) {
+            return false;
+        }
+        try {
+            return running.equals(ShardCluster.fromCrd(cluster, spec, ShardCluster.readControlState(current), -1,
+                    settings).configHash());
+        } catch (RuntimeException e) {
+            return false;
+        }
     }
 
     /** The cluster's status as this operator last knew it ({@link WrittenStatuses#current}); null when none. */

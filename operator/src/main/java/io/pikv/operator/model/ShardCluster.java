@@ -332,9 +332,15 @@ public final class ShardCluster {
         return new ConfigMapBuilder().withMetadata(meta).withData(data).build();
     }
 
-    /** Records on the ConfigMap the generation and spec this is rendered from ({@link #RENDERED_GENERATION}). */
+    /** Largest spec recorded on the ConfigMap: annotations are limited to 256 KiB in all. */
+    static final int MAX_RENDERED_SPEC_CHARS = 64 * 1024;
+
+    /**
+     * Records on the ConfigMap the generation and spec this is rendered from ({@link #RENDERED_GENERATION}); a spec
+     * larger than {@link #MAX_RENDERED_SPEC_CHARS} is not recorded (status alone then names the last valid one).
+     */
     public ShardCluster renderedFrom(long generation, String specJson) {
-        this.rendered = new Rendered(generation, specJson);
+        this.rendered = specJson.length() > MAX_RENDERED_SPEC_CHARS ? null : new Rendered(generation, specJson);
         return this;
     }
 

@@ -162,6 +162,10 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         try {
             Active next = build(name, parameters);
             if (!(next.name().equals(active.name()) && next.parameters().equals(active.parameters()))) {
+                if (switching.getReadHoldCount() > 0) {
+                    throw new IllegalStateException("a switch from inside a batch that holds the policy would wait "
+                            + "for itself");
+                }
                 switching.writeLock().lock(); // after the batches under way: one batch, one policy
                 try {
                     active = next; // the same policy with the same parameters keeps what it tracked
