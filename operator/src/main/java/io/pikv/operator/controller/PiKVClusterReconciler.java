@@ -134,10 +134,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         // (an upgrade), and rendering it could roll the shards into settings they refuse. Its shards are left alone.
         String lastValidRefused = null;
         if (!validation.valid() && runningSpec != null) {
-            PiKVCluster lastValid = new PiKVCluster();
-            lastValid.setMetadata(cluster.getMetadata());
-            lastValid.setSpec(runningSpec);
-            PiKVClusterValidator.Result again = PiKVClusterValidator.validate(lastValid);
+            PiKVClusterValidator.Result again = validateAs(cluster, runningSpec);
             if (!again.valid()) {
                 lastValidRefused = again.summary();
                 runningSpec = null;
@@ -205,6 +202,14 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         written.remember(cluster, status);
     }
 
+    /** {@code spec} checked by this version's rules as the spec of {@code cluster} (a saved one, not the current). */
+    private static PiKVClusterValidator.Result validateAs(PiKVCluster cluster, PiKVClusterSpec spec) {
+        PiKVCluster candidate = new PiKVCluster();
+        candidate.setMetadata(cluster.getMetadata());
+        candidate.setSpec(spec);
+        return PiKVClusterValidator.validate(candidate);
+    }
+
     /** Whether {@code spec}, valid now, renders the config hash of the StatefulSet the cluster runs. */
     private boolean rendersTheRunningShards(PiKVCluster cluster, PiKVClusterSpec spec, ConfigMap current,
                                             Context<PiKVCluster> context) {
@@ -216,10 +221,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         if (running == null) {
             return false;
         }
-        PiKVCluster candidate = new PiKVCluster();
-        candidate.setMetadata(cluster.getMetadata());
-        candidate.setSpec(spec);
-        if (!PiKVClusterValidator.validate(candidate).valid()) {
+        if (!validateAs(cluster, spec).valid()) {
             return false;
         }
         try {

@@ -538,9 +538,7 @@ public final class Gateway implements KvApi {
                 state.length[layer] = next;
                 return positions;
             } finally {
-                if (!state.closing) {
-                    state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
-                }
+                used(state);
             }
         }
     }
@@ -560,9 +558,7 @@ public final class Gateway implements KvApi {
                 }
                 return total;
             } finally {
-                if (!state.closing) {
-                    state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
-                }
+                used(state);
             }
         }
     }
@@ -589,9 +585,7 @@ public final class Gateway implements KvApi {
                 settle(state, sequence, request.layer());
                 return attendLocked(state, sequence, request, scope);
             } finally {
-                if (!state.closing) {
-                    state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
-                }
+                used(state);
             }
         }
     }
@@ -716,9 +710,7 @@ public final class Gateway implements KvApi {
                 }
                 return new Wire.StepResponse(position, experts, PartialAttention.merge(partials).finish().output());
             } finally {
-                if (!state.closing) {
-                    state.lastUsed = System.nanoTime(); // its end counts as use: see closeIdle
-                }
+                used(state);
             }
         }
     }
@@ -819,6 +811,13 @@ public final class Gateway implements KvApi {
                 }
                 touched.set(shard);
             }
+        }
+    }
+
+    /** A call of {@code state} ended: its end counts as use (see closeIdle), unless a close has begun. */
+    private static void used(State state) {
+        if (!state.closing) {
+            state.lastUsed = System.nanoTime();
         }
     }
 
