@@ -342,7 +342,11 @@ class LowRankStoreTest {
         float[] bad = entries.get(1).k().clone();
         bad[3] = Float.NaN;
         assertThatThrownBy(() -> fitter.observe(1, 0, bad, entries.get(1).v()))
-                .hasMessage("K[3] is NaN: calibration entries must be finite");
+                .hasMessage("K[head 0][3] is NaN: values must be finite");
+        float[] far = entries.get(1).v().clone();
+        far[1] = 1e31f; // finite, but a mean this far out would overflow a query's product with it
+        assertThatThrownBy(() -> fitter.observe(1, 0, entries.get(1).k(), far))
+                .hasMessage("V[head 0][1] is 1.0E31: values must be finite and within ±2^50 (about 1.1e15)");
         assertThat(fitter.observed(1)).isZero();
         fitter.observe(1, 0, entries.get(1).k(), entries.get(1).v());
         assertThat(fitter.fit(1, 1).layers()).isEqualTo(2);

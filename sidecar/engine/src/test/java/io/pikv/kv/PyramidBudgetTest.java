@@ -50,6 +50,11 @@ class PyramidBudgetTest {
                 .hasMessageContaining("a finite beta >= 1");
         assertThatThrownBy(() -> PyramidBudget.layerBudget(3, 0, 5, 1.0, Double.POSITIVE_INFINITY, 0))
                 .hasMessageContaining("a finite beta >= 1");
+        assertThatThrownBy(() -> PyramidBudget.linear(2, 2_000_000_000, 1e9, 0))
+                .hasMessage("an average budget of 2000000000 tokens is more than the 16777216 positions a layer can hold");
+        assertThat(PyramidBudget.linear(2, 1 << 24, 1, 0)).containsExactly(1 << 24, 1 << 24);
+        assertThatThrownBy(() -> PyramidBudget.layerBudget(2, 0, 5, 1.0, 20, (1 << 24) + 1))
+                .hasMessageContaining("more than the 16777216 positions a layer can hold");
         assertThatThrownBy(() -> new PyramidBudget(new int[] {40, 20}, 4, 32))
                 .hasMessageContaining("layer 1 budget 20 is below sinks + window = 36");
     }
@@ -322,6 +327,10 @@ class PyramidBudgetTest {
         pyramid.evicted(7, 0, 2);
         pyramid.observe(7, 0, new AttentionResult(4, 16, new float[64], positions.length, positions, weights));
         assertThat(pyramid.knownResident(7, 0)).containsExactly(0, 1, 3);
+        // Also when the eviction comes before the layer's first result: that result does not bring it back either.
+        pyramid.evicted(8, 0, 1);
+        pyramid.observe(8, 0, new AttentionResult(4, 16, new float[64], positions.length, positions, weights));
+        assertThat(pyramid.knownResident(8, 0)).containsExactly(0, 2, 3);
     }
 
     @Test

@@ -59,15 +59,9 @@ public final class LowRankFitter {
             throw new IllegalArgumentException("expert " + expert + " is out of range [0, " + shape.experts() + ")");
         }
         int w = shape.kvWidth();
-        if (k.length != w || v.length != w) {
-            throw new IllegalArgumentException("K and V must hold kvHeads × headDim = " + w + " floats");
-        }
-        for (int i = 0; i < w; i++) {
-            if (!Float.isFinite(k[i]) || !Float.isFinite(v[i])) {
-                throw new IllegalArgumentException((Float.isFinite(k[i]) ? "V" : "K") + "[" + i + "] is "
-                        + (Float.isFinite(k[i]) ? v[i] : k[i]) + ": calibration entries must be finite");
-            }
-        }
+        // The range the store takes: a mean beyond it could overflow the query's product with it to infinity.
+        shape.checkKv("K", k);
+        shape.checkKv("V", v);
         int n = count[layer];
         if ((long) (n + 1) * w > Integer.MAX_VALUE - 8) {
             throw new IllegalArgumentException("too many calibration entries for layer " + layer);

@@ -3,6 +3,7 @@ package io.pikv.kv.compression;
 import io.pikv.kv.AttentionResult;
 import io.pikv.kv.EvictionContext;
 import io.pikv.kv.EvictionHook;
+import io.pikv.kv.KvShard;
 import io.pikv.kv.KvStore;
 import io.pikv.kv.Page;
 import io.pikv.kv.scheduling.TokenRetention;
@@ -120,6 +121,7 @@ public final class PyramidBudget implements EvictionHook {
             throw new IllegalArgumentException("an average budget of " + average + " tokens is below the minimum of "
                     + minimum + " every layer keeps (sinks + window)");
         }
+        checkAverage(average);
         if (layers == 1) {
             return new int[] {average};
         }
@@ -145,6 +147,14 @@ public final class PyramidBudget implements EvictionHook {
         return out;
     }
 
+    /** Refuses an average beyond the positions a layer can hold (the first layer's budget would pass an int's). */
+    private static void checkAverage(long average) {
+        if (average > KvShard.MAX_POSITION + 1L) {
+            throw new IllegalArgumentException("an average budget of " + average + " tokens is more than the "
+                    + (KvShard.MAX_POSITION + 1) + " positions a layer can hold");
+        }
+    }
+
     /**
      * The budget of {@code layer} when every layer of the (sequence, layer) has had {@code stored} entries: the
      * {@link #linear} schedule around an average of {@code fraction · stored} tokens (rounded up, at least
@@ -168,6 +178,7 @@ public final class PyramidBudget implements EvictionHook {
             throw new IllegalArgumentException("need a finite beta >= 1 and minimum >= 0, got " + beta + " and "
                     + minimum);
         }
+        checkAverage(average);
         if (layers == 1) {
             return average;
         }
@@ -244,10 +255,9 @@ public final class PyramidBudget implements EvictionHook {
     @Override
     public synchronized void evicted(long sequence, int layer, int position) {
         if (layer < budgets.length) {
-            Scores s = scoresOrNull(sequence, layer);
-            if (s != null) {
-                s.evicted.set(position);
-            }
+            // Kept also before the layer's first result: that result may show the position, which must not then
+            // count as resident.
+            scores(sequence, layer).evicted.set(position);
             if (chooser != null) {
                 chooser.forget(sequence, layer, new int[] {position});
             }
@@ -415,11 +425,7 @@ public final class PyramidBudget implements EvictionHook {
                 }
                 ctx.evictPage(oldest);
                 if (layer < budgets.length) {
-                    synchronized (this) {
-                        if (scoresOrNull(sequence, layer) != null) {
-                            markEvicted(sequence, layer, positions);
-                        }
-                    }
+                    markEvicted(sequence, layer, positions);
                 }
             }
         }
