@@ -4,6 +4,7 @@ import io.pikv.kv.Accuracy;
 import io.pikv.kv.AttentionResult;
 import io.pikv.kv.AttentionScope;
 import io.pikv.kv.Fp16;
+import io.pikv.kv.KvLayout;
 import io.pikv.kv.KvShard;
 import io.pikv.kv.KvStore;
 import io.pikv.kv.KvStoreConfig;
@@ -299,12 +300,12 @@ public final class CompressionBench implements Callable<Integer> {
             }
         }
         List<Run> runs = new ArrayList<>();
-        for (Method m : run) {
-            runs.add(new Run(m, shape, m.lowRank() == null ? null : bases.get(m.lowRank()),
-                    m.pyramid() ? pyramidBudget(budgets) : null));
-        }
         List<Map<String, Object>> layerRows = new ArrayList<>();
         try {
+            for (Method m : run) { // inside the try: a store that cannot be built closes those built before it
+                runs.add(new Run(m, shape, m.lowRank() == null ? null : bases.get(m.lowRank()),
+                        m.pyramid() ? pyramidBudget(budgets) : null, tokens));
+            }
             for (int l = 0; l < shape.layers(); l++) {
                 LayerData data = source.layer(l);
                 List<Exact> exact = new ArrayList<>();
@@ -452,8 +453,8 @@ public final class CompressionBench implements Callable<Integer> {
             throw new Main.UsageException("--context, --calibration-tokens, --window and --sinks must be at most "
                     + "1048576, --layers at most 256 and --decode-queries at most 10000.");
         }
-        if (!(budget > 0 && budget <= 1) || !(beta >= 1)) {
-            throw new Main.UsageException("--budget must be in (0, 1] and --beta at least 1.");
+        if (!(budget > 0 && budget <= 1) || !(beta >= 1) || Double.isInfinite(beta)) {
+            throw new Main.UsageException("--budget must be in (0, 1] and --beta finite and at least 1.");
         }
         if (keyRank < 1 || valueRank < 1 || minExpertTokens < 1) {
             throw new Main.UsageException("--key-rank, --value-rank and --min-expert-tokens must be positive.");
@@ -672,6 +673,14 @@ public final class CompressionBench implements Callable<Integer> {
                         + " heads of dimension " + shape.headDim() + ": " + e.getMessage() + ".");
             }
             need += (long) shape.layers() * ((tokens + pageTokens - 1L) / pageTokens + 1) * pageBytes;
+            if (m.lowRank() != null) {
+                try { // checked before the fit, which may take a while: the ranks must make a page of this type
+                    new KvLayout(shape.kvHeads(), shape.headDim(), pageTokens, m.type(), keyRank, valueRank);
+                } catch (IllegalArgumentException e) {
+                    throw new Main.UsageException("method " + m.name() + " cannot store ranks " + keyRank + " and "
+                            + valueRank + ": " + e.getMessage() + ".");
+                }
+            }
         }
         long room = Math.max(0, io.pikv.kv.DirectMemory.limit() - (256L << 20));
         if (need > room) {
@@ -783,17 +792,21 @@ public final class CompressionBench implements Callable<Integer> {
         long possible;
         int queriesPerLayer;
 
-        Run(Method method, ModelShape shape, LowRankBases bases, PyramidBudget pyramid) {
+        Run(Method method, ModelShape shape, LowRankBases bases, PyramidBudget pyramid, int tokens) {
             this.method = method;
             this.pyramid = pyramid;
-            KvStoreConfig config;
             try {
-                config = KvStoreConfig.builder(shape).storageType(method.type()).pageTokens(pageTokens).shards(1)
-                        .buckets(1).threads(1).budgetBytes(1L << 36).lowRank(bases).build();
+                KvStoreConfig.Builder builder = KvStoreConfig.builder(shape).storageType(method.type())
+                        .pageTokens(pageTokens).shards(1).buckets(1).threads(1).lowRank(bases);
+                KvLayout layout = builder.build().layout();
+                // Room for every layer's whole context twice over (so nothing is evicted but what pyramid budgets
+                // evict), within the pages one shard can address: pages are allocated as they fill, not up front.
+                long pages = Math.min(2L * shape.layers() * ((tokens + pageTokens - 1L) / pageTokens + 1),
+                        layout.maxPages());
+                this.store = new KvStore(builder.budgetBytes(pages * layout.pageBytes()).build());
             } catch (IllegalArgumentException e) {
                 throw new Main.UsageException("method " + method.name() + ": " + e.getMessage() + ".");
             }
-            this.store = new KvStore(config);
             this.sequence = store.createSequence();
         }
 

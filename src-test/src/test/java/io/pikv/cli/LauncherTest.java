@@ -530,6 +530,10 @@ class LauncherTest {
                 {"compression", "--routing", route, "--keys", k, "--values", v, "--pyramid-policy", "fifo"},
                 {"compression", "--routing", route, "--keys", narrow.toString(), "--values", narrow.toString(),
                     "--methods", "int8"},
+                {"compression", "--routing", route, "--keys", k, "--values", v, "--methods", "pyramid", "--beta",
+                    "Infinity"},
+                {"compression", "--routing", route, "--keys", k, "--values", v, "--methods", "lowrank+int8",
+                    "--key-rank", "6", "--value-rank", "8"},
                 {"cache", "--trace", negative.toString(), "--capacity", "4"},
                 {"cache", "--trace", empty.toString(), "--capacity", "4"},
                 {"cache", "--trace", binary.toString(), "--capacity", "4"},
@@ -550,6 +554,9 @@ class LauncherTest {
                 "--page-tokens must be a power of two in [1, 1024], got 48.",
                 "--pyramid-policy must be one of pyramidkv, h2o, streaming, lru; got 'fifo'.",
                 "method int8 cannot store KV of 2 heads of dimension 6: ",
+                "--budget must be in (0, 1] and --beta finite and at least 1.",
+                "method lowrank+int8 cannot store ranks 6 and 8: int8 low-rank pages need headDim and both ranks to be "
+                        + "multiples of 4, got 16, 6 and 8.",
                 "is not a Mooncake request: its \"input_length\" is not a token count (an integer >= 0).",
                 "holds no blocks: every request's hash_ids is empty.",
                 "is not UTF-8 JSON-lines text: it holds bytes that are not UTF-8.",
@@ -576,6 +583,11 @@ class LauncherTest {
                 "pyramid+int8", "lowrank");
         Run noRanks = run("bench", "compression", "--routing", route, "--keys", k, "--values", v, "--methods", "int8");
         assertThat(noRanks.code()).as(noRanks.err()).isZero(); // --value-rank 64 by default, head dim 16
+        // Pages of 512 bytes (two heads of rank 2 + 2, fp16): each store's budget is what it holds, not a fixed one
+        // of more pages than a shard can address.
+        Run tiny = run("bench", "compression", "--routing", route, "--keys", k, "--values", v, "--methods", "lowrank",
+                "--key-rank", "2", "--value-rank", "2");
+        assertThat(tiny.code()).as(tiny.err()).isZero();
     }
 
     @Test
