@@ -396,7 +396,38 @@ public final class Gateway implements KvApi {
     public int[] lengths(long sequence) {
         State state = state(sequence);
         synchronized (state) {
+            checkOpen(sequence, state); // closed (or re-created) while this waited for the lock
             return state.length.clone();
+        }
+    }
+
+    /**
+     * Lengths and resident entries under one hold of the sequence's lock (one state of it: not half of an append or
+     * of a step being undone), with one description asked of each shard that holds any of its entries.
+     */
+    @Override
+    public int[][] layers(long sequence) {
+        State state = state(sequence);
+        synchronized (state) {
+            checkOpen(sequence, state);
+            int[] lengths = state.length.clone();
+            int[] resident = new int[lengths.length];
+            for (int s = 0; s < shards.size(); s++) {
+                boolean holds = false;
+                for (int layer = 0; layer < lengths.length; layer++) {
+                    holds |= !state.experts[layer][s].isEmpty();
+                }
+                if (holds) {
+                    SidecarClient shard = shards.get(s);
+                    int[] counts = call(() -> shard.residents(sequence, lengths.length), state, sequence);
+                    for (int layer = 0; layer < lengths.length; layer++) {
+                        if (!state.experts[layer][s].isEmpty()) { // as resident(): only what the shard was given
+                            resident[layer] += counts[layer];
+                        }
+                    }
+                }
+            }
+            return new int[][] {lengths, resident};
         }
     }
 

@@ -249,8 +249,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
     }
 
     /**
-     * Changes the budget while serving: a larger one at once; a smaller one evicts through the active policy
-     * ({@link KvShard#resizeBudget}) until the pages in use fit.
+     * Changes the budget while serving, between batches of appends (a batch under way was checked against the budget
+     * it started with, so a cut waits for it instead of making it evict its own entries): a larger one at once; a
+     * smaller one evicts through the active policy ({@link KvShard#resizeBudget}) until the pages in use fit.
      *
      * @return the pages evicted
      * @throws IllegalArgumentException          below one page, or above the pages a shard can address (nothing changes)
@@ -271,7 +272,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
                     + (SERVER_DIRECT_MEMORY >> 20) + " MiB for the server's own buffers); it takes effect when the "
                     + "shard restarts with it");
         }
-        return shard.resizeBudget(budgetBytes);
+        return policy.betweenBatches(() -> shard.resizeBudget(budgetBytes));
     }
 
     /** Direct memory the JVM may allocate ({@code -XX:MaxDirectMemorySize}, by default the heap's maximum). */

@@ -149,6 +149,25 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         return () -> switching.readLock().unlock();
     }
 
+    /**
+     * Runs {@code change} once no batch holds the policy, and keeps new batches out while it runs, as a switch does:
+     * for a budget change, which must not land between two entries of a batch whose room was checked against the
+     * budget before it.
+     *
+     * @throws IllegalStateException from inside a batch that holds the policy (it would wait for itself)
+     */
+    public int betweenBatches(java.util.function.IntSupplier change) {
+        if (switching.getReadHoldCount() > 0) {
+            throw new IllegalStateException("a change from inside a batch that holds the policy would wait for itself");
+        }
+        switching.writeLock().lock();
+        try {
+            return change.getAsInt();
+        } finally {
+            switching.writeLock().unlock();
+        }
+    }
+
     /** Switches to {@code name} with default parameters; when the name is unknown, keeps the current one and says why. */
     public Optional<String> use(String name) {
         return use(name, Map.of());

@@ -55,6 +55,8 @@ class GatewayUndoTest {
         volatile java.util.concurrent.CountDownLatch closeGate;
         /** Closes still to answer 503 before {@link #closeStatus} applies. */
         final java.util.concurrent.atomic.AtomicInteger closeFailuresLeft = new java.util.concurrent.atomic.AtomicInteger();
+        /** What {@code GET /v1/sequences/{id}} answers. */
+        volatile String describeAnswer = "{}";
         /** When set, an append waits for it before it answers. */
         volatile java.util.concurrent.CountDownLatch appendGate;
 
@@ -127,7 +129,7 @@ class GatewayUndoTest {
                 reply(x, withdrawStatus, withdrawStatus == 200 ? "{\"withdrawn\":" + withdrawn + "}"
                         : "{\"type\":\"about:blank\",\"status\":404,\"title\":\"not-found\",\"detail\":\"gone\"}");
             } else if (x.getRequestMethod().equals("GET")) {
-                reply(x, 200, "{}");
+                reply(x, 200, describeAnswer);
             } else if (x.getRequestMethod().equals("DELETE")) {
                 java.util.concurrent.CountDownLatch gate = closeGate;
                 if (gate != null) {
@@ -169,13 +171,17 @@ class GatewayUndoTest {
     }
 
     private Gateway gateway() throws IOException {
+        return gateway(SHAPE);
+    }
+
+    private Gateway gateway(ModelShape shape) throws IOException {
         List<SidecarClient> clients = new ArrayList<>();
         for (int i = 0; i < 2; i++) {
             FakeShard f = new FakeShard();
             fakes.add(f);
-            clients.add(new SidecarClient(f.uri(), SHAPE));
+            clients.add(new SidecarClient(f.uri(), shape));
         }
-        return new Gateway(SHAPE, clients, () -> new HashRouter(SHAPE.topK()));
+        return new Gateway(shape, clients, () -> new HashRouter(shape.topK()));
     }
 
     private static Wire.AppendRequest twoEntries() {
@@ -349,6 +355,33 @@ class GatewayUndoTest {
                 .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502));
         assertThatThrownBy(() -> g.withdraw(seq + 1, 0, new int[] {0}))
                 .isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
+    }
+
+    @Test
+    void aSequencesLayersAreOneStateWithOneDescriptionAskedOfEachShardHoldingEntries() throws IOException {
+        Gateway g = gateway(new ModelShape(2, 2, 1, 4, 2, 1)); // SHAPE with two layers
+        long seq = g.create(null);
+        String describe = "GET /v1/sequences/" + seq;
+        fakes.forEach(f -> f.requests.clear());
+        assertThat(g.layers(seq)).as("nothing stored: no shard is asked").isDeepEqualTo(
+                new int[][] {new int[2], new int[2]});
+        assertThat(fakes.get(0).requests).doesNotContain(describe);
+        g.append(seq, twoEntries()); // layer 0: expert 0 on shard 0, expert 1 on shard 1
+        String layers = "{\"layers\":[{\"layer\":0,\"length\":2,\"resident\":%d},"
+                + "{\"layer\":1,\"length\":0,\"resident\":%d}]}";
+        fakes.get(0).describeAnswer = String.format(layers, 1, 0);
+        fakes.get(1).describeAnswer = String.format(layers, 1, 9); // layer 1: none given to it, so not counted
+        fakes.forEach(f -> f.requests.clear());
+        int[][] read = g.layers(seq);
+        assertThat(read[0]).isEqualTo(g.lengths(seq));
+        assertThat(read[1]).containsExactly(2, 0);
+        for (FakeShard f : fakes) {
+            assertThat(f.requests).containsExactly(describe);
+        }
+        fakes.get(1).describeAnswer = "{\"layers\":[]}"; // a description without the layers: a bad gateway
+        assertThatThrownBy(() -> g.layers(seq)).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502));
+        assertThatThrownBy(() -> g.layers(seq + 1)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
     }
 
     @Test

@@ -30,6 +30,26 @@ class ShardNodeBudgetTest {
     }
 
     @Test
+    void aCutWaitsForTheBatchOfAppendsUnderWay() throws Exception {
+        // A batch checks its room against the budget before its first entry and holds the policy to its last (what
+        // append does): a cut in between would make it evict its own earlier entries, so the cut waits.
+        ShardPolicy policy = ShardPolicy.of("oldest-page");
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 4 * 2048, policy)) {
+            java.util.concurrent.CompletableFuture<Integer> cut;
+            try (ShardPolicy.Hold batch = policy.holdSwitches()) {
+                cut = java.util.concurrent.CompletableFuture.supplyAsync(() -> node.resizeBudget(2048));
+                org.awaitility.Awaitility.await().during(java.time.Duration.ofMillis(300))
+                        .atMost(java.time.Duration.ofSeconds(2)).until(() -> !cut.isDone());
+                assertThat(node.budgetBytes()).isEqualTo(4 * 2048);
+                assertThatThrownBy(() -> node.resizeBudget(3 * 2048)).as("from inside the batch: refused, not a hang")
+                        .isInstanceOf(IllegalStateException.class).hasMessageContaining("would wait for itself");
+            }
+            assertThat(cut.get(5, java.util.concurrent.TimeUnit.SECONDS)).isZero();
+            assertThat(node.budgetBytes()).isEqualTo(2048);
+        }
+    }
+
+    @Test
     void aHeapTooSmallForWhatTheSidecarMayHoldIsSaidAtStartUp() {
         // fp32, one KV head of 16: 128 bytes an entry; 1 MiB of pages hold 8,192 entries, 1.5 MiB of bookkeeping;
         // with 64 MiB of blocks, 8 MiB of request body and the server's 128 MiB: a heap of 201.5 MiB. (The operator

@@ -221,6 +221,20 @@ public final class SidecarClient implements AutoCloseable {
         return (int) whole(layers.get(layer), "resident");
     }
 
+    /** The entries of each of the sequence's {@code layers} the sidecar holds, from one {@code GET /v1/sequences/{id}}. */
+    public int[] residents(long sequence, int layers) {
+        JsonNode list = describe(sequence).path("layers");
+        if (!list.isArray() || list.size() < layers) {
+            throw new io.pikv.sidecar.wire.WireException("the sequence's description has "
+                    + (list.isArray() ? list.size() : "no") + " layers, not " + layers);
+        }
+        int[] out = new int[layers];
+        for (int layer = 0; layer < layers; layer++) {
+            out[layer] = (int) whole(list.get(layer), "resident");
+        }
+        return out;
+    }
+
     /**
      * The whole number a sidecar's JSON answer holds under {@code name} (or, for a bare number node, itself); a
      * WireException saying what is missing otherwise, which a gateway answers as a bad gateway.
