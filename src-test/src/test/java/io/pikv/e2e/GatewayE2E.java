@@ -140,6 +140,14 @@ class GatewayE2E {
         assertThat(stats.get("role").asText()).isEqualTo("gateway");
         assertThat(stats.get("sequences").asLong()).isPositive();
         assertThat(stats.get("entries").asLong()).isZero();
+        com.fasterxml.jackson.databind.JsonNode config;
+        try {
+            config = new com.fasterxml.jackson.databind.ObjectMapper().readTree(get("/v1/config"));
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+        assertThat(config.get("role").asText()).isEqualTo("gateway");
+        assertThat(config.get("attention").isNull()).as("a gateway attends nowhere").isTrue();
         assertThat(direct0.stats().get("role").asText()).isEqualTo("shard");
         assertThat(direct0.stats().get("entries").asLong() + direct1.stats().get("entries").asLong())
                 .isGreaterThanOrEqualTo(20);

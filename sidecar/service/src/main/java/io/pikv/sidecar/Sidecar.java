@@ -142,7 +142,8 @@ public class Sidecar {
         // gateway routes by every map control applies (a map for another number of shards is rejected).
         ExpertShardMap initial = gateway != null ? gateway.shardMap() : ExpertShardMap.roundRobin(shape.experts(), 1);
         this.control = new ShardControl(config.cluster(), config.shardId(), initial, policy,
-                ShardControl.Budget.of(shard), gateway != null ? gateway::applyShardMap : map -> {
+                gateway != null ? ShardControl.Budget.ofShards(config.store().budgetBytes()) : ShardControl.Budget.of(shard),
+                gateway != null ? gateway::applyShardMap : map -> {
                 });
     }
 

@@ -104,7 +104,8 @@ public class InfoResource {
                 sidecar.shard().layout().type().name().toLowerCase(java.util.Locale.ROOT),
                 sidecar.shard().layout().pageTokens(), c.store().budgetBytes(), c.store().buckets(),
                 c.api().maxBodyBytes(), c.blocks().capacityBytes(), c.blocks().policy(), c.gateway().shards().orElse(List.of()),
-                c.gateway().routing(), c.compute(), sidecar.shard().attentionPlace(),
+                c.gateway().routing(), c.compute(),
+                c.role() == io.pikv.sidecar.Role.gateway ? null : sidecar.shard().attentionPlace(), // attends nowhere
                 PyramidJson.of(sidecar.shard().pyramid()));
     }
 

@@ -100,6 +100,33 @@ public final class ShardControl {
             return Optional.empty();
         }
 
+        /**
+         * A gateway's: it holds no KV pages, so a budget is for its shards to check and take (against their own page
+         * size and memory); this one only keeps the budget the record in effect asked for, starting at
+         * {@code configured}.
+         */
+        static Budget ofShards(long configured) {
+            return new Budget() {
+                private volatile long asked = configured;
+
+                @Override
+                public long enforced() {
+                    return asked;
+                }
+
+                @Override
+                public Optional<String> check(long bytes) {
+                    return Optional.empty();
+                }
+
+                @Override
+                public Optional<String> resize(long bytes) {
+                    asked = bytes;
+                    return Optional.empty();
+                }
+            };
+        }
+
         /** The budget of {@code shard}: {@link ShardNode#resizeBudget}, its refusals as reasons. */
         static Budget of(ShardNode shard) {
             return new Budget() {

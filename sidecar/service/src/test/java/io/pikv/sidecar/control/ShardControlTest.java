@@ -83,7 +83,7 @@ class ShardControlTest {
                 () -> new io.pikv.kv.routing.HashRouter(SHAPE.topK()));
         try {
             ShardControl c = new ShardControl("c1", 0, gateway.shardMap(), ShardPolicy.of("lru", Map.of()),
-                    ShardControl.Budget.of(node), gateway::applyShardMap);
+                    ShardControl.Budget.ofShards(4096), gateway::applyShardMap);
             assertThat(c.apply(state("c1", 5, List.of(0, 1, 2, 0), 3, "lru", 0)))
                     .isEqualTo(ShardControl.Outcome.INVALID);
             assertThat(c.state().lastRejected()).contains("epoch 5: the shard map has 3 shards and 4 experts; this "
@@ -99,6 +99,14 @@ class ShardControlTest {
             assertThat(c.apply(state("c1", 7, List.of(1, 1, 0, 0), 2, "lru", 0)))
                     .isEqualTo(ShardControl.Outcome.APPLIED);
             assertThat(gateway.shardMap()).isEqualTo(new ExpertShardMap(7, 2, new int[] {1, 1, 0, 0}));
+            // A budget is for the shards to check against their pages: the gateway, which holds none, takes the map
+            // of a record whose budget is below a page (a shard refuses that record whole, with its own reason).
+            assertThat(c.apply(state("c1", 8, List.of(0, 0, 1, 1), 2, "lru", 100)))
+                    .isEqualTo(ShardControl.Outcome.APPLIED);
+            assertThat(gateway.shardMap()).isEqualTo(new ExpertShardMap(8, 2, new int[] {0, 0, 1, 1}));
+            assertThat(c.state().desiredBudgetBytes()).isEqualTo(100);
+            assertThat(c.state().budgetBytes()).isEqualTo(100);
+            assertThat(c.state().warnings()).isEmpty();
         } finally {
             gateway.shutdown();
         }
