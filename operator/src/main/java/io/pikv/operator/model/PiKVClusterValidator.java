@@ -369,7 +369,10 @@ public final class PiKVClusterValidator {
         long bytes;
         try {
             bytes = bytes(q);
-        } catch (IllegalArgumentException | ArithmeticException e) {
+        } catch (ArithmeticException e) {
+            out.add(new Violation("spec.memoryPerShard", "is " + q + "; it must be positive and at most 4Ti"));
+            return;
+        } catch (IllegalArgumentException e) {
             out.add(new Violation("spec.memoryPerShard", "'" + q + "' is not a quantity of bytes (e.g. 512Mi, 16Gi)"));
             return;
         }
@@ -913,6 +916,9 @@ public final class PiKVClusterValidator {
                 BigDecimal amount = Quantity.getAmountInBytes(q);
                 if (amount.signum() < 0) {
                     out.add(new Violation(prefix + kind, q + " is negative"));
+                } else if (!usable(amount)) {
+                    out.add(new Violation(prefix + kind, "'" + q + "' is beyond what a container can be given: "
+                            + "at most 10^30, in at most " + MAX_DIGITS + " significant digits"));
                 } else {
                     amounts.put(kind, amount);
                 }
@@ -923,9 +929,35 @@ public final class PiKVClusterValidator {
         return amounts;
     }
 
-    /** Bytes of a quantity (fractions rounded up). */
+    /** Significant digits a quantity may have (far more than any resource needs). */
+    static final int MAX_DIGITS = 64;
+    /** Largest amount of any resource taken (beyond every machine; the checks per resource say their own limits). */
+    private static final BigDecimal MAX_AMOUNT = BigDecimal.TEN.pow(30);
+    private static final BigDecimal MAX_LONG = BigDecimal.valueOf(Long.MAX_VALUE);
+
+    /**
+     * Whether an amount can be used as is: at most 10^30, in at most {@link #MAX_DIGITS} digits, and not so small
+     * that its digits lie beyond them. Checked on the exponent alone, before any exact conversion, which for
+     * 1e400000000 (a valid quantity string) would build a number of that many digits.
+     */
+    static boolean usable(BigDecimal amount) {
+        return amount.abs().compareTo(MAX_AMOUNT) <= 0 && amount.precision() <= MAX_DIGITS
+                && amount.scale() <= MAX_DIGITS;
+    }
+
+    /**
+     * Bytes of a quantity (fractions rounded up).
+     *
+     * @throws ArithmeticException beyond a long, or with more than {@link #MAX_DIGITS} digits
+     */
     public static long bytes(Quantity q) {
         BigDecimal amount = Quantity.getAmountInBytes(q);
+        if (amount.signum() > 0 && amount.compareTo(BigDecimal.ONE) <= 0) {
+            return 1; // a fraction of a byte (1e-400000000 included, which a rounding would expand digit by digit)
+        }
+        if (!usable(amount) || amount.abs().compareTo(MAX_LONG) > 0) {
+            throw new ArithmeticException(q + " is beyond a long or has more than " + MAX_DIGITS + " digits");
+        }
         return amount.setScale(0, java.math.RoundingMode.CEILING).longValueExact();
     }
 

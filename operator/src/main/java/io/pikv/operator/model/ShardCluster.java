@@ -564,6 +564,9 @@ public final class ShardCluster {
         if (n.signum() == 0) {
             return new Quantity("0");
         }
+        if (!PiKVClusterValidator.usable(n)) {
+            return q; // refused by the validator; not expanded here (1e300000000 has that many digits)
+        }
         if (n.signum() > 0 && n.stripTrailingZeros().scale() <= 0) {
             java.math.BigInteger whole = n.toBigIntegerExact();
             String[] suffixes = {"Ei", "Pi", "Ti", "Gi", "Mi", "Ki"};

@@ -581,6 +581,31 @@ class PiKVClusterReconcilerTest {
     }
 
     @Test
+    void aQuantityTheClientCannotParseIsAViolationNotAnUnreadableCluster() {
+        // fabric8 refuses "1e3Mi" and "" as quantities, which the CRD's int-or-string schema lets through: read as
+        // given, they reach the validator instead of making the cluster (and the informer's list) unreadable.
+        PiKVCluster bad = TestClusters.small("unparsed", NS);
+        Quantity exponentAndUnit = new Quantity();
+        exponentAndUnit.setAmount("1e3Mi");
+        exponentAndUnit.setFormat("");
+        bad.getSpec().setMemoryPerShard(exponentAndUnit);
+        Quantity empty = new Quantity();
+        empty.setAmount("");
+        empty.setFormat("");
+        bad.getSpec().getSidecar().setResources(new io.fabric8.kubernetes.api.model.ResourceRequirementsBuilder()
+                .addToLimits("cpu", empty).build());
+        create(bad);
+        try {
+            PiKVClusterStatus status = awaitStatus("unparsed", s -> Conditions.isTrue(s.getConditions(), "Degraded"));
+            assertThat(condition(status, "Degraded").getMessage()).contains("spec.memoryPerShard",
+                    "'1e3Mi' is not a quantity of bytes", "spec.sidecar.resources.limits.cpu", "'' is not a quantity");
+            assertThat(client.apps().statefulSets().inNamespace(NS).withName("unparsed-shard").get()).isNull();
+        } finally {
+            client.resources(PiKVCluster.class).inNamespace(NS).withName("unparsed").delete();
+        }
+    }
+
+    @Test
     void aLastValidSpecThisVersionRefusesIsNotRendered() {
         // As an older operator left it: a spec it accepted (256Mi above the budget was its rule), kept in status as
         // the last valid one. Under this version's rule (512Mi plus the bookkeeping) it is invalid.

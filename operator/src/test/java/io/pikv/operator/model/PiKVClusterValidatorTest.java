@@ -55,6 +55,15 @@ class PiKVClusterValidatorTest {
                 bad("zero shards", c -> c.getSpec().setShards(0), "spec.shards", "[1, 256]"),
                 bad("budget not a quantity", c -> c.getSpec().setMemoryPerShard(new Quantity("lots")),
                         "spec.memoryPerShard", "not a quantity"),
+                bad("budget of a vast exponent (judged on the exponent, not expanded)",
+                        c -> c.getSpec().setMemoryPerShard(new Quantity("1e400000000")),
+                        "spec.memoryPerShard", "is 1e400000000; it must be positive and at most 4Ti"),
+                bad("budget of a vanishing fraction (rounded up to a byte, not expanded)",
+                        c -> c.getSpec().setMemoryPerShard(new Quantity("1e-400000000")),
+                        "spec.memoryPerShard", "less than one fp16 page per layer"),
+                bad("cpu request of a vast exponent", c -> c.getSpec().getSidecar().setResources(
+                        new ResourceRequirementsBuilder().addToRequests("cpu", new Quantity("1e300000000")).build()),
+                        "spec.sidecar.resources.requests.cpu", "'1e300000000' is beyond what a container can be given"),
                 bad("budget under one page per layer", c -> c.getSpec().setMemoryPerShard(new Quantity("32Ki")),
                         "spec.memoryPerShard", "less than one fp16 page per layer"),
                 bad("int8 with a head dim the int8 pages cannot hold", c -> {
