@@ -508,7 +508,8 @@ public final class PiKVClusterValidator {
                 var m = HOST_PORT.matcher(server.strip());
                 int port = m.matches() ? Integer.parseInt(m.group(2)) : -1;
                 if (!m.matches() || port < 1 || port > 65535) {
-                    out.add(new Violation("spec.kafka.bootstrapServers", "'" + server + "' is not host:port"));
+                    out.add(new Violation("spec.kafka.bootstrapServers", "'" + server + "' is not host:port: give each "
+                            + "broker with its port, e.g. kafka-0.kafka:9092 (port 1 to 65535), comma-separated"));
                 }
             }
         }
@@ -529,7 +530,9 @@ public final class PiKVClusterValidator {
         if (k.getCredentialsSecret() != null) {
             String name = k.getCredentialsSecret().getName();
             if (name == null || name.length() > 253 || !DNS_1123_SUBDOMAIN.matcher(name).matches()) {
-                out.add(new Violation("spec.kafka.credentialsSecret.name", "'" + name + "' is not a Secret name"));
+                out.add(new Violation("spec.kafka.credentialsSecret.name", "'" + name + "' is not a Secret name: "
+                        + "at most 253 lower-case letters, digits, '-' and '.', starting and ending with a letter or "
+                        + "digit"));
             }
         }
     }
@@ -614,7 +617,8 @@ public final class PiKVClusterValidator {
             String operator = t.getOperator() == null || t.getOperator().isEmpty() ? "Equal" : t.getOperator();
             boolean noKey = t.getKey() == null || t.getKey().isEmpty();
             if (!operator.equals("Equal") && !operator.equals("Exists")) {
-                out.add(new Violation(field + ".operator", "'" + t.getOperator() + "' is not Exists or Equal"));
+                out.add(new Violation(field + ".operator", "'" + t.getOperator() + "' is not an operator a "
+                        + "toleration takes: use Exists or Equal (the default)"));
             } else if (noKey && operator.equals("Equal")) {
                 out.add(new Violation(field + ".key", "is required with operator Equal (only Exists may leave it out, "
                         + "to tolerate every taint)"));
@@ -755,7 +759,8 @@ public final class PiKVClusterValidator {
             BigDecimal limit = limitAmounts.get(request.getKey());
             if (limit != null && request.getValue().compareTo(limit) > 0) {
                 out.add(new Violation("spec.sidecar.resources.requests." + request.getKey(), requests.get(
-                        request.getKey()) + " exceeds the limit " + limits.get(request.getKey())));
+                        request.getKey()) + " exceeds the limit " + limits.get(request.getKey())
+                        + ": lower the request or raise the limit"));
             }
         }
         Quantity memory = limitAmounts.containsKey("memory") ? limits.get("memory")

@@ -148,7 +148,7 @@ class PiKVClusterValidatorTest {
                     KafkaSpec k = new KafkaSpec();
                     k.setBootstrapServers("kafka:9092,broker");
                     c.getSpec().setKafka(k);
-                }, "spec.kafka.bootstrapServers", "'broker' is not host:port"),
+                }, "spec.kafka.bootstrapServers", "'broker' is not host:port: give each broker with its port, e.g. kafka-0.kafka:9092"),
                 bad("same topic twice", c -> {
                     KafkaSpec k = new KafkaSpec();
                     k.setBootstrapServers("kafka:9092");
@@ -193,7 +193,7 @@ class PiKVClusterValidatorTest {
                         "'gpu pool' is not a label value"),
                 bad("toleration operator", c -> c.getSpec().getPlacement().setTolerations(List.of(
                         new io.fabric8.kubernetes.api.model.TolerationBuilder().withKey("a").withOperator("In")
-                                .build())), "spec.placement.tolerations[0].operator", "'In' is not Exists or Equal"),
+                                .build())), "spec.placement.tolerations[0].operator", "'In' is not an operator a toleration takes: use Exists or Equal"),
                 bad("toleration Equal without a key", c -> c.getSpec().getPlacement().setTolerations(List.of(
                         new io.fabric8.kubernetes.api.model.TolerationBuilder().withValue("x").build())),
                         "spec.placement.tolerations[0].key", "is required with operator Equal"),
@@ -242,7 +242,7 @@ class PiKVClusterValidatorTest {
                 bad("cpu request above the limit by less than a core", c -> c.getSpec().getSidecar().setResources(
                         new ResourceRequirementsBuilder().addToLimits("cpu", new Quantity("1200m"))
                                 .addToRequests("cpu", new Quantity("1500m")).build()),
-                        "spec.sidecar.resources.requests.cpu", "1500m exceeds the limit 1200m"),
+                        "spec.sidecar.resources.requests.cpu", "1500m exceeds the limit 1200m: lower the request or raise the limit"),
                 bad("request that is not a quantity", c -> c.getSpec().getSidecar().setResources(
                         new ResourceRequirementsBuilder().addToRequests("cpu", new Quantity("abc")).build()),
                         "spec.sidecar.resources.requests.cpu", "not a quantity"),
