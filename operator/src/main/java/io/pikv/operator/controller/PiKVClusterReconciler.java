@@ -252,6 +252,12 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                                      String lastValidRefused) {
         List<Decision> out = new ArrayList<>();
         if (!validation.valid()) {
+            // A later valid generation the shards were found to run (its status write lost) is applied as far as
+            // status goes by this reconcile: its decisions are told first, as when it was applied.
+            long known = previous.getLastValidGeneration() == null ? -1 : previous.getLastValidGeneration();
+            if (running != null && runningGeneration > known) {
+                out.addAll(applied(cluster, previous, running, runningGeneration, now));
+            }
             String message = StatusAggregator.invalidMessage(generation, validation, running != null,
                     runningGeneration, previous, lastValidRefused);
             // Once per distinct verdict: after the first time the Degraded condition carries the same text.
@@ -264,6 +270,13 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         if (Objects.equals(previous.getLastValidGeneration(), generation)) {
             return out;
         }
+        return applied(cluster, previous, running, generation, now);
+    }
+
+    /** The decisions of applying {@code generation} (valid, rendered as {@code running}) after {@code previous}. */
+    private List<Decision> applied(PiKVCluster cluster, PiKVClusterStatus previous, ShardCluster running,
+                                   long generation, String now) {
+        List<Decision> out = new ArrayList<>();
         if (previous.getLastValidGeneration() == null) {
             String message = "Created " + running.shards() + " shards for a model of " + running.spec().getModel()
                     .getLayers() + " layers and " + running.spec().getModel().getExperts() + " experts, "

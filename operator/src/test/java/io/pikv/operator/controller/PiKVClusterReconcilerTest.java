@@ -234,9 +234,13 @@ class PiKVClusterReconcilerTest {
         client.resources(PiKVCluster.class).inNamespace(NS).withName("lost").editStatus(x -> {
             x.getStatus().setLastValidSpec(firstSpec);
             x.getStatus().setLastValidGeneration(1L);
+            x.getStatus().setDesiredShards(first.getDesiredShards());
+            x.getStatus().setConfigHash(first.getConfigHash());
             x.getStatus().setObservedGeneration(3L);
             return x;
         });
+        int scaledBefore = writtenEvents("lost", "Scaled").stream().mapToInt(e -> e.getCount() == null ? 1
+                : e.getCount()).sum();
         client.resources(PiKVCluster.class).inNamespace(NS).withName("lost").edit(c -> {
             c.getSpec().getModel().setTopK(9);
             return c;
@@ -248,6 +252,11 @@ class PiKVClusterReconcilerTest {
         assertThat(status.getLastValidGeneration()).isEqualTo(2);
         assertThat(client.apps().statefulSets().inNamespace(NS).withName("lost-shard").get().getSpec().getReplicas())
                 .isEqualTo(3);
+        // Generation 2 reaches status only now: what applying it decided is told again, then the rejection.
+        assertThat(status.getDesiredShards()).isEqualTo(3);
+        assertThat(status.getLastDecision().getReason()).isEqualTo("SpecRejected");
+        await().atMost(WAIT).until(() -> writtenEvents("lost", "Scaled").stream()
+                .mapToInt(e -> e.getCount() == null ? 1 : e.getCount()).sum() == scaledBefore + 1);
     }
 
     @Inject
