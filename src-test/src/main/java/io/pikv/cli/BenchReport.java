@@ -192,6 +192,12 @@ final class BenchReport {
             if (!Double.isFinite(d)) {
                 return "n/a"; // as the JSON says: null
             }
+            // A figure the JSON holds in a few digits (rounded when put, or given so) is printed as the JSON has it;
+            // a longer one is shortened for the table.
+            java.math.BigDecimal shortest = java.math.BigDecimal.valueOf(d).stripTrailingZeros();
+            if (shortest.precision() <= 7 && shortest.scale() <= 9) {
+                return shortest.toPlainString();
+            }
             return Math.abs(d) >= 100 ? String.format(Locale.ROOT, "%.1f", d)
                     : Math.abs(d) >= 1 ? String.format(Locale.ROOT, "%.3f", d)
                     : String.format(Locale.ROOT, "%.4g", d);

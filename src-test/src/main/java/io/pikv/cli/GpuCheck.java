@@ -55,17 +55,21 @@ public final class GpuCheck implements Callable<Integer> {
     @picocli.CommandLine.Spec
     picocli.CommandLine.Model.CommandSpec spec;
 
+    /** Longest context checked: 4M tokens, 16 GiB of fp16 K+V at the check's shape (8 KV heads of dim 128). */
+    static final int MAX_CONTEXT = 1 << 22;
+
     @Override
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
         BenchReport.notEmpty(contexts, "--contexts");
         for (int c : contexts) {
-            if (c < 1) {
-                throw new Main.UsageException("--contexts values must be positive token counts, got " + c + ".");
+            if (c < 1 || c > MAX_CONTEXT) {
+                throw new Main.UsageException("--contexts values must be token counts in [1, " + MAX_CONTEXT
+                        + "], got " + c + ".");
             }
         }
-        if (iterations < 1) {
-            throw new Main.UsageException("--iterations must be positive.");
+        if (iterations < 1 || iterations > 100_000) {
+            throw new Main.UsageException("--iterations must be in [1, 100000], got " + iterations + ".");
         }
         ComputeBackends.Probe probe = ComputeBackends.probe();
         if (!probe.available()) {

@@ -38,8 +38,9 @@ public final class LocalKafka implements AutoCloseable {
                 System.err.printf("local Kafka broker asked to halt (%d): %s%n", code, message));
         org.apache.kafka.common.utils.Exit.setExitProcedure((code, message) ->
                 System.err.printf("local Kafka broker asked to exit (%d): %s%n", code, message));
+        KafkaClusterTestKit kit = null;
         try {
-            KafkaClusterTestKit kit = new KafkaClusterTestKit.Builder(new TestKitNodes.Builder()
+            kit = new KafkaClusterTestKit.Builder(new TestKitNodes.Builder()
                     .setCombined(true).setNumBrokerNodes(1).setNumControllerNodes(1).build())
                     .setConfigProp("offsets.topic.replication.factor", "1")
                     .setConfigProp("transaction.state.log.replication.factor", "1")
@@ -62,6 +63,13 @@ public final class LocalKafka implements AutoCloseable {
             kafka.createTopic(CONTROL_TOPIC, true);
             return kafka;
         } catch (Exception e) {
+            if (kit != null) {
+                try { // a broker half started must not keep its threads and files in this JVM
+                    kit.close();
+                } catch (Exception closing) {
+                    e.addSuppressed(closing);
+                }
+            }
             throw new Main.RunFailure("cannot start a local Kafka broker: " + e.getMessage(), e);
         }
     }

@@ -60,7 +60,13 @@ public final class Main implements Runnable {
                 err.println("pikv: " + ex);
                 return FAILED;
             }
-            throw ex;
+            // Anything else is a fault of this program, not of the command line: one line, the trace on request.
+            err.println("pikv: " + cmd.getCommandSpec().qualifiedName() + " failed: " + ex
+                    + (System.getenv("PIKV_DEBUG") == null ? " (PIKV_DEBUG=1 prints where)" : ""));
+            if (System.getenv("PIKV_DEBUG") != null) {
+                ex.printStackTrace(err);
+            }
+            return FAILED;
         });
         return cli.execute(args);
     }

@@ -528,8 +528,8 @@ public final class Playground implements Callable<Integer> {
                         try {
                             CacheEvents e = json.readValue(r.value(), CacheEvents.class);
                             Long before = resident.put(e.shard(), e.bytesResident());
-                            if (quiet(e) && before != null && before == e.bytesResident()) {
-                                continue; // an idle shard: a line when something changes
+                            if (quiet(e) && (before == null ? e.bytesResident() == 0 : before == e.bytesResident())) {
+                                continue; // an idle shard (from its first window on): a line when something changes
                             }
                             line = describe(e);
                         } catch (IOException | RuntimeException e) {

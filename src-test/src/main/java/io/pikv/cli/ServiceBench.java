@@ -88,6 +88,9 @@ public final class ServiceBench implements Callable<Integer> {
     private record Cluster(List<SidecarProcess> processes, SidecarClient client, long sequence) {
     }
 
+    /** The gateways' clients of this run. */
+    private final List<SidecarClient> clients = new ArrayList<>();
+
     /** Longest context the bench fills (its shards hold it in fp16 within their budgets). */
     private static final int MAX_CONTEXT = 1 << 20;
     /** Reads the processes' /q/metrics (not on the timed path). */
@@ -249,9 +252,14 @@ public final class ServiceBench implements Callable<Integer> {
             }
             finished = true;
             return 0;
-        } catch (io.pikv.sidecar.client.SidecarException | java.io.UncheckedIOException
-                 | io.pikv.kv.KvBudgetExceededException e) {
-            // A sidecar (or the store in process) failed a call mid-run: said with the processes' logs, exit 1.
+        } catch (Main.UsageException e) {
+            throw e;
+        } catch (Main.RunFailure e) {
+            // A process or the broker that did not start: its own words (with its log's tail), and where the logs are.
+            throw new Main.RunFailure(e.getMessage() + " (logs kept in " + logs + ")", e);
+        } catch (RuntimeException e) {
+            // A sidecar (or the store in process, or the broker) failed mid-run, or answered something malformed:
+            // said with the processes' logs, exit 1.
             StringBuilder tails = new StringBuilder();
             for (SidecarProcess p : all) {
                 tails.append("\n--- ").append(p.name()).append(" ---\n").append(p.tail());
@@ -261,8 +269,13 @@ public final class ServiceBench implements Callable<Integer> {
             for (SidecarProcess p : all) {
                 p.close();
             }
+            clients.forEach(SidecarClient::close);
             if (kafka != null) {
-                kafka.close();
+                try {
+                    kafka.close();
+                } catch (Main.RunFailure e) {
+                    out.println("(" + e.getMessage() + ")"); // after the figures or the failure, not instead of them
+                }
             }
             if (finished) {
                 // A run that worked leaves nothing behind; a failed one keeps its logs, named in its error.
@@ -326,6 +339,7 @@ public final class ServiceBench implements Callable<Integer> {
         processes.add(gateway);
         all.add(gateway);
         SidecarClient client = new SidecarClient(gateway.uri(), shape);
+        clients.add(client); // closed by the caller with the processes
         return new Cluster(processes, client, client.createSequence(null));
     }
 

@@ -42,6 +42,12 @@ class LauncherTest {
         assertThat(run("bench", "routing", "--help").out()).contains("--trace", "--shards", "--window", "--json");
         assertThat(run("bench", "cache", "--version").out()).contains("pikv 0.1.0");
         assertThat(run("gpu-check", "-V").out()).contains("pikv 0.1.0");
+        // Bounds before anything is asked of a device (or said of its absence): exit 2, one sentence.
+        Run huge = run("gpu-check", "--iterations", "2000000000");
+        assertThat(huge.code()).isEqualTo(2);
+        assertThat(huge.err()).contains("--iterations must be in [1, 100000], got 2000000000.");
+        assertThat(run("gpu-check", "--contexts", "32768,2147483647").err())
+                .contains("--contexts values must be token counts in [1, 4194304], got 2147483647.");
         assertThat(run("bench", "service", "--help").out()).contains("--context", "--shards", "--steps", "--warmup",
                 "--shard-threads", "--json");
         assertThat(run("bench", "attention", "--help").out()).contains("--context", "--q-heads", "--kv-heads",
@@ -537,6 +543,8 @@ class LauncherTest {
                 {"cache", "--trace", negative.toString(), "--capacity", "4"},
                 {"cache", "--trace", empty.toString(), "--capacity", "4"},
                 {"cache", "--trace", binary.toString(), "--capacity", "4"},
+                {"cache", "--trace", binary.toString(), "--capacity", "4,4"},
+                {"cache", "--trace", binary.toString(), "--capacity", "4", "--policies", "lru,lrfu,lru"},
                 {"routing", "--trace", route, "--shards", "2", "--max-moved", "2"},
                 {"routing", "--trace", route, "--shards", "2", "--null-ratio", "1"},
                 {"routing", "--trace", route, "--shards", "2", "--lambda", "NaN"}};
@@ -560,6 +568,8 @@ class LauncherTest {
                 "is not a Mooncake request: its \"input_length\" is not a token count (an integer >= 0).",
                 "holds no blocks: every request's hash_ids is empty.",
                 "is not UTF-8 JSON-lines text: it holds bytes that are not UTF-8.",
+                "--capacity names a capacity twice: [4, 4].",
+                "--policies names a policy twice: lru,lrfu,lru.",
                 "--max-moved must be a fraction in [0, 1], got 2.0.",
                 "--null-ratio must be in [0, 1), got 1.0.",
                 "--lambda must be a finite number >= 0, got NaN."};
