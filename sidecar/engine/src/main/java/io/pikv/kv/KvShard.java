@@ -164,8 +164,8 @@ public final class KvShard {
         checkEntry(layer, position, expert, k, v);
         lock.writeLock().lock();
         try {
-            LayerState ls = layerState(sequence, layer, true);
-            checkFree(ls, sequence, layer, position);
+            LayerState existing = layerState(sequence, layer, false);
+            checkFree(existing, sequence, layer, position);
             float[] sk = k;
             float[] sv = v;
             if (projection != null) {
@@ -175,9 +175,19 @@ public final class KvShard {
                 sk = projK;
                 sv = projV;
             }
-            ls.reserve(position); // may fail (memory): nothing has changed yet
+            // Made only once the entry is known to be storable, and taken back if no page can be had for it: a
+            // rejected append leaves no state behind (a layer's state holds a segment per bucket).
+            LayerState ls = existing != null ? existing : layerState(sequence, layer, true);
             Segment segment = ls.buckets[ShardKey.bucket(position, expert, buckets)];
-            Page page = pageForAppend(segment);
+            Page page;
+            try {
+                page = pageForAppend(segment);
+            } catch (RuntimeException | Error e) {
+                if (existing == null && ls.resident == 0) {
+                    sequences.get(sequence)[layer] = null;
+                }
+                throw e;
+            }
             // Everything that allocates happens before the entry is written, so a failure (memory) leaves it unstored
             // and the shard whole (a page taken for it goes back). The hook that made room may have freed this position's index leaf (past the horizon, with its eviction
             // marker), so the leaf is reserved again and the marker read anew.
@@ -531,9 +541,16 @@ public final class KvShard {
                 int evictedAs = LayerState.evictedExpertOf(loc);
                 if (!counted && evictedAs >= 0) {
                     // Withdrawing an entry that was evicted meanwhile: it never happened, so it is no miss either;
-                    // it is taken back all the same (the caller's undo is complete).
+                    // it is taken back all the same (the caller's undo is complete). A re-store evicted meanwhile goes
+                    // back to the eviction before it.
                     ls.evictedPerExpert[evictedAs]--;
-                    ls.clearLocation(position);
+                    int prior = LayerState.priorEvictionOf(loc);
+                    if (prior >= 0) {
+                        ls.markEvicted(position, prior);
+                        ls.evictedPerExpert[prior]++;
+                    } else {
+                        ls.clearLocation(position);
+                    }
                     evicted++;
                 }
                 // A position taken back before reads as never stored, and is not counted: the gateway may give it
@@ -546,7 +563,7 @@ public final class KvShard {
             int before = ls.restoredAfterEviction == null ? -1 : ls.restoredAfterEviction.remove(position);
             if (removal == Removal.EVICT) {
                 countEviction(ls, layer, page.expert[slot]);
-                ls.markEvicted(position, page.expert[slot]);
+                ls.markEvicted(position, page.expert[slot], before);
             } else if (removal == Removal.DISCARD) {
                 countEviction(ls, layer, page.expert[slot]);
                 ls.evictedPerExpert[page.expert[slot]]--; // an eviction, but no miss to come
@@ -601,10 +618,8 @@ public final class KvShard {
         int[] positions = Arrays.copyOf(page.position, page.count);
         for (int slot = 0; slot < page.count; slot++) {
             countEviction(ls, layer, page.expert[slot]);
-            ls.markEvicted(page.position[slot], page.expert[slot]);
-            if (ls.restoredAfterEviction != null) {
-                ls.restoredAfterEviction.remove(page.position[slot]);
-            }
+            int before = ls.restoredAfterEviction == null ? -1 : ls.restoredAfterEviction.remove(page.position[slot]);
+            ls.markEvicted(page.position[slot], page.expert[slot], before);
         }
         free(page);
         for (int position : positions) {

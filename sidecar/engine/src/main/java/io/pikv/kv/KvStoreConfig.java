@@ -21,6 +21,14 @@ public record KvStoreConfig(ModelShape shape, StorageType storageType, int pageT
         if (shape == null || storageType == null || eviction == null || kernel == null) {
             throw new IllegalArgumentException("shape, storageType, eviction and kernel are required");
         }
+        if (!kernel.equals("auto") && !kernel.equals("vector") && !kernel.equals("scalar")) {
+            throw new IllegalArgumentException("kernel must be auto, vector or scalar, got '" + kernel + "'");
+        }
+        if (lowRank != null && kernel.equals("vector")) {
+            // Low-rank pages attend through their own kernel (coefficients, not entries): vector cannot be honoured.
+            throw new IllegalArgumentException("kernel vector cannot serve low-rank pages, which attend through the "
+                    + "low-rank kernel; use auto or scalar");
+        }
         if (shards < 1 || shards > 4096) {
             throw new IllegalArgumentException("shards must be in [1, 4096], got " + shards);
         }

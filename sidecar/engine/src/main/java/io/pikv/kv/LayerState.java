@@ -153,13 +153,31 @@ final class LayerState {
      * the position is stored again or withdrawn. Any negative location is not resident.
      */
     void markEvicted(int position, int expert) {
-        root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = -2 - expert;
+        markEvicted(position, expert, -1);
+    }
+
+    /**
+     * Marks {@code position} evicted as {@code expert}; {@code prior} is the expert it had been evicted as before it was
+     * stored again (−1: none), so that withdrawing that re-store puts the earlier eviction back. Both fit one marker:
+     * experts take 12 bits ({@link ModelShape#MAX_EXPERTS}).
+     */
+    void markEvicted(int position, int expert, int prior) {
+        root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] =
+                -2 - (expert + (prior + 1) * EXPERT_SPAN);
         left(position);
     }
 
+    /** Values an expert id takes in an eviction marker. */
+    private static final int EXPERT_SPAN = ModelShape.MAX_EXPERTS;
+
     /** The expert an evicted position's location names ({@link #markEvicted}), or -1 for any other location. */
     static int evictedExpertOf(int location) {
-        return location <= -2 ? -2 - location : -1;
+        return location <= -2 ? (-2 - location) % EXPERT_SPAN : -1;
+    }
+
+    /** The expert an evicted position had been evicted as before a re-store (then evicted again), or -1. */
+    static int priorEvictionOf(int location) {
+        return location <= -2 ? (-2 - location) / EXPERT_SPAN - 1 : -1;
     }
 
     /** Up to {@code out.length} resident positions, ascending, into {@code out}; returns how many. */

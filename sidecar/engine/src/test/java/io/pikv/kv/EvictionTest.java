@@ -209,6 +209,22 @@ class EvictionTest {
             shard.append(seq, 0, 5, 2, k, k);
             store.attend(seq, 0, q);
             assertThat(counted(shard, 2)).containsExactly(3, 1, 2);
+            // A re-store evicted again before its request is undone (the request's later entries made room): the
+            // undo puts position 5 back to its eviction before the request, as expert 2's miss.
+            assertThat(shard.evict(seq, 0, new int[] {5})).isEqualTo(1);
+            shard.append(seq, 0, 5, 3, k, k); // the re-store: expert 2 no longer misses it
+            assertThat(shard.evict(seq, 0, new int[] {5})).isEqualTo(1); // now a miss of expert 3
+            store.attend(seq, 0, q);
+            assertThat(counted(shard, 2)).as("nothing of expert 2 to look up").containsExactly(3, 1, 2);
+            assertThat(counted(shard, 3)).containsExactly(4, 3, 1);
+            assertThat(shard.withdraw(seq, 0, new int[] {5})).isEqualTo(1);
+            store.attend(seq, 0, q);
+            assertThat(counted(shard, 2)).as("missed as before the re-store").containsExactly(4, 1, 3);
+            assertThat(counted(shard, 3)).containsExactly(4, 3, 1);
+            shard.append(seq, 0, 5, 3, k, k); // stored again later: expert 2's miss is taken back, as for any eviction
+            store.attend(seq, 0, q);
+            assertThat(counted(shard, 2)).containsExactly(4, 1, 3);
+            assertThat(counted(shard, 3)).containsExactly(5, 4, 1);
         }
     }
 

@@ -334,6 +334,9 @@ class LowRankStoreTest {
         ModelShape other = new ModelShape(2, 8, 2, 32, 7, 2);
         assertThatThrownBy(() -> KvStoreConfig.builder(other).lowRank(bases).build())
                 .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("do not match");
+        assertThatThrownBy(() -> KvStoreConfig.builder(SHAPE).lowRank(bases).kernel("vector").build())
+                .isInstanceOf(IllegalArgumentException.class).hasMessage("kernel vector cannot serve low-rank pages, "
+                        + "which attend through the low-rank kernel; use auto or scalar");
         LowRankFitter fitter = new LowRankFitter(SHAPE, Grouping.SHARED, 1);
         fitter.observe(0, 0, entries.get(0).k(), entries.get(0).v());
         assertThatThrownBy(() -> fitter.fit(4, 4)).isInstanceOf(IllegalStateException.class)

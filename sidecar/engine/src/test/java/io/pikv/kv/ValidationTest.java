@@ -115,8 +115,8 @@ class ValidationTest {
         rejects(() -> new KvStore(KvStoreConfig.builder(SHAPE).pageTokens(1024).budgetBytes(1L << 40).build()),
                 "budget of 1099511627776 bytes is 8388608 pages of 131072 bytes, more than the 2097150 one shard can "
                         + "address");
-        rejects(() -> new KvStore(KvStoreConfig.builder(SHAPE).kernel("gpu").build()),
-                "pikv.kernel must be auto, vector or scalar, got 'gpu'");
+        rejects(() -> KvStoreConfig.builder(SHAPE).kernel("gpu").build(),
+                "kernel must be auto, vector or scalar, got 'gpu'");
         rejects(() -> StorageType.parse("bf16"), "unknown storage type 'bf16': use fp32, fp16 or int8");
     }
 }

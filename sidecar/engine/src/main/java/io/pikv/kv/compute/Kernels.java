@@ -37,8 +37,9 @@ public final class Kernels {
                 }
                 AttentionKernel k = loadVector(); // vector fails loudly when it cannot be honoured
                 if (!k.supports(layout)) {
-                    throw new IllegalStateException("the vector kernel needs pageTokens and headDim to be multiples of "
-                            + "the vector length; " + layout + " is not");
+                    throw new IllegalStateException("the vector kernel (" + k.name() + ") does not support " + layout
+                            + ": it needs pageTokens and headDim to be multiples of its vector length and headDim of 4, "
+                            + "at most 16 float lanes, for int8 pages at least 8, and no low-rank layout");
                 }
                 return k;
             }

@@ -34,7 +34,7 @@ class KernelsWithoutVectorModuleTest {
         assertThat(Kernels.select(odd, "auto")).isInstanceOf(ScalarKernel.class);
         assertThat(Kernels.select(LAYOUT, "scalar")).isInstanceOf(ScalarKernel.class);
         if (EXPECT_VECTOR) {
-            assertThatThrownBy(() -> Kernels.select(odd, "vector")).hasMessageContaining("multiples of the vector length");
+            assertThatThrownBy(() -> Kernels.select(odd, "vector")).hasMessageContaining("multiples of its vector length");
         }
     }
 }
