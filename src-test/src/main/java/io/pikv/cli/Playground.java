@@ -355,7 +355,7 @@ public final class Playground implements Callable<Integer> {
         out.println("  curl -s " + g + "/q/openapi          (the whole API; docs/sidecar-api.md explains it)");
         out.println(stepsPerSecond == 0 ? "No demo traffic (--steps-per-second 0)." : "A demo client steps sequences "
                 + "through the gateway, " + stepsPerSecond + " steps a second; each shard's telemetry follows, one "
-                + "line per window.");
+                + "line per window that saw lookups or evictions or changed the bytes held.");
         out.println(durationSeconds == 0 ? "Ctrl-C stops everything." : "Stops after " + durationSeconds + " s.");
         out.println();
         out.flush();
@@ -509,6 +509,8 @@ public final class Playground implements Callable<Integer> {
                 consumer.assign(List.of(partition));
                 consumer.seekToBeginning(List.of(partition));
                 Map<Integer, Long> resident = new HashMap<>();
+                // Consumers deduplicate on (producerId, sequence): a send retried after a timeout can land twice.
+                Map<String, Long> lastSequence = new HashMap<>();
                 String lastFailure = null;
                 while (stop.getCount() > 0) {
                     ConsumerRecords<String, byte[]> records;
@@ -527,6 +529,11 @@ public final class Playground implements Callable<Integer> {
                         String line;
                         try {
                             CacheEvents e = json.readValue(r.value(), CacheEvents.class);
+                            Long seen = lastSequence.get(e.producerId());
+                            if (seen != null && e.sequence() <= seen) {
+                                continue; // a copy of a window already printed
+                            }
+                            lastSequence.put(e.producerId(), e.sequence());
                             Long before = resident.put(e.shard(), e.bytesResident());
                             if (quiet(e) && (before == null ? e.bytesResident() == 0 : before == e.bytesResident())) {
                                 continue; // an idle shard (from its first window on): a line when something changes

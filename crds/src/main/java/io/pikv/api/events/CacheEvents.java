@@ -28,7 +28,9 @@ import java.util.Map;
  * @param bytesResident  bytes of KV pages in use at the end of the window (what the budget bounds; at least the sum
  *                       of the experts' entry bytes, the rest being partly filled pages)
  * @param dropped        records this producer dropped (beyond its buffer while Kafka was unreachable, refused by
- *                       Kafka for good, or failed to serialise) since the last record it published; the sequence numbers it skipped are those records
+ *                       Kafka for good, or failed to serialise) between the last record it published and this
+ *                       record's first try: the sequence numbers skipped just before this one (drops while this
+ *                       record was retried are carried by the records after it)
  * @param experts        per-expert counters of the window, one per expert of the model, by expert id
  * @param blocks         the prefix block cache over the window (null from producers that predate it)
  */

@@ -59,6 +59,8 @@ public final class ControlListener implements AutoCloseable {
     private final KafkaLink link;
     private final MeterRegistry registry;
     private final Instant deadline;
+    /** {@link #deadline} on {@link System#nanoTime}'s clock. */
+    private final long deadlineNanos;
     private final Thread thread;
     private final Map<ShardControl.Outcome, Counter> outcomes = new EnumMap<>(ShardControl.Outcome.class);
     private final List<Meter> meters = new ArrayList<>();
@@ -94,6 +96,11 @@ public final class ControlListener implements AutoCloseable {
         this.link = link;
         this.registry = registry;
         this.deadline = Instant.now().plus(startupWait);
+        // Timed on the monotonic clock (the Instant is for display): a wall clock stepped back or forth by NTP must
+        // neither stretch nor cut the wait.
+        long waitNanos = startupWait.compareTo(Duration.ofDays(365)) > 0 ? Duration.ofDays(365).toNanos()
+                : Math.max(0, startupWait.toNanos());
+        this.deadlineNanos = System.nanoTime() + waitNanos;
         this.thread = new Thread(this::run, "pikv-control");
         thread.setDaemon(true);
         for (ShardControl.Outcome o : ShardControl.Outcome.values()) {
@@ -122,7 +129,7 @@ public final class ControlListener implements AutoCloseable {
         // Past the start-up wait, ready only when the topic cannot be read: not found or not connected (a try has
         // failed: with a short wait, the first try may still be under way), or the broker silent for a while during
         // the read. Not while it is being read, even after a failure that is over.
-        boolean now = phase == Phase.CAUGHT_UP || Instant.now().isAfter(deadline)
+        boolean now = phase == Phase.CAUGHT_UP || System.nanoTime() - deadlineNanos > 0
                 && (phase == Phase.STARTING ? problem != null : System.nanoTime() - lastAnswer > SILENT_NANOS);
         if (now) {
             ready = true; // once ready, it stays so: control gates the start only, not serving afterwards
@@ -163,7 +170,7 @@ public final class ControlListener implements AutoCloseable {
             lastAnswer = System.nanoTime(); // the partitions came from the broker
             phase = Phase.READING;
             Map<TopicPartition, Long> end = null;
-            long lastCheck = System.currentTimeMillis();
+            long lastCheck = System.nanoTime(); // monotonic: a wall clock stepped back must not stop the checks
             while (running) {
                 try {
                     if (end == null) {
@@ -187,17 +194,17 @@ public final class ControlListener implements AutoCloseable {
                     if (phase == Phase.READING && caughtUp(partitions, end)) {
                         applyLatest();
                         phase = Phase.CAUGHT_UP;
-                        link.up(KafkaLink.Client.CONTROL);
+                        up();
                         LOG.infof("control: read %s to its end (%d records); running epoch %d", topic, recordsRead,
                                 control.epoch());
                     }
-                    if (System.currentTimeMillis() - lastCheck >= LINK_CHECK_MS) {
-                        lastCheck = System.currentTimeMillis();
+                    if (System.nanoTime() - lastCheck >= LINK_CHECK_MS * 1_000_000L) {
+                        lastCheck = System.nanoTime();
                         retryBudget(); // first: it needs no broker, and must go on while the broker is away
                         addNewPartitions(partitions, phase == Phase.READING ? end : null);
                         consumer.endOffsets(partitions, CALL_TIMEOUT);
                         lastAnswer = System.nanoTime();
-                        link.up(KafkaLink.Client.CONTROL);
+                        up();
                     }
                 } catch (WakeupException e) {
                     throw e;
@@ -507,6 +514,14 @@ public final class ControlListener implements AutoCloseable {
                 + "after it apply", p, offset, cause, CORRUPT_TRIES);
         control.unreadable("record at " + p + " offset " + offset + " cannot be read (" + cause + "); skipped");
         return true;
+    }
+
+    /** The link is up; said once when it comes back after it was lost (as its loss was). */
+    private void up() {
+        if ("down".equals(link.status(KafkaLink.Client.CONTROL).state())) {
+            LOG.infof("control: %s is readable again; keeping epoch %d", topic, control.epoch());
+        }
+        link.up(KafkaLink.Client.CONTROL);
     }
 
     private void lost(KafkaException e) {

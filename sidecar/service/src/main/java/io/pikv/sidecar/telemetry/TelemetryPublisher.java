@@ -237,6 +237,7 @@ public final class TelemetryPublisher implements AutoCloseable {
 
     private void sendLoop() {
         boolean wasDown = false;
+        long droppedWhenDown = 0; // the buffer's drops when the outage began
         int refusedInARow = 0;
         long lastRefusalLog = 0;
         while (running) {
@@ -254,6 +255,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                         LOG.warnf("telemetry: cannot create the Kafka producer (%s); retrying, buffering up to %d records",
                                 KafkaLink.describe(e), buffer.capacity());
                         wasDown = true;
+                        droppedWhenDown = buffer.dropped();
                     }
                     if (draining) {
                         break; // no producer to drain with
@@ -295,8 +297,11 @@ public final class TelemetryPublisher implements AutoCloseable {
                 published.increment();
                 link.up(KafkaLink.Client.TELEMETRY);
                 if (wasDown) {
-                    LOG.infof("telemetry: Kafka takes records again; %d dropped meanwhile reported in record %d",
-                            drops, next.sequence());
+                    // The record carries the drops counted when it was first tried; drops while it was retried ride
+                    // on the records after it: the log says the outage's total.
+                    LOG.infof("telemetry: Kafka takes records again at record %d; %d records dropped during the outage "
+                            + "(each record's \"dropped\" gives the gap in sequence just before it)", next.sequence(),
+                            buffer.dropped() - droppedWhenDown);
                     wasDown = false;
                 }
             } catch (InterruptedException | InterruptException e) {
@@ -350,6 +355,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                     LOG.warnf("telemetry: cannot publish to %s (%s); buffering up to %d records, oldest dropped beyond",
                             settings.topic(), cause, buffer.capacity());
                     wasDown = true;
+                    droppedWhenDown = buffer.dropped();
                 }
                 if (draining) {
                     break;
