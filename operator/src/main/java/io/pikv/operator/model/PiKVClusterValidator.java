@@ -270,9 +270,10 @@ public final class PiKVClusterValidator {
         double sinks = p.get("sinks") != null ? p.get("sinks") : PYRAMID_DEFAULT_SINKS;
         double window = p.get("window") != null ? p.get("window") : PYRAMID_DEFAULT_WINDOW;
         if (parsed.pyramid() && (p.containsKey("sinks") || p.containsKey("window"))
-                && sinks + window > Integer.MAX_VALUE) {
+                && sinks + window > io.pikv.kv.KvShard.MAX_POSITION + 1) {
             out.add(new Violation("spec.compression.parameters.window", "with sinks it keeps more than "
-                    + Integer.MAX_VALUE + " tokens per layer, more than a shard counts; lower sinks or window"));
+                    + (io.pikv.kv.KvShard.MAX_POSITION + 1) + " tokens per layer, the positions a layer can hold; "
+                    + "lower sinks or window"));
         }
         if (parsed.lowRank() != null && p.containsKey("outlierDirections")) {
             double rank = Math.min(p.getOrDefault("keyRank", Double.MAX_VALUE), p.getOrDefault("valueRank",

@@ -98,6 +98,11 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getCompression().setMethod("pyramid");
                     c.getSpec().getCompression().setParameters(Map.of("budget", 0.25, "window", 2147483647.0));
                 }, "spec.compression.parameters.window", "lower sinks or window"),
+                bad("a pyramid window past the positions a layer holds (budgets would be refused at every attention)",
+                        c -> {
+                            c.getSpec().getCompression().setMethod("pyramid");
+                            c.getSpec().getCompression().setParameters(Map.of("budget", 0.25, "window", 2e7));
+                        }, "spec.compression.parameters.window", "more than 16777216 tokens per layer"),
                 bad("pyramid budget above 1", c -> {
                     c.getSpec().getCompression().setMethod("pyramid");
                     c.getSpec().getCompression().setParameters(Map.of("budget", 1.5));

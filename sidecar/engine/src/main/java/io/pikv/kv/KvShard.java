@@ -177,15 +177,14 @@ public final class KvShard {
             }
             // Made only once the entry is known to be storable, and taken back if no page can be had for it: a
             // rejected append leaves no state behind (a layer's state holds a segment per bucket).
+            boolean newSequence = existing == null && sequences.get(sequence) == null;
             LayerState ls = existing != null ? existing : layerState(sequence, layer, true);
             Segment segment = ls.buckets[ShardKey.bucket(position, expert, buckets)];
             Page page;
             try {
                 page = pageForAppend(segment);
             } catch (RuntimeException | Error e) {
-                if (existing == null && ls.resident == 0) {
-                    sequences.get(sequence)[layer] = null;
-                }
+                forgetMade(sequence, layer, newSequence, existing, ls);
                 throw e;
             }
             // Everything that allocates happens before the entry is written, so a failure (memory) leaves it unstored
@@ -205,6 +204,7 @@ public final class KvShard {
                 if (page.count == 0) {
                     free(page); // a page taken for this entry: back to the pool, no empty tail left behind
                 }
+                forgetMade(sequence, layer, newSequence, existing, ls);
                 throw e;
             }
             int slot = page.count;
@@ -1009,6 +1009,34 @@ public final class KvShard {
             }
             return new ShardStats(id, pool.budgetBytes(), pool.bytesInUse(), pool.bytesAllocated(),
                     pool.pagesInUse(), pool.maxPages(), entries, List.copyOf(list));
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /**
+     * Takes back the state a rejected append made for its (sequence, layer) — the layer's state, and the sequence's
+     * entry when the append made that too — so that nothing of a rejected append stays. Write lock held.
+     */
+    private void forgetMade(long sequence, int layer, boolean newSequence, LayerState existing, LayerState made) {
+        if (existing != null || made.resident != 0) {
+            return;
+        }
+        if (newSequence) {
+            sequences.remove(sequence);
+        } else {
+            LayerState[] layers = sequences.get(sequence);
+            if (layers != null) {
+                layers[layer] = null;
+            }
+        }
+    }
+
+    /** Whether (sequence, layer) has state on this shard (tests of what a rejected append leaves). */
+    boolean holdsLayerState(long sequence, int layer) {
+        lock.readLock().lock();
+        try {
+            return layerState(sequence, layer, false) != null;
         } finally {
             lock.readLock().unlock();
         }

@@ -107,6 +107,22 @@ class BudgetResizeTest {
     }
 
     @Test
+    void anAppendRefusedForWantOfAPageLeavesNoStateBehind() {
+        Random rnd = new Random(5);
+        KvShard shard = shard(1, EvictionHook.REJECT);
+        load(shard, 1, Reference.randomEntries(SHAPE, 16, rnd)); // the one page, full
+        Reference.Entry e = Reference.randomEntries(SHAPE, 1, rnd).get(0);
+        assertThatThrownBy(() -> shard.append(2, 0, 0, e.expert(), e.k(), e.v()))
+                .isInstanceOf(KvBudgetExceededException.class);
+        assertThat(shard.holdsLayerState(2, 0)).as("a new sequence's layer: not made").isFalse();
+        assertThat(shard.indexLeaves(2, 0)).isZero();
+        assertThat(shard.holdsLayerState(1, 0)).isTrue();
+        shard.dropSequence(1);
+        shard.append(2, 0, 0, e.expert(), e.k(), e.v()); // room again: stored as any first entry
+        assertThat(shard.residentPositions(2, 0)).containsExactly(0);
+    }
+
+    @Test
     void aRefusedShrinkKeepsTheFreePages() {
         // Two pages in use and two free (a closed sequence's): a shrink to one page is refused under REJECT, and the
         // free pages stay for the next appends instead of going back to the JVM (a control record's budget that

@@ -46,9 +46,10 @@ public final class ShardPyramid {
         if (!(beta >= 1) || Double.isInfinite(beta)) {
             throw new IllegalArgumentException("pyramid beta must be a finite number >= 1, got " + beta);
         }
-        if (sinks < 0 || window < 1 || (long) sinks + window > Integer.MAX_VALUE) {
+        if (sinks < 0 || window < 1 || (long) sinks + window > io.pikv.kv.KvShard.MAX_POSITION + 1L) {
             throw new IllegalArgumentException("pyramid sinks must be >= 0 and window >= 1 tokens (the window keeps a "
-                    + "step's own token), together at most " + Integer.MAX_VALUE + ", got " + sinks + " and " + window);
+                    + "step's own token), together at most the " + (io.pikv.kv.KvShard.MAX_POSITION + 1)
+                    + " positions a layer can hold, got " + sinks + " and " + window);
         }
         this.layers = layers;
         this.budget = budget;

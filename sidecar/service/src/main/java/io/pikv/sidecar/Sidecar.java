@@ -142,7 +142,7 @@ public class Sidecar {
         // gateway routes by every map control applies (a map for another number of shards is rejected).
         ExpertShardMap initial = gateway != null ? gateway.shardMap() : ExpertShardMap.roundRobin(shape.experts(), 1);
         this.control = new ShardControl(config.cluster(), config.shardId(), initial, policy,
-                gateway != null ? ShardControl.Budget.ofShards(config.store().budgetBytes()) : ShardControl.Budget.of(shard),
+                ShardControl.Budget.forRole(config.role(), shard, config.store().budgetBytes()),
                 gateway != null ? gateway::applyShardMap : map -> {
                 });
     }

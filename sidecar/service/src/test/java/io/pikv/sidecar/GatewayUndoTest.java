@@ -367,15 +367,18 @@ class GatewayUndoTest {
                 new int[][] {new int[2], new int[2]});
         assertThat(fakes.get(0).requests).doesNotContain(describe);
         g.append(seq, twoEntries()); // layer 0: expert 0 on shard 0, expert 1 on shard 1
+        float[] kv = new float[SHAPE.kvWidth()];
+        g.append(seq, new Wire.AppendRequest(1, new Wire.AppendRequest.Entry[] {
+            new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv)})); // layer 1: shard 0 only
         String layers = "{\"layers\":[{\"layer\":0,\"length\":2,\"resident\":%d},"
-                + "{\"layer\":1,\"length\":0,\"resident\":%d}]}";
-        fakes.get(0).describeAnswer = String.format(layers, 1, 0);
+                + "{\"layer\":1,\"length\":1,\"resident\":%d}]}";
+        fakes.get(0).describeAnswer = String.format(layers, 1, 1);
         fakes.get(1).describeAnswer = String.format(layers, 1, 9); // layer 1: none given to it, so not counted
         fakes.forEach(f -> f.requests.clear());
         int[][] read = g.layers(seq);
         assertThat(read[0]).isEqualTo(g.lengths(seq));
-        assertThat(read[1]).containsExactly(2, 0);
-        for (FakeShard f : fakes) {
+        assertThat(read[1]).containsExactly(2, 1);
+        for (FakeShard f : fakes) { // once each, though shard 0 holds entries of both layers
             assertThat(f.requests).containsExactly(describe);
         }
         fakes.get(1).describeAnswer = "{\"layers\":[]}"; // a description without the layers: a bad gateway

@@ -241,6 +241,11 @@ class ShardPyramidTest {
         assertThatThrownBy(() -> new ShardPyramid(2, 0.5, 20, -1, 32)).hasMessageContaining("sinks must be >= 0");
         assertThatThrownBy(() -> new ShardPyramid(2, 0.5, 20, 4, 0)).hasMessageContaining("window >= 1");
         assertThatThrownBy(() -> new ShardPyramid(2, 0.5, 20, Integer.MAX_VALUE, 1)).hasMessageContaining("together");
+        // Past the positions a layer holds: every layer budget would be refused, so every weighted attention would.
+        assertThatThrownBy(() -> new ShardPyramid(2, 0.5, 20, 4, 20_000_000))
+                .hasMessageContaining("together at most the 16777216 positions a layer can hold");
+        assertThat(new ShardPyramid(2, 0.5, 20, 4, (1 << 24) - 4).layerBudget(0, 100)).as("at the limit")
+                .isEqualTo(1 << 24);
         assertThatThrownBy(() -> new ShardPyramid(0, 0.5, 20, 4, 32)).hasMessageContaining("at least one layer");
     }
 }

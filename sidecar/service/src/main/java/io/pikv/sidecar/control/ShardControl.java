@@ -100,6 +100,11 @@ public final class ShardControl {
             return Optional.empty();
         }
 
+        /** The budget control sets in a sidecar of {@code role}: a shard's own ({@link #of}), a gateway's shards'. */
+        static Budget forRole(io.pikv.sidecar.Role role, ShardNode shard, long configured) {
+            return role == io.pikv.sidecar.Role.gateway ? ofShards(configured) : of(shard);
+        }
+
         /**
          * A gateway's: it holds no KV pages, so a budget is for its shards to check and take (against their own page
          * size and memory); this one only keeps the budget the record in effect asked for, starting at

@@ -311,6 +311,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                 // Besides Kafka's errors, any other failure of a send (a client setting that makes every send throw,
                 // say) is a refusal for good: the record goes, the producer is rebuilt, the link is reported down.
                 Throwable cause = e instanceof ExecutionException ? e.getCause() : e;
+                long droppedBefore = buffer.dropped(); // an outage that starts here counts this record's drop too
                 failures.increment();
                 link.down(KafkaLink.Client.TELEMETRY, cause);
                 boolean retry = cause instanceof RetriableException || cause instanceof TimeoutException;
@@ -355,7 +356,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                     LOG.warnf("telemetry: cannot publish to %s (%s); buffering up to %d records, oldest dropped beyond",
                             settings.topic(), cause, buffer.capacity());
                     wasDown = true;
-                    droppedWhenDown = buffer.dropped();
+                    droppedWhenDown = droppedBefore;
                 }
                 if (draining) {
                     break;

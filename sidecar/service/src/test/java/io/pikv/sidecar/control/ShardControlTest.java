@@ -82,8 +82,11 @@ class ShardControlTest {
         io.pikv.sidecar.Gateway gateway = new io.pikv.sidecar.Gateway(SHAPE, clients,
                 () -> new io.pikv.kv.routing.HashRouter(SHAPE.topK()));
         try {
+            // What a sidecar of each role gets: a shard checks a budget against its pages, a gateway leaves it to them.
+            assertThat(ShardControl.Budget.forRole(io.pikv.sidecar.Role.shard, node, 4096).check(100)).isPresent();
+            assertThat(ShardControl.Budget.forRole(io.pikv.sidecar.Role.gateway, node, 4096).check(100)).isEmpty();
             ShardControl c = new ShardControl("c1", 0, gateway.shardMap(), ShardPolicy.of("lru", Map.of()),
-                    ShardControl.Budget.ofShards(4096), gateway::applyShardMap);
+                    ShardControl.Budget.forRole(io.pikv.sidecar.Role.gateway, node, 4096), gateway::applyShardMap);
             assertThat(c.apply(state("c1", 5, List.of(0, 1, 2, 0), 3, "lru", 0)))
                     .isEqualTo(ShardControl.Outcome.INVALID);
             assertThat(c.state().lastRejected()).contains("epoch 5: the shard map has 3 shards and 4 experts; this "
