@@ -435,7 +435,8 @@ public final class PiKVClusterValidator {
             double v = e.getValue() == null ? Double.NaN : e.getValue();
             switch (e.getKey()) {
                 // A window of 0 is what a shard takes too (h2o: heavy hitters alone; streaming: the sinks alone).
-                case "sinks", "historyLimit" -> integer(out, field, v, 0, Integer.MAX_VALUE);
+                case "sinks" -> integer(out, field, v, 0, Integer.MAX_VALUE);
+                case "historyLimit" -> integer(out, field, v, 0, io.pikv.kv.scheduling.Lrfu.MAX_HISTORY);
                 case "window" -> integer(out, field, v, policy == SchedulingPolicy.ADAPTIVE ? 1 : 0, Integer.MAX_VALUE);
                 case "attention", "recency", "frequency" -> {
                     if (!(v >= 0) || Double.isInfinite(v)) {

@@ -115,7 +115,7 @@ public final class PlacementPlanner {
                     : "no move within the balance slack and the move cap lowers the predicted max/mean or the "
                     + "co-activation cut");
         }
-        if (gain < config.minGain()) {
+        if (!(gain >= config.minGain())) { // NaN too: never a plan on figures that are not numbers
             return noop(current, before, cutBefore, gain, String.format(Locale.ROOT,
                     "the best plan found (%d %s) gains %.4g, below the threshold %s", moves.size(),
                     moves.size() == 1 ? "move" : "moves", gain, config.minGain()));
@@ -167,20 +167,31 @@ public final class PlacementPlanner {
     }
 
     private static void checkLoad(double[] load, int experts) {
+        if (load == null) {
+            throw new IllegalArgumentException("load is required");
+        }
         if (load.length != experts) {
             throw new IllegalArgumentException("load has " + load.length + " entries but the shard map names "
                     + experts + " experts");
         }
+        double sum = 0;
         for (int e = 0; e < experts; e++) {
             if (!(load[e] >= 0) || Double.isInfinite(load[e])) {
                 throw new IllegalArgumentException("load of expert " + e + " is " + load[e]
                         + "; loads must be finite and >= 0");
             }
+            sum += load[e];
+        }
+        if (Double.isInfinite(sum)) { // each finite, but no mean or max/mean can be had of them
+            throw new IllegalArgumentException("the loads sum beyond the largest double; scale them down");
         }
     }
 
     /** A copy with a zero diagonal, after checking shape, values and symmetry. */
     private static double[][] checkedCoActivation(double[][] co, int experts) {
+        if (co == null) {
+            throw new IllegalArgumentException("coActivation is required (zeros for none)");
+        }
         if (co.length != experts) {
             throw new IllegalArgumentException("coActivation has " + co.length + " rows but the shard map names "
                     + experts + " experts");
@@ -205,6 +216,16 @@ public final class PlacementPlanner {
                             + co[a][b] + " but [" + b + "][" + a + "] = " + co[b][a]);
                 }
             }
+        }
+        double sum = 0;
+        for (double[] row : copy) {
+            for (double c : row) {
+                sum += c;
+            }
+        }
+        if (Double.isInfinite(sum)) {
+            throw new IllegalArgumentException("the co-activation counts sum beyond the largest double; scale them "
+                    + "down");
         }
         return copy;
     }

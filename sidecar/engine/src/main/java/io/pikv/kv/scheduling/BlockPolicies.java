@@ -35,7 +35,7 @@ public final class BlockPolicies {
             case "streaming" -> new StreamingLlm(1, capacity / 4);
             case "h2o" -> new HeavyHitter(0, capacity / 4);
             case "utility" -> new Utility(1, 1, 1, capacity);
-            case "lrfu" -> new Lrfu(LRFU_HALF_LIFE, (int) Math.min(1 << 30, 8L * capacity), true);
+            case "lrfu" -> new Lrfu(LRFU_HALF_LIFE, (int) Math.min(Lrfu.MAX_HISTORY, 8L * capacity), true);
             case "adaptive" -> adaptive(capacity, List.of("lru", "streaming", "h2o", "utility", "lrfu"));
             default -> throw new IllegalArgumentException("unknown policy '" + name + "'; known: "
                     + String.join(", ", NAMES));

@@ -40,6 +40,9 @@ public final class Lrfu extends RankedPolicy {
     private int historyNext;
     private int historyCount;
 
+    /** Most evicted entries remembered: what the history's index map holds (2^29). */
+    public static final int MAX_HISTORY = 1 << 29;
+
     /**
      * @param halfLife     clock ticks over which a use loses half its weight
      * @param historyLimit evicted entries whose CRF is remembered (0: none)
@@ -47,9 +50,9 @@ public final class Lrfu extends RankedPolicy {
      */
     public Lrfu(double halfLife, int historyLimit, boolean tailFirst) {
         super(0, 0);
-        if (!(halfLife > 0) || historyLimit < 0) {
-            throw new IllegalArgumentException("halfLife must be > 0 and historyLimit >= 0, got " + halfLife + " and "
-                    + historyLimit);
+        if (!(halfLife > 0) || historyLimit < 0 || historyLimit > MAX_HISTORY) {
+            throw new IllegalArgumentException("halfLife must be > 0 and historyLimit in [0, " + MAX_HISTORY + "], got "
+                    + halfLife + " and " + historyLimit);
         }
         this.halfLife = halfLife;
         this.decayHalfLife = Math.max(halfLife, MIN_HALF_LIFE);

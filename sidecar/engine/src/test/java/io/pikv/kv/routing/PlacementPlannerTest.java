@@ -201,6 +201,15 @@ class PlacementPlannerTest {
                 .hasMessage("load has 2 entries but the shard map names 3 experts");
         assertThatThrownBy(() -> planner.plan(new double[] {1, -1, 0}, ok, map))
                 .hasMessage("load of expert 1 is -1.0; loads must be finite and >= 0");
+        // Each finite, their sum not: the mean and max/mean would be NaN, and a NaN gain must not pass as a plan.
+        assertThatThrownBy(() -> planner.plan(new double[] {1e308, 1e308, 1e308}, ok, map))
+                .hasMessage("the loads sum beyond the largest double; scale them down");
+        assertThatThrownBy(() -> planner.plan(new double[] {1, 2, 3},
+                new double[][] {{0, 1e308, 1e308}, {1e308, 0, 0}, {1e308, 0, 0}}, map))
+                .hasMessage("the co-activation counts sum beyond the largest double; scale them down");
+        assertThatThrownBy(() -> planner.plan(null, ok, map)).hasMessage("load is required");
+        assertThatThrownBy(() -> planner.plan(new double[3], null, map))
+                .hasMessage("coActivation is required (zeros for none)");
         assertThatThrownBy(() -> planner.plan(new double[3], new double[2][3], map))
                 .hasMessage("coActivation has 2 rows but the shard map names 3 experts");
         assertThatThrownBy(() -> planner.plan(new double[3], new double[][] {{0, 0, 0}, {0, 0}, {0, 0, 0}}, map))

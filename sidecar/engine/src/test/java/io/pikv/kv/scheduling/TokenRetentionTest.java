@@ -141,6 +141,17 @@ class TokenRetentionTest {
         assertThat(sixTokens(new Utility(1, 1, 0, 8)).evict(SEQ, 0, 5)).containsExactly(0, 2, 1, 3, 4);
         // Frequency alone: a step counts for tokens given at least the uniform share 1/6, here 1 (.5) and 3 (.25).
         assertThat(sixTokens(new Utility(0, 0, 1, 1)).evict(SEQ, 0, 4)).containsExactly(0, 2, 4, 5);
+        // Exactly the uniform share in float (1f/25 = 0.0399999991 < 1/25) counts as a use: the 25 attended tokens
+        // have two uses, the one appended after them one, and it goes first.
+        TokenRetention uniform = new TokenRetention(new Utility(0, 0, 1, 1));
+        for (int p = 0; p < 25; p++) {
+            uniform.appended(SEQ, 0, p);
+        }
+        float[] share = new float[25];
+        Arrays.fill(share, 1f / 25);
+        uniform.attended(SEQ, 0, IntStream.range(0, 25).toArray(), share);
+        uniform.appended(SEQ, 0, 25);
+        assertThat(uniform.evict(SEQ, 0, 1)).containsExactly(25);
     }
 
     @Test
