@@ -146,7 +146,7 @@ class PrefixBlockCacheTest {
     void lrfuHistoryGrowsWithTheEvictionsUpToItsLimit() {
         // As lrfuRemembersEvictedBlocks, with 3,000 one-use blocks between 7's eviction and its return (each evicts
         // the one before it): a history of 5,000 still holds 7 (its ring grew past its first 1,024 slots), one of
-        // 1,000 has dropped it. A limit of 2^30 costs nothing up front.
+        // 1,000 has dropped it. The largest limit, 2^29 (what the history's index holds), costs nothing up front.
         long[] stream = new long[3010];
         long[] head = {7, 7, 8, 8, 8, 9, 9, 12};
         System.arraycopy(head, 0, stream, 0, head.length);
@@ -155,7 +155,9 @@ class PrefixBlockCacheTest {
         }
         stream[3008] = 7;
         stream[3009] = 13;
-        for (int limit : new int[] {5000, 1 << 30}) {
+        assertThatThrownBy(() -> new Lrfu(1e6, Lrfu.MAX_HISTORY + 1, false))
+                .hasMessageContaining("historyLimit in [0, 536870912]");
+        for (int limit : new int[] {5000, Lrfu.MAX_HISTORY}) {
             PrefixBlockCache remembering = replay(new Lrfu(1e6, limit, false), 3, stream);
             assertThat(remembering.contains(7)).as("limit %d", limit).isTrue();
             assertThat(remembering.contains(9)).as("limit %d", limit).isFalse();
