@@ -22,14 +22,14 @@ public class GpuSpec {
 
     @Default("nvidia.com/gpu")
     @Pattern("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-    @JsonPropertyDescription("Extended resource name of the GPU device plugin: domain/name, as nvidia.com/gpu or "
-            + "amd.com/gpu (not a kubernetes.io name).")
+    @JsonPropertyDescription("Extended resource name of the GPU device plugin: an NVIDIA one, nvidia.com/gpu or an "
+            + "nvidia.com MIG resource (the shards attend through CUDA).")
     private String resourceName = DEFAULT_RESOURCE_NAME;
 
     @Default("1")
     @Min(1)
-    @Max(16)
-    @JsonPropertyDescription("GPUs per shard pod.")
+    @Max(1)
+    @JsonPropertyDescription("GPUs per shard pod: 1 (a shard attends on one device; for more GPUs, run more shards).")
     private Integer perShard = 1;
 
     public Boolean getEnabled() {

@@ -151,6 +151,8 @@ public final class ShardCluster {
         s.put("pikv.model.experts", String.valueOf(spec.getModel().getExperts()));
         s.put("pikv.model.top-k", String.valueOf(spec.getModel().getTopK()));
         s.put("pikv.store.dtype", storageType.name().toLowerCase(Locale.ROOT));
+        // The page size the budget, the heap and the CUDA check were sized for, whatever the image's default.
+        s.put("pikv.store.page-tokens", String.valueOf(PiKVClusterValidator.PAGE_TOKENS));
         s.put("pikv.store.budget-bytes", String.valueOf(budgetBytes));
         // The JVM heap beside the entries' bookkeeping is half the memory left above the budget and it (see env());
         // the prefix block cache and request bodies live on it, so they are sized from it rather than left at the
@@ -495,7 +497,10 @@ public final class ShardCluster {
         // keeps for its HTTP server's and clients' own buffers (ShardNode.SERVER_DIRECT_MEMORY).
         long headroom = containerMemoryBytes - budgetBytes - bookkeepingBytes;
         long serverDirect = Math.max(SERVER_DIRECT_MEMORY, headroom / 8);
-        env.add(new EnvVar("JDK_JAVA_OPTIONS", "--add-modules=jdk.incubator.vector -Xmx" + mebibytes(heapBytes())
+        // The flags every JVM running the engine takes (pikv.jvm.flags in the root pom): JDK 24 and later warn on
+        // each native load of the CUDA bindings without the second.
+        env.add(new EnvVar("JDK_JAVA_OPTIONS", "--add-modules=jdk.incubator.vector --enable-native-access=ALL-UNNAMED"
+                + " -Xmx" + mebibytes(heapBytes())
                 + "m -XX:MaxDirectMemorySize=" + mebibytesUp(budgetBytes + serverDirect) + "m", null));
         return env;
     }

@@ -299,6 +299,14 @@ class PiKVClusterValidatorTest {
                 bad("gpu resource domain longer than requests.<domain> may be", c -> c.getSpec().getGpu()
                         .setResourceName(("d".repeat(60) + ".").repeat(4) + "abcdefgh.io/gpu"),
                         "spec.gpu.resourceName", "not an extended resource name"),
+                bad("a GPU of another vendor than CUDA serves", c -> {
+                    c.getSpec().getGpu().setEnabled(true);
+                    c.getSpec().getGpu().setResourceName("amd.com/gpu");
+                }, "spec.gpu.resourceName", "'amd.com/gpu' is not an NVIDIA device: the shards attend through CUDA"),
+                bad("more GPUs per shard than a shard attends on", c -> {
+                    c.getSpec().getGpu().setEnabled(true);
+                    c.getSpec().getGpu().setPerShard(2);
+                }, "spec.gpu.perShard", "is 2; a shard attends on one device (CUDA device 0 of its pod): use 1"),
                 bad("image with a space", c -> c.getSpec().getSidecar().setImage("pikv/sidecar :1"),
                         "spec.sidecar.image", "not an image reference"),
                 bad("name too long", c -> c.getMetadata().setName("a".repeat(41)), "metadata.name", "more than 40"),

@@ -90,7 +90,10 @@ class ShardClusterTest {
             assertThat(cm.getData()).containsEntry(key, m.shardSettings().get(key));
         }
         assertThat(env.get("JDK_JAVA_OPTIONS").getValue())
-                .contains("--add-modules=jdk.incubator.vector", "-Xmx536m", "-XX:MaxDirectMemorySize=192m");
+                .contains("--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx536m",
+                        "-XX:MaxDirectMemorySize=192m");
+        assertThat(env.get("PIKV_STORE_PAGE_TOKENS").getValue()).as("the page size the heap was sized for")
+                .isEqualTo("32");
         // What lives on that heap is sized from it: a quarter for prefix blocks, an eighth (at most 64 MiB) a body.
         assertThat(env.get("PIKV_BLOCKS_CAPACITY_BYTES").getValue()).isEqualTo(String.valueOf(128L << 20));
         assertThat(env.get("PIKV_API_MAX_BODY_BYTES").getValue()).isEqualTo(String.valueOf(64L << 20));
@@ -130,13 +133,12 @@ class ShardClusterTest {
     void gpuShardsRequestTheDeviceAndTolerateItsTaint() {
         PiKVCluster c = TestClusters.small("demo", "ns");
         c.getSpec().getGpu().setEnabled(true);
-        c.getSpec().getGpu().setResourceName("amd.com/gpu");
-        c.getSpec().getGpu().setPerShard(2);
+        c.getSpec().getGpu().setResourceName("nvidia.com/mig-1g.10gb");
         StatefulSet sts = model(c).generateStatefulSet();
         Container container = sts.getSpec().getTemplate().getSpec().getContainers().get(0);
-        assertThat(container.getResources().getLimits()).containsEntry("amd.com/gpu", new Quantity("2"));
+        assertThat(container.getResources().getLimits()).containsEntry("nvidia.com/mig-1g.10gb", new Quantity("1"));
         assertThat(sts.getSpec().getTemplate().getSpec().getTolerations()).singleElement()
-                .satisfies(t -> assertThat(t.getKey()).isEqualTo("amd.com/gpu"));
+                .satisfies(t -> assertThat(t.getKey()).isEqualTo("nvidia.com/mig-1g.10gb"));
         // It must attend on the device: a shard that cannot stops at start-up instead of falling back to the CPU.
         assertThat(container.getEnv()).anySatisfy(e -> {
             assertThat(e.getName()).isEqualTo("PIKV_COMPUTE");
