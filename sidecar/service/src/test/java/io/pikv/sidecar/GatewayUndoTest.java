@@ -198,13 +198,21 @@ class GatewayUndoTest {
         fakes.get(1).createStatus = 500;
         assertThatThrownBy(() -> g.create(42L)).isInstanceOf(ShardFailure.class);
         assertThat(fakes.get(0).requests).containsExactly("POST /v1/sequences", "DELETE /v1/sequences/42");
-        assertThat(fakes.get(1).requests).containsExactly("POST /v1/sequences", "DELETE /v1/sequences/42");
+        assertThat(fakes.get(1).requests).as("asked first whether it holds entries: it holds none")
+                .containsExactly("POST /v1/sequences", "GET /v1/sequences/42", "DELETE /v1/sequences/42");
         // Shard 1 refuses (409: the id is taken there): its sequence is not the gateway's to close.
         fakes.forEach(f -> f.requests.clear());
         fakes.get(1).createStatus = 409;
         assertThatThrownBy(() -> g.create(43L)).isInstanceOf(ShardFailure.class);
         assertThat(fakes.get(0).requests).containsExactly("POST /v1/sequences", "DELETE /v1/sequences/43");
         assertThat(fakes.get(1).requests).containsExactly("POST /v1/sequences");
+        // Shard 1 fails, and holds entries under the id: another gateway's sequence (a new one is empty), left open.
+        fakes.forEach(f -> f.requests.clear());
+        fakes.get(1).createStatus = 500;
+        fakes.get(1).describeAnswer = "{\"layers\":[{\"layer\":0,\"length\":3,\"resident\":3}]}";
+        assertThatThrownBy(() -> g.create(44L)).isInstanceOf(ShardFailure.class);
+        assertThat(fakes.get(0).requests).containsExactly("POST /v1/sequences", "DELETE /v1/sequences/44");
+        assertThat(fakes.get(1).requests).containsExactly("POST /v1/sequences", "GET /v1/sequences/44");
     }
 
     @Test

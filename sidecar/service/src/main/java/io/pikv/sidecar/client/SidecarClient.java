@@ -348,6 +348,11 @@ public final class SidecarClient implements AutoCloseable {
                     method + " " + base.resolve(path), expected, decode);
         } catch (RuntimeException e) {
             return Pending.failed(e);
+        } catch (Error e) {
+            // Out of memory encoding the body or opening a connection: a fan-out that already sent other parts must
+            // still await them and undo (the request may even be out), so it fails like any other start.
+            return Pending.failed(new IllegalStateException(method + " " + base.resolve(path) + " failed in this "
+                    + "process before its answer: " + e, e));
         }
     }
 
