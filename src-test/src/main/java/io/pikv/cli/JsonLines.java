@@ -12,7 +12,11 @@ import java.nio.file.Path;
 final class JsonLines {
     /** One JSON value per line: anything after it on the line makes the line malformed. */
     private static final ObjectMapper JSON = new ObjectMapper()
-            .enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+            .enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
+            // A key given twice would be read as its last value, silently: refused instead.
+            .enable(com.fasterxml.jackson.core.JsonParser.Feature.STRICT_DUPLICATE_DETECTION);
+    /** Longest line read (a record of a few million ids; a line without end must not take the heap with it). */
+    static final int MAX_LINE_CHARS = 64 << 20;
 
     /** Takes one record: its 1-based line number and its JSON. */
     @FunctionalInterface
@@ -35,14 +39,21 @@ final class JsonLines {
         try (BufferedReader in = Files.newBufferedReader(file)) {
             String text;
             int line = 0;
-            while ((text = in.readLine()) != null) {
+            while ((text = readLine(in)) != null) {
                 line++;
+                if (text.length() > MAX_LINE_CHARS) {
+                    throw bad(file, line, what, "it is longer than " + (MAX_LINE_CHARS >> 20) + " Mi characters");
+                }
                 if (text.isBlank()) {
                     continue;
                 }
                 JsonNode node;
                 try {
                     node = JSON.readTree(text);
+                } catch (com.fasterxml.jackson.core.JsonParseException e) {
+                    String why = String.valueOf(e.getOriginalMessage());
+                    throw bad(file, line, what, why.startsWith("Duplicate field")
+                            ? "it names a key twice (" + why + ")" : "it is not JSON");
                 } catch (IOException e) {
                     throw bad(file, line, what, "it is not JSON");
                 }
@@ -55,6 +66,32 @@ final class JsonLines {
         } catch (IOException e) {
             throw new Main.UsageException("cannot read trace file " + file + ": " + e.getMessage() + ".");
         }
+    }
+
+    /**
+     * The next line without its end ({@code \n}, {@code \r\n} or {@code \r}), or null at the end; stops reading a
+     * line one character past {@link #MAX_LINE_CHARS}, so that the caller refuses it without holding all of it.
+     */
+    private static String readLine(BufferedReader in) throws IOException {
+        StringBuilder b = new StringBuilder();
+        int c;
+        while ((c = in.read()) >= 0) {
+            if (c == '\n') {
+                return b.toString();
+            }
+            if (c == '\r') {
+                in.mark(1);
+                if (in.read() != '\n') {
+                    in.reset();
+                }
+                return b.toString();
+            }
+            b.append((char) c);
+            if (b.length() > MAX_LINE_CHARS) {
+                return b.toString();
+            }
+        }
+        return b.length() == 0 ? null : b.toString();
     }
 
     /** The error for a line that is not what the file should hold. */

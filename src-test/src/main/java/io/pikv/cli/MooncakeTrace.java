@@ -18,12 +18,36 @@ final class MooncakeTrace {
     private MooncakeTrace() {
     }
 
+    /**
+     * Heap a trace's bookkeeping takes per byte of its text, at most: an id of a few digits is a map entry (boxed key,
+     * record, node) of about 100 bytes.
+     */
+    static final int HEAP_PER_TEXT_BYTE = 12;
+
+    /** Refuses a trace whose bookkeeping would not fit in the heap, before reading it. */
+    private static void checkHeap(Path file) {
+        long size;
+        try {
+            size = java.nio.file.Files.size(file);
+        } catch (java.io.IOException e) {
+            return; // said by the read that follows
+        }
+        long need = size * HEAP_PER_TEXT_BYTE;
+        if (need > Runtime.getRuntime().maxMemory()) {
+            throw new Main.UsageException("trace file " + file + " (" + (size >> 20) + " MiB) may need up to "
+                    + (need >> 20) + " MiB of heap to read, more than this JVM's "
+                    + (Runtime.getRuntime().maxMemory() >> 20) + " MiB; raise it (PIKV_JAVA_OPTS=-Xmx…) or split the "
+                    + "trace.");
+        }
+    }
+
     static List<long[]> read(Path file) {
         record Request(long timestamp, int line, long[] blocks) {
         }
         record Seen(Long parent, int line) {
         }
         List<Request> requests = new ArrayList<>();
+        checkHeap(file);
         // hash_ids are prefix-block hashes: an id names its whole prefix, so it always follows the same parent. The
         // replay's prefix hits and Belady's bound rest on that; a trace that breaks it is refused, not replayed.
         Map<Long, Seen> seen = new HashMap<>();
@@ -32,6 +56,10 @@ final class MooncakeTrace {
             JsonNode ids = node.get("hash_ids");
             if (ts == null || !ts.isNumber() || ids == null || !ids.isArray()) {
                 throw bad(file, line, "it lacks a numeric \"timestamp\" or a \"hash_ids\" array");
+            }
+            if (!ts.isIntegralNumber()) {
+                // Cut to whole milliseconds it could change places with its neighbours.
+                throw bad(file, line, "its \"timestamp\" " + ts.asText() + " is not a whole number of milliseconds");
             }
             if (!ts.canConvertToLong()) {
                 // A larger number would wrap or saturate and put the request out of its order.

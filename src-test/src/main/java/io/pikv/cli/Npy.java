@@ -173,6 +173,14 @@ final class Npy {
         if (size > Integer.MAX_VALUE - 8) {
             throw new IOException(file + " is " + size + " bytes, more than this reader takes (2 GiB)");
         }
+        // The bytes and the floats they become live at once: for float16, twice the file again.
+        long need = 3 * size;
+        long heap = Runtime.getRuntime().maxMemory();
+        if (need > heap / 2) {
+            throw new IOException(file + " (" + (size >> 20) + " MiB) needs about " + (need >> 20) + " MiB of heap to "
+                    + "read, more than half of this JVM's " + (heap >> 20) + " MiB; raise it (PIKV_JAVA_OPTS=-Xmx…) or "
+                    + "pass fewer tokens");
+        }
         return ByteBuffer.wrap(Files.readAllBytes(file)).order(ByteOrder.LITTLE_ENDIAN);
     }
 }

@@ -36,13 +36,21 @@ final class QwenRoutingLog {
         JsonLines.read(file, "a routing record", (line, node) -> {
             String type = node.path("type").asText("");
             if (type.equals("meta")) {
+                if (routes[0] > 0) {
+                    // A second log's header: two logs run together would replay the second's warm-up as tokens.
+                    throw bad(file, line, "it is a \"meta\" header after route records (two logs joined?); the "
+                            + "replay takes one log");
+                }
                 return;
             }
             if (!type.equals("route")) {
                 throw bad(file, line, "its \"type\" is neither \"meta\" nor \"route\"");
             }
             JsonNode l = node.get("layer");
-            if (l != null && l.canConvertToInt()) {
+            if (l != null && l.isNumber() && !(l.isIntegralNumber() && l.canConvertToInt() && l.asInt() >= 0)) {
+                throw bad(file, line, "its \"layer\" " + l.asText() + " is not a layer number (an integer >= 0)");
+            }
+            if (l != null && l.isNumber()) {
                 // One layer's stream: records of two layers would interleave as if they were tokens, and the
                 // warm-up to skip is counted per layer.
                 if (layer[0] >= 0 && l.asInt() != layer[0]) {
@@ -57,7 +65,8 @@ final class QwenRoutingLog {
                     int i = routes[0];
                     int expected = i < 8192 ? i : i - 8192;
                     JsonNode index = node.get("token_idx");
-                    if (index == null || !index.canConvertToInt() || index.asInt() != expected) {
+                    if (index == null || !index.isIntegralNumber() || !index.canConvertToInt()
+                            || index.asInt() != expected) {
                         throw new Main.UsageException("trace file " + file + " does not start with vLLM's "
                                 + WARM_UP_RECORDS + "-record warm-up (token_idx 0..8191, then 0..255): its route "
                                 + "record " + (i + 1) + " (line " + line + ") has token_idx "

@@ -519,6 +519,16 @@ class LauncherTest {
         Files.writeString(negative, "{\"timestamp\": 0, \"input_length\": -5, \"hash_ids\": [1]}\n");
         Path empty = dir.resolve("empty.jsonl");
         Files.writeString(empty, "{\"timestamp\": 0, \"hash_ids\": []}\n{\"timestamp\": 1, \"hash_ids\": []}\n");
+        Path twice = dir.resolve("twice.jsonl"); // a key given twice: not read as its last value
+        Files.writeString(twice, "{\"timestamp\": 0, \"hash_ids\": [1, 2], \"hash_ids\": [9]}\n");
+        Path fraction = dir.resolve("fraction.jsonl");
+        Files.writeString(fraction, "{\"timestamp\": 0.9, \"hash_ids\": [1]}\n{\"timestamp\": 0.1, \"hash_ids\": [2]}\n");
+        Path joined = dir.resolve("joined.jsonl"); // two logs run together: the second's header mid-file
+        String route1 = "{\"type\": \"route\", \"layer\": 1, \"topk_ids\": [1, 2], \"topk_weights\": [0.6, 0.4]}\n";
+        Files.writeString(joined, "{\"type\": \"meta\"}\n" + route1.repeat(3) + "{\"type\": \"meta\"}\n"
+                + route1.repeat(3));
+        Path halfLayer = dir.resolve("half-layer.jsonl");
+        Files.writeString(halfLayer, route1.repeat(3) + route1.replace("\"layer\": 1", "\"layer\": 1.5"));
         Path binary = dir.resolve("binary.jsonl");
         Files.write(binary, new byte[] {'{', '}', '\n', (byte) 0xC3, (byte) 0x28, '\n'});
         String[][] cases = {
@@ -543,6 +553,10 @@ class LauncherTest {
                 {"cache", "--trace", negative.toString(), "--capacity", "4"},
                 {"cache", "--trace", empty.toString(), "--capacity", "4"},
                 {"cache", "--trace", binary.toString(), "--capacity", "4"},
+                {"cache", "--trace", twice.toString(), "--capacity", "4"},
+                {"cache", "--trace", fraction.toString(), "--capacity", "4"},
+                {"routing", "--trace", joined.toString(), "--shards", "2", "--skip", "0"},
+                {"routing", "--trace", halfLayer.toString(), "--shards", "2", "--skip", "0"},
                 {"cache", "--trace", binary.toString(), "--capacity", "4,4"},
                 {"cache", "--trace", binary.toString(), "--capacity", "4", "--policies", "lru,lrfu,lru"},
                 {"routing", "--trace", route, "--shards", "2", "--max-moved", "2"},
@@ -568,6 +582,10 @@ class LauncherTest {
                 "is not a Mooncake request: its \"input_length\" is not a token count (an integer >= 0).",
                 "holds no blocks: every request's hash_ids is empty.",
                 "is not UTF-8 JSON-lines text: it holds bytes that are not UTF-8.",
+                "it names a key twice (Duplicate field 'hash_ids')",
+                "its \"timestamp\" 0.9 is not a whole number of milliseconds.",
+                "it is a \"meta\" header after route records (two logs joined?); the replay takes one log.",
+                "its \"layer\" 1.5 is not a layer number (an integer >= 0).",
                 "--capacity names a capacity twice: [4, 4].",
                 "--policies names a policy twice: lru,lrfu,lru.",
                 "--max-moved must be a fraction in [0, 1], got 2.0.",
