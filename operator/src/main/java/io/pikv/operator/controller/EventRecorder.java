@@ -19,7 +19,6 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -41,6 +40,8 @@ public class EventRecorder {
     public static final String WARNING = "Warning";
     private static final int WRITTEN_LIMIT = 4096;
     private static final int HTTP_NOT_FOUND = 404;
+    /** Longest object name the API server takes. */
+    private static final int MAX_NAME = 253;
     private static final int HTTP_CONFLICT = 409;
 
     private final KubernetesClient client;
@@ -51,11 +52,21 @@ public class EventRecorder {
             return size() > WRITTEN_LIMIT;
         }
     };
-    private final ExecutorService writer = Executors.newSingleThreadExecutor(r -> {
-        Thread t = new Thread(r, "pikv-events");
-        t.setDaemon(true);
-        return t;
-    });
+    /** Events waiting to be written at most: while the API server is away, the oldest go (and are logged). */
+    static final int QUEUE_LIMIT = 1024;
+    private final ExecutorService writer = new java.util.concurrent.ThreadPoolExecutor(1, 1, 0, TimeUnit.MILLISECONDS,
+            new java.util.concurrent.LinkedBlockingQueue<>(QUEUE_LIMIT), r -> {
+                Thread t = new Thread(r, "pikv-events");
+                t.setDaemon(true);
+                return t;
+            }, (task, pool) -> {
+                if (!pool.isShutdown()) {
+                    pool.getQueue().poll();
+                    LOG.warnf("%d events wait to be written (the API server slow or away): the oldest is dropped",
+                            QUEUE_LIMIT);
+                    pool.execute(task);
+                }
+            });
 
     public EventRecorder(KubernetesClient client) {
         this.client = client;
@@ -155,7 +166,11 @@ public class EventRecorder {
         try {
             byte[] digest = MessageDigest.getInstance("SHA-256")
                     .digest((uid + "\n" + type + "\n" + reason + "\n" + message).getBytes(StandardCharsets.UTF_8));
-            return cluster + "." + HexFormat.of().formatHex(digest).substring(0, 16);
+            // Within a name's 253 characters whatever the cluster's (the API takes longer PiKVCluster names than the
+            // operator does, and a name it refuses is exactly what a SpecRejected event must be able to say).
+            String prefix = cluster.length() > MAX_NAME - 17 ? cluster.substring(0, MAX_NAME - 17) : cluster;
+            prefix = prefix.replaceAll("[-.]+$", "");
+            return prefix + "." + HexFormat.of().formatHex(digest).substring(0, 16);
         } catch (NoSuchAlgorithmException e) {
             throw new IllegalStateException(e);
         }

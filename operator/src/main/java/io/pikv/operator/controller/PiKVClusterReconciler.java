@@ -66,20 +66,27 @@ import java.util.Objects;
 public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
     private static final Logger LOG = Logger.getLogger(PiKVClusterReconciler.class);
     public static final String NAME = "pikvcluster";
-    private static final int WRITTEN_LIMIT = 4096;
 
     private final OperatorSettings settings;
     private final OperatorConfig config;
     private final EventRecorder events;
     private final ReconcileMetrics metrics;
-    private final WrittenStatuses written = new WrittenStatuses(WRITTEN_LIMIT);
+    private final WrittenStatuses written;
 
+    @jakarta.inject.Inject
     public PiKVClusterReconciler(OperatorSettings settings, OperatorConfig config, EventRecorder events,
-                                 ReconcileMetrics metrics) {
+                                 ReconcileMetrics metrics, WrittenStatuses written) {
         this.settings = settings;
         this.config = config;
         this.events = events;
         this.metrics = metrics;
+        this.written = written;
+    }
+
+    /** With statuses of its own (no {@link SdkMetrics} to forget deleted clusters: the bench's operator). */
+    public PiKVClusterReconciler(OperatorSettings settings, OperatorConfig config, EventRecorder events,
+                                 ReconcileMetrics metrics) {
+        this(settings, config, events, metrics, new WrittenStatuses());
     }
 
     @Override
@@ -177,8 +184,12 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         }
         Condition degraded = Conditions.find(next.getConditions(), PiKVClusterStatus.DEGRADED);
         Condition wasDegraded = Conditions.find(previous.getConditions(), PiKVClusterStatus.DEGRADED);
+        Condition wasStalled = Conditions.find(previous.getConditions(), PiKVClusterStatus.STALLED);
         if (degraded != null && Reasons.PROGRESS_DEADLINE_EXCEEDED.equals(degraded.getReason())
-                && (wasDegraded == null || !Reasons.PROGRESS_DEADLINE_EXCEEDED.equals(wasDegraded.getReason()))) {
+                && (wasDegraded == null || !Reasons.PROGRESS_DEADLINE_EXCEEDED.equals(wasDegraded.getReason()))
+                // a failed reconcile in between changes Degraded's reason but leaves this stall: told already
+                && !(wasStalled != null && Conditions.TRUE.equals(wasStalled.getStatus())
+                && Reasons.PROGRESS_DEADLINE_EXCEEDED.equals(wasStalled.getReason()))) {
             events.warning(cluster, Reasons.PROGRESS_DEADLINE_EXCEEDED, degraded.getMessage());
         }
         return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(after), validation.valid());
@@ -260,9 +271,13 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             }
             String message = StatusAggregator.invalidMessage(generation, validation, running != null,
                     runningGeneration, previous, lastValidRefused);
-            // Once per distinct verdict: after the first time the Degraded condition carries the same text.
-            if (!Conditions.is(previous.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.SPEC_INVALID,
-                    message)) {
+            // Once per distinct verdict: after the first time the Degraded condition carries the same text, or — when
+            // a failed reconcile has put its own reason there since — the last decision does.
+            Decision last = previous.getLastDecision();
+            boolean told = Conditions.is(previous.getConditions(), PiKVClusterStatus.DEGRADED, true,
+                    Reasons.SPEC_INVALID, message) || last != null && Reasons.SPEC_REJECTED.equals(last.getReason())
+                    && message.equals(last.getMessage());
+            if (!told) {
                 out.add(new Decision(now, Reasons.SPEC_REJECTED, message));
             }
             return out;

@@ -16,22 +16,26 @@ import java.util.Map;
  * The SDK's metrics as the operator SDK extension makes them by default (JOSDK's Micrometer metrics, version 2), plus
  * one thing: when the SDK is done with a deleted {@code PiKVCluster} ({@link #cleanupDone}, on the delete event, with no
  * finalizer needed), the operator's own per-cluster series ({@link ReconcileMetrics}) go too, so that deleted clusters
- * do not stay on {@code /q/metrics} until the operator restarts. This bean replaces the extension's default one.
+ * do not stay on {@code /q/metrics} until the operator restarts, and so does the status last written to it
+ * ({@link WrittenStatuses}). This bean replaces the extension's default one.
  */
 @Singleton
 public class SdkMetrics implements Metrics {
     private final Metrics sdk;
     private final ReconcileMetrics reconciles;
+    private final WrittenStatuses written;
 
-    public SdkMetrics(MeterRegistry registry, ReconcileMetrics reconciles) {
+    public SdkMetrics(MeterRegistry registry, ReconcileMetrics reconciles, WrittenStatuses written) {
         this.sdk = MicrometerMetricsV2.newBuilder(registry).build();
         this.reconciles = reconciles;
+        this.written = written;
     }
 
     @Override
     public void cleanupDone(ResourceID resource, Map<String, Object> metadata) {
         sdk.cleanupDone(resource, metadata);
         reconciles.forget(resource.getNamespace().orElse(""), resource.getName());
+        written.forget(resource.getNamespace().orElse(""), resource.getName()); // and its last written status
     }
 
     @Override

@@ -15,10 +15,23 @@ import java.util.Map;
  * {@link PiKVClusterReconciler}), which turns the SDK's own cache of writes off; generations are comparable.
  *
  * <p>Thread-safe (reconciles of different clusters run in parallel). Bounded: an entry leaves when the informer
- * catches up, and the oldest go beyond {@code limit} (clusters deleted before their write came back).
+ * catches up, when its cluster is deleted ({@link #forget}, from the SDK's delete event), and the oldest go beyond
+ * {@code limit}. One instance, shared by the reconciler and {@link SdkMetrics}.
  */
-final class WrittenStatuses {
-    private final Map<String, PiKVClusterStatus> byUid;
+@jakarta.inject.Singleton
+public final class WrittenStatuses {
+    /** Clusters whose written status is kept at most. */
+    static final int DEFAULT_LIMIT = 4096;
+
+    /** A written status and the cluster it was written to. */
+    private record Written(String namespace, String name, PiKVClusterStatus status) {
+    }
+
+    private final Map<String, Written> byUid;
+
+    public WrittenStatuses() {
+        this(DEFAULT_LIMIT);
+    }
 
     WrittenStatuses(int limit) {
         if (limit < 1) {
@@ -26,10 +39,15 @@ final class WrittenStatuses {
         }
         this.byUid = new LinkedHashMap<>(16, 0.75f, false) {
             @Override
-            protected boolean removeEldestEntry(Map.Entry<String, PiKVClusterStatus> eldest) {
+            protected boolean removeEldestEntry(Map.Entry<String, Written> eldest) {
                 return size() > limit;
             }
         };
+    }
+
+    /** The cluster {@code namespace/name} was deleted: what was written to it goes (any incarnation of the name). */
+    synchronized void forget(String namespace, String name) {
+        byUid.values().removeIf(w -> w.namespace().equals(namespace) && w.name().equals(name));
     }
 
     /** {@code status} was written to {@code cluster}; it must not be changed afterwards. */
@@ -37,7 +55,8 @@ final class WrittenStatuses {
         String uid = cluster.getMetadata().getUid();
         if (uid != null) {
             byUid.remove(uid); // newest last, for the bound
-            byUid.put(uid, status);
+            String namespace = cluster.getMetadata().getNamespace();
+            byUid.put(uid, new Written(namespace == null ? "" : namespace, cluster.getMetadata().getName(), status));
         }
     }
 
@@ -49,7 +68,8 @@ final class WrittenStatuses {
     synchronized PiKVClusterStatus current(PiKVCluster cluster) {
         PiKVClusterStatus cached = cluster.getStatus();
         String uid = cluster.getMetadata().getUid();
-        PiKVClusterStatus mine = uid == null ? null : byUid.get(uid);
+        Written written = uid == null ? null : byUid.get(uid);
+        PiKVClusterStatus mine = written == null ? null : written.status();
         if (mine == null) {
             return cached;
         }

@@ -266,16 +266,34 @@ public final class StatusAggregator {
      * shards are not managed), only the counts change.
      */
     public static void refreshShards(PiKVClusterStatus status, StatefulSet statefulSet, String now) {
+        Integer wasShards = status.getShards();
+        Integer wasUpdated = status.getUpdatedShards();
+        Integer wasReady = status.getReadyShards();
         setCounts(status, statefulSet);
         int exist = status.getShards();
         int ready = status.getReadyShards();
         Integer desired = status.getDesiredShards();
+        // The progress clock follows the counts it is written with, as a reconcile's does: else the next reconcile
+        // compares with counts it never judged, and a pod lost (or made ready) meanwhile is no change to it — a
+        // cluster ready for days then looks past its deadline the moment it loses a pod during failing reconciles.
+        if (desired != null && status.getLastProgressTime() != null) {
+            boolean wasAllReady = wasReady != null && wasReady >= desired && desired > 0;
+            if (grew(wasShards, exist) || grew(wasUpdated, status.getUpdatedShards()) || grew(wasReady, ready)
+                    || wasAllReady && ready < desired) {
+                status.setLastProgressTime(now);
+            }
+        }
         Condition was = Conditions.find(status.getConditions(), PiKVClusterStatus.READY);
         if (desired == null || was == null || Reasons.NO_VALID_SPEC.equals(was.getReason())) {
             return; // nothing applied, or shards left unmanaged: Ready says why, whatever the pods do
         }
         long rg = was.getObservedGeneration() == null ? -1 : was.getObservedGeneration();
         boolean allReady = statefulSet != null && rolledOut(statefulSet) && exist == desired && ready == desired;
+        if (allReady && Conditions.isTrue(status.getConditions(), PiKVClusterStatus.PROGRESSING)) {
+            // Progressing (and Rebalancing) stay as the last reconcile left them: Ready turns true with them, at the
+            // next reconcile that gets through, not beside a rollout still said to be under way.
+            return;
+        }
         String message = ready + "/" + desired + " shards ready.";
         status.setConditions(allReady
                 ? Conditions.set(status.getConditions(), PiKVClusterStatus.READY, true, Reasons.ALL_SHARDS_READY,
@@ -289,7 +307,12 @@ public final class StatusAggregator {
         StatefulSetStatus sts = statefulSet == null ? null : statefulSet.getStatus();
         status.setShards(sts == null || sts.getReplicas() == null ? 0 : sts.getReplicas());
         status.setReadyShards(sts == null || sts.getReadyReplicas() == null ? 0 : sts.getReadyReplicas());
-        status.setUpdatedShards(sts == null || sts.getUpdatedReplicas() == null ? 0 : sts.getUpdatedReplicas());
+        // Updated means on the latest template only once the StatefulSet controller has seen that template: before,
+        // its count is of the revision before (right after a config change, every pod would count as updated).
+        Long generation = statefulSet == null ? null : statefulSet.getMetadata().getGeneration();
+        boolean seen = generation == null || sts != null && sts.getObservedGeneration() != null
+                && sts.getObservedGeneration() >= generation;
+        status.setUpdatedShards(sts == null || sts.getUpdatedReplicas() == null || !seen ? 0 : sts.getUpdatedReplicas());
     }
 
     /** Whether the StatefulSet controller has rolled out the latest template to every replica. */

@@ -61,6 +61,17 @@ class EventRecorderTest {
     }
 
     @Test
+    void anEventOfALongClusterNameStaysWithinANamesLength() {
+        // The API takes PiKVCluster names the operator refuses (over 40 characters): their SpecRejected event must
+        // still have a name the API takes.
+        String longName = "a".repeat(235) + "-" + "b".repeat(17); // cut after its dash: the dash goes too
+        String name = EventRecorder.eventName(longName, "uid", EventRecorder.WARNING, "SpecRejected", "too long");
+        assertThat(name).hasSizeLessThanOrEqualTo(253).matches("[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+                .doesNotContain("-.");
+        assertThat(EventRecorder.eventName("ev", "uid", EventRecorder.NORMAL, "r", "m")).startsWith("ev.").hasSize(19);
+    }
+
+    @Test
     void aLongMessageIsCutToTheServersLimitInBytes() throws Exception {
         String ascii = "x".repeat(2000);
         record(recorder, "Long", ascii);

@@ -201,6 +201,19 @@ class PiKVClusterReconcilerTest {
         assertThat(client.configMaps().inNamespace(NS).withName("invalid-config").get().getMetadata()
                 .getResourceVersion()).isEqualTo(cmBefore.getMetadata().getResourceVersion());
 
+        // A failed reconcile in between (Degraded then says ReconcileFailed) does not make the same verdict told again.
+        reconciler.updateErrorStatus(get("invalid"), retryContext(false), new IllegalStateException("forced refusal"));
+        awaitStatus("invalid", s -> "ReconcileFailed".equals(condition(s, "Degraded").getReason()));
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("invalid").edit(c -> {
+            c.getMetadata().setAnnotations(java.util.Map.of("poke", "1")); // a reconcile, same generation
+            return c;
+        });
+        awaitStatus("invalid", s -> "SpecInvalid".equals(condition(s, "Degraded").getReason()));
+        await().during(Duration.ofSeconds(1)).atMost(WAIT).alias("SpecRejected told once").until(() -> {
+            List<Event> told = writtenEvents("invalid", "SpecRejected");
+            return told.size() == 1 && (told.get(0).getCount() == null || told.get(0).getCount() == 1);
+        });
+
         // Fixed: Degraded clears and the new spec runs.
         client.resources(PiKVCluster.class).inNamespace(NS).withName("invalid").edit(c -> {
             c.getSpec().getModel().setTopK(2);
@@ -549,6 +562,9 @@ class PiKVClusterReconcilerTest {
                 .mapToDouble(io.micrometer.core.instrument.Counter::count).sum();
     }
 
+    @Inject
+    WrittenStatuses written;
+
     @Test
     void deleteIsNotBlockedLeavesCleanUpToTheGarbageCollectorAndDropsTheClusterMetrics() {
         PiKVCluster created = create(TestClusters.small("gone", NS));
@@ -560,12 +576,20 @@ class PiKVClusterReconcilerTest {
 
         String series = "cluster=\"gone\",namespace=\"" + NS + "\"";
         given().get("/q/metrics").then().statusCode(200).body(containsString(series));
+        // A status written the informer has not shown back (as a write just before a deletion leaves it).
+        PiKVCluster lastSeen = get("gone");
+        PiKVClusterStatus unseen = new PiKVClusterStatus();
+        unseen.setObservedGeneration(99L);
+        written.remember(lastSeen, unseen);
+        assertThat(written.current(lastSeen)).isSameAs(unseen);
 
         client.resource(created).delete();
         await().atMost(WAIT).until(() -> get("gone") == null);
-        // The operator's per-cluster series leave with the cluster (on the SDK's delete event, no finalizer).
+        // The operator's per-cluster series leave with the cluster (on the SDK's delete event, no finalizer), and so
+        // does the status last written to it.
         await().atMost(WAIT).alias("no series of the deleted cluster on /q/metrics")
                 .until(() -> !given().get("/q/metrics").then().statusCode(200).extract().asString().contains(series));
+        assertThat(written.current(lastSeen)).as("forgotten").isSameAs(lastSeen.getStatus());
         // The mock server has no garbage collector; a real one deletes exactly the objects whose controller
         // reference names the deleted cluster's uid.
         for (HasMetadata o : owned) {

@@ -51,6 +51,18 @@ class WrittenStatusesTest {
     }
 
     @Test
+    void aDeletedClustersWriteIsForgottenWhenTheSdkIsDoneWithIt() {
+        WrittenStatuses w = new WrittenStatuses(8);
+        w.remember(cluster("a", null), status(4, 3)); // cluster c-a in ns
+        w.remember(cluster("b", null), status(2, 1)); // cluster c-b in ns
+        w.forget("other", "c-a");
+        assertThat(w.size()).as("another namespace's cluster of that name").isEqualTo(2);
+        w.forget("ns", "c-a");
+        assertThat(w.size()).isEqualTo(1);
+        assertThat(w.current(cluster("b", null)).getDesiredShards()).isEqualTo(1);
+    }
+
+    @Test
     void theInformersCopyOfALaterGenerationWins() {
         WrittenStatuses w = new WrittenStatuses(8);
         w.remember(cluster("a", null), status(4, 3));

@@ -330,6 +330,41 @@ class StatusAggregatorTest {
     }
 
     @Test
+    void aPodLostWhileReconcilesFailStartsTheProgressClockThen() {
+        // Ready for long (its clock at T0); a failed reconcile's status sees a pod lost at T1: the clock starts there,
+        // so the next reconcile that gets through (T2) is one minute in, not past the deadline counted from T0.
+        PiKVClusterStatus ready = next(null, sts(2, 2), T0);
+        StatusAggregator.refreshShards(ready, sts(2, 1), T1);
+        assertThat(ready.getLastProgressTime()).isEqualTo(T1);
+        PiKVClusterStatus s = StatusAggregator.next(ready, new StatusAggregator.Snapshot("demo", 1, VALID, model, 1,
+                "{}", sts(2, 1), List.of(), "2026-01-01T00:10:30Z"), DEADLINE);
+        assertThat(condition(s, "Degraded").getReason()).isEqualTo("SpecValid");
+        // A failed reconcile's look that changes nothing keeps the clock.
+        StatusAggregator.refreshShards(s, sts(2, 1), "2026-01-01T00:11:00Z");
+        assertThat(s.getLastProgressTime()).isEqualTo(T1);
+    }
+
+    @Test
+    void aFailedReconcilesLookLeavesReadyToTheNextReconcileWhileARolloutIsSaidUnderWay() {
+        PiKVClusterStatus rolling = next(null, stuck(), T0);
+        assertThat(condition(rolling, "Progressing").getReason()).isEqualTo("RollingOut");
+        StatusAggregator.refreshShards(rolling, sts(2, 2), T1); // rolled out meanwhile, but reconciles fail
+        assertThat(condition(rolling, "Ready").getStatus()).as("not beside Progressing RollingOut").isEqualTo("False");
+        assertThat(rolling.getReadyShards()).isEqualTo(2);
+        assertThat(condition(next(rolling, sts(2, 2), T2), "Ready").getStatus()).isEqualTo("True");
+    }
+
+    @Test
+    void podsCountAsUpdatedOnlyOnceTheStatefulSetSawItsTemplate() {
+        StatefulSet changed = sts(2, 2);
+        changed.getMetadata().setGeneration(2L); // a new template its controller has not observed yet
+        PiKVClusterStatus s = next(null, changed, T0);
+        assertThat(s.getUpdatedShards()).isZero();
+        assertThat(condition(s, "Progressing").getReason()).isEqualTo("RollingOut");
+        assertThat(condition(s, "Progressing").getMessage()).startsWith("0 of 2 shard pods run config ");
+    }
+
+    @Test
     void progressingWhileCreatingOrRollingOut() {
         PiKVClusterStatus creating = next(null, null, T0);
         assertThat(condition(creating, "Progressing").getReason()).isEqualTo("Creating");
