@@ -124,8 +124,15 @@ public final class BlockStore {
                             + " restarts)", typical, Math.min(stored, SIZE_SAMPLES), beforeBytes, capacityBlocks,
                             before);
                 }
-                for (long resident : payloads.keySet()) {
-                    index.put(resident); // least recently used first, so the policy's recency order carries over
+                try {
+                    for (long resident : payloads.keySet()) {
+                        index.put(resident); // least recently used first, so the policy's recency order carries over
+                    }
+                } catch (RuntimeException | Error e) {
+                    // Half re-added (memory): blocks the index lacks could be neither read nor evicted.
+                    LOG.warnf(e, "block cache: re-sizing the index failed; it is rebuilt");
+                    rebuildOrEmpty(e);
+                    throw e;
                 }
             }
         }
@@ -163,21 +170,29 @@ public final class BlockStore {
                 // payloads, in their order (the policy's history restarts), so the two agree; if that fails too
                 // (still no memory), the cache empties rather than keep blocks nothing could read or evict.
                 LOG.warnf(e, "block cache: storing a block failed after room was made; the index is rebuilt");
-                try {
-                    sizeFor(sizingBytes);
-                    for (long resident : payloads.keySet()) {
-                        index.put(resident);
-                    }
-                } catch (RuntimeException | Error rebuilding) {
-                    e.addSuppressed(rebuilding);
-                    payloads.clear();
-                    bytes = 0;
-                    index = null;
-                }
+                rebuildOrEmpty(e);
             }
             throw e;
         }
         bytes += payload.length - oldLength;
+    }
+
+    /**
+     * Builds the index again from the payloads, in their order (the policy's history restarts), so that the two agree;
+     * if that fails too (still no memory), empties the cache rather than keep blocks nothing could read or evict.
+     */
+    private void rebuildOrEmpty(Throwable cause) {
+        try {
+            sizeFor(sizingBytes);
+            for (long resident : payloads.keySet()) {
+                index.put(resident);
+            }
+        } catch (RuntimeException | Error rebuilding) {
+            cause.addSuppressed(rebuilding);
+            payloads.clear();
+            bytes = 0;
+            index = null;
+        }
     }
 
     /**
