@@ -35,11 +35,14 @@ class ShardNodeBudgetTest {
         // append does): a cut in between would make it evict its own earlier entries, so the cut waits.
         ShardPolicy policy = ShardPolicy.of("oldest-page");
         try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 4 * 2048, policy)) {
-            java.util.concurrent.CompletableFuture<Integer> cut;
+            java.util.concurrent.CompletableFuture<Integer> cut = new java.util.concurrent.CompletableFuture<>();
+            Thread cutter = new Thread(() -> cut.complete(node.resizeBudget(2048)), "cut");
             try (ShardPolicy.Hold batch = policy.holdSwitches()) {
-                cut = java.util.concurrent.CompletableFuture.supplyAsync(() -> node.resizeBudget(2048));
-                org.awaitility.Awaitility.await().during(java.time.Duration.ofMillis(300))
-                        .atMost(java.time.Duration.ofSeconds(2)).until(() -> !cut.isDone());
+                cutter.start();
+                // Parked on the policy's lock (not merely not started yet): the cut is held back by the batch.
+                org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
+                        .until(() -> cutter.getState() == Thread.State.WAITING);
+                assertThat(cut).isNotDone();
                 assertThat(node.budgetBytes()).isEqualTo(4 * 2048);
                 assertThatThrownBy(() -> node.resizeBudget(3 * 2048)).as("from inside the batch: refused, not a hang")
                         .isInstanceOf(IllegalStateException.class).hasMessageContaining("would wait for itself");

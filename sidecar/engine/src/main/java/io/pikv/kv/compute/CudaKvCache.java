@@ -293,7 +293,12 @@ public final class CudaKvCache implements AutoCloseable {
         return plan(sequence, layer, Launch.fromSystemProperties());
     }
 
-    /** Device buffers for repeated attention over one (sequence, layer); close it to free them. */
+    /**
+     * Device buffers for repeated attention over one (sequence, layer); close it to free them. A plan reads the pages
+     * the sequence held when it was made: it is for repeated calls over a fixed context (gpu-check's timing), and must
+     * not be run after its sequence was closed (its pages may then hold another's) or appended to (new tokens are not
+     * in it): make a new plan then.
+     */
     public Plan plan(long sequence, int layer, Launch launch) {
         Layer l = layer(sequence, layer);
         if (l.n == 0) {
