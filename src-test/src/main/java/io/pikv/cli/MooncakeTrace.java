@@ -57,7 +57,8 @@ final class MooncakeTrace {
             if (ts == null || !ts.isNumber() || ids == null || !ids.isArray()) {
                 throw bad(file, line, "it lacks a numeric \"timestamp\" or a \"hash_ids\" array");
             }
-            if (!ts.isIntegralNumber()) {
+            double whole = ts.asDouble(); // 1000.0 and 1e3 are whole: Python writes float timestamps so
+            if (!ts.isIntegralNumber() && !(Double.isFinite(whole) && whole == Math.rint(whole))) {
                 // Cut to whole milliseconds it could change places with its neighbours.
                 throw bad(file, line, "its \"timestamp\" " + ts.asText() + " is not a whole number of milliseconds");
             }

@@ -609,6 +609,14 @@ class LauncherTest {
         JsonNode n = new ObjectMapper().readTree(json.toFile());
         assertThat(n.get("methods").findValuesAsText("name")).containsExactly("pyramid+int8", "lowrank", "fp16",
                 "pyramid+int8", "lowrank");
+        // CRLF line ends and whole timestamps written as floats (as Python writes them) read as any other.
+        Path windows = dir.resolve("crlf.jsonl");
+        Files.writeString(windows, "{\"timestamp\": 1000.0, \"hash_ids\": [1, 2]}\r\n"
+                + "{\"timestamp\": 2e3, \"hash_ids\": [1, 2, 3]}\r\n");
+        Path crlfJson = dir.resolve("crlf.json");
+        Run crlf = run("bench", "cache", "--trace", windows.toString(), "--capacity", "8", "--json", crlfJson.toString());
+        assertThat(crlf.code()).as(crlf.err()).isZero();
+        assertThat(new ObjectMapper().readTree(crlfJson.toFile()).get("lookups").asLong()).isEqualTo(5);
         Run noRanks = run("bench", "compression", "--routing", route, "--keys", k, "--values", v, "--methods", "int8");
         assertThat(noRanks.code()).as(noRanks.err()).isZero(); // --value-rank 64 by default, head dim 16
         // Pages of 512 bytes (two heads of rank 2 + 2, fp16): each store's budget is what it holds, not a fixed one

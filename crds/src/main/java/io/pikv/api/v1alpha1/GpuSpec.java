@@ -28,8 +28,9 @@ public class GpuSpec {
 
     @Default("1")
     @Min(1)
-    @Max(1)
-    @JsonPropertyDescription("GPUs per shard pod: 1 (a shard attends on one device; for more GPUs, run more shards).")
+    @Max(16)
+    @JsonPropertyDescription("GPUs per shard pod; with the GPU enabled 1, since a shard attends on one device (for "
+            + "more GPUs, run more shards).")
     private Integer perShard = 1;
 
     public Boolean getEnabled() {

@@ -60,12 +60,13 @@ public class EventRecorder {
                 t.setDaemon(true);
                 return t;
             }, (task, pool) -> {
-                if (!pool.isShutdown()) {
-                    pool.getQueue().poll();
-                    LOG.warnf("%d events wait to be written (the API server slow or away): the oldest is dropped",
-                            QUEUE_LIMIT);
-                    pool.execute(task);
+                if (pool.isShutdown()) {
+                    throw new RejectedExecutionException("the event writer is stopped"); // record() says so
                 }
+                pool.getQueue().poll();
+                LOG.warnf("%d events wait to be written (the API server slow or away): the oldest is dropped",
+                        QUEUE_LIMIT);
+                pool.execute(task);
             });
 
     public EventRecorder(KubernetesClient client) {

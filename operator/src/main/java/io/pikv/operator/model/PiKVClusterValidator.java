@@ -660,14 +660,15 @@ public final class PiKVClusterValidator {
             out.add(new Violation("spec.gpu.resourceName", "'" + name + "' is not an extended resource name: use "
                     + "the device plugin's domain/name, e.g. nvidia.com/gpu (kubernetes.io names, requests.* and "
                     + "unprefixed names such as memory or cpu are not)"));
-        } else if (name != null && !name.startsWith("nvidia.com/")) {
+        } else if (name != null && Boolean.TRUE.equals(g.getEnabled()) && !name.startsWith("nvidia.com/")) {
             // The shards attend on CUDA only: another vendor's device would leave every pod failing at start-up.
             out.add(new Violation("spec.gpu.resourceName", "'" + name + "' is not an NVIDIA device: the shards "
                     + "attend through CUDA; use nvidia.com/gpu (or an nvidia.com MIG resource), or disable spec.gpu"));
         }
         // A shard attends on one device (CUDA device 0 of its pod): more would be held and never used.
         Integer perShard = g.getPerShard();
-        if (perShard != null && perShard != 1) {
+        range(out, "spec.gpu.perShard", perShard, 1, 16, true);
+        if (perShard != null && perShard > 1 && perShard <= 16 && Boolean.TRUE.equals(g.getEnabled())) {
             out.add(new Violation("spec.gpu.perShard", "is " + perShard + "; a shard attends on one device (CUDA "
                     + "device 0 of its pod): use 1, and more shards for more GPUs"));
         }

@@ -337,6 +337,11 @@ class PiKVClusterValidatorTest {
         return Stream.of(
                 Arguments.of("the small fixture", (Consumer<PiKVCluster>) c -> { }),
                 Arguments.of("fp32 pages", (Consumer<PiKVCluster>) c -> c.getSpec().getModel().setDtype(KvDtype.FP32)),
+                Arguments.of("GPU settings of another vendor while the GPU is off (nothing asks for a device)",
+                        (Consumer<PiKVCluster>) c -> {
+                            c.getSpec().getGpu().setResourceName("amd.com/gpu");
+                            c.getSpec().getGpu().setPerShard(2);
+                        }),
                 Arguments.of("pyramid budgets on int8 pages", (Consumer<PiKVCluster>) c -> {
                     c.getSpec().getCompression().setMethod("pyramid+int8");
                     c.getSpec().getCompression().setParameters(Map.of("budget", 0.25, "beta", 20.0, "sinks", 4.0,

@@ -217,10 +217,10 @@ public final class PlacementPlanner {
                 }
             }
         }
-        double sum = 0;
-        for (double[] row : copy) {
-            for (double c : row) {
-                sum += c;
+        double sum = 0; // over each pair once, as the cut counts them
+        for (int a = 0; a < experts; a++) {
+            for (int b = 0; b < a; b++) {
+                sum += copy[a][b];
             }
         }
         if (Double.isInfinite(sum)) {

@@ -207,6 +207,9 @@ class PlacementPlannerTest {
         assertThatThrownBy(() -> planner.plan(new double[] {1, 2, 3},
                 new double[][] {{0, 1e308, 1e308}, {1e308, 0, 0}, {1e308, 0, 0}}, map))
                 .hasMessage("the co-activation counts sum beyond the largest double; scale them down");
+        // Counted once per pair, as the cut counts them: a matrix whose pairs sum to the largest double is taken.
+        assertThat(planner.plan(new double[] {1, 2, 3}, new double[][] {{0, 1e308, 0}, {1e308, 0, 0}, {0, 0, 0}},
+                map).map().experts()).isEqualTo(3);
         assertThatThrownBy(() -> planner.plan(null, ok, map)).hasMessage("load is required");
         assertThatThrownBy(() -> planner.plan(new double[3], null, map))
                 .hasMessage("coActivation is required (zeros for none)");
