@@ -56,34 +56,50 @@ class LauncherTest {
 
     @Test
     void usageErrorsAreOneSentenceAndExitTwo() {
-        for (String[] args : new String[][] {{}, {"frobnicate"}, {"bench", "nope"}, {"bench"},
-                {"bench", "compression", "--methods", ","}, {"gpu-check", "--contexts", ","},
-                {"bench", "attention", "--context", "many"}, {"bench", "cache", "--capacity", "10"},
-                {"bench", "cache", "--trace", "/no/such/file.jsonl", "--capacity", "10"},
-                {"bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy"},
-                {"bench", "attention", "--dtype", "int4", "--no-numpy"},
-                {"bench", "routing", "--trace", "/no/such/file.jsonl", "--shards", "4"},
-                {"bench", "routing", "--shards", "4"},
-                {"bench", "service", "--shards", "0"}, {"bench", "service", "--q-heads", "6", "--kv-heads", "4"},
-                {"bench", "service", "--warmup", "-1"}, {"bench", "service", "--shard-threads", "0"},
-                {"bench", "operator", "--clusters", "0"}, {"bench", "operator", "--rounds", "0"},
-                {"bench", "operator", "--warmup", "100000"},
-                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock"},
-                {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--json", "pom.xml/out.json"},
-                {"playground", "--shards", "0"}, {"playground", "--policy", "clock"},
-                {"playground", "--budget-mib", "300"}, {"playground", "--port", "-1"}}) {
+        // Each case with what its sentence must say: refused for its own reason, not for another one.
+        Object[][] cases = {
+                {new String[] {}, "name a command: playground, bench or gpu-check"},
+                {new String[] {"frobnicate"}, "unknown command or argument 'frobnicate' (see 'pikv --help')"},
+                {new String[] {"bench", "nope"}, "unknown command or argument 'nope' (see 'pikv bench --help')"},
+                {new String[] {"bench"}, "name a benchmark: attention, cache, compression, routing, service or operator"},
+                {new String[] {"bench", "compression", "--methods", ","}, "--methods needs at least one value."},
+                {new String[] {"gpu-check", "--contexts", ","}, "--contexts needs at least one value."},
+                {new String[] {"bench", "attention", "--context", "many"}, "'--context': 'many' is not an int"},
+                {new String[] {"bench", "cache", "--capacity", "10"}, "Missing required option: '--trace=FILE'"},
+                {new String[] {"bench", "cache", "--trace", "/no/such/file.jsonl", "--capacity", "10"},
+                        "trace file /no/such/file.jsonl does not exist or is not a file"},
+                {new String[] {"bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy"},
+                        "qHeads (6) must be a multiple of kvHeads (4)"},
+                {new String[] {"bench", "attention", "--dtype", "int4", "--no-numpy"},
+                        "unknown storage type 'int4': use fp32, fp16 or int8."},
+                {new String[] {"bench", "routing", "--trace", "/no/such/file.jsonl", "--shards", "4"},
+                        "trace file /no/such/file.jsonl does not exist or is not a file"},
+                {new String[] {"bench", "routing", "--shards", "4"}, "Missing required option: '--trace=FILE'"},
+                {new String[] {"bench", "service", "--shards", "0"}, "--shards in [1, 16]"},
+                {new String[] {"bench", "service", "--q-heads", "6", "--kv-heads", "4"},
+                        "qHeads (6) must be a multiple of kvHeads (4)"},
+                {new String[] {"bench", "service", "--warmup", "-1"}, "--warmup in [0, 100000]"},
+                {new String[] {"bench", "service", "--shard-threads", "0"}, "--shard-threads in [1, 256]"},
+                {new String[] {"bench", "operator", "--clusters", "0"}, "--clusters must be in [1, 2000]"},
+                {new String[] {"bench", "operator", "--rounds", "0"}, "--rounds in [1, 1000]"},
+                {new String[] {"bench", "operator", "--warmup", "100000"}, "--warmup in [0, 1000]"},
+                {new String[] {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock"},
+                        "unknown policy 'clock' in --policies; known: lru, streaming, h2o, utility, lrfu, adaptive."},
+                {new String[] {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--json",
+                        "pom.xml/out.json"}, "'pom.xml/out.json' cannot be created"},
+                {new String[] {"playground", "--shards", "0"}, "--shards must be in [1, 8]"},
+                {new String[] {"playground", "--policy", "clock"}, "unknown --policy 'clock'; known: lru,"},
+                {new String[] {"playground", "--budget-mib", "300"}, "--budget-mib in [1, 256]"},
+                {new String[] {"playground", "--port", "-1"}, "--port in [0, 65535]"}};
+        for (Object[] c : cases) {
+            String[] args = (String[]) c[0];
             Run r = run(args);
             assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
             assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")
-                    .doesNotContain("Exception");
+                    .doesNotContain("Exception").contains((String) c[1]);
         }
-        assertThat(run("bench", "attention", "--q-heads", "6", "--kv-heads", "4", "--no-numpy").err())
-                .contains("qHeads (6) must be a multiple of kvHeads (4)");
-        assertThat(run("bench", "nope").err()).contains("unknown command or argument 'nope'", "pikv bench --help");
         assertThat(run("bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--json", "pom.xml/out.json").err())
-                .contains("'pom.xml/out.json' cannot be created", "is not a writable directory");
-        assertThat(run("bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock").err())
-                .contains("unknown policy 'clock' in --policies; known: lru, streaming, h2o, utility, lrfu, adaptive.");
+                .contains("is not a writable directory");
     }
 
     @Test
