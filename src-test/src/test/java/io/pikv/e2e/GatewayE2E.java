@@ -91,11 +91,35 @@ class GatewayE2E {
 
     @AfterAll
     static void stop() {
+        if (client != null) {
+            client.close();
+        }
         for (SidecarProcess p : new SidecarProcess[] {gateway, shard1, shard0}) {
             if (p != null) {
                 p.close();
             }
         }
+    }
+
+    /** Sequences a test opened, closed after it whatever its outcome: the shards (8 pages) are the next tests' too. */
+    private final java.util.List<Long> opened = new java.util.ArrayList<>();
+
+    private long open() {
+        long seq = client.createSequence(null);
+        opened.add(seq);
+        return seq;
+    }
+
+    @org.junit.jupiter.api.AfterEach
+    void closeWhatTheTestOpened() {
+        for (long seq : opened) {
+            try {
+                client.closeSequence(seq);
+            } catch (RuntimeException e) {
+                // closed by the test already (404), or a shard the test stopped: nothing more to free here
+            }
+        }
+        opened.clear();
     }
 
     static float[] gaussian(int n, Random rnd) {
@@ -113,7 +137,7 @@ class GatewayE2E {
 
     @Test
     void stepsThroughTheGatewayEqualTheEngineInOneProcess() {
-        long seq = client.createSequence(null);
+        long seq = open();
         Random rnd = new Random(1);
         try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, ShardPolicy.of("reject"))) {
             long ref = local.create(null);
@@ -157,7 +181,7 @@ class GatewayE2E {
 
     @Test
     void movingAnExpertLosesNothing() throws Exception {
-        long seq = client.createSequence(null);
+        long seq = open();
         Random rnd = new Random(2);
         for (int t = 0; t < 30; t++) {
             client.step(seq, step(0, rnd));
@@ -190,7 +214,7 @@ class GatewayE2E {
 
     @Test
     void badRequestsThroughTheGatewayChangeNothing() {
-        long seq = client.createSequence(null);
+        long seq = open();
         Random rnd = new Random(3);
         client.step(seq, step(0, rnd));
         Wire.AppendRequest bad = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
@@ -232,7 +256,7 @@ class GatewayE2E {
     @Test
     @org.junit.jupiter.api.Order(Integer.MAX_VALUE) // last: it stops a shard
     void aLostShardIsABadGatewayAndTheGatewayStaysReadyOnTheOther() throws Exception {
-        long seq = client.createSequence(null);
+        long seq = open();
         Random rnd = new Random(5);
         int owner0 = java.util.stream.IntStream.range(0, 4).filter(x -> shardOf(x) == 0).findFirst().orElseThrow();
         int owner1 = java.util.stream.IntStream.range(0, 4).filter(x -> shardOf(x) == 1).findFirst().orElseThrow();

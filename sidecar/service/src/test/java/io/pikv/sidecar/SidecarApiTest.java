@@ -52,8 +52,31 @@ class SidecarApiTest {
         }
     }
 
+    /** Clients and sequences a test opened: closed after it whatever its outcome (the app is shared by the tests). */
+    private final java.util.List<SidecarClient> clients = new java.util.ArrayList<>();
+    private final java.util.List<Long> opened = new java.util.ArrayList<>();
+
     SidecarClient client() throws Exception {
-        return new SidecarClient(url.toURI(), SHAPE);
+        SidecarClient c = new SidecarClient(url.toURI(), SHAPE);
+        clients.add(c);
+        return c;
+    }
+
+    /** A new sequence, closed after the test even when it fails (its pages would leave the next tests short). */
+    long open(SidecarClient client) {
+        long seq = client.createSequence(null);
+        opened.add(seq);
+        return seq;
+    }
+
+    @org.junit.jupiter.api.AfterEach
+    void closeWhatTheTestOpened() {
+        for (long seq : opened) {
+            given().delete("/v1/sequences/" + seq); // 204, or 404 when the test closed it itself
+        }
+        opened.clear();
+        clients.forEach(SidecarClient::close);
+        clients.clear();
     }
 
     static Wire.AppendRequest.Entry entry(int position, int expert, Random rnd) {
@@ -118,7 +141,7 @@ class SidecarApiTest {
     @Test
     void attentionOverHttpEqualsTheEngineInProcess() throws Exception {
         SidecarClient client = client();
-        long seq = client.createSequence(null);
+        long seq = open(client);
         Random rnd = new Random(5);
         Wire.AppendRequest first = entries(1, 20, rnd);
         Wire.AppendRequest second = entries(1, 7, rnd);
@@ -142,7 +165,7 @@ class SidecarApiTest {
     @Test
     void stepsRouteStoreAndAttend() throws Exception {
         SidecarClient client = client();
-        long seq = client.createSequence(null);
+        long seq = open(client);
         Random rnd = new Random(9);
         try (ShardNode local = new ShardNode(0, SHAPE, StorageType.FP16, 16, 2, 1 << 20, ShardPolicy.of("reject"), 2)) {
             long ref = local.create(null);
@@ -183,7 +206,7 @@ class SidecarApiTest {
     @Test
     void badBinaryRequestsLeaveTheStoreUnchanged() throws Exception {
         SidecarClient client = client();
-        long seq = client.createSequence(null);
+        long seq = open(client);
         Random rnd = new Random(2);
         client.append(seq, entries(0, 5, rnd));
         JsonNode before = client.stats();
@@ -286,7 +309,7 @@ class SidecarApiTest {
     @Test
     void binaryRoutesRefuseLikeTheRestOfTheApi() throws Exception {
         SidecarClient client = client();
-        long seq = client.createSequence(null);
+        long seq = open(client);
         Random rnd = new Random(4);
         client.append(seq, entries(0, 3, rnd));
         byte[] step = Wire.encodeStep(new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, 0, null, new int[] {1},
@@ -380,7 +403,7 @@ class SidecarApiTest {
     @Test
     void kvRequestsWaitUntilTheSidecarServesWhileRemovalsAndReadsDoNot() throws Exception {
         SidecarClient client = client();
-        long seq = client.createSequence(null);
+        long seq = open(client);
         Random rnd = new Random(4);
         client.append(seq, entries(0, 3, rnd));
         JsonNode before = client.stats();
