@@ -302,9 +302,12 @@ class GatewayUndoTest {
         // An append that starts now and takes 3 s (a slow shard), against an idle timeout of 2 s.
         java.util.concurrent.CompletableFuture<int[]> append = appendHeldBy(gate, g, seq);
         org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(2500)).until(() -> true);
-        java.util.concurrent.CompletableFuture<Integer> sweep = java.util.concurrent.CompletableFuture.supplyAsync(
-                () -> g.closeIdle(java.time.Duration.ofSeconds(2).toNanos()));
-        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(500)).until(() -> true);
+        java.util.concurrent.CompletableFuture<Integer> sweep = new java.util.concurrent.CompletableFuture<>();
+        Thread sweeper = new Thread(() -> sweep.complete(g.closeIdle(java.time.Duration.ofSeconds(2).toNanos())));
+        sweeper.start();
+        // The sweep found the sequence idle by its last use and waits for the lock the append holds.
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
+                .until(() -> sweeper.getState() == Thread.State.BLOCKED);
         gate.countDown();
         assertThat(append.get(10, java.util.concurrent.TimeUnit.SECONDS)).containsExactly(0);
         // The sweep waited for the append's lock: the sequence was in use to its end, so it stays open.
