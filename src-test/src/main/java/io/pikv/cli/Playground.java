@@ -140,7 +140,9 @@ public final class Playground implements Callable<Integer> {
         Thread onSignal = new Thread(() -> {
             stop.countDown();
             try {
-                finished.await(30, TimeUnit.SECONDS);
+                // Longer than the stop's own bounds added up (demo and telemetry 10 s each, the operator 20 s, the
+                // sidecars 15 s each in parallel, the broker): the stop finishes and says so before the JVM halts.
+                finished.await(120, TimeUnit.SECONDS);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             }
@@ -255,6 +257,9 @@ public final class Playground implements Callable<Integer> {
                 }
             }
             if (failed != null) {
+                if (stop.getCount() == 0) { // a signal stopped the children it was starting: no failure of theirs
+                    throw new Main.RunFailure("stopped while starting");
+                }
                 throw failed;
             }
         } finally {
@@ -268,7 +273,21 @@ public final class Playground implements Callable<Integer> {
         g.put("pikv.gateway.shards", String.join(",", urls(parts.sidecars)));
         g.put("pikv.telemetry.enabled", "false"); // a gateway holds no KV: shards publish
         g.put("quarkus.http.port", String.valueOf(port));
-        SidecarProcess gateway = SidecarProcess.start(jar, "gateway", g, logs, Duration.ofSeconds(180));
+        SidecarProcess gateway;
+        try {
+            gateway = SidecarProcess.start(jar, "gateway", g, logs, Duration.ofSeconds(180));
+        } catch (Main.RunFailure e) {
+            if (stop.getCount() == 0) {
+                throw new Main.RunFailure("stopped while starting");
+            }
+            String why = String.valueOf(e.getMessage());
+            if (port != 0 && (why.contains("seems to be in use") || why.contains("Address already in use"))) {
+                // Taken since it was checked (another playground starting beside this one): the same sentence.
+                throw new Main.UsageException("port " + port + " on 127.0.0.1 cannot be bound (taken since it was "
+                        + "checked; another playground?): stop what holds it, or pass --port 0 for a free one.");
+            }
+            throw e;
+        }
         parts.sidecars.add(gateway);
         return gateway;
     }

@@ -68,8 +68,12 @@ public final class SidecarProcess implements AutoCloseable {
     /** Children still running, ended by a shutdown hook if the JVM exits without closing them (a signal). */
     private static final Set<Process> RUNNING = ConcurrentHashMap.newKeySet();
 
+    /** Set by the shutdown hook: a child started after it ran (a start under way at a signal) is stopped at once. */
+    private static volatile boolean closing;
+
     static {
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            closing = true;
             RUNNING.forEach(Process::destroy);
             for (Process p : RUNNING) {
                 try {
@@ -124,6 +128,10 @@ public final class SidecarProcess implements AutoCloseable {
             throw new Main.RunFailure("cannot start sidecar " + name + ": " + e.getMessage(), e);
         }
         RUNNING.add(process);
+        if (closing) { // the hook has run (or is running) and may not have seen this child: it must not outlive us
+            stop(process);
+            throw new Main.RunFailure("stopped while starting sidecar " + name);
+        }
         long deadline = System.nanoTime() + timeout.toNanos();
         try {
             int port = awaitPort(name, process, log, deadline);
