@@ -8,7 +8,8 @@ import io.pikv.kv.ExpertShardMap;
  *
  * <p>{@code miss_e} is the count of misses recorded for expert {@code e} ({@link #recordMiss}), decayed by
  * {@code exp(−1/window)} per routed token, so a miss {@code window} tokens ago weighs {@code 1/e}. Where the misses
- * come from is the caller's choice: the store's per-expert miss counters, or a replay's model of cold shards.
+ * come from is the caller's choice: the gateway and the replay record a cold shard (an expert that made the token
+ * reach one more shard).
  *
  * <p>The experts are chosen one at a time, highest adjusted score first. The penalty applies only to an expert that
  * would open a shard the token does not reach yet: the token's first expert (it has to go somewhere) and an expert on
@@ -86,7 +87,7 @@ public final class CacheAwareRouter implements Router {
         return nullRatio;
     }
 
-    /** Counts one miss for {@code expert} (a lookup of its KV that was not resident, or a replay's cold shard). */
+    /** Counts one miss for {@code expert} (what the caller counts as one: the gateway and the replay, a cold shard). */
     public void recordMiss(int expert) {
         checkExpert(expert);
         miss[expert] += 1;
