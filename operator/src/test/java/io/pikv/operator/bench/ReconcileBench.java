@@ -157,13 +157,20 @@ public final class ReconcileBench {
                     String name = name(i);
                     long generation = 2L + r;
                     CompletableFuture<Long> f = new CompletableFuture<>();
+                    target.put(name, generation); // first: a late event of the last change must not complete f
                     waiting.put(name, f);
-                    target.put(name, generation);
                     long start = System.nanoTime();
                     // One PATCH, as `kubectl patch --type merge` sends (patching by name alone reads the object first).
                     driver.resource(named(name)).patch(PatchContext.of(PatchType.JSON_MERGE),
                             "{\"spec\":{\"memoryPerShard\":\"" + budget + "\"}}");
                     e2e.add(await(f, driver, name, generation) - start);
+                    // Untimed: the StatefulSet controller rolls the change out and the operator reports the cluster
+                    // ready again, so the next change is made to a ready cluster (as the docs say), not to one still
+                    // rolling out the last, and its reconcile does not run beside the next timed one.
+                    mock.markReady(NS, name);
+                    org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(60)).pollInterval(Duration.ofMillis(2))
+                            .until(() -> ready(driver.resources(PiKVCluster.class).inNamespace(NS).withName(name)
+                                    .get()));
                 }
             }
             List<Long> reconciles = new ArrayList<>(metrics.nanos);
@@ -175,7 +182,7 @@ public final class ReconcileBench {
             figures.put("reconcile_p50_ms", ms(percentile(reconciles, 0.50)));
             figures.put("reconcile_p99_ms", ms(percentile(reconciles, 0.99)));
             figures.put("target_p99_ms", 50);
-            figures.put("met", percentile(e2e, 0.99) <= 50e6);
+            figures.put("met", ms(percentile(e2e, 0.99)) <= 50); // as printed
         } finally {
             informer.close();
             mock.close();
@@ -195,6 +202,12 @@ public final class ReconcileBench {
                     + c.getSpec().getMemoryPerShard() + ", status " + client.getKubernetesSerialization()
                     .asJson(c.getStatus()), e);
         }
+    }
+
+    /** Whether the operator reports {@code c} ready (its Ready condition true). */
+    private static boolean ready(PiKVCluster c) {
+        return c != null && c.getStatus() != null && c.getStatus().getConditions().stream()
+                .anyMatch(x -> "Ready".equals(x.getType()) && "True".equals(x.getStatus()));
     }
 
     /** A PiKVCluster that only names one: what a patch needs to address it. */
