@@ -20,6 +20,14 @@ public interface EvictionHook {
     default void evicted(long sequence, int layer, int position) {
     }
 
+    /**
+     * The sequence was closed ({@code KvStore.closeSequence}, once every shard dropped it): its entries are gone
+     * without being evicted, and a hook that tracks entries drops its bookkeeping of them, which would otherwise stay
+     * and be offered as victims no shard holds. Called with no shard lock held. Nothing by default.
+     */
+    default void sequenceClosed(long sequence) {
+    }
+
     /** Evicts the page allocated longest ago (the default). */
     EvictionHook OLDEST_PAGE_FIRST = ctx -> {
         Page oldest = ctx.oldestPage();

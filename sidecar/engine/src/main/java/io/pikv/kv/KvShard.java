@@ -10,12 +10,7 @@ import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Future;
-import java.util.concurrent.RejectedExecutionException;
-import java.util.concurrent.atomic.AtomicBoolean;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
 
@@ -135,6 +130,22 @@ public final class KvShard {
         }
         lock.writeLock().lock();
         try {
+            if (device != null && device != this.device) {
+                // The device may hold copies from an earlier time with this shard, which changes since then (made
+                // while it was detached) would not have reached: every page held now is told as changed.
+                for (LayerState[] layers : sequences.values()) {
+                    for (LayerState ls : layers) {
+                        if (ls == null) {
+                            continue;
+                        }
+                        for (Segment segment : ls.buckets) {
+                            for (Page page : segment.pages) {
+                                device.pageChanged(page);
+                            }
+                        }
+                    }
+                }
+            }
             this.device = device;
         } finally {
             lock.writeLock().unlock();
@@ -723,72 +734,9 @@ public final class KvShard {
         if (threads <= 1) {
             return attendBucketsLocked(sequence, layer, scaled, scope, weights, 0, buckets);
         }
-        PartialAttention[] perBucket = new PartialAttention[buckets];
-        AtomicInteger next = new AtomicInteger();
-        Runnable take = () -> {
-            try {
-                for (int b = next.getAndIncrement(); b < buckets; b = next.getAndIncrement()) {
-                    perBucket[b] = attendBucketsLocked(sequence, layer, scaled, scope, weights, b, b + 1);
-                }
-            } catch (RuntimeException | Error e) {
-                next.set(buckets); // the others stop at their next bucket
-                throw e;
-            }
-        };
-        // A pool task runs only if it claims its slot first; the caller claims the slots of tasks that have not
-        // started once its own loop is done (every bucket is then taken), so it never waits for a task that is
-        // still queued (behind other calls' tasks, or dropped by a pool shut down) and would find nothing to do.
-        AtomicBoolean[] claimed = new AtomicBoolean[threads - 1];
-        List<Future<?>> others = new ArrayList<>(threads - 1);
-        Throwable failure = null;
-        try {
-            for (int t = 0; t < threads - 1; t++) {
-                AtomicBoolean slot = new AtomicBoolean();
-                try {
-                    others.add(pool.submit(() -> {
-                        if (slot.compareAndSet(false, true)) {
-                            take.run();
-                        }
-                    }));
-                } catch (RejectedExecutionException e) {
-                    break; // a pool that takes no more tasks: the threads already going take every bucket
-                }
-                claimed[t] = slot;
-            }
-            take.run();
-        } catch (RuntimeException | Error e) {
-            failure = e; // a failed bucket here: the started tasks still finish
-            next.set(buckets);
-        }
-        boolean interrupted = false;
-        for (int t = 0; t < others.size(); t++) {
-            if (claimed[t].compareAndSet(false, true)) {
-                continue; // never started, and now never will: nothing of this call runs there
-            }
-            while (true) {
-                try {
-                    others.get(t).get();
-                    break;
-                } catch (InterruptedException e) {
-                    interrupted = true; // the task still reads under this thread's lock: wait for it
-                } catch (ExecutionException e) {
-                    failure = failure != null ? failure : e.getCause();
-                    break;
-                }
-            }
-        }
-        if (interrupted) {
-            Thread.currentThread().interrupt();
-        }
-        if (failure instanceof RuntimeException r) {
-            throw r;
-        }
-        if (failure instanceof Error e) {
-            throw e;
-        }
-        if (failure != null) {
-            throw new IllegalStateException(failure);
-        }
+        // The calling thread and threads - 1 pool tasks take buckets one at a time; returns once no task runs any more.
+        PartialAttention[] perBucket = SharedWork.run(pool, threads, buckets,
+                b -> attendBucketsLocked(sequence, layer, scaled, scope, weights, b, b + 1));
         return PartialAttention.merge(Arrays.asList(perBucket));
     }
 

@@ -5,14 +5,11 @@ import io.pikv.kv.compute.Kernels;
 import io.pikv.kv.compute.LowRankKernel;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.Callable;
-import java.util.concurrent.CancellationException;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ForkJoinPool;
-import java.util.concurrent.Future;
-import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -48,7 +45,8 @@ public final class KvStore implements AutoCloseable {
                     config.lowRank());
         }
         this.shardMap = ExpertShardMap.roundRobin(shape.experts(), config.shards());
-        this.workers = config.threads() > 1 ? new ForkJoinPool(config.threads()) : null;
+        // The calling thread takes buckets too: the pool runs the other threads - 1.
+        this.workers = config.threads() > 1 ? new ForkJoinPool(config.threads() - 1) : null;
         LOG.log(System.Logger.Level.DEBUG, "KV store: {0} shards × {1} buckets, {2}, kernel {3}", shards.length,
                 config.buckets(), layout, kernel.name());
     }
@@ -112,6 +110,8 @@ public final class KvStore implements AutoCloseable {
                 shard.dropSequence(sequence);
             }
         }
+        // A hook that tracks entries (token policies, pyramid budgets) drops the closed sequence's.
+        config.eviction().sequenceClosed(sequence);
     }
 
     public boolean hasSequence(long sequence) {
@@ -243,15 +243,10 @@ public final class KvStore implements AutoCloseable {
                         parts.add(call(task));
                     }
                 } else {
-                    List<Future<PartialAttention>> futures;
-                    try {
-                        futures = workers.invokeAll(tasks);
-                    } catch (RejectedExecutionException e) {
-                        throw closedNow(e);
-                    }
-                    for (Future<PartialAttention> f : futures) {
-                        parts.add(join(f));
-                    }
+                    // This thread and threads - 1 pool tasks take the buckets; the locks above are released only
+                    // once no task runs (also when this thread is interrupted or close() stops the pool meanwhile).
+                    parts.addAll(Arrays.asList(SharedWork.run(workers, config.threads(), tasks.size(),
+                            i -> call(tasks.get(i)))));
                 }
                 merged = PartialAttention.merge(parts);
             }
@@ -338,29 +333,6 @@ public final class KvStore implements AutoCloseable {
     private void checkOpen() {
         if (closed) {
             throw new IllegalStateException("the store is closed");
-        }
-    }
-
-    private static IllegalStateException closedNow(RuntimeException cause) {
-        return new IllegalStateException("the store is closed (its attention threads stopped during the call)", cause);
-    }
-
-    private static PartialAttention join(Future<PartialAttention> f) {
-        try {
-            return f.get();
-        } catch (CancellationException e) {
-            throw closedNow(e); // invokeAll's tasks are cancelled only by close()'s shutdownNow
-        } catch (ExecutionException e) {
-            if (e.getCause() instanceof RuntimeException re) {
-                throw re;
-            }
-            if (e.getCause() instanceof Error error) {
-                throw error; // as a shard's own attention threads rethrow it
-            }
-            throw new IllegalStateException(e.getCause());
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IllegalStateException("interrupted while attending", e);
         }
     }
 

@@ -145,6 +145,33 @@ class DeviceAttentionTest {
         assertThat(shard.attendPartial(7, 0, q, AttentionScope.all(), false).visited()).isEqualTo(39);
     }
 
+    /**
+     * A device attached again after the shard ran without it: pages that changed meanwhile (the device was not there to
+     * be told) are told as changed at the attach, so it does not attend over the copies it took before.
+     */
+    @org.junit.jupiter.api.Test
+    void aDeviceAttachedAgainDoesNotAttendOverCopiesTakenBeforeItWasDetached() {
+        Random rnd = new Random(13);
+        KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
+        KvShard shard = new KvShard(0, SHAPE, layout, 1, 64L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
+                Kernels.select(layout));
+        CopyingDevice device = new CopyingDevice(layout);
+        List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 12, rnd);
+        shard.useDevice(device);
+        for (int i = 0; i < 6; i++) {
+            Reference.Entry e = entries.get(i);
+            shard.append(7, 0, i, e.expert(), e.k(), e.v());
+        }
+        agree(shard, device, 7, rnd); // the device holds a copy of the one page, with 6 entries' bytes
+        shard.useDevice(null);
+        for (int i = 6; i < 12; i++) { // into the same page, unseen by the device
+            Reference.Entry e = entries.get(i);
+            shard.append(7, 0, i, e.expert(), e.k(), e.v());
+        }
+        shard.useDevice(device);
+        agree(shard, device, 7, rnd);
+    }
+
     /** The device's answer against the shard's own CPU answer (an expert scope naming every expert stays on the CPU). */
     private static void agree(KvShard shard, CopyingDevice device, long seq, Random rnd) {
         float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);

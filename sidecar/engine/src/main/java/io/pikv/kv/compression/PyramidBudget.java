@@ -278,6 +278,12 @@ public final class PyramidBudget implements EvictionHook {
         }
     }
 
+    /** As the store's hook: a closed sequence is forgotten ({@link #forget}). */
+    @Override
+    public void sequenceClosed(long sequence) {
+        forget(sequence);
+    }
+
     /**
      * The positions to evict from {@code resident} (ascending positions of one (sequence, layer)) to meet the layer's
      * budget: none when within it, else the lowest-scored ones outside the sinks and the recent window — or, through

@@ -319,7 +319,7 @@ public final class TokenRetention {
      * A store hook that frees a page by evicting tracked tokens, lowest-ranked first, from the (sequence, layer)
      * that holds the most tracked tokens, until the shard's pool has a free page. A token the shard does not hold
      * (it lives on another shard) is skipped for this call. Tokens the store evicts another way
-     * ({@code KvStore.evict}, a budget shrink) are no longer tracked.
+     * ({@code KvStore.evict}, a budget shrink) are no longer tracked, nor are a closed sequence's.
      */
     public EvictionHook evictionHook() {
         return new EvictionHook() {
@@ -331,6 +331,11 @@ public final class TokenRetention {
             @Override
             public void evicted(long sequence, int layer, int position) {
                 evictedByStore(sequence, layer, position);
+            }
+
+            @Override
+            public void sequenceClosed(long sequence) {
+                drop(sequence);
             }
         };
     }
