@@ -604,9 +604,24 @@ public final class Gateway implements KvApi {
         synchronized (state) {
             try {
                 checkOpen(sequence, state);
+                // Every holding shard is asked, also after one failed: a withdrawal cannot be undone, so the answer
+                // says what the others took back instead of leaving the client to guess.
                 int total = 0;
-                for (SidecarClient shard : holding(state, layer)) {
-                    total += call(() -> shard.withdraw(sequence, layer, positions), state, sequence);
+                int failed = 0;
+                RuntimeException failure = null;
+                List<SidecarClient> holding = holding(state, layer);
+                for (SidecarClient shard : holding) {
+                    try {
+                        total += call(() -> shard.withdraw(sequence, layer, positions), state, sequence);
+                    } catch (RuntimeException e) {
+                        failed++;
+                        failure = failure == null ? e : failure;
+                    }
+                }
+                if (failure != null) {
+                    throw ShardFailure.withNote(failure, failed + " of the " + holding.size() + " shards holding layer "
+                            + layer + " failed; the others took back " + total + " entries (a withdrawal is not undone: "
+                            + "asking again takes back what is still held)");
                 }
                 return total;
             } finally {

@@ -63,6 +63,18 @@ public final class ShardFailure extends RuntimeException {
         return ofKnown(e, sequence);
     }
 
+    /**
+     * {@code e} as {@link #of} makes it, its detail followed by {@code note}; an {@link UnknownSequenceException} (the
+     * sequence closed meanwhile) or another failure that is not a shard's stays as it is.
+     */
+    static RuntimeException withNote(RuntimeException e, String note) {
+        RuntimeException known = of(e);
+        if (known instanceof ShardFailure f) {
+            return new ShardFailure(f.status, f.getMessage() + "; " + note, f.getCause());
+        }
+        return known;
+    }
+
     static RuntimeException of(RuntimeException e) {
         if (e instanceof ShardFailure) {
             return e;

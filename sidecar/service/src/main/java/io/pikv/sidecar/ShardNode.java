@@ -423,41 +423,45 @@ public final class ShardNode implements KvApi, AutoCloseable {
             checkOpen(sequence, state);
             int layer = request.layer();
             int lengthBefore = state.length[layer];
-            int[] planned = plan(sequence, layer, lengthBefore, entries);
-            int done = 0;
-            int storedCount = 0;
+            // The hold first: the batch's room is checked against the budget it is then stored under (a budget
+            // change waits for the hold), and the undo below runs under the same policy as the stores.
             try (ShardPolicy.Hold held = policy.holdSwitches()) {
-                for (; done < entries.length; done++) {
-                    Wire.AppendRequest.Entry e = entries[done];
-                    int position = planned[done];
-                    shard.append(sequence, layer, position, e.expert(), e.k(), e.v());
-                    positions[done] = position;
-                    storedCount = done + 1; // stored, so withdrawn on a failure from here on (the policy's too)
-                    policy.appended(sequence, layer, position);
-                    state.length[layer] = Math.max(state.length[layer], position + 1);
-                }
-                state.stored[layer] += entries.length;
-            } catch (RuntimeException | Error failure) {
-                // Also on an Error (direct memory exhausted while a page was allocated): all or none.
-                int[] stored = Arrays.copyOf(positions, storedCount);
+                int[] planned = plan(sequence, layer, lengthBefore, entries);
+                int done = 0;
+                int storedCount = 0;
                 try {
-                    shard.withdraw(sequence, layer, stored);
-                    policy.withdrawn(sequence, layer, stored);
-                    if (pyramid != null) {
-                        pyramid.removed(sequence, layer, stored);
+                    for (; done < entries.length; done++) {
+                        Wire.AppendRequest.Entry e = entries[done];
+                        int position = planned[done];
+                        shard.append(sequence, layer, position, e.expert(), e.k(), e.v());
+                        positions[done] = position;
+                        storedCount = done + 1; // stored, so withdrawn on a failure from here on (the policy's too)
+                        policy.appended(sequence, layer, position);
+                        state.length[layer] = Math.max(state.length[layer], position + 1);
                     }
-                } catch (RuntimeException | Error undo) {
-                    undo.addSuppressed(failure); // the entries may remain: said as the failure it is, with the cause
-                    throw undo;
+                    state.stored[layer] += entries.length;
+                } catch (RuntimeException | Error failure) {
+                    // Also on an Error (direct memory exhausted while a page was allocated): all or none.
+                    int[] stored = Arrays.copyOf(positions, storedCount);
+                    try {
+                        shard.withdraw(sequence, layer, stored);
+                        policy.withdrawn(sequence, layer, stored);
+                        if (pyramid != null) {
+                            pyramid.removed(sequence, layer, stored);
+                        }
+                    } catch (RuntimeException | Error undo) {
+                        undo.addSuppressed(failure); // the entries may remain: said as the failure it is, with the cause
+                        throw undo;
+                    }
+                    state.length[layer] = lengthBefore;
+                    if (failure instanceof IllegalArgumentException || failure instanceof KvBudgetExceededException) {
+                        // The request's own fault, or a full store: a 4xx, which already means nothing stored.
+                        RuntimeException runtime = (RuntimeException) failure;
+                        throw entries.length == 1 ? runtime : withEntry(runtime, done);
+                    }
+                    throw new UndoneException("the append to sequence " + sequence + " layer " + layer + " ("
+                            + storedCount + " of " + entries.length + " entries stored when it failed)", failure);
                 }
-                state.length[layer] = lengthBefore;
-                if (failure instanceof IllegalArgumentException || failure instanceof KvBudgetExceededException) {
-                    // The request's own fault, or a full store: a 4xx, which already means nothing stored.
-                    RuntimeException runtime = (RuntimeException) failure;
-                    throw entries.length == 1 ? runtime : withEntry(runtime, done);
-                }
-                throw new UndoneException("the append to sequence " + sequence + " layer " + layer + " (" + storedCount
-                        + " of " + entries.length + " entries stored when it failed)", failure);
             }
         }
         return positions;

@@ -491,6 +491,12 @@ class SidecarApiTest {
                     .body("detail", equalTo(bad[1] + " is required"));
         }
         given().get("/v1/shard-map").then().body("epoch", equalTo((int) epoch));
+        // The source is the sidecar's to say (manual for a map by hand): a body naming one is refused, not ignored.
+        given().contentType(ContentType.JSON).body("{\"epoch\":" + (epoch + 1) + ",\"shards\":1,\"shardOfExpert\":"
+                        + "[0,0,0,0],\"source\":\"control\"}")
+                .put("/v1/shard-map").then().statusCode(400).contentType(PROBLEM)
+                .body("type", equalTo("urn:pikv:problem:malformed-json")).body("detail", containsString("source"));
+        given().get("/v1/shard-map").then().body("epoch", equalTo((int) epoch));
         given().get("/v1/stats").then().statusCode(200).body("budgetBytes", equalTo(16384));
         // Ready once the control topic has been read (the suite's broker serves it).
         await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> given().get("/q/health/ready").then().statusCode(200));

@@ -67,6 +67,13 @@ public class InfoResource {
     public record ShardMapJson(Long epoch, Integer shards, int[] shardOfExpert, String source) {
     }
 
+    /**
+     * The body of {@code PUT /v1/shard-map}: what {@link ShardMapJson} holds but its {@code source}, which the sidecar
+     * sets itself (a map applied by hand is {@code manual}), so a body naming one is refused as any unknown field is.
+     */
+    public record ShardMapRequest(Long epoch, Integer shards, int[] shardOfExpert) {
+    }
+
     private final Sidecar sidecar;
 
     public InfoResource(Sidecar sidecar) {
@@ -126,7 +133,7 @@ public class InfoResource {
     @Consumes(MediaType.APPLICATION_JSON)
     @Operation(summary = "Apply a newer shard map by hand (what a control record does): a gateway routes new entries "
             + "by it; stored entries stay readable where they are")
-    public ShardMapJson applyShardMap(ShardMapJson next) {
+    public ShardMapJson applyShardMap(ShardMapRequest next) {
         if (next == null) {
             throw new IllegalArgumentException("the body must hold epoch, shards and shardOfExpert");
         }
