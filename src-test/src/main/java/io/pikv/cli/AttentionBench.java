@@ -146,7 +146,7 @@ public final class AttentionBench implements Callable<Integer> {
             }
             Arrays.sort(t);
             double best = median(roundBest);
-            double median = t[t.length / 2];
+            double median = median(t);
             double bestWeights = Double.MAX_VALUE;
             for (int i = 0; i < Math.max(3, iterations / 3); i++) {
                 long t0 = System.nanoTime();

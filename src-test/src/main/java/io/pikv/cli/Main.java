@@ -68,7 +68,14 @@ public final class Main implements Runnable {
             }
             return FAILED;
         });
-        return cli.execute(args);
+        try {
+            return cli.execute(args);
+        } catch (OutOfMemoryError e) {
+            // picocli hands Errors on: said in one sentence too (the launcher's heap is PIKV_JAVA_OPTS's to raise).
+            err.println("pikv: " + cli.getCommandSpec().qualifiedName() + " ran out of memory (" + e.getMessage()
+                    + "): raise the launcher's heap (PIKV_JAVA_OPTS=-Xmx…) or give it a smaller input.");
+            return FAILED;
+        }
     }
 
     private static void inheritVersion(CommandLine cli, String[] version) {

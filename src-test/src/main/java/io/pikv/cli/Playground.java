@@ -119,6 +119,40 @@ public final class Playground implements Callable<Integer> {
         Thread operatorLines;
     }
 
+    /** Log directories of past runs kept (this run's included): the latest are there to read, the rest go. */
+    static final int KEPT_LOG_DIRECTORIES = 5;
+
+    /**
+     * Removes the {@code playground-*} directories under {@code target} but the {@code keep} most recently modified.
+     * A directory that cannot be removed (another playground running from it keeps files open on some systems) is
+     * left as it is: the logs are a convenience, not the run.
+     */
+    static void pruneOldLogs(Path target, int keep) {
+        List<Path> dirs;
+        try (java.util.stream.Stream<Path> list = Files.list(target)) {
+            dirs = new ArrayList<>(list.filter(d -> d.getFileName().toString().startsWith("playground-")
+                    && Files.isDirectory(d, java.nio.file.LinkOption.NOFOLLOW_LINKS)).toList());
+        } catch (IOException e) {
+            return;
+        }
+        dirs.sort(java.util.Comparator.comparing(Playground::modified).reversed());
+        for (Path old : dirs.subList(Math.min(keep, dirs.size()), dirs.size())) {
+            try (java.util.stream.Stream<Path> files = Files.walk(old)) {
+                files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
+            } catch (IOException | java.io.UncheckedIOException e) {
+                // left for the next run
+            }
+        }
+    }
+
+    private static java.nio.file.attribute.FileTime modified(Path p) {
+        try {
+            return Files.getLastModifiedTime(p);
+        } catch (IOException e) {
+            return java.nio.file.attribute.FileTime.fromMillis(0);
+        }
+    }
+
     @Override
     public Integer call() throws Exception {
         checkArguments();
@@ -127,6 +161,7 @@ public final class Playground implements Callable<Integer> {
         // Before anything starts: a missing operator build is said at once, not after minutes of start-up.
         String operatorClasspath = noOperator ? null : OperatorBench.classpath(root);
         Files.createDirectories(root.resolve("src-test/target"));
+        pruneOldLogs(root.resolve("src-test/target"), KEPT_LOG_DIRECTORIES - 1);
         Path logs = Files.createTempDirectory(root.resolve("src-test/target"), "playground-");
         long budget = (long) budgetMib << 20;
         PrintWriter out = spec.commandLine().getOut();

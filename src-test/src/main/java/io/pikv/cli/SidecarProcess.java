@@ -90,6 +90,11 @@ public final class SidecarProcess implements AutoCloseable {
     /** The line Quarkus logs once its HTTP server listens, with the port it bound. */
     private static final Pattern LISTENING = Pattern.compile("Listening on: http://127\\.0\\.0\\.1:(\\d+)");
 
+    /** An environment variable a sidecar would read as a setting ({@code PIKV_…}, {@code QUARKUS_…}). */
+    static boolean overridesSettings(String variable) {
+        return variable.startsWith("PIKV_") || variable.startsWith("QUARKUS_");
+    }
+
     /**
      * Starts a sidecar on a port it picks itself (read back from its log, so no other process can take it between a
      * probe and the bind) and waits until it is ready (or fails with the tail of its log). With a
@@ -116,6 +121,8 @@ public final class SidecarProcess implements AutoCloseable {
             // little of it (the sidecar warns), and these sidecars do not fill one.
             cmd.add("-Dpikv.blocks.capacity-bytes=" + (64L << 20));
         }
+        // Stops by itself once this JVM is gone, also when no shutdown hook ran (killed outright).
+        cmd.add("-Dpikv.parent-pid=" + ProcessHandle.current().pid());
         settings.forEach((k, v) -> cmd.add("-D" + k + "=" + v));
         cmd.add("-jar");
         cmd.add(jar.toString());
@@ -123,7 +130,11 @@ public final class SidecarProcess implements AutoCloseable {
         Path log = logDir.resolve(name + ".log");
         try {
             Files.createDirectories(logDir);
-            process = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+            ProcessBuilder builder = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile());
+            // The child runs the settings given here, not the caller's: a PIKV_… or QUARKUS_… variable of the shell
+            // (say PIKV_STORE_DTYPE) would override them unseen and change what a benchmark compares.
+            builder.environment().keySet().removeIf(SidecarProcess::overridesSettings);
+            process = builder.start();
         } catch (IOException e) {
             throw new Main.RunFailure("cannot start sidecar " + name + ": " + e.getMessage(), e);
         }

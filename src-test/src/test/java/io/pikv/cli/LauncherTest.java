@@ -149,6 +149,43 @@ class LauncherTest {
     }
 
     @Test
+    void thePlaygroundKeepsTheLogsOfItsLatestRunsOnly(@TempDir Path target) throws Exception {
+        for (int i = 0; i < 7; i++) {
+            Path d = Files.createDirectories(target.resolve("playground-" + i));
+            Files.writeString(d.resolve("shard-0.log"), "run " + i);
+            Files.setLastModifiedTime(d, java.nio.file.attribute.FileTime.fromMillis(1_000_000L * (i + 1)));
+        }
+        Files.createDirectories(target.resolve("bench-service-1"));
+        Files.writeString(target.resolve("playground-notes.txt"), "a file, not a run's directory");
+        Playground.pruneOldLogs(target, 4);
+        try (var left = Files.list(target)) {
+            assertThat(left.map(p -> p.getFileName().toString())).containsExactlyInAnyOrder("playground-3",
+                    "playground-4", "playground-5", "playground-6", "bench-service-1", "playground-notes.txt");
+        }
+        assertThat(Files.readString(target.resolve("playground-6/shard-0.log"))).isEqualTo("run 6");
+    }
+
+    /** A command that runs out of heap (picocli hands Errors on) is one sentence and exit 1, not a stack trace. */
+    @picocli.CommandLine.Command(name = "hungry")
+    static final class Hungry implements Runnable {
+        @Override
+        public void run() {
+            throw new OutOfMemoryError("Java heap space");
+        }
+    }
+
+    @Test
+    void aCommandOutOfMemoryIsOneSentenceAndExitOne() {
+        StringWriter out = new StringWriter();
+        StringWriter err = new StringWriter();
+        int code = Main.execute(new picocli.CommandLine(new Hungry()), new String[0], new PrintWriter(out, true),
+                new PrintWriter(err, true));
+        assertThat(code).isEqualTo(1);
+        assertThat(err.toString().strip()).isEqualTo("pikv: hungry ran out of memory (Java heap space): raise the "
+                + "launcher's heap (PIKV_JAVA_OPTS=-Xmx…) or give it a smaller input.");
+    }
+
+    @Test
     void aChildThatFailsIsReportedInASentenceWithItsLogNotAStackTrace(@TempDir Path root) throws Exception {
         // A project whose operator build names a class path that does not exist: the child JVM cannot start.
         Files.createDirectories(root.resolve("sidecar/service"));

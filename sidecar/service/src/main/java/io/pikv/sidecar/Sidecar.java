@@ -49,6 +49,8 @@ public class Sidecar {
                     + "their variables are in docs/sidecar-api.md)", unknown);
         }
         check("pikv.shard-id", config.shardId() >= 0, "a shard id is >= 0, got " + config.shardId());
+        check("pikv.parent-pid", config.parentPid().map(pid -> pid >= 1).orElse(true),
+                "a process id is >= 1, got " + config.parentPid().orElse(0L));
         // The cluster keys its control records and the shards' telemetry: a blank one would match no operator's.
         check("pikv.cluster", !config.cluster().isBlank()
                         && config.cluster().chars().noneMatch(Character::isWhitespace),
@@ -238,7 +240,8 @@ public class Sidecar {
         }
         List<String> unknown = new ArrayList<>();
         for (String name : new java.util.TreeSet<>(env.keySet())) {
-            if (name.startsWith("PIKV_") && !name.equals("PIKV_JAVA_OPTS") && !name.startsWith("PIKV_OPERATOR_")
+            if (name.startsWith("PIKV_") && !name.equals("PIKV_JAVA_OPTS") && !name.equals("PIKV_DEBUG")
+                    && !name.startsWith("PIKV_OPERATOR_")
                     && !known.contains(name) && !lists.contains(name.replaceFirst("_[0-9]+_?$", ""))) {
                 unknown.add(name);
             }
@@ -332,6 +335,7 @@ public class Sidecar {
                     }
                 });
         startIdleSweeper();
+        config.parentPid().ifPresent(Sidecar::watchParent);
         if (gateway != null) {
             LOG.infof("PiKV sidecar: role gateway, cluster %s, model %s, %d shards %s, %s routing", config.cluster(),
                     shape, config.gateway().shards().orElse(List.of()).size(), config.gateway().shards().orElse(List.of()),
@@ -342,6 +346,41 @@ public class Sidecar {
                     shard.layout().pageTokens(), config.store().budgetBytes(),
                     shard.pyramid() == null ? "no pyramid budgets" : shard.pyramid(), shard.attentionPlace());
         }
+    }
+
+    /** How often the launcher named by {@code pikv.parent-pid} is looked for. */
+    private static final long PARENT_CHECK_MILLIS = 1000;
+
+    /**
+     * Stops the sidecar once process {@code pid} (the launcher that started it, {@code pikv.parent-pid}) is gone: by
+     * polling, since a process that is not this one's child gives no signal of its end. A process with the id but
+     * another start time is another process (the id was reused), so the launcher is gone.
+     */
+    static void watchParent(long pid) {
+        java.util.Optional<java.time.Instant> born = ProcessHandle.of(pid).flatMap(h -> h.info().startInstant());
+        Thread watch = new Thread(() -> {
+            while (parentAlive(pid, born)) {
+                try {
+                    Thread.sleep(PARENT_CHECK_MILLIS);
+                } catch (InterruptedException e) {
+                    return;
+                }
+            }
+            LOG.warnf("the process that started this sidecar (pid %d, pikv.parent-pid) is gone: stopping", pid);
+            io.quarkus.runtime.Quarkus.asyncExit(1);
+        }, "pikv-parent-watch");
+        watch.setDaemon(true);
+        watch.start();
+    }
+
+    /** Whether process {@code pid} runs, and is the one that started at {@code born} (when that is known). */
+    static boolean parentAlive(long pid, java.util.Optional<java.time.Instant> born) {
+        java.util.Optional<ProcessHandle> h = ProcessHandle.of(pid);
+        if (h.isEmpty() || !h.get().isAlive()) {
+            return false;
+        }
+        java.util.Optional<java.time.Instant> now = h.get().info().startInstant();
+        return born.isEmpty() || now.isEmpty() || born.get().equals(now.get());
     }
 
     /**

@@ -40,6 +40,12 @@ public interface SidecarConfig {
     @WithDefault("1h")
     Duration sequenceIdleTimeout();
 
+    /**
+     * The process id of a local launcher that started this sidecar as its child: the sidecar stops once that process
+     * is gone, so a launcher killed outright (no shutdown hook ran) leaves no sidecar behind. Unset in a cluster.
+     */
+    java.util.Optional<Long> parentPid();
+
     Model model();
 
     Store store();

@@ -235,6 +235,8 @@ class ComputeSelectionTest {
         env.put("PIKV_TELEMETRY_SEND_TIMEOUT", "5s");
         env.put("PIKV_SHARD_ID", "0");
         env.put("PIKV_JAVA_OPTS", "-Xmx1g");
+        env.put("PIKV_DEBUG", "1"); // the launcher's, which its children see
+        env.put("PIKV_PARENT_PID", "1");
         env.put("PIKV_OPERATOR_SIDECAR_IMAGE", "x");
         env.put("PATH", "/bin");
         env.put("PIKV_STORE_BUDGETBYTES", "1");
@@ -242,6 +244,21 @@ class ComputeSelectionTest {
         env.put("PIKV_CONTROL_TOPIC_2", "x"); // an index only a list setting takes
         assertThat(Sidecar.unknownEnvironment(env)).containsExactly("PIKV_CONTROL_TOPIC_2", "PIKV_STORE_BUDGETBYTES",
                 "PIKV_TELEMETRY_SEND_TIMEOUTS");
+    }
+
+    /** pikv.parent-pid: the launcher runs while its process does, and a reused id is another process. */
+    @Test
+    void theLauncherIsAliveWhileItsProcessRunsWithTheSameStart() throws Exception {
+        ProcessHandle self = ProcessHandle.current();
+        java.util.Optional<java.time.Instant> born = self.info().startInstant();
+        assertThat(Sidecar.parentAlive(self.pid(), born)).isTrue();
+        assertThat(Sidecar.parentAlive(self.pid(), java.util.Optional.empty())).isTrue();
+        if (born.isPresent()) {
+            assertThat(Sidecar.parentAlive(self.pid(), java.util.Optional.of(born.get().minusSeconds(60)))).isFalse();
+        }
+        Process gone = new ProcessBuilder("true").start();
+        assertThat(gone.waitFor(10, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
+        assertThat(Sidecar.parentAlive(gone.pid(), java.util.Optional.empty())).isFalse();
     }
 
     @Test
