@@ -31,7 +31,8 @@ public class AutoscalingSpec {
     @Default("8")
     @Min(1)
     @Max(PiKVClusterSpec.MAX_SHARDS)
-    @JsonPropertyDescription("Most shards autoscaling may create.")
+    @JsonPropertyDescription("Most shards autoscaling may create; above model.experts it counts as model.experts "
+            + "(every shard owns at least one expert).")
     private Integer maxShards = 8;
 
     @Default("0.85")

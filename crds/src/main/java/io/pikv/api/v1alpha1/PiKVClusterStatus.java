@@ -70,7 +70,8 @@ public class PiKVClusterStatus {
             + "to the shards); it grows whenever any of them changes.")
     private Long shardMapEpoch;
 
-    @JsonPropertyDescription("When the shard map last changed (RFC 3339).")
+    @JsonPropertyDescription("When the control state (its epoch: the shard map, the policy, its parameters or "
+            + "the budget) last changed (RFC 3339).")
     private String lastRebalance;
 
     @JsonPropertyDescription("The operator's last decision for this cluster.")

@@ -156,6 +156,12 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             long knownEpoch = inStatus == null || inStatus < 0 || inStatus >= ShardCluster.MAX_EPOCH ? -1 : inStatus;
             running = ShardCluster.fromCrd(cluster, runningSpec, ShardCluster.readControlState(current), knownEpoch,
                     settings).renderedFrom(runningGeneration, StatusJson.write(runningSpec));
+            // An object of one of the cluster's names that is not the cluster's: applying over it would fail (409)
+            // on every retry without saying why, and taking it over could break what it belongs to.
+            String taken = claimNames(cluster, context);
+            if (taken != null) {
+                return nameTaken(cluster, context, known, taken, generation, now);
+            }
             context.managedWorkflowAndDependentResourceContext().put(ShardCluster.CONTEXT_KEY, running);
             context.managedWorkflowAndDependentResourceContext().reconcileManagedWorkflow();
         }
@@ -211,6 +217,83 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                 + client.getKubernetesSerialization().asJson(status) + "}]";
         client.resource(addressOf(cluster)).subresource("status").patch(PatchContext.of(PatchType.JSON), patch);
         written.remember(cluster, status);
+    }
+
+    /**
+     * Looks up each object the cluster renders that its informers do not hold (they see only objects labelled
+     * {@link PiKVClusterResources#MANAGED_SELECTOR}): one the cluster owns whose label was removed is labelled again
+     * (the informers then see it, and the workflow brings it back to its desired state); one it does not own is said,
+     * in a sentence for status. Null when nothing stands in the way.
+     */
+    private String claimNames(PiKVCluster cluster, Context<PiKVCluster> context) {
+        String name = cluster.getMetadata().getName();
+        List<String> foreign = new ArrayList<>();
+        claim(cluster, context, ConfigMap.class, PiKVClusterResources.configMapName(name), foreign);
+        claim(cluster, context, io.fabric8.kubernetes.api.model.Service.class,
+                PiKVClusterResources.headlessServiceName(name), foreign);
+        claim(cluster, context, StatefulSet.class, PiKVClusterResources.shardStatefulSetName(name), foreign);
+        claim(cluster, context, io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudget.class,
+                PiKVClusterResources.podDisruptionBudgetName(name), foreign);
+        if (foreign.isEmpty()) {
+            return null;
+        }
+        return String.join("; ", foreign) + ": delete or rename " + (foreign.size() == 1 ? "it" : "them")
+                + ", or give the cluster another name. Nothing of the cluster is created or changed until then "
+                + "(looked at again every " + config.progressInterval().toString().substring(2)
+                .toLowerCase(java.util.Locale.ROOT) + ").";
+    }
+
+    private <T extends io.fabric8.kubernetes.api.model.HasMetadata> void claim(
+            PiKVCluster cluster, Context<PiKVCluster> context, Class<T> kind, String objectName, List<String> foreign) {
+        if (context.getSecondaryResource(kind).isPresent()) {
+            return;
+        }
+        String namespace = cluster.getMetadata().getNamespace();
+        T found = context.getClient().resources(kind).inNamespace(namespace).withName(objectName).get();
+        if (found == null) {
+            return;
+        }
+        java.util.Map<String, String> labels = found.getMetadata().getLabels();
+        boolean labelled = labels != null && PiKVClusterResources.MANAGED_BY.equals(
+                labels.get(PiKVClusterResources.LABEL_MANAGED_BY));
+        String uid = cluster.getMetadata().getUid();
+        boolean owned = uid != null && found.getMetadata().getOwnerReferences() != null
+                && found.getMetadata().getOwnerReferences().stream().anyMatch(o -> uid.equals(o.getUid()));
+        if (owned && !labelled) {
+            context.getClient().resources(kind).inNamespace(namespace).withName(objectName).edit(o -> {
+                if (o.getMetadata().getLabels() == null) {
+                    o.getMetadata().setLabels(new java.util.HashMap<>());
+                }
+                o.getMetadata().getLabels().put(PiKVClusterResources.LABEL_MANAGED_BY, PiKVClusterResources.MANAGED_BY);
+                return o;
+            });
+            LOG.infof("%s/%s: %s %s had lost its label %s; labelled again", namespace, cluster.getMetadata().getName(),
+                    kind.getSimpleName(), objectName, PiKVClusterResources.MANAGED_SELECTOR);
+        } else if (!owned) {
+            foreign.add(kind.getSimpleName() + " " + namespace + "/" + objectName + " already exists and is not this "
+                    + "cluster's (" + (labelled ? "it belongs to another PiKVCluster of this name, deleted: it goes once "
+                    + "the garbage collector removes it" : "no label " + PiKVClusterResources.MANAGED_SELECTOR
+                    + ", no owner reference to this PiKVCluster") + ")");
+        }
+    }
+
+    /** The status and event of a reconcile stopped by objects of the cluster's names that are not its own. */
+    private Outcome nameTaken(PiKVCluster cluster, Context<PiKVCluster> context, PiKVClusterStatus known,
+                              String message, long generation, String now) {
+        PiKVClusterStatus next = known == null ? new PiKVClusterStatus()
+                : context.getClient().getKubernetesSerialization().clone(known);
+        StatusAggregator.refreshShards(next, context.getSecondaryResource(StatefulSet.class).orElse(null), now);
+        boolean told = Conditions.is(next.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.NAME_TAKEN,
+                message);
+        StatusAggregator.nameTaken(next, message, generation, now);
+        if (known == null || StatusAggregator.changed(known, next)) {
+            writeStatus(cluster, next, context);
+        }
+        if (!told) {
+            events.warning(cluster, Reasons.NAME_TAKEN, message);
+        }
+        LOG.warnf("%s/%s: %s", cluster.getMetadata().getNamespace(), cluster.getMetadata().getName(), message);
+        return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(config.progressInterval()), false);
     }
 
     /** {@code spec} checked by this version's rules as the spec of {@code cluster} (a saved one, not the current). */
@@ -283,6 +366,17 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             return out;
         }
         if (Objects.equals(previous.getLastValidGeneration(), generation)) {
+            // The same spec, yet another control state: the ConfigMap that keeps it was deleted or edited by hand.
+            if (running != null && previous.getShardMapEpoch() != null
+                    && previous.getShardMapEpoch() != running.shardMap().epoch()) {
+                out.add(decide(cluster, Reasons.REBALANCED, "Control state epoch " + previous.getShardMapEpoch()
+                        + " → " + running.shardMap().epoch() + " with the spec unchanged: ConfigMap "
+                        + io.pikv.operator.model.PiKVClusterResources.configMapName(cluster.getMetadata().getName())
+                        + " did not hold the control state status recorded (deleted, or edited by hand), so it holds "
+                        + "this one now: " + running.shardMap().experts() + " experts over " + running.shards()
+                        + " shards, policy " + running.activePolicy().value() + ", " + running.budgetBytes()
+                        + " bytes per shard (not yet published to them).", now));
+            }
             return out;
         }
         return applied(cluster, previous, running, generation, now);
@@ -350,8 +444,12 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         String now = Instant.now().truncatedTo(ChronoUnit.SECONDS).toString();
         // The failed reconcile built no status: the shards' counts and readiness still follow the StatefulSet.
         StatusAggregator.refreshShards(status, context.getSecondaryResource(StatefulSet.class).orElse(null), now);
+        // Told for this generation: the same failure of a newer generation still moves the conditions' generation.
+        io.fabric8.kubernetes.api.model.Condition degraded = Conditions.find(status.getConditions(),
+                PiKVClusterStatus.DEGRADED);
         boolean told = Conditions.is(status.getConditions(), PiKVClusterStatus.DEGRADED, true,
-                Reasons.RECONCILE_FAILED, message);
+                Reasons.RECONCILE_FAILED, message)
+                && Long.valueOf(generation(cluster)).equals(degraded.getObservedGeneration());
         if (told) {
             if (current != null && StatusAggregator.changed(current, status)) {
                 writeStatusQuietly(cluster, status, context);

@@ -573,8 +573,11 @@ public final class PiKVClusterValidator {
                 out.add(new Violation("spec.shards", "is " + shards + ", outside the autoscaling range [" + min + ", "
                         + max + "]; set shards within it or widen the range"));
             }
-            if (shape != null && max > shape.experts()) {
-                out.add(new Violation("spec.autoscaling.maxShards", "is " + max + " but the model has "
+            // A maxShards above the experts (8 by default, whatever the model) bounds nothing more than one shard per
+            // expert already does, so it is taken as that bound rather than refused; a minShards above them can
+            // never hold.
+            if (shape != null && min > shape.experts()) {
+                out.add(new Violation("spec.autoscaling.minShards", "is " + min + " but the model has "
                         + shape.experts() + " experts; every shard owns at least one, so use at most "
                         + shape.experts()));
             }
@@ -792,6 +795,16 @@ public final class PiKVClusterValidator {
                             + "pages live in the container's memory next to the JVM's heap and its own memory; give at "
                             + "least " + mebibytesCeil(budgetBytes + bookkeeping + MIN_MEMORY_OVERHEAD_BYTES)
                             + "Mi, or leave it unset"));
+                } else if (memory != requests.get("memory") && requestAmounts.containsKey("memory")
+                        && bytes(requests.get("memory")) < budgetBytes + bookkeeping + MIN_MEMORY_OVERHEAD_BYTES) {
+                    // The limit holds the KV, but the scheduler places the pod by its request: one far below what
+                    // the shard fills lands it on a node without room, and makes it the first evicted under pressure.
+                    out.add(new Violation("spec.sidecar.resources.requests.memory", requests.get("memory")
+                            + " is less than the " + mebibytesCeil(budgetBytes + bookkeeping
+                            + MIN_MEMORY_OVERHEAD_BYTES) + "Mi a shard holds once its budget (spec.memoryPerShard, "
+                            + budget + ") is full: the scheduler would place the pod as if it needed less, on a node "
+                            + "that may not have room for its KV pages; request at least that, or leave the request "
+                            + "unset (Kubernetes then takes the limit)"));
                 }
             } catch (IllegalArgumentException | ArithmeticException e) {
                 // reported above or by the budget check

@@ -10,12 +10,14 @@ public final class Reasons {
     public static final String CREATING = "Creating";
     public static final String ROLLING_OUT = "RollingOut";
     public static final String SCALING = "Scaling";
+    public static final String RECOVERING = "Recovering";
     public static final String STABLE = "Stable";
     // Degraded
     public static final String SPEC_VALID = "SpecValid";
     public static final String SPEC_INVALID = "SpecInvalid";
     public static final String RECONCILE_FAILED = "ReconcileFailed";
     public static final String PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded";
+    public static final String NAME_TAKEN = "NameTaken";
     // Stalled
     public static final String NOT_STALLED = "NotStalled";
     public static final String STALLED = "Stalled";

@@ -146,8 +146,13 @@ public final class StatusAggregator {
             progressReason = Reasons.ROLLING_OUT;
             progressMessage = updated + " of " + desired + " shard pods run config " + run.configHash() + ".";
         } else if (exist != desired) {
-            progressReason = Reasons.SCALING;
-            progressMessage = exist + " shard pods exist, " + desired + " desired.";
+            // A scale under way (the desired count changed, or the last look saw one going), else pods lost: the
+            // StatefulSet makes them again.
+            boolean scale = !Objects.equals(prev.getDesiredShards(), desired) || scaling(prev)
+                    || progressingFor(prev, Reasons.ROLLING_OUT);
+            progressReason = scale ? Reasons.SCALING : Reasons.RECOVERING;
+            progressMessage = exist + " shard pods exist, " + desired + " desired" + (scale ? "." : "; waiting for the "
+                    + "StatefulSet to make the missing ones again.");
         } else if (ready < desired && (progressingFor(prev, Reasons.CREATING)
                 || prev.getShards() != null && prev.getShards() == 0 && Objects.equals(prev.getDesiredShards(), desired)
                 && prev.getReadyShards() != null && prev.getReadyShards() == 0)) {
@@ -159,9 +164,17 @@ public final class StatusAggregator {
                 || prev.getShards() != null && prev.getShards() < desired)) {
             // The StatefulSet counts new pods as soon as they are created: a scale is done when they are ready. Fewer
             // pods at the last look than desired now is a scale too, also when that look saw the StatefulSet's new
-            // replica count not rolled out yet (RollingOut) and so already took the new desired count.
+            // replica count not rolled out yet (RollingOut) and so already took the new desired count (a pod deleted
+            // and made again reads the same way).
             progressReason = Reasons.SCALING;
             progressMessage = ready + " of " + desired + " shard pods ready after scaling to " + desired + ".";
+        } else if (ready < desired) {
+            // Nothing of the spec changed, yet shards are not ready: a pod restarted, was deleted (its replacement not
+            // ready yet) or fails its readiness probe. The cluster is on its way back, not stable: kstatus tools read
+            // Reconciling, and the progress deadline runs from when it was last all ready.
+            progressReason = Reasons.RECOVERING;
+            progressMessage = ready + " of " + desired + " shard pods ready; waiting for the others to be ready again "
+                    + "(a pod restarted or fails its readiness probe).";
         } else {
             progressReason = null;
             progressMessage = null;
@@ -204,8 +217,9 @@ public final class StatusAggregator {
         boolean rebalancing = !allReady && (newMap || Conditions.isTrue(c, PiKVClusterStatus.REBALANCING));
         c = rebalancing
                 ? Conditions.set(c, PiKVClusterStatus.REBALANCING, true, Reasons.SHARD_MAP_CHANGED,
-                "Shard map epoch " + epoch + " spreads " + run.shardMap().experts() + " experts over " + desired
-                        + " shards; waiting for all shards to be ready.", rg, now)
+                "Control state epoch " + epoch + " (the shard map of " + run.shardMap().experts() + " experts over "
+                        + desired + " shards, policy " + run.activePolicy().value() + ", " + run.budgetBytes()
+                        + " bytes per shard); waiting for all shards to be ready.", rg, now)
                 : Conditions.set(c, PiKVClusterStatus.REBALANCING, false, Reasons.SHARD_MAP_SETTLED,
                 (allReady ? "All " + desired + " shards are ready" : "The control state has not changed while "
                         + "shards are not ready") + "; shard map epoch " + epoch + " is the desired map (in the "
@@ -234,6 +248,26 @@ public final class StatusAggregator {
         return Conditions.set(out, PiKVClusterStatus.STALLED, stalled,
                 stalled ? d.getReason() : Reasons.NOT_STALLED,
                 stalled ? d.getMessage() : "Nothing waits for a person.", g, now);
+    }
+
+    /**
+     * A reconcile stopped before it applied anything, by objects of the cluster's names that are not its own
+     * ({@code message} says which and what to do): {@code Degraded} and {@code Stalled} say it (a person must act),
+     * {@code Reconciling} is false as kstatus wants beside a stall, and a cluster with no {@code Ready} yet gets it
+     * false for the same reason; the rest stays as it was.
+     */
+    public static void nameTaken(PiKVClusterStatus status, String message, long generation, String now) {
+        List<Condition> c = status.getConditions();
+        c = Conditions.set(c, PiKVClusterStatus.DEGRADED, true, Reasons.NAME_TAKEN, message, generation, now);
+        c = Conditions.set(c, PiKVClusterStatus.STALLED, true, Reasons.NAME_TAKEN, message, generation, now);
+        c = Conditions.set(c, PiKVClusterStatus.RECONCILING, false, Reasons.STALLED, "Stalled: waits for a person.",
+                generation, now);
+        if (Conditions.find(c, PiKVClusterStatus.READY) == null) {
+            c = Conditions.set(c, PiKVClusterStatus.READY, false, Reasons.NAME_TAKEN, "No shards run: " + message,
+                    generation, now);
+        }
+        status.setConditions(c);
+        status.setObservedGeneration(generation);
     }
 
     /** The Degraded message (and Warning event) for an invalid spec: what is wrong and what keeps running. */

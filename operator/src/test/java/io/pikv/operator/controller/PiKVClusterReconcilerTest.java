@@ -170,6 +170,66 @@ class PiKVClusterReconcilerTest {
                 .satisfies(e -> assertThat(e.getCount()).isEqualTo(1));
     }
 
+    /**
+     * An object of one of the cluster's names that is not the cluster's (a ConfigMap of the user's own): nothing is
+     * applied over it, status and an event say which and what to do, and the cluster is made once it is gone.
+     */
+    @Test
+    void anObjectOfTheClustersNameThatIsNotItsOwnStallsItUntilItIsGone() throws Exception {
+        client.configMaps().inNamespace(NS).resource(new io.fabric8.kubernetes.api.model.ConfigMapBuilder()
+                .withNewMetadata().withName("squat-config").withNamespace(NS).endMetadata()
+                .addToData("mine", "yes").build()).create();
+        create(TestClusters.small("squat", NS));
+        PiKVClusterStatus stalled = awaitStatus("squat", s -> Conditions.isTrue(s.getConditions(), "Stalled"));
+        assertThat(condition(stalled, "Degraded").getReason()).isEqualTo("NameTaken");
+        assertThat(condition(stalled, "Degraded").getMessage()).startsWith("ConfigMap " + NS + "/squat-config already "
+                + "exists and is not this cluster's (no label app.kubernetes.io/managed-by=pikv-operator, no owner "
+                + "reference to this PiKVCluster): delete or rename it, or give the cluster another name.");
+        assertThat(condition(stalled, "Reconciling").getStatus()).isEqualTo("False");
+        assertThat(condition(stalled, "Ready").getStatus()).isEqualTo("False");
+        assertThat(client.apps().statefulSets().inNamespace(NS).withName("squat-shard").get()).isNull();
+        assertThat(client.configMaps().inNamespace(NS).withName("squat-config").get().getData())
+                .containsOnly(java.util.Map.entry("mine", "yes"));
+        assertThat(writtenEvents("squat", "NameTaken")).singleElement();
+        client.configMaps().inNamespace(NS).withName("squat-config").delete();
+        awaitObject(StatefulSet.class, "squat-shard", sts -> true);
+        PiKVClusterStatus made = awaitStatus("squat", s -> !Conditions.isTrue(s.getConditions(), "Stalled"));
+        assertThat(condition(made, "Degraded").getReason()).isEqualTo("SpecValid");
+    }
+
+    /** One of the cluster's objects whose label was removed by hand: labelled again, not reported as missing. */
+    @Test
+    void anOwnObjectThatLostItsLabelIsLabelledAgain() {
+        create(TestClusters.small("relabel", NS));
+        awaitStatus("relabel", s -> s.getShardMapEpoch() != null);
+        awaitObject(StatefulSet.class, "relabel-shard", sts -> true);
+        client.apps().statefulSets().inNamespace(NS).withName("relabel-shard").edit(sts -> {
+            sts.getMetadata().getLabels().remove("app.kubernetes.io/managed-by");
+            return sts;
+        });
+        awaitObject(StatefulSet.class, "relabel-shard", sts -> "pikv-operator".equals(
+                sts.getMetadata().getLabels().get("app.kubernetes.io/managed-by")));
+        assertThat(condition(get("relabel").getStatus(), "Degraded").getReason()).isNotEqualTo("NameTaken");
+    }
+
+    /** A ConfigMap deleted behind the operator's back: written anew under a higher epoch, and the change is told. */
+    @Test
+    void aDeletedConfigMapIsWrittenAnewAndTheNewControlStateTold() throws Exception {
+        create(TestClusters.small("cmgone", NS));
+        PiKVClusterStatus before = awaitStatus("cmgone", s -> s.getShardMapEpoch() != null);
+        awaitObject(ConfigMap.class, "cmgone-config", c -> true);
+        client.configMaps().inNamespace(NS).withName("cmgone-config").delete();
+        PiKVClusterStatus after = awaitStatus("cmgone", s -> s.getShardMapEpoch() != null
+                && s.getShardMapEpoch() > before.getShardMapEpoch());
+        assertThat(after.getLastDecision().getReason()).isEqualTo("Rebalanced");
+        assertThat(after.getLastDecision().getMessage()).startsWith("Control state epoch " + before.getShardMapEpoch()
+                + " → " + after.getShardMapEpoch() + " with the spec unchanged: ConfigMap cmgone-config did not hold "
+                + "the control state status recorded");
+        assertThat(io.pikv.operator.model.ShardCluster.readControlState(awaitObject(ConfigMap.class, "cmgone-config",
+                c -> true)).epoch()).isEqualTo(after.getShardMapEpoch());
+        assertThat(writtenEvents("cmgone", "Rebalanced")).singleElement();
+    }
+
     @Test
     void invalidSpecDegradesWithAnEventAndLeavesTheShardsAlone() throws Exception {
         create(TestClusters.small("invalid", NS));
@@ -333,6 +393,25 @@ class PiKVClusterReconcilerTest {
         assertThat(failed).extracting(Event::getMessage)
                 .containsOnly("Reconcile failed (retrying with backoff): forced refusal");
         assertThat(failed).extracting(Event::getCount).containsOnly(1);
+    }
+
+    /** The same failure again for a newer generation: the conditions say the newer generation, not the one before. */
+    @Test
+    void theSameFailureOfANewerGenerationMovesTheConditionsGeneration() {
+        create(TestClusters.small("repeat", NS));
+        awaitStatus("repeat", s -> s.getLastValidGeneration() != null);
+        PiKVCluster cluster = get("repeat");
+        long g = cluster.getMetadata().getGeneration();
+        reconciler.updateErrorStatus(cluster, retryContext(false), new IllegalStateException("webhook denied"));
+        assertThat(condition(get("repeat").getStatus(), "Degraded").getObservedGeneration()).isEqualTo(g);
+        PiKVCluster newer = get("repeat");
+        newer.getMetadata().setGeneration(g + 1);
+        reconciler.updateErrorStatus(newer, retryContext(false), new IllegalStateException("webhook denied"));
+        PiKVClusterStatus now = get("repeat").getStatus();
+        assertThat(condition(now, "Degraded").getObservedGeneration()).isEqualTo(g + 1);
+        assertThat(condition(now, "Degraded").getMessage())
+                .isEqualTo("Reconcile failed (retrying with backoff): webhook denied");
+        assertThat(condition(now, "Reconciling").getObservedGeneration()).isEqualTo(g + 1);
     }
 
     @Test

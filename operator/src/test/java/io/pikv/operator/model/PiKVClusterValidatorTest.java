@@ -140,10 +140,11 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getAutoscaling().setMinShards(3);
                     c.getSpec().getAutoscaling().setMaxShards(6);
                 }, "spec.shards", "outside the autoscaling range [3, 6]"),
-                bad("autoscaling beyond the experts", c -> {
+                bad("an autoscaling floor beyond the experts", c -> {
                     c.getSpec().getAutoscaling().setEnabled(true);
+                    c.getSpec().getAutoscaling().setMinShards(9);
                     c.getSpec().getAutoscaling().setMaxShards(16);
-                }, "spec.autoscaling.maxShards", "at most 8"),
+                }, "spec.autoscaling.minShards", "at most 8"),
                 bad("more pages than a shard can address", c -> c.getSpec().setMemoryPerShard(new Quantity("2Ti")),
                         "spec.memoryPerShard", "more than one shard can address with fp16 pages of 16384 bytes "
                                 + "(67108862 pages, 1099511595008 bytes): spread the KV over more shards"),
@@ -237,6 +238,12 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
                             .addToLimits("memory", new Quantity("1535Mi")).build());
                 }, "spec.sidecar.resources", "give at least 1920Mi, or leave it unset"),
+                bad("memory request far below what the budget fills (the limit large enough)", c -> c.getSpec()
+                        .getSidecar().setResources(new ResourceRequirementsBuilder()
+                                .addToLimits("memory", new Quantity("4Gi"))
+                                .addToRequests("memory", new Quantity("256Mi")).build()),
+                        "spec.sidecar.resources.requests.memory", "256Mi is less than the 600Mi a shard holds once "
+                                + "its budget (spec.memoryPerShard, 64Mi) is full"),
                 bad("resource claims", c -> c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
                         .addNewClaim().withName("gpu").endClaim().build()),
                         "spec.sidecar.resources.claims", "not passed to the shard pods"),
@@ -377,6 +384,16 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getGpu().setEnabled(true);
                     c.getSpec().getScheduling().setPolicy(SchedulingPolicy.STREAMING);
                     c.getSpec().getCompression().setMethod("int8");
+                }),
+                // The CRD's default maxShards (8) on a smaller model, or any ceiling above the experts: one shard per
+                // expert is the bound anyway.
+                Arguments.of("memory request below the limit, above what a shard holds", (Consumer<PiKVCluster>) c ->
+                        c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                                .addToLimits("memory", new Quantity("4Gi"))
+                                .addToRequests("memory", new Quantity("600Mi")).build())),
+                Arguments.of("autoscaling ceiling above the experts", (Consumer<PiKVCluster>) c -> {
+                    c.getSpec().getAutoscaling().setEnabled(true);
+                    c.getSpec().getAutoscaling().setMaxShards(16);
                 }),
                 Arguments.of("gpu with utility by recency only", (Consumer<PiKVCluster>) c -> {
                     c.getSpec().getGpu().setEnabled(true);

@@ -98,10 +98,19 @@ class StatusAggregatorTest {
         assertThat(condition(done, "Progressing").getStatus()).isEqualTo("False");
         assertThat(condition(done, "Progressing").getReason()).isEqualTo("Stable");
         assertThat(condition(done, "Ready").getStatus()).isEqualTo("True");
-        // A pod that fails later, with no scale, is not "Scaling": Ready says it.
+        // A pod that fails later, with no scale, is not "Scaling": the cluster recovers, and kstatus tools read it as
+        // in progress (not as current) until the pod is ready again.
         PiKVClusterStatus failing = next(done, sts(2, 1), T2);
-        assertThat(condition(failing, "Progressing").getReason()).isEqualTo("Stable");
+        assertThat(condition(failing, "Progressing").getStatus()).isEqualTo("True");
+        assertThat(condition(failing, "Progressing").getReason()).isEqualTo("Recovering");
+        assertThat(condition(failing, "Progressing").getMessage()).startsWith("1 of 2 shard pods ready; waiting for "
+                + "the others to be ready again");
+        assertThat(condition(failing, "Reconciling").getStatus()).isEqualTo("True");
         assertThat(condition(failing, "Ready").getMessage()).isEqualTo("1/2 shards ready.");
+        PiKVClusterStatus back = next(failing, sts(2, 2), T2);
+        assertThat(condition(back, "Progressing").getReason()).isEqualTo("Stable");
+        assertThat(condition(back, "Reconciling").getStatus()).isEqualTo("False");
+        assertThat(condition(back, "Ready").getStatus()).isEqualTo("True");
     }
 
     @Test
