@@ -13,6 +13,8 @@ import static org.assertj.core.api.Assertions.assertThat;
  */
 class ConsistentAttentionTest {
     static final ModelShape SHAPE = new ModelShape(1, 4, 2, 16, 8, 2);
+    /** Attention calls the reader makes while the appender appends. */
+    static final int READER_CALLS = 50;
 
     @Test
     void attentionDuringAppendsSeesAPrefixOfThePositions() throws Exception {
@@ -22,11 +24,14 @@ class ConsistentAttentionTest {
             AtomicBoolean done = new AtomicBoolean();
             java.util.concurrent.atomic.AtomicReference<Throwable> failed = new java.util.concurrent.atomic.AtomicReference<>();
             java.util.concurrent.CountDownLatch started = new java.util.concurrent.CountDownLatch(1);
+            java.util.concurrent.atomic.AtomicInteger readerCalls = new java.util.concurrent.atomic.AtomicInteger();
             Thread appender = new Thread(() -> {
                 try {
                     Random rnd = new Random(1);
                     started.await();
-                    for (int i = 0; i < 20_000; i++) {
+                    // Until the reader has made enough calls among the appends (a reader that finished its first
+                    // call only after the last append would test nothing): at least 2,000 appends, at most 50,000.
+                    for (int i = 0; i < 50_000 && (i < 2_000 || readerCalls.get() < READER_CALLS); i++) {
                         store.append(seq, 0, rnd.nextInt(SHAPE.experts()), Reference.gaussian(SHAPE.kvWidth(), rnd, 1f),
                                 Reference.gaussian(SHAPE.kvWidth(), rnd, 1f));
                     }
@@ -53,10 +58,11 @@ class ConsistentAttentionTest {
                     }
                 }
                 calls++;
+                readerCalls.incrementAndGet();
             }
             appender.join();
             assertThat(failed.get()).as("the appender failed").isNull();
-            assertThat(calls).isPositive();
+            assertThat(calls).as("attention calls made while the appends ran").isGreaterThanOrEqualTo(READER_CALLS);
             assertThat(torn).as("calls (of %d) that saw an entry without an earlier one", calls).isZero();
         }
     }

@@ -57,6 +57,10 @@ class GatewayUndoTest {
         final java.util.concurrent.atomic.AtomicInteger closeFailuresLeft = new java.util.concurrent.atomic.AtomicInteger();
         /** What {@code GET /v1/sequences/{id}} answers. */
         volatile String describeAnswer = "{}";
+        /** Its status: 200, or a problem (404: the shard restarted). */
+        volatile int describeStatus = 200;
+        /** When set, a GET is dropped unanswered (the connection closed), as by a shard that went away. */
+        volatile boolean describeDropped;
         /** When set, an append waits for it before it answers. */
         volatile java.util.concurrent.CountDownLatch appendGate;
 
@@ -129,7 +133,13 @@ class GatewayUndoTest {
                 reply(x, withdrawStatus, withdrawStatus == 200 ? "{\"withdrawn\":" + withdrawn + "}"
                         : "{\"type\":\"about:blank\",\"status\":404,\"title\":\"not-found\",\"detail\":\"gone\"}");
             } else if (x.getRequestMethod().equals("GET")) {
-                reply(x, 200, describeAnswer);
+                if (describeDropped) {
+                    x.close(); // no status line: the client reads the connection's end
+                } else {
+                    reply(x, describeStatus, describeStatus == 200 ? describeAnswer
+                            : "{\"type\":\"urn:pikv:problem:unknown-sequence\",\"status\":" + describeStatus
+                            + ",\"title\":\"x\"}");
+                }
             } else if (x.getRequestMethod().equals("DELETE")) {
                 java.util.concurrent.CountDownLatch gate = closeGate;
                 if (gate != null) {
@@ -245,6 +255,25 @@ class GatewayUndoTest {
     }
 
     /**
+     * One keep-alive pass over three sequences: a shard whose read fails is not asked again in that pass (one down
+     * shard must not hold the pass for a timeout per sequence), while one that answers, even 404, is asked for each.
+     */
+    @Test
+    void aKeepAlivePassSkipsAShardThatFailedAndAsksOneThatAnswered() throws IOException {
+        Gateway g = gateway();
+        for (int i = 0; i < 3; i++) {
+            g.create(null);
+        }
+        fakes.get(0).describeStatus = 404; // restarted: it answers, so it is reachable
+        fakes.get(1).describeDropped = true;
+        fakes.forEach(f -> f.requests.clear());
+        assertThat(g.keepAlive(0)).isEqualTo(3);
+        assertThat(fakes.get(0).requests.stream().filter(r -> r.startsWith("GET "))).hasSize(3);
+        // One read (its kept connection's failure may send that GET once more on a new one), not one per sequence.
+        assertThat(fakes.get(1).requests.stream().filter(r -> r.startsWith("GET ")).count()).isBetween(1L, 2L);
+    }
+
+    /**
      * A shutdown that finds the idle sweep closing a sequence (and that close then failing on a shard) closes it once
      * that close is over, instead of taking it as closed.
      */
@@ -262,7 +291,10 @@ class GatewayUndoTest {
                 .until(() -> fakes.get(0).requests.contains(delete));
         java.util.concurrent.CompletableFuture<Integer> shutdown = java.util.concurrent.CompletableFuture.supplyAsync(
                 () -> g.closeAllOnShards(java.time.Duration.ofSeconds(10)));
-        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(300)).until(() -> true);
+        // The shutdown has found the sweep's close under way and waits for it (its close thread polls, asleep).
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10)).until(() ->
+                Thread.getAllStackTraces().keySet().stream().anyMatch(t -> t.getName().equals("pikv-gateway-close")
+                        && t.getState() == Thread.State.TIMED_WAITING));
         gate.countDown(); // the sweep's close: shard 0 closes, shard 1 answers 503, so it stays closing
         assertThat(sweep.get(10, java.util.concurrent.TimeUnit.SECONDS)).isZero();
         assertThat(shutdown.get(10, java.util.concurrent.TimeUnit.SECONDS)).isEqualTo(1);
@@ -277,7 +309,14 @@ class GatewayUndoTest {
         float[] kv = new float[SHAPE.kvWidth()];
         Wire.AppendRequest one = new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 0, kv, kv)});
-        return java.util.concurrent.CompletableFuture.supplyAsync(() -> g.append(seq, one));
+        java.util.concurrent.CompletableFuture<int[]> append =
+                java.util.concurrent.CompletableFuture.supplyAsync(() -> g.append(seq, one));
+        // From here the append holds the sequence (it looked it up and waits for shard 0 under its lock): the times
+        // the tests wait are measured from this moment, not from when a busy machine happened to start the thread.
+        String sent = "POST /v1/sequences/" + seq + "/entries";
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
+                .until(() -> fakes.get(0).requests.contains(sent));
+        return append;
     }
 
     /** A call's end counts as use: a sweep right after a call that took longer than the idle timeout keeps it. */

@@ -216,6 +216,17 @@ class ControlListenerTest {
             assertThat(policy.activePolicy()).isEqualTo("reject");
             assertThat(control.epoch()).isEqualTo(3);
             assertThat(l.ready()).isTrue();
+            // A tombstone (the operator deleted the cluster) is no refusal: nothing counted, the state runs on. A
+            // record keyed c1 that names another cluster is refused and said; one keyed for another cluster is
+            // that cluster's.
+            producer.send(new ProducerRecord<>(topic, "c1", null)).get();
+            publish(producer, topic, "c1", state("c2", 9, "lru", 0, 0, 0, 0));
+            publish(producer, topic, "c2", state("c2", 10, "lru", 0, 0, 0, 0));
+            await().atMost(Duration.ofSeconds(10)).until(() -> count("other_cluster") == 1);
+            assertThat(count("invalid")).isEqualTo(8);
+            assertThat(control.state().lastRejected()).endsWith(" is keyed c1 but names cluster c2");
+            assertThat(control.epoch()).isEqualTo(3);
+            assertThat(policy.activePolicy()).isEqualTo("reject");
         }
     }
 
@@ -303,6 +314,53 @@ class ControlListenerTest {
                 "pikv.control", 0, 0L, "c1", record)));
         await().atMost(Duration.ofSeconds(10)).until(listener::ready);
         assertThat(control.epoch()).isZero();
+    }
+
+    /**
+     * A broker that goes silent once reading began (end offsets known, the record never fetched, every later call
+     * timing out): past the start-up wait, the shard becomes ready once the broker has been silent for 10 s, rather
+     * than never (a cache outage for a control topic it cannot read).
+     */
+    @Test
+    void aBrokerSilentDuringTheFirstReadMakesTheShardReadyAfterTenSeconds() throws Exception {
+        TopicPartition p0 = new TopicPartition("pikv.control", 0);
+        java.util.concurrent.atomic.AtomicBoolean silent = new java.util.concurrent.atomic.AtomicBoolean();
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
+                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest") {
+                    @Override
+                    public synchronized Map<TopicPartition, Long> endOffsets(java.util.Collection<TopicPartition> ps,
+                                                                             Duration timeout) {
+                        if (!silent.getAndSet(true)) {
+                            return super.endOffsets(ps, timeout); // the first answer: reading begins
+                        }
+                        throw new org.apache.kafka.common.errors.TimeoutException("no answer in time");
+                    }
+
+                    @Override
+                    public synchronized List<org.apache.kafka.common.PartitionInfo> partitionsFor(String topic,
+                                                                                               Duration timeout) {
+                        if (silent.get()) {
+                            throw new org.apache.kafka.common.errors.TimeoutException("no answer in time");
+                        }
+                        return super.partitionsFor(topic, timeout);
+                    }
+                };
+        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
+                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
+        consumer.updateBeginningOffsets(Map.of(p0, 0L));
+        consumer.updateEndOffsets(Map.of(p0, 1L)); // one record, which never comes
+        listener = new ControlListener("pikv.control", control, Duration.ofMillis(300), () -> consumer, json, registry,
+                link);
+        long started = System.nanoTime();
+        listener.start();
+        await().atMost(Duration.ofSeconds(5)).until(silent::get);
+        // Past the start-up wait and reading: not ready while the broker may still answer.
+        await().during(Duration.ofSeconds(3)).atMost(Duration.ofSeconds(5))
+                .until(() -> !listener.ready() && listener.phase() == ControlListener.Phase.READING);
+        await().atMost(Duration.ofSeconds(20)).until(listener::ready);
+        assertThat((System.nanoTime() - started) / 1e9).as("seconds to ready").isGreaterThanOrEqualTo(9.5);
+        assertThat(listener.phase()).isEqualTo(ControlListener.Phase.READING);
+        assertThat(control.epoch()).isEqualTo(-1);
     }
 
     @Test
