@@ -112,7 +112,10 @@ public final class CacheAwareRouter implements Router {
             miss[e] = miss[e] < MISS_FLOOR ? 0 : miss[e] * decay;
         }
         int[] plain = Gate.topK(logits, k);
-        double nullScore = nullRatio == 0 ? Double.NEGATIVE_INFINITY : logits[plain[0]] + Math.log(nullRatio);
+        // The null expert scores the top logit + ln ρ; compared as a difference from the top logit, so that ln ρ is
+        // not rounded away next to a logit of 1e17.
+        double top = logits[plain[0]];
+        double nullOverTop = nullRatio == 0 ? Double.NEGATIVE_INFINITY : Math.log(nullRatio);
         boolean[] inPlain = new boolean[logits.length];
         for (int e : plain) {
             inPlain[e] = true;
@@ -132,9 +135,11 @@ public final class CacheAwareRouter implements Router {
                     continue;
                 }
                 boolean free = n == 0 || touched[map.shardOf(e)];
-                double score = free ? logits[e] : logits[e] - lambda * Math.log1p(miss[e]);
+                double penalty = free ? 0 : lambda * Math.log1p(miss[e]);
+                double score = logits[e] - penalty;
                 // With no null expert (ρ = 0) nothing is dropped, even where a huge λ takes a score to -∞.
-                if (((free && inPlain[e]) || nullRatio == 0 || score > nullScore) && (best < 0 || score > bestScore
+                if (((free && inPlain[e]) || nullRatio == 0 || (logits[e] - top) - penalty > nullOverTop)
+                        && (best < 0 || score > bestScore
                         || (score == bestScore && tieGoesTo(e, best, touched, inPlain, map)))) {
                     best = e;
                     bestScore = score;

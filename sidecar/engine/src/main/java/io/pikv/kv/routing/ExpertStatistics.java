@@ -26,6 +26,9 @@ public final class ExpertStatistics {
 
     /** Counts one token served by {@code experts} (distinct expert ids). */
     public void add(int[] experts) {
+        if (experts == null) {
+            throw new IllegalArgumentException("a token's experts are required");
+        }
         for (int i = 0; i < experts.length; i++) {
             int a = experts[i];
             if (a < 0 || a >= load.length) {

@@ -52,6 +52,9 @@ public final class PlacementPlanner {
     private final Config config;
 
     public PlacementPlanner(Config config) {
+        if (config == null) {
+            throw new IllegalArgumentException("a planner needs its config (PlacementPlanner.DEFAULTS for the defaults)");
+        }
         this.config = config;
     }
 
@@ -66,6 +69,9 @@ public final class PlacementPlanner {
      * @param current      the map in force
      */
     public PlacementPlan plan(double[] load, double[][] coActivation, ExpertShardMap current) {
+        if (current == null) {
+            throw new IllegalArgumentException("the current shard map is required");
+        }
         int experts = current.experts();
         int shards = current.shards();
         double[][] co = checkedCoActivation(coActivation, experts);
@@ -143,7 +149,7 @@ public final class PlacementPlanner {
         for (double l : perShard) {
             max = Math.max(max, l);
         }
-        return max / (total / shards);
+        return max / total * shards; // not max / (total / shards): a mean of tiny loads underflows to 0
     }
 
     /** Share of co-activation between experts on different shards; 0 when there is none. */
@@ -263,7 +269,9 @@ public final class PlacementPlanner {
                 shardExperts[assign[e]]++;
                 for (int f = 0; f < load.length; f++) {
                     conn[e][assign[f]] += co[e][f];
-                    coTotal += co[e][f];
+                    if (f < e) {
+                        coTotal += co[e][f]; // each pair once, as the input check summed them: finite
+                    }
                 }
             }
             loadTol = 1e-12 * mean * shards;

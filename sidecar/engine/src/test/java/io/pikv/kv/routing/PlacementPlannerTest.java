@@ -39,6 +39,24 @@ class PlacementPlannerTest {
         assertThat(plan.reason()).isEmpty();
     }
 
+    /** Counts near the largest double (their sum over pairs still finite) co-locate as small ones do. */
+    @Test
+    void coActivationNearTheLargestDoubleStillCoLocates() {
+        double[][] c = co(4, new double[] {0, 1, 1e308});
+        PlacementPlan plan = new PlacementPlanner(new PlacementPlanner.Config(0.1, 0.5, 0.01))
+                .plan(new double[] {1, 1, 1, 1}, c, new ExpertShardMap(0, 2, new int[] {0, 1, 0, 1}));
+        assertThat(plan.changed()).as(plan.reason()).isTrue();
+        assertThat(plan.cut()).isZero();
+        assertThat(plan.map().shardOf(0)).isEqualTo(plan.map().shardOf(1));
+    }
+
+    /** Loads so small that their mean underflows: max/mean stays the finite share it is. */
+    @Test
+    void tinyLoadsGiveAFiniteMaxOverMean() {
+        assertThat(PlacementPlanner.maxOverMean(new double[] {Double.MIN_VALUE, 0, 0, 0}, new int[] {0, 1, 2, 3}, 4))
+                .isEqualTo(4.0);
+    }
+
     @Test
     void balancesLoadWithTheSwapThatLevelsThePair() {
         // Shards hold 7 and 3; swapping 4 for 2 levels them at 5 and 5.

@@ -25,6 +25,15 @@ class RoutersTest {
         return ExpertShardMap.roundRobin(experts, experts);
     }
 
+    /** The null expert's ln ρ holds beside logits of 1e17: an expert as strong as the top one is kept. */
+    @Test
+    void theNullExpertComparesByTheGapToTheTopLogitAtAnyScale() {
+        ExpertShardMap map = ExpertShardMap.roundRobin(2, 2);
+        RoutingDecision d = new CacheAwareRouter(2, 2, 0.1, 1, 0.15).route(new double[] {1e17, 1e17}, map);
+        assertThat(d.experts()).containsExactlyInAnyOrder(0, 1);
+        assertThat(d.massMovedFraction()).isZero();
+    }
+
     @Test
     void hashRouterIsThePlainTopKWithTiesToTheLowerId() {
         ExpertShardMap map = new ExpertShardMap(7, 3, new int[] {0, 1, 2, 0, 1, 2});
