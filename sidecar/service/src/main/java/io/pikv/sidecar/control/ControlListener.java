@@ -171,7 +171,13 @@ public final class ControlListener implements AutoCloseable {
             phase = Phase.READING;
             Map<TopicPartition, Long> end = null;
             long lastCheck = System.nanoTime(); // monotonic: a wall clock stepped back must not stop the checks
+            long lastBudgetTry = System.nanoTime();
             while (running) {
+                if (System.nanoTime() - lastBudgetTry >= LINK_CHECK_MS * 1_000_000L) {
+                    // Outside the broker's calls: a refused budget is tried again also while every poll fails.
+                    lastBudgetTry = System.nanoTime();
+                    retryBudget();
+                }
                 try {
                     if (end == null) {
                         end = new java.util.HashMap<>(consumer.endOffsets(partitions, CALL_TIMEOUT));
@@ -200,10 +206,12 @@ public final class ControlListener implements AutoCloseable {
                     }
                     if (System.nanoTime() - lastCheck >= LINK_CHECK_MS * 1_000_000L) {
                         lastCheck = System.nanoTime();
-                        retryBudget(); // first: it needs no broker, and must go on while the broker is away
                         addNewPartitions(partitions, phase == Phase.READING ? end : null);
-                        consumer.endOffsets(partitions, CALL_TIMEOUT);
+                        Map<TopicPartition, Long> ends = consumer.endOffsets(partitions, CALL_TIMEOUT);
                         lastAnswer = System.nanoTime();
+                        if (phase == Phase.READING) {
+                            lowerEnds(end, ends);
+                        }
                         up();
                     }
                 } catch (WakeupException e) {
@@ -271,8 +279,11 @@ public final class ControlListener implements AutoCloseable {
                     link.up(KafkaLink.Client.CONTROL); // readable: readiness now waits for the read
                     return infos.stream().map(p -> new TopicPartition(p.topic(), p.partition())).toList();
                 }
-                link.up(KafkaLink.Client.CONTROL);
                 problem = "topic " + topic + " does not exist";
+                // The broker answers, but control cannot be followed: the kafka group and pikv_kafka_up say so, as
+                // they do for a topic deleted later.
+                link.down(KafkaLink.Client.CONTROL,
+                        new org.apache.kafka.common.errors.UnknownTopicOrPartitionException(problem));
                 if (!logged) {
                     LOG.warnf("control: topic %s does not exist (yet); running the configured state, ready at %s",
                             topic, deadline);
@@ -323,6 +334,23 @@ public final class ControlListener implements AutoCloseable {
         consumer.seekToBeginning(added);
         LOG.infof("control: %s has %d partition(s) now; reading the %d new one(s) from their start", topic,
                 partitions.size(), added.size());
+    }
+
+    /**
+     * A partition that now ends before the end the first read aims at was recreated or truncated (the topic deleted
+     * and made again, a broker without storage restarted, an unclean election): its records up to that end will never
+     * come, so the read aims at its end now instead of waiting for ever (never ready, or ready with every record left
+     * pending).
+     */
+    private void lowerEnds(Map<TopicPartition, Long> end, Map<TopicPartition, Long> now) {
+        for (Map.Entry<TopicPartition, Long> e : now.entrySet()) {
+            Long aimed = end.get(e.getKey());
+            if (aimed != null && e.getValue() != null && e.getValue() < aimed) {
+                LOG.warnf("control: %s ends at offset %d now, before the %d the first read aims at (the topic was "
+                        + "recreated or truncated); reading to its end now", e.getKey(), e.getValue(), aimed);
+                end.put(e.getKey(), e.getValue());
+            }
+        }
     }
 
     private boolean caughtUp(List<TopicPartition> partitions, Map<TopicPartition, Long> end) {

@@ -185,11 +185,17 @@ public final class TelemetryPublisher implements AutoCloseable {
     /** Ends the current window now and queues its record (the scheduled task does this each period). */
     public CacheEvents closeWindow() {
         synchronized (window) {
-            long closing = System.nanoTime(); // when the window ends, not when its record is built
-            CacheEvents record = source.consistent(() -> window.close(source.stats(), source.blocks(),
-                    nowMs(), source.policy().activePolicy(), source.epoch()));
+            // The window ends when its counts are read, inside the consistent view (which may wait for a control
+            // record being applied): the next window starts there too, so a wait makes this one longer, not the next
+            // one a sliver the catch-up tick would close at once.
+            long[] closing = new long[1];
+            CacheEvents record = source.consistent(() -> {
+                closing[0] = System.nanoTime();
+                return window.close(source.stats(), source.blocks(), msAt(closing[0]), source.policy().activePolicy(),
+                        source.epoch());
+            });
             buffer.add(record);
-            lastCloseNanos = closing;
+            lastCloseNanos = closing[0];
             return record;
         }
     }
@@ -418,7 +424,12 @@ public final class TelemetryPublisher implements AutoCloseable {
      * buffered; what Kafka has not taken then is lost.
      */
     private long nowMs() {
-        return startMs + (System.nanoTime() - startNanos) / 1_000_000;
+        return msAt(System.nanoTime());
+    }
+
+    /** The wall-clock milliseconds of a {@link System#nanoTime} reading, on this publisher's monotonic clock. */
+    private long msAt(long nanos) {
+        return startMs + (nanos - startNanos) / 1_000_000;
     }
 
     @Override

@@ -268,6 +268,9 @@ class ControlListenerTest {
         assertThat(l.phase()).isEqualTo(ControlListener.Phase.STARTING);
         assertThat(l.problem()).isEqualTo("topic " + topic + " does not exist");
         assertThat(control.state().source()).isEqualTo("config");
+        // Control cannot be followed: the link says so (the kafka health group, pikv_kafka_up).
+        assertThat(link.status(KafkaLink.Client.CONTROL).state()).isEqualTo("down");
+        assertThat(link.status(KafkaLink.Client.CONTROL).error()).contains("does not exist");
 
         // The topic appears later: the listener finds it and applies what it carries.
         TestKafka.createTopic(topic, true);
@@ -279,6 +282,7 @@ class ControlListenerTest {
         assertThat(policy.activePolicy()).isEqualTo("oldest-page");
         await().atMost(Duration.ofSeconds(10)).until(() -> l.phase() == ControlListener.Phase.CAUGHT_UP);
         assertThat(l.problem()).isNull();
+        assertThat(link.status(KafkaLink.Client.CONTROL).state()).isEqualTo("up");
     }
 
     @Test
@@ -361,6 +365,33 @@ class ControlListenerTest {
         assertThat((System.nanoTime() - started) / 1e9).as("seconds to ready").isGreaterThanOrEqualTo(9.5);
         assertThat(listener.phase()).isEqualTo(ControlListener.Phase.READING);
         assertThat(control.epoch()).isEqualTo(-1);
+    }
+
+    /**
+     * The topic recreated (or truncated) during the first read: the records up to the end the read aimed at will never
+     * come, so it aims at the new end, catches up and applies what comes after, instead of reading for ever.
+     */
+    @Test
+    void aTopicThatEndsEarlierDuringTheFirstReadIsReadToItsNewEnd() throws Exception {
+        TopicPartition p0 = new TopicPartition("pikv.control", 0);
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
+                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
+        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
+                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
+        consumer.updateBeginningOffsets(Map.of(p0, 0L));
+        consumer.updateEndOffsets(Map.of(p0, 200L)); // 200 records, never fetched: the topic is then recreated
+        listener = new ControlListener("pikv.control", control, Duration.ofMinutes(5), () -> consumer, json, registry,
+                link);
+        listener.start();
+        await().atMost(Duration.ofSeconds(5)).until(() -> listener.phase() == ControlListener.Phase.READING);
+        consumer.updateEndOffsets(Map.of(p0, 0L));
+        // At the next end-offsets check (every 5 s) the read aims at the new end, which it has reached.
+        await().atMost(Duration.ofSeconds(15)).until(() -> listener.phase() == ControlListener.Phase.CAUGHT_UP);
+        assertThat(listener.ready()).isTrue();
+        byte[] record = json.writeValueAsBytes(state("c1", 1, "oldest-page", 1, 1, 0, 0));
+        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
+                "pikv.control", 0, 0L, "c1", record)));
+        await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 1);
     }
 
     @Test

@@ -368,6 +368,49 @@ class TelemetryPublisherTest {
         assertThat(p.buffer().depth()).isEqualTo(1);
     }
 
+    /**
+     * A close that waits for the consistent view (a control record being applied) ends the window when its counts are
+     * read: the next window starts there, so the catch-up tick right after does not close a sliver of one.
+     */
+    @Test
+    void aWindowWhoseCloseWaitedEndsWhenItsCountsAreRead() {
+        java.util.concurrent.atomic.AtomicBoolean slow = new java.util.concurrent.atomic.AtomicBoolean(true);
+        publisher = new TelemetryPublisher(new TelemetryPublisher.Settings("pikv.cache-events", "c", 0, SHAPE.experts(),
+                Duration.ofMillis(400), 8, Duration.ofSeconds(1)), new TelemetryPublisher.Source() {
+                    @Override
+                    public ShardStats stats() {
+                        return node.stats();
+                    }
+
+                    @Override
+                    public PolicyReport policy() {
+                        return node.policy();
+                    }
+
+                    @Override
+                    public BlockStore.Stats blocks() {
+                        return blocks.stats();
+                    }
+
+                    @Override
+                    public long epoch() {
+                        return -1;
+                    }
+
+                    @Override
+                    public <T> T consistent(Supplier<T> read) {
+                        if (slow.getAndSet(false)) {
+                            await().pollDelay(Duration.ofMillis(300)).until(() -> true); // half a period and more
+                        }
+                        return read.get();
+                    }
+                }, () -> new MockProducer<>(true, null, new StringSerializer(), new ByteArraySerializer()), json,
+                registry, link);
+        publisher.closeWindow();
+        publisher.tick();
+        assertThat(publisher.buffer().depth()).isEqualTo(1);
+    }
+
     @Test
     void aBrokerNameThatDoesNotResolveIsRetriedNotFatal() {
         TelemetryPublisher p = publisher("no-such-broker.invalid:9092", "pikv.cache-events", Duration.ofMillis(20), 3,
