@@ -50,5 +50,9 @@ rm -rf "$work/natives"
   --strip-debug --no-header-files --no-man-pages --compress=2 --output "$work/jre" 2>&1 | grep -v "Using incubator modules" >&2 || true
 [ -x "$work/jre/bin/java" ] || { echo "bundle: jlink made no runtime (a JDK without jmods? Debian's needs openjdk-17-jmods)" >&2; exit 1; }
 cp "$here/run.sh" "$work/run.sh"
+# The sources the bundle was built from, as run.sh fingerprints them on the device (no git there): it refuses to run
+# a bundle older than the work tree it is carried with.
+sources() { find sidecar/engine/src src-test/gpu src-test/src/main -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1; }
+{ echo "sources $(sources)"; echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with changes not committed)')"; } >"$work/SOURCES"
 rm -rf "$out"; mv "$work" "$out"; trap - EXIT
 echo "bundle: $(du -sh "$out" | cut -f1) in .gpu; on the GPU machine, with the work tree: .gpu/run.sh" >&2

@@ -7,6 +7,14 @@ set -u
 R="$(cd "$(dirname "$0")/.." && pwd)"; J="$R/.gpu/jre/bin/java"; CP="$R/.gpu/classes:$R/.gpu/lib/*"
 F="--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Dpikv.expect.vector=true"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"; failed=""
+# The bundle must be of this work tree's sources (bundle.sh records their fingerprint): an older one would test old code.
+sources() { (cd "$R" && find sidecar/engine/src src-test/gpu src-test/src/main -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1); }
+built="$(sed -n 's/^sources //p' "$R/.gpu/SOURCES" 2>/dev/null)"
+if [ "$built" != "$(sources)" ]; then
+  echo "run.sh: .gpu was built from other sources than this work tree's (${built:-no record}): run src-test/gpu/bundle.sh again and carry the new .gpu" >&2
+  exit 1
+fi
+echo "bundle of $(sed -n 's/^commit //p' "$R/.gpu/SOURCES")" | tee "$OUT/bundle.txt"
 step() { echo "== $1 ($(date +%T))"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$OUT/device.txt"
 

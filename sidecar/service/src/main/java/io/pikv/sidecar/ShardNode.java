@@ -166,8 +166,16 @@ public final class ShardNode implements KvApi, AutoCloseable {
                     device.close(); // its device memory, held for nothing
                     throw e;
                 }
+                devicePoolBytes = bytes;
                 LOG.log(System.Logger.Level.INFO, "shard {0}: attention on {1} ({2} MiB of device memory for page "
                         + "copies)", id, device.describe(), bytes >> 20);
+                if (bytes < shard.budgetBytes()) {
+                    LOG.log(System.Logger.Level.WARNING, "shard {0}: {1} has room for page copies of {2} MiB, less "
+                            + "than the budget of {3} MiB: once the pages in use pass it, a call over a page without a "
+                            + "copy runs on the CPU, whole; for attention on the device throughout, give the shard a "
+                            + "budget of at most {2} MiB (pikv.store.budget-bytes, the operator''s memoryPerShard)", id,
+                            device.describe(), bytes >> 20, shard.budgetBytes() >> 20);
+                }
                 if (wantsWeights()) {
                     LOG.log(System.Logger.Level.WARNING, "shard {0}: {1} ranks tokens by attention weights, which only "
                             + "the CPU computes: {2} stays unused while it is in force (lru and streaming without "
@@ -185,6 +193,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
         LOG.log(System.Logger.Level.INFO, "shard {0}: attention on the CPU: {1}", id, refused);
     }
 
+    /** Bytes of device memory for page copies, when attention runs on a device. */
+    private volatile long devicePoolBytes = Long.MAX_VALUE;
+
     /** Where attention runs, for logs and {@code /v1/config}: a device that failed for good is said to have. */
     public String attentionPlace() {
         io.pikv.kv.DeviceAttention device = shard.device();
@@ -198,7 +209,10 @@ public final class ShardNode implements KvApi, AutoCloseable {
             return attentionThreads + " CPU thread(s) (" + device.describe() + " unused while " + weightsReader()
                     + " ranks tokens by attention weights, which only the CPU computes)";
         }
-        return device.describe() + " (expert-scoped and weighted attention on the CPU)";
+        long budget = shard.budgetBytes();
+        return device.describe() + " (expert-scoped and weighted attention on the CPU" + (devicePoolBytes < budget
+                ? "; page copies for " + (devicePoolBytes >> 20) + " of the budget's " + (budget >> 20) + " MiB: a call "
+                + "over a page beyond them runs on the CPU" : "") + ")";
     }
 
     /** Whether attention must report its weights: the eviction policy or the pyramid budgets rank tokens by them. */

@@ -120,33 +120,42 @@ public class Sidecar {
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
                 policy, attentionThreads(config.store().attentionThreads()), pyramid));
-        long maxHeap = configuredMaxHeap();
-        setting("pikv.blocks.capacity-bytes", () -> {
-            checkTheBlocksFit(config.blocks().capacityBytes(), config.api().maxBodyBytes(), maxHeap);
-            return null;
-        });
-        warnIfTheHeapIsShort(config.role() == Role.shard ? shard : null, config.blocks().capacityBytes(),
-                config.api().maxBodyBytes(), maxHeap);
-        setting("pikv.compute", () -> {
-            if (config.role() == Role.shard) {
-                // A cuda choice that cannot be kept stops start-up with the reason; auto falls back.
-                shard.useCompute(config.compute());
-            } else {
-                // A gateway attends nowhere, but a misspelt value is still refused rather than passed over.
-                io.pikv.kv.compute.ComputeBackends.checkPreference(config.compute());
-            }
-            return null;
-        });
-        this.blocks = setting("pikv.blocks.*", () -> new BlockStore(config.blocks().capacityBytes(),
-                config.blocks().policy()));
-        this.gateway = config.role() == Role.gateway ? setting("pikv.gateway.*", () -> gateway(config, shape)) : null;
-        // Until the operator publishes a map: experts round-robin over the gateway's shards, or all on this one. A
-        // gateway routes by every map control applies (a map for another number of shards is rejected).
-        ExpertShardMap initial = gateway != null ? gateway.shardMap() : ExpertShardMap.roundRobin(shape.experts(), 1);
-        this.control = new ShardControl(config.cluster(), config.shardId(), initial, policy,
-                ShardControl.Budget.forRole(config.role(), shard, config.store().budgetBytes()),
-                gateway != null ? gateway::applyShardMap : map -> {
-                });
+        try {
+            long maxHeap = configuredMaxHeap();
+            setting("pikv.blocks.capacity-bytes", () -> {
+                checkTheBlocksFit(config.blocks().capacityBytes(), config.api().maxBodyBytes(), maxHeap);
+                return null;
+            });
+            warnIfTheHeapIsShort(config.role() == Role.shard ? shard : null, config.blocks().capacityBytes(),
+                    config.api().maxBodyBytes(), maxHeap);
+            setting("pikv.compute", () -> {
+                if (config.role() == Role.shard) {
+                    // A cuda choice that cannot be kept stops start-up with the reason; auto falls back.
+                    shard.useCompute(config.compute());
+                } else {
+                    // A gateway attends nowhere, but a misspelt value is still refused rather than passed over.
+                    io.pikv.kv.compute.ComputeBackends.checkPreference(config.compute());
+                }
+                return null;
+            });
+            this.blocks = setting("pikv.blocks.*", () -> new BlockStore(config.blocks().capacityBytes(),
+                    config.blocks().policy()));
+            this.gateway = config.role() == Role.gateway ? setting("pikv.gateway.*", () -> gateway(config, shape))
+                    : null;
+            // Until the operator publishes a map: experts round-robin over the gateway's shards, or all on this one. A
+            // gateway routes by every map control applies (a map for another number of shards is rejected).
+            ExpertShardMap initial = gateway != null ? gateway.shardMap()
+                    : ExpertShardMap.roundRobin(shape.experts(), 1);
+            this.control = new ShardControl(config.cluster(), config.shardId(), initial, policy,
+                    ShardControl.Budget.forRole(config.role(), shard, config.store().budgetBytes()),
+                    gateway != null ? gateway::applyShardMap : map -> {
+                    });
+        } catch (RuntimeException | Error e) {
+            // A start-up stopped by a later setting: the shard's attention threads, and the device memory a shard
+            // attached to a GPU holds, go with it (a JVM that goes on, as a test's, would keep them).
+            shard.close();
+            throw e;
+        }
     }
 
     /**

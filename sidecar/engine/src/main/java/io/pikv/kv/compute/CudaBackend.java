@@ -118,12 +118,29 @@ public final class CudaBackend implements AutoCloseable {
             }
             return backend;
         } catch (LinkageError e) {
-            throw new CudaUnavailableException("the CUDA driver library cannot be loaded (" + linkReason(e) + ")", e);
+            // Without the library nothing can be asked of a device; its node says whether one is there (a GPU whose
+            // use fails is not "no GPU": JCuda's natives are linux-x86_64 only, and need a temp directory that runs).
+            String node = deviceNode();
+            throw node == null
+                    ? new CudaUnavailableException("the CUDA driver library cannot be loaded (" + linkReason(e) + ")", e)
+                    : new CudaUnavailableException("a GPU is there (" + node + ") but CUDA cannot be used from Java: "
+                    + "the CUDA driver library or JCuda's native library cannot be loaded (" + linkReason(e) + "; "
+                    + "PiKV ships JCuda's natives for linux-x86_64)", e, true);
         } catch (CudaException e) {
             throw new CudaUnavailableException("CUDA error: " + firstLine(e), e, found);
         } catch (CudaUnavailableException e) {
             throw found && !e.deviceFound() ? new CudaUnavailableException(e.getMessage(), e.getCause(), true) : e;
         }
+    }
+
+    /** The first NVIDIA device node present ({@code /dev/nvidia0}, {@code /dev/nvidiactl}), or null. */
+    static String deviceNode() {
+        for (String node : new String[] {"/dev/nvidia0", "/dev/nvidiactl"}) {
+            if (java.nio.file.Files.exists(java.nio.file.Path.of(node))) {
+                return node;
+            }
+        }
+        return null;
     }
 
     /** The PTX ISA version a PTX text declares ({@code .version X.Y}), or "unknown". */

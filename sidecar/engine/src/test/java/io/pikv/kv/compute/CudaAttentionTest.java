@@ -15,7 +15,9 @@ class CudaAttentionTest {
     @BeforeEach
     void needsGpu() {
         ComputeBackends.Probe probe = ComputeBackends.probe();
-        Assumptions.assumeTrue(probe.available(), () -> "no CUDA device, GPU tests skipped: " + probe.reason());
+        Assumptions.assumeTrue(probe.available(), () -> (probe.deviceFound()
+                ? "a CUDA device is there but cannot be used, GPU tests skipped: "
+                : "no CUDA device, GPU tests skipped: ") + probe.reason());
     }
 
     @ParameterizedTest(name = "{0} q{1} kv{2} d{3} n{4}")
