@@ -116,10 +116,8 @@ class DeviceAttentionTest {
     void aDeviceThatRefusesAPageChangeIsLetGoAndTheShardStaysWhole() {
         Random rnd = new Random(8);
         KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
-        KvShard shard = new KvShard(0, SHAPE, layout, 2, 64L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
-                Kernels.select(layout));
-        KvShard reference = new KvShard(1, SHAPE, layout, 2, 64L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
-                Kernels.select(layout));
+        KvShard shard = shardOf64Pages(0, layout, 2);
+        KvShard reference = shardOf64Pages(1, layout, 2);
         CopyingDevice device = new CopyingDevice(layout);
         shard.useDevice(device);
         List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 41, rnd);
@@ -153,8 +151,7 @@ class DeviceAttentionTest {
     void aDeviceAttachedAgainDoesNotAttendOverCopiesTakenBeforeItWasDetached() {
         Random rnd = new Random(13);
         KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
-        KvShard shard = new KvShard(0, SHAPE, layout, 1, 64L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
-                Kernels.select(layout));
+        KvShard shard = shardOf64Pages(0, layout, 1);
         CopyingDevice device = new CopyingDevice(layout);
         List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 12, rnd);
         shard.useDevice(device);
@@ -170,6 +167,12 @@ class DeviceAttentionTest {
         }
         shard.useDevice(device);
         agree(shard, device, 7, rnd);
+    }
+
+    /** A shard of 64 pages' budget, evicting its oldest page. */
+    private static KvShard shardOf64Pages(int id, KvLayout layout, int buckets) {
+        return new KvShard(id, SHAPE, layout, buckets, 64L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
+                Kernels.select(layout));
     }
 
     /** The device's answer against the shard's own CPU answer (an expert scope naming every expert stays on the CPU). */
@@ -207,8 +210,7 @@ class DeviceAttentionTest {
     @org.junit.jupiter.api.Test
     void anAttentionThatFailsCountsNoLookup() {
         KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
-        KvShard shard = new KvShard(0, SHAPE, layout, 1, 64L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
-                Kernels.select(layout));
+        KvShard shard = shardOf64Pages(0, layout, 1);
         CopyingDevice device = new CopyingDevice(layout);
         shard.useDevice(device);
         Random rnd = new Random(2);

@@ -80,6 +80,13 @@ class ControlListenerTest {
                 java.util.Arrays.stream(map).boxed().toList(), 2, policy, Map.of(), 4096);
     }
 
+    /** Gives a mock consumer the one partition of topic pikv.control, from offset 0 (its end is each test's). */
+    static void onePartition(org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer) {
+        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
+                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
+        consumer.updateBeginningOffsets(Map.of(new TopicPartition("pikv.control", 0), 0L));
+    }
+
     double count(String outcome) {
         return registry.get("pikv.control.records").tag("outcome", outcome).counter().count();
     }
@@ -301,9 +308,7 @@ class ControlListenerTest {
                         return super.position(partition, timeout);
                     }
                 };
-        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
-                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
-        consumer.updateBeginningOffsets(Map.of(p0, 0L));
+        onePartition(consumer);
         consumer.updateEndOffsets(Map.of(p0, 1L));
         listener = new ControlListener("pikv.control", control, Duration.ofMillis(300), () -> consumer, json, registry,
                 link);
@@ -349,9 +354,7 @@ class ControlListenerTest {
                         return super.partitionsFor(topic, timeout);
                     }
                 };
-        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
-                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
-        consumer.updateBeginningOffsets(Map.of(p0, 0L));
+        onePartition(consumer);
         consumer.updateEndOffsets(Map.of(p0, 1L)); // one record, which never comes
         listener = new ControlListener("pikv.control", control, Duration.ofMillis(300), () -> consumer, json, registry,
                 link);
@@ -376,9 +379,7 @@ class ControlListenerTest {
         TopicPartition p0 = new TopicPartition("pikv.control", 0);
         org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
                 new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
-        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
-                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
-        consumer.updateBeginningOffsets(Map.of(p0, 0L));
+        onePartition(consumer);
         consumer.updateEndOffsets(Map.of(p0, 200L)); // 200 records, never fetched: the topic is then recreated
         listener = new ControlListener("pikv.control", control, Duration.ofMinutes(5), () -> consumer, json, registry,
                 link);
@@ -454,9 +455,7 @@ class ControlListenerTest {
         TopicPartition p0 = new TopicPartition("pikv.control", 0);
         org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
                 new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
-        consumer.updatePartitions("pikv.control", List.of(new org.apache.kafka.common.PartitionInfo("pikv.control", 0,
-                null, new org.apache.kafka.common.Node[0], new org.apache.kafka.common.Node[0])));
-        consumer.updateBeginningOffsets(Map.of(p0, 0L));
+        onePartition(consumer);
         consumer.updateEndOffsets(Map.of(p0, 1L));
         return consumer;
     }

@@ -69,28 +69,31 @@ class TelemetryPublisherTest {
         return publisher(settings, () -> new KafkaProducer<>(config));
     }
 
+    /** The test's shard and block store as a publisher's source. */
+    class NodeSource implements TelemetryPublisher.Source {
+        @Override
+        public ShardStats stats() {
+            return node.stats();
+        }
+
+        @Override
+        public PolicyReport policy() {
+            return node.policy();
+        }
+
+        @Override
+        public BlockStore.Stats blocks() {
+            return blocks.stats();
+        }
+
+        @Override
+        public long epoch() {
+            return -1;
+        }
+    }
+
     TelemetryPublisher publisher(TelemetryPublisher.Settings settings, Supplier<Producer<String, byte[]>> producers) {
-        publisher = new TelemetryPublisher(settings, new TelemetryPublisher.Source() {
-            @Override
-            public ShardStats stats() {
-                return node.stats();
-            }
-
-            @Override
-            public PolicyReport policy() {
-                return node.policy();
-            }
-
-            @Override
-            public BlockStore.Stats blocks() {
-                return blocks.stats();
-            }
-
-            @Override
-            public long epoch() {
-                return -1;
-            }
-        }, producers, json, registry, link);
+        publisher = new TelemetryPublisher(settings, new NodeSource(), producers, json, registry, link);
         return publisher;
     }
 
@@ -376,27 +379,7 @@ class TelemetryPublisherTest {
     void aWindowWhoseCloseWaitedEndsWhenItsCountsAreRead() {
         java.util.concurrent.atomic.AtomicBoolean slow = new java.util.concurrent.atomic.AtomicBoolean(true);
         publisher = new TelemetryPublisher(new TelemetryPublisher.Settings("pikv.cache-events", "c", 0, SHAPE.experts(),
-                Duration.ofMillis(400), 8, Duration.ofSeconds(1)), new TelemetryPublisher.Source() {
-                    @Override
-                    public ShardStats stats() {
-                        return node.stats();
-                    }
-
-                    @Override
-                    public PolicyReport policy() {
-                        return node.policy();
-                    }
-
-                    @Override
-                    public BlockStore.Stats blocks() {
-                        return blocks.stats();
-                    }
-
-                    @Override
-                    public long epoch() {
-                        return -1;
-                    }
-
+                Duration.ofMillis(400), 8, Duration.ofSeconds(1)), new NodeSource() {
                     @Override
                     public <T> T consistent(Supplier<T> read) {
                         if (slow.getAndSet(false)) {
