@@ -259,10 +259,11 @@ public final class Gateway implements KvApi {
                     shard.createSequence(id);
                     created.add(shard);
                 }
-            } catch (RuntimeException e) {
+            } catch (RuntimeException | Error e) {
                 // A shard that refused (4xx: the id is taken there, a bad shape) made nothing; one that failed or did
                 // not answer may have made the sequence before the answer was lost, so it is closed there too (a 404
-                // then says it made none).
+                // then says it made none). Also on an Error reading an answer: the shards made before stay open
+                // otherwise, under an id the client never learns.
                 if (!(e instanceof SidecarException se && se.status() >= 400 && se.status() < 500)) {
                     if (holdsEntries(asked, id)) {
                         // Not made by this create (it would be empty): another gateway's or client's sequence of the
@@ -284,7 +285,10 @@ public final class Gateway implements KvApi {
                     }
                 }
                 sequences.remove(id); // only now: a create of the same id meanwhile would have had its sequence closed
-                throw ShardFailure.of(e);
+                if (e instanceof Error error) {
+                    throw error;
+                }
+                throw ShardFailure.of((RuntimeException) e);
             }
         }
         return id;
