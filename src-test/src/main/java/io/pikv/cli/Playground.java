@@ -97,6 +97,8 @@ public final class Playground implements Callable<Integer> {
     /** The sidecar's own default model: 2 layers, 8 query / 2 KV heads of 64, 8 experts, top-2. */
     static final ModelShape SHAPE = new ModelShape(2, 8, 2, 64, 8, 2);
     static final String CLUSTER = "playground";
+    /** The cluster as the operator names it: the PiKVCluster's namespace and name (both {@link #CLUSTER}). */
+    static final String CLUSTER_ID = CLUSTER + "/" + CLUSTER;
     private static final int PAGE_TOKENS = 32;
     private static final DateTimeFormatter CLOCK = DateTimeFormatter.ofPattern("HH:mm:ss")
             .withZone(ZoneId.systemDefault());
@@ -255,7 +257,9 @@ public final class Playground implements Callable<Integer> {
     /** Starts the shards (at once) and then the gateway; returns the gateway. Each joins {@code parts} as it starts. */
     private SidecarProcess startSidecars(Path jar, Path logs, long budget, Parts parts, CountDownLatch stop) {
         Map<String, String> common = ServiceBench.settings(SHAPE, "shard", budget);
-        common.put("pikv.cluster", CLUSTER);
+        // As the operator names the cluster of PiKVCluster playground/playground (<namespace>/<name>): the key of its
+        // control state and of the shards' telemetry.
+        common.put("pikv.cluster", CLUSTER_ID);
         common.put("kafka.bootstrap.servers", parts.kafka.bootstrapServers());
         common.put("pikv.telemetry.enabled", "true");
         common.put("pikv.control.enabled", "true");
@@ -382,7 +386,7 @@ public final class Playground implements Callable<Integer> {
                               Path logs, long budget) {
         String g = gateway.uri().toString().replaceAll("/$", "");
         out.println();
-        out.println("PiKV playground (cluster '" + CLUSTER + "')");
+        out.println("PiKV playground (cluster '" + CLUSTER_ID + "')");
         out.println("  gateway  " + g + "   model: " + SHAPE.layers() + " layers, " + SHAPE.qHeads() + " query / "
                 + SHAPE.kvHeads() + " KV heads of " + SHAPE.headDim() + ", " + SHAPE.experts() + " experts, top-"
                 + SHAPE.topK());

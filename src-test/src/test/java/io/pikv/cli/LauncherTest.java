@@ -106,7 +106,7 @@ class LauncherTest {
     void thePlaygroundRunsACluster() throws Exception {
         Run r = run("playground", "--port", "0", "--duration", "25", "--steps-per-second", "200");
         assertThat(r.code()).as(r.err()).isZero();
-        assertThat(r.out()).contains("PiKV playground (cluster 'playground')", "  gateway  http://127.0.0.1:",
+        assertThat(r.out()).contains("PiKV playground (cluster 'playground/playground')", "  gateway  http://127.0.0.1:",
                 "  shard-0  http://127.0.0.1:", "  shard-1  http://127.0.0.1:", "1 MiB of KV pages, policy h2o",
                 "curl -s http://127.0.0.1:", "demo: sequence ", "playground: --duration 25 s passed; stopping");
         // The demo outgrew the budgets within the run: some window of some shard evicted.

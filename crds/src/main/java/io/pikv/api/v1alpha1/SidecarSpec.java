@@ -25,7 +25,7 @@ public class SidecarSpec {
 
     @JsonPropertyDescription("CPU and memory of the sidecar container. The heap for the bookkeeping of the entries "
             + "the budget holds takes 192 bytes per token and layer. When memory is not given, the request and limit "
-            + "are memoryPerShard plus that bookkeeping plus the operator's JVM overhead "
+            + "are memoryPerShard plus that bookkeeping, half of it again and the operator's JVM overhead "
             + "(pikv.operator.memory-overhead); memory given (the limit, and the request too when given) must be at "
             + "least memoryPerShard plus that bookkeeping plus 512Mi. Without cpu, 1 CPU is requested.")
     private ResourceRequirements resources;

@@ -5,7 +5,8 @@ package io.pikv.operator.model;
  * {@code io.pikv.operator.config.OperatorConfig}); a plain record so that the model stays free of framework code.
  *
  * @param sidecarImage         image of the shard pods when a cluster does not name one
- * @param memoryOverheadBytes  container memory on top of the KV budget when a cluster gives no memory: the JVM heap
+ * @param memoryOverheadBytes  container memory on top of the KV budget and the heap its entries need (their bookkeeping
+ *                             and half of it again) when a cluster gives no memory: the JVM heap
  *                             (half of it), metaspace, threads and the HTTP server's buffers
  */
 public record OperatorSettings(String sidecarImage, long memoryOverheadBytes) {

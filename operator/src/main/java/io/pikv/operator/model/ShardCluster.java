@@ -615,8 +615,10 @@ public final class ShardCluster {
     }
 
     /**
-     * Memory of the sidecar container: what the spec gives, else the budget, its entries' bookkeeping and the
-     * operator's overhead.
+     * Memory of the sidecar container: what the spec gives, else the budget, its entries' bookkeeping, half as much
+     * again and the operator's overhead. The half goes to the heap and the JVM in equal parts (see {@link #heapBytes}):
+     * a collector needs room in proportion to what is live, so a full shard's heap is at most four fifths
+     * bookkeeping, however large, and the JVM's own memory (GC structures grow with the heap) grows with it.
      */
     static long containerMemory(PiKVClusterSpec spec, long budgetBytes, long bookkeepingBytes,
                                 OperatorSettings settings) {
@@ -629,7 +631,7 @@ public final class ShardCluster {
             memory = r.getRequests().get("memory");
         }
         return memory != null ? PiKVClusterValidator.bytes(memory)
-                : budgetBytes + bookkeepingBytes + settings.memoryOverheadBytes();
+                : budgetBytes + bookkeepingBytes + bookkeepingBytes / 2 + settings.memoryOverheadBytes();
     }
 
     /** The sidecar's environment name of a setting: upper case, '.' and '-' as '_'. */

@@ -90,12 +90,12 @@ class ShardClusterTest {
             assertThat(cm.getData()).containsEntry(key, m.shardSettings().get(key));
         }
         assertThat(env.get("JDK_JAVA_OPTIONS").getValue())
-                .contains("--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx536m",
-                        "-XX:MaxDirectMemorySize=192m");
+                .contains("--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx542m",
+                        "-XX:MaxDirectMemorySize=194m");
         assertThat(env.get("PIKV_STORE_PAGE_TOKENS").getValue()).as("the page size the heap was sized for")
                 .isEqualTo("32");
         // What lives on that heap is sized from it: a quarter for prefix blocks, an eighth (at most 64 MiB) a body.
-        assertThat(env.get("PIKV_BLOCKS_CAPACITY_BYTES").getValue()).isEqualTo(String.valueOf(128L << 20));
+        assertThat(env.get("PIKV_BLOCKS_CAPACITY_BYTES").getValue()).isEqualTo(String.valueOf((518L << 20) / 4));
         assertThat(env.get("PIKV_API_MAX_BODY_BYTES").getValue()).isEqualTo(String.valueOf(64L << 20));
         assertThat(env.get("QUARKUS_HTTP_LIMITS_MAX_BODY_SIZE").getValue()).isEqualTo(String.valueOf(128L << 20));
         assertThat(c.getReadinessProbe().getHttpGet().getPath()).isEqualTo("/q/health/ready");
@@ -113,11 +113,11 @@ class ShardClusterTest {
         assertThat(c.getSecurityContext().getCapabilities().getDrop()).containsExactly("ALL");
         assertThat(c.getVolumeMounts()).extracting(v -> v.getMountPath()).containsExactly("/etc/pikv", "/tmp");
         // 64 MiB budget + 24 MiB of heap for its entries' bookkeeping (131,072 entries of 512 bytes, 192 bytes each)
-        // + 1 GiB overhead, requested and limited alike; the heap is that bookkeeping and half the overhead. No GPU
-        // by default.
+        // + half of that again (12 MiB) + 1 GiB overhead, requested and limited alike; the heap is the bookkeeping
+        // and half of the rest above the budget (24 + 518 MiB). No GPU by default.
         assertThat(c.getResources().getLimits()).containsOnlyKeys("memory")
-                .containsEntry("memory", new Quantity("1112Mi"));
-        assertThat(c.getResources().getRequests()).containsEntry("memory", new Quantity("1112Mi"))
+                .containsEntry("memory", new Quantity("1124Mi"));
+        assertThat(c.getResources().getRequests()).containsEntry("memory", new Quantity("1124Mi"))
                 .containsEntry("cpu", new Quantity("1"));
         assertThat(sts.getSpec().getTemplate().getSpec().getTolerations()).isEmpty();
         // Spread over nodes where the scheduler can, never left pending for it.
