@@ -215,7 +215,9 @@ public final class ServiceBench implements Callable<Integer> {
             report.put("shards", shards);
             report.put("steps", steps);
             report.put("warmup_steps", warmup);
-            report.put("shard_threads", threadsPerShard());
+            report.put("shard_threads", threadsOfShard(0)); // the first shard's (the others' at most as many)
+            report.put("shard_threads_total", shardThreadsTotal());
+            report.put("inprocess_threads", processors);
             report.put("inprocess_steps_per_s", BenchReport.round(localRate, 4));
             report.put("http_steps_per_s", BenchReport.round(httpRate, 4));
             report.put("http_overhead_ratio", BenchReport.round(localRate / httpRate, 4));
@@ -288,9 +290,26 @@ public final class ServiceBench implements Callable<Integer> {
         }
     }
 
-    /** Attention threads of each shard process: {@code --shard-threads}, else the processors divided among the shards. */
-    private int threadsPerShard() {
-        return shardThreads != null ? shardThreads : Math.max(1, Runtime.getRuntime().availableProcessors() / shards);
+    /**
+     * Attention threads of shard process {@code s}: {@code --shard-threads}, else the processors divided among the
+     * shards, the remainder to the first ones, so that together they run as many as the store in process (at least
+     * one each: more shards than processors run more, said as {@code shard_threads_total}).
+     */
+    private int threadsOfShard(int s) {
+        if (shardThreads != null) {
+            return shardThreads;
+        }
+        int processors = Runtime.getRuntime().availableProcessors();
+        return Math.max(1, processors / shards + (s < processors % shards ? 1 : 0));
+    }
+
+    /** The attention threads of all shard processes together. */
+    private int shardThreadsTotal() {
+        int total = 0;
+        for (int s = 0; s < shards; s++) {
+            total += threadsOfShard(s);
+        }
+        return total;
     }
 
     /** One step through {@code cluster}'s gateway; returns its milliseconds. */
@@ -304,12 +323,11 @@ public final class ServiceBench implements Callable<Integer> {
     private Cluster start(Path jar, ModelShape shape, long budget, Path logs, String prefix, Map<String, String> extra,
                           List<SidecarProcess> all) {
         List<CompletableFuture<SidecarProcess>> starting = new ArrayList<>();
-        int threads = threadsPerShard();
         for (int s = 0; s < shards; s++) {
             Map<String, String> settings = settings(shape, "shard", budget);
             settings.putAll(extra);
             settings.put("pikv.shard-id", String.valueOf(s));
-            settings.put("pikv.store.attention-threads", String.valueOf(threads));
+            settings.put("pikv.store.attention-threads", String.valueOf(threadsOfShard(s)));
             String name = prefix + "shard-" + s;
             starting.add(CompletableFuture.supplyAsync(() -> SidecarProcess.start(jar, name, settings, logs,
                     Duration.ofSeconds(120))));

@@ -140,9 +140,15 @@ public final class ReconcileBench {
             figures.put("create_p50_ms", ms(percentile(createMs, 0.50)));
             figures.put("create_p99_ms", ms(percentile(createMs, 0.99)));
 
-            // 2. The StatefulSet controller's part: every shard ready.
+            // 2. The StatefulSet controller's part: every shard ready, and the operator saying so (untimed: with no
+            // warm-up round, those reconciles would otherwise run beside the first timed changes).
             for (int i = 0; i < clusters; i++) {
                 mock.markReady(NS, name(i));
+            }
+            for (int i = 0; i < clusters; i++) {
+                String name = name(i);
+                org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(60)).pollInterval(Duration.ofMillis(2))
+                        .until(() -> ready(driver.resources(PiKVCluster.class).inNamespace(NS).withName(name).get()));
             }
 
             // 3. One change at a time, each cluster in turn; the warm-up rounds (JIT, connections) are not counted.
@@ -182,7 +188,7 @@ public final class ReconcileBench {
             figures.put("reconcile_p50_ms", ms(percentile(reconciles, 0.50)));
             figures.put("reconcile_p99_ms", ms(percentile(reconciles, 0.99)));
             figures.put("target_p99_ms", 50);
-            figures.put("met", ms(percentile(e2e, 0.99)) <= 50); // as printed
+            figures.put("met", percentile(e2e, 0.99) <= 50_000_000L); // unrounded: 50.004 ms printed 50.0 is not met
         } finally {
             informer.close();
             mock.close();

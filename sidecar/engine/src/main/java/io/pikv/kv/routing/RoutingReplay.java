@@ -22,7 +22,8 @@ import java.util.List;
  * misses are its shards minus one.
  *
  * <p>Summary figures cover the windows that had history to plan from (all but the first); a trailing part shorter
- * than a window is not scored. The hindsight figures place experts with the scored windows' statistics and no move
+ * than a window is not scored. The hindsight figures place experts with every whole window's statistics (the first
+ * included, the trailing part left out) and no move
  * cap, shown as a reference: balanced on their average, it is no bound on any one window (online plans beat
  * its per-window p95 in some runs).
  */
