@@ -32,7 +32,8 @@ public final class Fp16 {
             return Float.intBitsToFloat(sign | 0x7F800000 | (mant << 13));
         }
         // Normal and subnormal halves both come out right when the bits are read as a float
-        // (a float subnormal for fp16 subnormals) and scaled by 2^112; the CUDA and vector paths do the same.
+        // (a float subnormal for fp16 subnormals) and scaled by 2^112; the vector kernel does the same (the CUDA
+        // kernel widens with the device's own __half22float2).
         float magnitude = Float.intBitsToFloat(((h & 0x7FFF) << 13)) * 0x1p112f;
         return Float.intBitsToFloat(Float.floatToRawIntBits(magnitude) | sign);
     }

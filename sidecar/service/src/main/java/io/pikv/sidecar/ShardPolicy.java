@@ -41,7 +41,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
 
     /** The policy in charge: its name, its parameters with the defaults filled in, and its state. */
     private record Active(String name, Map<String, Double> parameters, EvictionHook hook, TokenRetention retention,
-                          boolean weights) {
+                          boolean weights, java.util.concurrent.atomic.AtomicBoolean told) {
     }
 
     private volatile Active active;
@@ -72,7 +72,9 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
 
     /** The policy {@code name} with {@code parameters} (unnamed ones keep their defaults). */
     public static ShardPolicy of(String name, Map<String, Double> parameters) {
-        return new ShardPolicy(build(name, parameters));
+        Active first = build(name, parameters);
+        first.told().set(true); // a shard's first policy: nothing is resident to tell it of
+        return new ShardPolicy(first);
     }
 
     /**
@@ -193,8 +195,14 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
                 }
                 if (next.retention() != null) {
                     // A new token policy tracks nothing yet: it is told of the entries resident now, else it would
-                    // evict only what is stored from here on, the newest first.
-                    onSwitch.run();
+                    // evict only what is stored from here on, the newest first. Until it has been told of them all,
+                    // the shard evicts its oldest pages instead (appends go on meanwhile: a batch's own first entries,
+                    // all the new policy would know of, must not be its victims).
+                    try {
+                        onSwitch.run();
+                    } finally {
+                        next.told().set(true);
+                    }
                 }
             }
             return Optional.empty();
@@ -209,7 +217,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
                 throw new IllegalArgumentException("policy " + name + " takes no parameters, got " + parameters.keySet());
             }
             return new Active(name, Map.of(), name.equals("reject") ? EvictionHook.REJECT : EvictionHook.OLDEST_PAGE_FIRST,
-                    null, false);
+                    null, false, new java.util.concurrent.atomic.AtomicBoolean(true));
         }
         if (!TOKEN.contains(name)) {
             throw new IllegalArgumentException("unknown eviction policy '" + name + "' (this sidecar knows "
@@ -225,7 +233,8 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
             }
         }
         Map<String, Double> resolved = new TreeMap<>(defaults);
-        resolved.putAll(parameters);
+        // -0.0 as 0.0: the same parameters compare equal, so a record that repeats them keeps what the policy tracked.
+        parameters.forEach((key, value) -> resolved.put(key, value == 0 ? 0.0 : value));
         java.util.function.ToDoubleFunction<String> p = resolved::get;
         EvictionPolicy policy = switch (name) {
             case "lru" -> new Lru();
@@ -237,14 +246,20 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         };
         TokenRetention retention = new TokenRetention(policy);
         EvictionHook tokens = retention.evictionHook();
+        // Told of the resident entries: at once for a shard's first policy (nothing is resident yet), after
+        // use(...) has told it for a switch.
+        java.util.concurrent.atomic.AtomicBoolean told = new java.util.concurrent.atomic.AtomicBoolean();
         EvictionHook hook = ctx -> {
-            tokens.makeRoom(ctx);
+            if (told.get()) {
+                tokens.makeRoom(ctx);
+            }
             if (ctx.pool().pagesInUse() >= ctx.pool().maxPages()) {
-                EvictionHook.OLDEST_PAGE_FIRST.makeRoom(ctx); // nothing tracked to evict (e.g. just switched)
+                // Nothing tracked to evict, or not yet told of what is resident (just switched): the oldest page.
+                EvictionHook.OLDEST_PAGE_FIRST.makeRoom(ctx);
             }
         };
         return new Active(name, Map.copyOf(resolved), hook, retention,
-                TokenRetention.ranksByAttention(name, resolved));
+                TokenRetention.ranksByAttention(name, resolved), told);
     }
 
     private static int count(java.util.function.ToDoubleFunction<String> p, String key) {

@@ -114,6 +114,30 @@ class ShardPolicyTest {
         }
     }
 
+    /**
+     * Appends that come while a new token policy is being told of the resident entries (it knows only what they
+     * store): the shard evicts its oldest pages then, not a batch's own first entries, all the new policy knows of.
+     */
+    @Test
+    void aBatchStoredWhileANewPolicyIsToldOfTheResidentEntriesKeepsItsEntries() {
+        ShardPolicy policy = ShardPolicy.of("oldest-page");
+        Random rnd = new Random(9);
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2L * 2 * 16 * 16 * 4, policy)) {
+            long old = node.create(null);
+            append(node, old, 32, rnd, small(rnd)); // both pages full
+            long fresh = node.create(null);
+            Wire.AppendRequest.Entry[] batch = new Wire.AppendRequest.Entry[17]; // a page and one entry more
+            for (int i = 0; i < batch.length; i++) {
+                batch[i] = entry(small(rnd), rnd);
+            }
+            // Stands for the telling under way: the batch arrives before the new policy has heard of the old entries.
+            policy.onSwitch(() -> node.append(fresh, new Wire.AppendRequest(0, batch)));
+            policy.use("lru");
+            assertThat(node.residentPositions(fresh, 0)).containsExactly(IntStream.range(0, 17).toArray());
+            assertThat(node.residentPositions(old, 0)).isEmpty(); // its two pages were the oldest
+        }
+    }
+
     @Test
     void aSwitchUnderConcurrentEvictionTracksExactlyWhatIsResident() throws Exception {
         // A full shard: one thread switches token policies (each new one is told of the entries resident), another

@@ -181,10 +181,11 @@ public final class CudaKvCache implements AutoCloseable {
      * on the host into the last page, which is copied to the device.
      */
     public void append(long sequence, int layer, float[] k, float[] v) {
+        // The store's rule for every page type (within ±2^50, so that no dot product overflows; a null or short array
+        // said as such), then fp16's own range.
+        shape.checkKv("K", k);
+        shape.checkKv("V", v);
         int width = shape.kvWidth();
-        if (k.length != width || v.length != width) {
-            throw new IllegalArgumentException("K and V must hold kvHeads × headDim = " + width + " floats each");
-        }
         boolean half = layout.type() == StorageType.FP16;
         for (int i = 0; i < width; i++) {
             if (!Float.isFinite(k[i]) || !Float.isFinite(v[i])

@@ -5,8 +5,9 @@ import io.pikv.kv.Page;
 import io.pikv.kv.StorageType;
 
 /**
- * Plain-Java kernel that reads every element straight from the off-heap page. Used where the Vector API module is
- * absent, and as the second opinion the tests compare the vector kernel with.
+ * Plain-Java kernel that reads fp32 and fp16 elements straight from the off-heap page (int8 pages: each head's bytes
+ * copied into scratch first). Used where the Vector API module is absent, and as the second opinion the tests compare
+ * the vector kernel with.
  */
 public final class ScalarKernel implements AttentionKernel {
 

@@ -26,8 +26,9 @@ import java.util.TreeMap;
  * not depend on the ones before it): a missing policy means the configured policy with its configured parameters, a
  * budget of 0 or less the configured budget. A record is checked whole before any of it applies — schema version,
  * shard map, policy name and parameters, a budget of at least one page — and refused whole when any part is wrong.
- * What depends on the running shard is applied as far as it goes and said in {@link State#warnings()}: a budget is
- * applied after the policy (a smaller one evicts through the policy in charge until the pages in use fit), and one the
+ * What depends on the running shard is applied as far as it goes and said in {@link State#warnings()}: a smaller budget
+ * is applied before the policy (it evicts through the policy in charge, which knows the tokens, until the pages in use
+ * fit), a larger one after it, and one the
  * shard cannot take now — below what is in use under {@code reject}, or above its page memory — keeps the budget in
  * force next to the desired one. A map applied by hand ({@link #applyMap}, source {@code manual}) changes only the
  * map; a control record with the same epoch replaces it. Thread-safe.
