@@ -13,8 +13,11 @@ import static org.assertj.core.api.Assertions.assertThat;
  */
 class ConsistentAttentionTest {
     static final ModelShape SHAPE = new ModelShape(1, 4, 2, 16, 8, 2);
-    /** Attention calls the reader makes while the appender appends. */
-    static final int READER_CALLS = 50;
+    /** Entries the appender stores, at most {@link #APPENDS_PER_CALL} ahead of the reader's calls. */
+    static final int APPENDS = 20_000;
+    static final int APPENDS_PER_CALL = 200;
+    /** Attention calls the reader makes at least while the appender appends. */
+    static final int READER_CALLS = APPENDS / APPENDS_PER_CALL - 1;
 
     @Test
     void attentionDuringAppendsSeesAPrefixOfThePositions() throws Exception {
@@ -29,9 +32,13 @@ class ConsistentAttentionTest {
                 try {
                     Random rnd = new Random(1);
                     started.await();
-                    // Until the reader has made enough calls among the appends (a reader that finished its first
-                    // call only after the last append would test nothing): at least 2,000 appends, at most 50,000.
-                    for (int i = 0; i < 50_000 && (i < 2_000 || readerCalls.get() < READER_CALLS); i++) {
+                    // Paced by the reader (a reader that finished its first call only after the last append would
+                    // test nothing): at most APPENDS_PER_CALL appends ahead of its calls, however slow it runs.
+                    long deadline = System.nanoTime() + 120_000_000_000L;
+                    for (int i = 0; i < APPENDS; i++) {
+                        while (i >= APPENDS_PER_CALL * (readerCalls.get() + 1) && System.nanoTime() < deadline) {
+                            Thread.onSpinWait();
+                        }
                         store.append(seq, 0, rnd.nextInt(SHAPE.experts()), Reference.gaussian(SHAPE.kvWidth(), rnd, 1f),
                                 Reference.gaussian(SHAPE.kvWidth(), rnd, 1f));
                     }

@@ -69,7 +69,12 @@ class SharedWorkTest {
             try {
                 taskStarted.await(10, TimeUnit.SECONDS);
                 meanwhile.run();
-                Thread.sleep(300); // the caller is waiting by now (or will find the task still running)
+                // Released only once the caller waits for the task (its unit done): the moment a broken call would
+                // return early.
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                while (caller.getState() != Thread.State.WAITING && System.nanoTime() < deadline) {
+                    java.util.concurrent.locks.LockSupport.parkNanos(1_000_000);
+                }
                 released.set(true);
                 release.countDown();
             } catch (InterruptedException e) {
@@ -92,7 +97,11 @@ class SharedWorkTest {
             });
         } finally {
             assertThat(released).as("returned while a task still ran under the caller's locks").isTrue();
+            boolean interrupted = Thread.interrupted(); // kept for the test to check, not thrown by the join
             releaser.join(10_000);
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
         }
     }
 
