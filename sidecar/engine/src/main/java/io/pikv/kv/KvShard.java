@@ -550,22 +550,23 @@ public final class KvShard {
             int loc = ls.location(position);
             if (loc < 0) {
                 int evictedAs = LayerState.evictedExpertOf(loc);
-                if (!counted && evictedAs >= 0) {
+                if (!counted && evictedAs >= 0 && !LayerState.putBack(loc)) {
                     // Withdrawing an entry that was evicted meanwhile: it never happened, so it is no miss either;
                     // it is taken back all the same (the caller's undo is complete). A re-store evicted meanwhile goes
                     // back to the eviction before it.
                     ls.evictedPerExpert[evictedAs]--;
                     int prior = LayerState.priorEvictionOf(loc);
                     if (prior >= 0) {
-                        ls.markEvicted(position, prior);
+                        ls.markPutBack(position, prior);
                         ls.evictedPerExpert[prior]++;
                     } else {
                         ls.clearLocation(position);
                     }
                     evicted++;
                 }
-                // A position taken back before reads as never stored, and is not counted: the gateway may give it
-                // again, and a later attempt's undo must not be confirmed by an earlier attempt's.
+                // A position taken back before reads as never stored (or as the eviction its withdrawn re-store had
+                // replaced), and is not counted: the gateway may give it again, and a later attempt's undo must not
+                // be confirmed by an earlier attempt's.
                 continue;
             }
             Page page = pool.byId(loc / tokens);
@@ -582,8 +583,9 @@ public final class KvShard {
             } else {
                 uncount(ls, layer, page.expert[slot]);
                 if (before >= 0) {
-                    // Withdrawing a re-store: the entry is back to evicted, as it was before that append.
-                    ls.markEvicted(position, before);
+                    // Withdrawing a re-store: the entry is back to evicted, as it was before that append (and a
+                    // second withdrawal of the position, taken back now, leaves that eviction standing).
+                    ls.markPutBack(position, before);
                     ls.evictedPerExpert[before]++;
                 } else {
                     ls.clearLocation(position);

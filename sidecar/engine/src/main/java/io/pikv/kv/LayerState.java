@@ -167,17 +167,34 @@ final class LayerState {
         left(position);
     }
 
+    /**
+     * Marks {@code position} evicted as {@code expert} again because a withdrawal took back the re-store that had
+     * replaced that eviction: the eviction stands, and a later withdrawal of the position (taken back before) neither
+     * counts it nor clears it.
+     */
+    void markPutBack(int position, int expert) {
+        root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = -2 - (expert + PUT_BACK);
+        left(position);
+    }
+
     /** Values an expert id takes in an eviction marker. */
     private static final int EXPERT_SPAN = ModelShape.MAX_EXPERTS;
+    /** Added to a marker that a withdrawal put back ({@link #markPutBack}); above every expert and prior pair. */
+    private static final int PUT_BACK = 1 << 25;
 
     /** The expert an evicted position's location names ({@link #markEvicted}), or -1 for any other location. */
     static int evictedExpertOf(int location) {
-        return location <= -2 ? (-2 - location) % EXPERT_SPAN : -1;
+        return location <= -2 ? ((-2 - location) % PUT_BACK) % EXPERT_SPAN : -1;
     }
 
     /** The expert an evicted position had been evicted as before a re-store (then evicted again), or -1. */
     static int priorEvictionOf(int location) {
-        return location <= -2 ? (-2 - location) / EXPERT_SPAN - 1 : -1;
+        return location <= -2 ? ((-2 - location) % PUT_BACK) / EXPERT_SPAN - 1 : -1;
+    }
+
+    /** Whether an eviction marker was put back by a withdrawal ({@link #markPutBack}). */
+    static boolean putBack(int location) {
+        return location <= -2 && -2 - location >= PUT_BACK;
     }
 
     /** Up to {@code out.length} resident positions, ascending, into {@code out}; returns how many. */

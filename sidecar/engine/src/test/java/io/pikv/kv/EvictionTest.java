@@ -228,6 +228,32 @@ class EvictionTest {
         }
     }
 
+    /**
+     * A re-store of an evicted position, withdrawn twice (a retry whose first answer was lost): the first puts the
+     * earlier eviction back, the second finds the position taken back before and leaves that eviction standing.
+     */
+    @Test
+    void withdrawingARestoreTwiceLeavesTheEarlierEvictionStanding() {
+        KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
+        KvShard shard = new KvShard(0, SHAPE, layout, 1, 8L * layout.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
+                io.pikv.kv.compute.Kernels.select(layout));
+        Random rnd = new Random(4);
+        float[] k = Reference.gaussian(SHAPE.kvWidth(), rnd, 1f);
+        float[] v = Reference.gaussian(SHAPE.kvWidth(), rnd, 1f);
+        shard.append(7, 0, 5, 2, k, v);
+        assertThat(shard.evict(7, 0, new int[] {5})).isEqualTo(1);
+        shard.append(7, 0, 5, 3, k, v); // stored again, by another expert
+        assertThat(shard.withdraw(7, 0, new int[] {5})).isEqualTo(1);
+        assertThat(shard.withdraw(7, 0, new int[] {5})).as("taken back before").isZero();
+        // The entry stored first was evicted and never taken back: a lookup of it is still expert 2's miss.
+        shard.attendPartial(7, 0, Reference.gaussian(SHAPE.queryWidth(), rnd, 1f), AttentionScope.all(), false);
+        ShardStats stats = shard.stats();
+        assertThat(stats.evictions()).isEqualTo(1);
+        assertThat(stats.misses()).isEqualTo(1);
+        assertThat(stats.counters().stream().filter(c -> c.expert() == 2).mapToLong(ExpertLayerCounters::misses)
+                .sum()).isEqualTo(1);
+    }
+
     @Test
     void withdrawingEntriesUndoesAppendsWithoutCountingEvictions() {
         Random rnd = new Random(12);

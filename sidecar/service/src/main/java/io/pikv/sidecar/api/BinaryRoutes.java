@@ -175,7 +175,8 @@ public class BinaryRoutes {
      * client that waits for {@code 100 Continue} gets the refusal instead and the connection is closed after it (on
      * HTTP/1.x it will not send the body, so nothing would mark where the next request starts); a client that is
      * sending its body has the rest read and dropped, so that it can finish writing and read the answer, and the
-     * connection is closed only if more than {@link #DRAIN_BYTES} beyond the limit keep coming.
+     * connection is closed (on HTTP/2 the stream reset) only if more than {@link #DRAIN_BYTES} beyond the limit keep
+     * coming.
      */
     private void send(RoutingContext rc, Problem problem) {
         if (rc.response().ended() || rc.response().closed()) {
@@ -197,10 +198,14 @@ public class BinaryRoutes {
             long[] dropped = {0};
             request.handler(chunk -> {
                 dropped[0] += chunk.length();
-                if (dropped[0] > DRAIN_BYTES && http1) {
-                    LOG.debugf("%s: closing the connection after %d bytes of a refused body", rc.normalizedPath(),
-                            dropped[0]);
-                    request.connection().close();
+                if (dropped[0] > DRAIN_BYTES && dropped[0] - chunk.length() <= DRAIN_BYTES) {
+                    LOG.debugf("%s: %s after %d bytes of a refused body", rc.normalizedPath(),
+                            http1 ? "closing the connection" : "resetting the stream", dropped[0]);
+                    if (http1) {
+                        request.connection().close();
+                    } else {
+                        rc.response().reset(); // HTTP/2: this stream only, the connection's others go on
+                    }
                 }
             });
             request.endHandler(v -> { });

@@ -517,7 +517,10 @@ final class Http1Client implements AutoCloseable {
                 boolean chunked = false;
                 boolean encoded = false;
                 String contentType = null;
-                boolean close = http10;
+                // Connection options as one list over every Connection header: a close anywhere wins, and an
+                // HTTP/1.0 answer keeps its connection only when it says keep-alive.
+                boolean closeAsked = false;
+                boolean keepAliveAsked = false;
                 int headBytes = status.length();
                 while (true) {
                     String h = line();
@@ -527,6 +530,11 @@ final class Http1Client implements AutoCloseable {
                     }
                     if (h.isEmpty()) {
                         break;
+                    }
+                    if (h.charAt(0) == ' ' || h.charAt(0) == '\t') {
+                        // Obsolete line folding (RFC 9112 5.2): a continuation must never be read as a field of its
+                        // own (a folded "Content-Length: 99" would frame the body).
+                        throw new IOException("folded header line '" + abbreviate(h) + "' (obsolete line folding)");
                     }
                     int colon = h.indexOf(':');
                     if (colon <= 0) {
@@ -544,18 +552,25 @@ final class Http1Client implements AutoCloseable {
                             length = n;
                         }
                         case "transfer-encoding" -> {
-                            // The last coding decides how the body ends (RFC 9112 6.3): chunked, or the connection's end.
+                            // The last coding of the combined list decides how the body ends (RFC 9112 6.3): chunked,
+                            // or the connection's end. Empty elements are no coding; a header of none is malformed.
                             encoded = true;
-                            String[] codings = value.toLowerCase(Locale.ROOT).split(",");
-                            chunked = codings[codings.length - 1].trim().equals("chunked");
+                            String last = null;
+                            for (String coding : value.toLowerCase(Locale.ROOT).split(",")) {
+                                if (!coding.isBlank()) {
+                                    last = coding.trim();
+                                }
+                            }
+                            if (last == null) {
+                                throw new IOException("a Transfer-Encoding header names no coding");
+                            }
+                            chunked = last.equals("chunked");
                         }
                         case "content-type" -> contentType = value;
                         case "connection" -> {
-                            String v = value.toLowerCase(Locale.ROOT);
-                            if (v.contains("close")) {
-                                close = true;
-                            } else if (v.contains("keep-alive")) {
-                                close = false;
+                            for (String option : value.toLowerCase(Locale.ROOT).split(",")) {
+                                closeAsked |= option.trim().equals("close");
+                                keepAliveAsked |= option.trim().equals("keep-alive");
                             }
                         }
                         default -> {
@@ -565,6 +580,7 @@ final class Http1Client implements AutoCloseable {
                 if (code >= 100 && code < 200) {
                     continue; // informational (e.g. 100 Continue): the real answer follows
                 }
+                boolean close = closeAsked || http10 && !keepAliveAsked;
                 byte[] body;
                 if (method.equals("HEAD") || code == 204 || code == 304) {
                     body = new byte[0];
@@ -603,11 +619,11 @@ final class Http1Client implements AutoCloseable {
 
         private long contentLength(String value) throws IOException {
             try {
-                long n = Long.parseLong(value);
-                if (n < 0) {
+                // 1*DIGIT only (RFC 9110 8.6): no sign, which Long.parseLong would take.
+                if (value.isEmpty() || !value.chars().allMatch(c -> c >= '0' && c <= '9')) {
                     throw new NumberFormatException();
                 }
-                return n;
+                return Long.parseLong(value);
             } catch (NumberFormatException e) {
                 throw new IOException("malformed Content-Length '" + abbreviate(value) + "'");
             }

@@ -23,7 +23,9 @@ import java.util.function.Function;
  * once. Thread-safe; {@link #close} closes its idle connections.
  */
 public final class SidecarClient implements AutoCloseable {
-    private static final ObjectMapper JSON = new ObjectMapper();
+    /** Reads answers strictly: anything after the value is malformed, not ignored. */
+    private static final ObjectMapper JSON = new ObjectMapper()
+            .enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
     private static final String OCTETS = "application/octet-stream";
     private static final String JSON_TYPE = "application/json";
     private static final String ACCEPT_BINARY = OCTETS + ", application/json, application/problem+json";
@@ -185,7 +187,7 @@ public final class SidecarClient implements AutoCloseable {
             }
             int[] out = new int[positions.size()];
             for (int i = 0; i < out.length; i++) {
-                out[i] = (int) whole(positions.get(i), "positions[" + i + "]");
+                out[i] = wholeInt(positions.get(i), "positions[" + i + "]");
             }
             return out;
         });
@@ -208,7 +210,7 @@ public final class SidecarClient implements AutoCloseable {
         for (int p : positions) {
             array.add(p);
         }
-        return (int) whole(json(send("POST", "/v1/sequences/" + sequence + "/withdrawals", JSON_TYPE,
+        return wholeInt(json(send("POST", "/v1/sequences/" + sequence + "/withdrawals", JSON_TYPE,
                 utf8(body.toString()), 200)), "withdrawn");
     }
 
@@ -218,7 +220,7 @@ public final class SidecarClient implements AutoCloseable {
         if (!layers.isArray() || layers.size() <= layer) {
             throw new io.pikv.sidecar.wire.WireException("the sequence's description has no layer " + layer);
         }
-        return (int) whole(layers.get(layer), "resident");
+        return wholeInt(layers.get(layer), "resident");
     }
 
     /** The entries of each of the sequence's {@code layers} the sidecar holds, from one {@code GET /v1/sequences/{id}}. */
@@ -230,7 +232,7 @@ public final class SidecarClient implements AutoCloseable {
         }
         int[] out = new int[layers];
         for (int layer = 0; layer < layers; layer++) {
-            out[layer] = (int) whole(list.get(layer), "resident");
+            out[layer] = wholeInt(list.get(layer), "resident");
         }
         return out;
     }
@@ -241,10 +243,20 @@ public final class SidecarClient implements AutoCloseable {
      */
     private static long whole(JsonNode answer, String name) {
         JsonNode n = answer != null && answer.isObject() ? answer.path(name) : answer;
-        if (n == null || !n.isIntegralNumber()) {
+        if (n == null || !n.isIntegralNumber() || !n.canConvertToLong()) {
             throw new io.pikv.sidecar.wire.WireException("the sidecar's answer has no whole number '" + name + "'");
         }
         return n.asLong();
+    }
+
+    /** {@link #whole} as an int (a position or a count), refused when it does not fit rather than cut. */
+    private static int wholeInt(JsonNode answer, String name) {
+        long v = whole(answer, name);
+        if (v < Integer.MIN_VALUE || v > Integer.MAX_VALUE) {
+            throw new io.pikv.sidecar.wire.WireException("the sidecar's answer has '" + name + "' = " + v
+                    + ", beyond an int");
+        }
+        return (int) v;
     }
 
     /** {@code GET /v1/sequences/{id}} as a JSON tree. */

@@ -258,12 +258,21 @@ public final class Wire {
             throw new WireException("a step response names 0 to " + shape.topK() + " experts, got " + k);
         }
         exact(body.length, 8 + 4L * k + 4L * shape.queryWidth(), "a step response");
-        int[] experts = new int[k];
-        for (int i = 0; i < k; i++) {
-            experts[i] = in.getInt();
+        if (position < 0) {
+            throw new WireException("a step response's position is " + position + "; positions are >= 0");
         }
-        float[] output = new float[shape.queryWidth()];
-        in.asFloatBuffer().get(output);
+        int[] experts = new int[k];
+        boolean[] seen = new boolean[shape.experts()];
+        for (int i = 0; i < k; i++) {
+            int e = in.getInt();
+            if (e < 0 || e >= shape.experts() || seen[e]) {
+                throw new WireException("a step response's expert " + e + " is outside [0, " + shape.experts()
+                        + ") or named twice");
+            }
+            seen[e] = true;
+            experts[i] = e;
+        }
+        float[] output = floats(in, shape.queryWidth(), "output");
         return new StepResponse(position, experts, output);
     }
 

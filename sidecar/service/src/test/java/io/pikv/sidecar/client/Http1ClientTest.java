@@ -491,8 +491,12 @@ class Http1ClientTest {
             "HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
             // an encoding that is not chunked last: the body ends with the connection
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzipped",
+            // the combined list ends in gzip (an empty element is no coding): the body ends with the connection
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip, \r\n\r\nlast",
+            // close in one Connection header and keep-alive in another: close wins
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
         };
-        String[] bodies = {"hi", "zipped"};
+        String[] bodies = {"hi", "zipped", "last", "ok"};
         URI origin = serve((n, in, out) -> {
             readRequest(in);
             write(out, answers[n]);
@@ -522,12 +526,16 @@ class Http1ClientTest {
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\nhi\r\n0\r\n\r\n",
             "HTTP/1.1 200 OK\r\n\r\n".replace("200 OK", "100 Continue").repeat(17) + "HTTP/1.1 200 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: ,\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi",
+            "HTTP/1.1 200 OK\r\nX-A: v\r\n Content-Length: 99\r\nContent-Length: 2\r\n\r\nhi",
         };
         String[] reasons = {"not an HTTP/1.x answer", "malformed status line", "malformed status line",
             "malformed status line", "malformed status line", "malformed Content-Length",
             "malformed header line", "malformed chunk size", "ended after 5 of 10 body bytes", "over 1048576 bytes",
             "conflicting Content-Length headers (2 and 3)", "malformed chunk size '+2'",
-            "more than 16 informational (1xx) answers"};
+            "more than 16 informational (1xx) answers", "a Transfer-Encoding header names no coding",
+            "malformed Content-Length '+2'", "folded header line"};
         URI origin = serve((n, in, out) -> {
             readRequest(in);
             write(out, answers[n]);
