@@ -96,7 +96,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         String name = cluster.getMetadata().getName();
         try {
             Outcome outcome = reconcileCluster(cluster, context);
-            metrics.finished(sample, namespace, name, outcome.valid ? "applied" : "invalid");
+            metrics.finished(sample, namespace, name, outcome.result);
             return outcome.control;
         } catch (RuntimeException e) {
             metrics.failed(sample, namespace, name);
@@ -104,7 +104,11 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         }
     }
 
-    private record Outcome(UpdateControl<PiKVCluster> control, boolean valid) {
+    /**
+     * What a reconcile did: its control, and its result for the metrics ({@code applied}, {@code invalid},
+     * {@code blocked}).
+     */
+    private record Outcome(UpdateControl<PiKVCluster> control, String result) {
     }
 
     private Outcome reconcileCluster(PiKVCluster cluster, Context<PiKVCluster> context) {
@@ -198,7 +202,8 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                 && Reasons.PROGRESS_DEADLINE_EXCEEDED.equals(wasStalled.getReason()))) {
             events.warning(cluster, Reasons.PROGRESS_DEADLINE_EXCEEDED, degraded.getMessage());
         }
-        return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(after), validation.valid());
+        return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(after),
+                validation.valid() ? "applied" : "invalid");
     }
 
     /**
@@ -293,7 +298,8 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             events.warning(cluster, Reasons.NAME_TAKEN, message);
         }
         LOG.warnf("%s/%s: %s", cluster.getMetadata().getNamespace(), cluster.getMetadata().getName(), message);
-        return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(config.progressInterval()), false);
+        return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(config.progressInterval()),
+                "blocked");
     }
 
     /** {@code spec} checked by this version's rules as the spec of {@code cluster} (a saved one, not the current). */

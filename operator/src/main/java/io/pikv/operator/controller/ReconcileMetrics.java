@@ -37,7 +37,10 @@ public class ReconcileMetrics {
         return Timer.start(registry);
     }
 
-    /** A finished reconcile: {@code result} is applied (the current spec runs), invalid (the last valid one runs). */
+    /**
+     * A finished reconcile: {@code result} is applied (the current spec runs), invalid (the last valid one runs) or
+     * blocked (nothing applied: an object of the cluster's names is not its own).
+     */
     public void finished(Timer.Sample sample, String namespace, String cluster, String result) {
         Tags tags = Tags.of("namespace", namespace, "cluster", cluster);
         sample.stop(Timer.builder(DURATION).description("Time of one PiKVCluster reconcile").tags(tags)

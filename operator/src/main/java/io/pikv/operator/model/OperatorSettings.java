@@ -11,19 +11,28 @@ package io.pikv.operator.model;
  */
 public record OperatorSettings(String sidecarImage, long memoryOverheadBytes) {
 
+    /** Most a shard's JVM may be given beside its KV budget and bookkeeping when a cluster gives no memory. */
+    public static final long MAX_MEMORY_OVERHEAD_BYTES = 64L << 30;
+
     public static final OperatorSettings DEFAULTS = new OperatorSettings("pikv/sidecar:0.1.0", 1L << 30);
 
     public OperatorSettings {
         if (sidecarImage == null || sidecarImage.isBlank()) {
             throw new IllegalArgumentException("pikv.operator.sidecar-image must name an image");
         }
-        if (sidecarImage.chars().anyMatch(Character::isWhitespace)) {
-            throw new IllegalArgumentException("pikv.operator.sidecar-image '" + sidecarImage
-                    + "' is not an image reference (it holds whitespace)");
+        if (!PiKVClusterValidator.imageReference(sidecarImage)) {
+            throw new IllegalArgumentException("pikv.operator.sidecar-image '" + sidecarImage + "' is not an image "
+                    + "reference ([registry/]lower-case/path[:tag][@sha256:digest]): every shard pod would fail to "
+                    + "pull it");
         }
         if (memoryOverheadBytes < PiKVClusterValidator.MIN_MEMORY_OVERHEAD_BYTES) {
             throw new IllegalArgumentException("pikv.operator.memory-overhead must be at least "
                     + (PiKVClusterValidator.MIN_MEMORY_OVERHEAD_BYTES >> 20) + "Mi, got " + memoryOverheadBytes + " bytes");
+        }
+        if (memoryOverheadBytes > MAX_MEMORY_OVERHEAD_BYTES) {
+            throw new IllegalArgumentException("pikv.operator.memory-overhead must be at most "
+                    + (MAX_MEMORY_OVERHEAD_BYTES >> 30) + "Gi (it is added to every shard that gives no memory), got "
+                    + (memoryOverheadBytes >> 30) + "Gi");
         }
     }
 }

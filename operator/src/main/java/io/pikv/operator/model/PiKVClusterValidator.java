@@ -742,9 +742,9 @@ public final class PiKVClusterValidator {
         if (s == null) {
             return;
         }
-        if (s.getImage() != null && (s.getImage().isBlank() || s.getImage().chars().anyMatch(Character::isWhitespace))) {
-            out.add(new Violation("spec.sidecar.image", "'" + s.getImage() + "' is not an image reference; remove it "
-                    + "to use the operator's default"));
+        if (s.getImage() != null && !imageReference(s.getImage())) {
+            out.add(new Violation("spec.sidecar.image", "'" + s.getImage() + "' is not an image reference "
+                    + "([registry/]lower-case/path[:tag][@sha256:digest]); remove it to use the operator's default"));
         }
         List<io.fabric8.kubernetes.api.model.LocalObjectReference> pullSecrets = s.getImagePullSecrets() == null
                 ? List.of() : s.getImagePullSecrets();
@@ -810,6 +810,37 @@ public final class PiKVClusterValidator {
                 // reported above or by the budget check
             }
         }
+    }
+
+    /** A path component of an image name: lower-case alphanumerics, joined by '.', '_', '__' or dashes. */
+    private static final String IMAGE_COMPONENT = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+    /**
+     * An image reference as a container runtime reads it (the distribution reference grammar): an optional registry
+     * host (with a dot or a port, or localhost), a lower-case path, then a tag and/or a digest.
+     */
+    private static final String DOMAIN_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?";
+    /** A registry: localhost or a dotted host (either with a port), or any host with a port; else it is a path. */
+    private static final String REGISTRY = "(?:localhost(?::[0-9]+)?|" + DOMAIN_LABEL + "(?:\\." + DOMAIN_LABEL
+            + ")+(?::[0-9]+)?|" + DOMAIN_LABEL + ":[0-9]+)";
+    private static final Pattern IMAGE_REFERENCE = Pattern.compile("^(?:" + REGISTRY + "/)?" + IMAGE_COMPONENT + "(?:/"
+            + IMAGE_COMPONENT + ")*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[a-z0-9]+(?:[+._-][a-z0-9]+)*:"
+            + "[0-9a-fA-F]{32,})?$");
+
+    /**
+     * Whether {@code image} is an image reference the kubelet can pull (at most 255 characters of name): the API
+     * server takes any string without surrounding whitespace, so a bad one would surface only as pods that never run.
+     */
+    public static boolean imageReference(String image) {
+        if (image == null || image.length() > 512 || !IMAGE_REFERENCE.matcher(image).matches()) {
+            return false;
+        }
+        int nameEnd = image.indexOf('@') >= 0 ? image.indexOf('@') : image.length();
+        String name = image.substring(0, nameEnd);
+        int tag = name.lastIndexOf(':');
+        if (tag > name.lastIndexOf('/')) {
+            name = name.substring(0, tag);
+        }
+        return name.length() <= 255;
     }
 
     /**

@@ -93,8 +93,18 @@ class OperatorBeansTest {
                 .hasMessageStartingWith("pikv.operator.progress-deadline must be 0 (off)");
         assertThatThrownBy(() -> beans.operatorSettings(config("i", "1Gi", m5, s10, m10, "Lease_1")))
                 .hasMessageStartingWith("pikv.operator.lease-name 'Lease_1' is not a Lease name");
-        assertThatThrownBy(() -> beans.operatorSettings(config("reg/pikv:1 ", "1Gi")))
-                .hasMessage("pikv.operator.sidecar-image 'reg/pikv:1 ' is not an image reference (it holds "
-                        + "whitespace)");
+        for (String image : new String[] {"reg/pikv:1 ", "REGISTRY/pikv/sidecar:0.1.0", "pikv/sidecar:",
+            "pikv/sidecar@sha256:abc", "pikv//sidecar", "-pikv/sidecar"}) {
+            assertThatThrownBy(() -> beans.operatorSettings(config(image, "1Gi"))).as(image)
+                    .hasMessage("pikv.operator.sidecar-image '" + image + "' is not an image reference "
+                            + "([registry/]lower-case/path[:tag][@sha256:digest]): every shard pod would fail to pull it");
+        }
+        for (String image : new String[] {"pikv/sidecar:0.1.0", "registry.local:5000/team/pikv-sidecar:1.2_rc.1",
+            "localhost/pikv", "ghcr.io/o/r@sha256:" + "a".repeat(64), "quay.io/o/r:v1@sha256:" + "0".repeat(64)}) {
+            assertThat(beans.operatorSettings(config(image, "1Gi")).sidecarImage()).as(image).isEqualTo(image);
+        }
+        assertThatThrownBy(() -> beans.operatorSettings(config("i", "1Ti")))
+                .hasMessage("pikv.operator.memory-overhead must be at most 64Gi (it is added to every shard that "
+                        + "gives no memory), got 1024Gi");
     }
 }

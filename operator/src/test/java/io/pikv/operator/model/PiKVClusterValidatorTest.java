@@ -316,6 +316,8 @@ class PiKVClusterValidatorTest {
                 }, "spec.gpu.perShard", "is 2; a shard attends on one device (CUDA device 0 of its pod): use 1"),
                 bad("image with a space", c -> c.getSpec().getSidecar().setImage("pikv/sidecar :1"),
                         "spec.sidecar.image", "not an image reference"),
+                bad("image with an upper-case path", c -> c.getSpec().getSidecar().setImage("REGISTRY/pikv:1"),
+                        "spec.sidecar.image", "'REGISTRY/pikv:1' is not an image reference"),
                 bad("name too long", c -> c.getMetadata().setName("a".repeat(41)), "metadata.name", "more than 40"),
                 bad("name starting with a digit", c -> c.getMetadata().setName("1pikv"),
                         "metadata.name", "starting with a letter"));
