@@ -245,8 +245,11 @@ public final class Playground implements Callable<Integer> {
             try (ServerSocket probe = new ServerSocket(port, 1, InetAddress.getLoopbackAddress())) {
                 // bound: free
             } catch (java.net.BindException e) {
+                // Java says "in use" and "permission denied" (a port below 1024) with the same exception.
+                boolean taken = String.valueOf(e.getMessage()).toLowerCase(java.util.Locale.ROOT).contains("in use");
                 throw new Main.UsageException("port " + port + " on 127.0.0.1 cannot be bound (" + e.getMessage()
-                        + "; another playground?): stop what holds it, or pass --port 0 for a free one.");
+                        + (taken ? "; another playground?): stop what holds it, or pass --port 0 for a free one."
+                        : "): pass a port this user may bind, or --port 0 for a free one."));
             } catch (IOException e) {
                 throw new Main.UsageException("port " + port + " on 127.0.0.1 cannot be bound: " + e.getMessage()
                         + "; pass --port 0 for a free one.");
@@ -346,9 +349,8 @@ public final class Playground implements Callable<Integer> {
             if (stop.await(1, TimeUnit.SECONDS)) {
                 return "stopping"; // the children may be going already (a signal reaches them too): not a failure
             }
-            if (System.nanoTime() >= deadline) {
-                return "--duration " + durationSeconds + " s passed; stopping";
-            }
+            // The children first, also on the last pass: one that died near the end is a failure, not a clean run.
+            boolean due = System.nanoTime() >= deadline;
             for (SidecarProcess p : parts.sidecars) {
                 if (!p.alive() && stop.getCount() > 0) {
                     throw new Main.RunFailure("sidecar " + p.name() + " stopped (log " + p.log() + "):\n" + p.tail());
@@ -357,6 +359,9 @@ public final class Playground implements Callable<Integer> {
             if (parts.operator != null && !parts.operator.isAlive() && stop.getCount() > 0) {
                 throw new Main.RunFailure("the operator stopped (exit " + parts.operator.exitValue() + "; log "
                         + logs.resolve("operator.log") + "):\n" + SidecarProcess.tail(logs.resolve("operator.log")));
+            }
+            if (due) {
+                return "--duration " + durationSeconds + " s passed; stopping";
             }
         }
     }

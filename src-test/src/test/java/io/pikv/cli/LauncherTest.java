@@ -127,7 +127,7 @@ class LauncherTest {
             Run second = run("playground", "--port", String.valueOf(held.getLocalPort()));
             assertThat(second.code()).isEqualTo(2);
             assertThat(second.err()).contains("port " + held.getLocalPort() + " on 127.0.0.1 cannot be bound (",
-                    "pass --port 0 for a free one.");
+                    "another playground?", "pass --port 0 for a free one.");
         }
     }
 
