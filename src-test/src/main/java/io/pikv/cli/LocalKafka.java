@@ -40,7 +40,10 @@ public final class LocalKafka implements AutoCloseable {
                 System.err.printf("local Kafka broker asked to exit (%d): %s%n", code, message));
         KafkaClusterTestKit kit = null;
         try {
-            kit = new KafkaClusterTestKit.Builder(new TestKitNodes.Builder()
+            // A directory of our own, which only the kit's close() deletes: without one the kit takes a temp
+            // directory that Kafka's own exit hook deletes, on Ctrl-C while the broker still runs (stopped last).
+            java.nio.file.Path dir = java.nio.file.Files.createTempDirectory("pikv-kafka-");
+            kit = new KafkaClusterTestKit.Builder(new TestKitNodes.Builder().setBaseDirectory(dir)
                     .setCombined(true).setNumBrokerNodes(1).setNumControllerNodes(1).build())
                     .setConfigProp("offsets.topic.replication.factor", "1")
                     .setConfigProp("transaction.state.log.replication.factor", "1")
