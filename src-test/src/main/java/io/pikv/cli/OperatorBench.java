@@ -108,9 +108,7 @@ public final class OperatorBench implements Callable<Integer> {
         Map<String, Object> figures = new ObjectMapper().readValue(out.toFile(),
                 new TypeReference<LinkedHashMap<String, Object>>() { });
         // A run that worked leaves nothing behind (a failed one keeps its log, named in the error).
-        try (java.util.stream.Stream<Path> files = Files.walk(dir)) {
-            files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
-        }
+        DirTree.delete(dir);
         BenchReport report = new BenchReport("Operator reconcile latency: " + clusters + " PiKVClusters, mock API "
                 + "server (CRUD), p50/p99 from a spec change to the status that reports it");
         figures.forEach(report::put);

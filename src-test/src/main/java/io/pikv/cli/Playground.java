@@ -139,11 +139,7 @@ public final class Playground implements Callable<Integer> {
         }
         dirs.sort(java.util.Comparator.comparing(Playground::modified).reversed());
         for (Path old : dirs.subList(Math.min(keep, dirs.size()), dirs.size())) {
-            try (java.util.stream.Stream<Path> files = Files.walk(old)) {
-                files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
-            } catch (IOException | java.io.UncheckedIOException e) {
-                // left for the next run
-            }
+            DirTree.delete(old); // what stays is left for the next run
         }
     }
 

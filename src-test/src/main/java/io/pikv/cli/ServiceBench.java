@@ -281,10 +281,9 @@ public final class ServiceBench implements Callable<Integer> {
             }
             if (finished) {
                 // A run that worked leaves nothing behind; a failed one keeps its logs, named in its error.
-                try (java.util.stream.Stream<Path> files = Files.walk(logs)) {
-                    files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
-                } catch (IOException e) {
-                    out.println("(could not remove " + logs + ": " + e.getMessage() + ")");
+                String kept = DirTree.delete(logs);
+                if (kept != null) {
+                    out.println("(could not remove " + logs + ": " + kept + ")");
                 }
             }
         }
