@@ -5,8 +5,12 @@ import io.fabric8.kubernetes.api.model.EventBuilder;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.fabric8.kubernetes.client.KubernetesClientException;
 import io.pikv.api.v1alpha1.PiKVCluster;
+import io.quarkus.runtime.ShutdownEvent;
 import jakarta.annotation.PreDestroy;
+import jakarta.annotation.Priority;
 import jakarta.enterprise.context.ApplicationScoped;
+import jakarta.enterprise.event.Observes;
+import jakarta.interceptor.Interceptor;
 import org.jboss.logging.Logger;
 
 import java.nio.charset.StandardCharsets;
@@ -30,7 +34,9 @@ import java.util.concurrent.TimeoutException;
  * background thread, so recording costs a reconcile no API round trips; a failure to record is logged and never
  * fails a reconcile. The recorder remembers the events it wrote (the last 4,096), so a new event or a repeat of one it
  * wrote costs one request; only when the server's copy differs (a conflict, or an event gone or written by an
- * earlier operator) does it read that copy first.
+ * earlier operator) does it read that copy first. At shutdown the events already recorded are written before the
+ * recorder stops (at most {@link #DRAIN_TIMEOUT}), after the operator has stopped reconciling and while the client is
+ * still open: the decisions a reconcile put in status are told too.
  */
 @ApplicationScoped
 public class EventRecorder {
@@ -73,9 +79,35 @@ public class EventRecorder {
         this.client = client;
     }
 
+    /** How long shutdown waits for the events already recorded to be written (a pod's grace period is 30 s). */
+    static final Duration DRAIN_TIMEOUT = Duration.ofSeconds(10);
+
+    /**
+     * Drains at shutdown, after the operator's own shutdown observer (the default priority) has stopped the
+     * reconcilers, so no reconcile records after the drain, and before beans are destroyed, so the client is open.
+     */
+    void drainAtShutdown(@Observes @Priority(Interceptor.Priority.APPLICATION + 600) ShutdownEvent event) {
+        close();
+    }
+
+    /** Stops taking events and writes those already taken, waiting at most {@link #DRAIN_TIMEOUT}; idempotent. */
     @PreDestroy
     void close() {
+        close(DRAIN_TIMEOUT);
+    }
+
+    void close(Duration timeout) {
         writer.shutdown();
+        try {
+            if (writer.awaitTermination(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
+                return;
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        int left = writer.shutdownNow().size();
+        LOG.warnf("operator stopping: %d event(s) not written within %d s (the API server slow or away) are dropped",
+                left, timeout.toSeconds());
     }
 
     /** Waits until every event recorded before this call has been written (or failed): for tests. */

@@ -106,6 +106,19 @@ class EventRecorderTest {
     }
 
     @Test
+    void closingWritesTheEventsAlreadyRecorded() {
+        // A shutdown right after a reconcile: what it decided (already in status) must still be told.
+        for (int i = 0; i < 40; i++) {
+            recorder.normal(cluster, "Scaled", "Shards " + i + " → " + (i + 1) + ".");
+        }
+        recorder.close();
+        assertThat(client.v1().events().inNamespace(NS).list().getItems()).hasSize(40);
+        recorder.normal(cluster, "Scaled", "after close"); // dropped, said at debug level, never thrown
+        recorder.close(); // idempotent
+        assertThat(client.v1().events().inNamespace(NS).list().getItems()).hasSize(40);
+    }
+
+    @Test
     void aClusterCreatedAgainUnderItsNameGetsItsOwnEvents() throws Exception {
         record(recorder, "Created", "Created 2 shards.");
         cluster.getMetadata().setUid("uid-ev-2"); // deleted and applied again
