@@ -17,7 +17,6 @@ import io.javaoperatorsdk.operator.api.reconciler.RetryInfo;
 import io.javaoperatorsdk.operator.api.reconciler.UpdateControl;
 import io.javaoperatorsdk.operator.api.reconciler.Workflow;
 import io.javaoperatorsdk.operator.api.reconciler.dependent.Dependent;
-import io.micrometer.core.instrument.Timer;
 import io.pikv.api.v1alpha1.Decision;
 import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.api.v1alpha1.PiKVClusterSpec;
@@ -91,15 +90,14 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
 
     @Override
     public UpdateControl<PiKVCluster> reconcile(PiKVCluster cluster, Context<PiKVCluster> context) {
-        Timer.Sample sample = metrics.start();
-        String namespace = cluster.getMetadata().getNamespace();
-        String name = cluster.getMetadata().getName();
+        ReconcileMetrics.Reconcile timing = metrics.start(cluster.getMetadata().getNamespace(),
+                cluster.getMetadata().getName());
         try {
             Outcome outcome = reconcileCluster(cluster, context);
-            metrics.finished(sample, namespace, name, outcome.result);
+            metrics.finished(timing, outcome.result);
             return outcome.control;
         } catch (RuntimeException e) {
-            metrics.failed(sample, namespace, name);
+            metrics.failed(timing);
             throw e;
         }
     }

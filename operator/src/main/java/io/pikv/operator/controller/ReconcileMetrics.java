@@ -8,6 +8,8 @@ import io.micrometer.core.instrument.Timer;
 import jakarta.enterprise.context.ApplicationScoped;
 
 import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
 
 /**
  * Per-cluster reconcile metrics (Prometheus at {@code /q/metrics}): {@code pikv_operator_reconciles_total} by result
@@ -28,29 +30,95 @@ public class ReconcileMetrics {
         Duration.ofSeconds(1), Duration.ofMillis(2500), Duration.ofSeconds(10)};
 
     private final MeterRegistry registry;
+    /** The clusters with a reconcile running, by {@code namespace/name}: guarded by {@code this}. */
+    private final Map<String, Flight> flights = new HashMap<>();
+
+    /** Reconciles of one cluster running now, and how often its series were removed meanwhile. */
+    private static final class Flight {
+        int running;
+        long forgets;
+    }
+
+    /** One reconcile being timed: from {@link #start} to {@link #finished} or {@link #failed}. */
+    public static final class Reconcile {
+        private final Timer.Sample sample;
+        private final String namespace;
+        private final String cluster;
+        private final long forgets;
+
+        private Reconcile(Timer.Sample sample, String namespace, String cluster, long forgets) {
+            this.sample = sample;
+            this.namespace = namespace;
+            this.cluster = cluster;
+            this.forgets = forgets;
+        }
+    }
 
     public ReconcileMetrics(MeterRegistry registry) {
         this.registry = registry;
     }
 
-    public Timer.Sample start() {
-        return Timer.start(registry);
+    private static String key(String namespace, String cluster) {
+        return namespace + "/" + cluster;
+    }
+
+    public synchronized Reconcile start(String namespace, String cluster) {
+        Flight flight = flights.computeIfAbsent(key(namespace, cluster), k -> new Flight());
+        flight.running++;
+        return new Reconcile(Timer.start(registry), namespace, cluster, flight.forgets);
     }
 
     /**
      * A finished reconcile: {@code result} is applied (the current spec runs), invalid (the last valid one runs) or
-     * blocked (nothing applied: an object of the cluster's names is not its own).
+     * blocked (nothing applied: an object of the cluster's names is not its own). Not counted when the cluster was
+     * deleted while it ran (its series were removed then and would otherwise come back for good).
      */
-    public void finished(Timer.Sample sample, String namespace, String cluster, String result) {
-        Tags tags = Tags.of("namespace", namespace, "cluster", cluster);
-        sample.stop(Timer.builder(DURATION).description("Time of one PiKVCluster reconcile").tags(tags)
+    public synchronized void finished(Reconcile reconcile, String result) {
+        if (land(reconcile)) {
+            count(reconcile, result);
+        }
+    }
+
+    /** A reconcile that threw (it is retried with backoff); not counted when the cluster was deleted while it ran. */
+    public synchronized void failed(Reconcile reconcile) {
+        if (land(reconcile)) {
+            count(reconcile, "failed");
+            Counter.builder(FAILURES).description("PiKVCluster reconciles that failed")
+                    .tags(Tags.of("namespace", reconcile.namespace, "cluster", reconcile.cluster)).register(registry)
+                    .increment();
+        }
+    }
+
+    /** Ends a reconcile's flight; whether its cluster's series were not removed since it started. */
+    private boolean land(Reconcile reconcile) {
+        String key = key(reconcile.namespace, reconcile.cluster);
+        Flight flight = flights.get(key);
+        if (flight == null) {
+            throw new IllegalStateException("reconcile of " + key + " ended twice");
+        }
+        if (--flight.running == 0) {
+            flights.remove(key);
+        }
+        return flight.forgets == reconcile.forgets;
+    }
+
+    private void count(Reconcile reconcile, String result) {
+        Tags tags = Tags.of("namespace", reconcile.namespace, "cluster", reconcile.cluster);
+        reconcile.sample.stop(Timer.builder(DURATION).description("Time of one PiKVCluster reconcile").tags(tags)
                 .serviceLevelObjectives(BUCKETS).register(registry));
         Counter.builder(RECONCILES).description("PiKVCluster reconciles by result").tags(tags.and("result", result))
                 .register(registry).increment();
     }
 
-    /** Removes every series of one cluster; returns how many. */
-    public int forget(String namespace, String cluster) {
+    /**
+     * Removes every series of one cluster (it was deleted); returns how many. A reconcile of it still running
+     * counts nothing when it ends; one started afterwards (the cluster created again under its name) counts.
+     */
+    public synchronized int forget(String namespace, String cluster) {
+        Flight flight = flights.get(key(namespace, cluster));
+        if (flight != null) {
+            flight.forgets++;
+        }
         int removed = 0;
         for (String name : new String[] {RECONCILES, FAILURES, DURATION}) {
             for (Meter meter : registry.find(name).tags("namespace", namespace, "cluster", cluster).meters()) {
@@ -59,12 +127,5 @@ public class ReconcileMetrics {
             }
         }
         return removed;
-    }
-
-    /** A reconcile that threw (it is retried with backoff). */
-    public void failed(Timer.Sample sample, String namespace, String cluster) {
-        finished(sample, namespace, cluster, "failed");
-        Counter.builder(FAILURES).description("PiKVCluster reconciles that failed")
-                .tags(Tags.of("namespace", namespace, "cluster", cluster)).register(registry).increment();
     }
 }

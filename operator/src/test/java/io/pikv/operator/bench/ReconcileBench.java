@@ -8,7 +8,6 @@ import io.fabric8.kubernetes.client.KubernetesClient;
 import io.fabric8.kubernetes.client.dsl.base.PatchContext;
 import io.fabric8.kubernetes.client.dsl.base.PatchType;
 import io.fabric8.kubernetes.client.informers.SharedIndexInformer;
-import io.micrometer.core.instrument.Timer;
 import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
 import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.operator.TestClusters;
@@ -52,15 +51,15 @@ public final class ReconcileBench {
         }
 
         @Override
-        public Timer.Sample start() {
+        public Reconcile start(String namespace, String cluster) {
             started.set(System.nanoTime());
-            return super.start();
+            return super.start(namespace, cluster);
         }
 
         @Override
-        public void finished(Timer.Sample sample, String namespace, String cluster, String result) {
+        public void finished(Reconcile reconcile, String result) {
             nanos.add(System.nanoTime() - started.get());
-            super.finished(sample, namespace, cluster, result);
+            super.finished(reconcile, result);
         }
     }
 
