@@ -124,9 +124,58 @@ public final class Playground implements Callable<Integer> {
     /** Log directories of past runs kept (this run's included): the latest are there to read, the rest go. */
     static final int KEPT_LOG_DIRECTORIES = 5;
 
+    /** A running playground's lock in its log directory: held for the run, so no other run's pruning takes it. */
+    static final String RUNNING_LOCK = ".running";
+
     /**
-     * Removes the {@code playground-*} directories under {@code target} but the {@code keep} most recently modified.
-     * A directory that cannot be removed (another playground running from it keeps files open on some systems) is
+     * Takes the lock that keeps {@code logs} from other runs' pruning while this run writes there; closing the
+     * channel gives it back (as does the process's exit, however it ends). Null where the file system takes no lock:
+     * the run goes on (its logs are a convenience) and another run's pruning may then take them.
+     */
+    static java.nio.channels.FileChannel holdLogs(Path logs) {
+        java.nio.channels.FileChannel channel = null;
+        try {
+            channel = java.nio.channels.FileChannel.open(logs.resolve(RUNNING_LOCK),
+                    java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.WRITE);
+            channel.lock();
+            return channel;
+        } catch (IOException | RuntimeException e) {
+            release(channel);
+            return null;
+        }
+    }
+
+    /** Gives back what {@link #holdLogs} took (nothing when null). */
+    static void release(java.nio.channels.FileChannel held) {
+        if (held != null) {
+            try {
+                held.close();
+            } catch (IOException e) {
+                // the lock goes with the process anyway
+            }
+        }
+    }
+
+    /** Whether a playground runs with its logs in {@code dir} (it holds the directory's lock). */
+    static boolean running(Path dir) {
+        Path lock = dir.resolve(RUNNING_LOCK);
+        if (!Files.exists(lock, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+            return false; // a run of an earlier version, or one that ended
+        }
+        try (java.nio.channels.FileChannel channel = java.nio.channels.FileChannel.open(lock,
+                java.nio.file.StandardOpenOption.WRITE)) {
+            return channel.tryLock() == null; // released with the channel
+        } catch (java.nio.channels.OverlappingFileLockException e) {
+            return true; // held in this process
+        } catch (IOException e) {
+            return true; // cannot tell: keep it
+        }
+    }
+
+    /**
+     * Removes the {@code playground-*} directories under {@code target} but the {@code keep} most recently modified,
+     * and never one a running playground writes to (it holds {@link #RUNNING_LOCK} there: a directory's time changes
+     * only when files come and go, so a long run's directory can look old). A directory that cannot be removed is
      * left as it is: the logs are a convenience, not the run.
      */
     static void pruneOldLogs(Path target, int keep) {
@@ -139,7 +188,9 @@ public final class Playground implements Callable<Integer> {
         }
         dirs.sort(java.util.Comparator.comparing(Playground::modified).reversed());
         for (Path old : dirs.subList(Math.min(keep, dirs.size()), dirs.size())) {
-            DirTree.delete(old); // what stays is left for the next run
+            if (!running(old)) {
+                DirTree.delete(old); // what stays is left for the next run
+            }
         }
     }
 
@@ -161,6 +212,7 @@ public final class Playground implements Callable<Integer> {
         Files.createDirectories(root.resolve("src-test/target"));
         pruneOldLogs(root.resolve("src-test/target"), KEPT_LOG_DIRECTORIES - 1);
         Path logs = Files.createTempDirectory(root.resolve("src-test/target"), "playground-");
+        java.nio.channels.FileChannel logsHeld = holdLogs(logs);
         long budget = (long) budgetMib << 20;
         PrintWriter out = spec.commandLine().getOut();
         out.println("starting a Kafka broker, " + shards + " shard(s) and a gateway; logs in " + logs + " ...");
@@ -220,6 +272,7 @@ public final class Playground implements Callable<Integer> {
                 } catch (IllegalStateException shuttingDown) {
                     // Ctrl-C: the hooks are running
                 }
+                release(logsHeld);
                 finished.countDown();
             }
         }

@@ -157,12 +157,28 @@ class LauncherTest {
         }
         Files.createDirectories(target.resolve("bench-service-1"));
         Files.writeString(target.resolve("playground-notes.txt"), "a file, not a run's directory");
-        Playground.pruneOldLogs(target, 4);
+        // playground-1 is a run still going (a long one: its directory's time is old); playground-2's run ended.
+        var running = Playground.holdLogs(target.resolve("playground-1"));
+        Playground.release(Playground.holdLogs(target.resolve("playground-2")));
+        for (int i = 1; i <= 2; i++) {
+            Files.setLastModifiedTime(target.resolve("playground-" + i),
+                    java.nio.file.attribute.FileTime.fromMillis(1_000_000L * (i + 1)));
+        }
+        try {
+            assertThat(running).isNotNull();
+            assertThat(Playground.running(target.resolve("playground-1"))).isTrue();
+            assertThat(Playground.running(target.resolve("playground-2"))).isFalse();
+            Playground.pruneOldLogs(target, 4);
+        } finally {
+            Playground.release(running);
+        }
         try (var left = Files.list(target)) {
-            assertThat(left.map(p -> p.getFileName().toString())).containsExactlyInAnyOrder("playground-3",
-                    "playground-4", "playground-5", "playground-6", "bench-service-1", "playground-notes.txt");
+            assertThat(left.map(p -> p.getFileName().toString())).containsExactlyInAnyOrder("playground-1",
+                    "playground-3", "playground-4", "playground-5", "playground-6", "bench-service-1",
+                    "playground-notes.txt");
         }
         assertThat(Files.readString(target.resolve("playground-6/shard-0.log"))).isEqualTo("run 6");
+        assertThat(Files.readString(target.resolve("playground-1/shard-0.log"))).isEqualTo("run 1");
     }
 
     /** A command that runs out of heap (picocli hands Errors on) is one sentence and exit 1, not a stack trace. */
