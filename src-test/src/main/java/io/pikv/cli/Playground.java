@@ -427,8 +427,7 @@ public final class Playground implements Callable<Integer> {
         }
         List<SidecarProcess> sidecars = new ArrayList<>(parts.sidecars);
         parts.sidecars.clear();
-        sidecars.forEach(SidecarProcess::destroy);
-        sidecars.forEach(SidecarProcess::close);
+        SidecarProcess.closeAll(sidecars);
         if (parts.kafka != null) {
             LocalKafka kafka = parts.kafka;
             parts.kafka = null;

@@ -268,9 +268,7 @@ public final class ServiceBench implements Callable<Integer> {
             }
             throw new Main.RunFailure("the run failed: " + e.getMessage() + " (logs kept in " + logs + ")" + tails, e);
         } finally {
-            for (SidecarProcess p : all) {
-                p.close();
-            }
+            SidecarProcess.closeAll(all);
             clients.forEach(SidecarClient::close);
             if (kafka != null) {
                 try {

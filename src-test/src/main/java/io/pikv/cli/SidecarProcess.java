@@ -9,6 +9,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Collection;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -74,16 +75,7 @@ public final class SidecarProcess implements AutoCloseable {
     static {
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             closing = true;
-            RUNNING.forEach(Process::destroy);
-            for (Process p : RUNNING) {
-                try {
-                    if (!p.waitFor(5, TimeUnit.SECONDS)) {
-                        p.destroyForcibly();
-                    }
-                } catch (InterruptedException e) {
-                    p.destroyForcibly();
-                }
-            }
+            stop(List.copyOf(RUNNING), TimeUnit.SECONDS.toNanos(5));
         }, "pikv-sidecar-children"));
     }
 
@@ -140,7 +132,8 @@ public final class SidecarProcess implements AutoCloseable {
         }
         RUNNING.add(process);
         if (closing) { // the hook has run (or is running) and may not have seen this child: it must not outlive us
-            stop(process);
+            stop(List.of(process), TimeUnit.SECONDS.toNanos(10));
+            RUNNING.remove(process);
             throw new Main.RunFailure("stopped while starting sidecar " + name);
         }
         long deadline = System.nanoTime() + timeout.toNanos();
@@ -150,7 +143,8 @@ public final class SidecarProcess implements AutoCloseable {
             sidecar.awaitReady(deadline, timeout);
             return sidecar;
         } catch (RuntimeException e) {
-            stop(process);
+            stop(List.of(process), TimeUnit.SECONDS.toNanos(10));
+            RUNNING.remove(process);
             throw e;
         }
     }
@@ -248,26 +242,42 @@ public final class SidecarProcess implements AutoCloseable {
         }
     }
 
-    /** Asks the sidecar to stop (SIGTERM) without waiting: {@link #close} then waits, so many stop at once. */
-    public void destroy() {
-        process.destroy();
-    }
-
     @Override
     public void close() {
-        stop(process);
+        closeAll(List.of(this));
     }
 
-    private static void stop(Process process) {
-        process.destroy();
-        try {
-            if (!process.waitFor(10, TimeUnit.SECONDS)) {
-                process.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
-            }
-        } catch (InterruptedException e) {
+    /**
+     * Stops every one (SIGTERM to all at once), waits for them together at most 10 s, kills those still running and
+     * waits for them at most 5 s more: hung children cost one wait, not one each.
+     */
+    public static void closeAll(Collection<SidecarProcess> sidecars) {
+        List<Process> processes = sidecars.stream().map(s -> s.process).toList();
+        stop(processes, TimeUnit.SECONDS.toNanos(10));
+        processes.forEach(RUNNING::remove);
+    }
+
+    /** Destroys all, waits for all within {@code graceNanos}, then kills the rest and waits within 5 s. */
+    static void stop(List<Process> processes, long graceNanos) {
+        processes.forEach(Process::destroy);
+        boolean interrupted = awaitAll(processes, graceNanos);
+        processes.stream().filter(Process::isAlive).forEach(Process::destroyForcibly);
+        interrupted |= awaitAll(processes, TimeUnit.SECONDS.toNanos(5));
+        if (interrupted) {
             Thread.currentThread().interrupt();
-            process.destroyForcibly();
         }
-        RUNNING.remove(process);
+    }
+
+    /** Waits for every process to end, within one shared deadline; whether the wait was interrupted (cut short). */
+    private static boolean awaitAll(List<Process> processes, long nanos) {
+        long deadline = System.nanoTime() + nanos;
+        for (Process p : processes) {
+            try {
+                p.waitFor(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+            } catch (InterruptedException e) {
+                return true; // the caller kills what is left and says so to its own caller
+            }
+        }
+        return false;
     }
 }
