@@ -73,13 +73,17 @@ public final class ControlListener implements AutoCloseable {
     private volatile boolean ready;
     /**
      * This cluster's records met during the first read, in the order read: applied when it ends, the latest only (see
-     * {@link #applyLatest}). At most {@link #PENDING_LIMIT}; beyond it the lowest epoch goes, counted stale.
+     * {@link #applyLatest}). At most {@link #PENDING_LIMIT}; beyond it a record the shard would refuse for its content
+     * goes first (counted invalid), else the lowest epoch (counted stale): what applies at the end never goes.
      */
     private final List<Candidate> pending = new ArrayList<>();
-    private static final int PENDING_LIMIT = 1024;
+    static final int PENDING_LIMIT = 1024;
 
-    /** A record read during the first read, and where it was read (for the log). */
-    private record Candidate(ControlState state, String where) {
+    /**
+     * A record read during the first read, where it was read (for the log), and whether its content is one the shard
+     * takes ({@link ShardControl#problem}).
+     */
+    private record Candidate(ControlState state, String where, boolean acceptable) {
     }
 
     /**
@@ -394,20 +398,42 @@ public final class ControlListener implements AutoCloseable {
             return;
         }
         if (phase == Phase.READING) {
-            pending.add(new Candidate(state, where(r)));
+            pending.add(new Candidate(state, where(r), control.problem(state).isEmpty()));
             if (pending.size() > PENDING_LIMIT) {
-                int lowest = 0;
-                for (int i = 1; i < pending.size(); i++) {
-                    if (pending.get(i).state().epoch() < pending.get(lowest).state().epoch()) {
-                        lowest = i;
-                    }
-                }
-                pending.remove(lowest);
-                outcomes.get(ShardControl.Outcome.STALE).increment();
+                dropOnePending();
             }
             return;
         }
-        outcomes.get(apply(new Candidate(state, where(r)))).increment();
+        outcomes.get(apply(new Candidate(state, where(r), true))).increment();
+    }
+
+    /**
+     * Makes room in {@link #pending} without losing what {@link #applyLatest} would apply: a record the shard refuses
+     * for its content (an acceptable one of lower epoch could be the one to apply), else the lowest epoch, the
+     * earliest read among equals (every other one is acceptable and of an epoch at least as high, read later).
+     */
+    private void dropOnePending() {
+        int drop = -1;
+        for (int i = 0; i < pending.size() && drop < 0; i++) {
+            if (!pending.get(i).acceptable()) {
+                drop = i;
+            }
+        }
+        if (drop >= 0) {
+            Candidate refused = pending.remove(drop);
+            LOG.warnf("control: record at %s (epoch %d) is one this shard refuses (%s); passed over", refused.where(),
+                    refused.state().epoch(), control.problem(refused.state()).orElse("no longer"));
+            outcomes.get(ShardControl.Outcome.INVALID).increment();
+            return;
+        }
+        int lowest = 0;
+        for (int i = 1; i < pending.size(); i++) {
+            if (pending.get(i).state().epoch() < pending.get(lowest).state().epoch()) {
+                lowest = i;
+            }
+        }
+        pending.remove(lowest);
+        outcomes.get(ShardControl.Outcome.STALE).increment();
     }
 
     private static String where(ConsumerRecord<String, byte[]> r) {

@@ -251,6 +251,51 @@ public final class ShardControl {
         return Outcome.APPLIED;
     }
 
+    /** What a record asks for, checked: the map, the policy and its parameters, the desired budget. */
+    private record Checked(ExpertShardMap map, String requested, Map<String, Double> parameters, long desired) {
+    }
+
+    /**
+     * Why the record could not apply by its own content (version, map, policy, parameters, budget), or empty; the
+     * gateway's routing, which takes the map last, is not asked. Changes nothing.
+     */
+    public synchronized Optional<String> problem(ControlState record) {
+        try {
+            check(record);
+            return Optional.empty();
+        } catch (IllegalArgumentException e) {
+            return Optional.of(e.getMessage());
+        }
+    }
+
+    private Checked check(ControlState record) {
+        if (record.version() != ControlState.VERSION) {
+            throw new IllegalArgumentException("schema version " + record.version() + " is not one this sidecar "
+                    + "reads (version " + ControlState.VERSION + ")");
+        }
+        ExpertShardMap map = shardMap(record.epoch(), record.shardOfExpert(), record.shards());
+        String requested;
+        Map<String, Double> parameters;
+        if (record.policy() == null || record.policy().isBlank()) {
+            if (record.parameters() != null && !record.parameters().isEmpty()) {
+                throw new IllegalArgumentException("parameters " + record.parameters().keySet() + " without a "
+                        + "policy (a record without one runs the configured " + configuredPolicy + ")");
+            }
+            requested = configuredPolicy;
+            parameters = configuredParameters;
+        } else {
+            requested = record.policy();
+            parameters = record.parameters() == null ? Map.of() : new TreeMap<>(record.parameters());
+            ShardPolicy.check(requested, parameters);
+        }
+        long desired = record.budgetBytes() > 0 ? record.budgetBytes() : configuredBudget;
+        Optional<String> unusable = budget.check(desired);
+        if (unusable.isPresent()) {
+            throw new IllegalArgumentException(unusable.get());
+        }
+        return new Checked(map, requested, parameters, desired);
+    }
+
     public synchronized Outcome apply(ControlState record) {
         if (!cluster.equals(record.cluster())) {
             return Outcome.OTHER_CLUSTER;
@@ -275,28 +320,11 @@ public final class ShardControl {
         Map<String, Double> parameters;
         long desired;
         try {
-            if (record.version() != ControlState.VERSION) {
-                throw new IllegalArgumentException("schema version " + record.version() + " is not one this sidecar "
-                        + "reads (version " + ControlState.VERSION + ")");
-            }
-            map = shardMap(record.epoch(), record.shardOfExpert(), record.shards());
-            if (record.policy() == null || record.policy().isBlank()) {
-                if (record.parameters() != null && !record.parameters().isEmpty()) {
-                    throw new IllegalArgumentException("parameters " + record.parameters().keySet() + " without a "
-                            + "policy (a record without one runs the configured " + configuredPolicy + ")");
-                }
-                requested = configuredPolicy;
-                parameters = configuredParameters;
-            } else {
-                requested = record.policy();
-                parameters = record.parameters() == null ? Map.of() : new TreeMap<>(record.parameters());
-                ShardPolicy.check(requested, parameters);
-            }
-            desired = record.budgetBytes() > 0 ? record.budgetBytes() : configuredBudget;
-            Optional<String> unusable = budget.check(desired);
-            if (unusable.isPresent()) {
-                throw new IllegalArgumentException(unusable.get());
-            }
+            Checked checked = check(record);
+            map = checked.map();
+            requested = checked.requested();
+            parameters = checked.parameters();
+            desired = checked.desired();
             routing.accept(map); // last: the first thing that changes (a gateway routes by it from now on)
         } catch (IllegalArgumentException e) {
             reject(current, "epoch " + record.epoch() + ": " + e.getMessage());

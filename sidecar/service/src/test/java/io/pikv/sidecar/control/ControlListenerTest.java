@@ -374,6 +374,41 @@ class ControlListenerTest {
      * The topic recreated (or truncated) during the first read: the records up to the end the read aimed at will never
      * come, so it aims at the new end, catches up and applies what comes after, instead of reading for ever.
      */
+    /** More records than the first read keeps: those the shard refuses go first, never the one to apply. */
+    @Test
+    void aValidRecordOutlivesMoreRefusedOnesThanTheFirstReadKeeps() throws Exception {
+        TopicPartition p0 = new TopicPartition("pikv.control", 0);
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
+                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
+        onePartition(consumer);
+        int refused = ControlListener.PENDING_LIMIT + 5;
+        consumer.updateEndOffsets(Map.of(p0, refused + 2L));
+        consumer.schedulePollTask(() -> {
+            try {
+                consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>("pikv.control", 0, 0L, "c1",
+                        json.writeValueAsBytes(state("c1", 3, "oldest-page", 1, 1, 0, 0))));
+                for (int i = 1; i <= refused; i++) { // higher epochs, all refused (a producer gone wrong)
+                    consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>("pikv.control", 0, i,
+                            "c1", json.writeValueAsBytes(state("c1", 10 + i, "no-such-policy", 0, 0, 1, 1))));
+                }
+                consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>("pikv.control", 0,
+                        refused + 1L, "c1", json.writeValueAsBytes(state("c1", 2, "reject", 0, 0, 0, 0))));
+            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        listener = new ControlListener("pikv.control", control, Duration.ofMinutes(5), () -> consumer, json, registry,
+                link);
+        listener.start();
+        await().atMost(Duration.ofSeconds(20)).until(listener::ready);
+        assertThat(control.epoch()).isEqualTo(3);
+        assertThat(policy.activePolicy()).isEqualTo("oldest-page");
+        assertThat(control.state().shardMap().assignment()).containsExactly(1, 1, 0, 0);
+        assertThat(count("applied")).isEqualTo(1);
+        assertThat(count("invalid")).isEqualTo(refused);
+        assertThat(count("stale")).isEqualTo(1); // epoch 2
+    }
+
     @Test
     void aTopicThatEndsEarlierDuringTheFirstReadIsReadToItsNewEnd() throws Exception {
         TopicPartition p0 = new TopicPartition("pikv.control", 0);
