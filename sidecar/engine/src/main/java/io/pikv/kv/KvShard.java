@@ -927,6 +927,24 @@ public final class KvShard {
         return out;
     }
 
+    /** How many of {@code positions} (each in range) are resident here for (sequence, layer). */
+    public int residentAmong(long sequence, int layer, int[] positions) {
+        shape.checkLayer(layer);
+        lock.readLock().lock();
+        try {
+            LayerState ls = layerState(sequence, layer, false);
+            int n = 0;
+            for (int p : positions) {
+                if (ls != null && ls.location(p) >= 0) {
+                    n++;
+                }
+            }
+            return n;
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
     /** Resident entries of (sequence, layer) on this shard. */
     public int resident(long sequence, int layer) {
         shape.checkLayer(layer);

@@ -215,6 +215,9 @@ public final class Gateway implements KvApi {
     @Override
     public long create(Long requested) {
         if (requested != null) {
+            if (requested < 1) { // as a shard says it, before any shard is asked
+                throw new IllegalArgumentException("a sequence id must be >= 1, got " + requested);
+            }
             return create(requested.longValue());
         }
         for (int attempt = 1; ; attempt++) {

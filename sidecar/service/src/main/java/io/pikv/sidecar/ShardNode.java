@@ -453,6 +453,14 @@ public final class ShardNode implements KvApi, AutoCloseable {
                         policy.appended(sequence, layer, position);
                         state.length[layer] = Math.max(state.length[layer], position + 1);
                     }
+                    if (entries.length > 1 && shard.residentAmong(sequence, layer, positions) < entries.length) {
+                        // Room made for the last entries took pages holding its first (a tail page the batch filled
+                        // first, then the oldest): stored, it would answer for entries it no longer holds.
+                        throw new KvBudgetExceededException("the request's " + entries.length + " entries do not "
+                                + "fit beside each other: making room for the last evicted some of the first (the "
+                                + "budget holds " + shard.budgetBytes() / shard.layout().pageBytes() + " pages); send "
+                                + "fewer at a time (no entry of the request was stored)");
+                    }
                     state.stored[layer] += entries.length;
                 } catch (RuntimeException | Error failure) {
                     // Also on an Error (direct memory exhausted while a page was allocated): all or none.
@@ -471,7 +479,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
                     if (failure instanceof IllegalArgumentException || failure instanceof KvBudgetExceededException) {
                         // The request's own fault, or a full store: a 4xx, which already means nothing stored.
                         RuntimeException runtime = (RuntimeException) failure;
-                        throw entries.length == 1 ? runtime : withEntry(runtime, done);
+                        throw entries.length == 1 || done == entries.length ? runtime : withEntry(runtime, done);
                     }
                     throw new UndoneException("the append to sequence " + sequence + " layer " + layer + " ("
                             + storedCount + " of " + entries.length + " entries stored when it failed)", failure);
@@ -519,7 +527,8 @@ public final class ShardNode implements KvApi, AutoCloseable {
     /**
      * Refuses a batch whose entries alone need more pages than the budget holds: storing it would evict its own first
      * entries to make room for its last, and answer as if all were stored. A lower bound (each bucket's entries packed
-     * into whole pages), so no batch that could fit is refused.
+     * into whole pages), so no batch that could fit in fresh pages is refused here; one that starts on a partly filled
+     * tail page can still evict its own first entries, which {@link #append} finds once it is stored, and takes back.
      */
     private void checkFits(int[] planned, Wire.AppendRequest.Entry[] entries) {
         int buckets = shard.buckets();

@@ -355,6 +355,17 @@ class GatewayUndoTest {
     }
 
     @Test
+    void anIdBelowOneIsRefusedBeforeAnyShardIsAsked() throws IOException {
+        Gateway g = gateway();
+        for (long id : new long[] {0, -5}) {
+            assertThatThrownBy(() -> g.create(id)).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessage("a sequence id must be >= 1, got " + id);
+        }
+        assertThat(fakes.get(0).requests).isEmpty();
+        assertThat(fakes.get(1).requests).isEmpty();
+    }
+
+    @Test
     void keysAndValuesNoShardTakesAreRefusedBeforeAnyShardIsAsked() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);

@@ -163,6 +163,36 @@ class ShardNodeAppendTest {
         }
     }
 
+    /**
+     * A batch that fits in fresh pages but starts on its layer's partly filled tail page: room for its last entry
+     * evicts that oldest page with the batch's first entries in it. Refused and taken back, never answered as stored.
+     */
+    @Test
+    void aBatchWhoseLastEntriesWouldEvictItsFirstIsRefused() {
+        Random rnd = new Random(10);
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048,
+                ShardPolicy.of("oldest-page"))) {
+            long seq = node.create(null);
+            node.append(seq, request(entry(Wire.NEXT_POSITION, 0, rnd))); // page 1 of 2, one entry
+            Wire.AppendRequest.Entry[] batch = new Wire.AppendRequest.Entry[32]; // two pages' worth
+            for (int i = 0; i < batch.length; i++) {
+                batch[i] = entry(Wire.NEXT_POSITION, i % 4, rnd);
+            }
+            assertThatThrownBy(() -> node.append(seq, request(batch)))
+                    .isInstanceOf(io.pikv.kv.KvBudgetExceededException.class)
+                    .hasMessage("the request's 32 entries do not fit beside each other: making room for the last "
+                            + "evicted some of the first (the budget holds 2 pages); send fewer at a time (no entry of "
+                            + "the request was stored)");
+            // None of the batch stays; the entry before it went with the page (an eviction is not undone).
+            assertThat(node.residentPositions(seq, 0)).isEmpty();
+            assertThat(node.layers(seq)[0][0]).as("length").isEqualTo(1);
+            // Sent in two halves, it is stored whole.
+            node.append(seq, request(java.util.Arrays.copyOf(batch, 16)));
+            node.append(seq, request(java.util.Arrays.copyOfRange(batch, 16, 32)));
+            assertThat(node.residentPositions(seq, 0)).hasSize(32);
+        }
+    }
+
     @Test
     void aClosedSequenceTakesNoEntries() {
         Random rnd = new Random(6);

@@ -340,9 +340,20 @@ class SidecarApiTest {
         given().contentType("application/octet-stream").body(step).post("/v1/sequences/abc/steps")
                 .then().statusCode(404).contentType(PROBLEM).body("detail", equalTo("no such resource: /v1/sequences/abc/steps"));
         given().contentType("application/octet-stream").body(step).post(steps + "?position=x")
-                .then().statusCode(400).contentType(PROBLEM).body("detail", equalTo("position must be an integer, got 'x'"));
-        given().contentType("application/octet-stream").body(step).post(steps + "?position=-1")
-                .then().statusCode(400).contentType(PROBLEM).body("detail", equalTo("position must be >= 0, got -1"));
+                .then().statusCode(400).contentType(PROBLEM)
+                .body("detail", equalTo("position must be a whole number in digits 0-9, got 'x'"));
+        // No sign, no other script's digits, one value (which of two a reader would take is not the client's guess).
+        for (String[] bad : new String[][] {{"-1", "-1"}, {"%2B5", "+5"}, {"%D9%A5", "\u0665"}}) {
+            given().contentType("application/octet-stream").body(step).urlEncodingEnabled(false)
+                    .post(steps + "?position=" + bad[0]).then().statusCode(400).contentType(PROBLEM)
+                    .body("detail", equalTo("position must be a whole number in digits 0-9, got '" + bad[1] + "'"));
+        }
+        given().contentType("application/octet-stream").body(step).urlEncodingEnabled(false)
+                .post(steps + "?position=&position=5").then().statusCode(400).contentType(PROBLEM)
+                .body("detail", equalTo("position must be given once, got 2 values [, 5]"));
+        given().contentType("application/octet-stream").body(step).post(steps + "?position=2147483648")
+                .then().statusCode(400).contentType(PROBLEM)
+                .body("detail", equalTo("position must be at most 2147483647, got 2147483648"));
         given().contentType("application/octet-stream").post(steps).then().statusCode(400).contentType(PROBLEM)
                 .body("detail", containsString("0 bytes"));
         given().get(steps).then().statusCode(405).contentType(PROBLEM);

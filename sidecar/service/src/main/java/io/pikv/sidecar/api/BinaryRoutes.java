@@ -59,10 +59,10 @@ public class BinaryRoutes {
         this.json = json;
     }
 
-    /** What one route serves, given the sequence id, the query's {@code position} (or null) and the body. */
+    /** What one route serves, given the sequence id, the query's {@code position} values (none: empty) and the body. */
     @FunctionalInterface
     interface Call {
-        byte[] serve(long id, String position, byte[] body);
+        byte[] serve(long id, List<String> position, byte[] body);
     }
 
     void register(@Observes Router router) {
@@ -96,9 +96,9 @@ public class BinaryRoutes {
             refuse(rc, 404, path);
             return;
         }
-        String position;
+        List<String> position;
         try {
-            position = request.getParam("position");
+            position = request.params().getAll("position");
         } catch (IllegalArgumentException e) { // a query string that does not decode (a bad %-escape)
             send(rc, Problems.of(new IllegalArgumentException("the query string does not decode: " + e.getMessage()),
                     path));

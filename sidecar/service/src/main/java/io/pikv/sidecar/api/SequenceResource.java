@@ -141,7 +141,7 @@ public class SequenceResource {
     public byte[] step(@PathParam("id") long id,
                        @Parameter(description = "shard role: the position the gateway gives the token",
                                schema = @Schema(type = SchemaType.INTEGER, minimum = "0"))
-                       @QueryParam("position") String positionParam, byte[] body) {
+                       @QueryParam("position") List<String> positionParam, byte[] body) {
         limit.check(body);
         Integer position = position(positionParam);
         Wire.StepRequest request = Wire.decodeStep(body, sidecar.shape());
@@ -151,24 +151,35 @@ public class SequenceResource {
                 throw new IllegalArgumentException("a gateway assigns positions itself; send the step without "
                         + "?position");
             }
-            if (position < 0) {
-                throw new IllegalArgumentException("position must be >= 0, got " + position);
-            }
             return Wire.encodePartial(metrics.step().record(() -> sidecar.shard().stepPartial(id, request, position)));
         }
         return Wire.encodeStepResponse(metrics.step().record(() -> node().step(id, request)));
     }
 
-    /** The {@code position} query parameter: none (absent or empty) or an integer. */
-    private static Integer position(String value) {
+    /**
+     * The {@code position} query parameter: none (absent or empty) or a whole number in ASCII digits, given once (a
+     * second value, which one reading would take and another drop, is refused).
+     */
+    static Integer position(List<String> values) {
+        if (values == null || values.isEmpty()) {
+            return null;
+        }
+        if (values.size() > 1) {
+            throw new IllegalArgumentException("position must be given once, got " + values.size() + " values "
+                    + values);
+        }
+        String value = values.get(0);
         if (value == null || value.isEmpty()) {
             return null;
         }
-        try {
-            return Integer.valueOf(value);
-        } catch (NumberFormatException e) {
-            throw new IllegalArgumentException("position must be an integer, got '" + value + "'");
+        if (value.length() > 10 || !value.chars().allMatch(c -> c >= '0' && c <= '9')) {
+            throw new IllegalArgumentException("position must be a whole number in digits 0-9, got '" + value + "'");
         }
+        long position = Long.parseLong(value);
+        if (position > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("position must be at most " + Integer.MAX_VALUE + ", got " + value);
+        }
+        return (int) position;
     }
 
     private SequenceJson describe(long id) {
