@@ -191,7 +191,7 @@ class SidecarApiTest {
         for (int[] experts : new int[][] {{}, {0, 1, 2}}) {
             rejects(seq, "steps", Wire.encodeStep(new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, 0, null, experts,
                     gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd),
-                    gaussian(SHAPE.kvWidth(), rnd))), 400, "k from 1 to 2");
+                    gaussian(SHAPE.kvWidth(), rnd))), 400, "names 1 to 2 of them, got " + experts.length);
         }
         // A query the attention refuses (finite, but beyond ±2^50) is refused before the token is stored.
         float[] huge = gaussian(SHAPE.queryWidth(), rnd);
@@ -330,6 +330,19 @@ class SidecarApiTest {
         for (String target : new String[] {"/v1/sequences/" + seq + "%zz/steps", steps + "?position=%zz"}) {
             assertThat(rawPost(target, step)).as(target).startsWith("HTTP/1.1 400").containsIgnoringCase(
                     "connection: close");
+        }
+        assertThat(client.resident(seq, 0)).as("nothing stored").isEqualTo(3);
+        // A step with chosen experts counts them: a stray word after it, or a count out of range, is refused (read
+        // by its size, the stray word would have been a second expert and every float after it shifted by one).
+        byte[] stray = java.util.Arrays.copyOf(step, step.length + 4);
+        given().contentType("application/octet-stream").body(stray).post(steps).then().statusCode(400)
+                .contentType(PROBLEM).body("detail", containsString("a step with 1 chosen expert(s)"));
+        for (int k : new int[] {0, SHAPE.topK() + 1}) {
+            byte[] counted = step.clone();
+            java.nio.ByteBuffer.wrap(counted).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(12, k);
+            given().contentType("application/octet-stream").body(counted).post(steps).then().statusCode(400)
+                    .contentType(PROBLEM).body("detail", containsString("names 1 to " + SHAPE.topK() + " of them, got "
+                            + k));
         }
         assertThat(client.resident(seq, 0)).as("nothing stored").isEqualTo(3);
         // Content type, accepted answer types, the id, the position, the method.

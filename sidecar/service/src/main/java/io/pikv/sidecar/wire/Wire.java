@@ -197,14 +197,16 @@ public final class Wire {
             exact(body.length, fixed + 4L * routing, "a step with " + routing + " gate logits (12 + 4 × " + routing
                     + " + 4 × qHeads × headDim + 8 × kvHeads × headDim bytes)");
         } else {
-            // 1 to topK chosen experts (cache-aware routing may keep fewer): their count follows from the size.
-            long rest = body.length - fixed;
-            if (rest < 4 || rest % 4 != 0 || rest / 4 > shape.topK()) {
-                throw new WireException("body is " + body.length + " bytes, but a step with k chosen experts is 12 + "
-                        + "4 × k + 4 × qHeads × headDim + 8 × kvHeads × headDim bytes, k from 1 to " + shape.topK()
-                        + " (" + (fixed + 4) + " to " + (fixed + 4L * shape.topK()) + " bytes)");
+            // 1 to topK chosen experts (cache-aware routing may keep fewer), counted in the body: a count inferred
+            // from the size would read a stray or missing word as an expert and shift every float after it.
+            need(in, 4, "the step's count of chosen experts");
+            routing = in.getInt();
+            if (routing < 1 || routing > shape.topK()) {
+                throw new WireException("a step with chosen experts names 1 to " + shape.topK() + " of them, got "
+                        + routing);
             }
-            routing = (int) (rest / 4);
+            exact(body.length, fixed + 4 + 4L * routing, "a step with " + routing + " chosen expert(s) (16 + 4 × "
+                    + routing + " + 4 × qHeads × headDim + 8 × kvHeads × headDim bytes)");
         }
         float[] logits = null;
         int[] experts = null;
@@ -223,12 +225,13 @@ public final class Wire {
     }
 
     public static byte[] encodeStep(StepRequest r) {
-        int routing = r.mode() == GATE_LOGITS ? r.logits().length : r.experts().length;
+        int routing = r.mode() == GATE_LOGITS ? r.logits().length : 1 + r.experts().length;
         ByteBuffer out = allocate(12 + 4 * routing + 4 * r.query().length + 8 * r.k().length);
         out.putInt(r.layer()).putInt(r.mode()).putInt(r.scope());
         if (r.mode() == GATE_LOGITS) {
             putFloats(out, r.logits());
         } else {
+            out.putInt(r.experts().length);
             for (int e : r.experts()) {
                 out.putInt(e);
             }
