@@ -1010,12 +1010,23 @@ public final class KvShard {
         }
     }
 
-    /** Leaves of (sequence, layer)'s position index now allocated (tests of its memory). */
-    int indexLeaves(long sequence, int layer) {
+    /** Slots of (sequence, layer)'s position index now allocated, 0 without one (tests of its memory). */
+    int indexCapacity(long sequence, int layer) {
         lock.readLock().lock();
         try {
             LayerState ls = layerState(sequence, layer, false);
-            return ls == null ? 0 : ls.leaves();
+            return ls == null ? 0 : ls.indexCapacity();
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    /** Positions (sequence, layer)'s index holds now, resident or evicted (tests of its memory). */
+    int indexed(long sequence, int layer) {
+        lock.readLock().lock();
+        try {
+            LayerState ls = layerState(sequence, layer, false);
+            return ls == null ? 0 : ls.indexed();
         } finally {
             lock.readLock().unlock();
         }

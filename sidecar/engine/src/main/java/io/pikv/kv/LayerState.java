@@ -4,31 +4,30 @@ import java.util.Arrays;
 
 /** One shard's state for one (sequence, layer): its buckets, where each position lives, per-expert counts. */
 final class LayerState {
-    /** Positions per leaf of the index, and leaves per middle node (both 2^8). */
-    private static final int BITS = 8;
-    private static final int FAN = 1 << BITS;
-    private static final int MASK = FAN - 1;
-
     /** The sequence whose layer this is. */
     final long sequence;
     final Segment[] buckets;
     /**
-     * Position → {@code pageId · pageTokens + slot}, or negative when not resident on this shard (−1 never stored,
-     * discarded or withdrawn, {@link #markEvicted} evicted): a three-level radix index
-     * (root → middle nodes of 256 leaves → leaves of 256 positions) whose nodes are allocated as positions are
-     * stored, so a single entry at position 2^24 − 1 costs three small arrays, not a 64 MiB table. The root grows to
-     * the highest middle node in use. A leaf that holds no resident entry and lies wholly more than {@link #HORIZON}
-     * positions below the highest position stored is freed, with its markers: the index of a long sequence under
-     * eviction stays within its resident leaves plus the horizon's, instead of 4 bytes for every position it ever
-     * stored. Past the horizon an evicted position thus reads as never stored: storing it again does not take back
-     * its miss, and withdrawing it counts nothing. Undo and re-store happen to the positions of one request, which
-     * the horizon covers up to 131,072 positions (a longer request undone after evictions leaves phantom misses).
+     * Position → {@code pageId · pageTokens + slot} for a resident entry, or an eviction marker ({@link #markEvicted},
+     * ≤ −2); a position not held reads as −1 (never stored, discarded or withdrawn). A hash map of the positions held
+     * ({@link PositionMap}): its cost follows the number of entries, not their spread, so positions far apart (a shard
+     * of many holds every few dozenth position of a sequence; a client may store at any position up to 2^24 − 1) cost
+     * what dense ones do. Eviction markers of positions more than {@link #HORIZON} below the highest position stored
+     * are dropped once more than {@link #MARKER_LIMIT} markers are held: the index of a long sequence under eviction
+     * stays within its resident entries plus two horizons' markers. Past the horizon an evicted position may thus read
+     * as never stored: storing it again does not take back its miss, and withdrawing it counts nothing. Undo and
+     * re-store happen to the positions of one request, which the horizon covers up to 131,072 positions (a longer
+     * request undone after evictions leaves phantom misses).
      */
-    private int[][][] root = new int[1][][];
-    /** Positions below the highest stored beyond which empty leaves are freed (512 leaves, 512 KiB of index). */
-    static final int HORIZON = 512 * FAN;
+    private final PositionMap index = new PositionMap();
+    /** Positions below the highest stored whose eviction markers may be dropped. */
+    static final int HORIZON = 1 << 17;
+    /** Markers held at most before those past the horizon are dropped (amortized: each drop leaves at most half). */
+    static final int MARKER_LIMIT = 2 * HORIZON;
     /** The highest position stored so far, −1 before any. */
     private int highest = -1;
+    /** Eviction markers in {@link #index}. */
+    private int markers;
     final int[] residentPerExpert;
     final int[] evictedPerExpert;
     /**
@@ -53,99 +52,56 @@ final class LayerState {
         if (position < 0 || position > KvShard.MAX_POSITION) {
             return -1;
         }
-        int top = position >>> (2 * BITS);
-        if (top >= root.length || root[top] == null) {
-            return -1;
-        }
-        int[] leaf = root[top][(position >>> BITS) & MASK];
-        return leaf == null ? -1 : leaf[position & MASK];
+        return index.get(position); // MISSING is −1
     }
 
-    /** Allocates the index nodes for {@code position}: before anything else changes, so a failure here changes nothing. */
+    /**
+     * Makes room in the index for {@code position}: before anything else changes, so a failure here (memory) changes
+     * nothing. Markers past the horizon are dropped here too, when there are too many.
+     */
     void reserve(int position) {
-        int top = position >>> (2 * BITS);
-        if (top >= root.length) {
-            root = Arrays.copyOf(root, top + 1);
+        if (index.get(position) != PositionMap.MISSING) {
+            return; // held: a new value replaces the old in place
         }
-        int[][] middle = root[top];
-        if (middle == null) {
-            middle = new int[FAN][];
-            root[top] = middle;
+        if (markers > MARKER_LIMIT) {
+            int floor = Math.max(highest, position) - HORIZON;
+            markers -= index.retain((p, location) -> location > -2 || p >= floor);
         }
-        int at = (position >>> BITS) & MASK;
-        if (middle[at] == null) {
-            int[] leaf = new int[FAN];
-            Arrays.fill(leaf, -1);
-            middle[at] = leaf;
-        }
+        index.reserve();
     }
 
     void setLocation(int position, int value) {
         reserve(position);
-        root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = value;
-        if (position > highest) {
-            int before = highest < 0 ? -1 : lastLeafPast(highest);
-            highest = position;
-            // Leaves that just fell past the horizon: free those already empty (others go with their last entry).
-            for (int leaf = Math.max(0, before + 1); leaf <= lastLeafPast(highest); leaf++) {
-                release(leaf);
-            }
+        if (index.get(position) <= -2) {
+            markers--;
         }
+        index.put(position, value);
+        highest = Math.max(highest, position);
     }
 
     /** Marks a resident position as no longer resident, or an evicted one as never stored. */
     void clearLocation(int position) {
-        root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = -1;
-        left(position);
-    }
-
-    /** The last leaf wholly more than {@link #HORIZON} positions below {@code high} (negative: none). */
-    private static int lastLeafPast(int high) {
-        int t = high - HORIZON; // leaf L ends below t when (L + 1) · 256 <= t
-        return t < 0 ? -1 : (t >> BITS) - 1;
-    }
-
-    /** A position stopped being resident: its leaf goes if it is past the horizon and holds no resident entry. */
-    private void left(int position) {
-        if ((position >>> BITS) <= lastLeafPast(highest)) {
-            release(position >>> BITS);
+        if (index.remove(position) <= -2) {
+            markers--;
         }
     }
 
-    /** Frees leaf {@code leaf} (positions {@code leaf · 256 …}) when it holds no resident entry. */
-    private void release(int leaf) {
-        int top = leaf >>> BITS;
-        if (top >= root.length || root[top] == null) {
-            return;
-        }
-        int[][] middle = root[top];
-        int[] cells = middle[leaf & MASK];
-        if (cells == null) {
-            return;
-        }
-        for (int c : cells) {
-            if (c >= 0) {
-                return;
-            }
-        }
-        middle[leaf & MASK] = null;
-        for (int[] other : middle) {
-            if (other != null) {
-                return;
-            }
-        }
-        root[top] = null;
+    /** Positions the index holds now, resident or evicted (for tests of the index's memory). */
+    int indexed() {
+        return index.size();
     }
 
-    /** Leaves allocated now (for tests of the index's memory). */
-    int leaves() {
-        int n = 0;
-        for (int[][] middle : root) {
-            for (int m = 0; middle != null && m < FAN; m++) {
-                n += middle[m] == null ? 0 : 1;
-            }
+    /** Slots the index has allocated now (for tests of the index's memory). */
+    int indexCapacity() {
+        return index.capacity();
+    }
+
+    /** Sets an eviction marker in place of {@code position}'s location (held: nothing is allocated). */
+    private void mark(int position, int marker) {
+        if (index.get(position) > -2) {
+            markers++;
         }
-        return n;
+        index.put(position, marker);
     }
 
     /**
@@ -162,9 +118,7 @@ final class LayerState {
      * experts take 12 bits ({@link ModelShape#MAX_EXPERTS}).
      */
     void markEvicted(int position, int expert, int prior) {
-        root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] =
-                -2 - (expert + (prior + 1) * EXPERT_SPAN);
-        left(position);
+        mark(position, -2 - (expert + (prior + 1) * EXPERT_SPAN));
     }
 
     /**
@@ -173,8 +127,7 @@ final class LayerState {
      * counts it nor clears it.
      */
     void markPutBack(int position, int expert) {
-        root[position >>> (2 * BITS)][(position >>> BITS) & MASK][position & MASK] = -2 - (expert + PUT_BACK);
-        left(position);
+        mark(position, -2 - (expert + PUT_BACK));
     }
 
     /** Values an expert id takes in an eviction marker. */
@@ -197,20 +150,16 @@ final class LayerState {
         return location <= -2 && -2 - location >= PUT_BACK;
     }
 
-    /** Up to {@code out.length} resident positions, ascending, into {@code out}; returns how many. */
+    /** The resident positions, ascending, into {@code out} (of at least {@link #resident} ints); returns how many. */
     int positions(int[] out) {
-        int n = 0;
-        for (int top = 0; top < root.length && n < out.length; top++) {
-            int[][] middle = root[top];
-            for (int m = 0; middle != null && m < FAN && n < out.length; m++) {
-                int[] leaf = middle[m];
-                for (int i = 0; leaf != null && i < FAN && n < out.length; i++) {
-                    if (leaf[i] >= 0) {
-                        out[n++] = (top << (2 * BITS)) | (m << BITS) | i;
-                    }
-                }
+        int[] n = {0};
+        index.forEach((position, location) -> {
+            if (location >= 0) {
+                out[n[0]++] = position;
             }
-        }
-        return n;
+            return true;
+        });
+        Arrays.sort(out, 0, n[0]);
+        return n[0];
     }
 }

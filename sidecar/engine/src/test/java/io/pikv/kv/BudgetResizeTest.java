@@ -115,7 +115,7 @@ class BudgetResizeTest {
         assertThatThrownBy(() -> shard.append(2, 0, 0, e.expert(), e.k(), e.v()))
                 .isInstanceOf(KvBudgetExceededException.class);
         assertThat(shard.holdsLayerState(2, 0)).as("a new sequence's layer: not made").isFalse();
-        assertThat(shard.indexLeaves(2, 0)).isZero();
+        assertThat(shard.indexCapacity(2, 0)).isZero();
         assertThat(shard.holdsLayerState(1, 0)).isTrue();
         shard.dropSequence(1);
         shard.append(2, 0, 0, e.expert(), e.k(), e.v()); // room again: stored as any first entry

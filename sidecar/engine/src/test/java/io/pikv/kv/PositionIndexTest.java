@@ -32,8 +32,9 @@ class PositionIndexTest {
             shard.append(1, 0, p, p % SHAPE.experts(), k, k);
         }
         assertThat(shard.resident(1, 0)).isEqualTo(1024);
-        // 4 leaves of resident entries and at most the horizon's 512 behind them, not the 2,344 of every position.
-        assertThat(shard.indexLeaves(1, 0)).isBetween(4, 4 + LayerState.HORIZON / 256 + 1);
+        // The resident entries and at most two horizons' eviction markers behind them, not every position stored.
+        assertThat(shard.indexed(1, 0)).isBetween(1024 + LayerState.HORIZON / 2, 1024 + LayerState.MARKER_LIMIT + 1);
+        assertThat(shard.indexCapacity(1, 0)).isLessThanOrEqualTo(4 * (1024 + LayerState.MARKER_LIMIT + 1));
         assertThat(shard.residentPositions(1, 0)).hasSize(1024).startsWith(n - 1024).endsWith(n - 1);
         assertThat(shard.stats().evictions()).isEqualTo(n - 1024);
         // Every evicted entry is still a miss of an attention: the counts per expert survive the freed leaves.
@@ -92,6 +93,36 @@ class PositionIndexTest {
             assertThat(allocated).isLessThan(64 * 1024);
             assertThat(shard.residentPositions(1, 0)).containsExactly(0, KvShard.MAX_POSITION);
         }
+    }
+
+    /**
+     * Positions far apart (one in 256: a client's explicit positions, or a shard of many holding every few dozenth
+     * position of a sequence) cost what dense ones do: about 8 to 21 bytes each, not a kilobyte.
+     */
+    @Test
+    void sparsePositionsCostNoMoreIndexThanDenseOnes() {
+        Random rnd = new Random(6);
+        KvShard shard = new KvShard(0, SHAPE, LAYOUT, 1, 4096L * LAYOUT.pageBytes(), EvictionHook.OLDEST_PAGE_FIRST,
+                Kernels.select(LAYOUT));
+        float[] k = Reference.gaussian(SHAPE.kvWidth(), rnd, 1f);
+        int n = 20_000;
+        shard.append(1, 0, 0, 0, k, k);
+        shard.append(2, 0, 0, 0, k, k);
+        long before = allocatedBytes();
+        for (int i = 1; i < n; i++) {
+            shard.append(1, 0, i * 256, i % SHAPE.experts(), k, k);
+        }
+        long sparse = allocatedBytes() - before;
+        before = allocatedBytes();
+        for (int i = 1; i < n; i++) {
+            shard.append(2, 0, i, i % SHAPE.experts(), k, k);
+        }
+        long dense = allocatedBytes() - before;
+        assertThat(shard.indexCapacity(1, 0)).isEqualTo(shard.indexCapacity(2, 0)).isLessThanOrEqualTo(32_768);
+        // Everything the appends allocated (index growth, pages' bookkeeping): the same for both, and far below the
+        // 20 MB that a 1 KB leaf per sparse position cost.
+        assertThat(sparse).isLessThan(dense + 64 * 1024).isLessThan(2L << 20);
+        assertThat(shard.residentPositions(1, 0)).hasSize(n).startsWith(0, 256, 512).endsWith((n - 1) * 256);
     }
 
     @Test

@@ -24,8 +24,9 @@ import java.util.Map;
 public final class TokenRetention {
     /**
      * Heap per stored (token, layer) entry of a store whose tokens a retention tracks: the store's position index and
-     * page objects (about 23 bytes) and the policy's row and index (110 to 150 bytes), measured with two million fp16
-     * entries in one and in a hundred sequences (134 and 174 bytes in all), rounded up. A store whose budget holds N
+     * page objects (about 23 bytes with the radix index these were measured with; the hash index since costs 11 to 21
+     * bytes a position held, 7 to 17 more) and the policy's row and index (110 to 150 bytes), measured with two million
+     * fp16 entries in one and in a hundred sequences (134 and 174 bytes in all), rounded up. A store whose budget holds N
      * entries needs about N times this much heap beside its pages once it is full.
      */
     public static final long HEAP_PER_ENTRY_BYTES = 192;
