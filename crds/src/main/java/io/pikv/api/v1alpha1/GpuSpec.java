@@ -5,12 +5,13 @@ import com.fasterxml.jackson.annotation.JsonPropertyDescription;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 import io.fabric8.generator.annotation.Default;
 import io.fabric8.generator.annotation.Max;
+import io.fabric8.generator.annotation.Size;
 import io.fabric8.generator.annotation.Min;
 import io.fabric8.generator.annotation.Pattern;
 
 /** GPUs for the shards (the sidecar falls back to its CPU kernels when none can be used). */
 @JsonInclude(JsonInclude.Include.NON_NULL)
-@JsonPropertyOrder({"enabled", "resourceName", "perShard"})
+@JsonPropertyOrder({"enabled", "resourceName", "perShard", "runtimeClassName"})
 public class GpuSpec {
 
     /** The resource name a GPU spec defaults to (the CRD's default, and the operator's for a resource without one). */
@@ -32,6 +33,12 @@ public class GpuSpec {
     @JsonPropertyDescription("GPUs per shard pod; with the GPU enabled 1, since a shard attends on one device (for "
             + "more GPUs, run more shards).")
     private Integer perShard = 1;
+
+    @Size(max = 253)
+    @Pattern("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    @JsonPropertyDescription("RuntimeClass of the shard pods when the GPU is enabled, for clusters whose NVIDIA "
+            + "container runtime is not the default handler (e.g. nvidia); none by default.")
+    private String runtimeClassName;
 
     public Boolean getEnabled() {
         return enabled;
@@ -55,5 +62,13 @@ public class GpuSpec {
 
     public void setPerShard(Integer perShard) {
         this.perShard = perShard;
+    }
+
+    public String getRuntimeClassName() {
+        return runtimeClassName;
+    }
+
+    public void setRuntimeClassName(String runtimeClassName) {
+        this.runtimeClassName = runtimeClassName;
     }
 }

@@ -675,7 +675,17 @@ public final class PiKVClusterValidator {
             out.add(new Violation("spec.gpu.perShard", "is " + perShard + "; a shard attends on one device (CUDA "
                     + "device 0 of its pod): use 1, and more shards for more GPUs"));
         }
+        String runtimeClass = g.getRuntimeClassName();
+        if (runtimeClass != null && !runtimeClass.isEmpty()
+                && (runtimeClass.length() > 253 || !DNS_1123_SUBDOMAIN.matcher(runtimeClass).matches())) {
+            out.add(new Violation("spec.gpu.runtimeClassName", "'" + runtimeClass + "' is not a RuntimeClass name "
+                    + "(lower-case letters, digits, '-' and '.', at most 253)"));
+        }
     }
+
+    /** The node label the operator pins GPU shards with: the CUDA bindings the sidecar ships are for x86-64 only. */
+    public static final String ARCH_LABEL = "kubernetes.io/arch";
+    public static final String GPU_ARCH = "amd64";
 
     /**
      * With GPUs asked for, that the shards can attend on them: pages the CUDA kernels take (fp16 or int8, no low-rank
@@ -684,7 +694,17 @@ public final class PiKVClusterValidator {
      */
     private static void gpuUse(PiKVClusterSpec spec, ModelShape shape, Compression compression, List<Violation> out) {
         GpuSpec g = spec.getGpu();
-        if (g == null || !Boolean.TRUE.equals(g.getEnabled()) || shape == null) {
+        if (g == null || !Boolean.TRUE.equals(g.getEnabled())) {
+            return;
+        }
+        String arch = spec.getPlacement() == null || spec.getPlacement().getNodeSelector() == null ? null
+                : spec.getPlacement().getNodeSelector().get(ARCH_LABEL);
+        if (arch != null && !arch.equals(GPU_ARCH)) {
+            out.add(new Violation("spec.placement.nodeSelector." + ARCH_LABEL, "is " + arch + ", but the sidecar's "
+                    + "CUDA bindings are for linux x86-64 only: GPU shards run on " + GPU_ARCH + " nodes (the operator "
+                    + "pins them there); remove the selector or turn spec.gpu off"));
+        }
+        if (shape == null) {
             return;
         }
         // The pages the shards run with: the storage type only (low-rank is refused above).

@@ -429,9 +429,19 @@ public final class ShardCluster {
             tolerations.addAll(placement.getTolerations());
         }
         SidecarSpec sidecar = spec.getSidecar() == null ? new SidecarSpec() : spec.getSidecar();
+        Map<String, String> nodeSelector = new java.util.TreeMap<>(placement.getNodeSelector() == null ? Map.of()
+                : placement.getNodeSelector());
+        String runtimeClass = null;
+        if (gpuEnabled()) {
+            // The sidecar's CUDA bindings are for x86-64: a GPU shard scheduled on an arm64 node (a Grace Hopper
+            // one, say) could not start. The validator refuses another architecture asked for.
+            nodeSelector.putIfAbsent(PiKVClusterValidator.ARCH_LABEL, PiKVClusterValidator.GPU_ARCH);
+            String asked = spec.getGpu().getRuntimeClassName();
+            runtimeClass = asked == null || asked.isEmpty() ? null : asked;
+        }
         return new PodSpecBuilder()
-                .withNodeSelector(placement.getNodeSelector() == null || placement.getNodeSelector().isEmpty() ? null
-                        : new java.util.TreeMap<>(placement.getNodeSelector()))
+                .withNodeSelector(nodeSelector.isEmpty() ? null : nodeSelector)
+                .withRuntimeClassName(runtimeClass)
                 .withPriorityClassName(placement.getPriorityClassName() == null
                         || placement.getPriorityClassName().isEmpty() ? null : placement.getPriorityClassName())
                 .withImagePullSecrets(sidecar.getImagePullSecrets() == null || sidecar.getImagePullSecrets().isEmpty()

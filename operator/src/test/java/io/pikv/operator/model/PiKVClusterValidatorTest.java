@@ -229,6 +229,12 @@ class PiKVClusterValidatorTest {
                         "spec.gpu.resourceName", "use the device plugin's domain/name"),
                 bad("gpu resource name of kubernetes.io", c -> c.getSpec().getGpu()
                         .setResourceName("kubernetes.io/gpu"), "spec.gpu.resourceName", "not an extended resource"),
+                bad("gpu runtime class name", c -> c.getSpec().getGpu().setRuntimeClassName("Nvidia_Runtime"),
+                        "spec.gpu.runtimeClassName", "'Nvidia_Runtime' is not a RuntimeClass name"),
+                bad("gpu shards on arm64 nodes", c -> {
+                    c.getSpec().getGpu().setEnabled(true);
+                    c.getSpec().getPlacement().setNodeSelector(Map.of("kubernetes.io/arch", "arm64"));
+                }, "spec.placement.nodeSelector.kubernetes.io/arch", "CUDA bindings are for linux x86-64 only"),
                 bad("memory limit below the budget", c -> c.getSpec().getSidecar().setResources(
                         new ResourceRequirementsBuilder().addToLimits("memory", new Quantity("32Mi")).build()),
                         "spec.sidecar.resources", "leaves less than 536Mi (512Mi, and 24Mi of heap for the "

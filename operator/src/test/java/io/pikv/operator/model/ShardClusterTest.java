@@ -160,7 +160,18 @@ class ShardClusterTest {
                 new io.fabric8.kubernetes.api.model.LocalObjectReference("registry-creds")));
         assertThat(PiKVClusterValidator.validate(c).violations()).isEmpty();
         io.fabric8.kubernetes.api.model.PodSpec pod = model(c).generateStatefulSet().getSpec().getTemplate().getSpec();
-        assertThat(pod.getNodeSelector()).containsExactly(Map.entry("cloud.example.com/pool", "gpu-a100"));
+        // GPU shards go to x86-64 nodes (the CUDA bindings' platform), beside the spec's selector.
+        assertThat(pod.getNodeSelector()).containsExactly(Map.entry("cloud.example.com/pool", "gpu-a100"),
+                Map.entry("kubernetes.io/arch", "amd64"));
+        assertThat(pod.getRuntimeClassName()).isNull();
+        c.getSpec().getGpu().setRuntimeClassName("nvidia");
+        assertThat(PiKVClusterValidator.validate(c).violations()).isEmpty();
+        assertThat(model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getRuntimeClassName())
+                .isEqualTo("nvidia");
+        c.getSpec().getGpu().setEnabled(false); // without the GPU, neither the class nor the architecture
+        io.fabric8.kubernetes.api.model.PodSpec cpu = model(c).generateStatefulSet().getSpec().getTemplate().getSpec();
+        assertThat(cpu.getRuntimeClassName()).isNull();
+        assertThat(cpu.getNodeSelector()).containsExactly(Map.entry("cloud.example.com/pool", "gpu-a100"));
         assertThat(pod.getPriorityClassName()).isEqualTo("kv-cache");
         assertThat(pod.getImagePullSecrets()).extracting(r -> r.getName()).containsExactly("registry-creds");
         // The GPU resource's toleration first, then the spec's.
