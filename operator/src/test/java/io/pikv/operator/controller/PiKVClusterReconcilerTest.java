@@ -338,6 +338,18 @@ class PiKVClusterReconcilerTest {
     @Inject
     EventRecorder recorder;
 
+    @Inject
+    io.quarkiverse.operatorsdk.runtime.QuarkusConfigurationService sdk;
+
+    /**
+     * The recorder writes the events already recorded after the SDK has stopped (its shutdown observer runs after the
+     * SDK's): that needs the SDK's stop to leave the Kubernetes client open (its producer closes it with the beans).
+     */
+    @Test
+    void theSdksStopLeavesTheClientOpenForTheEventsLeftToWrite() {
+        assertThat(sdk.closeClientOnStop()).isFalse();
+    }
+
     /** Events the operator recorded so far, once its writer has sent them (events are written off the reconcile). */
     private List<Event> writtenEvents(String cluster, String reason) throws Exception {
         recorder.awaitWritten(WAIT);
