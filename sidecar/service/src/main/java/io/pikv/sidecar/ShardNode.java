@@ -453,9 +453,11 @@ public final class ShardNode implements KvApi, AutoCloseable {
                         policy.appended(sequence, layer, position);
                         state.length[layer] = Math.max(state.length[layer], position + 1);
                     }
-                    if (entries.length > 1 && shard.residentAmong(sequence, layer, positions) < entries.length) {
+                    if (entries.length > 1 && !policy.ranksTokens()
+                            && shard.residentAmong(sequence, layer, positions) < entries.length) {
                         // Room made for the last entries took pages holding its first (a tail page the batch filled
-                        // first, then the oldest): stored, it would answer for entries it no longer holds.
+                        // first, then the oldest): stored, it would answer for entries it no longer holds. (A token
+                        // policy may rank the batch's first entries lowest and evict them: its choice, as for any.)
                         throw new KvBudgetExceededException("the request's " + entries.length + " entries do not "
                                 + "fit beside each other: making room for the last evicted some of the first (the "
                                 + "budget holds " + shard.budgetBytes() / shard.layout().pageBytes() + " pages); send "

@@ -327,6 +327,11 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         }
     }
 
+    /** Whether the active policy ranks tokens (a token policy), not pages ({@code oldest-page}, {@code reject}). */
+    public boolean ranksTokens() {
+        return active.retention() != null;
+    }
+
     /** Tokens of (sequence, layer) the active token policy tracks (0 under a page policy). */
     int tracked(long sequence, int layer) {
         TokenRetention r = active.retention();

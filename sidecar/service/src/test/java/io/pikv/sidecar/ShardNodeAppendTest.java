@@ -191,6 +191,18 @@ class ShardNodeAppendTest {
             node.append(seq, request(java.util.Arrays.copyOfRange(batch, 16, 32)));
             assertThat(node.residentPositions(seq, 0)).hasSize(32);
         }
+        // Under a token policy the same batch is stored: lru evicts the oldest tokens, the batch's first among them.
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048, ShardPolicy.of("lru"))) {
+            long seq = node.create(null);
+            node.append(seq, request(entry(Wire.NEXT_POSITION, 0, rnd)));
+            Wire.AppendRequest.Entry[] batch = new Wire.AppendRequest.Entry[32];
+            for (int i = 0; i < batch.length; i++) {
+                batch[i] = entry(Wire.NEXT_POSITION, i % 4, rnd);
+            }
+            assertThat(node.append(seq, request(batch))).hasSize(32).startsWith(1).endsWith(32);
+            assertThat(node.residentPositions(seq, 0)).hasSizeLessThanOrEqualTo(32).endsWith(32)
+                    .doesNotContain(0);
+        }
     }
 
     @Test

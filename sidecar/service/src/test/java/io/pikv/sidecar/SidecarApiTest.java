@@ -344,6 +344,12 @@ class SidecarApiTest {
                     .contentType(PROBLEM).body("detail", containsString("names 1 to " + SHAPE.topK() + " of them, got "
                             + k));
         }
+        // The layout before the count (mode 1, counted by the size) is refused, not read as one with a count.
+        byte[] uncounted = step.clone();
+        java.nio.ByteBuffer.wrap(uncounted).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(4, 1);
+        given().contentType("application/octet-stream").body(uncounted).post(steps).then().statusCode(400)
+                .contentType(PROBLEM).body("detail", containsString("step mode 1 (chosen experts counted by the "
+                        + "body's size) is not taken: send mode 2"));
         assertThat(client.resident(seq, 0)).as("nothing stored").isEqualTo(3);
         // Content type, accepted answer types, the id, the position, the method.
         given().contentType(ContentType.JSON).body("{}").post(steps).then().statusCode(415).contentType(PROBLEM)

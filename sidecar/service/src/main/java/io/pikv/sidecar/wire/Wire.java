@@ -14,8 +14,13 @@ import java.nio.ByteOrder;
 public final class Wire {
     /** {@link StepRequest#mode()}: the gate's logits over all experts follow. */
     public static final int GATE_LOGITS = 0;
-    /** {@link StepRequest#mode()}: the chosen experts (top-k ids) follow. */
-    public static final int CHOSEN_EXPERTS = 1;
+    /** {@link StepRequest#mode()}: the chosen experts (top-k ids) follow, counted ({@code int32 k} first). */
+    public static final int CHOSEN_EXPERTS = 2;
+    /**
+     * The mode number of chosen experts counted by the body's size, as sidecars before the count read them: refused,
+     * so that a sidecar of either layout never reads the other's (a count word taken for an expert) as a step.
+     */
+    static final int UNCOUNTED_EXPERTS = 1;
     /** {@link StepRequest#scope()} and attention: every entry of the layer (exact). */
     public static final int SCOPE_ALL = 0;
     /** {@link StepRequest#scope()}: only entries routed to the step's experts (PiKV's sparse mode). */
@@ -184,8 +189,12 @@ public final class Wire {
         int layer = in.getInt();
         int mode = in.getInt();
         int scope = in.getInt();
+        if (mode == UNCOUNTED_EXPERTS) {
+            throw new WireException("step mode 1 (chosen experts counted by the body's size) is not taken: send mode 2, "
+                    + "int32 k before the experts (a gateway and its shards must run the same sidecar version)");
+        }
         if (mode != GATE_LOGITS && mode != CHOSEN_EXPERTS) {
-            throw new WireException("step mode must be 0 (gate logits) or 1 (chosen experts), got " + mode);
+            throw new WireException("step mode must be 0 (gate logits) or 2 (chosen experts), got " + mode);
         }
         if (scope != SCOPE_ALL && scope != SCOPE_CHOSEN) {
             throw new WireException("step scope must be 0 (all entries) or 1 (the step's experts), got " + scope);
