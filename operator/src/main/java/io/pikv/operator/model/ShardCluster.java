@@ -292,6 +292,11 @@ public final class ShardCluster {
             if (state.epoch() >= MAX_EPOCH || state.epoch() < 0) {
                 return null;
             }
+            // Nor a shard count no spec can ask for: a map resized from it would size its arrays by it (a count of
+            // 2^31 − 1 threw OutOfMemoryError out of the reconcile, which the SDK never finished).
+            if (state.shards() < 1 || state.shards() > io.pikv.api.v1alpha1.PiKVClusterSpec.MAX_SHARDS) {
+                return null;
+            }
             return shardMap(state) == null ? null : state;
         } catch (JsonProcessingException | RuntimeException e) {
             return null;

@@ -291,6 +291,16 @@ class ShardClusterTest {
         assertThat(ShardCluster.readControlState(cm)).isNull();
         assertThat(ShardCluster.fromCrd(c, c.getSpec(), ShardCluster.readControlState(cm), 3,
                 SETTINGS).shardMap().epoch()).isEqualTo(4);
+        // Edited to a shard count no spec asks for (its experts all on shards it has): no state either, rendered anew.
+        for (int shards : new int[] {Integer.MAX_VALUE, io.pikv.api.v1alpha1.PiKVClusterSpec.MAX_SHARDS + 1}) {
+            ControlState huge = new ControlState(state.version(), state.cluster(), 3, state.shardOfExpert(), shards,
+                    state.policy(), state.parameters(), state.budgetBytes());
+            cm.getData().put(ShardCluster.CONTROL_STATE_KEY, new com.fasterxml.jackson.databind.ObjectMapper()
+                    .writeValueAsString(huge));
+            assertThat(ShardCluster.readControlState(cm)).isNull();
+            assertThat(ShardCluster.fromCrd(c, c.getSpec(), ShardCluster.readControlState(cm), 3, SETTINGS)
+                    .shardMap().shards()).isEqualTo(2);
+        }
     }
 
     @Test
