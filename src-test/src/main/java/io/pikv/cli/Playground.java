@@ -141,6 +141,12 @@ public final class Playground implements Callable<Integer> {
             return channel;
         } catch (IOException | RuntimeException e) {
             release(channel);
+            try {
+                // No lock taken: no file left to say one might be (a later run could never tell, and kept it).
+                Files.deleteIfExists(logs.resolve(RUNNING_LOCK));
+            } catch (IOException ignored) {
+                // pruned with its directory all the same
+            }
             return null;
         }
     }
@@ -168,7 +174,9 @@ public final class Playground implements Callable<Integer> {
         } catch (java.nio.channels.OverlappingFileLockException e) {
             return true; // held in this process
         } catch (IOException e) {
-            return true; // cannot tell: keep it
+            // No locks on this file system: no run could have taken one (holdLogs deletes its file then), so the file
+            // is an ended run's.
+            return false;
         }
     }
 
