@@ -33,7 +33,8 @@ public class SchedulingSpec {
 
     @Size(max = 6)
     @JsonPropertyDescription("Policies that adaptation (the adaptive policy, or the operator's policy tuner) may "
-            + "switch between; empty means all of them.")
+            + "switch between, beside the policy itself; empty means all of them under adaptive, and none (the policy "
+            + "is pinned) under any other policy.")
     private List<SchedulingPolicy> candidates = new ArrayList<>();
 
     public SchedulingPolicy getPolicy() {
