@@ -704,6 +704,16 @@ public final class KvShard {
      */
     public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
                                           boolean weights, ExecutorService pool, int parallelism) {
+        return attendPartial(sequence, layer, query, scope, weights, pool, parallelism, -1);
+    }
+
+    /**
+     * {@link #attendPartial(long, int, float[], AttentionScope, boolean, ExecutorService, int)}, only if the entry at
+     * {@code mustHold} (≥ 0) is resident when the attention reads the shard: null, counting nothing, when it is not
+     * (a step's own token, evicted by another request's room between its store and its attention).
+     */
+    public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
+                                          boolean weights, ExecutorService pool, int parallelism, int mustHold) {
         shape.checkLayer(layer);
         scope.validate(shape.experts());
         float[] scaled = shape.scaledQuery(query);
@@ -713,6 +723,12 @@ public final class KvShard {
         // thread waits for it); they run under this one, which is released only after every task has finished.
         lock.readLock().lock();
         try {
+            if (mustHold >= 0) {
+                LayerState ls = layerState(sequence, layer, false);
+                if (ls == null || ls.location(mustHold) < 0) {
+                    return null;
+                }
+            }
             PartialAttention partial = attendLocked(sequence, layer, scaled, query, scope, weights, pool, threads);
             // Counted once the partial is there: a call that failed looked nothing up (and the lock is still held,
             // so the counts are of the state the partial read).
@@ -927,19 +943,20 @@ public final class KvShard {
         return out;
     }
 
-    /** How many of {@code positions} (each in range) are resident here for (sequence, layer). */
-    public int residentAmong(long sequence, int layer, int[] positions) {
+    /** Those of {@code positions} (each in range) not resident here for (sequence, layer), in their order. */
+    public int[] notResident(long sequence, int layer, int[] positions) {
         shape.checkLayer(layer);
         lock.readLock().lock();
         try {
             LayerState ls = layerState(sequence, layer, false);
+            int[] out = new int[positions.length];
             int n = 0;
             for (int p : positions) {
-                if (ls != null && ls.location(p) >= 0) {
-                    n++;
+                if (ls == null || ls.location(p) < 0) {
+                    out[n++] = p;
                 }
             }
-            return n;
+            return n == out.length ? out : Arrays.copyOf(out, n);
         } finally {
             lock.readLock().unlock();
         }

@@ -125,6 +125,27 @@ class PositionIndexTest {
         assertThat(shard.residentPositions(1, 0)).hasSize(n).startsWith(0, 256, 512).endsWith((n - 1) * 256);
     }
 
+    /** A step attends only while its own token is resident: gone (evicted meanwhile), nothing is read or counted. */
+    @Test
+    void anAttentionThatMustHoldAnEntryAnswersNullWithoutIt() {
+        Random rnd = new Random(7);
+        KvShard shard = shard();
+        float[] k = Reference.gaussian(SHAPE.kvWidth(), rnd, 1f);
+        for (int p = 0; p < 40; p++) {
+            shard.append(3, 0, p, p % SHAPE.experts(), k, k);
+        }
+        float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+        PartialAttention held = shard.attendPartial(3, 0, q, AttentionScope.all(), false, null, 1, 39);
+        assertThat(held).isNotNull();
+        long lookups = shard.stats().lookups();
+        assertThat(shard.evict(3, 0, new int[] {39})).isEqualTo(1);
+        assertThat(shard.attendPartial(3, 0, q, AttentionScope.all(), false, null, 1, 39)).isNull();
+        assertThat(shard.attendPartial(3, 0, q, AttentionScope.all(), false, null, 1, 1000)).isNull();
+        assertThat(shard.attendPartial(4, 0, q, AttentionScope.all(), false, null, 1, 0)).as("no such sequence").isNull();
+        assertThat(shard.stats().lookups()).isEqualTo(lookups);
+        assertThat(shard.notResident(3, 0, new int[] {38, 39, 40, 0})).containsExactly(39, 40);
+    }
+
     @Test
     void sparsePositionsAreFoundMovedAndRemovedLikeDenseOnes() {
         Random rnd = new Random(4);

@@ -443,6 +443,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
                 int[] planned = plan(sequence, layer, lengthBefore, entries);
                 int done = 0;
                 int storedCount = 0;
+                long fallbacksBefore = ShardPolicy.fallbacksOnThisThread();
                 try {
                     for (; done < entries.length; done++) {
                         Wire.AppendRequest.Entry e = entries[done];
@@ -453,15 +454,23 @@ public final class ShardNode implements KvApi, AutoCloseable {
                         policy.appended(sequence, layer, position);
                         state.length[layer] = Math.max(state.length[layer], position + 1);
                     }
-                    if (entries.length > 1 && !policy.ranksTokens()
-                            && shard.residentAmong(sequence, layer, positions) < entries.length) {
+                    int[] gone = shard.notResident(sequence, layer, positions);
+                    boolean ranks = policy.ranksTokens();
+                    if (gone.length > 0 && entries.length > 1
+                            && (!ranks || ShardPolicy.fallbacksOnThisThread() != fallbacksBefore)) {
                         // Room made for the last entries took pages holding its first (a tail page the batch filled
                         // first, then the oldest): stored, it would answer for entries it no longer holds. (A token
-                        // policy may rank the batch's first entries lowest and evict them: its choice, as for any.)
+                        // policy may rank the batch's first entries lowest and evict them: its choice, as for any;
+                        // not its oldest-page fallback's, which ranks nothing.)
                         throw new KvBudgetExceededException("the request's " + entries.length + " entries do not "
                                 + "fit beside each other: making room for the last evicted some of the first (the "
                                 + "budget holds " + shard.budgetBytes() / shard.layout().pageBytes() + " pages); send "
                                 + "fewer at a time (no entry of the request was stored)");
+                    }
+                    if (gone.length > 0 && ranks) {
+                        // Evicted by another request's room before the policy heard of their store: untracked now,
+                        // or the policy would keep offering entries the shard no longer holds.
+                        policy.evictedBeforeTold(sequence, layer, gone);
                     }
                     state.stored[layer] += entries.length;
                 } catch (RuntimeException | Error failure) {
@@ -576,9 +585,17 @@ public final class ShardNode implements KvApi, AutoCloseable {
         }
     }
 
+    /** Times a step stores its token again after other requests evicted it before its attention. */
+    static final int STEP_ATTEMPTS = 3;
+
     /** This shard's partial attention over (sequence, layer) for a query, all entries or those of some experts. */
     @Override
     public PartialAttention attend(long sequence, Wire.AttendRequest request) {
+        return attend(sequence, request, -1);
+    }
+
+    /** {@link #attend}, or null when the entry at {@code mustHold} (≥ 0) is not resident as the attention reads. */
+    private PartialAttention attend(long sequence, Wire.AttendRequest request, int mustHold) {
         shape.checkLayer(request.layer());
         SequenceState state = state(sequence);
         AttentionScope scope = request.allExperts() ? AttentionScope.all() : AttentionScope.experts(request.experts());
@@ -589,12 +606,15 @@ public final class ShardNode implements KvApi, AutoCloseable {
             checkOpen(sequence, state);
             if (!wantsWeights()) {
                 return shard.attendPartial(sequence, request.layer(), request.query(), scope, false, attentionPool,
-                        attentionThreads);
+                        attentionThreads, mustHold);
             }
             // A token policy or the pyramid budgets rank tokens by the attention they get: report the weights (this
             // shard's share).
             PartialAttention partial = shard.attendPartial(sequence, request.layer(), request.query(), scope, true,
-                    attentionPool, attentionThreads);
+                    attentionPool, attentionThreads, mustHold);
+            if (partial == null) {
+                return null;
+            }
             io.pikv.kv.AttentionResult weighted = partial.finish();
             policy.attended(sequence, request.layer(), weighted);
             if (pyramid != null) {
@@ -660,8 +680,24 @@ public final class ShardNode implements KvApi, AutoCloseable {
             int[] at = append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
                 new Wire.AppendRequest.Entry(position, experts[0], request.k(), request.v())}));
             try {
-                return new Stored(at[0], attend(sequence, new Wire.AttendRequest(request.layer(),
-                        request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query())));
+                Wire.AttendRequest attention = new Wire.AttendRequest(request.layer(),
+                        request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query());
+                for (int attempt = 1; ; attempt++) {
+                    PartialAttention partial = attend(sequence, attention, at[0]);
+                    if (partial != null) {
+                        return new Stored(at[0], partial);
+                    }
+                    // Another request's room took the token's page between its store and this attention (its tail
+                    // page was the oldest): attending without it would answer without the token's own K/V. Stored
+                    // again at its position, and attended again.
+                    if (attempt == STEP_ATTEMPTS) {
+                        throw new KvBudgetExceededException("the step's token was evicted by other requests before "
+                                + "its attention " + STEP_ATTEMPTS + " times: the shard's budget is too small for its "
+                                + "load (nothing of the step was stored)");
+                    }
+                    append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
+                        new Wire.AppendRequest.Entry(at[0], experts[0], request.k(), request.v())}));
+                }
             } catch (RuntimeException | Error failure) {
                 // All or none: a step whose attention failed did not happen, so its token goes too (a retry would
                 // store it twice, and a gateway reading a refusal as "nothing stored" would give the position again).
@@ -672,8 +708,8 @@ public final class ShardNode implements KvApi, AutoCloseable {
                     throw undo;
                 }
                 state.length[request.layer()] = lengthBefore;
-                if (failure instanceof IllegalArgumentException) {
-                    throw failure; // the request's own fault: its 400 says so, and a 4xx already means nothing stored
+                if (failure instanceof IllegalArgumentException || failure instanceof KvBudgetExceededException) {
+                    throw failure; // the request's own fault or a full store: its 4xx already means nothing stored
                 }
                 throw new UndoneException("the step of sequence " + sequence + " layer " + request.layer()
                         + " at position " + at[0], failure);
@@ -689,7 +725,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
     public PartialAttention stepPartial(long sequence, Wire.StepRequest request, int position) {
         shape.checkLayer(request.layer());
         if (request.mode() != Wire.CHOSEN_EXPERTS) {
-            throw new IllegalArgumentException("a step at a given position carries the chosen experts (mode 1): the "
+            throw new IllegalArgumentException("a step at a given position carries the chosen experts (mode 2): the "
                     + "gateway routes");
         }
         shape.checkQuery(request.query()); // a query the attention would refuse is refused before the token is stored

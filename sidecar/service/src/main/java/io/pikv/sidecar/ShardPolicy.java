@@ -255,6 +255,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
             }
             if (ctx.pool().pagesInUse() >= ctx.pool().maxPages()) {
                 // Nothing tracked to evict, or not yet told of what is resident (just switched): the oldest page.
+                FALLBACKS.get()[0]++;
                 EvictionHook.OLDEST_PAGE_FIRST.makeRoom(ctx);
             }
         };
@@ -325,6 +326,29 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         if (r != null) {
             r.drop(sequence);
         }
+    }
+
+    /**
+     * Entries evicted before the policy was told of their store (another request's room taken between the store and
+     * {@link #appended}): the eviction it heard then found nothing to untrack, so they are untracked now.
+     */
+    public void evictedBeforeTold(long sequence, int layer, int[] positions) {
+        TokenRetention r = active.retention();
+        if (r != null) {
+            r.forget(sequence, layer, positions);
+        }
+    }
+
+    /** Oldest-page evictions a token policy's hook fell back to, on each thread (see {@link #fallbacksOnThisThread}). */
+    private static final ThreadLocal<long[]> FALLBACKS = ThreadLocal.withInitial(() -> new long[1]);
+
+    /**
+     * How often the hook, on this thread, evicted the oldest page because the token policy could not make room (or
+     * had not been told of the resident entries yet): a batch whose own entries went then lost them to no policy's
+     * ranking.
+     */
+    public static long fallbacksOnThisThread() {
+        return FALLBACKS.get()[0];
     }
 
     /** Whether the active policy ranks tokens (a token policy), not pages ({@code oldest-page}, {@code reject}). */
