@@ -35,18 +35,41 @@ public class SidecarMetrics {
         if (sidecar.config().role() != Role.shard) {
             return;
         }
-        gauge("pikv.kv.bytes.resident", "Bytes of KV pages held", shard, s -> s.stats().bytesInUse());
-        gauge("pikv.kv.budget.bytes", "The shard's byte budget", shard, s -> s.stats().budgetBytes());
-        gauge("pikv.kv.entries", "Entries resident", shard, s -> s.stats().entries());
+        gauge("pikv.kv.bytes.resident", "Bytes of KV pages held", shard, s -> stats(s).bytesInUse());
+        gauge("pikv.kv.budget.bytes", "The shard's byte budget", shard, s -> stats(s).budgetBytes());
+        gauge("pikv.kv.entries", "Entries resident", shard, s -> stats(s).entries());
         gauge("pikv.kv.sequences", "Open sequences", shard, ShardNode::sequenceCount);
         gauge("pikv.kv.hit.ratio", "Hits / lookups since start (lookups: entries attention asked for)", shard, s -> {
-            ShardStats st = s.stats();
+            ShardStats st = stats(s);
             return st.lookups() == 0 ? Double.NaN : (double) st.hits() / st.lookups();
         });
-        counter("pikv.kv.lookups", "Entries attention asked for", shard, s -> s.stats().lookups());
-        counter("pikv.kv.hits", "Lookups of resident entries", shard, s -> s.stats().hits());
-        counter("pikv.kv.misses", "Lookups of evicted entries", shard, s -> s.stats().misses());
-        counter("pikv.kv.evictions", "Entries evicted", shard, s -> s.stats().evictions());
+        counter("pikv.kv.lookups", "Entries attention asked for", shard, s -> stats(s).lookups());
+        counter("pikv.kv.hits", "Lookups of resident entries", shard, s -> stats(s).hits());
+        counter("pikv.kv.misses", "Lookups of evicted entries", shard, s -> stats(s).misses());
+        counter("pikv.kv.evictions", "Entries evicted", shard, s -> stats(s).evictions());
+    }
+
+    /** The shard's counters as one snapshot, and when it was taken ({@link System#nanoTime}). */
+    private record Snapshot(ShardStats stats, long at) {
+    }
+
+    /** How long one snapshot serves the series read after it: a scrape reads them all well within it. */
+    static final long SNAPSHOT_NANOS = 100_000_000L;
+
+    private volatile Snapshot last;
+
+    /**
+     * One snapshot for the series of one scrape (each series asking the shard anew read counters that attention
+     * threads move meanwhile: hits above lookups in one scrape, a ratio of neither), taken again after 100 ms.
+     */
+    private ShardStats stats(ShardNode shard) {
+        long now = System.nanoTime();
+        Snapshot s = last;
+        if (s == null || now - s.at() > SNAPSHOT_NANOS) {
+            s = new Snapshot(shard.stats(), now);
+            last = s;
+        }
+        return s.stats();
     }
 
     private void gauge(String name, String help, ShardNode shard, ToDoubleFunction<ShardNode> f) {
