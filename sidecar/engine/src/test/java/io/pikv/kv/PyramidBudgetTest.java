@@ -334,6 +334,23 @@ class PyramidBudgetTest {
     }
 
     @Test
+    void aResultOfASequenceClosedMeanwhileDoesNotBringItBack() {
+        // An attention that raced the sequence's close reports after it: nothing of the closed sequence is kept again.
+        PyramidBudget pyramid = new PyramidBudget(new int[] {24}, 1, 4);
+        int[] positions = {0, 1, 2, 3};
+        float[] weights = new float[4 * positions.length];
+        Arrays.fill(weights, 0.25f);
+        pyramid.observe(7, 0, new AttentionResult(4, 16, new float[64], positions.length, positions, weights));
+        pyramid.sequenceClosed(7);
+        pyramid.observe(7, 0, new AttentionResult(4, 16, new float[64], positions.length, positions, weights));
+        pyramid.evicted(7, 0, 1);
+        assertThat(pyramid.knownResident(7, 0)).isEmpty();
+        assertThat(pyramid.score(7, 0, 0)).isZero();
+        pyramid.observe(9, 0, new AttentionResult(4, 16, new float[64], positions.length, positions, weights));
+        assertThat(pyramid.knownResident(9, 0)).containsExactly(0, 1, 2, 3);
+    }
+
+    @Test
     void entriesOfAPageEvictedAsTheFallbackAreNotCountedAgainstTheBudget() {
         // One layer with a budget of 24 tokens (1 sink, window 4), 8-token pages, a pool of six pages.
         ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);

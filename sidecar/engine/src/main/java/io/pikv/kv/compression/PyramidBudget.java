@@ -228,8 +228,25 @@ public final class PyramidBudget implements EvictionHook {
         return window;
     }
 
-    /** Adds each visited entry's mean weight over query heads to its score (needs a result with weights). */
+    /** Sequences forgotten lately (closed), the last {@link #CLOSED_KEPT}: see {@link #observe}. */
+    private final java.util.Set<Long> closed = java.util.Collections.newSetFromMap(
+            new java.util.LinkedHashMap<>(16, 0.75f, false) {
+                @Override
+                protected boolean removeEldestEntry(java.util.Map.Entry<Long, Boolean> eldest) {
+                    return size() > CLOSED_KEPT;
+                }
+            });
+    static final int CLOSED_KEPT = 4096;
+
+    /**
+     * Adds each visited entry's mean weight over query heads to its score (needs a result with weights). A result of
+     * a sequence closed since it was computed (an attention that raced the close) is dropped: taken, it would make the
+     * sequence's scores anew, and they would never be forgotten (a store never reuses an id).
+     */
     public synchronized void observe(long sequence, int layer, AttentionResult result) {
+        if (closed.contains(sequence)) {
+            return;
+        }
         Scores s = scores(sequence, layer);
         int[] positions = result.positions();
         for (int j = 0; j < positions.length; j++) {
@@ -254,7 +271,7 @@ public final class PyramidBudget implements EvictionHook {
      */
     @Override
     public synchronized void evicted(long sequence, int layer, int position) {
-        if (layer < budgets.length) {
+        if (layer < budgets.length && !closed.contains(sequence)) {
             // Kept also before the layer's first result: that result may show the position, which must not then
             // count as resident.
             scores(sequence, layer).evicted.set(position);
@@ -270,8 +287,9 @@ public final class PyramidBudget implements EvictionHook {
         return s == null ? new int[0] : known(s);
     }
 
-    /** Drops what is known of a closed sequence. */
+    /** Drops what is known of a closed sequence; its id must not come back (later results of it are dropped). */
     public synchronized void forget(long sequence) {
+        closed.add(sequence);
         sequences.remove(sequence);
         if (chooser != null) {
             chooser.drop(sequence);
