@@ -443,7 +443,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
                 int[] planned = plan(sequence, layer, lengthBefore, entries);
                 int done = 0;
                 int storedCount = 0;
-                long fallbacksBefore = ShardPolicy.fallbacksOnThisThread();
+                long fallbacksBefore = policy.fallbacks();
                 try {
                     for (; done < entries.length; done++) {
                         Wire.AppendRequest.Entry e = entries[done];
@@ -457,7 +457,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
                     int[] gone = shard.notResident(sequence, layer, positions);
                     boolean ranks = policy.ranksTokens();
                     if (gone.length > 0 && entries.length > 1
-                            && (!ranks || ShardPolicy.fallbacksOnThisThread() != fallbacksBefore)) {
+                            && (!ranks || policy.fallbacks() != fallbacksBefore)) {
                         // Room made for the last entries took pages holding its first (a tail page the batch filled
                         // first, then the oldest): stored, it would answer for entries it no longer holds. (A token
                         // policy may rank the batch's first entries lowest and evict them: its choice, as for any;
@@ -695,6 +695,10 @@ public final class ShardNode implements KvApi, AutoCloseable {
                                 + "its attention " + STEP_ATTEMPTS + " times: the shard's budget is too small for its "
                                 + "load (nothing of the step was stored)");
                     }
+                    // The evicted copy is taken back first (its eviction and miss with it, its count in the
+                    // layer's stored entries too): each attempt starts from the state before the step, and the undo
+                    // of a last failure is one withdrawal.
+                    withdraw(sequence, request.layer(), at);
                     append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
                         new Wire.AppendRequest.Entry(at[0], experts[0], request.k(), request.v())}));
                 }

@@ -61,8 +61,9 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
     private final java.util.ArrayList<long[]> evictedMeanwhile = new java.util.ArrayList<>();
     private int makingRoom;
 
-    private ShardPolicy(Active active) {
+    private ShardPolicy(Active active, java.util.concurrent.atomic.AtomicLong fallbacks) {
         this.active = active;
+        this.fallbacks = fallbacks;
     }
 
     /** The policy named {@code name} with default parameters; unknown names are a configuration error. */
@@ -72,9 +73,10 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
 
     /** The policy {@code name} with {@code parameters} (unnamed ones keep their defaults). */
     public static ShardPolicy of(String name, Map<String, Double> parameters) {
-        Active first = build(name, parameters);
+        java.util.concurrent.atomic.AtomicLong fallbacks = new java.util.concurrent.atomic.AtomicLong();
+        Active first = build(name, parameters, fallbacks);
         first.told().set(true); // a shard's first policy: nothing is resident to tell it of
-        return new ShardPolicy(first);
+        return new ShardPolicy(first, fallbacks);
     }
 
     /**
@@ -138,7 +140,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
      * @throws IllegalArgumentException an unknown name, or a parameter the policy does not take or out of its range
      */
     public static void check(String name, Map<String, Double> parameters) {
-        build(name, parameters);
+        build(name, parameters, new java.util.concurrent.atomic.AtomicLong());
     }
 
     /**
@@ -181,7 +183,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
      */
     public Optional<String> use(String name, Map<String, Double> parameters) {
         try {
-            Active next = build(name, parameters);
+            Active next = build(name, parameters, fallbacks);
             if (!(next.name().equals(active.name()) && next.parameters().equals(active.parameters()))) {
                 if (switching.getReadHoldCount() > 0) {
                     throw new IllegalStateException("a switch from inside a batch that holds the policy would wait "
@@ -211,7 +213,8 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         }
     }
 
-    private static Active build(String name, Map<String, Double> parameters) {
+    private static Active build(String name, Map<String, Double> parameters,
+                                java.util.concurrent.atomic.AtomicLong fallbacks) {
         if (PAGE.contains(name)) {
             if (!parameters.isEmpty()) {
                 throw new IllegalArgumentException("policy " + name + " takes no parameters, got " + parameters.keySet());
@@ -255,7 +258,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
             }
             if (ctx.pool().pagesInUse() >= ctx.pool().maxPages()) {
                 // Nothing tracked to evict, or not yet told of what is resident (just switched): the oldest page.
-                FALLBACKS.get()[0]++;
+                fallbacks.incrementAndGet();
                 EvictionHook.OLDEST_PAGE_FIRST.makeRoom(ctx);
             }
         };
@@ -339,17 +342,16 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         }
     }
 
-    /** Oldest-page evictions a token policy's hook fell back to, on each thread (see {@link #fallbacksOnThisThread}). */
-    private static final ThreadLocal<long[]> FALLBACKS = ThreadLocal.withInitial(() -> new long[1]);
-
     /**
-     * How often the hook, on this thread, evicted the oldest page because the token policy could not make room (or
-     * had not been told of the resident entries yet): a batch whose own entries went then lost them to no policy's
-     * ranking.
+     * How often the hook, on any thread, evicted the oldest page because the token policy could not make room (or had
+     * not been told of the resident entries yet): a batch whose entries went while it rose lost them, perhaps, to no
+     * policy's ranking. Shared by the shard's policies (one shard a process).
      */
-    public static long fallbacksOnThisThread() {
-        return FALLBACKS.get()[0];
+    public long fallbacks() {
+        return fallbacks.get();
     }
+
+    private final java.util.concurrent.atomic.AtomicLong fallbacks;
 
     /** Whether the active policy ranks tokens (a token policy), not pages ({@code oldest-page}, {@code reject}). */
     public boolean ranksTokens() {

@@ -56,18 +56,20 @@ public class SidecarMetrics {
     /** How long one snapshot serves the series read after it: a scrape reads them all well within it. */
     static final long SNAPSHOT_NANOS = 100_000_000L;
 
-    private volatile Snapshot last;
+    /** Per scraping thread: a scrape renders every series on one thread, so two scrapes never share a snapshot. */
+    private final ThreadLocal<Snapshot> last = new ThreadLocal<>();
 
     /**
      * One snapshot for the series of one scrape (each series asking the shard anew read counters that attention
-     * threads move meanwhile: hits above lookups in one scrape, a ratio of neither), taken again after 100 ms.
+     * threads move meanwhile: hits above lookups in one scrape, a ratio of neither), taken again by the thread's next
+     * read 100 ms after it.
      */
     private ShardStats stats(ShardNode shard) {
         long now = System.nanoTime();
-        Snapshot s = last;
+        Snapshot s = last.get();
         if (s == null || now - s.at() > SNAPSHOT_NANOS) {
             s = new Snapshot(shard.stats(), now);
-            last = s;
+            last.set(s);
         }
         return s.stats();
     }

@@ -308,6 +308,9 @@ public final class PyramidBudget implements EvictionHook {
      * an eviction policy, the policy's victims, which it then no longer tracks: the caller evicts them.
      */
     public synchronized int[] victims(long sequence, int layer, int[] resident) {
+        if (closed.contains(sequence)) {
+            return new int[0]; // closed meanwhile: nothing of it is tracked again
+        }
         return choose(sequence, layer, scoresOrNull(sequence, layer), budgets[layer], resident);
     }
 
@@ -389,6 +392,9 @@ public final class PyramidBudget implements EvictionHook {
     }
 
     private synchronized void markEvicted(long sequence, int layer, int[] positions) {
+        if (closed.contains(sequence)) {
+            return;
+        }
         Scores s = scores(sequence, layer);
         for (int p : positions) {
             s.evicted.set(p);
