@@ -136,6 +136,15 @@ class ShardNodeAppendTest {
         }
     }
 
+    /** {@code n} entries at the next positions, experts 0 to 3 in turn. */
+    private static Wire.AppendRequest.Entry[] next(int n, Random rnd) {
+        Wire.AppendRequest.Entry[] entries = new Wire.AppendRequest.Entry[n];
+        for (int i = 0; i < n; i++) {
+            entries[i] = entry(Wire.NEXT_POSITION, i % 4, rnd);
+        }
+        return entries;
+    }
+
     /** A batch that could not fit even alone is refused before it evicts anything, its own entries included. */
     @Test
     void aBatchLargerThanTheBudgetIsRefusedWithoutEvicting() {
@@ -145,10 +154,7 @@ class ShardNodeAppendTest {
             long other = node.create(null);
             node.append(other, request(entry(Wire.NEXT_POSITION, 0, rnd)));
             long seq = node.create(null);
-            Wire.AppendRequest.Entry[] many = new Wire.AppendRequest.Entry[33]; // three pages of 16, the budget two
-            for (int i = 0; i < many.length; i++) {
-                many[i] = entry(Wire.NEXT_POSITION, i % 4, rnd);
-            }
+            Wire.AppendRequest.Entry[] many = next(33, rnd); // three pages of 16, the budget two
             assertThatThrownBy(() -> node.append(seq, request(many)))
                     .isInstanceOf(io.pikv.kv.KvBudgetExceededException.class)
                     .hasMessage("the request's 33 entries need at least 3 pages by themselves, more than the 2 pages "
@@ -174,10 +180,7 @@ class ShardNodeAppendTest {
                 ShardPolicy.of("oldest-page"))) {
             long seq = node.create(null);
             node.append(seq, request(entry(Wire.NEXT_POSITION, 0, rnd))); // page 1 of 2, one entry
-            Wire.AppendRequest.Entry[] batch = new Wire.AppendRequest.Entry[32]; // two pages' worth
-            for (int i = 0; i < batch.length; i++) {
-                batch[i] = entry(Wire.NEXT_POSITION, i % 4, rnd);
-            }
+            Wire.AppendRequest.Entry[] batch = next(32, rnd); // two pages' worth
             assertThatThrownBy(() -> node.append(seq, request(batch)))
                     .isInstanceOf(io.pikv.kv.KvBudgetExceededException.class)
                     .hasMessage("the request's 32 entries do not fit beside each other: making room for the last "
@@ -195,10 +198,7 @@ class ShardNodeAppendTest {
         try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048, ShardPolicy.of("lru"))) {
             long seq = node.create(null);
             node.append(seq, request(entry(Wire.NEXT_POSITION, 0, rnd)));
-            Wire.AppendRequest.Entry[] batch = new Wire.AppendRequest.Entry[32];
-            for (int i = 0; i < batch.length; i++) {
-                batch[i] = entry(Wire.NEXT_POSITION, i % 4, rnd);
-            }
+            Wire.AppendRequest.Entry[] batch = next(32, rnd);
             assertThat(node.append(seq, request(batch))).hasSize(32).startsWith(1).endsWith(32);
             assertThat(node.residentPositions(seq, 0)).hasSizeLessThanOrEqualTo(32).endsWith(32)
                     .doesNotContain(0);

@@ -370,36 +370,19 @@ class ControlListenerTest {
         assertThat(control.epoch()).isEqualTo(-1);
     }
 
-    /**
-     * The topic recreated (or truncated) during the first read: the records up to the end the read aimed at will never
-     * come, so it aims at the new end, catches up and applies what comes after, instead of reading for ever.
-     */
     /** More records than the first read keeps: those the shard refuses go first, never the one to apply. */
     @Test
     void aValidRecordOutlivesMoreRefusedOnesThanTheFirstReadKeeps() throws Exception {
-        TopicPartition p0 = new TopicPartition("pikv.control", 0);
-        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
-                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
-        onePartition(consumer);
         int refused = ControlListener.PENDING_LIMIT + 5;
-        consumer.updateEndOffsets(Map.of(p0, refused + 2L));
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = mockTopic(refused + 2L);
         consumer.schedulePollTask(() -> {
-            try {
-                consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>("pikv.control", 0, 0L, "c1",
-                        json.writeValueAsBytes(state("c1", 3, "oldest-page", 1, 1, 0, 0))));
-                for (int i = 1; i <= refused; i++) { // higher epochs, all refused (a producer gone wrong)
-                    consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>("pikv.control", 0, i,
-                            "c1", json.writeValueAsBytes(state("c1", 10 + i, "no-such-policy", 0, 0, 1, 1))));
-                }
-                consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>("pikv.control", 0,
-                        refused + 1L, "c1", json.writeValueAsBytes(state("c1", 2, "reject", 0, 0, 0, 0))));
-            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-                throw new IllegalStateException(e);
+            consumer.addRecord(record(0, state("c1", 3, "oldest-page", 1, 1, 0, 0)));
+            for (int i = 1; i <= refused; i++) { // higher epochs, all refused (a producer gone wrong)
+                consumer.addRecord(record(i, state("c1", 10 + i, "no-such-policy", 0, 0, 1, 1)));
             }
+            consumer.addRecord(record(refused + 1L, state("c1", 2, "reject", 0, 0, 0, 0)));
         });
-        listener = new ControlListener("pikv.control", control, Duration.ofMinutes(5), () -> consumer, json, registry,
-                link);
-        listener.start();
+        listenOn(consumer, Duration.ofMinutes(5)).start();
         await().atMost(Duration.ofSeconds(20)).until(listener::ready);
         assertThat(control.epoch()).isEqualTo(3);
         assertThat(policy.activePolicy()).isEqualTo("oldest-page");
@@ -409,24 +392,32 @@ class ControlListenerTest {
         assertThat(count("stale")).isEqualTo(1); // epoch 2
     }
 
+    /** A record of cluster c1 at {@code offset} of partition 0 of the mock topic. */
+    org.apache.kafka.clients.consumer.ConsumerRecord<String, byte[]> record(long offset, ControlState state) {
+        return new org.apache.kafka.clients.consumer.ConsumerRecord<>("pikv.control", 0, offset, "c1", bytes(state));
+    }
+
+    /** The test's listener on {@code consumer}, not started. */
+    ControlListener listenOn(org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer, Duration wait) {
+        listener = new ControlListener("pikv.control", control, wait, () -> consumer, json, registry, link);
+        return listener;
+    }
+
+    /**
+     * The topic recreated (or truncated) during the first read: the records up to the end the read aimed at will never
+     * come, so it aims at the new end, catches up and applies what comes after, instead of reading for ever.
+     */
     @Test
     void aTopicThatEndsEarlierDuringTheFirstReadIsReadToItsNewEnd() throws Exception {
-        TopicPartition p0 = new TopicPartition("pikv.control", 0);
-        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
-                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
-        onePartition(consumer);
-        consumer.updateEndOffsets(Map.of(p0, 200L)); // 200 records, never fetched: the topic is then recreated
-        listener = new ControlListener("pikv.control", control, Duration.ofMinutes(5), () -> consumer, json, registry,
-                link);
-        listener.start();
+        // 200 records, never fetched: the topic is then recreated.
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = mockTopic(200);
+        listenOn(consumer, Duration.ofMinutes(5)).start();
         await().atMost(Duration.ofSeconds(5)).until(() -> listener.phase() == ControlListener.Phase.READING);
-        consumer.updateEndOffsets(Map.of(p0, 0L));
+        consumer.updateEndOffsets(Map.of(new TopicPartition("pikv.control", 0), 0L));
         // At the next end-offsets check (every 5 s) the read aims at the new end, which it has reached.
         await().atMost(Duration.ofSeconds(15)).until(() -> listener.phase() == ControlListener.Phase.CAUGHT_UP);
         assertThat(listener.ready()).isTrue();
-        byte[] record = json.writeValueAsBytes(state("c1", 1, "oldest-page", 1, 1, 0, 0));
-        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
-                "pikv.control", 0, 0L, "c1", record)));
+        consumer.schedulePollTask(() -> consumer.addRecord(record(0, state("c1", 1, "oldest-page", 1, 1, 0, 0))));
         await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 1);
     }
 
@@ -487,22 +478,23 @@ class ControlListenerTest {
 
     /** A mock consumer of a one-partition {@code pikv.control} whose end is offset 1 (one record to read). */
     static org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> mockTopic() {
-        TopicPartition p0 = new TopicPartition("pikv.control", 0);
+        return mockTopic(1);
+    }
+
+    /** A mock consumer of a one-partition {@code pikv.control} that ends at offset {@code end}. */
+    static org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> mockTopic(long end) {
         org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
                 new org.apache.kafka.clients.consumer.MockConsumer<>("earliest");
         onePartition(consumer);
-        consumer.updateEndOffsets(Map.of(p0, 1L));
+        consumer.updateEndOffsets(Map.of(new TopicPartition("pikv.control", 0), end));
         return consumer;
     }
 
     /** A listener started on {@link #mockTopic()} whose one record, epoch 3, it has read: ready. */
     org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> readEpochThree() {
         org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = mockTopic();
-        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
-                "pikv.control", 0, 0L, "c1", bytes(state("c1", 3, "oldest-page", 0, 0, 1, 1)))));
-        listener = new ControlListener("pikv.control", control, Duration.ofSeconds(30), () -> consumer, json, registry,
-                link);
-        listener.start();
+        consumer.schedulePollTask(() -> consumer.addRecord(record(0, state("c1", 3, "oldest-page", 0, 0, 1, 1))));
+        listenOn(consumer, Duration.ofSeconds(30)).start();
         await().atMost(Duration.ofSeconds(10)).until(listener::ready);
         return consumer;
     }
