@@ -33,7 +33,7 @@ class ShardNodeAppendTest {
     @Test
     void aSequenceNoCallUsedForTheIdleTimeoutIsClosedAndItsEntriesFreed() {
         Random rnd = new Random(7);
-        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048, ShardPolicy.of("lru"))) {
+        try (ShardNode node = twoPages("lru")) {
             long idle = node.create(null);
             long used = node.create(null);
             for (int p = 0; p < 8; p++) {
@@ -97,8 +97,7 @@ class ShardNodeAppendTest {
     @Test
     void aBatchWithABadEntryEvictsNothingToMakeRoomForTheGoodOnes() {
         Random rnd = new Random(5);
-        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048,
-                ShardPolicy.of("oldest-page"))) {
+        try (ShardNode node = twoPages("oldest-page")) {
             long full = node.create(null);
             for (int p = 0; p < 32; p++) {
                 node.append(full, request(entry(Wire.NEXT_POSITION, p % 4, rnd)));
@@ -136,6 +135,11 @@ class ShardNodeAppendTest {
         }
     }
 
+    /** A shard of fp32 pages of 16 entries, one bucket, a budget of two pages, under {@code policy}. */
+    private static ShardNode twoPages(String policy) {
+        return new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048, ShardPolicy.of(policy));
+    }
+
     /** {@code n} entries at the next positions, experts 0 to 3 in turn. */
     private static Wire.AppendRequest.Entry[] next(int n, Random rnd) {
         Wire.AppendRequest.Entry[] entries = new Wire.AppendRequest.Entry[n];
@@ -149,8 +153,7 @@ class ShardNodeAppendTest {
     @Test
     void aBatchLargerThanTheBudgetIsRefusedWithoutEvicting() {
         Random rnd = new Random(9);
-        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048,
-                ShardPolicy.of("oldest-page"))) {
+        try (ShardNode node = twoPages("oldest-page")) {
             long other = node.create(null);
             node.append(other, request(entry(Wire.NEXT_POSITION, 0, rnd)));
             long seq = node.create(null);
@@ -176,8 +179,7 @@ class ShardNodeAppendTest {
     @Test
     void aBatchWhoseLastEntriesWouldEvictItsFirstIsRefused() {
         Random rnd = new Random(10);
-        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048,
-                ShardPolicy.of("oldest-page"))) {
+        try (ShardNode node = twoPages("oldest-page")) {
             long seq = node.create(null);
             node.append(seq, request(entry(Wire.NEXT_POSITION, 0, rnd))); // page 1 of 2, one entry
             Wire.AppendRequest.Entry[] batch = next(32, rnd); // two pages' worth
@@ -195,7 +197,7 @@ class ShardNodeAppendTest {
             assertThat(node.residentPositions(seq, 0)).hasSize(32);
         }
         // Under a token policy the same batch is stored: lru evicts the oldest tokens, the batch's first among them.
-        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048, ShardPolicy.of("lru"))) {
+        try (ShardNode node = twoPages("lru")) {
             long seq = node.create(null);
             node.append(seq, request(entry(Wire.NEXT_POSITION, 0, rnd)));
             Wire.AppendRequest.Entry[] batch = next(32, rnd);
