@@ -293,6 +293,17 @@ class GatewayE2E {
         assertThat(kv.get("readyShards").asText()).isEqualTo("1/2");
     }
 
+    /** A gateway's own block cache, which no telemetry carries (a gateway publishes none), is on its metrics. */
+    @Test
+    void theGatewaysBlockCacheIsOnItsMetrics() throws Exception {
+        client.putBlock("e2e0b10c", new byte[] {1, 2, 3});
+        assertThat(client.getBlock("e2e0b10c")).containsExactly(1, 2, 3);
+        String metrics = get("/q/metrics");
+        assertThat(metrics).containsPattern("(?m)^pikv_blocks_held(\\{[^}]*\\})? [1-9]")
+                .containsPattern("(?m)^pikv_blocks_hits_total(\\{[^}]*\\})? [1-9]")
+                .contains("pikv_blocks_capacity_bytes");
+    }
+
     static int shardOf(int expert) {
         try {
             String map = get("/v1/shard-map");

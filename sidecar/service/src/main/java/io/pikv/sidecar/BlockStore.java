@@ -147,6 +147,8 @@ public final class BlockStore {
         boolean[] roomMade = {false};
         try {
             index.put(hash, () -> {
+                // From here the index may change (an eviction that failed half-way, memory): a failure rebuilds it.
+                roomMade[0] = true;
                 // The block itself is not a candidate here; others go until its payload fits (and, after a smaller
                 // count, until the count is kept). With no other block left the loop has ended: the payload alone
                 // is within the capacity.
@@ -156,7 +158,6 @@ public final class BlockStore {
                     count--;
                     evictions++;
                 }
-                roomMade[0] = true;
             });
         } catch (RuntimeException | Error e) {
             // Nothing stored: the payload map goes back to what the index holds.
@@ -166,7 +167,8 @@ public final class BlockStore {
                 payloads.remove(hash);
             }
             if (roomMade[0]) {
-                // It failed inserting the key (memory): the index may hold it half-made. Built again from the
+                // It failed making room or inserting the key (memory): the index may hold an eviction or the key
+                // half-made. Built again from the
                 // payloads, in their order (the policy's history restarts), so the two agree; if that fails too
                 // (still no memory), the cache empties rather than keep blocks nothing could read or evict.
                 LOG.warnf(e, "block cache: storing a block failed after room was made; the index is rebuilt");
@@ -198,11 +200,15 @@ public final class BlockStore {
     /**
      * The typical recent block size: the mean of the middle half of the recent sizes (the interquartile mean), so
      * that strays at either end do not count and a mix of sizes counts by its mean — the size that says how many
-     * blocks fit — rather than by a median, which flips between the sizes of an even mix. Of fewer than four sizes
-     * the middle one (of two, the later's order: the larger), so that a stray first block is outvoted at once.
+     * blocks fit — rather than by a median, which flips between the sizes of an even mix. Of three sizes the middle
+     * one, so that a stray first block is outvoted by the next two; of two, the size the cache has (the first's): two
+     * disagree, and neither outvotes the other (a stray second block must not move it either).
      */
     private int typicalSize() {
         int n = (int) Math.min(stored, SIZE_SAMPLES);
+        if (n == 2) {
+            return sizingBytes;
+        }
         int[] recent = java.util.Arrays.copyOf(sizes, n);
         java.util.Arrays.sort(recent);
         if (n < 4) {

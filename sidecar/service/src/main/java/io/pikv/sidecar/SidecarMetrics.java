@@ -15,7 +15,7 @@ import java.util.function.ToDoubleFunction;
  * The sidecar's Prometheus metrics ({@code /q/metrics}): the shard's hit ratio, lookups, hits, misses, evictions,
  * bytes resident against the budget, and a latency histogram per KV operation. Shard figures are read from the
  * engine's counters when scraped, so the data plane pays nothing for them. Made at start-up, so every series is there
- * from the first scrape. A gateway holds no KV: it exports the latency histograms only.
+ * from the first scrape. A gateway holds no KV: it exports the latency histograms and its block cache's series only.
  */
 @ApplicationScoped
 @Startup
@@ -32,6 +32,20 @@ public class SidecarMetrics {
         step = timer("step", role);
         attention = timer("attention", role);
         append = timer("append", role);
+        // The block cache, in both roles (a gateway serves its own: its shards' telemetry does not carry it).
+        BlockStore blocks = sidecar.blocks();
+        Gauge.builder("pikv.blocks.bytes", blocks, b -> b.stats().bytes()).description("Bytes of blocks held")
+                .register(registry);
+        Gauge.builder("pikv.blocks.capacity.bytes", blocks, b -> b.stats().capacityBytes())
+                .description("The block cache's capacity in bytes").register(registry);
+        Gauge.builder("pikv.blocks.held", blocks, b -> b.stats().blocks()).description("Blocks held")
+                .register(registry);
+        FunctionCounter.builder("pikv.blocks.hits", blocks, b -> b.stats().hits())
+                .description("Block lookups that found the block").register(registry);
+        FunctionCounter.builder("pikv.blocks.misses", blocks, b -> b.stats().misses())
+                .description("Block lookups that did not").register(registry);
+        FunctionCounter.builder("pikv.blocks.evictions", blocks, b -> b.stats().evictions())
+                .description("Blocks evicted").register(registry);
         if (sidecar.config().role() != Role.shard) {
             return;
         }

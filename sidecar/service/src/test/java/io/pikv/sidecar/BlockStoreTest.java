@@ -98,6 +98,14 @@ class BlockStoreTest {
         // ... and one stray small block among them does not undo it.
         store.put(100, new byte[1]);
         assertThat(store.stats().capacityBlocks()).isEqualTo(128);
+        // Nor a stray second block: two sizes that disagree keep the first's.
+        BlockStore second = new BlockStore(1 << 20, "adaptive");
+        second.put(1, new byte[8 << 10]);
+        second.put(2, new byte[256 << 10]);
+        assertThat(second.stats().capacityBlocks()).isEqualTo(128);
+        second.put(3, new byte[8 << 10]);
+        assertThat(second.stats().capacityBlocks()).isEqualTo(128);
+        assertThat(second.stats().evictions()).isZero();
     }
 
     @Test

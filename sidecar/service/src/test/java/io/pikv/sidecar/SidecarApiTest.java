@@ -534,6 +534,7 @@ class SidecarApiTest {
                 .body("checks.find { it.name == 'kv' }.data.budgetBytes", equalTo(16384));
         given().accept("text/plain").get("/q/metrics").then().statusCode(200)
                 .body(containsString("pikv_kv_budget_bytes")).body(containsString("pikv_kv_hit_ratio"))
+                .body(containsString("pikv_blocks_capacity_bytes")).body(containsString("pikv_blocks_hits_total"))
                 .body(containsString("pikv_request_seconds_bucket"));
         given().get("/q/openapi").then().statusCode(200).body(containsString("/v1/sequences/{id}/steps"));
         given().accept("application/json").get("/q/openapi").then().statusCode(200)
