@@ -588,6 +588,14 @@ public final class ShardNode implements KvApi, AutoCloseable {
     /** Times a step stores its token again after other requests evicted it before its attention. */
     static final int STEP_ATTEMPTS = 3;
 
+    /** Run between a step's store and its attention, when set: tests put another request's room-making there. */
+    volatile Runnable afterStepStore;
+
+    /** The engine's shard (tests). */
+    KvShard engineShard() {
+        return shard;
+    }
+
     /** This shard's partial attention over (sequence, layer) for a query, all entries or those of some experts. */
     @Override
     public PartialAttention attend(long sequence, Wire.AttendRequest request) {
@@ -683,6 +691,10 @@ public final class ShardNode implements KvApi, AutoCloseable {
                 Wire.AttendRequest attention = new Wire.AttendRequest(request.layer(),
                         request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query());
                 for (int attempt = 1; ; attempt++) {
+                    Runnable between = afterStepStore;
+                    if (between != null) {
+                        between.run();
+                    }
                     PartialAttention partial = attend(sequence, attention, at[0]);
                     if (partial != null) {
                         return new Stored(at[0], partial);

@@ -189,6 +189,64 @@ class ShardNodeStepTest {
         return out;
     }
 
+    /**
+     * Another request's room taking the step's own token between its store and its attention (its tail page the
+     * oldest): the step stores it again and attends with it, never without; evicted at every try, it is refused whole.
+     */
+    @Test
+    void aStepWhoseTokenIsEvictedBeforeItsAttentionStoresItAgain() {
+        Random rnd = new Random(11);
+        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2 * 2048,
+                ShardPolicy.of("oldest-page"))) {
+            long seq = node.create(null);
+            long other = node.create(null);
+            node.append(seq, append(Wire.NEXT_POSITION, rnd)); // the oldest page: seq's tail, one entry
+            for (int i = 0; i < 16; i++) {
+                node.append(other, append(Wire.NEXT_POSITION, rnd)); // the second page, full
+            }
+            int[] evictions = {0};
+            node.afterStepStore = () -> {
+                if (evictions[0]++ == 0) { // once: the other sequence needs a page, and the oldest goes
+                    node.append(other, append(Wire.NEXT_POSITION, rnd));
+                }
+            };
+            float[] v = gaussian(SHAPE.kvWidth(), rnd);
+            Wire.StepResponse r = node.step(seq, new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, Wire.SCOPE_ALL, null,
+                    new int[] {1}, gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd), v));
+            assertThat(evictions[0]).as("attended twice").isEqualTo(2);
+            assertThat(r.position()).isEqualTo(1);
+            // The token is all the sequence holds now (its first entry went with the page): the output is its V, for
+            // both query heads of the one KV head.
+            assertThat(node.residentPositions(seq, 0)).containsExactly(1);
+            for (int h = 0; h < SHAPE.qHeads(); h++) {
+                for (int d = 0; d < SHAPE.headDim(); d++) {
+                    assertThat(r.output()[h * SHAPE.headDim() + d]).isCloseTo(v[d], org.assertj.core.data.Offset
+                            .offset(1e-6f));
+                }
+            }
+            // Evicted at every try: refused, nothing of the step kept, the sequence's length as before.
+            long evictionsBefore = node.stats().evictions();
+            node.afterStepStore = () -> node.engineShard().evict(seq, 0, new int[] {2});
+            org.assertj.core.api.Assertions.assertThatThrownBy(() -> node.step(seq, new Wire.StepRequest(0,
+                    Wire.CHOSEN_EXPERTS, Wire.SCOPE_ALL, null, new int[] {1}, gaussian(SHAPE.queryWidth(), rnd),
+                    gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd))))
+                    .isInstanceOf(io.pikv.kv.KvBudgetExceededException.class)
+                    .hasMessageContaining("evicted by other requests before its attention 3 times");
+            assertThat(node.layers(seq)[0][0]).as("length").isEqualTo(2);
+            assertThat(node.residentPositions(seq, 0)).containsExactly(1);
+            // Each try's copy was taken back, its eviction too: no stale miss of position 2 is left behind.
+            assertThat(node.stats().evictions()).isEqualTo(evictionsBefore + 3);
+            long misses = node.stats().misses();
+            node.attend(seq, new Wire.AttendRequest(0, new int[0], gaussian(SHAPE.queryWidth(), rnd)));
+            assertThat(node.stats().misses() - misses).as("only position 0's, evicted for real").isEqualTo(1);
+        }
+    }
+
+    private static Wire.AppendRequest append(int position, Random rnd) {
+        return new Wire.AppendRequest(0, new Wire.AppendRequest.Entry[] {new Wire.AppendRequest.Entry(position,
+                rnd.nextInt(4), gaussian(SHAPE.kvWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd))});
+    }
+
     private static float[] gaussian(int n, Random rnd) {
         float[] x = new float[n];
         for (int i = 0; i < n; i++) {
