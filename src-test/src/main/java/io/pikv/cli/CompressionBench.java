@@ -262,6 +262,12 @@ public final class CompressionBench implements Callable<Integer> {
         // calibration K and V (8 bytes an element, in arrays that grow by doubling): refused before it runs out of heap.
         if (list.stream().anyMatch(m -> m.lowRank() != null)) {
             int calTokens = keysFile != null ? source.tokens() : calibrationTokens;
+            if (calTokens <= Math.max(keyRank, valueRank)) {
+                // n entries span n - 1 directions: a basis of more would be arbitrary axes reported as keeping all.
+                throw new Main.UsageException("fitting bases of rank " + Math.max(keyRank, valueRank) + " needs more "
+                        + "calibration tokens than that, got " + calTokens + "; use more "
+                        + (keysFile != null ? "tokens" : "--calibration-tokens") + " or lower ranks.");
+            }
             long need = 2L * 8 * shape.layers() * calTokens * shape.kvWidth();
             if (need > Runtime.getRuntime().maxMemory() / 2) {
                 throw new Main.UsageException("fitting the low-rank bases on " + calTokens + " tokens of "

@@ -352,6 +352,12 @@ class LowRankStoreTest {
                 .hasMessage("V[head 0][1] is 1.0E31: values must be finite and within ±2^50 (about 1.1e15)");
         assertThat(fitter.observed(1)).isZero();
         fitter.observe(1, 0, entries.get(1).k(), entries.get(1).v());
+        // One entry a layer spans no direction: even rank 1 would be an arbitrary axis.
+        assertThatThrownBy(() -> fitter.fit(1, 1)).isInstanceOf(IllegalStateException.class)
+                .hasMessage("1 calibration entries were observed for layer 0, too few for a basis of rank 1: observe "
+                        + "at least 2");
+        fitter.observe(0, 0, entries.get(2).k(), entries.get(2).v());
+        fitter.observe(1, 0, entries.get(3).k(), entries.get(3).v());
         assertThat(fitter.fit(1, 1).layers()).isEqualTo(2);
         assertThat(fitter.observed(0)).as("released after the fit").isZero();
         assertThatThrownBy(() -> new LowRankFitter(SHAPE, Grouping.SHARED, 1).fit(33, 4))
@@ -378,11 +384,18 @@ class LowRankStoreTest {
     void basesStayOrthonormalWhenTheDataSpanLessThanTheRank() {
         ModelShape shape = new ModelShape(1, 2, 1, 8, 2, 1);
         Random rnd = new Random(7);
-        // Three samples for rank 3 with two outlier directions; and many samples whose channels 3..7 are always zero.
+        // Four samples (three directions around their mean) for rank 3 with two outlier directions; and many samples
+        // whose channels 3..7 are always zero.
         LowRankFitter few = new LowRankFitter(shape, Grouping.SHARED, 1);
         for (int t = 0; t < 3; t++) {
             few.observe(0, 0, Reference.gaussian(8, rnd, 1f), Reference.gaussian(8, rnd, 1f));
         }
+        // Three span only two: a basis of rank 3 would be an arbitrary axis reported as keeping all of the variance.
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> few.fit(3, 3, 2))
+                .isInstanceOf(IllegalStateException.class)
+                .hasMessage("3 calibration entries were observed for layer 0, too few for a basis of rank 3: observe "
+                        + "at least 4");
+        few.observe(0, 0, Reference.gaussian(8, rnd, 1f), Reference.gaussian(8, rnd, 1f));
         LowRankFitter flat = new LowRankFitter(shape, Grouping.SHARED, 1);
         for (int t = 0; t < 200; t++) {
             float[] k = Reference.gaussian(8, rnd, 1f);

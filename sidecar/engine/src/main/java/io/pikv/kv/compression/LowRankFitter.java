@@ -96,7 +96,8 @@ public final class LowRankFitter {
      * Fits bases of {@code keyRank} and {@code valueRank}, each with up to {@code outlierDirections} directions kept
      * for the entries with the largest residuals, for every layer, and releases the observations.
      *
-     * @throws IllegalStateException when a layer has no observations
+     * @throws IllegalStateException when a layer has no observations, or no more than the larger rank (a basis
+     *                               of more directions than its entries span would be arbitrary)
      */
     public LowRankBases fit(int keyRank, int valueRank, int outlierDirections) {
         if (outlierDirections < 0) {
@@ -119,10 +120,19 @@ public final class LowRankFitter {
         int[][] groupOf = new int[layers][shape.experts()];
         float[][] layerData = new float[layers][];
         List<Fit> fits = new ArrayList<>();
+        // A basis needs more entries than its rank: n entries span n - 1 directions around their mean, and the rest of
+        // a basis fitted on fewer would be arbitrary axes, reported as keeping all of the variance.
+        int needed = Math.max(keyRank, valueRank) + 1;
         for (int l = 0; l < layers; l++) {
             if (count[l] == 0) {
                 // Before any layer is fitted: a refused fit keeps every observation, so more can be added and retried.
                 throw new IllegalStateException("no calibration entries were observed for layer " + l);
+            }
+        }
+        for (int l = 0; l < layers; l++) {
+            if (count[l] < needed) {
+                throw new IllegalStateException(count[l] + " calibration entries were observed for layer " + l
+                        + ", too few for a basis of rank " + (needed - 1) + ": observe at least " + needed);
             }
         }
         for (int l = 0; l < layers; l++) {
