@@ -492,6 +492,12 @@ class LauncherTest {
                 "--calibration-tokens", "128", "--window", "8", "--sinks", "2", "--key-rank", "8", "--value-rank", "8",
                 "--methods", "int8,pyramid+lowrank+int8", "--json", json.toString());
         assertThat(r.code()).as(r.err()).isZero();
+        // Fewer calibration tokens than the rank: refused before fitting (such a basis reports keeping everything).
+        Run few = run("bench", "compression", "--routing", routing(dir, 300).toString(), "--context", "96",
+                "--layers", "2", "--q-heads", "4", "--kv-heads", "2", "--head-dim", "32", "--decode-queries", "2",
+                "--calibration-tokens", "8", "--key-rank", "8", "--value-rank", "4", "--methods", "lowrank");
+        assertThat(few.code()).as(few.err()).isEqualTo(2);
+        assertThat(few.err()).contains("fitting bases of rank 8 needs more calibration tokens than that, got 8");
         JsonNode n = new ObjectMapper().readTree(json.toFile());
         assertThat(n.get("source").asText()).isEqualTo("generator");
         assertThat(n.get("methods")).hasSize(2 + 3); // fp16 is measured as the baseline, shown only in sparse mode
