@@ -24,7 +24,7 @@ import java.util.function.Supplier;
 
 /**
  * The gateway role: routes each token, sends its K/V to the shard that owns its primary expert (per the current
- * expert→shard map), fans attention out to exactly the shards that hold entries in scope, and merges their partials
+ * expert→shard map), fans attention out to exactly the shards it stored entries in scope on, and merges their partials
  * with the log-sum-exp rule, so the answer is the one a single store would give.
  *
  * <p>Which shards hold what is tracked per (sequence, layer, shard) as the set of experts whose entries were sent
@@ -565,17 +565,23 @@ public final class Gateway implements KvApi {
                     // Take back what any shard may have stored, even one whose answer failed (a timeout after it
                     // stored); not from one that refused its part, which stored none of it.
                     boolean undone = true;
+                    boolean[] mayHold = new boolean[shards.size()];
                     for (int s = 0; s < shards.size(); s++) {
                         if (!parts.get(s).isEmpty() && !sent.get(s).refused()) {
                             int[] stored = parts.get(s).stream().mapToInt(Wire.AppendRequest.Entry::position).toArray();
-                            undone &= undo(state, s, sequence, layer, stored);
+                            mayHold[s] = !undo(state, s, sequence, layer, stored);
+                            undone &= !mayHold[s];
                         }
                     }
                     if (undone) {
                         state.length[layer] = lengthBefore;
                     } else {
-                        // Entries may remain: their positions are never given again, and attention visits their shards.
+                        // Entries may remain where the undo was not confirmed: their positions are never given again,
+                        // and attention visits those shards (not ones that refused their part or took it back).
                         for (int s = 0; s < shards.size(); s++) {
+                            if (!mayHold[s]) {
+                                continue;
+                            }
                             for (Wire.AppendRequest.Entry e : parts.get(s)) {
                                 state.experts[layer][s].set(e.expert());
                             }

@@ -676,6 +676,15 @@ class GatewayUndoTest {
         assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full");
         // The entry at position 0 may still be on shard 0: positions 0 and 1 are not given again.
         assertThat(g.lengths(seq)).containsExactly(2);
+        // Attention asks shard 0, which may hold its entry, and not shard 1, which refused its part: nothing there.
+        byte[] empty = Wire.encodePartial(io.pikv.kv.PartialAttention.empty(SHAPE.qHeads(), SHAPE.headDim(), false));
+        fakes.forEach(f -> {
+            f.partial = empty;
+            f.requests.clear();
+        });
+        g.attend(seq, new Wire.AttendRequest(0, new int[0], new float[SHAPE.queryWidth()]));
+        assertThat(fakes.get(0).requests).contains("POST /v1/sequences/" + seq + "/attention");
+        assertThat(fakes.get(1).requests).doesNotContain("POST /v1/sequences/" + seq + "/attention");
     }
 
     @Test
