@@ -15,6 +15,14 @@ import static org.assertj.core.api.Assertions.assertThat;
 class ShardPolicyTest {
     static final ModelShape SHAPE = new ModelShape(1, 2, 1, 16, 2, 1);
 
+    /** A shard of {@code n} fp32 pages of 16 entries, one bucket, under {@code policy}. */
+    static ShardNode pages(int n, ShardPolicy policy) {
+        return new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, n * PAGE, policy);
+    }
+
+    /** Bytes of one page of the test shape: 16 entries of K and V, 2 × 16 floats each. */
+    static final long PAGE = 2 * 16 * 16 * 4;
+
     static Wire.AppendRequest.Entry entry(float[] k, Random rnd) {
         float[] v = new float[SHAPE.kvWidth()];
         for (int i = 0; i < v.length; i++) {
@@ -77,7 +85,7 @@ class ShardPolicyTest {
         float[] direction = new float[SHAPE.kvWidth()];
         java.util.Arrays.fill(direction, 3f);
         // 4 pages of 16 tokens, one bucket: the 65th token needs a page, so 16 tokens are evicted.
-        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 4L * 2 * 16 * 16 * 4, policy)) {
+        try (ShardNode node = pages(4, policy)) {
             long seq = node.create(null);
             append(node, seq, 64, rnd, direction, 10, 20);
             float[] q = new float[SHAPE.queryWidth()];
@@ -98,7 +106,7 @@ class ShardPolicyTest {
     void aTokenPolicySwitchedToRanksTheEntriesAlreadyResident() {
         ShardPolicy policy = ShardPolicy.of("reject");
         Random rnd = new Random(5);
-        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2L * 2 * 16 * 16 * 4, policy)) {
+        try (ShardNode node = pages(2, policy)) {
             long seq = node.create(null);
             append(node, seq, 32, rnd, small(rnd));
             policy.use("lru");
@@ -122,7 +130,7 @@ class ShardPolicyTest {
     void aBatchStoredWhileANewPolicyIsToldOfTheResidentEntriesKeepsItsEntries() {
         ShardPolicy policy = ShardPolicy.of("oldest-page");
         Random rnd = new Random(9);
-        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 2L * 2 * 16 * 16 * 4, policy)) {
+        try (ShardNode node = pages(2, policy)) {
             long old = node.create(null);
             append(node, old, 32, rnd, small(rnd)); // both pages full
             long fresh = node.create(null);
@@ -145,7 +153,7 @@ class ShardPolicyTest {
         // exactly what the shard holds: an entry evicted while a switch told of its sequence is not tracked for good.
         ShardPolicy policy = ShardPolicy.of("oldest-page");
         Random rnd = new Random(9);
-        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 16L * 2 * 16 * 16 * 4, policy)) {
+        try (ShardNode node = pages(16, policy)) {
             long[] others = new long[12];
             for (int i = 0; i < others.length; i++) {
                 others[i] = node.create(null);
@@ -195,10 +203,10 @@ class ShardPolicyTest {
         assertThat(policy.tracked(7, 0)).isEqualTo(9);
         // Budgets resized under lru: its victims, and any page the fallback takes, leave its tracking.
         Random rnd = new Random(8);
-        try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 4L * 2 * 16 * 16 * 4, policy)) {
+        try (ShardNode node = pages(4, policy)) {
             long seq = node.create(null);
             append(node, seq, 64, rnd, small(rnd));
-            node.resizeBudget(2L * 2 * 16 * 16 * 4);
+            node.resizeBudget(2 * PAGE);
             assertThat(node.resident(seq, 0)).isEqualTo(32);
             assertThat(policy.tracked(seq, 0)).isEqualTo(32);
         }

@@ -310,9 +310,7 @@ class ControlListenerTest {
                 };
         onePartition(consumer);
         consumer.updateEndOffsets(Map.of(p0, 1L));
-        listener = new ControlListener("pikv.control", control, Duration.ofMillis(300), () -> consumer, json, registry,
-                link);
-        listener.start();
+        listenOn(consumer, Duration.ofMillis(300)).start();
         await().atMost(Duration.ofSeconds(10)).until(() -> positions.get() >= 3);
         // Not ready through and past the start-up wait (300 ms): the topic is readable, only not read yet.
         await().during(Duration.ofMillis(700)).atMost(Duration.ofSeconds(3))
@@ -356,8 +354,7 @@ class ControlListenerTest {
                 };
         onePartition(consumer);
         consumer.updateEndOffsets(Map.of(p0, 1L)); // one record, which never comes
-        listener = new ControlListener("pikv.control", control, Duration.ofMillis(300), () -> consumer, json, registry,
-                link);
+        listenOn(consumer, Duration.ofMillis(300));
         long started = System.nanoTime();
         listener.start();
         await().atMost(Duration.ofSeconds(5)).until(silent::get);
@@ -514,9 +511,7 @@ class ControlListenerTest {
                 .getBytes(java.nio.charset.StandardCharsets.UTF_8);
         consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
                 "pikv.control", 0, 0L, "c1", record)));
-        listener = new ControlListener("pikv.control", control, Duration.ofSeconds(30), () -> consumer, json, registry,
-                link);
-        listener.start();
+        listenOn(consumer, Duration.ofSeconds(30)).start();
         await().atMost(Duration.ofSeconds(10)).until(listener::ready);
         assertThat(control.epoch()).isEqualTo(3);
         assertThat(control.state().policy()).isEqualTo("reject");
