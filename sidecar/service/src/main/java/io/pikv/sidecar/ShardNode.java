@@ -454,8 +454,10 @@ public final class ShardNode implements KvApi, AutoCloseable {
                         policy.appended(sequence, layer, position);
                         state.length[layer] = Math.max(state.length[layer], position + 1);
                     }
-                    int[] gone = shard.notResident(sequence, layer, positions);
                     boolean ranks = policy.ranksTokens();
+                    // (Not looked up for one entry under a page policy, a step's usual case: nothing would act on it.)
+                    int[] gone = entries.length > 1 || ranks ? shard.notResident(sequence, layer, positions)
+                            : new int[0];
                     if (gone.length > 0 && entries.length > 1
                             && (!ranks || policy.fallbacks() != fallbacksBefore)) {
                         // Room made for the last entries took pages holding its first (a tail page the batch filled
