@@ -42,6 +42,24 @@ public final class AttentionScope {
         return experts == null || experts.get(expert);
     }
 
+    /** Whether an entry is visited among those counted per primary expert in {@code perExpert} (a count above 0). */
+    boolean anyIn(int[] perExpert) {
+        if (experts == null) {
+            for (int n : perExpert) {
+                if (n > 0) {
+                    return true;
+                }
+            }
+            return false;
+        }
+        for (int e = experts.nextSetBit(0); e >= 0 && e < perExpert.length; e = experts.nextSetBit(e + 1)) {
+            if (perExpert[e] > 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** Checks every named expert exists in a model with {@code count} experts. */
     void validate(int count) {
         if (experts != null && experts.length() > count) {

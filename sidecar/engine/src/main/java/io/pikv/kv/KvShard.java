@@ -818,10 +818,10 @@ public final class KvShard {
         lock.readLock().unlock();
     }
 
-    /** Whether this shard holds entries of (sequence, layer), while {@link #lockRead} is held. */
-    boolean holdsLocked(long sequence, int layer) {
+    /** Whether any entry of (sequence, layer) in {@code scope} is resident here, while {@link #lockRead} is held. */
+    boolean holdsLocked(long sequence, int layer, AttentionScope scope) {
         LayerState ls = layerState(sequence, layer, false);
-        return ls != null && ls.resident > 0;
+        return ls != null && ls.resident > 0 && (scope.isAll() || scope.anyIn(ls.residentPerExpert));
     }
 
     /** The partial over buckets {@code [from, to)}, the read lock held (by this thread or the one it runs for). */

@@ -219,8 +219,8 @@ public final class KvStore implements AutoCloseable {
             List<Callable<PartialAttention>> tasks = new ArrayList<>();
             List<PartialAttention> parts = new ArrayList<>();
             for (KvShard shard : shards) {
-                if (!shard.holdsLocked(sequence, layer)) {
-                    continue;
+                if (!shard.holdsLocked(sequence, layer, scope)) {
+                    continue; // nothing in scope here (after an expert moved away, say): no bucket to scan
                 }
                 // A shard on a device (KvShard#useDevice) answers whole-sequence calls without weights there.
                 PartialAttention onDevice = shard.attendOnDeviceLocked(sequence, layer, query, scope, weights);
