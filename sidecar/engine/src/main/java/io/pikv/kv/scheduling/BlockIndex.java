@@ -73,7 +73,9 @@ public final class BlockIndex {
      * Stores {@code key} as used now, or refreshes it when it is already resident. After the clock ticks and before
      * the block is (re)inserted, {@code makeRoom} may call {@link #evict()} as often as the caller's budget needs;
      * a resident {@code key} is not a candidate meanwhile, so it is never its own victim. When {@code makeRoom}
-     * throws, nothing is stored or refreshed and a resident {@code key} stays as it was.
+     * throws, nothing is stored or refreshed and a resident {@code key} stays as it was; evictions it made before it
+     * threw stand, and the adaptive policy's ghosts, which are told of a put only once it happened, never see them:
+     * a caller whose room-making can fail after evicting builds the index anew then ({@code BlockStore} does).
      */
     public void put(long key, Runnable makeRoom) {
         entries.setNow(++clock);
