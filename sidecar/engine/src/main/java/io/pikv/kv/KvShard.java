@@ -988,8 +988,11 @@ public final class KvShard {
                     if (hits + misses == 0 && evictions == 0 && resident == 0) {
                         continue;
                     }
+                    // Each entry's share of its page, rounded down over the expert's entries: the experts' bytes
+                    // never add up to more than the pages they fill (int8 pages' bytes need not divide by their
+                    // tokens, and entryBytes rounds each entry's share up).
                     list.add(new ExpertLayerCounters(e, layer, hits + misses, hits, misses, evictions,
-                            resident * layout.entryBytes()));
+                            resident * layout.pageBytes() / layout.pageTokens()));
                 }
             }
             return new ShardStats(id, pool.budgetBytes(), pool.bytesInUse(), pool.bytesAllocated(),

@@ -174,6 +174,24 @@ class Int8PageTest {
         }
     }
 
+    /** Pages whose bytes do not divide by their tokens: the experts' bytes never add up to more than the pages. */
+    @Test
+    void theExpertsBytesStayWithinThePagesTheyFill() {
+        ModelShape shape = new ModelShape(1, 1, 1, 12, 4, 1); // int8 page of 32: 768 + 4 × (12 + 32) = 944 bytes
+        Random rnd = new Random(12);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.INT8).pageTokens(32)
+                .buckets(1).threads(1).build())) {
+            assertThat(store.config().layout().pageBytes()).isEqualTo(944);
+            long seq = store.createSequence();
+            Reference.load(store, seq, 0, Reference.randomEntries(shape, 32, rnd));
+            ShardStats stats = store.stats().get(0);
+            long experts = stats.counters().stream().mapToLong(ExpertLayerCounters::bytesResident).sum();
+            // 32 entries × 30 (each share rounded up) would be 960: more than the one page they fill.
+            assertThat(stats.bytesInUse()).isEqualTo(944);
+            assertThat(experts).isBetween(944L - shape.experts(), 944L);
+        }
+    }
+
     @Test
     void pagesAreAboutHalfTheSizeOfFp16() {
         KvLayout int8 = new KvLayout(8, 128, 32, StorageType.INT8);
