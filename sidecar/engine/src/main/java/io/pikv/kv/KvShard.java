@@ -1032,21 +1032,19 @@ public final class KvShard {
 
     /** Slots of (sequence, layer)'s position index now allocated, 0 without one (tests of its memory). */
     int indexCapacity(long sequence, int layer) {
-        lock.readLock().lock();
-        try {
-            LayerState ls = layerState(sequence, layer, false);
-            return ls == null ? 0 : ls.indexCapacity();
-        } finally {
-            lock.readLock().unlock();
-        }
+        return indexFigure(sequence, layer, LayerState::indexCapacity);
     }
 
     /** Positions (sequence, layer)'s index holds now, resident or evicted (tests of its memory). */
     int indexed(long sequence, int layer) {
+        return indexFigure(sequence, layer, LayerState::indexed);
+    }
+
+    private int indexFigure(long sequence, int layer, java.util.function.ToIntFunction<LayerState> figure) {
         lock.readLock().lock();
         try {
             LayerState ls = layerState(sequence, layer, false);
-            return ls == null ? 0 : ls.indexed();
+            return ls == null ? 0 : figure.applyAsInt(ls);
         } finally {
             lock.readLock().unlock();
         }

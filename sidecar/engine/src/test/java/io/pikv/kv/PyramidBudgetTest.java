@@ -320,16 +320,13 @@ class PyramidBudgetTest {
     void anAttentionResultFromBeforeAnEvictionDoesNotBringThePositionBack() {
         // observe() may come after another thread's eviction of a position the result still shows: it stays evicted.
         PyramidBudget pyramid = new PyramidBudget(new int[] {24}, 1, 4);
-        int[] positions = {0, 1, 2, 3};
-        float[] weights = new float[4 * positions.length];
-        Arrays.fill(weights, 0.25f);
-        pyramid.observe(7, 0, new AttentionResult(4, 16, new float[64], positions.length, positions, weights));
+        pyramid.observe(7, 0, quarterEach(0, 1, 2, 3));
         pyramid.evicted(7, 0, 2);
-        pyramid.observe(7, 0, new AttentionResult(4, 16, new float[64], positions.length, positions, weights));
+        pyramid.observe(7, 0, quarterEach(0, 1, 2, 3));
         assertThat(pyramid.knownResident(7, 0)).containsExactly(0, 1, 3);
         // Also when the eviction comes before the layer's first result: that result does not bring it back either.
         pyramid.evicted(8, 0, 1);
-        pyramid.observe(8, 0, new AttentionResult(4, 16, new float[64], positions.length, positions, weights));
+        pyramid.observe(8, 0, quarterEach(0, 1, 2, 3));
         assertThat(pyramid.knownResident(8, 0)).containsExactly(0, 2, 3);
     }
 
@@ -337,17 +334,21 @@ class PyramidBudgetTest {
     void aResultOfASequenceClosedMeanwhileDoesNotBringItBack() {
         // An attention that raced the sequence's close reports after it: nothing of the closed sequence is kept again.
         PyramidBudget pyramid = new PyramidBudget(new int[] {24}, 1, 4);
-        int[] positions = {0, 1, 2, 3};
-        float[] weights = new float[4 * positions.length];
-        Arrays.fill(weights, 0.25f);
-        pyramid.observe(7, 0, new AttentionResult(4, 16, new float[64], positions.length, positions, weights));
+        pyramid.observe(7, 0, quarterEach(0, 1, 2, 3));
         pyramid.sequenceClosed(7);
-        pyramid.observe(7, 0, new AttentionResult(4, 16, new float[64], positions.length, positions, weights));
+        pyramid.observe(7, 0, quarterEach(0, 1, 2, 3));
         pyramid.evicted(7, 0, 1);
         assertThat(pyramid.knownResident(7, 0)).isEmpty();
         assertThat(pyramid.score(7, 0, 0)).isZero();
-        pyramid.observe(9, 0, new AttentionResult(4, 16, new float[64], positions.length, positions, weights));
+        pyramid.observe(9, 0, quarterEach(0, 1, 2, 3));
         assertThat(pyramid.knownResident(9, 0)).containsExactly(0, 1, 2, 3);
+    }
+
+    /** A result of 4 query heads over {@code positions}, each weighted 1/4 (a placeholder output). */
+    private static AttentionResult quarterEach(int... positions) {
+        float[] weights = new float[4 * positions.length];
+        Arrays.fill(weights, 0.25f);
+        return new AttentionResult(4, 16, new float[64], positions.length, positions, weights);
     }
 
     @Test
