@@ -160,9 +160,14 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                     settings).renderedFrom(runningGeneration, StatusJson.write(runningSpec));
             // An object of one of the cluster's names that is not the cluster's: applying over it would fail (409)
             // on every retry without saying why, and taking it over could break what it belongs to.
-            String taken = claimNames(cluster, context);
-            if (taken != null) {
-                return nameTaken(cluster, context, known, taken, generation, now);
+            Claim claim = claimNames(cluster, context);
+            if (claim.taken() != null) {
+                return nameTaken(cluster, context, known, claim.taken(), generation, now);
+            }
+            if (claim.relabelled()) {
+                // Not applied now: the informers have not seen it yet, so the workflow would create it again and be
+                // refused (409). Labelled, it is an event for them, which reconciles the cluster again.
+                return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(RELABEL_RETRY), "relabelled");
             }
             context.managedWorkflowAndDependentResourceContext().put(ShardCluster.CONTEXT_KEY, running);
             context.managedWorkflowAndDependentResourceContext().reconcileManagedWorkflow();
@@ -223,43 +228,63 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
     }
 
     /**
-     * Looks up each object the cluster renders that its informers do not hold (they see only objects labelled
-     * {@link PiKVClusterResources#MANAGED_SELECTOR}): one the cluster owns whose label was removed is labelled again
-     * (the informers then see it, and the workflow brings it back to its desired state); one it does not own is said,
-     * in a sentence for status. Null when nothing stands in the way.
+     * Checks each object the cluster renders. One its informers hold (they see only objects labelled {@link
+     * PiKVClusterResources#MANAGED_SELECTOR}, matched to a cluster by the owner reference's name) is its own unless
+     * that reference is to another cluster of this name (deleted: its uid differs). One they do not hold is looked up:
+     * one the cluster owns whose label was removed is labelled again (the informers then see it, and the next
+     * reconcile brings it back to its desired state); one it does not own is said, in a sentence for status.
      */
-    private String claimNames(PiKVCluster cluster, Context<PiKVCluster> context) {
+    private Claim claimNames(PiKVCluster cluster, Context<PiKVCluster> context) {
         String name = cluster.getMetadata().getName();
         List<String> foreign = new ArrayList<>();
-        claim(cluster, context, ConfigMap.class, PiKVClusterResources.configMapName(name), foreign);
-        claim(cluster, context, io.fabric8.kubernetes.api.model.Service.class,
+        boolean relabelled = claim(cluster, context, ConfigMap.class, PiKVClusterResources.configMapName(name), foreign);
+        relabelled |= claim(cluster, context, io.fabric8.kubernetes.api.model.Service.class,
                 PiKVClusterResources.headlessServiceName(name), foreign);
-        claim(cluster, context, StatefulSet.class, PiKVClusterResources.shardStatefulSetName(name), foreign);
-        claim(cluster, context, io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudget.class,
+        relabelled |= claim(cluster, context, StatefulSet.class, PiKVClusterResources.shardStatefulSetName(name),
+                foreign);
+        relabelled |= claim(cluster, context, io.fabric8.kubernetes.api.model.policy.v1.PodDisruptionBudget.class,
                 PiKVClusterResources.podDisruptionBudgetName(name), foreign);
         if (foreign.isEmpty()) {
-            return null;
+            return new Claim(null, relabelled);
         }
-        return String.join("; ", foreign) + ": delete or rename " + (foreign.size() == 1 ? "it" : "them")
+        return new Claim(String.join("; ", foreign) + ": delete or rename " + (foreign.size() == 1 ? "it" : "them")
                 + ", or give the cluster another name. Nothing of the cluster is created or changed until then "
                 + "(looked at again every " + config.progressInterval().toString().substring(2)
-                .toLowerCase(java.util.Locale.ROOT) + ").";
+                .toLowerCase(java.util.Locale.ROOT) + ").", relabelled);
     }
 
-    private <T extends io.fabric8.kubernetes.api.model.HasMetadata> void claim(
+    /**
+     * What {@link #claimNames} found: a sentence naming the objects that are not the cluster's (null: none), and
+     * whether one of its own was labelled again.
+     */
+    private record Claim(String taken, boolean relabelled) {
+    }
+
+    /** Checks one name (see {@link #claimNames}); true when the object was the cluster's and was labelled again. */
+    private <T extends io.fabric8.kubernetes.api.model.HasMetadata> boolean claim(
             PiKVCluster cluster, Context<PiKVCluster> context, Class<T> kind, String objectName, List<String> foreign) {
-        if (context.getSecondaryResource(kind).isPresent()) {
-            return;
-        }
         String namespace = cluster.getMetadata().getNamespace();
+        String uid = cluster.getMetadata().getUid();
+        T held = context.getSecondaryResource(kind).orElse(null);
+        if (held != null) {
+            // Matched by the owner reference's name: a cluster deleted and created again under the same name finds the
+            // old one's objects here until the garbage collector removes them. Applying over them would take them
+            // over (the old pods, the old control state) and report them as created.
+            String previousOwner = ownerOfAnother(held, cluster);
+            if (previousOwner != null) {
+                foreign.add(kind.getSimpleName() + " " + namespace + "/" + objectName + " already exists and is not "
+                        + "this cluster's (it belongs to a deleted PiKVCluster of this name, uid " + previousOwner
+                        + ": it goes once the garbage collector removes it)");
+            }
+            return false;
+        }
         T found = context.getClient().resources(kind).inNamespace(namespace).withName(objectName).get();
         if (found == null) {
-            return;
+            return false;
         }
         java.util.Map<String, String> labels = found.getMetadata().getLabels();
         boolean labelled = labels != null && PiKVClusterResources.MANAGED_BY.equals(
                 labels.get(PiKVClusterResources.LABEL_MANAGED_BY));
-        String uid = cluster.getMetadata().getUid();
         boolean owned = uid != null && found.getMetadata().getOwnerReferences() != null
                 && found.getMetadata().getOwnerReferences().stream().anyMatch(o -> uid.equals(o.getUid()));
         if (owned && !labelled) {
@@ -272,12 +297,34 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             });
             LOG.infof("%s/%s: %s %s had lost its label %s; labelled again", namespace, cluster.getMetadata().getName(),
                     kind.getSimpleName(), objectName, PiKVClusterResources.MANAGED_SELECTOR);
-        } else if (!owned) {
-            foreign.add(kind.getSimpleName() + " " + namespace + "/" + objectName + " already exists and is not this "
-                    + "cluster's (" + (labelled ? "it belongs to another PiKVCluster of this name, deleted: it goes once "
-                    + "the garbage collector removes it" : "no label " + PiKVClusterResources.MANAGED_SELECTOR
-                    + ", no owner reference to this PiKVCluster") + ")");
+            return true;
         }
+        if (!owned) {
+            String previousOwner = ownerOfAnother(found, cluster);
+            foreign.add(kind.getSimpleName() + " " + namespace + "/" + objectName + " already exists and is not this "
+                    + "cluster's (" + (previousOwner != null ? "it belongs to a deleted PiKVCluster of this name, uid "
+                    + previousOwner + ": it goes once the garbage collector removes it"
+                    : labelled ? "labelled " + PiKVClusterResources.MANAGED_SELECTOR + " but owned by no PiKVCluster, "
+                    + "as a cluster deleted with --cascade=orphan leaves it; the garbage collector will not remove it"
+                    : "no label " + PiKVClusterResources.MANAGED_SELECTOR + ", no owner reference to this PiKVCluster")
+                    + ")");
+        }
+        return false;
+    }
+
+    /**
+     * The uid of a PiKVCluster of this cluster's name (not this one: another uid) that owns {@code object}; null when
+     * none does, or when this cluster's uid is unknown.
+     */
+    private static String ownerOfAnother(io.fabric8.kubernetes.api.model.HasMetadata object, PiKVCluster cluster) {
+        String uid = cluster.getMetadata().getUid();
+        if (uid == null || object.getMetadata().getOwnerReferences() == null) {
+            return null;
+        }
+        return object.getMetadata().getOwnerReferences().stream()
+                .filter(o -> "PiKVCluster".equals(o.getKind()) && cluster.getMetadata().getName().equals(o.getName())
+                        && o.getUid() != null && !uid.equals(o.getUid()))
+                .map(io.fabric8.kubernetes.api.model.OwnerReference::getUid).findFirst().orElse(null);
     }
 
     /** The status and event of a reconcile stopped by objects of the cluster's names that are not its own. */
@@ -514,6 +561,9 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
 
     /** Longest failure message put into a condition and an event. */
     static final int MAX_FAILURE_MESSAGE = 600;
+
+    /** When a cluster one of whose objects was labelled again is looked at again, if no event comes first. */
+    static final Duration RELABEL_RETRY = Duration.ofSeconds(2);
 
     /**
      * What failed, in words: the root cause's message; for failed dependents (the SDK's aggregated exception, whose own

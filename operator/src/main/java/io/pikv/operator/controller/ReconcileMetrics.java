@@ -70,7 +70,8 @@ public class ReconcileMetrics {
 
     /**
      * A finished reconcile: {@code result} is applied (the current spec runs), invalid (the last valid one runs) or
-     * blocked (nothing applied: an object of the cluster's names is not its own). Not counted when the cluster was
+     * blocked (nothing applied: an object of the cluster's names is not its own), relabelled (nothing applied: one of
+     * its own objects had lost its label and was labelled again; the next reconcile applies). Not counted when the cluster was
      * deleted while it ran (its series were removed then and would otherwise come back for good).
      */
     public synchronized void finished(Reconcile reconcile, String result) {

@@ -142,6 +142,12 @@ public final class StatusAggregator {
         if (s.statefulSet() == null) {
             progressReason = Reasons.CREATING;
             progressMessage = "Creating the shard StatefulSet.";
+        } else if (podsLost(s.statefulSet(), prev, desired, run.configHash())) {
+            // Pods deleted or evicted with nothing of the spec changed: the StatefulSet leaves them out of its updated
+            // count too, so this is no rollout (its replica count and template are those every pod ran).
+            progressReason = Reasons.RECOVERING;
+            progressMessage = exist + " shard pods exist, " + desired + " desired; waiting for the StatefulSet to make "
+                    + "the missing ones again.";
         } else if (!rolledOut(s.statefulSet())) {
             progressReason = Reasons.ROLLING_OUT;
             progressMessage = updated + " of " + desired + " shard pods run config " + run.configHash() + ".";
@@ -161,7 +167,7 @@ public final class StatusAggregator {
             progressReason = Reasons.CREATING;
             progressMessage = ready + " of " + desired + " shard pods ready.";
         } else if (ready < desired && (!Objects.equals(prev.getDesiredShards(), desired) || scaling(prev)
-                || prev.getShards() != null && prev.getShards() < desired)) {
+                || prev.getShards() != null && prev.getShards() < desired && !progressingFor(prev, Reasons.RECOVERING))) {
             // The StatefulSet counts new pods as soon as they are created: a scale is done when they are ready. Fewer
             // pods at the last look than desired now is a scale too, also when that look saw the StatefulSet's new
             // replica count not rolled out yet (RollingOut) and so already took the new desired count (a pod deleted
@@ -347,6 +353,25 @@ public final class StatusAggregator {
         boolean seen = generation == null || sts != null && sts.getObservedGeneration() != null
                 && sts.getObservedGeneration() >= generation;
         status.setUpdatedShards(sts == null || sts.getUpdatedReplicas() == null || !seen ? 0 : sts.getUpdatedReplicas());
+    }
+
+    /**
+     * Whether pods of an unchanged cluster are missing: fewer exist than desired, every one that does runs the current
+     * template (the StatefulSet controller has seen it, its revisions agree), and the last look saw them all (or was
+     * already recovering) with the same shard count and config.
+     */
+    static boolean podsLost(StatefulSet sts, PiKVClusterStatus prev, int desired, String configHash) {
+        StatefulSetStatus st = sts.getStatus();
+        if (st == null || st.getObservedGeneration() == null || st.getUpdateRevision() == null
+                || !st.getUpdateRevision().equals(st.getCurrentRevision())) {
+            return false;
+        }
+        Long generation = sts.getMetadata().getGeneration();
+        int exist = st.getReplicas() == null ? 0 : st.getReplicas();
+        int updated = st.getUpdatedReplicas() == null ? 0 : st.getUpdatedReplicas();
+        return (generation == null || st.getObservedGeneration() >= generation) && exist < desired && updated >= exist
+                && Objects.equals(prev.getDesiredShards(), desired) && Objects.equals(prev.getConfigHash(), configHash)
+                && (prev.getShards() != null && prev.getShards() >= desired || progressingFor(prev, Reasons.RECOVERING));
     }
 
     /** Whether the StatefulSet controller has rolled out the latest template to every replica. */

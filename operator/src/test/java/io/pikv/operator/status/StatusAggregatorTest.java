@@ -113,6 +113,33 @@ class StatusAggregatorTest {
         assertThat(condition(back, "Ready").getStatus()).isEqualTo("True");
     }
 
+    /**
+     * A pod deleted or evicted from a ready cluster: the StatefulSet counts it neither as existing nor as updated until
+     * it makes it again. Recovering throughout, never a rollout or a scale.
+     */
+    @Test
+    void aLostPodIsRecoveringUntilItIsMadeAgainAndReady() {
+        PiKVClusterStatus ready = next(null, sts(2, 2), T0);
+        PiKVClusterStatus gone = next(ready, sts(1, 1), T1);
+        assertThat(condition(gone, "Progressing").getReason()).isEqualTo("Recovering");
+        assertThat(condition(gone, "Progressing").getMessage()).isEqualTo("1 shard pods exist, 2 desired; waiting for "
+                + "the StatefulSet to make the missing ones again.");
+        assertThat(condition(gone, "Reconciling").getStatus()).isEqualTo("True");
+        PiKVClusterStatus stillGone = next(gone, sts(1, 1), T1);
+        assertThat(condition(stillGone, "Progressing").getReason()).isEqualTo("Recovering");
+        PiKVClusterStatus madeAgain = next(stillGone, sts(2, 1), T2);
+        assertThat(condition(madeAgain, "Progressing").getReason()).isEqualTo("Recovering");
+        assertThat(condition(madeAgain, "Progressing").getMessage()).startsWith("1 of 2 shard pods ready; waiting");
+        PiKVClusterStatus back = next(madeAgain, sts(2, 2), T2);
+        assertThat(condition(back, "Progressing").getReason()).isEqualTo("Stable");
+        assertThat(condition(back, "Ready").getStatus()).isEqualTo("True");
+        // A rollout (revisions that differ) with a pod missing is still a rollout.
+        StatefulSet rolling = sts(1, 1);
+        rolling.getStatus().setUpdateRevision("r2");
+        rolling.getStatus().setUpdatedReplicas(0);
+        assertThat(condition(next(ready, rolling, T1), "Progressing").getReason()).isEqualTo("RollingOut");
+    }
+
     @Test
     void aScaleSeenFirstAsARolloutIsScalingUntilTheNewPodsAreReady() {
         PiKVCluster four = TestClusters.small("demo", "ns");
