@@ -449,6 +449,12 @@ class SidecarApiTest {
             rejects(seq, "steps", Wire.encodeStep(new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, 0, null,
                     new int[] {1}, gaussian(SHAPE.queryWidth(), rnd), gaussian(SHAPE.kvWidth(), rnd),
                     gaussian(SHAPE.kvWidth(), rnd))), 503, notReady);
+            // A map by hand would outrank the control records still being read.
+            long epoch = given().get("/v1/shard-map").then().statusCode(200).extract().jsonPath().getLong("epoch");
+            given().contentType(ContentType.JSON).body("{\"epoch\":" + (epoch + 1) + ",\"shards\":1,\"shardOfExpert\":"
+                    + java.util.Arrays.toString(new int[SHAPE.experts()]) + "}").put("/v1/shard-map").then()
+                    .statusCode(503).contentType(PROBLEM).body("detail", containsString(notReady));
+            given().get("/v1/shard-map").then().statusCode(200).body("epoch", equalTo((int) epoch));
             // Nothing was stored or counted; reading and removing do not wait.
             given().get("/v1/sequences/" + seq).then().statusCode(200).body("layers[0].length", equalTo(3));
             JsonNode after = client.stats();

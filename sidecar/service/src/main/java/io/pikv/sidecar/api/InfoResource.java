@@ -143,6 +143,9 @@ public class InfoResource {
         if (missing != null) {
             throw new IllegalArgumentException(missing + " is required");
         }
+        // Not while the control topic is still being read: a map applied now would outrank the records read so far,
+        // and the latest one (its policy and budget too) would then be dropped as stale when the read ends.
+        sidecar.checkServing();
         ShardControl control = sidecar.control();
         ShardControl.State current = control.state();
         if (next.epoch() > current.shardMap().epoch() && next.epoch() - current.shardMap().epoch() > MAX_EPOCH_STEP) {

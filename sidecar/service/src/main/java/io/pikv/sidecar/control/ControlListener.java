@@ -210,7 +210,7 @@ public final class ControlListener implements AutoCloseable {
                     }
                     if (System.nanoTime() - lastCheck >= LINK_CHECK_MS * 1_000_000L) {
                         lastCheck = System.nanoTime();
-                        addNewPartitions(partitions, phase == Phase.READING ? end : null);
+                        syncPartitions(partitions, phase == Phase.READING ? end : null);
                         Map<TopicPartition, Long> ends = consumer.endOffsets(partitions, CALL_TIMEOUT);
                         lastAnswer = System.nanoTime();
                         if (phase == Phase.READING) {
@@ -313,31 +313,41 @@ public final class ControlListener implements AutoCloseable {
      * Partitions added to the topic since reading began (as the consumer's metadata shows them, refreshed every
      * {@code metadata.max.age.ms}): assigned and read from their start, so that records keyed to them are not missed;
      * while the first read is under way ({@code end} given), up to their end as well before it counts as caught up.
+     * Partitions gone from a topic that still has some (it was deleted and made again with fewer) are no longer read:
+     * asked for their end, they would fail every check (the link reported down while the topic is read) and, in the
+     * first read, hold it back for good.
      */
-    private void addNewPartitions(List<TopicPartition> partitions, Map<TopicPartition, Long> end) {
+    private void syncPartitions(List<TopicPartition> partitions, Map<TopicPartition, Long> end) {
         List<PartitionInfo> infos = consumer.partitionsFor(topic, CALL_TIMEOUT);
-        if (infos == null) {
-            return;
+        if (infos == null || infos.isEmpty()) {
+            return; // no topic (yet, or for now): nothing to say which partitions it has
         }
-        List<TopicPartition> added = new ArrayList<>();
+        List<TopicPartition> now = new ArrayList<>();
         for (PartitionInfo info : infos) {
-            TopicPartition p = new TopicPartition(info.topic(), info.partition());
-            if (!partitions.contains(p)) {
-                added.add(p);
-            }
+            now.add(new TopicPartition(info.topic(), info.partition()));
         }
-        if (added.isEmpty()) {
+        List<TopicPartition> added = new ArrayList<>(now);
+        added.removeAll(partitions);
+        List<TopicPartition> gone = new ArrayList<>(partitions);
+        gone.removeAll(now);
+        if (added.isEmpty() && gone.isEmpty()) {
             return;
         }
         if (end != null) {
+            gone.forEach(end::remove);
             // Still reading to the end taken at start: the new partitions' records up to now belong to it too.
-            end.putAll(consumer.endOffsets(added, CALL_TIMEOUT));
+            if (!added.isEmpty()) {
+                end.putAll(consumer.endOffsets(added, CALL_TIMEOUT));
+            }
         }
+        partitions.removeAll(gone);
         partitions.addAll(added);
         consumer.assign(partitions); // the partitions read so far keep their positions
-        consumer.seekToBeginning(added);
-        LOG.infof("control: %s has %d partition(s) now; reading the %d new one(s) from their start", topic,
-                partitions.size(), added.size());
+        if (!added.isEmpty()) {
+            consumer.seekToBeginning(added);
+        }
+        LOG.infof("control: %s has %d partition(s) now; reading the %d new one(s) from their start%s", topic,
+                partitions.size(), added.size(), gone.isEmpty() ? "" : ", no longer reading " + gone + " (gone)");
     }
 
     /**

@@ -367,6 +367,48 @@ class ControlListenerTest {
         assertThat(control.epoch()).isEqualTo(-1);
     }
 
+    /**
+     * A partition that goes away during the first read (the topic made again with fewer): its records will never
+     * come and its end cannot be asked for any more. The read finishes with the partitions the topic has.
+     */
+    @Test
+    void aPartitionGoneDuringTheFirstReadDoesNotHoldItBack() throws Exception {
+        TopicPartition p0 = new TopicPartition("pikv.control", 0);
+        TopicPartition p1 = new TopicPartition("pikv.control", 1);
+        java.util.concurrent.atomic.AtomicBoolean gone = new java.util.concurrent.atomic.AtomicBoolean();
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
+                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest") {
+                    @Override
+                    public synchronized Map<TopicPartition, Long> endOffsets(java.util.Collection<TopicPartition> ps,
+                                                                             Duration timeout) {
+                        if (gone.get() && ps.contains(p1)) {
+                            throw new org.apache.kafka.common.errors.TimeoutException("no leader for " + p1);
+                        }
+                        return super.endOffsets(ps, timeout);
+                    }
+                };
+        org.apache.kafka.common.Node[] none = new org.apache.kafka.common.Node[0];
+        consumer.updatePartitions("pikv.control", List.of(
+                new org.apache.kafka.common.PartitionInfo("pikv.control", 0, null, none, none),
+                new org.apache.kafka.common.PartitionInfo("pikv.control", 1, null, none, none)));
+        consumer.updateBeginningOffsets(Map.of(p0, 0L, p1, 0L));
+        consumer.updateEndOffsets(Map.of(p0, 1L, p1, 3L)); // partition 1's three records never come
+        consumer.schedulePollTask(() -> consumer.addRecord(record(0, state("c1", 3, "oldest-page", 1, 1, 0, 0))));
+        listenOn(consumer, Duration.ofMinutes(5)).start();
+        await().during(Duration.ofSeconds(1)).atMost(Duration.ofSeconds(5))
+                .until(() -> listener.phase() == ControlListener.Phase.READING && !listener.ready());
+        consumer.updatePartitions("pikv.control", List.of(
+                new org.apache.kafka.common.PartitionInfo("pikv.control", 0, null, none, none)));
+        gone.set(true);
+        await().atMost(Duration.ofSeconds(15)).until(listener::ready); // at the next check, within 5 s
+        assertThat(listener.phase()).isEqualTo(ControlListener.Phase.CAUGHT_UP);
+        assertThat(control.epoch()).isEqualTo(3);
+        assertThat(policy.activePolicy()).isEqualTo("oldest-page");
+        // Following the topic it has now: the link is up at the checks after it, not down for the partition gone.
+        await().during(Duration.ofSeconds(6)).atMost(Duration.ofSeconds(8))
+                .until(() -> link.status(KafkaLink.Client.CONTROL).state().equals("up"));
+    }
+
     /** More records than the first read keeps: those the shard refuses go first, never the one to apply. */
     @Test
     void aValidRecordOutlivesMoreRefusedOnesThanTheFirstReadKeeps() throws Exception {
