@@ -49,43 +49,54 @@ public class SidecarMetrics {
         if (sidecar.config().role() != Role.shard) {
             return;
         }
-        gauge("pikv.kv.bytes.resident", "Bytes of KV pages held", shard, s -> stats(s).bytesInUse());
-        gauge("pikv.kv.budget.bytes", "The shard's byte budget", shard, s -> stats(s).budgetBytes());
-        gauge("pikv.kv.entries", "Entries resident", shard, s -> stats(s).entries());
+        gauge("pikv.kv.bytes.resident", "Bytes of KV pages held", shard, s -> stats(s, 0).bytesInUse());
+        gauge("pikv.kv.budget.bytes", "The shard's byte budget", shard, s -> stats(s, 1).budgetBytes());
+        gauge("pikv.kv.entries", "Entries resident", shard, s -> stats(s, 2).entries());
         gauge("pikv.kv.sequences", "Open sequences", shard, ShardNode::sequenceCount);
         gauge("pikv.kv.hit.ratio", "Hits / lookups since start (lookups: entries attention asked for)", shard, s -> {
-            ShardStats st = stats(s);
+            ShardStats st = stats(s, 3);
             return st.lookups() == 0 ? Double.NaN : (double) st.hits() / st.lookups();
         });
-        counter("pikv.kv.lookups", "Entries attention asked for", shard, s -> stats(s).lookups());
-        counter("pikv.kv.hits", "Lookups of resident entries", shard, s -> stats(s).hits());
-        counter("pikv.kv.misses", "Lookups of evicted entries", shard, s -> stats(s).misses());
-        counter("pikv.kv.evictions", "Entries evicted", shard, s -> stats(s).evictions());
+        counter("pikv.kv.lookups", "Entries attention asked for", shard, s -> stats(s, 4).lookups());
+        counter("pikv.kv.hits", "Lookups of resident entries", shard, s -> stats(s, 5).hits());
+        counter("pikv.kv.misses", "Lookups of evicted entries", shard, s -> stats(s, 6).misses());
+        counter("pikv.kv.evictions", "Entries evicted", shard, s -> stats(s, 7).evictions());
     }
-
-    /** The shard's counters as one snapshot, and when it was taken ({@link System#nanoTime}). */
-    private record Snapshot(ShardStats stats, long at) {
-    }
-
-    /** How long one snapshot serves the series read after it: a scrape reads them all well within it. */
-    static final long SNAPSHOT_NANOS = 100_000_000L;
 
     /** Per scraping thread: a scrape renders every series on one thread, so two scrapes never share a snapshot. */
-    private final ThreadLocal<Snapshot> last = new ThreadLocal<>();
+    private final ThreadLocal<Snapshots<ShardStats>> last = ThreadLocal.withInitial(Snapshots::new);
 
     /**
-     * One snapshot for the series of one scrape (each series asking the shard anew read counters that attention
-     * threads move meanwhile: hits above lookups in one scrape, a ratio of neither), taken again by the thread's next
-     * read 100 ms after it.
+     * One snapshot of the shard's counters for the series of one scrape (each series asking the shard anew would read
+     * counters that attention threads move meanwhile: hits above lookups in one scrape, a ratio of neither);
+     * {@code series} numbers the series (0 to 63), each reading it once per scrape.
      */
-    private ShardStats stats(ShardNode shard) {
-        long now = System.nanoTime();
-        Snapshot s = last.get();
-        if (s == null || now - s.at() > SNAPSHOT_NANOS) {
-            s = new Snapshot(shard.stats(), now);
-            last.set(s);
+    private ShardStats stats(ShardNode shard, int series) {
+        return last.get().get(series, shard::stats, System.nanoTime());
+    }
+
+    /**
+     * A thread's snapshot and the series that have read it. A scrape reads each series once, so a series reading it
+     * again is the next scrape: it takes a new one, which every series of that scrape then reads. A snapshot older
+     * than {@link #MAX_AGE_NANOS} is taken anew too (a scrape that asked for some series only leaves the others
+     * unread, for the next one to find).
+     */
+    static final class Snapshots<T> {
+        static final long MAX_AGE_NANOS = 10_000_000_000L;
+        private T value;
+        private long at;
+        private long read; // one bit per series
+
+        T get(int series, java.util.function.Supplier<T> take, long now) {
+            long bit = 1L << series;
+            if (value == null || (read & bit) != 0 || now - at > MAX_AGE_NANOS) {
+                value = take.get();
+                at = now;
+                read = 0;
+            }
+            read |= bit;
+            return value;
         }
-        return s.stats();
     }
 
     private void gauge(String name, String help, ShardNode shard, ToDoubleFunction<ShardNode> f) {

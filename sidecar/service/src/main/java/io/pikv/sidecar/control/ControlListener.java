@@ -230,6 +230,7 @@ public final class ControlListener implements AutoCloseable {
                 } catch (RuntimeException e) {
                     // Not the broker's: still no reason to stop following control; said, counted as down, retried.
                     LOG.errorf(e, "control: reading %s failed; retrying, keeping epoch %d", topic, control.epoch());
+                    problem = "reading topic " + topic + " failed: " + e;
                     link.down(KafkaLink.Client.CONTROL, e);
                     pause();
                 }
@@ -586,12 +587,14 @@ public final class ControlListener implements AutoCloseable {
             LOG.infof("control: %s is readable again; keeping epoch %d", topic, control.epoch());
         }
         link.up(KafkaLink.Client.CONTROL);
+        problem = null;
     }
 
     private void lost(KafkaException e) {
         if (!"down".equals(link.status(KafkaLink.Client.CONTROL).state())) {
             LOG.warnf("control: lost %s (%s); keeping epoch %d", topic, e, control.epoch());
         }
+        problem = "lost topic " + topic + ": " + KafkaLink.describe(e);
         link.down(KafkaLink.Client.CONTROL, e);
     }
 

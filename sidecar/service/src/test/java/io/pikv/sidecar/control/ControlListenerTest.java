@@ -364,6 +364,7 @@ class ControlListenerTest {
         await().atMost(Duration.ofSeconds(20)).until(listener::ready);
         assertThat((System.nanoTime() - started) / 1e9).as("seconds to ready").isGreaterThanOrEqualTo(9.5);
         assertThat(listener.phase()).isEqualTo(ControlListener.Phase.READING);
+        assertThat(listener.problem()).isEqualTo("lost topic pikv.control: TimeoutException: no answer in time");
         assertThat(control.epoch()).isEqualTo(-1);
     }
 
@@ -407,6 +408,7 @@ class ControlListenerTest {
         // Following the topic it has now: the link is up at the checks after it, not down for the partition gone.
         await().during(Duration.ofSeconds(6)).atMost(Duration.ofSeconds(8))
                 .until(() -> link.status(KafkaLink.Client.CONTROL).state().equals("up"));
+        assertThat(listener.problem()).isNull();
     }
 
     /** More records than the first read keeps: those the shard refuses go first, never the one to apply. */
