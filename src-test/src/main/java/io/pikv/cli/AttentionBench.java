@@ -217,9 +217,8 @@ public final class AttentionBench implements Callable<Integer> {
                 dir.resolve(name).toFile().deleteOnExit(); // deleted in reverse order, before the directory
             }
         }
-        Npy.Writer kw = npy ? new Npy.Writer(dir.resolve("k.npy"), half, context, kvHeads, headDim) : null;
-        Npy.Writer vw = npy ? new Npy.Writer(dir.resolve("v.npy"), half, context, kvHeads, headDim) : null;
-        try {
+        try (Npy.Writer kw = npy ? new Npy.Writer(dir.resolve("k.npy"), half, context, kvHeads, headDim) : null;
+             Npy.Writer vw = npy ? new Npy.Writer(dir.resolve("v.npy"), half, context, kvHeads, headDim) : null) {
             for (int t = 0; t < context; t++) {
                 for (int i = 0; i < width; i++) {
                     k[i] = (float) (rnd.nextDouble() * 2 - 1);
@@ -232,11 +231,6 @@ public final class AttentionBench implements Callable<Integer> {
                         vw.put(v[i], Fp16.fromFloat(v[i]));
                     }
                 }
-            }
-        } finally {
-            if (kw != null) {
-                kw.close();
-                vw.close();
             }
         }
         float[] q = new float[shape.queryWidth()];

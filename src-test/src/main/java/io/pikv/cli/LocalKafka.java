@@ -24,8 +24,28 @@ public final class LocalKafka implements AutoCloseable {
 
     private final KafkaClusterTestKit cluster;
 
+    private final java.util.concurrent.atomic.AtomicBoolean closed = new java.util.concurrent.atomic.AtomicBoolean();
+    private volatile Thread onExit;
+
     private LocalKafka(KafkaClusterTestKit cluster) {
         this.cluster = cluster;
+    }
+
+    /**
+     * Stops the broker (and deletes its directory) when the JVM exits before {@link #close} (Ctrl-C), for a command
+     * with no stop sequence of its own; the playground orders its own (operator, sidecars, then the broker).
+     */
+    public LocalKafka closeOnExit() {
+        Thread hook = new Thread(() -> {
+            try {
+                close();
+            } catch (RuntimeException e) {
+                System.err.println("(" + e.getMessage() + ")");
+            }
+        }, "pikv-local-kafka-stop");
+        Runtime.getRuntime().addShutdownHook(hook);
+        onExit = hook;
+        return this;
     }
 
     public static LocalKafka start() {
@@ -39,10 +59,11 @@ public final class LocalKafka implements AutoCloseable {
         org.apache.kafka.common.utils.Exit.setExitProcedure((code, message) ->
                 System.err.printf("local Kafka broker asked to exit (%d): %s%n", code, message));
         KafkaClusterTestKit kit = null;
+        java.nio.file.Path dir = null;
         try {
             // A directory of our own, which only the kit's close() deletes: without one the kit takes a temp
             // directory that Kafka's own exit hook deletes, on Ctrl-C while the broker still runs (stopped last).
-            java.nio.file.Path dir = java.nio.file.Files.createTempDirectory("pikv-kafka-");
+            dir = java.nio.file.Files.createTempDirectory("pikv-kafka-");
             kit = new KafkaClusterTestKit.Builder(new TestKitNodes.Builder().setBaseDirectory(dir)
                     .setCombined(true).setNumBrokerNodes(1).setNumControllerNodes(1).build())
                     .setConfigProp("offsets.topic.replication.factor", "1")
@@ -71,6 +92,11 @@ public final class LocalKafka implements AutoCloseable {
                     kit.close();
                 } catch (Exception closing) {
                     e.addSuppressed(closing);
+                }
+            } else if (dir != null) {
+                String kept = DirTree.delete(dir); // no kit to delete it
+                if (kept != null) {
+                    e.addSuppressed(new java.io.IOException("could not remove " + dir + ": " + kept));
                 }
             }
             throw new Main.RunFailure("cannot start a local Kafka broker: " + e.getMessage(), e);
@@ -103,7 +129,19 @@ public final class LocalKafka implements AutoCloseable {
     }
 
     @Override
+    /** Stops the broker and deletes its directory; once only (a later call, or the exit hook's, does nothing). */
     public void close() {
+        if (!closed.compareAndSet(false, true)) {
+            return;
+        }
+        Thread hook = onExit;
+        if (hook != null && hook != Thread.currentThread()) {
+            try {
+                Runtime.getRuntime().removeShutdownHook(hook);
+            } catch (IllegalStateException exiting) {
+                // the JVM is exiting: the hook runs, and finds the broker closed
+            }
+        }
         try {
             cluster.close();
         } catch (Exception e) {

@@ -151,7 +151,7 @@ public final class ServiceBench implements Callable<Integer> {
             Cluster plain = start(jar, shape, budget, logs, "", Map.of(), all);
             Cluster published = null;
             if (!noTelemetry) {
-                kafka = LocalKafka.start();
+                kafka = LocalKafka.start().closeOnExit(); // Ctrl-C leaves no broker directory behind
                 published = start(jar, shape, budget, logs, "telemetry-", Map.of(
                         "kafka.bootstrap.servers", kafka.bootstrapServers(), "pikv.telemetry.enabled", "true",
                         "pikv.cluster", "bench"), all);
@@ -325,6 +325,8 @@ public final class ServiceBench implements Callable<Integer> {
             settings.putAll(extra);
             settings.put("pikv.shard-id", String.valueOf(s));
             settings.put("pikv.store.attention-threads", String.valueOf(threadsOfShard(s)));
+            // The store in process attends on the CPU: so do the shards, also on a machine with a GPU.
+            settings.put("pikv.compute", "cpu");
             String name = prefix + "shard-" + s;
             starting.add(CompletableFuture.supplyAsync(() -> SidecarProcess.start(jar, name, settings, logs,
                     Duration.ofSeconds(120))));

@@ -235,7 +235,12 @@ public final class SidecarProcess implements AutoCloseable {
     /** The last 30 lines of {@code log}, or a note that it cannot be read. */
     static String tail(Path log) {
         try {
-            List<String> lines = Files.readAllLines(log);
+            // Leniently: a child killed mid-character, or logging in another charset, must not hide its log.
+            List<String> lines = java.util.Arrays.asList(new String(Files.readAllBytes(log),
+                    java.nio.charset.StandardCharsets.UTF_8).split("\r?\n", -1));
+            if (!lines.isEmpty() && lines.get(lines.size() - 1).isEmpty()) {
+                lines = lines.subList(0, lines.size() - 1);
+            }
             return String.join("\n", lines.subList(Math.max(0, lines.size() - 30), lines.size()));
         } catch (IOException e) {
             return "(no log: " + e.getMessage() + ")";
