@@ -330,6 +330,34 @@ class PyramidBudgetTest {
         assertThat(pyramid.knownResident(8, 0)).containsExactly(0, 2, 3);
     }
 
+    /** Nor does it make the policy track the position again: it would offer it for good, and it is gone. */
+    @Test
+    void anAttentionResultFromBeforeAnEvictionDoesNotMakeThePolicyTrackThePositionAgain() {
+        io.pikv.kv.scheduling.TokenRetention retention =
+                new io.pikv.kv.scheduling.TokenRetention(new io.pikv.kv.scheduling.HeavyHitter(0, 1));
+        PyramidBudget pyramid = new PyramidBudget(new int[] {2}, retention);
+        pyramid.observe(7, 0, quarterEach(0, 1, 2, 3));
+        assertThat(retention.tracked(7, 0)).isEqualTo(4);
+        pyramid.evicted(7, 0, 2);
+        assertThat(retention.tracked(7, 0)).isEqualTo(3);
+        pyramid.observe(7, 0, quarterEach(0, 1, 2, 3));
+        assertThat(retention.tracked(7, 0)).isEqualTo(3);
+        assertThat(pyramid.knownResident(7, 0)).containsExactly(0, 1, 3);
+    }
+
+    @Test
+    void sinksAndAWindowBeyondAnIntAreRefusedNotWrapped() {
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> new PyramidBudget(new int[] {10}, Integer.MAX_VALUE,
+                1)).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("2147483648");
+        PyramidBudget p = new PyramidBudget(new int[] {10}, 1, 1);
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> p.budget(1))
+                .hasMessage("layer 1 is out of range [0, 1)");
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> p.score(1, -1, 0))
+                .hasMessage("layer -1 is out of range [0, 1)");
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> PyramidBudget.select(new int[] {0, 1, 2}, 1, 0, -5,
+                q -> 0f)).isInstanceOf(IllegalArgumentException.class);
+    }
+
     @Test
     void aResultOfASequenceClosedMeanwhileDoesNotBringItBack() {
         // An attention that raced the sequence's close reports after it: nothing of the closed sequence is kept again.

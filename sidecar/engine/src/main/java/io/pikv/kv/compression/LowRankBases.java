@@ -78,6 +78,10 @@ public final class LowRankBases {
         long total = 0;
         for (int l = 0; l < layers; l++) {
             float[] src = layerData[l];
+            if ((long) src.length * Float.BYTES > Integer.MAX_VALUE) {
+                throw new IllegalArgumentException("layer " + l + "'s bases take " + (long) src.length * Float.BYTES
+                        + " bytes, more than one buffer holds (2 GiB): fit fewer groups or lower ranks");
+            }
             groups[l] = src.length / (kvHeads * stride());
             ByteBuffer buf = ByteBuffer.allocateDirect(src.length * Float.BYTES).order(ByteOrder.LITTLE_ENDIAN);
             FloatBuffer fb = buf.asFloatBuffer();

@@ -68,9 +68,13 @@ public final class LowRankFitter {
         }
         if ((n + 1) * w > keys[layer].length) {
             int grown = (int) Math.max((n + 1L) * w, Math.min(Integer.MAX_VALUE - 8L, keys[layer].length * 2L));
-            keys[layer] = Arrays.copyOf(keys[layer], grown);
-            values[layer] = Arrays.copyOf(values[layer], grown);
-            expertOf[layer] = Arrays.copyOf(expertOf[layer], grown / w);
+            // All three made before any is replaced: a copy refused for want of heap leaves the layer as it was.
+            float[] k2 = Arrays.copyOf(keys[layer], grown);
+            float[] v2 = Arrays.copyOf(values[layer], grown);
+            int[] e2 = Arrays.copyOf(expertOf[layer], grown / w);
+            keys[layer] = k2;
+            values[layer] = v2;
+            expertOf[layer] = e2;
         }
         System.arraycopy(k, 0, keys[layer], n * w, w);
         System.arraycopy(v, 0, values[layer], n * w, w);
@@ -177,15 +181,17 @@ public final class LowRankFitter {
             }
             layerData[l] = out;
         }
-        // Released only once every layer is fitted, so that a fit that fails keeps what was observed.
+        // The bases first (their off-heap memory may be refused): the observations are released only once the fit
+        // has its result, so that a fit that fails keeps what was observed.
+        LowRankBases bases = new LowRankBases(grouping, layers, heads, d, shape.experts(), keyRank, valueRank, groupOf,
+                layerData, fits);
         for (int l = 0; l < layers; l++) {
             keys[l] = new float[0];
             values[l] = new float[0];
             expertOf[l] = new int[0];
             count[l] = 0;
         }
-        return new LowRankBases(grouping, layers, heads, d, shape.experts(), keyRank, valueRank, groupOf, layerData,
-                fits);
+        return bases;
     }
 
     private static int[] range(int n) {

@@ -96,9 +96,9 @@ public final class PyramidBudget implements EvictionHook {
             throw new IllegalArgumentException("budgets must name at least one layer");
         }
         for (int l = 0; l < budgets.length; l++) {
-            if (budgets[l] < sinks + window || budgets[l] < 1) {
+            if (budgets[l] < (long) sinks + window || budgets[l] < 1) {
                 throw new IllegalArgumentException("layer " + l + " budget " + budgets[l] + " is below sinks + window = "
-                        + (sinks + window) + " (and must be >= 1)");
+                        + ((long) sinks + window) + " (and must be >= 1)");
             }
         }
         this.budgets = budgets.clone();
@@ -213,7 +213,14 @@ public final class PyramidBudget implements EvictionHook {
     }
 
     public int budget(int layer) {
+        checkLayer(layer);
         return budgets[layer];
+    }
+
+    private void checkLayer(int layer) {
+        if (layer < 0 || layer >= budgets.length) {
+            throw new IllegalArgumentException("layer " + layer + " is out of range [0, " + budgets.length + ")");
+        }
     }
 
     public int[] budgets() {
@@ -254,13 +261,17 @@ public final class PyramidBudget implements EvictionHook {
         }
         if (chooser != null) {
             // Known to the policy in position (generation) order; then their attention, for the policies ranking by it.
-            chooser.track(sequence, layer, positions);
+            // Not the positions evicted since the result was computed: tracked again, the policy would offer them
+            // for good, and they are no longer here to evict.
+            chooser.track(sequence, layer, s.evicted.isEmpty() ? positions
+                    : java.util.Arrays.stream(positions).filter(p -> !s.evicted.get(p)).toArray());
             chooser.attended(sequence, layer, result);
         }
     }
 
     /** Accumulated attention of a position (0 when never observed). */
     public synchronized float score(long sequence, int layer, int position) {
+        checkLayer(layer);
         Scores[] layers = sequences.get(sequence);
         return layers == null || layers[layer] == null ? 0f : layers[layer].get(position);
     }
@@ -344,6 +355,9 @@ public final class PyramidBudget implements EvictionHook {
      * @param score each position's accumulated attention (>= 0)
      */
     public static int[] select(int[] resident, int budget, int sinks, int window, PositionScore score) {
+        if (sinks < 0 || window < 0) {
+            throw new IllegalArgumentException("sinks and window must be >= 0, got " + sinks + " and " + window);
+        }
         int excess = resident.length - budget;
         if (excess <= 0) {
             return new int[0];

@@ -136,6 +136,11 @@ public final class PlacementPlanner {
 
     /** Max over mean of the per-shard sums of {@code load} under {@code assign}; 1 when there is no load. */
     public static double maxOverMean(double[] load, int[] assign, int shards) {
+        if (shards < 1 || load.length != assign.length) {
+            throw new IllegalArgumentException("need at least one shard and a load per expert, got " + shards
+                    + " shards, " + load.length + " loads and " + assign.length + " experts");
+        }
+        checkAssignment(assign, shards);
         double[] perShard = new double[shards];
         double total = 0;
         for (int e = 0; e < assign.length; e++) {
@@ -154,6 +159,15 @@ public final class PlacementPlanner {
 
     /** Share of co-activation between experts on different shards; 0 when there is none. */
     public static double cut(double[][] coActivation, int[] assign) {
+        if (coActivation.length != assign.length) {
+            throw new IllegalArgumentException("co-activation has " + coActivation.length + " rows for "
+                    + assign.length + " experts");
+        }
+        for (int a = 0; a < assign.length; a++) {
+            if (coActivation[a] == null || coActivation[a].length < a) {
+                throw new IllegalArgumentException("co-activation row " + a + " is shorter than " + a);
+            }
+        }
         double total = 0;
         double split = 0;
         for (int a = 0; a < assign.length; a++) {
@@ -170,6 +184,15 @@ public final class PlacementPlanner {
     private static PlacementPlan noop(ExpertShardMap current, double before, double cutBefore, double gain,
             String reason) {
         return new PlacementPlan(current, List.of(), before, before, cutBefore, cutBefore, gain, reason);
+    }
+
+    private static void checkAssignment(int[] assign, int shards) {
+        for (int e = 0; e < assign.length; e++) {
+            if (assign[e] < 0 || assign[e] >= shards) {
+                throw new IllegalArgumentException("expert " + e + " is on shard " + assign[e] + ", outside [0, "
+                        + shards + ")");
+            }
+        }
     }
 
     private static void checkLoad(double[] load, int experts) {

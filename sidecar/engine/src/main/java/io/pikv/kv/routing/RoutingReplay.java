@@ -201,6 +201,9 @@ public final class RoutingReplay {
         if (values.length == 0) {
             throw new IllegalArgumentException("no values to take a percentile of");
         }
+        if (!(q >= 0 && q <= 1)) {
+            throw new IllegalArgumentException("the percentile's q must be in [0, 1], got " + q);
+        }
         double[] v = values.clone();
         Arrays.sort(v);
         double h = (v.length - 1) * q;

@@ -24,7 +24,8 @@ public final class Adaptive implements EvictionPolicy {
     private final double margin;
     private final List<EvictionPolicy> prototypes;
     private final EvictionPolicy[] live;
-    private final PrefixBlockCache[] ghosts;
+    /** Made at the first block observed: token retention never feeds them, and a ghost's tables are not small. */
+    private PrefixBlockCache[] ghosts;
     private final double[] smoothedHits;
     private final long[] windowHits;
     private double smoothedLookups;
@@ -64,10 +65,8 @@ public final class Adaptive implements EvictionPolicy {
         this.prototypes = List.copyOf(candidates);
         int n = candidates.size();
         this.live = new EvictionPolicy[n];
-        this.ghosts = new PrefixBlockCache[n];
         for (int i = 0; i < n; i++) {
             live[i] = candidates.get(i).fresh();
-            ghosts[i] = new PrefixBlockCache(capacity, candidates.get(i).fresh());
         }
         this.smoothedHits = new double[n];
         this.windowHits = new long[n];
@@ -109,8 +108,26 @@ public final class Adaptive implements EvictionPolicy {
         return rates;
     }
 
+    /** Whether the ghosts were made (a block was observed). */
+    boolean ghostsMade() {
+        return ghosts != null;
+    }
+
+    /** The ghosts, made empty (as they would be before any block) at the first call. */
+    private PrefixBlockCache[] ghosts() {
+        if (ghosts == null) {
+            PrefixBlockCache[] made = new PrefixBlockCache[prototypes.size()];
+            for (int i = 0; i < made.length; i++) {
+                made[i] = new PrefixBlockCache(capacity, prototypes.get(i).fresh());
+            }
+            ghosts = made;
+        }
+        return ghosts;
+    }
+
     @Override
     public void observe(long[] blocks) {
+        PrefixBlockCache[] ghosts = ghosts();
         for (int i = 0; i < ghosts.length; i++) {
             windowHits[i] += ghosts[i].request(blocks);
         }
@@ -122,6 +139,7 @@ public final class Adaptive implements EvictionPolicy {
      * ghost uses the block if it holds it and inserts nothing otherwise ({@link PrefixBlockCache#lookup}).
      */
     public void observeLookup(long block) {
+        PrefixBlockCache[] ghosts = ghosts();
         for (int i = 0; i < ghosts.length; i++) {
             windowHits[i] += ghosts[i].lookup(block) ? 1 : 0;
         }
@@ -130,7 +148,7 @@ public final class Adaptive implements EvictionPolicy {
 
     /** One block stored by such a cache: every ghost stores it too (no lookup is counted). */
     public void observeStore(long block) {
-        for (PrefixBlockCache ghost : ghosts) {
+        for (PrefixBlockCache ghost : ghosts()) {
             ghost.store(block);
         }
     }

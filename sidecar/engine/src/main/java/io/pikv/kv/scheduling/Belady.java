@@ -24,10 +24,15 @@ public final class Belady {
         if (capacity < 1) {
             throw new IllegalArgumentException("capacity must be >= 1 block, got " + capacity);
         }
-        int n = 0;
+        long total = 0;
         for (long[] r : requests) {
-            n += r.length;
+            total += r.length;
         }
+        if (total > Integer.MAX_VALUE - 8) {
+            throw new IllegalArgumentException("the requests hold " + total + " block lookups, more than Belady's "
+                    + "replay takes at once (" + (Integer.MAX_VALUE - 8) + ")");
+        }
+        int n = (int) total;
         // Dense ids, then each lookup's next use of the same block.
         LongIntMap ids = new LongIntMap(1024);
         int[] stream = new int[n];

@@ -28,6 +28,23 @@ class AdaptiveTest {
         return cache;
     }
 
+    /** In token retention nothing feeds the ghosts: each (sequence, layer)'s copy must not carry their tables. */
+    @Test
+    void ghostsAreMadeOnlyOnceABlockIsObserved() {
+        TokenRetention retention = new TokenRetention(new Adaptive(4096, List.of(new Lru(), new HeavyHitter(0, 0)),
+                4096, 0.01));
+        for (long s = 0; s < 3; s++) {
+            retention.appended(s, 0, 0);
+            retention.appended(s, 0, 1);
+        }
+        assertThat(retention.evict(1, 0, 1)).containsExactly(0);
+        Adaptive blocks = adaptive(0.1);
+        assertThat(blocks.ghostsMade()).isFalse();
+        assertThat(((Adaptive) blocks.fresh()).ghostsMade()).isFalse(); // what a retention track holds
+        serve(blocks, 1, 2);
+        assertThat(blocks.ghostsMade()).isTrue();
+    }
+
     @Test
     void switchesWhenAGhostBeatsTheActivePolicyByTheMargin() {
         Adaptive policy = adaptive(0.1);
