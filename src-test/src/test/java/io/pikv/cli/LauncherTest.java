@@ -245,17 +245,23 @@ class LauncherTest {
     void routingBenchRejectsABadShardCount(@TempDir Path dir) throws Exception {
         Path trace = routingTrace(dir);
         String file = trace.toString();
-        for (String[] args : new String[][] {{"bench", "routing", "--trace", file, "--shards", "0"},
+        String[][] cases = {{"bench", "routing", "--trace", file, "--shards", "0"},
                 {"bench", "routing", "--trace", file, "--shards", "2000000000"},
-                {"bench", "routing", "--trace", file, "--shards", "2", "--experts", "30000"},
+                {"bench", "routing", "--trace", file, "--shards", "2", "--experts", "30000", "--skip", "2"},
                 {"bench", "routing", "--trace", file, "--shards", "2", "--window", "0"},
                 {"bench", "routing", "--trace", file, "--shards", "2", "--skip", "-1"},
                 {"bench", "routing", "--trace", file, "--shards", "5", "--skip", "2"},
-                {"bench", "routing", "--trace", file, "--shards", "2", "--skip", "2", "--window", "2", "--json", file}}) {
+                {"bench", "routing", "--trace", file, "--shards", "2", "--skip", "2", "--window", "2", "--json", file}};
+        String[] reasons = {"--shards must be in [1, 4096], got 0.", "--shards must be in [1, 4096], got 2000000000.",
+                "--experts must be at most 4096, got 30000.", "--window must be at least 1 token, got 0.",
+                "--skip must not be negative, got -1.", "--shards 5 is more than the 4 experts",
+                "the report would overwrite it"};
+        for (int i = 0; i < cases.length; i++) {
+            String[] args = cases[i];
             Run r = run(args);
             assertThat(r.code()).as(String.join(" ", args)).isEqualTo(2);
             assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")
-                    .doesNotContain("Exception").endsWith(".");
+                    .doesNotContain("Exception").endsWith(".").contains(reasons[i]);
         }
         assertThat(run("bench", "routing", "--trace", file, "--shards", "0").err().strip())
                 .isEqualTo("pikv: --shards must be in [1, 4096], got 0.");
@@ -544,18 +550,28 @@ class LauncherTest {
         String[][] cases = {
                 {"--keys", flat.toString(), "--values", v},
                 {"--keys", k, "--values", flat.toString()},
-                {"--keys", k, "--values", v, "--queries", k},
+                {"--keys", k, "--values", v, "--queries", flat.toString(), "--key-rank", "8", "--value-rank", "8"},
                 {"--keys", k},
                 {"--keys", doubles.toString(), "--values", v},
                 {"--keys", dir.resolve("missing.npy").toString(), "--values", v},
                 {"--keys", k, "--values", v, "--methods", "int4"},
                 {"--keys", k, "--values", v, "--key-rank", "17"},
                 {"--keys", k, "--values", v, "--key-rank", "16", "--value-rank", "16", "--methods", "lowrank"},
-                {"--keys", k, "--values", v, "--budget", "0.1"},
+                {"--keys", k, "--values", v, "--budget", "0.1", "--key-rank", "8", "--value-rank", "8"},
                 {"--keys", badShape.toString(), "--values", v},
                 {"--keys", shortHeader.toString(), "--values", v},
                 {"--keys", huge.toString(), "--values", huge.toString()}};
-        for (String[] c : cases) {
+        // Each refused for its own reason, not for another one met first.
+        String[] reasons = {"--keys must be [tokens, kv_heads, head_dim]", "--values must have the shape of --keys",
+                "--queries must be [queries, q_heads, 16] with q_heads a multiple of 2", "--keys and --values go together",
+                "holds '<f8', not float32 or float16", "missing.npy is not a regular file", "unknown method part 'int4'",
+                "--key-rank and --value-rank must be at most the head dim, 16", "keep everything",
+                "--budget 0.1 keeps 6 of 64 tokens, below --sinks + --window = 36",
+                "has a shape that is not a list of sizes below 2^31", "has a truncated .npy header",
+                "more than 2^31 - 1 elements"};
+        assertThat(reasons).hasSameSizeAs(cases);
+        for (int i = 0; i < cases.length; i++) {
+            String[] c = cases[i];
             String[] args = new String[c.length + 4];
             args[0] = "bench";
             args[1] = "compression";
@@ -565,7 +581,7 @@ class LauncherTest {
             Run r = run(args);
             assertThat(r.code()).as(String.join(" ", c)).isEqualTo(2);
             assertThat(r.err().strip()).as(String.join(" ", c)).startsWith("pikv: ").doesNotContain("\n")
-                    .doesNotContain("Exception");
+                    .doesNotContain("Exception").contains(reasons[i]);
         }
         assertThat(run("bench", "compression", "--routing", route, "--keys", flat.toString(), "--values", v).err())
                 .contains("has shape [64, 32]; --keys must be [tokens, kv_heads, head_dim]");

@@ -422,7 +422,10 @@ class PiKVClusterReconcilerTest {
     @Test
     void pastTheLastRetryAFailedClusterIsTriedAgainAtTheProgressInterval() {
         create(TestClusters.small("exhausted", NS));
-        awaitStatus("exhausted", s -> s.getLastValidGeneration() != null);
+        awaitStatus("exhausted", s -> s.getShardMapEpoch() != null);
+        // Ready: looked at again only at the 5-minute resync, so no periodic reconcile writes between the calls below.
+        markShardsReady("exhausted");
+        awaitStatus("exhausted", s -> Conditions.isTrue(s.getConditions(), "Ready"));
         ErrorStatusUpdateControl<PiKVCluster> retrying = reconciler.updateErrorStatus(get("exhausted"),
                 retryContext(false), new IllegalStateException("forced refusal"));
         assertThat(retrying.isNoRetry()).isFalse();
@@ -445,7 +448,9 @@ class PiKVClusterReconcilerTest {
     @Test
     void theSameFailureOfANewerGenerationMovesTheConditionsGeneration() {
         create(TestClusters.small("repeat", NS));
-        awaitStatus("repeat", s -> s.getLastValidGeneration() != null);
+        awaitStatus("repeat", s -> s.getShardMapEpoch() != null);
+        markShardsReady("repeat"); // no periodic reconcile between the calls below (see above)
+        awaitStatus("repeat", s -> Conditions.isTrue(s.getConditions(), "Ready"));
         PiKVCluster cluster = get("repeat");
         long g = cluster.getMetadata().getGeneration();
         reconciler.updateErrorStatus(cluster, retryContext(false), new IllegalStateException("webhook denied"));

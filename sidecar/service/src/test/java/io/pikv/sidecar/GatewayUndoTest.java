@@ -782,9 +782,16 @@ class GatewayUndoTest {
                 java.util.concurrent.CompletableFuture.supplyAsync(() -> g.create(42L));
         org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
                 .until(() -> fakes.get(1).requests.contains("POST /v1/sequences"));
-        java.util.concurrent.CompletableFuture<Void> close =
-                java.util.concurrent.CompletableFuture.runAsync(() -> g.close(42L));
-        // The close waits for the create: for as long as shard 1 holds its answer back, nothing is closed anywhere.
+        java.util.concurrent.CompletableFuture<Void> close = new java.util.concurrent.CompletableFuture<>();
+        Thread closer = new Thread(() -> {
+            g.close(42L);
+            close.complete(null);
+        }, "closer");
+        closer.start();
+        // The close waits for the create (parked, not merely not started yet): for as long as shard 1 holds its
+        // answer back, nothing is closed anywhere.
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10)).until(() ->
+                closer.getState() == Thread.State.WAITING || closer.getState() == Thread.State.BLOCKED);
         org.awaitility.Awaitility.await().during(java.time.Duration.ofMillis(300))
                 .atMost(java.time.Duration.ofSeconds(5))
                 .until(() -> !close.isDone() && !fakes.get(0).requests.contains("DELETE /v1/sequences/42"));

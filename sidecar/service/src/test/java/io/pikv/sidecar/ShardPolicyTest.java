@@ -52,9 +52,14 @@ class ShardPolicyTest {
     @Test
     void aSwitchWaitsForTheBatchThatHoldsThePolicy() throws Exception {
         ShardPolicy policy = ShardPolicy.of("oldest-page");
-        java.util.concurrent.CompletableFuture<java.util.Optional<String>> switched;
+        java.util.concurrent.CompletableFuture<java.util.Optional<String>> switched =
+                new java.util.concurrent.CompletableFuture<>();
+        Thread switcher = new Thread(() -> switched.complete(policy.use("reject")), "switcher");
         try (ShardPolicy.Hold held = policy.holdSwitches()) {
-            switched = java.util.concurrent.CompletableFuture.supplyAsync(() -> policy.use("reject"));
+            switcher.start();
+            // Parked on the hold (not merely not started yet), and still so a while later.
+            org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10)).until(() ->
+                    switcher.getState() == Thread.State.WAITING || switcher.getState() == Thread.State.BLOCKED);
             org.awaitility.Awaitility.await().during(java.time.Duration.ofMillis(300))
                     .atMost(java.time.Duration.ofSeconds(2)).until(() -> !switched.isDone());
             assertThat(policy.activePolicy()).isEqualTo("oldest-page");

@@ -118,19 +118,25 @@ public final class CudaBackend implements AutoCloseable {
             }
             return backend;
         } catch (LinkageError e) {
-            // Without the library nothing can be asked of a device; its node says whether one is there (a GPU whose
-            // use fails is not "no GPU": JCuda's natives are linux-x86_64 only, and need a temp directory that runs).
-            String node = deviceNode();
-            throw node == null
-                    ? new CudaUnavailableException("the CUDA driver library cannot be loaded (" + linkReason(e) + ")", e)
-                    : new CudaUnavailableException("a GPU is there (" + node + ") but CUDA cannot be used from Java: "
-                    + "the CUDA driver library or JCuda's native library cannot be loaded (" + linkReason(e) + "; "
-                    + "PiKV ships JCuda's natives for linux-x86_64)", e, true);
+            throw linkFailure(e, deviceNode());
         } catch (CudaException e) {
             throw new CudaUnavailableException("CUDA error: " + firstLine(e), e, found);
         } catch (CudaUnavailableException e) {
             throw found && !e.deviceFound() ? new CudaUnavailableException(e.getMessage(), e.getCause(), true) : e;
         }
+    }
+
+    /**
+     * Why CUDA cannot be used when its libraries do not load: without the library nothing can be asked of a device;
+     * its node ({@code node}, null when none is present) says whether one is there (a GPU whose use fails is not "no
+     * GPU": JCuda's natives are linux-x86_64 only, and need a temp directory that runs).
+     */
+    static CudaUnavailableException linkFailure(LinkageError e, String node) {
+        return node == null
+                ? new CudaUnavailableException("the CUDA driver library cannot be loaded (" + linkReason(e) + ")", e)
+                : new CudaUnavailableException("a GPU is there (" + node + ") but CUDA cannot be used from Java: "
+                + "the CUDA driver library or JCuda's native library cannot be loaded (" + linkReason(e) + "; "
+                + "PiKV ships JCuda's natives for linux-x86_64)", e, true);
     }
 
     /** The first NVIDIA device node present ({@code /dev/nvidia0}, {@code /dev/nvidiactl}), or null. */
@@ -165,7 +171,9 @@ public final class CudaBackend implements AutoCloseable {
                 String l = line.strip();
                 if (l.contains(".so") && (l.contains("cannot open") || l.contains("UnsatisfiedLinkError")
                         || l.contains("not found") || l.contains("No such file"))) {
-                    best = firstLine(e) + ": " + l.replaceFirst("^.*UnsatisfiedLinkError:\\s*", "");
+                    String reason = l.replaceFirst("^.*UnsatisfiedLinkError:\\s*", "");
+                    // Not the first line twice when it names the library itself.
+                    best = reason.equals(firstLine(e)) ? reason : firstLine(e) + ": " + reason;
                 }
             }
         }

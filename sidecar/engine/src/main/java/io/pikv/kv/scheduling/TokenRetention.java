@@ -310,6 +310,12 @@ public final class TokenRetention {
         tracks.keySet().removeIf(k -> k.sequence() == sequence);
     }
 
+    /** The policy copy ranking (sequence, layer), or null when nothing of it is tracked (for tests). */
+    synchronized EvictionPolicy policyOf(long sequence, int layer) {
+        Track t = tracks.get(new TrackKey(sequence, layer));
+        return t == null ? null : t.policy;
+    }
+
     /** Tokens tracked for (sequence, layer). */
     public synchronized int tracked(long sequence, int layer) {
         Track t = tracks.get(new TrackKey(sequence, layer));

@@ -28,14 +28,22 @@ class ComputeBackendsTest {
                 .hasMessageContaining("pikv.compute must be auto, cpu or cuda, got 'tpu'");
     }
 
+    /** Libraries that do not load: no device without a device node, an unusable one with it. */
     @Test
-    void aProbeWithoutADriverFoundNoDevice() {
+    void aDriverThatDoesNotLoadIsNoDeviceUnlessADeviceNodeIsThere() {
+        UnsatisfiedLinkError link = new UnsatisfiedLinkError("libcuda.so.1: cannot open shared object file");
+        CudaUnavailableException none = CudaBackend.linkFailure(link, null);
+        assertThat(none.deviceFound()).isFalse();
+        assertThat(none).hasMessage("the CUDA driver library cannot be loaded (libcuda.so.1: cannot open shared "
+                + "object file)");
+        CudaUnavailableException unusable = CudaBackend.linkFailure(link, "/dev/nvidia0");
+        assertThat(unusable.deviceFound()).isTrue();
+        assertThat(unusable.getMessage()).startsWith("a GPU is there (/dev/nvidia0) but CUDA cannot be used from Java");
+        // The probe on this machine agrees with its own device node.
         ComputeBackends.Probe probe = ComputeBackends.probe();
         if (!probe.available() && probe.reason().startsWith("the CUDA driver library cannot be loaded")) {
-            assertThat(probe.deviceFound()).as("no driver: no device found, not an unusable one").isFalse();
-        }
-        if (probe.available()) {
-            assertThat(probe.deviceFound()).isTrue();
+            assertThat(CudaBackend.deviceNode()).isNull();
+            assertThat(probe.deviceFound()).isFalse();
         }
     }
 

@@ -379,11 +379,12 @@ class TelemetryPublisherTest {
     void aWindowWhoseCloseWaitedEndsWhenItsCountsAreRead() {
         java.util.concurrent.atomic.AtomicBoolean slow = new java.util.concurrent.atomic.AtomicBoolean(true);
         publisher = new TelemetryPublisher(new TelemetryPublisher.Settings("pikv.cache-events", "c", 0, SHAPE.experts(),
-                Duration.ofMillis(400), 8, Duration.ofSeconds(1)), new NodeSource() {
+                Duration.ofSeconds(4), 8, Duration.ofSeconds(1)), new NodeSource() {
                     @Override
                     public <T> T consistent(Supplier<T> read) {
                         if (slow.getAndSet(false)) {
-                            await().pollDelay(Duration.ofMillis(300)).until(() -> true); // half a period and more
+                            // Half a period and more; the tick after it has the other half (2 s) to come in.
+                            await().pollDelay(Duration.ofSeconds(3)).atMost(Duration.ofSeconds(10)).until(() -> true);
                         }
                         return read.get();
                     }
