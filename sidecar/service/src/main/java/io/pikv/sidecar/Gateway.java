@@ -277,17 +277,25 @@ public final class Gateway implements KvApi {
                         created.add(asked);
                     }
                 }
+                boolean unconfirmed = false;
                 for (SidecarClient shard : created) {
                     try {
                         shard.closeSequence(id);
                     } catch (RuntimeException closeFailure) {
                         if (!(closeFailure instanceof SidecarException se && se.status() == 404)) {
-                            LOG.warnf("gateway: sequence %d may stay open on %s after a failed create: %s", id,
+                            unconfirmed = true;
+                            LOG.warnf("gateway: sequence %d may stay open on %s after a failed create: %s; its id "
+                                    + "stays taken until a close succeeds (a DELETE, or the idle sweep)", id,
                                     shard.base(), closeFailure.getMessage());
                         }
                     }
                 }
-                sequences.remove(id); // only now: a create of the same id meanwhile would have had its sequence closed
+                if (unconfirmed) {
+                    // As a close a shard did not confirm: closing, unknown to every other call, its id taken.
+                    state.closing = true;
+                } else {
+                    sequences.remove(id); // only now: a create of the id meanwhile would have had its sequence closed
+                }
                 if (e instanceof Error error) {
                     throw error;
                 }
@@ -493,7 +501,7 @@ public final class Gateway implements KvApi {
         synchronized (state) {
             try {
                 checkOpen(sequence, state);
-                settle(state, sequence, layer);
+                settle(state, sequence, layer, null); // an append reads nothing
                 int lengthBefore = state.length[layer];
                 int[] positions = new int[entries.length];
                 List<List<Wire.AppendRequest.Entry>> parts = new ArrayList<>();
@@ -547,7 +555,9 @@ public final class Gateway implements KvApi {
                     try {
                         sent.get(s).await();
                     } catch (RuntimeException e) {
-                        if (failure == null) {
+                        // The first failure, unless a later part's is the client's own: that one is its answer (its
+                        // request is at fault whatever else failed), not a 502 of an earlier shard.
+                        if (failure == null || !ShardFailure.causedByClient(failure) && ShardFailure.causedByClient(e)) {
                             failure = e;
                             failedPart = s;
                         }
@@ -662,7 +672,13 @@ public final class Gateway implements KvApi {
         synchronized (state) {
             try {
                 checkOpen(sequence, state);
-                settle(state, sequence, request.layer());
+                BitSet asked = new BitSet(shards.size());
+                for (int s = 0; s < shards.size(); s++) {
+                    if (state.experts[request.layer()][s].intersects(scope)) {
+                        asked.set(s);
+                    }
+                }
+                settle(state, sequence, request.layer(), asked);
                 return attendLocked(state, sequence, request, scope);
             } finally {
                 used(state);
@@ -736,12 +752,19 @@ public final class Gateway implements KvApi {
         synchronized (state) {
             try {
                 checkOpen(sequence, state);
-                settle(state, sequence, layer);
+                int owner = current.shardOf(experts[0]);
+                BitSet asked = new BitSet(shards.size());
+                asked.set(owner);
+                for (int s = 0; s < shards.size(); s++) {
+                    if (state.experts[layer][s].intersects(scope)) {
+                        asked.set(s);
+                    }
+                }
+                settle(state, sequence, layer, asked);
                 int position = state.length[layer];
                 if (position > KvShard.MAX_POSITION) {
                     throw layerFull(sequence, layer);
                 }
-                int owner = current.shardOf(experts[0]);
                 // Every body is encoded before the first is sent, so the sends go out back to back.
                 List<SidecarClient.Prepared<PartialAttention>> prepared = new ArrayList<>();
                 prepared.add(shards.get(owner).prepareStepPartial(sequence, routed, position));
@@ -999,12 +1022,15 @@ public final class Gateway implements KvApi {
 
     /**
      * Asks again for the entries of {@code layer} whose take-back was not confirmed (state's lock held): a shard that
-     * now takes back all of them, or a deadline passed, ends the asking.
+     * now takes back all of them, or a deadline passed, ends the asking. A shard that cannot be asked and that the call
+     * is about to ask ({@code asked}; null for a call that reads nothing) fails the call with 502: its answer could
+     * cover a failed call's entries.
      */
-    private void settle(State state, long sequence, int layer) {
+    private void settle(State state, long sequence, int layer, BitSet asked) {
         if (state.unconfirmed.isEmpty()) {
             return;
         }
+        RuntimeException unsettled = null;
         long now = System.nanoTime();
         for (java.util.ListIterator<Unconfirmed> it = state.unconfirmed.listIterator(); it.hasNext(); ) {
             Unconfirmed u = it.next();
@@ -1027,6 +1053,11 @@ public final class Gateway implements KvApi {
             } catch (RuntimeException e) {
                 LOG.debugf("gateway: asking %s again to take back %s failed: %s", shards.get(u.shard()).base(),
                         Arrays.toString(u.positions()), e.getMessage());
+                if (asked != null && asked.get(u.shard()) && unsettled == null && now - u.untilNanos() <= 0) {
+                    unsettled = ShardFailure.withNote(e, shards.get(u.shard()).base() + " could not be asked again to "
+                            + "take back positions " + Arrays.toString(u.positions()) + " of a failed call (sequence "
+                            + sequence + " layer " + layer + "), and this call would read them: send it again");
+                }
             }
             if (now - u.untilNanos() > 0) {
                 LOG.warnf("gateway: %s never confirmed taking back %d of positions %s of sequence %d layer %d; no "
@@ -1036,6 +1067,9 @@ public final class Gateway implements KvApi {
             } else if (taken != u.taken()) {
                 it.set(new Unconfirmed(u.layer(), u.shard(), u.positions(), taken, u.untilNanos()));
             }
+        }
+        if (unsettled != null) {
+            throw unsettled;
         }
     }
 }

@@ -24,6 +24,11 @@ public final class ShardFailure extends RuntimeException {
     static final java.util.Set<String> CLIENT_KINDS = java.util.Set.of("invalid-request", "malformed-json",
             "sequence-exists", "budget-exceeded", "body-too-large", "block-too-large", "stale-epoch");
 
+    /** Whether {@code e} is a shard's refusal that the client's request caused (passed on as it came). */
+    static boolean causedByClient(RuntimeException e) {
+        return e instanceof SidecarException se && clientsFault(se);
+    }
+
     private static boolean clientsFault(SidecarException se) {
         return se.status() >= 400 && se.status() < 500 && se.type() != null
                 && se.type().startsWith("urn:pikv:problem:")

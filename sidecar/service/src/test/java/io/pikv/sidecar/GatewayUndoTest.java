@@ -223,6 +223,18 @@ class GatewayUndoTest {
         assertThatThrownBy(() -> g.create(44L)).isInstanceOf(ShardFailure.class);
         assertThat(fakes.get(0).requests).containsExactly("POST /v1/sequences", "DELETE /v1/sequences/44");
         assertThat(fakes.get(1).requests).containsExactly("POST /v1/sequences", "GET /v1/sequences/44");
+        // Shard 1 fails, and shard 0 does not confirm closing what it made: the id stays taken, closing, until a
+        // close gets through (a create of it meanwhile would meet shard 0's sequence).
+        fakes.forEach(f -> f.requests.clear());
+        fakes.get(1).describeAnswer = "{\"layers\":[]}";
+        fakes.get(0).closeStatus = 500;
+        assertThatThrownBy(() -> g.create(45L)).isInstanceOf(ShardFailure.class);
+        assertThatThrownBy(() -> g.create(45L)).isInstanceOf(SequenceExistsException.class);
+        assertThatThrownBy(() -> g.lengths(45L)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
+        fakes.get(0).closeStatus = 204;
+        fakes.get(1).createStatus = 201;
+        g.close(45L);
+        assertThat(g.create(45L)).isEqualTo(45L);
     }
 
     @Test
@@ -622,6 +634,34 @@ class GatewayUndoTest {
     }
 
     /**
+     * A shard that cannot be asked again for a failed step's token (its late store may have landed) is not attended
+     * over by the next step: that step fails (502) before sending anything, and goes through once the ask does.
+     */
+    @Test
+    void aStepIsNotAnsweredOverAShardThatCouldNotBeAskedAgain() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
+        String steps = "POST /v1/sequences/" + seq + "/steps";
+        fakes.get(0).stepStatus = 503;
+        fakes.get(0).withdrawn = 0; // not confirmed: asked for again before the layer's next call
+        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class);
+        fakes.get(0).stepStatus = 200;
+        fakes.get(0).withdrawStatus = 500; // the ask fails
+        int before = fakes.get(0).requests.size();
+        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502))
+                .hasMessageContaining("could not be asked again to take back positions [0] of a failed call");
+        assertThat(fakes.get(0).requests.subList(before, fakes.get(0).requests.size())).containsExactly(withdrawal);
+        fakes.get(0).withdrawStatus = 200;
+        fakes.get(0).withdrawn = 1;
+        before = fakes.get(0).requests.size();
+        assertThat(g.step(seq, stepOnShard0()).position()).isEqualTo(1);
+        assertThat(fakes.get(0).requests.subList(before, fakes.get(0).requests.size()))
+                .containsExactly(withdrawal, steps);
+    }
+
+    /**
      * Two failed steps' positions merge into one take-back; the shard takes them back one call at a time (each late
      * store lands between asks): once it has taken back both, over the asks, it is asked no more.
      */
@@ -676,7 +716,10 @@ class GatewayUndoTest {
         assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full");
         // The entry at position 0 may still be on shard 0: positions 0 and 1 are not given again.
         assertThat(g.lengths(seq)).containsExactly(2);
-        // Attention asks shard 0, which may hold its entry, and not shard 1, which refused its part: nothing there.
+        // Asked again, shard 0 answers but takes nothing back (its entry may never come). Attention asks shard 0,
+        // which may hold its entry, and not shard 1, which refused its part: nothing there.
+        fakes.get(0).withdrawStatus = 200;
+        fakes.get(0).withdrawn = 0;
         byte[] empty = Wire.encodePartial(io.pikv.kv.PartialAttention.empty(SHAPE.qHeads(), SHAPE.headDim(), false));
         fakes.forEach(f -> {
             f.partial = empty;
@@ -771,6 +814,12 @@ class GatewayUndoTest {
         fakes.get(1).appendDetail = "v[0] is Infinity";
         assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class)
                 .hasMessage("entry 1: v[0] is Infinity");
+        // Also when an earlier shard failed on its own meanwhile: the client's request is at fault, and is told so.
+        fakes.get(0).appendStatus = 500;
+        fakes.get(0).appendDetail = "disk on fire";
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class)
+                .hasMessage("entry 1: v[0] is Infinity")
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(400));
     }
 
     @Test
@@ -827,7 +876,12 @@ class GatewayUndoTest {
                     .putInt(Integer.MAX_VALUE - 1).putInt(0).array(),
             partial.apply(new double[] {Double.NaN, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0}), // a NaN running max
             partial.apply(new double[] {0, 0, 1, Double.POSITIVE_INFINITY, 0, 0, 0, 0, 0, 0, 0, 0}), // infinite sum
-            partial.apply(new double[] {0, 0, 1, 1, 0, 0, 0, Double.NaN, 0, 0, 0, 0})}; // a NaN value
+            partial.apply(new double[] {0, 0, 1, 1, 0, 0, 0, Double.NaN, 0, 0, 0, 0}), // a NaN value
+            // Heads that contradict themselves (the merge would drop their mass): nothing seen but a sum or a value,
+            // an entry seen but no sum.
+            partial.apply(new double[] {Double.NEGATIVE_INFINITY, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0}),
+            partial.apply(new double[] {Double.NEGATIVE_INFINITY, 0, 0, 1, 0.5, 0, 0, 0, 0, 0, 0, 0}),
+            partial.apply(new double[] {0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0})};
         for (byte[] b : bad) {
             fakes.get(0).partial = b;
             fakes.get(1).partial = b;

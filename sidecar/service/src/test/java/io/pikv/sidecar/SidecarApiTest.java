@@ -373,6 +373,9 @@ class SidecarApiTest {
         given().contentType("application/octet-stream").body(step).post(steps + "?position=2147483648")
                 .then().statusCode(400).contentType(PROBLEM)
                 .body("detail", equalTo("position must be at most 2147483647, got 2147483648"));
+        given().contentType("application/octet-stream").body(step).post(steps + "?position=99999999999999999999999")
+                .then().statusCode(400).contentType(PROBLEM)
+                .body("detail", equalTo("position must be at most 2147483647, got 99999999999999999999999"));
         given().contentType("application/octet-stream").post(steps).then().statusCode(400).contentType(PROBLEM)
                 .body("detail", containsString("0 bytes"));
         given().get(steps).then().statusCode(405).contentType(PROBLEM);
@@ -418,6 +421,10 @@ class SidecarApiTest {
         given().contentType("application/octet-stream; charset=binary").accept("application/octet-stream, */*")
                 .body(step).post(steps + "?position=5").then().statusCode(200).contentType("application/octet-stream");
         given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(6));
+        // Leading zeros are digits too: position 6.
+        given().contentType("application/octet-stream").body(step).post(steps + "?position=000000000006").then()
+                .statusCode(200);
+        given().get("/v1/sequences/" + seq).then().body("layers[0].length", equalTo(7));
         client.closeSequence(seq);
     }
 

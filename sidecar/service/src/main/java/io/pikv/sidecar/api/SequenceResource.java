@@ -172,10 +172,11 @@ public class SequenceResource {
         if (value == null || value.isEmpty()) {
             return null;
         }
-        if (value.length() > 10 || !value.chars().allMatch(c -> c >= '0' && c <= '9')) {
+        if (!value.chars().allMatch(c -> c >= '0' && c <= '9')) {
             throw new IllegalArgumentException("position must be a whole number in digits 0-9, got '" + value + "'");
         }
-        long position = Long.parseLong(value);
+        String digits = value.replaceFirst("^0+(?=.)", ""); // leading zeros change nothing
+        long position = digits.length() > 10 ? Long.MAX_VALUE : Long.parseLong(digits);
         if (position > Integer.MAX_VALUE) {
             throw new IllegalArgumentException("position must be at most " + Integer.MAX_VALUE + ", got " + value);
         }

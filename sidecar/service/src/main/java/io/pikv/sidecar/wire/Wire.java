@@ -180,6 +180,19 @@ public final class Wire {
                 throw new WireException("a partial's weighted value " + i + " is " + o[i]);
             }
         }
+        // A head that saw nothing has no max, no sum and no values; one that saw an entry has a sum of at least the
+        // max's own exp(0). Anything else would lose mass in the merge without a word.
+        for (int h = 0; h < qh; h++) {
+            boolean empty = m[h] == Double.NEGATIVE_INFINITY;
+            boolean valuesZero = true;
+            for (int i = h * d; i < (h + 1) * d; i++) {
+                valuesZero &= o[i] == 0;
+            }
+            if (empty ? l[h] != 0 || !valuesZero : !(l[h] > 0)) {
+                throw new WireException("a partial's head " + h + " contradicts itself: max " + m[h] + ", sum " + l[h]
+                        + (empty && !valuesZero ? ", weighted values not 0" : ""));
+            }
+        }
         return new PartialAttention(qh, d, m, l, o, visited, null, null);
     }
 
@@ -266,8 +279,8 @@ public final class Wire {
         need(in, 8, "step response header");
         int position = in.getInt();
         int k = in.getInt();
-        if (k < 0 || k > shape.topK()) {
-            throw new WireException("a step response names 0 to " + shape.topK() + " experts, got " + k);
+        if (k < 1 || k > shape.topK()) {
+            throw new WireException("a step response names 1 to " + shape.topK() + " experts, got " + k);
         }
         exact(body.length, 8 + 4L * k + 4L * shape.queryWidth(), "a step response");
         if (position < 0) {
