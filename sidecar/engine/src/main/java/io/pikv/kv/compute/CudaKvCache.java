@@ -195,9 +195,23 @@ public final class CudaKvCache implements AutoCloseable {
             }
         }
         Layer l = layer(sequence, layer);
-        if (l.n == 0 || l.lastCount == PAGE_TOKENS) {
+        int countBefore = l.lastCount;
+        boolean added = l.n == 0 || l.lastCount == PAGE_TOKENS;
+        if (added) {
             addPage(l);
         }
+        try {
+            write(l, k, v, half, width);
+        } catch (RuntimeException | Error e) {
+            if (added) {
+                dropLastPage(l, countBefore); // a page the failed write left empty would stop later uploads
+            }
+            throw e;
+        }
+    }
+
+    /** Writes one token at the end of the layer's last page (which has room) on the device. */
+    private void write(Layer l, float[] k, float[] v, boolean half, int width) {
         cuda.bind();
         if (!half) {
             if (l.lastPage == null) {
@@ -238,10 +252,16 @@ public final class CudaKvCache implements AutoCloseable {
             throw new IllegalStateException("the last page of sequence " + sequence + " layer " + layer
                     + " is partial; upload whole pages before appending tokens");
         }
+        int countBefore = l.lastCount;
         addPage(l);
-        cuda.bind();
-        JCudaDriver.cuMemcpyHtoD(slab.withByteOffset(pool.offset(l.pages[l.n - 1])), Pointer.to(page),
-                layout.pageBytes());
+        try {
+            cuda.bind();
+            JCudaDriver.cuMemcpyHtoD(slab.withByteOffset(pool.offset(l.pages[l.n - 1])), Pointer.to(page),
+                    layout.pageBytes());
+        } catch (RuntimeException | Error e) {
+            dropLastPage(l, countBefore);
+            throw e;
+        }
         l.lastCount = count;
         if (layout.type() == StorageType.INT8 && count < PAGE_TOKENS) {
             // Later appends quantize into the host copy of this page.
@@ -251,6 +271,12 @@ public final class CudaKvCache implements AutoCloseable {
             l.lastPage.clear();
             l.lastPage.put(page.duplicate()).clear();
         }
+    }
+
+    /** Takes back the page {@link #addPage} just added, its slot free again and the count as before. */
+    private void dropLastPage(Layer l, int countBefore) {
+        pool.release(l.pages[--l.n]);
+        l.lastCount = countBefore;
     }
 
     private void addPage(Layer l) {
@@ -462,7 +488,7 @@ public final class CudaKvCache implements AutoCloseable {
         /** Splits of one wave of resident blocks (the grid this plan aims at). */
         private int waveSplits() {
             int slots = cuda.residentBlocks(partialKernel, THREADS) * cuda.multiprocessors();
-            return Math.max(1, WAVES * slots / shape.kvHeads());
+            return (int) Math.min(Integer.MAX_VALUE, Math.max(1, (long) WAVES * slots / shape.kvHeads()));
         }
 
         /** Points the plan at these pages: the page list and counts are copied, the grid is sized for them. */
