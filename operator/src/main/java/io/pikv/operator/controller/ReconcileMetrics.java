@@ -13,7 +13,7 @@ import java.util.Map;
 
 /**
  * Per-cluster reconcile metrics (Prometheus at {@code /q/metrics}): {@code pikv_operator_reconciles_total} by result
- * (applied, invalid, failed), {@code pikv_operator_reconcile_failures_total}, and
+ * (applied, invalid, blocked, relabelled, failed), {@code pikv_operator_reconcile_failures_total}, and
  * {@code pikv_operator_reconcile_duration_seconds} (a histogram with buckets from 5 ms to 10 s). JOSDK's own
  * ({@code reconciliations_*}, per controller) come beside them through {@link SdkMetrics}, which also removes a
  * deleted cluster's series ({@link #forget}) on the SDK's delete event.

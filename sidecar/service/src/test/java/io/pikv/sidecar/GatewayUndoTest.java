@@ -201,6 +201,11 @@ class GatewayUndoTest {
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 1, kv, kv)});
     }
 
+    /** The requests {@code shard} received after its first {@code before}. */
+    private static List<String> since(FakeShard shard, int before) {
+        return shard.requests.subList(before, shard.requests.size());
+    }
+
     @Test
     void aFailedCreateClosesTheSequenceWhereverItMayHaveBeenMade() throws IOException {
         Gateway g = gateway();
@@ -626,11 +631,11 @@ class GatewayUndoTest {
         fakes.get(0).withdrawn = 1; // the late token landed, and is taken back by the asking before the next step
         int before = fakes.get(0).requests.size();
         assertThat(g.step(seq, stepOnShard0()).position()).isEqualTo(1);
-        assertThat(fakes.get(0).requests.subList(before, fakes.get(0).requests.size()))
+        assertThat(since(fakes.get(0), before))
                 .containsExactly(withdrawal, steps);
         before = fakes.get(0).requests.size();
         g.step(seq, stepOnShard0()); // confirmed: not asked again
-        assertThat(fakes.get(0).requests.subList(before, fakes.get(0).requests.size())).containsExactly(steps);
+        assertThat(since(fakes.get(0), before)).containsExactly(steps);
     }
 
     /**
@@ -652,12 +657,12 @@ class GatewayUndoTest {
         assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class)
                 .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502))
                 .hasMessageContaining("could not be asked again to take back positions [0] of a failed call");
-        assertThat(fakes.get(0).requests.subList(before, fakes.get(0).requests.size())).containsExactly(withdrawal);
+        assertThat(since(fakes.get(0), before)).containsExactly(withdrawal);
         fakes.get(0).withdrawStatus = 200;
         fakes.get(0).withdrawn = 1;
         before = fakes.get(0).requests.size();
         assertThat(g.step(seq, stepOnShard0()).position()).isEqualTo(1);
-        assertThat(fakes.get(0).requests.subList(before, fakes.get(0).requests.size()))
+        assertThat(since(fakes.get(0), before))
                 .containsExactly(withdrawal, steps);
     }
 
@@ -682,7 +687,7 @@ class GatewayUndoTest {
         g.step(seq, stepOnShard0());
         int before = fakes.get(0).requests.size();
         g.step(seq, stepOnShard0()); // both taken back by now: no third ask
-        assertThat(fakes.get(0).requests.subList(before, fakes.get(0).requests.size())).containsExactly(steps);
+        assertThat(since(fakes.get(0), before)).containsExactly(steps);
         assertThat(fakes.get(0).requests.stream().filter(withdrawal::equals)).hasSize(5); // 2 undos, 1 + 2 asks
     }
 

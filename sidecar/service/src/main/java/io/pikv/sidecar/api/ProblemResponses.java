@@ -36,7 +36,9 @@ public class ProblemResponses implements OASFilter {
             + "refused it for a reason that is no fault of the request (a refusal the request caused is passed on with "
             + "the shard's 4xx status as shard-refused)";
 
-    private static final String BUDGET_FULL = "budget-exceeded: the store is full and its eviction policy freed nothing";
+    private static final String BUDGET_FULL = "budget-exceeded: the store is full and its eviction policy freed "
+            + "nothing, or the request needs more than the budget can make room for (entries that do not fit beside "
+            + "each other, a step whose token keeps being evicted before its attention)";
     private static final String NOT_READY = "not-ready: the sidecar has not read its control topic to the end yet "
             + "(nor is its start-up wait over); nothing was done, send it again";
 
@@ -116,7 +118,8 @@ public class ProblemResponses implements OASFilter {
                 "406", NOT_ACCEPTABLE,
                 "409", "stale-epoch: not newer than the map in effect",
                 "413", TOO_LARGE,
-                "415", UNSUPPORTED));
+                "415", UNSUPPORTED,
+                "503", NOT_READY));
         return t;
     }
 

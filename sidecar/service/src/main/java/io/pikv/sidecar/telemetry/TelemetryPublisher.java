@@ -152,7 +152,9 @@ public final class TelemetryPublisher implements AutoCloseable {
         this.published = Counter.builder("pikv.telemetry.records.published")
                 .description("Telemetry records Kafka acknowledged").register(registry);
         this.failures = Counter.builder("pikv.telemetry.send.failures")
-                .description("Telemetry sends that failed (the record is retried or, when Kafka refused it for good, dropped)")
+                .description("Telemetry sends that failed (the record is retried or, when Kafka refused it for good, "
+                        + "dropped; or counted as neither, refused for good after a try that timed out and may have "
+                        + "landed)")
                 .register(registry);
         this.meters = List.of(published, failures,
                 FunctionCounter.builder("pikv.telemetry.records.dropped", buffer, TelemetryBuffer::dropped)
