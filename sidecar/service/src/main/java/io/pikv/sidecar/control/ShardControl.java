@@ -147,10 +147,12 @@ public final class ShardControl {
                         return Optional.of("a budget of " + bytes + " bytes is below one page of " + shard.pageBytes()
                                 + " bytes");
                     }
+                    // Whole pages, as the store counts them (and as the configured budget is checked): a remainder
+                    // below one page beyond the last addressable one is no page more.
                     long ceiling = (long) shard.layout().maxPages() * shard.pageBytes();
-                    return bytes > ceiling ? Optional.of("a budget of " + bytes + " bytes is more pages than the "
-                            + shard.layout().maxPages() + " this shard can address (" + ceiling + " bytes)")
-                            : Optional.empty();
+                    return bytes / shard.pageBytes() > shard.layout().maxPages() ? Optional.of("a budget of " + bytes
+                            + " bytes is more pages than the " + shard.layout().maxPages() + " this shard can address ("
+                            + ceiling + " bytes)") : Optional.empty();
                 }
 
                 @Override

@@ -247,11 +247,14 @@ class ShardControlTest {
                         "epoch 5: policy lru has no parameter 'window' (it takes none)"),
                 new Bad(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "reject", Map.of(), 100),
                         "epoch 5: a budget of 100 bytes is below one page of 2048 bytes"),
-                new Bad(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "reject", Map.of(), ceiling + 1),
-                        "epoch 5: a budget of " + (ceiling + 1) + " bytes is more pages than the "
-                                + node.layout().maxPages() + " this shard can address (" + ceiling + " bytes)"),
+                new Bad(new ControlState(1, "c1", 5, List.of(0, 0, 0, 0), 1, "reject", Map.of(),
+                        ceiling + node.pageBytes()), "epoch 5: a budget of " + (ceiling + node.pageBytes())
+                        + " bytes is more pages than the " + node.layout().maxPages() + " this shard can address ("
+                        + ceiling + " bytes)"),
                 new Bad(new ControlState(1, "c1", -2, List.of(0, 0, 0, 0), 1, "reject", Map.of(), 4096),
                         "epoch -2: epoch must be >= 0, got -2"));
+        // Whole pages, as the configured budget is read: less than a page beyond the ceiling is no page more.
+        assertThat(ShardControl.Budget.of(node).check(ceiling + node.pageBytes() - 1)).isEmpty();
         for (Bad b : bad) {
             assertThat(control.apply(b.record())).as(b.reason()).isEqualTo(ShardControl.Outcome.INVALID);
             ShardControl.State s = control.state();
