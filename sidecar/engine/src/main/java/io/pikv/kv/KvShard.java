@@ -579,7 +579,14 @@ public final class KvShard {
             } else if (removal == Removal.DISCARD) {
                 countEviction(ls, layer, page.expert[slot]);
                 ls.evictedPerExpert[page.expert[slot]]--; // an eviction, but no miss to come
-                ls.clearLocation(position);
+                if (before >= 0) {
+                    // A re-store discarded: the eviction it had replaced stands again (a miss, as before the
+                    // re-store), and withdrawing the re-store takes it back to that eviction, as after an eviction.
+                    ls.markEvicted(position, before, before);
+                    ls.evictedPerExpert[before]++;
+                } else {
+                    ls.clearLocation(position);
+                }
             } else {
                 uncount(ls, layer, page.expert[slot]);
                 if (before >= 0) {

@@ -163,6 +163,7 @@ public final class KvStore implements AutoCloseable {
      * and {@code primaryExpert} is the token's first expert. Returns the token's position.
      */
     public int append(long sequence, int layer, int primaryExpert, float[] k, float[] v) {
+        checkOpen(); // first: a closed store says so, whatever else is wrong
         shape.checkLayer(layer);
         if (primaryExpert < 0 || primaryExpert >= shape.experts()) {
             throw new IllegalArgumentException("expert " + primaryExpert + " is out of range: the model has "

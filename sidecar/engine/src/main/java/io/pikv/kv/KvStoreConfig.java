@@ -49,6 +49,11 @@ public record KvStoreConfig(ModelShape shape, StorageType storageType, int pageT
             throw new IllegalArgumentException("budget of " + budgetBytes + " bytes gives each of the " + shards
                     + " shards less than one page of " + layout.pageBytes() + " bytes");
         }
+        if (budgetBytes / shards / layout.pageBytes() > layout.maxPages()) {
+            throw new IllegalArgumentException("budget of " + budgetBytes + " bytes gives each of the " + shards
+                    + " shards more than the " + layout.maxPages() + " pages of " + layout.pageBytes()
+                    + " bytes one shard can address: lower the budget, use more shards, or larger pages");
+        }
     }
 
     /** Settings of a plain (not low-rank) store. */

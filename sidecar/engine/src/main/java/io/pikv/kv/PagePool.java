@@ -92,6 +92,7 @@ public final class PagePool {
         this.budgetBytes = budgetBytes;
         this.memoryCap = Integer.MAX_VALUE;
         while (trimFree && live > maxPages && !free.isEmpty()) {
+            reserveFreeId(); // before the page leaves the free list: a refused allocation then loses nothing
             drop(free.pollLast());
         }
     }
@@ -150,21 +151,30 @@ public final class PagePool {
     }
 
     void release(Page page) {
+        // What may allocate first (the free list or the free ids may grow): refused, it leaves the pool as it was.
+        if (live > maxPages) {
+            reserveFreeId();
+        } else {
+            free.addFirst(page);
+        }
         page.count = 0;
         page.segment = null;
         page.indexInSegment = -1;
         inUse--;
         if (live > maxPages) {
             drop(page); // the budget shrank: this page's memory goes
-        } else {
-            free.addFirst(page);
+        }
+    }
+
+    /** Room for one more free id. */
+    private void reserveFreeId() {
+        if (freeIdCount == freeIds.length) {
+            freeIds = Arrays.copyOf(freeIds, Math.max(16, freeIds.length * 2));
         }
     }
 
     private void drop(Page page) {
-        if (freeIdCount == freeIds.length) {
-            freeIds = Arrays.copyOf(freeIds, Math.max(16, freeIds.length * 2)); // before anything changes
-        }
+        reserveFreeId(); // before anything changes
         droppedSinceReserve++;
         byId[page.id] = null;
         freeIds[freeIdCount++] = page.id;

@@ -85,6 +85,40 @@ class EvictionTest {
         }
     }
 
+    /**
+     * A re-store of an evicted position (a step stored again) discarded by a budget: the eviction it replaced stands
+     * (a miss, as before the re-store), and withdrawing the re-store takes it back to that eviction, as after an
+     * eviction of the re-store.
+     */
+    @Test
+    void aDiscardedReStoreLeavesTheEvictionItReplaced() {
+        Random rnd = new Random(33);
+        for (boolean discard : new boolean[] {true, false}) {
+            try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP32).pageTokens(16)
+                    .shards(1).buckets(1).threads(1).build())) {
+                long seq = store.createSequence();
+                List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 8, rnd);
+                Reference.load(store, seq, 0, entries);
+                KvShard shard = store.shards().get(0);
+                Reference.Entry e = entries.get(5);
+                assertThat(shard.evict(seq, 0, new int[] {5})).isEqualTo(1);
+                shard.append(seq, 0, 5, e.expert(), e.k(), e.v()); // stored again
+                assertThat(discard ? shard.discard(seq, 0, new int[] {5}) : shard.evict(seq, 0, new int[] {5}))
+                        .isEqualTo(1);
+                float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+                store.attend(seq, 0, q, AttentionScope.all(), false);
+                assertThat(shard.stats().misses()).as("discard %s: the eviction before the re-store", discard)
+                        .isEqualTo(1);
+                // The re-store's request is undone: taken back, and the first eviction stays.
+                assertThat(shard.withdraw(seq, 0, new int[] {5})).as("discard %s", discard).isEqualTo(1);
+                assertThat(shard.withdraw(seq, 0, new int[] {5})).isZero();
+                store.attend(seq, 0, q, AttentionScope.all(), false);
+                assertThat(shard.stats().misses()).isEqualTo(2);
+                assertThat(store.resident(seq, 0)).isEqualTo(7);
+            }
+        }
+    }
+
     @Test
     void aHookThatFailsOnEvictedLeavesTheShardWhole() {
         // evicted() throws for every entry: the page must still be freed and counted once, the tokens evicted by

@@ -111,10 +111,11 @@ class ValidationTest {
         rejects(() -> KvStoreConfig.builder(SHAPE).pageTokens(24).build(), "pageTokens must be a power of two");
         rejects(() -> KvStoreConfig.builder(SHAPE).buckets(3).build(), "buckets must be a power of two");
         rejects(() -> KvStoreConfig.builder(SHAPE).shards(4).budgetBytes(1000).build(), "less than one page");
-        // 1 TiB of 128 KiB pages is 8 Mi pages; a shard names at most 2^31 / 1024 - 1 of 1024 tokens: refused, not cut.
-        rejects(() -> new KvStore(KvStoreConfig.builder(SHAPE).pageTokens(1024).budgetBytes(1L << 40).build()),
-                "budget of 1099511627776 bytes is 8388608 pages of 131072 bytes, more than the 2097150 one shard can "
-                        + "address");
+        // 1 TiB of 128 KiB pages is 8 Mi pages; a shard names at most 2^31 / 1024 - 1 of 1024 tokens: refused, not cut,
+        // and when the settings are built, not only when a store is made of them.
+        rejects(() -> KvStoreConfig.builder(SHAPE).pageTokens(1024).budgetBytes(1L << 40).build(),
+                "budget of 1099511627776 bytes gives each of the 1 shards more than the 2097150 pages of 131072 bytes "
+                        + "one shard can address");
         rejects(() -> KvStoreConfig.builder(SHAPE).kernel("gpu").build(),
                 "kernel must be auto, vector or scalar, got 'gpu'");
         rejects(() -> StorageType.parse("bf16"), "unknown storage type 'bf16': use fp32, fp16 or int8");
