@@ -25,6 +25,7 @@ public final class LocalKafka implements AutoCloseable {
     private final KafkaClusterTestKit cluster;
 
     private final java.util.concurrent.atomic.AtomicBoolean closed = new java.util.concurrent.atomic.AtomicBoolean();
+    private final java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
     private volatile Thread onExit;
 
     private LocalKafka(KafkaClusterTestKit cluster) {
@@ -128,10 +129,18 @@ public final class LocalKafka implements AutoCloseable {
         }
     }
 
+    /**
+     * Stops the broker and deletes its directory; once only (a later call waits for the first to finish: the exit
+     * hook must not let the JVM halt while the main thread's close is still deleting).
+     */
     @Override
-    /** Stops the broker and deletes its directory; once only (a later call, or the exit hook's, does nothing). */
     public void close() {
         if (!closed.compareAndSet(false, true)) {
+            try {
+                stopped.await(30, java.util.concurrent.TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
             return;
         }
         Thread hook = onExit;
@@ -146,6 +155,8 @@ public final class LocalKafka implements AutoCloseable {
             cluster.close();
         } catch (Exception e) {
             throw new Main.RunFailure("cannot stop the local Kafka broker: " + e.getMessage(), e);
+        } finally {
+            stopped.countDown();
         }
     }
 }

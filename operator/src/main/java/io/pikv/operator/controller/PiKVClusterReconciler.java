@@ -104,7 +104,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
 
     /**
      * What a reconcile did: its control, and its result for the metrics ({@code applied}, {@code invalid},
-     * {@code blocked}).
+     * {@code blocked}, {@code relabelled}).
      */
     private record Outcome(UpdateControl<PiKVCluster> control, String result) {
     }
@@ -260,23 +260,27 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
     private record Claim(String taken, boolean relabelled) {
     }
 
-    /** Checks one name (see {@link #claimNames}); true when the object was the cluster's and was labelled again. */
+    /**
+     * Checks one name (see {@link #claimNames}); true when the object is the cluster's but its informer does not hold
+     * it yet (it was labelled again now, or before and the informer has not seen it since).
+     */
     private <T extends io.fabric8.kubernetes.api.model.HasMetadata> boolean claim(
             PiKVCluster cluster, Context<PiKVCluster> context, Class<T> kind, String objectName, List<String> foreign) {
         String namespace = cluster.getMetadata().getNamespace();
         String uid = cluster.getMetadata().getUid();
         T held = context.getSecondaryResource(kind).orElse(null);
-        if (held != null) {
+        if (held != null && !ownedBy(held, uid)) {
             // Matched by the owner reference's name: a cluster deleted and created again under the same name finds the
             // old one's objects here until the garbage collector removes them. Applying over them would take them
             // over (the old pods, the old control state) and report them as created.
             String previousOwner = ownerOfAnother(held, cluster);
             if (previousOwner != null) {
-                foreign.add(kind.getSimpleName() + " " + namespace + "/" + objectName + " already exists and is not "
-                        + "this cluster's (it belongs to a deleted PiKVCluster of this name, uid " + previousOwner
-                        + ": it goes once the garbage collector removes it)");
+                foreign.add(notOurs(kind, namespace, objectName, ofDeleted(previousOwner)));
             }
             return false;
+        }
+        if (held != null) {
+            return false; // this cluster's (an owner reference of the old one beside it is the garbage collector's)
         }
         T found = context.getClient().resources(kind).inNamespace(namespace).withName(objectName).get();
         if (found == null) {
@@ -285,8 +289,12 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         java.util.Map<String, String> labels = found.getMetadata().getLabels();
         boolean labelled = labels != null && PiKVClusterResources.MANAGED_BY.equals(
                 labels.get(PiKVClusterResources.LABEL_MANAGED_BY));
-        boolean owned = uid != null && found.getMetadata().getOwnerReferences() != null
-                && found.getMetadata().getOwnerReferences().stream().anyMatch(o -> uid.equals(o.getUid()));
+        boolean owned = ownedBy(found, uid);
+        if (owned && labelled) {
+            // Labelled (again) but not seen by the informers yet: applied now, it would be created again and refused
+            // (409). Looked at again once they hold it.
+            return true;
+        }
         if (owned && !labelled) {
             context.getClient().resources(kind).inNamespace(namespace).withName(objectName).edit(o -> {
                 if (o.getMetadata().getLabels() == null) {
@@ -301,15 +309,28 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         }
         if (!owned) {
             String previousOwner = ownerOfAnother(found, cluster);
-            foreign.add(kind.getSimpleName() + " " + namespace + "/" + objectName + " already exists and is not this "
-                    + "cluster's (" + (previousOwner != null ? "it belongs to a deleted PiKVCluster of this name, uid "
-                    + previousOwner + ": it goes once the garbage collector removes it"
+            foreign.add(notOurs(kind, namespace, objectName, previousOwner != null ? ofDeleted(previousOwner)
                     : labelled ? "labelled " + PiKVClusterResources.MANAGED_SELECTOR + " but owned by no PiKVCluster, "
                     + "as a cluster deleted with --cascade=orphan leaves it; the garbage collector will not remove it"
-                    : "no label " + PiKVClusterResources.MANAGED_SELECTOR + ", no owner reference to this PiKVCluster")
-                    + ")");
+                    : "no label " + PiKVClusterResources.MANAGED_SELECTOR + ", no owner reference to this PiKVCluster"));
         }
         return false;
+    }
+
+    /** The sentence for status naming an object of the cluster's names that is not its own, and why. */
+    private static String notOurs(Class<?> kind, String namespace, String objectName, String why) {
+        return kind.getSimpleName() + " " + namespace + "/" + objectName + " already exists and is not this cluster's ("
+                + why + ")";
+    }
+
+    private static String ofDeleted(String uid) {
+        return "it belongs to a deleted PiKVCluster of this name, uid " + uid + ": it goes once the garbage collector "
+                + "removes it";
+    }
+
+    private static boolean ownedBy(io.fabric8.kubernetes.api.model.HasMetadata object, String uid) {
+        return uid != null && object.getMetadata().getOwnerReferences() != null
+                && object.getMetadata().getOwnerReferences().stream().anyMatch(o -> uid.equals(o.getUid()));
     }
 
     /**

@@ -400,7 +400,7 @@ public final class PiKVClusterValidator {
                     + " = " + floor + " bytes): raise it to at least " + mebibytesCeil(floor) + "Mi"));
         }
         long ceiling = (long) layout.maxPages() * layout.pageBytes();
-        if (bytes > ceiling) {
+        if (bytes / layout.pageBytes() > layout.maxPages()) { // whole pages, as a shard counts its budget
             out.add(new Violation("spec.memoryPerShard", "is " + q + " (" + bytes + " bytes), more than one shard "
                     + "can address with " + type.name().toLowerCase() + " pages of " + layout.pageBytes() + " bytes ("
                     + layout.maxPages() + " pages, " + ceiling + " bytes): spread the KV over more shards"));

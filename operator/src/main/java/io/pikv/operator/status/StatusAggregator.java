@@ -146,8 +146,7 @@ public final class StatusAggregator {
             // Pods deleted or evicted with nothing of the spec changed: the StatefulSet leaves them out of its updated
             // count too, so this is no rollout (its replica count and template are those every pod ran).
             progressReason = Reasons.RECOVERING;
-            progressMessage = exist + " shard pods exist, " + desired + " desired; waiting for the StatefulSet to make "
-                    + "the missing ones again.";
+            progressMessage = missing(exist, desired);
         } else if (!rolledOut(s.statefulSet())) {
             progressReason = Reasons.ROLLING_OUT;
             progressMessage = updated + " of " + desired + " shard pods run config " + run.configHash() + ".";
@@ -157,8 +156,7 @@ public final class StatusAggregator {
             boolean scale = !Objects.equals(prev.getDesiredShards(), desired) || scaling(prev)
                     || progressingFor(prev, Reasons.ROLLING_OUT);
             progressReason = scale ? Reasons.SCALING : Reasons.RECOVERING;
-            progressMessage = exist + " shard pods exist, " + desired + " desired" + (scale ? "." : "; waiting for the "
-                    + "StatefulSet to make the missing ones again.");
+            progressMessage = scale ? exist + " shard pods exist, " + desired + " desired." : missing(exist, desired);
         } else if (ready < desired && (progressingFor(prev, Reasons.CREATING)
                 || prev.getShards() != null && prev.getShards() == 0 && Objects.equals(prev.getDesiredShards(), desired)
                 && prev.getReadyShards() != null && prev.getReadyShards() == 0)) {
@@ -353,6 +351,11 @@ public final class StatusAggregator {
         boolean seen = generation == null || sts != null && sts.getObservedGeneration() != null
                 && sts.getObservedGeneration() >= generation;
         status.setUpdatedShards(sts == null || sts.getUpdatedReplicas() == null || !seen ? 0 : sts.getUpdatedReplicas());
+    }
+
+    private static String missing(int exist, int desired) {
+        return exist + " shard pods exist, " + desired + " desired; waiting for the StatefulSet to make the missing ones "
+                + "again.";
     }
 
     /**

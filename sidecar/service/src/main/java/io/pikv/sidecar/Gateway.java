@@ -218,12 +218,12 @@ public final class Gateway implements KvApi {
             if (requested < 1) { // as a shard says it, before any shard is asked
                 throw new IllegalArgumentException("a sequence id must be >= 1, got " + requested);
             }
-            return create(requested.longValue());
+            return create(requested.longValue(), true);
         }
         for (int attempt = 1; ; attempt++) {
             long id = ThreadLocalRandom.current().nextLong(1, Long.MAX_VALUE);
             try {
-                return create(id);
+                return create(id, false);
             } catch (SequenceExistsException | ShardFailure e) {
                 // The gateway chose the id: one a shard already has (made there directly) is no client's fault.
                 boolean taken = e instanceof SequenceExistsException || ((ShardFailure) e).status() == 409;
@@ -234,7 +234,8 @@ public final class Gateway implements KvApi {
         }
     }
 
-    private long create(long id) {
+    /** {@code explicit}: the client named the id (it can close it); else the gateway chose it. */
+    private long create(long id, boolean explicit) {
         if (!closedUnsettled.isEmpty()) {
             long now = System.nanoTime();
             closedUnsettled.values().removeIf(until -> now - until > 0);
@@ -284,14 +285,16 @@ public final class Gateway implements KvApi {
                     } catch (RuntimeException closeFailure) {
                         if (!(closeFailure instanceof SidecarException se && se.status() == 404)) {
                             unconfirmed = true;
-                            LOG.warnf("gateway: sequence %d may stay open on %s after a failed create: %s; its id "
-                                    + "stays taken until a close succeeds (a DELETE, or the idle sweep)", id,
-                                    shard.base(), closeFailure.getMessage());
+                            LOG.warnf("gateway: sequence %d may stay open on %s after a failed create: %s%s", id,
+                                    shard.base(), closeFailure.getMessage(), explicit ? "; its id stays taken until a "
+                                    + "close succeeds (a DELETE, or the idle sweep)" : " (the shard closes it as idle)");
                         }
                     }
                 }
-                if (unconfirmed) {
-                    // As a close a shard did not confirm: closing, unknown to every other call, its id taken.
+                if (unconfirmed && explicit) {
+                    // As a close a shard did not confirm: closing, unknown to every other call, its id taken, so that
+                    // the client, who knows the id, can close it. An id the gateway chose is let go instead: no
+                    // client learnt it, and a shard that is down would otherwise leave one per failed create.
                     state.closing = true;
                 } else {
                     sequences.remove(id); // only now: a create of the id meanwhile would have had its sequence closed
@@ -672,26 +675,30 @@ public final class Gateway implements KvApi {
         synchronized (state) {
             try {
                 checkOpen(sequence, state);
-                BitSet asked = new BitSet(shards.size());
-                for (int s = 0; s < shards.size(); s++) {
-                    if (state.experts[request.layer()][s].intersects(scope)) {
-                        asked.set(s);
-                    }
-                }
+                BitSet asked = holding(state, request.layer(), scope);
                 settle(state, sequence, request.layer(), asked);
-                return attendLocked(state, sequence, request, scope);
+                return attendLocked(state, sequence, request, asked);
             } finally {
                 used(state);
             }
         }
     }
 
-    private PartialAttention attendLocked(State state, long sequence, Wire.AttendRequest request, BitSet scope) {
-        List<SidecarClient.Prepared<PartialAttention>> prepared = new ArrayList<>();
+    /** The shards that hold entries of {@code layer} routed to an expert in {@code scope}: those a call asks. */
+    private BitSet holding(State state, int layer, BitSet scope) {
+        BitSet holding = new BitSet(shards.size());
         for (int s = 0; s < shards.size(); s++) {
-            if (state.experts[request.layer()][s].intersects(scope)) {
-                prepared.add(shards.get(s).prepareAttend(sequence, request));
+            if (state.experts[layer][s].intersects(scope)) {
+                holding.set(s);
             }
+        }
+        return holding;
+    }
+
+    private PartialAttention attendLocked(State state, long sequence, Wire.AttendRequest request, BitSet asked) {
+        List<SidecarClient.Prepared<PartialAttention>> prepared = new ArrayList<>();
+        for (int s = asked.nextSetBit(0); s >= 0; s = asked.nextSetBit(s + 1)) {
+            prepared.add(shards.get(s).prepareAttend(sequence, request));
         }
         List<SidecarClient.Pending<PartialAttention>> parts = new ArrayList<>(prepared.size());
         for (SidecarClient.Prepared<PartialAttention> call : prepared) {
@@ -753,13 +760,8 @@ public final class Gateway implements KvApi {
             try {
                 checkOpen(sequence, state);
                 int owner = current.shardOf(experts[0]);
-                BitSet asked = new BitSet(shards.size());
+                BitSet asked = holding(state, layer, scope);
                 asked.set(owner);
-                for (int s = 0; s < shards.size(); s++) {
-                    if (state.experts[layer][s].intersects(scope)) {
-                        asked.set(s);
-                    }
-                }
                 settle(state, sequence, layer, asked);
                 int position = state.length[layer];
                 if (position > KvShard.MAX_POSITION) {
@@ -770,8 +772,8 @@ public final class Gateway implements KvApi {
                 prepared.add(shards.get(owner).prepareStepPartial(sequence, routed, position));
                 Wire.AttendRequest attend = new Wire.AttendRequest(layer,
                         request.scope() == Wire.SCOPE_ALL ? new int[0] : experts, request.query());
-                for (int s = 0; s < shards.size(); s++) {
-                    if (s != owner && state.experts[layer][s].intersects(scope)) {
+                for (int s = asked.nextSetBit(0); s >= 0; s = asked.nextSetBit(s + 1)) {
+                    if (s != owner) {
                         prepared.add(shards.get(s).prepareAttend(sequence, attend));
                     }
                 }

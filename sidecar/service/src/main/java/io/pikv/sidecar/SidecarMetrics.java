@@ -49,19 +49,21 @@ public class SidecarMetrics {
         if (sidecar.config().role() != Role.shard) {
             return;
         }
-        gauge("pikv.kv.bytes.resident", "Bytes of KV pages held", shard, s -> stats(s, 0).bytesInUse());
-        gauge("pikv.kv.budget.bytes", "The shard's byte budget", shard, s -> stats(s, 1).budgetBytes());
-        gauge("pikv.kv.entries", "Entries resident", shard, s -> stats(s, 2).entries());
-        gauge("pikv.kv.sequences", "Open sequences", shard, ShardNode::sequenceCount);
-        gauge("pikv.kv.hit.ratio", "Hits / lookups since start (lookups: entries attention asked for)", shard, s -> {
-            ShardStats st = stats(s, 3);
-            return st.lookups() == 0 ? Double.NaN : (double) st.hits() / st.lookups();
-        });
-        counter("pikv.kv.lookups", "Entries attention asked for", shard, s -> stats(s, 4).lookups());
-        counter("pikv.kv.hits", "Lookups of resident entries", shard, s -> stats(s, 5).hits());
-        counter("pikv.kv.misses", "Lookups of evicted entries", shard, s -> stats(s, 6).misses());
-        counter("pikv.kv.evictions", "Entries evicted", shard, s -> stats(s, 7).evictions());
+        Gauge.builder("pikv.kv.sequences", shard, ShardNode::sequenceCount).description("Open sequences")
+                .register(registry);
+        gauge("pikv.kv.bytes.resident", "Bytes of KV pages held", shard, ShardStats::bytesInUse);
+        gauge("pikv.kv.budget.bytes", "The shard's byte budget", shard, ShardStats::budgetBytes);
+        gauge("pikv.kv.entries", "Entries resident", shard, ShardStats::entries);
+        gauge("pikv.kv.hit.ratio", "Hits / lookups since start (lookups: entries attention asked for)", shard,
+                st -> st.lookups() == 0 ? Double.NaN : (double) st.hits() / st.lookups());
+        counter("pikv.kv.lookups", "Entries attention asked for", shard, ShardStats::lookups);
+        counter("pikv.kv.hits", "Lookups of resident entries", shard, ShardStats::hits);
+        counter("pikv.kv.misses", "Lookups of evicted entries", shard, ShardStats::misses);
+        counter("pikv.kv.evictions", "Entries evicted", shard, ShardStats::evictions);
     }
+
+    /** The next series' number in {@link Snapshots} (each series of the shard's stats gets its own, up to 63). */
+    private int nextSeries;
 
     /** Per scraping thread: a scrape renders every series on one thread, so two scrapes never share a snapshot. */
     private final ThreadLocal<Snapshots<ShardStats>> last = ThreadLocal.withInitial(Snapshots::new);
@@ -99,12 +101,17 @@ public class SidecarMetrics {
         }
     }
 
-    private void gauge(String name, String help, ShardNode shard, ToDoubleFunction<ShardNode> f) {
-        Gauge.builder(name, shard, f).description(help).register(registry);
+    /** A gauge of the shard's stats, read from the scrape's snapshot under a series number of its own. */
+    private void gauge(String name, String help, ShardNode shard, ToDoubleFunction<ShardStats> f) {
+        int series = nextSeries++;
+        Gauge.builder(name, shard, s -> f.applyAsDouble(stats(s, series))).description(help).register(registry);
     }
 
-    private void counter(String name, String help, ShardNode shard, ToDoubleFunction<ShardNode> f) {
-        FunctionCounter.builder(name, shard, f).description(help).register(registry);
+    /** A counter of the shard's stats, as {@link #gauge}. */
+    private void counter(String name, String help, ShardNode shard, ToDoubleFunction<ShardStats> f) {
+        int series = nextSeries++;
+        FunctionCounter.builder(name, shard, s -> f.applyAsDouble(stats(s, series))).description(help)
+                .register(registry);
     }
 
     private Timer timer(String op, String role) {

@@ -237,8 +237,14 @@ class GatewayUndoTest {
         assertThatThrownBy(() -> g.create(45L)).isInstanceOf(SequenceExistsException.class);
         assertThatThrownBy(() -> g.lengths(45L)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
         fakes.get(0).closeStatus = 204;
-        fakes.get(1).createStatus = 201;
         g.close(45L);
+        // An id the gateway chose, which no client learnt, is let go: nothing is left taken per failed create.
+        fakes.get(0).closeStatus = 500;
+        int open = g.openSequences();
+        assertThatThrownBy(() -> g.create(null)).isInstanceOf(ShardFailure.class);
+        assertThat(g.openSequences()).isEqualTo(open);
+        fakes.get(0).closeStatus = 204;
+        fakes.get(1).createStatus = 201;
         assertThat(g.create(45L)).isEqualTo(45L);
     }
 
