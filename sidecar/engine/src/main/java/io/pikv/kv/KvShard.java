@@ -309,6 +309,18 @@ public final class KvShard {
         }
     }
 
+    /** Whether the eviction hook's makeRoom runs (write lock held): the only time its context may be used. */
+    private boolean makingRoom;
+
+    private void makeRoom() {
+        makingRoom = true;
+        try {
+            hook.makeRoom(context);
+        } finally {
+            makingRoom = false;
+        }
+    }
+
     private Page pageForAppend(Segment segment) {
         Page tail = segment.tail;
         if (tail != null && tail.count < layout.pageTokens()) {
@@ -316,7 +328,7 @@ public final class KvShard {
         }
         Page page = pool.allocate();
         if (page == null) {
-            hook.makeRoom(context);
+            makeRoom();
             tail = segment.tail; // the hook may have compacted this very segment
             if (tail != null && tail.count < layout.pageTokens()) {
                 return tail;
@@ -434,7 +446,7 @@ public final class KvShard {
                 pool.resize((target + 1L) * layout.pageBytes(), false);
                 while (pool.pagesInUse() > target) {
                     int inUse = pool.pagesInUse();
-                    hook.makeRoom(context);
+                    makeRoom();
                     if (pool.pagesInUse() >= inUse) {
                         throw new KvBudgetExceededException("shard " + id + " cannot shrink to " + budgetBytes
                                 + " bytes: " + pool.pagesInUse() + " pages of " + layout.pageBytes()
@@ -1130,7 +1142,7 @@ public final class KvShard {
 
         /** A hook that kept the context and calls it outside the append that made it would change the shard unlocked. */
         private void checkHeld() {
-            if (!lock.isWriteLockedByCurrentThread()) {
+            if (!lock.isWriteLockedByCurrentThread() || !makingRoom) {
                 throw new IllegalStateException("shard " + id + ": the eviction context is usable only inside the "
                         + "eviction hook's makeRoom call");
             }

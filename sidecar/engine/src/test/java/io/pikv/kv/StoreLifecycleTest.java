@@ -80,4 +80,42 @@ class StoreLifecycleTest {
         assertThatThrownBy(() -> kept[0].evictTokens(1, 0, new int[] {16})).isInstanceOf(IllegalStateException.class);
         assertThat(shard.resident(1, 0)).isEqualTo(17);
     }
+
+    /** Also inside a later call that holds the write lock on the same thread (a hook's evicted, say): refused. */
+    @Test
+    void aKeptEvictionContextIsRefusedInsideLaterLockedCalls() {
+        KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
+        EvictionContext[] kept = new EvictionContext[1];
+        List<Throwable> refusals = new ArrayList<>();
+        boolean[] armed = {false};
+        EvictionHook hook = new EvictionHook() {
+            @Override
+            public void makeRoom(EvictionContext ctx) {
+                kept[0] = ctx;
+                OLDEST_PAGE_FIRST.makeRoom(ctx);
+            }
+
+            @Override
+            public void evicted(long sequence, int layer, int position) {
+                if (armed[0]) {
+                    try {
+                        kept[0].evictPage(kept[0].oldestPage());
+                    } catch (RuntimeException e) {
+                        refusals.add(e);
+                    }
+                }
+            }
+        };
+        KvShard shard = new KvShard(0, SHAPE, layout, 1, 2L * layout.pageBytes(), hook, Kernels.select(layout));
+        Random rnd = new Random(7);
+        for (int p = 0; p < 33; p++) { // the hook runs once, and keeps its context
+            shard.append(1, 0, p, 0, Reference.gaussian(SHAPE.kvWidth(), rnd, 1f),
+                    Reference.gaussian(SHAPE.kvWidth(), rnd, 1f));
+        }
+        assertThat(shard.resident(1, 0)).isEqualTo(17);
+        armed[0] = true;
+        assertThat(shard.evict(1, 0, new int[] {20})).isEqualTo(1);
+        assertThat(refusals).singleElement().isInstanceOf(IllegalStateException.class);
+        assertThat(shard.resident(1, 0)).isEqualTo(16); // the one evicted by the call, no page more
+    }
 }
