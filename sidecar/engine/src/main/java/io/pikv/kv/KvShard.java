@@ -561,6 +561,12 @@ public final class KvShard {
         for (int position : positions) {
             int loc = ls.location(position);
             if (loc < 0) {
+                if (!counted && LayerState.discarded(loc)) {
+                    // Withdrawing an entry discarded meanwhile: taken back all the same (no miss was counted for it).
+                    ls.clearLocation(position);
+                    evicted++;
+                    continue;
+                }
                 int evictedAs = LayerState.evictedExpertOf(loc);
                 if (!counted && evictedAs >= 0 && !LayerState.putBack(loc)) {
                     // Withdrawing an entry that was evicted meanwhile: it never happened, so it is no miss either;
@@ -597,7 +603,7 @@ public final class KvShard {
                     ls.markEvicted(position, before, before);
                     ls.evictedPerExpert[before]++;
                 } else {
-                    ls.clearLocation(position);
+                    ls.markDiscarded(position); // no miss; a withdrawal still finds it taken
                 }
             } else {
                 uncount(ls, layer, page.expert[slot]);

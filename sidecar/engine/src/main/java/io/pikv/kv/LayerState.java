@@ -9,7 +9,7 @@ final class LayerState {
     final Segment[] buckets;
     /**
      * Position → {@code pageId · pageTokens + slot} for a resident entry, or an eviction marker ({@link #markEvicted},
-     * ≤ −2); a position not held reads as −1 (never stored, discarded or withdrawn). A hash map of the positions held
+     * {@link #markDiscarded}, ≤ −2); a position not held reads as −1 (never stored, or withdrawn). A hash map of the positions held
      * ({@link PositionMap}): its cost follows the number of entries, not their spread, so positions far apart (a shard
      * of many holds every few dozenth position of a sequence; a client may store at any position up to 2^24 − 1) cost
      * what dense ones do. Eviction markers of positions more than {@link #HORIZON} below the highest position stored
@@ -130,24 +130,42 @@ final class LayerState {
         mark(position, -2 - (expert + PUT_BACK));
     }
 
+    /**
+     * Marks {@code position} discarded (evicted by a compression's choice, {@code KvShard.discard}): no miss of any
+     * expert, but a withdrawal of the entry still finds it taken and counts it (then clears it).
+     */
+    void markDiscarded(int position) {
+        mark(position, -2 - DISCARDED);
+    }
+
     /** Values an expert id takes in an eviction marker. */
     private static final int EXPERT_SPAN = ModelShape.MAX_EXPERTS;
     /** Added to a marker that a withdrawal put back ({@link #markPutBack}); above every expert and prior pair. */
     private static final int PUT_BACK = 1 << 25;
+    /** The marker of a discarded position ({@link #markDiscarded}); above every other marker. */
+    private static final int DISCARDED = 1 << 26;
 
-    /** The expert an evicted position's location names ({@link #markEvicted}), or -1 for any other location. */
+    /**
+     * The expert an evicted position's location names ({@link #markEvicted}), or -1 for any other location (a
+     * discarded one included: it is no miss).
+     */
     static int evictedExpertOf(int location) {
-        return location <= -2 ? ((-2 - location) % PUT_BACK) % EXPERT_SPAN : -1;
+        return location <= -2 && !discarded(location) ? ((-2 - location) % PUT_BACK) % EXPERT_SPAN : -1;
     }
 
     /** The expert an evicted position had been evicted as before a re-store (then evicted again), or -1. */
     static int priorEvictionOf(int location) {
-        return location <= -2 ? ((-2 - location) % PUT_BACK) / EXPERT_SPAN - 1 : -1;
+        return location <= -2 && !discarded(location) ? ((-2 - location) % PUT_BACK) / EXPERT_SPAN - 1 : -1;
     }
 
     /** Whether an eviction marker was put back by a withdrawal ({@link #markPutBack}). */
     static boolean putBack(int location) {
-        return location <= -2 && -2 - location >= PUT_BACK;
+        return location <= -2 && -2 - location >= PUT_BACK && !discarded(location);
+    }
+
+    /** Whether a location is a discarded position's marker ({@link #markDiscarded}). */
+    static boolean discarded(int location) {
+        return location == -2 - DISCARDED;
     }
 
     /** The resident positions, ascending, into {@code out} (of at least {@link #resident} ints); returns how many. */

@@ -115,6 +115,15 @@ class EvictionTest {
                 store.attend(seq, 0, q, AttentionScope.all(), false);
                 assertThat(shard.stats().misses()).isEqualTo(2);
                 assertThat(store.resident(seq, 0)).isEqualTo(7);
+                // An entry discarded (never re-stored) is found taken by a withdrawal too, and was never a miss.
+                assertThat(shard.discard(seq, 0, new int[] {2})).isEqualTo(1);
+                store.attend(seq, 0, q, AttentionScope.all(), false);
+                assertThat(shard.stats().misses()).isEqualTo(3); // position 5's eviction only, again
+                assertThat(shard.withdraw(seq, 0, new int[] {2})).isEqualTo(1);
+                assertThat(shard.withdraw(seq, 0, new int[] {2})).isZero(); // taken back before: never stored
+                store.attend(seq, 0, q, AttentionScope.all(), false);
+                assertThat(shard.stats().misses()).isEqualTo(4);
+                assertThat(store.resident(seq, 0)).isEqualTo(6);
             }
         }
     }
