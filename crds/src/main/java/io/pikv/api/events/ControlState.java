@@ -6,8 +6,8 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * The desired state the operator publishes for a cluster on the compacted topic {@code pikv.control}, keyed by
- * cluster name: the expert→shard map (with its epoch), the active eviction policy and the budgets. A sidecar
+ * The desired state the operator publishes for a cluster on the compacted topic {@code pikv.control}, keyed by the
+ * cluster's id (the sidecars' {@code pikv.cluster}: {@code <namespace>/<name>} for a cluster the operator runs): the expert→shard map (with its epoch), the active eviction policy and the budgets. A sidecar
  * applies a record whose epoch is newer than the one it runs and ignores older ones (and records of other
  * clusters). Each record is the whole state, since compaction keeps only the latest per cluster: what it leaves out
  * is the sidecar's configuration, never an earlier record. A record with any invalid part is rejected whole.

@@ -9,7 +9,10 @@ import io.fabric8.generator.annotation.Size;
 import io.fabric8.generator.annotation.Min;
 import io.fabric8.generator.annotation.Pattern;
 
-/** GPUs for the shards (the sidecar falls back to its CPU kernels when none can be used). */
+/**
+ * GPUs for the shards: enabled, a shard runs with {@code pikv.compute=cuda} and stops at start-up (with the reason)
+ * when it cannot use its device, rather than serving from its CPU kernels on a pod sized for a GPU.
+ */
 @JsonInclude(JsonInclude.Include.NON_NULL)
 @JsonPropertyOrder({"enabled", "resourceName", "perShard", "runtimeClassName"})
 public class GpuSpec {
@@ -35,9 +38,9 @@ public class GpuSpec {
     private Integer perShard = 1;
 
     @Size(max = 253)
-    @Pattern("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    @Pattern("^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")
     @JsonPropertyDescription("RuntimeClass of the shard pods when the GPU is enabled, for clusters whose NVIDIA "
-            + "container runtime is not the default handler (e.g. nvidia); none by default.")
+            + "container runtime is not the default handler (e.g. nvidia); none by default (empty: none).")
     private String runtimeClassName;
 
     public Boolean getEnabled() {

@@ -32,7 +32,8 @@ public class PiKVClusterStatus {
     @JsonPropertyDescription("Ready (all shards of the running spec ready), Progressing (a rollout or scaling is "
             + "under way), Degraded (the spec is invalid or a reconcile failed, and the last valid spec keeps running; "
             + "or the shards have not all been ready and none has progressed for the operator's progress deadline), "
-            + "Rebalancing (the shard map changed and not all shards are ready yet); Reconciling and Stalled restate "
+            + "Rebalancing (the control state changed — its epoch: the shard map, or the policy, its parameters or the "
+            + "budget beside it — and not all shards are ready yet); Reconciling and Stalled restate "
             + "Progressing and a Degraded that needs a person (an invalid spec, the progress deadline) for kstatus "
             + "tools (never both true).")
     private List<Condition> conditions = new ArrayList<>();
@@ -51,7 +52,8 @@ public class PiKVClusterStatus {
     private Integer updatedShards;
 
     @JsonPropertyDescription("When the shards last progressed (RFC 3339): a new running config or shard count, or "
-            + "more pods that exist, run the current template or are ready.")
+            + "more pods that exist, run the current template or are ready; also when a cluster that was all ready "
+            + "lost a ready pod (the progress deadline counts from then).")
     private String lastProgressTime;
 
     @LabelSelector
