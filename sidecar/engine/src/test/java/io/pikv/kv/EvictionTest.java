@@ -55,11 +55,16 @@ class EvictionTest {
         }
     }
 
+    /** An fp32 store of one shard, 16-token pages, one attention thread, the default budget. */
+    private static KvStore oneShard(int buckets) {
+        return new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP32).pageTokens(16).shards(1)
+                .buckets(buckets).threads(1).build());
+    }
+
     @Test
     void discardedEntriesAreEvictionsButNotMisses() {
         Random rnd = new Random(31);
-        try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP32).pageTokens(16)
-                .shards(1).buckets(2).threads(1).build())) {
+        try (KvStore store = oneShard(2)) {
             long seq = store.createSequence();
             List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 40, rnd);
             Reference.load(store, seq, 0, entries);
@@ -94,8 +99,7 @@ class EvictionTest {
     void aDiscardedReStoreLeavesTheEvictionItReplaced() {
         Random rnd = new Random(33);
         for (boolean discard : new boolean[] {true, false}) {
-            try (KvStore store = new KvStore(KvStoreConfig.builder(SHAPE).storageType(StorageType.FP32).pageTokens(16)
-                    .shards(1).buckets(1).threads(1).build())) {
+            try (KvStore store = oneShard(1)) {
                 long seq = store.createSequence();
                 List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 8, rnd);
                 Reference.load(store, seq, 0, entries);

@@ -201,6 +201,21 @@ class GatewayUndoTest {
             new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, 1, kv, kv)});
     }
 
+    /** The request line of a POST to sequence {@code seq}'s {@code what} (withdrawals, steps, entries). */
+    private static String post(long seq, String what) {
+        return "POST /v1/sequences/" + seq + "/" + what;
+    }
+
+    /**
+     * A step whose owner answers 503 (a proxy's: it may be storing the token) and whose undo takes nothing back (the
+     * late store has not landed): the step fails (502) and shard 0 stays failing steps until the test says otherwise.
+     */
+    private void failStepUnconfirmed(Gateway g, long seq) {
+        fakes.get(0).stepStatus = 503;
+        fakes.get(0).withdrawn = 0;
+        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class);
+    }
+
     /** The requests {@code shard} received after its first {@code before}. */
     private static List<String> since(FakeShard shard, int before) {
         return shard.requests.subList(before, shard.requests.size());
@@ -336,7 +351,7 @@ class GatewayUndoTest {
                 java.util.concurrent.CompletableFuture.supplyAsync(() -> g.append(seq, one));
         // From here the append holds the sequence (it looked it up and waits for shard 0 under its lock): the times
         // the tests wait are measured from this moment, not from when a busy machine happened to start the thread.
-        String sent = "POST /v1/sequences/" + seq + "/entries";
+        String sent = post(seq, "entries");
         org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
                 .until(() -> fakes.get(0).requests.contains(sent));
         return append;
@@ -416,7 +431,7 @@ class GatewayUndoTest {
     void aWithdrawalAsksOnlyTheShardsHoldingTheLayerAndAddsTheirCounts() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);
-        String withdraw = "POST /v1/sequences/" + seq + "/withdrawals";
+        String withdraw = post(seq, "withdrawals");
         // Nothing appended yet: no shard holds the layer, none is asked, nothing is taken back.
         assertThat(g.withdraw(seq, 0, new int[] {0})).isZero();
         assertThat(fakes.get(0).requests).doesNotContain(withdraw);
@@ -481,7 +496,7 @@ class GatewayUndoTest {
         assertThatThrownBy(() -> g.lengths(seq)).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
         assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(io.pikv.kv.UnknownSequenceException.class);
         assertThatThrownBy(() -> g.create(seq)).isInstanceOf(SequenceExistsException.class);
-        assertThat(fakes.get(0).requests).doesNotContain("POST /v1/sequences/" + seq + "/entries");
+        assertThat(fakes.get(0).requests).doesNotContain(post(seq, "entries"));
 
         fakes.get(1).closeStatus = 204;
         g.close(seq); // asks both shards again (shard 0 may answer 404 by now: fine)
@@ -555,8 +570,8 @@ class GatewayUndoTest {
         assertThat(g.lengths(seq)).containsExactly(0);
         // Shard 0 takes its part back; shard 1 refused its own, so it stored none of it and is not asked (a
         // withdrawal there could remove an entry of the same position that was there before).
-        assertThat(fakes.get(0).requests).contains("POST /v1/sequences/" + seq + "/withdrawals");
-        assertThat(fakes.get(1).requests).doesNotContain("POST /v1/sequences/" + seq + "/withdrawals");
+        assertThat(fakes.get(0).requests).contains(post(seq, "withdrawals"));
+        assertThat(fakes.get(1).requests).doesNotContain(post(seq, "withdrawals"));
     }
 
     @Test
@@ -566,8 +581,8 @@ class GatewayUndoTest {
         fakes.get(1).appendStatus = 500; // internal: perhaps while answering, after the entries were stored
         assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class)
                 .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502));
-        assertThat(fakes.get(1).requests).contains("POST /v1/sequences/" + seq + "/withdrawals");
-        assertThat(fakes.get(0).requests).contains("POST /v1/sequences/" + seq + "/withdrawals");
+        assertThat(fakes.get(1).requests).contains(post(seq, "withdrawals"));
+        assertThat(fakes.get(0).requests).contains(post(seq, "withdrawals"));
         assertThat(g.lengths(seq)).containsExactly(0); // both confirmed: the positions are given again
     }
 
@@ -598,7 +613,7 @@ class GatewayUndoTest {
     void aStepTheOwnerRefusedOrFailedItselfIsNotTakenBackAndItsPositionIsGivenAgain() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);
-        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
+        String withdrawal = post(seq, "withdrawals");
         fakes.get(0).stepStatus = 400;
         fakes.get(0).stepType = "urn:pikv:problem:invalid-request";
         assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class)
@@ -620,8 +635,8 @@ class GatewayUndoTest {
     void aStepWhoseOwnerMayHaveStoredIsTakenBackAndUnconfirmedPositionsAreAskedForAgain() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);
-        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
-        String steps = "POST /v1/sequences/" + seq + "/steps";
+        String withdrawal = post(seq, "withdrawals");
+        String steps = post(seq, "steps");
         // A 503 that is not the sidecar's (a proxy's): the owner may be storing the token right now.
         fakes.get(0).stepStatus = 503;
         fakes.get(0).withdrawn = 1; // it had: taken back, confirmed, so the position is given again
@@ -652,11 +667,9 @@ class GatewayUndoTest {
     void aStepIsNotAnsweredOverAShardThatCouldNotBeAskedAgain() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);
-        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
-        String steps = "POST /v1/sequences/" + seq + "/steps";
-        fakes.get(0).stepStatus = 503;
-        fakes.get(0).withdrawn = 0; // not confirmed: asked for again before the layer's next call
-        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class);
+        String withdrawal = post(seq, "withdrawals");
+        String steps = post(seq, "steps");
+        failStepUnconfirmed(g, seq); // asked for again before the layer's next call
         fakes.get(0).stepStatus = 200;
         fakes.get(0).withdrawStatus = 500; // the ask fails
         int before = fakes.get(0).requests.size();
@@ -680,11 +693,9 @@ class GatewayUndoTest {
     void takeBacksConfirmedOverSeveralAsksEndTheAsking() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);
-        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
-        String steps = "POST /v1/sequences/" + seq + "/steps";
-        fakes.get(0).stepStatus = 503;
-        fakes.get(0).withdrawn = 0; // neither late store has landed yet
-        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class);
+        String withdrawal = post(seq, "withdrawals");
+        String steps = post(seq, "steps");
+        failStepUnconfirmed(g, seq); // neither late store has landed yet
         assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class);
         assertThat(g.lengths(seq)).containsExactly(2);
         fakes.get(0).stepStatus = 200;
@@ -706,9 +717,7 @@ class GatewayUndoTest {
     void anIdClosedWithAnUnconfirmedTakeBackIsNotCreatedAgainMeanwhile() throws IOException {
         Gateway g = gateway();
         long seq = g.create(77L);
-        fakes.get(0).stepStatus = 503;
-        fakes.get(0).withdrawn = 0;
-        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class);
+        failStepUnconfirmed(g, seq);
         g.close(seq);
         assertThatThrownBy(() -> g.create(77L)).isInstanceOf(SequenceExistsException.class)
                 .hasMessageStartingWith("sequence 77 was closed while a shard may still store entries of a failed call")
@@ -759,14 +768,14 @@ class GatewayUndoTest {
         fakes.get(1).appendStatus = 409;
         fakes.get(0).withdrawn = 0; // shard 0's append may still land after the withdrawal
         assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full");
-        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
+        String withdrawal = post(seq, "withdrawals");
         assertThat(fakes.get(0).requests.stream().filter(withdrawal::equals)).hasSize(1);
         // It landed meanwhile: the next call of the layer takes it back first, then asks no more.
         fakes.get(1).appendStatus = 200;
         fakes.get(0).withdrawn = 1;
         g.append(seq, twoEntries());
         g.append(seq, twoEntries());
-        String entries = "POST /v1/sequences/" + seq + "/entries";
+        String entries = post(seq, "entries");
         assertThat(fakes.get(0).requests).containsExactly("POST /v1/sequences", entries, withdrawal, withdrawal,
                 entries, entries);
     }
@@ -781,8 +790,8 @@ class GatewayUndoTest {
         assertThatThrownBy(() -> g.append(seq, twoEntries())).hasMessageContaining("full"); // and position 2
         fakes.get(1).appendStatus = 200;
         g.append(seq, twoEntries());
-        String withdrawal = "POST /v1/sequences/" + seq + "/withdrawals";
-        String entries = "POST /v1/sequences/" + seq + "/entries";
+        String withdrawal = post(seq, "withdrawals");
+        String entries = post(seq, "entries");
         // Undo, ask again, undo; then one call asks for both positions before the third append.
         assertThat(fakes.get(0).requests).containsExactly("POST /v1/sequences", entries, withdrawal, withdrawal,
                 entries, withdrawal, withdrawal, entries);
