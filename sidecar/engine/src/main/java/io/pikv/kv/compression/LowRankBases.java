@@ -63,6 +63,14 @@ public final class LowRankBases {
     private final long bytes;
     private final List<Fit> fits;
 
+    /** Refuses a layer's bases of {@code floats} floats that one buffer cannot hold. */
+    static void checkLayerSize(int layer, long floats) {
+        if (floats * Float.BYTES > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("layer " + layer + "'s bases take " + floats * Float.BYTES
+                    + " bytes, more than one buffer holds (2 GiB): fit fewer groups or lower ranks");
+        }
+    }
+
     LowRankBases(Grouping grouping, int layers, int kvHeads, int headDim, int experts, int keyRank, int valueRank,
                  int[][] groupOf, float[][] layerData, List<Fit> fits) {
         this.grouping = grouping;
@@ -78,10 +86,7 @@ public final class LowRankBases {
         long total = 0;
         for (int l = 0; l < layers; l++) {
             float[] src = layerData[l];
-            if ((long) src.length * Float.BYTES > Integer.MAX_VALUE) {
-                throw new IllegalArgumentException("layer " + l + "'s bases take " + (long) src.length * Float.BYTES
-                        + " bytes, more than one buffer holds (2 GiB): fit fewer groups or lower ranks");
-            }
+            checkLayerSize(l, src.length);
             groups[l] = src.length / (kvHeads * stride());
             ByteBuffer buf = ByteBuffer.allocateDirect(src.length * Float.BYTES).order(ByteOrder.LITTLE_ENDIAN);
             FloatBuffer fb = buf.asFloatBuffer();

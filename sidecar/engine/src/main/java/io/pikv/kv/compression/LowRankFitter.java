@@ -169,7 +169,9 @@ public final class LowRankFitter {
                     }
                 }
             }
-            float[] out = new float[members.size() * heads * stride];
+            long floats = (long) members.size() * heads * stride;
+            LowRankBases.checkLayerSize(l, floats); // before the int sizes below could wrap
+            float[] out = new float[(int) floats];
             for (int g = 0; g < members.size(); g++) {
                 for (int h = 0; h < heads; h++) {
                     int base = (g * heads + h) * stride;
