@@ -128,6 +128,10 @@ class SidecarApiTest {
                 .then().statusCode(400).contentType(PROBLEM).body("detail", equalTo("model.qHeads is required"));
         given().contentType(ContentType.JSON).body("{\"model\": [").post("/v1/sequences")
                 .then().statusCode(400).contentType(PROBLEM);
+        int open = given().get("/v1/stats").then().statusCode(200).extract().path("sequences");
+        given().contentType(ContentType.JSON).body("{\"model\":" + MODEL + ",\"id\":\"\"}").post("/v1/sequences")
+                .then().statusCode(400).contentType(PROBLEM).body("type", equalTo("urn:pikv:problem:malformed-json"));
+        given().get("/v1/stats").then().body("sequences", equalTo(open)); // nothing created under a fresh id
         given().contentType(ContentType.TEXT).body("hello").post("/v1/sequences")
                 .then().statusCode(415).contentType(PROBLEM).body("detail", containsString("unsupported content type"));
         given().get("/v1/nothing-here").then().statusCode(404).contentType(PROBLEM);

@@ -53,7 +53,7 @@ class ProblemsTest {
     }
 
     @Test
-    void malformedJsonSaysWhere() {
+    void malformedJsonSaysWhere() throws Exception {
         ObjectMapper json = new ObjectMapper();
         assertThatThrownBy(() -> json.readValue("{\"layer\": 1,", Map.class)).satisfies(e -> {
             Problem p = Problems.of(e, "/v1/x");
@@ -68,5 +68,19 @@ class ProblemsTest {
             assertThat(p.type()).isEqualTo("urn:pikv:problem:malformed-json");
             assertThat(p.detail()).startsWith("at layer: ");
         });
+        // The sidecar's mapper: an empty or blank string is not a missing number either.
+        ObjectMapper strict = new ObjectMapper();
+        new StrictJson().customize(strict);
+        record Create(Long id, Integer layer, Double weight, Boolean flag) {
+        }
+        for (String body : new String[] {"{\"id\": \"\"}", "{\"id\": \" \"}", "{\"layer\": \"\"}",
+                "{\"weight\": \"\"}", "{\"flag\": \"\"}", "{\"id\": \"5\"}"}) {
+            assertThatThrownBy(() -> strict.readValue(body, Create.class)).as(body).satisfies(e -> {
+                Problem p = Problems.of(e, "/v1/x");
+                assertThat(p.status()).isEqualTo(400);
+                assertThat(p.type()).isEqualTo("urn:pikv:problem:malformed-json");
+            });
+        }
+        assertThat(strict.readValue("{\"id\": null}", Create.class).id()).isNull();
     }
 }
