@@ -811,7 +811,7 @@ public final class Gateway implements KvApi {
                 state.experts[layer][owner].set(experts[0]);
                 state.length[layer] = position + 1;
                 if (request.mode() != Wire.CHOSEN_EXPERTS) {
-                    recordMisses(layer, experts, current); // a step that happened: one refused opened no shard
+                    routed(layer, experts, current); // a step that happened: one refused moves no router on
                 }
                 return new Wire.StepResponse(position, experts, PartialAttention.merge(partials).finish().output());
             } finally {
@@ -875,7 +875,10 @@ public final class Gateway implements KvApi {
                 + "reach " + KvShard.MAX_POSITION + ", the most a shard stores; close the sequence and start another");
     }
 
-    /** The step's experts: the router's choice from the gate logits, or the given experts after checking them. */
+    /**
+     * The step's experts: the router's choice from the gate logits (changing nothing in the router until the step has
+     * happened: {@link #routed}), or the given experts after checking them.
+     */
     int[] route(Wire.StepRequest request, ExpertShardMap current) {
         if (request.mode() == Wire.CHOSEN_EXPERTS) {
             BitSet seen = new BitSet();
@@ -894,20 +897,22 @@ public final class Gateway implements KvApi {
         }
         Router router = routers[request.layer()];
         synchronized (router) {
-            return router.route(logits, current).experts();
+            return router.decide(logits, current).experts();
         }
     }
 
     /**
-     * Counts the misses of a step that happened (docs/routing.md): a chosen expert that made the token reach one more
-     * shard. After the step, so that a step a shard refused (or that failed) skews no layer's router.
+     * A step routed from its gate logits happened: its layer's router moves on by one token (a cache-aware one decays
+     * its miss counts) and counts the step's misses (docs/routing.md): a chosen expert that made the token reach one
+     * more shard. After the step, so that a step a shard refused (or that failed) skews no layer's router.
      */
-    void recordMisses(int layer, int[] chosen, ExpertShardMap current) {
+    void routed(int layer, int[] chosen, ExpertShardMap current) {
         Router router = routers[layer];
-        if (!(router instanceof CacheAwareRouter cacheAware)) {
-            return;
-        }
         synchronized (router) {
+            router.routed();
+            if (!(router instanceof CacheAwareRouter cacheAware)) {
+                return;
+            }
             BitSet touched = new BitSet();
             for (int i = 0; i < chosen.length; i++) {
                 int shard = current.shardOf(chosen[i]);

@@ -948,11 +948,15 @@ class GatewayUndoTest {
         assertThat(r1.missCount(1)).isEqualTo(1.0);
         assertThat(g.step(seq, layer0).experts()).containsExactly(0, 1);
         assertThat(r0.missCount(1)).isCloseTo(1 + Math.exp(-1.0 / 4), org.assertj.core.api.Assertions.offset(1e-12));
-        // A step the owner refuses counts no miss (its counts only decay with the token's routing).
+        // A step the owner refuses changes nothing in the router: no miss counted, no token's decay.
         fakes.get(fakes.size() - 2).stepStatus = 400;
         fakes.get(fakes.size() - 2).stepType = "urn:pikv:problem:invalid-request";
+        double before = r0.missCount(1);
         assertThatThrownBy(() -> g.step(seq, layer0)).isInstanceOf(ShardFailure.class);
-        assertThat(r0.missCount(1)).isCloseTo((1 + Math.exp(-1.0 / 4)) * Math.exp(-1.0 / 4),
+        assertThat(r0.missCount(1)).isEqualTo(before);
+        fakes.get(fakes.size() - 2).stepStatus = 200;
+        assertThat(g.step(seq, layer0).experts()).containsExactly(0, 1);
+        assertThat(r0.missCount(1)).isCloseTo((1 + Math.exp(-1.0 / 4)) * Math.exp(-1.0 / 4) + 1,
                 org.assertj.core.api.Assertions.offset(1e-12));
     }
 

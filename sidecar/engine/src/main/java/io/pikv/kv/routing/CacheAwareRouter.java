@@ -99,17 +99,30 @@ public final class CacheAwareRouter implements Router {
         return miss[expert];
     }
 
+    /** Decays every miss count by one token's step (what {@link #route} does after deciding). */
     @Override
-    public RoutingDecision route(double[] logits, ExpertShardMap map) {
+    public void routed() {
+        for (int e = 0; e < miss.length; e++) {
+            miss[e] = decayed(e);
+        }
+    }
+
+    /**
+     * The miss count of {@code expert} after one more token's decay. A count this small weighs nothing
+     * (λ·ln(1 + 1e-30)); flushed to 0 rather than decayed through subnormal doubles, which x86 multiplies far more
+     * slowly, for tens of windows after its last miss.
+     */
+    private double decayed(int expert) {
+        return miss[expert] < MISS_FLOOR ? 0 : miss[expert] * decay;
+    }
+
+    /** The token's experts, scored with the miss counts decayed by this token's step, which {@link #routed} keeps. */
+    @Override
+    public RoutingDecision decide(double[] logits, ExpertShardMap map) {
         Gate.check(logits, map);
         if (map.experts() != miss.length) {
             throw new IllegalArgumentException("the shard map names " + map.experts()
                     + " experts but this router counts misses for " + miss.length);
-        }
-        for (int e = 0; e < miss.length; e++) {
-            // A count this small weighs nothing (λ·ln(1 + 1e-30)); flushed to 0 rather than decayed through
-            // subnormal doubles, which x86 multiplies far more slowly, for tens of windows after its last miss.
-            miss[e] = miss[e] < MISS_FLOOR ? 0 : miss[e] * decay;
         }
         int[] plain = Gate.topK(logits, k);
         // The null expert scores the top logit + ln ρ; compared as a difference from the top logit, so that ln ρ is
@@ -135,7 +148,7 @@ public final class CacheAwareRouter implements Router {
                     continue;
                 }
                 boolean free = n == 0 || touched[map.shardOf(e)];
-                double penalty = free ? 0 : lambda * Math.log1p(miss[e]);
+                double penalty = free ? 0 : lambda * Math.log1p(decayed(e));
                 double score = logits[e] - penalty;
                 // With no null expert (ρ = 0) nothing is dropped, even where a huge λ takes a score to -∞.
                 if (((free && inPlain[e]) || nullRatio == 0 || (logits[e] - top) - penalty > nullOverTop)

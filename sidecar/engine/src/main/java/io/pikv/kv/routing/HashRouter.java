@@ -16,7 +16,7 @@ public final class HashRouter implements Router {
     }
 
     @Override
-    public RoutingDecision route(double[] logits, ExpertShardMap map) {
+    public RoutingDecision decide(double[] logits, ExpertShardMap map) {
         Gate.check(logits, map);
         int[] top = Gate.topK(logits, k);
         return Gate.decision(top, top, Gate.probabilities(logits), map);

@@ -11,5 +11,20 @@ import io.pikv.kv.ExpertShardMap;
  */
 public interface Router {
 
-    RoutingDecision route(double[] logits, ExpertShardMap map);
+    /** Routes one token: {@link #decide}, then {@link #routed}. */
+    default RoutingDecision route(double[] logits, ExpertShardMap map) {
+        RoutingDecision decision = decide(logits, map);
+        routed();
+        return decision;
+    }
+
+    /**
+     * The decision {@link #route} would make for this token now, changing nothing: for a caller that may not go
+     * through with the token (a step refused after routing), which calls {@link #routed} once it has.
+     */
+    RoutingDecision decide(double[] logits, ExpertShardMap map);
+
+    /** A token decided by {@link #decide} was routed: the state a token moves on (a stateless router has none). */
+    default void routed() {
+    }
 }

@@ -210,6 +210,47 @@ class RoutersTest {
     }
 
     @Test
+    void decidingChangesNothingUntilTheTokenIsRouted() {
+        // Two routers fed the same tokens, one through route, one through decide (asked twice) then routed: the same
+        // decisions and the same counts, and a decision never followed by routed leaves the counts as they were.
+        Random rnd = new Random(17);
+        ExpertShardMap map = new ExpertShardMap(0, 3, new int[] {0, 1, 2, 0, 1, 2, 0, 1});
+        CacheAwareRouter viaRoute = new CacheAwareRouter(8, 3, 0.5, 5, 0.3);
+        CacheAwareRouter viaDecide = new CacheAwareRouter(8, 3, 0.5, 5, 0.3);
+        for (int t = 0; t < 200; t++) {
+            double[] logits = new double[8];
+            for (int e = 0; e < 8; e++) {
+                logits[e] = rnd.nextGaussian();
+            }
+            RoutingDecision a = viaRoute.route(logits, map);
+            RoutingDecision b = viaDecide.decide(logits, map);
+            assertThat(viaDecide.decide(logits, map).experts()).containsExactly(b.experts());
+            if (t % 3 == 2) { // a token decided and then not routed (its step refused): nothing changes
+                RoutingDecision again = viaDecide.decide(logits, map);
+                assertThat(again.experts()).containsExactly(b.experts());
+            }
+            viaDecide.routed();
+            assertThat(b.experts()).containsExactly(a.experts());
+            assertThat(b.massMoved()).isEqualTo(a.massMoved());
+            for (int i = 1; i < a.experts().length; i++) {
+                viaRoute.recordMiss(a.experts()[i]);
+                viaDecide.recordMiss(a.experts()[i]);
+            }
+            for (int e = 0; e < 8; e++) {
+                assertThat(viaDecide.missCount(e)).isEqualTo(viaRoute.missCount(e));
+            }
+        }
+        double[] counts = new double[8];
+        for (int e = 0; e < 8; e++) {
+            counts[e] = viaDecide.missCount(e);
+        }
+        viaDecide.decide(new double[] {1, 0, 0, 0, 0, 0, 0, 0}, map);
+        for (int e = 0; e < 8; e++) {
+            assertThat(viaDecide.missCount(e)).isEqualTo(counts[e]);
+        }
+    }
+
+    @Test
     void nullExpertDropsACheapExpertOnAColdShardAndReportsTheMassMoved() {
         // Null expert at 0.2 × 0.5 = 0.1: expert 3 (0.05) would open a shard of its own, so it is dropped.
         CacheAwareRouter router = new CacheAwareRouter(4, 4, 0.0, 100, 0.2);
