@@ -19,6 +19,8 @@ public final class TelemetryBuffer {
     private boolean headTried;
     /** A record taken and not yet put back, dropped or sent: it still waits for Kafka. */
     private boolean inFlight;
+    /** {@link #unreported()} when the last record was taken. */
+    private long unreportedAtTake;
 
     public TelemetryBuffer(int capacity) {
         if (capacity < 2) {
@@ -64,7 +66,17 @@ public final class TelemetryBuffer {
         }
         headTried = false;
         inFlight = true;
+        unreportedAtTake = dropped - droppedReported;
         return queue.pollFirst();
+    }
+
+    /**
+     * The drops not yet reported when the last record was taken, all of records older than it: what that record
+     * reports when first sent (a drop counted later, while it is being sent, is of a newer record and belongs to the
+     * next one).
+     */
+    public synchronized long unreportedAtTake() {
+        return unreportedAtTake;
     }
 
     /**

@@ -128,7 +128,7 @@ public final class TelemetryPublisher implements AutoCloseable {
     /** The record being sent (its sequence, -1 for none) and the drops it reports, fixed at its first try. */
     private long pendingSequence = -1;
     private long pendingDrops;
-    /** A try of the pending record timed out: that copy may be in Kafka. */
+    /** A try of the pending record may have landed ({@link #mayHaveLanded}): that copy may be in Kafka. */
     private boolean pendingMaybeSent;
 
     /**
@@ -153,7 +153,7 @@ public final class TelemetryPublisher implements AutoCloseable {
                 .description("Telemetry records Kafka acknowledged").register(registry);
         this.failures = Counter.builder("pikv.telemetry.send.failures")
                 .description("Telemetry sends that failed (the record is retried or, when Kafka refused it for good, "
-                        + "dropped; or counted as neither, refused for good after a try that timed out and may have "
+                        + "dropped; or counted as neither, refused for good after a try that may have "
                         + "landed)")
                 .register(registry);
         this.meters = List.of(published, failures,
@@ -288,7 +288,7 @@ public final class TelemetryPublisher implements AutoCloseable {
             // try that timed out may have reached Kafka, and consumers keep the first copy of a sequence.
             if (next.sequence() != pendingSequence) {
                 pendingSequence = next.sequence();
-                pendingDrops = buffer.unreported();
+                pendingDrops = buffer.unreportedAtTake();
                 pendingMaybeSent = false;
             }
             long drops = pendingDrops;
@@ -339,12 +339,12 @@ public final class TelemetryPublisher implements AutoCloseable {
                     }
                     String inARow = refusedInARow > 1 ? " (" + refusedInARow + " refused in a row)" : "";
                     if (pendingMaybeSent) {
-                        // An earlier try timed out and may have landed, carrying the drops before it: they count
+                        // An earlier try may have landed, carrying the drops before it: they count
                         // as reported and the record not as dropped, so that nothing is reported twice.
                         buffer.reported(pendingDrops);
                         buffer.sent();
                         if (say) {
-                            LOG.errorf("telemetry: Kafka refused record %d for good after a try that timed out: it "
+                            LOG.errorf("telemetry: Kafka refused record %d for good after a try that may have landed: it "
                                     + "may or may not be on the topic: %s; the producer is rebuilt%s", next.sequence(),
                                     cause, inARow);
                         }
@@ -381,18 +381,20 @@ public final class TelemetryPublisher implements AutoCloseable {
     }
 
     /**
-     * Whether a send that failed this way may still have put the record on the topic: a wait for an answer that
-     * timed out, a request that expired or a connection lost after it was written may have; a record that timed out
-     * waiting for the topic's metadata never left this process (the producer fails its future that way too).
+     * Whether a send that failed this way (a retriable failure, after the producer took the record) may still have put
+     * the record on the topic. It may unless the failure says it was never written: a record that timed out waiting
+     * for the topic's metadata never left this process (the producer fails its future that way too), and a broker
+     * that answers with an unknown partition, too few in-sync replicas before the append or a corrupt batch wrote
+     * nothing. Every other answer may come after the leader wrote it (too few replicas after the append, a leader
+     * that moved while waiting for its followers, a storage error, a lost connection, a timeout).
      */
     static boolean mayHaveLanded(Throwable cause) {
-        if (cause instanceof TimeoutException) {
-            return true; // the wait for the future: the request may be on its way
-        }
         if (cause instanceof org.apache.kafka.common.errors.TimeoutException) {
             return !String.valueOf(cause.getMessage()).contains("not present in metadata");
         }
-        return cause instanceof org.apache.kafka.common.errors.NetworkException;
+        return !(cause instanceof org.apache.kafka.common.errors.UnknownTopicOrPartitionException
+                || cause instanceof org.apache.kafka.common.errors.NotEnoughReplicasException
+                || cause instanceof org.apache.kafka.common.errors.CorruptRecordException);
     }
 
     private static void closeQuietly(Producer<String, byte[]> failed) {

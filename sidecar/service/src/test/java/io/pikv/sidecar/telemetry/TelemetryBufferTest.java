@@ -63,6 +63,24 @@ class TelemetryBufferTest {
     }
 
     @Test
+    void aRecordReportsTheDropsBeforeItNotThoseWhileItIsSent() throws Exception {
+        TelemetryBuffer buffer = new TelemetryBuffer(3);
+        for (int s = 0; s < 4; s++) {
+            buffer.add(record(s)); // 0 dropped
+        }
+        assertThat(buffer.take(0).sequence()).isEqualTo(1);
+        // While 1 is being sent, two more windows close: the buffer fills again and 2 (never sent) is dropped.
+        buffer.add(record(4));
+        buffer.add(record(5));
+        assertThat(buffer.dropped()).isEqualTo(2);
+        // 1 reports the one drop before it (0); 2's drop is the gap before 3, the next record taken.
+        assertThat(buffer.unreportedAtTake()).isEqualTo(1);
+        buffer.reported(1);
+        assertThat(buffer.take(0).sequence()).isEqualTo(3);
+        assertThat(buffer.unreportedAtTake()).isEqualTo(1);
+    }
+
+    @Test
     void aRecordPutBackAfterATryIsNotTheOneNewRecordsPushOut() throws Exception {
         TelemetryBuffer buffer = new TelemetryBuffer(2);
         buffer.add(record(0));

@@ -268,7 +268,7 @@ class TelemetryPublisherTest {
     }
 
     @Test
-    void onlyFailuresAfterTheRecordMayHaveLeftCountAsPerhapsLanded() {
+    void onlyRetriableFailuresThatSayNothingWasWrittenCountAsNotLanded() {
         assertThat(TelemetryPublisher.mayHaveLanded(new java.util.concurrent.TimeoutException())).isTrue();
         assertThat(TelemetryPublisher.mayHaveLanded(new org.apache.kafka.common.errors.TimeoutException(
                 "Expiring 1 record(s) for pikv.cache-events-0: 10001 ms has passed since batch creation"))).isTrue();
@@ -277,7 +277,17 @@ class TelemetryPublisherTest {
         // What kafka-clients 4.1 fails the future with when the topic's metadata never came: nothing was sent.
         assertThat(TelemetryPublisher.mayHaveLanded(new org.apache.kafka.common.errors.TimeoutException(
                 "Topic pikv.cache-events not present in metadata after 10000 ms."))).isFalse();
-        assertThat(TelemetryPublisher.mayHaveLanded(new ClusterAuthorizationException("no"))).isFalse();
+        // Answers that may come after the leader wrote the record, and those that say it wrote nothing.
+        assertThat(TelemetryPublisher.mayHaveLanded(
+                new org.apache.kafka.common.errors.NotEnoughReplicasAfterAppendException("after"))).isTrue();
+        assertThat(TelemetryPublisher.mayHaveLanded(
+                new org.apache.kafka.common.errors.NotLeaderOrFollowerException("moved"))).isTrue();
+        assertThat(TelemetryPublisher.mayHaveLanded(
+                new org.apache.kafka.common.errors.KafkaStorageException("disk"))).isTrue();
+        assertThat(TelemetryPublisher.mayHaveLanded(
+                new org.apache.kafka.common.errors.NotEnoughReplicasException("before"))).isFalse();
+        assertThat(TelemetryPublisher.mayHaveLanded(
+                new org.apache.kafka.common.errors.UnknownTopicOrPartitionException("none"))).isFalse();
     }
 
     @Test
