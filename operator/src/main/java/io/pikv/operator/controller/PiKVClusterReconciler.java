@@ -223,8 +223,9 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                 + client.getKubernetesSerialization().asJson(uid) + "},";
         String patch = "[" + test + "{\"op\":\"add\",\"path\":\"/status\",\"value\":"
                 + client.getKubernetesSerialization().asJson(status) + "}]";
-        client.resource(addressOf(cluster)).subresource("status").patch(PatchContext.of(PatchType.JSON), patch);
-        written.remember(cluster, status);
+        PiKVCluster patched = client.resource(addressOf(cluster)).subresource("status")
+                .patch(PatchContext.of(PatchType.JSON), patch);
+        written.remember(cluster, status, patched == null ? null : patched.getMetadata().getResourceVersion());
     }
 
     /**

@@ -23,8 +23,12 @@ public final class WrittenStatuses {
     /** Clusters whose written status is kept at most. */
     static final int DEFAULT_LIMIT = 4096;
 
-    /** A written status and the cluster it was written to. */
-    private record Written(String namespace, String name, PiKVClusterStatus status) {
+    /**
+     * A written status and the cluster it was written to; the resource version the write made, and those of the
+     * copies the operator wrote from and of its earlier writes (a copy of one of them is from before this write).
+     */
+    private record Written(String namespace, String name, PiKVClusterStatus status, String version,
+                           java.util.Set<String> before) {
     }
 
     private final Map<String, Written> byUid;
@@ -50,13 +54,24 @@ public final class WrittenStatuses {
         byUid.values().removeIf(w -> w.namespace().equals(namespace) && w.name().equals(name));
     }
 
-    /** {@code status} was written to {@code cluster}; it must not be changed afterwards. */
-    synchronized void remember(PiKVCluster cluster, PiKVClusterStatus status) {
+    /**
+     * {@code status} was written to {@code cluster} (the copy the reconcile read), making resource version
+     * {@code version} (null when unknown); the status must not be changed afterwards.
+     */
+    synchronized void remember(PiKVCluster cluster, PiKVClusterStatus status, String version) {
         String uid = cluster.getMetadata().getUid();
         if (uid != null) {
-            byUid.remove(uid); // newest last, for the bound
+            Written earlier = byUid.remove(uid); // newest last, for the bound
+            java.util.Set<String> before = new java.util.HashSet<>();
+            if (earlier != null) {
+                before.addAll(earlier.before());
+                before.add(earlier.version());
+            }
+            before.add(cluster.getMetadata().getResourceVersion());
+            before.remove(null);
             String namespace = cluster.getMetadata().getNamespace();
-            byUid.put(uid, new Written(namespace == null ? "" : namespace, cluster.getMetadata().getName(), status));
+            byUid.put(uid, new Written(namespace == null ? "" : namespace, cluster.getMetadata().getName(), status,
+                    version, before));
         }
     }
 
@@ -77,6 +92,16 @@ public final class WrittenStatuses {
         // generation that differs is taken for one from before the write: the operator writes several statuses per
         // generation (readiness changes, a reconcile's failure), and the watch may not have brought the last back.
         if (cached != null && (observed(cached) > observed(mine) || !StatusAggregator.changed(cached, mine))) {
+            byUid.remove(uid);
+            return cached;
+        }
+        // A copy of a version none of the writes was made from or made, of the generation written, came after the
+        // write: its status was changed by someone else (cleared or edited by hand) and is what the cluster shows now,
+        // to be written anew. A copy of a later generation may be a spec change from before the write, so not that.
+        String shown = cluster.getMetadata().getResourceVersion();
+        Long generation = cluster.getMetadata().getGeneration();
+        if (shown != null && written.version() != null && !shown.equals(written.version())
+                && !written.before().contains(shown) && generation != null && generation == observed(mine)) {
             byUid.remove(uid);
             return cached;
         }

@@ -768,11 +768,16 @@ public final class PiKVClusterValidator {
         }
         List<io.fabric8.kubernetes.api.model.LocalObjectReference> pullSecrets = s.getImagePullSecrets() == null
                 ? List.of() : s.getImagePullSecrets();
+        java.util.Set<String> pulledWith = new java.util.HashSet<>();
         for (int i = 0; i < pullSecrets.size(); i++) {
             String name = pullSecrets.get(i) == null ? null : pullSecrets.get(i).getName();
             if (name == null || name.length() > 253 || !DNS_1123_SUBDOMAIN.matcher(name).matches()) {
                 out.add(new Violation("spec.sidecar.imagePullSecrets[" + i + "].name", "'" + name + "' is not a "
                         + "Secret name (lower-case letters, digits, '-' and '.')"));
+            } else if (!pulledWith.add(name)) {
+                // The pod spec keys this list by name: an apply that names a Secret twice is refused by the API server.
+                out.add(new Violation("spec.sidecar.imagePullSecrets[" + i + "].name", "'" + name + "' is listed "
+                        + "twice; list each Secret once"));
             }
         }
         ResourceRequirements r = s.getResources();

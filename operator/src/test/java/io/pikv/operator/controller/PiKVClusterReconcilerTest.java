@@ -214,6 +214,27 @@ class PiKVClusterReconcilerTest {
                 && "SpecValid".equals(condition(get("relabel").getStatus(), "Degraded").getReason()));
     }
 
+    /** A status cleared by hand (the generation unchanged) is written again by the next reconcile, not taken as stale. */
+    @Test
+    void aStatusClearedByHandIsWrittenAgain() {
+        create(TestClusters.small("cleared", NS));
+        awaitStatus("cleared", s -> s.getShardMapEpoch() != null);
+        awaitObject(StatefulSet.class, "cleared-shard", sts -> true);
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("cleared").subresource("status")
+                .patch(io.fabric8.kubernetes.client.dsl.base.PatchContext.of(
+                        io.fabric8.kubernetes.client.dsl.base.PatchType.JSON),
+                        "[{\"op\":\"add\",\"path\":\"/status\",\"value\":{}}]");
+        await().atMost(WAIT).until(() -> get("cleared").getStatus() == null
+                || get("cleared").getStatus().getShardMapEpoch() == null);
+        // Any event of the cluster's objects brings a reconcile (a status change alone does not).
+        client.apps().statefulSets().inNamespace(NS).withName("cleared-shard").edit(sts -> {
+            sts.getMetadata().getLabels().remove("app.kubernetes.io/managed-by");
+            return sts;
+        });
+        PiKVClusterStatus again = awaitStatus("cleared", s -> s.getShardMapEpoch() != null);
+        assertThat(condition(again, "Degraded").getReason()).isEqualTo("SpecValid");
+    }
+
     /**
      * A cluster deleted and created again under the same name before the garbage collector removed the old one's
      * objects (the mock server has none: the test plays it): they are not taken over, the new cluster is stalled
@@ -710,7 +731,7 @@ class PiKVClusterReconcilerTest {
         PiKVCluster lastSeen = get("gone");
         PiKVClusterStatus unseen = new PiKVClusterStatus();
         unseen.setObservedGeneration(99L);
-        written.remember(lastSeen, unseen);
+        written.remember(lastSeen, unseen, null);
         assertThat(written.current(lastSeen)).isSameAs(unseen);
 
         client.resource(created).delete();

@@ -37,7 +37,7 @@ class WrittenStatusesTest {
     void aWriteOfALaterGenerationWinsUntilTheInformerShowsIt() {
         WrittenStatuses w = new WrittenStatuses(8);
         PiKVClusterStatus wrote = status(4, 3);
-        w.remember(cluster("a", status(3, 2)), wrote);
+        w.remember(cluster("a", status(3, 2)), wrote, null);
 
         assertThat(w.current(cluster("a", status(3, 2)))).as("stale informer copy").isSameAs(wrote);
         assertThat(w.current(cluster("a", null))).as("first write not back yet").isSameAs(wrote);
@@ -53,8 +53,8 @@ class WrittenStatusesTest {
     @Test
     void aDeletedClustersWriteIsForgottenWhenTheSdkIsDoneWithIt() {
         WrittenStatuses w = new WrittenStatuses(8);
-        w.remember(cluster("a", null), status(4, 3)); // cluster c-a in ns
-        w.remember(cluster("b", null), status(2, 1)); // cluster c-b in ns
+        w.remember(cluster("a", null), status(4, 3), null); // cluster c-a in ns
+        w.remember(cluster("b", null), status(2, 1), null); // cluster c-b in ns
         w.forget("other", "c-a");
         assertThat(w.size()).as("another namespace's cluster of that name").isEqualTo(2);
         w.forget("ns", "c-a");
@@ -65,7 +65,7 @@ class WrittenStatusesTest {
     @Test
     void theInformersCopyOfALaterGenerationWins() {
         WrittenStatuses w = new WrittenStatuses(8);
-        w.remember(cluster("a", null), status(4, 3));
+        w.remember(cluster("a", null), status(4, 3), null);
         PiKVClusterStatus newer = status(6, 5);
         assertThat(w.current(cluster("a", newer))).isSameAs(newer);
         assertThat(w.size()).isZero();
@@ -76,13 +76,39 @@ class WrittenStatusesTest {
         // Generation 4 was written with 3 shards, then again (readiness changed, or a failed reconcile) with 4; the
         // informer still shows the first write.
         WrittenStatuses w = new WrittenStatuses(8);
-        w.remember(cluster("a", null), status(4, 3));
+        w.remember(cluster("a", null), status(4, 3), null);
         PiKVClusterStatus second = status(4, 4);
-        w.remember(cluster("a", status(4, 3)), second);
+        w.remember(cluster("a", status(4, 3)), second, null);
         assertThat(w.current(cluster("a", status(4, 3)))).as("stale copy of the same generation").isSameAs(second);
         PiKVClusterStatus shown = status(4, 4);
         assertThat(w.current(cluster("a", shown))).isSameAs(shown);
         assertThat(w.size()).isZero();
+    }
+
+    private static PiKVCluster copy(String version, long generation, PiKVClusterStatus cached) {
+        PiKVCluster c = cluster("a", cached);
+        c.getMetadata().setResourceVersion(version);
+        c.getMetadata().setGeneration(generation);
+        return c;
+    }
+
+    @Test
+    void aStatusChangedByHandAfterTheWriteIsTheCurrentOne() {
+        // Written from version 10, twice (making 11, then 12): copies of 10 and 11 are from before the last write.
+        WrittenStatuses w = new WrittenStatuses(8);
+        w.remember(copy("10", 4, status(3, 2)), status(4, 3), "11");
+        PiKVClusterStatus second = status(4, 4);
+        w.remember(copy("10", 4, status(3, 2)), second, "12");
+        assertThat(w.current(copy("10", 4, status(3, 2)))).as("from before the writes").isSameAs(second);
+        assertThat(w.current(copy("11", 4, status(4, 3)))).as("the first write").isSameAs(second);
+        // A spec change made before the write (a later generation, an unknown version) does not replace it.
+        assertThat(w.current(copy("9x", 5, status(3, 2)))).as("a spec change queued").isSameAs(second);
+        // Version 13 of the same generation came after the write: its status was cleared or edited by someone else.
+        assertThat(w.current(copy("13", 4, null))).as("status cleared by hand").isNull();
+        assertThat(w.size()).isZero();
+        w.remember(copy("13", 4, null), second, "14");
+        PiKVClusterStatus edited = status(4, 9);
+        assertThat(w.current(copy("15", 4, edited))).as("status edited by hand").isSameAs(edited);
     }
 
     @Test
@@ -90,13 +116,13 @@ class WrittenStatusesTest {
         WrittenStatuses w = new WrittenStatuses(2);
         PiKVCluster noUid = TestClusters.small("x", "ns");
         noUid.getMetadata().setUid(null);
-        w.remember(noUid, status(1, 1));
+        w.remember(noUid, status(1, 1), null);
         assertThat(w.size()).isZero();
 
-        w.remember(cluster("a", null), status(1, 1));
-        w.remember(cluster("b", null), status(1, 1));
-        w.remember(cluster("a", null), status(2, 1)); // a is now the newest
-        w.remember(cluster("c", null), status(1, 1)); // b, the oldest, goes
+        w.remember(cluster("a", null), status(1, 1), null);
+        w.remember(cluster("b", null), status(1, 1), null);
+        w.remember(cluster("a", null), status(2, 1), null); // a is now the newest
+        w.remember(cluster("c", null), status(1, 1), null); // b, the oldest, goes
         assertThat(w.size()).isEqualTo(2);
         assertThat(w.current(cluster("b", null))).isNull();
         assertThat(w.current(cluster("a", null)).getObservedGeneration()).isEqualTo(2);

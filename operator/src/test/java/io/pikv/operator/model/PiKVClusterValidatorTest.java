@@ -223,6 +223,11 @@ class PiKVClusterValidatorTest {
                 bad("image pull secret name", c -> c.getSpec().getSidecar().setImagePullSecrets(List.of(
                         new io.fabric8.kubernetes.api.model.LocalObjectReference("Registry Creds"))),
                         "spec.sidecar.imagePullSecrets[0].name", "'Registry Creds' is not a Secret name"),
+                bad("image pull secret listed twice", c -> c.getSpec().getSidecar().setImagePullSecrets(List.of(
+                        new io.fabric8.kubernetes.api.model.LocalObjectReference("regcred"),
+                        new io.fabric8.kubernetes.api.model.LocalObjectReference("mirror"),
+                        new io.fabric8.kubernetes.api.model.LocalObjectReference("regcred"))),
+                        "spec.sidecar.imagePullSecrets[2].name", "'regcred' is listed twice"),
                 bad("gpu resource name", c -> c.getSpec().getGpu().setResourceName("NVIDIA GPU"),
                         "spec.gpu.resourceName", "not an extended resource name"),
                 bad("gpu resource name without a domain", c -> c.getSpec().getGpu().setResourceName("memory"),
