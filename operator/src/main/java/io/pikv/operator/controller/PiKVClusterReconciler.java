@@ -424,6 +424,8 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             long known = previous.getLastValidGeneration() == null ? -1 : previous.getLastValidGeneration();
             if (running != null && runningGeneration > known) {
                 out.addAll(applied(cluster, previous, running, runningGeneration, now));
+            } else if (running != null && runningGeneration == known) {
+                controlStateRestored(cluster, previous, running, now, out); // the running spec's ConfigMap lost
             }
             String message = StatusAggregator.invalidMessage(generation, validation, running != null,
                     runningGeneration, previous, lastValidRefused);
@@ -439,20 +441,29 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             return out;
         }
         if (Objects.equals(previous.getLastValidGeneration(), generation)) {
-            // The same spec, yet another control state: the ConfigMap that keeps it was deleted or edited by hand.
-            if (running != null && previous.getShardMapEpoch() != null
-                    && previous.getShardMapEpoch() != running.shardMap().epoch()) {
-                out.add(decide(cluster, Reasons.REBALANCED, "Control state epoch " + previous.getShardMapEpoch()
-                        + " → " + running.shardMap().epoch() + " with the spec unchanged: ConfigMap "
-                        + io.pikv.operator.model.PiKVClusterResources.configMapName(cluster.getMetadata().getName())
-                        + " did not hold the control state status recorded (deleted, or edited by hand), so it holds "
-                        + "this one now: " + running.shardMap().experts() + " experts over " + running.shards()
-                        + " shards, policy " + running.activePolicy().value() + ", " + running.budgetBytes()
-                        + " bytes per shard (not yet published to them).", now));
+            if (running != null) {
+                controlStateRestored(cluster, previous, running, now, out);
             }
             return out;
         }
         return applied(cluster, previous, running, generation, now);
+    }
+
+    /**
+     * The spec already applied, yet another control state: the ConfigMap that keeps it was deleted or edited by hand,
+     * and holds the state for the spec anew under a higher epoch (told whether the current spec is valid or not).
+     */
+    private void controlStateRestored(PiKVCluster cluster, PiKVClusterStatus previous, ShardCluster running,
+                                      String now, List<Decision> out) {
+        if (previous.getShardMapEpoch() != null && previous.getShardMapEpoch() != running.shardMap().epoch()) {
+            out.add(decide(cluster, Reasons.REBALANCED, "Control state epoch " + previous.getShardMapEpoch()
+                    + " → " + running.shardMap().epoch() + " with the spec unchanged: ConfigMap "
+                    + io.pikv.operator.model.PiKVClusterResources.configMapName(cluster.getMetadata().getName())
+                    + " did not hold the control state status recorded (deleted, or edited by hand), so it holds "
+                    + "this one now: " + running.shardMap().experts() + " experts over " + running.shards()
+                    + " shards, policy " + running.activePolicy().value() + ", " + running.budgetBytes()
+                    + " bytes per shard (not yet published to them).", now));
+        }
     }
 
     /** The decisions of applying {@code generation} (valid, rendered as {@code running}) after {@code previous}. */

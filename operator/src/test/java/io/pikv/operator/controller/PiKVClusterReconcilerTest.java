@@ -329,6 +329,16 @@ class PiKVClusterReconcilerTest {
             return told.size() == 1 && (told.get(0).getCount() == null || told.get(0).getCount() == 1);
         });
 
+        // The running spec's ConfigMap deleted while the spec is invalid: written anew under a higher epoch, and told.
+        long epoch = get("invalid").getStatus().getShardMapEpoch();
+        client.configMaps().inNamespace(NS).withName("invalid-config").delete();
+        PiKVClusterStatus reEpoched = awaitStatus("invalid", s -> s.getShardMapEpoch() > epoch);
+        assertThat(reEpoched.getLastDecision().getReason()).isEqualTo("Rebalanced");
+        assertThat(condition(reEpoched, "Degraded").getReason()).isEqualTo("SpecInvalid");
+        assertThat(await().atMost(WAIT).until(() -> writtenEvents("invalid", "Rebalanced"), l -> !l.isEmpty()))
+                .singleElement().satisfies(e -> assertThat(e.getMessage()).startsWith("Control state epoch " + epoch
+                        + " → " + reEpoched.getShardMapEpoch() + " with the spec unchanged"));
+
         // Fixed: Degraded clears and the new spec runs.
         client.resources(PiKVCluster.class).inNamespace(NS).withName("invalid").edit(c -> {
             c.getSpec().getModel().setTopK(2);
