@@ -90,8 +90,25 @@ public final class PiKVClusterValidator {
     private PiKVClusterValidator() {
     }
 
-    /** One broken rule: the field (a JSON path from the resource root) and what is wrong with it. */
+    /**
+     * One broken rule: the field (a JSON path from the resource root) and what is wrong with it. Both are cut to
+     * {@link #MAX_TEXT} characters: they quote the spec's values, which status and events repeat, and an object holds
+     * at most about 1.5 MiB.
+     */
     public record Violation(String field, String message) {
+        /** Characters of a field or message kept. */
+        static final int MAX_TEXT = 512;
+
+        public Violation {
+            field = cut(field);
+            message = cut(message);
+        }
+
+        private static String cut(String text) {
+            return text == null || text.length() <= MAX_TEXT ? text
+                    : text.substring(0, MAX_TEXT) + "… (" + (text.length() - MAX_TEXT) + " more characters)";
+        }
+
         @Override
         public String toString() {
             return field + ": " + message;
@@ -108,9 +125,15 @@ public final class PiKVClusterValidator {
             return violations.isEmpty();
         }
 
-        /** All violations in one line, for a condition message or an event. */
+        /** Violations listed in a summary at most. */
+        static final int MAX_LISTED = 16;
+
+        /** All violations in one line (the first {@link #MAX_LISTED}, and how many more), for a condition or an event. */
         public String summary() {
-            return violations.stream().map(Violation::toString).collect(Collectors.joining("; "));
+            String listed = violations.stream().limit(MAX_LISTED).map(Violation::toString)
+                    .collect(Collectors.joining("; "));
+            return violations.size() <= MAX_LISTED ? listed
+                    : listed + "; and " + (violations.size() - MAX_LISTED) + " more violations";
         }
     }
 

@@ -354,8 +354,9 @@ public final class StatusAggregator {
     }
 
     private static String missing(int exist, int desired) {
-        return exist + " shard pods exist, " + desired + " desired; waiting for the StatefulSet to make the missing ones "
-                + "again.";
+        return exist + " shard pods exist, " + desired + " desired; waiting for the StatefulSet to "
+                + (exist < desired ? "make the missing ones again." : "remove the extra ones (its replica count was "
+                + "changed by hand; the operator set it back).");
     }
 
     /**

@@ -435,6 +435,26 @@ class PiKVClusterValidatorTest {
     }
 
     @Test
+    void violationsQuoteLongValuesCutAndSummariesListTheFirstSixteen() {
+        // A huge invalid value is quoted cut, so status (which repeats it) stays far below an object's size limit.
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        c.getSpec().getSidecar().setImage("Bad".repeat(200_000));
+        PiKVClusterValidator.Violation v = PiKVClusterValidator.validate(c).violations().get(0);
+        assertThat(v.field()).isEqualTo("spec.sidecar.image");
+        assertThat(v.message()).startsWith("'BadBad").matches("(?s).{512}… \\(\\d{6} more characters\\)");
+        List<io.fabric8.kubernetes.api.model.LocalObjectReference> secrets = new java.util.ArrayList<>();
+        for (int i = 0; i < 20; i++) {
+            secrets.add(new io.fabric8.kubernetes.api.model.LocalObjectReference("Bad" + i));
+        }
+        c.getSpec().getSidecar().setImage(null);
+        c.getSpec().getSidecar().setImagePullSecrets(secrets);
+        PiKVClusterValidator.Result many = PiKVClusterValidator.validate(c);
+        assertThat(many.violations()).hasSize(20);
+        assertThat(many.summary()).contains("imagePullSecrets[15].name").doesNotContain("imagePullSecrets[16]")
+                .endsWith("; and 4 more violations");
+    }
+
+    @Test
     void policiesAreTheEngines() {
         assertThat(Arrays.stream(SchedulingPolicy.values()).map(SchedulingPolicy::value))
                 .containsExactlyElementsOf(BlockPolicies.NAMES);
