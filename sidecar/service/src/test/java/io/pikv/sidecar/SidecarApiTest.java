@@ -374,6 +374,10 @@ class SidecarApiTest {
         given().contentType("application/octet-stream").body(step).urlEncodingEnabled(false)
                 .post(steps + "?position=&position=5").then().statusCode(400).contentType(PROBLEM)
                 .body("detail", equalTo("position must be given once, got 2 values [, 5]"));
+        // Parameters are separated by '&' only: a ';' is part of the value, not a second parameter.
+        given().contentType("application/octet-stream").body(step).urlEncodingEnabled(false)
+                .post(steps + "?position=7;8").then().statusCode(400).contentType(PROBLEM)
+                .body("detail", equalTo("position must be a whole number in digits 0-9, got '7;8'"));
         given().contentType("application/octet-stream").body(step).post(steps + "?position=2147483648")
                 .then().statusCode(400).contentType(PROBLEM)
                 .body("detail", equalTo("position must be at most 2147483647, got 2147483648"));

@@ -16,6 +16,9 @@ import jakarta.enterprise.event.Observes;
 import jakarta.ws.rs.core.MediaType;
 import org.jboss.logging.Logger;
 
+import java.net.URLDecoder;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.function.Consumer;
@@ -98,7 +101,7 @@ public class BinaryRoutes {
         }
         List<String> position;
         try {
-            position = request.params().getAll("position");
+            position = queryValues(request.query(), "position");
         } catch (IllegalArgumentException e) { // a query string that does not decode (a bad %-escape)
             send(rc, Problems.of(new IllegalArgumentException("the query string does not decode: " + e.getMessage()),
                     path));
@@ -116,6 +119,26 @@ public class BinaryRoutes {
             rc.put(CONTINUED, Boolean.TRUE);
         }
         read(rc, path, length, body -> work(rc, path, () -> call.serve(id, position, body.getBytes())));
+    }
+
+    /**
+     * The values of query parameter {@code name} (exactly that name, after decoding) in the raw query string: its
+     * parameters are separated by {@code &} only (a framework's reader would also split at {@code ;}, match the name in
+     * any case and stop after 1,024 parameters, so that {@code ?position=7;8} read as 7). A bad %-escape throws.
+     */
+    static List<String> queryValues(String rawQuery, String name) {
+        List<String> values = new ArrayList<>();
+        if (rawQuery == null || rawQuery.isEmpty()) {
+            return values;
+        }
+        for (String parameter : rawQuery.split("&", -1)) {
+            int eq = parameter.indexOf('=');
+            String key = URLDecoder.decode(eq < 0 ? parameter : parameter.substring(0, eq), StandardCharsets.UTF_8);
+            if (key.equals(name)) {
+                values.add(eq < 0 ? "" : URLDecoder.decode(parameter.substring(eq + 1), StandardCharsets.UTF_8));
+            }
+        }
+        return values;
     }
 
     /** Reads the body into one buffer (sized by its declared length), refusing it once it passes the limit. */
