@@ -102,13 +102,23 @@ public final class AttentionBench implements Callable<Integer> {
             throw new Main.UsageException(e.getMessage() + ".");
         }
         PrintWriter out = spec.commandLine().getOut();
-        Path dir = Files.createTempDirectory("pikv-attention");
-        dir.toFile().deleteOnExit(); // with the files below: also on Ctrl-C, when the finally block does not run
+        // NumPy gets the exact values the pages hold for fp16 and fp32; int8 pages hold quantized ones. Asked first:
+        // its copy of K and V (as large as the cache) is written only for a NumPy that can run.
+        String numpyUnavailable = noNumpy ? "skipped (--no-numpy)" : type == StorageType.INT8
+                ? "skipped for int8 pages (NumPy would attend over other values than the quantized ones)"
+                : NumpyAttention.unavailable();
+        Path dir = null;
+        if (numpyUnavailable == null) {
+            dir = Files.createTempDirectory("pikv-attention");
+            dir.toFile().deleteOnExit(); // with the files below: also on Ctrl-C, when the finally block does not run
+        }
         try (KvStore store = new KvStore(config)) {
             long seq = store.createSequence();
-            // NumPy gets the exact values the pages hold for fp16 and fp32; int8 pages hold quantized ones.
-            boolean numpy = !noNumpy && type != StorageType.INT8;
-            float[] q = fill(store, seq, shape, type, dir, numpy);
+            Filled filled = fill(store, seq, shape, type, dir);
+            float[] q = filled.query();
+            if (numpyUnavailable == null) {
+                numpyUnavailable = filled.npyFailure();
+            }
             long bytes = (long) context * kvHeads * headDim * 2 * type.bytes();
             if (type == StorageType.INT8) {
                 // Each page's key scales (per channel) and value scales (per token) are read too.
@@ -161,9 +171,8 @@ public final class AttentionBench implements Callable<Integer> {
             double triad = median(roundTriad);
             double achieved = bytes / best / 1e9;
 
-            NumpyAttention.Result np = !numpy
-                    ? new NumpyAttention.Result(null, null, null, null, noNumpy ? "skipped (--no-numpy)"
-                    : "skipped for int8 pages (NumPy would attend over other values than the quantized ones)")
+            NumpyAttention.Result np = numpyUnavailable != null
+                    ? new NumpyAttention.Result(null, null, null, null, numpyUnavailable)
                     : NumpyAttention.run(dir, dir.resolve("k.npy"), dir.resolve("v.npy"), dir.resolve("q.npy"),
                     Math.min(iterations, 10), workers);
 
@@ -199,52 +208,75 @@ public final class AttentionBench implements Callable<Integer> {
             }
             return 0;
         } finally {
-            DirTree.delete(dir); // a temp directory left behind is harmless
+            if (dir != null) {
+                DirTree.delete(dir); // a temp directory left behind is harmless
+            }
         }
     }
 
-    /** Appends {@code context} random tokens (and writes them as .npy when asked); returns a random query. */
-    private float[] fill(KvStore store, long seq, ModelShape shape, StorageType type, Path dir, boolean npy)
-            throws IOException {
+    /** The query of a filled sequence, and why NumPy's copy of its K and V could not be written (null: written). */
+    private record Filled(float[] query, String npyFailure) {
+    }
+
+    /** One generated token: its K and V, and its primary expert. */
+    private interface TokenSink {
+        void accept(float[] k, float[] v, int expert) throws IOException;
+    }
+
+    /** Generates the {@code context} random tokens (the same ones on every call) into {@code sink}; returns the query. */
+    private float[] tokens(ModelShape shape, TokenSink sink) throws IOException {
         SplittableRandom rnd = new SplittableRandom(42);
         int width = shape.kvWidth();
         float[] k = new float[width];
         float[] v = new float[width];
-        boolean half = type == StorageType.FP16;
-        if (npy) {
-            for (String name : new String[] {"q.npy", "numpy_out.npy", "numpy_attention.py", "numpy_log.txt", "v.npy",
-                    "k.npy"}) {
-                dir.resolve(name).toFile().deleteOnExit(); // deleted in reverse order, before the directory
+        for (int t = 0; t < context; t++) {
+            for (int i = 0; i < width; i++) {
+                k[i] = (float) (rnd.nextDouble() * 2 - 1);
+                v[i] = (float) (rnd.nextDouble() * 2 - 1);
             }
-        }
-        try (Npy.Writer kw = npy ? new Npy.Writer(dir.resolve("k.npy"), half, context, kvHeads, headDim) : null;
-             Npy.Writer vw = npy ? new Npy.Writer(dir.resolve("v.npy"), half, context, kvHeads, headDim) : null) {
-            for (int t = 0; t < context; t++) {
-                for (int i = 0; i < width; i++) {
-                    k[i] = (float) (rnd.nextDouble() * 2 - 1);
-                    v[i] = (float) (rnd.nextDouble() * 2 - 1);
-                }
-                store.append(seq, 0, rnd.nextInt(shape.experts()), k, v);
-                if (npy) {
-                    for (int i = 0; i < width; i++) {
-                        kw.put(k[i], Fp16.fromFloat(k[i]));
-                        vw.put(v[i], Fp16.fromFloat(v[i]));
-                    }
-                }
-            }
+            sink.accept(k, v, rnd.nextInt(shape.experts()));
         }
         float[] q = new float[shape.queryWidth()];
         for (int i = 0; i < q.length; i++) {
             q[i] = (float) (rnd.nextDouble() * 4 - 2);
         }
-        if (npy) {
+        return q;
+    }
+
+    /**
+     * Appends the random tokens to the sequence; with {@code dir}, writes them (and the query) there as .npy for
+     * NumPy. A write that fails (a full disk) costs only the NumPy comparison: the files go, and the reason is said.
+     */
+    private Filled fill(KvStore store, long seq, ModelShape shape, StorageType type, Path dir) throws IOException {
+        float[] q = tokens(shape, (k, v, expert) -> store.append(seq, 0, expert, k, v));
+        if (dir == null) {
+            return new Filled(q, null);
+        }
+        for (String name : new String[] {"q.npy", "numpy_out.npy", "numpy_attention.py", "numpy_log.txt", "v.npy",
+                "k.npy"}) {
+            dir.resolve(name).toFile().deleteOnExit(); // deleted in reverse order, before the directory
+        }
+        boolean half = type == StorageType.FP16;
+        try {
+            try (Npy.Writer kw = new Npy.Writer(dir.resolve("k.npy"), half, context, kvHeads, headDim);
+                 Npy.Writer vw = new Npy.Writer(dir.resolve("v.npy"), half, context, kvHeads, headDim)) {
+                tokens(shape, (k, v, expert) -> {
+                    for (int i = 0; i < k.length; i++) {
+                        kw.put(k[i], Fp16.fromFloat(k[i]));
+                        vw.put(v[i], Fp16.fromFloat(v[i]));
+                    }
+                });
+            }
             try (Npy.Writer qw = new Npy.Writer(dir.resolve("q.npy"), false, shape.qHeads(), shape.headDim())) {
                 for (float x : q) {
                     qw.put(x, (short) 0);
                 }
             }
+            return new Filled(q, null);
+        } catch (IOException e) {
+            DirTree.delete(dir);
+            return new Filled(q, "could not write NumPy's copy of K and V in " + dir + ": " + e.getMessage());
         }
-        return q;
     }
 
     private static double median(double[] values) {

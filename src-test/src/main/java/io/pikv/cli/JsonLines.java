@@ -41,6 +41,9 @@ final class JsonLines {
             int line = 0;
             while ((text = readLine(in)) != null) {
                 line++;
+                if (line == 1 && text.startsWith("\uFEFF")) {
+                    text = text.substring(1); // a UTF-8 byte-order mark (some editors write one) is not the JSON's
+                }
                 if (text.length() > MAX_LINE_CHARS) {
                     throw bad(file, line, what, "it is longer than " + (MAX_LINE_CHARS >> 20) + " Mi characters");
                 }

@@ -46,6 +46,50 @@ final class NumpyAttention {
     private NumpyAttention() {
     }
 
+    /**
+     * Whether python3 with numpy can run here (asked before K and V are written for it, which can take gigabytes):
+     * null when it can, else why not.
+     */
+    static String unavailable() {
+        try {
+            Process p = new ProcessBuilder("python3", "-c", "import numpy").redirectErrorStream(true).start();
+            if (!ended(p, 60)) {
+                return "python3 did not import numpy within 60 s";
+            }
+            String text = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).strip();
+            return p.exitValue() == 0 ? null
+                    : "numpy not available: " + text.lines().reduce((a, b) -> b).orElseGet(() -> "exit " + p.exitValue());
+        } catch (IOException e) {
+            return "python3 not available: " + e.getMessage();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return "interrupted";
+        }
+    }
+
+    /**
+     * Waits up to {@code seconds} for {@code p}; ends it (with the JVM too: a Ctrl-C passed on by the launcher as TERM
+     * ends this JVM without the caller's finally block, and the child, which ignores Ctrl-C, would run on).
+     */
+    private static boolean ended(Process p, long seconds) throws InterruptedException {
+        Thread reaper = new Thread(p::destroyForcibly, "pikv-python-reaper");
+        Runtime.getRuntime().addShutdownHook(reaper);
+        boolean exited = false;
+        try {
+            exited = p.waitFor(seconds, TimeUnit.SECONDS);
+            return exited;
+        } finally {
+            if (!exited) {
+                p.destroyForcibly(); // on a timeout or an interrupt (once it exited, its output is still to be read)
+            }
+            try {
+                Runtime.getRuntime().removeShutdownHook(reaper);
+            } catch (IllegalStateException shuttingDown) {
+                // the hook runs anyway
+            }
+        }
+    }
+
     static Result run(Path dir, Path k, Path v, Path q, int iterations, int threads) {
         try {
             Path script = dir.resolve("numpy_attention.py");
@@ -62,12 +106,8 @@ final class NumpyAttention {
             Path log = dir.resolve("numpy_log.txt");
             pb.redirectErrorStream(true).redirectOutput(log.toFile());
             Process p = pb.start();
-            try {
-                if (!p.waitFor(10, TimeUnit.MINUTES)) {
-                    return new Result(null, null, null, null, "python3/numpy did not finish within 10 minutes");
-                }
-            } finally {
-                p.destroyForcibly(); // a no-op once it exited; ends it on a timeout or an interrupt
+            if (!ended(p, TimeUnit.MINUTES.toSeconds(10))) {
+                return new Result(null, null, null, null, "python3/numpy did not finish within 10 minutes");
             }
             String text = Files.readString(log, StandardCharsets.UTF_8).strip();
             if (p.exitValue() != 0) {

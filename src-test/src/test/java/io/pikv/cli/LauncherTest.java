@@ -103,6 +103,18 @@ class LauncherTest {
     }
 
     @Test
+    void aTraceThatStartsWithAByteOrderMarkIsRead(@TempDir Path dir) throws Exception {
+        Path trace = dir.resolve("bom.jsonl");
+        Files.writeString(trace, "\uFEFF{\"timestamp\": 0, \"input_length\": 1500, \"output_length\": 10, "
+                + "\"hash_ids\": [0, 1, 2]}\n{\"timestamp\": 5, \"input_length\": 1600, \"output_length\": 10, "
+                + "\"hash_ids\": [0, 1, 3]}\n");
+        Run r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4", "--json",
+                dir.resolve("out.json").toString());
+        assertThat(r.code()).as(r.err()).isZero();
+        assertThat(new ObjectMapper().readTree(dir.resolve("out.json").toFile()).get("lookups").asInt()).isEqualTo(6);
+    }
+
+    @Test
     void thePlaygroundRunsACluster() throws Exception {
         Run r = run("playground", "--port", "0", "--duration", "25", "--steps-per-second", "200");
         assertThat(r.code()).as(r.err()).isZero();
