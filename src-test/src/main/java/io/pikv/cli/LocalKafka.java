@@ -61,10 +61,19 @@ public final class LocalKafka implements AutoCloseable {
                 System.err.printf("local Kafka broker asked to exit (%d): %s%n", code, message));
         KafkaClusterTestKit kit = null;
         java.nio.file.Path dir = null;
+        // While the broker starts (seconds), a Ctrl-C ends the JVM before anyone holds it to close: this hook closes
+        // what was started and deletes the directory; once started, the caller's stop (or closeOnExit) does.
+        java.util.concurrent.atomic.AtomicReference<KafkaClusterTestKit> starting =
+                new java.util.concurrent.atomic.AtomicReference<>();
+        java.util.concurrent.atomic.AtomicReference<java.nio.file.Path> startingDir =
+                new java.util.concurrent.atomic.AtomicReference<>();
+        Thread whileStarting = new Thread(() -> abandon(starting.get(), startingDir.get()), "pikv-local-kafka-start");
+        Runtime.getRuntime().addShutdownHook(whileStarting);
         try {
             // A directory of our own, which only the kit's close() deletes: without one the kit takes a temp
             // directory that Kafka's own exit hook deletes, on Ctrl-C while the broker still runs (stopped last).
             dir = java.nio.file.Files.createTempDirectory("pikv-kafka-");
+            startingDir.set(dir);
             kit = new KafkaClusterTestKit.Builder(new TestKitNodes.Builder().setBaseDirectory(dir)
                     .setCombined(true).setNumBrokerNodes(1).setNumControllerNodes(1).build())
                     .setConfigProp("offsets.topic.replication.factor", "1")
@@ -73,6 +82,7 @@ public final class LocalKafka implements AutoCloseable {
                     .setConfigProp("group.initial.rebalance.delay.ms", "0")
                     .setConfigProp("auto.create.topics.enable", "false")
                     .build();
+            starting.set(kit);
             // The formatter prints its own progress line on standard output, amid the command's table.
             java.io.PrintStream stdout = System.out;
             System.setOut(new java.io.PrintStream(java.io.OutputStream.nullOutputStream()));
@@ -101,6 +111,25 @@ public final class LocalKafka implements AutoCloseable {
                 }
             }
             throw new Main.RunFailure("cannot start a local Kafka broker: " + e.getMessage(), e);
+        } finally {
+            try {
+                Runtime.getRuntime().removeShutdownHook(whileStarting);
+            } catch (IllegalStateException shuttingDown) {
+                // the hook runs
+            }
+        }
+    }
+
+    /** Closes a broker whose start was cut short (it deletes its directory), or deletes the directory if none. */
+    private static void abandon(KafkaClusterTestKit kit, java.nio.file.Path dir) {
+        try {
+            if (kit != null) {
+                kit.close();
+            } else if (dir != null) {
+                DirTree.delete(dir);
+            }
+        } catch (Exception e) {
+            System.err.println("(local Kafka broker: " + e.getMessage() + ")");
         }
     }
 

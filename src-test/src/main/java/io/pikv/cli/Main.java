@@ -125,6 +125,21 @@ public final class Main implements Runnable {
      * broker would not start, a file could not be written): its message, with the details it carries (a log tail, the
      * log's path), and exit code 1, without a stack trace.
      */
+    /**
+     * Whether the JVM is shutting down (Ctrl-C, TERM): a command's own thread still runs then, and the failures it
+     * meets (its child processes stopped by their hooks) are the interruption, not a failed run to report.
+     */
+    static boolean shuttingDown() {
+        Thread probe = new Thread(() -> { });
+        try {
+            Runtime.getRuntime().addShutdownHook(probe);
+            Runtime.getRuntime().removeShutdownHook(probe);
+            return false;
+        } catch (IllegalStateException e) {
+            return true;
+        }
+    }
+
     public static final class RunFailure extends RuntimeException {
         public RunFailure(String message) {
             super(message);

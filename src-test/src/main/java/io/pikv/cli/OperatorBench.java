@@ -76,7 +76,8 @@ public final class OperatorBench implements Callable<Integer> {
         Path log = dir.resolve("bench.log");
         Files.deleteIfExists(out);
         List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                "-Xmx2g", "-Djava.util.logging.manager=org.jboss.logmanager.LogManager", "-cp", classpath, MAIN,
+                "-Xmx2g", "-Djava.util.logging.manager=org.jboss.logmanager.LogManager",
+                "-Dpikv.parent-pid=" + ProcessHandle.current().pid(), "-cp", classpath, MAIN,
                 "--clusters", String.valueOf(clusters), "--rounds", String.valueOf(rounds),
                 "--warmup", String.valueOf(warmup), "--out", out.toString()));
         PrintWriter pw = spec.commandLine().getOut();
@@ -97,6 +98,10 @@ public final class OperatorBench implements Callable<Integer> {
             } catch (IllegalStateException shuttingDown) {
                 // the hook runs anyway
             }
+        }
+        if (Main.shuttingDown()) { // interrupted (Ctrl-C): the child was ended by the hook above, not failed
+            DirTree.delete(dir);
+            throw new Main.RunFailure("interrupted");
         }
         if (p.exitValue() != 0 || !Files.isRegularFile(out)) {
             // Malformed bytes (a child killed mid-write) become replacement characters rather than hide the failure.

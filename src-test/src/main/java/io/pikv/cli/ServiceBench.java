@@ -256,17 +256,12 @@ public final class ServiceBench implements Callable<Integer> {
             return 0;
         } catch (Main.UsageException e) {
             throw e;
-        } catch (Main.RunFailure e) {
-            // A process or the broker that did not start: its own words (with its log's tail), and where the logs are.
-            throw new Main.RunFailure(e.getMessage() + " (logs kept in " + logs + ")", e);
         } catch (RuntimeException e) {
-            // A sidecar (or the store in process, or the broker) failed mid-run, or answered something malformed:
-            // said with the processes' logs, exit 1.
-            StringBuilder tails = new StringBuilder();
-            for (SidecarProcess p : all) {
-                tails.append("\n--- ").append(p.name()).append(" ---\n").append(p.tail());
+            if (Main.shuttingDown()) {
+                finished = true; // interrupted (Ctrl-C): no failure to tell, and its logs go as a finished run's do
+                throw new Main.RunFailure("interrupted", e);
             }
-            throw new Main.RunFailure("the run failed: " + e.getMessage() + " (logs kept in " + logs + ")" + tails, e);
+            throw failure(e, logs, all);
         } finally {
             SidecarProcess.closeAll(all);
             clients.forEach(SidecarClient::close);
@@ -285,6 +280,22 @@ public final class ServiceBench implements Callable<Integer> {
                 }
             }
         }
+    }
+
+    /** A failed run said with where its logs are kept (and, for a failure mid-run, the processes' log tails). */
+    private static Main.RunFailure failure(RuntimeException failure, Path logs, List<SidecarProcess> all) {
+        if (failure instanceof Main.RunFailure e) {
+            // A process or the broker that did not start: its own words (with its log's tail), and where the logs are.
+            return new Main.RunFailure(e.getMessage() + " (logs kept in " + logs + ")", e);
+        }
+        // A sidecar (or the store in process, or the broker) failed mid-run, or answered something malformed: said
+        // with the processes' logs, exit 1.
+        StringBuilder tails = new StringBuilder();
+        for (SidecarProcess p : all) {
+            tails.append("\n--- ").append(p.name()).append(" ---\n").append(p.tail());
+        }
+        return new Main.RunFailure("the run failed: " + failure.getMessage() + " (logs kept in " + logs + ")" + tails,
+                failure);
     }
 
     /**

@@ -77,6 +77,10 @@ public final class ReconcileBench {
                 default -> throw new IllegalArgumentException("unknown argument " + args[i]);
             }
         }
+        String parent = System.getProperty("pikv.parent-pid");
+        if (parent != null) {
+            exitWithParent(Long.parseLong(parent));
+        }
         try {
             Map<String, Object> figures = run(clusters, rounds, warmup, Path.of("").toAbsolutePath());
             String json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValueAsString(figures);
@@ -91,6 +95,30 @@ public final class ReconcileBench {
         }
         // The SDK's and the mock server's threads are not daemons.
         System.exit(0);
+    }
+
+    /**
+     * Ends this process once process {@code pid} (the {@code ./pikv bench operator} that started it) is gone, also when
+     * that one was killed outright and its exit hooks never ran; a reused id is another process (started later).
+     */
+    private static void exitWithParent(long pid) {
+        java.util.Optional<java.time.Instant> started = ProcessHandle.of(pid).flatMap(h -> h.info().startInstant());
+        Thread watch = new Thread(() -> {
+            while (true) {
+                java.util.Optional<ProcessHandle> h = ProcessHandle.of(pid);
+                if (h.isEmpty() || !h.get().isAlive() || !h.get().info().startInstant().equals(started)) {
+                    System.err.println("the process that started this benchmark (pid " + pid + ") is gone: exiting");
+                    Runtime.getRuntime().halt(1); // the SDK's and the mock server's threads are not daemons
+                }
+                try {
+                    Thread.sleep(1000);
+                } catch (InterruptedException e) {
+                    return;
+                }
+            }
+        }, "pikv-parent-watch");
+        watch.setDaemon(true);
+        watch.start();
     }
 
     static Map<String, Object> run(int clusters, int rounds, int warmup, Path cwd) throws Exception {
