@@ -18,8 +18,9 @@ public class SidecarSpec {
     @JsonPropertyDescription("Always, IfNotPresent or Never.")
     private PullPolicy imagePullPolicy = PullPolicy.IF_NOT_PRESENT;
 
-    @JsonPropertyDescription("Secrets (in the cluster's namespace) to pull the image with, besides those of the "
-            + "namespace's default ServiceAccount.")
+    @JsonPropertyDescription("Secrets (in the cluster's namespace) to pull the image with, each once. When set, the "
+            + "namespace's default ServiceAccount's pull secrets are not added to the shard pods (Kubernetes adds them "
+            + "only to pods that name none): list those here too.")
     private java.util.List<io.fabric8.kubernetes.api.model.LocalObjectReference> imagePullSecrets =
             new java.util.ArrayList<>();
 
