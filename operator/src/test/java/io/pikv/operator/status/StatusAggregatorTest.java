@@ -113,21 +113,19 @@ class StatusAggregatorTest {
         assertThat(condition(back, "Ready").getStatus()).isEqualTo("True");
     }
 
+    /** The StatefulSet scaled by hand (kubectl scale sts) and set back by the operator: 3 pods, 2 desired. */
+    @Test
+    void podsBeyondTheDesiredCountAreSaidToBeRemoved() {
+        Condition progressing = condition(next(next(null, sts(2, 2), T0), sts(3, 3), T1), "Progressing");
+        assertThat(progressing).extracting(Condition::getReason, Condition::getMessage).containsExactly("Recovering",
+                "3 shard pods exist, 2 desired; waiting for the StatefulSet to remove the extra ones (its replica "
+                        + "count was changed by hand; the operator set it back).");
+    }
+
     /**
      * A pod deleted or evicted from a ready cluster: the StatefulSet counts it neither as existing nor as updated until
      * it makes it again. Recovering throughout, never a rollout or a scale.
      */
-    @Test
-    void podsBeyondTheDesiredCountAreSaidToBeRemoved() {
-        // The StatefulSet scaled by hand (kubectl scale sts) and set back by the operator: 3 pods, 2 desired.
-        PiKVClusterStatus ready = next(null, sts(2, 2), T0);
-        PiKVClusterStatus extra = next(ready, sts(3, 3), T1);
-        assertThat(condition(extra, "Progressing").getReason()).isEqualTo("Recovering");
-        assertThat(condition(extra, "Progressing").getMessage()).isEqualTo("3 shard pods exist, 2 desired; waiting for "
-                + "the StatefulSet to remove the extra ones (its replica count was changed by hand; the operator set "
-                + "it back).");
-    }
-
     @Test
     void aLostPodIsRecoveringUntilItIsMadeAgainAndReady() {
         PiKVClusterStatus ready = next(null, sts(2, 2), T0);
