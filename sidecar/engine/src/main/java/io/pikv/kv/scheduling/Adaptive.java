@@ -98,12 +98,14 @@ public final class Adaptive implements EvictionPolicy {
      */
     public Map<String, Double> ghostHitRates() {
         Map<String, Double> rates = new LinkedHashMap<>();
-        double lookups = smoothedLookups + windowLookups;
+        // The window in progress weighs as it will when it ends (the closed windows' evidence halved beside it).
+        double closedWeight = windowLookups > 0 ? 0.5 : 1;
+        double lookups = smoothedLookups * closedWeight + windowLookups;
         if (lookups == 0) {
             return rates;
         }
         for (int i = 0; i < live.length; i++) {
-            rates.put(live[i].name(), (smoothedHits[i] + windowHits[i]) / lookups);
+            rates.put(live[i].name(), (smoothedHits[i] * closedWeight + windowHits[i]) / lookups);
         }
         return rates;
     }

@@ -86,11 +86,12 @@ public final class BlockIndex {
         try {
             makeRoom.run();
         } catch (RuntimeException | Error e) {
-            if (id >= 0) {
-                policy.offer(entries, id); // not refreshed, but a candidate again: the index stays consistent
-            }
-            // The put did not happen: the clock goes back, so it stays in step with the ghosts, which never saw it.
+            // The put did not happen: the clock goes back, so it stays in step with the ghosts, which never saw it;
+            // then the block is a candidate again (not refreshed), ranked at that clock: the index stays consistent.
             entries.setNow(--clock);
+            if (id >= 0) {
+                policy.offer(entries, id);
+            }
             throw e;
         }
         if (id >= 0) {

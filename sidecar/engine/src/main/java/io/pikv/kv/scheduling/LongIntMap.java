@@ -31,9 +31,24 @@ public final class LongIntMap {
         mask = cap - 1;
     }
 
-    private static int mix(long key) {
-        long h = key * 0x9E3779B97F4A7C15L;
-        return (int) (h ^ (h >>> 29) ^ (h >>> 47));
+    /**
+     * Keys are mixed with a seed of this map's own before the murmur3 finaliser (every bit of the key reaches the
+     * slot's bits): the sidecar's block store is keyed by its clients' hashes, and with an unseeded hash a client could
+     * pick keys that all probe one cluster of slots (a lookup then costs O(n), where HashMap's trees would stay
+     * O(log n)). No result depends on the slot order: nothing iterates the map.
+     */
+    private final long seed = java.util.concurrent.ThreadLocalRandom.current().nextLong();
+
+    private int mix(long key) {
+        long h = key ^ seed;
+        h = (h ^ (h >>> 33)) * 0xFF51AFD7ED558CCDL;
+        h = (h ^ (h >>> 33)) * 0xC4CEB9FE1A85EC53L;
+        return (int) (h ^ (h >>> 33));
+    }
+
+    /** The slot {@code key} probes first (for tests). */
+    int home(long key) {
+        return mix(key) & mask;
     }
 
     public int size() {

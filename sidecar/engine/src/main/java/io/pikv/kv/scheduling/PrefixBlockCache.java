@@ -74,21 +74,32 @@ public final class PrefixBlockCache implements BlockCache {
      * @return whether it was resident
      */
     public boolean lookup(long block) {
+        if (policy instanceof Adaptive adaptive) {
+            adaptive.observeLookup(block); // its ghosts take it as a lookup, as BlockIndex tells them
+        }
         if (entries.id(block) < 0) {
             return false;
         }
-        request(new long[] {block});
+        serve(new long[] {block});
         return true;
     }
 
     /** Stores one block, or uses it when it is resident: a one-block request whose hit is not counted. */
     public void store(long block) {
-        request(new long[] {block});
+        if (policy instanceof Adaptive adaptive) {
+            adaptive.observeStore(block);
+        }
+        serve(new long[] {block});
     }
 
     @Override
     public int request(long[] blocks) {
         policy.observe(blocks);
+        return serve(blocks);
+    }
+
+    /** Serves a request the policy has observed (or, for {@link #lookup} and {@link #store}, been told of). */
+    private int serve(long[] blocks) {
         requestCount++;
         int run = 0;
         while (run < blocks.length && entries.id(blocks[run]) >= 0) {

@@ -76,6 +76,28 @@ class AdaptiveTest {
     }
 
     @Test
+    void midWindowRatesWeighTheClosedWindowsAsTheirEndWill() {
+        Adaptive policy = adaptive(0.1);
+        serve(policy, 1, 1, 1, 2, 3, 1, 4, 1); // window 1 (2 of 5 each), then 1 4 1 of window 2
+        // LRU hit the second 1 (1 hit), H2O both (2); the closed window counts half, as when this one ends.
+        assertThat(policy.ghostHitRates().get("lru")).isCloseTo((2 / 2.0 + 1) / (5 / 2.0 + 3), within(1e-12));
+        assertThat(policy.ghostHitRates().get("h2o")).isCloseTo((2 / 2.0 + 2) / (5 / 2.0 + 3), within(1e-12));
+    }
+
+    @Test
+    void aCacheOfSeparateLookupsAndStoresTellsItsGhostsAsBlockIndexDoes() {
+        // Lookups are the evidence (a miss counted too, inserting nothing); a store is none.
+        Adaptive policy = new Adaptive(2, List.of(new Lru(), new HeavyHitter(0, 0)), 100, 0.1);
+        PrefixBlockCache cache = new PrefixBlockCache(2, policy);
+        cache.store(1);
+        assertThat(cache.lookup(7)).isFalse();
+        assertThat(cache.lookup(7)).isFalse();
+        assertThat(cache.lookup(1)).isTrue();
+        assertThat(policy.ghostHitRates()).containsExactly(java.util.Map.entry("lru", 1 / 3.0),
+                java.util.Map.entry("h2o", 1 / 3.0));
+    }
+
+    @Test
     void switchesBackToAnEarlierCandidateOnThisWindowsEvidence() {
         Adaptive policy = adaptive(0.1);
         PrefixBlockCache cache = serve(policy, STREAM);

@@ -33,4 +33,20 @@ class LongIntMapTest {
         }
         assertThat(map.get(12345L)).isEqualTo(-1);
     }
+
+    @Test
+    void keysThatDifferOnlyInTheirTopBitsDoNotShareOneSlot() {
+        // With an unseeded multiplicative hash these 128 keys all probed the same slot of a 1,024-slot table.
+        LongIntMap map = new LongIntMap(500);
+        java.util.Set<Integer> homes = new java.util.HashSet<>();
+        for (long j = 0; j < 128; j++) {
+            long key = (j << 57) | 12345;
+            map.put(key, (int) j);
+            homes.add(map.home(key));
+        }
+        assertThat(homes.size()).as("distinct first slots of 128 keys").isGreaterThan(96);
+        for (long j = 0; j < 128; j++) {
+            assertThat(map.get((j << 57) | 12345)).isEqualTo((int) j);
+        }
+    }
 }
