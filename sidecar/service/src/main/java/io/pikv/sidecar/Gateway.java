@@ -263,6 +263,7 @@ public final class Gateway implements KvApi {
                     shard.createSequence(id);
                     created.add(shard);
                 }
+                used(state); // its end counts as use, as every call's does: asking slow shards can take a while
             } catch (RuntimeException | Error e) {
                 // A shard that refused (4xx: the id is taken there, a bad shape) made nothing; one that failed or did
                 // not answer may have made the sequence before the answer was lost, so it is closed there too (a 404
@@ -435,8 +436,12 @@ public final class Gateway implements KvApi {
     public int[] lengths(long sequence) {
         State state = state(sequence);
         synchronized (state) {
-            checkOpen(sequence, state); // closed (or re-created) while this waited for the lock
-            return state.length.clone();
+            try {
+                checkOpen(sequence, state); // closed (or re-created) while this waited for the lock
+                return state.length.clone();
+            } finally {
+                used(state);
+            }
         }
     }
 
@@ -448,26 +453,35 @@ public final class Gateway implements KvApi {
     public int[][] layers(long sequence) {
         State state = state(sequence);
         synchronized (state) {
-            checkOpen(sequence, state);
-            int[] lengths = state.length.clone();
-            int[] resident = new int[lengths.length];
-            for (int s = 0; s < shards.size(); s++) {
-                boolean holds = false;
+            try {
+                return layersHeld(sequence, state);
+            } finally {
+                used(state); // its end counts as use: asking the shards can take a while
+            }
+        }
+    }
+
+    /** {@link #layers} with the sequence's lock held. */
+    private int[][] layersHeld(long sequence, State state) {
+        checkOpen(sequence, state);
+        int[] lengths = state.length.clone();
+        int[] resident = new int[lengths.length];
+        for (int s = 0; s < shards.size(); s++) {
+            boolean holds = false;
+            for (int layer = 0; layer < lengths.length; layer++) {
+                holds |= !state.experts[layer][s].isEmpty();
+            }
+            if (holds) {
+                SidecarClient shard = shards.get(s);
+                int[] counts = call(() -> shard.residents(sequence, lengths.length), state, sequence);
                 for (int layer = 0; layer < lengths.length; layer++) {
-                    holds |= !state.experts[layer][s].isEmpty();
-                }
-                if (holds) {
-                    SidecarClient shard = shards.get(s);
-                    int[] counts = call(() -> shard.residents(sequence, lengths.length), state, sequence);
-                    for (int layer = 0; layer < lengths.length; layer++) {
-                        if (!state.experts[layer][s].isEmpty()) { // as resident(): only what the shard was given
-                            resident[layer] += counts[layer];
-                        }
+                    if (!state.experts[layer][s].isEmpty()) { // as resident(): only what the shard was given
+                        resident[layer] += counts[layer];
                     }
                 }
             }
-            return new int[][] {lengths, resident};
         }
+        return new int[][] {lengths, resident};
     }
 
     @Override
@@ -475,12 +489,16 @@ public final class Gateway implements KvApi {
         shape.checkLayer(layer);
         State state = state(sequence);
         synchronized (state) { // one state of the sequence: not half of an append or of a step being undone
-            checkOpen(sequence, state);
-            int total = 0;
-            for (SidecarClient shard : holding(state, layer)) {
-                total += call(() -> shard.resident(sequence, layer), state, sequence);
+            try {
+                checkOpen(sequence, state);
+                int total = 0;
+                for (SidecarClient shard : holding(state, layer)) {
+                    total += call(() -> shard.resident(sequence, layer), state, sequence);
+                }
+                return total;
+            } finally {
+                used(state);
             }
-            return total;
         }
     }
 

@@ -371,6 +371,21 @@ class GatewayUndoTest {
         assertThat(g.lengths(seq)).containsExactly(1);
     }
 
+    /** The same for a create whose shards take longer than the idle timeout to answer. */
+    @Test
+    void aCreateLongerThanTheIdleTimeoutLeavesTheSequenceFreshWhenItEnds() throws Exception {
+        Gateway g = gateway();
+        java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
+        fakes.get(1).createGate = gate;
+        java.util.concurrent.CompletableFuture<Long> create =
+                java.util.concurrent.CompletableFuture.supplyAsync(() -> g.create(null));
+        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(1500)).until(() -> true);
+        gate.countDown();
+        long seq = create.get(10, java.util.concurrent.TimeUnit.SECONDS);
+        assertThat(g.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isZero();
+        assertThat(g.lengths(seq)).containsExactly(0);
+    }
+
     @Test
     void aSequenceACallHoldsPastTheIdleTimeoutIsNotClosedUnderIt() throws Exception {
         Gateway g = gateway();
