@@ -103,22 +103,19 @@ public final class ReconcileBench {
      */
     private static void exitWithParent(long pid) {
         java.util.Optional<java.time.Instant> started = ProcessHandle.of(pid).flatMap(h -> h.info().startInstant());
-        Thread watch = new Thread(() -> {
-            while (true) {
-                java.util.Optional<ProcessHandle> h = ProcessHandle.of(pid);
-                if (h.isEmpty() || !h.get().isAlive() || !h.get().info().startInstant().equals(started)) {
-                    System.err.println("the process that started this benchmark (pid " + pid + ") is gone: exiting");
-                    Runtime.getRuntime().halt(1); // the SDK's and the mock server's threads are not daemons
-                }
-                try {
-                    Thread.sleep(1000);
-                } catch (InterruptedException e) {
-                    return;
-                }
+        java.util.concurrent.ScheduledExecutorService watch = java.util.concurrent.Executors
+                .newSingleThreadScheduledExecutor(r -> {
+                    Thread t = new Thread(r, "pikv-parent-watch");
+                    t.setDaemon(true);
+                    return t;
+                });
+        watch.scheduleWithFixedDelay(() -> {
+            java.util.Optional<ProcessHandle> h = ProcessHandle.of(pid);
+            if (h.isEmpty() || !h.get().isAlive() || !h.get().info().startInstant().equals(started)) {
+                System.err.println("the process that started this benchmark (pid " + pid + ") is gone: exiting");
+                Runtime.getRuntime().halt(1); // the SDK's and the mock server's threads are not daemons
             }
-        }, "pikv-parent-watch");
-        watch.setDaemon(true);
-        watch.start();
+        }, 1, 1, java.util.concurrent.TimeUnit.SECONDS);
     }
 
     static Map<String, Object> run(int clusters, int rounds, int warmup, Path cwd) throws Exception {
