@@ -88,7 +88,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         if (text == null || text.isBlank()) {
             return out;
         }
-        for (String pair : text.split(",")) {
+        for (String pair : text.split(",", -1)) { // -1: an empty item at the end is refused too, as in the middle
             int eq = pair.indexOf('=');
             String key = eq < 0 ? "" : pair.substring(0, eq).trim();
             if (key.isEmpty()) {
@@ -239,6 +239,11 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
         // -0.0 as 0.0: the same parameters compare equal, so a record that repeats them keeps what the policy tracked.
         parameters.forEach((key, value) -> resolved.put(key, value == 0 ? 0.0 : value));
         java.util.function.ToDoubleFunction<String> p = resolved::get;
+        if (name.equals("utility") && p.applyAsDouble("attention") == 0 && p.applyAsDouble("recency") == 0
+                && p.applyAsDouble("frequency") == 0) { // every token would score 0: the victims arbitrary
+            throw new IllegalArgumentException("utility weights attention, recency and frequency are all 0: give at "
+                    + "least one a positive weight");
+        }
         EvictionPolicy policy = switch (name) {
             case "lru" -> new Lru();
             case "streaming" -> new StreamingLlm(count(p, "sinks"), count(p, "window"));

@@ -64,8 +64,8 @@ public class Sidecar {
                 "the idle timeout of a sequence is 0 (never) or from 1 min (longer than a call may take) to 36,500 "
                         + "days, got " + config.sequenceIdleTimeout());
         java.time.Duration call = config.gateway().callTimeout();
-        if (config.role() == Role.gateway && !config.sequenceIdleTimeout().isZero() && !call.isNegative()
-                && !call.isZero() && call.toMillis() <= Integer.MAX_VALUE) { // else the gateway's check says why
+        if (config.role() == Role.gateway && !config.sequenceIdleTimeout().isZero()
+                && callTimeoutInRange(call)) { // else the gateway's check says why
             // A call that holds a sequence longer than its idle timeout would find it closed when it ends.
             check("pikv.sequence-idle-timeout", config.sequenceIdleTimeout().compareTo(call.multipliedBy(2)) >= 0,
                     "a gateway's idle timeout must be at least twice pikv.gateway.call-timeout (" + call + "), got "
@@ -267,10 +267,19 @@ public class Sidecar {
         return configured == 0 ? Runtime.getRuntime().availableProcessors() : configured;
     }
 
+    /**
+     * Whether a gateway timeout is from 1 ms to 2^31 - 1 ms (24 days), compared as durations: a huge one's
+     * {@code toMillis()} would overflow, and one below 1 ms would be cut to 0.
+     */
+    private static boolean callTimeoutInRange(java.time.Duration d) {
+        return d.compareTo(java.time.Duration.ofMillis(1)) >= 0
+                && d.compareTo(java.time.Duration.ofMillis(Integer.MAX_VALUE)) <= 0;
+    }
+
     private static Gateway gateway(SidecarConfig config, ModelShape shape) {
         List<String> urls = config.gateway().shards().orElse(List.of());
         for (java.time.Duration d : List.of(config.gateway().connectTimeout(), config.gateway().callTimeout())) {
-            if (d.isNegative() || d.isZero() || d.toMillis() > Integer.MAX_VALUE) {
+            if (!callTimeoutInRange(d)) {
                 throw new IllegalArgumentException("pikv.gateway.connect-timeout and call-timeout must be from 1 ms to "
                         + "24 days, got " + config.gateway().connectTimeout() + " and " + config.gateway().callTimeout());
             }

@@ -91,8 +91,10 @@ class ComputeSelectionTest {
 
     @Test
     void gatewayTimeoutsOutOfRangeStopStartUp() {
+        // (200000000000d: a duration whose milliseconds overflow a long; PT0.0005S: below 1 ms, would be cut to 0.)
         for (String[] c : new String[][] {{"pikv.gateway.call-timeout", "0s"}, {"pikv.gateway.connect-timeout", "-1s"},
-            {"pikv.gateway.call-timeout", "30d"}, {"pikv.gateway.idle-connections", "-1"}}) {
+            {"pikv.gateway.call-timeout", "30d"}, {"pikv.gateway.call-timeout", "200000000000d"},
+            {"pikv.gateway.connect-timeout", "PT0.0005S"}, {"pikv.gateway.idle-connections", "-1"}}) {
             Map<String, String> values = new HashMap<>();
             values.put("pikv.role", "gateway");
             values.put("pikv.gateway.shards", "http://127.0.0.1:1");

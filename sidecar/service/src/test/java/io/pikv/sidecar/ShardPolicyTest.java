@@ -228,6 +228,14 @@ class ShardPolicyTest {
                 .hasMessage("eviction parameter window must be a number, got 'wide'");
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> ShardPolicy.parseParameters("sinks=4, sinks =8"))
                 .hasMessage("eviction parameter sinks is given twice in 'sinks=4, sinks =8': give each once");
+        for (String emptyItem : new String[] {",", "sinks=4,", "sinks=4,,window=8"}) {
+            org.assertj.core.api.Assertions.assertThatThrownBy(() -> ShardPolicy.parseParameters(emptyItem))
+                    .as(emptyItem).hasMessage("eviction parameters are name=value pairs separated by commas, got '' "
+                            + "in '" + emptyItem + "'");
+        }
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> ShardPolicy.of("utility",
+                        Map.of("attention", 0.0, "recency", 0.0, "frequency", -0.0)))
+                .hasMessageContaining("utility weights attention, recency and frequency are all 0");
 
         ShardPolicy lrfu = ShardPolicy.of("lrfu", Map.of("halfLife", 512.0, "historyLimit", 64.0));
         assertThat(lrfu.activePolicy()).isEqualTo("lrfu");
