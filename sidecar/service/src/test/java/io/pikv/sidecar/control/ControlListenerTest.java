@@ -551,14 +551,24 @@ class ControlListenerTest {
     @Test
     void aRecordThatLeavesOutPolicyAndBudgetAppliesWithTheConfiguredOnes() throws Exception {
         org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer = mockTopic();
+        // First another policy and budget than the configured ones (reject, 4,096 bytes), so that the record after it
+        // shows which it falls back to: the configured ones, not those in force before it.
+        byte[] other = "{\"version\":1,\"cluster\":\"c1\",\"epoch\":2,\"shardOfExpert\":[0,0,0,0],\"shards\":1,"
+                .concat("\"policy\":\"oldest-page\",\"budgetBytes\":8192}").getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
+                "pikv.control", 0, 0L, "c1", other)));
+        listenOn(consumer, Duration.ofSeconds(30)).start();
+        await().atMost(Duration.ofSeconds(10)).until(listener::ready);
+        assertThat(control.epoch()).isEqualTo(2);
+        assertThat(control.state().policy()).isEqualTo("oldest-page");
+        assertThat(control.state().budgetBytes()).isEqualTo(8192);
         byte[] record = "{\"version\":1,\"cluster\":\"c1\",\"epoch\":3,\"shardOfExpert\":[0,0,0,0],\"shards\":1}"
                 .getBytes(java.nio.charset.StandardCharsets.UTF_8);
         consumer.schedulePollTask(() -> consumer.addRecord(new org.apache.kafka.clients.consumer.ConsumerRecord<>(
-                "pikv.control", 0, 0L, "c1", record)));
-        listenOn(consumer, Duration.ofSeconds(30)).start();
-        await().atMost(Duration.ofSeconds(10)).until(listener::ready);
-        assertThat(control.epoch()).isEqualTo(3);
+                "pikv.control", 0, 1L, "c1", record)));
+        await().atMost(Duration.ofSeconds(10)).until(() -> control.epoch() == 3);
         assertThat(control.state().policy()).isEqualTo("reject");
+        assertThat(policy.activePolicy()).isEqualTo("reject");
         assertThat(control.state().budgetBytes()).isEqualTo(4096);
     }
 
