@@ -79,8 +79,13 @@ class OperatorBeansTest {
         Duration s10 = Duration.ofSeconds(10);
         Duration m10 = Duration.ofMinutes(10);
         OperatorBeans beans = new OperatorBeans();
-        assertThat(beans.operatorSettings(config("i", "1Gi", Duration.ofSeconds(1), Duration.ofDays(1), Duration.ZERO,
-                "a.b-c"))).as("the bounds themselves, and a deadline of 0 (off)").isNotNull();
+        // The bounds themselves (resync 1S, progress 24H; resync 24H, progress 1S), and a deadline of 0 (off) or 365D.
+        org.assertj.core.api.Assertions.assertThatNoException().isThrownBy(() -> {
+            beans.operatorSettings(config("i", "1Gi", Duration.ofSeconds(1), Duration.ofDays(1), Duration.ZERO,
+                    "a.b-c"));
+            beans.operatorSettings(config("i", "1Gi", Duration.ofDays(1), Duration.ofSeconds(1), Duration.ofDays(365),
+                    "a.b-c"));
+        });
         assertThatThrownBy(() -> beans.operatorSettings(config("i", "1Gi", Duration.ZERO, s10, m10, "l")))
                 .hasMessage("pikv.operator.resync-interval must be from 1S to 24H, got PT0S");
         assertThatThrownBy(() -> beans.operatorSettings(config("i", "1Gi", m5, Duration.ofMillis(-5), m10, "l")))

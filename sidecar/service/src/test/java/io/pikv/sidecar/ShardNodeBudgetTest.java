@@ -83,7 +83,8 @@ class ShardNodeBudgetTest {
         // A capacity meant as "no limit" does not wrap past either check.
         assertThatThrownBy(() -> Sidecar.checkTheBlocksFit(Long.MAX_VALUE, body, 2L << 30))
                 .isInstanceOf(IllegalArgumentException.class);
-        assertThat(Sidecar.warnIfTheHeapIsShort(null, Long.MAX_VALUE, body, 2L << 30)).isNotNull();
+        assertThat(Sidecar.warnIfTheHeapIsShort(null, Long.MAX_VALUE, body, 2L << 30))
+                .startsWith("the heap's maximum of 2048 MiB is below what this sidecar may hold on it");
     }
 
     @Test
