@@ -61,6 +61,34 @@ public final class KafkaClients {
         return c;
     }
 
+    /**
+     * Why the shared {@code kafka.*} settings cannot make a client at all (a bootstrap address that is not host:port,
+     * SASL without its JAAS settings, an unknown security protocol), or null when they can: a client is built (which
+     * connects to nothing) and closed. A bootstrap name that does not resolve yet is no reason: the clients retry it
+     * (a broker's DNS name may come up after the sidecar). Such settings would otherwise be retried for good, with
+     * control given up after its start-up wait and every telemetry record dropped.
+     */
+    public static String unusable(Map<String, Object> shared) {
+        try (org.apache.kafka.clients.consumer.KafkaConsumer<String, byte[]> probe =
+                     new org.apache.kafka.clients.consumer.KafkaConsumer<>(consumer(shared, "pikv-settings-check"))) {
+            return null;
+        } catch (org.apache.kafka.common.KafkaException | IllegalArgumentException e) {
+            Throwable root = e;
+            for (int depth = 0; root != null && depth < 32; depth++) {
+                if (root instanceof org.apache.kafka.common.config.ConfigException
+                        && String.valueOf(root.getMessage()).contains("No resolvable bootstrap urls")) {
+                    return null;
+                }
+                if (root.getCause() == null || root.getCause() == root) {
+                    break;
+                }
+                root = root.getCause();
+            }
+            // The deepest cause says what is wrong ("Failed to create new NetworkClient" above it does not).
+            return root.getClass().getSimpleName() + (root.getMessage() == null ? "" : ": " + root.getMessage());
+        }
+    }
+
     private static Map<String, Object> known(Map<String, Object> shared, java.util.Set<String> names) {
         Map<String, Object> out = new HashMap<>();
         shared.forEach((k, v) -> {

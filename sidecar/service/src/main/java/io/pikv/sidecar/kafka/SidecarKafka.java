@@ -53,6 +53,15 @@ public class SidecarKafka {
                         + "not finished its first")
                 .strongReference(true).register(registry);
         String client = "pikv-" + config.cluster() + "-" + config.shardId();
+        boolean telemetryOn = config.telemetry().enabled() && config.role() != io.pikv.sidecar.Role.gateway;
+        if (config.control().enabled() || telemetryOn) {
+            String unusable = KafkaClients.unusable(kafka);
+            if (unusable != null) {
+                throw new IllegalStateException("invalid configuration kafka.* (KAFKA_* variables): no Kafka client can "
+                        + "be made with these settings: " + unusable + "; fix them, or turn control and telemetry off "
+                        + "(pikv.control.enabled, pikv.telemetry.enabled)");
+            }
+        }
         if (config.control().enabled()) {
             control = new ControlListener(config.control().topic(), sidecar.control(), config.control().startupWait(),
                     () -> new KafkaConsumer<>(KafkaClients.consumer(kafka, client + "-control")), json, registry, link);
