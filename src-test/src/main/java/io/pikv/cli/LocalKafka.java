@@ -112,11 +112,7 @@ public final class LocalKafka implements AutoCloseable {
             }
             throw new Main.RunFailure("cannot start a local Kafka broker: " + e.getMessage(), e);
         } finally {
-            try {
-                Runtime.getRuntime().removeShutdownHook(whileStarting);
-            } catch (IllegalStateException shuttingDown) {
-                // the hook runs
-            }
+            Main.removeShutdownHook(whileStarting);
         }
     }
 
@@ -174,11 +170,7 @@ public final class LocalKafka implements AutoCloseable {
         }
         Thread hook = onExit;
         if (hook != null && hook != Thread.currentThread()) {
-            try {
-                Runtime.getRuntime().removeShutdownHook(hook);
-            } catch (IllegalStateException exiting) {
-                // the JVM is exiting: the hook runs, and finds the broker closed
-            }
+            Main.removeShutdownHook(hook); // (exiting: the hook runs, and finds the broker closed)
         }
         try {
             cluster.close();

@@ -121,11 +121,6 @@ public final class Main implements Runnable {
     }
 
     /**
-     * A run that could not finish for a reason outside its arguments (a child process failed or did not start, a
-     * broker would not start, a file could not be written): its message, with the details it carries (a log tail, the
-     * log's path), and exit code 1, without a stack trace.
-     */
-    /**
      * Whether the JVM is shutting down (Ctrl-C, TERM): a command's own thread still runs then, and the failures it
      * meets (its child processes stopped by their hooks) are the interruption, not a failed run to report.
      */
@@ -140,6 +135,20 @@ public final class Main implements Runnable {
         }
     }
 
+    /** Removes a shutdown hook a finished step no longer needs; once the JVM is shutting down, the hook runs anyway. */
+    static void removeShutdownHook(Thread hook) {
+        try {
+            Runtime.getRuntime().removeShutdownHook(hook);
+        } catch (IllegalStateException shuttingDown) {
+            // the hook runs
+        }
+    }
+
+    /**
+     * A run that could not finish for a reason outside its arguments (a child process failed or did not start, a
+     * broker would not start, a file could not be written): its message, with the details it carries (a log tail, the
+     * log's path), and exit code 1, without a stack trace.
+     */
     public static final class RunFailure extends RuntimeException {
         public RunFailure(String message) {
             super(message);

@@ -82,11 +82,7 @@ final class NumpyAttention {
             if (!exited) {
                 p.destroyForcibly(); // on a timeout or an interrupt (once it exited, its output is still to be read)
             }
-            try {
-                Runtime.getRuntime().removeShutdownHook(reaper);
-            } catch (IllegalStateException shuttingDown) {
-                // the hook runs anyway
-            }
+            Main.removeShutdownHook(reaper);
         }
     }
 

@@ -93,11 +93,7 @@ public final class OperatorBench implements Callable<Integer> {
             }
         } finally {
             p.destroyForcibly();
-            try {
-                Runtime.getRuntime().removeShutdownHook(reaper);
-            } catch (IllegalStateException shuttingDown) {
-                // the hook runs anyway
-            }
+            Main.removeShutdownHook(reaper);
         }
         if (Main.shuttingDown()) { // interrupted (Ctrl-C): the child was ended by the hook above, not failed
             DirTree.delete(dir);

@@ -275,11 +275,7 @@ public final class Playground implements Callable<Integer> {
                 }
                 failure.addSuppressed(e); // the first failure is the one to tell
             } finally {
-                try {
-                    Runtime.getRuntime().removeShutdownHook(onSignal);
-                } catch (IllegalStateException shuttingDown) {
-                    // Ctrl-C: the hooks are running
-                }
+                Main.removeShutdownHook(onSignal);
                 release(logsHeld);
                 finished.countDown();
             }
