@@ -517,6 +517,10 @@ public final class ShardCluster {
         env.add(new EnvVar("JDK_JAVA_OPTIONS", "--add-modules=jdk.incubator.vector --enable-native-access=ALL-UNNAMED"
                 + " -Xmx" + mebibytes(heapBytes())
                 + "m -XX:MaxDirectMemorySize=" + mebibytesUp(budgetBytes + serverDirect) + "m", null));
+        // G1, which lets long-lived data fill the heap: the image's start script otherwise picks ParallelGC, whose old
+        // generation stops at two thirds of the heap (NewRatio 2), below the bookkeeping a full shard may hold. Given
+        // here, not in JDK_JAVA_OPTIONS: the script's own -XX:+UseParallelGC beside it would make two collectors.
+        env.add(new EnvVar("GC_CONTAINER_OPTIONS", "-XX:+UseG1GC", null));
         return env;
     }
 

@@ -92,6 +92,8 @@ class ShardClusterTest {
         assertThat(env.get("JDK_JAVA_OPTIONS").getValue())
                 .contains("--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", "-Xmx542m",
                         "-XX:MaxDirectMemorySize=194m");
+        assertThat(env.get("GC_CONTAINER_OPTIONS").getValue()).as("the image's collector, in place of ParallelGC")
+                .isEqualTo("-XX:+UseG1GC");
         assertThat(env.get("PIKV_STORE_PAGE_TOKENS").getValue()).as("the page size the heap was sized for")
                 .isEqualTo("32");
         // What lives on that heap is sized from it: a quarter for prefix blocks, an eighth (at most 64 MiB) a body.
