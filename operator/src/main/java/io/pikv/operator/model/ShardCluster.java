@@ -226,6 +226,10 @@ public final class ShardCluster {
         return s;
     }
 
+    private static String emptyAsNull(String value) {
+        return value == null || value.isEmpty() ? null : value;
+    }
+
     private static void putIfNotNull(Map<String, String> settings, String key, String value) {
         if (value != null) {
             settings.put(key, value);
@@ -431,7 +435,13 @@ public final class ShardCluster {
         }
         PlacementSpec placement = spec.getPlacement() == null ? new PlacementSpec() : spec.getPlacement();
         if (placement.getTolerations() != null) {
-            tolerations.addAll(placement.getTolerations());
+            // Empty fields as absent: the API server stores them so, and an apply that sends "" would differ from
+            // its copy at every reconcile (and "" and absent, meaning the same, would give two config hashes).
+            for (Toleration t : placement.getTolerations()) {
+                tolerations.add(new TolerationBuilder(t).withKey(emptyAsNull(t.getKey()))
+                        .withOperator(emptyAsNull(t.getOperator())).withValue(emptyAsNull(t.getValue()))
+                        .withEffect(emptyAsNull(t.getEffect())).build());
+            }
         }
         SidecarSpec sidecar = spec.getSidecar() == null ? new SidecarSpec() : spec.getSidecar();
         Map<String, String> nodeSelector = new java.util.TreeMap<>(placement.getNodeSelector() == null ? Map.of()

@@ -178,6 +178,20 @@ class ShardClusterTest {
         assertThat(pod.getImagePullSecrets()).extracting(r -> r.getName()).containsExactly("registry-creds");
         // The GPU resource's toleration first, then the spec's.
         assertThat(pod.getTolerations()).extracting(t -> t.getKey()).containsExactly("nvidia.com/gpu", "dedicated");
+        // Empty fields are rendered absent, as the API server stores them: "" and absent give one pod template.
+        PiKVCluster spelled = TestClusters.small("demo", "ns");
+        spelled.getSpec().getPlacement().setTolerations(List.of(new io.fabric8.kubernetes.api.model.TolerationBuilder()
+                .withKey("dedicated").withOperator("Exists").withValue("").withEffect("").build()));
+        PiKVCluster plainly = TestClusters.small("demo", "ns");
+        plainly.getSpec().getPlacement().setTolerations(List.of(new io.fabric8.kubernetes.api.model.TolerationBuilder()
+                .withKey("dedicated").withOperator("Exists").build()));
+        assertThat(PiKVClusterValidator.validate(spelled).violations()).isEmpty();
+        assertThat(model(spelled).generateStatefulSet().getSpec().getTemplate().getSpec().getTolerations())
+                .singleElement().satisfies(t -> {
+                    assertThat(t.getValue()).isNull();
+                    assertThat(t.getEffect()).isNull();
+                });
+        assertThat(model(spelled).configHash()).isEqualTo(model(plainly).configHash());
         // Without placement none of them is set.
         io.fabric8.kubernetes.api.model.PodSpec plain = model(TestClusters.small("demo", "ns")).generateStatefulSet()
                 .getSpec().getTemplate().getSpec();
