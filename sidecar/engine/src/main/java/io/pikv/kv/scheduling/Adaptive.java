@@ -220,6 +220,13 @@ public final class Adaptive implements EvictionPolicy {
     }
 
     @Override
+    public void forget(long key) {
+        for (EvictionPolicy p : live) {
+            p.forget(key);
+        }
+    }
+
+    @Override
     public int victim(Entries entries) {
         return live[active].victim(entries);
     }

@@ -35,6 +35,13 @@ public interface EvictionPolicy {
     default void evicted(Entries entries, int id) {
     }
 
+    /**
+     * The entry of {@code key}, evicted before, was taken back (an append undone after its eviction): a policy that
+     * remembers evicted entries forgets it, so that an entry stored later under that key starts anew.
+     */
+    default void forget(long key) {
+    }
+
     /** The candidate to evict next (it stays a candidate until withdrawn), or -1 when there is none. */
     int victim(Entries entries);
 

@@ -146,6 +146,12 @@ public final class Lrfu extends RankedPolicy {
         historyNext = (h + 1) % historyLimit;
     }
 
+    /** Drops the remembered CRF of {@code key} (its ring slot stays, and is overwritten in turn). */
+    @Override
+    public void forget(long key) {
+        historyIndex.remove(key);
+    }
+
     @Override
     public EvictionPolicy fresh() {
         return new Lrfu(halfLife, historyLimit, tailFirst);

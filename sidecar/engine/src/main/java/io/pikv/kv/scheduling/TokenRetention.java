@@ -289,6 +289,8 @@ public final class TokenRetention {
                     t.policy.withdraw(t.entries, id);
                     t.entries.remove(id);
                 }
+            } else if (!evicted) {
+                t.policy.forget(p); // evicted before it was taken back: nor does the policy's history keep it
             }
         }
         if (newest) {

@@ -99,6 +99,27 @@ class TokenRetentionTest {
         }
     }
 
+    /** The same for a token evicted first and taken back afterwards (a withdrawal of an entry already evicted). */
+    @Test
+    void lrfuForgetsATokenTakenBackAfterItsEviction() {
+        for (boolean withdrawn : new boolean[] {true, false}) {
+            TokenRetention r = new TokenRetention(new Lrfu(1e9, 16, false));
+            r.appended(SEQ, 0, 0);
+            r.appended(SEQ, 0, 1);
+            r.attended(SEQ, 0, new int[] {0, 1}, new float[] {.5f, .5f}); // 0 and 1: two uses each
+            r.appended(SEQ, 0, 2);
+            for (int i = 0; i < 5; i++) {
+                r.attended(SEQ, 0, new int[] {2}, new float[] {1f}); // 2: six uses
+            }
+            r.forget(SEQ, 0, new int[] {2}); // evicted: its six uses remembered
+            if (withdrawn) {
+                r.withdrawn(SEQ, 0, new int[] {2}); // then taken back: forgotten
+            }
+            r.appended(SEQ, 0, 2);
+            assertThat(r.evict(SEQ, 0, 1)).as(withdrawn ? "withdrawn" : "evicted").containsExactly(withdrawn ? 2 : 0);
+        }
+    }
+
     @Test
     void forgettingTheNewestTokensGivesTheWindowBackToTheTokensNowNewest() {
         // Window 2: after 6 and 7 are appended and withdrawn, 4 and 5 are the newest again and protected; the least
