@@ -25,7 +25,8 @@ import java.util.TreeSet;
  * <p>Page policies: {@code oldest-page} (evict the page allocated longest ago) and {@code reject} (never evict: a
  * full store refuses appends). Token policies ({@code lru}, {@code streaming}, {@code h2o}, {@code utility},
  * {@code lrfu}, docs/policies.md) rank the tokens of each (sequence, layer) by what attention did with them and evict
- * the lowest-ranked: the shard reports every append and every attention result (with weights) here. A switch takes
+ * the lowest-ranked: the shard reports every append here, and every attention result (with weights) to the policies
+ * that rank by attention ({@link #wantsAttention}). A switch takes
  * effect at the next eviction; a new token policy tracks the tokens stored from then on, and while it has nothing
  * tracked to evict the shard falls back to its oldest page, so a switch never makes a full store refuse appends.
  */
