@@ -35,11 +35,15 @@ final class SyntheticKv {
     static final double KEY_DECAY = 0.75;
     /** Value latent scales fall as (j+1)^−0.5 (variance as j^−1). */
     static final double VALUE_DECAY = 0.5;
+    /** Outlier channels drawn per head, with replacement (a channel drawn twice keeps its last offset). */
     static final int OUTLIER_CHANNELS = 4;
     /** Outlier offsets are 6–12 times the typical channel's standard deviation (which is 1). */
     static final double OUTLIER_MIN = 6;
     static final double OUTLIER_MAX = 12;
-    /** The sink key's component along the sink direction (a typical key has norm √headDim). */
+    /**
+     * The sink key's component along the sink direction (a typical key has norm √headDim before its outlier channels,
+     * about 21 with them at head dim 128).
+     */
     static final double SINK_KEY = 16;
     /**
      * Share of the values' energy in a fixed mean direction per head (representations are anisotropic: two tokens'

@@ -489,6 +489,7 @@ class LauncherTest {
         assertThat(r.code()).as(r.err()).isZero();
         assertThat(r.out()).contains("memory_ratio", "rel_error", "pyramid+lowrank+int8");
         JsonNode n = new ObjectMapper().readTree(json.toFile());
+        assertThat(n.get("calibration").asText()).isEqualTo("in_sample");
         assertThat(n.get("methods")).hasSize(16);
         JsonNode fp16 = method(n, "fp16", "all");
         assertThat(fp16.get("memory_ratio").asDouble()).isEqualTo(1.0);
@@ -518,6 +519,7 @@ class LauncherTest {
         assertThat(few.err()).contains("fitting bases of rank 8 needs more calibration tokens than that, got 8");
         JsonNode n = new ObjectMapper().readTree(json.toFile());
         assertThat(n.get("source").asText()).isEqualTo("generator");
+        assertThat(n.get("calibration").asText()).isEqualTo("held_out");
         assertThat(n.get("methods")).hasSize(2 + 3); // fp16 is measured as the baseline, shown only in sparse mode
         assertThat(method(n, "fp16", "experts").get("memory_ratio").asDouble()).isEqualTo(1.0);
         assertThat(method(n, "int8", "all").get("rel_error").asDouble()).isBetween(0.0, 0.05);
