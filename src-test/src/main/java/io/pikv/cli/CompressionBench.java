@@ -315,8 +315,14 @@ public final class CompressionBench implements Callable<Integer> {
             for (int l = 0; l < shape.layers(); l++) {
                 LayerData data = source.layer(l);
                 List<Exact> exact = new ArrayList<>();
-                for (float[] q : data.queries()) {
+                // The sparse mode's own reference too: exact attention over the scope's entries only, so that its
+                // rows can say what compression adds within the scope besides what scoping loses.
+                List<Exact> exactInScope = new ArrayList<>();
+                for (int j = 0; j < data.queries().length; j++) {
+                    float[] q = data.queries()[j];
                     exact.add(Exact.attend(shape, data.keys(), data.values(), q));
+                    exactInScope.add(Exact.attend(shape, data.keys(), data.values(), q,
+                            inScope(data.experts(), data.scopes()[j])));
                 }
                 List<Exact> observed = new ArrayList<>();
                 for (float[] q : data.observation()) {
@@ -325,7 +331,7 @@ public final class CompressionBench implements Callable<Integer> {
                 layerRows.add(layerRow(l, data, exact, observed, budgets[l], shape));
                 for (Run r : runs) {
                     try {
-                        r.measure(l, data, exact);
+                        r.measure(l, data, exact, exactInScope);
                     } catch (IllegalArgumentException e) {
                         // Inputs are checked up front; what is left is a method's own range (a low-rank coefficient
                         // beyond fp16, say): the method cannot store these tensors.
@@ -354,6 +360,10 @@ public final class CompressionBench implements Callable<Integer> {
                     row.put("memory_ratio", ratio);
                     row.put("rel_error", mean);
                     row.put("rel_error_max", BenchReport.round(Arrays.stream(err).max().orElse(0), 3));
+                    if (scope.equals("experts")) {
+                        row.put("rel_error_in_scope", BenchReport.round(r.inScopeErrors.stream()
+                                .mapToDouble(Double::doubleValue).average().orElse(0), 3));
+                    }
                     row.put("bytes", r.bytes());
                     row.put("bases_bytes", r.store.projectionBytes());
                     row.put("visited", BenchReport.round(scope.equals("all") ? r.visitedShare() : r.sparseVisitedShare(), 3));
@@ -751,9 +761,25 @@ public final class CompressionBench implements Callable<Integer> {
         return out;
     }
 
+    /** Which tokens a sparse query's scope takes: those whose primary expert is one of the scope's. */
+    private static boolean[] inScope(int[] experts, int[] scope) {
+        boolean[] out = new boolean[experts.length];
+        for (int t = 0; t < experts.length; t++) {
+            for (int e : scope) {
+                out[t] |= experts[t] == e;
+            }
+        }
+        return out;
+    }
+
     /** Exact decode attention in double over uncompressed float32 tensors, with the mean weight per token. */
     private record Exact(double[] output, double[] weights) {
         static Exact attend(ModelShape shape, float[][] keys, float[][] values, float[] q) {
+            return attend(shape, keys, values, q, null);
+        }
+
+        /** Over the tokens {@code mask} takes (all when null); none: an output of zeros, as the store answers. */
+        static Exact attend(ModelShape shape, float[][] keys, float[][] values, float[] q, boolean[] mask) {
             int d = shape.headDim();
             int g = shape.groupSize();
             int n = keys.length;
@@ -765,12 +791,19 @@ public final class CompressionBench implements Callable<Integer> {
                 int h = qh / g;
                 double max = Double.NEGATIVE_INFINITY;
                 for (int t = 0; t < n; t++) {
+                    if (mask != null && !mask[t]) {
+                        s[t] = Double.NEGATIVE_INFINITY;
+                        continue;
+                    }
                     double dot = 0;
                     for (int i = 0; i < d; i++) {
                         dot += (double) q[qh * d + i] * keys[t][h * d + i];
                     }
                     s[t] = dot * scale;
                     max = Math.max(max, s[t]);
+                }
+                if (max == Double.NEGATIVE_INFINITY) {
+                    continue; // nothing in scope
                 }
                 double sum = 0;
                 for (int t = 0; t < n; t++) {
@@ -797,6 +830,8 @@ public final class CompressionBench implements Callable<Integer> {
         final long sequence;
         final List<Double> errors = new ArrayList<>();
         final List<Double> sparseErrors = new ArrayList<>();
+        /** The sparse answers against exact attention over the same scope: what compression adds within it. */
+        final List<Double> inScopeErrors = new ArrayList<>();
         long visited;
         long sparseVisited;
         long possible;
@@ -820,7 +855,7 @@ public final class CompressionBench implements Callable<Integer> {
             this.sequence = store.createSequence();
         }
 
-        void measure(int layer, LayerData data, List<Exact> exact) {
+        void measure(int layer, LayerData data, List<Exact> exact, List<Exact> exactInScope) {
             for (int t = 0; t < data.keys().length; t++) {
                 store.append(sequence, layer, data.experts()[t], data.keys()[t], data.values()[t]);
             }
@@ -838,6 +873,7 @@ public final class CompressionBench implements Callable<Integer> {
                 AttentionResult sparse = store.attend(sequence, layer, q, AttentionScope.experts(data.scopes()[j]),
                         false);
                 sparseErrors.add(Accuracy.relativeError(sparse.output(), exact.get(j).output()));
+                inScopeErrors.add(Accuracy.relativeError(sparse.output(), exactInScope.get(j).output()));
                 visited += all.visited();
                 sparseVisited += sparse.visited();
                 possible += data.keys().length;
