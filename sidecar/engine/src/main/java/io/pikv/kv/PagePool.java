@@ -120,6 +120,10 @@ public final class PagePool {
             try {
                 page = new Page(id, layout); // no id is taken if this fails
             } catch (OutOfMemoryError e) {
+                if (!String.valueOf(e.getMessage()).toLowerCase(java.util.Locale.ROOT)
+                        .contains("direct buffer memory")) {
+                    throw e; // the heap ran out (the page's own arrays), not direct memory: no budget of this pool
+                }
                 return outOfMemory(); // reserved between the check and here, by another pool or the server
             }
             memoryCap = Integer.MAX_VALUE;
