@@ -78,17 +78,23 @@ class TokenRetentionTest {
      * LRFU remembers an evicted token's uses (a position stored again after its eviction comes back with them), not a
      * withdrawn one's: a different token later stored at a withdrawn position starts anew.
      */
+    /** LRFU with history over tokens 0 and 1 (two uses each) and 2 (six uses). */
+    private static TokenRetention lrfuWithAHeavyToken2() {
+        TokenRetention r = new TokenRetention(new Lrfu(1e9, 16, false));
+        r.appended(SEQ, 0, 0);
+        r.appended(SEQ, 0, 1);
+        r.attended(SEQ, 0, new int[] {0, 1}, new float[] {.5f, .5f}); // 0 and 1: two uses each
+        r.appended(SEQ, 0, 2);
+        for (int i = 0; i < 5; i++) {
+            r.attended(SEQ, 0, new int[] {2}, new float[] {1f}); // 2: six uses
+        }
+        return r;
+    }
+
     @Test
     void lrfuKeepsHistoryOfEvictedTokensOnlyNotOfWithdrawnOnes() {
         for (boolean withdrawn : new boolean[] {true, false}) {
-            TokenRetention r = new TokenRetention(new Lrfu(1e9, 16, false));
-            r.appended(SEQ, 0, 0);
-            r.appended(SEQ, 0, 1);
-            r.attended(SEQ, 0, new int[] {0, 1}, new float[] {.5f, .5f}); // 0 and 1: two uses each
-            r.appended(SEQ, 0, 2);
-            for (int i = 0; i < 5; i++) {
-                r.attended(SEQ, 0, new int[] {2}, new float[] {1f}); // 2: six uses
-            }
+            TokenRetention r = lrfuWithAHeavyToken2();
             if (withdrawn) {
                 r.withdrawn(SEQ, 0, new int[] {2});
             } else {
@@ -103,14 +109,7 @@ class TokenRetentionTest {
     @Test
     void lrfuForgetsATokenTakenBackAfterItsEviction() {
         for (boolean withdrawn : new boolean[] {true, false}) {
-            TokenRetention r = new TokenRetention(new Lrfu(1e9, 16, false));
-            r.appended(SEQ, 0, 0);
-            r.appended(SEQ, 0, 1);
-            r.attended(SEQ, 0, new int[] {0, 1}, new float[] {.5f, .5f}); // 0 and 1: two uses each
-            r.appended(SEQ, 0, 2);
-            for (int i = 0; i < 5; i++) {
-                r.attended(SEQ, 0, new int[] {2}, new float[] {1f}); // 2: six uses
-            }
+            TokenRetention r = lrfuWithAHeavyToken2();
             r.forget(SEQ, 0, new int[] {2}); // evicted: its six uses remembered
             if (withdrawn) {
                 r.withdrawn(SEQ, 0, new int[] {2}); // then taken back: forgotten
