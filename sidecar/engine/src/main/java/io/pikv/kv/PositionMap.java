@@ -99,6 +99,12 @@ final class PositionMap {
             i = (i + 1) & mask;
         }
         int removed = values[i];
+        removeAt(i);
+        return removed;
+    }
+
+    /** Empties slot {@code i} (held) by a backward shift: later keys of its probe run move into the gap. */
+    private void removeAt(int i) {
         // Backward shift: later keys of the probe run move into the gap, so no tombstone is left.
         for (int gap = i, j = (i + 1) & mask; ; j = (j + 1) & mask) {
             int k = keys[j];
@@ -115,7 +121,6 @@ final class PositionMap {
             }
         }
         size--;
-        return removed;
     }
 
     /** A filter on the entries for {@link #retain}. */
@@ -124,7 +129,10 @@ final class PositionMap {
         boolean keep(int key, int value);
     }
 
-    /** Keeps the entries {@code filter} keeps, in tables sized for them (allocates); returns how many went. */
+    /**
+     * Keeps the entries {@code filter} keeps; returns how many went. In place (allocating nothing) unless the tables
+     * would then be more than four times as large as the kept entries need: those are rebuilt smaller.
+     */
     int retain(EntryFilter filter) {
         int kept = 0;
         for (int i = 0; i < keys.length; i++) {
@@ -139,6 +147,21 @@ final class PositionMap {
         int capacity = MIN_CAPACITY;
         while ((kept + 1) * 4L > capacity * 3L) {
             capacity *= 2;
+        }
+        if (keys.length <= 4 * capacity) {
+            // One lap from just after an empty slot (a probe run never wraps past it): a removal shifts later keys of
+            // the run back into the gap, so the slot is looked at again; nothing moves to a slot already passed.
+            int start = 0;
+            while (keys[start] != EMPTY) {
+                start++;
+            }
+            for (int n = 1, i = (start + 1) & mask; n < keys.length; n++) {
+                while (keys[i] != EMPTY && !filter.keep(keys[i], values[i])) {
+                    removeAt(i);
+                }
+                i = (i + 1) & mask;
+            }
+            return gone;
         }
         int[] oldKeys = keys;
         int[] oldValues = values;

@@ -61,6 +61,44 @@ class PositionMapTest {
     }
 
     @Test
+    void retainingMostOfTheEntriesKeepsTheTablesAndAllocatesNothing() {
+        PositionMap map = new PositionMap();
+        Random rnd = new Random(9);
+        Map<Integer, Integer> reference = new HashMap<>();
+        for (int i = 0; i < 3_000; i++) {
+            int key = rnd.nextInt(50_000); // collisions and runs that wrap around the table's end
+            int value = rnd.nextBoolean() ? i : -2 - i;
+            if (map.get(key) == PositionMap.MISSING) {
+                map.reserve();
+            }
+            map.put(key, value);
+            reference.put(key, value);
+        }
+        int capacity = map.capacity();
+        com.sun.management.ThreadMXBean threads =
+                (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        PositionMap.EntryFilter keepHeldOrLate = (k, v) -> v >= 0 || k >= 25_000;
+        map.retain((k, v) -> true); // (the filter's class loaded and the method run once before measuring)
+        long before = threads.getCurrentThreadAllocatedBytes();
+        int gone = map.retain(keepHeldOrLate);
+        long allocated = threads.getCurrentThreadAllocatedBytes() - before;
+        int sizeBefore = reference.size();
+        reference.entrySet().removeIf(e -> e.getValue() < 0 && e.getKey() < 25_000);
+        assertThat(gone).isEqualTo(sizeBefore - reference.size()).isPositive();
+        assertThat(map.capacity()).as("tables kept").isEqualTo(capacity);
+        assertThat(allocated).as("bytes allocated").isLessThan(1024);
+        assertThat(map.size()).isEqualTo(reference.size());
+        for (Map.Entry<Integer, Integer> e : reference.entrySet()) {
+            assertThat(map.get(e.getKey())).isEqualTo(e.getValue());
+        }
+        for (int key = 0; key < 50_000; key++) {
+            if (!reference.containsKey(key)) {
+                assertThat(map.get(key)).isEqualTo(PositionMap.MISSING);
+            }
+        }
+    }
+
+    @Test
     void aNewKeyNeedsRoomReservedAndNeverMissing() {
         PositionMap map = new PositionMap();
         for (int i = 0; i < 12; i++) {
