@@ -67,7 +67,12 @@ public final class LocalKafka implements AutoCloseable {
                 new java.util.concurrent.atomic.AtomicReference<>();
         java.util.concurrent.atomic.AtomicReference<java.nio.file.Path> startingDir =
                 new java.util.concurrent.atomic.AtomicReference<>();
-        Thread whileStarting = new Thread(() -> abandon(starting.get(), startingDir.get()), "pikv-local-kafka-start");
+        Thread whileStarting = new Thread(() -> {
+            Exception cleanUp = abandon(starting.get(), startingDir.get());
+            if (cleanUp != null) {
+                System.err.println("(local Kafka broker: " + cleanUp.getMessage() + ")");
+            }
+        }, "pikv-local-kafka-start");
         Runtime.getRuntime().addShutdownHook(whileStarting);
         try {
             // A directory of our own, which only the kit's close() deletes: without one the kit takes a temp
@@ -98,17 +103,10 @@ public final class LocalKafka implements AutoCloseable {
             kafka.createTopic(CONTROL_TOPIC, true);
             return kafka;
         } catch (Exception e) {
-            if (kit != null) {
-                try { // a broker half started must not keep its threads and files in this JVM
-                    kit.close();
-                } catch (Exception closing) {
-                    e.addSuppressed(closing);
-                }
-            } else if (dir != null) {
-                String kept = DirTree.delete(dir); // no kit to delete it
-                if (kept != null) {
-                    e.addSuppressed(new java.io.IOException("could not remove " + dir + ": " + kept));
-                }
+            // A broker half started must not keep its threads and files in this JVM.
+            Exception cleanUp = abandon(kit, dir);
+            if (cleanUp != null) {
+                e.addSuppressed(cleanUp);
             }
             throw new Main.RunFailure("cannot start a local Kafka broker: " + e.getMessage(), e);
         } finally {
@@ -116,16 +114,23 @@ public final class LocalKafka implements AutoCloseable {
         }
     }
 
-    /** Closes a broker whose start was cut short (it deletes its directory), or deletes the directory if none. */
-    private static void abandon(KafkaClusterTestKit kit, java.nio.file.Path dir) {
+    /**
+     * Closes a broker whose start was cut short (its close deletes its directory), or deletes the directory when no
+     * broker was built; returns what went wrong doing so, or null.
+     */
+    private static Exception abandon(KafkaClusterTestKit kit, java.nio.file.Path dir) {
         try {
             if (kit != null) {
                 kit.close();
             } else if (dir != null) {
-                DirTree.delete(dir);
+                String kept = DirTree.delete(dir);
+                if (kept != null) {
+                    return new java.io.IOException("could not remove " + dir + ": " + kept);
+                }
             }
+            return null;
         } catch (Exception e) {
-            System.err.println("(local Kafka broker: " + e.getMessage() + ")");
+            return e;
         }
     }
 
