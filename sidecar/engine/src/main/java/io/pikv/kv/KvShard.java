@@ -7,9 +7,7 @@ import io.pikv.kv.compute.KernelScratch;
 
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.HashMap;
 import java.util.List;
-import java.util.Map;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
@@ -45,7 +43,7 @@ public final class KvShard {
     /** The largest token position a sequence may use (2^24 − 1: a context of 16,777,216 tokens). */
     public static final int MAX_POSITION = (1 << 24) - 1;
     private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
-    private final Map<Long, LayerState[]> sequences = new HashMap<>();
+    private final LongKeyMap<LayerState[]> sequences = new LongKeyMap<>();
     private final AtomicLongArray counters;
     /** Scratch for moving an int8 entry between pages (used under the write lock). */
     private final float[] moveK;
@@ -94,6 +92,7 @@ public final class KvShard {
         this.id = id;
         this.shape = shape;
         this.layout = layout;
+        this.evictedPositions = new int[layout.pageTokens()];
         this.moveK = new float[shape.kvWidth()];
         this.moveV = new float[shape.kvWidth()];
         this.buckets = buckets;
@@ -133,7 +132,7 @@ public final class KvShard {
             if (device != null && device != this.device) {
                 // The device may hold copies from an earlier time with this shard, which changes since then (made
                 // while it was detached) would not have reached: every page held now is told as changed.
-                for (LayerState[] layers : sequences.values()) {
+                sequences.forEachValue(layers -> {
                     for (LayerState ls : layers) {
                         if (ls == null) {
                             continue;
@@ -144,7 +143,7 @@ public final class KvShard {
                             }
                         }
                     }
-                }
+                });
             }
             this.device = device;
         } finally {
@@ -308,6 +307,10 @@ public final class KvShard {
             }
         }
     }
+
+    /** An evicted page's positions while the hook is told of them (write lock held), and whether that is going on. */
+    private final int[] evictedPositions;
+    private boolean evictedPositionsInUse;
 
     /** Whether the eviction hook's makeRoom runs (write lock held): the only time its context may be used. */
     private boolean makingRoom;
@@ -653,15 +656,27 @@ public final class KvShard {
         LayerState ls = page.segment.layerState;
         int layer = page.segment.layer;
         long sequence = page.sequence();
-        int[] positions = Arrays.copyOf(page.position, page.count);
-        for (int slot = 0; slot < page.count; slot++) {
+        int count = page.count;
+        // The page's positions outlive it (the hook hears of them once it is free): kept in the shard's own array,
+        // unless a hook evicts again from inside evicted() while this one is told (then in an array of their own).
+        int[] positions = evictedPositionsInUse ? new int[count] : evictedPositions;
+        System.arraycopy(page.position, 0, positions, 0, count);
+        for (int slot = 0; slot < count; slot++) {
             countEviction(ls, layer, page.expert[slot]);
             int before = ls.restoredAfterEviction == null ? -1 : ls.restoredAfterEviction.remove(page.position[slot]);
             ls.markEvicted(page.position[slot], page.expert[slot], before);
         }
         free(page);
-        for (int position : positions) {
-            tellEvicted(sequence, layer, position);
+        boolean own = positions == evictedPositions;
+        evictedPositionsInUse = true;
+        try {
+            for (int i = 0; i < count; i++) {
+                tellEvicted(sequence, layer, positions[i]);
+            }
+        } finally {
+            if (own) {
+                evictedPositionsInUse = false;
+            }
         }
     }
 

@@ -8,7 +8,6 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.Callable;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ForkJoinPool;
 import java.util.concurrent.atomic.AtomicLong;
 
@@ -28,7 +27,7 @@ public final class KvStore implements AutoCloseable {
     private final AttentionKernel kernel;
     private final ForkJoinPool workers;
     private volatile boolean closed;
-    private final ConcurrentHashMap<Long, SequenceState> sequences = new ConcurrentHashMap<>();
+    private final LongKeyMap<SequenceState> sequences = new LongKeyMap<>();
     private final AtomicLong nextSequence = new AtomicLong();
     private volatile ExpertShardMap shardMap;
 
