@@ -1,6 +1,5 @@
 package io.pikv.kv;
 
-import java.util.ArrayDeque;
 import java.util.Arrays;
 
 /**
@@ -11,16 +10,20 @@ import java.util.Arrays;
  * budget. The budget can change ({@link #resize}): a larger one takes effect at once; a smaller one drops free-listed
  * pages beyond it at once and in-use pages as they are released (their shard evicts them), so the pool is back
  * within its budget when its pages in use are. A dropped page's id is reused; its direct memory goes with the
- * garbage collector. Not thread-safe: its shard's lock guards it.
+ * garbage collector. Releasing a page allocates nothing (the free list and the free ids have room for every id
+ * from the page's creation on), so a release, which its shard makes after it has unlinked the page, cannot fail
+ * half-way. Not thread-safe: its shard's lock guards it.
  */
 public final class PagePool {
     private final KvLayout layout;
     private long budgetBytes;
     private int maxPages;
-    private final ArrayDeque<Page> free = new ArrayDeque<>();
+    /** Free-listed pages, the most recently released on top; room for one per id ever created. */
+    private Page[] free = new Page[16];
+    private int freeCount;
     private Page[] byId = new Page[16];
-    /** Ids of dropped pages, for reuse. */
-    private int[] freeIds = new int[0];
+    /** Ids of dropped pages, for reuse; room for every id ever created. */
+    private int[] freeIds = new int[16];
     private int freeIdCount;
     /** The next id never used. */
     private int created;
@@ -91,9 +94,8 @@ public final class PagePool {
         this.maxPages = pagesFor(layout, budgetBytes);
         this.budgetBytes = budgetBytes;
         this.memoryCap = Integer.MAX_VALUE;
-        while (trimFree && live > maxPages && !free.isEmpty()) {
-            reserveFreeId(); // before the page leaves the free list: a refused allocation then loses nothing
-            drop(free.pollLast());
+        while (trimFree && live > maxPages && freeCount > 0) {
+            drop(popFree());
         }
     }
 
@@ -108,7 +110,7 @@ public final class PagePool {
         if (inUse >= maxPages) {
             return null;
         }
-        Page page = free.pollFirst();
+        Page page = freeCount > 0 ? popFree() : null;
         if (page == null) {
             int id = freeIdCount > 0 ? freeIds[freeIdCount - 1] : created;
             if (!memoryFits.test(layout.pageBytes())) {
@@ -127,8 +129,14 @@ public final class PagePool {
                 return outOfMemory(); // reserved between the check and here, by another pool or the server
             }
             memoryCap = Integer.MAX_VALUE;
-            if (id >= byId.length) {
-                byId = Arrays.copyOf(byId, Math.max(id + 1, byId.length * 2)); // before the id is taken
+            if (id >= byId.length) { // a new id: room for it everywhere, before it is taken
+                int length = Math.max(id + 1, byId.length * 2);
+                Page[] ids = Arrays.copyOf(byId, length);
+                Page[] frees = Arrays.copyOf(free, length);
+                int[] dropped = Arrays.copyOf(freeIds, length);
+                byId = ids;
+                free = frees;
+                freeIds = dropped;
             }
             if (freeIdCount > 0) {
                 freeIdCount--;
@@ -155,11 +163,8 @@ public final class PagePool {
     }
 
     void release(Page page) {
-        // What may allocate first (the free list or the free ids may grow): refused, it leaves the pool as it was.
-        if (live > maxPages) {
-            reserveFreeId();
-        } else {
-            free.addFirst(page);
+        if (live <= maxPages) {
+            free[freeCount++] = page;
         }
         page.count = 0;
         page.segment = null;
@@ -170,15 +175,13 @@ public final class PagePool {
         }
     }
 
-    /** Room for one more free id. */
-    private void reserveFreeId() {
-        if (freeIdCount == freeIds.length) {
-            freeIds = Arrays.copyOf(freeIds, Math.max(16, freeIds.length * 2));
-        }
+    private Page popFree() {
+        Page page = free[--freeCount];
+        free[freeCount] = null;
+        return page;
     }
 
     private void drop(Page page) {
-        reserveFreeId(); // before anything changes
         droppedSinceReserve++;
         byId[page.id] = null;
         freeIds[freeIdCount++] = page.id;

@@ -68,4 +68,36 @@ class PagePoolMemoryTest {
         assertThat(pool.maxPages()).isEqualTo(3);
         assertThat(DirectMemory.fits(LAYOUT.pageBytes())).isTrue(); // this test JVM has memory to spare
     }
+
+    /**
+     * A shard releases a page after it has unlinked it from its segment: a release that failed to allocate (the heap
+     * out of memory as its free list grew) would lose the page from the budget for good. Releases allocate nothing,
+     * also when a smaller budget makes them drop the pages.
+     */
+    @Test
+    void releasingPagesAllocatesNothing() {
+        com.sun.management.ThreadMXBean threads =
+                (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        org.junit.jupiter.api.Assumptions.assumeTrue(threads.isThreadAllocatedMemorySupported()
+                && threads.isThreadAllocatedMemoryEnabled(), "this JVM does not count the bytes a thread allocates");
+        PagePool pool = new PagePool(LAYOUT, 300L * LAYOUT.pageBytes(), bytes -> true);
+        Page[] pages = new Page[300];
+        for (int round = 0; round < 3; round++) {
+            for (int i = 0; i < pages.length; i++) {
+                pages[i] = pool.allocate();
+            }
+            if (round == 2) {
+                pool.resize(10L * LAYOUT.pageBytes()); // the pages released from now on are dropped
+            }
+            long before = threads.getCurrentThreadAllocatedBytes();
+            for (Page page : pages) {
+                pool.release(page);
+            }
+            long allocated = threads.getCurrentThreadAllocatedBytes() - before;
+            assertThat(allocated).as("bytes allocated releasing 300 pages, round %d", round).isZero();
+            assertThat(pool.pagesInUse()).isZero();
+        }
+        assertThat(pool.bytesAllocated()).isEqualTo(10L * LAYOUT.pageBytes());
+        assertThat(pool.allocate()).isNotNull();
+    }
 }
