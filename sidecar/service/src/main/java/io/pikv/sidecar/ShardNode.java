@@ -82,6 +82,16 @@ public final class ShardNode implements KvApi, AutoCloseable {
      */
     public ShardNode(int id, ModelShape shape, StorageType type, int pageTokens, int buckets, long budgetBytes,
                      ShardPolicy policy, int attentionThreads, ShardPyramid pyramid) {
+        this(id, shape, type, pageTokens, buckets, budgetBytes, policy, attentionThreads, pyramid, null);
+    }
+
+    /**
+     * @param kernel the CPU attention kernel ({@code auto}, {@code vector} or {@code scalar}); null: the JVM's
+     *               {@code pikv.kernel} property, else auto
+     * @throws IllegalArgumentException on a setting out of range, or a kernel this JVM or layout cannot run
+     */
+    public ShardNode(int id, ModelShape shape, StorageType type, int pageTokens, int buckets, long budgetBytes,
+                     ShardPolicy policy, int attentionThreads, ShardPyramid pyramid, String kernel) {
         if (attentionThreads < 1) {
             throw new IllegalArgumentException("attention threads must be >= 1, got " + attentionThreads);
         }
@@ -94,7 +104,13 @@ public final class ShardNode implements KvApi, AutoCloseable {
         this.shape = shape;
         this.policy = policy;
         this.pyramid = pyramid;
-        this.shard = new KvShard(id, shape, layout, buckets, budgetBytes, policy, Kernels.select(layout));
+        io.pikv.kv.compute.AttentionKernel cpuKernel;
+        try {
+            cpuKernel = kernel == null ? Kernels.select(layout) : Kernels.select(layout, kernel);
+        } catch (IllegalStateException e) { // vector asked for and not available: a setting this JVM cannot keep
+            throw new IllegalArgumentException(e.getMessage(), e);
+        }
+        this.shard = new KvShard(id, shape, layout, buckets, budgetBytes, policy, cpuKernel);
         policy.onSwitch(this::tellResident);
         this.router = new HashRouter(shape.topK());
         this.localMap = ExpertShardMap.roundRobin(shape.experts(), 1);
@@ -199,14 +215,15 @@ public final class ShardNode implements KvApi, AutoCloseable {
     /** Where attention runs, for logs and {@code /v1/config}: a device that failed for good is said to have. */
     public String attentionPlace() {
         io.pikv.kv.DeviceAttention device = shard.device();
+        String cpu = "the " + shard.kernel().name() + " kernel on " + attentionThreads + " CPU thread(s)";
         if (device == null) {
-            return attentionThreads + " CPU thread(s)";
+            return cpu;
         }
         if (device.failed()) {
-            return attentionThreads + " CPU thread(s) (" + device.describe() + " failed; see the log)";
+            return cpu + " (" + device.describe() + " failed; see the log)";
         }
         if (wantsWeights()) {
-            return attentionThreads + " CPU thread(s) (" + device.describe() + " unused while " + weightsReader()
+            return cpu + " (" + device.describe() + " unused while " + weightsReader()
                     + " ranks tokens by attention weights, which only the CPU computes)";
         }
         long budget = shard.budgetBytes();

@@ -119,7 +119,7 @@ public class Sidecar {
                         p.sinks().orElse(ShardPyramid.DEFAULT_SINKS), p.window().orElse(ShardPyramid.DEFAULT_WINDOW)));
         this.shard = setting("pikv.store.*", () -> new ShardNode(config.shardId(), shape, type,
                 config.store().pageTokens(), config.store().buckets(), config.store().budgetBytes(),
-                policy, attentionThreads(config.store().attentionThreads()), pyramid));
+                policy, attentionThreads(config.store().attentionThreads()), pyramid, config.store().kernel()));
         try {
             long maxHeap = configuredMaxHeap();
             setting("pikv.blocks.capacity-bytes", () -> {

@@ -119,6 +119,14 @@ public interface SidecarConfig {
         @WithDefault("0")
         int attentionThreads();
 
+        /**
+         * The CPU attention kernel: {@code auto} (the Vector API kernel when the JVM has {@code jdk.incubator.vector}
+         * and the kernel takes the page layout, else the scalar one, saying why), {@code vector} (start-up fails
+         * without it) or {@code scalar}. Both answer the same within float rounding.
+         */
+        @WithDefault("auto")
+        String kernel();
+
         Pyramid pyramid();
     }
 

@@ -79,7 +79,9 @@ class ComputeSelectionTest {
             {"pikv.store.pyramid.budget", "1.5", "invalid configuration pikv.store.pyramid.*: pyramid budget is the "
                 + "fraction of tokens kept, in (0, 1], got 1.5"},
             {"pikv.store.pyramid.beta", "0.5", "invalid configuration pikv.store.pyramid.budget: "
-                + "pikv.store.pyramid.beta, sinks or window is set but the budget is not"}};
+                + "pikv.store.pyramid.beta, sinks or window is set but the budget is not"},
+            {"pikv.store.kernel", "simd", "invalid configuration pikv.store.*: the attention kernel must be auto, "
+                + "vector or scalar, got 'simd'"}};
         for (String[] c : cases) {
             Map<String, String> values = new HashMap<>();
             values.put(c[0], c[1]);
@@ -324,6 +326,38 @@ class ComputeSelectionTest {
             assertThat(sidecar.shard().attentionPlace()).endsWith("CPU thread(s)");
         } finally {
             sidecar.shard().close();
+        }
+    }
+
+    /** pikv.store.kernel picks the CPU kernel a shard attends with; /v1/config's attention names it. */
+    @Test
+    void theKernelSettingChoosesTheShardsCpuKernel() {
+        Map<String, String> values = new HashMap<>();
+        values.put("pikv.compute", "cpu");
+        values.put("pikv.store.budget-bytes", String.valueOf(1L << 20));
+        values.put("pikv.store.kernel", "scalar");
+        Sidecar scalar = new Sidecar(config(values));
+        try {
+            assertThat(scalar.shard().attentionPlace()).startsWith("the scalar kernel on ").endsWith("CPU thread(s)");
+        } finally {
+            scalar.shard().close();
+        }
+        values.put("pikv.store.kernel", "vector");
+        if (io.pikv.kv.compute.Kernels.vectorModulePresent()) {
+            Sidecar vector = new Sidecar(config(values));
+            try {
+                assertThat(vector.shard().attentionPlace()).startsWith("the vector-");
+            } finally {
+                vector.shard().close();
+            }
+            values.put("pikv.model.head-dim", "18"); // not a multiple of 4: no vector kernel takes it
+            assertThatThrownBy(() -> new Sidecar(config(values))).isInstanceOf(IllegalStateException.class)
+                    .hasMessageStartingWith("invalid configuration pikv.store.*: the vector kernel (vector-")
+                    .hasMessageContaining("does not support");
+        } else {
+            assertThatThrownBy(() -> new Sidecar(config(values))).isInstanceOf(IllegalStateException.class)
+                    .hasMessage("invalid configuration pikv.store.*: the vector kernel was asked for but the JVM was "
+                            + "started without --add-modules jdk.incubator.vector: add it, or ask for auto or scalar");
         }
     }
 }

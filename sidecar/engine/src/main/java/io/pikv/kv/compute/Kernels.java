@@ -32,8 +32,8 @@ public final class Kernels {
                 return new ScalarKernel();
             case "vector": {
                 if (!vectorModulePresent()) {
-                    throw new IllegalStateException("pikv.kernel=vector but the JVM was started without "
-                            + "--add-modules " + VECTOR_MODULE);
+                    throw new IllegalStateException("the vector kernel was asked for but the JVM was started without "
+                            + "--add-modules " + VECTOR_MODULE + ": add it, or ask for auto or scalar");
                 }
                 AttentionKernel k = loadVector(); // vector fails loudly when it cannot be honoured
                 if (!k.supports(layout)) {
@@ -64,7 +64,8 @@ public final class Kernels {
                 return k;
             }
             default:
-                throw new IllegalArgumentException("pikv.kernel must be auto, vector or scalar, got '" + preference + "'");
+                throw new IllegalArgumentException("the attention kernel must be auto, vector or scalar, got '" + preference
+                        + "'");
         }
     }
 
