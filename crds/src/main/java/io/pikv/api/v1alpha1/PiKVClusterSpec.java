@@ -16,7 +16,8 @@ import io.fabric8.kubernetes.model.annotation.SpecReplicas;
 @JsonPropertyOrder({"model", "shards", "memoryPerShard", "routing", "scheduling", "compression", "kafka",
     "autoscaling", "gpu", "placement", "sidecar"})
 @ValidationRule(value = "self.shards <= self.model.experts",
-        message = "shards must not exceed model.experts: a shard owns at least one expert")
+        message = "shards (2 when not set) must not exceed model.experts: a shard owns at least one expert; set "
+                + "shards to at most model.experts")
 @ValidationRule(value = "!has(self.autoscaling) || !self.autoscaling.enabled "
         + "|| (self.shards >= self.autoscaling.minShards && self.shards <= self.autoscaling.maxShards)",
         message = "with autoscaling enabled, shards must lie within [autoscaling.minShards, autoscaling.maxShards]")

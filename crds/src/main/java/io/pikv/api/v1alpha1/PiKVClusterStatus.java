@@ -34,7 +34,7 @@ public class PiKVClusterStatus {
             + "or the shards have not all been ready and none has progressed for the operator's progress deadline), "
             + "Rebalancing (the control state changed — its epoch: the shard map, or the policy, its parameters or the "
             + "budget beside it — and not all shards are ready yet); Reconciling and Stalled restate "
-            + "Progressing and a Degraded that needs a person (an invalid spec, the progress deadline) for kstatus "
+            + "Progressing and a Degraded that needs a person (an invalid spec, the progress deadline, a name taken) for kstatus "
             + "tools (never both true).")
     private List<Condition> conditions = new ArrayList<>();
 
