@@ -432,6 +432,11 @@ public final class ShardCluster {
         if (gpuEnabled()) {
             tolerations.add(new TolerationBuilder().withKey(gpuResource()).withOperator("Exists")
                     .withEffect("NoSchedule").build());
+            if (gpuResource().startsWith("nvidia.com/mig-")) {
+                // MIG slices live on GPU nodes, which GPU node pools taint by the whole GPU's resource name.
+                tolerations.add(new TolerationBuilder().withKey("nvidia.com/gpu").withOperator("Exists")
+                        .withEffect("NoSchedule").build());
+            }
         }
         PlacementSpec placement = spec.getPlacement() == null ? new PlacementSpec() : spec.getPlacement();
         if (placement.getTolerations() != null) {

@@ -139,8 +139,9 @@ class ShardClusterTest {
         StatefulSet sts = model(c).generateStatefulSet();
         Container container = sts.getSpec().getTemplate().getSpec().getContainers().get(0);
         assertThat(container.getResources().getLimits()).containsEntry("nvidia.com/mig-1g.10gb", new Quantity("1"));
-        assertThat(sts.getSpec().getTemplate().getSpec().getTolerations()).singleElement()
-                .satisfies(t -> assertThat(t.getKey()).isEqualTo("nvidia.com/mig-1g.10gb"));
+        // The slice's taint and the GPU node's (node pools taint GPU nodes by nvidia.com/gpu, also MIG ones).
+        assertThat(sts.getSpec().getTemplate().getSpec().getTolerations()).extracting(t -> t.getKey())
+                .containsExactly("nvidia.com/mig-1g.10gb", "nvidia.com/gpu");
         // It must attend on the device: a shard that cannot stops at start-up instead of falling back to the CPU.
         assertThat(container.getEnv()).anySatisfy(e -> {
             assertThat(e.getName()).isEqualTo("PIKV_COMPUTE");
