@@ -378,6 +378,10 @@ class SidecarApiTest {
         given().contentType("application/octet-stream").body(step).urlEncodingEnabled(false)
                 .post(steps + "?position=7;8").then().statusCode(400).contentType(PROBLEM)
                 .body("detail", equalTo("position must be a whole number in digits 0-9, got '7;8'"));
+        // The same with a matrix parameter on the last segment (served by the REST layer, not the step route).
+        given().contentType("application/octet-stream").body(step).urlEncodingEnabled(false)
+                .post(steps + ";m?position=7;8").then().statusCode(400).contentType(PROBLEM)
+                .body("detail", equalTo("position must be a whole number in digits 0-9, got '7;8'"));
         given().contentType("application/octet-stream").body(step).post(steps + "?position=2147483648")
                 .then().statusCode(400).contentType(PROBLEM)
                 .body("detail", equalTo("position must be at most 2147483647, got 2147483648"));

@@ -101,10 +101,9 @@ public class BinaryRoutes {
         }
         List<String> position;
         try {
-            position = queryValues(request.query(), "position");
-        } catch (IllegalArgumentException e) { // a query string that does not decode (a bad %-escape)
-            send(rc, Problems.of(new IllegalArgumentException("the query string does not decode: " + e.getMessage()),
-                    path));
+            position = positionValues(request.query());
+        } catch (IllegalArgumentException e) {
+            send(rc, Problems.of(e, path));
             return;
         }
         long length;
@@ -126,6 +125,15 @@ public class BinaryRoutes {
      * parameters are separated by {@code &} only (a framework's reader would also split at {@code ;}, match the name in
      * any case and stop after 1,024 parameters, so that {@code ?position=7;8} read as 7). A bad %-escape throws.
      */
+    /** The {@code position} values of a raw query string; one that does not decode (a bad %-escape) is refused. */
+    static List<String> positionValues(String rawQuery) {
+        try {
+            return queryValues(rawQuery, "position");
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("the query string does not decode: " + e.getMessage(), e);
+        }
+    }
+
     static List<String> queryValues(String rawQuery, String name) {
         List<String> values = new ArrayList<>();
         if (rawQuery == null || rawQuery.isEmpty()) {

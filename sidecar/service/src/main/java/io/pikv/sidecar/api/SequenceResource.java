@@ -5,17 +5,19 @@ import io.pikv.sidecar.Sidecar;
 import io.pikv.sidecar.SidecarMetrics;
 import io.pikv.sidecar.KvApi;
 import io.pikv.sidecar.wire.Wire;
+import io.vertx.core.http.HttpServerRequest;
 import jakarta.ws.rs.Consumes;
 import jakarta.ws.rs.DELETE;
 import jakarta.ws.rs.GET;
 import jakarta.ws.rs.POST;
 import jakarta.ws.rs.Path;
 import jakarta.ws.rs.PathParam;
-import jakarta.ws.rs.QueryParam;
+import jakarta.ws.rs.core.Context;
 import jakarta.ws.rs.Produces;
 import jakarta.ws.rs.core.MediaType;
 import jakarta.ws.rs.core.Response;
 import org.eclipse.microprofile.openapi.annotations.Operation;
+import org.eclipse.microprofile.openapi.annotations.enums.ParameterIn;
 import org.eclipse.microprofile.openapi.annotations.enums.SchemaType;
 import org.eclipse.microprofile.openapi.annotations.media.Schema;
 import org.eclipse.microprofile.openapi.annotations.parameters.Parameter;
@@ -138,10 +140,17 @@ public class SequenceResource {
     @Operation(summary = "One decode step: route, store the token's K/V, attend (binary)", description = "With "
             + "?position=P (shard role, chosen experts): store the token at P and answer this shard's partial "
             + "attention instead of the output — the gateway's one round trip to the owning shard.")
-    public byte[] step(@PathParam("id") long id,
-                       @Parameter(description = "shard role: the position the gateway gives the token",
-                               schema = @Schema(type = SchemaType.INTEGER, minimum = "0"))
-                       @QueryParam("position") List<String> positionParam, byte[] body) {
+    @Parameter(name = "position", in = ParameterIn.QUERY, description = "shard role: the position the gateway gives "
+            + "the token", schema = @Schema(type = SchemaType.INTEGER, minimum = "0"))
+    public byte[] step(@PathParam("id") long id, @Context HttpServerRequest request, byte[] body) {
+        // Read from the raw query as the step route reads it (BinaryRoutes), which a request reaches this method
+        // without only when its path has a matrix parameter (steps;x): the framework's query reader would split the
+        // value at ';', match the name in any case and stop after 1,024 parameters.
+        return step(id, BinaryRoutes.positionValues(request.query()), body);
+    }
+
+    /** A step with the query's {@code position} values (none: empty), as {@link BinaryRoutes} serves it. */
+    byte[] step(long id, List<String> positionParam, byte[] body) {
         limit.check(body);
         Integer position = position(positionParam);
         Wire.StepRequest request = Wire.decodeStep(body, sidecar.shape());
