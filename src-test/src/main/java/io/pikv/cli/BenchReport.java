@@ -118,6 +118,16 @@ final class BenchReport {
         }
     }
 
+    /** Refuses (exit 2) a list flag naming one value twice ({@code --capacity 4000,4000}), which would run it twice. */
+    static void distinct(java.util.List<?> values, String flag, String what) {
+        java.util.Set<Object> seen = new java.util.HashSet<>();
+        for (Object v : values) {
+            if (!seen.add(v)) {
+                throw new Main.UsageException(flag + " names " + what + " " + v + " twice.");
+            }
+        }
+    }
+
     void writeJson(Path file) {
         try {
             Path parent = file.toAbsolutePath().getParent();

@@ -57,13 +57,9 @@ public final class CacheBench implements Callable<Integer> {
                         + ".");
             }
         }
-        if (new java.util.HashSet<>(capacities).size() < capacities.size()) {
-            throw new Main.UsageException("--capacity names a capacity twice: " + capacities + ".");
-        }
+        BenchReport.distinct(capacities, "--capacity", "the capacity");
         List<String> names = policies == null ? BlockPolicies.NAMES : policies;
-        if (new java.util.HashSet<>(names).size() < names.size()) {
-            throw new Main.UsageException("--policies names a policy twice: " + String.join(",", names) + ".");
-        }
+        BenchReport.distinct(names, "--policies", "the policy");
         for (String name : names) {
             if (name.equals("belady")) {
                 throw new Main.UsageException("belady is always reported; --policies names the others: "

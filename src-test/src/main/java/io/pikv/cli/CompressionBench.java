@@ -425,11 +425,9 @@ public final class CompressionBench implements Callable<Integer> {
     private List<Method> parseMethods() {
         List<Method> list = new ArrayList<>();
         for (String m : methods) {
-            Method parsed = Method.parse(m);
-            if (list.stream().noneMatch(x -> x.name().equals(parsed.name()))) {
-                list.add(parsed);
-            }
+            list.add(Method.parse(m));
         }
+        BenchReport.distinct(list.stream().map(Method::name).toList(), "--methods", "the method");
         return list;
     }
 
@@ -484,6 +482,10 @@ public final class CompressionBench implements Callable<Integer> {
         }
         if (outlierDirections < 0 || outlierDirections > Math.min(keyRank, valueRank)) {
             throw new Main.UsageException("--outlier-directions must be between 0 and the smaller rank.");
+        }
+        if (keysFile == null && window > context) {
+            // The generator's observation queries are the window's last tokens: a longer window has none for the rest.
+            throw new Main.UsageException("--window (" + window + ") must not exceed --context (" + context + ").");
         }
     }
 

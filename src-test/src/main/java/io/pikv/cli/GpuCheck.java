@@ -62,6 +62,7 @@ public final class GpuCheck implements Callable<Integer> {
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
         BenchReport.notEmpty(contexts, "--contexts");
+        BenchReport.distinct(contexts, "--contexts", "the context");
         for (int c : contexts) {
             if (c < 1 || c > MAX_CONTEXT) {
                 throw new Main.UsageException("--contexts values must be token counts in [1, " + MAX_CONTEXT

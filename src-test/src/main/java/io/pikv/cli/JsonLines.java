@@ -36,6 +36,9 @@ final class JsonLines {
             throw new Main.UsageException("trace file " + file + " does not exist or is not a file (the shared traces"
                     + " are kept in ../shared/data/ beside the project; the README says where they come from).");
         }
+        if (!Files.isReadable(file)) {
+            throw new Main.UsageException("trace file " + file + " cannot be read (no read permission).");
+        }
         try (BufferedReader in = Files.newBufferedReader(file)) {
             String text;
             int line = 0;
@@ -67,7 +70,10 @@ final class JsonLines {
             throw new Main.UsageException("trace file " + file + " is not UTF-8 JSON-lines text: it holds bytes that "
                     + "are not UTF-8.");
         } catch (IOException e) {
-            throw new Main.UsageException("cannot read trace file " + file + ": " + e.getMessage() + ".");
+            // A file system's exception names the file as its message; its reason (if any) is what went wrong.
+            String why = e instanceof java.nio.file.FileSystemException fs
+                    ? (fs.getReason() != null ? fs.getReason() : e.getClass().getSimpleName()) : e.getMessage();
+            throw new Main.UsageException("cannot read trace file " + file + ": " + why + ".");
         }
     }
 

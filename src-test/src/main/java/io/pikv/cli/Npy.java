@@ -159,6 +159,9 @@ final class Npy {
 
     /** The file's bytes, little-endian; refused with a sentence when it is too large to hold in one array. */
     private static ByteBuffer bytes(Path file) throws IOException {
+        if (!Files.exists(file)) {
+            throw new java.nio.file.NoSuchFileException(file.toString());
+        }
         if (Files.isDirectory(file)) {
             throw new IOException(file + " is a directory, not a .npy file");
         }

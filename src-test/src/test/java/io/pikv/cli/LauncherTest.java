@@ -64,6 +64,7 @@ class LauncherTest {
                 {new String[] {"bench"}, "name a benchmark: attention, cache, compression, routing, service or operator"},
                 {new String[] {"bench", "compression", "--methods", ","}, "--methods needs at least one value."},
                 {new String[] {"gpu-check", "--contexts", ","}, "--contexts needs at least one value."},
+                {new String[] {"gpu-check", "--contexts", "4096,4096"}, "--contexts names the context 4096 twice."},
                 {new String[] {"bench", "attention", "--context", "many"}, "'--context': 'many' is not an int"},
                 {new String[] {"bench", "cache", "--capacity", "10"}, "Missing required option: '--trace=FILE'"},
                 {new String[] {"bench", "cache", "--trace", "/no/such/file.jsonl", "--capacity", "10"},
@@ -581,7 +582,7 @@ class LauncherTest {
         // Each refused for its own reason, not for another one met first.
         String[] reasons = {"--keys must be [tokens, kv_heads, head_dim]", "--values must have the shape of --keys",
                 "--queries must be [queries, q_heads, 16] with q_heads a multiple of 2", "--keys and --values go together",
-                "holds '<f8', not float32 or float16", "missing.npy is not a regular file", "unknown method part 'int4'",
+                "holds '<f8', not float32 or float16", "missing.npy does not exist", "unknown method part 'int4'",
                 "--key-rank and --value-rank must be at most the head dim, 16", "keep everything",
                 "--budget 0.1 keeps 6 of 64 tokens, below --sinks + --window = 36",
                 "has a shape that is not a list of sizes below 2^31", "has a truncated .npy header",
@@ -687,7 +688,10 @@ class LauncherTest {
                 {"cache", "--trace", binary.toString(), "--capacity", "4", "--policies", "lru,lrfu,lru"},
                 {"routing", "--trace", route, "--shards", "2", "--max-moved", "2"},
                 {"routing", "--trace", route, "--shards", "2", "--null-ratio", "1"},
-                {"routing", "--trace", route, "--shards", "2", "--lambda", "NaN"}};
+                {"routing", "--trace", route, "--shards", "2", "--lambda", "NaN"},
+                {"compression", "--routing", route, "--keys", k, "--values", v, "--methods",
+                    "int8+pyramid,pyramid+int8"},
+                {"compression", "--routing", route, "--context", "16", "--window", "64", "--methods", "int8"}};
         String[] expected = {
                 "--keys holds 70000.0 at row 3, element 4, beyond ±65504.0, the range of fp16 pages.",
                 "holds big-endian floats ('>f4'); save it little-endian, e.g. with a.astype('<f4').",
@@ -712,11 +716,13 @@ class LauncherTest {
                 "its \"timestamp\" 0.9 is not a whole number of milliseconds.",
                 "it is a \"meta\" header after route records (two logs joined?); the replay takes one log.",
                 "its \"layer\" 1.5 is not a layer number (an integer >= 0).",
-                "--capacity names a capacity twice: [4, 4].",
-                "--policies names a policy twice: lru,lrfu,lru.",
+                "--capacity names the capacity 4 twice.",
+                "--policies names the policy lru twice.",
                 "--max-moved must be a fraction in [0, 1], got 2.0.",
                 "--null-ratio must be in [0, 1), got 1.0.",
-                "--lambda must be a finite number >= 0, got NaN."};
+                "--lambda must be a finite number >= 0, got NaN.",
+                "--methods names the method pyramid+int8 twice.",
+                "--window (64) must not exceed --context (16)."};
         for (int i = 0; i < cases.length; i++) {
             String[] args = new String[cases[i].length + 1];
             args[0] = "bench";
@@ -726,10 +732,11 @@ class LauncherTest {
             assertThat(r.err().strip()).as(String.join(" ", args)).startsWith("pikv: ").doesNotContain("\n")
                     .doesNotContain("Exception").contains(expected[i]);
         }
-        // Ranks are the low-rank methods' only; two spellings of one method are one row; --skip reads a log as it is.
+        // Ranks are the low-rank methods' only; a method spelt in another order is the row of its name; --skip reads a
+        // log as it is.
         Path json = dir.resolve("int8.json");
         Run r = run("bench", "compression", "--routing", routing(dir, 200).toString(), "--keys", k, "--values", v,
-                "--methods", "int8+pyramid,pyramid+int8,lowrank+fp16", "--key-rank", "8", "--value-rank", "8",
+                "--methods", "int8+pyramid,lowrank+fp16", "--key-rank", "8", "--value-rank", "8",
                 "--sinks", "2", "--window", "8", "--json", json.toString());
         assertThat(r.code()).as(r.err()).isZero();
         JsonNode n = new ObjectMapper().readTree(json.toFile());
