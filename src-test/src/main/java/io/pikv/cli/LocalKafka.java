@@ -96,8 +96,11 @@ public final class LocalKafka implements AutoCloseable {
             } finally {
                 System.setOut(stdout);
             }
-            kit.startup();
-            kit.waitForReadyBrokers();
+            KafkaClusterTestKit started = kit;
+            within("the broker's start", START_SECONDS, () -> {
+                started.startup();
+                started.waitForReadyBrokers();
+            });
             LocalKafka kafka = new LocalKafka(kit);
             kafka.createTopic(TELEMETRY_TOPIC, false);
             kafka.createTopic(CONTROL_TOPIC, true);
@@ -107,6 +110,9 @@ public final class LocalKafka implements AutoCloseable {
             Exception cleanUp = abandon(kit, dir);
             if (cleanUp != null) {
                 e.addSuppressed(cleanUp);
+            }
+            if (Main.shuttingDown()) { // Ctrl-C: the start-up hook closed the broker under it, which is no failure
+                throw new Main.RunFailure("stopped while starting", e);
             }
             throw new Main.RunFailure("cannot start a local Kafka broker: " + e.getMessage(), e);
         } finally {
@@ -121,7 +127,7 @@ public final class LocalKafka implements AutoCloseable {
     private static Exception abandon(KafkaClusterTestKit kit, java.nio.file.Path dir) {
         try {
             if (kit != null) {
-                kit.close();
+                within("closing the broker", STOP_SECONDS, kit::close);
             } else if (dir != null) {
                 String kept = DirTree.delete(dir);
                 if (kept != null) {
@@ -131,6 +137,38 @@ public final class LocalKafka implements AutoCloseable {
             return null;
         } catch (Exception e) {
             return e;
+        }
+    }
+
+    /** The longest a broker may take to start, and to stop: the broker's own waits for either have no limit. */
+    static final int START_SECONDS = 120;
+    static final int STOP_SECONDS = 30;
+
+    private interface Step {
+        void run() throws Exception;
+    }
+
+    /**
+     * Runs {@code step} on a daemon thread and waits at most {@code seconds} for it: a broker that hangs (a fatal error
+     * in its start, whose halt is only printed here) fails the command with a sentence instead of holding it forever.
+     */
+    private static void within(String what, int seconds, Step step) throws Exception {
+        java.util.concurrent.FutureTask<Void> task = new java.util.concurrent.FutureTask<>(() -> {
+            step.run();
+            return null;
+        });
+        Thread thread = new Thread(task, "pikv-local-kafka-step");
+        thread.setDaemon(true);
+        thread.start();
+        try {
+            task.get(seconds, java.util.concurrent.TimeUnit.SECONDS);
+        } catch (java.util.concurrent.TimeoutException e) {
+            throw new java.util.concurrent.TimeoutException(what + " did not finish within " + seconds + " s");
+        } catch (java.util.concurrent.ExecutionException e) {
+            if (e.getCause() instanceof Exception cause) {
+                throw cause;
+            }
+            throw e;
         }
     }
 
@@ -178,7 +216,7 @@ public final class LocalKafka implements AutoCloseable {
             Main.removeShutdownHook(hook); // (exiting: the hook runs, and finds the broker closed)
         }
         try {
-            cluster.close();
+            within("stopping the broker", STOP_SECONDS, cluster::close);
         } catch (Exception e) {
             throw new Main.RunFailure("cannot stop the local Kafka broker: " + e.getMessage(), e);
         } finally {

@@ -61,7 +61,7 @@ import static io.pikv.cli.ServiceBench.gaussian;
                 + "the cluster's status as the operator writes it. Ctrl-C stops it.")
 public final class Playground implements Callable<Integer> {
 
-    @Option(names = "--shards", defaultValue = "2", description = "Shard sidecars (default ${DEFAULT-VALUE}).")
+    @Option(names = "--shards", defaultValue = "2", description = "Shard sidecars, 1 to 8 (default ${DEFAULT-VALUE}).")
     int shards;
 
     @Option(names = "--port", defaultValue = "8080",
@@ -79,8 +79,8 @@ public final class Playground implements Callable<Integer> {
     String policy;
 
     @Option(names = "--steps-per-second", defaultValue = "50",
-            description = "Decode steps (one layer each) the demo client sends per second; 0: no demo traffic "
-                    + "(default ${DEFAULT-VALUE}).")
+            description = "Decode steps (one layer each) the demo client sends per second, at most 10000; 0: no demo "
+                    + "traffic (default ${DEFAULT-VALUE}).")
     int stepsPerSecond;
 
     @Option(names = "--no-operator",
@@ -456,7 +456,8 @@ public final class Playground implements Callable<Integer> {
         out.println("  kafka    " + kafka.bootstrapServers() + "   topics " + LocalKafka.TELEMETRY_TOPIC
                 + " (telemetry), " + LocalKafka.CONTROL_TOPIC + " (control)");
         if (!noOperator) {
-            out.println("  operator against a mock API server, reconciling PiKVCluster " + CLUSTER + "/" + CLUSTER
+            out.println("  operator starting against a mock API server, to reconcile PiKVCluster " + CLUSTER + "/"
+                    + CLUSTER
                     + " (its status below" + (PAGE_POLICIES.contains(policy) ? "; its spec names no page policy, so "
                     + "its status shows its default, lru" : "") + ")");
         }

@@ -75,7 +75,8 @@ public final class SidecarProcess implements AutoCloseable {
     static {
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             closing = true;
-            stop(List.copyOf(RUNNING), TimeUnit.SECONDS.toNanos(5));
+            // The same grace as closeAll: a sidecar finishing its requests in flight takes up to its shutdown timeout.
+            stop(List.copyOf(RUNNING), TimeUnit.SECONDS.toNanos(10));
         }, "pikv-sidecar-children"));
     }
 
