@@ -62,31 +62,55 @@ public final class KafkaClients {
     }
 
     /**
-     * Why the shared {@code kafka.*} settings cannot make a client at all (a bootstrap address that is not host:port,
-     * SASL without its JAAS settings, an unknown security protocol), or null when they can: a client is built (which
-     * connects to nothing) and closed. A bootstrap name that does not resolve yet is no reason: the clients retry it
-     * (a broker's DNS name may come up after the sidecar). Such settings would otherwise be retried for good, with
-     * control given up after its start-up wait and every telemetry record dropped.
+     * Why the shared {@code kafka.*} settings cannot make the clients asked for at all (a bootstrap address that is not
+     * host:port, SASL without its JAAS settings, an unknown security protocol; for the telemetry producer also what its
+     * idempotence cannot take: {@code retries=0}, more than 5 requests in flight, an unknown compression type), or null
+     * when they can: each client is built (which connects to nothing) and closed. A bootstrap name that does not
+     * resolve yet is no reason: the clients retry it (a broker's DNS name may come up after the sidecar). Such settings
+     * would otherwise be retried for good, with control given up after its start-up wait and every telemetry record
+     * dropped.
      */
-    public static String unusable(Map<String, Object> shared) {
-        try (org.apache.kafka.clients.consumer.KafkaConsumer<String, byte[]> probe =
-                     new org.apache.kafka.clients.consumer.KafkaConsumer<>(consumer(shared, "pikv-settings-check"))) {
-            return null;
-        } catch (org.apache.kafka.common.KafkaException | IllegalArgumentException e) {
-            Throwable root = e;
-            for (int depth = 0; root != null && depth < 32; depth++) {
-                if (root instanceof org.apache.kafka.common.config.ConfigException
-                        && String.valueOf(root.getMessage()).contains("No resolvable bootstrap urls")) {
-                    return null;
+    public static String unusable(Map<String, Object> shared, boolean consumer, boolean producer,
+                                  Duration sendTimeout) {
+        if (consumer) {
+            try (org.apache.kafka.clients.consumer.KafkaConsumer<String, byte[]> probe =
+                         new org.apache.kafka.clients.consumer.KafkaConsumer<>(consumer(shared, "pikv-settings-check"))) {
+                // built: the settings make a consumer
+            } catch (org.apache.kafka.common.KafkaException | IllegalArgumentException e) {
+                String why = reason(e);
+                if (why != null) {
+                    return why;
                 }
-                if (root.getCause() == null || root.getCause() == root) {
-                    break;
-                }
-                root = root.getCause();
             }
-            // The deepest cause says what is wrong ("Failed to create new NetworkClient" above it does not).
-            return root.getClass().getSimpleName() + (root.getMessage() == null ? "" : ": " + root.getMessage());
         }
+        if (producer) {
+            org.apache.kafka.clients.producer.KafkaProducer<String, byte[]> probe;
+            try {
+                probe = new org.apache.kafka.clients.producer.KafkaProducer<>(producer(shared, "pikv-settings-check",
+                        sendTimeout));
+            } catch (org.apache.kafka.common.KafkaException | IllegalArgumentException e) {
+                return reason(e);
+            }
+            probe.close(Duration.ZERO); // it sent nothing: nothing to wait for
+        }
+        return null;
+    }
+
+    /** What a client's construction failure says is wrong, or null for a bootstrap name that does not resolve yet. */
+    private static String reason(RuntimeException e) {
+        Throwable root = e;
+        for (int depth = 0; root != null && depth < 32; depth++) {
+            if (root instanceof org.apache.kafka.common.config.ConfigException
+                    && String.valueOf(root.getMessage()).contains("No resolvable bootstrap urls")) {
+                return null;
+            }
+            if (root.getCause() == null || root.getCause() == root) {
+                break;
+            }
+            root = root.getCause();
+        }
+        // The deepest cause says what is wrong ("Failed to create new NetworkClient" above it does not).
+        return root.getClass().getSimpleName() + (root.getMessage() == null ? "" : ": " + root.getMessage());
     }
 
     private static Map<String, Object> known(Map<String, Object> shared, java.util.Set<String> names) {
