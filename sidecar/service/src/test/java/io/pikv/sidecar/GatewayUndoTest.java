@@ -675,6 +675,31 @@ class GatewayUndoTest {
     }
 
     /**
+     * A shard that cannot even be connected to has received nothing: its failed step or append is not taken back, the
+     * positions are given again, and the layer's other calls are not held up asking it for a take-back it cannot
+     * confirm (it never stored anything to count).
+     */
+    @Test
+    void aShardThatCouldNotBeConnectedToGotNothingToTakeBack() throws IOException {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        fakes.get(0).close(); // shard 0 is down: connections to it are refused
+        int before = fakes.get(1).requests.size();
+        assertThatThrownBy(() -> g.step(seq, stepOnShard0())).isInstanceOf(ShardFailure.class)
+                .satisfies(e -> assertThat(((ShardFailure) e).status()).isEqualTo(502));
+        assertThat(g.lengths(seq)).containsExactly(0);
+        assertThatThrownBy(() -> g.append(seq, twoEntries())).isInstanceOf(ShardFailure.class);
+        assertThat(g.lengths(seq)).containsExactly(0);
+        // Shard 1's part of the append was stored and is taken back (confirmed); shard 0 is asked nothing more.
+        assertThat(since(fakes.get(1), before)).containsExactly(post(seq, "entries"), post(seq, "withdrawals"));
+        // A step over every expert that the other shard owns goes through: shard 0 holds nothing of the layer.
+        float[] kv = new float[SHAPE.kvWidth()];
+        Wire.StepRequest onShard1 = new Wire.StepRequest(0, Wire.CHOSEN_EXPERTS, Wire.SCOPE_ALL, null, new int[] {1},
+                new float[SHAPE.queryWidth()], kv, kv);
+        assertThat(g.step(seq, onShard1).position()).isZero();
+    }
+
+    /**
      * A shard that cannot be asked again for a failed step's token (its late store may have landed) is not attended
      * over by the next step: that step fails (502) before sending anything, and goes through once the ask does.
      */

@@ -258,6 +258,8 @@ final class Http1Client implements AutoCloseable {
         private final ScheduledFuture<?> deadline;
         private Connection connection;
         private boolean reused;
+        /** Whether a connection was had for this request (kept or new): until then no byte of it went out. */
+        private volatile boolean opened;
         private IOException sendFailure;
         private Response response;
         private RuntimeException failure;
@@ -286,6 +288,7 @@ final class Http1Client implements AutoCloseable {
             }
             try {
                 Connection chosen = c != null ? c : connect(connectBudget());
+                opened = true;
                 synchronized (this) {
                     connection = chosen;
                     if (expired) {
@@ -337,6 +340,14 @@ final class Http1Client implements AutoCloseable {
                 head.append("Content-Length: 0\r\n");
             }
             return head.append("\r\n").toString().getBytes(StandardCharsets.ISO_8859_1);
+        }
+
+        /**
+         * Whether no byte of the request can have reached the server: no connection could be had for it (connecting
+         * was refused or timed out, or the deadline passed first), so the server cannot have acted on it.
+         */
+        boolean sentNothing() {
+            return !opened;
         }
 
         /** The answer (read on the first call); a transport failure is an {@link UncheckedIOException}. */

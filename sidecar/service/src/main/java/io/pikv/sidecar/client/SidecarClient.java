@@ -84,6 +84,8 @@ public final class SidecarClient implements AutoCloseable {
         private boolean done;
         private T result;
         private RuntimeException failure;
+        /** A call that failed before its request could go out (its body could not be encoded). */
+        private boolean unsent;
 
         private Pending(Http1Client.Exchange exchange, String what, int expected, Function<byte[], T> decode) {
             this.exchange = exchange;
@@ -106,10 +108,11 @@ public final class SidecarClient implements AutoCloseable {
             return new Pending<>(value);
         }
 
-        /** A call that failed before its request could be sent. */
-        private static <T> Pending<T> failed(RuntimeException e) {
+        /** A call that failed before its request could be sent ({@code unsent}: surely not sent, so nothing acted). */
+        private static <T> Pending<T> failed(RuntimeException e, boolean unsent) {
             Pending<T> p = new Pending<>(null);
             p.failure = e;
+            p.unsent = unsent;
             return p;
         }
 
@@ -139,8 +142,10 @@ public final class SidecarClient implements AutoCloseable {
         /**
          * Whether the sidecar refused the call and so changed nothing: a 4xx (its requests are all or none), or the
          * {@code undone} problem (a shard whose append or step failed after storing took back what it stored before
-         * it answered), or {@code not-ready} (refused before anything was done). A call that got no answer (timed out, connection lost) or another 5xx — an internal error may
-         * come after the store, a proxy's from a request still under way — may have been acted on.
+         * it answered), or {@code not-ready} (refused before anything was done); or the request never went out (no
+         * connection could be had for it, or its body could not be encoded). A call that got no answer once its request
+         * was out (timed out, connection lost) or another 5xx — an internal error may come after the store, a proxy's
+         * from a request still under way — may have been acted on.
          */
         public boolean refused() {
             if (!done) {
@@ -149,6 +154,9 @@ public final class SidecarClient implements AutoCloseable {
                 } catch (RuntimeException ignored) {
                     // looked at below
                 }
+            }
+            if (failure != null && (exchange == null ? unsent : exchange.sentNothing())) {
+                return true;
             }
             return failure instanceof SidecarException se && se.status() >= 400
                     && (se.status() < 500 || "urn:pikv:problem:undone".equals(se.type())
@@ -299,7 +307,7 @@ public final class SidecarClient implements AutoCloseable {
         /** Sends the request; its answer is read by {@link Pending#await}. An encoding failure is thrown there. */
         public Pending<T> start() {
             if (failure != null) {
-                return Pending.failed(failure);
+                return Pending.failed(failure, true);
             }
             return SidecarClient.this.start("POST", path, () -> body, 200, decode);
         }
@@ -359,12 +367,12 @@ public final class SidecarClient implements AutoCloseable {
             return new Pending<>(http.start(method, path, OCTETS, ACCEPT_BINARY, body.get()),
                     method + " " + base.resolve(path), expected, decode);
         } catch (RuntimeException e) {
-            return Pending.failed(e);
+            return Pending.failed(e, true); // encoding the body, before anything is sent
         } catch (Error e) {
             // Out of memory encoding the body or opening a connection: a fan-out that already sent other parts must
             // still await them and undo (the request may even be out), so it fails like any other start.
             return Pending.failed(new IllegalStateException(method + " " + base.resolve(path) + " failed in this "
-                    + "process before its answer: " + e, e));
+                    + "process before its answer: " + e, e), false);
         }
     }
 
