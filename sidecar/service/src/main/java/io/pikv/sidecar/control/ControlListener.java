@@ -533,6 +533,9 @@ public final class ControlListener implements AutoCloseable {
     private TopicPartition corruptAt;
     private long corruptOffset = -1;
     private int corruptTries;
+    /** Where the last skip left the consumer: a failure there is the rest of the same unreadable batch. */
+    private TopicPartition skippedIn;
+    private long skippedTo = -1;
 
     /**
      * The partition whose next record the consumer cannot read (a batch that fails its checksum: the fetch throws the
@@ -562,6 +565,14 @@ public final class ControlListener implements AutoCloseable {
         } catch (RuntimeException unknown) {
             return false; // retried as a lost broker is
         }
+        if (p.equals(skippedIn) && offset == skippedTo) {
+            // The consumer checks a fetched batch whole, so every offset of a corrupt batch fails alike: the rest of
+            // the batch whose first record was just skipped goes at once, counted with it.
+            consumer.seek(p, offset + 1);
+            skippedTo = offset + 1;
+            LOG.debugf("control: %s offset %d is in the unreadable batch skipped before; skipped", p, offset);
+            return true;
+        }
         if (!p.equals(corruptAt) || offset != corruptOffset) {
             corruptAt = p;
             corruptOffset = offset;
@@ -571,12 +582,14 @@ public final class ControlListener implements AutoCloseable {
             return false;
         }
         consumer.seek(p, offset + 1);
+        skippedIn = p;
+        skippedTo = offset + 1;
         corruptAt = null;
         corruptOffset = -1;
         outcomes.get(ShardControl.Outcome.INVALID).increment();
         String cause = e.getCause() == null ? e.getMessage() : e.getCause().toString();
-        LOG.errorf("control: the record at %s offset %d cannot be read (%s); skipped after %d tries, the records "
-                + "after it apply", p, offset, cause, CORRUPT_TRIES);
+        LOG.errorf("control: the record at %s offset %d cannot be read (%s); skipped after %d tries with the rest of "
+                + "its batch, the records after it apply", p, offset, cause, CORRUPT_TRIES);
         control.unreadable("record at " + p + " offset " + offset + " cannot be read (" + cause + "); skipped");
         return true;
     }
