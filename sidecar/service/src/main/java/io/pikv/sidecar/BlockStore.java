@@ -77,7 +77,14 @@ public final class BlockStore {
     /** Sizes the policies for blocks of {@code blockBytes}: a fresh index of capacity ÷ size blocks, at most MAX_BLOCKS. */
     private void sizeFor(int blockBytes) {
         long fit = capacityBytes / blockBytes;
-        capacityBlocks = (int) Math.min(MAX_BLOCKS, fit);
+        int blocks = (int) Math.min(MAX_BLOCKS, fit);
+        // Built before anything changes: an index that cannot be made (memory) leaves the cache sized as it was, so
+        // that a later store tries the new size again.
+        BlockIndex next = new BlockIndex(policy.equals("adaptive")
+                ? BlockPolicies.adaptive(blocks, POLICIES.subList(0, POLICIES.size() - 1))
+                : BlockPolicies.create(policy, blocks), Math.min(blocks, 4096));
+        index = next;
+        capacityBlocks = blocks;
         sizingBytes = blockBytes;
         if (fit > MAX_BLOCKS) {
             LOG.warnf("block cache: blocks of %d bytes, capacity %d bytes: at most %d blocks are kept (%d bytes of"
@@ -87,9 +94,6 @@ public final class BlockStore {
             LOG.infof("block cache: blocks of %d bytes, %d fit in %d bytes; policy %s", blockBytes, capacityBlocks,
                     capacityBytes, policy);
         }
-        index = new BlockIndex(policy.equals("adaptive")
-                ? BlockPolicies.adaptive(capacityBlocks, POLICIES.subList(0, POLICIES.size() - 1))
-                : BlockPolicies.create(policy, capacityBlocks), Math.min(capacityBlocks, 4096));
     }
 
     private static boolean isHexDigit(int c) {
