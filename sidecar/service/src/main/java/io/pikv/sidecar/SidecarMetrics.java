@@ -51,7 +51,7 @@ public class SidecarMetrics {
         }
         Gauge.builder("pikv.kv.sequences", shard, ShardNode::sequenceCount).description("Open sequences")
                 .register(registry);
-        gauge("pikv.kv.bytes.resident", "Bytes of KV pages held", shard, ShardStats::bytesInUse);
+        gauge("pikv.kv.resident.bytes", "Bytes of KV pages held", shard, ShardStats::bytesInUse);
         gauge("pikv.kv.budget.bytes", "The shard's byte budget", shard, ShardStats::budgetBytes);
         gauge("pikv.kv.entries", "Entries resident", shard, ShardStats::entries);
         gauge("pikv.kv.hit.ratio", "Hits / lookups since start (lookups: entries attention asked for)", shard,

@@ -499,8 +499,9 @@ class SidecarApiTest {
         assertThat(client.getBlock("1")).isNull();
         assertThat(client.getBlock("2")).hasSize(600);
         // The block cache runs the adaptive policy (LRU active at first) with ghosts of its four candidates. It was
-        // sized from the first block (1000 / 3 = 333 blocks), then from the typical size stored (of two, the larger), 600 bytes,
-        // from the second put on: one block (block 00ff went to make room, then block 1). The ghosts restarted
+        // sized from the first block (1000 / 3 = 333 blocks); the second put kept that size (of two sizes, the cache's
+        // own), and the third resized it to the typical size stored (the middle of three), 600 bytes: one block (block
+        // 00ff went to make room, then block 1). The ghosts restarted
         // with that count and saw the two lookups since: block 1 missed, block 2 hit.
         given().get("/v1/stats").then().statusCode(200).body("blocks.policy", equalTo("adaptive/lru"))
                 .body("blocks.capacityBlocks", equalTo(1)).body("blocks.evictions", equalTo(2))
@@ -558,7 +559,8 @@ class SidecarApiTest {
         given().get("/q/health/ready").then().statusCode(200)
                 .body("checks.find { it.name == 'kv' }.data.budgetBytes", equalTo(16384));
         given().accept("text/plain").get("/q/metrics").then().statusCode(200)
-                .body(containsString("pikv_kv_budget_bytes")).body(containsString("pikv_kv_hit_ratio"))
+                .body(containsString("pikv_kv_budget_bytes")).body(containsString("pikv_kv_resident_bytes"))
+                .body(containsString("pikv_kv_hit_ratio"))
                 .body(containsString("pikv_blocks_capacity_bytes")).body(containsString("pikv_blocks_hits_total"))
                 .body(containsString("pikv_request_seconds_bucket"));
         given().get("/q/openapi").then().statusCode(200).body(containsString("/v1/sequences/{id}/steps"));
