@@ -59,10 +59,10 @@ public final class ShardNode implements KvApi, AutoCloseable {
         }
     }
 
-    /** A shard whose attention runs on the calling thread only. */
     /** Direct memory kept for the HTTP server's and clients' own buffers when a budget grows at runtime. */
     static final long SERVER_DIRECT_MEMORY = 64L << 20;
 
+    /** A shard whose attention runs on the calling thread only. */
     public ShardNode(int id, ModelShape shape, StorageType type, int pageTokens, int buckets, long budgetBytes,
                      ShardPolicy policy) {
         this(id, shape, type, pageTokens, buckets, budgetBytes, policy, 1);

@@ -27,8 +27,9 @@ import java.util.TreeSet;
  * {@code lrfu}, docs/policies.md) rank the tokens of each (sequence, layer) by what attention did with them and evict
  * the lowest-ranked: the shard reports every append here, and every attention result (with weights) to the policies
  * that rank by attention ({@link #wantsAttention}). A switch takes
- * effect at the next eviction; a new token policy tracks the tokens stored from then on, and while it has nothing
- * tracked to evict the shard falls back to its oldest page, so a switch never makes a full store refuse appends.
+ * effect at the next eviction; a new token policy is told of the entries resident then (and tracks the ones stored
+ * from then on), and until it has been told, or while it has nothing tracked to evict, the shard falls back to its
+ * oldest page, so a switch never makes a full store refuse appends.
  */
 public final class ShardPolicy implements EvictionHook, PolicyReport {
     private static final List<String> PAGE = List.of("oldest-page", "reject");
