@@ -1,5 +1,7 @@
 package io.pikv.api.events;
 
+import com.fasterxml.jackson.annotation.JsonIgnoreProperties;
+
 /**
  * One shard's prefix block cache ({@code /v1/blocks}) over one telemetry window: counters are per window, sizes at
  * its end.
@@ -12,6 +14,7 @@ package io.pikv.api.events;
  * @param bytes         payload bytes held at the end of the window
  * @param capacityBytes the cache's capacity in payload bytes
  */
+@JsonIgnoreProperties(ignoreUnknown = true) // a field added within version 1 reads as before
 public record BlockCacheCounters(String policy, long lookups, long hits, long evictions, long bytes,
                                  long capacityBytes) {
 }

@@ -33,6 +33,12 @@ class EventsJsonTest {
         String older = text.replaceFirst(",\"blocks\":\\{[^}]*\\}", "");
         assertThat(older).doesNotContain("blocks");
         assertThat(json.readValue(older, CacheEvents.class).blocks()).isNull();
+        // A record from a newer producer, with fields added within version 1 at every level, reads as this one.
+        String newer = text.replace("\"bytesResident\":1048576}", "\"bytesResident\":1048576,\"pinned\":3}")
+                .replace("\"capacityBytes\":268435456}", "\"capacityBytes\":268435456,\"ghosts\":{}}")
+                .replace("\"dropped\":3,", "\"dropped\":3,\"region\":\"eu\",");
+        assertThat(newer).contains("pinned").contains("ghosts").contains("region");
+        assertThat(json.readValue(newer, CacheEvents.class)).isEqualTo(record);
         assertThat(CacheEvents.key("demo", 2)).isEqualTo("demo/2");
         assertThat(record.withDropped(0).dropped()).isZero();
     }
