@@ -242,6 +242,7 @@ class ShardClusterTest {
                 .matcher(opts.getValue());
         assertThat(m.find()).isTrue();
         assertThat((Long.parseLong(m.group(1)) << 20) - (64L << 20)).isGreaterThanOrEqualTo(1_000_000_000L);
+        assertThat(m.group(1)).as("954 MiB (10^9 bytes rounded up) and 64").isEqualTo("1018");
     }
 
     @Test

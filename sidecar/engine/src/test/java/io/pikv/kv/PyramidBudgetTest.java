@@ -415,8 +415,9 @@ class PyramidBudgetTest {
             for (int i = 0; i < 8; i++) {
                 store.append(b, 0, 1, Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f));
             }
-            assertThat(store.resident(a, 0)).isGreaterThanOrEqualTo(8);
-            assertThat(store.resident(a, 0) % 8).as("whole pages of A, no tokens trimmed as over budget").isZero();
+            // (A's 16..31 were resident: its oldest page, 16..23, went whole.)
+            assertThat(store.residentPositions(a, 0)).as("A's oldest page went whole; no tokens trimmed as over budget")
+                    .containsExactly(24, 25, 26, 27, 28, 29, 30, 31);
         }
     }
 }

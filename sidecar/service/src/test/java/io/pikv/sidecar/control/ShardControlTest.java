@@ -325,7 +325,7 @@ class ShardControlTest {
                 .isEqualTo(ShardControl.Outcome.APPLIED);
         assertThat(control.state().warnings()).isEmpty();
         assertThat(policy.activePolicy()).isEqualTo("lru");
-        assertThat(node.residentPositions(seq, 0)).as("the window stays, the sinks go last")
+        assertThat(node.residentPositions(seq, 0)).as("the window goes first, the sinks last")
                 .containsExactlyInAnyOrder(java.util.stream.IntStream.range(0, 16).toArray());
     }
 

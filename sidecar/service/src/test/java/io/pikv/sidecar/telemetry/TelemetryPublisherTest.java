@@ -153,11 +153,18 @@ class TelemetryPublisherTest {
         p.close();
         publisher = null;
         assertThat(calls).hasValue(6);
-        assertThat(healthy.history()).isNotEmpty();
-        CacheEvents last = json.readValue(healthy.history().get(healthy.history().size() - 1).value(),
-                CacheEvents.class);
-        // The last record sent is the last window, the partial one the close cut short.
-        assertThat(last.sequence()).isGreaterThanOrEqualTo(closedBefore);
+        // Every window went out, once and in order (none was dropped: the buffer holds 64), the last of them the
+        // partial one the close cut short.
+        List<Long> sequences = new java.util.ArrayList<>();
+        for (var sent : healthy.history()) {
+            CacheEvents record = json.readValue(sent.value(), CacheEvents.class);
+            sequences.add(record.sequence());
+            assertThat(record.dropped()).isZero();
+        }
+        assertThat(sequences).isNotEmpty();
+        long last = sequences.get(sequences.size() - 1);
+        assertThat(sequences).isEqualTo(java.util.stream.LongStream.rangeClosed(0, last).boxed().toList());
+        assertThat(last).isGreaterThanOrEqualTo(closedBefore);
     }
 
     @Test
