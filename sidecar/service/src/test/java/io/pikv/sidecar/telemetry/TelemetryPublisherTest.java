@@ -153,17 +153,22 @@ class TelemetryPublisherTest {
         p.close();
         publisher = null;
         assertThat(calls).hasValue(6);
-        // Every window went out, once and in order (none was dropped: the buffer holds 64), the last of them the
+        // The records the refusing producers refused for good are dropped (the first record sent says how many: all
+        // before it); every window after them went out, once and in order (the buffer holds 64), the last of them the
         // partial one the close cut short.
         List<Long> sequences = new java.util.ArrayList<>();
+        List<Long> dropped = new java.util.ArrayList<>();
         for (var sent : healthy.history()) {
             CacheEvents record = json.readValue(sent.value(), CacheEvents.class);
             sequences.add(record.sequence());
-            assertThat(record.dropped()).isZero();
+            dropped.add(record.dropped());
         }
         assertThat(sequences).isNotEmpty();
+        long first = sequences.get(0);
         long last = sequences.get(sequences.size() - 1);
-        assertThat(sequences).isEqualTo(java.util.stream.LongStream.rangeClosed(0, last).boxed().toList());
+        assertThat(sequences).isEqualTo(java.util.stream.LongStream.rangeClosed(first, last).boxed().toList());
+        assertThat(dropped.get(0)).as("the gap before the first record sent").isEqualTo(first);
+        assertThat(dropped.subList(1, dropped.size())).containsOnly(0L);
         assertThat(last).isGreaterThanOrEqualTo(closedBefore);
     }
 
