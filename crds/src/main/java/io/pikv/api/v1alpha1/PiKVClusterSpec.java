@@ -3,6 +3,8 @@ package io.pikv.api.v1alpha1;
 import com.fasterxml.jackson.annotation.JsonInclude;
 import com.fasterxml.jackson.annotation.JsonPropertyDescription;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
+import com.fasterxml.jackson.annotation.JsonSetter;
+import com.fasterxml.jackson.annotation.Nulls;
 import io.fabric8.generator.annotation.Default;
 import io.fabric8.generator.annotation.Max;
 import io.fabric8.generator.annotation.Min;
@@ -35,12 +37,16 @@ public class PiKVClusterSpec {
     @SpecReplicas
     @JsonPropertyDescription("Shard pods; experts are spread over them by the shard map. The scale subresource "
             + "drives this field (kubectl scale, HPA, KEDA).")
+    // An explicit null reads as absent (the default), as the API server's defaulting has it; a client that skips that
+    // (a mock server, another tool) would otherwise have the spec refused for a field it did not set.
+    @JsonSetter(nulls = Nulls.SKIP)
     private Integer shards = 2;
 
     @Default("1Gi")
     @JsonPropertyDescription("Hard byte budget of one shard's KV pages (a quantity: 512Mi, 16Gi); the container's "
             + "memory is this plus the heap for its entries' bookkeeping plus the JVM overhead unless "
             + "sidecar.resources says otherwise.")
+    @JsonSetter(nulls = Nulls.SKIP) // as shards: null reads as absent
     private Quantity memoryPerShard = new Quantity("1Gi");
 
     @JsonPropertyDescription("Token-to-expert routing of the gateways.")

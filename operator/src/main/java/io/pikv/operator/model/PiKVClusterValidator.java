@@ -48,6 +48,9 @@ public final class PiKVClusterValidator {
     /** A DNS-1123 subdomain (with the 253-character limit checked beside it): dot-separated DNS labels. */
     private static final Pattern DNS_1123_SUBDOMAIN = Pattern.compile(
             "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$");
+    /** What a DNS-1123 subdomain is, for messages (opened by a parenthesis the message writes before it). */
+    private static final String DNS_SUBDOMAIN_RULE = "(dot-separated parts of lower-case letters, digits and '-', each "
+            + "starting and ending with a letter or digit; at most 253 characters";
     /** An extended resource name: domain/name (an unprefixed name such as memory or cpu is not one). */
     private static final Pattern RESOURCE_NAME =
             Pattern.compile("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$");
@@ -564,8 +567,8 @@ public final class PiKVClusterValidator {
 
     private static void topic(List<Violation> out, String field, String topic) {
         if (topic != null && (!TOPIC.matcher(topic).matches() || topic.equals(".") || topic.equals(".."))) {
-            out.add(new Violation(field, "'" + topic + "' is not a Kafka topic name (letters, digits, '.', '_', '-', "
-                    + "at most 249)"));
+            out.add(new Violation(field, "'" + topic + "' is not a Kafka topic name (1 to 249 letters, digits, '.', "
+                    + "'_' and '-', other than . and ..)"));
         }
     }
 
@@ -673,7 +676,7 @@ public final class PiKVClusterValidator {
         if (priority != null && !priority.isEmpty()
                 && (priority.length() > 253 || !DNS_1123_SUBDOMAIN.matcher(priority).matches())) {
             out.add(new Violation("spec.placement.priorityClassName", "'" + priority + "' is not a PriorityClass "
-                    + "name (lower-case letters, digits, '-' and '.')"));
+                    + "name " + DNS_SUBDOMAIN_RULE + ")"));
         }
     }
 
@@ -684,8 +687,9 @@ public final class PiKVClusterValidator {
         String name = g.getResourceName();
         if (name != null && !extendedResourceName(name)) {
             out.add(new Violation("spec.gpu.resourceName", "'" + name + "' is not an extended resource name: use "
-                    + "the device plugin's domain/name, e.g. nvidia.com/gpu (kubernetes.io names, requests.* and "
-                    + "unprefixed names such as memory or cpu are not)"));
+                    + "the device plugin's domain/name, e.g. nvidia.com/gpu (a domain of dot-separated parts of "
+                    + "lower-case letters, digits and '-', each at most 63 characters; a name of at most 63; "
+                    + "kubernetes.io names, requests.* and unprefixed names such as memory or cpu are not)"));
         } else if (name != null && Boolean.TRUE.equals(g.getEnabled()) && !name.startsWith("nvidia.com/")) {
             // The shards attend on CUDA only: another vendor's device would leave every pod failing at start-up.
             out.add(new Violation("spec.gpu.resourceName", "'" + name + "' is not an NVIDIA device: the shards "
@@ -702,7 +706,7 @@ public final class PiKVClusterValidator {
         if (runtimeClass != null && !runtimeClass.isEmpty()
                 && (runtimeClass.length() > 253 || !DNS_1123_SUBDOMAIN.matcher(runtimeClass).matches())) {
             out.add(new Violation("spec.gpu.runtimeClassName", "'" + runtimeClass + "' is not a RuntimeClass name "
-                    + "(lower-case letters, digits, '-' and '.', at most 253)"));
+                    + DNS_SUBDOMAIN_RULE + ")"));
         }
     }
 
@@ -769,10 +773,15 @@ public final class PiKVClusterValidator {
         for (SchedulingPolicy p : policies) {
             if (p != null && io.pikv.kv.scheduling.TokenRetention.ranksByAttention(p.value(),
                     p == policy ? parameters : Map.of())) {
-                out.add(new Violation("spec.gpu.enabled", "policy " + p.value() + (p == policy ? "" : " (a candidate)")
+                boolean candidate = p != policy;
+                boolean listed = s != null && s.getCandidates() != null && !s.getCandidates().isEmpty();
+                out.add(new Violation("spec.gpu.enabled", "policy " + p.value()
+                        + (!candidate ? "" : listed ? " (a candidate)" : " (a candidate: with no candidates listed, "
+                        + "adaptive may choose any policy)")
                         + " ranks tokens by attention weights, which the GPU does not compute: the shards would "
-                        + "attend on the CPU and hold the GPU unused; with spec.gpu use lru or streaming (or utility "
-                        + "with attention and frequency 0), or turn spec.gpu off"));
+                        + "attend on the CPU and hold the GPU unused; with spec.gpu use "
+                        + (candidate ? "candidates lru and streaming only (spec.scheduling.candidates)"
+                        : "lru or streaming (or utility with attention and frequency 0)") + ", or turn spec.gpu off"));
                 break;
             }
         }
@@ -796,7 +805,7 @@ public final class PiKVClusterValidator {
             String name = pullSecrets.get(i) == null ? null : pullSecrets.get(i).getName();
             if (name == null || name.length() > 253 || !DNS_1123_SUBDOMAIN.matcher(name).matches()) {
                 out.add(new Violation("spec.sidecar.imagePullSecrets[" + i + "].name", "'" + name + "' is not a "
-                        + "Secret name (lower-case letters, digits, '-' and '.')"));
+                        + "Secret name " + DNS_SUBDOMAIN_RULE + ")"));
             } else if (!pulledWith.add(name)) {
                 // The pod spec keys this list by name: an apply that names a Secret twice is refused by the API server.
                 out.add(new Violation("spec.sidecar.imagePullSecrets[" + i + "].name", "'" + name + "' is listed "
@@ -1096,7 +1105,7 @@ public final class PiKVClusterValidator {
     private static void integer(List<Violation> out, String field, double v, long min, long max) {
         if (Double.isNaN(v) || v != Math.rint(v) || v < min || v > max) {
             out.add(new Violation(field, "is " + v + "; it must be a whole number in [" + min + ", "
-                    + (max == Integer.MAX_VALUE ? "∞" : String.valueOf(max)) + "]"));
+                    + max + "]"));
         }
     }
 }

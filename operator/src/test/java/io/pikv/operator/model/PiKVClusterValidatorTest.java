@@ -50,6 +50,22 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getScheduling().setPolicy(SchedulingPolicy.UTILITY);
                     c.getSpec().getScheduling().setParameters(Map.of("recencyScale", 1e-13));
                 }, "spec.scheduling.parameters.recencyScale", "raise recencyScale or lower recency"),
+                bad("a window past an int", c -> {
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.STREAMING);
+                    c.getSpec().getScheduling().setParameters(Map.of("window", 3e9));
+                }, "spec.scheduling.parameters.window", "is 3.0E9; it must be a whole number in [0, 2147483647]"),
+                bad("a reserved topic name", c -> {
+                    KafkaSpec k = new KafkaSpec();
+                    k.setBootstrapServers("kafka:9092");
+                    k.getTopics().setEvents("..");
+                    c.getSpec().setKafka(k);
+                },
+                        "spec.kafka.topics.events", "'..' is not a Kafka topic name (1 to 249 letters, digits, '.', "
+                        + "'_' and '-', other than . and ..)"),
+                bad("a priority class name starting with a dash", c -> c.getSpec().getPlacement()
+                        .setPriorityClassName("-p"), "spec.placement.priorityClassName", "'-p' is not a PriorityClass "
+                        + "name (dot-separated parts of lower-case letters, digits and '-', each starting and ending "
+                        + "with a letter or digit; at most 253 characters)"),
                 bad("more shards than experts", c -> c.getSpec().setShards(9),
                         "spec.shards", "every shard owns at least one expert"),
                 bad("zero shards", c -> c.getSpec().setShards(0), "spec.shards", "[1, 256]"),
@@ -182,7 +198,9 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getGpu().setEnabled(true);
                     c.getSpec().getScheduling().setPolicy(SchedulingPolicy.LRU);
                     c.getSpec().getScheduling().setCandidates(List.of(SchedulingPolicy.LRU, SchedulingPolicy.UTILITY));
-                }, "spec.gpu.enabled", "policy utility (a candidate) ranks tokens by attention weights"),
+                }, "spec.gpu.enabled", "policy utility (a candidate) ranks tokens by attention weights, which the GPU "
+                        + "does not compute: the shards would attend on the CPU and hold the GPU unused; with spec.gpu "
+                        + "use candidates lru and streaming only (spec.scheduling.candidates)"),
                 bad("gpu with fp32 pages", c -> {
                     c.getSpec().getGpu().setEnabled(true);
                     c.getSpec().getModel().setDtype(KvDtype.FP32);
@@ -191,7 +209,8 @@ class PiKVClusterValidatorTest {
                     c.getSpec().getGpu().setEnabled(true);
                     c.getSpec().getScheduling().setPolicy(SchedulingPolicy.ADAPTIVE);
                     c.getSpec().getScheduling().setCandidates(List.of());
-                }, "spec.gpu.enabled", "policy h2o (a candidate) ranks tokens by attention weights"),
+                }, "spec.gpu.enabled", "policy h2o (a candidate: with no candidates listed, adaptive may choose any "
+                        + "policy) ranks tokens by attention weights"),
                 bad("node selector key", c -> c.getSpec().getPlacement().setNodeSelector(Map.of("pool name", "gpu")),
                         "spec.placement.nodeSelector", "'pool name' is not a label key"),
                 bad("node selector value", c -> c.getSpec().getPlacement().setNodeSelector(
