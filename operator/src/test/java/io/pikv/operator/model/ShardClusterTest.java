@@ -242,7 +242,9 @@ class ShardClusterTest {
                 .matcher(opts.getValue());
         assertThat(m.find()).isTrue();
         assertThat((Long.parseLong(m.group(1)) << 20) - (64L << 20)).isGreaterThanOrEqualTo(1_000_000_000L);
-        assertThat(m.group(1)).as("954 MiB (10^9 bytes rounded up) and 64").isEqualTo("1018");
+        // Exactly: 10^9 bytes and an eighth of the headroom (2000M less the budget and the bookkeeping: 75.3 MiB, above
+        // the 64 MiB floor), rounded up to whole MiB.
+        assertThat(m.group(1)).isEqualTo("1029");
     }
 
     @Test

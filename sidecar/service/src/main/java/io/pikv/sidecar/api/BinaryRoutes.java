@@ -120,11 +120,6 @@ public class BinaryRoutes {
         read(rc, path, length, body -> work(rc, path, () -> call.serve(id, position, body.getBytes())));
     }
 
-    /**
-     * The values of query parameter {@code name} (exactly that name, after decoding) in the raw query string: its
-     * parameters are separated by {@code &} only (a framework's reader would also split at {@code ;}, match the name in
-     * any case and stop after 1,024 parameters, so that {@code ?position=7;8} read as 7). A bad %-escape throws.
-     */
     /** The {@code position} values of a raw query string; one that does not decode (a bad %-escape) is refused. */
     static List<String> positionValues(String rawQuery) {
         try {
@@ -134,6 +129,11 @@ public class BinaryRoutes {
         }
     }
 
+    /**
+     * The values of query parameter {@code name} (exactly that name, after decoding) in the raw query string: its
+     * parameters are separated by {@code &} only (a framework's reader would also split at {@code ;}, match the name in
+     * any case and stop after 1,024 parameters, so that {@code ?position=7;8} read as 7). A bad %-escape throws.
+     */
     static List<String> queryValues(String rawQuery, String name) {
         List<String> values = new ArrayList<>();
         if (rawQuery == null || rawQuery.isEmpty()) {

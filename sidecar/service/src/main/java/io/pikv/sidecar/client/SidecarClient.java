@@ -364,8 +364,8 @@ public final class SidecarClient implements AutoCloseable {
     private <T> Pending<T> start(String method, String path, java.util.function.Supplier<byte[]> body, int expected,
                                  Function<byte[], T> decode) {
         try {
-            return new Pending<>(http.start(method, path, OCTETS, ACCEPT_BINARY, body.get()),
-                    method + " " + base.resolve(path), expected, decode);
+            String what = method + " " + base.resolve(path); // before the request goes: a failure here sent nothing
+            return new Pending<>(http.start(method, path, OCTETS, ACCEPT_BINARY, body.get()), what, expected, decode);
         } catch (RuntimeException e) {
             return Pending.failed(e, true); // encoding the body, before anything is sent
         } catch (Error e) {

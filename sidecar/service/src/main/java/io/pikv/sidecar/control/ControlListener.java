@@ -567,7 +567,8 @@ public final class ControlListener implements AutoCloseable {
         }
         if (p.equals(skippedIn) && offset == skippedTo) {
             // The consumer checks a fetched batch whole, so every offset of a corrupt batch fails alike: the rest of
-            // the batch whose first record was just skipped goes at once, counted with it.
+            // the batch whose first record was just skipped goes at once, counted with it (as does a damaged batch
+            // right after it: the consumer says nothing of where batches begin).
             consumer.seek(p, offset + 1);
             skippedTo = offset + 1;
             LOG.debugf("control: %s offset %d is in the unreadable batch skipped before; skipped", p, offset);

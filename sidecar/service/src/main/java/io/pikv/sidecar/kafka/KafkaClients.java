@@ -62,36 +62,31 @@ public final class KafkaClients {
     }
 
     /**
-     * Why the shared {@code kafka.*} settings cannot make the clients asked for at all (a bootstrap address that is not
-     * host:port, SASL without its JAAS settings, an unknown security protocol; for the telemetry producer also what its
-     * idempotence cannot take: {@code retries=0}, more than 5 requests in flight, an unknown compression type), or null
-     * when they can: each client is built (which connects to nothing) and closed. A bootstrap name that does not
-     * resolve yet is no reason: the clients retry it (a broker's DNS name may come up after the sidecar). Such settings
-     * would otherwise be retried for good, with control given up after its start-up wait and every telemetry record
-     * dropped.
+     * Why the shared {@code kafka.*} settings cannot make the clients at all (a bootstrap address that is not
+     * host:port, SASL without its JAAS settings, an unknown security protocol; with {@code producer}, also what the
+     * idempotent telemetry producer cannot take: {@code retries=0}, more than 5 requests in flight, an unknown
+     * compression type), or null when they can. A consumer is built from them (which connects to nothing) and closed,
+     * and the producer's settings are parsed as the producer would parse them (building one would start its network
+     * thread). A bootstrap name that does not resolve yet is no reason: the clients retry it (a broker's DNS name may
+     * come up after the sidecar). Such settings would otherwise be retried for good, with control given up after its
+     * start-up wait and every telemetry record dropped.
      */
-    public static String unusable(Map<String, Object> shared, boolean consumer, boolean producer,
-                                  Duration sendTimeout) {
-        if (consumer) {
-            try (org.apache.kafka.clients.consumer.KafkaConsumer<String, byte[]> probe =
-                         new org.apache.kafka.clients.consumer.KafkaConsumer<>(consumer(shared, "pikv-settings-check"))) {
-                // built: the settings make a consumer
-            } catch (org.apache.kafka.common.KafkaException | IllegalArgumentException e) {
-                String why = reason(e);
-                if (why != null) {
-                    return why;
-                }
+    public static String unusable(Map<String, Object> shared, boolean producer, Duration sendTimeout) {
+        try (org.apache.kafka.clients.consumer.KafkaConsumer<String, byte[]> probe =
+                     new org.apache.kafka.clients.consumer.KafkaConsumer<>(consumer(shared, "pikv-settings-check"))) {
+            // built: the shared settings make a client
+        } catch (org.apache.kafka.common.KafkaException | IllegalArgumentException e) {
+            String why = reason(e);
+            if (why != null) {
+                return why;
             }
         }
         if (producer) {
-            org.apache.kafka.clients.producer.KafkaProducer<String, byte[]> probe;
             try {
-                probe = new org.apache.kafka.clients.producer.KafkaProducer<>(producer(shared, "pikv-settings-check",
-                        sendTimeout));
+                new ProducerConfig(producer(shared, "pikv-settings-check", sendTimeout));
             } catch (org.apache.kafka.common.KafkaException | IllegalArgumentException e) {
                 return reason(e);
             }
-            probe.close(Duration.ZERO); // it sent nothing: nothing to wait for
         }
         return null;
     }

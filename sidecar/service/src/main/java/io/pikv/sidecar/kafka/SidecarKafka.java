@@ -55,8 +55,7 @@ public class SidecarKafka {
         String client = "pikv-" + config.cluster() + "-" + config.shardId();
         boolean telemetryOn = config.telemetry().enabled() && config.role() != io.pikv.sidecar.Role.gateway;
         if (config.control().enabled() || telemetryOn) {
-            String unusable = KafkaClients.unusable(kafka, config.control().enabled(), telemetryOn,
-                    config.telemetry().sendTimeout());
+            String unusable = KafkaClients.unusable(kafka, telemetryOn, config.telemetry().sendTimeout());
             if (unusable != null) {
                 throw new IllegalStateException("invalid configuration kafka.* (KAFKA_* variables): no Kafka client can "
                         + "be made with these settings: " + unusable + "; fix them, or turn control and telemetry off "

@@ -23,15 +23,15 @@ class KafkaClientsTest {
                 .contains("TLS");
         // What the idempotent telemetry producer cannot take is said too, and only when telemetry is on.
         Map<String, Object> noRetries = Map.of("bootstrap.servers", "127.0.0.1:9092", "retries", "0");
-        assertThat(KafkaClients.unusable(noRetries, true, true, Duration.ofSeconds(10)))
+        assertThat(KafkaClients.unusable(noRetries, true, Duration.ofSeconds(10)))
                 .containsIgnoringCase("idempoten");
-        assertThat(KafkaClients.unusable(noRetries, true, false, Duration.ofSeconds(10))).isNull();
+        assertThat(KafkaClients.unusable(noRetries, false, Duration.ofSeconds(10))).isNull();
         assertThat(KafkaClients.unusable(Map.of("bootstrap.servers", "127.0.0.1:9092", "compression.type", "zip"),
-                false, true, Duration.ofSeconds(10))).contains("compression.type");
+                true, Duration.ofSeconds(10))).contains("compression.type");
     }
 
     /** With both clients enabled. */
     private static String unusable(Map<String, Object> settings) {
-        return KafkaClients.unusable(settings, true, true, Duration.ofSeconds(10));
+        return KafkaClients.unusable(settings, true, Duration.ofSeconds(10));
     }
 }
