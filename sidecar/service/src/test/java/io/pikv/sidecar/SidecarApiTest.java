@@ -529,7 +529,10 @@ class SidecarApiTest {
     void configStatsAndOperability() {
         given().get("/v1/config").then().statusCode(200).body("role", equalTo("shard")).body("pageTokens", equalTo(16))
                 .body("budgetBytes", equalTo(16384)).body("compute", equalTo("auto"))
-                .body("attention", containsString("CPU thread(s)"));
+                .body("attention", containsString("CPU thread(s)")).body("eviction", equalTo("reject"))
+                .body("evictionParameters", equalTo(null)).body("kernel", equalTo("auto"))
+                .body("sequenceIdleTimeout", equalTo("PT1H")).body("telemetryTopic", equalTo("pikv.cache-events"))
+                .body("controlTopic", equalTo("pikv.control"));
         given().get("/v1/shard-map").then().statusCode(200).body("shardOfExpert.size()", equalTo(4));
         // A hand-applied map may not jump the epoch far ahead (control records up to it would be ignored).
         long epoch = given().get("/v1/shard-map").then().extract().jsonPath().getLong("epoch");

@@ -48,9 +48,10 @@ public class InfoResource {
 
     /** The settings in effect (defaults, application.properties and PIKV_* environment merged). */
     public record ConfigJson(String role, String cluster, int shardId, ModelJson model, String dtype, int pageTokens,
-                             long budgetBytes, int buckets, int maxBodyBytes, long blockCapacityBytes, String blockPolicy,
+                             long budgetBytes, int buckets, String eviction, String evictionParameters, String kernel,
+                             String sequenceIdleTimeout, int maxBodyBytes, long blockCapacityBytes, String blockPolicy,
                              List<String> gatewayShards, String routing, String compute, String attention,
-                             PyramidJson pyramid) {
+                             PyramidJson pyramid, String telemetryTopic, String controlTopic) {
     }
 
     /** PyramidKV budgets in force ({@code pikv.store.pyramid.*}); null in {@link ConfigJson} when off. */
@@ -107,13 +108,16 @@ public class InfoResource {
     @Operation(summary = "The effective configuration")
     public ConfigJson config() {
         SidecarConfig c = sidecar.config();
+        boolean publishes = c.telemetry().enabled() && c.role() != io.pikv.sidecar.Role.gateway;
         return new ConfigJson(c.role().name(), c.cluster(), c.shardId(), ModelJson.of(sidecar.shape()),
                 sidecar.shard().layout().type().name().toLowerCase(java.util.Locale.ROOT),
                 sidecar.shard().layout().pageTokens(), c.store().budgetBytes(), c.store().buckets(),
-                c.api().maxBodyBytes(), c.blocks().capacityBytes(), c.blocks().policy(), c.gateway().shards().orElse(List.of()),
+                c.store().eviction(), c.store().evictionParameters().orElse(null), c.store().kernel(),
+                c.sequenceIdleTimeout().toString(), c.api().maxBodyBytes(), c.blocks().capacityBytes(), c.blocks().policy(), c.gateway().shards().orElse(List.of()),
                 c.gateway().routing(), c.compute(),
                 c.role() == io.pikv.sidecar.Role.gateway ? null : sidecar.shard().attentionPlace(), // attends nowhere
-                PyramidJson.of(sidecar.shard().pyramid()));
+                PyramidJson.of(sidecar.shard().pyramid()), publishes ? c.telemetry().topic() : null,
+                c.control().enabled() ? c.control().topic() : null);
     }
 
     @GET
