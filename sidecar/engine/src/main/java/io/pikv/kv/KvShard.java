@@ -198,8 +198,9 @@ public final class KvShard {
                 throw e;
             }
             // Everything that allocates happens before the entry is written, so a failure (memory) leaves it unstored
-            // and the shard whole (a page taken for it goes back). The hook that made room may have freed this position's index leaf (past the horizon, with its eviction
-            // marker), so the leaf is reserved again and the marker read anew.
+            // and the shard whole (a page taken for it goes back). The hook that made room may have cleaned up the
+            // index's eviction markers (this position's too, when past the horizon), so room for the position is
+            // reserved now and its marker read anew.
             int evictedAs;
             try {
                 ls.reserve(position);
@@ -621,13 +622,16 @@ public final class KvShard {
             }
             Page donor = segment.tail != null ? segment.tail : segment.pages.get(segment.pages.size() - 1);
             int last = donor.count - 1;
-            if (donor != page || last != slot) {
+            boolean moved = donor != page || last != slot;
+            if (moved) {
                 page.copyEntry(donor, last, slot, moveK, moveV);
-                changed(page);
-                ls.setLocation(page.position[slot], page.id * tokens + slot);
+                ls.setLocation(page.position[slot], page.id * tokens + slot); // held already: allocates nothing
             }
             donor.count = last;
             segment.tail = donor;
+            if (moved) {
+                changed(page); // once the segment is whole again, as an append tells it
+            }
             if (last == 0) {
                 free(donor);
             }
@@ -1096,8 +1100,12 @@ public final class KvShard {
             if (!create) {
                 return null;
             }
-            layers = new LayerState[shape.layers()];
-            sequences.put(sequence, layers);
+            // Made whole before it is registered: a failure to allocate either part leaves no sequence behind.
+            LayerState[] made = new LayerState[shape.layers()];
+            LayerState ls = new LayerState(sequence, layer, buckets, shape.experts());
+            made[layer] = ls;
+            sequences.put(sequence, made);
+            return ls;
         }
         LayerState ls = layers[layer];
         if (ls == null && create) {

@@ -64,7 +64,9 @@ final class LayerState {
             return; // held: a new value replaces the old in place
         }
         if (markers > MARKER_LIMIT) {
-            int floor = Math.max(highest, position) - HORIZON;
+            // Below the horizon of the highest position stored so far, not of this one: the append may still fail
+            // (the growth below), and must then leave every marker it found.
+            int floor = highest - HORIZON;
             markers -= index.retain((p, location) -> location > -2 || p >= floor);
         }
         index.reserve();

@@ -35,6 +35,8 @@ class DeviceAttentionTest {
         volatile boolean lost;
         /** When set, a page change is refused (throws), as a device whose bookkeeping broke. */
         volatile boolean refusesChanges;
+        /** When set, a page change throws this (an error the shard does not catch). */
+        volatile Error changeError;
         boolean closed;
 
         CopyingDevice(KvLayout layout) {
@@ -51,6 +53,9 @@ class DeviceAttentionTest {
         public synchronized void pageChanged(Page page) {
             if (refusesChanges) {
                 throw new IllegalStateException("page bookkeeping broke");
+            }
+            if (changeError != null) {
+                throw changeError;
             }
             copies.remove(page.id());
         }
@@ -141,6 +146,38 @@ class DeviceAttentionTest {
         // Later changes reach no device, and evictions keep the shard whole as well.
         assertThat(shard.evict(7, 0, new int[] {3, 17})).isEqualTo(2);
         assertThat(shard.attendPartial(7, 0, q, AttentionScope.all(), false).visited()).isEqualTo(39);
+    }
+
+    /**
+     * An error out of the device while a removal moves the tail entry into the hole (one the shard does not catch)
+     * comes after the segment is whole again: the entry sits in one slot, found there, and is read once.
+     */
+    @org.junit.jupiter.api.Test
+    void anErrorFromTheDeviceDuringACompactionLeavesTheSegmentWhole() {
+        Random rnd = new Random(9);
+        KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
+        KvShard shard = shardOf64Pages(0, layout, 1);
+        KvShard reference = shardOf64Pages(1, layout, 1);
+        CopyingDevice device = new CopyingDevice(layout);
+        shard.useDevice(device);
+        List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 41, rnd);
+        for (int i = 0; i < entries.size(); i++) {
+            Reference.Entry e = entries.get(i);
+            shard.append(7, 0, i, e.expert(), e.k(), e.v());
+            reference.append(7, 0, i, e.expert(), e.k(), e.v());
+        }
+        device.changeError = new OutOfMemoryError("device bookkeeping");
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> shard.evict(7, 0, new int[] {3}))
+                .isInstanceOf(OutOfMemoryError.class);
+        assertThat(reference.evict(7, 0, new int[] {3})).isEqualTo(1);
+        shard.useDevice(null); // its copies missed the change: read the pages on the CPU
+        assertThat(shard.residentPositions(7, 0)).containsExactly(reference.residentPositions(7, 0));
+        assertThat(shard.stats().entries()).isEqualTo(40);
+        float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
+        PartialAttention got = shard.attendPartial(7, 0, q, AttentionScope.all(), false);
+        assertThat(got.visited()).isEqualTo(40);
+        assertThat(got.finish().output())
+                .containsExactly(reference.attendPartial(7, 0, q, AttentionScope.all(), false).finish().output());
     }
 
     /**
