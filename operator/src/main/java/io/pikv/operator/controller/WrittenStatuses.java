@@ -4,7 +4,9 @@ import io.pikv.api.v1alpha1.PiKVCluster;
 import io.pikv.api.v1alpha1.PiKVClusterStatus;
 import io.pikv.operator.status.StatusAggregator;
 
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -25,11 +27,16 @@ public final class WrittenStatuses {
 
     /**
      * A written status and the cluster it was written to; the resource version the write made, and those of the
-     * copies the operator wrote from and of its earlier writes (a copy of one of them is from before this write).
+     * copies the operator wrote from and of its earlier writes (a copy of one of them is from before this write); and
+     * the statuses those copies and writes held (a copy holding one of them is from before this write too, whatever its
+     * version: a label or annotation edited meanwhile makes a version the operator never saw, with the old status).
      */
     private record Written(String namespace, String name, PiKVClusterStatus status, String version,
-                           java.util.Set<String> before) {
+                           java.util.Set<String> before, List<PiKVClusterStatus> earlierStatuses) {
     }
+
+    /** Earlier statuses kept per cluster at most (the last writes of a generation and what they were made from). */
+    static final int EARLIER_STATUSES = 8;
 
     private final Map<String, Written> byUid;
 
@@ -63,15 +70,22 @@ public final class WrittenStatuses {
         if (uid != null) {
             Written earlier = byUid.remove(uid); // newest last, for the bound
             java.util.Set<String> before = new java.util.HashSet<>();
+            List<PiKVClusterStatus> earlierStatuses = new ArrayList<>();
             if (earlier != null) {
                 before.addAll(earlier.before());
                 before.add(earlier.version());
+                earlierStatuses.addAll(earlier.earlierStatuses());
+                earlierStatuses.add(earlier.status());
+            }
+            earlierStatuses.add(cluster.getStatus());
+            while (earlierStatuses.size() > EARLIER_STATUSES) {
+                earlierStatuses.remove(0);
             }
             before.add(cluster.getMetadata().getResourceVersion());
             before.remove(null);
             String namespace = cluster.getMetadata().getNamespace();
             byUid.put(uid, new Written(namespace == null ? "" : namespace, cluster.getMetadata().getName(), status,
-                    version, before));
+                    version, before, earlierStatuses));
         }
     }
 
@@ -101,11 +115,22 @@ public final class WrittenStatuses {
         String shown = cluster.getMetadata().getResourceVersion();
         Long generation = cluster.getMetadata().getGeneration();
         if (shown != null && written.version() != null && !shown.equals(written.version())
-                && !written.before().contains(shown) && generation != null && generation == observed(mine)) {
+                && !written.before().contains(shown) && generation != null && generation == observed(mine)
+                && !heldBefore(written, cached)) {
             byUid.remove(uid);
             return cached;
         }
         return mine;
+    }
+
+    /** Whether {@code status} is one the cluster held before the write (so a copy showing it is from before). */
+    private static boolean heldBefore(Written written, PiKVClusterStatus status) {
+        for (PiKVClusterStatus earlier : written.earlierStatuses()) {
+            if (earlier == null ? status == null : status != null && !StatusAggregator.changed(earlier, status)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     synchronized int size() {

@@ -111,6 +111,23 @@ class WrittenStatusesTest {
         assertThat(w.current(copy("15", 4, edited))).as("status edited by hand").isSameAs(edited);
     }
 
+    /**
+     * A label or annotation edited between the copy a reconcile read (version 99) and its status write (101) makes a
+     * version the operator never saw (100) with the status from before the write: that copy is from before the write,
+     * not a status edited by hand, so the written status stays current (its decisions are not told again).
+     */
+    @Test
+    void aMetadataEditRacingTheWriteIsNotTakenForAStatusEditedByHand() {
+        WrittenStatuses w = new WrittenStatuses(8);
+        PiKVClusterStatus before = status(4, 3);
+        PiKVClusterStatus wrote = status(4, 4);
+        w.remember(copy("99", 4, before), wrote, "101");
+        assertThat(w.current(copy("100", 4, status(4, 3)))).as("labels edited meanwhile").isSameAs(wrote);
+        // A status that differs from everything before the write is still someone else's edit.
+        PiKVClusterStatus edited = status(4, 9);
+        assertThat(w.current(copy("102", 4, edited))).isSameAs(edited);
+    }
+
     @Test
     void clustersWithoutUidAreNotRememberedAndTheBoundHolds() {
         WrittenStatuses w = new WrittenStatuses(2);
