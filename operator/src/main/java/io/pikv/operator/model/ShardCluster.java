@@ -77,6 +77,12 @@ public final class ShardCluster {
      * generation status does not name, and an invalid spec then must keep that one, not an older one.
      */
     public static final String RENDERED_GENERATION = "pikv.io/rendered-generation";
+    /**
+     * The digest of the control state the operator wrote into the ConfigMap ({@link #hash} of it): a state edited by
+     * hand no longer matches it, and is not taken for the operator's (its map could otherwise run under an epoch the
+     * shards already hold with another map).
+     */
+    public static final String CONTROL_STATE_DIGEST = "pikv.io/control-state-digest";
     public static final String RENDERED_SPEC = "pikv.io/rendered-spec";
 
     /** What {@link #RENDERED_GENERATION} and {@link #RENDERED_SPEC} say. */
@@ -289,6 +295,11 @@ public final class ShardCluster {
         if (configMap == null || configMap.getData() == null || !configMap.getData().containsKey(CONTROL_STATE_KEY)) {
             return null;
         }
+        String written = configMap.getMetadata() == null || configMap.getMetadata().getAnnotations() == null ? null
+                : configMap.getMetadata().getAnnotations().get(CONTROL_STATE_DIGEST);
+        if (written != null && !written.equals(hash(Map.of(CONTROL_STATE_KEY, configMap.getData().get(CONTROL_STATE_KEY))))) {
+            return null; // edited by hand: read as lost, so it is written anew under a higher epoch
+        }
         try {
             ControlState state = JSON.readValue(configMap.getData().get(CONTROL_STATE_KEY), ControlState.class);
             // The ConfigMap can be edited by hand: an epoch no operator could have reached (the next one would
@@ -330,16 +341,21 @@ public final class ShardCluster {
         Map<String, String> data = new TreeMap<>();
         data.putAll(shardSettings);
         data.putAll(otherSettings);
+        String control;
         try {
-            data.put(CONTROL_STATE_KEY, JSON.writeValueAsString(controlState()));
+            control = JSON.writeValueAsString(controlState());
         } catch (JsonProcessingException e) {
             throw new IllegalStateException("cannot render the control state", e);
         }
+        data.put(CONTROL_STATE_KEY, control);
         ObjectMeta meta = metadata(PiKVClusterResources.configMapName(name));
+        Map<String, String> annotations = new TreeMap<>();
+        annotations.put(CONTROL_STATE_DIGEST, hash(Map.of(CONTROL_STATE_KEY, control)));
         if (rendered != null) {
-            meta.setAnnotations(new TreeMap<>(Map.of(RENDERED_GENERATION, String.valueOf(rendered.generation()),
-                    RENDERED_SPEC, rendered.specJson())));
+            annotations.put(RENDERED_GENERATION, String.valueOf(rendered.generation()));
+            annotations.put(RENDERED_SPEC, rendered.specJson());
         }
+        meta.setAnnotations(annotations);
         return new ConfigMapBuilder().withMetadata(meta).withData(data).build();
     }
 

@@ -302,6 +302,19 @@ class ShardClusterTest {
         assertThat(state.parameters()).containsEntry("window", 256.0);
         assertThat(state.budgetBytes()).isEqualTo(64L << 20);
         assertThat(ShardCluster.readControlState(cm)).isEqualTo(state);
+        // Edited by hand under the same epoch (another map): it no longer matches the digest the operator wrote, so it
+        // reads as lost and is written anew under a higher epoch, never run beside the old map under one epoch.
+        ControlState moved = new ControlState(state.version(), state.cluster(), state.epoch(),
+                List.of(1, 0, 1, 0, 1, 0, 1, 0), state.shards(), state.policy(), state.parameters(), state.budgetBytes());
+        ConfigMap handEdited = new io.fabric8.kubernetes.api.model.ConfigMapBuilder(cm).build();
+        handEdited.getData().put(ShardCluster.CONTROL_STATE_KEY, new com.fasterxml.jackson.databind.ObjectMapper()
+                .writeValueAsString(moved));
+        assertThat(ShardCluster.readControlState(handEdited)).isNull();
+        assertThat(ShardCluster.fromCrd(c, c.getSpec(), ShardCluster.readControlState(handEdited), 0, SETTINGS)
+                .shardMap().epoch()).isEqualTo(1);
+        // Without the digest (a ConfigMap an older operator wrote) its state is read and checked as it holds.
+        cm.getMetadata().getAnnotations().remove(ShardCluster.CONTROL_STATE_DIGEST);
+        assertThat(ShardCluster.readControlState(cm)).isEqualTo(state);
         // Edited by hand to an epoch no operator reaches: read as no state (its next epoch would overflow and fail
         // every reconcile), so the operator renders the map anew from status and repairs the ConfigMap.
         ControlState edited = new ControlState(state.version(), state.cluster(), Long.MAX_VALUE, state.shardOfExpert(),
