@@ -126,11 +126,13 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         } else {
             runningSpec = StatusJson.read(previous.getLastValidSpec(), PiKVClusterSpec.class);
             runningGeneration = previous.getLastValidGeneration() == null ? -1 : previous.getLastValidGeneration();
-            // The objects may have been applied from a later valid generation whose status write then failed: that
-            // one is what the shards run, and what keeps running (not the older one status names). Taken only when
-            // it renders exactly the StatefulSet that runs (its config hash): a ConfigMap applied whose StatefulSet
-            // then failed, or an annotation edited by hand, is no evidence of what the shards run.
-            ShardCluster.Rendered rendered = ShardCluster.rendered(current);
+            // The StatefulSet may have been applied from a later valid generation whose status write then failed: that
+            // one is what the shards run, and what keeps running (not the older one status names). Its annotation
+            // says which (written with the StatefulSet, so a generation whose StatefulSet was refused is not named),
+            // taken only when it renders exactly the StatefulSet that runs (its config hash): an annotation edited by
+            // hand is no evidence of what the shards run.
+            ShardCluster.Rendered rendered = ShardCluster.rendered(
+                    context.getSecondaryResource(StatefulSet.class).orElse(null));
             if (rendered != null && rendered.generation() > runningGeneration && rendered.generation() < generation) {
                 PiKVClusterSpec applied = StatusJson.read(rendered.specJson(), PiKVClusterSpec.class);
                 if (applied != null && rendersTheRunningShards(cluster, applied, current, context)) {

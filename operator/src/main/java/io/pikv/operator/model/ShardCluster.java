@@ -72,8 +72,8 @@ public final class ShardCluster {
     /** ConfigMap key of the control state (shard map, policy, budget) in {@code pikv.control}'s record format. */
     public static final String CONTROL_STATE_KEY = "control-state.json";
     /**
-     * ConfigMap annotations: the generation and the spec (JSON) the objects were rendered from. Applied with the
-     * objects, before the status that records the same: a status write that fails after them leaves the shards on a
+     * StatefulSet annotations: the generation and the spec (JSON) the shards were rendered from. Applied with the
+     * StatefulSet, before the status that records the same: a status write that fails after them leaves the shards on a
      * generation status does not name, and an invalid spec then must keep that one, not an older one.
      */
     public static final String RENDERED_GENERATION = "pikv.io/rendered-generation";
@@ -83,6 +83,7 @@ public final class ShardCluster {
      * shards already hold with another map).
      */
     public static final String CONTROL_STATE_DIGEST = "pikv.io/control-state-digest";
+    /** See {@link #RENDERED_GENERATION}. */
     public static final String RENDERED_SPEC = "pikv.io/rendered-spec";
 
     /** What {@link #RENDERED_GENERATION} and {@link #RENDERED_SPEC} say. */
@@ -349,31 +350,28 @@ public final class ShardCluster {
         }
         data.put(CONTROL_STATE_KEY, control);
         ObjectMeta meta = metadata(PiKVClusterResources.configMapName(name));
-        Map<String, String> annotations = new TreeMap<>();
-        annotations.put(CONTROL_STATE_DIGEST, hash(Map.of(CONTROL_STATE_KEY, control)));
-        if (rendered != null) {
-            annotations.put(RENDERED_GENERATION, String.valueOf(rendered.generation()));
-            annotations.put(RENDERED_SPEC, rendered.specJson());
-        }
-        meta.setAnnotations(annotations);
+        meta.setAnnotations(new TreeMap<>(Map.of(CONTROL_STATE_DIGEST, hash(Map.of(CONTROL_STATE_KEY, control)))));
         return new ConfigMapBuilder().withMetadata(meta).withData(data).build();
     }
 
-    /** Largest spec recorded on the ConfigMap: annotations are limited to 256 KiB in all. */
+    /** Largest spec recorded on the StatefulSet: annotations are limited to 256 KiB in all. */
     static final int MAX_RENDERED_SPEC_CHARS = 64 * 1024;
 
     /**
-     * Records on the ConfigMap the generation and spec this is rendered from ({@link #RENDERED_GENERATION}); a spec
-     * larger than {@link #MAX_RENDERED_SPEC_CHARS} is not recorded (status alone then names the last valid one).
+     * Records on the StatefulSet the generation and spec this is rendered from ({@link #RENDERED_GENERATION}): applied
+     * with the StatefulSet itself, it says what the shards run even when a status write was lost (a ConfigMap, applied
+     * before it, could name a generation whose StatefulSet was then refused). A spec larger than
+     * {@link #MAX_RENDERED_SPEC_CHARS} is not recorded (status alone then names the last valid one).
      */
     public ShardCluster renderedFrom(long generation, String specJson) {
         this.rendered = specJson.length() > MAX_RENDERED_SPEC_CHARS ? null : new Rendered(generation, specJson);
         return this;
     }
 
-    /** The generation and spec a ConfigMap says its objects were rendered from, or null (none, or unreadable). */
-    public static Rendered rendered(ConfigMap configMap) {
-        Map<String, String> a = configMap == null ? null : configMap.getMetadata().getAnnotations();
+    /** The generation and spec a StatefulSet says it was rendered from, or null (none, or unreadable). */
+    public static Rendered rendered(StatefulSet statefulSet) {
+        Map<String, String> a = statefulSet == null || statefulSet.getMetadata() == null ? null
+                : statefulSet.getMetadata().getAnnotations();
         if (a == null || a.get(RENDERED_GENERATION) == null || a.get(RENDERED_SPEC) == null) {
             return null;
         }
@@ -416,8 +414,13 @@ public final class ShardCluster {
         podAnnotations.put("prometheus.io/scrape", "true");
         podAnnotations.put("prometheus.io/port", String.valueOf(PiKVClusterResources.HTTP_PORT));
         podAnnotations.put("prometheus.io/path", "/q/metrics");
+        ObjectMeta stsMeta = metadata(PiKVClusterResources.shardStatefulSetName(name));
+        if (rendered != null) {
+            stsMeta.setAnnotations(new TreeMap<>(Map.of(RENDERED_GENERATION, String.valueOf(rendered.generation()),
+                    RENDERED_SPEC, rendered.specJson())));
+        }
         return new StatefulSetBuilder()
-                .withMetadata(metadata(PiKVClusterResources.shardStatefulSetName(name)))
+                .withMetadata(stsMeta)
                 .withNewSpec()
                 .withReplicas(spec.getShards())
                 .withServiceName(PiKVClusterResources.headlessServiceName(name))
