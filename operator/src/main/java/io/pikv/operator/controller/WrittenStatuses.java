@@ -39,6 +39,11 @@ public final class WrittenStatuses {
     static final int EARLIER_STATUSES = 8;
 
     private final Map<String, Written> byUid;
+    /**
+     * Clusters (by uid) whose status was last found changed by someone else: the status their next write is made from
+     * is that edit, which is no status of the operator's (a second such edit must not pass for a copy from before).
+     */
+    private final java.util.Set<String> editedByHand;
 
     public WrittenStatuses() {
         this(DEFAULT_LIMIT);
@@ -54,6 +59,12 @@ public final class WrittenStatuses {
                 return size() > limit;
             }
         };
+        this.editedByHand = java.util.Collections.newSetFromMap(new LinkedHashMap<>(16, 0.75f, false) {
+            @Override
+            protected boolean removeEldestEntry(Map.Entry<String, Boolean> eldest) {
+                return size() > limit;
+            }
+        });
     }
 
     /** The cluster {@code namespace/name} was deleted: what was written to it goes (any incarnation of the name). */
@@ -77,7 +88,9 @@ public final class WrittenStatuses {
                 earlierStatuses.addAll(earlier.earlierStatuses());
                 earlierStatuses.add(earlier.status());
             }
-            earlierStatuses.add(cluster.getStatus());
+            if (!editedByHand.remove(uid)) {
+                earlierStatuses.add(cluster.getStatus());
+            }
             while (earlierStatuses.size() > EARLIER_STATUSES) {
                 earlierStatuses.remove(0);
             }
@@ -118,6 +131,7 @@ public final class WrittenStatuses {
                 && !written.before().contains(shown) && generation != null && generation == observed(mine)
                 && !heldBefore(written, cached)) {
             byUid.remove(uid);
+            editedByHand.add(uid);
             return cached;
         }
         return mine;

@@ -128,6 +128,17 @@ class WrittenStatusesTest {
         assertThat(w.current(copy("102", 4, edited))).isSameAs(edited);
     }
 
+    /** A status cleared by hand twice is found cleared both times: the first clearing is no status of the operator's. */
+    @Test
+    void aStatusClearedAgainAfterItWasWrittenAnewIsFoundClearedAgain() {
+        WrittenStatuses w = new WrittenStatuses(8);
+        PiKVClusterStatus wrote = status(4, 3);
+        w.remember(copy("10", 4, status(4, 2)), wrote, "11");
+        assertThat(w.current(copy("12", 4, null))).as("cleared by hand").isNull();
+        w.remember(copy("12", 4, null), wrote, "13"); // written anew, from the cleared copy
+        assertThat(w.current(copy("14", 4, null))).as("cleared by hand again").isNull();
+    }
+
     @Test
     void clustersWithoutUidAreNotRememberedAndTheBoundHolds() {
         WrittenStatuses w = new WrittenStatuses(2);
