@@ -126,23 +126,14 @@ class DeviceAttentionTest {
         CopyingDevice device = new CopyingDevice(layout);
         shard.useDevice(device);
         List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 41, rnd);
-        for (int i = 0; i < entries.size(); i++) {
-            Reference.Entry e = entries.get(i);
-            if (i == 40) {
-                device.refusesChanges = true;
-            }
-            shard.append(7, 0, i, e.expert(), e.k(), e.v());
-            reference.append(7, 0, i, e.expert(), e.k(), e.v());
-        }
+        appendToBoth(shard, reference, entries, 0, 40);
+        device.refusesChanges = true;
+        appendToBoth(shard, reference, entries, 40, 41);
         assertThat(shard.device()).isNull();
         assertThat(device.closed).isTrue();
         assertThat(shard.resident(7, 0)).isEqualTo(41);
         assertThat(shard.stats().entries()).isEqualTo(41);
-        float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
-        PartialAttention got = shard.attendPartial(7, 0, q, AttentionScope.all(), false);
-        assertThat(got.visited()).isEqualTo(41);
-        assertThat(got.finish().output())
-                .containsExactly(reference.attendPartial(7, 0, q, AttentionScope.all(), false).finish().output());
+        float[] q = attendsAsTheReference(shard, reference, 41, rnd);
         // Later changes reach no device, and evictions keep the shard whole as well.
         assertThat(shard.evict(7, 0, new int[] {3, 17})).isEqualTo(2);
         assertThat(shard.attendPartial(7, 0, q, AttentionScope.all(), false).visited()).isEqualTo(39);
@@ -160,12 +151,7 @@ class DeviceAttentionTest {
         KvShard reference = shardOf64Pages(1, layout, 1);
         CopyingDevice device = new CopyingDevice(layout);
         shard.useDevice(device);
-        List<Reference.Entry> entries = Reference.randomEntries(SHAPE, 41, rnd);
-        for (int i = 0; i < entries.size(); i++) {
-            Reference.Entry e = entries.get(i);
-            shard.append(7, 0, i, e.expert(), e.k(), e.v());
-            reference.append(7, 0, i, e.expert(), e.k(), e.v());
-        }
+        appendToBoth(shard, reference, Reference.randomEntries(SHAPE, 41, rnd), 0, 41);
         device.changeError = new OutOfMemoryError("device bookkeeping");
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> shard.evict(7, 0, new int[] {3}))
                 .isInstanceOf(OutOfMemoryError.class);
@@ -173,11 +159,26 @@ class DeviceAttentionTest {
         shard.useDevice(null); // its copies missed the change: read the pages on the CPU
         assertThat(shard.residentPositions(7, 0)).containsExactly(reference.residentPositions(7, 0));
         assertThat(shard.stats().entries()).isEqualTo(40);
+        attendsAsTheReference(shard, reference, 40, rnd);
+    }
+
+    /** Appends entries {@code from} to {@code to} (exclusive), at their index as position, to sequence 7 of both. */
+    private static void appendToBoth(KvShard shard, KvShard reference, List<Reference.Entry> entries, int from, int to) {
+        for (int i = from; i < to; i++) {
+            Reference.Entry e = entries.get(i);
+            shard.append(7, 0, i, e.expert(), e.k(), e.v());
+            reference.append(7, 0, i, e.expert(), e.k(), e.v());
+        }
+    }
+
+    /** The shard's attention over sequence 7 visits {@code visited} entries and answers as the reference's; the query. */
+    private static float[] attendsAsTheReference(KvShard shard, KvShard reference, int visited, Random rnd) {
         float[] q = Reference.gaussian(SHAPE.queryWidth(), rnd, 1f);
         PartialAttention got = shard.attendPartial(7, 0, q, AttentionScope.all(), false);
-        assertThat(got.visited()).isEqualTo(40);
+        assertThat(got.visited()).isEqualTo(visited);
         assertThat(got.finish().output())
                 .containsExactly(reference.attendPartial(7, 0, q, AttentionScope.all(), false).finish().output());
+        return q;
     }
 
     /**
