@@ -102,10 +102,12 @@ public final class Lrfu extends RankedPolicy {
             previous = crf[id];
             previousAt = at[id];
         }
-        // A use dated before the remembered one (a token learnt of late, dated by its position) decays it by nothing,
-        // never inflates it.
-        crf[id] = 1 + previous * Math.pow(2, -Math.max(0, now - previousAt) / decayHalfLife);
-        at[id] = now;
+        // Both are decayed to the later of the two times: a use dated before the remembered one (a token learnt of
+        // late, dated by its position, or a clock that went back with a withdrawn append) adds its own decayed
+        // weight and leaves the remembered CRF where it is, so a use never lowers a score.
+        long t = Math.max(now, previousAt);
+        crf[id] = Math.pow(2, -(t - now) / decayHalfLife) + previous * Math.pow(2, -(t - previousAt) / decayHalfLife);
+        at[id] = t;
     }
 
     @Override

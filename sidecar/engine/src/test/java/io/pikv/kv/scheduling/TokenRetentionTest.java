@@ -75,6 +75,28 @@ class TokenRetentionTest {
     }
 
     /**
+     * A use dated before the one LRFU remembers (here: the clock went back with the newest token withdrawn, while the
+     * others' last heavy step was dated at the old clock) adds to the score and never lowers it. Half-life one tick:
+     * token 0, used at 9 and again at 8, holds a CRF of 1 + 2^-9 + 1/2 at 9; token 1, used at 1 and 9, 1 + 2^-8, so
+     * token 1 goes first. Decaying the remembered CRF from 9 back to 8 instead ranked token 0 below token 1.
+     */
+    @Test
+    void lrfuUseDatedBeforeTheRememberedOneNeverLowersTheScore() {
+        TokenRetention r = new TokenRetention(new Lrfu(1, 0, false));
+        for (int p = 0; p < 10; p++) {
+            r.appended(SEQ, 0, p);
+        }
+        float[] tenth = new float[10];
+        Arrays.fill(tenth, 0.1f);
+        r.attended(SEQ, 0, IntStream.range(0, 10).toArray(), tenth); // every token heavy at clock 9
+        r.withdrawn(SEQ, 0, new int[] {9}); // the clock goes back to 8
+        float[] first = new float[9];
+        first[0] = 1f;
+        r.attended(SEQ, 0, IntStream.range(0, 9).toArray(), first); // token 0 used again, at 8
+        assertThat(r.evict(SEQ, 0, 2)).containsExactly(1, 2);
+    }
+
+    /**
      * LRFU remembers an evicted token's uses (a position stored again after its eviction comes back with them), not a
      * withdrawn one's: a different token later stored at a withdrawn position starts anew.
      */
