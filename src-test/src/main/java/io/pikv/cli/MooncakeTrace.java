@@ -19,10 +19,14 @@ final class MooncakeTrace {
     }
 
     /**
-     * Heap a trace's bookkeeping takes per byte of its text, at most: an id of a few digits is a map entry (boxed key,
-     * record, node) of about 100 bytes.
+     * Heap a trace's bookkeeping takes per byte of its text, at most: a new id is a map entry (node, boxed key, record
+     * with its boxed parent, table slot) and a slot of its request's array, about 104 bytes, and a compact id of five
+     * or six digits takes 7 bytes of text ({@code 100000,}).
      */
-    static final int HEAP_PER_TEXT_BYTE = 12;
+    static final int HEAP_PER_TEXT_BYTE = 16;
+
+    /** 2^64: ids are read as signed or unsigned 64-bit integers. */
+    private static final java.math.BigInteger TWO_TO_64 = java.math.BigInteger.ONE.shiftLeft(64);
 
     /** Refuses a trace whose bookkeeping would not fit in the heap, before reading it. */
     private static void checkHeap(Path file) {
@@ -51,6 +55,10 @@ final class MooncakeTrace {
         // hash_ids are prefix-block hashes: an id names its whole prefix, so it always follows the same parent. The
         // replay's prefix hits and Belady's bound rest on that; a trace that breaks it is refused, not replayed.
         Map<Long, Seen> seen = new HashMap<>();
+        // Ids from 2^63 to 2^64 - 1 (unsigned 64-bit hashes) are kept as the negative long of the same bits, which a
+        // trace that also holds negative ids would confuse: the first line of each kind is kept to refuse such a mix.
+        int[] firstSigned = {0};
+        int[] firstUnsigned = {0};
         JsonLines.read(file, "a Mooncake request", (line, node) -> {
             JsonNode ts = node.get("timestamp");
             JsonNode ids = node.get("hash_ids");
@@ -62,7 +70,8 @@ final class MooncakeTrace {
                 // Cut to whole milliseconds it could change places with its neighbours.
                 throw bad(file, line, "its \"timestamp\" " + ts.asText() + " is not a whole number of milliseconds");
             }
-            if (!ts.canConvertToLong()) {
+            if (!ts.canConvertToLong() || !ts.isIntegralNumber() && !(whole >= -0x1p63 && whole < 0x1p63)) {
+                // (A double node converts to long up to 2^63 itself, saturated: 9223372036854775808.0 is beyond too.)
                 // A larger number would wrap or saturate and put the request out of its order.
                 throw bad(file, line, "its \"timestamp\" " + ts.asText() + " is beyond a 64-bit millisecond count");
             }
@@ -74,10 +83,25 @@ final class MooncakeTrace {
             }
             long[] blocks = new long[ids.size()];
             for (int i = 0; i < blocks.length; i++) {
-                if (!ids.get(i).isIntegralNumber() || !ids.get(i).canConvertToLong()) {
+                JsonNode id = ids.get(i);
+                if (!id.isIntegralNumber()) {
                     throw bad(file, line, "hash_ids[" + i + "] is not an integer");
                 }
-                blocks[i] = ids.get(i).asLong();
+                java.math.BigInteger value = id.bigIntegerValue();
+                if (value.bitLength() > 64 || value.signum() < 0 && value.bitLength() > 63) {
+                    throw bad(file, line, "hash_ids[" + i + "] = " + value + " is outside the 64-bit range (-2^63 to "
+                            + TWO_TO_64.subtract(java.math.BigInteger.ONE) + ")");
+                }
+                int[] kind = value.signum() < 0 ? firstSigned : value.bitLength() == 64 ? firstUnsigned : null;
+                if (kind != null && kind[0] == 0) {
+                    kind[0] = line;
+                }
+                if (firstSigned[0] != 0 && firstUnsigned[0] != 0) {
+                    throw bad(file, line, "the trace holds negative ids (line " + firstSigned[0] + ") and ids of 2^63 "
+                            + "or more (line " + firstUnsigned[0] + "): ids are read as signed or as unsigned 64-bit "
+                            + "integers, not both");
+                }
+                blocks[i] = value.longValue(); // the low 64 bits: an unsigned id above 2^63 - 1 as a negative long
                 Long parent = i == 0 ? null : blocks[i - 1];
                 Seen before = seen.putIfAbsent(blocks[i], new Seen(parent, line));
                 if (before != null && !Objects.equals(before.parent(), parent)) {

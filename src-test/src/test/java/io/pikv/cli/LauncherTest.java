@@ -432,6 +432,32 @@ class LauncherTest {
         r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
         assertThat(r.code()).isEqualTo(2);
         assertThat(r.err()).contains("hash_ids[0] is not an integer");
+        // 2^63 as a double: Jackson converts it to a long, saturated at 2^63 - 1.
+        Files.writeString(trace, "{\"timestamp\": 9223372036854775808.0, \"hash_ids\": [1]}\n");
+        r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
+        assertThat(r.code()).isEqualTo(2);
+        assertThat(r.err()).contains("line 1 of " + trace, "is beyond a 64-bit millisecond count");
+        // Ids are signed or unsigned 64-bit integers: 2^64 is neither, and a mix of both kinds is refused.
+        Files.writeString(trace, "{\"timestamp\": 0, \"hash_ids\": [18446744073709551616]}\n");
+        r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
+        assertThat(r.code()).isEqualTo(2);
+        assertThat(r.err()).contains("hash_ids[0] = 18446744073709551616 is outside the 64-bit range (-2^63 to "
+                + "18446744073709551615)");
+        Files.writeString(trace, "{\"timestamp\": 0, \"hash_ids\": [-5]}\n"
+                + "{\"timestamp\": 1, \"hash_ids\": [18446744073709551615]}\n");
+        r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
+        assertThat(r.code()).isEqualTo(2);
+        assertThat(r.err()).contains("line 2 of " + trace, "negative ids (line 1) and ids of 2^63 or more (line 2)");
+        // Unsigned 64-bit hashes alone are replayed: a prompt, then its follow-up hitting both blocks.
+        Files.writeString(trace, "{\"timestamp\": 0, \"hash_ids\": [18446744073709551615, 9223372036854775808]}\n"
+                + "{\"timestamp\": 1, \"hash_ids\": [18446744073709551615, 9223372036854775808, 7]}\n");
+        Path report = dir.resolve("unsigned.json");
+        r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4", "--policies", "lru", "--json",
+                report.toString());
+        assertThat(r.code()).as(r.err()).isZero();
+        JsonNode unsigned = new ObjectMapper().readTree(report.toFile());
+        assertThat(unsigned.get("lookups").asInt()).isEqualTo(5);
+        assertThat(unsigned.get("results").get(0).get("hit_rate").asDouble()).isEqualTo(0.4);
         // Routing records with an infinite weight, an expert id no replay could hold, or a fractional id.
         Path routes = dir.resolve("routes.jsonl");
         for (String record : new String[] {"{\"type\": \"route\", \"topk_ids\": [1, 2], \"topk_weights\": [1e400, 0.5]}",
