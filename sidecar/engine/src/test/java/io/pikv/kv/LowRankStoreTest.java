@@ -437,4 +437,22 @@ class LowRankStoreTest {
             }
         }
     }
+
+    /** More outlier directions than the smaller rank would leave that basis no principal direction: refused, kept. */
+    @Test
+    void moreOutlierDirectionsThanARankAreRefusedAndTheObservationsKept() {
+        ModelShape shape = new ModelShape(1, 2, 1, 8, 2, 1);
+        Random rnd = new Random(11);
+        LowRankFitter fitter = new LowRankFitter(shape, Grouping.SHARED, 1);
+        for (int t = 0; t < 40; t++) {
+            fitter.observe(0, 0, Reference.gaussian(8, rnd, 1f), Reference.gaussian(8, rnd, 1f));
+        }
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> fitter.fit(4, 6, 5))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessage("outlierDirections must be at most the smaller rank (4), got 5");
+        assertThat(fitter.observed(0)).isEqualTo(40);
+        LowRankBases b = fitter.fit(4, 6, 4);
+        assertThat(b.keyRank()).isEqualTo(4);
+        assertThat(b.valueRank()).isEqualTo(6);
+    }
 }

@@ -90,6 +90,7 @@ public final class LowRankFitter {
     /**
      * Fits bases of {@code keyRank} and {@code valueRank} for every layer and releases the observations.
      *
+     * @throws IllegalArgumentException when a rank is outside [1, headDim] or both are headDim
      * @throws IllegalStateException when a layer has no observations
      */
     public LowRankBases fit(int keyRank, int valueRank) {
@@ -100,6 +101,8 @@ public final class LowRankFitter {
      * Fits bases of {@code keyRank} and {@code valueRank}, each with up to {@code outlierDirections} directions kept
      * for the entries with the largest residuals, for every layer, and releases the observations.
      *
+     * @throws IllegalArgumentException when a rank is outside [1, headDim], both are headDim, or
+     *                                  {@code outlierDirections} is negative or above the smaller rank
      * @throws IllegalStateException when a layer has no observations, or no more than the larger rank (a basis
      *                               of more directions than its entries span would be arbitrary)
      */
@@ -111,6 +114,12 @@ public final class LowRankFitter {
         if (keyRank < 1 || keyRank > d || valueRank < 1 || valueRank > d) {
             throw new IllegalArgumentException("ranks must be in [1, headDim = " + d + "], got " + keyRank + " and "
                     + valueRank);
+        }
+        if (outlierDirections > Math.min(keyRank, valueRank)) {
+            // A basis keeps its top r - o principal directions beside the o outlier ones: more outlier directions than
+            // a rank would leave that basis no principal direction at all.
+            throw new IllegalArgumentException("outlierDirections must be at most the smaller rank ("
+                    + Math.min(keyRank, valueRank) + "), got " + outlierDirections);
         }
         if (keyRank == d && valueRank == d) {
             // Such pages would have a plain page's layout while holding coefficients: kernels that read plain pages
@@ -246,7 +255,7 @@ public final class LowRankFitter {
         // even when fewer outlier directions were found than asked, or when data span fewer dimensions than the rank.
         List<double[]> rows = new ArrayList<>();
         List<double[]> candidates = new ArrayList<>(outlierDirections(data, idx, h, mean, eig, rank,
-                Math.min(outliers, rank)));
+                outliers));
         for (int j = 0; j < d; j++) {
             candidates.add(eig.vector(j));
         }
