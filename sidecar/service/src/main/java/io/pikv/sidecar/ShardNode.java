@@ -227,7 +227,7 @@ public final class ShardNode implements KvApi, AutoCloseable {
                     + " ranks tokens by attention weights, which only the CPU computes)";
         }
         long budget = shard.budgetBytes();
-        return device.describe() + " (expert-scoped and weighted attention on the CPU" + (devicePoolBytes < budget
+        return device.describe() + " (expert-scoped and weighted attention: " + cpu + (devicePoolBytes < budget
                 ? "; page copies for " + (devicePoolBytes >> 20) + " of the budget's " + (budget >> 20) + " MiB: a call "
                 + "over a page beyond them runs on the CPU" : "") + ")";
     }

@@ -303,7 +303,9 @@ class ComputeSelectionTest {
         try (ShardNode weighted = new ShardNode(1, new io.pikv.kv.ModelShape(1, 2, 1, 32, 4, 2),
                 io.pikv.kv.StorageType.FP16, 32, 1, 1 << 20, ShardPolicy.of("h2o"))) {
             sidecar.shard().attendOn(device);
-            assertThat(sidecar.shard().attentionPlace()).startsWith("test device");
+            // What still runs on the CPU names its kernel, as pikv.store.kernel's "GET /v1/config names the one in use".
+            assertThat(sidecar.shard().attentionPlace()).matches("test device \\(expert-scoped and weighted attention: "
+                    + "the (scalar|vector-\\S+) kernel on \\d+ CPU thread\\(s\\)\\)");
             // A policy that ranks by attention needs weights, which only the CPU computes: the device sits idle.
             weighted.attendOn(device);
             assertThat(weighted.attentionPlace()).contains("CPU thread(s) (test device unused while eviction policy "
