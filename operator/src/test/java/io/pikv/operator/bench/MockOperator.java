@@ -50,6 +50,7 @@ final class MockOperator implements AutoCloseable {
         KubernetesMockServer server = new KubernetesMockServer(new Context(), new MockWebServer(), new HashMap<>(),
                 new KubernetesCrudDispatcher(), false);
         server.init();
+        io.pikv.operator.MockApiServers.keepStatefulSetStatus(server);
         KubernetesClient driver = server.createClient();
         KubernetesClient operatorClient = server.createClient();
         try (InputStream crd = Files.newInputStream(crdFile(cwd))) {

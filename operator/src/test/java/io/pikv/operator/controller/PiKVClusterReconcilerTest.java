@@ -55,6 +55,11 @@ class PiKVClusterReconcilerTest {
     @KubernetesTestServer
     KubernetesServer server;
 
+    @org.junit.jupiter.api.BeforeEach
+    void keepStatefulSetStatus() {
+        io.pikv.operator.MockApiServers.keepStatefulSetStatus(server.getKubernetesMockServer());
+    }
+
     private PiKVCluster create(PiKVCluster cluster) {
         return client.resource(cluster).create();
     }
@@ -705,11 +710,6 @@ class PiKVClusterReconcilerTest {
 
         // Nothing new: reconciles (rescheduled every 2 s in tests while not ready) write nothing.
         client.apps().statefulSets().inNamespace(NS).withName("steady-shard").editStatus(s -> {
-            // (The mock server's update of the StatefulSet for generation 2, its rendered-from annotations, replaced
-            // the status the test gave it; an API server keeps a status across updates of the object.)
-            if (s.getStatus() == null) {
-                s.setStatus(new io.fabric8.kubernetes.api.model.apps.StatefulSetStatus());
-            }
             s.getStatus().setReadyReplicas(1);
             return s;
         });
