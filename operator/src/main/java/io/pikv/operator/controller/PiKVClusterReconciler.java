@@ -60,8 +60,8 @@ import java.util.Objects;
 @Workflow(explicitInvocation = true, dependents = {
     @Dependent(name = "config", type = ShardConfigMapDependent.class),
     @Dependent(name = "service", type = ShardHeadlessServiceDependent.class),
-    @Dependent(name = "shards", type = ShardStatefulSetDependent.class, dependsOn = {"config", "service"}),
-    @Dependent(name = "pdb", type = ShardPodDisruptionBudgetDependent.class)})
+    @Dependent(name = "pdb", type = ShardPodDisruptionBudgetDependent.class),
+    @Dependent(name = "shards", type = ShardStatefulSetDependent.class, dependsOn = {"config", "service", "pdb"})})
 public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
     private static final Logger LOG = Logger.getLogger(PiKVClusterReconciler.class);
     public static final String NAME = "pikvcluster";

@@ -643,6 +643,39 @@ class PiKVClusterReconcilerTest {
         assertThat(await().atMost(WAIT).until(() -> writtenEvents("failing", "ConfigChanged"), l -> !l.isEmpty())).hasSize(1);
     }
 
+    /**
+     * The StatefulSet is applied last: a PodDisruptionBudget the API server refuses (a policy webhook, a quota) holds
+     * a new generation's StatefulSet back, so the shards never run a config that status does not name. (Applied beside
+     * it, the StatefulSet rolled to generation 2 while status, its reconcile failed, still named generation 1's.)
+     */
+    @Test
+    void aRefusedDisruptionBudgetHoldsTheStatefulSetBack() throws Exception {
+        create(TestClusters.small("pdbfail", NS));
+        PiKVClusterStatus first = awaitStatus("pdbfail", s -> s.getLastValidGeneration() != null);
+        awaitObject(PodDisruptionBudget.class, "pdbfail-shard", p -> true);
+        server.expect().put().withPath("/apis/policy/v1/namespaces/" + NS + "/poddisruptionbudgets/pdbfail-shard")
+                .andReturn(403, new StatusBuilder().withStatus("Failure").withCode(403).withReason("Forbidden")
+                        .withMessage("denied by a policy webhook").build()).always();
+        // Changed by hand (a patch), so the operator puts it back (an update), which the server refuses.
+        client.policy().v1().podDisruptionBudget().inNamespace(NS).withName("pdbfail-shard").edit(p -> {
+            p.getSpec().setMaxUnavailable(new io.fabric8.kubernetes.api.model.IntOrString(2));
+            return p;
+        });
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("pdbfail").edit(c -> {
+            c.getSpec().setMemoryPerShard(new Quantity("96Mi"));
+            return c;
+        });
+        PiKVClusterStatus failed = awaitStatus("pdbfail", s -> "ReconcileFailed".equals(
+                condition(s, "Degraded").getReason()) && condition(s, "Degraded").getObservedGeneration() == 2);
+        assertThat(condition(failed, "Degraded").getMessage()).contains("denied by a policy webhook");
+        assertThat(failed.getLastValidGeneration()).isEqualTo(1);
+        assertThat(failed.getConfigHash()).isEqualTo(first.getConfigHash());
+        StatefulSet sts = client.apps().statefulSets().inNamespace(NS).withName("pdbfail-shard").get();
+        assertThat(configHash(sts)).as("the StatefulSet still runs what status names").isEqualTo(first.getConfigHash());
+        assertThat(ShardCluster.rendered(sts).generation()).isEqualTo(1);
+        client.resources(PiKVCluster.class).inNamespace(NS).withName("pdbfail").delete(); // no more retries
+    }
+
     @Test
     void scaleSubresourceChangesTheShards() throws Exception {
         // What the API server does for `kubectl scale pikv scale --replicas 4` with this CRD: it writes the count
