@@ -119,7 +119,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         PiKVClusterValidator.Result validation = PiKVClusterValidator.validate(cluster);
         PiKVClusterSpec runningSpec;
         long runningGeneration;
-        ConfigMap current = context.getSecondaryResource(ConfigMap.class).orElse(null);
+        ConfigMap current = own(cluster, context, ConfigMap.class);
         if (validation.valid()) {
             runningSpec = cluster.getSpec();
             runningGeneration = generation;
@@ -132,7 +132,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
             // taken only when it renders exactly the StatefulSet that runs (its config hash): an annotation edited by
             // hand is no evidence of what the shards run.
             ShardCluster.Rendered rendered = ShardCluster.rendered(
-                    context.getSecondaryResource(StatefulSet.class).orElse(null));
+                    own(cluster, context, StatefulSet.class));
             if (rendered != null && rendered.generation() > runningGeneration && rendered.generation() < generation) {
                 PiKVClusterSpec applied = StatusJson.read(rendered.specJson(), PiKVClusterSpec.class);
                 if (applied != null && rendersTheRunningShards(cluster, applied, current, context)) {
@@ -181,7 +181,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
 
         // 4. Aggregate the status; patch it only when it changed.
         // Read even without a spec to run: shards left running unmanaged are still counted.
-        StatefulSet sts = context.getSecondaryResource(StatefulSet.class).orElse(null);
+        StatefulSet sts = own(cluster, context, StatefulSet.class);
         PiKVClusterStatus next = StatusAggregator.next(previous, new StatusAggregator.Snapshot(
                 cluster.getMetadata().getName(), generation, validation, running, runningGeneration,
                 running == null ? null : StatusJson.write(runningSpec), sts, decisions, now, lastValidRefused),
@@ -331,6 +331,18 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                 + "removes it";
     }
 
+    /**
+     * The cluster's object of {@code kind} its informer holds, or null. The informers match objects to a cluster by
+     * the owner reference's name, so a cluster deleted and created again under the same name would otherwise read the
+     * old one's objects (its shards' counts, its control state) as its own until the garbage collector removes them.
+     */
+    private static <T extends io.fabric8.kubernetes.api.model.HasMetadata> T own(PiKVCluster cluster,
+                                                                                 Context<PiKVCluster> context,
+                                                                                 Class<T> kind) {
+        T held = context.getSecondaryResource(kind).orElse(null);
+        return held != null && ownedBy(held, cluster.getMetadata().getUid()) ? held : null;
+    }
+
     private static boolean ownedBy(io.fabric8.kubernetes.api.model.HasMetadata object, String uid) {
         return uid != null && object.getMetadata().getOwnerReferences() != null
                 && object.getMetadata().getOwnerReferences().stream().anyMatch(o -> uid.equals(o.getUid()));
@@ -356,7 +368,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                               String message, long generation, String now) {
         PiKVClusterStatus next = known == null ? new PiKVClusterStatus()
                 : context.getClient().getKubernetesSerialization().clone(known);
-        StatusAggregator.refreshShards(next, context.getSecondaryResource(StatefulSet.class).orElse(null), now);
+        StatusAggregator.refreshShards(next, own(cluster, context, StatefulSet.class), now);
         boolean told = Conditions.is(next.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.NAME_TAKEN,
                 message);
         StatusAggregator.nameTaken(next, message, generation, now);
@@ -382,7 +394,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
     /** Whether {@code spec}, valid now, renders the config hash of the StatefulSet the cluster runs. */
     private boolean rendersTheRunningShards(PiKVCluster cluster, PiKVClusterSpec spec, ConfigMap current,
                                             Context<PiKVCluster> context) {
-        StatefulSet sts = context.getSecondaryResource(StatefulSet.class).orElse(null);
+        StatefulSet sts = own(cluster, context, StatefulSet.class);
         java.util.Map<String, String> annotations = sts == null || sts.getSpec() == null
                 || sts.getSpec().getTemplate() == null || sts.getSpec().getTemplate().getMetadata() == null ? null
                 : sts.getSpec().getTemplate().getMetadata().getAnnotations();
@@ -529,7 +541,7 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
                 : context.getClient().getKubernetesSerialization().clone(current); // the remembered one stays as written
         String now = Instant.now().truncatedTo(ChronoUnit.SECONDS).toString();
         // The failed reconcile built no status: the shards' counts and readiness still follow the StatefulSet.
-        StatusAggregator.refreshShards(status, context.getSecondaryResource(StatefulSet.class).orElse(null), now);
+        StatusAggregator.refreshShards(status, own(cluster, context, StatefulSet.class), now);
         // Told for this generation: the same failure of a newer generation still moves the conditions' generation.
         io.fabric8.kubernetes.api.model.Condition degraded = Conditions.find(status.getConditions(),
                 PiKVClusterStatus.DEGRADED);

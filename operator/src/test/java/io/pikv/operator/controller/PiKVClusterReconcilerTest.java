@@ -252,6 +252,8 @@ class PiKVClusterReconcilerTest {
         create(TestClusters.small("reborn", NS));
         awaitStatus("reborn", s -> s.getShardMapEpoch() != null);
         awaitObject(StatefulSet.class, "reborn-shard", sts -> true);
+        markShardsReady("reborn");
+        awaitStatus("reborn", s -> s.getReadyShards() != null && s.getReadyShards() == 2);
         String oldUid = get("reborn").getMetadata().getUid();
         client.resources(PiKVCluster.class).inNamespace(NS).withName("reborn").delete();
         await().atMost(WAIT).until(() -> get("reborn") == null);
@@ -262,6 +264,9 @@ class PiKVClusterReconcilerTest {
         assertThat(condition(stalled, "Degraded").getMessage()).contains("StatefulSet " + NS + "/reborn-shard already "
                 + "exists and is not this cluster's (it belongs to a deleted PiKVCluster of this name, uid " + oldUid
                 + ": it goes once the garbage collector removes it)");
+        // The old cluster's pods are not the new one's: none counted (they were as its own, ready ones included).
+        assertThat(stalled.getShards()).isZero();
+        assertThat(stalled.getReadyShards()).isZero();
         assertThat(client.apps().statefulSets().inNamespace(NS).withName("reborn-shard").get().getMetadata()
                 .getOwnerReferences()).singleElement().satisfies(o -> assertThat(o.getUid()).isEqualTo(oldUid));
         client.apps().statefulSets().inNamespace(NS).withName("reborn-shard").delete();
