@@ -121,8 +121,11 @@ public final class AttentionBench implements Callable<Integer> {
             }
             long bytes = (long) context * kvHeads * headDim * 2 * type.bytes();
             if (type == StorageType.INT8) {
-                // Each page's key scales (per channel) and value scales (per token) are read too.
-                bytes += (long) Math.ceil((double) context / pageTokens) * Float.BYTES * kvHeads * (headDim + pageTokens);
+                // Each page's key scales (per channel) and the tokens' value scales are read too. Pages as the store
+                // holds them: each bucket has a run of its own, so its last page is partly filled, and with many
+                // buckets the pages are more than the context fills.
+                long pages = store.bytesInUse() / config.layout().pageBytes();
+                bytes += pages * Float.BYTES * kvHeads * headDim + (long) context * Float.BYTES * kvHeads;
             }
 
             // Warm up by time, not count: small contexts need many calls before the JIT compiles the kernel loops.

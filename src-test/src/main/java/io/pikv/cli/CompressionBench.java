@@ -462,6 +462,22 @@ public final class CompressionBench implements Callable<Integer> {
         if (queriesFile != null && keysFile == null) {
             throw new Main.UsageException("--queries needs --keys and --values.");
         }
+        if (keysFile != null) {
+            // The tensors give the shape and calibrate the bases themselves; --queries gives the queries too.
+            List<String> generatorOnly = new ArrayList<>(List.of("--context", "--layers", "--q-heads", "--kv-heads",
+                    "--head-dim", "--calibration-tokens"));
+            if (queriesFile != null) {
+                generatorOnly.addAll(List.of("--decode-queries", "--seed"));
+            }
+            List<String> given = generatorOnly.stream()
+                    .filter(o -> spec.commandLine().getParseResult().hasMatchedOption(o)).toList();
+            if (!given.isEmpty()) {
+                throw new Main.UsageException(String.join(", ", given) + (given.size() == 1 ? " sets" : " set")
+                        + " what --keys" + (queriesFile != null ? ", --values and --queries give" : " and --values give")
+                        + " (shape, tokens, calibration" + (queriesFile != null ? ", queries" : "")
+                        + "); leave " + (given.size() == 1 ? "it" : "them") + " out with supplied tensors.");
+            }
+        }
         if (context < 1 || layers < 1 || decodeQueries < 1 || window < 1 || sinks < 0 || calibrationTokens < 1) {
             throw new Main.UsageException("--context, --layers, --decode-queries, --window and --calibration-tokens "
                     + "must be positive, --sinks at least 0.");

@@ -54,7 +54,7 @@ public final class OperatorBench implements Callable<Integer> {
         Path operator = root.resolve("operator/target");
         Path classpathFile = operator.resolve("test-classpath.txt");
         if (!Files.isRegularFile(classpathFile) || !Files.isDirectory(operator.resolve("test-classes"))) {
-            throw new Main.UsageException("the operator is not built (" + classpathFile + " or its test classes are "
+            throw new Main.RunFailure("the operator is not built (" + classpathFile + " or its test classes are "
                     + "missing): run ./mvnw -DskipTests package first.");
         }
         return operator.resolve("test-classes") + java.io.File.pathSeparator + operator.resolve("classes")

@@ -138,11 +138,12 @@ public final class RoutingBench implements Callable<Integer> {
         report.put("fanout_hindsight", round(r.fanoutHindsight()));
         report.put("fanout_reduction", round(1 - r.fanoutCacheAware() / r.fanoutHash()));
         report.put("gate_mass_moved", round(r.gateMassMoved()));
-        report.put("lambda", lambda);
-        report.put("null_ratio", nullRatio);
-        report.put("balance_slack", balanceSlack);
-        report.put("max_moved", maxMoved);
-        report.put("min_gain", minGain);
+        // The settings as given (exact decimals), so the table prints them as the JSON has them.
+        report.put("lambda", java.math.BigDecimal.valueOf(lambda));
+        report.put("null_ratio", java.math.BigDecimal.valueOf(nullRatio));
+        report.put("balance_slack", java.math.BigDecimal.valueOf(balanceSlack));
+        report.put("max_moved", java.math.BigDecimal.valueOf(maxMoved));
+        report.put("min_gain", java.math.BigDecimal.valueOf(minGain));
         report.put("elapsed_s", BenchReport.round((System.nanoTime() - start) / 1e9, 3));
         List<Map<String, Object>> rows = new ArrayList<>();
         for (RoutingReplay.Window w : r.windows()) {

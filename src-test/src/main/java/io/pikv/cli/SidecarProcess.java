@@ -41,7 +41,7 @@ public final class SidecarProcess implements AutoCloseable {
     public static Path appJar(Path root) {
         Path jar = root.resolve("sidecar/service/target/quarkus-app/quarkus-run.jar");
         if (!Files.isRegularFile(jar)) {
-            throw new Main.UsageException("the sidecar is not built (" + jar + " is missing): run ./mvnw -DskipTests "
+            throw new Main.RunFailure("the sidecar is not built (" + jar + " is missing): run ./mvnw -DskipTests "
                     + "package first.");
         }
         return jar;

@@ -241,6 +241,13 @@ class LauncherTest {
         String before = System.getProperty("pikv.root");
         System.setProperty("pikv.root", root.toString());
         try {
+            // Not built at all: not a usage error (the arguments are fine), a run that cannot start: exit 1.
+            Files.delete(root.resolve("operator/target/test-classpath.txt"));
+            Run unbuilt = run("bench", "operator", "--clusters", "1", "--rounds", "1", "--warmup", "0");
+            assertThat(unbuilt.code()).isEqualTo(1);
+            assertThat(unbuilt.err().strip()).startsWith("pikv: the operator is not built (").endsWith(
+                    "run ./mvnw -DskipTests package first.");
+            Files.writeString(root.resolve("operator/target/test-classpath.txt"), "/no/such/operator.jar");
             Run r = run("bench", "operator", "--clusters", "1", "--rounds", "1", "--warmup", "0");
             assertThat(r.code()).isEqualTo(1);
             assertThat(r.err()).startsWith("pikv: the operator benchmark failed (exit 1; log ")
@@ -337,6 +344,13 @@ class LauncherTest {
         assertThat(first.get("fanout_cache_aware").asDouble()).isEqualTo(1.5);
         assertThat(first.get("gate_mass_moved").asDouble()).isEqualTo(0.025);
         assertThat(n.get("per_window").get(1).get("moved").asInt()).isEqualTo(2);
+        // A setting with more digits than the table gives its figures: printed as given, as the JSON has it.
+        Path exact = dir.resolve("exact.json");
+        Run given = run("bench", "routing", "--trace", routingTrace(dir).toString(), "--shards", "2", "--window", "2",
+                "--skip", "2", "--lambda", "0.123456789", "--json", exact.toString());
+        assertThat(given.code()).as(given.err()).isZero();
+        assertThat(new ObjectMapper().readTree(exact.toFile()).get("lambda").asText()).isEqualTo("0.123456789");
+        assertThat(given.out()).containsPattern("lambda\\s+0\\.123456789\\b");
     }
 
     @Test
@@ -604,7 +618,9 @@ class LauncherTest {
                 {"--keys", k, "--values", v, "--budget", "0.1", "--key-rank", "8", "--value-rank", "8"},
                 {"--keys", badShape.toString(), "--values", v},
                 {"--keys", shortHeader.toString(), "--values", v},
-                {"--keys", huge.toString(), "--values", huge.toString()}};
+                {"--keys", huge.toString(), "--values", huge.toString()},
+                {"--keys", k, "--values", v, "--q-heads", "32"},
+                {"--keys", k, "--values", v, "--queries", q, "--context", "64", "--seed", "3"}};
         // Each refused for its own reason, not for another one met first.
         String[] reasons = {"--keys must be [tokens, kv_heads, head_dim]", "--values must have the shape of --keys",
                 "--queries must be [queries, q_heads, 16] with q_heads a multiple of 2", "--keys and --values go together",
@@ -612,7 +628,11 @@ class LauncherTest {
                 "--key-rank and --value-rank must be at most the head dim, 16", "keep everything",
                 "--budget 0.1 keeps 6 of 64 tokens, below --sinks + --window = 36",
                 "has a shape that is not a list of sizes below 2^31", "has a truncated .npy header",
-                "more than 2^31 - 1 elements"};
+                "more than 2^31 - 1 elements",
+                "--q-heads sets what --keys and --values give (shape, tokens, calibration); leave it out with supplied "
+                        + "tensors",
+                "--context, --seed set what --keys, --values and --queries give (shape, tokens, calibration, queries); "
+                        + "leave them out"};
         assertThat(reasons).hasSameSizeAs(cases);
         for (int i = 0; i < cases.length; i++) {
             String[] c = cases[i];
@@ -803,5 +823,14 @@ class LauncherTest {
         Run many = run("bench", "attention", "--context", "64", "--q-heads", "4", "--kv-heads", "1", "--head-dim",
                 "16", "--threads", "512", "--iterations", "1", "--no-numpy");
         assertThat(many.code()).as(many.err()).isZero();
+        // int8: K and V bytes, every token's value scale, and each page's key scales, over the pages the store holds:
+        // 64 tokens over 64 buckets fill more than the two pages 64 tokens would.
+        Run int8 = run("bench", "attention", "--dtype", "int8", "--context", "64", "--q-heads", "4", "--kv-heads", "1",
+                "--head-dim", "16", "--threads", "16", "--iterations", "1", "--no-numpy", "--json",
+                dir.resolve("int8.json").toString());
+        assertThat(int8.code()).as(int8.err()).isZero();
+        long scaleBytes = new ObjectMapper().readTree(dir.resolve("int8.json").toFile()).get("kv_bytes").asLong() - 64 * 16 * 2 - 64 * 4;
+        assertThat(scaleBytes % (16 * 4)).isZero();
+        assertThat(scaleBytes / (16 * 4)).as("pages").isGreaterThan(2).isLessThanOrEqualTo(64);
     }
 }
