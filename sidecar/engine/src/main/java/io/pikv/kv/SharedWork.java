@@ -2,7 +2,6 @@ package io.pikv.kv;
 
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
@@ -45,8 +44,11 @@ final class SharedWork {
         AtomicBoolean[] claimed = new AtomicBoolean[helpers];
         CountDownLatch ended = new CountDownLatch(helpers);
         int submitted = 0;
-        for (; submitted < helpers; submitted++) {
+        while (submitted < helpers) {
             AtomicBoolean slot = new AtomicBoolean();
+            // Counted before it is handed over: whatever execute does, the slot ends by its task or by the caller's
+            // claim below.
+            claimed[submitted++] = slot;
             try {
                 pool.execute(() -> {
                     if (slot.compareAndSet(false, true)) {
@@ -57,10 +59,12 @@ final class SharedWork {
                         }
                     }
                 });
-            } catch (RejectedExecutionException e) {
-                break; // a pool that takes no more tasks: the threads already going take every unit
+            } catch (RuntimeException | Error e) {
+                // A pool that takes no more tasks (rejected, shut down), or one that failed to start a thread for it
+                // (OutOfMemoryError: unable to create native thread) after perhaps queueing it: the caller claims its
+                // slot below, and the threads already going take every unit.
+                break;
             }
-            claimed[submitted] = slot;
         }
         for (int t = submitted; t < helpers; t++) {
             ended.countDown(); // never submitted

@@ -56,6 +56,68 @@ class SharedWorkTest {
     }
 
     /**
+     * A pool that queues one task and then fails to start a thread for the next (an Error from execute): the call does
+     * every unit itself, without the Error, and returns only with the queued task's slot claimed, so that task, once it
+     * starts, does nothing (before, the Error left the call at once while the queued task could still run its units).
+     */
+    @Test
+    void aPoolThatFailsToStartAThreadLeavesTheUnitsToTheCallerAndItsQueuedTaskIdle() throws Exception {
+        CountDownLatch go = new CountDownLatch(1);
+        Thread[] queued = new Thread[1];
+        AtomicInteger executes = new AtomicInteger();
+        ExecutorService pool = new java.util.concurrent.AbstractExecutorService() {
+            @Override
+            public void execute(Runnable task) {
+                if (executes.incrementAndGet() > 1) {
+                    throw new OutOfMemoryError("unable to create native thread");
+                }
+                queued[0] = new Thread(() -> {
+                    await(go);
+                    task.run();
+                });
+                queued[0].start();
+            }
+
+            @Override
+            public void shutdown() {
+            }
+
+            @Override
+            public java.util.List<Runnable> shutdownNow() {
+                return java.util.List.of();
+            }
+
+            @Override
+            public boolean isShutdown() {
+                return false;
+            }
+
+            @Override
+            public boolean isTerminated() {
+                return false;
+            }
+
+            @Override
+            public boolean awaitTermination(long timeout, TimeUnit unit) {
+                return true;
+            }
+        };
+        AtomicInteger calls = new AtomicInteger();
+        Thread caller = Thread.currentThread();
+        PartialAttention[] out = SharedWork.run(pool, 3, 10, i -> {
+            calls.incrementAndGet();
+            assertThat(Thread.currentThread()).isSameAs(caller);
+            return marked(i);
+        });
+        assertThat(out).doesNotContainNull();
+        assertThat(executes).hasValue(2);
+        go.countDown();
+        queued[0].join(10_000);
+        assertThat(queued[0].isAlive()).isFalse();
+        assertThat(calls).as("each unit once, all on the caller").hasValue(10);
+    }
+
+    /**
      * Unit 0 runs on the caller once a pool task has taken unit 1, which then holds on until {@code release}: the call
      * must not return before that task has ended, whatever {@code meanwhile} does to the caller or the pool.
      */
