@@ -92,6 +92,8 @@ public final class CudaKvCache implements AutoCloseable {
         int lastCount;
         /** int8: host copy of the last page, quantized here and copied to the device after each append. */
         ByteBuffer lastPage;
+        /** int8: where the next append is encoded (a copy of the last page), taken as the last page once uploaded. */
+        ByteBuffer spare;
 
         int tokens() {
             return n == 0 ? 0 : (n - 1) * PAGE_TOKENS + lastCount;
@@ -217,9 +219,20 @@ public final class CudaKvCache implements AutoCloseable {
             if (l.lastPage == null) {
                 l.lastPage = ByteBuffer.allocateDirect(layout.pageBytes()).order(ByteOrder.LITTLE_ENDIAN);
             }
-            Int8Codec.writeEntry(l.lastPage, layout, l.lastCount, l.lastCount, k, 0, v, 0);
-            JCudaDriver.cuMemcpyHtoD(slab.withByteOffset(pool.offset(l.pages[l.n - 1])), Pointer.to(l.lastPage),
+            if (l.spare == null) {
+                l.spare = ByteBuffer.allocateDirect(layout.pageBytes()).order(ByteOrder.LITTLE_ENDIAN);
+            }
+            // Encoded into a copy, kept only once the device holds it: a token may widen a key channel's scale and
+            // requantize the page's earlier tokens, which a failed upload must not leave in the host copy (the next
+            // append would upload them, and the device page would differ from the tokens it accepted).
+            ByteBuffer next = l.spare;
+            next.clear();
+            next.put(l.lastPage.duplicate().clear()).clear();
+            Int8Codec.writeEntry(next, layout, l.lastCount, l.lastCount, k, 0, v, 0);
+            JCudaDriver.cuMemcpyHtoD(slab.withByteOffset(pool.offset(l.pages[l.n - 1])), Pointer.to(next),
                     layout.pageBytes());
+            l.spare = l.lastPage;
+            l.lastPage = next;
             l.lastCount++;
             return;
         }
