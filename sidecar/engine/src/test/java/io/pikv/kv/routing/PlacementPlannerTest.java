@@ -97,6 +97,27 @@ class PlacementPlannerTest {
         assertThat(plan.reason()).contains("epoch is at its maximum");
     }
 
+    /**
+     * The cap is the floor of the fraction as written: 30 co-firing pairs, each split by round-robin over 2 shards, so
+     * every move (two per swap) helps. 0.1 of 60 allows 6, 0.09999999999 of 60 only 5, 0.29 of 100 (28.999999999999996
+     * as a double product) 29.
+     */
+    @Test
+    void theMoveCapIsTheFloorOfTheFractionAsWritten() {
+        for (double[] fractionAndCap : new double[][] {{0.1, 6}, {0.09999999999, 5}, {0.29, 29}}) {
+            int experts = fractionAndCap[0] == 0.29 ? 100 : 60;
+            double[][] pairs = new double[experts / 2][];
+            for (int i = 0; i < experts / 2; i++) {
+                pairs[i] = new double[] {2 * i, 2 * i + 1, 10};
+            }
+            double[] load = new double[experts];
+            java.util.Arrays.fill(load, 1);
+            PlacementPlan plan = new PlacementPlanner(new PlacementPlanner.Config(0.1, fractionAndCap[0], 0))
+                    .plan(load, co(experts, pairs), ExpertShardMap.roundRobin(experts, 2));
+            assertThat(plan.moves()).as("fraction %s", fractionAndCap[0]).hasSize((int) fractionAndCap[1]);
+        }
+    }
+
     @Test
     void theMoveCapHoldsEvenWhenMoreMovesWouldHelp() {
         // The pairing above needs two moves; a cap of one expert leaves no move that keeps the load within slack.
