@@ -23,6 +23,11 @@ public final class LocalKafka implements AutoCloseable {
     public static final String CONTROL_TOPIC = "pikv.control";
 
     private final KafkaClusterTestKit cluster;
+    /**
+     * What the broker asked for when it failed for good (a halt or an exit, which are turned into this record here so
+     * that they do not end the JVM); null while it runs. Kafka's halt and exit procedures are global, as this is.
+     */
+    private static volatile String failure;
 
     private final java.util.concurrent.atomic.AtomicBoolean closed = new java.util.concurrent.atomic.AtomicBoolean();
     private final java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
@@ -49,16 +54,26 @@ public final class LocalKafka implements AutoCloseable {
         return this;
     }
 
+    /** Why the broker stopped by itself (it asked the JVM to halt or exit), or null while it runs. */
+    public String failure() {
+        return failure;
+    }
+
     public static LocalKafka start() {
         // The broker logs through SLF4J, which has no provider here: without this it warns of that on every start.
         if (System.getProperty("slf4j.internal.verbosity") == null) {
             System.setProperty("slf4j.internal.verbosity", "ERROR");
         }
         // The broker lives inside the benchmark: a broker failure must not halt the benchmark's JVM.
-        org.apache.kafka.common.utils.Exit.setHaltProcedure((code, message) ->
-                System.err.printf("local Kafka broker asked to halt (%d): %s%n", code, message));
-        org.apache.kafka.common.utils.Exit.setExitProcedure((code, message) ->
-                System.err.printf("local Kafka broker asked to exit (%d): %s%n", code, message));
+        failure = null;
+        org.apache.kafka.common.utils.Exit.setHaltProcedure((code, message) -> {
+            failure = "it asked to halt (" + code + "): " + message;
+            System.err.printf("local Kafka broker asked to halt (%d): %s%n", code, message);
+        });
+        org.apache.kafka.common.utils.Exit.setExitProcedure((code, message) -> {
+            failure = "it asked to exit (" + code + "): " + message;
+            System.err.printf("local Kafka broker asked to exit (%d): %s%n", code, message);
+        });
         KafkaClusterTestKit kit = null;
         java.nio.file.Path dir = null;
         // While the broker starts (seconds), a Ctrl-C ends the JVM before anyone holds it to close: this hook closes
@@ -73,7 +88,11 @@ public final class LocalKafka implements AutoCloseable {
                 System.err.println("(local Kafka broker: " + cleanUp.getMessage() + ")");
             }
         }, "pikv-local-kafka-start");
-        Runtime.getRuntime().addShutdownHook(whileStarting);
+        try {
+            Runtime.getRuntime().addShutdownHook(whileStarting);
+        } catch (IllegalStateException shuttingDown) {
+            throw new Main.RunFailure("stopped while starting"); // a signal came before anything was started
+        }
         try {
             // A directory of our own, which only the kit's close() deletes: without one the kit takes a temp
             // directory that Kafka's own exit hook deletes, on Ctrl-C while the broker still runs (stopped last).

@@ -409,6 +409,10 @@ public final class Playground implements Callable<Integer> {
                     throw new Main.RunFailure("sidecar " + p.name() + " stopped (log " + p.log() + "):\n" + p.tail());
                 }
             }
+            if (parts.kafka != null && parts.kafka.failure() != null && stop.getCount() > 0) {
+                // The sidecars would go on retrying it and the telemetry lines stop: said, not waited out.
+                throw new Main.RunFailure("the local Kafka broker stopped: " + parts.kafka.failure());
+            }
             if (parts.operator != null && !parts.operator.isAlive() && stop.getCount() > 0) {
                 throw new Main.RunFailure("the operator stopped (exit " + parts.operator.exitValue() + "; log "
                         + logs.resolve("operator.log") + "):\n" + SidecarProcess.tail(logs.resolve("operator.log")));
