@@ -28,7 +28,7 @@ public class SidecarSpec {
             + "the budget holds takes 192 bytes per token and layer. When memory is not given, the request and limit "
             + "are memoryPerShard plus that bookkeeping, half of it again and the operator's JVM overhead "
             + "(pikv.operator.memory-overhead); memory given (the limit, and the request too when given) must be at "
-            + "least memoryPerShard plus that bookkeeping plus 512Mi. Without cpu, 1 CPU is requested.")
+            + "least memoryPerShard plus that bookkeeping, half of it again and 512Mi. Without cpu, 1 CPU is requested.")
     private ResourceRequirements resources;
 
     public String getImage() {

@@ -844,21 +844,26 @@ public final class PiKVClusterValidator {
             try {
                 long budgetBytes = bytes(budget);
                 long bookkeeping = bookkeepingBytes(spec, budgetBytes);
-                if (bytes(memory) < budgetBytes + bookkeeping + MIN_MEMORY_OVERHEAD_BYTES) {
+                // Half the bookkeeping again, as the default memory has: a collector needs room in proportion to
+                // what is live (its marking bitmap and card tables alone grow with the heap), so a heap of the
+                // bookkeeping and a fixed 256Mi beside it left a large one no room and the pod OOM-killed once full.
+                long collectorRoom = (bookkeeping + 1) / 2;
+                long floor = budgetBytes + bookkeeping + collectorRoom + MIN_MEMORY_OVERHEAD_BYTES;
+                if (bytes(memory) < floor) {
                     out.add(new Violation("spec.sidecar.resources", "memory " + memory + " leaves less than "
-                            + (bookkeeping == 0 ? "512Mi" : mebibytesCeil(bookkeeping + MIN_MEMORY_OVERHEAD_BYTES)
-                            + "Mi (512Mi, and " + mebibytesCeil(bookkeeping) + "Mi of heap for the bookkeeping of "
-                            + "the entries the budget holds)") + " above spec.memoryPerShard (" + budget + "): the KV "
-                            + "pages live in the container's memory next to the JVM's heap and its own memory; give at "
-                            + "least " + mebibytesCeil(budgetBytes + bookkeeping + MIN_MEMORY_OVERHEAD_BYTES)
+                            + (bookkeeping == 0 ? "512Mi" : mebibytesCeil(floor - budgetBytes) + "Mi (512Mi, "
+                            + mebibytesCeil(bookkeeping) + "Mi of heap for the bookkeeping of the entries the budget "
+                            + "holds, and " + mebibytesCeil(collectorRoom) + "Mi, half of it again, for the collector)")
+                            + " above spec.memoryPerShard (" + budget + "): the KV pages live in the container's "
+                            + "memory next to the JVM's heap and its own memory; give at least " + mebibytesCeil(floor)
                             + "Mi, or leave it unset"));
                 } else if (memory != requests.get("memory") && requestAmounts.containsKey("memory")
-                        && bytes(requests.get("memory")) < budgetBytes + bookkeeping + MIN_MEMORY_OVERHEAD_BYTES) {
+                        && bytes(requests.get("memory")) < floor) {
                     // The limit holds the KV, but the scheduler places the pod by its request: one far below what
                     // the shard fills lands it on a node without room, and makes it the first evicted under pressure.
                     out.add(new Violation("spec.sidecar.resources.requests.memory", requests.get("memory")
-                            + " is less than the " + mebibytesCeil(budgetBytes + bookkeeping
-                            + MIN_MEMORY_OVERHEAD_BYTES) + "Mi a shard holds once its budget (spec.memoryPerShard, "
+                            + " is less than the " + mebibytesCeil(floor)
+                            + "Mi a shard holds once its budget (spec.memoryPerShard, "
                             + budget + ") is full: the scheduler would place the pod as if it needed less, on a node "
                             + "that may not have room for its KV pages; request at least that, or leave the request "
                             + "unset (Kubernetes then takes the limit)"));

@@ -261,18 +261,19 @@ class PiKVClusterValidatorTest {
                 }, "spec.placement.nodeSelector.kubernetes.io/arch", "CUDA bindings are for linux x86-64 only"),
                 bad("memory limit below the budget", c -> c.getSpec().getSidecar().setResources(
                         new ResourceRequirementsBuilder().addToLimits("memory", new Quantity("32Mi")).build()),
-                        "spec.sidecar.resources", "leaves less than 536Mi (512Mi, and 24Mi of heap for the "
-                                + "bookkeeping of the entries the budget holds) above spec.memoryPerShard"),
+                        "spec.sidecar.resources", "leaves less than 548Mi (512Mi, 24Mi of heap for the "
+                                + "bookkeeping of the entries the budget holds, and 12Mi, half of it again, for the "
+                                + "collector) above spec.memoryPerShard"),
                 bad("memory limit just above the budget (no room for the JVM)", c -> {
                     c.getSpec().setMemoryPerShard(new Quantity("1Gi"));
                     c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
                             .addToLimits("memory", new Quantity("1535Mi")).build());
-                }, "spec.sidecar.resources", "give at least 1920Mi, or leave it unset"),
+                }, "spec.sidecar.resources", "give at least 2112Mi, or leave it unset"),
                 bad("memory request far below what the budget fills (the limit large enough)", c -> c.getSpec()
                         .getSidecar().setResources(new ResourceRequirementsBuilder()
                                 .addToLimits("memory", new Quantity("4Gi"))
                                 .addToRequests("memory", new Quantity("256Mi")).build()),
-                        "spec.sidecar.resources.requests.memory", "256Mi is less than the 600Mi a shard holds once "
+                        "spec.sidecar.resources.requests.memory", "256Mi is less than the 612Mi a shard holds once "
                                 + "its budget (spec.memoryPerShard, 64Mi) is full"),
                 bad("resource claims", c -> c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
                         .addNewClaim().withName("gpu").endClaim().build()),
@@ -422,7 +423,7 @@ class PiKVClusterValidatorTest {
                 Arguments.of("memory request below the limit, above what a shard holds", (Consumer<PiKVCluster>) c ->
                         c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
                                 .addToLimits("memory", new Quantity("4Gi"))
-                                .addToRequests("memory", new Quantity("600Mi")).build())),
+                                .addToRequests("memory", new Quantity("612Mi")).build())),
                 Arguments.of("autoscaling ceiling above the experts", (Consumer<PiKVCluster>) c -> {
                     c.getSpec().getAutoscaling().setEnabled(true);
                     c.getSpec().getAutoscaling().setMaxShards(16);

@@ -221,20 +221,20 @@ class ShardClusterTest {
         // the budget and an eighth of the 576.
         assertThat(opts.getValue()).contains("-Xmx312m", "-XX:MaxDirectMemorySize=136m");
 
-        // The least memory the validator takes (budget + bookkeeping + 512Mi): a heap of 24 + 256 MiB, the server's
-        // 64 MiB of direct memory beside the pages, and 192 MiB for the JVM's own memory.
+        // The least memory the validator takes (budget + bookkeeping and half of it again + 512Mi): a heap of 24 + 262
+        // MiB, direct memory of the budget and an eighth of the 524 MiB above it and the bookkeeping (66 MiB).
         c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
-                .addToLimits("memory", new Quantity("600Mi")).build());
+                .addToLimits("memory", new Quantity("612Mi")).build());
         container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
         opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
                 .orElseThrow();
-        assertThat(opts.getValue()).contains("-Xmx280m", "-XX:MaxDirectMemorySize=128m");
+        assertThat(opts.getValue()).contains("-Xmx286m", "-XX:MaxDirectMemorySize=130m");
 
         // A budget of no whole MiB (1G = 10^9 bytes): the direct memory is rounded up, so the pages' budget fits in
         // it beside the server's 64 MiB (rounded down, the shard would refuse to start).
         c.getSpec().setMemoryPerShard(new Quantity("1G"));
         c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
-                .addToLimits("memory", new Quantity("2000M")).build());
+                .addToLimits("memory", new Quantity("2200M")).build());
         container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
         opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
                 .orElseThrow();
@@ -242,9 +242,9 @@ class ShardClusterTest {
                 .matcher(opts.getValue());
         assertThat(m.find()).isTrue();
         assertThat((Long.parseLong(m.group(1)) << 20) - (64L << 20)).isGreaterThanOrEqualTo(1_000_000_000L);
-        // Exactly: 10^9 bytes and an eighth of the headroom (2000M less the budget and the bookkeeping: 75.3 MiB, above
-        // the 64 MiB floor), rounded up to whole MiB.
-        assertThat(m.group(1)).isEqualTo("1029");
+        // Exactly: 10^9 bytes and an eighth of the headroom (2200M less the budget and the bookkeeping: about 98 MiB,
+        // above the 64 MiB floor), rounded up to whole MiB.
+        assertThat(m.group(1)).isEqualTo("1053");
     }
 
     @Test
