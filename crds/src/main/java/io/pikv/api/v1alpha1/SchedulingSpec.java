@@ -33,8 +33,9 @@ public class SchedulingSpec {
 
     @Size(max = 6)
     @JsonPropertyDescription("Policies that adaptation (the adaptive policy, or the operator's policy tuner) may "
-            + "switch between, beside the policy itself; empty means all of them under adaptive, and none (the policy "
-            + "is pinned) under any other policy.")
+            + "switch between; under a policy other than adaptive, that policy is one of them (list it too: adaptation "
+            + "starts from it); empty means all of them under adaptive, and none (the policy is pinned) under any other "
+            + "policy.")
     private List<SchedulingPolicy> candidates = new ArrayList<>();
 
     public SchedulingPolicy getPolicy() {
