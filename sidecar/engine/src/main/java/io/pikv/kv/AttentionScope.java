@@ -22,6 +22,9 @@ public final class AttentionScope {
 
     /** Entries whose primary expert is one of {@code ids}. */
     public static AttentionScope experts(int... ids) {
+        if (ids == null) {
+            throw new IllegalArgumentException("expert ids are missing");
+        }
         BitSet set = new BitSet();
         for (int id : ids) {
             if (id < 0 || id >= ModelShape.MAX_EXPERTS) {

@@ -20,6 +20,9 @@ public final class ExpertShardMap {
         if (shards < 1) {
             throw new IllegalArgumentException("shards must be >= 1, got " + shards);
         }
+        if (shardOfExpert == null) {
+            throw new IllegalArgumentException("the map's shard of each expert is missing");
+        }
         if (shardOfExpert.length == 0) {
             throw new IllegalArgumentException("the map must name a shard for at least one expert");
         }

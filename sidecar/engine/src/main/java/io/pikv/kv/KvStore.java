@@ -77,6 +77,9 @@ public final class KvStore implements AutoCloseable {
      * @throws IllegalArgumentException when its epoch is not newer or its experts/shards differ from the store's
      */
     public synchronized void applyShardMap(ExpertShardMap next) {
+        if (next == null) {
+            throw new IllegalArgumentException("the shard map is missing");
+        }
         ExpertShardMap current = shardMap;
         if (next.experts() != shape.experts() || next.shards() != shards.length) {
             throw new IllegalArgumentException("shard map covers " + next.experts() + " experts on " + next.shards()
@@ -185,6 +188,36 @@ public final class KvStore implements AutoCloseable {
         }
     }
 
+    /**
+     * Takes back the last token appended to (sequence, layer), as if it had never been appended: its entry leaves
+     * whichever shard holds it (no eviction is counted, as {@link KvShard#withdraw}), and the layer's next append gets
+     * its position again. For a caller that appends one token to every layer and must undo the layers already stored
+     * when a later one is refused, so that positions stay aligned across layers. Returns the position taken back.
+     *
+     * @throws IllegalStateException when the layer holds no token
+     */
+    public int withdrawLast(long sequence, int layer) {
+        checkOpen();
+        shape.checkLayer(layer);
+        SequenceState state = state(sequence);
+        synchronized (state) {
+            if (state.closed) {
+                throw new UnknownSequenceException(sequence);
+            }
+            int position = state.length[layer] - 1;
+            if (position < 0) {
+                throw new IllegalStateException("sequence " + sequence + " layer " + layer + " holds no token to "
+                        + "withdraw");
+            }
+            int[] one = {position};
+            for (KvShard shard : shards) { // the map may have changed since: every shard is asked
+                shard.withdraw(sequence, layer, one);
+            }
+            state.length[layer] = position;
+            return position;
+        }
+    }
+
     /** Exact attention over every resident entry of (sequence, layer). */
     public AttentionResult attend(long sequence, int layer, float[] query) {
         return attend(sequence, layer, query, AttentionScope.all(), false);
@@ -201,6 +234,9 @@ public final class KvStore implements AutoCloseable {
         checkOpen();
         shape.checkLayer(layer);
         SequenceState state = state(sequence);
+        if (scope == null) {
+            throw new IllegalArgumentException("the attention scope is missing (AttentionScope.all() for every entry)");
+        }
         scope.validate(shape.experts());
         float[] scaled = shape.scaledQuery(query);
         // Every shard's read lock for the whole call, so that every bucket of every shard is read in one state even

@@ -325,4 +325,42 @@ class EvictionTest {
             assertThat(shard.stats().misses()).isZero();
         }
     }
+
+    /**
+     * A token appended to every layer and refused at the last one (budget full): the layers already stored are taken
+     * back with withdrawLast, so every layer's length is the same again and the token's next try gets one position
+     * everywhere (before, layers 0-2 kept it at 0 and the retry stored it at 1 there and 0 on layer 3).
+     */
+    @Test
+    void aTokenRefusedAtOneLayerIsTakenBackFromTheOthers() {
+        ModelShape shape = new ModelShape(4, 4, 2, 16, 4, 2);
+        KvLayout layout = new KvLayout(2, 16, 16, StorageType.FP16);
+        Random rnd = new Random(5);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(shape).pageTokens(16).shards(1).buckets(1)
+                .budgetBytes(3L * layout.pageBytes()).eviction(EvictionHook.REJECT).threads(1).build())) {
+            long seq = store.createSequence();
+            float[] k = Reference.gaussian(shape.kvWidth(), rnd, 1f);
+            float[] v = Reference.gaussian(shape.kvWidth(), rnd, 1f);
+            int layer = 0;
+            try {
+                for (; layer < 4; layer++) {
+                    store.append(seq, layer, 1, k, v);
+                }
+            } catch (KvBudgetExceededException refused) {
+                for (int l = layer - 1; l >= 0; l--) {
+                    assertThat(store.withdrawLast(seq, l)).isZero();
+                }
+            }
+            assertThat(layer).as("refused at the fourth layer's page").isEqualTo(3);
+            for (int l = 0; l < 4; l++) {
+                assertThat(store.length(seq, l)).as("layer %d", l).isZero();
+                assertThat(store.resident(seq, l)).isZero();
+            }
+            assertThat(store.shards().get(0).stats().evictions()).isZero();
+            assertThatThrownBy(() -> store.withdrawLast(seq, 0)).isInstanceOf(IllegalStateException.class)
+                    .hasMessage("sequence " + seq + " layer 0 holds no token to withdraw");
+            // One layer again: the position taken back is given again.
+            assertThat(store.append(seq, 0, 1, k, v)).isZero();
+        }
+    }
 }

@@ -89,6 +89,13 @@ class ValidationTest {
         rejects(() -> AttentionScope.experts(-1), "expert ids must be in [0, 4096), got -1");
         rejects(() -> AttentionScope.experts(Integer.MAX_VALUE), "expert ids must be in [0, 4096), got 2147483647");
         rejects(() -> store.evict(seq, 1, null), "positions are missing");
+        // Missing arguments are named, not a bare NullPointerException; bad key sizes refused, not a bucket out of range.
+        rejects(() -> AttentionScope.experts((int[]) null), "expert ids are missing");
+        rejects(() -> store.attend(seq, 1, q, null, false), "the attention scope is missing");
+        rejects(() -> store.applyShardMap(null), "the shard map is missing");
+        rejects(() -> new ExpertShardMap(1, 2, null), "the map's shard of each expert is missing");
+        rejects(() -> ShardKey.bucket(1, 2, 3), "buckets must be a power of two, got 3");
+        rejects(() -> ShardKey.key(1, 2, 0, 4), "N_tok and N_exp must be >= 1, got 0 and 4");
         rejects(() -> ExpertShardMap.roundRobin(6, 2).withMove(6, 0), "expert 6 is outside [0, 6)");
         // A page whose size would not fit an int (it used to wrap to 0 bytes and divide by zero).
         rejects(() -> new KvLayout(1024, 1024, 1024, StorageType.FP32), "a page of 1024 tokens × 1024 KV heads × "
