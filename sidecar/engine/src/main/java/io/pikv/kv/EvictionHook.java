@@ -28,6 +28,14 @@ public interface EvictionHook {
     default void sequenceClosed(long sequence) {
     }
 
+    /**
+     * The entry of (sequence, layer) at {@code position} was taken back ({@code KvStore.withdrawLast}) as if never
+     * appended: that position will hold another token, so a hook that tracks entries forgets this one without keeping
+     * any history of it. Called with no shard lock held. Nothing by default.
+     */
+    default void withdrawn(long sequence, int layer, int position) {
+    }
+
     /** Evicts the page allocated longest ago (the default). */
     EvictionHook OLDEST_PAGE_FIRST = ctx -> {
         Page oldest = ctx.oldestPage();

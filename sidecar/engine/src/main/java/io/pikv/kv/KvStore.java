@@ -214,6 +214,7 @@ public final class KvStore implements AutoCloseable {
                 shard.withdraw(sequence, layer, one);
             }
             state.length[layer] = position;
+            config.eviction().withdrawn(sequence, layer, position);
             return position;
         }
     }

@@ -316,6 +316,35 @@ class PyramidBudgetTest {
         }
     }
 
+    /**
+     * A token evicted and then taken back (withdrawLast) leaves its position free for another token: as the store's
+     * hook the policy forgets it whole, so the new token at that position counts as resident once a result shows it
+     * (before, its eviction stayed recorded and the new token was never counted, nor chosen as a victim).
+     */
+    @Test
+    void aPositionTakenBackAndStoredAgainCountsAsResident() {
+        ModelShape shape = new ModelShape(1, 4, 2, 16, 4, 2);
+        PyramidBudget pyramid = new PyramidBudget(new int[] {24}, 1, 4);
+        Random rnd = new Random(4);
+        try (KvStore store = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP32).pageTokens(8)
+                .buckets(1).threads(1).eviction(pyramid).build())) {
+            long seq = store.createSequence();
+            for (int i = 0; i < 8; i++) {
+                store.append(seq, 0, i % 4, Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f));
+            }
+            pyramid.observe(seq, 0, store.attend(seq, 0, Reference.gaussian(shape.queryWidth(), rnd, 1f),
+                    AttentionScope.all(), true));
+            assertThat(store.evict(seq, 0, new int[] {7})).isEqualTo(1);
+            assertThat(pyramid.knownResident(seq, 0)).hasSize(7).doesNotContain(7);
+            assertThat(store.withdrawLast(seq, 0)).isEqualTo(7);
+            assertThat(store.append(seq, 0, 1, Reference.gaussian(32, rnd, 1f), Reference.gaussian(32, rnd, 1f)))
+                    .isEqualTo(7);
+            pyramid.observe(seq, 0, store.attend(seq, 0, Reference.gaussian(shape.queryWidth(), rnd, 1f),
+                    AttentionScope.all(), true));
+            assertThat(pyramid.knownResident(seq, 0)).hasSize(8).contains(7);
+        }
+    }
+
     @Test
     void anAttentionResultFromBeforeAnEvictionDoesNotBringThePositionBack() {
         // observe() may come after another thread's eviction of a position the result still shows: it stays evicted.

@@ -61,7 +61,8 @@ public final class PyramidBudget implements EvictionHook {
             score[position] += w;
             seen.set(position);
             // An evicted position stays evicted here even when a result shows it: the result may predate the
-            // eviction (another thread's), and a KvStore never stores a position again.
+            // eviction (another thread's), and a KvStore stores a position again only after withdrawLast, which
+            // clears it here first (withdrawn).
         }
 
         float get(int position) {
@@ -288,6 +289,27 @@ public final class PyramidBudget implements EvictionHook {
             scores(sequence, layer).evicted.set(position);
             if (chooser != null) {
                 chooser.forget(sequence, layer, new int[] {position});
+            }
+        }
+    }
+
+    /**
+     * As the store's hook: an entry taken back ({@code KvStore.withdrawLast}) is forgotten whole, its score and its
+     * eviction too, so that the token stored at its position later starts anew.
+     */
+    @Override
+    public synchronized void withdrawn(long sequence, int layer, int position) {
+        if (layer < budgets.length && !closed.contains(sequence)) {
+            Scores s = scoresOrNull(sequence, layer);
+            if (s != null) {
+                if (position < s.score.length) {
+                    s.score[position] = 0f;
+                }
+                s.seen.clear(position);
+                s.evicted.clear(position);
+            }
+            if (chooser != null) {
+                chooser.withdrawn(sequence, layer, new int[] {position});
             }
         }
     }

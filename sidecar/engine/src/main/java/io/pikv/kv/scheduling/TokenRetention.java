@@ -346,6 +346,11 @@ public final class TokenRetention {
             public void sequenceClosed(long sequence) {
                 drop(sequence);
             }
+
+            @Override
+            public void withdrawn(long sequence, int layer, int position) {
+                TokenRetention.this.withdrawn(sequence, layer, new int[] {position});
+            }
         };
     }
 
