@@ -54,9 +54,21 @@ public final class LocalKafka implements AutoCloseable {
         return this;
     }
 
-    /** Why the broker stopped by itself (it asked the JVM to halt or exit), or null while it runs. */
+    /** The broker's fatal-fault handler (tests give it a fault). */
+    org.apache.kafka.common.test.MockFaultHandler faults() {
+        return cluster.fatalFaultHandler();
+    }
+
+    /**
+     * Why the broker stopped by itself, or null while it runs: it asked the JVM to halt or exit, or it met a fatal
+     * fault (the test kit's fault handler records those instead of halting, and the broker stops serving).
+     */
     public String failure() {
-        return failure;
+        if (failure != null) {
+            return failure;
+        }
+        Exception fatal = cluster.fatalFaultHandler().firstException();
+        return fatal == null ? null : "a fatal fault: " + fatal.getMessage();
     }
 
     public static LocalKafka start() {
@@ -234,6 +246,9 @@ public final class LocalKafka implements AutoCloseable {
         if (hook != null && hook != Thread.currentThread()) {
             Main.removeShutdownHook(hook); // (exiting: the hook runs, and finds the broker closed)
         }
+        // A fatal fault the broker met is told by failure() (the playground's watch says it): closing stops the broker
+        // whatever it met, rather than failing with that fault again.
+        cluster.fatalFaultHandler().setIgnore(true);
         try {
             within("stopping the broker", STOP_SECONDS, cluster::close);
         } catch (Exception e) {

@@ -105,10 +105,13 @@ final class MooncakeTrace {
                 Long parent = i == 0 ? null : blocks[i - 1];
                 Seen before = seen.putIfAbsent(blocks[i], new Seen(parent, line));
                 if (before != null && !Objects.equals(before.parent(), parent)) {
-                    throw bad(file, line, "hash_ids[" + i + "] = " + blocks[i] + " follows "
-                            + (parent == null ? "nothing (it starts the prompt)" : "block " + parent)
+                    // Ids as the file writes them: without negative ids, a negative long is an unsigned one.
+                    java.util.function.LongFunction<String> shown = x -> firstSigned[0] == 0
+                            ? Long.toUnsignedString(x) : Long.toString(x);
+                    throw bad(file, line, "hash_ids[" + i + "] = " + value + " follows "
+                            + (parent == null ? "nothing (it starts the prompt)" : "block " + shown.apply(parent))
                             + " here but " + (before.parent() == null ? "started the prompt"
-                            : "followed block " + before.parent()) + " on line " + before.line()
+                            : "followed block " + shown.apply(before.parent())) + " on line " + before.line()
                             + "; hash_ids must be prefix-block hashes, each id always after the same parent");
                 }
             }

@@ -462,6 +462,13 @@ class LauncherTest {
         r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
         assertThat(r.code()).isEqualTo(2);
         assertThat(r.err()).contains("line 2 of " + trace, "negative ids (line 1) and ids of 2^63 or more (line 2)");
+        // An unsigned id that breaks the chain is named as the file writes it, as its parents are.
+        Files.writeString(trace, "{\"timestamp\": 0, \"hash_ids\": [18446744073709551615, 9223372036854775808]}\n"
+                + "{\"timestamp\": 1, \"hash_ids\": [18446744073709551614, 9223372036854775808]}\n");
+        r = run("bench", "cache", "--trace", trace.toString(), "--capacity", "4");
+        assertThat(r.code()).isEqualTo(2);
+        assertThat(r.err()).contains("hash_ids[1] = 9223372036854775808 follows block 18446744073709551614 here but "
+                + "followed block 18446744073709551615 on line 1");
         // Unsigned 64-bit hashes alone are replayed: a prompt, then its follow-up hitting both blocks.
         Files.writeString(trace, "{\"timestamp\": 0, \"hash_ids\": [18446744073709551615, 9223372036854775808]}\n"
                 + "{\"timestamp\": 1, \"hash_ids\": [18446744073709551615, 9223372036854775808, 7]}\n");

@@ -17,4 +17,13 @@ class LocalKafkaTest {
             assertThat(kafka.failure()).isEqualTo("it asked to halt (1): the log directory failed");
         }
     }
+
+    @Test
+    void aFatalFaultIsRecordedAsStopped() {
+        try (LocalKafka kafka = LocalKafka.start()) {
+            assertThat(kafka.failure()).isNull();
+            kafka.faults().handleFault("publishing metadata", new IllegalStateException("broken log"));
+            assertThat(kafka.failure()).startsWith("a fatal fault: ").contains("publishing metadata");
+        }
+    }
 }
