@@ -65,6 +65,10 @@ class PyramidBudgetTest {
         for (int l = 0; l < 4; l++) {
             assertThat(PyramidBudget.layerBudget(4, l, 400, 0.25, 20, 0)).isEqualTo(new int[] {195, 132, 68, 5}[l]);
         }
+        // A fraction's product rounded up by the arithmetic is not a token more (0.07 of 100 is 7), and a fraction given
+        // just above a whole count is (0.5000000001 of 2 is 2: a fixed slack of 1e-9 made it 1).
+        assertThat(PyramidBudget.layerBudget(1, 0, 100, 0.07, 20, 0)).isEqualTo(7); // 7.000000000000001 as doubles
+        assertThat(PyramidBudget.layerBudget(1, 0, 2, 0.5000000001, 20, 0)).isEqualTo(2);
         // 401 entries: an average of 100.25 rounds up to 101.
         assertThat(PyramidBudget.layerBudget(4, 0, 401, 0.25, 20, 0))
                 .isEqualTo(PyramidBudget.linear(4, 101, 20, 0)[0]);
@@ -78,10 +82,12 @@ class PyramidBudgetTest {
         for (int i = 0; i < 3000; i++) {
             int layers = 1 + rnd.nextInt(40);
             int stored = rnd.nextInt(200_000);
-            double fraction = (1 + rnd.nextInt(1000)) / 1000.0;
+            int thousandths = 1 + rnd.nextInt(1000);
+            double fraction = thousandths / 1000.0;
             double beta = 1 + rnd.nextInt(4) * rnd.nextDouble() * 30;
             int minimum = rnd.nextInt(3) == 0 ? 0 : rnd.nextInt(200);
-            int average = (int) Math.max(Math.max(minimum, 1), Math.ceil(fraction * stored - 1e-9));
+            // The average as exact arithmetic has it: the ceiling of thousandths × stored / 1000.
+            int average = (int) Math.max(Math.max(minimum, 1), ((long) thousandths * stored + 999) / 1000);
             int[] expected = PyramidBudget.linear(layers, average, beta, minimum);
             for (int l = 0; l < layers; l++) {
                 assertThat(PyramidBudget.layerBudget(layers, l, stored, fraction, beta, minimum))

@@ -116,8 +116,8 @@ public final class LowRankFitter {
                     + valueRank);
         }
         if (outlierDirections > Math.min(keyRank, valueRank)) {
-            // A basis keeps its top r - o principal directions beside the o outlier ones: more outlier directions than
-            // a rank would leave that basis no principal direction at all.
+            // A basis keeps its top r - o principal directions beside the o outlier ones (as many outlier directions
+            // as the rank keep none): more than the rank cannot be kept at all.
             throw new IllegalArgumentException("outlierDirections must be at most the smaller rank ("
                     + Math.min(keyRank, valueRank) + "), got " + outlierDirections);
         }

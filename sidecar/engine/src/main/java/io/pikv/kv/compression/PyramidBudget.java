@@ -174,7 +174,10 @@ public final class PyramidBudget implements EvictionHook {
         if (stored < 0) {
             throw new IllegalArgumentException("stored entries must be >= 0, got " + stored);
         }
-        int average = (int) Math.max(Math.max(minimum, 1), Math.ceil(fraction * stored - 1e-9));
+        // The product's rounding (0.07 × 100 is 7.000000000000001) is forgiven within a few ulps, not a fixed 1e-9,
+        // which also cut a fraction given just above a whole count (0.5000000001 of 2 kept 1).
+        double kept = fraction * stored;
+        int average = (int) Math.max(Math.max(minimum, 1), Math.ceil(kept - 4 * Math.ulp(kept)));
         if (!(beta >= 1) || Double.isInfinite(beta) || minimum < 0) {
             throw new IllegalArgumentException("need a finite beta >= 1 and minimum >= 0, got " + beta + " and "
                     + minimum);
