@@ -411,10 +411,14 @@ public final class TelemetryPublisher implements AutoCloseable {
 
     /** A back-off; none once the drain has begun (checked under the monitor close() notifies, so no wake-up is lost). */
     private void pause(long millis) {
+        long end = System.nanoTime() + java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(millis);
         synchronized (pause) {
             try {
-                if (running && !draining) {
-                    pause.wait(millis);
+                // To the deadline: a spurious wake-up of wait() must not cut the backoff short; a stop or a drain
+                // (which notify) ends it at once.
+                for (long left = millis; running && !draining && left > 0;
+                     left = java.util.concurrent.TimeUnit.NANOSECONDS.toMillis(end - System.nanoTime())) {
+                    pause.wait(left);
                 }
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
