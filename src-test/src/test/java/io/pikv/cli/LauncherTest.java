@@ -198,18 +198,23 @@ class LauncherTest {
     void childrenThatIgnoreTheStopSignalAreKilledAfterOneSharedWait() throws Exception {
         // Three hung children (SIGTERM ignored): one grace period for all, not one each.
         java.util.List<Process> hung = new java.util.ArrayList<>();
-        for (int i = 0; i < 3; i++) {
-            hung.add(new ProcessBuilder("sh", "-c", "trap '' TERM; echo up; exec sleep 60").start());
+        try {
+            for (int i = 0; i < 3; i++) {
+                hung.add(new ProcessBuilder("sh", "-c", "trap '' TERM; echo up; exec sleep 60").start());
+            }
+            for (Process p : hung) {
+                assertThat(new String(p.getInputStream().readNBytes(3), java.nio.charset.StandardCharsets.UTF_8))
+                        .isEqualTo("up\n"); // the trap is set
+            }
+            long start = System.nanoTime();
+            SidecarProcess.stop(hung, java.util.concurrent.TimeUnit.SECONDS.toNanos(2));
+            double seconds = (System.nanoTime() - start) / 1e9;
+            assertThat(hung).noneMatch(Process::isAlive);
+            // One grace period for all is 2 s and the kills; one each would be 6 s.
+            assertThat(seconds).as("one 2 s grace period, then kills").isBetween(1.9, 5.5);
+        } finally {
+            hung.forEach(Process::destroyForcibly); // whatever failed above, no child outlives the test
         }
-        for (Process p : hung) {
-            assertThat(new String(p.getInputStream().readNBytes(3), java.nio.charset.StandardCharsets.UTF_8))
-                    .isEqualTo("up\n"); // the trap is set
-        }
-        long start = System.nanoTime();
-        SidecarProcess.stop(hung, java.util.concurrent.TimeUnit.SECONDS.toNanos(2));
-        double seconds = (System.nanoTime() - start) / 1e9;
-        assertThat(hung).noneMatch(Process::isAlive);
-        assertThat(seconds).as("one 2 s grace period, then kills").isBetween(1.9, 4.5);
     }
 
     /** A command that runs out of heap (picocli hands Errors on) is one sentence and exit 1, not a stack trace. */

@@ -126,8 +126,11 @@ class ShardNodeStepTest {
                 CountDownLatch going = new CountDownLatch(1);
                 int[] seen = new int[2];
                 java.util.concurrent.atomic.AtomicReference<Throwable> other = new java.util.concurrent.atomic.AtomicReference<>();
+                long giveUp = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(30);
                 Thread reader = new Thread(() -> {
-                    while (true) {
+                    // Bounded: should attention on a closed sequence stop throwing (the regression this test is
+                    // for), the reader ends by its deadline and the count of empty answers says so, not a hung build.
+                    while (System.nanoTime() < giveUp) {
                         try {
                             io.pikv.kv.PartialAttention p = node.attend(seq, new Wire.AttendRequest(0, new int[0], q));
                             seen[0]++;
@@ -142,12 +145,14 @@ class ShardNodeStepTest {
                             return;
                         }
                     }
+                    other.set(new AssertionError("attention on the closed sequence still answered after 30 s"));
                 });
                 reader.start();
                 assertThat(going.await(10, java.util.concurrent.TimeUnit.SECONDS) || other.get() != null)
                         .as("a first attention call went through").isTrue();
                 node.close(seq);
-                reader.join();
+                reader.join(60_000);
+                assertThat(reader.isAlive()).as("the reader ended").isFalse();
                 assertThat(other.get()).as("the reader ended with something else than an unknown sequence").isNull();
                 calls += seen[0];
                 empty += seen[1];

@@ -167,6 +167,7 @@ class ShardPolicyTest {
             long writer = node.create(null);
             java.util.concurrent.atomic.AtomicBoolean done = new java.util.concurrent.atomic.AtomicBoolean();
             java.util.concurrent.atomic.AtomicReference<Throwable> failed = new java.util.concurrent.atomic.AtomicReference<>();
+            java.util.concurrent.atomic.AtomicInteger appends = new java.util.concurrent.atomic.AtomicInteger();
             Thread appender = new Thread(() -> {
                 Random r = new Random(10);
                 try {
@@ -175,21 +176,30 @@ class ShardPolicyTest {
                         // Refill the others now and then, so that the switches keep finding entries to tell of.
                         long other = others[r.nextInt(others.length)];
                         append(node, other, 1, r, small(r));
+                        appends.incrementAndGet();
                     }
                 } catch (Throwable e) {
                     failed.set(e);
                 }
             });
             appender.start();
+            int during;
             try {
-                for (int i = 0; i < 2_000; i++) {
+                // The switches race appends only while the appender runs: it has started, and the switches go on
+                // (2,000 at least) until it has appended during them too, so the race is not left to the scheduler.
+                org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(20)).until(() -> appends.get() > 0 || failed.get() != null);
+                int before = appends.get();
+                long giveUp = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(20);
+                for (int i = 0; i < 2_000 || appends.get() - before < 100 && System.nanoTime() < giveUp; i++) {
                     assertThat(policy.use(i % 2 == 0 ? "lru" : "streaming", Map.of())).isEmpty();
                 }
+                during = appends.get() - before;
             } finally {
                 done.set(true);
                 appender.join();
             }
             assertThat(failed.get()).isNull();
+            assertThat(during).as("appends while the policy switched").isGreaterThanOrEqualTo(100);
             for (long seq : others) {
                 assertThat(policy.tracked(seq, 0)).as("sequence %d", seq).isEqualTo(node.resident(seq, 0));
             }
