@@ -89,6 +89,17 @@ class PiKVClusterReconcilerTest {
                 .filter(e -> cluster.equals(e.getInvolvedObject().getName()) && reason.equals(e.getReason())).toList();
     }
 
+    /**
+     * The cluster's Event of this reason was written once and counted once, and stays so for a second (a repeat raises
+     * the count of the same Event rather than adding one).
+     */
+    private void awaitToldOnce(String cluster, String reason) {
+        await().during(Duration.ofSeconds(1)).atMost(WAIT).alias(reason + " told once").until(() -> {
+            List<Event> told = writtenEvents(cluster, reason);
+            return told.size() == 1 && (told.get(0).getCount() == null || told.get(0).getCount() == 1);
+        });
+    }
+
     /** Plays the StatefulSet controller: all replicas updated and ready. */
     private void markShardsReady(String cluster) {
         String name = PiKVClusterResources.shardStatefulSetName(cluster);
@@ -341,10 +352,7 @@ class PiKVClusterReconcilerTest {
             return c;
         });
         awaitStatus("invalid", s -> "SpecInvalid".equals(condition(s, "Degraded").getReason()));
-        await().during(Duration.ofSeconds(1)).atMost(WAIT).alias("SpecRejected told once").until(() -> {
-            List<Event> told = writtenEvents("invalid", "SpecRejected");
-            return told.size() == 1 && (told.get(0).getCount() == null || told.get(0).getCount() == 1);
-        });
+        awaitToldOnce("invalid", "SpecRejected");
 
         // The running spec's ConfigMap deleted while the spec is invalid: written anew under a higher epoch, and told.
         long epoch = get("invalid").getStatus().getShardMapEpoch();
@@ -365,10 +373,7 @@ class PiKVClusterReconcilerTest {
         assertThat(condition(fixed, "Degraded").getStatus()).isEqualTo("False");
         awaitObject(StatefulSet.class, "invalid-shard", s -> s.getSpec().getReplicas() == 3);
         // Told once over the whole story: one Event, counted once (a repeat would raise its count, not add an Event).
-        await().during(Duration.ofSeconds(1)).atMost(WAIT).alias("SpecRejected told once").until(() -> {
-            List<Event> told = writtenEvents("invalid", "SpecRejected");
-            return told.size() == 1 && (told.get(0).getCount() == null || told.get(0).getCount() == 1);
-        });
+        awaitToldOnce("invalid", "SpecRejected");
     }
 
     /**
@@ -652,10 +657,7 @@ class PiKVClusterReconcilerTest {
         assertThat(condition(recovered, "Degraded").getStatus()).isEqualTo("False");
         awaitObject(StatefulSet.class, "failing-shard", s -> configHash(s).equals(recovered.getConfigHash()));
         // The change told once, however many tries it took: one Event, counted once.
-        await().during(Duration.ofSeconds(1)).atMost(WAIT).alias("ConfigChanged told once").until(() -> {
-            List<Event> told = writtenEvents("failing", "ConfigChanged");
-            return told.size() == 1 && (told.get(0).getCount() == null || told.get(0).getCount() == 1);
-        });
+        awaitToldOnce("failing", "ConfigChanged");
     }
 
     /**
