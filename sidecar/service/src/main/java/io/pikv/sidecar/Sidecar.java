@@ -102,6 +102,15 @@ public class Sidecar {
                     + "heap's maximum, less " + (ShardNode.SERVER_DIRECT_MEMORY >> 20) + " MiB for the server's "
                     + "buffers): lower the budget or raise -XX:MaxDirectMemorySize");
         }
+        // The HTTP layer's limit is Quarkus's setting, outside SidecarConfig; checked before anything is built (in the
+        // start-up observer, a refusal came after the shard and its threads were made, and nothing closed them).
+        org.eclipse.microprofile.config.ConfigProvider.getConfig().getOptionalValue("quarkus.http.limits.max-body-size",
+                io.quarkus.runtime.configuration.MemorySize.class).ifPresent(limit -> {
+                    String refused = bodyLimits(config.api().maxBodyBytes(), limit.asLongValue());
+                    if (refused != null) {
+                        throw new IllegalStateException(refused);
+                    }
+                });
         this.shape = setting("pikv.model.*", () -> new ModelShape(config.model().layers(), config.model().qHeads(),
                 config.model().kvHeads(), config.model().headDim(), config.model().experts(), config.model().topK()));
         StorageType type = setting("pikv.store.dtype", () -> StorageType.parse(config.store().dtype()));
@@ -343,17 +352,10 @@ public class Sidecar {
         }
     }
 
-    void started(@Observes StartupEvent event) {
-        // The HTTP layer's limit is Quarkus's setting, outside SidecarConfig: read where the server runs.
-        org.eclipse.microprofile.config.ConfigProvider.getConfig().getOptionalValue("quarkus.http.limits.max-body-size",
-                io.quarkus.runtime.configuration.MemorySize.class).ifPresent(limit -> {
-                    String refused = bodyLimits(config.api().maxBodyBytes(), limit.asLongValue());
-                    if (refused != null) {
-                        throw new IllegalStateException(refused);
-                    }
-                });
+    /** After the Kafka clients' start (priority 1000), whose settings may still stop start-up before these threads. */
+    void started(@Observes @jakarta.annotation.Priority(2000) StartupEvent event) {
         startIdleSweeper();
-        config.parentPid().ifPresent(Sidecar::watchParent);
+        config.parentPid().ifPresent(pid -> parentWatch = watchParent(pid));
         if (gateway != null) {
             LOG.infof("PiKV sidecar: role gateway, cluster %s, model %s, %d shards %s, %s routing", config.cluster(),
                     shape, config.gateway().shards().orElse(List.of()).size(), config.gateway().shards().orElse(List.of()),
@@ -366,6 +368,9 @@ public class Sidecar {
         }
     }
 
+    /** The thread watching for the launcher ({@code pikv.parent-pid}), stopped with the sidecar; null without one. */
+    private volatile Thread parentWatch;
+
     /** How often the launcher named by {@code pikv.parent-pid} is looked for. */
     private static final long PARENT_CHECK_MILLIS = 1000;
 
@@ -374,10 +379,14 @@ public class Sidecar {
      * polling, since a process that is not this one's child gives no signal of its end. A process with the id but
      * another start time is another process (the id was reused), so the launcher is gone.
      */
-    static void watchParent(long pid) {
+    static Thread watchParent(long pid) {
         java.util.Optional<java.time.Instant> born = ProcessHandle.of(pid).flatMap(h -> h.info().startInstant());
+        // A process that started after this JVM cannot be the launcher that started it: the launcher is gone and its
+        // id was taken while this sidecar was starting.
+        java.util.Optional<java.time.Instant> self = ProcessHandle.current().info().startInstant();
+        boolean younger = born.isPresent() && self.isPresent() && born.get().isAfter(self.get());
         Thread watch = new Thread(() -> {
-            while (parentAlive(pid, born)) {
+            while (!younger && parentAlive(pid, born)) {
                 try {
                     Thread.sleep(PARENT_CHECK_MILLIS);
                 } catch (InterruptedException e) {
@@ -389,6 +398,7 @@ public class Sidecar {
         }, "pikv-parent-watch");
         watch.setDaemon(true);
         watch.start();
+        return watch;
     }
 
     /** Whether process {@code pid} runs, and is the one that started at {@code born} (when that is known). */
@@ -438,6 +448,10 @@ public class Sidecar {
     }
 
     void stopped(@Observes ShutdownEvent event) {
+        Thread watch = parentWatch;
+        if (watch != null) {
+            watch.interrupt(); // stopping anyway: it must not ask a later application of this JVM to exit
+        }
         if (idleSweeper != null) {
             // A pass under way finishes first (interrupted, its closes would fail, and the gateway's last close pass
             // below would ask those shards again).
@@ -455,6 +469,14 @@ public class Sidecar {
             gateway.shutdown();
         }
         shard.close();
+    }
+
+    /**
+     * Releases what the sidecar holds (its store's threads and device memory, the gateway's connections) when start-up
+     * stopped after it was built: Quarkus runs the shutdown observers only for a start that completed.
+     */
+    public void closeAfterAFailedStart() {
+        stopped(null);
     }
 
     public SidecarConfig config() {

@@ -47,7 +47,26 @@ public class SidecarKafka {
         this.kafka = kafka;
     }
 
-    void start(@Observes StartupEvent event) {
+    /**
+     * First of the start-up observers (the sidecar's own threads start after it): settings that stop start-up here stop
+     * it before anything runs, and a client made before a later one failed is closed with the failure.
+     */
+    void start(@Observes @jakarta.annotation.Priority(1000) StartupEvent event) {
+        try {
+            startClients();
+        } catch (RuntimeException | Error e) {
+            try {
+                stop(null);
+            } catch (RuntimeException closing) {
+                e.addSuppressed(closing);
+            } finally {
+                sidecar.closeAfterAFailedStart(); // built before this observer ran, and no shutdown will close it
+            }
+            throw e;
+        }
+    }
+
+    private void startClients() {
         Gauge.builder("pikv.kafka.up", link, l -> !l.used() ? Double.NaN : l.up() ? 1 : 0)
                 .description("1 when every enabled Kafka client's last attempt succeeded, 0 when one failed or has "
                         + "not finished its first")
