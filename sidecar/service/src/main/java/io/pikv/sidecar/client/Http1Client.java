@@ -128,13 +128,22 @@ final class Http1Client implements AutoCloseable {
      * not take its body: then this waits, at most until the exchange's deadline.
      */
     Exchange start(String method, String target, String contentType, String accept, byte[] body) {
+        return start(method, target, contentType, accept, body, maxBodyBytes);
+    }
+
+    /**
+     * As {@link #start(String, String, String, String, byte[])}, with a smaller limit on a successful answer's body
+     * (one whose size the caller knows, as a partial's): a larger one fails as soon as its length is read, rather than
+     * after it was read whole. Answers that are not 2xx keep the client's limit (a problem's detail).
+     */
+    Exchange start(String method, String target, String contentType, String accept, byte[] body, long answerLimit) {
         // The target goes into the request line as it is: anything but visible ASCII (a space, CR or LF) would end
         // it early or start another request on the same connection.
         if (target.isEmpty() || target.charAt(0) != '/' || !target.chars().allMatch(c -> c > 0x20 && c < 0x7f)) {
             throw new IllegalArgumentException("a request target is '/' and visible ASCII characters only, got '"
                     + target + "'");
         }
-        return new Exchange(method, target, contentType, accept, body);
+        return new Exchange(method, target, contentType, accept, body, Math.min(answerLimit, maxBodyBytes));
     }
 
     /** Sends the request and reads its answer. */
@@ -256,6 +265,8 @@ final class Http1Client implements AutoCloseable {
         private final byte[] body;
         private final long started;
         private final ScheduledFuture<?> deadline;
+        /** Most bytes a 2xx answer's body may have. */
+        private final long answerLimit;
         private Connection connection;
         private boolean reused;
         /** Whether a connection was had for this request (kept or new): until then no byte of it went out. */
@@ -268,7 +279,9 @@ final class Http1Client implements AutoCloseable {
         private boolean finished;
         private volatile boolean expired;
 
-        private Exchange(String method, String target, String contentType, String accept, byte[] body) {
+        private Exchange(String method, String target, String contentType, String accept, byte[] body,
+                         long answerLimit) {
+            this.answerLimit = answerLimit;
             this.method = method;
             this.target = target;
             this.contentType = contentType;
@@ -397,7 +410,7 @@ final class Http1Client implements AutoCloseable {
             }
             Response r;
             try {
-                r = c.readResponse(method);
+                r = c.readResponse(method, answerLimit);
             } catch (Throwable e) {
                 c.closeQuietly();
                 if (e instanceof IOException io) {
@@ -513,7 +526,10 @@ final class Http1Client implements AutoCloseable {
             }
         }
 
-        Response readResponse(String method) throws IOException {
+        /** The limit of the answer being read: {@code answerLimit} for a 2xx one, the client's for any other. */
+        private long bodyLimit;
+
+        Response readResponse(String method, long answerLimit) throws IOException {
             for (int informational = 0; ; informational++) {
                 if (informational > MAX_INFORMATIONAL) {
                     throw new IOException("more than " + MAX_INFORMATIONAL + " informational (1xx) answers");
@@ -588,10 +604,16 @@ final class Http1Client implements AutoCloseable {
                         }
                     }
                 }
+                if (code == 101) {
+                    // Never asked for (no request names Upgrade): what follows is another protocol, not an answer.
+                    throw new IOException("unexpected 101 Switching Protocols");
+                }
                 if (code >= 100 && code < 200) {
                     continue; // informational (e.g. 100 Continue): the real answer follows
                 }
-                boolean close = closeAsked || http10 && !keepAliveAsked;
+                bodyLimit = code >= 200 && code < 300 ? answerLimit : maxBodyBytes;
+                // An HTTP/1.0 answer with a Transfer-Encoding is framed faultily (RFC 9112 6.1): never reused.
+                boolean close = closeAsked || http10 && (!keepAliveAsked || encoded);
                 byte[] body;
                 if (method.equals("HEAD") || code == 204 || code == 304) {
                     body = new byte[0];
@@ -701,8 +723,8 @@ final class Http1Client implements AutoCloseable {
         }
 
         private void checkSize(long size) throws IOException {
-            if (size > maxBodyBytes) {
-                throw new IOException("the answer's body is over " + maxBodyBytes + " bytes");
+            if (size > bodyLimit) {
+                throw new IOException("the answer's body is over " + bodyLimit + " bytes");
             }
         }
 

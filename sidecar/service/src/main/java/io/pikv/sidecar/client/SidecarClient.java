@@ -208,7 +208,7 @@ public final class SidecarClient implements AutoCloseable {
     /** The attention request with its body encoded now, sent by {@link Prepared#start}. */
     public Prepared<PartialAttention> prepareAttend(long sequence, Wire.AttendRequest request) {
         return prepare("/v1/sequences/" + sequence + "/attention", () -> Wire.encodeAttend(request),
-                body -> Wire.decodePartial(body, shape));
+                body -> Wire.decodePartial(body, shape), partialBytes());
     }
 
     /** Takes back just-stored entries of (sequence, layer) without counting evictions. */
@@ -283,7 +283,7 @@ public final class SidecarClient implements AutoCloseable {
      */
     public Prepared<PartialAttention> prepareStepPartial(long sequence, Wire.StepRequest request, int position) {
         return prepare("/v1/sequences/" + sequence + "/steps?position=" + position, () -> Wire.encodeStep(request),
-                body -> Wire.decodePartial(body, shape));
+                body -> Wire.decodePartial(body, shape), partialBytes());
     }
 
     /**
@@ -297,11 +297,15 @@ public final class SidecarClient implements AutoCloseable {
         private final RuntimeException failure;
         private final Function<byte[], T> decode;
 
-        private Prepared(String path, byte[] body, RuntimeException failure, Function<byte[], T> decode) {
+        private final long answerLimit;
+
+        private Prepared(String path, byte[] body, RuntimeException failure, Function<byte[], T> decode,
+                         long answerLimit) {
             this.path = path;
             this.body = body;
             this.failure = failure;
             this.decode = decode;
+            this.answerLimit = answerLimit;
         }
 
         /** Sends the request; its answer is read by {@link Pending#await}. An encoding failure is thrown there. */
@@ -309,16 +313,22 @@ public final class SidecarClient implements AutoCloseable {
             if (failure != null) {
                 return Pending.failed(failure, true);
             }
-            return SidecarClient.this.start("POST", path, () -> body, 200, decode);
+            return SidecarClient.this.start("POST", path, () -> body, 200, decode, answerLimit);
         }
     }
 
-    private <T> Prepared<T> prepare(String path, java.util.function.Supplier<byte[]> body, Function<byte[], T> decode) {
+    private <T> Prepared<T> prepare(String path, java.util.function.Supplier<byte[]> body, Function<byte[], T> decode,
+                                    long answerLimit) {
         try {
-            return new Prepared<>(path, body.get(), null, decode);
+            return new Prepared<>(path, body.get(), null, decode, answerLimit);
         } catch (RuntimeException e) {
-            return new Prepared<>(path, null, e, decode);
+            return new Prepared<>(path, null, e, decode, answerLimit);
         }
+    }
+
+    /** The bytes of a partial of this client's model: the size of every attention and step answer. */
+    private long partialBytes() {
+        return 12 + 16L * shape.qHeads() + 8L * shape.qHeads() * shape.headDim();
     }
 
     /** Stores a block under {@code hash} (1 to 16 hex digits, else IllegalArgumentException before anything is sent). */
@@ -363,9 +373,16 @@ public final class SidecarClient implements AutoCloseable {
      */
     private <T> Pending<T> start(String method, String path, java.util.function.Supplier<byte[]> body, int expected,
                                  Function<byte[], T> decode) {
+        return start(method, path, body, expected, decode, MAX_ANSWER_BYTES);
+    }
+
+    /** As above, with a smaller limit on a successful answer's body (a partial's exact size). */
+    private <T> Pending<T> start(String method, String path, java.util.function.Supplier<byte[]> body, int expected,
+                                 Function<byte[], T> decode, long answerLimit) {
         try {
             String what = method + " " + base.resolve(path); // before the request goes: a failure here sent nothing
-            return new Pending<>(http.start(method, path, OCTETS, ACCEPT_BINARY, body.get()), what, expected, decode);
+            return new Pending<>(http.start(method, path, OCTETS, ACCEPT_BINARY, body.get(), answerLimit), what,
+                    expected, decode);
         } catch (RuntimeException e) {
             return Pending.failed(e, true); // encoding the body, before anything is sent
         } catch (Error e) {

@@ -25,7 +25,8 @@ public final class SidecarException extends RuntimeException {
 
     static SidecarException of(String call, int status, byte[] body) {
         String type = null;
-        String detail = new String(body, StandardCharsets.UTF_8);
+        // Only what the exception keeps is decoded: an answer's body may be large (a proxy's page).
+        String detail = new String(body, 0, Math.min(body.length, 4 * MAX_DETAIL), StandardCharsets.UTF_8);
         try {
             JsonNode problem = JSON.readTree(body);
             if (problem != null && problem.isObject()) {

@@ -510,6 +510,44 @@ class Http1ClientTest {
         }
     }
 
+    /**
+     * A successful answer larger than the exchange's own limit (a partial's exact size) fails as soon as its length is
+     * read, not once 200 MB arrived or the deadline passed; an error answer keeps the client's limit.
+     */
+    @Test
+    void anAnswerOverTheExchangesLimitFailsOnItsLength() throws Exception {
+        URI origin = serve((n, in, out) -> {
+            readRequest(in);
+            write(out, n == 0 ? "HTTP/1.1 200 OK\r\nContent-Length: 200000000\r\n\r\n0123456789"
+                    : "HTTP/1.1 500 Oops\r\nContent-Length: 20\r\n\r\n01234567890123456789");
+            readRequest(in); // holds the connection open
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+        long t0 = System.nanoTime();
+        assertThatThrownBy(() -> c.start("POST", "/p", null, null, new byte[1], 16).await())
+                .isInstanceOf(UncheckedIOException.class).hasMessageContaining("over 16 bytes");
+        assertThat(System.nanoTime() - t0).as("failed on the length, not by the deadline")
+                .isLessThan(TimeUnit.SECONDS.toNanos(3));
+        assertThat(c.start("POST", "/p", null, null, new byte[1], 16).await().body()).hasSize(20);
+    }
+
+    /** An HTTP/1.0 answer framed by a Transfer-Encoding is faulty (RFC 9112 6.1): read, and its connection not kept. */
+    @Test
+    void anHttp10AnswerWithATransferEncodingIsNotKept() throws Exception {
+        URI origin = serve((n, in, out) -> {
+            readRequest(in);
+            write(out, n == 0 ? "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + "2\r\nok\r\n0\r\n\r\n" : "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok");
+            readRequest(in); // holds the connection open
+        });
+        Http1Client c = client(origin, Duration.ofSeconds(5));
+        assertThat(new String(c.send("GET", "/a", null, null, null).body(), StandardCharsets.UTF_8)).isEqualTo("ok");
+        assertThat(c.idleConnections()).isZero();
+        // The same answer framed by its length is kept (HTTP/1.0 keep-alive).
+        assertThat(new String(c.send("GET", "/a", null, null, null).body(), StandardCharsets.UTF_8)).isEqualTo("ok");
+        assertThat(c.idleConnections()).isEqualTo(1);
+    }
+
     @Test
     void malformedAnswersFailWithTheReason() throws Exception {
         String[] answers = {
@@ -529,13 +567,15 @@ class Http1ClientTest {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: ,\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi",
             "HTTP/1.1 200 OK\r\nX-A: v\r\n Content-Length: 99\r\nContent-Length: 2\r\n\r\nhi",
+            // never asked for (no request names Upgrade): another protocol follows, not an answer
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
         };
         String[] reasons = {"not an HTTP/1.x answer", "malformed status line", "malformed status line",
             "malformed status line", "malformed status line", "malformed Content-Length",
             "malformed header line", "malformed chunk size", "ended after 5 of 10 body bytes", "over 1048576 bytes",
             "conflicting Content-Length headers (2 and 3)", "malformed chunk size '+2'",
             "more than 16 informational (1xx) answers", "a Transfer-Encoding header names no coding",
-            "malformed Content-Length '+2'", "folded header line"};
+            "malformed Content-Length '+2'", "folded header line", "unexpected 101 Switching Protocols"};
         URI origin = serve((n, in, out) -> {
             readRequest(in);
             write(out, answers[n]);
