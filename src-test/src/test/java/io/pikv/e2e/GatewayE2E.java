@@ -195,11 +195,24 @@ class GatewayE2E {
         // Expert 0 (round-robin: shard 0) moves to shard 1.
         long epoch = Long.parseLong(get("/v1/shard-map").replaceAll(".*\"epoch\":(\\d+).*", "$1"));
         put("/v1/shard-map", "{\"epoch\":" + (epoch + 1) + ",\"shards\":2,\"shardOfExpert\":[1,1,0,1]}", 200);
+        Throwable failed = null;
         try {
             movedExpertLosesNothing(seq, rnd, q, all, expert0, before, beforeScoped, epoch);
+        } catch (Exception | AssertionError e) {
+            failed = e;
+            throw e;
         } finally {
-            // Round-robin again under a newer epoch, so the other tests (in any order) find the map they expect.
-            put("/v1/shard-map", "{\"epoch\":" + (epoch + 2) + ",\"shards\":2,\"shardOfExpert\":[0,1,0,1]}", 200);
+            // Round-robin again under a newer epoch, so the other tests (in any order) find the map they expect; a
+            // failure here is added to the test's own, not put in its place.
+            try {
+                put("/v1/shard-map", "{\"epoch\":" + (epoch + 2) + ",\"shards\":2,\"shardOfExpert\":[0,1,0,1]}",
+                        200);
+            } catch (Exception | AssertionError restore) {
+                if (failed == null) {
+                    throw restore;
+                }
+                failed.addSuppressed(restore);
+            }
         }
     }
 

@@ -103,6 +103,9 @@ public final class ReconcileBench {
      */
     private static void exitWithParent(long pid) {
         java.util.Optional<java.time.Instant> started = ProcessHandle.of(pid).flatMap(h -> h.info().startInstant());
+        // A process that started after this one cannot be the benchmark that started it: its id was reused.
+        java.util.Optional<java.time.Instant> self = ProcessHandle.current().info().startInstant();
+        boolean younger = started.isPresent() && self.isPresent() && started.get().isAfter(self.get());
         java.util.concurrent.ScheduledExecutorService watch = java.util.concurrent.Executors
                 .newSingleThreadScheduledExecutor(r -> {
                     Thread t = new Thread(r, "pikv-parent-watch");
@@ -111,7 +114,7 @@ public final class ReconcileBench {
                 });
         watch.scheduleWithFixedDelay(() -> {
             java.util.Optional<ProcessHandle> h = ProcessHandle.of(pid);
-            if (h.isEmpty() || !h.get().isAlive() || !h.get().info().startInstant().equals(started)) {
+            if (younger || h.isEmpty() || !h.get().isAlive() || !h.get().info().startInstant().equals(started)) {
                 System.err.println("the process that started this benchmark (pid " + pid + ") is gone: exiting");
                 Runtime.getRuntime().halt(1); // the SDK's and the mock server's threads are not daemons
             }

@@ -352,8 +352,11 @@ public class Sidecar {
         }
     }
 
-    /** After the Kafka clients' start (priority 1000), whose settings may still stop start-up before these threads. */
-    void started(@Observes @jakarta.annotation.Priority(2000) StartupEvent event) {
+    /**
+     * Last of the start-up observers (after the Kafka clients, priority 1000, and the beans started at the default
+     * 2500), so that a start stopped by any of them has not started these threads yet.
+     */
+    void started(@Observes @jakarta.annotation.Priority(5000) StartupEvent event) {
         startIdleSweeper();
         config.parentPid().ifPresent(pid -> parentWatch = watchParent(pid));
         if (gateway != null) {

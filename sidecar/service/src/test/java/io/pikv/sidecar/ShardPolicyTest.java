@@ -190,7 +190,8 @@ class ShardPolicyTest {
                 org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(20)).until(() -> appends.get() > 0 || failed.get() != null);
                 int before = appends.get();
                 long giveUp = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(20);
-                for (int i = 0; i < 2_000 || appends.get() - before < 100 && System.nanoTime() < giveUp; i++) {
+                for (int i = 0; i < 2_000 || failed.get() == null && appends.get() - before < 100
+                        && System.nanoTime() < giveUp; i++) {
                     assertThat(policy.use(i % 2 == 0 ? "lru" : "streaming", Map.of())).isEmpty();
                 }
                 during = appends.get() - before;

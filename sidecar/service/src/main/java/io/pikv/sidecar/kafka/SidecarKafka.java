@@ -52,6 +52,9 @@ public class SidecarKafka {
      * it before anything runs, and a client made before a later one failed is closed with the failure.
      */
     void start(@Observes @jakarta.annotation.Priority(1000) StartupEvent event) {
+        // The sidecar is built first (an application-scoped bean is made on its first call): a setting it refuses
+        // stops start-up with its own message, and a failure below closes a sidecar that exists.
+        sidecar.config();
         try {
             startClients();
         } catch (RuntimeException | Error e) {
@@ -59,8 +62,11 @@ public class SidecarKafka {
                 stop(null);
             } catch (RuntimeException closing) {
                 e.addSuppressed(closing);
-            } finally {
-                sidecar.closeAfterAFailedStart(); // built before this observer ran, and no shutdown will close it
+            }
+            try {
+                sidecar.closeAfterAFailedStart(); // no shutdown will close it: Quarkus runs none for a failed start
+            } catch (RuntimeException closing) {
+                e.addSuppressed(closing);
             }
             throw e;
         }
