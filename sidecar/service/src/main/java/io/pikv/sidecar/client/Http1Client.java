@@ -52,6 +52,11 @@ final class Http1Client implements AutoCloseable {
 
     /** Most of an answer's body reserved before its bytes arrive. */
     static final int INITIAL_BODY_BYTES = 64 << 10;
+    /**
+     * Bytes of an answer that is not 2xx kept (its problem's detail is in them): the rest is not read, and the
+     * connection is closed rather than kept.
+     */
+    static final int ERROR_BODY_BYTES = 64 << 10;
     private final URI origin;
     private final String host;
     private final int port;
@@ -528,6 +533,9 @@ final class Http1Client implements AutoCloseable {
 
         /** The limit of the answer being read: {@code answerLimit} for a 2xx one, the client's for any other. */
         private long bodyLimit;
+        /** Where the answer being read is cut (-1: never, a 2xx one), and whether it was: then the rest is unread. */
+        private long clipAt;
+        private boolean clipped;
 
         Response readResponse(String method, long answerLimit) throws IOException {
             for (int informational = 0; ; informational++) {
@@ -611,7 +619,10 @@ final class Http1Client implements AutoCloseable {
                 if (code >= 100 && code < 200) {
                     continue; // informational (e.g. 100 Continue): the real answer follows
                 }
-                bodyLimit = code >= 200 && code < 300 ? answerLimit : maxBodyBytes;
+                boolean success = code >= 200 && code < 300;
+                bodyLimit = success ? answerLimit : maxBodyBytes;
+                clipAt = success ? -1 : ERROR_BODY_BYTES;
+                clipped = false;
                 // An HTTP/1.0 answer with a Transfer-Encoding is framed faultily (RFC 9112 6.1): never reused.
                 boolean close = closeAsked || http10 && (!keepAliveAsked || encoded);
                 byte[] body;
@@ -631,7 +642,7 @@ final class Http1Client implements AutoCloseable {
                     body = untilClose();
                     close = true;
                 }
-                mustClose = close;
+                mustClose = close || clipped; // a body left unread: the connection cannot serve another request
                 return new Response(code, contentType, body);
             }
         }
@@ -663,6 +674,10 @@ final class Http1Client implements AutoCloseable {
         }
 
         private byte[] fixedBody(long length) throws IOException {
+            if (clipAt >= 0 && length > clipAt) {
+                clipped = true;
+                length = clipAt;
+            }
             checkSize(length);
             // At most 64 KiB before any byte arrives, doubling as they come: a declared length alone (a server that
             // then sends nothing) holds no more memory than that until the deadline.
@@ -702,6 +717,11 @@ final class Http1Client implements AutoCloseable {
                     }
                     return body.toByteArray();
                 }
+                if (clipAt >= 0 && body.size() + size > clipAt) {
+                    body.write(fixedBody(clipAt - body.size())); // the rest of the chunk and those after: unread
+                    clipped = true;
+                    return body.toByteArray();
+                }
                 checkSize(body.size() + size);
                 body.write(fixedBody(size));
                 if (!line().isEmpty()) {
@@ -716,6 +736,11 @@ final class Http1Client implements AutoCloseable {
             int n;
             while ((n = in.read(buf)) >= 0) {
                 answerBytes += n;
+                if (clipAt >= 0 && body.size() + (long) n > clipAt) {
+                    body.write(buf, 0, (int) (clipAt - body.size()));
+                    clipped = true;
+                    break;
+                }
                 checkSize(body.size() + (long) n);
                 body.write(buf, 0, n);
             }

@@ -518,17 +518,31 @@ class Http1ClientTest {
     void anAnswerOverTheExchangesLimitFailsOnItsLength() throws Exception {
         URI origin = serve((n, in, out) -> {
             readRequest(in);
-            write(out, n == 0 ? "HTTP/1.1 200 OK\r\nContent-Length: 200000000\r\n\r\n0123456789"
-                    : "HTTP/1.1 500 Oops\r\nContent-Length: 20\r\n\r\n01234567890123456789");
+            if (n == 0) {
+                write(out, "HTTP/1.1 200 OK\r\nContent-Length: 200000000\r\n\r\n0123456789");
+            } else {
+                // A small error answer, kept alive; then on the same connection an error page far larger than its
+                // detail (70,000 of its 200 MB sent).
+                write(out, "HTTP/1.1 500 Oops\r\nContent-Length: 20\r\n\r\n01234567890123456789");
+                readRequest(in);
+                write(out, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 200000000\r\n\r\n" + "x".repeat(70_000));
+            }
             readRequest(in); // holds the connection open
         });
         Http1Client c = client(origin, Duration.ofSeconds(5));
-        long t0 = System.nanoTime();
+        long[] t0 = {System.nanoTime()};
         assertThatThrownBy(() -> c.start("POST", "/p", null, null, new byte[1], 16).await())
                 .isInstanceOf(UncheckedIOException.class).hasMessageContaining("over 16 bytes");
-        assertThat(System.nanoTime() - t0).as("failed on the length, not by the deadline")
+        assertThat(System.nanoTime() - t0[0]).as("failed on the length, not by the deadline")
                 .isLessThan(TimeUnit.SECONDS.toNanos(3));
         assertThat(c.start("POST", "/p", null, null, new byte[1], 16).await().body()).hasSize(20);
+        // An error answer keeps its status and the first 64 KiB of its body, read no further: its connection closed.
+        t0[0] = System.nanoTime();
+        Http1Client.Response big = c.start("POST", "/p", null, null, new byte[1], 16).await();
+        assertThat(big.status()).isEqualTo(502);
+        assertThat(big.body()).hasSize(Http1Client.ERROR_BODY_BYTES);
+        assertThat(System.nanoTime() - t0[0]).isLessThan(TimeUnit.SECONDS.toNanos(3));
+        assertThat(c.idleConnections()).isZero();
     }
 
     /** An HTTP/1.0 answer framed by a Transfer-Encoding is faulty (RFC 9112 6.1): read, and its connection not kept. */
