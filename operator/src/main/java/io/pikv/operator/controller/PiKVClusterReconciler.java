@@ -369,7 +369,10 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         PiKVClusterStatus next = known == null ? new PiKVClusterStatus()
                 : context.getClient().getKubernetesSerialization().clone(known);
         StatusAggregator.refreshShards(next, own(cluster, context, StatefulSet.class), now);
+        // Told already when Degraded says it, or Stalled does (a failed reconcile in between moved Degraded to
+        // ReconcileFailed and left Stalled as it was).
         boolean told = Conditions.is(next.getConditions(), PiKVClusterStatus.DEGRADED, true, Reasons.NAME_TAKEN,
+                message) || Conditions.is(next.getConditions(), PiKVClusterStatus.STALLED, true, Reasons.NAME_TAKEN,
                 message);
         StatusAggregator.nameTaken(next, message, generation, now);
         if (known == null || StatusAggregator.changed(known, next)) {

@@ -207,6 +207,14 @@ class PiKVClusterReconcilerTest {
         assertThat(client.configMaps().inNamespace(NS).withName("squat-config").get().getData())
                 .containsOnly(java.util.Map.entry("mine", "yes"));
         assertThat(writtenEvents("squat", "NameTaken")).singleElement();
+        // A failed reconcile in between (Degraded then says ReconcileFailed, Stalled still NameTaken) does not make the
+        // same sentence told again once the name is found taken again.
+        await().atMost(WAIT).untilAsserted(() -> {
+            reconciler.updateErrorStatus(get("squat"), retryContext(false), new IllegalStateException("API down"));
+            assertThat(condition(get("squat").getStatus(), "Degraded").getReason()).isEqualTo("ReconcileFailed");
+        });
+        awaitStatus("squat", s -> "NameTaken".equals(condition(s, "Degraded").getReason()));
+        awaitToldOnce("squat", "NameTaken");
         client.configMaps().inNamespace(NS).withName("squat-config").delete();
         awaitObject(StatefulSet.class, "squat-shard", sts -> true);
         PiKVClusterStatus made = awaitStatus("squat", s -> !Conditions.isTrue(s.getConditions(), "Stalled"));
@@ -774,6 +782,16 @@ class PiKVClusterReconcilerTest {
 
     @Inject
     io.micrometer.core.instrument.MeterRegistry meters;
+
+    @Inject
+    io.javaoperatorsdk.operator.Operator operator;
+
+    /** The SDK's stop waits for reconciles under way (its default, 0, interrupted them and lost their events). */
+    @Test
+    void stoppingWaitsForReconcilesUnderWay() {
+        assertThat(operator.getConfigurationService().reconciliationTerminationTimeout())
+                .isEqualTo(Duration.ofSeconds(10));
+    }
 
     /** Reconciles of one cluster so far, by the operator's own metric. */
     private double reconciles(String cluster) {
