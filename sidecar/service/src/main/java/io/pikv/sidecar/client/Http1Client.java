@@ -76,7 +76,7 @@ final class Http1Client implements AutoCloseable {
     private static final ScheduledThreadPoolExecutor DEADLINES = deadlines();
     private boolean closed;
 
-    /** An answer: status, content type (null if none) and the whole body. */
+    /** An answer: status, content type (null if none) and the body (of an answer that is not 2xx, its first 64 KiB). */
     record Response(int status, String contentType, byte[] body) {
     }
 

@@ -41,7 +41,9 @@ public final class SidecarException extends RuntimeException {
         }
         if (detail.length() > MAX_DETAIL) {
             // A proxy's error page or a stray body must not travel whole into messages, problems and logs.
-            detail = detail.substring(0, MAX_DETAIL) + "… (" + body.length + " bytes)";
+            // (A body cut by the client at its limit for error answers was longer still.)
+            detail = detail.substring(0, MAX_DETAIL) + "… (" + (body.length == Http1Client.ERROR_BODY_BYTES
+                    ? "at least " : "") + body.length + " bytes)";
         }
         return new SidecarException(status, type, detail, call + " → " + status
                 + ": " + detail);

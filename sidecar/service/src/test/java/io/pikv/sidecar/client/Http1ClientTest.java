@@ -541,6 +541,7 @@ class Http1ClientTest {
         Http1Client.Response big = c.start("POST", "/p", null, null, new byte[1], 16).await();
         assertThat(big.status()).isEqualTo(502);
         assertThat(big.body()).hasSize(Http1Client.ERROR_BODY_BYTES);
+        assertThat(SidecarException.of("POST /p", 502, big.body()).detail()).endsWith("… (at least 65536 bytes)");
         assertThat(System.nanoTime() - t0[0]).isLessThan(TimeUnit.SECONDS.toNanos(3));
         assertThat(c.idleConnections()).isZero();
     }
