@@ -116,8 +116,13 @@ public class Sidecar {
         StorageType type = setting("pikv.store.dtype", () -> StorageType.parse(config.store().dtype()));
         java.util.Map<String, Double> parameters = setting("pikv.store.eviction-parameters",
                 () -> ShardPolicy.parseParameters(config.store().evictionParameters().orElse("")));
-        ShardPolicy policy = setting("pikv.store.eviction", () -> ShardPolicy.of(config.store().eviction(),
-                parameters));
+        // The name first, then its parameters' values under their own setting (a window of -1 is the parameters'
+        // fault, not the policy's).
+        check("pikv.store.eviction", ShardPolicy.known().contains(config.store().eviction()), "unknown eviction "
+                + "policy '" + config.store().eviction() + "' (this sidecar knows " + String.join(", ",
+                ShardPolicy.known()) + ")");
+        ShardPolicy policy = setting(config.store().evictionParameters().isPresent() ? "pikv.store.eviction-parameters"
+                : "pikv.store.eviction", () -> ShardPolicy.of(config.store().eviction(), parameters));
         SidecarConfig.Pyramid p = config.store().pyramid();
         check("pikv.store.pyramid.budget", p.budget().isPresent()
                         || (p.beta().isEmpty() && p.sinks().isEmpty() && p.window().isEmpty()),

@@ -89,6 +89,13 @@ class ComputeSelectionTest {
             assertThatThrownBy(() -> new Sidecar(config)).as(c[0]).isInstanceOf(IllegalStateException.class)
                     .hasMessageStartingWith(c[2]);
         }
+        // A parameter out of its range is the parameters' setting's fault, an unknown name the policy's.
+        assertThatThrownBy(() -> new Sidecar(config(Map.of("pikv.store.eviction", "streaming",
+                "pikv.store.eviction-parameters", "window=-1")))).isInstanceOf(IllegalStateException.class)
+                .hasMessageStartingWith("invalid configuration pikv.store.eviction-parameters: parameter window must be");
+        assertThatThrownBy(() -> new Sidecar(config(Map.of("pikv.store.eviction", "fifo",
+                "pikv.store.eviction-parameters", "window=4")))).isInstanceOf(IllegalStateException.class)
+                .hasMessageStartingWith("invalid configuration pikv.store.eviction: unknown eviction policy 'fifo'");
     }
 
     @Test
