@@ -438,7 +438,7 @@ class LowRankStoreTest {
         }
     }
 
-    /** More outlier directions than the smaller rank would leave that basis no principal direction: refused, kept. */
+    /** More outlier directions than the smaller rank cannot all be kept in that basis: refused, the observations kept. */
     @Test
     void moreOutlierDirectionsThanARankAreRefusedAndTheObservationsKept() {
         ModelShape shape = new ModelShape(1, 2, 1, 8, 2, 1);
