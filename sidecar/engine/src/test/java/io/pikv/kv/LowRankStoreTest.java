@@ -401,10 +401,7 @@ class LowRankStoreTest {
         Random rnd = new Random(7);
         // Four samples (three directions around their mean) for rank 3 with two outlier directions; and many samples
         // whose channels 3..7 are always zero.
-        LowRankFitter few = new LowRankFitter(shape, Grouping.SHARED, 1);
-        for (int t = 0; t < 3; t++) {
-            few.observe(0, 0, Reference.gaussian(8, rnd, 1f), Reference.gaussian(8, rnd, 1f));
-        }
+        LowRankFitter few = gaussianFitter(shape, rnd, 3);
         // Three span only two: a basis of rank 3 would be an arbitrary axis reported as keeping all of the variance.
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> few.fit(3, 3, 2))
                 .isInstanceOf(IllegalStateException.class)
@@ -443,10 +440,7 @@ class LowRankStoreTest {
     void moreOutlierDirectionsThanARankAreRefusedAndTheObservationsKept() {
         ModelShape shape = new ModelShape(1, 2, 1, 8, 2, 1);
         Random rnd = new Random(11);
-        LowRankFitter fitter = new LowRankFitter(shape, Grouping.SHARED, 1);
-        for (int t = 0; t < 40; t++) {
-            fitter.observe(0, 0, Reference.gaussian(8, rnd, 1f), Reference.gaussian(8, rnd, 1f));
-        }
+        LowRankFitter fitter = gaussianFitter(shape, rnd, 40);
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> fitter.fit(4, 6, 5))
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessage("outlierDirections must be at most the smaller rank (4), got 5");
@@ -454,5 +448,14 @@ class LowRankStoreTest {
         LowRankBases b = fitter.fit(4, 6, 4);
         assertThat(b.keyRank()).isEqualTo(4);
         assertThat(b.valueRank()).isEqualTo(6);
+    }
+
+    /** A shared-basis fitter of layer 0 of an 8-dim one-head shape, given {@code n} Gaussian keys and values. */
+    private static LowRankFitter gaussianFitter(ModelShape shape, Random rnd, int n) {
+        LowRankFitter fitter = new LowRankFitter(shape, Grouping.SHARED, 1);
+        for (int t = 0; t < n; t++) {
+            fitter.observe(0, 0, Reference.gaussian(8, rnd, 1f), Reference.gaussian(8, rnd, 1f));
+        }
+        return fitter;
     }
 }
