@@ -41,6 +41,7 @@ public class Sidecar {
     private static final int SWEEP_STOP_SECONDS = 5;
     /** Why KV requests are refused now, or null when they are served (see {@link #servingGate}). */
     private volatile java.util.function.Supplier<String> notReady;
+    private volatile java.util.function.Supplier<String> mapNotReady;
 
     public Sidecar(SidecarConfig config) {
         this.config = config;
@@ -87,6 +88,7 @@ public class Sidecar {
         // With control on, KV requests wait for the control listener (installed at start-up): until it has read the
         // topic, the map, policy and budget in effect may be stale.
         notReady = config.control().enabled() ? () -> "it is starting" : () -> null;
+        mapNotReady = notReady;
         try {
             // In every role, also where no publisher is made; the publisher's settings hold the rules.
             io.pikv.sidecar.telemetry.TelemetryPublisher.Settings.check(config.telemetry().window(),
@@ -520,6 +522,22 @@ public class Sidecar {
      */
     public void servingGate(java.util.function.Supplier<String> why) {
         notReady = java.util.Objects.requireNonNull(why);
+    }
+
+    /**
+     * Sets what decides whether a shard map may be applied by hand: the supplier answers why not, or null. The
+     * control listener installs it: not while its first read of the topic goes on, even once the sidecar serves.
+     */
+    public void manualMapGate(java.util.function.Supplier<String> why) {
+        mapNotReady = java.util.Objects.requireNonNull(why);
+    }
+
+    /** Refuses a shard map applied by hand ({@link NotReadyException}) while control records may still outrank it. */
+    public void checkManualMap() {
+        String why = mapNotReady.get();
+        if (why != null) {
+            throw new NotReadyException(why);
+        }
     }
 
     /** Refuses a KV request ({@link NotReadyException}) while the sidecar is not ready to serve it. */

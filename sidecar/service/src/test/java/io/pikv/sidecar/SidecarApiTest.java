@@ -457,6 +457,7 @@ class SidecarApiTest {
         client.append(seq, entries(0, 3, rnd));
         JsonNode before = client.stats();
         sidecar.servingGate(() -> "it is still reading control topic pikv.control");
+        sidecar.manualMapGate(() -> "it is still reading control topic pikv.control");
         try {
             String notReady = "the sidecar is not ready to serve KV: it is still reading control topic pikv.control";
             given().contentType(ContentType.JSON).body("{\"model\":" + MODEL + "}").post("/v1/sequences").then()
@@ -483,8 +484,21 @@ class SidecarApiTest {
             given().contentType(ContentType.JSON).body("{\"layer\":0,\"positions\":[2]}")
                     .post("/v1/sequences/" + seq + "/withdrawals").then().statusCode(200).body("withdrawn", equalTo(1));
             given().delete("/v1/sequences/" + seq).then().statusCode(204);
+            // Serving again while the read goes on (a broker silent past the start-up wait): KV is served, a map by
+            // hand still waits for the read's end.
+            sidecar.servingGate(() -> null);
+            sidecar.manualMapGate(() -> "it is still reading control topic pikv.control (serving meanwhile)");
+            long served = open(client);
+            given().contentType(ContentType.JSON).body("{\"epoch\":" + (epoch + 1) + ",\"shards\":1,\"shardOfExpert\":"
+                    + java.util.Arrays.toString(new int[SHAPE.experts()]) + "}").put("/v1/shard-map").then()
+                    .statusCode(503).contentType(PROBLEM).body("type", equalTo("urn:pikv:problem:not-ready"))
+                    .body("detail", containsString("(serving meanwhile)"));
+            given().get("/v1/shard-map").then().statusCode(200).body("epoch", equalTo((int) epoch));
+            client.closeSequence(served);
         } finally {
-            sidecar.servingGate(() -> null); // the listener has read the topic (AwaitServing), and stays ready
+            // The listener has read the topic (AwaitServing), and stays ready with its read over.
+            sidecar.servingGate(() -> null);
+            sidecar.manualMapGate(() -> null);
         }
     }
 

@@ -147,9 +147,10 @@ public class InfoResource {
         if (missing != null) {
             throw new IllegalArgumentException(missing + " is required");
         }
-        // Not while the control topic is still being read: a map applied now would outrank the records read so far,
-        // and the latest one (its policy and budget too) would then be dropped as stale when the read ends.
-        sidecar.checkServing();
+        // Not while the control topic is still being read (even once serving, after a silent broker): a map applied
+        // now would outrank the records read so far, and the latest one (its policy and budget too) would then be
+        // dropped as stale when the read ends.
+        sidecar.checkManualMap();
         ShardControl control = sidecar.control();
         ShardControl.State current = control.state();
         if (next.epoch() > current.shardMap().epoch() && next.epoch() - current.shardMap().epoch() > MAX_EPOCH_STEP) {

@@ -145,6 +145,31 @@ public final class ControlListener implements AutoCloseable {
         return phase;
     }
 
+    /** Why KV requests must wait (the sidecar is not {@link #ready()}), or null. */
+    public String servingRefusal() {
+        return ready() ? null : "it is still reading control topic " + topic + " (it serves once the topic is read to"
+                + " its end, or from " + deadline + " on if the topic cannot be read)";
+    }
+
+    /**
+     * Why a shard map applied by hand ({@code PUT /v1/shard-map}) must wait, or null: while the sidecar is not ready,
+     * and while the first read goes on after it became ready (the broker silent past the start-up wait). A map applied
+     * then would outrank the records read so far, and the latest of them, its policy and budget too, would be dropped
+     * as stale when the read ends.
+     */
+    public String manualMapRefusal() {
+        String notServing = servingRefusal();
+        if (notServing != null) {
+            return notServing;
+        }
+        if (phase == Phase.READING) {
+            return "it is still reading control topic " + topic + " (serving meanwhile, since the broker went silent"
+                    + " past the start-up wait): a map applied by hand now would outrank the records read so far,"
+                    + " which apply when the read ends";
+        }
+        return null;
+    }
+
     /** Why the topic is not being read yet, or null. */
     public String problem() {
         return problem;

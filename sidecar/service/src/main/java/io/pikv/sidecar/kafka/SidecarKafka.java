@@ -91,9 +91,8 @@ public class SidecarKafka {
             control = new ControlListener(config.control().topic(), sidecar.control(), config.control().startupWait(),
                     () -> new KafkaConsumer<>(KafkaClients.consumer(kafka, client + "-control")), json, registry, link);
             ControlListener listener = control;
-            sidecar.servingGate(() -> listener.ready() ? null : "it is still reading control topic "
-                    + listener.topic() + " (it serves once the topic is read to its end, or from " + listener.deadline()
-                    + " on if the topic cannot be read)");
+            sidecar.servingGate(listener::servingRefusal);
+            sidecar.manualMapGate(listener::manualMapRefusal);
             control.start();
         }
         if (config.telemetry().enabled() && config.role() == io.pikv.sidecar.Role.gateway) {

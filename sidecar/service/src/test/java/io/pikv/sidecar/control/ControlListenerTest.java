@@ -108,6 +108,8 @@ class ControlListenerTest {
             await().atMost(Duration.ofSeconds(20)).until(l::ready);
             // Ready implies the whole topic was read: the latest epoch is in effect, older and foreign ones are not.
             assertThat(l.phase()).isEqualTo(ControlListener.Phase.CAUGHT_UP);
+            assertThat(l.servingRefusal()).isNull();
+            assertThat(l.manualMapRefusal()).isNull();
             assertThat(control.epoch()).isEqualTo(5);
             assertThat(control.state().shardMap().assignment()).containsExactly(1, 0, 1, 0);
             assertThat(policy.activePolicy()).isEqualTo("oldest-page");
@@ -364,7 +366,13 @@ class ControlListenerTest {
         // Past the start-up wait and reading: not ready while the broker may still answer.
         await().during(Duration.ofSeconds(3)).atMost(Duration.ofSeconds(5))
                 .until(() -> !listener.ready() && listener.phase() == ControlListener.Phase.READING);
+        assertThat(listener.servingRefusal()).startsWith("it is still reading control topic pikv.control (it serves");
+        assertThat(listener.manualMapRefusal()).isEqualTo(listener.servingRefusal());
         await().atMost(Duration.ofSeconds(20)).until(listener::ready);
+        // Serving, but a map by hand would still outrank the record the read waits for.
+        assertThat(listener.servingRefusal()).isNull();
+        assertThat(listener.manualMapRefusal()).startsWith("it is still reading control topic pikv.control (serving"
+                + " meanwhile, since the broker went silent past the start-up wait)");
         assertThat((System.nanoTime() - started) / 1e9).as("seconds to ready").isGreaterThanOrEqualTo(9.5);
         assertThat(listener.phase()).isEqualTo(ControlListener.Phase.READING);
         assertThat(listener.problem()).isEqualTo("lost topic pikv.control: TimeoutException: no answer in time");
