@@ -75,6 +75,18 @@ public final class ServiceBench implements Callable<Integer> {
 
     private static final int ROUNDS = 3;
     private static final int PAGE_TOKENS = 32;
+    /**
+     * Buckets of every shard, in process and in the shard processes alike: an attention splits over them, so a shard
+     * runs at most this many attention threads and the store in process at most this many per shard.
+     */
+    private static final int BUCKETS = 8;
+
+    /** Refuses {@code value} of {@code flag} outside {@code [min, max]}, naming the flag and the value. */
+    private static void within(String flag, int value, int min, int max, String why) {
+        if (value < min || value > max) {
+            throw new Main.UsageException(flag + " must be in [" + min + ", " + max + "]" + why + ", got " + value + ".");
+        }
+    }
 
     @Option(names = "--shard-threads", paramLabel = "N", description = "Attention threads per shard process "
             + "(default: the processors divided among the shards, at least 1).")
@@ -100,16 +112,28 @@ public final class ServiceBench implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (context < 1 || context > MAX_CONTEXT || shards < 1 || shards > 16 || steps < ROUNDS || steps > 100_000
-                || warmup < 0 || warmup > 100_000 || shardThreads != null && (shardThreads < 1 || shardThreads > 256)) {
-            throw new Main.UsageException("--context must be in [1, " + MAX_CONTEXT + "], --shards in [1, 16], "
-                    + "--steps in [" + ROUNDS + ", 100000], --warmup in [0, 100000] and --shard-threads in [1, 256].");
+        within("--context", context, 1, MAX_CONTEXT, "");
+        within("--shards", shards, 1, 16, "");
+        within("--steps", steps, ROUNDS, 100_000, "");
+        within("--warmup", warmup, 0, 100_000, "");
+        if (shardThreads != null) {
+            within("--shard-threads", shardThreads, 1, BUCKETS, " (a shard splits an attention over its " + BUCKETS
+                    + " buckets, one thread each at most)");
+        }
+        within("--q-heads", qHeads, 1, ModelShape.MAX_HEADS, "");
+        within("--kv-heads", kvHeads, 1, ModelShape.MAX_HEADS, "");
+        within("--head-dim", headDim, 1, ModelShape.MAX_HEAD_DIM, "");
+        within("--experts", experts, 1, ModelShape.MAX_EXPERTS, "");
+        within("--top-k", topK, 1, experts, " (at most the experts)");
+        if (qHeads % kvHeads != 0) {
+            throw new Main.UsageException("--q-heads " + qHeads + " must be a multiple of --kv-heads " + kvHeads + ".");
         }
         ModelShape shape;
         try {
             shape = new ModelShape(1, qHeads, kvHeads, headDim, experts, topK);
         } catch (IllegalArgumentException e) {
-            throw new Main.UsageException("bad model shape: " + e.getMessage() + ".");
+            throw new Main.UsageException("bad model shape (--q-heads, --kv-heads, --head-dim, --experts, --top-k): "
+                    + e.getMessage() + ".");
         }
         if (shards > experts) {
             throw new Main.UsageException("--shards " + shards + " is more than the " + experts + " experts: some "
@@ -144,7 +168,7 @@ public final class ServiceBench implements Callable<Integer> {
         // runs more attention threads than there are processors.
         int processors = Runtime.getRuntime().availableProcessors();
         try (KvStore local = new KvStore(KvStoreConfig.builder(shape).storageType(StorageType.FP16).pageTokens(PAGE_TOKENS)
-                .shards(shards).threads(processors).budgetBytes(budget * shards).build())) {
+                .shards(shards).buckets(BUCKETS).threads(processors).budgetBytes(budget * shards).build())) {
             out.println("starting " + shards + " shard(s) and a gateway" + (noTelemetry ? "" : ", twice (telemetry off "
                     + "and on, with a local Kafka broker)") + "; logs in " + logs + " ...");
             out.flush();
@@ -217,7 +241,7 @@ public final class ServiceBench implements Callable<Integer> {
             report.put("warmup_steps", warmup);
             report.put("shard_threads", threadsOfShard(0)); // the first shard's (the others' at most as many)
             report.put("shard_threads_total", shardThreadsTotal());
-            report.put("inprocess_threads", processors);
+            report.put("inprocess_threads", Math.min(processors, shards * BUCKETS)); // one per (shard, bucket) at most
             report.put("inprocess_steps_per_s", BenchReport.round(localRate, 4));
             report.put("http_steps_per_s", BenchReport.round(httpRate, 4));
             report.put("http_overhead_ratio", BenchReport.round(localRate / httpRate, 4));
@@ -301,14 +325,15 @@ public final class ServiceBench implements Callable<Integer> {
     /**
      * Attention threads of shard process {@code s}: {@code --shard-threads}, else the processors divided among the
      * shards, the remainder to the first ones, so that together they run as many as the store in process (at least
-     * one each: more shards than processors run more, said as {@code shard_threads_total}).
+     * one each: more shards than processors run more, said as {@code shard_threads_total}; at most one per bucket,
+     * as the store in process).
      */
     private int threadsOfShard(int s) {
         if (shardThreads != null) {
             return shardThreads;
         }
         int processors = Runtime.getRuntime().availableProcessors();
-        return Math.max(1, processors / shards + (s < processors % shards ? 1 : 0));
+        return Math.min(BUCKETS, Math.max(1, processors / shards + (s < processors % shards ? 1 : 0)));
     }
 
     /** The attention threads of all shard processes together. */
@@ -471,6 +496,7 @@ public final class ServiceBench implements Callable<Integer> {
         s.put("pikv.model.experts", String.valueOf(shape.experts()));
         s.put("pikv.model.top-k", String.valueOf(shape.topK()));
         s.put("pikv.store.page-tokens", String.valueOf(PAGE_TOKENS));
+        s.put("pikv.store.buckets", String.valueOf(BUCKETS));
         s.put("pikv.store.budget-bytes", String.valueOf(budget));
         s.put("quarkus.log.level", "WARN");
         s.put("pikv.telemetry.enabled", "false");
