@@ -37,7 +37,7 @@ public final class CacheAwareRouter implements Router {
     private final int window;
     private final double nullRatio;
     private final double decay;
-    /** Miss counts below this are taken as none (see {@link #route}). */
+    /** Miss counts below this are taken as none (see {@link #routed}). */
     static final double MISS_FLOOR = 1e-30;
     private final double[] miss;
 
@@ -217,7 +217,14 @@ public final class CacheAwareRouter implements Router {
             if (outSlot >= 0) {
                 chosen[picks[outSlot]] = false;
                 chosen[outBack] = true;
-                picks[outSlot] = outBack;
+                if (map.shardOf(outBack) == map.shardOf(picks[outSlot])) {
+                    picks[outSlot] = outBack; // in the expert's place: it reaches the expert's shard as the expert did
+                } else {
+                    // On a shard another pick reached first: it comes after every pick, in the order of choice (the
+                    // decision's order, by which a step's misses go to the experts that opened the shards).
+                    System.arraycopy(picks, outSlot + 1, picks, outSlot, n - outSlot - 1);
+                    picks[n - 1] = outBack;
+                }
                 changed = true;
             }
         }

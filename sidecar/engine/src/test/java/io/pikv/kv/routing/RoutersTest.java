@@ -85,9 +85,22 @@ class RoutersTest {
             late.recordMiss(2);
         }
         RoutingDecision d3 = late.route(ln(0.4, 0.25, 0.2, 0.15), new ExpertShardMap(0, 3, new int[] {0, 2, 2, 1}));
-        assertThat(d3.experts()).containsExactlyInAnyOrder(0, 1, 2);
+        assertThat(d3.experts()).containsExactly(0, 1, 2); // 2 after 1, which reached shard 2 first
         assertThat(d3.shards()).isEqualTo(2);
         assertThat(d3.massMoved()).isZero();
+        // A slot given back on a shard another pick reached comes last, so that the step's miss for that shard goes
+        // to the pick that opened it: greedy 0, 1, 2 on shards 0, 1, 2 (top-k expert 3 on shard 2 has missed 100
+        // times); 3 takes 1's slot back and the order is 0, 2, 3 — not 0, 3, 2, which charged shard 2's miss to 3.
+        CacheAwareRouter order = new CacheAwareRouter(5, 3, 1.0, Integer.MAX_VALUE, 0.0);
+        for (int i = 0; i < 100; i++) {
+            order.recordMiss(3);
+        }
+        order.recordMiss(2);
+        RoutingDecision d7 = order.route(new double[] {3, 1.5, 1.8, 2.0, 1.0},
+                new ExpertShardMap(0, 4, new int[] {0, 1, 2, 2, 3}));
+        assertThat(d7.experts()).containsExactly(0, 2, 3);
+        assertThat(d7.shards()).isEqualTo(2);
+        assertThat(d7.massMoved()).isZero();
         // A swap never leaves a pick alone on a shard it came into free. Greedy gives 0, 4, 5, 6 on shards 0, 1, 1,
         // 2; 1 for 4 would leave 5 (penalised far below the null expert) alone on shard 1, so 4 stays; 1 for 6, on
         // shard 2 itself, keeps the same shards with more mass.
