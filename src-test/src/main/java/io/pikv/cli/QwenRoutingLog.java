@@ -77,12 +77,25 @@ final class QwenRoutingLog {
                 routes[0]++;
                 return;
             }
+            if (routes[0] == skip && skip == WARM_UP_RECORDS) {
+                // The first real record starts a forward pass: a longer warm-up (a second batch past 256 tokens)
+                // would otherwise be replayed as real tokens, all routed alike.
+                JsonNode index = node.get("token_idx");
+                if (index != null && (!index.isIntegralNumber() || index.asLong() != 0)) {
+                    throw new Main.UsageException("trace file " + file + ": its route record " + (skip + 1)
+                            + " (line " + line + "), the first after vLLM's " + WARM_UP_RECORDS + "-record warm-up, has "
+                            + "token_idx " + index.asText() + ", not 0 (a forward pass starts at 0): the warm-up is "
+                            + "longer here; pass --skip with the number of warm-up records it holds.");
+                }
+            }
             routes[0]++;
             JsonNode ids = node.get("topk_ids");
             JsonNode weights = node.get("topk_weights");
             if (ids == null || !ids.isArray() || weights == null || !weights.isArray()
                     || ids.size() != weights.size() || ids.isEmpty()) {
-                throw bad(file, line, "it lacks \"topk_ids\" and \"topk_weights\" arrays of one length");
+                throw bad(file, line, ids != null && ids.isArray() && ids.isEmpty() && weights != null
+                        && weights.isArray() && weights.isEmpty() ? "its \"topk_ids\" and \"topk_weights\" are empty"
+                        : "it lacks \"topk_ids\" and \"topk_weights\" arrays of one length");
             }
             int[] e = new int[ids.size()];
             double[] w = new double[ids.size()];
@@ -112,8 +125,9 @@ final class QwenRoutingLog {
             tokens.add(new RoutingReplay.Token(e, w));
         });
         if (tokens.isEmpty()) {
-            throw new Main.UsageException("trace file " + file + " holds no route records after the " + skip
-                    + " skipped warm-up records.");
+            throw new Main.UsageException("trace file " + file + " holds no route records after the "
+                    + (routes[0] < skip ? "warm-up: it has " + routes[0] + " route records, --skip is " + skip
+                    : skip + " skipped warm-up records") + ".");
         }
         return new Log(tokens, experts[0], Math.min(skip, routes[0]));
     }

@@ -36,7 +36,8 @@ public final class RoutingBench implements Callable<Integer> {
     int skip;
 
     @Option(names = "--experts", paramLabel = "N",
-            description = "Number of experts (default: the highest expert id in the log plus one).")
+            description = "Number of experts (default: the highest expert id among the replayed "
+                    + "tokens plus one; pass the model's count where an expert may never fire).")
     Integer experts;
 
     @Option(names = "--lambda", defaultValue = "0.1", paramLabel = "X",

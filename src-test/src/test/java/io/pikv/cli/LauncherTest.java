@@ -312,6 +312,29 @@ class LauncherTest {
         assertThat(noWarmUp.err().strip()).isEqualTo("pikv: trace file " + file + " does not start with vLLM's "
                 + "8448-record warm-up (token_idx 0..8191, then 0..255): its route record 2 (line 3) has token_idx 0, "
                 + "not 1; pass --skip 0, or the number of warm-up records it holds.");
+        // Nor one whose warm-up runs on past the 8,448 records: the first kept record must start a forward pass.
+        StringBuilder longer = new StringBuilder("{\"type\": \"meta\", \"top_k\": 2}\n");
+        for (int i = 0; i < 8448 + 3; i++) {
+            longer.append("{\"type\": \"route\", \"token_idx\": ").append(i < 8192 ? i : i - 8192)
+                    .append(", \"layer\": 0, \"topk_ids\": [0, 2], \"topk_weights\": [0.5, 0.5]}\n");
+        }
+        Path longWarmUp = dir.resolve("long-warm-up.jsonl");
+        Files.writeString(longWarmUp, longer.toString());
+        Run tooLong = run("bench", "routing", "--trace", longWarmUp.toString(), "--shards", "2", "--window", "1");
+        assertThat(tooLong.code()).isEqualTo(2);
+        assertThat(tooLong.err().strip()).isEqualTo("pikv: trace file " + longWarmUp + ": its route record 8449 (line "
+                + "8450), the first after vLLM's 8448-record warm-up, has token_idx 256, not 0 (a forward pass starts at"
+                + " 0): the warm-up is longer here; pass --skip with the number of warm-up records it holds.");
+        // A skip past the log's end says how many records it has.
+        Run past = run("bench", "routing", "--trace", file, "--shards", "2", "--window", "2", "--skip", "100");
+        assertThat(past.code()).isEqualTo(2);
+        assertThat(past.err().strip()).isEqualTo("pikv: trace file " + file + " holds no route records after the "
+                + "warm-up: it has 8 route records, --skip is 100.");
+        // Empty top-k arrays are named as such.
+        Path empty = dir.resolve("empty-topk.jsonl");
+        Files.writeString(empty, "{\"type\": \"route\", \"topk_ids\": [], \"topk_weights\": []}\n");
+        assertThat(run("bench", "routing", "--trace", empty.toString(), "--shards", "1", "--skip", "0").err())
+                .contains("its \"topk_ids\" and \"topk_weights\" are empty");
     }
 
     /** A meta line, two warm-up records, then experts 0+1 and 2+3 firing in pairs for three windows of two tokens. */
@@ -613,7 +636,8 @@ class LauncherTest {
         Files.write(shortHeader, new byte[] {(byte) 0x93, 'N', 'U', 'M', 'P', 'Y', 2, 0, 16, 0});
         StringBuilder wide = new StringBuilder();
         for (int i = 0; i < QwenRoutingLog.WARM_UP_RECORDS + 4; i++) {
-            wide.append("{\"type\": \"route\", \"token_idx\": ").append(i < 8192 ? i : i - 8192)
+            wide.append("{\"type\": \"route\", \"token_idx\": ")
+                    .append(i < 8192 ? i : i < QwenRoutingLog.WARM_UP_RECORDS ? i - 8192 : i - QwenRoutingLog.WARM_UP_RECORDS)
                     .append(", \"topk_ids\": [70, 1], \"topk_weights\": [0.5, 0.5]}\n");
         }
         Path wideRoute = dir.resolve("wide.jsonl");
