@@ -105,6 +105,13 @@ final class MooncakeTrace {
                 Long parent = i == 0 ? null : blocks[i - 1];
                 Seen before = seen.putIfAbsent(blocks[i], new Seen(parent, line));
                 if (before != null && !Objects.equals(before.parent(), parent)) {
+                    for (int j = 0; j < i; j++) {
+                        if (blocks[j] == blocks[i]) {
+                            throw bad(file, line, "hash_ids[" + i + "] = " + value + " repeats hash_ids[" + j + "] of"
+                                    + " the same request; hash_ids must be prefix-block hashes, each naming its whole"
+                                    + " prefix");
+                        }
+                    }
                     // Ids as the file writes them: without negative ids, a negative long is an unsigned one.
                     java.util.function.LongFunction<String> shown = x -> firstSigned[0] == 0
                             ? Long.toUnsignedString(x) : Long.toString(x);

@@ -419,6 +419,13 @@ class LauncherTest {
         Run refused = run("bench", "cache", "--trace", broken.toString(), "--capacity", "2");
         assertThat(refused.code()).isEqualTo(2);
         assertThat(refused.err()).contains("line 2", "hash_ids[1] = 2 follows block 5 here but followed block 1 on line 1");
+        // An id twice in one request is said as such, also where an earlier request chained it.
+        Path repeated = dir.resolve("repeated.jsonl");
+        Files.writeString(repeated, "{\"timestamp\": 0, \"hash_ids\": [1, 2]}\n"
+                + "{\"timestamp\": 1, \"hash_ids\": [1, 2, 3, 2]}\n");
+        Run twice = run("bench", "cache", "--trace", repeated.toString(), "--capacity", "2");
+        assertThat(twice.code()).isEqualTo(2);
+        assertThat(twice.err()).contains("line 2", "hash_ids[3] = 2 repeats hash_ids[1] of the same request");
 
         Path all = dir.resolve("all.json");
         assertThat(run("bench", "cache", "--trace", trace.toString(), "--capacity", "3", "--json", all.toString())

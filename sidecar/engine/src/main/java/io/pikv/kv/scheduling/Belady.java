@@ -38,8 +38,11 @@ public final class Belady {
         int[] stream = new int[n];
         int[] parent = new int[Math.min(n, 1024)]; // each dense id's predecessor in its requests (-1: first block)
         long[] original = new long[parent.length];
+        int[] lastRequest = new int[parent.length]; // the request each dense id was last seen in
         int k = 0;
+        int request = 0;
         for (long[] r : requests) {
+            request++;
             int before = -1;
             for (long b : r) {
                 int id = ids.get(b);
@@ -49,9 +52,13 @@ public final class Belady {
                     if (id == parent.length) {
                         parent = Arrays.copyOf(parent, Math.min(n, 2 * parent.length));
                         original = Arrays.copyOf(original, parent.length);
+                        lastRequest = Arrays.copyOf(lastRequest, parent.length);
                     }
                     parent[id] = before;
                     original[id] = b;
+                } else if (lastRequest[id] == request) {
+                    throw new IllegalArgumentException("block " + b + " comes twice in one request: ids must chain as"
+                            + " prefix hashes do (each names its whole prefix) for Belady's count to be the optimum");
                 } else if (parent[id] != before) {
                     throw new IllegalArgumentException("block " + b + " follows "
                             + (parent[id] < 0 ? "nothing" : "block " + original[parent[id]]) + " in one request and "
@@ -59,6 +66,7 @@ public final class Belady {
                             + " as prefix hashes do for Belady's count to be the optimum");
                 }
                 stream[k++] = id;
+                lastRequest[id] = request;
                 before = id;
             }
         }

@@ -33,7 +33,10 @@ class BeladyTest {
         assertThatThrownBy(() -> Belady.replay(List.of(new long[] {1, 2}, new long[] {2}), 1))
                 .hasMessageStartingWith("block 2 follows block 1 in one request and nothing in another");
         assertThatThrownBy(() -> Belady.replay(List.of(new long[] {1, 1}), 1))
-                .hasMessageStartingWith("block 1 follows nothing in one request and block 1 in another");
+                .hasMessageStartingWith("block 1 comes twice in one request");
+        // Also after a request where it chained: the repeat, not a parent of another request, is the fault.
+        assertThatThrownBy(() -> Belady.replay(List.of(new long[] {1, 2}, new long[] {1, 2, 3, 2}), 1))
+                .hasMessageStartingWith("block 2 comes twice in one request");
     }
 
     @Test
