@@ -85,7 +85,10 @@ public final class SidecarProcess implements AutoCloseable {
 
     /** An environment variable a sidecar would read as a setting ({@code PIKV_…}, {@code QUARKUS_…}). */
     static boolean overridesSettings(String variable) {
-        return variable.startsWith("PIKV_") || variable.startsWith("QUARKUS_");
+        return variable.startsWith("PIKV_") || variable.startsWith("QUARKUS_")
+                // options every JVM started takes up, -D settings included
+                || variable.equals("JAVA_TOOL_OPTIONS") || variable.equals("JDK_JAVA_OPTIONS")
+                || variable.equals("_JAVA_OPTIONS");
     }
 
     /**
@@ -118,15 +121,18 @@ public final class SidecarProcess implements AutoCloseable {
         cmd.add("-Dpikv.parent-pid=" + ProcessHandle.current().pid());
         settings.forEach((k, v) -> cmd.add("-D" + k + "=" + v));
         cmd.add("-jar");
-        cmd.add(jar.toString());
+        cmd.add(jar.toAbsolutePath().toString());
         Process process;
-        Path log = logDir.resolve(name + ".log");
+        Path log = logDir.toAbsolutePath().resolve(name + ".log");
         try {
             Files.createDirectories(logDir);
             ProcessBuilder builder = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile());
             // The child runs the settings given here, not the caller's: a PIKV_… or QUARKUS_… variable of the shell
-            // (say PIKV_STORE_DTYPE) would override them unseen and change what a benchmark compares.
+            // (say PIKV_STORE_DTYPE), or JVM options from the environment, would override them unseen and change what
+            // a benchmark compares.
             builder.environment().keySet().removeIf(SidecarProcess::overridesSettings);
+            // Nor the caller's directory: Quarkus reads a .env file and config/application.properties from there.
+            builder.directory(logDir.toAbsolutePath().toFile());
             process = builder.start();
         } catch (IOException e) {
             throw new Main.RunFailure("cannot start sidecar " + name + ": " + e.getMessage(), e);

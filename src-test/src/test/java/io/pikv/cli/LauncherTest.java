@@ -25,6 +25,18 @@ class LauncherTest {
         return new Run(code, out.toString(), err.toString());
     }
 
+    /** Sidecar children run the settings they are given: no shell variable or JVM option of the caller's applies. */
+    @Test
+    void sidecarChildrenTakeNoSettingsFromTheCallersEnvironment() {
+        for (String v : new String[] {"PIKV_STORE_DTYPE", "QUARKUS_HTTP_PORT", "JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS",
+                "_JAVA_OPTIONS"}) {
+            assertThat(SidecarProcess.overridesSettings(v)).as(v).isTrue();
+        }
+        for (String v : new String[] {"PATH", "HOME", "JAVA_HOME", "TZ"}) {
+            assertThat(SidecarProcess.overridesSettings(v)).as(v).isFalse();
+        }
+    }
+
     @Test
     void helpListsEveryCommand() {
         Run top = run("--help");
