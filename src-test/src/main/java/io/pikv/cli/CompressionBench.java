@@ -249,6 +249,12 @@ public final class CompressionBench implements Callable<Integer> {
         try {
             budgets = PyramidBudget.linear(shape.layers(), average, beta, sinks + window);
         } catch (IllegalArgumentException e) {
+            if (list.stream().anyMatch(Method::pyramid) && (long) sinks + window > tokens) {
+                // No --budget could do: even the whole context is less than what every layer must keep.
+                throw new Main.UsageException("--sinks + --window = " + ((long) sinks + window) + " is more than the "
+                        + tokens + " tokens of the context (" + (keysFile != null ? "--keys" : "--context")
+                        + "): every pyramid layer keeps at least that many.");
+            }
             if (list.stream().anyMatch(Method::pyramid)) {
                 throw new Main.UsageException("--budget " + budget + " keeps " + average + " of " + tokens
                         + " tokens, below --sinks + --window = " + (sinks + window) + ".");

@@ -675,6 +675,7 @@ class LauncherTest {
                 {"--keys", k, "--values", v, "--key-rank", "17"},
                 {"--keys", k, "--values", v, "--key-rank", "16", "--value-rank", "16", "--methods", "lowrank"},
                 {"--keys", k, "--values", v, "--budget", "0.1", "--key-rank", "8", "--value-rank", "8"},
+                {"--keys", k, "--values", v, "--window", "100", "--budget", "1", "--key-rank", "8", "--value-rank", "8"},
                 {"--keys", badShape.toString(), "--values", v},
                 {"--keys", shortHeader.toString(), "--values", v},
                 {"--keys", huge.toString(), "--values", huge.toString()},
@@ -686,6 +687,8 @@ class LauncherTest {
                 "holds '<f8', not float32 or float16", "missing.npy does not exist", "unknown method part 'int4'",
                 "--key-rank and --value-rank must be at most the head dim, 16", "keep everything",
                 "--budget 0.1 keeps 6 of 64 tokens, below --sinks + --window = 36",
+                "--sinks + --window = 104 is more than the 64 tokens of the context (--keys): every pyramid layer keeps "
+                        + "at least that many.",
                 "has a shape that is not a list of sizes below 2^31", "has a truncated .npy header",
                 "more than 2^31 - 1 elements",
                 "--q-heads sets what --keys and --values give (shape, tokens, calibration); leave it out with supplied "

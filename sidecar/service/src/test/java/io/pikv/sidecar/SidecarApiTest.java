@@ -219,6 +219,11 @@ class SidecarApiTest {
         byte[] good = Wire.encodeAppend(entries(0, 2, rnd));
         rejects(seq, "entries", java.util.Arrays.copyOf(good, good.length - 4), 400, "body is " + (good.length - 4)
                 + " bytes");
+        // Too short for its header: the body's length and what the header needs.
+        rejects(seq, "entries", new byte[7], 400, "body is 7 bytes, too short for the append header (layer, count): 8"
+                + " bytes needed at byte 0, 7 left");
+        rejects(seq, "attention", new byte[7], 400, "body is 7 bytes, too short for the attend header (layer, expert"
+                + " count): 8 bytes needed at byte 0, 7 left");
         // NaN in the second entry's V.
         Wire.AppendRequest nan = entries(0, 2, rnd);
         nan.entries()[1].v()[3] = Float.NaN;

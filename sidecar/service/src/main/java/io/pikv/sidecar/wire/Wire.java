@@ -221,7 +221,7 @@ public final class Wire {
         } else {
             // 1 to topK chosen experts (cache-aware routing may keep fewer), counted in the body: a count inferred
             // from the size would read a stray or missing word as an expert and shift every float after it.
-            need(in, 4, "the step's count of chosen experts");
+            need(in, 4, "step's count of chosen experts");
             routing = in.getInt();
             if (routing < 1 || routing > shape.topK()) {
                 throw new WireException("a step with chosen experts names 1 to " + shape.topK() + " of them, got "
@@ -314,7 +314,9 @@ public final class Wire {
 
     private static void need(ByteBuffer in, int bytes, String what) {
         if (in.remaining() < bytes) {
-            throw new WireException("body too short for the " + what + ": " + in.remaining() + " bytes");
+            // What is left and what was needed, and the whole body's length (a header after another one, say).
+            throw new WireException("body is " + in.limit() + " bytes, too short for the " + what + ": " + bytes
+                    + " bytes needed at byte " + in.position() + ", " + in.remaining() + " left");
         }
     }
 
