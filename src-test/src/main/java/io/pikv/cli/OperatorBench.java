@@ -83,20 +83,43 @@ public final class OperatorBench implements Callable<Integer> {
         PrintWriter pw = spec.commandLine().getOut();
         pw.println("creating " + clusters + " PiKVClusters against the mock API server (log in " + log + ") ...");
         pw.flush();
-        Process p = new ProcessBuilder(cmd).directory(root.toFile()).redirectErrorStream(true)
-                .redirectOutput(log.toFile()).start();
-        Thread reaper = new Thread(p::destroyForcibly, "pikv-operator-bench-child"); // on Ctrl-C or a kill
+        ProcessBuilder builder = new ProcessBuilder(cmd).directory(root.toFile()).redirectErrorStream(true)
+                .redirectOutput(log.toFile());
+        builder.environment().keySet().removeIf(SidecarProcess::jvmOptions); // its own heap, no agent of the caller's
+        java.util.concurrent.atomic.AtomicReference<Process> child = new java.util.concurrent.atomic.AtomicReference<>();
+        // On Ctrl-C or a kill: the hook itself ends the child and removes the run's directory, since the JVM halts
+        // once its hooks return, before the main thread would (registered before the child starts, so none escapes).
+        Thread reaper = new Thread(() -> {
+            Process running = child.get();
+            if (running != null) {
+                running.destroyForcibly();
+                try {
+                    running.waitFor(10, TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+            DirTree.delete(dir);
+        }, "pikv-operator-bench-child");
         Runtime.getRuntime().addShutdownHook(reaper);
+        Process p;
+        // Generous: each step of the child has its own time-outs; this only ends a child stuck beyond them.
+        long minutes = 30 + (long) clusters * (rounds + warmup + 1) / 60;
         try {
-            if (!p.waitFor(30, TimeUnit.MINUTES)) {
-                throw new Main.RunFailure("the operator benchmark did not finish within 30 minutes; see " + log);
+            p = builder.start();
+            child.set(p);
+            if (!p.waitFor(minutes, TimeUnit.MINUTES)) {
+                throw new Main.RunFailure("the operator benchmark did not finish within " + minutes + " minutes; see "
+                        + log);
             }
         } finally {
-            p.destroyForcibly();
+            Process started = child.get();
+            if (started != null) {
+                started.destroyForcibly();
+            }
             Main.removeShutdownHook(reaper);
         }
         if (Main.shuttingDown()) { // interrupted (Ctrl-C): the child was ended by the hook above, not failed
-            DirTree.delete(dir);
             throw new Main.RunFailure("interrupted");
         }
         if (p.exitValue() != 0 || !Files.isRegularFile(out)) {

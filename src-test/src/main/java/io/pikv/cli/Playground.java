@@ -496,8 +496,10 @@ public final class Playground implements Callable<Integer> {
                 (budget >> 20) + "Mi", "--policy", policy, "--kafka", parts.kafka.bootstrapServers(), "--model",
                 SHAPE.layers() + "," + SHAPE.qHeads() + "," + SHAPE.kvHeads() + "," + SHAPE.headDim() + ","
                         + SHAPE.experts() + "," + SHAPE.topK()));
-        Process p = new ProcessBuilder(cmd).directory(root.toFile())
-                .redirectError(logs.resolve("operator.log").toFile()).start();
+        ProcessBuilder builder = new ProcessBuilder(cmd).directory(root.toFile())
+                .redirectError(logs.resolve("operator.log").toFile());
+        builder.environment().keySet().removeIf(SidecarProcess::jvmOptions); // its own heap, no agent of the caller's
+        Process p = builder.start();
         OPERATORS.add(p);
         parts.operator = p;
         Thread lines = new Thread(() -> {

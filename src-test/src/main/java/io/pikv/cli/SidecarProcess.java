@@ -85,9 +85,15 @@ public final class SidecarProcess implements AutoCloseable {
 
     /** An environment variable a sidecar would read as a setting ({@code PIKV_…}, {@code QUARKUS_…}). */
     static boolean overridesSettings(String variable) {
-        return variable.startsWith("PIKV_") || variable.startsWith("QUARKUS_")
-                // options every JVM started takes up, -D settings included
-                || variable.equals("JAVA_TOOL_OPTIONS") || variable.equals("JDK_JAVA_OPTIONS")
+        return variable.startsWith("PIKV_") || variable.startsWith("QUARKUS_") || jvmOptions(variable);
+    }
+
+    /**
+     * Whether an environment variable holds options every JVM started takes up (-D settings, heap, agents): a child
+     * JVM of a command runs without them, on the options the command gives it.
+     */
+    static boolean jvmOptions(String variable) {
+        return variable.equals("JAVA_TOOL_OPTIONS") || variable.equals("JDK_JAVA_OPTIONS")
                 || variable.equals("_JAVA_OPTIONS");
     }
 
