@@ -361,8 +361,9 @@ public final class PiKVClusterValidator {
 
     /**
      * The heap a shard needs beside its other memory for the bookkeeping of a full budget:
-     * {@link #HEAP_PER_ENTRY_BYTES} per (token, layer) entry that the budget's pages hold. 0 when the model or the
-     * budget is not valid (reported elsewhere).
+     * {@link #HEAP_PER_ENTRY_BYTES} per (token, layer) entry that the budget's pages hold, plus an {@code lrfu}
+     * policy's history of evicted entries ({@link #historyBytes}). 0 when the model or the budget is not valid
+     * (reported elsewhere).
      */
     public static long bookkeepingBytes(PiKVClusterSpec spec, long budgetBytes) {
         ModelSpec m = spec.getModel();
@@ -371,10 +372,27 @@ public final class PiKVClusterValidator {
         }
         try {
             KvLayout layout = new KvLayout(m.getKvHeads(), m.getHeadDim(), PAGE_TOKENS, storageType(spec));
-            return budgetBytes / layout.pageBytes() * PAGE_TOKENS * HEAP_PER_ENTRY_BYTES;
+            return budgetBytes / layout.pageBytes() * PAGE_TOKENS * HEAP_PER_ENTRY_BYTES + historyBytes(spec);
         } catch (IllegalArgumentException e) {
             return 0;
         }
+    }
+
+    /**
+     * The heap an {@code lrfu} policy's history may take once full: {@code historyLimit} ×
+     * {@link io.pikv.kv.scheduling.Lrfu#HEAP_PER_HISTORY_BYTES} (a shard remembers that many evicted entries); 0 for
+     * another policy, without the knob (the shard's default keeps none), or with an invalid one (reported elsewhere).
+     */
+    public static long historyBytes(PiKVClusterSpec spec) {
+        SchedulingSpec s = spec.getScheduling();
+        if (s == null || s.getPolicy() != SchedulingPolicy.LRFU || s.getParameters() == null) {
+            return 0;
+        }
+        Double limit = s.getParameters().get("historyLimit");
+        if (limit == null || !(limit >= 0) || limit > io.pikv.kv.scheduling.Lrfu.MAX_HISTORY || limit != Math.rint(limit)) {
+            return 0;
+        }
+        return limit.longValue() * io.pikv.kv.scheduling.Lrfu.HEAP_PER_HISTORY_BYTES;
     }
 
     /** The storage type of the shard's pages for this spec: int8 when compression says so, else the model's dtype. */
@@ -853,7 +871,8 @@ public final class PiKVClusterValidator {
                     out.add(new Violation("spec.sidecar.resources", "memory " + memory + " leaves less than "
                             + (bookkeeping == 0 ? "512Mi" : mebibytesCeil(floor - budgetBytes) + "Mi (512Mi, "
                             + mebibytesCeil(bookkeeping) + "Mi of heap for the bookkeeping of the entries the budget "
-                            + "holds, and " + mebibytesCeil(collectorRoom) + "Mi, half of it again, for the collector)")
+                            + "holds" + (historyBytes(spec) > 0 ? " and of the lrfu history (historyLimit)" : "")
+                            + ", and " + mebibytesCeil(collectorRoom) + "Mi, half of it again, for the collector)")
                             + " above spec.memoryPerShard (" + budget + "): the KV pages live in the container's "
                             + "memory next to the JVM's heap and its own memory; give at least " + mebibytesCeil(floor)
                             + "Mi, or leave it unset"));

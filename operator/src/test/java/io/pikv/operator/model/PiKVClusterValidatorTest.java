@@ -264,6 +264,15 @@ class PiKVClusterValidatorTest {
                         "spec.sidecar.resources", "leaves less than 548Mi (512Mi, 24Mi of heap for the "
                                 + "bookkeeping of the entries the budget holds, and 12Mi, half of it again, for the "
                                 + "collector) above spec.memoryPerShard"),
+                bad("memory limit without room for an lrfu history", c -> {
+                    // 1,048,576 remembered evictions at 96 bytes: 96Mi of heap beside the entries' 24Mi.
+                    c.getSpec().getScheduling().setPolicy(SchedulingPolicy.LRFU);
+                    c.getSpec().getScheduling().setParameters(Map.of("historyLimit", 1048576.0));
+                    c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()
+                            .addToLimits("memory", new Quantity("600Mi")).build());
+                }, "spec.sidecar.resources", "leaves less than 692Mi (512Mi, 120Mi of heap for the bookkeeping of the "
+                        + "entries the budget holds and of the lrfu history (historyLimit), and 60Mi, half of it again, "
+                        + "for the collector) above spec.memoryPerShard"),
                 bad("memory limit just above the budget (no room for the JVM)", c -> {
                     c.getSpec().setMemoryPerShard(new Quantity("1Gi"));
                     c.getSpec().getSidecar().setResources(new ResourceRequirementsBuilder()

@@ -132,6 +132,20 @@ class ShardClusterTest {
     }
 
     @Test
+    void anLrfuHistoryIsGivenItsHeap() {
+        // 1,048,576 remembered evictions at 96 bytes: 96 MiB of heap beside the entries' 24 MiB, so 64 MiB budget +
+        // 120 MiB + half of it again (60 MiB) + 1 GiB; the heap is those 120 MiB and half of the 1084 MiB above them.
+        PiKVCluster c = TestClusters.small("demo", "ns");
+        c.getSpec().getScheduling().setPolicy(SchedulingPolicy.LRFU);
+        c.getSpec().getScheduling().setParameters(Map.of("historyLimit", 1048576.0));
+        Container container = model(c).generateStatefulSet().getSpec().getTemplate().getSpec().getContainers().get(0);
+        assertThat(container.getResources().getLimits()).containsEntry("memory", new Quantity("1268Mi"));
+        EnvVar opts = container.getEnv().stream().filter(e -> e.getName().equals("JDK_JAVA_OPTIONS")).findFirst()
+                .orElseThrow();
+        assertThat(opts.getValue()).contains("-Xmx662m");
+    }
+
+    @Test
     void gpuShardsRequestTheDeviceAndTolerateItsTaint() {
         PiKVCluster c = TestClusters.small("demo", "ns");
         c.getSpec().getGpu().setEnabled(true);

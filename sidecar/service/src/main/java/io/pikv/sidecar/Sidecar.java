@@ -142,7 +142,11 @@ public class Sidecar {
                 checkTheBlocksFit(config.blocks().capacityBytes(), config.api().maxBodyBytes(), maxHeap);
                 return null;
             });
-            warnIfTheHeapIsShort(config.role() == Role.shard ? shard : null, config.blocks().capacityBytes(),
+            // An lrfu policy configured with a history remembers that many evictions on the heap too.
+            long history = config.store().eviction().equals("lrfu")
+                    ? (long) (double) parameters.getOrDefault("historyLimit", 0.0)
+                    * io.pikv.kv.scheduling.Lrfu.HEAP_PER_HISTORY_BYTES : 0;
+            warnIfTheHeapIsShort(config.role() == Role.shard ? shard : null, history, config.blocks().capacityBytes(),
                     config.api().maxBodyBytes(), maxHeap);
             setting("pikv.compute", () -> {
                 if (config.role() == Role.shard) {
@@ -218,19 +222,25 @@ public class Sidecar {
      * Says at start-up when what the sidecar may hold on its heap exceeds the heap's maximum: a full block cache, a
      * request body, {@link #SERVER_HEAP}, and on a shard the bookkeeping of a full budget under a token policy
      * ({@link io.pikv.kv.scheduling.TokenRetention#HEAP_PER_ENTRY_BYTES} per entry the pages hold; control may switch
-     * to one at any time). Returns the warning, or null.
+     * to one at any time), and the history of evictions an {@code lrfu} policy was configured to remember. Returns the
+     * warning, or null.
      *
-     * @param shard the shard whose budget counts, or null (a gateway)
+     * @param shard        the shard whose budget counts, or null (a gateway)
+     * @param historyBytes heap of a full lrfu history ({@code historyLimit} ×
+     *                     {@link io.pikv.kv.scheduling.Lrfu#HEAP_PER_HISTORY_BYTES}), 0 for none
      */
-    static String warnIfTheHeapIsShort(ShardNode shard, long blockBytes, long maxBodyBytes, long maxHeap) {
+    static String warnIfTheHeapIsShort(ShardNode shard, long historyBytes, long blockBytes, long maxBodyBytes,
+                                       long maxHeap) {
         long entries = 0;
         long bookkeeping = 0;
         if (shard != null) {
             io.pikv.kv.KvLayout layout = shard.layout();
             entries = shard.budgetBytes() / layout.pageBytes() * layout.pageTokens();
             bookkeeping = entries * io.pikv.kv.scheduling.TokenRetention.HEAP_PER_ENTRY_BYTES;
+        } else {
+            historyBytes = 0; // a gateway evicts no tokens
         }
-        long need = saturatedSum(bookkeeping, blockBytes, maxBodyBytes, SERVER_HEAP);
+        long need = saturatedSum(bookkeeping, historyBytes, blockBytes, maxBodyBytes, SERVER_HEAP);
         if (need <= maxHeap) {
             return null;
         }
@@ -239,7 +249,9 @@ public class Sidecar {
                 + "(pikv.api.max-body-bytes) and %d MiB for the server; a full sidecar may run out of heap: raise -Xmx "
                 + "or lower those settings", maxHeap >> 20, need >> 20, shard == null ? "" : String.format("the "
                 + "bookkeeping of the %d entries the budget's pages hold under a token eviction policy (%d MiB, "
-                + "pikv.store.budget-bytes), ", entries, bookkeeping >> 20), blockBytes >> 20, maxBodyBytes >> 20,
+                + "pikv.store.budget-bytes), ", entries, bookkeeping >> 20) + (historyBytes == 0 ? "" : String.format(
+                "the lrfu history of up to %d MiB (historyLimit in pikv.store.eviction-parameters), ",
+                historyBytes >> 20)), blockBytes >> 20, maxBodyBytes >> 20,
                 SERVER_HEAP >> 20);
         LOG.warn(warning);
         return warning;

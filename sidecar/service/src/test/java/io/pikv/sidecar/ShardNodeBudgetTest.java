@@ -62,17 +62,22 @@ class ShardNodeBudgetTest {
         long body = 8L << 20;
         try (ShardNode node = new ShardNode(0, SHAPE, StorageType.FP32, 16, 1, 1 << 20, ShardPolicy.of("lru"))) {
             long enough = (200L << 20) + (3L << 19);
-            assertThat(Sidecar.warnIfTheHeapIsShort(node, blocks, body, enough)).isNull();
-            assertThat(Sidecar.warnIfTheHeapIsShort(node, blocks, body, enough - 1)).isEqualTo("the heap's maximum of "
+            assertThat(Sidecar.warnIfTheHeapIsShort(node, 0, blocks, body, enough)).isNull();
+            assertThat(Sidecar.warnIfTheHeapIsShort(node, 0, blocks, body, enough - 1)).isEqualTo("the heap's maximum of "
                     + "201 MiB is below what this sidecar may hold on it, about 201 MiB: the bookkeeping of the 8192 "
                     + "entries the budget's pages hold under a token eviction policy (1 MiB, pikv.store.budget-bytes), "
                     + "64 MiB of block cache (pikv.blocks.capacity-bytes), a request body of up to 8 MiB "
                     + "(pikv.api.max-body-bytes) and 128 MiB for the server; a full sidecar may run out of heap: raise "
                     + "-Xmx or lower those settings");
+            // An lrfu history of 1,048,576 evictions: 96 MiB more.
+            long history = (1L << 20) * io.pikv.kv.scheduling.Lrfu.HEAP_PER_HISTORY_BYTES;
+            assertThat(Sidecar.warnIfTheHeapIsShort(node, history, blocks, body, enough + history)).isNull();
+            assertThat(Sidecar.warnIfTheHeapIsShort(node, history, blocks, body, enough)).contains("the lrfu history of "
+                    + "up to 96 MiB (historyLimit in pikv.store.eviction-parameters), 64 MiB of block cache");
         }
         // A gateway: no bookkeeping of its own.
-        assertThat(Sidecar.warnIfTheHeapIsShort(null, blocks, body, 200L << 20)).isNull();
-        assertThat(Sidecar.warnIfTheHeapIsShort(null, blocks, body, (200L << 20) - 1)).startsWith("the heap's "
+        assertThat(Sidecar.warnIfTheHeapIsShort(null, 0, blocks, body, 200L << 20)).isNull();
+        assertThat(Sidecar.warnIfTheHeapIsShort(null, 0, blocks, body, (200L << 20) - 1)).startsWith("the heap's "
                 + "maximum of 199 MiB is below what this sidecar may hold on it, about 200 MiB: 64 MiB of block cache");
         // A block cache that could never fit is refused.
         assertThatThrownBy(() -> Sidecar.checkTheBlocksFit(8L << 30, body, 2L << 30))
@@ -83,7 +88,7 @@ class ShardNodeBudgetTest {
         // A capacity meant as "no limit" does not wrap past either check.
         assertThatThrownBy(() -> Sidecar.checkTheBlocksFit(Long.MAX_VALUE, body, 2L << 30))
                 .isInstanceOf(IllegalArgumentException.class);
-        assertThat(Sidecar.warnIfTheHeapIsShort(null, Long.MAX_VALUE, body, 2L << 30))
+        assertThat(Sidecar.warnIfTheHeapIsShort(null, 0, Long.MAX_VALUE, body, 2L << 30))
                 .startsWith("the heap's maximum of 2048 MiB is below what this sidecar may hold on it");
     }
 

@@ -44,6 +44,12 @@ public final class Lrfu extends RankedPolicy {
     public static final int MAX_HISTORY = 1 << 29;
 
     /**
+     * Heap a full history takes per remembered eviction, for sizing: 24 bytes in the ring (key, CRF, time), 26 to 52
+     * in the index (13-byte slots, at most half of them used), and room for the copies a growth step makes.
+     */
+    public static final long HEAP_PER_HISTORY_BYTES = 96;
+
+    /**
      * @param halfLife     clock ticks over which a use loses half its weight
      * @param historyLimit evicted entries whose CRF is remembered (0: none)
      * @param tailFirst    evict partial tail blocks ({@link Entries#tail}) before anything else
