@@ -378,10 +378,14 @@ public class PiKVClusterReconciler implements Reconciler<PiKVCluster> {
         if (known == null || StatusAggregator.changed(known, next)) {
             writeStatus(cluster, next, context);
         }
+        // Warned once, as the event is: the reconcile comes back every progress interval while the name is taken.
         if (!told) {
             events.warning(cluster, Reasons.NAME_TAKEN, message);
+            LOG.warnf("%s/%s: %s", cluster.getMetadata().getNamespace(), cluster.getMetadata().getName(), message);
+        } else {
+            LOG.debugf("%s/%s: still blocked: %s", cluster.getMetadata().getNamespace(), cluster.getMetadata().getName(),
+                    message);
         }
-        LOG.warnf("%s/%s: %s", cluster.getMetadata().getNamespace(), cluster.getMetadata().getName(), message);
         return new Outcome(UpdateControl.<PiKVCluster>noUpdate().rescheduleAfter(config.progressInterval()),
                 "blocked");
     }
