@@ -168,12 +168,14 @@ public final class ShardNode implements KvApi, AutoCloseable {
     public void attendOn(io.pikv.kv.compute.CudaBackend cuda, boolean required) {
         String refused = pyramid != null ? "pyramid budgets choose the tokens kept by attention weights, which the "
                 + "device does not compute" : io.pikv.kv.compute.CudaDeviceAttention.refusal(shard.layout(), shape);
+        RuntimeException failure = null;
         if (refused == null) {
+            long bytes = 0;
             try {
                 // Room for a copy of every page of the budget, at most 90 % of the device memory free now: a shard
                 // shares its device with nothing by design, but must not take what it cannot use. Pages beyond it
                 // (a budget raised later) are attended on the CPU, with a warning.
-                long bytes = Math.min(shard.budgetBytes(), (long) (cuda.freeMemory() * 0.9));
+                bytes = Math.min(shard.budgetBytes(), (long) (cuda.freeMemory() * 0.9));
                 io.pikv.kv.compute.CudaDeviceAttention device = new io.pikv.kv.compute.CudaDeviceAttention(cuda, shape,
                         shard.layout().type(), bytes);
                 try {
@@ -199,14 +201,21 @@ public final class ShardNode implements KvApi, AutoCloseable {
                 }
                 return;
             } catch (RuntimeException e) { // device memory short (CudaException), or a budget below one page
-                refused = e.getMessage();
+                refused = "setting up " + (bytes >> 20) + " MiB of device memory for page copies failed: "
+                        + e.getMessage();
+                failure = e;
             }
         }
         if (required) {
             throw new IllegalStateException("pikv.compute=cuda but " + cuda.deviceName() + " cannot attend over this "
-                    + "shard's pages: " + refused);
+                    + "shard's pages: " + refused, failure);
         }
-        LOG.log(System.Logger.Level.INFO, "shard {0}: attention on the CPU: {1}", id, refused);
+        if (failure != null) {
+            LOG.log(System.Logger.Level.INFO, "shard " + id + ": attention on the CPU: " + cuda.deviceName() + ": "
+                    + refused, failure);
+        } else {
+            LOG.log(System.Logger.Level.INFO, "shard {0}: attention on the CPU: {1}", id, refused);
+        }
     }
 
     /** Bytes of device memory for page copies, when attention runs on a device. */

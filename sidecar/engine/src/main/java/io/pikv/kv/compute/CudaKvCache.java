@@ -269,7 +269,7 @@ public final class CudaKvCache implements AutoCloseable {
         addPage(l);
         try {
             cuda.bind();
-            JCudaDriver.cuMemcpyHtoD(slab.withByteOffset(pool.offset(l.pages[l.n - 1])), Pointer.to(page),
+            JCudaDriver.cuMemcpyHtoD(slab.withByteOffset(pool.offset(l.pages[l.n - 1])), Pointer.to(page.slice()),
                     layout.pageBytes());
         } catch (RuntimeException | Error e) {
             dropLastPage(l, countBefore);
@@ -398,7 +398,7 @@ public final class CudaKvCache implements AutoCloseable {
             throw new IllegalArgumentException("a page is a direct buffer of " + layout.pageBytes() + " bytes");
         }
         cuda.bind();
-        JCudaDriver.cuMemcpyHtoD(slab.withByteOffset(pool.offset(id)), Pointer.to(page), layout.pageBytes());
+        JCudaDriver.cuMemcpyHtoD(slab.withByteOffset(pool.offset(id)), Pointer.to(page.slice()), layout.pageBytes());
     }
 
     /** Launches of the partial and merge kernels over a fixed page list. */
