@@ -759,6 +759,9 @@ public final class KvShard {
     public PartialAttention attendPartial(long sequence, int layer, float[] query, AttentionScope scope,
                                           boolean weights, ExecutorService pool, int parallelism, int mustHold) {
         shape.checkLayer(layer);
+        if (scope == null) {
+            throw new IllegalArgumentException("the attention scope is missing (AttentionScope.all() for every entry)");
+        }
         scope.validate(shape.experts());
         float[] scaled = shape.scaledQuery(query);
         int threads = pool == null ? 1 : Math.min(parallelism, buckets);
@@ -990,6 +993,9 @@ public final class KvShard {
     /** Those of {@code positions} (each in range) not resident here for (sequence, layer), in their order. */
     public int[] notResident(long sequence, int layer, int[] positions) {
         shape.checkLayer(layer);
+        if (positions == null) {
+            throw new IllegalArgumentException("positions must not be null");
+        }
         lock.readLock().lock();
         try {
             LayerState ls = layerState(sequence, layer, false);

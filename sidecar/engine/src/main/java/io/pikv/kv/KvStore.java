@@ -319,7 +319,7 @@ public final class KvStore implements AutoCloseable {
         return out;
     }
 
-    /** Bytes of pages in use over all shards; never above the budget. */
+    /** Bytes of pages in use over all shards; never above the budget (as long as no shard's is raised on its own). */
     public long bytesInUse() {
         long n = 0;
         for (KvShard shard : shards) {

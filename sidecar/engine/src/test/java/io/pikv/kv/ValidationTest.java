@@ -104,6 +104,10 @@ class ValidationTest {
         rejects(() -> store.evict(seq, 5, new int[] {1}), "layer 5 is out of range");
         rejects(() -> store.shards().get(0).resident(seq, 2), "layer 2 is out of range");
         rejects(() -> store.shards().get(0).resident(seq, -1), "layer -1 is out of range");
+        // A shard names missing arguments as the store does.
+        rejects(() -> store.shards().get(0).attendPartial(seq, 1, q, null, false, null, 1, -1),
+                "the attention scope is missing");
+        rejects(() -> store.shards().get(0).notResident(seq, 1, null), "positions must not be null");
         long closed = store.createSequence();
         store.closeSequence(closed);
         rejects(() -> store.attend(closed, 0, q), "unknown sequence " + closed);

@@ -491,9 +491,10 @@ public final class ShardNode implements KvApi, AutoCloseable {
                         // policy may rank the batch's first entries lowest and evict them: its choice, as for any;
                         // not its oldest-page fallback's, which ranks nothing.)
                         throw new KvBudgetExceededException("the request's " + entries.length + " entries do not "
-                                + "fit beside each other: making room for the last evicted some of the first (the "
-                                + "budget holds " + shard.budgetBytes() / shard.layout().pageBytes() + " pages); send "
-                                + "fewer at a time (no entry of the request was stored)");
+                                + "fit beside each other: making room for the last, or for another request meanwhile, "
+                                + "evicted some of the first (the budget holds " + shard.budgetBytes()
+                                / shard.layout().pageBytes() + " pages); send fewer at a time, or again (no entry of "
+                                + "the request was stored)");
                     }
                     if (gone.length > 0 && ranks) {
                         // Evicted by another request's room before the policy heard of their store: untracked now,
@@ -735,9 +736,9 @@ public final class ShardNode implements KvApi, AutoCloseable {
                                 + "its attention " + STEP_ATTEMPTS + " times: the shard's budget is too small for its "
                                 + "load (nothing of the step was stored)");
                     }
-                    // The evicted copy is taken back first (its eviction and miss with it, its count in the
-                    // layer's stored entries too): each attempt starts from the state before the step, and the undo
-                    // of a last failure is one withdrawal.
+                    // The evicted copy is taken back first (its miss with it, its count in the layer's stored
+                    // entries too; its eviction stays counted, as every eviction does): each attempt starts from the
+                    // state before the step, and the undo of a last failure is one withdrawal.
                     withdraw(sequence, request.layer(), at);
                     append(sequence, new Wire.AppendRequest(request.layer(), new Wire.AppendRequest.Entry[] {
                         new Wire.AppendRequest.Entry(at[0], experts[0], request.k(), request.v())}));

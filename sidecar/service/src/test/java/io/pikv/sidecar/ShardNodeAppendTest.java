@@ -191,9 +191,9 @@ class ShardNodeAppendTest {
             Wire.AppendRequest.Entry[] batch = next(32, rnd); // two pages' worth
             assertThatThrownBy(() -> node.append(seq, request(batch)))
                     .isInstanceOf(io.pikv.kv.KvBudgetExceededException.class)
-                    .hasMessage("the request's 32 entries do not fit beside each other: making room for the last "
-                            + "evicted some of the first (the budget holds 2 pages); send fewer at a time (no entry of "
-                            + "the request was stored)");
+                    .hasMessage("the request's 32 entries do not fit beside each other: making room for the last, "
+                            + "or for another request meanwhile, evicted some of the first (the budget holds 2 pages); "
+                            + "send fewer at a time, or again (no entry of the request was stored)");
             // None of the batch stays; the entry before it went with the page (an eviction is not undone).
             assertThat(node.residentPositions(seq, 0)).isEmpty();
             assertThat(node.layers(seq)[0][0]).as("length").isEqualTo(1);
