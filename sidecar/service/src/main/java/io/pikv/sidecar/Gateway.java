@@ -64,8 +64,16 @@ public final class Gateway implements KvApi {
         volatile long shardsTold = System.nanoTime();
         /** Entries whose take-back no shard confirmed (a timed-out request may store them late), retried. */
         final List<Unconfirmed> unconfirmed = new ArrayList<>();
+        /**
+         * The shards (by index) a close asks: every one, but after a failed create only those whose close of what it
+         * made there was not confirmed (the others never made the sequence: the id may be another owner's there). A
+         * shard that confirms a close is taken out, so a repeated close does not ask it again. Changed only by the
+         * one close in flight ({@link #closeInFlight}) or under the lock.
+         */
+        final BitSet closeOn = new BitSet();
 
         State(int layers, int shards) {
+            closeOn.set(0, shards);
             length = new int[layers];
             experts = new BitSet[layers][shards];
             for (BitSet[] row : experts) {
@@ -280,12 +288,14 @@ public final class Gateway implements KvApi {
                     }
                 }
                 boolean unconfirmed = false;
+                state.closeOn.clear(); // a later close asks only the shards whose close below is not confirmed
                 for (SidecarClient shard : created) {
                     try {
                         shard.closeSequence(id);
                     } catch (RuntimeException closeFailure) {
                         if (!(closeFailure instanceof SidecarException se && se.status() == 404)) {
                             unconfirmed = true;
+                            state.closeOn.set(shards.indexOf(shard));
                             LOG.warnf("gateway: sequence %d may stay open on %s after a failed create: %s%s", id,
                                     shard.base(), closeFailure.getMessage(), explicit ? "; its id stays taken until a "
                                     + "close succeeds (a DELETE, or the idle sweep)" : " (the shard closes it as idle)");
@@ -381,7 +391,8 @@ public final class Gateway implements KvApi {
         RuntimeException first = null;
         boolean asked = false;
         try {
-            for (SidecarClient shard : shards) {
+            for (int i = state.closeOn.nextSetBit(0); i >= 0; i = state.closeOn.nextSetBit(i + 1)) {
+                SidecarClient shard = shards.get(i);
                 if (failed != null && failed.contains(shard)) {
                     if (first == null) {
                         first = new IllegalStateException(shard.base() + " failed an earlier close of this pass");
@@ -390,8 +401,11 @@ public final class Gateway implements KvApi {
                 }
                 try {
                     shard.closeSequence(sequence);
+                    state.closeOn.clear(i); // confirmed: not asked again by a repeated close
                 } catch (RuntimeException e) {
-                    if (!(e instanceof SidecarException se && se.status() == 404)) {
+                    if (e instanceof SidecarException se && se.status() == 404) {
+                        state.closeOn.clear(i);
+                    } else {
                         if (first == null) {
                             first = e;
                         }
