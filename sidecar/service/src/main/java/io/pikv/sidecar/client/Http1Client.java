@@ -113,6 +113,45 @@ final class Http1Client implements AutoCloseable {
         this.tlsFactory = tlsFactory;
     }
 
+    /**
+     * Resolves host names off the calling thread, so that a connect's budget bounds the lookup too (the JDK's
+     * resolver has no timeout of its own: a slow cluster DNS would hold a call past its deadline). A lookup left
+     * behind by its call ends on its own and fills the JDK's address cache for the next.
+     */
+    private static final java.util.concurrent.ExecutorService RESOLVER = java.util.concurrent.Executors
+            .newCachedThreadPool(r -> {
+                Thread t = new Thread(r, "pikv-http-resolve");
+                t.setDaemon(true);
+                return t;
+            });
+
+    /** An IPv4 or bracketed IPv6 literal, which needs no lookup. */
+    private static final java.util.regex.Pattern LITERAL =
+            java.util.regex.Pattern.compile("\\d{1,3}(\\.\\d{1,3}){3}|\\[[0-9A-Fa-f:.%a-zA-Z]*]");
+
+    /** {@code host}'s address within {@code timeoutMs}; a name not resolved by then fails as a timeout. */
+    static InetSocketAddress resolve(String host, int port, int timeoutMs) throws IOException {
+        if (LITERAL.matcher(host).matches()) {
+            return new InetSocketAddress(host, port);
+        }
+        java.util.concurrent.Future<java.net.InetAddress> lookup = RESOLVER.submit(() -> java.net.InetAddress
+                .getByName(host));
+        try {
+            return new InetSocketAddress(lookup.get(timeoutMs, TimeUnit.MILLISECONDS), port);
+        } catch (java.util.concurrent.TimeoutException e) {
+            throw new SocketTimeoutException("resolving " + host + " took more than " + timeoutMs + " ms");
+        } catch (java.util.concurrent.ExecutionException e) {
+            if (e.getCause() instanceof IOException io) {
+                throw io; // UnknownHostException, said as such
+            }
+            throw new IOException("resolving " + host + ": " + e.getCause(), e.getCause());
+        } catch (InterruptedException e) {
+            lookup.cancel(true);
+            Thread.currentThread().interrupt();
+            throw new java.io.InterruptedIOException("interrupted resolving " + host);
+        }
+    }
+
     private static ScheduledThreadPoolExecutor deadlines() {
         ScheduledThreadPoolExecutor e = new ScheduledThreadPoolExecutor(1, r -> {
             Thread t = new Thread(r, "pikv-http-deadlines");
@@ -239,7 +278,10 @@ final class Http1Client implements AutoCloseable {
         try {
             socket.setTcpNoDelay(true);
             socket.setKeepAlive(true);
-            socket.connect(new InetSocketAddress(host, port), timeout);
+            long start = System.nanoTime();
+            InetSocketAddress address = resolve(host, port, timeout);
+            // What the lookup left of the budget (at least a millisecond: 0 would mean no timeout at all).
+            socket.connect(address, (int) Math.max(1, timeout - (System.nanoTime() - start) / 1_000_000));
             socket.setSoTimeout(timeoutMs);
             Socket stream = socket;
             if (tls) {

@@ -133,6 +133,20 @@ class Http1ClientTest {
     }
 
     @Test
+    void aHostNameIsResolvedWithinTheConnectBudget() throws IOException {
+        // Literals need no lookup; a name is looked up off the calling thread, and waited for at most the budget.
+        assertThat(Http1Client.resolve("127.0.0.1", 8080, 1).getAddress().getHostAddress()).isEqualTo("127.0.0.1");
+        assertThat(Http1Client.resolve("[::1]", 8080, 1).getAddress().isLoopbackAddress()).isTrue();
+        assertThat(Http1Client.resolve("localhost", 8080, 10_000).getAddress().isLoopbackAddress()).isTrue();
+        long start = System.nanoTime();
+        // Unknown (or, where the resolver waits for a DNS server it cannot reach, not resolved in time): either way
+        // an IOException within about the budget, not the resolver's own retries.
+        assertThatThrownBy(() -> Http1Client.resolve("no-such-shard.invalid", 8080, 1_000))
+                .isInstanceOfAny(java.net.UnknownHostException.class, java.net.SocketTimeoutException.class);
+        assertThat((System.nanoTime() - start) / 1e9).as("seconds").isLessThan(5);
+    }
+
+    @Test
     void failuresAreDescribedEvenWithoutAMessageAndLongBodiesAreCut() {
         assertThat(Http1Client.describe(new java.net.UnknownHostException())).isEqualTo("unknown host");
         assertThat(Http1Client.describe(new java.net.UnknownHostException("shard-1"))).isEqualTo("unknown host shard-1");
