@@ -867,21 +867,30 @@ public final class Gateway implements KvApi {
                 LOG.warnf("gateway: %s took back %d of positions %s of sequence %d layer %d: the rest may still be "
                         + "stored by a request still on its way; their positions are not given again, and the shard "
                         + "is asked again before the layer's next call", shards.get(s).base(), withdrawn,
-                        Arrays.toString(positions), sequence, layer);
+                        brief(positions), sequence, layer);
             }
         } catch (RuntimeException e) {
             confirmed = false;
             LOG.warnf("gateway: could not take back positions %s of sequence %d layer %d from %s: %s; asked again "
-                    + "before the layer's next call", Arrays.toString(positions), sequence, layer, shards.get(s).base(),
+                    + "before the layer's next call", brief(positions), sequence, layer, shards.get(s).base(),
                     e.getMessage());
         }
         if (!confirmed) {
             // One record per (layer, shard), so that failures add positions to one withdrawal instead of adding calls.
+            // Only the newest MAX_UNCONFIRMED of a large request's positions are kept (so the set stays small); which
+            // of them were taken is unknown, so those dropped take their share of the count taken along.
+            int[] newest = positions;
+            int[] taken = {withdrawn};
+            if (positions.length > MAX_UNCONFIRMED) {
+                newest = positions.clone();
+                Arrays.sort(newest);
+                newest = Arrays.copyOfRange(newest, newest.length - MAX_UNCONFIRMED, newest.length);
+                taken[0] = Math.max(0, withdrawn - (positions.length - MAX_UNCONFIRMED));
+            }
             java.util.TreeSet<Integer> merged = new java.util.TreeSet<>();
-            for (int p : positions) {
+            for (int p : newest) {
                 merged.add(p);
             }
-            int[] taken = {withdrawn};
             state.unconfirmed.removeIf(u -> {
                 if (u.layer() == layer && u.shard() == s) {
                     for (int p : u.positions()) {
@@ -900,6 +909,20 @@ public final class Gateway implements KvApi {
                     taken[0], System.nanoTime() + UNCONFIRMED_FOR.toNanos()));
         }
         return confirmed;
+    }
+
+    /** Positions for a log line: all of a few, else their count and range (a large append's would fill the log). */
+    static String brief(int[] positions) {
+        if (positions.length <= 16) {
+            return Arrays.toString(positions);
+        }
+        int min = Integer.MAX_VALUE;
+        int max = Integer.MIN_VALUE;
+        for (int p : positions) {
+            min = Math.min(min, p);
+            max = Math.max(max, p);
+        }
+        return positions.length + " positions in [" + min + ", " + max + "]";
     }
 
     private static IllegalArgumentException layerFull(long sequence, int layer) {

@@ -783,6 +783,16 @@ class GatewayUndoTest {
     }
 
     @Test
+    void positionsInALogLineAreListedWhenFewAndSummedUpWhenMany() {
+        assertThat(Gateway.brief(new int[] {3, 1, 2})).isEqualTo("[3, 1, 2]");
+        int[] many = new int[500_000];
+        for (int i = 0; i < many.length; i++) {
+            many[i] = 1_000 + i;
+        }
+        assertThat(Gateway.brief(many)).isEqualTo("500000 positions in [1000, 500999]");
+    }
+
+    @Test
     void anUnconfirmedUndoBurnsThePositions() throws IOException {
         Gateway g = gateway();
         long seq = g.create(null);
