@@ -25,7 +25,8 @@ public class SidecarSpec {
             new java.util.ArrayList<>();
 
     @JsonPropertyDescription("CPU and memory of the sidecar container. The heap for the bookkeeping of the entries "
-            + "the budget holds takes 192 bytes per token and layer. When memory is not given, the request and limit "
+            + "the budget holds takes 192 bytes per token and layer (plus 96 bytes per historyLimit entry under the "
+            + "lrfu policy). When memory is not given, the request and limit "
             + "are memoryPerShard plus that bookkeeping, half of it again and the operator's JVM overhead "
             + "(pikv.operator.memory-overhead); memory given (the limit, and the request too when given) must be at "
             + "least memoryPerShard plus that bookkeeping, half of it again and 512Mi. Without cpu, 1 CPU is requested.")
