@@ -98,6 +98,19 @@ public final class SidecarProcess implements AutoCloseable {
     }
 
     /**
+     * How a sidecar child is started: its output to {@code log}, none of the caller's setting variables (a PIKV_… or
+     * QUARKUS_… variable of the shell, say PIKV_STORE_DTYPE, or JVM options from the environment would override the
+     * settings given here unseen and change what a benchmark compares), in {@code logDir} rather than the caller's
+     * directory (Quarkus reads a .env file and config/application.properties from there).
+     */
+    static ProcessBuilder builder(List<String> cmd, Path logDir, Path log) {
+        ProcessBuilder builder = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile());
+        builder.environment().keySet().removeIf(SidecarProcess::overridesSettings);
+        builder.directory(logDir.toAbsolutePath().toFile());
+        return builder;
+    }
+
+    /**
      * Starts a sidecar on a port it picks itself (read back from its log, so no other process can take it between a
      * probe and the bind) and waits until it is ready (or fails with the tail of its log). With a
      * {@code pikv.store.budget-bytes} setting, the JVM may give pages that much direct memory plus the server's own.
@@ -132,14 +145,7 @@ public final class SidecarProcess implements AutoCloseable {
         Path log = logDir.toAbsolutePath().resolve(name + ".log");
         try {
             Files.createDirectories(logDir);
-            ProcessBuilder builder = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile());
-            // The child runs the settings given here, not the caller's: a PIKV_… or QUARKUS_… variable of the shell
-            // (say PIKV_STORE_DTYPE), or JVM options from the environment, would override them unseen and change what
-            // a benchmark compares.
-            builder.environment().keySet().removeIf(SidecarProcess::overridesSettings);
-            // Nor the caller's directory: Quarkus reads a .env file and config/application.properties from there.
-            builder.directory(logDir.toAbsolutePath().toFile());
-            process = builder.start();
+            process = builder(cmd, logDir, log).start();
         } catch (IOException e) {
             throw new Main.RunFailure("cannot start sidecar " + name + ": " + e.getMessage(), e);
         }

@@ -27,7 +27,7 @@ class LauncherTest {
 
     /** Sidecar children run the settings they are given: no shell variable or JVM option of the caller's applies. */
     @Test
-    void sidecarChildrenTakeNoSettingsFromTheCallersEnvironment() {
+    void sidecarChildrenTakeNoSettingsFromTheCallersEnvironment(@TempDir Path dir) {
         for (String v : new String[] {"PIKV_STORE_DTYPE", "QUARKUS_HTTP_PORT", "JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS",
                 "_JAVA_OPTIONS"}) {
             assertThat(SidecarProcess.overridesSettings(v)).as(v).isTrue();
@@ -35,6 +35,12 @@ class LauncherTest {
         for (String v : new String[] {"PATH", "HOME", "JAVA_HOME", "TZ"}) {
             assertThat(SidecarProcess.overridesSettings(v)).as(v).isFalse();
         }
+        // The builder a child starts from: in its log directory, without such variables whatever this JVM has.
+        ProcessBuilder b = SidecarProcess.builder(java.util.List.of("java", "-version"), dir, dir.resolve("child.log"));
+        assertThat(b.directory()).isEqualTo(dir.toAbsolutePath().toFile());
+        assertThat(b.environment().keySet()).noneMatch(SidecarProcess::overridesSettings);
+        assertThat(b.environment()).containsKey("PATH");
+        assertThat(b.redirectOutput().file()).isEqualTo(dir.resolve("child.log").toFile());
     }
 
     @Test

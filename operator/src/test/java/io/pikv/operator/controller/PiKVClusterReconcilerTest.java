@@ -206,7 +206,8 @@ class PiKVClusterReconcilerTest {
         assertThat(client.apps().statefulSets().inNamespace(NS).withName("squat-shard").get()).isNull();
         assertThat(client.configMaps().inNamespace(NS).withName("squat-config").get().getData())
                 .containsOnly(java.util.Map.entry("mine", "yes"));
-        assertThat(writtenEvents("squat", "NameTaken")).singleElement();
+        // Recorded after the status write the wait above saw: waited for too.
+        await().atMost(WAIT).untilAsserted(() -> assertThat(writtenEvents("squat", "NameTaken")).singleElement());
         // A failed reconcile in between (Degraded then says ReconcileFailed, Stalled still NameTaken) does not make the
         // same sentence told again once the name is found taken again.
         await().atMost(WAIT).untilAsserted(() -> {
@@ -313,7 +314,7 @@ class PiKVClusterReconcilerTest {
                 + "the control state status recorded");
         assertThat(io.pikv.operator.model.ShardCluster.readControlState(awaitObject(ConfigMap.class, "cmgone-config",
                 c -> true)).epoch()).isEqualTo(after.getShardMapEpoch());
-        assertThat(writtenEvents("cmgone", "Rebalanced")).singleElement();
+        await().atMost(WAIT).untilAsserted(() -> assertThat(writtenEvents("cmgone", "Rebalanced")).singleElement());
     }
 
     @Test
@@ -410,6 +411,9 @@ class PiKVClusterReconcilerTest {
             x.getStatus().setObservedGeneration(3L);
             return x;
         });
+        // Generation 2's Scaled event is recorded after its status: counted once it is there, so that the one
+        // awaited below is the one told again.
+        await().atMost(WAIT).until(() -> !writtenEvents("lost", "Scaled").isEmpty());
         int scaledBefore = writtenEvents("lost", "Scaled").stream().mapToInt(e -> e.getCount() == null ? 1
                 : e.getCount()).sum();
         client.resources(PiKVCluster.class).inNamespace(NS).withName("lost").edit(c -> {
@@ -812,7 +816,9 @@ class PiKVClusterReconcilerTest {
         assertThat(get("gone").getMetadata().getFinalizers()).as("no finalizer holds the deletion").isEmpty();
 
         String series = "cluster=\"gone\",namespace=\"" + NS + "\"";
-        given().get("/q/metrics").then().statusCode(200).body(containsString(series));
+        // Registered when the reconcile finishes, after the status write the waits above saw.
+        await().atMost(WAIT).untilAsserted(() -> given().get("/q/metrics").then().statusCode(200)
+                .body(containsString(series)));
         // A status written the informer has not shown back (as a write just before a deletion leaves it).
         PiKVCluster lastSeen = get("gone");
         PiKVClusterStatus unseen = new PiKVClusterStatus();
@@ -916,9 +922,9 @@ class PiKVClusterReconcilerTest {
         awaitStatus("metrics", s -> s.getObservedGeneration() != null);
         given().get("/q/health/ready").then().statusCode(200);
         given().get("/q/health/live").then().statusCode(200);
-        given().get("/q/metrics").then().statusCode(200)
+        await().atMost(WAIT).untilAsserted(() -> given().get("/q/metrics").then().statusCode(200)
                 .body(containsString("pikv_operator_reconciles_total{cluster=\"metrics\",namespace=\"llm\","
                         + "result=\"applied\"}"))
-                .body(containsString("pikv_operator_reconcile_duration_seconds_bucket{cluster=\"metrics\""));
+                .body(containsString("pikv_operator_reconcile_duration_seconds_bucket{cluster=\"metrics\"")));
     }
 }

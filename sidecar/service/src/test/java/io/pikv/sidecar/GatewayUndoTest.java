@@ -379,10 +379,12 @@ class GatewayUndoTest {
         long seq = g.create(null);
         java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.CompletableFuture<int[]> append = appendHeldBy(gate, g, seq);
-        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(1500)).until(() -> true);
+        // Held 3.5 s against an idle timeout of 3 s: a pause of up to 3 s between the call's end and the sweep (a
+        // loaded machine) does not make it look idle.
+        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(3500)).until(() -> true);
         gate.countDown();
         assertThat(append.get(10, java.util.concurrent.TimeUnit.SECONDS)).containsExactly(0);
-        assertThat(g.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isZero();
+        assertThat(g.closeIdle(java.time.Duration.ofSeconds(3).toNanos())).isZero();
         assertThat(g.lengths(seq)).containsExactly(1);
     }
 
@@ -394,10 +396,13 @@ class GatewayUndoTest {
         fakes.get(1).createGate = gate;
         java.util.concurrent.CompletableFuture<Long> create =
                 java.util.concurrent.CompletableFuture.supplyAsync(() -> g.create(null));
-        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(1500)).until(() -> true);
+        // Held from shard 1's receipt of the create (not from when this thread started waiting) for 3.5 s.
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10))
+                .until(() -> fakes.get(1).requests.contains("POST /v1/sequences"));
+        org.awaitility.Awaitility.await().pollDelay(java.time.Duration.ofMillis(3500)).until(() -> true);
         gate.countDown();
         long seq = create.get(10, java.util.concurrent.TimeUnit.SECONDS);
-        assertThat(g.closeIdle(java.time.Duration.ofSeconds(1).toNanos())).isZero();
+        assertThat(g.closeIdle(java.time.Duration.ofSeconds(3).toNanos())).isZero();
         assertThat(g.lengths(seq)).containsExactly(0);
     }
 

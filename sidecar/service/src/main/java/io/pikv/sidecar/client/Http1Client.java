@@ -134,8 +134,13 @@ final class Http1Client implements AutoCloseable {
         if (LITERAL.matcher(host).matches()) {
             return new InetSocketAddress(host, port);
         }
-        java.util.concurrent.Future<java.net.InetAddress> lookup = RESOLVER.submit(() -> java.net.InetAddress
-                .getByName(host));
+        return resolve(host, port, timeoutMs, () -> java.net.InetAddress.getByName(host));
+    }
+
+    /** {@link #resolve(String, int, int)} with the lookup given (a test's, which may block). */
+    static InetSocketAddress resolve(String host, int port, int timeoutMs,
+                                     java.util.concurrent.Callable<java.net.InetAddress> byName) throws IOException {
+        java.util.concurrent.Future<java.net.InetAddress> lookup = RESOLVER.submit(byName);
         try {
             return new InetSocketAddress(lookup.get(timeoutMs, TimeUnit.MILLISECONDS), port);
         } catch (java.util.concurrent.TimeoutException e) {
