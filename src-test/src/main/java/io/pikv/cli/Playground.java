@@ -229,6 +229,7 @@ public final class Playground implements Callable<Integer> {
         Parts parts = new Parts();
         CountDownLatch stop = new CountDownLatch(1);
         CountDownLatch finished = new CountDownLatch(1);
+        RUNNING.set(stop);
         // On Ctrl-C or SIGTERM: the main thread stops everything in order and says so before the JVM halts.
         Thread onSignal = new Thread(() -> {
             stop.countDown();
@@ -276,10 +277,28 @@ public final class Playground implements Callable<Integer> {
                 failure.addSuppressed(e); // the first failure is the one to tell
             } finally {
                 Main.removeShutdownHook(onSignal);
+                RUNNING.compareAndSet(stop, null);
                 release(logsHeld);
                 finished.countDown();
             }
         }
+    }
+
+    /** The stop of the playground running in this JVM, or null: what a signal does, for a caller in the same JVM. */
+    private static final AtomicReference<CountDownLatch> RUNNING = new AtomicReference<>();
+
+    /**
+     * Stops the playground running in this JVM as a signal would (it then says {@code playground: stopping}); false
+     * when none runs. For a caller that runs it in process (the launcher's tests end a run once they saw what they
+     * wait for, rather than after a fixed duration).
+     */
+    static boolean stopRunning() {
+        CountDownLatch stop = RUNNING.get();
+        if (stop == null) {
+            return false;
+        }
+        stop.countDown();
+        return true;
     }
 
     private void checkArguments() {

@@ -139,11 +139,23 @@ class LauncherTest {
 
     @Test
     void thePlaygroundRunsACluster() throws Exception {
-        Run r = run("playground", "--port", "0", "--duration", "25", "--steps-per-second", "200");
+        // Run until it has shown what is checked below (on a loaded machine that takes a varying time), then stopped
+        // as a signal stops it; --duration caps it should it never get there.
+        StringWriter outText = new StringWriter();
+        StringWriter errText = new StringWriter();
+        java.util.concurrent.CompletableFuture<Integer> running = java.util.concurrent.CompletableFuture.supplyAsync(
+                () -> Main.run(new String[] {"playground", "--port", "0", "--duration", "180", "--steps-per-second",
+                        "200"}, new PrintWriter(outText, true), new PrintWriter(errText, true)));
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(200)).pollInterval(
+                java.time.Duration.ofSeconds(1)).until(() -> running.isDone() || playgroundShown(outText.toString()));
+        boolean stopped = Playground.stopRunning();
+        Run r = new Run(running.get(120, java.util.concurrent.TimeUnit.SECONDS), outText.toString(), errText.toString());
         assertThat(r.code()).as(r.err()).isZero();
+        assertThat(stopped).as("stopped once shown, not by --duration:\n" + r.out()).isTrue();
         assertThat(r.out()).contains("PiKV playground (cluster 'playground/playground')", "  gateway  http://127.0.0.1:",
                 "  shard-0  http://127.0.0.1:", "  shard-1  http://127.0.0.1:", "1 MiB of KV pages, policy h2o",
-                "curl -s http://127.0.0.1:", "demo: sequence ", "playground: --duration 25 s passed; stopping");
+                "curl -s http://127.0.0.1:", "demo: sequence ", "playground: stopping");
+        assertThat(Playground.stopRunning()).as("none runs any more").isFalse();
         // The demo outgrew the budgets within the run: some window of some shard evicted.
         assertThat(r.out().lines().filter(l -> l.contains(" telemetry: shard "))
                 .anyMatch(l -> l.matches(".* hits, [1-9][0-9,]* evicted, .*"))).as(r.out()).isTrue();
@@ -164,6 +176,19 @@ class LauncherTest {
             assertThat(second.err()).contains("port " + held.getLocalPort() + " on 127.0.0.1 cannot be bound (",
                     "another playground?", "pass --port 0 for a free one.");
         }
+    }
+
+    /** The playground's output holds what {@link #thePlaygroundRunsACluster} checks of a running cluster. */
+    private static boolean playgroundShown(String out) {
+        boolean evicted = out.lines().filter(l -> l.contains(" telemetry: shard "))
+                .anyMatch(l -> l.matches(".* hits, [1-9][0-9,]* evicted, .*"));
+        boolean ready = out.contains("operator: status: Ready=True (AllShardsReady)");
+        boolean bothLooked = true;
+        for (int shard = 0; shard < 2; shard++) {
+            String prefix = " telemetry: shard " + shard + ": ";
+            bothLooked &= out.lines().filter(l -> l.contains(prefix)).anyMatch(l -> !l.contains(prefix + "0 lookups"));
+        }
+        return evicted && ready && bothLooked;
     }
 
     @Test
