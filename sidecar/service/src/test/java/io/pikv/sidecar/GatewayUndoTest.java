@@ -63,6 +63,8 @@ class GatewayUndoTest {
         volatile boolean describeDropped;
         /** When set, an append waits for it before it answers. */
         volatile java.util.concurrent.CountDownLatch appendGate;
+        /** The body of the last withdrawal asked of this shard. */
+        volatile String lastWithdrawal;
 
         FakeShard() throws IOException {
             server = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 0);
@@ -76,7 +78,10 @@ class GatewayUndoTest {
 
         private void handle(HttpExchange x) throws IOException {
             String path = x.getRequestURI().getPath();
-            x.getRequestBody().readAllBytes();
+            byte[] body = x.getRequestBody().readAllBytes();
+            if (path.endsWith("/withdrawals")) {
+                lastWithdrawal = new String(body, java.nio.charset.StandardCharsets.UTF_8);
+            }
             requests.add(x.getRequestMethod() + " " + path);
             if (x.getRequestMethod().equals("POST") && path.equals("/v1/sequences")) {
                 java.util.concurrent.CountDownLatch gate = createGate;
@@ -865,6 +870,31 @@ class GatewayUndoTest {
         // Undo, ask again, undo; then one call asks for both positions before the third append.
         assertThat(fakes.get(0).requests).containsExactly("POST /v1/sequences", entries, withdrawal, withdrawal,
                 entries, withdrawal, withdrawal, entries);
+    }
+
+    @Test
+    void anUnconfirmedTakeBackOfALargeRequestKeepsItsNewestPositions() throws Exception {
+        Gateway g = gateway();
+        long seq = g.create(null);
+        // 1,100 entries for shard 0 and one for shard 1, which refuses: shard 0 never confirms taking its back.
+        float[] kv = new float[SHAPE.kvWidth()];
+        Wire.AppendRequest.Entry[] many = new Wire.AppendRequest.Entry[1101];
+        for (int i = 0; i < many.length; i++) {
+            many[i] = new Wire.AppendRequest.Entry(Wire.NEXT_POSITION, i == many.length - 1 ? 1 : 0, kv, kv);
+        }
+        fakes.get(1).appendStatus = 409;
+        fakes.get(0).withdrawn = 0;
+        assertThatThrownBy(() -> g.append(seq, new Wire.AppendRequest(0, many))).hasMessageContaining("full");
+        assertThat(new com.fasterxml.jackson.databind.ObjectMapper().readTree(fakes.get(0).lastWithdrawal)
+                .get("positions")).hasSize(1100);
+        // Asked again before the layer's next call: only the newest 1,024 of them (76..1099), in order.
+        fakes.get(1).appendStatus = 200;
+        g.append(seq, twoEntries());
+        com.fasterxml.jackson.databind.JsonNode again = new com.fasterxml.jackson.databind.ObjectMapper()
+                .readTree(fakes.get(0).lastWithdrawal).get("positions");
+        assertThat(again).hasSize(Gateway.MAX_UNCONFIRMED);
+        assertThat(again.get(0).asInt()).isEqualTo(76);
+        assertThat(again.get(Gateway.MAX_UNCONFIRMED - 1).asInt()).isEqualTo(1099);
     }
 
     @Test
