@@ -252,7 +252,7 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
             case "h2o" -> new HeavyHitter(count(p, "sinks"), count(p, "window"));
             case "utility" -> new Utility(p.applyAsDouble("attention"), p.applyAsDouble("recency"),
                     p.applyAsDouble("frequency"), p.applyAsDouble("recencyScale"));
-            default -> new Lrfu(p.applyAsDouble("halfLife"), count(p, "historyLimit"), false);
+            default -> Lrfu.sharedHistory(p.applyAsDouble("halfLife"), count(p, "historyLimit"), false);
         };
         TokenRetention retention = new TokenRetention(policy);
         EvictionHook tokens = retention.evictionHook();

@@ -36,6 +36,13 @@ public interface EvictionPolicy {
     }
 
     /**
+     * This copy ranks nothing any more (its container dropped it: a token retention's sequence closed): it gives back
+     * what it holds beyond its own heap (a shared history's slots, {@link Lrfu#sharedHistory}).
+     */
+    default void retired() {
+    }
+
+    /**
      * The entry of {@code key}, evicted before, was taken back (an append undone after its eviction): a policy that
      * remembers evicted entries forgets it, so that an entry stored later under that key starts anew.
      */

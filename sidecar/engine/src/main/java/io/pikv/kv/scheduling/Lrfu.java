@@ -32,7 +32,7 @@ public final class Lrfu extends RankedPolicy {
     private double[] crf = new double[16];
     private long[] at = new long[16];
     // History of evicted entries: a ring of the last historyLimit evictions, indexed by key.
-    private final LongIntMap historyIndex;
+    private LongIntMap historyIndex;
     // Grown as evictions arrive (up to historyLimit), so a large limit costs only what the stream fills.
     private long[] historyKey;
     private double[] historyCrf;
@@ -55,6 +55,21 @@ public final class Lrfu extends RankedPolicy {
      * @param tailFirst    evict partial tail blocks ({@link Entries#tail}) before anything else
      */
     public Lrfu(double halfLife, int historyLimit, boolean tailFirst) {
+        this(halfLife, historyLimit, tailFirst, null);
+    }
+
+    /**
+     * A prototype whose copies ({@link #fresh}) remember at most {@code historyLimit} evicted entries together, not
+     * each: what token retention needs, which ranks every (sequence, layer) with a copy of its own, so that the
+     * history's heap ({@link #HEAP_PER_HISTORY_BYTES} each) is bounded per store, whatever the sequences. A copy
+     * takes slots from the shared count as it remembers more, wraps over its own oldest when none are left, and
+     * gives its slots back when it is {@link #retired()} (its sequence closed).
+     */
+    public static Lrfu sharedHistory(double halfLife, int historyLimit, boolean tailFirst) {
+        return new Lrfu(halfLife, historyLimit, tailFirst, new java.util.concurrent.atomic.AtomicLong(historyLimit));
+    }
+
+    private Lrfu(double halfLife, int historyLimit, boolean tailFirst, java.util.concurrent.atomic.AtomicLong shared) {
         super(0, 0);
         if (!(halfLife > 0) || historyLimit < 0 || historyLimit > MAX_HISTORY) {
             throw new IllegalArgumentException("halfLife must be > 0 and historyLimit in [0, " + MAX_HISTORY + "], got "
@@ -64,11 +79,46 @@ public final class Lrfu extends RankedPolicy {
         this.decayHalfLife = Math.max(halfLife, MIN_HALF_LIFE);
         this.historyLimit = historyLimit;
         this.tailFirst = tailFirst;
-        int initial = Math.min(historyLimit, 1024);
-        this.historyIndex = new LongIntMap(Math.max(16, initial));
-        this.historyKey = new long[initial];
-        this.historyCrf = new double[initial];
-        this.historyAt = new long[initial];
+        this.shared = shared;
+        // Grown as evictions come: a copy that never evicts (most of a store's) costs next to nothing.
+        this.historyIndex = new LongIntMap(16);
+        this.historyKey = new long[0];
+        this.historyCrf = new double[0];
+        this.historyAt = new long[0];
+    }
+
+    /** Slots the copies of a {@link #sharedHistory} prototype may still take, or null: each copy has its own limit. */
+    private final java.util.concurrent.atomic.AtomicLong shared;
+
+    /** Takes one slot of the shared count; false when none is left. */
+    private boolean takeShared() {
+        long left;
+        do {
+            left = shared.get();
+            if (left <= 0) {
+                return false;
+            }
+        } while (!shared.compareAndSet(left, left - 1));
+        return true;
+    }
+
+    /** Slots of the history in use (for tests). */
+    int historySlots() {
+        return historyCount;
+    }
+
+    /** Gives a shared history's slots back: this copy ranks nothing any more. */
+    @Override
+    public void retired() {
+        if (shared != null && historyCount > 0) {
+            shared.addAndGet(historyCount);
+        }
+        historyCount = 0;
+        historyNext = 0;
+        historyIndex = new LongIntMap(16);
+        historyKey = new long[0];
+        historyCrf = new double[0];
+        historyAt = new long[0];
     }
 
     public double halfLife() {
@@ -132,18 +182,26 @@ public final class Lrfu extends RankedPolicy {
             return;
         }
         int h = historyNext;
-        if (historyCount == historyLimit) {
-            long old = historyKey[h];
-            if (historyIndex.get(old) == h) {
-                historyIndex.remove(old);
-            }
-        } else {
+        // A new slot while filling (the ring is the first historyCount slots) and within the limit, its own and the
+        // shared one's; else the oldest of the slots it has is overwritten (none: nothing is remembered).
+        if (h == historyCount && historyCount < historyLimit && (shared == null || takeShared())) {
             historyCount++;
-            if (h == historyKey.length) { // still filling: the ring is the first historyCount slots
-                int n = (int) Math.min(historyLimit, 2L * h);
+            if (h == historyKey.length) {
+                int n = (int) Math.min(historyLimit, Math.max(16L, 2L * h));
                 historyKey = Arrays.copyOf(historyKey, n);
                 historyCrf = Arrays.copyOf(historyCrf, n);
                 historyAt = Arrays.copyOf(historyAt, n);
+            }
+        } else {
+            if (historyCount == 0) {
+                return;
+            }
+            if (h >= historyCount) {
+                h = 0;
+            }
+            long old = historyKey[h];
+            if (historyIndex.get(old) == h) {
+                historyIndex.remove(old);
             }
         }
         long k = entries.key(id);
@@ -151,7 +209,7 @@ public final class Lrfu extends RankedPolicy {
         historyCrf[h] = crf[id];
         historyAt[h] = at[id];
         historyIndex.put(k, h);
-        historyNext = (h + 1) % historyLimit;
+        historyNext = h + 1;
     }
 
     /** Drops the remembered CRF of {@code key} (its ring slot stays, and is overwritten in turn). */
@@ -162,6 +220,6 @@ public final class Lrfu extends RankedPolicy {
 
     @Override
     public EvictionPolicy fresh() {
-        return new Lrfu(halfLife, historyLimit, tailFirst);
+        return new Lrfu(halfLife, historyLimit, tailFirst, shared);
     }
 }

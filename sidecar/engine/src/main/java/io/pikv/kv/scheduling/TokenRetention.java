@@ -309,7 +309,13 @@ public final class TokenRetention {
 
     /** Stops tracking every layer of the sequence (it was closed). */
     public synchronized void drop(long sequence) {
-        tracks.keySet().removeIf(k -> k.sequence() == sequence);
+        tracks.entrySet().removeIf(e -> {
+            if (e.getKey().sequence() != sequence) {
+                return false;
+            }
+            e.getValue().policy.retired(); // a shared history's slots go back to the other sequences
+            return true;
+        });
     }
 
     /** The policy copy ranking (sequence, layer), or null when nothing of it is tracked (for tests). */

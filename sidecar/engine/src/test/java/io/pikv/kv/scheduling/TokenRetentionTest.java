@@ -142,6 +142,50 @@ class TokenRetentionTest {
     }
 
     @Test
+    void aSharedLrfuHistoryRemembersAtMostItsLimitOverEverySequenceAndLayer() {
+        // A history of 5 for the whole retention: two sequences of two layers evict 4 tokens each (16 in all).
+        TokenRetention r = new TokenRetention(Lrfu.sharedHistory(1024, 5, false));
+        for (long seq : new long[] {1, 2}) {
+            for (int layer = 0; layer < 2; layer++) {
+                for (int p = 0; p < 6; p++) {
+                    r.appended(seq, layer, p);
+                }
+                assertThat(r.evict(seq, layer, 4)).hasSize(4);
+            }
+        }
+        // The first copy took 4 slots, the second the last one; the others remember nothing.
+        assertThat(slots(r, 1, 0)).isEqualTo(4);
+        assertThat(slots(r, 1, 1)).isEqualTo(1);
+        assertThat(slots(r, 2, 0) + slots(r, 2, 1)).isZero();
+        // A copy at its slots wraps over its own oldest: sequence 1, layer 1 keeps its one slot.
+        r.appended(1, 1, 6);
+        assertThat(r.evict(1, 1, 1)).hasSize(1);
+        assertThat(slots(r, 1, 1)).isEqualTo(1);
+        // Sequence 1 closed: its 5 slots go back, and sequence 2 remembers again, up to the limit.
+        r.drop(1);
+        for (int p = 6; p < 16; p++) {
+            r.appended(2, 0, p);
+        }
+        assertThat(r.evict(2, 0, 8)).hasSize(8);
+        assertThat(slots(r, 2, 0)).isEqualTo(5);
+        // Each copy of a prototype without a shared history has its own limit, as before.
+        TokenRetention own = new TokenRetention(new Lrfu(1024, 3, false));
+        for (long seq : new long[] {1, 2}) {
+            for (int p = 0; p < 6; p++) {
+                own.appended(seq, 0, p);
+            }
+            own.evict(seq, 0, 5);
+        }
+        assertThat(slots(own, 1, 0)).isEqualTo(3);
+        assertThat(slots(own, 2, 0)).isEqualTo(3);
+    }
+
+    private static int slots(TokenRetention r, long sequence, int layer) {
+        EvictionPolicy p = r.policyOf(sequence, layer);
+        return p == null ? 0 : ((Lrfu) p).historySlots();
+    }
+
+    @Test
     void forgettingTheNewestTokensGivesTheWindowBackToTheTokensNowNewest() {
         // Window 2: after 6 and 7 are appended and withdrawn, 4 and 5 are the newest again and protected; the least
         // attended of the rest (all 0.25; the oldest first) goes.
