@@ -90,7 +90,10 @@ public final class OperatorBench implements Callable<Integer> {
         // On Ctrl-C or a kill: the hook itself ends the child and removes the run's directory, since the JVM halts
         // once its hooks return, before the main thread would (registered before the child starts, so none escapes).
         Thread reaper = new Thread(() -> {
-            Process running = child.get();
+            Process running;
+            synchronized (child) { // after a start under way: the child it makes is seen here
+                running = child.get();
+            }
             if (running != null) {
                 running.destroyForcibly();
                 try {
@@ -106,8 +109,13 @@ public final class OperatorBench implements Callable<Integer> {
         // Generous: each step of the child has its own time-outs; this only ends a child stuck beyond them.
         long minutes = 30 + (long) clusters * (rounds + warmup + 1) / 60;
         try {
-            p = builder.start();
-            child.set(p);
+            synchronized (child) {
+                if (Main.shuttingDown()) {
+                    throw new Main.RunFailure("interrupted");
+                }
+                p = builder.start();
+                child.set(p);
+            }
             if (!p.waitFor(minutes, TimeUnit.MINUTES)) {
                 throw new Main.RunFailure("the operator benchmark did not finish within " + minutes + " minutes; see "
                         + log);
@@ -120,6 +128,7 @@ public final class OperatorBench implements Callable<Integer> {
             Main.removeShutdownHook(reaper);
         }
         if (Main.shuttingDown()) { // interrupted (Ctrl-C): the child was ended by the hook above, not failed
+            DirTree.delete(dir); // also when the signal came after the hook was removed
             throw new Main.RunFailure("interrupted");
         }
         if (p.exitValue() != 0 || !Files.isRegularFile(out)) {

@@ -125,22 +125,53 @@ final class Http1Client implements AutoCloseable {
                 return t;
             });
 
-    /** An IPv4 or bracketed IPv6 literal, which needs no lookup. */
-    private static final java.util.regex.Pattern LITERAL =
-            java.util.regex.Pattern.compile("\\d{1,3}(\\.\\d{1,3}){3}|\\[[0-9A-Fa-f:.%a-zA-Z]*]");
+    /** An IPv4 literal (each part 0 to 255) or a bracketed IPv6 one, which needs no lookup. */
+    private static final java.util.regex.Pattern LITERAL = java.util.regex.Pattern.compile(
+            "((25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)\\.){3}(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)"
+                    + "|\\[[0-9A-Fa-f:.]+(%[0-9A-Za-z._-]+)?]");
+
+    /**
+     * Lookups under way, by host: callers of one name share one (a resolver that hangs holds one thread per name, not
+     * one per call that gave up on it).
+     */
+    private static final java.util.concurrent.ConcurrentHashMap<String,
+            java.util.concurrent.Future<java.net.InetAddress>> LOOKUPS = new java.util.concurrent.ConcurrentHashMap<>();
 
     /** {@code host}'s address within {@code timeoutMs}; a name not resolved by then fails as a timeout. */
     static InetSocketAddress resolve(String host, int port, int timeoutMs) throws IOException {
-        if (LITERAL.matcher(host).matches()) {
+        if (literal(host)) {
             return new InetSocketAddress(host, port);
         }
         return resolve(host, port, timeoutMs, () -> java.net.InetAddress.getByName(host));
     }
 
+    /** Whether {@code host} is an address literal (no lookup needed). */
+    static boolean literal(String host) {
+        return LITERAL.matcher(host).matches();
+    }
+
+    /** The lookup of {@code host} under way, or a new one; it leaves {@link #LOOKUPS} when it ends. */
+    private static java.util.concurrent.Future<java.net.InetAddress> lookup(
+            String host, java.util.concurrent.Callable<java.net.InetAddress> byName) {
+        return LOOKUPS.computeIfAbsent(host, h -> {
+            var f = new java.util.concurrent.CompletableFuture<java.net.InetAddress>();
+            RESOLVER.execute(() -> {
+                try {
+                    f.complete(byName.call());
+                } catch (Throwable e) {
+                    f.completeExceptionally(e);
+                } finally {
+                    LOOKUPS.remove(h, f);
+                }
+            });
+            return f;
+        });
+    }
+
     /** {@link #resolve(String, int, int)} with the lookup given (a test's, which may block). */
     static InetSocketAddress resolve(String host, int port, int timeoutMs,
                                      java.util.concurrent.Callable<java.net.InetAddress> byName) throws IOException {
-        java.util.concurrent.Future<java.net.InetAddress> lookup = RESOLVER.submit(byName);
+        java.util.concurrent.Future<java.net.InetAddress> lookup = lookup(host, byName);
         try {
             return new InetSocketAddress(lookup.get(timeoutMs, TimeUnit.MILLISECONDS), port);
         } catch (java.util.concurrent.TimeoutException e) {
@@ -151,8 +182,7 @@ final class Http1Client implements AutoCloseable {
             }
             throw new IOException("resolving " + host + ": " + e.getCause(), e.getCause());
         } catch (InterruptedException e) {
-            lookup.cancel(true);
-            Thread.currentThread().interrupt();
+            Thread.currentThread().interrupt(); // the lookup goes on for the other callers of the name
             throw new java.io.InterruptedIOException("interrupted resolving " + host);
         }
     }

@@ -162,7 +162,8 @@ public final class ControlListener implements AutoCloseable {
         if (notServing != null) {
             return notServing;
         }
-        if (phase == Phase.READING) {
+        // (A listener that stopped during the read applies nothing of it any more: a map by hand is then the remedy.)
+        if (phase == Phase.READING && thread.isAlive()) {
             return "it is still reading control topic " + topic + " (serving meanwhile, since the broker went silent"
                     + " past the start-up wait): a map applied by hand now would outrank the records read so far,"
                     + " which apply when the read ends";

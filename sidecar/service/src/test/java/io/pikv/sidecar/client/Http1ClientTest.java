@@ -148,11 +148,26 @@ class Http1ClientTest {
                 .hasMessage("resolving shard-1.pikv took more than 300 ms");
         double waited = (System.nanoTime() - start) / 1e9;
         assertThat(waited).as("seconds").isBetween(0.29, 5.0);
+        // A second caller of the name while that lookup still hangs joins it rather than start another.
+        java.util.concurrent.atomic.AtomicInteger lookups = new java.util.concurrent.atomic.AtomicInteger();
+        assertThatThrownBy(() -> Http1Client.resolve("shard-1.pikv", 8080, 100, () -> {
+            lookups.incrementAndGet();
+            return java.net.InetAddress.getLoopbackAddress();
+        })).isInstanceOf(java.net.SocketTimeoutException.class);
+        assertThat(lookups).hasValue(0);
         never.countDown();
         // One that fails says why: an unknown host stays an UnknownHostException.
-        assertThatThrownBy(() -> Http1Client.resolve("shard-1.pikv", 8080, 10_000, () -> {
-            throw new java.net.UnknownHostException("shard-1.pikv");
-        })).isInstanceOf(java.net.UnknownHostException.class).hasMessage("shard-1.pikv");
+        assertThatThrownBy(() -> Http1Client.resolve("shard-2.pikv", 8080, 10_000, () -> {
+            throw new java.net.UnknownHostException("shard-2.pikv");
+        })).isInstanceOf(java.net.UnknownHostException.class).hasMessage("shard-2.pikv");
+        // Literals are addresses only: digits and dots that are none are a name, looked up within the budget (as a
+        // literal, the JDK would look it up on the caller's thread without one).
+        for (String literal : new String[] {"127.0.0.1", "255.255.255.254", "0.0.0.0", "[::1]", "[fe80::1%eth0]"}) {
+            assertThat(Http1Client.literal(literal)).as(literal).isTrue();
+        }
+        for (String name : new String[] {"999.1.1.1", "1.2.3", "01.2.3.4", "localhost", "shard-0.pikv", "[x]"}) {
+            assertThat(Http1Client.literal(name)).as(name).isFalse();
+        }
     }
 
     @Test

@@ -379,6 +379,30 @@ class ControlListenerTest {
     }
 
     /**
+     * A listener that stops during the first read (an Error on its thread) applies nothing of it any more: once the
+     * shard serves, a map by hand is taken rather than refused for a read that will never end.
+     */
+    @Test
+    void aListenerStoppedDuringTheFirstReadNoLongerHoldsBackAMapByHand() throws Exception {
+        org.apache.kafka.clients.consumer.MockConsumer<String, byte[]> consumer =
+                new org.apache.kafka.clients.consumer.MockConsumer<>("earliest") {
+                    @Override
+                    public synchronized org.apache.kafka.clients.consumer.ConsumerRecords<String, byte[]> poll(
+                            Duration timeout) {
+                        throw new LinkageError("a class the poll needs is missing");
+                    }
+                };
+        onePartition(consumer);
+        consumer.updateEndOffsets(Map.of(new TopicPartition("pikv.control", 0), 1L)); // a record, never read
+        listenOn(consumer, Duration.ofMillis(300)).start();
+        await().atMost(Duration.ofSeconds(5)).until(() -> String.valueOf(listener.problem())
+                .startsWith("the control listener stopped: java.lang.LinkageError"));
+        assertThat(listener.phase()).isEqualTo(ControlListener.Phase.READING);
+        await().atMost(Duration.ofSeconds(20)).until(listener::ready); // the broker "silent" from then on
+        assertThat(listener.manualMapRefusal()).isNull();
+    }
+
+    /**
      * A partition that goes away during the first read (the topic made again with fewer): its records will never
      * come and its end cannot be asked for any more. The read finishes with the partitions the topic has.
      */
