@@ -81,7 +81,7 @@ final class QwenRoutingLog {
                 // The first real record starts a forward pass: a longer warm-up (a second batch past 256 tokens)
                 // would otherwise be replayed as real tokens, all routed alike.
                 JsonNode index = node.get("token_idx");
-                if (index == null || !index.isIntegralNumber() || index.asLong() != 0) {
+                if (index == null || !index.isIntegralNumber() || !index.canConvertToInt() || index.asInt() != 0) {
                     throw new Main.UsageException("trace file " + file + ": its route record " + (skip + 1)
                             + " (line " + line + "), the first after vLLM's " + WARM_UP_RECORDS
                             + "-record warm-up, has token_idx " + (index == null ? "none" : index.asText())

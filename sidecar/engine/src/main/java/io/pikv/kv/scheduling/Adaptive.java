@@ -226,6 +226,19 @@ public final class Adaptive implements EvictionPolicy {
         }
     }
 
+    /** Its live copies and its ghosts' policies are retired with it (a shared history's slots go back). */
+    @Override
+    public void retired() {
+        for (EvictionPolicy p : live) {
+            p.retired();
+        }
+        if (ghosts != null) {
+            for (PrefixBlockCache g : ghosts) {
+                g.policy().retired();
+            }
+        }
+    }
+
     @Override
     public int victim(Entries entries) {
         return live[active].victim(entries);

@@ -82,9 +82,9 @@ public final class Lrfu extends RankedPolicy {
         this.shared = shared;
         // Grown as evictions come: a copy that never evicts (most of a store's) costs next to nothing.
         this.historyIndex = new LongIntMap(16);
-        this.historyKey = new long[0];
-        this.historyCrf = new double[0];
-        this.historyAt = new long[0];
+        this.historyKey = NO_KEYS;
+        this.historyCrf = NO_CRFS;
+        this.historyAt = NO_KEYS;
     }
 
     /** Slots the copies of a {@link #sharedHistory} prototype may still take, or null: each copy has its own limit. */
@@ -107,19 +107,23 @@ public final class Lrfu extends RankedPolicy {
         return historyCount;
     }
 
-    /** Gives a shared history's slots back: this copy ranks nothing any more. */
+    /** Gives a shared history's slots back: this copy ranks nothing any more, and remembers nothing. */
     @Override
     public void retired() {
+        LongIntMap empty = new LongIntMap(16); // made first: a failure to make it changes nothing
         if (shared != null && historyCount > 0) {
             shared.addAndGet(historyCount);
         }
         historyCount = 0;
         historyNext = 0;
-        historyIndex = new LongIntMap(16);
-        historyKey = new long[0];
-        historyCrf = new double[0];
-        historyAt = new long[0];
+        historyIndex = empty;
+        historyKey = NO_KEYS;
+        historyCrf = NO_CRFS;
+        historyAt = NO_KEYS;
     }
+
+    private static final long[] NO_KEYS = new long[0];
+    private static final double[] NO_CRFS = new double[0];
 
     public double halfLife() {
         return halfLife;
@@ -187,7 +191,8 @@ public final class Lrfu extends RankedPolicy {
         if (h == historyCount && historyCount < historyLimit && (shared == null || takeShared())) {
             historyCount++;
             if (h == historyKey.length) {
-                int n = (int) Math.min(historyLimit, Math.max(16L, 2L * h));
+                // From 4 slots, doubling: a copy that remembers a few (most of a shard's) takes little more.
+                int n = (int) Math.min(historyLimit, Math.max(4L, 2L * h));
                 historyKey = Arrays.copyOf(historyKey, n);
                 historyCrf = Arrays.copyOf(historyCrf, n);
                 historyAt = Arrays.copyOf(historyAt, n);
