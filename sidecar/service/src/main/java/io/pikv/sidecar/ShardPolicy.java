@@ -184,35 +184,41 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
      * parameter is not known, keeps the current policy and says why.
      */
     public Optional<String> use(String name, Map<String, Double> parameters) {
+        Active next;
         try {
-            Active next = build(name, parameters, fallbacks);
-            if (!(next.name().equals(active.name()) && next.parameters().equals(active.parameters()))) {
-                if (switching.getReadHoldCount() > 0) {
-                    throw new IllegalStateException("a switch from inside a batch that holds the policy would wait "
-                            + "for itself");
-                }
-                switching.writeLock().lock(); // after the batches under way: one batch, one policy
-                try {
-                    active = next; // the same policy with the same parameters keeps what it tracked
-                } finally {
-                    switching.writeLock().unlock();
-                }
-                if (next.retention() != null) {
-                    // A new token policy tracks nothing yet: it is told of the entries resident now, else it would
-                    // evict only what is stored from here on, the newest first. Until it has been told of them all,
-                    // the shard evicts its oldest pages instead (appends go on meanwhile: a batch's own first entries,
-                    // all the new policy would know of, must not be its victims).
-                    try {
-                        onSwitch.run();
-                    } finally {
-                        next.told().set(true);
-                    }
-                }
-            }
-            return Optional.empty();
+            next = build(name, parameters, fallbacks);
         } catch (IllegalArgumentException e) {
             return Optional.of(e.getMessage() + "; keeping " + active.name());
         }
+        if (!(next.name().equals(active.name()) && next.parameters().equals(active.parameters()))) {
+            if (switching.getReadHoldCount() > 0) {
+                throw new IllegalStateException("a switch from inside a batch that holds the policy would wait "
+                        + "for itself");
+            }
+            switching.writeLock().lock(); // after the batches under way: one batch, one policy
+            try {
+                active = next; // the same policy with the same parameters keeps what it tracked
+            } finally {
+                switching.writeLock().unlock();
+            }
+            if (next.retention() != null) {
+                // A new token policy tracks nothing yet: it is told of the entries resident now, else it would
+                // evict only what is stored from here on, the newest first. Until it has been told of them all,
+                // the shard evicts its oldest pages instead (appends go on meanwhile: a batch's own first entries,
+                // all the new policy would know of, must not be its victims).
+                try {
+                    onSwitch.run();
+                } catch (RuntimeException | OutOfMemoryError e) {
+                    // Told of some entries only: it stays untold, so the shard goes on evicting its oldest pages
+                    // (as during any switch) rather than let it rank the few it knows while the rest stay.
+                    return Optional.of("policy " + name + " is in force but could not be told of the entries "
+                            + "stored before it (" + e + "): the shard evicts its oldest pages instead until "
+                            + "another policy, or other parameters, is switched to");
+                }
+                next.told().set(true);
+            }
+        }
+        return Optional.empty();
     }
 
     private static Active build(String name, Map<String, Double> parameters,

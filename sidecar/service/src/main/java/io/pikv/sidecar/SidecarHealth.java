@@ -34,7 +34,13 @@ public class SidecarHealth implements HealthCheck {
     static final Duration WAIT = Duration.ofMillis(800);
     private final Sidecar sidecar;
     private final Duration wait;
-    private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofMillis(500)).build();
+    /**
+     * HTTP/1.1: an HTTP/2 connection (the client's default, upgraded over plain text) is kept after a probe times out,
+     * so a shard whose node went away without a reset would read unreachable through it until the kernel gives the
+     * socket up, long after its new pod serves.
+     */
+    private final HttpClient http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1)
+            .connectTimeout(Duration.ofMillis(500)).build();
 
     @jakarta.inject.Inject
     public SidecarHealth(Sidecar sidecar) {

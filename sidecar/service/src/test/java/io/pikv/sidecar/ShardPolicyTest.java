@@ -127,6 +127,28 @@ class ShardPolicyTest {
         }
     }
 
+    /** A policy that could not be told of the resident entries stays untold: the shard evicts its oldest pages. */
+    @Test
+    void aSwitchWhoseTellingFailsSaysSoAndLeavesThePolicyUntold() {
+        ShardPolicy policy = ShardPolicy.of("reject");
+        Random rnd = new Random(6);
+        try (ShardNode node = pages(2, policy)) {
+            long seq = node.create(null);
+            append(node, seq, 32, rnd, small(rnd));
+            policy.onSwitch(() -> {
+                throw new IllegalStateException("the store is closing");
+            });
+            assertThat(policy.use("lru")).hasValue("policy lru is in force but could not be told of the entries stored"
+                    + " before it (java.lang.IllegalStateException: the store is closing): the shard evicts its oldest"
+                    + " pages instead until another policy, or other parameters, is switched to");
+            assertThat(policy.activePolicy()).isEqualTo("lru");
+            long before = policy.fallbacks();
+            append(node, seq, 1, rnd, small(rnd)); // full: room is made by the oldest page, not by lru's ranking
+            assertThat(policy.fallbacks()).isGreaterThan(before);
+            assertThat(node.residentPositions(seq, 0)).containsExactly(IntStream.range(16, 33).toArray());
+        }
+    }
+
     /**
      * Appends that come while a new token policy is being told of the resident entries (it knows only what they
      * store): the shard evicts its oldest pages then, not a batch's own first entries, all the new policy knows of.
