@@ -214,7 +214,15 @@ public final class KvStore implements AutoCloseable {
                 shard.withdraw(sequence, layer, one);
             }
             state.length[layer] = position;
-            config.eviction().withdrawn(sequence, layer, position);
+            try {
+                config.eviction().withdrawn(sequence, layer, position);
+            } catch (RuntimeException e) {
+                // The withdrawal stands (every shard took the entry back): said, not thrown, so that a caller undoing
+                // an append does not withdraw again and take an earlier token back too.
+                LOG.log(System.Logger.Level.WARNING, "the eviction hook failed"
+                        + " on the withdrawal of (" + sequence + ", " + layer + ", " + position + "); the store's"
+                        + " state is whole", e);
+            }
             return position;
         }
     }

@@ -146,6 +146,11 @@ class EvictionTest {
             public void evicted(long sequence, int layer, int position) {
                 throw new IllegalStateException("hook failure");
             }
+
+            @Override
+            public void withdrawn(long sequence, int layer, int position) {
+                throw new IllegalStateException("hook failure");
+            }
         };
         KvLayout layout = new KvLayout(SHAPE.kvHeads(), SHAPE.headDim(), 16, StorageType.FP32);
         Random rnd = new Random(21);
@@ -166,6 +171,9 @@ class EvictionTest {
             AttentionResult r = store.attend(seq, 0, q, AttentionScope.all(), true);
             assertThat(r.positions()).hasSize(46);
             assertThat(Reference.relativeError(r.output(), Reference.attend(SHAPE, q, kept))).isLessThanOrEqualTo(1e-5);
+            // A withdrawal the hook fails on stands, and is answered (the caller must not withdraw again).
+            assertThat(store.withdrawLast(seq, 0)).isEqualTo(63);
+            assertThat(store.resident(seq, 0)).isEqualTo(45);
         }
     }
 

@@ -387,12 +387,15 @@ public final class ShardPolicy implements EvictionHook, PolicyReport {
                 // The token policy untracked its own victims; what else went (the oldest-page fallback, a page of a
                 // budget resize) it still tracks.
                 TokenRetention r = active.retention();
-                if (r != null) {
-                    for (long[] e : evictedMeanwhile) {
-                        r.forget(e[0], (int) e[1], new int[] {(int) e[2]});
+                try {
+                    if (r != null) {
+                        for (long[] e : evictedMeanwhile) {
+                            r.forget(e[0], (int) e[1], new int[] {(int) e[2]});
+                        }
                     }
+                } finally {
+                    evictedMeanwhile.clear(); // also after a failure: the next room made must not forget them again
                 }
-                evictedMeanwhile.clear();
             }
         }
     }
