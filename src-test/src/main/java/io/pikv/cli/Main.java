@@ -113,6 +113,16 @@ public final class Main implements Runnable {
         return java.nio.file.Files.exists(fromRoot) ? fromRoot : given;
     }
 
+    /**
+     * Refuses {@code value} of {@code flag} outside {@code [min, max]} in one sentence naming the flag and the value;
+     * {@code why}, when not empty, says why the bounds are what they are.
+     */
+    static void within(String flag, long value, long min, long max, String why) {
+        if (value < min || value > max) {
+            throw new UsageException(flag + " must be in [" + min + ", " + max + "]" + why + ", got " + value + ".");
+        }
+    }
+
     /** Bad input the user can fix: printed as one sentence, exit code 2. */
     public static final class UsageException extends RuntimeException {
         public UsageException(String message) {

@@ -63,10 +63,9 @@ public final class OperatorBench implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException, InterruptedException {
-        if (clusters < 1 || clusters > 2000 || rounds < 1 || rounds > 1000 || warmup < 0 || warmup > 1000) {
-            throw new Main.UsageException("--clusters must be in [1, 2000], --rounds in [1, 1000] and --warmup in "
-                    + "[0, 1000].");
-        }
+        Main.within("--clusters", clusters, 1, 2000, "");
+        Main.within("--rounds", rounds, 1, 1000, "");
+        Main.within("--warmup", warmup, 0, 1000, "");
         Path root = SidecarProcess.projectRoot();
         String classpath = classpath(root);
         // A directory of this run's own: two runs at once (the test suite's and a user's) never read each other's figures.

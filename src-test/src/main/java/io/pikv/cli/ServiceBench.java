@@ -81,13 +81,6 @@ public final class ServiceBench implements Callable<Integer> {
      */
     private static final int BUCKETS = 8;
 
-    /** Refuses {@code value} of {@code flag} outside {@code [min, max]}, naming the flag and the value. */
-    private static void within(String flag, int value, int min, int max, String why) {
-        if (value < min || value > max) {
-            throw new Main.UsageException(flag + " must be in [" + min + ", " + max + "]" + why + ", got " + value + ".");
-        }
-    }
-
     @Option(names = "--shard-threads", paramLabel = "N", description = "Attention threads per shard process "
             + "(default: the processors divided among the shards, at least 1).")
     Integer shardThreads;
@@ -112,19 +105,19 @@ public final class ServiceBench implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        within("--context", context, 1, MAX_CONTEXT, "");
-        within("--shards", shards, 1, 16, "");
-        within("--steps", steps, ROUNDS, 100_000, "");
-        within("--warmup", warmup, 0, 100_000, "");
+        Main.within("--context", context, 1, MAX_CONTEXT, "");
+        Main.within("--shards", shards, 1, 16, "");
+        Main.within("--steps", steps, ROUNDS, 100_000, "");
+        Main.within("--warmup", warmup, 0, 100_000, "");
         if (shardThreads != null) {
-            within("--shard-threads", shardThreads, 1, BUCKETS, " (a shard splits an attention over its " + BUCKETS
+            Main.within("--shard-threads", shardThreads, 1, BUCKETS, " (a shard splits an attention over its " + BUCKETS
                     + " buckets, one thread each at most)");
         }
-        within("--q-heads", qHeads, 1, ModelShape.MAX_HEADS, "");
-        within("--kv-heads", kvHeads, 1, ModelShape.MAX_HEADS, "");
-        within("--head-dim", headDim, 1, ModelShape.MAX_HEAD_DIM, "");
-        within("--experts", experts, 1, ModelShape.MAX_EXPERTS, "");
-        within("--top-k", topK, 1, experts, " (at most the experts)");
+        Main.within("--q-heads", qHeads, 1, ModelShape.MAX_HEADS, "");
+        Main.within("--kv-heads", kvHeads, 1, ModelShape.MAX_HEADS, "");
+        Main.within("--head-dim", headDim, 1, ModelShape.MAX_HEAD_DIM, "");
+        Main.within("--experts", experts, 1, ModelShape.MAX_EXPERTS, "");
+        Main.within("--top-k", topK, 1, experts, " (at most the experts)");
         if (qHeads % kvHeads != 0) {
             throw new Main.UsageException("--q-heads " + qHeads + " must be a multiple of --kv-heads " + kvHeads + ".");
         }

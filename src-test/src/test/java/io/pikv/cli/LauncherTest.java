@@ -103,9 +103,9 @@ class LauncherTest {
                         + "shard splits an attention over its 8 buckets, one thread each at most), got 9."},
                 {new String[] {"bench", "service", "--top-k", "61"}, "--top-k must be in [1, 60] (at most the "
                         + "experts), got 61."},
-                {new String[] {"bench", "operator", "--clusters", "0"}, "--clusters must be in [1, 2000]"},
-                {new String[] {"bench", "operator", "--rounds", "0"}, "--rounds in [1, 1000]"},
-                {new String[] {"bench", "operator", "--warmup", "100000"}, "--warmup in [0, 1000]"},
+                {new String[] {"bench", "operator", "--clusters", "0"}, "--clusters must be in [1, 2000], got 0."},
+                {new String[] {"bench", "operator", "--rounds", "0"}, "--rounds must be in [1, 1000], got 0."},
+                {new String[] {"bench", "operator", "--warmup", "100000"}, "--warmup must be in [0, 1000], got 100000."},
                 {new String[] {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--policies", "lru,clock"},
                         "unknown policy 'clock' in --policies; known: lru, streaming, h2o, utility, lrfu, adaptive."},
                 {new String[] {"bench", "cache", "--trace", "pom.xml", "--capacity", "10", "--json",
