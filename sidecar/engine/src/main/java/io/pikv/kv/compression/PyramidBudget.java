@@ -420,11 +420,16 @@ public final class PyramidBudget implements EvictionHook {
                     + ": every layer needs a budget");
         }
         int evicted = 0;
+        // As the store's hook it hears of each eviction itself (of those the store made: a victim taken back meanwhile,
+        // by another thread's withdrawLast, is neither evicted nor to be marked so); else it marks its victims.
+        boolean told = store.config().eviction() == this;
         for (int layer = 0; layer < layers; layer++) {
             int[] victims = victims(sequence, layer, store.residentPositions(sequence, layer));
             if (victims.length > 0) {
                 evicted += store.evict(sequence, layer, victims);
-                markEvicted(sequence, layer, victims);
+                if (!told) {
+                    markEvicted(sequence, layer, victims);
+                }
             }
         }
         return evicted;
