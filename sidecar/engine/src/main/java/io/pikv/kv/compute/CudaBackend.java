@@ -50,7 +50,7 @@ public final class CudaBackend implements AutoCloseable {
     /** Opens device {@code ordinal}, or explains why it cannot. */
     public static CudaBackend open(int ordinal) {
         boolean found = false;
-        String[] step = {"cuInit"}; // the driver call under way, for the message of a failure
+        String step = "cuInit"; // the driver call under way, for the message of a failure
         try {
             JCudaDriver.setExceptionsEnabled(true);
             try {
@@ -62,14 +62,14 @@ public final class CudaBackend implements AutoCloseable {
                         !String.valueOf(e.getMessage()).contains("CUDA_ERROR_NO_DEVICE"));
             }
             int[] count = new int[1];
-            step[0] = "cuDeviceGetCount";
+            step = "cuDeviceGetCount";
             JCudaDriver.cuDeviceGetCount(count);
             if (count[0] <= ordinal) {
                 throw new CudaUnavailableException("no CUDA device " + ordinal + " (the driver reports " + count[0]
                         + ")", null);
             }
             found = true;
-            step[0] = "reading the attributes of device " + ordinal;
+            step = "reading the attributes of device " + ordinal;
             CUdevice device = new CUdevice();
             JCudaDriver.cuDeviceGet(device, ordinal);
             byte[] name = new byte[256];
@@ -85,14 +85,14 @@ public final class CudaBackend implements AutoCloseable {
                         + " is below 8.0, the oldest PTX target PiKV ships (sm_80)", null, true);
             }
             String on = " on device " + ordinal + " (" + cString(name) + ")";
-            step[0] = "cuCtxCreate" + on;
+            step = "cuCtxCreate" + on;
             CUcontext context = new CUcontext();
             JCudaDriver.cuCtxCreate(context, 0, device);
             CudaBackend backend = new CudaBackend(context, cString(name), major, minor, sms, memory[0], target);
             CUmodule module = new CUmodule();
             try {
                 byte[] ptx = ptx(target);
-                step[0] = "cuModuleLoadData (the " + target + " PTX)" + on;
+                step = "cuModuleLoadData (the " + target + " PTX)" + on;
                 try {
                     JCudaDriver.cuModuleLoadData(module, ptx);
                 } catch (CudaException e) {
@@ -106,14 +106,14 @@ public final class CudaBackend implements AutoCloseable {
                     for (String prefix : PARTIAL_PREFIXES) {
                         String kernel = prefix + dim;
                         CUfunction f = new CUfunction();
-                        step[0] = "cuModuleGetFunction(" + kernel + ")" + on;
+                        step = "cuModuleGetFunction(" + kernel + ")" + on;
                         JCudaDriver.cuModuleGetFunction(f, module, kernel);
                         backend.partials.put(kernel, f);
                     }
                 }
-                step[0] = "cuModuleGetFunction(pikv_decode_merge)" + on;
+                step = "cuModuleGetFunction(pikv_decode_merge)" + on;
                 JCudaDriver.cuModuleGetFunction(backend.merge, module, "pikv_decode_merge");
-                step[0] = "cuModuleGetFunction(pikv_append)" + on;
+                step = "cuModuleGetFunction(pikv_append)" + on;
                 JCudaDriver.cuModuleGetFunction(backend.append, module, "pikv_append");
             } catch (RuntimeException e) {
                 // A driver too old for the PTX, or a kernel missing from it: give the context (and with it the
@@ -129,7 +129,7 @@ public final class CudaBackend implements AutoCloseable {
         } catch (LinkageError e) {
             throw linkFailure(e, deviceNode());
         } catch (CudaException e) {
-            throw new CudaUnavailableException("CUDA error in " + step[0] + ": " + firstLine(e), e, found);
+            throw new CudaUnavailableException("CUDA error in " + step + ": " + firstLine(e), e, found);
         } catch (CudaUnavailableException e) {
             throw found && !e.deviceFound() ? new CudaUnavailableException(e.getMessage(), e.getCause(), true) : e;
         }
